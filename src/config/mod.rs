@@ -1,0 +1,620 @@
+//! The validated configuration the rest of the program uses.
+//!
+//! `raw` mirrors the XML; this module turns it into ready values (anchored regexes,
+//! numbers, paths that exist, remotes with their destination) and refuses anything an
+//! operator would otherwise discover only when the first file fails to sync. Every error
+//! names the file, the line and the element or attribute.
+
+pub mod raw;
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::bytes::Regex;
+
+pub use raw::ConfigError;
+
+/// Which inotify events become syncs (`<inotify>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Events {
+    pub delete: bool,
+    pub create_folder: bool,
+    pub create_file: bool,
+    pub close_write: bool,
+    pub move_from: bool,
+    pub move_to: bool,
+    pub attrib: bool,
+    pub modify: bool,
+}
+
+impl Default for Events {
+    /// The original's defaults.
+    fn default() -> Self {
+        Events {
+            delete: true,
+            create_folder: true,
+            create_file: false,
+            close_write: true,
+            move_from: true,
+            move_to: true,
+            attrib: false,
+            modify: false,
+        }
+    }
+}
+
+/// One `<remote ip name>`: a daemon module or, in ssh mode, a remote directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub ip: String,
+    pub name: String,
+}
+
+/// One `<localpath watch>` with its remotes.
+#[derive(Debug, Clone)]
+pub struct WatchRoot {
+    /// Absolute, without a trailing slash.
+    pub path: PathBuf,
+    pub remotes: Vec<Remote>,
+}
+
+/// How rsync reaches the remotes (`<rsync>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RsyncOptions {
+    /// `commonParams`, split like a shell would split them (no expansion).
+    pub params: Vec<String>,
+    /// Auth user and password file, when `<auth start="true">`.
+    pub auth: Option<(String, PathBuf)>,
+    pub port: Option<u16>,
+    pub timeout: Option<u32>,
+    /// The remote shell command in ssh mode; `None` is daemon mode.
+    pub ssh: Option<String>,
+    /// Most paths one rsync call carries; 1 is the original one-call-per-path behaviour.
+    pub batch: usize,
+}
+
+/// When full syncs run (`<crontab schedule>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    Every(Duration),
+    Cron(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Crontab {
+    pub schedule: Schedule,
+    /// rsync glob patterns passed as `--exclude` to the full sync.
+    pub excludes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub debug: bool,
+    /// Anchored exclude regexes from `<filter>` when it is on; empty otherwise.
+    pub excludes: Vec<Regex>,
+    pub events: Events,
+    pub roots: Vec<WatchRoot>,
+    pub rsync: RsyncOptions,
+    pub fail_log: PathBuf,
+    pub replay_every: Duration,
+    pub crontab: Option<Crontab>,
+    /// `<host hostip port>`: where a status endpoint would listen.
+    pub host: Option<(String, u16)>,
+    /// Elements this program does not know (path, line): warned about at start.
+    pub unknown: Vec<(String, u32)>,
+}
+
+/// Default most paths in one rsync call.
+pub const DEFAULT_BATCH: usize = 5000;
+
+struct Ctx<'a> {
+    file: &'a str,
+    latin1: bool,
+}
+
+impl Ctx<'_> {
+    fn err(&self, line: Option<u32>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    fn switch(
+        &self,
+        s: Option<&raw::Switch>,
+        element: &str,
+        default: bool,
+    ) -> Result<bool, ConfigError> {
+        match s {
+            None => Ok(default),
+            Some(s) => self.flag(s.start.as_deref(), s.line, element, "start", default),
+        }
+    }
+
+    fn flag(
+        &self,
+        value: Option<&str>,
+        line: Option<u32>,
+        element: &str,
+        attr: &str,
+        default: bool,
+    ) -> Result<bool, ConfigError> {
+        match value.map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if v == "true" => Ok(true),
+            Some(v) if v == "false" => Ok(false),
+            Some(v) => Err(self.err(
+                line,
+                format!("<{element} {attr}=\"{v}\">: must be \"true\" or \"false\""),
+            )),
+        }
+    }
+
+    fn number<T: std::str::FromStr>(
+        &self,
+        value: Option<&str>,
+        line: Option<u32>,
+        element: &str,
+        attr: &str,
+    ) -> Result<T, ConfigError> {
+        let v = value.ok_or_else(|| self.err(line, format!("<{element}>: missing {attr}=")))?;
+        v.trim().parse().map_err(|_| {
+            self.err(
+                line,
+                format!("<{element} {attr}=\"{v}\">: not a valid number"),
+            )
+        })
+    }
+
+    /// A path attribute: Latin-1 configs give back the bytes the original would have used.
+    fn path(&self, value: &str) -> PathBuf {
+        if self.latin1 && value.chars().all(|c| (c as u32) < 256) {
+            PathBuf::from(OsString::from_vec(
+                value.chars().map(|c| c as u32 as u8).collect(),
+            ))
+        } else {
+            PathBuf::from(value)
+        }
+    }
+}
+
+/// Loads and validates a config file.
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    let name = file.display().to_string();
+    let bytes = std::fs::read(file).map_err(|e| ConfigError {
+        file: name.clone(),
+        line: None,
+        message: format!("cannot read config: {e}"),
+    })?;
+    parse(file, &bytes)
+}
+
+/// Validates config bytes (the file name is only for messages and relative paths).
+pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
+    let doc = raw::parse(file, bytes)?;
+    let name = file.display().to_string();
+    let cx = Ctx {
+        file: &name,
+        latin1: doc.latin1,
+    };
+    let head = doc.head;
+    let sersync = head
+        .sersync
+        .as_ref()
+        .ok_or_else(|| cx.err(None, "missing <sersync> element"))?;
+
+    let debug = cx.switch(head.debug.as_ref(), "debug", false)?;
+    let excludes = excludes(&cx, head.filter.as_ref())?;
+    let events = events(&cx, head.inotify.as_ref())?;
+    let roots = roots(&cx, sersync)?;
+    let rsync = rsync(&cx, sersync.rsync.as_ref())?;
+
+    let (fail_log, replay_every) = match &sersync.fail_log {
+        None => (
+            PathBuf::from("/tmp/rsync_fail_log.sh"),
+            Duration::from_secs(3600),
+        ),
+        Some(f) => {
+            let path = match f.path.as_deref().map(str::trim) {
+                None | Some("") => {
+                    return Err(cx.err(f.line, "<failLog>: missing path="));
+                }
+                Some(p) => cx.path(p),
+            };
+            let minutes: u64 = match f.time_to_execute {
+                None => 60,
+                Some(_) => cx.number(
+                    f.time_to_execute.as_deref(),
+                    f.line,
+                    "failLog",
+                    "timeToExecute",
+                )?,
+            };
+            if minutes == 0 {
+                return Err(cx.err(
+                    f.line,
+                    "<failLog timeToExecute=\"0\">: must be at least 1 minute",
+                ));
+            }
+            (path, Duration::from_secs(minutes * 60))
+        }
+    };
+    let crontab = crontab(&cx, sersync.crontab.as_ref())?;
+    let host = match &head.host {
+        Some(h)
+            if h.start.is_some()
+                && !cx.flag(h.start.as_deref(), h.line, "host", "start", false)? =>
+        {
+            None
+        }
+        Some(h) => {
+            let ip = h.hostip.clone().unwrap_or_else(|| "127.0.0.1".to_owned());
+            let port: u16 = match h.port {
+                None => 8008,
+                Some(_) => cx.number(h.port.as_deref(), h.line, "host", "port")?,
+            };
+            Some((ip, port))
+        }
+        None => None,
+    };
+    Ok(Config {
+        file: file.to_path_buf(),
+        debug,
+        excludes,
+        events,
+        roots,
+        rsync,
+        fail_log,
+        replay_every,
+        crontab,
+        host,
+        unknown: doc.unknown,
+    })
+}
+
+fn excludes(cx: &Ctx, filter: Option<&raw::Filter>) -> Result<Vec<Regex>, ConfigError> {
+    let Some(filter) = filter else {
+        return Ok(Vec::new());
+    };
+    if !cx.flag(
+        filter.start.as_deref(),
+        filter.line,
+        "filter",
+        "start",
+        false,
+    )? {
+        return Ok(Vec::new());
+    }
+    filter
+        .exclude
+        .iter()
+        .map(|e| {
+            let expr = e
+                .expression
+                .as_deref()
+                .ok_or_else(|| cx.err(e.line, "<exclude>: missing expression="))?;
+            // Anchored: the expression must match the whole relative path.
+            Regex::new(&format!("^(?:{expr})$")).map_err(|err| {
+                cx.err(
+                    e.line,
+                    format!("<exclude expression=\"{expr}\">: bad regular expression: {err}"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn events(cx: &Ctx, inotify: Option<&raw::Inotify>) -> Result<Events, ConfigError> {
+    let d = Events::default();
+    let Some(i) = inotify else {
+        return Ok(d);
+    };
+    Ok(Events {
+        delete: cx.switch(i.delete.as_ref(), "delete", d.delete)?,
+        create_folder: cx.switch(i.create_folder.as_ref(), "createFolder", d.create_folder)?,
+        create_file: cx.switch(i.create_file.as_ref(), "createFile", d.create_file)?,
+        close_write: cx.switch(i.close_write.as_ref(), "closeWrite", d.close_write)?,
+        move_from: cx.switch(i.move_from.as_ref(), "moveFrom", d.move_from)?,
+        move_to: cx.switch(i.move_to.as_ref(), "moveTo", d.move_to)?,
+        attrib: cx.switch(i.attrib.as_ref(), "attrib", d.attrib)?,
+        modify: cx.switch(i.modify.as_ref(), "modify", d.modify)?,
+    })
+}
+
+fn roots(cx: &Ctx, sersync: &raw::Sersync) -> Result<Vec<WatchRoot>, ConfigError> {
+    if sersync.localpath.is_empty() {
+        return Err(cx.err(
+            sersync.line,
+            "<sersync>: missing <localpath watch=...> element",
+        ));
+    }
+    let mut roots: Vec<WatchRoot> = Vec::new();
+    for lp in &sersync.localpath {
+        let watch = lp
+            .watch
+            .as_deref()
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .ok_or_else(|| cx.err(lp.line, "<localpath>: missing watch="))?;
+        let path = normalise_watch(&cx.path(watch));
+        if !path.is_absolute() {
+            return Err(cx.err(
+                lp.line,
+                format!("<localpath watch=\"{watch}\">: must be an absolute path"),
+            ));
+        }
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(cx.err(
+                    lp.line,
+                    format!("<localpath watch=\"{watch}\">: not a directory"),
+                ))
+            }
+            Err(e) => {
+                return Err(cx.err(
+                    lp.line,
+                    format!("<localpath watch=\"{watch}\">: watch directory unusable: {e}"),
+                ))
+            }
+        }
+        if let Some(other) = roots
+            .iter()
+            .find(|r| path.starts_with(&r.path) || r.path.starts_with(&path))
+        {
+            return Err(cx.err(
+                lp.line,
+                format!(
+                    "<localpath watch=\"{watch}\">: overlaps the watch {}",
+                    other.path.display()
+                ),
+            ));
+        }
+        if lp.remote.is_empty() {
+            return Err(cx.err(
+                lp.line,
+                format!("<localpath watch=\"{watch}\">: no <remote ip=... name=...> inside"),
+            ));
+        }
+        let mut remotes = Vec::new();
+        for r in &lp.remote {
+            let ip =
+                r.ip.as_deref()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| cx.err(r.line, "<remote>: missing ip="))?;
+            let name = r
+                .name
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| cx.err(r.line, "<remote>: missing name="))?;
+            if ip.starts_with('-') || ip.contains(['/', ' ', ':']) && !ip.starts_with('[') {
+                return Err(cx.err(
+                    r.line,
+                    format!("<remote ip=\"{ip}\">: not a host name or address"),
+                ));
+            }
+            remotes.push(Remote {
+                ip: ip.to_owned(),
+                name: name.to_owned(),
+            });
+        }
+        roots.push(WatchRoot { path, remotes });
+    }
+    Ok(roots)
+}
+
+/// `/opt/tongbu/` and `/opt/tongbu` are the same watch.
+fn normalise_watch(path: &Path) -> PathBuf {
+    path.components().collect()
+}
+
+fn rsync(cx: &Ctx, r: Option<&raw::Rsync>) -> Result<RsyncOptions, ConfigError> {
+    let default = raw::Rsync::default();
+    let r = r.unwrap_or(&default);
+    let params = match &r.common_params {
+        None => vec!["-artuz".to_owned()],
+        Some(p) => {
+            let text = p.params.as_deref().unwrap_or("");
+            let words = split_words(text)
+                .map_err(|m| cx.err(p.line, format!("<commonParams params=\"{text}\">: {m}")))?;
+            if let Some(bad) = words.iter().find(|w| !w.starts_with('-')) {
+                return Err(cx.err(
+                    p.line,
+                    format!("<commonParams params=\"{text}\">: \"{bad}\" is not an option (each word must start with -)"),
+                ));
+            }
+            words
+        }
+    };
+    let auth = match &r.auth {
+        Some(a) if cx.flag(a.start.as_deref(), a.line, "auth", "start", false)? => {
+            let user = a
+                .users
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| cx.err(a.line, "<auth>: missing users="))?;
+            let file = a
+                .password_file
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| cx.err(a.line, "<auth>: missing passwordfile="))?;
+            let path = cx.path(file);
+            if let Err(e) = std::fs::File::open(&path) {
+                return Err(cx.err(
+                    a.line,
+                    format!("<auth passwordfile=\"{file}\">: password file unreadable: {e}"),
+                ));
+            }
+            Some((user.to_owned(), path))
+        }
+        _ => None,
+    };
+    let port = match &r.user_defined_port {
+        Some(p)
+            if cx.flag(
+                p.start.as_deref(),
+                p.line,
+                "userDefinedPort",
+                "start",
+                false,
+            )? =>
+        {
+            let port: u16 = cx.number(p.port.as_deref(), p.line, "userDefinedPort", "port")?;
+            if port == 0 {
+                return Err(cx.err(p.line, "<userDefinedPort port=\"0\">: not a usable port"));
+            }
+            Some(port)
+        }
+        _ => None,
+    };
+    let timeout = match &r.timeout {
+        Some(t) if cx.flag(t.start.as_deref(), t.line, "timeout", "start", false)? => {
+            Some(cx.number(t.time.as_deref(), t.line, "timeout", "time")?)
+        }
+        _ => None,
+    };
+    let ssh = match &r.ssh {
+        Some(s) if cx.flag(s.start.as_deref(), s.line, "ssh", "start", false)? => Some(
+            s.command
+                .clone()
+                .filter(|c| !c.trim().is_empty())
+                .or_else(|| {
+                    std::env::var("RSYNC_RSH")
+                        .ok()
+                        .filter(|c| !c.trim().is_empty())
+                })
+                .unwrap_or_else(|| "ssh".to_owned()),
+        ),
+        _ => None,
+    };
+    let batch = match &r.batch {
+        None => DEFAULT_BATCH,
+        Some(b) => {
+            let n: usize = cx.number(b.size.as_deref(), b.line, "batch", "size")?;
+            if n == 0 {
+                return Err(cx.err(b.line, "<batch size=\"0\">: must be at least 1"));
+            }
+            n
+        }
+    };
+    Ok(RsyncOptions {
+        params,
+        auth,
+        port,
+        timeout,
+        ssh,
+        batch,
+    })
+}
+
+fn crontab(cx: &Ctx, c: Option<&raw::Crontab>) -> Result<Option<Crontab>, ConfigError> {
+    let Some(c) = c else { return Ok(None) };
+    if !cx.flag(c.start.as_deref(), c.line, "crontab", "start", false)? {
+        return Ok(None);
+    }
+    let text = c
+        .schedule
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| cx.err(c.line, "<crontab>: missing schedule="))?;
+    let schedule = if text.chars().all(|ch| ch.is_ascii_digit()) {
+        let minutes: u64 = cx.number(Some(text), c.line, "crontab", "schedule")?;
+        if minutes == 0 {
+            return Err(cx.err(
+                c.line,
+                "<crontab schedule=\"0\">: must be at least 1 minute",
+            ));
+        }
+        Schedule::Every(Duration::from_secs(minutes * 60))
+    } else {
+        crate::schedule::parse_cron(text)
+            .map_err(|m| cx.err(c.line, format!("<crontab schedule=\"{text}\">: {m}")))?;
+        Schedule::Cron(text.to_owned())
+    };
+    let mut excludes = Vec::new();
+    if let Some(f) = &c.crontab_filter {
+        if cx.flag(f.start.as_deref(), f.line, "crontabfilter", "start", false)? {
+            for e in &f.exclude {
+                let expr = e
+                    .expression
+                    .as_deref()
+                    .ok_or_else(|| cx.err(e.line, "<exclude>: missing expression="))?;
+                excludes.push(expr.to_owned());
+            }
+        }
+    }
+    Ok(Some(Crontab { schedule, excludes }))
+}
+
+/// Splits `commonParams` the way `/bin/sh` would split words, without any expansion.
+pub fn split_words(text: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' | '\r' => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated single quote".to_owned()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err("unterminated double quote".to_owned()),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated double quote".to_owned()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(c) = chars.next() {
+                    word.push(c);
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests;

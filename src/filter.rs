@@ -1,0 +1,168 @@
+//! Which paths are never synced: editor and rsync temporary files, and `<filter>` excludes.
+//!
+//! One path form for every check: relative to the watch root, no leading slash. A
+//! directory matches an exclude if the expression matches its path with or without a
+//! trailing slash, so `(.*)\.svn` and `^info/*` both work as users wrote them. The same
+//! test runs on live events, on directories found while adding watches, and on the walk
+//! behind a full sync; an excluded directory is never watched, so nothing below it is
+//! ever seen.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use regex::bytes::Regex;
+
+/// Names that are temporary by construction: dropping them loses nothing, because the
+/// real file arrives by its own event (a rename or a close).
+pub fn is_temp_name(name: &[u8]) -> bool {
+    if name == b"4913" || name.ends_with(b"~") {
+        return true; // vim's write probe; vim and emacs backups
+    }
+    let Some(rest) = name.strip_prefix(b".") else {
+        return false;
+    };
+    if rest.starts_with(b"#") {
+        return true; // emacs lock .#name
+    }
+    if [&b".swp"[..], b".swx", b".swpx"]
+        .iter()
+        .any(|ext| rest.ends_with(ext) && rest.len() > ext.len())
+    {
+        return true; // vim swap .name.swp
+    }
+    is_rsync_temp(rest)
+}
+
+/// rsync writes `.name.XXXXXX` (six random letters and digits) and renames it into
+/// place. An all-lowercase suffix is not taken for one (`.htaccess.backup` is a real
+/// file); the rare rsync temp file that looks like that is pushed and then deleted by
+/// its rename, which is harmless.
+fn is_rsync_temp(rest: &[u8]) -> bool {
+    let Some(dot) = rest.iter().rposition(|&b| b == b'.') else {
+        return false;
+    };
+    let (stem, suffix) = (&rest[..dot], &rest[dot + 1..]);
+    !stem.is_empty()
+        && suffix.len() == 6
+        && suffix.iter().all(u8::is_ascii_alphanumeric)
+        && suffix
+            .iter()
+            .any(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+}
+
+/// The `<filter>` excludes, compiled and anchored.
+#[derive(Debug, Clone, Default)]
+pub struct Excludes {
+    rules: Vec<Regex>,
+}
+
+impl Excludes {
+    pub fn new(rules: Vec<Regex>) -> Self {
+        Excludes { rules }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Is this relative path excluded? Only the path itself is tested: its ancestors
+    /// were tested when their watches were made.
+    pub fn excludes(&self, rel: &Path, is_dir: bool) -> bool {
+        if self.rules.is_empty() {
+            return false;
+        }
+        let bytes = rel.as_os_str().as_bytes();
+        if self.rules.iter().any(|r| r.is_match(bytes)) {
+            return true;
+        }
+        if is_dir {
+            let mut with_slash = Vec::with_capacity(bytes.len() + 1);
+            with_slash.extend_from_slice(bytes);
+            with_slash.push(b'/');
+            return self.rules.iter().any(|r| r.is_match(&with_slash));
+        }
+        false
+    }
+
+    /// Is this path or any of its ancestors excluded? For paths that did not come
+    /// through a watch (fail-log entries, command-line input).
+    pub fn excludes_path_or_parent(&self, rel: &Path, is_dir: bool) -> bool {
+        let mut dir = rel.parent();
+        while let Some(d) = dir {
+            if !d.as_os_str().is_empty() && self.excludes(d, true) {
+                return true;
+            }
+            dir = d.parent();
+        }
+        self.excludes(rel, is_dir)
+    }
+}
+
+/// Should this entry (name within its directory, full relative path) be skipped?
+pub fn skip(excludes: &Excludes, name: &[u8], rel: &Path, is_dir: bool) -> bool {
+    (!is_dir && is_temp_name(name)) || excludes.excludes(rel, is_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(exprs: &[&str]) -> Excludes {
+        Excludes::new(
+            exprs
+                .iter()
+                .map(|e| Regex::new(&format!("^(?:{e})$")).expect("regex"))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn vim_save_sequence_leaves_only_the_file() {
+        for temp in [
+            &b"4913"[..],
+            b"a.log~",
+            b".a.log.swp",
+            b".a.log.swx",
+            b".a.log.swpx",
+        ] {
+            assert!(is_temp_name(temp), "{}", String::from_utf8_lossy(temp));
+        }
+        assert!(!is_temp_name(b"a.log"));
+    }
+
+    #[test]
+    fn rsync_and_emacs_temps_are_dropped_but_dotfiles_sync() {
+        assert!(is_temp_name(b".index.html.a8Xk2Q"));
+        assert!(is_temp_name(b".#notes.txt"));
+        assert!(!is_temp_name(b".htaccess"));
+        assert!(!is_temp_name(b".htaccess.backup"));
+        assert!(!is_temp_name(b".swp"));
+        assert!(!is_temp_name(b".env"));
+        assert!(!is_temp_name(b"49130"));
+    }
+
+    #[test]
+    fn excludes_match_the_whole_relative_path() {
+        let e = ex(&[r"(.*)\.svn", r"^info/*", r"(.*)\.gz"]);
+        assert!(e.excludes(Path::new("a/b/.svn"), true));
+        assert!(e.excludes(Path::new(".svn"), true));
+        assert!(e.excludes(Path::new("info"), true));
+        assert!(!e.excludes(Path::new("information"), true));
+        assert!(e.excludes(Path::new("x/y.tar.gz"), false));
+        assert!(!e.excludes(Path::new("x/y.gz.txt"), false));
+        assert!(e.excludes_path_or_parent(Path::new("info/deep/file"), false));
+        assert!(!e.excludes_path_or_parent(Path::new("pub/deep/file"), false));
+    }
+
+    #[test]
+    fn trailing_slash_form_works_for_directories_only() {
+        let e = ex(&[r"cache/"]);
+        assert!(e.excludes(Path::new("cache"), true));
+        assert!(!e.excludes(Path::new("cache"), false));
+    }
+
+    #[test]
+    fn no_rules_exclude_nothing() {
+        assert!(!Excludes::default().excludes(Path::new("anything"), true));
+    }
+}

@@ -1,0 +1,322 @@
+//! Pending changes per remote: merged, ordered, batched, never run twice at once.
+//!
+//! A pending entry is only "this path must be made equal on that remote"; what exists
+//! when rsync runs is pushed, what is gone is deleted. That makes merging trivial (a path
+//! waiting twice is one entry) and ordering a matter of one rule: a path is not handed
+//! out while the same path, an ancestor or a descendant is being pushed to the same
+//! remote. A later change waits, merged, and goes in the next call, so the last call
+//! for a path always starts after its last change.
+//!
+//! `Pending` is the pure state of one remote (unit and property tested); `Queue` wraps all
+//! remotes in a mutex and condvar for the worker threads.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What a worker takes from the queue for one remote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    Paths(Vec<PathBuf>),
+    Full,
+}
+
+/// The pending and in-flight state of one remote.
+#[derive(Debug, Default)]
+pub struct Pending {
+    by_path: BTreeMap<PathBuf, u64>,
+    by_seq: BTreeMap<u64, PathBuf>,
+    seq: u64,
+    full_pending: bool,
+    full_inflight: bool,
+    inflight: HashSet<PathBuf>,
+    /// For every proper ancestor of an in-flight path: how many in-flight paths lie below.
+    inflight_below: HashMap<PathBuf, usize>,
+    running: usize,
+}
+
+fn ancestors(p: &Path) -> impl Iterator<Item = &Path> {
+    p.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty())
+}
+
+impl Pending {
+    /// Queues a path. `gone_dir`: it was a directory and is gone (deleted or moved away),
+    /// so nothing still waiting below it needs pushing.
+    pub fn push(&mut self, path: PathBuf, gone_dir: bool) {
+        if self.full_pending && !self.full_inflight {
+            return; // the full sync that has not started yet covers it
+        }
+        if gone_dir {
+            let below: Vec<PathBuf> = self
+                .by_path
+                .range::<Path, _>((
+                    std::ops::Bound::Excluded(path.as_path()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(p, _)| p.starts_with(&path))
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in below {
+                if let Some(s) = self.by_path.remove(&p) {
+                    self.by_seq.remove(&s);
+                }
+            }
+        }
+        if self.by_path.contains_key(&path) {
+            return;
+        }
+        self.seq += 1;
+        self.by_seq.insert(self.seq, path.clone());
+        self.by_path.insert(path, self.seq);
+    }
+
+    /// Queues a full sync; it covers every path still waiting.
+    pub fn push_full(&mut self) {
+        self.full_pending = true;
+        self.by_path.clear();
+        self.by_seq.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_path.len() + usize::from(self.full_pending)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    fn blocked(&self, p: &Path) -> bool {
+        self.inflight.contains(p)
+            || self.inflight_below.contains_key(p)
+            || ancestors(p).any(|a| self.inflight.contains(a))
+    }
+
+    /// Hands out the next work, if any is free to run: a full sync once nothing is in
+    /// flight, else up to `max` waiting paths (oldest first) that conflict with nothing
+    /// in flight.
+    pub fn take(&mut self, max: usize) -> Option<Work> {
+        if self.full_inflight {
+            return None;
+        }
+        if self.full_pending {
+            if self.running > 0 {
+                return None;
+            }
+            self.full_pending = false;
+            self.full_inflight = true;
+            self.running += 1;
+            return Some(Work::Full);
+        }
+        let mut picked = Vec::new();
+        for (_, p) in self.by_seq.iter() {
+            if picked.len() >= max {
+                break;
+            }
+            if !self.blocked(p) {
+                picked.push(p.clone());
+            }
+        }
+        if picked.is_empty() {
+            return None;
+        }
+        for p in &picked {
+            if let Some(s) = self.by_path.remove(p) {
+                self.by_seq.remove(&s);
+            }
+            for a in ancestors(p) {
+                *self.inflight_below.entry(a.to_path_buf()).or_default() += 1;
+            }
+        }
+        // Insert after counting ancestors: paths of one batch may nest.
+        for p in &picked {
+            self.inflight.insert(p.clone());
+        }
+        self.running += 1;
+        Some(Work::Paths(picked))
+    }
+
+    /// Marks work handed out by `take` as finished (whatever its outcome).
+    pub fn finish(&mut self, work: &Work) {
+        self.running = self.running.saturating_sub(1);
+        match work {
+            Work::Full => self.full_inflight = false,
+            Work::Paths(paths) => {
+                for p in paths {
+                    self.inflight.remove(p);
+                    for a in ancestors(p) {
+                        if let Some(n) = self.inflight_below.get_mut(a) {
+                            *n -= 1;
+                            if *n == 0 {
+                                self.inflight_below.remove(a);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Everything still waiting, oldest first, leaving nothing behind; `true` if a full
+    /// sync was waiting too.
+    pub fn drain(&mut self) -> (Vec<PathBuf>, bool) {
+        let full = std::mem::take(&mut self.full_pending);
+        self.by_path.clear();
+        let paths = std::mem::take(&mut self.by_seq).into_values().collect();
+        (paths, full)
+    }
+}
+
+/// All remotes' pending work, shared by the watcher (producer) and the workers.
+pub struct Queue {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// Most paths per rsync call.
+    batch: usize,
+    /// Most calls in flight to one remote, so a slow remote leaves workers for the others.
+    per_target: usize,
+}
+
+struct State {
+    targets: Vec<Pending>,
+    /// A remote that just failed is left alone until then.
+    resting: Vec<Option<Instant>>,
+    next: usize,
+    closed: bool,
+}
+
+impl Queue {
+    pub fn new(targets: usize, batch: usize, workers: usize) -> Self {
+        let per_target = workers.div_ceil(targets.max(1)).max(1);
+        Queue {
+            state: Mutex::new(State {
+                targets: (0..targets).map(|_| Pending::default()).collect(),
+                resting: vec![None; targets],
+                next: 0,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            batch: batch.max(1),
+            per_target,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A worker that panicked while holding the lock left consistent state: every
+        // mutation above is completed before any call that could panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues one path for each of the given remotes.
+    pub fn push(&self, targets: &[usize], path: &Path, gone_dir: bool) {
+        let mut st = self.lock();
+        for &t in targets {
+            st.targets[t].push(path.to_path_buf(), gone_dir);
+        }
+        drop(st);
+        self.wake.notify_all();
+    }
+
+    /// Queues many paths at once (a walked directory) with one lock.
+    pub fn push_many(&self, targets: &[usize], paths: &[PathBuf]) {
+        if paths.is_empty() {
+            return;
+        }
+        let mut st = self.lock();
+        for &t in targets {
+            for p in paths {
+                st.targets[t].push(p.clone(), false);
+            }
+        }
+        drop(st);
+        self.wake.notify_all();
+    }
+
+    pub fn push_full(&self, targets: &[usize]) {
+        let mut st = self.lock();
+        for &t in targets {
+            st.targets[t].push_full();
+        }
+        drop(st);
+        self.wake.notify_all();
+    }
+
+    /// Blocks until there is work for a free remote; `None` once the queue is closed.
+    pub fn take(&self) -> Option<(usize, Work)> {
+        let mut st = self.lock();
+        loop {
+            if st.closed {
+                return None;
+            }
+            let n = st.targets.len();
+            let now = Instant::now();
+            let mut soonest: Option<Instant> = None;
+            for i in 0..n {
+                let t = (st.next + i) % n;
+                if let Some(until) = st.resting[t] {
+                    if until > now {
+                        soonest = Some(soonest.map_or(until, |s| s.min(until)));
+                        continue;
+                    }
+                    st.resting[t] = None;
+                }
+                if st.targets[t].running() >= self.per_target {
+                    continue;
+                }
+                if let Some(work) = st.targets[t].take(self.batch) {
+                    st.next = (t + 1) % n;
+                    return Some((t, work));
+                }
+            }
+            st = match soonest {
+                Some(until) => {
+                    let wait = until.saturating_duration_since(now);
+                    self.wake
+                        .wait_timeout(st, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => self.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+    }
+
+    /// Returns work from `take`; on failure the remote rests a moment before its next call.
+    pub fn finish(&self, target: usize, work: &Work, rest: Option<Duration>) {
+        let mut st = self.lock();
+        st.targets[target].finish(work);
+        if let Some(d) = rest {
+            st.resting[target] = Some(Instant::now() + d);
+        }
+        drop(st);
+        self.wake.notify_all();
+    }
+
+    /// Nothing waiting and nothing in flight, for every remote.
+    pub fn is_idle(&self) -> bool {
+        let st = self.lock();
+        st.targets.iter().all(|p| p.is_empty() && p.running() == 0)
+    }
+
+    /// Paths waiting per remote (for status and logs).
+    pub fn waiting(&self) -> Vec<usize> {
+        self.lock().targets.iter().map(Pending::len).collect()
+    }
+
+    /// Stops handing out work and returns everything that was still waiting, per remote.
+    pub fn close(&self) -> Vec<(Vec<PathBuf>, bool)> {
+        let mut st = self.lock();
+        st.closed = true;
+        let left = st.targets.iter_mut().map(Pending::drain).collect();
+        drop(st);
+        self.wake.notify_all();
+        left
+    }
+}
+
+#[cfg(test)]
+mod tests;

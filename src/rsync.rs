@@ -1,0 +1,403 @@
+//! rsync command lines for each remote, and running them without a shell.
+//!
+//! The command keeps the original's shape (cwd = watch root, `-R`, the options from
+//! `<rsync>`), but paths never pass through a shell: a live push hands rsync its list of
+//! relative paths on stdin (`--files-from=- --from0`), so no name, however strange, can
+//! change the command. A path that no longer exists when rsync runs becomes a deletion
+//! request (`--delete-missing-args --force`), or is skipped when deletes are off, so
+//! one call carries pushes and deletes alike and whatever lands is the state at the time
+//! of the call.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::config::{Remote, RsyncOptions};
+
+/// What one rsync call does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    /// These relative paths: push what exists, delete (or skip) what does not.
+    Paths(Vec<PathBuf>),
+    /// The whole tree (`./`), with `--delete` when deletes are on.
+    Full {
+        /// Relative paths to keep out (the `<filter>` excludes found by a walk).
+        excluded: Vec<PathBuf>,
+    },
+}
+
+/// One remote of one watch root: everything needed to build its command lines.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub root: PathBuf,
+    pub remote: Remote,
+    pub opts: RsyncOptions,
+    /// `<inotify><delete start>`: false means nothing is ever deleted remotely.
+    pub delete: bool,
+    /// crontabfilter globs, passed to full syncs as `--exclude`.
+    pub full_excludes: Vec<String>,
+}
+
+impl Target {
+    /// `[user@]ip::module` for daemon mode, `ip:dir` for ssh mode.
+    pub fn dest(&self) -> String {
+        match (&self.opts.ssh, &self.opts.auth) {
+            (Some(_), _) => format!("{}:{}", self.remote.ip, self.remote.name),
+            (None, Some((user, _))) => format!("{user}@{}::{}", self.remote.ip, self.remote.name),
+            (None, None) => format!("{}::{}", self.remote.ip, self.remote.name),
+        }
+    }
+
+    /// A short name for logs: `dest` without the user.
+    pub fn label(&self) -> String {
+        match self.opts.ssh {
+            Some(_) => format!("{}:{}", self.remote.ip, self.remote.name),
+            None => format!("{}::{}", self.remote.ip, self.remote.name),
+        }
+    }
+
+    /// The options every call to this remote carries, after `commonParams` and `-R`.
+    fn connection_args(&self, argv: &mut Vec<OsString>) {
+        match &self.opts.ssh {
+            Some(cmd) => {
+                argv.push("-e".into());
+                argv.push(cmd.into());
+            }
+            None => {
+                if let Some((_, file)) = &self.opts.auth {
+                    let mut a = OsString::from("--password-file=");
+                    a.push(file.as_os_str());
+                    argv.push(a);
+                }
+                if let Some(port) = self.opts.port {
+                    argv.push(format!("--port={port}").into());
+                }
+            }
+        }
+        if let Some(t) = self.opts.timeout {
+            argv.push(format!("--timeout={t}").into());
+        }
+    }
+
+    /// The argument vector (without the program name) for a job, and what goes to stdin.
+    pub fn argv(&self, job: &Job) -> (Vec<OsString>, Vec<u8>) {
+        let mut argv: Vec<OsString> = self.opts.params.iter().map(OsString::from).collect();
+        argv.push("-R".into());
+        let mut stdin = Vec::new();
+        match job {
+            Job::Paths(paths) => {
+                // commonParams usually holds -a or -r; each listed directory is pushed
+                // as itself, its contents come as their own entries.
+                argv.push("--no-recursive".into());
+                if self.delete {
+                    argv.push("--delete-missing-args".into());
+                    argv.push("--force".into());
+                } else {
+                    argv.push("--ignore-missing-args".into());
+                }
+                self.connection_args(&mut argv);
+                argv.push("--files-from=-".into());
+                argv.push("--from0".into());
+                argv.push("./".into());
+                for p in paths {
+                    stdin.extend_from_slice(p.as_os_str().as_bytes());
+                    stdin.push(0);
+                }
+            }
+            Job::Full { excluded } => {
+                if self.delete {
+                    argv.push("--delete".into());
+                }
+                for glob in &self.full_excludes {
+                    argv.push(format!("--exclude={glob}").into());
+                }
+                self.connection_args(&mut argv);
+                if !excluded.is_empty() {
+                    argv.push("--exclude-from=-".into());
+                    argv.push("--from0".into());
+                    for p in excluded {
+                        stdin.extend_from_slice(&anchored_rule(p));
+                        stdin.push(0);
+                    }
+                }
+                argv.push("./".into());
+            }
+        }
+        argv.push(self.dest().into());
+        (argv, stdin)
+    }
+
+    /// The same job as an argument vector that carries its paths as arguments, for the
+    /// fail log and `--test-config`: `./path` so that no name can read as an option.
+    pub fn argv_with_args(&self, job: &Job) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = self.opts.params.iter().map(OsString::from).collect();
+        argv.push("-R".into());
+        match job {
+            Job::Paths(paths) => {
+                argv.push("--no-recursive".into());
+                argv.push("--dirs".into());
+                if self.delete {
+                    argv.push("--delete-missing-args".into());
+                    argv.push("--force".into());
+                } else {
+                    argv.push("--ignore-missing-args".into());
+                }
+                self.connection_args(&mut argv);
+                for p in paths {
+                    let mut a = OsString::from("./");
+                    a.push(p.as_os_str());
+                    argv.push(a);
+                }
+            }
+            Job::Full { excluded } => {
+                if self.delete {
+                    argv.push("--delete".into());
+                }
+                for glob in &self.full_excludes {
+                    argv.push(format!("--exclude={glob}").into());
+                }
+                for p in excluded {
+                    let mut a = OsString::from("--exclude=");
+                    a.push(OsStr::from_bytes(&anchored_rule(p)[2..]));
+                    argv.push(a);
+                }
+                self.connection_args(&mut argv);
+                argv.push("./".into());
+            }
+        }
+        argv.push(self.dest().into());
+        argv
+    }
+}
+
+/// An rsync filter rule that excludes exactly this relative path: `- /path`, with
+/// wildcards escaped (rsync treats `\` as an escape only when a wildcard is present).
+pub fn anchored_rule(path: &Path) -> Vec<u8> {
+    let bytes = path.as_os_str().as_bytes();
+    let wild = bytes.iter().any(|b| matches!(b, b'*' | b'?' | b'['));
+    let mut rule = b"- /".to_vec();
+    for &b in bytes {
+        if wild && matches!(b, b'*' | b'?' | b'[' | b'\\') {
+            rule.push(b'\\');
+        }
+        rule.push(b);
+    }
+    rule
+}
+
+/// How an rsync run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The exit status; -1 when rsync could not be started or was killed by a signal.
+    pub status: i32,
+    /// The end of what rsync wrote to stderr, for the log.
+    pub stderr: String,
+    pub elapsed: std::time::Duration,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        is_success(self.status)
+    }
+}
+
+/// rsync's exit 24 ("some files vanished before they could be transferred") is what a
+/// live tree does all the time, and the vanished path has its own event: success.
+pub fn is_success(status: i32) -> bool {
+    status == 0 || status == 24
+}
+
+/// What a failed status means, for the log.
+pub fn describe_status(status: i32) -> &'static str {
+    match status {
+        0 => "success",
+        1 => "syntax or usage error",
+        2 => "protocol incompatibility",
+        3 => "errors selecting input/output files, dirs",
+        5 => "error starting client-server protocol (remote down, bad module or auth?)",
+        10 => "error in socket I/O (remote unreachable?)",
+        11 => "error in file I/O",
+        12 => "error in rsync protocol data stream",
+        20 => "received SIGUSR1 or SIGINT",
+        23 => "partial transfer due to error",
+        24 => "partial transfer due to vanished source files",
+        30 => "timeout in data send/receive",
+        35 => "timeout waiting for daemon connection",
+        127 => "rsync not found",
+        -1 => "could not run rsync",
+        _ => "rsync error",
+    }
+}
+
+/// Keep this much of rsync's stderr for the log.
+const STDERR_KEEP: usize = 4096;
+
+/// Runs `rsync argv` in `cwd` with `stdin` fed to it; never through a shell.
+pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
+    let started = Instant::now();
+    let child = Command::new("rsync")
+        .args(argv)
+        .current_dir(cwd)
+        .stdin(if stdin.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            let status = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                -1
+            };
+            return Outcome {
+                status,
+                stderr: format!("cannot run rsync: {e}"),
+                elapsed: started.elapsed(),
+            };
+        }
+    };
+    // stderr is read on its own thread so that neither pipe can block the other.
+    let mut err_pipe = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(p) = err_pipe.as_mut() {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    });
+    if let Some(mut input) = child.stdin.take() {
+        // A broken pipe here means rsync exited early; its status says why.
+        let _ = input.write_all(stdin);
+    }
+    let status = match child.wait() {
+        Ok(s) => s.code().unwrap_or(-1),
+        Err(_) => -1,
+    };
+    let err = reader.join().unwrap_or_default();
+    let tail = &err[err.len().saturating_sub(STDERR_KEEP)..];
+    Outcome {
+        status,
+        stderr: String::from_utf8_lossy(tail).trim().to_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(ssh: Option<&str>, auth: bool) -> Target {
+        Target {
+            root: PathBuf::from("/www"),
+            remote: Remote {
+                ip: "10.0.0.2".into(),
+                name: "mod".into(),
+            },
+            opts: RsyncOptions {
+                params: vec!["-artuz".into()],
+                auth: auth.then(|| ("user".to_owned(), PathBuf::from("/etc/rsync.pas"))),
+                port: Some(874),
+                timeout: Some(100),
+                ssh: ssh.map(str::to_owned),
+                batch: 100,
+            },
+            delete: true,
+            full_excludes: vec!["*.php".into()],
+        }
+    }
+
+    fn words(v: &[OsString]) -> Vec<String> {
+        v.iter().map(|s| s.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn daemon_live_push_reads_paths_from_stdin() {
+        let t = target(None, true);
+        let (argv, stdin) = t.argv(&Job::Paths(vec!["a b".into(), "-x".into()]));
+        assert_eq!(
+            words(&argv),
+            [
+                "-artuz",
+                "-R",
+                "--no-recursive",
+                "--delete-missing-args",
+                "--force",
+                "--password-file=/etc/rsync.pas",
+                "--port=874",
+                "--timeout=100",
+                "--files-from=-",
+                "--from0",
+                "./",
+                "user@10.0.0.2::mod"
+            ]
+        );
+        assert_eq!(stdin, b"a b\0-x\0");
+    }
+
+    #[test]
+    fn delete_off_never_asks_for_deletion() {
+        let mut t = target(None, false);
+        t.delete = false;
+        let (argv, _) = t.argv(&Job::Paths(vec!["a".into()]));
+        let w = words(&argv);
+        assert!(w.contains(&"--ignore-missing-args".to_owned()));
+        assert!(!w.iter().any(|a| a.starts_with("--delete")));
+        let (argv, _) = t.argv(&Job::Full { excluded: vec![] });
+        assert!(!words(&argv).iter().any(|a| a.starts_with("--delete")));
+    }
+
+    #[test]
+    fn ssh_mode_uses_remote_shell_and_dir() {
+        let t = target(Some("ssh -p 2222"), true);
+        let (argv, _) = t.argv(&Job::Full { excluded: vec![] });
+        assert_eq!(
+            words(&argv),
+            [
+                "-artuz",
+                "-R",
+                "--delete",
+                "--exclude=*.php",
+                "-e",
+                "ssh -p 2222",
+                "--timeout=100",
+                "./",
+                "10.0.0.2:mod"
+            ]
+        );
+    }
+
+    #[test]
+    fn full_sync_excludes_are_anchored_and_escaped() {
+        let t = target(None, false);
+        let (argv, stdin) = t.argv(&Job::Full {
+            excluded: vec!["a/.svn".into(), "b/x*y".into()],
+        });
+        assert!(words(&argv).contains(&"--exclude-from=-".to_owned()));
+        assert_eq!(stdin, b"- /a/.svn\0- /b/x\\*y\0");
+    }
+
+    #[test]
+    fn fail_log_form_prefixes_every_path() {
+        let t = target(None, false);
+        let argv = t.argv_with_args(&Job::Paths(vec!["-rf".into(), "a".into()]));
+        let w = words(&argv);
+        assert!(w.contains(&"./-rf".to_owned()));
+        assert_eq!(w.last().map(String::as_str), Some("10.0.0.2::mod"));
+    }
+
+    #[test]
+    fn exit_24_is_success_23_is_not() {
+        assert!(is_success(0));
+        assert!(is_success(24));
+        assert!(!is_success(23));
+        assert!(!is_success(5));
+    }
+}

@@ -1,0 +1,471 @@
+//! Recursive inotify watching of one watch root, turning kernel events into queued paths.
+//!
+//! The kernel watches directories, not trees, so this module keeps the tree: a map from
+//! watch descriptor to relative directory (and back), a new directory is watched first
+//! and walked second (files written into it before its watch existed are found by the
+//! walk, files written after arrive as events), renames are paired by cookie so a moved
+//! directory keeps its watches, a directory moved out of the tree loses them, and a
+//! queue overflow re-walks the tree and asks for a full sync, because events were lost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+
+use crate::config::Events;
+use crate::filter::{self, Excludes};
+use crate::queue::Queue;
+
+/// Why watching could not start or continue.
+#[derive(Debug)]
+pub enum WatchError {
+    /// The kernel's per-user watch limit is reached.
+    Limit {
+        dir: PathBuf,
+        watched: usize,
+    },
+    Io {
+        dir: PathBuf,
+        err: io::Error,
+    },
+}
+
+impl std::fmt::Display for WatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WatchError::Limit { dir, watched } => write!(
+                f,
+                "cannot watch {}: the inotify watch limit is reached after {watched} directories; \
+                 raise it with `sysctl fs.inotify.max_user_watches=N` (currently {})",
+                dir.display(),
+                read_limit("max_user_watches").map_or("unknown".to_owned(), |n| n.to_string())
+            ),
+            WatchError::Io { dir, err } => write!(f, "cannot watch {}: {err}", dir.display()),
+        }
+    }
+}
+
+impl std::error::Error for WatchError {}
+
+/// Reads /proc/sys/fs/inotify/<name>.
+pub fn read_limit(name: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/sys/fs/inotify/{name}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// One kernel event, copied out of the read buffer.
+struct RawEvent {
+    wd: WatchDescriptor,
+    mask: EventMask,
+    cookie: u32,
+    name: Option<OsString>,
+}
+
+/// A directory renamed away whose MOVED_TO has not been seen (yet).
+struct MovedDir {
+    rel: PathBuf,
+    wds: Vec<WatchDescriptor>,
+}
+
+/// The watches of one root and what to do with their events.
+pub struct Watcher {
+    inotify: Inotify,
+    root: PathBuf,
+    /// The queue's remote indexes that mirror this root.
+    targets: Vec<usize>,
+    queue: Arc<Queue>,
+    excludes: Excludes,
+    events: Events,
+    debug: bool,
+    wds: HashMap<WatchDescriptor, PathBuf>,
+    dirs: BTreeMap<PathBuf, WatchDescriptor>,
+}
+
+/// The mask every directory is watched with. Creates, deletes and moves are always
+/// watched (the tree bookkeeping needs them); the `<inotify>` switches decide what
+/// becomes a push.
+fn watch_mask(events: &Events) -> WatchMask {
+    let mut m = WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::ONLYDIR
+        | WatchMask::DONT_FOLLOW
+        | WatchMask::EXCL_UNLINK;
+    if events.attrib {
+        m |= WatchMask::ATTRIB;
+    }
+    if events.modify {
+        m |= WatchMask::MODIFY;
+    }
+    m
+}
+
+impl Watcher {
+    /// Creates the inotify instance and watches the whole tree under `root`.
+    pub fn new(
+        root: PathBuf,
+        targets: Vec<usize>,
+        queue: Arc<Queue>,
+        excludes: Excludes,
+        events: Events,
+        debug: bool,
+    ) -> Result<Watcher, WatchError> {
+        let inotify = Inotify::init().map_err(|err| WatchError::Io {
+            dir: root.clone(),
+            err,
+        })?;
+        let mut w = Watcher {
+            inotify,
+            root,
+            targets,
+            queue,
+            excludes,
+            events,
+            debug,
+            wds: HashMap::new(),
+            dirs: BTreeMap::new(),
+        };
+        w.add_tree(Path::new(""), None)?;
+        Ok(w)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// How many directories are watched.
+    pub fn watched(&self) -> usize {
+        self.wds.len()
+    }
+
+    /// Watches `rel` and every directory below it, depth first. With `found`, also
+    /// collects every path that should be pushed (the directories and the files).
+    fn add_tree(
+        &mut self,
+        rel: &Path,
+        mut found: Option<&mut Vec<PathBuf>>,
+    ) -> Result<(), WatchError> {
+        let mask = watch_mask(&self.events);
+        let mut stack = vec![rel.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let abs = self.root.join(&dir);
+            match self.inotify.watches().add(&abs, mask) {
+                Ok(wd) => {
+                    if let Some(old) = self.wds.insert(wd.clone(), dir.clone()) {
+                        if old != dir && self.dirs.get(&old) == Some(&wd) {
+                            self.dirs.remove(&old);
+                        }
+                    }
+                    self.dirs.insert(dir.clone(), wd);
+                }
+                Err(err) => match err.raw_os_error() {
+                    Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue, // gone already
+                    Some(libc::ENOSPC) => {
+                        return Err(WatchError::Limit {
+                            dir: abs,
+                            watched: self.wds.len(),
+                        })
+                    }
+                    _ if dir.as_os_str().is_empty() => {
+                        return Err(WatchError::Io { dir: abs, err });
+                    }
+                    _ => {
+                        log::warn!(
+                            "cannot watch {}: {err}; its changes will not be seen",
+                            abs.display()
+                        );
+                        continue;
+                    }
+                },
+            }
+            if let Some(f) = found.as_deref_mut() {
+                if !dir.as_os_str().is_empty() {
+                    f.push(dir.clone());
+                }
+            }
+            let entries = match std::fs::read_dir(&abs) {
+                Ok(e) => e,
+                Err(err) => {
+                    if err.kind() != io::ErrorKind::NotFound {
+                        log::warn!("cannot list {}: {err}", abs.display());
+                    }
+                    continue;
+                }
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let child = dir.join(&name);
+                // DirEntry::file_type falls back to lstat where d_type is DT_UNKNOWN.
+                let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                if filter::skip(&self.excludes, name.as_bytes(), &child, is_dir) {
+                    continue;
+                }
+                if is_dir {
+                    stack.push(child);
+                } else if let Some(f) = found.as_deref_mut() {
+                    f.push(child);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the bookkeeping for a directory and everything below it.
+    fn detach_tree(&mut self, rel: &Path) -> Vec<WatchDescriptor> {
+        let below: Vec<PathBuf> = self
+            .dirs
+            .range::<Path, _>((std::ops::Bound::Included(rel), std::ops::Bound::Unbounded))
+            .take_while(|(p, _)| p.starts_with(rel))
+            .map(|(p, _)| p.clone())
+            .collect();
+        below
+            .into_iter()
+            .filter_map(|p| self.dirs.remove(&p))
+            .collect()
+    }
+
+    fn forget_wd(&mut self, wd: &WatchDescriptor) {
+        if let Some(path) = self.wds.remove(wd) {
+            if self.dirs.get(&path) == Some(wd) {
+                self.dirs.remove(&path);
+            }
+            if path.as_os_str().is_empty() {
+                log::error!(
+                    "the watch root {} was removed or unmounted; nothing more will be seen there",
+                    self.root.display()
+                );
+            }
+        }
+    }
+
+    /// Removes watches that still point into a tree that has left (moved out).
+    fn unwatch(&mut self, moved: MovedDir) {
+        for wd in moved.wds {
+            let stale = self.wds.get(&wd).is_some_and(|p| p.starts_with(&moved.rel));
+            if stale {
+                self.wds.remove(&wd);
+                // The directory may be gone already; the kernel then dropped the watch.
+                let _ = self.inotify.watches().remove(wd);
+            }
+        }
+    }
+
+    fn push(&self, rel: &Path, gone_dir: bool) {
+        self.queue.push(&self.targets, rel, gone_dir);
+    }
+
+    fn overflow(&mut self) {
+        log::warn!(
+            "inotify queue overflow under {}: events were lost; re-walking the tree and running a full sync",
+            self.root.display()
+        );
+        if let Err(e) = self.add_tree(Path::new(""), None) {
+            log::error!("{e}");
+        }
+        self.queue.push_full(&self.targets);
+    }
+
+    /// Handles one batch of events as read from the kernel.
+    fn handle(&mut self, batch: Vec<RawEvent>) {
+        let ev = self.events;
+        let mut moved_away: HashMap<u32, MovedDir> = HashMap::new();
+        for e in batch {
+            if e.mask.contains(EventMask::Q_OVERFLOW) {
+                self.overflow();
+                continue;
+            }
+            if e.mask.contains(EventMask::IGNORED) {
+                self.forget_wd(&e.wd);
+                continue;
+            }
+            let (Some(dir), Some(name)) = (self.wds.get(&e.wd), e.name.as_ref()) else {
+                continue;
+            };
+            let rel = dir.join(name);
+            let is_dir = e.mask.contains(EventMask::ISDIR);
+            if filter::skip(&self.excludes, name.as_bytes(), &rel, is_dir) {
+                continue;
+            }
+            if self.debug {
+                log::info!("event {:?} {}", e.mask, rel.display());
+            }
+            if is_dir {
+                self.handle_dir(e.mask, e.cookie, rel, &mut moved_away);
+            } else {
+                self.handle_file(e.mask, &rel);
+            }
+        }
+        let _ = ev;
+        for (_, moved) in moved_away {
+            self.unwatch(moved);
+        }
+    }
+
+    fn handle_dir(
+        &mut self,
+        mask: EventMask,
+        cookie: u32,
+        rel: PathBuf,
+        moved_away: &mut HashMap<u32, MovedDir>,
+    ) {
+        let ev = self.events;
+        if mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
+            let renamed = if mask.contains(EventMask::MOVED_TO) {
+                moved_away.remove(&cookie)
+            } else {
+                None
+            };
+            let mut found = Vec::new();
+            if let Err(e) = self.add_tree(&rel, Some(&mut found)) {
+                log::error!("{e}");
+            }
+            if let Some(moved) = renamed {
+                // Watches that came along but were not found again (excluded now, gone).
+                self.unwatch(moved);
+            }
+            let wanted = if mask.contains(EventMask::CREATE) {
+                ev.create_folder
+            } else {
+                ev.move_to
+            };
+            if wanted {
+                self.queue.push_many(&self.targets, &found);
+            }
+        } else if mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM) {
+            let wds = self.detach_tree(&rel);
+            let wanted = if mask.contains(EventMask::DELETE) {
+                ev.delete
+            } else {
+                ev.move_from && ev.delete
+            };
+            if mask.contains(EventMask::MOVED_FROM) {
+                moved_away.insert(
+                    cookie,
+                    MovedDir {
+                        rel: rel.clone(),
+                        wds,
+                    },
+                );
+            }
+            if wanted {
+                self.push(&rel, true);
+            }
+        } else if (mask.contains(EventMask::ATTRIB) && ev.attrib)
+            || (mask.contains(EventMask::MODIFY) && ev.modify)
+        {
+            self.push(&rel, false);
+        }
+    }
+
+    fn handle_file(&mut self, mask: EventMask, rel: &Path) {
+        let ev = self.events;
+        let wanted = (mask.contains(EventMask::CLOSE_WRITE) && ev.close_write)
+            || (mask.contains(EventMask::MODIFY) && ev.modify)
+            || (mask.contains(EventMask::ATTRIB) && ev.attrib)
+            || (mask.contains(EventMask::MOVED_TO) && ev.move_to)
+            || (mask.contains(EventMask::DELETE) && ev.delete)
+            || (mask.contains(EventMask::MOVED_FROM) && ev.move_from && ev.delete)
+            || (mask.contains(EventMask::CREATE) && (ev.create_file || self.never_closed(rel)));
+        if wanted {
+            self.push(rel, false);
+        }
+    }
+
+    /// A created entry that will never see a CLOSE_WRITE: a symlink, a device or fifo,
+    /// or a hard link to an existing file. Without this they would only arrive with the
+    /// next full sync.
+    fn never_closed(&self, rel: &Path) -> bool {
+        match std::fs::symlink_metadata(self.root.join(rel)) {
+            Ok(m) => !m.file_type().is_file() || m.nlink() > 1,
+            Err(_) => false,
+        }
+    }
+
+    /// Reads and handles events until `stop_fd` becomes readable.
+    pub fn run(mut self, stop_fd: RawFd) {
+        let mut buffer = vec![0u8; 256 * 1024];
+        let fd = self.inotify.as_raw_fd();
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: stop_fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: fds is a valid array of two pollfd structs for the whole call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("poll on inotify failed: {err}");
+                return;
+            }
+            if fds[1].revents != 0 {
+                return;
+            }
+            if fds[0].revents == 0 {
+                continue;
+            }
+            let batch: Vec<RawEvent> = match self.inotify.read_events(&mut buffer) {
+                Ok(events) => events
+                    .map(|e| RawEvent {
+                        wd: e.wd,
+                        mask: e.mask,
+                        cookie: e.cookie,
+                        name: e.name.map(|n| n.to_os_string()),
+                    })
+                    .collect(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    log::error!("reading inotify events failed: {e}");
+                    return;
+                }
+            };
+            self.handle(batch);
+        }
+    }
+}
+
+/// Every path under `root` that the excludes keep out, for a full sync's `--exclude-from`.
+/// Excluded directories are listed once, not descended into.
+pub fn excluded_paths(root: &Path, excludes: &Excludes) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if excludes.is_empty() {
+        return out;
+    }
+    let mut stack = vec![PathBuf::new()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let rel = dir.join(entry.file_name());
+            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if excludes.excludes(&rel, is_dir) {
+                out.push(rel);
+            } else if is_dir {
+                stack.push(rel);
+            }
+        }
+    }
+    out
+}

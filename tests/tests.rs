@@ -1,0 +1,5 @@
+//! Single integration-test binary (Cargo.toml sets `autotests = false`):
+//! every integration-test module is declared here so the suite links once.
+
+mod fixtures;
+mod support;
