@@ -1,1 +1,222 @@
+//! Queue merging, ordering and conflict rules, by example and by property.
 
+use super::*;
+use proptest::prelude::*;
+
+fn p(s: &str) -> PathBuf {
+    PathBuf::from(s)
+}
+
+fn paths(w: Option<Work>) -> Vec<PathBuf> {
+    match w {
+        Some(Work::Paths(v)) => v,
+        other => panic!("expected paths, got {other:?}"),
+    }
+}
+
+#[test]
+fn duplicates_merge_into_one_entry() {
+    let mut q = Pending::default();
+    q.push(p("a"), false);
+    q.push(p("a"), false);
+    q.push(p("b"), false);
+    assert_eq!(q.len(), 2);
+    assert_eq!(paths(q.take(100)), [p("a"), p("b")]);
+}
+
+#[test]
+fn a_lone_change_is_handed_out_at_once() {
+    let mut q = Pending::default();
+    q.push(p("x"), false);
+    assert_eq!(paths(q.take(100)), [p("x")]);
+    assert!(q.take(100).is_none());
+}
+
+#[test]
+fn batch_size_caps_one_call() {
+    let mut q = Pending::default();
+    for i in 0..10 {
+        q.push(p(&format!("f{i}")), false);
+    }
+    assert_eq!(paths(q.take(3)).len(), 3);
+    assert_eq!(q.len(), 7);
+}
+
+#[test]
+fn a_deleted_directory_cancels_what_waits_below_it() {
+    let mut q = Pending::default();
+    q.push(p("d/a"), false);
+    q.push(p("d/sub/b"), false);
+    q.push(p("d2/c"), false);
+    q.push(p("d"), true);
+    assert_eq!(paths(q.take(100)), [p("d2/c"), p("d")]);
+}
+
+#[test]
+fn a_path_in_flight_is_not_handed_out_again() {
+    let mut q = Pending::default();
+    q.push(p("a"), false);
+    let first = q.take(100).expect("work");
+    q.push(p("a"), false);
+    assert!(q.take(100).is_none(), "a is still being pushed");
+    q.finish(&first);
+    assert_eq!(paths(q.take(100)), [p("a")]);
+}
+
+#[test]
+fn ancestors_and_descendants_in_flight_block() {
+    let mut q = Pending::default();
+    q.push(p("a/b"), false);
+    let w = q.take(100).expect("work");
+    q.push(p("a"), true); // the directory went away while a/b is being pushed
+    q.push(p("a/b/c"), false);
+    q.push(p("z"), false);
+    assert_eq!(paths(q.take(100)), [p("z")]);
+    q.finish(&w);
+    assert_eq!(paths(q.take(100)), [p("a"), p("a/b/c")]);
+}
+
+#[test]
+fn full_sync_covers_pending_and_waits_for_running_work() {
+    let mut q = Pending::default();
+    q.push(p("a"), false);
+    let w = q.take(100).expect("work");
+    q.push(p("b"), false);
+    q.push_full();
+    assert_eq!(q.len(), 1);
+    q.push(p("c"), false); // covered by the full sync that has not started
+    assert_eq!(q.len(), 1);
+    assert!(q.take(100).is_none(), "full waits for a");
+    q.finish(&w);
+    assert_eq!(q.take(100), Some(Work::Full));
+    q.push(p("d"), false); // during the full sync: must run after it
+    assert!(q.take(100).is_none());
+    q.finish(&Work::Full);
+    assert_eq!(paths(q.take(100)), [p("d")]);
+}
+
+#[test]
+fn drain_returns_everything_waiting() {
+    let mut q = Pending::default();
+    q.push(p("a"), false);
+    q.push(p("b"), false);
+    let (left, full) = q.drain();
+    assert_eq!(left, [p("a"), p("b")]);
+    assert!(!full);
+    assert!(q.is_empty());
+}
+
+#[test]
+fn the_shared_queue_leaves_workers_for_other_remotes() {
+    // 4 workers, 2 remotes: one remote may hold at most 2 calls in flight.
+    let q = Queue::new(2, 1, 4);
+    for i in 0..5 {
+        q.push(&[0], &p(&format!("slow{i}")), false);
+    }
+    q.push(&[1], &p("fast"), false);
+    let a = q.take().expect("work");
+    let b = q.take().expect("work");
+    let c = q.take().expect("work");
+    let remotes: Vec<usize> = [&a, &b, &c].iter().map(|(t, _)| *t).collect();
+    assert!(remotes.contains(&1), "remote 1 got a worker: {remotes:?}");
+    assert!(remotes.iter().filter(|&&t| t == 0).count() <= 2);
+}
+
+/// One step of a random workload against one remote.
+#[derive(Debug, Clone)]
+enum Op {
+    Push(usize, bool),
+    Take(usize),
+    Finish(usize),
+    Full,
+}
+
+const NAMES: [&str; 8] = ["a", "a/b", "a/b/c", "a/d", "e", "e/f", "g", "a/b/c/h"];
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..NAMES.len(), any::<bool>()).prop_map(|(i, g)| Op::Push(i, g)),
+        3 => (1..4usize).prop_map(Op::Take),
+        3 => (0..8usize).prop_map(Op::Finish),
+        1 => Just(Op::Full),
+    ]
+}
+
+fn conflicts(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+proptest! {
+    /// Whatever the interleaving of events, takes and finishes:
+    /// - no two calls in flight touch the same path or an ancestor/descendant of it;
+    /// - when all is done, every path's last change is covered by a call that started
+    ///   after it (the path itself, a gone directory above it, or a full sync).
+    #[test]
+    fn last_change_of_every_path_is_pushed_after_it(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut q = Pending::default();
+        let mut clock = 0u64;
+        let mut last_change: HashMap<PathBuf, u64> = HashMap::new();
+        let mut gone_at: HashMap<PathBuf, u64> = HashMap::new();
+        let mut started: Vec<(u64, Work)> = Vec::new();
+        let mut inflight: Vec<Work> = Vec::new();
+        let run = |q: &mut Pending, clock: &mut u64, max: usize, inflight: &mut Vec<Work>, started: &mut Vec<(u64, Work)>| {
+            if let Some(w) = q.take(max) {
+                *clock += 1;
+                for other in inflight.iter() {
+                    match (other, &w) {
+                        (Work::Paths(a), Work::Paths(b)) => {
+                            for x in a { for y in b {
+                                assert!(!conflicts(x, y), "{x:?} and {y:?} in flight together");
+                            }}
+                        }
+                        _ => panic!("a full sync ran beside other work"),
+                    }
+                }
+                started.push((*clock, w.clone()));
+                inflight.push(w);
+            }
+        };
+        for o in ops {
+            clock += 1;
+            match o {
+                Op::Push(i, gone) => {
+                    let path = p(NAMES[i]);
+                    last_change.insert(path.clone(), clock);
+                    if gone { gone_at.insert(path.clone(), clock); }
+                    q.push(path, gone);
+                }
+                Op::Full => {
+                    for v in last_change.values_mut() { *v = clock; }
+                    last_change.insert(p(""), clock);
+                    q.push_full();
+                }
+                Op::Take(max) => run(&mut q, &mut clock, max, &mut inflight, &mut started),
+                Op::Finish(i) => {
+                    if !inflight.is_empty() {
+                        let w = inflight.remove(i % inflight.len());
+                        q.finish(&w);
+                    }
+                }
+            }
+        }
+        // Quiet period: drain everything.
+        loop {
+            while let Some(w) = inflight.pop() { q.finish(&w); }
+            run(&mut q, &mut clock, 3, &mut inflight, &mut started);
+            if inflight.is_empty() { break; }
+        }
+        prop_assert!(q.is_empty());
+        let full_last_change = last_change.remove(&p(""));
+        for (path, t) in &last_change {
+            let covered = started.iter().any(|(s, w)| *s > *t && match w {
+                Work::Full => true,
+                Work::Paths(ps) => ps.iter().any(|x| x == path
+                    || (path.starts_with(x) && gone_at.get(x).is_some_and(|g| g >= t))),
+            });
+            prop_assert!(covered, "{path:?} changed at {t} but no later call covers it: {started:?}");
+        }
+        if let Some(t) = full_last_change {
+            prop_assert!(started.iter().any(|(s, w)| *s > t && *w == Work::Full));
+        }
+    }
+}
