@@ -8,7 +8,6 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,9 @@ use crate::pool::Engine;
 use crate::queue::Queue;
 use crate::rsync::{Job, Target};
 use crate::watch::Watcher;
+
+/// How long running pushes get to finish after SIGTERM before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// An error with the exit status it maps to.
 pub struct Failure {
@@ -318,18 +320,26 @@ fn live(
     }
     let _ = scheduler.join();
     let left = engine.close();
-    for h in handles {
-        let _ = h.join();
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while !handles.iter().all(|h| h.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
+    if !handles.iter().all(|h| h.is_finished()) {
+        log::warn!(
+            "pushes still running after {}s; exiting, they stay in the fail log",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+    log::debug!("{left} entries were queued or running at the stop");
+    let left = engine.fail_log().len();
     if left > 0 {
         log::info!(
-            "{left} queued entr{} written to the fail log {} (replayed at the next start)",
+            "{left} entr{} owed, kept in the fail log {} (replayed at the next start)",
             if left == 1 { "y" } else { "ies" },
             config.fail_log.display()
         );
     }
     log::info!("stopped; pushed per remote: {:?}", engine.pushed());
-    engine.stopping.store(true, Ordering::Relaxed);
     Ok(0)
 }
 

@@ -243,7 +243,9 @@ impl Engine {
         }
     }
 
-    /// Stops handing out work; what is still queued is written to the fail log.
+    /// Stops handing out work. What is still queued, and what is in flight, is written
+    /// to the fail log now; a running push that then succeeds clears its entries, so
+    /// nothing is lost even if the process must exit before it ends.
     pub fn close(&self) -> usize {
         self.stopping.store(true, Ordering::Relaxed);
         let left = self.queue.close();

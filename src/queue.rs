@@ -161,6 +161,11 @@ impl Pending {
         }
     }
 
+    /// What is being pushed right now: paths, and whether a full sync is running.
+    pub fn in_flight(&self) -> (Vec<PathBuf>, bool) {
+        (self.inflight.iter().cloned().collect(), self.full_inflight)
+    }
+
     /// Everything still waiting, oldest first, leaving nothing behind; `true` if a full
     /// sync was waiting too.
     pub fn drain(&mut self) -> (Vec<PathBuf>, bool) {
@@ -307,11 +312,21 @@ impl Queue {
         self.lock().targets.iter().map(Pending::len).collect()
     }
 
-    /// Stops handing out work and returns everything that was still waiting, per remote.
+    /// Stops handing out work and returns, per remote, everything that was still
+    /// waiting followed by what is in flight (which may yet fail).
     pub fn close(&self) -> Vec<(Vec<PathBuf>, bool)> {
         let mut st = self.lock();
         st.closed = true;
-        let left = st.targets.iter_mut().map(Pending::drain).collect();
+        let left = st
+            .targets
+            .iter_mut()
+            .map(|p| {
+                let (mut paths, full) = p.drain();
+                let (running, full_running) = p.in_flight();
+                paths.extend(running);
+                (paths, full || full_running)
+            })
+            .collect();
         drop(st);
         self.wake.notify_all();
         left

@@ -29,6 +29,8 @@ pub enum WatchError {
     Limit {
         dir: PathBuf,
         watched: usize,
+        /// Directories the whole tree needs watched.
+        needed: usize,
     },
     Io {
         dir: PathBuf,
@@ -39,12 +41,18 @@ pub enum WatchError {
 impl std::fmt::Display for WatchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            WatchError::Limit { dir, watched } => write!(
+            WatchError::Limit {
+                dir,
+                watched,
+                needed,
+            } => write!(
                 f,
-                "cannot watch {}: the inotify watch limit is reached after {watched} directories; \
-                 raise it with `sysctl fs.inotify.max_user_watches=N` (currently {})",
+                "cannot watch {}: the inotify watch limit fs.inotify.max_user_watches ({}) is \
+                 reached after {watched} directories, and this tree needs {needed}; raise it as \
+                 root with `sysctl fs.inotify.max_user_watches={}` (and in /etc/sysctl.d/ to keep it)",
                 dir.display(),
-                read_limit("max_user_watches").map_or("unknown".to_owned(), |n| n.to_string())
+                read_limit("max_user_watches").map_or("unknown".to_owned(), |n| n.to_string()),
+                suggested_limit(read_limit("max_user_watches").unwrap_or(8192), *needed as u64)
             ),
             WatchError::Io { dir, err } => write!(f, "cannot watch {}: {err}", dir.display()),
         }
@@ -60,6 +68,43 @@ pub fn read_limit(name: &str) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// What to raise a limit to so that `needed` more fit: never lower, at least double.
+pub fn suggested_limit(current: u64, needed: u64) -> u64 {
+    current.saturating_mul(2).max(current.saturating_add(needed + needed / 4))
+}
+
+/// Writes /proc/sys/fs/inotify/<name> if that raises it (never lowers it).
+pub fn raise_limit(name: &str, to: u64) -> Result<Option<(u64, u64)>, String> {
+    let current = read_limit(name).ok_or_else(|| format!("cannot read fs.inotify.{name}"))?;
+    if to <= current {
+        return Ok(None);
+    }
+    std::fs::write(format!("/proc/sys/fs/inotify/{name}"), to.to_string())
+        .map_err(|e| format!("cannot raise fs.inotify.{name} from {current} to {to}: {e}"))?;
+    Ok(Some((current, to)))
+}
+
+/// Directories under `root` that would be watched (the excludes keep some out).
+pub fn count_dirs(root: &Path, excludes: &Excludes) -> usize {
+    let mut n = 0;
+    let mut stack = vec![PathBuf::new()];
+    while let Some(dir) = stack.pop() {
+        n += 1;
+        let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                let rel = dir.join(entry.file_name());
+                if !excludes.excludes(&rel, true) {
+                    stack.push(rel);
+                }
+            }
+        }
+    }
+    n
 }
 
 /// One kernel event, copied out of the read buffer.
@@ -160,7 +205,13 @@ impl Watcher {
         let mut stack = vec![rel.to_path_buf()];
         while let Some(dir) = stack.pop() {
             let abs = self.root.join(&dir);
-            match self.inotify.watches().add(&abs, mask) {
+            let mut added = self.inotify.watches().add(&abs, mask);
+            if matches!(&added, Err(e) if e.raw_os_error() == Some(libc::ENOSPC))
+                && self.raise_watch_limit()
+            {
+                added = self.inotify.watches().add(&abs, mask);
+            }
+            match added {
                 Ok(wd) => {
                     if let Some(old) = self.wds.insert(wd.clone(), dir.clone()) {
                         if old != dir && self.dirs.get(&old) == Some(&wd) {
@@ -175,6 +226,7 @@ impl Watcher {
                         return Err(WatchError::Limit {
                             dir: abs,
                             watched: self.wds.len(),
+                            needed: count_dirs(&self.root, &self.excludes),
                         })
                     }
                     _ if dir.as_os_str().is_empty() => {
@@ -219,6 +271,30 @@ impl Watcher {
             }
         }
         Ok(())
+    }
+
+    /// As root, raises fs.inotify.max_user_watches so the whole tree fits; true if raised.
+    fn raise_watch_limit(&self) -> bool {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return false;
+        }
+        let needed = count_dirs(&self.root, &self.excludes) as u64;
+        let current = read_limit("max_user_watches").unwrap_or(8192);
+        match raise_limit("max_user_watches", suggested_limit(current, needed)) {
+            Ok(Some((from, to))) => {
+                log::warn!(
+                    "raised fs.inotify.max_user_watches from {from} to {to}: {} needs {needed} directories watched",
+                    self.root.display()
+                );
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                log::error!("{e}");
+                false
+            }
+        }
     }
 
     /// Drops the bookkeeping for a directory and everything below it.

@@ -350,6 +350,11 @@ fn free_port(ip: &str) -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
+/// Whether `port` on `ip` can be bound right now.
+fn port_is_free(ip: &str, port: u16) -> bool {
+    TcpListener::bind((ip, port)).is_ok()
+}
+
 fn accepts_tcp(ip: &str, port: u16) -> bool {
     let addr: SocketAddr = format!("{ip}:{port}").parse().expect("socket address");
     TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
@@ -422,14 +427,70 @@ impl RsyncDaemon {
 
     /// Starts a daemon on `ip` serving a module named `module`.
     pub fn start_module(ip: &str, module: &str) -> RsyncDaemon {
+        let password = format!("pw{}", unique_token());
+        let mut daemon = RsyncDaemon::prepare(ip, module, &password);
+        for _ in 0..START_ATTEMPTS {
+            daemon.port = free_port(ip);
+            if daemon.try_launch() {
+                return daemon;
+            }
+        }
+        panic!(
+            "rsync daemon on {ip} failed to start {START_ATTEMPTS} times; last output:\n{}\n{}",
+            read_log(&daemon.dir.join("daemon.out")),
+            read_log(&daemon.dir.join("rsyncd.log"))
+        );
+    }
+
+    /// Starts two daemons serving module `mod` on 127.0.0.1 and 127.0.0.2 with
+    /// the SAME port, user and password, as one sersync config requires (it
+    /// has a single `<userDefinedPort>` and `<auth>` for all its remotes).
+    /// Either daemon's [`password_file`](Self::password_file) works for both.
+    pub fn start_pair() -> (RsyncDaemon, RsyncDaemon) {
+        RsyncDaemon::start_pair_on("127.0.0.1", "127.0.0.2")
+    }
+
+    /// [`start_pair`](Self::start_pair) on two chosen loopback addresses.
+    pub fn start_pair_on(ip_a: &str, ip_b: &str) -> (RsyncDaemon, RsyncDaemon) {
+        let password = format!("pw{}", unique_token());
+        let mut a = RsyncDaemon::prepare(ip_a, "mod", &password);
+        let mut b = RsyncDaemon::prepare(ip_b, "mod", &password);
+        for _ in 0..START_ATTEMPTS * 4 {
+            let port = free_port(ip_a);
+            if !port_is_free(ip_b, port) {
+                continue;
+            }
+            a.port = port;
+            b.port = port;
+            if !a.try_launch() {
+                continue;
+            }
+            if b.try_launch() {
+                return (a, b);
+            }
+            if let Some(server) = a.server.take() {
+                server.kill();
+            }
+        }
+        panic!(
+            "rsync daemon pair on {ip_a}/{ip_b} failed to start; last output:\n{}\n{}\n{}\n{}",
+            read_log(&a.dir.join("daemon.out")),
+            a.log(),
+            read_log(&b.dir.join("daemon.out")),
+            b.log()
+        );
+    }
+
+    /// Writes the config, secrets and client password file; does not launch.
+    fn prepare(ip: &str, module: &str, password: &str) -> RsyncDaemon {
         let dir = Dir::new("rsyncd");
         fs::create_dir(dir.join("data")).expect("create rsyncd data dir");
-        let password = format!("pw{}", unique_token());
         let conf = format!(
             "use chroot = no\n\
              uid = root\n\
              gid = root\n\
              pid file = {pid}\n\
+             transfer logging = yes\n\
              \n\
              [{module}]\n\
              \tpath = {data}\n\
@@ -450,26 +511,14 @@ impl RsyncDaemon {
             0o600,
         );
         write_with_mode(&dir.join("client.pass"), password.as_bytes(), 0o600);
-
-        let mut daemon = RsyncDaemon {
+        RsyncDaemon {
             dir,
             ip: ip.to_string(),
             port: 0,
             module: module.to_string(),
-            password,
+            password: password.to_string(),
             server: None,
-        };
-        for _ in 0..START_ATTEMPTS {
-            daemon.port = free_port(ip);
-            if daemon.try_launch() {
-                return daemon;
-            }
         }
-        panic!(
-            "rsync daemon on {ip} failed to start {START_ATTEMPTS} times; last output:\n{}\n{}",
-            read_log(&daemon.dir.join("daemon.out")),
-            read_log(&daemon.dir.join("rsyncd.log"))
-        );
     }
 
     /// Launches on the current port; true once it serves our module.
