@@ -8,6 +8,7 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,11 +16,13 @@ use anyhow::{anyhow, Context};
 
 use crate::cli::Args;
 use crate::config::{self, Config, Schedule};
+use crate::daemon::{self, Detached, InstanceLock, LogFile, LogWriter};
 use crate::failq::{self, FailLog};
 use crate::filter::Excludes;
 use crate::pool::Engine;
 use crate::queue::Queue;
 use crate::rsync::{Job, Target};
+use crate::status;
 use crate::watch::Watcher;
 
 /// How long running pushes get to finish after SIGTERM before the process exits anyway.
@@ -45,12 +48,22 @@ fn runtime(e: impl Into<anyhow::Error>) -> Failure {
     }
 }
 
-fn init_logging() {
+fn init_logging(log_file: Option<&Path>) -> Result<(), Failure> {
     let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env)
-        .format_timestamp_millis()
-        .format_target(false)
-        .try_init();
+    let mut builder = env_logger::Builder::from_env(env);
+    builder.format_timestamp_millis().format_target(false);
+    if let Some(path) = log_file {
+        let (file, reopen) = LogFile::open(path)
+            .with_context(|| format!("cannot open the log file {}", path.display()))
+            .map_err(usage)?;
+        builder.target(env_logger::Target::Pipe(Box::new(LogWriter(Arc::new(
+            file,
+        )))));
+        // SIGHUP: logrotate moved the file; the next record opens it again by name.
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, reopen).map_err(runtime)?;
+    }
+    let _ = builder.try_init();
+    Ok(())
 }
 
 /// One target per (watch root, remote), in config order.
@@ -76,8 +89,19 @@ pub fn targets(config: &Config) -> Vec<Target> {
         .collect()
 }
 
-pub fn run(args: Args) -> Result<u8, Failure> {
-    init_logging();
+pub fn run(mut args: Args) -> Result<u8, Failure> {
+    // A daemon runs from `/`: paths from the command line are fixed now.
+    if let Ok(cwd) = std::env::current_dir() {
+        for p in [&mut args.log_file, &mut args.pid_file]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = cwd.join(&*p);
+            }
+        }
+    }
+    init_logging(args.log_file.as_deref())?;
     let mut config = config::load(&args.config).map_err(usage)?;
     for (element, line) in &config.unknown {
         log::warn!(
@@ -87,12 +111,6 @@ pub fn run(args: Args) -> Result<u8, Failure> {
     }
     if let Some(b) = args.batch {
         config.rsync.batch = b as usize;
-    }
-    if args.daemon {
-        return Err(usage(anyhow!(
-            "-d (daemon mode) is not available in this version; run sersync2 in the \
-             foreground under a service manager (systemd, supervisord)"
-        )));
     }
     if let Some(m) = &args.module {
         return Err(usage(anyhow!(
@@ -104,13 +122,41 @@ pub fn run(args: Args) -> Result<u8, Failure> {
         print_test_config(&config, &targets);
         return Ok(0);
     }
+    if args.status {
+        let Some((host, port)) = &config.host else {
+            return Err(usage(anyhow!(
+                "{}: the status endpoint is off; enable it with <host hostip=\"127.0.0.1\" port=\"8008\" start=\"true\"/>",
+                config.file.display()
+            )));
+        };
+        let s = status::query(host, *port).map_err(|e| runtime(anyhow!(e)))?;
+        print!("{}", status::render(&s));
+        return Ok(0);
+    }
+    let pid_file = args
+        .pid_file
+        .clone()
+        .unwrap_or_else(|| daemon::default_pid_file(&args.config));
+    let mut lock = InstanceLock::acquire(&pid_file).map_err(|e| runtime(anyhow!(e)))?;
     let fail_log = FailLog::load(config.fail_log.clone(), &targets)
         .with_context(|| format!("cannot read the fail log {}", config.fail_log.display()))
         .map_err(usage)?;
     if args.replay {
         return replay_once(&config, targets, fail_log, args.workers as usize);
     }
-    live(&config, targets, fail_log, &args)
+    let detached = if args.daemon {
+        if args.log_file.is_none() {
+            log::warn!("-d without --log-file: logs are discarded once detached");
+        }
+        let d = daemon::detach().map_err(|e| runtime(anyhow!(e)))?;
+        lock.write_pid().map_err(|e| runtime(anyhow!(e)))?;
+        Some(d)
+    } else {
+        None
+    };
+    let result = live(&config, targets, fail_log, &args, detached);
+    drop(lock);
+    result
 }
 
 fn shell_words(words: &[OsString]) -> String {
@@ -234,15 +280,26 @@ fn live(
     targets: Vec<Target>,
     fail_log: FailLog,
     args: &Args,
+    mut detached: Option<Detached>,
 ) -> Result<u8, Failure> {
+    // In a detached child, a start-up failure is reported to the waiting parent.
+    let fail = |detached: &mut Option<Detached>, f: Failure| -> Failure {
+        if let Some(d) = detached.take() {
+            d.failed(&format!("{:#}", f.error));
+        }
+        f
+    };
     let workers = args.workers as usize;
     let engine = engine(config, targets, fail_log, workers);
 
     // SIGTERM/SIGINT make this socket readable; every thread polls it, nobody reads it.
-    let (stop_rx, stop_tx) = UnixStream::pair().map_err(runtime)?;
+    let (stop_rx, stop_tx) = UnixStream::pair().map_err(|e| fail(&mut detached, runtime(e)))?;
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        let tx = stop_tx.try_clone().map_err(runtime)?;
-        signal_hook::low_level::pipe::register(sig, tx).map_err(runtime)?;
+        let tx = stop_tx
+            .try_clone()
+            .map_err(|e| fail(&mut detached, runtime(e)))?;
+        signal_hook::low_level::pipe::register(sig, tx)
+            .map_err(|e| fail(&mut detached, runtime(e)))?;
     }
 
     let started = Instant::now();
@@ -255,7 +312,7 @@ fn live(
             .filter(|(_, t)| t.root == root.path)
             .map(|(i, _)| i)
             .collect();
-        let w = Watcher::new(
+        let mut w = Watcher::new(
             root.path.clone(),
             ids,
             Arc::clone(&engine.queue),
@@ -263,7 +320,8 @@ fn live(
             config.events,
             config.debug,
         )
-        .map_err(runtime)?;
+        .map_err(|e| fail(&mut detached, runtime(e)))?;
+        w.count_into(Arc::clone(&engine.watches));
         log::info!(
             "watching {}: {} directories in {:.2}s",
             w.root().display(),
@@ -285,6 +343,17 @@ fn live(
             engine.fail_log().len()
         );
         engine.replay();
+    }
+    if let Some((host, port)) = &config.host {
+        let listener = std::net::TcpListener::bind((host.as_str(), *port))
+            .with_context(|| format!("cannot listen for status on {host}:{port}"))
+            .map_err(|e| fail(&mut detached, runtime(e)))?;
+        log::info!("status on http://{host}:{port}/status and /metrics");
+        status::serve(
+            listener,
+            Arc::clone(&engine),
+            config.file.display().to_string(),
+        );
     }
     let handles = engine.spawn_workers(workers);
     let stop_fd = stop_rx.as_raw_fd();
@@ -311,6 +380,9 @@ fn live(
             .join(", ")
     );
 
+    if let Some(d) = detached.take() {
+        d.ready();
+    }
     wait_readable(stop_fd);
     let mut byte = [0u8; 1];
     let _ = (&stop_rx).read(&mut byte);

@@ -60,6 +60,18 @@ pub struct Args {
     #[arg(long)]
     pub replay: bool,
 
+    /// Print the running instance's status (needs <host start="true">) and exit
+    #[arg(long)]
+    pub status: bool,
+
+    /// Pid and lock file (default: derived from the config path, under /run/sersync2)
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<std::path::PathBuf>,
+
+    /// Write logs to FILE instead of stderr (reopened on SIGHUP, for logrotate)
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<std::path::PathBuf>,
+
     /// Most paths one rsync call carries (overrides <batch size>); 1 = one call per path
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: Option<u32>,

@@ -7,10 +7,12 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod failq;
 pub mod filter;
 pub mod pool;
 pub mod queue;
 pub mod rsync;
 pub mod schedule;
+pub mod status;
 pub mod watch;

@@ -40,6 +40,20 @@ pub struct Engine {
     pub stopping: AtomicBool,
     /// Delays before each retry of a failed call.
     pub retry_delays: Vec<Duration>,
+    pub started: std::time::Instant,
+    /// Directories watched, summed over the watch roots (kept by the watchers).
+    pub watches: Arc<std::sync::atomic::AtomicUsize>,
+    /// The last full sync: when it ended, whether every remote succeeded, how long it took.
+    pub last_full: Mutex<Option<FullSyncResult>>,
+}
+
+/// How the last full sync went, for status.
+#[derive(Debug, Clone)]
+pub struct FullSyncResult {
+    pub ended: std::time::SystemTime,
+    pub ok: bool,
+    pub seconds: f64,
+    pub remote: String,
 }
 
 impl Engine {
@@ -60,6 +74,9 @@ impl Engine {
             stats,
             stopping: AtomicBool::new(false),
             retry_delays: vec![Duration::from_millis(250), Duration::from_secs(1)],
+            started: std::time::Instant::now(),
+            watches: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            last_full: Mutex::new(None),
         }
     }
 
@@ -143,6 +160,14 @@ impl Engine {
             Job::Paths(p) => p.len() as u64,
             Job::Full { .. } => 1,
         };
+        if let Job::Full { .. } = job {
+            *self.last_full.lock().unwrap_or_else(|e| e.into_inner()) = Some(FullSyncResult {
+                ended: std::time::SystemTime::now(),
+                ok: outcome.ok(),
+                seconds: outcome.elapsed.as_secs_f64(),
+                remote: target.label(),
+            });
+        }
         if outcome.ok() {
             stats.pushed.fetch_add(count, Ordering::Relaxed);
             if let Job::Full { .. } = job {

@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
@@ -72,7 +73,9 @@ pub fn read_limit(name: &str) -> Option<u64> {
 
 /// What to raise a limit to so that `needed` more fit: never lower, at least double.
 pub fn suggested_limit(current: u64, needed: u64) -> u64 {
-    current.saturating_mul(2).max(current.saturating_add(needed + needed / 4))
+    current
+        .saturating_mul(2)
+        .max(current.saturating_add(needed + needed / 4))
 }
 
 /// Writes /proc/sys/fs/inotify/<name> if that raises it (never lowers it).
@@ -133,6 +136,9 @@ pub struct Watcher {
     debug: bool,
     wds: HashMap<WatchDescriptor, PathBuf>,
     dirs: BTreeMap<PathBuf, WatchDescriptor>,
+    /// Watches of every root together, for status; this root's share is `reported`.
+    counter: Arc<AtomicUsize>,
+    reported: usize,
 }
 
 /// The mask every directory is watched with. Creates, deletes and moves are always
@@ -180,9 +186,28 @@ impl Watcher {
             debug,
             wds: HashMap::new(),
             dirs: BTreeMap::new(),
+            counter: Arc::new(AtomicUsize::new(0)),
+            reported: 0,
         };
         w.add_tree(Path::new(""), None)?;
         Ok(w)
+    }
+
+    /// Reports this root's watch count into a counter shared by all roots.
+    pub fn count_into(&mut self, counter: Arc<AtomicUsize>) {
+        self.counter = counter;
+        self.reported = 0;
+        self.report_count();
+    }
+
+    fn report_count(&mut self) {
+        let n = self.wds.len();
+        if n > self.reported {
+            self.counter.fetch_add(n - self.reported, Ordering::Relaxed);
+        } else {
+            self.counter.fetch_sub(self.reported - n, Ordering::Relaxed);
+        }
+        self.reported = n;
     }
 
     pub fn root(&self) -> &Path {
@@ -517,6 +542,7 @@ impl Watcher {
                 }
             };
             self.handle(batch);
+            self.report_count();
         }
     }
 }

@@ -101,7 +101,8 @@ pub struct Config {
     pub fail_log: PathBuf,
     pub replay_every: Duration,
     pub crontab: Option<Crontab>,
-    /// `<host hostip port>`: where a status endpoint would listen.
+    /// `<host hostip port start="true">`: where the status endpoint listens (off unless
+    /// start="true"; the original's <host> had no switch and did nothing).
     pub host: Option<(String, u16)>,
     /// Elements this program does not know (path, line): warned about at start.
     pub unknown: Vec<(String, u32)>,
@@ -172,13 +173,18 @@ impl Ctx<'_> {
     }
 
     /// A path attribute: Latin-1 configs give back the bytes the original would have used.
+    /// Relative paths are made absolute now: a daemon later runs from `/`.
     fn path(&self, value: &str) -> PathBuf {
-        if self.latin1 && value.chars().all(|c| (c as u32) < 256) {
+        let path = if self.latin1 && value.chars().all(|c| (c as u32) < 256) {
             PathBuf::from(OsString::from_vec(
                 value.chars().map(|c| c as u32 as u8).collect(),
             ))
         } else {
             PathBuf::from(value)
+        };
+        match std::env::current_dir() {
+            Ok(cwd) if path.is_relative() => cwd.join(path),
+            _ => path,
         }
     }
 }
@@ -246,13 +252,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
     };
     let crontab = crontab(&cx, sersync.crontab.as_ref())?;
     let host = match &head.host {
-        Some(h)
-            if h.start.is_some()
-                && !cx.flag(h.start.as_deref(), h.line, "host", "start", false)? =>
-        {
-            None
-        }
-        Some(h) => {
+        Some(h) if cx.flag(h.start.as_deref(), h.line, "host", "start", false)? => {
             let ip = h.hostip.clone().unwrap_or_else(|| "127.0.0.1".to_owned());
             let port: u16 = match h.port {
                 None => 8008,
@@ -260,7 +260,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
             };
             Some((ip, port))
         }
-        None => None,
+        _ => None,
     };
     Ok(Config {
         file: file.to_path_buf(),

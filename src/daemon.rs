@@ -1,0 +1,257 @@
+//! Running as a service: one instance per config file (flock'd pid file), detaching
+//! with `-d`, and a log file that logrotate can move (reopened on SIGHUP).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The pid file for a config: `/run/sersync2/<config path with / as _>.pid` as root,
+/// else the same name under $XDG_RUNTIME_DIR or /tmp.
+pub fn default_pid_file(config: &Path) -> PathBuf {
+    let abs = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
+    let name: String = abs
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| {
+            if c == '/' || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    // SAFETY: geteuid has no preconditions.
+    let dir = if unsafe { libc::geteuid() } == 0 {
+        PathBuf::from("/run/sersync2")
+    } else {
+        std::env::var_os("XDG_RUNTIME_DIR")
+            .map(|d| PathBuf::from(d).join("sersync2"))
+            .unwrap_or_else(|| PathBuf::from("/tmp/sersync2"))
+    };
+    dir.join(format!("{name}.pid"))
+}
+
+/// A held instance lock: the pid file, flock'd for as long as this process lives.
+/// A crashed instance's lock is released by the kernel, so a stale file never blocks.
+pub struct InstanceLock {
+    file: File,
+    pub path: PathBuf,
+}
+
+impl InstanceLock {
+    /// Takes the lock or says who holds it.
+    pub fn acquire(path: &Path) -> Result<InstanceLock, String> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)
+            .map_err(|e| format!("cannot open the pid file {}: {e}", path.display()))?;
+        // SAFETY: flock on a valid open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let pid = text.trim();
+            return Err(format!(
+                "another sersync2 already runs this config (pid {}, lock {})",
+                if pid.is_empty() { "unknown" } else { pid },
+                path.display()
+            ));
+        }
+        let mut lock = InstanceLock {
+            file,
+            path: path.to_path_buf(),
+        };
+        lock.write_pid()?;
+        Ok(lock)
+    }
+
+    /// Records this process's pid (again after a fork).
+    pub fn write_pid(&mut self) -> Result<(), String> {
+        let pid = std::process::id();
+        let write = |f: &mut File| -> std::io::Result<()> {
+            f.set_len(0)?;
+            f.rewind()?;
+            writeln!(f, "{pid}")?;
+            f.sync_all()
+        };
+        write(&mut self.file)
+            .map_err(|e| format!("cannot write the pid file {}: {e}", self.path.display()))
+    }
+
+    /// The pid recorded by whoever holds (or held) the lock at `path`.
+    pub fn holder(path: &Path) -> Option<u32> {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+}
+
+impl Drop for InstanceLock {
+    fn drop(&mut self) {
+        if InstanceLock::holder(&self.path) == Some(std::process::id()) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The parent's end of the readiness pipe: it exits 0 once the child says "ready".
+pub struct Detached {
+    /// In the child: where to report readiness or the fatal error.
+    report: File,
+}
+
+impl Detached {
+    pub fn ready(mut self) {
+        let _ = self.report.write_all(b"ready\n");
+    }
+
+    pub fn failed(mut self, message: &str) {
+        let _ = self.report.write_all(message.as_bytes());
+    }
+}
+
+/// Forks; the parent waits for the child's report and exits with 0 (ready) or 1 (the
+/// child's error, printed). The child starts a new session, moves to `/`, points
+/// stdin/stdout/stderr at /dev/null and returns its end of the pipe.
+/// Must be called before any thread is started.
+pub fn detach() -> Result<Detached, String> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two descriptors on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the descriptors were just created and are owned here.
+    let (mut read_end, write_end) =
+        unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    // SAFETY: no other thread runs yet (documented precondition).
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
+        0 => {
+            drop(read_end);
+            // SAFETY: plain syscalls in the child.
+            unsafe {
+                libc::setsid();
+                libc::umask(0o022);
+            }
+            let _ = std::env::set_current_dir("/");
+            if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+                for fd in 0..3 {
+                    // SAFETY: dup2 onto the standard descriptors.
+                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
+                }
+            }
+            Ok(Detached { report: write_end })
+        }
+        _child => {
+            drop(write_end);
+            let mut text = String::new();
+            let _ = read_end.read_to_string(&mut text);
+            if text.starts_with("ready") {
+                std::process::exit(0);
+            }
+            if text.is_empty() {
+                text = "the daemon exited during start-up without a message".to_owned();
+            }
+            eprintln!("sersync2: {}", text.trim_end());
+            std::process::exit(1);
+        }
+    }
+}
+
+/// A log file that is reopened (by path) when SIGHUP sets `reopen`.
+pub struct LogFile {
+    path: PathBuf,
+    file: Mutex<File>,
+    reopen: Arc<AtomicBool>,
+}
+
+fn open_log(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
+impl LogFile {
+    pub fn open(path: &Path) -> std::io::Result<(LogFile, Arc<AtomicBool>)> {
+        let reopen = Arc::new(AtomicBool::new(false));
+        Ok((
+            LogFile {
+                path: path.to_path_buf(),
+                file: Mutex::new(open_log(path)?),
+                reopen: Arc::clone(&reopen),
+            },
+            reopen,
+        ))
+    }
+}
+
+/// The writer env_logger gets: each record goes to the current log file.
+pub struct LogWriter(pub Arc<LogFile>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let log = &self.0;
+        let mut f = log.file.lock().unwrap_or_else(|e| e.into_inner());
+        if log.reopen.swap(false, Ordering::Relaxed) {
+            if let Ok(new) = open_log(&log.path) {
+                *f = new;
+            }
+        }
+        f.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_file_name_follows_the_config_path() {
+        let p = default_pid_file(Path::new("/etc/sersync.d/web.xml"));
+        assert!(
+            p.to_string_lossy().ends_with("etc_sersync.d_web.xml.pid"),
+            "{}",
+            p.display()
+        );
+    }
+
+    #[test]
+    fn a_second_lock_on_the_same_file_is_refused_naming_the_pid() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let path = d.path().join("x.pid");
+        let first = InstanceLock::acquire(&path).expect("first lock");
+        let err = InstanceLock::acquire(&path)
+            .err()
+            .expect("second lock refused");
+        assert!(err.contains(&std::process::id().to_string()), "{err}");
+        drop(first);
+        assert!(!path.exists(), "the pid file goes with the lock");
+        let _again = InstanceLock::acquire(&path).expect("free again");
+    }
+
+    #[test]
+    fn a_stale_pid_file_does_not_block() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let path = d.path().join("x.pid");
+        std::fs::write(&path, "999999\n").expect("write");
+        let lock = InstanceLock::acquire(&path).expect("stale file is taken over");
+        assert_eq!(InstanceLock::holder(&lock.path), Some(std::process::id()));
+    }
+}
