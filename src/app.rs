@@ -5,7 +5,6 @@
 //! the `-r` full sync and the replay of an existing fail log, then live syncing.
 
 use std::ffi::OsString;
-use std::io::Read;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -384,8 +383,6 @@ fn live(
         d.ready();
     }
     wait_readable(stop_fd);
-    let mut byte = [0u8; 1];
-    let _ = (&stop_rx).read(&mut byte);
     log::info!("stopping: no more events are read; running pushes finish");
     for t in watch_threads {
         let _ = t.join();

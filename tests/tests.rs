@@ -1,5 +1,6 @@
 //! Single integration-test binary (Cargo.toml sets `autotests = false`):
 //! every integration-test module is declared here so the suite links once.
 
+mod e2e;
 mod fixtures;
 mod support;
