@@ -5,27 +5,39 @@ use std::path::PathBuf;
 use clap::Parser;
 
 pub const AFTER_HELP: &str = "\
+DESCRIPTION
+    Watches each <localpath watch> of the config with inotify and pushes every change
+    with `rsync -R` (run without a shell, cwd = the watch root) to each <remote>, in
+    parallel. Waiting paths for one remote are carried by one rsync call; a lone change
+    is pushed at once. Failed pushes are retried, then written to the fail log, which is
+    replayed every <failLog timeToExecute> minutes and at start-up.
+
 CONFIG FILE
-    confxml.xml in sersync 2.5's format; see the README for every element. The watch
-    directories, remotes and rsync options all come from it.
+    confxml.xml in sersync 2.5's format (see confxml.xml and the README for every
+    element). Check one with `sersync2 -t -o FILE`.
 
 EXIT STATUS
-    0  stopped cleanly (SIGTERM/SIGINT), or --test-config found the config valid,
-       or --replay left nothing owed
-    1  a runtime failure (could not start watching, --replay left entries owed)
-    2  bad flags or a bad config: nothing was started
+    0  stopped cleanly (SIGTERM/SIGINT); --test-config found the config valid;
+       --replay left nothing owed
+    1  runtime failure: another instance holds this config's lock, watching could not
+       start, the status endpoint could not be reached, --replay left entries owed
+    2  bad flags or a bad config (the message names file, line and element); nothing
+       was started
 
 SIGNALS
-    SIGTERM, SIGINT  stop watching, let running pushes finish, write what is still
-                     queued to the fail log, exit 0
+    SIGTERM, SIGINT  stop reading events, let running pushes finish (up to 30 s), write
+                     what is still queued to the fail log, exit 0
+    SIGHUP           reopen the --log-file (after logrotate moved it)
 
 FILES
-    ./confxml.xml            default config
-    <failLog path>           failed pushes as a runnable sh script (mode 0600)
+    ./confxml.xml                   default config (-o)
+    /run/sersync2/<config>.pid      lock and pid file, one per config (--pid-file);
+                                    $XDG_RUNTIME_DIR/sersync2 or /tmp/sersync2 when not root
+    <failLog path>                  failed pushes as a runnable sh script, mode 0600
 
 ENVIRONMENT
-    RUST_LOG   log level (error, warn, info, debug); default info
-    RSYNC_RSH  remote shell for ssh mode when <ssh> sets no command";
+    RUST_LOG   log level: error, warn, info (default), debug
+    RSYNC_RSH  remote shell for ssh mode when <ssh> sets no command=";
 
 /// sersync2: mirror a directory tree to several hosts in real time with rsync.
 #[derive(Debug, Parser)]
@@ -75,4 +87,37 @@ pub struct Args {
     /// Most paths one rsync call carries (overrides <batch size>); 1 = one call per path
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn golden_help() {
+        let help = Args::command().render_long_help().to_string();
+        let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/help.txt");
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&golden, &help).expect("write golden");
+        }
+        let want = std::fs::read_to_string(&golden).expect("golden file tests/golden/help.txt");
+        assert_eq!(
+            help, want,
+            "--help changed; if intended, rerun with UPDATE_GOLDEN=1"
+        );
+    }
+
+    #[test]
+    fn the_originals_flags_parse_combined() {
+        let a =
+            Args::try_parse_from(["sersync2", "-dr", "-o", "x.xml", "-n", "4"]).expect("parses");
+        assert!(a.daemon && a.full_first);
+        assert_eq!(a.workers, 4);
+        assert_eq!(a.config, std::path::PathBuf::from("x.xml"));
+        let a = Args::try_parse_from(["sersync2"]).expect("parses");
+        assert_eq!(a.config, std::path::PathBuf::from("./confxml.xml"));
+        assert_eq!(a.workers, 10);
+        assert!(Args::try_parse_from(["sersync2", "-n", "0"]).is_err());
+    }
 }
