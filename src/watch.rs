@@ -371,15 +371,23 @@ impl Watcher {
             "inotify queue overflow under {}: events were lost; re-walking the tree and running a full sync",
             self.root.display()
         );
+        // IN_IGNORED and rename events may be among the lost ones: rebuild the map from
+        // the tree as it is now, and drop watches on whatever is no longer in it.
+        let old = std::mem::take(&mut self.wds);
+        self.dirs.clear();
         if let Err(e) = self.add_tree(Path::new(""), None) {
             log::error!("{e}");
+        }
+        for wd in old.into_keys() {
+            if !self.wds.contains_key(&wd) {
+                let _ = self.inotify.watches().remove(wd);
+            }
         }
         self.queue.push_full(&self.targets);
     }
 
     /// Handles one batch of events as read from the kernel.
     fn handle(&mut self, batch: Vec<RawEvent>) {
-        let ev = self.events;
         let mut moved_away: HashMap<u32, MovedDir> = HashMap::new();
         for e in batch {
             if e.mask.contains(EventMask::Q_OVERFLOW) {
@@ -407,7 +415,6 @@ impl Watcher {
                 self.handle_file(e.mask, &rel);
             }
         }
-        let _ = ev;
         for (_, moved) in moved_away {
             self.unwatch(moved);
         }
