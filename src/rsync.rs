@@ -92,6 +92,10 @@ impl Target {
                 // commonParams usually holds -a or -r; each listed directory is pushed
                 // as itself, its contents come as their own entries.
                 argv.push("--no-recursive".into());
+                // A listed path is known to have changed. rsync's quick check compares
+                // size and whole-second mtimes, so a same-size rewrite within one second
+                // would be skipped and the remote left wrong.
+                argv.push("--ignore-times".into());
                 if self.delete {
                     argv.push("--delete-missing-args".into());
                     argv.push("--force".into());
@@ -138,6 +142,7 @@ impl Target {
         match job {
             Job::Paths(paths) => {
                 argv.push("--no-recursive".into());
+                argv.push("--ignore-times".into());
                 argv.push("--dirs".into());
                 if self.delete {
                     argv.push("--delete-missing-args".into());
@@ -328,6 +333,7 @@ mod tests {
                 "-artuz",
                 "-R",
                 "--no-recursive",
+                "--ignore-times",
                 "--delete-missing-args",
                 "--force",
                 "--password-file=/etc/rsync.pas",
