@@ -112,9 +112,29 @@ pub fn run(mut args: Args) -> Result<u8, Failure> {
         config.rsync.batch = b as usize;
     }
     if let Some(m) = &args.module {
-        return Err(usage(anyhow!(
-            "-m {m}: plugin modules are not available in this version"
-        )));
+        // -m NAME: only that plugin over the watched tree, no rsync (with -t: just checked).
+        let module = crate::plugin::Module::new(&config, m).map_err(|e| usage(anyhow!(e)))?;
+        if !args.test_config {
+            let detached = if args.daemon {
+                Some(daemon::detach().map_err(|e| runtime(anyhow!(e)))?)
+            } else {
+                None
+            };
+            match (module.start(&config), detached) {
+                (Err(e), Some(d)) => {
+                    d.failed(&format!("{e:#}"));
+                    return Err(runtime(e));
+                }
+                (Err(e), None) => return Err(runtime(e)),
+                (Ok(running), d) => {
+                    if let Some(d) = d {
+                        d.ready();
+                    }
+                    running.wait();
+                    return Ok(0);
+                }
+            }
+        }
     }
     let targets = targets(&config);
     if args.test_config {
@@ -221,13 +241,15 @@ fn print_test_config(config: &Config, targets: &[Target]) {
 
 fn engine(config: &Config, targets: Vec<Target>, fail_log: FailLog, workers: usize) -> Arc<Engine> {
     let queue = Queue::new(targets.len(), config.rsync.batch, workers);
-    Arc::new(Engine::new(
+    let mut engine = Engine::new(
         targets,
         queue,
         Excludes::new(config.excludes.clone()),
         config.debug,
         fail_log,
-    ))
+    );
+    engine.plugins = config.plugins.for_engine();
+    Arc::new(engine)
 }
 
 /// `--replay`: push everything owed once; exit 0 only if nothing is left.

@@ -60,7 +60,7 @@ pub struct Args {
     #[arg(short = 'o', value_name = "FILE", default_value = "./confxml.xml")]
     pub config: PathBuf,
 
-    /// Run only one plugin module (command, socket, refreshCDN, http), no rsync
+    /// Run only one plugin module (command, socket, refreshCDN) over the tree, no rsync
     #[arg(short = 'm', value_name = "NAME")]
     pub module: Option<String>,
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod failq;
 pub mod filter;
+pub mod plugin;
 pub mod pool;
 pub mod queue;
 pub mod rsync;

@@ -45,6 +45,8 @@ pub struct Engine {
     pub watches: Arc<std::sync::atomic::AtomicUsize>,
     /// The last full sync: when it ended, whether every remote succeeded, how long it took.
     pub last_full: Mutex<Option<FullSyncResult>>,
+    /// The plugin switched on in the config, run after pushes (see `account`).
+    pub plugins: Option<Arc<crate::plugin::Plugins>>,
 }
 
 /// How the last full sync went, for status.
@@ -77,6 +79,7 @@ impl Engine {
             started: std::time::Instant::now(),
             watches: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             last_full: Mutex::new(None),
+            plugins: None,
         }
     }
 
@@ -170,6 +173,12 @@ impl Engine {
         }
         if outcome.ok() {
             stats.pushed.fetch_add(count, Ordering::Relaxed);
+            // Once per path, not once per remote: after the root's first remote has it.
+            if let (Some(plugins), Job::Paths(paths)) = (&self.plugins, job) {
+                if self.targets.iter().position(|x| x.root == target.root) == Some(t) {
+                    plugins.after_push(&target.root, paths);
+                }
+            }
             if let Job::Full { .. } = job {
                 log::info!(
                     "full sync of {} to {} done in {:.1}s",

@@ -106,6 +106,8 @@ pub struct Config {
     pub host: Option<(String, u16)>,
     /// Elements this program does not know (path, line): warned about at start.
     pub unknown: Vec<(String, u32)>,
+    /// The `<plugin>` blocks and the one switched on by `<sersync><plugin start="true">`.
+    pub plugins: crate::plugin::Plugins,
 }
 
 /// Default most paths in one rsync call.
@@ -219,6 +221,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
     let events = events(&cx, head.inotify.as_ref())?;
     let roots = roots(&cx, sersync)?;
     let rsync = rsync(&cx, sersync.rsync.as_ref())?;
+    let plugins = crate::plugin::Plugins::from_raw(&name, &head)?;
 
     let (fail_log, replay_every) = match &sersync.fail_log {
         None => (
@@ -274,6 +277,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
         crontab,
         host,
         unknown: doc.unknown,
+        plugins,
     })
 }
 

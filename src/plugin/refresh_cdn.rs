@@ -1,0 +1,254 @@
+//! The `refreshCDN` plugin: ask the CDN to purge the URL of a changed file.
+//!
+//! sersync 2.5 shipped this for ChinaCache, and the config keeps that shape:
+//!
+//! ```xml
+//! <localpath watch="/data0/htdocs/cms.xoyo.com/site/">
+//!   <cdninfo domainname="ccms.chinacache.com" port="80" username="U" passwd="P"/>
+//!   <sendurl base="http://pic.xoyo.com/cms"/>
+//!   <regexurl regex="false" match="cms.xoyo.com/site([/a-zA-Z0-9]*).xoyo.com/images"/>
+//! </localpath>
+//! ```
+//!
+//! The purge URL of a changed file under `watch`:
+//! - `regex="false"` (or no `<regexurl>`): `base` + `/` + the path relative to `watch`;
+//!   `site/jx3.xoyo.com/images/a.jpg` becomes `http://pic.xoyo.com/cms/jx3.xoyo.com/images/a.jpg`.
+//! - `regex="true"`: `match` is searched for in the absolute path; the part it matched is
+//!   replaced by its first capture group, and the URL is `base` + that group + what
+//!   follows the match. With the example, `/data0/htdocs/cms.xoyo.com/site/jx3.xoyo.com/images/2010/a.jpg`
+//!   matches with group `/jx3`, giving `http://pic.xoyo.com/cms/jx3/2010/a.jpg` (the
+//!   layout of xoyo's own picture URLs). A pattern without a group drops the matched
+//!   part. A path the pattern does not match falls back to the plain rule.
+//!
+//! Path bytes in the URL are percent-encoded (`/` kept). The request is one plain
+//! HTTP/1.0 GET to `domainname:port` in ChinaCache's form, every value percent-encoded:
+//! `GET /index.jsp?user=U&pswd=P&ok=ok&urls=<purge URL> HTTP/1.0`. The status line of the
+//! answer is logged; nothing is retried.
+
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::bytes::Regex;
+
+use super::{percent_encode, Cx};
+use crate::config::{raw, ConfigError};
+
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct RefreshCdn {
+    dests: Vec<Dest>,
+}
+
+/// One `<localpath watch>` with its CDN account and URL rule.
+#[derive(Debug)]
+struct Dest {
+    watch: PathBuf,
+    host: String,
+    port: u16,
+    user: String,
+    passwd: String,
+    /// Without a trailing slash.
+    base: String,
+    regex: Option<Regex>,
+}
+
+impl RefreshCdn {
+    pub(super) fn from_raw(cx: &Cx, def: &raw::PluginDef) -> Result<RefreshCdn, ConfigError> {
+        if def.localpath.is_empty() {
+            return Err(cx.err(
+                def.line,
+                "<plugin name=\"refreshCDN\">: missing <localpath watch=...> with <cdninfo> and <sendurl>",
+            ));
+        }
+        let mut dests = Vec::new();
+        for lp in &def.localpath {
+            let watch = cx.watch(lp)?;
+            let cdn = lp.cdninfo.as_ref().ok_or_else(|| {
+                cx.err(
+                    lp.line,
+                    format!(
+                        "<localpath watch=\"{}\">: missing <cdninfo domainname=... port=...>",
+                        watch.display()
+                    ),
+                )
+            })?;
+            let host = cx.required(
+                cdn.domain_name.as_deref(),
+                cdn.line,
+                "cdninfo",
+                "domainname",
+            )?;
+            if host.contains(['/', ' ', '?', '#']) {
+                return Err(cx.err(
+                    cdn.line,
+                    format!(
+                        "<cdninfo domainname=\"{host}\">: a host name, without http:// or a path"
+                    ),
+                ));
+            }
+            let port = cx.port(cdn.port.as_deref(), cdn.line, "cdninfo")?;
+            let send = lp.sendurl.as_ref().ok_or_else(|| {
+                cx.err(
+                    lp.line,
+                    format!(
+                        "<localpath watch=\"{}\">: missing <sendurl base=...>",
+                        watch.display()
+                    ),
+                )
+            })?;
+            let base = cx.required(send.base.as_deref(), send.line, "sendurl", "base")?;
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return Err(cx.err(
+                    send.line,
+                    format!("<sendurl base=\"{base}\">: must start with http:// or https://"),
+                ));
+            }
+            let regex = match &lp.regexurl {
+                Some(r) if cx.flag(r.regex.as_deref(), r.line, "regexurl", "regex", false)? => {
+                    let pattern = cx.required(r.pattern.as_deref(), r.line, "regexurl", "match")?;
+                    Some(Regex::new(pattern).map_err(|e| {
+                        cx.err(
+                            r.line,
+                            format!("<regexurl match=\"{pattern}\">: bad regular expression: {e}"),
+                        )
+                    })?)
+                }
+                _ => None,
+            };
+            dests.push(Dest {
+                watch,
+                host: host.to_owned(),
+                port,
+                user: cdn.username.clone().unwrap_or_default(),
+                passwd: cdn.passwd.clone().unwrap_or_default(),
+                base: base.trim_end_matches('/').to_owned(),
+                regex,
+            });
+        }
+        Ok(RefreshCdn { dests })
+    }
+
+    pub fn watches(&self) -> Vec<PathBuf> {
+        self.dests.iter().map(|d| d.watch.clone()).collect()
+    }
+
+    pub fn wants(&self, abs: &Path) -> bool {
+        self.dests.iter().any(|d| abs.starts_with(&d.watch))
+    }
+
+    /// The purge URLs for a changed path, one per watch it is under.
+    pub fn urls(&self, abs: &Path) -> Vec<String> {
+        self.dests
+            .iter()
+            .filter(|d| abs.starts_with(&d.watch))
+            .map(|d| d.url(abs))
+            .collect()
+    }
+
+    /// Sends the purge requests; per URL, the HTTP status or why there is none.
+    pub fn refresh(&self, abs: &Path) -> Vec<(String, Result<u16, String>)> {
+        self.dests
+            .iter()
+            .filter(|d| abs.starts_with(&d.watch))
+            .map(|d| {
+                let url = d.url(abs);
+                let result = d.purge(&url);
+                (url, result)
+            })
+            .collect()
+    }
+
+    pub(super) fn refresh_logged(&self, abs: &Path) {
+        for (url, result) in self.refresh(abs) {
+            match result {
+                Ok(status) if (200..300).contains(&status) => {
+                    log::info!("plugin refreshCDN: purge of {url}: HTTP {status}")
+                }
+                Ok(status) => log::error!("plugin refreshCDN: purge of {url}: HTTP {status}"),
+                Err(e) => log::error!("plugin refreshCDN: purge of {url} failed: {e}"),
+            }
+        }
+    }
+}
+
+impl Dest {
+    fn url(&self, abs: &Path) -> String {
+        let bytes = abs.as_os_str().as_bytes();
+        if let Some(re) = &self.regex {
+            if let Some(caps) = re.captures(bytes) {
+                let group = caps.get(1).map_or(&b""[..], |g| g.as_bytes());
+                let end = caps.get(0).map_or(0, |m| m.end());
+                let mut tail = group.to_vec();
+                tail.extend_from_slice(&bytes[end..]);
+                return join(&self.base, &tail);
+            }
+            log::debug!(
+                "plugin refreshCDN: <regexurl match> does not match {}, using the plain URL",
+                abs.display()
+            );
+        }
+        let rel = abs.strip_prefix(&self.watch).unwrap_or(abs);
+        join(&self.base, rel.as_os_str().as_bytes())
+    }
+
+    /// `/index.jsp?user=U&pswd=P&ok=ok&urls=URL`, every value percent-encoded.
+    fn request_target(&self, url: &str) -> String {
+        format!(
+            "/index.jsp?user={}&pswd={}&ok=ok&urls={}",
+            percent_encode(self.user.as_bytes(), b""),
+            percent_encode(self.passwd.as_bytes(), b""),
+            percent_encode(url.as_bytes(), b"")
+        )
+    }
+
+    fn purge(&self, url: &str) -> Result<u16, String> {
+        let mut stream =
+            super::socket::connect(&self.host, self.port, super::socket::CONNECT_TIMEOUT)
+                .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
+        let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+        let host = if self.port == 80 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        let request = format!(
+            "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: sersync2/{}\r\nConnection: close\r\n\r\n",
+            self.request_target(url),
+            env!("CARGO_PKG_VERSION")
+        );
+        stream
+            .write_all(request.as_bytes())
+            .map_err(|e| format!("cannot send the request: {e}"))?;
+        // Only the status line matters.
+        let mut head = Vec::new();
+        let mut buf = [0u8; 512];
+        while !head.contains(&b'\n') && head.len() < 4096 {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(format!("no answer: {e}")),
+            }
+        }
+        let line = String::from_utf8_lossy(&head);
+        let line = line.lines().next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next().map(str::parse::<u16>)) {
+            (Some(v), Some(Ok(status))) if v.starts_with("HTTP/") => Ok(status),
+            _ => Err(format!("not an HTTP answer: {line:?}")),
+        }
+    }
+}
+
+/// `base` + `/` + the path, encoded; exactly one slash between them.
+fn join(base: &str, path: &[u8]) -> String {
+    let path = percent_encode(path, b"/");
+    if path.starts_with('/') {
+        format!("{base}{path}")
+    } else {
+        format!("{base}/{path}")
+    }
+}
