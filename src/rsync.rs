@@ -120,8 +120,9 @@ impl Target {
                 }
                 self.connection_args(&mut argv);
                 if !excluded.is_empty() {
-                    argv.push("--exclude-from=-".into());
+                    // rsync reads the rules while parsing --exclude-from: --from0 first.
                     argv.push("--from0".into());
+                    argv.push("--exclude-from=-".into());
                     for p in excluded {
                         stdin.extend_from_slice(&anchored_rule(p));
                         stdin.push(0);

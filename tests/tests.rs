@@ -1,6 +1,8 @@
 //! Single integration-test binary (Cargo.toml sets `autotests = false`):
 //! every integration-test module is declared here so the suite links once.
 
+mod agent;
+mod churn;
 mod e2e;
 mod fixtures;
 mod support;

@@ -402,6 +402,9 @@ fn unique_token() -> String {
 // ---------------------------------------------------------------------------
 
 /// A real `rsync --daemon` with one password-protected, writable module.
+/// It runs with `use chroot = yes`: unchrooted, rsync sanitizes received
+/// symlink targets (`/etc` arrives as `etc`), which would hide what the
+/// client sent.
 ///
 /// Layout of its temp dir: `rsyncd.conf`, `rsyncd.secrets` (0600,
 /// `sersync:<password>`), `client.pass` (0600, the password, for
@@ -486,10 +489,11 @@ impl RsyncDaemon {
         let dir = Dir::new("rsyncd");
         fs::create_dir(dir.join("data")).expect("create rsyncd data dir");
         let conf = format!(
-            "use chroot = no\n\
+            "use chroot = yes\n\
              uid = root\n\
              gid = root\n\
              pid file = {pid}\n\
+             log file = {log}\n\
              transfer logging = yes\n\
              \n\
              [{module}]\n\
@@ -500,6 +504,7 @@ impl RsyncDaemon {
              \tauth users = {user}\n\
              \tsecrets file = {secrets}\n",
             pid = dir.join("rsyncd.pid").display(),
+            log = dir.join("rsyncd.log").display(),
             data = dir.join("data").display(),
             user = Self::USER,
             secrets = dir.join("rsyncd.secrets").display(),
@@ -533,11 +538,9 @@ impl RsyncDaemon {
                 self.dir.join("rsyncd.conf").display()
             ))
             .arg(format!("--address={}", self.ip))
-            .arg(format!("--port={}", self.port))
-            .arg(format!(
-                "--log-file={}",
-                self.dir.join("rsyncd.log").display()
-            ));
+            // The log file is set in rsyncd.conf: given as --log-file, this
+            // rsync (3.5.0) leaves out the per-file transfer lines.
+            .arg(format!("--port={}", self.port));
         let mut server = Server::spawn(&mut cmd, &self.dir.join("daemon.out"));
         let what = format!("rsync daemon on {}:{}", self.ip, self.port);
         let ready = wait_ready(&mut server, &what, || {
@@ -606,7 +609,8 @@ impl RsyncDaemon {
         format!("{}@{}::{}", Self::USER, self.ip, self.module)
     }
 
-    /// Daemon log (`--log-file`), handy in failure messages.
+    /// Daemon log (`log file` in rsyncd.conf; with `transfer logging`, one
+    /// line per file received or deleted), handy in failure messages.
     pub fn log(&self) -> String {
         read_log(&self.dir.join("rsyncd.log"))
     }

@@ -1,0 +1,540 @@
+//! The harness the end-to-end tests share: a config writer (`Conf`), the agent under
+//! test as a child process (`Agent`), a test's world of temp dirs and two rsync daemons
+//! (`Setup`), and deadline-bound waits for the remotes to equal the source.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// How long a stopped agent may take to exit after SIGTERM/SIGINT.
+pub(crate) const STOP_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Deadline for the big `cp -a` tree (thousands of files, two remotes).
+pub(crate) const BIG_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Pause between two polls of (possibly large) trees.
+pub(crate) const TREE_POLL: Duration = Duration::from_millis(50);
+
+// ---------------------------------------------------------------------------
+// Config
+// ---------------------------------------------------------------------------
+
+/// How the agent reaches its remotes.
+pub(crate) enum Transport {
+    /// rsync daemon mode: one port, user and password file for all remotes.
+    Daemon {
+        port: u16,
+        user: String,
+        password_file: PathBuf,
+    },
+    /// ssh mode with this remote shell command.
+    Ssh { command: String },
+}
+
+/// The parts of a confxml.xml these tests vary; [`Conf::render`] writes the
+/// rest like the shipped example.
+pub(crate) struct Conf {
+    pub(crate) watch: PathBuf,
+    /// `(ip, name)`: module in daemon mode, remote directory in ssh mode.
+    pub(crate) remotes: Vec<(String, String)>,
+    pub(crate) transport: Transport,
+    pub(crate) delete: bool,
+    /// `Some` turns the filter on with these exclude expressions.
+    pub(crate) excludes: Option<Vec<String>>,
+    /// Raw value of `<timeout start=...>` (lets a test write a bad one).
+    pub(crate) timeout_start: String,
+    pub(crate) fail_log: PathBuf,
+    /// `<debug start>`: log every event and rsync command (handy when a test fails).
+    pub(crate) debug: bool,
+    /// `<commonParams params>`.
+    pub(crate) params: String,
+    /// `<crontab start="true" schedule>` with crontabfilter globs, when set.
+    pub(crate) crontab: Option<(String, Vec<String>)>,
+    /// `<failLog timeToExecute>` in minutes.
+    pub(crate) replay_minutes: u32,
+    /// `<host hostip port start="true">`: the status endpoint, when set.
+    pub(crate) status_port: Option<u16>,
+}
+
+impl Conf {
+    /// Daemon-mode config pushing `watch` to every daemon (all on one port).
+    pub(crate) fn daemons(watch: &Path, daemons: &[&RsyncDaemon], fail_log: &Path) -> Conf {
+        let first = daemons[0];
+        assert!(
+            daemons.iter().all(|d| d.port() == first.port()),
+            "one config has one <userDefinedPort>: daemons must share a port"
+        );
+        Conf {
+            watch: watch.to_path_buf(),
+            remotes: daemons
+                .iter()
+                .map(|d| (d.ip().to_string(), d.module().to_string()))
+                .collect(),
+            transport: Transport::Daemon {
+                port: first.port(),
+                user: first.user().to_string(),
+                password_file: first.password_file(),
+            },
+            delete: true,
+            excludes: None,
+            timeout_start: "false".into(),
+            fail_log: fail_log.to_path_buf(),
+            debug: true,
+            params: "-artuz".into(),
+            crontab: None,
+            replay_minutes: 60,
+            status_port: None,
+        }
+    }
+
+    /// ssh-mode config pushing `watch` into the sshd's dest dir.
+    pub(crate) fn ssh(watch: &Path, sshd: &Sshd, fail_log: &Path) -> Conf {
+        Conf {
+            watch: watch.to_path_buf(),
+            remotes: vec![(
+                sshd.host().to_string(),
+                sshd.dest_dir().display().to_string(),
+            )],
+            transport: Transport::Ssh {
+                command: sshd.ssh_command(),
+            },
+            delete: true,
+            excludes: None,
+            timeout_start: "false".into(),
+            fail_log: fail_log.to_path_buf(),
+            debug: true,
+            params: "-artuz".into(),
+            crontab: None,
+            replay_minutes: 60,
+            status_port: None,
+        }
+    }
+
+    pub(crate) fn render(&self) -> String {
+        let on = |b: bool| if b { "true" } else { "false" };
+        let mut x = String::new();
+        x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        x.push_str("<head version=\"2.5\">\n");
+        if let Some(port) = self.status_port {
+            let _ = writeln!(
+                x,
+                "  <host hostip=\"127.0.0.1\" port=\"{port}\" start=\"true\"/>"
+            );
+        }
+        let _ = writeln!(x, "  <debug start=\"{}\"/>", on(self.debug));
+        match &self.excludes {
+            None => x.push_str(
+                "  <filter start=\"false\"><exclude expression=\"(.*)\\.svn\"/></filter>\n",
+            ),
+            Some(exprs) => {
+                x.push_str("  <filter start=\"true\">\n");
+                for e in exprs {
+                    let _ = writeln!(x, "    <exclude expression=\"{}\"/>", esc(e));
+                }
+                x.push_str("  </filter>\n");
+            }
+        }
+        let _ = writeln!(
+            x,
+            "  <inotify><delete start=\"{}\"/><createFolder start=\"true\"/>\
+             <createFile start=\"false\"/><closeWrite start=\"true\"/>\
+             <moveFrom start=\"true\"/><moveTo start=\"true\"/>\
+             <attrib start=\"false\"/><modify start=\"false\"/></inotify>",
+            on(self.delete)
+        );
+        x.push_str("  <sersync>\n");
+        let _ = writeln!(
+            x,
+            "    <localpath watch=\"{}\">",
+            esc(&self.watch.display().to_string())
+        );
+        for (ip, name) in &self.remotes {
+            let _ = writeln!(
+                x,
+                "      <remote ip=\"{}\" name=\"{}\"/>",
+                esc(ip),
+                esc(name)
+            );
+        }
+        x.push_str("    </localpath>\n");
+        x.push_str("    <rsync>\n");
+        let _ = writeln!(x, "      <commonParams params=\"{}\"/>", esc(&self.params));
+        match &self.transport {
+            Transport::Daemon {
+                port,
+                user,
+                password_file,
+            } => {
+                let _ = writeln!(
+                    x,
+                    "      <auth start=\"true\" users=\"{}\" passwordfile=\"{}\"/>",
+                    esc(user),
+                    esc(&password_file.display().to_string())
+                );
+                let _ = writeln!(x, "      <userDefinedPort start=\"true\" port=\"{port}\"/>");
+            }
+            Transport::Ssh { .. } => {
+                x.push_str(
+                    "      <auth start=\"false\" users=\"root\" passwordfile=\"/etc/rsync.pas\"/>\n",
+                );
+                x.push_str("      <userDefinedPort start=\"false\" port=\"874\"/>\n");
+            }
+        }
+        let _ = writeln!(
+            x,
+            "      <timeout start=\"{}\" time=\"100\"/>",
+            esc(&self.timeout_start)
+        );
+        match &self.transport {
+            Transport::Daemon { .. } => x.push_str("      <ssh start=\"false\"/>\n"),
+            Transport::Ssh { command } => {
+                let _ = writeln!(
+                    x,
+                    "      <ssh start=\"true\" command=\"{}\"/>",
+                    esc(command)
+                );
+            }
+        }
+        x.push_str("    </rsync>\n");
+        let _ = writeln!(
+            x,
+            "    <failLog path=\"{}\" timeToExecute=\"{}\"/>",
+            esc(&self.fail_log.display().to_string()),
+            self.replay_minutes
+        );
+        if let Some((schedule, globs)) = &self.crontab {
+            let _ = writeln!(
+                x,
+                "    <crontab start=\"true\" schedule=\"{}\"><crontabfilter start=\"{}\">",
+                esc(schedule),
+                !globs.is_empty()
+            );
+            for g in globs {
+                let _ = writeln!(x, "      <exclude expression=\"{}\"/>", esc(g));
+            }
+            x.push_str("    </crontabfilter></crontab>\n");
+        }
+        x.push_str("  </sersync>\n</head>\n");
+        x
+    }
+}
+
+/// XML attribute escaping.
+pub(crate) fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+// ---------------------------------------------------------------------------
+// The agent under test
+// ---------------------------------------------------------------------------
+
+/// A running `sersync2 -o CONF` child; SIGTERMed and reaped on drop.
+pub(crate) struct Agent {
+    pub(crate) child: Option<Child>,
+    pub(crate) stderr: PathBuf,
+}
+
+impl Agent {
+    /// Writes `conf` to `<dir>/sersync.xml`, starts `sersync2 -n 4 -o it
+    /// <extra>` (cwd = `dir`) and waits until it logs `live:`.
+    pub(crate) fn start(dir: &Dir, conf: &Conf, extra: &[&str]) -> Agent {
+        let conf_path = dir.join("sersync.xml");
+        fs::write(&conf_path, conf.render()).expect("write sersync.xml");
+        let stderr = dir.join("agent.err");
+        let err = fs::File::create(&stderr).expect("create agent.err");
+        let out = fs::File::create(dir.join("agent.out")).expect("create agent.out");
+        let child = Command::new(sersync_bin())
+            .arg("-n")
+            .arg("4")
+            .arg("-o")
+            .arg(&conf_path)
+            .args(extra)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn sersync2");
+        let mut agent = Agent {
+            child: Some(child),
+            stderr,
+        };
+        wait_until("sersync2 logs `live:`", DEADLINE, || {
+            agent.assert_running();
+            agent.log().contains("live:")
+        });
+        agent
+    }
+
+    /// Everything the agent wrote to stderr so far.
+    pub(crate) fn log(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.stderr).unwrap_or_default()).into_owned()
+    }
+
+    /// Panics (with its log) if the agent has exited.
+    pub(crate) fn assert_running(&mut self) {
+        let child = self.child.as_mut().expect("agent already stopped");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "sersync2 exited unexpectedly ({status}); stderr:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Sends `signal` and waits (up to [`STOP_DEADLINE`]) for the exit;
+    /// returns the status and how long the exit took. Panics on timeout.
+    pub(crate) fn stop_with(&mut self, signal: libc::c_int) -> (ExitStatus, Duration) {
+        let mut child = self.child.take().expect("agent already stopped");
+        // SAFETY: plain syscall on our own, not yet reaped, child.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, signal);
+        }
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return (status, start.elapsed());
+            }
+            if start.elapsed() >= STOP_DEADLINE {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "sersync2 did not exit within {STOP_DEADLINE:?} of signal {signal}; stderr:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// SIGTERM; asserts a clean exit (status 0).
+    pub(crate) fn stop(&mut self) {
+        let (status, _) = self.stop_with(libc::SIGTERM);
+        assert!(
+            status.success(),
+            "sersync2 exited with {status} after SIGTERM; stderr:\n{}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: plain syscall on our own, not yet reaped, child.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < STOP_DEADLINE {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per-test environment and waiting
+// ---------------------------------------------------------------------------
+
+/// A test's world: its Dir (watched tree in `src/`, config, logs, fail log)
+/// and two rsync daemons sharing port and password.
+pub(crate) struct Setup {
+    pub(crate) dir: Dir,
+    pub(crate) src: PathBuf,
+    pub(crate) a: RsyncDaemon,
+    pub(crate) b: RsyncDaemon,
+}
+
+impl Setup {
+    pub(crate) fn new(hint: &str) -> Setup {
+        let dir = Dir::new(hint);
+        let src = dir.mkdir_p("src");
+        let (a, b) = RsyncDaemon::start_pair();
+        Setup { dir, src, a, b }
+    }
+
+    pub(crate) fn conf(&self) -> Conf {
+        Conf::daemons(&self.src, &[&self.a, &self.b], &self.dir.join("fail.sh"))
+    }
+
+    pub(crate) fn remotes(&self) -> Vec<PathBuf> {
+        vec![self.a.data_dir(), self.b.data_dir()]
+    }
+
+    /// Path inside the watched tree.
+    pub(crate) fn p<P: AsRef<Path>>(&self, rel: P) -> PathBuf {
+        self.src.join(rel)
+    }
+
+    /// Writes a file inside the watched tree (parents created).
+    pub(crate) fn write<P: AsRef<Path>, B: AsRef<[u8]>>(&self, rel: P, bytes: B) -> PathBuf {
+        self.dir.write(Path::new("src").join(rel), bytes)
+    }
+
+    pub(crate) fn logs(&self) -> String {
+        format!(
+            "--- rsyncd {} log (tail) ---\n{}\n--- rsyncd {} log (tail) ---\n{}",
+            self.a.ip(),
+            tail(&self.a.log(), 40),
+            self.b.ip(),
+            tail(&self.b.log(), 40)
+        )
+    }
+
+    /// Waits until both remotes equal the source.
+    pub(crate) fn wait(&self, agent: &mut Agent, step: &str) {
+        self.wait_within(agent, step, DEADLINE);
+    }
+
+    /// Waits until both remotes hold every source entry, identical (delete off).
+    pub(crate) fn wait_superset_within(&self, agent: &mut Agent, step: &str, deadline: Duration) {
+        wait_for(
+            agent,
+            &self.src,
+            &self.remotes(),
+            step,
+            deadline,
+            &|| self.logs(),
+            &mut |want, got| superset(want, got),
+        );
+    }
+
+    pub(crate) fn wait_within(&self, agent: &mut Agent, step: &str, deadline: Duration) {
+        wait_mirrored(agent, &self.src, &self.remotes(), step, deadline, &|| {
+            self.logs()
+        });
+    }
+}
+
+pub(crate) fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Polls until `check(source snapshot, remote snapshot)` is Ok for every
+/// remote, the agent staying alive; on timeout panics with the last
+/// difference, the tail of the agent's log and `logs()`.
+pub(crate) fn wait_for(
+    agent: &mut Agent,
+    src: &Path,
+    remotes: &[PathBuf],
+    step: &str,
+    deadline: Duration,
+    logs: &dyn Fn() -> String,
+    check: &mut dyn FnMut(&Snapshot, &Snapshot) -> Result<(), String>,
+) {
+    let start = Instant::now();
+    loop {
+        let expired = start.elapsed() >= deadline;
+        let want = tree_snapshot(src);
+        let mut diff = None;
+        for r in remotes {
+            if let Err(d) = check(&want, &tree_snapshot(r)) {
+                diff = Some(format!("{}: {d}", r.display()));
+                break;
+            }
+        }
+        let Some(diff) = diff else { return };
+        if expired {
+            panic!(
+                "step `{step}`: timed out after {deadline:?} waiting for the remotes: {diff}\n\
+                 --- sersync2 stderr (tail) ---\n{}\n{}",
+                tail(&agent.log(), 80),
+                logs()
+            );
+        }
+        agent.assert_running();
+        std::thread::sleep(TREE_POLL);
+    }
+}
+
+/// [`wait_for`] with exact equality.
+pub(crate) fn wait_mirrored(
+    agent: &mut Agent,
+    src: &Path,
+    remotes: &[PathBuf],
+    step: &str,
+    deadline: Duration,
+    logs: &dyn Fn() -> String,
+) {
+    wait_for(
+        agent,
+        src,
+        remotes,
+        step,
+        deadline,
+        logs,
+        &mut |want, got| snapshots_equal(want, got),
+    );
+}
+
+/// Ok when every entry of `want` is in `got` with identical content.
+pub(crate) fn superset(want: &Snapshot, got: &Snapshot) -> Result<(), String> {
+    let mut diffs = Vec::new();
+    for (path, e) in want {
+        match got.get(path) {
+            None => diffs.push(format!("missing: {path:?} ({e:?})")),
+            Some(g) if g != e => diffs.push(format!("differs: {path:?} ({e:?} vs {g:?})")),
+            Some(_) => {}
+        }
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("not a superset: {}", diffs.join("; ")))
+    }
+}
+
+pub(crate) fn rename<P: AsRef<Path>, Q: AsRef<Path>>(from: P, to: Q) {
+    let (from, to) = (from.as_ref(), to.as_ref());
+    fs::rename(from, to)
+        .unwrap_or_else(|e| panic!("rename {} -> {}: {e}", from.display(), to.display()));
+}
+
+pub(crate) fn remove_file<P: AsRef<Path>>(path: P) {
+    let path = path.as_ref();
+    fs::remove_file(path).unwrap_or_else(|e| panic!("rm {}: {e}", path.display()));
+}
+
+pub(crate) fn remove_dir_all<P: AsRef<Path>>(path: P) {
+    let path = path.as_ref();
+    fs::remove_dir_all(path).unwrap_or_else(|e| panic!("rm -rf {}: {e}", path.display()));
+}
+
+pub(crate) fn run_ok(cmd: &mut Command) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sets a file's mtime to 2001-09-09 (so `rsync -u` never sees it as newer).
+pub(crate) fn make_old(path: &Path) {
+    let old = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(old))
+        .unwrap_or_else(|e| panic!("set mtime of {}: {e}", path.display()));
+}

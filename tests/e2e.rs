@@ -1,0 +1,723 @@
+//! End-to-end tests of the `sersync2` binary: real inotify on a temp tree,
+//! real `rsync --daemon` remotes (two, on 127.0.0.1 and 127.0.0.2) or a real
+//! `sshd`, and the invariant the project is judged by — after a change and a
+//! quiet period every remote holds exactly the source tree (minus excludes; a
+//! superset with `delete="false"`). Each test owns its dirs and servers so the
+//! tests run in parallel; all waiting is deadline-bound polling.
+
+use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+use crate::agent::*;
+
+// ---------------------------------------------------------------------------
+// 1. create / modify / delete
+// ---------------------------------------------------------------------------
+
+#[test]
+fn create_modify_delete_files_and_nested_dirs() {
+    let s = Setup::new("e2e-cmd");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+
+    fs::create_dir_all(s.p("a/b/c")).unwrap();
+    s.wait(&mut agent, "mkdir -p a/b/c");
+
+    s.write("a/b/c/deep.txt", b"deep\n");
+    s.write("a/top.txt", b"top\n");
+    s.write("root.txt", b"root\n");
+    fs::create_dir_all(s.p("empty/dir")).unwrap();
+    s.wait(&mut agent, "write files");
+
+    // Different sizes, so rsync's quick check can never skip them.
+    s.write("root.txt", b"root, rewritten\n");
+    s.write("a/b/c/deep.txt", b"deep, and longer now\n");
+    s.wait(&mut agent, "overwrite files");
+
+    remove_file(s.p("a/top.txt"));
+    s.wait(&mut agent, "rm a/top.txt");
+
+    remove_dir_all(s.p("a"));
+    s.wait(&mut agent, "rm -rf a");
+
+    remove_dir_all(s.p("empty"));
+    s.write("again/x/y.txt", b"new\n");
+    s.wait(&mut agent, "rm -rf empty; new nested file");
+    agent.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 2. cp -a of a big tree
+// ---------------------------------------------------------------------------
+
+#[test]
+fn cp_a_of_a_big_nested_tree_arrives_completely() {
+    let s = Setup::new("e2e-cpa");
+    // Prepared outside the watched tree: 3000 files, 5 levels deep.
+    let staging = s.dir.mkdir_p("staging/tree");
+    for i in 0..3000u32 {
+        let rel = format!(
+            "l1-{}/l2-{}/l3-{}/l4-{}/file-{i}.txt",
+            i % 4,
+            (i / 4) % 5,
+            (i / 20) % 5,
+            (i / 100) % 6
+        );
+        let path = staging.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, format!("file {i}\n").repeat(1 + (i as usize % 7))).unwrap();
+    }
+    fs::create_dir_all(staging.join("l1-0/empty/deeper")).unwrap();
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+
+    run_ok(Command::new("cp").arg("-a").arg(&staging).arg(s.p("tree")));
+    assert_eq!(
+        tree_snapshot(s.p("tree")).len(),
+        tree_snapshot(&staging).len()
+    );
+    s.wait_within(&mut agent, "cp -a staging/tree src/tree", BIG_DEADLINE);
+    agent.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 3. renames
+// ---------------------------------------------------------------------------
+
+#[test]
+fn renames_of_files_and_directories() {
+    let s = Setup::new("e2e-mv");
+    s.write("f.txt", b"file\n");
+    s.write("olddir/x/y/z.txt", b"nested\n");
+    s.write("olddir/top.txt", b"top\n");
+    s.write("other/keep.txt", b"keep\n");
+    let outside = s.dir.mkdir_p("outside");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    s.wait(&mut agent, "-r initial push");
+
+    rename(s.p("f.txt"), s.p("g.txt"));
+    s.wait(&mut agent, "mv f.txt g.txt");
+
+    rename(s.p("olddir"), s.p("newdir"));
+    s.wait(&mut agent, "mv olddir newdir");
+
+    rename(s.p("g.txt"), s.p("newdir/x/g.txt"));
+    rename(s.p("newdir/x"), s.p("other/x-moved"));
+    s.wait(&mut agent, "moves into other directories");
+
+    // Into the tree from outside (moved_to only) and out of it (moved_from only).
+    fs::create_dir_all(outside.join("incoming/sub")).unwrap();
+    fs::write(outside.join("incoming/sub/in.txt"), b"in\n").unwrap();
+    rename(outside.join("incoming"), s.p("incoming"));
+    rename(s.p("other/keep.txt"), outside.join("keep.txt"));
+    rename(s.p("newdir"), outside.join("newdir"));
+    s.wait(&mut agent, "moves across the tree boundary");
+    agent.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 4. delete off
+// ---------------------------------------------------------------------------
+
+#[test]
+fn delete_off_keeps_everything_on_the_remotes() {
+    let s = Setup::new("e2e-nodel");
+    s.write("keep.txt", b"keep\n");
+    s.write("gone.txt", b"to be deleted\n");
+    s.write("dir/inner.txt", b"inner\n");
+    for remote in s.remotes() {
+        fs::write(remote.join("remote-only.txt"), b"only on the remote\n").unwrap();
+    }
+    let mut conf = s.conf();
+    conf.delete = false;
+    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let logs = || s.logs();
+    wait_for(
+        &mut agent,
+        &s.src,
+        &s.remotes(),
+        "-r with delete off",
+        DEADLINE,
+        &logs,
+        &mut |want, got| superset(want, got),
+    );
+
+    remove_file(s.p("gone.txt"));
+    rename(s.p("keep.txt"), s.p("renamed.txt"));
+    remove_dir_all(s.p("dir"));
+    s.write("new.txt", b"new\n");
+    s.write("newdir/n.txt", b"new nested\n");
+    let required = [
+        "remote-only.txt",
+        "gone.txt",
+        "keep.txt",
+        "dir/inner.txt",
+        "renamed.txt",
+        "new.txt",
+        "newdir/n.txt",
+    ];
+    let mut check = |want: &Snapshot, got: &Snapshot| {
+        superset(want, got)?;
+        match required.iter().find(|r| !got.contains_key(Path::new(r))) {
+            Some(r) => Err(format!("{r} is not (or no longer) on the remote")),
+            None => Ok(()),
+        }
+    };
+    wait_for(
+        &mut agent,
+        &s.src,
+        &s.remotes(),
+        "delete, rename and create with delete off",
+        DEADLINE,
+        &logs,
+        &mut check,
+    );
+    // Nothing pending may delete later: stop the agent, then look again.
+    agent.stop();
+    for remote in s.remotes() {
+        let got = tree_snapshot(&remote);
+        if let Err(e) = check(&tree_snapshot(&s.src), &got) {
+            panic!("{} after the agent stopped: {e}", remote.display());
+        }
+        assert_eq!(
+            got.get(Path::new("gone.txt")),
+            Some(&Entry::File(b"to be deleted\n".to_vec()))
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 5. filter
+// ---------------------------------------------------------------------------
+
+/// The test's own reading of the excludes `(.*)\.svn`, `^info/*`, `(.*)\.gz`:
+/// a path is excluded when it, or a directory above it, matches.
+fn filtered_out(rel: &Path) -> bool {
+    let mut prefix = PathBuf::new();
+    for c in rel.components() {
+        prefix.push(c);
+        let s = prefix.as_os_str().as_bytes();
+        if s.ends_with(b".svn") || s.ends_with(b".gz") || s == b"info" {
+            return true;
+        }
+    }
+    false
+}
+
+/// Filtered-source-vs-remote check that also records every excluded path
+/// ever seen on a remote.
+fn filtered_check(
+    seen_excluded: &mut BTreeSet<PathBuf>,
+) -> impl FnMut(&Snapshot, &Snapshot) -> Result<(), String> + '_ {
+    move |want: &Snapshot, got: &Snapshot| {
+        for p in got.keys().filter(|p| filtered_out(p)) {
+            seen_excluded.insert(p.clone());
+        }
+        let want: Snapshot = want
+            .iter()
+            .filter(|(p, _)| !filtered_out(p))
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect();
+        snapshots_equal(&want, got)
+    }
+}
+
+/// A tree holding excluded and included paths before the agent starts.
+fn filter_setup(hint: &str) -> (Setup, Conf) {
+    let s = Setup::new(hint);
+    s.write("keep.txt", b"keep\n");
+    s.write("pre.tar.gz", b"gz\n");
+    s.write("info/pre.txt", b"info\n");
+    s.write("sub/.svn/entries", b"svn\n");
+    s.write("sub/ok.txt", b"ok\n");
+    s.write("a/info/not-top-level.txt", b"anchored: synced\n");
+    s.write("information.txt", b"anchored: synced\n");
+    let mut conf = s.conf();
+    conf.excludes = Some(vec![
+        "(.*)\\.svn".into(),
+        "^info/*".into(),
+        "(.*)\\.gz".into(),
+    ]);
+    (s, conf)
+}
+
+/// Live changes: excluded files first (also inside excluded dirs that
+/// existed at start and inside a new dir), then the ones that must arrive;
+/// once they have, the agent is stopped and the remotes checked again.
+fn filter_live_changes(s: &Setup, agent: &mut Agent, seen_excluded: &mut BTreeSet<PathBuf>) {
+    s.write("live.gz", b"gz\n");
+    s.write("info/live.txt", b"info\n");
+    s.write("sub/.svn/live-entries", b"svn\n");
+    s.write("newdir/.svn/entries", b"svn in a new dir\n");
+    s.write("newdir/x.gz", b"gz in a new dir\n");
+    fs::create_dir_all(s.p("newdir/deep.svn/inner")).unwrap();
+    s.write("newdir/deep.svn/inner/f.txt", b"below an excluded dir\n");
+    s.write("newdir/ok.txt", b"ok\n");
+    s.write("live.txt", b"live\n");
+    s.write("a/info/live.txt", b"synced\n");
+    let logs = || s.logs();
+    wait_for(
+        agent,
+        &s.src,
+        &s.remotes(),
+        "live changes with filter",
+        DEADLINE,
+        &logs,
+        &mut filtered_check(seen_excluded),
+    );
+    agent.stop();
+    let mut check = filtered_check(seen_excluded);
+    for remote in s.remotes() {
+        check(&tree_snapshot(&s.src), &tree_snapshot(&remote))
+            .unwrap_or_else(|e| panic!("after stop: {}: {e}", remote.display()));
+    }
+}
+
+/// Copies what a previous sync would have left: the non-excluded part of
+/// the source (dirs and files only) into each remote.
+fn seed_remotes(s: &Setup) {
+    for remote in s.remotes() {
+        for (rel, entry) in tree_snapshot(&s.src) {
+            match entry {
+                _ if filtered_out(&rel) => {}
+                Entry::Dir => fs::create_dir_all(remote.join(&rel)).unwrap(),
+                Entry::File(bytes) => fs::write(remote.join(&rel), bytes).unwrap(),
+                other => panic!("seed_remotes: unexpected {rel:?}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn filter_excludes_live_changes_are_never_pushed() {
+    let (s, conf) = filter_setup("e2e-filter-live");
+    seed_remotes(&s);
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut seen_excluded = BTreeSet::new();
+    filter_live_changes(&s, &mut agent, &mut seen_excluded);
+    assert!(
+        seen_excluded.is_empty(),
+        "excluded paths appeared on a remote: {seen_excluded:?}"
+    );
+}
+
+// Regression: rsync reads --exclude-from while parsing it, so --from0 must come first;
+// the full sync pushed every excluded path but the first.
+#[test]
+fn filter_excludes_are_honoured_by_the_startup_full_sync() {
+    let (s, conf) = filter_setup("e2e-filter-r");
+    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut seen_excluded = BTreeSet::new();
+    let logs = || s.logs();
+    wait_for(
+        &mut agent,
+        &s.src,
+        &s.remotes(),
+        "-r with filter",
+        DEADLINE,
+        &logs,
+        &mut filtered_check(&mut seen_excluded),
+    );
+    filter_live_changes(&s, &mut agent, &mut seen_excluded);
+    assert!(
+        seen_excluded.is_empty(),
+        "excluded paths appeared on a remote: {seen_excluded:?}"
+    );
+}
+
+#[test]
+fn vim_save_sequence_leaves_only_the_file() {
+    let s = Setup::new("e2e-vim");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    s.write("a.log", b"old\n");
+    s.wait(&mut agent, "first a.log");
+
+    // What vim does on :w with backupcopy=auto in a writable dir.
+    let probe = s.write("4913", b"");
+    remove_file(&probe);
+    let swp = s.write(".a.log.swp", b"b0VIM 9.0 swap");
+    rename(s.p("a.log"), s.p("a.log~"));
+    s.write("a.log", b"new content, longer than before\n");
+    remove_file(s.p("a.log~"));
+    remove_file(&swp);
+    s.wait(&mut agent, "vim save");
+
+    for remote in s.remotes() {
+        let got = tree_snapshot(&remote);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            vec![Path::new("a.log")],
+            "{}",
+            remote.display()
+        );
+    }
+    agent.stop();
+    // The daemons log every transfer: the temp names must never have been pushed.
+    for (ip, log) in [(s.a.ip(), s.a.log()), (s.b.ip(), s.b.log())] {
+        assert!(
+            log.lines().any(|l| l.ends_with(" a.log 32")),
+            "rsyncd {ip}: transfer logging seems off (no line for a.log):\n{log}"
+        );
+        for line in log.lines() {
+            let pushed_temp = line.split_whitespace().any(|w| {
+                w == "4913"
+                    || w.ends_with("/4913")
+                    || w.ends_with(".a.log.swp")
+                    || w.ends_with("a.log~")
+            });
+            assert!(
+                !pushed_temp,
+                "rsyncd {ip} saw a temp name: {line}\n{}",
+                s.logs()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 7. hostile names
+// ---------------------------------------------------------------------------
+
+fn os(bytes: &[u8]) -> OsString {
+    OsString::from_vec(bytes.to_vec())
+}
+
+/// File names that break anything passing names through a shell, a glob, an
+/// option parser or a UTF-8 assumption.
+fn hostile_names() -> Vec<OsString> {
+    vec![
+        os(b"with space.txt"),
+        os(b"single'quote"),
+        os(b"double\"quote"),
+        os(b"$(touch PWNED)"),
+        os(b"`touch PWNED`"),
+        os(b"semi;pipe|amp&gt>lt<"),
+        os(b"new\nline"),
+        os(b"tab\there"),
+        os(b"-rf"),
+        os(b"--delete"),
+        os(b"-e sh -c 'touch PWNED'"),
+        os(b"glob*?[]"),
+        os(b"*"),
+        os(b"back\\slash"),
+        os(b"bad\xff\xfeutf8"),
+        os(b"lat\xe9n1"),
+        os("中文文件名.txt".as_bytes()),
+        os(&[b'L'; 255]),
+        OsString::from("名".repeat(85)), // 255 bytes of CJK
+    ]
+}
+
+/// A different name for `name` of at most 255 bytes.
+fn renamed(name: &OsStr) -> OsString {
+    let mut bytes = name.as_bytes().to_vec();
+    if bytes.len() + 4 <= 255 {
+        bytes.extend_from_slice(b"-mv\n");
+    } else {
+        bytes[0] = b'R';
+    }
+    OsString::from_vec(bytes)
+}
+
+#[test]
+fn hostile_names_are_synced_and_never_executed() {
+    let s = Setup::new("e2e-names");
+    let canary = Dir::new("canary");
+    let pwned = canary.join("PWNED");
+    // Relative path whose text is `inj$(touch /abs/canary/PWNED)/f`.
+    let inj_dir = PathBuf::from(format!("inj$(touch {})", pwned.display()));
+    let hostile_dir =
+        os(b"d $(touch PWNED) `touch PWNED` ;|&><\n\t*?[]\\ \xff \xe4\xb8\xad --delete");
+    let no_pwned = |step: &str| {
+        let mut places: Vec<PathBuf> = vec![canary.path().to_path_buf(), s.dir.path().into()];
+        places.extend(s.remotes());
+        let cwd = std::env::current_dir().unwrap();
+        for place in places.iter().chain([&cwd]) {
+            assert!(
+                !place.join("PWNED").exists(),
+                "step `{step}`: {} exists: a file name was run as a command",
+                place.join("PWNED").display()
+            );
+        }
+        for place in &places {
+            for p in tree_snapshot(place).keys() {
+                assert_ne!(
+                    p.file_name(),
+                    Some(OsStr::new("PWNED")),
+                    "step `{step}`: {} holds {p:?}: a file name was run as a command",
+                    place.display()
+                );
+            }
+        }
+    };
+    no_pwned("before start");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+
+    for name in hostile_names() {
+        s.write(&name, name.as_bytes());
+    }
+    s.write(inj_dir.join("f"), b"injection dir\n");
+    for name in hostile_names() {
+        s.write(Path::new(&hostile_dir).join(&name), b"inside\n");
+    }
+    s.write(
+        Path::new(&hostile_dir).join("-sub dir/--delete"),
+        b"deeper\n",
+    );
+    s.wait(&mut agent, "create hostile names");
+    no_pwned("create");
+
+    for name in hostile_names() {
+        rename(s.p(&name), s.p(renamed(&name)));
+    }
+    rename(s.p(&hostile_dir), s.p(renamed(&hostile_dir)));
+    s.wait(&mut agent, "rename hostile names");
+    no_pwned("rename");
+
+    for name in hostile_names() {
+        remove_file(s.p(renamed(&name)));
+    }
+    remove_dir_all(s.p(renamed(&hostile_dir)));
+    remove_dir_all(s.p("inj$(touch "));
+    s.wait(&mut agent, "delete hostile names");
+    no_pwned("delete");
+    agent.stop();
+    no_pwned("after stop");
+}
+
+// ---------------------------------------------------------------------------
+// 8. -r start-up
+// ---------------------------------------------------------------------------
+
+#[test]
+fn full_sync_at_start_makes_remotes_equal_and_deletes_extras() {
+    let s = Setup::new("e2e-full");
+    s.write("top.txt", b"top\n");
+    s.write("a/b/c/deep.txt", b"deep\n");
+    s.write("a/same-name.txt", b"source version, longer\n");
+    s.write(".htaccess", b"deny from all\n");
+    fs::create_dir_all(s.p("empty")).unwrap();
+    s.dir.symlink("src/link", "top.txt");
+    for remote in s.remotes() {
+        let stale = |rel: &str, bytes: &[u8]| {
+            let p = remote.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, bytes).unwrap();
+            make_old(&p);
+        };
+        stale("stale.txt", b"stale\n");
+        stale("a/stale-in-dir.txt", b"stale\n");
+        stale("a/same-name.txt", b"old remote\n");
+        stale("gone/x/y.txt", b"stale tree\n");
+        std::os::unix::fs::symlink("nowhere", remote.join("stale-link")).unwrap();
+    }
+    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    s.wait(&mut agent, "-r start-up");
+    agent.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 9. ssh mode
+// ---------------------------------------------------------------------------
+
+#[test]
+fn ssh_mode_create_modify_delete() {
+    let dir = Dir::new("e2e-ssh");
+    let src = dir.mkdir_p("src");
+    let sshd = Sshd::start();
+    let conf = Conf::ssh(&src, &sshd, &dir.join("fail.sh"));
+    let mut agent = Agent::start(&dir, &conf, &[]);
+    let remotes = [sshd.dest_dir()];
+    let logs = || format!("--- sshd log ---\n{}", tail(&sshd.log(), 40));
+    let wait = |agent: &mut Agent, step: &str| {
+        wait_mirrored(agent, &src, &remotes, step, DEADLINE, &logs);
+    };
+
+    dir.write("src/one.txt", b"one\n");
+    dir.write("src/d/e/two.txt", b"two\n");
+    dir.write("src/with space $(touch PWNED).txt", b"odd\n");
+    wait(&mut agent, "create over ssh");
+
+    dir.write("src/one.txt", b"one, modified\n");
+    wait(&mut agent, "modify over ssh");
+
+    remove_file(src.join("d/e/two.txt"));
+    remove_file(src.join("with space $(touch PWNED).txt"));
+    wait(&mut agent, "delete file over ssh");
+
+    remove_dir_all(src.join("d"));
+    wait(&mut agent, "delete dir over ssh");
+    agent.stop();
+    assert!(!sshd.dest_dir().join("PWNED").exists());
+    assert!(!src.join("PWNED").exists());
+}
+
+// ---------------------------------------------------------------------------
+// 10. -t
+// ---------------------------------------------------------------------------
+
+/// Runs `sersync2 <args>` to completion (bounded by [`DEADLINE`]).
+fn run_bin(dir: &Dir, args: &[&OsStr]) -> (ExitStatus, String, String) {
+    let out_path = dir.join("t.out");
+    let err_path = dir.join("t.err");
+    let mut child = Command::new(sersync_bin())
+        .args(args)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).unwrap())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("spawn sersync2");
+    let mut status = None;
+    wait_until("sersync2 -t exits", DEADLINE, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    let read = |p: &Path| String::from_utf8_lossy(&fs::read(p).unwrap()).into_owned();
+    (status.unwrap(), read(&out_path), read(&err_path))
+}
+
+#[test]
+fn test_config_flag_reports_errors_with_location_and_prints_remotes() {
+    let dir = Dir::new("e2e-t");
+    let src = dir.mkdir_p("src");
+    write_with_mode(&dir.join("rsync.pas"), b"secret\n", 0o600);
+    let conf = |timeout_start: &str| Conf {
+        watch: src.clone(),
+        remotes: vec![
+            ("127.0.0.1".into(), "mod".into()),
+            ("127.0.0.2".into(), "mod".into()),
+        ],
+        transport: Transport::Daemon {
+            port: 8730,
+            user: "sersync".into(),
+            password_file: dir.join("rsync.pas"),
+        },
+        delete: true,
+        excludes: None,
+        timeout_start: timeout_start.into(),
+        fail_log: dir.join("fail.sh"),
+        debug: false,
+        params: "-artuz".into(),
+        crontab: None,
+        replay_minutes: 60,
+        status_port: None,
+    };
+
+    let bad = conf("maybe").render();
+    let line = bad
+        .lines()
+        .position(|l| l.contains("<timeout"))
+        .expect("timeout line")
+        + 1;
+    let bad_path = dir.join("bad.xml");
+    fs::write(&bad_path, &bad).unwrap();
+    let (status, stdout, stderr) = run_bin(
+        &dir,
+        &[OsStr::new("-t"), OsStr::new("-o"), bad_path.as_os_str()],
+    );
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "bad config: want exit 2\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let location = format!("{}:{line}", bad_path.display());
+    assert!(
+        stderr.contains(&location),
+        "stderr should name {location}:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("timeout"),
+        "stderr should name the element:\n{stderr}"
+    );
+
+    let good_path = dir.join("good.xml");
+    fs::write(&good_path, conf("false").render()).unwrap();
+    let (status, stdout, stderr) = run_bin(
+        &dir,
+        &[OsStr::new("-t"), OsStr::new("-o"), good_path.as_os_str()],
+    );
+    assert!(
+        status.success(),
+        "good config: want exit 0, got {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    for remote in ["sersync@127.0.0.1::mod", "sersync@127.0.0.2::mod"] {
+        assert!(
+            stdout.contains(remote),
+            "stdout should show {remote}:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("--port=8730"), "stdout:\n{stdout}");
+}
+
+// ---------------------------------------------------------------------------
+// 11. signals
+// ---------------------------------------------------------------------------
+
+#[test]
+fn sigterm_and_sigint_exit_zero_promptly() {
+    let s = Setup::new("e2e-sig");
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+        s.write(format!("before-{name}.txt"), name.as_bytes());
+        s.wait(&mut agent, "a push before the signal");
+        let (status, took) = agent.stop_with(signal);
+        assert!(
+            status.success(),
+            "{name}: want exit 0, got {status}; stderr:\n{}",
+            agent.log()
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "{name}: exit took {took:?}; stderr:\n{}",
+            agent.log()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 12. symlinks
+// ---------------------------------------------------------------------------
+
+#[test]
+fn symlinks_are_synced_as_links_never_followed() {
+    let s = Setup::new("e2e-links");
+    s.write("target.txt", b"target\n");
+    s.dir.symlink("src/pre-link", "target.txt");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    s.wait(&mut agent, "-r with a symlink");
+
+    s.write("sub/file.txt", b"in sub\n");
+    s.dir.symlink("src/to-file", "target.txt");
+    s.dir.symlink("src/sub/up", "../target.txt");
+    s.dir.symlink("src/dangling", "does/not/exist");
+    s.dir.symlink("src/etc", "/etc");
+    s.dir.symlink("src/to-dir", "sub");
+    s.wait(&mut agent, "live symlinks");
+
+    for remote in s.remotes() {
+        let etc = fs::symlink_metadata(remote.join("etc")).unwrap();
+        assert!(
+            etc.file_type().is_symlink(),
+            "{}: etc followed",
+            remote.display()
+        );
+        assert_eq!(
+            fs::read_link(remote.join("etc")).unwrap(),
+            Path::new("/etc")
+        );
+    }
+
+    // Retarget a link (replace it atomically, as `ln -sfn` does).
+    s.dir.symlink("src/tmp-link", "sub/file.txt");
+    rename(s.p("tmp-link"), s.p("to-file"));
+    remove_file(s.p("dangling"));
+    s.wait(&mut agent, "retarget and remove links");
+    agent.stop();
+}
