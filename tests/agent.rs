@@ -275,6 +275,19 @@ impl Agent {
     }
 
     /// Everything the agent wrote to stderr so far.
+    /// The agent's process id (for SIGSTOP/SIGCONT and the like).
+    pub(crate) fn pid(&self) -> libc::pid_t {
+        self.child.as_ref().expect("agent already stopped").id() as libc::pid_t
+    }
+
+    /// Sends a signal without waiting for anything.
+    pub(crate) fn signal(&self, signal: libc::c_int) {
+        // SAFETY: plain syscall on our own, not yet reaped, child.
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+
     pub(crate) fn log(&self) -> String {
         String::from_utf8_lossy(&fs::read(&self.stderr).unwrap_or_default()).into_owned()
     }

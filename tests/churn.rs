@@ -295,8 +295,8 @@ fn churn_time() -> Duration {
     )
 }
 
-/// Most operations per seed (a fast machine stops here before the time is up).
-const MAX_OPS: usize = 3000;
+/// Most operations per second of churn (a fast machine stops here before the time is up).
+const MAX_OPS_PER_SEC: usize = 1000;
 
 fn churn(seed: u64, delete: bool) {
     let setup = Setup::new("churn");
@@ -308,7 +308,8 @@ fn churn(seed: u64, delete: bool) {
     let mut agent = Agent::start(&setup.dir, &conf, &["-r"]);
     let mut w = Workload::new(&setup.src, &outside, seed);
     let end = Instant::now() + churn_time();
-    while Instant::now() < end && w.ops < MAX_OPS {
+    let max_ops = MAX_OPS_PER_SEC * churn_time().as_secs().max(1) as usize;
+    while Instant::now() < end && w.ops < max_ops {
         w.step();
     }
     eprintln!("churn seed {seed}: {} operations, delete={delete}", w.ops);

@@ -5,4 +5,5 @@ mod agent;
 mod churn;
 mod e2e;
 mod fixtures;
+mod scenarios;
 mod support;
