@@ -578,3 +578,45 @@ pub fn excluded_paths(root: &Path, excludes: &Excludes) -> Vec<PathBuf> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_limit_error_names_the_sysctl_and_what_the_tree_needs() {
+        let e = WatchError::Limit {
+            dir: PathBuf::from("/www/deep"),
+            watched: 8190,
+            needed: 120_000,
+        };
+        let text = e.to_string();
+        assert!(text.contains("fs.inotify.max_user_watches"), "{text}");
+        assert!(text.contains("120000"), "{text}");
+        assert!(text.contains("/www/deep"), "{text}");
+    }
+
+    #[test]
+    fn count_dirs_skips_excluded_directories() {
+        let d = tempfile::tempdir().expect("tempdir");
+        for p in ["a/b", "a/.svn/x", "c"] {
+            std::fs::create_dir_all(d.path().join(p)).expect("mkdir");
+        }
+        std::fs::write(d.path().join("a/file"), "f").expect("write");
+        let all = count_dirs(d.path(), &Excludes::default());
+        assert_eq!(all, 6, "root, a, a/b, a/.svn, a/.svn/x, c");
+        let ex = Excludes::new(vec![regex::bytes::Regex::new(r"^(?:(.*)\.svn)$").expect("re")]);
+        assert_eq!(count_dirs(d.path(), &ex), 4);
+    }
+
+    proptest! {
+        /// A raised limit fits what is needed and never lowers the current one.
+        #[test]
+        fn suggested_limit_never_lowers(current in 0u64..u64::MAX / 4, needed in 0u64..10_000_000) {
+            let s = suggested_limit(current, needed);
+            prop_assert!(s >= current);
+            prop_assert!(s >= current + needed);
+        }
+    }
+}
