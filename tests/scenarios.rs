@@ -458,3 +458,29 @@ fn a_stale_pid_file_does_not_block_a_start() {
     assert_eq!(recorded.trim(), agent.pid().to_string());
     agent.stop();
 }
+
+#[test]
+fn the_watch_limit_is_raised_as_root_when_the_tree_needs_more() {
+    let s = Setup::new("watch-limit");
+    for i in 0..300 {
+        fs::create_dir_all(s.p(format!("d{}/e{i}", i % 10))).expect("mkdir");
+    }
+    s.write("d1/e1/f.txt", "f\n");
+    let Some(_low) = Sysctl::set("max_user_watches", 64) else {
+        eprintln!("skipped: lowering fs.inotify.max_user_watches needs root");
+        return;
+    };
+    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let log = agent.log();
+    assert!(
+        log.contains("raised fs.inotify.max_user_watches from"),
+        "the raise is logged:\n{log}"
+    );
+    assert!(
+        log.contains("311 directories"),
+        "the tree's need is named:\n{log}"
+    );
+    s.write("d9/e299/new.txt", "deep change\n");
+    s.wait(&mut agent, "deep change after the raise");
+    agent.stop();
+}
