@@ -435,7 +435,7 @@ fn live(
 }
 
 /// Blocks until `fd` is readable (or polling fails).
-fn wait_readable(fd: i32) {
+pub(crate) fn wait_readable(fd: i32) {
     loop {
         let mut p = libc::pollfd {
             fd,

@@ -82,13 +82,12 @@ impl Target {
         }
     }
 
-    /// The argument vector (without the program name) for a job, and what goes to stdin.
-    pub fn argv(&self, job: &Job) -> (Vec<OsString>, Vec<u8>) {
+    /// `commonParams -R` and the options that say what a job does, before its paths.
+    fn job_args(&self, job: &Job) -> Vec<OsString> {
         let mut argv: Vec<OsString> = self.opts.params.iter().map(OsString::from).collect();
         argv.push("-R".into());
-        let mut stdin = Vec::new();
         match job {
-            Job::Paths(paths) => {
+            Job::Paths(_) => {
                 // commonParams usually holds -a or -r; each listed directory is pushed
                 // as itself, its contents come as their own entries.
                 argv.push("--no-recursive".into());
@@ -102,56 +101,58 @@ impl Target {
                 } else {
                     argv.push("--ignore-missing-args".into());
                 }
-                self.connection_args(&mut argv);
-                argv.push("--files-from=-".into());
-                argv.push("--from0".into());
-                argv.push("./".into());
-                for p in paths {
-                    stdin.extend_from_slice(p.as_os_str().as_bytes());
-                    stdin.push(0);
-                }
             }
-            Job::Full { excluded } => {
+            Job::Full { .. } => {
                 if self.delete {
                     argv.push("--delete".into());
                 }
                 for glob in &self.full_excludes {
                     argv.push(format!("--exclude={glob}").into());
                 }
-                self.connection_args(&mut argv);
-                if !excluded.is_empty() {
-                    // rsync reads the rules while parsing --exclude-from: --from0 first.
-                    argv.push("--from0".into());
-                    argv.push("--exclude-from=-".into());
-                    for p in excluded {
-                        stdin.extend_from_slice(&anchored_rule(p));
-                        stdin.push(0);
-                    }
-                }
-                argv.push("./".into());
             }
         }
+        self.connection_args(&mut argv);
+        argv
+    }
+
+    /// The argument vector (without the program name) for a job, and what goes to stdin:
+    /// paths and exclude rules travel on stdin, NUL-separated.
+    pub fn argv(&self, job: &Job) -> (Vec<OsString>, Vec<u8>) {
+        let mut argv = self.job_args(job);
+        let mut stdin = Vec::new();
+        match job {
+            Job::Paths(paths) => {
+                argv.push("--files-from=-".into());
+                argv.push("--from0".into());
+                for p in paths {
+                    stdin.extend_from_slice(p.as_os_str().as_bytes());
+                    stdin.push(0);
+                }
+            }
+            Job::Full { excluded } if !excluded.is_empty() => {
+                // rsync reads the rules while parsing --exclude-from: --from0 first.
+                argv.push("--from0".into());
+                argv.push("--exclude-from=-".into());
+                for p in excluded {
+                    stdin.extend_from_slice(&anchored_rule(p));
+                    stdin.push(0);
+                }
+            }
+            Job::Full { .. } => {}
+        }
+        argv.push("./".into());
         argv.push(self.dest().into());
         (argv, stdin)
     }
 
-    /// The same job as an argument vector that carries its paths as arguments, for the
-    /// fail log and `--test-config`: `./path` so that no name can read as an option.
+    /// The same job with its paths as arguments, for the fail log and `--test-config`:
+    /// `./path`, so that no name can read as an option.
     pub fn argv_with_args(&self, job: &Job) -> Vec<OsString> {
-        let mut argv: Vec<OsString> = self.opts.params.iter().map(OsString::from).collect();
-        argv.push("-R".into());
+        let mut argv = self.job_args(job);
         match job {
             Job::Paths(paths) => {
-                argv.push("--no-recursive".into());
-                argv.push("--ignore-times".into());
+                // --files-from implies --dirs; named arguments need it spelled out.
                 argv.push("--dirs".into());
-                if self.delete {
-                    argv.push("--delete-missing-args".into());
-                    argv.push("--force".into());
-                } else {
-                    argv.push("--ignore-missing-args".into());
-                }
-                self.connection_args(&mut argv);
                 for p in paths {
                     let mut a = OsString::from("./");
                     a.push(p.as_os_str());
@@ -159,18 +160,11 @@ impl Target {
                 }
             }
             Job::Full { excluded } => {
-                if self.delete {
-                    argv.push("--delete".into());
-                }
-                for glob in &self.full_excludes {
-                    argv.push(format!("--exclude={glob}").into());
-                }
                 for p in excluded {
                     let mut a = OsString::from("--exclude=");
                     a.push(OsStr::from_bytes(&anchored_rule(p)[2..]));
                     argv.push(a);
                 }
-                self.connection_args(&mut argv);
                 argv.push("./".into());
             }
         }

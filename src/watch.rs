@@ -606,7 +606,9 @@ mod tests {
         std::fs::write(d.path().join("a/file"), "f").expect("write");
         let all = count_dirs(d.path(), &Excludes::default());
         assert_eq!(all, 6, "root, a, a/b, a/.svn, a/.svn/x, c");
-        let ex = Excludes::new(vec![regex::bytes::Regex::new(r"^(?:(.*)\.svn)$").expect("re")]);
+        let ex = Excludes::new(vec![
+            regex::bytes::Regex::new(r"^(?:(.*)\.svn)$").expect("re")
+        ]);
         assert_eq!(count_dirs(d.path(), &ex), 4);
     }
 

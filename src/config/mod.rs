@@ -113,13 +113,24 @@ pub struct Config {
 /// Default most paths in one rsync call.
 pub const DEFAULT_BATCH: usize = 5000;
 
-struct Ctx<'a> {
+/// Where values come from (file, encoding), and the checks every element shares: the
+/// plugin blocks use it too.
+pub(crate) struct Ctx<'a> {
     file: &'a str,
     latin1: bool,
 }
 
-impl Ctx<'_> {
-    fn err(&self, line: Option<u32>, message: impl Into<String>) -> ConfigError {
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(file: &'a str, latin1: bool) -> Self {
+        Ctx { file, latin1 }
+    }
+
+    /// The config file's name, for messages.
+    pub(crate) fn file(&self) -> &'a str {
+        self.file
+    }
+
+    pub(crate) fn err(&self, line: Option<u32>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_owned(),
             line,
@@ -127,7 +138,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn switch(
+    pub(crate) fn switch(
         &self,
         s: Option<&raw::Switch>,
         element: &str,
@@ -139,7 +150,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn flag(
+    pub(crate) fn flag(
         &self,
         value: Option<&str>,
         line: Option<u32>,
@@ -158,7 +169,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn number<T: std::str::FromStr>(
+    pub(crate) fn number<T: std::str::FromStr>(
         &self,
         value: Option<&str>,
         line: Option<u32>,
@@ -176,7 +187,7 @@ impl Ctx<'_> {
 
     /// A path attribute: Latin-1 configs give back the bytes the original would have used.
     /// Relative paths are made absolute now: a daemon later runs from `/`.
-    fn path(&self, value: &str) -> PathBuf {
+    pub(crate) fn path(&self, value: &str) -> PathBuf {
         let path = if self.latin1 && value.chars().all(|c| (c as u32) < 256) {
             PathBuf::from(OsString::from_vec(
                 value.chars().map(|c| c as u32 as u8).collect(),
@@ -184,6 +195,7 @@ impl Ctx<'_> {
         } else {
             PathBuf::from(value)
         };
+        let path: PathBuf = path.components().collect();
         match std::env::current_dir() {
             Ok(cwd) if path.is_relative() => cwd.join(path),
             _ => path,
@@ -206,10 +218,7 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
 pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
     let doc = raw::parse(file, bytes)?;
     let name = file.display().to_string();
-    let cx = Ctx {
-        file: &name,
-        latin1: doc.latin1,
-    };
+    let cx = Ctx::new(&name, doc.latin1);
     let head = doc.head;
     let sersync = head
         .sersync
@@ -221,7 +230,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
     let events = events(&cx, head.inotify.as_ref())?;
     let roots = roots(&cx, sersync)?;
     let rsync = rsync(&cx, sersync.rsync.as_ref())?;
-    let plugins = crate::plugin::Plugins::from_raw(&name, &head)?;
+    let plugins = crate::plugin::Plugins::from_raw(&cx, &head)?;
 
     let (fail_log, replay_every) = match &sersync.fail_log {
         None => (

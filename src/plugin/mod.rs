@@ -24,7 +24,7 @@ pub mod command;
 pub mod refresh_cdn;
 pub mod socket;
 
-use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,13 +70,12 @@ pub enum Plugin {
 
 impl Plugin {
     /// Checks one `<plugin name=...>` block.
-    pub fn from_raw(file: &str, def: &raw::PluginDef) -> Result<Plugin, ConfigError> {
-        let cx = Cx { file };
+    pub(crate) fn from_raw(cx: &Cx, def: &raw::PluginDef) -> Result<Plugin, ConfigError> {
         let written = def.name.as_deref().map(str::trim).unwrap_or("");
         match canonical(written) {
-            Some("command") => Ok(Plugin::Command(Command::from_raw(&cx, def)?)),
-            Some("socket") => Ok(Plugin::Socket(Socket::from_raw(&cx, def)?)),
-            Some(_) => Ok(Plugin::RefreshCdn(RefreshCdn::from_raw(&cx, def)?)),
+            Some("command") => Ok(Plugin::Command(Command::from_raw(cx, def)?)),
+            Some("socket") => Ok(Plugin::Socket(Socket::from_raw(cx, def)?)),
+            Some(_) => Ok(Plugin::RefreshCdn(RefreshCdn::from_raw(cx, def)?)),
             None if written.is_empty() => Err(cx.err(def.line, "<plugin>: missing name=")),
             None => Err(cx.err(def.line, unknown_name(written))),
         }
@@ -153,15 +152,14 @@ pub struct Plugins {
 impl Plugins {
     /// Reads the plugin blocks and the `<sersync><plugin>` switch. The switched-on plugin
     /// must be defined once and valid; the others are checked when `-m` asks for them.
-    pub fn from_raw(file: &str, head: &raw::Head) -> Result<Plugins, ConfigError> {
-        let cx = Cx { file };
+    pub(crate) fn from_raw(cx: &Cx, head: &raw::Head) -> Result<Plugins, ConfigError> {
         let defined: Vec<Defined> = head
             .plugin
             .iter()
             .map(|def| Defined {
                 name: def.name.as_deref().unwrap_or("").trim().to_owned(),
                 line: def.line,
-                plugin: Plugin::from_raw(file, def).map(Arc::new),
+                plugin: Plugin::from_raw(cx, def).map(Arc::new),
             })
             .collect();
         let switch = head.sersync.as_ref().and_then(|s| s.plugin.as_ref());
@@ -172,7 +170,7 @@ impl Plugins {
                 let Some(name) = canonical(written) else {
                     return Err(cx.err(s.line, unknown_name(written)));
                 };
-                let plugin = find(file, &defined, name).map_err(|m| cx.err(s.line, m))??;
+                let plugin = find(cx.file(), &defined, name).map_err(|m| cx.err(s.line, m))??;
                 if let Some(watches) = plugin.watches() {
                     check_under_roots(&cx, head, &plugin, &watches)?;
                 }
@@ -180,7 +178,7 @@ impl Plugins {
             }
         }
         Ok(Plugins {
-            file: file.to_owned(),
+            file: cx.file().to_owned(),
             active,
             defined,
             worker: Arc::default(),
@@ -307,7 +305,7 @@ fn check_under_roots(
         .iter()
         .flat_map(|s| &s.localpath)
         .filter_map(|lp| lp.watch.as_deref())
-        .map(|w| absolute(w.trim()))
+        .map(|w| cx.path(w.trim()))
         .collect();
     for w in watches {
         if !roots.iter().any(|r| r.starts_with(w) || w.starts_with(r)) {
@@ -332,49 +330,10 @@ fn plugin_line(head: &raw::Head, name: &str) -> Option<u32> {
         .and_then(|d| d.line)
 }
 
-/// `/a/b/` and `/a/b` are one directory; relative paths are taken from the current one
-/// (a daemon later runs from `/`).
-fn absolute(path: &str) -> PathBuf {
-    let p: PathBuf = Path::new(path).components().collect();
-    match std::env::current_dir() {
-        Ok(cwd) if p.is_relative() => cwd.join(p),
-        _ => p,
-    }
-}
-
-/// Error and value helpers for plugin blocks (the same rules as `config`).
-pub(crate) struct Cx<'a> {
-    file: &'a str,
-}
+/// Error and value helpers for plugin blocks: `config`'s, plus what only plugins need.
+pub(crate) use crate::config::Ctx as Cx;
 
 impl Cx<'_> {
-    fn err(&self, line: Option<u32>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            file: self.file.to_owned(),
-            line,
-            message: message.into(),
-        }
-    }
-
-    fn flag(
-        &self,
-        value: Option<&str>,
-        line: Option<u32>,
-        element: &str,
-        attr: &str,
-        default: bool,
-    ) -> Result<bool, ConfigError> {
-        match value.map(|v| v.trim().to_ascii_lowercase()) {
-            None => Ok(default),
-            Some(v) if v == "true" => Ok(true),
-            Some(v) if v == "false" => Ok(false),
-            Some(v) => Err(self.err(
-                line,
-                format!("<{element} {attr}=\"{v}\">: must be \"true\" or \"false\""),
-            )),
-        }
-    }
-
     /// A non-empty attribute, trimmed.
     fn required<'v>(
         &self,
@@ -409,7 +368,7 @@ impl Cx<'_> {
     /// A `<localpath watch>` of a plugin block, absolute and without a trailing slash.
     fn watch(&self, lp: &raw::PluginLocalPath) -> Result<PathBuf, ConfigError> {
         let w = self.required(lp.watch.as_deref(), lp.line, "localpath", "watch")?;
-        Ok(absolute(w))
+        Ok(self.path(w))
     }
 
     /// A regular expression that must match the whole of what it is tested on.
@@ -591,7 +550,7 @@ pub struct Running {
 impl Running {
     /// Blocks until SIGTERM or SIGINT, then stops.
     pub fn wait(self) {
-        wait_readable(self.stop_rx.as_raw_fd());
+        crate::app::wait_readable(self.stop_rx.as_raw_fd());
         self.shut_down();
     }
 
@@ -621,24 +580,6 @@ impl Running {
             );
         }
         log::info!("-m {}: stopped", self.name);
-    }
-}
-
-/// Blocks until `fd` is readable (or polling fails).
-fn wait_readable(fd: RawFd) {
-    loop {
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut p, 1, -1) };
-        if n > 0
-            || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
-        {
-            return;
-        }
     }
 }
 

@@ -35,7 +35,7 @@ fn command_def(prefix: &str, suffix: &str) -> PluginDef {
 }
 
 fn command(def: &PluginDef) -> Command {
-    match Plugin::from_raw("test.xml", def).expect("valid command block") {
+    match Plugin::from_raw(&Cx::new("test.xml", false), def).expect("valid command block") {
         Plugin::Command(c) => c,
         other => panic!("not a command plugin: {other:?}"),
     }
@@ -177,7 +177,7 @@ fn command_include_filter_is_honoured_on_the_absolute_path() {
         }],
         ..Default::default()
     });
-    let plugin = Plugin::from_raw("test.xml", &def).expect("valid");
+    let plugin = Plugin::from_raw(&Cx::new("test.xml", false), &def).expect("valid");
     assert!(plugin.wants(Path::new("/w/x/index.php")));
     assert!(!plugin.wants(Path::new("/w/x/index.php.txt")));
     assert!(!plugin.wants(Path::new("/w/x/readme.txt")));
@@ -229,7 +229,7 @@ fn command_failure_is_reported_and_ignore_error_is_read() {
     if let Some(p) = def.param.as_mut() {
         p.ignore_error = s("yes");
     }
-    let e = Plugin::from_raw("test.xml", &def).expect_err("yes is not a flag");
+    let e = Plugin::from_raw(&Cx::new("test.xml", false), &def).expect_err("yes is not a flag");
     assert!(e.message.contains("ignoreError"), "{e}");
 }
 
@@ -244,17 +244,24 @@ fn command_that_hangs_is_killed_at_the_timeout() {
 
 #[test]
 fn command_needs_a_runnable_prefix() {
-    let e = Plugin::from_raw("test.xml", &command_def("", "")).expect_err("empty prefix");
+    let e = Plugin::from_raw(&Cx::new("test.xml", false), &command_def("", ""))
+        .expect_err("empty prefix");
     assert_eq!(e.line, Some(3));
     assert!(e.message.contains("prefix"), "{e}");
-    let e = Plugin::from_raw("test.xml", &command_def("/nonexistent/hook.sh", ""))
-        .expect_err("missing program");
+    let e = Plugin::from_raw(
+        &Cx::new("test.xml", false),
+        &command_def("/nonexistent/hook.sh", ""),
+    )
+    .expect_err("missing program");
     assert!(e.message.contains("not found"), "{e}");
-    let e = Plugin::from_raw("test.xml", &command_def("/bin/sh -c 'unterminated", ""))
-        .expect_err("bad quoting");
+    let e = Plugin::from_raw(
+        &Cx::new("test.xml", false),
+        &command_def("/bin/sh -c 'unterminated", ""),
+    )
+    .expect_err("bad quoting");
     assert!(e.message.contains("quote"), "{e}");
     assert!(
-        Plugin::from_raw("test.xml", &command_def("sh", "")).is_ok(),
+        Plugin::from_raw(&Cx::new("test.xml", false), &command_def("sh", "")).is_ok(),
         "found on $PATH"
     );
 }
@@ -284,7 +291,7 @@ fn socket_listener_receives_the_path_line() {
     let (l, port) = listener();
     let got = receive_one(l);
     let Plugin::Socket(sock) = Plugin::from_raw(
-        "test.xml",
+        &Cx::new("test.xml", false),
         &socket_def(d.path(), "127.0.0.1", &port.to_string()),
     )
     .expect("valid") else {
@@ -308,7 +315,7 @@ fn socket_to_a_closed_port_is_an_error_not_a_panic() {
     let (l, port) = listener();
     drop(l);
     let Plugin::Socket(sock) = Plugin::from_raw(
-        "test.xml",
+        &Cx::new("test.xml", false),
         &socket_def(d.path(), "127.0.0.1", &port.to_string()),
     )
     .expect("valid") else {
@@ -322,12 +329,19 @@ fn socket_to_a_closed_port_is_an_error_not_a_panic() {
 fn socket_ports_are_checked() {
     let d = dir();
     for bad in ["0", "65536", "80a", ""] {
-        let e = Plugin::from_raw("test.xml", &socket_def(d.path(), "10.0.0.1", bad))
-            .expect_err("bad port");
+        let e = Plugin::from_raw(
+            &Cx::new("test.xml", false),
+            &socket_def(d.path(), "10.0.0.1", bad),
+        )
+        .expect_err("bad port");
         assert_eq!(e.line, Some(5), "{e}");
         assert!(e.message.contains("port"), "{e}");
     }
-    let e = Plugin::from_raw("test.xml", &socket_def(d.path(), " ", "8009")).expect_err("no ip");
+    let e = Plugin::from_raw(
+        &Cx::new("test.xml", false),
+        &socket_def(d.path(), " ", "8009"),
+    )
+    .expect_err("no ip");
     assert!(e.message.contains("ip"), "{e}");
 }
 
@@ -362,7 +376,7 @@ fn cdn_def(watch: &str, port: &str, regex: Option<&str>) -> PluginDef {
 }
 
 fn cdn(def: &PluginDef) -> RefreshCdn {
-    match Plugin::from_raw("test.xml", def).expect("valid refreshCDN block") {
+    match Plugin::from_raw(&Cx::new("test.xml", false), def).expect("valid refreshCDN block") {
         Plugin::RefreshCdn(r) => r,
         other => panic!("not refreshCDN: {other:?}"),
     }
@@ -441,16 +455,21 @@ fn cdn_error_status_is_returned() {
 
 #[test]
 fn cdn_block_is_checked() {
-    let e = Plugin::from_raw("test.xml", &cdn_def("/w", "http", None)).expect_err("bad port");
+    let e = Plugin::from_raw(&Cx::new("test.xml", false), &cdn_def("/w", "http", None))
+        .expect_err("bad port");
     assert_eq!(e.line, Some(5));
-    let e = Plugin::from_raw("test.xml", &cdn_def("/w", "80", Some("([a-z"))).expect_err("bad re");
+    let e = Plugin::from_raw(
+        &Cx::new("test.xml", false),
+        &cdn_def("/w", "80", Some("([a-z")),
+    )
+    .expect_err("bad re");
     assert_eq!(e.line, Some(7));
     let mut def = cdn_def("/w", "80", None);
     def.localpath[0].sendurl = Some(SendUrl {
         base: s("pic.xoyo.com/cms"),
         line: Some(6),
     });
-    let e = Plugin::from_raw("test.xml", &def).expect_err("base without scheme");
+    let e = Plugin::from_raw(&Cx::new("test.xml", false), &def).expect_err("base without scheme");
     assert!(e.message.contains("http://"), "{e}");
 }
 

@@ -1,5 +1,5 @@
 #errno 5
-cd '/www' && rsync '-artuz' '-R' '--no-recursive' '--ignore-times' '--dirs' '--delete-missing-args' '--force' '--password-file=/etc/rsync.pas' './$(touch pwned)`id`' './-rf' './a b.txt' './badÿutf8' './it'\''s "quoted"' './line
+cd '/www' && rsync '-artuz' '-R' '--no-recursive' '--ignore-times' '--delete-missing-args' '--force' '--password-file=/etc/rsync.pas' '--dirs' './$(touch pwned)`id`' './-rf' './a b.txt' './badÿutf8' './it'\''s "quoted"' './line
 break' 'user@10.0.0.2::mod'
 
 #errno 10
