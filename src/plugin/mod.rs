@@ -172,7 +172,7 @@ impl Plugins {
                 };
                 let plugin = find(cx.file(), &defined, name).map_err(|m| cx.err(s.line, m))??;
                 if let Some(watches) = plugin.watches() {
-                    check_under_roots(&cx, head, &plugin, &watches)?;
+                    check_under_roots(cx, head, &plugin, &watches)?;
                 }
                 active = Some(plugin);
             }
