@@ -1,0 +1,404 @@
+#!/usr/bin/env bash
+# Benchmark: sersync2 against the floor (cp + one rsync per remote), sersync2 --batch 1
+# (the original's one rsync per file), lsyncd (delay 0 and its default delay) and the
+# inotifywait+rsync script operators write (scripts/peers/inotifywait-rsync.sh).
+# Everything runs on /dev/shm against two rsync daemons of its own on 127.0.0.1 and
+# 127.0.0.2 (same port). See docs/BENCHMARKS.md for what each case measures.
+#
+# Usage: scripts/bench.sh            (as root; installs rsync, lsyncd, inotify-tools)
+# Sizes and knobs (environment; defaults are the full sizes):
+#   FILES=20000 DIRS=2000   burst: files and directories copied in with cp -a
+#   LAT_N=200 BARE_N=20     latency samples per agent; bare rsync pushes per run
+#   SCALE_DIRS=100000       directories in the watch set-up tree (case c)
+#   BIG=200000              files already in the tree for case e (BIG/100 directories)
+#   RUNS=3                  runs per case; the table shows medians
+#   SLOW_RUNS=1             runs for sersync2 --batch 1 and lsyncd's default delay
+#   PEER_LAT_RUNS=1         runs in which contenders other than sersync2 do the latency case
+#   B1_FILES=2000           sersync2 --batch 1 bursts this many files (in B1_FILES/10 dirs)
+#                           and the result is scaled to FILES (one rsync per file is linear)
+#   CASES="a c e"           a = burst + latency + CPU (cases a, b, d), c = scale, e = big
+#   CONTENDERS="sersync2 sersync2-b1 floor lsyncd-d0 lsyncd-def iwrsync"
+#   E_SKIP="sersync2-b1"    contenders left out of case e (too slow to be worth it)
+#   LSYNCD_DEF_LAT_N=3      latency samples for lsyncd's default delay (15 s each), run 1 only
+#   PARAMS=-artuz           rsync options of every contender (the script drops -u, see docs)
+#   BURST_DEADLINE=300      seconds before a burst counts as "timeout"
+#   PORT=28730              rsync daemon port
+#   OUT=target/bench        results.tsv, table.txt and the agents' logs of the last run
+# Quick run: FILES=2000 DIRS=200 SCALE_DIRS=10000 BIG=20000 RUNS=1 LAT_N=50 B1_FILES=500 scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+FILES=${FILES:-20000}
+DIRS=${DIRS:-2000}
+LAT_N=${LAT_N:-200}
+BARE_N=${BARE_N:-20}
+SCALE_DIRS=${SCALE_DIRS:-100000}
+BIG=${BIG:-200000}
+BIG_DIRS=${BIG_DIRS:-$(( (BIG + 99) / 100 ))}
+RUNS=${RUNS:-3}
+SLOW_RUNS=${SLOW_RUNS:-1}
+PEER_LAT_RUNS=${PEER_LAT_RUNS:-1}
+B1_FILES=${B1_FILES:-$(( FILES < 2000 ? FILES : 2000 ))}
+CASES=${CASES:-a c e}
+CONTENDERS=${CONTENDERS:-sersync2 sersync2-b1 floor lsyncd-d0 lsyncd-def iwrsync}
+E_SKIP=${E_SKIP:-sersync2-b1}
+LSYNCD_DEF_LAT_N=${LSYNCD_DEF_LAT_N:-3}
+PARAMS=${PARAMS:--artuz}
+BURST_DEADLINE=${BURST_DEADLINE:-300}
+PORT=${PORT:-28730}
+OUT=${OUT:-$repo/target/bench}
+B=/dev/shm/bench
+IPS=(127.0.0.1 127.0.0.2)
+
+say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+has() { case " $1 " in *" $2 "*) return 0 ;; esac; return 1; }
+
+# ---------------------------------------------------------------- tools and build
+need=()
+command -v rsync >/dev/null || need+=(rsync)
+command -v lsyncd >/dev/null || need+=(lsyncd)
+command -v inotifywait >/dev/null || need+=(inotify-tools)
+command -v python3 >/dev/null || need+=(python3)
+command -v setsid >/dev/null || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+    say "installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+[ "$(id -u)" = 0 ] || { echo "bench: run as root (daemons with uid root, inotify limits)" >&2; exit 1; }
+say "cargo build --release"
+cargo build --release --locked -q
+bin=$repo/target/release/sersync2
+helper=(python3 "$repo/scripts/bench_helper.py")
+peer=$repo/scripts/peers/inotifywait-rsync.sh
+
+mkdir -p "$OUT"
+results=$OUT/results.tsv
+: > "$results"
+H() { "${helper[@]}" --out "$results" "$@"; }
+
+# ---------------------------------------------------------------- clean-up
+daemons=()
+agent=
+old_watches=$(cat /proc/sys/fs/inotify/max_user_watches)
+old_queued=$(cat /proc/sys/fs/inotify/max_queued_events)
+cleanup() {
+    set +e
+    if [ -n "$agent" ]; then
+        kill -TERM -- "-$agent" 2>/dev/null
+        kill -KILL -- "-$agent" 2>/dev/null
+        wait "$agent" 2>/dev/null
+    fi
+    for d in "${daemons[@]}"; do kill -TERM "$d" 2>/dev/null; done
+    for d in "${daemons[@]}"; do wait "$d" 2>/dev/null; done
+    echo "$old_watches" > /proc/sys/fs/inotify/max_user_watches
+    echo "$old_queued" > /proc/sys/fs/inotify/max_queued_events
+    rm -rf "$B"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- environment
+rm -rf "$B"
+mkdir -p "$B"/{src,dst1/mod,dst2/mod,dst1/big,dst2/big,dst1/scale,dst2/scale,conf}
+# The same inotify limits for every contender: the original sersync's values as the
+# floor of max_queued_events (tutorials tell lsyncd/inotifywait users the same), and
+# enough watches for the scale tree twice over. Restored at exit.
+echo $(( old_watches > 1048576 ? old_watches : 1048576 )) > /proc/sys/fs/inotify/max_user_watches
+echo $(( old_queued > 327679 ? old_queued : 327679 )) > /proc/sys/fs/inotify/max_queued_events
+
+printf 'benchpw\n' > "$B/pass"
+printf 'bench:benchpw\n' > "$B/secrets"
+chmod 600 "$B/pass" "$B/secrets"
+port_free() {
+    python3 - "$1" <<'PY'
+import socket, sys
+for ip in ("127.0.0.1", "127.0.0.2"):
+    s = socket.socket()
+    try:
+        s.bind((ip, int(sys.argv[1])))
+    except OSError:
+        sys.exit(1)
+    finally:
+        s.close()
+PY
+}
+for _ in $(seq 1 50); do port_free "$PORT" && break; PORT=$((PORT + 1)); done
+for i in 1 2; do
+    cat > "$B/conf/rsyncd$i.conf" <<EOF
+use chroot = no
+uid = root
+gid = root
+pid file = $B/conf/rsyncd$i.pid
+log file = $B/conf/rsyncd$i.log
+[mod]
+    path = $B/dst$i/mod
+    read only = no
+    auth users = bench
+    secrets file = $B/secrets
+[big]
+    path = $B/dst$i/big
+    read only = no
+    auth users = bench
+    secrets file = $B/secrets
+[scale]
+    path = $B/dst$i/scale
+    read only = no
+    auth users = bench
+    secrets file = $B/secrets
+EOF
+    rsync --daemon --no-detach --config="$B/conf/rsyncd$i.conf" --address="${IPS[i-1]}" --port="$PORT" &
+    daemons+=($!)
+done
+for ip in "${IPS[@]}"; do
+    ok=
+    for _ in $(seq 1 200); do
+        if rsync --port="$PORT" "$ip::" 2>/dev/null | grep -q '^mod'; then ok=1; break; fi
+        sleep 0.05
+    done
+    [ -n "$ok" ] || { echo "bench: rsync daemon on $ip:$PORT did not come up" >&2; exit 1; }
+done
+say "rsync daemons on 127.0.0.1 and 127.0.0.2 port $PORT (pids ${daemons[*]})"
+auth=(--port="$PORT" --password-file="$B/pass")
+read -ra params <<< "$PARAMS"
+
+# ---------------------------------------------------------------- contenders
+sersync_conf() { # ROOT MODULE OUTFILE
+    cat > "$3" <<EOF
+<head version="2.5">
+  <inotify><delete start="true"/><createFolder start="true"/><createFile start="false"/><closeWrite start="true"/><moveFrom start="true"/><moveTo start="true"/><attrib start="false"/><modify start="false"/></inotify>
+  <sersync>
+    <localpath watch="$1">
+      <remote ip="127.0.0.1" name="$2"/>
+      <remote ip="127.0.0.2" name="$2"/>
+    </localpath>
+    <rsync>
+      <commonParams params="$PARAMS"/>
+      <auth start="true" users="bench" passwordfile="$B/pass"/>
+      <userDefinedPort start="true" port="$PORT"/>
+      <ssh start="false"/>
+    </rsync>
+    <failLog path="$B/conf/fail-$2.sh" timeToExecute="60"/>
+  </sersync>
+</head>
+EOF
+}
+
+lsyncd_conf() { # ROOT MODULE DELAY(or "default") OUTFILE  (lsyncd logs to stdout)
+    local delay=""
+    [ "$3" = default ] || delay="delay = $3,"
+    # PARAMS -artuz as lsyncd's rsync table: archive, update, compress.
+    cat > "$4" <<EOF
+settings { nodaemon = true, insist = false }
+for _, ip in ipairs({ "127.0.0.1", "127.0.0.2" }) do
+  sync { default.rsync, source = "$1", target = "bench@" .. ip .. "::$2", $delay
+    rsync = { archive = true, update = true, compress = true,
+              password_file = "$B/pass", _extra = { "--port=$PORT" } } }
+end
+EOF
+}
+
+# start_agent WHO ROOT MODULE: starts a contender in its own process group (agent = its
+# pid = its pgid), logging to $log; t0 = start time in ns.
+start_agent() {
+    local who=$1 root=$2 mod=$3
+    log=$OUT/$who-$mod.log
+    : > "$log"
+    rm -f "$B/conf/fail-$mod.sh"
+    t0=$(date +%s%N)
+    case $who in
+        sersync2 | sersync2-b1)
+            sersync_conf "$root" "$mod" "$B/conf/sersync-$mod.xml"
+            local extra=()
+            [ "$who" = sersync2-b1 ] && extra=(--batch 1)
+            t0=$(date +%s%N)
+            setsid "$bin" -o "$B/conf/sersync-$mod.xml" "${extra[@]}" 2>>"$log" &
+            ;;
+        lsyncd-d0 | lsyncd-def)
+            local d=0
+            [ "$who" = lsyncd-def ] && d=default
+            lsyncd_conf "$root" "$mod" "$d" "$B/conf/$who-$mod.lua"
+            t0=$(date +%s%N)
+            setsid lsyncd "$B/conf/$who-$mod.lua" >>"$log" 2>&1 &
+            ;;
+        iwrsync)
+            t0=$(date +%s%N)
+            RSYNC_OPTS="${PARAMS//u/}" RSYNC_EXTRA="${auth[*]}" \
+                setsid "$peer" "$root" "bench@127.0.0.1::$mod" "bench@127.0.0.2::$mod" 2>>"$log" &
+            ;;
+        *) echo "bench: unknown contender $who" >&2; exit 2 ;;
+    esac
+    agent=$!
+}
+
+# Log line that says the contender has its watches set (scale), or is set and idle.
+watch_marker() {
+    case $1 in
+        sersync2*) echo "live:" ;;
+        lsyncd*) echo "recursive startup rsync" ;;
+        iwrsync) echo "Watches established." ;;
+    esac
+}
+ready() { # WHO METRIC: wait until the contender is live and idle
+    local pat n=1
+    pat=$(watch_marker "$1")
+    case $1 in lsyncd*) pat="Startup of"; n=2 ;; esac # both startup rsyncs finished
+    if ! H --case "$CASE" --contender "$1" --run "$run" wait-log --log "$log" --pattern "$pat" \
+        --count "$n" --start-ns "$t0" --pid "$agent" --deadline 600 --metric "$2" >/dev/null; then
+        tail -20 "$log" >&2
+        return 1
+    fi
+}
+
+alive() { [ -e "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+
+stop_agent() {
+    [ -n "$agent" ] || return 0
+    kill -TERM -- "-$agent" 2>/dev/null || true
+    for _ in $(seq 1 600); do
+        alive "$agent" || break
+        sleep 0.05
+    done
+    kill -KILL -- "-$agent" 2>/dev/null || true
+    wait "$agent" 2>/dev/null || true
+    agent=
+    "${helper[@]}" wait-idle --daemons "${daemons[@]}" --deadline 60 || true
+}
+
+reset_mod() {
+    rm -rf "$B/src" "$B/dst1/mod" "$B/dst2/mod"
+    mkdir -p "$B/src/lat" "$B/dst1/mod/lat" "$B/dst2/mod/lat"
+}
+
+runs_for() { case $1 in sersync2-b1 | lsyncd-def) echo "$SLOW_RUNS" ;; *) echo "$RUNS" ;; esac; }
+
+# ---------------------------------------------------------------- data
+started=$(date +%s)
+say "preparing the burst seed: $FILES files in $DIRS directories"
+H mkfiles "$B/seed" "$FILES" "$DIRS" --seed 1 >/dev/null
+b1_seed=$B/seed b1_scale=1
+if [ "$B1_FILES" -lt "$FILES" ]; then
+    b1_seed=$B/seed-b1
+    b1_dirs=$(( B1_FILES * DIRS / FILES )); [ "$b1_dirs" -ge 1 ] || b1_dirs=1
+    H mkfiles "$b1_seed" "$B1_FILES" "$b1_dirs" --seed 1 >/dev/null
+    b1_scale=$(python3 -c "print($FILES / $B1_FILES)")
+fi
+
+# ---------------------------------------------------------------- cases a, b, d
+if has "$CASES" a; then
+    # sersync2's own live rsync command for remote 1, for the bare-push baseline.
+    sersync_conf "$B/src" mod "$B/conf/sersync-mod.xml"
+    "$bin" -t -o "$B/conf/sersync-mod.xml" > "$B/conf/test-config.txt"
+    live_cmd=$(grep -m1 'live:' "$B/conf/test-config.txt")
+    for run in $(seq 1 "$RUNS"); do
+        CASE=b
+        reset_mod
+        H --case b --contender rsync-bare --run "$run" bare --cwd "$B/src" --dir bare1 --n "$BARE_N" \
+            --dest "bench@127.0.0.1::mod" --remote "$B/dst1/mod" --opts "$PARAMS -R" -- rsync "${auth[@]}" >&2
+        H --case b --contender rsync-bare-live --run "$run" bare --cwd "$B/src" --dir bare2 --n "$BARE_N" \
+            --dest - --remote "$B/dst1/mod" --live-cmd "$live_cmd" >&2
+        H --case b --contender rsync-bare-nodelay --run "$run" bare --cwd "$B/src" --dir bare3 --n "$BARE_N" \
+            --dest - --remote "$B/dst1/mod" --live-cmd "$live_cmd" --extra-opt=--sockopts=TCP_NODELAY >&2
+        for who in $CONTENDERS; do
+            [ "$run" -le "$(runs_for "$who")" ] || continue
+            reset_mod
+            if [ "$who" = floor ]; then
+                say "case a run $run: floor"
+                H --case a --contender floor --run "$run" burst --cpu --seed "$B/seed" --dest "$B/src/burst" \
+                    --remotes "$B/dst1/mod/burst" "$B/dst2/mod/burst" --daemons "${daemons[@]}" \
+                    --count-log "$B/conf/rsyncd1.log" \
+                    --floor --floor-dest "bench@127.0.0.1::mod/" "bench@127.0.0.2::mod/" \
+                    --floor-cmd rsync "${params[@]}" "${auth[@]}" >&2 || true
+                continue
+            fi
+            say "case a/b/d run $run: $who"
+            CASE=a
+            start_agent "$who" "$B/src" mod
+            if ! ready "$who" ready_s; then stop_agent; continue; fi
+            n=$LAT_N
+            [ "$who" = sersync2 ] || [ "$run" -le "$PEER_LAT_RUNS" ] || n=0
+            if [ "$who" = lsyncd-def ]; then
+                n=0
+                [ "$run" = 1 ] && n=$LSYNCD_DEF_LAT_N
+            fi
+            if [ "$n" -gt 0 ]; then
+                H --case b --contender "$who" --run "$run" latency --src "$B/src/lat" \
+                    --r1 "$B/dst1/mod/lat" --rest "$B/dst2/mod/lat" --n "$n" --pgid "$agent" \
+                    --deadline 60 >&2 || true
+            fi
+            seed=$B/seed scale=1
+            [ "$who" = sersync2-b1 ] && seed=$b1_seed scale=$b1_scale
+            H --case a --contender "$who" --run "$run" burst --cpu --seed "$seed" --dest "$B/src/burst" \
+                --remotes "$B/dst1/mod/burst" "$B/dst2/mod/burst" --pgid "$agent" --scale "$scale" \
+                --daemons "${daemons[@]}" --deadline "$BURST_DEADLINE" --count-log "$B/conf/rsyncd1.log" >&2 || true
+            stop_agent
+        done
+    done
+    rm -rf "$B/src" "$B/dst1/mod" "$B/dst2/mod"
+fi
+
+# ---------------------------------------------------------------- case c
+if has "$CASES" c; then
+    say "preparing the scale tree: $SCALE_DIRS directories"
+    H mkdirs "$B/scale" "$SCALE_DIRS" >/dev/null
+    for run in $(seq 1 "$RUNS"); do
+        for who in $CONTENDERS; do
+            case $who in sersync2 | lsyncd-d0 | iwrsync) ;; *) continue ;; esac
+            say "case c run $run: $who"
+            CASE=c
+            rm -rf "$B/dst1/scale" "$B/dst2/scale"; mkdir -p "$B/dst1/scale" "$B/dst2/scale"
+            start_agent "$who" "$B/scale" scale
+            if H --case c --contender "$who" --run "$run" wait-log --log "$log" \
+                --pattern "$(watch_marker "$who")" --start-ns "$t0" --pid "$agent" --deadline 600 \
+                --metric watch_s >/dev/null; then
+                H --case c --contender "$who" --run "$run" rss --pgid "$agent" >&2
+            else
+                tail -20 "$log" >&2
+            fi
+            stop_agent
+        done
+    done
+    rm -rf "$B/scale" "$B/dst1/scale" "$B/dst2/scale"
+fi
+
+# ---------------------------------------------------------------- case e
+if has "$CASES" e; then
+    say "preparing the big tree: $BIG files in $BIG_DIRS directories, and both remotes' copies"
+    H mkfiles "$B/big" "$BIG" "$BIG_DIRS" --seed 2 >/dev/null
+    cp -a "$B/big/." "$B/dst1/big/"
+    cp -a "$B/big/." "$B/dst2/big/"
+    for run in $(seq 1 "$RUNS"); do
+        for who in $CONTENDERS; do
+            has "$E_SKIP" "$who" && continue
+            [ "$run" -le "$(runs_for "$who")" ] || continue
+            rm -rf "$B/big/burst" "$B/dst1/big/burst" "$B/dst2/big/burst"
+            CASE=e
+            if [ "$who" = floor ]; then
+                say "case e run $run: floor"
+                H --case e --contender floor --run "$run" burst --cpu --seed "$B/seed" --dest "$B/big/burst" \
+                    --remotes "$B/dst1/big/burst" "$B/dst2/big/burst" --daemons "${daemons[@]}" \
+                    --count-log "$B/conf/rsyncd1.log" \
+                    --floor --floor-dest "bench@127.0.0.1::big/" "bench@127.0.0.2::big/" \
+                    --floor-cmd rsync "${params[@]}" "${auth[@]}" >&2 || true
+                continue
+            fi
+            say "case e run $run: $who"
+            start_agent "$who" "$B/big" big
+            if ! ready "$who" ready_s; then stop_agent; continue; fi
+            H --case e --contender "$who" --run "$run" burst --seed "$B/seed" --dest "$B/big/burst" \
+                --remotes "$B/dst1/big/burst" "$B/dst2/big/burst" --pgid "$agent" --cpu \
+                --daemons "${daemons[@]}" --deadline "$BURST_DEADLINE" --count-log "$B/conf/rsyncd1.log" >&2 || true
+            stop_agent
+        done
+    done
+fi
+
+# ---------------------------------------------------------------- table
+elapsed=$(( $(date +%s) - started ))
+{
+    echo "sersync2 benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r), $(rsync --version | head -1 | sed 's/  protocol.*//'), lsyncd $(lsyncd --version 2>&1 | awk '/Version/ {print $2}')"
+    echo "sizes: burst $FILES files in $DIRS dirs (--batch 1: $B1_FILES, scaled); latency $LAT_N writes (peers in $PEER_LAT_RUNS run(s)), bare push x$BARE_N; scale $SCALE_DIRS dirs; big tree $BIG files; runs $RUNS (--batch 1 and lsyncd default delay: $SLOW_RUNS); rsync $PARAMS; measuring took ${elapsed}s"
+    echo
+    "${helper[@]}" table "$results" --runs "$RUNS" --scale-dirs "$SCALE_DIRS"
+} | tee "$OUT/table.txt"
