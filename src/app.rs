@@ -111,6 +111,25 @@ pub fn run(mut args: Args) -> Result<u8, Failure> {
     if let Some(b) = args.batch {
         config.rsync.batch = b as usize;
     }
+    if config
+        .rsync
+        .params
+        .iter()
+        .any(|p| p == "--update" || (p.starts_with('-') && !p.starts_with("--") && p.contains('u')))
+    {
+        log::warn!(
+            "{}: <commonParams> has -u (--update): a file replaced by an older copy (cp -a, \
+             mv, tar x) is then skipped as newer on the remote and stays wrong there; drop -u \
+             unless this is a two-way setup",
+            config.file.display()
+        );
+    }
+    if args.test_config || args.status {
+        // Printing modes: a closed pipe (`| head`) ends the process quietly, as for any
+        // Unix tool, instead of a panic in println!.
+        // SAFETY: restoring the default disposition of one signal.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     if let Some(m) = &args.module {
         // -m NAME: only that plugin over the watched tree, no rsync (with -t: just checked).
         let module = crate::plugin::Module::new(&config, m).map_err(|e| usage(anyhow!(e)))?;

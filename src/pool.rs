@@ -102,14 +102,20 @@ impl Engine {
 
     fn work(&self) {
         while let Some((t, work)) = self.queue.take() {
-            let job = match &work {
-                Work::Paths(paths) => Job::Paths(paths.clone()),
-                Work::Full => Job::Full {
+            let jobs = match &work {
+                Work::Paths(paths) => rsync::split_for_args(paths, rsync::ARGS_BUDGET)
+                    .into_iter()
+                    .map(|run| Job::Paths(run.to_vec()))
+                    .collect(),
+                Work::Full => vec![Job::Full {
                     excluded: crate::watch::excluded_paths(&self.targets[t].root, &self.excludes),
-                },
+                }],
             };
-            let outcome = self.push(t, &job);
-            let rest = self.account(t, &job, &outcome);
+            let mut rest = None;
+            for job in jobs {
+                let outcome = self.push(t, &job);
+                rest = rest.or(self.account(t, &job, &outcome));
+            }
             self.queue.finish(t, &work, rest);
         }
     }
@@ -119,17 +125,22 @@ impl Engine {
         let target = &self.targets[t];
         let (argv, stdin) = target.argv(job);
         if self.debug {
+            // The paths themselves were logged as events; the options are what matter.
+            let shown: Vec<String> = argv
+                .iter()
+                .take(argv.len().saturating_sub(1))
+                .filter(|a| !a.as_encoded_bytes().starts_with(b"./") || a.len() == 2)
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            let paths = match job {
+                Job::Paths(p) => format!(" <{} path(s)>", p.len()),
+                Job::Full { .. } => String::new(),
+            };
             log::info!(
-                "cd {} && rsync {}{}",
+                "cd {} && rsync {}{paths} {}",
                 target.root.display(),
-                argv.iter()
-                    .map(|a| a.to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                match job {
-                    Job::Paths(p) => format!("  ({} paths on stdin)", p.len()),
-                    Job::Full { .. } => String::new(),
-                }
+                shown.join(" "),
+                target.dest()
             );
         }
         let mut attempt = 0;

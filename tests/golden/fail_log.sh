@@ -1,7 +1,7 @@
 #errno 5
-cd '/www' && rsync '-artuz' '-R' '--no-recursive' '--ignore-times' '--delete-missing-args' '--force' '--password-file=/etc/rsync.pas' '--dirs' './$(touch pwned)`id`' './-rf' './a b.txt' './badÿutf8' './it'\''s "quoted"' './line
+cd '/www' && rsync '-artuz' '-R' '--no-recursive' '--ignore-times' '--delete-missing-args' '--force' '--password-file=/etc/rsync.pas' '--sockopts=TCP_NODELAY' '--dirs' './$(touch pwned)`id`' './-rf' './a b.txt' './badÿutf8' './it'\''s "quoted"' './line
 break' 'user@10.0.0.2::mod'
 
 #errno 10
-cd '/www' && rsync '-artuz' '-R' '--delete' '--password-file=/etc/rsync.pas' './' 'user@10.0.0.3::mod'
+cd '/www' && rsync '-artuz' '-R' '--delete' '--password-file=/etc/rsync.pas' '--sockopts=TCP_NODELAY' './' 'user@10.0.0.3::mod'
 
