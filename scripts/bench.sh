@@ -23,6 +23,7 @@
 #   PARAMS=-artuz           rsync options of every contender (the script drops -u, see docs)
 #   BURST_DEADLINE=300      seconds before a burst counts as "timeout"
 #   PORT=28730              rsync daemon port
+#   DAEMON_NODELAY=1        the daemons set socket options = TCP_NODELAY (0: not)
 #   OUT=target/bench        results.tsv, table.txt and the agents' logs of the last run
 # Quick run: FILES=2000 DIRS=200 SCALE_DIRS=10000 BIG=20000 RUNS=1 LAT_N=50 B1_FILES=500 scripts/bench.sh
 set -euo pipefail
@@ -125,8 +126,15 @@ for ip in ("127.0.0.1", "127.0.0.2"):
 PY
 }
 for _ in $(seq 1 50); do port_free "$PORT" && break; PORT=$((PORT + 1)); done
+# DAEMON_NODELAY=1 (default): the daemons set TCP_NODELAY, as docs/BENCHMARKS.md
+# recommends for remotes; with two pushes in parallel the daemon side otherwise stalls
+# on Nagle + delayed ACK (~40 ms a push, for every contender alike). 0 leaves it out.
+DAEMON_NODELAY=${DAEMON_NODELAY:-1}
+sockopts=""
+[ "$DAEMON_NODELAY" = 1 ] && sockopts="socket options = TCP_NODELAY"
 for i in 1 2; do
     cat > "$B/conf/rsyncd$i.conf" <<EOF
+$sockopts
 use chroot = no
 uid = root
 gid = root

@@ -299,13 +299,13 @@ def cmd_latency(a):
     return 0
 
 
-def live_argv(line):
-    """argv of the live rsync command that `sersync2 -t` prints:
-    '    live:  cd DIR && rsync ARGS...   (paths on stdin)'."""
+def live_argv(line, rel):
+    """argv of the live rsync command that `sersync2 -t` prints, for one path:
+    '    live:  cd DIR && rsync ARGS... ./PATH... DEST'."""
     text = line.split("live:", 1)[1]
-    text = re.sub(r"\(paths on stdin\)\s*$", "", text.strip())
-    words = shlex.split(text)
-    return words[words.index("&&") + 1:]
+    words = shlex.split(text.strip())
+    words = words[words.index("&&") + 1:]
+    return [rel if w == "./PATH..." else w for w in words]
 
 
 def cmd_bare(a):
@@ -324,9 +324,9 @@ def cmd_bare(a):
             f.write(rnd.randbytes(rnd.randint(1024, 4096)))
         rel = "./%s/%s" % (a.dir, name)
         if a.live_cmd:
-            argv = live_argv(a.live_cmd)
+            argv = live_argv(a.live_cmd, rel)
             argv = argv[:1] + a.extra_opt + argv[1:]
-            stdin = subprocess.PIPE
+            stdin = None
         else:
             argv = a.argv[:]
             if argv and argv[0] == "--":

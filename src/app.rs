@@ -221,11 +221,13 @@ fn print_test_config(config: &Config, targets: &[Target]) {
         println!("watch {}", root.path.display());
         for t in targets.iter().filter(|t| t.root == root.path) {
             println!("  remote {}", t.dest());
-            let (live, _) = t.argv(&Job::Paths(vec![]));
+            let (mut live, _) = t.argv(&Job::Paths(vec![]));
+            let dest = live.pop().unwrap_or_default();
             println!(
-                "    live:  cd {} && rsync {}   (paths on stdin)",
+                "    live:  cd {} && rsync {} ./PATH... {}",
                 shell_words(&[t.root.clone().into()]),
-                shell_words(&live)
+                shell_words(&live),
+                shell_words(&[dest])
             );
             let (full, _) = t.argv(&Job::Full { excluded: vec![] });
             println!(

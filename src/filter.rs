@@ -50,6 +50,29 @@ fn is_rsync_temp(rest: &[u8]) -> bool {
             .any(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
 }
 
+/// [`is_temp_name`] as rsync exclude patterns, for full syncs: without them a full sync
+/// that runs while an editor or rsync holds a temp file pushes it, and its later rename
+/// (a dropped event) would leave it on the remote for good.
+pub fn temp_name_globs() -> Vec<String> {
+    let mut globs: Vec<String> = ["4913", "*~", ".#*", ".?*.swp", ".?*.swx", ".?*.swpx"]
+        .iter()
+        .map(|g| g.to_string())
+        .collect();
+    // `.name.XXXXXX`: six letters or digits, at least one of them a digit or capital.
+    for special in 0..6 {
+        let mut g = String::from(".?*.");
+        for i in 0..6 {
+            g.push_str(if i == special {
+                "[0-9A-Z]"
+            } else {
+                "[A-Za-z0-9]"
+            });
+        }
+        globs.push(g);
+    }
+    globs
+}
+
 /// The `<filter>` excludes, compiled and anchored.
 #[derive(Debug, Clone, Default)]
 pub struct Excludes {
@@ -98,9 +121,10 @@ impl Excludes {
     }
 }
 
-/// Should this entry (name within its directory, full relative path) be skipped?
+/// Should this entry (name within its directory, full relative path) be skipped? Temp
+/// names count for directories too, as they do in a full sync's exclude patterns.
 pub fn skip(excludes: &Excludes, name: &[u8], rel: &Path, is_dir: bool) -> bool {
-    (!is_dir && is_temp_name(name)) || excludes.excludes(rel, is_dir)
+    is_temp_name(name) || excludes.excludes(rel, is_dir)
 }
 
 #[cfg(test)]

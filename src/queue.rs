@@ -34,6 +34,8 @@ pub struct Pending {
     /// For every proper ancestor of an in-flight path: how many in-flight paths lie below.
     inflight_below: HashMap<PathBuf, usize>,
     running: usize,
+    /// Paths carried by the calls in flight.
+    running_paths: usize,
 }
 
 fn ancestors(p: &Path) -> impl Iterator<Item = &Path> {
@@ -90,6 +92,11 @@ impl Pending {
         self.running
     }
 
+    /// Only a few paths are in flight and waiting: single edits, not a burst.
+    pub fn is_trickle(&self) -> bool {
+        !self.full_inflight && self.running_paths + self.len() <= TRICKLE
+    }
+
     fn blocked(&self, p: &Path) -> bool {
         self.inflight.contains(p)
             || self.inflight_below.contains_key(p)
@@ -137,6 +144,7 @@ impl Pending {
             self.inflight.insert(p.clone());
         }
         self.running += 1;
+        self.running_paths += picked.len();
         Some(Work::Paths(picked))
     }
 
@@ -146,6 +154,7 @@ impl Pending {
         match work {
             Work::Full => self.full_inflight = false,
             Work::Paths(paths) => {
+                self.running_paths = self.running_paths.saturating_sub(paths.len());
                 for p in paths {
                     self.inflight.remove(p);
                     for a in ancestors(p) {
@@ -186,27 +195,44 @@ pub struct Queue {
     per_target: usize,
 }
 
+/// During a burst a remote gets a second concurrent call only once its latest call has
+/// run this long. The running call is short and the next one takes everything that
+/// piled up meanwhile (few, large calls: what a burst costs is process and connection
+/// start-up); a call that runs long (a big file, a slow link) no longer holds back the
+/// changes behind it.
+pub const SECOND_CALL_AFTER: Duration = Duration::from_millis(300);
+
+/// While no more than this many paths are in flight and waiting for a remote, changes
+/// are single edits and each is pushed at once, beside the calls already running.
+pub const TRICKLE: usize = 16;
+
 struct State {
     targets: Vec<Pending>,
     /// A remote that just failed is left alone until then.
     resting: Vec<Option<Instant>>,
+    /// When each remote's latest call started.
+    last_start: Vec<Option<Instant>>,
+    /// A worker has been woken to wait for this remote's second-call time; no need to
+    /// wake another for every event until that remote starts a call.
+    timer_armed: Vec<bool>,
     next: usize,
     closed: bool,
 }
 
 impl Queue {
     pub fn new(targets: usize, batch: usize, workers: usize) -> Self {
-        let per_target = workers.div_ceil(targets.max(1)).max(1);
         Queue {
             state: Mutex::new(State {
                 targets: (0..targets).map(|_| Pending::default()).collect(),
                 resting: vec![None; targets],
+                last_start: vec![None; targets],
+                timer_armed: vec![false; targets],
                 next: 0,
                 closed: false,
             }),
             wake: Condvar::new(),
             batch: batch.max(1),
-            per_target,
+            per_target: workers.div_ceil(targets.max(1)).max(1),
         }
     }
 
@@ -222,8 +248,7 @@ impl Queue {
         for &t in targets {
             st.targets[t].push(path.to_path_buf(), gone_dir);
         }
-        drop(st);
-        self.wake.notify_all();
+        self.wake_for(st, targets);
     }
 
     /// Queues many paths at once (a walked directory) with one lock.
@@ -237,8 +262,7 @@ impl Queue {
                 st.targets[t].push(p.clone(), false);
             }
         }
-        drop(st);
-        self.wake.notify_all();
+        self.wake_for(st, targets);
     }
 
     pub fn push_full(&self, targets: &[usize]) {
@@ -246,8 +270,53 @@ impl Queue {
         for &t in targets {
             st.targets[t].push_full();
         }
+        self.wake_for(st, targets);
+    }
+
+    /// Wakes one worker if new work for these remotes can start now, or needs a worker
+    /// to wait for its second-call time. During a burst neither holds for most events,
+    /// so the watcher does not pay a thread wake-up per event: the worker whose call
+    /// ends takes what piled up.
+    fn wake_for(&self, mut st: MutexGuard<'_, State>, targets: &[usize]) {
+        let now = Instant::now();
+        let mut wake = false;
+        for &t in targets {
+            match self.may_start(&st, t, now) {
+                Ok(()) => wake = true,
+                Err(Some(_)) if !st.timer_armed[t] => {
+                    st.timer_armed[t] = true;
+                    wake = true;
+                }
+                Err(_) => {}
+            }
+        }
         drop(st);
-        self.wake.notify_all();
+        if wake {
+            // It wakes another if more can run (see `take`).
+            self.wake.notify_one();
+        }
+    }
+
+    /// May remote `t` start a call now? If not only because its running call is young,
+    /// when it may.
+    fn may_start(&self, st: &State, t: usize, now: Instant) -> Result<(), Option<Instant>> {
+        if let Some(until) = st.resting[t].filter(|u| *u > now) {
+            return Err(Some(until));
+        }
+        let running = st.targets[t].running();
+        if running == 0 {
+            return Ok(());
+        }
+        if running >= self.per_target {
+            return Err(None);
+        }
+        if st.targets[t].is_trickle() {
+            return Ok(());
+        }
+        match st.last_start[t] {
+            Some(at) if now < at + SECOND_CALL_AFTER => Err(Some(at + SECOND_CALL_AFTER)),
+            _ => Ok(()),
+        }
     }
 
     /// Blocks until there is work for a free remote; `None` once the queue is closed.
@@ -262,18 +331,27 @@ impl Queue {
             let mut soonest: Option<Instant> = None;
             for i in 0..n {
                 let t = (st.next + i) % n;
-                if let Some(until) = st.resting[t] {
-                    if until > now {
-                        soonest = Some(soonest.map_or(until, |s| s.min(until)));
+                if st.targets[t].is_empty() {
+                    continue;
+                }
+                match self.may_start(&st, t, now) {
+                    Ok(()) => {}
+                    Err(later) => {
+                        if let Some(at) = later {
+                            soonest = Some(soonest.map_or(at, |s| s.min(at)));
+                        }
                         continue;
                     }
-                    st.resting[t] = None;
-                }
-                if st.targets[t].running() >= self.per_target {
-                    continue;
                 }
                 if let Some(work) = st.targets[t].take(self.batch) {
                     st.next = (t + 1) % n;
+                    st.last_start[t] = Some(now);
+                    st.timer_armed[t] = false;
+                    let more = st.targets.iter().any(|p| !p.is_empty());
+                    drop(st);
+                    if more {
+                        self.wake.notify_one();
+                    }
                     return Some((t, work));
                 }
             }
@@ -298,7 +376,7 @@ impl Queue {
             st.resting[target] = Some(Instant::now() + d);
         }
         drop(st);
-        self.wake.notify_all();
+        self.wake.notify_one();
     }
 
     /// Nothing waiting and nothing in flight, for every remote.

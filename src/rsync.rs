@@ -111,6 +111,9 @@ impl Target {
                 if self.delete {
                     argv.push("--delete".into());
                 }
+                for glob in crate::filter::temp_name_globs() {
+                    argv.push(format!("--exclude={glob}").into());
+                }
                 for glob in &self.full_excludes {
                     argv.push(format!("--exclude={glob}").into());
                 }
@@ -421,8 +424,16 @@ mod tests {
     fn ssh_mode_uses_remote_shell_and_dir() {
         let t = target(Some("ssh -p 2222"), true);
         let (argv, _) = t.argv(&Job::Full { excluded: vec![] });
+        let w: Vec<String> = words(&argv)
+            .into_iter()
+            .filter(|a| {
+                !crate::filter::temp_name_globs()
+                    .iter()
+                    .any(|g| *a == format!("--exclude={g}"))
+            })
+            .collect();
         assert_eq!(
-            words(&argv),
+            w,
             [
                 "-artuz",
                 "-R",
@@ -435,6 +446,16 @@ mod tests {
                 "10.0.0.2:mod"
             ]
         );
+    }
+
+    #[test]
+    fn full_sync_keeps_temp_files_out() {
+        let t = target(None, true);
+        let (argv, _) = t.argv(&Job::Full { excluded: vec![] });
+        let w = words(&argv);
+        for g in crate::filter::temp_name_globs() {
+            assert!(w.contains(&format!("--exclude={g}")), "{g}");
+        }
     }
 
     #[test]

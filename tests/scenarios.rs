@@ -484,3 +484,47 @@ fn the_watch_limit_is_raised_as_root_when_the_tree_needs_more() {
     s.wait(&mut agent, "deep change after the raise");
     agent.stop();
 }
+
+// Regression: the -r full sync pushed an rsync temp file that existed at that moment;
+// its rename was a dropped event, so the remote kept it for good (found by the churn).
+#[test]
+fn a_full_sync_never_pushes_temp_files_but_keeps_look_alikes() {
+    let s = Setup::new("full-temp");
+    let temps = [
+        "4913",
+        "a.txt~",
+        ".a.txt.swp",
+        ".#a.txt",
+        ".a.txt.X6aB9z",
+        "sub/.b.Qw3rty",
+    ];
+    let kept = [
+        ".htaccess",
+        ".htaccess.backup",
+        "a.txt",
+        "sub/b.txt",
+        "notes.swp",
+    ];
+    for f in temps.iter().chain(kept.iter()) {
+        s.write(f, format!("{f}\n"));
+    }
+    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    for remote in s.remotes() {
+        wait_until("the kept files arrive", DEADLINE, || {
+            kept.iter().all(|f| remote.join(f).exists())
+        });
+    }
+    wait_until("the full syncs have ended", DEADLINE, || {
+        agent.log().matches("full sync of").count() >= 2
+    });
+    for remote in s.remotes() {
+        for f in temps {
+            assert!(
+                !remote.join(f).exists(),
+                "temp file {f} reached {}",
+                remote.display()
+            );
+        }
+    }
+    agent.stop();
+}

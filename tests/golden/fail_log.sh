@@ -3,5 +3,5 @@ cd '/www' && rsync '-artuz' '-R' '--no-recursive' '--ignore-times' '--delete-mis
 break' 'user@10.0.0.2::mod'
 
 #errno 10
-cd '/www' && rsync '-artuz' '-R' '--delete' '--password-file=/etc/rsync.pas' '--sockopts=TCP_NODELAY' './' 'user@10.0.0.3::mod'
+cd '/www' && rsync '-artuz' '-R' '--delete' '--exclude=4913' '--exclude=*~' '--exclude=.#*' '--exclude=.?*.swp' '--exclude=.?*.swx' '--exclude=.?*.swpx' '--exclude=.?*.[0-9A-Z][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9]' '--exclude=.?*.[A-Za-z0-9][0-9A-Z][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9]' '--exclude=.?*.[A-Za-z0-9][A-Za-z0-9][0-9A-Z][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9]' '--exclude=.?*.[A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][0-9A-Z][A-Za-z0-9][A-Za-z0-9]' '--exclude=.?*.[A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][0-9A-Z][A-Za-z0-9]' '--exclude=.?*.[A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][0-9A-Z]' '--password-file=/etc/rsync.pas' '--sockopts=TCP_NODELAY' './' 'user@10.0.0.3::mod'
 
