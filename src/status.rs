@@ -217,6 +217,12 @@ fn answer(mut conn: TcpStream, engine: &Engine, config: &str) -> std::io::Result
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut request = String::new();
     reader.read_line(&mut request)?;
+    // Read the headers too: closing with unread input makes the kernel send a reset,
+    // which can destroy the answer before the client has read it.
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 0 && line.trim_end() != "" {
+        line.clear();
+    }
     let mut parts = request.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (code, kind, body) = match (method, path.split('?').next().unwrap_or("")) {
