@@ -1,9 +1,11 @@
 //! rsync command lines for each remote, and running them without a shell.
 //!
 //! The command keeps the original's shape (cwd = watch root, `-R`, the options from
-//! `<rsync>`), but paths never pass through a shell: a live push hands rsync its list of
-//! relative paths on stdin (`--files-from=- --from0`), so no name, however strange, can
-//! change the command. A path that no longer exists when rsync runs becomes a deletion
+//! `<rsync>`), but paths never pass through a shell: rsync is exec'd with an argument
+//! vector and every path is one `./path` argument, so no name, however strange, can read
+//! as an option or change the command. (Paths are not fed with `--files-from=- --from0`:
+//! rsync reads that list one byte per read(2), which doubled its CPU time on a burst.)
+//! A path that no longer exists when rsync runs becomes a deletion
 //! request (`--delete-missing-args --force`), or is skipped when deletes are off, so
 //! one call carries pushes and deletes alike and whatever lands is the state at the time
 //! of the call.
