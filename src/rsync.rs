@@ -479,6 +479,40 @@ mod tests {
         assert_eq!(w.last().map(String::as_str), Some("10.0.0.2::mod"));
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever bytes a name holds, it is exactly one `./name` argument, after every
+        /// option and before the destination, and the options are the same as for any
+        /// other name: no name can add, drop or change an option.
+        #[test]
+        fn any_name_is_one_argument_and_never_an_option(
+            names in proptest::collection::vec(
+                proptest::collection::vec(1u8..=255, 1..40)
+                    .prop_filter("relative", |b| b[0] != b'/'),
+                1..6,
+            )
+        ) {
+            let t = target(None, true);
+            let paths: Vec<PathBuf> = names
+                .iter()
+                .map(|b| PathBuf::from(OsStr::from_bytes(b)))
+                .collect();
+            let (argv, stdin) = t.argv(&Job::Paths(paths.clone()));
+            prop_assert!(stdin.is_empty());
+            let (plain, _) = t.argv(&Job::Paths(vec![]));
+            let n = plain.len() - 1;
+            prop_assert_eq!(&argv[..n], &plain[..n], "options unchanged");
+            prop_assert_eq!(argv.last(), plain.last(), "destination last");
+            for (arg, p) in argv[n..argv.len() - 1].iter().zip(&paths) {
+                let mut want = b"./".to_vec();
+                want.extend_from_slice(p.as_os_str().as_bytes());
+                prop_assert_eq!(arg.as_bytes(), &want[..]);
+            }
+            prop_assert_eq!(argv.len() - 1 - n, paths.len());
+        }
+    }
+
     #[test]
     fn exit_24_is_success_23_is_not() {
         assert!(is_success(0));
