@@ -11,6 +11,9 @@
 //! remotes in a mutex and condvar for the worker threads.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
+use std::ops::Bound;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -22,24 +25,43 @@ pub enum Work {
     Full,
 }
 
+/// A relative path as raw bytes. The maps compare and hash keys on every event; bytes
+/// do that with memcmp where `Path` walks components (that was the largest part of the
+/// watcher's CPU in a burst). Paths come from the watcher already normalised (no `//`,
+/// no trailing `/`), so byte order keeps a directory's descendants together: they are
+/// exactly the keys that start with `dir/`.
+type Key = Vec<u8>;
+
+fn key(p: PathBuf) -> Key {
+    p.into_os_string().into_vec()
+}
+
+fn to_path(k: Key) -> PathBuf {
+    PathBuf::from(OsString::from_vec(k))
+}
+
+/// The proper ancestors of a key (`a/b/c` → `a/b`, `a`).
+fn ancestors(k: &[u8]) -> impl Iterator<Item = &[u8]> {
+    k.iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'/' && i > 0)
+        .map(move |(i, _)| &k[..i])
+}
+
 /// The pending and in-flight state of one remote.
 #[derive(Debug, Default)]
 pub struct Pending {
-    by_path: BTreeMap<PathBuf, u64>,
-    by_seq: BTreeMap<u64, PathBuf>,
+    by_path: BTreeMap<Key, u64>,
+    by_seq: BTreeMap<u64, Key>,
     seq: u64,
     full_pending: bool,
     full_inflight: bool,
-    inflight: HashSet<PathBuf>,
+    inflight: HashSet<Key>,
     /// For every proper ancestor of an in-flight path: how many in-flight paths lie below.
-    inflight_below: HashMap<PathBuf, usize>,
+    inflight_below: HashMap<Key, usize>,
     running: usize,
     /// Paths carried by the calls in flight.
     running_paths: usize,
-}
-
-fn ancestors(p: &Path) -> impl Iterator<Item = &Path> {
-    p.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty())
 }
 
 impl Pending {
@@ -49,14 +71,14 @@ impl Pending {
         if self.full_pending && !self.full_inflight {
             return; // the full sync that has not started yet covers it
         }
+        let path = key(path);
         if gone_dir {
-            let below: Vec<PathBuf> = self
+            let mut prefix = path.clone();
+            prefix.push(b'/');
+            let below: Vec<Key> = self
                 .by_path
-                .range::<Path, _>((
-                    std::ops::Bound::Excluded(path.as_path()),
-                    std::ops::Bound::Unbounded,
-                ))
-                .take_while(|(p, _)| p.starts_with(&path))
+                .range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
+                .take_while(|(p, _)| p.starts_with(&prefix))
                 .map(|(p, _)| p.clone())
                 .collect();
             for p in below {
@@ -97,7 +119,7 @@ impl Pending {
         !self.full_inflight && self.running_paths + self.len() <= TRICKLE
     }
 
-    fn blocked(&self, p: &Path) -> bool {
+    fn blocked(&self, p: &[u8]) -> bool {
         self.inflight.contains(p)
             || self.inflight_below.contains_key(p)
             || ancestors(p).any(|a| self.inflight.contains(a))
@@ -119,7 +141,7 @@ impl Pending {
             self.running += 1;
             return Some(Work::Full);
         }
-        let mut picked = Vec::new();
+        let mut picked: Vec<Key> = Vec::new();
         for (_, p) in self.by_seq.iter() {
             if picked.len() >= max {
                 break;
@@ -136,7 +158,7 @@ impl Pending {
                 self.by_seq.remove(&s);
             }
             for a in ancestors(p) {
-                *self.inflight_below.entry(a.to_path_buf()).or_default() += 1;
+                *self.inflight_below.entry(a.to_vec()).or_default() += 1;
             }
         }
         // Insert after counting ancestors: paths of one batch may nest.
@@ -145,7 +167,7 @@ impl Pending {
         }
         self.running += 1;
         self.running_paths += picked.len();
-        Some(Work::Paths(picked))
+        Some(Work::Paths(picked.into_iter().map(to_path).collect()))
     }
 
     /// Marks work handed out by `take` as finished (whatever its outcome).
@@ -156,6 +178,7 @@ impl Pending {
             Work::Paths(paths) => {
                 self.running_paths = self.running_paths.saturating_sub(paths.len());
                 for p in paths {
+                    let p = p.as_os_str().as_bytes();
                     self.inflight.remove(p);
                     for a in ancestors(p) {
                         if let Some(n) = self.inflight_below.get_mut(a) {
@@ -172,7 +195,10 @@ impl Pending {
 
     /// What is being pushed right now: paths, and whether a full sync is running.
     pub fn in_flight(&self) -> (Vec<PathBuf>, bool) {
-        (self.inflight.iter().cloned().collect(), self.full_inflight)
+        (
+            self.inflight.iter().cloned().map(to_path).collect(),
+            self.full_inflight,
+        )
     }
 
     /// Everything still waiting, oldest first, leaving nothing behind; `true` if a full
@@ -180,7 +206,10 @@ impl Pending {
     pub fn drain(&mut self) -> (Vec<PathBuf>, bool) {
         let full = std::mem::take(&mut self.full_pending);
         self.by_path.clear();
-        let paths = std::mem::take(&mut self.by_seq).into_values().collect();
+        let paths = std::mem::take(&mut self.by_seq)
+            .into_values()
+            .map(to_path)
+            .collect();
         (paths, full)
     }
 }
