@@ -324,7 +324,7 @@ impl Agent {
                     self.log()
                 );
             }
-            std::thread::sleep(POLL_INTERVAL);
+            std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
         }
     }
 
@@ -353,7 +353,7 @@ impl Drop for Agent {
             if let Ok(Some(_)) = child.try_wait() {
                 return;
             }
-            std::thread::sleep(POLL_INTERVAL);
+            std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -472,7 +472,7 @@ pub(crate) fn wait_for(
             );
         }
         agent.assert_running();
-        std::thread::sleep(TREE_POLL);
+        std::thread::sleep(TREE_POLL); // poll interval, inside a deadline loop
     }
 }
 

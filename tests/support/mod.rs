@@ -115,7 +115,7 @@ pub fn wait_until<F: FnMut() -> bool>(what: &str, deadline: Duration, mut f: F) 
         if expired {
             panic!("timed out after {deadline:?} waiting until {what}");
         }
-        std::thread::sleep(POLL_INTERVAL);
+        std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
     }
 }
 
@@ -295,7 +295,7 @@ pub fn wait_trees_equal<P: AsRef<Path>, Q: AsRef<Path>>(src: P, dst: Q, deadline
         if expired {
             panic!("timed out after {deadline:?} waiting for trees to match: {last}");
         }
-        std::thread::sleep(POLL_INTERVAL);
+        std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
     }
 }
 
@@ -374,7 +374,7 @@ fn wait_ready<F: FnMut() -> bool>(server: &mut Server, what: &str, mut probe: F)
         if start.elapsed() >= DEADLINE {
             panic!("timed out after {DEADLINE:?} waiting for {what} to accept connections");
         }
-        std::thread::sleep(POLL_INTERVAL);
+        std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
     }
 }
 
