@@ -244,6 +244,25 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
                 }
                 Some(p) => cx.path(p),
             };
+            // Failures must have somewhere to go: refuse now rather than lose them later.
+            match path.parent().map(std::fs::metadata) {
+                Some(Ok(m)) if m.is_dir() => {}
+                _ => {
+                    return Err(cx.err(
+                        f.line,
+                        format!(
+                            "<failLog path=\"{}\">: its directory does not exist",
+                            path.display()
+                        ),
+                    ))
+                }
+            }
+            if path.is_dir() {
+                return Err(cx.err(
+                    f.line,
+                    format!("<failLog path=\"{}\">: is a directory", path.display()),
+                ));
+            }
             let minutes: u64 = match f.time_to_execute {
                 None => 60,
                 Some(_) => cx.number(

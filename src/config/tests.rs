@@ -303,3 +303,18 @@ mod props {
         }
     }
 }
+
+#[test]
+fn a_fail_log_that_cannot_be_written_is_refused() {
+    let d = dir();
+    let e = err(&conf(
+        d.path(),
+        "<failLog path=\"/nonexistent/dir/fail.sh\" timeToExecute=\"60\"/>",
+    ));
+    assert!(e.message.contains("failLog"), "{e}");
+    let e = err(&conf(
+        d.path(),
+        &format!("<failLog path=\"{}\"/>", d.path().display()),
+    ));
+    assert!(e.message.contains("is a directory"), "{e}");
+}
