@@ -253,7 +253,11 @@ impl Sysctl {
         }
         let path = PathBuf::from(format!("/proc/sys/fs/inotify/{name}"));
         let old = fs::read_to_string(&path).expect("read sysctl");
-        fs::write(&path, value.to_string()).expect("write sysctl");
+        if let Err(e) = fs::write(&path, value.to_string()) {
+            // A container's /proc/sys is read-only even for root.
+            eprintln!("cannot write {}: {e}", path.display());
+            return None;
+        }
         Some(Sysctl {
             path,
             old,
@@ -274,7 +278,9 @@ fn queue_overflow_rewalks_and_full_syncs() {
     s.write("pre/existing.txt", "pre\n");
     // The agent's inotify instance gets the small queue; restore right after it exists.
     let Some(small) = Sysctl::set("max_queued_events", 32) else {
-        eprintln!("skipped: lowering fs.inotify.max_queued_events needs root");
+        eprintln!(
+            "skipped: lowering fs.inotify.max_queued_events needs root and a writable /proc/sys"
+        );
         return;
     };
     let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
@@ -467,7 +473,9 @@ fn the_watch_limit_is_raised_as_root_when_the_tree_needs_more() {
     }
     s.write("d1/e1/f.txt", "f\n");
     let Some(_low) = Sysctl::set("max_user_watches", 64) else {
-        eprintln!("skipped: lowering fs.inotify.max_user_watches needs root");
+        eprintln!(
+            "skipped: lowering fs.inotify.max_user_watches needs root and a writable /proc/sys"
+        );
         return;
     };
     let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
