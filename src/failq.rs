@@ -373,7 +373,7 @@ pub fn owed_jobs(log: &FailLog) -> Vec<(usize, Job)> {
     out
 }
 
-/// For tests and `--test-config`: a deterministic map of owed paths per remote label.
+/// Entries owed per remote label, for `--replay`'s report.
 pub fn summary(log: &FailLog, targets: &[Target]) -> BTreeMap<String, usize> {
     log.owed
         .iter()

@@ -106,19 +106,6 @@ impl Excludes {
         }
         false
     }
-
-    /// Is this path or any of its ancestors excluded? For paths that did not come
-    /// through a watch (fail-log entries, command-line input).
-    pub fn excludes_path_or_parent(&self, rel: &Path, is_dir: bool) -> bool {
-        let mut dir = rel.parent();
-        while let Some(d) = dir {
-            if !d.as_os_str().is_empty() && self.excludes(d, true) {
-                return true;
-            }
-            dir = d.parent();
-        }
-        self.excludes(rel, is_dir)
-    }
 }
 
 /// Should this entry (name within its directory, full relative path) be skipped? Temp
@@ -174,8 +161,6 @@ mod tests {
         assert!(!e.excludes(Path::new("information"), true));
         assert!(e.excludes(Path::new("x/y.tar.gz"), false));
         assert!(!e.excludes(Path::new("x/y.gz.txt"), false));
-        assert!(e.excludes_path_or_parent(Path::new("info/deep/file"), false));
-        assert!(!e.excludes_path_or_parent(Path::new("pub/deep/file"), false));
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! remote that was failing succeeds again, what it is owed is queued right away instead
 //! of waiting for the timed replay.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -24,7 +23,6 @@ pub struct TargetStats {
     pub pushed: AtomicU64,
     /// rsync calls that failed after their retries.
     pub failed: AtomicU64,
-    pub calls: AtomicU64,
     pub failing: AtomicBool,
     pub last_error: Mutex<Option<String>>,
 }
@@ -145,7 +143,6 @@ impl Engine {
         }
         let mut attempt = 0;
         loop {
-            self.stats[t].calls.fetch_add(1, Ordering::Relaxed);
             let outcome = rsync::run(&target.root, &argv, &stdin);
             if outcome.ok()
                 || attempt >= self.retry_delays.len()
@@ -318,11 +315,6 @@ impl Engine {
             .iter()
             .map(|s| s.pushed.load(Ordering::Relaxed))
             .collect()
-    }
-
-    /// The paths owed to a remote right now.
-    pub fn owed(&self, t: usize) -> Vec<PathBuf> {
-        self.fail_log().owed[t].paths.iter().cloned().collect()
     }
 }
 

@@ -236,26 +236,53 @@ pub const SECOND_CALL_AFTER: Duration = Duration::from_millis(300);
 pub const TRICKLE: usize = 16;
 
 struct State {
-    targets: Vec<Pending>,
-    /// A remote that just failed is left alone until then.
-    resting: Vec<Option<Instant>>,
-    /// When each remote's latest call started.
-    last_start: Vec<Option<Instant>>,
-    /// A worker has been woken to wait for this remote's second-call time; no need to
-    /// wake another for every event until that remote starts a call.
-    timer_armed: Vec<bool>,
+    remotes: Vec<Remote>,
     next: usize,
     closed: bool,
+}
+
+/// One remote: what waits for it, and when it may start its next call.
+#[derive(Default)]
+struct Remote {
+    pending: Pending,
+    /// A remote that just failed is left alone until then.
+    resting_until: Option<Instant>,
+    /// When its latest call started.
+    last_start: Option<Instant>,
+    /// A worker has been woken to wait for this remote's second-call time; no need to
+    /// wake another for every event until the remote starts a call.
+    timer_armed: bool,
+}
+
+impl Remote {
+    /// May this remote start a call now? If not only because of a time (resting, or a
+    /// running call that is still young), when it may.
+    fn may_start(&self, now: Instant, per_target: usize) -> Result<(), Option<Instant>> {
+        if let Some(until) = self.resting_until.filter(|u| *u > now) {
+            return Err(Some(until));
+        }
+        let running = self.pending.running();
+        if running == 0 {
+            return Ok(());
+        }
+        if running >= per_target {
+            return Err(None);
+        }
+        if self.pending.is_trickle() {
+            return Ok(());
+        }
+        match self.last_start {
+            Some(at) if now < at + SECOND_CALL_AFTER => Err(Some(at + SECOND_CALL_AFTER)),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Queue {
     pub fn new(targets: usize, batch: usize, workers: usize) -> Self {
         Queue {
             state: Mutex::new(State {
-                targets: (0..targets).map(|_| Pending::default()).collect(),
-                resting: vec![None; targets],
-                last_start: vec![None; targets],
-                timer_armed: vec![false; targets],
+                remotes: (0..targets).map(|_| Remote::default()).collect(),
                 next: 0,
                 closed: false,
             }),
@@ -275,7 +302,7 @@ impl Queue {
     pub fn push(&self, targets: &[usize], path: &Path, gone_dir: bool) {
         let mut st = self.lock();
         for &t in targets {
-            st.targets[t].push(path.to_path_buf(), gone_dir);
+            st.remotes[t].pending.push(path.to_path_buf(), gone_dir);
         }
         self.wake_for(st, targets);
     }
@@ -288,7 +315,7 @@ impl Queue {
         let mut st = self.lock();
         for &t in targets {
             for p in paths {
-                st.targets[t].push(p.clone(), false);
+                st.remotes[t].pending.push(p.clone(), false);
             }
         }
         self.wake_for(st, targets);
@@ -297,7 +324,7 @@ impl Queue {
     pub fn push_full(&self, targets: &[usize]) {
         let mut st = self.lock();
         for &t in targets {
-            st.targets[t].push_full();
+            st.remotes[t].pending.push_full();
         }
         self.wake_for(st, targets);
     }
@@ -310,10 +337,11 @@ impl Queue {
         let now = Instant::now();
         let mut wake = false;
         for &t in targets {
-            match self.may_start(&st, t, now) {
+            let remote = &mut st.remotes[t];
+            match remote.may_start(now, self.per_target) {
                 Ok(()) => wake = true,
-                Err(Some(_)) if !st.timer_armed[t] => {
-                    st.timer_armed[t] = true;
+                Err(Some(_)) if !remote.timer_armed => {
+                    remote.timer_armed = true;
                     wake = true;
                 }
                 Err(_) => {}
@@ -326,28 +354,6 @@ impl Queue {
         }
     }
 
-    /// May remote `t` start a call now? If not only because its running call is young,
-    /// when it may.
-    fn may_start(&self, st: &State, t: usize, now: Instant) -> Result<(), Option<Instant>> {
-        if let Some(until) = st.resting[t].filter(|u| *u > now) {
-            return Err(Some(until));
-        }
-        let running = st.targets[t].running();
-        if running == 0 {
-            return Ok(());
-        }
-        if running >= self.per_target {
-            return Err(None);
-        }
-        if st.targets[t].is_trickle() {
-            return Ok(());
-        }
-        match st.last_start[t] {
-            Some(at) if now < at + SECOND_CALL_AFTER => Err(Some(at + SECOND_CALL_AFTER)),
-            _ => Ok(()),
-        }
-    }
-
     /// Blocks until there is work for a free remote; `None` once the queue is closed.
     pub fn take(&self) -> Option<(usize, Work)> {
         let mut st = self.lock();
@@ -355,28 +361,26 @@ impl Queue {
             if st.closed {
                 return None;
             }
-            let n = st.targets.len();
+            let n = st.remotes.len();
             let now = Instant::now();
             let mut soonest: Option<Instant> = None;
             for i in 0..n {
                 let t = (st.next + i) % n;
-                if st.targets[t].is_empty() {
+                let remote = &mut st.remotes[t];
+                if remote.pending.is_empty() {
                     continue;
                 }
-                match self.may_start(&st, t, now) {
-                    Ok(()) => {}
-                    Err(later) => {
-                        if let Some(at) = later {
-                            soonest = Some(soonest.map_or(at, |s| s.min(at)));
-                        }
-                        continue;
+                if let Err(later) = remote.may_start(now, self.per_target) {
+                    if let Some(at) = later {
+                        soonest = Some(soonest.map_or(at, |s| s.min(at)));
                     }
+                    continue;
                 }
-                if let Some(work) = st.targets[t].take(self.batch) {
+                if let Some(work) = remote.pending.take(self.batch) {
+                    remote.last_start = Some(now);
+                    remote.timer_armed = false;
                     st.next = (t + 1) % n;
-                    st.last_start[t] = Some(now);
-                    st.timer_armed[t] = false;
-                    let more = st.targets.iter().any(|p| !p.is_empty());
+                    let more = st.remotes.iter().any(|r| !r.pending.is_empty());
                     drop(st);
                     if more {
                         self.wake.notify_one();
@@ -400,9 +404,10 @@ impl Queue {
     /// Returns work from `take`; on failure the remote rests a moment before its next call.
     pub fn finish(&self, target: usize, work: &Work, rest: Option<Duration>) {
         let mut st = self.lock();
-        st.targets[target].finish(work);
+        let remote = &mut st.remotes[target];
+        remote.pending.finish(work);
         if let Some(d) = rest {
-            st.resting[target] = Some(Instant::now() + d);
+            remote.resting_until = Some(Instant::now() + d);
         }
         drop(st);
         self.wake.notify_one();
@@ -411,12 +416,18 @@ impl Queue {
     /// Nothing waiting and nothing in flight, for every remote.
     pub fn is_idle(&self) -> bool {
         let st = self.lock();
-        st.targets.iter().all(|p| p.is_empty() && p.running() == 0)
+        st.remotes
+            .iter()
+            .all(|r| r.pending.is_empty() && r.pending.running() == 0)
     }
 
     /// Paths waiting per remote (for status and logs).
     pub fn waiting(&self) -> Vec<usize> {
-        self.lock().targets.iter().map(Pending::len).collect()
+        self.lock()
+            .remotes
+            .iter()
+            .map(|r| r.pending.len())
+            .collect()
     }
 
     /// Stops handing out work and returns, per remote, everything that was still
@@ -425,11 +436,11 @@ impl Queue {
         let mut st = self.lock();
         st.closed = true;
         let left = st
-            .targets
+            .remotes
             .iter_mut()
-            .map(|p| {
-                let (mut paths, full) = p.drain();
-                let (running, full_running) = p.in_flight();
+            .map(|r| {
+                let (mut paths, full) = r.pending.drain();
+                let (running, full_running) = r.pending.in_flight();
                 paths.extend(running);
                 (paths, full || full_running)
             })

@@ -61,24 +61,18 @@ pub(crate) struct Conf {
 }
 
 impl Conf {
-    /// Daemon-mode config pushing `watch` to every daemon (all on one port).
-    pub(crate) fn daemons(watch: &Path, daemons: &[&RsyncDaemon], fail_log: &Path) -> Conf {
-        let first = daemons[0];
-        assert!(
-            daemons.iter().all(|d| d.port() == first.port()),
-            "one config has one <userDefinedPort>: daemons must share a port"
-        );
+    /// The shipped example's settings for these remotes: delete on, filter off,
+    /// `-artuz`, no crontab, no status endpoint, debug logging on.
+    pub(crate) fn new(
+        watch: &Path,
+        remotes: Vec<(String, String)>,
+        transport: Transport,
+        fail_log: &Path,
+    ) -> Conf {
         Conf {
             watch: watch.to_path_buf(),
-            remotes: daemons
-                .iter()
-                .map(|d| (d.ip().to_string(), d.module().to_string()))
-                .collect(),
-            transport: Transport::Daemon {
-                port: first.port(),
-                user: first.user().to_string(),
-                password_file: first.password_file(),
-            },
+            remotes,
+            transport,
             delete: true,
             excludes: None,
             timeout_start: "false".into(),
@@ -91,27 +85,35 @@ impl Conf {
         }
     }
 
+    /// Daemon-mode config pushing `watch` to every daemon (all on one port).
+    pub(crate) fn daemons(watch: &Path, daemons: &[&RsyncDaemon], fail_log: &Path) -> Conf {
+        let first = daemons[0];
+        assert!(
+            daemons.iter().all(|d| d.port() == first.port()),
+            "one config has one <userDefinedPort>: daemons must share a port"
+        );
+        let remotes = daemons
+            .iter()
+            .map(|d| (d.ip().to_string(), d.module().to_string()))
+            .collect();
+        let transport = Transport::Daemon {
+            port: first.port(),
+            user: first.user().to_string(),
+            password_file: first.password_file(),
+        };
+        Conf::new(watch, remotes, transport, fail_log)
+    }
+
     /// ssh-mode config pushing `watch` into the sshd's dest dir.
     pub(crate) fn ssh(watch: &Path, sshd: &Sshd, fail_log: &Path) -> Conf {
-        Conf {
-            watch: watch.to_path_buf(),
-            remotes: vec![(
-                sshd.host().to_string(),
-                sshd.dest_dir().display().to_string(),
-            )],
-            transport: Transport::Ssh {
-                command: sshd.ssh_command(),
-            },
-            delete: true,
-            excludes: None,
-            timeout_start: "false".into(),
-            fail_log: fail_log.to_path_buf(),
-            debug: true,
-            params: "-artuz".into(),
-            crontab: None,
-            replay_minutes: 60,
-            status_port: None,
-        }
+        let remotes = vec![(
+            sshd.host().to_string(),
+            sshd.dest_dir().display().to_string(),
+        )];
+        let transport = Transport::Ssh {
+            command: sshd.ssh_command(),
+        };
+        Conf::new(watch, remotes, transport, fail_log)
     }
 
     pub(crate) fn render(&self) -> String {

@@ -589,25 +589,21 @@ fn test_config_flag_reports_errors_with_location_and_prints_remotes() {
     let src = dir.mkdir_p("src");
     write_with_mode(&dir.join("rsync.pas"), b"secret\n", 0o600);
     let conf = |timeout_start: &str| Conf {
-        watch: src.clone(),
-        remotes: vec![
-            ("127.0.0.1".into(), "mod".into()),
-            ("127.0.0.2".into(), "mod".into()),
-        ],
-        transport: Transport::Daemon {
-            port: 8730,
-            user: "sersync".into(),
-            password_file: dir.join("rsync.pas"),
-        },
-        delete: true,
-        excludes: None,
         timeout_start: timeout_start.into(),
-        fail_log: dir.join("fail.sh"),
         debug: false,
-        params: "-artuz".into(),
-        crontab: None,
-        replay_minutes: 60,
-        status_port: None,
+        ..Conf::new(
+            &src,
+            vec![
+                ("127.0.0.1".into(), "mod".into()),
+                ("127.0.0.2".into(), "mod".into()),
+            ],
+            Transport::Daemon {
+                port: 8730,
+                user: "sersync".into(),
+                password_file: dir.join("rsync.pas"),
+            },
+            &dir.join("fail.sh"),
+        )
     };
 
     let bad = conf("maybe").render();

@@ -649,4 +649,4 @@ pub fn split_words(text: &str) -> Result<Vec<String>, String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,12 +2,18 @@
 
 use super::*;
 
-fn dir() -> tempfile::TempDir {
+pub(crate) fn dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
 /// A minimal valid config watching `watch`, with `extra` inserted inside <sersync>.
 fn conf(watch: &Path, extra: &str) -> String {
+    conf_with(watch, extra, "")
+}
+
+/// A minimal valid config watching `watch`, with `inside` inserted in <sersync> and
+/// `after` after it (the plugin tests put their blocks there).
+pub(crate) fn conf_with(watch: &Path, inside: &str, after: &str) -> String {
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <head version="2.5">
@@ -15,8 +21,9 @@ fn conf(watch: &Path, extra: &str) -> String {
     <localpath watch="{}">
       <remote ip="127.0.0.1" name="mod"/>
     </localpath>
-    {extra}
+    {inside}
   </sersync>
+  {after}
 </head>"#,
         watch.display()
     )

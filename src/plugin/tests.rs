@@ -13,10 +13,6 @@ use crate::config::raw::{
     CdnInfo, Filter, HostPort, PluginDef, PluginLocalPath, PluginParam, RegexUrl, SendUrl,
 };
 
-fn dir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
-
 fn s(v: &str) -> Option<String> {
     Some(v.to_owned())
 }
@@ -41,22 +37,7 @@ fn command(def: &PluginDef) -> Command {
     }
 }
 
-/// A config watching `watch`, with `switch` inside <sersync> and `blocks` after it.
-fn conf(watch: &Path, switch: &str, blocks: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<head version="2.5">
-  <sersync>
-    <localpath watch="{}">
-      <remote ip="127.0.0.1" name="mod"/>
-    </localpath>
-    {switch}
-  </sersync>
-  {blocks}
-</head>"#,
-        watch.display()
-    )
-}
+use crate::config::tests::{conf_with as conf, dir};
 
 fn load(text: &str) -> Result<Config, ConfigError> {
     crate::config::parse(Path::new("test.xml"), text.as_bytes())
