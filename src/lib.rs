@@ -1,19 +1,15 @@
 //! sersync2: a real-time, one-to-many directory mirroring daemon over rsync.
 //!
-//! inotify events flow one way: `watch` (kernel events, tree bookkeeping) → `filter`
-//! (temp files, excludes) → `queue` (per-remote pending paths) → `pool` (workers running
-//! `rsync`) → `failq` (what failed, as a replayable script). `app` wires them together.
+//! Layers, each importing only from the ones before it (`tests/layers.rs` checks):
+//! `sys` → `config` → `filter` → `watch` → `sync` → `plugin` → `service` → `modes`.
+//! ARCHITECTURE.md tells how one event travels through them.
 
-pub mod app;
 pub mod cli;
-pub mod config;
-pub mod daemon;
-pub mod failq;
-pub mod filter;
-pub mod plugin;
-pub mod pool;
-pub mod queue;
-pub mod rsync;
-pub mod schedule;
-pub mod status;
-pub mod watch;
+mod config;
+mod filter;
+pub mod modes;
+mod plugin;
+mod service;
+mod sync;
+mod sys;
+mod watch;

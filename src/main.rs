@@ -1,16 +1,25 @@
-//! The `sersync2` binary: parse flags, run, map errors to exit codes.
+//! The `sersync2` binary: flags to a mode, the mode run, its error to an exit status.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use sersync::cli::Args;
+use sersync::modes::{self, Mode};
 
 fn main() -> ExitCode {
-    let args = sersync::cli::Args::parse();
-    match sersync::app::run(args) {
+    let mut args = Args::parse();
+    let outcome = modes::prepare(&mut args).and_then(|config| match Mode::of(&args) {
+        Mode::TestConfig { module } => modes::test_config(&config, module.as_deref()),
+        Mode::Status => modes::status(&config),
+        Mode::Module(name) => modes::module(&config, &name, args.daemon),
+        Mode::Replay => modes::replay(&config, &args),
+        Mode::Live => modes::live(&config, &args),
+    });
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("sersync2: {:#}", e.error);
-            ExitCode::from(e.code)
+            eprintln!("sersync2: {:#}", e.error());
+            ExitCode::from(e.code())
         }
     }
 }

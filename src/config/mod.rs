@@ -5,7 +5,12 @@
 //! operator would otherwise discover only when the first file fails to sync. Every error
 //! names the file, the line and the element or attribute.
 
-pub mod raw;
+pub mod cron;
+pub mod plugins;
+#[cfg(not(test))]
+mod raw;
+#[cfg(test)]
+pub(crate) mod raw;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -13,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use regex::bytes::Regex;
+
+use crate::sys::shell::split_str as split_words;
 
 pub use raw::ConfigError;
 
@@ -107,7 +114,7 @@ pub struct Config {
     /// Elements this program does not know (path, line): warned about at start.
     pub unknown: Vec<(String, u32)>,
     /// The `<plugin>` blocks and the one switched on by `<sersync><plugin start="true">`.
-    pub plugins: crate::plugin::Plugins,
+    pub plugins: plugins::Plugins,
 }
 
 /// Default most paths in one rsync call.
@@ -230,7 +237,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
     let events = events(&cx, head.inotify.as_ref())?;
     let roots = roots(&cx, sersync)?;
     let rsync = rsync(&cx, sersync.rsync.as_ref())?;
-    let plugins = crate::plugin::Plugins::from_raw(&cx, &head)?;
+    let plugins = plugins::Plugins::from_raw(&cx, &head)?;
 
     let (fail_log, replay_every) = match &sersync.fail_log {
         None => (
@@ -569,7 +576,7 @@ fn crontab(cx: &Ctx, c: Option<&raw::Crontab>) -> Result<Option<Crontab>, Config
         }
         Schedule::Every(Duration::from_secs(minutes * 60))
     } else {
-        crate::schedule::parse_cron(text)
+        cron::parse_cron(text)
             .map_err(|m| cx.err(c.line, format!("<crontab schedule=\"{text}\">: {m}")))?;
         Schedule::Cron(text.to_owned())
     };
@@ -586,66 +593,6 @@ fn crontab(cx: &Ctx, c: Option<&raw::Crontab>) -> Result<Option<Crontab>, Config
         }
     }
     Ok(Some(Crontab { schedule, excludes }))
-}
-
-/// Splits `commonParams` the way `/bin/sh` would split words, without any expansion.
-pub fn split_words(text: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            ' ' | '\t' | '\n' | '\r' => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => word.push(c),
-                        None => return Err("unterminated single quote".to_owned()),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
-                            Some(c) => {
-                                word.push('\\');
-                                word.push(c);
-                            }
-                            None => return Err("unterminated double quote".to_owned()),
-                        },
-                        Some(c) => word.push(c),
-                        None => return Err("unterminated double quote".to_owned()),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                if let Some(c) = chars.next() {
-                    word.push(c);
-                }
-            }
-            c => {
-                in_word = true;
-                word.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    Ok(words)
 }
 
 #[cfg(test)]

@@ -53,6 +53,8 @@ pub struct Switch {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Head {
+    /// Read so that the mirror is complete; nothing depends on it.
+    #[allow(dead_code)]
     #[serde(rename = "@version")]
     pub version: Option<String>,
     pub host: Option<Host>,
@@ -148,6 +150,7 @@ pub struct Remote {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Rsync {
+    #[allow(dead_code)]
     #[serde(rename = "@_line")]
     pub line: Option<u32>,
     #[serde(rename = "commonparams")]

@@ -10,35 +10,16 @@
 //! turns a non-zero exit into a debug line; a run that could not start or timed out is
 //! always an error.
 
-use std::ffi::OsString;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use regex::bytes::Regex;
-
-use super::Cx;
-use crate::config::{raw, split_words, ConfigError};
-
-/// How long one run may take before it is killed.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::config::plugins::Command;
 
 /// How much of the program's stderr is kept for the log.
 const STDERR_KEEP: usize = 2048;
-
-#[derive(Debug)]
-pub struct Command {
-    prefix: Vec<String>,
-    suffix: Vec<String>,
-    pub(super) ignore_error: bool,
-    /// `<filter start="true">`: anchored regexes on the absolute path.
-    include: Option<Vec<Regex>>,
-    exclude: Vec<Regex>,
-    pub(super) timeout: Duration,
-}
 
 /// How one run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,90 +33,6 @@ pub enum Outcome {
 }
 
 impl Command {
-    pub(super) fn from_raw(cx: &Cx, def: &raw::PluginDef) -> Result<Command, ConfigError> {
-        let param = def.param.as_ref().ok_or_else(|| {
-            cx.err(
-                def.line,
-                "<plugin name=\"command\">: missing <param prefix=...>",
-            )
-        })?;
-        let text = cx.required(param.prefix.as_deref(), param.line, "param", "prefix")?;
-        let mut prefix = split_words(text)
-            .map_err(|m| cx.err(param.line, format!("<param prefix=\"{text}\">: {m}")))?;
-        let Some(program) = prefix.first_mut() else {
-            return Err(cx.err(param.line, "<param>: missing prefix="));
-        };
-        // A daemon runs from `/`: `./hook.sh` means the one next to where it was started.
-        if program.contains('/') && Path::new(program.as_str()).is_relative() {
-            if let Some(abs) = std::env::current_dir()
-                .ok()
-                .and_then(|cwd| cwd.join(&*program).to_str().map(str::to_owned))
-            {
-                *program = abs;
-            }
-        }
-        let program = &*program;
-        if !runnable(program) {
-            return Err(cx.err(
-                param.line,
-                format!("<param prefix=\"{text}\">: program {program} not found or not executable"),
-            ));
-        }
-        let suffix_text = param.suffix.as_deref().unwrap_or("");
-        let suffix = split_words(suffix_text)
-            .map_err(|m| cx.err(param.line, format!("<param suffix=\"{suffix_text}\">: {m}")))?;
-        let ignore_error = cx.flag(
-            param.ignore_error.as_deref(),
-            param.line,
-            "param",
-            "ignoreError",
-            false,
-        )?;
-        let (include, exclude) = match &def.filter {
-            Some(f) if cx.flag(f.start.as_deref(), f.line, "filter", "start", false)? => (
-                Some(
-                    f.include
-                        .iter()
-                        .map(|e| cx.anchored(e, "include"))
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
-                f.exclude
-                    .iter()
-                    .map(|e| cx.anchored(e, "exclude"))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-            _ => (None, Vec::new()),
-        };
-        Ok(Command {
-            prefix,
-            suffix,
-            ignore_error,
-            include,
-            exclude,
-            timeout: DEFAULT_TIMEOUT,
-        })
-    }
-
-    /// With the filter on: the path must match an include (if any) and no exclude.
-    pub fn wants(&self, abs: &Path) -> bool {
-        let Some(include) = &self.include else {
-            return true;
-        };
-        let bytes = abs.as_os_str().as_bytes();
-        (include.is_empty() || include.iter().any(|r| r.is_match(bytes)))
-            && !self.exclude.iter().any(|r| r.is_match(bytes))
-    }
-
-    /// `prefix… <abs> suffix…`, one word each.
-    pub fn argv(&self, abs: &Path) -> Vec<OsString> {
-        self.prefix
-            .iter()
-            .map(OsString::from)
-            .chain(std::iter::once(abs.as_os_str().to_owned()))
-            .chain(self.suffix.iter().map(OsString::from))
-            .collect()
-    }
-
     /// Runs the command for one path and waits for it, up to the timeout.
     pub fn run(&self, abs: &Path) -> Outcome {
         let argv = self.argv(abs);
@@ -191,7 +88,7 @@ impl Command {
         Outcome::Failed(code, String::from_utf8_lossy(tail).trim().to_owned())
     }
 
-    pub(super) fn run_logged(&self, abs: &Path) {
+    pub(crate) fn run_logged(&self, abs: &Path) {
         let shown = || {
             self.argv(abs)
                 .iter()
@@ -215,17 +112,4 @@ impl Command {
             Outcome::NotRun(why) => log::error!("plugin command: {}: {why}", shown()),
         }
     }
-}
-
-/// Is `program` an executable file, by path or on `$PATH`?
-fn runnable(program: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if program.contains('/') {
-        return executable(Path::new(program));
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
 }

@@ -26,128 +26,15 @@
 //! answer is logged; nothing is retried.
 
 use std::io::{Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use regex::bytes::Regex;
-
-use super::{percent_encode, Cx};
-use crate::config::{raw, ConfigError};
+use crate::config::plugins::refresh_cdn::Dest;
+use crate::config::plugins::RefreshCdn;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug)]
-pub struct RefreshCdn {
-    dests: Vec<Dest>,
-}
-
-/// One `<localpath watch>` with its CDN account and URL rule.
-#[derive(Debug)]
-struct Dest {
-    watch: PathBuf,
-    host: String,
-    port: u16,
-    user: String,
-    passwd: String,
-    /// Without a trailing slash.
-    base: String,
-    regex: Option<Regex>,
-}
-
 impl RefreshCdn {
-    pub(super) fn from_raw(cx: &Cx, def: &raw::PluginDef) -> Result<RefreshCdn, ConfigError> {
-        if def.localpath.is_empty() {
-            return Err(cx.err(
-                def.line,
-                "<plugin name=\"refreshCDN\">: missing <localpath watch=...> with <cdninfo> and <sendurl>",
-            ));
-        }
-        let mut dests = Vec::new();
-        for lp in &def.localpath {
-            let watch = cx.watch(lp)?;
-            let cdn = lp.cdninfo.as_ref().ok_or_else(|| {
-                cx.err(
-                    lp.line,
-                    format!(
-                        "<localpath watch=\"{}\">: missing <cdninfo domainname=... port=...>",
-                        watch.display()
-                    ),
-                )
-            })?;
-            let host = cx.required(
-                cdn.domain_name.as_deref(),
-                cdn.line,
-                "cdninfo",
-                "domainname",
-            )?;
-            if host.contains(['/', ' ', '?', '#']) {
-                return Err(cx.err(
-                    cdn.line,
-                    format!(
-                        "<cdninfo domainname=\"{host}\">: a host name, without http:// or a path"
-                    ),
-                ));
-            }
-            let port = cx.port(cdn.port.as_deref(), cdn.line, "cdninfo")?;
-            let send = lp.sendurl.as_ref().ok_or_else(|| {
-                cx.err(
-                    lp.line,
-                    format!(
-                        "<localpath watch=\"{}\">: missing <sendurl base=...>",
-                        watch.display()
-                    ),
-                )
-            })?;
-            let base = cx.required(send.base.as_deref(), send.line, "sendurl", "base")?;
-            if !(base.starts_with("http://") || base.starts_with("https://")) {
-                return Err(cx.err(
-                    send.line,
-                    format!("<sendurl base=\"{base}\">: must start with http:// or https://"),
-                ));
-            }
-            let regex = match &lp.regexurl {
-                Some(r) if cx.flag(r.regex.as_deref(), r.line, "regexurl", "regex", false)? => {
-                    let pattern = cx.required(r.pattern.as_deref(), r.line, "regexurl", "match")?;
-                    Some(Regex::new(pattern).map_err(|e| {
-                        cx.err(
-                            r.line,
-                            format!("<regexurl match=\"{pattern}\">: bad regular expression: {e}"),
-                        )
-                    })?)
-                }
-                _ => None,
-            };
-            dests.push(Dest {
-                watch,
-                host: host.to_owned(),
-                port,
-                user: cdn.username.clone().unwrap_or_default(),
-                passwd: cdn.passwd.clone().unwrap_or_default(),
-                base: base.trim_end_matches('/').to_owned(),
-                regex,
-            });
-        }
-        Ok(RefreshCdn { dests })
-    }
-
-    pub fn watches(&self) -> Vec<PathBuf> {
-        self.dests.iter().map(|d| d.watch.clone()).collect()
-    }
-
-    pub fn wants(&self, abs: &Path) -> bool {
-        self.dests.iter().any(|d| abs.starts_with(&d.watch))
-    }
-
-    /// The purge URLs for a changed path, one per watch it is under.
-    pub fn urls(&self, abs: &Path) -> Vec<String> {
-        self.dests
-            .iter()
-            .filter(|d| abs.starts_with(&d.watch))
-            .map(|d| d.url(abs))
-            .collect()
-    }
-
     /// Sends the purge requests; per URL, the HTTP status or why there is none.
     pub fn refresh(&self, abs: &Path) -> Vec<(String, Result<u16, String>)> {
         self.dests
@@ -161,7 +48,7 @@ impl RefreshCdn {
             .collect()
     }
 
-    pub(super) fn refresh_logged(&self, abs: &Path) {
+    pub(crate) fn refresh_logged(&self, abs: &Path) {
         for (url, result) in self.refresh(abs) {
             match result {
                 Ok(status) if (200..300).contains(&status) => {
@@ -175,35 +62,6 @@ impl RefreshCdn {
 }
 
 impl Dest {
-    fn url(&self, abs: &Path) -> String {
-        let bytes = abs.as_os_str().as_bytes();
-        if let Some(re) = &self.regex {
-            if let Some(caps) = re.captures(bytes) {
-                let group = caps.get(1).map_or(&b""[..], |g| g.as_bytes());
-                let end = caps.get(0).map_or(0, |m| m.end());
-                let mut tail = group.to_vec();
-                tail.extend_from_slice(&bytes[end..]);
-                return join(&self.base, &tail);
-            }
-            log::debug!(
-                "plugin refreshCDN: <regexurl match> does not match {}, using the plain URL",
-                abs.display()
-            );
-        }
-        let rel = abs.strip_prefix(&self.watch).unwrap_or(abs);
-        join(&self.base, rel.as_os_str().as_bytes())
-    }
-
-    /// `/index.jsp?user=U&pswd=P&ok=ok&urls=URL`, every value percent-encoded.
-    fn request_target(&self, url: &str) -> String {
-        format!(
-            "/index.jsp?user={}&pswd={}&ok=ok&urls={}",
-            percent_encode(self.user.as_bytes(), b""),
-            percent_encode(self.passwd.as_bytes(), b""),
-            percent_encode(url.as_bytes(), b"")
-        )
-    }
-
     fn purge(&self, url: &str) -> Result<u16, String> {
         let mut stream =
             super::socket::connect(&self.host, self.port, super::socket::CONNECT_TIMEOUT)
@@ -240,15 +98,5 @@ impl Dest {
             (Some(v), Some(Ok(status))) if v.starts_with("HTTP/") => Ok(status),
             _ => Err(format!("not an HTTP answer: {line:?}")),
         }
-    }
-}
-
-/// `base` + `/` + the path, encoded; exactly one slash between them.
-fn join(base: &str, path: &[u8]) -> String {
-    let path = percent_encode(path, b"/");
-    if path.starts_with('/') {
-        format!("{base}{path}")
-    } else {
-        format!("{base}/{path}")
     }
 }

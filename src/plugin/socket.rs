@@ -8,70 +8,15 @@
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use super::Cx;
-use crate::config::{raw, ConfigError};
+use crate::config::plugins::Socket;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug)]
-pub struct Socket {
-    dests: Vec<Dest>,
-}
-
-/// One `<localpath watch>` and the hosts told about changes under it.
-#[derive(Debug)]
-struct Dest {
-    watch: PathBuf,
-    hosts: Vec<(String, u16)>,
-}
-
 impl Socket {
-    pub(super) fn from_raw(cx: &Cx, def: &raw::PluginDef) -> Result<Socket, ConfigError> {
-        if def.localpath.is_empty() {
-            return Err(cx.err(
-                def.line,
-                "<plugin name=\"socket\">: missing <localpath watch=...> with <deshost ip port>",
-            ));
-        }
-        let mut dests = Vec::new();
-        for lp in &def.localpath {
-            let watch = cx.watch(lp)?;
-            if lp.deshost.is_empty() {
-                return Err(cx.err(
-                    lp.line,
-                    format!(
-                        "<localpath watch=\"{}\">: no <deshost ip=... port=...> inside",
-                        watch.display()
-                    ),
-                ));
-            }
-            let mut hosts = Vec::new();
-            for h in &lp.deshost {
-                let ip = cx.required(h.ip.as_deref(), h.line, "deshost", "ip")?;
-                let ip = ip
-                    .strip_prefix('[')
-                    .and_then(|i| i.strip_suffix(']'))
-                    .unwrap_or(ip);
-                let port = cx.port(h.port.as_deref(), h.line, "deshost")?;
-                hosts.push((ip.to_owned(), port));
-            }
-            dests.push(Dest { watch, hosts });
-        }
-        Ok(Socket { dests })
-    }
-
-    pub fn watches(&self) -> Vec<PathBuf> {
-        self.dests.iter().map(|d| d.watch.clone()).collect()
-    }
-
-    pub fn wants(&self, abs: &Path) -> bool {
-        self.dests.iter().any(|d| abs.starts_with(&d.watch))
-    }
-
     /// Sends the path to every host of every watch it is under; one result per host.
     pub fn send(&self, abs: &Path) -> Vec<(String, std::io::Result<()>)> {
         let mut line = abs.as_os_str().as_bytes().to_vec();
@@ -84,7 +29,7 @@ impl Socket {
             .collect()
     }
 
-    pub(super) fn send_logged(&self, abs: &Path) {
+    pub(crate) fn send_logged(&self, abs: &Path) {
         for (host, result) in self.send(abs) {
             match result {
                 Ok(()) => log::debug!("plugin socket: sent {} to {host}", abs.display()),

@@ -9,9 +9,15 @@ use std::time::{Duration, Instant};
 
 use super::command::Outcome;
 use super::*;
+use crate::config::plugins::{Command, Cx, Plugin, RefreshCdn};
 use crate::config::raw::{
     CdnInfo, Filter, HostPort, PluginDef, PluginLocalPath, PluginParam, RegexUrl, SendUrl,
 };
+use crate::config::Config;
+use crate::config::ConfigError;
+use crate::modes::module::Module;
+use crate::sync::AfterPush;
+use crate::sys::Stop;
 
 fn s(v: &str) -> Option<String> {
     Some(v.to_owned())
@@ -540,7 +546,7 @@ fn unused_blocks_are_not_checked_until_asked_for() {
     ))
     .expect("an unused bad block does not stop a start");
     assert!(c.plugins.active().is_none());
-    assert!(c.plugins.for_engine().is_none());
+    assert!(Runner::for_live(&c.plugins).is_none());
     let e = c.plugins.get("COMMAND").expect_err("checked on demand");
     assert!(e.contains("prefix"), "{e}");
     let e = c.plugins.get("socket").expect_err("not defined");
@@ -586,7 +592,7 @@ fn shipped_and_original_plugin_blocks_load() {
         for name in ["command", "socket"] {
             let c = shipped(&file, d.path(), Some(name)).expect("present");
             assert_eq!(c.plugins.active().map(|p| p.name()), Some(name));
-            assert!(c.plugins.for_engine().is_some());
+            assert!(Runner::for_live(&c.plugins).is_some());
         }
     }
 }
@@ -608,9 +614,9 @@ fn after_push_runs_the_active_plugin_on_its_own_thread() {
         &block,
     ))
     .expect("loads");
-    let plugins = c.plugins.for_engine().expect("active");
+    let plugins = Runner::for_live(&c.plugins).expect("active");
     let started = Instant::now();
-    plugins.after_push(d.path(), &[PathBuf::from("sub/file.txt")]);
+    plugins.pushed(d.path(), &[PathBuf::from("sub/file.txt")]);
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "after_push must not wait"
@@ -650,8 +656,9 @@ fn module_runs_the_plugin_for_changes_without_rsync() {
     );
     let c = load(&conf(&watch, "", &block)).expect("loads");
     let module = Module::new(&c, "command").expect("defined");
-    let (stop_rx, stop_tx) = UnixStream::pair().expect("pair");
-    let running = module.start_with(&c, stop_rx, stop_tx).expect("started");
+    let running = module
+        .start_with(&c, Stop::manual().expect("stop"))
+        .expect("started");
     std::fs::create_dir(watch.join("sub")).expect("mkdir");
     std::thread::sleep(Duration::from_millis(200));
     std::fs::write(watch.join("sub/a file.txt"), b"x").expect("write");

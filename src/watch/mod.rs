@@ -1,4 +1,6 @@
-//! Recursive inotify watching of one watch root, turning kernel events into queued paths.
+//! Recursive inotify watching of one watch root, turning kernel events into changes
+//! sent down a channel. The watcher knows no remote and no queue: it only reads the
+//! kernel queue, keeps the tree's bookkeeping, and sends; it never blocks on a lock.
 //!
 //! The kernel watches directories, not trees, so this module keeps the tree: a map from
 //! watch descriptor to relative directory (and back), a new directory is watched first
@@ -11,17 +13,59 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crossbeam_channel::Sender;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
 use crate::config::Events;
 use crate::filter::{self, Excludes};
-use crate::queue::Queue;
+use crate::sys::Ready;
+
+/// What happened to one entry. One kernel event is one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Created,
+    ClosedWrite,
+    Modified,
+    Attrib,
+    MovedIn,
+    MovedOut,
+    Deleted,
+}
+
+/// One change under a watch root, as the watcher sends it. Paths are relative to the
+/// root; directories already left out by the excludes or as temp names never appear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Something happened to a non-directory.
+    File { path: PathBuf, op: Op },
+    /// A directory appeared (created, or moved in) and is watched now; `found` is what
+    /// the walk after its watch found: the directory itself and everything below it.
+    DirIn {
+        path: PathBuf,
+        moved: bool,
+        found: Vec<PathBuf>,
+    },
+    /// A directory went away (deleted, or moved out); nothing below it is watched now.
+    DirOut { path: PathBuf, moved: bool },
+    /// A directory's own metadata or content changed (attrib, modify).
+    DirMeta { path: PathBuf, op: Op },
+    /// The kernel dropped events: the watches were rebuilt from the tree, and everything
+    /// may have changed.
+    Overflow,
+}
+
+/// Changes from one read of the kernel queue, for one watch root.
+#[derive(Debug)]
+pub struct Batch {
+    /// Which watch root (its index in the config).
+    pub root: usize,
+    pub changes: Vec<Change>,
+}
 
 /// Why watching could not start or continue.
 #[derive(Debug)]
@@ -110,6 +154,9 @@ pub fn count_dirs(root: &Path, excludes: &Excludes) -> usize {
     n
 }
 
+/// Most kernel events handled and sent as one batch.
+const MAX_BATCH: usize = 8192;
+
 /// One kernel event, copied out of the read buffer.
 struct RawEvent {
     wd: WatchDescriptor,
@@ -124,16 +171,14 @@ struct MovedDir {
     wds: Vec<WatchDescriptor>,
 }
 
-/// The watches of one root and what to do with their events.
+/// The watches of one root.
 pub struct Watcher {
     inotify: Inotify,
     root: PathBuf,
-    /// The queue's remote indexes that mirror this root.
-    targets: Vec<usize>,
-    queue: Arc<Queue>,
+    /// This root's index, sent with every batch.
+    root_id: usize,
     excludes: Excludes,
     events: Events,
-    debug: bool,
     wds: HashMap<WatchDescriptor, PathBuf>,
     dirs: BTreeMap<PathBuf, WatchDescriptor>,
     /// Watches of every root together, for status; this root's share is `reported`.
@@ -164,13 +209,12 @@ fn watch_mask(events: &Events) -> WatchMask {
 
 impl Watcher {
     /// Creates the inotify instance and watches the whole tree under `root`.
+    /// `events`: which optional kernel events (attrib, modify) to ask for.
     pub fn new(
         root: PathBuf,
-        targets: Vec<usize>,
-        queue: Arc<Queue>,
+        root_id: usize,
         excludes: Excludes,
         events: Events,
-        debug: bool,
     ) -> Result<Watcher, WatchError> {
         let inotify = Inotify::init().map_err(|err| WatchError::Io {
             dir: root.clone(),
@@ -179,11 +223,9 @@ impl Watcher {
         let mut w = Watcher {
             inotify,
             root,
-            targets,
-            queue,
+            root_id,
             excludes,
             events,
-            debug,
             wds: HashMap::new(),
             dirs: BTreeMap::new(),
             counter: Arc::new(AtomicUsize::new(0)),
@@ -300,8 +342,7 @@ impl Watcher {
 
     /// As root, raises fs.inotify.max_user_watches so the whole tree fits; true if raised.
     fn raise_watch_limit(&self) -> bool {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !crate::sys::is_root() {
             return false;
         }
         let needed = count_dirs(&self.root, &self.excludes) as u64;
@@ -362,10 +403,6 @@ impl Watcher {
         }
     }
 
-    fn push(&self, rel: &Path, gone_dir: bool) {
-        self.queue.push(&self.targets, rel, gone_dir);
-    }
-
     fn overflow(&mut self) {
         log::warn!(
             "inotify queue overflow under {}: events were lost; re-walking the tree and running a full sync",
@@ -383,15 +420,16 @@ impl Watcher {
                 let _ = self.inotify.watches().remove(wd);
             }
         }
-        self.queue.push_full(&self.targets);
     }
 
-    /// Handles one batch of events as read from the kernel.
-    fn handle(&mut self, batch: Vec<RawEvent>) {
+    /// Handles one batch of events as read from the kernel; returns the changes.
+    fn handle(&mut self, batch: Vec<RawEvent>) -> Vec<Change> {
+        let mut out = Vec::with_capacity(batch.len());
         let mut moved_away: HashMap<u32, MovedDir> = HashMap::new();
         for e in batch {
             if e.mask.contains(EventMask::Q_OVERFLOW) {
                 self.overflow();
+                out.push(Change::Overflow);
                 continue;
             }
             if e.mask.contains(EventMask::IGNORED) {
@@ -402,22 +440,24 @@ impl Watcher {
                 continue;
             };
             let rel = dir.join(name);
-            let is_dir = e.mask.contains(EventMask::ISDIR);
-            if filter::skip(&self.excludes, name.as_bytes(), &rel, is_dir) {
+            if !e.mask.contains(EventMask::ISDIR) {
+                if let Some(op) = op_of(e.mask) {
+                    out.push(Change::File { path: rel, op });
+                }
                 continue;
             }
-            if self.debug {
-                log::info!("event {:?} {}", e.mask, rel.display());
+            // Excluded and temp directories are never watched, so never reported.
+            if filter::skip(&self.excludes, name.as_bytes(), &rel, true) {
+                continue;
             }
-            if is_dir {
-                self.handle_dir(e.mask, e.cookie, rel, &mut moved_away);
-            } else {
-                self.handle_file(e.mask, &rel);
+            if let Some(c) = self.handle_dir(e.mask, e.cookie, rel, &mut moved_away) {
+                out.push(c);
             }
         }
         for (_, moved) in moved_away {
             self.unwatch(moved);
         }
+        out
     }
 
     fn handle_dir(
@@ -426,10 +466,10 @@ impl Watcher {
         cookie: u32,
         rel: PathBuf,
         moved_away: &mut HashMap<u32, MovedDir>,
-    ) {
-        let ev = self.events;
+    ) -> Option<Change> {
         if mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
-            let renamed = if mask.contains(EventMask::MOVED_TO) {
+            let moved = mask.contains(EventMask::MOVED_TO);
+            let renamed = if moved {
                 moved_away.remove(&cookie)
             } else {
                 None
@@ -442,22 +482,15 @@ impl Watcher {
                 // Watches that came along but were not found again (excluded now, gone).
                 self.unwatch(moved);
             }
-            let wanted = if mask.contains(EventMask::CREATE) {
-                ev.create_folder
-            } else {
-                ev.move_to
-            };
-            if wanted {
-                self.queue.push_many(&self.targets, &found);
-            }
+            Some(Change::DirIn {
+                path: rel,
+                moved,
+                found,
+            })
         } else if mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM) {
             let wds = self.detach_tree(&rel);
-            let wanted = if mask.contains(EventMask::DELETE) {
-                ev.delete
-            } else {
-                ev.move_from && ev.delete
-            };
-            if mask.contains(EventMask::MOVED_FROM) {
+            let moved = mask.contains(EventMask::MOVED_FROM);
+            if moved {
                 moved_away.insert(
                     cookie,
                     MovedDir {
@@ -466,92 +499,82 @@ impl Watcher {
                     },
                 );
             }
-            if wanted {
-                self.push(&rel, true);
-            }
-        } else if (mask.contains(EventMask::ATTRIB) && ev.attrib)
-            || (mask.contains(EventMask::MODIFY) && ev.modify)
-        {
-            self.push(&rel, false);
+            Some(Change::DirOut { path: rel, moved })
+        } else {
+            op_of(mask).map(|op| Change::DirMeta { path: rel, op })
         }
     }
 
-    fn handle_file(&mut self, mask: EventMask, rel: &Path) {
-        let ev = self.events;
-        let wanted = (mask.contains(EventMask::CLOSE_WRITE) && ev.close_write)
-            || (mask.contains(EventMask::MODIFY) && ev.modify)
-            || (mask.contains(EventMask::ATTRIB) && ev.attrib)
-            || (mask.contains(EventMask::MOVED_TO) && ev.move_to)
-            || (mask.contains(EventMask::DELETE) && ev.delete)
-            || (mask.contains(EventMask::MOVED_FROM) && ev.move_from && ev.delete)
-            || (mask.contains(EventMask::CREATE) && (ev.create_file || self.never_closed(rel)));
-        if wanted {
-            self.push(rel, false);
-        }
-    }
-
-    /// A created entry that will never see a CLOSE_WRITE: a symlink, a device or fifo,
-    /// or a hard link to an existing file. Without this they would only arrive with the
-    /// next full sync.
-    fn never_closed(&self, rel: &Path) -> bool {
-        match std::fs::symlink_metadata(self.root.join(rel)) {
-            Ok(m) => !m.file_type().is_file() || m.nlink() > 1,
-            Err(_) => false,
-        }
-    }
-
-    /// Reads and handles events until `stop_fd` becomes readable.
-    pub fn run(mut self, stop_fd: RawFd) {
+    /// Reads the kernel queue and sends what happened until `stop_fd` becomes readable
+    /// (or the receiving side is gone).
+    pub fn run(mut self, stop_fd: RawFd, tx: Sender<Batch>) {
         let mut buffer = vec![0u8; 256 * 1024];
         let fd = self.inotify.as_raw_fd();
         loop {
-            let mut fds = [
-                libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: stop_fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: fds is a valid array of two pollfd structs for the whole call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            match crate::sys::wait_either(fd, stop_fd) {
+                Ready::Work => {}
+                Ready::Stop => return,
+                Ready::Failed => {
+                    log::error!("poll on inotify failed: {}", io::Error::last_os_error());
+                    return;
                 }
-                log::error!("poll on inotify failed: {err}");
-                return;
             }
-            if fds[1].revents != 0 {
-                return;
-            }
-            if fds[0].revents == 0 {
-                continue;
-            }
-            let batch: Vec<RawEvent> = match self.inotify.read_events(&mut buffer) {
-                Ok(events) => events
-                    .map(|e| RawEvent {
+            // Drain what is queued now into one batch: one send, one wake-up of the
+            // filter thread, however many reads it took.
+            let mut batch: Vec<RawEvent> = Vec::new();
+            loop {
+                match self.inotify.read_events(&mut buffer) {
+                    Ok(events) => batch.extend(events.map(|e| RawEvent {
                         wd: e.wd,
                         mask: e.mask,
                         cookie: e.cookie,
                         name: e.name.map(|n| n.to_os_string()),
-                    })
-                    .collect(),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => {
-                    log::error!("reading inotify events failed: {e}");
-                    return;
+                    })),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        log::error!("reading inotify events failed: {e}");
+                        return;
+                    }
                 }
-            };
-            self.handle(batch);
+                if batch.len() >= MAX_BATCH {
+                    break;
+                }
+            }
+            let changes = self.handle(batch);
             self.report_count();
+            if !changes.is_empty()
+                && tx
+                    .send(Batch {
+                        root: self.root_id,
+                        changes,
+                    })
+                    .is_err()
+            {
+                return;
+            }
         }
     }
+}
+
+/// The one operation an event stands for (a kernel event carries one).
+fn op_of(mask: EventMask) -> Option<Op> {
+    Some(if mask.contains(EventMask::CREATE) {
+        Op::Created
+    } else if mask.contains(EventMask::CLOSE_WRITE) {
+        Op::ClosedWrite
+    } else if mask.contains(EventMask::MODIFY) {
+        Op::Modified
+    } else if mask.contains(EventMask::ATTRIB) {
+        Op::Attrib
+    } else if mask.contains(EventMask::MOVED_TO) {
+        Op::MovedIn
+    } else if mask.contains(EventMask::MOVED_FROM) {
+        Op::MovedOut
+    } else if mask.contains(EventMask::DELETE) {
+        Op::Deleted
+    } else {
+        return None;
+    })
 }
 
 /// Every path under `root` that the excludes keep out, for a full sync's `--exclude-from`.

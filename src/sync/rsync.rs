@@ -10,26 +10,15 @@
 //! one call carries pushes and deletes alike and whatever lands is the state at the time
 //! of the call.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use super::job::Job;
 use crate::config::{Remote, RsyncOptions};
-
-/// What one rsync call does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Job {
-    /// These relative paths: push what exists, delete (or skip) what does not.
-    Paths(Vec<PathBuf>),
-    /// The whole tree (`./`), with `--delete` when deletes are on.
-    Full {
-        /// Relative paths to keep out (the `<filter>` excludes found by a walk).
-        excluded: Vec<PathBuf>,
-    },
-}
 
 /// One remote of one watch root: everything needed to build its command lines.
 #[derive(Debug, Clone)]
@@ -109,7 +98,7 @@ impl Target {
                     argv.push("--ignore-missing-args".into());
                 }
             }
-            Job::Full { .. } => {
+            Job::Full => {
                 if self.delete {
                     argv.push("--delete".into());
                 }
@@ -131,23 +120,22 @@ impl Target {
     /// not sent with `--files-from=-`: rsync reads that list one byte per read(2), which
     /// doubled its CPU on a 20,000-path burst. Callers keep a job's paths within
     /// [`ARGS_BUDGET`] (see [`split_for_args`]).
-    pub fn argv(&self, job: &Job) -> (Vec<OsString>, Vec<u8>) {
+    /// `excluded`: for a full sync, the relative paths the `<filter>` excludes keep out
+    /// (found by a walk of the tree).
+    pub fn argv(&self, job: &Job, excluded: &[PathBuf]) -> (Vec<OsString>, Vec<u8>) {
         let mut stdin = Vec::new();
-        let Job::Full { excluded } = job else {
+        let Job::Full = job else {
             return (self.argv_with_args(job), stdin);
         };
         let mut argv = self.job_args(job);
-        match excluded {
-            excluded if !excluded.is_empty() => {
-                // rsync reads the rules while parsing --exclude-from: --from0 first.
-                argv.push("--from0".into());
-                argv.push("--exclude-from=-".into());
-                for p in excluded {
-                    stdin.extend_from_slice(&anchored_rule(p));
-                    stdin.push(0);
-                }
+        if !excluded.is_empty() {
+            // rsync reads the rules while parsing --exclude-from: --from0 first.
+            argv.push("--from0".into());
+            argv.push("--exclude-from=-".into());
+            for p in excluded {
+                stdin.extend_from_slice(&anchored_rule(p));
+                stdin.push(0);
             }
-            _ => {}
         }
         argv.push("./".into());
         argv.push(self.dest().into());
@@ -169,14 +157,7 @@ impl Target {
                     argv.push(a);
                 }
             }
-            Job::Full { excluded } => {
-                for p in excluded {
-                    let mut a = OsString::from("--exclude=");
-                    a.push(OsStr::from_bytes(&anchored_rule(p)[2..]));
-                    argv.push(a);
-                }
-                argv.push("./".into());
-            }
+            Job::Full => argv.push("./".into()),
         }
         argv.push(self.dest().into());
         argv
@@ -328,6 +309,7 @@ pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
 
     fn target(ssh: Option<&str>, auth: bool) -> Target {
         Target {
@@ -356,7 +338,7 @@ mod tests {
     #[test]
     fn daemon_live_push_passes_paths_as_dot_slash_arguments() {
         let t = target(None, true);
-        let (argv, stdin) = t.argv(&Job::Paths(vec!["a b".into(), "-x".into()]));
+        let (argv, stdin) = t.argv(&Job::Paths(vec!["a b".into(), "-x".into()]), &[]);
         assert_eq!(
             words(&argv),
             [
@@ -383,7 +365,7 @@ mod tests {
     fn user_sockopts_are_not_overridden() {
         let mut t = target(None, false);
         t.opts.params.push("--sockopts=SO_SNDBUF=65536".into());
-        let (argv, _) = t.argv(&Job::Paths(vec!["a".into()]));
+        let (argv, _) = t.argv(&Job::Paths(vec!["a".into()]), &[]);
         assert!(!words(&argv).contains(&"--sockopts=TCP_NODELAY".to_owned()));
     }
 
@@ -414,18 +396,18 @@ mod tests {
     fn delete_off_never_asks_for_deletion() {
         let mut t = target(None, false);
         t.delete = false;
-        let (argv, _) = t.argv(&Job::Paths(vec!["a".into()]));
+        let (argv, _) = t.argv(&Job::Paths(vec!["a".into()]), &[]);
         let w = words(&argv);
         assert!(w.contains(&"--ignore-missing-args".to_owned()));
         assert!(!w.iter().any(|a| a.starts_with("--delete")));
-        let (argv, _) = t.argv(&Job::Full { excluded: vec![] });
+        let (argv, _) = t.argv(&Job::Full, &[]);
         assert!(!words(&argv).iter().any(|a| a.starts_with("--delete")));
     }
 
     #[test]
     fn ssh_mode_uses_remote_shell_and_dir() {
         let t = target(Some("ssh -p 2222"), true);
-        let (argv, _) = t.argv(&Job::Full { excluded: vec![] });
+        let (argv, _) = t.argv(&Job::Full, &[]);
         let w: Vec<String> = words(&argv)
             .into_iter()
             .filter(|a| {
@@ -453,7 +435,7 @@ mod tests {
     #[test]
     fn full_sync_keeps_temp_files_out() {
         let t = target(None, true);
-        let (argv, _) = t.argv(&Job::Full { excluded: vec![] });
+        let (argv, _) = t.argv(&Job::Full, &[]);
         let w = words(&argv);
         for g in crate::filter::temp_name_globs() {
             assert!(w.contains(&format!("--exclude={g}")), "{g}");
@@ -463,9 +445,7 @@ mod tests {
     #[test]
     fn full_sync_excludes_are_anchored_and_escaped() {
         let t = target(None, false);
-        let (argv, stdin) = t.argv(&Job::Full {
-            excluded: vec!["a/.svn".into(), "b/x*y".into()],
-        });
+        let (argv, stdin) = t.argv(&Job::Full, &["a/.svn".into(), "b/x*y".into()]);
         assert!(words(&argv).contains(&"--exclude-from=-".to_owned()));
         assert_eq!(stdin, b"- /a/.svn\0- /b/x\\*y\0");
     }
@@ -498,9 +478,9 @@ mod tests {
                 .iter()
                 .map(|b| PathBuf::from(OsStr::from_bytes(b)))
                 .collect();
-            let (argv, stdin) = t.argv(&Job::Paths(paths.clone()));
+            let (argv, stdin) = t.argv(&Job::Paths(paths.clone()), &[]);
             prop_assert!(stdin.is_empty());
-            let (plain, _) = t.argv(&Job::Paths(vec![]));
+            let (plain, _) = t.argv(&Job::Paths(vec![]), &[]);
             let n = plain.len() - 1;
             prop_assert_eq!(&argv[..n], &plain[..n], "options unchanged");
             prop_assert_eq!(argv.last(), plain.last(), "destination last");

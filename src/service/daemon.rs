@@ -1,5 +1,5 @@
-//! Running as a service: one instance per config file (flock'd pid file), detaching
-//! with `-d`, and a log file that logrotate can move (reopened on SIGHUP).
+//! One instance per config file (flock'd pid file), detaching with `-d`, and a log
+//! file that logrotate can move (reopened on SIGHUP).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -25,8 +25,7 @@ pub fn default_pid_file(config: &Path) -> PathBuf {
             }
         })
         .collect();
-    // SAFETY: geteuid has no preconditions.
-    let dir = if unsafe { libc::geteuid() } == 0 {
+    let dir = if crate::sys::is_root() {
         PathBuf::from("/run/sersync2")
     } else {
         std::env::var_os("XDG_RUNTIME_DIR")

@@ -1,127 +1,190 @@
 //! The sync workers: take work from the queue, run rsync, account for the outcome.
 //!
-//! `-n` threads share one `Engine`. A worker takes every free pending path of one remote
+//! `-n` threads share one `Mirror`. A worker takes every free pending path of one remote
 //! (up to the batch size) into one rsync call; a failed call is retried a few times with
 //! backoff, then goes to the fail queue, which is written to the fail log at once. When a
 //! remote that was failing succeeds again, what it is owed is queued right away instead
 //! of waiting for the timed replay.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::failq::{self, FailLog};
+use super::faillog::{self, FailLog};
+use super::job::{Job, RemoteId};
+use super::queue::Queue;
+use super::rsync::{self, Outcome, Target};
 use crate::filter::Excludes;
-use crate::queue::{Queue, Work};
-use crate::rsync::{self, Job, Outcome, Target};
+
+/// Something to run for the paths a push delivered (the plugins): called once per
+/// path, after the watch root's first remote has it.
+pub trait AfterPush: Send + Sync {
+    fn pushed(&self, root: &Path, rel_paths: &[PathBuf]);
+}
 
 /// Counters per remote, for logs and status.
 #[derive(Debug, Default)]
-pub struct TargetStats {
+struct Stats {
     /// Paths (or full syncs) pushed successfully.
-    pub pushed: AtomicU64,
+    pushed: AtomicU64,
     /// rsync calls that failed after their retries.
-    pub failed: AtomicU64,
-    pub failing: AtomicBool,
-    pub last_error: Mutex<Option<String>>,
-}
-
-/// Everything the workers share.
-pub struct Engine {
-    pub targets: Vec<Target>,
-    pub queue: Arc<Queue>,
-    pub excludes: Excludes,
-    pub debug: bool,
-    pub fail_log: Mutex<FailLog>,
-    pub stats: Vec<TargetStats>,
-    pub stopping: AtomicBool,
-    /// Delays before each retry of a failed call.
-    pub retry_delays: Vec<Duration>,
-    pub started: std::time::Instant,
-    /// Directories watched, summed over the watch roots (kept by the watchers).
-    pub watches: Arc<std::sync::atomic::AtomicUsize>,
-    /// The last full sync: when it ended, whether every remote succeeded, how long it took.
-    pub last_full: Mutex<Option<FullSyncResult>>,
-    /// The plugin switched on in the config, run after pushes (see `account`).
-    pub plugins: Option<Arc<crate::plugin::Plugins>>,
+    failed: AtomicU64,
+    failing: AtomicBool,
+    last_error: Mutex<Option<String>>,
 }
 
 /// How the last full sync went, for status.
 #[derive(Debug, Clone)]
 pub struct FullSyncResult {
-    pub ended: std::time::SystemTime,
+    pub ended: SystemTime,
     pub ok: bool,
     pub seconds: f64,
     pub remote: String,
 }
 
-impl Engine {
+/// One remote as status shows it.
+#[derive(Debug, Clone)]
+pub struct RemoteSnapshot {
+    pub remote: String,
+    pub root: PathBuf,
+    pub pushed: u64,
+    pub failed: u64,
+    pub queued: usize,
+    pub failing: bool,
+    pub last_error: Option<String>,
+}
+
+/// The sync state at one moment, as a plain value.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub uptime: Duration,
+    pub fail_log: PathBuf,
+    pub fail_log_entries: usize,
+    pub last_full_sync: Option<FullSyncResult>,
+    pub remotes: Vec<RemoteSnapshot>,
+}
+
+/// Everything the workers share: the targets, their pending work, their fail queue.
+pub struct Mirror {
+    targets: Vec<Target>,
+    queue: Arc<Queue>,
+    excludes: Excludes,
+    debug: bool,
+    fail_log: Mutex<FailLog>,
+    stats: Vec<Stats>,
+    stopping: AtomicBool,
+    /// Delays before each retry of a failed call.
+    retry_delays: Vec<Duration>,
+    started: Instant,
+    last_full: Mutex<Option<FullSyncResult>>,
+    after_push: Option<Arc<dyn AfterPush>>,
+}
+
+impl Mirror {
     pub fn new(
         targets: Vec<Target>,
-        queue: Queue,
+        queue: Arc<Queue>,
         excludes: Excludes,
         debug: bool,
         fail_log: FailLog,
+        after_push: Option<Arc<dyn AfterPush>>,
     ) -> Self {
-        let stats = targets.iter().map(|_| TargetStats::default()).collect();
-        Engine {
+        let stats = targets.iter().map(|_| Stats::default()).collect();
+        Mirror {
             targets,
-            queue: Arc::new(queue),
+            queue,
             excludes,
             debug,
             fail_log: Mutex::new(fail_log),
             stats,
             stopping: AtomicBool::new(false),
             retry_delays: vec![Duration::from_millis(250), Duration::from_secs(1)],
-            started: std::time::Instant::now(),
-            watches: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            started: Instant::now(),
             last_full: Mutex::new(None),
-            plugins: None,
+            after_push,
         }
     }
 
-    pub fn fail_log(&self) -> MutexGuard<'_, FailLog> {
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// Every remote.
+    pub fn all(&self) -> Vec<RemoteId> {
+        (0..self.targets.len()).map(RemoteId).collect()
+    }
+
+    /// The remotes that mirror one watch root.
+    pub fn remotes_of(&self, root: &Path) -> Vec<RemoteId> {
+        remotes_of(&self.targets, root)
+    }
+
+    pub fn queue(&self) -> &Arc<Queue> {
+        &self.queue
+    }
+
+    /// Queues a full sync of every remote.
+    pub fn full_sync_all(&self) {
+        self.queue.push_full(&self.all());
+    }
+
+    fn fail_log(&self) -> MutexGuard<'_, FailLog> {
         self.fail_log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Entries owed in the fail log.
+    pub fn owed(&self) -> usize {
+        self.fail_log().len()
+    }
+
+    /// Entries owed per remote label, for `--replay`'s report.
+    pub fn owed_summary(&self) -> std::collections::BTreeMap<String, usize> {
+        faillog::summary(&self.fail_log(), &self.targets)
+    }
+
+    pub fn fail_log_path(&self) -> PathBuf {
+        self.fail_log().path.clone()
+    }
+
     /// Starts `n` worker threads.
-    pub fn spawn_workers(self: &Arc<Self>, n: usize) -> Vec<JoinHandle<()>> {
+    pub fn spawn_workers(self: &Arc<Self>, n: usize) -> std::io::Result<Vec<JoinHandle<()>>> {
         (0..n.max(1))
             .map(|i| {
-                let engine = Arc::clone(self);
+                let mirror = Arc::clone(self);
                 std::thread::Builder::new()
                     .name(format!("sync-{i}"))
-                    .spawn(move || engine.work())
-                    .unwrap_or_else(|e| panic!("cannot start a worker thread: {e}"))
+                    .spawn(move || mirror.work())
             })
             .collect()
     }
 
     fn work(&self) {
-        while let Some((t, work)) = self.queue.take() {
-            let jobs = match &work {
-                Work::Paths(paths) => rsync::split_for_args(paths, rsync::ARGS_BUDGET)
+        while let Some((t, job)) = self.queue.take() {
+            let calls = match &job {
+                Job::Paths(paths) => rsync::split_for_args(paths, rsync::ARGS_BUDGET)
                     .into_iter()
-                    .map(|run| Job::Paths(run.to_vec()))
+                    .map(|run| (Job::Paths(run.to_vec()), Vec::new()))
                     .collect(),
-                Work::Full => vec![Job::Full {
-                    excluded: crate::watch::excluded_paths(&self.targets[t].root, &self.excludes),
-                }],
+                Job::Full => vec![(
+                    Job::Full,
+                    crate::watch::excluded_paths(&self.targets[t.0].root, &self.excludes),
+                )],
             };
             let mut rest = None;
-            for job in jobs {
-                let outcome = self.push(t, &job);
-                rest = rest.or(self.account(t, &job, &outcome));
+            for (call, excluded) in calls {
+                let outcome = self.push(t, &call, &excluded);
+                rest = rest.or(self.account(t, &call, &outcome));
             }
-            self.queue.finish(t, &work, rest);
+            self.queue.finish(t, &job, rest);
         }
     }
 
     /// Runs one job against one remote, with retries.
-    pub fn push(&self, t: usize, job: &Job) -> Outcome {
-        let target = &self.targets[t];
-        let (argv, stdin) = target.argv(job);
+    fn push(&self, t: RemoteId, job: &Job, excluded: &[PathBuf]) -> Outcome {
+        let target = &self.targets[t.0];
+        let (argv, stdin) = target.argv(job, excluded);
         if self.debug {
             // The paths themselves were logged as events; the options are what matter.
             let shown: Vec<String> = argv
@@ -132,7 +195,7 @@ impl Engine {
                 .collect();
             let paths = match job {
                 Job::Paths(p) => format!(" <{} path(s)>", p.len()),
-                Job::Full { .. } => String::new(),
+                Job::Full => String::new(),
             };
             log::info!(
                 "cd {} && rsync {}{paths} {}",
@@ -164,30 +227,28 @@ impl Engine {
 
     /// Books an outcome: counters, fail queue, fail log. Returns how long the remote
     /// should rest before its next call.
-    fn account(&self, t: usize, job: &Job, outcome: &Outcome) -> Option<Duration> {
-        let stats = &self.stats[t];
-        let target = &self.targets[t];
-        let count = match job {
-            Job::Paths(p) => p.len() as u64,
-            Job::Full { .. } => 1,
-        };
-        if let Job::Full { .. } = job {
+    fn account(&self, t: RemoteId, job: &Job, outcome: &Outcome) -> Option<Duration> {
+        let stats = &self.stats[t.0];
+        let target = &self.targets[t.0];
+        if let Job::Full = job {
             *self.last_full.lock().unwrap_or_else(|e| e.into_inner()) = Some(FullSyncResult {
-                ended: std::time::SystemTime::now(),
+                ended: SystemTime::now(),
                 ok: outcome.ok(),
                 seconds: outcome.elapsed.as_secs_f64(),
                 remote: target.label(),
             });
         }
         if outcome.ok() {
-            stats.pushed.fetch_add(count, Ordering::Relaxed);
+            stats
+                .pushed
+                .fetch_add(job.count() as u64, Ordering::Relaxed);
             // Once per path, not once per remote: after the root's first remote has it.
-            if let (Some(plugins), Job::Paths(paths)) = (&self.plugins, job) {
-                if self.targets.iter().position(|x| x.root == target.root) == Some(t) {
-                    plugins.after_push(&target.root, paths);
+            if let (Some(after), Job::Paths(paths)) = (&self.after_push, job) {
+                if self.targets.iter().position(|x| x.root == target.root) == Some(t.0) {
+                    after.pushed(&target.root, paths);
                 }
             }
-            if let Job::Full { .. } = job {
+            if let Job::Full = job {
                 log::info!(
                     "full sync of {} to {} done in {:.1}s",
                     target.root.display(),
@@ -198,8 +259,8 @@ impl Engine {
             let mut fl = self.fail_log();
             let changed = fl.clear(t, job);
             let recovered = stats.failing.swap(false, Ordering::Relaxed);
-            let owed: Vec<(usize, Job)> = if recovered {
-                failq::owed_jobs(&fl)
+            let owed: Vec<(RemoteId, Job)> = if recovered {
+                faillog::owed_jobs(&fl)
                     .into_iter()
                     .filter(|(o, _)| *o == t)
                     .collect()
@@ -221,7 +282,7 @@ impl Engine {
         let what = match job {
             Job::Paths(p) if p.len() == 1 => format!("{}", p[0].display()),
             Job::Paths(p) => format!("{} paths", p.len()),
-            Job::Full { .. } => "full sync".to_owned(),
+            Job::Full => "full sync".to_owned(),
         };
         let msg = format!(
             "rsync exit {} ({}): {}",
@@ -248,10 +309,10 @@ impl Engine {
     }
 
     /// Queues owed work again (it stays owed until a push of it succeeds).
-    pub fn requeue(&self, owed: Vec<(usize, Job)>) {
+    fn requeue(&self, owed: Vec<(RemoteId, Job)>) {
         for (t, job) in owed {
             match job {
-                Job::Full { .. } => self.queue.push_full(&[t]),
+                Job::Full => self.queue.push_full(&[t]),
                 Job::Paths(paths) => self.queue.push_many(&[t], &paths),
             }
         }
@@ -262,7 +323,7 @@ impl Engine {
     pub fn replay(&self) {
         let (owed, foreign) = {
             let fl = self.fail_log();
-            (failq::owed_jobs(&fl), fl.foreign.clone())
+            (faillog::owed_jobs(&fl), fl.foreign.clone())
         };
         if owed.is_empty() && foreign.is_empty() {
             return;
@@ -274,7 +335,7 @@ impl Engine {
         );
         self.requeue(owed);
         for f in foreign {
-            let outcome = failq::run_foreign(&f);
+            let outcome = faillog::run_foreign(&f);
             let mut fl = self.fail_log();
             if outcome.ok() {
                 fl.foreign.retain(|x| x != &f);
@@ -294,8 +355,9 @@ impl Engine {
         let mut fl = self.fail_log();
         let mut n = 0;
         for (t, (paths, full)) in left.into_iter().enumerate() {
+            let t = RemoteId(t);
             if full {
-                fl.add(t, &Job::Full { excluded: vec![] }, 0);
+                fl.add(t, &Job::Full, 0);
                 n += 1;
             }
             if !paths.is_empty() {
@@ -309,13 +371,62 @@ impl Engine {
         n
     }
 
-    /// Paths that were pushed, per remote (for tests and status).
+    /// Paths that were pushed, per remote (for logs).
     pub fn pushed(&self) -> Vec<u64> {
         self.stats
             .iter()
             .map(|s| s.pushed.load(Ordering::Relaxed))
             .collect()
     }
+
+    /// The state now, for status.
+    pub fn snapshot(&self) -> Snapshot {
+        let queued = self.queue.waiting();
+        let (fail_log, fail_log_entries) = {
+            let fl = self.fail_log();
+            (fl.path.clone(), fl.len())
+        };
+        let remotes = self
+            .targets
+            .iter()
+            .zip(&self.stats)
+            .zip(queued)
+            .map(|((t, s), q)| RemoteSnapshot {
+                remote: t.label(),
+                root: t.root.clone(),
+                pushed: s.pushed.load(Ordering::Relaxed),
+                failed: s.failed.load(Ordering::Relaxed),
+                queued: q,
+                failing: s.failing.load(Ordering::Relaxed),
+                last_error: s
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            })
+            .collect();
+        Snapshot {
+            uptime: self.started.elapsed(),
+            fail_log,
+            fail_log_entries,
+            last_full_sync: self
+                .last_full
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            remotes,
+        }
+    }
+}
+
+/// The remotes among `targets` that mirror `root`.
+pub fn remotes_of(targets: &[Target], root: &Path) -> Vec<RemoteId> {
+    targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.root == root)
+        .map(|(i, _)| RemoteId(i))
+        .collect()
 }
 
 fn last_line(s: &str) -> &str {

@@ -2,14 +2,15 @@
 
 use super::*;
 use proptest::prelude::*;
+use std::path::Path;
 
 fn p(s: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn paths(w: Option<Work>) -> Vec<PathBuf> {
+fn paths(w: Option<Job>) -> Vec<PathBuf> {
     match w {
-        Some(Work::Paths(v)) => v,
+        Some(Job::Paths(v)) => v,
         other => panic!("expected paths, got {other:?}"),
     }
 }
@@ -88,10 +89,10 @@ fn full_sync_covers_pending_and_waits_for_running_work() {
     assert_eq!(q.len(), 1);
     assert!(q.take(100).is_none(), "full waits for a");
     q.finish(&w);
-    assert_eq!(q.take(100), Some(Work::Full));
+    assert_eq!(q.take(100), Some(Job::Full));
     q.push(p("d"), false); // during the full sync: must run after it
     assert!(q.take(100).is_none());
-    q.finish(&Work::Full);
+    q.finish(&Job::Full);
     assert_eq!(paths(q.take(100)), [p("d")]);
 }
 
@@ -111,13 +112,13 @@ fn the_shared_queue_leaves_workers_for_other_remotes() {
     // 4 workers, 2 remotes: one remote may hold at most 2 calls in flight.
     let q = Queue::new(2, 1, 4);
     for i in 0..5 {
-        q.push(&[0], &p(&format!("slow{i}")), false);
+        q.push(&[RemoteId(0)], &p(&format!("slow{i}")), false);
     }
-    q.push(&[1], &p("fast"), false);
+    q.push(&[RemoteId(1)], &p("fast"), false);
     let a = q.take().expect("work");
     let b = q.take().expect("work");
     let c = q.take().expect("work");
-    let remotes: Vec<usize> = [&a, &b, &c].iter().map(|(t, _)| *t).collect();
+    let remotes: Vec<usize> = [&a, &b, &c].iter().map(|(t, _)| t.index()).collect();
     assert!(remotes.contains(&1), "remote 1 got a worker: {remotes:?}");
     assert!(remotes.iter().filter(|&&t| t == 0).count() <= 2);
 }
@@ -157,14 +158,14 @@ proptest! {
         let mut clock = 0u64;
         let mut last_change: HashMap<PathBuf, u64> = HashMap::new();
         let mut gone_at: HashMap<PathBuf, u64> = HashMap::new();
-        let mut started: Vec<(u64, Work)> = Vec::new();
-        let mut inflight: Vec<Work> = Vec::new();
-        let run = |q: &mut Pending, clock: &mut u64, max: usize, inflight: &mut Vec<Work>, started: &mut Vec<(u64, Work)>| {
+        let mut started: Vec<(u64, Job)> = Vec::new();
+        let mut inflight: Vec<Job> = Vec::new();
+        let run = |q: &mut Pending, clock: &mut u64, max: usize, inflight: &mut Vec<Job>, started: &mut Vec<(u64, Job)>| {
             if let Some(w) = q.take(max) {
                 *clock += 1;
                 for other in inflight.iter() {
                     match (other, &w) {
-                        (Work::Paths(a), Work::Paths(b)) => {
+                        (Job::Paths(a), Job::Paths(b)) => {
                             for x in a { for y in b {
                                 assert!(!conflicts(x, y), "{x:?} and {y:?} in flight together");
                             }}
@@ -209,14 +210,14 @@ proptest! {
         let full_last_change = last_change.remove(&p(""));
         for (path, t) in &last_change {
             let covered = started.iter().any(|(s, w)| *s > *t && match w {
-                Work::Full => true,
-                Work::Paths(ps) => ps.iter().any(|x| x == path
+                Job::Full => true,
+                Job::Paths(ps) => ps.iter().any(|x| x == path
                     || (path.starts_with(x) && gone_at.get(x).is_some_and(|g| g >= t))),
             });
             prop_assert!(covered, "{path:?} changed at {t} but no later call covers it: {started:?}");
         }
         if let Some(t) = full_last_change {
-            prop_assert!(started.iter().any(|(s, w)| *s > t && *w == Work::Full));
+            prop_assert!(started.iter().any(|(s, w)| *s > t && *w == Job::Full));
         }
     }
 }

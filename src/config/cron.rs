@@ -1,5 +1,4 @@
-//! When periodic work runs: the crontab full sync (minutes, as in sersync, or a cron
-//! expression) and the fail-log replay.
+//! Cron expressions for `<crontab schedule>`: standard crontab or with seconds.
 
 use std::str::FromStr;
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::{Remote, RsyncOptions};
+use crate::sync::job::RemoteId;
 use std::os::unix::fs::PermissionsExt;
 
 fn target(root: &str, ip: &str) -> Target {
@@ -42,8 +43,8 @@ fn hostile() -> Vec<PathBuf> {
 fn golden_fail_log_format() {
     let targets = vec![target("/www", "10.0.0.2"), target("/www", "10.0.0.3")];
     let mut log = FailLog::new(PathBuf::from("/tmp/x"), 2);
-    log.add(0, &Job::Paths(hostile()), 5);
-    log.add(1, &Job::Full { excluded: vec![] }, 10);
+    log.add(RemoteId(0), &Job::Paths(hostile()), 5);
+    log.add(RemoteId(1), &Job::Full, 10);
     let text = log.render(&targets);
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/fail_log.sh");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
@@ -61,7 +62,7 @@ fn golden_fail_log_format() {
 fn quoting_round_trips_any_bytes() {
     for p in hostile() {
         let q = quote(p.as_os_str());
-        let words = split_sh(&q).expect("parses");
+        let words = split(&q).expect("parses");
         assert_eq!(words, [p.as_os_str().to_owned()]);
     }
 }
@@ -70,7 +71,7 @@ fn quoting_round_trips_any_bytes() {
 fn rendered_log_parses_back_to_the_same_owed_paths() {
     let targets = vec![target("/www", "10.0.0.2")];
     let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
-    log.add(0, &Job::Paths(hostile()), 5);
+    log.add(RemoteId(0), &Job::Paths(hostile()), 5);
     let text = log.render(&targets);
     let mut back = FailLog::new(PathBuf::from("/tmp/x"), 1);
     for cmd in parse_script(&text) {
@@ -105,13 +106,13 @@ fn commands_for_unknown_remotes_are_kept_verbatim() {
 #[test]
 fn a_path_failing_twice_is_one_entry_and_success_clears_it() {
     let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
-    log.add(0, &Job::Paths(vec!["a".into(), "b".into()]), 5);
-    log.add(0, &Job::Paths(vec!["a".into()]), 10);
+    log.add(RemoteId(0), &Job::Paths(vec!["a".into(), "b".into()]), 5);
+    log.add(RemoteId(0), &Job::Paths(vec!["a".into()]), 10);
     assert_eq!(log.len(), 2);
     assert_eq!(log.owed[0].status, 10);
-    assert!(log.clear(0, &Job::Paths(vec!["a".into()])));
+    assert!(log.clear(RemoteId(0), &Job::Paths(vec!["a".into()])));
     assert_eq!(log.len(), 1);
-    assert!(log.clear(0, &Job::Full { excluded: vec![] }));
+    assert!(log.clear(RemoteId(0), &Job::Full));
     assert!(log.is_empty());
 }
 
@@ -121,7 +122,7 @@ fn saved_file_is_private_and_removed_when_empty() {
     let path = d.path().join("fail.sh");
     let targets = vec![target("/www", "10.0.0.2")];
     let mut log = FailLog::new(path.clone(), 1);
-    log.add(0, &Job::Paths(vec!["a".into()]), 5);
+    log.add(RemoteId(0), &Job::Paths(vec!["a".into()]), 5);
     log.save(&targets).expect("save");
     let mode = std::fs::metadata(&path)
         .expect("exists")
@@ -130,7 +131,7 @@ fn saved_file_is_private_and_removed_when_empty() {
     assert_eq!(mode & 0o777, 0o600);
     let loaded = FailLog::load(path.clone(), &targets).expect("load");
     assert_eq!(loaded.owed, log.owed);
-    log.clear(0, &Job::Paths(vec!["a".into()]));
+    log.clear(RemoteId(0), &Job::Paths(vec!["a".into()]));
     log.save(&targets).expect("save");
     assert!(!path.exists());
 }
@@ -156,7 +157,7 @@ fn sh_runs_the_log_without_running_any_name() {
     std::fs::create_dir(&www).expect("mkdir");
     let targets = vec![target(&www.display().to_string(), "10.0.0.2")];
     let mut log = FailLog::new(d.path().join("fail.sh"), 1);
-    log.add(0, &Job::Paths(hostile()), 5);
+    log.add(RemoteId(0), &Job::Paths(hostile()), 5);
     log.save(&targets).expect("save");
     let status = std::process::Command::new("sh")
         .arg(d.path().join("fail.sh"))

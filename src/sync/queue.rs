@@ -14,16 +14,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::ops::Bound;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// What a worker takes from the queue for one remote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Work {
-    Paths(Vec<PathBuf>),
-    Full,
-}
+use super::job::{Job, RemoteId};
 
 /// A relative path as raw bytes. The maps compare and hash keys on every event; bytes
 /// do that with memcmp where `Path` walks components (that was the largest part of the
@@ -128,7 +123,7 @@ impl Pending {
     /// Hands out the next work, if any is free to run: a full sync once nothing is in
     /// flight, else up to `max` waiting paths (oldest first) that conflict with nothing
     /// in flight.
-    pub fn take(&mut self, max: usize) -> Option<Work> {
+    pub fn take(&mut self, max: usize) -> Option<Job> {
         if self.full_inflight {
             return None;
         }
@@ -139,7 +134,7 @@ impl Pending {
             self.full_pending = false;
             self.full_inflight = true;
             self.running += 1;
-            return Some(Work::Full);
+            return Some(Job::Full);
         }
         let mut picked: Vec<Key> = Vec::new();
         for (_, p) in self.by_seq.iter() {
@@ -167,15 +162,15 @@ impl Pending {
         }
         self.running += 1;
         self.running_paths += picked.len();
-        Some(Work::Paths(picked.into_iter().map(to_path).collect()))
+        Some(Job::Paths(picked.into_iter().map(to_path).collect()))
     }
 
     /// Marks work handed out by `take` as finished (whatever its outcome).
-    pub fn finish(&mut self, work: &Work) {
+    pub fn finish(&mut self, work: &Job) {
         self.running = self.running.saturating_sub(1);
         match work {
-            Work::Full => self.full_inflight = false,
-            Work::Paths(paths) => {
+            Job::Full => self.full_inflight = false,
+            Job::Paths(paths) => {
                 self.running_paths = self.running_paths.saturating_sub(paths.len());
                 for p in paths {
                     let p = p.as_os_str().as_bytes();
@@ -299,32 +294,49 @@ impl Queue {
     }
 
     /// Queues one path for each of the given remotes.
-    pub fn push(&self, targets: &[usize], path: &Path, gone_dir: bool) {
+    #[cfg(test)]
+    pub fn push(&self, targets: &[RemoteId], path: &std::path::Path, gone_dir: bool) {
         let mut st = self.lock();
         for &t in targets {
-            st.remotes[t].pending.push(path.to_path_buf(), gone_dir);
+            st.remotes[t.0].pending.push(path.to_path_buf(), gone_dir);
         }
         self.wake_for(st, targets);
     }
 
     /// Queues many paths at once (a walked directory) with one lock.
-    pub fn push_many(&self, targets: &[usize], paths: &[PathBuf]) {
+    pub fn push_many(&self, targets: &[RemoteId], paths: &[PathBuf]) {
         if paths.is_empty() {
             return;
         }
         let mut st = self.lock();
         for &t in targets {
             for p in paths {
-                st.remotes[t].pending.push(p.clone(), false);
+                st.remotes[t.0].pending.push(p.clone(), false);
             }
         }
         self.wake_for(st, targets);
     }
 
-    pub fn push_full(&self, targets: &[usize]) {
+    /// Queues a batch of changes (`(path, gone_dir)`, in order) for each of the given
+    /// remotes, with one lock.
+    pub fn push_batch(&self, targets: &[RemoteId], changes: &[(PathBuf, bool)]) {
+        if changes.is_empty() {
+            return;
+        }
         let mut st = self.lock();
         for &t in targets {
-            st.remotes[t].pending.push_full();
+            let pending = &mut st.remotes[t.0].pending;
+            for (p, gone_dir) in changes {
+                pending.push(p.clone(), *gone_dir);
+            }
+        }
+        self.wake_for(st, targets);
+    }
+
+    pub fn push_full(&self, targets: &[RemoteId]) {
+        let mut st = self.lock();
+        for &t in targets {
+            st.remotes[t.0].pending.push_full();
         }
         self.wake_for(st, targets);
     }
@@ -333,11 +345,11 @@ impl Queue {
     /// to wait for its second-call time. During a burst neither holds for most events,
     /// so the watcher does not pay a thread wake-up per event: the worker whose call
     /// ends takes what piled up.
-    fn wake_for(&self, mut st: MutexGuard<'_, State>, targets: &[usize]) {
+    fn wake_for(&self, mut st: MutexGuard<'_, State>, targets: &[RemoteId]) {
         let now = Instant::now();
         let mut wake = false;
         for &t in targets {
-            let remote = &mut st.remotes[t];
+            let remote = &mut st.remotes[t.0];
             match remote.may_start(now, self.per_target) {
                 Ok(()) => wake = true,
                 Err(Some(_)) if !remote.timer_armed => {
@@ -355,7 +367,7 @@ impl Queue {
     }
 
     /// Blocks until there is work for a free remote; `None` once the queue is closed.
-    pub fn take(&self) -> Option<(usize, Work)> {
+    pub fn take(&self) -> Option<(RemoteId, Job)> {
         let mut st = self.lock();
         loop {
             if st.closed {
@@ -385,7 +397,7 @@ impl Queue {
                     if more {
                         self.wake.notify_one();
                     }
-                    return Some((t, work));
+                    return Some((RemoteId(t), work));
                 }
             }
             st = match soonest {
@@ -402,9 +414,9 @@ impl Queue {
     }
 
     /// Returns work from `take`; on failure the remote rests a moment before its next call.
-    pub fn finish(&self, target: usize, work: &Work, rest: Option<Duration>) {
+    pub fn finish(&self, target: RemoteId, work: &Job, rest: Option<Duration>) {
         let mut st = self.lock();
-        let remote = &mut st.remotes[target];
+        let remote = &mut st.remotes[target.0];
         remote.pending.finish(work);
         if let Some(d) = rest {
             remote.resting_until = Some(Instant::now() + d);

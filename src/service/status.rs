@@ -7,13 +7,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pool::Engine;
+use crate::sync::Snapshot;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Status {
@@ -52,56 +51,47 @@ pub struct RemoteStatus {
     pub last_error: Option<String>,
 }
 
-pub fn snapshot(engine: &Engine, config: &str) -> Status {
-    let queued = engine.queue.waiting();
-    let fl = engine.fail_log();
-    let remotes = engine
-        .targets
-        .iter()
-        .zip(&engine.stats)
-        .zip(queued)
-        .map(|((t, s), q)| RemoteStatus {
-            remote: t.label(),
-            root: t.root.display().to_string(),
-            pushed: s.pushed.load(Ordering::Relaxed),
-            failed: s.failed.load(Ordering::Relaxed),
-            queued: q,
-            failing: s.failing.load(Ordering::Relaxed),
-            last_error: s
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        })
-        .collect();
-    let last_full = engine
-        .last_full
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .map(|f| FullSync {
-            ended_unix: f
-                .ended
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            ok: f.ok,
-            seconds: f.seconds,
-            remote: f.remote,
-        });
-    Status {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        config: config.to_owned(),
-        pid: std::process::id(),
-        uptime_seconds: engine.started.elapsed().as_secs(),
-        watches: engine.watches.load(Ordering::Relaxed),
-        fail_log: FailLogStatus {
-            path: fl.path.display().to_string(),
-            entries: fl.len(),
-        },
-        last_full_sync: last_full,
-        remotes,
+impl Status {
+    /// The status document for a sync snapshot.
+    pub fn new(snap: Snapshot, watches: usize, config: &str) -> Status {
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            config: config.to_owned(),
+            pid: std::process::id(),
+            uptime_seconds: snap.uptime.as_secs(),
+            watches,
+            fail_log: FailLogStatus {
+                path: snap.fail_log.display().to_string(),
+                entries: snap.fail_log_entries,
+            },
+            last_full_sync: snap.last_full_sync.map(|f| FullSync {
+                ended_unix: f
+                    .ended
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                ok: f.ok,
+                seconds: f.seconds,
+                remote: f.remote,
+            }),
+            remotes: snap
+                .remotes
+                .into_iter()
+                .map(|r| RemoteStatus {
+                    remote: r.remote,
+                    root: r.root.display().to_string(),
+                    pushed: r.pushed,
+                    failed: r.failed,
+                    queued: r.queued,
+                    failing: r.failing,
+                    last_error: r.last_error,
+                })
+                .collect(),
+        }
     }
 }
+
+/// Where the server gets a fresh status document for each request.
+pub type Source = Arc<dyn Fn() -> Status + Send + Sync>;
 
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -199,20 +189,19 @@ pub fn metrics(s: &Status) -> String {
 }
 
 /// Serves /status and /metrics until the process exits.
-pub fn serve(listener: TcpListener, engine: Arc<Engine>, config: String) {
+pub fn serve(listener: TcpListener, source: Source) {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
-            let engine = Arc::clone(&engine);
-            let config = config.clone();
+            let source = Arc::clone(&source);
             std::thread::spawn(move || {
-                let _ = answer(conn, &engine, &config);
+                let _ = answer(conn, &source);
             });
         }
     });
 }
 
-fn answer(mut conn: TcpStream, engine: &Engine, config: &str) -> std::io::Result<()> {
+fn answer(mut conn: TcpStream, source: &Source) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut request = String::new();
@@ -227,16 +216,12 @@ fn answer(mut conn: TcpStream, engine: &Engine, config: &str) -> std::io::Result
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (code, kind, body) = match (method, path.split('?').next().unwrap_or("")) {
         ("GET", "/status") => {
-            let s = snapshot(engine, config);
+            let s = source();
             let body = serde_json::to_string_pretty(&s)
                 .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
             ("200 OK", "application/json", body)
         }
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4",
-            metrics(&snapshot(engine, config)),
-        ),
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics(&source())),
         ("GET", _) => (
             "404 Not Found",
             "text/plain",

@@ -18,11 +18,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::rsync::{Job, Target};
+use super::job::{Job, RemoteId};
+use super::rsync::Target;
+use crate::sys::shell::{quote, split};
 
 /// Paths per command line in the written script (keeps lines readable and under ARG_MAX).
 const PATHS_PER_COMMAND: usize = 200;
@@ -81,11 +83,11 @@ impl FailLog {
     }
 
     /// Records a failed job.
-    pub fn add(&mut self, target: usize, job: &Job, status: i32) {
-        let owed = &mut self.owed[target];
+    pub fn add(&mut self, target: RemoteId, job: &Job, status: i32) {
+        let owed = &mut self.owed[target.0];
         owed.status = status;
         match job {
-            Job::Full { .. } => {
+            Job::Full => {
                 owed.full = true;
                 owed.paths.clear();
             }
@@ -95,13 +97,13 @@ impl FailLog {
     }
 
     /// A job succeeded: what it pushed is no longer owed. Returns whether anything changed.
-    pub fn clear(&mut self, target: usize, job: &Job) -> bool {
-        let owed = &mut self.owed[target];
+    pub fn clear(&mut self, target: RemoteId, job: &Job) -> bool {
+        let owed = &mut self.owed[target.0];
         if owed.is_empty() {
             return false;
         }
         match job {
-            Job::Full { .. } => {
+            Job::Full => {
                 *owed = Owed::default();
                 true
             }
@@ -121,7 +123,7 @@ impl FailLog {
         let mut out = Vec::new();
         for (owed, target) in self.owed.iter().zip(targets) {
             if owed.full {
-                let argv = target.argv_with_args(&Job::Full { excluded: vec![] });
+                let argv = target.argv_with_args(&Job::Full);
                 write_block(&mut out, owed.status, &target.root, &argv);
                 continue;
             }
@@ -194,12 +196,8 @@ impl FailLog {
             .filter(|rest| !rest.is_empty())
             .map(|rest| PathBuf::from(OsStr::from_bytes(rest)))
             .collect();
-        let job = if full {
-            Job::Full { excluded: vec![] }
-        } else {
-            Job::Paths(paths)
-        };
-        self.add(t, &job, cmd.status);
+        let job = if full { Job::Full } else { Job::Paths(paths) };
+        self.add(RemoteId(t), &job, cmd.status);
     }
 }
 
@@ -213,75 +211,6 @@ fn write_block(out: &mut Vec<u8>, status: i32, cwd: &Path, argv: &[OsString]) {
         out.extend_from_slice(&quote(a));
     }
     out.extend_from_slice(b"\n\n");
-}
-
-/// Single-quotes a word for sh: everything is literal inside '...', and a quote
-/// itself is written as '\''. Any byte, newline and invalid UTF-8 included, survives.
-pub fn quote(word: &OsStr) -> Vec<u8> {
-    let mut out = Vec::with_capacity(word.len() + 2);
-    out.push(b'\'');
-    for &b in word.as_bytes() {
-        if b == b'\'' {
-            out.extend_from_slice(b"'\\''");
-        } else {
-            out.push(b);
-        }
-    }
-    out.push(b'\'');
-    out
-}
-
-/// Splits one command's text into words as sh would (quotes, backslashes, no expansion).
-fn split_sh(text: &[u8]) -> Option<Vec<OsString>> {
-    let mut words = Vec::new();
-    let mut word = Vec::new();
-    let mut in_word = false;
-    let mut i = 0;
-    while i < text.len() {
-        let b = text[i];
-        match b {
-            b' ' | b'\t' | b'\n' => {
-                if in_word {
-                    words.push(OsString::from_vec(std::mem::take(&mut word)));
-                    in_word = false;
-                }
-            }
-            b'\'' => {
-                in_word = true;
-                let end = text[i + 1..].iter().position(|&c| c == b'\'')?;
-                word.extend_from_slice(&text[i + 1..i + 1 + end]);
-                i += end + 1;
-            }
-            b'"' => {
-                in_word = true;
-                i += 1;
-                while i < text.len() && text[i] != b'"' {
-                    if text[i] == b'\\' && i + 1 < text.len() {
-                        i += 1;
-                    }
-                    word.push(text[i]);
-                    i += 1;
-                }
-                if i >= text.len() {
-                    return None;
-                }
-            }
-            b'\\' if i + 1 < text.len() => {
-                in_word = true;
-                i += 1;
-                word.push(text[i]);
-            }
-            _ => {
-                in_word = true;
-                word.push(b);
-            }
-        }
-        i += 1;
-    }
-    if in_word {
-        words.push(OsString::from_vec(word));
-    }
-    Some(words)
 }
 
 /// Reads the commands out of a fail-log script: `#errno N` then `cd DIR && rsync ARGS`,
@@ -309,7 +238,7 @@ pub fn parse_script(text: &[u8]) -> Vec<Foreign> {
         let end = command_end(rest);
         let cmd = &rest[..end];
         rest = rest.get(end + 1..).unwrap_or_default();
-        let Some(words) = split_sh(strip_redirects(cmd)) else {
+        let Ok(words) = split(strip_redirects(cmd)) else {
             log::warn!("fail log: cannot parse a command, skipped");
             continue;
         };
@@ -356,16 +285,17 @@ fn command_end(text: &[u8]) -> usize {
 }
 
 /// Runs one kept-verbatim command (no shell).
-pub fn run_foreign(f: &Foreign) -> crate::rsync::Outcome {
-    crate::rsync::run(&f.cwd, &f.argv, &[])
+pub fn run_foreign(f: &Foreign) -> super::rsync::Outcome {
+    super::rsync::run(&f.cwd, &f.argv, &[])
 }
 
 /// All owed entries as (target, job) pairs, for replay through the queue.
-pub fn owed_jobs(log: &FailLog) -> Vec<(usize, Job)> {
+pub fn owed_jobs(log: &FailLog) -> Vec<(RemoteId, Job)> {
     let mut out = Vec::new();
     for (t, owed) in log.owed.iter().enumerate() {
+        let t = RemoteId(t);
         if owed.full {
-            out.push((t, Job::Full { excluded: vec![] }));
+            out.push((t, Job::Full));
         } else if !owed.paths.is_empty() {
             out.push((t, Job::Paths(owed.paths.iter().cloned().collect())));
         }

@@ -1,0 +1,191 @@
+//! What the binary does, one function per mode; `main` picks one with [`Mode::of`].
+//!
+//! Every mode starts the same way ([`prepare`]): paths from the command line made
+//! absolute (a daemon runs from `/`), logging set up, the config loaded and checked (any
+//! error exits 2 before anything starts).
+
+mod live;
+pub(crate) mod module;
+mod replay;
+mod test_config;
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+
+use crate::cli::Args;
+use crate::config::{self, Config};
+use crate::service::{daemon, logging, status};
+use crate::sync::{self, FailLog, Target};
+
+pub use live::live;
+pub use replay::replay;
+pub use test_config::test_config;
+
+/// What to do, from the flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// `-t`: check the config (and the `-m` module, if named), print, exit.
+    TestConfig { module: Option<String> },
+    /// `--status`: ask the running instance.
+    Status,
+    /// `-m NAME`: one plugin over the tree, no rsync.
+    Module(String),
+    /// `--replay`: the fail log once.
+    Replay,
+    /// Watch and sync.
+    Live,
+}
+
+impl Mode {
+    pub fn of(args: &Args) -> Mode {
+        if args.test_config {
+            Mode::TestConfig {
+                module: args.module.clone(),
+            }
+        } else if let Some(m) = &args.module {
+            Mode::Module(m.clone())
+        } else if args.status {
+            Mode::Status
+        } else if args.replay {
+            Mode::Replay
+        } else {
+            Mode::Live
+        }
+    }
+}
+
+/// Why a mode failed, and so the exit status.
+#[derive(Debug)]
+pub enum Exit {
+    /// Bad flags or config: exit 2, nothing was started.
+    Usage(anyhow::Error),
+    /// Something failed at run time: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl Exit {
+    pub fn code(&self) -> u8 {
+        match self {
+            Exit::Usage(_) => 2,
+            Exit::Runtime(_) => 1,
+        }
+    }
+
+    pub fn error(&self) -> &anyhow::Error {
+        match self {
+            Exit::Usage(e) | Exit::Runtime(e) => e,
+        }
+    }
+}
+
+pub(crate) fn usage(e: impl Into<anyhow::Error>) -> Exit {
+    Exit::Usage(e.into())
+}
+
+pub(crate) fn runtime(e: impl Into<anyhow::Error>) -> Exit {
+    Exit::Runtime(e.into())
+}
+
+/// What every mode does first; returns the checked config.
+pub fn prepare(args: &mut Args) -> Result<Config, Exit> {
+    // A daemon runs from `/`: paths from the command line are fixed now.
+    if let Ok(cwd) = std::env::current_dir() {
+        for p in [&mut args.log_file, &mut args.pid_file]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = cwd.join(&*p);
+            }
+        }
+    }
+    logging::init(args.log_file.as_deref()).map_err(usage)?;
+    let mut config = config::load(&args.config).map_err(usage)?;
+    for (element, line) in &config.unknown {
+        log::warn!(
+            "{}:{line}: unknown element <{element}> ignored",
+            config.file.display()
+        );
+    }
+    if let Some(b) = args.batch {
+        config.rsync.batch = b as usize;
+    }
+    if config
+        .rsync
+        .params
+        .iter()
+        .any(|p| p == "--update" || (p.starts_with('-') && !p.starts_with("--") && p.contains('u')))
+    {
+        log::warn!(
+            "{}: <commonParams> has -u (--update): a file replaced by an older copy (cp -a, \
+             mv, tar x) is then skipped as newer on the remote and stays wrong there; drop -u \
+             unless this is a two-way setup",
+            config.file.display()
+        );
+    }
+    if args.test_config || args.status {
+        // Printing modes: a closed pipe (`| head`) ends the process quietly, as for any
+        // Unix tool, instead of a panic in println!.
+        // SAFETY: restoring the default disposition of one signal.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    Ok(config)
+}
+
+/// `--status`: print the running instance's status.
+pub fn status(config: &Config) -> Result<u8, Exit> {
+    let Some((host, port)) = &config.host else {
+        return Err(usage(anyhow!(
+            "{}: the status endpoint is off; enable it with <host hostip=\"127.0.0.1\" port=\"8008\" start=\"true\"/>",
+            config.file.display()
+        )));
+    };
+    let s = status::query(host, *port).map_err(|e| runtime(anyhow!(e)))?;
+    print!("{}", status::render(&s));
+    Ok(0)
+}
+
+/// `-m NAME`: run one plugin over the watched tree until SIGTERM or SIGINT.
+pub fn module(config: &Config, name: &str, detach: bool) -> Result<u8, Exit> {
+    let module = module::Module::new(config, name).map_err(|e| usage(anyhow!(e)))?;
+    let detached = if detach {
+        Some(daemon::detach().map_err(|e| runtime(anyhow!(e)))?)
+    } else {
+        None
+    };
+    match (module.start(config), detached) {
+        (Err(e), Some(d)) => {
+            d.failed(&format!("{e:#}"));
+            Err(runtime(e))
+        }
+        (Err(e), None) => Err(runtime(e)),
+        (Ok(running), d) => {
+            if let Some(d) = d {
+                d.ready();
+            }
+            running.wait();
+            Ok(0)
+        }
+    }
+}
+
+/// The instance lock and the fail log, for the modes that sync.
+fn lock_and_load(
+    config: &Config,
+    args: &Args,
+    targets: &[Target],
+) -> Result<(daemon::InstanceLock, FailLog), Exit> {
+    let pid_file: PathBuf = args
+        .pid_file
+        .clone()
+        .unwrap_or_else(|| daemon::default_pid_file(&args.config));
+    let lock = daemon::InstanceLock::acquire(&pid_file).map_err(|e| runtime(anyhow!(e)))?;
+    let fail_log = sync::FailLog::load(config.fail_log.clone(), targets).map_err(|e| {
+        usage(anyhow!(
+            "cannot read the fail log {}: {e}",
+            config.fail_log.display()
+        ))
+    })?;
+    Ok((lock, fail_log))
+}

@@ -1,0 +1,60 @@
+//! `-t`: check the config and print what would run.
+
+use anyhow::anyhow;
+
+use super::{module::Module, usage, Exit};
+use crate::config::{Config, Schedule};
+use crate::sync::{self, Job};
+use crate::sys::shell;
+
+/// Prints the watches, remotes and rsync commands; with `-m`, checks that module too.
+pub fn test_config(config: &Config, module: Option<&str>) -> Result<u8, Exit> {
+    if let Some(m) = module {
+        Module::new(config, m).map_err(|e| usage(anyhow!(e)))?;
+    }
+    let targets = sync::targets(config);
+    let root_word = |t: &sync::Target| shell::display(&[t.root.clone().into()]);
+    println!("config {}: OK", config.file.display());
+    for root in &config.roots {
+        println!("watch {}", root.path.display());
+        for t in targets.iter().filter(|t| t.root == root.path) {
+            println!("  remote {}", t.dest());
+            let (mut live, _) = t.argv(&Job::Paths(vec![]), &[]);
+            let dest = live.pop().unwrap_or_default();
+            println!(
+                "    live:  cd {} && rsync {} ./PATH... {}",
+                root_word(t),
+                shell::display(&live),
+                shell::display(&[dest])
+            );
+            let (full, _) = t.argv(&Job::Full, &[]);
+            println!(
+                "    full:  cd {} && rsync {}",
+                root_word(t),
+                shell::display(&full)
+            );
+        }
+    }
+    let on = |b: bool| if b { "on" } else { "off" };
+    let e = config.events;
+    println!(
+        "events: delete {} createFolder {} createFile {} closeWrite {} moveFrom {} moveTo {} attrib {} modify {}",
+        on(e.delete), on(e.create_folder), on(e.create_file), on(e.close_write),
+        on(e.move_from), on(e.move_to), on(e.attrib), on(e.modify)
+    );
+    println!("filter: {} exclude rule(s)", config.excludes.len());
+    println!(
+        "fail log: {} (replayed every {} min)",
+        config.fail_log.display(),
+        config.replay_every.as_secs() / 60
+    );
+    match &config.crontab {
+        Some(c) => match &c.schedule {
+            Schedule::Every(d) => println!("crontab: full sync every {} min", d.as_secs() / 60),
+            Schedule::Cron(expr) => println!("crontab: full sync at \"{expr}\""),
+        },
+        None => println!("crontab: off"),
+    }
+    println!("batch: up to {} paths per rsync call", config.rsync.batch);
+    Ok(0)
+}

@@ -1,0 +1,61 @@
+//! The scheduler thread: the timed fail-log replay and the crontab full syncs. Both only
+//! queue work, so a flood of live events cannot starve them.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::{Crontab, Schedule};
+use crate::sync::Mirror;
+use crate::sys::Stop;
+
+/// Starts the scheduler; it ends when `stop` is raised.
+pub fn spawn(
+    replay_every: Duration,
+    crontab: Option<Crontab>,
+    mirror: Arc<Mirror>,
+    stop: Arc<Stop>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("schedule".into())
+        .spawn(move || run(replay_every, crontab, &mirror, &stop))
+}
+
+fn run(replay_every: Duration, crontab: Option<Crontab>, mirror: &Mirror, stop: &Stop) {
+    let cron = match crontab.as_ref().map(|c| &c.schedule) {
+        Some(Schedule::Cron(expr)) => crate::config::cron::parse_cron(expr).ok(),
+        _ => None,
+    };
+    let every = match crontab.as_ref().map(|c| &c.schedule) {
+        Some(Schedule::Every(d)) => Some(*d),
+        _ => None,
+    };
+    let next_cron = |now: Instant| -> Option<Instant> {
+        let s = cron.as_ref()?;
+        let at = s.upcoming(chrono::Local).next()?;
+        let wait = (at - chrono::Local::now()).to_std().unwrap_or_default();
+        Some(now + wait)
+    };
+    let now = Instant::now();
+    let mut next_replay = now + replay_every;
+    let mut next_full = every.map(|d| now + d).or_else(|| next_cron(now));
+    loop {
+        let now = Instant::now();
+        let due = next_full.map_or(next_replay, |f| f.min(next_replay));
+        if stop.wait_timeout(due.saturating_duration_since(now)) {
+            return;
+        }
+        let now = Instant::now();
+        if now >= next_replay {
+            mirror.replay();
+            next_replay = now + replay_every;
+        }
+        if let Some(f) = next_full {
+            if now >= f {
+                log::info!("crontab: full sync of every remote");
+                mirror.full_sync_all();
+                next_full = every.map(|d| now + d).or_else(|| next_cron(now));
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The filter thread: what the watchers saw becomes pending work.
+//!
+//! It takes the watchers' batches off their channel in order, drops temp names and
+//! excluded paths, keeps only the changes the `<inotify>` switches ask for, and merges
+//! what is left into the pending set of every remote of that watch root, one lock per
+//! batch. The watchers never wait for it, and it never waits for rsync.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use super::job::RemoteId;
+use super::queue::Queue;
+use crate::config::Events;
+use crate::filter::{self, Excludes};
+use crate::watch::{Batch, Change, Op};
+
+/// Where one watch root's changes go.
+pub struct Route {
+    pub root: PathBuf,
+    pub remotes: Vec<RemoteId>,
+}
+
+/// The filter stage's rules and destination.
+pub struct Intake {
+    /// By watch root index.
+    pub routes: Vec<Route>,
+    pub excludes: Excludes,
+    pub events: Events,
+    pub debug: bool,
+    pub queue: Arc<Queue>,
+}
+
+impl Intake {
+    /// Runs until every watcher has hung up.
+    pub fn run(self, rx: Receiver<Batch>) {
+        let mut changes: Vec<(PathBuf, bool)> = Vec::new();
+        for batch in rx {
+            let Some(route) = self.routes.get(batch.root) else {
+                continue;
+            };
+            for change in batch.changes {
+                if self.debug {
+                    log::info!("event {change:?}");
+                }
+                match self.decide(&route.root, change) {
+                    Decision::Drop => {}
+                    Decision::Push(path, gone_dir) => changes.push((path, gone_dir)),
+                    Decision::PushAll(found) => {
+                        changes.extend(found.into_iter().map(|p| (p, false)))
+                    }
+                    Decision::Full => {
+                        // Everything waiting so far is covered by the full sync.
+                        changes.clear();
+                        self.queue.push_full(&route.remotes);
+                    }
+                }
+            }
+            self.queue.push_batch(&route.remotes, &changes);
+            changes.clear();
+        }
+    }
+
+    /// What one change asks of the remotes.
+    fn decide(&self, root: &Path, change: Change) -> Decision {
+        let ev = &self.events;
+        match change {
+            Change::File { path, op } => {
+                let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+                if filter::skip(&self.excludes, name, &path, false) {
+                    return Decision::Drop;
+                }
+                let wanted = match op {
+                    Op::ClosedWrite => ev.close_write,
+                    Op::Modified => ev.modify,
+                    Op::Attrib => ev.attrib,
+                    Op::MovedIn => ev.move_to,
+                    Op::Deleted => ev.delete,
+                    Op::MovedOut => ev.move_from && ev.delete,
+                    Op::Created => ev.create_file || never_closed(&root.join(&path)),
+                };
+                if wanted {
+                    Decision::Push(path, false)
+                } else {
+                    Decision::Drop
+                }
+            }
+            Change::DirIn { moved, found, .. } => {
+                if (moved && ev.move_to) || (!moved && ev.create_folder) {
+                    Decision::PushAll(found)
+                } else {
+                    Decision::Drop
+                }
+            }
+            Change::DirOut { path, moved } => {
+                if ev.delete && (ev.move_from || !moved) {
+                    Decision::Push(path, true)
+                } else {
+                    Decision::Drop
+                }
+            }
+            Change::DirMeta { path, op } => {
+                if (op == Op::Attrib && ev.attrib) || (op == Op::Modified && ev.modify) {
+                    Decision::Push(path, false)
+                } else {
+                    Decision::Drop
+                }
+            }
+            Change::Overflow => Decision::Full,
+        }
+    }
+}
+
+enum Decision {
+    Drop,
+    /// One path; `true` when it is a directory that is gone.
+    Push(PathBuf, bool),
+    PushAll(Vec<PathBuf>),
+    Full,
+}
+
+/// A created entry that will never see a CLOSE_WRITE: a symlink, a device or fifo,
+/// or a hard link to an existing file. Without this they would only arrive with the
+/// next full sync.
+fn never_closed(abs: &Path) -> bool {
+    match std::fs::symlink_metadata(abs) {
+        Ok(m) => !m.file_type().is_file() || m.nlink() > 1,
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,124 @@
+//! What every layer above needs from the operating system: the stop signal, waiting on
+//! descriptors, and shell words (split and quote, in one place).
+//!
+//! Nothing here knows about configs, remotes or events.
+
+pub mod shell;
+
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+/// The process's stop signal: SIGTERM and SIGINT (and `trigger`) make one socket
+/// readable. Every long-lived thread polls its descriptor beside its own work; nobody
+/// reads it, so it stays readable for all of them.
+pub struct Stop {
+    rx: UnixStream,
+    tx: UnixStream,
+}
+
+impl Stop {
+    /// A stop signal that SIGTERM and SIGINT raise.
+    pub fn on_signals() -> std::io::Result<Stop> {
+        let stop = Stop::manual()?;
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::low_level::pipe::register(sig, stop.tx.try_clone()?)?;
+        }
+        Ok(stop)
+    }
+
+    /// A stop signal only `trigger` raises (tests, embedded use).
+    pub fn manual() -> std::io::Result<Stop> {
+        let (rx, tx) = UnixStream::pair()?;
+        Ok(Stop { rx, tx })
+    }
+
+    /// The descriptor that turns readable once the stop is raised.
+    pub fn fd(&self) -> RawFd {
+        self.rx.as_raw_fd()
+    }
+
+    #[cfg(test)]
+    pub fn trigger(&self) {
+        use std::io::Write;
+        let _ = (&self.tx).write_all(b"x");
+    }
+
+    /// Blocks until the stop is raised.
+    pub fn wait(&self) {
+        wait_readable(self.fd());
+    }
+
+    /// Waits up to `d`; true if the stop was raised.
+    pub fn wait_timeout(&self, d: Duration) -> bool {
+        readable_within(self.fd(), d)
+    }
+}
+
+/// Which of two descriptors is readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// The first: there is work to read.
+    Work,
+    /// The second: stop.
+    Stop,
+    /// Polling failed for good.
+    Failed,
+}
+
+/// Blocks until `fd` or `stop_fd` is readable (stop wins when both are).
+pub fn wait_either(fd: RawFd, stop_fd: RawFd) -> Ready {
+    loop {
+        let mut fds = [pollfd(fd), pollfd(stop_fd)];
+        // SAFETY: fds is a valid array of two pollfd structs for the whole call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Ready::Failed;
+        }
+        if fds[1].revents != 0 {
+            return Ready::Stop;
+        }
+        if fds[0].revents != 0 {
+            return Ready::Work;
+        }
+    }
+}
+
+fn pollfd(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Blocks until `fd` is readable (or polling fails).
+pub fn wait_readable(fd: RawFd) {
+    loop {
+        let mut p = pollfd(fd);
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut p, 1, -1) };
+        if n > 0
+            || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
+        {
+            return;
+        }
+    }
+}
+
+/// Waits up to `d` for `fd` to become readable; true if it did.
+pub fn readable_within(fd: RawFd, d: Duration) -> bool {
+    let mut p = pollfd(fd);
+    let ms = d.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut p, 1, ms) > 0 }
+}
+
+/// Is the process running as root?
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
