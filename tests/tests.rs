@@ -5,5 +5,6 @@ mod agent;
 mod churn;
 mod e2e;
 mod fixtures;
+mod layers;
 mod scenarios;
 mod support;

@@ -25,6 +25,9 @@ use crate::config::Events;
 use crate::filter::{self, Excludes};
 use crate::sys::Ready;
 
+mod walk;
+pub use walk::excluded_paths;
+
 /// What happened to one entry. One kernel event is one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -231,7 +234,7 @@ impl Watcher {
             counter: Arc::new(AtomicUsize::new(0)),
             reported: 0,
         };
-        w.add_tree(Path::new(""), None)?;
+        w.add_whole_tree()?;
         Ok(w)
     }
 
@@ -261,6 +264,48 @@ impl Watcher {
         self.wds.len()
     }
 
+    /// Watches the whole tree (start-up, and after an overflow), in parallel. As root,
+    /// raises the kernel's watch limit once if the tree needs more.
+    fn add_whole_tree(&mut self) -> Result<(), WatchError> {
+        let mask = watch_mask(&self.events);
+        let mut walked = walk::watch_tree(&self.inotify, &self.root, mask, &self.excludes);
+        // Other watchers of the same user may take watches meanwhile: raise again while
+        // raising helps (each raise at least doubles the limit).
+        for _ in 0..8 {
+            if !(walked.limit && self.raise_watch_limit()) {
+                break;
+            }
+            walked = walk::watch_tree(&self.inotify, &self.root, mask, &self.excludes);
+        }
+        if let Some(err) = walked.root_error {
+            return Err(WatchError::Io {
+                dir: self.root.clone(),
+                err,
+            });
+        }
+        for (wd, dir) in walked.watched {
+            self.map(wd, dir);
+        }
+        if walked.limit {
+            return Err(WatchError::Limit {
+                dir: self.root.clone(),
+                watched: self.wds.len(),
+                needed: count_dirs(&self.root, &self.excludes),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a watch of `dir` (a reused descriptor forgets its old directory).
+    fn map(&mut self, wd: WatchDescriptor, dir: PathBuf) {
+        if let Some(old) = self.wds.insert(wd.clone(), dir.clone()) {
+            if old != dir && self.dirs.get(&old) == Some(&wd) {
+                self.dirs.remove(&old);
+            }
+        }
+        self.dirs.insert(dir, wd);
+    }
+
     /// Watches `rel` and every directory below it, depth first. With `found`, also
     /// collects every path that should be pushed (the directories and the files).
     fn add_tree(
@@ -279,14 +324,7 @@ impl Watcher {
                 added = self.inotify.watches().add(&abs, mask);
             }
             match added {
-                Ok(wd) => {
-                    if let Some(old) = self.wds.insert(wd.clone(), dir.clone()) {
-                        if old != dir && self.dirs.get(&old) == Some(&wd) {
-                            self.dirs.remove(&old);
-                        }
-                    }
-                    self.dirs.insert(dir.clone(), wd);
-                }
+                Ok(wd) => self.map(wd, dir.clone()),
                 Err(err) => match err.raw_os_error() {
                     Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue, // gone already
                     Some(libc::ENOSPC) => {
@@ -412,7 +450,7 @@ impl Watcher {
         // the tree as it is now, and drop watches on whatever is no longer in it.
         let old = std::mem::take(&mut self.wds);
         self.dirs.clear();
-        if let Err(e) = self.add_tree(Path::new(""), None) {
+        if let Err(e) = self.add_whole_tree() {
             log::error!("{e}");
         }
         for wd in old.into_keys() {
@@ -575,31 +613,6 @@ fn op_of(mask: EventMask) -> Option<Op> {
     } else {
         return None;
     })
-}
-
-/// Every path under `root` that the excludes keep out, for a full sync's `--exclude-from`.
-/// Excluded directories are listed once, not descended into.
-pub fn excluded_paths(root: &Path, excludes: &Excludes) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if excludes.is_empty() {
-        return out;
-    }
-    let mut stack = vec![PathBuf::new()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let rel = dir.join(entry.file_name());
-            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            if excludes.excludes(&rel, is_dir) {
-                out.push(rel);
-            } else if is_dir {
-                stack.push(rel);
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

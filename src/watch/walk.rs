@@ -1,0 +1,155 @@
+//! Walking a whole tree in parallel (rayon): the start-up walk that adds a watch to every
+//! directory, and the full sync's walk for excluded paths.
+//!
+//! Each directory is watched before it is listed, as in the serial walk, so nothing
+//! created inside it afterwards is missed. Siblings are visited in parallel; the kernel
+//! serialises the watch additions themselves, so the gain is in listing directories
+//! and looking up paths on both cores.
+
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use inotify::{Inotify, WatchDescriptor, WatchMask};
+use rayon::prelude::*;
+
+use crate::filter::{self, Excludes};
+
+/// What a parallel watch walk did.
+pub struct Walked {
+    /// Every directory now watched, with its descriptor.
+    pub watched: Vec<(WatchDescriptor, PathBuf)>,
+    /// The kernel's watch limit was reached (the walk stopped early).
+    pub limit: bool,
+    /// The root itself could not be watched.
+    pub root_error: Option<io::Error>,
+}
+
+struct Walk<'a> {
+    inotify: &'a Inotify,
+    root: &'a Path,
+    mask: WatchMask,
+    excludes: &'a Excludes,
+    limit: AtomicBool,
+}
+
+/// Watches `root` and every directory below it that the excludes let in.
+pub fn watch_tree(inotify: &Inotify, root: &Path, mask: WatchMask, excludes: &Excludes) -> Walked {
+    let walk = Walk {
+        inotify,
+        root,
+        mask,
+        excludes,
+        limit: AtomicBool::new(false),
+    };
+    let mut root_error = None;
+    let watched = match walk.watch(PathBuf::new()) {
+        Ok(v) => v,
+        Err(e) => {
+            root_error = Some(e);
+            Vec::new()
+        }
+    };
+    Walked {
+        watched,
+        limit: walk.limit.load(Ordering::Relaxed),
+        root_error,
+    }
+}
+
+impl Walk<'_> {
+    /// Watches `dir`, then its subdirectories in parallel. An error is returned only for
+    /// the root; below it, a directory that cannot be watched is logged and skipped.
+    fn watch(&self, dir: PathBuf) -> io::Result<Vec<(WatchDescriptor, PathBuf)>> {
+        if self.limit.load(Ordering::Relaxed) {
+            return Ok(Vec::new());
+        }
+        let abs = self.root.join(&dir);
+        let wd = match self.inotify.watches().add(&abs, self.mask) {
+            Ok(wd) => wd,
+            Err(err) => {
+                match err.raw_os_error() {
+                    Some(libc::ENOSPC) => self.limit.store(true, Ordering::Relaxed),
+                    _ if dir.as_os_str().is_empty() => return Err(err),
+                    Some(libc::ENOENT) | Some(libc::ENOTDIR) => {} // gone already
+                    _ => log::warn!(
+                        "cannot watch {}: {err}; its changes will not be seen",
+                        abs.display()
+                    ),
+                }
+                return Ok(Vec::new());
+            }
+        };
+        let subdirs = self.subdirs(&dir, &abs);
+        let mut out = vec![(wd, dir)];
+        let below = subdirs
+            .into_par_iter()
+            .map(|d| self.watch(d).unwrap_or_default())
+            .reduce(Vec::new, |mut a, mut b| {
+                if a.len() < b.len() {
+                    std::mem::swap(&mut a, &mut b);
+                }
+                a.append(&mut b);
+                a
+            });
+        out.extend(below);
+        Ok(out)
+    }
+
+    fn subdirs(&self, dir: &Path, abs: &Path) -> Vec<PathBuf> {
+        let entries = match std::fs::read_dir(abs) {
+            Ok(e) => e,
+            Err(err) => {
+                if err.kind() != io::ErrorKind::NotFound {
+                    log::warn!("cannot list {}: {err}", abs.display());
+                }
+                return Vec::new();
+            }
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .map(|e| dir.join(e.file_name()))
+            .filter(|child| {
+                let name = child.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+                !filter::skip(self.excludes, name, child, true)
+            })
+            .collect()
+    }
+}
+
+/// Every path under `root` that the excludes keep out, for a full sync's `--exclude-from`.
+/// Excluded directories are listed once, not descended into.
+pub fn excluded_paths(root: &Path, excludes: &Excludes) -> Vec<PathBuf> {
+    if excludes.is_empty() {
+        return Vec::new();
+    }
+    excluded_below(root, PathBuf::new(), excludes)
+}
+
+fn excluded_below(root: &Path, dir: PathBuf, excludes: &Excludes) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut subdirs = Vec::new();
+    for entry in entries.flatten() {
+        let rel = dir.join(entry.file_name());
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if excludes.excludes(&rel, is_dir) {
+            out.push(rel);
+        } else if is_dir {
+            subdirs.push(rel);
+        }
+    }
+    let below = subdirs
+        .into_par_iter()
+        .map(|d| excluded_below(root, d, excludes))
+        .reduce(Vec::new, |mut a, mut b| {
+            a.append(&mut b);
+            a
+        });
+    out.extend(below);
+    out
+}

@@ -1,0 +1,227 @@
+//! The module layering of `src/`: each top-level module imports only from the layers
+//! before it, and no two modules import each other in a circle (also inside a layer).
+//! Read from the `crate::` paths in the source, test code left out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Lowest first. A module may import only from modules listed before it.
+const LAYERS: [&str; 9] = [
+    "sys", "cli", "config", "filter", "watch", "sync", "plugin", "service", "modes",
+];
+
+/// Module path of a source file: `sync/queue.rs` → `sync::queue`, `sync/mod.rs` → `sync`.
+fn module_of(rel: &str) -> String {
+    let rel = rel.trim_end_matches(".rs");
+    let rel = rel.strip_suffix("/mod").unwrap_or(rel);
+    rel.replace('/', "::")
+}
+
+/// Drops `#[cfg(test)] mod x { ... }` blocks.
+fn strip_tests(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at..];
+        let Some(open) = after.find('{') else {
+            return out;
+        };
+        let head = &after[..open];
+        if !head.contains("mod ") || head.contains(';') {
+            // An attribute on something else (a function, a `mod x;` line).
+            let line_end = after.find('\n').unwrap_or(after.len());
+            out.push_str(&after[..line_end]);
+            rest = &after[line_end..];
+            continue;
+        }
+        let mut depth = 0;
+        let mut end = after.len();
+        for (i, c) in after[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every `crate::a::b` path and `use crate::{a, b::c}` group member in `text`, and the
+/// same with `super::`, resolved against `module` (the file's own module path).
+fn crate_paths(text: &str, module: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let parent = module.rsplit_once("::").map_or("", |(p, _)| p);
+    for (prefix, base) in [("crate::", ""), ("super::", parent)] {
+        for (at, _) in text.match_indices(prefix) {
+            if prefix == "crate::" && text[..at].ends_with("super::") {
+                continue;
+            }
+            let tail = &text[at + prefix.len()..];
+            let mut found = Vec::new();
+            if let Some(group) = tail.strip_prefix('{') {
+                let inner = &group[..group.find('}').unwrap_or(group.len())];
+                found.extend(inner.split(',').map(|s| s.trim().to_owned()));
+            } else {
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                    .unwrap_or(tail.len());
+                found.push(tail[..end].trim_end_matches(':').to_owned());
+            }
+            for f in found {
+                out.push(if base.is_empty() {
+                    f
+                } else {
+                    format!("{base}::{f}")
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Import edges between modules (`depth` path segments), test code left out.
+fn edges(src: &Path, depth: usize) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = Vec::new();
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("read src").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs")
+                && p.file_name().is_some_and(|n| n != "tests.rs")
+            {
+                files.push(p);
+            }
+        }
+    }
+    let cut = |m: &str| m.split("::").take(depth).collect::<Vec<_>>().join("::");
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in files {
+        let rel = f.strip_prefix(src).expect("under src").to_string_lossy();
+        if rel == "main.rs" || rel == "lib.rs" {
+            continue;
+        }
+        let module = module_of(&rel);
+        let from = cut(&module);
+        let text = strip_tests(&std::fs::read_to_string(&f).expect("read source"));
+        let entry = graph.entry(from.clone()).or_default();
+        for p in crate_paths(&text, &module) {
+            let to = cut(&p);
+            if !to.is_empty() && to != from && !to.starts_with(&format!("{from}::")) {
+                entry.insert(to);
+            }
+        }
+    }
+    graph
+}
+
+/// One cycle in the graph, if there is any.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        v: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == v) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(v.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(v) {
+            return None;
+        }
+        path.push(v.to_owned());
+        for w in graph.get(v).into_iter().flatten() {
+            // A module's own parent counts as the same room (`sync::queue` → `sync`).
+            if v.starts_with(&format!("{w}::")) {
+                continue;
+            }
+            if let Some(c) = visit(w, graph, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(v.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for v in graph.keys() {
+        if let Some(c) = visit(v, graph, &mut Vec::new(), &mut done) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+fn src() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+#[test]
+fn every_module_imports_only_from_the_layers_before_it() {
+    let graph = edges(&src(), 1);
+    let rank = |m: &str| LAYERS.iter().position(|l| *l == m);
+    let mut wrong = Vec::new();
+    for (from, tos) in &graph {
+        let Some(f) = rank(from) else {
+            wrong.push(format!("{from} is in no layer: add it to LAYERS"));
+            continue;
+        };
+        for to in tos {
+            match rank(to) {
+                Some(t) if t < f => {}
+                _ => wrong.push(format!("{from} -> {to}")),
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports against the layering {LAYERS:?}:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn no_import_cycles_between_modules_or_submodules() {
+    for depth in [1, 2] {
+        let graph = edges(&src(), depth);
+        assert!(graph.len() > 5, "the source was read: {graph:?}");
+        if let Some(c) = find_cycle(&graph) {
+            panic!("import cycle (depth {depth}): {}", c.join(" -> "));
+        }
+    }
+}
+
+#[test]
+fn the_cycle_check_finds_a_planted_cycle() {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(d.path().join("b")).expect("mkdir");
+    std::fs::write(d.path().join("a.rs"), "use crate::b::x;\n").expect("write");
+    std::fs::write(
+        d.path().join("b/mod.rs"),
+        "use crate::{c, a};\n#[cfg(test)]\nmod tests { use crate::z; }\n",
+    )
+    .expect("write");
+    std::fs::write(d.path().join("c.rs"), "fn f() { crate::a::y(); }\n").expect("write");
+    std::fs::write(d.path().join("b/x.rs"), "use super::y::Y;\n").expect("write");
+    std::fs::write(d.path().join("b/y.rs"), "use super::x::X;\n").expect("write");
+    let graph = edges(d.path(), 1);
+    assert_eq!(graph["b"], BTreeSet::from(["a".to_owned(), "c".to_owned()]));
+    let cycle = find_cycle(&graph).expect("a -> b -> a is found");
+    assert_eq!(cycle.first(), cycle.last());
+    let inner = edges(d.path(), 2);
+    assert_eq!(inner["b::x"], BTreeSet::from(["b::y".to_owned()]));
+    assert!(find_cycle(&inner).is_some());
+}
