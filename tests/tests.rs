@@ -6,4 +6,5 @@ mod churn;
 mod e2e;
 mod fixtures;
 mod scenarios;
+mod security;
 mod support;
