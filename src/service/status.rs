@@ -319,7 +319,8 @@ impl Conn {
                 Ok(n) => {
                     let from = self.head.len().saturating_sub(3);
                     self.head.extend_from_slice(&buf[..n]);
-                    if let Some(end) = head_end(&self.head, from) {
+                    let end = head_end(&self.head, from).filter(|&end| end <= MAX_HEAD);
+                    if let Some(end) = end {
                         self.head.truncate(end);
                         self.out = respond(&self.head, source);
                     } else if self.head.len() > MAX_HEAD {
@@ -619,4 +620,89 @@ pub fn render(s: &Status) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> Source {
+        Arc::new(|| Status {
+            version: "test".into(),
+            config: "c.xml".into(),
+            pid: 1,
+            uptime_seconds: 0,
+            watches: 0,
+            fail_log: FailLogStatus {
+                path: "f".into(),
+                entries: 0,
+            },
+            last_full_sync: None,
+            remotes: Vec::new(),
+        })
+    }
+
+    fn server() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        serve(listener, source());
+        port
+    }
+
+    /// Sends `parts` one write each and returns what came back before the close.
+    fn exchange(port: u16, parts: &[&[u8]]) -> String {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        for p in parts {
+            c.write_all(p).expect("send");
+        }
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn head_of(len: usize) -> Vec<u8> {
+        let start = b"GET /status HTTP/1.0\r\nX-Pad: ";
+        let mut h = start.to_vec();
+        h.resize(len - 4, b'p');
+        h.extend_from_slice(b"\r\n\r\n");
+        h
+    }
+
+    #[test]
+    fn head_end_finds_either_blank_line_from_where_it_is_told() {
+        assert_eq!(head_end(b"GET / HTTP/1.0\r\n\r\n", 0), Some(18));
+        assert_eq!(head_end(b"GET / HTTP/1.0\n\n", 0), Some(16));
+        assert_eq!(head_end(b"GET / HTTP/1.0\r\nA: b\r\n", 0), None);
+        assert_eq!(head_end(b"ab\r\n\r\n", 2), Some(6));
+    }
+
+    #[test]
+    fn a_head_of_exactly_the_cap_is_answered_one_byte_more_is_431() {
+        let port = server();
+        let at_cap = exchange(port, &[&head_of(MAX_HEAD)]);
+        assert!(at_cap.starts_with("HTTP/1.0 200"), "{at_cap:.200}");
+        let over = exchange(port, &[&head_of(MAX_HEAD + 1)]);
+        assert!(over.starts_with("HTTP/1.0 431"), "{over:.200}");
+    }
+
+    #[test]
+    fn a_request_in_many_pieces_is_answered_once_complete() {
+        let port = server();
+        let got = exchange(
+            port,
+            &[
+                b"GE",
+                b"T /metr",
+                b"ics HTTP/1.0\r",
+                b"\nHost: x\r\n",
+                b"\r\n",
+            ],
+        );
+        assert!(got.starts_with("HTTP/1.0 200"), "{got:.200}");
+        assert!(got.contains("sersync_uptime_seconds 0"), "{got}");
+        let got = exchange(port, &[b"POST /status HTTP/1.0\r\n\r\n"]);
+        assert!(got.starts_with("HTTP/1.0 405"), "{got:.200}");
+    }
 }
