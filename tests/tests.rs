@@ -7,4 +7,5 @@ mod e2e;
 mod fixtures;
 mod layers;
 mod scenarios;
+mod security;
 mod support;
