@@ -7,3 +7,4 @@ mod e2e;
 mod fixtures;
 mod scenarios;
 mod support;
+mod trust;

@@ -274,16 +274,20 @@ fn openat(dirfd: RawFd, name: &CStr, flags: libc::c_int, mode: u32) -> io::Resul
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// After O_NOFOLLOW failed with ELOOP: the refusal if the path is a link, else `e`.
-fn symlink_refusal(path: &Path, e: io::Error) -> io::Error {
-    if e.raw_os_error() != Some(libc::ELOOP) {
+/// After an open failed: when what is at `path` would be refused anyway (a link, which
+/// O_NOFOLLOW turns into ELOOP; another user's file or link in a sticky directory, which
+/// the kernel's protected_symlinks/protected_regular turn into EACCES), the refusal that
+/// says so; else `e` as it is.
+fn explain_open_error(path: &Path, e: io::Error) -> io::Error {
+    if !matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EACCES)) {
         return e;
     }
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            refused(file_message(path, FileVerdict::Symlink, m.uid(), m.mode()))
-        }
-        _ => e,
+        Ok(m) => match judge_file(euid(), m.uid(), m.mode()) {
+            FileVerdict::Trusted => e,
+            v => refused(file_message(path, v, m.uid(), m.mode())),
+        },
+        Err(_) => e,
     }
 }
 
@@ -357,7 +361,7 @@ pub fn read_trusted(path: &Path) -> io::Result<Vec<u8>> {
         libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
         0,
     )
-    .map_err(|e| symlink_refusal(path, e))?;
+    .map_err(|e| explain_open_error(path, e))?;
     check_file_fd(fd.as_raw_fd(), path)?;
     let mut text = Vec::new();
     File::from(fd).read_to_end(&mut text)?;
@@ -373,7 +377,7 @@ pub fn open_trusted(path: &Path, flags: libc::c_int, mode: u32) -> io::Result<Fi
         flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
         mode,
     )
-    .map_err(|e| symlink_refusal(path, e))?;
+    .map_err(|e| explain_open_error(path, e))?;
     check_file_fd(fd.as_raw_fd(), path)?;
     clear_nonblock(fd.as_raw_fd())?;
     Ok(File::from(fd))
