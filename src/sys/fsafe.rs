@@ -202,7 +202,7 @@ fn file_message(path: &Path, verdict: FileVerdict, uid: u32, mode: u32) -> Strin
             mode & 0o7777
         ),
         FileVerdict::ForeignOwner => format!(
-            "{p} is owned by {who} (mode {:04o}), not by the agent's user {}: someone else \
+            "{p} is owned by {who}, mode {:04o}, not by the agent's user {}: someone else \
              may have written it; remove it, or chown it to {} if its content is yours",
             mode & 0o7777,
             describe_user(me),
