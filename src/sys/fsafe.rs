@@ -475,9 +475,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// nobody else can write (see [`judge_private_dir`]). Returns its path for messages.
 pub fn private_dir(dir: &Path, mode: u32) -> io::Result<PathBuf> {
     let c = cpath(dir)?;
-    // SAFETY: mkdir with a NUL-terminated path.
-    if unsafe { libc::mkdir(c.as_ptr(), mode as libc::mode_t) } != 0 {
-        let e = io::Error::last_os_error();
+    let mkdir = || {
+        // SAFETY: mkdir with a NUL-terminated path.
+        if unsafe { libc::mkdir(c.as_ptr(), mode as libc::mode_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    let mut made = mkdir();
+    if let (Err(e), Some(parent)) = (&made, dir.parent()) {
+        // A missing parent (/run in a bare container) is created as any directory is.
+        if e.kind() == io::ErrorKind::NotFound && std::fs::create_dir_all(parent).is_ok() {
+            made = mkdir();
+        }
+    }
+    if let Err(e) = made {
         if e.kind() != io::ErrorKind::AlreadyExists {
             return Err(io::Error::new(
                 e.kind(),
@@ -635,6 +647,32 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(left.len(), 2, "no temporary file is left: {left:?}");
+    }
+
+    #[test]
+    fn a_lock_directory_is_created_private_and_a_link_or_open_one_is_refused() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let made = d.path().join("new/locks");
+        private_dir(&made, 0o700).expect("created with its parent");
+        let m = std::fs::symlink_metadata(&made).expect("stat");
+        assert!(m.is_dir() && m.mode() & 0o777 == 0o700, "{:o}", m.mode());
+        private_dir(&made, 0o700).expect("an existing private directory is fine");
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&made, &link).expect("symlink");
+        let err = private_dir(&link, 0o700).expect_err("a link is refused");
+        assert!(
+            is_refused(&err) && err.to_string().contains("symbolic link"),
+            "{err}"
+        );
+        let open = d.path().join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("chmod");
+        let err = private_dir(&open, 0o700).expect_err("an open directory is refused");
+        assert!(
+            is_refused(&err) && err.to_string().contains("0777"),
+            "{err}"
+        );
     }
 
     #[test]
