@@ -21,8 +21,8 @@ EXIT STATUS
        --replay left nothing owed
     1  runtime failure: another instance holds this config's lock, watching could not
        start, the status endpoint could not be reached, --replay left entries owed
-    2  bad flags or a bad config (the message names file, line and element); nothing
-       was started
+    2  bad flags or a bad config (the message names file, line and element), or a
+       fail log, pid file or log file the agent refuses (see FILES); nothing was started
 
 SIGNALS
     SIGTERM, SIGINT  stop reading events, let running pushes finish (up to 30 s), write
@@ -32,8 +32,14 @@ SIGNALS
 FILES
     ./confxml.xml                   default config (-o)
     /run/sersync2/<config>.pid      lock and pid file, one per config (--pid-file);
-                                    $XDG_RUNTIME_DIR/sersync2 or /tmp/sersync2 when not root
+                                    when not root, in $XDG_RUNTIME_DIR/sersync2 if that
+                                    is the user's own 0700 directory, else in
+                                    sersync2-<uid> (0700) under $TMPDIR or /tmp
     <failLog path>                  failed pushes as a runnable sh script, mode 0600
+    The fail log, the pid file and the --log-file must be regular files owned by the
+    agent's user and not writable by group or others (a link is refused), and the fail
+    log's directory must not let others rename it (sticky if world-writable); else the
+    start fails with exit 2 naming the file, its owner and mode.
 
 ENVIRONMENT
     RUST_LOG   log level: error, warn, info (default), debug

@@ -9,3 +9,4 @@ mod layers;
 mod scenarios;
 mod security;
 mod support;
+mod trust;

@@ -17,6 +17,7 @@ use crate::cli::Args;
 use crate::config::{self, Config};
 use crate::service::{daemon, logging, status};
 use crate::sync::{self, FailLog, Target};
+use crate::sys::fsafe;
 
 pub use live::live;
 pub use replay::replay;
@@ -176,16 +177,39 @@ fn lock_and_load(
     args: &Args,
     targets: &[Target],
 ) -> Result<(daemon::InstanceLock, FailLog), Exit> {
-    let pid_file: PathBuf = args
-        .pid_file
-        .clone()
-        .unwrap_or_else(|| daemon::default_pid_file(&args.config));
-    let lock = daemon::InstanceLock::acquire(&pid_file).map_err(|e| runtime(anyhow!(e)))?;
+    // Files the agent trusts that fail their checks are usage errors (exit 2): the
+    // operator has to remove or fix them; nothing has started.
+    let exit = |e: std::io::Error, what: String| {
+        if fsafe::is_refused(&e) {
+            usage(anyhow!("refusing {what}: {e}"))
+        } else {
+            runtime(anyhow!("{what}: {e}"))
+        }
+    };
+    let pid_file: PathBuf = match &args.pid_file {
+        Some(p) => p.clone(),
+        None => {
+            daemon::prepare_default_lock_dir()
+                .map_err(|e| exit(e, "the lock directory".to_owned()))?;
+            daemon::default_pid_file(&args.config)
+        }
+    };
+    let lock = daemon::InstanceLock::acquire_checked(&pid_file).map_err(|e| match e {
+        daemon::LockError::Refused(m) => usage(anyhow!(m)),
+        daemon::LockError::Held(m) | daemon::LockError::Failed(m) => runtime(anyhow!(m)),
+    })?;
     let fail_log = sync::FailLog::load(config.fail_log.clone(), targets).map_err(|e| {
-        usage(anyhow!(
-            "cannot read the fail log {}: {e}",
-            config.fail_log.display()
-        ))
+        if fsafe::is_refused(&e) {
+            usage(anyhow!(
+                "refusing the fail log {}: {e}",
+                config.fail_log.display()
+            ))
+        } else {
+            usage(anyhow!(
+                "cannot read the fail log {}: {e}",
+                config.fail_log.display()
+            ))
+        }
     })?;
     Ok((lock, fail_log))
 }

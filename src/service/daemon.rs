@@ -1,5 +1,11 @@
 //! One instance per config file (flock'd pid file), detaching with `-d`, and a log
 //! file that logrotate can move (reopened on SIGHUP).
+//!
+//! The pid file and the log file are files the agent trusts (`sys::fsafe`): opened
+//! without following a link and checked on the descriptor (a regular file of the
+//! agent's user, not writable by group or others). A refused log file at a SIGHUP
+//! reopen leaves the old one in use, with one error line written to it. The default
+//! lock directory is one only the agent's user can write ([`default_lock_dir`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -9,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The pid file for a config: `/run/sersync2/<config path with / as _>.pid` as root,
-/// else the same name under $XDG_RUNTIME_DIR or /tmp.
+use crate::sys::fsafe;
+
+/// The pid file for a config: `<config path with / as _>.pid` in [`default_lock_dir`].
 pub fn default_pid_file(config: &Path) -> PathBuf {
     let abs = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
     let name: String = abs
@@ -25,14 +32,54 @@ pub fn default_pid_file(config: &Path) -> PathBuf {
             }
         })
         .collect();
-    let dir = if crate::sys::is_root() {
-        PathBuf::from("/run/sersync2")
-    } else {
-        std::env::var_os("XDG_RUNTIME_DIR")
-            .map(|d| PathBuf::from(d).join("sersync2"))
-            .unwrap_or_else(|| PathBuf::from("/tmp/sersync2"))
-    };
-    dir.join(format!("{name}.pid"))
+    default_lock_dir().join(format!("{name}.pid"))
+}
+
+/// Where lock and pid files go by default, a directory only the agent's user can write:
+/// `/run/sersync2` as root; else `$XDG_RUNTIME_DIR/sersync2` when XDG_RUNTIME_DIR is a
+/// directory of this user with mode 0700; else `sersync2-<uid>` in the temp directory
+/// ($TMPDIR or /tmp). Never a predictable name shared in a world-writable directory.
+pub fn default_lock_dir() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    if crate::sys::is_root() {
+        return PathBuf::from("/run/sersync2");
+    }
+    let uid = fsafe::euid();
+    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        let private = std::fs::symlink_metadata(&xdg)
+            .map(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0)
+            .unwrap_or(false);
+        if xdg.is_absolute() && private {
+            return xdg.join("sersync2");
+        }
+    }
+    std::env::temp_dir().join(format!("sersync2-{uid}"))
+}
+
+/// Creates (0755 as root, else 0700) and checks [`default_lock_dir`]: it must be a real
+/// directory owned by the agent's user that nobody else can write.
+pub fn prepare_default_lock_dir() -> std::io::Result<PathBuf> {
+    let mode = if crate::sys::is_root() { 0o755 } else { 0o700 };
+    fsafe::private_dir(&default_lock_dir(), mode)
+}
+
+/// Why the instance lock could not be taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another instance runs this config.
+    Held(String),
+    /// The pid file failed the checks for a file the agent trusts.
+    Refused(String),
+    /// Anything else (a directory that cannot be created, an I/O error).
+    Failed(String),
+}
+
+impl std::fmt::Display for LockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockError::Held(m) | LockError::Refused(m) | LockError::Failed(m) => f.write_str(m),
+        }
+    }
 }
 
 /// A held instance lock: the pid file, flock'd for as long as this process lives.
@@ -44,35 +91,43 @@ pub struct InstanceLock {
 
 impl InstanceLock {
     /// Takes the lock or says who holds it.
+    #[cfg(test)]
     pub fn acquire(path: &Path) -> Result<InstanceLock, String> {
+        InstanceLock::acquire_checked(path).map_err(|e| e.to_string())
+    }
+
+    /// Takes the lock; the pid file is opened without following a link and must be a
+    /// regular file of the agent's user that nobody else can write (a missing one is
+    /// created, mode 0644).
+    pub fn acquire_checked(path: &Path) -> Result<InstanceLock, LockError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                .map_err(|e| LockError::Failed(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
-            .map_err(|e| format!("cannot open the pid file {}: {e}", path.display()))?;
+        let mut file =
+            fsafe::open_trusted(path, libc::O_RDWR | libc::O_CREAT, 0o644).map_err(|e| {
+                if fsafe::is_refused(&e) {
+                    LockError::Refused(format!("refusing the pid file {}: {e}", path.display()))
+                } else {
+                    LockError::Failed(format!("cannot open the pid file {}: {e}", path.display()))
+                }
+            })?;
         // SAFETY: flock on a valid open descriptor.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
             let pid = text.trim();
-            return Err(format!(
+            return Err(LockError::Held(format!(
                 "another sersync2 already runs this config (pid {}, lock {})",
                 if pid.is_empty() { "unknown" } else { pid },
                 path.display()
-            ));
+            )));
         }
         let mut lock = InstanceLock {
             file,
             path: path.to_path_buf(),
         };
-        lock.write_pid()?;
+        lock.write_pid().map_err(LockError::Failed)?;
         Ok(lock)
     }
 
@@ -89,15 +144,33 @@ impl InstanceLock {
             .map_err(|e| format!("cannot write the pid file {}: {e}", self.path.display()))
     }
 
-    /// The pid recorded by whoever holds (or held) the lock at `path`.
+    /// The pid recorded by whoever holds (or held) the lock at `path` (a link there is
+    /// not followed).
     pub fn holder(path: &Path) -> Option<u32> {
-        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+        let mut text = String::new();
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .ok()?
+            .read_to_string(&mut text)
+            .ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// Whether `path` still names the very file this lock holds.
+    fn still_ours(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self.file.metadata(), std::fs::symlink_metadata(&self.path)) {
+            (Ok(held), Ok(named)) => held.dev() == named.dev() && held.ino() == named.ino(),
+            _ => false,
+        }
     }
 }
 
 impl Drop for InstanceLock {
     fn drop(&mut self) {
-        if InstanceLock::holder(&self.path) == Some(std::process::id()) {
+        if self.still_ours() && InstanceLock::holder(&self.path) == Some(std::process::id()) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -174,12 +247,10 @@ pub struct LogFile {
     reopen: Arc<AtomicBool>,
 }
 
+/// Opens the log file for appending (created 0640), refusing a link, another user's
+/// file or one writable by group or others (see `sys::fsafe`).
 fn open_log(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
+    fsafe::open_trusted(path, libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT, 0o640)
 }
 
 impl LogFile {
@@ -204,8 +275,18 @@ impl Write for LogWriter {
         let log = &self.0;
         let mut f = log.file.lock().unwrap_or_else(|e| e.into_inner());
         if log.reopen.swap(false, Ordering::Relaxed) {
-            if let Ok(new) = open_log(&log.path) {
-                *f = new;
+            match open_log(&log.path) {
+                Ok(new) => *f = new,
+                // One error line per refused reopen, written to the file still open (the
+                // logger cannot log from inside itself).
+                Err(e) => {
+                    let line = format!(
+                        "[{} ERROR] cannot reopen the log file after SIGHUP: {e}; still \
+                         writing to the file opened before\n",
+                        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                    );
+                    let _ = f.write_all(line.as_bytes());
+                }
             }
         }
         f.write_all(buf)?;

@@ -11,15 +11,15 @@
 //! ```
 //!
 //! with every word single-quoted, so `sh rsync_fail_log.sh` is safe whatever the names.
-//! The file is mode 0600 and replaced atomically (write, fsync, rename). Loading parses
+//! The file is mode 0600 and replaced atomically through a fresh temporary file
+//! (`sys::fsafe`: O_EXCL|O_NOFOLLOW, fsync, rename); it is read only when it is a regular
+//! file of the agent's own user that nobody else can write. Loading parses
 //! the same words back; commands for remotes no longer in the config are kept verbatim
 //! and replayed as they are.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::job::{Job, RemoteId};
@@ -148,25 +148,13 @@ impl FailLog {
             };
         }
         let text = self.render(targets);
-        let mut tmp = self.path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path)
+        crate::sys::fsafe::write_atomic(&self.path, &text)
     }
 
     /// Loads an existing fail log, matching its commands to the configured remotes.
     pub fn load(path: PathBuf, targets: &[Target]) -> std::io::Result<Self> {
         let mut log = FailLog::new(path, targets.len());
-        let text = match std::fs::read(&log.path) {
+        let text = match crate::sys::fsafe::read_trusted(&log.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(log),
             Err(e) => return Err(e),

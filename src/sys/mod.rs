@@ -1,8 +1,10 @@
 //! What every layer above needs from the operating system: the stop signal, waiting on
-//! descriptors, and shell words (split and quote, in one place).
+//! descriptors, shell words (split and quote, in one place), and safe handling of the
+//! files the agent trusts (`fsafe`).
 //!
 //! Nothing here knows about configs, remotes or events.
 
+pub mod fsafe;
 pub mod shell;
 
 use std::os::unix::io::{AsRawFd, RawFd};

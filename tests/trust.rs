@@ -1,0 +1,669 @@
+//! Files the agent trusts (SPEC 9): the fail log, the pid/lock file and the log file.
+//! Each test plays the attacker: an unprivileged user created for the test plants
+//! files and links in a world-writable sticky directory (like /tmp) before or while
+//! the real agent runs, and the test checks that nothing planted is followed or
+//! trusted. Tests that need root and `useradd` skip with a message elsewhere.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use crate::agent::{Conf, Transport, STOP_DEADLINE};
+use crate::support::*;
+
+// ---------------------------------------------------------------------------
+// Users and planting
+// ---------------------------------------------------------------------------
+
+/// A system user created for one test (no home, no login shell); removed on drop.
+struct User {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl User {
+    /// Creates a fresh user, or None (with a printed reason) where that is impossible.
+    fn create(role: &str) -> Option<User> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: creating a test user needs root");
+            return None;
+        }
+        let name = format!(
+            "ss{role}{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let made = Command::new("useradd")
+            .args(["-M", "-s", "/usr/sbin/nologin", &name])
+            .stdin(Stdio::null())
+            .output();
+        match made {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                eprintln!(
+                    "skipped: useradd {name} failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                return None;
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run useradd: {e}");
+                return None;
+            }
+        }
+        let id = |flag: &str| -> u32 {
+            let o = Command::new("id")
+                .args([flag, &name])
+                .output()
+                .expect("run id");
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse()
+                .expect("a numeric id")
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        Some(User { name, uid, gid })
+    }
+
+    /// `setpriv` running `program` as this user, with no supplementary groups.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--clear-groups")
+            .arg(program);
+        c
+    }
+
+    /// Runs a command as this user; panics if it fails.
+    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) {
+        let out = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {program} as {}: {e}", self.name));
+        assert!(
+            out.status.success(),
+            "{program} {args:?} as {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `ln -s target link` as this user.
+    fn symlink(&self, target: &Path, link: &Path) {
+        self.run("ln", &["-s".as_ref(), target.as_os_str(), link.as_os_str()]);
+    }
+
+    /// Creates `path` as this user with `mode` and some content.
+    fn plant_file(&self, path: &Path, mode: &str) {
+        self.run(
+            "sh",
+            &[
+                "-c".as_ref(),
+                "printf '#errno 5\\ncd / && rsync -a ./etc evil::x\\n' > \"$1\" && chmod \"$2\" \"$1\""
+                    .as_ref(),
+                "sh".as_ref(),
+                path.as_os_str(),
+                mode.as_ref(),
+            ],
+        );
+    }
+
+    fn mkdir(&self, path: &Path, mode: &str) {
+        self.run("mkdir", &["-m".as_ref(), mode.as_ref(), path.as_os_str()]);
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel")
+            .arg(&self.name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A file only root may write, outside the test's tree, that an attack would clobber.
+struct Victim {
+    path: PathBuf,
+}
+
+const VICTIM_TEXT: &[u8] = b"precious, owned by root\n";
+
+impl Victim {
+    fn new(hint: &str) -> Victim {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = PathBuf::from(format!(
+            "/etc/sersync-victim-{hint}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        write_with_mode(&path, VICTIM_TEXT, 0o644);
+        Victim { path }
+    }
+
+    fn assert_unchanged(&self, context: &str) {
+        let m = fs::symlink_metadata(&self.path).expect("victim still there");
+        assert!(m.file_type().is_file(), "{context}: victim replaced");
+        assert_eq!(
+            fs::read(&self.path).expect("read victim"),
+            VICTIM_TEXT,
+            "{context}: the victim file was written through a planted link"
+        );
+        assert_eq!(m.uid(), 0, "{context}: victim chowned");
+        assert_eq!(m.mode() & 0o7777, 0o644, "{context}: victim chmodded");
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// A test tree others can traverse, with `shared/`, a world-writable sticky
+/// directory like /tmp, and `src/`, the watched tree.
+struct World {
+    dir: Dir,
+    shared: PathBuf,
+    src: PathBuf,
+}
+
+impl World {
+    fn new(hint: &str) -> World {
+        let dir = Dir::new(hint);
+        chmod(dir.path(), 0o755);
+        let shared = dir.mkdir_p("shared");
+        chmod(&shared, 0o1777);
+        let src = dir.mkdir_p("src");
+        chmod(&src, 0o755);
+        World { dir, shared, src }
+    }
+
+    /// A config pushing `src` over a remote shell that always fails (`false`), so
+    /// every push ends in the fail log at `fail_log`.
+    fn config(&self, fail_log: &Path) -> PathBuf {
+        let conf = Conf::new(
+            &self.src,
+            vec![("127.0.0.1".into(), "/nonexistent".into())],
+            Transport::Ssh {
+                command: "false".into(),
+            },
+            fail_log,
+        );
+        let path = self.dir.join("sersync.xml");
+        fs::write(&path, conf.render()).expect("write config");
+        chmod(&path, 0o644);
+        path
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running the agent
+// ---------------------------------------------------------------------------
+
+/// A started agent; killed and reaped on drop.
+struct Running {
+    child: Option<Child>,
+    stderr: PathBuf,
+}
+
+impl Running {
+    fn start(mut cmd: Command, stderr: PathBuf) -> Running {
+        let err = fs::File::create(&stderr).expect("create stderr file");
+        let child = cmd
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn sersync2");
+        Running {
+            child: Some(child),
+            stderr,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.stderr).unwrap_or_default()).into_owned()
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Waits for the exit (the agent must exit on its own).
+    fn exit(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status;
+            }
+            if start.elapsed() >= DEADLINE {
+                panic!(
+                    "sersync2 did not exit within {DEADLINE:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
+        }
+    }
+
+    /// Waits until `log` (its stderr or its log file) says `live:`.
+    fn wait_live(&mut self, log: &Path) {
+        wait_until("sersync2 logs `live:`", DEADLINE, || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "sersync2 exited ({status}); stderr:\n{}\nlog:\n{}",
+                    self.stderr(),
+                    fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains("live:")
+        });
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: signalling our own, not yet reaped, child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// SIGTERM and a clean exit.
+    fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let child = self.child.as_mut().expect("running");
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                assert!(status.success(), "exit after SIGTERM: {status}");
+                return;
+            }
+            assert!(
+                start.elapsed() < STOP_DEADLINE,
+                "sersync2 did not stop; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The root agent on `config` with extra flags, cwd = the world's dir.
+fn root_agent(w: &World, config: &Path, extra: &[&std::ffi::OsStr]) -> Running {
+    let mut cmd = Command::new(sersync_bin());
+    cmd.arg("-o")
+        .arg(config)
+        .args(extra)
+        .current_dir(w.dir.path());
+    Running::start(cmd, w.dir.join("agent.err"))
+}
+
+/// Runs the root agent expecting it to refuse to start: exit status 2; returns stderr.
+fn refused_at_start(w: &World, config: &Path, extra: &[&std::ffi::OsStr]) -> String {
+    let mut agent = root_agent(w, config, extra);
+    let status = agent.exit();
+    let err = agent.stderr();
+    assert_eq!(status.code(), Some(2), "exit 2 expected; stderr:\n{err}");
+    err
+}
+
+fn pid_flag(w: &World) -> [std::ffi::OsString; 2] {
+    ["--pid-file".into(), w.dir.join("agent.pid").into()]
+}
+
+fn as_os(a: &[std::ffi::OsString]) -> Vec<&std::ffi::OsStr> {
+    a.iter().map(|s| s.as_os_str()).collect()
+}
+
+// ---------------------------------------------------------------------------
+// The fail log
+// ---------------------------------------------------------------------------
+
+// The fail log was written to PATH.tmp opened with create+truncate, following a link
+// planted there: root overwrote any file the attacker pointed it at.
+#[test]
+fn planted_symlink_at_the_fail_log_tmp_name_is_not_followed() {
+    let Some(attacker) = User::create("a") else {
+        return;
+    };
+    let w = World::new("trust-tmp");
+    let victim = Victim::new("tmp");
+    let fail_log = w.shared.join("fail.sh");
+    let planted = w.shared.join("fail.sh.tmp");
+    attacker.symlink(&victim.path, &planted);
+    let config = w.config(&fail_log);
+    let pid = pid_flag(&w);
+    let mut extra = as_os(&pid);
+    extra.push("-r".as_ref());
+    let mut agent = root_agent(&w, &config, &extra);
+    let err = w.dir.join("agent.err");
+    agent.wait_live(&err);
+    wait_until("the failed full sync is in the fail log", DEADLINE, || {
+        fs::symlink_metadata(&fail_log).is_ok_and(|m| m.is_file() && m.len() > 0)
+    });
+    agent.stop();
+    victim.assert_unchanged("after the agent wrote its fail log");
+    let m = fs::symlink_metadata(&fail_log).expect("fail log");
+    assert_eq!(
+        (m.uid(), m.mode() & 0o7777),
+        (0, 0o600),
+        "fail log root's, 0600"
+    );
+    assert_eq!(
+        fs::read_link(&planted).expect("the planted link is left alone"),
+        victim.path
+    );
+}
+
+// The fail log was read and replayed whoever wrote it: a file planted in /tmp by another
+// user, or left writable by everyone, became commands the agent ran as root.
+#[test]
+fn fail_log_planted_by_another_user_is_refused_at_start() {
+    let Some(attacker) = User::create("b") else {
+        return;
+    };
+    let w = World::new("trust-planted");
+    let fail_log = w.shared.join("fail.sh");
+    attacker.plant_file(&fail_log, "0644");
+    let config = w.config(&fail_log);
+    let pid = pid_flag(&w);
+    let err = refused_at_start(&w, &config, &as_os(&pid));
+    for want in [
+        fail_log.display().to_string(),
+        format!("uid {}", attacker.uid),
+        attacker.name.clone(),
+        "remove it".into(),
+    ] {
+        assert!(err.contains(&want), "stderr names {want:?}:\n{err}");
+    }
+
+    // Root's own file, but writable by everyone: refused too, naming the mode.
+    fs::remove_file(&fail_log).expect("rm");
+    write_with_mode(&fail_log, b"#errno 5\n", 0o666);
+    let err = refused_at_start(&w, &config, &as_os(&pid));
+    assert!(
+        err.contains(&fail_log.display().to_string()) && err.contains("0666"),
+        "stderr names the file and its mode:\n{err}"
+    );
+}
+
+// A link at the fail log path was followed both ways: read at start, then replaced
+// through, so the agent read and wrote whatever file the link named.
+#[test]
+fn symlink_at_the_fail_log_path_is_refused() {
+    let Some(attacker) = User::create("c") else {
+        return;
+    };
+    let w = World::new("trust-link");
+    let victim = Victim::new("link");
+    let fail_log = w.shared.join("fail.sh");
+    attacker.symlink(&victim.path, &fail_log);
+    let config = w.config(&fail_log);
+    let pid = pid_flag(&w);
+    let err = refused_at_start(&w, &config, &as_os(&pid));
+    assert!(
+        err.contains(&fail_log.display().to_string()) && err.contains("symbolic link"),
+        "stderr names the link:\n{err}"
+    );
+    victim.assert_unchanged("after the refused start");
+}
+
+// A fail log in a directory another user owns (or anyone may rename in) can be swapped
+// for the attacker's file between two writes.
+#[test]
+fn fail_log_in_a_directory_others_can_rename_in_is_refused() {
+    let Some(attacker) = User::create("r") else {
+        return;
+    };
+    let w = World::new("trust-dir");
+    let theirs = w.dir.mkdir_p("theirs");
+    std::os::unix::fs::chown(&theirs, Some(attacker.uid), Some(attacker.gid)).expect("chown");
+    let config = w.config(&theirs.join("fail.sh"));
+    let pid = pid_flag(&w);
+    let err = refused_at_start(&w, &config, &as_os(&pid));
+    assert!(
+        err.contains(&theirs.display().to_string()) && err.contains(&attacker.name),
+        "stderr names the directory and its owner:\n{err}"
+    );
+
+    let open = w.dir.mkdir_p("open");
+    chmod(&open, 0o777);
+    let config = w.config(&open.join("fail.sh"));
+    let err = refused_at_start(&w, &config, &as_os(&pid));
+    assert!(
+        err.contains(&open.display().to_string()) && err.contains("sticky"),
+        "stderr names the directory and the missing sticky bit:\n{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The pid/lock file
+// ---------------------------------------------------------------------------
+
+/// The binary copied where an unprivileged user can run it (the build tree may not be
+/// reachable by others).
+fn runnable_copy(w: &World) -> PathBuf {
+    let bin = w.dir.mkdir_p("bin");
+    let copy = bin.join("sersync2");
+    fs::copy(sersync_bin(), &copy).expect("copy the binary");
+    chmod(&copy, 0o755);
+    copy
+}
+
+/// The pid file name the agent derives from a config path.
+fn pid_name(config: &Path) -> String {
+    let abs = fs::canonicalize(config).expect("canonical config path");
+    let flat: String = abs
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| {
+            if c == '/' || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!("{flat}.pid")
+}
+
+/// A non-root agent: `user` runs the copied binary with TMPDIR = `tmp`, no
+/// XDG_RUNTIME_DIR, its fail log in a directory of its own.
+fn user_agent(w: &World, user: &User, tmp: &Path) -> (Running, PathBuf) {
+    let bin = runnable_copy(w);
+    let own = w.dir.mkdir_p("agent-own");
+    fs::set_permissions(&own, fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::os::unix::fs::chown(&own, Some(user.uid), Some(user.gid)).expect("chown");
+    let config = w.config(&own.join("fail.sh"));
+    let mut cmd = user.command(&bin);
+    cmd.arg("-o")
+        .arg(&config)
+        .current_dir(w.dir.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("TMPDIR", tmp);
+    (Running::start(cmd, w.dir.join("agent.err")), config)
+}
+
+// A non-root agent kept its lock in the shared /tmp/sersync2/<config>.pid and opened it
+// following links: another user planted a link there and the agent truncated and wrote
+// the linked file with its own rights. Root followed a link at --pid-file the same way.
+#[test]
+fn pid_file_symlink_is_not_followed() {
+    let Some(attacker) = User::create("d") else {
+        return;
+    };
+    let Some(agent_user) = User::create("u") else {
+        return;
+    };
+    let w = World::new("trust-pid");
+    // The agent user's own file, which the old lock would have truncated.
+    let precious = w.dir.join("precious");
+    write_with_mode(&precious, b"the agent user's data\n", 0o644);
+    std::os::unix::fs::chown(&precious, Some(agent_user.uid), Some(agent_user.gid)).expect("chown");
+    let config_path = w.dir.join("sersync.xml");
+    fs::write(&config_path, b"").expect("config placeholder");
+    let old_dir = w.shared.join("sersync2");
+    attacker.mkdir(&old_dir, "0755");
+    let old_name = old_dir.join(pid_name(&config_path));
+    attacker.symlink(&precious, &old_name);
+
+    let (mut agent, config) = user_agent(&w, &agent_user, &w.shared);
+    assert_eq!(config, config_path);
+    agent.wait_live(&w.dir.join("agent.err"));
+    let lock_dir = w.shared.join(format!("sersync2-{}", agent_user.uid));
+    let m = fs::symlink_metadata(&lock_dir).expect("the agent's own lock directory");
+    assert!(m.is_dir(), "a real directory");
+    assert_eq!(
+        (m.uid(), m.mode() & 0o7777),
+        (agent_user.uid, 0o700),
+        "owned by the agent's user, 0700"
+    );
+    let pid_file = lock_dir.join(pid_name(&config));
+    let recorded = fs::read_to_string(&pid_file).expect("pid file in the private dir");
+    assert_eq!(
+        recorded.trim(),
+        agent.pid().to_string(),
+        "it records the pid"
+    );
+    agent.stop();
+    assert_eq!(
+        fs::read(&precious).expect("precious"),
+        b"the agent user's data\n",
+        "the planted link at the old lock name had no effect"
+    );
+    assert_eq!(fs::read_link(&old_name).expect("link left alone"), precious);
+
+    // Root, --pid-file naming a link another user planted: refused, not followed.
+    let victim = Victim::new("pid");
+    let pid_link = w.shared.join("agent.pid");
+    attacker.symlink(&victim.path, &pid_link);
+    let extra: [&std::ffi::OsStr; 2] = ["--pid-file".as_ref(), pid_link.as_os_str()];
+    let err = refused_at_start(&w, &config, &extra);
+    assert!(
+        err.contains(&pid_link.display().to_string()) && err.contains("symbolic link"),
+        "stderr names the link:\n{err}"
+    );
+    victim.assert_unchanged("after root refused the linked pid file");
+}
+
+// The fallback lock directory has a predictable name in /tmp: another user who creates
+// it first (or a link by that name) must not get the agent's lock and pid file.
+#[test]
+fn lock_directory_planted_by_another_user_is_refused() {
+    let Some(attacker) = User::create("l") else {
+        return;
+    };
+    let Some(agent_user) = User::create("v") else {
+        return;
+    };
+    let w = World::new("trust-lockdir");
+    let lock_dir = w.shared.join(format!("sersync2-{}", agent_user.uid));
+    attacker.mkdir(&lock_dir, "0777");
+    let (mut agent, _) = user_agent(&w, &agent_user, &w.shared);
+    let status = agent.exit();
+    let err = agent.stderr();
+    assert_eq!(status.code(), Some(2), "exit 2; stderr:\n{err}");
+    assert!(
+        err.contains(&lock_dir.display().to_string()) && err.contains(&attacker.name),
+        "stderr names the directory and its owner:\n{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The log file
+// ---------------------------------------------------------------------------
+
+// --log-file opened whatever was at the path: a file another user created first (and can
+// still read and truncate) received the agent's logs.
+#[test]
+fn log_file_owned_by_another_user_is_refused() {
+    let Some(attacker) = User::create("e") else {
+        return;
+    };
+    let w = World::new("trust-log");
+    let log = w.shared.join("agent.log");
+    attacker.run("touch", &[log.as_os_str()]);
+    let config = w.config(&w.dir.join("fail.sh"));
+    let mut extra = pid_flag(&w).to_vec();
+    extra.push("--log-file".into());
+    extra.push(log.clone().into());
+    let err = refused_at_start(&w, &config, &as_os(&extra));
+    assert!(
+        err.contains(&log.display().to_string())
+            && err.contains(&attacker.name)
+            && err.contains(&format!("uid {}", attacker.uid)),
+        "stderr names the file and its owner:\n{err}"
+    );
+}
+
+// After logrotate moved the log away, SIGHUP reopened the path following a link another
+// user had put there meanwhile, appending the agent's logs to the linked file.
+#[test]
+fn log_file_replaced_by_a_symlink_before_sighup_is_not_followed() {
+    let Some(attacker) = User::create("h") else {
+        return;
+    };
+    let w = World::new("trust-hup");
+    let victim = Victim::new("hup");
+    let log = w.shared.join("agent.log");
+    let config = w.config(&w.dir.join("fail.sh"));
+    let mut extra = pid_flag(&w).to_vec();
+    extra.push("--log-file".into());
+    extra.push(log.clone().into());
+    let mut agent = root_agent(&w, &config, &as_os(&extra));
+    agent.wait_live(&log);
+    let rotated = w.shared.join("agent.log.1");
+    fs::rename(&log, &rotated).expect("rotate");
+    attacker.symlink(&victim.path, &log);
+    agent.signal(libc::SIGHUP);
+    // Any record makes the logger reopen: a change whose push fails.
+    fs::write(w.src.join("after-hup.txt"), b"x\n").expect("write");
+    wait_until("the refused reopen is logged", DEADLINE, || {
+        fs::read_to_string(&rotated)
+            .unwrap_or_default()
+            .contains("cannot reopen the log file")
+    });
+    victim.assert_unchanged("after SIGHUP");
+    agent.stop();
+    victim.assert_unchanged("after the stop");
+    let text = fs::read_to_string(&rotated).expect("rotated log");
+    assert_eq!(
+        text.matches("cannot reopen the log file").count(),
+        1,
+        "one error per refused reopen:\n{text}"
+    );
+    assert!(
+        text.contains("stopped"),
+        "logging went on in the old file:\n{text}"
+    );
+}
