@@ -17,6 +17,7 @@ use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
@@ -157,8 +158,11 @@ pub fn count_dirs(root: &Path, excludes: &Excludes) -> usize {
     n
 }
 
-/// Most kernel events handled and sent as one batch.
-const MAX_BATCH: usize = 8192;
+/// Reads closer together than this are a burst.
+const BURST_GAP: Duration = Duration::from_millis(2);
+
+/// In a burst, how long events gather before the next read.
+const GATHER: Duration = Duration::from_millis(1);
 
 /// One kernel event, copied out of the read buffer.
 struct RawEvent {
@@ -548,6 +552,7 @@ impl Watcher {
     pub fn run(mut self, stop_fd: RawFd, tx: Sender<Batch>) {
         let mut buffer = vec![0u8; 256 * 1024];
         let fd = self.inotify.as_raw_fd();
+        let mut last_read: Option<Instant> = None;
         loop {
             match crate::sys::wait_either(fd, stop_fd) {
                 Ready::Work => {}
@@ -557,27 +562,28 @@ impl Watcher {
                     return;
                 }
             }
-            // Drain what is queued now into one batch: one send, one wake-up of the
-            // filter thread, however many reads it took.
-            let mut batch: Vec<RawEvent> = Vec::new();
-            loop {
-                match self.inotify.read_events(&mut buffer) {
-                    Ok(events) => batch.extend(events.map(|e| RawEvent {
+            let batch: Vec<RawEvent> = match self.inotify.read_events(&mut buffer) {
+                Ok(events) => events
+                    .map(|e| RawEvent {
                         wd: e.wd,
                         mask: e.mask,
                         cookie: e.cookie,
                         name: e.name.map(|n| n.to_os_string()),
-                    })),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        log::error!("reading inotify events failed: {e}");
-                        return;
-                    }
+                    })
+                    .collect(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    log::error!("reading inotify events failed: {e}");
+                    return;
                 }
-                if batch.len() >= MAX_BATCH {
-                    break;
-                }
-            }
+            };
+            // In a burst (reads back to back), let events gather a moment before the
+            // next read: one read, one batch, one wake-up of the filter thread for many
+            // events instead of one each. The first event after a quiet spell is read
+            // and sent at once, so a single change is never held back.
+            let now = Instant::now();
+            let burst = last_read.is_some_and(|at| now.duration_since(at) < BURST_GAP);
+            last_read = Some(now);
             let changes = self.handle(batch);
             self.report_count();
             if !changes.is_empty()
@@ -588,6 +594,9 @@ impl Watcher {
                     })
                     .is_err()
             {
+                return;
+            }
+            if burst && crate::sys::readable_within(stop_fd, GATHER) {
                 return;
             }
         }
