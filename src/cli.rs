@@ -33,7 +33,12 @@ FILES
     ./confxml.xml                   default config (-o)
     /run/sersync2/<config>.pid      lock and pid file, one per config (--pid-file);
                                     $XDG_RUNTIME_DIR/sersync2 or /tmp/sersync2 when not root
-    <failLog path>                  failed pushes as a runnable sh script, mode 0600
+    <failLog path>                  failed pushes as a runnable sh script, mode 0600.
+                                    Read as data: only the directory, the ./paths and
+                                    the destination of each command are kept, and the
+                                    command is rebuilt from the config. Entries for a
+                                    root or remote not in the config are kept, never
+                                    run (--replay --drop-unknown drops them)
 
 ENVIRONMENT
     RUST_LOG   log level: error, warn, info (default), debug
@@ -68,9 +73,15 @@ pub struct Args {
     #[arg(short = 't', long = "test-config")]
     pub test_config: bool,
 
-    /// Replay the fail log once and exit: 0 if nothing is left owed
+    /// Replay the fail log once and exit: 0 if nothing is left owed. Entries for a root
+    /// or remote the config does not name are never run; they are listed and kept
     #[arg(long)]
     pub replay: bool,
+
+    /// With --replay: drop the fail log's entries for roots or remotes the config does
+    /// not name (after reading the list --replay prints), and rewrite the log
+    #[arg(long, requires = "replay")]
+    pub drop_unknown: bool,
 
     /// Print the running instance's status (needs <host start="true">) and exit
     #[arg(long)]

@@ -30,6 +30,10 @@ pub struct Status {
 pub struct FailLogStatus {
     pub path: String,
     pub entries: usize,
+    /// Of `entries`, those for a root or remote the config does not name: kept, never
+    /// run; `sersync2 --replay --drop-unknown` drops them.
+    #[serde(default)]
+    pub unknown_entries: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -63,6 +67,7 @@ impl Status {
             fail_log: FailLogStatus {
                 path: snap.fail_log.display().to_string(),
                 entries: snap.fail_log_entries,
+                unknown_entries: snap.unknown_entries,
             },
             last_full_sync: snap.last_full_sync.map(|f| FullSync {
                 ended_unix: f
@@ -126,6 +131,12 @@ pub fn metrics(s: &Status) -> String {
         "gauge",
         vec![(String::new(), s.fail_log.entries.to_string())],
     );
+    gauge(
+        "sersync_fail_log_unknown_entries",
+        "Fail log entries for a root or remote the config does not name (never run).",
+        "gauge",
+        vec![(String::new(), s.fail_log.unknown_entries.to_string())],
+    );
     let per = |f: &dyn Fn(&RemoteStatus) -> String| -> Vec<(String, String)> {
         s.remotes
             .iter()
@@ -188,17 +199,29 @@ pub fn metrics(s: &Status) -> String {
     out
 }
 
-/// Serves /status and /metrics until the process exits.
+/// Serves /status and /metrics until the process exits. A thread that cannot be
+/// started (the process or thread limit) is logged: the endpoint, or that one request,
+/// is lost, the agent goes on.
 pub fn serve(listener: TcpListener, source: Source) {
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            let source = Arc::clone(&source);
-            std::thread::spawn(move || {
-                let _ = answer(conn, &source);
-            });
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name("status".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let source = Arc::clone(&source);
+                let one = std::thread::Builder::new()
+                    .name("status-req".into())
+                    .spawn(move || {
+                        let _ = answer(conn, &source);
+                    });
+                if let Err(e) = one {
+                    log::warn!("status: cannot start a thread for a request, dropped: {e}");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("status: cannot start the server thread, the endpoint is off: {e}");
+    }
 }
 
 fn answer(mut conn: TcpStream, source: &Source) -> std::io::Result<()> {
@@ -271,6 +294,13 @@ pub fn render(s: &Status) -> String {
         s.fail_log.entries,
         if s.fail_log.entries == 1 { "y" } else { "ies" }
     );
+    if s.fail_log.unknown_entries > 0 {
+        out.push_str(&format!(
+            "  of which {} for a root or remote not in the config: kept, never run \
+             (drop with --replay --drop-unknown)\n",
+            s.fail_log.unknown_entries
+        ));
+    }
     match &s.last_full_sync {
         Some(f) => out.push_str(&format!(
             "last full sync: {} to {} in {:.1}s (ended at unix time {})\n",
