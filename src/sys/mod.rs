@@ -1,8 +1,10 @@
 //! What every layer above needs from the operating system: the stop signal, waiting on
-//! descriptors, and shell words (split and quote, in one place).
+//! descriptors, anonymous files for a child's stdin and stderr, and shell words (split
+//! and quote, in one place).
 //!
 //! Nothing here knows about configs, remotes or events.
 
+pub mod memfile;
 pub mod shell;
 
 use std::os::unix::io::{AsRawFd, RawFd};
