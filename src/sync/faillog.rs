@@ -336,10 +336,9 @@ pub fn parse_script(text: &[u8]) -> Vec<Entry> {
             [cd, dir, and, rsync, args @ ..] if cd == "cd" && and == "&&" && rsync == "rsync" => {
                 match entry(status, dir, args) {
                     Ok(e) => out.push(e),
-                    Err(why) => log::warn!(
-                        "fail log: {why}, skipped: {}",
-                        String::from_utf8_lossy(cmd)
-                    ),
+                    Err(why) => {
+                        log::warn!("fail log: {why}, skipped: {}", String::from_utf8_lossy(cmd))
+                    }
                 }
             }
             _ => log::warn!(

@@ -128,7 +128,13 @@ fn planted_remote_shell_option_is_dropped_and_never_rendered() {
     assert_eq!(log.owed[0].paths, BTreeSet::from([PathBuf::from("a")]));
     assert_eq!(log.unknown_len(), 1);
     let out = String::from_utf8_lossy(&log.render(&targets)).into_owned();
-    for bad in ["touch", "sh -c", "'-e'", "--rsync-path", "--remove-source-files"] {
+    for bad in [
+        "touch",
+        "sh -c",
+        "'-e'",
+        "--rsync-path",
+        "--remove-source-files",
+    ] {
         assert!(!out.contains(bad), "{bad} survived:\n{out}");
     }
     assert!(out.contains("cd '/' && rsync '-R' './y' 'x:/y'"), "{out}");
@@ -145,7 +151,10 @@ fn planted_path_outside_the_root_is_ignored() {
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].argv, [OsString::from("./ok")]);
     let text = b"cd 'rel' && rsync './a' 'h::m'\ncd '/www' && rsync './a' '/local'\ncd '/www' && rsync '-a' 'h::m'\n";
-    assert!(parse_script(text).is_empty(), "relative dir, no remote, no path");
+    assert!(
+        parse_script(text).is_empty(),
+        "relative dir, no remote, no path"
+    );
 }
 
 #[test]
