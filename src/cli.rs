@@ -35,7 +35,12 @@ FILES
                                     when not root, in $XDG_RUNTIME_DIR/sersync2 if that
                                     is the user's own 0700 directory, else in
                                     sersync2-<uid> (0700) under $TMPDIR or /tmp
-    <failLog path>                  failed pushes as a runnable sh script, mode 0600
+    <failLog path>                  failed pushes as a runnable sh script, mode 0600.
+                                    Read as data: only the directory, the ./paths and
+                                    the destination of each command are kept, and the
+                                    command is rebuilt from the config. Entries for a
+                                    root or remote not in the config are kept, never
+                                    run (--replay --drop-unknown drops them)
     The fail log, the pid file and the --log-file must be regular files owned by the
     agent's user and not writable by group or others (a link is refused), and the fail
     log's directory must not let others rename it (sticky if world-writable); else the
@@ -74,9 +79,15 @@ pub struct Args {
     #[arg(short = 't', long = "test-config")]
     pub test_config: bool,
 
-    /// Replay the fail log once and exit: 0 if nothing is left owed
+    /// Replay the fail log once and exit: 0 if nothing is left owed. Entries for a root
+    /// or remote the config does not name are never run; they are listed and kept
     #[arg(long)]
     pub replay: bool,
+
+    /// With --replay: drop the fail log's entries for roots or remotes the config does
+    /// not name (after reading the list --replay prints), and rewrite the log
+    #[arg(long, requires = "replay")]
+    pub drop_unknown: bool,
 
     /// Print the running instance's status (needs <host start="true">) and exit
     #[arg(long)]

@@ -2,6 +2,7 @@
 //! every integration-test module is declared here so the suite links once.
 
 mod agent;
+mod attacks;
 mod churn;
 mod e2e;
 mod fixtures;

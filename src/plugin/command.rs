@@ -9,14 +9,18 @@
 //! stuck script cannot stop the plugin for every later change. `ignoreError="true"`
 //! turns a non-zero exit into a debug line; a run that could not start or timed out is
 //! always an error.
+//!
+//! Its stderr goes to an anonymous file read after it exits: no reader thread, which
+//! could not be started under a process limit, and no pipe a background child could
+//! hold open.
 
-use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::config::plugins::Command;
+use crate::sys::memfile;
 
 /// How much of the program's stderr is kept for the log.
 const STDERR_KEEP: usize = 2048;
@@ -36,11 +40,19 @@ impl Command {
     /// Runs the command for one path and waits for it, up to the timeout.
     pub fn run(&self, abs: &Path) -> Outcome {
         let argv = self.argv(abs);
+        let err_file = match memfile::create(c"plugin-stderr") {
+            Ok(f) => f,
+            Err(e) => return Outcome::NotRun(format!("cannot create a file for stderr: {e}")),
+        };
+        let err_out = match err_file.try_clone() {
+            Ok(f) => f,
+            Err(e) => return Outcome::NotRun(format!("cannot create a file for stderr: {e}")),
+        };
         let mut child = match std::process::Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(err_out)
             // Its own process group, so a timeout kills what it started too.
             .process_group(0)
             .spawn()
@@ -48,14 +60,6 @@ impl Command {
             Ok(c) => c,
             Err(e) => return Outcome::NotRun(format!("cannot run {}: {e}", self.prefix[0])),
         };
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        if let Some(mut pipe) = child.stderr.take() {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = pipe.read_to_end(&mut buf);
-                let _ = tx.send(buf);
-            });
-        }
         let started = Instant::now();
         let mut pause = Duration::from_millis(2);
         let status = loop {
@@ -78,14 +82,12 @@ impl Command {
         if status.success() {
             return Outcome::Ok;
         }
-        // A background child may keep stderr open: do not wait for it long.
-        let err = rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
-        let tail = &err[err.len().saturating_sub(STDERR_KEEP)..];
+        let tail = memfile::tail(&err_file, STDERR_KEEP);
         let code = status
             .code()
             .or_else(|| status.signal().map(|s| 128 + s))
             .unwrap_or(-1);
-        Outcome::Failed(code, String::from_utf8_lossy(tail).trim().to_owned())
+        Outcome::Failed(code, String::from_utf8_lossy(&tail).trim().to_owned())
     }
 
     pub(crate) fn run_logged(&self, abs: &Path) {

@@ -36,6 +36,10 @@ pub struct Status {
 pub struct FailLogStatus {
     pub path: String,
     pub entries: usize,
+    /// Of `entries`, those for a root or remote the config does not name: kept, never
+    /// run; `sersync2 --replay --drop-unknown` drops them.
+    #[serde(default)]
+    pub unknown_entries: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -69,6 +73,7 @@ impl Status {
             fail_log: FailLogStatus {
                 path: snap.fail_log.display().to_string(),
                 entries: snap.fail_log_entries,
+                unknown_entries: snap.unknown_entries,
             },
             last_full_sync: snap.last_full_sync.map(|f| FullSync {
                 ended_unix: f
@@ -131,6 +136,12 @@ pub fn metrics(s: &Status) -> String {
         "Entries owed in the fail log.",
         "gauge",
         vec![(String::new(), s.fail_log.entries.to_string())],
+    );
+    gauge(
+        "sersync_fail_log_unknown_entries",
+        "Fail log entries for a root or remote the config does not name (never run).",
+        "gauge",
+        vec![(String::new(), s.fail_log.unknown_entries.to_string())],
     );
     let per = |f: &dyn Fn(&RemoteStatus) -> String| -> Vec<(String, String)> {
         s.remotes
@@ -595,6 +606,13 @@ pub fn render(s: &Status) -> String {
         s.fail_log.entries,
         if s.fail_log.entries == 1 { "y" } else { "ies" }
     );
+    if s.fail_log.unknown_entries > 0 {
+        out.push_str(&format!(
+            "  of which {} for a root or remote not in the config: kept, never run \
+             (drop with --replay --drop-unknown)\n",
+            s.fail_log.unknown_entries
+        ));
+    }
     match &s.last_full_sync {
         Some(f) => out.push_str(&format!(
             "last full sync: {} to {} in {:.1}s (ended at unix time {})\n",
@@ -636,6 +654,7 @@ mod tests {
             fail_log: FailLogStatus {
                 path: "f".into(),
                 entries: 0,
+                unknown_entries: 0,
             },
             last_full_sync: None,
             remotes: Vec::new(),

@@ -13,9 +13,16 @@
 //! with every word single-quoted, so `sh rsync_fail_log.sh` is safe whatever the names.
 //! The file is mode 0600 and replaced atomically through a fresh temporary file
 //! (`sys::fsafe`: O_EXCL|O_NOFOLLOW, fsync, rename); it is read only when it is a regular
-//! file of the agent's own user that nobody else can write. Loading parses
-//! the same words back; commands for remotes no longer in the config are kept verbatim
-//! and replayed as they are.
+//! file of the agent's own user that nobody else can write.
+//!
+//! The file is data, not code: anyone who could write it first (the default path is in
+//! `/tmp`) must not get a command run as the agent's user. Loading keeps only the
+//! `cd` directory (the watch root), the destination and the `./path` arguments (or the
+//! bare `./` of a full sync) of each command; options, program names, `-e`,
+//! `--rsync-path` and every other word are dropped, and the agent rebuilds the argument
+//! vector from its own config. Entries for a root or remote the config does not name are
+//! never run by the agent: they are kept (written back as `cd ROOT && rsync -R ./paths
+//! DEST`, with no options), reported, and dropped only by `--replay --drop-unknown`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
@@ -42,14 +49,55 @@ impl Owed {
     pub fn is_empty(&self) -> bool {
         self.paths.is_empty() && !self.full
     }
+
+    /// Entries it counts for (paths, or one full sync).
+    pub fn len(&self) -> usize {
+        self.paths.len() + usize::from(self.full)
+    }
+
+    /// Records a failed job: a full sync covers every path.
+    fn record(&mut self, job: &Job, status: i32) {
+        self.status = status;
+        match job {
+            Job::Full => {
+                self.full = true;
+                self.paths.clear();
+            }
+            Job::Paths(paths) if !self.full => self.paths.extend(paths.iter().cloned()),
+            Job::Paths(_) => {}
+        }
+    }
 }
 
-/// A command from the file that names no configured remote: kept and replayed as is.
+/// One command of the fail log, as data. Only three things are kept from it: the `cd`
+/// directory, the destination and the `./path` arguments. Every other word (options,
+/// `-e`, `--rsync-path`, a program name, redirections) is dropped when it is parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Foreign {
+pub struct Entry {
     pub status: i32,
+    /// The `cd` directory: the watch root (always absolute).
     pub cwd: PathBuf,
+    /// The remote destination: `[user@]host::module`, `host:dir` or `rsync://...`.
+    pub dest: OsString,
+    /// The `./path` arguments (each a relative path with no `..`), or the single `./` of
+    /// a full sync. Never anything else.
     pub argv: Vec<OsString>,
+}
+
+impl Entry {
+    /// What the entry asks for: a full sync, or these relative paths.
+    pub fn job(&self) -> Job {
+        if self.argv.iter().any(|a| a == "./") {
+            return Job::Full;
+        }
+        Job::Paths(
+            self.argv
+                .iter()
+                .filter_map(|a| a.as_bytes().strip_prefix(b"./"))
+                .map(|rest| PathBuf::from(OsStr::from_bytes(rest)))
+                .collect(),
+        )
+    }
 }
 
 /// The fail queue of one instance.
@@ -57,7 +105,9 @@ pub struct Foreign {
 pub struct FailLog {
     pub path: PathBuf,
     pub owed: Vec<Owed>,
-    pub foreign: Vec<Foreign>,
+    /// What is owed to a (watch root, destination) the config does not name: kept in the
+    /// file and reported, never run by the agent.
+    pub foreign: BTreeMap<(PathBuf, OsString), Owed>,
 }
 
 impl FailLog {
@@ -65,17 +115,34 @@ impl FailLog {
         FailLog {
             path,
             owed: vec![Owed::default(); targets],
-            foreign: Vec::new(),
+            foreign: BTreeMap::new(),
         }
     }
 
-    /// Entries (paths, full syncs, foreign commands) still owed.
+    /// Entries (paths, full syncs) in the file, for configured remotes and unknown ones.
     pub fn len(&self) -> usize {
-        self.owed
+        self.owed.iter().map(Owed::len).sum::<usize>() + self.unknown_len()
+    }
+
+    /// Entries for a root or remote the config does not name.
+    pub fn unknown_len(&self) -> usize {
+        self.foreign.values().map(Owed::len).sum()
+    }
+
+    /// Drops the entries for roots or remotes the config does not name (the operator's
+    /// `--replay --drop-unknown`); returns how many there were.
+    pub fn drop_unknown(&mut self) -> usize {
+        let n = self.unknown_len();
+        self.foreign.clear();
+        n
+    }
+
+    /// (root, destination, entries) for each unknown root or remote.
+    pub fn unknown_summary(&self) -> Vec<(PathBuf, OsString, usize)> {
+        self.foreign
             .iter()
-            .map(|o| o.paths.len() + usize::from(o.full))
-            .sum::<usize>()
-            + self.foreign.len()
+            .map(|((root, dest), o)| (root.clone(), dest.clone(), o.len()))
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -84,16 +151,7 @@ impl FailLog {
 
     /// Records a failed job.
     pub fn add(&mut self, target: RemoteId, job: &Job, status: i32) {
-        let owed = &mut self.owed[target.0];
-        owed.status = status;
-        match job {
-            Job::Full => {
-                owed.full = true;
-                owed.paths.clear();
-            }
-            Job::Paths(paths) if !owed.full => owed.paths.extend(paths.iter().cloned()),
-            Job::Paths(_) => {}
-        }
+        self.owed[target.0].record(job, status);
     }
 
     /// A job succeeded: what it pushed is no longer owed. Returns whether anything changed.
@@ -133,8 +191,29 @@ impl FailLog {
                 write_block(&mut out, owed.status, &target.root, &argv);
             }
         }
-        for f in &self.foreign {
-            write_block(&mut out, f.status, &f.cwd, &f.argv);
+        // Unknown remotes: the config-independent form, `rsync -R ./paths DEST`, with no
+        // options (none from the old file survive the load).
+        for ((root, dest), owed) in &self.foreign {
+            let with = |args: &mut dyn Iterator<Item = OsString>| -> Vec<OsString> {
+                let mut argv: Vec<OsString> = vec!["-R".into()];
+                argv.extend(args);
+                argv.push(dest.clone());
+                argv
+            };
+            if owed.full {
+                let argv = with(&mut std::iter::once(OsString::from("./")));
+                write_block(&mut out, owed.status, root, &argv);
+                continue;
+            }
+            let paths: Vec<&PathBuf> = owed.paths.iter().collect();
+            for chunk in paths.chunks(PATHS_PER_COMMAND) {
+                let argv = with(&mut chunk.iter().map(|p| {
+                    let mut a = OsString::from("./");
+                    a.push(p.as_os_str());
+                    a
+                }));
+                write_block(&mut out, owed.status, root, &argv);
+            }
         }
         out
     }
@@ -162,30 +241,39 @@ impl FailLog {
         for cmd in parse_script(&text) {
             log.absorb(cmd, targets);
         }
+        log.warn_unknown();
         Ok(log)
     }
 
-    fn absorb(&mut self, cmd: Foreign, targets: &[Target]) {
-        let dest = cmd.argv.last().map(|d| d.to_string_lossy().into_owned());
+    /// Files an entry under its configured remote, or under the unknown ones.
+    fn absorb(&mut self, cmd: Entry, targets: &[Target]) {
+        let job = cmd.job();
         let found = targets
             .iter()
-            .position(|t| t.root == cmd.cwd && Some(t.dest()) == dest);
-        let Some(t) = found else {
-            if !self.foreign.contains(&cmd) {
-                self.foreign.push(cmd);
-            }
-            return;
-        };
-        let args = &cmd.argv[..cmd.argv.len().saturating_sub(1)];
-        let full = args.iter().any(|a| a == "./");
-        let paths: Vec<PathBuf> = args
-            .iter()
-            .filter_map(|a| a.as_bytes().strip_prefix(b"./"))
-            .filter(|rest| !rest.is_empty())
-            .map(|rest| PathBuf::from(OsStr::from_bytes(rest)))
-            .collect();
-        let job = if full { Job::Full } else { Job::Paths(paths) };
-        self.add(RemoteId(t), &job, cmd.status);
+            .position(|t| t.root == cmd.cwd && cmd.dest == OsStr::new(&t.dest()));
+        match found {
+            Some(t) => self.add(RemoteId(t), &job, cmd.status),
+            None => self
+                .foreign
+                .entry((cmd.cwd, cmd.dest))
+                .or_default()
+                .record(&job, cmd.status),
+        }
+    }
+
+    /// One warning per unknown root and remote: they are kept, never run.
+    fn warn_unknown(&self) {
+        for (root, dest, n) in self.unknown_summary() {
+            log::warn!(
+                "fail log {}: {n} entr{} for {} to {}, which the config does not name: \
+                 kept in the file and never run by the agent; push them by hand, or drop \
+                 them with `sersync2 --replay --drop-unknown`",
+                self.path.display(),
+                if n == 1 { "y" } else { "ies" },
+                root.display(),
+                dest.to_string_lossy()
+            );
+        }
     }
 }
 
@@ -201,9 +289,11 @@ fn write_block(out: &mut Vec<u8>, status: i32, cwd: &Path, argv: &[OsString]) {
     out.extend_from_slice(b"\n\n");
 }
 
-/// Reads the commands out of a fail-log script: `#errno N` then `cd DIR && rsync ARGS`,
-/// where a command may span lines inside quotes (names with newlines).
-pub fn parse_script(text: &[u8]) -> Vec<Foreign> {
+/// Reads the entries out of a fail-log script: `#errno N` then `cd DIR && rsync ARGS`,
+/// where a command may span lines inside quotes (names with newlines). Of each command
+/// only the directory, the destination and the `./path` words are kept (see [`Entry`]);
+/// a command without an absolute directory, a destination or a path is skipped.
+pub fn parse_script(text: &[u8]) -> Vec<Entry> {
     let mut out = Vec::new();
     let mut status = 0;
     let mut rest = text;
@@ -232,11 +322,12 @@ pub fn parse_script(text: &[u8]) -> Vec<Foreign> {
         };
         match words.as_slice() {
             [cd, dir, and, rsync, args @ ..] if cd == "cd" && and == "&&" && rsync == "rsync" => {
-                out.push(Foreign {
-                    status,
-                    cwd: PathBuf::from(dir),
-                    argv: args.to_vec(),
-                })
+                match entry(status, dir, args) {
+                    Ok(e) => out.push(e),
+                    Err(why) => {
+                        log::warn!("fail log: {why}, skipped: {}", String::from_utf8_lossy(cmd))
+                    }
+                }
             }
             _ => log::warn!(
                 "fail log: not a `cd DIR && rsync ...` command, skipped: {}",
@@ -245,6 +336,69 @@ pub fn parse_script(text: &[u8]) -> Vec<Foreign> {
         }
     }
     out
+}
+
+/// The data of one `cd DIR && rsync ARGS` command. The destination is the last word that
+/// is neither an option nor a `./path` and names a host (has a `:`; the original put
+/// `--password-file=F` after it). Paths must be relative with no `..`: the agent never
+/// writes others, and they would reach outside the watch root.
+fn entry(status: i32, dir: &OsStr, args: &[OsString]) -> Result<Entry, &'static str> {
+    let cwd = PathBuf::from(dir);
+    if !cwd.is_absolute() {
+        return Err("the directory is not absolute");
+    }
+    let dest = args
+        .iter()
+        .rev()
+        .find(|a| {
+            let b = a.as_bytes();
+            !b.starts_with(b"-") && !b.starts_with(b"./") && b.contains(&b':')
+        })
+        .ok_or("no remote destination")?
+        .clone();
+    let mut argv = Vec::new();
+    for a in args {
+        let Some(rest) = a.as_bytes().strip_prefix(b"./") else {
+            continue;
+        };
+        if rest.is_empty() {
+            argv = vec![OsString::from("./")];
+            break;
+        }
+        if let Some(rel) = relative(rest) {
+            let mut word = OsString::from("./");
+            word.push(rel.as_os_str());
+            argv.push(word);
+        } else {
+            log::warn!(
+                "fail log: path {} leaves the watch root, ignored",
+                String::from_utf8_lossy(a.as_bytes())
+            );
+        }
+    }
+    if argv.is_empty() {
+        return Err("no ./path to push");
+    }
+    Ok(Entry {
+        status,
+        cwd,
+        dest,
+        argv,
+    })
+}
+
+/// `rest` as a relative path made of plain names only (no `/` first, no `..`).
+fn relative(rest: &[u8]) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in Path::new(OsStr::from_bytes(rest)).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
 }
 
 /// The original appended `>/dev/null 2>&1`; those words are not rsync's.
@@ -272,11 +426,6 @@ fn command_end(text: &[u8]) -> usize {
     text.len()
 }
 
-/// Runs one kept-verbatim command (no shell).
-pub fn run_foreign(f: &Foreign) -> super::rsync::Outcome {
-    super::rsync::run(&f.cwd, &f.argv, &[])
-}
-
 /// All owed entries as (target, job) pairs, for replay through the queue.
 pub fn owed_jobs(log: &FailLog) -> Vec<(RemoteId, Job)> {
     let mut out = Vec::new();
@@ -297,7 +446,7 @@ pub fn summary(log: &FailLog, targets: &[Target]) -> BTreeMap<String, usize> {
         .iter()
         .zip(targets)
         .filter(|(o, _)| !o.is_empty())
-        .map(|(o, t)| (t.label(), o.paths.len() + usize::from(o.full)))
+        .map(|(o, t)| (t.label(), o.len()))
         .collect()
 }
 

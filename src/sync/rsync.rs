@@ -11,7 +11,6 @@
 //! of the call.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,6 +18,7 @@ use std::time::Instant;
 
 use super::job::Job;
 use crate::config::{Remote, RsyncOptions};
+use crate::sys::memfile;
 
 /// One remote of one watch root: everything needed to build its command lines.
 #[derive(Debug, Clone)]
@@ -252,56 +252,57 @@ pub fn describe_status(status: i32) -> &'static str {
 const STDERR_KEEP: usize = 4096;
 
 /// Runs `rsync argv` in `cwd` with `stdin` fed to it; never through a shell.
+///
+/// No thread and no pipe: stdin comes from an anonymous file holding `stdin`, stderr
+/// goes to another, whose tail is read after rsync exits. Anything that keeps rsync from
+/// starting (no temp file, fork refused under a process limit, too many open files) is
+/// an ordinary failed run, status -1, with the OS error in `stderr`.
 pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
     let started = Instant::now();
+    let failed = |what: &str, e: std::io::Error| Outcome {
+        status: if e.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            -1
+        },
+        stderr: format!("{what}: {e}"),
+        elapsed: started.elapsed(),
+    };
+    let err_file = match memfile::create(c"rsync-stderr") {
+        Ok(f) => f,
+        Err(e) => return failed("cannot create a file for rsync's stderr", e),
+    };
+    let input = if stdin.is_empty() {
+        Stdio::null()
+    } else {
+        match memfile::with_contents(c"rsync-stdin", stdin) {
+            Ok(f) => Stdio::from(f),
+            Err(e) => return failed("cannot create a file for rsync's stdin", e),
+        }
+    };
+    let err_out = match err_file.try_clone() {
+        Ok(f) => f,
+        Err(e) => return failed("cannot create a file for rsync's stderr", e),
+    };
     let child = Command::new("rsync")
         .args(argv)
         .current_dir(cwd)
-        .stdin(if stdin.is_empty() {
-            Stdio::null()
-        } else {
-            Stdio::piped()
-        })
+        .stdin(input)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(err_out)
         .spawn();
     let mut child = match child {
         Ok(c) => c,
-        Err(e) => {
-            let status = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                -1
-            };
-            return Outcome {
-                status,
-                stderr: format!("cannot run rsync: {e}"),
-                elapsed: started.elapsed(),
-            };
-        }
+        Err(e) => return failed("cannot run rsync", e),
     };
-    // stderr is read on its own thread so that neither pipe can block the other.
-    let mut err_pipe = child.stderr.take();
-    let reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(p) = err_pipe.as_mut() {
-            let _ = p.read_to_end(&mut buf);
-        }
-        buf
-    });
-    if let Some(mut input) = child.stdin.take() {
-        // A broken pipe here means rsync exited early; its status says why.
-        let _ = input.write_all(stdin);
-    }
     let status = match child.wait() {
         Ok(s) => s.code().unwrap_or(-1),
         Err(_) => -1,
     };
-    let err = reader.join().unwrap_or_default();
-    let tail = &err[err.len().saturating_sub(STDERR_KEEP)..];
+    let tail = memfile::tail(&err_file, STDERR_KEEP);
     Outcome {
         status,
-        stderr: String::from_utf8_lossy(tail).trim().to_owned(),
+        stderr: String::from_utf8_lossy(&tail).trim().to_owned(),
         elapsed: started.elapsed(),
     }
 }

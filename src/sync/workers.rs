@@ -62,6 +62,8 @@ pub struct Snapshot {
     pub uptime: Duration,
     pub fail_log: PathBuf,
     pub fail_log_entries: usize,
+    /// Of those, entries for a root or remote the config does not name (kept, not run).
+    pub unknown_entries: usize,
     pub last_full_sync: Option<FullSyncResult>,
     pub remotes: Vec<RemoteSnapshot>,
 }
@@ -134,9 +136,16 @@ impl Mirror {
         self.fail_log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Entries owed in the fail log.
+    /// Entries owed to configured remotes in the fail log.
     pub fn owed(&self) -> usize {
-        self.fail_log().len()
+        let fl = self.fail_log();
+        fl.len() - fl.unknown_len()
+    }
+
+    /// (root, destination, entries) kept in the fail log for remotes the config does not
+    /// name.
+    pub fn unknown(&self) -> Vec<(PathBuf, std::ffi::OsString, usize)> {
+        self.fail_log().unknown_summary()
     }
 
     /// Entries owed per remote label, for `--replay`'s report.
@@ -162,23 +171,48 @@ impl Mirror {
 
     fn work(&self) {
         while let Some((t, job)) = self.queue.take() {
-            let calls = match &job {
-                Job::Paths(paths) => rsync::split_for_args(paths, rsync::ARGS_BUDGET)
-                    .into_iter()
-                    .map(|run| (Job::Paths(run.to_vec()), Vec::new()))
-                    .collect(),
-                Job::Full => vec![(
-                    Job::Full,
-                    crate::watch::excluded_paths(&self.targets[t.0].root, &self.excludes),
-                )],
-            };
-            let mut rest = None;
-            for (call, excluded) in calls {
-                let outcome = self.push(t, &call, &excluded);
-                rest = rest.or(self.account(t, &call, &outcome));
+            // A panic in one push must not end the worker: the guard in `run_job` has
+            // already returned the paths to the queue and owed them in the fail log.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.run_job(t, job);
+            }));
+            if ran.is_err() {
+                log::error!(
+                    "a push to {} panicked; its paths are owed in the fail log {}",
+                    self.targets[t.0].label(),
+                    self.fail_log().path.display()
+                );
             }
-            self.queue.finish(t, &job, rest);
         }
+    }
+
+    /// Pushes one job taken from the queue. The job is finished in the queue whatever
+    /// happens (see [`Taken`]).
+    fn run_job(&self, t: RemoteId, job: Job) {
+        let mut taken = Taken {
+            mirror: self,
+            t,
+            job,
+            rest: None,
+            accounted: false,
+        };
+        let calls = match &taken.job {
+            Job::Paths(paths) => rsync::split_for_args(paths, rsync::ARGS_BUDGET)
+                .into_iter()
+                .map(|run| (Job::Paths(run.to_vec()), Vec::new()))
+                .collect(),
+            Job::Full => vec![(
+                Job::Full,
+                crate::watch::excluded_paths(&self.targets[t.0].root, &self.excludes),
+            )],
+        };
+        let mut rest = None;
+        for (call, excluded) in calls {
+            let outcome = self.push(t, &call, &excluded);
+            rest = rest.or(self.account(t, &call, &outcome));
+        }
+        taken.rest = rest;
+        taken.accounted = true;
     }
 
     /// Runs one job against one remote, with retries.
@@ -319,31 +353,18 @@ impl Mirror {
     }
 
     /// The timed (or start-up) replay: owed work goes through the queue like any change,
-    /// so it keeps the per-path order; foreign commands run as they are.
+    /// so it keeps the per-path order. Entries for roots or remotes the config does not
+    /// name are never run here; they stay in the file.
     pub fn replay(&self) {
-        let (owed, foreign) = {
-            let fl = self.fail_log();
-            (faillog::owed_jobs(&fl), fl.foreign.clone())
-        };
-        if owed.is_empty() && foreign.is_empty() {
+        let owed = faillog::owed_jobs(&self.fail_log());
+        if owed.is_empty() {
             return;
         }
         log::info!(
-            "replaying the fail log: {} remote(s) with owed paths, {} other command(s)",
-            owed.len(),
-            foreign.len()
+            "replaying the fail log: {} remote(s) with owed paths",
+            owed.len()
         );
         self.requeue(owed);
-        for f in foreign {
-            let outcome = faillog::run_foreign(&f);
-            let mut fl = self.fail_log();
-            if outcome.ok() {
-                fl.foreign.retain(|x| x != &f);
-            } else if let Some(x) = fl.foreign.iter_mut().find(|x| **x == f) {
-                x.status = outcome.status;
-            }
-            self.save(&fl);
-        }
     }
 
     /// Stops handing out work. What is still queued, and what is in flight, is written
@@ -382,9 +403,9 @@ impl Mirror {
     /// The state now, for status.
     pub fn snapshot(&self) -> Snapshot {
         let queued = self.queue.waiting();
-        let (fail_log, fail_log_entries) = {
+        let (fail_log, fail_log_entries, unknown_entries) = {
             let fl = self.fail_log();
-            (fl.path.clone(), fl.len())
+            (fl.path.clone(), fl.len(), fl.unknown_len())
         };
         let remotes = self
             .targets
@@ -409,6 +430,7 @@ impl Mirror {
             uptime: self.started.elapsed(),
             fail_log,
             fail_log_entries,
+            unknown_entries,
             last_full_sync: self
                 .last_full
                 .lock()
@@ -416,6 +438,34 @@ impl Mirror {
                 .clone(),
             remotes,
         }
+    }
+}
+
+/// A job taken from the queue. Dropping it finishes the job in the queue, so its paths
+/// never stay "in flight", whatever ended the push (a failed spawn, a panic). If the push
+/// was not accounted for (it panicked), its paths are owed in the fail log, so they are
+/// pushed again later.
+struct Taken<'a> {
+    mirror: &'a Mirror,
+    t: RemoteId,
+    job: Job,
+    /// How long the remote rests before its next call.
+    rest: Option<Duration>,
+    accounted: bool,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        let m = self.mirror;
+        if !self.accounted {
+            let mut fl = m.fail_log();
+            fl.add(self.t, &self.job, -1);
+            m.save(&fl);
+            drop(fl);
+            m.stats[self.t.0].failing.store(true, Ordering::Relaxed);
+            self.rest = Some(Duration::from_secs(1));
+        }
+        m.queue.finish(self.t, &self.job, self.rest);
     }
 }
 

@@ -1,10 +1,11 @@
 //! What every layer above needs from the operating system: the stop signal, waiting on
-//! descriptors, shell words (split and quote, in one place), and safe handling of the
-//! files the agent trusts (`fsafe`).
+//! descriptors, anonymous files for a child's stdin and stderr, shell words (split and
+//! quote, in one place), and safe handling of the files the agent trusts (`fsafe`).
 //!
 //! Nothing here knows about configs, remotes or events.
 
 pub mod fsafe;
+pub mod memfile;
 pub mod shell;
 
 use std::os::unix::io::{AsRawFd, RawFd};

@@ -91,8 +91,10 @@ fn the_originals_entries_are_understood() {
     assert!(cmds[0].argv.iter().any(|a| a == "./a/b c.txt"));
 }
 
+// Adapted from `commands_for_unknown_remotes_are_kept_verbatim`: keeping a foreign
+// command verbatim is what let a planted `-e` run; the entry is kept, its options are not.
 #[test]
-fn commands_for_unknown_remotes_are_kept_verbatim() {
+fn commands_for_unknown_remotes_are_kept_without_their_options() {
     let targets = vec![target("/www", "10.0.0.2")];
     let text = b"#errno 5\ncd '/other' && rsync '-a' './x' 'h::m'\n\n";
     let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
@@ -100,7 +102,168 @@ fn commands_for_unknown_remotes_are_kept_verbatim() {
         log.absorb(cmd, &targets);
     }
     assert_eq!(log.foreign.len(), 1);
-    assert_eq!(log.render(&targets), text);
+    assert_eq!(log.unknown_len(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&log.render(&targets)),
+        "#errno 5\ncd '/other' && rsync '-R' './x' 'h::m'\n\n"
+    );
+}
+
+// A planted `cd / && rsync -e 'sh -c "touch pwned"' ...` (default path /tmp) was run as
+// root at start-up and on every replay.
+#[test]
+fn planted_remote_shell_option_is_dropped_and_never_rendered() {
+    let targets = vec![target("/www", "10.0.0.2")];
+    let text = b"#errno 5\ncd '/' && rsync '-e' 'sh -c \"touch /tmp/pwned\"' './y' 'x:/y' '/z'\n\n\
+#errno 5\ncd '/www' && rsync '--remove-source-files' '--rsync-path=touch /tmp/pwned2' '-e' 'sh -c x' '-R' './a' 'user@10.0.0.2::mod'\n\n";
+    let entries = parse_script(text);
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].cwd, Path::new("/"));
+    assert_eq!(entries[0].dest, "x:/y");
+    assert_eq!(entries[0].argv, [OsString::from("./y")]);
+    let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
+    for e in entries {
+        log.absorb(e, &targets);
+    }
+    assert_eq!(log.owed[0].paths, BTreeSet::from([PathBuf::from("a")]));
+    assert_eq!(log.unknown_len(), 1);
+    let out = String::from_utf8_lossy(&log.render(&targets)).into_owned();
+    for bad in [
+        "touch",
+        "sh -c",
+        "'-e'",
+        "--rsync-path",
+        "--remove-source-files",
+    ] {
+        assert!(!out.contains(bad), "{bad} survived:\n{out}");
+    }
+    assert!(out.contains("cd '/' && rsync '-R' './y' 'x:/y'"), "{out}");
+    assert_eq!(log.drop_unknown(), 1);
+    assert_eq!(log.len(), 1);
+}
+
+// A planted `./../../etc/shadow` or `.//etc/shadow` would have pushed a file from outside
+// the watch root to the remote.
+#[test]
+fn planted_path_outside_the_root_is_ignored() {
+    let text = b"cd '/www' && rsync './../etc/shadow' './a/../../b' './/etc/x' './ok' 'h::m'\n";
+    let entries = parse_script(text);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].argv, [OsString::from("./ok")]);
+    let text = b"cd 'rel' && rsync './a' 'h::m'\ncd '/www' && rsync './a' '/local'\ncd '/www' && rsync '-a' 'h::m'\n";
+    assert!(
+        parse_script(text).is_empty(),
+        "relative dir, no remote, no path"
+    );
+}
+
+#[test]
+fn a_full_sync_entry_keeps_only_its_dot_slash() {
+    let text = b"cd '/www' && rsync '-artuz' '--delete' '--exclude=*.tmp' './' 'h::m'\n";
+    let entries = parse_script(text);
+    assert_eq!(entries[0].argv, [OsString::from("./")]);
+    assert_eq!(entries[0].job(), Job::Full);
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Options an attacker may plant; each is one word, or an option and its value.
+    fn option() -> impl Strategy<Value = Vec<&'static [u8]>> {
+        prop_oneof![
+            Just(vec![&b"-e"[..], b"sh -c 'touch /tmp/pwned'"]),
+            Just(vec![&b"--rsync-path=touch /tmp/pwned"[..]]),
+            Just(vec![&b"--rsync-path"[..], b"sh -c id"]),
+            Just(vec![&b"--daemon"[..]]),
+            Just(vec![&b"--config=/tmp/evil.conf"[..]]),
+            Just(vec![&b"--config"[..], b"/tmp/evil.conf"]),
+            Just(vec![&b"-artuz"[..]]),
+            Just(vec![&b"--remove-source-files"[..]]),
+            Just(vec![&b"--password-file=/etc/rsync.pas"[..]]),
+            Just(vec![&b"-R"[..]]),
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(1u8..=255, 1..20).prop_filter("a plain relative name", |b| {
+            relative(b).is_some_and(|p| p.as_os_str().as_bytes() == &b[..])
+        })
+    }
+
+    proptest! {
+        /// Whatever options a line carries and wherever they sit, the parsed entry is the
+        /// root, the destination and the paths; no option survives load and render.
+        #[test]
+        fn only_root_dest_and_paths_survive_a_round_trip(
+            before in proptest::collection::vec(option(), 0..4),
+            after in proptest::collection::vec(option(), 0..3),
+            names in proptest::collection::vec(name(), 1..5),
+            known in any::<bool>(),
+        ) {
+            let targets = vec![target("/www", "10.0.0.2")];
+            let dest: &[u8] = if known { b"user@10.0.0.2::mod" } else { b"evil@10.9.9.9::mod" };
+            let mut words: Vec<Vec<u8>> = Vec::new();
+            words.extend(before.iter().flatten().map(|w| w.to_vec()));
+            for n in &names {
+                words.push([&b"./"[..], n].concat());
+            }
+            words.push(dest.to_vec());
+            words.extend(after.iter().flatten().map(|w| w.to_vec()));
+            let mut line = b"#errno 5\ncd '/www' && rsync".to_vec();
+            for w in &words {
+                line.push(b' ');
+                line.extend_from_slice(&quote(OsStr::from_bytes(w)));
+            }
+            line.extend_from_slice(b"\n\n");
+            let entries = parse_script(&line);
+            prop_assert_eq!(entries.len(), 1);
+            let e = &entries[0];
+            prop_assert_eq!(&e.cwd, Path::new("/www"));
+            prop_assert_eq!(e.dest.as_bytes(), dest);
+            let want: Vec<OsString> = names
+                .iter()
+                .map(|n| OsStr::from_bytes(&[&b"./"[..], n].concat()).to_owned())
+                .collect();
+            prop_assert_eq!(&e.argv, &want);
+
+            let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
+            for e in entries {
+                log.absorb(e, &targets);
+            }
+            let text = log.render(&targets);
+            let words: Vec<OsString> = parse_words(&text);
+            for w in &words {
+                let b = w.as_bytes();
+                prop_assert!(
+                    !(b == b"-e" || b.starts_with(b"--rsync-path") || b == b"--daemon"
+                        || b.starts_with(b"--config") || b == b"--remove-source-files"),
+                    "{:?} survived in {}", w, String::from_utf8_lossy(&text)
+                );
+            }
+            // And the rendered file loads back to the same owed paths.
+            let mut back = FailLog::new(PathBuf::from("/tmp/x"), 1);
+            for e in parse_script(&text) {
+                back.absorb(e, &targets);
+            }
+            prop_assert_eq!(&back.owed, &log.owed);
+            prop_assert_eq!(&back.foreign, &log.foreign);
+        }
+    }
+
+    /// Every shell word of every command in a rendered script.
+    fn parse_words(text: &[u8]) -> Vec<OsString> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let end = command_end(rest);
+            if let Ok(w) = split(&rest[..end]) {
+                out.extend(w);
+            }
+            rest = rest.get(end + 1..).unwrap_or_default();
+        }
+        out
+    }
 }
 
 #[test]
