@@ -1,10 +1,11 @@
 //! What every layer above needs from the operating system: the stop signal, waiting on
-//! descriptors, shell words (split and quote, in one place), and safe handling of the
-//! files the agent trusts (`fsafe`).
+//! descriptors, shell words (split and quote, in one place), safe handling of the
+//! files the agent trusts (`fsafe`), and unix sockets for one user (`local_socket`).
 //!
 //! Nothing here knows about configs, remotes or events.
 
 pub mod fsafe;
+pub mod local_socket;
 pub mod shell;
 
 use std::os::unix::io::{AsRawFd, RawFd};
