@@ -35,6 +35,8 @@ pub const MAX_REQUEST: usize = 1024;
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// For writing the answer.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a closing connection's unread input is drained (see [`answer`]).
+const DRAIN_DEADLINE: Duration = Duration::from_millis(500);
 /// Connections the kernel holds while one is served.
 pub const BACKLOG: i32 = 8;
 /// Largest answer a client reads.
@@ -111,11 +113,30 @@ fn run(listener: UnixListener, stop: UnixStream, handler: Handler) {
     }
 }
 
+/// Writes the answer and ends the connection. Input the client sent and we did not read
+/// is drained first (briefly, boundedly): closing over unread data resets the
+/// connection, and the reset can destroy the answer before the client reads it.
 fn answer(stream: &mut UnixStream, value: &Value) {
     let _ = stream.set_write_timeout(Some(ANSWER_DEADLINE));
     let mut text = value.to_string();
     text.push('\n');
-    let _ = stream.write_all(text.as_bytes());
+    if stream.write_all(text.as_bytes()).is_err() {
+        return;
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    let mut left = MAX_REQUEST;
+    let mut chunk = [0u8; 256];
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
 }
 
 fn error(message: &str) -> Value {
