@@ -35,6 +35,8 @@ FILES
                                     when not root, in $XDG_RUNTIME_DIR/sersync2 if that
                                     is the user's own 0700 directory, else in
                                     sersync2-<uid> (0700) under $TMPDIR or /tmp
+    <pid file>.sock                 control socket of the running instance (mode 0600,
+                                    its user and root only): --replay asks it to replay
     <failLog path>                  failed pushes as a runnable sh script, mode 0600
     The fail log, the pid file and the --log-file must be regular files owned by the
     agent's user and not writable by group or others (a link is refused), and the fail
@@ -74,7 +76,8 @@ pub struct Args {
     #[arg(short = 't', long = "test-config")]
     pub test_config: bool,
 
-    /// Replay the fail log once and exit: 0 if nothing is left owed
+    /// Replay the fail log once and exit: 0 if nothing is left owed. With an instance
+    /// running, ask it to replay now (over <pid file>.sock) and report what is still owed
     #[arg(long)]
     pub replay: bool,
 
