@@ -89,3 +89,45 @@ pub fn replay(mirror: &Mirror, wait: Duration) -> Value {
         "waited_seconds": started.elapsed().as_secs_f64(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::filter::Excludes;
+    use crate::sync::{FailLog, Queue};
+
+    fn idle_mirror(dir: &std::path::Path) -> Mirror {
+        Mirror::new(
+            Vec::new(),
+            Arc::new(Queue::new(0, 10, 1)),
+            Excludes::new(Vec::new()),
+            false,
+            FailLog::new(dir.join("fail.sh"), 0),
+            None,
+        )
+    }
+
+    #[test]
+    fn an_unknown_command_is_refused_naming_the_known_ones() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let v = answer(&idle_mirror(d.path()), "verify-everything");
+        assert_eq!(v["ok"], false);
+        let e = v["error"].as_str().expect("an error");
+        assert!(
+            e.contains("verify-everything") && e.contains("replay"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_replay_with_nothing_owed_answers_at_once() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let v = replay(&idle_mirror(d.path()), Duration::from_secs(60));
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["owed_before"], 0);
+        assert_eq!(v["owed_entries"], 0);
+        assert_eq!(v["timed_out"], false);
+    }
+}
