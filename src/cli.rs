@@ -35,6 +35,8 @@ FILES
                                     when not root, in $XDG_RUNTIME_DIR/sersync2 if that
                                     is the user's own 0700 directory, else in
                                     sersync2-<uid> (0700) under $TMPDIR or /tmp
+    <pid file>.sock                 control socket of the running instance (mode 0600,
+                                    its user and root only): --replay asks it to replay
     <failLog path>                  failed pushes as a runnable sh script, mode 0600.
                                     Read as data: only the directory, the ./paths and
                                     the destination of each command are kept, and the
@@ -79,8 +81,10 @@ pub struct Args {
     #[arg(short = 't', long = "test-config")]
     pub test_config: bool,
 
-    /// Replay the fail log once and exit: 0 if nothing is left owed. Entries for a root
-    /// or remote the config does not name are never run; they are listed and kept
+    /// Replay the fail log once and exit: 0 if nothing is left owed. With an instance
+    /// running, ask it to replay now (over <pid file>.sock) and report what is still owed.
+    /// Entries for a root or remote the config does not name are never run; they are
+    /// listed and kept
     #[arg(long)]
     pub replay: bool,
 

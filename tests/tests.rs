@@ -5,6 +5,7 @@ mod agent;
 mod attacks;
 mod churn;
 mod e2e;
+mod faults_control;
 mod fixtures;
 mod layers;
 mod scenarios;

@@ -6,7 +6,8 @@
 //!
 //! Threads: one `watch` thread per root (reads the kernel queue, sends batches), one
 //! `filter` thread (batches into the pending sets), `-n` `sync-N` workers (rsync), the
-//! `schedule` thread, the status server, and this one, which waits for the stop.
+//! `schedule` thread, the status server, the control server (`<pid file>.sock`, for
+//! `--replay` beside this instance), and this one, which waits for the stop.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::config::Config;
 use crate::filter::Excludes;
 use crate::plugin::Runner;
 use crate::service::daemon::{self, Detached};
-use crate::service::{schedule, status};
+use crate::service::{control, schedule, status};
 use crate::sync::intake::{Intake, Route};
 use crate::sync::{self, AfterPush, Mirror, Queue, Target};
 use crate::sys::Stop;
@@ -42,7 +43,8 @@ pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
     } else {
         None
     };
-    let result = run(config, targets, fail_log, args, detached);
+    let socket = control::socket_path(&lock.path);
+    let result = run(config, targets, fail_log, args, detached, &socket);
     drop(lock);
     result
 }
@@ -53,6 +55,7 @@ fn run(
     fail_log: sync::FailLog,
     args: &Args,
     mut detached: Option<Detached>,
+    socket: &std::path::Path,
 ) -> Result<u8, Exit> {
     // In a detached child, a start-up failure is reported to the waiting parent.
     let fail = |detached: &mut Option<Detached>, f: Exit| -> Exit {
@@ -166,6 +169,19 @@ fn run(
         Arc::clone(&stop),
     )
     .map_err(|e| fail(&mut detached, runtime(e)))?;
+    let m = Arc::clone(&mirror);
+    let control = control::serve(
+        socket,
+        Arc::new(move |request: &str| super::commands::answer(&m, request)),
+    )
+    .inspect_err(|e| {
+        log::error!(
+            "control socket {} off: {e}; syncing goes on, but --replay cannot reach this \
+             instance",
+            socket.display()
+        )
+    })
+    .ok();
     log::info!(
         "live: {} watch root(s), {} remote(s), {} workers; remotes: {}",
         config.roots.len(),
@@ -183,6 +199,7 @@ fn run(
         d.ready();
     }
     stop.wait();
+    drop(control);
     log::info!("stopping: no more events are read; running pushes finish");
     for t in watch_threads {
         let _ = t.join();

@@ -4,6 +4,7 @@
 //! absolute (a daemon runs from `/`), logging set up, the config loaded and checked (any
 //! error exits 2 before anything starts).
 
+mod commands;
 mod live;
 pub(crate) mod module;
 mod replay;
@@ -177,6 +178,22 @@ fn lock_and_load(
     args: &Args,
     targets: &[Target],
 ) -> Result<(daemon::InstanceLock, FailLog), Exit> {
+    match lock_or_holder(config, args, targets)? {
+        Locked::Ours(lock, fail_log) => Ok((lock, fail_log)),
+        Locked::Held { message, .. } => Err(runtime(anyhow!(message))),
+    }
+}
+
+/// Who has this config's instance lock.
+enum Locked {
+    /// This process now: the lock and the loaded fail log.
+    Ours(daemon::InstanceLock, FailLog),
+    /// A running instance (the message names its pid).
+    Held { message: String, pid_file: PathBuf },
+}
+
+/// The instance lock and the fail log, or, if another instance holds the lock, which.
+fn lock_or_holder(config: &Config, args: &Args, targets: &[Target]) -> Result<Locked, Exit> {
     // Files the agent trusts that fail their checks are usage errors (exit 2): the
     // operator has to remove or fix them; nothing has started.
     let exit = |e: std::io::Error, what: String| {
@@ -194,10 +211,12 @@ fn lock_and_load(
             daemon::default_pid_file(&args.config)
         }
     };
-    let lock = daemon::InstanceLock::acquire_checked(&pid_file).map_err(|e| match e {
-        daemon::LockError::Refused(m) => usage(anyhow!(m)),
-        daemon::LockError::Held(m) | daemon::LockError::Failed(m) => runtime(anyhow!(m)),
-    })?;
+    let lock = match daemon::InstanceLock::acquire_checked(&pid_file) {
+        Ok(lock) => lock,
+        Err(daemon::LockError::Held(message)) => return Ok(Locked::Held { message, pid_file }),
+        Err(daemon::LockError::Refused(m)) => return Err(usage(anyhow!(m))),
+        Err(daemon::LockError::Failed(m)) => return Err(runtime(anyhow!(m))),
+    };
     let fail_log = sync::FailLog::load(config.fail_log.clone(), targets).map_err(|e| {
         if fsafe::is_refused(&e) {
             usage(anyhow!(
@@ -211,5 +230,5 @@ fn lock_and_load(
             ))
         }
     })?;
-    Ok((lock, fail_log))
+    Ok(Locked::Ours(lock, fail_log))
 }

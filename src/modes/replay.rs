@@ -3,16 +3,22 @@
 //! Entries for a root or remote the config does not name are never run: they are listed
 //! and stay in the file, and the exit status says something is left, until the operator
 //! drops them with `--replay --drop-unknown`.
+//!
+//! With no instance running, this process replays by itself. With one running (it holds
+//! the instance lock), it asks that instance over the control socket next to the pid
+//! file (`service::control`) and prints its answer: the instance replays now, waits for
+//! those pushes (up to a minute) and says what is still owed per remote.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
 
-use super::{lock_and_load, runtime, Exit};
+use super::{lock_or_holder, runtime, Exit, Locked};
 use crate::cli::Args;
 use crate::config::Config;
 use crate::filter::Excludes;
+use crate::service::control;
 use crate::sync::{self, Mirror, Queue};
 
 fn entries(n: usize) -> &'static str {
@@ -23,9 +29,21 @@ fn entries(n: usize) -> &'static str {
     }
 }
 
+/// How long the client waits for the running instance's answer: its own wait for the
+/// pushes, plus a margin.
+const ANSWER_WAIT: Duration = Duration::from_secs(super::commands::REPLAY_WAIT.as_secs() + 60);
+
 pub fn replay(config: &Config, args: &Args) -> Result<u8, Exit> {
     let targets = sync::targets(config);
-    let (_lock, mut fail_log) = lock_and_load(config, args, &targets)?;
+    let (_lock, mut fail_log) = match lock_or_holder(config, args, &targets)? {
+        Locked::Ours(lock, fail_log) => (lock, fail_log),
+        Locked::Held { message, .. } if args.drop_unknown => {
+            return Err(runtime(anyhow!(
+                "--drop-unknown: {message}; it holds the fail log, stop it first"
+            )))
+        }
+        Locked::Held { message, pid_file } => return ask_running(&pid_file, &message),
+    };
     if args.drop_unknown {
         for (root, dest, n) in fail_log.unknown_summary() {
             println!(
@@ -96,5 +114,76 @@ pub fn replay(config: &Config, args: &Args) -> Result<u8, Exit> {
         entries(left),
         kept,
         mirror.fail_log_path().display()
+    )))
+}
+
+/// `--replay` beside a running instance: ask it, print its answer.
+fn ask_running(pid_file: &std::path::Path, held: &str) -> Result<u8, Exit> {
+    let socket = control::socket_path(pid_file);
+    let answer = match control::ask(&socket, "replay", ANSWER_WAIT) {
+        Ok(v) => v,
+        Err(control::AskError::Missing(e)) => {
+            return Err(runtime(anyhow!(
+                "{held}, and it has no control socket at {} ({e}): it is an older \
+                 sersync2, or still starting; stop it and run --replay again, or let it \
+                 replay at its next timed replay",
+                socket.display()
+            )))
+        }
+        Err(control::AskError::Refused(e)) => {
+            return Err(runtime(anyhow!("{held}; refusing its control socket: {e}")))
+        }
+        Err(control::AskError::Failed(m)) => {
+            return Err(runtime(anyhow!(
+                "{held}; asking it to replay over {} failed: {m}; what is owed stays in \
+                 the fail log",
+                socket.display()
+            )))
+        }
+    };
+    report(&answer)
+}
+
+/// Prints the running instance's answer to `replay`; exit 0 only if nothing is owed.
+fn report(answer: &serde_json::Value) -> Result<u8, Exit> {
+    if let Some(e) = answer.get("error").and_then(|e| e.as_str()) {
+        return Err(runtime(anyhow!("the running instance refused: {e}")));
+    }
+    let fail_log = answer["fail_log"].as_str().unwrap_or("?");
+    let pid = answer["pid"].as_u64().unwrap_or(0);
+    let left = answer["owed_entries"].as_u64().unwrap_or(0);
+    if answer["ok"].as_bool() == Some(true) {
+        if answer["owed_before"].as_u64().unwrap_or(0) == 0 {
+            println!("fail log {fail_log}: nothing to replay (running instance, pid {pid})");
+        } else {
+            println!(
+                "fail log {fail_log}: replayed by the running instance (pid {pid}), nothing left"
+            );
+        }
+        return Ok(0);
+    }
+    if let Some(owed) = answer["owed"].as_object() {
+        for (remote, n) in owed {
+            let n = n.as_u64().unwrap_or(0);
+            println!(
+                "still owed to {remote}: {n} entr{}",
+                if n == 1 { "y" } else { "ies" }
+            );
+        }
+    }
+    let other = answer["owed_other_commands"].as_u64().unwrap_or(0);
+    if other > 0 {
+        println!("still owed: {other} other command(s) kept as written");
+    }
+    if answer["timed_out"].as_bool() == Some(true) {
+        println!(
+            "the running instance (pid {pid}) was still pushing after {}s; it goes on, see its log",
+            super::commands::REPLAY_WAIT.as_secs()
+        );
+    }
+    Err(runtime(anyhow!(
+        "{left} entr{} still owed, kept in {fail_log} by the running instance (pid {pid}), \
+         which retries them",
+        if left == 1 { "y" } else { "ies" }
     )))
 }

@@ -433,6 +433,14 @@ impl Queue {
             .all(|r| r.pending.is_empty() && r.pending.running() == 0)
     }
 
+    /// Nothing waiting and nothing in flight for one remote.
+    pub fn is_idle_for(&self, target: RemoteId) -> bool {
+        let st = self.lock();
+        st.remotes
+            .get(target.0)
+            .is_none_or(|r| r.pending.is_empty() && r.pending.running() == 0)
+    }
+
     /// Paths waiting per remote (for status and logs).
     pub fn waiting(&self) -> Vec<usize> {
         self.lock()

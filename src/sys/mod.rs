@@ -1,10 +1,12 @@
 //! What every layer above needs from the operating system: the stop signal, waiting on
 //! descriptors, anonymous files for a child's stdin and stderr, shell words (split and
-//! quote, in one place), and safe handling of the files the agent trusts (`fsafe`).
+//! quote, in one place), safe handling of the files the agent trusts (`fsafe`), and unix
+//! sockets for one user (`local_socket`).
 //!
 //! Nothing here knows about configs, remotes or events.
 
 pub mod fsafe;
+pub mod local_socket;
 pub mod memfile;
 pub mod shell;
 

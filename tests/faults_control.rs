@@ -1,0 +1,365 @@
+//! `--replay` beside a running instance and the control socket it goes through
+//! (`<pid file>.sock`): the running agent replays at once and the command line reports
+//! what is still owed; only the agent's user and root can use the socket; a stale socket
+//! is replaced and a planted link is never followed. Real agents, real rsync daemons.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::agent::*;
+use crate::support::*;
+
+/// `sersync2 ARGS` to completion in the test's directory.
+fn sersync2(dir: &Dir, args: &[&str]) -> Output {
+    Command::new(sersync_bin())
+        .args(args)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sersync2")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn b_dest(s: &Setup) -> String {
+    format!("{}@{}::{}", s.b.user(), s.b.ip(), s.b.module())
+}
+
+/// How the agent names b in its reports.
+fn b_label(s: &Setup) -> String {
+    format!("{}::{}", s.b.ip(), s.b.module())
+}
+
+/// Stops b, makes one change, and waits until b is owed it in the fail log.
+fn owe_b_one_change(s: &mut Setup) -> PathBuf {
+    s.b.stop();
+    s.write("owed.txt", "owed while b was down\n");
+    let fail_log = s.dir.join("fail.sh");
+    let dest = b_dest(s);
+    wait_until("b is owed the change in the fail log", DEADLINE, || {
+        fs::read_to_string(&fail_log).is_ok_and(|t| t.contains(&dest))
+    });
+    fail_log
+}
+
+// The running instance held the lock, so `--replay` was refused outright ("another
+// sersync2 already runs this config") and an operator could not bring a remote level on
+// demand.
+#[test]
+fn replay_beside_a_running_instance_asks_it_and_reports() {
+    let mut s = Setup::new("ctl-replay");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    s.write("before/a.txt", "a\n");
+    s.wait(&mut agent, "before the outage");
+    let fail_log = owe_b_one_change(&mut s);
+    s.b.restart();
+
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--replay"]);
+    assert!(out.status.success(), "--replay: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("replayed by the running instance")
+            && stdout.contains(&agent.pid().to_string()),
+        "the running instance replayed: {}",
+        text(&out)
+    );
+    // Level when --replay returns, not some time later.
+    for remote in s.remotes() {
+        trees_equal(&s.src, &remote).unwrap_or_else(|e| panic!("{}: {e}", remote.display()));
+    }
+    assert!(!fail_log.exists(), "nothing owed after the replay");
+    assert!(agent.log().contains("replay asked on the control socket"));
+
+    // The agent goes on syncing.
+    s.write("after/b.txt", "b\n");
+    s.wait(&mut agent, "after the replay");
+    agent.stop();
+}
+
+// Same cause: with b still down there was no way to learn from the command line, while
+// the agent ran, what b is owed.
+#[test]
+fn replay_beside_a_running_instance_exits_1_while_a_remote_is_down() {
+    let mut s = Setup::new("ctl-down");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let fail_log = owe_b_one_change(&mut s);
+
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--replay"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("still owed to {}: 1 entry", b_label(&s))),
+        "prints what b is owed: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("still owed"),
+        "{}",
+        text(&out)
+    );
+    assert!(fail_log.exists(), "b's entry stays owed");
+    agent.assert_running();
+
+    // Once b is back, the same command brings it level and exits 0.
+    s.b.restart();
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--replay"]);
+    assert!(out.status.success(), "--replay with b back: {}", text(&out));
+    trees_equal(&s.src, s.b.data_dir()).expect("b level after the second replay");
+    agent.stop();
+}
+
+/// A system user created for one test (no home, no login shell); removed on drop.
+struct User {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl User {
+    /// Creates a fresh user, or None (with a printed reason) where that is impossible.
+    fn create() -> Option<User> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: creating a test user needs root");
+            return None;
+        }
+        let name = format!(
+            "ssctl{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let made = Command::new("useradd")
+            .args(["-M", "-s", "/usr/sbin/nologin", &name])
+            .stdin(Stdio::null())
+            .output();
+        match made {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                eprintln!(
+                    "skipped: useradd {name} failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                return None;
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run useradd: {e}");
+                return None;
+            }
+        }
+        // Removed on drop from here on, even if a lookup below fails.
+        let mut user = User {
+            name,
+            uid: 0,
+            gid: 0,
+        };
+        let id = |flag: &str| -> u32 {
+            let o = Command::new("id")
+                .args([flag, &user.name])
+                .output()
+                .expect("run id");
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse()
+                .expect("a numeric id")
+        };
+        (user.uid, user.gid) = (id("-u"), id("-g"));
+        Some(user)
+    }
+
+    /// `program ARGS` as this user (setpriv, no supplementary groups), to completion.
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("setpriv")
+            .arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--clear-groups")
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {program} as {}: {e}", self.name))
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel")
+            .arg(&self.name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A tiny client: connect, send `replay`, print the answer; exit 3 with the errno when
+/// the connect itself is refused.
+const PY_CLIENT: &str = "\
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(30)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print('connect errno', e.errno)
+    sys.exit(3)
+s.sendall(b'replay\\n')
+data = b''
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+print(data.decode(errors='replace'))
+";
+
+// A control socket anyone could connect to would let any local user drive the agent;
+// the socket must be 0600 and the agent must check who is calling.
+#[test]
+fn control_socket_refuses_other_users() {
+    let Some(user) = User::create() else { return };
+    let python = Path::new("/usr/bin/python3");
+    if !python.exists() {
+        eprintln!("skipped: no /usr/bin/python3 for the other user's client");
+        return;
+    }
+    let s = Setup::new("ctl-users");
+    // The pid file's directory is one the other user can reach, so that only the
+    // socket's own mode and the agent's check stand in the way.
+    let run = Dir::new("ctl-users-run");
+    fs::set_permissions(run.path(), fs::Permissions::from_mode(0o755)).expect("chmod run dir");
+    let pid_file = run.join("agent.pid");
+    let pid_arg = pid_file.display().to_string();
+    let mut agent = Agent::start(&s.dir, &s.conf(), &["--pid-file", &pid_arg]);
+    let socket = run.join("agent.pid.sock");
+    let meta = fs::symlink_metadata(&socket).expect("the control socket exists");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.mode() & 0o777, 0o600, "the socket is private");
+    let sock_arg = socket.display().to_string();
+
+    // Refused by the file mode.
+    let out = user.run("/usr/bin/python3", &["-c", PY_CLIENT, &sock_arg]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("errno {}", libc::EACCES)),
+        "{}",
+        text(&out)
+    );
+
+    // With the mode opened up, the agent itself refuses the caller.
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o666)).expect("chmod socket");
+    let out = user.run("/usr/bin/python3", &["-c", PY_CLIENT, &sock_arg]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("refused"),
+        "the agent refuses another user: {}",
+        text(&out)
+    );
+    wait_until("the agent logs the refused caller", DEADLINE, || {
+        agent
+            .log()
+            .contains(&format!("refused a connection from uid {}", user.uid))
+    });
+    assert!(
+        !agent.log().contains("replay asked on the control socket"),
+        "nothing was done for the other user"
+    );
+
+    // The agent keeps working, and its own user (root) is still served.
+    let out = sersync2(
+        &s.dir,
+        &["-o", "sersync.xml", "--replay", "--pid-file", &pid_arg],
+    );
+    assert!(out.status.success(), "root is served: {}", text(&out));
+    s.write("after/x.txt", "x\n");
+    s.wait(&mut agent, "after the refused caller");
+    agent.stop();
+    assert!(!socket.exists(), "the socket is removed at shutdown");
+}
+
+// A socket left by a killed agent made the next start unable to bind, so `--replay`
+// beside the new instance could not reach it.
+#[test]
+fn stale_control_socket_is_replaced_at_start() {
+    let s = Setup::new("ctl-stale");
+    let run = s.dir.mkdir_p("run");
+    let pid_file = run.join("agent.pid");
+    let socket = run.join("agent.pid.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("a stale socket"));
+    let stale = std::os::unix::net::UnixStream::connect(&socket).expect_err("nobody listens");
+    assert_eq!(stale.kind(), std::io::ErrorKind::ConnectionRefused);
+
+    let pid_arg = pid_file.display().to_string();
+    let mut agent = Agent::start(&s.dir, &s.conf(), &["--pid-file", &pid_arg]);
+    let meta = fs::symlink_metadata(&socket).expect("the control socket");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.mode() & 0o777, 0o600);
+
+    let out = sersync2(
+        &s.dir,
+        &["-o", "sersync.xml", "--replay", "--pid-file", &pid_arg],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing to replay (running instance"),
+        "{}",
+        text(&out)
+    );
+    agent.stop();
+    assert!(!socket.exists(), "the socket is removed at shutdown");
+}
+
+// Binding or removing through a link planted at the socket's path would let whoever
+// planted it create a socket, or delete a file, wherever the link points.
+#[test]
+fn planted_symlink_at_the_control_socket_path_is_not_followed() {
+    let s = Setup::new("ctl-link");
+    let run = s.dir.mkdir_p("run");
+    let pid_file = run.join("agent.pid");
+    let socket = run.join("agent.pid.sock");
+    let elsewhere = s.dir.mkdir_p("elsewhere");
+    let dangling = elsewhere.join("created-through-the-link");
+    std::os::unix::fs::symlink(&dangling, &socket).expect("plant a link");
+
+    let pid_arg = pid_file.display().to_string();
+    let mut agent = Agent::start(&s.dir, &s.conf(), &["--pid-file", &pid_arg]);
+    assert!(
+        agent.log().contains("control socket") && agent.log().contains("symbolic link"),
+        "the agent says why its control socket is off: {}",
+        agent.log()
+    );
+    assert!(!dangling.exists(), "nothing was created through the link");
+    assert!(fs::symlink_metadata(&socket)
+        .expect("the link is left alone")
+        .file_type()
+        .is_symlink());
+
+    // --replay does not follow it either, and says what is wrong.
+    let out = sersync2(
+        &s.dir,
+        &["-o", "sersync.xml", "--replay", "--pid-file", &pid_arg],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a socket"),
+        "{}",
+        text(&out)
+    );
+
+    // Syncing goes on; the link stays after the stop (it is not the agent's).
+    s.write("x.txt", "x\n");
+    s.wait(&mut agent, "with the control socket off");
+    agent.stop();
+    assert!(fs::symlink_metadata(&socket).is_ok());
+    assert!(!dangling.exists());
+}
