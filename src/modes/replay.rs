@@ -12,6 +12,7 @@ use crate::filter::Excludes;
 use crate::sync::{self, Mirror, Queue};
 
 pub fn replay(config: &Config, args: &Args) -> Result<u8, Exit> {
+    super::require_rsync()?;
     let targets = sync::targets(config);
     let (_lock, fail_log) = lock_and_load(config, args, &targets)?;
     if fail_log.is_empty() {
