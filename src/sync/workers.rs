@@ -290,7 +290,7 @@ impl Mirror {
                 self.save(&fl);
             }
             drop(fl);
-            if recovered || !still_owes {
+            if was_failing && (recovered || !still_owes) {
                 self.queue.cancel_retry(t);
             }
             if recovered {
