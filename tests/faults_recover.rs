@@ -309,6 +309,14 @@ fn partial_full_sync_is_not_requeued_on_every_push() {
             tail(&log, 60)
         );
     }
+    eprintln!(
+        "full syncs per remote during {EDITS} edits in {elapsed:?}: {:?} (backoff allows {allowed})",
+        labels
+            .iter()
+            .zip(&before)
+            .map(|(l, b)| full_sync_failures(&log, l) - b)
+            .collect::<Vec<_>>()
+    );
     for remote in s.remotes() {
         assert!(remote.join("pub.txt").exists(), "{}", remote.display());
     }
