@@ -6,6 +6,7 @@ mod attacks;
 mod churn;
 mod e2e;
 mod faults_control;
+mod faults_recover;
 mod fixtures;
 mod layers;
 mod scenarios;

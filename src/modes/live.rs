@@ -31,6 +31,7 @@ use crate::watch::Watcher;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
+    super::require_rsync()?;
     let targets = sync::targets(config);
     let (mut lock, fail_log) = lock_and_load(config, args, &targets)?;
     let detached = if args.daemon {

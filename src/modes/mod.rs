@@ -135,6 +135,12 @@ pub fn prepare(args: &mut Args) -> Result<Config, Exit> {
     Ok(config)
 }
 
+/// The modes that sync first check the rsync on PATH (found, 3.1 or later): a usage
+/// error (exit 2) before anything starts. Returns `rsync --version`'s first line.
+pub(crate) fn require_rsync() -> Result<String, Exit> {
+    sync::version::require().map_err(|e| usage(anyhow!(e)))
+}
+
 /// `--status`: print the running instance's status.
 pub fn status(config: &Config) -> Result<u8, Exit> {
     let Some((host, port)) = &config.host else {

@@ -34,6 +34,7 @@ fn entries(n: usize) -> &'static str {
 const ANSWER_WAIT: Duration = Duration::from_secs(super::commands::REPLAY_WAIT.as_secs() + 60);
 
 pub fn replay(config: &Config, args: &Args) -> Result<u8, Exit> {
+    super::require_rsync()?;
     let targets = sync::targets(config);
     let (_lock, mut fail_log) = match lock_or_holder(config, args, &targets)? {
         Locked::Ours(lock, fail_log) => (lock, fail_log),

@@ -1,4 +1,4 @@
-//! `-t`: check the config and print what would run.
+//! `-t`: check the config and the rsync on PATH, and print what would run.
 
 use anyhow::anyhow;
 
@@ -12,9 +12,11 @@ pub fn test_config(config: &Config, module: Option<&str>) -> Result<u8, Exit> {
     if let Some(m) = module {
         Module::new(config, m).map_err(|e| usage(anyhow!(e)))?;
     }
+    let rsync = super::require_rsync()?;
     let targets = sync::targets(config);
     let root_word = |t: &sync::Target| shell::display(&[t.root.clone().into()]);
     println!("config {}: OK", config.file.display());
+    println!("rsync: {rsync}");
     for root in &config.roots {
         println!("watch {}", root.path.display());
         for t in targets.iter().filter(|t| t.root == root.path) {

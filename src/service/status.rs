@@ -57,8 +57,22 @@ pub struct RemoteStatus {
     pub pushed: u64,
     pub failed: u64,
     pub queued: usize,
+    /// It has failed and not been level since.
     pub failing: bool,
+    /// Since when (unix time), while failing.
+    #[serde(default)]
+    pub failing_since_unix: Option<u64>,
+    /// Its fail-log entries (paths, a full sync counting as one).
+    #[serde(default)]
+    pub owed: usize,
+    /// When what it owes is next tried again (unix time), if a retry is scheduled.
+    #[serde(default)]
+    pub next_retry_unix: Option<u64>,
     pub last_error: Option<String>,
+}
+
+fn unix(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Status {
@@ -94,6 +108,9 @@ impl Status {
                     failed: r.failed,
                     queued: r.queued,
                     failing: r.failing,
+                    failing_since_unix: r.failing_since.map(unix),
+                    owed: r.owed,
+                    next_retry_unix: r.next_retry.map(unix),
                     last_error: r.last_error,
                 })
                 .collect(),
@@ -178,9 +195,35 @@ pub fn metrics(s: &Status) -> String {
     );
     gauge(
         "sersync_remote_failing",
-        "1 while the last call to the remote failed.",
+        "1 while the remote has failed and not been level since.",
         "gauge",
         per(&|r| u8::from(r.failing).to_string()),
+    );
+    gauge(
+        "sersync_remote_owed",
+        "Fail-log entries owed to the remote.",
+        "gauge",
+        per(&|r| r.owed.to_string()),
+    );
+    let some = |rows: Vec<(String, String)>| -> Vec<(String, String)> {
+        rows.into_iter().filter(|(_, v)| !v.is_empty()).collect()
+    };
+    gauge(
+        "sersync_remote_failing_since_timestamp_seconds",
+        "When the remote started failing (only while it fails).",
+        "gauge",
+        some(per(&|r| {
+            r.failing_since_unix
+                .map_or(String::new(), |t| t.to_string())
+        })),
+    );
+    gauge(
+        "sersync_remote_next_retry_timestamp_seconds",
+        "When what the remote owes is next tried again (only while a retry is scheduled).",
+        "gauge",
+        some(per(&|r| {
+            r.next_retry_unix.map_or(String::new(), |t| t.to_string())
+        })),
     );
     if let Some(f) = &s.last_full_sync {
         gauge(
@@ -624,6 +667,18 @@ pub fn render(s: &Status) -> String {
         None => out.push_str("last full sync: none yet\n"),
     }
     for r in &s.remotes {
+        let owed = if r.owed > 0 {
+            format!(
+                "owes {} entr{}, ",
+                r.owed,
+                if r.owed == 1 { "y" } else { "ies" }
+            )
+        } else {
+            String::new()
+        };
+        let retry = r
+            .next_retry_unix
+            .map_or(String::new(), |t| format!("next retry at unix time {t}, "));
         out.push_str(&format!(
             "  {:<30} pushed {:>8}  failed {:>5}  queued {:>6}  {}\n",
             r.remote,
@@ -631,7 +686,13 @@ pub fn render(s: &Status) -> String {
             r.failed,
             r.queued,
             if r.failing {
-                format!("FAILING: {}", r.last_error.as_deref().unwrap_or(""))
+                format!(
+                    "FAILING since unix time {} ({owed}{retry}last error: {})",
+                    r.failing_since_unix.unwrap_or(0),
+                    r.last_error.as_deref().unwrap_or("")
+                )
+            } else if r.owed > 0 {
+                format!("ok, {}", owed.trim_end_matches(", "))
             } else {
                 "ok".to_owned()
             }

@@ -3,13 +3,17 @@
 //!
 //! Changes come in through [`intake`] (the filter thread: temp names, excludes, event
 //! switches, merging into the pending sets) and leave through the workers in
-//! [`workers`]; what fails goes to the fail log in [`faillog`].
+//! [`workers`]; what fails goes to the fail log in [`faillog`] and is tried again on
+//! the [`backoff`] schedule ([`recovery`]). [`version`] checks the rsync on PATH.
 
+pub mod backoff;
 pub mod faillog;
 pub mod intake;
 pub mod job;
 pub mod queue;
+pub mod recovery;
 pub mod rsync;
+pub mod version;
 pub mod workers;
 
 pub use faillog::FailLog;

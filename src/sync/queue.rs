@@ -8,7 +8,9 @@
 //! for a path always starts after its last change.
 //!
 //! `Pending` is the pure state of one remote (unit and property tested); `Queue` wraps all
-//! remotes in a mutex and condvar for the worker threads.
+//! remotes in a mutex and condvar for the worker threads. A remote that owes work also
+//! has a retry here: its owed jobs, moved into the pending set when their time comes
+//! (the workers' wait already has a deadline per remote; no thread per remote).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -247,6 +249,31 @@ struct Remote {
     /// A worker has been woken to wait for this remote's second-call time; no need to
     /// wake another for every event until the remote starts a call.
     timer_armed: bool,
+    /// What the remote owes, queued again at that time (its backoff retry).
+    retry: Option<(Instant, Vec<Job>)>,
+}
+
+impl Remote {
+    /// Moves a retry that is due into the pending set; else returns when it is due.
+    fn retry_due(&mut self, now: Instant) -> Option<Instant> {
+        match &self.retry {
+            Some((at, _)) if *at > now => Some(*at),
+            Some(_) => {
+                for job in self.retry.take().map(|(_, jobs)| jobs).unwrap_or_default() {
+                    match job {
+                        Job::Full => self.pending.push_full(),
+                        Job::Paths(paths) => {
+                            for p in paths {
+                                self.pending.push(p, false);
+                            }
+                        }
+                    }
+                }
+                None
+            }
+            None => None,
+        }
+    }
 }
 
 impl Remote {
@@ -379,6 +406,9 @@ impl Queue {
             for i in 0..n {
                 let t = (st.next + i) % n;
                 let remote = &mut st.remotes[t];
+                if let Some(at) = remote.retry_due(now) {
+                    soonest = Some(soonest.map_or(at, |s| s.min(at)));
+                }
                 if remote.pending.is_empty() {
                     continue;
                 }
@@ -392,7 +422,11 @@ impl Queue {
                     remote.last_start = Some(now);
                     remote.timer_armed = false;
                     st.next = (t + 1) % n;
-                    let more = st.remotes.iter().any(|r| !r.pending.is_empty());
+                    // Another worker takes the rest, or keeps the time of a retry.
+                    let more = st
+                        .remotes
+                        .iter()
+                        .any(|r| !r.pending.is_empty() || r.retry.is_some());
                     drop(st);
                     if more {
                         self.wake.notify_one();
@@ -425,7 +459,23 @@ impl Queue {
         self.wake.notify_one();
     }
 
-    /// Nothing waiting and nothing in flight, for every remote.
+    /// Queues `owed` for this remote at `at` (its next retry on the backoff schedule),
+    /// replacing a retry that was waiting. It joins the pending set like any change.
+    pub fn retry_at(&self, target: RemoteId, at: Instant, owed: Vec<Job>) {
+        let mut st = self.lock();
+        st.remotes[target.0].retry = (!owed.is_empty()).then_some((at, owed));
+        drop(st);
+        // A sleeping worker recomputes how long to wait.
+        self.wake.notify_one();
+    }
+
+    /// Drops a waiting retry (the remote is level, or what it owes was queued now).
+    pub fn cancel_retry(&self, target: RemoteId) {
+        self.lock().remotes[target.0].retry = None;
+    }
+
+    /// Nothing waiting and nothing in flight, for every remote (a retry waiting for its
+    /// time does not count).
     pub fn is_idle(&self) -> bool {
         let st = self.lock();
         st.remotes

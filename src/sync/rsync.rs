@@ -51,11 +51,21 @@ impl Target {
     }
 
     /// The options every call to this remote carries, after `commonParams` and `-R`.
+    /// A remote that never answers must hold up only its own work, so every call has
+    /// a connect timeout ([`CONNECT_TIMEOUT`]: `--contimeout`, or ssh's ConnectTimeout)
+    /// and an I/O timeout (`<timeout>`, else [`IO_TIMEOUT`]), unless `commonParams` or
+    /// the ssh command already set them.
     fn connection_args(&self, argv: &mut Vec<OsString>) {
+        let has = |opt: &str| {
+            self.opts
+                .params
+                .iter()
+                .any(|p| p == opt || p.starts_with(&format!("{opt}=")))
+        };
         match &self.opts.ssh {
             Some(cmd) => {
                 argv.push("-e".into());
-                argv.push(cmd.into());
+                argv.push(ssh_with_connect_timeout(cmd).into());
             }
             None => {
                 if let Some((_, file)) = &self.opts.auth {
@@ -71,10 +81,17 @@ impl Target {
                 if !self.opts.params.iter().any(|p| p.starts_with("--sockopts")) {
                     argv.push("--sockopts=TCP_NODELAY".into());
                 }
+                if !has("--contimeout") {
+                    argv.push(format!("--contimeout={}", CONNECT_TIMEOUT.as_secs()).into());
+                }
             }
         }
-        if let Some(t) = self.opts.timeout {
-            argv.push(format!("--timeout={t}").into());
+        match self.opts.timeout {
+            Some(t) => argv.push(format!("--timeout={t}").into()),
+            None if !has("--timeout") => {
+                argv.push(format!("--timeout={}", IO_TIMEOUT.as_secs()).into())
+            }
+            None => {}
         }
     }
 
@@ -162,6 +179,21 @@ impl Target {
         argv.push(self.dest().into());
         argv
     }
+}
+
+/// How long a call waits for the remote to accept its connection (rsync daemon or ssh)
+/// unless `commonParams` or the ssh command say otherwise.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a call waits on a remote that sends nothing when `<timeout>` is not set.
+pub const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The ssh command with `-o ConnectTimeout=N` added, unless it sets one already.
+pub fn ssh_with_connect_timeout(cmd: &str) -> String {
+    if cmd.to_ascii_lowercase().contains("connecttimeout") {
+        return cmd.to_owned();
+    }
+    format!("{cmd} -o ConnectTimeout={}", CONNECT_TIMEOUT.as_secs())
 }
 
 /// Bytes of path arguments one rsync call may carry: well inside ARG_MAX (2 MiB on
@@ -352,6 +384,7 @@ mod tests {
                 "--password-file=/etc/rsync.pas",
                 "--port=874",
                 "--sockopts=TCP_NODELAY",
+                "--contimeout=10",
                 "--timeout=100",
                 "--dirs",
                 "./a b",
@@ -368,6 +401,43 @@ mod tests {
         t.opts.params.push("--sockopts=SO_SNDBUF=65536".into());
         let (argv, _) = t.argv(&Job::Paths(vec!["a".into()]), &[]);
         assert!(!words(&argv).contains(&"--sockopts=TCP_NODELAY".to_owned()));
+    }
+
+    #[test]
+    fn without_timeout_calls_get_default_connect_and_io_timeouts() {
+        let mut t = target(None, false);
+        t.opts.timeout = None;
+        let (argv, _) = t.argv(&Job::Paths(vec!["a".into()]), &[]);
+        let w = words(&argv);
+        assert!(w.contains(&"--contimeout=10".to_owned()), "{w:?}");
+        assert!(w.contains(&"--timeout=120".to_owned()), "{w:?}");
+        // The user's own choices win.
+        t.opts.params.push("--contimeout=3".into());
+        t.opts.params.push("--timeout=7".into());
+        let (argv, _) = t.argv(&Job::Full, &[]);
+        let w = words(&argv);
+        assert_eq!(
+            w.iter().filter(|a| a.starts_with("--contimeout")).count(),
+            1
+        );
+        assert_eq!(w.iter().filter(|a| a.starts_with("--timeout")).count(), 1);
+        // ssh: the I/O timeout, and a connect timeout in the ssh command.
+        let mut t = target(Some("ssh -i /k"), false);
+        t.opts.timeout = None;
+        let w = words(&t.argv(&Job::Paths(vec!["a".into()]), &[]).0);
+        assert!(
+            w.contains(&"ssh -i /k -o ConnectTimeout=10".to_owned()),
+            "{w:?}"
+        );
+        assert!(w.contains(&"--timeout=120".to_owned()), "{w:?}");
+        assert!(
+            !w.iter().any(|a| a.starts_with("--contimeout")),
+            "daemon only"
+        );
+        assert_eq!(
+            ssh_with_connect_timeout("ssh -o connectTimeout=3"),
+            "ssh -o connectTimeout=3"
+        );
     }
 
     #[test]
@@ -425,7 +495,7 @@ mod tests {
                 "--delete",
                 "--exclude=*.php",
                 "-e",
-                "ssh -p 2222",
+                "ssh -p 2222 -o ConnectTimeout=10",
                 "--timeout=100",
                 "./",
                 "10.0.0.2:mod"

@@ -2,9 +2,11 @@
 //!
 //! `-n` threads share one `Mirror`. A worker takes every free pending path of one remote
 //! (up to the batch size) into one rsync call; a failed call is retried a few times with
-//! backoff, then goes to the fail queue, which is written to the fail log at once. When a
-//! remote that was failing succeeds again, what it is owed is queued right away instead
-//! of waiting for the timed replay.
+//! backoff, then goes to the fail queue, which is written to the fail log at once. A
+//! remote that owes work is tried again on a jittered exponential backoff (1 s doubling
+//! to 60 s, see `recovery`): what it owes is queued again at each retry time, and when a
+//! remote that did not answer succeeds again, what it is owed is queued right away
+//! instead of waiting for the timed replay.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::faillog::{self, FailLog};
 use super::job::{Job, RemoteId};
 use super::queue::Queue;
+use super::recovery::{self, Recovery};
 use super::rsync::{self, Outcome, Target};
 use crate::filter::Excludes;
 
@@ -31,8 +34,15 @@ struct Stats {
     pushed: AtomicU64,
     /// rsync calls that failed after their retries.
     failed: AtomicU64,
-    failing: AtomicBool,
+    /// Failing since when, and when what it owes is tried again.
+    recovery: Mutex<Recovery>,
     last_error: Mutex<Option<String>>,
+}
+
+impl Stats {
+    fn recovery(&self) -> MutexGuard<'_, Recovery> {
+        self.recovery.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// How the last full sync went, for status.
@@ -52,7 +62,13 @@ pub struct RemoteSnapshot {
     pub pushed: u64,
     pub failed: u64,
     pub queued: usize,
+    /// It has failed and not been level since.
     pub failing: bool,
+    pub failing_since: Option<SystemTime>,
+    /// Its entries in the fail log (paths, and a full sync as one).
+    pub owed: usize,
+    /// When what it owes is next queued again (backoff), if a retry is scheduled.
+    pub next_retry: Option<SystemTime>,
     pub last_error: Option<String>,
 }
 
@@ -241,9 +257,11 @@ impl Mirror {
         let mut attempt = 0;
         loop {
             let outcome = rsync::run(&target.root, &argv, &stdin);
+            // A remote already failing is paced by its backoff schedule instead.
             if outcome.ok()
                 || attempt >= self.retry_delays.len()
                 || self.stopping.load(Ordering::Relaxed)
+                || self.stats[t.0].recovery().is_failing()
             {
                 return outcome;
             }
@@ -292,12 +310,13 @@ impl Mirror {
             }
             let mut fl = self.fail_log();
             let changed = fl.clear(t, job);
-            let recovered = stats.failing.swap(false, Ordering::Relaxed);
-            let owed: Vec<(RemoteId, Job)> = if recovered {
-                faillog::owed_jobs(&fl)
-                    .into_iter()
-                    .filter(|(o, _)| *o == t)
-                    .collect()
+            let still_owes = !fl.owed[t.0].is_empty();
+            let (was_failing, recovered) = {
+                let mut rec = stats.recovery();
+                (rec.is_failing(), rec.succeeded(still_owes))
+            };
+            let owed = if recovered {
+                owed_by(&fl, t)
             } else {
                 Vec::new()
             };
@@ -305,35 +324,71 @@ impl Mirror {
                 self.save(&fl);
             }
             drop(fl);
+            if was_failing && (recovered || !still_owes) {
+                self.queue.cancel_retry(t);
+            }
             if recovered {
-                log::info!("{} is reachable again", target.label());
-                self.requeue(owed);
+                log::info!(
+                    "{} is reachable again; queueing what it owes",
+                    target.label()
+                );
+                self.requeue(owed.into_iter().map(|job| (t, job)).collect());
+            } else if was_failing && !still_owes {
+                log::info!("{} is level again: it owes nothing", target.label());
             }
             return None;
         }
         stats.failed.fetch_add(1, Ordering::Relaxed);
-        stats.failing.store(true, Ordering::Relaxed);
         let what = match job {
             Job::Paths(p) if p.len() == 1 => format!("{}", p[0].display()),
             Job::Paths(p) => format!("{} paths", p.len()),
             Job::Full => "full sync".to_owned(),
         };
-        let msg = format!(
+        let mut msg = format!(
             "rsync exit {} ({}): {}",
             outcome.status,
             rsync::describe_status(outcome.status),
             last_line(&outcome.stderr)
         );
-        log::error!(
-            "push of {what} to {} failed, written to the fail log {}: {msg}",
-            target.label(),
-            self.fail_log().path.display()
-        );
-        *stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+        let (paths, more) = recovery::failed_paths(&outcome.stderr, FAILED_PATHS_SHOWN);
+        if !paths.is_empty() {
+            msg.push_str(&format!(
+                "; rsync could not transfer {}{}",
+                paths
+                    .iter()
+                    .map(|p| format!("{p:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        }
         let mut fl = self.fail_log();
         fl.add(t, job, outcome.status);
         self.save(&fl);
-        Some(Duration::from_secs(1))
+        let owed = owed_by(&fl, t);
+        let path = fl.path.clone();
+        drop(fl);
+        let plan = stats.recovery().failed(
+            Instant::now(),
+            SystemTime::now(),
+            outcome.status,
+            crate::sys::random_u64(),
+        );
+        let retry_in = plan.retry_at.saturating_duration_since(Instant::now());
+        self.queue.retry_at(t, plan.retry_at, owed);
+        log::error!(
+            "push of {what} to {} failed, written to the fail log {}: {msg}; what it owes \
+             is tried again in {:.1}s",
+            target.label(),
+            path.display(),
+            retry_in.as_secs_f64()
+        );
+        *stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+        Some(plan.rest)
     }
 
     fn save(&self, fl: &FailLog) {
@@ -403,27 +458,42 @@ impl Mirror {
     /// The state now, for status.
     pub fn snapshot(&self) -> Snapshot {
         let queued = self.queue.waiting();
-        let (fail_log, fail_log_entries, unknown_entries) = {
+        let (fail_log, fail_log_entries, unknown_entries, owed) = {
             let fl = self.fail_log();
-            (fl.path.clone(), fl.len(), fl.unknown_len())
+            let owed: Vec<usize> = (0..self.targets.len())
+                .map(|i| {
+                    fl.owed
+                        .get(i)
+                        .map_or(0, |o| o.paths.len() + usize::from(o.full))
+                })
+                .collect();
+            (fl.path.clone(), fl.len(), fl.unknown_len(), owed)
         };
+        let now = Instant::now();
         let remotes = self
             .targets
             .iter()
             .zip(&self.stats)
             .zip(queued)
-            .map(|((t, s), q)| RemoteSnapshot {
-                remote: t.label(),
-                root: t.root.clone(),
-                pushed: s.pushed.load(Ordering::Relaxed),
-                failed: s.failed.load(Ordering::Relaxed),
-                queued: q,
-                failing: s.failing.load(Ordering::Relaxed),
-                last_error: s
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
+            .zip(owed)
+            .map(|(((t, s), q), owed)| {
+                let rec = s.recovery().clone();
+                RemoteSnapshot {
+                    remote: t.label(),
+                    root: t.root.clone(),
+                    pushed: s.pushed.load(Ordering::Relaxed),
+                    failed: s.failed.load(Ordering::Relaxed),
+                    queued: q,
+                    failing: rec.is_failing(),
+                    failing_since: rec.failing_since(),
+                    owed,
+                    next_retry: rec.next_retry(now),
+                    last_error: s
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone(),
+                }
             })
             .collect();
         Snapshot {
@@ -458,15 +528,29 @@ impl Drop for Taken<'_> {
     fn drop(&mut self) {
         let m = self.mirror;
         if !self.accounted {
-            let mut fl = m.fail_log();
-            fl.add(self.t, &self.job, -1);
-            m.save(&fl);
-            drop(fl);
-            m.stats[self.t.0].failing.store(true, Ordering::Relaxed);
-            self.rest = Some(Duration::from_secs(1));
+            // The push panicked before it was booked: book it as a failed run, so its
+            // paths are owed and retried on the remote's schedule.
+            let outcome = Outcome {
+                status: -1,
+                stderr: "the push ended abnormally".to_owned(),
+                elapsed: Duration::ZERO,
+            };
+            self.rest = m.account(self.t, &self.job, &outcome);
         }
         m.queue.finish(self.t, &self.job, self.rest);
     }
+}
+
+/// Failed paths from rsync's stderr named in the log, at most.
+const FAILED_PATHS_SHOWN: usize = 5;
+
+/// What the fail log owes one remote, as jobs.
+fn owed_by(fl: &FailLog, t: RemoteId) -> Vec<Job> {
+    faillog::owed_jobs(fl)
+        .into_iter()
+        .filter(|(o, _)| *o == t)
+        .map(|(_, job)| job)
+        .collect()
 }
 
 /// The remotes among `targets` that mirror `root`.

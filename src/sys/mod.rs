@@ -1,7 +1,7 @@
 //! What every layer above needs from the operating system: the stop signal, waiting on
 //! descriptors, anonymous files for a child's stdin and stderr, shell words (split and
-//! quote, in one place), safe handling of the files the agent trusts (`fsafe`), and unix
-//! sockets for one user (`local_socket`).
+//! quote, in one place), safe handling of the files the agent trusts (`fsafe`), unix
+//! sockets for one user (`local_socket`), and random bits for jitter.
 //!
 //! Nothing here knows about configs, remotes or events.
 
@@ -120,6 +120,26 @@ pub fn readable_within(fd: RawFd, d: Duration) -> bool {
     let ms = d.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: one valid pollfd for the duration of the call.
     unsafe { libc::poll(&mut p, 1, ms) > 0 }
+}
+
+/// 64 random bits from the kernel (getrandom), for jitter; never blocks. Falls back to
+/// the clock and the pid if the call fails, which is good enough to spread retries.
+pub fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: buf is valid for 8 bytes of writes for the whole call.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), libc::GRND_NONBLOCK) };
+    if n == 8 {
+        return u64::from_ne_bytes(buf);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    // splitmix64 of the clock and the pid
+    let mut z = nanos ^ (u64::from(std::process::id()) << 32);
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Is the process running as root?

@@ -123,6 +123,49 @@ fn the_shared_queue_leaves_workers_for_other_remotes() {
     assert!(remotes.iter().filter(|&&t| t == 0).count() <= 2);
 }
 
+#[test]
+fn a_retry_joins_the_pending_set_at_its_time_and_not_before() {
+    let q = Queue::new(2, 10, 4);
+    let start = Instant::now();
+    let wait = Duration::from_millis(200);
+    q.retry_at(
+        RemoteId(1),
+        start + wait,
+        vec![Job::Paths(vec![p("owed/a"), p("owed/b")])],
+    );
+    assert!(q.is_idle(), "a retry waiting for its time is not work yet");
+    // A sleeping worker wakes for it at its time, with nothing else to wake it.
+    let (t, job) = q.take().expect("the retry");
+    assert!(
+        start.elapsed() >= wait,
+        "handed out early: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(t, RemoteId(1));
+    assert_eq!(paths(Some(job)), [p("owed/a"), p("owed/b")]);
+}
+
+#[test]
+fn a_due_retry_merges_with_live_changes_and_a_cancelled_one_never_runs() {
+    let q = Queue::new(2, 10, 4);
+    q.retry_at(RemoteId(0), Instant::now(), vec![Job::Full]);
+    q.retry_at(
+        RemoteId(1),
+        Instant::now() + Duration::from_secs(3600),
+        vec![Job::Full],
+    );
+    q.cancel_retry(RemoteId(1));
+    q.push(&[RemoteId(0)], &p("live"), false);
+    let (t, job) = q.take().expect("work");
+    assert_eq!(
+        (t, job),
+        (RemoteId(0), Job::Full),
+        "the full sync covers the change"
+    );
+    q.finish(RemoteId(0), &Job::Full, None);
+    assert!(q.is_idle());
+}
+
 /// One step of a random workload against one remote.
 #[derive(Debug, Clone)]
 enum Op {

@@ -1,0 +1,524 @@
+//! Remotes that fail and come back: owed work retried on the backoff schedule, the
+//! status of a failing remote, a full sync that partly fails, a remote that accepts
+//! connections and never answers, and rsync missing from PATH. Real rsync daemons,
+//! real inotify, the real binary.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::agent::*;
+use crate::support::*;
+
+/// "Within a few seconds" of a remote's return, generously.
+const BACK_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The agent's grace for running pushes after SIGTERM (src/modes/live.rs), plus room.
+const GRACE_AND_ROOM: Duration = Duration::from_secs(45);
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The destinations the fail log's commands push to (the last word of each command).
+fn fail_log_dests(path: &Path) -> Vec<String> {
+    let log = fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(&log)
+        .lines()
+        .filter(|l| l.starts_with("cd "))
+        .filter_map(|l| l.rsplit(' ').next())
+        .map(|w| w.trim_matches('\'').to_owned())
+        .collect()
+}
+
+fn b_dest(s: &Setup) -> String {
+    format!("{}@{}::{}", s.b.user(), s.b.ip(), s.b.module())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn status_json(port: u16) -> serde_json::Value {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
+    write!(c, "GET /status HTTP/1.0\r\n\r\n").expect("send");
+    let mut text = String::new();
+    c.read_to_string(&mut text).expect("read");
+    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("status JSON: {e}: {body}"))
+}
+
+fn get(port: u16, path: &str) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
+    write!(c, "GET {path} HTTP/1.0\r\n\r\n").expect("send");
+    let mut text = String::new();
+    c.read_to_string(&mut text).expect("read");
+    text
+}
+
+// Broke: a remote that came back with no new changes stayed behind until the
+// `timeToExecute` replay (60 minutes by default).
+#[test]
+fn remote_back_with_no_new_changes_is_level_within_seconds() {
+    let mut s = Setup::new("back");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    s.write("first.txt", "1\n");
+    s.wait(&mut agent, "before the outage");
+
+    s.b.stop();
+    for i in 0..20 {
+        s.write(format!("during/f{i}.txt"), format!("{i}\n"));
+    }
+    let fail_log = s.dir.join("fail.sh");
+    // Every change has been tried and failed: nothing is waiting for b in the queue.
+    wait_until("all of b's changes are in the fail log", DEADLINE, || {
+        let text = String::from_utf8_lossy(&fs::read(&fail_log).unwrap_or_default()).into_owned();
+        fail_log_dests(&fail_log).contains(&b_dest(&s))
+            && (0..20).all(|i| text.contains(&format!("'./during/f{i}.txt'")))
+    });
+    s.b.restart();
+    // No further change: only the backoff retry can bring b level.
+    let back = Instant::now();
+    s.wait_within(&mut agent, "b level after its return", BACK_DEADLINE);
+    wait_until("the fail log empties", BACK_DEADLINE, || !fail_log.exists());
+    let took = back.elapsed();
+    let log = agent.log();
+    assert!(
+        log.contains("is tried again in"),
+        "failures schedule a retry:\n{}",
+        tail(&log, 40)
+    );
+    agent.stop();
+    eprintln!("b level {took:?} after its return");
+}
+
+// Broke: status said only "failing"; an operator could not see since when, how much
+// the remote owes or when it is tried next.
+#[test]
+fn status_shows_failing_since_owed_and_next_retry() {
+    let mut s = Setup::new("status-retry");
+    let port = free_port();
+    let mut conf = s.conf();
+    conf.status_port = Some(port);
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    s.b.stop();
+    s.write("a/one.txt", "1\n");
+    s.write("a/two.txt", "2\n");
+    let mut last = serde_json::Value::Null;
+    wait_until(
+        "status shows b failing, what it owes and its next retry",
+        DEADLINE,
+        || {
+            last = status_json(port);
+            let b = &last["remotes"][1];
+            b["failing"] == true
+                && b["owed"].as_u64().unwrap_or(0) >= 1
+                && b["failing_since_unix"].is_u64()
+                && b["next_retry_unix"].is_u64()
+        },
+    );
+    let b = &last["remotes"][1];
+    let since = b["failing_since_unix"].as_u64().unwrap_or(0);
+    let next = b["next_retry_unix"].as_u64().unwrap_or(0);
+    assert!(
+        since >= before,
+        "failing since {since}, test began {before}"
+    );
+    assert!(
+        next >= since,
+        "next retry {next} before failing since {since}"
+    );
+    assert!(
+        next <= since + 3600,
+        "the next retry is within the backoff cap, not the hourly replay: {last}"
+    );
+    let a = &last["remotes"][0];
+    assert_eq!(a["failing"], false, "{last}");
+    assert_eq!(a["owed"], 0, "{last}");
+    assert!(a["next_retry_unix"].is_null(), "{last}");
+
+    let metrics = get(port, "/metrics");
+    assert!(
+        metrics.contains("sersync_remote_owed{remote=\"127.0.0.2::mod\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("sersync_remote_failing_since_timestamp_seconds{remote=\"127.0.0.2::mod\""),
+        "{metrics}"
+    );
+    assert!(
+        !metrics
+            .contains("sersync_remote_failing_since_timestamp_seconds{remote=\"127.0.0.1::mod\""),
+        "only failing remotes have a failing-since: {metrics}"
+    );
+
+    let mut shown = String::new();
+    wait_until("--status shows b's next retry", DEADLINE, || {
+        let out = Command::new(sersync_bin())
+            .args(["-o", "sersync.xml", "--status"])
+            .current_dir(s.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sersync2 --status");
+        shown = text(&out);
+        out.status.success() && shown.contains("next retry at unix time")
+    });
+    assert!(
+        shown.contains("FAILING since unix time") && shown.contains("owes "),
+        "{shown}"
+    );
+
+    s.b.restart();
+    wait_until("status shows b ok and owing nothing", BACK_DEADLINE, || {
+        last = status_json(port);
+        let b = &last["remotes"][1];
+        b["failing"] == false && b["owed"] == 0 && b["next_retry_unix"].is_null()
+    });
+    assert!(last["remotes"][1]["failing_since_unix"].is_null(), "{last}");
+    s.wait(&mut agent, "b level");
+    agent.stop();
+}
+
+/// How many full syncs to `label` have failed so far, by the agent's log.
+fn full_sync_failures(log: &str, label: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains(&format!("push of full sync to {label} failed")))
+        .count()
+}
+
+/// Most backoff retries that fit in `elapsed`: each waits at least 0.8·2ⁿ s.
+fn retries_within(elapsed: Duration) -> usize {
+    let mut n = 0;
+    let mut spent = 0.0;
+    loop {
+        spent += 0.8 * 2f64.powi(n as i32).min(60.0);
+        if spent > elapsed.as_secs_f64() {
+            return n;
+        }
+        n += 1;
+    }
+}
+
+// Broke: a full sync that failed with exit 23 (an unreadable path) was queued again
+// after every later successful push: 10 single edits caused 20 whole-tree syncs.
+#[test]
+fn partial_full_sync_is_not_requeued_on_every_push() {
+    const NOBODY: u32 = 65534;
+    let s = Setup::new("partial");
+    // The agent runs as nobody: a root-only file in the tree is one rsync cannot read,
+    // so every full sync ends in exit 23 while everything else transfers.
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    s.write("pub.txt", "public\n");
+    let secret = s.write("secret.txt", "root only\n");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let own = s.dir.mkdir_p("agent");
+    std::os::unix::fs::chown(&own, Some(NOBODY), Some(NOBODY)).expect("chown");
+    fs::set_permissions(&own, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let pass = own.join("pass");
+    fs::copy(s.a.password_file(), &pass).expect("copy the password file");
+    std::os::unix::fs::chown(&pass, Some(NOBODY), Some(NOBODY)).expect("chown");
+    let mut conf = Conf::daemons(&s.src, &[&s.a, &s.b], &own.join("fail.sh"));
+    conf.transport = Transport::Daemon {
+        port: s.a.port(),
+        user: s.a.user().to_string(),
+        password_file: pass,
+    };
+    let conf_path = s.dir.join("sersync.xml");
+    fs::write(&conf_path, conf.render()).expect("write the config");
+    let stderr = s.dir.join("agent.err");
+    let child = Command::new(sersync_bin())
+        .args(["-n", "4", "-r", "-o"])
+        .arg(&conf_path)
+        .arg("--pid-file")
+        .arg(own.join("pid"))
+        .current_dir(&own)
+        .env("RUST_LOG", "info")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr).expect("agent.err"))
+        .spawn()
+        .expect("spawn sersync2 as nobody");
+    let mut agent = Agent {
+        child: Some(child),
+        stderr,
+    };
+    let labels = ["127.0.0.1::mod", "127.0.0.2::mod"];
+    wait_until(
+        "the -r full sync has failed on both remotes",
+        DEADLINE,
+        || {
+            agent.assert_running();
+            let log = agent.log();
+            labels.iter().all(|l| full_sync_failures(&log, l) >= 1)
+        },
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("rsync could not transfer") && log.contains("secret.txt"),
+        "the log names the unreadable path:\n{}",
+        tail(&log, 40)
+    );
+    let before: Vec<usize> = labels.iter().map(|l| full_sync_failures(&log, l)).collect();
+
+    const EDITS: usize = 10;
+    let started = Instant::now();
+    for i in 0..EDITS {
+        let name = format!("edit{i}.txt");
+        s.write(&name, format!("edit {i}\n"));
+        for remote in s.remotes() {
+            let want = format!("edit {i}\n");
+            wait_until(
+                &format!("{name} reaches {}", remote.display()),
+                DEADLINE,
+                || fs::read_to_string(remote.join(&name)).is_ok_and(|t| t == want),
+            );
+        }
+    }
+    let elapsed = started.elapsed();
+    let log = agent.log();
+    // At most one full sync in flight when the edits began, plus what the backoff
+    // schedule allows in the time they took; far fewer than one per edit.
+    let allowed = 1 + retries_within(elapsed);
+    for (l, b) in labels.iter().zip(&before) {
+        let during = full_sync_failures(&log, l) - b;
+        assert!(
+            during <= allowed && during < EDITS,
+            "{l}: {during} full syncs during {EDITS} edits in {elapsed:?} (backoff allows \
+             {allowed}):\n{}",
+            tail(&log, 60)
+        );
+    }
+    eprintln!(
+        "full syncs per remote during {EDITS} edits in {elapsed:?}: {:?} (backoff allows {allowed})",
+        labels
+            .iter()
+            .zip(&before)
+            .map(|(l, b)| full_sync_failures(&log, l) - b)
+            .collect::<Vec<_>>()
+    );
+    for remote in s.remotes() {
+        assert!(remote.join("pub.txt").exists(), "{}", remote.display());
+    }
+    agent.stop();
+}
+
+// Broke: with no <timeout>, a remote that accepted the connection and never answered
+// held its rsync calls forever.
+#[test]
+fn remote_that_accepts_and_never_answers_delays_only_itself() {
+    let s = Setup::new("silent");
+    s.write("old.txt", "old\n");
+    // A third loopback address on the daemons' port: it accepts and says nothing.
+    let listener = TcpListener::bind(("127.0.0.3", s.a.port())).expect("bind 127.0.0.3");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let silent = {
+        let (accepted, done) = (Arc::clone(&accepted), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(c) = conn {
+                    held.push(c);
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let fail_log = s.dir.join("fail.sh");
+    let conf = Conf::new(
+        &s.src,
+        vec![
+            (s.a.ip().to_string(), s.a.module().to_string()),
+            ("127.0.0.3".to_string(), "mod".to_string()),
+        ],
+        Transport::Daemon {
+            port: s.a.port(),
+            user: s.a.user().to_string(),
+            password_file: s.a.password_file(),
+        },
+        &fail_log,
+    );
+    // Start-up (with -r) does not wait on the silent remote: `live:` comes at once.
+    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    wait_until("the silent remote has a connection", DEADLINE, || {
+        accepted.load(Ordering::Relaxed) >= 1
+    });
+    // The call that hangs carries the default connect and I/O timeouts, so it ends by
+    // itself instead of holding a worker for good.
+    let mut stuck = Vec::new();
+    wait_until(
+        "the rsync call to the silent remote is running",
+        DEADLINE,
+        || {
+            stuck = children_argv(agent.pid())
+                .into_iter()
+                .filter(|argv| argv.last().is_some_and(|d| d.ends_with("@127.0.0.3::mod")))
+                .collect();
+            !stuck.is_empty()
+        },
+    );
+    for argv in &stuck {
+        assert!(
+            argv.iter().any(|a| a == "--contimeout=10")
+                && argv.iter().any(|a| a == "--timeout=120"),
+            "{argv:?}"
+        );
+    }
+    s.write("new.txt", "new\n");
+    wait_mirrored(
+        &mut agent,
+        &s.src,
+        &[s.a.data_dir()],
+        "the answering remote, beside the silent one",
+        BACK_DEADLINE,
+        &|| s.logs(),
+    );
+
+    agent.signal(libc::SIGTERM);
+    let stopping = Instant::now();
+    let mut status = None;
+    wait_until("the agent exits within its grace", GRACE_AND_ROOM, || {
+        status = agent
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        status.is_some()
+    });
+    agent.child = None;
+    let took = stopping.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}:\n{}",
+        tail(&agent.log(), 40)
+    );
+    let dests = fail_log_dests(&fail_log);
+    assert!(
+        dests.iter().any(|d| d.ends_with("@127.0.0.3::mod")),
+        "the silent remote's work is kept in the fail log: {dests:?}"
+    );
+    assert!(
+        !dests.iter().any(|d| d.ends_with("@127.0.0.1::mod")),
+        "the answering remote owes nothing: {dests:?}"
+    );
+    eprintln!("stopped {took:?} after SIGTERM");
+    done.store(true, Ordering::Relaxed);
+    let _ = TcpStream::connect(("127.0.0.3", s.a.port()));
+    let _ = silent.join();
+}
+
+/// The argument vectors of the running children of `pid`, from /proc.
+fn children_argv(pid: libc::pid_t) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<libc::pid_t>().ok());
+        if ppid != Some(pid) {
+            continue;
+        }
+        let cmdline = fs::read(e.path().join("cmdline")).unwrap_or_default();
+        out.push(
+            cmdline
+                .split(|&b| b == 0)
+                .filter(|w| !w.is_empty())
+                .map(|w| String::from_utf8_lossy(w).into_owned())
+                .collect(),
+        );
+    }
+    out
+}
+
+// Broke: without rsync on PATH (or with an rsync older than 3.1) the agent started and
+// every push failed with exit 127 (or a usage error) instead of refusing to start.
+#[test]
+fn rsync_missing_is_a_start_up_error() {
+    let dir = Dir::new("no-rsync");
+    let src = dir.mkdir_p("src");
+    write_with_mode(&dir.join("rsync.pas"), b"secret\n", 0o600);
+    let conf = Conf::new(
+        &src,
+        vec![("127.0.0.1".into(), "mod".into())],
+        Transport::Daemon {
+            port: 8730,
+            user: "sersync".into(),
+            password_file: dir.join("rsync.pas"),
+        },
+        &dir.join("fail.sh"),
+    );
+    fs::write(dir.join("sersync.xml"), conf.render()).expect("config");
+    let run = |path: &Path, args: &[&str]| -> Output {
+        Command::new(sersync_bin())
+            .args(args)
+            .arg("--pid-file")
+            .arg(dir.join("pid"))
+            .current_dir(dir.path())
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sersync2")
+    };
+    let empty = dir.mkdir_p("empty-bin");
+    for args in [
+        &["-o", "sersync.xml"][..],
+        &["-t", "-o", "sersync.xml"][..],
+        &["--replay", "-o", "sersync.xml"][..],
+    ] {
+        let out = run(&empty, args);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {shown}");
+        assert!(
+            shown.contains("rsync not found in PATH"),
+            "{args:?}: {shown}"
+        );
+    }
+
+    let old = dir.mkdir_p("old-bin");
+    write_with_mode(
+        &old.join("rsync"),
+        b"#!/bin/sh\necho 'rsync  version 3.0.9  protocol version 30'\n",
+        0o755,
+    );
+    let out = run(&old, &["-o", "sersync.xml"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("rsync 3.0.9 is too old") && shown.contains("3.1.0"),
+        "{shown}"
+    );
+
+    let real = std::env::var_os("PATH").unwrap_or_default();
+    let out = run(Path::new(&real), &["-t", "-o", "sersync.xml"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("rsync: rsync  version 3."), "{shown}");
+}
