@@ -102,7 +102,20 @@ pub fn prepare(args: &mut Args) -> Result<Config, Exit> {
         }
     }
     logging::init(args.log_file.as_deref()).map_err(usage)?;
-    let mut config = config::load(&args.config).map_err(usage)?;
+    let config = load(&args.config, args)?;
+    if args.test_config || args.status {
+        // Printing modes: a closed pipe (`| head`) ends the process quietly, as for any
+        // Unix tool, instead of a panic in println!.
+        // SAFETY: restoring the default disposition of one signal.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    Ok(config)
+}
+
+/// The config at `path`, checked, with the flags that override it applied and its
+/// warnings logged (at start-up and at each SIGHUP reload).
+pub(crate) fn load(path: &std::path::Path, args: &Args) -> Result<Config, Exit> {
+    let mut config = config::load(path).map_err(usage)?;
     for (element, line) in &config.unknown {
         log::warn!(
             "{}:{line}: unknown element <{element}> ignored",
@@ -124,12 +137,6 @@ pub fn prepare(args: &mut Args) -> Result<Config, Exit> {
              unless this is a two-way setup",
             config.file.display()
         );
-    }
-    if args.test_config || args.status {
-        // Printing modes: a closed pipe (`| head`) ends the process quietly, as for any
-        // Unix tool, instead of a panic in println!.
-        // SAFETY: restoring the default disposition of one signal.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     Ok(config)
 }
@@ -198,7 +205,12 @@ fn lock_and_load(
         daemon::LockError::Refused(m) => usage(anyhow!(m)),
         daemon::LockError::Held(m) | daemon::LockError::Failed(m) => runtime(anyhow!(m)),
     })?;
-    let fail_log = sync::FailLog::load(config.fail_log.clone(), targets).map_err(|e| {
+    Ok((lock, load_fail_log(config, targets)?))
+}
+
+/// The config's fail log, read and checked (a refused one is a usage error).
+fn load_fail_log(config: &Config, targets: &[Target]) -> Result<FailLog, Exit> {
+    sync::FailLog::load(config.fail_log.clone(), targets).map_err(|e| {
         if fsafe::is_refused(&e) {
             usage(anyhow!(
                 "refusing the fail log {}: {e}",
@@ -210,6 +222,5 @@ fn lock_and_load(
                 config.fail_log.display()
             ))
         }
-    })?;
-    Ok((lock, fail_log))
+    })
 }
