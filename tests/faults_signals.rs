@@ -118,6 +118,10 @@ fn sighup_reloads_a_changed_config() {
         log.contains("2 remote(s)"),
         "the new config is live:\n{log}"
     );
+    assert!(
+        log.contains("old pipeline stopped"),
+        "the old pipeline was stopped first:\n{log}"
+    );
     s.write("after/y.txt", "after the reload\n");
     wait_mirrored(
         &mut agent,
@@ -289,4 +293,44 @@ fn detached_without_log_file_logs_to_syslog() {
         got.iter().any(|m| m.contains("stopped; pushed per remote")),
         "the stop is logged too: {got:?}"
     );
+}
+
+// `-m` has no reload, but SIGHUP (logrotate, `systemctl reload`) killed it all the same.
+#[test]
+fn sighup_in_module_mode_does_not_kill_it() {
+    let s = Setup::new("hup-module");
+    let plugin = "  <plugin name=\"command\">\n    \
+                  <param prefix=\"/bin/sh\" suffix=\"\" ignoreError=\"true\"/>\n    \
+                  <filter start=\"false\"/>\n  </plugin>\n</head>\n";
+    let xml = s.conf().render().replace("</head>\n", plugin);
+    let conf_path = s.dir.join("sersync.xml");
+    fs::write(&conf_path, xml).expect("config");
+    let stderr = s.dir.join("agent.err");
+    let child = Command::new(sersync_bin())
+        .args(["-m", "command", "-o"])
+        .arg(&conf_path)
+        .current_dir(s.dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr).expect("agent.err"))
+        .spawn()
+        .expect("spawn sersync2 -m");
+    let mut agent = Agent {
+        child: Some(child),
+        stderr,
+    };
+    wait_logged(&mut agent, "running the plugin", 1);
+    agent.signal(libc::SIGHUP);
+    // The plugin runs each changed file with /bin/sh: this one leaves a mark.
+    let mark = s.dir.join("plugin-ran");
+    s.write(
+        "hook.sh",
+        format!("touch '{}'\n", mark.display()).into_bytes(),
+    );
+    wait_until("the plugin runs after the SIGHUP", DEADLINE, || {
+        agent.assert_running();
+        mark.exists()
+    });
+    agent.stop();
 }
