@@ -56,6 +56,23 @@ fn drain(sock: &UnixDatagram, into: &mut Vec<String>) {
     }
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The whole answer to `GET path` on 127.0.0.1:`port`.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to status");
+    write!(c, "GET {path} HTTP/1.0\r\n\r\n").expect("send");
+    let mut text = String::new();
+    c.read_to_string(&mut text).expect("read");
+    text
+}
+
 /// Writes the test's config file again (the agent reads it at SIGHUP).
 fn rewrite(dir: &Dir, conf: &Conf) {
     let path = dir.join("sersync.xml");
@@ -101,7 +118,9 @@ fn sighup_without_a_log_file_does_not_kill_the_agent() {
 fn sighup_reloads_a_changed_config() {
     let s = Setup::new("hup-reload");
     let fail_log = s.dir.join("fail.sh");
-    let only_a = Conf::daemons(&s.src, &[&s.a], &fail_log);
+    let port = free_port();
+    let mut only_a = Conf::daemons(&s.src, &[&s.a], &fail_log);
+    only_a.status_port = Some(port);
     let mut agent = Agent::start(&s.dir, &only_a, &["--batch", "1"]);
     // Work still queued or running at the HUP must come through the reload.
     for i in 0..300 {
@@ -110,7 +129,9 @@ fn sighup_reloads_a_changed_config() {
             format!("before {i}\n"),
         );
     }
-    rewrite(&s.dir, &s.conf());
+    let mut both = s.conf();
+    both.status_port = Some(port);
+    rewrite(&s.dir, &both);
     agent.signal(libc::SIGHUP);
     wait_logged(&mut agent, "live:", 2);
     let log = agent.log();
@@ -135,6 +156,12 @@ fn sighup_reloads_a_changed_config() {
     wait_until("the added remote b gets the change", DEADLINE, || {
         fs::read(b.join("after/y.txt")).is_ok_and(|c| c == b"after the reload\n")
     });
+    // The status endpoint was bound again, on the same port, for the new config.
+    let status = http_get(port, "/status");
+    assert!(
+        status.contains("127.0.0.1::mod") && status.contains("127.0.0.2::mod"),
+        "{status}"
+    );
     agent.stop();
 }
 

@@ -100,6 +100,10 @@ pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
         notifier,
     };
     let result = supervise(config, fail_log, &cx, &mut detached);
+    if let (Err(e), true) = (&result, args.daemon) {
+        // Detached, stderr is /dev/null: the reason goes to the log (file or syslog).
+        log::error!("exiting: {:#}", e.error());
+    }
     if let Some(b) = beat {
         b.end();
     }
