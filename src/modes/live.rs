@@ -34,7 +34,7 @@ use crate::filter::Excludes;
 use crate::plugin::Runner;
 use crate::service::daemon::{self, Detached};
 use crate::service::notify::{Beat, Notifier};
-use crate::service::{schedule, status};
+use crate::service::{logging, schedule, status};
 use crate::sync::intake::{Intake, Route};
 use crate::sync::{self, AfterPush, FailLog, Mirror, Queue, Target};
 use crate::sys::{Signal, Signals, Stop};
@@ -76,6 +76,7 @@ pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
             log::info!("-d without --log-file: logs go to syslog (facility daemon) once detached");
         }
         let d = daemon::detach().map_err(|e| runtime(anyhow::anyhow!(e)))?;
+        logging::detached();
         lock.write_pid().map_err(|e| runtime(anyhow::anyhow!(e)))?;
         Some(d)
     } else {

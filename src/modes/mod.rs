@@ -158,7 +158,9 @@ pub fn status(config: &Config) -> Result<u8, Exit> {
 pub fn module(config: &Config, name: &str, detach: bool) -> Result<u8, Exit> {
     let module = module::Module::new(config, name).map_err(|e| usage(anyhow!(e)))?;
     let detached = if detach {
-        Some(daemon::detach().map_err(|e| runtime(anyhow!(e)))?)
+        let d = daemon::detach().map_err(|e| runtime(anyhow!(e)))?;
+        logging::detached();
+        Some(d)
     } else {
         None
     };

@@ -194,8 +194,8 @@ impl Detached {
 
 /// Forks; the parent waits for the child's report and exits with 0 (ready) or 1 (the
 /// child's error, printed). The child starts a new session, moves to `/`, points
-/// stdin/stdout/stderr at /dev/null, sends logs meant for stderr to syslog and returns
-/// its end of the pipe.
+/// stdin/stdout/stderr at /dev/null and returns its end of the pipe (the caller then
+/// calls `logging::detached`).
 /// Must be called before any thread is started.
 pub fn detach() -> Result<Detached, String> {
     let mut fds = [0i32; 2];
@@ -223,8 +223,6 @@ pub fn detach() -> Result<Detached, String> {
                     unsafe { libc::dup2(null.as_raw_fd(), fd) };
                 }
             }
-            // stderr is /dev/null now: without a log file, records go to syslog.
-            super::logging::detached();
             Ok(Detached { report: write_end })
         }
         _child => {
