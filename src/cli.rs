@@ -27,7 +27,10 @@ EXIT STATUS
 SIGNALS
     SIGTERM, SIGINT  stop reading events, let running pushes finish (up to 30 s), write
                      what is still queued to the fail log, exit 0
-    SIGHUP           reopen the --log-file (after logrotate moved it)
+    SIGHUP           reopen the --log-file (after logrotate moved it) and reload the
+                     config: checked first (a bad one is logged and the running one
+                     stays), then the pipeline restarts with it; pending work goes
+                     through the fail log, nothing is lost; -r is not repeated
 
 FILES
     ./confxml.xml                   default config (-o)
@@ -50,7 +53,13 @@ FILES
 
 ENVIRONMENT
     RUST_LOG   log level: error, warn, info (default), debug
-    RSYNC_RSH  remote shell for ssh mode when <ssh> sets no command=";
+    RSYNC_RSH  remote shell for ssh mode when <ssh> sets no command=
+    NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID
+               set by systemd (Type=notify): READY, STATUS, RELOADING, STOPPING and
+               WATCHDOG are reported there (sd_notify)
+    SERSYNC2_SYSLOG_SOCKET
+               with -d and no --log-file, logs go to syslog (facility daemon) through
+               this datagram socket instead of /dev/log";
 
 /// sersync2: mirror a directory tree to several hosts in real time with rsync.
 #[derive(Debug, Parser)]

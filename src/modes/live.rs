@@ -1,16 +1,29 @@
-//! Live syncing: watch every root, push every change, until SIGTERM or SIGINT.
+//! Live syncing: watch every root, push every change, until SIGTERM or SIGINT; SIGHUP
+//! reopens the log file and reloads the config.
 //!
 //! Start-up order matters: config first (any error exits 2 before anything starts),
 //! then every watch (so that changes made during the initial full sync are seen), then
 //! the `-r` full sync and the replay of an existing fail log, then live syncing.
 //!
+//! Reload (SIGHUP): the config file is loaded and checked as at start-up, and its fail
+//! log read; on any error the running pipeline goes on and the error is logged. Else
+//! the new watches are set first (so a change from then on is seen by them), then the
+//! running pipeline stops as at SIGTERM (pending and in-flight work goes to the fail log,
+//! running pushes are waited for), then everything is built again from the new config:
+//! the fail log is read again and replayed, so nothing owed is lost. The instance lock
+//! and pid file stay held, the status listener is bound again, `-r` is not repeated.
+//!
 //! Threads: one `watch` thread per root (reads the kernel queue, sends batches), one
 //! `filter` thread (batches into the pending sets), `-n` `sync-N` workers (rsync), the
 //! `schedule` thread, the status server, the control server (`<pid file>.sock`, for
-//! `--replay` beside this instance), and this one, which waits for the stop.
+//! `--replay` beside this instance), with `NOTIFY_SOCKET` the `notify` thread (watchdog,
+//! status), and this one, which waits for the signals.
 
-use std::sync::atomic::AtomicUsize;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -21,50 +34,191 @@ use crate::config::Config;
 use crate::filter::Excludes;
 use crate::plugin::Runner;
 use crate::service::daemon::{self, Detached};
-use crate::service::{control, schedule, status};
+use crate::service::notify::{Beat, Notifier};
+use crate::service::{control, logging, schedule, status};
 use crate::sync::intake::{Intake, Route};
-use crate::sync::{self, AfterPush, Mirror, Queue, Target};
-use crate::sys::Stop;
+use crate::sync::{self, AfterPush, FailLog, Mirror, Queue, Target};
+use crate::sys::{Signal, Signals, Stop};
 use crate::watch::Watcher;
 
 /// How long running pushes get to finish after SIGTERM before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// What lives across reloads.
+struct Ctx<'a> {
+    args: &'a Args,
+    /// The config file by absolute path (a daemon runs from `/`).
+    config_path: PathBuf,
+    signals: Signals,
+    notifier: Option<Arc<Notifier>>,
+    /// The control socket, `<pid file>.sock`.
+    socket: PathBuf,
+}
+
+/// A checked config with its watches already set, ready to run.
+struct Prepared {
+    config: Config,
+    watchers: Vec<Watcher>,
+    watches: Arc<AtomicUsize>,
+    /// The status listener, when bound ahead (at a reload that moved it).
+    listener: Option<TcpListener>,
+}
+
+/// How one run of the pipeline ended.
+enum Next {
+    Stop,
+    Reload(Box<Prepared>),
+}
+
 pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
     super::require_rsync()?;
     let targets = sync::targets(config);
     let (mut lock, fail_log) = lock_and_load(config, args, &targets)?;
-    let detached = if args.daemon {
+    let config_path = std::path::absolute(&args.config).unwrap_or_else(|_| args.config.clone());
+    let mut detached = if args.daemon {
         if args.log_file.is_none() {
-            log::warn!("-d without --log-file: logs are discarded once detached");
+            log::info!("-d without --log-file: logs go to syslog (facility daemon) once detached");
         }
         let d = daemon::detach().map_err(|e| runtime(anyhow::anyhow!(e)))?;
+        logging::detached();
         lock.write_pid().map_err(|e| runtime(anyhow::anyhow!(e)))?;
         Some(d)
     } else {
         None
     };
-    let socket = control::socket_path(&lock.path);
-    let result = run(config, targets, fail_log, args, detached, &socket);
+    let signals = Signals::install()
+        .context("cannot handle SIGTERM, SIGINT and SIGHUP")
+        .map_err(|e| fail(&mut detached, runtime(e)))?;
+    let notifier = Notifier::from_env();
+    let beat = match &notifier {
+        Some(n) => Some(
+            Beat::spawn(Arc::clone(n))
+                .context("cannot start the notify thread")
+                .map_err(|e| fail(&mut detached, runtime(e)))?,
+        ),
+        None => None,
+    };
+    let cx = Ctx {
+        args,
+        config_path,
+        signals,
+        notifier,
+        socket: control::socket_path(&lock.path),
+    };
+    let result = supervise(config, fail_log, &cx, &mut detached);
+    if let (Err(e), true) = (&result, args.daemon) {
+        // Detached, stderr is /dev/null: the reason goes to the log (file or syslog).
+        log::error!("exiting: {:#}", e.error());
+    }
+    if let Some(b) = beat {
+        b.end();
+    }
     drop(lock);
     result
 }
 
-fn run(
+/// In a detached child, a start-up failure is reported to the waiting parent.
+fn fail(detached: &mut Option<Detached>, f: Exit) -> Exit {
+    if let Some(d) = detached.take() {
+        d.failed(&format!("{:#}", f.error()));
+    }
+    f
+}
+
+/// Runs the pipeline, again after each accepted reload, until the stop.
+fn supervise(
     config: &Config,
-    targets: Vec<Target>,
-    fail_log: sync::FailLog,
-    args: &Args,
-    mut detached: Option<Detached>,
-    socket: &std::path::Path,
+    fail_log: FailLog,
+    cx: &Ctx,
+    detached: &mut Option<Detached>,
 ) -> Result<u8, Exit> {
-    // In a detached child, a start-up failure is reported to the waiting parent.
-    let fail = |detached: &mut Option<Detached>, f: Exit| -> Exit {
-        if let Some(d) = detached.take() {
-            d.failed(&format!("{:#}", f.error()));
-        }
-        f
+    let (watchers, watches) = watch(config).map_err(|e| fail(detached, runtime(e)))?;
+    let mut next = Prepared {
+        config: config.clone(),
+        watchers,
+        watches,
+        listener: None,
     };
+    let mut fail_log = fail_log;
+    let mut first = true;
+    loop {
+        match run(next, fail_log, cx, detached, first)? {
+            Next::Stop => return Ok(0),
+            Next::Reload(p) => {
+                next = *p;
+                fail_log = super::load_fail_log(&next.config, &sync::targets(&next.config))?;
+                first = false;
+            }
+        }
+    }
+}
+
+/// Sets a watch on every root (walking each tree).
+fn watch(config: &Config) -> anyhow::Result<(Vec<Watcher>, Arc<AtomicUsize>)> {
+    let started = Instant::now();
+    let watches = Arc::new(AtomicUsize::new(0));
+    let mut watchers = Vec::new();
+    for (i, root) in config.roots.iter().enumerate() {
+        let mut w = Watcher::new(
+            root.path.clone(),
+            i,
+            Excludes::new(config.excludes.clone()),
+            config.events,
+        )?;
+        w.count_into(Arc::clone(&watches));
+        log::info!(
+            "watching {}: {} directories in {:.2}s",
+            w.root().display(),
+            w.watched(),
+            started.elapsed().as_secs_f64()
+        );
+        watchers.push(w);
+    }
+    Ok((watchers, watches))
+}
+
+fn bind_status(host: &str, port: u16) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((host, port))
+        .with_context(|| format!("cannot listen for status on {host}:{port}"))
+}
+
+/// At SIGHUP: the config file loaded and checked again, its fail log readable, a moved
+/// status listener bound, the new watches set. Any error leaves the running one alone.
+fn prepare_reload(running: &Config, cx: &Ctx) -> anyhow::Result<Prepared> {
+    let config =
+        super::load(&cx.config_path, cx.args).map_err(|e| anyhow::anyhow!("{:#}", e.error()))?;
+    super::load_fail_log(&config, &sync::targets(&config))
+        .map_err(|e| anyhow::anyhow!("{:#}", e.error()))?;
+    let listener = match &config.host {
+        Some((host, port)) if config.host != running.host => Some(bind_status(host, *port)?),
+        _ => None,
+    };
+    let (watchers, watches) = watch(&config)?;
+    Ok(Prepared {
+        config,
+        watchers,
+        watches,
+        listener,
+    })
+}
+
+/// One run of the pipeline: from set watches to the stop or an accepted reload.
+fn run(
+    prepared: Prepared,
+    fail_log: FailLog,
+    cx: &Ctx,
+    detached: &mut Option<Detached>,
+    first: bool,
+) -> Result<Next, Exit> {
+    let Prepared {
+        config,
+        watchers,
+        watches,
+        listener,
+    } = prepared;
+    let config = &config;
+    let args = cx.args;
+    let targets = sync::targets(config);
     let workers = args.workers as usize;
     let queue = Arc::new(Queue::new(targets.len(), config.rsync.batch, workers));
     let after_push = Runner::for_live(&config.plugins).map(|r| r as Arc<dyn AfterPush>);
@@ -76,29 +230,14 @@ fn run(
         fail_log,
         after_push,
     ));
-    let stop = Arc::new(Stop::on_signals().map_err(|e| fail(&mut detached, runtime(e)))?);
+    // This run's stop: raised by SIGTERM/SIGINT or an accepted reload.
+    let stop = Arc::new(
+        Stop::manual()
+            .context("cannot create the stop signal")
+            .map_err(|e| fail(detached, runtime(e)))?,
+    );
 
-    let started = Instant::now();
-    let watches = Arc::new(AtomicUsize::new(0));
-    let mut watchers = Vec::new();
-    for (i, root) in config.roots.iter().enumerate() {
-        let mut w = Watcher::new(
-            root.path.clone(),
-            i,
-            Excludes::new(config.excludes.clone()),
-            config.events,
-        )
-        .map_err(|e| fail(&mut detached, runtime(e)))?;
-        w.count_into(Arc::clone(&watches));
-        log::info!(
-            "watching {}: {} directories in {:.2}s",
-            w.root().display(),
-            w.watched(),
-            started.elapsed().as_secs_f64()
-        );
-        watchers.push(w);
-    }
-    if args.full_first {
+    if first && args.full_first {
         log::info!("-r: full sync of every remote before live syncing");
         mirror.full_sync_all();
     }
@@ -110,30 +249,39 @@ fn run(
         );
         mirror.replay();
     }
+    let mut status_thread = None;
     if let Some((host, port)) = &config.host {
-        let listener = std::net::TcpListener::bind((host.as_str(), *port))
-            .with_context(|| format!("cannot listen for status on {host}:{port}"))
-            .map_err(|e| fail(&mut detached, runtime(e)))?;
-        log::info!("status on http://{host}:{port}/status and /metrics");
-        let (m, w, file) = (
-            Arc::clone(&mirror),
-            Arc::clone(&watches),
-            config.file.display().to_string(),
-        );
-        status::serve(
-            listener,
-            Arc::new(move || {
-                status::Status::new(
-                    m.snapshot(),
-                    w.load(std::sync::atomic::Ordering::Relaxed),
-                    &file,
-                )
-            }),
-        );
+        let bound = match listener {
+            Some(l) => Ok(l),
+            None => bind_status(host, *port),
+        };
+        let listener = match bound {
+            Ok(l) => Some(l),
+            Err(e) if first => return Err(fail(detached, runtime(e))),
+            Err(e) => {
+                log::error!("{e:#}; the status endpoint is off until the next reload");
+                None
+            }
+        };
+        if let Some(listener) = listener {
+            log::info!("status on http://{host}:{port}/status and /metrics");
+            let (m, w, file) = (
+                Arc::clone(&mirror),
+                Arc::clone(&watches),
+                config.file.display().to_string(),
+            );
+            status_thread = status::serve(
+                listener,
+                Arc::new(move || {
+                    status::Status::new(m.snapshot(), w.load(Ordering::Relaxed), &file)
+                }),
+                Some(Arc::clone(&stop)),
+            );
+        }
     }
     let handles = mirror
         .spawn_workers(workers)
-        .map_err(|e| fail(&mut detached, runtime(e)))?;
+        .map_err(|e| fail(detached, runtime(e)))?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let intake = Intake {
         routes: config
@@ -152,14 +300,14 @@ fn run(
     let filter = std::thread::Builder::new()
         .name("filter".into())
         .spawn(move || intake.run(rx))
-        .map_err(|e| fail(&mut detached, runtime(e)))?;
+        .map_err(|e| fail(detached, runtime(e)))?;
     let mut watch_threads = Vec::new();
     for w in watchers {
         let (tx, stop_fd) = (tx.clone(), stop.fd());
         let t = std::thread::Builder::new()
             .name("watch".into())
             .spawn(move || w.run(stop_fd, tx))
-            .map_err(|e| fail(&mut detached, runtime(e)))?;
+            .map_err(|e| fail(detached, runtime(e)))?;
         watch_threads.push(t);
     }
     drop(tx);
@@ -169,17 +317,17 @@ fn run(
         Arc::clone(&mirror),
         Arc::clone(&stop),
     )
-    .map_err(|e| fail(&mut detached, runtime(e)))?;
+    .map_err(|e| fail(detached, runtime(e)))?;
     let m = Arc::clone(&mirror);
     let control = control::serve(
-        socket,
+        &cx.socket,
         Arc::new(move |request: &str| super::commands::answer(&m, request)),
     )
     .inspect_err(|e| {
         log::error!(
             "control socket {} off: {e}; syncing goes on, but --replay cannot reach this \
              instance",
-            socket.display()
+            cx.socket.display()
         )
     })
     .ok();
@@ -195,39 +343,143 @@ fn run(
             .collect::<Vec<_>>()
             .join(", ")
     );
-
     if let Some(d) = detached.take() {
         d.ready();
     }
-    stop.wait();
+    if let Some(n) = &cx.notifier {
+        let (m, w) = (Arc::clone(&mirror), Arc::clone(&watches));
+        n.set_status(Some(Box::new(move || {
+            format!(
+                "watching {} directories, {} remotes; {} owed",
+                w.load(Ordering::Relaxed),
+                m.targets().len(),
+                m.owed()
+            )
+        })));
+        n.ready();
+    }
+
+    let next = wait_for_signal(config, cx);
     drop(control);
-    log::info!("stopping: no more events are read; running pushes finish");
+    match &next {
+        Next::Stop => {
+            if let Some(n) = &cx.notifier {
+                n.stopping();
+            }
+            log::info!("stopping: no more events are read; running pushes finish");
+        }
+        Next::Reload(_) => {
+            log::info!("reloading: the running pipeline stops; running pushes finish first")
+        }
+    }
+    if let Some(n) = &cx.notifier {
+        n.set_status(None);
+    }
+    stop.trigger();
     for t in watch_threads {
         let _ = t.join();
     }
     // The filter thread ends once the watchers have hung up and it has queued the rest.
     let _ = filter.join();
     let _ = scheduler.join();
+    if let Some(t) = status_thread {
+        let _ = t.join();
+    }
     let left = mirror.close();
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while !handles.iter().all(|h| h.is_finished()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if !handles.iter().all(|h| h.is_finished()) {
-        log::warn!(
-            "pushes still running after {}s; exiting, they stay in the fail log",
-            SHUTDOWN_GRACE.as_secs()
-        );
-    }
+    let next = wait_for_workers(&handles, next, cx);
     log::debug!("{left} entries were queued or running at the stop");
     let left = mirror.owed();
-    if left > 0 {
-        log::info!(
-            "{left} entr{} owed, kept in the fail log {} (replayed at the next start)",
-            if left == 1 { "y" } else { "ies" },
-            config.fail_log.display()
-        );
+    let entries = |n: usize| format!("{n} entr{}", if n == 1 { "y" } else { "ies" });
+    match &next {
+        Next::Stop => {
+            if left > 0 {
+                log::info!(
+                    "{} owed, kept in the fail log {} (replayed at the next start)",
+                    entries(left),
+                    config.fail_log.display()
+                );
+            }
+            log::info!("stopped; pushed per remote: {:?}", mirror.pushed());
+        }
+        Next::Reload(_) => {
+            log::info!(
+                "old pipeline stopped ({} owed, kept in the fail log {}); pushed per remote: {:?}",
+                entries(left),
+                config.fail_log.display(),
+                mirror.pushed()
+            );
+        }
     }
-    log::info!("stopped; pushed per remote: {:?}", mirror.pushed());
-    Ok(0)
+    Ok(next)
+}
+
+/// Waits for SIGTERM/SIGINT, or a SIGHUP whose config passes its checks.
+fn wait_for_signal(config: &Config, cx: &Ctx) -> Next {
+    loop {
+        match cx.signals.wait() {
+            Signal::Stop => return Next::Stop,
+            Signal::Reload => {
+                log::info!(
+                    "SIGHUP: log file reopened (if any); reloading the config {}",
+                    cx.config_path.display()
+                );
+                if let Some(n) = &cx.notifier {
+                    n.reloading();
+                }
+                match prepare_reload(config, cx) {
+                    Ok(p) => return Next::Reload(Box::new(p)),
+                    Err(e) => {
+                        log::error!(
+                            "SIGHUP: {e:#}; the config loaded before stays in use; fix the \
+                             file and send SIGHUP again"
+                        );
+                        if let Some(n) = &cx.notifier {
+                            n.ready();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// After `Mirror::close`: at a stop, the workers get [`SHUTDOWN_GRACE`]; at a reload,
+/// they are waited for (the fail log must have one writer), unless SIGTERM comes first.
+fn wait_for_workers(handles: &[JoinHandle<()>], mut next: Next, cx: &Ctx) -> Next {
+    let all_done = || handles.iter().all(|h| h.is_finished());
+    let mut deadline = Instant::now() + SHUTDOWN_GRACE;
+    let mut warned = false;
+    while !all_done() {
+        match next {
+            Next::Stop if Instant::now() >= deadline => {
+                log::warn!(
+                    "pushes still running after {}s; exiting, they stay in the fail log",
+                    SHUTDOWN_GRACE.as_secs()
+                );
+                break;
+            }
+            Next::Stop => std::thread::sleep(Duration::from_millis(20)),
+            Next::Reload(_) => {
+                if cx.signals.stopped_within(Duration::from_millis(20)) {
+                    if let Some(n) = &cx.notifier {
+                        n.stopping();
+                    }
+                    log::info!(
+                        "stopping during the reload: running pushes get {}s",
+                        SHUTDOWN_GRACE.as_secs()
+                    );
+                    next = Next::Stop;
+                    deadline = Instant::now() + SHUTDOWN_GRACE;
+                } else if !warned && Instant::now() >= deadline {
+                    log::warn!(
+                        "reload: pushes still running after {}s; the new config starts when \
+                         they end (an rsync without <timeout> can hang on a dead network)",
+                        SHUTDOWN_GRACE.as_secs()
+                    );
+                    warned = true;
+                }
+            }
+        }
+    }
+    next
 }

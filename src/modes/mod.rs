@@ -103,7 +103,20 @@ pub fn prepare(args: &mut Args) -> Result<Config, Exit> {
         }
     }
     logging::init(args.log_file.as_deref()).map_err(usage)?;
-    let mut config = config::load(&args.config).map_err(usage)?;
+    let config = load(&args.config, args)?;
+    if args.test_config || args.status {
+        // Printing modes: a closed pipe (`| head`) ends the process quietly, as for any
+        // Unix tool, instead of a panic in println!.
+        // SAFETY: restoring the default disposition of one signal.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    Ok(config)
+}
+
+/// The config at `path`, checked, with the flags that override it applied and its
+/// warnings logged (at start-up and at each SIGHUP reload).
+pub(crate) fn load(path: &std::path::Path, args: &Args) -> Result<Config, Exit> {
+    let mut config = config::load(path).map_err(usage)?;
     for (element, line) in &config.unknown {
         log::warn!(
             "{}:{line}: unknown element <{element}> ignored",
@@ -125,12 +138,6 @@ pub fn prepare(args: &mut Args) -> Result<Config, Exit> {
              unless this is a two-way setup",
             config.file.display()
         );
-    }
-    if args.test_config || args.status {
-        // Printing modes: a closed pipe (`| head`) ends the process quietly, as for any
-        // Unix tool, instead of a panic in println!.
-        // SAFETY: restoring the default disposition of one signal.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     Ok(config)
 }
@@ -158,7 +165,9 @@ pub fn status(config: &Config) -> Result<u8, Exit> {
 pub fn module(config: &Config, name: &str, detach: bool) -> Result<u8, Exit> {
     let module = module::Module::new(config, name).map_err(|e| usage(anyhow!(e)))?;
     let detached = if detach {
-        Some(daemon::detach().map_err(|e| runtime(anyhow!(e)))?)
+        let d = daemon::detach().map_err(|e| runtime(anyhow!(e)))?;
+        logging::detached();
+        Some(d)
     } else {
         None
     };
@@ -223,7 +232,12 @@ fn lock_or_holder(config: &Config, args: &Args, targets: &[Target]) -> Result<Lo
         Err(daemon::LockError::Refused(m)) => return Err(usage(anyhow!(m))),
         Err(daemon::LockError::Failed(m)) => return Err(runtime(anyhow!(m))),
     };
-    let fail_log = sync::FailLog::load(config.fail_log.clone(), targets).map_err(|e| {
+    Ok(Locked::Ours(lock, load_fail_log(config, targets)?))
+}
+
+/// The config's fail log, read and checked (a refused one is a usage error).
+fn load_fail_log(config: &Config, targets: &[Target]) -> Result<FailLog, Exit> {
+    sync::FailLog::load(config.fail_log.clone(), targets).map_err(|e| {
         if fsafe::is_refused(&e) {
             usage(anyhow!(
                 "refusing the fail log {}: {e}",
@@ -235,6 +249,5 @@ fn lock_or_holder(config: &Config, args: &Args, targets: &[Target]) -> Result<Lo
                 config.fail_log.display()
             ))
         }
-    })?;
-    Ok(Locked::Ours(lock, fail_log))
+    })
 }

@@ -194,7 +194,8 @@ impl Detached {
 
 /// Forks; the parent waits for the child's report and exits with 0 (ready) or 1 (the
 /// child's error, printed). The child starts a new session, moves to `/`, points
-/// stdin/stdout/stderr at /dev/null and returns its end of the pipe.
+/// stdin/stdout/stderr at /dev/null and returns its end of the pipe (the caller then
+/// calls `logging::detached`).
 /// Must be called before any thread is started.
 pub fn detach() -> Result<Detached, String> {
     let mut fds = [0i32; 2];

@@ -268,7 +268,14 @@ const ACCEPTS_PER_WAKE: usize = 256;
 /// Serves /status and /metrics until the process exits, on one thread with a bounded
 /// set of descriptors: the listener plus at most [`MAX_CONNECTIONS`]. If that thread
 /// cannot be started, the agent runs on without the endpoint (logged).
-pub fn serve(listener: TcpListener, source: Source) {
+///
+/// With `stop`, it serves until that is raised (a config reload); the handle joins the
+/// thread, after which the listener is closed.
+pub fn serve(
+    listener: TcpListener,
+    source: Source,
+    stop: Option<Arc<crate::sys::Stop>>,
+) -> Option<std::thread::JoinHandle<()>> {
     if let Ok(addr) = listener.local_addr() {
         if !is_loopback(addr.ip()) {
             log::warn!(
@@ -279,13 +286,17 @@ pub fn serve(listener: TcpListener, source: Source) {
     }
     if let Err(e) = listener.set_nonblocking(true) {
         log::error!("status endpoint off: cannot make its listener non-blocking ({e})");
-        return;
+        return None;
     }
     let spawned = std::thread::Builder::new()
         .name("status".into())
-        .spawn(move || Server::new(listener, source).run());
-    if let Err(e) = spawned {
-        log::error!("status endpoint off: cannot start its thread ({e}); syncing goes on");
+        .spawn(move || Server::new(listener, source, stop).run());
+    match spawned {
+        Ok(h) => Some(h),
+        Err(e) => {
+            log::error!("status endpoint off: cannot start its thread ({e}); syncing goes on");
+            None
+        }
     }
 }
 
@@ -464,13 +475,16 @@ struct Server {
     /// While accepting is paused after a resource error: until when, and the next pause.
     paused_until: Option<Instant>,
     backoff: Duration,
+    /// Raised: close everything and end the thread.
+    stop: Option<Arc<crate::sys::Stop>>,
 }
 
 impl Server {
-    fn new(listener: TcpListener, source: Source) -> Server {
+    fn new(listener: TcpListener, source: Source, stop: Option<Arc<crate::sys::Stop>>) -> Server {
         Server {
             listener,
             source,
+            stop,
             conns: Vec::with_capacity(MAX_CONNECTIONS),
             paused_until: None,
             backoff: BACKOFF_FIRST,
@@ -511,6 +525,14 @@ impl Server {
                     revents: 0,
                 });
             }
+            // Last, after the connections' entries (their order is the conns' order).
+            if let Some(stop) = &self.stop {
+                fds.push(libc::pollfd {
+                    fd: stop.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
             let wake = self
                 .conns
                 .iter()
@@ -523,7 +545,7 @@ impl Server {
                 ms.min(i32::MAX as u128) as i32
             });
             // SAFETY: fds is a valid, initialised array of fds.len() pollfd structs that
-            // lives across the call; the length fits nfds_t (at most MAX_CONNECTIONS + 1).
+            // lives across the call; the length fits nfds_t (at most MAX_CONNECTIONS + 2).
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
@@ -532,6 +554,9 @@ impl Server {
                     std::thread::sleep(BACKOFF_MAX); // back-off after a failed poll, not a sync
                 }
                 continue;
+            }
+            if self.stop.is_some() && fds.last().is_some_and(|p| p.revents != 0) {
+                return;
             }
             let mut ready = fds[1..].iter().map(|p| p.revents);
             let source = &self.source;
@@ -725,7 +750,7 @@ mod tests {
     fn server() -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        serve(listener, source());
+        serve(listener, source(), None);
         port
     }
 

@@ -9,6 +9,7 @@ pub mod fsafe;
 pub mod local_socket;
 pub mod memfile;
 pub mod shell;
+pub mod syslog;
 
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -43,7 +44,7 @@ impl Stop {
         self.rx.as_raw_fd()
     }
 
-    #[cfg(test)]
+    /// Raises the stop by hand (a reload stops one pipeline this way; tests).
     pub fn trigger(&self) {
         use std::io::Write;
         let _ = (&self.tx).write_all(b"x");
@@ -57,6 +58,58 @@ impl Stop {
     /// Waits up to `d`; true if the stop was raised.
     pub fn wait_timeout(&self, d: Duration) -> bool {
         readable_within(self.fd(), d)
+    }
+}
+
+/// What the process was asked to do by a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM or SIGINT: stop for good.
+    Stop,
+    /// SIGHUP: reopen the log file and reload the config.
+    Reload,
+}
+
+/// SIGTERM, SIGINT and SIGHUP for the thread that runs the process: the stop part is a
+/// [`Stop`] (stays raised once raised); each SIGHUP makes a second socket readable until
+/// [`Signals::wait`] reports it. A stop wins over a pending reload.
+pub struct Signals {
+    stop: Stop,
+    hup_rx: UnixStream,
+}
+
+impl Signals {
+    /// Handles SIGTERM, SIGINT (stop) and SIGHUP (reload) from now on.
+    pub fn install() -> std::io::Result<Signals> {
+        let stop = Stop::on_signals()?;
+        let (hup_rx, hup_tx) = UnixStream::pair()?;
+        hup_rx.set_nonblocking(true)?;
+        signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, hup_tx)?;
+        Ok(Signals { stop, hup_rx })
+    }
+
+    /// Blocks until a signal arrives (or one arrived unreported) and says which.
+    pub fn wait(&self) -> Signal {
+        match wait_either(self.hup_rx.as_raw_fd(), self.stop.fd()) {
+            Ready::Work => {
+                self.drain_hup();
+                Signal::Reload
+            }
+            Ready::Stop | Ready::Failed => Signal::Stop,
+        }
+    }
+
+    /// Waits up to `d` for SIGTERM or SIGINT; true if one arrived (SIGHUPs meanwhile
+    /// stay pending for the next [`Signals::wait`]).
+    pub fn stopped_within(&self, d: Duration) -> bool {
+        self.stop.wait_timeout(d)
+    }
+
+    /// Several SIGHUPs before the reload are one reload.
+    fn drain_hup(&self) {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        while matches!((&self.hup_rx).read(&mut buf), Ok(n) if n > 0) {}
     }
 }
 
