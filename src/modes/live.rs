@@ -77,6 +77,7 @@ fn run(
     let started = Instant::now();
     let watches = Arc::new(AtomicUsize::new(0));
     let mut watchers = Vec::new();
+    let mut roots = Vec::new();
     for (i, root) in config.roots.iter().enumerate() {
         let mut w = Watcher::new(
             root.path.clone(),
@@ -86,6 +87,7 @@ fn run(
         )
         .map_err(|e| fail(&mut detached, runtime(e)))?;
         w.count_into(Arc::clone(&watches));
+        roots.push(w.health());
         log::info!(
             "watching {}: {} directories in {:.2}s",
             w.root().display(),
@@ -94,6 +96,7 @@ fn run(
         );
         watchers.push(w);
     }
+    mirror.guard_roots(roots.clone());
     if args.full_first {
         log::info!("-r: full sync of every remote before live syncing");
         mirror.full_sync_all();
@@ -124,6 +127,7 @@ fn run(
                     w.load(std::sync::atomic::Ordering::Relaxed),
                     &file,
                 )
+                .with_roots(roots.iter().map(|r| r.report()).collect())
             }),
         );
     }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::sync::Snapshot;
+use crate::watch::RootReport;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Status {
@@ -30,6 +31,31 @@ pub struct Status {
     pub fail_log: FailLogStatus,
     pub last_full_sync: Option<FullSync>,
     pub remotes: Vec<RemoteStatus>,
+    /// Each watch root: whether the directory at its path is the one watched.
+    #[serde(default)]
+    pub roots: Vec<RootStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RootStatus {
+    pub path: String,
+    /// `ok`, `missing` (removed or renamed away) or `replaced` (another directory is at
+    /// the path, not watched yet).
+    pub state: String,
+    /// Since when (unix seconds) it is in this state.
+    pub since: u64,
+    /// Filesystems mounted below it.
+    #[serde(default)]
+    pub mounts: Vec<MountStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MountStatus {
+    /// Relative to the root.
+    pub path: String,
+    pub fstype: String,
+    pub watched: bool,
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -92,8 +118,36 @@ impl Status {
                     last_error: r.last_error,
                 })
                 .collect(),
+            roots: Vec::new(),
         }
     }
+
+    /// Adds the watch roots' state.
+    pub fn with_roots(mut self, roots: Vec<RootReport>) -> Status {
+        self.roots = roots
+            .into_iter()
+            .map(|r| RootStatus {
+                path: r.path.display().to_string(),
+                state: r.state.as_str().to_owned(),
+                since: unix_secs(r.since),
+                mounts: r
+                    .mounts
+                    .into_iter()
+                    .map(|m| MountStatus {
+                        path: m.path.display().to_string(),
+                        fstype: m.fstype,
+                        watched: m.watched,
+                        note: m.note,
+                    })
+                    .collect(),
+            })
+            .collect();
+        self
+    }
+}
+
+fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Where the server gets a fresh status document for each request.
@@ -171,6 +225,22 @@ pub fn metrics(s: &Status) -> String {
         "gauge",
         per(&|r| u8::from(r.failing).to_string()),
     );
+    if !s.roots.is_empty() {
+        gauge(
+            "sersync_root_ok",
+            "1 while the directory at the watch root's path is the one watched.",
+            "gauge",
+            s.roots
+                .iter()
+                .map(|r| {
+                    (
+                        format!("{{root=\"{}\"}}", label(&r.path)),
+                        u8::from(r.state == "ok").to_string(),
+                    )
+                })
+                .collect(),
+        );
+    }
     if let Some(f) = &s.last_full_sync {
         gauge(
             "sersync_last_full_sync_timestamp_seconds",
@@ -639,6 +709,7 @@ mod tests {
             },
             last_full_sync: None,
             remotes: Vec::new(),
+            roots: Vec::new(),
         })
     }
 

@@ -268,14 +268,20 @@ pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
-            let status = if e.kind() == std::io::ErrorKind::NotFound {
+            // A missing working directory fails the spawn with ENOENT too.
+            let no_cwd = !cwd.is_dir();
+            let status = if e.kind() == std::io::ErrorKind::NotFound && !no_cwd {
                 127
             } else {
                 -1
             };
             return Outcome {
                 status,
-                stderr: format!("cannot run rsync: {e}"),
+                stderr: if no_cwd {
+                    format!("cannot run rsync in {}: {e}", cwd.display())
+                } else {
+                    format!("cannot run rsync: {e}")
+                },
                 elapsed: started.elapsed(),
             };
         }

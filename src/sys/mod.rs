@@ -5,6 +5,7 @@
 //! Nothing here knows about configs, remotes or events.
 
 pub mod fsafe;
+pub mod mounts;
 pub mod shell;
 
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -57,38 +58,6 @@ impl Stop {
     }
 }
 
-/// Which of two descriptors is readable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ready {
-    /// The first: there is work to read.
-    Work,
-    /// The second: stop.
-    Stop,
-    /// Polling failed for good.
-    Failed,
-}
-
-/// Blocks until `fd` or `stop_fd` is readable (stop wins when both are).
-pub fn wait_either(fd: RawFd, stop_fd: RawFd) -> Ready {
-    loop {
-        let mut fds = [pollfd(fd), pollfd(stop_fd)];
-        // SAFETY: fds is a valid array of two pollfd structs for the whole call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Ready::Failed;
-        }
-        if fds[1].revents != 0 {
-            return Ready::Stop;
-        }
-        if fds[0].revents != 0 {
-            return Ready::Work;
-        }
-    }
-}
-
 fn pollfd(fd: RawFd) -> libc::pollfd {
     libc::pollfd {
         fd,
@@ -117,6 +86,33 @@ pub fn readable_within(fd: RawFd, d: Duration) -> bool {
     let ms = d.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: one valid pollfd for the duration of the call.
     unsafe { libc::poll(&mut p, 1, ms) > 0 }
+}
+
+/// Polls several descriptors, each with its own `events` mask, for up to `timeout`.
+/// Returns each one's `revents` (all zero when the time ran out or a signal came).
+pub fn poll_many(
+    fds: &[(RawFd, libc::c_short)],
+    timeout: Duration,
+) -> std::io::Result<Vec<libc::c_short>> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&(fd, events)| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: p is a valid array of p.len() pollfd structs for the whole call.
+    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+        return Ok(vec![0; p.len()]);
+    }
+    Ok(p.iter().map(|x| x.revents).collect())
 }
 
 /// Is the process running as root?
