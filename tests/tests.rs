@@ -4,6 +4,7 @@
 mod agent;
 mod churn;
 mod e2e;
+mod faults_root;
 mod fixtures;
 mod layers;
 mod scenarios;

@@ -113,8 +113,15 @@ impl Intake {
             // full sync makes the remotes equal again.
             Change::Overflow | Change::RootBack | Change::Unmounted { .. } => Decision::Full,
             // What is on a new mount arrives like a new directory's contents, whatever
-            // the `<inotify>` switches: it was never pushed.
-            Change::Mounted { found, .. } => Decision::PushAll(found),
+            // the `<inotify>` switches: it was never pushed. With deletes on, what the
+            // mount covers must also leave the remotes, which takes a full sync.
+            Change::Mounted { found, .. } => {
+                if ev.delete {
+                    Decision::Full
+                } else {
+                    Decision::PushAll(found)
+                }
+            }
         }
     }
 }

@@ -17,8 +17,9 @@
 //! once a directory is back at the path it is watched whole and [`Change::RootBack`]
 //! asks for a full sync. Mounts below the root are found in `/proc/self/mountinfo`
 //! (polled for POLLPRI, and re-read every [`CHECK_EVERY`]): a new mount point is
-//! watched and pushed whole ([`Change::Mounted`]); an unmounted one is re-walked and
-//! a full sync asked for ([`Change::Unmounted`]).
+//! watched and its contents sent ([`Change::Mounted`]); an unmounted one is re-walked
+//! ([`Change::Unmounted`]). What a mount covers, or an unmount takes away, is gone
+//! from the source, so with deletes on the filter thread turns either into a full sync.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
