@@ -57,7 +57,7 @@ fn names_with(dir: &Path, needle: &str) -> Vec<PathBuf> {
 // change in the new root ever reached the remotes.
 #[test]
 fn root_removed_and_recreated_is_rewatched_and_fully_synced() {
-    let mut s = Setup::new("root-rm");
+    let s = Setup::new("root-rm");
     s.write("a/one.txt", "1\n");
     s.write("two.txt", "2\n");
     let port = free_port();
@@ -95,7 +95,7 @@ fn root_removed_and_recreated_is_rewatched_and_fully_synced() {
 // agent watching the old tree, so the new one was never synced.
 #[test]
 fn root_renamed_away_and_replaced_by_a_new_tree_is_synced() {
-    let mut s = Setup::new("root-mv");
+    let s = Setup::new("root-mv");
     s.write("old/page.html", "old\n");
     s.write("index.html", "old\n");
     let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
@@ -122,7 +122,7 @@ fn root_renamed_away_and_replaced_by_a_new_tree_is_synced() {
 // were still read as changes of the path.
 #[test]
 fn edits_in_the_old_root_after_mv_are_not_pushed() {
-    let mut s = Setup::new("root-old");
+    let s = Setup::new("root-old");
     s.write("sub/keep.txt", "keep\n");
     let mut conf = s.conf();
     // Delete off: nothing the full sync of the new root does could hide a leaked push.
@@ -179,7 +179,7 @@ impl Drop for Mounted {
 // warning: the watch stayed on the directory it covered.
 #[test]
 fn tmpfs_mounted_inside_the_tree_is_watched_and_pushed() {
-    let mut s = Setup::new("mount");
+    let s = Setup::new("mount");
     s.write("top.txt", "top\n");
     s.write("mnt/under.txt", "covered by the mount\n");
     let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
