@@ -689,6 +689,22 @@ pub fn render(s: &Status) -> String {
             }
         ));
     }
+    for r in &s.roots {
+        if r.state != "ok" {
+            out.push_str(&format!(
+                "watch root {} is {} (since unix time {}): nothing is pushed from it until a directory is back there\n",
+                r.path, r.state, r.since
+            ));
+        }
+        for m in &r.mounts {
+            if let Some(note) = &m.note {
+                out.push_str(&format!(
+                    "mount {}/{} ({}): {note}\n",
+                    r.path, m.path, m.fstype
+                ));
+            }
+        }
+    }
     out
 }
 
@@ -711,6 +727,34 @@ mod tests {
             remotes: Vec::new(),
             roots: Vec::new(),
         })
+    }
+
+    #[test]
+    fn roots_that_are_not_ok_and_mount_notes_are_shown() {
+        use crate::watch::{MountNote, RootReport, RootState};
+        let report = |path: &str, state| RootReport {
+            path: path.into(),
+            state,
+            since: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            mounts: vec![MountNote {
+                path: "share".into(),
+                fstype: "nfs4".into(),
+                watched: true,
+                note: Some("a network filesystem".into()),
+            }],
+        };
+        let s = source()().with_roots(vec![
+            report("/www", RootState::Missing),
+            report("/up", RootState::Ok),
+        ]);
+        assert_eq!(s.roots[0].state, "missing");
+        assert_eq!(s.roots[0].since, 1_700_000_000);
+        let text = render(&s);
+        assert!(text.contains("watch root /www is missing"), "{text}");
+        assert!(!text.contains("watch root /up"), "{text}");
+        assert!(text.contains("mount /www/share (nfs4)"), "{text}");
+        assert!(metrics(&s).contains("sersync_root_ok{root=\"/www\"} 0"));
+        assert!(metrics(&s).contains("sersync_root_ok{root=\"/up\"} 1"));
     }
 
     fn server() -> u16 {

@@ -222,6 +222,11 @@ impl Mirror {
             let mut rest = None;
             for (call, excluded) in calls {
                 let outcome = self.push(t, &call, &excluded);
+                // The root went away while it ran: not the remote's failure.
+                if let (false, Some(why)) = (outcome.ok(), self.root_unsafe(t)) {
+                    self.defer(t, &call, &why);
+                    continue;
+                }
                 rest = rest.or(self.account(t, &call, &outcome));
             }
             self.queue.finish(t, &job, rest);
@@ -257,6 +262,7 @@ impl Mirror {
             if outcome.ok()
                 || attempt >= self.retry_delays.len()
                 || self.stopping.load(Ordering::Relaxed)
+                || self.root_unsafe(t).is_some()
             {
                 return outcome;
             }

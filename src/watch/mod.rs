@@ -423,7 +423,7 @@ impl Watcher {
         self.note_mounts();
         self.report_count();
         log::warn!(
-            "the watch root {} is back ({} directories watched): running a full sync of every remote of it",
+            "the watch root {} is back (directories watched: {}): running a full sync of every remote of it",
             self.root.display(),
             self.wds.len()
         );
@@ -1072,6 +1072,75 @@ mod tests {
             regex::bytes::Regex::new(r"^(?:(.*)\.svn)$").expect("re")
         ]);
         assert_eq!(count_dirs(d.path(), &ex), 4);
+    }
+
+    /// Receives batches until one holds a change `want` accepts, or the deadline.
+    fn recv_until(
+        rx: &crossbeam_channel::Receiver<Batch>,
+        seen: &mut Vec<Change>,
+        want: impl Fn(&Change) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Ok(batch) = rx.recv_timeout(left) else {
+                return false;
+            };
+            let hit = batch.changes.iter().any(&want);
+            seen.extend(batch.changes);
+            if hit {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn a_root_renamed_away_is_dropped_and_the_new_one_watched() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path().join("www");
+        std::fs::create_dir_all(root.join("sub")).expect("mkdir");
+        let w =
+            Watcher::new(root.clone(), 0, Excludes::default(), Events::default()).expect("watch");
+        let health = w.health();
+        assert_eq!(health.report().state, RootState::Ok);
+        let stop = crate::sys::Stop::manual().expect("stop");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let fd = stop.fd();
+        let t = std::thread::spawn(move || w.run(fd, tx));
+
+        let old = d.path().join("www.old");
+        std::fs::rename(&root, &old).expect("mv away");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while health.report().state != RootState::Missing && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10)); // poll interval, inside a deadline
+        }
+        assert_eq!(health.report().state, RootState::Missing);
+        assert!(health.check().is_err());
+        // Events of the old tree are no longer read as the root's.
+        std::fs::write(old.join("sub/leak.txt"), "x").expect("write in the old tree");
+        std::fs::create_dir_all(root.join("new")).expect("a new root");
+        let mut seen = Vec::new();
+        assert!(
+            recv_until(&rx, &mut seen, |c| *c == Change::RootBack),
+            "no RootBack: {seen:?}"
+        );
+        assert_eq!(health.report().state, RootState::Ok);
+        assert_eq!(health.check(), Ok(()));
+        std::fs::write(root.join("new/f.txt"), "x").expect("write in the new root");
+        assert!(
+            recv_until(
+                &rx,
+                &mut seen,
+                |c| matches!(c, Change::File { path, .. } if path == Path::new("new/f.txt"))
+            ),
+            "the new root is not watched: {seen:?}"
+        );
+        assert!(
+            !format!("{seen:?}").contains("leak"),
+            "the old tree's event was read: {seen:?}"
+        );
+        stop.trigger();
+        t.join().expect("watch thread");
     }
 
     proptest! {
