@@ -315,7 +315,18 @@ impl Watcher {
                 CHECK_EVERY.as_secs()
             ),
         }
-        w.mounts = w.mount_ids(&w.visible_mounts());
+        let visible = w.visible_mounts();
+        for (rel, m) in &visible {
+            if mounts::is_remote_fs(&m.fstype) {
+                log::warn!(
+                    "{} is a {} network filesystem: changes made by other hosts raise no inotify \
+                     events and reach the remotes only with a full sync (<crontab>)",
+                    w.root.join(rel).display(),
+                    m.fstype
+                );
+            }
+        }
+        w.mounts = w.mount_ids(&visible);
         w.note_mounts();
         Ok(w)
     }
