@@ -1154,6 +1154,42 @@ mod tests {
         t.join().expect("watch thread");
     }
 
+    #[test]
+    fn a_mount_over_the_root_is_a_replaced_root() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path().join("www");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let w =
+            Watcher::new(root.clone(), 0, Excludes::default(), Events::default()).expect("watch");
+        let stop = crate::sys::Stop::manual().expect("stop");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let fd = stop.fd();
+        let t = std::thread::spawn(move || w.run(fd, tx));
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&root)
+            .output();
+        if !mounted.is_ok_and(|o| o.status.success()) {
+            eprintln!("SKIP a_mount_over_the_root_is_a_replaced_root: mount is not permitted here");
+            stop.trigger();
+            t.join().expect("watch thread");
+            return;
+        }
+        let mut seen = Vec::new();
+        let back = recv_until(&rx, &mut seen, |c| *c == Change::RootBack);
+        std::fs::write(root.join("on-tmpfs.txt"), "x").expect("write on the mount");
+        let live = recv_until(
+            &rx,
+            &mut seen,
+            |c| matches!(c, Change::File { path, .. } if path == Path::new("on-tmpfs.txt")),
+        );
+        let _ = std::process::Command::new("umount").arg(&root).status();
+        stop.trigger();
+        t.join().expect("watch thread");
+        assert!(back, "no RootBack after a mount over the root: {seen:?}");
+        assert!(live, "the mounted root is not watched: {seen:?}");
+    }
+
     proptest! {
         /// A raised limit fits what is needed and never lowers the current one.
         #[test]
