@@ -7,6 +7,7 @@ mod churn;
 mod e2e;
 mod faults_control;
 mod faults_recover;
+mod faults_root;
 mod faults_signals;
 mod fixtures;
 mod layers;

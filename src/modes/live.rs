@@ -230,6 +230,8 @@ fn run(
         fail_log,
         after_push,
     ));
+    let roots: Vec<_> = watchers.iter().map(|w| w.health()).collect();
+    mirror.guard_roots(roots.clone());
     // This run's stop: raised by SIGTERM/SIGINT or an accepted reload.
     let stop = Arc::new(
         Stop::manual()
@@ -274,6 +276,7 @@ fn run(
                 listener,
                 Arc::new(move || {
                     status::Status::new(m.snapshot(), w.load(Ordering::Relaxed), &file)
+                        .with_roots(roots.iter().map(|r| r.report()).collect())
                 }),
                 Some(Arc::clone(&stop)),
             );

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::sync::Snapshot;
+use crate::watch::RootReport;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Status {
@@ -30,6 +31,31 @@ pub struct Status {
     pub fail_log: FailLogStatus,
     pub last_full_sync: Option<FullSync>,
     pub remotes: Vec<RemoteStatus>,
+    /// Each watch root: whether the directory at its path is the one watched.
+    #[serde(default)]
+    pub roots: Vec<RootStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RootStatus {
+    pub path: String,
+    /// `ok`, `missing` (removed or renamed away) or `replaced` (another directory is at
+    /// the path, not watched yet).
+    pub state: String,
+    /// Since when (unix seconds) it is in this state.
+    pub since: u64,
+    /// Filesystems mounted below it.
+    #[serde(default)]
+    pub mounts: Vec<MountStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MountStatus {
+    /// Relative to the root.
+    pub path: String,
+    pub fstype: String,
+    pub watched: bool,
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -114,8 +140,36 @@ impl Status {
                     last_error: r.last_error,
                 })
                 .collect(),
+            roots: Vec::new(),
         }
     }
+
+    /// Adds the watch roots' state.
+    pub fn with_roots(mut self, roots: Vec<RootReport>) -> Status {
+        self.roots = roots
+            .into_iter()
+            .map(|r| RootStatus {
+                path: r.path.display().to_string(),
+                state: r.state.as_str().to_owned(),
+                since: unix_secs(r.since),
+                mounts: r
+                    .mounts
+                    .into_iter()
+                    .map(|m| MountStatus {
+                        path: m.path.display().to_string(),
+                        fstype: m.fstype,
+                        watched: m.watched,
+                        note: m.note,
+                    })
+                    .collect(),
+            })
+            .collect();
+        self
+    }
+}
+
+fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Where the server gets a fresh status document for each request.
@@ -225,6 +279,22 @@ pub fn metrics(s: &Status) -> String {
             r.next_retry_unix.map_or(String::new(), |t| t.to_string())
         })),
     );
+    if !s.roots.is_empty() {
+        gauge(
+            "sersync_root_ok",
+            "1 while the directory at the watch root's path is the one watched.",
+            "gauge",
+            s.roots
+                .iter()
+                .map(|r| {
+                    (
+                        format!("{{root=\"{}\"}}", label(&r.path)),
+                        u8::from(r.state == "ok").to_string(),
+                    )
+                })
+                .collect(),
+        );
+    }
     if let Some(f) = &s.last_full_sync {
         gauge(
             "sersync_last_full_sync_timestamp_seconds",
@@ -723,6 +793,22 @@ pub fn render(s: &Status) -> String {
             }
         ));
     }
+    for r in &s.roots {
+        if r.state != "ok" {
+            out.push_str(&format!(
+                "watch root {} is {} (since unix time {}): nothing is pushed from it until a directory is back there\n",
+                r.path, r.state, r.since
+            ));
+        }
+        for m in &r.mounts {
+            if let Some(note) = &m.note {
+                out.push_str(&format!(
+                    "mount {}/{} ({}): {note}\n",
+                    r.path, m.path, m.fstype
+                ));
+            }
+        }
+    }
     out
 }
 
@@ -744,7 +830,36 @@ mod tests {
             },
             last_full_sync: None,
             remotes: Vec::new(),
+            roots: Vec::new(),
         })
+    }
+
+    #[test]
+    fn roots_that_are_not_ok_and_mount_notes_are_shown() {
+        use crate::watch::{MountNote, RootReport, RootState};
+        let report = |path: &str, state| RootReport {
+            path: path.into(),
+            state,
+            since: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            mounts: vec![MountNote {
+                path: "share".into(),
+                fstype: "nfs4".into(),
+                watched: true,
+                note: Some("a network filesystem".into()),
+            }],
+        };
+        let s = source()().with_roots(vec![
+            report("/www", RootState::Missing),
+            report("/up", RootState::Ok),
+        ]);
+        assert_eq!(s.roots[0].state, "missing");
+        assert_eq!(s.roots[0].since, 1_700_000_000);
+        let text = render(&s);
+        assert!(text.contains("watch root /www is missing"), "{text}");
+        assert!(!text.contains("watch root /up"), "{text}");
+        assert!(text.contains("mount /www/share (nfs4)"), "{text}");
+        assert!(metrics(&s).contains("sersync_root_ok{root=\"/www\"} 0"));
+        assert!(metrics(&s).contains("sersync_root_ok{root=\"/up\"} 1"));
     }
 
     fn server() -> u16 {

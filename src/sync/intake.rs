@@ -109,7 +109,19 @@ impl Intake {
                     Decision::Drop
                 }
             }
-            Change::Overflow => Decision::Full,
+            // Lost events, a new root, or what only an unmounted filesystem held: only a
+            // full sync makes the remotes equal again.
+            Change::Overflow | Change::RootBack | Change::Unmounted { .. } => Decision::Full,
+            // What is on a new mount arrives like a new directory's contents, whatever
+            // the `<inotify>` switches: it was never pushed. With deletes on, what the
+            // mount covers must also leave the remotes, which takes a full sync.
+            Change::Mounted { found, .. } => {
+                if ev.delete {
+                    Decision::Full
+                } else {
+                    Decision::PushAll(found)
+                }
+            }
         }
     }
 }

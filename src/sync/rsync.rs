@@ -325,6 +325,15 @@ pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
         .spawn();
     let mut child = match child {
         Ok(c) => c,
+        Err(e) if !cwd.is_dir() => {
+            // A missing working directory fails the spawn with ENOENT too: that is the
+            // watch root gone, not rsync missing.
+            return Outcome {
+                status: -1,
+                stderr: format!("cannot run rsync in {}: {e}", cwd.display()),
+                elapsed: started.elapsed(),
+            };
+        }
         Err(e) => return failed("cannot run rsync", e),
     };
     let status = match child.wait() {

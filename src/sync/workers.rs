@@ -7,10 +7,15 @@
 //! to 60 s, see `recovery`): what it owes is queued again at each retry time, and when a
 //! remote that did not answer succeeds again, what it is owed is queued right away
 //! instead of waiting for the timed replay.
+//!
+//! Nothing runs for a watch root that is not the directory its watcher watches (removed,
+//! renamed away, replaced and not watched yet): a full sync with `--delete` of a missing
+//! or new empty directory would wipe the remote. Such work goes to the fail log instead
+//! and the watcher's full sync, once the root is watched again, clears it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +25,7 @@ use super::queue::Queue;
 use super::recovery::{self, Recovery};
 use super::rsync::{self, Outcome, Target};
 use crate::filter::Excludes;
+use crate::watch::RootHealth;
 
 /// Something to run for the paths a push delivered (the plugins): called once per
 /// path, after the watch root's first remote has it.
@@ -98,6 +104,8 @@ pub struct Mirror {
     started: Instant,
     last_full: Mutex<Option<FullSyncResult>>,
     after_push: Option<Arc<dyn AfterPush>>,
+    /// The watch roots' health, once they are watched (see [`Mirror::guard_roots`]).
+    roots: OnceLock<Vec<Arc<RootHealth>>>,
 }
 
 impl Mirror {
@@ -122,7 +130,41 @@ impl Mirror {
             started: Instant::now(),
             last_full: Mutex::new(None),
             after_push,
+            roots: OnceLock::new(),
         }
+    }
+
+    /// From now on, work for a root runs only while `roots` says it is the watched
+    /// directory.
+    pub fn guard_roots(&self, roots: Vec<Arc<RootHealth>>) {
+        let _ = self.roots.set(roots);
+    }
+
+    /// Why the root of remote `t` must not be mirrored now, if it must not.
+    fn root_unsafe(&self, t: RemoteId) -> Option<String> {
+        let root = &self.targets[t.0].root;
+        self.roots
+            .get()?
+            .iter()
+            .find(|h| h.path() == root.as_path())?
+            .check()
+            .err()
+    }
+
+    /// Keeps a job for a root that is not there in the fail log, untried.
+    fn defer(&self, t: RemoteId, job: &Job, why: &str) {
+        let what = match job {
+            Job::Full => "a full sync".to_owned(),
+            Job::Paths(p) => format!("{} path(s)", p.len()),
+        };
+        let mut fl = self.fail_log();
+        log::warn!(
+            "not pushing {what} to {}: {why}; kept in the fail log {} until the root is watched again",
+            self.targets[t.0].label(),
+            fl.path.display()
+        );
+        fl.add(t, job, 0);
+        self.save(&fl);
     }
 
     pub fn targets(&self) -> &[Target] {
@@ -212,6 +254,11 @@ impl Mirror {
             rest: None,
             accounted: false,
         };
+        if let Some(why) = self.root_unsafe(t) {
+            self.defer(t, &taken.job, &why);
+            taken.accounted = true;
+            return;
+        }
         let calls = match &taken.job {
             Job::Paths(paths) => rsync::split_for_args(paths, rsync::ARGS_BUDGET)
                 .into_iter()
@@ -225,6 +272,11 @@ impl Mirror {
         let mut rest = None;
         for (call, excluded) in calls {
             let outcome = self.push(t, &call, &excluded);
+            // The root went away while it ran: not the remote's failure.
+            if let (false, Some(why)) = (outcome.ok(), self.root_unsafe(t)) {
+                self.defer(t, &call, &why);
+                continue;
+            }
             rest = rest.or(self.account(t, &call, &outcome));
         }
         taken.rest = rest;
@@ -262,6 +314,7 @@ impl Mirror {
                 || attempt >= self.retry_delays.len()
                 || self.stopping.load(Ordering::Relaxed)
                 || self.stats[t.0].recovery().is_failing()
+                || self.root_unsafe(t).is_some()
             {
                 return outcome;
             }

@@ -8,6 +8,7 @@
 pub mod fsafe;
 pub mod local_socket;
 pub mod memfile;
+pub mod mounts;
 pub mod shell;
 pub mod syslog;
 
@@ -193,6 +194,33 @@ pub fn random_u64() -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// Polls several descriptors, each with its own `events` mask, for up to `timeout`.
+/// Returns each one's `revents` (all zero when the time ran out or a signal came).
+pub fn poll_many(
+    fds: &[(RawFd, libc::c_short)],
+    timeout: Duration,
+) -> std::io::Result<Vec<libc::c_short>> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&(fd, events)| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: p is a valid array of p.len() pollfd structs for the whole call.
+    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+        return Ok(vec![0; p.len()]);
+    }
+    Ok(p.iter().map(|x| x.revents).collect())
 }
 
 /// Is the process running as root?

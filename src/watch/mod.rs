@@ -8,6 +8,18 @@
 //! walk, files written after arrive as events), renames are paired by cookie so a moved
 //! directory keeps its watches, a directory moved out of the tree loses them, and a
 //! queue overflow re-walks the tree and asks for a full sync, because events were lost.
+//!
+//! The root itself is watched for its own removal and rename (DELETE_SELF, MOVE_SELF,
+//! IGNORED), and every [`CHECK_EVERY`] its device and inode are compared with the
+//! path's. A root that is gone or replaced loses every watch (a moved-away tree's
+//! events no longer belong to the path), is reported in [`RootHealth`], and is looked
+//! for again (100 ms doubling to 5 s, in the run loop, so the stop is never held up);
+//! once a directory is back at the path it is watched whole and [`Change::RootBack`]
+//! asks for a full sync. Mounts below the root are found in `/proc/self/mountinfo`
+//! (polled for POLLPRI, and re-read every [`CHECK_EVERY`]): a new mount point is
+//! watched and its contents sent ([`Change::Mounted`]); an unmounted one is re-walked
+//! ([`Change::Unmounted`]). What a mount covers, or an unmount takes away, is gone
+//! from the source, so with deletes on the filter thread turns either into a full sync.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -24,9 +36,11 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
 use crate::config::Events;
 use crate::filter::{self, Excludes};
-use crate::sys::Ready;
+use crate::sys::mounts;
 
+mod root;
 mod walk;
+pub use root::{dir_id, MountNote, RootHealth, RootReport, RootState};
 pub use walk::excluded_paths;
 
 /// What happened to one entry. One kernel event is one of these.
@@ -61,6 +75,15 @@ pub enum Change {
     /// The kernel dropped events: the watches were rebuilt from the tree, and everything
     /// may have changed.
     Overflow,
+    /// The watch root was gone or replaced and a directory at its path is watched again:
+    /// the remotes must be made equal to it whole.
+    RootBack,
+    /// A filesystem was mounted on the directory `path` and is watched now; `found` is
+    /// the mount point and everything on the mounted filesystem.
+    Mounted { path: PathBuf, found: Vec<PathBuf> },
+    /// The filesystem mounted on `path` was unmounted; what it covered is watched again
+    /// and visible, and what only the mount held is gone.
+    Unmounted { path: PathBuf },
 }
 
 /// Changes from one read of the kernel queue, for one watch root.
@@ -164,6 +187,22 @@ const BURST_GAP: Duration = Duration::from_millis(2);
 /// In a burst, how long events gather before the next read.
 const GATHER: Duration = Duration::from_millis(1);
 
+/// How often the root's device and inode, and the mount table, are checked even when
+/// nothing woke the watcher.
+pub const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// First and longest pause between two looks for a missing root.
+const LOST_FIRST: Duration = Duration::from_millis(100);
+const LOST_MAX: Duration = Duration::from_secs(5);
+
+/// A watch root that is gone: when to look for it next, and the pause after that.
+struct Lost {
+    retry_at: Instant,
+    backoff: Duration,
+    /// The last reason re-watching failed (logged once, not at every try).
+    last_error: Option<String>,
+}
+
 /// One kernel event, copied out of the read buffer.
 struct RawEvent {
     wd: WatchDescriptor,
@@ -191,6 +230,17 @@ pub struct Watcher {
     /// Watches of every root together, for status; this root's share is `reported`.
     counter: Arc<AtomicUsize>,
     reported: usize,
+    health: Arc<RootHealth>,
+    /// The root's own watch (it also asks for DELETE_SELF and MOVE_SELF).
+    root_wd: Option<WatchDescriptor>,
+    /// Device and inode of the root directory that is watched.
+    root_dev_ino: Option<(u64, u64)>,
+    /// Set while the root is gone or replaced and not watched.
+    lost: Option<Lost>,
+    /// Mount points below the root (relative) and the id of the mount seen there.
+    mounts: BTreeMap<PathBuf, u64>,
+    /// Polls for changes of the mount table (None if /proc is not there).
+    mount_watch: Option<mounts::Watch>,
 }
 
 /// The mask every directory is watched with. Creates, deletes and moves are always
@@ -227,6 +277,7 @@ impl Watcher {
             dir: root.clone(),
             err,
         })?;
+        let health = Arc::new(RootHealth::new(root.clone()));
         let mut w = Watcher {
             inotify,
             root,
@@ -237,9 +288,340 @@ impl Watcher {
             dirs: BTreeMap::new(),
             counter: Arc::new(AtomicUsize::new(0)),
             reported: 0,
+            health,
+            root_wd: None,
+            root_dev_ino: None,
+            lost: None,
+            mounts: BTreeMap::new(),
+            mount_watch: None,
         };
+        let before = dir_id(&w.root);
         w.add_whole_tree()?;
+        w.watch_root_self()?;
+        match before {
+            Some(id) if dir_id(&w.root) == Some(id) => {
+                w.root_dev_ino = Some(id);
+                w.health.set_ok(id);
+            }
+            // Replaced while it was walked: the run loop watches it again.
+            _ => w.lose_root("replaced while its watches were set up"),
+        }
+        match mounts::Watch::open() {
+            Ok(m) => w.mount_watch = Some(m),
+            Err(e) => log::warn!(
+                "cannot open {}: {e}; filesystems mounted inside {} are noticed only every {}s",
+                mounts::MOUNTINFO,
+                w.root.display(),
+                CHECK_EVERY.as_secs()
+            ),
+        }
+        let visible = w.visible_mounts();
+        for (rel, m) in &visible {
+            if mounts::is_remote_fs(&m.fstype) {
+                log::warn!(
+                    "{} is a {} network filesystem: changes made by other hosts raise no inotify \
+                     events and reach the remotes only with a full sync (<crontab>)",
+                    w.root.join(rel).display(),
+                    m.fstype
+                );
+            }
+        }
+        w.mounts = w.mount_ids(&visible);
+        w.note_mounts();
         Ok(w)
+    }
+
+    /// The root's health, shared with the workers (which refuse to mirror a root that
+    /// is not the watched one) and with status.
+    pub fn health(&self) -> Arc<RootHealth> {
+        Arc::clone(&self.health)
+    }
+
+    /// Watches the root itself for its own removal and rename as well (same descriptor:
+    /// a second add on one inode replaces the mask).
+    fn watch_root_self(&mut self) -> Result<(), WatchError> {
+        let mask = watch_mask(&self.events) | WatchMask::DELETE_SELF | WatchMask::MOVE_SELF;
+        let wd = self
+            .inotify
+            .watches()
+            .add(&self.root, mask)
+            .map_err(|err| WatchError::Io {
+                dir: self.root.clone(),
+                err,
+            })?;
+        self.map(wd.clone(), PathBuf::new());
+        self.root_wd = Some(wd);
+        Ok(())
+    }
+
+    /// Removes every watch of this root (they belong to a tree that left the path).
+    fn drop_all_watches(&mut self) {
+        for (wd, _) in std::mem::take(&mut self.wds) {
+            // Already gone with its directory: the kernel dropped it.
+            let _ = self.inotify.watches().remove(wd);
+        }
+        self.dirs.clear();
+        self.root_wd = None;
+        self.root_dev_ino = None;
+        self.report_count();
+    }
+
+    /// The root is no longer the directory watched: drop its watches, report, and look
+    /// for it again from the run loop.
+    fn lose_root(&mut self, why: &str) {
+        self.drop_all_watches();
+        self.mounts.clear();
+        let state = if dir_id(&self.root).is_some() {
+            RootState::Replaced
+        } else {
+            RootState::Missing
+        };
+        self.health.set_lost(state);
+        log::error!(
+            "the watch root {} was {why}; its old tree is no longer watched and nothing is \
+             pushed from it. It is watched again as soon as a directory is at {} (then every \
+             remote gets a full sync); until then no full sync runs for it, so the remotes \
+             keep their copy. If the move was not intended, put the directory back",
+            self.root.display(),
+            self.root.display()
+        );
+        self.lost = Some(Lost {
+            retry_at: Instant::now(),
+            backoff: LOST_FIRST,
+            last_error: None,
+        });
+    }
+
+    /// While the root is lost: watches it again if a directory is at its path.
+    fn retry_root(&mut self) -> Option<Change> {
+        let lost = self.lost.as_mut()?;
+        let now = Instant::now();
+        if now < lost.retry_at {
+            return None;
+        }
+        lost.retry_at = now + lost.backoff;
+        lost.backoff = (lost.backoff * 2).min(LOST_MAX);
+        let Some(id) = dir_id(&self.root) else {
+            self.health.set_lost(RootState::Missing);
+            return None;
+        };
+        self.health.set_lost(RootState::Replaced);
+        let watched = self.add_whole_tree().and_then(|()| self.watch_root_self());
+        let failed = match watched {
+            Err(e) => Some(e.to_string()),
+            Ok(()) if dir_id(&self.root) != Some(id) => {
+                Some("it changed again while its watches were set up".to_owned())
+            }
+            Ok(()) => None,
+        };
+        if let Some(err) = failed {
+            self.drop_all_watches();
+            if let Some(lost) = self.lost.as_mut() {
+                if lost.last_error.as_deref() != Some(err.as_str()) {
+                    log::error!(
+                        "cannot watch the new {} yet: {err}; trying again",
+                        self.root.display()
+                    );
+                    lost.last_error = Some(err);
+                }
+            }
+            return None;
+        }
+        self.lost = None;
+        self.root_dev_ino = Some(id);
+        self.health.set_ok(id);
+        self.mounts = self.mount_ids(&self.visible_mounts());
+        self.note_mounts();
+        self.report_count();
+        log::warn!(
+            "the watch root {} is back (directories watched: {}): running a full sync of every remote of it",
+            self.root.display(),
+            self.wds.len()
+        );
+        Some(Change::RootBack)
+    }
+
+    /// Compares the path's device and inode with the watched root's.
+    fn check_root(&mut self) {
+        if self.lost.is_some() {
+            return;
+        }
+        let now = dir_id(&self.root);
+        if now != self.root_dev_ino {
+            self.lose_root(if now.is_some() {
+                "replaced: another directory (or a mount) is at its path now"
+            } else {
+                "removed or moved away (perhaps with a parent directory)"
+            });
+        }
+    }
+
+    /// The mounts below the root now, by relative mount point; excluded ones left out.
+    fn visible_mounts(&self) -> BTreeMap<PathBuf, mounts::Mount> {
+        let all = match mounts::read() {
+            Ok(m) => m,
+            Err(e) => {
+                log::debug!("cannot read {}: {e}", mounts::MOUNTINFO);
+                return self
+                    .mounts
+                    .iter()
+                    .map(|(p, id)| {
+                        (
+                            p.clone(),
+                            mounts::Mount {
+                                id: *id,
+                                mount_point: self.root.join(p),
+                                fstype: String::new(),
+                            },
+                        )
+                    })
+                    .collect();
+            }
+        };
+        let canonical = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        let mut below = mounts::below(&canonical, &all);
+        below.retain(|rel, _| !self.excluded_dir(rel));
+        below
+    }
+
+    fn mount_ids(&self, visible: &BTreeMap<PathBuf, mounts::Mount>) -> BTreeMap<PathBuf, u64> {
+        visible.iter().map(|(p, m)| (p.clone(), m.id)).collect()
+    }
+
+    /// Is `rel`, or a directory above it, left out by the excludes or as a temp name?
+    fn excluded_dir(&self, rel: &Path) -> bool {
+        rel.ancestors()
+            .filter(|p| !p.as_os_str().is_empty())
+            .any(|p| {
+                let name = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+                filter::skip(&self.excludes, name, p, true)
+            })
+    }
+
+    /// Status notes for the mounts below the root.
+    fn note_mounts(&self) {
+        let visible = self.visible_mounts();
+        let notes = visible
+            .iter()
+            .map(|(rel, m)| {
+                let watched = self.dirs.contains_key(rel);
+                let note = if !watched {
+                    Some("not watched: changes there are not synced until a full sync".to_owned())
+                } else if mounts::is_remote_fs(&m.fstype) {
+                    Some(format!(
+                        "{} is a network filesystem: changes made by other hosts raise no \
+                         inotify events and reach the remotes only with a full sync",
+                        m.fstype
+                    ))
+                } else {
+                    None
+                };
+                MountNote {
+                    path: rel.clone(),
+                    fstype: m.fstype.clone(),
+                    watched,
+                    note,
+                }
+            })
+            .collect();
+        self.health.set_mounts(notes);
+    }
+
+    /// Re-reads the mount table: watches and pushes new mounts, re-walks unmounted ones.
+    fn check_mounts(&mut self) -> Vec<Change> {
+        if self.lost.is_some() {
+            return Vec::new();
+        }
+        let visible = self.visible_mounts();
+        let now = self.mount_ids(&visible);
+        if now == self.mounts {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let gone: Vec<PathBuf> = self
+            .mounts
+            .keys()
+            .filter(|p| !now.contains_key(*p))
+            .cloned()
+            .collect();
+        for rel in gone {
+            let abs = self.root.join(&rel);
+            if !self.parent_watched(&rel) {
+                continue;
+            }
+            self.rewalk(&rel, None);
+            log::warn!(
+                "a filesystem was unmounted from {}: watching what it covered again and running a full sync",
+                abs.display()
+            );
+            out.push(Change::Unmounted { path: rel });
+        }
+        // Parents first: a mount inside a new mount is walked after it.
+        for (rel, m) in &visible {
+            if self.mounts.get(rel) == Some(&m.id) {
+                continue;
+            }
+            let abs = self.root.join(rel);
+            if !self.parent_watched(rel) {
+                log::error!(
+                    "a {} filesystem was mounted on {}, whose parent directory is not watched: \
+                     its changes are not synced until a full sync",
+                    m.fstype,
+                    abs.display()
+                );
+                continue;
+            }
+            let mut found = Vec::new();
+            self.rewalk(rel, Some(&mut found));
+            if !self.dirs.contains_key(rel) {
+                log::error!(
+                    "a {} filesystem was mounted on {} but cannot be watched (see above): its \
+                     changes are not synced until a full sync",
+                    m.fstype,
+                    abs.display()
+                );
+                continue;
+            }
+            log::warn!(
+                "a {} filesystem was mounted on {}: watching it and pushing its {} entries",
+                m.fstype,
+                abs.display(),
+                found.len()
+            );
+            if mounts::is_remote_fs(&m.fstype) {
+                log::warn!(
+                    "{} is a {} network filesystem: changes made by other hosts raise no inotify \
+                     events and reach the remotes only with a full sync (<crontab>)",
+                    abs.display(),
+                    m.fstype
+                );
+            }
+            out.push(Change::Mounted {
+                path: rel.clone(),
+                found,
+            });
+        }
+        self.mounts = now;
+        self.note_mounts();
+        out
+    }
+
+    fn parent_watched(&self, rel: &Path) -> bool {
+        rel.parent().is_some_and(|p| self.dirs.contains_key(p))
+    }
+
+    /// Forgets the watches at and below `rel` and watches what the path shows now.
+    fn rewalk(&mut self, rel: &Path, found: Option<&mut Vec<PathBuf>>) {
+        for wd in self.detach_tree(rel) {
+            if self.wds.get(&wd).is_some_and(|p| p.starts_with(rel)) {
+                self.wds.remove(&wd);
+                // Gone already if its filesystem was unmounted.
+                let _ = self.inotify.watches().remove(wd);
+            }
+        }
+        if let Err(e) = self.add_tree(rel, found) {
+            log::error!("{e}");
+        }
     }
 
     /// Reports this root's watch count into a counter shared by all roots.
@@ -446,6 +828,9 @@ impl Watcher {
     }
 
     fn overflow(&mut self) {
+        if self.lost.is_some() {
+            return; // watched whole, and fully synced, once it is back
+        }
         log::warn!(
             "inotify queue overflow under {}: events were lost; re-walking the tree and running a full sync",
             self.root.display()
@@ -454,7 +839,7 @@ impl Watcher {
         // the tree as it is now, and drop watches on whatever is no longer in it.
         let old = std::mem::take(&mut self.wds);
         self.dirs.clear();
-        if let Err(e) = self.add_whole_tree() {
+        if let Err(e) = self.add_whole_tree().and_then(|()| self.watch_root_self()) {
             log::error!("{e}");
         }
         for wd in old.into_keys() {
@@ -473,6 +858,18 @@ impl Watcher {
                 self.overflow();
                 out.push(Change::Overflow);
                 continue;
+            }
+            if self.root_wd.as_ref() == Some(&e.wd) {
+                if e.mask.contains(EventMask::MOVE_SELF) {
+                    self.lose_root("renamed or moved away");
+                    continue;
+                }
+                if e.mask
+                    .intersects(EventMask::DELETE_SELF | EventMask::IGNORED)
+                {
+                    self.lose_root("removed (or its filesystem unmounted)");
+                    continue;
+                }
             }
             if e.mask.contains(EventMask::IGNORED) {
                 self.forget_wd(&e.wd);
@@ -548,43 +945,74 @@ impl Watcher {
     }
 
     /// Reads the kernel queue and sends what happened until `stop_fd` becomes readable
-    /// (or the receiving side is gone).
+    /// (or the receiving side is gone). Between reads it checks the root and the mount
+    /// table (every [`CHECK_EVERY`], or when the mount table changed), and looks for a
+    /// lost root again when its pause is over.
     pub fn run(mut self, stop_fd: RawFd, tx: Sender<Batch>) {
         let mut buffer = vec![0u8; 256 * 1024];
         let fd = self.inotify.as_raw_fd();
         let mut last_read: Option<Instant> = None;
+        let mut next_check = Instant::now() + CHECK_EVERY;
         loop {
-            match crate::sys::wait_either(fd, stop_fd) {
-                Ready::Work => {}
-                Ready::Stop => return,
-                Ready::Failed => {
-                    log::error!("poll on inotify failed: {}", io::Error::last_os_error());
-                    return;
-                }
-            }
-            let batch: Vec<RawEvent> = match self.inotify.read_events(&mut buffer) {
-                Ok(events) => events
-                    .map(|e| RawEvent {
-                        wd: e.wd,
-                        mask: e.mask,
-                        cookie: e.cookie,
-                        name: e.name.map(|n| n.to_os_string()),
-                    })
-                    .collect(),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => {
-                    log::error!("reading inotify events failed: {e}");
-                    return;
-                }
+            let due = match &self.lost {
+                Some(l) => l.retry_at.min(next_check),
+                None => next_check,
             };
-            // In a burst (reads back to back), let events gather a moment before the
-            // next read: one read, one batch, one wake-up of the filter thread for many
-            // events instead of one each. The first event after a quiet spell is read
-            // and sent at once, so a single change is never held back.
+            let mut fds = vec![(fd, libc::POLLIN), (stop_fd, libc::POLLIN)];
+            if let Some(m) = &self.mount_watch {
+                fds.push((m.fd(), libc::POLLPRI));
+            }
+            let ready =
+                match crate::sys::poll_many(&fds, due.saturating_duration_since(Instant::now())) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        log::error!("poll on inotify failed: {e}");
+                        return;
+                    }
+                };
+            if ready[1] != 0 {
+                return;
+            }
+            let mut changes = Vec::new();
+            let mut burst = false;
+            if ready[0] != 0 {
+                let batch: Vec<RawEvent> = match self.inotify.read_events(&mut buffer) {
+                    Ok(events) => events
+                        .map(|e| RawEvent {
+                            wd: e.wd,
+                            mask: e.mask,
+                            cookie: e.cookie,
+                            name: e.name.map(|n| n.to_os_string()),
+                        })
+                        .collect(),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Vec::new(),
+                    Err(e) => {
+                        log::error!("reading inotify events failed: {e}");
+                        return;
+                    }
+                };
+                // In a burst (reads back to back), let events gather a moment before the
+                // next read: one read, one batch, one wake-up of the filter thread for
+                // many events instead of one each. The first event after a quiet spell is
+                // read and sent at once, so a single change is never held back.
+                let now = Instant::now();
+                burst = last_read.is_some_and(|at| now.duration_since(at) < BURST_GAP);
+                last_read = Some(now);
+                changes = self.handle(batch);
+            }
+            let mount_table = ready.get(2).copied().unwrap_or(0);
+            if mount_table & libc::POLLNVAL != 0 {
+                self.mount_watch = None;
+            }
             let now = Instant::now();
-            let burst = last_read.is_some_and(|at| now.duration_since(at) < BURST_GAP);
-            last_read = Some(now);
-            let changes = self.handle(batch);
+            if now >= next_check || mount_table != 0 {
+                if now >= next_check {
+                    next_check = now + CHECK_EVERY;
+                }
+                self.check_root();
+                changes.extend(self.check_mounts());
+            }
+            changes.extend(self.retry_root());
             self.report_count();
             if !changes.is_empty()
                 && tx
@@ -655,6 +1083,111 @@ mod tests {
             regex::bytes::Regex::new(r"^(?:(.*)\.svn)$").expect("re")
         ]);
         assert_eq!(count_dirs(d.path(), &ex), 4);
+    }
+
+    /// Receives batches until one holds a change `want` accepts, or the deadline.
+    fn recv_until(
+        rx: &crossbeam_channel::Receiver<Batch>,
+        seen: &mut Vec<Change>,
+        want: impl Fn(&Change) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Ok(batch) = rx.recv_timeout(left) else {
+                return false;
+            };
+            let hit = batch.changes.iter().any(&want);
+            seen.extend(batch.changes);
+            if hit {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn a_root_renamed_away_is_dropped_and_the_new_one_watched() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path().join("www");
+        std::fs::create_dir_all(root.join("sub")).expect("mkdir");
+        let w =
+            Watcher::new(root.clone(), 0, Excludes::default(), Events::default()).expect("watch");
+        let health = w.health();
+        assert_eq!(health.report().state, RootState::Ok);
+        let stop = crate::sys::Stop::manual().expect("stop");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let fd = stop.fd();
+        let t = std::thread::spawn(move || w.run(fd, tx));
+
+        let old = d.path().join("www.old");
+        std::fs::rename(&root, &old).expect("mv away");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while health.report().state != RootState::Missing && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10)); // poll interval, inside a deadline
+        }
+        assert_eq!(health.report().state, RootState::Missing);
+        assert!(health.check().is_err());
+        // Events of the old tree are no longer read as the root's.
+        std::fs::write(old.join("sub/leak.txt"), "x").expect("write in the old tree");
+        std::fs::create_dir_all(root.join("new")).expect("a new root");
+        let mut seen = Vec::new();
+        assert!(
+            recv_until(&rx, &mut seen, |c| *c == Change::RootBack),
+            "no RootBack: {seen:?}"
+        );
+        assert_eq!(health.report().state, RootState::Ok);
+        assert_eq!(health.check(), Ok(()));
+        std::fs::write(root.join("new/f.txt"), "x").expect("write in the new root");
+        assert!(
+            recv_until(
+                &rx,
+                &mut seen,
+                |c| matches!(c, Change::File { path, .. } if path == Path::new("new/f.txt"))
+            ),
+            "the new root is not watched: {seen:?}"
+        );
+        assert!(
+            !format!("{seen:?}").contains("leak"),
+            "the old tree's event was read: {seen:?}"
+        );
+        stop.trigger();
+        t.join().expect("watch thread");
+    }
+
+    #[test]
+    fn a_mount_over_the_root_is_a_replaced_root() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path().join("www");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let w =
+            Watcher::new(root.clone(), 0, Excludes::default(), Events::default()).expect("watch");
+        let stop = crate::sys::Stop::manual().expect("stop");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let fd = stop.fd();
+        let t = std::thread::spawn(move || w.run(fd, tx));
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&root)
+            .output();
+        if !mounted.is_ok_and(|o| o.status.success()) {
+            eprintln!("SKIP a_mount_over_the_root_is_a_replaced_root: mount is not permitted here");
+            stop.trigger();
+            t.join().expect("watch thread");
+            return;
+        }
+        let mut seen = Vec::new();
+        let back = recv_until(&rx, &mut seen, |c| *c == Change::RootBack);
+        std::fs::write(root.join("on-tmpfs.txt"), "x").expect("write on the mount");
+        let live = recv_until(
+            &rx,
+            &mut seen,
+            |c| matches!(c, Change::File { path, .. } if path == Path::new("on-tmpfs.txt")),
+        );
+        let _ = std::process::Command::new("umount").arg(&root).status();
+        stop.trigger();
+        t.join().expect("watch thread");
+        assert!(back, "no RootBack after a mount over the root: {seen:?}");
+        assert!(live, "the mounted root is not watched: {seen:?}");
     }
 
     proptest! {

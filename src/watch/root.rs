@@ -1,0 +1,179 @@
+//! The health of one watch root, shared between its watch thread (which writes it), the
+//! sync workers (which refuse to mirror a root that is not the one watched) and status.
+//!
+//! A root is `ok` while the directory at its path is the one whose inode is watched. It
+//! is `missing` once it was removed or renamed away and nothing is at the path, and
+//! `replaced` while another directory stands at the path but is not watched yet. Mount
+//! points found below the root are kept here too, so status can show which are watched.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// Where a watch root stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootState {
+    Ok,
+    Missing,
+    Replaced,
+}
+
+impl RootState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RootState::Ok => "ok",
+            RootState::Missing => "missing",
+            RootState::Replaced => "replaced",
+        }
+    }
+}
+
+/// A filesystem mounted below a watch root, as status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountNote {
+    /// The mount point, relative to the root.
+    pub path: PathBuf,
+    pub fstype: String,
+    /// Its directories are watched.
+    pub watched: bool,
+    /// What the operator should know (not watched and why, or a network filesystem).
+    pub note: Option<String>,
+}
+
+/// A root's state as one value.
+#[derive(Debug, Clone)]
+pub struct RootReport {
+    pub path: PathBuf,
+    pub state: RootState,
+    pub since: SystemTime,
+    pub mounts: Vec<MountNote>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: RootState,
+    since: SystemTime,
+    /// Device and inode of the directory that is watched (while `Ok`).
+    id: Option<(u64, u64)>,
+    mounts: Vec<MountNote>,
+}
+
+/// One watch root's health. The watch thread writes it; anyone reads it.
+#[derive(Debug)]
+pub struct RootHealth {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+/// Device and inode of what is at `path` now, if it is a directory.
+pub fn dir_id(path: &Path) -> Option<(u64, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    m.is_dir().then(|| (m.dev(), m.ino()))
+}
+
+impl RootHealth {
+    pub fn new(path: PathBuf) -> RootHealth {
+        RootHealth {
+            path,
+            inner: Mutex::new(Inner {
+                state: RootState::Missing,
+                since: SystemTime::now(),
+                id: None,
+                mounts: Vec::new(),
+            }),
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory with this device and inode is watched now.
+    pub(crate) fn set_ok(&self, id: (u64, u64)) {
+        let mut i = self.inner();
+        if i.state != RootState::Ok || i.id != Some(id) {
+            i.since = SystemTime::now();
+        }
+        i.state = RootState::Ok;
+        i.id = Some(id);
+    }
+
+    /// The watched directory is gone from the path.
+    pub(crate) fn set_lost(&self, state: RootState) {
+        let mut i = self.inner();
+        if i.state != state {
+            i.since = SystemTime::now();
+        }
+        i.state = state;
+        i.id = None;
+        i.mounts.clear();
+    }
+
+    pub(crate) fn set_mounts(&self, mounts: Vec<MountNote>) {
+        self.inner().mounts = mounts;
+    }
+
+    /// Whether the remotes may be made equal to what is at the path now: only while the
+    /// directory there is the one watched. Otherwise, why not (for the log).
+    pub fn check(&self) -> Result<(), String> {
+        let (state, id) = {
+            let i = self.inner();
+            (i.state, i.id)
+        };
+        if state != RootState::Ok {
+            return Err(format!(
+                "the watch root {} is {}",
+                self.path.display(),
+                state.as_str()
+            ));
+        }
+        if id.is_some() && dir_id(&self.path) != id {
+            return Err(format!(
+                "the watch root {} is no longer the directory watched (removed, renamed or replaced)",
+                self.path.display()
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn report(&self) -> RootReport {
+        let i = self.inner();
+        RootReport {
+            path: self.path.clone(),
+            state: i.state,
+            since: i.since,
+            mounts: i.mounts.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_refuses_a_root_that_is_not_the_watched_directory() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path().join("www");
+        std::fs::create_dir(&root).expect("mkdir");
+        let h = RootHealth::new(root.clone());
+        assert!(h.check().is_err(), "not watched yet");
+        h.set_ok(dir_id(&root).expect("id"));
+        assert_eq!(h.check(), Ok(()));
+        // Replaced behind the watcher's back: refused before the watcher noticed.
+        std::fs::rename(&root, d.path().join("old")).expect("mv");
+        assert!(h.check().is_err(), "missing path");
+        std::fs::create_dir(&root).expect("mkdir again");
+        assert!(h.check().is_err(), "another directory");
+        h.set_lost(RootState::Replaced);
+        assert_eq!(h.report().state, RootState::Replaced);
+        assert!(h.check().unwrap_err().contains("replaced"));
+        h.set_ok(dir_id(&root).expect("id"));
+        assert_eq!(h.check(), Ok(()));
+    }
+}
