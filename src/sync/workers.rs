@@ -264,10 +264,7 @@ impl Mirror {
                 .into_iter()
                 .map(|run| (Job::Paths(run.to_vec()), Vec::new()))
                 .collect(),
-            Job::Full => vec![(
-                Job::Full,
-                crate::watch::excluded_paths(&self.targets[t.0].root, &self.excludes),
-            )],
+            Job::Full => vec![(Job::Full, self.excluded_paths(t))],
         };
         let mut rest = None;
         for (call, excluded) in calls {
@@ -281,6 +278,24 @@ impl Mirror {
         }
         taken.rest = rest;
         taken.accounted = true;
+    }
+
+    /// What the `<filter>` excludes keep out of a full sync of `t`'s root, found by a
+    /// parallel walk of the tree.
+    fn excluded_paths(&self, t: RemoteId) -> Vec<PathBuf> {
+        if self.excludes.is_empty() {
+            return Vec::new();
+        }
+        let root = &self.targets[t.0].root;
+        let started = Instant::now();
+        let excluded = crate::watch::excluded_paths(root, &self.excludes);
+        log::debug!(
+            "full sync of {}: {} excluded path(s) found in {:.2}s",
+            root.display(),
+            excluded.len(),
+            started.elapsed().as_secs_f64()
+        );
+        excluded
     }
 
     /// Runs one job against one remote, with retries.
