@@ -553,3 +553,39 @@ pub(crate) fn make_old(path: &Path) {
         .and_then(|f| f.set_modified(old))
         .unwrap_or_else(|e| panic!("set mtime of {}: {e}", path.display()));
 }
+
+/// `sersync2 ARGS` to completion in `dir` (where the test's config is).
+pub(crate) fn sersync2(dir: &Dir, args: &[&str]) -> std::process::Output {
+    Command::new(sersync_bin())
+        .args(args)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sersync2")
+}
+
+/// A finished command's status and output, for assertion messages.
+pub(crate) fn text(o: &std::process::Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The destinations the fail log's commands push to (the last word of each command).
+pub(crate) fn fail_log_dests(path: &Path) -> Vec<String> {
+    let log = fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(&log)
+        .lines()
+        .filter(|l| l.starts_with("cd "))
+        .filter_map(|l| l.rsplit(' ').next())
+        .map(|w| w.trim_matches('\'').to_owned())
+        .collect()
+}
+
+/// Remote b's destination as the agent writes it (`user@ip::module`).
+pub(crate) fn b_dest(s: &Setup) -> String {
+    format!("{}@{}::{}", s.b.user(), s.b.ip(), s.b.module())
+}

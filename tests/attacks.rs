@@ -4,29 +4,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use crate::agent::*;
 use crate::support::*;
-
-/// `sersync2 ARGS` to completion in `dir`.
-fn sersync2(dir: &Dir, args: &[&str]) -> Output {
-    Command::new(sersync_bin())
-        .args(args)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sersync2")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn dest(d: &RsyncDaemon) -> String {
     format!("{}@{}::{}", d.user(), d.ip(), d.module())

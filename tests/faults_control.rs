@@ -12,29 +12,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use crate::agent::*;
 use crate::support::*;
 
-/// `sersync2 ARGS` to completion in the test's directory.
-fn sersync2(dir: &Dir, args: &[&str]) -> Output {
-    Command::new(sersync_bin())
-        .args(args)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sersync2")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn b_dest(s: &Setup) -> String {
-    format!("{}@{}::{}", s.b.user(), s.b.ip(), s.b.module())
-}
-
 /// How the agent names b in its reports.
 fn b_label(s: &Setup) -> String {
     format!("{}::{}", s.b.ip(), s.b.module())

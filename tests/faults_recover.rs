@@ -23,37 +23,6 @@ const BACK_DEADLINE: Duration = Duration::from_secs(30);
 /// The agent's grace for running pushes after SIGTERM (src/modes/live.rs), plus room.
 const GRACE_AND_ROOM: Duration = Duration::from_secs(45);
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// The destinations the fail log's commands push to (the last word of each command).
-fn fail_log_dests(path: &Path) -> Vec<String> {
-    let log = fs::read(path).unwrap_or_default();
-    String::from_utf8_lossy(&log)
-        .lines()
-        .filter(|l| l.starts_with("cd "))
-        .filter_map(|l| l.rsplit(' ').next())
-        .map(|w| w.trim_matches('\'').to_owned())
-        .collect()
-}
-
-fn b_dest(s: &Setup) -> String {
-    format!("{}@{}::{}", s.b.user(), s.b.ip(), s.b.module())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 fn status_json(port: u16) -> serde_json::Value {
     let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
     write!(c, "GET /status HTTP/1.0\r\n\r\n").expect("send");
@@ -112,7 +81,7 @@ fn remote_back_with_no_new_changes_is_level_within_seconds() {
 #[test]
 fn status_shows_failing_since_owed_and_next_retry() {
     let mut s = Setup::new("status-retry");
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
     let mut agent = Agent::start(&s.dir, &conf, &[]);

@@ -21,13 +21,6 @@ fn status(port: u16) -> serde_json::Value {
     serde_json::from_str(body).expect("status JSON")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 fn root_state(port: u16) -> String {
     status(port)["roots"][0]["state"]
         .as_str()
@@ -60,7 +53,7 @@ fn root_removed_and_recreated_is_rewatched_and_fully_synced() {
     let s = Setup::new("root-rm");
     s.write("a/one.txt", "1\n");
     s.write("two.txt", "2\n");
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
     let mut agent = Agent::start(&s.dir, &conf, &["-r"]);

@@ -56,13 +56,6 @@ fn drain(sock: &UnixDatagram, into: &mut Vec<String>) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// The whole answer to `GET path` on 127.0.0.1:`port`.
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
@@ -118,7 +111,7 @@ fn sighup_without_a_log_file_does_not_kill_the_agent() {
 fn sighup_reloads_a_changed_config() {
     let s = Setup::new("hup-reload");
     let fail_log = s.dir.join("fail.sh");
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let mut only_a = Conf::daemons(&s.src, &[&s.a], &fail_log);
     only_a.status_port = Some(port);
     let mut agent = Agent::start(&s.dir, &only_a, &["--batch", "1"]);

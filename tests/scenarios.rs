@@ -7,8 +7,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::agent::*;
@@ -22,40 +21,6 @@ fn burst(s: &Setup, dir: &str, n: usize) {
             format!("burst {i}\n"),
         );
     }
-}
-
-/// `sersync2 ARGS` to completion, with the config the test's agent used.
-fn sersync2(dir: &Dir, args: &[&str]) -> Output {
-    Command::new(sersync_bin())
-        .args(args)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sersync2")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// The destinations the fail log's commands push to (the last word of each command).
-fn fail_log_dests(path: &Path) -> Vec<String> {
-    let log = fs::read(path).unwrap_or_default();
-    String::from_utf8_lossy(&log)
-        .lines()
-        .filter(|l| l.starts_with("cd "))
-        .filter_map(|l| l.rsplit(' ').next())
-        .map(|w| w.trim_matches('\'').to_owned())
-        .collect()
-}
-
-fn b_dest(s: &Setup) -> String {
-    format!("{}@{}::{}", s.b.user(), s.b.ip(), s.b.module())
 }
 
 #[test]
@@ -305,17 +270,10 @@ fn http_get(port: u16, path: &str) -> (String, String) {
     (head.to_owned(), body.to_owned())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 #[test]
 fn status_endpoint_reports_counts_and_metrics() {
     let mut s = Setup::new("status");
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
     let mut agent = Agent::start(&s.dir, &conf, &["-r"]);

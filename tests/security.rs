@@ -23,13 +23,6 @@ const MAX_THREADS: u64 = 32;
 /// Generous bound for the server's per-request deadline (5 s) to cut a client off.
 const CUT_OFF: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// A field of /proc/PID/status, as its first number (kB for memory, a count for threads).
 fn proc_status(pid: libc::pid_t, field: &str) -> u64 {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
@@ -67,7 +60,7 @@ fn status_answers(port: u16, what: &str) -> serde_json::Value {
 
 /// Starts the agent with the status endpoint on a free loopback port.
 fn agent_with_status(s: &Setup) -> (Agent, u16) {
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
     let agent = Agent::start(&s.dir, &conf, &[]);
@@ -268,7 +261,7 @@ fn status_huge_request_line_is_refused_and_memory_stays_flat() {
 #[test]
 fn status_on_a_public_address_warns_it_is_unauthenticated() {
     let s = Setup::new("status-public");
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
     let xml = conf

@@ -345,7 +345,7 @@ impl Server {
 
 /// A port on `ip` that was free a moment ago (a race with other tests is
 /// possible; callers retry on failure).
-fn free_port(ip: &str) -> u16 {
+pub fn free_port(ip: &str) -> u16 {
     let listener = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
     listener.local_addr().expect("local_addr").port()
 }
