@@ -222,3 +222,88 @@ fn log_file_at_a_fifo_without_reader_is_refused_as_not_a_regular_file() {
     );
     assert!(!text.contains("os error 6"), "{text}");
 }
+
+/// The lowest descriptor number free in process `pid`: with RLIMIT_NOFILE set to it,
+/// the process's next open fails with EMFILE.
+fn lowest_free_fd(pid: libc::pid_t) -> u64 {
+    let used: std::collections::BTreeSet<u64> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("list the agent's descriptors")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !used.contains(n)).unwrap_or(0)
+}
+
+/// Sets the soft RLIMIT_NOFILE of process `pid`; returns the old limits.
+fn set_nofile(pid: libc::pid_t, soft: Option<u64>, restore: Option<libc::rlimit>) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: old is a valid out-pointer; a null new limit only reads.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit read: {}", std::io::Error::last_os_error());
+    let new = match (soft, restore) {
+        (Some(n), _) => libc::rlimit {
+            rlim_cur: n,
+            rlim_max: old.rlim_max,
+        },
+        (None, Some(r)) => r,
+        (None, None) => return old,
+    };
+    // SAFETY: new is a valid limit; the old value is not wanted.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit set: {}", std::io::Error::last_os_error());
+    old
+}
+
+// Under a low descriptor limit the watcher logged "cannot list .../bulk/d3: Too many
+// open files" for a directory moved into the tree and never walked it again: its 21
+// files never reached the remotes, with nothing queued, owed or in the fail log.
+#[test]
+fn a_directory_listed_while_out_of_descriptors_is_walked_again_and_pushed() {
+    let s = Setup::new("outsider-emfile");
+    s.dir.mkdir_p("src/bulk");
+    for i in 0..21 {
+        s.dir
+            .write(format!("stage/d3/f{i}.txt"), format!("file {i}\n"));
+    }
+    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    s.wait(&mut agent, "the empty bulk directory is mirrored");
+    let pid = agent.pid();
+    // The agent's next open fails with "Too many open files" from here on.
+    let old = set_nofile(pid, Some(lowest_free_fd(pid)), None);
+    fs::rename(s.dir.join("stage/d3"), s.p("bulk/d3")).expect("move d3 into the tree");
+    let waiting = wait_until_logged(&agent, "walking it again");
+    set_nofile(pid, None, Some(old));
+    assert!(
+        waiting.contains("bulk/d3"),
+        "the failed listing names the directory:\n{waiting}"
+    );
+    s.wait(
+        &mut agent,
+        "d3's files arrive once descriptors are free again",
+    );
+    assert!(
+        agent.log().contains("walked ") && agent.log().contains("again: pushing its"),
+        "the walk again is logged:\n{}",
+        tail(&agent.log(), 40)
+    );
+}
+
+/// Waits for a line containing `needle` in the agent's log; returns the log.
+fn wait_until_logged(agent: &Agent, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let log = agent.log();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no `{needle}` in the agent log within {DEADLINE:?}:\n{}",
+            tail(&log, 40)
+        );
+        std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
+    }
+}
