@@ -122,7 +122,7 @@ mod tests {
         Excludes::new(
             exprs
                 .iter()
-                .map(|e| Regex::new(&format!("^(?:{e})$")).expect("regex"))
+                .map(|e| crate::config::path_regex(e).expect("regex"))
                 .collect(),
         )
     }
@@ -173,5 +173,46 @@ mod tests {
     #[test]
     fn no_rules_exclude_nothing() {
         assert!(!Excludes::default().excludes(Path::new("anything"), true));
+    }
+
+    // A name with a newline or bytes that are not UTF-8 slipped past `(.*)\.key`.
+    #[test]
+    fn a_name_with_a_newline_or_invalid_utf8_is_still_excluded() {
+        use std::os::unix::ffi::OsStrExt;
+        let e = ex(&[r"(.*)\.key"]);
+        for name in [
+            &b"live\xff.key"[..],
+            b"nl\nx.key",
+            b"\n.key",
+            b"a/b\xc3/\n\x80.key",
+        ] {
+            let p = Path::new(std::ffi::OsStr::from_bytes(name));
+            assert!(e.excludes(p, false), "{:?}", String::from_utf8_lossy(name));
+        }
+        assert!(!e.excludes(Path::new("live.key.txt"), false));
+    }
+
+    #[test]
+    fn non_ascii_literals_match_their_utf8_bytes_and_classes_are_ascii() {
+        let e = ex(&["données/.*", r"\w+\.tmp"]);
+        assert!(e.excludes(Path::new("données/x"), false));
+        assert!(!e.excludes(Path::new("donnees/x"), false));
+        assert!(e.excludes(Path::new("ab_9.tmp"), false));
+        // \w is [0-9A-Za-z_]: a non-ASCII letter is not a word character.
+        assert!(!e.excludes(Path::new("é.tmp"), false));
+        assert!(crate::config::path_regex(r"\pL").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_name_ending_in_key_is_excluded(name in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
+            use std::os::unix::ffi::OsStrExt;
+            let e = ex(&[r"(.*)\.key"]);
+            let mut full = b"x".to_vec();
+            full.extend_from_slice(&name);
+            full.extend_from_slice(b".key");
+            let p = Path::new(std::ffi::OsStr::from_bytes(&full));
+            proptest::prop_assert!(e.excludes(p, false));
+        }
     }
 }

@@ -486,12 +486,10 @@ fn pid_name(config: &Path) -> String {
         .to_string_lossy()
         .trim_start_matches('/')
         .chars()
-        .map(|c| {
-            if c == '/' || c.is_whitespace() {
-                '_'
-            } else {
-                c
-            }
+        .map(|c| match c {
+            '/' => "_".to_owned(),
+            '%' | '_' | ' ' | '\t' | '\n' => format!("%{:02X}", c as u32),
+            c => c.to_string(),
         })
         .collect();
     format!("{flat}.pid")

@@ -316,6 +316,18 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
     })
 }
 
+/// Compiles a filter expression that must match the whole of a path, as bytes: a file
+/// name may hold any byte but `/` and NUL, so `.` matches any byte (newline and bytes
+/// that are not UTF-8 included), classes such as `\w`, `\d` and `\s` are ASCII, and a
+/// non-ASCII character written in the expression matches its UTF-8 bytes. Unicode
+/// classes (`\pL`) and non-ASCII characters inside `[...]` are refused.
+pub fn path_regex(expr: &str) -> Result<Regex, regex::Error> {
+    regex::bytes::RegexBuilder::new(&format!("^(?:{expr})$"))
+        .unicode(false)
+        .dot_matches_new_line(true)
+        .build()
+}
+
 fn excludes(cx: &Ctx, filter: Option<&raw::Filter>) -> Result<Vec<Regex>, ConfigError> {
     let Some(filter) = filter else {
         return Ok(Vec::new());
@@ -338,7 +350,7 @@ fn excludes(cx: &Ctx, filter: Option<&raw::Filter>) -> Result<Vec<Regex>, Config
                 .as_deref()
                 .ok_or_else(|| cx.err(e.line, "<exclude>: missing expression="))?;
             // Anchored: the expression must match the whole relative path.
-            Regex::new(&format!("^(?:{expr})$")).map_err(|err| {
+            path_regex(expr).map_err(|err| {
                 cx.err(
                     e.line,
                     format!("<exclude expression=\"{expr}\">: bad regular expression: {err}"),

@@ -180,6 +180,28 @@ fn command_include_filter_is_honoured_on_the_absolute_path() {
     );
 }
 
+// The command filter's `(.*)\.key` let names with a newline or bytes that are not
+// UTF-8 through.
+#[test]
+fn command_exclude_filter_matches_names_with_a_newline_or_invalid_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut def = command_def("/bin/true", "");
+    def.filter = Some(Filter {
+        start: s("true"),
+        exclude: vec![crate::config::raw::Expression {
+            expression: s(r"(.*)\.key"),
+            line: Some(5),
+        }],
+        ..Default::default()
+    });
+    let c = command(&def);
+    for name in [&b"/w/live\xff.key"[..], b"/w/nl\nx.key"] {
+        let p = Path::new(std::ffi::OsStr::from_bytes(name));
+        assert!(!c.wants(p), "{}", String::from_utf8_lossy(name));
+    }
+    assert!(c.wants(Path::new("/w/live.txt")));
+}
+
 #[test]
 fn command_filter_off_runs_for_every_path() {
     let mut def = command_def("/bin/true", "");

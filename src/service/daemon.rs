@@ -17,22 +17,41 @@ use std::sync::{Arc, Mutex};
 
 use crate::sys::fsafe;
 
-/// The pid file for a config: `<config path with / as _>.pid` in [`default_lock_dir`].
+/// The pid file for a config: `<config path>.pid` in [`default_lock_dir`], the path's
+/// leading `/` dropped and each other `/` written `_`. To keep the mapping one to one,
+/// `%`, `_` and whitespace are percent-encoded first (`%25`, `%5F`, `%20`), so
+/// `/x/a/b.xml` and `/x/a_b.xml` get different pid files; a path without them keeps the
+/// plain name (`/etc/sersync.d/web.xml` → `etc_sersync.d_web.xml.pid`).
 pub fn default_pid_file(config: &Path) -> PathBuf {
     let abs = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
-    let name: String = abs
-        .to_string_lossy()
-        .trim_start_matches('/')
-        .chars()
-        .map(|c| {
-            if c == '/' || c.is_whitespace() {
-                '_'
-            } else {
-                c
+    default_lock_dir().join(format!("{}.pid", pid_file_name(&abs)))
+}
+
+/// The one-to-one file name for an absolute config path (see [`default_pid_file`]).
+fn pid_file_name(abs: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = abs.as_os_str().as_bytes();
+    let bytes = bytes.strip_prefix(b"/").unwrap_or(bytes);
+    let mut name = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '/' => name.push('_'),
+                '%' | '_' => name.push_str(&format!("%{:02X}", c as u32)),
+                c if c.is_whitespace() => {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        name.push_str(&format!("%{b:02X}"));
+                    }
+                }
+                c => name.push(c),
             }
-        })
-        .collect();
-    default_lock_dir().join(format!("{name}.pid"))
+        }
+        for b in chunk.invalid() {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    name
 }
 
 /// Where lock and pid files go by default, a directory only the agent's user can write:
@@ -103,6 +122,20 @@ impl InstanceLock {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| LockError::Failed(format!("cannot create {}: {e}", dir.display())))?;
+            // Another user who can rename or remove the pid file in its directory could
+            // let a second instance of this config start: the fail log's rule.
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            fsafe::TrustedDir::open(dir, path).map_err(|e| {
+                if fsafe::is_refused(&e) {
+                    LockError::Refused(format!("refusing the pid file {}: {e}", path.display()))
+                } else {
+                    LockError::Failed(format!("cannot open {}: {e}", dir.display()))
+                }
+            })?;
         }
         let mut file =
             fsafe::open_trusted(path, libc::O_RDWR | libc::O_CREAT, 0o644).map_err(|e| {
@@ -311,6 +344,28 @@ mod tests {
             "{}",
             p.display()
         );
+    }
+
+    // `/x/a/b.xml` and `/x/a_b.xml` both mapped to `x_a_b.xml.pid` and shared a lock.
+    #[test]
+    fn configs_whose_paths_differ_only_in_slash_and_underscore_get_different_pid_files() {
+        let names: Vec<String> = [
+            "/x/a/b.xml",
+            "/x/a_b.xml",
+            "/x/a%5Fb.xml",
+            "/x/a b.xml",
+            "/x/a%20b.xml",
+            "/x/a_b/c.xml",
+            "/x/a/b_c.xml",
+        ]
+        .iter()
+        .map(|p| pid_file_name(Path::new(p)))
+        .collect();
+        let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert_eq!(pid_file_name(Path::new("/x/a/b.xml")), "x_a_b.xml");
+        assert_eq!(pid_file_name(Path::new("/x/a_b.xml")), "x_a%5Fb.xml");
+        assert!(names.iter().all(|n| !n.contains('/')), "{names:?}");
     }
 
     #[test]

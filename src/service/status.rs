@@ -47,6 +47,10 @@ pub struct RootStatus {
     /// Filesystems mounted below it.
     #[serde(default)]
     pub mounts: Vec<MountStatus>,
+    /// Directories that could not be listed or watched (too many open files, ...) and
+    /// wait to be walked again; what they hold is pushed then.
+    #[serde(default)]
+    pub rewalks: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -162,6 +166,7 @@ impl Status {
                         note: m.note,
                     })
                     .collect(),
+                rewalks: r.rewalks,
             })
             .collect();
         self
@@ -800,6 +805,13 @@ pub fn render(s: &Status) -> String {
                 r.path, r.state, r.since
             ));
         }
+        if r.rewalks > 0 {
+            out.push_str(&format!(
+                "watch root {}: {} directories could not be listed (too many open files or \
+                 out of memory?) and wait to be walked again; their contents are pushed then\n",
+                r.path, r.rewalks
+            ));
+        }
         for m in &r.mounts {
             if let Some(note) = &m.note {
                 out.push_str(&format!(
@@ -847,6 +859,7 @@ mod tests {
                 watched: true,
                 note: Some("a network filesystem".into()),
             }],
+            rewalks: 0,
         };
         let s = source()().with_roots(vec![
             report("/www", RootState::Missing),
@@ -860,6 +873,24 @@ mod tests {
         assert!(text.contains("mount /www/share (nfs4)"), "{text}");
         assert!(metrics(&s).contains("sersync_root_ok{root=\"/www\"} 0"));
         assert!(metrics(&s).contains("sersync_root_ok{root=\"/up\"} 1"));
+    }
+
+    #[test]
+    fn directories_waiting_for_a_walk_again_are_shown() {
+        use crate::watch::{RootReport, RootState};
+        let s = source()().with_roots(vec![RootReport {
+            path: "/busy".into(),
+            state: RootState::Ok,
+            since: UNIX_EPOCH,
+            mounts: Vec::new(),
+            rewalks: 3,
+        }]);
+        assert_eq!(s.roots[0].rewalks, 3);
+        let text = render(&s);
+        assert!(
+            text.contains("watch root /busy: 3 directories could not be listed"),
+            "{text}"
+        );
     }
 
     fn server() -> u16 {

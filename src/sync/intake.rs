@@ -115,6 +115,9 @@ impl Intake {
             // What is on a new mount arrives like a new directory's contents, whatever
             // the `<inotify>` switches: it was never pushed. With deletes on, what the
             // mount covers must also leave the remotes, which takes a full sync.
+            // Paths that exist and were never pushed (their directory's walk failed
+            // for a while): pushed whatever the `<inotify>` switches say.
+            Change::Rewalked { found, .. } => Decision::PushAll(found),
             Change::Mounted { found, .. } => {
                 if ev.delete {
                     Decision::Full

@@ -276,10 +276,14 @@ fn openat(dirfd: RawFd, name: &CStr, flags: libc::c_int, mode: u32) -> io::Resul
 
 /// After an open failed: when what is at `path` would be refused anyway (a link, which
 /// O_NOFOLLOW turns into ELOOP; another user's file or link in a sticky directory, which
-/// the kernel's protected_symlinks/protected_regular turn into EACCES), the refusal that
-/// says so; else `e` as it is.
+/// the kernel's protected_symlinks/protected_regular turn into EACCES; a fifo without a
+/// reader or a device with nothing behind it, ENXIO), the refusal that says so; else `e`
+/// as it is.
 fn explain_open_error(path: &Path, e: io::Error) -> io::Error {
-    if !matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EACCES)) {
+    if !matches!(
+        e.raw_os_error(),
+        Some(libc::ELOOP) | Some(libc::EACCES) | Some(libc::ENXIO)
+    ) {
         return e;
     }
     match std::fs::symlink_metadata(path) {

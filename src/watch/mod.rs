@@ -38,6 +38,7 @@ use crate::config::Events;
 use crate::filter::{self, Excludes};
 use crate::sys::mounts;
 
+mod rewalk;
 mod root;
 mod walk;
 pub use root::{dir_id, MountNote, RootHealth, RootReport, RootState};
@@ -84,6 +85,10 @@ pub enum Change {
     /// The filesystem mounted on `path` was unmounted; what it covered is watched again
     /// and visible, and what only the mount held is gone.
     Unmounted { path: PathBuf },
+    /// The directory `path` could not be watched or listed earlier for a reason that
+    /// passes (too many open files, ...), and now could: `found` is it and everything
+    /// below it, none of which was ever pushed.
+    Rewalked { path: PathBuf, found: Vec<PathBuf> },
 }
 
 /// Changes from one read of the kernel queue, for one watch root.
@@ -241,6 +246,8 @@ pub struct Watcher {
     mounts: BTreeMap<PathBuf, u64>,
     /// Polls for changes of the mount table (None if /proc is not there).
     mount_watch: Option<mounts::Watch>,
+    /// Directories whose watch or listing failed for a reason that passes.
+    rewalks: rewalk::Rewalks,
 }
 
 /// The mask every directory is watched with. Creates, deletes and moves are always
@@ -294,6 +301,7 @@ impl Watcher {
             lost: None,
             mounts: BTreeMap::new(),
             mount_watch: None,
+            rewalks: rewalk::Rewalks::default(),
         };
         let before = dir_id(&w.root);
         w.add_whole_tree()?;
@@ -363,6 +371,8 @@ impl Watcher {
         self.dirs.clear();
         self.root_wd = None;
         self.root_dev_ino = None;
+        // The whole walk when the root is back finds them again.
+        self.rewalks.clear();
         self.report_count();
     }
 
@@ -672,6 +682,10 @@ impl Watcher {
         for (wd, dir) in walked.watched {
             self.map(wd, dir);
         }
+        let now = Instant::now();
+        for dir in &walked.retry {
+            self.rewalks.note(dir, now);
+        }
         if walked.limit {
             return Err(WatchError::Limit {
                 dir: self.root.clone(),
@@ -723,6 +737,10 @@ impl Watcher {
                     _ if dir.as_os_str().is_empty() => {
                         return Err(WatchError::Io { dir: abs, err });
                     }
+                    _ if rewalk::is_transient(&err) => {
+                        self.note_rewalk(&dir, &abs, "watch", &err);
+                        continue;
+                    }
                     _ => {
                         log::warn!(
                             "cannot watch {}: {err}; its changes will not be seen",
@@ -740,7 +758,9 @@ impl Watcher {
             let entries = match std::fs::read_dir(&abs) {
                 Ok(e) => e,
                 Err(err) => {
-                    if err.kind() != io::ErrorKind::NotFound {
+                    if rewalk::is_transient(&err) {
+                        self.note_rewalk(&dir, &abs, "list", &err);
+                    } else if err.kind() != io::ErrorKind::NotFound {
                         log::warn!("cannot list {}: {err}", abs.display());
                     }
                     continue;
@@ -762,6 +782,57 @@ impl Watcher {
             }
         }
         Ok(())
+    }
+
+    /// `dir` could not be watched or listed for a reason that passes: walk it again later.
+    fn note_rewalk(&mut self, dir: &Path, abs: &Path, what: &str, err: &io::Error) {
+        self.rewalks.note(dir, Instant::now());
+        log::warn!(
+            "cannot {what} {}: {err}; walking it again in a moment ({} directories wait for that)",
+            abs.display(),
+            self.rewalks.len()
+        );
+    }
+
+    /// Walks again the directories whose pause is over; what each walk finds is pushed.
+    fn retry_rewalks(&mut self) -> Vec<Change> {
+        if self.lost.is_some() || self.rewalks.is_empty() {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let mut list = std::mem::take(&mut self.rewalks);
+        let done = rewalk::retry_due(&mut list, now, |list, rel| {
+            if !rel.as_os_str().is_empty() && !self.parent_watched(rel) {
+                return Ok(Vec::new()); // gone, or moved away with its parent
+            }
+            let mut found = Vec::new();
+            let mut walked = self.add_tree(rel, Some(&mut found));
+            if rel.as_os_str().is_empty() {
+                // add_tree watched the root with the plain mask: ask for its own
+                // removal and rename again.
+                walked = walked.and_then(|()| self.watch_root_self());
+            }
+            if let Err(e) = walked {
+                log::error!("{e}");
+            }
+            list.absorb(std::mem::take(&mut self.rewalks));
+            Ok(found)
+        });
+        self.rewalks = list;
+        let mut out = Vec::new();
+        for (path, found) in done {
+            if found.is_empty() {
+                continue;
+            }
+            log::warn!(
+                "walked {} again: pushing its {} entries ({} directories still wait)",
+                self.root.join(&path).display(),
+                found.len(),
+                self.rewalks.len()
+            );
+            out.push(Change::Rewalked { path, found });
+        }
+        out
     }
 
     /// As root, raises fs.inotify.max_user_watches so the whole tree fits; true if raised.
@@ -954,10 +1025,13 @@ impl Watcher {
         let mut last_read: Option<Instant> = None;
         let mut next_check = Instant::now() + CHECK_EVERY;
         loop {
-            let due = match &self.lost {
+            let mut due = match &self.lost {
                 Some(l) => l.retry_at.min(next_check),
                 None => next_check,
             };
+            if let Some(at) = self.rewalks.next_at() {
+                due = due.min(at);
+            }
             let mut fds = vec![(fd, libc::POLLIN), (stop_fd, libc::POLLIN)];
             if let Some(m) = &self.mount_watch {
                 fds.push((m.fd(), libc::POLLPRI));
@@ -1013,6 +1087,8 @@ impl Watcher {
                 changes.extend(self.check_mounts());
             }
             changes.extend(self.retry_root());
+            changes.extend(self.retry_rewalks());
+            self.health.set_rewalks(self.rewalks.len());
             self.report_count();
             if !changes.is_empty()
                 && tx

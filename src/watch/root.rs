@@ -48,6 +48,9 @@ pub struct RootReport {
     pub state: RootState,
     pub since: SystemTime,
     pub mounts: Vec<MountNote>,
+    /// Directories that could not be watched or listed (too many open files, ...) and
+    /// wait to be walked again.
+    pub rewalks: usize,
 }
 
 #[derive(Debug)]
@@ -57,6 +60,7 @@ struct Inner {
     /// Device and inode of the directory that is watched (while `Ok`).
     id: Option<(u64, u64)>,
     mounts: Vec<MountNote>,
+    rewalks: usize,
 }
 
 /// One watch root's health. The watch thread writes it; anyone reads it.
@@ -81,6 +85,7 @@ impl RootHealth {
                 since: SystemTime::now(),
                 id: None,
                 mounts: Vec::new(),
+                rewalks: 0,
             }),
         }
     }
@@ -112,6 +117,10 @@ impl RootHealth {
         i.state = state;
         i.id = None;
         i.mounts.clear();
+    }
+
+    pub(crate) fn set_rewalks(&self, n: usize) {
+        self.inner().rewalks = n;
     }
 
     pub(crate) fn set_mounts(&self, mounts: Vec<MountNote>) {
@@ -148,6 +157,7 @@ impl RootHealth {
             state: i.state,
             since: i.since,
             mounts: i.mounts.clone(),
+            rewalks: i.rewalks,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use inotify::{Inotify, WatchDescriptor, WatchMask};
 use rayon::prelude::*;
@@ -24,6 +25,9 @@ pub struct Walked {
     pub limit: bool,
     /// The root itself could not be watched.
     pub root_error: Option<io::Error>,
+    /// Directories that could not be watched or listed for a reason that passes (see
+    /// `rewalk::is_transient`): to be walked again.
+    pub retry: Vec<PathBuf>,
 }
 
 struct Walk<'a> {
@@ -32,6 +36,7 @@ struct Walk<'a> {
     mask: WatchMask,
     excludes: &'a Excludes,
     limit: AtomicBool,
+    retry: Mutex<Vec<PathBuf>>,
 }
 
 /// Watches `root` and every directory below it that the excludes let in.
@@ -42,6 +47,7 @@ pub fn watch_tree(inotify: &Inotify, root: &Path, mask: WatchMask, excludes: &Ex
         mask,
         excludes,
         limit: AtomicBool::new(false),
+        retry: Mutex::new(Vec::new()),
     };
     let mut root_error = None;
     let watched = match walk.watch(PathBuf::new()) {
@@ -55,10 +61,23 @@ pub fn watch_tree(inotify: &Inotify, root: &Path, mask: WatchMask, excludes: &Ex
         watched,
         limit: walk.limit.load(Ordering::Relaxed),
         root_error,
+        retry: walk.retry.into_inner().unwrap_or_else(|e| e.into_inner()),
     }
 }
 
 impl Walk<'_> {
+    /// `dir` failed for a reason that passes: it is walked again later.
+    fn note_retry(&self, dir: &Path, abs: &Path, what: &str, err: &io::Error) {
+        log::warn!(
+            "cannot {what} {}: {err}; walking it again in a moment",
+            abs.display()
+        );
+        self.retry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dir.to_path_buf());
+    }
+
     /// Watches `dir`, then its subdirectories in parallel. An error is returned only for
     /// the root; below it, a directory that cannot be watched is logged and skipped.
     fn watch(&self, dir: PathBuf) -> io::Result<Vec<(WatchDescriptor, PathBuf)>> {
@@ -73,6 +92,9 @@ impl Walk<'_> {
                     Some(libc::ENOSPC) => self.limit.store(true, Ordering::Relaxed),
                     _ if dir.as_os_str().is_empty() => return Err(err),
                     Some(libc::ENOENT) | Some(libc::ENOTDIR) => {} // gone already
+                    _ if super::rewalk::is_transient(&err) => {
+                        self.note_retry(&dir, &abs, "watch", &err)
+                    }
                     _ => log::warn!(
                         "cannot watch {}: {err}; its changes will not be seen",
                         abs.display()
@@ -101,7 +123,9 @@ impl Walk<'_> {
         let entries = match std::fs::read_dir(abs) {
             Ok(e) => e,
             Err(err) => {
-                if err.kind() != io::ErrorKind::NotFound {
+                if super::rewalk::is_transient(&err) {
+                    self.note_retry(dir, abs, "list", &err);
+                } else if err.kind() != io::ErrorKind::NotFound {
                     log::warn!("cannot list {}: {err}", abs.display());
                 }
                 return Vec::new();

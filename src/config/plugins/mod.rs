@@ -274,7 +274,7 @@ impl Cx<'_> {
             .expression
             .as_deref()
             .ok_or_else(|| self.err(e.line, format!("<{element}>: missing expression=")))?;
-        Regex::new(&format!("^(?:{expr})$")).map_err(|err| {
+        super::path_regex(expr).map_err(|err| {
             self.err(
                 e.line,
                 format!("<{element} expression=\"{expr}\">: bad regular expression: {err}"),
