@@ -167,7 +167,13 @@ fn wait_synced_times_out_while_a_remote_is_down() {
     // An unknown remote is a usage error.
     let out = sersync2(
         &s.dir,
-        &["-o", "sersync.xml", "--wait-synced", "--remote", "nowhere::x"],
+        &[
+            "-o",
+            "sersync.xml",
+            "--wait-synced",
+            "--remote",
+            "nowhere::x",
+        ],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     // Once b is back, the barrier passes and b holds the change made while it was down.
@@ -200,13 +206,20 @@ fn lag_is_reported_while_a_remote_is_down_and_zero_when_level() {
     s.write("during.txt", "while b is down\n");
     let (a, b) = (label(&s.a), label(&s.b));
     let mut last = serde_json::Value::Null;
-    wait_until("b's lag grows past 2 s while it is down", LAG_DEADLINE, || {
-        last = status_json(port);
-        last["remotes"][1]["lag_seconds"].as_f64().unwrap_or(0.0) >= 2.0
-            && last["remotes"][1]["owed"].as_u64().unwrap_or(0) >= 1
-    });
+    wait_until(
+        "b's lag grows past 2 s while it is down",
+        LAG_DEADLINE,
+        || {
+            last = status_json(port);
+            last["remotes"][1]["lag_seconds"].as_f64().unwrap_or(0.0) >= 2.0
+                && last["remotes"][1]["owed"].as_u64().unwrap_or(0) >= 1
+        },
+    );
     assert_eq!(last["remotes"][1]["remote"], b.as_str(), "{last}");
-    assert_eq!(last["remotes"][0]["lag_seconds"], 0.0, "a stays level: {last}");
+    assert_eq!(
+        last["remotes"][0]["lag_seconds"], 0.0,
+        "a stays level: {last}"
+    );
     assert!(last["remotes"][1]["pending"].is_u64(), "{last}");
     let metrics = get(port, "/metrics");
     let b_lag = metric(
