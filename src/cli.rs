@@ -18,9 +18,11 @@ CONFIG FILE
 
 EXIT STATUS
     0  stopped cleanly (SIGTERM/SIGINT); --test-config found the config valid;
-       --replay left nothing owed
+       --replay left nothing owed; --wait-synced: every remote has every change made
+       before the call
     1  runtime failure: another instance holds this config's lock, watching could not
-       start, the status endpoint could not be reached, --replay left entries owed
+       start, the status endpoint could not be reached, --replay left entries owed,
+       --wait-synced timed out (or no instance runs the config)
     2  bad flags or a bad config (the message names file, line and element), or a
        fail log, pid file or log file the agent refuses (see FILES); nothing was started
 
@@ -39,7 +41,8 @@ FILES
                                     is the user's own 0700 directory, else in
                                     sersync2-<uid> (0700) under $TMPDIR or /tmp
     <pid file>.sock                 control socket of the running instance (mode 0600,
-                                    its user and root only): --replay asks it to replay
+                                    its user and root only): --replay asks it to
+                                    replay, --wait-synced to report when level
     <failLog path>                  failed pushes as a runnable sh script, mode 0600.
                                     Read as data: only the directory, the ./paths and
                                     the destination of each command are kept, and the
@@ -113,6 +116,21 @@ pub struct Args {
     /// Write logs to FILE instead of stderr (reopened on SIGHUP, for logrotate)
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<std::path::PathBuf>,
+
+    /// Wait until every change made before this call is on every remote (or the --remote
+    /// ones), asking the running instance: exit 0 once it is, 1 at the --timeout (naming
+    /// the remotes behind, their pending and owed entries and lag), 2 on usage errors
+    #[arg(long, conflicts_with_all = ["replay", "status", "test_config", "module"])]
+    pub wait_synced: bool,
+
+    /// With --wait-synced: give up after SECONDS (default 60; 0 waits for ever)
+    #[arg(long, value_name = "SECONDS", requires = "wait_synced")]
+    pub timeout: Option<u64>,
+
+    /// With --wait-synced: wait only for this remote, as --status names it (`host::module`
+    /// or `host:dir`); may be repeated
+    #[arg(long, value_name = "LABEL", requires = "wait_synced")]
+    pub remote: Vec<String>,
 
     /// Most paths one rsync call carries (overrides <batch size>); 1 = one call per path
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]

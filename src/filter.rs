@@ -12,10 +12,20 @@ use std::path::Path;
 
 use regex::bytes::Regex;
 
+/// The start of a sync cookie's name: the file `--wait-synced` has the agent create and
+/// delete in a watch root to learn that every earlier event of that root was read. It is
+/// never pushed, and full syncs exclude it.
+pub const COOKIE_PREFIX: &str = ".sersync2-cookie-";
+
+/// Is this file name a sync cookie (see [`COOKIE_PREFIX`])?
+pub fn is_cookie(name: &[u8]) -> bool {
+    name.starts_with(COOKIE_PREFIX.as_bytes())
+}
+
 /// Names that are temporary by construction: dropping them loses nothing, because the
-/// real file arrives by its own event (a rename or a close).
+/// real file arrives by its own event (a rename or a close). Sync cookies count too.
 pub fn is_temp_name(name: &[u8]) -> bool {
-    if name == b"4913" || name.ends_with(b"~") {
+    if name == b"4913" || name.ends_with(b"~") || is_cookie(name) {
         return true; // vim's write probe; vim and emacs backups
     }
     let Some(rest) = name.strip_prefix(b".") else {
@@ -58,6 +68,7 @@ pub fn temp_name_globs() -> Vec<String> {
         .iter()
         .map(|g| g.to_string())
         .collect();
+    globs.push(format!("{COOKIE_PREFIX}*"));
     // `.name.XXXXXX`: six letters or digits, at least one of them a digit or capital.
     for special in 0..6 {
         let mut g = String::from(".?*.");
@@ -150,6 +161,14 @@ mod tests {
         assert!(!is_temp_name(b".swp"));
         assert!(!is_temp_name(b".env"));
         assert!(!is_temp_name(b"49130"));
+    }
+
+    #[test]
+    fn sync_cookies_are_dropped_and_kept_out_of_full_syncs() {
+        assert!(is_temp_name(b".sersync2-cookie-42-7"));
+        assert!(is_cookie(b".sersync2-cookie-42-7"));
+        assert!(!is_cookie(b"sersync2-cookie-42-7"));
+        assert!(temp_name_globs().contains(&".sersync2-cookie-*".to_owned()));
     }
 
     #[test]

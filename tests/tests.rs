@@ -11,6 +11,7 @@ mod faults_root;
 mod faults_signals;
 mod fixtures;
 mod layers;
+mod mirrors_lag;
 mod outsider_b;
 mod scenarios;
 mod security;

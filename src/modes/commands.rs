@@ -18,12 +18,16 @@ use crate::sync::{Mirror, RemoteId};
 pub const REPLAY_WAIT: Duration = Duration::from_secs(60);
 
 /// The commands the control socket knows.
-pub const COMMANDS: &[&str] = &["replay"];
+pub const COMMANDS: &[&str] = &["replay", super::wait_synced::COMMAND];
 
 /// Answers one control request.
 pub fn answer(mirror: &Mirror, request: &str) -> Value {
     match request {
         "replay" => replay(mirror, REPLAY_WAIT),
+        r if r.split_whitespace().next() == Some(super::wait_synced::COMMAND) => {
+            let body = r[super::wait_synced::COMMAND.len()..].trim();
+            super::wait_synced::serve(mirror, body)
+        }
         other => json!({
             "ok": false,
             "error": format!(

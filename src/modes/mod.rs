@@ -9,6 +9,7 @@ mod live;
 pub(crate) mod module;
 mod replay;
 mod test_config;
+mod wait_synced;
 
 use std::path::PathBuf;
 
@@ -23,6 +24,7 @@ use crate::sys::fsafe;
 pub use live::live;
 pub use replay::replay;
 pub use test_config::test_config;
+pub use wait_synced::wait_synced;
 
 /// What to do, from the flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,8 @@ pub enum Mode {
     Module(String),
     /// `--replay`: the fail log once.
     Replay,
+    /// `--wait-synced`: ask the running instance, wait until its remotes are level.
+    WaitSynced,
     /// Watch and sync.
     Live,
 }
@@ -51,6 +55,8 @@ impl Mode {
             Mode::Status
         } else if args.replay {
             Mode::Replay
+        } else if args.wait_synced {
+            Mode::WaitSynced
         } else {
             Mode::Live
         }

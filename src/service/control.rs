@@ -13,15 +13,18 @@
 //! the server closes. An unknown command gets `{"ok":false,"error":...}`, so commands can
 //! be added without breaking older clients.
 //!
-//! Bounded like the status endpoint: one thread, one connection at a time (others wait
-//! in a backlog of [`BACKLOG`]); a command may take long (a replay waits up to a minute
-//! for its pushes), and the next client waits meanwhile. The socket is removed when the
-//! [`Control`] handle is dropped at shutdown.
+//! Bounded like the status endpoint: one thread accepts, checks and reads one connection
+//! at a time (others wait in a backlog of [`BACKLOG`]). A command may take long (a replay
+//! waits up to a minute for its pushes, `wait-synced` until its remotes are level), so
+//! each runs and answers on a thread of its own, at most [`MAX_RUNNING`] at once (one
+//! more is answered `busy`), and a waiting command never holds up the next client. The
+//! socket is removed when the [`Control`] handle is dropped at shutdown.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +44,8 @@ const DRAIN_DEADLINE: Duration = Duration::from_millis(500);
 pub const BACKLOG: i32 = 8;
 /// Largest answer a client reads.
 const MAX_ANSWER: usize = 1 << 20;
+/// Most commands running at once.
+pub const MAX_RUNNING: usize = 8;
 
 /// What a command does in the running instance: the request line (trimmed) to a JSON
 /// answer.
@@ -88,6 +93,7 @@ pub fn serve(path: &Path, handler: Handler) -> io::Result<Control> {
 }
 
 fn run(listener: UnixListener, stop: UnixStream, handler: Handler) {
+    let running = Arc::new(AtomicUsize::new(0));
     let mut backoff = Duration::from_millis(100);
     loop {
         match sys::wait_either(listener.as_raw_fd(), stop.as_raw_fd()) {
@@ -97,7 +103,7 @@ fn run(listener: UnixListener, stop: UnixStream, handler: Handler) {
         match listener.accept() {
             Ok((stream, _)) => {
                 backoff = Duration::from_millis(100);
-                serve_one(stream, &handler);
+                serve_one(stream, &handler, &running);
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
             Err(e) => {
@@ -143,7 +149,16 @@ fn error(message: &str) -> Value {
     json!({ "ok": false, "error": message })
 }
 
-fn serve_one(mut stream: UnixStream, handler: &Handler) {
+/// Counts one running command; uncounted when dropped, however the command ended.
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn serve_one(mut stream: UnixStream, handler: &Handler, running: &Arc<AtomicUsize>) {
     let uid = match local_socket::peer_uid(stream.as_raw_fd()) {
         Ok(uid) => uid,
         Err(e) => {
@@ -173,7 +188,29 @@ fn serve_one(mut stream: UnixStream, handler: &Handler) {
             return;
         }
     };
-    answer(&mut stream, &handler(&line));
+    if running.fetch_add(1, Ordering::SeqCst) >= MAX_RUNNING {
+        running.fetch_sub(1, Ordering::SeqCst);
+        answer(
+            &mut stream,
+            &error(&format!(
+                "busy: {MAX_RUNNING} commands are running; try again when one has ended"
+            )),
+        );
+        return;
+    }
+    let count = Running(Arc::clone(running));
+    let handler = Arc::clone(handler);
+    let spawned = std::thread::Builder::new()
+        .name("control-cmd".into())
+        .spawn(move || {
+            let _count = count;
+            answer(&mut stream, &handler(&line));
+        });
+    if let Err(e) = spawned {
+        log::error!(
+            "control socket: cannot start a thread for a command ({e}); the caller gets no              answer and may try again"
+        );
+    }
 }
 
 /// Reads one request line, within the deadline and [`MAX_REQUEST`] bytes.

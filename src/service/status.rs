@@ -99,6 +99,13 @@ pub struct RemoteStatus {
     #[serde(default)]
     pub next_retry_unix: Option<u64>,
     pub last_error: Option<String>,
+    /// Age of the oldest change not on the remote yet (waiting, in flight or owed); 0
+    /// when it is level.
+    #[serde(default)]
+    pub lag_seconds: f64,
+    /// Entries waiting or in flight.
+    #[serde(default)]
+    pub pending: usize,
 }
 
 fn unix(t: std::time::SystemTime) -> u64 {
@@ -142,6 +149,8 @@ impl Status {
                     owed: r.owed,
                     next_retry_unix: r.next_retry.map(unix),
                     last_error: r.last_error,
+                    lag_seconds: r.lag.as_secs_f64(),
+                    pending: r.pending,
                 })
                 .collect(),
             roots: Vec::new(),
@@ -263,6 +272,18 @@ pub fn metrics(s: &Status) -> String {
         "Fail-log entries owed to the remote.",
         "gauge",
         per(&|r| r.owed.to_string()),
+    );
+    gauge(
+        "sersync2_remote_lag_seconds",
+        "Age of the oldest change not on the remote yet (waiting, in flight or owed); 0 when level.",
+        "gauge",
+        per(&|r| format!("{:.3}", r.lag_seconds)),
+    );
+    gauge(
+        "sersync_remote_pending",
+        "Entries waiting or in flight for the remote.",
+        "gauge",
+        per(&|r| r.pending.to_string()),
     );
     let some = |rows: Vec<(String, String)>| -> Vec<(String, String)> {
         rows.into_iter().filter(|(_, v)| !v.is_empty()).collect()
@@ -780,11 +801,12 @@ pub fn render(s: &Status) -> String {
             .next_retry_unix
             .map_or(String::new(), |t| format!("next retry at unix time {t}, "));
         out.push_str(&format!(
-            "  {:<30} pushed {:>8}  failed {:>5}  queued {:>6}  {}\n",
+            "  {:<30} pushed {:>8}  failed {:>5}  queued {:>6}  lag {:>7.1}s  {}\n",
             r.remote,
             r.pushed,
             r.failed,
             r.queued,
+            r.lag_seconds,
             if r.failing {
                 format!(
                     "FAILING since unix time {} ({owed}{retry}last error: {})",

@@ -4,6 +4,11 @@
 //! excluded paths, keeps only the changes the `<inotify>` switches ask for, and merges
 //! what is left into the pending set of every remote of that watch root, one lock per
 //! batch. The watchers never wait for it, and it never waits for rsync.
+//!
+//! A sync cookie (a file `--wait-synced` has created in a watch root, see
+//! `filter::COOKIE_PREFIX`) is never pushed: once its batch is queued, every event of
+//! that root read before it is queued too, so the queue records a checkpoint per remote
+//! for the barrier waiting on it ([`Queue::cookies_seen`]).
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -38,6 +43,7 @@ impl Intake {
     /// Runs until every watcher has hung up.
     pub fn run(self, rx: Receiver<Batch>) {
         let mut changes: Vec<(PathBuf, bool)> = Vec::new();
+        let mut cookies: Vec<Vec<u8>> = Vec::new();
         for batch in rx {
             let Some(route) = self.routes.get(batch.root) else {
                 continue;
@@ -45,6 +51,13 @@ impl Intake {
             for change in batch.changes {
                 if self.debug {
                     log::info!("event {change:?}");
+                }
+                if let Change::File { path, .. } = &change {
+                    let name = path.as_os_str().as_bytes();
+                    if filter::is_cookie(name) && !name.contains(&b'/') {
+                        cookies.push(name.to_vec());
+                        continue;
+                    }
                 }
                 match self.decide(&route.root, change) {
                     Decision::Drop => {}
@@ -61,6 +74,10 @@ impl Intake {
             }
             self.queue.push_batch(&route.remotes, &changes);
             changes.clear();
+            if !cookies.is_empty() {
+                self.queue.cookies_seen(&cookies, &route.remotes);
+                cookies.clear();
+            }
         }
     }
 

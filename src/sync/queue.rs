@@ -11,8 +11,18 @@
 //! remotes in a mutex and condvar for the worker threads. A remote that owes work also
 //! has a retry here: its owed jobs, moved into the pending set when their time comes
 //! (the workers' wait already has a deadline per remote; no thread per remote).
+//!
+//! Every entry carries a [`Mark`]: the sequence number and the time of the oldest change
+//! it stands for, kept when changes merge (a deleted directory inherits the marks of the
+//! entries it cancels, a full sync those of everything it covers). Entries keep their
+//! mark in flight, and in `owed` once a push of them failed, until a push of them
+//! succeeds ([`Queue::paid`]). So the smallest mark of a remote says how far it is
+//! level: its lag (the age of the oldest change not there yet) and, for a sync barrier
+//! (`--wait-synced`), whether every change up to a checkpoint has reached it. A
+//! checkpoint is taken when the filter thread meets a sync cookie ([`Queue::cookies_seen`]),
+//! after every earlier event of that root was queued.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::ops::Bound;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -45,15 +55,44 @@ fn ancestors(k: &[u8]) -> impl Iterator<Item = &[u8]> {
         .map(move |(i, _)| &k[..i])
 }
 
+/// The oldest change an entry stands for: its sequence number (per remote, counting
+/// every change queued) and when it was first queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub seq: u64,
+    pub since: Instant,
+}
+
+impl Mark {
+    /// The older of two marks, field by field.
+    pub fn min(self, other: Mark) -> Mark {
+        Mark {
+            seq: self.seq.min(other.seq),
+            since: self.since.min(other.since),
+        }
+    }
+}
+
+fn older(a: Option<Mark>, b: Mark) -> Mark {
+    a.map_or(b, |a| a.min(b))
+}
+
 /// The pending and in-flight state of one remote.
 #[derive(Debug, Default)]
 pub struct Pending {
-    by_path: BTreeMap<Key, u64>,
+    /// Path to (its place in `by_seq`, its mark).
+    by_path: BTreeMap<Key, (u64, Mark)>,
     by_seq: BTreeMap<u64, Key>,
     seq: u64,
     full_pending: bool,
     full_inflight: bool,
-    inflight: HashSet<Key>,
+    /// The marks of the full sync waiting and of the one running.
+    full_mark: Option<Mark>,
+    full_running: Option<Mark>,
+    inflight: HashMap<Key, Mark>,
+    /// What failed and is not pushed yet (the fail log's entries), with their marks.
+    owed: HashMap<Key, Mark>,
+    owed_full: Option<Mark>,
     /// For every proper ancestor of an in-flight path: how many in-flight paths lie below.
     inflight_below: HashMap<Key, usize>,
     running: usize,
@@ -65,10 +104,18 @@ impl Pending {
     /// Queues a path. `gone_dir`: it was a directory and is gone (deleted or moved away),
     /// so nothing still waiting below it needs pushing.
     pub fn push(&mut self, path: PathBuf, gone_dir: bool) {
+        self.push_at(path, gone_dir, Instant::now());
+    }
+
+    /// [`Pending::push`] of a change made at `now`.
+    pub fn push_at(&mut self, path: PathBuf, gone_dir: bool, now: Instant) {
         if self.full_pending && !self.full_inflight {
             return; // the full sync that has not started yet covers it
         }
         let path = key(path);
+        // What a deleted directory cancels below it is not on the remote either: the
+        // directory's entry keeps the oldest of their marks.
+        let mut inherited: Option<Mark> = None;
         if gone_dir {
             let mut prefix = path.clone();
             prefix.push(b'/');
@@ -79,24 +126,130 @@ impl Pending {
                 .map(|(p, _)| p.clone())
                 .collect();
             for p in below {
-                if let Some(s) = self.by_path.remove(&p) {
+                if let Some((s, m)) = self.by_path.remove(&p) {
                     self.by_seq.remove(&s);
+                    inherited = Some(older(inherited, m));
                 }
             }
         }
-        if self.by_path.contains_key(&path) {
+        if let Some((_, m)) = self.by_path.get_mut(&path) {
+            if let Some(i) = inherited {
+                *m = m.min(i);
+            }
             return;
         }
         self.seq += 1;
+        let mark = older(
+            inherited,
+            Mark {
+                seq: self.seq,
+                since: now,
+            },
+        );
         self.by_seq.insert(self.seq, path.clone());
-        self.by_path.insert(path, self.seq);
+        self.by_path.insert(path, (self.seq, mark));
     }
 
     /// Queues a full sync; it covers every path still waiting.
     pub fn push_full(&mut self) {
+        self.push_full_at(Instant::now());
+    }
+
+    /// [`Pending::push_full`] asked at `now`.
+    pub fn push_full_at(&mut self, now: Instant) {
+        self.seq += 1;
+        let mut mark = older(
+            self.full_mark,
+            Mark {
+                seq: self.seq,
+                since: now,
+            },
+        );
+        for (_, m) in self.by_path.values() {
+            mark = mark.min(*m);
+        }
+        self.full_mark = Some(mark);
         self.full_pending = true;
         self.by_path.clear();
         self.by_seq.clear();
+    }
+
+    /// The checkpoint of this remote now: every change queued so far has a sequence
+    /// number at most this.
+    pub fn checkpoint(&self) -> u64 {
+        self.seq
+    }
+
+    /// Every mark not yet on the remote: waiting, in flight, owed.
+    fn marks(&self) -> impl Iterator<Item = Mark> + '_ {
+        self.by_path
+            .values()
+            .map(|(_, m)| *m)
+            .chain(self.inflight.values().copied())
+            .chain(self.owed.values().copied())
+            .chain(self.full_mark)
+            .chain(self.full_running)
+            .chain(self.owed_full)
+    }
+
+    /// The oldest change not yet on the remote (waiting, in flight or owed), if any.
+    pub fn oldest(&self) -> Option<Mark> {
+        self.marks().reduce(Mark::min)
+    }
+
+    /// Has every change up to `checkpoint` reached the remote?
+    pub fn passed(&self, checkpoint: u64) -> bool {
+        self.marks().all(|m| m.seq > checkpoint)
+    }
+
+    /// Entries waiting or in flight (paths, a full sync counting as one).
+    pub fn outstanding(&self) -> usize {
+        self.len() + self.inflight.len() + usize::from(self.full_inflight)
+    }
+
+    /// A push of `job` failed for good: what it carried is owed until a push of it
+    /// succeeds. Entries in flight keep their marks; others (a fail log read at start)
+    /// get `fallback`.
+    pub fn owe(&mut self, job: &Job, fallback: Mark) {
+        match job {
+            Job::Full => {
+                let mut m = older(self.owed_full, self.full_running.unwrap_or(fallback));
+                for (_, o) in self.owed.drain() {
+                    m = m.min(o);
+                }
+                self.owed_full = Some(m);
+            }
+            Job::Paths(paths) => {
+                for p in paths {
+                    let k = p.as_os_str().as_bytes();
+                    let m = self.inflight.get(k).copied().unwrap_or(fallback);
+                    match &mut self.owed_full {
+                        // A full sync is owed: it covers the path.
+                        Some(f) => *f = f.min(m),
+                        None => {
+                            let e = self.owed.entry(k.to_vec()).or_insert(m);
+                            *e = e.min(m);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A push of `job` succeeded: what it carried is no longer owed.
+    pub fn paid(&mut self, job: &Job) {
+        match job {
+            Job::Full => {
+                self.owed.clear();
+                self.owed_full = None;
+            }
+            Job::Paths(_) if self.owed_full.is_some() => {}
+            Job::Paths(paths) => {
+                for p in paths {
+                    self.owed.remove(p.as_os_str().as_bytes());
+                }
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -117,9 +270,9 @@ impl Pending {
     }
 
     fn blocked(&self, p: &[u8]) -> bool {
-        self.inflight.contains(p)
+        self.inflight.contains_key(p)
             || self.inflight_below.contains_key(p)
-            || ancestors(p).any(|a| self.inflight.contains(a))
+            || ancestors(p).any(|a| self.inflight.contains_key(a))
     }
 
     /// Hands out the next work, if any is free to run: a full sync once nothing is in
@@ -135,6 +288,7 @@ impl Pending {
             }
             self.full_pending = false;
             self.full_inflight = true;
+            self.full_running = self.full_mark.take();
             self.running += 1;
             return Some(Job::Full);
         }
@@ -150,17 +304,19 @@ impl Pending {
         if picked.is_empty() {
             return None;
         }
+        let mut marks = Vec::with_capacity(picked.len());
         for p in &picked {
-            if let Some(s) = self.by_path.remove(p) {
+            if let Some((s, m)) = self.by_path.remove(p) {
                 self.by_seq.remove(&s);
+                marks.push(m);
             }
             for a in ancestors(p) {
                 *self.inflight_below.entry(a.to_vec()).or_default() += 1;
             }
         }
         // Insert after counting ancestors: paths of one batch may nest.
-        for p in &picked {
-            self.inflight.insert(p.clone());
+        for (p, m) in picked.iter().zip(marks) {
+            self.inflight.insert(p.clone(), m);
         }
         self.running += 1;
         self.running_paths += picked.len();
@@ -171,7 +327,10 @@ impl Pending {
     pub fn finish(&mut self, work: &Job) {
         self.running = self.running.saturating_sub(1);
         match work {
-            Job::Full => self.full_inflight = false,
+            Job::Full => {
+                self.full_inflight = false;
+                self.full_running = None;
+            }
             Job::Paths(paths) => {
                 self.running_paths = self.running_paths.saturating_sub(paths.len());
                 for p in paths {
@@ -193,7 +352,7 @@ impl Pending {
     /// What is being pushed right now: paths, and whether a full sync is running.
     pub fn in_flight(&self) -> (Vec<PathBuf>, bool) {
         (
-            self.inflight.iter().cloned().map(to_path).collect(),
+            self.inflight.keys().cloned().map(to_path).collect(),
             self.full_inflight,
         )
     }
@@ -202,6 +361,7 @@ impl Pending {
     /// sync was waiting too.
     pub fn drain(&mut self) -> (Vec<PathBuf>, bool) {
         let full = std::mem::take(&mut self.full_pending);
+        self.full_mark = None;
         self.by_path.clear();
         let paths = std::mem::take(&mut self.by_seq)
             .into_values()
@@ -215,6 +375,9 @@ impl Pending {
 pub struct Queue {
     state: Mutex<State>,
     wake: Condvar,
+    /// Raised whenever a remote may have become more level (a push ended), a sync
+    /// cookie was seen, or the queue closed: what barrier waiters wait on.
+    progress: Condvar,
     /// Most paths per rsync call.
     batch: usize,
     /// Most calls in flight to one remote, so a slow remote leaves workers for the others.
@@ -236,6 +399,41 @@ struct State {
     remotes: Vec<Remote>,
     next: usize,
     closed: bool,
+    /// Sync cookies a barrier waits for, by file name: once the filter thread has met
+    /// one, the checkpoint of each remote of its root at that moment.
+    cookies: HashMap<Key, Option<Vec<(RemoteId, u64)>>>,
+}
+
+/// The queue as a barrier waiter sees it, under its lock (see [`Queue::wait_for`]).
+pub struct View<'a>(&'a State);
+
+impl View<'_> {
+    /// The checkpoints taken when this cookie was seen, if it was.
+    pub fn cookie(&self, name: &[u8]) -> Option<&[(RemoteId, u64)]> {
+        self.0.cookies.get(name)?.as_deref()
+    }
+
+    /// Has every change of `t` up to `checkpoint` reached it?
+    pub fn passed(&self, t: RemoteId, checkpoint: u64) -> bool {
+        self.0
+            .remotes
+            .get(t.0)
+            .is_none_or(|r| r.pending.passed(checkpoint))
+    }
+
+    /// The queue was closed (the pipeline stops or reloads).
+    pub fn closed(&self) -> bool {
+        self.0.closed
+    }
+}
+
+/// How far behind one remote is (for status and barriers).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Behind {
+    /// When the oldest change not on the remote yet was first queued.
+    pub oldest: Option<Instant>,
+    /// Entries waiting or in flight.
+    pub pending: usize,
 }
 
 /// One remote: what waits for it, and when it may start its next call.
@@ -307,8 +505,10 @@ impl Queue {
                 remotes: (0..targets).map(|_| Remote::default()).collect(),
                 next: 0,
                 closed: false,
+                cookies: HashMap::new(),
             }),
             wake: Condvar::new(),
+            progress: Condvar::new(),
             batch: batch.max(1),
             per_target: workers.div_ceil(targets.max(1)).max(1),
         }
@@ -457,6 +657,87 @@ impl Queue {
         }
         drop(st);
         self.wake.notify_one();
+        self.progress.notify_all();
+    }
+
+    /// A push to `target` failed for good (it went to the fail log): its entries stay
+    /// owed, with their marks, until a push of them succeeds. Call before [`Queue::finish`].
+    /// Entries not in flight (read from the fail log at start) count from `since`.
+    pub fn owe(&self, target: RemoteId, job: &Job, since: Instant) {
+        if let Some(r) = self.lock().remotes.get_mut(target.0) {
+            r.pending.owe(job, Mark { seq: 0, since });
+        }
+    }
+
+    /// A push to `target` succeeded: what it carried is no longer owed.
+    pub fn paid(&self, target: RemoteId, job: &Job) {
+        if let Some(r) = self.lock().remotes.get_mut(target.0) {
+            r.pending.paid(job);
+        }
+    }
+
+    /// How far behind each remote is.
+    pub fn behind(&self) -> Vec<Behind> {
+        self.lock()
+            .remotes
+            .iter()
+            .map(|r| Behind {
+                oldest: r.pending.oldest().map(|m| m.since),
+                pending: r.pending.outstanding(),
+            })
+            .collect()
+    }
+
+    /// A barrier will wait for a sync cookie of this name (a file name in a watch root).
+    pub fn expect_cookie(&self, name: &[u8]) {
+        self.lock().cookies.insert(name.to_vec(), None);
+    }
+
+    /// The barrier is done with this cookie.
+    pub fn forget_cookie(&self, name: &[u8]) {
+        self.lock().cookies.remove(name);
+    }
+
+    /// The filter thread met these cookies in a batch of the root of `targets`, and has
+    /// queued everything before them: each expected one records every target's
+    /// checkpoint now. Cookies nobody waits for are ignored.
+    pub fn cookies_seen(&self, names: &[Key], targets: &[RemoteId]) {
+        let mut st = self.lock();
+        let marks: Vec<(RemoteId, u64)> = targets
+            .iter()
+            .filter_map(|&t| Some((t, st.remotes.get(t.0)?.pending.checkpoint())))
+            .collect();
+        let mut any = false;
+        for name in names {
+            if let Some(slot @ None) = st.cookies.get_mut(name) {
+                *slot = Some(marks.clone());
+                any = true;
+            }
+        }
+        drop(st);
+        if any {
+            self.progress.notify_all();
+        }
+    }
+
+    /// Waits until `done` holds, checking it now and whenever a push ends, a cookie is
+    /// seen or the queue closes, but not past `until`. Returns whether it held.
+    pub fn wait_for(&self, until: Instant, mut done: impl FnMut(&View<'_>) -> bool) -> bool {
+        let mut st = self.lock();
+        loop {
+            if done(&View(&st)) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            st = self
+                .progress
+                .wait_timeout(st, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// Queues `owed` for this remote at `at` (its next retry on the backoff schedule),
@@ -517,6 +798,7 @@ impl Queue {
             .collect();
         drop(st);
         self.wake.notify_all();
+        self.progress.notify_all();
         left
     }
 }

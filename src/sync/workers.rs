@@ -76,6 +76,11 @@ pub struct RemoteSnapshot {
     /// When what it owes is next queued again (backoff), if a retry is scheduled.
     pub next_retry: Option<SystemTime>,
     pub last_error: Option<String>,
+    /// Age of the oldest change not on the remote yet (waiting, in flight or owed); zero
+    /// when it is level.
+    pub lag: Duration,
+    /// Entries waiting or in flight.
+    pub pending: usize,
 }
 
 /// The sync state at one moment, as a plain value.
@@ -118,6 +123,11 @@ impl Mirror {
         after_push: Option<Arc<dyn AfterPush>>,
     ) -> Self {
         let stats = targets.iter().map(|_| Stats::default()).collect();
+        // What a fail log from before owes counts as changes made now.
+        let now = Instant::now();
+        for (t, job) in faillog::owed_jobs(&fail_log) {
+            queue.owe(t, &job, now);
+        }
         Mirror {
             targets,
             queue,
@@ -164,6 +174,7 @@ impl Mirror {
             fl.path.display()
         );
         fl.add(t, job, 0);
+        self.queue.owe(t, job, Instant::now());
         self.save(&fl);
     }
 
@@ -378,6 +389,7 @@ impl Mirror {
             }
             let mut fl = self.fail_log();
             let changed = fl.clear(t, job);
+            self.queue.paid(t, job);
             let still_owes = !fl.owed[t.0].is_empty();
             let (was_failing, recovered) = {
                 let mut rec = stats.recovery();
@@ -436,6 +448,9 @@ impl Mirror {
         }
         let mut fl = self.fail_log();
         fl.add(t, job, outcome.status);
+        // Before the job is finished in the queue, so its entries are never neither in
+        // flight nor owed (a barrier would pass them).
+        self.queue.owe(t, job, Instant::now());
         self.save(&fl);
         let owed = owed_by(&fl, t);
         let path = fl.path.clone();
@@ -526,6 +541,7 @@ impl Mirror {
     /// The state now, for status.
     pub fn snapshot(&self) -> Snapshot {
         let queued = self.queue.waiting();
+        let behind = self.queue.behind();
         let (fail_log, fail_log_entries, unknown_entries, owed) = {
             let fl = self.fail_log();
             let owed: Vec<usize> = (0..self.targets.len())
@@ -544,7 +560,8 @@ impl Mirror {
             .zip(&self.stats)
             .zip(queued)
             .zip(owed)
-            .map(|(((t, s), q), owed)| {
+            .zip(behind)
+            .map(|((((t, s), q), owed), behind)| {
                 let rec = s.recovery().clone();
                 RemoteSnapshot {
                     remote: t.label(),
@@ -561,6 +578,10 @@ impl Mirror {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .clone(),
+                    lag: behind
+                        .oldest
+                        .map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
+                    pending: behind.pending,
                 }
             })
             .collect();

@@ -264,3 +264,114 @@ proptest! {
         }
     }
 }
+
+// --- Marks: lag and barrier checkpoints ---
+
+fn at(base: Instant, ms: u64) -> Instant {
+    base + Duration::from_millis(ms)
+}
+
+#[test]
+fn a_checkpoint_passes_once_every_earlier_change_is_pushed() {
+    let t0 = Instant::now();
+    let mut q = Pending::default();
+    q.push_at(p("a"), false, t0);
+    let w = q.take(100).expect("work");
+    q.push_at(p("b"), false, at(t0, 1));
+    let cp = q.checkpoint();
+    q.push_at(p("a"), false, at(t0, 2)); // changed again after the checkpoint
+    assert!(!q.passed(cp));
+    q.finish(&w);
+    assert!(!q.passed(cp), "b waits");
+    let w = q.take(1).expect("work");
+    assert_eq!(paths(Some(w.clone())), [p("b")]);
+    q.finish(&w);
+    assert!(
+        q.passed(cp),
+        "a re-queued after the checkpoint does not hold it"
+    );
+    assert!(!q.passed(q.checkpoint()));
+}
+
+#[test]
+fn a_failed_push_holds_the_checkpoint_until_it_is_paid() {
+    let t0 = Instant::now();
+    let mut q = Pending::default();
+    q.push_at(p("x"), false, t0);
+    let cp = q.checkpoint();
+    let w = q.take(100).expect("work");
+    q.owe(&w, Mark { seq: 0, since: t0 });
+    q.finish(&w);
+    assert!(!q.passed(cp), "owed");
+    assert_eq!(
+        q.oldest().map(|m| m.since),
+        Some(t0),
+        "lag counts from the change"
+    );
+    q.push_at(p("x"), false, at(t0, 500)); // the retry
+    let w = q.take(100).expect("work");
+    q.paid(&w);
+    q.finish(&w);
+    assert!(q.passed(cp));
+    assert_eq!(q.oldest(), None, "level");
+}
+
+#[test]
+fn a_deleted_directory_and_a_full_sync_keep_the_oldest_mark() {
+    let t0 = Instant::now();
+    let mut q = Pending::default();
+    q.push_at(p("d/a"), false, t0);
+    let cp = q.checkpoint();
+    q.push_at(p("d"), true, at(t0, 10));
+    assert_eq!(q.oldest().map(|m| m.since), Some(t0));
+    assert!(!q.passed(cp));
+    q.push_full_at(at(t0, 20));
+    assert_eq!(q.oldest().map(|m| m.since), Some(t0));
+    let w = q.take(100).expect("the full sync");
+    assert_eq!(w, Job::Full);
+    assert!(!q.passed(cp), "running");
+    q.finish(&w);
+    assert!(q.passed(cp));
+}
+
+proptest! {
+    // The oldest pending time is the minimum over the entries' first-queued times, and
+    // a merge (a change of a path already waiting) never makes it younger.
+    #[test]
+    fn oldest_pending_is_the_min_and_never_increases_on_merge(
+        ops in proptest::collection::vec((0usize..6, any::<bool>(), 0u64..1000), 1..60)
+    ) {
+        let names = ["a", "a/b", "a/b/c", "d", "d/e", "f"];
+        let t0 = Instant::now();
+        let mut q = Pending::default();
+        // What is waiting: path -> first-queued time, kept by hand.
+        let mut model: std::collections::BTreeMap<&str, Instant> = Default::default();
+        let mut clock = 0;
+        for (i, gone, ms) in ops {
+            let name = names[i];
+            clock += ms; // time only moves forward
+            let now = at(t0, clock);
+            let before = q.oldest().map(|m| m.since);
+            let merge = model.contains_key(name);
+            q.push_at(p(name), gone, now);
+            let mut first = now;
+            if gone {
+                let prefix = format!("{name}/");
+                let below: Vec<&str> =
+                    model.keys().copied().filter(|k| k.starts_with(&prefix)).collect();
+                for k in below {
+                    first = first.min(model.remove(k).unwrap_or(now));
+                }
+            }
+            let e = model.entry(name).or_insert(first);
+            *e = (*e).min(first);
+            let want = model.values().min().copied();
+            prop_assert_eq!(q.oldest().map(|m| m.since), want);
+            if merge {
+                if let Some(b) = before {
+                    prop_assert!(q.oldest().map(|m| m.since) <= Some(b));
+                }
+            }
+        }
+    }
+}

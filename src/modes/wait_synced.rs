@@ -1,0 +1,339 @@
+//! `--wait-synced`: a barrier for deploy scripts. It returns 0 once every change made
+//! before the call has reached every remote (or the `--remote` ones), 1 when the
+//! `--timeout` passes first (naming the remotes behind and by how much), 2 on usage
+//! errors.
+//!
+//! The command line asks the running instance over its control socket
+//! (`wait-synced {"timeout_seconds":..,"remotes":[..]}`); the instance answers when the
+//! barrier is passed or the timeout is over ([`serve`]). Exact, not a sleep: for each
+//! watch root of the remotes asked about, the agent creates and at once deletes a sync
+//! cookie (`<root>/.sersync2-cookie-<pid>-<n>`, never pushed, kept out of full syncs).
+//! inotify keeps the order of one instance's events, so once the filter thread meets the
+//! cookie every earlier event of that root is queued, and the queue records each
+//! remote's checkpoint then (`Queue::cookies_seen`). The barrier is passed for a remote
+//! when nothing waiting, in flight or owed to it carries a change at or before its
+//! checkpoint: a path changed again after the call does not hold it back once its
+//! earlier change was pushed; a failed push holds it until the path is pushed. A cookie
+//! not seen within [`COOKIE_AGAIN`] (its event lost to a queue overflow, or the root not
+//! watched) is made again under a new name.
+
+use std::collections::BTreeSet;
+use std::fs::OpenOptions;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{runtime, usage, Exit};
+use crate::cli::Args;
+use crate::config::Config;
+use crate::filter::COOKIE_PREFIX;
+use crate::service::{control, daemon};
+use crate::sync::{Mirror, RemoteId};
+
+/// The control command.
+pub const COMMAND: &str = "wait-synced";
+
+/// A cookie not seen in this time is made again under a new name.
+pub const COOKIE_AGAIN: Duration = Duration::from_secs(2);
+
+/// `--timeout` when none is given.
+pub const DEFAULT_TIMEOUT: u64 = 60;
+
+/// How long "forever" (`--timeout 0`) is.
+const FOREVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// What the command line asks.
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    /// 0 waits for ever.
+    timeout_seconds: u64,
+    /// Remote labels (`host::module`, `host:dir`); empty means every remote.
+    #[serde(default)]
+    remotes: Vec<String>,
+}
+
+/// One watch root's cookie, while the barrier waits for it.
+struct Cookie {
+    root: PathBuf,
+    name: Option<Vec<u8>>,
+    made: Instant,
+    /// Each remote's checkpoint, once the filter thread met the cookie.
+    marks: Option<Vec<(RemoteId, u64)>>,
+    error: Option<String>,
+}
+
+fn cookie_name() -> Vec<u8> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{COOKIE_PREFIX}{}-{n}", std::process::id()).into_bytes()
+}
+
+/// Creates the cookie in `root` and deletes it at once; its events are what counts.
+fn make_cookie(root: &Path, name: &[u8]) -> std::io::Result<()> {
+    let path = root.join(std::ffi::OsStr::from_bytes(name));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)?;
+    std::fs::remove_file(&path)
+}
+
+fn refused(message: String) -> Value {
+    json!({ "ok": false, "command": COMMAND, "usage": true, "error": message })
+}
+
+/// The running instance's side: waits for the barrier (or the timeout) and answers.
+pub fn serve(mirror: &Mirror, body: &str) -> Value {
+    let req: Request = match serde_json::from_str(body) {
+        Ok(r) => r,
+        Err(e) => return refused(format!("bad {COMMAND} request ({e})")),
+    };
+    let targets = mirror.targets();
+    let selected: Vec<RemoteId> = if req.remotes.is_empty() {
+        mirror.all()
+    } else {
+        let known: BTreeSet<String> = targets.iter().map(|t| t.label()).collect();
+        if let Some(bad) = req.remotes.iter().find(|r| !known.contains(*r)) {
+            return refused(format!(
+                "no remote {bad:?} in this instance's config; its remotes are: {}",
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        mirror
+            .all()
+            .into_iter()
+            .filter(|t| req.remotes.contains(&targets[t.index()].label()))
+            .collect()
+    };
+    let started = Instant::now();
+    let until = match req.timeout_seconds {
+        0 => started.checked_add(FOREVER),
+        s => started.checked_add(Duration::from_secs(s)),
+    }
+    .unwrap_or(started + Duration::from_secs(DEFAULT_TIMEOUT));
+    let mut cookies: Vec<Cookie> = Vec::new();
+    for t in &selected {
+        let root = &targets[t.index()].root;
+        if !cookies.iter().any(|c| &c.root == root) {
+            cookies.push(Cookie {
+                root: root.clone(),
+                name: None,
+                made: started,
+                marks: None,
+                error: None,
+            });
+        }
+    }
+    let queue = mirror.queue();
+    let mut synced = vec![false; targets.len()];
+    let mut closed = false;
+    loop {
+        let now = Instant::now();
+        for c in cookies.iter_mut().filter(|c| c.marks.is_none()) {
+            if c.name.is_some() && now < c.made + COOKIE_AGAIN {
+                continue;
+            }
+            if let Some(old) = c.name.take() {
+                queue.forget_cookie(&old);
+            }
+            let name = cookie_name();
+            queue.expect_cookie(&name);
+            c.error = make_cookie(&c.root, &name).err().map(|e| {
+                format!(
+                    "cannot create the sync cookie in {}: {e}; the agent's user must be able \
+                     to create a file there",
+                    c.root.display()
+                )
+            });
+            c.name = Some(name);
+            c.made = now;
+        }
+        let wake = cookies
+            .iter()
+            .filter(|c| c.marks.is_none())
+            .map(|c| c.made + COOKIE_AGAIN)
+            .fold(until, Instant::min);
+        let done = queue.wait_for(wake, |v| {
+            closed = v.closed();
+            for c in cookies.iter_mut().filter(|c| c.marks.is_none()) {
+                if let Some(m) = c.name.as_deref().and_then(|n| v.cookie(n)) {
+                    c.marks = Some(m.to_vec());
+                }
+            }
+            for &t in &selected {
+                let root = &targets[t.index()].root;
+                synced[t.index()] = cookies
+                    .iter()
+                    .filter(|c| &c.root == root)
+                    .filter_map(|c| c.marks.as_ref())
+                    .flatten()
+                    .find(|(r, _)| *r == t)
+                    .is_some_and(|&(_, seq)| v.passed(t, seq));
+            }
+            closed || selected.iter().all(|t| synced[t.index()])
+        });
+        if done || Instant::now() >= until {
+            break;
+        }
+    }
+    for name in cookies.iter().filter_map(|c| c.name.as_deref()) {
+        queue.forget_cookie(name);
+    }
+    let snap = mirror.snapshot();
+    let all = selected.iter().all(|t| synced[t.index()]);
+    let remotes: Vec<Value> = selected
+        .iter()
+        .filter_map(|t| {
+            let r = snap.remotes.get(t.index())?;
+            Some(json!({
+                "remote": r.remote,
+                "root": r.root.display().to_string(),
+                "synced": synced[t.index()],
+                "pending": r.pending,
+                "owed": r.owed,
+                "lag_seconds": r.lag.as_secs_f64(),
+                "failing": r.failing,
+                "last_error": r.last_error,
+            }))
+        })
+        .collect();
+    let roots: Vec<Value> = cookies
+        .iter()
+        .map(|c| {
+            json!({
+                "root": c.root.display().to_string(),
+                "cookie_seen": c.marks.is_some(),
+                "error": c.error,
+            })
+        })
+        .collect();
+    let mut v = json!({
+        "ok": all && !closed,
+        "command": COMMAND,
+        "pid": std::process::id(),
+        "timed_out": !all && !closed,
+        "waited_seconds": started.elapsed().as_secs_f64(),
+        "remotes": remotes,
+        "roots": roots,
+    });
+    if closed && !all {
+        v["error"] = json!(
+            "the instance is stopping or reloading its config; run --wait-synced again once it runs"
+        );
+    }
+    v
+}
+
+/// `sersync2 --wait-synced -o FILE [--timeout SECONDS] [--remote LABEL ...]`.
+pub fn wait_synced(_config: &Config, args: &Args) -> Result<u8, Exit> {
+    let timeout = args.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let request = format!(
+        "{COMMAND} {}",
+        json!(Request {
+            timeout_seconds: timeout,
+            remotes: args.remote.clone(),
+        })
+    );
+    if request.len() >= control::MAX_REQUEST {
+        return Err(usage(anyhow!(
+            "--remote: the labels are too long together (over {} bytes); ask for fewer \
+             remotes at a time",
+            control::MAX_REQUEST
+        )));
+    }
+    let pid_file = args
+        .pid_file
+        .clone()
+        .unwrap_or_else(|| daemon::default_pid_file(&args.config));
+    let socket = control::socket_path(&pid_file);
+    // The instance answers when its own wait ends; a margin on top.
+    let wait = match timeout {
+        0 => FOREVER,
+        s => Duration::from_secs(s + 30),
+    };
+    let answer = control::ask(&socket, &request, wait).map_err(|e| match e {
+        control::AskError::Missing(e) => runtime(anyhow!(
+            "no running sersync2 answers on {} ({e}): start the agent for {} (with the same \
+             --pid-file, if it was given one); nothing can be synced while none runs",
+            socket.display(),
+            args.config.display()
+        )),
+        control::AskError::Refused(e) => runtime(anyhow!("refusing the control socket: {e}")),
+        control::AskError::Failed(m) => runtime(anyhow!(
+            "asking the running instance over {} failed: {m}",
+            socket.display()
+        )),
+    })?;
+    report(&answer, timeout)
+}
+
+/// Prints the answer; 0 when every remote asked about is level.
+fn report(answer: &Value, timeout: u64) -> Result<u8, Exit> {
+    let remotes = answer["remotes"].as_array().cloned().unwrap_or_default();
+    if answer["ok"].as_bool() == Some(true) {
+        println!(
+            "synced: every change made before the call is on {} remote(s) (waited {:.2}s)",
+            remotes.len(),
+            answer["waited_seconds"].as_f64().unwrap_or(0.0)
+        );
+        return Ok(0);
+    }
+    if let Some(e) = answer.get("error").and_then(Value::as_str) {
+        if answer["usage"].as_bool() == Some(true) {
+            return Err(usage(anyhow!("{e}")));
+        }
+        if remotes.is_empty() {
+            return Err(runtime(anyhow!("the running instance refused: {e}")));
+        }
+    }
+    let mut behind = Vec::new();
+    for r in &remotes {
+        if r["synced"].as_bool() == Some(true) {
+            continue;
+        }
+        let name = r["remote"].as_str().unwrap_or("?");
+        let mut line = format!(
+            "behind: {name} ({}): {} pending, {} owed, lag {:.1}s",
+            r["root"].as_str().unwrap_or("?"),
+            r["pending"].as_u64().unwrap_or(0),
+            r["owed"].as_u64().unwrap_or(0),
+            r["lag_seconds"].as_f64().unwrap_or(0.0)
+        );
+        if r["failing"].as_bool() == Some(true) {
+            line.push_str(&format!(
+                ", failing: {}",
+                r["last_error"].as_str().unwrap_or("(no error recorded)")
+            ));
+        }
+        println!("{line}");
+        behind.push(name.to_owned());
+    }
+    for root in answer["roots"].as_array().into_iter().flatten() {
+        if root["cookie_seen"].as_bool() == Some(true) {
+            continue;
+        }
+        let path = root["root"].as_str().unwrap_or("?");
+        match root["error"].as_str() {
+            Some(e) => println!("watch root {path}: {e}"),
+            None => println!(
+                "watch root {path}: its events were not read in time (is it watched? see \
+                 --status)"
+            ),
+        }
+    }
+    if let Some(e) = answer.get("error").and_then(Value::as_str) {
+        return Err(runtime(anyhow!("{e}")));
+    }
+    Err(runtime(anyhow!(
+        "not synced within {timeout}s: {} behind; the agent keeps pushing, see --status",
+        behind.join(", ")
+    )))
+}

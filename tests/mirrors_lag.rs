@@ -1,0 +1,275 @@
+//! Know your mirrors: replication lag per remote in `/status`, `/metrics` and `--status`,
+//! and `--wait-synced`, the exact barrier a deploy script runs before it switches traffic.
+//! Real agents, real rsync daemons, real inotify.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::agent::*;
+use crate::support::*;
+
+/// A wait that covers the "within a few seconds" on a loaded machine.
+const LAG_DEADLINE: Duration = Duration::from_secs(30);
+
+fn sersync2(dir: &Dir, args: &[&str]) -> Output {
+    Command::new(sersync_bin())
+        .args(args)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sersync2")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn get(port: u16, path: &str) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
+    write!(c, "GET {path} HTTP/1.0\r\n\r\n").expect("send");
+    let mut text = String::new();
+    c.read_to_string(&mut text).expect("read");
+    text
+}
+
+fn status_json(port: u16) -> serde_json::Value {
+    let text = get(port, "/status");
+    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("status JSON: {e}: {body}"))
+}
+
+/// The value of one metric line, by its name and labels.
+fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+fn label(d: &RsyncDaemon) -> String {
+    format!("{}::{}", d.ip(), d.module())
+}
+
+// Broke: a deploy script had no way to know when the mirrors had its files; it slept
+// and hoped, and switched traffic to servers still missing part of the release.
+#[test]
+fn wait_synced_returns_once_5000_files_are_on_every_remote() {
+    let s = Setup::new("wait-5000");
+    let mut conf = s.conf();
+    conf.debug = false; // 5,000 events a round: keep the log small
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    for round in 0..3 {
+        for i in 0..5000 {
+            s.write(
+                format!("r{round}/d{}/f{i}.txt", i % 50),
+                format!("round {round} file {i}\n"),
+            );
+        }
+        let out = sersync2(
+            &s.dir,
+            &["-o", "sersync.xml", "--wait-synced", "--timeout", "170"],
+        );
+        // Checked the moment it returns: no polling here.
+        let snapshot = tree_snapshot(&s.src);
+        for remote in s.remotes() {
+            snapshots_equal(&snapshot, &tree_snapshot(&remote)).unwrap_or_else(|e| {
+                panic!(
+                    "round {round}: --wait-synced returned ({}) but {} differs: {e}\n{}",
+                    text(&out),
+                    remote.display(),
+                    tail(&agent.log(), 40)
+                )
+            });
+        }
+        assert!(
+            out.status.success(),
+            "round {round}: {}\n{}",
+            text(&out),
+            tail(&agent.log(), 40)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("synced"),
+            "{}",
+            text(&out)
+        );
+    }
+    // The cookies were never pushed.
+    for remote in s.remotes() {
+        let names: Vec<String> = std::fs::read_dir(&remote)
+            .expect("read the remote")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with(".sersync2-cookie")),
+            "{names:?}"
+        );
+    }
+    agent.assert_running();
+    agent.stop();
+}
+
+// Broke: with a mirror down, the barrier must not pass (or hang): it gives up at its
+// timeout with exit 1 and says which remote is behind.
+#[test]
+fn wait_synced_times_out_while_a_remote_is_down() {
+    let mut s = Setup::new("wait-down");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    s.write("before.txt", "before\n");
+    s.wait(&mut agent, "before the outage");
+    s.b.stop();
+    s.write("during.txt", "while b is down\n");
+    let out = sersync2(
+        &s.dir,
+        &["-o", "sersync.xml", "--wait-synced", "--timeout", "3"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("behind: {}", label(&s.b))),
+        "names b: {}",
+        text(&out)
+    );
+    assert!(
+        !stdout.contains(&format!("behind: {}", label(&s.a))),
+        "a is level: {}",
+        text(&out)
+    );
+    // Asking for a alone passes: it has every change.
+    let a_only = label(&s.a);
+    let out = sersync2(
+        &s.dir,
+        &[
+            "-o",
+            "sersync.xml",
+            "--wait-synced",
+            "--timeout",
+            "60",
+            "--remote",
+            &a_only,
+        ],
+    );
+    assert!(out.status.success(), "a alone: {}", text(&out));
+    trees_equal(&s.src, s.a.data_dir()).expect("a has every change");
+    // An unknown remote is a usage error.
+    let out = sersync2(
+        &s.dir,
+        &[
+            "-o",
+            "sersync.xml",
+            "--wait-synced",
+            "--remote",
+            "nowhere::x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // Once b is back, the barrier passes and b holds the change made while it was down.
+    s.b.restart();
+    let out = sersync2(
+        &s.dir,
+        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
+    );
+    assert!(out.status.success(), "b back: {}", text(&out));
+    trees_equal(&s.src, s.b.data_dir()).expect("b has every change once the barrier passed");
+    agent.stop();
+}
+
+// Broke: status showed counters only; nobody could tell how stale a mirror was.
+#[test]
+fn lag_is_reported_while_a_remote_is_down_and_zero_when_level() {
+    let mut s = Setup::new("lag");
+    let port = free_port();
+    let mut conf = s.conf();
+    conf.status_port = Some(port);
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    s.write("level.txt", "level\n");
+    s.wait(&mut agent, "level");
+    wait_until("lag is 0 on both remotes when level", LAG_DEADLINE, || {
+        let st = status_json(port);
+        (0..2).all(|i| st["remotes"][i]["lag_seconds"].as_f64() == Some(0.0))
+    });
+
+    s.b.stop();
+    s.write("during.txt", "while b is down\n");
+    let (a, b) = (label(&s.a), label(&s.b));
+    let mut last = serde_json::Value::Null;
+    wait_until(
+        "b's lag grows past 2 s while it is down",
+        LAG_DEADLINE,
+        || {
+            last = status_json(port);
+            last["remotes"][1]["lag_seconds"].as_f64().unwrap_or(0.0) >= 2.0
+                && last["remotes"][1]["owed"].as_u64().unwrap_or(0) >= 1
+        },
+    );
+    assert_eq!(last["remotes"][1]["remote"], b.as_str(), "{last}");
+    assert_eq!(
+        last["remotes"][0]["lag_seconds"], 0.0,
+        "a stays level: {last}"
+    );
+    assert!(last["remotes"][1]["pending"].is_u64(), "{last}");
+    let metrics = get(port, "/metrics");
+    let b_lag = metric(
+        &metrics,
+        &format!(
+            "sersync2_remote_lag_seconds{{remote=\"{b}\",root=\"{}\"}}",
+            s.src.display()
+        ),
+    )
+    .unwrap_or_else(|| panic!("b's lag metric: {metrics}"));
+    assert!(b_lag >= 2.0, "{metrics}");
+    let a_lag = metric(
+        &metrics,
+        &format!(
+            "sersync2_remote_lag_seconds{{remote=\"{a}\",root=\"{}\"}}",
+            s.src.display()
+        ),
+    );
+    assert_eq!(a_lag, Some(0.0), "{metrics}");
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--status"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains(&b) && l.contains("lag") && !l.contains("lag     0.0s")),
+        "--status shows b's lag: {}",
+        text(&out)
+    );
+
+    s.b.restart();
+    s.wait_within(&mut agent, "b level after its return", LAG_DEADLINE);
+    wait_until("lag back to 0 once b is level", LAG_DEADLINE, || {
+        last = status_json(port);
+        (0..2).all(|i| {
+            last["remotes"][i]["lag_seconds"].as_f64() == Some(0.0)
+                && last["remotes"][i]["pending"] == 0
+                && last["remotes"][i]["owed"] == 0
+        })
+    });
+    let metrics = get(port, "/metrics");
+    assert_eq!(
+        metric(
+            &metrics,
+            &format!(
+                "sersync2_remote_lag_seconds{{remote=\"{b}\",root=\"{}\"}}",
+                s.src.display()
+            )
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+    agent.stop();
+}
