@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+#[cfg(any(test, feature = "man"))]
+pub mod man;
+
 pub const AFTER_HELP: &str = "\
 DESCRIPTION
     Watches each <localpath watch> of the config with inotify and pushes every change

@@ -13,6 +13,7 @@ mod fixtures;
 mod layers;
 mod mirrors_lag;
 mod outsider_b;
+mod package;
 mod scenarios;
 mod security;
 mod support;
