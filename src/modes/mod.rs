@@ -139,7 +139,31 @@ pub(crate) fn load(path: &std::path::Path, args: &Args) -> Result<Config, Exit> 
             config.file.display()
         );
     }
+    if Mode::of(args) == Mode::Live {
+        if let Some(warning) = plugin_warning(&config) {
+            log::warn!("{warning}");
+        }
+    }
     Ok(config)
+}
+
+/// The active command plugin runs every changed file as a script: said at start and by
+/// `-t`, since whoever can write into the tree then runs code as this user.
+pub(crate) fn plugin_warning(config: &Config) -> Option<String> {
+    let Some(config::plugins::Plugin::Command(c)) = config.plugins.active().map(|p| &**p) else {
+        return None;
+    };
+    if !c.runs_changed_files() {
+        return None;
+    }
+    let uid = fsafe::euid();
+    let user = fsafe::user_name(uid).unwrap_or_else(|| format!("uid {uid}"));
+    Some(format!(
+        "{}: plugin command: {} runs every changed file as a script as user {user}; set \
+         <filter start=\"true\"> with an <include> or use a dedicated program",
+        config.file.display(),
+        c.describe()
+    ))
 }
 
 /// The modes that sync first check the rsync on PATH (found, 3.1 or later): a usage
