@@ -6,6 +6,9 @@
 use std::fs;
 use std::process::{Command, Stdio};
 
+use std::time::Duration;
+
+use crate::agent::{Agent, Setup};
 use crate::support::*;
 
 /// `sersync2 ARGS -o CONF` run to its end: (exit code, stdout, stderr).
@@ -68,4 +71,59 @@ fn shipped_shell_command_plugin_switched_on_is_shown_and_warned_about_by_t() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("plugin: off"), "{out}");
     assert!(!out.contains("as a script"), "{out}");
+}
+
+// A local user who bound `<host port>` first made the agent exit 1 at start (a restart
+// loop under systemd), and `--status` then printed whatever that user answered.
+#[test]
+fn squatted_status_port_neither_stops_sync_nor_fools_the_status_client() {
+    use std::io::{Read, Write};
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind squatter");
+    let port = squatter.local_addr().expect("addr").port();
+    let setup = Setup::new("outsider-squat");
+    let mut conf = setup.conf();
+    conf.status_port = Some(port);
+    let mut agent = Agent::start(&setup.dir, &conf, &[]);
+    let log = agent.log();
+    assert!(
+        log.contains(&format!("cannot listen for status on 127.0.0.1:{port}"))
+            && log.contains("in use"),
+        "{log}"
+    );
+    setup.write("a.txt", "synced without the endpoint");
+    setup.wait(&mut agent, "a change while the status port is squatted");
+
+    // The squatter answers one request with its own JSON (another pid, escapes).
+    let fake = std::thread::spawn(move || {
+        if let Ok((mut c, _)) = squatter.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let body = r#"{"version":"x","config":"evil\u001b[2J","pid":1,"uptime_seconds":0,
+                "watches":0,"fail_log":{"path":"f","entries":0},"last_full_sync":null,
+                "remotes":[]}"#;
+            let _ = write!(c, "HTTP/1.0 200 OK\r\n\r\n{body}");
+        }
+        // The listener is closed here: the port is free.
+    });
+    let conf_path = setup.dir.join("sersync.xml");
+    let (code, out, err) = run(&setup.dir, &conf_path, &["--status"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(!out.contains('\x1b'), "{out:?}");
+    assert!(
+        err.contains("does not come from this config's running instance"),
+        "{err}"
+    );
+    fake.join().expect("squatter thread");
+
+    // The agent binds the freed port by itself; --status then sees it.
+    wait_until(
+        "--status reaches the agent",
+        Duration::from_secs(30),
+        || {
+            let (code, out, _) = run(&setup.dir, &conf_path, &["--status"]);
+            code == 0 && out.contains(&format!("(pid {})", agent.pid()))
+        },
+    );
+    assert!(agent.log().contains("(bound now)"), "{}", agent.log());
+    agent.stop();
 }

@@ -253,34 +253,22 @@ fn run(
     }
     let mut status_thread = None;
     if let Some((host, port)) = &config.host {
-        let bound = match listener {
-            Some(l) => Ok(l),
-            None => bind_status(host, *port),
-        };
-        let listener = match bound {
-            Ok(l) => Some(l),
-            Err(e) if first => return Err(fail(detached, runtime(e))),
-            Err(e) => {
-                log::error!("{e:#}; the status endpoint is off until the next reload");
-                None
-            }
-        };
-        if let Some(listener) = listener {
-            log::info!("status on http://{host}:{port}/status and /metrics");
-            let (m, w, file) = (
-                Arc::clone(&mirror),
-                Arc::clone(&watches),
-                config.file.display().to_string(),
-            );
-            status_thread = status::serve(
-                listener,
-                Arc::new(move || {
-                    status::Status::new(m.snapshot(), w.load(Ordering::Relaxed), &file)
-                        .with_roots(roots.iter().map(|r| r.report()).collect())
-                }),
-                Some(Arc::clone(&stop)),
-            );
-        }
+        let (m, w, file) = (
+            Arc::clone(&mirror),
+            Arc::clone(&watches),
+            config.file.display().to_string(),
+        );
+        // A port another process holds never stops sync: the status thread binds again.
+        status_thread = status::listen(
+            host,
+            *port,
+            listener,
+            Arc::new(move || {
+                status::Status::new(m.snapshot(), w.load(Ordering::Relaxed), &file)
+                    .with_roots(roots.iter().map(|r| r.report()).collect())
+            }),
+            Arc::clone(&stop),
+        );
     }
     let handles = mirror
         .spawn_workers(workers)
