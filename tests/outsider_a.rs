@@ -127,3 +127,62 @@ fn squatted_status_port_neither_stops_sync_nor_fools_the_status_client() {
     assert!(agent.log().contains("(bound now)"), "{}", agent.log());
     agent.stop();
 }
+
+// A fail log whose directory had gone was logged as "written to the fail log", and the
+// stop said "1 entry owed, kept in the fail log" and exited 0 while no file existed.
+#[test]
+fn unwritable_fail_log_is_reported_as_not_written_retried_and_fails_the_stop() {
+    let mut setup = Setup::new("outsider-faillog");
+    let fl_dir = setup.dir.mkdir_p("fl");
+    let fail_log = fl_dir.join("fail.sh");
+    let mut conf = setup.conf();
+    conf.fail_log = fail_log.clone();
+    setup.a.stop();
+    setup.b.stop();
+    let mut agent = Agent::start(&setup.dir, &conf, &[]);
+    let gone = setup.dir.join("fl.gone");
+    fs::rename(&fl_dir, &gone).expect("move the fail log's directory away");
+
+    setup.write("a.txt", "owed");
+    wait_until(
+        "the failed push is reported as not written",
+        DEADLINE,
+        || {
+            agent.assert_running();
+            agent.log().contains("could NOT be written to the fail log")
+        },
+    );
+    assert!(
+        !agent.log().contains("failed, written to the fail log"),
+        "{}",
+        agent.log()
+    );
+
+    // The directory is back: the fail log is written again without another change.
+    fs::rename(&gone, &fl_dir).expect("put the directory back");
+    wait_until(
+        "the fail log is written again",
+        Duration::from_secs(30),
+        || fail_log.exists() && agent.log().contains("is written again"),
+    );
+    assert!(
+        fs::read_to_string(&fail_log)
+            .expect("read the fail log")
+            .contains("a.txt"),
+        "the entry kept in memory is in the file"
+    );
+
+    // Gone again at the stop: the stop says what was not kept and exits 1.
+    fs::rename(&fl_dir, &gone).expect("move it away again");
+    setup.write("b.txt", "owed too");
+    wait_until("the second failure is reported", DEADLINE, || {
+        agent.log().matches("could NOT be written").count() >= 2
+            || agent.log().contains("cannot write the fail log")
+    });
+    let (status, _) = agent.stop_with(libc::SIGTERM);
+    let log = agent.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("could NOT be kept"), "{log}");
+    assert!(log.contains(&fail_log.display().to_string()), "{log}");
+    assert!(!log.contains("kept in the fail log"), "{log}");
+}

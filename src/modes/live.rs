@@ -381,6 +381,18 @@ fn run(
     log::debug!("{left} entries were queued or running at the stop");
     let left = mirror.owed();
     let entries = |n: usize| format!("{n} entr{}", if n == 1 { "y" } else { "ies" });
+    let kept = match mirror.final_save() {
+        Ok(()) => "kept",
+        Err(e) => {
+            // Not kept: say so, and at a stop exit 1 so that the service manager sees it.
+            log::error!("{e}");
+            if let Next::Stop = next {
+                log::info!("stopped; pushed per remote: {:?}", mirror.pushed());
+                return Err(runtime(anyhow::anyhow!(e)));
+            }
+            "NOT kept"
+        }
+    };
     match &next {
         Next::Stop => {
             if left > 0 {
@@ -394,7 +406,7 @@ fn run(
         }
         Next::Reload(_) => {
             log::info!(
-                "old pipeline stopped ({} owed, kept in the fail log {}); pushed per remote: {:?}",
+                "old pipeline stopped ({} owed, {kept} in the fail log {}); pushed per remote: {:?}",
                 entries(left),
                 config.fail_log.display(),
                 mirror.pushed()

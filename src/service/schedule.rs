@@ -1,11 +1,13 @@
 //! The scheduler thread: the timed fail-log replay and the crontab full syncs. Both only
-//! queue work, so a flood of live events cannot starve them.
+//! queue work, so a flood of live events cannot starve them. While the last write of
+//! the fail log failed, it also writes it again every `SAVE_RETRY`.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{Crontab, Schedule};
+use crate::sync::workers::SAVE_RETRY;
 use crate::sync::Mirror;
 use crate::sys::Stop;
 
@@ -48,13 +50,15 @@ fn run(replay_every: Duration, crontab: Option<Crontab>, mirror: &Mirror, stop: 
             (Some(r), Some(f)) => Some(r.min(f)),
             (r, f) => r.or(f),
         };
-        let stopped = match due {
-            Some(due) => stop.wait_timeout(due.saturating_duration_since(now)),
-            None => stop.wait_timeout(IDLE),
-        };
-        if stopped {
+        let mut wait = due.map_or(IDLE, |d| d.saturating_duration_since(now));
+        if mirror.unsaved() {
+            // The last write of the fail log failed: try again soon.
+            wait = wait.min(SAVE_RETRY);
+        }
+        if stop.wait_timeout(wait) {
             return;
         }
+        mirror.retry_save();
         let now = Instant::now();
         if next_replay.is_some_and(|r| now >= r) {
             mirror.replay();
