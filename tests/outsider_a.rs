@@ -186,3 +186,97 @@ fn unwritable_fail_log_is_reported_as_not_written_retried_and_fails_the_stop() {
     assert!(log.contains(&fail_log.display().to_string()), "{log}");
     assert!(!log.contains("kept in the fail log"), "{log}");
 }
+
+// With a remote that accepts and never answers, SIGTERM exited after the grace but left
+// the stuck rsync processes running as orphans (PPID 1) until their own timeout.
+#[test]
+fn rsync_children_stuck_on_a_silent_remote_are_not_left_behind_at_exit() {
+    use crate::agent::{Conf, Transport};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let s = Setup::new("outsider-orphans");
+    // A third loopback address on the daemons' port: it accepts and says nothing.
+    let listener = std::net::TcpListener::bind(("127.0.0.3", s.a.port())).expect("bind");
+    let done = Arc::new(AtomicBool::new(false));
+    let silent = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                held.extend(conn.ok());
+            }
+        })
+    };
+    let conf = Conf::new(
+        &s.src,
+        vec![("127.0.0.3".to_string(), "mod".to_string())],
+        Transport::Daemon {
+            port: s.a.port(),
+            user: s.a.user().to_string(),
+            password_file: s.a.password_file(),
+        },
+        &s.dir.join("fail.sh"),
+    );
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    s.write("a.txt", "stuck\n");
+    let mut stuck: Vec<libc::pid_t> = Vec::new();
+    wait_until("an rsync to the silent remote runs", DEADLINE, || {
+        stuck = rsync_children(agent.pid());
+        !stuck.is_empty()
+    });
+    // One wait for the agent's whole 30 s grace.
+    agent.signal(libc::SIGTERM);
+    let mut status = None;
+    wait_until(
+        "the agent exits after its grace",
+        Duration::from_secs(45),
+        || {
+            status = agent
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            status.is_some()
+        },
+    );
+    agent.child = None;
+    let log = agent.log();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
+    assert!(log.contains("terminated 1 rsync process"), "{log}");
+    wait_until("the stuck rsync is gone", Duration::from_secs(10), || {
+        stuck.iter().all(|&pid| !alive(pid))
+    });
+    done.store(true, Ordering::Relaxed);
+    let _ = std::net::TcpStream::connect(("127.0.0.3", s.a.port()));
+    let _ = silent.join();
+}
+
+/// The rsync children of `pid`, from /proc.
+fn rsync_children(pid: libc::pid_t) -> Vec<libc::pid_t> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let ppid: libc::pid_t = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == pid && head.ends_with("(rsync"))
+                .then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie waiting for its reaper).
+fn alive(pid: libc::pid_t) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}

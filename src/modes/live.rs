@@ -459,6 +459,11 @@ fn wait_for_workers(handles: &[JoinHandle<()>], mut next: Next, cx: &Ctx) -> Nex
                     "pushes still running after {}s; exiting, they stay in the fail log",
                     SHUTDOWN_GRACE.as_secs()
                 );
+                // Not left behind as orphans: SIGTERM, then SIGKILL after 2 s.
+                let n = sync::rsync::terminate_running(Duration::from_secs(2));
+                if n > 0 {
+                    log::warn!("terminated {n} rsync process(es) still running");
+                }
                 break;
             }
             Next::Stop => std::thread::sleep(Duration::from_millis(20)),
