@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     let mut args = Args::parse();
     let outcome = modes::prepare(&mut args).and_then(|config| match Mode::of(&args) {
         Mode::TestConfig { module } => modes::test_config(&config, module.as_deref()),
-        Mode::Status => modes::status(&config),
+        Mode::Status => modes::status(&config, &args),
         Mode::Module(name) => modes::module(&config, &name, args.daemon),
         Mode::Replay => modes::replay(&config, &args),
         Mode::WaitSynced => modes::wait_synced(&config, &args),

@@ -285,6 +285,15 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
                     "<failLog timeToExecute=\"0\">: must be at least 1 minute",
                 ));
             }
+            if minutes > MAX_MINUTES {
+                return Err(cx.err(
+                    f.line,
+                    format!(
+                        "<failLog timeToExecute=\"{minutes}\">: at most {MAX_MINUTES} minutes \
+                         (one year)"
+                    ),
+                ));
+            }
             (path, Duration::from_secs(minutes * 60))
         }
     };
@@ -432,7 +441,8 @@ fn roots(cx: &Ctx, sersync: &raw::Sersync) -> Result<Vec<WatchRoot>, ConfigError
                 format!("<localpath watch=\"{watch}\">: no <remote ip=... name=...> inside"),
             ));
         }
-        let mut remotes = Vec::new();
+        let mut remotes: Vec<Remote> = Vec::new();
+        let mut lines: Vec<Option<u32>> = Vec::new();
         for r in &lp.remote {
             let ip =
                 r.ip.as_deref()
@@ -451,10 +461,21 @@ fn roots(cx: &Ctx, sersync: &raw::Sersync) -> Result<Vec<WatchRoot>, ConfigError
                     format!("<remote ip=\"{ip}\">: not a host name or address"),
                 ));
             }
+            if let Some(i) = remotes.iter().position(|o| o.ip == ip && o.name == name) {
+                let first = lines[i].map_or_else(|| "?".to_owned(), |l| l.to_string());
+                return Err(cx.err(
+                    r.line,
+                    format!(
+                        "<remote ip=\"{ip}\" name=\"{name}\">: the same remote as line {first} \
+                         in <localpath watch=\"{watch}\">; remove one of them"
+                    ),
+                ));
+            }
             remotes.push(Remote {
                 ip: ip.to_owned(),
                 name: name.to_owned(),
             });
+            lines.push(r.line);
         }
         roots.push(WatchRoot { path, remotes });
     }
@@ -567,6 +588,10 @@ fn rsync(cx: &Ctx, r: Option<&raw::Rsync>) -> Result<RsyncOptions, ConfigError> 
     })
 }
 
+/// The longest period in minutes (`timeToExecute`, a numeric `<crontab schedule>`):
+/// one year. Anything longer means "never" in practice and overflows the clock.
+pub const MAX_MINUTES: u64 = 525_600;
+
 fn crontab(cx: &Ctx, c: Option<&raw::Crontab>) -> Result<Option<Crontab>, ConfigError> {
     let Some(c) = c else { return Ok(None) };
     if !cx.flag(c.start.as_deref(), c.line, "crontab", "start", false)? {
@@ -584,6 +609,14 @@ fn crontab(cx: &Ctx, c: Option<&raw::Crontab>) -> Result<Option<Crontab>, Config
             return Err(cx.err(
                 c.line,
                 "<crontab schedule=\"0\">: must be at least 1 minute",
+            ));
+        }
+        if minutes > MAX_MINUTES {
+            return Err(cx.err(
+                c.line,
+                format!(
+                    "<crontab schedule=\"{minutes}\">: at most {MAX_MINUTES} minutes (one year)"
+                ),
             ));
         }
         Schedule::Every(Duration::from_secs(minutes * 60))

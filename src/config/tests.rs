@@ -325,3 +325,56 @@ fn a_fail_log_that_cannot_be_written_is_refused() {
     ));
     assert!(e.message.contains("is a directory"), "{e}");
 }
+
+#[test]
+fn huge_time_to_execute_and_crontab_minutes_are_refused_with_their_line() {
+    // `timeToExecute="153722867280912930"` passed -t and later panicked the scheduler.
+    let d = dir();
+    let fail_log = d.path().join("fail.sh");
+    let e = err(&conf(
+        d.path(),
+        &format!(
+            "\n<failLog path=\"{}\" timeToExecute=\"153722867280912930\"/>",
+            fail_log.display()
+        ),
+    ));
+    assert_eq!(e.line, Some(8), "{e}");
+    assert!(e.to_string().contains("at most 525600 minutes"), "{e}");
+    // The crontab form: u64::MAX minutes.
+    let e = err(&conf(
+        d.path(),
+        "\n\n<crontab start=\"true\" schedule=\"18446744073709551615\"/>",
+    ));
+    assert_eq!(e.line, Some(9), "{e}");
+    assert!(e.to_string().contains("at most 525600 minutes"), "{e}");
+    // One year is still accepted.
+    let c = load_str(&conf(
+        d.path(),
+        "<crontab start=\"true\" schedule=\"525600\"/>",
+    ))
+    .expect("one year loads");
+    assert!(c.crontab.is_some());
+}
+
+#[test]
+fn duplicate_remote_in_one_localpath_is_refused_naming_both_lines() {
+    // 16,000 copies of the same <remote> under one <localpath> were accepted.
+    let d = dir();
+    let text = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<head version="2.5">
+  <sersync>
+    <localpath watch="{}">
+      <remote ip="127.0.0.1" name="mod"/>
+      <remote ip="127.0.0.2" name="mod"/>
+      <remote ip="127.0.0.1" name="other"/>
+      <remote ip="127.0.0.1" name="mod"/>
+    </localpath>
+  </sersync>
+</head>"#,
+        d.path().display()
+    );
+    let e = err(&text);
+    assert_eq!(e.line, Some(8), "{e}");
+    assert!(e.to_string().contains("same remote as line 5"), "{e}");
+}

@@ -253,34 +253,22 @@ fn run(
     }
     let mut status_thread = None;
     if let Some((host, port)) = &config.host {
-        let bound = match listener {
-            Some(l) => Ok(l),
-            None => bind_status(host, *port),
-        };
-        let listener = match bound {
-            Ok(l) => Some(l),
-            Err(e) if first => return Err(fail(detached, runtime(e))),
-            Err(e) => {
-                log::error!("{e:#}; the status endpoint is off until the next reload");
-                None
-            }
-        };
-        if let Some(listener) = listener {
-            log::info!("status on http://{host}:{port}/status and /metrics");
-            let (m, w, file) = (
-                Arc::clone(&mirror),
-                Arc::clone(&watches),
-                config.file.display().to_string(),
-            );
-            status_thread = status::serve(
-                listener,
-                Arc::new(move || {
-                    status::Status::new(m.snapshot(), w.load(Ordering::Relaxed), &file)
-                        .with_roots(roots.iter().map(|r| r.report()).collect())
-                }),
-                Some(Arc::clone(&stop)),
-            );
-        }
+        let (m, w, file) = (
+            Arc::clone(&mirror),
+            Arc::clone(&watches),
+            config.file.display().to_string(),
+        );
+        // A port another process holds never stops sync: the status thread binds again.
+        status_thread = status::listen(
+            host,
+            *port,
+            listener,
+            Arc::new(move || {
+                status::Status::new(m.snapshot(), w.load(Ordering::Relaxed), &file)
+                    .with_roots(roots.iter().map(|r| r.report()).collect())
+            }),
+            Arc::clone(&stop),
+        );
     }
     let handles = mirror
         .spawn_workers(workers)
@@ -393,6 +381,18 @@ fn run(
     log::debug!("{left} entries were queued or running at the stop");
     let left = mirror.owed();
     let entries = |n: usize| format!("{n} entr{}", if n == 1 { "y" } else { "ies" });
+    let kept = match mirror.final_save() {
+        Ok(()) => "kept",
+        Err(e) => {
+            // Not kept: say so, and at a stop exit 1 so that the service manager sees it.
+            log::error!("{e}");
+            if let Next::Stop = next {
+                log::info!("stopped; pushed per remote: {:?}", mirror.pushed());
+                return Err(runtime(anyhow::anyhow!(e)));
+            }
+            "NOT kept"
+        }
+    };
     match &next {
         Next::Stop => {
             if left > 0 {
@@ -406,7 +406,7 @@ fn run(
         }
         Next::Reload(_) => {
             log::info!(
-                "old pipeline stopped ({} owed, kept in the fail log {}); pushed per remote: {:?}",
+                "old pipeline stopped ({} owed, {kept} in the fail log {}); pushed per remote: {:?}",
                 entries(left),
                 config.fail_log.display(),
                 mirror.pushed()
@@ -459,6 +459,11 @@ fn wait_for_workers(handles: &[JoinHandle<()>], mut next: Next, cx: &Ctx) -> Nex
                     "pushes still running after {}s; exiting, they stay in the fail log",
                     SHUTDOWN_GRACE.as_secs()
                 );
+                // Not left behind as orphans: SIGTERM, then SIGKILL after 2 s.
+                let n = sync::rsync::terminate_running(Duration::from_secs(2));
+                if n > 0 {
+                    log::warn!("terminated {n} rsync process(es) still running");
+                }
                 break;
             }
             Next::Stop => std::thread::sleep(Duration::from_millis(20)),

@@ -145,7 +145,31 @@ pub(crate) fn load(path: &std::path::Path, args: &Args) -> Result<Config, Exit> 
             config.file.display()
         );
     }
+    if Mode::of(args) == Mode::Live {
+        if let Some(warning) = plugin_warning(&config) {
+            log::warn!("{warning}");
+        }
+    }
     Ok(config)
+}
+
+/// The active command plugin runs every changed file as a script: said at start and by
+/// `-t`, since whoever can write into the tree then runs code as this user.
+pub(crate) fn plugin_warning(config: &Config) -> Option<String> {
+    let Some(config::plugins::Plugin::Command(c)) = config.plugins.active().map(|p| &**p) else {
+        return None;
+    };
+    if !c.runs_changed_files() {
+        return None;
+    }
+    let uid = fsafe::euid();
+    let user = fsafe::user_name(uid).unwrap_or_else(|| format!("uid {uid}"));
+    Some(format!(
+        "{}: plugin command: {} runs every changed file as a script as user {user}; set \
+         <filter start=\"true\"> with an <include> or use a dedicated program",
+        config.file.display(),
+        c.describe()
+    ))
 }
 
 /// The modes that sync first check the rsync on PATH (found, 3.1 or later): a usage
@@ -154,8 +178,9 @@ pub(crate) fn require_rsync() -> Result<String, Exit> {
     sync::version::require().map_err(|e| usage(anyhow!(e)))
 }
 
-/// `--status`: print the running instance's status.
-pub fn status(config: &Config) -> Result<u8, Exit> {
+/// `--status`: print the running instance's status, and warn when the answer does not
+/// come from the process holding this config's instance lock.
+pub fn status(config: &Config, args: &Args) -> Result<u8, Exit> {
     let Some((host, port)) = &config.host else {
         return Err(usage(anyhow!(
             "{}: the status endpoint is off; enable it with <host hostip=\"127.0.0.1\" port=\"8008\" start=\"true\"/>",
@@ -164,7 +189,22 @@ pub fn status(config: &Config) -> Result<u8, Exit> {
     };
     let s = status::query(host, *port).map_err(|e| runtime(anyhow!(e)))?;
     print!("{}", status::render(&s));
-    Ok(0)
+    let pid_file = match &args.pid_file {
+        Some(p) => p.clone(),
+        None => daemon::default_pid_file(&args.config),
+    };
+    let mismatch = match daemon::InstanceLock::running(&pid_file) {
+        Ok(Some(pid)) if pid == s.pid => return Ok(0),
+        Ok(Some(pid)) => format!("this config's running instance is pid {pid}"),
+        Ok(None) => format!("the lock {} is held but names no pid", pid_file.display()),
+        Err(why) => format!("no instance of this config runs: {why}"),
+    };
+    eprintln!(
+        "sersync2: warning: the answer on {host}:{port} (pid {}) does not come from this \
+         config's running instance ({mismatch}); another process may hold the port",
+        s.pid
+    );
+    Ok(1)
 }
 
 /// `-m NAME`: run one plugin over the watched tree until SIGTERM or SIGINT.

@@ -3,6 +3,7 @@
 use anyhow::anyhow;
 
 use super::{module::Module, usage, Exit};
+use crate::config::plugins::Plugin;
 use crate::config::{Config, Schedule};
 use crate::sync::{self, Job};
 use crate::sys::shell;
@@ -56,6 +57,14 @@ pub fn test_config(config: &Config, module: Option<&str>) -> Result<u8, Exit> {
             Schedule::Cron(expr) => println!("crontab: full sync at \"{expr}\""),
         },
         None => println!("crontab: off"),
+    }
+    match config.plugins.active().map(|p| &**p) {
+        Some(Plugin::Command(c)) => println!("plugin: command: {}", c.describe()),
+        Some(p) => println!("plugin: {}", p.name()),
+        None => println!("plugin: off"),
+    }
+    if let Some(warning) = super::plugin_warning(config) {
+        println!("warning: {warning}");
     }
     println!("batch: up to {} paths per rsync call", config.rsync.batch);
     Ok(0)

@@ -691,3 +691,37 @@ fn module_runs_the_plugin_for_changes_without_rsync() {
     let sub = watch.join("sub").display().to_string();
     assert!(text.lines().any(|l| l == sub), "{text}");
 }
+
+#[test]
+fn shell_command_plugin_without_include_filter_runs_every_changed_file_as_a_script() {
+    // The shipped `<param prefix="/bin/sh">` with its filter off ran every uploaded file
+    // as a root shell script, and nothing said so.
+    let c = command(&command_def("/bin/sh", ""));
+    assert!(c.runs_changed_files());
+    assert_eq!(c.describe(), "/bin/sh <changed file>");
+    for prefix in ["sh -x", "/usr/bin/env", "/usr/bin/env -i A=b sh"] {
+        if let Ok(Plugin::Command(c)) =
+            Plugin::from_raw(&Cx::new("test.xml", false), &command_def(prefix, ""))
+        {
+            assert!(c.runs_changed_files(), "{prefix}");
+        }
+    }
+    // A script of its own, inline code, or a dedicated program: the file is data.
+    for prefix in ["/bin/sh /etc/hook.sh", "/bin/sh -c 'true'", "/bin/true"] {
+        assert!(
+            !command(&command_def(prefix, "")).runs_changed_files(),
+            "{prefix}"
+        );
+    }
+    // An include filter narrows what runs.
+    let mut def = command_def("/bin/sh", "");
+    def.filter = Some(Filter {
+        start: s("true"),
+        include: vec![crate::config::raw::Expression {
+            expression: s(r"(.*)\.sh"),
+            line: Some(5),
+        }],
+        ..Default::default()
+    });
+    assert!(!command(&def).runs_changed_files());
+}

@@ -191,6 +191,24 @@ impl InstanceLock {
         text.trim().parse().ok()
     }
 
+    /// Who holds the lock at `path` now, for `--status`: the pid it recorded if the
+    /// lock is held, `Err` with the reason when it is not (or cannot be told). The probe
+    /// takes a shared lock for an instant when the lock is free.
+    pub fn running(path: &Path) -> Result<Option<u32>, String> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| format!("no lock at {} ({e})", path.display()))?;
+        // SAFETY: flock on a valid open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+            // SAFETY: as above; releases the probe at once.
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+            return Err(format!("the lock {} is not held", path.display()));
+        }
+        Ok(InstanceLock::holder(path))
+    }
+
     /// Whether `path` still names the very file this lock holds.
     fn still_ours(&self) -> bool {
         use std::os::unix::fs::MetadataExt;

@@ -1,11 +1,13 @@
 //! The scheduler thread: the timed fail-log replay and the crontab full syncs. Both only
-//! queue work, so a flood of live events cannot starve them.
+//! queue work, so a flood of live events cannot starve them. While the last write of
+//! the fail log failed, it also writes it again every `SAVE_RETRY`.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{Crontab, Schedule};
+use crate::sync::workers::SAVE_RETRY;
 use crate::sync::Mirror;
 use crate::sys::Stop;
 
@@ -34,28 +36,45 @@ fn run(replay_every: Duration, crontab: Option<Crontab>, mirror: &Mirror, stop: 
         let s = cron.as_ref()?;
         let at = s.upcoming(chrono::Local).next()?;
         let wait = (at - chrono::Local::now()).to_std().unwrap_or_default();
-        Some(now + wait)
+        now.checked_add(wait)
     };
+    // A period too long for the clock (the config bounds it, but be safe) means never.
     let now = Instant::now();
-    let mut next_replay = now + replay_every;
-    let mut next_full = every.map(|d| now + d).or_else(|| next_cron(now));
+    let mut next_replay = now.checked_add(replay_every);
+    let mut next_full = every
+        .and_then(|d| now.checked_add(d))
+        .or_else(|| next_cron(now));
     loop {
         let now = Instant::now();
-        let due = next_full.map_or(next_replay, |f| f.min(next_replay));
-        if stop.wait_timeout(due.saturating_duration_since(now)) {
+        let due = match (next_replay, next_full) {
+            (Some(r), Some(f)) => Some(r.min(f)),
+            (r, f) => r.or(f),
+        };
+        let mut wait = due.map_or(IDLE, |d| d.saturating_duration_since(now));
+        if mirror.unsaved() {
+            // The last write of the fail log failed: try again soon.
+            wait = wait.min(SAVE_RETRY);
+        }
+        if stop.wait_timeout(wait) {
             return;
         }
+        mirror.retry_save();
         let now = Instant::now();
-        if now >= next_replay {
+        if next_replay.is_some_and(|r| now >= r) {
             mirror.replay();
-            next_replay = now + replay_every;
+            next_replay = now.checked_add(replay_every);
         }
         if let Some(f) = next_full {
             if now >= f {
                 log::info!("crontab: full sync of every remote");
                 mirror.full_sync_all();
-                next_full = every.map(|d| now + d).or_else(|| next_cron(now));
+                next_full = every
+                    .and_then(|d| now.checked_add(d))
+                    .or_else(|| next_cron(now));
             }
         }
     }
 }
+
+/// How long the scheduler sleeps at a time when nothing is due.
+const IDLE: Duration = Duration::from_secs(3600);

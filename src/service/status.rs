@@ -372,16 +372,7 @@ pub fn serve(
     source: Source,
     stop: Option<Arc<crate::sys::Stop>>,
 ) -> Option<std::thread::JoinHandle<()>> {
-    if let Ok(addr) = listener.local_addr() {
-        if !is_loopback(addr.ip()) {
-            log::warn!(
-                "status endpoint on {addr} is unauthenticated: anyone who can reach it can read \
-                 the status and metrics; bind <host hostip> to 127.0.0.1 unless that is intended"
-            );
-        }
-    }
-    if let Err(e) = listener.set_nonblocking(true) {
-        log::error!("status endpoint off: cannot make its listener non-blocking ({e})");
+    if !ready(&listener) {
         return None;
     }
     let spawned = std::thread::Builder::new()
@@ -394,6 +385,100 @@ pub fn serve(
             None
         }
     }
+}
+
+/// First pause before binding again after the status address could not be bound; it
+/// doubles up to [`BIND_RETRY_MAX`].
+pub const BIND_RETRY_FIRST: Duration = Duration::from_secs(5);
+pub const BIND_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Serves on `listener`, or, without one, on `host:port` once it can be bound. A bind
+/// that fails (another process holds the port, the address is gone) never stops sync:
+/// it is logged with the address and the reason, and the status thread binds again,
+/// [`BIND_RETRY_FIRST`] doubling to [`BIND_RETRY_MAX`], until it succeeds or `stop`
+/// is raised.
+pub fn listen(
+    host: &str,
+    port: u16,
+    listener: Option<TcpListener>,
+    source: Source,
+    stop: Arc<crate::sys::Stop>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let first = match listener {
+        Some(l) => Ok(l),
+        None => TcpListener::bind((host, port)),
+    };
+    let error = match first {
+        Ok(l) => {
+            log::info!("status on http://{host}:{port}/status and /metrics");
+            return serve(l, source, Some(stop));
+        }
+        Err(e) => e,
+    };
+    log::error!(
+        "cannot listen for status on {host}:{port} ({error}); syncing goes on without the \
+         endpoint; binding again in {}s, then up to every {}s (free the port or change \
+         <host port>)",
+        BIND_RETRY_FIRST.as_secs(),
+        BIND_RETRY_MAX.as_secs()
+    );
+    let host = host.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("status".into())
+        .spawn(move || {
+            let mut pause = BIND_RETRY_FIRST;
+            let mut last = error.to_string();
+            loop {
+                if stop.wait_timeout(pause) {
+                    return;
+                }
+                match TcpListener::bind((host.as_str(), port)) {
+                    Ok(l) => {
+                        if ready(&l) {
+                            log::info!(
+                                "status on http://{host}:{port}/status and /metrics (bound now)"
+                            );
+                            Server::new(l, source, Some(stop)).run();
+                        }
+                        return;
+                    }
+                    Err(e) if e.to_string() != last => {
+                        log::error!("cannot listen for status on {host}:{port} ({e}); retrying");
+                        last = e.to_string();
+                    }
+                    Err(e) => log::debug!("status on {host}:{port}: still cannot bind ({e})"),
+                }
+                pause = (pause * 2).min(BIND_RETRY_MAX);
+            }
+        });
+    match spawned {
+        Ok(h) => Some(h),
+        Err(e) => {
+            log::error!(
+                "status endpoint off: cannot start its thread ({e}); syncing goes on; \
+                 send SIGHUP to try again"
+            );
+            None
+        }
+    }
+}
+
+/// Warns about a listener others can reach and makes it non-blocking; false if it
+/// cannot be used (logged).
+fn ready(listener: &TcpListener) -> bool {
+    if let Ok(addr) = listener.local_addr() {
+        if !is_loopback(addr.ip()) {
+            log::warn!(
+                "status endpoint on {addr} is unauthenticated: anyone who can reach it can read \
+                 the status and metrics; bind <host hostip> to 127.0.0.1 unless that is intended"
+            );
+        }
+    }
+    if let Err(e) = listener.set_nonblocking(true) {
+        log::error!("status endpoint off: cannot make its listener non-blocking ({e})");
+        return false;
+    }
+    true
 }
 
 fn is_loopback(ip: IpAddr) -> bool {
@@ -739,34 +824,111 @@ fn respond(head: &[u8], source: &Source) -> Vec<u8> {
     reply(code, kind, &body)
 }
 
-/// `sersync2 --status`: fetch /status from the running instance and print it.
+/// Largest answer `--status` reads; a longer one is not a sersync2 status.
+pub const MAX_ANSWER: usize = 1024 * 1024;
+/// One deadline for `--status`, from connect to the last byte of the answer.
+pub const QUERY_DEADLINE: Duration = Duration::from_secs(5);
+
+/// `sersync2 --status`: fetch /status from the running instance. Whatever answers on the
+/// port is untrusted: one deadline for the whole exchange, at most [`MAX_ANSWER`] bytes.
 pub fn query(host: &str, port: u16) -> Result<Status, String> {
+    query_within(host, port, QUERY_DEADLINE)
+}
+
+fn query_within(host: &str, port: u16, deadline: Duration) -> Result<Status, String> {
+    let started = Instant::now();
+    let no_answer = || {
+        format!(
+            "no answer from {host}:{port} within {} s; is the sersync2 instance of this \
+             config listening there?",
+            deadline.as_secs()
+        )
+    };
+    let left = || {
+        deadline
+            .checked_sub(started.elapsed())
+            .filter(|d| !d.is_zero())
+    };
     let addr = (host, port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
         .next()
         .ok_or_else(|| format!("no address for {host}"))?;
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("no sersync2 status endpoint at {host}:{port} ({e}); is the agent running with <host start=\"true\">?"))?;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
+    let mut conn =
+        TcpStream::connect_timeout(&addr, left().ok_or_else(no_answer)?).map_err(|e| {
+            match e.kind() {
+                ErrorKind::TimedOut | ErrorKind::WouldBlock => no_answer(),
+                _ => format!(
+                    "no sersync2 status endpoint at {host}:{port} ({e}); is the agent running \
+                 with <host start=\"true\">?"
+                ),
+            }
+        })?;
+    let timed_out =
+        |e: &std::io::Error| matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock);
+    conn.set_write_timeout(Some(left().ok_or_else(no_answer)?))
         .map_err(|e| e.to_string())?;
-    write!(conn, "GET /status HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    conn.write_all(format!("GET /status HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .map_err(|e| {
+            if timed_out(&e) {
+                no_answer()
+            } else {
+                format!("cannot ask {host}:{port}: {e}")
+            }
+        })?;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        conn.set_read_timeout(Some(left().ok_or_else(no_answer)?))
+            .map_err(|e| e.to_string())?;
+        match conn.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&chunk[..n]);
+                if answer.len() > MAX_ANSWER {
+                    return Err(format!(
+                        "answer from {host}:{port} too large (over {} KiB): not a sersync2 \
+                         status endpoint",
+                        MAX_ANSWER / 1024
+                    ));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if timed_out(&e) => return Err(no_answer()),
+            Err(e) => return Err(format!("cannot read the answer from {host}:{port}: {e}")),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     serde_json::from_str(body).map_err(|e| format!("unexpected answer from {host}:{port}: {e}"))
 }
 
+/// `s` with every control character escaped (`\u{1b}`), so that an answer cannot
+/// drive the terminal it is printed on.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A person's view of a status snapshot.
 pub fn render(s: &Status) -> String {
+    // Every string came over the network: no control character reaches the terminal.
+    let p = printable;
     let mut out = format!(
         "sersync2 {} (pid {}), config {}\nup {}s, {} directories watched, fail log {} ({} entr{} owed)\n",
-        s.version,
+        p(&s.version),
         s.pid,
-        s.config,
+        p(&s.config),
         s.uptime_seconds,
         s.watches,
-        s.fail_log.path,
+        p(&s.fail_log.path),
         s.fail_log.entries,
         if s.fail_log.entries == 1 { "y" } else { "ies" }
     );
@@ -781,7 +943,7 @@ pub fn render(s: &Status) -> String {
         Some(f) => out.push_str(&format!(
             "last full sync: {} to {} in {:.1}s (ended at unix time {})\n",
             if f.ok { "succeeded" } else { "FAILED" },
-            f.remote,
+            p(&f.remote),
             f.seconds,
             f.ended_unix
         )),
@@ -802,7 +964,7 @@ pub fn render(s: &Status) -> String {
             .map_or(String::new(), |t| format!("next retry at unix time {t}, "));
         out.push_str(&format!(
             "  {:<30} pushed {:>8}  failed {:>5}  queued {:>6}  lag {:>7.1}s  {}\n",
-            r.remote,
+            p(&r.remote),
             r.pushed,
             r.failed,
             r.queued,
@@ -811,7 +973,7 @@ pub fn render(s: &Status) -> String {
                 format!(
                     "FAILING since unix time {} ({owed}{retry}last error: {})",
                     r.failing_since_unix.unwrap_or(0),
-                    r.last_error.as_deref().unwrap_or("")
+                    p(r.last_error.as_deref().unwrap_or(""))
                 )
             } else if r.owed > 0 {
                 format!("ok, {}", owed.trim_end_matches(", "))
@@ -824,7 +986,9 @@ pub fn render(s: &Status) -> String {
         if r.state != "ok" {
             out.push_str(&format!(
                 "watch root {} is {} (since unix time {}): nothing is pushed from it until a directory is back there\n",
-                r.path, r.state, r.since
+                p(&r.path),
+                p(&r.state),
+                r.since
             ));
         }
         if r.rewalks > 0 {
@@ -835,10 +999,12 @@ pub fn render(s: &Status) -> String {
             ));
         }
         for m in &r.mounts {
-            if let Some(note) = &m.note {
+            if let Some(note) = m.note.as_deref().map(p) {
                 out.push_str(&format!(
                     "mount {}/{} ({}): {note}\n",
-                    r.path, m.path, m.fstype
+                    p(&r.path),
+                    p(&m.path),
+                    p(&m.fstype)
                 ));
             }
         }
@@ -977,5 +1143,62 @@ mod tests {
         assert!(got.contains("sersync_uptime_seconds 0"), "{got}");
         let got = exchange(port, &[b"POST /status HTTP/1.0\r\n\r\n"]);
         assert!(got.starts_with("HTTP/1.0 405"), "{got:.200}");
+    }
+
+    #[test]
+    fn status_client_escapes_control_characters_from_the_answer() {
+        // --status printed attacker JSON with raw terminal escapes.
+        let mut s = source()();
+        s.config = "c.xml\x1b[2J\x1b]0;owned\x07".into();
+        s.remotes.push(RemoteStatus {
+            remote: "r\nFAKE LINE".into(),
+            root: "/w".into(),
+            pushed: 0,
+            failed: 1,
+            queued: 0,
+            failing: true,
+            failing_since_unix: Some(1),
+            owed: 0,
+            next_retry_unix: None,
+            last_error: Some("\x1b[31mred".into()),
+        });
+        let text = render(&s);
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert!(text.contains("c.xml\\u{1b}[2J"), "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("FAKE LINE")), "{text}");
+    }
+
+    #[test]
+    fn status_client_gives_up_on_a_listener_that_never_answers() {
+        // A listener that never answered gave "Resource temporarily unavailable" after 10 s.
+        let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = silent.local_addr().expect("addr").port();
+        let started = Instant::now();
+        let e = query_within("127.0.0.1", port, Duration::from_secs(1)).expect_err("no answer");
+        assert!(
+            e.contains(&format!("no answer from 127.0.0.1:{port} within 1 s")),
+            "{e}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "one deadline for it all"
+        );
+    }
+
+    #[test]
+    fn status_client_refuses_an_answer_over_the_cap() {
+        // A 200 MB answer was read whole (200 MB RSS).
+        let big = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = big.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            if let Ok((mut c, _)) = big.accept() {
+                let chunk = vec![b' '; 64 * 1024];
+                let _ = c.write_all(b"HTTP/1.0 200 OK\r\n\r\n{");
+                // Until the client hangs up (then the write fails).
+                while c.write_all(&chunk).is_ok() {}
+            }
+        });
+        let e = query("127.0.0.1", port).expect_err("too large");
+        assert!(e.contains("too large"), "{e}");
     }
 }

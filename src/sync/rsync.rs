@@ -14,7 +14,8 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::job::Job;
 use crate::config::{Remote, RsyncOptions};
@@ -336,6 +337,11 @@ pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
         }
         Err(e) => return failed("cannot run rsync", e),
     };
+    let pid = child.id();
+    running().push(pid);
+    wait_unreaped(pid);
+    // Still unreaped: its pid cannot have been reused while it was in the registry.
+    running().retain(|p| *p != pid);
     let status = match child.wait() {
         Ok(s) => s.code().unwrap_or(-1),
         Err(_) => -1,
@@ -346,6 +352,69 @@ pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
         stderr: String::from_utf8_lossy(&tail).trim().to_owned(),
         elapsed: started.elapsed(),
     }
+}
+
+/// The pids of the rsync children running now (spawned, not yet reaped), so that the
+/// stop can end them ([`terminate_running`]).
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn running() -> MutexGuard<'static, Vec<u32>> {
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits until child `pid` has exited, without reaping it (`WNOWAIT`).
+fn wait_unreaped(pid: u32) {
+    loop {
+        // SAFETY: siginfo_t is plain data; waitid fills it for our own child.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to `info`; `pid` is our child, not yet reaped.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+/// How many rsync children are running now.
+pub fn running_count() -> usize {
+    running().len()
+}
+
+/// At a stop whose grace has ended: SIGTERM to every running rsync child, SIGKILL to
+/// those still there after `grace`. Returns how many were signalled. Their work is
+/// already in the fail log.
+pub fn terminate_running(grace: Duration) -> usize {
+    let signal_all = |signal: libc::c_int| {
+        let pids = running();
+        for &pid in pids.iter() {
+            // SAFETY: `pid` is our child and not reaped (it is in the registry, and is
+            // removed before it is reaped), so it names no other process.
+            unsafe { libc::kill(pid as libc::pid_t, signal) };
+        }
+        pids.len()
+    };
+    let n = signal_all(libc::SIGTERM);
+    if n == 0 {
+        return 0;
+    }
+    let deadline = Instant::now() + grace;
+    while running_count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20)); // polling the workers' registry
+    }
+    if signal_all(libc::SIGKILL) > 0 {
+        let deadline = Instant::now() + grace;
+        while running_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20)); // polling the workers' registry
+        }
+    }
+    n
 }
 
 #[cfg(test)]

@@ -12,6 +12,12 @@
 //! renamed away, replaced and not watched yet): a full sync with `--delete` of a missing
 //! or new empty directory would wipe the remote. Such work goes to the fail log instead
 //! and the watcher's full sync, once the root is watched again, clears it.
+//!
+//! A fail log that cannot be written (its directory gone, no descriptors, a refused
+//! file) is said as such, never as written: what it should hold stays in memory, and the
+//! write is tried again at the next change and, while it keeps failing, by the scheduler
+//! every [`SAVE_RETRY`] ([`Mirror::retry_save`]); the stop reports what could not be kept
+//! ([`Mirror::final_save`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -111,7 +117,12 @@ pub struct Mirror {
     after_push: Option<Arc<dyn AfterPush>>,
     /// The watch roots' health, once they are watched (see [`Mirror::guard_roots`]).
     roots: OnceLock<Vec<Arc<RootHealth>>>,
+    /// Why the last write of the fail log failed, while it did.
+    unsaved: Mutex<Option<String>>,
 }
+
+/// How often the scheduler writes the fail log again while its last write failed.
+pub const SAVE_RETRY: Duration = Duration::from_secs(5);
 
 impl Mirror {
     pub fn new(
@@ -141,6 +152,7 @@ impl Mirror {
             last_full: Mutex::new(None),
             after_push,
             roots: OnceLock::new(),
+            unsaved: Mutex::new(None),
         }
     }
 
@@ -400,7 +412,7 @@ impl Mirror {
             } else {
                 Vec::new()
             };
-            if changed {
+            if changed || self.unsaved() {
                 self.save(&fl);
             }
             drop(fl);
@@ -451,7 +463,7 @@ impl Mirror {
         // Before the job is finished in the queue, so its entries are never neither in
         // flight nor owed (a barrier would pass them).
         self.queue.owe(t, job, Instant::now());
-        self.save(&fl);
+        let saved = self.try_save(&fl);
         let owed = owed_by(&fl, t);
         let path = fl.path.clone();
         drop(fl);
@@ -463,21 +475,63 @@ impl Mirror {
         );
         let retry_in = plan.retry_at.saturating_duration_since(Instant::now());
         self.queue.retry_at(t, plan.retry_at, owed);
-        log::error!(
-            "push of {what} to {} failed, written to the fail log {}: {msg}; what it owes \
-             is tried again in {:.1}s",
-            target.label(),
-            path.display(),
-            retry_in.as_secs_f64()
-        );
+        match saved {
+            Ok(()) => log::error!(
+                "push of {what} to {} failed, written to the fail log {}: {msg}; what it \
+                 owes is tried again in {:.1}s",
+                target.label(),
+                path.display(),
+                retry_in.as_secs_f64()
+            ),
+            Err(e) => log::error!(
+                "push of {what} to {} failed and could NOT be written to the fail log {} \
+                 ({e}): {msg}; it is kept in memory only, tried again in {:.1}s, and the fail \
+                 log is written again at the next change and every {}s",
+                target.label(),
+                path.display(),
+                retry_in.as_secs_f64(),
+                SAVE_RETRY.as_secs()
+            ),
+        }
         *stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
         Some(plan.rest)
     }
 
+    /// Writes the fail log (under its lock), logging a failure the first time it is
+    /// seen.
     fn save(&self, fl: &FailLog) {
-        if let Err(e) = fl.save(&self.targets) {
-            log::error!("cannot write the fail log {}: {e}", fl.path.display());
+        let mut known = self
+            .unsaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Err(e) = self.try_save(fl) {
+            if known.take().as_deref() != Some(e.as_str()) {
+                log::error!(
+                    "cannot write the fail log {} ({e}): its {} entries are kept in memory \
+                     only; writing it again at the next change and every {}s",
+                    fl.path.display(),
+                    fl.len(),
+                    SAVE_RETRY.as_secs()
+                );
+            }
         }
+    }
+
+    /// Writes the fail log and records whether that worked; says when it works again.
+    fn try_save(&self, fl: &FailLog) -> Result<(), String> {
+        let result = fl.save(&self.targets).map_err(|e| e.to_string());
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok(()) if unsaved.take().is_some() => log::info!(
+                "the fail log {} is written again ({} entries)",
+                fl.path.display(),
+                fl.len()
+            ),
+            Ok(()) => {}
+            Err(e) => *unsaved = Some(e.clone()),
+        }
+        result
     }
 
     /// Queues owed work again (it stays owed until a push of it succeeds).
@@ -524,10 +578,44 @@ impl Mirror {
                 fl.add(t, &Job::Paths(paths), 0);
             }
         }
-        if n > 0 {
+        if n > 0 || self.unsaved() {
             self.save(&fl);
         }
         n
+    }
+
+    /// Whether the last write of the fail log failed.
+    pub fn unsaved(&self) -> bool {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// While the last write failed: writes the fail log again (the scheduler's timer).
+    pub fn retry_save(&self) {
+        if self.unsaved() {
+            let fl = self.fail_log();
+            self.save(&fl);
+        }
+    }
+
+    /// At the stop: the fail log written if its last write failed. `Err` names the
+    /// entries that could not be kept, the path and the error.
+    pub fn final_save(&self) -> Result<(), String> {
+        if !self.unsaved() {
+            return Ok(());
+        }
+        let fl = self.fail_log();
+        self.try_save(&fl).map_err(|e| {
+            let n = fl.len();
+            format!(
+                "{n} owed entr{} could NOT be kept: cannot write the fail log {} ({e}); \
+                 they are lost with this process: run a full sync (-r) at the next start",
+                if n == 1 { "y" } else { "ies" },
+                fl.path.display()
+            )
+        })
     }
 
     /// Paths that were pushed, per remote (for logs).

@@ -110,6 +110,25 @@ impl Command {
             && !self.exclude.iter().any(|r| r.is_match(bytes))
     }
 
+    /// What it runs, for people: `/bin/sh <changed file> suffix…`.
+    pub fn describe(&self) -> String {
+        self.prefix
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once("<changed file>"))
+            .chain(self.suffix.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Does it run every changed file as a script? Its program is a shell or an
+    /// interpreter that takes the changed file as the script to run (no operand before
+    /// it in the prefix, `env` looked through), and no include filter narrows the files.
+    pub fn runs_changed_files(&self) -> bool {
+        let filtered = self.include.as_ref().is_some_and(|i| !i.is_empty());
+        !filtered && runs_its_operand(&self.prefix)
+    }
+
     /// `prefix… <abs> suffix…`, one word each.
     pub fn argv(&self, abs: &Path) -> Vec<OsString> {
         self.prefix
@@ -119,6 +138,35 @@ impl Command {
             .chain(self.suffix.iter().map(OsString::from))
             .collect()
     }
+}
+
+/// Programs that run their first operand as a script (`python*` too).
+const INTERPRETERS: [&str; 10] = [
+    "sh", "bash", "dash", "zsh", "ksh", "perl", "ruby", "php", "node", "env",
+];
+
+/// With `prefix` as the words before the changed file: is the changed file the script an
+/// interpreter runs (or, through `env`, the program)?
+fn runs_its_operand(prefix: &[String]) -> bool {
+    let Some((program, rest)) = prefix.split_first() else {
+        return false;
+    };
+    let base = program.rsplit('/').next().unwrap_or(program);
+    if !(INTERPRETERS.contains(&base) || base.starts_with("python")) {
+        return false;
+    }
+    if base == "env" {
+        // env [-i] [NAME=value]... [program args...]: the first other word is the program.
+        let after: Vec<String> = rest
+            .iter()
+            .skip_while(|w| w.starts_with('-') || w.contains('='))
+            .cloned()
+            .collect();
+        return after.is_empty() || runs_its_operand(&after);
+    }
+    // An operand (not an option) before the changed file is the script; `-c` code too.
+    rest.iter()
+        .all(|w| w.starts_with('-') && w != "-c" && w != "-e")
 }
 
 /// Is `program` an executable file, by path or on `$PATH`?
