@@ -1161,6 +1161,8 @@ mod tests {
             owed: 0,
             next_retry_unix: None,
             last_error: Some("\x1b[31mred".into()),
+            lag_seconds: 0.0,
+            pending: 0,
         });
         let text = render(&s);
         assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
