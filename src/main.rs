@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Mode::Status => modes::status(&config),
         Mode::Module(name) => modes::module(&config, &name, args.daemon),
         Mode::Replay => modes::replay(&config, &args),
+        Mode::Verify => modes::verify(&config, &args),
         Mode::Live => modes::live(&config, &args),
     });
     match outcome {

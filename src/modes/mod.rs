@@ -9,6 +9,7 @@ mod live;
 pub(crate) mod module;
 mod replay;
 mod test_config;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -23,6 +24,7 @@ use crate::sys::fsafe;
 pub use live::live;
 pub use replay::replay;
 pub use test_config::test_config;
+pub use verify::verify;
 
 /// What to do, from the flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,8 @@ pub enum Mode {
     Module(String),
     /// `--replay`: the fail log once.
     Replay,
+    /// `--verify`: compare every remote with the source, change nothing.
+    Verify,
     /// Watch and sync.
     Live,
 }
@@ -49,6 +53,8 @@ impl Mode {
             Mode::Module(m.clone())
         } else if args.status {
             Mode::Status
+        } else if args.verify {
+            Mode::Verify
         } else if args.replay {
             Mode::Replay
         } else {
@@ -102,9 +108,9 @@ pub fn prepare(args: &mut Args) -> Result<Config, Exit> {
             }
         }
     }
-    logging::init(args.log_file.as_deref()).map_err(usage)?;
+    logging::init(args.log_file.as_deref(), args.log_format).map_err(usage)?;
     let config = load(&args.config, args)?;
-    if args.test_config || args.status {
+    if args.test_config || args.status || args.verify {
         // Printing modes: a closed pipe (`| head`) ends the process quietly, as for any
         // Unix tool, instead of a panic in println!.
         // SAFETY: restoring the default disposition of one signal.

@@ -44,7 +44,7 @@ impl Intake {
             };
             for change in batch.changes {
                 if self.debug {
-                    log::info!("event {change:?}");
+                    log::info!(root = route.root.display().to_string().as_str(); "event {change:?}");
                 }
                 match self.decide(&route.root, change) {
                     Decision::Drop => {}

@@ -141,7 +141,7 @@ impl Mirror {
     }
 
     /// Why the root of remote `t` must not be mirrored now, if it must not.
-    fn root_unsafe(&self, t: RemoteId) -> Option<String> {
+    pub(crate) fn root_unsafe(&self, t: RemoteId) -> Option<String> {
         let root = &self.targets[t.0].root;
         self.roots
             .get()?
@@ -282,7 +282,7 @@ impl Mirror {
 
     /// What the `<filter>` excludes keep out of a full sync of `t`'s root, found by a
     /// parallel walk of the tree.
-    fn excluded_paths(&self, t: RemoteId) -> Vec<PathBuf> {
+    pub(crate) fn excluded_paths(&self, t: RemoteId) -> Vec<PathBuf> {
         if self.excludes.is_empty() {
             return Vec::new();
         }
@@ -334,6 +334,7 @@ impl Mirror {
                 return outcome;
             }
             log::warn!(
+                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status;
                 "push to {} failed (rsync exit {}: {}), retrying: {}",
                 target.label(),
                 outcome.status,
@@ -368,8 +369,16 @@ impl Mirror {
                     after.pushed(&target.root, paths);
                 }
             }
+            let label = target.label();
+            log::debug!(
+                remote = label.as_str(), paths = job.count(), rsync_exit = outcome.status;
+                "pushed {} path(s) to {label} in {:.3}s",
+                job.count(),
+                outcome.elapsed.as_secs_f64()
+            );
             if let Job::Full = job {
                 log::info!(
+                    remote = label.as_str(), rsync_exit = outcome.status;
                     "full sync of {} to {} done in {:.1}s",
                     target.root.display(),
                     target.label(),
@@ -449,6 +458,7 @@ impl Mirror {
         let retry_in = plan.retry_at.saturating_duration_since(Instant::now());
         self.queue.retry_at(t, plan.retry_at, owed);
         log::error!(
+            remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status;
             "push of {what} to {} failed, written to the fail log {}: {msg}; what it owes \
              is tried again in {:.1}s",
             target.label(),

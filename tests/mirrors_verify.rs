@@ -1,0 +1,220 @@
+//! Knowing the mirrors: `sersync2 --verify` against real daemons whose module
+//! directories the tests change behind the agent's back, the agent's scheduled
+//! `<verify>` repairing what it finds, and `--log-format json`.
+
+use std::fs;
+use std::process::{Command, Output, Stdio};
+
+use crate::agent::*;
+use crate::support::*;
+
+/// `sersync2 --verify -o sersync.xml ARGS` in the test's directory, to completion.
+fn verify(dir: &Dir, extra: &[&str]) -> Output {
+    Command::new(sersync_bin())
+        .args(["--verify", "-o", "sersync.xml"])
+        .args(extra)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sersync2 --verify")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn label(d: &RsyncDaemon) -> String {
+    format!("{}::{}", d.ip(), d.module())
+}
+
+/// The report's block for one remote: its header line and the indented lines below it.
+fn block(report: &str, remote: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in report.lines() {
+        if !line.starts_with(' ') {
+            inside = line.starts_with(&format!("{remote} "));
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `conf` with `<verify start="true" schedule=...>` inside `<sersync>`.
+fn with_verify(conf: &Conf, schedule: &str) -> String {
+    conf.render().replace(
+        "  </sersync>",
+        &format!("    <verify start=\"true\" schedule=\"{schedule}\"/>\n  </sersync>"),
+    )
+}
+
+/// Starts the agent on a config text (written to sersync.xml) and waits for `live:`.
+fn start_with_xml(dir: &Dir, xml: &str, extra: &[&str]) -> Agent {
+    fs::write(dir.join("sersync.xml"), xml).expect("write sersync.xml");
+    let stderr = dir.join("agent.err");
+    let err = fs::File::create(&stderr).expect("create agent.err");
+    let child = Command::new(sersync_bin())
+        .args(["-n", "4", "-o"])
+        .arg(dir.join("sersync.xml"))
+        .args(extra)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("spawn sersync2");
+    let mut agent = Agent {
+        child: Some(child),
+        stderr,
+    };
+    wait_until("sersync2 logs `live:`", DEADLINE, || {
+        agent.assert_running();
+        agent.log().contains("live:")
+    });
+    agent
+}
+
+// A remote changed behind the agent's back (a file rewritten, one deleted, one added)
+// went unnoticed: nothing compared the remotes with the source.
+#[test]
+fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
+    let s = Setup::new("verify-drift");
+    s.write("keep.txt", "keep\n");
+    s.write("change.txt", "original\n");
+    s.write("gone.txt", "gone\n");
+    s.write("sub/deep.txt", "deep\n");
+    let mut conf = s.conf();
+    // Without -u: a file rewritten on the remote is newer there, and -u would skip it.
+    conf.params = "-artz".into();
+    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    s.wait(&mut agent, "the -r full sync");
+    agent.stop();
+
+    let out = verify(&s.dir, &[]);
+    assert_eq!(out.status.code(), Some(0), "level after -r: {}", text(&out));
+
+    let remote = s.a.data_dir();
+    fs::write(
+        remote.join("change.txt"),
+        "changed on the remote, and longer\n",
+    )
+    .expect("rewrite on the remote");
+    fs::remove_file(remote.join("gone.txt")).expect("rm on the remote");
+    fs::write(remote.join("extra.txt"), "only here\n").expect("add on the remote");
+
+    let out = verify(&s.dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let a = block(&report, &label(&s.a));
+    assert!(
+        a.contains("1 differing, 1 missing, 1 extra"),
+        "{}",
+        text(&out)
+    );
+    for line in ["differs change.txt", "missing gone.txt", "extra extra.txt"] {
+        assert!(a.contains(line), "{line:?} not in:\n{}", text(&out));
+    }
+    let b = block(&report, &label(&s.b));
+    assert!(b.contains(": level"), "{}", text(&out));
+    // --checksum finds the same.
+    let out = verify(&s.dir, &["--checksum"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    // The agent's scheduled verification finds the drift and pushes the paths again.
+    let xml = with_verify(&conf, "*/2 * * * * *");
+    let mut agent = start_with_xml(&s.dir, &xml, &[]);
+    wait_until("the scheduled verify repaired remote a", DEADLINE, || {
+        agent.assert_running();
+        verify(&s.dir, &[]).status.code() == Some(0)
+    });
+    wait_trees_equal(&s.src, &remote, DEADLINE);
+    let log = agent.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("verify:") && l.contains(&label(&s.a)) && l.contains("change.txt")),
+        "the drift is logged with its paths:\n{log}"
+    );
+    agent.stop();
+}
+
+// A remote the agent had brought level after a burst of new directories and files was
+// reported as differing (directory mtimes, temp names, excludes).
+#[test]
+fn verify_is_level_after_a_burst() {
+    let s = Setup::new("verify-burst");
+    let mut conf = s.conf();
+    conf.excludes = Some(vec!["(.*)\\.svn".into()]);
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    for i in 0..300 {
+        s.write(
+            format!("burst/d{}/f{i}.txt", i % 30),
+            format!("burst {i}\n"),
+        );
+    }
+    s.write("burst/d1/.svn/entries", "excluded\n");
+    wait_until("the burst reached both remotes", DEADLINE, || {
+        s.remotes()
+            .iter()
+            .all(|r| r.join("burst/d29/f299.txt").exists() && r.join("burst/d0/f0.txt").exists())
+    });
+    wait_until("--verify finds both remotes level", DEADLINE, || {
+        agent.assert_running();
+        verify(&s.dir, &[]).status.code() == Some(0)
+    });
+    let out = verify(&s.dir, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(report.matches(": level").count(), 2, "{}", text(&out));
+    agent.stop();
+}
+
+// Log lines were free text: a log pipeline could not pick out the remote or rsync's
+// exit status of a failed push.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut s = Setup::new("json-logs");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &["--log-format", "json"]);
+    s.b.stop();
+    s.write("a.txt", "a\n");
+    let b = label(&s.b);
+    wait_until("a failed push to b is logged", DEADLINE, || {
+        agent.assert_running();
+        agent
+            .log()
+            .lines()
+            .any(|l| l.contains("rsync_exit") && l.contains(&b))
+    });
+    agent.stop();
+    let log = agent.log();
+    let mut lines = 0;
+    let (mut failed_push, mut event) = (false, false);
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line:?}\n{log}"));
+        for key in ["time", "level", "message"] {
+            assert!(v[key].is_string(), "{key} missing: {line}");
+        }
+        lines += 1;
+        if v["remote"] == b.as_str() && v["rsync_exit"].is_i64() && v["paths"].is_u64() {
+            failed_push = true;
+        }
+        if v["root"].is_string() && v["message"].as_str().is_some_and(|m| m.contains("event")) {
+            event = true;
+        }
+    }
+    assert!(lines > 3, "{log}");
+    assert!(
+        failed_push,
+        "a failed push carries remote, paths and rsync_exit:\n{log}"
+    );
+    assert!(event, "a watch event carries its root:\n{log}");
+}
