@@ -3,6 +3,8 @@
 //! `<verify>` repairing what it finds, and `--log-format json`.
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
 
 use crate::agent::*;
@@ -30,6 +32,23 @@ fn text(o: &Output) -> String {
 
 fn label(d: &RsyncDaemon) -> String {
     format!("{}::{}", d.ip(), d.module())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The body of `GET path` from the agent's status endpoint.
+fn get(port: u16, path: &str) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
+    write!(c, "GET {path} HTTP/1.0\r\n\r\n").expect("send");
+    let mut text = String::new();
+    c.read_to_string(&mut text).expect("read");
+    text.split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_owned())
 }
 
 /// The report's block for one remote: its header line and the indented lines below it.
@@ -130,6 +149,8 @@ fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 
     // The agent's scheduled verification finds the drift and pushes the paths again.
+    let port = free_port();
+    conf.status_port = Some(port);
     let xml = with_verify(&conf, "*/2 * * * * *");
     let mut agent = start_with_xml(&s.dir, &xml, &[]);
     wait_until("the scheduled verify repaired remote a", DEADLINE, || {
@@ -143,6 +164,23 @@ fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
             .any(|l| l.contains("verify:") && l.contains(&label(&s.a)) && l.contains("change.txt")),
         "the drift is logged with its paths:\n{log}"
     );
+    // Status and metrics carry the last result per remote: level again.
+    let a_label = format!("remote=\"{}\"", label(&s.a));
+    wait_until("metrics show remote a verified level", DEADLINE, || {
+        get(port, "/metrics").lines().any(|l| {
+            l.starts_with("sersync_verify_differing{") && l.contains(&a_label) && l.ends_with(" 0")
+        })
+    });
+    let metrics = get(port, "/metrics");
+    assert!(
+        metrics.contains("sersync_verify_last_timestamp_seconds{"),
+        "{metrics}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&get(port, "/status")).expect("status JSON");
+    let verified = status["verify"].as_array().expect("a verify list");
+    assert_eq!(verified.len(), 2, "{status}");
+    assert!(verified.iter().all(|v| v["at_unix"].is_u64()), "{status}");
     agent.stop();
 }
 

@@ -927,6 +927,47 @@ mod tests {
     }
 
     #[test]
+    fn verify_results_are_in_metrics_and_the_report() {
+        use crate::sync::verify::Verified;
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let v = |remote: &str, differing, error: Option<&str>| Verified {
+            remote: remote.into(),
+            root: "/www".into(),
+            at,
+            differing,
+            missing: 1,
+            extra: 0,
+            first: vec!["missing a".into()],
+            error: error.map(str::to_owned),
+        };
+        let s =
+            source()().with_verify(vec![v("h::a", 2, None), v("h::b", 0, Some("rsync exit 5"))]);
+        let m = metrics(&s);
+        assert!(
+            m.contains("sersync_verify_differing{remote=\"h::a\",root=\"/www\"} 3\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("sersync_verify_differing{remote=\"h::b\",root=\"/www\"} -1\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains(
+                "sersync_verify_last_timestamp_seconds{remote=\"h::a\",root=\"/www\"} 1700000000\n"
+            ),
+            "{m}"
+        );
+        assert!(!s.verify[0].level && !s.verify[1].level);
+        let r = render(&s);
+        assert!(r.contains("verified h::a at unix time 1700000000: 2 differing, 1 missing, 0 extra (missing a)"), "{r}");
+        assert!(
+            r.contains("verified h::b at unix time 1700000000: could not be checked: rsync exit 5"),
+            "{r}"
+        );
+        assert!(!metrics(&source()()).contains("sersync_verify"));
+    }
+
+    #[test]
     fn roots_that_are_not_ok_and_mount_notes_are_shown() {
         use crate::watch::{MountNote, RootReport, RootState};
         let report = |path: &str, state| RootReport {
