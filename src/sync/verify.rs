@@ -16,7 +16,9 @@
 //! [`Verifier`] runs this on the agent's `<verify>` schedule on a thread of its own (the
 //! scheduler only starts it), one remote after the other, keeps the last result per
 //! remote for status and metrics, and repairs a drift by queueing the differing paths
-//! like any change (a path gone from the source is a delete).
+//! like any change (a path gone from the source is a delete). A drift is looked at a
+//! second time once the remote's queue is idle, and only paths that differ both times
+//! count: a change that was being pushed during the first look is not a drift.
 
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
@@ -283,6 +285,9 @@ impl Verified {
 /// Paths named in logs and status per remote.
 pub const PATHS_SHOWN: usize = 5;
 
+/// How long a second look waits for the remote's pushes to settle.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A drift larger than this is repaired by a full sync instead of path by path.
 const REPAIR_PATHS_MAX: usize = 100_000;
 
@@ -343,10 +348,7 @@ impl Verifier {
             }
             let t = RemoteId(i);
             let label = target.label();
-            let result = match self.mirror.root_unsafe(t) {
-                Some(why) => Err(format!("not verified: {why}")),
-                None => check(target, &self.mirror.excluded_paths(t), false),
-            };
+            let result = self.check_confirmed(t, stop);
             let mut verified = Verified {
                 remote: label.clone(),
                 root: target.root.clone(),
@@ -389,6 +391,38 @@ impl Verifier {
             }
             self.results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(verified);
         }
+    }
+
+    /// Checks one remote; a drift found is looked at again once the remote's queue is
+    /// idle (up to [`SETTLE`]), and only the paths that differ both times are kept: a
+    /// change being pushed during the first look is not a drift.
+    fn check_confirmed(&self, t: RemoteId, stop: &Stop) -> Result<Drift, String> {
+        let target = &self.mirror.targets()[t.0];
+        let once = || match self.mirror.root_unsafe(t) {
+            Some(why) => Err(format!("not verified: {why}")),
+            None => check(target, &self.mirror.excluded_paths(t), false),
+        };
+        let first = once()?;
+        if first.is_level() {
+            return Ok(first);
+        }
+        let queue = self.mirror.queue();
+        let settle_until = std::time::Instant::now() + SETTLE;
+        while !queue.is_idle_for(t) && std::time::Instant::now() < settle_until {
+            if stop.wait_timeout(std::time::Duration::from_millis(100)) {
+                return Ok(first);
+            }
+        }
+        let second = once()?;
+        let seen: std::collections::HashSet<&PathBuf> =
+            first.paths.iter().map(|(_, p)| p).collect();
+        let mut confirmed = Drift::default();
+        for (kind, path) in second.paths {
+            if seen.contains(&path) {
+                confirmed.add(kind, path);
+            }
+        }
+        Ok(confirmed)
     }
 
     /// Queues the paths of a drift (a path the source no longer has is pushed as a
