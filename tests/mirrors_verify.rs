@@ -21,7 +21,7 @@ fn verify(dir: &Dir, extra: &[&str]) -> Output {
         .expect("run sersync2 --verify")
 }
 
-fn text(o: &Output) -> String {
+fn text_of(o: &Output) -> String {
     format!(
         "status {}\nstdout:\n{}\nstderr:\n{}",
         o.status,
@@ -75,7 +75,8 @@ fn with_verify(conf: &Conf, schedule: &str) -> String {
     )
 }
 
-/// Starts the agent on a config text (written to sersync.xml) and waits for `live:`.
+/// Starts the agent on a config text (written to sersync.xml) and waits for `live:` in
+/// its log (stderr, or the `--log-file` among `extra`).
 fn start_with_xml(dir: &Dir, xml: &str, extra: &[&str]) -> Agent {
     fs::write(dir.join("sersync.xml"), xml).expect("write sersync.xml");
     let stderr = dir.join("agent.err");
@@ -91,9 +92,14 @@ fn start_with_xml(dir: &Dir, xml: &str, extra: &[&str]) -> Agent {
         .stderr(err)
         .spawn()
         .expect("spawn sersync2");
+    // With --log-file, the agent's log is that file.
+    let log = match extra.iter().position(|a| *a == "--log-file") {
+        Some(i) => dir.join(extra[i + 1]),
+        None => stderr,
+    };
     let mut agent = Agent {
         child: Some(child),
-        stderr,
+        stderr: log,
     };
     wait_until("sersync2 logs `live:`", DEADLINE, || {
         agent.assert_running();
@@ -119,7 +125,12 @@ fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
     agent.stop();
 
     let out = verify(&s.dir, &[]);
-    assert_eq!(out.status.code(), Some(0), "level after -r: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "level after -r: {}",
+        text_of(&out)
+    );
 
     let remote = s.a.data_dir();
     fs::write(
@@ -131,22 +142,22 @@ fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
     fs::write(remote.join("extra.txt"), "only here\n").expect("add on the remote");
 
     let out = verify(&s.dir, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text_of(&out));
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     let a = block(&report, &label(&s.a));
     assert!(
         a.contains("1 differing, 1 missing, 1 extra"),
         "{}",
-        text(&out)
+        text_of(&out)
     );
     for line in ["differs change.txt", "missing gone.txt", "extra extra.txt"] {
-        assert!(a.contains(line), "{line:?} not in:\n{}", text(&out));
+        assert!(a.contains(line), "{line:?} not in:\n{}", text_of(&out));
     }
     let b = block(&report, &label(&s.b));
-    assert!(b.contains(": level"), "{}", text(&out));
+    assert!(b.contains(": level"), "{}", text_of(&out));
     // --checksum finds the same.
     let out = verify(&s.dir, &["--checksum"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text_of(&out));
 
     // The agent's scheduled verification finds the drift and pushes the paths again.
     let port = free_port();
@@ -209,9 +220,9 @@ fn verify_is_level_after_a_burst() {
         verify(&s.dir, &[]).status.code() == Some(0)
     });
     let out = verify(&s.dir, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
     let report = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(report.matches(": level").count(), 2, "{}", text(&out));
+    assert_eq!(report.matches(": level").count(), 2, "{}", text_of(&out));
     agent.stop();
 }
 
@@ -255,4 +266,95 @@ fn json_logs_are_one_object_per_line() {
         "a failed push carries remote, paths and rsync_exit:\n{log}"
     );
     assert!(event, "a watch event carries its root:\n{log}");
+}
+
+/// Kills the detached daemon with SIGTERM if the test ends early.
+struct Daemon(i32);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling the daemon this test started.
+        unsafe { libc::kill(self.0, libc::SIGTERM) };
+    }
+}
+
+/// Every line parses as a JSON object with time, level and message.
+fn assert_json_lines(lines: &[&str], all: &str) {
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line:?}\n{all}"));
+        for key in ["time", "level", "message"] {
+            assert!(v[key].is_string(), "{key} missing: {line}\n{all}");
+        }
+    }
+}
+
+// --log-format json reached stderr only: the log file and syslog (detached) still got
+// free text.
+#[test]
+fn json_logs_go_to_the_log_file_and_to_syslog() {
+    let s = Setup::new("json-sinks");
+    let xml = s.conf().render();
+    let log_file = s.dir.join("agent.log");
+    let mut agent = start_with_xml(
+        &s.dir,
+        &xml,
+        &["--log-format", "json", "--log-file", "agent.log"],
+    );
+    s.write("a.txt", "a\n");
+    s.wait(&mut agent, "a.txt pushed");
+    agent.stop();
+    let text = fs::read_to_string(&log_file).expect("the log file");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.iter().any(|l| l.contains("live:")), "{text}");
+    assert_json_lines(&lines, &text);
+
+    let sock_path = s.dir.join("log.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind syslog socket");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let pid_file = s.dir.join("agent.pid");
+    let out = Command::new(sersync_bin())
+        .args([
+            "-d",
+            "--log-format",
+            "json",
+            "-o",
+            "sersync.xml",
+            "--pid-file",
+        ])
+        .arg(&pid_file)
+        .current_dir(s.dir.path())
+        .env("RUST_LOG", "info")
+        .env("SERSYNC2_SYSLOG_SOCKET", &sock_path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sersync2 -d");
+    assert!(out.status.success(), "{}", text_of(&out));
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let daemon = Daemon(pid);
+    let ident = format!(" sersync2[{pid}]: ");
+    let mut got: Vec<String> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    wait_until("the `live:` line reaches syslog", DEADLINE, || {
+        while let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got.iter().any(|m| m.contains("live:"))
+    });
+    drop(daemon);
+    wait_until("the daemon exits", DEADLINE, || !pid_file.exists());
+    let all = got.join("\n");
+    let messages: Vec<&str> = got
+        .iter()
+        .map(|m| {
+            m.split_once(&ident)
+                .unwrap_or_else(|| panic!("no {ident:?} in {m:?}"))
+                .1
+        })
+        .collect();
+    assert_json_lines(&messages, &all);
 }
