@@ -112,7 +112,7 @@ fn start_with_xml(dir: &Dir, xml: &str, extra: &[&str]) -> Agent {
 // went unnoticed: nothing compared the remotes with the source.
 #[test]
 fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
-    let s = Setup::new("verify-drift");
+    let mut s = Setup::new("verify-drift");
     s.write("keep.txt", "keep\n");
     s.write("change.txt", "original\n");
     s.write("gone.txt", "gone\n");
@@ -193,6 +193,22 @@ fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
     assert_eq!(verified.len(), 2, "{status}");
     assert!(verified.iter().all(|v| v["at_unix"].is_u64()), "{status}");
     agent.stop();
+
+    // A remote that cannot be reached is not level.
+    s.b.stop();
+    let out = verify(&s.dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text_of(&out));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        block(&report, &label(&s.b)).contains(": could not be checked: rsync exit"),
+        "{}",
+        text_of(&out)
+    );
+    assert!(
+        block(&report, &label(&s.a)).contains(": level"),
+        "{}",
+        text_of(&out)
+    );
 }
 
 // A remote the agent had brought level after a burst of new directories and files was
