@@ -261,7 +261,8 @@ fn json_logs_are_one_object_per_line() {
     agent.stop();
     let log = agent.log();
     let mut lines = 0;
-    let (mut failed_push, mut event) = (false, false);
+    let (mut failed_push, mut pushed, mut event) = (false, false, false);
+    let a = label(&s.a);
     for line in log.lines() {
         let v: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line:?}\n{log}"));
@@ -272,6 +273,9 @@ fn json_logs_are_one_object_per_line() {
         if v["remote"] == b.as_str() && v["rsync_exit"].is_i64() && v["paths"].is_u64() {
             failed_push = true;
         }
+        if v["remote"] == a.as_str() && v["rsync_exit"] == 0 && v["paths"].is_u64() {
+            pushed = true;
+        }
         if v["root"].is_string() && v["message"].as_str().is_some_and(|m| m.contains("event")) {
             event = true;
         }
@@ -280,6 +284,10 @@ fn json_logs_are_one_object_per_line() {
     assert!(
         failed_push,
         "a failed push carries remote, paths and rsync_exit:\n{log}"
+    );
+    assert!(
+        pushed,
+        "a push carries remote, paths and rsync_exit 0:\n{log}"
     );
     assert!(event, "a watch event carries its root:\n{log}");
 }

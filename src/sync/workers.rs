@@ -370,7 +370,14 @@ impl Mirror {
                 }
             }
             let label = target.label();
-            log::debug!(
+            // With <debug start="true"> beside the command lines; else at debug level.
+            let level = if self.debug {
+                log::Level::Info
+            } else {
+                log::Level::Debug
+            };
+            log::log!(
+                level,
                 remote = label.as_str(), paths = job.count(), rsync_exit = outcome.status;
                 "pushed {} path(s) to {label} in {:.3}s",
                 job.count(),
