@@ -22,10 +22,11 @@ CONFIG FILE
 EXIT STATUS
     0  stopped cleanly (SIGTERM/SIGINT); --test-config found the config valid;
        --replay left nothing owed; --wait-synced: every remote has every change made
-       before the call
+       before the call; --verify found every remote level
     1  runtime failure: another instance holds this config's lock, watching could not
        start, the status endpoint could not be reached, --replay left entries owed,
-       --wait-synced timed out (or no instance runs the config)
+       --wait-synced timed out (or no instance runs the config), --verify found a
+       remote that differs or could not be checked
     2  bad flags or a bad config (the message names file, line and element), or a
        fail log, pid file or log file the agent refuses (see FILES); nothing was started
 
@@ -138,6 +139,32 @@ pub struct Args {
     /// Most paths one rsync call carries (overrides <batch size>); 1 = one call per path
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: Option<u32>,
+
+    /// Compare every remote with the source without changing anything (rsync --dry-run
+    /// with the full sync's options, excludes and delete setting) and print what differs
+    /// per remote: exit 0 if all are level, 1 if any differs or could not be checked.
+    /// Safe beside a running instance
+    #[arg(long)]
+    pub verify: bool,
+
+    /// With --verify: compare file contents by checksum, not only size and mtime (reads
+    /// every file on both sides)
+    #[arg(long, requires = "verify")]
+    pub checksum: bool,
+
+    /// Log format: text, or json (one object per line: time, level, message and fields
+    /// such as remote, paths, rsync_exit, root)
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log records are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `[time LEVEL] message`
+    Text,
+    /// One JSON object per line
+    Json,
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Mode::Module(name) => modes::module(&config, &name, args.daemon),
         Mode::Replay => modes::replay(&config, &args),
         Mode::WaitSynced => modes::wait_synced(&config, &args),
+        Mode::Verify => modes::verify(&config, &args),
         Mode::Live => modes::live(&config, &args),
     });
     match outcome {

@@ -12,6 +12,7 @@ mod faults_signals;
 mod fixtures;
 mod layers;
 mod mirrors_lag;
+mod mirrors_verify;
 mod outsider_a;
 mod outsider_b;
 mod package;

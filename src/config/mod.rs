@@ -108,6 +108,9 @@ pub struct Config {
     pub fail_log: PathBuf,
     pub replay_every: Duration,
     pub crontab: Option<Crontab>,
+    /// `<verify start="true" schedule>`: when the agent compares its remotes with the
+    /// source (and repairs what differs). The original's parser ignores the element.
+    pub verify: Option<Schedule>,
     /// `<host hostip port start="true">`: where the status endpoint listens (off unless
     /// start="true"; the original's <host> had no switch and did nothing).
     pub host: Option<(String, u16)>,
@@ -298,6 +301,12 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
         }
     };
     let crontab = crontab(&cx, sersync.crontab.as_ref())?;
+    let verify = match &sersync.verify {
+        Some(v) if cx.flag(v.start.as_deref(), v.line, "verify", "start", false)? => {
+            Some(schedule(&cx, v.schedule.as_deref(), v.line, "verify")?)
+        }
+        _ => None,
+    };
     let host = match &head.host {
         Some(h) if cx.flag(h.start.as_deref(), h.line, "host", "start", false)? => {
             let ip = h.hostip.clone().unwrap_or_else(|| "127.0.0.1".to_owned());
@@ -319,6 +328,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
         fail_log,
         replay_every,
         crontab,
+        verify,
         host,
         unknown: doc.unknown,
         plugins,
@@ -592,39 +602,47 @@ fn rsync(cx: &Ctx, r: Option<&raw::Rsync>) -> Result<RsyncOptions, ConfigError> 
 /// one year. Anything longer means "never" in practice and overflows the clock.
 pub const MAX_MINUTES: u64 = 525_600;
 
-fn crontab(cx: &Ctx, c: Option<&raw::Crontab>) -> Result<Option<Crontab>, ConfigError> {
-    let Some(c) = c else { return Ok(None) };
-    if !cx.flag(c.start.as_deref(), c.line, "crontab", "start", false)? {
-        return Ok(None);
-    }
-    let text = c
-        .schedule
-        .as_deref()
+/// A `schedule=` attribute: minutes, or a cron expression.
+fn schedule(
+    cx: &Ctx,
+    text: Option<&str>,
+    line: Option<u32>,
+    element: &str,
+) -> Result<Schedule, ConfigError> {
+    let text = text
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| cx.err(c.line, "<crontab>: missing schedule="))?;
-    let schedule = if text.chars().all(|ch| ch.is_ascii_digit()) {
-        let minutes: u64 = cx.number(Some(text), c.line, "crontab", "schedule")?;
+        .ok_or_else(|| cx.err(line, format!("<{element}>: missing schedule=")))?;
+    Ok(if text.chars().all(|ch| ch.is_ascii_digit()) {
+        let minutes: u64 = cx.number(Some(text), line, element, "schedule")?;
         if minutes == 0 {
             return Err(cx.err(
-                c.line,
-                "<crontab schedule=\"0\">: must be at least 1 minute",
+                line,
+                format!("<{element} schedule=\"0\">: must be at least 1 minute"),
             ));
         }
         if minutes > MAX_MINUTES {
             return Err(cx.err(
-                c.line,
+                line,
                 format!(
-                    "<crontab schedule=\"{minutes}\">: at most {MAX_MINUTES} minutes (one year)"
+                    "<{element} schedule=\"{minutes}\">: at most {MAX_MINUTES} minutes (one year)"
                 ),
             ));
         }
         Schedule::Every(Duration::from_secs(minutes * 60))
     } else {
         cron::parse_cron(text)
-            .map_err(|m| cx.err(c.line, format!("<crontab schedule=\"{text}\">: {m}")))?;
+            .map_err(|m| cx.err(line, format!("<{element} schedule=\"{text}\">: {m}")))?;
         Schedule::Cron(text.to_owned())
-    };
+    })
+}
+
+fn crontab(cx: &Ctx, c: Option<&raw::Crontab>) -> Result<Option<Crontab>, ConfigError> {
+    let Some(c) = c else { return Ok(None) };
+    if !cx.flag(c.start.as_deref(), c.line, "crontab", "start", false)? {
+        return Ok(None);
+    }
+    let schedule = schedule(cx, c.schedule.as_deref(), c.line, "crontab")?;
     let mut excludes = Vec::new();
     if let Some(f) = &c.crontab_filter {
         if cx.flag(f.start.as_deref(), f.line, "crontabfilter", "start", false)? {

@@ -126,6 +126,7 @@ pub struct Sersync {
     pub fail_log: Option<FailLog>,
     pub crontab: Option<Crontab>,
     pub plugin: Option<PluginSwitch>,
+    pub verify: Option<Verify>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -245,6 +246,17 @@ pub struct Crontab {
     pub crontab_filter: Option<Filter>,
 }
 
+/// `<verify start schedule>`: this program's own; sersync 2.5 ignores it.
+#[derive(Debug, Default, Deserialize)]
+pub struct Verify {
+    #[serde(rename = "@start")]
+    pub start: Option<String>,
+    #[serde(rename = "@schedule")]
+    pub schedule: Option<String>,
+    #[serde(rename = "@_line")]
+    pub line: Option<u32>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct PluginSwitch {
     #[serde(rename = "@start")]
@@ -360,7 +372,14 @@ fn known_child(parent: &[String], child: &str) -> bool {
             "attrib",
             "modify",
         ],
-        ["head", "sersync"] => &["localpath", "rsync", "faillog", "crontab", "plugin"],
+        ["head", "sersync"] => &[
+            "localpath",
+            "rsync",
+            "faillog",
+            "crontab",
+            "plugin",
+            "verify",
+        ],
         ["head", "sersync", "localpath"] => &["remote"],
         ["head", "sersync", "rsync"] => &[
             "commonparams",

@@ -378,3 +378,25 @@ fn duplicate_remote_in_one_localpath_is_refused_naming_both_lines() {
     assert_eq!(e.line, Some(8), "{e}");
     assert!(e.to_string().contains("same remote as line 5"), "{e}");
 }
+
+#[test]
+fn verify_schedule_is_minutes_or_cron_and_off_by_default() {
+    let d = dir();
+    let c = load_str(&conf(d.path(), "")).expect("loads");
+    assert_eq!(c.verify, None);
+    let c = load_str(&conf(d.path(), r#"<verify start="true" schedule="60"/>"#)).expect("loads");
+    assert_eq!(c.verify, Some(Schedule::Every(Duration::from_secs(3600))));
+    assert!(c.unknown.is_empty(), "{:?}", c.unknown);
+    let c = load_str(&conf(
+        d.path(),
+        r#"<verify start="true" schedule="*/2 * * * * *"/>"#,
+    ))
+    .expect("loads");
+    assert_eq!(c.verify, Some(Schedule::Cron("*/2 * * * * *".into())));
+    let c = load_str(&conf(d.path(), r#"<verify start="false" schedule="60"/>"#)).expect("loads");
+    assert_eq!(c.verify, None);
+    let e = err(&conf(d.path(), r#"<verify start="true" schedule="0"/>"#));
+    assert!(e.to_string().contains("<verify schedule=\"0\">"), "{e}");
+    let e = err(&conf(d.path(), r#"<verify start="true"/>"#));
+    assert!(e.to_string().contains("missing schedule="), "{e}");
+}

@@ -37,6 +37,7 @@ use crate::service::daemon::{self, Detached};
 use crate::service::notify::{Beat, Notifier};
 use crate::service::{control, logging, schedule, status};
 use crate::sync::intake::{Intake, Route};
+use crate::sync::verify::Verifier;
 use crate::sync::{self, AfterPush, FailLog, Mirror, Queue, Target};
 use crate::sys::{Signal, Signals, Stop};
 use crate::watch::Watcher;
@@ -230,6 +231,10 @@ fn run(
         fail_log,
         after_push,
     ));
+    let verifier = config
+        .verify
+        .as_ref()
+        .map(|_| Arc::new(Verifier::new(Arc::clone(&mirror))));
     let roots: Vec<_> = watchers.iter().map(|w| w.health()).collect();
     mirror.guard_roots(roots.clone());
     // This run's stop: raised by SIGTERM/SIGINT or an accepted reload.
@@ -253,10 +258,11 @@ fn run(
     }
     let mut status_thread = None;
     if let Some((host, port)) = &config.host {
-        let (m, w, file) = (
+        let (m, w, file, v) = (
             Arc::clone(&mirror),
             Arc::clone(&watches),
             config.file.display().to_string(),
+            verifier.clone(),
         );
         // A port another process holds never stops sync: the status thread binds again.
         status_thread = status::listen(
@@ -266,6 +272,7 @@ fn run(
             Arc::new(move || {
                 status::Status::new(m.snapshot(), w.load(Ordering::Relaxed), &file)
                     .with_roots(roots.iter().map(|r| r.report()).collect())
+                    .with_verify(v.as_ref().map(|v| v.results()).unwrap_or_default())
             }),
             Arc::clone(&stop),
         );
@@ -305,6 +312,7 @@ fn run(
     let scheduler = schedule::spawn(
         config.replay_every,
         config.crontab.clone(),
+        config.verify.clone().zip(verifier),
         Arc::clone(&mirror),
         Arc::clone(&stop),
     )

@@ -9,6 +9,7 @@ mod live;
 pub(crate) mod module;
 mod replay;
 mod test_config;
+mod verify;
 mod wait_synced;
 
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use crate::sys::fsafe;
 pub use live::live;
 pub use replay::replay;
 pub use test_config::test_config;
+pub use verify::verify;
 pub use wait_synced::wait_synced;
 
 /// What to do, from the flags.
@@ -39,6 +41,8 @@ pub enum Mode {
     Replay,
     /// `--wait-synced`: ask the running instance, wait until its remotes are level.
     WaitSynced,
+    /// `--verify`: compare every remote with the source, change nothing.
+    Verify,
     /// Watch and sync.
     Live,
 }
@@ -53,6 +57,8 @@ impl Mode {
             Mode::Module(m.clone())
         } else if args.status {
             Mode::Status
+        } else if args.verify {
+            Mode::Verify
         } else if args.replay {
             Mode::Replay
         } else if args.wait_synced {
@@ -108,9 +114,9 @@ pub fn prepare(args: &mut Args) -> Result<Config, Exit> {
             }
         }
     }
-    logging::init(args.log_file.as_deref()).map_err(usage)?;
+    logging::init(args.log_file.as_deref(), args.log_format).map_err(usage)?;
     let config = load(&args.config, args)?;
-    if args.test_config || args.status {
+    if args.test_config || args.status || args.verify {
         // Printing modes: a closed pipe (`| head`) ends the process quietly, as for any
         // Unix tool, instead of a panic in println!.
         // SAFETY: restoring the default disposition of one signal.

@@ -66,6 +66,11 @@ pub fn test_config(config: &Config, module: Option<&str>) -> Result<u8, Exit> {
     if let Some(warning) = super::plugin_warning(config) {
         println!("warning: {warning}");
     }
+    match &config.verify {
+        Some(Schedule::Every(d)) => println!("verify: every {} min", d.as_secs() / 60),
+        Some(Schedule::Cron(expr)) => println!("verify: at \"{expr}\""),
+        None => println!("verify: off"),
+    }
     println!("batch: up to {} paths per rsync call", config.rsync.batch);
     Ok(0)
 }

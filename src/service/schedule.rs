@@ -1,12 +1,15 @@
-//! The scheduler thread: the timed fail-log replay and the crontab full syncs. Both only
-//! queue work, so a flood of live events cannot starve them. While the last write of
-//! the fail log failed, it also writes it again every `SAVE_RETRY`.
+//! The scheduler thread: the timed fail-log replay, the crontab full syncs and the
+//! `<verify>` verifications. All only queue work or start it elsewhere (a verification
+//! runs on a thread of its own), so a flood of live events cannot starve them and a
+//! slow remote cannot hold them up. While the last write of the fail log failed, it also
+//! writes it again every `SAVE_RETRY`.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{Crontab, Schedule};
+use crate::sync::verify::Verifier;
 use crate::sync::workers::SAVE_RETRY;
 use crate::sync::Mirror;
 use crate::sys::Stop;
@@ -15,41 +18,69 @@ use crate::sys::Stop;
 pub fn spawn(
     replay_every: Duration,
     crontab: Option<Crontab>,
+    verify: Option<(Schedule, Arc<Verifier>)>,
     mirror: Arc<Mirror>,
     stop: Arc<Stop>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("schedule".into())
-        .spawn(move || run(replay_every, crontab, &mirror, &stop))
+        .spawn(move || run(replay_every, crontab, verify, &mirror, &stop))
 }
 
-fn run(replay_every: Duration, crontab: Option<Crontab>, mirror: &Mirror, stop: &Stop) {
-    let cron = match crontab.as_ref().map(|c| &c.schedule) {
-        Some(Schedule::Cron(expr)) => crate::config::cron::parse_cron(expr).ok(),
-        _ => None,
-    };
-    let every = match crontab.as_ref().map(|c| &c.schedule) {
-        Some(Schedule::Every(d)) => Some(*d),
-        _ => None,
-    };
-    let next_cron = |now: Instant| -> Option<Instant> {
-        let s = cron.as_ref()?;
-        let at = s.upcoming(chrono::Local).next()?;
+/// When a schedule next comes due, from `now`.
+struct Timer {
+    every: Option<Duration>,
+    cron: Option<cron::Schedule>,
+}
+
+impl Timer {
+    fn new(schedule: Option<&Schedule>) -> Timer {
+        match schedule {
+            Some(Schedule::Every(d)) => Timer {
+                every: Some(*d),
+                cron: None,
+            },
+            Some(Schedule::Cron(expr)) => Timer {
+                every: None,
+                cron: crate::config::cron::parse_cron(expr).ok(),
+            },
+            None => Timer {
+                every: None,
+                cron: None,
+            },
+        }
+    }
+
+    fn next(&self, now: Instant) -> Option<Instant> {
+        // A period too long for the clock (the config bounds it, but be safe) means never.
+        if let Some(d) = self.every {
+            return now.checked_add(d);
+        }
+        let at = self.cron.as_ref()?.upcoming(chrono::Local).next()?;
         let wait = (at - chrono::Local::now()).to_std().unwrap_or_default();
         now.checked_add(wait)
-    };
-    // A period too long for the clock (the config bounds it, but be safe) means never.
+    }
+}
+
+fn run(
+    replay_every: Duration,
+    crontab: Option<Crontab>,
+    verify: Option<(Schedule, Arc<Verifier>)>,
+    mirror: &Mirror,
+    stop: &Arc<Stop>,
+) {
+    let full_timer = Timer::new(crontab.as_ref().map(|c| &c.schedule));
+    let verify_timer = Timer::new(verify.as_ref().map(|(s, _)| s));
     let now = Instant::now();
     let mut next_replay = now.checked_add(replay_every);
-    let mut next_full = every
-        .and_then(|d| now.checked_add(d))
-        .or_else(|| next_cron(now));
+    let mut next_full = full_timer.next(now);
+    let mut next_verify = verify_timer.next(now);
     loop {
         let now = Instant::now();
-        let due = match (next_replay, next_full) {
-            (Some(r), Some(f)) => Some(r.min(f)),
-            (r, f) => r.or(f),
-        };
+        let due = [next_replay, next_full, next_verify]
+            .into_iter()
+            .flatten()
+            .min();
         let mut wait = due.map_or(IDLE, |d| d.saturating_duration_since(now));
         if mirror.unsaved() {
             // The last write of the fail log failed: try again soon.
@@ -68,9 +99,13 @@ fn run(replay_every: Duration, crontab: Option<Crontab>, mirror: &Mirror, stop: 
             if now >= f {
                 log::info!("crontab: full sync of every remote");
                 mirror.full_sync_all();
-                next_full = every
-                    .and_then(|d| now.checked_add(d))
-                    .or_else(|| next_cron(now));
+                next_full = full_timer.next(now);
+            }
+        }
+        if let (Some(v), Some((_, verifier))) = (next_verify, &verify) {
+            if now >= v {
+                verifier.start(stop);
+                next_verify = verify_timer.next(now);
             }
         }
     }

@@ -34,6 +34,26 @@ pub struct Status {
     /// Each watch root: whether the directory at its path is the one watched.
     #[serde(default)]
     pub roots: Vec<RootStatus>,
+    /// The last `<verify>` result per remote (those verified since the start).
+    #[serde(default)]
+    pub verify: Vec<VerifyStatus>,
+}
+
+/// One remote's last verification (`<verify>`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VerifyStatus {
+    pub remote: String,
+    pub root: String,
+    pub at_unix: u64,
+    /// true when nothing differed.
+    pub level: bool,
+    pub differing: usize,
+    pub missing: usize,
+    pub extra: usize,
+    /// The first few paths, `kind path`.
+    pub paths: Vec<String>,
+    /// Why the remote could not be checked.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -154,7 +174,27 @@ impl Status {
                 })
                 .collect(),
             roots: Vec::new(),
+            verify: Vec::new(),
         }
+    }
+
+    /// Adds the last verification of each remote.
+    pub fn with_verify(mut self, verified: Vec<crate::sync::verify::Verified>) -> Status {
+        self.verify = verified
+            .into_iter()
+            .map(|v| VerifyStatus {
+                level: v.error.is_none() && v.total() == 0,
+                remote: v.remote,
+                root: v.root.display().to_string(),
+                at_unix: unix(v.at),
+                differing: v.differing,
+                missing: v.missing,
+                extra: v.extra,
+                paths: v.first,
+                error: v.error,
+            })
+            .collect();
+        self
     }
 
     /// Adds the watch roots' state.
@@ -319,6 +359,39 @@ pub fn metrics(s: &Status) -> String {
                     )
                 })
                 .collect(),
+        );
+    }
+    if !s.verify.is_empty() {
+        let per_verified = |f: &dyn Fn(&VerifyStatus) -> String| -> Vec<(String, String)> {
+            s.verify
+                .iter()
+                .map(|v| {
+                    (
+                        format!(
+                            "{{remote=\"{}\",root=\"{}\"}}",
+                            label(&v.remote),
+                            label(&v.root)
+                        ),
+                        f(v),
+                    )
+                })
+                .collect()
+        };
+        gauge(
+            "sersync_verify_differing",
+            "Paths not level at the last verification (differing, missing and extra); -1 if \
+             the remote could not be checked.",
+            "gauge",
+            per_verified(&|v| match v.error {
+                Some(_) => "-1".to_owned(),
+                None => (v.differing + v.missing + v.extra).to_string(),
+            }),
+        );
+        gauge(
+            "sersync_verify_last_timestamp_seconds",
+            "When the remote was last verified.",
+            "gauge",
+            per_verified(&|v| v.at_unix.to_string()),
         );
     }
     if let Some(f) = &s.last_full_sync {
@@ -982,6 +1055,24 @@ pub fn render(s: &Status) -> String {
             }
         ));
     }
+    for v in &s.verify {
+        out.push_str(&format!(
+            "verified {} at unix time {}: {}\n",
+            v.remote,
+            v.at_unix,
+            match (&v.error, v.level) {
+                (Some(e), _) => format!("could not be checked: {e}"),
+                (None, true) => "level".to_owned(),
+                (None, false) => format!(
+                    "{} differing, {} missing, {} extra ({})",
+                    v.differing,
+                    v.missing,
+                    v.extra,
+                    v.paths.join(", ")
+                ),
+            }
+        ));
+    }
     for r in &s.roots {
         if r.state != "ok" {
             out.push_str(&format!(
@@ -1031,7 +1122,49 @@ mod tests {
             last_full_sync: None,
             remotes: Vec::new(),
             roots: Vec::new(),
+            verify: Vec::new(),
         })
+    }
+
+    #[test]
+    fn verify_results_are_in_metrics_and_the_report() {
+        use crate::sync::verify::Verified;
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let v = |remote: &str, differing, error: Option<&str>| Verified {
+            remote: remote.into(),
+            root: "/www".into(),
+            at,
+            differing,
+            missing: 1,
+            extra: 0,
+            first: vec!["missing a".into()],
+            error: error.map(str::to_owned),
+        };
+        let s =
+            source()().with_verify(vec![v("h::a", 2, None), v("h::b", 0, Some("rsync exit 5"))]);
+        let m = metrics(&s);
+        assert!(
+            m.contains("sersync_verify_differing{remote=\"h::a\",root=\"/www\"} 3\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("sersync_verify_differing{remote=\"h::b\",root=\"/www\"} -1\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains(
+                "sersync_verify_last_timestamp_seconds{remote=\"h::a\",root=\"/www\"} 1700000000\n"
+            ),
+            "{m}"
+        );
+        assert!(!s.verify[0].level && !s.verify[1].level);
+        let r = render(&s);
+        assert!(r.contains("verified h::a at unix time 1700000000: 2 differing, 1 missing, 0 extra (missing a)"), "{r}");
+        assert!(
+            r.contains("verified h::b at unix time 1700000000: could not be checked: rsync exit 5"),
+            "{r}"
+        );
+        assert!(!metrics(&source()()).contains("sersync_verify"));
     }
 
     #[test]

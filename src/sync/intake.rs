@@ -50,7 +50,7 @@ impl Intake {
             };
             for change in batch.changes {
                 if self.debug {
-                    log::info!("event {change:?}");
+                    log::info!(root = route.root.display().to_string().as_str(); "event {change:?}");
                 }
                 if let Change::File { path, .. } = &change {
                     let name = path.as_os_str().as_bytes();

@@ -13,6 +13,7 @@ pub mod job;
 pub mod queue;
 pub mod recovery;
 pub mod rsync;
+pub mod verify;
 pub mod version;
 pub mod workers;
 

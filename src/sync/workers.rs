@@ -163,7 +163,7 @@ impl Mirror {
     }
 
     /// Why the root of remote `t` must not be mirrored now, if it must not.
-    fn root_unsafe(&self, t: RemoteId) -> Option<String> {
+    pub(crate) fn root_unsafe(&self, t: RemoteId) -> Option<String> {
         let root = &self.targets[t.0].root;
         self.roots
             .get()?
@@ -305,7 +305,7 @@ impl Mirror {
 
     /// What the `<filter>` excludes keep out of a full sync of `t`'s root, found by a
     /// parallel walk of the tree.
-    fn excluded_paths(&self, t: RemoteId) -> Vec<PathBuf> {
+    pub(crate) fn excluded_paths(&self, t: RemoteId) -> Vec<PathBuf> {
         if self.excludes.is_empty() {
             return Vec::new();
         }
@@ -357,6 +357,7 @@ impl Mirror {
                 return outcome;
             }
             log::warn!(
+                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status;
                 "push to {} failed (rsync exit {}: {}), retrying: {}",
                 target.label(),
                 outcome.status,
@@ -391,8 +392,23 @@ impl Mirror {
                     after.pushed(&target.root, paths);
                 }
             }
+            let label = target.label();
+            // With <debug start="true"> beside the command lines; else at debug level.
+            let level = if self.debug {
+                log::Level::Info
+            } else {
+                log::Level::Debug
+            };
+            log::log!(
+                level,
+                remote = label.as_str(), paths = job.count(), rsync_exit = outcome.status;
+                "pushed {} path(s) to {label} in {:.3}s",
+                job.count(),
+                outcome.elapsed.as_secs_f64()
+            );
             if let Job::Full = job {
                 log::info!(
+                    remote = label.as_str(), rsync_exit = outcome.status;
                     "full sync of {} to {} done in {:.1}s",
                     target.root.display(),
                     target.label(),
@@ -477,6 +493,7 @@ impl Mirror {
         self.queue.retry_at(t, plan.retry_at, owed);
         match saved {
             Ok(()) => log::error!(
+                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status;
                 "push of {what} to {} failed, written to the fail log {}: {msg}; what it \
                  owes is tried again in {:.1}s",
                 target.label(),
@@ -484,6 +501,7 @@ impl Mirror {
                 retry_in.as_secs_f64()
             ),
             Err(e) => log::error!(
+                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status;
                 "push of {what} to {} failed and could NOT be written to the fail log {} \
                  ({e}): {msg}; it is kept in memory only, tried again in {:.1}s, and the fail \
                  log is written again at the next change and every {}s",

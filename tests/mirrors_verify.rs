@@ -1,0 +1,384 @@
+//! Knowing the mirrors: `sersync2 --verify` against real daemons whose module
+//! directories the tests change behind the agent's back, the agent's scheduled
+//! `<verify>` repairing what it finds, and `--log-format json`.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+
+use crate::agent::*;
+use crate::support::*;
+
+/// `sersync2 --verify -o sersync.xml ARGS` in the test's directory, to completion.
+fn verify(dir: &Dir, extra: &[&str]) -> Output {
+    Command::new(sersync_bin())
+        .args(["--verify", "-o", "sersync.xml"])
+        .args(extra)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sersync2 --verify")
+}
+
+fn text_of(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn label(d: &RsyncDaemon) -> String {
+    format!("{}::{}", d.ip(), d.module())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The body of `GET path` from the agent's status endpoint.
+fn get(port: u16, path: &str) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
+    write!(c, "GET {path} HTTP/1.0\r\n\r\n").expect("send");
+    let mut text = String::new();
+    c.read_to_string(&mut text).expect("read");
+    text.split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_owned())
+}
+
+/// The report's block for one remote: its header line and the indented lines below it.
+fn block(report: &str, remote: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in report.lines() {
+        if !line.starts_with(' ') {
+            inside = line.starts_with(&format!("{remote} "));
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `conf` with `<verify start="true" schedule=...>` inside `<sersync>`.
+fn with_verify(conf: &Conf, schedule: &str) -> String {
+    conf.render().replace(
+        "  </sersync>",
+        &format!("    <verify start=\"true\" schedule=\"{schedule}\"/>\n  </sersync>"),
+    )
+}
+
+/// Starts the agent on a config text (written to sersync.xml) and waits for `live:` in
+/// its log (stderr, or the `--log-file` among `extra`).
+fn start_with_xml(dir: &Dir, xml: &str, extra: &[&str]) -> Agent {
+    fs::write(dir.join("sersync.xml"), xml).expect("write sersync.xml");
+    let stderr = dir.join("agent.err");
+    let err = fs::File::create(&stderr).expect("create agent.err");
+    let child = Command::new(sersync_bin())
+        .args(["-n", "4", "-o"])
+        .arg(dir.join("sersync.xml"))
+        .args(extra)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("spawn sersync2");
+    // With --log-file, the agent's log is that file.
+    let log = match extra.iter().position(|a| *a == "--log-file") {
+        Some(i) => dir.join(extra[i + 1]),
+        None => stderr,
+    };
+    let mut agent = Agent {
+        child: Some(child),
+        stderr: log,
+    };
+    wait_until("sersync2 logs `live:`", DEADLINE, || {
+        agent.assert_running();
+        agent.log().contains("live:")
+    });
+    agent
+}
+
+// A remote changed behind the agent's back (a file rewritten, one deleted, one added)
+// went unnoticed: nothing compared the remotes with the source.
+#[test]
+fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
+    let mut s = Setup::new("verify-drift");
+    s.write("keep.txt", "keep\n");
+    s.write("change.txt", "original\n");
+    s.write("gone.txt", "gone\n");
+    s.write("sub/deep.txt", "deep\n");
+    let mut conf = s.conf();
+    // Without -u: a file rewritten on the remote is newer there, and -u would skip it.
+    conf.params = "-artz".into();
+    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    s.wait(&mut agent, "the -r full sync");
+    agent.stop();
+
+    let out = verify(&s.dir, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "level after -r: {}",
+        text_of(&out)
+    );
+
+    let remote = s.a.data_dir();
+    fs::write(
+        remote.join("change.txt"),
+        "changed on the remote, and longer\n",
+    )
+    .expect("rewrite on the remote");
+    fs::remove_file(remote.join("gone.txt")).expect("rm on the remote");
+    fs::write(remote.join("extra.txt"), "only here\n").expect("add on the remote");
+
+    let out = verify(&s.dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text_of(&out));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let a = block(&report, &label(&s.a));
+    assert!(
+        a.contains("1 differing, 1 missing, 1 extra"),
+        "{}",
+        text_of(&out)
+    );
+    for line in ["differs change.txt", "missing gone.txt", "extra extra.txt"] {
+        assert!(a.contains(line), "{line:?} not in:\n{}", text_of(&out));
+    }
+    let b = block(&report, &label(&s.b));
+    assert!(b.contains(": level"), "{}", text_of(&out));
+    // --checksum finds the same.
+    let out = verify(&s.dir, &["--checksum"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text_of(&out));
+
+    // The agent's scheduled verification finds the drift and pushes the paths again.
+    let port = free_port();
+    conf.status_port = Some(port);
+    let xml = with_verify(&conf, "*/2 * * * * *");
+    let mut agent = start_with_xml(&s.dir, &xml, &[]);
+    wait_until("the scheduled verify repaired remote a", DEADLINE, || {
+        agent.assert_running();
+        verify(&s.dir, &[]).status.code() == Some(0)
+    });
+    wait_trees_equal(&s.src, &remote, DEADLINE);
+    let log = agent.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("verify:") && l.contains(&label(&s.a)) && l.contains("change.txt")),
+        "the drift is logged with its paths:\n{log}"
+    );
+    // Status and metrics carry the last result per remote: level again.
+    let a_label = format!("remote=\"{}\"", label(&s.a));
+    wait_until("metrics show remote a verified level", DEADLINE, || {
+        get(port, "/metrics").lines().any(|l| {
+            l.starts_with("sersync_verify_differing{") && l.contains(&a_label) && l.ends_with(" 0")
+        })
+    });
+    let metrics = get(port, "/metrics");
+    assert!(
+        metrics.contains("sersync_verify_last_timestamp_seconds{"),
+        "{metrics}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&get(port, "/status")).expect("status JSON");
+    let verified = status["verify"].as_array().expect("a verify list");
+    assert_eq!(verified.len(), 2, "{status}");
+    assert!(verified.iter().all(|v| v["at_unix"].is_u64()), "{status}");
+    agent.stop();
+
+    // A remote that cannot be reached is not level.
+    s.b.stop();
+    let out = verify(&s.dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text_of(&out));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        block(&report, &label(&s.b)).contains(": could not be checked: rsync exit"),
+        "{}",
+        text_of(&out)
+    );
+    assert!(
+        block(&report, &label(&s.a)).contains(": level"),
+        "{}",
+        text_of(&out)
+    );
+}
+
+// A remote the agent had brought level after a burst of new directories and files was
+// reported as differing (directory mtimes, temp names, excludes).
+#[test]
+fn verify_is_level_after_a_burst() {
+    let s = Setup::new("verify-burst");
+    let mut conf = s.conf();
+    conf.excludes = Some(vec!["(.*)\\.svn".into()]);
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    for i in 0..300 {
+        s.write(
+            format!("burst/d{}/f{i}.txt", i % 30),
+            format!("burst {i}\n"),
+        );
+    }
+    s.write("burst/d1/.svn/entries", "excluded\n");
+    wait_until("the burst reached both remotes", DEADLINE, || {
+        s.remotes()
+            .iter()
+            .all(|r| r.join("burst/d29/f299.txt").exists() && r.join("burst/d0/f0.txt").exists())
+    });
+    wait_until("--verify finds both remotes level", DEADLINE, || {
+        agent.assert_running();
+        verify(&s.dir, &[]).status.code() == Some(0)
+    });
+    let out = verify(&s.dir, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(report.matches(": level").count(), 2, "{}", text_of(&out));
+    agent.stop();
+}
+
+// Log lines were free text: a log pipeline could not pick out the remote or rsync's
+// exit status of a failed push.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut s = Setup::new("json-logs");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &["--log-format", "json"]);
+    s.b.stop();
+    s.write("a.txt", "a\n");
+    let b = label(&s.b);
+    wait_until("a failed push to b is logged", DEADLINE, || {
+        agent.assert_running();
+        agent
+            .log()
+            .lines()
+            .any(|l| l.contains("rsync_exit") && l.contains(&b))
+    });
+    agent.stop();
+    let log = agent.log();
+    let mut lines = 0;
+    let (mut failed_push, mut pushed, mut event) = (false, false, false);
+    let a = label(&s.a);
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line:?}\n{log}"));
+        for key in ["time", "level", "message"] {
+            assert!(v[key].is_string(), "{key} missing: {line}");
+        }
+        lines += 1;
+        if v["remote"] == b.as_str() && v["rsync_exit"].is_i64() && v["paths"].is_u64() {
+            failed_push = true;
+        }
+        if v["remote"] == a.as_str() && v["rsync_exit"] == 0 && v["paths"].is_u64() {
+            pushed = true;
+        }
+        if v["root"].is_string() && v["message"].as_str().is_some_and(|m| m.contains("event")) {
+            event = true;
+        }
+    }
+    assert!(lines > 3, "{log}");
+    assert!(
+        failed_push,
+        "a failed push carries remote, paths and rsync_exit:\n{log}"
+    );
+    assert!(
+        pushed,
+        "a push carries remote, paths and rsync_exit 0:\n{log}"
+    );
+    assert!(event, "a watch event carries its root:\n{log}");
+}
+
+/// Kills the detached daemon with SIGTERM if the test ends early.
+struct Daemon(i32);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling the daemon this test started.
+        unsafe { libc::kill(self.0, libc::SIGTERM) };
+    }
+}
+
+/// Every line parses as a JSON object with time, level and message.
+fn assert_json_lines(lines: &[&str], all: &str) {
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line:?}\n{all}"));
+        for key in ["time", "level", "message"] {
+            assert!(v[key].is_string(), "{key} missing: {line}\n{all}");
+        }
+    }
+}
+
+// --log-format json reached stderr only: the log file and syslog (detached) still got
+// free text.
+#[test]
+fn json_logs_go_to_the_log_file_and_to_syslog() {
+    let s = Setup::new("json-sinks");
+    let xml = s.conf().render();
+    let log_file = s.dir.join("agent.log");
+    let mut agent = start_with_xml(
+        &s.dir,
+        &xml,
+        &["--log-format", "json", "--log-file", "agent.log"],
+    );
+    s.write("a.txt", "a\n");
+    s.wait(&mut agent, "a.txt pushed");
+    agent.stop();
+    let text = fs::read_to_string(&log_file).expect("the log file");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.iter().any(|l| l.contains("live:")), "{text}");
+    assert_json_lines(&lines, &text);
+
+    let sock_path = s.dir.join("log.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind syslog socket");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let pid_file = s.dir.join("agent.pid");
+    let out = Command::new(sersync_bin())
+        .args([
+            "-d",
+            "--log-format",
+            "json",
+            "-o",
+            "sersync.xml",
+            "--pid-file",
+        ])
+        .arg(&pid_file)
+        .current_dir(s.dir.path())
+        .env("RUST_LOG", "info")
+        .env("SERSYNC2_SYSLOG_SOCKET", &sock_path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sersync2 -d");
+    assert!(out.status.success(), "{}", text_of(&out));
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let daemon = Daemon(pid);
+    let ident = format!(" sersync2[{pid}]: ");
+    let mut got: Vec<String> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    wait_until("the `live:` line reaches syslog", DEADLINE, || {
+        while let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got.iter().any(|m| m.contains("live:"))
+    });
+    drop(daemon);
+    wait_until("the daemon exits", DEADLINE, || !pid_file.exists());
+    let all = got.join("\n");
+    let messages: Vec<&str> = got
+        .iter()
+        .map(|m| {
+            m.split_once(&ident)
+                .unwrap_or_else(|| panic!("no {ident:?} in {m:?}"))
+                .1
+        })
+        .collect();
+    assert_json_lines(&messages, &all);
+}
