@@ -11,6 +11,7 @@ mod faults_root;
 mod faults_signals;
 mod fixtures;
 mod layers;
+mod moves;
 mod scenarios;
 mod security;
 mod support;

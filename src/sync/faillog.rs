@@ -64,7 +64,9 @@ impl Owed {
                 self.paths.clear();
             }
             Job::Paths(paths) if !self.full => self.paths.extend(paths.iter().cloned()),
-            Job::Paths(_) => {}
+            // Owed as its two plain halves (and what is below `to`), never as a rename.
+            Job::Rename { .. } if !self.full => self.paths.extend(job.plain_paths()),
+            Job::Paths(_) | Job::Rename { .. } => {}
         }
     }
 }
@@ -165,14 +167,14 @@ impl FailLog {
                 *owed = Owed::default();
                 true
             }
-            Job::Paths(paths) if !owed.full => {
+            Job::Paths(_) | Job::Rename { .. } if !owed.full => {
                 let before = owed.paths.len();
-                for p in paths {
-                    owed.paths.remove(p);
+                for p in job.plain_paths() {
+                    owed.paths.remove(&p);
                 }
                 before != owed.paths.len()
             }
-            Job::Paths(_) => false,
+            Job::Paths(_) | Job::Rename { .. } => false,
         }
     }
 

@@ -7,6 +7,13 @@
 //! remote. A later change waits, merged, and goes in the next call, so the last call
 //! for a path always starts after its last change.
 //!
+//! A rename inside the tree waits as one entry with two paths (`from` and `to`) and is
+//! handed out alone, as a [`Job::Rename`]; it is not handed out while anything at, above
+//! or below either path is in flight. Anything else waiting at, above or below either
+//! path (or a full sync waiting or running) turns it into its plain form (`from` and
+//! `to` and what is below `to`, as ordinary entries), so the one rule above still
+//! orders everything.
+//!
 //! `Pending` is the pure state of one remote (unit and property tested); `Queue` wraps all
 //! remotes in a mutex and condvar for the worker threads. A remote that owes work also
 //! has a retry here: its owed jobs, moved into the pending set when their time comes
@@ -59,6 +66,66 @@ pub struct Pending {
     running: usize,
     /// Paths carried by the calls in flight.
     running_paths: usize,
+    /// Renames waiting, by sequence number (shared with `by_seq`).
+    renames: BTreeMap<u64, Renamed>,
+    /// The `from` and `to` of every rename waiting, to its sequence number.
+    rename_keys: BTreeMap<Key, u64>,
+    /// Renames in flight: their `to` and what was below it (for `in_flight`).
+    inflight_renames: HashMap<Key, Vec<PathBuf>>,
+}
+
+/// A rename waiting in the pending set.
+#[derive(Debug, Clone)]
+struct Renamed {
+    from: Key,
+    to: Key,
+    dir: bool,
+    below: Vec<PathBuf>,
+}
+
+impl Renamed {
+    fn job(self) -> Job {
+        Job::Rename {
+            from: to_path(self.from),
+            to: to_path(self.to),
+            dir: self.dir,
+            below: self.below,
+        }
+    }
+}
+
+/// One change as the filter thread hands it to the pending sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// A path; `true` when it is a directory that is gone.
+    Path(PathBuf, bool),
+    /// A rename inside the tree (see [`Job::Rename`]).
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        dir: bool,
+        below: Vec<PathBuf>,
+    },
+}
+
+/// Keys of `map` at `p`, above it, or below it.
+fn related<V>(map: &BTreeMap<Key, V>, p: &[u8]) -> Vec<Key> {
+    if map.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<Key> = ancestors(p)
+        .chain(std::iter::once(p))
+        .filter(|a| map.contains_key(*a))
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut prefix = p.to_vec();
+    prefix.push(b'/');
+    out.extend(
+        map.range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone()),
+    );
+    out
 }
 
 impl Pending {
@@ -69,6 +136,75 @@ impl Pending {
             return; // the full sync that has not started yet covers it
         }
         let path = key(path);
+        self.dissolve_related(&path);
+        self.push_key(path, gone_dir);
+    }
+
+    /// Queues a rename, or its plain form when something waits at, above or below
+    /// either path, or a full sync waits or runs.
+    pub fn push_rename(&mut self, from: PathBuf, to: PathBuf, dir: bool, below: Vec<PathBuf>) {
+        if self.full_pending && !self.full_inflight {
+            return;
+        }
+        let (from, to) = (key(from), key(to));
+        let busy = self.full_pending
+            || self.full_inflight
+            || !related(&self.by_path, &from).is_empty()
+            || !related(&self.by_path, &to).is_empty()
+            || !related(&self.rename_keys, &from).is_empty()
+            || !related(&self.rename_keys, &to).is_empty();
+        if busy {
+            self.dissolve_related(&from);
+            self.dissolve_related(&to);
+            self.push_plain(Renamed {
+                from,
+                to,
+                dir,
+                below,
+            });
+            return;
+        }
+        self.seq += 1;
+        self.rename_keys.insert(from.clone(), self.seq);
+        self.rename_keys.insert(to.clone(), self.seq);
+        self.renames.insert(
+            self.seq,
+            Renamed {
+                from,
+                to,
+                dir,
+                below,
+            },
+        );
+    }
+
+    /// Turns every waiting rename with a path at, above or below `p` into its plain form.
+    fn dissolve_related(&mut self, p: &[u8]) {
+        for k in related(&self.rename_keys, p) {
+            let Some(seq) = self.rename_keys.get(&k).copied() else {
+                continue; // dissolved already, through its other path
+            };
+            if let Some(r) = self.renames.remove(&seq) {
+                self.rename_keys.remove(&r.from);
+                self.rename_keys.remove(&r.to);
+                self.push_plain(r);
+            }
+        }
+    }
+
+    /// A rename's plain form as ordinary entries: `from` (gone), `to` and what is below.
+    fn push_plain(&mut self, r: Renamed) {
+        self.push_key(r.from, r.dir);
+        self.push_key(r.to.clone(), false);
+        for b in r.below {
+            let b = key(b);
+            if b != r.to {
+                self.push_key(b, false);
+            }
+        }
+    }
+
+    fn push_key(&mut self, path: Key, gone_dir: bool) {
         if gone_dir {
             let mut prefix = path.clone();
             prefix.push(b'/');
@@ -97,10 +233,12 @@ impl Pending {
         self.full_pending = true;
         self.by_path.clear();
         self.by_seq.clear();
+        self.renames.clear();
+        self.rename_keys.clear();
     }
 
     pub fn len(&self) -> usize {
-        self.by_path.len() + usize::from(self.full_pending)
+        self.by_path.len() + self.renames.len() + usize::from(self.full_pending)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -138,6 +276,33 @@ impl Pending {
             self.running += 1;
             return Some(Job::Full);
         }
+        // The oldest rename free to run goes alone, unless a path waiting since before
+        // it is free too (that goes first).
+        let rename = self
+            .renames
+            .iter()
+            .find(|(_, r)| !self.blocked(&r.from) && !self.blocked(&r.to))
+            .map(|(s, _)| *s);
+        if let Some(seq) = rename {
+            let older_free = self.by_seq.range(..seq).any(|(_, p)| !self.blocked(p));
+            if !older_free {
+                if let Some(r) = self.renames.remove(&seq) {
+                    self.rename_keys.remove(&r.from);
+                    self.rename_keys.remove(&r.to);
+                    for p in [&r.from, &r.to] {
+                        for a in ancestors(p) {
+                            *self.inflight_below.entry(a.to_vec()).or_default() += 1;
+                        }
+                    }
+                    self.inflight.insert(r.from.clone());
+                    self.inflight.insert(r.to.clone());
+                    self.inflight_renames.insert(r.to.clone(), r.below.clone());
+                    self.running += 1;
+                    self.running_paths += 2;
+                    return Some(r.job());
+                }
+            }
+        }
         let mut picked: Vec<Key> = Vec::new();
         for (_, p) in self.by_seq.iter() {
             if picked.len() >= max {
@@ -170,20 +335,28 @@ impl Pending {
     /// Marks work handed out by `take` as finished (whatever its outcome).
     pub fn finish(&mut self, work: &Job) {
         self.running = self.running.saturating_sub(1);
-        match work {
-            Job::Full => self.full_inflight = false,
-            Job::Paths(paths) => {
-                self.running_paths = self.running_paths.saturating_sub(paths.len());
-                for p in paths {
-                    let p = p.as_os_str().as_bytes();
-                    self.inflight.remove(p);
-                    for a in ancestors(p) {
-                        if let Some(n) = self.inflight_below.get_mut(a) {
-                            *n -= 1;
-                            if *n == 0 {
-                                self.inflight_below.remove(a);
-                            }
-                        }
+        let renamed;
+        let paths = match work {
+            Job::Full => {
+                self.full_inflight = false;
+                return;
+            }
+            Job::Paths(paths) => paths.as_slice(),
+            Job::Rename { from, to, .. } => {
+                self.inflight_renames.remove(to.as_os_str().as_bytes());
+                renamed = [from.clone(), to.clone()];
+                &renamed[..]
+            }
+        };
+        self.running_paths = self.running_paths.saturating_sub(paths.len());
+        for p in paths {
+            let p = p.as_os_str().as_bytes();
+            self.inflight.remove(p);
+            for a in ancestors(p) {
+                if let Some(n) = self.inflight_below.get_mut(a) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.inflight_below.remove(a);
                     }
                 }
             }
@@ -191,11 +364,13 @@ impl Pending {
     }
 
     /// What is being pushed right now: paths, and whether a full sync is running.
+    /// A rename in flight counts as its plain form.
     pub fn in_flight(&self) -> (Vec<PathBuf>, bool) {
-        (
-            self.inflight.iter().cloned().map(to_path).collect(),
-            self.full_inflight,
-        )
+        let mut paths: Vec<PathBuf> = self.inflight.iter().cloned().map(to_path).collect();
+        for below in self.inflight_renames.values() {
+            paths.extend(below.iter().cloned());
+        }
+        (paths, self.full_inflight)
     }
 
     /// Everything still waiting, oldest first, leaving nothing behind; `true` if a full
@@ -203,10 +378,14 @@ impl Pending {
     pub fn drain(&mut self) -> (Vec<PathBuf>, bool) {
         let full = std::mem::take(&mut self.full_pending);
         self.by_path.clear();
-        let paths = std::mem::take(&mut self.by_seq)
+        self.rename_keys.clear();
+        let mut paths: Vec<PathBuf> = std::mem::take(&mut self.by_seq)
             .into_values()
             .map(to_path)
             .collect();
+        for r in std::mem::take(&mut self.renames).into_values() {
+            paths.extend(r.job().plain_paths());
+        }
         (paths, full)
     }
 }
@@ -262,8 +441,8 @@ impl Remote {
                 for job in self.retry.take().map(|(_, jobs)| jobs).unwrap_or_default() {
                     match job {
                         Job::Full => self.pending.push_full(),
-                        Job::Paths(paths) => {
-                            for p in paths {
+                        job => {
+                            for p in job.plain_paths() {
                                 self.pending.push(p, false);
                             }
                         }
@@ -346,15 +525,23 @@ impl Queue {
 
     /// Queues a batch of changes (`(path, gone_dir)`, in order) for each of the given
     /// remotes, with one lock.
-    pub fn push_batch(&self, targets: &[RemoteId], changes: &[(PathBuf, bool)]) {
+    pub fn push_batch(&self, targets: &[RemoteId], changes: &[Item]) {
         if changes.is_empty() {
             return;
         }
         let mut st = self.lock();
         for &t in targets {
             let pending = &mut st.remotes[t.0].pending;
-            for (p, gone_dir) in changes {
-                pending.push(p.clone(), *gone_dir);
+            for item in changes {
+                match item {
+                    Item::Path(p, gone_dir) => pending.push(p.clone(), *gone_dir),
+                    Item::Rename {
+                        from,
+                        to,
+                        dir,
+                        below,
+                    } => pending.push_rename(from.clone(), to.clone(), *dir, below.clone()),
+                }
             }
         }
         self.wake_for(st, targets);

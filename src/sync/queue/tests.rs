@@ -256,6 +256,7 @@ proptest! {
                 Job::Full => true,
                 Job::Paths(ps) => ps.iter().any(|x| x == path
                     || (path.starts_with(x) && gone_at.get(x).is_some_and(|g| g >= t))),
+                Job::Rename { .. } => false,
             });
             prop_assert!(covered, "{path:?} changed at {t} but no later call covers it: {started:?}");
         }
