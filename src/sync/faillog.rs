@@ -63,12 +63,19 @@ impl Owed {
                 self.full = true;
                 self.paths.clear();
             }
-            Job::Paths(paths) if !self.full => self.paths.extend(paths.iter().cloned()),
+            Job::Paths(paths) if !self.full => self.paths.extend(paths.iter().map(unslash)),
             // Owed as its two plain halves (and what is below `to`), never as a rename.
             Job::Rename { .. } if !self.full => self.paths.extend(job.plain_paths()),
             Job::Paths(_) | Job::Rename { .. } => {}
         }
     }
+}
+
+/// A path without the trailing `/` a replaced directory is pushed with (one entry per
+/// path in the fail log).
+fn unslash(p: &PathBuf) -> PathBuf {
+    let b = p.as_os_str().as_bytes();
+    PathBuf::from(OsStr::from_bytes(b.strip_suffix(b"/").unwrap_or(b)))
 }
 
 /// One command of the fail log, as data. Only three things are kept from it: the `cd`
@@ -170,7 +177,7 @@ impl FailLog {
             Job::Paths(_) | Job::Rename { .. } if !owed.full => {
                 let before = owed.paths.len();
                 for p in job.plain_paths() {
-                    owed.paths.remove(&p);
+                    owed.paths.remove(&unslash(&p));
                 }
                 before != owed.paths.len()
             }

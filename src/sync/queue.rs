@@ -72,6 +72,11 @@ pub struct Pending {
     rename_keys: BTreeMap<Key, u64>,
     /// Renames in flight: their `to` and what was below it (for `in_flight`).
     inflight_renames: HashMap<Key, Vec<PathBuf>>,
+    /// Paths where a directory renamed in replaced one that was renamed away (a swap
+    /// through a temp name): what the remote holds there is stale, below too. They are
+    /// handed out with a trailing `/`, which asks the push to delete what the source
+    /// directory no longer holds (see `Target::argv`).
+    replaced: HashSet<Key>,
 }
 
 /// A rename waiting in the pending set.
@@ -195,10 +200,16 @@ impl Pending {
     /// A rename's plain form as ordinary entries: `from` (gone), `to` and what is below.
     fn push_plain(&mut self, r: Renamed) {
         self.push_key(r.from, r.dir);
+        if r.dir {
+            self.replaced.insert(r.to.clone());
+        }
         self.push_key(r.to.clone(), false);
         for b in r.below {
             let b = key(b);
             if b != r.to {
+                if r.dir {
+                    self.replaced.insert(b.clone());
+                }
                 self.push_key(b, false);
             }
         }
@@ -235,6 +246,7 @@ impl Pending {
         self.by_seq.clear();
         self.renames.clear();
         self.rename_keys.clear();
+        self.replaced.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -329,7 +341,16 @@ impl Pending {
         }
         self.running += 1;
         self.running_paths += picked.len();
-        Some(Job::Paths(picked.into_iter().map(to_path).collect()))
+        let paths = picked
+            .into_iter()
+            .map(|mut p| {
+                if self.replaced.remove(&p) {
+                    p.push(b'/');
+                }
+                to_path(p)
+            })
+            .collect();
+        Some(Job::Paths(paths))
     }
 
     /// Marks work handed out by `take` as finished (whatever its outcome).
@@ -351,6 +372,8 @@ impl Pending {
         self.running_paths = self.running_paths.saturating_sub(paths.len());
         for p in paths {
             let p = p.as_os_str().as_bytes();
+            // A replaced directory went out with a trailing `/`.
+            let p = p.strip_suffix(b"/").unwrap_or(p);
             self.inflight.remove(p);
             for a in ancestors(p) {
                 if let Some(n) = self.inflight_below.get_mut(a) {

@@ -10,7 +10,7 @@
 //! one call carries pushes and deletes alike and whatever lands is the state at the time
 //! of the call.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -171,11 +171,31 @@ impl Target {
                 // A listed directory is pushed as itself (its contents are entries of
                 // their own), not skipped.
                 argv.push("--dirs".into());
+                // A path with a trailing `/` is a directory that replaced another one
+                // (see `queue`): its listing is pushed and what the remote holds there
+                // beyond it is deleted. The `/` is kept only while it is a directory.
+                let mut replaced = false;
+                let mut args = Vec::with_capacity(paths.len());
                 for p in paths {
+                    let mut bytes = p.as_os_str().as_bytes();
+                    if let Some(dir) = bytes.strip_suffix(b"/") {
+                        let is_dir =
+                            std::fs::symlink_metadata(self.root.join(OsStr::from_bytes(dir)))
+                                .is_ok_and(|m| m.is_dir());
+                        if is_dir && self.delete {
+                            replaced = true;
+                        } else {
+                            bytes = dir;
+                        }
+                    }
                     let mut a = OsString::from("./");
-                    a.push(p.as_os_str());
-                    argv.push(a);
+                    a.push(OsStr::from_bytes(bytes));
+                    args.push(a);
                 }
+                if replaced {
+                    argv.push("--delete".into());
+                }
+                argv.extend(args);
             }
             Job::Full => argv.push("./".into()),
             Job::Rename { .. } => {}
@@ -663,7 +683,10 @@ mod tests {
         fn any_name_is_one_argument_and_never_an_option(
             names in proptest::collection::vec(
                 proptest::collection::vec(1u8..=255, 1..40)
-                    .prop_filter("relative", |b| b[0] != b'/'),
+                    .prop_filter("relative", |b| b[0] != b'/')
+                    // A trailing `/` marks a replaced directory (see `queue`); the
+                    // watcher's paths never end in one.
+                    .prop_filter("no trailing slash", |b| b.last() != Some(&b'/')),
                 1..6,
             )
         ) {

@@ -265,3 +265,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_rename_goes_alone_and_blocks_its_two_paths() {
+    let mut q = Pending::default();
+    q.push_rename(p("old"), p("new"), true, vec![p("new"), p("new/f")]);
+    let job = q.take(100).expect("the rename");
+    assert!(matches!(&job, Job::Rename { from, to, .. } if *from == p("old") && *to == p("new")));
+    // A change below either path waits for it.
+    q.push(p("new/f"), false);
+    q.push(p("old"), false);
+    assert_eq!(q.take(100), None);
+    q.finish(&job);
+    assert_eq!(paths(q.take(100)), [p("new/f"), p("old")]);
+}
+
+#[test]
+fn a_rename_meeting_pending_work_travels_plain() {
+    // A swap through a temp name: three renames, each touching the one before.
+    let mut q = Pending::default();
+    q.push_rename(p("A"), p("t"), true, vec![p("t"), p("t/x")]);
+    q.push_rename(p("B"), p("A"), true, vec![p("A"), p("A/y")]);
+    q.push_rename(p("t"), p("B"), true, vec![p("B"), p("B/x")]);
+    let mut got: Vec<String> = paths(q.take(100))
+        .iter()
+        .map(|x| x.to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    // Directories renamed in where others were renamed away go with a trailing `/`
+    // (what the remote holds there is stale); `t` is only gone.
+    assert_eq!(got, ["A/", "A/y/", "B/", "B/x/", "t/"]);
+    assert!(q.is_empty());
+}
