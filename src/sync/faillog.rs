@@ -63,7 +63,7 @@ impl Owed {
                 self.full = true;
                 self.paths.clear();
             }
-            Job::Paths(paths) if !self.full => self.paths.extend(paths.iter().map(unslash)),
+            Job::Paths(paths) if !self.full => self.paths.extend(paths.iter().map(|p| unslash(p))),
             // Owed as its two plain halves (and what is below `to`), never as a rename.
             Job::Rename { .. } if !self.full => self.paths.extend(job.plain_paths()),
             Job::Paths(_) | Job::Rename { .. } => {}
@@ -73,7 +73,7 @@ impl Owed {
 
 /// A path without the trailing `/` a replaced directory is pushed with (one entry per
 /// path in the fail log).
-fn unslash(p: &PathBuf) -> PathBuf {
+fn unslash(p: &Path) -> PathBuf {
     let b = p.as_os_str().as_bytes();
     PathBuf::from(OsStr::from_bytes(b.strip_suffix(b"/").unwrap_or(b)))
 }
