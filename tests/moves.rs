@@ -40,8 +40,39 @@ fn received_since(log: &str, from: usize) -> u64 {
         .sum()
 }
 
+/// Each daemon's log length once every session it logged the start of has logged its
+/// summary line too: a push that made the trees equal may log its bytes just after, and
+/// they must not count for what follows.
 fn log_lens(s: &Setup) -> (usize, usize) {
-    (s.a.log().len(), s.b.log().len())
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (a, b) = (s.a.log(), s.b.log());
+        if (sessions_ended(&a) && sessions_ended(&b)) || std::time::Instant::now() >= until {
+            return (a.len(), b.len());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Has every session in a daemon log that started (`rsync to`/`rsync on`) logged its
+/// summary (`total size`)?
+fn sessions_ended(log: &str) -> bool {
+    let pid = |l: &str| -> Option<String> {
+        let open = l.find(" [")?;
+        let close = l[open..].find(']')? + open;
+        Some(l[open + 2..close].to_owned())
+    };
+    let mut open = std::collections::HashSet::new();
+    for l in log.lines() {
+        if l.contains("] rsync to ") || l.contains("] rsync on ") {
+            open.extend(pid(l));
+        } else if l.contains("total size") {
+            if let Some(p) = pid(l) {
+                open.remove(&p);
+            }
+        }
+    }
+    open.is_empty()
 }
 
 /// Waits until the remotes are equal to the source and the daemons have logged the
