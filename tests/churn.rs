@@ -1,7 +1,8 @@
 //! The churn property: a seeded random workload of every kind of change the kernel can
 //! report (writes, appends, truncates, renames of files and directories within and
 //! across directories, trees moved in from and out to a place outside the watch,
-//! `mkdir -p`, `rm -rf`, temp-then-rename saves), as fast as the machine runs it, then
+//! `mkdir -p`, `rm -rf`, temp-then-rename saves, swaps through a temp name, a directory
+//! renamed while a file in it is written), as fast as the machine runs it, then
 //! quiet. Afterwards every remote must equal the source (delete on) or hold a superset
 //! whose common files are identical (delete off). A failure names the seed; rerun it
 //! with `SERSYNC_CHURN_SEED=<seed>`. `scripts/churn.sh` runs many seeds for longer.
@@ -121,7 +122,7 @@ impl Workload {
     /// the only writer) would mean the model is wrong, so they panic.
     fn step(&mut self) {
         self.ops += 1;
-        let kind = self.rng.below(100);
+        let kind = self.rng.below(110);
         match kind {
             0..=19 => {
                 let dir = self.any_dir();
@@ -254,6 +255,48 @@ impl Workload {
                 let out = self.outside.join(format!("gone{}", self.counter));
                 fs::rename(self.abs(&rel), &out).expect("move out");
                 self.forget_below(&rel);
+            }
+            100..=104 => {
+                // Swap two files, or two directories, through a temp name.
+                let dirs = self.dirs.len() >= 2 && self.rng.chance(40);
+                let pool = if dirs { &self.dirs } else { &self.files };
+                if pool.len() < 2 {
+                    return;
+                }
+                let one = pool[self.rng.below(pool.len())].clone();
+                let two = pool[self.rng.below(pool.len())].clone();
+                if one.starts_with(&two) || two.starts_with(&one) {
+                    return;
+                }
+                let parent = one.parent().map(Path::to_path_buf).unwrap_or_default();
+                let tmp = parent.join(self.name("t"));
+                fs::rename(self.abs(&one), self.abs(&tmp)).expect("swap: one -> tmp");
+                fs::rename(self.abs(&two), self.abs(&one)).expect("swap: two -> one");
+                fs::rename(self.abs(&tmp), self.abs(&two)).expect("swap: tmp -> two");
+                if dirs {
+                    self.rebase(&one, &tmp);
+                    self.rebase(&two, &one);
+                    self.rebase(&tmp, &two);
+                }
+            }
+            105..=109 if !self.dirs.is_empty() => {
+                // A directory renamed while a file in it is being written.
+                use std::io::Write;
+                let from = self.dirs[self.rng.below(self.dirs.len())].clone();
+                let to = from
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default()
+                    .join(self.name("W"));
+                let name = self.name("w");
+                let mut f = fs::File::create(self.abs(&from.join(&name))).expect("create w");
+                let c = self.content();
+                f.write_all(&c[..c.len() / 2]).expect("write first half");
+                fs::rename(self.abs(&from), self.abs(&to)).expect("rename dir mid-write");
+                f.write_all(&c[c.len() / 2..]).expect("write second half");
+                drop(f);
+                self.rebase(&from, &to);
+                self.files.push(to.join(name));
             }
             _ => {}
         }

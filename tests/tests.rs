@@ -13,6 +13,7 @@ mod fixtures;
 mod layers;
 mod mirrors_lag;
 mod mirrors_verify;
+mod moves;
 mod outsider_a;
 mod outsider_b;
 mod package;

@@ -138,8 +138,8 @@ impl Module {
                 while let Some((t, job)) = q.take() {
                     let root = &roots[t.index()];
                     match &job {
-                        Job::Paths(paths) => {
-                            for rel in paths {
+                        Job::Paths(_) | Job::Rename { .. } => {
+                            for rel in job.plain_paths() {
                                 plugin.run(&root.join(rel));
                             }
                         }

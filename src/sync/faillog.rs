@@ -63,10 +63,19 @@ impl Owed {
                 self.full = true;
                 self.paths.clear();
             }
-            Job::Paths(paths) if !self.full => self.paths.extend(paths.iter().cloned()),
-            Job::Paths(_) => {}
+            Job::Paths(paths) if !self.full => self.paths.extend(paths.iter().map(|p| unslash(p))),
+            // Owed as its two plain halves (and what is below `to`), never as a rename.
+            Job::Rename { .. } if !self.full => self.paths.extend(job.plain_paths()),
+            Job::Paths(_) | Job::Rename { .. } => {}
         }
     }
+}
+
+/// A path without the trailing `/` a replaced directory is pushed with (one entry per
+/// path in the fail log).
+fn unslash(p: &Path) -> PathBuf {
+    let b = p.as_os_str().as_bytes();
+    PathBuf::from(OsStr::from_bytes(b.strip_suffix(b"/").unwrap_or(b)))
 }
 
 /// One command of the fail log, as data. Only three things are kept from it: the `cd`
@@ -165,14 +174,14 @@ impl FailLog {
                 *owed = Owed::default();
                 true
             }
-            Job::Paths(paths) if !owed.full => {
+            Job::Paths(_) | Job::Rename { .. } if !owed.full => {
                 let before = owed.paths.len();
-                for p in paths {
-                    owed.paths.remove(p);
+                for p in job.plain_paths() {
+                    owed.paths.remove(&unslash(&p));
                 }
                 before != owed.paths.len()
             }
-            Job::Paths(_) => false,
+            Job::Paths(_) | Job::Rename { .. } => false,
         }
     }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 
 use super::job::RemoteId;
-use super::queue::Queue;
+use super::queue::{Item, Queue};
 use crate::config::Events;
 use crate::filter::{self, Excludes};
 use crate::watch::{Batch, Change, Op};
@@ -42,7 +42,7 @@ pub struct Intake {
 impl Intake {
     /// Runs until every watcher has hung up.
     pub fn run(self, rx: Receiver<Batch>) {
-        let mut changes: Vec<(PathBuf, bool)> = Vec::new();
+        let mut changes: Vec<Item> = Vec::new();
         let mut cookies: Vec<Vec<u8>> = Vec::new();
         for batch in rx {
             let Some(route) = self.routes.get(batch.root) else {
@@ -61,10 +61,11 @@ impl Intake {
                 }
                 match self.decide(&route.root, change) {
                     Decision::Drop => {}
-                    Decision::Push(path, gone_dir) => changes.push((path, gone_dir)),
+                    Decision::Push(path, gone_dir) => changes.push(Item::Path(path, gone_dir)),
                     Decision::PushAll(found) => {
-                        changes.extend(found.into_iter().map(|p| (p, false)))
+                        changes.extend(found.into_iter().map(|p| Item::Path(p, false)))
                     }
+                    Decision::Items(items) => changes.extend(items),
                     Decision::Full => {
                         // Everything waiting so far is covered by the full sync.
                         changes.clear();
@@ -126,6 +127,12 @@ impl Intake {
                     Decision::Drop
                 }
             }
+            Change::Renamed {
+                from,
+                to,
+                dir,
+                found,
+            } => self.renamed(from, to, dir, found),
             // Lost events, a new root, or what only an unmounted filesystem held: only a
             // full sync makes the remotes equal again.
             Change::Overflow | Change::RootBack | Change::Unmounted { .. } => Decision::Full,
@@ -146,11 +153,47 @@ impl Intake {
     }
 }
 
+impl Intake {
+    /// A rename inside the tree travels as one when both names are mirrored and the
+    /// switches ask for both halves (and for deletes); otherwise as the plain changes
+    /// the two halves stand for: the delete of `from`, the push of `to` (and of what
+    /// is below it). A temp or excluded name on one side is only the other half.
+    fn renamed(&self, from: PathBuf, to: PathBuf, dir: bool, found: Vec<PathBuf>) -> Decision {
+        let ev = &self.events;
+        let mirrored = |p: &Path| {
+            let name = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+            !filter::skip(&self.excludes, name, p, dir)
+        };
+        let (from_in, to_in) = (mirrored(&from), mirrored(&to));
+        if from_in && to_in && ev.move_from && ev.move_to && ev.delete {
+            return Decision::Items(vec![Item::Rename {
+                from,
+                to,
+                dir,
+                below: found,
+            }]);
+        }
+        let mut items = Vec::new();
+        if from_in && ev.move_from && ev.delete {
+            items.push(Item::Path(from, dir));
+        }
+        if to_in && ev.move_to {
+            if dir {
+                items.extend(found.into_iter().map(|p| Item::Path(p, false)));
+            } else {
+                items.push(Item::Path(to, false));
+            }
+        }
+        Decision::Items(items)
+    }
+}
+
 enum Decision {
     Drop,
     /// One path; `true` when it is a directory that is gone.
     Push(PathBuf, bool),
     PushAll(Vec<PathBuf>),
+    Items(Vec<Item>),
     Full,
 }
 

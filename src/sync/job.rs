@@ -12,14 +12,25 @@ impl RemoteId {
     }
 }
 
-/// What one rsync call makes equal on one remote. A rename will be a variant of its own
-/// (the new path pushed with the old one as a basis, then the old one deleted).
+/// What one rsync call makes equal on one remote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Job {
     /// These relative paths: push what exists, delete (or skip) what does not.
     Paths(Vec<PathBuf>),
     /// The whole tree (`./`), with `--delete` when deletes are on.
     Full,
+    /// `from` was renamed to `to` inside the tree: `to` is pushed with `from` as the
+    /// basis the remote already has, then `from` is deleted, so unchanged data is not
+    /// sent again. `below` is what `to` held when the rename was seen (for a directory:
+    /// `to` itself and every path below it; for a file: empty); with `from` and `to`
+    /// it is the rename's plain form, what a plain push must carry when the rename
+    /// cannot travel as one (see [`Job::plain_paths`]).
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        dir: bool,
+        below: Vec<PathBuf>,
+    },
 }
 
 impl Job {
@@ -28,6 +39,32 @@ impl Job {
         match self {
             Job::Paths(p) => p.len(),
             Job::Full => 1,
+            Job::Rename { .. } => 2,
+        }
+    }
+
+    /// A rename as plain paths: the delete of `from`, the push of `to` and of what is
+    /// below it. The fail log and every fallback owe a rename in this form, never as a
+    /// rename. Other jobs: their paths (none for a full sync).
+    pub fn plain_paths(&self) -> Vec<PathBuf> {
+        match self {
+            Job::Paths(p) => p.clone(),
+            Job::Full => Vec::new(),
+            Job::Rename {
+                from, to, below, ..
+            } => {
+                let mut out = vec![from.clone(), to.clone()];
+                out.extend(below.iter().filter(|p| *p != to).cloned());
+                out
+            }
+        }
+    }
+
+    /// The job with a rename turned into its plain form.
+    pub fn plain(self) -> Job {
+        match self {
+            Job::Rename { .. } => Job::Paths(self.plain_paths()),
+            other => other,
         }
     }
 }

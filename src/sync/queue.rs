@@ -7,6 +7,14 @@
 //! remote. A later change waits, merged, and goes in the next call, so the last call
 //! for a path always starts after its last change.
 //!
+//! A rename inside the tree waits as one entry with two paths (`from` and `to`) and is
+//! handed out alone, as a [`Job::Rename`]; it is not handed out while anything at, above
+//! or below either path is in flight. Anything else waiting at, above or below either
+//! path (or a full sync waiting or running) turns it into its plain form (`from` and
+//! `to` and what is below `to`, as ordinary entries, keeping its mark), so the one rule
+//! above still orders everything. In flight, owed and paid, a rename counts as its
+//! plain paths.
+//!
 //! `Pending` is the pure state of one remote (unit and property tested); `Queue` wraps all
 //! remotes in a mutex and condvar for the worker threads. A remote that owes work also
 //! has a retry here: its owed jobs, moved into the pending set when their time comes
@@ -22,7 +30,7 @@
 //! checkpoint is taken when the filter thread meets a sync cookie ([`Queue::cookies_seen`]),
 //! after every earlier event of that root was queued.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::ops::Bound;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -98,6 +106,76 @@ pub struct Pending {
     running: usize,
     /// Paths carried by the calls in flight.
     running_paths: usize,
+    /// Renames waiting, by their place in the order of `by_seq`.
+    renames: BTreeMap<u64, Renamed>,
+    /// The `from` and `to` of every rename waiting, to its place.
+    rename_keys: BTreeMap<Key, u64>,
+    /// Paths where a directory renamed in replaced one that was renamed away (a swap
+    /// through a temp name): what the remote holds there is stale, below too. They are
+    /// handed out with a trailing `/`, which asks the push to delete what the source
+    /// directory no longer holds (see `Target::argv`).
+    replaced: HashSet<Key>,
+}
+
+/// A rename waiting in the pending set.
+#[derive(Debug, Clone)]
+struct Renamed {
+    from: Key,
+    to: Key,
+    dir: bool,
+    below: Vec<PathBuf>,
+    mark: Mark,
+}
+
+impl Renamed {
+    fn job(self) -> Job {
+        Job::Rename {
+            from: to_path(self.from),
+            to: to_path(self.to),
+            dir: self.dir,
+            below: self.below,
+        }
+    }
+}
+
+/// One change as the filter thread hands it to the pending sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// A path; `true` when it is a directory that is gone.
+    Path(PathBuf, bool),
+    /// A rename inside the tree (see [`Job::Rename`]).
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        dir: bool,
+        below: Vec<PathBuf>,
+    },
+}
+
+/// Keys of `map` at `p`, above it, or below it.
+fn related<V>(map: &BTreeMap<Key, V>, p: &[u8]) -> Vec<Key> {
+    if map.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<Key> = ancestors(p)
+        .chain(std::iter::once(p))
+        .filter(|a| map.contains_key(*a))
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut prefix = p.to_vec();
+    prefix.push(b'/');
+    out.extend(
+        map.range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone()),
+    );
+    out
+}
+
+/// A path as handed out, without the trailing `/` of a replaced directory.
+fn plain_key(p: &std::path::Path) -> &[u8] {
+    let p = p.as_os_str().as_bytes();
+    p.strip_suffix(b"/").unwrap_or(p)
 }
 
 impl Pending {
@@ -113,9 +191,113 @@ impl Pending {
             return; // the full sync that has not started yet covers it
         }
         let path = key(path);
+        self.dissolve_related(&path);
+        self.push_key(path, gone_dir, now, None);
+    }
+
+    /// Queues a rename, or its plain form when something waits at, above or below
+    /// either path, or a full sync waits or runs.
+    #[cfg(test)]
+    pub fn push_rename(&mut self, from: PathBuf, to: PathBuf, dir: bool, below: Vec<PathBuf>) {
+        self.push_rename_at(from, to, dir, below, Instant::now());
+    }
+
+    /// [`Pending::push_rename`] of a rename made at `now`.
+    pub fn push_rename_at(
+        &mut self,
+        from: PathBuf,
+        to: PathBuf,
+        dir: bool,
+        below: Vec<PathBuf>,
+        now: Instant,
+    ) {
+        if self.full_pending && !self.full_inflight {
+            return; // the full sync that has not started yet covers it
+        }
+        let (from, to) = (key(from), key(to));
+        let busy = self.full_pending
+            || self.full_inflight
+            || !related(&self.by_path, &from).is_empty()
+            || !related(&self.by_path, &to).is_empty()
+            || !related(&self.rename_keys, &from).is_empty()
+            || !related(&self.rename_keys, &to).is_empty();
+        if busy {
+            self.dissolve_related(&from);
+            self.dissolve_related(&to);
+            self.push_plain(
+                Renamed {
+                    from,
+                    to,
+                    dir,
+                    below,
+                    mark: Mark {
+                        seq: self.seq + 1,
+                        since: now,
+                    },
+                },
+                now,
+            );
+            return;
+        }
+        self.seq += 1;
+        let mark = Mark {
+            seq: self.seq,
+            since: now,
+        };
+        self.rename_keys.insert(from.clone(), self.seq);
+        self.rename_keys.insert(to.clone(), self.seq);
+        self.renames.insert(
+            self.seq,
+            Renamed {
+                from,
+                to,
+                dir,
+                below,
+                mark,
+            },
+        );
+    }
+
+    /// Turns every waiting rename with a path at, above or below `p` into its plain form.
+    fn dissolve_related(&mut self, p: &[u8]) {
+        for k in related(&self.rename_keys, p) {
+            let Some(seq) = self.rename_keys.get(&k).copied() else {
+                continue; // dissolved already, through its other path
+            };
+            if let Some(r) = self.renames.remove(&seq) {
+                self.rename_keys.remove(&r.from);
+                self.rename_keys.remove(&r.to);
+                let since = r.mark.since;
+                self.push_plain(r, since);
+            }
+        }
+    }
+
+    /// A rename's plain form as ordinary entries: `from` (gone), `to` and what is below,
+    /// each keeping the rename's mark.
+    fn push_plain(&mut self, r: Renamed, now: Instant) {
+        let carry = Some(r.mark);
+        self.push_key(r.from, r.dir, now, carry);
+        if r.dir {
+            self.replaced.insert(r.to.clone());
+        }
+        self.push_key(r.to.clone(), false, now, carry);
+        for b in r.below {
+            let b = key(b);
+            if b != r.to {
+                if r.dir {
+                    self.replaced.insert(b.clone());
+                }
+                self.push_key(b, false, now, carry);
+            }
+        }
+    }
+
+    /// Queues one key; its mark is at least as old as `carry`.
+    fn push_key(&mut self, path: Key, gone_dir: bool, now: Instant, carry: Option<Mark>) {
         // What a deleted directory cancels below it is not on the remote either: the
         // directory's entry keeps the oldest of their marks.
-        let mut inherited: Option<Mark> = None;
+        let mut inherited: Option<Mark> = carry;
         if gone_dir {
             let mut prefix = path.clone();
             prefix.push(b'/');
@@ -168,10 +350,16 @@ impl Pending {
         for (_, m) in self.by_path.values() {
             mark = mark.min(*m);
         }
+        for r in self.renames.values() {
+            mark = mark.min(r.mark);
+        }
         self.full_mark = Some(mark);
         self.full_pending = true;
         self.by_path.clear();
         self.by_seq.clear();
+        self.renames.clear();
+        self.rename_keys.clear();
+        self.replaced.clear();
     }
 
     /// The checkpoint of this remote now: every change queued so far has a sequence
@@ -185,6 +373,7 @@ impl Pending {
         self.by_path
             .values()
             .map(|(_, m)| *m)
+            .chain(self.renames.values().map(|r| r.mark))
             .chain(self.inflight.values().copied())
             .chain(self.owed.values().copied())
             .chain(self.full_mark)
@@ -219,9 +408,9 @@ impl Pending {
                 }
                 self.owed_full = Some(m);
             }
-            Job::Paths(paths) => {
-                for p in paths {
-                    let k = p.as_os_str().as_bytes();
+            Job::Paths(_) | Job::Rename { .. } => {
+                for p in job.plain_paths() {
+                    let k = plain_key(&p);
                     let m = self.inflight.get(k).copied().unwrap_or(fallback);
                     match &mut self.owed_full {
                         // A full sync is owed: it covers the path.
@@ -243,17 +432,17 @@ impl Pending {
                 self.owed.clear();
                 self.owed_full = None;
             }
-            Job::Paths(_) if self.owed_full.is_some() => {}
-            Job::Paths(paths) => {
-                for p in paths {
-                    self.owed.remove(p.as_os_str().as_bytes());
+            _ if self.owed_full.is_some() => {}
+            Job::Paths(_) | Job::Rename { .. } => {
+                for p in job.plain_paths() {
+                    self.owed.remove(plain_key(&p));
                 }
             }
         }
     }
 
     pub fn len(&self) -> usize {
-        self.by_path.len() + usize::from(self.full_pending)
+        self.by_path.len() + self.renames.len() + usize::from(self.full_pending)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -292,6 +481,37 @@ impl Pending {
             self.running += 1;
             return Some(Job::Full);
         }
+        // The oldest rename free to run goes alone, unless a path waiting since before
+        // it is free too (that goes first).
+        let rename = self
+            .renames
+            .iter()
+            .find(|(_, r)| !self.blocked(&r.from) && !self.blocked(&r.to))
+            .map(|(s, _)| *s);
+        if let Some(seq) = rename {
+            let older_free = self.by_seq.range(..seq).any(|(_, p)| !self.blocked(p));
+            if !older_free {
+                if let Some(r) = self.renames.remove(&seq) {
+                    self.rename_keys.remove(&r.from);
+                    self.rename_keys.remove(&r.to);
+                    let mark = r.mark;
+                    let job = r.job();
+                    // In flight as its plain paths: `from`, `to` and what is below it.
+                    let plain: Vec<Key> = job.plain_paths().into_iter().map(key).collect();
+                    for p in &plain {
+                        for a in ancestors(p) {
+                            *self.inflight_below.entry(a.to_vec()).or_default() += 1;
+                        }
+                    }
+                    for p in plain {
+                        self.inflight.insert(p, mark);
+                    }
+                    self.running += 1;
+                    self.running_paths += job.count();
+                    return Some(job);
+                }
+            }
+        }
         let mut picked: Vec<Key> = Vec::new();
         for (_, p) in self.by_seq.iter() {
             if picked.len() >= max {
@@ -320,7 +540,16 @@ impl Pending {
         }
         self.running += 1;
         self.running_paths += picked.len();
-        Some(Job::Paths(picked.into_iter().map(to_path).collect()))
+        let paths = picked
+            .into_iter()
+            .map(|mut p| {
+                if self.replaced.remove(&p) {
+                    p.push(b'/');
+                }
+                to_path(p)
+            })
+            .collect();
+        Some(Job::Paths(paths))
     }
 
     /// Marks work handed out by `take` as finished (whatever its outcome).
@@ -331,10 +560,11 @@ impl Pending {
                 self.full_inflight = false;
                 self.full_running = None;
             }
-            Job::Paths(paths) => {
-                self.running_paths = self.running_paths.saturating_sub(paths.len());
-                for p in paths {
-                    let p = p.as_os_str().as_bytes();
+            Job::Paths(_) | Job::Rename { .. } => {
+                self.running_paths = self.running_paths.saturating_sub(work.count());
+                for p in &work.plain_paths() {
+                    // A replaced directory went out with a trailing `/`.
+                    let p = plain_key(p);
                     self.inflight.remove(p);
                     for a in ancestors(p) {
                         if let Some(n) = self.inflight_below.get_mut(a) {
@@ -350,6 +580,7 @@ impl Pending {
     }
 
     /// What is being pushed right now: paths, and whether a full sync is running.
+    /// A rename in flight counts as its plain form.
     pub fn in_flight(&self) -> (Vec<PathBuf>, bool) {
         (
             self.inflight.keys().cloned().map(to_path).collect(),
@@ -363,10 +594,15 @@ impl Pending {
         let full = std::mem::take(&mut self.full_pending);
         self.full_mark = None;
         self.by_path.clear();
-        let paths = std::mem::take(&mut self.by_seq)
+        self.rename_keys.clear();
+        self.replaced.clear();
+        let mut paths: Vec<PathBuf> = std::mem::take(&mut self.by_seq)
             .into_values()
             .map(to_path)
             .collect();
+        for r in std::mem::take(&mut self.renames).into_values() {
+            paths.extend(r.job().plain_paths());
+        }
         (paths, full)
     }
 }
@@ -460,8 +696,8 @@ impl Remote {
                 for job in self.retry.take().map(|(_, jobs)| jobs).unwrap_or_default() {
                     match job {
                         Job::Full => self.pending.push_full(),
-                        Job::Paths(paths) => {
-                            for p in paths {
+                        job => {
+                            for p in job.plain_paths() {
                                 self.pending.push(p, false);
                             }
                         }
@@ -544,17 +780,25 @@ impl Queue {
         self.wake_for(st, targets);
     }
 
-    /// Queues a batch of changes (`(path, gone_dir)`, in order) for each of the given
-    /// remotes, with one lock.
-    pub fn push_batch(&self, targets: &[RemoteId], changes: &[(PathBuf, bool)]) {
+    /// Queues a batch of changes (in order) for each of the given remotes, with one lock.
+    pub fn push_batch(&self, targets: &[RemoteId], changes: &[Item]) {
         if changes.is_empty() {
             return;
         }
+        let now = Instant::now();
         let mut st = self.lock();
         for &t in targets {
             let pending = &mut st.remotes[t.0].pending;
-            for (p, gone_dir) in changes {
-                pending.push(p.clone(), *gone_dir);
+            for item in changes {
+                match item {
+                    Item::Path(p, gone_dir) => pending.push_at(p.clone(), *gone_dir, now),
+                    Item::Rename {
+                        from,
+                        to,
+                        dir,
+                        below,
+                    } => pending.push_rename_at(from.clone(), to.clone(), *dir, below.clone(), now),
+                }
             }
         }
         self.wake_for(st, targets);

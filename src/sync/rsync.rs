@@ -10,7 +10,7 @@
 //! one call carries pushes and deletes alike and whatever lands is the state at the time
 //! of the call.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -101,7 +101,7 @@ impl Target {
         let mut argv: Vec<OsString> = self.opts.params.iter().map(OsString::from).collect();
         argv.push("-R".into());
         match job {
-            Job::Paths(_) => {
+            Job::Paths(_) | Job::Rename { .. } => {
                 // commonParams usually holds -a or -r; each listed directory is pushed
                 // as itself, its contents come as their own entries.
                 argv.push("--no-recursive".into());
@@ -163,23 +163,157 @@ impl Target {
     /// The job with every path and rule as an argument, as the fail log writes it:
     /// `./path`, so that no name can read as an option.
     pub fn argv_with_args(&self, job: &Job) -> Vec<OsString> {
+        if let Job::Rename { .. } = job {
+            return self.argv_with_args(&job.clone().plain());
+        }
         let mut argv = self.job_args(job);
         match job {
             Job::Paths(paths) => {
                 // A listed directory is pushed as itself (its contents are entries of
                 // their own), not skipped.
                 argv.push("--dirs".into());
+                // A path with a trailing `/` is a directory that replaced another one
+                // (see `queue`): its listing is pushed and what the remote holds there
+                // beyond it is deleted. The `/` is kept only while it is a directory.
+                let mut replaced = false;
+                let mut args = Vec::with_capacity(paths.len());
                 for p in paths {
+                    let mut bytes = p.as_os_str().as_bytes();
+                    if let Some(dir) = bytes.strip_suffix(b"/") {
+                        let is_dir =
+                            std::fs::symlink_metadata(self.root.join(OsStr::from_bytes(dir)))
+                                .is_ok_and(|m| m.is_dir());
+                        if is_dir && self.delete {
+                            replaced = true;
+                        } else {
+                            bytes = dir;
+                        }
+                    }
                     let mut a = OsString::from("./");
-                    a.push(p.as_os_str());
-                    argv.push(a);
+                    a.push(OsStr::from_bytes(bytes));
+                    args.push(a);
                 }
+                if replaced {
+                    argv.push("--delete".into());
+                }
+                argv.extend(args);
             }
             Job::Full => argv.push("./".into()),
+            Job::Rename { .. } => {}
         }
         argv.push(self.dest().into());
         argv
     }
+
+    /// The destination with a directory below it: `[user@]ip::module/dir/`.
+    fn dest_below(&self, dir: &Path) -> OsString {
+        let mut d = OsString::from(self.dest());
+        if !dir.as_os_str().is_empty() {
+            d.push("/");
+            d.push(dir.as_os_str());
+        }
+        d.push("/");
+        d
+    }
+
+    /// The calls that carry a rename as one: the new path pushed into its place with
+    /// the old one as the basis the remote already has, so unchanged data is not sent
+    /// again. The old path is deleted by an ordinary call afterwards.
+    ///
+    /// - A directory: `rsync <opts> -R --no-recursive --dirs --link-dest=REL
+    ///   ./to/./ ./to/./x ... DEST/to/`, every path that was below `to` listed (so the
+    ///   excludes hold), with `REL` the old directory seen from the new one (a relative
+    ///   `--link-dest` is relative to the destination directory). Unchanged files become
+    ///   hard links to the old ones; others use them as the delta basis.
+    /// - A file in the same directory: `--fuzzy` (rsync takes a file of the same size
+    ///   and mtime in the destination directory as the basis: only a delta travels).
+    /// - A file moved to another directory: `--fuzzy --fuzzy --link-dest=REL`, with
+    ///   `REL` the old directory seen from the new one (the fuzzy search then also
+    ///   looks there).
+    ///
+    /// `None` when the rename must travel plain: deletes are off, or a path that has
+    /// to appear on the remote's command line (the destination directory, the basis)
+    /// holds a byte a remote shell or an old daemon could split or expand.
+    pub fn rename_argvs(
+        &self,
+        from: &Path,
+        to: &Path,
+        dir: bool,
+        to_paths: &[PathBuf],
+    ) -> Option<Vec<Vec<OsString>>> {
+        if !self.delete {
+            return None;
+        }
+        let parent = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
+        let (dest_dir, basis_dir, names): (PathBuf, PathBuf, Vec<OsString>) = if dir {
+            let names = to_paths
+                .iter()
+                .filter_map(|p| p.strip_prefix(to).ok())
+                .map(|rest| {
+                    let mut a = OsString::from("./");
+                    a.push(to.as_os_str());
+                    a.push("/./");
+                    a.push(rest.as_os_str());
+                    a
+                })
+                .collect();
+            (to.to_path_buf(), from.to_path_buf(), names)
+        } else {
+            let mut a = OsString::from("./");
+            let p = parent(to);
+            if !p.as_os_str().is_empty() {
+                a.push(p.as_os_str());
+                a.push("/");
+            }
+            a.push("./");
+            a.push(to.file_name()?);
+            (p, parent(from), vec![a])
+        };
+        if !remote_safe(&dest_dir) || !remote_safe(&basis_dir) {
+            return None;
+        }
+        let mut opts: Vec<OsString> = self.opts.params.iter().map(OsString::from).collect();
+        opts.extend(["-R", "--no-recursive", "--dirs"].map(OsString::from));
+        if dir || dest_dir != basis_dir {
+            let mut rel = OsString::from("--link-dest=");
+            for _ in dest_dir.components() {
+                rel.push("../");
+            }
+            rel.push(basis_dir.as_os_str());
+            if !dir {
+                opts.extend(["--fuzzy", "--fuzzy"].map(OsString::from));
+            }
+            opts.push(rel);
+        } else {
+            opts.push("--fuzzy".into());
+        }
+        self.connection_args(&mut opts);
+        let dest = self.dest_below(&dest_dir);
+        let names: Vec<PathBuf> = names.into_iter().map(PathBuf::from).collect();
+        Some(
+            split_for_args(&names, ARGS_BUDGET)
+                .into_iter()
+                .map(|run| {
+                    let mut argv = opts.clone();
+                    argv.extend(run.iter().map(|p| p.as_os_str().to_owned()));
+                    argv.push(dest.clone());
+                    argv
+                })
+                .collect(),
+        )
+    }
+}
+
+/// A relative path that passes a remote shell and any rsync daemon as one word, as is:
+/// letters, digits and `._-+,@=/`, no component `..`.
+fn remote_safe(p: &Path) -> bool {
+    p.as_os_str()
+        .as_bytes()
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-+,@=/".contains(b))
+        && !p
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
 }
 
 /// How long a call waits for the remote to accept its connection (rsync daemon or ssh)
@@ -618,7 +752,10 @@ mod tests {
         fn any_name_is_one_argument_and_never_an_option(
             names in proptest::collection::vec(
                 proptest::collection::vec(1u8..=255, 1..40)
-                    .prop_filter("relative", |b| b[0] != b'/'),
+                    .prop_filter("relative", |b| b[0] != b'/')
+                    // A trailing `/` marks a replaced directory (see `queue`); the
+                    // watcher's paths never end in one.
+                    .prop_filter("no trailing slash", |b| b.last() != Some(&b'/')),
                 1..6,
             )
         ) {

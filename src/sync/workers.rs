@@ -173,12 +173,17 @@ impl Mirror {
             .err()
     }
 
-    /// Keeps a job for a root that is not there in the fail log, untried.
+    /// Keeps a job for a root that is not there in the fail log, untried (a rename as
+    /// its plain paths).
     fn defer(&self, t: RemoteId, job: &Job, why: &str) {
         let what = match job {
             Job::Full => "a full sync".to_owned(),
             Job::Paths(p) => format!("{} path(s)", p.len()),
+            Job::Rename { from, to, .. } => {
+                format!("the rename of {} to {}", from.display(), to.display())
+            }
         };
+        let job = &job.clone().plain();
         let mut fl = self.fail_log();
         log::warn!(
             "not pushing {what} to {}: {why}; kept in the fail log {} until the root is watched again",
@@ -282,14 +287,23 @@ impl Mirror {
             taken.accounted = true;
             return;
         }
-        let calls = match &taken.job {
-            Job::Paths(paths) => rsync::split_for_args(paths, rsync::ARGS_BUDGET)
-                .into_iter()
-                .map(|run| (Job::Paths(run.to_vec()), Vec::new()))
-                .collect(),
-            Job::Full => vec![(Job::Full, self.excluded_paths(t))],
-        };
         let mut rest = None;
+        let plain;
+        let calls = match &taken.job {
+            Job::Paths(paths) => split(paths),
+            Job::Full => vec![(Job::Full, self.excluded_paths(t))],
+            Job::Rename { from, .. } => match self.rename(t, &taken.job) {
+                Some(outcome) => {
+                    // `to` is there; the old path is deleted by an ordinary call.
+                    rest = self.account(t, &rename_to_paths(&taken.job), &outcome);
+                    vec![(Job::Paths(vec![from.clone()]), Vec::new())]
+                }
+                None => {
+                    plain = taken.job.plain_paths();
+                    split(&plain)
+                }
+            },
+        };
         for (call, excluded) in calls {
             let outcome = self.push(t, &call, &excluded);
             // The root went away while it ran: not the remote's failure.
@@ -301,6 +315,51 @@ impl Mirror {
         }
         taken.rest = rest;
         taken.accounted = true;
+    }
+
+    /// Pushes the new path of a rename with the old one as its basis (see
+    /// [`Target::rename_argvs`]). `Some` (the last call's outcome) when it landed; `None`
+    /// when the rename must travel in its plain form instead: it cannot be carried as
+    /// one, the remote is failing already, or a call failed (the remote lacks the new
+    /// parent directory, an old rsync, a network error: the plain push, with its
+    /// retries and fail log, settles which).
+    fn rename(&self, t: RemoteId, job: &Job) -> Option<Outcome> {
+        let Job::Rename { from, to, dir, .. } = job else {
+            return None;
+        };
+        if self.stats[t.0].recovery().is_failing() {
+            return None;
+        }
+        let target = &self.targets[t.0];
+        let to_paths = rename_to_paths(job).plain_paths();
+        let argvs = target.rename_argvs(from, to, *dir, &to_paths)?;
+        let mut last = None;
+        for argv in argvs {
+            if self.debug {
+                log::info!(
+                    "cd {} && rsync {}",
+                    target.root.display(),
+                    argv.iter()
+                        .map(|a| a.to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+            let outcome = rsync::run(&target.root, &argv, &[]);
+            if !outcome.ok() {
+                log::info!(
+                    "the rename of {} to {} did not reach {} as a rename (rsync exit {}: {});                      pushing it plain",
+                    from.display(),
+                    to.display(),
+                    target.label(),
+                    outcome.status,
+                    last_line(&outcome.stderr)
+                );
+                return None;
+            }
+            last = Some(outcome);
+        }
+        last
     }
 
     /// What the `<filter>` excludes keep out of a full sync of `t`'s root, found by a
@@ -335,7 +394,7 @@ impl Mirror {
                 .collect();
             let paths = match job {
                 Job::Paths(p) => format!(" <{} path(s)>", p.len()),
-                Job::Full => String::new(),
+                Job::Full | Job::Rename { .. } => String::new(),
             };
             log::info!(
                 "cd {} && rsync {}{paths} {}",
@@ -451,6 +510,9 @@ impl Mirror {
             Job::Paths(p) if p.len() == 1 => format!("{}", p[0].display()),
             Job::Paths(p) => format!("{} paths", p.len()),
             Job::Full => "full sync".to_owned(),
+            Job::Rename { from, to, .. } => {
+                format!("rename {} -> {}", from.display(), to.display())
+            }
         };
         let mut msg = format!(
             "rsync exit {} ({}): {}",
@@ -557,7 +619,7 @@ impl Mirror {
         for (t, job) in owed {
             match job {
                 Job::Full => self.queue.push_full(&[t]),
-                Job::Paths(paths) => self.queue.push_many(&[t], &paths),
+                job => self.queue.push_many(&[t], &job.plain_paths()),
             }
         }
     }
@@ -756,6 +818,26 @@ pub fn remotes_of(targets: &[Target], root: &Path) -> Vec<RemoteId> {
         .filter(|(_, t)| t.root == root)
         .map(|(i, _)| RemoteId(i))
         .collect()
+}
+
+/// A job's paths in runs that fit one call's arguments.
+fn split(paths: &[PathBuf]) -> Vec<(Job, Vec<PathBuf>)> {
+    rsync::split_for_args(paths, rsync::ARGS_BUDGET)
+        .into_iter()
+        .map(|run| (Job::Paths(run.to_vec()), Vec::new()))
+        .collect()
+}
+
+/// What a rename put on the remote: `to` and what was below it.
+fn rename_to_paths(job: &Job) -> Job {
+    match job {
+        Job::Rename { to, below, .. } => {
+            let mut paths = vec![to.clone()];
+            paths.extend(below.iter().filter(|p| *p != to).cloned());
+            Job::Paths(paths)
+        }
+        other => other.clone(),
+    }
 }
 
 fn last_line(s: &str) -> &str {

@@ -73,6 +73,16 @@ pub enum Change {
     DirOut { path: PathBuf, moved: bool },
     /// A directory's own metadata or content changed (attrib, modify).
     DirMeta { path: PathBuf, op: Op },
+    /// An entry was renamed inside the tree: its MOVED_FROM and MOVED_TO came in one
+    /// read, next to each other, with one cookie (otherwise they arrive as the two
+    /// plain changes). For a directory the new path is watched already and `found` is
+    /// what the walk after its watch found, as for [`Change::DirIn`]; empty for a file.
+    Renamed {
+        from: PathBuf,
+        to: PathBuf,
+        dir: bool,
+        found: Vec<PathBuf>,
+    },
     /// The kernel dropped events: the watches were rebuilt from the tree, and everything
     /// may have changed.
     Overflow,
@@ -924,6 +934,8 @@ impl Watcher {
     fn handle(&mut self, batch: Vec<RawEvent>) -> Vec<Change> {
         let mut out = Vec::with_capacity(batch.len());
         let mut moved_away: HashMap<u32, MovedDir> = HashMap::new();
+        // Where the MOVED_FROM of each cookie went in `out`, to pair it with its MOVED_TO.
+        let mut moved_from: HashMap<u32, usize> = HashMap::new();
         for e in batch {
             if e.mask.contains(EventMask::Q_OVERFLOW) {
                 self.overflow();
@@ -952,7 +964,8 @@ impl Watcher {
             let rel = dir.join(name);
             if !e.mask.contains(EventMask::ISDIR) {
                 if let Some(op) = op_of(e.mask) {
-                    out.push(Change::File { path: rel, op });
+                    let change = Change::File { path: rel, op };
+                    pair_rename(&mut out, &mut moved_from, e.cookie, change);
                 }
                 continue;
             }
@@ -961,7 +974,7 @@ impl Watcher {
                 continue;
             }
             if let Some(c) = self.handle_dir(e.mask, e.cookie, rel, &mut moved_away) {
-                out.push(c);
+                pair_rename(&mut out, &mut moved_from, e.cookie, c);
             }
         }
         for (_, moved) in moved_away {
@@ -1105,6 +1118,73 @@ impl Watcher {
             }
         }
     }
+}
+
+/// Appends a change to `out`; a move in whose MOVED_FROM (same cookie) is the change
+/// just before it replaces that change with one [`Change::Renamed`]. Anything in
+/// between (another event) leaves the two plain: they still make the remote equal.
+fn pair_rename(
+    out: &mut Vec<Change>,
+    moved_from: &mut HashMap<u32, usize>,
+    cookie: u32,
+    change: Change,
+) {
+    let is_from = matches!(
+        change,
+        Change::File {
+            op: Op::MovedOut,
+            ..
+        } | Change::DirOut { moved: true, .. }
+    );
+    if is_from && cookie != 0 {
+        moved_from.insert(cookie, out.len());
+        out.push(change);
+        return;
+    }
+    let at = match change {
+        Change::File {
+            op: Op::MovedIn, ..
+        }
+        | Change::DirIn { moved: true, .. }
+            if cookie != 0 =>
+        {
+            moved_from.remove(&cookie)
+        }
+        _ => None,
+    };
+    let from = match (at, out.last()) {
+        (
+            Some(i),
+            Some(Change::File {
+                path,
+                op: Op::MovedOut,
+            }),
+        ) if i + 1 == out.len() => Some((path.clone(), false)),
+        (Some(i), Some(Change::DirOut { path, moved: true })) if i + 1 == out.len() => {
+            Some((path.clone(), true))
+        }
+        _ => None,
+    };
+    let renamed = match (from, change) {
+        (Some((from, false)), Change::File { path, .. }) => Change::Renamed {
+            from,
+            to: path,
+            dir: false,
+            found: Vec::new(),
+        },
+        (Some((from, true)), Change::DirIn { path, found, .. }) => Change::Renamed {
+            from,
+            to: path,
+            dir: true,
+            found,
+        },
+        (_, change) => {
+            out.push(change);
+            return;
+        }
+    };
+    out.pop();
+    out.push(renamed);
 }
 
 /// The one operation an event stands for (a kernel event carries one).

@@ -256,6 +256,7 @@ proptest! {
                 Job::Full => true,
                 Job::Paths(ps) => ps.iter().any(|x| x == path
                     || (path.starts_with(x) && gone_at.get(x).is_some_and(|g| g >= t))),
+                Job::Rename { .. } => false,
             });
             prop_assert!(covered, "{path:?} changed at {t} but no later call covers it: {started:?}");
         }
@@ -374,4 +375,98 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_rename_goes_alone_and_blocks_its_two_paths() {
+    let mut q = Pending::default();
+    q.push_rename(p("old"), p("new"), true, vec![p("new"), p("new/f")]);
+    let job = q.take(100).expect("the rename");
+    assert!(matches!(&job, Job::Rename { from, to, .. } if *from == p("old") && *to == p("new")));
+    // A change below either path waits for it.
+    q.push(p("new/f"), false);
+    q.push(p("old"), false);
+    assert_eq!(q.take(100), None);
+    q.finish(&job);
+    assert_eq!(paths(q.take(100)), [p("new/f"), p("old")]);
+}
+
+#[test]
+fn a_rename_meeting_pending_work_travels_plain() {
+    // A swap through a temp name: three renames, each touching the one before.
+    let mut q = Pending::default();
+    q.push_rename(p("A"), p("t"), true, vec![p("t"), p("t/x")]);
+    q.push_rename(p("B"), p("A"), true, vec![p("A"), p("A/y")]);
+    q.push_rename(p("t"), p("B"), true, vec![p("B"), p("B/x")]);
+    let mut got: Vec<String> = paths(q.take(100))
+        .iter()
+        .map(|x| x.to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    // Directories renamed in where others were renamed away go with a trailing `/`
+    // (what the remote holds there is stale); `t` is only gone.
+    assert_eq!(got, ["A/", "A/y/", "B/", "B/x/", "t/"]);
+    assert!(q.is_empty());
+}
+
+#[test]
+fn a_rename_carries_its_mark_waiting_in_flight_owed_and_plain() {
+    let t0 = Instant::now();
+    let mut q = Pending::default();
+    q.push_rename_at(p("old"), p("new"), true, vec![p("new"), p("new/f")], t0);
+    let cp = q.checkpoint();
+    assert_eq!(
+        q.oldest().map(|m| m.since),
+        Some(t0),
+        "a waiting rename counts"
+    );
+    assert!(!q.passed(cp));
+    let job = q.take(100).expect("the rename");
+    let (mut flying, _) = q.in_flight();
+    flying.sort();
+    assert_eq!(flying, [p("new"), p("new/f"), p("old")]);
+    assert!(!q.passed(cp), "in flight");
+    q.owe(
+        &job,
+        Mark {
+            seq: 0,
+            since: at(t0, 99),
+        },
+    );
+    q.finish(&job);
+    assert!(!q.passed(cp), "owed");
+    assert_eq!(
+        q.oldest().map(|m| m.since),
+        Some(t0),
+        "owed with its own mark"
+    );
+    assert_eq!(q.outstanding(), 0);
+    q.paid(&job);
+    assert!(q.passed(cp));
+    assert_eq!(q.oldest(), None);
+
+    // Dissolved into its plain form, and then covered by a full sync: the mark stays.
+    let mut q = Pending::default();
+    q.push_rename_at(p("a"), p("b"), false, vec![], t0);
+    let cp = q.checkpoint();
+    q.push_at(p("b"), false, at(t0, 5));
+    assert_eq!(q.len(), 2, "a and b, plain");
+    assert_eq!(q.oldest().map(|m| m.since), Some(t0));
+    q.push_full_at(at(t0, 10));
+    assert_eq!(q.oldest().map(|m| m.since), Some(t0));
+    let w = q.take(100).expect("the full sync");
+    q.finish(&w);
+    assert!(q.passed(cp));
+}
+
+#[test]
+fn a_drained_rename_leaves_its_plain_paths() {
+    let mut q = Pending::default();
+    q.push_rename(p("x"), p("y"), true, vec![p("y"), p("y/z")]);
+    let (mut left, full) = q.drain();
+    left.sort();
+    assert_eq!(left, [p("x"), p("y"), p("y/z")]);
+    assert!(!full);
+    assert!(q.is_empty());
+    assert_eq!(q.oldest(), None);
 }
