@@ -65,6 +65,10 @@ fn root_removed_and_recreated_is_rewatched_and_fully_synced() {
         agent.assert_running();
         root_state(port) == "missing"
     });
+    // The state is set before the error line is written: wait for the line too.
+    wait_until("the log names the removed root", DEADLINE, || {
+        agent.log().contains("was removed")
+    });
     assert!(
         agent.log().contains("was removed"),
         "the log names the removed root:\n{}",
