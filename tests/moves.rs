@@ -50,7 +50,7 @@ fn log_lens(s: &Setup) -> (usize, usize) {
         if (sessions_ended(&a) && sessions_ended(&b)) || std::time::Instant::now() >= until {
             return (a.len(), b.len());
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(20)); // poll until the deadline
     }
 }
 
