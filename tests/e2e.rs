@@ -717,3 +717,50 @@ fn symlinks_are_synced_as_links_never_followed() {
     s.wait(&mut agent, "retarget and remove links");
     agent.stop();
 }
+
+// ssh mode paid a full ssh handshake per push: pushes now share one ControlMaster
+// connection per remote, its socket in a private directory next to the pid file.
+#[test]
+fn ssh_pushes_share_one_connection_through_a_private_control_socket() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let dir = Dir::new("e2e-sshcm");
+    let src = dir.mkdir_p("src");
+    let sshd = Sshd::start();
+    let conf = Conf::ssh(&src, &sshd, &dir.join("fail.sh"));
+    let mut agent = Agent::start(&dir, &conf, &[]);
+    let remotes = [sshd.dest_dir()];
+    let logs = || format!("--- sshd log ---\n{}", tail(&sshd.log(), 40));
+    dir.write("src/one.txt", b"one\n");
+    wait_mirrored(&mut agent, &src, &remotes, "first push", DEADLINE, &logs);
+    dir.write("src/two.txt", b"two\n");
+    wait_mirrored(&mut agent, &src, &remotes, "second push", DEADLINE, &logs);
+    // The directory is `ssh-<hash>` in the lock directory: read it from the argv the
+    // agent logs (debug is on in the tests' config).
+    let log = agent.log();
+    let at = log
+        .find("ControlPath=")
+        .unwrap_or_else(|| panic!("no ControlPath in the logged argv:\n{}", tail(&log, 20)));
+    let path = &log[at + "ControlPath=".len()..];
+    let path = &path[..path.find("/%C").expect("ControlPath ends in /%C")];
+    let control = PathBuf::from(path);
+    assert!(
+        control.starts_with("/run/sersync2"),
+        "{}",
+        control.display()
+    );
+    let meta = fs::symlink_metadata(&control).expect("stat");
+    assert!(meta.is_dir(), "{}", control.display());
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o700,
+        "{}",
+        control.display()
+    );
+    let sockets: Vec<_> = fs::read_dir(&control)
+        .expect("list")
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
+        .collect();
+    assert_eq!(sockets.len(), 1, "one master socket for the one remote");
+    agent.stop();
+}

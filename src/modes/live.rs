@@ -219,7 +219,25 @@ fn run(
     } = prepared;
     let config = &config;
     let args = cx.args;
-    let targets = sync::targets(config);
+    let mut targets = sync::targets(config);
+    if config.rsync.ssh.is_some() {
+        // One ssh connection per remote, its socket in a directory only we control,
+        // next to the pid file, named short: a unix socket path holds 107 bytes, and
+        // ssh adds a 40-character hash and a temporary suffix of 17 to it.
+        let dir = ssh_control_dir(&cx.socket);
+        let fits = dir.as_os_str().len() + 1 + 40 + 17 <= 107;
+        match crate::sys::fsafe::private_dir(&dir, 0o700) {
+            Ok(_) if fits => targets
+                .iter_mut()
+                .for_each(|t| t.ssh_control = Some(dir.clone())),
+            Ok(_) => log::warn!(
+                "ssh connections are not reused: {} is too long a directory for ssh's \
+                 control socket",
+                dir.display()
+            ),
+            Err(e) => log::warn!("ssh connections are not reused: {e}"),
+        }
+    }
     let workers = args.workers as usize;
     let queue = Arc::new(Queue::new(targets.len(), config.rsync.batch, workers));
     let after_push = Runner::for_live(&config.plugins).map(|r| r as Arc<dyn AfterPush>);
@@ -422,6 +440,23 @@ fn run(
         }
     }
     Ok(next)
+}
+
+/// `<lock dir>/ssh-<hash of the control socket's path>`: one directory per instance.
+fn ssh_control_dir(socket: &std::path::Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    // FNV-1a: short and stable; only has to tell this instance's files apart.
+    let hash = socket
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    socket
+        .parent()
+        .unwrap_or(std::path::Path::new("/"))
+        .join(format!("ssh-{:08x}", hash as u32))
 }
 
 /// Waits for SIGTERM/SIGINT, or a SIGHUP whose config passes its checks.

@@ -43,6 +43,7 @@ pub fn targets(config: &Config) -> Vec<Target> {
                 opts: config.rsync.clone(),
                 delete: config.events.delete,
                 full_excludes: full_excludes.clone(),
+                ssh_control: None,
             })
         })
         .collect()

@@ -31,6 +31,9 @@ pub struct Target {
     pub delete: bool,
     /// crontabfilter globs, passed to full syncs as `--exclude`.
     pub full_excludes: Vec<String>,
+    /// ssh mode: a private (0700, the agent's own) directory for one ControlMaster
+    /// socket per remote, so pushes reuse one ssh connection; `None`: no reuse.
+    pub ssh_control: Option<PathBuf>,
 }
 
 impl Target {
@@ -66,7 +69,7 @@ impl Target {
         match &self.opts.ssh {
             Some(cmd) => {
                 argv.push("-e".into());
-                argv.push(ssh_with_connect_timeout(cmd).into());
+                argv.push(ssh_command(cmd, self.ssh_control.as_deref()).into());
             }
             None => {
                 if let Some((_, file)) = &self.opts.auth {
@@ -324,6 +327,32 @@ pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 pub const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The ssh command with `-o ConnectTimeout=N` added, unless it sets one already.
+/// The ssh command for `-e`: the connect timeout, and with a control directory one
+/// persistent connection per remote (ControlMaster), unless the command sets its own
+/// ControlPath or ControlMaster. rsync splits `-e` on blanks: a directory whose path
+/// has blanks or quotes gets no reuse.
+pub fn ssh_command(cmd: &str, control: Option<&Path>) -> String {
+    let mut out = ssh_with_connect_timeout(cmd);
+    let lower = cmd.to_ascii_lowercase();
+    let Some(dir) = control else { return out };
+    let plain = dir
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'\'' | b'"' | b'\\' | b'%'));
+    if plain && !lower.contains("controlpath") && !lower.contains("controlmaster") {
+        out.push_str(&format!(
+            " -o ControlMaster=auto -o ControlPath={}/%C -o ControlPersist={}",
+            dir.display(),
+            SSH_PERSIST.as_secs()
+        ));
+    }
+    out
+}
+
+/// How long an idle ssh master connection stays up after the last push.
+pub const SSH_PERSIST: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub fn ssh_with_connect_timeout(cmd: &str) -> String {
     if cmd.to_ascii_lowercase().contains("connecttimeout") {
         return cmd.to_owned();
@@ -573,6 +602,7 @@ mod tests {
             },
             delete: true,
             full_excludes: vec!["*.php".into()],
+            ssh_control: None,
         }
     }
 

@@ -514,6 +514,7 @@ mod tests {
             },
             delete: true,
             full_excludes: vec![],
+            ssh_control: None,
         };
         let (full, full_in) = t.argv(&Job::Full, &["a/.svn".into()]);
         let (v, v_in) = argv(&t, &["a/.svn".into()], true);
