@@ -16,7 +16,8 @@
 #   PEER_LAT_RUNS=1         runs in which contenders other than sersync2 do the latency case
 #   B1_FILES=2000           sersync2 --batch 1 bursts this many files (in B1_FILES/10 dirs)
 #                           and the result is scaled to FILES (one rsync per file is linear)
-#   CASES="a c e"           a = burst + latency + CPU (cases a, b, d), c = scale, e = big
+#   CASES="a c e"           a = burst + latency + CPU (cases a, b, d), c = scale, e = big;
+#                           s = one change over ssh (loopback sshd), printed on its own
 #   CONTENDERS="sersync2 sersync2-b1 floor lsyncd-d0 lsyncd-def iwrsync"
 #   E_SKIP="sersync2-b1"    contenders left out of case e (too slow to be worth it)
 #   LSYNCD_DEF_LAT_N=3      latency samples for lsyncd's default delay (15 s each), run 1 only
@@ -399,6 +400,54 @@ if has "$CASES" e; then
                 --daemons "${daemons[@]}" --deadline "$BURST_DEADLINE" --count-log "$B/conf/rsyncd1.log" >&2 || true
             stop_agent
         done
+    done
+fi
+
+# ---------------------------------------------------------------- case s (ssh)
+# One change over ssh to a loopback sshd: sersync2 in ssh mode (one ControlMaster
+# connection per remote) against a bare `rsync -e ssh` push of one file (a handshake
+# each). Printed on its own (and in OUT/ssh.tsv); not part of the table.
+if has "$CASES" s; then
+    [ -x /usr/sbin/sshd ] || { apt-get install -y -qq openssh-server openssh-client >/dev/null; }
+    mkdir -p /run/sshd "$B/ssh" "$B/sshsrc/lat" "$B/dst-sshbare" "$B/dst-ssh/lat"
+    ssh-keygen -q -t ed25519 -N '' -f "$B/ssh/host"
+    ssh-keygen -q -t ed25519 -N '' -f "$B/ssh/client"
+    cp "$B/ssh/client.pub" "$B/ssh/authorized_keys"
+    chmod 600 "$B/ssh/authorized_keys"
+    sport=$(( PORT + 100 ))
+    printf '%s\n' "Port $sport" "ListenAddress 127.0.0.1" "HostKey $B/ssh/host" \
+        "AuthorizedKeysFile $B/ssh/authorized_keys" "PermitRootLogin prohibit-password" \
+        "PasswordAuthentication no" "KbdInteractiveAuthentication no" "StrictModes no" \
+        "UsePAM no" "PidFile $B/ssh/sshd.pid" "LogLevel ERROR" > "$B/ssh/sshd_config"
+    /usr/sbin/sshd -D -f "$B/ssh/sshd_config" -E "$B/ssh/sshd.log" &
+    daemons+=($!)
+    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$sport") 2>/dev/null && break; sleep 0.05; done
+    sshcmd="ssh -F /dev/null -p $sport -i $B/ssh/client -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR"
+    for run in $(seq 1 "$RUNS"); do
+        say "case s run $run: bare rsync -e ssh"
+        rm -rf "$B/sshsrc/sshbare" "$B/dst-sshbare"
+        mkdir -p "$B/dst-sshbare"
+        "${helper[@]}" --out "$OUT/ssh.tsv" --case s --contender rsync-e-ssh --run "$run" bare \
+            --cwd "$B/sshsrc" --dir sshbare --n "$BARE_N" --dest "127.0.0.1:$B/dst-sshbare" \
+            --remote "$B/dst-sshbare" --opts "$PARAMS -R" -- rsync -e "$sshcmd" >&2 || true
+        say "case s run $run: sersync2 over ssh"
+        rm -rf "$B/sshsrc/lat" "$B/dst-ssh"
+        mkdir -p "$B/sshsrc/lat" "$B/dst-ssh/lat"
+        printf '%s\n' '<head version="2.5">' '  <sersync>' \
+            "    <localpath watch=\"$B/sshsrc\"><remote ip=\"127.0.0.1\" name=\"$B/dst-ssh\"/></localpath>" \
+            "    <rsync><commonParams params=\"$PARAMS\"/><ssh start=\"true\" command=\"$sshcmd\"/></rsync>" \
+            "    <failLog path=\"$B/conf/fail-ssh.sh\" timeToExecute=\"60\"/>" '  </sersync>' '</head>' \
+            > "$B/conf/sersync-ssh.xml"
+        log=$OUT/sersync2-ssh.log
+        : > "$log"
+        setsid "$bin" -o "$B/conf/sersync-ssh.xml" 2>>"$log" &
+        agent=$!
+        for _ in $(seq 1 200); do grep -q 'live:' "$log" && break; sleep 0.05; done
+        "${helper[@]}" --out "$OUT/ssh.tsv" --case s --contender sersync2-ssh --run "$run" latency \
+            --src "$B/sshsrc/lat" --r1 "$B/dst-ssh/lat" --n "$LAT_N" --pgid "$agent" --deadline 60 >&2 || true
+        kill -TERM -- "-$agent" 2>/dev/null
+        wait "$agent" 2>/dev/null
+        agent=
     done
 fi
 
