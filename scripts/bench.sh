@@ -17,7 +17,9 @@
 #   B1_FILES=2000           sersync2 --batch 1 bursts this many files (in B1_FILES/10 dirs)
 #                           and the result is scaled to FILES (one rsync per file is linear)
 #   CASES="a c e"           a = burst + latency + CPU (cases a, b, d), c = scale, e = big;
-#                           s = one change over ssh (loopback sshd), printed on its own
+#                           s = one change over ssh (loopback sshd), r = renames of a big
+#                           directory and a big file (RN_MB=200, RBIG_MB=100); both printed
+#                           on their own
 #   CONTENDERS="sersync2 sersync2-b1 floor lsyncd-d0 lsyncd-def iwrsync"
 #   E_SKIP="sersync2-b1"    contenders left out of case e (too slow to be worth it)
 #   LSYNCD_DEF_LAT_N=3      latency samples for lsyncd's default delay (15 s each), run 1 only
@@ -400,6 +402,65 @@ if has "$CASES" e; then
                 --daemons "${daemons[@]}" --deadline "$BURST_DEADLINE" --count-log "$B/conf/rsyncd1.log" >&2 || true
             stop_agent
         done
+    done
+fi
+
+# ---------------------------------------------------------------- case r (renames)
+# A directory of RN_MB MB in many files and one file of RBIG_MB MB are renamed inside the
+# tree: bytes each daemon received for the renames (its log's "received N bytes" lines
+# after the data had arrived) and the time until both remotes show the new names and
+# not the old ones. Printed on its own; not part of the table.
+RN_MB=${RN_MB:-200}
+RBIG_MB=${RBIG_MB:-100}
+received_since() { # LOG OFFSET: bytes received in sessions logged after OFFSET
+    tail -c +$(( $2 + 1 )) "$1" | grep -o 'received [0-9,]* bytes' | tr -d , |
+        awk '{s += $2} END {print s + 0}'
+}
+if has "$CASES" r; then
+    for run in $(seq 1 "$RUNS"); do
+        reset_mod
+        say "case r run $run: $RN_MB MB in a directory and a $RBIG_MB MB file"
+        mkdir -p "$B/src/rn/old"
+        python3 - "$B/src/rn/old" "$RN_MB" <<'PY'
+import os, sys
+d, mb = sys.argv[1], int(sys.argv[2])
+for i in range(mb * 10):  # 100 KiB each
+    sub = os.path.join(d, "d%03d" % (i // 100))
+    os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, "f%05d.bin" % i), "wb") as f:
+        f.write(os.urandom(100 * 1024))
+PY
+        head -c $(( RBIG_MB * 1024 * 1024 )) /dev/urandom > "$B/src/rn/big.bin"
+        CASE=r
+        start_agent sersync2 "$B/src" mod
+        ready sersync2 ready_s || { stop_agent; continue; }
+        # Everything there (the -r-less agent pushes what it sees: push it all once).
+        log1=$B/conf/rsyncd1.log log2=$B/conf/rsyncd2.log
+        rsync -a "${auth[@]}" "$B/src/rn" "bench@127.0.0.1::mod/" 2>/dev/null
+        rsync -a "${auth[@]}" "$B/src/rn" "bench@127.0.0.2::mod/" 2>/dev/null
+        sleep 1 # let the daemons finish logging those sessions
+        o1=$(stat -c %s "$log1") o2=$(stat -c %s "$log2")
+        t0=$(date +%s%N)
+        mv "$B/src/rn/old" "$B/src/rn/new"
+        mv "$B/src/rn/big.bin" "$B/src/rn/big2.bin"
+        for _ in $(seq 1 1200); do
+            ok=1
+            for r in "$B/dst1/mod/rn" "$B/dst2/mod/rn"; do
+                [ -e "$r/new" ] && [ -e "$r/big2.bin" ] && [ ! -e "$r/old" ] && [ ! -e "$r/big.bin" ] || ok=0
+                [ "$(find "$r/new" -type f 2>/dev/null | wc -l)" = $(( RN_MB * 10 )) ] || ok=0
+            done
+            [ $ok = 1 ] && break
+            sleep 0.05
+        done
+        t1=$(date +%s%N)
+        sleep 1 # the last sessions' summary lines
+        b1=$(received_since "$log1" "$o1") b2=$(received_since "$log2" "$o2")
+        total=$(( (RN_MB + RBIG_MB) * 1024 * 1024 ))
+        printf 'renames: %s; both remotes show the new names after %s ms; received %s and %s bytes (%s%% and %s%% of %s MB)\n' \
+            "$([ $ok = 1 ] && echo ok || echo TIMEOUT)" $(( (t1 - t0) / 1000000 )) "$b1" "$b2" \
+            "$(python3 -c "print(round(100 * $b1 / $total, 3))")" \
+            "$(python3 -c "print(round(100 * $b2 / $total, 3))")" $(( RN_MB + RBIG_MB )) >&2
+        stop_agent
     done
 fi
 
