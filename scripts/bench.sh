@@ -18,8 +18,8 @@
 #                           and the result is scaled to FILES (one rsync per file is linear)
 #   CASES="a c e"           a = burst + latency + CPU (cases a, b, d), c = scale, e = big;
 #                           s = one change over ssh (loopback sshd), r = renames of a big
-#                           directory and a big file (RN_MB=200, RBIG_MB=100); both printed
-#                           on their own
+#                           directory and a big file (RN_MB=200, RBIG_MB=100), g = a small
+#                           edit while a GIG_MB=1024 MB file is pushed; printed on their own
 #   CONTENDERS="sersync2 sersync2-b1 floor lsyncd-d0 lsyncd-def iwrsync"
 #   E_SKIP="sersync2-b1"    contenders left out of case e (too slow to be worth it)
 #   LSYNCD_DEF_LAT_N=3      latency samples for lsyncd's default delay (15 s each), run 1 only
@@ -460,6 +460,47 @@ PY
             "$([ $ok = 1 ] && echo ok || echo TIMEOUT)" $(( (t1 - t0) / 1000000 )) "$b1" "$b2" \
             "$(python3 -c "print(round(100 * $b1 / $total, 3))")" \
             "$(python3 -c "print(round(100 * $b2 / $total, 3))")" $(( RN_MB + RBIG_MB )) >&2
+        stop_agent
+    done
+fi
+
+# ---------------------------------------------------------------- case g (big file)
+# While a GIG_MB MB file is being pushed, one small edit: the time until it is on both
+# remotes, against the same edit on an idle agent. Printed on its own.
+GIG_MB=${GIG_MB:-1024}
+small_edit() { # NAME: write one small file, print ms until both remotes have it
+    local t0 t1
+    t0=$(date +%s%N)
+    printf 'small %s\n' "$1" > "$B/src/gig/$1"
+    for _ in $(seq 1 20000); do
+        [ -e "$B/dst1/mod/gig/$1" ] && [ -e "$B/dst2/mod/gig/$1" ] && break
+        sleep 0.001
+    done
+    t1=$(date +%s%N)
+    echo $(( (t1 - t0) / 1000 ))
+}
+if has "$CASES" g; then
+    for run in $(seq 1 "$RUNS"); do
+        reset_mod
+        mkdir -p "$B/src/gig" "$B/dst1/mod/gig" "$B/dst2/mod/gig"
+        CASE=g
+        start_agent sersync2 "$B/src" mod
+        ready sersync2 ready_s || { stop_agent; continue; }
+        idle=$(small_edit idle1.txt)
+        head -c $(( GIG_MB * 1024 * 1024 )) /dev/urandom > "$B/src/gig.tmp"
+        mv "$B/src/gig.tmp" "$B/src/gig/big.bin"
+        # Once the big push has started on remote 1 (its temp file exists), edit.
+        for _ in $(seq 1 5000); do
+            ls -a "$B/dst1/mod/gig" | grep -q '^\.big\.bin\.' && break
+            sleep 0.002
+        done
+        busy=$(small_edit busy1.txt)
+        still=no
+        [ -e "$B/dst1/mod/gig/big.bin" ] && [ -e "$B/dst2/mod/gig/big.bin" ] || still=yes
+        printf 'big file: a small edit took %s.%03d ms while the %s MB push ran (%s), %s.%03d ms on the idle agent\n' \
+            $(( busy / 1000 )) $(( busy % 1000 )) "$GIG_MB" \
+            "$([ $still = yes ] && echo 'it was still running' || echo 'it had ended')" \
+            $(( idle / 1000 )) $(( idle % 1000 )) >&2
         stop_agent
     done
 fi
