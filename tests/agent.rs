@@ -249,31 +249,50 @@ impl Agent {
     pub(crate) fn start(dir: &Dir, conf: &Conf, extra: &[&str]) -> Agent {
         let conf_path = dir.join("sersync.xml");
         fs::write(&conf_path, conf.render()).expect("write sersync.xml");
-        let stderr = dir.join("agent.err");
-        let err = fs::File::create(&stderr).expect("create agent.err");
-        let out = fs::File::create(dir.join("agent.out")).expect("create agent.out");
-        let child = Command::new(sersync_bin())
-            .arg("-n")
-            .arg("4")
-            .arg("-o")
-            .arg(&conf_path)
-            .args(extra)
-            .current_dir(dir.path())
+        let mut cmd = command(dir);
+        cmd.args(["-n", "4", "-o"]).arg(&conf_path).args(extra);
+        let mut agent = Agent::spawn(cmd, dir.join("agent.err"));
+        agent.wait_live();
+        agent
+    }
+
+    /// Starts `cmd` (see [`command`]) with its stderr in `stderr`, which is then the log.
+    pub(crate) fn spawn(mut cmd: Command, stderr: PathBuf) -> Agent {
+        let err = fs::File::create(&stderr).expect("create the agent's stderr file");
+        let child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(out)
+            .stdout(Stdio::null())
             .stderr(err)
             .spawn()
             .expect("spawn sersync2");
-        let mut agent = Agent {
+        Agent {
             child: Some(child),
             stderr,
-        };
+        }
+    }
+
+    /// Waits until the agent logs `live:` (it must keep running meanwhile).
+    pub(crate) fn wait_live(&mut self) {
         wait_until("sersync2 logs `live:`", DEADLINE, || {
-            agent.assert_running();
-            agent.log().contains("live:")
+            self.assert_running();
+            self.log().contains("live:")
         });
-        agent
+    }
+
+    /// Waits up to `deadline` for the agent to exit by itself; its status, and the
+    /// agent counts as stopped from then on.
+    pub(crate) fn wait_exit(&mut self, what: &str, deadline: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        wait_until(what, deadline, || {
+            status = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            status.is_some()
+        });
+        self.child = None;
+        status
     }
 
     /// Everything the agent wrote to stderr so far.
@@ -552,6 +571,13 @@ pub(crate) fn make_old(path: &Path) {
         .open(path)
         .and_then(|f| f.set_modified(old))
         .unwrap_or_else(|e| panic!("set mtime of {}: {e}", path.display()));
+}
+
+/// `sersync2`, to be given its arguments, run in `dir` (where the test's config is).
+pub(crate) fn command(dir: &Dir) -> Command {
+    let mut c = Command::new(sersync_bin());
+    c.current_dir(dir.path());
+    c
 }
 
 /// `sersync2 ARGS` to completion in `dir` (where the test's config is).

@@ -6,8 +6,6 @@
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::agent::*;
 use crate::support::*;
@@ -95,90 +93,6 @@ fn replay_beside_a_running_instance_exits_1_while_a_remote_is_down() {
     agent.stop();
 }
 
-/// A system user created for one test (no home, no login shell); removed on drop.
-struct User {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl User {
-    /// Creates a fresh user, or None (with a printed reason) where that is impossible.
-    fn create() -> Option<User> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: creating a test user needs root");
-            return None;
-        }
-        let name = format!(
-            "ssctl{}x{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let made = Command::new("useradd")
-            .args(["-M", "-s", "/usr/sbin/nologin", &name])
-            .stdin(Stdio::null())
-            .output();
-        match made {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => {
-                eprintln!(
-                    "skipped: useradd {name} failed: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                );
-                return None;
-            }
-            Err(e) => {
-                eprintln!("skipped: cannot run useradd: {e}");
-                return None;
-            }
-        }
-        // Removed on drop from here on, even if a lookup below fails.
-        let mut user = User {
-            name,
-            uid: 0,
-            gid: 0,
-        };
-        let id = |flag: &str| -> u32 {
-            let o = Command::new("id")
-                .args([flag, &user.name])
-                .output()
-                .expect("run id");
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse()
-                .expect("a numeric id")
-        };
-        (user.uid, user.gid) = (id("-u"), id("-g"));
-        Some(user)
-    }
-
-    /// `program ARGS` as this user (setpriv, no supplementary groups), to completion.
-    fn run(&self, program: &str, args: &[&str]) -> Output {
-        Command::new("setpriv")
-            .arg(format!("--reuid={}", self.uid))
-            .arg(format!("--regid={}", self.gid))
-            .arg("--clear-groups")
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("run {program} as {}: {e}", self.name))
-    }
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel")
-            .arg(&self.name)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 /// A tiny client: connect, send `replay`, print the answer; exit 3 with the errno when
 /// the connect itself is refused.
 const PY_CLIENT: &str = "\
@@ -204,7 +118,9 @@ print(data.decode(errors='replace'))
 // the socket must be 0600 and the agent must check who is calling.
 #[test]
 fn control_socket_refuses_other_users() {
-    let Some(user) = User::create() else { return };
+    let Some(user) = User::create("ctl") else {
+        return;
+    };
     let python = Path::new("/usr/bin/python3");
     if !python.exists() {
         eprintln!("skipped: no /usr/bin/python3 for the other user's client");
@@ -225,7 +141,10 @@ fn control_socket_refuses_other_users() {
     let sock_arg = socket.display().to_string();
 
     // Refused by the file mode.
-    let out = user.run("/usr/bin/python3", &["-c", PY_CLIENT, &sock_arg]);
+    let out = user.output(
+        "/usr/bin/python3",
+        &["-c".as_ref(), PY_CLIENT.as_ref(), sock_arg.as_ref()],
+    );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(&format!("errno {}", libc::EACCES)),
@@ -235,7 +154,10 @@ fn control_socket_refuses_other_users() {
 
     // With the mode opened up, the agent itself refuses the caller.
     fs::set_permissions(&socket, fs::Permissions::from_mode(0o666)).expect("chmod socket");
-    let out = user.run("/usr/bin/python3", &["-c", PY_CLIENT, &sock_arg]);
+    let out = user.output(
+        "/usr/bin/python3",
+        &["-c".as_ref(), PY_CLIENT.as_ref(), sock_arg.as_ref()],
+    );
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("refused"),

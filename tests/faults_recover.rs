@@ -213,25 +213,15 @@ fn partial_full_sync_is_not_requeued_on_every_push() {
     };
     let conf_path = s.dir.join("sersync.xml");
     fs::write(&conf_path, conf.render()).expect("write the config");
-    let stderr = s.dir.join("agent.err");
-    let child = Command::new(sersync_bin())
-        .args(["-n", "4", "-r", "-o"])
+    let mut cmd = Command::new(sersync_bin());
+    cmd.args(["-n", "4", "-r", "-o"])
         .arg(&conf_path)
         .arg("--pid-file")
         .arg(own.join("pid"))
         .current_dir(&own)
-        .env("RUST_LOG", "info")
         .uid(NOBODY)
-        .gid(NOBODY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&stderr).expect("agent.err"))
-        .spawn()
-        .expect("spawn sersync2 as nobody");
-    let mut agent = Agent {
-        child: Some(child),
-        stderr,
-    };
+        .gid(NOBODY);
+    let mut agent = Agent::spawn(cmd, s.dir.join("agent.err"));
     let labels = ["127.0.0.1::mod", "127.0.0.2::mod"];
     wait_until(
         "the -r full sync has failed on both remotes",
@@ -369,15 +359,7 @@ fn remote_that_accepts_and_never_answers_delays_only_itself() {
 
     agent.signal(libc::SIGTERM);
     let stopping = Instant::now();
-    let mut status = None;
-    wait_until("the agent exits within its grace", GRACE_AND_ROOM, || {
-        status = agent
-            .child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten());
-        status.is_some()
-    });
-    agent.child = None;
+    let status = agent.wait_exit("the agent exits within its grace", GRACE_AND_ROOM);
     let took = stopping.elapsed();
     assert!(
         status.is_some_and(|s| s.success()),

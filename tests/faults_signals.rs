@@ -16,28 +16,13 @@ use crate::support::*;
 fn start_with_env(dir: &Dir, conf: &Conf, extra: &[&str], env: &[(&str, &str)]) -> Agent {
     let conf_path = dir.join("sersync.xml");
     fs::write(&conf_path, conf.render()).expect("write sersync.xml");
-    let stderr = dir.join("agent.err");
-    let err = fs::File::create(&stderr).expect("create agent.err");
-    let child = Command::new(sersync_bin())
-        .args(["-n", "4", "-o"])
+    let mut cmd = command(dir);
+    cmd.args(["-n", "4", "-o"])
         .arg(&conf_path)
         .args(extra)
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .expect("spawn sersync2");
-    let mut agent = Agent {
-        child: Some(child),
-        stderr,
-    };
-    wait_until("sersync2 logs `live:`", DEADLINE, || {
-        agent.assert_running();
-        agent.log().contains("live:")
-    });
+        .envs(env.iter().copied());
+    let mut agent = Agent::spawn(cmd, dir.join("agent.err"));
+    agent.wait_live();
     agent
 }
 
@@ -325,21 +310,9 @@ fn sighup_in_module_mode_does_not_kill_it() {
     let xml = s.conf().render().replace("</head>\n", plugin);
     let conf_path = s.dir.join("sersync.xml");
     fs::write(&conf_path, xml).expect("config");
-    let stderr = s.dir.join("agent.err");
-    let child = Command::new(sersync_bin())
-        .args(["-m", "command", "-o"])
-        .arg(&conf_path)
-        .current_dir(s.dir.path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&stderr).expect("agent.err"))
-        .spawn()
-        .expect("spawn sersync2 -m");
-    let mut agent = Agent {
-        child: Some(child),
-        stderr,
-    };
+    let mut cmd = command(&s.dir);
+    cmd.args(["-m", "command", "-o"]).arg(&conf_path);
+    let mut agent = Agent::spawn(cmd, s.dir.join("agent.err"));
     wait_logged(&mut agent, "running the plugin", 1);
     agent.signal(libc::SIGHUP);
     // The plugin runs each changed file with /bin/sh: this one leaves a mark.

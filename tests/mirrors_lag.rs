@@ -3,8 +3,7 @@
 //! Real agents, real rsync daemons, real inotify.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::agent::*;
@@ -12,31 +11,6 @@ use crate::support::*;
 
 /// A wait that covers the "within a few seconds" on a loaded machine.
 const LAG_DEADLINE: Duration = Duration::from_secs(30);
-
-fn sersync2(dir: &Dir, args: &[&str]) -> Output {
-    Command::new(sersync_bin())
-        .args(args)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sersync2")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 fn get(port: u16, path: &str) -> String {
     let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
@@ -191,7 +165,7 @@ fn wait_synced_times_out_while_a_remote_is_down() {
 #[test]
 fn lag_is_reported_while_a_remote_is_down_and_zero_when_level() {
     let mut s = Setup::new("lag");
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
     let mut agent = Agent::start(&s.dir, &conf, &[]);

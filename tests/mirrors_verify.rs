@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 
 use crate::agent::*;
@@ -21,24 +21,8 @@ fn verify(dir: &Dir, extra: &[&str]) -> Output {
         .expect("run sersync2 --verify")
 }
 
-fn text_of(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn label(d: &RsyncDaemon) -> String {
     format!("{}::{}", d.ip(), d.module())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// The body of `GET path` from the agent's status endpoint.
@@ -79,32 +63,16 @@ fn with_verify(conf: &Conf, schedule: &str) -> String {
 /// its log (stderr, or the `--log-file` among `extra`).
 fn start_with_xml(dir: &Dir, xml: &str, extra: &[&str]) -> Agent {
     fs::write(dir.join("sersync.xml"), xml).expect("write sersync.xml");
-    let stderr = dir.join("agent.err");
-    let err = fs::File::create(&stderr).expect("create agent.err");
-    let child = Command::new(sersync_bin())
-        .args(["-n", "4", "-o"])
+    let mut cmd = command(dir);
+    cmd.args(["-n", "4", "-o"])
         .arg(dir.join("sersync.xml"))
-        .args(extra)
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .expect("spawn sersync2");
+        .args(extra);
+    let mut agent = Agent::spawn(cmd, dir.join("agent.err"));
     // With --log-file, the agent's log is that file.
-    let log = match extra.iter().position(|a| *a == "--log-file") {
-        Some(i) => dir.join(extra[i + 1]),
-        None => stderr,
-    };
-    let mut agent = Agent {
-        child: Some(child),
-        stderr: log,
-    };
-    wait_until("sersync2 logs `live:`", DEADLINE, || {
-        agent.assert_running();
-        agent.log().contains("live:")
-    });
+    if let Some(i) = extra.iter().position(|a| *a == "--log-file") {
+        agent.stderr = dir.join(extra[i + 1]);
+    }
+    agent.wait_live();
     agent
 }
 
@@ -125,12 +93,7 @@ fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
     agent.stop();
 
     let out = verify(&s.dir, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "level after -r: {}",
-        text_of(&out)
-    );
+    assert_eq!(out.status.code(), Some(0), "level after -r: {}", text(&out));
 
     let remote = s.a.data_dir();
     fs::write(
@@ -142,25 +105,25 @@ fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
     fs::write(remote.join("extra.txt"), "only here\n").expect("add on the remote");
 
     let out = verify(&s.dir, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text_of(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     let a = block(&report, &label(&s.a));
     assert!(
         a.contains("1 differing, 1 missing, 1 extra"),
         "{}",
-        text_of(&out)
+        text(&out)
     );
     for line in ["differs change.txt", "missing gone.txt", "extra extra.txt"] {
-        assert!(a.contains(line), "{line:?} not in:\n{}", text_of(&out));
+        assert!(a.contains(line), "{line:?} not in:\n{}", text(&out));
     }
     let b = block(&report, &label(&s.b));
-    assert!(b.contains(": level"), "{}", text_of(&out));
+    assert!(b.contains(": level"), "{}", text(&out));
     // --checksum finds the same.
     let out = verify(&s.dir, &["--checksum"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text_of(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 
     // The agent's scheduled verification finds the drift and pushes the paths again.
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     conf.status_port = Some(port);
     let xml = with_verify(&conf, "*/2 * * * * *");
     let mut agent = start_with_xml(&s.dir, &xml, &[]);
@@ -197,17 +160,17 @@ fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
     // A remote that cannot be reached is not level.
     s.b.stop();
     let out = verify(&s.dir, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text_of(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         block(&report, &label(&s.b)).contains(": could not be checked: rsync exit"),
         "{}",
-        text_of(&out)
+        text(&out)
     );
     assert!(
         block(&report, &label(&s.a)).contains(": level"),
         "{}",
-        text_of(&out)
+        text(&out)
     );
 }
 
@@ -236,9 +199,9 @@ fn verify_is_level_after_a_burst() {
         verify(&s.dir, &[]).status.code() == Some(0)
     });
     let out = verify(&s.dir, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(report.matches(": level").count(), 2, "{}", text_of(&out));
+    assert_eq!(report.matches(": level").count(), 2, "{}", text(&out));
     agent.stop();
 }
 
@@ -328,10 +291,10 @@ fn json_logs_go_to_the_log_file_and_to_syslog() {
     s.write("a.txt", "a\n");
     s.wait(&mut agent, "a.txt pushed");
     agent.stop();
-    let text = fs::read_to_string(&log_file).expect("the log file");
-    let lines: Vec<&str> = text.lines().collect();
-    assert!(lines.iter().any(|l| l.contains("live:")), "{text}");
-    assert_json_lines(&lines, &text);
+    let logged = fs::read_to_string(&log_file).expect("the log file");
+    let lines: Vec<&str> = logged.lines().collect();
+    assert!(lines.iter().any(|l| l.contains("live:")), "{logged}");
+    assert_json_lines(&lines, &logged);
 
     let sock_path = s.dir.join("log.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind syslog socket");
@@ -353,7 +316,7 @@ fn json_logs_go_to_the_log_file_and_to_syslog() {
         .stdin(Stdio::null())
         .output()
         .expect("run sersync2 -d");
-    assert!(out.status.success(), "{}", text_of(&out));
+    assert!(out.status.success(), "{}", text(&out));
     let pid: i32 = fs::read_to_string(&pid_file)
         .expect("pid file")
         .trim()

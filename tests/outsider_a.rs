@@ -229,19 +229,7 @@ fn rsync_children_stuck_on_a_silent_remote_are_not_left_behind_at_exit() {
     });
     // One wait for the agent's whole 30 s grace.
     agent.signal(libc::SIGTERM);
-    let mut status = None;
-    wait_until(
-        "the agent exits after its grace",
-        Duration::from_secs(45),
-        || {
-            status = agent
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            status.is_some()
-        },
-    );
-    agent.child = None;
+    let status = agent.wait_exit("the agent exits after its grace", Duration::from_secs(45));
     let log = agent.log();
     assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
     assert!(log.contains("terminated 1 rsync process"), "{log}");

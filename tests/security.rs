@@ -5,7 +5,6 @@
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::agent::*;
@@ -269,25 +268,10 @@ fn status_on_a_public_address_warns_it_is_unauthenticated() {
         .replace("hostip=\"127.0.0.1\"", "hostip=\"0.0.0.0\"");
     let conf_path = s.dir.join("sersync.xml");
     fs::write(&conf_path, xml).expect("write sersync.xml");
-    let stderr = s.dir.join("agent.err");
-    let child = Command::new(sersync_bin())
-        .arg("-o")
-        .arg(&conf_path)
-        .current_dir(s.dir.path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&stderr).expect("create agent.err"))
-        .spawn()
-        .expect("spawn sersync2");
-    let mut agent = Agent {
-        child: Some(child),
-        stderr,
-    };
-    wait_until("sersync2 logs `live:`", DEADLINE, || {
-        agent.assert_running();
-        agent.log().contains("live:")
-    });
+    let mut cmd = command(&s.dir);
+    cmd.arg("-o").arg(&conf_path);
+    let mut agent = Agent::spawn(cmd, s.dir.join("agent.err"));
+    agent.wait_live();
     let log = agent.log();
     assert!(log.contains("unauthenticated"), "{log}");
     agent.stop();

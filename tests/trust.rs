@@ -18,85 +18,8 @@ use crate::support::*;
 // Users and planting
 // ---------------------------------------------------------------------------
 
-/// A system user created for one test (no home, no login shell); removed on drop.
-struct User {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
+/// Planting, as the attacker.
 impl User {
-    /// Creates a fresh user, or None (with a printed reason) where that is impossible.
-    fn create(role: &str) -> Option<User> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: creating a test user needs root");
-            return None;
-        }
-        let name = format!(
-            "ss{role}{}x{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let made = Command::new("useradd")
-            .args(["-M", "-s", "/usr/sbin/nologin", &name])
-            .stdin(Stdio::null())
-            .output();
-        match made {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => {
-                eprintln!(
-                    "skipped: useradd {name} failed: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                );
-                return None;
-            }
-            Err(e) => {
-                eprintln!("skipped: cannot run useradd: {e}");
-                return None;
-            }
-        }
-        let id = |flag: &str| -> u32 {
-            let o = Command::new("id")
-                .args([flag, &name])
-                .output()
-                .expect("run id");
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse()
-                .expect("a numeric id")
-        };
-        let (uid, gid) = (id("-u"), id("-g"));
-        Some(User { name, uid, gid })
-    }
-
-    /// `setpriv` running `program` as this user, with no supplementary groups.
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("setpriv");
-        c.arg(format!("--reuid={}", self.uid))
-            .arg(format!("--regid={}", self.gid))
-            .arg("--clear-groups")
-            .arg(program);
-        c
-    }
-
-    /// Runs a command as this user; panics if it fails.
-    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) {
-        let out = self
-            .command(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("run {program} as {}: {e}", self.name));
-        assert!(
-            out.status.success(),
-            "{program} {args:?} as {} failed: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
     /// `ln -s target link` as this user.
     fn symlink(&self, target: &Path, link: &Path) {
         self.run("ln", &["-s".as_ref(), target.as_os_str(), link.as_os_str()]);
@@ -119,17 +42,6 @@ impl User {
 
     fn mkdir(&self, path: &Path, mode: &str) {
         self.run("mkdir", &["-m".as_ref(), mode.as_ref(), path.as_os_str()]);
-    }
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel")
-            .arg(&self.name)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }
 

@@ -458,13 +458,15 @@ impl Mirror {
             } else {
                 log::Level::Debug
             };
-            log::log!(
-                level,
-                remote = label.as_str(), paths = job.count(), rsync_exit = outcome.status;
-                "pushed {} path(s) to {label} in {:.3}s",
-                job.count(),
-                outcome.elapsed.as_secs_f64()
-            );
+            if log::log_enabled!(level) {
+                log::log!(
+                    level,
+                    remote = label.as_str(), paths = job.count(), rsync_exit = outcome.status;
+                    "pushed {} path(s) to {label} in {:.3}s",
+                    job.count(),
+                    outcome.elapsed.as_secs_f64()
+                );
+            }
             if let Job::Full = job {
                 log::info!(
                     remote = label.as_str(), rsync_exit = outcome.status;

@@ -895,3 +895,109 @@ fn keygen(path: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ---------------------------------------------------------------------------
+// Unprivileged users, for tests that act as an attacker
+// ---------------------------------------------------------------------------
+
+/// A system user created for one test (no home, no login shell); removed on drop.
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl User {
+    /// Creates a fresh user whose name carries `role`, or None (with a printed reason)
+    /// where that is impossible (not root, no useradd).
+    pub fn create(role: &str) -> Option<User> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: creating a test user needs root");
+            return None;
+        }
+        let name = format!(
+            "ss{role}{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let made = Command::new("useradd")
+            .args(["-M", "-s", "/usr/sbin/nologin", &name])
+            .stdin(Stdio::null())
+            .output();
+        match made {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                eprintln!(
+                    "skipped: useradd {name} failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                return None;
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run useradd: {e}");
+                return None;
+            }
+        }
+        // Removed on drop from here on, even if a lookup below fails.
+        let mut user = User {
+            name,
+            uid: 0,
+            gid: 0,
+        };
+        let id = |flag: &str| -> u32 {
+            let o = Command::new("id")
+                .args([flag, &user.name])
+                .output()
+                .expect("run id");
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse()
+                .expect("a numeric id")
+        };
+        (user.uid, user.gid) = (id("-u"), id("-g"));
+        Some(user)
+    }
+
+    /// `setpriv` running `program` as this user, with no supplementary groups.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--clear-groups")
+            .arg(program);
+        c
+    }
+
+    /// `program ARGS` as this user, to completion, whatever its status.
+    pub fn output(&self, program: &str, args: &[&OsStr]) -> Output {
+        self.command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {program} as {}: {e}", self.name))
+    }
+
+    /// Runs a command as this user; panics if it fails.
+    pub fn run(&self, program: &str, args: &[&OsStr]) {
+        let out = self.output(program, args);
+        assert!(
+            out.status.success(),
+            "{program} {args:?} as {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel")
+            .arg(&self.name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
