@@ -1058,25 +1058,14 @@ impl Watcher {
                     }
                 };
             if ready[1] != 0 {
+                self.drain(&mut buffer, &tx);
                 return;
             }
             let mut changes = Vec::new();
             let mut burst = false;
             if ready[0] != 0 {
-                let batch: Vec<RawEvent> = match self.inotify.read_events(&mut buffer) {
-                    Ok(events) => events
-                        .map(|e| RawEvent {
-                            wd: e.wd,
-                            mask: e.mask,
-                            cookie: e.cookie,
-                            name: e.name.map(|n| n.to_os_string()),
-                        })
-                        .collect(),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Vec::new(),
-                    Err(e) => {
-                        log::error!("reading inotify events failed: {e}");
-                        return;
-                    }
+                let Some(batch) = self.read(&mut buffer) else {
+                    return;
                 };
                 // In a burst (reads back to back), let events gather a moment before the
                 // next read: one read, one batch, one wake-up of the filter thread for
@@ -1114,6 +1103,53 @@ impl Watcher {
                 return;
             }
             if burst && crate::sys::readable_within(stop_fd, GATHER) {
+                self.drain(&mut buffer, &tx);
+                return;
+            }
+        }
+    }
+
+    /// One read of the kernel queue: what it holds now (empty if nothing), or None when
+    /// reading failed for good (logged).
+    fn read(&mut self, buffer: &mut [u8]) -> Option<Vec<RawEvent>> {
+        match self.inotify.read_events(buffer) {
+            Ok(events) => Some(
+                events
+                    .map(|e| RawEvent {
+                        wd: e.wd,
+                        mask: e.mask,
+                        cookie: e.cookie,
+                        name: e.name.map(|n| n.to_os_string()),
+                    })
+                    .collect(),
+            ),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(Vec::new()),
+            Err(e) => {
+                log::error!("reading inotify events failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// At the stop: what the kernel queued before it is read and sent, so it is pushed
+    /// or written to the fail log with the rest. At a reload the new watches were set
+    /// before this stop, but a change made between the last read and then is only in
+    /// this queue.
+    fn drain(&mut self, buffer: &mut [u8], tx: &Sender<Batch>) {
+        loop {
+            let batch = match self.read(buffer) {
+                Some(b) if !b.is_empty() => b,
+                _ => return,
+            };
+            let changes = self.handle(batch);
+            if !changes.is_empty()
+                && tx
+                    .send(Batch {
+                        root: self.root_id,
+                        changes,
+                    })
+                    .is_err()
+            {
                 return;
             }
         }
