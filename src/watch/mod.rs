@@ -40,6 +40,7 @@ use crate::sys::mounts;
 
 mod rewalk;
 mod root;
+mod tree;
 mod walk;
 pub use root::{dir_id, MountNote, RootHealth, RootReport, RootState};
 pub use walk::excluded_paths;
