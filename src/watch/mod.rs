@@ -21,7 +21,7 @@
 //! ([`Change::Unmounted`]). What a mount covers, or an unmount takes away, is gone
 //! from the source, so with deletes on the filter thread turns either into a full sync.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -207,6 +207,9 @@ const GATHER: Duration = Duration::from_millis(1);
 /// nothing woke the watcher.
 pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 
+/// While a tree's watches are set up, a progress line this often.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// First and longest pause between two looks for a missing root.
 const LOST_FIRST: Duration = Duration::from_millis(100);
 const LOST_MAX: Duration = Duration::from_secs(5);
@@ -241,8 +244,10 @@ pub struct Watcher {
     root_id: usize,
     excludes: Excludes,
     events: Events,
-    wds: HashMap<WatchDescriptor, PathBuf>,
-    dirs: BTreeMap<PathBuf, WatchDescriptor>,
+    /// The watched directories, by descriptor and by relative path.
+    tree: tree::DirTree<WatchDescriptor>,
+    /// While a renamed directory's new place is walked: the descriptors the walk found.
+    seen: Option<HashSet<i32>>,
     /// Watches of every root together, for status; this root's share is `reported`.
     counter: Arc<AtomicUsize>,
     reported: usize,
@@ -302,8 +307,8 @@ impl Watcher {
             root_id,
             excludes,
             events,
-            wds: HashMap::new(),
-            dirs: BTreeMap::new(),
+            tree: tree::DirTree::default(),
+            seen: None,
             counter: Arc::new(AtomicUsize::new(0)),
             reported: 0,
             health,
@@ -368,18 +373,17 @@ impl Watcher {
                 dir: self.root.clone(),
                 err,
             })?;
-        self.map(wd.clone(), PathBuf::new());
+        self.map(wd.clone(), Path::new(""));
         self.root_wd = Some(wd);
         Ok(())
     }
 
     /// Removes every watch of this root (they belong to a tree that left the path).
     fn drop_all_watches(&mut self) {
-        for (wd, _) in std::mem::take(&mut self.wds) {
+        for wd in self.tree.take_all() {
             // Already gone with its directory: the kernel dropped it.
             let _ = self.inotify.watches().remove(wd);
         }
-        self.dirs.clear();
         self.root_wd = None;
         self.root_dev_ino = None;
         // The whole walk when the root is back finds them again.
@@ -457,7 +461,7 @@ impl Watcher {
         log::warn!(
             "the watch root {} is back (directories watched: {}): running a full sync of every remote of it",
             self.root.display(),
-            self.wds.len()
+            self.tree.len()
         );
         Some(Change::RootBack)
     }
@@ -525,7 +529,7 @@ impl Watcher {
         let notes = visible
             .iter()
             .map(|(rel, m)| {
-                let watched = self.dirs.contains_key(rel);
+                let watched = self.tree.contains(rel);
                 let note = if !watched {
                     Some("not watched: changes there are not synced until a full sync".to_owned())
                 } else if mounts::is_remote_fs(&m.fstype) {
@@ -594,7 +598,7 @@ impl Watcher {
             }
             let mut found = Vec::new();
             self.rewalk(rel, Some(&mut found));
-            if !self.dirs.contains_key(rel) {
+            if !self.tree.contains(rel) {
                 log::error!(
                     "a {} filesystem was mounted on {} but cannot be watched (see above): its \
                      changes are not synced until a full sync",
@@ -628,17 +632,14 @@ impl Watcher {
     }
 
     fn parent_watched(&self, rel: &Path) -> bool {
-        rel.parent().is_some_and(|p| self.dirs.contains_key(p))
+        rel.parent().is_some_and(|p| self.tree.contains(p))
     }
 
     /// Forgets the watches at and below `rel` and watches what the path shows now.
     fn rewalk(&mut self, rel: &Path, found: Option<&mut Vec<PathBuf>>) {
-        for wd in self.detach_tree(rel) {
-            if self.wds.get(&wd).is_some_and(|p| p.starts_with(rel)) {
-                self.wds.remove(&wd);
-                // Gone already if its filesystem was unmounted.
-                let _ = self.inotify.watches().remove(wd);
-            }
+        for wd in self.tree.remove_subtree(rel) {
+            // Gone already if its filesystem was unmounted.
+            let _ = self.inotify.watches().remove(wd);
         }
         if let Err(e) = self.add_tree(rel, found) {
             log::error!("{e}");
@@ -653,13 +654,7 @@ impl Watcher {
     }
 
     fn report_count(&mut self) {
-        let n = self.wds.len();
-        if n > self.reported {
-            self.counter.fetch_add(n - self.reported, Ordering::Relaxed);
-        } else {
-            self.counter.fetch_sub(self.reported - n, Ordering::Relaxed);
-        }
-        self.reported = n;
+        report_into(&self.counter, &mut self.reported, self.tree.len());
     }
 
     pub fn root(&self) -> &Path {
@@ -668,21 +663,21 @@ impl Watcher {
 
     /// How many directories are watched.
     pub fn watched(&self) -> usize {
-        self.wds.len()
+        self.tree.len()
     }
 
     /// Watches the whole tree (start-up, and after an overflow), in parallel. As root,
     /// raises the kernel's watch limit once if the tree needs more.
     fn add_whole_tree(&mut self) -> Result<(), WatchError> {
         let mask = watch_mask(&self.events);
-        let mut walked = walk::watch_tree(&self.inotify, &self.root, mask, &self.excludes);
+        let mut walked = self.walk_tree(mask);
         // Other watchers of the same user may take watches meanwhile: raise again while
         // raising helps (each raise at least doubles the limit).
         for _ in 0..8 {
             if !(walked.limit && self.raise_watch_limit()) {
                 break;
             }
-            walked = walk::watch_tree(&self.inotify, &self.root, mask, &self.excludes);
+            walked = self.walk_tree(mask);
         }
         if let Some(err) = walked.root_error {
             return Err(WatchError::Io {
@@ -690,9 +685,7 @@ impl Watcher {
                 err,
             });
         }
-        for (wd, dir) in walked.watched {
-            self.map(wd, dir);
-        }
+        self.report_count();
         let now = Instant::now();
         for dir in &walked.retry {
             self.rewalks.note(dir, now);
@@ -700,21 +693,57 @@ impl Watcher {
         if walked.limit {
             return Err(WatchError::Limit {
                 dir: self.root.clone(),
-                watched: self.wds.len(),
+                watched: self.tree.len(),
                 needed: count_dirs(&self.root, &self.excludes),
             });
         }
         Ok(())
     }
 
-    /// Records a watch of `dir` (a reused descriptor forgets its old directory).
-    fn map(&mut self, wd: WatchDescriptor, dir: PathBuf) {
-        if let Some(old) = self.wds.insert(wd.clone(), dir.clone()) {
-            if old != dir && self.dirs.get(&old) == Some(&wd) {
-                self.dirs.remove(&old);
+    /// The parallel walk of the whole tree, recorded in the tree as it goes. The shared
+    /// counter follows it (status shows the count while a large tree is set up), and
+    /// every [`PROGRESS_EVERY`] a line says how far it is.
+    fn walk_tree(&mut self, mask: WatchMask) -> walk::Walked {
+        let Watcher {
+            inotify,
+            root,
+            excludes,
+            tree,
+            counter,
+            reported,
+            ..
+        } = self;
+        let mut progress = walk::Progress::new(Instant::now(), PROGRESS_EVERY);
+        let mut since_check = 0u32;
+        walk::watch_tree(inotify, root, mask, excludes, |wd, dir| {
+            for old in tree.insert(&dir, wd) {
+                let _ = inotify.watches().remove(old);
             }
+            since_check += 1;
+            if since_check >= 256 {
+                since_check = 0;
+                report_into(counter, reported, tree.len());
+                if let Some(secs) = progress.due(Instant::now()) {
+                    log::info!(
+                        "watching {}: {} directories so far ({secs:.0}s)",
+                        root.display(),
+                        tree.len()
+                    );
+                }
+            }
+        })
+    }
+
+    /// A descriptor known at another path moves here with what is below it (a renamed
+    /// directory); another directory recorded at `dir` is forgotten and unwatched.
+    fn map(&mut self, wd: WatchDescriptor, dir: &Path) {
+        if let Some(seen) = self.seen.as_mut() {
+            seen.insert(wd.get_watch_descriptor_id());
         }
-        self.dirs.insert(dir, wd);
+        for old in self.tree.insert(dir, wd) {
+            // Its directory is gone or elsewhere: the kernel may have dropped it already.
+            let _ = self.inotify.watches().remove(old);
+        }
     }
 
     /// Watches `rel` and every directory below it, depth first. With `found`, also
@@ -735,13 +764,13 @@ impl Watcher {
                 added = self.inotify.watches().add(&abs, mask);
             }
             match added {
-                Ok(wd) => self.map(wd, dir.clone()),
+                Ok(wd) => self.map(wd, &dir),
                 Err(err) => match err.raw_os_error() {
                     Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue, // gone already
                     Some(libc::ENOSPC) => {
                         return Err(WatchError::Limit {
                             dir: abs,
-                            watched: self.wds.len(),
+                            watched: self.tree.len(),
                             needed: count_dirs(&self.root, &self.excludes),
                         })
                     }
@@ -869,25 +898,15 @@ impl Watcher {
         }
     }
 
-    /// Drops the bookkeeping for a directory and everything below it.
+    /// Detaches a directory and everything below it from the tree (deleted or renamed
+    /// away); their descriptors stay known under the old paths until IN_IGNORED or a
+    /// MOVED_TO.
     fn detach_tree(&mut self, rel: &Path) -> Vec<WatchDescriptor> {
-        let below: Vec<PathBuf> = self
-            .dirs
-            .range::<Path, _>((std::ops::Bound::Included(rel), std::ops::Bound::Unbounded))
-            .take_while(|(p, _)| p.starts_with(rel))
-            .map(|(p, _)| p.clone())
-            .collect();
-        below
-            .into_iter()
-            .filter_map(|p| self.dirs.remove(&p))
-            .collect()
+        self.tree.detach(rel)
     }
 
     fn forget_wd(&mut self, wd: &WatchDescriptor) {
-        if let Some(path) = self.wds.remove(wd) {
-            if self.dirs.get(&path) == Some(wd) {
-                self.dirs.remove(&path);
-            }
+        if let Some(path) = self.tree.remove_wd(wd.get_watch_descriptor_id()) {
             if path.as_os_str().is_empty() {
                 log::error!(
                     "the watch root {} was removed or unmounted; nothing more will be seen there",
@@ -897,12 +916,19 @@ impl Watcher {
         }
     }
 
-    /// Removes watches that still point into a tree that has left (moved out).
-    fn unwatch(&mut self, moved: MovedDir) {
+    /// Removes watches that still point into a tree that has left (moved out), and,
+    /// with `seen` (the walk of its new place), those that came along but were not
+    /// found there again (excluded now, gone).
+    fn unwatch(&mut self, moved: MovedDir, seen: Option<&HashSet<i32>>) {
         for wd in moved.wds {
-            let stale = self.wds.get(&wd).is_some_and(|p| p.starts_with(&moved.rel));
-            if stale {
-                self.wds.remove(&wd);
+            let id = wd.get_watch_descriptor_id();
+            let mut gone = self.tree.remove_wd_if_below(id, &moved.rel);
+            if let Some(seen) = seen {
+                if !seen.contains(&id) {
+                    gone.extend(self.tree.remove_wd_tree(id));
+                }
+            }
+            for wd in gone {
                 // The directory may be gone already; the kernel then dropped the watch.
                 let _ = self.inotify.watches().remove(wd);
             }
@@ -919,13 +945,12 @@ impl Watcher {
         );
         // IN_IGNORED and rename events may be among the lost ones: rebuild the map from
         // the tree as it is now, and drop watches on whatever is no longer in it.
-        let old = std::mem::take(&mut self.wds);
-        self.dirs.clear();
+        let old = self.tree.take_all();
         if let Err(e) = self.add_whole_tree().and_then(|()| self.watch_root_self()) {
             log::error!("{e}");
         }
-        for wd in old.into_keys() {
-            if !self.wds.contains_key(&wd) {
+        for wd in old {
+            if !self.tree.has_wd(wd.get_watch_descriptor_id()) {
                 let _ = self.inotify.watches().remove(wd);
             }
         }
@@ -959,7 +984,10 @@ impl Watcher {
                 self.forget_wd(&e.wd);
                 continue;
             }
-            let (Some(dir), Some(name)) = (self.wds.get(&e.wd), e.name.as_ref()) else {
+            let (Some(dir), Some(name)) = (
+                self.tree.path_of(e.wd.get_watch_descriptor_id()),
+                e.name.as_ref(),
+            ) else {
                 continue;
             };
             let rel = dir.join(name);
@@ -979,7 +1007,7 @@ impl Watcher {
             }
         }
         for (_, moved) in moved_away {
-            self.unwatch(moved);
+            self.unwatch(moved, None);
         }
         out
     }
@@ -999,12 +1027,18 @@ impl Watcher {
                 None
             };
             let mut found = Vec::new();
+            if renamed.is_some() {
+                self.seen = Some(HashSet::new());
+            }
+            // A renamed directory's node moves here at its first watch, with what is
+            // below it; the walk then finds most of it in place.
             if let Err(e) = self.add_tree(&rel, Some(&mut found)) {
                 log::error!("{e}");
             }
+            let seen = self.seen.take();
             if let Some(moved) = renamed {
                 // Watches that came along but were not found again (excluded now, gone).
-                self.unwatch(moved);
+                self.unwatch(moved, seen.as_ref());
             }
             Some(Change::DirIn {
                 path: rel,
@@ -1155,6 +1189,16 @@ impl Watcher {
             }
         }
     }
+}
+
+/// Moves this root's share of the shared watch counter from `reported` to `n`.
+fn report_into(counter: &AtomicUsize, reported: &mut usize, n: usize) {
+    if n > *reported {
+        counter.fetch_add(n - *reported, Ordering::Relaxed);
+    } else {
+        counter.fetch_sub(*reported - n, Ordering::Relaxed);
+    }
+    *reported = n;
 }
 
 /// Appends a change to `out`; a move in whose MOVED_FROM (same cookie) is the change

@@ -99,10 +99,6 @@ impl<W: Wd> DirTree<W> {
         self.by_wd.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_wd.is_empty()
-    }
-
     fn hash(&self, parent: u32, name: &[u8]) -> u64 {
         let mut h = self.hasher.build_hasher();
         parent.hash(&mut h);
@@ -147,6 +143,7 @@ impl<W: Wd> DirTree<W> {
     }
 
     /// The descriptor of the directory at `rel`.
+    #[cfg(test)]
     pub fn wd_at(&self, rel: &Path) -> Option<&W> {
         self.find(rel).map(|i| &self.node(i).wd)
     }

@@ -5,22 +5,27 @@
 //! created inside it afterwards is missed. Siblings are visited in parallel; the kernel
 //! serialises the watch additions themselves, so the gain is in listing directories
 //! and looking up paths on both cores.
+//!
+//! What the walk watched is handed to the caller as it goes, through a small bounded
+//! channel, on the caller's thread: the caller records it in its tree at once, so no
+//! list of every directory of a large tree is ever held (at a million directories that
+//! list was most of the start-up's peak memory), and the caller can report progress.
 
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use crossbeam_channel::Sender;
 use inotify::{Inotify, WatchDescriptor, WatchMask};
 use rayon::prelude::*;
 
 use crate::filter::{self, Excludes};
 
-/// What a parallel watch walk did.
+/// What a parallel watch walk did (what it watched went to the caller's `each`).
 pub struct Walked {
-    /// Every directory now watched, with its descriptor.
-    pub watched: Vec<(WatchDescriptor, PathBuf)>,
     /// The kernel's watch limit was reached (the walk stopped early).
     pub limit: bool,
     /// The root itself could not be watched.
@@ -39,8 +44,23 @@ struct Walk<'a> {
     retry: Mutex<Vec<PathBuf>>,
 }
 
-/// Watches `root` and every directory below it that the excludes let in.
-pub fn watch_tree(inotify: &Inotify, root: &Path, mask: WatchMask, excludes: &Excludes) -> Walked {
+type Tx = Sender<(WatchDescriptor, PathBuf)>;
+
+/// Watched directories in the channel at most: enough that the walkers rarely wait for
+/// the caller, few enough to cost nothing.
+const IN_CHANNEL: usize = 4096;
+
+/// Watches `root` and every directory below it that the excludes let in. `each` gets
+/// every directory watched, with its descriptor, on this thread, parents before their
+/// children.
+pub fn watch_tree(
+    inotify: &Inotify,
+    root: &Path,
+    mask: WatchMask,
+    excludes: &Excludes,
+    mut each: impl FnMut(WatchDescriptor, PathBuf),
+) -> Walked {
+    let (tx, rx) = crossbeam_channel::bounded(IN_CHANNEL);
     let walk = Walk {
         inotify,
         root,
@@ -50,15 +70,21 @@ pub fn watch_tree(inotify: &Inotify, root: &Path, mask: WatchMask, excludes: &Ex
         retry: Mutex::new(Vec::new()),
     };
     let mut root_error = None;
-    let watched = match walk.watch(PathBuf::new()) {
-        Ok(v) => v,
-        Err(e) => {
-            root_error = Some(e);
-            Vec::new()
+    rayon::in_place_scope(|s| {
+        let walk = &walk;
+        let root_error = &mut root_error;
+        s.spawn(move |_| {
+            // The only sender: dropped when the walk is done, which ends the loop below.
+            let tx = tx;
+            if let Err(e) = walk.watch(PathBuf::new(), &tx) {
+                *root_error = Some(e);
+            }
+        });
+        for (wd, dir) in rx.iter() {
+            each(wd, dir);
         }
-    };
+    });
     Walked {
-        watched,
         limit: walk.limit.load(Ordering::Relaxed),
         root_error,
         retry: walk.retry.into_inner().unwrap_or_else(|e| e.into_inner()),
@@ -80,9 +106,9 @@ impl Walk<'_> {
 
     /// Watches `dir`, then its subdirectories in parallel. An error is returned only for
     /// the root; below it, a directory that cannot be watched is logged and skipped.
-    fn watch(&self, dir: PathBuf) -> io::Result<Vec<(WatchDescriptor, PathBuf)>> {
+    fn watch(&self, dir: PathBuf, tx: &Tx) -> io::Result<()> {
         if self.limit.load(Ordering::Relaxed) {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let abs = self.root.join(&dir);
         let wd = match self.inotify.watches().add(&abs, self.mask) {
@@ -100,23 +126,18 @@ impl Walk<'_> {
                         abs.display()
                     ),
                 }
-                return Ok(Vec::new());
+                return Ok(());
             }
         };
         let subdirs = self.subdirs(&dir, &abs);
-        let mut out = vec![(wd, dir)];
-        let below = subdirs
-            .into_par_iter()
-            .map(|d| self.watch(d).unwrap_or_default())
-            .reduce(Vec::new, |mut a, mut b| {
-                if a.len() < b.len() {
-                    std::mem::swap(&mut a, &mut b);
-                }
-                a.append(&mut b);
-                a
-            });
-        out.extend(below);
-        Ok(out)
+        // Sent before the children are walked: the caller records parents first. The
+        // caller gone (it never is before the walk ends) only loses the record.
+        let _ = tx.send((wd, dir));
+        subdirs.into_par_iter().for_each(|d| {
+            // Below the root, errors are logged and skipped inside.
+            let _ = self.watch(d, tx);
+        });
+        Ok(())
     }
 
     fn subdirs(&self, dir: &Path, abs: &Path) -> Vec<PathBuf> {
@@ -140,6 +161,33 @@ impl Walk<'_> {
                 !filter::skip(self.excludes, name, child, true)
             })
             .collect()
+    }
+}
+
+/// When a long walk says how far it is: every `every`, counted from its start.
+pub struct Progress {
+    started: Instant,
+    every: Duration,
+    next: Instant,
+}
+
+impl Progress {
+    pub fn new(started: Instant, every: Duration) -> Progress {
+        Progress {
+            started,
+            every,
+            next: started + every,
+        }
+    }
+
+    /// At `now`: the seconds since the start if a line is due (the next one is then an
+    /// `every` later), else None.
+    pub fn due(&mut self, now: Instant) -> Option<f64> {
+        if now < self.next {
+            return None;
+        }
+        self.next = now + self.every;
+        Some(now.duration_since(self.started).as_secs_f64())
     }
 }
 
@@ -176,4 +224,54 @@ fn excluded_below(root: &Path, dir: PathBuf, excludes: &Excludes) -> Vec<PathBuf
         });
     out.extend(below);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_due_once_per_interval_from_the_start() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(5);
+        let mut p = Progress::new(t0, every);
+        assert_eq!(p.due(t0), None);
+        assert_eq!(p.due(t0 + Duration::from_millis(4999)), None);
+        assert_eq!(p.due(t0 + every), Some(5.0));
+        assert_eq!(p.due(t0 + Duration::from_secs(6)), None, "not again before 10 s");
+        // A slow stretch (nothing recorded for a while) gives one line, not a backlog.
+        assert_eq!(p.due(t0 + Duration::from_secs(23)), Some(23.0));
+        assert_eq!(p.due(t0 + Duration::from_secs(27)), None);
+        assert_eq!(p.due(t0 + Duration::from_secs(28)), Some(28.0));
+    }
+
+    #[test]
+    fn the_walk_hands_out_parents_before_children() {
+        let d = tempfile::tempdir().expect("tempdir");
+        for p in ["a/b/c", "a/d", "e/f/g/h"] {
+            std::fs::create_dir_all(d.path().join(p)).expect("mkdir");
+        }
+        let inotify = Inotify::init().expect("inotify");
+        let mut seen: Vec<PathBuf> = Vec::new();
+        let walked = watch_tree(
+            &inotify,
+            d.path(),
+            WatchMask::CREATE | WatchMask::ONLYDIR,
+            &Excludes::default(),
+            |_, dir| {
+                if let Some(parent) = dir.parent() {
+                    assert!(seen.iter().any(|s| s == parent), "{dir:?} before its parent");
+                }
+                seen.push(dir);
+            },
+        );
+        assert!(walked.root_error.is_none());
+        assert!(!walked.limit);
+        seen.sort();
+        let want: Vec<PathBuf> = ["", "a", "a/b", "a/b/c", "a/d", "e", "e/f", "e/f/g", "e/f/g/h"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(seen, want);
+    }
 }
