@@ -63,7 +63,9 @@ impl Owed {
                 self.full = true;
                 self.paths.clear();
             }
-            Job::Paths(paths) if !self.full => self.paths.extend(paths.iter().map(|p| unslash(p))),
+            // A listing (a collapsed or replaced directory) keeps its `/`: replayed, it
+            // pushes the directory's entries, not only the directory.
+            Job::Paths(paths) if !self.full => self.paths.extend(paths.iter().cloned()),
             // Owed as its two plain halves (and what is below `to`), never as a rename.
             Job::Rename { .. } if !self.full => self.paths.extend(job.plain_paths()),
             Job::Paths(_) | Job::Rename { .. } => {}
@@ -71,8 +73,8 @@ impl Owed {
     }
 }
 
-/// A path without the trailing `/` a replaced directory is pushed with (one entry per
-/// path in the fail log).
+/// A path without the trailing `/` a listing (a replaced or collapsed directory) is
+/// pushed with.
 fn unslash(p: &Path) -> PathBuf {
     let b = p.as_os_str().as_bytes();
     PathBuf::from(OsStr::from_bytes(b.strip_suffix(b"/").unwrap_or(b)))
@@ -177,7 +179,13 @@ impl FailLog {
             Job::Paths(_) | Job::Rename { .. } if !owed.full => {
                 let before = owed.paths.len();
                 for p in job.plain_paths() {
-                    owed.paths.remove(&unslash(&p));
+                    let plain = unslash(&p);
+                    owed.paths.remove(&plain);
+                    // A listing pushed pays the plain path owed too, but a plain push
+                    // does not pay an owed listing.
+                    if plain != p {
+                        owed.paths.remove(&p);
+                    }
                 }
                 before != owed.paths.len()
             }

@@ -29,6 +29,15 @@
 //! (`--wait-synced`), whether every change up to a checkpoint has reached it. A
 //! checkpoint is taken when the filter thread meets a sync cookie ([`Queue::cookies_seen`]),
 //! after every earlier event of that root was queued.
+//!
+//! A storm in one directory (an unpacked archive, a cache writing 200,000 files) would
+//! keep one entry per file. Once a directory has [`COLLAPSE_AT`] entries of its own
+//! entries waiting (direct children; what lies deeper counts for its own directory),
+//! they collapse into one entry for the directory, handed out with a trailing `/` like
+//! a replaced directory: its listing is pushed (`--dirs`: its files, and its
+//! subdirectories as directories), with `--delete` when deletes are on. The entry keeps
+//! the oldest mark of what it replaced; while it waits, later changes of direct children
+//! merge into it. The top directory (the watch root) never collapses.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -113,8 +122,40 @@ pub struct Pending {
     /// Paths where a directory renamed in replaced one that was renamed away (a swap
     /// through a temp name): what the remote holds there is stale, below too. They are
     /// handed out with a trailing `/`, which asks the push to delete what the source
-    /// directory no longer holds (see `Target::argv`).
+    /// directory no longer holds (see `Target::argv`). Collapsed directories (see the
+    /// module doc) are here too: their listing is pushed.
     replaced: HashSet<Key>,
+    /// Listings in flight (handed out with a trailing `/`), for [`Pending::in_flight`].
+    listing_inflight: HashSet<Key>,
+    /// For each directory, how many of its direct children wait in `by_path`.
+    children: HashMap<Key, usize>,
+    /// Direct children waiting at which a directory collapses; 0: never.
+    collapse_at: usize,
+    /// Directories collapsed and not yet logged: the directory, how many entries.
+    collapsed: Vec<(Key, usize)>,
+}
+
+/// How many waiting entries of one directory collapse into one listing push of it, unless
+/// `SERSYNC2_COLLAPSE_AT` (read once; for tests and tuning) says otherwise (0: never).
+/// High enough that ordinary bursts keep their exact per-file pushes, low enough that a
+/// storm's memory and per-event work stay bounded.
+pub const COLLAPSE_AT: usize = 10_000;
+
+/// The collapse threshold in effect: `SERSYNC2_COLLAPSE_AT` or [`COLLAPSE_AT`].
+pub fn collapse_at() -> usize {
+    static AT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| {
+        std::env::var("SERSYNC2_COLLAPSE_AT")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(COLLAPSE_AT)
+    })
+}
+
+/// The directory a key is directly in; None at the top.
+fn parent_key(k: &[u8]) -> Option<&[u8]> {
+    let i = k.iter().rposition(|&b| b == b'/')?;
+    (i > 0).then(|| &k[..i])
 }
 
 /// A rename waiting in the pending set.
@@ -190,9 +231,80 @@ impl Pending {
         if self.full_pending && !self.full_inflight {
             return; // the full sync that has not started yet covers it
         }
-        let path = key(path);
+        let mut path = key(path);
+        // A listing owed from before (the fail log keeps its `/`).
+        let listing = path.len() > 1 && path.last() == Some(&b'/');
+        if listing {
+            path.pop();
+        }
         self.dissolve_related(&path);
+        // A collapsed directory waiting takes the changes of its direct children.
+        if !gone_dir && !listing {
+            if let Some(parent) = parent_key(&path) {
+                if self.replaced.contains(parent) && self.by_path.contains_key(parent) {
+                    return;
+                }
+            }
+        }
+        if listing {
+            self.replaced.insert(path.clone());
+        }
         self.push_key(path, gone_dir, now, None);
+    }
+
+    /// A collapse threshold other than [`collapse_at`] (0: never), for tests.
+    #[cfg(test)]
+    pub fn with_collapse_at(n: usize) -> Pending {
+        Pending {
+            collapse_at: n,
+            ..Pending::default()
+        }
+    }
+
+    /// The directories collapsed since the last call, with how many entries each.
+    pub fn take_collapsed(&mut self) -> Vec<(PathBuf, usize)> {
+        std::mem::take(&mut self.collapsed)
+            .into_iter()
+            .map(|(k, n)| (to_path(k), n))
+            .collect()
+    }
+
+    /// Removes a waiting entry (keeps the per-directory counts).
+    fn remove_entry(&mut self, p: &[u8]) -> Option<(u64, Mark)> {
+        let (s, m) = self.by_path.remove(p)?;
+        self.by_seq.remove(&s);
+        if let Some(parent) = parent_key(p) {
+            if let Some(n) = self.children.get_mut(parent) {
+                *n -= 1;
+                if *n == 0 {
+                    self.children.remove(parent);
+                }
+            }
+        }
+        Some((s, m))
+    }
+
+    /// `dir` has too many direct children waiting: they become one listing push of it.
+    fn collapse(&mut self, dir: Key, now: Instant) {
+        let mut prefix = dir.clone();
+        prefix.push(b'/');
+        let kids: Vec<Key> = self
+            .by_path
+            .range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .filter(|(p, _)| !p[prefix.len()..].contains(&b'/'))
+            .map(|(p, _)| p.clone())
+            .collect();
+        let mut mark: Option<Mark> = None;
+        for k in &kids {
+            if let Some((_, m)) = self.remove_entry(k) {
+                mark = Some(older(mark, m));
+            }
+        }
+        self.collapsed.push((dir.clone(), kids.len()));
+        self.dissolve_related(&dir);
+        self.replaced.insert(dir.clone());
+        self.push_key(dir, false, now, mark);
     }
 
     /// Queues a rename, or its plain form when something waits at, above or below
@@ -308,8 +420,7 @@ impl Pending {
                 .map(|(p, _)| p.clone())
                 .collect();
             for p in below {
-                if let Some((s, m)) = self.by_path.remove(&p) {
-                    self.by_seq.remove(&s);
+                if let Some((_, m)) = self.remove_entry(&p) {
                     inherited = Some(older(inherited, m));
                 }
             }
@@ -329,7 +440,15 @@ impl Pending {
             },
         );
         self.by_seq.insert(self.seq, path.clone());
+        let parent = parent_key(&path).map(<[u8]>::to_vec);
         self.by_path.insert(path, (self.seq, mark));
+        if let Some(parent) = parent {
+            let n = self.children.entry(parent.clone()).or_default();
+            *n += 1;
+            if self.collapse_at > 0 && *n >= self.collapse_at {
+                self.collapse(parent, now);
+            }
+        }
     }
 
     /// Queues a full sync; it covers every path still waiting.
@@ -357,6 +476,7 @@ impl Pending {
         self.full_pending = true;
         self.by_path.clear();
         self.by_seq.clear();
+        self.children.clear();
         self.renames.clear();
         self.rename_keys.clear();
         self.replaced.clear();
@@ -526,8 +646,7 @@ impl Pending {
         }
         let mut marks = Vec::with_capacity(picked.len());
         for p in &picked {
-            if let Some((s, m)) = self.by_path.remove(p) {
-                self.by_seq.remove(&s);
+            if let Some((_, m)) = self.remove_entry(p) {
                 marks.push(m);
             }
             for a in ancestors(p) {
@@ -544,6 +663,7 @@ impl Pending {
             .into_iter()
             .map(|mut p| {
                 if self.replaced.remove(&p) {
+                    self.listing_inflight.insert(p.clone());
                     p.push(b'/');
                 }
                 to_path(p)
@@ -566,6 +686,7 @@ impl Pending {
                     // A replaced directory went out with a trailing `/`.
                     let p = plain_key(p);
                     self.inflight.remove(p);
+                    self.listing_inflight.remove(p);
                     for a in ancestors(p) {
                         if let Some(n) = self.inflight_below.get_mut(a) {
                             *n -= 1;
@@ -583,7 +704,16 @@ impl Pending {
     /// A rename in flight counts as its plain form.
     pub fn in_flight(&self) -> (Vec<PathBuf>, bool) {
         (
-            self.inflight.keys().cloned().map(to_path).collect(),
+            self.inflight
+                .keys()
+                .map(|k| {
+                    let mut k = k.clone();
+                    if self.listing_inflight.contains(&k) {
+                        k.push(b'/');
+                    }
+                    to_path(k)
+                })
+                .collect(),
             self.full_inflight,
         )
     }
@@ -594,11 +724,18 @@ impl Pending {
         let full = std::mem::take(&mut self.full_pending);
         self.full_mark = None;
         self.by_path.clear();
+        self.children.clear();
         self.rename_keys.clear();
-        self.replaced.clear();
+        let replaced = std::mem::take(&mut self.replaced);
+        // A listing waiting keeps its `/`: what it stands for is its listing.
         let mut paths: Vec<PathBuf> = std::mem::take(&mut self.by_seq)
             .into_values()
-            .map(to_path)
+            .map(|mut k| {
+                if replaced.contains(&k) {
+                    k.push(b'/');
+                }
+                to_path(k)
+            })
             .collect();
         for r in std::mem::take(&mut self.renames).into_values() {
             paths.extend(r.job().plain_paths());
@@ -738,7 +875,15 @@ impl Queue {
     pub fn new(targets: usize, batch: usize, workers: usize) -> Self {
         Queue {
             state: Mutex::new(State {
-                remotes: (0..targets).map(|_| Remote::default()).collect(),
+                remotes: (0..targets)
+                    .map(|_| Remote {
+                        pending: Pending {
+                            collapse_at: collapse_at(),
+                            ..Pending::default()
+                        },
+                        ..Remote::default()
+                    })
+                    .collect(),
                 next: 0,
                 closed: false,
                 cookies: HashMap::new(),
@@ -799,6 +944,14 @@ impl Queue {
                         below,
                     } => pending.push_rename_at(from.clone(), to.clone(), *dir, below.clone(), now),
                 }
+            }
+            for (dir, n) in pending.take_collapsed() {
+                log::warn!(
+                    "{n} changes waiting in {} for remote #{} collapsed into one push of the                      directory's entries (at {} waiting in one directory)",
+                    dir.display(),
+                    t.0 + 1,
+                    pending.collapse_at
+                );
             }
         }
         self.wake_for(st, targets);

@@ -175,9 +175,10 @@ impl Target {
                 // A listed directory is pushed as itself (its contents are entries of
                 // their own), not skipped.
                 argv.push("--dirs".into());
-                // A path with a trailing `/` is a directory that replaced another one
-                // (see `queue`): its listing is pushed and what the remote holds there
-                // beyond it is deleted. The `/` is kept only while it is a directory.
+                // A path with a trailing `/` is a directory that replaced another one,
+                // or a collapsed one (see `queue`): its listing is pushed and, with
+                // deletes on, what the remote holds there beyond it is deleted. The `/`
+                // is kept only while it is a directory.
                 let mut replaced = false;
                 let mut args = Vec::with_capacity(paths.len());
                 for p in paths {
@@ -186,10 +187,10 @@ impl Target {
                         let is_dir =
                             std::fs::symlink_metadata(self.root.join(OsStr::from_bytes(dir)))
                                 .is_ok_and(|m| m.is_dir());
-                        if is_dir && self.delete {
-                            replaced = true;
-                        } else {
+                        if !is_dir {
                             bytes = dir;
+                        } else if self.delete {
+                            replaced = true;
                         }
                     }
                     let mut a = OsString::from("./");

@@ -11,8 +11,8 @@
 //! so events read for it meanwhile still carry that path, as before it left.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::ffi::OsString;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -416,7 +416,11 @@ impl<W: Wd> DirTree<W> {
             return Vec::new();
         };
         if Some(i) == self.root {
-            return self.subtree(i).iter().map(|&n| self.node(n).wd.clone()).collect();
+            return self
+                .subtree(i)
+                .iter()
+                .map(|&n| self.node(n).wd.clone())
+                .collect();
         }
         let full = self.path_of_node(i);
         self.unlink(i);

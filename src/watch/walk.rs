@@ -238,7 +238,11 @@ mod tests {
         assert_eq!(p.due(t0), None);
         assert_eq!(p.due(t0 + Duration::from_millis(4999)), None);
         assert_eq!(p.due(t0 + every), Some(5.0));
-        assert_eq!(p.due(t0 + Duration::from_secs(6)), None, "not again before 10 s");
+        assert_eq!(
+            p.due(t0 + Duration::from_secs(6)),
+            None,
+            "not again before 10 s"
+        );
         // A slow stretch (nothing recorded for a while) gives one line, not a backlog.
         assert_eq!(p.due(t0 + Duration::from_secs(23)), Some(23.0));
         assert_eq!(p.due(t0 + Duration::from_secs(27)), None);
@@ -260,7 +264,10 @@ mod tests {
             &Excludes::default(),
             |_, dir| {
                 if let Some(parent) = dir.parent() {
-                    assert!(seen.iter().any(|s| s == parent), "{dir:?} before its parent");
+                    assert!(
+                        seen.iter().any(|s| s == parent),
+                        "{dir:?} before its parent"
+                    );
                 }
                 seen.push(dir);
             },
@@ -268,10 +275,12 @@ mod tests {
         assert!(walked.root_error.is_none());
         assert!(!walked.limit);
         seen.sort();
-        let want: Vec<PathBuf> = ["", "a", "a/b", "a/b/c", "a/d", "e", "e/f", "e/f/g", "e/f/g/h"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
+        let want: Vec<PathBuf> = [
+            "", "a", "a/b", "a/b/c", "a/d", "e", "e/f", "e/f/g", "e/f/g/h",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
         assert_eq!(seen, want);
     }
 }

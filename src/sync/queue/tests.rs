@@ -2,6 +2,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 fn p(s: &str) -> PathBuf {
@@ -196,8 +197,12 @@ proptest! {
     /// - when all is done, every path's last change is covered by a call that started
     ///   after it (the path itself, a gone directory above it, or a full sync).
     #[test]
-    fn last_change_of_every_path_is_pushed_after_it(ops in proptest::collection::vec(op(), 1..80)) {
-        let mut q = Pending::default();
+    fn last_change_of_every_path_is_pushed_after_it(
+        ops in proptest::collection::vec(op(), 1..80),
+        collapse in prop_oneof![Just(0usize), Just(2), Just(3)],
+    ) {
+        // With a low threshold, storms collapse into listings all the time.
+        let mut q = Pending::with_collapse_at(collapse);
         let mut clock = 0u64;
         let mut last_change: HashMap<PathBuf, u64> = HashMap::new();
         let mut gone_at: HashMap<PathBuf, u64> = HashMap::new();
@@ -209,6 +214,7 @@ proptest! {
                 for other in inflight.iter() {
                     match (other, &w) {
                         (Job::Paths(a), Job::Paths(b)) => {
+                            // `a/` (a listing) is `a` for conflicts: Path drops the `/`.
                             for x in a { for y in b {
                                 assert!(!conflicts(x, y), "{x:?} and {y:?} in flight together");
                             }}
@@ -255,7 +261,13 @@ proptest! {
             let covered = started.iter().any(|(s, w)| *s > *t && match w {
                 Job::Full => true,
                 Job::Paths(ps) => ps.iter().any(|x| x == path
-                    || (path.starts_with(x) && gone_at.get(x).is_some_and(|g| g >= t))),
+                    || (path.starts_with(x) && gone_at.get(x).is_some_and(|g| g >= t))
+                    // A listing `d/` covers d's direct children, and what was below a
+                    // child that went away (the listing deletes it on the remote).
+                    || (x.as_os_str().as_bytes().ends_with(b"/")
+                        && (path.parent() == Some(x.as_path())
+                            || gone_at.iter().any(|(g, gt)| g.parent() == Some(x.as_path())
+                                && path.starts_with(g) && gt >= t)))),
                 Job::Rename { .. } => false,
             });
             prop_assert!(covered, "{path:?} changed at {t} but no later call covers it: {started:?}");
@@ -469,4 +481,133 @@ fn a_drained_rename_leaves_its_plain_paths() {
     assert!(!full);
     assert!(q.is_empty());
     assert_eq!(q.oldest(), None);
+}
+
+// --- Storms: a directory with too many entries waiting collapses into its listing ---
+
+#[test]
+fn a_storm_in_one_directory_collapses_into_its_listing() {
+    let mut q = Pending::with_collapse_at(3);
+    let t0 = Instant::now();
+    q.push_at(p("d/1"), false, t0);
+    q.push_at(p("d/2"), false, at(t0, 1));
+    q.push_at(p("x"), false, at(t0, 2));
+    assert_eq!(q.len(), 3, "below the threshold: one entry each");
+    q.push_at(p("d/3"), false, at(t0, 3));
+    assert_eq!(q.len(), 2, "d's three entries are one now");
+    assert_eq!(q.take_collapsed(), [(p("d"), 3)]);
+    // It keeps the oldest mark of what it replaced.
+    assert_eq!(q.oldest().map(|m| m.since), Some(t0));
+    // Later changes of d's files merge into it while it waits.
+    q.push_at(p("d/4"), false, at(t0, 4));
+    assert_eq!(q.len(), 2);
+    assert_eq!(paths(q.take(100)), [p("x"), p("d/")]);
+}
+
+#[test]
+fn deeper_entries_count_for_their_own_directory() {
+    let mut q = Pending::with_collapse_at(3);
+    for n in ["d/s/1", "d/s2/1", "d/1", "d/s3/1", "d/t/u/1"] {
+        q.push(p(n), false);
+    }
+    assert_eq!(q.len(), 5, "no directory has three direct children waiting");
+    assert!(q.take_collapsed().is_empty());
+    q.push(p("d/2"), false);
+    q.push(p("d/3"), false);
+    assert_eq!(q.take_collapsed(), [(p("d"), 3)]);
+    let mut got = paths(q.take(100));
+    got.sort();
+    assert_eq!(
+        got,
+        [p("d/"), p("d/s/1"), p("d/s2/1"), p("d/s3/1"), p("d/t/u/1")]
+    );
+}
+
+#[test]
+fn the_top_directory_never_collapses() {
+    let mut q = Pending::with_collapse_at(2);
+    for n in ["a", "b", "c"] {
+        q.push(p(n), false);
+    }
+    assert_eq!(q.len(), 3);
+}
+
+#[test]
+fn a_collapsed_directory_waits_for_its_children_in_flight() {
+    let mut q = Pending::with_collapse_at(3);
+    q.push(p("d/1"), false);
+    let first = q.take(100).expect("d/1");
+    for n in ["d/2", "d/3", "d/4"] {
+        q.push(p(n), false);
+    }
+    assert_eq!(q.len(), 1);
+    assert!(q.take(100).is_none(), "d/1 is in flight below d");
+    // d/1 changes again: merged into the waiting listing, pushed after it.
+    q.push(p("d/1"), false);
+    q.finish(&first);
+    let listing = q.take(100).expect("the listing");
+    assert_eq!(listing, Job::Paths(vec![p("d/")]));
+    assert_eq!(q.in_flight().0, [p("d/")], "in flight as a listing");
+    q.push(p("d/5"), false);
+    assert!(q.take(100).is_none(), "d/5 waits for the listing in flight");
+    q.finish(&listing);
+    assert_eq!(paths(q.take(100)), [p("d/5")]);
+}
+
+#[test]
+fn a_collapsed_directory_holds_the_checkpoint_until_its_listing_is_pushed() {
+    let mut q = Pending::with_collapse_at(2);
+    q.push(p("d/1"), false);
+    q.push(p("d/2"), false);
+    let cp = q.checkpoint();
+    q.push(p("d/3"), false); // merged, after the checkpoint
+    assert!(!q.passed(cp));
+    let w = q.take(100).expect("listing");
+    assert!(!q.passed(cp), "in flight");
+    q.owe(
+        &w,
+        Mark {
+            seq: 0,
+            since: Instant::now(),
+        },
+    );
+    q.finish(&w);
+    assert!(!q.passed(cp), "owed");
+    q.paid(&w);
+    assert!(q.passed(cp));
+}
+
+#[test]
+fn a_deleted_collapsed_directory_goes_as_the_directory() {
+    let mut q = Pending::with_collapse_at(2);
+    q.push(p("d/1"), false);
+    q.push(p("d/2"), false);
+    q.push(p("d"), true);
+    // Handed out with its `/`; the push drops it once d is not a directory.
+    assert_eq!(paths(q.take(100)), [p("d/")]);
+}
+
+#[test]
+fn a_listing_left_at_the_stop_or_owed_stays_a_listing() {
+    let mut q = Pending::with_collapse_at(2);
+    q.push(p("d/1"), false);
+    q.push(p("d/2"), false);
+    let (left, full) = q.drain();
+    assert!(!full);
+    assert_eq!(left, [p("d/")]);
+    // Queued again from the fail log (which keeps the `/`), it is a listing again.
+    let mut q = Pending::with_collapse_at(0);
+    q.push(p("d/"), false);
+    q.push(p("d/1"), false);
+    assert_eq!(q.len(), 1, "d/1 merges into the listing waiting");
+    assert_eq!(paths(q.take(100)), [p("d/")]);
+}
+
+#[test]
+fn collapse_is_off_at_zero() {
+    let mut q = Pending::with_collapse_at(0);
+    for i in 0..50 {
+        q.push(p(&format!("d/{i}")), false);
+    }
+    assert_eq!(q.len(), 50);
 }
