@@ -19,7 +19,11 @@
 #   CASES="a c e"           a = burst + latency + CPU (cases a, b, d), c = scale, e = big;
 #                           s = one change over ssh (loopback sshd), r = renames of a big
 #                           directory and a big file (RN_MB=200, RBIG_MB=100), g = a small
-#                           edit while a GIG_MB=1024 MB file is pushed; printed on their own
+#                           edit while a GIG_MB=1024 MB file is pushed, m = a million
+#                           directories (M_DIRS=1000000, M_IDLE=60 s idle CPU;
+#                           M_CONTENDERS="sersync2 sersync2-inotify sersync2-fanotify
+#                           inotifywait"), t = a storm of T_FILES=200000 files in one
+#                           directory with the collapse on and off; printed on their own
 #   CONTENDERS="sersync2 sersync2-b1 floor lsyncd-d0 lsyncd-def iwrsync"
 #   E_SKIP="sersync2-b1"    contenders left out of case e (too slow to be worth it)
 #   LSYNCD_DEF_LAT_N=3      latency samples for lsyncd's default delay (15 s each), run 1 only
@@ -27,6 +31,7 @@
 #   BURST_DEADLINE=300      seconds before a burst counts as "timeout"
 #   PORT=28730              rsync daemon port
 #   DAEMON_NODELAY=1        the daemons set socket options = TCP_NODELAY (0: not)
+#   BENCH_DIR=/dev/shm/bench where the trees and remotes are made (removed at exit)
 #   OUT=target/bench        results.tsv, table.txt and the agents' logs of the last run
 # Quick run: FILES=2000 DIRS=200 SCALE_DIRS=10000 BIG=20000 RUNS=1 LAT_N=50 B1_FILES=500 scripts/bench.sh
 set -euo pipefail
@@ -52,7 +57,7 @@ PARAMS=${PARAMS:--artuz}
 BURST_DEADLINE=${BURST_DEADLINE:-300}
 PORT=${PORT:-28730}
 OUT=${OUT:-$repo/target/bench}
-B=/dev/shm/bench
+B=${BENCH_DIR:-/dev/shm/bench}
 IPS=(127.0.0.1 127.0.0.2)
 
 say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -551,6 +556,178 @@ if has "$CASES" s; then
         wait "$agent" 2>/dev/null
         agent=
     done
+fi
+
+# ---------------------------------------------------------------- case m (a million directories)
+# A tree of M_DIRS directories below its root (default 1,000,000: 1,001,001 with the root
+# and the 1,000 top-level ones... see mkdirs) on /dev/shm. For each contender: seconds
+# to ready (sersync2: its "live:" line; inotifywait -mr: "Watches established.") and peak
+# RSS (VmHWM); then, for sersync2, the latency of one change (both remotes have it), and
+# for every contender the CPU (utime+stime, /proc/PID/stat) of M_IDLE seconds idle.
+# Contenders: sersync2 as configured by default, with <watcher backend="inotify"/> and
+# with <watcher backend="fanotify"/> in <head> (a build that refuses or does not know
+# the element is skipped, saying why), and inotifywait -mr. Printed on its own and in
+# OUT/million.tsv; not part of the table.
+M_DIRS=${M_DIRS:-1000000}
+M_IDLE=${M_IDLE:-60}
+M_CONTENDERS=${M_CONTENDERS:-sersync2 sersync2-inotify sersync2-fanotify inotifywait}
+cpu_ticks() { # PID: utime+stime in clock ticks
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+group_ticks() { # PGID: utime+stime of every process of the group (children that ended included)
+    local t=0 p
+    for p in $(pgrep -g "$1"); do t=$(( t + $(cpu_ticks "$p") )); done
+    echo "$t"
+}
+hz=$(getconf CLK_TCK)
+million_conf() { # WHO ROOT OUT: a sersync2 config for case m, or nothing and 1 if refused
+    local backend=""
+    case $1 in
+        sersync2-inotify) backend='<watcher backend="inotify"/>' ;;
+        sersync2-fanotify) backend='<watcher backend="fanotify"/>' ;;
+    esac
+    sersync_conf "$2" scale "$3"
+    [ -n "$backend" ] && sed -i "s|<head version=\"2.5\">|<head version=\"2.5\">\n  $backend|" "$3"
+    local why
+    if ! why=$("$bin" -t -o "$3" 2>&1); then
+        say "case m: skipping $1: the config is refused: $(printf '%s' "$why" | grep -v '^$' | tail -1)"
+        return 1
+    fi
+    if printf '%s' "$why" | grep -q 'unknown element <head/watcher>'; then
+        say "case m: skipping $1: this build does not know <watcher> (it would watch with its default)"
+        return 1
+    fi
+}
+if has "$CASES" m; then
+    need_watches=$(( M_DIRS + 200000 ))
+    cur=$(cat /proc/sys/fs/inotify/max_user_watches)
+    [ "$cur" -ge "$need_watches" ] || echo "$need_watches" > /proc/sys/fs/inotify/max_user_watches
+    say "case m: making $M_DIRS directories"
+    ms=$(date +%s%N)
+    H mkdirs "$B/million" "$M_DIRS" >/dev/null
+    say "case m: tree made in $(( ($(date +%s%N) - ms) / 1000000 )) ms"
+    mt=$OUT/million.tsv
+    : > "$mt"
+    for run in $(seq 1 "$RUNS"); do
+        for who in $M_CONTENDERS; do
+            CASE=m
+            rm -rf "$B/dst1/scale" "$B/dst2/scale"; mkdir -p "$B/dst1/scale" "$B/dst2/scale"
+            log=$OUT/$who-million.log
+            : > "$log"
+            case $who in
+                sersync2*)
+                    million_conf "$who" "$B/million" "$B/conf/million-$who.xml" || continue
+                    t0=$(date +%s%N)
+                    setsid "$bin" -o "$B/conf/million-$who.xml" 2>>"$log" &
+                    agent=$!
+                    pat="live:"
+                    ;;
+                inotifywait)
+                    t0=$(date +%s%N)
+                    setsid inotifywait -mr -e create,delete,move,close_write "$B/million" \
+                        >"$OUT/inotifywait-million.events" 2>>"$log" &
+                    agent=$!
+                    pat="Watches established."
+                    ;;
+            esac
+            say "case m run $run: $who"
+            if ! "${helper[@]}" --out "$mt" --case m --contender "$who" --run "$run" wait-log --log "$log" \
+                --pattern "$pat" --start-ns "$t0" --pid "$agent" --deadline 1800 --metric ready_s >&2; then
+                tail -5 "$log" >&2
+                stop_agent
+                continue
+            fi
+            "${helper[@]}" --out "$mt" --case m --contender "$who" --run "$run" rss --pgid "$agent" >&2
+            if [ "${who#sersync2}" != "$who" ]; then
+                "${helper[@]}" --out "$mt" --case m --contender "$who" --run "$run" latency \
+                    --src "$B/million/t0000" --r1 "$B/dst1/scale/t0000" --rest "$B/dst2/scale/t0000" \
+                    --n 5 --pgid "$agent" --deadline 60 >&2 || true
+            fi
+            before=$(group_ticks "$agent")
+            sleep "$M_IDLE"
+            after=$(group_ticks "$agent")
+            idle=$(python3 -c "print('%.2f' % (($after - $before) / $hz))")
+            say "case m run $run: $who idle CPU over ${M_IDLE}s: ${idle}s"
+            printf 'm\t%s\t%s\tidle_cpu_s\t%s\n' "$who" "$run" "$idle" >> "$mt"
+            stop_agent
+            rm -f "$OUT/inotifywait-million.events"
+        done
+    done
+    rm -rf "$B/million" "$B/dst1/scale" "$B/dst2/scale"
+    echo "case m ($M_DIRS directories below the root):" >&2
+    cat "$mt" >&2
+fi
+
+# ---------------------------------------------------------------- case t (event storm)
+# T_FILES (200,000) new files in one directory, written as fast as one python process
+# can, while sersync2 watches: time until both remotes hold them all, the agent's peak
+# RSS and its CPU (utime+stime) from the first write to then. With the collapse at its
+# default (10,000 waiting in one directory) and off (SERSYNC2_COLLAPSE_AT=0).
+# max_queued_events is raised for the case so that the kernel queue does not overflow
+# (an overflow would turn the storm into a full sync). Printed on its own and in
+# OUT/storm.tsv.
+T_FILES=${T_FILES:-200000}
+if has "$CASES" t; then
+    echo 4194304 > /proc/sys/fs/inotify/max_queued_events
+    st=$OUT/storm.tsv
+    : > "$st"
+    for run in $(seq 1 "$RUNS"); do
+        for mode in collapse no-collapse; do
+            reset_mod
+            mkdir -p "$B/src/storm"
+            env_c=()
+            [ "$mode" = no-collapse ] && env_c=(SERSYNC2_COLLAPSE_AT=0)
+            sersync_conf "$B/src" mod "$B/conf/storm.xml"
+            log=$OUT/sersync2-storm-$mode.log
+            : > "$log"
+            t0=$(date +%s%N)
+            env "${env_c[@]}" setsid "$bin" -o "$B/conf/storm.xml" 2>>"$log" &
+            agent=$!
+            CASE=t
+            if ! "${helper[@]}" --out "$st" --case t --contender "sersync2-$mode" --run "$run" wait-log \
+                --log "$log" --pattern "live:" --start-ns "$t0" --pid "$agent" --deadline 120 \
+                --metric ready_s >/dev/null; then
+                tail -5 "$log" >&2; stop_agent; continue
+            fi
+            say "case t run $run: sersync2 ($mode): $T_FILES files into one directory"
+            before=$(cpu_ticks "$agent")
+            python3 - "$B/src/storm" "$T_FILES" "$B/dst1/mod/storm" "$B/dst2/mod/storm" "$st" \
+                "sersync2-$mode" "$run" <<'PY'
+import os, sys, time
+src, n, d1, d2, out, who, run = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
+t0 = time.monotonic()
+for i in range(n):
+    with open(os.path.join(src, "f%06d" % i), "w") as f:
+        f.write("x")
+wrote = time.monotonic() - t0
+def count(d):
+    try:
+        return sum(1 for _ in os.scandir(d))
+    except OSError:
+        return 0
+deadline = t0 + 1800
+while time.monotonic() < deadline:
+    if count(d1) >= n and count(d2) >= n:
+        break
+    time.sleep(0.5)
+done = time.monotonic() - t0
+ok = count(d1) >= n and count(d2) >= n
+with open(out, "a") as f:
+    f.write("t\t%s\t%s\twrite_s\t%.2f\n" % (who, run, wrote))
+    f.write("t\t%s\t%s\tsynced_s\t%s\n" % (who, run, "%.2f" % done if ok else "timeout"))
+print("%s: wrote %d files in %.2fs; both remotes have them after %.2fs%s" % (who, n, wrote, done, "" if ok else " (TIMEOUT)"), file=sys.stderr)
+PY
+            after=$(cpu_ticks "$agent")
+            cpu=$(python3 -c "print('%.2f' % (($after - $before) / $hz))")
+            printf 't\tsersync2-%s\t%s\tcpu_s\t%s\n' "$mode" "$run" "$cpu" >> "$st"
+            "${helper[@]}" --out "$st" --case t --contender "sersync2-$mode" --run "$run" rss --pgid "$agent" >&2
+            grep -c 'collapsed into one push' "$log" | sed "s/^/collapses logged: /" >&2 || true
+            stop_agent
+        done
+    done
+    rm -rf "$B/src" "$B/dst1/mod" "$B/dst2/mod"
+    echo "case t ($T_FILES files in one directory):" >&2
+    cat "$st" >&2
 fi
 
 # ---------------------------------------------------------------- table
