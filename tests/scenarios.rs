@@ -261,7 +261,7 @@ fn queue_overflow_rewalks_and_full_syncs() {
 }
 
 /// GET `path` from 127.0.0.1:`port` with a plain HTTP/1.0 request.
-fn http_get(port: u16, path: &str) -> (String, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (String, String) {
     let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
     write!(c, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send");
     let mut text = String::new();

@@ -17,6 +17,7 @@ mod moves;
 mod outsider_a;
 mod outsider_b;
 mod package;
+mod scale;
 mod scenarios;
 mod security;
 mod support;

@@ -133,12 +133,17 @@ fn supervise(
     cx: &Ctx,
     detached: &mut Option<Detached>,
 ) -> Result<u8, Exit> {
-    let (watchers, watches) = watch(config).map_err(|e| fail(detached, runtime(e)))?;
+    // Status answers while a large tree's watches are set up, with the count so far.
+    let watches = Arc::new(AtomicUsize::new(0));
+    let starting = Starting::serve(config, &fail_log, &watches);
+    let watched = watch(config, watches);
+    let listener = starting.end();
+    let (watchers, watches) = watched.map_err(|e| fail(detached, runtime(e)))?;
     let mut next = Prepared {
         config: config.clone(),
         watchers,
         watches,
-        listener: None,
+        listener,
     };
     let mut fail_log = fail_log;
     let mut first = true;
@@ -154,19 +159,86 @@ fn supervise(
     }
 }
 
-/// Sets a watch on every root (walking each tree).
-fn watch(config: &Config) -> anyhow::Result<(Vec<Watcher>, Arc<AtomicUsize>)> {
+/// The status endpoint during the first start-up, before the pipeline exists: the
+/// watch count as the walks go, no remotes yet. Its listener is handed on to the
+/// pipeline's status server.
+struct Starting {
+    listener: Option<TcpListener>,
+    server: Option<(Arc<Stop>, JoinHandle<()>)>,
+}
+
+impl Starting {
+    fn serve(config: &Config, fail_log: &FailLog, watches: &Arc<AtomicUsize>) -> Starting {
+        let none = Starting {
+            listener: None,
+            server: None,
+        };
+        let Some((host, port)) = &config.host else {
+            return none;
+        };
+        // Not bound now: the pipeline's status server binds (and retries) as always.
+        let Ok(listener) = TcpListener::bind((host.as_str(), *port)) else {
+            return none;
+        };
+        let (Ok(clone), Ok(stop)) = (listener.try_clone(), Stop::manual()) else {
+            return Starting {
+                listener: Some(listener),
+                server: None,
+            };
+        };
+        let stop = Arc::new(stop);
+        let started = Instant::now();
+        let (w, file, path, entries, unknown) = (
+            Arc::clone(watches),
+            config.file.display().to_string(),
+            fail_log.path.clone(),
+            fail_log.len(),
+            fail_log.unknown_len(),
+        );
+        let source: status::Source = Arc::new(move || {
+            let snap = sync::Snapshot {
+                uptime: started.elapsed(),
+                fail_log: path.clone(),
+                fail_log_entries: entries,
+                unknown_entries: unknown,
+                last_full_sync: None,
+                remotes: Vec::new(),
+            };
+            status::Status::new(snap, w.load(Ordering::Relaxed), &file)
+        });
+        let server = status::serve(clone, source, Some(Arc::clone(&stop))).map(|h| (stop, h));
+        Starting {
+            listener: Some(listener),
+            server,
+        }
+    }
+
+    /// Stops the start-up server; the listener, for the pipeline's.
+    fn end(self) -> Option<TcpListener> {
+        if let Some((stop, handle)) = self.server {
+            stop.trigger();
+            let _ = handle.join();
+        }
+        self.listener
+    }
+}
+
+/// Sets a watch on every root (walking each tree), counting them into `watches` as the
+/// walks go.
+fn watch(
+    config: &Config,
+    watches: Arc<AtomicUsize>,
+) -> anyhow::Result<(Vec<Watcher>, Arc<AtomicUsize>)> {
     let started = Instant::now();
-    let watches = Arc::new(AtomicUsize::new(0));
     let mut watchers = Vec::new();
     for (i, root) in config.roots.iter().enumerate() {
-        let mut w = Watcher::new(
+        let w = Watcher::new_counted(
             root.path.clone(),
             i,
             Excludes::new(config.excludes.clone()),
             config.events,
+            Arc::clone(&watches),
         )?;
-        w.count_into(Arc::clone(&watches));
         log::info!(
             "watching {}: {} directories in {:.2}s",
             w.root().display(),
@@ -194,7 +266,7 @@ fn prepare_reload(running: &Config, cx: &Ctx) -> anyhow::Result<Prepared> {
         Some((host, port)) if config.host != running.host => Some(bind_status(host, *port)?),
         _ => None,
     };
-    let (watchers, watches) = watch(&config)?;
+    let (watchers, watches) = watch(&config, Arc::new(AtomicUsize::new(0)))?;
     Ok(Prepared {
         config,
         watchers,

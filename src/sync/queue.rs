@@ -947,7 +947,8 @@ impl Queue {
             }
             for (dir, n) in pending.take_collapsed() {
                 log::warn!(
-                    "{n} changes waiting in {} for remote #{} collapsed into one push of the                      directory's entries (at {} waiting in one directory)",
+                    "{n} changes waiting in {} for remote #{} collapsed into one push of the \
+                     directory's entries (at {} waiting in one directory)",
                     dir.display(),
                     t.0 + 1,
                     pending.collapse_at

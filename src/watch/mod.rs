@@ -296,6 +296,24 @@ impl Watcher {
         excludes: Excludes,
         events: Events,
     ) -> Result<Watcher, WatchError> {
+        Self::new_counted(
+            root,
+            root_id,
+            excludes,
+            events,
+            Arc::new(AtomicUsize::new(0)),
+        )
+    }
+
+    /// [`Watcher::new`], counting its watches into `counter` (shared by all roots) from
+    /// the first one on: status shows a large tree's count while it is set up.
+    pub fn new_counted(
+        root: PathBuf,
+        root_id: usize,
+        excludes: Excludes,
+        events: Events,
+        counter: Arc<AtomicUsize>,
+    ) -> Result<Watcher, WatchError> {
         let inotify = Inotify::init().map_err(|err| WatchError::Io {
             dir: root.clone(),
             err,
@@ -309,7 +327,7 @@ impl Watcher {
             events,
             tree: tree::DirTree::default(),
             seen: None,
-            counter: Arc::new(AtomicUsize::new(0)),
+            counter,
             reported: 0,
             health,
             root_wd: None,
@@ -644,13 +662,6 @@ impl Watcher {
         if let Err(e) = self.add_tree(rel, found) {
             log::error!("{e}");
         }
-    }
-
-    /// Reports this root's watch count into a counter shared by all roots.
-    pub fn count_into(&mut self, counter: Arc<AtomicUsize>) {
-        self.counter = counter;
-        self.reported = 0;
-        self.report_count();
     }
 
     fn report_count(&mut self) {

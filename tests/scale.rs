@@ -1,0 +1,86 @@
+//! Large trees and storms: the watch count status shows for a tree set up at start, and
+//! a storm in one directory collapsing into one push of it (with a threshold lowered
+//! through SERSYNC2_COLLAPSE_AT) that still leaves every remote equal to the source.
+
+use std::fs;
+
+use crate::agent::*;
+use crate::scenarios::http_get;
+use crate::support::*;
+
+#[test]
+fn status_counts_every_directory_of_the_tree_set_up_at_start() {
+    let s = Setup::new("scale-status");
+    for top in 0..30 {
+        for sub in 0..50 {
+            fs::create_dir_all(s.p(format!("t{top:02}/s{sub:02}"))).expect("mkdir");
+        }
+    }
+    let dirs = 1 + 30 + 30 * 50; // the root too
+    let port = free_port("127.0.0.1");
+    let mut conf = s.conf();
+    conf.status_port = Some(port);
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut last = String::new();
+    wait_until("status counts every directory", DEADLINE, || {
+        agent.assert_running();
+        let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        drop(stream);
+        let (_, body) = http_get(port, "/status");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        last = body;
+        v["watches"].as_u64() == Some(dirs as u64)
+    });
+    assert!(last.contains("\"watches\""), "{last}");
+    // One more directory is one more watch.
+    fs::create_dir(s.p("t00/new")).expect("mkdir");
+    wait_until("status counts the new directory", DEADLINE, || {
+        let (_, body) = http_get(port, "/status");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["watches"].as_u64() == Some(dirs as u64 + 1)
+    });
+    agent.stop();
+}
+
+#[test]
+fn a_storm_in_one_directory_collapses_and_every_remote_ends_equal() {
+    let s = Setup::new("scale-storm");
+    fs::create_dir_all(s.p("storm")).expect("mkdir");
+    s.write("storm/old-1.txt", "old\n");
+    s.write("storm/old-2.txt", "old\n");
+    s.write("keep/other.txt", "other\n");
+    let conf = s.conf();
+    let conf_path = s.dir.join("sersync.xml");
+    fs::write(&conf_path, conf.render()).expect("write sersync.xml");
+    let mut cmd = command(&s.dir);
+    cmd.args(["-n", "4", "-r", "-o"])
+        .arg(&conf_path)
+        .env("SERSYNC2_COLLAPSE_AT", "50");
+    let mut agent = Agent::spawn(cmd, s.dir.join("agent.err"));
+    agent.wait_live();
+    s.wait(&mut agent, "the first full sync");
+    // The agent is stopped while the storm is written, so the kernel holds all of it
+    // and the agent reads it at once: more than 50 entries wait in storm/ for sure.
+    agent.signal(libc::SIGSTOP);
+    for i in 0..400 {
+        s.write(format!("storm/f{i:04}.txt"), format!("{i}\n"));
+    }
+    fs::remove_file(s.p("storm/old-1.txt")).expect("rm");
+    fs::create_dir(s.p("storm/sub")).expect("mkdir");
+    s.write("storm/sub/deep.txt", "deep\n");
+    s.write("keep/other.txt", "changed\n");
+    agent.signal(libc::SIGCONT);
+    s.wait(&mut agent, "the storm on every remote");
+    let log = agent.log();
+    assert!(
+        log.contains("collapsed into one push of the directory's entries"),
+        "the collapse is logged:\n{}",
+        tail(&log, 40)
+    );
+    // Later single changes in the directory are pushed as before.
+    s.write("storm/after.txt", "after\n");
+    s.wait(&mut agent, "a change after the storm");
+    agent.stop();
+}
