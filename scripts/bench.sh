@@ -570,7 +570,10 @@ fi
 # OUT/million.tsv; not part of the table.
 M_DIRS=${M_DIRS:-1000000}
 M_IDLE=${M_IDLE:-60}
-M_CONTENDERS=${M_CONTENDERS:-sersync2 sersync2-inotify sersync2-fanotify inotifywait}
+# M_BASE_BIN: a sersync2 binary of another build (say, the commit before a change),
+# measured in the same run as "sersync2-base".
+M_BASE_BIN=${M_BASE_BIN:-}
+M_CONTENDERS=${M_CONTENDERS:-${M_BASE_BIN:+sersync2-base }sersync2 sersync2-inotify sersync2-fanotify inotifywait}
 cpu_ticks() { # PID: utime+stime in clock ticks
     awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
@@ -580,7 +583,7 @@ group_ticks() { # PGID: utime+stime of every process of the group (children that
     echo "$t"
 }
 hz=$(getconf CLK_TCK)
-million_conf() { # WHO ROOT OUT: a sersync2 config for case m, or nothing and 1 if refused
+million_conf() { # WHO ROOT OUT BIN: a sersync2 config for case m, or nothing and 1 if refused
     local backend=""
     case $1 in
         sersync2-inotify) backend='<watcher backend="inotify"/>' ;;
@@ -589,7 +592,7 @@ million_conf() { # WHO ROOT OUT: a sersync2 config for case m, or nothing and 1 
     sersync_conf "$2" scale "$3"
     [ -n "$backend" ] && sed -i "s|<head version=\"2.5\">|<head version=\"2.5\">\n  $backend|" "$3"
     local why
-    if ! why=$("$bin" -t -o "$3" 2>&1); then
+    if ! why=$("$4" -t -o "$3" 2>&1); then
         say "case m: skipping $1: the config is refused: $(printf '%s' "$why" | grep -v '^$' | tail -1)"
         return 1
     fi
@@ -616,9 +619,11 @@ if has "$CASES" m; then
             : > "$log"
             case $who in
                 sersync2*)
-                    million_conf "$who" "$B/million" "$B/conf/million-$who.xml" || continue
+                    mbin=$bin
+                    [ "$who" = sersync2-base ] && mbin=$M_BASE_BIN
+                    million_conf "$who" "$B/million" "$B/conf/million-$who.xml" "$mbin" || continue
                     t0=$(date +%s%N)
-                    setsid "$bin" -o "$B/conf/million-$who.xml" 2>>"$log" &
+                    setsid "$mbin" -o "$B/conf/million-$who.xml" 2>>"$log" &
                     agent=$!
                     pat="live:"
                     ;;

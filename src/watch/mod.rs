@@ -2,8 +2,10 @@
 //! sent down a channel. The watcher knows no remote and no queue: it only reads the
 //! kernel queue, keeps the tree's bookkeeping, and sends; it never blocks on a lock.
 //!
-//! The kernel watches directories, not trees, so this module keeps the tree: a map from
-//! watch descriptor to relative directory (and back), a new directory is watched first
+//! The kernel watches directories, not trees, so this module keeps the tree (`tree.rs`:
+//! each directory a node with its parent, its name and its watch descriptor, found by
+//! descriptor or by path; a renamed directory's node moves with what is below it), a
+//! new directory is watched first
 //! and walked second (files written into it before its watch existed are found by the
 //! walk, files written after arrive as events), renames are paired by cookie so a moved
 //! directory keeps its watches, a directory moved out of the tree loses them, and a
