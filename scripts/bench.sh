@@ -20,7 +20,7 @@
 #                           s = one change over ssh (loopback sshd), r = renames of a big
 #                           directory and a big file (RN_MB=200, RBIG_MB=100), g = a small
 #                           edit while a GIG_MB=1024 MB file is pushed, m = a million
-#                           directories (M_DIRS=1000000, M_IDLE=60 s idle CPU;
+#                           directories (M_DIRS=1001000, M_IDLE=60 s idle CPU;
 #                           M_CONTENDERS="sersync2 sersync2-inotify sersync2-fanotify
 #                           inotifywait"), t = a storm of T_FILES=200000 files in one
 #                           directory with the collapse on and off; printed on their own
@@ -559,16 +559,17 @@ if has "$CASES" s; then
 fi
 
 # ---------------------------------------------------------------- case m (a million directories)
-# A tree of M_DIRS directories below its root (default 1,000,000: 1,001,001 with the root
-# and the 1,000 top-level ones... see mkdirs) on /dev/shm. For each contender: seconds
-# to ready (sersync2: its "live:" line; inotifywait -mr: "Watches established.") and peak
-# RSS (VmHWM); then, for sersync2, the latency of one change (both remotes have it), and
-# for every contender the CPU (utime+stime, /proc/PID/stat) of M_IDLE seconds idle.
+# A tree of M_DIRS directories below its root on /dev/shm (default 1,001,000: 1,000
+# top-level directories of 1,000 each; 1,001,001 with the root). For each contender: seconds
+# to ready (sersync2: its "live:" line; inotifywait -mr: "Watches established."), the
+# CPU it took to get there (utime+stime) and peak RSS (VmHWM); then, for sersync2, the
+# latency of one change (both remotes have it), and for every contender the CPU
+# (utime+stime, /proc/PID/stat) of M_IDLE seconds idle.
 # Contenders: sersync2 as configured by default, with <watcher backend="inotify"/> and
 # with <watcher backend="fanotify"/> in <head> (a build that refuses or does not know
 # the element is skipped, saying why), and inotifywait -mr. Printed on its own and in
 # OUT/million.tsv; not part of the table.
-M_DIRS=${M_DIRS:-1000000}
+M_DIRS=${M_DIRS:-1001000}
 M_IDLE=${M_IDLE:-60}
 # M_BASE_BIN: a sersync2 binary of another build (say, the commit before a change),
 # measured in the same run as "sersync2-base".
@@ -642,6 +643,10 @@ if has "$CASES" m; then
                 stop_agent
                 continue
             fi
+            # CPU the set-up took (utime+stime until ready): less noisy than the time on a
+            # loaded machine.
+            setup=$(python3 -c "print('%.2f' % ($(group_ticks "$agent") / $hz))")
+            printf 'm\t%s\t%s\tready_cpu_s\t%s\n' "$who" "$run" "$setup" >> "$mt"
             "${helper[@]}" --out "$mt" --case m --contender "$who" --run "$run" rss --pgid "$agent" >&2
             if [ "${who#sersync2}" != "$who" ]; then
                 "${helper[@]}" --out "$mt" --case m --contender "$who" --run "$run" latency \
