@@ -64,8 +64,17 @@ impl Owed {
                 self.paths.clear();
             }
             // A listing (a collapsed or replaced directory) keeps its `/`: replayed, it
-            // pushes the directory's entries, not only the directory.
-            Job::Paths(paths) if !self.full => self.paths.extend(paths.iter().cloned()),
+            // pushes the directory's entries, not only the directory. `Path` compares
+            // `d/` and `d` equal, so the set holds one of them: the listing wins.
+            Job::Paths(paths) if !self.full => {
+                for p in paths {
+                    if is_listing(p) {
+                        self.paths.replace(p.clone());
+                    } else {
+                        self.paths.insert(p.clone());
+                    }
+                }
+            }
             // Owed as its two plain halves (and what is below `to`), never as a rename.
             Job::Rename { .. } if !self.full => self.paths.extend(job.plain_paths()),
             Job::Paths(_) | Job::Rename { .. } => {}
@@ -73,11 +82,9 @@ impl Owed {
     }
 }
 
-/// A path without the trailing `/` a listing (a replaced or collapsed directory) is
-/// pushed with.
-fn unslash(p: &Path) -> PathBuf {
-    let b = p.as_os_str().as_bytes();
-    PathBuf::from(OsStr::from_bytes(b.strip_suffix(b"/").unwrap_or(b)))
+/// Is this a listing: a directory's path with a trailing `/`?
+fn is_listing(p: &Path) -> bool {
+    p.as_os_str().as_bytes().ends_with(b"/")
 }
 
 /// One command of the fail log, as data. Only three things are kept from it: the `cd`
@@ -179,11 +186,10 @@ impl FailLog {
             Job::Paths(_) | Job::Rename { .. } if !owed.full => {
                 let before = owed.paths.len();
                 for p in job.plain_paths() {
-                    let plain = unslash(&p);
-                    owed.paths.remove(&plain);
                     // A listing pushed pays the plain path owed too, but a plain push
                     // does not pay an owed listing.
-                    if plain != p {
+                    let owed_listing = owed.paths.get(&p).is_some_and(|o| is_listing(o));
+                    if is_listing(&p) || !owed_listing {
                         owed.paths.remove(&p);
                     }
                 }

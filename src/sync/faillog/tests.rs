@@ -342,3 +342,30 @@ fn sh_runs_the_log_without_running_any_name() {
         );
     }
 }
+
+#[test]
+fn a_failed_listing_stays_a_listing_through_the_file_and_is_paid_only_by_one() {
+    // A listing is written with its `/` while the directory exists.
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(root.path().join("storm")).expect("mkdir");
+    let root_s = root.path().display().to_string();
+    let targets = vec![target(&root_s, "10.0.0.2")];
+    let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
+    log.add(RemoteId(0), &Job::Paths(vec![PathBuf::from("storm/")]), 23);
+    let text = log.render(&targets);
+    assert!(
+        String::from_utf8_lossy(&text).contains("'./storm/'"),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
+    let mut back = FailLog::new(PathBuf::from("/tmp/x"), 1);
+    for cmd in parse_script(&text) {
+        back.absorb(cmd, &targets);
+    }
+    assert_eq!(back.owed, log.owed);
+    // Pushing the directory alone does not push its entries: still owed.
+    assert!(!log.clear(RemoteId(0), &Job::Paths(vec![PathBuf::from("storm")])));
+    assert_eq!(log.len(), 1);
+    assert!(log.clear(RemoteId(0), &Job::Paths(vec![PathBuf::from("storm/")])));
+    assert!(log.is_empty());
+}
