@@ -1405,6 +1405,75 @@ mod tests {
     }
 
     #[test]
+    fn a_renamed_tree_keeps_its_watches_and_a_tree_moved_out_loses_them() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path().join("www");
+        std::fs::create_dir_all(root.join("a/b/c")).expect("mkdir");
+        std::fs::create_dir_all(root.join("z")).expect("mkdir");
+        let w =
+            Watcher::new(root.clone(), 0, Excludes::default(), Events::default()).expect("watch");
+        assert_eq!(w.watched(), 5, "root, a, a/b, a/b/c, z");
+        let counter = Arc::clone(&w.counter);
+        let stop = crate::sys::Stop::manual().expect("stop");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let fd = stop.fd();
+        let t = std::thread::spawn(move || w.run(fd, tx));
+        let mut seen = Vec::new();
+
+        std::fs::rename(root.join("a"), root.join("z/a2")).expect("mv inside");
+        // One read holds both halves of a rename in practice; two reads would make it a
+        // move out and a move in, which re-watches the tree: the same outcome below.
+        assert!(
+            recv_until(&rx, &mut seen, |c| match c {
+                Change::Renamed { to, dir: true, .. } => to == Path::new("z/a2"),
+                Change::DirIn { path, .. } => path == Path::new("z/a2"),
+                _ => false,
+            }),
+            "no rename: {seen:?}"
+        );
+        // The deepest directory is still watched, under its new path.
+        std::fs::write(root.join("z/a2/b/c/f.txt"), "x").expect("write");
+        assert!(
+            recv_until(
+                &rx,
+                &mut seen,
+                |c| matches!(c, Change::File { path, .. } if path == Path::new("z/a2/b/c/f.txt"))
+            ),
+            "the moved tree is not watched under its new path: {seen:?}"
+        );
+        assert_eq!(
+            counter.load(Ordering::Relaxed),
+            5,
+            "no watch lost or doubled"
+        );
+
+        let outside = d.path().join("away");
+        std::fs::rename(root.join("z/a2"), &outside).expect("mv out");
+        assert!(
+            recv_until(
+                &rx,
+                &mut seen,
+                |c| matches!(c, Change::DirOut { path, moved: true } if path == Path::new("z/a2"))
+            ),
+            "no move out: {seen:?}"
+        );
+        std::fs::write(outside.join("b/c/leak.txt"), "x").expect("write outside");
+        std::fs::write(root.join("z/after.txt"), "x").expect("write inside");
+        assert!(
+            recv_until(
+                &rx,
+                &mut seen,
+                |c| matches!(c, Change::File { path, .. } if path == Path::new("z/after.txt"))
+            ),
+            "{seen:?}"
+        );
+        assert!(!format!("{seen:?}").contains("leak"), "{seen:?}");
+        assert_eq!(counter.load(Ordering::Relaxed), 2, "root and z are left");
+        stop.trigger();
+        t.join().expect("watch thread");
+    }
+
+    #[test]
     fn a_mount_over_the_root_is_a_replaced_root() {
         let d = tempfile::tempdir().expect("tempdir");
         let root = d.path().join("www");
