@@ -764,3 +764,71 @@ fn ssh_pushes_share_one_connection_through_a_private_control_socket() {
     assert_eq!(sockets.len(), 1, "one master socket for the one remote");
     agent.stop();
 }
+
+/// (pid, nice) of every rsync the agent `parent` runs now.
+fn rsync_children(parent: libc::pid_t) -> Vec<(i32, i64)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        // After the name: state, ppid, ... with nice the 17th.
+        let rest: Vec<&str> = stat[close + 1..].split_ascii_whitespace().collect();
+        let ppid = rest.get(1).and_then(|p| p.parse::<i32>().ok());
+        let nice = rest.get(16).and_then(|n| n.parse::<i64>().ok());
+        if comm == "rsync" && ppid == Some(parent) {
+            out.extend(nice.map(|n| (pid, n)));
+        }
+    }
+    out
+}
+
+// A small edit waited 3-5x its idle time while a 1 GB push held the CPU: a push still
+// running after 200 ms now runs at nice 10, and a new one at the agent's own priority.
+#[test]
+fn a_long_push_is_lowered_and_a_small_change_passes_it() {
+    let s = Setup::new("e2e-long");
+    let mut conf = s.conf();
+    // 1 MiB at 128 KiB/s: a push of about 8 s, whatever the machine's speed (the stop
+    // lets it finish).
+    conf.params = "-artuz --bwlimit=128".into();
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    s.write("ready.txt", b"r\n");
+    s.wait(&mut agent, "first push");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let big: Vec<u8> = (0..1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    s.write("big.bin", &big);
+    let mut seen = Vec::new();
+    wait_until("the big push runs at nice 10", DEADLINE, || {
+        seen = rsync_children(agent.pid());
+        seen.iter().any(|&(_, n)| n == 10)
+    });
+    s.write("small.txt", b"small\n");
+    wait_until("the small file on both remotes", DEADLINE, || {
+        s.remotes()
+            .iter()
+            .all(|r| fs::read(r.join("small.txt")).is_ok_and(|b| b == b"small\n"))
+    });
+    // The small push started after the big one was lowered: it ran at the agent's own
+    // priority (it is gone by now; the big ones are still there, still lowered).
+    let now = rsync_children(agent.pid());
+    assert!(
+        now.iter().all(|&(_, n)| n == 10),
+        "every rsync still running is a long one, lowered: {now:?} (seen before {seen:?})"
+    );
+    agent.stop();
+}

@@ -11,6 +11,7 @@
 //! of the call.
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -502,6 +503,7 @@ pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
     };
     let pid = child.id();
     running().push(pid);
+    lower_if_long(pid, LONG_PUSH);
     wait_unreaped(pid);
     // Still unreaped: its pid cannot have been reused while it was in the registry.
     running().retain(|p| *p != pid);
@@ -523,6 +525,77 @@ static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 fn running() -> MutexGuard<'static, Vec<u32>> {
     RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A push still running after this long is a big one: it is lowered to
+/// [`LONG_PUSH_NICE`], so that the short pushes started beside it (a small edit while a
+/// 1 GB file travels) get the CPU first. Its own speed changes only while the CPU is
+/// contended.
+pub const LONG_PUSH: Duration = Duration::from_millis(200);
+
+/// The CPU niceness of a push that has run longer than [`LONG_PUSH`].
+pub const LONG_PUSH_NICE: libc::c_int = 10;
+
+/// Waits up to `after` for child `pid` to exit (without reaping it); if it still runs,
+/// lowers its CPU and I/O priority. Without pidfds (Linux < 5.3) does
+/// nothing: the push keeps its priority.
+fn lower_if_long(pid: u32, after: Duration) {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    let Ok(fd) = libc::c_int::try_from(fd) else {
+        return;
+    };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: `fd` was just opened by us and is owned here only.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let deadline = Instant::now() + after;
+    let exited = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut p, 1, ms) };
+        if rc > 0 {
+            break true;
+        }
+        if rc == 0 {
+            break false;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // Cannot tell: leave its priority alone.
+            break true;
+        }
+    };
+    if exited {
+        return;
+    }
+    // Only rsync itself, which does the reading, checksums and compression. In ssh mode
+    // the ssh it starts may become the master connection that every later push of the
+    // remote shares: that one keeps its priority.
+    // SAFETY: plain syscall; `pid` is our unreaped child, so it names no other process.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, LONG_PUSH_NICE) };
+    // The lowest best-effort I/O priority too (it matters where the disk's scheduler
+    // honours it: bfq). ioprio_set(IOPRIO_WHO_PROCESS, pid, class BE << 13 | level 7).
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const BEST_EFFORT_LOWEST: libc::c_long = (2 << 13) | 7;
+    // SAFETY: plain syscall on the same process.
+    unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            libc::c_long::from(pid as libc::pid_t),
+            BEST_EFFORT_LOWEST,
+        )
+    };
+    log::debug!(
+        "rsync (pid {pid}) still running after {after:?}: lowered to nice {LONG_PUSH_NICE}"
+    );
 }
 
 /// Waits until child `pid` has exited, without reaping it (`WNOWAIT`).
