@@ -762,6 +762,43 @@ fn ssh_pushes_share_one_connection_through_a_private_control_socket() {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
         .collect();
     assert_eq!(sockets.len(), 1, "one master socket for the one remote");
+    // The master dies hard and leaves its socket behind (stale): the next push starts
+    // a new master in its place and lands.
+    let socket = sockets[0].path();
+    let master = || -> Option<i32> {
+        let out = Command::new("ssh")
+            .arg("-S")
+            .arg(&socket)
+            .args(["-O", "check", "placeholder"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        let at = text.find("pid=")? + 4;
+        text[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .ok()
+    };
+    let first = master().expect("the master answers on its socket");
+    // SAFETY: plain syscall on the ssh master's pid, read from the master itself.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    wait_until("the killed master is gone", DEADLINE, || master().is_none());
+    assert!(socket.exists(), "the dead master's socket stays behind");
+    dir.write("src/three.txt", b"three\n");
+    wait_mirrored(
+        &mut agent,
+        &src,
+        &remotes,
+        "push past a stale socket",
+        DEADLINE,
+        &logs,
+    );
+    dir.write("src/four.txt", b"four\n");
+    wait_mirrored(&mut agent, &src, &remotes, "push after", DEADLINE, &logs);
+    let second = master().expect("a new master answers on the socket");
+    assert_ne!(first, second, "a new master replaced the dead one");
     agent.stop();
 }
 
