@@ -565,6 +565,34 @@ if has "$CASES" s; then
         for _ in $(seq 1 200); do grep -q 'live:' "$log" && break; sleep 0.05; done
         "${helper[@]}" --out "$OUT/ssh.tsv" --case s --contender sersync2-ssh --run "$run" latency \
             --src "$B/sshsrc/lat" --r1 "$B/dst-ssh/lat" --n "$LAT_N" --pgid "$agent" --deadline 60 >&2 || true
+        # A directory of SSH_RN_FILES files of 100 KiB renamed: the time until the remote
+        # shows the new name with every file and not the old one.
+        python3 - "$B/sshsrc/rn/old" "${SSH_RN_FILES:-2000}" <<'PY'
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    sub = os.path.join(d, "d%03d" % (i // 100))
+    os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, "f%05d.bin" % i), "wb") as f:
+        f.write(os.urandom(100 * 1024))
+PY
+        for _ in $(seq 1 1200); do
+            [ "$(find "$B/dst-ssh/rn/old" -type f 2>/dev/null | wc -l)" = "${SSH_RN_FILES:-2000}" ] && break
+            sleep 0.05
+        done
+        sleep 1 # the tree is there; let the agent go idle
+        t0=$(date +%s%N)
+        mv "$B/sshsrc/rn/old" "$B/sshsrc/rn/new"
+        ok=0
+        for _ in $(seq 1 4000); do
+            if [ -d "$B/dst-ssh/rn/new" ] && [ ! -e "$B/dst-ssh/rn/old" ]; then ok=1; break; fi
+            sleep 0.002
+        done
+        t1=$(date +%s%N)
+        [ "$(find "$B/dst-ssh/rn/new" -type f | wc -l)" = "${SSH_RN_FILES:-2000}" ] || ok=0
+        printf 'ssh rename: a directory of %s files of 100 KiB renamed, on the remote after %s ms (%s)\n' \
+            "${SSH_RN_FILES:-2000}" $(( (t1 - t0) / 1000000 )) "$([ $ok = 1 ] && echo ok || echo INCOMPLETE)" >&2
+        rm -rf "$B/sshsrc/rn"
         kill -TERM -- "-$agent" 2>/dev/null
         wait "$agent" 2>/dev/null
         agent=

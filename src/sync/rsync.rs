@@ -308,6 +308,43 @@ impl Target {
     }
 }
 
+impl Target {
+    /// ssh mode: the command that renames `from` to `to` on the remote in one step,
+    /// over the shared connection: `<ssh command> HOST mv -T -- DIR/from DIR/to`
+    /// (program, arguments). `mv -T` fails rather than move into an existing directory
+    /// or over a directory, and fails where the remote lacks `from` or `to`'s parent;
+    /// the caller then pushes the rename with the old path as a basis instead.
+    ///
+    /// `None`: not ssh mode, deletes are off, or a path, the remote directory or the
+    /// host holds a byte the remote shell could split or expand.
+    pub fn remote_rename_argv(&self, from: &Path, to: &Path) -> Option<(OsString, Vec<OsString>)> {
+        let cmd = self.opts.ssh.as_ref()?;
+        let base = Path::new(&self.remote.name);
+        let host = &self.remote.ip;
+        let safe = |p: &Path| remote_safe(p) && !p.as_os_str().is_empty();
+        if !self.delete
+            || !safe(from)
+            || !safe(to)
+            || !(self.remote.name.is_empty() || remote_safe(base))
+            || host.starts_with('-')
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-:@[]%".contains(&b))
+        {
+            return None;
+        }
+        let words =
+            crate::sys::shell::split_str(&ssh_command(cmd, self.ssh_control.as_deref())).ok()?;
+        let (program, rest) = words.split_first()?;
+        let mut argv: Vec<OsString> = rest.iter().map(OsString::from).collect();
+        argv.push(host.into());
+        argv.extend(["mv", "-T", "--"].map(OsString::from));
+        argv.push(base.join(from).into_os_string());
+        argv.push(base.join(to).into_os_string());
+        Some((program.into(), argv))
+    }
+}
+
 /// A relative path that passes a remote shell and any rsync daemon as one word, as is:
 /// letters, digits and `._-+,@=/`, no component `..`.
 fn remote_safe(p: &Path) -> bool {
@@ -455,6 +492,12 @@ const STDERR_KEEP: usize = 4096;
 /// starting (no temp file, fork refused under a process limit, too many open files) is
 /// an ordinary failed run, status -1, with the OS error in `stderr`.
 pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
+    run_program(OsStr::new("rsync"), cwd, argv, stdin)
+}
+
+/// Runs `program argv` in `cwd` as [`run`] runs rsync (the remote `mv` of a rename in
+/// ssh mode goes through here, so the stop ends it as it ends rsync).
+pub fn run_program(program: &OsStr, cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
     let started = Instant::now();
     let failed = |what: &str, e: std::io::Error| Outcome {
         status: if e.kind() == std::io::ErrorKind::NotFound {
@@ -481,7 +524,7 @@ pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
         Ok(f) => f,
         Err(e) => return failed("cannot create a file for rsync's stderr", e),
     };
-    let child = Command::new("rsync")
+    let child = Command::new(program)
         .args(argv)
         .current_dir(cwd)
         .stdin(input)
@@ -499,7 +542,7 @@ pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
                 elapsed: started.elapsed(),
             };
         }
-        Err(e) => return failed("cannot run rsync", e),
+        Err(e) => return failed(&format!("cannot run {}", program.to_string_lossy()), e),
     };
     let pid = child.id();
     running().push(pid);
@@ -657,6 +700,50 @@ pub fn terminate_running(grace: Duration) -> usize {
 mod tests {
     use super::*;
     use std::ffi::OsStr;
+
+    #[test]
+    fn remote_rename_is_one_mv_over_the_ssh_command() {
+        let mut t = target(Some("ssh -p 2222 -i '/k/id key'"), false);
+        t.remote.name = "/srv/www".into();
+        let (program, argv) = t
+            .remote_rename_argv(Path::new("a/old"), Path::new("b/new"))
+            .expect("ssh mode renames on the remote");
+        assert_eq!(program, "ssh");
+        let argv: Vec<String> = argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(&argv[..3], ["-p", "2222", "-i"]);
+        assert_eq!(argv[3], "/k/id key", "the ssh command's quoting is honoured");
+        assert_eq!(
+            argv[argv.len() - 6..],
+            ["10.0.0.2", "mv", "-T", "--", "/srv/www/a/old", "/srv/www/b/new"]
+        );
+        assert!(argv.contains(&"ConnectTimeout=10".to_owned()));
+    }
+
+    #[test]
+    fn remote_rename_only_where_the_remote_shell_cannot_misread_it() {
+        let ssh = target(Some("ssh"), false);
+        let ok = |t: &Target, from: &str, to: &str| {
+            t.remote_rename_argv(Path::new(from), Path::new(to)).is_some()
+        };
+        assert!(ok(&ssh, "a", "b"));
+        assert!(!ok(&target(None, true), "a", "b"), "daemon mode has no remote mv");
+        for bad in ["a b", "a;touch x", "$(id)", "a/../b", "`x`", "a*", "~x", "a\nb", ""] {
+            assert!(!ok(&ssh, bad, "b"), "from {bad:?}");
+            assert!(!ok(&ssh, "b", bad), "to {bad:?}");
+        }
+        let mut off = ssh.clone();
+        off.delete = false;
+        assert!(!ok(&off, "a", "b"), "deletes off: the old path stays on the remote");
+        let mut host = ssh.clone();
+        host.remote.ip = "-oProxyCommand=x".into();
+        assert!(!ok(&host, "a", "b"));
+        let mut dir = ssh.clone();
+        dir.remote.name = "/srv/my www".into();
+        assert!(!ok(&dir, "a", "b"));
+    }
 
     fn target(ssh: Option<&str>, auth: bool) -> Target {
         Target {

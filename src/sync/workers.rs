@@ -293,7 +293,13 @@ impl Mirror {
             Job::Paths(paths) => split(paths),
             Job::Full => vec![(Job::Full, self.excluded_paths(t))],
             Job::Rename { from, .. } => match self.rename(t, &taken.job) {
-                Some(outcome) => {
+                Some(Renamed::Moved(outcome)) => {
+                    // One remote `mv`: the new path is there and the old one gone.
+                    rest = self.account(t, &rename_to_paths(&taken.job), &outcome);
+                    rest = rest.or(self.account(t, &Job::Paths(vec![from.clone()]), &outcome));
+                    Vec::new()
+                }
+                Some(Renamed::Linked(outcome)) => {
                     // `to` is there; the old path is deleted by an ordinary call.
                     rest = self.account(t, &rename_to_paths(&taken.job), &outcome);
                     vec![(Job::Paths(vec![from.clone()]), Vec::new())]
@@ -317,13 +323,15 @@ impl Mirror {
         taken.accounted = true;
     }
 
-    /// Pushes the new path of a rename with the old one as its basis (see
-    /// [`Target::rename_argvs`]). `Some` (the last call's outcome) when it landed; `None`
+    /// Carries a rename to `t` as one: in ssh mode first as one `mv` on the remote
+    /// ([`Target::remote_rename_argv`]); else, or where that fails, by pushing the new
+    /// path with the old one as its basis ([`Target::rename_argvs`]). `Some` when it
+    /// landed; `None`
     /// when the rename must travel in its plain form instead: it cannot be carried as
     /// one, the remote is failing already, or a call failed (the remote lacks the new
     /// parent directory, an old rsync, a network error: the plain push, with its
     /// retries and fail log, settles which).
-    fn rename(&self, t: RemoteId, job: &Job) -> Option<Outcome> {
+    fn rename(&self, t: RemoteId, job: &Job) -> Option<Renamed> {
         let Job::Rename { from, to, dir, .. } = job else {
             return None;
         };
@@ -331,6 +339,31 @@ impl Mirror {
             return None;
         }
         let target = &self.targets[t.0];
+        if let Some((program, argv)) = target.remote_rename_argv(from, to) {
+            if self.debug {
+                log::info!(
+                    "{} {}",
+                    program.to_string_lossy(),
+                    argv.iter()
+                        .map(|a| a.to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+            let outcome = rsync::run_program(&program, &target.root, &argv, &[]);
+            if outcome.status == 0 {
+                return Some(Renamed::Moved(outcome));
+            }
+            log::debug!(
+                "the remote mv of {} to {} on {} failed (exit {}: {}); pushing the new path \
+                 with the old one as its basis",
+                from.display(),
+                to.display(),
+                target.label(),
+                outcome.status,
+                last_line(&outcome.stderr)
+            );
+        }
         let to_paths = rename_to_paths(job).plain_paths();
         let argvs = target.rename_argvs(from, to, *dir, &to_paths)?;
         let mut last = None;
@@ -359,7 +392,7 @@ impl Mirror {
             }
             last = Some(outcome);
         }
-        last
+        last.map(Renamed::Linked)
     }
 
     /// What the `<filter>` excludes keep out of a full sync of `t`'s root, found by a
@@ -831,6 +864,15 @@ fn split(paths: &[PathBuf]) -> Vec<(Job, Vec<PathBuf>)> {
 }
 
 /// What a rename put on the remote: `to` and what was below it.
+/// How a rename reached a remote as one.
+enum Renamed {
+    /// ssh mode: one `mv` on the remote moved the old path to the new one.
+    Moved(Outcome),
+    /// The new path was pushed with the old one as its basis; the old one is still
+    /// there, to be deleted.
+    Linked(Outcome),
+}
+
 fn rename_to_paths(job: &Job) -> Job {
     match job {
         Job::Rename { to, below, .. } => {
