@@ -74,7 +74,13 @@ fn cp_a_of_a_big_nested_tree_arrives_completely() {
         fs::write(&path, format!("file {i}\n").repeat(1 + (i as usize % 7))).unwrap();
     }
     fs::create_dir_all(staging.join("l1-0/empty/deeper")).unwrap();
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    // Without -u: a file pushed while cp was still writing it gets that moment's mtime on
+    // the remote, and cp then sets the older original one; with -u the correcting push
+    // is skipped as older (the agent warns about -u at start). That made this test fail
+    // now and then on a loaded machine.
+    let mut conf = s.conf();
+    conf.params = "-artz".into();
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
 
     run_ok(Command::new("cp").arg("-a").arg(&staging).arg(s.p("tree")));
     assert_eq!(
