@@ -805,6 +805,28 @@ fn ssh_pushes_share_one_connection_through_a_private_control_socket() {
     wait_mirrored(&mut agent, &src, &remotes, "push after", DEADLINE, &logs);
     let second = master().expect("a new master answers on the socket");
     assert_ne!(first, second, "a new master replaced the dead one");
+    // The control directory is removed (a clean-up of /run): the next push makes it
+    // again, private, and its connection is shared again.
+    fs::remove_dir_all(&control).expect("remove the control directory");
+    dir.write("src/five.txt", b"five\n");
+    wait_mirrored(
+        &mut agent,
+        &src,
+        &remotes,
+        "push after the clean-up",
+        DEADLINE,
+        &logs,
+    );
+    let meta = fs::symlink_metadata(&control).expect("the control directory is back");
+    assert!(meta.is_dir());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    wait_until("a master socket in the new directory", DEADLINE, || {
+        fs::read_dir(&control)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_type().is_ok_and(|t| t.is_socket()))
+    });
     agent.stop();
 }
 

@@ -714,10 +714,20 @@ mod tests {
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         assert_eq!(&argv[..3], ["-p", "2222", "-i"]);
-        assert_eq!(argv[3], "/k/id key", "the ssh command's quoting is honoured");
+        assert_eq!(
+            argv[3], "/k/id key",
+            "the ssh command's quoting is honoured"
+        );
         assert_eq!(
             argv[argv.len() - 6..],
-            ["10.0.0.2", "mv", "-T", "--", "/srv/www/a/old", "/srv/www/b/new"]
+            [
+                "10.0.0.2",
+                "mv",
+                "-T",
+                "--",
+                "/srv/www/a/old",
+                "/srv/www/b/new"
+            ]
         );
         assert!(argv.contains(&"ConnectTimeout=10".to_owned()));
     }
@@ -726,17 +736,34 @@ mod tests {
     fn remote_rename_only_where_the_remote_shell_cannot_misread_it() {
         let ssh = target(Some("ssh"), false);
         let ok = |t: &Target, from: &str, to: &str| {
-            t.remote_rename_argv(Path::new(from), Path::new(to)).is_some()
+            t.remote_rename_argv(Path::new(from), Path::new(to))
+                .is_some()
         };
         assert!(ok(&ssh, "a", "b"));
-        assert!(!ok(&target(None, true), "a", "b"), "daemon mode has no remote mv");
-        for bad in ["a b", "a;touch x", "$(id)", "a/../b", "`x`", "a*", "~x", "a\nb", ""] {
+        assert!(
+            !ok(&target(None, true), "a", "b"),
+            "daemon mode has no remote mv"
+        );
+        for bad in [
+            "a b",
+            "a;touch x",
+            "$(id)",
+            "a/../b",
+            "`x`",
+            "a*",
+            "~x",
+            "a\nb",
+            "",
+        ] {
             assert!(!ok(&ssh, bad, "b"), "from {bad:?}");
             assert!(!ok(&ssh, "b", bad), "to {bad:?}");
         }
         let mut off = ssh.clone();
         off.delete = false;
-        assert!(!ok(&off, "a", "b"), "deletes off: the old path stays on the remote");
+        assert!(
+            !ok(&off, "a", "b"),
+            "deletes off: the old path stays on the remote"
+        );
         let mut host = ssh.clone();
         host.remote.ip = "-oProxyCommand=x".into();
         assert!(!ok(&host, "a", "b"));

@@ -119,6 +119,8 @@ pub struct Mirror {
     roots: OnceLock<Vec<Arc<RootHealth>>>,
     /// Why the last write of the fail log failed, while it did.
     unsaved: Mutex<Option<String>>,
+    /// Set while the ssh control directory fails its check (warned once, not per push).
+    control_failing: AtomicBool,
 }
 
 /// How often the scheduler writes the fail log again while its last write failed.
@@ -153,6 +155,35 @@ impl Mirror {
             after_push,
             roots: OnceLock::new(),
             unsaved: Mutex::new(None),
+            control_failing: AtomicBool::new(false),
+        }
+    }
+
+    /// Remote `t` as a call uses it. In ssh mode the control directory of the shared
+    /// connection is checked before every call (made again if it went away, say a
+    /// clean-up of /run; it must be a directory of the agent's own, 0700, not a link):
+    /// one that fails the check is not used for this call, which then opens a
+    /// connection of its own.
+    fn target_for_call(&self, t: RemoteId) -> std::borrow::Cow<'_, Target> {
+        let target = &self.targets[t.0];
+        let Some(dir) = &target.ssh_control else {
+            return std::borrow::Cow::Borrowed(target);
+        };
+        match crate::sys::fsafe::private_dir(dir, 0o700) {
+            Ok(_) => {
+                if self.control_failing.swap(false, Ordering::Relaxed) {
+                    log::info!("ssh connections are reused again ({})", dir.display());
+                }
+                std::borrow::Cow::Borrowed(target)
+            }
+            Err(e) => {
+                if !self.control_failing.swap(true, Ordering::Relaxed) {
+                    log::warn!("ssh connections are not reused while this lasts: {e}");
+                }
+                let mut own = target.clone();
+                own.ssh_control = None;
+                std::borrow::Cow::Owned(own)
+            }
         }
     }
 
@@ -338,7 +369,7 @@ impl Mirror {
         if self.stats[t.0].recovery().is_failing() {
             return None;
         }
-        let target = &self.targets[t.0];
+        let target = &*self.target_for_call(t);
         if let Some((program, argv)) = target.remote_rename_argv(from, to) {
             if self.debug {
                 log::info!(
@@ -415,7 +446,7 @@ impl Mirror {
 
     /// Runs one job against one remote, with retries.
     fn push(&self, t: RemoteId, job: &Job, excluded: &[PathBuf]) -> Outcome {
-        let target = &self.targets[t.0];
+        let target = &*self.target_for_call(t);
         let (argv, stdin) = target.argv(job, excluded);
         if self.debug {
             // The paths themselves were logged as events; the options are what matter.
