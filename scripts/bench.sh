@@ -414,12 +414,24 @@ fi
 # A directory of RN_MB MB in many files and one file of RBIG_MB MB are renamed inside the
 # tree: bytes each daemon received for the renames (its log's "received N bytes" lines
 # after the data had arrived) and the time until both remotes show the new names and
-# not the old ones. Printed on its own; not part of the table.
+# not the old ones, each rename timed on its own, beside a one-small-file push on the
+# same agent and the plain push of the same data. Printed on its own; not in the table.
 RN_MB=${RN_MB:-200}
 RBIG_MB=${RBIG_MB:-100}
 received_since() { # LOG OFFSET: bytes received in sessions logged after OFFSET
     tail -c +$(( $2 + 1 )) "$1" | grep -o 'received [0-9,]* bytes' | tr -d , |
         awk '{s += $2} END {print s + 0}'
+}
+small_edit() { # NAME: write one small file, print ms until both remotes have it
+    local t0 t1
+    t0=$(date +%s%N)
+    printf 'small %s\n' "$1" > "$B/src/gig/$1"
+    for _ in $(seq 1 20000); do
+        [ -e "$B/dst1/mod/gig/$1" ] && [ -e "$B/dst2/mod/gig/$1" ] && break
+        sleep 0.001
+    done
+    t1=$(date +%s%N)
+    echo $(( (t1 - t0) / 1000 ))
 }
 if has "$CASES" r; then
     for run in $(seq 1 "$RUNS"); do
@@ -439,30 +451,46 @@ PY
         CASE=r
         start_agent sersync2 "$B/src" mod
         ready sersync2 ready_s || { stop_agent; continue; }
-        # Everything there (the -r-less agent pushes what it sees: push it all once).
+        # Everything there (the -r-less agent pushes what it sees: push it all once),
+        # timed: what sending the data plain costs, for comparison.
         log1=$B/conf/rsyncd1.log log2=$B/conf/rsyncd2.log
-        rsync -a "${auth[@]}" "$B/src/rn" "bench@127.0.0.1::mod/" 2>/dev/null
+        t0=$(date +%s%N)
+        rsync -a "${auth[@]}" "$B/src/rn" "bench@127.0.0.1::mod/" 2>/dev/null &
+        first=$!
         rsync -a "${auth[@]}" "$B/src/rn" "bench@127.0.0.2::mod/" 2>/dev/null
+        wait "$first"
+        t_plain=$(( ($(date +%s%N) - t0) / 1000000 ))
         sleep 1 # let the daemons finish logging those sessions
         o1=$(stat -c %s "$log1") o2=$(stat -c %s "$log2")
-        t0=$(date +%s%N)
-        mv "$B/src/rn/old" "$B/src/rn/new"
-        mv "$B/src/rn/big.bin" "$B/src/rn/big2.bin"
-        for _ in $(seq 1 1200); do
-            ok=1
-            for r in "$B/dst1/mod/rn" "$B/dst2/mod/rn"; do
-                [ -e "$r/new" ] && [ -e "$r/big2.bin" ] && [ ! -e "$r/old" ] && [ ! -e "$r/big.bin" ] || ok=0
-                [ "$(find "$r/new" -type f 2>/dev/null | wc -l)" = $(( RN_MB * 10 )) ] || ok=0
+        # until_renamed NEW OLD [FILES]: ms until both remotes show NEW (with FILES
+        # files below it) and not OLD.
+        until_renamed() {
+            local t0 t1 ok=0
+            t0=$(date +%s%N)
+            for _ in $(seq 1 2400); do
+                ok=1
+                for r in "$B/dst1/mod/rn" "$B/dst2/mod/rn"; do
+                    [ -e "$r/$1" ] && [ ! -e "$r/$2" ] || ok=0
+                    if [ -n "${3:-}" ] && [ $ok = 1 ]; then
+                        [ "$(find "$r/$1" -type f 2>/dev/null | wc -l)" = "$3" ] || ok=0
+                    fi
+                done
+                [ $ok = 1 ] && break
+                sleep 0.005
             done
-            [ $ok = 1 ] && break
-            sleep 0.05
-        done
-        t1=$(date +%s%N)
+            t1=$(date +%s%N)
+            [ $ok = 1 ] && echo $(( (t1 - t0) / 1000000 )) || echo TIMEOUT
+        }
+        mv "$B/src/rn/old" "$B/src/rn/new"
+        t_dir=$(until_renamed new old $(( RN_MB * 10 )))
+        mv "$B/src/rn/big.bin" "$B/src/rn/big2.bin"
+        t_file=$(until_renamed big2.bin big.bin)
+        idle=$(mkdir -p "$B/src/gig" && small_edit "rn-small.txt")
         sleep 1 # the last sessions' summary lines
         b1=$(received_since "$log1" "$o1") b2=$(received_since "$log2" "$o2")
         total=$(( (RN_MB + RBIG_MB) * 1024 * 1024 ))
-        printf 'renames: %s; both remotes show the new names after %s ms; received %s and %s bytes (%s%% and %s%% of %s MB)\n' \
-            "$([ $ok = 1 ] && echo ok || echo TIMEOUT)" $(( (t1 - t0) / 1000000 )) "$b1" "$b2" \
+        printf 'renames: the %s MB directory (%s files) on both remotes after %s ms, the %s MB file after %s ms; one small file after %s.%03d ms; the plain push of the same data took %s ms; received %s and %s bytes (%s%% and %s%% of %s MB)\n' \
+            "$RN_MB" $(( RN_MB * 10 )) "$t_dir" "$RBIG_MB" "$t_file" $(( idle / 1000 )) $(( idle % 1000 )) "$t_plain" "$b1" "$b2" \
             "$(python3 -c "print(round(100 * $b1 / $total, 3))")" \
             "$(python3 -c "print(round(100 * $b2 / $total, 3))")" $(( RN_MB + RBIG_MB )) >&2
         stop_agent
@@ -473,17 +501,6 @@ fi
 # While a GIG_MB MB file is being pushed, one small edit: the time until it is on both
 # remotes, against the same edit on an idle agent. Printed on its own.
 GIG_MB=${GIG_MB:-1024}
-small_edit() { # NAME: write one small file, print ms until both remotes have it
-    local t0 t1
-    t0=$(date +%s%N)
-    printf 'small %s\n' "$1" > "$B/src/gig/$1"
-    for _ in $(seq 1 20000); do
-        [ -e "$B/dst1/mod/gig/$1" ] && [ -e "$B/dst2/mod/gig/$1" ] && break
-        sleep 0.001
-    done
-    t1=$(date +%s%N)
-    echo $(( (t1 - t0) / 1000 ))
-}
 if has "$CASES" g; then
     for run in $(seq 1 "$RUNS"); do
         reset_mod
@@ -513,7 +530,8 @@ fi
 # ---------------------------------------------------------------- case s (ssh)
 # One change over ssh to a loopback sshd: sersync2 in ssh mode (one ControlMaster
 # connection per remote) against a bare `rsync -e ssh` push of one file (a handshake
-# each). Printed on its own (and in OUT/ssh.tsv); not part of the table.
+# each); and a FILES-file burst over ssh to two remotes against the floor over ssh.
+# Printed on its own (and in OUT/ssh.tsv); not part of the table.
 if has "$CASES" s; then
     [ -x /usr/sbin/sshd ] || { apt-get install -y -qq openssh-server openssh-client >/dev/null; }
     mkdir -p /run/sshd "$B/ssh" "$B/sshsrc/lat" "$B/dst-sshbare" "$B/dst-ssh/lat"
@@ -522,7 +540,7 @@ if has "$CASES" s; then
     cp "$B/ssh/client.pub" "$B/ssh/authorized_keys"
     chmod 600 "$B/ssh/authorized_keys"
     sport=$(( PORT + 100 ))
-    printf '%s\n' "Port $sport" "ListenAddress 127.0.0.1" "HostKey $B/ssh/host" \
+    printf '%s\n' "Port $sport" "ListenAddress 127.0.0.1" "ListenAddress 127.0.0.2" "HostKey $B/ssh/host" \
         "AuthorizedKeysFile $B/ssh/authorized_keys" "PermitRootLogin prohibit-password" \
         "PasswordAuthentication no" "KbdInteractiveAuthentication no" "StrictModes no" \
         "UsePAM no" "PidFile $B/ssh/sshd.pid" "LogLevel ERROR" > "$B/ssh/sshd_config"
@@ -552,9 +570,72 @@ if has "$CASES" s; then
         for _ in $(seq 1 200); do grep -q 'live:' "$log" && break; sleep 0.05; done
         "${helper[@]}" --out "$OUT/ssh.tsv" --case s --contender sersync2-ssh --run "$run" latency \
             --src "$B/sshsrc/lat" --r1 "$B/dst-ssh/lat" --n "$LAT_N" --pgid "$agent" --deadline 60 >&2 || true
+        # A directory of SSH_RN_FILES files of 100 KiB renamed: the time until the remote
+        # shows the new name with every file and not the old one.
+        python3 - "$B/sshsrc/rn/old" "${SSH_RN_FILES:-2000}" <<'PY'
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    sub = os.path.join(d, "d%03d" % (i // 100))
+    os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, "f%05d.bin" % i), "wb") as f:
+        f.write(os.urandom(100 * 1024))
+PY
+        for _ in $(seq 1 1200); do
+            [ "$(find "$B/dst-ssh/rn/old" -type f 2>/dev/null | wc -l)" = "${SSH_RN_FILES:-2000}" ] && break
+            sleep 0.05
+        done
+        sleep 1 # the tree is there; let the agent go idle
+        t0=$(date +%s%N)
+        mv "$B/sshsrc/rn/old" "$B/sshsrc/rn/new"
+        ok=0
+        for _ in $(seq 1 4000); do
+            if [ -d "$B/dst-ssh/rn/new" ] && [ ! -e "$B/dst-ssh/rn/old" ]; then ok=1; break; fi
+            sleep 0.002
+        done
+        t1=$(date +%s%N)
+        [ "$(find "$B/dst-ssh/rn/new" -type f | wc -l)" = "${SSH_RN_FILES:-2000}" ] || ok=0
+        printf 'ssh rename: a directory of %s files of 100 KiB renamed, on the remote after %s ms (%s)\n' \
+            "${SSH_RN_FILES:-2000}" $(( (t1 - t0) / 1000000 )) "$([ $ok = 1 ] && echo ok || echo INCOMPLETE)" >&2
+        rm -rf "$B/sshsrc/rn"
         kill -TERM -- "-$agent" 2>/dev/null
         wait "$agent" 2>/dev/null
         agent=
+        # The burst over ssh to two remotes (127.0.0.1 and 127.0.0.2, one sshd): the
+        # floor (cp -a, then one `rsync -e ssh` per remote in parallel), then sersync2.
+        say "case s run $run: burst over ssh, floor"
+        rm -rf "$B/sshsrc/burst" "$B/dst-sshb1" "$B/dst-sshb2"
+        mkdir -p "$B/dst-sshb1" "$B/dst-sshb2"
+        "${helper[@]}" --out "$OUT/ssh.tsv" --case s-burst --contender floor-ssh --run "$run" burst \
+            --seed "$B/seed" --dest "$B/sshsrc/burst" --remotes "$B/dst-sshb1/burst" "$B/dst-sshb2/burst" \
+            --floor --floor-dest "127.0.0.1:$B/dst-sshb1/" "127.0.0.2:$B/dst-sshb2/" \
+            --floor-cmd rsync "${params[@]}" -e "$sshcmd" >&2 || true
+        say "case s run $run: burst over ssh, sersync2"
+        rm -rf "$B/sshsrc/burst" "$B/dst-sshb1" "$B/dst-sshb2"
+        mkdir -p "$B/dst-sshb1" "$B/dst-sshb2"
+        printf '%s\n' '<head version="2.5">' '  <sersync>' \
+            "    <localpath watch=\"$B/sshsrc\"><remote ip=\"127.0.0.1\" name=\"$B/dst-sshb1\"/><remote ip=\"127.0.0.2\" name=\"$B/dst-sshb2\"/></localpath>" \
+            "    <rsync><commonParams params=\"$PARAMS\"/><ssh start=\"true\" command=\"$sshcmd\"/></rsync>" \
+            "    <failLog path=\"$B/conf/fail-ssh2.sh\" timeToExecute=\"60\"/>" '  </sersync>' '</head>' \
+            > "$B/conf/sersync-ssh2.xml"
+        log=$OUT/sersync2-ssh2.log
+        : > "$log"
+        setsid "$bin" -o "$B/conf/sersync-ssh2.xml" 2>>"$log" &
+        agent=$!
+        for _ in $(seq 1 200); do grep -q 'live:' "$log" && break; sleep 0.05; done
+        # One push first, so both master connections are up, as in steady operation.
+        mkdir -p "$B/sshsrc/warm"
+        for _ in $(seq 1 400); do
+            [ -d "$B/dst-sshb1/warm" ] && [ -d "$B/dst-sshb2/warm" ] && break
+            sleep 0.05
+        done
+        "${helper[@]}" --out "$OUT/ssh.tsv" --case s-burst --contender sersync2-ssh --run "$run" burst \
+            --seed "$B/seed" --dest "$B/sshsrc/burst" --remotes "$B/dst-sshb1/burst" "$B/dst-sshb2/burst" \
+            --pgid "$agent" --deadline "$BURST_DEADLINE" >&2 || true
+        kill -TERM -- "-$agent" 2>/dev/null
+        wait "$agent" 2>/dev/null
+        agent=
+        rm -rf "$B/sshsrc/burst" "$B/sshsrc/warm" "$B/dst-sshb1" "$B/dst-sshb2"
     done
 fi
 

@@ -74,7 +74,13 @@ fn cp_a_of_a_big_nested_tree_arrives_completely() {
         fs::write(&path, format!("file {i}\n").repeat(1 + (i as usize % 7))).unwrap();
     }
     fs::create_dir_all(staging.join("l1-0/empty/deeper")).unwrap();
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    // Without -u: a file pushed while cp was still writing it gets that moment's mtime on
+    // the remote, and cp then sets the older original one; with -u the correcting push
+    // is skipped as older (the agent warns about -u at start). That made this test fail
+    // now and then on a loaded machine.
+    let mut conf = s.conf();
+    conf.params = "-artz".into();
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
 
     run_ok(Command::new("cp").arg("-a").arg(&staging).arg(s.p("tree")));
     assert_eq!(
@@ -762,5 +768,132 @@ fn ssh_pushes_share_one_connection_through_a_private_control_socket() {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
         .collect();
     assert_eq!(sockets.len(), 1, "one master socket for the one remote");
+    // The master dies hard and leaves its socket behind (stale): the next push starts
+    // a new master in its place and lands.
+    let socket = sockets[0].path();
+    let master = || -> Option<i32> {
+        let out = Command::new("ssh")
+            .arg("-S")
+            .arg(&socket)
+            .args(["-O", "check", "placeholder"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        let at = text.find("pid=")? + 4;
+        text[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .ok()
+    };
+    let first = master().expect("the master answers on its socket");
+    // SAFETY: plain syscall on the ssh master's pid, read from the master itself.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    wait_until("the killed master is gone", DEADLINE, || master().is_none());
+    assert!(socket.exists(), "the dead master's socket stays behind");
+    dir.write("src/three.txt", b"three\n");
+    wait_mirrored(
+        &mut agent,
+        &src,
+        &remotes,
+        "push past a stale socket",
+        DEADLINE,
+        &logs,
+    );
+    dir.write("src/four.txt", b"four\n");
+    wait_mirrored(&mut agent, &src, &remotes, "push after", DEADLINE, &logs);
+    let second = master().expect("a new master answers on the socket");
+    assert_ne!(first, second, "a new master replaced the dead one");
+    // The control directory is removed (a clean-up of /run): the next push makes it
+    // again, private, and its connection is shared again.
+    fs::remove_dir_all(&control).expect("remove the control directory");
+    dir.write("src/five.txt", b"five\n");
+    wait_mirrored(
+        &mut agent,
+        &src,
+        &remotes,
+        "push after the clean-up",
+        DEADLINE,
+        &logs,
+    );
+    let meta = fs::symlink_metadata(&control).expect("the control directory is back");
+    assert!(meta.is_dir());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    wait_until("a master socket in the new directory", DEADLINE, || {
+        fs::read_dir(&control)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_type().is_ok_and(|t| t.is_socket()))
+    });
+    agent.stop();
+}
+
+/// (pid, nice) of every rsync the agent `parent` runs now.
+fn rsync_children(parent: libc::pid_t) -> Vec<(i32, i64)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        // After the name: state, ppid, ... with nice the 17th.
+        let rest: Vec<&str> = stat[close + 1..].split_ascii_whitespace().collect();
+        let ppid = rest.get(1).and_then(|p| p.parse::<i32>().ok());
+        let nice = rest.get(16).and_then(|n| n.parse::<i64>().ok());
+        if comm == "rsync" && ppid == Some(parent) {
+            out.extend(nice.map(|n| (pid, n)));
+        }
+    }
+    out
+}
+
+// A small edit waited 3-5x its idle time while a 1 GB push held the CPU: a push still
+// running after 200 ms now runs at nice 10, and a new one at the agent's own priority.
+#[test]
+fn a_long_push_is_lowered_and_a_small_change_passes_it() {
+    let s = Setup::new("e2e-long");
+    let mut conf = s.conf();
+    // 1 MiB at 128 KiB/s: a push of about 8 s, whatever the machine's speed (the stop
+    // lets it finish).
+    conf.params = "-artuz --bwlimit=128".into();
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    s.write("ready.txt", b"r\n");
+    s.wait(&mut agent, "first push");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let big: Vec<u8> = (0..1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    s.write("big.bin", &big);
+    let mut seen = Vec::new();
+    wait_until("the big push runs at nice 10", DEADLINE, || {
+        seen = rsync_children(agent.pid());
+        seen.iter().any(|&(_, n)| n == 10)
+    });
+    s.write("small.txt", b"small\n");
+    wait_until("the small file on both remotes", DEADLINE, || {
+        s.remotes()
+            .iter()
+            .all(|r| fs::read(r.join("small.txt")).is_ok_and(|b| b == b"small\n"))
+    });
+    // The small push started after the big one was lowered: it ran at the agent's own
+    // priority (it is gone by now; the big ones are still there, still lowered).
+    let now = rsync_children(agent.pid());
+    assert!(
+        now.iter().all(|&(_, n)| n == 10),
+        "every rsync still running is a long one, lowered: {now:?} (seen before {seen:?})"
+    );
     agent.stop();
 }

@@ -221,3 +221,90 @@ fn swap_through_a_temp_name_ends_equal() {
     s.wait(&mut agent, "after the chains");
     agent.stop();
 }
+
+// ssh mode: renames travelled as a delete plus a push of every byte. Now a rename is one
+// `mv` on the remote over the shared connection: the remote keeps the files' inodes, for
+// a directory, a file in its directory and a file moved to another one. Where the
+// remote lacks the old path, the rename travels as a push and still lands; rename
+// chains and swaps end equal.
+#[test]
+fn renames_over_ssh_move_the_remote_files() {
+    let dir = Dir::new("mv-ssh");
+    let src = dir.mkdir_p("src");
+    let sshd = Sshd::start();
+    let conf = Conf::ssh(&src, &sshd, &dir.join("fail.sh"));
+    let mut agent = Agent::start(&dir, &conf, &[]);
+    let remotes = [sshd.dest_dir()];
+    let remote = sshd.dest_dir();
+    let logs = || format!("--- sshd log ---\n{}", tail(&sshd.log(), 40));
+    for i in 0..4 {
+        dir.write(format!("src/old/sub{}/f{i}.bin", i % 2), noise(MB / 4, i));
+    }
+    dir.write("src/a/moving.bin", noise(MB / 2, 9));
+    dir.write("src/a/staying.bin", noise(MB / 2, 10));
+    dir.write("src/b/keep.txt", "keep\n");
+    dir.write("src/x.txt", "X\n");
+    dir.write("src/y.txt", "Y\n");
+    dir.write("src/gone/g.txt", "g\n");
+    wait_mirrored(
+        &mut agent,
+        &src,
+        &remotes,
+        "before the renames",
+        DEADLINE,
+        &logs,
+    );
+    let ino = |rel: &str| {
+        fs::metadata(remote.join(rel))
+            .unwrap_or_else(|e| panic!("{rel} on the remote: {e}"))
+            .ino()
+    };
+    let before = [
+        ino("old/sub0/f0.bin"),
+        ino("old/sub1/f3.bin"),
+        ino("a/moving.bin"),
+        ino("a/staying.bin"),
+    ];
+    fs::rename(src.join("old"), src.join("new")).expect("old -> new");
+    fs::rename(src.join("a/moving.bin"), src.join("b/moved.bin")).expect("a/ -> b/");
+    fs::rename(src.join("a/staying.bin"), src.join("a/renamed.bin")).expect("in a/");
+    wait_mirrored(&mut agent, &src, &remotes, "the renames", DEADLINE, &logs);
+    let after = [
+        ino("new/sub0/f0.bin"),
+        ino("new/sub1/f3.bin"),
+        ino("b/moved.bin"),
+        ino("a/renamed.bin"),
+    ];
+    assert_eq!(
+        before,
+        after,
+        "the remote's files were not moved (received again):\n{}",
+        tail(&agent.log(), 30)
+    );
+    // The remote lost the old path behind the agent's back: the rename still lands.
+    fs::remove_dir_all(remote.join("gone")).expect("remove gone/ on the remote");
+    fs::rename(src.join("gone"), src.join("back")).expect("gone -> back");
+    wait_mirrored(
+        &mut agent,
+        &src,
+        &remotes,
+        "a rename the remote cannot move",
+        DEADLINE,
+        &logs,
+    );
+    // A swap through a temp name and a chain, in the same directory.
+    fs::rename(src.join("x.txt"), src.join("t.tmp")).expect("x -> t");
+    fs::rename(src.join("y.txt"), src.join("x.txt")).expect("y -> x");
+    fs::rename(src.join("t.tmp"), src.join("y.txt")).expect("t -> y");
+    fs::rename(src.join("new"), src.join("n2")).expect("new -> n2");
+    fs::rename(src.join("n2"), src.join("n3")).expect("n2 -> n3");
+    wait_mirrored(
+        &mut agent,
+        &src,
+        &remotes,
+        "swap and chain",
+        DEADLINE,
+        &logs,
+    );
+    agent.stop();
+}

@@ -11,6 +11,7 @@
 //! of the call.
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -308,6 +309,43 @@ impl Target {
     }
 }
 
+impl Target {
+    /// ssh mode: the command that renames `from` to `to` on the remote in one step,
+    /// over the shared connection: `<ssh command> HOST mv -T -- DIR/from DIR/to`
+    /// (program, arguments). `mv -T` fails rather than move into an existing directory
+    /// or over a directory, and fails where the remote lacks `from` or `to`'s parent;
+    /// the caller then pushes the rename with the old path as a basis instead.
+    ///
+    /// `None`: not ssh mode, deletes are off, or a path, the remote directory or the
+    /// host holds a byte the remote shell could split or expand.
+    pub fn remote_rename_argv(&self, from: &Path, to: &Path) -> Option<(OsString, Vec<OsString>)> {
+        let cmd = self.opts.ssh.as_ref()?;
+        let base = Path::new(&self.remote.name);
+        let host = &self.remote.ip;
+        let safe = |p: &Path| remote_safe(p) && !p.as_os_str().is_empty();
+        if !self.delete
+            || !safe(from)
+            || !safe(to)
+            || !(self.remote.name.is_empty() || remote_safe(base))
+            || host.starts_with('-')
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-:@[]%".contains(&b))
+        {
+            return None;
+        }
+        let words =
+            crate::sys::shell::split_str(&ssh_command(cmd, self.ssh_control.as_deref())).ok()?;
+        let (program, rest) = words.split_first()?;
+        let mut argv: Vec<OsString> = rest.iter().map(OsString::from).collect();
+        argv.push(host.into());
+        argv.extend(["mv", "-T", "--"].map(OsString::from));
+        argv.push(base.join(from).into_os_string());
+        argv.push(base.join(to).into_os_string());
+        Some((program.into(), argv))
+    }
+}
+
 /// A relative path that passes a remote shell and any rsync daemon as one word, as is:
 /// letters, digits and `._-+,@=/`, no component `..`.
 fn remote_safe(p: &Path) -> bool {
@@ -455,6 +493,12 @@ const STDERR_KEEP: usize = 4096;
 /// starting (no temp file, fork refused under a process limit, too many open files) is
 /// an ordinary failed run, status -1, with the OS error in `stderr`.
 pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
+    run_program(OsStr::new("rsync"), cwd, argv, stdin)
+}
+
+/// Runs `program argv` in `cwd` as [`run`] runs rsync (the remote `mv` of a rename in
+/// ssh mode goes through here, so the stop ends it as it ends rsync).
+pub fn run_program(program: &OsStr, cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
     let started = Instant::now();
     let failed = |what: &str, e: std::io::Error| Outcome {
         status: if e.kind() == std::io::ErrorKind::NotFound {
@@ -481,7 +525,7 @@ pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
         Ok(f) => f,
         Err(e) => return failed("cannot create a file for rsync's stderr", e),
     };
-    let child = Command::new("rsync")
+    let child = Command::new(program)
         .args(argv)
         .current_dir(cwd)
         .stdin(input)
@@ -499,10 +543,11 @@ pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
                 elapsed: started.elapsed(),
             };
         }
-        Err(e) => return failed("cannot run rsync", e),
+        Err(e) => return failed(&format!("cannot run {}", program.to_string_lossy()), e),
     };
     let pid = child.id();
     running().push(pid);
+    lower_if_long(pid, LONG_PUSH);
     wait_unreaped(pid);
     // Still unreaped: its pid cannot have been reused while it was in the registry.
     running().retain(|p| *p != pid);
@@ -524,6 +569,77 @@ static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 fn running() -> MutexGuard<'static, Vec<u32>> {
     RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A push still running after this long is a big one: it is lowered to
+/// [`LONG_PUSH_NICE`], so that the short pushes started beside it (a small edit while a
+/// 1 GB file travels) get the CPU first. Its own speed changes only while the CPU is
+/// contended.
+pub const LONG_PUSH: Duration = Duration::from_millis(200);
+
+/// The CPU niceness of a push that has run longer than [`LONG_PUSH`].
+pub const LONG_PUSH_NICE: libc::c_int = 10;
+
+/// Waits up to `after` for child `pid` to exit (without reaping it); if it still runs,
+/// lowers its CPU and I/O priority. Without pidfds (Linux < 5.3) does
+/// nothing: the push keeps its priority.
+fn lower_if_long(pid: u32, after: Duration) {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    let Ok(fd) = libc::c_int::try_from(fd) else {
+        return;
+    };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: `fd` was just opened by us and is owned here only.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let deadline = Instant::now() + after;
+    let exited = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut p, 1, ms) };
+        if rc > 0 {
+            break true;
+        }
+        if rc == 0 {
+            break false;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // Cannot tell: leave its priority alone.
+            break true;
+        }
+    };
+    if exited {
+        return;
+    }
+    // Only rsync itself, which does the reading, checksums and compression. In ssh mode
+    // the ssh it starts may become the master connection that every later push of the
+    // remote shares: that one keeps its priority.
+    // SAFETY: plain syscall; `pid` is our unreaped child, so it names no other process.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, LONG_PUSH_NICE) };
+    // The lowest best-effort I/O priority too (it matters where the disk's scheduler
+    // honours it: bfq). ioprio_set(IOPRIO_WHO_PROCESS, pid, class BE << 13 | level 7).
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const BEST_EFFORT_LOWEST: libc::c_long = (2 << 13) | 7;
+    // SAFETY: plain syscall on the same process.
+    unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            libc::c_long::from(pid as libc::pid_t),
+            BEST_EFFORT_LOWEST,
+        )
+    };
+    log::debug!(
+        "rsync (pid {pid}) still running after {after:?}: lowered to nice {LONG_PUSH_NICE}"
+    );
 }
 
 /// Waits until child `pid` has exited, without reaping it (`WNOWAIT`).
@@ -585,6 +701,77 @@ pub fn terminate_running(grace: Duration) -> usize {
 mod tests {
     use super::*;
     use std::ffi::OsStr;
+
+    #[test]
+    fn remote_rename_is_one_mv_over_the_ssh_command() {
+        let mut t = target(Some("ssh -p 2222 -i '/k/id key'"), false);
+        t.remote.name = "/srv/www".into();
+        let (program, argv) = t
+            .remote_rename_argv(Path::new("a/old"), Path::new("b/new"))
+            .expect("ssh mode renames on the remote");
+        assert_eq!(program, "ssh");
+        let argv: Vec<String> = argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(&argv[..3], ["-p", "2222", "-i"]);
+        assert_eq!(
+            argv[3], "/k/id key",
+            "the ssh command's quoting is honoured"
+        );
+        assert_eq!(
+            argv[argv.len() - 6..],
+            [
+                "10.0.0.2",
+                "mv",
+                "-T",
+                "--",
+                "/srv/www/a/old",
+                "/srv/www/b/new"
+            ]
+        );
+        assert!(argv.contains(&"ConnectTimeout=10".to_owned()));
+    }
+
+    #[test]
+    fn remote_rename_only_where_the_remote_shell_cannot_misread_it() {
+        let ssh = target(Some("ssh"), false);
+        let ok = |t: &Target, from: &str, to: &str| {
+            t.remote_rename_argv(Path::new(from), Path::new(to))
+                .is_some()
+        };
+        assert!(ok(&ssh, "a", "b"));
+        assert!(
+            !ok(&target(None, true), "a", "b"),
+            "daemon mode has no remote mv"
+        );
+        for bad in [
+            "a b",
+            "a;touch x",
+            "$(id)",
+            "a/../b",
+            "`x`",
+            "a*",
+            "~x",
+            "a\nb",
+            "",
+        ] {
+            assert!(!ok(&ssh, bad, "b"), "from {bad:?}");
+            assert!(!ok(&ssh, "b", bad), "to {bad:?}");
+        }
+        let mut off = ssh.clone();
+        off.delete = false;
+        assert!(
+            !ok(&off, "a", "b"),
+            "deletes off: the old path stays on the remote"
+        );
+        let mut host = ssh.clone();
+        host.remote.ip = "-oProxyCommand=x".into();
+        assert!(!ok(&host, "a", "b"));
+        let mut dir = ssh.clone();
+        dir.remote.name = "/srv/my www".into();
+        assert!(!ok(&dir, "a", "b"));
+    }
 
     fn target(ssh: Option<&str>, auth: bool) -> Target {
         Target {

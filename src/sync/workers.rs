@@ -119,6 +119,8 @@ pub struct Mirror {
     roots: OnceLock<Vec<Arc<RootHealth>>>,
     /// Why the last write of the fail log failed, while it did.
     unsaved: Mutex<Option<String>>,
+    /// Set while the ssh control directory fails its check (warned once, not per push).
+    control_failing: AtomicBool,
 }
 
 /// How often the scheduler writes the fail log again while its last write failed.
@@ -153,6 +155,35 @@ impl Mirror {
             after_push,
             roots: OnceLock::new(),
             unsaved: Mutex::new(None),
+            control_failing: AtomicBool::new(false),
+        }
+    }
+
+    /// Remote `t` as a call uses it. In ssh mode the control directory of the shared
+    /// connection is checked before every call (made again if it went away, say a
+    /// clean-up of /run; it must be a directory of the agent's own, 0700, not a link):
+    /// one that fails the check is not used for this call, which then opens a
+    /// connection of its own.
+    fn target_for_call(&self, t: RemoteId) -> std::borrow::Cow<'_, Target> {
+        let target = &self.targets[t.0];
+        let Some(dir) = &target.ssh_control else {
+            return std::borrow::Cow::Borrowed(target);
+        };
+        match crate::sys::fsafe::private_dir(dir, 0o700) {
+            Ok(_) => {
+                if self.control_failing.swap(false, Ordering::Relaxed) {
+                    log::info!("ssh connections are reused again ({})", dir.display());
+                }
+                std::borrow::Cow::Borrowed(target)
+            }
+            Err(e) => {
+                if !self.control_failing.swap(true, Ordering::Relaxed) {
+                    log::warn!("ssh connections are not reused while this lasts: {e}");
+                }
+                let mut own = target.clone();
+                own.ssh_control = None;
+                std::borrow::Cow::Owned(own)
+            }
         }
     }
 
@@ -293,7 +324,13 @@ impl Mirror {
             Job::Paths(paths) => split(paths),
             Job::Full => vec![(Job::Full, self.excluded_paths(t))],
             Job::Rename { from, .. } => match self.rename(t, &taken.job) {
-                Some(outcome) => {
+                Some(Renamed::Moved(outcome)) => {
+                    // One remote `mv`: the new path is there and the old one gone.
+                    rest = self.account(t, &rename_to_paths(&taken.job), &outcome);
+                    rest = rest.or(self.account(t, &Job::Paths(vec![from.clone()]), &outcome));
+                    Vec::new()
+                }
+                Some(Renamed::Linked(outcome)) => {
                     // `to` is there; the old path is deleted by an ordinary call.
                     rest = self.account(t, &rename_to_paths(&taken.job), &outcome);
                     vec![(Job::Paths(vec![from.clone()]), Vec::new())]
@@ -317,20 +354,47 @@ impl Mirror {
         taken.accounted = true;
     }
 
-    /// Pushes the new path of a rename with the old one as its basis (see
-    /// [`Target::rename_argvs`]). `Some` (the last call's outcome) when it landed; `None`
+    /// Carries a rename to `t` as one: in ssh mode first as one `mv` on the remote
+    /// ([`Target::remote_rename_argv`]); else, or where that fails, by pushing the new
+    /// path with the old one as its basis ([`Target::rename_argvs`]). `Some` when it
+    /// landed; `None`
     /// when the rename must travel in its plain form instead: it cannot be carried as
     /// one, the remote is failing already, or a call failed (the remote lacks the new
     /// parent directory, an old rsync, a network error: the plain push, with its
     /// retries and fail log, settles which).
-    fn rename(&self, t: RemoteId, job: &Job) -> Option<Outcome> {
+    fn rename(&self, t: RemoteId, job: &Job) -> Option<Renamed> {
         let Job::Rename { from, to, dir, .. } = job else {
             return None;
         };
         if self.stats[t.0].recovery().is_failing() {
             return None;
         }
-        let target = &self.targets[t.0];
+        let target = &*self.target_for_call(t);
+        if let Some((program, argv)) = target.remote_rename_argv(from, to) {
+            if self.debug {
+                log::info!(
+                    "{} {}",
+                    program.to_string_lossy(),
+                    argv.iter()
+                        .map(|a| a.to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+            let outcome = rsync::run_program(&program, &target.root, &argv, &[]);
+            if outcome.status == 0 {
+                return Some(Renamed::Moved(outcome));
+            }
+            log::debug!(
+                "the remote mv of {} to {} on {} failed (exit {}: {}); pushing the new path \
+                 with the old one as its basis",
+                from.display(),
+                to.display(),
+                target.label(),
+                outcome.status,
+                last_line(&outcome.stderr)
+            );
+        }
         let to_paths = rename_to_paths(job).plain_paths();
         let argvs = target.rename_argvs(from, to, *dir, &to_paths)?;
         let mut last = None;
@@ -359,7 +423,7 @@ impl Mirror {
             }
             last = Some(outcome);
         }
-        last
+        last.map(Renamed::Linked)
     }
 
     /// What the `<filter>` excludes keep out of a full sync of `t`'s root, found by a
@@ -382,7 +446,7 @@ impl Mirror {
 
     /// Runs one job against one remote, with retries.
     fn push(&self, t: RemoteId, job: &Job, excluded: &[PathBuf]) -> Outcome {
-        let target = &self.targets[t.0];
+        let target = &*self.target_for_call(t);
         let (argv, stdin) = target.argv(job, excluded);
         if self.debug {
             // The paths themselves were logged as events; the options are what matter.
@@ -831,6 +895,15 @@ fn split(paths: &[PathBuf]) -> Vec<(Job, Vec<PathBuf>)> {
 }
 
 /// What a rename put on the remote: `to` and what was below it.
+/// How a rename reached a remote as one.
+enum Renamed {
+    /// ssh mode: one `mv` on the remote moved the old path to the new one.
+    Moved(Outcome),
+    /// The new path was pushed with the old one as its basis; the old one is still
+    /// there, to be deleted.
+    Linked(Outcome),
+}
+
 fn rename_to_paths(job: &Job) -> Job {
     match job {
         Job::Rename { to, below, .. } => {
