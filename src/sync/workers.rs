@@ -887,9 +887,16 @@ pub fn remotes_of(targets: &[Target], root: &Path) -> Vec<RemoteId> {
 }
 
 /// A job's paths in runs that fit one call's arguments.
+/// The calls that carry `paths`: directory listings (`d/`, see `queue`) in calls of
+/// their own, since those compare by size and time rather than send every file again
+/// ([`Target::argv`]), then the other paths; each call within the argument budget.
 fn split(paths: &[PathBuf]) -> Vec<(Job, Vec<PathBuf>)> {
-    rsync::split_for_args(paths, rsync::ARGS_BUDGET)
-        .into_iter()
+    let (listings, plain): (Vec<PathBuf>, Vec<PathBuf>) =
+        paths.iter().cloned().partition(|p| rsync::is_listing(p));
+    [listings, plain]
+        .iter()
+        .flat_map(|part| rsync::split_for_args(part, rsync::ARGS_BUDGET))
+        .filter(|run| !run.is_empty())
         .map(|run| (Job::Paths(run.to_vec()), Vec::new()))
         .collect()
 }
@@ -917,4 +924,34 @@ fn rename_to_paths(job: &Job) -> Job {
 
 fn last_line(s: &str) -> &str {
     s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listings_go_in_calls_of_their_own() {
+        let paths: Vec<PathBuf> = ["a.txt", "storm/", "b/c.txt", "other/"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        let calls: Vec<Vec<PathBuf>> = split(&paths)
+            .into_iter()
+            .map(|(job, _)| match job {
+                Job::Paths(p) => p,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            calls,
+            vec![
+                vec![p("storm/"), p("other/")],
+                vec![p("a.txt"), p("b/c.txt")]
+            ]
+        );
+        assert_eq!(split(&[p("x")]).len(), 1, "no empty call");
+        assert!(split(&[]).is_empty());
+    }
 }
