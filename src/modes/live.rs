@@ -238,7 +238,7 @@ fn run(
             Err(e) => log::warn!("ssh connections are not reused: {e}"),
         }
     }
-    let workers = args.workers as usize;
+    let workers = crate::sync::workers::count(args.workers, targets.len());
     let queue = Arc::new(Queue::new(targets.len(), config.rsync.batch, workers));
     let after_push = Runner::for_live(&config.plugins).map(|r| r as Arc<dyn AfterPush>);
     let mirror = Arc::new(Mirror::new(
