@@ -699,7 +699,7 @@ if has "$CASES" f; then
                     say "case f run $run: $n remotes: floor"
                     H --case f --contender "floor@$n" --run "$run" burst --cpu --seed "$B/fanseed" \
                         --dest "$B/fan/src/burst" --remotes "${remotes[@]}" --daemons "${fan_daemons[@]:0:n}" \
-                        --floor --floor-dest "${dests[@]}" --floor-cmd rsync "${params[@]}" "${fauth[@]}" >&2 || true
+                        --count-log "$B/conf/fan1.log" --floor --floor-dest "${dests[@]}" --floor-cmd rsync "${params[@]}" "${fauth[@]}" >&2 || true
                     continue
                 fi
                 say "case f run $run: $n remotes: $who"
@@ -711,7 +711,8 @@ if has "$CASES" f; then
                     --daemons "${fan_daemons[@]:0:n}" --deadline 60 >&2 || true
                 H --case f --contender "$who@$n" --run "$run" burst --cpu --seed "$B/fanseed" \
                     --dest "$B/fan/src/burst" --remotes "${remotes[@]}" --pgid "$agent" \
-                    --daemons "${fan_daemons[@]:0:n}" --deadline "$BURST_DEADLINE" >&2 || true
+                    --daemons "${fan_daemons[@]:0:n}" --deadline "$BURST_DEADLINE" \
+                    --count-log "$B/conf/fan1.log" >&2 || true
                 stop_agent
             done
         done
@@ -776,20 +777,20 @@ def has(who):
     return any(key[0] == who for key in rows)
 print("fan-out, medians of the runs: burst s; CPU s of the burst (agent + rsync clients + daemons);")
 print("one change: p50 ms until the first remote has it, until all have it; CPU ms per change")
-print("%-24s %8s %8s %8s %8s %8s" % ("contender@remotes", "burst s", "cpu s", "p50 r1", "p50 all", "cpu/chg"))
+print("%-24s %8s %8s %6s %8s %8s %8s" % ("contender@remotes", "burst s", "cpu s", "calls", "p50 r1", "p50 all", "cpu/chg"))
 for n in sys.argv[2].split():
     for who in ("floor", "sersync2", "sersync2-n10", "lsyncd-d0"):
         k = "%s@%s" % (who, n)
         if has(k):
             parts = [rows.get((k, m)) for m in ("cpu_agent_s", "cpu_rsync_s", "cpu_rsyncd_s")]
             cpu = "%.2f" % sum(statistics.median(p) for p in parts if p) if any(parts) else "-"
-            print("%-24s %8s %8s %8s %8s %8s" % (k, g(k, "burst_s"), cpu, g(k, "lat_p50_ms", 1),
+            print("%-24s %8s %8s %6s %8s %8s %8s" % (k, g(k, "burst_s"), cpu, g(k, "calls", 0), g(k, "lat_p50_ms", 1),
                                               g(k, "lat_all_p50_ms", 1), g(k, "cpu_change_ms", 1)))
 for who in ("sersync2-1stopped", "sersync2-n10-1stopped"):
     k = "%s@%s" % (who, sys.argv[3])
     if has(k):
-        print("%-24s %8s %8s %8s %8s   (all = the %d not stopped)" % (
-            k, "", "", g(k, "lat_p50_ms", 1), g(k, "lat_all_p50_ms", 1), int(sys.argv[3]) - 1))
+        print("%-24s %8s %8s %6s %8s %8s   (all = the %d not stopped)" % (
+            k, "", "", "", g(k, "lat_p50_ms", 1), g(k, "lat_all_p50_ms", 1), int(sys.argv[3]) - 1))
 if has("relay"):
     print("relay: one hop p50 %s ms, two hops p50 %s ms (p99 %s ms)" % (
         g("relay", "lat_p50_ms", 1), g("relay", "lat_all_p50_ms", 1), g("relay", "lat_all_p99_ms", 1)))
