@@ -453,6 +453,23 @@ impl Pending {
         self.running
     }
 
+    /// When the change that has waited longest (in queue order) was queued: what a free
+    /// worker compares across remotes. `None` when nothing waits.
+    pub fn oldest_waiting(&self) -> Option<Instant> {
+        let path = self
+            .by_seq
+            .values()
+            .next()
+            .and_then(|k| self.by_path.get(k))
+            .map(|(_, m)| m.since);
+        let rename = self.renames.values().next().map(|r| r.mark.since);
+        let full = self
+            .full_mark
+            .filter(|_| self.full_pending)
+            .map(|m| m.since);
+        [path, rename, full].into_iter().flatten().min()
+    }
+
     /// Only a few paths are in flight and waiting: single edits, not a burst.
     pub fn is_trickle(&self) -> bool {
         !self.full_inflight && self.running_paths + self.len() <= TRICKLE
@@ -838,6 +855,9 @@ impl Queue {
     }
 
     /// Blocks until there is work for a free remote; `None` once the queue is closed.
+    /// Of the remotes that may start a call, the one whose oldest waiting change is
+    /// oldest goes first (ties in turn), so with fewer workers than remotes no remote
+    /// waits while others that got their changes later are served.
     pub fn take(&self) -> Option<(RemoteId, Job)> {
         let mut st = self.lock();
         loop {
@@ -847,21 +867,27 @@ impl Queue {
             let n = st.remotes.len();
             let now = Instant::now();
             let mut soonest: Option<Instant> = None;
+            let mut ready: Vec<(Instant, usize, usize)> = Vec::new();
             for i in 0..n {
                 let t = (st.next + i) % n;
                 let remote = &mut st.remotes[t];
                 if let Some(at) = remote.retry_due(now) {
                     soonest = Some(soonest.map_or(at, |s| s.min(at)));
                 }
-                if remote.pending.is_empty() {
+                let Some(oldest) = remote.pending.oldest_waiting() else {
                     continue;
-                }
+                };
                 if let Err(later) = remote.may_start(now, self.per_target) {
                     if let Some(at) = later {
                         soonest = Some(soonest.map_or(at, |s| s.min(at)));
                     }
                     continue;
                 }
+                ready.push((oldest, i, t));
+            }
+            ready.sort_unstable();
+            for (_, _, t) in ready {
+                let remote = &mut st.remotes[t];
                 if let Some(work) = remote.pending.take(self.batch) {
                     remote.last_start = Some(now);
                     remote.timer_armed = false;
