@@ -14,7 +14,8 @@
 //! and pid file stay held, the status listener is bound again, `-r` is not repeated.
 //!
 //! Threads: one `watch` thread per root (reads the kernel queue, sends batches), one
-//! `filter` thread (batches into the pending sets), `-n` `sync-N` workers (rsync), the
+//! `filter` thread (batches into the pending sets), `sync-N` workers (rsync; `-n`, or by
+//! default two per remote, see `workers::count`), the
 //! `schedule` thread, the status server, the control server (`<pid file>.sock`, for
 //! `--replay` beside this instance), with `NOTIFY_SOCKET` the `notify` thread (watchdog,
 //! status), and this one, which waits for the signals.

@@ -644,6 +644,14 @@ pub struct Queue {
 /// changes behind it.
 pub const SECOND_CALL_AFTER: Duration = Duration::from_millis(300);
 
+/// A second call to a remote in a burst (see [`SECOND_CALL_AFTER`]) starts only while
+/// fewer calls than this run to all remotes together. With many remotes in a burst every
+/// remote has its call running already: the CPU is the limit then, and a second call
+/// per remote only splits the work into more calls (each one an rsync client and a
+/// daemon child), which costs CPU and lands the burst later. Single edits
+/// ([`TRICKLE`]) are not held by it.
+pub const BURST_CALLS: usize = 10;
+
 /// While no more than this many paths are in flight and waiting for a remote, changes
 /// are single edits and each is pushed at once, beside the calls already running.
 pub const TRICKLE: usize = 16;
@@ -655,6 +663,13 @@ struct State {
     /// Sync cookies a barrier waits for, by file name: once the filter thread has met
     /// one, the checkpoint of each remote of its root at that moment.
     cookies: HashMap<Key, Option<Vec<(RemoteId, u64)>>>,
+}
+
+impl State {
+    /// Calls running to all remotes.
+    fn running(&self) -> usize {
+        self.remotes.iter().map(|r| r.pending.running()).sum()
+    }
 }
 
 /// The queue as a barrier waiter sees it, under its lock (see [`Queue::wait_for`]).
@@ -730,7 +745,13 @@ impl Remote {
 impl Remote {
     /// May this remote start a call now? If not only because of a time (resting, or a
     /// running call that is still young), when it may.
-    fn may_start(&self, now: Instant, per_target: usize) -> Result<(), Option<Instant>> {
+    /// `all_running`: the calls running to every remote.
+    fn may_start(
+        &self,
+        now: Instant,
+        per_target: usize,
+        all_running: usize,
+    ) -> Result<(), Option<Instant>> {
         if let Some(until) = self.resting_until.filter(|u| *u > now) {
             return Err(Some(until));
         }
@@ -743,6 +764,11 @@ impl Remote {
         }
         if self.pending.is_trickle() {
             return Ok(());
+        }
+        if all_running >= BURST_CALLS {
+            // Busy enough: a call that ends frees a worker, and this remote's next call
+            // takes what piled up. Woken by `finish`, no timer needed.
+            return Err(None);
         }
         match self.last_start {
             Some(at) if now < at + SECOND_CALL_AFTER => Err(Some(at + SECOND_CALL_AFTER)),
@@ -835,10 +861,11 @@ impl Queue {
     /// ends takes what piled up.
     fn wake_for(&self, mut st: MutexGuard<'_, State>, targets: &[RemoteId]) {
         let now = Instant::now();
+        let all_running = st.running();
         let mut wake = false;
         for &t in targets {
             let remote = &mut st.remotes[t.0];
-            match remote.may_start(now, self.per_target) {
+            match remote.may_start(now, self.per_target, all_running) {
                 Ok(()) => wake = true,
                 Err(Some(_)) if !remote.timer_armed => {
                     remote.timer_armed = true;
@@ -868,6 +895,7 @@ impl Queue {
             let now = Instant::now();
             let mut soonest: Option<Instant> = None;
             let mut ready: Vec<(Instant, usize, usize)> = Vec::new();
+            let all_running = st.running();
             for i in 0..n {
                 let t = (st.next + i) % n;
                 let remote = &mut st.remotes[t];
@@ -877,7 +905,7 @@ impl Queue {
                 let Some(oldest) = remote.pending.oldest_waiting() else {
                     continue;
                 };
-                if let Err(later) = remote.may_start(now, self.per_target) {
+                if let Err(later) = remote.may_start(now, self.per_target, all_running) {
                     if let Some(at) = later {
                         soonest = Some(soonest.map_or(at, |s| s.min(at)));
                     }

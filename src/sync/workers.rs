@@ -1,6 +1,6 @@
 //! The sync workers: take work from the queue, run rsync, account for the outcome.
 //!
-//! `-n` threads share one `Mirror`. A worker takes every free pending path of one remote
+//! The workers (`-n`, or [`count`] by default) share one `Mirror`. A worker takes every free pending path of one remote
 //! (up to the batch size) into one rsync call; a failed call is retried a few times with
 //! backoff, then goes to the fail queue, which is written to the fail log at once. A
 //! remote that owes work is tried again on a jittered exponential backoff (1 s doubling

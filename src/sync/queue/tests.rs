@@ -505,3 +505,40 @@ fn a_drained_rename_leaves_its_plain_paths() {
     assert!(q.is_empty());
     assert_eq!(q.oldest(), None);
 }
+
+#[test]
+fn a_second_burst_call_waits_while_enough_calls_run_elsewhere() {
+    let now = Instant::now();
+    let mut r = Remote::default();
+    for i in 0..(TRICKLE + 5) {
+        r.pending.push_at(p(&format!("f{i}")), false, now);
+    }
+    let first = r.pending.take(4).expect("the first call");
+    assert!(!r.pending.is_trickle(), "a burst");
+    r.last_start = Some(now);
+    let later = now + SECOND_CALL_AFTER + Duration::from_millis(1);
+    assert_eq!(
+        r.may_start(later, 2, 3),
+        Ok(()),
+        "a slow call gets a second one"
+    );
+    assert_eq!(
+        r.may_start(later, 2, BURST_CALLS),
+        Err(None),
+        "not while the other remotes keep the machine busy"
+    );
+    assert_eq!(
+        r.may_start(later, 1, 1),
+        Err(None),
+        "never past the per-remote cap"
+    );
+    // Single edits are not held back by the other remotes' calls.
+    r.pending.finish(&first);
+    let mut single = Remote::default();
+    single.pending.push_at(p("big"), false, now);
+    single.pending.push_at(p("edit"), false, now);
+    let _big = single.pending.take(1).expect("the long call");
+    single.last_start = Some(now);
+    assert!(single.pending.is_trickle());
+    assert_eq!(single.may_start(now, 2, 100), Ok(()));
+}
