@@ -23,7 +23,11 @@
 #                           directories (M_DIRS=1001000, M_IDLE=60 s idle CPU;
 #                           M_CONTENDERS="sersync2 sersync2-inotify sersync2-fanotify
 #                           inotifywait"), t = a storm of T_FILES=200000 files in one
-#                           directory with the collapse on and off; printed on their own
+#                           directory with the collapse on and off; f = fan-out to
+#                           FAN_NS="2 5 10 20" remotes (FAN_FILES=10000, FAN_LAT_N=30,
+#                           FAN_RUNS=1, FAN_CONTENDERS="floor sersync2 sersync2-n10
+#                           lsyncd-d0"), one of them stopped; h = a relay (two hops);
+#                           printed on their own
 #   CONTENDERS="sersync2 sersync2-b1 floor lsyncd-d0 lsyncd-def iwrsync"
 #   E_SKIP="sersync2-b1"    contenders left out of case e (too slow to be worth it)
 #   LSYNCD_DEF_LAT_N=3      latency samples for lsyncd's default delay (15 s each), run 1 only
@@ -31,8 +35,8 @@
 #   BURST_DEADLINE=300      seconds before a burst counts as "timeout"
 #   PORT=28730              rsync daemon port
 #   DAEMON_NODELAY=1        the daemons set socket options = TCP_NODELAY (0: not)
-#   BENCH_DIR=/dev/shm/bench where the trees and remotes are made (removed at exit)
 #   OUT=target/bench        results.tsv, table.txt and the agents' logs of the last run
+#   BENCH_DIR=/dev/shm/bench  where the trees, daemons and configs live (removed at exit)
 # Quick run: FILES=2000 DIRS=200 SCALE_DIRS=10000 BIG=20000 RUNS=1 LAT_N=50 B1_FILES=500 scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -99,7 +103,7 @@ cleanup() {
         kill -KILL -- "-$agent" 2>/dev/null
         wait "$agent" 2>/dev/null
     fi
-    for d in "${daemons[@]}"; do kill -TERM "$d" 2>/dev/null; done
+    for d in "${daemons[@]}"; do kill -CONT "$d" 2>/dev/null; kill -TERM "$d" 2>/dev/null; done
     for d in "${daemons[@]}"; do wait "$d" 2>/dev/null; done
     echo "$old_watches" > /proc/sys/fs/inotify/max_user_watches
     echo "$old_queued" > /proc/sys/fs/inotify/max_queued_events
@@ -280,6 +284,13 @@ stop_agent() {
     wait "$agent" 2>/dev/null || true
     agent=
     "${helper[@]}" wait-idle --daemons "${daemons[@]}" --deadline 60 || true
+}
+
+stop_agent_quick() { # the whole group at once: a push to a stopped daemon would hang the grace
+    [ -n "$agent" ] || return 0
+    kill -KILL -- "-$agent" 2>/dev/null || true
+    wait "$agent" 2>/dev/null || true
+    agent=
 }
 
 reset_mod() {
@@ -818,6 +829,238 @@ PY
     rm -rf "$B/src" "$B/dst1/mod" "$B/dst2/mod"
     echo "case t ($T_FILES files in one directory):" >&2
     cat "$st" >&2
+fi
+
+# ---------------------------------------------------------------- case f (fan-out)
+# FAN_MAX rsync daemons of its own on 127.0.0.1..127.0.0.FAN_MAX (one port, module fan,
+# auth user bench). For each N in FAN_NS: the burst (cp -a of FAN_FILES files) to N
+# remotes and the one-change latency to the first remote and to all N, for the floor
+# (cp -a, then one rsync per remote, all in parallel), sersync2 (default workers),
+# sersync2 -n 10 (the old default) and lsyncd delay=0 (one sync{} per remote). With
+# N = FAN_MAX, the latency again with the last daemon SIGSTOPped (it accepts connections
+# and never answers), to the other N-1. Case h (relay) uses the first two daemons:
+# agent 1 pushes to daemon 1, agent 2 watches daemon 1's module path and pushes on to
+# daemon 2. Printed as a table of its own (OUT/fan.txt); results.tsv has case f and t.
+FAN_NS=${FAN_NS:-2 5 10 20}
+FAN_FILES=${FAN_FILES:-10000}
+FAN_DIRS=${FAN_DIRS:-1000}
+FAN_LAT_N=${FAN_LAT_N:-30}
+FAN_RUNS=${FAN_RUNS:-1}
+FAN_CONTENDERS=${FAN_CONTENDERS:-floor sersync2 sersync2-n10 lsyncd-d0}
+fan_daemons=()
+if has "$CASES" f || has "$CASES" h; then
+    FAN_MAX=0
+    for n in $FAN_NS; do [ "$n" -gt "$FAN_MAX" ] && FAN_MAX=$n; done
+    [ "$FAN_MAX" -lt 2 ] && FAN_MAX=2
+    fan_ips=()
+    for i in $(seq 1 "$FAN_MAX"); do fan_ips+=("127.0.0.$i"); done
+    FPORT=$(( PORT + 1 ))
+    fan_port_free() {
+        python3 - "$1" "${fan_ips[@]}" <<'PY'
+import socket, sys
+for ip in sys.argv[2:]:
+    s = socket.socket()
+    try:
+        s.bind((ip, int(sys.argv[1])))
+    except OSError:
+        sys.exit(1)
+    finally:
+        s.close()
+PY
+    }
+    for _ in $(seq 1 50); do fan_port_free "$FPORT" && break; FPORT=$((FPORT + 1)); done
+    for i in $(seq 1 "$FAN_MAX"); do
+        mkdir -p "$B/fan/dst$i"
+        printf '%s\n' "$sockopts" "use chroot = no" "uid = root" "gid = root" \
+            "pid file = $B/conf/fan$i.pid" "log file = $B/conf/fan$i.log" "transfer logging = yes" \
+            "[fan]" "    path = $B/fan/dst$i" "    read only = no" "    auth users = bench" \
+            "    secrets file = $B/secrets" > "$B/conf/fan$i.conf"
+        rsync --daemon --no-detach --config="$B/conf/fan$i.conf" --address="127.0.0.$i" --port="$FPORT" &
+        fan_daemons+=($!)
+        daemons+=($!)
+    done
+    for ip in "${fan_ips[@]}"; do
+        ok=
+        for _ in $(seq 1 200); do
+            if rsync --port="$FPORT" "$ip::" 2>/dev/null | grep -q '^fan'; then ok=1; break; fi
+            sleep 0.05
+        done
+        [ -n "$ok" ] || { echo "bench: rsync daemon on $ip:$FPORT did not come up" >&2; exit 1; }
+    done
+    say "fan-out: $FAN_MAX rsync daemons on 127.0.0.1..$FAN_MAX port $FPORT"
+    fauth=(--port="$FPORT" --password-file="$B/pass")
+    fan_conf() { # ROOT OUTFILE IP...
+        local root=$1 out=$2 ip
+        shift 2
+        {
+            echo '<head version="2.5">'
+            echo '  <inotify><delete start="true"/><createFolder start="true"/><createFile start="false"/><closeWrite start="true"/><moveFrom start="true"/><moveTo start="true"/><attrib start="false"/><modify start="false"/></inotify>'
+            echo "  <sersync><localpath watch=\"$root\">"
+            for ip in "$@"; do echo "      <remote ip=\"$ip\" name=\"fan\"/>"; done
+            echo "    </localpath><rsync><commonParams params=\"$PARAMS\"/>"
+            echo "      <auth start=\"true\" users=\"bench\" passwordfile=\"$B/pass\"/>"
+            echo "      <userDefinedPort start=\"true\" port=\"$FPORT\"/><ssh start=\"false\"/></rsync>"
+            echo "    <failLog path=\"$out.fail\" timeToExecute=\"60\"/></sersync>"
+            echo '</head>'
+        } > "$out"
+        rm -f "$out.fail"
+    }
+    fan_lsyncd_conf() { # ROOT OUTFILE IP...
+        local root=$1 out=$2 ips="" ip
+        shift 2
+        for ip in "$@"; do ips="$ips \"$ip\","; done
+        printf '%s\n' 'settings { nodaemon = true, insist = false }' \
+            "for _, ip in ipairs({$ips }) do" \
+            "  sync { default.rsync, source = \"$root\", target = \"bench@\" .. ip .. \"::fan\", delay = 0," \
+            "    rsync = { archive = true, update = true, compress = true," \
+            "              password_file = \"$B/pass\", _extra = { \"--port=$FPORT\" } } }" \
+            'end' > "$out"
+    }
+    # fan_start WHO ROOT N LOG: an agent for the first N daemons, in its own group,
+    # waited for until it is live (lsyncd: its N start-up rsyncs done).
+    fan_start() {
+        local who=$1 root=$2 n=$3
+        log=$4
+        : > "$log"
+        t0=$(date +%s%N)
+        case $who in
+            sersync2 | sersync2-n10)
+                fan_conf "$root" "$B/conf/fan-$who-$n.xml" "${fan_ips[@]:0:n}"
+                local extra=()
+                [ "$who" = sersync2-n10 ] && extra=(-n 10)
+                setsid "$bin" -o "$B/conf/fan-$who-$n.xml" "${extra[@]}" 2>>"$log" &
+                agent=$!
+                H --case f --contender "$who@$n" --run "$run" wait-log --log "$log" --pattern "live:" \
+                    --start-ns "$t0" --pid "$agent" --deadline 120 --metric ready_s >/dev/null
+                ;;
+            lsyncd-d0)
+                fan_lsyncd_conf "$root" "$B/conf/fan-lsyncd-$n.lua" "${fan_ips[@]:0:n}"
+                setsid lsyncd "$B/conf/fan-lsyncd-$n.lua" >>"$log" 2>&1 &
+                agent=$!
+                H --case f --contender "$who@$n" --run "$run" wait-log --log "$log" --pattern "Startup of" \
+                    --count "$n" --start-ns "$t0" --pid "$agent" --deadline 300 --metric ready_s >/dev/null
+                ;;
+        esac
+    }
+    fan_reset() {
+        rm -rf "$B/fan/src"
+        mkdir -p "$B/fan/src/lat"
+        for i in $(seq 1 "$FAN_MAX"); do rm -rf "$B/fan/dst$i"; mkdir -p "$B/fan/dst$i/lat"; done
+    }
+fi
+if has "$CASES" f; then
+    say "preparing the fan-out burst seed: $FAN_FILES files in $FAN_DIRS directories"
+    H mkfiles "$B/fanseed" "$FAN_FILES" "$FAN_DIRS" --seed 3 >/dev/null
+    for run in $(seq 1 "$FAN_RUNS"); do
+        for n in $FAN_NS; do
+            remotes=() rests=() dests=()
+            for i in $(seq 1 "$n"); do
+                remotes+=("$B/fan/dst$i/burst")
+                [ "$i" -gt 1 ] && rests+=("$B/fan/dst$i/lat")
+                dests+=("bench@127.0.0.$i::fan/")
+            done
+            for who in $FAN_CONTENDERS; do
+                fan_reset
+                if [ "$who" = floor ]; then
+                    say "case f run $run: $n remotes: floor"
+                    H --case f --contender "floor@$n" --run "$run" burst --cpu --seed "$B/fanseed" \
+                        --dest "$B/fan/src/burst" --remotes "${remotes[@]}" --daemons "${fan_daemons[@]:0:n}" \
+                        --count-log "$B/conf/fan1.log" --floor --floor-dest "${dests[@]}" --floor-cmd rsync "${params[@]}" "${fauth[@]}" >&2 || true
+                    continue
+                fi
+                say "case f run $run: $n remotes: $who"
+                if ! fan_start "$who" "$B/fan/src" "$n" "$OUT/fan-$who-$n.log"; then
+                    tail -20 "$log" >&2; stop_agent; continue
+                fi
+                H --case f --contender "$who@$n" --run "$run" latency --src "$B/fan/src/lat" \
+                    --r1 "$B/fan/dst1/lat" --rest "${rests[@]}" --all --n "$FAN_LAT_N" --pgid "$agent" \
+                    --daemons "${fan_daemons[@]:0:n}" --deadline 60 >&2 || true
+                H --case f --contender "$who@$n" --run "$run" burst --cpu --seed "$B/fanseed" \
+                    --dest "$B/fan/src/burst" --remotes "${remotes[@]}" --pgid "$agent" \
+                    --daemons "${fan_daemons[@]:0:n}" --deadline "$BURST_DEADLINE" \
+                    --count-log "$B/conf/fan1.log" >&2 || true
+                stop_agent
+            done
+        done
+        # One remote stopped: SIGSTOP on its daemon (it accepts connections, never answers).
+        n=$FAN_MAX
+        if [ "$n" -ge 3 ]; then
+            for who in sersync2 sersync2-n10; do
+                has "$FAN_CONTENDERS" "$who" || continue
+                fan_reset
+                say "case f run $run: $n remotes, the last one stopped: $who"
+                fan_start "$who" "$B/fan/src" "$n" "$OUT/fan-$who-$n-stopped.log" || { stop_agent; continue; }
+                stopped=${fan_daemons[n-1]}
+                kill -STOP "$stopped"
+                rests=()
+                for i in $(seq 2 $(( n - 1 ))); do rests+=("$B/fan/dst$i/lat"); done
+                H --case f --contender "$who-1stopped@$n" --run "$run" latency --src "$B/fan/src/lat" \
+                    --r1 "$B/fan/dst1/lat" --rest "${rests[@]}" --all --n "$FAN_LAT_N" \
+                    --deadline 60 >&2 || true
+                stop_agent_quick
+                kill -CONT "$stopped"
+            done
+        fi
+    done
+fi
+if has "$CASES" h; then
+    # Relay: agent 1 (src -> daemon 1), agent 2 (daemon 1's module path -> daemon 2).
+    for run in $(seq 1 "$FAN_RUNS"); do
+        fan_reset
+        say "case h run $run: relay src -> 127.0.0.1 -> 127.0.0.2"
+        fan_conf "$B/fan/dst1" "$B/conf/relay2.xml" 127.0.0.2
+        : > "$OUT/relay-hop2.log"
+        setsid "$bin" -o "$B/conf/relay2.xml" 2>>"$OUT/relay-hop2.log" &
+        relay=$!
+        for _ in $(seq 1 400); do grep -q 'live:' "$OUT/relay-hop2.log" && break; sleep 0.05; done
+        if fan_start sersync2 "$B/fan/src" 1 "$OUT/relay-hop1.log"; then
+            H --case h --contender relay --run "$run" latency --src "$B/fan/src/lat" \
+                --r1 "$B/fan/dst1/lat" --rest "$B/fan/dst2/lat" --all --n "$FAN_LAT_N" --deadline 60 >&2 || true
+        fi
+        stop_agent
+        kill -TERM -- "-$relay" 2>/dev/null || true
+        wait "$relay" 2>/dev/null || true
+        if grep -E ' (recv|send) .*/\.[^/]+\.[A-Za-z0-9]{6} ' "$B/conf/fan2.log"; then
+            echo "relay: an rsync temp name reached the second hop (above)" >&2
+        fi
+    done
+fi
+if has "$CASES" f || has "$CASES" h; then
+    python3 - "$results" "$FAN_NS" "$FAN_MAX" <<'PY' | tee "$OUT/fan.txt"
+import collections, statistics, sys
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    case, who, run, metric, value = line.rstrip("\n").split("\t")
+    if case in ("f", "t"):
+        try:
+            rows[(who, metric)].append(float(value))
+        except ValueError:
+            rows[(who, metric)].append(float("nan"))
+def g(who, metric, d=2):
+    v = rows.get((who, metric))
+    return "-" if not v else ("%%.%df" % d) % statistics.median(v)
+def has(who):
+    return any(key[0] == who for key in rows)
+print("fan-out, medians of the runs: burst s; CPU s of the burst (agent + rsync clients + daemons);")
+print("one change: p50 ms until the first remote has it, until all have it; CPU ms per change")
+print("%-24s %8s %8s %6s %8s %8s %8s" % ("contender@remotes", "burst s", "cpu s", "calls", "p50 r1", "p50 all", "cpu/chg"))
+for n in sys.argv[2].split():
+    for who in ("floor", "sersync2", "sersync2-n10", "lsyncd-d0"):
+        k = "%s@%s" % (who, n)
+        if has(k):
+            parts = [rows.get((k, m)) for m in ("cpu_agent_s", "cpu_rsync_s", "cpu_rsyncd_s")]
+            cpu = "%.2f" % sum(statistics.median(p) for p in parts if p) if any(parts) else "-"
+            print("%-24s %8s %8s %6s %8s %8s %8s" % (k, g(k, "burst_s"), cpu, g(k, "calls", 0), g(k, "lat_p50_ms", 1),
+                                              g(k, "lat_all_p50_ms", 1), g(k, "cpu_change_ms", 1)))
+for who in ("sersync2-1stopped", "sersync2-n10-1stopped"):
+    k = "%s@%s" % (who, sys.argv[3])
+    if has(k):
+        print("%-24s %8s %8s %6s %8s %8s   (all = the %d not stopped)" % (
+            k, "", "", "", g(k, "lat_p50_ms", 1), g(k, "lat_all_p50_ms", 1), int(sys.argv[3]) - 1))
+if has("relay"):
+    print("relay: one hop p50 %s ms, two hops p50 %s ms (p99 %s ms)" % (
+        g("relay", "lat_p50_ms", 1), g("relay", "lat_all_p50_ms", 1), g("relay", "lat_all_p99_ms", 1)))
+PY
 fi
 
 # ---------------------------------------------------------------- table

@@ -269,6 +269,8 @@ def cmd_latency(a):
     os.makedirs(a.src, exist_ok=True)
     base = [p for p, st in group(a.pgid).items() if st[0] != "rsync"] if a.pgid else []
     samples = []
+    all_samples = []  # with --all: until every remote (r1 and the rest) has the file
+    before = cpu_snapshot(a.pgid, a.daemons) if a.daemons else None
     for i in range(a.n):
         name = "%s%05d.txt" % (a.prefix, i)
         data = rnd.randbytes(rnd.randint(1024, 4096))
@@ -282,20 +284,43 @@ def cmd_latency(a):
             return 1
         samples.append(time.monotonic() - t0)
         # Idle again before the next write: the other remote has it too, no rsync runs.
+        every = True
         for r in a.rest:
-            poll_exists(os.path.join(r, name), deadline, a.interval)
+            every = poll_exists(os.path.join(r, name), deadline, a.interval) and every
+        if a.all:
+            if not every:
+                print("latency: %s not on every remote within %ss" % (name, a.deadline), file=sys.stderr)
+                record(a, "lat_all_p50_ms", "timeout")
+                return 1
+            all_samples.append(time.monotonic() - t0)
         while base and time.monotonic() < deadline:
             if not any((stat_fields(k) or ("",))[0] == "rsync" for k in children_of(base)):
                 break
             time.sleep(a.interval)
-    samples.sort()
-    p50 = statistics.median(samples) * 1000
-    p99 = samples[min(len(samples) - 1, int(round(0.99 * (len(samples) - 1))))] * 1000
+
+    def pct(xs):
+        xs = sorted(xs)
+        return (statistics.median(xs) * 1000,
+                xs[min(len(xs) - 1, int(round(0.99 * (len(xs) - 1))))] * 1000)
+
+    p50, p99 = pct(samples)
     print("latency n=%d p50 %s ms p99 %s ms (min %s max %s)" % (
-        len(samples), fmt(p50, 1), fmt(p99, 1), fmt(samples[0] * 1000, 1), fmt(samples[-1] * 1000, 1)))
+        len(samples), fmt(p50, 1), fmt(p99, 1), fmt(min(samples) * 1000, 1), fmt(max(samples) * 1000, 1)))
     record(a, "lat_p50_ms", fmt(p50, 1))
     if len(samples) >= 20:
         record(a, "lat_p99_ms", fmt(p99, 1))
+    if a.all:
+        q50, q99 = pct(all_samples)
+        print("latency to all %d remotes: p50 %s ms p99 %s ms" % (1 + len(a.rest), fmt(q50, 1), fmt(q99, 1)))
+        record(a, "lat_all_p50_ms", fmt(q50, 1))
+        record(a, "lat_all_p99_ms", fmt(q99, 1))
+    if before is not None:
+        wait_idle(a.pgid, a.daemons, 10)
+        after = cpu_snapshot(a.pgid, a.daemons)
+        per = {k: (after[k] - before[k]) * 1000 / a.n for k in after}
+        print("cpu per change: agent %s ms, rsync clients %s ms, rsync daemons %s ms" % (
+            fmt(per["agent"], 1), fmt(per["rsync"], 1), fmt(per["rsyncd"], 1)))
+        record(a, "cpu_change_ms", fmt(per["agent"] + per["rsync"] + per["rsyncd"], 1))
     return 0
 
 
@@ -692,6 +717,8 @@ def main():
     s.add_argument("--n", type=int, default=200)
     s.add_argument("--pgid", type=int, default=0)
     s.add_argument("--prefix", default="l")
+    s.add_argument("--all", action="store_true", help="also time until every remote has it")
+    s.add_argument("--daemons", type=int, nargs="*", default=[], help="rsync daemons: CPU per change")
     s.add_argument("--deadline", type=float, default=30)
     s.add_argument("--interval", type=float, default=0.001)
     s.set_defaults(f=cmd_latency)

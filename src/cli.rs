@@ -80,10 +80,10 @@ pub struct Args {
     #[arg(short = 'r')]
     pub full_first: bool,
 
-    /// Number of sync worker threads
-    #[arg(short = 'n', value_name = "NUM", default_value_t = 10,
+    /// Number of sync worker threads [default: two per remote, at least 10, at most 256]
+    #[arg(short = 'n', value_name = "NUM",
           value_parser = clap::value_parser!(u16).range(1..=1000))]
-    pub workers: u16,
+    pub workers: Option<u16>,
 
     /// Config file
     #[arg(short = 'o', value_name = "FILE", default_value = "./confxml.xml")]
@@ -191,11 +191,11 @@ mod tests {
         let a =
             Args::try_parse_from(["sersync2", "-dr", "-o", "x.xml", "-n", "4"]).expect("parses");
         assert!(a.daemon && a.full_first);
-        assert_eq!(a.workers, 4);
+        assert_eq!(a.workers, Some(4));
         assert_eq!(a.config, std::path::PathBuf::from("x.xml"));
         let a = Args::try_parse_from(["sersync2"]).expect("parses");
         assert_eq!(a.config, std::path::PathBuf::from("./confxml.xml"));
-        assert_eq!(a.workers, 10);
+        assert_eq!(a.workers, None);
         assert!(Args::try_parse_from(["sersync2", "-n", "0"]).is_err());
     }
 }

@@ -20,7 +20,7 @@ fn get(port: u16, path: &str) -> String {
     text
 }
 
-fn status_json(port: u16) -> serde_json::Value {
+pub(crate) fn status_json(port: u16) -> serde_json::Value {
     let text = get(port, "/status");
     let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
     serde_json::from_str(body).unwrap_or_else(|e| panic!("status JSON: {e}: {body}"))

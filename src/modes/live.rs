@@ -14,7 +14,8 @@
 //! and pid file stay held, the status listener is bound again, `-r` is not repeated.
 //!
 //! Threads: one `watch` thread per root (reads the kernel queue, sends batches), one
-//! `filter` thread (batches into the pending sets), `-n` `sync-N` workers (rsync), the
+//! `filter` thread (batches into the pending sets), `sync-N` workers (rsync; `-n`, or by
+//! default two per remote, see `workers::count`), the
 //! `schedule` thread, the status server, the control server (`<pid file>.sock`, for
 //! `--replay` beside this instance), with `NOTIFY_SOCKET` the `notify` thread (watchdog,
 //! status), and this one, which waits for the signals.
@@ -310,7 +311,7 @@ fn run(
             Err(e) => log::warn!("ssh connections are not reused: {e}"),
         }
     }
-    let workers = args.workers as usize;
+    let workers = crate::sync::workers::count(args.workers, targets.len());
     let queue = Arc::new(Queue::new(targets.len(), config.rsync.batch, workers));
     let after_push = Runner::for_live(&config.plugins).map(|r| r as Arc<dyn AfterPush>);
     let mirror = Arc::new(Mirror::new(

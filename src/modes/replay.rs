@@ -67,7 +67,7 @@ pub fn replay(config: &Config, args: &Args) -> Result<u8, Exit> {
         println!("fail log {}: nothing to replay", config.fail_log.display());
         return Ok(0);
     }
-    let workers = args.workers as usize;
+    let workers = crate::sync::workers::count(args.workers, targets.len());
     let queue = Arc::new(Queue::new(targets.len(), config.rsync.batch, workers));
     let mirror = Arc::new(Mirror::new(
         targets,

@@ -573,6 +573,23 @@ impl Pending {
         self.running
     }
 
+    /// When the change that has waited longest (in queue order) was queued: what a free
+    /// worker compares across remotes. `None` when nothing waits.
+    pub fn oldest_waiting(&self) -> Option<Instant> {
+        let path = self
+            .by_seq
+            .values()
+            .next()
+            .and_then(|k| self.by_path.get(k))
+            .map(|(_, m)| m.since);
+        let rename = self.renames.values().next().map(|r| r.mark.since);
+        let full = self
+            .full_mark
+            .filter(|_| self.full_pending)
+            .map(|m| m.since);
+        [path, rename, full].into_iter().flatten().min()
+    }
+
     /// Only a few paths are in flight and waiting: single edits, not a burst.
     pub fn is_trickle(&self) -> bool {
         !self.full_inflight && self.running_paths + self.len() <= TRICKLE
@@ -764,6 +781,14 @@ pub struct Queue {
 /// changes behind it.
 pub const SECOND_CALL_AFTER: Duration = Duration::from_millis(300);
 
+/// A second call to a remote in a burst (see [`SECOND_CALL_AFTER`]) starts only while
+/// fewer calls than this run to all remotes together. With many remotes in a burst every
+/// remote has its call running already: the CPU is the limit then, and a second call
+/// per remote only splits the work into more calls (each one an rsync client and a
+/// daemon child), which costs CPU and lands the burst later. Single edits
+/// ([`TRICKLE`]) are not held by it.
+pub const BURST_CALLS: usize = 10;
+
 /// While no more than this many paths are in flight and waiting for a remote, changes
 /// are single edits and each is pushed at once, beside the calls already running.
 pub const TRICKLE: usize = 16;
@@ -775,6 +800,13 @@ struct State {
     /// Sync cookies a barrier waits for, by file name: once the filter thread has met
     /// one, the checkpoint of each remote of its root at that moment.
     cookies: HashMap<Key, Option<Vec<(RemoteId, u64)>>>,
+}
+
+impl State {
+    /// Calls running to all remotes.
+    fn running(&self) -> usize {
+        self.remotes.iter().map(|r| r.pending.running()).sum()
+    }
 }
 
 /// The queue as a barrier waiter sees it, under its lock (see [`Queue::wait_for`]).
@@ -850,7 +882,13 @@ impl Remote {
 impl Remote {
     /// May this remote start a call now? If not only because of a time (resting, or a
     /// running call that is still young), when it may.
-    fn may_start(&self, now: Instant, per_target: usize) -> Result<(), Option<Instant>> {
+    /// `all_running`: the calls running to every remote.
+    fn may_start(
+        &self,
+        now: Instant,
+        per_target: usize,
+        all_running: usize,
+    ) -> Result<(), Option<Instant>> {
         if let Some(until) = self.resting_until.filter(|u| *u > now) {
             return Err(Some(until));
         }
@@ -863,6 +901,11 @@ impl Remote {
         }
         if self.pending.is_trickle() {
             return Ok(());
+        }
+        if all_running >= BURST_CALLS {
+            // Busy enough: a call that ends frees a worker, and this remote's next call
+            // takes what piled up. Woken by `finish`, no timer needed.
+            return Err(None);
         }
         match self.last_start {
             Some(at) if now < at + SECOND_CALL_AFTER => Err(Some(at + SECOND_CALL_AFTER)),
@@ -972,10 +1015,11 @@ impl Queue {
     /// ends takes what piled up.
     fn wake_for(&self, mut st: MutexGuard<'_, State>, targets: &[RemoteId]) {
         let now = Instant::now();
+        let all_running = st.running();
         let mut wake = false;
         for &t in targets {
             let remote = &mut st.remotes[t.0];
-            match remote.may_start(now, self.per_target) {
+            match remote.may_start(now, self.per_target, all_running) {
                 Ok(()) => wake = true,
                 Err(Some(_)) if !remote.timer_armed => {
                     remote.timer_armed = true;
@@ -992,6 +1036,9 @@ impl Queue {
     }
 
     /// Blocks until there is work for a free remote; `None` once the queue is closed.
+    /// Of the remotes that may start a call, the one whose oldest waiting change is
+    /// oldest goes first (ties in turn), so with fewer workers than remotes no remote
+    /// waits while others that got their changes later are served.
     pub fn take(&self) -> Option<(RemoteId, Job)> {
         let mut st = self.lock();
         loop {
@@ -1001,21 +1048,28 @@ impl Queue {
             let n = st.remotes.len();
             let now = Instant::now();
             let mut soonest: Option<Instant> = None;
+            let mut ready: Vec<(Instant, usize, usize)> = Vec::new();
+            let all_running = st.running();
             for i in 0..n {
                 let t = (st.next + i) % n;
                 let remote = &mut st.remotes[t];
                 if let Some(at) = remote.retry_due(now) {
                     soonest = Some(soonest.map_or(at, |s| s.min(at)));
                 }
-                if remote.pending.is_empty() {
+                let Some(oldest) = remote.pending.oldest_waiting() else {
                     continue;
-                }
-                if let Err(later) = remote.may_start(now, self.per_target) {
+                };
+                if let Err(later) = remote.may_start(now, self.per_target, all_running) {
                     if let Some(at) = later {
                         soonest = Some(soonest.map_or(at, |s| s.min(at)));
                     }
                     continue;
                 }
+                ready.push((oldest, i, t));
+            }
+            ready.sort_unstable();
+            for (_, _, t) in ready {
+                let remote = &mut st.remotes[t];
                 if let Some(work) = remote.pending.take(self.batch) {
                     remote.last_start = Some(now);
                     remote.timer_armed = false;

@@ -1,6 +1,6 @@
 //! The sync workers: take work from the queue, run rsync, account for the outcome.
 //!
-//! `-n` threads share one `Mirror`. A worker takes every free pending path of one remote
+//! The workers (`-n`, or [`count`] by default) share one `Mirror`. A worker takes every free pending path of one remote
 //! (up to the batch size) into one rsync call; a failed call is retried a few times with
 //! backoff, then goes to the fail queue, which is written to the fail log at once. A
 //! remote that owes work is tried again on a jittered exponential backoff (1 s doubling
@@ -121,6 +121,28 @@ pub struct Mirror {
     unsaved: Mutex<Option<String>>,
     /// Set while the ssh control directory fails its check (warned once, not per push).
     control_failing: AtomicBool,
+}
+
+/// Workers by default per remote: one for a burst's call, one for a single edit beside a
+/// long call (see `queue`'s second-call rule).
+pub const WORKERS_PER_REMOTE: usize = 2;
+/// The fewest workers by default (sersync 2.5's default).
+pub const MIN_WORKERS: usize = 10;
+/// The most workers by default: threads are cheap, the rsync processes they run are not.
+pub const MAX_WORKERS: usize = 256;
+
+/// How many workers to run: `-n` as the operator gave it, else [`WORKERS_PER_REMOTE`]
+/// per remote, between [`MIN_WORKERS`] and [`MAX_WORKERS`]. So by default every remote
+/// (up to 128 of them) has its own workers: none waits for a free worker while another
+/// remote's pushes run, and a remote that hangs holds only its own share (`Queue`
+/// gives one remote at most `workers / remotes` calls at once).
+pub fn count(flag: Option<u16>, remotes: usize) -> usize {
+    match flag {
+        Some(n) => usize::from(n).max(1),
+        None => remotes
+            .saturating_mul(WORKERS_PER_REMOTE)
+            .clamp(MIN_WORKERS, MAX_WORKERS),
+    }
 }
 
 /// How often the scheduler writes the fail log again while its last write failed.
@@ -953,5 +975,26 @@ mod tests {
         );
         assert_eq!(split(&[p("x")]).len(), 1, "no empty call");
         assert!(split(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_operators_worker_count_is_kept() {
+        assert_eq!(count(Some(4), 20), 4);
+        assert_eq!(count(Some(1), 1), 1);
+        assert_eq!(count(Some(1000), 2), 1000);
+    }
+
+    #[test]
+    fn by_default_every_remote_has_workers_of_its_own() {
+        assert_eq!(count(None, 1), MIN_WORKERS);
+        assert_eq!(count(None, 2), MIN_WORKERS);
+        assert_eq!(count(None, 5), MIN_WORKERS);
+        assert_eq!(count(None, 10), 20);
+        assert_eq!(count(None, 20), 40);
+        assert_eq!(count(None, 1000), MAX_WORKERS);
+        assert_eq!(count(None, usize::MAX), MAX_WORKERS);
+        for remotes in 1..=MAX_WORKERS / WORKERS_PER_REMOTE {
+            assert!(count(None, remotes) >= remotes * WORKERS_PER_REMOTE);
+        }
     }
 }

@@ -455,32 +455,49 @@ impl RsyncDaemon {
 
     /// [`start_pair`](Self::start_pair) on two chosen loopback addresses.
     pub fn start_pair_on(ip_a: &str, ip_b: &str) -> (RsyncDaemon, RsyncDaemon) {
+        let mut all = RsyncDaemon::start_many(&[ip_a, ip_b]).into_iter();
+        match (all.next(), all.next()) {
+            (Some(a), Some(b)) => (a, b),
+            _ => unreachable!("start_many returns one daemon per address"),
+        }
+    }
+
+    /// Daemons serving module `mod` on each of `ips` with the SAME port, user and
+    /// password (one config's remotes), in the order given.
+    pub fn start_many(ips: &[&str]) -> Vec<RsyncDaemon> {
         let password = format!("pw{}", unique_token());
-        let mut a = RsyncDaemon::prepare(ip_a, "mod", &password);
-        let mut b = RsyncDaemon::prepare(ip_b, "mod", &password);
+        let mut all: Vec<RsyncDaemon> = ips
+            .iter()
+            .map(|ip| RsyncDaemon::prepare(ip, "mod", &password))
+            .collect();
         for _ in 0..START_ATTEMPTS * 4 {
-            let port = free_port(ip_a);
-            if !port_is_free(ip_b, port) {
+            let port = free_port(ips[0]);
+            if !ips.iter().all(|ip| port_is_free(ip, port)) {
                 continue;
             }
-            a.port = port;
-            b.port = port;
-            if !a.try_launch() {
-                continue;
+            let mut up = 0;
+            for d in all.iter_mut() {
+                d.port = port;
+                if !d.try_launch() {
+                    break;
+                }
+                up += 1;
             }
-            if b.try_launch() {
-                return (a, b);
+            if up == all.len() {
+                return all;
             }
-            if let Some(server) = a.server.take() {
-                server.kill();
+            for d in all.iter_mut().take(up) {
+                if let Some(server) = d.server.take() {
+                    server.kill();
+                }
             }
         }
         panic!(
-            "rsync daemon pair on {ip_a}/{ip_b} failed to start; last output:\n{}\n{}\n{}\n{}",
-            read_log(&a.dir.join("daemon.out")),
-            a.log(),
-            read_log(&b.dir.join("daemon.out")),
-            b.log()
+            "rsync daemons on {ips:?} failed to start on one port; last output:\n{}",
+            all.iter()
+                .map(|d| format!("{}\n{}", read_log(&d.dir.join("daemon.out")), d.log()))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 
@@ -636,6 +653,26 @@ impl RsyncDaemon {
             .expect("run rsync client")
     }
 
+    /// Stops the daemon with SIGSTOP: the kernel still accepts connections on its port,
+    /// and nobody answers them (a hung remote). [`resume`](Self::resume) undoes it.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`pause`](Self::pause): the connections waiting are served.
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        if let Some(server) = &self.server {
+            // SAFETY: plain syscall on our own, not yet reaped, child.
+            unsafe {
+                libc::kill(server.child.id() as libc::pid_t, signal);
+            }
+        }
+    }
+
     /// Kills the daemon (and its connection children); keeps the data dir.
     pub fn stop(&mut self) {
         if let Some(server) = self.server.take() {
@@ -669,6 +706,7 @@ impl RsyncDaemon {
 
 impl Drop for RsyncDaemon {
     fn drop(&mut self) {
+        self.resume();
         if let Some(server) = self.server.take() {
             server.kill();
         }

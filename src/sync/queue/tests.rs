@@ -125,6 +125,41 @@ fn the_shared_queue_leaves_workers_for_other_remotes() {
 }
 
 #[test]
+fn a_free_worker_takes_the_remote_that_has_waited_longest() {
+    // 1 worker, 3 remotes: remote 2's change is the oldest, then remote 0's, then 1's.
+    let q = Queue::new(3, 10, 1);
+    // Distinct queue times: each push after the clock has moved on (no sleep).
+    let tick = |before: Instant| while Instant::now() <= before {};
+    q.push(&[RemoteId(2)], &p("first"), false);
+    tick(Instant::now());
+    q.push(&[RemoteId(0)], &p("second"), false);
+    tick(Instant::now());
+    q.push(&[RemoteId(1)], &p("third"), false);
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let (t, job) = q.take().expect("work");
+        order.push(t.index());
+        q.finish(t, &job, None);
+    }
+    assert_eq!(order, [2, 0, 1]);
+}
+
+#[test]
+fn oldest_waiting_is_the_first_change_still_waiting() {
+    let mut s = Pending::default();
+    assert_eq!(s.oldest_waiting(), None);
+    let t0 = Instant::now();
+    s.push_at(p("a"), false, t0);
+    s.push_at(p("b"), false, t0 + Duration::from_millis(5));
+    assert_eq!(s.oldest_waiting(), Some(t0));
+    let job = s.take(1).expect("a");
+    assert_eq!(paths(Some(job.clone())), [p("a")]);
+    assert_eq!(s.oldest_waiting(), Some(t0 + Duration::from_millis(5)));
+    s.push_full_at(t0 + Duration::from_millis(9));
+    assert_eq!(s.oldest_waiting(), Some(t0 + Duration::from_millis(5)));
+}
+
+#[test]
 fn a_retry_joins_the_pending_set_at_its_time_and_not_before() {
     let q = Queue::new(2, 10, 4);
     let start = Instant::now();
@@ -610,4 +645,41 @@ fn collapse_is_off_at_zero() {
         q.push(p(&format!("d/{i}")), false);
     }
     assert_eq!(q.len(), 50);
+}
+
+#[test]
+fn a_second_burst_call_waits_while_enough_calls_run_elsewhere() {
+    let now = Instant::now();
+    let mut r = Remote::default();
+    for i in 0..(TRICKLE + 5) {
+        r.pending.push_at(p(&format!("f{i}")), false, now);
+    }
+    let first = r.pending.take(4).expect("the first call");
+    assert!(!r.pending.is_trickle(), "a burst");
+    r.last_start = Some(now);
+    let later = now + SECOND_CALL_AFTER + Duration::from_millis(1);
+    assert_eq!(
+        r.may_start(later, 2, 3),
+        Ok(()),
+        "a slow call gets a second one"
+    );
+    assert_eq!(
+        r.may_start(later, 2, BURST_CALLS),
+        Err(None),
+        "not while the other remotes keep the machine busy"
+    );
+    assert_eq!(
+        r.may_start(later, 1, 1),
+        Err(None),
+        "never past the per-remote cap"
+    );
+    // Single edits are not held back by the other remotes' calls.
+    r.pending.finish(&first);
+    let mut single = Remote::default();
+    single.pending.push_at(p("big"), false, now);
+    single.pending.push_at(p("edit"), false, now);
+    let _big = single.pending.take(1).expect("the long call");
+    single.last_start = Some(now);
+    assert!(single.pending.is_trickle());
+    assert_eq!(single.may_start(now, 2, 100), Ok(()));
 }
