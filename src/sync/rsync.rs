@@ -112,25 +112,7 @@ impl Target {
                 // A listed path is known to have changed. rsync's quick check compares
                 // size and whole-second mtimes, so a same-size rewrite within one second
                 // would be skipped and the remote left wrong.
-                // A call of directory listings only (a storm collapsed into its
-                // directory, a directory that replaced another) names every entry of
-                // the directory, most of them already on the remote: those use the
-                // quick check with nanosecond mtimes (`--modify-window=-1`, receivers
-                // from rsync 3.1.3), or every file would be sent again with each one.
-                let listings = match job {
-                    Job::Paths(paths) => !paths.is_empty() && paths.iter().all(|p| is_listing(p)),
-                    _ => false,
-                };
-                let own_window = self
-                    .opts
-                    .params
-                    .iter()
-                    .any(|p| p.starts_with("--modify-window") || p.starts_with("-@"));
-                if !listings {
-                    argv.push("--ignore-times".into());
-                } else if !own_window {
-                    argv.push("--modify-window=-1".into());
-                }
+                argv.push("--ignore-times".into());
                 if self.delete {
                     argv.push("--delete-missing-args".into());
                     argv.push("--force".into());
@@ -362,13 +344,6 @@ impl Target {
         argv.push(base.join(to).into_os_string());
         Some((program.into(), argv))
     }
-}
-
-/// A path the queue hands out as a listing of its directory (`d/`): the directory's
-/// entries are pushed, and with deletes on what the remote holds there beyond them is
-/// deleted.
-pub fn is_listing(p: &Path) -> bool {
-    p.as_os_str().as_bytes().ends_with(b"/")
 }
 
 /// A relative path that passes a remote shell and any rsync daemon as one word, as is:
@@ -726,50 +701,6 @@ pub fn terminate_running(grace: Duration) -> usize {
 mod tests {
     use super::*;
     use std::ffi::OsStr;
-
-    #[test]
-    fn listings_compare_by_size_and_nanosecond_time_other_paths_are_sent() {
-        let t = target(None, true);
-        let words = |job: Job| -> Vec<String> {
-            t.argv(&job, &[])
-                .0
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect()
-        };
-        let listing = words(Job::Paths(vec![PathBuf::from("storm/")]));
-        assert!(
-            !listing.contains(&"--ignore-times".to_owned()),
-            "{listing:?}"
-        );
-        assert!(
-            listing.contains(&"--modify-window=-1".to_owned()),
-            "{listing:?}"
-        );
-        for job in [
-            Job::Paths(vec![PathBuf::from("a.txt")]),
-            Job::Paths(vec![PathBuf::from("storm/"), PathBuf::from("a.txt")]),
-        ] {
-            let w = words(job);
-            assert!(w.contains(&"--ignore-times".to_owned()), "{w:?}");
-            assert!(!w.iter().any(|a| a.starts_with("--modify-window")), "{w:?}");
-        }
-        let mut own = target(None, true);
-        own.opts.params.push("--modify-window=2".into());
-        let w: Vec<String> = own
-            .argv(&Job::Paths(vec![PathBuf::from("storm/")]), &[])
-            .0
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            w.iter()
-                .filter(|a| a.starts_with("--modify-window"))
-                .count(),
-            1,
-            "the config's own window is kept: {w:?}"
-        );
-    }
 
     #[test]
     fn remote_rename_is_one_mv_over_the_ssh_command() {

@@ -909,21 +909,13 @@ pub fn remotes_of(targets: &[Target], root: &Path) -> Vec<RemoteId> {
 }
 
 /// A job's paths in runs that fit one call's arguments.
-/// The calls that carry `paths`: directory listings (`d/`, see `queue`) in calls of
-/// their own, since those compare by size and time rather than send every file again
-/// ([`Target::argv`]), then the other paths; each call within the argument budget.
 fn split(paths: &[PathBuf]) -> Vec<(Job, Vec<PathBuf>)> {
-    let (listings, plain): (Vec<PathBuf>, Vec<PathBuf>) =
-        paths.iter().cloned().partition(|p| rsync::is_listing(p));
-    [listings, plain]
-        .iter()
-        .flat_map(|part| rsync::split_for_args(part, rsync::ARGS_BUDGET))
-        .filter(|run| !run.is_empty())
+    rsync::split_for_args(paths, rsync::ARGS_BUDGET)
+        .into_iter()
         .map(|run| (Job::Paths(run.to_vec()), Vec::new()))
         .collect()
 }
 
-/// What a rename put on the remote: `to` and what was below it.
 /// How a rename reached a remote as one.
 enum Renamed {
     /// ssh mode: one `mv` on the remote moved the old path to the new one.
@@ -933,6 +925,7 @@ enum Renamed {
     Linked(Outcome),
 }
 
+/// What a rename put on the remote: `to` and what was below it.
 fn rename_to_paths(job: &Job) -> Job {
     match job {
         Job::Rename { to, below, .. } => {
@@ -951,31 +944,6 @@ fn last_line(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listings_go_in_calls_of_their_own() {
-        let paths: Vec<PathBuf> = ["a.txt", "storm/", "b/c.txt", "other/"]
-            .into_iter()
-            .map(PathBuf::from)
-            .collect();
-        let calls: Vec<Vec<PathBuf>> = split(&paths)
-            .into_iter()
-            .map(|(job, _)| match job {
-                Job::Paths(p) => p,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        let p = |s: &str| PathBuf::from(s);
-        assert_eq!(
-            calls,
-            vec![
-                vec![p("storm/"), p("other/")],
-                vec![p("a.txt"), p("b/c.txt")]
-            ]
-        );
-        assert_eq!(split(&[p("x")]).len(), 1, "no empty call");
-        assert!(split(&[]).is_empty());
-    }
 
     #[test]
     fn the_operators_worker_count_is_kept() {
