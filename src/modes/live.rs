@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::{lock_and_load, runtime, Exit};
+use super::{lock_and_load, runtime, usage, Exit};
 use crate::cli::Args;
 use crate::config::Config;
 use crate::filter::Excludes;
@@ -133,7 +133,14 @@ fn supervise(
     cx: &Ctx,
     detached: &mut Option<Detached>,
 ) -> Result<u8, Exit> {
-    let (watchers, watches) = watch(config).map_err(|e| fail(detached, runtime(e)))?;
+    let (watchers, watches) = watch(config).map_err(|e| {
+        // A backend the config asks for that cannot run is the config's problem.
+        let forced = matches!(
+            e.downcast_ref::<crate::watch::WatchError>(),
+            Some(crate::watch::WatchError::Unavailable { .. })
+        );
+        fail(detached, if forced { usage(e) } else { runtime(e) })
+    })?;
     let mut next = Prepared {
         config: config.clone(),
         watchers,
@@ -165,12 +172,13 @@ fn watch(config: &Config) -> anyhow::Result<(Vec<Watcher>, Arc<AtomicUsize>)> {
             i,
             Excludes::new(config.excludes.clone()),
             config.events,
+            config.watcher,
         )?;
         w.count_into(Arc::clone(&watches));
         log::info!(
-            "watching {}: {} directories in {:.2}s",
+            "watching {}: {} in {:.2}s",
             w.root().display(),
-            w.watched(),
+            w.describe(),
             started.elapsed().as_secs_f64()
         );
         watchers.push(w);
