@@ -5,6 +5,7 @@ mod agent;
 mod attacks;
 mod churn;
 mod e2e;
+mod fanotify;
 mod faults_control;
 mod faults_recover;
 mod faults_root;
