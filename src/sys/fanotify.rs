@@ -64,6 +64,9 @@ pub enum Side {
     Old,
     /// The new name of a `FAN_RENAME`.
     New,
+    /// `FAN_EVENT_INFO_TYPE_FID`: the object itself (with `FAN_REPORT_TARGET_FID`, the
+    /// entry created, deleted or moved); no name.
+    Target,
 }
 
 /// One directory-and-name record of an event. The name "." is the directory itself.
@@ -130,12 +133,16 @@ fn entries(mut body: &[u8]) -> Vec<Entry<'_>> {
             }
             libc::FAN_EVENT_INFO_TYPE_OLD_DFID_NAME => Some(Side::Old),
             libc::FAN_EVENT_INFO_TYPE_NEW_DFID_NAME => Some(Side::New),
+            libc::FAN_EVENT_INFO_TYPE_FID => Some(Side::Target),
             _ => None,
         };
         if let Some(side) = side {
             if let Some((dir, rest)) = Fid::from_record(rec) {
                 // NUL-terminated, then padding to the record's length.
-                let name = rest.split(|b| *b == 0).next().unwrap_or_default();
+                let name = match side {
+                    Side::Target => &[][..],
+                    _ => rest.split(|b| *b == 0).next().unwrap_or_default(),
+                };
                 out.push(Entry {
                     side,
                     dir,
@@ -345,6 +352,7 @@ mod tests {
             &[
                 (libc::FAN_EVENT_INFO_TYPE_OLD_DFID_NAME, &a, b"x"),
                 (libc::FAN_EVENT_INFO_TYPE_NEW_DFID_NAME, &b, b"y\nz"),
+                (libc::FAN_EVENT_INFO_TYPE_FID, &a, b""),
             ],
         ));
         let got = parse(&buf);
@@ -353,7 +361,9 @@ mod tests {
         assert_eq!(got[0].pid, 42);
         assert_eq!(got[0].entries[0].dir, a);
         assert_eq!(got[0].entries[0].name, OsStr::new("new.txt"));
-        assert_eq!(got[1].entries.len(), 2);
+        assert_eq!(got[1].entries.len(), 3);
+        assert_eq!(got[1].entries[2].side, Side::Target);
+        assert_eq!(got[1].entries[2].dir, a);
         assert_eq!(got[1].entries[0].side, Side::Old);
         assert_eq!(got[1].entries[1].side, Side::New);
         assert_eq!(got[1].entries[1].dir, b);

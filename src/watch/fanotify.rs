@@ -106,6 +106,7 @@ impl DirCache {
     }
 
     /// The directory named `name` in `parent`, if known.
+    #[cfg(test)]
     pub fn child(&self, parent: &Fid, name: &OsStr) -> Option<&Fid> {
         self.entries.get(&(parent.clone(), name.to_os_string()))
     }
@@ -151,6 +152,16 @@ impl DirCache {
         }
     }
 
+    /// The directory `fid` is gone from the tree (as [`DirCache::remove`], by handle).
+    pub fn remove_dir(&mut self, fid: &Fid) {
+        if let Some(old) = self.nodes.remove(fid) {
+            let key = (old.parent, old.name);
+            if self.entries.get(&key) == Some(fid) {
+                self.entries.remove(&key);
+            }
+        }
+    }
+
     pub fn note_outside(&mut self, fid: Fid) {
         self.nodes.remove(&fid);
         if self.outside.len() >= OUTSIDE_MAX {
@@ -165,9 +176,11 @@ impl DirCache {
     }
 }
 
-/// A filesystem with a mark: a descriptor on it to open handles through.
+/// A filesystem with a mark: where to open a descriptor on it when a handle must be
+/// opened (none is held: an open descriptor would keep the filesystem from being
+/// unmounted).
 struct Marked {
-    dir: File,
+    path: PathBuf,
 }
 
 /// The fanotify watch of one root.
@@ -234,6 +247,16 @@ fn unavailable(what: &str, root: &Path, e: &io::Error) -> WatchError {
     WatchError::Unavailable {
         dir: root.to_path_buf(),
         why,
+    }
+}
+
+/// A group reporting directory handles and names, and (Linux 5.17 and later) the
+/// handle of the entry itself, so that a directory created, moved or deleted is known
+/// by its handle without asking the kernel.
+fn init() -> io::Result<Group> {
+    match Group::init(libc::FAN_REPORT_DFID_NAME_TARGET) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Group::init(libc::FAN_REPORT_DFID_NAME),
+        r => r,
     }
 }
 
@@ -341,13 +364,18 @@ impl FanotifyTree {
     /// (Re)reads what the root is: its handle, canonical path and filesystem.
     fn take_root(&mut self) -> io::Result<()> {
         self.canonical = std::fs::canonicalize(&self.root)?;
-        let dir = open_mount_dir(&self.canonical)?;
+        let dir = open_dir(&self.canonical)?;
         let fsid = fan::fsid_of(&dir)?;
         let fid = fan::handle_at(&dir, Path::new(""), fsid)?;
         if !self.marked.contains_key(&fsid) {
             self.group.mark_filesystem(&self.canonical, self.mask)?;
         }
-        self.marked.insert(fsid, Marked { dir });
+        self.marked.insert(
+            fsid,
+            Marked {
+                path: self.canonical.clone(),
+            },
+        );
         self.cache.reset(Some(fid));
         Ok(())
     }
@@ -355,12 +383,12 @@ impl FanotifyTree {
     /// Marks the filesystem mounted at `rel`; false (logged) if it cannot be.
     fn mark_mount(&mut self, rel: &Path, m: &mounts::Mount) -> bool {
         let abs = self.root.join(rel);
-        let marked = open_mount_dir(&abs).and_then(|dir| {
+        let marked = open_dir(&abs).and_then(|dir| {
             let fsid = fan::fsid_of(&dir)?;
             if !self.marked.contains_key(&fsid) {
                 self.group.mark_filesystem(&abs, self.mask)?;
             }
-            self.marked.insert(fsid, Marked { dir });
+            self.marked.insert(fsid, Marked { path: abs.clone() });
             Ok(())
         });
         match marked {
@@ -428,7 +456,7 @@ impl FanotifyTree {
             self.cache.note_outside(fid.clone());
             return None;
         };
-        let abs = match fan::path_of(&m.dir, fid) {
+        let abs = match open_mount_dir(&m.path).and_then(|dir| fan::path_of(&dir, fid)) {
             Ok(p) => p,
             Err(e) => {
                 // ESTALE: gone already; anything else is as good as gone for us.
@@ -443,32 +471,40 @@ impl FanotifyTree {
             self.cache.note_outside(fid.clone());
             return None;
         };
-        let rel = rel.to_path_buf();
-        self.learn(&rel);
-        Some(rel)
+        self.learn(fid, rel)
     }
 
-    /// Records the handle of every directory from the root down to `rel`.
-    fn learn(&mut self, rel: &Path) {
-        let Some(mut parent) = self.cache.root.clone() else {
-            return;
-        };
-        let mut abs = self.canonical.clone();
-        for name in rel.iter() {
-            abs.push(name);
-            let fid = match self.cache.child(&parent, name) {
-                Some(f) => f.clone(),
-                None => match dir_handle(&abs) {
-                    Ok(f) => {
-                        self.cache
-                            .insert(f.clone(), parent.clone(), name.to_os_string());
-                        f
-                    }
-                    Err(_) => return, // gone meanwhile: asked for again next time
-                },
+    /// Learns where the directory `fid`, now at `rel`, is: from it upwards, the handle
+    /// of each directory on its path is asked for until one is known; what the cache
+    /// says of that one stands (it follows the events read so far, and renames still
+    /// queued would move it), with the names below it as they are now. Returns the path.
+    fn learn(&mut self, fid: &Fid, rel: &Path) -> Option<PathBuf> {
+        let mut chain: Vec<(Fid, OsString, Fid)> = Vec::new();
+        let mut child = fid.clone();
+        let mut at = rel.to_path_buf();
+        let base = loop {
+            let name = at.file_name()?.to_os_string();
+            let up = at.parent()?.to_path_buf();
+            let parent = if up.as_os_str().is_empty() {
+                self.cache.root.clone()?
+            } else {
+                dir_handle(&self.canonical.join(&up)).ok()? // gone meanwhile
             };
-            parent = fid;
+            chain.push((child, name, parent.clone()));
+            match self.cache.lookup(&parent) {
+                Lookup::Inside(p) => break p,
+                _ => {
+                    child = parent;
+                    at = up;
+                }
+            }
+        };
+        let mut path = base;
+        for (fid, name, parent) in chain.into_iter().rev() {
+            path.push(&name);
+            self.cache.insert(fid, parent, name);
         }
+        Some(path)
     }
 
     fn lose_root(&mut self, why: &str) {
@@ -506,7 +542,7 @@ impl FanotifyTree {
             self.lose_root(if now.is_some() {
                 "replaced: another directory (or a mount) is at its path now"
             } else {
-                "removed or moved away (perhaps with a parent directory)"
+                "removed, or renamed or moved away (perhaps with a parent directory)"
             });
         }
     }
@@ -713,8 +749,16 @@ impl FanotifyTree {
             }
             let arrived = ev.mask & (libc::FAN_CREATE | libc::FAN_MOVED_TO) != 0;
             let left = ev.mask & (libc::FAN_DELETE | libc::FAN_MOVED_FROM) != 0;
-            if left {
-                self.cache.remove(&e.dir, e.name);
+            let target = ev.entries.iter().find(|t| t.side == Side::Target);
+            match target {
+                Some(t) if left => self.cache.remove_dir(&t.dir),
+                Some(t) if arrived => {
+                    self.cache
+                        .insert(t.dir.clone(), e.dir.clone(), e.name.to_os_string())
+                }
+                Some(_) => {}
+                None if left => self.cache.remove(&e.dir, e.name),
+                None => {}
             }
             // Both in one (merged) event: the one that holds now comes last.
             let exists = arrived && left && self.root.join(&rel).is_dir();
@@ -769,16 +813,22 @@ impl FanotifyTree {
         let from = side(self, old);
         let to = side(self, new);
         if dir {
-            match (old, new, &to) {
-                (Some(o), Some(n), Some(_)) => {
-                    let known = self.cache.rename(&o.dir, o.name, &n.dir, n.name);
-                    if !known && from.is_none() {
-                        // From outside the tree: handles below it may be outside answers.
-                        self.cache.forget_outside();
-                    }
+            let target = ev.entries.iter().find(|e| e.side == Side::Target);
+            match (old, new, &to, target) {
+                (_, Some(n), Some(_), Some(t)) => {
+                    self.cache
+                        .insert(t.dir.clone(), n.dir.clone(), n.name.to_os_string());
                 }
-                (Some(o), _, _) => self.cache.remove(&o.dir, o.name),
+                (Some(o), Some(n), Some(_), None) => {
+                    self.cache.rename(&o.dir, o.name, &n.dir, n.name);
+                }
+                (_, _, None, Some(t)) => self.cache.remove_dir(&t.dir),
+                (Some(o), _, None, None) => self.cache.remove(&o.dir, o.name),
                 _ => {}
+            }
+            if from.is_none() && to.is_some() {
+                // From outside the tree: handles below it may be outside answers.
+                self.cache.forget_outside();
             }
             if from.is_none() {
                 // Perhaps the root, or a directory above it, was renamed.
@@ -933,8 +983,7 @@ fn ops(mask: u64) -> impl Iterator<Item = Op> {
 
 /// Can fanotify watch `root`? Ok, or the reason it cannot (for `auto` and `-t`).
 pub fn probe(root: &Path) -> Result<(), String> {
-    let group = Group::init(libc::FAN_REPORT_DFID_NAME)
-        .map_err(|e| unavailable("init", root, &e).to_string())?;
+    let group = init().map_err(|e| unavailable("init", root, &e).to_string())?;
     let mask = mark_mask(&Events::default(), false);
     group
         .mark_filesystem(root, mask)
