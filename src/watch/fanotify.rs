@@ -294,8 +294,7 @@ impl FanotifyTree {
         excludes: Excludes,
         events: Events,
     ) -> Result<FanotifyTree, WatchError> {
-        let group =
-            Group::init(libc::FAN_REPORT_DFID_NAME).map_err(|e| unavailable("init", &root, &e))?;
+        let group = init().map_err(|e| unavailable("init", &root, &e))?;
         let mut mask = mark_mask(&events, true);
         match group.mark_filesystem(&root, mask) {
             Ok(()) => {}
@@ -1142,5 +1141,53 @@ mod kernel_tests {
         );
         stop.trigger();
         th.join().expect("watch thread");
+    }
+
+    // Broke: the handle of a directory created after the start was learned by asking
+    // the kernel for its path when its first event was read; a rename still queued
+    // behind that event had already moved it, so its files were sent under the new
+    // name before the rename itself, and the remotes ended wrong.
+    #[test]
+    fn events_queued_before_a_rename_keep_the_path_they_had() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path().join("www");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let t = match FanotifyTree::new(root.clone(), 0, Excludes::default(), Events::default()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("SKIP: fanotify cannot run here: {e}");
+                return;
+            }
+        };
+        // All queued before the watcher reads anything.
+        std::fs::create_dir(root.join("a")).expect("mkdir a");
+        std::fs::write(root.join("a/f.txt"), "x").expect("write a/f");
+        std::fs::rename(root.join("a"), root.join("b")).expect("mv a b");
+        std::fs::create_dir(root.join("a")).expect("mkdir a again");
+        std::fs::write(root.join("a/g.txt"), "x").expect("write a/g");
+        let stop = crate::sys::Stop::manual().expect("stop");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let fd = stop.fd();
+        let th = std::thread::spawn(move || t.run(fd, tx));
+        let mut seen = Vec::new();
+        assert!(
+            recv_until(&rx, &mut seen, |c| file_at(c, "a/g.txt")),
+            "{seen:?}"
+        );
+        stop.trigger();
+        th.join().expect("watch thread");
+        let f = seen.iter().position(|c| file_at(c, "a/f.txt"));
+        let mv = seen.iter().position(|c| {
+            matches!(c, Change::Renamed { from, to, dir: true, .. }
+                if from == Path::new("a") && to == Path::new("b"))
+        });
+        assert!(
+            matches!((f, mv), (Some(f), Some(mv)) if f < mv),
+            "a/f.txt, then the rename a -> b: {seen:?}"
+        );
+        assert!(
+            !seen.iter().any(|c| file_at(c, "b/f.txt")),
+            "sent under the name it had only later: {seen:?}"
+        );
     }
 }
