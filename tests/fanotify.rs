@@ -151,11 +151,22 @@ fn fanotify_auto_picks_fanotify_as_root_and_inotify_without_cap_sys_admin() {
     assert!(log.contains("with inotify (auto)"), "{log}");
     s.write("pushed.txt", "x\n");
     s.wait(&mut agent, "pushed by the inotify fallback");
-    agent.stop();
 
-    // Forced fanotify without the capability: a clear reason, exit 2.
+    // A reload to a forced fanotify it cannot run keeps the running config.
     let mut forced = conf;
     forced.backend = "fanotify".into();
+    fs::write(s.dir.join("sersync.xml"), forced.render()).expect("rewrite config");
+    agent.signal(libc::SIGHUP);
+    wait_until("the reload is refused", DEADLINE, || {
+        agent.assert_running();
+        let log = agent.log();
+        log.contains("SIGHUP: ") && log.contains("CAP_SYS_ADMIN") && log.contains("stays in use")
+    });
+    s.write("after-reload.txt", "x\n");
+    s.wait(&mut agent, "still pushed after the refused reload");
+    agent.stop();
+
+    // Forced fanotify without the capability at the start: a clear reason, exit 2.
     fs::write(s.dir.join("forced.xml"), forced.render()).expect("write config");
     let out = without_sys_admin(&s)
         .args(["-o", "forced.xml"])

@@ -231,9 +231,17 @@ fn mark_mask(events: &Events, rename: bool) -> u64 {
     m
 }
 
-/// Why fanotify cannot watch `root`, in words for the log.
+/// Why fanotify cannot watch `root`.
 fn unavailable(what: &str, root: &Path, e: &io::Error) -> WatchError {
-    let why = match e.raw_os_error() {
+    WatchError::Unavailable {
+        dir: root.to_path_buf(),
+        why: why_unavailable(what, e),
+    }
+}
+
+/// Why fanotify cannot run, in words for the log (`what` failed with `e`).
+fn why_unavailable(what: &str, e: &io::Error) -> String {
+    match e.raw_os_error() {
         Some(libc::EPERM) => "the process lacks CAP_SYS_ADMIN".to_owned(),
         Some(libc::EINVAL) if what == "init" => {
             "the kernel lacks FAN_REPORT_DFID_NAME (Linux 5.9 or later)".to_owned()
@@ -243,10 +251,6 @@ fn unavailable(what: &str, root: &Path, e: &io::Error) -> WatchError {
             format!("its filesystem cannot be marked with file handles ({e})")
         }
         _ => format!("{what} failed: {e}"),
-    };
-    WatchError::Unavailable {
-        dir: root.to_path_buf(),
-        why,
     }
 }
 
@@ -982,11 +986,11 @@ fn ops(mask: u64) -> impl Iterator<Item = Op> {
 
 /// Can fanotify watch `root`? Ok, or the reason it cannot (for `auto` and `-t`).
 pub fn probe(root: &Path) -> Result<(), String> {
-    let group = init().map_err(|e| unavailable("init", root, &e).to_string())?;
+    let group = init().map_err(|e| why_unavailable("init", &e))?;
     let mask = mark_mask(&Events::default(), false);
     group
         .mark_filesystem(root, mask)
-        .map_err(|e| unavailable("fanotify_mark", root, &e).to_string())?;
+        .map_err(|e| why_unavailable("fanotify_mark", &e))?;
     dir_handle(root)
         .map_err(|e| format!("cannot read the file handle of {}: {e}", root.display()))?;
     Ok(())
