@@ -462,12 +462,17 @@ impl FanotifyTree {
         let abs = match open_mount_dir(&m.path).and_then(|dir| fan::path_of(&dir, fid)) {
             Ok(p) => p,
             Err(e) => {
-                // ESTALE: gone already; anything else is as good as gone for us.
+                // ESTALE: gone, and a handle is never reused (it holds the inode's
+                // generation), so later events of that directory are skipped at once.
+                if e.raw_os_error() == Some(libc::ESTALE) {
+                    self.cache.note_outside(fid.clone());
+                }
                 log::debug!("cannot open a directory handle: {e}");
                 return None;
             }
         };
         if abs.as_os_str().as_bytes().ends_with(b" (deleted)") {
+            self.cache.note_outside(fid.clone());
             return None;
         }
         let Ok(rel) = abs.strip_prefix(&self.canonical) else {
