@@ -31,6 +31,8 @@
 #   CONTENDERS="sersync2 sersync2-b1 floor lsyncd-d0 lsyncd-def iwrsync"
 #   E_SKIP="sersync2-b1"    contenders left out of case e (too slow to be worth it)
 #   LSYNCD_DEF_LAT_N=3      latency samples for lsyncd's default delay (15 s each), run 1 only
+#   WATCHER=inotify         sersync2's <watcher backend> (auto|inotify|fanotify); the
+#                           results before the fanotify backend are all inotify
 #   PARAMS=-artuz           rsync options of every contender (the script drops -u, see docs)
 #   BURST_DEADLINE=300      seconds before a burst counts as "timeout"
 #   PORT=28730              rsync daemon port
@@ -187,6 +189,7 @@ read -ra params <<< "$PARAMS"
 sersync_conf() { # ROOT MODULE OUTFILE
     cat > "$3" <<EOF
 <head version="2.5">
+  <watcher backend="${WATCHER:-inotify}"/>
   <inotify><delete start="true"/><createFolder start="true"/><createFile start="false"/><closeWrite start="true"/><moveFrom start="true"/><moveTo start="true"/><attrib start="false"/><modify start="false"/></inotify>
   <sersync>
     <localpath watch="$1">

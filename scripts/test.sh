@@ -19,8 +19,13 @@ mkdir -p /run/sshd
 # watch-limit scenario holds it at 64, any other agent the suite starts would raise it
 # first. That scenario runs alone, after the rest.
 alone=scenarios::the_watch_limit_is_raised_as_root_when_the_tree_needs_more
+# The end-to-end modules that exercise the watcher run a second time on fanotify (the
+# first run is on inotify, the config writer's default; tests/fanotify.rs covers
+# fanotify's own cases and its queue overflow in the first run).
+on_fanotify=(e2e:: churn:: moves:: faults_root::)
 if [ $# -eq 0 ]; then
     cargo test --locked -- --skip "$alone"
+    SERSYNC2_TEST_BACKEND=fanotify cargo test --locked --test integration -- "${on_fanotify[@]}"
     cargo test --locked --test integration -- --exact "$alone"
 else
     cargo test --locked "$@"

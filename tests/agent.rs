@@ -58,6 +58,16 @@ pub(crate) struct Conf {
     pub(crate) replay_minutes: u32,
     /// `<host hostip port start="true">`: the status endpoint, when set.
     pub(crate) status_port: Option<u16>,
+    /// `<watcher backend>`: [`test_backend`] unless a test sets it.
+    pub(crate) backend: String,
+}
+
+/// The watcher backend the end-to-end tests run on: `SERSYNC2_TEST_BACKEND`, or
+/// `inotify` when unset (`auto` would pick fanotify as root, and the default run
+/// must keep testing inotify). scripts/test.sh runs the backend-relevant modules
+/// again with `SERSYNC2_TEST_BACKEND=fanotify`.
+pub(crate) fn test_backend() -> String {
+    std::env::var("SERSYNC2_TEST_BACKEND").unwrap_or_else(|_| "inotify".to_owned())
 }
 
 impl Conf {
@@ -82,6 +92,7 @@ impl Conf {
             crontab: None,
             replay_minutes: 60,
             status_port: None,
+            backend: test_backend(),
         }
     }
 
@@ -128,6 +139,7 @@ impl Conf {
             );
         }
         let _ = writeln!(x, "  <debug start=\"{}\"/>", on(self.debug));
+        let _ = writeln!(x, "  <watcher backend=\"{}\"/>", esc(&self.backend));
         match &self.excludes {
             None => x.push_str(
                 "  <filter start=\"false\"><exclude expression=\"(.*)\\.svn\"/></filter>\n",

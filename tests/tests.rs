@@ -5,6 +5,7 @@ mod agent;
 mod attacks;
 mod churn;
 mod e2e;
+mod fanotify;
 mod fanout;
 mod faults_control;
 mod faults_recover;

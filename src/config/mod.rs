@@ -52,6 +52,26 @@ impl Default for Events {
     }
 }
 
+/// Which kernel interface watches the roots (`<watcher backend>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// fanotify where it can watch a root, inotify otherwise.
+    #[default]
+    Auto,
+    Inotify,
+    Fanotify,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Inotify => "inotify",
+            Backend::Fanotify => "fanotify",
+        }
+    }
+}
+
 /// One `<remote ip name>`: a daemon module or, in ssh mode, a remote directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
@@ -103,6 +123,8 @@ pub struct Config {
     /// Anchored exclude regexes from `<filter>` when it is on; empty otherwise.
     pub excludes: Vec<Regex>,
     pub events: Events,
+    /// `<watcher backend>`; `auto` when absent.
+    pub watcher: Backend,
     pub roots: Vec<WatchRoot>,
     pub rsync: RsyncOptions,
     pub fail_log: PathBuf,
@@ -238,6 +260,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
     let debug = cx.switch(head.debug.as_ref(), "debug", false)?;
     let excludes = excludes(&cx, head.filter.as_ref())?;
     let events = events(&cx, head.inotify.as_ref())?;
+    let watcher = watcher(&cx, head.watcher.as_ref())?;
     let roots = roots(&cx, sersync)?;
     let rsync = rsync(&cx, sersync.rsync.as_ref())?;
     let plugins = plugins::Plugins::from_raw(&cx, &head)?;
@@ -323,6 +346,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
         debug,
         excludes,
         events,
+        watcher,
         roots,
         rsync,
         fail_log,
@@ -394,6 +418,21 @@ fn events(cx: &Ctx, inotify: Option<&raw::Inotify>) -> Result<Events, ConfigErro
         attrib: cx.switch(i.attrib.as_ref(), "attrib", d.attrib)?,
         modify: cx.switch(i.modify.as_ref(), "modify", d.modify)?,
     })
+}
+
+fn watcher(cx: &Ctx, w: Option<&raw::Watcher>) -> Result<Backend, ConfigError> {
+    let Some(w) = w else {
+        return Ok(Backend::Auto);
+    };
+    match w.backend.as_deref().map(str::trim) {
+        None | Some("auto") => Ok(Backend::Auto),
+        Some("inotify") => Ok(Backend::Inotify),
+        Some("fanotify") => Ok(Backend::Fanotify),
+        Some(other) => Err(cx.err(
+            w.line,
+            format!("<watcher backend=\"{other}\">: must be \"auto\", \"inotify\" or \"fanotify\""),
+        )),
+    }
 }
 
 fn roots(cx: &Ctx, sersync: &raw::Sersync) -> Result<Vec<WatchRoot>, ConfigError> {

@@ -61,9 +61,20 @@ pub struct Head {
     pub debug: Option<Switch>,
     pub filter: Option<Filter>,
     pub inotify: Option<Inotify>,
+    /// `<watcher backend="auto|inotify|fanotify"/>`: unknown to the original, which
+    /// ignores it.
+    pub watcher: Option<Watcher>,
     pub sersync: Option<Sersync>,
     #[serde(default)]
     pub plugin: Vec<PluginDef>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Watcher {
+    #[serde(rename = "@backend")]
+    pub backend: Option<String>,
+    #[serde(rename = "@_line")]
+    pub line: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -358,6 +369,7 @@ fn known_child(parent: &[String], child: &str) -> bool {
             "filesystem",
             "filter",
             "inotify",
+            "watcher",
             "sersync",
             "plugin",
         ],

@@ -400,3 +400,30 @@ fn verify_schedule_is_minutes_or_cron_and_off_by_default() {
     let e = err(&conf(d.path(), r#"<verify start="true"/>"#));
     assert!(e.to_string().contains("missing schedule="), "{e}");
 }
+
+#[test]
+fn watcher_backend_is_auto_when_absent_and_read_when_given() {
+    let d = dir();
+    let c = load_str(&conf(d.path(), "")).expect("load");
+    assert_eq!(c.watcher, Backend::Auto);
+    for (value, want) in [
+        ("auto", Backend::Auto),
+        ("inotify", Backend::Inotify),
+        ("fanotify", Backend::Fanotify),
+    ] {
+        let text = conf_with(d.path(), "", &format!("<watcher backend=\"{value}\"/>"));
+        let c = load_str(&text).expect("load");
+        assert_eq!(c.watcher, want, "{value}");
+        assert!(c.unknown.is_empty(), "<watcher> is known: {:?}", c.unknown);
+    }
+}
+
+#[test]
+fn a_watcher_backend_that_does_not_exist_is_refused_with_line_and_value() {
+    let d = dir();
+    let text = conf_with(d.path(), "", "<watcher backend=\"kqueue\"/>");
+    let e = err(&text);
+    assert_eq!(e.line, Some(9), "{e}");
+    assert!(e.message.contains("backend=\"kqueue\""), "{e}");
+    assert!(e.message.contains("fanotify"), "{e}");
+}

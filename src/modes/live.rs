@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::{lock_and_load, runtime, Exit};
+use super::{lock_and_load, runtime, usage, Exit};
 use crate::cli::Args;
 use crate::config::Config;
 use crate::filter::Excludes;
@@ -139,7 +139,14 @@ fn supervise(
     let starting = Starting::serve(config, &fail_log, &watches);
     let watched = watch(config, watches);
     let listener = starting.end();
-    let (watchers, watches) = watched.map_err(|e| fail(detached, runtime(e)))?;
+    let (watchers, watches) = watched.map_err(|e| {
+        // A backend the config asks for that cannot run is the config's problem.
+        let forced = matches!(
+            e.downcast_ref::<crate::watch::WatchError>(),
+            Some(crate::watch::WatchError::Unavailable { .. })
+        );
+        fail(detached, if forced { usage(e) } else { runtime(e) })
+    })?;
     let mut next = Prepared {
         config: config.clone(),
         watchers,
@@ -238,12 +245,13 @@ fn watch(
             i,
             Excludes::new(config.excludes.clone()),
             config.events,
+            config.watcher,
             Arc::clone(&watches),
         )?;
         log::info!(
-            "watching {}: {} directories in {:.2}s",
+            "watching {}: {} in {:.2}s",
             w.root().display(),
-            w.watched(),
+            w.describe(),
             started.elapsed().as_secs_f64()
         );
         watchers.push(w);

@@ -92,12 +92,13 @@ impl Module {
                 i,
                 Excludes::new(config.excludes.clone()),
                 config.events,
+                config.watcher,
             )?;
             log::info!(
-                "-m {}: watching {}: {} directories in {:.2}s",
+                "-m {}: watching {}: {} in {:.2}s",
                 self.name(),
                 root.display(),
-                w.watched(),
+                w.describe(),
                 started.elapsed().as_secs_f64()
             );
             let tx = tx.clone();

@@ -20,6 +20,8 @@ pub fn test_config(config: &Config, module: Option<&str>) -> Result<u8, Exit> {
     println!("rsync: {rsync}");
     for root in &config.roots {
         println!("watch {}", root.path.display());
+        let (backend, why) = crate::watch::choose(&root.path, config.watcher);
+        println!("  watcher: {} ({why})", backend.as_str());
         for t in targets.iter().filter(|t| t.root == root.path) {
             println!("  remote {}", t.dest());
             let (mut live, _) = t.argv(&Job::Paths(vec![]), &[]);

@@ -5,6 +5,7 @@
 //!
 //! Nothing here knows about configs, remotes or events.
 
+pub mod fanotify;
 pub mod fsafe;
 pub mod local_socket;
 pub mod memfile;

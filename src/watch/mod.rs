@@ -36,10 +36,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
-use crate::config::Events;
+use crate::config::{Backend, Events};
 use crate::filter::{self, Excludes};
 use crate::sys::mounts;
 
+mod fanotify;
 mod rewalk;
 mod root;
 mod tree;
@@ -126,6 +127,12 @@ pub enum WatchError {
         dir: PathBuf,
         err: io::Error,
     },
+    /// fanotify cannot watch this root (no CAP_SYS_ADMIN, an old kernel, a filesystem
+    /// without file handles).
+    Unavailable {
+        dir: PathBuf,
+        why: String,
+    },
 }
 
 impl std::fmt::Display for WatchError {
@@ -145,6 +152,12 @@ impl std::fmt::Display for WatchError {
                 suggested_limit(read_limit("max_user_watches").unwrap_or(8192), *needed as u64)
             ),
             WatchError::Io { dir, err } => write!(f, "cannot watch {}: {err}", dir.display()),
+            WatchError::Unavailable { dir, why } => write!(
+                f,
+                "cannot watch {} with fanotify: {why} (<watcher backend=\"fanotify\"/> asks \
+                 for it; \"auto\" or \"inotify\" work without it)",
+                dir.display()
+            ),
         }
     }
 }
@@ -239,7 +252,7 @@ struct MovedDir {
 }
 
 /// The watches of one root.
-pub struct Watcher {
+pub struct InotifyTree {
     inotify: Inotify,
     root: PathBuf,
     /// This root's index, sent with every batch.
@@ -268,6 +281,146 @@ pub struct Watcher {
     rewalks: rewalk::Rewalks,
 }
 
+/// The watch of one root, by whichever kernel interface watches it. Both send the same
+/// [`Change`]s; nothing after the watcher knows which one runs.
+pub enum Watcher {
+    /// One inotify watch per directory.
+    Inotify(InotifyTree),
+    /// One fanotify mark per filesystem.
+    Fanotify(fanotify::FanotifyTree),
+}
+
+/// Which backend `choice` gives for `root`, and why: `auto` is fanotify where it can
+/// watch the root (the process has CAP_SYS_ADMIN, the kernel reports directory handles
+/// and names, the root's filesystem takes a mark), inotify otherwise. A forced backend
+/// is what it says, checked or not (its `new` fails if it cannot run).
+pub fn choose(root: &Path, choice: Backend) -> (Backend, String) {
+    match choice {
+        Backend::Inotify => (Backend::Inotify, "asked for by <watcher>".to_owned()),
+        Backend::Fanotify => match fanotify::probe(root) {
+            Ok(()) => (Backend::Fanotify, "asked for by <watcher>".to_owned()),
+            Err(why) => (
+                Backend::Fanotify,
+                format!("asked for, but unavailable: {why}"),
+            ),
+        },
+        Backend::Auto => match fanotify::probe(root) {
+            Ok(()) => (
+                Backend::Fanotify,
+                "auto: fanotify can mark its filesystem".to_owned(),
+            ),
+            Err(why) => (Backend::Inotify, format!("auto: {why}")),
+        },
+    }
+}
+
+impl Watcher {
+    /// Watches `root` with the backend `choice` asks for (see [`choose`]); logs which
+    /// one and why. A forced fanotify that cannot run is [`WatchError::Unavailable`].
+    pub fn new(
+        root: PathBuf,
+        root_id: usize,
+        excludes: Excludes,
+        events: Events,
+        choice: Backend,
+    ) -> Result<Watcher, WatchError> {
+        Self::new_counted(
+            root,
+            root_id,
+            excludes,
+            events,
+            choice,
+            Arc::new(AtomicUsize::new(0)),
+        )
+    }
+
+    /// [`Watcher::new`], counting its watches (inotify: directories; fanotify: filesystem
+    /// marks) into `counter` (shared by all roots) from the first one on: status shows a
+    /// large tree's count while it is set up.
+    pub fn new_counted(
+        root: PathBuf,
+        root_id: usize,
+        excludes: Excludes,
+        events: Events,
+        choice: Backend,
+        counter: Arc<AtomicUsize>,
+    ) -> Result<Watcher, WatchError> {
+        let fanotify = |root: PathBuf, excludes: Excludes, counter: Arc<AtomicUsize>| {
+            fanotify::FanotifyTree::new(root, root_id, excludes, events).map(|mut t| {
+                t.count_into(counter);
+                t
+            })
+        };
+        match choice {
+            Backend::Inotify => {
+                log::info!(
+                    "watching {} with inotify: asked for by <watcher>",
+                    root.display()
+                );
+                InotifyTree::new_counted(root, root_id, excludes, events, counter)
+                    .map(Watcher::Inotify)
+            }
+            Backend::Fanotify => {
+                let t = fanotify(root, excludes, counter)?;
+                log::info!(
+                    "watching {} with fanotify: asked for by <watcher>",
+                    t.root().display()
+                );
+                Ok(Watcher::Fanotify(t))
+            }
+            Backend::Auto => match fanotify(root.clone(), excludes.clone(), Arc::clone(&counter)) {
+                Ok(t) => {
+                    log::info!(
+                        "watching {} with fanotify (auto): one mark per filesystem",
+                        root.display()
+                    );
+                    Ok(Watcher::Fanotify(t))
+                }
+                Err(WatchError::Unavailable { why, .. }) => {
+                    log::info!("watching {} with inotify (auto): {why}", root.display());
+                    InotifyTree::new_counted(root, root_id, excludes, events, counter)
+                        .map(Watcher::Inotify)
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// The root's health, shared with the workers and with status.
+    pub fn health(&self) -> Arc<RootHealth> {
+        match self {
+            Watcher::Inotify(w) => w.health(),
+            Watcher::Fanotify(w) => w.health(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        match self {
+            Watcher::Inotify(w) => w.root(),
+            Watcher::Fanotify(w) => w.root(),
+        }
+    }
+
+    /// What the start-up log says was set up.
+    pub fn describe(&self) -> String {
+        match self {
+            Watcher::Inotify(w) => format!("{} directories", w.watched()),
+            Watcher::Fanotify(w) => format!(
+                "fanotify, {} filesystem mark(s), no directory walked",
+                w.watched()
+            ),
+        }
+    }
+
+    /// Reads the kernel queue and sends what happened until `stop_fd` becomes readable.
+    pub fn run(self, stop_fd: RawFd, tx: Sender<Batch>) {
+        match self {
+            Watcher::Inotify(w) => w.run(stop_fd, tx),
+            Watcher::Fanotify(w) => w.run(stop_fd, tx),
+        }
+    }
+}
+
 /// The mask every directory is watched with. Creates, deletes and moves are always
 /// watched (the tree bookkeeping needs them); the `<inotify>` switches decide what
 /// becomes a push.
@@ -289,15 +442,16 @@ fn watch_mask(events: &Events) -> WatchMask {
     m
 }
 
-impl Watcher {
+impl InotifyTree {
     /// Creates the inotify instance and watches the whole tree under `root`.
     /// `events`: which optional kernel events (attrib, modify) to ask for.
+    #[cfg(test)]
     pub fn new(
         root: PathBuf,
         root_id: usize,
         excludes: Excludes,
         events: Events,
-    ) -> Result<Watcher, WatchError> {
+    ) -> Result<InotifyTree, WatchError> {
         Self::new_counted(
             root,
             root_id,
@@ -307,7 +461,7 @@ impl Watcher {
         )
     }
 
-    /// [`Watcher::new`], counting its watches into `counter` (shared by all roots) from
+    /// [`InotifyTree::new`], counting its watches into `counter` (shared by all roots) from
     /// the first one on: status shows a large tree's count while it is set up.
     pub fn new_counted(
         root: PathBuf,
@@ -315,13 +469,13 @@ impl Watcher {
         excludes: Excludes,
         events: Events,
         counter: Arc<AtomicUsize>,
-    ) -> Result<Watcher, WatchError> {
+    ) -> Result<InotifyTree, WatchError> {
         let inotify = Inotify::init().map_err(|err| WatchError::Io {
             dir: root.clone(),
             err,
         })?;
         let health = Arc::new(RootHealth::new(root.clone()));
-        let mut w = Watcher {
+        let mut w = InotifyTree {
             inotify,
             root,
             root_id,
@@ -533,14 +687,8 @@ impl Watcher {
         visible.iter().map(|(p, m)| (p.clone(), m.id)).collect()
     }
 
-    /// Is `rel`, or a directory above it, left out by the excludes or as a temp name?
     fn excluded_dir(&self, rel: &Path) -> bool {
-        rel.ancestors()
-            .filter(|p| !p.as_os_str().is_empty())
-            .any(|p| {
-                let name = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
-                filter::skip(&self.excludes, name, p, true)
-            })
+        excluded_dir(&self.excludes, rel)
     }
 
     /// Status notes for the mounts below the root.
@@ -717,7 +865,7 @@ impl Watcher {
     /// counter follows it (status shows the count while a large tree is set up), and
     /// every [`PROGRESS_EVERY`] a line says how far it is.
     fn walk_tree(&mut self, mask: WatchMask) -> walk::Walked {
-        let Watcher {
+        let InotifyTree {
             inotify,
             root,
             excludes,
@@ -1214,6 +1362,16 @@ fn report_into(counter: &AtomicUsize, reported: &mut usize, n: usize) {
     *reported = n;
 }
 
+/// Is `rel`, or a directory above it, left out by the excludes or as a temp name?
+fn excluded_dir(excludes: &Excludes, rel: &Path) -> bool {
+    rel.ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .any(|p| {
+            let name = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+            filter::skip(excludes, name, p, true)
+        })
+}
+
 /// Appends a change to `out`; a move in whose MOVED_FROM (same cookie) is the change
 /// just before it replaces that change with one [`Change::Renamed`]. Anything in
 /// between (another event) leaves the two plain: they still make the remote equal.
@@ -1360,8 +1518,8 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let root = d.path().join("www");
         std::fs::create_dir_all(root.join("sub")).expect("mkdir");
-        let w =
-            Watcher::new(root.clone(), 0, Excludes::default(), Events::default()).expect("watch");
+        let w = InotifyTree::new(root.clone(), 0, Excludes::default(), Events::default())
+            .expect("watch");
         let health = w.health();
         assert_eq!(health.report().state, RootState::Ok);
         let stop = crate::sys::Stop::manual().expect("stop");
@@ -1410,8 +1568,8 @@ mod tests {
         let root = d.path().join("www");
         std::fs::create_dir_all(root.join("a/b/c")).expect("mkdir");
         std::fs::create_dir_all(root.join("z")).expect("mkdir");
-        let w =
-            Watcher::new(root.clone(), 0, Excludes::default(), Events::default()).expect("watch");
+        let w = InotifyTree::new(root.clone(), 0, Excludes::default(), Events::default())
+            .expect("watch");
         assert_eq!(w.watched(), 5, "root, a, a/b, a/b/c, z");
         let counter = Arc::clone(&w.counter);
         let stop = crate::sys::Stop::manual().expect("stop");
@@ -1478,8 +1636,8 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let root = d.path().join("www");
         std::fs::create_dir_all(&root).expect("mkdir");
-        let w =
-            Watcher::new(root.clone(), 0, Excludes::default(), Events::default()).expect("watch");
+        let w = InotifyTree::new(root.clone(), 0, Excludes::default(), Events::default())
+            .expect("watch");
         let stop = crate::sys::Stop::manual().expect("stop");
         let (tx, rx) = crossbeam_channel::unbounded();
         let fd = stop.fd();

@@ -226,6 +226,44 @@ fn excluded_below(root: &Path, dir: PathBuf, excludes: &Excludes) -> Vec<PathBuf
     out
 }
 
+/// Every path at and below `dir` (relative to `root`) that the excludes and the temp
+/// names let in, directories and files, for a directory that arrived whole: `dir`
+/// itself first. Siblings are listed in parallel.
+pub fn list_tree(root: &Path, dir: &Path, excludes: &Excludes) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    out.extend(list_below(root, dir.to_path_buf(), excludes));
+    out
+}
+
+fn list_below(root: &Path, dir: PathBuf, excludes: &Excludes) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut subdirs = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let rel = dir.join(&name);
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if filter::skip(excludes, name.as_bytes(), &rel, is_dir) {
+            continue;
+        }
+        if is_dir {
+            subdirs.push(rel.clone());
+        }
+        out.push(rel);
+    }
+    let below = subdirs
+        .into_par_iter()
+        .map(|d| list_below(root, d, excludes))
+        .reduce(Vec::new, |mut a, mut b| {
+            a.append(&mut b);
+            a
+        });
+    out.extend(below);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
