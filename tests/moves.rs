@@ -308,3 +308,79 @@ fn renames_over_ssh_move_the_remote_files() {
     );
     agent.stop();
 }
+
+/// Swaps `a` and `b` in one step: renameat2(2) with RENAME_EXCHANGE (`mv --exchange`).
+fn exchange(a: &std::path::Path, b: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes()).expect("a path without NUL")
+    };
+    let (ca, cb) = (c(a), c(b));
+    // SAFETY: two NUL-terminated paths that live across the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "renameat2({a:?}, {b:?}, RENAME_EXCHANGE): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+// Two directories swapped with renameat2(RENAME_EXCHANGE) (`mv --exchange`): the move
+// onto the occupied path dropped the other directory's watches, so nothing written
+// below it afterwards reached the remotes.
+#[test]
+fn exchanged_directories_stay_watched_and_end_equal() {
+    let s = Setup::new("mv-xchg");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    s.write("XA/a.txt", "in A\n");
+    s.write("XA/sub/deep/a2.txt", "deep in A\n");
+    s.write("XB/b.txt", "in B, longer\n");
+    s.write("XB/bsub/b2.txt", "below B\n");
+    s.write("P/Q/q.txt", "in Q\n");
+    s.write("P/Q/qsub/q2.txt", "below Q\n");
+    s.write("f1.txt", "one\n");
+    s.write("f2.txt", "two, longer\n");
+    s.write("file.txt", "a file\n");
+    s.write("dir/d.txt", "in dir\n");
+    s.write("dir/dsub/d2.txt", "below dir\n");
+    s.wait(&mut agent, "before the exchanges");
+
+    exchange(&s.p("XA"), &s.p("XB"));
+    s.wait(&mut agent, "two directories exchanged in one parent");
+    // Both trees are still watched, to the bottom, under their new names.
+    s.write("XA/after.txt", "new in XA\n");
+    s.write("XA/bsub/after.txt", "new below XA\n");
+    s.write("XB/after.txt", "new in XB\n");
+    s.write("XB/sub/deep/after.txt", "new deep in XB\n");
+    s.wait(&mut agent, "writes in both exchanged directories");
+
+    exchange(&s.p("XA"), &s.p("P/Q"));
+    s.wait(&mut agent, "two directories exchanged across parents");
+    s.write("XA/qsub/after2.txt", "new below XA\n");
+    s.write("P/Q/bsub/after2.txt", "new below P/Q\n");
+    s.write("P/Q/after2.txt", "new in P/Q\n");
+    s.wait(&mut agent, "writes after the exchange across parents");
+
+    exchange(&s.p("f1.txt"), &s.p("f2.txt"));
+    s.wait(&mut agent, "two files exchanged");
+
+    exchange(&s.p("file.txt"), &s.p("dir"));
+    s.wait(&mut agent, "a file and a directory exchanged");
+    s.write("file.txt/dsub/after3.txt", "new below the directory\n");
+    s.write("dir.txt", "beside\n");
+    s.wait(&mut agent, "writes after the file and directory exchange");
+    exchange(&s.p("file.txt"), &s.p("dir"));
+    s.wait(&mut agent, "exchanged back");
+    s.write("dir/dsub/after4.txt", "new below the directory, back\n");
+    s.wait(&mut agent, "writes after the exchange back");
+    agent.stop();
+}

@@ -345,6 +345,14 @@ impl Mirror {
         let calls = match &taken.job {
             Job::Paths(paths) => split(paths),
             Job::Full => vec![(Job::Full, self.excluded_paths(t))],
+            Job::Rename { from, .. }
+                if std::fs::symlink_metadata(self.targets[t.0].root.join(from)).is_ok() =>
+            {
+                // Not a rename any more (an exchange, or `from` made again): pushed as
+                // it is now, see `Job::listing_paths`.
+                plain = taken.job.listing_paths();
+                split(&plain)
+            }
             Job::Rename { from, .. } => match self.rename(t, &taken.job) {
                 Some(Renamed::Moved(outcome)) => {
                     // One remote `mv`: the new path is there and the old one gone.

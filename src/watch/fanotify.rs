@@ -32,8 +32,8 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::{
-    dir_id, excluded_dir, walk, Batch, Change, Lost, MountNote, Op, RootHealth, RootState,
-    WatchError, BURST_GAP, CHECK_EVERY, GATHER, LOST_FIRST, LOST_MAX,
+    dir_id, excluded_dir, pair_exchanges, walk, Batch, Change, Lost, MountNote, Op, RootHealth,
+    RootState, WatchError, BURST_GAP, CHECK_EVERY, GATHER, LOST_FIRST, LOST_MAX,
 };
 use crate::config::Events;
 use crate::filter::{self, Excludes};
@@ -789,6 +789,7 @@ impl FanotifyTree {
                 });
             }
         }
+        pair_exchanges(&mut out);
         out
     }
 

@@ -87,6 +87,19 @@ pub enum Change {
         dir: bool,
         found: Vec<PathBuf>,
     },
+    /// Two entries inside the tree swapped places in one step (renameat2 with
+    /// RENAME_EXCHANGE, `mv --exchange`): the kernel reports it as two renames, `a` to
+    /// `b` and `b` to `a`, which this stands for. Neither path is gone; each holds what
+    /// the other held (`a_dir`, `b_dir`: a directory is at that path now). `found` is
+    /// what both hold now: a directory and everything below it (watched already), a
+    /// file itself.
+    Exchanged {
+        a: PathBuf,
+        b: PathBuf,
+        a_dir: bool,
+        b_dir: bool,
+        found: Vec<PathBuf>,
+    },
     /// The kernel dropped events: the watches were rebuilt from the tree, and everything
     /// may have changed.
     Overflow,
@@ -251,6 +264,16 @@ struct MovedDir {
     wds: Vec<WatchDescriptor>,
 }
 
+/// A watched directory a move landed on, set aside (detached, watches kept) under the
+/// path it had: the first half of an exchange (renameat2 RENAME_EXCHANGE: `b` moved to
+/// `a`'s place, and `a` moves to `b`'s next) or a rename over an empty directory (the
+/// kernel then drops its watch).
+struct Aside {
+    moved: MovedDir,
+    /// Reads handled since it was set aside.
+    reads: u8,
+}
+
 /// The watches of one root.
 pub struct InotifyTree {
     inotify: Inotify,
@@ -263,6 +286,10 @@ pub struct InotifyTree {
     tree: tree::DirTree<WatchDescriptor>,
     /// While a renamed directory's new place is walked: the descriptors the walk found.
     seen: Option<HashSet<i32>>,
+    /// Directories a move landed on: the next move away of that path (the other half
+    /// of an exchange, in this read or the next) takes them along; otherwise they are
+    /// dropped after the next read, as their watches are gone or going.
+    aside: Vec<Aside>,
     /// Watches of every root together, for status; this root's share is `reported`.
     counter: Arc<AtomicUsize>,
     reported: usize,
@@ -483,6 +510,7 @@ impl InotifyTree {
             events,
             tree: tree::DirTree::default(),
             seen: None,
+            aside: Vec::new(),
             counter,
             reported: 0,
             health,
@@ -554,6 +582,7 @@ impl InotifyTree {
 
     /// Removes every watch of this root (they belong to a tree that left the path).
     fn drop_all_watches(&mut self) {
+        self.aside.clear();
         for wd in self.tree.take_all() {
             // Already gone with its directory: the kernel dropped it.
             let _ = self.inotify.watches().remove(wd);
@@ -1066,6 +1095,53 @@ impl InotifyTree {
         self.tree.detach(rel)
     }
 
+    /// A move lands on `rel`: a watched directory there is set aside, not dropped (see
+    /// [`Aside`]).
+    fn set_aside(&mut self, rel: &Path) {
+        if !self.tree.contains(rel) {
+            return;
+        }
+        let wds = self.detach_tree(rel);
+        if let Some(i) = self.aside.iter().position(|a| a.moved.rel == rel) {
+            let old = self.aside.swap_remove(i);
+            self.unwatch(old.moved, None);
+        }
+        self.aside.push(Aside {
+            moved: MovedDir {
+                rel: rel.to_path_buf(),
+                wds,
+            },
+            reads: 0,
+        });
+    }
+
+    /// The descriptors of the directory set aside at `rel`, if one is and it is still
+    /// watched.
+    fn take_aside(&mut self, rel: &Path) -> Option<Vec<WatchDescriptor>> {
+        let i = self.aside.iter().position(|a| {
+            a.moved.rel == rel
+                && a.moved
+                    .wds
+                    .first()
+                    .is_some_and(|w| self.tree.is_detached(w.get_watch_descriptor_id()))
+        })?;
+        Some(self.aside.swap_remove(i).moved.wds)
+    }
+
+    /// After each read: what was set aside a read ago and not taken is dropped.
+    fn expire_aside(&mut self) {
+        let (old, keep): (Vec<Aside>, Vec<Aside>) = std::mem::take(&mut self.aside)
+            .into_iter()
+            .partition(|a| a.reads >= 1);
+        self.aside = keep;
+        for a in &mut self.aside {
+            a.reads += 1;
+        }
+        for a in old {
+            self.unwatch(a.moved, None);
+        }
+    }
+
     fn forget_wd(&mut self, wd: &WatchDescriptor) {
         if let Some(path) = self.tree.remove_wd(wd.get_watch_descriptor_id()) {
             if path.as_os_str().is_empty() {
@@ -1107,6 +1183,7 @@ impl InotifyTree {
         // IN_IGNORED and rename events may be among the lost ones: rebuild the map from
         // the tree as it is now, and drop watches on whatever is no longer in it.
         let old = self.tree.take_all();
+        self.aside.clear();
         if let Err(e) = self.add_whole_tree().and_then(|()| self.watch_root_self()) {
             log::error!("{e}");
         }
@@ -1170,6 +1247,8 @@ impl InotifyTree {
         for (_, moved) in moved_away {
             self.unwatch(moved, None);
         }
+        self.expire_aside();
+        pair_exchanges(&mut out);
         out
     }
 
@@ -1191,12 +1270,22 @@ impl InotifyTree {
             if renamed.is_some() {
                 self.seen = Some(HashSet::new());
             }
+            if moved {
+                self.set_aside(&rel);
+            }
             // A renamed directory's node moves here at its first watch, with what is
             // below it; the walk then finds most of it in place.
             if let Err(e) = self.add_tree(&rel, Some(&mut found)) {
                 log::error!("{e}");
             }
             let seen = self.seen.take();
+            // The tree was behind and the directory there was this one: it is back.
+            self.aside.retain(|a| {
+                a.moved
+                    .wds
+                    .first()
+                    .is_some_and(|w| self.tree.is_detached(w.get_watch_descriptor_id()))
+            });
             if let Some(moved) = renamed {
                 // Watches that came along but were not found again (excluded now, gone).
                 self.unwatch(moved, seen.as_ref());
@@ -1207,8 +1296,14 @@ impl InotifyTree {
                 found,
             })
         } else if mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM) {
-            let wds = self.detach_tree(&rel);
             let moved = mask.contains(EventMask::MOVED_FROM);
+            // The second half of an exchange: the directory that leaves `rel` is the one
+            // set aside there, not the one that just came.
+            let aside = if moved { self.take_aside(&rel) } else { None };
+            let wds = match aside {
+                Some(wds) => wds,
+                None => self.detach_tree(&rel),
+            };
             if moved {
                 moved_away.insert(
                     cookie,
@@ -1437,6 +1532,66 @@ fn pair_rename(
     };
     out.pop();
     out.push(renamed);
+}
+
+/// Turns each rename `a` -> `b` followed at once by `b` -> `a` into one
+/// [`Change::Exchanged`]: that is how the kernel reports an exchange (two move pairs,
+/// back to back). Sent as two renames, the first would be carried as a rename onto a
+/// path that is not empty and the second would delete what the first put there. A real
+/// rename over `b` and straight back is taken for an exchange too, which costs only a
+/// plain push of both paths: nothing is taken for gone.
+fn pair_exchanges(changes: &mut Vec<Change>) {
+    let mut i = 0;
+    while i + 1 < changes.len() {
+        let swapped = matches!(
+            (&changes[i], &changes[i + 1]),
+            (
+                Change::Renamed { from: a, to: b, .. },
+                Change::Renamed { from: b2, to: a2, .. },
+            ) if a == a2 && b == b2 && a != b
+        );
+        if swapped {
+            let second = changes.remove(i + 1);
+            let first = changes.remove(i);
+            changes.insert(i, exchanged(first, second));
+        }
+        i += 1;
+    }
+}
+
+/// The one [`Change::Exchanged`] two renames `a` -> `b`, `b` -> `a` stand for.
+fn exchanged(first: Change, second: Change) -> Change {
+    match (first, second) {
+        (
+            Change::Renamed {
+                from: a,
+                to: b,
+                dir: b_dir,
+                found: found_b,
+            },
+            Change::Renamed {
+                dir: a_dir,
+                found: found_a,
+                ..
+            },
+        ) => {
+            // A file side is only itself; a directory side's walk holds it already.
+            let mut found = if a_dir { found_a } else { vec![a.clone()] };
+            if b_dir {
+                found.extend(found_b);
+            } else {
+                found.push(b.clone());
+            }
+            Change::Exchanged {
+                a,
+                b,
+                a_dir,
+                b_dir,
+                found,
+            }
+        }
+        (first, _) => first,
+    }
 }
 
 /// The one operation an event stands for (a kernel event carries one).
