@@ -99,3 +99,35 @@ impl Job {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    #[test]
+    fn a_rename_whose_old_path_is_taken_again_goes_as_listings() {
+        let dir = Job::Rename {
+            from: p("a"),
+            to: p("b"),
+            dir: true,
+            below: vec![p("b"), p("b/x"), p("b/sub")],
+        };
+        assert_eq!(
+            dir.listing_paths(),
+            [p("a/"), p("b/"), p("b/x/"), p("b/sub/")]
+        );
+        let file = Job::Rename {
+            from: p("f"),
+            to: p("g"),
+            dir: false,
+            below: Vec::new(),
+        };
+        assert_eq!(file.listing_paths(), [p("f/"), p("g")]);
+        let paths = Job::Paths(vec![p("x")]);
+        assert_eq!(paths.listing_paths(), [p("x")]);
+    }
+}

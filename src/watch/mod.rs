@@ -1822,6 +1822,134 @@ mod tests {
         assert!(live, "the mounted root is not watched: {seen:?}");
     }
 
+    fn renamed(from: &str, to: &str, dir: bool, found: &[&str]) -> Change {
+        Change::Renamed {
+            from: PathBuf::from(from),
+            to: PathBuf::from(to),
+            dir,
+            found: found.iter().map(PathBuf::from).collect(),
+        }
+    }
+
+    #[test]
+    fn two_renames_back_to_back_in_opposite_directions_are_one_exchange() {
+        let mut c = vec![
+            Change::File {
+                path: PathBuf::from("x"),
+                op: Op::ClosedWrite,
+            },
+            renamed("a", "b", true, &["b", "b/f"]),
+            renamed("b", "a", false, &[]),
+            renamed("c", "d", false, &[]),
+        ];
+        pair_exchanges(&mut c);
+        assert_eq!(c.len(), 3, "{c:?}");
+        assert_eq!(
+            c[1],
+            Change::Exchanged {
+                a: PathBuf::from("a"),
+                b: PathBuf::from("b"),
+                a_dir: false,
+                b_dir: true,
+                found: ["a", "b", "b/f"].iter().map(PathBuf::from).collect(),
+            }
+        );
+        assert_eq!(c[2], renamed("c", "d", false, &[]));
+        // A chain, and renames with something between them, stay renames.
+        let chain = vec![renamed("a", "b", false, &[]), renamed("b", "c", false, &[])];
+        let mut c = chain.clone();
+        pair_exchanges(&mut c);
+        assert_eq!(c, chain);
+        let apart = vec![
+            renamed("a", "b", false, &[]),
+            Change::Overflow,
+            renamed("b", "a", false, &[]),
+        ];
+        let mut c = apart.clone();
+        pair_exchanges(&mut c);
+        assert_eq!(c, apart);
+    }
+
+    /// renameat2(2) with RENAME_EXCHANGE.
+    pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+        };
+        let (ca, cb) = (c(a)?, c(b)?);
+        // SAFETY: two NUL-terminated paths that live across the call.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                ca.as_ptr(),
+                libc::AT_FDCWD,
+                cb.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    // Broke: after an exchange of two directories, the move onto the occupied path had
+    // dropped the other directory's watches, and nothing below it raised an event.
+    #[test]
+    fn exchanged_directories_keep_their_watches_to_the_bottom() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path().join("www");
+        for dir in ["XA/sub/deep", "XB/bsub", "P/Q/qsub"] {
+            std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+        }
+        let w = InotifyTree::new(root.clone(), 0, Excludes::default(), Events::default())
+            .expect("watch");
+        assert_eq!(w.watched(), 9);
+        let counter = Arc::clone(&w.counter);
+        let stop = crate::sys::Stop::manual().expect("stop");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let fd = stop.fd();
+        let t = std::thread::spawn(move || w.run(fd, tx));
+        let mut seen = Vec::new();
+        let wrote = |seen: &mut Vec<Change>, rel: &str| {
+            std::fs::write(root.join(rel), "x").expect("write");
+            recv_until(
+                &rx,
+                seen,
+                |c| matches!(c, Change::File { path, op: Op::ClosedWrite } if path == Path::new(rel)),
+            )
+        };
+
+        exchange(&root.join("XA"), &root.join("XB")).expect("exchange in one parent");
+        for rel in ["XB/sub/deep/f.txt", "XA/bsub/f.txt", "XA/f.txt", "XB/f.txt"] {
+            assert!(wrote(&mut seen, rel), "{rel} is not watched: {seen:?}");
+        }
+        assert!(
+            seen.iter().any(
+                |c| matches!(c, Change::Exchanged { a, b, a_dir: true, b_dir: true, .. }
+                if a == Path::new("XA") && b == Path::new("XB"))
+            ),
+            "{seen:?}"
+        );
+        exchange(&root.join("XB/sub"), &root.join("P/Q")).expect("exchange across parents");
+        for rel in [
+            "P/Q/deep/g.txt",
+            "XB/sub/qsub/g.txt",
+            "P/Q/g.txt",
+            "XB/sub/g.txt",
+        ] {
+            assert!(wrote(&mut seen, rel), "{rel} is not watched: {seen:?}");
+        }
+        assert_eq!(
+            counter.load(Ordering::Relaxed),
+            9,
+            "no watch lost or doubled"
+        );
+        stop.trigger();
+        t.join().expect("watch thread");
+    }
+
     proptest! {
         /// A raised limit fits what is needed and never lowers the current one.
         #[test]
