@@ -384,3 +384,29 @@ fn exchanged_directories_stay_watched_and_end_equal() {
     s.wait(&mut agent, "writes after the exchange back");
     agent.stop();
 }
+
+// ssh mode: an exchange carried as renames would `mv -T` one side over the other on the
+// remote (two files: one of them lost there). Both sides travel as plain pushes.
+#[test]
+fn exchanges_over_ssh_end_equal() {
+    let dir = Dir::new("mv-xchg-ssh");
+    let src = dir.mkdir_p("src");
+    let sshd = Sshd::start();
+    let conf = Conf::ssh(&src, &sshd, &dir.join("fail.sh"));
+    let mut agent = Agent::start(&dir, &conf, &[]);
+    let remotes = [sshd.dest_dir()];
+    let logs = || format!("--- sshd log ---\n{}", tail(&sshd.log(), 40));
+    dir.write("src/x.txt", "X\n");
+    dir.write("src/y.txt", "Y, longer\n");
+    dir.write("src/A/a.txt", "in A\n");
+    dir.write("src/A/sub/a2.txt", "below A\n");
+    dir.write("src/B/b.txt", "in B\n");
+    wait_mirrored(&mut agent, &src, &remotes, "before", DEADLINE, &logs);
+    exchange(&src.join("x.txt"), &src.join("y.txt"));
+    exchange(&src.join("A"), &src.join("B"));
+    wait_mirrored(&mut agent, &src, &remotes, "the exchanges", DEADLINE, &logs);
+    dir.write("src/A/after.txt", "new in A\n");
+    dir.write("src/B/sub/after.txt", "new below B\n");
+    wait_mirrored(&mut agent, &src, &remotes, "writes after", DEADLINE, &logs);
+    agent.stop();
+}
