@@ -10,6 +10,9 @@
 //! walk, files written after arrive as events), renames are paired by cookie so a moved
 //! directory keeps its watches, a directory moved out of the tree loses them, and a
 //! queue overflow re-walks the tree and asks for a full sync, because events were lost.
+//! A directory a move lands on is set aside with its watches, not dropped: in an
+//! exchange (RENAME_EXCHANGE) the next move takes it away to the other path, and the
+//! two renames go out as one [`Change::Exchanged`].
 //!
 //! The root itself is watched for its own removal and rename (DELETE_SELF, MOVE_SELF,
 //! IGNORED), and every [`CHECK_EVERY`] its device and inode are compared with the
