@@ -1131,8 +1131,12 @@ impl InotifyTree {
         Some(self.aside.swap_remove(i).moved.wds)
     }
 
-    /// After each read: what was set aside a read ago and not taken is dropped.
+    /// After each read that held events: what was set aside a read ago and not taken is
+    /// dropped.
     fn expire_aside(&mut self) {
+        if self.aside.is_empty() {
+            return;
+        }
         let (old, keep): (Vec<Aside>, Vec<Aside>) = std::mem::take(&mut self.aside)
             .into_iter()
             .partition(|a| a.reads >= 1);
@@ -1199,6 +1203,7 @@ impl InotifyTree {
 
     /// Handles one batch of events as read from the kernel; returns the changes.
     fn handle(&mut self, batch: Vec<RawEvent>) -> Vec<Change> {
+        let read_any = !batch.is_empty();
         let mut out = Vec::with_capacity(batch.len());
         let mut moved_away: HashMap<u32, MovedDir> = HashMap::new();
         // Where the MOVED_FROM of each cookie went in `out`, to pair it with its MOVED_TO.
@@ -1250,7 +1255,9 @@ impl InotifyTree {
         for (_, moved) in moved_away {
             self.unwatch(moved, None);
         }
-        self.expire_aside();
+        if read_any {
+            self.expire_aside();
+        }
         pair_exchanges(&mut out);
         out
     }
@@ -1949,6 +1956,48 @@ mod tests {
             9,
             "no watch lost or doubled"
         );
+        stop.trigger();
+        t.join().expect("watch thread");
+    }
+
+    // A directory renamed over an empty one (rename(2) replaces it): the one set aside
+    // is dropped when its watch goes, and the one that came stays watched.
+    #[test]
+    fn a_directory_renamed_over_an_empty_one_replaces_it() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path().join("www");
+        std::fs::create_dir_all(root.join("a/sub")).expect("mkdir");
+        std::fs::create_dir_all(root.join("b")).expect("mkdir");
+        let w = InotifyTree::new(root.clone(), 0, Excludes::default(), Events::default())
+            .expect("watch");
+        assert_eq!(w.watched(), 4);
+        let counter = Arc::clone(&w.counter);
+        let stop = crate::sys::Stop::manual().expect("stop");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let fd = stop.fd();
+        let t = std::thread::spawn(move || w.run(fd, tx));
+        let mut seen = Vec::new();
+        std::fs::rename(root.join("a"), root.join("b")).expect("rename over an empty dir");
+        std::fs::write(root.join("b/sub/f.txt"), "x").expect("write");
+        assert!(
+            recv_until(
+                &rx,
+                &mut seen,
+                |c| matches!(c, Change::File { path, op: Op::ClosedWrite } if path == Path::new("b/sub/f.txt"))
+            ),
+            "{seen:?}"
+        );
+        // One more read after the rename: the watch of the replaced directory is gone.
+        std::fs::write(root.join("g.txt"), "x").expect("write");
+        assert!(
+            recv_until(
+                &rx,
+                &mut seen,
+                |c| matches!(c, Change::File { path, op: Op::ClosedWrite } if path == Path::new("g.txt"))
+            ),
+            "{seen:?}"
+        );
+        assert_eq!(counter.load(Ordering::Relaxed), 3, "root, b, b/sub");
         stop.trigger();
         t.join().expect("watch thread");
     }
