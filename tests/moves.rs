@@ -1,8 +1,10 @@
 //! Renames inside the tree travel as renames: the new path is pushed with the old one
 //! as the basis the remote already has, then the old path is deleted, so unchanged
 //! data is not sent again. Where the remote lacks the old path (or the new parent),
-//! the push still lands and the remotes end equal to the source. Real daemons, real
-//! inotify; bytes are read from the daemons' own logs ("received N bytes").
+//! the push still lands and the remotes end equal to the source. An exchange
+//! (renameat2 RENAME_EXCHANGE) is no rename: both sides stay watched and are pushed as
+//! they are. Real daemons, real inotify; bytes are read from the daemons' own logs
+//! ("received N bytes").
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -361,7 +363,23 @@ fn exchanged_directories_stay_watched_and_end_equal() {
     s.write("XA/bsub/after.txt", "new below XA\n");
     s.write("XB/after.txt", "new in XB\n");
     s.write("XB/sub/deep/after.txt", "new deep in XB\n");
-    s.wait(&mut agent, "writes in both exchanged directories");
+    // The barrier a deploy script runs: once it says synced, the remotes hold it all.
+    let out = sersync2(
+        &s.dir,
+        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let snapshot = tree_snapshot(&s.src);
+    for remote in s.remotes() {
+        snapshots_equal(&snapshot, &tree_snapshot(&remote)).unwrap_or_else(|e| {
+            panic!(
+                "--wait-synced returned ({}) but {} differs: {e}\n{}",
+                text(&out),
+                remote.display(),
+                tail(&agent.log(), 40)
+            )
+        });
+    }
 
     exchange(&s.p("XA"), &s.p("P/Q"));
     s.wait(&mut agent, "two directories exchanged across parents");
