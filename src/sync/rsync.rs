@@ -368,6 +368,26 @@ impl Target {
     }
 }
 
+impl Target {
+    /// ssh mode with the agent's own shared connection: `<ssh command> -O exit HOST`,
+    /// which asks that connection's master to close. `None` where the ssh command sets
+    /// its own ControlPath or ControlMaster (that connection is the user's) or there is
+    /// no control directory.
+    pub fn ssh_exit_argv(&self) -> Option<(OsString, Vec<OsString>)> {
+        let cmd = self.opts.ssh.as_ref()?;
+        let ours = ssh_command(cmd, self.ssh_control.as_deref());
+        if ours == ssh_command(cmd, None) {
+            return None;
+        }
+        let words = crate::sys::shell::split_str(&ours).ok()?;
+        let (program, rest) = words.split_first()?;
+        let mut argv: Vec<OsString> = rest.iter().map(OsString::from).collect();
+        argv.extend(["-O", "exit"].map(OsString::from));
+        argv.push(self.remote.ip.clone().into());
+        Some((program.into(), argv))
+    }
+}
+
 /// A relative path that passes a remote shell and any rsync daemon as one word, as is:
 /// letters, digits and `._-+,@=/`, no component `..`.
 fn remote_safe(p: &Path) -> bool {

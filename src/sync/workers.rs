@@ -181,6 +181,27 @@ impl Mirror {
         }
     }
 
+    /// ssh mode: asks each remote's shared connection to close (`ssh -O exit`), at the
+    /// end of a pipeline (stop or reload). Best effort, 5 s at most per remote.
+    pub fn close_ssh_masters(&self) {
+        for t in &self.targets {
+            if let Some((program, argv)) = t.ssh_exit_argv() {
+                let out = rsync::run_program(
+                    &program,
+                    &t.root,
+                    &argv,
+                    &[],
+                    rsync::Watch::KillAfter(Duration::from_secs(5)),
+                );
+                log::debug!(
+                    "closing the ssh connection to {}: exit {}",
+                    t.label(),
+                    out.status
+                );
+            }
+        }
+    }
+
     /// Remote `t` as a call uses it. In ssh mode the control directory of the shared
     /// connection is checked before every call (made again if it went away, say a
     /// clean-up of /run; it must be a directory of the agent's own, 0700, not a link):
