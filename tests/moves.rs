@@ -311,6 +311,106 @@ fn renames_over_ssh_move_the_remote_files() {
     agent.stop();
 }
 
+// ssh mode: a rename followed a symbolic link planted on the remote (by a user who can
+// write in the mirror) and renamed, overwrote or created files outside it, as the ssh
+// user. Now every directory above both paths is checked on the remote before `mv`, a
+// link at the new name itself is replaced, and a rename that cannot be checked travels
+// plain (the receiving rsync replaces a link where a directory belongs).
+#[test]
+fn renames_over_ssh_do_not_follow_links_planted_on_the_remote() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(attacker) = User::create("lnk") else {
+        return;
+    };
+    let dir = Dir::new("mv-ssh-links");
+    let src = dir.mkdir_p("src");
+    let sshd = Sshd::start();
+    let conf = Conf::ssh(&src, &sshd, &dir.join("fail.sh"));
+    let mut agent = Agent::start(&dir, &conf, &[]);
+    let remotes = [sshd.dest_dir()];
+    let remote = sshd.dest_dir();
+    let logs = || format!("--- sshd log ---\n{}", tail(&sshd.log(), 40));
+    dir.write("src/L1/x", "srcdata\n");
+    dir.write("src/mvme", "moved\n");
+    dir.write("src/L2/keep", "keep\n");
+    dir.write("src/D1/payload", "payload\n");
+    wait_mirrored(
+        &mut agent,
+        &src,
+        &remotes,
+        "before the links",
+        DEADLINE,
+        &logs,
+    );
+    // The attacker's own directory outside the mirror, and write access in the mirror.
+    let outside = dir.mkdir_p("outside");
+    for d in ["o1", "o2", "o3"] {
+        dir.mkdir_p(format!("outside/{d}"));
+    }
+    dir.write("outside/o1/x", "VICTIM\n");
+    let own = |p: &std::path::Path| {
+        std::os::unix::fs::chown(p, Some(attacker.uid), Some(attacker.gid)).expect("chown");
+    };
+    for p in [&remote, &outside] {
+        own(p);
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    for d in ["o1", "o2", "o3"] {
+        own(&outside.join(d));
+    }
+    let as_attacker = |args: &[&str]| {
+        let out = attacker
+            .command(args[0])
+            .args(&args[1..])
+            .output()
+            .expect("run as the attacker");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    let r = |p: &str| remote.join(p).to_string_lossy().into_owned();
+    let o = |p: &str| outside.join(p).to_string_lossy().into_owned();
+    // L1 and L2 (directories above the renamed paths) and D2 (the new name itself)
+    // become links to the attacker's directories.
+    for (link, to) in [("L1", "o1"), ("L2", "o2"), ("D2", "o3")] {
+        if remote.join(link).exists() {
+            as_attacker(&["mv", &r(link), &r(&format!("{link}.old"))]);
+        }
+        as_attacker(&["ln", "-sfn", &o(to), &r(link)]);
+    }
+    fs::rename(src.join("L1/x"), src.join("L1/y")).expect("L1/x -> L1/y");
+    fs::rename(src.join("mvme"), src.join("L2/mvme")).expect("mvme -> L2/");
+    fs::rename(src.join("D1"), src.join("D2")).expect("D1 -> D2");
+    // What the attacker moved away (L1.old, L2.old) stays on the remote until a full
+    // sync: wait for the renamed paths themselves.
+    wait_until("the renames land inside the mirror", DEADLINE, || {
+        let is_dir = |p: &str| fs::symlink_metadata(remote.join(p)).is_ok_and(|m| m.is_dir());
+        let holds = |p: &str, want: &str| {
+            fs::symlink_metadata(remote.join(p)).is_ok_and(|m| m.is_file())
+                && fs::read_to_string(remote.join(p)).is_ok_and(|t| t == want)
+        };
+        is_dir("L1")
+            && is_dir("L2")
+            && is_dir("D2")
+            && holds("L1/y", "srcdata\n")
+            && holds("L2/mvme", "moved\n")
+            && holds("D2/payload", "payload\n")
+            && !remote.join("L1/x").exists()
+            && !remote.join("mvme").exists()
+            && !remote.join("D1").exists()
+    });
+    assert_eq!(
+        fs::read_to_string(outside.join("o1/x")).expect("o1/x"),
+        "VICTIM\n",
+        "a file outside the mirror was renamed or overwritten"
+    );
+    for stray in ["o1/y", "o2/mvme", "o3/payload"] {
+        assert!(
+            !outside.join(stray).exists(),
+            "{stray} was written outside the mirror"
+        );
+    }
+    agent.stop();
+}
+
 /// Swaps `a` and `b` in one step: renameat2(2) with RENAME_EXCHANGE (`mv --exchange`).
 fn exchange(a: &std::path::Path, b: &std::path::Path) {
     use std::os::unix::ffi::OsStrExt;
