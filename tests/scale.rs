@@ -3,6 +3,7 @@
 //! through SERSYNC2_COLLAPSE_AT) that still leaves every remote equal to the source.
 
 use std::fs;
+use std::process::Command;
 
 use crate::agent::*;
 use crate::scenarios::http_get;
@@ -82,5 +83,94 @@ fn a_storm_in_one_directory_collapses_and_every_remote_ends_equal() {
     // Later single changes in the directory are pushed as before.
     s.write("storm/after.txt", "after\n");
     s.wait(&mut agent, "a change after the storm");
+    agent.stop();
+}
+
+// A collapsed push sent the directory's entries as they were, temp and excluded names
+// included, and they stayed on the remotes for good. Now the names the filter keeps out
+// are kept out of a listing push too.
+#[test]
+fn a_collapsed_storm_pushes_no_temp_or_excluded_name() {
+    let s = Setup::new("scale-storm-temp");
+    fs::create_dir_all(s.p("storm")).expect("mkdir");
+    let mut conf = s.conf();
+    conf.excludes = Some(vec![r"(.*)\.tmp".into()]);
+    let conf_path = s.dir.join("sersync.xml");
+    fs::write(&conf_path, conf.render()).expect("write sersync.xml");
+    let mut cmd = command(&s.dir);
+    cmd.args(["-n", "4", "-o"])
+        .arg(&conf_path)
+        .env("SERSYNC2_COLLAPSE_AT", "50");
+    let mut agent = Agent::spawn(cmd, s.dir.join("agent.err"));
+    agent.wait_live();
+    agent.signal(libc::SIGSTOP);
+    for i in 0..200 {
+        s.write(format!("storm/f{i:04}.txt"), format!("{i}\n"));
+    }
+    for i in 0..20 {
+        s.write(format!("storm/.f{i}.swp"), "swap\n");
+        s.write(format!("storm/f{i}~"), "backup\n");
+        s.write(format!("storm/f{i}.tmp"), "tmp\n");
+    }
+    agent.signal(libc::SIGCONT);
+    let kept_out =
+        |name: &str| name.ends_with(".swp") || name.ends_with('~') || name.ends_with(".tmp");
+    wait_until("the storm's files on every remote", DEADLINE, || {
+        s.remotes().iter().all(|r| {
+            fs::read_dir(r.join("storm"))
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| !kept_out(&e.file_name().to_string_lossy()))
+                        .count()
+                })
+                .unwrap_or(0)
+                == 200
+        })
+    });
+    assert!(
+        agent.log().contains("collapsed into one push"),
+        "{}",
+        tail(&agent.log(), 30)
+    );
+    for r in s.remotes() {
+        let leaked: Vec<String> = fs::read_dir(r.join("storm"))
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| kept_out(n))
+            .collect();
+        assert!(leaked.is_empty(), "{r:?} got {leaked:?}");
+    }
+    agent.stop();
+}
+
+// `rm -rf app && cp -a build app` (a deploy) left the old tree's files below app/ on
+// every remote, and --wait-synced said synced: the delete and the new tree merged into a
+// push of the directory as itself. Now every directory of a tree that arrives whole goes
+// as its listing, which deletes what the remote holds there beyond it.
+#[test]
+fn a_directory_deleted_and_made_again_ends_equal_on_every_remote() {
+    let s = Setup::new("scale-redeploy");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let build = s.dir.mkdir_p("build");
+    for v in 1..=5 {
+        let _ = fs::remove_dir_all(&build);
+        for (dir, name) in [("css", "app.css"), ("js", "app.js"), ("", "index.html")] {
+            let d = build.join(dir);
+            fs::create_dir_all(&d).expect("mkdir");
+            fs::write(d.join(format!("v{v}.{name}")), format!("{v}\n")).expect("write");
+        }
+        fs::create_dir_all(build.join(format!("js/only-v{v}/deeper"))).expect("mkdir");
+        let _ = fs::remove_dir_all(s.p("app"));
+        run_ok(Command::new("cp").arg("-a").arg(&build).arg(s.p("app")));
+        s.wait(&mut agent, &format!("deploy v{v}"));
+    }
+    // The smaller form: the directory made again at once, with a file below.
+    s.write("d/old/one.txt", "1\n");
+    s.wait(&mut agent, "d/ before");
+    fs::remove_dir_all(s.p("d")).expect("rm d");
+    fs::create_dir_all(s.p("d/sub")).expect("mkdir d/sub");
+    s.write("d/sub/new.txt", "new\n");
+    s.wait(&mut agent, "d/ made again");
     agent.stop();
 }

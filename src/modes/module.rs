@@ -141,7 +141,7 @@ impl Module {
                     match &job {
                         Job::Paths(_) | Job::Rename { .. } => {
                             for rel in job.plain_paths() {
-                                plugin.run(&root.join(rel));
+                                plugin.run(&root.join(crate::sync::job::entry_path(&rel)));
                             }
                         }
                         Job::Full => log::warn!(

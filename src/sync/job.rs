@@ -100,6 +100,17 @@ impl Job {
     }
 }
 
+/// A path as the queue hands it out, without the trailing `/` that marks a listing
+/// (see `queue`): the entry itself, as plugins and logs name it.
+pub fn entry_path(p: &std::path::Path) -> &std::path::Path {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = p.as_os_str().as_bytes();
+    match bytes.strip_suffix(b"/") {
+        Some(b) if !b.is_empty() => std::path::Path::new(std::ffi::OsStr::from_bytes(b)),
+        _ => p,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

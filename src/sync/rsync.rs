@@ -143,11 +143,22 @@ impl Target {
     /// doubled its CPU on a 20,000-path burst. Callers keep a job's paths within
     /// [`ARGS_BUDGET`] (see [`split_for_args`]).
     /// `excluded`: for a full sync, the relative paths the `<filter>` excludes keep out
-    /// (found by a walk of the tree).
+    /// (found by a walk of the tree); for paths, those among the entries of the
+    /// directories the job lists (`d/`).
     pub fn argv(&self, job: &Job, excluded: &[PathBuf]) -> (Vec<OsString>, Vec<u8>) {
         let mut stdin = Vec::new();
         let Job::Full = job else {
-            return (self.argv_with_args(job), stdin);
+            let mut argv = self.argv_with_args(job);
+            if !excluded.is_empty() {
+                // Listings (`d/`) push a directory's entries: the temp and excluded names
+                // among them stay out (and, being excluded, are not deleted either).
+                argv.splice(0..0, ["--from0", "--exclude-from=-"].map(OsString::from));
+                for p in excluded {
+                    stdin.extend_from_slice(&anchored_rule(p));
+                    stdin.push(0);
+                }
+            }
+            return (argv, stdin);
         };
         let mut argv = self.job_args(job);
         if !excluded.is_empty() {

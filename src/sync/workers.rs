@@ -364,7 +364,13 @@ impl Mirror {
         let mut rest = None;
         let plain;
         let calls = match &taken.job {
-            Job::Paths(paths) => split(paths),
+            Job::Paths(paths) => split(paths)
+                .into_iter()
+                .map(|(job, _)| {
+                    let excluded = self.excluded_in_listings(t, &job);
+                    (job, excluded)
+                })
+                .collect(),
             Job::Full => vec![(Job::Full, self.excluded_paths(t))],
             Job::Rename { from, .. }
                 if std::fs::symlink_metadata(self.targets[t.0].root.join(from)).is_ok() =>
@@ -487,6 +493,35 @@ impl Mirror {
             last = Some(outcome);
         }
         last.map(Renamed::Linked)
+    }
+
+    /// The temp and excluded names among the entries of the directories `job` lists
+    /// (`d/`, pushed with their entries): one listing of each such directory.
+    fn excluded_in_listings(&self, t: RemoteId, job: &Job) -> Vec<PathBuf> {
+        use std::os::unix::ffi::OsStrExt;
+        let Job::Paths(paths) = job else {
+            return Vec::new();
+        };
+        let root = &self.targets[t.0].root;
+        let mut out = Vec::new();
+        for p in paths {
+            let Some(dir) = p.as_os_str().as_bytes().strip_suffix(b"/") else {
+                continue;
+            };
+            let dir = Path::new(std::ffi::OsStr::from_bytes(dir));
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let rel = dir.join(&name);
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                if crate::filter::skip(&self.excludes, name.as_bytes(), &rel, is_dir) {
+                    out.push(rel);
+                }
+            }
+        }
+        out
     }
 
     /// What the `<filter>` excludes keep out of a full sync of `t`'s root, found by a
