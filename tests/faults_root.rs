@@ -69,6 +69,15 @@ fn root_removed_and_recreated_is_rewatched_and_fully_synced() {
     wait_until("the log names the removed root", DEADLINE, || {
         agent.log().contains("was removed")
     });
+    // `--status` refused to run while the root was missing (the config's check of the
+    // watch directory), exactly when an operator asks.
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--status"]);
+    assert_ne!(out.status.code(), Some(2), "--status: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("missing"),
+        "--status shows the root missing: {}",
+        text(&out)
+    );
     assert!(
         agent.log().contains("was removed"),
         "the log names the removed root:\n{}",

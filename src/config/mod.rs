@@ -246,8 +246,26 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
     parse(file, &bytes)
 }
 
+/// [`load`] for the modes that only talk to a running instance (`--status`,
+/// `--wait-synced`): a watch root that is missing right now (renamed away, a mount not
+/// there) is not an error, since that is when an operator asks.
+pub fn load_for_client(file: &Path) -> Result<Config, ConfigError> {
+    let name = file.display().to_string();
+    let bytes = std::fs::read(file).map_err(|e| ConfigError {
+        file: name.clone(),
+        line: None,
+        message: format!("cannot read config: {e}"),
+    })?;
+    parse_with(file, &bytes, false)
+}
+
 /// Validates config bytes (the file name is only for messages and relative paths).
 pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
+    parse_with(file, bytes, true)
+}
+
+/// [`parse`]; `roots_must_exist`: a watch root that is not a directory now is an error.
+fn parse_with(file: &Path, bytes: &[u8], roots_must_exist: bool) -> Result<Config, ConfigError> {
     let doc = raw::parse(file, bytes)?;
     let name = file.display().to_string();
     let cx = Ctx::new(&name, doc.latin1);
@@ -261,7 +279,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
     let excludes = excludes(&cx, head.filter.as_ref())?;
     let events = events(&cx, head.inotify.as_ref())?;
     let watcher = watcher(&cx, head.watcher.as_ref())?;
-    let roots = roots(&cx, sersync)?;
+    let roots = roots(&cx, sersync, roots_must_exist)?;
     let rsync = rsync(&cx, sersync.rsync.as_ref())?;
     let plugins = plugins::Plugins::from_raw(&cx, &head)?;
 
@@ -435,7 +453,11 @@ fn watcher(cx: &Ctx, w: Option<&raw::Watcher>) -> Result<Backend, ConfigError> {
     }
 }
 
-fn roots(cx: &Ctx, sersync: &raw::Sersync) -> Result<Vec<WatchRoot>, ConfigError> {
+fn roots(
+    cx: &Ctx,
+    sersync: &raw::Sersync,
+    roots_must_exist: bool,
+) -> Result<Vec<WatchRoot>, ConfigError> {
     if sersync.localpath.is_empty() {
         return Err(cx.err(
             sersync.line,
@@ -458,6 +480,7 @@ fn roots(cx: &Ctx, sersync: &raw::Sersync) -> Result<Vec<WatchRoot>, ConfigError
             ));
         }
         match std::fs::metadata(&path) {
+            _ if !roots_must_exist => {}
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 return Err(cx.err(

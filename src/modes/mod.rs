@@ -128,7 +128,13 @@ pub fn prepare(args: &mut Args) -> Result<Config, Exit> {
 /// The config at `path`, checked, with the flags that override it applied and its
 /// warnings logged (at start-up and at each SIGHUP reload).
 pub(crate) fn load(path: &std::path::Path, args: &Args) -> Result<Config, Exit> {
-    let mut config = config::load(path).map_err(usage)?;
+    let client = args.status || args.wait_synced;
+    let mut config = if client {
+        config::load_for_client(path)
+    } else {
+        config::load(path)
+    }
+    .map_err(usage)?;
     for (element, line) in &config.unknown {
         log::warn!(
             "{}:{line}: unknown element <{element}> ignored",
