@@ -247,3 +247,32 @@ fn lag_is_reported_while_a_remote_is_down_and_zero_when_level() {
     );
     agent.stop();
 }
+
+// `--wait-synced` failed at once ("no running sersync2 answers") while the instance's
+// control socket was briefly gone, as during a SIGHUP reload, though its timeout had
+// time left. It now asks again for a few seconds: started before the agent, it waits for
+// it and returns synced.
+#[test]
+fn wait_synced_started_while_the_socket_is_away_waits_for_it() {
+    let s = Setup::new("lag-wait-early");
+    s.write("early.txt", "early\n");
+    let conf_path = s.dir.join("sersync.xml");
+    std::fs::write(&conf_path, s.conf().render()).expect("write sersync.xml");
+    let mut client = command(&s.dir)
+        .args(["-o", "sersync.xml", "--wait-synced", "--timeout", "120"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn --wait-synced");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let out = client.wait_with_output().expect("wait for --wait-synced");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.wait(&mut agent, "level");
+    agent.stop();
+}

@@ -235,45 +235,82 @@ pub fn serve(mirror: &Mirror, body: &str) -> Value {
 /// `sersync2 --wait-synced -o FILE [--timeout SECONDS] [--remote LABEL ...]`.
 pub fn wait_synced(_config: &Config, args: &Args) -> Result<u8, Exit> {
     let timeout = args.timeout.unwrap_or(DEFAULT_TIMEOUT);
-    let request = format!(
-        "{COMMAND} {}",
-        json!(Request {
-            timeout_seconds: timeout,
-            remotes: args.remote.clone(),
-        })
-    );
-    if request.len() >= control::MAX_REQUEST {
-        return Err(usage(anyhow!(
-            "--remote: the labels are too long together (over {} bytes); ask for fewer \
-             remotes at a time",
-            control::MAX_REQUEST
-        )));
-    }
+    let started = Instant::now();
+    let deadline = (timeout > 0).then(|| started + Duration::from_secs(timeout));
+    // A reload closes the control socket for a moment and answers a wait in progress
+    // with "reloading": within the timeout (and for at most RELOAD_GRACE without any
+    // socket), ask again rather than fail.
+    let missing_until = started + RELOAD_GRACE;
     let pid_file = args
         .pid_file
         .clone()
         .unwrap_or_else(|| daemon::default_pid_file(&args.config));
     let socket = control::socket_path(&pid_file);
-    // The instance answers when its own wait ends; a margin on top.
-    let wait = match timeout {
-        0 => FOREVER,
-        s => Duration::from_secs(s + 30),
-    };
-    let answer = control::ask(&socket, &request, wait).map_err(|e| match e {
-        control::AskError::Missing(e) => runtime(anyhow!(
-            "no running sersync2 answers on {} ({e}): start the agent for {} (with the same \
-             --pid-file, if it was given one); nothing can be synced while none runs",
-            socket.display(),
-            args.config.display()
-        )),
-        control::AskError::Refused(e) => runtime(anyhow!("refusing the control socket: {e}")),
-        control::AskError::Failed(m) => runtime(anyhow!(
-            "asking the running instance over {} failed: {m}",
-            socket.display()
-        )),
-    })?;
-    report(&answer, timeout)
+    loop {
+        let now = Instant::now();
+        let left = deadline.map(|d| d.saturating_duration_since(now).as_secs().max(1));
+        let request = format!(
+            "{COMMAND} {}",
+            json!(Request {
+                timeout_seconds: left.unwrap_or(0),
+                remotes: args.remote.clone(),
+            })
+        );
+        if request.len() >= control::MAX_REQUEST {
+            return Err(usage(anyhow!(
+                "--remote: the labels are too long together (over {} bytes); ask for fewer \
+                 remotes at a time",
+                control::MAX_REQUEST
+            )));
+        }
+        // The instance answers when its own wait ends; a margin on top.
+        let wait = match left {
+            None => FOREVER,
+            Some(s) => Duration::from_secs(s + 30),
+        };
+        let in_time = deadline.is_none_or(|d| Instant::now() < d);
+        match control::ask(&socket, &request, wait) {
+            Err(control::AskError::Missing(_)) if in_time && Instant::now() < missing_until => {
+                std::thread::sleep(RETRY_PAUSE); // the socket comes back after a reload
+            }
+            Err(e) => {
+                return Err(match e {
+                    control::AskError::Missing(e) => runtime(anyhow!(
+                        "no running sersync2 answers on {} ({e}): start the agent for {} (with \
+                         the same --pid-file, if it was given one); nothing can be synced while \
+                         none runs",
+                        socket.display(),
+                        args.config.display()
+                    )),
+                    control::AskError::Refused(e) => {
+                        runtime(anyhow!("refusing the control socket: {e}"))
+                    }
+                    control::AskError::Failed(m) => runtime(anyhow!(
+                        "asking the running instance over {} failed: {m}",
+                        socket.display()
+                    )),
+                })
+            }
+            Ok(answer) => {
+                let reloading = answer["ok"].as_bool() != Some(true)
+                    && answer["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("stopping or reloading"));
+                if reloading && deadline.is_none_or(|d| Instant::now() < d) {
+                    std::thread::sleep(RETRY_PAUSE);
+                    continue;
+                }
+                return report(&answer, timeout);
+            }
+        }
+    }
 }
+
+/// How long `--wait-synced` asks again while no socket answers (a reload in progress).
+const RELOAD_GRACE: Duration = Duration::from_secs(10);
+
+/// The pause between two such asks.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Prints the answer; 0 when every remote asked about is level.
 fn report(answer: &Value, timeout: u64) -> Result<u8, Exit> {
