@@ -258,7 +258,7 @@ fn wait_synced_started_while_the_socket_is_away_waits_for_it() {
     s.write("early.txt", "early\n");
     let conf_path = s.dir.join("sersync.xml");
     std::fs::write(&conf_path, s.conf().render()).expect("write sersync.xml");
-    let mut client = command(&s.dir)
+    let client = command(&s.dir)
         .args(["-o", "sersync.xml", "--wait-synced", "--timeout", "120"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
