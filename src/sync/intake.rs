@@ -108,16 +108,7 @@ impl Intake {
             }
             Change::DirIn { moved, found, .. } => {
                 if (moved && ev.move_to) || (!moved && ev.create_folder) {
-                    if ev.delete {
-                        // What the remote holds at this path may be an older tree (the
-                        // directory was deleted or moved away and made again before that
-                        // reached it: `rm -rf app && cp -a build app`): every directory
-                        // of the new tree goes as its listing, which deletes what the
-                        // remote holds there beyond it.
-                        Decision::Items(new_tree_items(root, found))
-                    } else {
-                        Decision::PushAll(found)
-                    }
+                    Decision::PushAll(found)
                 } else {
                     Decision::Drop
                 }
@@ -242,19 +233,6 @@ fn exchange_items(
             .map(|p| Item::Path(listing(p, true), false)),
     );
     items
-}
-
-/// A directory that arrived whole: its directories (lstat now) as listings, the rest
-/// as paths. A directory gone again since the walk goes as a path (a delete).
-fn new_tree_items(root: &Path, found: Vec<PathBuf>) -> Vec<Item> {
-    found
-        .into_iter()
-        .map(|p| {
-            let dir = !p.as_os_str().is_empty()
-                && std::fs::symlink_metadata(root.join(&p)).is_ok_and(|m| m.is_dir());
-            Item::Path(listing(p, dir), false)
-        })
-        .collect()
 }
 
 /// `path` with a trailing `/` if it is a directory: pushed as its listing.
