@@ -524,11 +524,10 @@ fi
 # skips it. Printed on its own; not in the table.
 RN_FLOOD=${RN_FLOOD:-1000}
 R_BASE_BIN=${R_BASE_BIN:-}
-flood_once() { # prints: ms to match, unrelated ms, idle ms, ms to issue the renames
-    python3 - "$B/src" "$B/dst1/mod" "$B/dst2/mod" "$RN_FLOOD" <<'PY'
+flood_once() { # SRC REMOTE...: prints ms to match, unrelated ms, idle ms, ms to issue
+    python3 - "$RN_FLOOD" "$@" <<'PY'
 import os, sys, time
-src, d1, d2, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-remotes = (d1, d2)
+n, src, remotes = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
 def ms(t): return round((time.monotonic() - t) * 1000)
 def until(ok, limit=600):
     end = time.monotonic() + limit
@@ -539,6 +538,7 @@ def until(ok, limit=600):
     return False
 def there(rel): return all(os.path.exists(os.path.join(r, rel)) for r in remotes)
 os.makedirs(os.path.join(src, "flood"), exist_ok=True)
+os.makedirs(os.path.join(src, "lat"), exist_ok=True)
 for i in range(n):
     with open(os.path.join(src, "flood", "f%05d" % i), "wb") as f:
         f.write(os.urandom(1024))
@@ -593,7 +593,7 @@ if has "$CASES" r && [ "$RN_FLOOD" -gt 0 ]; then
             ready sersync2 ready_s || { stop_agent; continue; }
             log1=$B/conf/rsyncd1.log log2=$B/conf/rsyncd2.log
             o1=$(stat -c %s "$log1") o2=$(stat -c %s "$log2")
-            read -r f_done f_lat f_idle f_issued < <(flood_once) || true
+            read -r f_done f_lat f_idle f_issued < <(flood_once "$B/src" "$B/dst1/mod" "$B/dst2/mod") || true
             sleep 1 # the last sessions' lines
             s1=$(sessions_since "$log1" "$o1") s2=$(sessions_since "$log2" "$o2")
             stop_agent
@@ -758,6 +758,34 @@ PY
         wait "$agent" 2>/dev/null
         agent=
         rm -rf "$B/sshsrc/burst" "$B/sshsrc/warm" "$B/dst-sshb1" "$B/dst-sshb2"
+        # The rename flood of case r (RN_FLOOD renames in one directory, then one file)
+        # over ssh to two remotes; with R_BASE_BIN on that build first. RN_FLOOD=0 skips.
+        for who in ${R_BASE_BIN:+sersync2-base} sersync2; do
+            [ "$RN_FLOOD" -gt 0 ] || break
+            say "case s run $run: $RN_FLOOD renames over ssh ($who)"
+            rm -rf "$B/sshsrc" "$B/dst-sshf1" "$B/dst-sshf2"
+            mkdir -p "$B/sshsrc" "$B/dst-sshf1" "$B/dst-sshf2"
+            printf '%s\n' '<head version="2.5">' '  <sersync>' \
+                "    <localpath watch=\"$B/sshsrc\"><remote ip=\"127.0.0.1\" name=\"$B/dst-sshf1\"/><remote ip=\"127.0.0.2\" name=\"$B/dst-sshf2\"/></localpath>" \
+                "    <rsync><commonParams params=\"$PARAMS\"/><ssh start=\"true\" command=\"$sshcmd\"/></rsync>" \
+                "    <failLog path=\"$B/conf/fail-ssh3.sh\" timeToExecute=\"60\"/>" '  </sersync>' '</head>' \
+                > "$B/conf/sersync-ssh3.xml"
+            log=$OUT/sersync2-ssh3.log
+            : > "$log"
+            fbin=$bin
+            [ "$who" = sersync2-base ] && fbin=$R_BASE_BIN
+            setsid "$fbin" -o "$B/conf/sersync-ssh3.xml" 2>>"$log" &
+            agent=$!
+            for _ in $(seq 1 200); do grep -q 'live:' "$log" && break; sleep 0.05; done
+            read -r f_done f_lat f_idle f_issued < <(flood_once "$B/sshsrc" "$B/dst-sshf1" "$B/dst-sshf2") || true
+            printf 'ssh rename flood (%s): %s renames in one directory on both remotes after %s ms (issued in %s ms); one file written right after: %s ms (idle agent: %s ms)\n' \
+                "$who" "$RN_FLOOD" "${f_done:-?}" "${f_issued:-?}" "${f_lat:-?}" "${f_idle:-?}" >&2
+            kill -TERM -- "-$agent" 2>/dev/null
+            wait "$agent" 2>/dev/null
+            agent=
+            rm -rf "$B/sshsrc" "$B/dst-sshf1" "$B/dst-sshf2"
+            mkdir -p "$B/sshsrc/lat"
+        done
     done
 fi
 
