@@ -490,6 +490,27 @@ fn a_rename_meeting_pending_work_travels_plain() {
 }
 
 #[test]
+fn a_rename_meeting_work_in_flight_travels_plain() {
+    // A swap through a temp name seen in two batches: the first is in flight when the
+    // last rename comes; what that call leaves at `B` on the remote is not known.
+    let mut q = Pending::default();
+    q.push_rename(p("A"), p("t"), true, vec![p("t"), p("t/x")]);
+    q.push_rename(p("B"), p("A"), true, vec![p("A"), p("A/y")]);
+    let first = q.take(100).expect("the plain swap so far");
+    assert!(matches!(first, Job::Paths(_)), "{first:?}");
+    q.push_rename(p("t"), p("B"), true, vec![p("B"), p("B/x")]);
+    assert_eq!(q.take(100), None, "t is in flight");
+    q.finish(&first);
+    let mut got: Vec<String> = paths(q.take(100))
+        .iter()
+        .map(|x| x.to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    // `B` is pushed as a listing: what the remote held there goes.
+    assert_eq!(got, ["B/", "B/x/", "t"]);
+}
+
+#[test]
 fn a_rename_carries_its_mark_waiting_in_flight_owed_and_plain() {
     let t0 = Instant::now();
     let mut q = Pending::default();
