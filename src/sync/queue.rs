@@ -9,9 +9,9 @@
 //!
 //! A rename inside the tree waits as one entry with two paths (`from` and `to`) and is
 //! handed out alone, as a [`Job::Rename`]; it is not handed out while anything at, above
-//! or below either path is in flight. Anything else waiting or in flight at, above or
-//! below either path when it comes (or a full sync waiting or running) turns it into its
-//! plain form (`from` and
+//! or below either path is in flight. Anything else waiting at, above or below either
+//! path, a call in flight there for `to` when it comes, or a full sync waiting or
+//! running turns it into its plain form (`from` and
 //! `to` and what is below `to`, as ordinary entries, keeping its mark), so the one rule
 //! above still orders everything. In flight, owed and paid, a rename counts as its
 //! plain paths.
@@ -355,8 +355,9 @@ impl Pending {
         self.push_key(dir, false, now, mark);
     }
 
-    /// Queues a rename, or its plain form when something waits or is in flight at, above
-    /// or below either path, or a full sync waits or runs.
+    /// Queues a rename, or its plain form when something waits at, above or below either
+    /// path, a call for `to` (or above or below it) is in flight, or a full sync waits or
+    /// runs.
     #[cfg(test)]
     pub fn push_rename(&mut self, from: PathBuf, to: PathBuf, dir: bool, below: Vec<PathBuf>) {
         self.push_rename_at(from, to, dir, below, Instant::now());
@@ -375,12 +376,12 @@ impl Pending {
             return; // the full sync that has not started yet covers it
         }
         let (from, to) = (key(from), key(to));
-        // In flight at, above or below either path: the remote may end up holding what
+        // A call in flight at, above or below `to`: the remote may end up holding what
         // that call found there (a swap through a temp name seen in two batches), which
-        // a rename's push (no `--ignore-times`, no listing) would not put right.
+        // a rename's push (no `--ignore-times`, no listing) would not put right. (One in
+        // flight at `from` only delays the rename: it then moves what that call left.)
         let busy = self.full_pending
             || self.full_inflight
-            || self.blocked(&from)
             || self.blocked(&to)
             || !related(&self.by_path, &from).is_empty()
             || !related(&self.by_path, &to).is_empty()

@@ -508,6 +508,15 @@ fn a_rename_meeting_work_in_flight_travels_plain() {
     got.sort();
     // `B` is pushed as a listing: what the remote held there goes.
     assert_eq!(got, ["B/", "B/x/", "t"]);
+
+    // Only the old path in flight (a write pushed just before): it waits, still a rename.
+    let mut q = Pending::default();
+    q.push(p("old/f"), false);
+    let write = q.take(100).expect("the write");
+    q.push_rename(p("old"), p("new"), true, vec![p("new"), p("new/f")]);
+    assert_eq!(q.take(100), None, "old/f is in flight");
+    q.finish(&write);
+    assert!(matches!(q.take(100), Some(Job::Rename { .. })));
 }
 
 #[test]
