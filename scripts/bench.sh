@@ -33,8 +33,9 @@
 #   CONTENDERS="sersync2 sersync2-b1 floor lsyncd-d0 lsyncd-def iwrsync"
 #   E_SKIP="sersync2-b1"    contenders left out of case e (too slow to be worth it)
 #   LSYNCD_DEF_LAT_N=3      latency samples for lsyncd's default delay (15 s each), run 1 only
-#   WATCHER=inotify         sersync2's <watcher backend> (auto|inotify|fanotify); the
-#                           results before the fanotify backend are all inotify
+#   WATCHER=inotify         sersync2's <watcher backend> (auto|inotify|fanotify, none: no
+#                           element); the results before the fanotify backend are all
+#                           inotify; case m sets its own per contender
 #   PARAMS=-artuz           rsync options of every contender (the script drops -u, see docs)
 #   BURST_DEADLINE=300      seconds before a burst counts as "timeout"
 #   PORT=28730              rsync daemon port
@@ -188,10 +189,12 @@ auth=(--port="$PORT" --password-file="$B/pass")
 read -ra params <<< "$PARAMS"
 
 # ---------------------------------------------------------------- contenders
-sersync_conf() { # ROOT MODULE OUTFILE
+sersync_conf() { # ROOT MODULE OUTFILE (WATCHER=none: no <watcher> element)
+    local watcher="  <watcher backend=\"${WATCHER:-inotify}\"/>"
+    [ "${WATCHER:-inotify}" = none ] && watcher=""
     cat > "$3" <<EOF
 <head version="2.5">
-  <watcher backend="${WATCHER:-inotify}"/>
+$watcher
   <inotify><delete start="true"/><createFolder start="true"/><createFile start="false"/><closeWrite start="true"/><moveFrom start="true"/><moveTo start="true"/><attrib start="false"/><modify start="false"/></inotify>
   <sersync>
     <localpath watch="$1">
@@ -796,7 +799,7 @@ fi
 # CPU it took to get there (utime+stime) and peak RSS (VmHWM); then, for sersync2, the
 # latency of one change (both remotes have it), and for every contender the CPU
 # (utime+stime, /proc/PID/stat) of M_IDLE seconds idle.
-# Contenders: sersync2 as configured by default, with <watcher backend="inotify"/> and
+# Contenders: sersync2 as configured by default (auto), with <watcher backend="inotify"/> and
 # with <watcher backend="fanotify"/> in <head> (a build that refuses or does not know
 # the element is skipped, saying why), and inotifywait -mr. Printed on its own and in
 # OUT/million.tsv; not part of the table.
@@ -816,13 +819,13 @@ group_ticks() { # PGID: utime+stime of every process of the group (children that
 }
 hz=$(getconf CLK_TCK)
 million_conf() { # WHO ROOT OUT BIN: a sersync2 config for case m, or nothing and 1 if refused
-    local backend=""
+    local watcher=auto
     case $1 in
-        sersync2-inotify) backend='<watcher backend="inotify"/>' ;;
-        sersync2-fanotify) backend='<watcher backend="fanotify"/>' ;;
+        sersync2-base) watcher=none ;;
+        sersync2-inotify) watcher=inotify ;;
+        sersync2-fanotify) watcher=fanotify ;;
     esac
-    sersync_conf "$2" scale "$3"
-    [ -n "$backend" ] && sed -i "s|<head version=\"2.5\">|<head version=\"2.5\">\n  $backend|" "$3"
+    WATCHER=$watcher sersync_conf "$2" scale "$3"
     local why
     if ! why=$("$4" -t -o "$3" 2>&1); then
         say "case m: skipping $1: the config is refused: $(printf '%s' "$why" | grep -v '^$' | tail -1)"

@@ -732,7 +732,7 @@ fn ssh_pushes_share_one_connection_through_a_private_control_socket() {
     let dir = Dir::new("e2e-sshcm");
     let src = dir.mkdir_p("src");
     let sshd = Sshd::start();
-    let conf = Conf::ssh(&src, &sshd, &dir.join("fail.sh"));
+    let mut conf = Conf::ssh(&src, &sshd, &dir.join("fail.sh"));
     let mut agent = Agent::start(&dir, &conf, &[]);
     let remotes = [sshd.dest_dir()];
     let logs = || format!("--- sshd log ---\n{}", tail(&sshd.log(), 40));
@@ -827,7 +827,48 @@ fn ssh_pushes_share_one_connection_through_a_private_control_socket() {
             .flatten()
             .any(|e| e.file_type().is_ok_and(|t| t.is_socket()))
     });
+    // A reload that changes the ssh command did not close the connection opened with
+    // the old one, and kept using it: now the pipeline closes its connections and the
+    // new command gets a directory (and connection) of its own.
+    let third = master().expect("the master before the reload");
+    conf.transport = Transport::Ssh {
+        command: format!("{} -o ServerAliveInterval=15", sshd.ssh_command()),
+    };
+    fs::write(dir.join("sersync.xml"), conf.render()).expect("rewrite the config");
+    let before = agent.log().len();
+    agent.signal(libc::SIGHUP);
+    wait_until("the old master is closed at the reload", DEADLINE, || {
+        master().is_none()
+    });
+    dir.write("src/six.txt", b"six\n");
+    wait_mirrored(
+        &mut agent,
+        &src,
+        &remotes,
+        "push after the reload",
+        DEADLINE,
+        &logs,
+    );
+    let log = agent.log();
+    let after = &log[before..];
+    let at = after
+        .find("ControlPath=")
+        .unwrap_or_else(|| panic!("no ControlPath after the reload:\n{}", tail(after, 20)));
+    let path = &after[at + "ControlPath=".len()..];
+    let path = &path[..path.find("/%C").expect("ControlPath ends in /%C")];
+    assert_ne!(
+        PathBuf::from(path),
+        control,
+        "the new ssh command shares the old command's connection (master pid {third})"
+    );
     agent.stop();
+    let sockets_left = fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
+        .count();
+    assert_eq!(sockets_left, 0, "the stop closes the shared connection");
 }
 
 /// (pid, nice) of every rsync the agent `parent` runs now.

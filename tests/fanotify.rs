@@ -179,6 +179,13 @@ fn fanotify_auto_picks_fanotify_as_root_and_inotify_without_cap_sys_admin() {
         "{}",
         text(&out)
     );
+    // And `-t` of that config says so and exits 2 too (it exited 0).
+    let out = without_sys_admin(&s)
+        .args(["-t", "-o", "forced.xml"])
+        .output()
+        .expect("run setpriv");
+    assert_eq!(out.status.code(), Some(2), "-t: {}", text(&out));
+    assert!(text(&out).contains("would not start"), "-t: {}", text(&out));
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! Renames inside the tree travel as renames: the new path is pushed with the old one
 //! as the basis the remote already has, then the old path is deleted, so unchanged
 //! data is not sent again. Where the remote lacks the old path (or the new parent),
-//! the push still lands and the remotes end equal to the source. Real daemons, real
-//! inotify; bytes are read from the daemons' own logs ("received N bytes").
+//! the push still lands and the remotes end equal to the source. An exchange
+//! (renameat2 RENAME_EXCHANGE) is no rename: both sides stay watched and are pushed as
+//! they are. Real daemons, real inotify; bytes are read from the daemons' own logs
+//! ("received N bytes").
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -371,5 +373,223 @@ fn a_flood_of_renames_does_not_hold_back_other_changes() {
         "{}",
         tail(&agent.log(), 40)
     );
+    agent.stop();
+}
+
+// ssh mode: a rename followed a symbolic link planted on the remote (by a user who can
+// write in the mirror) and renamed, overwrote or created files outside it, as the ssh
+// user. Now every directory above both paths is checked on the remote before `mv`, a
+// link at the new name itself is replaced, and a rename that cannot be checked travels
+// plain (the receiving rsync replaces a link where a directory belongs).
+#[test]
+fn renames_over_ssh_do_not_follow_links_planted_on_the_remote() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(attacker) = User::create("lnk") else {
+        return;
+    };
+    let dir = Dir::new("mv-ssh-links");
+    let src = dir.mkdir_p("src");
+    let sshd = Sshd::start();
+    let conf = Conf::ssh(&src, &sshd, &dir.join("fail.sh"));
+    let mut agent = Agent::start(&dir, &conf, &[]);
+    let remotes = [sshd.dest_dir()];
+    let remote = sshd.dest_dir();
+    let logs = || format!("--- sshd log ---\n{}", tail(&sshd.log(), 40));
+    dir.write("src/L1/x", "srcdata\n");
+    dir.write("src/mvme", "moved\n");
+    dir.write("src/L2/keep", "keep\n");
+    dir.write("src/D1/payload", "payload\n");
+    wait_mirrored(
+        &mut agent,
+        &src,
+        &remotes,
+        "before the links",
+        DEADLINE,
+        &logs,
+    );
+    // The attacker's own directory outside the mirror, and write access in the mirror.
+    let outside = dir.mkdir_p("outside");
+    for d in ["o1", "o2", "o3"] {
+        dir.mkdir_p(format!("outside/{d}"));
+    }
+    dir.write("outside/o1/x", "VICTIM\n");
+    let own = |p: &std::path::Path| {
+        std::os::unix::fs::chown(p, Some(attacker.uid), Some(attacker.gid)).expect("chown");
+    };
+    for p in [&remote, &outside] {
+        own(p);
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    for d in ["o1", "o2", "o3"] {
+        own(&outside.join(d));
+    }
+    let as_attacker = |args: &[&str]| {
+        let out = attacker
+            .command(args[0])
+            .args(&args[1..])
+            .output()
+            .expect("run as the attacker");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    let r = |p: &str| remote.join(p).to_string_lossy().into_owned();
+    let o = |p: &str| outside.join(p).to_string_lossy().into_owned();
+    // L1 and L2 (directories above the renamed paths) and D2 (the new name itself)
+    // become links to the attacker's directories.
+    for (link, to) in [("L1", "o1"), ("L2", "o2"), ("D2", "o3")] {
+        if remote.join(link).exists() {
+            as_attacker(&["mv", &r(link), &r(&format!("{link}.old"))]);
+        }
+        as_attacker(&["ln", "-sfn", &o(to), &r(link)]);
+    }
+    fs::rename(src.join("L1/x"), src.join("L1/y")).expect("L1/x -> L1/y");
+    fs::rename(src.join("mvme"), src.join("L2/mvme")).expect("mvme -> L2/");
+    fs::rename(src.join("D1"), src.join("D2")).expect("D1 -> D2");
+    // What the attacker moved away (L1.old, L2.old) stays on the remote until a full
+    // sync: wait for the renamed paths themselves.
+    wait_until("the renames land inside the mirror", DEADLINE, || {
+        let is_dir = |p: &str| fs::symlink_metadata(remote.join(p)).is_ok_and(|m| m.is_dir());
+        let holds = |p: &str, want: &str| {
+            fs::symlink_metadata(remote.join(p)).is_ok_and(|m| m.is_file())
+                && fs::read_to_string(remote.join(p)).is_ok_and(|t| t == want)
+        };
+        is_dir("L1")
+            && is_dir("L2")
+            && is_dir("D2")
+            && holds("L1/y", "srcdata\n")
+            && holds("L2/mvme", "moved\n")
+            && holds("D2/payload", "payload\n")
+            && !remote.join("L1/x").exists()
+            && !remote.join("mvme").exists()
+            && !remote.join("D1").exists()
+    });
+    assert_eq!(
+        fs::read_to_string(outside.join("o1/x")).expect("o1/x"),
+        "VICTIM\n",
+        "a file outside the mirror was renamed or overwritten"
+    );
+    for stray in ["o1/y", "o2/mvme", "o3/payload"] {
+        assert!(
+            !outside.join(stray).exists(),
+            "{stray} was written outside the mirror"
+        );
+    }
+    agent.stop();
+}
+
+/// Swaps `a` and `b` in one step: renameat2(2) with RENAME_EXCHANGE (`mv --exchange`).
+fn exchange(a: &std::path::Path, b: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes()).expect("a path without NUL")
+    };
+    let (ca, cb) = (c(a), c(b));
+    // SAFETY: two NUL-terminated paths that live across the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "renameat2({a:?}, {b:?}, RENAME_EXCHANGE): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+// Two directories swapped with renameat2(RENAME_EXCHANGE) (`mv --exchange`): the move
+// onto the occupied path dropped the other directory's watches, so nothing written
+// below it afterwards reached the remotes.
+#[test]
+fn exchanged_directories_stay_watched_and_end_equal() {
+    let s = Setup::new("mv-xchg");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    s.write("XA/a.txt", "in A\n");
+    s.write("XA/sub/deep/a2.txt", "deep in A\n");
+    s.write("XB/b.txt", "in B, longer\n");
+    s.write("XB/bsub/b2.txt", "below B\n");
+    s.write("P/Q/q.txt", "in Q\n");
+    s.write("P/Q/qsub/q2.txt", "below Q\n");
+    s.write("f1.txt", "one\n");
+    s.write("f2.txt", "two, longer\n");
+    s.write("file.txt", "a file\n");
+    s.write("dir/d.txt", "in dir\n");
+    s.write("dir/dsub/d2.txt", "below dir\n");
+    s.wait(&mut agent, "before the exchanges");
+
+    exchange(&s.p("XA"), &s.p("XB"));
+    s.wait(&mut agent, "two directories exchanged in one parent");
+    // Both trees are still watched, to the bottom, under their new names.
+    s.write("XA/after.txt", "new in XA\n");
+    s.write("XA/bsub/after.txt", "new below XA\n");
+    s.write("XB/after.txt", "new in XB\n");
+    s.write("XB/sub/deep/after.txt", "new deep in XB\n");
+    // The barrier a deploy script runs: once it says synced, the remotes hold it all.
+    let out = sersync2(
+        &s.dir,
+        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let snapshot = tree_snapshot(&s.src);
+    for remote in s.remotes() {
+        snapshots_equal(&snapshot, &tree_snapshot(&remote)).unwrap_or_else(|e| {
+            panic!(
+                "--wait-synced returned ({}) but {} differs: {e}\n{}",
+                text(&out),
+                remote.display(),
+                tail(&agent.log(), 40)
+            )
+        });
+    }
+
+    exchange(&s.p("XA"), &s.p("P/Q"));
+    s.wait(&mut agent, "two directories exchanged across parents");
+    s.write("XA/qsub/after2.txt", "new below XA\n");
+    s.write("P/Q/bsub/after2.txt", "new below P/Q\n");
+    s.write("P/Q/after2.txt", "new in P/Q\n");
+    s.wait(&mut agent, "writes after the exchange across parents");
+
+    exchange(&s.p("f1.txt"), &s.p("f2.txt"));
+    s.wait(&mut agent, "two files exchanged");
+
+    exchange(&s.p("file.txt"), &s.p("dir"));
+    s.wait(&mut agent, "a file and a directory exchanged");
+    s.write("file.txt/dsub/after3.txt", "new below the directory\n");
+    s.write("dir.txt", "beside\n");
+    s.wait(&mut agent, "writes after the file and directory exchange");
+    exchange(&s.p("file.txt"), &s.p("dir"));
+    s.wait(&mut agent, "exchanged back");
+    s.write("dir/dsub/after4.txt", "new below the directory, back\n");
+    s.wait(&mut agent, "writes after the exchange back");
+    agent.stop();
+}
+
+// ssh mode: an exchange carried as renames would `mv -T` one side over the other on the
+// remote (two files: one of them lost there). Both sides travel as plain pushes.
+#[test]
+fn exchanges_over_ssh_end_equal() {
+    let dir = Dir::new("mv-xchg-ssh");
+    let src = dir.mkdir_p("src");
+    let sshd = Sshd::start();
+    let conf = Conf::ssh(&src, &sshd, &dir.join("fail.sh"));
+    let mut agent = Agent::start(&dir, &conf, &[]);
+    let remotes = [sshd.dest_dir()];
+    let logs = || format!("--- sshd log ---\n{}", tail(&sshd.log(), 40));
+    dir.write("src/x.txt", "X\n");
+    dir.write("src/y.txt", "Y, longer\n");
+    dir.write("src/A/a.txt", "in A\n");
+    dir.write("src/A/sub/a2.txt", "below A\n");
+    dir.write("src/B/b.txt", "in B\n");
+    wait_mirrored(&mut agent, &src, &remotes, "before", DEADLINE, &logs);
+    exchange(&src.join("x.txt"), &src.join("y.txt"));
+    exchange(&src.join("A"), &src.join("B"));
+    wait_mirrored(&mut agent, &src, &remotes, "the exchanges", DEADLINE, &logs);
+    dir.write("src/A/after.txt", "new in A\n");
+    dir.write("src/B/sub/after.txt", "new below B\n");
+    wait_mirrored(&mut agent, &src, &remotes, "writes after", DEADLINE, &logs);
     agent.stop();
 }

@@ -305,7 +305,7 @@ fn run(
         // One ssh connection per remote, its socket in a directory only we control,
         // next to the pid file, named short: a unix socket path holds 107 bytes, and
         // ssh adds a 40-character hash and a temporary suffix of 17 to it.
-        let dir = ssh_control_dir(&cx.socket);
+        let dir = ssh_control_dir(&cx.socket, config.rsync.ssh.as_deref().unwrap_or(""));
         let fits = dir.as_os_str().len() + 1 + 40 + 17 <= 107;
         match crate::sys::fsafe::private_dir(&dir, 0o700) {
             Ok(_) if fits => targets
@@ -485,6 +485,9 @@ fn run(
     }
     let left = mirror.close();
     let next = wait_for_workers(&handles, next, cx);
+    // The shared ssh connections close with the pipeline: a reload may change the ssh
+    // command (another key, stricter host checks), and a stop leaves nothing behind.
+    mirror.close_ssh_masters();
     log::debug!("{left} entries were queued or running at the stop");
     let left = mirror.owed();
     let entries = |n: usize| format!("{n} entr{}", if n == 1 { "y" } else { "ies" });
@@ -523,14 +526,18 @@ fn run(
     Ok(next)
 }
 
-/// `<lock dir>/ssh-<hash of the control socket's path>`: one directory per instance.
-fn ssh_control_dir(socket: &std::path::Path) -> PathBuf {
+/// `<lock dir>/ssh-<hash>`: one directory per instance and ssh command, hashed from the
+/// control socket's path and the command, so a reload that changes the command (another
+/// key, other options) never reuses a connection the old one opened.
+fn ssh_control_dir(socket: &std::path::Path, ssh_command: &str) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;
     // FNV-1a: short and stable; only has to tell this instance's files apart.
     let hash = socket
         .as_os_str()
         .as_bytes()
         .iter()
+        .chain(&[0u8])
+        .chain(ssh_command.as_bytes())
         .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });

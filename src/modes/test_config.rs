@@ -18,10 +18,16 @@ pub fn test_config(config: &Config, module: Option<&str>) -> Result<u8, Exit> {
     let root_word = |t: &sync::Target| shell::display(&[t.root.clone().into()]);
     println!("config {}: OK", config.file.display());
     println!("rsync: {rsync}");
+    let mut unavailable = Vec::new();
     for root in &config.roots {
         println!("watch {}", root.path.display());
         let (backend, why) = crate::watch::choose(&root.path, config.watcher);
         println!("  watcher: {} ({why})", backend.as_str());
+        if config.watcher == crate::config::Backend::Fanotify
+            && why.starts_with("asked for, but unavailable")
+        {
+            unavailable.push(root.path.display().to_string());
+        }
         for t in targets.iter().filter(|t| t.root == root.path) {
             println!("  remote {}", t.dest());
             let (mut live, _) = t.argv(&Job::Paths(vec![]), &[]);
@@ -74,5 +80,19 @@ pub fn test_config(config: &Config, module: Option<&str>) -> Result<u8, Exit> {
         None => println!("verify: off"),
     }
     println!("batch: up to {} paths per rsync call", config.rsync.batch);
+    if config.rsync.ssh.is_some() {
+        println!(
+            "ssh: one shared connection per remote: the live and full commands' ssh also \
+             gets -o ControlMaster=auto -o ControlPath=<lock dir>/ssh-<hash>/%C \
+             -o ControlPersist={} (unless the ssh command sets its own)",
+            sync::rsync::SSH_PERSIST.as_secs()
+        );
+    }
+    if !unavailable.is_empty() {
+        return Err(usage(anyhow!(
+            "<watcher backend=\"fanotify\"> cannot watch {}: the agent would not start",
+            unavailable.join(", ")
+        )));
+    }
     Ok(0)
 }

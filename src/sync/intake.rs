@@ -133,6 +133,13 @@ impl Intake {
                 dir,
                 found,
             } => self.renamed(from, to, dir, found),
+            Change::Exchanged {
+                a,
+                b,
+                a_dir,
+                b_dir,
+                found,
+            } => self.exchanged([(a, a_dir), (b, b_dir)], found),
             // Lost events, a new root, or what only an unmounted filesystem held: only a
             // full sync makes the remotes equal again.
             Change::Overflow | Change::RootBack | Change::Unmounted { .. } => Decision::Full,
@@ -188,6 +195,56 @@ impl Intake {
     }
 }
 
+impl Intake {
+    /// Two entries swapped places: nothing is gone, and what the remote holds at either
+    /// path (below it too) is the other's. Both paths and everything below them are
+    /// pushed as they are now (if the switches ask for moves in); a directory as its
+    /// listing (a trailing `/`: with deletes on, what the remote holds there beyond it
+    /// is deleted, see `queue`), never as a rename, which would take one side for new
+    /// and the other for gone. A side with a temp or excluded name is not mirrored.
+    fn exchanged(&self, sides: [(PathBuf, bool); 2], found: Vec<PathBuf>) -> Decision {
+        if !self.events.move_to {
+            return Decision::Drop;
+        }
+        Decision::Items(exchange_items(&self.excludes, sides, found))
+    }
+}
+
+/// What an exchange of two mirrored paths queues: see [`Intake::exchanged`].
+fn exchange_items(
+    excludes: &Excludes,
+    sides: [(PathBuf, bool); 2],
+    found: Vec<PathBuf>,
+) -> Vec<Item> {
+    let mut items = Vec::with_capacity(found.len() + 2);
+    for (path, dir) in &sides {
+        let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+        if !filter::skip(excludes, name, path, *dir) {
+            items.push(Item::Path(listing(path.clone(), *dir), false));
+        }
+    }
+    // What the walks found below a side is mirrored (they skip what is not). Which of it
+    // is a directory is not known here: every path goes as a listing, and the push
+    // drops the `/` of what is not a directory.
+    items.extend(
+        found
+            .into_iter()
+            .filter(|p| sides.iter().all(|(side, _)| side != p))
+            .map(|p| Item::Path(listing(p, true), false)),
+    );
+    items
+}
+
+/// `path` with a trailing `/` if it is a directory: pushed as its listing.
+fn listing(path: PathBuf, dir: bool) -> PathBuf {
+    if !dir || path.as_os_str().is_empty() {
+        return path;
+    }
+    let mut s = path.into_os_string();
+    s.push("/");
+    PathBuf::from(s)
+}
+
 enum Decision {
     Drop,
     /// One path; `true` when it is a directory that is gone.
@@ -204,5 +261,41 @@ fn never_closed(abs: &Path) -> bool {
     match std::fs::symlink_metadata(abs) {
         Ok(m) => !m.file_type().is_file() || m.nlink() > 1,
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    // An exchange travelled as two renames: the second took the first's new path for
+    // gone and cancelled the pushes below it, and one side stayed stale on the remotes.
+    #[test]
+    fn an_exchange_queues_both_sides_as_listings_and_nothing_as_gone() {
+        let items = exchange_items(
+            &Excludes::default(),
+            [(p("a"), true), (p("b"), false)],
+            vec![p("a"), p("a/x.txt"), p("a/sub"), p("b")],
+        );
+        assert_eq!(
+            items,
+            [
+                Item::Path(p("a/"), false),
+                Item::Path(p("b"), false),
+                Item::Path(p("a/x.txt/"), false),
+                Item::Path(p("a/sub/"), false),
+            ]
+        );
+        // A temp name on one side: only the other side is mirrored.
+        let items = exchange_items(
+            &Excludes::default(),
+            [(p("f.txt"), false), (p(".f.txt.swp"), false)],
+            vec![p("f.txt"), p(".f.txt.swp")],
+        );
+        assert_eq!(items, [Item::Path(p("f.txt"), false)]);
     }
 }

@@ -60,11 +60,74 @@ impl Job {
         }
     }
 
+    /// A rename whose old path holds something again when it is to run (the second
+    /// half of an exchange came, or a new entry was made there): nothing is gone, and
+    /// what the remote holds at either path may be stale. Its paths as listings (a
+    /// trailing `/`, which the push keeps only on a directory and which deletes there
+    /// what the source no longer holds): `from`, `to` and, for a directory, what is
+    /// below `to`. Other jobs: their paths.
+    pub fn listing_paths(&self) -> Vec<PathBuf> {
+        let Job::Rename {
+            from,
+            to,
+            dir,
+            below,
+        } = self
+        else {
+            return self.plain_paths();
+        };
+        let slash = |p: &PathBuf| {
+            let mut s = p.clone().into_os_string();
+            s.push("/");
+            PathBuf::from(s)
+        };
+        let mut out = vec![slash(from)];
+        if *dir {
+            out.push(slash(to));
+            out.extend(below.iter().filter(|p| *p != to).map(slash));
+        } else {
+            out.push(to.clone());
+        }
+        out
+    }
+
     /// The job with a rename turned into its plain form.
     pub fn plain(self) -> Job {
         match self {
             Job::Rename { .. } => Job::Paths(self.plain_paths()),
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    #[test]
+    fn a_rename_whose_old_path_is_taken_again_goes_as_listings() {
+        let dir = Job::Rename {
+            from: p("a"),
+            to: p("b"),
+            dir: true,
+            below: vec![p("b"), p("b/x"), p("b/sub")],
+        };
+        assert_eq!(
+            dir.listing_paths(),
+            [p("a/"), p("b/"), p("b/x/"), p("b/sub/")]
+        );
+        let file = Job::Rename {
+            from: p("f"),
+            to: p("g"),
+            dir: false,
+            below: Vec::new(),
+        };
+        assert_eq!(file.listing_paths(), [p("f/"), p("g")]);
+        let paths = Job::Paths(vec![p("x")]);
+        assert_eq!(paths.listing_paths(), [p("x")]);
     }
 }

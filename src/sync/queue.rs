@@ -443,7 +443,18 @@ impl Pending {
     /// each keeping the rename's mark.
     fn push_plain(&mut self, r: Renamed, now: Instant) {
         let carry = Some(r.mark);
+        // `from` is gone, but listings owed below it by an earlier rename into it stay:
+        // if this one is the second half of an exchange that came in two reads (not
+        // paired into one by the watcher), `from` holds what that rename put there.
+        let kept = if r.dir {
+            self.take_listings_below(&r.from)
+        } else {
+            Vec::new()
+        };
         self.push_key(r.from, r.dir, now, carry);
+        for (k, m) in kept {
+            self.push_key(k, false, now, Some(m));
+        }
         if r.dir {
             self.replaced.insert(r.to.clone());
         }
@@ -457,6 +468,24 @@ impl Pending {
                 self.push_key(b, false, now, carry);
             }
         }
+    }
+
+    /// Takes the waiting listings (see `replaced`) below `dir` out, with their marks;
+    /// they stay in `replaced`.
+    fn take_listings_below(&mut self, dir: &[u8]) -> Vec<(Key, Mark)> {
+        let mut prefix = dir.to_vec();
+        prefix.push(b'/');
+        let below: Vec<Key> = self
+            .by_path
+            .range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .filter(|(p, _)| self.replaced.contains(*p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        below
+            .into_iter()
+            .filter_map(|k| self.remove_entry(&k).map(|(_, m)| (k, m)))
+            .collect()
     }
 
     /// Queues one key; its mark is at least as old as `carry`.

@@ -311,10 +311,12 @@ impl Target {
 
 impl Target {
     /// ssh mode: the command that renames `from` to `to` on the remote in one step,
-    /// over the shared connection: `<ssh command> HOST mv -T -- DIR/from DIR/to`
-    /// (program, arguments). `mv -T` fails rather than move into an existing directory
-    /// or over a directory, and fails where the remote lacks `from` or `to`'s parent;
-    /// the caller then pushes the rename with the old path as a basis instead.
+    /// over the shared connection: `<ssh command> HOST cd -- DIR && test ! -L a && ...
+    /// && mv -T -- from to` (program, arguments). Every directory above `from` and `to`
+    /// (below DIR) is checked not to be a symbolic link first, so a link planted on the
+    /// remote cannot carry the rename outside DIR. `mv -T` fails rather than move into
+    /// an existing directory or over a directory, and fails where the remote lacks
+    /// `from` or `to`'s parent; the caller then pushes the rename plain.
     ///
     /// `None`: not ssh mode, deletes are off, or a path, the remote directory or the
     /// host holds a byte the remote shell could split or expand.
@@ -322,7 +324,7 @@ impl Target {
         let cmd = self.opts.ssh.as_ref()?;
         let base = Path::new(&self.remote.name);
         let host = &self.remote.ip;
-        let safe = |p: &Path| remote_safe(p) && !p.as_os_str().is_empty();
+        let safe = |p: &Path| remote_safe(p) && !p.as_os_str().is_empty() && p.is_relative();
         if !self.delete
             || !safe(from)
             || !safe(to)
@@ -339,9 +341,49 @@ impl Target {
         let (program, rest) = words.split_first()?;
         let mut argv: Vec<OsString> = rest.iter().map(OsString::from).collect();
         argv.push(host.into());
+        // The remote shell reads the words after the host as one command line; every
+        // word here is made of bytes it takes literally.
+        if !self.remote.name.is_empty() {
+            argv.extend(["cd", "--"].map(OsString::from));
+            argv.push(base.as_os_str().to_owned());
+            argv.push("&&".into());
+        }
+        let mut above: Vec<&Path> = from
+            .ancestors()
+            .skip(1)
+            .chain(to.ancestors().skip(1))
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        above.sort();
+        above.dedup();
+        for dir in above {
+            argv.extend(["test", "!", "-L"].map(OsString::from));
+            argv.push(dir.as_os_str().to_owned());
+            argv.push("&&".into());
+        }
         argv.extend(["mv", "-T", "--"].map(OsString::from));
-        argv.push(base.join(from).into_os_string());
-        argv.push(base.join(to).into_os_string());
+        argv.push(from.as_os_str().to_owned());
+        argv.push(to.as_os_str().to_owned());
+        Some((program.into(), argv))
+    }
+}
+
+impl Target {
+    /// ssh mode with the agent's own shared connection: `<ssh command> -O exit HOST`,
+    /// which asks that connection's master to close. `None` where the ssh command sets
+    /// its own ControlPath or ControlMaster (that connection is the user's) or there is
+    /// no control directory.
+    pub fn ssh_exit_argv(&self) -> Option<(OsString, Vec<OsString>)> {
+        let cmd = self.opts.ssh.as_ref()?;
+        let ours = ssh_command(cmd, self.ssh_control.as_deref());
+        if ours == ssh_command(cmd, None) {
+            return None;
+        }
+        let words = crate::sys::shell::split_str(&ours).ok()?;
+        let (program, rest) = words.split_first()?;
+        let mut argv: Vec<OsString> = rest.iter().map(OsString::from).collect();
+        argv.extend(["-O", "exit"].map(OsString::from));
+        argv.push(self.remote.ip.clone().into());
         Some((program.into(), argv))
     }
 }
@@ -493,12 +535,34 @@ const STDERR_KEEP: usize = 4096;
 /// starting (no temp file, fork refused under a process limit, too many open files) is
 /// an ordinary failed run, status -1, with the OS error in `stderr`.
 pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
-    run_program(OsStr::new("rsync"), cwd, argv, stdin)
+    run_program(
+        OsStr::new("rsync"),
+        cwd,
+        argv,
+        stdin,
+        Watch::LowerAfter(LONG_PUSH),
+    )
+}
+
+/// What the worker does while its child runs, besides waiting.
+#[derive(Debug, Clone, Copy)]
+pub enum Watch {
+    /// A push still running after this long is lowered (see [`LONG_PUSH`]).
+    LowerAfter(Duration),
+    /// A short command (the remote `mv` of a rename) still running after this long is
+    /// killed: a hung remote must not hold the paths it names.
+    KillAfter(Duration),
 }
 
 /// Runs `program argv` in `cwd` as [`run`] runs rsync (the remote `mv` of a rename in
 /// ssh mode goes through here, so the stop ends it as it ends rsync).
-pub fn run_program(program: &OsStr, cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
+pub fn run_program(
+    program: &OsStr,
+    cwd: &Path,
+    argv: &[OsString],
+    stdin: &[u8],
+    watch: Watch,
+) -> Outcome {
     let started = Instant::now();
     let failed = |what: &str, e: std::io::Error| Outcome {
         status: if e.kind() == std::io::ErrorKind::NotFound {
@@ -547,7 +611,19 @@ pub fn run_program(program: &OsStr, cwd: &Path, argv: &[OsString], stdin: &[u8])
     };
     let pid = child.id();
     running().push(pid);
-    lower_if_long(pid, LONG_PUSH);
+    let killed = match watch {
+        Watch::LowerAfter(after) => {
+            if !exits_within(pid, after) {
+                lower(pid, after);
+            }
+            None
+        }
+        Watch::KillAfter(after) => (!exits_within(pid, after)).then(|| {
+            // SAFETY: plain syscall; `pid` is our unreaped child (in the registry).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            after
+        }),
+    };
     wait_unreaped(pid);
     // Still unreaped: its pid cannot have been reused while it was in the registry.
     running().retain(|p| *p != pid);
@@ -556,9 +632,17 @@ pub fn run_program(program: &OsStr, cwd: &Path, argv: &[OsString], stdin: &[u8])
         Err(_) => -1,
     };
     let tail = memfile::tail(&err_file, STDERR_KEEP);
+    let mut stderr = String::from_utf8_lossy(&tail).trim().to_owned();
+    if let Some(after) = killed {
+        stderr.push_str(&format!(
+            "\n{} killed after {}s without an answer",
+            program.to_string_lossy(),
+            after.as_secs()
+        ));
+    }
     Outcome {
         status,
-        stderr: String::from_utf8_lossy(&tail).trim().to_owned(),
+        stderr,
         elapsed: started.elapsed(),
     }
 }
@@ -580,22 +664,22 @@ pub const LONG_PUSH: Duration = Duration::from_millis(200);
 /// The CPU niceness of a push that has run longer than [`LONG_PUSH`].
 pub const LONG_PUSH_NICE: libc::c_int = 10;
 
-/// Waits up to `after` for child `pid` to exit (without reaping it); if it still runs,
-/// lowers its CPU and I/O priority. Without pidfds (Linux < 5.3) does
-/// nothing: the push keeps its priority.
-fn lower_if_long(pid: u32, after: Duration) {
+/// Does child `pid` exit within `after`? Waits on a pidfd without reaping it. Without
+/// pidfds (Linux < 5.3), or when poll fails, answers yes: the child keeps its priority
+/// and is not killed, and the caller waits for it as before.
+fn exits_within(pid: u32, after: Duration) -> bool {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     let Ok(fd) = libc::c_int::try_from(fd) else {
-        return;
+        return true;
     };
     if fd < 0 {
-        return;
+        return true;
     }
     // SAFETY: `fd` was just opened by us and is owned here only.
     let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
     let deadline = Instant::now() + after;
-    let exited = loop {
+    loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let mut p = libc::pollfd {
             fd: fd.as_raw_fd(),
@@ -606,19 +690,19 @@ fn lower_if_long(pid: u32, after: Duration) {
         // SAFETY: one valid pollfd.
         let rc = unsafe { libc::poll(&mut p, 1, ms) };
         if rc > 0 {
-            break true;
+            return true;
         }
         if rc == 0 {
-            break false;
+            return false;
         }
         if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            // Cannot tell: leave its priority alone.
-            break true;
+            return true;
         }
-    };
-    if exited {
-        return;
     }
+}
+
+/// Lowers the CPU and I/O priority of child `pid`, a push that has run `after` already.
+fn lower(pid: u32, after: Duration) {
     // Only rsync itself, which does the reading, checksums and compression. In ssh mode
     // the ssh it starts may become the master connection that every later push of the
     // remote shares: that one keeps its priority.
@@ -719,16 +803,23 @@ mod tests {
             argv[3], "/k/id key",
             "the ssh command's quoting is honoured"
         );
+        let at = argv.iter().position(|a| a == "10.0.0.2").expect("the host");
         assert_eq!(
-            argv[argv.len() - 6..],
-            [
-                "10.0.0.2",
-                "mv",
-                "-T",
-                "--",
-                "/srv/www/a/old",
-                "/srv/www/b/new"
-            ]
+            argv[at..].join(" "),
+            "10.0.0.2 cd -- /srv/www && test ! -L a && test ! -L b && mv -T -- a/old b/new",
+            "every directory above the two paths is checked not to be a link"
+        );
+        let deep = t
+            .remote_rename_argv(Path::new("x/y/old"), Path::new("x/new"))
+            .expect("rename")
+            .1
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            deep.ends_with("test ! -L x && test ! -L x/y && mv -T -- x/y/old x/new"),
+            "{deep}"
         );
         assert!(argv.contains(&"ConnectTimeout=10".to_owned()));
     }

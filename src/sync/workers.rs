@@ -181,6 +181,27 @@ impl Mirror {
         }
     }
 
+    /// ssh mode: asks each remote's shared connection to close (`ssh -O exit`), at the
+    /// end of a pipeline (stop or reload). Best effort, 5 s at most per remote.
+    pub fn close_ssh_masters(&self) {
+        for t in &self.targets {
+            if let Some((program, argv)) = t.ssh_exit_argv() {
+                let out = rsync::run_program(
+                    &program,
+                    &t.root,
+                    &argv,
+                    &[],
+                    rsync::Watch::KillAfter(Duration::from_secs(5)),
+                );
+                log::debug!(
+                    "closing the ssh connection to {}: exit {}",
+                    t.label(),
+                    out.status
+                );
+            }
+        }
+    }
+
     /// Remote `t` as a call uses it. In ssh mode the control directory of the shared
     /// connection is checked before every call (made again if it went away, say a
     /// clean-up of /run; it must be a directory of the agent's own, 0700, not a link):
@@ -345,6 +366,14 @@ impl Mirror {
         let calls = match &taken.job {
             Job::Paths(paths) => split(paths),
             Job::Full => vec![(Job::Full, self.excluded_paths(t))],
+            Job::Rename { from, .. }
+                if std::fs::symlink_metadata(self.targets[t.0].root.join(from)).is_ok() =>
+            {
+                // Not a rename any more (an exchange, or `from` made again): pushed as
+                // it is now, see `Job::listing_paths`.
+                plain = taken.job.listing_paths();
+                split(&plain)
+            }
             Job::Rename { from, .. } => match self.rename(t, &taken.job) {
                 Some(Renamed::Moved(outcome)) => {
                     // One remote `mv`: the new path is there and the old one gone.
@@ -376,10 +405,9 @@ impl Mirror {
         taken.accounted = true;
     }
 
-    /// Carries a rename to `t` as one: in ssh mode first as one `mv` on the remote
-    /// ([`Target::remote_rename_argv`]); else, or where that fails, by pushing the new
-    /// path with the old one as its basis ([`Target::rename_argvs`]). `Some` when it
-    /// landed; `None`
+    /// Carries a rename to `t` as one: in ssh mode as one `mv` on the remote
+    /// ([`Target::remote_rename_argv`]); in daemon mode by pushing the new path with the
+    /// old one as its basis ([`Target::rename_argvs`]). `Some` when it landed; `None`
     /// when the rename must travel in its plain form instead: it cannot be carried as
     /// one, the remote is failing already, or a call failed (the remote lacks the new
     /// parent directory, an old rsync, a network error: the plain push, with its
@@ -403,19 +431,31 @@ impl Mirror {
                         .join(" ")
                 );
             }
-            let outcome = rsync::run_program(&program, &target.root, &argv, &[]);
+            let outcome = rsync::run_program(
+                &program,
+                &target.root,
+                &argv,
+                &[],
+                rsync::Watch::KillAfter(REMOTE_MV_LIMIT),
+            );
             if outcome.status == 0 {
                 return Some(Renamed::Moved(outcome));
             }
             log::debug!(
-                "the remote mv of {} to {} on {} failed (exit {}: {}); pushing the new path \
-                 with the old one as its basis",
+                "the remote mv of {} to {} on {} failed (exit {}: {}); pushing it plain",
                 from.display(),
                 to.display(),
                 target.label(),
                 outcome.status,
                 last_line(&outcome.stderr)
             );
+        }
+        if target.opts.ssh.is_some() {
+            // Over ssh no push with the old path as its basis: it names a directory on
+            // the remote as the destination, and the receiving rsync follows a link
+            // planted there (the plain push replaces one). Where `mv` cannot do the
+            // rename, it travels plain.
+            return None;
         }
         let to_paths = rename_to_paths(job).plain_paths();
         let argvs = target.rename_argvs(from, to, *dir, &to_paths)?;
@@ -434,7 +474,8 @@ impl Mirror {
             let outcome = rsync::run(&target.root, &argv, &[]);
             if !outcome.ok() {
                 log::info!(
-                    "the rename of {} to {} did not reach {} as a rename (rsync exit {}: {});                      pushing it plain",
+                    "the rename of {} to {} did not reach {} as a rename (rsync exit {}: {}); \
+                     pushing it plain",
                     from.display(),
                     to.display(),
                     target.label(),
@@ -915,6 +956,10 @@ fn split(paths: &[PathBuf]) -> Vec<(Job, Vec<PathBuf>)> {
         .map(|run| (Job::Paths(run.to_vec()), Vec::new()))
         .collect()
 }
+
+/// How long the remote `mv` of a rename may take (connect included) before it is
+/// killed and the rename pushed plain.
+const REMOTE_MV_LIMIT: Duration = Duration::from_secs(30);
 
 /// How a rename reached a remote as one.
 enum Renamed {

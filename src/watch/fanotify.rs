@@ -32,8 +32,8 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::{
-    dir_id, excluded_dir, walk, Batch, Change, Lost, MountNote, Op, RootHealth, RootState,
-    WatchError, BURST_GAP, CHECK_EVERY, GATHER, LOST_FIRST, LOST_MAX,
+    dir_id, excluded_dir, pair_exchanges, walk, Batch, Change, Lost, MountNote, Op, RootHealth,
+    RootState, WatchError, BURST_GAP, CHECK_EVERY, GATHER, LOST_FIRST, LOST_MAX,
 };
 use crate::config::Events;
 use crate::filter::{self, Excludes};
@@ -789,6 +789,7 @@ impl FanotifyTree {
                 });
             }
         }
+        pair_exchanges(&mut out);
         out
     }
 
@@ -1148,6 +1149,64 @@ mod kernel_tests {
             !format!("{seen:?}").contains("o.txt\", op"),
             "an event outside the root was sent: {seen:?}"
         );
+        stop.trigger();
+        th.join().expect("watch thread");
+    }
+
+    // An exchange (renameat2 RENAME_EXCHANGE) is two FAN_RENAME events, a -> b and
+    // b -> a, each with the moved directory's handle: both directories keep their
+    // paths in the cache, the pair goes out as one exchange, and files written below
+    // either side afterwards map to the new paths.
+    #[test]
+    fn exchanged_directories_map_to_their_new_paths() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path().join("www");
+        for dir in ["XA/sub/deep", "XB/bsub", "P/Q/qsub"] {
+            std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+        }
+        let t = match FanotifyTree::new(root.clone(), 0, Excludes::default(), Events::default()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("SKIP: fanotify cannot run here: {e}");
+                return;
+            }
+        };
+        let stop = crate::sys::Stop::manual().expect("stop");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let fd = stop.fd();
+        let th = std::thread::spawn(move || t.run(fd, tx));
+        let mut seen = Vec::new();
+        // Learn every handle before the exchange, as a running watcher would have.
+        for rel in ["XA/sub/deep/0", "XB/bsub/0", "P/Q/qsub/0"] {
+            std::fs::write(root.join(rel), "x").expect("write");
+            assert!(recv_until(&rx, &mut seen, |c| file_at(c, rel)), "{seen:?}");
+        }
+        crate::watch::tests::exchange(&root.join("XA"), &root.join("XB")).expect("exchange");
+        for rel in ["XB/sub/deep/f.txt", "XA/bsub/f.txt", "XA/f.txt", "XB/f.txt"] {
+            std::fs::write(root.join(rel), "x").expect("write");
+            assert!(
+                recv_until(&rx, &mut seen, |c| file_at(c, rel)),
+                "{rel}: {seen:?}"
+            );
+        }
+        assert!(
+            seen.iter().any(
+                |c| matches!(c, Change::Exchanged { a, b, a_dir: true, b_dir: true, found }
+                if a == Path::new("XA") && b == Path::new("XB")
+                    && found.contains(&PathBuf::from("XB/sub/deep/0"))
+                    && found.contains(&PathBuf::from("XA/bsub/0")))
+            ),
+            "{seen:?}"
+        );
+        crate::watch::tests::exchange(&root.join("XB/sub"), &root.join("P/Q"))
+            .expect("exchange across parents");
+        for rel in ["P/Q/deep/g.txt", "XB/sub/qsub/g.txt"] {
+            std::fs::write(root.join(rel), "x").expect("write");
+            assert!(
+                recv_until(&rx, &mut seen, |c| file_at(c, rel)),
+                "{rel}: {seen:?}"
+            );
+        }
         stop.trigger();
         th.join().expect("watch thread");
     }

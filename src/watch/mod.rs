@@ -10,6 +10,9 @@
 //! walk, files written after arrive as events), renames are paired by cookie so a moved
 //! directory keeps its watches, a directory moved out of the tree loses them, and a
 //! queue overflow re-walks the tree and asks for a full sync, because events were lost.
+//! A directory a move lands on is set aside with its watches, not dropped: in an
+//! exchange (RENAME_EXCHANGE) the next move takes it away to the other path, and the
+//! two renames go out as one [`Change::Exchanged`].
 //!
 //! The root itself is watched for its own removal and rename (DELETE_SELF, MOVE_SELF,
 //! IGNORED), and every [`CHECK_EVERY`] its device and inode are compared with the
@@ -85,6 +88,19 @@ pub enum Change {
         from: PathBuf,
         to: PathBuf,
         dir: bool,
+        found: Vec<PathBuf>,
+    },
+    /// Two entries inside the tree swapped places in one step (renameat2 with
+    /// RENAME_EXCHANGE, `mv --exchange`): the kernel reports it as two renames, `a` to
+    /// `b` and `b` to `a`, which this stands for. Neither path is gone; each holds what
+    /// the other held (`a_dir`, `b_dir`: a directory is at that path now). `found` is
+    /// what both hold now: a directory and everything below it (watched already), a
+    /// file itself.
+    Exchanged {
+        a: PathBuf,
+        b: PathBuf,
+        a_dir: bool,
+        b_dir: bool,
         found: Vec<PathBuf>,
     },
     /// The kernel dropped events: the watches were rebuilt from the tree, and everything
@@ -251,6 +267,16 @@ struct MovedDir {
     wds: Vec<WatchDescriptor>,
 }
 
+/// A watched directory a move landed on, set aside (detached, watches kept) under the
+/// path it had: the first half of an exchange (renameat2 RENAME_EXCHANGE: `b` moved to
+/// `a`'s place, and `a` moves to `b`'s next) or a rename over an empty directory (the
+/// kernel then drops its watch).
+struct Aside {
+    moved: MovedDir,
+    /// Reads handled since it was set aside.
+    reads: u8,
+}
+
 /// The watches of one root.
 pub struct InotifyTree {
     inotify: Inotify,
@@ -263,6 +289,10 @@ pub struct InotifyTree {
     tree: tree::DirTree<WatchDescriptor>,
     /// While a renamed directory's new place is walked: the descriptors the walk found.
     seen: Option<HashSet<i32>>,
+    /// Directories a move landed on: the next move away of that path (the other half
+    /// of an exchange, in this read or the next) takes them along; otherwise they are
+    /// dropped after the next read, as their watches are gone or going.
+    aside: Vec<Aside>,
     /// Watches of every root together, for status; this root's share is `reported`.
     counter: Arc<AtomicUsize>,
     reported: usize,
@@ -483,6 +513,7 @@ impl InotifyTree {
             events,
             tree: tree::DirTree::default(),
             seen: None,
+            aside: Vec::new(),
             counter,
             reported: 0,
             health,
@@ -554,6 +585,7 @@ impl InotifyTree {
 
     /// Removes every watch of this root (they belong to a tree that left the path).
     fn drop_all_watches(&mut self) {
+        self.aside.clear();
         for wd in self.tree.take_all() {
             // Already gone with its directory: the kernel dropped it.
             let _ = self.inotify.watches().remove(wd);
@@ -1066,6 +1098,57 @@ impl InotifyTree {
         self.tree.detach(rel)
     }
 
+    /// A move lands on `rel`: a watched directory there is set aside, not dropped (see
+    /// [`Aside`]).
+    fn set_aside(&mut self, rel: &Path) {
+        if !self.tree.contains(rel) {
+            return;
+        }
+        let wds = self.detach_tree(rel);
+        if let Some(i) = self.aside.iter().position(|a| a.moved.rel == rel) {
+            let old = self.aside.swap_remove(i);
+            self.unwatch(old.moved, None);
+        }
+        self.aside.push(Aside {
+            moved: MovedDir {
+                rel: rel.to_path_buf(),
+                wds,
+            },
+            reads: 0,
+        });
+    }
+
+    /// The descriptors of the directory set aside at `rel`, if one is and it is still
+    /// watched.
+    fn take_aside(&mut self, rel: &Path) -> Option<Vec<WatchDescriptor>> {
+        let i = self.aside.iter().position(|a| {
+            a.moved.rel == rel
+                && a.moved
+                    .wds
+                    .first()
+                    .is_some_and(|w| self.tree.is_detached(w.get_watch_descriptor_id()))
+        })?;
+        Some(self.aside.swap_remove(i).moved.wds)
+    }
+
+    /// After each read that held events: what was set aside a read ago and not taken is
+    /// dropped.
+    fn expire_aside(&mut self) {
+        if self.aside.is_empty() {
+            return;
+        }
+        let (old, keep): (Vec<Aside>, Vec<Aside>) = std::mem::take(&mut self.aside)
+            .into_iter()
+            .partition(|a| a.reads >= 1);
+        self.aside = keep;
+        for a in &mut self.aside {
+            a.reads += 1;
+        }
+        for a in old {
+            self.unwatch(a.moved, None);
+        }
+    }
+
     fn forget_wd(&mut self, wd: &WatchDescriptor) {
         if let Some(path) = self.tree.remove_wd(wd.get_watch_descriptor_id()) {
             if path.as_os_str().is_empty() {
@@ -1107,6 +1190,7 @@ impl InotifyTree {
         // IN_IGNORED and rename events may be among the lost ones: rebuild the map from
         // the tree as it is now, and drop watches on whatever is no longer in it.
         let old = self.tree.take_all();
+        self.aside.clear();
         if let Err(e) = self.add_whole_tree().and_then(|()| self.watch_root_self()) {
             log::error!("{e}");
         }
@@ -1119,6 +1203,7 @@ impl InotifyTree {
 
     /// Handles one batch of events as read from the kernel; returns the changes.
     fn handle(&mut self, batch: Vec<RawEvent>) -> Vec<Change> {
+        let read_any = !batch.is_empty();
         let mut out = Vec::with_capacity(batch.len());
         let mut moved_away: HashMap<u32, MovedDir> = HashMap::new();
         // Where the MOVED_FROM of each cookie went in `out`, to pair it with its MOVED_TO.
@@ -1170,6 +1255,10 @@ impl InotifyTree {
         for (_, moved) in moved_away {
             self.unwatch(moved, None);
         }
+        if read_any {
+            self.expire_aside();
+        }
+        pair_exchanges(&mut out);
         out
     }
 
@@ -1191,12 +1280,22 @@ impl InotifyTree {
             if renamed.is_some() {
                 self.seen = Some(HashSet::new());
             }
+            if moved {
+                self.set_aside(&rel);
+            }
             // A renamed directory's node moves here at its first watch, with what is
             // below it; the walk then finds most of it in place.
             if let Err(e) = self.add_tree(&rel, Some(&mut found)) {
                 log::error!("{e}");
             }
             let seen = self.seen.take();
+            // The tree was behind and the directory there was this one: it is back.
+            self.aside.retain(|a| {
+                a.moved
+                    .wds
+                    .first()
+                    .is_some_and(|w| self.tree.is_detached(w.get_watch_descriptor_id()))
+            });
             if let Some(moved) = renamed {
                 // Watches that came along but were not found again (excluded now, gone).
                 self.unwatch(moved, seen.as_ref());
@@ -1207,8 +1306,14 @@ impl InotifyTree {
                 found,
             })
         } else if mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM) {
-            let wds = self.detach_tree(&rel);
             let moved = mask.contains(EventMask::MOVED_FROM);
+            // The second half of an exchange: the directory that leaves `rel` is the one
+            // set aside there, not the one that just came.
+            let aside = if moved { self.take_aside(&rel) } else { None };
+            let wds = match aside {
+                Some(wds) => wds,
+                None => self.detach_tree(&rel),
+            };
             if moved {
                 moved_away.insert(
                     cookie,
@@ -1439,6 +1544,66 @@ fn pair_rename(
     out.push(renamed);
 }
 
+/// Turns each rename `a` -> `b` followed at once by `b` -> `a` into one
+/// [`Change::Exchanged`]: that is how the kernel reports an exchange (two move pairs,
+/// back to back). Sent as two renames, the first would be carried as a rename onto a
+/// path that is not empty and the second would delete what the first put there. A real
+/// rename over `b` and straight back is taken for an exchange too, which costs only a
+/// plain push of both paths: nothing is taken for gone.
+fn pair_exchanges(changes: &mut Vec<Change>) {
+    let mut i = 0;
+    while i + 1 < changes.len() {
+        let swapped = matches!(
+            (&changes[i], &changes[i + 1]),
+            (
+                Change::Renamed { from: a, to: b, .. },
+                Change::Renamed { from: b2, to: a2, .. },
+            ) if a == a2 && b == b2 && a != b
+        );
+        if swapped {
+            let second = changes.remove(i + 1);
+            let first = changes.remove(i);
+            changes.insert(i, exchanged(first, second));
+        }
+        i += 1;
+    }
+}
+
+/// The one [`Change::Exchanged`] two renames `a` -> `b`, `b` -> `a` stand for.
+fn exchanged(first: Change, second: Change) -> Change {
+    match (first, second) {
+        (
+            Change::Renamed {
+                from: a,
+                to: b,
+                dir: b_dir,
+                found: found_b,
+            },
+            Change::Renamed {
+                dir: a_dir,
+                found: found_a,
+                ..
+            },
+        ) => {
+            // A file side is only itself; a directory side's walk holds it already.
+            let mut found = if a_dir { found_a } else { vec![a.clone()] };
+            if b_dir {
+                found.extend(found_b);
+            } else {
+                found.push(b.clone());
+            }
+            Change::Exchanged {
+                a,
+                b,
+                a_dir,
+                b_dir,
+                found,
+            }
+        }
+        (first, _) => first,
+    }
+}
+
 /// The one operation an event stands for (a kernel event carries one).
 fn op_of(mask: EventMask) -> Option<Op> {
     Some(if mask.contains(EventMask::CREATE) {
@@ -1665,6 +1830,176 @@ mod tests {
         t.join().expect("watch thread");
         assert!(back, "no RootBack after a mount over the root: {seen:?}");
         assert!(live, "the mounted root is not watched: {seen:?}");
+    }
+
+    fn renamed(from: &str, to: &str, dir: bool, found: &[&str]) -> Change {
+        Change::Renamed {
+            from: PathBuf::from(from),
+            to: PathBuf::from(to),
+            dir,
+            found: found.iter().map(PathBuf::from).collect(),
+        }
+    }
+
+    #[test]
+    fn two_renames_back_to_back_in_opposite_directions_are_one_exchange() {
+        let mut c = vec![
+            Change::File {
+                path: PathBuf::from("x"),
+                op: Op::ClosedWrite,
+            },
+            renamed("a", "b", true, &["b", "b/f"]),
+            renamed("b", "a", false, &[]),
+            renamed("c", "d", false, &[]),
+        ];
+        pair_exchanges(&mut c);
+        assert_eq!(c.len(), 3, "{c:?}");
+        assert_eq!(
+            c[1],
+            Change::Exchanged {
+                a: PathBuf::from("a"),
+                b: PathBuf::from("b"),
+                a_dir: false,
+                b_dir: true,
+                found: ["a", "b", "b/f"].iter().map(PathBuf::from).collect(),
+            }
+        );
+        assert_eq!(c[2], renamed("c", "d", false, &[]));
+        // A chain, and renames with something between them, stay renames.
+        let chain = vec![renamed("a", "b", false, &[]), renamed("b", "c", false, &[])];
+        let mut c = chain.clone();
+        pair_exchanges(&mut c);
+        assert_eq!(c, chain);
+        let apart = vec![
+            renamed("a", "b", false, &[]),
+            Change::Overflow,
+            renamed("b", "a", false, &[]),
+        ];
+        let mut c = apart.clone();
+        pair_exchanges(&mut c);
+        assert_eq!(c, apart);
+    }
+
+    /// renameat2(2) with RENAME_EXCHANGE.
+    pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+        };
+        let (ca, cb) = (c(a)?, c(b)?);
+        // SAFETY: two NUL-terminated paths that live across the call.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                ca.as_ptr(),
+                libc::AT_FDCWD,
+                cb.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    // Broke: after an exchange of two directories, the move onto the occupied path had
+    // dropped the other directory's watches, and nothing below it raised an event.
+    #[test]
+    fn exchanged_directories_keep_their_watches_to_the_bottom() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path().join("www");
+        for dir in ["XA/sub/deep", "XB/bsub", "P/Q/qsub"] {
+            std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+        }
+        let w = InotifyTree::new(root.clone(), 0, Excludes::default(), Events::default())
+            .expect("watch");
+        assert_eq!(w.watched(), 9);
+        let counter = Arc::clone(&w.counter);
+        let stop = crate::sys::Stop::manual().expect("stop");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let fd = stop.fd();
+        let t = std::thread::spawn(move || w.run(fd, tx));
+        let mut seen = Vec::new();
+        let wrote = |seen: &mut Vec<Change>, rel: &str| {
+            std::fs::write(root.join(rel), "x").expect("write");
+            recv_until(
+                &rx,
+                seen,
+                |c| matches!(c, Change::File { path, op: Op::ClosedWrite } if path == Path::new(rel)),
+            )
+        };
+
+        exchange(&root.join("XA"), &root.join("XB")).expect("exchange in one parent");
+        for rel in ["XB/sub/deep/f.txt", "XA/bsub/f.txt", "XA/f.txt", "XB/f.txt"] {
+            assert!(wrote(&mut seen, rel), "{rel} is not watched: {seen:?}");
+        }
+        assert!(
+            seen.iter().any(
+                |c| matches!(c, Change::Exchanged { a, b, a_dir: true, b_dir: true, .. }
+                if a == Path::new("XA") && b == Path::new("XB"))
+            ),
+            "{seen:?}"
+        );
+        exchange(&root.join("XB/sub"), &root.join("P/Q")).expect("exchange across parents");
+        for rel in [
+            "P/Q/deep/g.txt",
+            "XB/sub/qsub/g.txt",
+            "P/Q/g.txt",
+            "XB/sub/g.txt",
+        ] {
+            assert!(wrote(&mut seen, rel), "{rel} is not watched: {seen:?}");
+        }
+        assert_eq!(
+            counter.load(Ordering::Relaxed),
+            9,
+            "no watch lost or doubled"
+        );
+        stop.trigger();
+        t.join().expect("watch thread");
+    }
+
+    // A directory renamed over an empty one (rename(2) replaces it): the one set aside
+    // is dropped when its watch goes, and the one that came stays watched.
+    #[test]
+    fn a_directory_renamed_over_an_empty_one_replaces_it() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path().join("www");
+        std::fs::create_dir_all(root.join("a/sub")).expect("mkdir");
+        std::fs::create_dir_all(root.join("b")).expect("mkdir");
+        let w = InotifyTree::new(root.clone(), 0, Excludes::default(), Events::default())
+            .expect("watch");
+        assert_eq!(w.watched(), 4);
+        let counter = Arc::clone(&w.counter);
+        let stop = crate::sys::Stop::manual().expect("stop");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let fd = stop.fd();
+        let t = std::thread::spawn(move || w.run(fd, tx));
+        let mut seen = Vec::new();
+        std::fs::rename(root.join("a"), root.join("b")).expect("rename over an empty dir");
+        std::fs::write(root.join("b/sub/f.txt"), "x").expect("write");
+        assert!(
+            recv_until(
+                &rx,
+                &mut seen,
+                |c| matches!(c, Change::File { path, op: Op::ClosedWrite } if path == Path::new("b/sub/f.txt"))
+            ),
+            "{seen:?}"
+        );
+        // One more read after the rename: the watch of the replaced directory is gone.
+        std::fs::write(root.join("g.txt"), "x").expect("write");
+        assert!(
+            recv_until(
+                &rx,
+                &mut seen,
+                |c| matches!(c, Change::File { path, op: Op::ClosedWrite } if path == Path::new("g.txt"))
+            ),
+            "{seen:?}"
+        );
+        assert_eq!(counter.load(Ordering::Relaxed), 3, "root, b, b/sub");
+        stop.trigger();
+        t.join().expect("watch thread");
     }
 
     proptest! {

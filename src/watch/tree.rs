@@ -155,6 +155,14 @@ impl<W: Wd> DirTree<W> {
         Some(self.path_of_node(i))
     }
 
+    /// Is `wd` the descriptor of a detached directory (deleted or renamed away, or set
+    /// aside, and not recorded anywhere since)?
+    pub fn is_detached(&self, wd: i32) -> bool {
+        self.by_wd
+            .get(&wd)
+            .is_some_and(|&i| !self.node(i).attached && self.root != Some(i))
+    }
+
     /// Is `wd` a descriptor of this tree?
     pub fn has_wd(&self, wd: i32) -> bool {
         self.by_wd.contains_key(&wd)

@@ -484,8 +484,37 @@ fn a_rename_meeting_pending_work_travels_plain() {
         .collect();
     got.sort();
     // Directories renamed in where others were renamed away go with a trailing `/`
-    // (what the remote holds there is stale); `t` is only gone.
-    assert_eq!(got, ["A/", "A/y/", "B/", "B/x/", "t/"]);
+    // (what the remote holds there is stale); `t` is only gone (`t/x/`, owed by the
+    // rename into `t`, stays: pushed, it is only missing too).
+    assert_eq!(got, ["A/", "A/y/", "B/", "B/x/", "t/", "t/x/"]);
+    assert!(q.is_empty());
+}
+
+// An exchange of two directories whose two renames came in two reads, the first one
+// already plain (something waited at its paths): the second took its old path for
+// gone and cancelled the listings the first owed below it, so one side was never
+// pushed below its top.
+#[test]
+fn the_second_half_of_a_split_exchange_keeps_what_the_first_owes() {
+    let mut q = Pending::default();
+    q.push(p("XB/new.txt"), false);
+    q.push_rename(
+        p("XA"),
+        p("XB"),
+        true,
+        vec![p("XB"), p("XB/sub"), p("XB/sub/f")],
+    );
+    q.push_rename(p("XB"), p("XA"), true, vec![p("XA"), p("XA/g")]);
+    let mut got: Vec<String> = paths(q.take(100))
+        .iter()
+        .map(|x| x.to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        ["XA/", "XA/g/", "XB/", "XB/sub/", "XB/sub/f/"],
+        "both sides and everything below them, as listings"
+    );
     assert!(q.is_empty());
 }
 

@@ -235,3 +235,41 @@ proptest! {
         }
     }
 }
+
+// An exchange (renameat2 RENAME_EXCHANGE) of two watched directories, as the inotify
+// watcher applies it: the first move lands on a path that holds a directory, which is
+// set aside (detached, not dropped) and taken by the second move. Broke: the move onto
+// the occupied path dropped the other directory and what was below it.
+#[test]
+fn an_exchange_keeps_both_directories_and_what_is_below_them() {
+    let mut t = DirTree::default();
+    t.insert(Path::new(""), 1);
+    t.insert(&p("XA"), 2);
+    t.insert(&p("XA/sub"), 3);
+    t.insert(&p("P"), 4);
+    t.insert(&p("P/XB"), 5);
+    t.insert(&p("P/XB/deep"), 6);
+    // MOVED_FROM XA, MOVED_TO P/XB: XA leaves; what is at P/XB is set aside first.
+    assert_eq!(t.detach(&p("XA")), vec![2, 3]);
+    assert_eq!(t.detach(&p("P/XB")), vec![5, 6]);
+    assert!(t.is_detached(5) && t.is_detached(2));
+    assert!(t.insert(&p("P/XB"), 2).is_empty(), "nothing dropped");
+    assert!(t.insert(&p("P/XB/sub"), 3).is_empty());
+    // MOVED_FROM P/XB (the directory set aside), MOVED_TO XA.
+    assert!(t.insert(&p("XA"), 5).is_empty());
+    assert!(t.insert(&p("XA/deep"), 6).is_empty());
+    let want: BTreeMap<PathBuf, i32> = [
+        ("", 1),
+        ("P", 4),
+        ("P/XB", 2),
+        ("P/XB/sub", 3),
+        ("XA", 5),
+        ("XA/deep", 6),
+    ]
+    .into_iter()
+    .map(|(k, v)| (p(k), v))
+    .collect();
+    assert_eq!(t.paths(), want);
+    assert_eq!(t.len(), 6);
+    assert!(!t.is_detached(5) && !t.is_detached(1) && !t.is_detached(99));
+}
