@@ -18,7 +18,9 @@
 #                           and the result is scaled to FILES (one rsync per file is linear)
 #   CASES="a c e"           a = burst + latency + CPU (cases a, b, d), c = scale, e = big;
 #                           s = one change over ssh (loopback sshd), r = renames of a big
-#                           directory and a big file (RN_MB=200, RBIG_MB=100), g = a small
+#                           directory and a big file (RN_MB=200, RBIG_MB=100) and a flood
+#                           of RN_FLOOD=1000 renames in one directory (R_BASE_BIN: the
+#                           same flood on another build first), g = a small
 #                           edit while a GIG_MB=1024 MB file is pushed, m = a million
 #                           directories (M_DIRS=1001000, M_IDLE=60 s idle CPU;
 #                           M_CONTENDERS="sersync2 sersync2-inotify sersync2-fanotify
@@ -514,6 +516,112 @@ PY
     done
 fi
 
+# ---------------------------------------------------------------- case r, flood
+# RN_FLOOD small files renamed in one directory at once (a script's mv loop, a cache
+# rotating names), then one unrelated file written: the time until both remotes match the
+# source, the unrelated file's latency (against the same write on the idle agent just
+# before), how many rsync sessions each daemon ran for it, and the plain push of the same
+# paths (rsync -R --delete-missing-args of the old and new names, both remotes at once,
+# no agent) for comparison. With R_BASE_BIN (a sersync2 binary of another build, say
+# main before a change) the same flood runs on it first, in the same run. RN_FLOOD=0
+# skips it. Printed on its own; not in the table.
+RN_FLOOD=${RN_FLOOD:-1000}
+R_BASE_BIN=${R_BASE_BIN:-}
+flood_once() { # SRC REMOTE...: prints ms to match, unrelated ms, idle ms, ms to issue
+    python3 - "$RN_FLOOD" "$@" <<'PY'
+import os, sys, time
+n, src, remotes = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+def ms(t): return round((time.monotonic() - t) * 1000)
+def until(ok, limit=600):
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if ok():
+            return True
+        time.sleep(0.002)
+    return False
+def there(rel): return all(os.path.exists(os.path.join(r, rel)) for r in remotes)
+os.makedirs(os.path.join(src, "flood"), exist_ok=True)
+os.makedirs(os.path.join(src, "lat"), exist_ok=True)
+for i in range(n):
+    with open(os.path.join(src, "flood", "f%05d" % i), "wb") as f:
+        f.write(os.urandom(1024))
+old = set("f%05d" % i for i in range(n))
+new = set("g%05d" % i for i in range(n))
+def names(r):
+    try:
+        return set(os.listdir(os.path.join(r, "flood")))
+    except OSError:
+        return set()
+if not until(lambda: all(names(r) == old for r in remotes)):
+    sys.exit("the files never arrived")
+time.sleep(1)  # idle again
+t = time.monotonic()
+with open(os.path.join(src, "lat", "idle.txt"), "w") as f:
+    f.write("idle\n")
+until(lambda: there("lat/idle.txt"))
+idle = ms(t)
+time.sleep(0.5)
+t0 = time.monotonic()
+for i in range(n):
+    os.rename(os.path.join(src, "flood", "f%05d" % i), os.path.join(src, "flood", "g%05d" % i))
+issued = ms(t0)
+tu = time.monotonic()
+with open(os.path.join(src, "lat", "after-flood.txt"), "w") as f:
+    f.write("after\n")
+lat = None
+done = None
+end = time.monotonic() + 900
+while time.monotonic() < end and (lat is None or done is None):
+    if lat is None and there("lat/after-flood.txt"):
+        lat = ms(tu)
+    if done is None and all(names(r) == new for r in remotes):
+        done = ms(t0)
+    time.sleep(0.002)
+print(done if done is not None else "TIMEOUT", lat if lat is not None else "TIMEOUT", idle, issued)
+PY
+}
+sessions_since() { # LOG OFFSET: rsync sessions a daemon logged after OFFSET
+    tail -c +$(( $2 + 1 )) "$1" | grep -c '\] rsync to ' || true
+}
+if has "$CASES" r && [ "$RN_FLOOD" -gt 0 ]; then
+    for run in $(seq 1 "$RUNS"); do
+        for who in ${R_BASE_BIN:+sersync2-base} sersync2; do
+            reset_mod
+            say "case r flood run $run: $RN_FLOOD renames in one directory ($who)"
+            CASE=r-flood
+            own_bin=$bin
+            [ "$who" = sersync2-base ] && bin=$R_BASE_BIN
+            start_agent sersync2 "$B/src" mod
+            bin=$own_bin
+            ready sersync2 ready_s || { stop_agent; continue; }
+            log1=$B/conf/rsyncd1.log log2=$B/conf/rsyncd2.log
+            o1=$(stat -c %s "$log1") o2=$(stat -c %s "$log2")
+            read -r f_done f_lat f_idle f_issued < <(flood_once "$B/src" "$B/dst1/mod" "$B/dst2/mod") || true
+            sleep 1 # the last sessions' lines
+            s1=$(sessions_since "$log1" "$o1") s2=$(sessions_since "$log2" "$o2")
+            stop_agent
+            # The plain push of the same paths, no agent: the new names back to the old
+            # ones, then the old and new names to both remotes at once.
+            for i in $(seq 0 $(( RN_FLOOD - 1 ))); do
+                printf 'flood/g%05d\nflood/f%05d\n' "$i" "$i"
+            done > "$B/conf/flood.list"
+            (cd "$B/src/flood" && for i in $(seq 0 $(( RN_FLOOD - 1 ))); do
+                printf 'g%05d\0f%05d\0' "$i" "$i"; done | xargs -0 -n 2 mv)
+            t0=$(date +%s%N)
+            (cd "$B/src" && rsync "${params[@]}" -R --delete-missing-args --files-from="$B/conf/flood.list" \
+                "${auth[@]}" ./ bench@127.0.0.1::mod/) &
+            first=$!
+            (cd "$B/src" && rsync "${params[@]}" -R --delete-missing-args --files-from="$B/conf/flood.list" \
+                "${auth[@]}" ./ bench@127.0.0.2::mod/)
+            wait "$first"
+            t_plain=$(( ($(date +%s%N) - t0) / 1000000 ))
+            printf 'rename flood (%s): %s renames in one directory on both remotes after %s ms (issued in %s ms; the plain push of the same %s paths: %s ms); one file written right after: %s ms (idle agent: %s ms); rsync sessions per daemon: %s and %s\n' \
+                "$who" "$RN_FLOOD" "${f_done:-?}" "${f_issued:-?}" $(( 2 * RN_FLOOD )) "$t_plain" \
+                "${f_lat:-?}" "${f_idle:-?}" "$s1" "$s2" >&2
+        done
+    done
+fi
+
 # ---------------------------------------------------------------- case g (big file)
 # While a GIG_MB MB file is being pushed, one small edit: the time until it is on both
 # remotes, against the same edit on an idle agent. Printed on its own.
@@ -653,6 +761,34 @@ PY
         wait "$agent" 2>/dev/null
         agent=
         rm -rf "$B/sshsrc/burst" "$B/sshsrc/warm" "$B/dst-sshb1" "$B/dst-sshb2"
+        # The rename flood of case r (RN_FLOOD renames in one directory, then one file)
+        # over ssh to two remotes; with R_BASE_BIN on that build first. RN_FLOOD=0 skips.
+        for who in ${R_BASE_BIN:+sersync2-base} sersync2; do
+            [ "$RN_FLOOD" -gt 0 ] || break
+            say "case s run $run: $RN_FLOOD renames over ssh ($who)"
+            rm -rf "$B/sshsrc" "$B/dst-sshf1" "$B/dst-sshf2"
+            mkdir -p "$B/sshsrc" "$B/dst-sshf1" "$B/dst-sshf2"
+            printf '%s\n' '<head version="2.5">' '  <sersync>' \
+                "    <localpath watch=\"$B/sshsrc\"><remote ip=\"127.0.0.1\" name=\"$B/dst-sshf1\"/><remote ip=\"127.0.0.2\" name=\"$B/dst-sshf2\"/></localpath>" \
+                "    <rsync><commonParams params=\"$PARAMS\"/><ssh start=\"true\" command=\"$sshcmd\"/></rsync>" \
+                "    <failLog path=\"$B/conf/fail-ssh3.sh\" timeToExecute=\"60\"/>" '  </sersync>' '</head>' \
+                > "$B/conf/sersync-ssh3.xml"
+            log=$OUT/sersync2-ssh3.log
+            : > "$log"
+            fbin=$bin
+            [ "$who" = sersync2-base ] && fbin=$R_BASE_BIN
+            setsid "$fbin" -o "$B/conf/sersync-ssh3.xml" 2>>"$log" &
+            agent=$!
+            for _ in $(seq 1 200); do grep -q 'live:' "$log" && break; sleep 0.05; done
+            read -r f_done f_lat f_idle f_issued < <(flood_once "$B/sshsrc" "$B/dst-sshf1" "$B/dst-sshf2") || true
+            printf 'ssh rename flood (%s): %s renames in one directory on both remotes after %s ms (issued in %s ms); one file written right after: %s ms (idle agent: %s ms)\n' \
+                "$who" "$RN_FLOOD" "${f_done:-?}" "${f_issued:-?}" "${f_lat:-?}" "${f_idle:-?}" >&2
+            kill -TERM -- "-$agent" 2>/dev/null
+            wait "$agent" 2>/dev/null
+            agent=
+            rm -rf "$B/sshsrc" "$B/dst-sshf1" "$B/dst-sshf2"
+            mkdir -p "$B/sshsrc/lat"
+        done
     done
 fi
 

@@ -311,6 +311,71 @@ fn renames_over_ssh_move_the_remote_files() {
     agent.stop();
 }
 
+/// Sessions a daemon logged after `from` (a log length): how many started in all, and
+/// how many had started when `name` was received.
+fn sessions_until_received(log: &str, from: usize, name: &str) -> (usize, Option<usize>) {
+    let mut started = 0;
+    let mut at = None;
+    for l in log.get(from..).unwrap_or("").lines() {
+        if l.contains("] rsync to ") || l.contains("] rsync on ") {
+            started += 1;
+        } else if at.is_none() && l.contains(" recv ") && l.contains(name) {
+            at = Some(started);
+        }
+    }
+    (started, at)
+}
+
+// A flood of renames serialized a remote: one rename call (a push and a delete) after
+// the other, and a change made after the flood waited behind all of them. Now a flood
+// travels plain, batched, and the change is not held back.
+#[test]
+fn a_flood_of_renames_does_not_hold_back_other_changes() {
+    const N: usize = 300;
+    let s = Setup::new("mv-flood");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    for i in 0..N {
+        s.write(format!("flood/f{i:03}.txt"), format!("file {i}\n"));
+    }
+    s.wait(&mut agent, "the files before the flood");
+    let at = log_lens(&s);
+    for i in 0..N {
+        fs::rename(
+            s.p(format!("flood/f{i:03}.txt")),
+            s.p(format!("flood/g{i:03}.txt")),
+        )
+        .expect("rename in flood/");
+    }
+    s.write("other.txt", "unrelated\n");
+    wait_until("the unrelated file on both remotes", DEADLINE, || {
+        s.remotes().iter().all(|r| r.join("other.txt").exists())
+    });
+    s.wait(&mut agent, "the flood");
+    log_lens(&s); // every session that made them equal has logged its end
+    for (name, log, from) in [("a", s.a.log(), at.0), ("b", s.b.log(), at.1)] {
+        let (sessions, before_other) = sessions_until_received(&log, from, "other.txt");
+        let context = || {
+            format!(
+                "remote {name}: {sessions} sessions for the flood, {before_other:?} started \
+                 when other.txt arrived\n--- agent log ---\n{}",
+                tail(&agent.log(), 40)
+            )
+        };
+        eprintln!("{}", context().lines().next().unwrap_or_default());
+        // One by one, the renames took two sessions each (600). Batched, a few renames
+        // may still go alone before the flood is seen; the bounds are generous.
+        assert!(sessions < N / 2, "{}", context());
+        let before_other = before_other.unwrap_or_else(|| panic!("{}", context()));
+        assert!(before_other < N / 10, "{}", context());
+    }
+    assert!(
+        agent.log().contains("travel as plain paths, batched"),
+        "{}",
+        tail(&agent.log(), 40)
+    );
+    agent.stop();
+}
+
 // ssh mode: a rename followed a symbolic link planted on the remote (by a user who can
 // write in the mirror) and renamed, overwrote or created files outside it, as the ssh
 // user. Now every directory above both paths is checked on the remote before `mv`, a

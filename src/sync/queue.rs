@@ -10,10 +10,20 @@
 //! A rename inside the tree waits as one entry with two paths (`from` and `to`) and is
 //! handed out alone, as a [`Job::Rename`]; it is not handed out while anything at, above
 //! or below either path is in flight. Anything else waiting at, above or below either
-//! path (or a full sync waiting or running) turns it into its plain form (`from` and
+//! path, a call in flight there for `to` when it comes, or a full sync waiting or
+//! running turns it into its plain form (`from` and
 //! `to` and what is below `to`, as ordinary entries, keeping its mark), so the one rule
 //! above still orders everything. In flight, owed and paid, a rename counts as its
 //! plain paths.
+//!
+//! A rename is one call of its own (ssh: one remote `mv`; daemon: a push and a delete),
+//! worth it for a few renames and a serial queue for a flood of them. So when more than
+//! [`RENAME_FLOOD`] renames wait for a remote at a take, every waiting rename turns into
+//! its plain form, and those paths are batched like any others (a flood ends in a few
+//! batched calls). And a rename does not hold back newer paths that are free: waiting
+//! paths never touch a waiting rename (either side turns the rename plain), so after a
+//! rename is handed out, the free paths go before the next one (renames and paths take
+//! turns; neither waits behind the other's whole backlog).
 //!
 //! `Pending` is the pure state of one remote (unit and property tested); `Queue` wraps all
 //! remotes in a mutex and condvar for the worker threads. A remote that owes work also
@@ -133,7 +143,19 @@ pub struct Pending {
     collapse_at: usize,
     /// Directories collapsed and not yet logged: the directory, how many entries.
     collapsed: Vec<(Key, usize)>,
+    /// Renames waiting above which all of them travel plain; 0: [`RENAME_FLOOD`].
+    rename_flood: usize,
+    /// Renames turned plain by a flood and not yet logged.
+    flooded: usize,
+    /// The latest call handed out was a rename: free paths go before the next one.
+    rename_last: bool,
 }
+
+/// More renames than this waiting for one remote at a take is a flood: all of them
+/// travel in their plain form, batched with the other paths (see the module doc). Up
+/// to this many, each one still travels as a rename (a release directory renamed, a few
+/// files moved: no data sent again).
+pub const RENAME_FLOOD: usize = 16;
 
 /// How many waiting entries of one directory collapse into one listing push of it, unless
 /// `SERSYNC2_COLLAPSE_AT` (read once; for tests and tuning) says otherwise (0: never).
@@ -261,6 +283,32 @@ impl Pending {
         }
     }
 
+    /// A rename flood threshold other than [`RENAME_FLOOD`], for tests.
+    #[cfg(test)]
+    pub fn with_rename_flood(collapse_at: usize, flood: usize) -> Pending {
+        Pending {
+            collapse_at,
+            rename_flood: flood,
+            ..Pending::default()
+        }
+    }
+
+    /// How many renames a flood turned plain since the last call.
+    pub fn take_flooded(&mut self) -> usize {
+        std::mem::take(&mut self.flooded)
+    }
+
+    /// Turns every waiting rename into its plain form (a flood), oldest first.
+    fn flood(&mut self) {
+        let renames = std::mem::take(&mut self.renames);
+        self.rename_keys.clear();
+        self.flooded += renames.len();
+        for r in renames.into_values() {
+            let since = r.mark.since;
+            self.push_plain(r, since);
+        }
+    }
+
     /// The directories collapsed since the last call, with how many entries each.
     pub fn take_collapsed(&mut self) -> Vec<(PathBuf, usize)> {
         std::mem::take(&mut self.collapsed)
@@ -307,8 +355,9 @@ impl Pending {
         self.push_key(dir, false, now, mark);
     }
 
-    /// Queues a rename, or its plain form when something waits at, above or below
-    /// either path, or a full sync waits or runs.
+    /// Queues a rename, or its plain form when something waits at, above or below either
+    /// path, a call for `to` (or above or below it) is in flight, or a full sync waits or
+    /// runs.
     #[cfg(test)]
     pub fn push_rename(&mut self, from: PathBuf, to: PathBuf, dir: bool, below: Vec<PathBuf>) {
         self.push_rename_at(from, to, dir, below, Instant::now());
@@ -327,8 +376,13 @@ impl Pending {
             return; // the full sync that has not started yet covers it
         }
         let (from, to) = (key(from), key(to));
+        // A call in flight at, above or below `to`: the remote may end up holding what
+        // that call found there (a swap through a temp name seen in two batches), which
+        // a rename's push (no `--ignore-times`, no listing) would not put right. (One in
+        // flight at `from` only delays the rename: it then moves what that call left.)
         let busy = self.full_pending
             || self.full_inflight
+            || self.blocked(&to)
             || !related(&self.by_path, &from).is_empty()
             || !related(&self.by_path, &to).is_empty()
             || !related(&self.rename_keys, &from).is_empty()
@@ -647,16 +701,29 @@ impl Pending {
             self.running += 1;
             return Some(Job::Full);
         }
+        let flood_at = match self.rename_flood {
+            0 => RENAME_FLOOD,
+            n => n,
+        };
+        if self.renames.len() > flood_at {
+            self.flood();
+        }
         // The oldest rename free to run goes alone, unless a path waiting since before
-        // it is free too (that goes first).
+        // it is free too, or the latest call was a rename and any path is free (those
+        // go first, batched). Waiting paths never touch a waiting rename (see
+        // `push_at` and `push_rename_at`), so the order per path holds either way.
         let rename = self
             .renames
             .iter()
             .find(|(_, r)| !self.blocked(&r.from) && !self.blocked(&r.to))
             .map(|(s, _)| *s);
         if let Some(seq) = rename {
-            let older_free = self.by_seq.range(..seq).any(|(_, p)| !self.blocked(p));
-            if !older_free {
+            let paths_first = if self.rename_last {
+                self.by_seq.values().any(|p| !self.blocked(p))
+            } else {
+                self.by_seq.range(..seq).any(|(_, p)| !self.blocked(p))
+            };
+            if !paths_first {
                 if let Some(r) = self.renames.remove(&seq) {
                     self.rename_keys.remove(&r.from);
                     self.rename_keys.remove(&r.to);
@@ -674,6 +741,7 @@ impl Pending {
                     }
                     self.running += 1;
                     self.running_paths += job.count();
+                    self.rename_last = true;
                     return Some(job);
                 }
             }
@@ -690,6 +758,7 @@ impl Pending {
         if picked.is_empty() {
             return None;
         }
+        self.rename_last = false;
         let mut marks = Vec::with_capacity(picked.len());
         for p in &picked {
             if let Some((_, m)) = self.remove_entry(p) {
@@ -1099,7 +1168,16 @@ impl Queue {
             ready.sort_unstable();
             for (_, _, t) in ready {
                 let remote = &mut st.remotes[t];
-                if let Some(work) = remote.pending.take(self.batch) {
+                let work = remote.pending.take(self.batch);
+                let flooded = remote.pending.take_flooded();
+                if flooded > 0 {
+                    log::info!(
+                        "{flooded} renames waiting for remote #{} travel as plain paths, \
+                         batched (more than {RENAME_FLOOD} waiting at once)",
+                        t + 1
+                    );
+                }
+                if let Some(work) = work {
                     remote.last_start = Some(now);
                     remote.timer_armed = false;
                     st.next = (t + 1) % n;

@@ -209,9 +209,22 @@ enum Op {
     Take(usize),
     Finish(usize),
     Full,
+    /// A rename of one name to another (skipped where they nest); `true`: a directory.
+    Rename(usize, usize, bool),
 }
 
 const NAMES: [&str; 8] = ["a", "a/b", "a/b/c", "a/d", "e", "e/f", "g", "a/b/c/h"];
+
+/// Names renames use besides [`NAMES`]: siblings that nest in nothing, so that several
+/// renames wait at once (and flood).
+const FLAT: [&str; 6] = ["r/1", "r/2", "r/3", "r/4", "r/5", "r/6"];
+
+fn rename_name(i: usize) -> &'static str {
+    NAMES
+        .get(i)
+        .copied()
+        .unwrap_or_else(|| FLAT[(i - NAMES.len()) % FLAT.len()])
+}
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -219,6 +232,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1..4usize).prop_map(Op::Take),
         3 => (0..8usize).prop_map(Op::Finish),
         1 => Just(Op::Full),
+        4 => (0..NAMES.len() + FLAT.len(), 0..NAMES.len() + FLAT.len(), any::<bool>())
+            .prop_map(|(i, j, d)| Op::Rename(i, j, d)),
     ]
 }
 
@@ -235,9 +250,11 @@ proptest! {
     fn last_change_of_every_path_is_pushed_after_it(
         ops in proptest::collection::vec(op(), 1..80),
         collapse in prop_oneof![Just(0usize), Just(2), Just(3)],
+        flood in prop_oneof![Just(1usize), Just(2), Just(RENAME_FLOOD)],
     ) {
-        // With a low threshold, storms collapse into listings all the time.
-        let mut q = Pending::with_collapse_at(collapse);
+        // With a low threshold, storms collapse into listings all the time, and renames
+        // flood into their plain form.
+        let mut q = Pending::with_rename_flood(collapse, flood);
         let mut clock = 0u64;
         let mut last_change: HashMap<PathBuf, u64> = HashMap::new();
         let mut gone_at: HashMap<PathBuf, u64> = HashMap::new();
@@ -247,15 +264,14 @@ proptest! {
             if let Some(w) = q.take(max) {
                 *clock += 1;
                 for other in inflight.iter() {
-                    match (other, &w) {
-                        (Job::Paths(a), Job::Paths(b)) => {
-                            // `a/` (a listing) is `a` for conflicts: Path drops the `/`.
-                            for x in a { for y in b {
-                                assert!(!conflicts(x, y), "{x:?} and {y:?} in flight together");
-                            }}
-                        }
-                        _ => panic!("a full sync ran beside other work"),
+                    if *other == Job::Full || w == Job::Full {
+                        panic!("a full sync ran beside other work");
                     }
+                    // A rename is in flight as its plain paths. `a/` (a listing) is `a`
+                    // for conflicts: Path drops the `/`.
+                    for x in &other.plain_paths() { for y in &w.plain_paths() {
+                        assert!(!conflicts(x, y), "{x:?} and {y:?} in flight together");
+                    }}
                 }
                 started.push((*clock, w.clone()));
                 inflight.push(w);
@@ -274,6 +290,22 @@ proptest! {
                     for v in last_change.values_mut() { *v = clock; }
                     last_change.insert(p(""), clock);
                     q.push_full();
+                }
+                Op::Rename(i, j, dir) => {
+                    let (from, to) = (p(rename_name(i)), p(rename_name(j)));
+                    if conflicts(&from, &to) {
+                        continue;
+                    }
+                    let below: Vec<PathBuf> = if dir {
+                        NAMES.iter().chain(&FLAT).map(|n| p(n)).filter(|n| n.starts_with(&to)).collect()
+                    } else {
+                        Vec::new()
+                    };
+                    for x in [&from, &to].into_iter().chain(&below) {
+                        last_change.insert(x.clone(), clock);
+                    }
+                    if dir { gone_at.insert(from.clone(), clock); }
+                    q.push_rename(from, to, dir, below);
                 }
                 Op::Take(max) => run(&mut q, &mut clock, max, &mut inflight, &mut started),
                 Op::Finish(i) => {
@@ -295,7 +327,9 @@ proptest! {
         for (path, t) in &last_change {
             let covered = started.iter().any(|(s, w)| *s > *t && match w {
                 Job::Full => true,
-                Job::Paths(ps) => ps.iter().any(|x| x == path
+                // A rename pushes `to` and what is below it and deletes `from` (with
+                // what is below it, for a directory): its plain paths.
+                Job::Paths(_) | Job::Rename { .. } => w.plain_paths().iter().any(|x| x == path
                     || (path.starts_with(x) && gone_at.get(x).is_some_and(|g| g >= t))
                     // A listing `d/` covers d's direct children, and what was below a
                     // child that went away (the listing deletes it on the remote).
@@ -303,7 +337,6 @@ proptest! {
                         && (path.parent() == Some(x.as_path())
                             || gone_at.iter().any(|(g, gt)| g.parent() == Some(x.as_path())
                                 && path.starts_with(g) && gt >= t)))),
-                Job::Rename { .. } => false,
             });
             prop_assert!(covered, "{path:?} changed at {t} but no later call covers it: {started:?}");
         }
@@ -483,6 +516,36 @@ fn the_second_half_of_a_split_exchange_keeps_what_the_first_owes() {
         "both sides and everything below them, as listings"
     );
     assert!(q.is_empty());
+}
+
+#[test]
+fn a_rename_meeting_work_in_flight_travels_plain() {
+    // A swap through a temp name seen in two batches: the first is in flight when the
+    // last rename comes; what that call leaves at `B` on the remote is not known.
+    let mut q = Pending::default();
+    q.push_rename(p("A"), p("t"), true, vec![p("t"), p("t/x")]);
+    q.push_rename(p("B"), p("A"), true, vec![p("A"), p("A/y")]);
+    let first = q.take(100).expect("the plain swap so far");
+    assert!(matches!(first, Job::Paths(_)), "{first:?}");
+    q.push_rename(p("t"), p("B"), true, vec![p("B"), p("B/x")]);
+    assert_eq!(q.take(100), None, "t is in flight");
+    q.finish(&first);
+    let mut got: Vec<String> = paths(q.take(100))
+        .iter()
+        .map(|x| x.to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    // `B` is pushed as a listing: what the remote held there goes.
+    assert_eq!(got, ["B/", "B/x/", "t"]);
+
+    // Only the old path in flight (a write pushed just before): it waits, still a rename.
+    let mut q = Pending::default();
+    q.push(p("old/f"), false);
+    let write = q.take(100).expect("the write");
+    q.push_rename(p("old"), p("new"), true, vec![p("new"), p("new/f")]);
+    assert_eq!(q.take(100), None, "old/f is in flight");
+    q.finish(&write);
+    assert!(matches!(q.take(100), Some(Job::Rename { .. })));
 }
 
 #[test]
@@ -711,4 +774,102 @@ fn a_second_burst_call_waits_while_enough_calls_run_elsewhere() {
     single.last_start = Some(now);
     assert!(single.pending.is_trickle());
     assert_eq!(single.may_start(now, 2, 100), Ok(()));
+}
+
+// --- Rename floods: many renames never serialize a remote ---
+
+fn renames_in(q: &mut Pending, dir: &str, n: usize) {
+    for i in 0..n {
+        q.push_rename(
+            p(&format!("{dir}/f{i}")),
+            p(&format!("{dir}/g{i}")),
+            false,
+            vec![],
+        );
+    }
+}
+
+#[test]
+fn a_few_renames_still_travel_as_renames() {
+    let mut q = Pending::default();
+    renames_in(&mut q, "d", RENAME_FLOOD);
+    for i in 0..RENAME_FLOOD {
+        let job = q.take(1000).expect("a rename");
+        assert!(
+            matches!(&job, Job::Rename { to, .. } if *to == p(&format!("d/g{i}"))),
+            "{job:?}"
+        );
+        q.finish(&job);
+    }
+    assert_eq!(q.take_flooded(), 0);
+    assert!(q.is_empty());
+}
+
+#[test]
+fn a_flood_of_renames_travels_plain_in_batches() {
+    let mut q = Pending::default();
+    renames_in(&mut q, "d", 300);
+    let mut handed = Vec::new();
+    while let Some(job) = q.take(250) {
+        assert!(matches!(job, Job::Paths(_)), "a rename went alone: {job:?}");
+        handed.extend(paths(Some(job.clone())));
+        q.finish(&job);
+    }
+    assert_eq!(q.take_flooded(), 300);
+    assert_eq!(handed.len(), 600, "every old and new name, in three calls");
+    for i in 0..300 {
+        assert!(handed.contains(&p(&format!("d/f{i}"))));
+        assert!(handed.contains(&p(&format!("d/g{i}"))));
+    }
+    assert!(q.is_empty());
+    assert_eq!(q.oldest(), None);
+}
+
+#[test]
+fn an_unrelated_path_is_not_held_behind_waiting_renames() {
+    // Fewer than a flood: they stay renames, and the path goes right after the one
+    // rename handed out before it, not after all of them.
+    let mut q = Pending::default();
+    renames_in(&mut q, "d", RENAME_FLOOD);
+    let first = q.take(1000).expect("the oldest rename");
+    assert!(matches!(first, Job::Rename { .. }));
+    q.push(p("other.txt"), false);
+    assert_eq!(paths(q.take(1000)), [p("other.txt")]);
+    // Then renames and paths take turns.
+    q.push(p("later.txt"), false);
+    let second = q.take(1000).expect("the next rename");
+    assert!(matches!(second, Job::Rename { .. }), "{second:?}");
+    assert_eq!(paths(q.take(1000)), [p("later.txt")]);
+
+    // A flood: the path is in the first batch, however many renames wait.
+    let mut q = Pending::default();
+    renames_in(&mut q, "d", 2000);
+    q.push(p("other.txt"), false);
+    assert_eq!(paths(q.take(2)), [p("other.txt"), p("d/f0")]);
+}
+
+#[test]
+fn a_flood_keeps_the_renames_marks_and_their_order_per_path() {
+    let t0 = Instant::now();
+    let mut q = Pending::with_rename_flood(0, 2);
+    q.push_rename_at(p("a"), p("b"), false, vec![], t0);
+    let cp = q.checkpoint();
+    q.push_rename_at(p("c"), p("d"), false, vec![], at(t0, 1));
+    q.push_rename_at(p("e"), p("f"), false, vec![], at(t0, 2));
+    q.push(p("x/y"), false);
+    // The flood turns all three plain, with their marks.
+    let job = q.take(3).expect("a batch");
+    assert_eq!(paths(Some(job.clone())), [p("x/y"), p("a"), p("b")]);
+    assert_eq!(q.oldest().map(|m| m.since), Some(t0));
+    // A path in flight holds back a later change of it.
+    q.push(p("b"), false);
+    let rest = q.take(100).expect("the rest");
+    assert_eq!(paths(Some(rest.clone())), [p("c"), p("d"), p("e"), p("f")]);
+    assert_eq!(q.take(100), None, "b waits for the call carrying it");
+    q.finish(&job);
+    assert!(
+        q.passed(cp),
+        "the rename a -> b went plain; b changed again later"
+    );
+    assert_eq!(paths(q.take(100)), [p("b")]);
 }
