@@ -918,10 +918,8 @@ fn a_long_push_is_lowered_and_a_small_change_passes_it() {
         })
         .collect();
     s.write("big.bin", &big);
-    let mut seen = Vec::new();
     wait_until("the big push runs at nice 10", DEADLINE, || {
-        seen = rsync_children(agent.pid());
-        seen.iter().any(|&(_, n)| n == 10)
+        rsync_children(agent.pid()).iter().any(|&(_, n)| n == 10)
     });
     s.write("small.txt", b"small\n");
     wait_until("the small file on both remotes", DEADLINE, || {
@@ -929,12 +927,7 @@ fn a_long_push_is_lowered_and_a_small_change_passes_it() {
             .iter()
             .all(|r| fs::read(r.join("small.txt")).is_ok_and(|b| b == b"small\n"))
     });
-    // The small push started after the big one was lowered: it ran at the agent's own
-    // priority (it is gone by now; the big ones are still there, still lowered).
-    let now = rsync_children(agent.pid());
-    assert!(
-        now.iter().all(|&(_, n)| n == 10),
-        "every rsync still running is a long one, lowered: {now:?} (seen before {seen:?})"
-    );
+    // (Which rsyncs still run at this moment is timing: the small push's own rsync may
+    // not have exited yet. The lowering itself is what was asserted above.)
     agent.stop();
 }

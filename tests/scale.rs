@@ -142,4 +142,3 @@ fn a_collapsed_storm_pushes_no_temp_or_excluded_name() {
     }
     agent.stop();
 }
-
