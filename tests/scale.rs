@@ -142,3 +142,40 @@ fn a_collapsed_storm_pushes_no_temp_or_excluded_name() {
     }
     agent.stop();
 }
+
+// `rm -rf app && cp -a build app` (a deploy) left the old tree's files below app/ on
+// every remote, and --wait-synced said synced: the delete and the new tree merged into a
+// push of the directory as itself. A directory that goes away now goes out as its
+// listing, and a listing of a directory that holds directories is preceded by a call
+// that deletes what the remote holds below it beyond the source.
+#[test]
+fn a_directory_deleted_and_made_again_ends_equal_on_every_remote() {
+    let s = Setup::new("scale-redeploy");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let build = s.dir.mkdir_p("build");
+    for v in 1..=5 {
+        let _ = fs::remove_dir_all(&build);
+        for (dir, name) in [("css", "app.css"), ("js", "app.js"), ("", "index.html")] {
+            let d = build.join(dir);
+            fs::create_dir_all(&d).expect("mkdir");
+            fs::write(d.join(format!("v{v}.{name}")), format!("{v}\n")).expect("write");
+        }
+        fs::create_dir_all(build.join(format!("js/only-v{v}/deeper"))).expect("mkdir");
+        let _ = fs::remove_dir_all(s.p("app"));
+        run_ok(
+            std::process::Command::new("cp")
+                .arg("-a")
+                .arg(&build)
+                .arg(s.p("app")),
+        );
+        s.wait(&mut agent, &format!("deploy v{v}"));
+    }
+    // The smaller form: the directory made again at once, with a file below.
+    s.write("d/old/one.txt", "1\n");
+    s.wait(&mut agent, "d/ before");
+    fs::remove_dir_all(s.p("d")).expect("rm d");
+    fs::create_dir_all(s.p("d/sub")).expect("mkdir d/sub");
+    s.write("d/sub/new.txt", "new\n");
+    s.wait(&mut agent, "d/ made again");
+    agent.stop();
+}

@@ -494,6 +494,10 @@ impl Pending {
         // directory's entry keeps the oldest of their marks.
         let mut inherited: Option<Mark> = carry;
         if gone_dir {
+            // Goes out as its listing: still gone then, the push deletes it; made again
+            // meanwhile (`rm -rf app && cp -a build app`), the push lists the new
+            // directory and deletes what the remote still holds of the old one.
+            self.replaced.insert(path.clone());
             let mut prefix = path.clone();
             prefix.push(b'/');
             let below: Vec<Key> = self

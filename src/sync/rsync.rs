@@ -399,6 +399,53 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The call that makes the remote hold nothing below the listed directories `dirs`
+    /// (relative, each a directory now) beyond what the source holds there: `rsync
+    /// <params> -R -r --delete --existing --ignore-existing` (nothing is created or
+    /// updated, only deleted), with the temp-name globs, the crontab filter and the
+    /// `excluded` paths (anchored rules on stdin) kept out, so the excluded names are
+    /// neither pushed nor deleted.
+    pub fn prune_argv(&self, dirs: &[PathBuf], excluded: &[PathBuf]) -> (Vec<OsString>, Vec<u8>) {
+        let mut argv: Vec<OsString> = self.opts.params.iter().map(OsString::from).collect();
+        argv.extend(
+            [
+                "-R",
+                "-r",
+                "--delete",
+                "--force",
+                "--existing",
+                "--ignore-existing",
+            ]
+            .map(OsString::from),
+        );
+        for glob in crate::filter::temp_name_globs() {
+            argv.push(format!("--exclude={glob}").into());
+        }
+        for glob in &self.full_excludes {
+            argv.push(format!("--exclude={glob}").into());
+        }
+        self.connection_args(&mut argv);
+        let mut stdin = Vec::new();
+        if !excluded.is_empty() {
+            argv.push("--from0".into());
+            argv.push("--exclude-from=-".into());
+            for p in excluded {
+                stdin.extend_from_slice(&anchored_rule(p));
+                stdin.push(0);
+            }
+        }
+        for d in dirs {
+            let mut a = OsString::from("./");
+            a.push(d.as_os_str());
+            a.push("/");
+            argv.push(a);
+        }
+        argv.push(self.dest().into());
+        (argv, stdin)
+    }
+}
+
 /// A relative path that passes a remote shell and any rsync daemon as one word, as is:
 /// letters, digits and `._-+,@=/`, no component `..`.
 fn remote_safe(p: &Path) -> bool {

@@ -399,7 +399,12 @@ impl Mirror {
             },
         };
         for (call, excluded) in calls {
-            let outcome = self.push(t, &call, &excluded);
+            let mut outcome = self.push(t, &call, &excluded);
+            if outcome.ok() {
+                if let Some(failed) = self.prune(t, &call, &excluded) {
+                    outcome = failed;
+                }
+            }
             // The root went away while it ran: not the remote's failure.
             if let (false, Some(why)) = (outcome.ok(), self.root_unsafe(t)) {
                 self.defer(t, &call, &why);
@@ -493,6 +498,50 @@ impl Mirror {
             last = Some(outcome);
         }
         last.map(Renamed::Linked)
+    }
+
+    /// After a call that listed directories (`d/`) holding directories themselves: one
+    /// call that deletes what the remote holds below them beyond the source (a directory
+    /// deleted and made again before the delete reached the remote keeps nothing of the
+    /// old tree; a listing alone deletes only at its own level). After, not before: the
+    /// listing has made the remote's entries the source's kind (a file where a directory
+    /// now is, and the other way round). `Some` (the outcome) when that call failed: the
+    /// job then counts as failed and is retried whole.
+    fn prune(&self, t: RemoteId, job: &Job, excluded: &[PathBuf]) -> Option<Outcome> {
+        use std::os::unix::ffi::OsStrExt;
+        let target = &*self.target_for_call(t);
+        let Job::Paths(paths) = job else {
+            return None;
+        };
+        if !target.delete {
+            return None;
+        }
+        let dirs: Vec<PathBuf> = paths
+            .iter()
+            .filter_map(|p| p.as_os_str().as_bytes().strip_suffix(b"/"))
+            .map(|d| PathBuf::from(std::ffi::OsStr::from_bytes(d)))
+            .filter(|d| {
+                std::fs::read_dir(target.root.join(d)).is_ok_and(|mut it| {
+                    it.any(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir())))
+                })
+            })
+            .collect();
+        if dirs.is_empty() {
+            return None;
+        }
+        let (argv, stdin) = target.prune_argv(&dirs, excluded);
+        if self.debug {
+            log::info!(
+                "cd {} && rsync {}",
+                target.root.display(),
+                argv.iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        let outcome = rsync::run(&target.root, &argv, &stdin);
+        (!outcome.ok()).then_some(outcome)
     }
 
     /// The temp and excluded names among the entries of the directories `job` lists
