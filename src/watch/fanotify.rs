@@ -32,8 +32,8 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::{
-    dir_id, excluded_dir, pair_exchanges, walk, Batch, Change, Lost, MountNote, Op, RootHealth,
-    RootState, WatchError, BURST_GAP, CHECK_EVERY, GATHER, LOST_FIRST, LOST_MAX,
+    dir_id, excluded_dir, pair_exchanges, walk, Batch, Change, Lost, Op, RootHealth, RootState,
+    WatchError, BURST_GAP, CHECK_EVERY, GATHER, LOST_FIRST, LOST_MAX,
 };
 use crate::config::Events;
 use crate::filter::{self, Excludes};
@@ -615,31 +615,11 @@ impl FanotifyTree {
     }
 
     fn note_mounts(&self, visible: &BTreeMap<PathBuf, mounts::Mount>) {
-        let notes = visible
-            .iter()
-            .map(|(rel, m)| {
-                let watched = open_dir(&self.root.join(rel))
-                    .and_then(|d| fan::fsid_of(&d))
-                    .is_ok_and(|fsid| self.marked.contains_key(&fsid));
-                let note = if !watched {
-                    Some("not watched: changes there are not synced until a full sync".to_owned())
-                } else if mounts::is_remote_fs(&m.fstype) {
-                    Some(format!(
-                        "{} is a network filesystem: changes made by other hosts raise no \
-                         fanotify events and reach the remotes only with a full sync",
-                        m.fstype
-                    ))
-                } else {
-                    None
-                };
-                MountNote {
-                    path: rel.clone(),
-                    fstype: m.fstype.clone(),
-                    watched,
-                    note,
-                }
-            })
-            .collect();
+        let notes = super::mount_notes(visible, "fanotify", |rel| {
+            open_dir(&self.root.join(rel))
+                .and_then(|d| fan::fsid_of(&d))
+                .is_ok_and(|fsid| self.marked.contains_key(&fsid))
+        });
         self.health.set_mounts(notes);
     }
 

@@ -726,29 +726,7 @@ impl InotifyTree {
     /// Status notes for the mounts below the root.
     fn note_mounts(&self) {
         let visible = self.visible_mounts();
-        let notes = visible
-            .iter()
-            .map(|(rel, m)| {
-                let watched = self.tree.contains(rel);
-                let note = if !watched {
-                    Some("not watched: changes there are not synced until a full sync".to_owned())
-                } else if mounts::is_remote_fs(&m.fstype) {
-                    Some(format!(
-                        "{} is a network filesystem: changes made by other hosts raise no \
-                         inotify events and reach the remotes only with a full sync",
-                        m.fstype
-                    ))
-                } else {
-                    None
-                };
-                MountNote {
-                    path: rel.clone(),
-                    fstype: m.fstype.clone(),
-                    watched,
-                    note,
-                }
-            })
-            .collect();
+        let notes = mount_notes(&visible, "inotify", |rel| self.tree.contains(rel));
         self.health.set_mounts(notes);
     }
 
@@ -1465,6 +1443,38 @@ fn report_into(counter: &AtomicUsize, reported: &mut usize, n: usize) {
         counter.fetch_sub(*reported - n, Ordering::Relaxed);
     }
     *reported = n;
+}
+
+/// Status notes for the mounts `visible` below a root: whether each is `watched`, and
+/// what that means for its changes (`backend` names the kernel interface in the note).
+fn mount_notes(
+    visible: &BTreeMap<PathBuf, mounts::Mount>,
+    backend: &str,
+    watched: impl Fn(&Path) -> bool,
+) -> Vec<MountNote> {
+    visible
+        .iter()
+        .map(|(rel, m)| {
+            let watched = watched(rel);
+            let note = if !watched {
+                Some("not watched: changes there are not synced until a full sync".to_owned())
+            } else if mounts::is_remote_fs(&m.fstype) {
+                Some(format!(
+                    "{} is a network filesystem: changes made by other hosts raise no \
+                     {backend} events and reach the remotes only with a full sync",
+                    m.fstype
+                ))
+            } else {
+                None
+            };
+            MountNote {
+                path: rel.clone(),
+                fstype: m.fstype.clone(),
+                watched,
+                note,
+            }
+        })
+        .collect()
 }
 
 /// Is `rel`, or a directory above it, left out by the excludes or as a temp name?
