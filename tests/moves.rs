@@ -88,6 +88,23 @@ fn received(s: &Setup, at: (usize, usize)) -> (u64, u64) {
 
 const MB: usize = 1024 * 1024;
 
+/// ssh mode against a loopback sshd of the test's own: the test's directory, its watched
+/// `src/`, the sshd and an agent pushing to it.
+fn over_ssh(hint: &str) -> (Dir, std::path::PathBuf, Sshd, Agent) {
+    let dir = Dir::new(hint);
+    let src = dir.mkdir_p("src");
+    let sshd = Sshd::start();
+    let conf = Conf::ssh(&src, &sshd, &dir.join("fail.sh"));
+    let agent = Agent::start(&dir, &conf, &[]);
+    (dir, src, sshd, agent)
+}
+
+/// Waits until the sshd's destination equals `src` (the sshd's log on a timeout).
+fn wait_ssh(agent: &mut Agent, src: &std::path::Path, sshd: &Sshd, step: &str) {
+    let logs = || format!("--- sshd log ---\n{}", tail(&sshd.log(), 40));
+    wait_mirrored(agent, src, &[sshd.dest_dir()], step, DEADLINE, &logs);
+}
+
 // A renamed directory was pushed again whole (every byte re-sent).
 #[test]
 fn renamed_directory_is_not_sent_again() {
@@ -231,14 +248,8 @@ fn swap_through_a_temp_name_ends_equal() {
 // chains and swaps end equal.
 #[test]
 fn renames_over_ssh_move_the_remote_files() {
-    let dir = Dir::new("mv-ssh");
-    let src = dir.mkdir_p("src");
-    let sshd = Sshd::start();
-    let conf = Conf::ssh(&src, &sshd, &dir.join("fail.sh"));
-    let mut agent = Agent::start(&dir, &conf, &[]);
-    let remotes = [sshd.dest_dir()];
+    let (dir, src, sshd, mut agent) = over_ssh("mv-ssh");
     let remote = sshd.dest_dir();
-    let logs = || format!("--- sshd log ---\n{}", tail(&sshd.log(), 40));
     for i in 0..4 {
         dir.write(format!("src/old/sub{}/f{i}.bin", i % 2), noise(MB / 4, i));
     }
@@ -248,14 +259,7 @@ fn renames_over_ssh_move_the_remote_files() {
     dir.write("src/x.txt", "X\n");
     dir.write("src/y.txt", "Y\n");
     dir.write("src/gone/g.txt", "g\n");
-    wait_mirrored(
-        &mut agent,
-        &src,
-        &remotes,
-        "before the renames",
-        DEADLINE,
-        &logs,
-    );
+    wait_ssh(&mut agent, &src, &sshd, "before the renames");
     let ino = |rel: &str| {
         fs::metadata(remote.join(rel))
             .unwrap_or_else(|e| panic!("{rel} on the remote: {e}"))
@@ -270,7 +274,7 @@ fn renames_over_ssh_move_the_remote_files() {
     fs::rename(src.join("old"), src.join("new")).expect("old -> new");
     fs::rename(src.join("a/moving.bin"), src.join("b/moved.bin")).expect("a/ -> b/");
     fs::rename(src.join("a/staying.bin"), src.join("a/renamed.bin")).expect("in a/");
-    wait_mirrored(&mut agent, &src, &remotes, "the renames", DEADLINE, &logs);
+    wait_ssh(&mut agent, &src, &sshd, "the renames");
     let after = [
         ino("new/sub0/f0.bin"),
         ino("new/sub1/f3.bin"),
@@ -286,28 +290,14 @@ fn renames_over_ssh_move_the_remote_files() {
     // The remote lost the old path behind the agent's back: the rename still lands.
     fs::remove_dir_all(remote.join("gone")).expect("remove gone/ on the remote");
     fs::rename(src.join("gone"), src.join("back")).expect("gone -> back");
-    wait_mirrored(
-        &mut agent,
-        &src,
-        &remotes,
-        "a rename the remote cannot move",
-        DEADLINE,
-        &logs,
-    );
+    wait_ssh(&mut agent, &src, &sshd, "a rename the remote cannot move");
     // A swap through a temp name and a chain, in the same directory.
     fs::rename(src.join("x.txt"), src.join("t.tmp")).expect("x -> t");
     fs::rename(src.join("y.txt"), src.join("x.txt")).expect("y -> x");
     fs::rename(src.join("t.tmp"), src.join("y.txt")).expect("t -> y");
     fs::rename(src.join("new"), src.join("n2")).expect("new -> n2");
     fs::rename(src.join("n2"), src.join("n3")).expect("n2 -> n3");
-    wait_mirrored(
-        &mut agent,
-        &src,
-        &remotes,
-        "swap and chain",
-        DEADLINE,
-        &logs,
-    );
+    wait_ssh(&mut agent, &src, &sshd, "swap and chain");
     agent.stop();
 }
 
@@ -387,26 +377,13 @@ fn renames_over_ssh_do_not_follow_links_planted_on_the_remote() {
     let Some(attacker) = User::create("lnk") else {
         return;
     };
-    let dir = Dir::new("mv-ssh-links");
-    let src = dir.mkdir_p("src");
-    let sshd = Sshd::start();
-    let conf = Conf::ssh(&src, &sshd, &dir.join("fail.sh"));
-    let mut agent = Agent::start(&dir, &conf, &[]);
-    let remotes = [sshd.dest_dir()];
+    let (dir, src, sshd, mut agent) = over_ssh("mv-ssh-links");
     let remote = sshd.dest_dir();
-    let logs = || format!("--- sshd log ---\n{}", tail(&sshd.log(), 40));
     dir.write("src/L1/x", "srcdata\n");
     dir.write("src/mvme", "moved\n");
     dir.write("src/L2/keep", "keep\n");
     dir.write("src/D1/payload", "payload\n");
-    wait_mirrored(
-        &mut agent,
-        &src,
-        &remotes,
-        "before the links",
-        DEADLINE,
-        &logs,
-    );
+    wait_ssh(&mut agent, &src, &sshd, "before the links");
     // The attacker's own directory outside the mirror, and write access in the mirror.
     let outside = dir.mkdir_p("outside");
     for d in ["o1", "o2", "o3"] {
@@ -572,24 +549,18 @@ fn exchanged_directories_stay_watched_and_end_equal() {
 // remote (two files: one of them lost there). Both sides travel as plain pushes.
 #[test]
 fn exchanges_over_ssh_end_equal() {
-    let dir = Dir::new("mv-xchg-ssh");
-    let src = dir.mkdir_p("src");
-    let sshd = Sshd::start();
-    let conf = Conf::ssh(&src, &sshd, &dir.join("fail.sh"));
-    let mut agent = Agent::start(&dir, &conf, &[]);
-    let remotes = [sshd.dest_dir()];
-    let logs = || format!("--- sshd log ---\n{}", tail(&sshd.log(), 40));
+    let (dir, src, sshd, mut agent) = over_ssh("mv-xchg-ssh");
     dir.write("src/x.txt", "X\n");
     dir.write("src/y.txt", "Y, longer\n");
     dir.write("src/A/a.txt", "in A\n");
     dir.write("src/A/sub/a2.txt", "below A\n");
     dir.write("src/B/b.txt", "in B\n");
-    wait_mirrored(&mut agent, &src, &remotes, "before", DEADLINE, &logs);
+    wait_ssh(&mut agent, &src, &sshd, "before");
     exchange(&src.join("x.txt"), &src.join("y.txt"));
     exchange(&src.join("A"), &src.join("B"));
-    wait_mirrored(&mut agent, &src, &remotes, "the exchanges", DEADLINE, &logs);
+    wait_ssh(&mut agent, &src, &sshd, "the exchanges");
     dir.write("src/A/after.txt", "new in A\n");
     dir.write("src/B/sub/after.txt", "new below B\n");
-    wait_mirrored(&mut agent, &src, &remotes, "writes after", DEADLINE, &logs);
+    wait_ssh(&mut agent, &src, &sshd, "writes after");
     agent.stop();
 }

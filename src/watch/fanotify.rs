@@ -33,7 +33,7 @@ use crossbeam_channel::Sender;
 
 use super::{
     dir_id, excluded_dir, pair_exchanges, walk, Batch, Change, Lost, Op, RootHealth, RootState,
-    WatchError, BURST_GAP, CHECK_EVERY, GATHER, LOST_FIRST, LOST_MAX,
+    WatchError, BURST_GAP, CHECK_EVERY, GATHER, LOST_MAX,
 };
 use crate::config::Events;
 use crate::filter::{self, Excludes};
@@ -519,25 +519,7 @@ impl FanotifyTree {
         self.cache.reset(None);
         self.root_dev_ino = None;
         self.mounts.clear();
-        let state = if dir_id(&self.root).is_some() {
-            RootState::Replaced
-        } else {
-            RootState::Missing
-        };
-        self.health.set_lost(state);
-        log::error!(
-            "the watch root {} was {why}; its old tree is no longer watched and nothing is \
-             pushed from it. It is watched again as soon as a directory is at {} (then every \
-             remote gets a full sync); until then no full sync runs for it, so the remotes \
-             keep their copy. If the move was not intended, put the directory back",
-            self.root.display(),
-            self.root.display()
-        );
-        self.lost = Some(Lost {
-            retry_at: Instant::now(),
-            backoff: LOST_FIRST,
-            last_error: None,
-        });
+        self.lost = Some(super::root_lost(&self.root, &self.health, why));
         self.report_count();
     }
 

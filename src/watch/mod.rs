@@ -602,25 +602,7 @@ impl InotifyTree {
     fn lose_root(&mut self, why: &str) {
         self.drop_all_watches();
         self.mounts.clear();
-        let state = if dir_id(&self.root).is_some() {
-            RootState::Replaced
-        } else {
-            RootState::Missing
-        };
-        self.health.set_lost(state);
-        log::error!(
-            "the watch root {} was {why}; its old tree is no longer watched and nothing is \
-             pushed from it. It is watched again as soon as a directory is at {} (then every \
-             remote gets a full sync); until then no full sync runs for it, so the remotes \
-             keep their copy. If the move was not intended, put the directory back",
-            self.root.display(),
-            self.root.display()
-        );
-        self.lost = Some(Lost {
-            retry_at: Instant::now(),
-            backoff: LOST_FIRST,
-            last_error: None,
-        });
+        self.lost = Some(root_lost(&self.root, &self.health, why));
     }
 
     /// While the root is lost: watches it again if a directory is at its path.
@@ -1443,6 +1425,30 @@ fn report_into(counter: &AtomicUsize, reported: &mut usize, n: usize) {
         counter.fetch_sub(*reported - n, Ordering::Relaxed);
     }
     *reported = n;
+}
+
+/// The root is no longer the directory watched (`why`): reports it (missing, or another
+/// directory at its path) and starts looking for it again.
+fn root_lost(root: &Path, health: &RootHealth, why: &str) -> Lost {
+    let state = if dir_id(root).is_some() {
+        RootState::Replaced
+    } else {
+        RootState::Missing
+    };
+    health.set_lost(state);
+    log::error!(
+        "the watch root {} was {why}; its old tree is no longer watched and nothing is \
+         pushed from it. It is watched again as soon as a directory is at {} (then every \
+         remote gets a full sync); until then no full sync runs for it, so the remotes \
+         keep their copy. If the move was not intended, put the directory back",
+        root.display(),
+        root.display()
+    );
+    Lost {
+        retry_at: Instant::now(),
+        backoff: LOST_FIRST,
+        last_error: None,
+    }
 }
 
 /// Status notes for the mounts `visible` below a root: whether each is `watched`, and
