@@ -341,6 +341,10 @@ impl Pending {
             .range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
             .take_while(|(p, _)| p.starts_with(&prefix))
             .filter(|(p, _)| !p[prefix.len()..].contains(&b'/'))
+            // A child waiting as a listing itself stays: it owes its own entries (a
+            // directory deleted and made again, the changes of its children merged into
+            // it), and the parent's listing pushes it only as a directory.
+            .filter(|(p, _)| !self.replaced.contains(*p))
             .map(|(p, _)| p.clone())
             .collect();
         let mut mark: Option<Mark> = None;
@@ -532,7 +536,12 @@ impl Pending {
         if let Some(parent) = parent {
             let n = self.children.entry(parent.clone()).or_default();
             *n += 1;
-            if self.collapse_at > 0 && *n >= self.collapse_at {
+            // A parent collapsed and still waiting has nothing left to collapse: its
+            // plain children merge into it (see `push_at`), and the listings kept below
+            // it would otherwise be scanned again on every push.
+            let waiting_listing =
+                self.replaced.contains(&parent) && self.by_path.contains_key(&parent);
+            if self.collapse_at > 0 && *n >= self.collapse_at && !waiting_listing {
                 self.collapse(parent, now);
             }
         }

@@ -632,6 +632,36 @@ fn a_storm_in_one_directory_collapses_into_its_listing() {
     assert_eq!(paths(q.take(100)), [p("x"), p("d/")]);
 }
 
+/// Found by the property test below: a directory deleted and made again waits as its
+/// listing, and a file made in it merges into that listing; a collapse of the parent
+/// must not swallow the listing (the parent's listing pushes it only as a directory,
+/// so the new file would never reach the remote).
+#[test]
+fn a_collapse_keeps_the_listings_waiting_below_it() {
+    let mut q = Pending::with_collapse_at(2);
+    q.push(p("a/b"), true); // gone: waits as the listing `a/b/`
+    q.push(p("a/b/c"), false); // made again with a file: merges into it
+    assert_eq!(q.len(), 1);
+    q.push(p("a/d"), false); // a has two children waiting: it collapses
+    assert_eq!(q.take_collapsed(), [(p("a"), 1)], "a/d only");
+    let mut got = paths(q.take(100));
+    got.sort();
+    assert_eq!(got, [p("a/"), p("a/b/")]);
+}
+
+/// Deleted directories are listings and are not merged into their parent's collapse; a
+/// storm of them must not scan the parent again on every push.
+#[test]
+fn a_storm_of_deleted_directories_collapses_its_parent_once() {
+    let mut q = Pending::with_collapse_at(3);
+    for i in 0..1000 {
+        q.push(p(&format!("d/{i}")), true);
+    }
+    q.push(p("d/file"), false);
+    assert_eq!(q.take_collapsed(), [(p("d"), 0)], "once, at the third");
+    assert_eq!(q.len(), 1001, "the listings stay; the file merged into d/");
+}
+
 #[test]
 fn deeper_entries_count_for_their_own_directory() {
     let mut q = Pending::with_collapse_at(3);
