@@ -37,6 +37,9 @@
 #                           element); the results before the fanotify backend are all
 #                           inotify; case m sets its own per contender
 #   PARAMS=-artuz           rsync options of every contender (the script drops -u, see docs)
+#   SSH_USER=root           the account case s logs in as over ssh (another name: made if
+#                           missing, with no shell start-up files of its own, and given
+#                           the remote directories; see docs, "One change over ssh")
 #   BURST_DEADLINE=300      seconds before a burst counts as "timeout"
 #   PORT=28730              rsync daemon port
 #   DAEMON_NODELAY=1        the daemons set socket options = TCP_NODELAY (0: not)
@@ -659,11 +662,35 @@ fi
 # Printed on its own (and in OUT/ssh.tsv); not part of the table.
 if has "$CASES" s; then
     [ -x /usr/sbin/sshd ] || { apt-get install -y -qq openssh-server openssh-client >/dev/null; }
-    mkdir -p /run/sshd "$B/ssh" "$B/sshsrc/lat" "$B/dst-sshbare" "$B/dst-ssh/lat"
+    SSH_USER=${SSH_USER:-root}
+    if [ "$SSH_USER" != root ] && ! id "$SSH_USER" >/dev/null 2>&1; then
+        # A sync account as an operator would make one: a shell, no start-up files,
+        # key login only ('*': no password, not locked, which sshd without PAM refuses).
+        useradd -M -s /bin/bash -p '*' "$SSH_USER"
+    fi
+    if [ "$SSH_USER" != root ]; then
+        mkdir -p "$B/ssh/home"
+        chown "$SSH_USER" "$B/ssh/home"
+        usermod -d "$B/ssh/home" "$SSH_USER"
+    fi
+    # Remote directories, owned by the account the pushes log in as.
+    sshdir() {
+        mkdir -p "$@"
+        [ "$SSH_USER" = root ] && return
+        local d
+        for d in "$@"; do
+            chown -R "$SSH_USER" "$d"
+            case $(dirname "$d") in "$B"/dst-*) chown "$SSH_USER" "$(dirname "$d")" ;; esac
+        done
+    }
+    mkdir -p /run/sshd "$B/ssh" "$B/sshsrc/lat"
+    sshdir "$B/dst-sshbare" "$B/dst-ssh/lat"
     ssh-keygen -q -t ed25519 -N '' -f "$B/ssh/host"
     ssh-keygen -q -t ed25519 -N '' -f "$B/ssh/client"
     cp "$B/ssh/client.pub" "$B/ssh/authorized_keys"
     chmod 600 "$B/ssh/authorized_keys"
+    # sshd reads it as the user who logs in.
+    [ "$SSH_USER" = root ] || chown "$SSH_USER" "$B/ssh/authorized_keys"
     sport=$(( PORT + 100 ))
     printf '%s\n' "Port $sport" "ListenAddress 127.0.0.1" "ListenAddress 127.0.0.2" "HostKey $B/ssh/host" \
         "AuthorizedKeysFile $B/ssh/authorized_keys" "PermitRootLogin prohibit-password" \
@@ -672,17 +699,29 @@ if has "$CASES" s; then
     /usr/sbin/sshd -D -f "$B/ssh/sshd_config" -E "$B/ssh/sshd.log" &
     daemons+=($!)
     for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$sport") 2>/dev/null && break; sleep 0.05; done
-    sshcmd="ssh -F /dev/null -p $sport -i $B/ssh/client -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR"
+    sshcmd="ssh -F /dev/null -l $SSH_USER -p $sport -i $B/ssh/client -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR"
+    # What every call pays on the remote besides rsync: a session on the shared
+    # connection and the account's shell with its start-up files (`shell -c 'rsync
+    # --server ...'`). Median of 9 `true` over one master connection.
+    cm="$B/ssh/cm-%C"
+    $sshcmd -o ControlMaster=yes -o ControlPath="$cm" -o ControlPersist=30 -f -N 127.0.0.1 || true
+    shell_ms=$(for _ in $(seq 1 9); do
+        t0=$(date +%s%N); $sshcmd -o ControlPath="$cm" 127.0.0.1 true; echo $(( ($(date +%s%N) - t0) / 1000000 ))
+    done | sort -n | sed -n 5p)
+    $sshcmd -o ControlPath="$cm" -O exit 127.0.0.1 2>/dev/null || true
+    printf 'ssh: one remote command over a shared connection (session + %s'"'"'s shell start-up): %s ms\n' \
+        "$SSH_USER" "${shell_ms:-?}" >&2
     for run in $(seq 1 "$RUNS"); do
         say "case s run $run: bare rsync -e ssh"
         rm -rf "$B/sshsrc/sshbare" "$B/dst-sshbare"
-        mkdir -p "$B/dst-sshbare"
+        sshdir "$B/dst-sshbare"
         "${helper[@]}" --out "$OUT/ssh.tsv" --case s --contender rsync-e-ssh --run "$run" bare \
             --cwd "$B/sshsrc" --dir sshbare --n "$BARE_N" --dest "127.0.0.1:$B/dst-sshbare" \
             --remote "$B/dst-sshbare" --opts "$PARAMS -R" -- rsync -e "$sshcmd" >&2 || true
         say "case s run $run: sersync2 over ssh"
         rm -rf "$B/sshsrc/lat" "$B/dst-ssh"
-        mkdir -p "$B/sshsrc/lat" "$B/dst-ssh/lat"
+        mkdir -p "$B/sshsrc/lat"
+        sshdir "$B/dst-ssh/lat"
         printf '%s\n' '<head version="2.5">' '  <sersync>' \
             "    <localpath watch=\"$B/sshsrc\"><remote ip=\"127.0.0.1\" name=\"$B/dst-ssh\"/></localpath>" \
             "    <rsync><commonParams params=\"$PARAMS\"/><ssh start=\"true\" command=\"$sshcmd\"/></rsync>" \
@@ -730,14 +769,14 @@ PY
         # floor (cp -a, then one `rsync -e ssh` per remote in parallel), then sersync2.
         say "case s run $run: burst over ssh, floor"
         rm -rf "$B/sshsrc/burst" "$B/dst-sshb1" "$B/dst-sshb2"
-        mkdir -p "$B/dst-sshb1" "$B/dst-sshb2"
+        sshdir "$B/dst-sshb1" "$B/dst-sshb2"
         "${helper[@]}" --out "$OUT/ssh.tsv" --case s-burst --contender floor-ssh --run "$run" burst \
             --seed "$B/seed" --dest "$B/sshsrc/burst" --remotes "$B/dst-sshb1/burst" "$B/dst-sshb2/burst" \
             --floor --floor-dest "127.0.0.1:$B/dst-sshb1/" "127.0.0.2:$B/dst-sshb2/" \
             --floor-cmd rsync "${params[@]}" -e "$sshcmd" >&2 || true
         say "case s run $run: burst over ssh, sersync2"
         rm -rf "$B/sshsrc/burst" "$B/dst-sshb1" "$B/dst-sshb2"
-        mkdir -p "$B/dst-sshb1" "$B/dst-sshb2"
+        sshdir "$B/dst-sshb1" "$B/dst-sshb2"
         printf '%s\n' '<head version="2.5">' '  <sersync>' \
             "    <localpath watch=\"$B/sshsrc\"><remote ip=\"127.0.0.1\" name=\"$B/dst-sshb1\"/><remote ip=\"127.0.0.2\" name=\"$B/dst-sshb2\"/></localpath>" \
             "    <rsync><commonParams params=\"$PARAMS\"/><ssh start=\"true\" command=\"$sshcmd\"/></rsync>" \
@@ -767,7 +806,8 @@ PY
             [ "$RN_FLOOD" -gt 0 ] || break
             say "case s run $run: $RN_FLOOD renames over ssh ($who)"
             rm -rf "$B/sshsrc" "$B/dst-sshf1" "$B/dst-sshf2"
-            mkdir -p "$B/sshsrc" "$B/dst-sshf1" "$B/dst-sshf2"
+            mkdir -p "$B/sshsrc"
+            sshdir "$B/dst-sshf1" "$B/dst-sshf2"
             printf '%s\n' '<head version="2.5">' '  <sersync>' \
                 "    <localpath watch=\"$B/sshsrc\"><remote ip=\"127.0.0.1\" name=\"$B/dst-sshf1\"/><remote ip=\"127.0.0.2\" name=\"$B/dst-sshf2\"/></localpath>" \
                 "    <rsync><commonParams params=\"$PARAMS\"/><ssh start=\"true\" command=\"$sshcmd\"/></rsync>" \
