@@ -121,9 +121,13 @@ fn one_hung_remote_among_five_holds_back_only_itself() {
         || {
             last = status_json(port);
             let r = &last["remotes"];
-            (0..4).all(|i| r[i]["lag_seconds"].as_f64() == Some(0.0))
-                && r[4]["lag_seconds"].as_f64().unwrap_or(0.0) > 0.0
+            (0..4).all(|i| {
+                r[i]["lag_seconds"].as_f64() == Some(0.0)
+                    && r[i]["longest_push_seconds"].as_f64() == Some(0.0)
+            }) && r[4]["lag_seconds"].as_f64().unwrap_or(0.0) > 0.0
                 && r[4]["pending"].as_u64().unwrap_or(0) >= 1
+                // Its call hangs: status says how long it has run.
+                && r[4]["longest_push_seconds"].as_f64().unwrap_or(0.0) > 0.5
         },
     );
     assert_eq!(

@@ -126,7 +126,14 @@ pub struct RemoteStatus {
     /// Entries waiting or in flight.
     #[serde(default)]
     pub pending: usize,
+    /// How long the push running longest to it has run; 0 when none runs.
+    #[serde(default)]
+    pub longest_push_seconds: f64,
 }
+
+/// A push running this long is named in the text report: a big transfer, or a remote
+/// that accepts connections and stopped answering (rsync's I/O timeout ends that call).
+pub const LONG_PUSH: f64 = 10.0;
 
 fn unix(t: std::time::SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -171,6 +178,7 @@ impl Status {
                     last_error: r.last_error,
                     lag_seconds: r.lag.as_secs_f64(),
                     pending: r.pending,
+                    longest_push_seconds: r.longest_push.as_secs_f64(),
                 })
                 .collect(),
             roots: Vec::new(),
@@ -318,6 +326,12 @@ pub fn metrics(s: &Status) -> String {
         "Age of the oldest change not on the remote yet (waiting, in flight or owed); 0 when level.",
         "gauge",
         per(&|r| format!("{:.3}", r.lag_seconds)),
+    );
+    gauge(
+        "sersync2_remote_longest_push_seconds",
+        "How long the push running longest to the remote has run; 0 when none runs.",
+        "gauge",
+        per(&|r| format!("{:.3}", r.longest_push_seconds)),
     );
     gauge(
         "sersync_remote_pending",
@@ -1048,10 +1062,20 @@ pub fn render(s: &Status) -> String {
                     r.failing_since_unix.unwrap_or(0),
                     p(r.last_error.as_deref().unwrap_or(""))
                 )
-            } else if r.owed > 0 {
-                format!("ok, {}", owed.trim_end_matches(", "))
             } else {
-                "ok".to_owned()
+                let long = (r.longest_push_seconds >= LONG_PUSH).then(|| {
+                    format!(
+                        "a push running for {:.0}s (a big transfer, or the remote stopped \
+                         answering), ",
+                        r.longest_push_seconds
+                    )
+                });
+                let notes = format!("{}{owed}", long.unwrap_or_default());
+                if notes.is_empty() {
+                    "ok".to_owned()
+                } else {
+                    format!("ok, {}", notes.trim_end_matches(", "))
+                }
             }
         ));
     }
@@ -1278,6 +1302,58 @@ mod tests {
         assert!(got.starts_with("HTTP/1.0 405"), "{got:.200}");
     }
 
+    /// A remote that accepts connections and stopped answering read "ok" until rsync's
+    /// I/O timeout (120 s by default) ended its call.
+    #[test]
+    fn a_push_running_long_is_named_beside_ok() {
+        let remote = |name: &str, secs: f64, owed: usize| RemoteStatus {
+            remote: name.into(),
+            root: "/w".into(),
+            pushed: 3,
+            failed: 0,
+            queued: 1,
+            failing: false,
+            failing_since_unix: None,
+            owed,
+            next_retry_unix: None,
+            last_error: None,
+            lag_seconds: secs,
+            pending: 1,
+            longest_push_seconds: secs,
+        };
+        let mut s = source()();
+        s.remotes.push(remote("hung::m", 45.2, 0));
+        s.remotes.push(remote("busy::m", 12.0, 2));
+        s.remotes.push(remote("quick::m", 0.4, 0));
+        let text = render(&s);
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.contains(name))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(
+            line("hung::m").ends_with(
+                "ok, a push running for 45s (a big transfer, or the remote stopped answering)"
+            ),
+            "{text}"
+        );
+        assert!(
+            line("busy::m").ends_with(
+                "running for 12s (a big transfer, or the remote stopped answering), owes 2 entries"
+            ),
+            "{text}"
+        );
+        assert!(line("quick::m").ends_with(" ok"), "{text}");
+        let m = metrics(&s);
+        assert!(
+            m.contains(
+                "sersync2_remote_longest_push_seconds{remote=\"hung::m\",root=\"/w\"} 45.200"
+            ),
+            "{m}"
+        );
+    }
+
     #[test]
     fn status_client_escapes_control_characters_from_the_answer() {
         // --status printed attacker JSON with raw terminal escapes.
@@ -1296,6 +1372,7 @@ mod tests {
             last_error: Some("\x1b[31mred".into()),
             lag_seconds: 0.0,
             pending: 0,
+            longest_push_seconds: 0.0,
         });
         let text = render(&s);
         assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");

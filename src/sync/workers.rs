@@ -49,11 +49,46 @@ struct Stats {
     /// Failing since when, and when what it owes is tried again.
     recovery: Mutex<Recovery>,
     last_error: Mutex<Option<String>>,
+    /// When each job running to this remote started (its calls, retries included).
+    running: Mutex<Vec<(u64, Instant)>>,
+    next_call: AtomicU64,
 }
 
 impl Stats {
     fn recovery(&self) -> MutexGuard<'_, Recovery> {
         self.recovery.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn running(&self) -> MutexGuard<'_, Vec<(u64, Instant)>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a job as running until the returned guard is dropped.
+    fn clock_in(&self) -> Running<'_> {
+        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        self.running().push((id, Instant::now()));
+        Running { stats: self, id }
+    }
+
+    /// How long the job running longest to this remote has run.
+    fn longest_running(&self, now: Instant) -> Duration {
+        self.running()
+            .iter()
+            .map(|(_, at)| now.saturating_duration_since(*at))
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// A job running to a remote, for status (see [`Stats::clock_in`]).
+struct Running<'a> {
+    stats: &'a Stats,
+    id: u64,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.stats.running().retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -87,6 +122,10 @@ pub struct RemoteSnapshot {
     pub lag: Duration,
     /// Entries waiting or in flight.
     pub pending: usize,
+    /// How long the push running longest to it has run (zero: none running). A remote
+    /// that accepts connections and stops answering shows here long before rsync's I/O
+    /// timeout ends the call.
+    pub longest_push: Duration,
 }
 
 /// The sync state at one moment, as a plain value.
@@ -349,6 +388,7 @@ impl Mirror {
     /// Pushes one job taken from the queue. The job is finished in the queue whatever
     /// happens (see [`Taken`]).
     fn run_job(&self, t: RemoteId, job: Job) {
+        let _running = self.stats[t.0].clock_in();
         let mut taken = Taken {
             mirror: self,
             t,
@@ -963,6 +1003,7 @@ impl Mirror {
                         .oldest
                         .map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
                     pending: behind.pending,
+                    longest_push: s.longest_running(now),
                 }
             })
             .collect();
