@@ -472,16 +472,7 @@ impl Mirror {
         }
         let target = &*self.target_for_call(t);
         if let Some((program, argv)) = target.remote_rename_argv(from, to) {
-            if self.debug {
-                log::info!(
-                    "{} {}",
-                    program.to_string_lossy(),
-                    argv.iter()
-                        .map(|a| a.to_string_lossy())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
-            }
+            self.log_call(&program.to_string_lossy(), &argv);
             let outcome = rsync::run_program(
                 &program,
                 &target.root,
@@ -512,16 +503,7 @@ impl Mirror {
         let argvs = target.rename_argvs(from, to, *dir, &to_paths)?;
         let mut last = None;
         for argv in argvs {
-            if self.debug {
-                log::info!(
-                    "cd {} && rsync {}",
-                    target.root.display(),
-                    argv.iter()
-                        .map(|a| a.to_string_lossy())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
-            }
+            self.log_call(&format!("cd {} && rsync", target.root.display()), &argv);
             let outcome = rsync::run(&target.root, &argv, &[]);
             if !outcome.ok() {
                 log::info!(
@@ -538,6 +520,14 @@ impl Mirror {
             last = Some(outcome);
         }
         last.map(Renamed::Linked)
+    }
+
+    /// With `<debug start="true">`: the command line of a call, as info.
+    fn log_call(&self, head: &str, argv: &[std::ffi::OsString]) {
+        if self.debug {
+            let args: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
+            log::info!("{head} {}", args.join(" "));
+        }
     }
 
     /// After a call that listed directories (`d/`) holding directories themselves: one
@@ -570,16 +560,7 @@ impl Mirror {
             return None;
         }
         let (argv, stdin) = target.prune_argv(&dirs, excluded);
-        if self.debug {
-            log::info!(
-                "cd {} && rsync {}",
-                target.root.display(),
-                argv.iter()
-                    .map(|a| a.to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
-        }
+        self.log_call(&format!("cd {} && rsync", target.root.display()), &argv);
         let outcome = rsync::run(&target.root, &argv, &stdin);
         (!outcome.ok()).then_some(outcome)
     }
