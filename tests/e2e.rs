@@ -861,6 +861,12 @@ fn ssh_pushes_share_one_connection_through_a_private_control_socket() {
         control,
         "the new ssh command shares the old command's connection (master pid {third})"
     );
+    // The reload removed the old command's directory (it left one per command).
+    assert!(
+        !control.exists(),
+        "{} is left after the reload",
+        control.display()
+    );
     agent.stop();
     let sockets_left = fs::read_dir(path)
         .into_iter()
@@ -869,6 +875,10 @@ fn ssh_pushes_share_one_connection_through_a_private_control_socket() {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
         .count();
     assert_eq!(sockets_left, 0, "the stop closes the shared connection");
+    assert!(
+        !Path::new(path).exists(),
+        "the stop leaves the control directory {path}"
+    );
 }
 
 /// (pid, nice) of every rsync the agent `parent` runs now.

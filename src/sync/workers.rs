@@ -239,6 +239,23 @@ impl Mirror {
                 );
             }
         }
+        // The control directories go too, once their masters have removed their
+        // sockets (a reload with another ssh command left an empty one per command).
+        // Only an empty directory is removed; one still in use stays.
+        let mut dirs: Vec<&Path> = self
+            .targets
+            .iter()
+            .filter_map(|t| t.ssh_control.as_deref())
+            .collect();
+        dirs.dedup();
+        let until = Instant::now() + Duration::from_millis(500);
+        for dir in dirs {
+            while std::fs::remove_dir(dir).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTEMPTY))
+                && Instant::now() < until
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 
     /// Remote `t` as a call uses it. In ssh mode the control directory of the shared
