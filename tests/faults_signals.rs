@@ -107,11 +107,31 @@ fn sighup_reloads_a_changed_config() {
             format!("before {i}\n"),
         );
     }
+    let uptime = || {
+        let text = http_get(port, "/status");
+        let (_, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(body).ok()?["uptime_seconds"].as_u64()
+    };
+    let mut before = 0;
+    wait_until("an uptime of 2 s before the HUP", DEADLINE, || {
+        before = uptime().unwrap_or(0);
+        before >= 2
+    });
     let mut both = s.conf();
     both.status_port = Some(port);
     rewrite(&s.dir, &both);
     agent.signal(libc::SIGHUP);
     wait_logged(&mut agent, "live:", 2);
+    // The process did not restart: its uptime goes on (it started from 0 again).
+    let mut after = None;
+    wait_until("status answers after the reload", DEADLINE, || {
+        after = uptime();
+        after.is_some()
+    });
+    assert!(
+        after >= Some(before),
+        "uptime {before} s before the HUP, {after:?} after"
+    );
     let log = agent.log();
     assert!(
         log.contains("2 remote(s)"),

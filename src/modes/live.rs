@@ -195,7 +195,6 @@ impl Starting {
             };
         };
         let stop = Arc::new(stop);
-        let started = Instant::now();
         let (w, file, path, entries, unknown) = (
             Arc::clone(watches),
             config.file.display().to_string(),
@@ -205,7 +204,7 @@ impl Starting {
         );
         let source: status::Source = Arc::new(move || {
             let snap = sync::Snapshot {
-                uptime: started.elapsed(),
+                uptime: crate::service::uptime(),
                 fail_log: path.clone(),
                 fail_log_entries: entries,
                 unknown_entries: unknown,

@@ -151,7 +151,6 @@ pub struct Mirror {
     stopping: AtomicBool,
     /// Delays before each retry of a failed call.
     retry_delays: Vec<Duration>,
-    started: Instant,
     last_full: Mutex<Option<FullSyncResult>>,
     after_push: Option<Arc<dyn AfterPush>>,
     /// The watch roots' health, once they are watched (see [`Mirror::guard_roots`]).
@@ -211,7 +210,6 @@ impl Mirror {
             stats,
             stopping: AtomicBool::new(false),
             retry_delays: vec![Duration::from_millis(250), Duration::from_secs(1)],
-            started: Instant::now(),
             last_full: Mutex::new(None),
             after_push,
             roots: OnceLock::new(),
@@ -1006,7 +1004,7 @@ impl Mirror {
             })
             .collect();
         Snapshot {
-            uptime: self.started.elapsed(),
+            uptime: crate::service::uptime(),
             fail_log,
             fail_log_entries,
             unknown_entries,
