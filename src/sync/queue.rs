@@ -1099,7 +1099,9 @@ impl Queue {
                     } => pending.push_rename_at(from.clone(), to.clone(), *dir, below.clone(), now),
                 }
             }
-            for (dir, n) in pending.take_collapsed() {
+            // A collapse that merged nothing (only deleted directories wait there, kept
+            // as their own listings) is not news.
+            for (dir, n) in pending.take_collapsed().into_iter().filter(|(_, n)| *n > 0) {
                 log::warn!(
                     "{n} changes waiting in {} for remote #{} collapsed into one push of the \
                      directory's entries (at {} waiting in one directory)",
