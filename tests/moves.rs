@@ -139,6 +139,60 @@ fn renamed_directory_is_not_sent_again() {
     agent.stop();
 }
 
+// Found by an outside attack run: a directory renamed inside the tree went out as its
+// listing with the old one as the basis, and that listing carried the temp and excluded
+// names in it (a `secret.log` under `<exclude expression="(.*)\.log">`, an editor's
+// `a.txt~`, an excluded `cache/`) to every remote, where nothing removed them.
+#[test]
+fn a_renamed_directory_takes_no_temp_or_excluded_name_along() {
+    let s = Setup::new("mv-excl");
+    let mut conf = s.conf();
+    conf.excludes = Some(vec!["(.*)\\.log".into(), "(.*/)?cache".into()]);
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    s.write("d1/a.txt", "a\n");
+    s.write("d1/sub/b.txt", noise(MB, 7));
+    s.write("d1/secret.log", "excluded\n");
+    s.write("d1/a.txt~", "temp\n");
+    s.write("d1/cache/c", "excluded below\n");
+    wait_until("d1 on both remotes", DEADLINE, || {
+        agent.assert_running();
+        s.remotes().iter().all(|r| r.join("d1/sub/b.txt").is_file())
+    });
+    // Nothing of d1 waits any more (a change still waiting turns the rename plain).
+    let out = sersync2(
+        &s.dir,
+        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    fs::rename(s.p("d1"), s.p("d2")).expect("rename d1 -> d2");
+    wait_until("the rename on both remotes", DEADLINE, || {
+        agent.assert_running();
+        s.remotes()
+            .iter()
+            .all(|r| r.join("d2/sub/b.txt").is_file() && !r.join("d1").exists())
+    });
+    // And its calls have ended.
+    let out = sersync2(
+        &s.dir,
+        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // It went as a rename (the new path pushed with the old one as its basis), not plain.
+    let log = agent.log();
+    assert!(log.contains("--link-dest=../d1"), "{log}");
+    for r in s.remotes() {
+        for name in ["secret.log", "a.txt~", "cache"] {
+            assert!(
+                !r.join("d2").join(name).exists(),
+                "{name} reached {}:\n{}",
+                r.display(),
+                agent.log()
+            );
+        }
+    }
+    agent.stop();
+}
+
 // A renamed file was pushed again whole, or its old name stayed on the remotes.
 #[test]
 fn renamed_file_arrives_and_old_name_is_gone() {

@@ -149,15 +149,9 @@ impl Target {
         let mut stdin = Vec::new();
         let Job::Full = job else {
             let mut argv = self.argv_with_args(job);
-            if !excluded.is_empty() {
-                // Listings (`d/`) push a directory's entries: the temp and excluded names
-                // among them stay out (and, being excluded, are not deleted either).
-                argv.splice(0..0, ["--from0", "--exclude-from=-"].map(OsString::from));
-                for p in excluded {
-                    stdin.extend_from_slice(&anchored_rule(p));
-                    stdin.push(0);
-                }
-            }
+            // Listings (`d/`) push a directory's entries: the temp and excluded names
+            // among them stay out (and, being excluded, are not deleted either).
+            let stdin = exclude_exactly(&mut argv, excluded);
             return (argv, stdin);
         };
         let mut argv = self.job_args(job);
@@ -522,6 +516,21 @@ pub fn split_for_args(paths: &[PathBuf], budget: usize) -> Vec<&[PathBuf]> {
         out.push(&paths[start..]);
     }
     out
+}
+
+/// Puts `--from0 --exclude-from=-` first in `argv` and returns what its stdin then
+/// carries: one [`anchored_rule`] per path of `excluded` (nothing when it is empty).
+pub fn exclude_exactly(argv: &mut Vec<OsString>, excluded: &[PathBuf]) -> Vec<u8> {
+    let mut stdin = Vec::new();
+    if excluded.is_empty() {
+        return stdin;
+    }
+    argv.splice(0..0, ["--from0", "--exclude-from=-"].map(OsString::from));
+    for p in excluded {
+        stdin.extend_from_slice(&anchored_rule(p));
+        stdin.push(0);
+    }
+    stdin
 }
 
 /// An rsync filter rule that excludes exactly this relative path: `- /path`, with

@@ -516,10 +516,23 @@ impl Mirror {
         }
         let to_paths = rename_to_paths(job).plain_paths();
         let argvs = target.rename_argvs(from, to, *dir, &to_paths)?;
+        // A directory's push lists its entries (`./to/./`): the temp and excluded names
+        // among them stay out, anchored at `to` (the transfer's top there).
+        let excluded: Vec<PathBuf> = if *dir {
+            let mut listing = to.as_os_str().to_owned();
+            listing.push("/");
+            self.excluded_in_listings(t, &Job::Paths(vec![PathBuf::from(listing)]))
+                .into_iter()
+                .filter_map(|p| p.strip_prefix(to).ok().map(Path::to_path_buf))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut last = None;
-        for argv in argvs {
+        for mut argv in argvs {
+            let stdin = rsync::exclude_exactly(&mut argv, &excluded);
             self.log_call(&format!("cd {} && rsync", target.root.display()), &argv);
-            let outcome = rsync::run(&target.root, &argv, &[]);
+            let outcome = rsync::run(&target.root, &argv, &stdin);
             if !outcome.ok() {
                 log::info!(
                     "the rename of {} to {} did not reach {} as a rename (rsync exit {}: {}); \
