@@ -347,3 +347,76 @@ fn sighup_in_module_mode_does_not_kill_it() {
     });
     agent.stop();
 }
+
+// Found by an outside attack run: changes made before a SIGHUP (a storm of rewrites and
+// `rm -rf app && cp -a build app`, all finished before the signal) were missing on the
+// remotes after the reload, for good, and `--wait-synced` said synced. Two causes: a
+// listing (`app/s2/`, the files made in it merged into it) lost its `/` when the fail log
+// was read back, so the replay pushed the directory alone; and a push still running at
+// the stop that then succeeded paid the fail-log entry of a newer change of the same
+// path that was waiting behind it.
+fn changes_made_before(signal: libc::c_int) {
+    let s = Setup::new("sig-drain");
+    let conf = s.conf();
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let tree = |root: &str, tag: &str| {
+        for i in 0..10 {
+            for j in 0..40 {
+                s.dir
+                    .write(format!("{root}/s{i}/f{j}"), format!("{tag} {i} {j}\n"));
+            }
+        }
+    };
+    tree("src/app", "v1");
+    tree("build", "v2");
+    s.wait(&mut agent, "app v1");
+    let src = s.src.clone();
+    let storm = std::thread::spawn(move || {
+        for n in 0..1500 {
+            fs::write(src.join(format!("site-s{}", n % 300)), format!("{n}\n")).expect("write");
+        }
+    });
+    fs::remove_dir_all(s.p("app")).expect("rm -rf app");
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(s.dir.join("build"))
+        .arg(s.p("app"))
+        .output()
+        .expect("cp -a");
+    assert!(out.status.success(), "{out:?}");
+    storm.join().expect("storm");
+    // Every change is made; the signal comes now.
+    if signal == libc::SIGHUP {
+        agent.signal(libc::SIGHUP);
+        wait_logged(&mut agent, "live:", 2);
+    } else {
+        agent.stop();
+        // No -r: only the fail log brings what was left.
+        agent = Agent::start(&s.dir, &conf, &[]);
+    }
+    let out = sersync2(
+        &s.dir,
+        &["-o", "sersync.xml", "--wait-synced", "--timeout", "120"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    for r in s.remotes() {
+        trees_equal(&s.src, &r).unwrap_or_else(|d| {
+            panic!(
+                "--wait-synced said synced, but {}: {d}\n{}",
+                r.display(),
+                agent.log()
+            )
+        });
+    }
+    agent.stop();
+}
+
+#[test]
+fn changes_made_before_a_reload_all_arrive() {
+    changes_made_before(libc::SIGHUP);
+}
+
+#[test]
+fn changes_made_before_a_stop_all_arrive_after_a_restart() {
+    changes_made_before(libc::SIGTERM);
+}

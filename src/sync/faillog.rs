@@ -421,7 +421,15 @@ fn relative(rest: &[u8]) -> Option<PathBuf> {
             Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
         }
     }
-    (!out.as_os_str().is_empty()).then_some(out)
+    if out.as_os_str().is_empty() {
+        return None;
+    }
+    // A listing (`d/`: a replaced or collapsed directory, pushed with its entries) keeps
+    // its `/`; read back without it, it would push the directory alone.
+    if rest.ends_with(b"/") {
+        out.as_mut_os_string().push("/");
+    }
+    Some(out)
 }
 
 /// The original appended `>/dev/null 2>&1`; those words are not rsync's.

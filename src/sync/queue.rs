@@ -943,6 +943,17 @@ impl View<'_> {
     }
 }
 
+/// What one remote still had when the queue closed (see [`Queue::close`]).
+#[derive(Debug, Default)]
+pub struct Left {
+    /// Waiting, oldest first (listings with their `/`).
+    pub waiting: Vec<PathBuf>,
+    /// In flight: these calls may yet succeed or fail.
+    pub running: Vec<PathBuf>,
+    /// A full sync was waiting or running.
+    pub full: bool,
+}
+
 /// How far behind one remote is (for status and barriers).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Behind {
@@ -1356,18 +1367,21 @@ impl Queue {
     }
 
     /// Stops handing out work and returns, per remote, everything that was still
-    /// waiting followed by what is in flight (which may yet fail).
-    pub fn close(&self) -> Vec<(Vec<PathBuf>, bool)> {
+    /// waiting and what is in flight (which may yet fail).
+    pub fn close(&self) -> Vec<Left> {
         let mut st = self.lock();
         st.closed = true;
         let left = st
             .remotes
             .iter_mut()
             .map(|r| {
-                let (mut paths, full) = r.pending.drain();
+                let (waiting, full) = r.pending.drain();
                 let (running, full_running) = r.pending.in_flight();
-                paths.extend(running);
-                (paths, full || full_running)
+                Left {
+                    waiting,
+                    running,
+                    full: full || full_running,
+                }
             })
             .collect();
         drop(st);

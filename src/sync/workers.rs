@@ -159,6 +159,8 @@ pub struct Mirror {
     unsaved: Mutex<Option<String>>,
     /// Set while the ssh control directory fails its check (warned once, not per push).
     control_failing: AtomicBool,
+    /// Per remote, what was waiting when the queue closed (see [`Mirror::close`]).
+    waiting_at_close: Mutex<Vec<Vec<PathBuf>>>,
 }
 
 /// Workers by default per remote: one for a burst's call, one for a single edit beside a
@@ -215,6 +217,7 @@ impl Mirror {
             roots: OnceLock::new(),
             unsaved: Mutex::new(None),
             control_failing: AtomicBool::new(false),
+            waiting_at_close: Mutex::new(Vec::new()),
         }
     }
 
@@ -737,7 +740,22 @@ impl Mirror {
                 );
             }
             let mut fl = self.fail_log();
-            let changed = fl.clear(t, job);
+            let mut changed = fl.clear(t, job);
+            if changed {
+                // Closed meanwhile: what was waiting then is still owed.
+                let waiting = self
+                    .waiting_at_close
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(t.0)
+                    .cloned()
+                    .unwrap_or_default();
+                if !waiting.is_empty() {
+                    let before = fl.len();
+                    fl.add(t, &Job::Paths(waiting), 0);
+                    changed = changed || fl.len() != before;
+                }
+            }
             self.queue.paid(t, job);
             let still_owes = !fl.owed[t.0].is_empty();
             let (was_failing, recovered) = {
@@ -909,17 +927,27 @@ impl Mirror {
         let left = self.queue.close();
         let mut fl = self.fail_log();
         let mut n = 0;
-        for (t, (paths, full)) in left.into_iter().enumerate() {
+        let mut kept = Vec::with_capacity(left.len());
+        for (t, left) in left.into_iter().enumerate() {
             let t = RemoteId(t);
-            if full {
+            if left.full {
                 fl.add(t, &Job::Full, 0);
                 n += 1;
             }
+            let mut paths = left.waiting.clone();
+            paths.extend(left.running);
             if !paths.is_empty() {
                 n += paths.len();
                 fl.add(t, &Job::Paths(paths), 0);
             }
+            kept.push(left.waiting);
         }
+        // A push still running that succeeds pays its paths, but not a newer change of
+        // the same path that was waiting behind it (one entry in the fail log for both).
+        *self
+            .waiting_at_close
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = kept;
         if n > 0 || self.unsaved() {
             self.save(&fl);
         }

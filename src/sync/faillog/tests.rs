@@ -363,6 +363,17 @@ fn a_failed_listing_stays_a_listing_through_the_file_and_is_paid_only_by_one() {
         back.absorb(cmd, &targets);
     }
     assert_eq!(back.owed, log.owed);
+    // `Path` compares `storm/` and `storm` equal: the bytes must say it is a listing
+    // still (read back without its `/`, a reload's replay pushed the directory alone
+    // and the entries merged into it never reached the remotes).
+    let bytes = |l: &FailLog| -> Vec<Vec<u8>> {
+        l.owed[0]
+            .paths
+            .iter()
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .collect()
+    };
+    assert_eq!(bytes(&back), [b"storm/".to_vec()]);
     // Pushing the directory alone does not push its entries: still owed.
     assert!(!log.clear(RemoteId(0), &Job::Paths(vec![PathBuf::from("storm")])));
     assert_eq!(log.len(), 1);
