@@ -134,7 +134,7 @@ fn ask_running(pid_file: &std::path::Path, held: &str) -> Result<u8, Exit> {
         Err(control::AskError::Refused(e)) => {
             return Err(runtime(anyhow!("{held}; refusing its control socket: {e}")))
         }
-        Err(control::AskError::Failed(m)) => {
+        Err(control::AskError::Closed(m) | control::AskError::Failed(m)) => {
             return Err(runtime(anyhow!(
                 "{held}; asking it to replay over {} failed: {m}; what is owed stays in \
                  the fail log",

@@ -240,7 +240,7 @@ pub fn wait_synced(_config: &Config, args: &Args) -> Result<u8, Exit> {
     // A reload closes the control socket for a moment and answers a wait in progress
     // with "reloading": within the timeout (and for at most RELOAD_GRACE without any
     // socket), ask again rather than fail.
-    let missing_until = started + RELOAD_GRACE;
+    let mut missing_until = started + RELOAD_GRACE;
     let pid_file = args
         .pid_file
         .clone()
@@ -273,6 +273,12 @@ pub fn wait_synced(_config: &Config, args: &Args) -> Result<u8, Exit> {
             Err(control::AskError::Missing(_)) if in_time && Instant::now() < missing_until => {
                 std::thread::sleep(RETRY_PAUSE); // the socket comes back after a reload
             }
+            // The connection closed before an answer: a reload in progress (the socket
+            // goes away next, and comes back), at any time of a long wait.
+            Err(control::AskError::Closed(_)) if in_time => {
+                missing_until = Instant::now() + RELOAD_GRACE;
+                std::thread::sleep(RETRY_PAUSE);
+            }
             Err(e) => {
                 return Err(match e {
                     control::AskError::Missing(e) => runtime(anyhow!(
@@ -285,10 +291,12 @@ pub fn wait_synced(_config: &Config, args: &Args) -> Result<u8, Exit> {
                     control::AskError::Refused(e) => {
                         runtime(anyhow!("refusing the control socket: {e}"))
                     }
-                    control::AskError::Failed(m) => runtime(anyhow!(
-                        "asking the running instance over {} failed: {m}",
-                        socket.display()
-                    )),
+                    control::AskError::Closed(m) | control::AskError::Failed(m) => {
+                        runtime(anyhow!(
+                            "asking the running instance over {} failed: {m}",
+                            socket.display()
+                        ))
+                    }
                 })
             }
             Ok(answer) => {

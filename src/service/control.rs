@@ -256,7 +256,10 @@ pub enum AskError {
     Missing(io::Error),
     /// The socket or the process behind it failed the ownership checks.
     Refused(io::Error),
-    /// Anything else: the connection broke, no answer in time, an answer that is not JSON.
+    /// The instance closed the connection before it answered (it is stopping, or
+    /// reloading its config: a reload closes the socket for a moment).
+    Closed(String),
+    /// Anything else: no answer in time, an answer that is not JSON, another I/O error.
     Failed(String),
 }
 
@@ -264,7 +267,7 @@ impl std::fmt::Display for AskError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AskError::Missing(e) | AskError::Refused(e) => write!(f, "{e}"),
-            AskError::Failed(m) => f.write_str(m),
+            AskError::Closed(m) | AskError::Failed(m) => f.write_str(m),
         }
     }
 }
@@ -282,7 +285,12 @@ pub fn ask(path: &Path, command: &str, wait: Duration) -> Result<Value, AskError
         .map_err(|e| failed("control socket", e))?;
     stream
         .write_all(format!("{command}\n").as_bytes())
-        .map_err(|e| failed("sending the request", e))?;
+        .map_err(|e| match e.kind() {
+            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset => {
+                AskError::Closed(format!("sending the request: {e}"))
+            }
+            _ => failed("sending the request", e),
+        })?;
     let deadline = Instant::now() + wait;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -305,11 +313,14 @@ pub fn ask(path: &Path, command: &str, wait: Duration) -> Result<Value, AskError
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset && buf.is_empty() => {
+                return Err(AskError::Closed(format!("reading the answer: {e}")))
+            }
             Err(e) => return Err(failed("reading the answer", e)),
         }
     }
     if buf.is_empty() {
-        return Err(AskError::Failed(
+        return Err(AskError::Closed(
             "the instance closed the connection without an answer (it may be stopping)".to_owned(),
         ));
     }
@@ -338,6 +349,26 @@ mod tests {
             ask(&path, "replay", Duration::from_secs(10)),
             Err(AskError::Missing(_))
         ));
+    }
+
+    /// Found by an outside attack run: `--wait-synced` asked while a reload closed the
+    /// socket failed at once ("sending the request: Broken pipe") instead of asking again.
+    #[test]
+    fn a_connection_closed_without_an_answer_is_told_apart() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let path = d.path().join("x.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                // Accepted and closed unread: the client's write or read fails.
+                drop(listener.accept().expect("accept"));
+            }
+        });
+        for _ in 0..2 {
+            let got = ask(&path, "replay", Duration::from_secs(10));
+            assert!(matches!(got, Err(AskError::Closed(_))), "{got:?}");
+        }
+        server.join().expect("server");
     }
 
     #[test]
