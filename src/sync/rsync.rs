@@ -206,6 +206,14 @@ impl Target {
                 if replaced {
                     argv.push("--delete".into());
                 }
+                if args.iter().any(|a| a.as_bytes().ends_with(b"/")) {
+                    // A listing sends the entries rsync finds when it reads the
+                    // directory: a temp file made after the agent listed the excluded
+                    // names there stays out too (and is not deleted on the remote).
+                    for glob in crate::filter::temp_name_globs() {
+                        argv.push(format!("--exclude={glob}").into());
+                    }
+                }
                 argv.extend(args);
             }
             Job::Full => argv.push("./".into()),
@@ -1099,6 +1107,24 @@ mod tests {
         for g in crate::filter::temp_name_globs() {
             assert!(w.contains(&format!("--exclude={g}")), "{g}");
         }
+    }
+
+    /// Found by an outside attack run: a temp file made in a directory between the
+    /// agent's listing of its excluded names and rsync's read of it went along with the
+    /// directory's listing push.
+    #[test]
+    fn a_listing_push_keeps_temp_names_out_and_a_plain_one_needs_no_rule() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(root.path().join("d")).expect("mkdir");
+        let mut t = target(None, true);
+        t.root = root.path().to_path_buf();
+        let listing = words(&t.argv(&Job::Paths(vec!["d/".into(), "x".into()]), &[]).0);
+        for g in crate::filter::temp_name_globs() {
+            assert!(listing.contains(&format!("--exclude={g}")), "{g}: {listing:?}");
+        }
+        assert!(listing.contains(&"./d/".to_owned()), "{listing:?}");
+        let plain = words(&t.argv(&Job::Paths(vec!["d".into(), "x".into()]), &[]).0);
+        assert!(!plain.iter().any(|w| w.starts_with("--exclude")), "{plain:?}");
     }
 
     #[test]
