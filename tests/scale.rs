@@ -179,3 +179,48 @@ fn a_directory_deleted_and_made_again_ends_equal_on_every_remote() {
     s.wait(&mut agent, "d/ made again");
     agent.stop();
 }
+
+// Found by an outside attack run: a directory replaced by a file of the same name while
+// changes below it waited (`rm -rf app && echo > app`): the remotes got the file, but
+// the waiting paths below it failed (rsync exit 23: not a directory) and stayed owed,
+// retried for as long as `app` was a file; `--wait-synced` timed out and the lag grew.
+#[test]
+fn a_directory_replaced_by_a_file_leaves_nothing_owed() {
+    let s = Setup::new("dir-to-file");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    for round in 0..3 {
+        for i in 0..8 {
+            for j in 0..15 {
+                s.write(format!("app/sub{i}/f{j}"), format!("v{round} {i} {j}\n"));
+            }
+        }
+        s.wait(&mut agent, "app as a directory");
+        for i in 0..8 {
+            for j in 0..15 {
+                s.write(
+                    format!("app/sub{i}/f{j}"),
+                    format!("rewritten {round} {i} {j}\n"),
+                );
+            }
+        }
+        std::fs::remove_dir_all(s.p("app")).expect("rm -rf app");
+        std::fs::write(s.p("app"), "now a file\n").expect("app as a file");
+        let out = sersync2(
+            &s.dir,
+            &["-o", "sersync.xml", "--wait-synced", "--timeout", "30"],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "round {round}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            agent.log()
+        );
+        for r in s.remotes() {
+            trees_equal(&s.src, &r).unwrap_or_else(|d| panic!("round {round}: {d}"));
+        }
+        std::fs::remove_file(s.p("app")).expect("rm app");
+    }
+    agent.stop();
+}

@@ -204,7 +204,7 @@ impl Starting {
         );
         let source: status::Source = Arc::new(move || {
             let snap = sync::Snapshot {
-                uptime: crate::service::uptime(),
+                uptime: crate::sys::uptime(),
                 fail_log: path.clone(),
                 fail_log_entries: entries,
                 unknown_entries: unknown,

@@ -104,7 +104,7 @@ pub(crate) fn runtime(e: impl Into<anyhow::Error>) -> Exit {
 /// What every mode does first; returns the checked config.
 pub fn prepare(args: &mut Args) -> Result<Config, Exit> {
     // Starts the clock of status's uptime (a reload does not reset it).
-    crate::service::uptime();
+    crate::sys::uptime();
     // A daemon runs from `/`: paths from the command line are fixed now.
     if let Ok(cwd) = std::env::current_dir() {
         for p in [&mut args.log_file, &mut args.pid_file]

@@ -1120,11 +1120,17 @@ mod tests {
         t.root = root.path().to_path_buf();
         let listing = words(&t.argv(&Job::Paths(vec!["d/".into(), "x".into()]), &[]).0);
         for g in crate::filter::temp_name_globs() {
-            assert!(listing.contains(&format!("--exclude={g}")), "{g}: {listing:?}");
+            assert!(
+                listing.contains(&format!("--exclude={g}")),
+                "{g}: {listing:?}"
+            );
         }
         assert!(listing.contains(&"./d/".to_owned()), "{listing:?}");
         let plain = words(&t.argv(&Job::Paths(vec!["d".into(), "x".into()]), &[]).0);
-        assert!(!plain.iter().any(|w| w.starts_with("--exclude")), "{plain:?}");
+        assert!(
+            !plain.iter().any(|w| w.starts_with("--exclude")),
+            "{plain:?}"
+        );
     }
 
     #[test]

@@ -667,8 +667,39 @@ impl Mirror {
             );
         }
         let mut attempt = 0;
+        let (mut argv, mut stdin) = (argv, stdin);
+        let mut checked_below_files = false;
         loop {
             let outcome = rsync::run(&target.root, &argv, &stdin);
+            // Paths below what is a file now (a directory replaced by a file while they
+            // waited) cannot be pushed or deleted one by one, and need not be: the push
+            // of the file replaces the directory on the remote. Without them, once.
+            if outcome.status == 23 && !checked_below_files {
+                checked_below_files = true;
+                if let Job::Paths(paths) = job {
+                    let reachable: Vec<PathBuf> = paths
+                        .iter()
+                        .filter(|p| !below_a_file(&target.root, p))
+                        .cloned()
+                        .collect();
+                    if reachable.len() < paths.len() {
+                        log::info!(
+                            "{} path(s) below what is a file now left out of the push to {} \
+                             (the file replaces the directory there)",
+                            paths.len() - reachable.len(),
+                            target.label()
+                        );
+                        if reachable.is_empty() {
+                            return Outcome {
+                                status: 0,
+                                ..outcome
+                            };
+                        }
+                        (argv, stdin) = target.argv(&Job::Paths(reachable), excluded);
+                        continue;
+                    }
+                }
+            }
             // A remote already failing is paced by its backoff schedule instead.
             if outcome.ok()
                 || attempt >= self.retry_delays.len()
@@ -1045,7 +1076,7 @@ impl Mirror {
             })
             .collect();
         Snapshot {
-            uptime: crate::service::uptime(),
+            uptime: crate::sys::uptime(),
             fail_log,
             fail_log_entries,
             unknown_entries,
@@ -1057,6 +1088,16 @@ impl Mirror {
             remotes,
         }
     }
+}
+
+/// Is `path` (relative to `root`, a listing's `/` ignored) below something that is not a
+/// directory (ENOTDIR)?
+fn below_a_file(root: &Path, path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let plain = bytes.strip_suffix(b"/").unwrap_or(bytes);
+    std::fs::symlink_metadata(root.join(std::ffi::OsStr::from_bytes(plain)))
+        .is_err_and(|e| e.raw_os_error() == Some(libc::ENOTDIR))
 }
 
 /// A job taken from the queue. Dropping it finishes the job in the queue, so its paths
