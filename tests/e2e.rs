@@ -941,3 +941,31 @@ fn a_long_push_is_lowered_and_a_small_change_passes_it() {
     // not have exited yet. The lowering itself is what was asserted above.)
     agent.stop();
 }
+
+// Found by an outside attack run: with `<createFile start="false">` (sersync 2.5's
+// default, and this config's) a file made whole by `link(tmp, final)` and `unlink(tmp)`,
+// how git writes its objects, was never pushed: its creation has no CLOSE_WRITE, and its
+// first name was gone before the event was read. `--wait-synced` said synced.
+#[test]
+fn files_linked_into_place_and_unlinked_from_their_temp_name_arrive() {
+    let s = Setup::new("link-publish");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    s.write("pub/.keep", "");
+    s.wait(&mut agent, "pub");
+    for i in 0..20 {
+        let tmp = s.p(format!("pub/tmp_obj_{i}"));
+        fs::write(&tmp, format!("object {i}\n")).expect("write the temp name");
+        fs::hard_link(&tmp, s.p(format!("pub/obj_{i}"))).expect("link into place");
+        fs::remove_file(&tmp).expect("unlink the temp name");
+    }
+    let out = sersync2(
+        &s.dir,
+        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    for r in s.remotes() {
+        trees_equal(&s.src, &r)
+            .unwrap_or_else(|d| panic!("--wait-synced said synced: {d}\n{}", agent.log()));
+    }
+    agent.stop();
+}

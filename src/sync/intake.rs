@@ -10,12 +10,14 @@
 //! that root read before it is queued too, so the queue records a checkpoint per remote
 //! for the barrier waiting on it ([`Queue::cookies_seen`]).
 
+use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::job::RemoteId;
 use super::queue::{Item, Queue};
@@ -39,46 +41,124 @@ pub struct Intake {
     pub queue: Arc<Queue>,
 }
 
+/// A regular file created while `<createFile>` is off waits this long for its
+/// CLOSE_WRITE; none by then (a hard link whose first name is already gone:
+/// `link(tmp, final); unlink(tmp)`, how git and many publishers make a file appear
+/// whole), it is pushed as it is. A file still being written then is pushed again at
+/// its CLOSE_WRITE.
+pub const UNCLOSED_AFTER: Duration = Duration::from_secs(1);
+
+/// How often the filter thread looks for such files while any wait.
+const UNCLOSED_TICK: Duration = Duration::from_millis(250);
+
+/// Created files waiting for their CLOSE_WRITE: (watch root, path) to when seen.
+type Unclosed = HashMap<(usize, PathBuf), Instant>;
+
 impl Intake {
     /// Runs until every watcher has hung up.
     pub fn run(self, rx: Receiver<Batch>) {
-        let mut changes: Vec<Item> = Vec::new();
-        let mut cookies: Vec<Vec<u8>> = Vec::new();
-        for batch in rx {
-            let Some(route) = self.routes.get(batch.root) else {
+        let mut unclosed = Unclosed::new();
+        loop {
+            let got = if unclosed.is_empty() {
+                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                rx.recv_timeout(UNCLOSED_TICK)
+            };
+            match got {
+                Ok(batch) => self.take(batch, &mut unclosed),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    // At the stop: queued now, they go to the fail log with the rest.
+                    self.push_unclosed(&mut unclosed, |_, _| true);
+                    return;
+                }
+            }
+            let now = Instant::now();
+            self.push_unclosed(&mut unclosed, |_, seen| {
+                now.saturating_duration_since(seen) >= UNCLOSED_AFTER
+            });
+        }
+    }
+
+    /// Queues the waiting created files that `due` picks (root index, when seen).
+    fn push_unclosed(&self, unclosed: &mut Unclosed, due: impl Fn(usize, Instant) -> bool) {
+        let mut picked: Vec<(usize, PathBuf)> = unclosed
+            .iter()
+            .filter(|((root, _), seen)| due(*root, **seen))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if picked.is_empty() {
+            return;
+        }
+        picked.sort();
+        for (root, path) in &picked {
+            unclosed.remove(&(*root, path.clone()));
+        }
+        for group in picked.chunk_by(|a, b| a.0 == b.0) {
+            let Some(route) = self.routes.get(group[0].0) else {
                 continue;
             };
-            for change in batch.changes {
-                if self.debug {
-                    log::info!(root = route.root.display().to_string().as_str(); "event {change:?}");
-                }
-                if let Change::File { path, .. } = &change {
-                    let name = path.as_os_str().as_bytes();
-                    if filter::is_cookie(name) && !name.contains(&b'/') {
-                        cookies.push(name.to_vec());
-                        continue;
-                    }
-                }
-                match self.decide(&route.root, change) {
-                    Decision::Drop => {}
-                    Decision::Push(path, gone_dir) => changes.push(Item::Path(path, gone_dir)),
-                    Decision::PushAll(found) => {
-                        changes.extend(found.into_iter().map(|p| Item::Path(p, false)))
-                    }
-                    Decision::Items(items) => changes.extend(items),
-                    Decision::Full => {
-                        // Everything waiting so far is covered by the full sync.
-                        changes.clear();
-                        self.queue.push_full(&route.remotes);
+            let items: Vec<Item> = group
+                .iter()
+                .map(|(_, p)| Item::Path(p.clone(), false))
+                .collect();
+            if self.debug {
+                log::info!(
+                    "{} created file(s) without a CLOSE_WRITE (linked into place?) pushed as they are",
+                    items.len()
+                );
+            }
+            self.queue.push_batch(&route.remotes, &items);
+        }
+    }
+
+    /// One batch of a watcher.
+    fn take(&self, batch: Batch, unclosed: &mut Unclosed) {
+        let mut changes: Vec<Item> = Vec::new();
+        let mut cookies: Vec<Vec<u8>> = Vec::new();
+        let Some(route) = self.routes.get(batch.root) else {
+            return;
+        };
+        for change in batch.changes {
+            if !unclosed.is_empty() {
+                if let Change::File { path, op } = &change {
+                    if *op != Op::Created {
+                        unclosed.remove(&(batch.root, path.clone()));
                     }
                 }
             }
-            self.queue.push_batch(&route.remotes, &changes);
-            changes.clear();
-            if !cookies.is_empty() {
-                self.queue.cookies_seen(&cookies, &route.remotes);
-                cookies.clear();
+            if self.debug {
+                log::info!(root = route.root.display().to_string().as_str(); "event {change:?}");
             }
+            if let Change::File { path, .. } = &change {
+                let name = path.as_os_str().as_bytes();
+                if filter::is_cookie(name) && !name.contains(&b'/') {
+                    cookies.push(name.to_vec());
+                    continue;
+                }
+            }
+            match self.decide(&route.root, change) {
+                Decision::Drop => {}
+                Decision::Unclosed(path) => {
+                    unclosed.insert((batch.root, path), Instant::now());
+                }
+                Decision::Push(path, gone_dir) => changes.push(Item::Path(path, gone_dir)),
+                Decision::PushAll(found) => {
+                    changes.extend(found.into_iter().map(|p| Item::Path(p, false)))
+                }
+                Decision::Items(items) => changes.extend(items),
+                Decision::Full => {
+                    // Everything waiting so far is covered by the full sync.
+                    changes.clear();
+                    self.queue.push_full(&route.remotes);
+                }
+            }
+        }
+        self.queue.push_batch(&route.remotes, &changes);
+        if !cookies.is_empty() {
+            // Everything before the cookie is queued first: these too.
+            self.push_unclosed(unclosed, |root, _| root == batch.root);
+            self.queue.cookies_seen(&cookies, &route.remotes);
         }
     }
 
@@ -98,7 +178,13 @@ impl Intake {
                     Op::MovedIn => ev.move_to,
                     Op::Deleted => ev.delete,
                     Op::MovedOut => ev.move_from && ev.delete,
-                    Op::Created => ev.create_file || never_closed(&root.join(&path)),
+                    Op::Created if ev.create_file => true,
+                    Op::Created => match never_closed(&root.join(&path)) {
+                        Some(true) => true,
+                        // A regular file: its CLOSE_WRITE is awaited (see UNCLOSED_AFTER).
+                        Some(false) => return Decision::Unclosed(path),
+                        None => false,
+                    },
                 };
                 if wanted {
                     Decision::Push(path, false)
@@ -247,6 +333,9 @@ fn listing(path: PathBuf, dir: bool) -> PathBuf {
 
 enum Decision {
     Drop,
+    /// A regular file created while `<createFile>` is off: pushed at its CLOSE_WRITE,
+    /// or after [`UNCLOSED_AFTER`] without one.
+    Unclosed(PathBuf),
     /// One path; `true` when it is a directory that is gone.
     Push(PathBuf, bool),
     PushAll(Vec<PathBuf>),
@@ -257,11 +346,10 @@ enum Decision {
 /// A created entry that will never see a CLOSE_WRITE: a symlink, a device or fifo,
 /// or a hard link to an existing file. Without this they would only arrive with the
 /// next full sync.
-fn never_closed(abs: &Path) -> bool {
-    match std::fs::symlink_metadata(abs) {
-        Ok(m) => !m.file_type().is_file() || m.nlink() > 1,
-        Err(_) => false,
-    }
+/// `None`: gone already.
+fn never_closed(abs: &Path) -> Option<bool> {
+    let m = std::fs::symlink_metadata(abs).ok()?;
+    Some(!m.file_type().is_file() || m.nlink() > 1)
 }
 
 #[cfg(test)]
