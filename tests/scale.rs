@@ -224,3 +224,45 @@ fn a_directory_replaced_by_a_file_leaves_nothing_owed() {
     }
     agent.stop();
 }
+
+// Found by an outside attack run: the old release moved out of the tree and the new one
+// moved in under the same name (`mv src/app /outside/old && mv /outside/new src/app`)
+// left files of the old release on every remote, and `--wait-synced` said synced.
+#[test]
+fn a_release_moved_out_and_another_moved_in_ends_equal() {
+    let s = Setup::new("move-out-in");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    for round in 0..4 {
+        for i in 0..4 {
+            s.write(
+                format!("app/sub{i}/old-{round}-{i}.txt"),
+                format!("old {round} {i}\n"),
+            );
+        }
+        s.wait(&mut agent, "the old release");
+        // With directories in it, and without (then only the remotes have directories
+        // below app/).
+        s.dir.write("new/index.html", format!("new {round}\n"));
+        if round % 2 == 0 {
+            for i in 0..4 {
+                s.dir.write(
+                    format!("new/sub{i}/new-{round}-{i}.txt"),
+                    format!("new {round} {i}\n"),
+                );
+            }
+        }
+        std::fs::rename(s.p("app"), s.dir.join("old")).expect("mv app out");
+        std::fs::rename(s.dir.join("new"), s.p("app")).expect("mv new in");
+        let out = sersync2(
+            &s.dir,
+            &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
+        );
+        assert_eq!(out.status.code(), Some(0), "round {round}: {out:?}");
+        for r in s.remotes() {
+            trees_equal(&s.src, &r)
+                .unwrap_or_else(|d| panic!("round {round}: {d}\n{}", agent.log()));
+        }
+        std::fs::remove_dir_all(s.dir.join("old")).expect("rm old");
+    }
+    agent.stop();
+}

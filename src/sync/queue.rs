@@ -268,7 +268,11 @@ impl Pending {
                 }
             }
         }
-        if listing {
+        // A change of a directory whose listing is being pushed: that push may have
+        // read it before the change (or found it missing, and pushed it as gone while
+        // it came back: a release moved out and another moved in under its name), so
+        // the next push is its listing too.
+        if listing || self.listing_inflight.contains(&path) {
             self.replaced.insert(path.clone());
         }
         self.push_key(path, gone_dir, now, None);

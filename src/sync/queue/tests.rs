@@ -632,6 +632,22 @@ fn a_storm_in_one_directory_collapses_into_its_listing() {
     assert_eq!(paths(q.take(100)), [p("x"), p("d/")]);
 }
 
+/// Found by an outside attack run: a release moved out (`app` gone: its listing) and
+/// another moved in under the same name while that listing was pushed. The push had
+/// found `app` missing (a plain `./app`, to delete) and ran once it was back: it pushed
+/// the directory alone, and what the remote held of the old release stayed.
+#[test]
+fn a_directory_changed_while_its_listing_is_pushed_goes_as_its_listing_again() {
+    let mut q = Pending::default();
+    q.push(p("app"), true);
+    let w = q.take(100).expect("work");
+    assert_eq!(paths(Some(w.clone())), [p("app/")]);
+    q.push(p("app"), false); // moved in again
+    q.push(p("app/index.html"), false);
+    q.finish(&w);
+    assert_eq!(paths(q.take(100)), [p("app/")], "index.html merged into it");
+}
+
 /// Found by the property test below: a directory deleted and made again waits as its
 /// listing, and a file made in it merges into that listing; a collapse of the parent
 /// must not swallow the listing (the parent's listing pushes it only as a directory,
