@@ -84,6 +84,71 @@ pub fn temp_name_globs() -> Vec<String> {
     globs
 }
 
+/// A `<filter>` expression (as compiled: `^(?:EXPR)$` over the whole relative path) as
+/// the rsync pattern that excludes the same paths, for the shapes configs use:
+/// `(.*)\.log` or `.*\.log` (a name ending so, anywhere: `*.log`), `(.*/)?cache` (a
+/// name, anywhere: `cache`), `^info/*` or `info` (a top-level name: `/info`). Passed
+/// as `--exclude`, the rule also keeps such names that exist only on a remote from
+/// being deleted there, which the exact excludes found by walking the source cannot.
+/// `None` for anything else (those still go as the exact excludes of a walk).
+pub fn rsync_glob(compiled: &str) -> Option<String> {
+    let expr = compiled.strip_prefix("^(?:")?.strip_suffix(")$")?;
+    let expr = expr.strip_prefix('^').unwrap_or(expr);
+    let expr = expr.strip_suffix('$').unwrap_or(expr);
+    let (kind, rest) = if let Some(r) = expr
+        .strip_prefix("(.*)")
+        .or_else(|| expr.strip_prefix(".*"))
+    {
+        ("suffix", r)
+    } else if let Some(r) = expr
+        .strip_prefix("(.*/)?")
+        .or_else(|| expr.strip_prefix("(?:.*/)?"))
+    {
+        ("name", r)
+    } else {
+        ("top", expr)
+    };
+    let rest = if kind == "top" {
+        rest.strip_suffix("/*")
+            .or_else(|| rest.strip_suffix("/?"))
+            .or_else(|| rest.strip_suffix('/'))
+            .unwrap_or(rest)
+    } else {
+        rest
+    };
+    // A plain name: escaped characters taken as they are, no other regex syntax, nothing
+    // rsync would read as a wildcard, no directory separator.
+    let mut name = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let e = chars.next()?;
+                if e.is_ascii_alphanumeric() {
+                    return None; // \d, \w, \b: classes, not characters
+                }
+                name.push(e);
+            }
+            '.' | '^' | '$' | '*' | '+' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '|' => {
+                return None
+            }
+            c => name.push(c),
+        }
+    }
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| matches!(c, '/' | '*' | '?' | '[' | '\\') || c.is_control())
+    {
+        return None;
+    }
+    Some(match kind {
+        "suffix" => format!("*{name}"),
+        "name" => name,
+        _ => format!("/{name}"),
+    })
+}
+
 /// The `<filter>` excludes, compiled and anchored.
 #[derive(Debug, Clone, Default)]
 pub struct Excludes {
@@ -97,6 +162,14 @@ impl Excludes {
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// The rules [`rsync_glob`] can say as rsync patterns.
+    pub fn rsync_globs(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter_map(|r| rsync_glob(r.as_str()))
+            .collect()
     }
 
     /// Is this relative path excluded? Only the path itself is tested: its ancestors
@@ -169,6 +242,46 @@ mod tests {
         assert!(is_cookie(b".sersync2-cookie-42-7"));
         assert!(!is_cookie(b"sersync2-cookie-42-7"));
         assert!(temp_name_globs().contains(&".sersync2-cookie-*".to_owned()));
+    }
+
+    /// Found by an outside attack run: a mirror's own `cache/` and `*.log`, excluded
+    /// by `<filter>`, were deleted by full syncs and listing pushes (only the excluded
+    /// names found in the source were passed to rsync).
+    #[test]
+    fn common_filter_expressions_become_rsync_patterns_matching_the_same_paths() {
+        let cases: [(&str, Option<&str>); 12] = [
+            (r"(.*)\.log", Some("*.log")),
+            (r".*\.gz", Some("*.gz")),
+            (r"(.*)\.svn", Some("*.svn")),
+            (r"(.*/)?cache", Some("cache")),
+            (r"(.*/)?node_modules", Some("node_modules")),
+            (r"^info/*", Some("/info")),
+            (r"static", Some("/static")),
+            (r"(.*)\.(gz|zip)", None),
+            (r"^info/(.*)", None),
+            (r"(.*)\d+", None),
+            (r"a/b", None),
+            (r"(.*)", None),
+        ];
+        for (expr, want) in cases {
+            let re = crate::config::path_regex(expr).expect("regex");
+            assert_eq!(rsync_glob(re.as_str()).as_deref(), want, "{expr}");
+        }
+        // What each pattern excludes, the expression excludes too.
+        let e = ex(&[r"(.*)\.log", r"(.*/)?cache", r"^info/*"]);
+        for (path, dir) in [
+            ("x.log", false),
+            ("a/b/x.log", false),
+            ("cache", true),
+            ("a/cache", true),
+            ("info", true),
+        ] {
+            assert!(e.excludes(Path::new(path), dir), "{path}");
+        }
+        for path in ["a/info", "a/cachex", "x.log.txt"] {
+            assert!(!e.excludes(Path::new(path), true), "{path}");
+        }
+        assert_eq!(e.rsync_globs(), ["*.log", "cache", "/info"]);
     }
 
     #[test]

@@ -969,3 +969,70 @@ fn files_linked_into_place_and_unlinked_from_their_temp_name_arrive() {
     }
     agent.stop();
 }
+
+// Found by an outside attack run: names the `<filter>` excludes that exist only on a
+// remote (the mirror's own `cache/`, its logs) were deleted by full syncs and by the
+// listing pushes of a replaced directory: only the excluded names found in the source
+// were passed to rsync. Plain `rsync -a --delete --exclude=...` keeps them.
+#[test]
+fn excluded_names_that_exist_only_on_the_remotes_are_kept() {
+    let s = Setup::new("excl-remote");
+    let mut conf = s.conf();
+    conf.excludes = Some(vec!["(.*)\\.log".into(), "(.*/)?cache".into()]);
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    s.write("app/index.html", "v1\n");
+    s.write("app/old.txt", "old\n");
+    wait_until("app on both remotes", DEADLINE, || {
+        agent.assert_running();
+        s.remotes().iter().all(|r| r.join("app/old.txt").is_file())
+    });
+    let planted = ["app/remote-only.log", "app/cache/x", "cache/y"];
+    for r in s.remotes() {
+        for p in planted {
+            let f = r.join(p);
+            fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+            fs::write(&f, "the mirror's own\n").expect("plant");
+        }
+    }
+    let kept = |step: &str| {
+        for r in s.remotes() {
+            for p in planted {
+                assert!(
+                    r.join(p).is_file(),
+                    "{step}: {p} deleted on {}",
+                    r.display()
+                );
+            }
+        }
+    };
+    // A full sync (a restart with -r).
+    agent.stop();
+    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let wait = || {
+        let out = sersync2(
+            &s.dir,
+            &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    };
+    wait();
+    kept("after a full sync");
+    // A directory replaced (its listing and the clean-up below it).
+    s.dir.write("build/index.html", "v2\n");
+    s.dir.write("build/sub/new.txt", "new\n");
+    fs::remove_dir_all(s.p("app")).expect("rm -rf app");
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(s.dir.join("build"))
+        .arg(s.p("app"))
+        .output()
+        .expect("cp -a");
+    assert!(out.status.success(), "{out:?}");
+    wait();
+    kept("after app was replaced");
+    for r in s.remotes() {
+        assert!(r.join("app/sub/new.txt").is_file(), "the new release");
+        assert!(!r.join("app/old.txt").exists(), "the old release's file");
+    }
+    agent.stop();
+}

@@ -32,17 +32,20 @@ pub fn targets(config: &Config) -> Vec<Target> {
         .as_ref()
         .map(|c| c.excludes.clone())
         .unwrap_or_default();
+    let filter_globs = crate::filter::Excludes::new(config.excludes.clone()).rsync_globs();
     config
         .roots
         .iter()
         .flat_map(|root| {
             let full_excludes = full_excludes.clone();
+            let filter_globs = filter_globs.clone();
             root.remotes.iter().map(move |remote| Target {
                 root: root.path.clone(),
                 remote: remote.clone(),
                 opts: config.rsync.clone(),
                 delete: config.events.delete,
                 full_excludes: full_excludes.clone(),
+                filter_globs: filter_globs.clone(),
                 ssh_control: None,
             })
         })

@@ -32,6 +32,10 @@ pub struct Target {
     pub delete: bool,
     /// crontabfilter globs, passed to full syncs as `--exclude`.
     pub full_excludes: Vec<String>,
+    /// The `<filter>` excludes that are rsync patterns too ([`crate::filter::rsync_glob`]):
+    /// passed wherever rsync reads or deletes a directory's entries (full syncs, listings,
+    /// their clean-up), so such names that exist only on a remote are kept there.
+    pub filter_globs: Vec<String>,
     /// ssh mode: a private (0700, the agent's own) directory for one ControlMaster
     /// socket per remote, so pushes reuse one ssh connection; `None`: no reuse.
     pub ssh_control: Option<PathBuf>,
@@ -127,7 +131,7 @@ impl Target {
                 for glob in crate::filter::temp_name_globs() {
                     argv.push(format!("--exclude={glob}").into());
                 }
-                for glob in &self.full_excludes {
+                for glob in self.full_excludes.iter().chain(&self.filter_globs) {
                     argv.push(format!("--exclude={glob}").into());
                 }
             }
@@ -210,7 +214,10 @@ impl Target {
                     // A listing sends the entries rsync finds when it reads the
                     // directory: a temp file made after the agent listed the excluded
                     // names there stays out too (and is not deleted on the remote).
-                    for glob in crate::filter::temp_name_globs() {
+                    for glob in crate::filter::temp_name_globs()
+                        .iter()
+                        .chain(&self.filter_globs)
+                    {
                         argv.push(format!("--exclude={glob}").into());
                     }
                 }
@@ -424,7 +431,7 @@ impl Target {
         for glob in crate::filter::temp_name_globs() {
             argv.push(format!("--exclude={glob}").into());
         }
-        for glob in &self.full_excludes {
+        for glob in self.full_excludes.iter().chain(&self.filter_globs) {
             argv.push(format!("--exclude={glob}").into());
         }
         self.connection_args(&mut argv);
@@ -956,6 +963,7 @@ mod tests {
             },
             delete: true,
             full_excludes: vec!["*.php".into()],
+            filter_globs: vec!["*.log".into()],
             ssh_control: None,
         }
     }
@@ -1090,6 +1098,7 @@ mod tests {
                 "-R",
                 "--delete",
                 "--exclude=*.php",
+                "--exclude=*.log",
                 "-e",
                 "ssh -p 2222 -o ConnectTimeout=10",
                 "--timeout=100",

@@ -22,6 +22,7 @@ fn target(root: &str, ip: &str) -> Target {
         },
         delete: true,
         full_excludes: vec![],
+        filter_globs: vec![],
         ssh_control: None,
     }
 }
