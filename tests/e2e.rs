@@ -1021,13 +1021,12 @@ fn excluded_names_that_exist_only_on_the_remotes_are_kept() {
     s.dir.write("build/index.html", "v2\n");
     s.dir.write("build/sub/new.txt", "new\n");
     fs::remove_dir_all(s.p("app")).expect("rm -rf app");
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(s.dir.join("build"))
-        .arg(s.p("app"))
-        .output()
-        .expect("cp -a");
-    assert!(out.status.success(), "{out:?}");
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(s.dir.join("build"))
+            .arg(s.p("app")),
+    );
     wait();
     kept("after app was replaced");
     for r in s.remotes() {

@@ -377,13 +377,12 @@ fn changes_made_before(signal: libc::c_int) {
         }
     });
     fs::remove_dir_all(s.p("app")).expect("rm -rf app");
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(s.dir.join("build"))
-        .arg(s.p("app"))
-        .output()
-        .expect("cp -a");
-    assert!(out.status.success(), "{out:?}");
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(s.dir.join("build"))
+            .arg(s.p("app")),
+    );
     storm.join().expect("storm");
     // Every change is made; the signal comes now.
     if signal == libc::SIGHUP {

@@ -314,6 +314,13 @@ fn renames_over_ssh_move_the_remote_files() {
     dir.write("src/y.txt", "Y\n");
     dir.write("src/gone/g.txt", "g\n");
     wait_ssh(&mut agent, &src, &sshd, "before the renames");
+    // And no push still running: a rename meeting a call in flight at its new path goes
+    // plain (the remote then equals the source while that call has yet to exit).
+    let out = sersync2(
+        &dir,
+        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     let ino = |rel: &str| {
         fs::metadata(remote.join(rel))
             .unwrap_or_else(|e| panic!("{rel} on the remote: {e}"))

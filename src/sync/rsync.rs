@@ -435,15 +435,7 @@ impl Target {
             argv.push(format!("--exclude={glob}").into());
         }
         self.connection_args(&mut argv);
-        let mut stdin = Vec::new();
-        if !excluded.is_empty() {
-            argv.push("--from0".into());
-            argv.push("--exclude-from=-".into());
-            for p in excluded {
-                stdin.extend_from_slice(&anchored_rule(p));
-                stdin.push(0);
-            }
-        }
+        let stdin = exclude_exactly(&mut argv, excluded);
         for d in dirs {
             let mut a = OsString::from("./");
             a.push(d.as_os_str());
