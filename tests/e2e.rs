@@ -952,6 +952,11 @@ fn files_linked_into_place_and_unlinked_from_their_temp_name_arrive() {
     let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
     s.write("pub/.keep", "");
     s.wait(&mut agent, "pub");
+    // One, and no barrier: it arrives on its own once it has not changed for a moment.
+    fs::write(s.p("pub/tmp_first"), "first\n").expect("write the temp name");
+    fs::hard_link(s.p("pub/tmp_first"), s.p("pub/first")).expect("link into place");
+    fs::remove_file(s.p("pub/tmp_first")).expect("unlink the temp name");
+    s.wait(&mut agent, "a file linked into place, without a barrier");
     for i in 0..20 {
         let tmp = s.p(format!("pub/tmp_obj_{i}"));
         fs::write(&tmp, format!("object {i}\n")).expect("write the temp name");

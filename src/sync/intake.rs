@@ -41,18 +41,27 @@ pub struct Intake {
     pub queue: Arc<Queue>,
 }
 
-/// A regular file created while `<createFile>` is off waits this long for its
-/// CLOSE_WRITE; none by then (a hard link whose first name is already gone:
-/// `link(tmp, final); unlink(tmp)`, how git and many publishers make a file appear
-/// whole), it is pushed as it is. A file still being written then is pushed again at
-/// its CLOSE_WRITE.
+/// A regular file created while `<createFile>` is off waits for its CLOSE_WRITE; one
+/// that has not changed for this long without one (a hard link whose first name is
+/// already gone: `link(tmp, final); unlink(tmp)`, how git and many publishers make a
+/// file appear whole) is pushed as it is. One whose size or mtime still changes is
+/// being written: it waits on (a big copy is not pushed half done).
 pub const UNCLOSED_AFTER: Duration = Duration::from_secs(1);
 
 /// How often the filter thread looks for such files while any wait.
 const UNCLOSED_TICK: Duration = Duration::from_millis(250);
 
-/// Created files waiting for their CLOSE_WRITE: (watch root, path) to when seen.
-type Unclosed = HashMap<(usize, PathBuf), Instant>;
+/// Created files waiting for their CLOSE_WRITE: (watch root, path) to when last seen
+/// changing, and its size and mtime then.
+type Unclosed = HashMap<(usize, PathBuf), (Instant, Option<Stamp>)>;
+
+/// Size and mtime (seconds, nanoseconds) of a file.
+type Stamp = (u64, i64, i64);
+
+fn stamp(abs: &Path) -> Option<Stamp> {
+    let m = std::fs::symlink_metadata(abs).ok()?;
+    Some((m.len(), m.mtime(), m.mtime_nsec()))
+}
 
 impl Intake {
     /// Runs until every watcher has hung up.
@@ -69,22 +78,47 @@ impl Intake {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     // At the stop: queued now, they go to the fail log with the rest.
-                    self.push_unclosed(&mut unclosed, |_, _| true);
+                    self.push_unclosed(&mut unclosed, |_, _, _| true);
                     return;
                 }
             }
-            let now = Instant::now();
-            self.push_unclosed(&mut unclosed, |_, seen| {
-                now.saturating_duration_since(seen) >= UNCLOSED_AFTER
-            });
+            self.settle_unclosed(&mut unclosed);
         }
     }
 
+    /// Pushes the created files that have not changed for [`UNCLOSED_AFTER`]; those
+    /// that changed are looked at again later.
+    fn settle_unclosed(&self, unclosed: &mut Unclosed) {
+        let now = Instant::now();
+        for ((root, path), (seen, last)) in unclosed.iter_mut() {
+            if now.saturating_duration_since(*seen) < UNCLOSED_AFTER {
+                continue;
+            }
+            let Some(route) = self.routes.get(*root) else {
+                continue;
+            };
+            let current = stamp(&route.root.join(path));
+            if current != *last {
+                // Written to meanwhile (or gone: its own event says so): looked at again
+                // after another UNCLOSED_AFTER.
+                *seen = now;
+                *last = current;
+            }
+        }
+        self.push_unclosed(unclosed, |_, _, (seen, _)| {
+            now.saturating_duration_since(seen) >= UNCLOSED_AFTER
+        });
+    }
+
     /// Queues the waiting created files that `due` picks (root index, when seen).
-    fn push_unclosed(&self, unclosed: &mut Unclosed, due: impl Fn(usize, Instant) -> bool) {
+    fn push_unclosed(
+        &self,
+        unclosed: &mut Unclosed,
+        due: impl Fn(usize, &Path, (Instant, Option<Stamp>)) -> bool,
+    ) {
         let mut picked: Vec<(usize, PathBuf)> = unclosed
             .iter()
-            .filter(|((root, _), seen)| due(*root, **seen))
+            .filter(|((root, path), v)| due(*root, path, **v))
             .map(|(k, _)| k.clone())
             .collect();
         if picked.is_empty() {
@@ -140,7 +174,8 @@ impl Intake {
             match self.decide(&route.root, change) {
                 Decision::Drop => {}
                 Decision::Unclosed(path) => {
-                    unclosed.insert((batch.root, path), Instant::now());
+                    let now = stamp(&route.root.join(&path));
+                    unclosed.insert((batch.root, path), (Instant::now(), now));
                 }
                 Decision::Push(path, gone_dir) => changes.push(Item::Path(path, gone_dir)),
                 Decision::PushAll(found) => {
@@ -157,7 +192,7 @@ impl Intake {
         self.queue.push_batch(&route.remotes, &changes);
         if !cookies.is_empty() {
             // Everything before the cookie is queued first: these too.
-            self.push_unclosed(unclosed, |root, _| root == batch.root);
+            self.push_unclosed(unclosed, |root, _, _| root == batch.root);
             self.queue.cookies_seen(&cookies, &route.remotes);
         }
     }
@@ -358,6 +393,44 @@ mod tests {
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)
+    }
+
+    /// A created file without a CLOSE_WRITE is pushed once it has not changed for
+    /// UNCLOSED_AFTER; one still growing waits (a big copy is not pushed half done).
+    #[test]
+    fn a_created_file_is_pushed_once_it_stops_changing() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let queue = Arc::new(Queue::new(1, 100, 1));
+        let intake = Intake {
+            routes: vec![Route {
+                root: d.path().to_path_buf(),
+                remotes: vec![RemoteId(0)],
+            }],
+            excludes: Excludes::default(),
+            events: Events::default(),
+            debug: false,
+            queue: Arc::clone(&queue),
+        };
+        std::fs::write(d.path().join("linked"), b"whole").expect("write");
+        std::fs::write(d.path().join("growing"), b"part").expect("write");
+        let long_ago = Instant::now()
+            .checked_sub(UNCLOSED_AFTER * 2)
+            .expect("a monotonic clock that has run a while");
+        let mut unclosed = Unclosed::new();
+        for name in ["linked", "growing"] {
+            let at = stamp(&d.path().join(name));
+            unclosed.insert((0, p(name)), (long_ago, at));
+        }
+        std::fs::write(d.path().join("growing"), b"part and more").expect("append");
+        intake.settle_unclosed(&mut unclosed);
+        assert_eq!(queue.waiting(), [1], "linked is pushed");
+        assert_eq!(
+            unclosed.keys().cloned().collect::<Vec<_>>(),
+            [(0, p("growing"))],
+            "growing waits"
+        );
+        intake.settle_unclosed(&mut unclosed);
+        assert_eq!(unclosed.len(), 1, "looked at again only after UNCLOSED_AFTER");
     }
 
     // An exchange travelled as two renames: the second took the first's new path for
