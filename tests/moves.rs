@@ -99,10 +99,18 @@ fn over_ssh(hint: &str) -> (Dir, std::path::PathBuf, Sshd, Agent) {
     (dir, src, sshd, agent)
 }
 
-/// Waits until the sshd's destination equals `src` (the sshd's log on a timeout).
-fn wait_ssh(agent: &mut Agent, src: &std::path::Path, sshd: &Sshd, step: &str) {
+/// Waits until the sshd's destination equals `src` (the sshd's log on a timeout), and
+/// then until no push runs any more (`--wait-synced`): a push can still be running when
+/// the remote already matches, and it would meet what the test does next (a rename
+/// meeting it goes plain; the remote's directory gets its owner back).
+fn wait_ssh(agent: &mut Agent, dir: &Dir, src: &std::path::Path, sshd: &Sshd, step: &str) {
     let logs = || format!("--- sshd log ---\n{}", tail(&sshd.log(), 40));
     wait_mirrored(agent, src, &[sshd.dest_dir()], step, DEADLINE, &logs);
+    let out = sersync2(
+        dir,
+        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{step}: {out:?}");
 }
 
 // A renamed directory was pushed again whole (every byte re-sent).
@@ -313,14 +321,7 @@ fn renames_over_ssh_move_the_remote_files() {
     dir.write("src/x.txt", "X\n");
     dir.write("src/y.txt", "Y\n");
     dir.write("src/gone/g.txt", "g\n");
-    wait_ssh(&mut agent, &src, &sshd, "before the renames");
-    // And no push still running: a rename meeting a call in flight at its new path goes
-    // plain (the remote then equals the source while that call has yet to exit).
-    let out = sersync2(
-        &dir,
-        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
-    );
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    wait_ssh(&mut agent, &dir, &src, &sshd, "before the renames");
     let ino = |rel: &str| {
         fs::metadata(remote.join(rel))
             .unwrap_or_else(|e| panic!("{rel} on the remote: {e}"))
@@ -335,7 +336,7 @@ fn renames_over_ssh_move_the_remote_files() {
     fs::rename(src.join("old"), src.join("new")).expect("old -> new");
     fs::rename(src.join("a/moving.bin"), src.join("b/moved.bin")).expect("a/ -> b/");
     fs::rename(src.join("a/staying.bin"), src.join("a/renamed.bin")).expect("in a/");
-    wait_ssh(&mut agent, &src, &sshd, "the renames");
+    wait_ssh(&mut agent, &dir, &src, &sshd, "the renames");
     let after = [
         ino("new/sub0/f0.bin"),
         ino("new/sub1/f3.bin"),
@@ -351,14 +352,20 @@ fn renames_over_ssh_move_the_remote_files() {
     // The remote lost the old path behind the agent's back: the rename still lands.
     fs::remove_dir_all(remote.join("gone")).expect("remove gone/ on the remote");
     fs::rename(src.join("gone"), src.join("back")).expect("gone -> back");
-    wait_ssh(&mut agent, &src, &sshd, "a rename the remote cannot move");
+    wait_ssh(
+        &mut agent,
+        &dir,
+        &src,
+        &sshd,
+        "a rename the remote cannot move",
+    );
     // A swap through a temp name and a chain, in the same directory.
     fs::rename(src.join("x.txt"), src.join("t.tmp")).expect("x -> t");
     fs::rename(src.join("y.txt"), src.join("x.txt")).expect("y -> x");
     fs::rename(src.join("t.tmp"), src.join("y.txt")).expect("t -> y");
     fs::rename(src.join("new"), src.join("n2")).expect("new -> n2");
     fs::rename(src.join("n2"), src.join("n3")).expect("n2 -> n3");
-    wait_ssh(&mut agent, &src, &sshd, "swap and chain");
+    wait_ssh(&mut agent, &dir, &src, &sshd, "swap and chain");
     agent.stop();
 }
 
@@ -444,7 +451,7 @@ fn renames_over_ssh_do_not_follow_links_planted_on_the_remote() {
     dir.write("src/mvme", "moved\n");
     dir.write("src/L2/keep", "keep\n");
     dir.write("src/D1/payload", "payload\n");
-    wait_ssh(&mut agent, &src, &sshd, "before the links");
+    wait_ssh(&mut agent, &dir, &src, &sshd, "before the links");
     // The attacker's own directory outside the mirror, and write access in the mirror.
     let outside = dir.mkdir_p("outside");
     for d in ["o1", "o2", "o3"] {
@@ -616,12 +623,12 @@ fn exchanges_over_ssh_end_equal() {
     dir.write("src/A/a.txt", "in A\n");
     dir.write("src/A/sub/a2.txt", "below A\n");
     dir.write("src/B/b.txt", "in B\n");
-    wait_ssh(&mut agent, &src, &sshd, "before");
+    wait_ssh(&mut agent, &dir, &src, &sshd, "before");
     exchange(&src.join("x.txt"), &src.join("y.txt"));
     exchange(&src.join("A"), &src.join("B"));
-    wait_ssh(&mut agent, &src, &sshd, "the exchanges");
+    wait_ssh(&mut agent, &dir, &src, &sshd, "the exchanges");
     dir.write("src/A/after.txt", "new in A\n");
     dir.write("src/B/sub/after.txt", "new below B\n");
-    wait_ssh(&mut agent, &src, &sshd, "writes after");
+    wait_ssh(&mut agent, &dir, &src, &sshd, "writes after");
     agent.stop();
 }

@@ -430,7 +430,11 @@ mod tests {
             "growing waits"
         );
         intake.settle_unclosed(&mut unclosed);
-        assert_eq!(unclosed.len(), 1, "looked at again only after UNCLOSED_AFTER");
+        assert_eq!(
+            unclosed.len(),
+            1,
+            "looked at again only after UNCLOSED_AFTER"
+        );
     }
 
     // An exchange travelled as two renames: the second took the first's new path for
