@@ -266,3 +266,37 @@ fn a_release_moved_out_and_another_moved_in_ends_equal() {
     }
     agent.stop();
 }
+
+// Found by an outside attack run: with deletes off, a directory replaced by a file of
+// the same name could not be pushed (rsync would have to delete the directory) and was
+// retried for ever; `--wait-synced` never returned 0 while the file existed.
+#[test]
+fn with_deletes_off_a_directory_replaced_by_a_file_is_left_as_it_is() {
+    let s = Setup::new("dir-to-file-keep");
+    let mut conf = s.conf();
+    conf.delete = false;
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    s.write("app/sub/f", "in the directory\n");
+    s.write("other.txt", "1\n");
+    wait_until("app on both remotes", DEADLINE, || {
+        agent.assert_running();
+        s.remotes().iter().all(|r| r.join("app/sub/f").is_file())
+    });
+    std::fs::remove_dir_all(s.p("app")).expect("rm -rf app");
+    std::fs::write(s.p("app"), "now a file\n").expect("app as a file");
+    s.write("other.txt", "2\n");
+    let out = sersync2(
+        &s.dir,
+        &["-o", "sersync.xml", "--wait-synced", "--timeout", "30"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", agent.log());
+    for r in s.remotes() {
+        assert!(
+            r.join("app/sub/f").is_file(),
+            "deletes are off: the directory stays"
+        );
+        assert_eq!(std::fs::read(r.join("other.txt")).expect("other"), b"2\n");
+    }
+    assert!(agent.log().contains("deletes are off"), "{}", agent.log());
+    agent.stop();
+}

@@ -700,6 +700,21 @@ impl Mirror {
                     }
                 }
             }
+            if outcome.status == 23 && !target.delete && only_blocked_by_directories(&outcome) {
+                // With deletes off a directory on the remote cannot give way to what
+                // replaced it here: the remote keeps it, as it keeps deleted files.
+                log::warn!(
+                    remote = target.label().as_str();
+                    "deletes are off: {} keeps a directory where the source has a file or \
+                     link now ({}); left as it is there",
+                    target.label(),
+                    last_line(&outcome.stderr)
+                );
+                return Outcome {
+                    status: 0,
+                    ..outcome
+                };
+            }
             // A remote already failing is paced by its backoff schedule instead.
             if outcome.ok()
                 || attempt >= self.retry_delays.len()
@@ -1090,6 +1105,28 @@ impl Mirror {
     }
 }
 
+/// Did rsync fail only because directories on the remote could not give way to a file
+/// or link (which needs a delete)? rsync says `cannot delete non-empty directory: X`
+/// and `could not make way for new regular file: X` for each, then its exit summary.
+fn only_blocked_by_directories(outcome: &Outcome) -> bool {
+    let mut blocked = false;
+    for line in outcome
+        .stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
+        if line.contains("could not make way for new ") {
+            blocked = true;
+        } else if !(line.contains("cannot delete non-empty directory: ")
+            || line.starts_with("rsync error: some files/attrs were not transferred"))
+        {
+            return false;
+        }
+    }
+    blocked
+}
+
 /// Is `path` (relative to `root`, a listing's `/` ignored) below something that is not a
 /// directory (ENOTDIR)?
 fn below_a_file(root: &Path, path: &Path) -> bool {
@@ -1192,6 +1229,33 @@ fn last_line(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn failed(stderr: &str) -> Outcome {
+        Outcome {
+            status: 23,
+            stderr: stderr.into(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// Found by an outside attack run: with deletes off, a directory replaced by a file
+    /// was retried for ever (rsync cannot make way without deleting).
+    #[test]
+    fn a_directory_that_cannot_give_way_is_told_from_other_failures() {
+        let summary = "rsync error: some files/attrs were not transferred (see previous \
+                       errors) (code 23) at main.c(1394) [sender=3.5.0]";
+        assert!(only_blocked_by_directories(&failed(&format!(
+            "cannot delete non-empty directory: app\ncould not make way for new regular \
+             file: app\n{summary}\n"
+        ))));
+        assert!(!only_blocked_by_directories(&failed(&format!(
+            "cannot delete non-empty directory: app\n{summary}\n"
+        ))));
+        assert!(!only_blocked_by_directories(&failed(&format!(
+            "could not make way for new regular file: app\nrsync: [sender] read errors \
+             mapping \"/www/x\": Input/output error (5)\n{summary}\n"
+        ))));
+    }
 
     #[test]
     fn the_operators_worker_count_is_kept() {
