@@ -299,6 +299,13 @@ impl Target {
         }
         let mut opts: Vec<OsString> = self.opts.params.iter().map(OsString::from).collect();
         opts.extend(["-R", "--no-recursive", "--dirs"].map(OsString::from));
+        if !dir {
+            // The remote may hold a file at the new name already (a swap through a temp
+            // name: `b` renamed to `a` while the remote still has the old `a`): with the
+            // same size and an mtime in the same tick, the quick check would keep it.
+            // A new name it lacks costs nothing more: --fuzzy finds the basis.
+            opts.push("--ignore-times".into());
+        }
         if dir || dest_dir != basis_dir {
             let mut rel = OsString::from("--link-dest=");
             for _ in dest_dir.components() {
@@ -1132,6 +1139,34 @@ mod tests {
             !plain.iter().any(|w| w.starts_with("--exclude")),
             "{plain:?}"
         );
+    }
+
+    /// Found in a clean-clone CI run (the swap test on fanotify): `swap.tmp` renamed to
+    /// `b.txt` went as a rename push, the remote's old `b.txt` had the same size and an
+    /// mtime in the same tick, and the quick check kept it.
+    #[test]
+    fn a_file_rename_push_compares_contents_and_a_directory_one_keeps_hard_links() {
+        let t = target(None, true);
+        let file = t
+            .rename_argvs(Path::new("swap.tmp"), Path::new("b.txt"), false, &[])
+            .expect("a rename push");
+        assert!(
+            words(&file[0]).contains(&"--ignore-times".to_owned()),
+            "{:?}",
+            file[0]
+        );
+        assert!(words(&file[0]).contains(&"--fuzzy".to_owned()));
+        let dir = t
+            .rename_argvs(
+                Path::new("old"),
+                Path::new("new"),
+                true,
+                &[PathBuf::from("new"), PathBuf::from("new/f")],
+            )
+            .expect("a rename push");
+        let w = words(&dir[0]);
+        assert!(!w.contains(&"--ignore-times".to_owned()), "{w:?}");
+        assert!(w.iter().any(|a| a.starts_with("--link-dest=")), "{w:?}");
     }
 
     #[test]
