@@ -300,3 +300,54 @@ fn with_deletes_off_a_directory_replaced_by_a_file_is_left_as_it_is() {
     assert!(agent.log().contains("deletes are off"), "{}", agent.log());
     agent.stop();
 }
+
+// Found by an outside attack run: remote b down during a deploy (`rm -rf app && cp -a
+// build app`), the agent stopped and started again without -r once b was back: b ended
+// level, but the files owed in the replaced directories stayed owed (merged into the
+// directories' listings, paid only with the timed replay an hour later), and
+// `--wait-synced` failed all that time.
+#[test]
+fn a_deploy_owed_to_a_remote_that_was_down_is_paid_after_a_restart() {
+    let mut s = Setup::new("owed-deploy");
+    let conf = s.conf();
+    let tree = |root: &str, tag: &str| {
+        for i in 0..6 {
+            for j in 0..30 {
+                s.dir
+                    .write(format!("{root}/s{i}/f{j}"), format!("{tag} {i} {j}\n"));
+            }
+        }
+    };
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    tree("src/app", "v1");
+    tree("build", "v2");
+    s.wait(&mut agent, "app v1");
+    s.b.stop();
+    std::fs::remove_dir_all(s.p("app")).expect("rm -rf app");
+    run_ok(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(s.dir.join("build"))
+            .arg(s.p("app")),
+    );
+    wait_trees_equal(&s.src, s.a.data_dir(), DEADLINE);
+    agent.stop();
+    s.b.restart();
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let out = sersync2(
+        &s.dir,
+        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        agent.log()
+    );
+    for r in s.remotes() {
+        trees_equal(&s.src, &r).unwrap_or_else(|d| panic!("{d}"));
+    }
+    agent.stop();
+}

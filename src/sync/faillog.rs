@@ -26,6 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
+use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -191,6 +192,22 @@ impl FailLog {
                     let owed_listing = owed.paths.get(&p).is_some_and(|o| is_listing(o));
                     if is_listing(&p) || !owed_listing {
                         owed.paths.remove(&p);
+                    }
+                    // A listing pushed the directory's entries: the files owed directly
+                    // in it were merged into it when the log was replayed, and are paid.
+                    // (Owed listings of its subdirectories are not: it pushed those as
+                    // directories only.)
+                    if is_listing(&p) {
+                        let below: Vec<PathBuf> = owed
+                            .paths
+                            .range::<Path, _>((Bound::Excluded(p.as_path()), Bound::Unbounded))
+                            .take_while(|o| o.starts_with(&p))
+                            .filter(|o| o.parent() == Some(p.as_path()) && !is_listing(o))
+                            .cloned()
+                            .collect();
+                        for o in below {
+                            owed.paths.remove(&o);
+                        }
                     }
                 }
                 before != owed.paths.len()

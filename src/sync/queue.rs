@@ -654,8 +654,19 @@ impl Pending {
             }
             _ if self.owed_full.is_some() => {}
             Job::Paths(_) | Job::Rename { .. } => {
-                for p in job.plain_paths() {
-                    self.owed.remove(plain_key(&p));
+                let paths = job.plain_paths();
+                for p in &paths {
+                    self.owed.remove(plain_key(p));
+                }
+                // A listing (`d/`) pushed d's entries: what was merged into it while it
+                // waited (owed files directly in d, from a fail log replayed) is paid too.
+                let listed: HashSet<&[u8]> = paths
+                    .iter()
+                    .filter_map(|p| p.as_os_str().as_bytes().strip_suffix(b"/"))
+                    .collect();
+                if !listed.is_empty() && !self.owed.is_empty() {
+                    self.owed
+                        .retain(|k, _| !parent_key(k).is_some_and(|d| listed.contains(d)));
                 }
             }
         }

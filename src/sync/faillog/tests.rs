@@ -381,3 +381,35 @@ fn a_failed_listing_stays_a_listing_through_the_file_and_is_paid_only_by_one() {
     assert!(log.clear(RemoteId(0), &Job::Paths(vec![PathBuf::from("storm/")])));
     assert!(log.is_empty());
 }
+
+/// Found by an outside attack run: the files owed directly in a directory whose listing
+/// was owed merge into the listing when the log is replayed; its push must pay them too
+/// (they stayed owed until the timed replay). A listing owed below it is not paid: the
+/// push made that subdirectory only as a directory.
+#[test]
+fn a_listing_pushed_pays_the_files_owed_directly_in_it() {
+    let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
+    let owed = [
+        "app/",
+        "app/f1",
+        "app/f2",
+        "app/s2/",
+        "app/s2/f3",
+        "apple",
+        "x",
+    ];
+    log.add(
+        RemoteId(0),
+        &Job::Paths(owed.iter().map(PathBuf::from).collect()),
+        23,
+    );
+    assert!(log.clear(RemoteId(0), &Job::Paths(vec![PathBuf::from("app/")])));
+    let left: Vec<String> = log.owed[0]
+        .paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    assert_eq!(left, ["app/s2/", "app/s2/f3", "apple", "x"]);
+    assert!(log.clear(RemoteId(0), &Job::Paths(vec![PathBuf::from("app/s2/")])));
+    assert_eq!(log.len(), 2, "apple and x");
+}

@@ -632,6 +632,35 @@ fn a_storm_in_one_directory_collapses_into_its_listing() {
     assert_eq!(paths(q.take(100)), [p("x"), p("d/")]);
 }
 
+/// Found by an outside attack run: after a fail log was replayed, the files owed in a
+/// directory whose listing was owed too merged into that listing; the listing's push paid
+/// only its own path, and the files stayed owed: `--wait-synced` failed for up to the
+/// timed replay's interval, the remotes long level.
+#[test]
+fn a_listing_pushed_pays_the_files_merged_into_it() {
+    let t0 = Instant::now();
+    let mut q = Pending::default();
+    let owed = Job::Paths(vec![
+        p("app/"),
+        p("app/s2/"),
+        p("app/s2/f1"),
+        p("app/s2/sub/"),
+        p("x"),
+    ]);
+    q.owe(&owed, Mark { seq: 0, since: t0 });
+    for path in owed.plain_paths() {
+        q.push(path, false);
+    }
+    let w = q.take(100).expect("work");
+    q.paid(&w);
+    q.finish(&w);
+    while let Some(w) = q.take(100) {
+        q.paid(&w);
+        q.finish(&w);
+    }
+    assert_eq!(q.oldest(), None, "level: nothing owed is left");
+}
+
 /// Found by an outside attack run: a release moved out (`app` gone: its listing) and
 /// another moved in under the same name while that listing was pushed. The push had
 /// found `app` missing (a plain `./app`, to delete) and ran once it was back: it pushed
