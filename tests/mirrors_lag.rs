@@ -276,3 +276,40 @@ fn wait_synced_started_while_the_socket_is_away_waits_for_it() {
     s.wait(&mut agent, "level");
     agent.stop();
 }
+
+// Found by an outside attack run: a reload that waits for a push to a remote that hangs
+// keeps the control socket away for longer than `--wait-synced`'s 10 s of asking again,
+// and the client then said no agent ran ("nothing can be synced while none runs") though
+// the instance was alive. While the instance holds its lock, the client now asks on
+// until its timeout, and says what it saw. (The lock is held here by the test, standing
+// for an instance between two pipelines.)
+#[test]
+fn wait_synced_waits_while_the_instance_holds_its_lock_without_a_socket() {
+    use std::os::unix::io::AsRawFd;
+    let s = Setup::new("lag-locked");
+    std::fs::write(s.dir.join("sersync.xml"), s.conf().render()).expect("write sersync.xml");
+    let pid_file = s.dir.join("held.pid");
+    let lock = std::fs::File::create(&pid_file).expect("pid file");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id())).expect("pid");
+    // SAFETY: flock on a valid open descriptor of ours.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let started = std::time::Instant::now();
+    let out = command(&s.dir)
+        .args(["-o", "sersync.xml", "--wait-synced", "--timeout", "13"])
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .output()
+        .expect("run --wait-synced");
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        took >= Duration::from_secs(12),
+        "gave up after {took:?}, before its timeout: {err}"
+    );
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    assert!(!err.contains("while none runs"), "{err}");
+}

@@ -270,8 +270,15 @@ pub fn wait_synced(_config: &Config, args: &Args) -> Result<u8, Exit> {
         };
         let in_time = deadline.is_none_or(|d| Instant::now() < d);
         match control::ask(&socket, &request, wait) {
-            Err(control::AskError::Missing(_)) if in_time && Instant::now() < missing_until => {
-                std::thread::sleep(RETRY_PAUSE); // the socket comes back after a reload
+            Err(control::AskError::Missing(_))
+                if in_time
+                    && (Instant::now() < missing_until
+                        || (started.elapsed() < RELOAD_WAIT_MAX
+                            && daemon::InstanceLock::running(&pid_file).is_ok())) =>
+            {
+                // The socket comes back after a reload; while the instance still holds
+                // its lock, a reload that waits for a long push is still under way.
+                std::thread::sleep(RETRY_PAUSE);
             }
             // The connection closed before an answer: a reload in progress (the socket
             // goes away next, and comes back), at any time of a long wait.
@@ -281,6 +288,19 @@ pub fn wait_synced(_config: &Config, args: &Args) -> Result<u8, Exit> {
             }
             Err(e) => {
                 return Err(match e {
+                    control::AskError::Missing(e)
+                        if daemon::InstanceLock::running(&pid_file).is_ok() =>
+                    {
+                        runtime(anyhow!(
+                            "the instance holding {} (pid {}) did not answer on {} within the \
+                             timeout ({e}): it may be reloading and waiting for a push to a \
+                             remote that hangs; ask again, or see its log",
+                            pid_file.display(),
+                            daemon::InstanceLock::holder(&pid_file)
+                                .map_or_else(|| "?".to_owned(), |p| p.to_string()),
+                            socket.display()
+                        ))
+                    }
                     control::AskError::Missing(e) => runtime(anyhow!(
                         "no running sersync2 answers on {} ({e}): start the agent for {} (with \
                          the same --pid-file, if it was given one); nothing can be synced while \
@@ -316,6 +336,11 @@ pub fn wait_synced(_config: &Config, args: &Args) -> Result<u8, Exit> {
 
 /// How long `--wait-synced` asks again while no socket answers (a reload in progress).
 const RELOAD_GRACE: Duration = Duration::from_secs(10);
+
+/// How long `--wait-synced` asks again, at most, while the socket is away but the
+/// instance holds its lock (a reload waiting for a push to a remote that hangs: rsync's
+/// I/O timeout ends that push).
+const RELOAD_WAIT_MAX: Duration = Duration::from_secs(300);
 
 /// The pause between two such asks.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
