@@ -703,12 +703,18 @@ impl Mirror {
             if outcome.status == 23 && !target.delete && only_blocked_by_directories(&outcome) {
                 // With deletes off a directory on the remote cannot give way to what
                 // replaced it here: the remote keeps it, as it keeps deleted files.
+                let why: Vec<&str> = outcome
+                    .stderr
+                    .lines()
+                    .filter(|l| l.contains("could not make way for new "))
+                    .take(3)
+                    .collect();
                 log::warn!(
                     remote = target.label().as_str();
                     "deletes are off: {} keeps a directory where the source has a file or \
-                     link now ({}); left as it is there",
+                     link now, left as it is there (rsync: {})",
                     target.label(),
-                    last_line(&outcome.stderr)
+                    why.join("; ")
                 );
                 return Outcome {
                     status: 0,
