@@ -602,6 +602,16 @@ pub(crate) fn sersync2(dir: &Dir, args: &[&str]) -> std::process::Output {
         .expect("run sersync2")
 }
 
+/// `sersync2 -o sersync.xml --wait-synced --timeout SECS` in `dir` (the agent of that
+/// directory's config).
+pub(crate) fn wait_synced(dir: &Dir, secs: u32) -> std::process::Output {
+    let secs = secs.to_string();
+    sersync2(
+        dir,
+        &["-o", "sersync.xml", "--wait-synced", "--timeout", &secs],
+    )
+}
+
 /// A finished command's status and output, for assertion messages.
 pub(crate) fn text(o: &std::process::Output) -> String {
     format!(

@@ -963,10 +963,7 @@ fn files_linked_into_place_and_unlinked_from_their_temp_name_arrive() {
         fs::hard_link(&tmp, s.p(format!("pub/obj_{i}"))).expect("link into place");
         fs::remove_file(&tmp).expect("unlink the temp name");
     }
-    let out = sersync2(
-        &s.dir,
-        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
-    );
+    let out = wait_synced(&s.dir, 60);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     for r in s.remotes() {
         trees_equal(&s.src, &r)
@@ -1014,10 +1011,7 @@ fn excluded_names_that_exist_only_on_the_remotes_are_kept() {
     agent.stop();
     let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
     let wait = || {
-        let out = sersync2(
-            &s.dir,
-            &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
-        );
+        let out = wait_synced(&s.dir, 60);
         assert_eq!(out.status.code(), Some(0), "{out:?}");
     };
     wait();

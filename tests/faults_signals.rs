@@ -393,10 +393,7 @@ fn changes_made_before(signal: libc::c_int) {
         // No -r: only the fail log brings what was left.
         agent = Agent::start(&s.dir, &conf, &[]);
     }
-    let out = sersync2(
-        &s.dir,
-        &["-o", "sersync.xml", "--wait-synced", "--timeout", "120"],
-    );
+    let out = wait_synced(&s.dir, 120);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     for r in s.remotes() {
         trees_equal(&s.src, &r).unwrap_or_else(|d| {

@@ -52,10 +52,7 @@ fn wait_synced_returns_once_5000_files_are_on_every_remote() {
                 format!("round {round} file {i}\n"),
             );
         }
-        let out = sersync2(
-            &s.dir,
-            &["-o", "sersync.xml", "--wait-synced", "--timeout", "170"],
-        );
+        let out = wait_synced(&s.dir, 170);
         // Checked the moment it returns: no polling here.
         let snapshot = tree_snapshot(&s.src);
         for remote in s.remotes() {
@@ -106,10 +103,7 @@ fn wait_synced_times_out_while_a_remote_is_down() {
     s.wait(&mut agent, "before the outage");
     s.b.stop();
     s.write("during.txt", "while b is down\n");
-    let out = sersync2(
-        &s.dir,
-        &["-o", "sersync.xml", "--wait-synced", "--timeout", "3"],
-    );
+    let out = wait_synced(&s.dir, 3);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -152,10 +146,7 @@ fn wait_synced_times_out_while_a_remote_is_down() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     // Once b is back, the barrier passes and b holds the change made while it was down.
     s.b.restart();
-    let out = sersync2(
-        &s.dir,
-        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
-    );
+    let out = wait_synced(&s.dir, 60);
     assert!(out.status.success(), "b back: {}", text(&out));
     trees_equal(&s.src, s.b.data_dir()).expect("b has every change once the barrier passed");
     agent.stop();

@@ -106,10 +106,7 @@ fn over_ssh(hint: &str) -> (Dir, std::path::PathBuf, Sshd, Agent) {
 fn wait_ssh(agent: &mut Agent, dir: &Dir, src: &std::path::Path, sshd: &Sshd, step: &str) {
     let logs = || format!("--- sshd log ---\n{}", tail(&sshd.log(), 40));
     wait_mirrored(agent, src, &[sshd.dest_dir()], step, DEADLINE, &logs);
-    let out = sersync2(
-        dir,
-        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
-    );
+    let out = wait_synced(dir, 60);
     assert_eq!(out.status.code(), Some(0), "{step}: {out:?}");
 }
 
@@ -167,10 +164,7 @@ fn a_renamed_directory_takes_no_temp_or_excluded_name_along() {
         s.remotes().iter().all(|r| r.join("d1/sub/b.txt").is_file())
     });
     // Nothing of d1 waits any more (a change still waiting turns the rename plain).
-    let out = sersync2(
-        &s.dir,
-        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
-    );
+    let out = wait_synced(&s.dir, 60);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     fs::rename(s.p("d1"), s.p("d2")).expect("rename d1 -> d2");
     wait_until("the rename on both remotes", DEADLINE, || {
@@ -180,10 +174,7 @@ fn a_renamed_directory_takes_no_temp_or_excluded_name_along() {
             .all(|r| r.join("d2/sub/b.txt").is_file() && !r.join("d1").exists())
     });
     // And its calls have ended.
-    let out = sersync2(
-        &s.dir,
-        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
-    );
+    let out = wait_synced(&s.dir, 60);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     // It went as a rename (the new path pushed with the old one as its basis), not plain.
     let log = agent.log();
@@ -574,10 +565,7 @@ fn exchanged_directories_stay_watched_and_end_equal() {
     s.write("XB/after.txt", "new in XB\n");
     s.write("XB/sub/deep/after.txt", "new deep in XB\n");
     // The barrier a deploy script runs: once it says synced, the remotes hold it all.
-    let out = sersync2(
-        &s.dir,
-        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
-    );
+    let out = wait_synced(&s.dir, 60);
     assert!(out.status.success(), "{}", text(&out));
     let snapshot = tree_snapshot(&s.src);
     for remote in s.remotes() {

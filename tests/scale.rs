@@ -205,10 +205,7 @@ fn a_directory_replaced_by_a_file_leaves_nothing_owed() {
         }
         std::fs::remove_dir_all(s.p("app")).expect("rm -rf app");
         std::fs::write(s.p("app"), "now a file\n").expect("app as a file");
-        let out = sersync2(
-            &s.dir,
-            &["-o", "sersync.xml", "--wait-synced", "--timeout", "30"],
-        );
+        let out = wait_synced(&s.dir, 30);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -253,10 +250,7 @@ fn a_release_moved_out_and_another_moved_in_ends_equal() {
         }
         std::fs::rename(s.p("app"), s.dir.join("old")).expect("mv app out");
         std::fs::rename(s.dir.join("new"), s.p("app")).expect("mv new in");
-        let out = sersync2(
-            &s.dir,
-            &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
-        );
+        let out = wait_synced(&s.dir, 60);
         assert_eq!(out.status.code(), Some(0), "round {round}: {out:?}");
         for r in s.remotes() {
             trees_equal(&s.src, &r)
@@ -285,10 +279,7 @@ fn with_deletes_off_a_directory_replaced_by_a_file_is_left_as_it_is() {
     std::fs::remove_dir_all(s.p("app")).expect("rm -rf app");
     std::fs::write(s.p("app"), "now a file\n").expect("app as a file");
     s.write("other.txt", "2\n");
-    let out = sersync2(
-        &s.dir,
-        &["-o", "sersync.xml", "--wait-synced", "--timeout", "30"],
-    );
+    let out = wait_synced(&s.dir, 30);
     assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", agent.log());
     for r in s.remotes() {
         assert!(
@@ -334,10 +325,7 @@ fn a_deploy_owed_to_a_remote_that_was_down_is_paid_after_a_restart() {
     agent.stop();
     s.b.restart();
     let mut agent = Agent::start(&s.dir, &conf, &[]);
-    let out = sersync2(
-        &s.dir,
-        &["-o", "sersync.xml", "--wait-synced", "--timeout", "60"],
-    );
+    let out = wait_synced(&s.dir, 60);
     assert_eq!(
         out.status.code(),
         Some(0),
