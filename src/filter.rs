@@ -95,20 +95,28 @@ pub fn rsync_glob(compiled: &str) -> Option<String> {
     let expr = compiled.strip_prefix("^(?:")?.strip_suffix(")$")?;
     let expr = expr.strip_prefix('^').unwrap_or(expr);
     let expr = expr.strip_suffix('$').unwrap_or(expr);
+    enum Kind {
+        /// A name ending so, at any depth: `*NAME`.
+        Suffix,
+        /// A name at any depth: `NAME`.
+        Name,
+        /// A top-level name: `/NAME`.
+        Top,
+    }
     let (kind, rest) = if let Some(r) = expr
         .strip_prefix("(.*)")
         .or_else(|| expr.strip_prefix(".*"))
     {
-        ("suffix", r)
+        (Kind::Suffix, r)
     } else if let Some(r) = expr
         .strip_prefix("(.*/)?")
         .or_else(|| expr.strip_prefix("(?:.*/)?"))
     {
-        ("name", r)
+        (Kind::Name, r)
     } else {
-        ("top", expr)
+        (Kind::Top, expr)
     };
-    let rest = if kind == "top" {
+    let rest = if matches!(kind, Kind::Top) {
         rest.strip_suffix("/*")
             .or_else(|| rest.strip_suffix("/?"))
             .or_else(|| rest.strip_suffix('/'))
@@ -143,9 +151,9 @@ pub fn rsync_glob(compiled: &str) -> Option<String> {
         return None;
     }
     Some(match kind {
-        "suffix" => format!("*{name}"),
-        "name" => name,
-        _ => format!("/{name}"),
+        Kind::Suffix => format!("*{name}"),
+        Kind::Name => name,
+        Kind::Top => format!("/{name}"),
     })
 }
 

@@ -602,6 +602,14 @@ pub(crate) fn sersync2(dir: &Dir, args: &[&str]) -> std::process::Output {
         .expect("run sersync2")
 }
 
+/// `rm -rf to && cp -a from to`: a directory replaced by a copy, as a deploy does.
+pub(crate) fn replace_by_copy(from: &Path, to: &Path) {
+    if to.exists() {
+        fs::remove_dir_all(to).unwrap_or_else(|e| panic!("rm -rf {}: {e}", to.display()));
+    }
+    run_ok(Command::new("cp").arg("-a").arg(from).arg(to));
+}
+
 /// `sersync2 -o sersync.xml --wait-synced --timeout SECS` in `dir` (the agent of that
 /// directory's config).
 pub(crate) fn wait_synced(dir: &Dir, secs: u32) -> std::process::Output {

@@ -1019,13 +1019,7 @@ fn excluded_names_that_exist_only_on_the_remotes_are_kept() {
     // A directory replaced (its listing and the clean-up below it).
     s.dir.write("build/index.html", "v2\n");
     s.dir.write("build/sub/new.txt", "new\n");
-    fs::remove_dir_all(s.p("app")).expect("rm -rf app");
-    run_ok(
-        Command::new("cp")
-            .arg("-a")
-            .arg(s.dir.join("build"))
-            .arg(s.p("app")),
-    );
+    replace_by_copy(&s.dir.join("build"), &s.p("app"));
     wait();
     kept("after app was replaced");
     for r in s.remotes() {

@@ -376,13 +376,7 @@ fn changes_made_before(signal: libc::c_int) {
             fs::write(src.join(format!("site-s{}", n % 300)), format!("{n}\n")).expect("write");
         }
     });
-    fs::remove_dir_all(s.p("app")).expect("rm -rf app");
-    run_ok(
-        Command::new("cp")
-            .arg("-a")
-            .arg(s.dir.join("build"))
-            .arg(s.p("app")),
-    );
+    replace_by_copy(&s.dir.join("build"), &s.p("app"));
     storm.join().expect("storm");
     // Every change is made; the signal comes now.
     if signal == libc::SIGHUP {

@@ -161,13 +161,7 @@ fn a_directory_deleted_and_made_again_ends_equal_on_every_remote() {
             fs::write(d.join(format!("v{v}.{name}")), format!("{v}\n")).expect("write");
         }
         fs::create_dir_all(build.join(format!("js/only-v{v}/deeper"))).expect("mkdir");
-        let _ = fs::remove_dir_all(s.p("app"));
-        run_ok(
-            std::process::Command::new("cp")
-                .arg("-a")
-                .arg(&build)
-                .arg(s.p("app")),
-        );
+        replace_by_copy(&build, &s.p("app"));
         s.wait(&mut agent, &format!("deploy v{v}"));
     }
     // The smaller form: the directory made again at once, with a file below.
@@ -314,13 +308,7 @@ fn a_deploy_owed_to_a_remote_that_was_down_is_paid_after_a_restart() {
     tree("build", "v2");
     s.wait(&mut agent, "app v1");
     s.b.stop();
-    std::fs::remove_dir_all(s.p("app")).expect("rm -rf app");
-    run_ok(
-        std::process::Command::new("cp")
-            .arg("-a")
-            .arg(s.dir.join("build"))
-            .arg(s.p("app")),
-    );
+    replace_by_copy(&s.dir.join("build"), &s.p("app"));
     wait_trees_equal(&s.src, s.a.data_dir(), DEADLINE);
     agent.stop();
     s.b.restart();

@@ -51,9 +51,10 @@ pub const UNCLOSED_AFTER: Duration = Duration::from_secs(1);
 /// How often the filter thread looks for such files while any wait.
 const UNCLOSED_TICK: Duration = Duration::from_millis(250);
 
-/// Created files waiting for their CLOSE_WRITE: (watch root, path) to when last seen
+/// Created files waiting for their CLOSE_WRITE, per watch root: path to when last seen
 /// changing, and its size and mtime then.
-type Unclosed = HashMap<(usize, PathBuf), (Instant, Option<Stamp>)>;
+type Unclosed = Vec<HashMap<PathBuf, Waiting>>;
+type Waiting = (Instant, Option<Stamp>);
 
 /// Size and mtime (seconds, nanoseconds) of a file.
 type Stamp = (u64, i64, i64);
@@ -66,9 +67,9 @@ fn stamp(abs: &Path) -> Option<Stamp> {
 impl Intake {
     /// Runs until every watcher has hung up.
     pub fn run(self, rx: Receiver<Batch>) {
-        let mut unclosed = Unclosed::new();
+        let mut unclosed: Unclosed = self.routes.iter().map(|_| HashMap::new()).collect();
         loop {
-            let got = if unclosed.is_empty() {
+            let got = if unclosed.iter().all(HashMap::is_empty) {
                 rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
             } else {
                 rx.recv_timeout(UNCLOSED_TICK)
@@ -78,7 +79,9 @@ impl Intake {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     // At the stop: queued now, they go to the fail log with the rest.
-                    self.push_unclosed(&mut unclosed, |_, _, _| true);
+                    for (root, waiting) in unclosed.iter_mut().enumerate() {
+                        self.push_unclosed(root, waiting, |_| true);
+                    }
                     return;
                 }
             }
@@ -90,60 +93,55 @@ impl Intake {
     /// that changed are looked at again later.
     fn settle_unclosed(&self, unclosed: &mut Unclosed) {
         let now = Instant::now();
-        for ((root, path), (seen, last)) in unclosed.iter_mut() {
-            if now.saturating_duration_since(*seen) < UNCLOSED_AFTER {
-                continue;
+        for ((root, waiting), route) in unclosed.iter_mut().enumerate().zip(&self.routes) {
+            for (path, (seen, last)) in waiting.iter_mut() {
+                if now.saturating_duration_since(*seen) < UNCLOSED_AFTER {
+                    continue;
+                }
+                let current = stamp(&route.root.join(path));
+                if current != *last {
+                    // Written to meanwhile (or gone: its own event says so): looked at
+                    // again after another UNCLOSED_AFTER.
+                    *seen = now;
+                    *last = current;
+                }
             }
-            let Some(route) = self.routes.get(*root) else {
-                continue;
-            };
-            let current = stamp(&route.root.join(path));
-            if current != *last {
-                // Written to meanwhile (or gone: its own event says so): looked at again
-                // after another UNCLOSED_AFTER.
-                *seen = now;
-                *last = current;
-            }
+            self.push_unclosed(root, waiting, |(seen, _)| {
+                now.saturating_duration_since(*seen) >= UNCLOSED_AFTER
+            });
         }
-        self.push_unclosed(unclosed, |_, _, (seen, _)| {
-            now.saturating_duration_since(seen) >= UNCLOSED_AFTER
-        });
     }
 
-    /// Queues the waiting created files that `due` picks (root index, when seen).
+    /// Queues the created files of watch root `root` that `due` picks.
     fn push_unclosed(
         &self,
-        unclosed: &mut Unclosed,
-        due: impl Fn(usize, &Path, (Instant, Option<Stamp>)) -> bool,
+        root: usize,
+        waiting: &mut HashMap<PathBuf, Waiting>,
+        due: impl Fn(&Waiting) -> bool,
     ) {
-        let mut picked: Vec<(usize, PathBuf)> = unclosed
-            .iter()
-            .filter(|((root, path), v)| due(*root, path, **v))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let Some(route) = self.routes.get(root) else {
+            return;
+        };
+        let mut picked: Vec<PathBuf> = Vec::new();
+        waiting.retain(|path, w| {
+            let go = due(w);
+            if go {
+                picked.push(path.clone());
+            }
+            !go
+        });
         if picked.is_empty() {
             return;
         }
         picked.sort();
-        for (root, path) in &picked {
-            unclosed.remove(&(*root, path.clone()));
+        if self.debug {
+            log::info!(
+                "{} created file(s) without a CLOSE_WRITE (linked into place?) pushed as they are",
+                picked.len()
+            );
         }
-        for group in picked.chunk_by(|a, b| a.0 == b.0) {
-            let Some(route) = self.routes.get(group[0].0) else {
-                continue;
-            };
-            let items: Vec<Item> = group
-                .iter()
-                .map(|(_, p)| Item::Path(p.clone(), false))
-                .collect();
-            if self.debug {
-                log::info!(
-                    "{} created file(s) without a CLOSE_WRITE (linked into place?) pushed as they are",
-                    items.len()
-                );
-            }
-            self.queue.push_batch(&route.remotes, &items);
-        }
+        let items: Vec<Item> = picked.into_iter().map(|p| Item::Path(p, false)).collect();
+        self.queue.push_batch(&route.remotes, &items);
     }
 
     /// One batch of a watcher.
@@ -153,11 +151,14 @@ impl Intake {
         let Some(route) = self.routes.get(batch.root) else {
             return;
         };
+        let Some(waiting) = unclosed.get_mut(batch.root) else {
+            return;
+        };
         for change in batch.changes {
-            if !unclosed.is_empty() {
+            if !waiting.is_empty() {
                 if let Change::File { path, op } = &change {
                     if *op != Op::Created {
-                        unclosed.remove(&(batch.root, path.clone()));
+                        waiting.remove(path);
                     }
                 }
             }
@@ -175,7 +176,7 @@ impl Intake {
                 Decision::Drop => {}
                 Decision::Unclosed(path) => {
                     let now = stamp(&route.root.join(&path));
-                    unclosed.insert((batch.root, path), (Instant::now(), now));
+                    waiting.insert(path, (Instant::now(), now));
                 }
                 Decision::Push(path, gone_dir) => changes.push(Item::Path(path, gone_dir)),
                 Decision::PushAll(found) => {
@@ -192,7 +193,7 @@ impl Intake {
         self.queue.push_batch(&route.remotes, &changes);
         if !cookies.is_empty() {
             // Everything before the cookie is queued first: these too.
-            self.push_unclosed(unclosed, |root, _, _| root == batch.root);
+            self.push_unclosed(batch.root, waiting, |_| true);
             self.queue.cookies_seen(&cookies, &route.remotes);
         }
     }
@@ -416,17 +417,17 @@ mod tests {
         let long_ago = Instant::now()
             .checked_sub(UNCLOSED_AFTER * 2)
             .expect("a monotonic clock that has run a while");
-        let mut unclosed = Unclosed::new();
+        let mut unclosed: Unclosed = vec![HashMap::new()];
         for name in ["linked", "growing"] {
             let at = stamp(&d.path().join(name));
-            unclosed.insert((0, p(name)), (long_ago, at));
+            unclosed[0].insert(p(name), (long_ago, at));
         }
         std::fs::write(d.path().join("growing"), b"part and more").expect("append");
         intake.settle_unclosed(&mut unclosed);
         assert_eq!(queue.waiting(), [1], "linked is pushed");
         assert_eq!(
-            unclosed.keys().cloned().collect::<Vec<_>>(),
-            [(0, p("growing"))],
+            unclosed[0].keys().cloned().collect::<Vec<_>>(),
+            [p("growing")],
             "growing waits"
         );
         intake.settle_unclosed(&mut unclosed);
