@@ -53,7 +53,7 @@ const UNCLOSED_TICK: Duration = Duration::from_millis(250);
 
 /// Created files waiting for their CLOSE_WRITE, per watch root: path to when last seen
 /// changing, and its size and mtime then.
-type Unclosed = Vec<HashMap<PathBuf, Waiting>>;
+pub(crate) type Unclosed = Vec<HashMap<PathBuf, Waiting>>;
 type Waiting = (Instant, Option<Stamp>);
 
 /// Size and mtime (seconds, nanoseconds) of a file.
@@ -145,7 +145,7 @@ impl Intake {
     }
 
     /// One batch of a watcher.
-    fn take(&self, batch: Batch, unclosed: &mut Unclosed) {
+    pub(crate) fn take(&self, batch: Batch, unclosed: &mut Unclosed) {
         let mut changes: Vec<Item> = Vec::new();
         let mut cookies: Vec<Vec<u8>> = Vec::new();
         let Some(route) = self.routes.get(batch.root) else {

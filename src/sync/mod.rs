@@ -13,6 +13,8 @@ pub mod job;
 pub mod queue;
 pub mod recovery;
 pub mod rsync;
+#[cfg(test)]
+mod sim;
 pub mod verify;
 pub mod version;
 pub mod workers;

@@ -1184,44 +1184,9 @@ impl Queue {
             if st.closed {
                 return None;
             }
-            let n = st.remotes.len();
             let now = Instant::now();
-            let mut soonest: Option<Instant> = None;
-            let mut ready: Vec<(Instant, usize, usize)> = Vec::new();
-            let all_running = st.running();
-            for i in 0..n {
-                let t = (st.next + i) % n;
-                let remote = &mut st.remotes[t];
-                if let Some(at) = remote.retry_due(now) {
-                    soonest = Some(soonest.map_or(at, |s| s.min(at)));
-                }
-                let Some(oldest) = remote.pending.oldest_waiting() else {
-                    continue;
-                };
-                if let Err(later) = remote.may_start(now, self.per_target, all_running) {
-                    if let Some(at) = later {
-                        soonest = Some(soonest.map_or(at, |s| s.min(at)));
-                    }
-                    continue;
-                }
-                ready.push((oldest, i, t));
-            }
-            ready.sort_unstable();
-            for (_, _, t) in ready {
-                let remote = &mut st.remotes[t];
-                let work = remote.pending.take(self.batch);
-                let flooded = remote.pending.take_flooded();
-                if flooded > 0 {
-                    log::info!(
-                        "{flooded} renames waiting for remote #{} travel as plain paths, \
-                         batched (more than {RENAME_FLOOD} waiting at once)",
-                        t + 1
-                    );
-                }
-                if let Some(work) = work {
-                    remote.last_start = Some(now);
-                    remote.timer_armed = false;
-                    st.next = (t + 1) % n;
+            let soonest = match self.take_ready(&mut st, now) {
+                Ok(work) => {
                     // Another worker takes the rest, or keeps the time of a retry.
                     let more = st
                         .remotes
@@ -1231,9 +1196,10 @@ impl Queue {
                     if more {
                         self.wake.notify_one();
                     }
-                    return Some((RemoteId(t), work));
+                    return Some(work);
                 }
-            }
+                Err(soonest) => soonest,
+            };
             st = match soonest {
                 Some(until) => {
                     let wait = until.saturating_duration_since(now);
@@ -1245,6 +1211,77 @@ impl Queue {
                 None => self.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
             };
         }
+    }
+
+    /// [`Queue::take`] without waiting, as if it were `now`: the simulator's worker
+    /// step (it owns time, so rests and retries fall due when it says).
+    #[cfg(test)]
+    pub fn try_take_at(&self, now: Instant) -> Option<(RemoteId, Job)> {
+        let mut st = self.lock();
+        if st.closed {
+            return None;
+        }
+        self.take_ready(&mut st, now).ok()
+    }
+
+    /// How many remotes it serves.
+    #[cfg(test)]
+    pub fn remotes(&self) -> usize {
+        self.lock().remotes.len()
+    }
+
+    /// Sets every remote's collapse threshold (0: never), for the simulator.
+    #[cfg(test)]
+    pub fn set_collapse_at(&self, n: usize) {
+        for r in &mut self.lock().remotes {
+            r.pending.collapse_at = n;
+        }
+    }
+
+    /// One pass of [`Queue::take`] at `now`: the work handed out, or when to look again
+    /// (`None`: only when woken).
+    fn take_ready(&self, st: &mut State, now: Instant) -> Result<(RemoteId, Job), Option<Instant>> {
+        let n = st.remotes.len();
+        let mut soonest: Option<Instant> = None;
+        let mut ready: Vec<(Instant, usize, usize)> = Vec::new();
+        let all_running = st.running();
+        for i in 0..n {
+            let t = (st.next + i) % n;
+            let remote = &mut st.remotes[t];
+            if let Some(at) = remote.retry_due(now) {
+                soonest = Some(soonest.map_or(at, |s| s.min(at)));
+            }
+            let Some(oldest) = remote.pending.oldest_waiting() else {
+                continue;
+            };
+            if let Err(later) = remote.may_start(now, self.per_target, all_running) {
+                if let Some(at) = later {
+                    soonest = Some(soonest.map_or(at, |s| s.min(at)));
+                }
+                continue;
+            }
+            ready.push((oldest, i, t));
+        }
+        ready.sort_unstable();
+        for (_, _, t) in ready {
+            let remote = &mut st.remotes[t];
+            let work = remote.pending.take(self.batch);
+            let flooded = remote.pending.take_flooded();
+            if flooded > 0 {
+                log::info!(
+                    "{flooded} renames waiting for remote #{} travel as plain paths, \
+                     batched (more than {RENAME_FLOOD} waiting at once)",
+                    t + 1
+                );
+            }
+            if let Some(work) = work {
+                remote.last_start = Some(now);
+                remote.timer_armed = false;
+                st.next = (t + 1) % n;
+                return Ok((RemoteId(t), work));
+            }
+        }
+        Err(soonest)
     }
 
     /// Returns work from `take`; on failure the remote rests a moment before its next call.
@@ -1362,6 +1399,15 @@ impl Queue {
         st.remotes
             .iter()
             .all(|r| r.pending.is_empty() && r.pending.running() == 0)
+    }
+
+    /// Nothing waits for `target`, no retry of it is set, and the call being booked
+    /// is the only one in flight to it.
+    pub fn is_last_call_of(&self, target: RemoteId) -> bool {
+        let st = self.lock();
+        st.remotes
+            .get(target.0)
+            .is_some_and(|r| r.pending.is_empty() && r.pending.running() <= 1 && r.retry.is_none())
     }
 
     /// Nothing waiting and nothing in flight for one remote.

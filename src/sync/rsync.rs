@@ -609,20 +609,39 @@ pub fn describe_status(status: i32) -> &'static str {
 /// Keep this much of rsync's stderr for the log.
 const STDERR_KEEP: usize = 4096;
 
-/// Runs `rsync argv` in `cwd` with `stdin` fed to it; never through a shell.
+/// Runs the commands a worker needs (rsync, and the remote `mv` of a rename over ssh).
+/// The agent runs processes ([`Processes`]); the simulator (`sync::sim`) answers them
+/// from its model of rsync, so the same worker code runs under both.
+pub trait Runner: Send + Sync {
+    fn run(
+        &self,
+        program: &OsStr,
+        cwd: &Path,
+        argv: &[OsString],
+        stdin: &[u8],
+        watch: Watch,
+    ) -> Outcome;
+}
+
+/// Runs each command as a child process ([`run_program`]), never through a shell.
 ///
 /// No thread and no pipe: stdin comes from an anonymous file holding `stdin`, stderr
 /// goes to another, whose tail is read after rsync exits. Anything that keeps rsync from
 /// starting (no temp file, fork refused under a process limit, too many open files) is
 /// an ordinary failed run, status -1, with the OS error in `stderr`.
-pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
-    run_program(
-        OsStr::new("rsync"),
-        cwd,
-        argv,
-        stdin,
-        Watch::LowerAfter(LONG_PUSH),
-    )
+pub struct Processes;
+
+impl Runner for Processes {
+    fn run(
+        &self,
+        program: &OsStr,
+        cwd: &Path,
+        argv: &[OsString],
+        stdin: &[u8],
+        watch: Watch,
+    ) -> Outcome {
+        run_program(program, cwd, argv, stdin, watch)
+    }
 }
 
 /// What the worker does while its child runs, besides waiting.
@@ -635,8 +654,8 @@ pub enum Watch {
     KillAfter(Duration),
 }
 
-/// Runs `program argv` in `cwd` as [`run`] runs rsync (the remote `mv` of a rename in
-/// ssh mode goes through here, so the stop ends it as it ends rsync).
+/// Runs `program argv` in `cwd` (rsync, or the remote `mv` of a rename in ssh mode, so
+/// the stop ends it as it ends rsync).
 pub fn run_program(
     program: &OsStr,
     cwd: &Path,

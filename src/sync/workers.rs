@@ -161,6 +161,8 @@ pub struct Mirror {
     control_failing: AtomicBool,
     /// Per remote, what was waiting when the queue closed (see [`Mirror::close`]).
     waiting_at_close: Mutex<Vec<Vec<PathBuf>>>,
+    /// What runs rsync and the remote `mv`: child processes, or the simulator's model.
+    runner: Arc<dyn rsync::Runner>,
 }
 
 /// Workers by default per remote: one for a burst's call, one for a single edit beside a
@@ -218,6 +220,29 @@ impl Mirror {
             unsaved: Mutex::new(None),
             control_failing: AtomicBool::new(false),
             waiting_at_close: Mutex::new(Vec::new()),
+            runner: Arc::new(rsync::Processes),
+        }
+    }
+
+    /// The simulator's mirror: its commands go to `runner`, and a failed call is tried
+    /// again at once (the simulator owns time; it never sleeps).
+    #[cfg(test)]
+    pub(crate) fn simulated(mut self, runner: Arc<dyn rsync::Runner>) -> Self {
+        self.runner = runner;
+        self.retry_delays = vec![Duration::ZERO; self.retry_delays.len()];
+        self
+    }
+
+    /// Takes one job that may start at `now` and pushes it, in this thread; false when
+    /// none may. The simulator's worker step (the agent's workers block in `work`).
+    #[cfg(test)]
+    pub(crate) fn run_one_at(&self, now: Instant) -> bool {
+        match self.queue.try_take_at(now) {
+            Some((t, job)) => {
+                self.run_job(t, job);
+                true
+            }
+            None => false,
         }
     }
 
@@ -226,7 +251,7 @@ impl Mirror {
     pub fn close_ssh_masters(&self) {
         for t in &self.targets {
             if let Some((program, argv)) = t.ssh_exit_argv() {
-                let out = rsync::run_program(
+                let out = self.runner.run(
                     &program,
                     &t.root,
                     &argv,
@@ -491,7 +516,7 @@ impl Mirror {
         let target = &*self.target_for_call(t);
         if let Some((program, argv)) = target.remote_rename_argv(from, to) {
             self.log_call(&program.to_string_lossy(), &argv);
-            let outcome = rsync::run_program(
+            let outcome = self.runner.run(
                 &program,
                 &target.root,
                 &argv,
@@ -535,7 +560,7 @@ impl Mirror {
         for mut argv in argvs {
             let stdin = rsync::exclude_exactly(&mut argv, &excluded);
             self.log_call(&format!("cd {} && rsync", target.root.display()), &argv);
-            let outcome = rsync::run(&target.root, &argv, &stdin);
+            let outcome = self.rsync(&target.root, &argv, &stdin);
             if !outcome.ok() {
                 log::info!(
                     "the rename of {} to {} did not reach {} as a rename (rsync exit {}: {}); \
@@ -551,6 +576,17 @@ impl Mirror {
             last = Some(outcome);
         }
         last.map(Renamed::Linked)
+    }
+
+    /// Runs rsync through the mirror's runner.
+    fn rsync(&self, cwd: &Path, argv: &[std::ffi::OsString], stdin: &[u8]) -> Outcome {
+        self.runner.run(
+            std::ffi::OsStr::new("rsync"),
+            cwd,
+            argv,
+            stdin,
+            rsync::Watch::LowerAfter(rsync::LONG_PUSH),
+        )
     }
 
     /// With `<debug start="true">`: the command line of a call, as info.
@@ -592,7 +628,7 @@ impl Mirror {
         }
         let (argv, stdin) = target.prune_argv(&dirs, excluded);
         self.log_call(&format!("cd {} && rsync", target.root.display()), &argv);
-        let outcome = rsync::run(&target.root, &argv, &stdin);
+        let outcome = self.rsync(&target.root, &argv, &stdin);
         (!outcome.ok()).then_some(outcome)
     }
 
@@ -670,7 +706,7 @@ impl Mirror {
         let (mut argv, mut stdin) = (argv, stdin);
         let mut checked_below_files = false;
         loop {
-            let outcome = rsync::run(&target.root, &argv, &stdin);
+            let outcome = self.rsync(&target.root, &argv, &stdin);
             // Paths below what is a file now (a directory replaced by a file while they
             // waited) cannot be pushed or deleted one by one, and need not be: the push
             // of the file replaces the directory on the remote. Without them, once.
@@ -814,7 +850,14 @@ impl Mirror {
                 let mut rec = stats.recovery();
                 (rec.is_failing(), rec.succeeded(still_owes))
             };
-            let owed = if recovered {
+            // Entries still owed to a remote that is not failing, once this is its last
+            // push and nothing waits for it: no push of them is coming (a listing or a
+            // deleted directory took their place while they waited, and paid only
+            // itself), so they would wait for the timed replay, and every barrier with
+            // them. They go out again now; a push of each pays it.
+            let orphaned =
+                !recovered && still_owes && !was_failing && self.queue.is_last_call_of(t);
+            let owed = if recovered || orphaned {
                 owed_by(&fl, t)
             } else {
                 Vec::new()
@@ -830,6 +873,15 @@ impl Mirror {
                 log::info!(
                     "{} is reachable again; queueing what it owes",
                     target.label()
+                );
+                self.requeue(owed.into_iter().map(|job| (t, job)).collect());
+            } else if orphaned {
+                log::info!(
+                    "{} owes {} entr{} that no push waiting or running covers; queueing \
+                     them again",
+                    target.label(),
+                    owed.len(),
+                    if owed.len() == 1 { "y" } else { "ies" }
                 );
                 self.requeue(owed.into_iter().map(|job| (t, job)).collect());
             } else if was_failing && !still_owes {

@@ -1,0 +1,817 @@
+//! A model of rsync, for exactly the command lines the agent builds (`Target::argv`,
+//! `rename_argvs`, `prune_argv`, the ssh `mv` of a rename), applied to an in-memory
+//! remote tree. An option or a shape it does not know is a simulator failure, never
+//! ignored: the model must grow with the agent's command lines.
+//!
+//! What it models, from `man rsync`:
+//! - `-R` with `./` arguments: the path after `./` (or after a later `/./`) is made at
+//!   the destination, with the directories above it (implied directories);
+//! - `--no-recursive --dirs`: a directory argument is made as a directory; with a
+//!   trailing `/` (or `./` alone) its entries come too, directories as directories;
+//!   `-r`: the whole subtree;
+//! - `--delete`: in every directory whose entries were sent, what the remote holds
+//!   beyond them goes, except what an exclude rule matches (excluded names are
+//!   protected); `--delete-missing-args`: an argument missing at the source is deleted
+//!   at the destination, whole; `--ignore-missing-args`: skipped; neither: exit 23;
+//! - `--force`: a non-empty directory may give way to a non-directory; without it the
+//!   entry fails ("could not make way"), exit 23;
+//! - the quick check (same size and mtime: skipped) unless `--ignore-times`;
+//!   `--existing`/`--ignore-existing` (both: nothing is made or updated, only deleted);
+//! - `--exclude=PATTERN` and `--from0 --exclude-from=-` (`- /anchored` rules on
+//!   stdin), matched against the path below the transfer's top (`/./` moves the top),
+//!   a rule without `/` against the last component, a trailing `/` only directories;
+//! - `--link-dest`/`--fuzzy` change what travels, not what lands: no effect here.
+//!
+//! Source files are read when the call runs (one snapshot per call).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// One entry of a tree, as rsync `-a` would compare it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Dir,
+    File { data: Vec<u8>, mtime: (i64, i64) },
+    Link(Vec<u8>),
+}
+
+/// A tree: relative path (no leading `/`, `""` is never a key) to its entry.
+pub type Tree = BTreeMap<Vec<u8>, Node>;
+
+/// The entry at `rel` below `root` in the real source tree, not following links.
+pub fn read_node(root: &Path, rel: &[u8]) -> Option<Node> {
+    let abs = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(std::ffi::OsStr::from_bytes(rel))
+    };
+    let m = std::fs::symlink_metadata(&abs).ok()?;
+    let ft = m.file_type();
+    if ft.is_dir() {
+        Some(Node::Dir)
+    } else if ft.is_symlink() {
+        Some(Node::Link(
+            std::fs::read_link(&abs)
+                .ok()?
+                .as_os_str()
+                .as_bytes()
+                .to_vec(),
+        ))
+    } else {
+        Some(Node::File {
+            data: std::fs::read(&abs).ok()?,
+            mtime: (m.mtime(), m.mtime_nsec()),
+        })
+    }
+}
+
+/// The entries directly in the source directory `rel` (names), sorted.
+pub fn read_names(root: &Path, rel: &[u8]) -> Vec<Vec<u8>> {
+    let abs = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(std::ffi::OsStr::from_bytes(rel))
+    };
+    let mut names: Vec<Vec<u8>> = std::fs::read_dir(abs)
+        .map(|it| {
+            it.flatten()
+                .map(|e| e.file_name().as_bytes().to_vec())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The whole source tree below `root`.
+pub fn read_tree(root: &Path) -> Tree {
+    let mut out = Tree::new();
+    let mut stack = vec![Vec::new()];
+    while let Some(dir) = stack.pop() {
+        for name in read_names(root, &dir) {
+            let rel = join(&dir, &name);
+            if let Some(node) = read_node(root, &rel) {
+                if node == Node::Dir {
+                    stack.push(rel.clone());
+                }
+                out.insert(rel, node);
+            }
+        }
+    }
+    out
+}
+
+pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        return name.to_vec();
+    }
+    let mut p = dir.to_vec();
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
+}
+
+fn last(p: &[u8]) -> &[u8] {
+    p.rsplit(|&b| b == b'/').next().unwrap_or(p)
+}
+
+/// Removes `rel` and everything below it from `tree`.
+pub fn remove_tree(tree: &mut Tree, rel: &[u8]) {
+    tree.remove(rel);
+    let mut prefix = rel.to_vec();
+    prefix.push(b'/');
+    let below: Vec<Vec<u8>> = tree
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in below {
+        tree.remove(&k);
+    }
+}
+
+fn has_children(tree: &Tree, rel: &[u8]) -> bool {
+    let mut prefix = rel.to_vec();
+    prefix.push(b'/');
+    tree.range(prefix.clone()..)
+        .next()
+        .is_some_and(|(k, _)| k.starts_with(&prefix))
+}
+
+/// One exclude rule.
+#[derive(Debug, Clone)]
+struct Rule {
+    pattern: Vec<u8>,
+    anchored: bool,
+    dir_only: bool,
+}
+
+impl Rule {
+    fn parse(text: &[u8]) -> Rule {
+        let mut pattern = text.to_vec();
+        let dir_only = pattern.len() > 1 && pattern.last() == Some(&b'/');
+        if dir_only {
+            pattern.pop();
+        }
+        let anchored = pattern.first() == Some(&b'/');
+        if anchored {
+            pattern.remove(0);
+        }
+        Rule {
+            pattern,
+            anchored,
+            dir_only,
+        }
+    }
+
+    /// Does the rule match `rel` (below the transfer's top)?
+    fn matches(&self, rel: &[u8], is_dir: bool) -> bool {
+        if self.dir_only && !is_dir {
+            return false;
+        }
+        if self.anchored || self.pattern.contains(&b'/') {
+            if self.anchored {
+                return glob(&self.pattern, rel, true);
+            }
+            // An unanchored pattern with a `/` matches the end of the path at a
+            // component boundary.
+            let mut starts = vec![0];
+            starts.extend(
+                rel.iter()
+                    .enumerate()
+                    .filter(|(_, &b)| b == b'/')
+                    .map(|(i, _)| i + 1),
+            );
+            return starts
+                .into_iter()
+                .any(|s| glob(&self.pattern, &rel[s..], true));
+        }
+        glob(&self.pattern, last(rel), true)
+    }
+}
+
+/// rsync's wildcard match: `*` any run without `/`, `**` any run, `?` one byte but
+/// `/`, `[...]` a class, `\` escapes (only when the pattern has a wildcard).
+fn glob(pat: &[u8], text: &[u8], _whole: bool) -> bool {
+    let wild = pat.iter().any(|b| matches!(b, b'*' | b'?' | b'['));
+    if !wild {
+        return pat == text;
+    }
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p.first() {
+            None => t.is_empty(),
+            Some(b'*') => {
+                let double = p.get(1) == Some(&b'*');
+                let rest = if double { &p[2..] } else { &p[1..] };
+                for i in 0..=t.len() {
+                    if go(rest, &t[i..]) {
+                        return true;
+                    }
+                    if i < t.len() && !double && t[i] == b'/' {
+                        return false;
+                    }
+                }
+                false
+            }
+            Some(b'?') => !t.is_empty() && t[0] != b'/' && go(&p[1..], &t[1..]),
+            Some(b'[') => {
+                let Some(end) = p.iter().skip(1).position(|&b| b == b']').map(|i| i + 1) else {
+                    return !t.is_empty() && t[0] == b'[' && go(&p[1..], &t[1..]);
+                };
+                let Some(&c) = t.first() else {
+                    return false;
+                };
+                let class = &p[1..end];
+                let (neg, class) = match class.first() {
+                    Some(b'!') | Some(b'^') => (true, &class[1..]),
+                    _ => (false, class),
+                };
+                let mut hit = false;
+                let mut i = 0;
+                while i < class.len() {
+                    if i + 2 < class.len() && class[i + 1] == b'-' {
+                        hit |= class[i] <= c && c <= class[i + 2];
+                        i += 3;
+                    } else {
+                        hit |= class[i] == c;
+                        i += 1;
+                    }
+                }
+                hit != neg && c != b'/' && go(&p[end + 1..], &t[1..])
+            }
+            Some(b'\\') if p.len() > 1 => !t.is_empty() && t[0] == p[1] && go(&p[2..], &t[1..]),
+            Some(&c) => !t.is_empty() && t[0] == c && go(&p[1..], &t[1..]),
+        }
+    }
+    go(pat, text)
+}
+
+/// The options of one rsync command line that decide what lands.
+#[derive(Debug, Default)]
+struct Opts {
+    recursive: bool,
+    no_recursive: bool,
+    dirs: bool,
+    relative: bool,
+    delete: bool,
+    delete_missing: bool,
+    ignore_missing: bool,
+    force: bool,
+    ignore_times: bool,
+    existing: bool,
+    ignore_existing: bool,
+    times: bool,
+    rules: Vec<Rule>,
+    from0: bool,
+    stdin_rules: bool,
+    sources: Vec<Vec<u8>>,
+    dest: Vec<u8>,
+}
+
+/// What one command did: its exit status and stderr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran {
+    pub status: i32,
+    pub stderr: String,
+}
+
+/// The parts of a destination: which remote (`host::module` or `host:dir`) and the
+/// directory below it the call writes into.
+pub fn split_dest(dest: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (head, rest) = match dest.windows(2).position(|w| w == b"::") {
+        Some(i) => {
+            let after = &dest[i + 2..];
+            match after.iter().position(|&b| b == b'/') {
+                Some(j) => (dest[..i + 2 + j].to_vec(), after[j + 1..].to_vec()),
+                None => (dest.to_vec(), Vec::new()),
+            }
+        }
+        None => match dest.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let after = &dest[i + 1..];
+                match after.iter().position(|&b| b == b'/') {
+                    Some(j) => (dest[..i + 1 + j].to_vec(), after[j + 1..].to_vec()),
+                    None => (dest.to_vec(), Vec::new()),
+                }
+            }
+            None => (dest.to_vec(), Vec::new()),
+        },
+    };
+    let mut sub = rest;
+    while sub.last() == Some(&b'/') {
+        sub.pop();
+    }
+    (head, sub)
+}
+
+fn parse(argv: &[OsString], stdin: &[u8]) -> Result<Opts, String> {
+    let mut o = Opts::default();
+    let mut args = argv.iter().map(|a| a.as_bytes()).peekable();
+    let mut rest: Vec<Vec<u8>> = Vec::new();
+    while let Some(a) = args.next() {
+        if a.starts_with(b"./") || a == b"." {
+            rest.push(a.to_vec());
+            continue;
+        }
+        if let Some(long) = a.strip_prefix(b"--") {
+            let (name, value) = match long.iter().position(|&b| b == b'=') {
+                Some(i) => (&long[..i], Some(&long[i + 1..])),
+                None => (long, None),
+            };
+            match (name, value) {
+                (b"no-recursive", None) => o.no_recursive = true,
+                (b"dirs", None) => o.dirs = true,
+                (b"delete", None) => o.delete = true,
+                (b"delete-missing-args", None) => o.delete_missing = true,
+                (b"ignore-missing-args", None) => o.ignore_missing = true,
+                (b"force", None) => o.force = true,
+                (b"ignore-times", None) => o.ignore_times = true,
+                (b"existing", None) => o.existing = true,
+                (b"ignore-existing", None) => o.ignore_existing = true,
+                (b"from0", None) => o.from0 = true,
+                (b"exclude-from", Some(b"-")) => o.stdin_rules = true,
+                (b"exclude", Some(p)) => o.rules.push(Rule::parse(p)),
+                (b"fuzzy", None) => {}
+                (b"link-dest", Some(_))
+                | (b"timeout", Some(_))
+                | (b"contimeout", Some(_))
+                | (b"sockopts", Some(_))
+                | (b"password-file", Some(_))
+                | (b"port", Some(_)) => {}
+                _ => {
+                    return Err(format!(
+                        "the model does not know {}",
+                        String::from_utf8_lossy(a)
+                    ))
+                }
+            }
+            continue;
+        }
+        if a == b"-e" {
+            args.next();
+            continue;
+        }
+        if let Some(short) = a.strip_prefix(b"-") {
+            for &c in short {
+                match c {
+                    b'a' => {
+                        o.recursive = true;
+                        o.times = true;
+                    }
+                    b'r' => o.recursive = true,
+                    b't' => o.times = true,
+                    b'R' => o.relative = true,
+                    b'l' | b'p' | b'g' | b'o' | b'D' | b'z' | b'v' => {}
+                    _ => return Err(format!("the model does not know -{}", c as char)),
+                }
+            }
+            continue;
+        }
+        rest.push(a.to_vec());
+    }
+    let Some(dest) = rest.pop() else {
+        return Err("no destination".into());
+    };
+    o.dest = dest;
+    o.sources = rest;
+    if o.no_recursive {
+        o.recursive = false;
+    }
+    if !o.relative {
+        return Err("the agent always passes -R".into());
+    }
+    if o.stdin_rules {
+        if !o.from0 {
+            return Err("--exclude-from=- without --from0".into());
+        }
+        for r in stdin.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+            let Some(p) = r.strip_prefix(b"- ") else {
+                return Err(format!("a stdin rule the model does not know: {r:?}"));
+            };
+            o.rules.push(Rule::parse(p));
+        }
+    }
+    Ok(o)
+}
+
+/// One source argument: its directory at the source (the transfer's top) and the path
+/// below it; `contents`: a trailing `/` (or `.`), its entries are sent too.
+struct Arg {
+    top: Vec<u8>,
+    rel: Vec<u8>,
+    contents: bool,
+}
+
+fn parse_arg(a: &[u8]) -> Arg {
+    let a = a
+        .strip_prefix(b"./")
+        .unwrap_or(if a == b"." { b"" } else { a });
+    let (top, rel) = match a.windows(3).rposition(|w| w == b"/./") {
+        Some(i) => (a[..i].to_vec(), a[i + 3..].to_vec()),
+        // `././name`: the top is the root itself (a file renamed in the top directory).
+        None if a.starts_with(b"./") => (Vec::new(), a[2..].to_vec()),
+        None => match a.strip_suffix(b"/.") {
+            Some(t) => (t.to_vec(), Vec::new()),
+            None => (Vec::new(), a.to_vec()),
+        },
+    };
+    let mut rel = rel;
+    let contents = rel.is_empty() || rel.last() == Some(&b'/');
+    while rel.last() == Some(&b'/') {
+        rel.pop();
+    }
+    Arg { top, rel, contents }
+}
+
+/// Runs one rsync command line: reads the source below `root`, changes `remote`.
+pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) -> Ran {
+    let o = match parse(argv, stdin) {
+        Ok(o) => o,
+        Err(e) => {
+            return Ran {
+                status: 1,
+                stderr: format!("model: {e}"),
+            }
+        }
+    };
+    let (_, sub) = split_dest(&o.dest);
+    let mut errors: Vec<String> = Vec::new();
+    let excluded = |rel: &[u8], is_dir: bool| o.rules.iter().any(|r| r.matches(rel, is_dir));
+    // The file list: (path below the top, node), in the order rsync sends them, and
+    // the directories whose entries were sent (for --delete).
+    let mut list: Vec<(Vec<u8>, Node)> = Vec::new();
+    let mut listed_dirs: Vec<Vec<u8>> = Vec::new();
+    let mut missing: Vec<Vec<u8>> = Vec::new();
+    for a in &o.sources {
+        let arg = parse_arg(a);
+        let src = join(&arg.top, &arg.rel);
+        // Implied directories above the argument.
+        let mut above = Vec::new();
+        for (i, &b) in arg.rel.iter().enumerate() {
+            if b == b'/' {
+                above.push(arg.rel[..i].to_vec());
+            }
+        }
+        let node = if src.is_empty() {
+            Some(Node::Dir)
+        } else {
+            read_node(root, &src)
+        };
+        let Some(node) = node else {
+            if o.delete_missing {
+                missing.push(arg.rel.clone());
+            } else if !o.ignore_missing {
+                errors.push(format!(
+                    "rsync: [sender] link_stat \"{}\" failed: No such file or directory (2)",
+                    String::from_utf8_lossy(&src)
+                ));
+            }
+            continue;
+        };
+        for d in above {
+            if read_node(root, &join(&arg.top, &d)) == Some(Node::Dir) {
+                list.push((d, Node::Dir));
+            }
+        }
+        let is_dir = node == Node::Dir;
+        if !arg.rel.is_empty() && excluded(&arg.rel, is_dir) {
+            continue;
+        }
+        if !is_dir {
+            list.push((arg.rel.clone(), node));
+            continue;
+        }
+        if !o.recursive && !o.dirs {
+            continue; // "skipping directory"
+        }
+        if !arg.rel.is_empty() {
+            list.push((arg.rel.clone(), Node::Dir));
+        }
+        if !(o.recursive || arg.contents) {
+            continue;
+        }
+        // Its entries (all the way down with -r).
+        let mut stack = vec![arg.rel.clone()];
+        while let Some(dir) = stack.pop() {
+            listed_dirs.push(dir.clone());
+            for name in read_names(root, &join(&arg.top, &dir)) {
+                let rel = join(&dir, &name);
+                let Some(n) = read_node(root, &join(&arg.top, &rel)) else {
+                    continue; // vanished
+                };
+                let d = n == Node::Dir;
+                if excluded(&rel, d) {
+                    continue;
+                }
+                if d && o.recursive {
+                    stack.push(rel.clone());
+                }
+                list.push((rel, n));
+            }
+        }
+    }
+    let at = |rel: &[u8]| join(&sub, rel);
+    // The destination directory (`DEST/dir/`) is made if missing, one level only.
+    if !sub.is_empty() && remote.get(&sub) != Some(&Node::Dir) {
+        let parent_ok = match sub.iter().rposition(|&b| b == b'/') {
+            Some(i) => remote.get(&sub[..i]) == Some(&Node::Dir),
+            None => true,
+        };
+        if !parent_ok {
+            return Ran {
+                status: 11,
+                stderr: format!(
+                    "rsync: [Receiver] mkdir \"{}\" failed: No such file or directory (2)\n\
+                     rsync error: error in file IO (code 11)",
+                    String::from_utf8_lossy(&sub)
+                ),
+            };
+        }
+        remove_tree(remote, &sub);
+        remote.insert(sub.clone(), Node::Dir);
+    }
+    // Deletes of missing arguments.
+    for rel in &missing {
+        if !rel.is_empty() {
+            remove_tree(remote, &at(rel));
+        }
+    }
+    // --delete in the directories whose entries were sent.
+    if o.delete {
+        let sent: std::collections::HashSet<&[u8]> =
+            list.iter().map(|(p, _)| p.as_slice()).collect();
+        for dir in &listed_dirs {
+            let rdir = at(dir);
+            let mut prefix = rdir.clone();
+            if !prefix.is_empty() {
+                prefix.push(b'/');
+            }
+            let children: Vec<Vec<u8>> = remote
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .filter(|(k, _)| !k[prefix.len()..].contains(&b'/'))
+                .map(|(k, _)| k[prefix.len()..].to_vec())
+                .collect();
+            for name in children {
+                let rel = join(dir, &name);
+                if sent.contains(rel.as_slice()) {
+                    continue;
+                }
+                let is_dir = remote.get(&at(&rel)) == Some(&Node::Dir);
+                if excluded(&rel, is_dir) {
+                    continue;
+                }
+                delete_protected(remote, &at(&rel), &rel, &|r, d| excluded(r, d));
+            }
+        }
+    }
+    if !(o.existing && o.ignore_existing) {
+        for (rel, node) in &list {
+            let dst = at(rel);
+            let have = remote.get(&dst).cloned();
+            if o.existing && have.is_none() {
+                continue;
+            }
+            if o.ignore_existing && have.is_some() {
+                continue;
+            }
+            // The directories above must be directories on the remote.
+            let mut parent_ok = true;
+            for (i, &b) in dst.iter().enumerate() {
+                if b == b'/' {
+                    match remote.get(&dst[..i]) {
+                        Some(Node::Dir) => {}
+                        _ => parent_ok = false,
+                    }
+                }
+            }
+            if !parent_ok {
+                errors.push(format!(
+                    "rsync: [receiver] mkstemp \"{}\" failed: No such file or directory (2)",
+                    String::from_utf8_lossy(&dst)
+                ));
+                continue;
+            }
+            match (node, have) {
+                (Node::Dir, Some(Node::Dir)) => {}
+                (Node::Dir, _) => {
+                    remove_tree(remote, &dst);
+                    remote.insert(dst, Node::Dir);
+                }
+                (n, Some(Node::Dir)) => {
+                    // With deletions active (`--delete`), or `--force`, the directory
+                    // is deleted to make way.
+                    if has_children(remote, &dst) && !(o.force || o.delete) {
+                        let kind = match n {
+                            Node::Link(_) => "symlink",
+                            _ => "regular file",
+                        };
+                        errors.push(format!(
+                            "cannot delete non-empty directory: {0}\ncould not make way for new {kind}: {0}",
+                            String::from_utf8_lossy(&dst),
+                        ));
+                        continue;
+                    }
+                    remove_tree(remote, &dst);
+                    remote.insert(dst, put(n, o.times));
+                }
+                (
+                    Node::File { data, mtime },
+                    Some(Node::File {
+                        data: d2,
+                        mtime: m2,
+                    }),
+                ) if !o.ignore_times && data.len() == d2.len() && (!o.times || *mtime == m2) => {
+                    if !o.times && *data != d2 {
+                        // Without -t the quick check still compares mtimes (of the
+                        // remote's own): treat as unequal and update.
+                        remote.insert(dst, put(node, o.times));
+                    }
+                }
+                (n, _) => {
+                    remote.insert(dst, put(n, o.times));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ran {
+            status: 0,
+            stderr: String::new(),
+        }
+    } else {
+        errors.push(
+            "rsync error: some files/attrs were not transferred (see previous errors) (code 23)"
+                .into(),
+        );
+        Ran {
+            status: 23,
+            stderr: errors.join("\n"),
+        }
+    }
+}
+
+fn put(n: &Node, times: bool) -> Node {
+    match n {
+        Node::File { data, mtime } => Node::File {
+            data: data.clone(),
+            mtime: if times { *mtime } else { (0, 0) },
+        },
+        other => other.clone(),
+    }
+}
+
+/// Deletes `dst` (the remote's path for `rel`), keeping what an exclude protects (and the
+/// directories that then still hold something).
+fn delete_protected(
+    remote: &mut Tree,
+    dst: &[u8],
+    rel: &[u8],
+    excluded: &dyn Fn(&[u8], bool) -> bool,
+) {
+    let mut prefix = dst.to_vec();
+    prefix.push(b'/');
+    let below: Vec<(Vec<u8>, bool)> = remote
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, n)| (k.clone(), *n == Node::Dir))
+        .collect();
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    // Deepest first, so a directory goes once it is empty.
+    for (k, is_dir) in below.iter().rev() {
+        let r = join(rel, &k[prefix.len()..]);
+        let inside_kept = kept
+            .iter()
+            .any(|d| k.starts_with(d) && k.get(d.len()) == Some(&b'/'));
+        if excluded(&r, *is_dir) || inside_kept {
+            kept.push(k.clone());
+            continue;
+        }
+        if *is_dir && has_children(remote, k) {
+            continue;
+        }
+        remote.remove(k);
+    }
+    if !has_children(remote, dst) {
+        remote.remove(dst);
+    }
+}
+
+/// The ssh `mv -T -- from to` of a rename (see `Target::remote_rename_argv`), applied to
+/// `remote` (the remote directory is the tree's top): checks every `test ! -L dir`.
+pub fn remote_mv(remote: &mut Tree, argv: &[OsString]) -> Ran {
+    let words: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
+    let fail = |why: &str| Ran {
+        status: 1,
+        stderr: format!("mv: {why}"),
+    };
+    let Some(mv) = words.windows(3).position(|w| w == [b"mv", b"-T", b"--"]) else {
+        return fail("the model does not know this remote command");
+    };
+    let (Some(from), Some(to)) = (words.get(mv + 3), words.get(mv + 4)) else {
+        return fail("missing operands");
+    };
+    for w in words.windows(4) {
+        if w[0] == b"test" && w[1] == b"!" && w[2] == b"-L" {
+            if let Some(Node::Link(_)) = remote.get(w[3]) {
+                return fail("a link above the rename");
+            }
+        }
+    }
+    let (from, to) = (from.to_vec(), to.to_vec());
+    let Some(node) = remote.get(&from).cloned() else {
+        return fail("cannot stat: No such file or directory");
+    };
+    if let Some(i) = to.iter().rposition(|&b| b == b'/') {
+        if remote.get(&to[..i]) != Some(&Node::Dir) {
+            return fail("cannot move: No such file or directory");
+        }
+    }
+    if to.starts_with(&from) && to.get(from.len()) == Some(&b'/') {
+        return fail("cannot move a directory into itself");
+    }
+    match (remote.get(&to), &node) {
+        (Some(Node::Dir), Node::Dir) if has_children(remote, &to) => {
+            return fail("cannot overwrite: Directory not empty")
+        }
+        (Some(Node::Dir), n) if *n != Node::Dir => {
+            return fail("cannot overwrite directory with non-directory")
+        }
+        (Some(n), Node::Dir) if *n != Node::Dir => {
+            return fail("cannot overwrite non-directory with directory")
+        }
+        _ => {}
+    }
+    let mut prefix = from.clone();
+    prefix.push(b'/');
+    let moved: Vec<(Vec<u8>, Node)> = remote
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, n)| (k.clone(), n.clone()))
+        .collect();
+    remove_tree(remote, &from);
+    remove_tree(remote, &to);
+    remote.insert(to.clone(), node);
+    for (k, n) in moved {
+        remote.insert(join(&to, &k[prefix.len()..]), n);
+    }
+    Ran {
+        status: 0,
+        stderr: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_match_as_rsync_reads_them() {
+        let r = Rule::parse(b"*~");
+        assert!(r.matches(b"a/b~", false));
+        assert!(!r.matches(b"a~/b", false));
+        let anchored = Rule::parse(b"/a/b");
+        assert!(anchored.matches(b"a/b", true));
+        assert!(!anchored.matches(b"x/a/b", true));
+        let dir_only = Rule::parse(b"cache/");
+        assert!(dir_only.matches(b"x/cache", true));
+        assert!(!dir_only.matches(b"x/cache", false));
+        let class = Rule::parse(b".?*.[A-Za-z0-9][0-9A-Z]");
+        assert!(class.matches(b".f.a1", false));
+        assert!(!class.matches(b".f.ab", false));
+        let escaped = Rule::parse(b"/a\\*b");
+        assert!(escaped.matches(b"a*b", false));
+        assert!(!escaped.matches(b"axb", false));
+    }
+
+    #[test]
+    fn arguments_split_at_the_last_dot_component() {
+        let a = parse_arg(b"./to/./x/y");
+        assert_eq!(
+            (a.top.as_slice(), a.rel.as_slice(), a.contents),
+            (&b"to"[..], &b"x/y"[..], false)
+        );
+        let b = parse_arg(b"./d/");
+        assert_eq!(
+            (b.top.as_slice(), b.rel.as_slice(), b.contents),
+            (&b""[..], &b"d"[..], true)
+        );
+        let d = parse_arg(b"././f");
+        assert_eq!((d.top.as_slice(), d.rel.as_slice()), (&b""[..], &b"f"[..]));
+        let c = parse_arg(b"./");
+        assert!(c.rel.is_empty() && c.contents);
+    }
+
+    #[test]
+    fn destinations_name_the_remote_and_the_directory_below_it() {
+        assert_eq!(split_dest(b"h::m"), (b"h::m".to_vec(), Vec::new()));
+        assert_eq!(
+            split_dest(b"h::m/a/b/"),
+            (b"h::m".to_vec(), b"a/b".to_vec())
+        );
+        assert_eq!(split_dest(b"h:dir/x/"), (b"h:dir".to_vec(), b"x".to_vec()));
+    }
+}

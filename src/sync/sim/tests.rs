@@ -1,0 +1,73 @@
+//! The simulator as a test: many seeds, each one history, every invariant checked.
+
+use super::history;
+
+/// Steps per history: enough for a few stops, outages and barriers each.
+const STEPS: u64 = 120;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// `SIM_SEED=N`: that one history, printed. Else `SIM_HISTORIES` (default 20,000)
+/// seeds from `SIM_FIRST` (default 1), on every core.
+#[test]
+#[ignore = "finds open defects of the core (issue: the core proves itself): in ssh mode an \
+            entry made just before its parent's rename never arrives (seed 910 with \
+            SIM_FAULTS= ); more with faults on. Run: SIM_HISTORIES=2000 cargo test --lib \
+            sim::tests -- --ignored --nocapture"]
+fn simulated_histories_keep_every_remote_level() {
+    if let Some(seed) = env_u64("SIM_SEED") {
+        let ended = history(seed, env_u64("SIM_STEPS").unwrap_or(STEPS));
+        for line in &ended.history {
+            println!("{line}");
+        }
+        if let Some(why) = ended.broken {
+            panic!("seed {seed}: {why}");
+        }
+        return;
+    }
+    let n = env_u64("SIM_HISTORIES").unwrap_or(20_000);
+    let first = env_u64("SIM_FIRST").unwrap_or(1);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    let started = std::time::Instant::now();
+    let failures: Vec<(u64, String, Vec<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|k| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    let mut seed = first + k;
+                    while seed < first + n {
+                        let ended = history(seed, STEPS);
+                        if let Some(why) = ended.broken {
+                            out.push((seed, why, ended.history));
+                            if out.len() >= 3 {
+                                break;
+                            }
+                        }
+                        seed += threads;
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{n} histories in {secs:.1}s ({:.0}/s), {} failed",
+        n as f64 / secs,
+        failures.len()
+    );
+    if let Some((seed, why, hist)) = failures.iter().min_by_key(|f| f.2.len()) {
+        let tail: Vec<&String> = hist.iter().rev().take(60).collect();
+        for line in tail.into_iter().rev() {
+            println!("{line}");
+        }
+        let seeds: Vec<u64> = failures.iter().map(|f| f.0).collect();
+        panic!("seeds {seeds:?} failed; shortest, seed {seed}: {why}\nreplay: SIM_SEED={seed} cargo test --lib sim::tests -- --nocapture");
+    }
+}
