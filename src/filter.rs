@@ -87,7 +87,9 @@ pub fn temp_name_globs() -> Vec<String> {
 /// A `<filter>` expression (as compiled: `^(?:EXPR)$` over the whole relative path) as
 /// the rsync pattern that excludes the same paths, for the shapes configs use:
 /// `(.*)\.log` or `.*\.log` (a name ending so, anywhere: `*.log`), `(.*/)?cache` (a
-/// name, anywhere: `cache`), `^info/*` or `info` (a top-level name: `/info`). Passed
+/// name, anywhere: `cache`), `^info/*` or `info` (a top-level name: `/info`); with a
+/// trailing `/` (`cache/`, `(.*/)?cache/`) only directories match, and the pattern keeps
+/// its `/` (`/cache/`, `cache/`): rsync's own directory-only form. Passed
 /// as `--exclude`, the rule also keeps such names that exist only on a remote from
 /// being deleted there, which the exact excludes found by walking the source cannot.
 /// `None` for anything else (those still go as the exact excludes of a walk).
@@ -116,10 +118,16 @@ pub fn rsync_glob(compiled: &str) -> Option<String> {
     } else {
         (Kind::Top, expr)
     };
-    let rest = if matches!(kind, Kind::Top) {
+    // A trailing `/` matches directories only (they are tested with one, see
+    // [`Excludes::excludes`]); rsync reads a pattern ending in `/` the same way. `/*` and
+    // `/?` also match without the `/`: files too.
+    let (rest, dir_only) = match rest.strip_suffix('/') {
+        Some(r) if !r.ends_with('\\') => (r, true),
+        _ => (rest, false),
+    };
+    let rest = if matches!(kind, Kind::Top) && !dir_only {
         rest.strip_suffix("/*")
             .or_else(|| rest.strip_suffix("/?"))
-            .or_else(|| rest.strip_suffix('/'))
             .unwrap_or(rest)
     } else {
         rest
@@ -150,10 +158,11 @@ pub fn rsync_glob(compiled: &str) -> Option<String> {
     {
         return None;
     }
+    let slash = if dir_only { "/" } else { "" };
     Some(match kind {
-        Kind::Suffix => format!("*{name}"),
-        Kind::Name => name,
-        Kind::Top => format!("/{name}"),
+        Kind::Suffix => format!("*{name}{slash}"),
+        Kind::Name => format!("{name}{slash}"),
+        Kind::Top => format!("/{name}{slash}"),
     })
 }
 
@@ -290,6 +299,82 @@ mod tests {
             assert!(!e.excludes(Path::new(path), true), "{path}");
         }
         assert_eq!(e.rsync_globs(), ["*.log", "cache", "/info"]);
+    }
+
+    /// rsync's reading of the patterns [`rsync_glob`] makes, for one path (relative to
+    /// the transfer's top): `/NAME` anchored at the top, `NAME` and `*NAME` against the
+    /// last component; a trailing `/` matches directories only.
+    fn rsync_excludes(glob: &str, path: &str, is_dir: bool) -> bool {
+        let (glob, dir_only) = match glob.strip_suffix('/') {
+            Some(g) => (g, true),
+            None => (glob, false),
+        };
+        if dir_only && !is_dir {
+            return false;
+        }
+        let last = path.rsplit('/').next().unwrap_or(path);
+        if let Some(top) = glob.strip_prefix('/') {
+            top == path
+        } else if let Some(suffix) = glob.strip_prefix('*') {
+            last.ends_with(suffix)
+        } else {
+            glob == last
+        }
+    }
+
+    /// Found by an outside attack run: `ead/` (directories named `ead` at the top) became
+    /// the rsync pattern `/ead`, which matches a file too: a regular file `ead` was kept
+    /// out of every full sync (and listing, and verify) while live pushes sent it.
+    #[test]
+    fn a_directory_only_exclude_stays_directory_only_as_an_rsync_pattern() {
+        let cases: [(&str, Option<&str>); 6] = [
+            ("ead/", Some("/ead/")),
+            ("^ead/$", Some("/ead/")),
+            (r"(.*/)?ead/", Some("ead/")),
+            (r"(.*)\.d/", Some("*.d/")),
+            ("ead/*", Some("/ead")),
+            (r"ead\/", None),
+        ];
+        for (expr, want) in cases {
+            let re = crate::config::path_regex(expr).expect("regex");
+            assert_eq!(rsync_glob(re.as_str()).as_deref(), want, "{expr}");
+        }
+    }
+
+    /// Every pattern [`rsync_glob`] makes excludes exactly the paths its expression
+    /// excludes, files and directories, so live pushes and full syncs agree.
+    #[test]
+    fn rsync_patterns_exclude_what_their_expressions_exclude() {
+        let exprs = [
+            "ead/",
+            "ead",
+            "ead/*",
+            "ead/?",
+            r"(.*/)?ead/",
+            r"(.*/)?ead",
+            r"(.*)\.d/",
+            r"(.*)\.d",
+            r".*\.log",
+            r"^info/*",
+        ];
+        let paths = [
+            "ead", "a/ead", "a/b/ead", "eadx", "xead", "x.d", "a/x.d", ".d", "x.log", "a/x.log",
+            "info", "a/info", "a",
+        ];
+        for expr in exprs {
+            let re = crate::config::path_regex(expr).expect("regex");
+            let glob = rsync_glob(re.as_str()).unwrap_or_else(|| panic!("{expr}: no pattern"));
+            let e = Excludes::new(vec![re]);
+            for path in paths {
+                for is_dir in [false, true] {
+                    assert_eq!(
+                        rsync_excludes(&glob, path, is_dir),
+                        e.excludes(Path::new(path), is_dir),
+                        "{expr} as {glob}: {path} (directory: {is_dir})"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -345,3 +345,63 @@ fn json_logs_go_to_the_log_file_and_to_syslog() {
         .collect();
     assert_json_lines(&messages, &all);
 }
+
+// Found by an outside attack run: a directory-only exclude (`ead/`: directories are
+// tested with a trailing `/`) became the rsync pattern `/ead`, which matches a regular
+// file too: the file `ead` was kept out of every full sync (and --verify did not see it
+// missing) while a live push of it sent it.
+#[test]
+fn a_directory_only_exclude_keeps_files_of_that_name_in_full_syncs_and_live_pushes() {
+    let s = Setup::new("verify-dir-only");
+    let mut conf = s.conf();
+    conf.excludes = Some(vec!["ead/".into(), "(.*/)?skip/".into()]);
+    s.write("ead", "a file named like the excluded directories\n");
+    s.write("a/skip", "a file named like the excluded directories\n");
+    s.write("b/skip/x.txt", "in an excluded directory\n");
+    s.write("keep.txt", "keep\n");
+    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let on_every_remote = |rel: &str| {
+        s.remotes()
+            .iter()
+            .all(|r| fs::read(r.join(rel)).ok() == fs::read(s.p(rel)).ok())
+    };
+    wait_until("the full sync is on both remotes", DEADLINE, || {
+        agent.assert_running();
+        on_every_remote("keep.txt") && on_every_remote("b")
+    });
+    let out = wait_synced(&s.dir, 60);
+    assert!(out.status.success(), "{}", text(&out));
+    for rel in ["ead", "a/skip"] {
+        assert!(
+            on_every_remote(rel),
+            "the full sync left the file {rel} out:\n{}",
+            tail(&agent.log(), 40)
+        );
+    }
+    for r in s.remotes() {
+        assert!(
+            !r.join("b/skip").exists(),
+            "an excluded directory reached {r:?}"
+        );
+    }
+    let out = verify(&s.dir, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Live pushes agree: a new file of that name is pushed, a new directory is not.
+    s.write("c/skip", "a new file named like the excluded directories\n");
+    s.write("d/skip/y.txt", "in a new excluded directory\n");
+    s.write("ead", "the file changed\n");
+    let out = wait_synced(&s.dir, 60);
+    assert!(out.status.success(), "{}", text(&out));
+    for rel in ["ead", "c/skip"] {
+        assert!(on_every_remote(rel), "the live push left {rel} out");
+    }
+    for r in s.remotes() {
+        assert!(
+            !r.join("d/skip").exists(),
+            "an excluded directory reached {r:?}"
+        );
+    }
+    let out = verify(&s.dir, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    agent.stop();
+}

@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use crate::agent::*;
 use crate::support::*;
@@ -618,5 +619,80 @@ fn exchanges_over_ssh_end_equal() {
     dir.write("src/A/after.txt", "new in A\n");
     dir.write("src/B/sub/after.txt", "new below B\n");
     wait_ssh(&mut agent, &dir, &src, &sshd, "writes after");
+    agent.stop();
+}
+
+/// Rounds of an entry made just before one of its ancestors is renamed: in round `n`,
+/// `rN/a/v/i/x/` and `rN/a/v/i/f` are made, then, after a pause that grows with `n` (0
+/// to 285 ms: the push of the new entries starts, runs or ends around the rename,
+/// whatever the machine's speed), `rN/a` is renamed to `rN/b`. `src` holds
+/// `rN/a/v/i/keep.txt`, on the remotes already.
+fn entries_made_before_their_ancestor_is_renamed(src: &Path, rounds: u64) {
+    for n in 0..rounds {
+        let r = src.join(format!("r{n}"));
+        fs::create_dir_all(r.join("a/v/i/x")).expect("mkdir -p a/v/i/x");
+        fs::write(r.join("a/v/i/f"), format!("f of round {n}\n")).expect("write a/v/i/f");
+        // The operator's own timing, part of what is tried, not a wait for a state.
+        std::thread::sleep(std::time::Duration::from_millis(n * 15));
+        rename(r.join("a"), r.join("b"));
+    }
+}
+
+fn ancestor_rename_rounds_setup(src: &Path, rounds: u64) {
+    for n in 0..rounds {
+        let i = src.join(format!("r{n}/a/v/i"));
+        fs::create_dir_all(&i).expect("mkdir -p");
+        fs::write(i.join("keep.txt"), "keep\n").expect("write keep.txt");
+    }
+}
+
+/// Checks the barrier's promise: once `--wait-synced` says synced, every remote equals
+/// the source (nothing changes the source meanwhile).
+fn assert_synced_means_equal(dir: &Dir, src: &Path, remotes: &[PathBuf], agent: &Agent) {
+    let out = wait_synced(dir, 120);
+    assert!(out.status.success(), "{}", text(&out));
+    let snapshot = tree_snapshot(src);
+    for remote in remotes {
+        snapshots_equal(&snapshot, &tree_snapshot(remote)).unwrap_or_else(|e| {
+            panic!(
+                "--wait-synced returned ({}) but {} differs: {e}\n{}",
+                text(&out),
+                remote.display(),
+                tail(&agent.log(), 60)
+            )
+        });
+    }
+}
+
+const ANCESTOR_RENAME_ROUNDS: u64 = 20;
+
+// Found by an outside attack run: ssh mode, `mkdir -p a/v/i/x; mv a b` (or a file
+// `a/v/i/f`) within ~0.3 s: the push of `a/v/i/x` ran while the rename happened and
+// deleted it as gone, then the rename travelled as one `mv` on the remote, which moved
+// the old tree without `x`; `b/v/i/x` was never pushed and `--wait-synced` said synced.
+#[test]
+fn entries_made_just_before_an_ancestor_rename_reach_the_remote_over_ssh() {
+    let (dir, src, sshd, mut agent) = over_ssh("mv-ssh-race");
+    ancestor_rename_rounds_setup(&src, ANCESTOR_RENAME_ROUNDS);
+    wait_ssh(&mut agent, &dir, &src, &sshd, "before the rounds");
+    entries_made_before_their_ancestor_is_renamed(&src, ANCESTOR_RENAME_ROUNDS);
+    assert_synced_means_equal(&dir, &src, &[sshd.dest_dir()], &agent);
+    agent.stop();
+    let log = fs::read_to_string(dir.join("fail.sh")).unwrap_or_default();
+    assert!(
+        !log.lines().any(|l| l.starts_with("cd ")),
+        "the fail log owes pushes:\n{log}"
+    );
+}
+
+// The same rounds in daemon mode, where a rename's push lists what was below it.
+#[test]
+fn entries_made_just_before_an_ancestor_rename_reach_the_remotes() {
+    let s = Setup::new("mv-race");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    ancestor_rename_rounds_setup(&s.src, ANCESTOR_RENAME_ROUNDS);
+    s.wait(&mut agent, "before the rounds");
+    entries_made_before_their_ancestor_is_renamed(&s.src, ANCESTOR_RENAME_ROUNDS);
+    assert_synced_means_equal(&s.dir, &s.src, &s.remotes(), &agent);
     agent.stop();
 }

@@ -327,3 +327,54 @@ fn a_deploy_owed_to_a_remote_that_was_down_is_paid_after_a_restart() {
     }
     agent.stop();
 }
+
+/// Five releases of `d`, each 200 directories of a few files named after the release
+/// (half of the directories keep their names from release to release, half are the
+/// release's own), deployed back to back with `rm -rf d && cp -a build/d d`.
+fn deploy_five_releases(s: &Setup) {
+    let build = s.dir.join("build");
+    for v in 1..=5 {
+        let _ = fs::remove_dir_all(&build);
+        for k in 0..200 {
+            let d = if k % 2 == 0 {
+                build.join(format!("d/m{k:03}"))
+            } else {
+                build.join(format!("d/r{v}-m{k:03}"))
+            };
+            fs::create_dir_all(&d).expect("mkdir");
+            for f in 0..3 {
+                fs::write(d.join(format!("v{v}-{f}.txt")), format!("{v} {k} {f}\n"))
+                    .expect("write");
+            }
+            fs::write(d.join("same.txt"), format!("release {v}\n")).expect("write");
+        }
+        replace_by_copy(&build.join("d"), &s.p("d"));
+    }
+}
+
+// Reported by an outside attack run: deploys that replace directories (`rm -rf d && cp
+// -a build/d d`, five releases of 200 directories, deletes on) left one to four files of
+// an older release on a remote for good, with no warning (`--verify` then reported them
+// as extra). The barrier's promise is checked at once: synced means equal.
+#[test]
+fn five_releases_deployed_back_to_back_leave_no_old_file() {
+    let s = Setup::new("scale-releases");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    s.write("keep.txt", "keep\n");
+    s.wait(&mut agent, "before the releases");
+    deploy_five_releases(&s);
+    let out = wait_synced(&s.dir, 120);
+    assert!(out.status.success(), "{}", text(&out));
+    let snapshot = tree_snapshot(&s.src);
+    for remote in s.remotes() {
+        snapshots_equal(&snapshot, &tree_snapshot(&remote)).unwrap_or_else(|e| {
+            panic!(
+                "--wait-synced returned ({}) but {} differs: {e}\n{}",
+                text(&out),
+                remote.display(),
+                tail(&agent.log(), 60)
+            )
+        });
+    }
+    agent.stop();
+}

@@ -16,7 +16,8 @@
 //! above still orders everything. In flight, owed and paid, a rename counts as its
 //! plain paths.
 //!
-//! A rename is one call of its own (ssh: one remote `mv`; daemon: a push and a delete),
+//! A rename is one call of its own (ssh: one remote `mv`, then for a directory a push by
+//! quick check; daemon: a push and a delete),
 //! worth it for a few renames and a serial queue for a flood of them. So when more than
 //! [`RENAME_FLOOD`] renames wait for a remote at a take, every waiting rename turns into
 //! its plain form, and those paths are batched like any others (a flood ends in a few

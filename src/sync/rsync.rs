@@ -106,6 +106,11 @@ impl Target {
 
     /// `commonParams -R` and the options that say what a job does, before its paths.
     fn job_args(&self, job: &Job) -> Vec<OsString> {
+        self.job_args_checked(job, true)
+    }
+
+    /// [`Target::job_args`]; `ignore_times` false: listed paths go by rsync's quick check.
+    fn job_args_checked(&self, job: &Job, ignore_times: bool) -> Vec<OsString> {
         let mut argv: Vec<OsString> = self.opts.params.iter().map(OsString::from).collect();
         argv.push("-R".into());
         match job {
@@ -116,7 +121,9 @@ impl Target {
                 // A listed path is known to have changed. rsync's quick check compares
                 // size and whole-second mtimes, so a same-size rewrite within one second
                 // would be skipped and the remote left wrong.
-                argv.push("--ignore-times".into());
+                if ignore_times {
+                    argv.push("--ignore-times".into());
+                }
                 if self.delete {
                     argv.push("--delete-missing-args".into());
                     argv.push("--force".into());
@@ -176,10 +183,25 @@ impl Target {
     /// The job with every path and rule as an argument, as the fail log writes it:
     /// `./path`, so that no name can read as an option.
     pub fn argv_with_args(&self, job: &Job) -> Vec<OsString> {
+        self.argv_with_args_checked(job, true)
+    }
+
+    /// ssh mode, after the remote `mv` of a directory ([`Target::remote_rename_argv`]):
+    /// the push of the new path and of what was below it (`paths`, plain, within
+    /// [`ARGS_BUDGET`]) as an ordinary push, but by rsync's quick check (size and
+    /// mtime) instead of `--ignore-times`. What the `mv` moved unchanged costs a
+    /// listing; what the remote lacks there is sent: an entry whose push ran while its
+    /// ancestor was renamed here found it gone, and the `mv` then moved the old tree
+    /// without it. (Daemon mode's rename push lists the same paths.)
+    pub fn settle_argv(&self, paths: &[PathBuf]) -> Vec<OsString> {
+        self.argv_with_args_checked(&Job::Paths(paths.to_vec()), false)
+    }
+
+    fn argv_with_args_checked(&self, job: &Job, ignore_times: bool) -> Vec<OsString> {
         if let Job::Rename { .. } = job {
-            return self.argv_with_args(&job.clone().plain());
+            return self.argv_with_args_checked(&job.clone().plain(), ignore_times);
         }
-        let mut argv = self.job_args(job);
+        let mut argv = self.job_args_checked(job, ignore_times);
         match job {
             Job::Paths(paths) => {
                 // A listed directory is pushed as itself (its contents are entries of
@@ -1083,6 +1105,21 @@ mod tests {
             "a long path still gets a run"
         );
         assert!(split_for_args(&[], 10).is_empty());
+    }
+
+    /// After the remote `mv` of a directory, what was below it goes by quick check: the
+    /// live push's options otherwise, so what the remote lacks is sent and what it has
+    /// costs a listing.
+    #[test]
+    fn a_settling_push_is_a_live_push_by_quick_check() {
+        let t = target(Some("ssh"), true);
+        let paths: Vec<PathBuf> = vec!["b".into(), "b/v/i/x".into(), "-f".into()];
+        let settle = words(&t.settle_argv(&paths));
+        let live = words(&t.argv(&Job::Paths(paths), &[]).0);
+        assert!(!settle.contains(&"--ignore-times".to_owned()));
+        let without: Vec<String> = live.into_iter().filter(|a| a != "--ignore-times").collect();
+        assert_eq!(settle, without);
+        assert!(settle.contains(&"./-f".to_owned()));
     }
 
     #[test]

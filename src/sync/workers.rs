@@ -465,8 +465,16 @@ impl Mirror {
             }
             Job::Rename { from, .. } => match self.rename(t, &taken.job) {
                 Some(Renamed::Moved(outcome)) => {
-                    // One remote `mv`: the new path is there and the old one gone.
-                    rest = self.account(t, &rename_to_paths(&taken.job), &outcome);
+                    // One remote `mv`: the old path is gone and the new one holds what
+                    // the old one held there. For a directory that may lack what a push
+                    // that ran while it was renamed here found gone: the paths below
+                    // it are pushed again by quick check (sending only what differs).
+                    let to_paths = rename_to_paths(&taken.job);
+                    let settled = match &taken.job {
+                        Job::Rename { dir: true, .. } => self.settle(t, &to_paths),
+                        _ => outcome.clone(),
+                    };
+                    rest = self.account(t, &to_paths, &settled);
                     rest = rest.or(self.account(t, &Job::Paths(vec![from.clone()]), &outcome));
                     Vec::new()
                 }
@@ -587,6 +595,29 @@ impl Mirror {
             stdin,
             rsync::Watch::LowerAfter(rsync::LONG_PUSH),
         )
+    }
+
+    /// ssh mode, after the remote `mv` of a directory: pushes the new path and what was
+    /// below it by quick check ([`Target::settle_argv`]); the first failure, if any.
+    fn settle(&self, t: RemoteId, paths: &Job) -> Outcome {
+        let target = &*self.target_for_call(t);
+        let plain = paths.plain_paths();
+        let mut last = Outcome {
+            status: 0,
+            stderr: String::new(),
+            elapsed: Duration::ZERO,
+        };
+        for run in rsync::split_for_args(&plain, rsync::ARGS_BUDGET) {
+            let argv = target.settle_argv(run);
+            self.log_call(&format!("cd {} && rsync", target.root.display()), &argv);
+            let outcome = self.rsync(&target.root, &argv, &[]);
+            let elapsed = last.elapsed + outcome.elapsed;
+            last = Outcome { elapsed, ..outcome };
+            if !last.ok() {
+                break;
+            }
+        }
+        last
     }
 
     /// With `<debug start="true">`: the command line of a call, as info.
