@@ -196,3 +196,197 @@ fn planted_cookie_names_do_not_block_wait_synced() {
     }
     agent.stop();
 }
+
+// ---------------------------------------------------------------------------
+// Programs the agent runs
+// ---------------------------------------------------------------------------
+
+/// A shell script at `path` that creates `marker` when run, with `mode`.
+fn hook(path: &Path, marker: &Path, mode: u32) {
+    write_with_mode(
+        path,
+        format!("#!/bin/sh\ntouch '{}'\n", marker.display()).as_bytes(),
+        mode,
+    );
+}
+
+/// `<plugin name="command">` running `prefix` for every changed file, switched on.
+fn command_plugin(s: &Setup, prefix: &Path) -> PathBuf {
+    let head = format!(
+        "  <plugin name=\"command\"><param prefix=\"{}\" suffix=\"\" ignoreError=\"true\"/>\
+         <filter start=\"false\"/></plugin>\n",
+        esc(&prefix.display().to_string())
+    );
+    write_config(
+        s,
+        &s.conf(),
+        &head,
+        "    <plugin start=\"true\" name=\"command\"/>\n",
+    )
+}
+
+/// `-t` on `<dir>/sersync.xml`: must refuse with exit 2, naming `names` in its message.
+fn test_config_refuses(s: &Setup, names: &[&str]) -> String {
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "-t"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "-t refuses: {}", text(&out));
+    for n in names {
+        assert!(err.contains(n), "-t names {n}: {}", text(&out));
+    }
+    err
+}
+
+// A command plugin whose program another user owned, or that sat in a directory others
+// can write (and could be replaced after the start), was accepted by -t without a word
+// and ran as root.
+#[test]
+fn a_plugin_program_another_user_controls_is_refused() {
+    let Some(attacker) = User::create("p") else {
+        return;
+    };
+    let s = setup_for("plugin-owner", &attacker);
+    let shared = s.dir.mkdir_p("shared");
+    chmod(&shared, 0o1777);
+    let marker = s.dir.join("ran-as-root");
+
+    // The attacker's own program.
+    let evil_dir = shared.join("evil");
+    attacker.run(
+        "mkdir",
+        &["-m".as_ref(), "0755".as_ref(), evil_dir.as_os_str()],
+    );
+    let evil = evil_dir.join("hook");
+    attacker.run(
+        "sh",
+        &[
+            "-c".as_ref(),
+            "printf '#!/bin/sh\\ntouch %s\\n' \"$2\" > \"$1\" && chmod 0755 \"$1\"".as_ref(),
+            "sh".as_ref(),
+            evil.as_os_str(),
+            marker.as_os_str(),
+        ],
+    );
+    command_plugin(&s, &evil);
+    let err = test_config_refuses(&s, &[&evil.display().to_string(), "owned by uid"]);
+    assert!(err.contains(&attacker.name), "names the owner: {err}");
+    // The agent does not start either.
+    let out = sersync2(&s.dir, &["-o", "sersync.xml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the start fails: {}",
+        text(&out)
+    );
+
+    // Root's program in a directory others can write: replaceable at any time.
+    let open = s.dir.mkdir_p("open");
+    chmod(&open, 0o777);
+    let replaceable = open.join("hook");
+    hook(&replaceable, &marker, 0o755);
+    command_plugin(&s, &replaceable);
+    test_config_refuses(&s, &[&open.display().to_string(), "0777"]);
+
+    // A program found on PATH is checked where PATH finds it.
+    let mut cmd = command(&s.dir);
+    cmd.args(["-o", "sersync.xml", "-t"])
+        .env("PATH", format!("{}:/usr/bin:/bin", evil_dir.display()));
+    command_plugin(&s, Path::new("hook"));
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run -t");
+    assert_eq!(out.status.code(), Some(2), "found on PATH: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&evil.display().to_string()),
+        "names the file PATH finds: {}",
+        text(&out)
+    );
+
+    // A script an interpreter runs is a program too.
+    command_plugin(&s, Path::new(&format!("/bin/sh {}", evil.display())));
+    test_config_refuses(&s, &[&evil.display().to_string()]);
+    assert!(!marker.exists(), "the attacker's program never ran");
+}
+
+// The same check holds at a reload: a config that now names the attacker's program is
+// refused, the running one stays, and the attacker's program never runs.
+#[test]
+fn a_reload_to_a_plugin_program_another_user_controls_keeps_the_running_config() {
+    let Some(attacker) = User::create("q") else {
+        return;
+    };
+    let s = setup_for("plugin-reload", &attacker);
+    let hooks = s.dir.mkdir_p("hooks");
+    let good_marker = s.dir.join("good-ran");
+    let good = hooks.join("good");
+    hook(&good, &good_marker, 0o755);
+    command_plugin(&s, &good);
+    let mut agent = start(&s);
+
+    let shared = s.dir.mkdir_p("shared");
+    chmod(&shared, 0o1777);
+    let evil_marker = s.dir.join("evil-ran");
+    let evil = shared.join("evil-hook");
+    attacker.run(
+        "sh",
+        &[
+            "-c".as_ref(),
+            "printf '#!/bin/sh\\ntouch %s\\n' \"$2\" > \"$1\" && chmod 0755 \"$1\"".as_ref(),
+            "sh".as_ref(),
+            evil.as_os_str(),
+            evil_marker.as_os_str(),
+        ],
+    );
+    command_plugin(&s, &evil);
+    agent.signal(libc::SIGHUP);
+    wait_until("the reload is refused", DEADLINE, || {
+        agent.assert_running();
+        agent
+            .log()
+            .contains("the config loaded before stays in use")
+    });
+    assert!(
+        agent.log().contains(&evil.display().to_string()),
+        "the log names the program: {}",
+        agent.log()
+    );
+    s.write("after-reload.txt", "x\n");
+    wait_until("the running plugin runs", DEADLINE, || {
+        agent.assert_running();
+        good_marker.exists()
+    });
+    assert!(!evil_marker.exists(), "the attacker's program never ran");
+    agent.stop();
+}
+
+// The ssh command runs as the agent's user too (rsync starts it): one another user owns
+// is refused like a plugin program.
+#[test]
+fn an_ssh_program_another_user_controls_is_refused() {
+    let Some(attacker) = User::create("r") else {
+        return;
+    };
+    let s = setup_for("ssh-owner", &attacker);
+    let shared = s.dir.mkdir_p("shared");
+    chmod(&shared, 0o1777);
+    let evil = shared.join("ssh");
+    attacker.run(
+        "sh",
+        &[
+            "-c".as_ref(),
+            "printf '#!/bin/sh\\nexit 1\\n' > \"$1\" && chmod 0755 \"$1\"".as_ref(),
+            "sh".as_ref(),
+            evil.as_os_str(),
+        ],
+    );
+    let conf = Conf::new(
+        &s.src,
+        vec![("127.0.0.1".into(), "/nonexistent".into())],
+        Transport::Ssh {
+            command: format!("{} -p 22", evil.display()),
+        },
+        &s.dir.join("fail.sh"),
+    );
+    write_config(&s, &conf, "", "");
+    test_config_refuses(&s, &[&evil.display().to_string(), "owned by uid"]);
+}
