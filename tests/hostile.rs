@@ -390,3 +390,131 @@ fn an_ssh_program_another_user_controls_is_refused() {
     write_config(&s, &conf, "", "");
     test_config_refuses(&s, &[&evil.display().to_string(), "owned by uid"]);
 }
+
+// ---------------------------------------------------------------------------
+// The agent's own files
+// ---------------------------------------------------------------------------
+
+/// Every path of the tree at `root`, relative, as text.
+fn listing(root: &Path) -> Vec<String> {
+    tree_snapshot(root)
+        .keys()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
+// With --log-file inside the watched tree (and modify or debug on) each log line was a
+// change that logged a line: 600-800 rsync calls in 10 s with no outside change. A fail
+// log inside the tree was pushed and owed an entry for itself; full syncs pushed the
+// log, the pid file and the fail log to every remote.
+#[test]
+fn the_agent_never_watches_or_pushes_its_own_files() {
+    let Some(uploader) = User::create("s") else {
+        return;
+    };
+    let mut s = Setup::new("own-files");
+    chmod(s.dir.path(), 0o755);
+    chmod(&s.src, 0o755);
+    let up = s.dir.mkdir_p("src/up");
+    std::os::unix::fs::chown(&up, Some(uploader.uid), Some(uploader.gid)).expect("chown up");
+    let logs = s.dir.mkdir_p("src/logs");
+    let state = s.dir.mkdir_p("src/state");
+    chmod(&state, 0o700);
+    let log_file = logs.join("agent.log");
+    let pid_file = state.join("agent.pid");
+    let mut conf = s.conf();
+    conf.fail_log = state.join("fail.sh");
+    let xml = conf
+        .render()
+        .replace("<modify start=\"false\"/>", "<modify start=\"true\"/>");
+    fs::write(s.dir.join("sersync.xml"), xml).expect("write sersync.xml");
+    let flags = [
+        "--log-file".as_ref(),
+        log_file.as_os_str(),
+        "--pid-file".as_ref(),
+        pid_file.as_os_str(),
+    ];
+
+    // -t names each of them.
+    let out = command(&s.dir)
+        .args(["-o", "sersync.xml", "-t"])
+        .args(flags)
+        .output()
+        .expect("run -t");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "-t: {}", text(&out));
+    for f in [&log_file, &pid_file, &state.join("fail.sh")] {
+        assert!(
+            said.lines().any(|l| l.starts_with("warning: ")
+                && l.contains(&f.display().to_string())
+                && l.contains("inside the watch root")),
+            "-t warns about {}:\n{said}",
+            f.display()
+        );
+    }
+
+    // -r: a full sync once the watches are set, when the log and pid file exist.
+    let mut cmd = command(&s.dir);
+    cmd.args(["-n", "4", "-r", "-o", "sersync.xml"]).args(flags);
+    let mut agent = Agent::spawn(cmd, s.dir.join("agent.err"));
+    agent.stderr = log_file.clone();
+    agent.wait_live();
+    plant(&uploader, &up.join("a.txt"));
+    wait_until("up/a.txt reaches both remotes", DEADLINE, || {
+        agent.assert_running();
+        s.remotes().iter().all(|r| r.join("up/a.txt").exists())
+    });
+    // One remote down: the fail log (inside the tree) is written, and paid later.
+    s.b.stop();
+    plant(&uploader, &up.join("b.txt"));
+    wait_until("the fail log is written", DEADLINE, || {
+        agent.assert_running();
+        state.join("fail.sh").exists()
+    });
+    s.b.restart();
+    let out = command(&s.dir)
+        .args(["-o", "sersync.xml", "--wait-synced", "--timeout", "120"])
+        .args(flags)
+        .output()
+        .expect("run --wait-synced");
+    assert!(out.status.success(), "--wait-synced: {}", text(&out));
+    for remote in s.remotes() {
+        let held = listing(&remote);
+        assert!(
+            held.iter().any(|p| p == "up/b.txt"),
+            "{}: the upload arrived: {held:?}",
+            remote.display()
+        );
+        let own: Vec<&String> = held
+            .iter()
+            .filter(|p| {
+                p.starts_with("logs/") || (p.starts_with("state/") && p.as_str() != "state/")
+            })
+            .collect();
+        assert!(
+            own.is_empty(),
+            "{}: the agent's own files were pushed: {own:?}",
+            remote.display()
+        );
+    }
+    let log = fs::read_to_string(&log_file).expect("the log");
+    let fed: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            [
+                "\"logs/agent.log\"",
+                "./logs/agent.log",
+                "\"state/",
+                "./state/",
+            ]
+            .iter()
+            .any(|n| l.contains(n))
+        })
+        .collect();
+    assert!(
+        fed.is_empty(),
+        "events or pushes of the agent's own files:\n{}",
+        fed.join("\n")
+    );
+    agent.stop();
+}

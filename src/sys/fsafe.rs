@@ -405,6 +405,20 @@ fn temp_name(name: &OsStr) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a name"))
 }
 
+/// Is `tmp` the name of a temporary file [`write_atomic`] makes for a file named `name`
+/// (`.NAME.<16 hex digits>.tmp`)?
+pub fn is_temp_of(tmp: &[u8], name: &[u8]) -> bool {
+    let Some(rest) = tmp
+        .strip_prefix(b".")
+        .and_then(|r| r.strip_prefix(name))
+        .and_then(|r| r.strip_prefix(b"."))
+        .and_then(|r| r.strip_suffix(b".tmp"))
+    else {
+        return false;
+    };
+    rest.len() == 16 && rest.iter().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Replaces `path` with `bytes`, mode 0600: a new temporary file with a random name in
 /// the same (checked) directory, created with O_EXCL|O_NOFOLLOW, written, fsynced, then
 /// renamed over `path`, and the directory fsynced. Whatever was at `path` (a link
@@ -808,6 +822,15 @@ mod tests {
             judge_private_dir(1000, 1000, REG | 0o600),
             PrivateDirVerdict::NotDir
         );
+    }
+
+    #[test]
+    fn temporary_names_are_recognised() {
+        let t = temp_name(OsStr::new("fail.sh")).expect("a name");
+        assert!(is_temp_of(t.as_bytes(), b"fail.sh"), "{t:?}");
+        assert!(!is_temp_of(t.as_bytes(), b"fail"));
+        assert!(!is_temp_of(b".fail.sh.0123.tmp", b"fail.sh"));
+        assert!(!is_temp_of(b"fail.sh", b"fail.sh"));
     }
 
     #[test]
