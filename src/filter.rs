@@ -254,8 +254,11 @@ impl Excludes {
         !self.own.is_empty() && is_own(&self.own, rel)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.own.is_empty()
+    /// Does a full sync need a walk of the tree to find what these keep out? Not for the
+    /// agent's own files alone: their rsync patterns ([`own_globs`]) say it, except for a
+    /// path that is not UTF-8.
+    pub fn needs_walk(&self) -> bool {
+        !self.rules.is_empty() || self.own.iter().any(|p| p.to_str().is_none())
     }
 
     /// The rules [`rsync_glob`] can say as rsync patterns.
@@ -350,7 +353,6 @@ mod tests {
             [PathBuf::from("logs/agent.log"), PathBuf::from("fail.sh")]
         );
         let ex = Excludes::default().with_own(own);
-        assert!(!ex.is_empty());
         assert!(ex.excludes(Path::new("logs/agent.log"), false));
         assert!(ex.excludes(Path::new("fail.sh"), false));
         assert!(ex.excludes(Path::new(".fail.sh.0123456789abcdef.tmp"), false));
@@ -359,6 +361,11 @@ mod tests {
         assert!(!ex.excludes(Path::new("logs"), true));
         assert!(!ex.excludes(Path::new("agent.log"), false));
         assert!(skip(&ex, b"agent.log", Path::new("logs/agent.log"), false));
+        assert!(!ex.needs_walk(), "their rsync patterns are enough");
+        assert!(ex
+            .clone()
+            .with_own(vec![PathBuf::from(std::ffi::OsStr::from_bytes(b"\xff"))])
+            .needs_walk());
     }
 
     #[test]

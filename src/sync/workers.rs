@@ -634,7 +634,7 @@ impl Mirror {
     /// parallel walk of the tree.
     pub(crate) fn excluded_paths(&self, t: RemoteId) -> Vec<PathBuf> {
         let excludes = &self.excludes[t.0];
-        if excludes.is_empty() {
+        if !excludes.needs_walk() {
             return Vec::new();
         }
         let root = &self.targets[t.0].root;
