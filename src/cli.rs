@@ -28,7 +28,8 @@ EXIT STATUS
        --wait-synced timed out (or no instance runs the config), --verify found a
        remote that differs or could not be checked
     2  bad flags or a bad config (the message names file, line and element), or a
-       fail log, pid file or log file the agent refuses (see FILES); nothing was started
+       fail log, pid file, log file or program the agent refuses (see FILES); nothing
+       was started
 
 SIGNALS
     SIGTERM, SIGINT  stop reading events, let running pushes finish (up to 30 s), write
@@ -56,7 +57,12 @@ FILES
     The fail log, the pid file and the --log-file must be regular files owned by the
     agent's user and not writable by group or others (a link is refused), and the fail
     log's directory must not let others rename it (sticky if world-writable); else the
-    start fails with exit 2 naming the file, its owner and mode.
+    start fails with exit 2 naming the file, its owner and mode. The command plugin's
+    program (found on PATH when it has no /, and an interpreter's script) and the ssh
+    command's program must be owned by root or the agent's user and not writable by
+    group or others, as every directory above them; else -t, the start and a reload
+    refuse the config. These files are never watched nor pushed, even inside a watch
+    root (-t warns).
 
 ENVIRONMENT
     RUST_LOG   log level: error, warn, info (default), debug

@@ -8,7 +8,7 @@
 //! ever seen.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use regex::bytes::Regex;
 
@@ -166,19 +166,108 @@ pub fn rsync_glob(compiled: &str) -> Option<String> {
     })
 }
 
-/// The `<filter>` excludes, compiled and anchored.
+/// The `<filter>` excludes, compiled and anchored, and the agent's own files inside one
+/// watch root.
 #[derive(Debug, Clone, Default)]
 pub struct Excludes {
     rules: Vec<Regex>,
+    /// The agent's own files (log, fail log, pid file, control socket...) that lie in
+    /// this watch root, relative to it: never events, never pushed.
+    own: Vec<PathBuf>,
+}
+
+/// The paths of `own` (absolute) that lie inside `root`, relative to it. `root` itself
+/// is not one of them.
+pub fn own_inside(root: &Path, own: &[PathBuf]) -> Vec<PathBuf> {
+    own.iter()
+        .filter_map(|p| p.strip_prefix(root).ok())
+        .filter(|rel| !rel.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Is `rel` one of `own`, or a temporary file the agent writes one of them through?
+pub fn is_own(own: &[PathBuf], rel: &Path) -> bool {
+    own.iter().any(|o| {
+        if o == rel {
+            return true;
+        }
+        match (o.file_name(), rel.file_name()) {
+            (Some(name), Some(tmp)) => {
+                o.parent() == rel.parent()
+                    && crate::sys::fsafe::is_temp_of(tmp.as_bytes(), name.as_bytes())
+            }
+            _ => false,
+        }
+    })
+}
+
+/// The rsync patterns that keep one own file (relative to the watch root) and its
+/// temporary files out of what rsync reads or deletes: `/path` and
+/// `/dir/.name.*.tmp`, with wildcards in the names escaped.
+pub fn own_globs(rel: &Path) -> Vec<String> {
+    let escape = |s: &str| {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            if matches!(c, '*' | '?' | '[' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    };
+    let Some(text) = rel.to_str() else {
+        // rsync arguments are bytes, but `--exclude=` here is built as text; a name that
+        // is not UTF-8 is left to the exact rules a walk finds.
+        return Vec::new();
+    };
+    let exact = if text.contains(['*', '?', '[']) {
+        format!("/{}", escape(text))
+    } else {
+        format!("/{text}")
+    };
+    let mut globs = vec![exact];
+    if let (Some(name), parent) = (rel.file_name().and_then(|n| n.to_str()), rel.parent()) {
+        let dir = parent
+            .and_then(Path::to_str)
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{}/", escape(d)))
+            .unwrap_or_default();
+        globs.push(format!("/{dir}.{}.*.tmp", escape(name)));
+    }
+    globs
 }
 
 impl Excludes {
     pub fn new(rules: Vec<Regex>) -> Self {
-        Excludes { rules }
+        Excludes {
+            rules,
+            own: Vec::new(),
+        }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+    /// These excludes for one watch root, with the agent's own files inside it (`own`,
+    /// relative to it: see [`own_inside`]).
+    pub fn with_own(mut self, own: Vec<PathBuf>) -> Self {
+        self.own = own;
+        self
+    }
+
+    /// The agent's own files inside this watch root, relative to it.
+    pub fn own(&self) -> &[PathBuf] {
+        &self.own
+    }
+
+    /// Is this relative path one of the agent's own files (or a temporary file of one)?
+    pub fn is_own(&self, rel: &Path) -> bool {
+        !self.own.is_empty() && is_own(&self.own, rel)
+    }
+
+    /// Does a full sync need a walk of the tree to find what these keep out? Not for the
+    /// agent's own files alone: their rsync patterns ([`own_globs`]) say it, except for a
+    /// path that is not UTF-8.
+    pub fn needs_walk(&self) -> bool {
+        !self.rules.is_empty() || self.own.iter().any(|p| p.to_str().is_none())
     }
 
     /// The rules [`rsync_glob`] can say as rsync patterns.
@@ -192,6 +281,9 @@ impl Excludes {
     /// Is this relative path excluded? Only the path itself is tested: its ancestors
     /// were tested when their watches were made.
     pub fn excludes(&self, rel: &Path, is_dir: bool) -> bool {
+        if self.is_own(rel) {
+            return true;
+        }
         if self.rules.is_empty() {
             return false;
         }
@@ -251,6 +343,54 @@ mod tests {
         assert!(!is_temp_name(b".swp"));
         assert!(!is_temp_name(b".env"));
         assert!(!is_temp_name(b"49130"));
+    }
+
+    #[test]
+    fn the_agents_own_files_and_their_temporary_files_are_excluded() {
+        let own = own_inside(
+            Path::new("/www"),
+            &[
+                PathBuf::from("/www/logs/agent.log"),
+                PathBuf::from("/www/fail.sh"),
+                PathBuf::from("/var/lib/sersync/x.pid"),
+                PathBuf::from("/www"),
+                PathBuf::from("/wwwx/y"),
+            ],
+        );
+        assert_eq!(
+            own,
+            [PathBuf::from("logs/agent.log"), PathBuf::from("fail.sh")]
+        );
+        let ex = Excludes::default().with_own(own);
+        assert!(ex.excludes(Path::new("logs/agent.log"), false));
+        assert!(ex.excludes(Path::new("fail.sh"), false));
+        assert!(ex.excludes(Path::new(".fail.sh.0123456789abcdef.tmp"), false));
+        assert!(!ex.excludes(Path::new("logs/.fail.sh.0123456789abcdef.tmp"), false));
+        assert!(!ex.excludes(Path::new("logs/agent.log.1"), false));
+        assert!(!ex.excludes(Path::new("logs"), true));
+        assert!(!ex.excludes(Path::new("agent.log"), false));
+        assert!(skip(&ex, b"agent.log", Path::new("logs/agent.log"), false));
+        assert!(!ex.needs_walk(), "their rsync patterns are enough");
+        assert!(ex
+            .clone()
+            .with_own(vec![PathBuf::from(std::ffi::OsStr::from_bytes(b"\xff"))])
+            .needs_walk());
+    }
+
+    #[test]
+    fn own_files_become_anchored_rsync_patterns() {
+        assert_eq!(
+            own_globs(Path::new("logs/agent.log")),
+            ["/logs/agent.log", "/logs/.agent.log.*.tmp"]
+        );
+        assert_eq!(
+            own_globs(Path::new("fail.sh")),
+            ["/fail.sh", "/.fail.sh.*.tmp"]
+        );
+        assert_eq!(
+            own_globs(Path::new("a[1]/f*.sh")),
+            ["/a\\[1]/f\\*.sh", "/a\\[1]/.f\\*.sh.*.tmp"]
+        );
     }
 
     #[test]

@@ -9,9 +9,9 @@ use sersync::modes::{self, Mode};
 fn main() -> ExitCode {
     let mut args = Args::parse();
     let outcome = modes::prepare(&mut args).and_then(|config| match Mode::of(&args) {
-        Mode::TestConfig { module } => modes::test_config(&config, module.as_deref()),
+        Mode::TestConfig { module } => modes::test_config(&config, module.as_deref(), &args),
         Mode::Status => modes::status(&config, &args),
-        Mode::Module(name) => modes::module(&config, &name, args.daemon),
+        Mode::Module(name) => modes::module(&config, &name, &args),
         Mode::Replay => modes::replay(&config, &args),
         Mode::WaitSynced => modes::wait_synced(&config, &args),
         Mode::Verify => modes::verify(&config, &args),

@@ -12,6 +12,7 @@ mod faults_recover;
 mod faults_root;
 mod faults_signals;
 mod fixtures;
+mod hostile;
 mod layers;
 mod mirrors_lag;
 mod mirrors_verify;

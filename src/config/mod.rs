@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use regex::bytes::Regex;
 
+use crate::sys::fsafe;
 use crate::sys::shell::split_str as split_words;
 
 pub use raw::ConfigError;
@@ -280,7 +281,7 @@ fn parse_with(file: &Path, bytes: &[u8], roots_must_exist: bool) -> Result<Confi
     let events = events(&cx, head.inotify.as_ref())?;
     let watcher = watcher(&cx, head.watcher.as_ref())?;
     let roots = roots(&cx, sersync, roots_must_exist)?;
-    let rsync = rsync(&cx, sersync.rsync.as_ref())?;
+    let rsync = rsync(&cx, sersync.rsync.as_ref(), roots_must_exist)?;
     let plugins = plugins::Plugins::from_raw(&cx, &head)?;
 
     let (fail_log, replay_every) = match &sersync.fail_log {
@@ -559,7 +560,9 @@ fn normalise_watch(path: &Path) -> PathBuf {
     path.components().collect()
 }
 
-fn rsync(cx: &Ctx, r: Option<&raw::Rsync>) -> Result<RsyncOptions, ConfigError> {
+/// `<rsync>`; `check_ssh`: the ssh command's program, when found, must be one nobody
+/// else can change (see `fsafe::check_program`), like a command plugin's.
+fn rsync(cx: &Ctx, r: Option<&raw::Rsync>, check_ssh: bool) -> Result<RsyncOptions, ConfigError> {
     let default = raw::Rsync::default();
     let r = r.unwrap_or(&default);
     let params = match &r.common_params {
@@ -640,6 +643,9 @@ fn rsync(cx: &Ctx, r: Option<&raw::Rsync>) -> Result<RsyncOptions, ConfigError> 
         ),
         _ => None,
     };
+    if let (Some(command), Some(s), true) = (&ssh, &r.ssh, check_ssh) {
+        trusted_ssh(command).map_err(|m| cx.err(s.line, m))?;
+    }
     let batch = match &r.batch {
         None => DEFAULT_BATCH,
         Some(b) => {
@@ -658,6 +664,29 @@ fn rsync(cx: &Ctx, r: Option<&raw::Rsync>) -> Result<RsyncOptions, ConfigError> 
         ssh,
         batch,
     })
+}
+
+/// The ssh command's program, found as exec finds it, must be one nobody but root or the
+/// agent's user can change: rsync runs it as the agent's user. One that is not found is
+/// left to rsync to report, as before.
+fn trusted_ssh(command: &str) -> Result<(), String> {
+    let Some(program) = split_words(command).ok().and_then(|w| w.into_iter().next()) else {
+        return Ok(());
+    };
+    let Some(path) = fsafe::find_program(&program, std::env::var_os("PATH").as_deref()) else {
+        return Ok(());
+    };
+    match fsafe::check_program(&path) {
+        Ok(_) => Ok(()),
+        Err(e) if fsafe::is_refused(&e) => Err(format!(
+            "<ssh command=\"{command}\">: refusing to run {}: {e}",
+            path.display()
+        )),
+        Err(e) => Err(format!(
+            "<ssh command=\"{command}\">: cannot check {}: {e}",
+            path.display()
+        )),
+    }
 }
 
 /// The longest period in minutes (`timeToExecute`, a numeric `<crontab schedule>`):

@@ -427,3 +427,31 @@ fn a_watcher_backend_that_does_not_exist_is_refused_with_line_and_value() {
     assert!(e.message.contains("backend=\"kqueue\""), "{e}");
     assert!(e.message.contains("fanotify"), "{e}");
 }
+
+// The ssh command runs as the agent's user (rsync starts it): a program others can
+// change is refused like a command plugin's; one not found is left to rsync, as before.
+#[test]
+fn an_ssh_program_others_can_change_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir();
+    let bin = d.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let ssh = bin.join("my-ssh");
+    std::fs::write(&ssh, b"#!/bin/sh\n").expect("write");
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let with = |command: &str| {
+        conf(
+            d.path(),
+            &format!("<rsync><ssh start=\"true\" command=\"{command}\"/></rsync>"),
+        )
+    };
+    let command = format!("{} -p 2222", ssh.display());
+    load_str(&with(&command)).expect("a program only its owner can change");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let e = err(&with(&command));
+    assert!(
+        e.message.contains("refusing to run") && e.message.contains("0777"),
+        "{e}"
+    );
+    load_str(&with("no-such-ssh-program -p 22")).expect("not found: rsync reports it");
+}

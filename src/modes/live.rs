@@ -57,6 +57,13 @@ struct Ctx<'a> {
     socket: PathBuf,
 }
 
+impl Ctx<'_> {
+    /// The agent's own files for `config`: never events, never pushed.
+    fn own(&self, config: &Config) -> Vec<PathBuf> {
+        super::own_files(config, self.args)
+    }
+}
+
 /// A checked config with its watches already set, ready to run.
 struct Prepared {
     config: Config,
@@ -137,7 +144,7 @@ fn supervise(
     // Status answers while a large tree's watches are set up, with the count so far.
     let watches = Arc::new(AtomicUsize::new(0));
     let starting = Starting::serve(config, &fail_log, &watches);
-    let watched = watch(config, watches);
+    let watched = watch(config, &cx.own(config), watches);
     let listener = starting.end();
     let (watchers, watches) = watched.map_err(|e| {
         // A backend the config asks for that cannot run is the config's problem.
@@ -234,6 +241,7 @@ impl Starting {
 /// walks go.
 fn watch(
     config: &Config,
+    own: &[PathBuf],
     watches: Arc<AtomicUsize>,
 ) -> anyhow::Result<(Vec<Watcher>, Arc<AtomicUsize>)> {
     let started = Instant::now();
@@ -242,7 +250,7 @@ fn watch(
         let w = Watcher::new_counted(
             root.path.clone(),
             i,
-            Excludes::new(config.excludes.clone()),
+            super::excludes_for(config, &root.path, own),
             config.events,
             config.watcher,
             Arc::clone(&watches),
@@ -274,7 +282,7 @@ fn prepare_reload(running: &Config, cx: &Ctx) -> anyhow::Result<Prepared> {
         Some((host, port)) if config.host != running.host => Some(bind_status(host, *port)?),
         _ => None,
     };
-    let (watchers, watches) = watch(&config, Arc::new(AtomicUsize::new(0)))?;
+    let (watchers, watches) = watch(&config, &cx.own(&config), Arc::new(AtomicUsize::new(0)))?;
     Ok(Prepared {
         config,
         watchers,
@@ -299,7 +307,8 @@ fn run(
     } = prepared;
     let config = &config;
     let args = cx.args;
-    let mut targets = sync::targets(config);
+    let own = cx.own(config);
+    let mut targets = super::targets_owning(config, &own);
     if config.rsync.ssh.is_some() {
         // One ssh connection per remote, its socket in a directory only we control,
         // next to the pid file, named short: a unix socket path holds 107 bytes, and
@@ -386,9 +395,9 @@ fn run(
             .map(|r| Route {
                 root: r.path.clone(),
                 remotes: mirror.remotes_of(&r.path),
+                excludes: super::excludes_for(config, &r.path, &own),
             })
             .collect(),
-        excludes: Excludes::new(config.excludes.clone()),
         events: config.events,
         debug: config.debug,
         queue,
@@ -528,7 +537,7 @@ fn run(
 /// `<lock dir>/ssh-<hash>`: one directory per instance and ssh command, hashed from the
 /// control socket's path and the command, so a reload that changes the command (another
 /// key, other options) never reuses a connection the old one opened.
-fn ssh_control_dir(socket: &std::path::Path, ssh_command: &str) -> PathBuf {
+pub(super) fn ssh_control_dir(socket: &std::path::Path, ssh_command: &str) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;
     // FNV-1a: short and stable; only has to tell this instance's files apart.
     let hash = socket

@@ -163,6 +163,9 @@ pub(crate) fn load(path: &std::path::Path, args: &Args) -> Result<Config, Exit> 
         if let Some(warning) = plugin_warning(&config) {
             log::warn!("{warning}");
         }
+        for warning in own_files_warnings(&config, args) {
+            log::warn!("{warning}");
+        }
     }
     Ok(config)
 }
@@ -184,6 +187,90 @@ pub(crate) fn plugin_warning(config: &Config) -> Option<String> {
         config.file.display(),
         c.describe()
     ))
+}
+
+/// The agent's own files: the fail log, the pid file and its control socket, the log
+/// file, and in ssh mode the directory of the shared ssh connections. Each is also
+/// listed as resolved (links in its directory followed), so that a watch root named
+/// through a link still finds it. They never become events and are never pushed.
+pub(crate) fn own_files(config: &Config, args: &Args) -> Vec<PathBuf> {
+    let pid_file = args
+        .pid_file
+        .clone()
+        .unwrap_or_else(|| daemon::default_pid_file(&args.config));
+    let socket = crate::service::control::socket_path(&pid_file);
+    let mut files = vec![config.fail_log.clone(), pid_file, socket.clone()];
+    files.extend(args.log_file.clone());
+    if let Some(ssh) = &config.rsync.ssh {
+        files.push(live::ssh_control_dir(&socket, ssh));
+    }
+    let mut files: Vec<PathBuf> = files
+        .into_iter()
+        .map(|f| std::path::absolute(&f).unwrap_or(f))
+        .collect();
+    let resolved: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| {
+            Some(
+                std::fs::canonicalize(f.parent()?)
+                    .ok()?
+                    .join(f.file_name()?),
+            )
+        })
+        .collect();
+    files.extend(resolved);
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// Those of the agent's files `own` that lie inside the watch root `root`, relative to
+/// it (the root taken as named and as resolved).
+pub(crate) fn own_in(root: &std::path::Path, own: &[PathBuf]) -> Vec<PathBuf> {
+    let mut rel = crate::filter::own_inside(root, own);
+    if let Ok(real) = std::fs::canonicalize(root) {
+        rel.extend(crate::filter::own_inside(&real, own));
+    }
+    rel.sort();
+    rel.dedup();
+    rel
+}
+
+/// The `<filter>` excludes for the watch root `root`, with the agent's own files in it.
+pub(crate) fn excludes_for(
+    config: &Config,
+    root: &std::path::Path,
+    own: &[PathBuf],
+) -> crate::filter::Excludes {
+    crate::filter::Excludes::new(config.excludes.clone()).with_own(own_in(root, own))
+}
+
+/// The targets of `config`, each knowing the agent's own files in its root.
+pub(crate) fn targets_owning(config: &Config, own: &[PathBuf]) -> Vec<Target> {
+    let mut targets = sync::targets(config);
+    for t in &mut targets {
+        let rel = own_in(&t.root, own);
+        t.set_own(rel);
+    }
+    targets
+}
+
+/// Warnings for the agent's own files that lie inside a watch root: they are left out
+/// of events and pushes, but belong elsewhere.
+pub(crate) fn own_files_warnings(config: &Config, args: &Args) -> Vec<String> {
+    let own = own_files(config, args);
+    let mut out = Vec::new();
+    for root in &config.roots {
+        for rel in own_in(&root.path, &own) {
+            out.push(format!(
+                "{} lies inside the watch root {}: the agent leaves it out of what it \
+                 watches and pushes, but keep it outside the tree",
+                root.path.join(&rel).display(),
+                root.path.display()
+            ));
+        }
+    }
+    out
 }
 
 /// The modes that sync first check the rsync on PATH (found, 3.1 or later): a usage
@@ -222,8 +309,11 @@ pub fn status(config: &Config, args: &Args) -> Result<u8, Exit> {
 }
 
 /// `-m NAME`: run one plugin over the watched tree until SIGTERM or SIGINT.
-pub fn module(config: &Config, name: &str, detach: bool) -> Result<u8, Exit> {
-    let module = module::Module::new(config, name).map_err(|e| usage(anyhow!(e)))?;
+pub fn module(config: &Config, name: &str, args: &Args) -> Result<u8, Exit> {
+    let detach = args.daemon;
+    let module = module::Module::new(config, name)
+        .map_err(|e| usage(anyhow!(e)))?
+        .with_own(own_files(config, args));
     let detached = if detach {
         let d = daemon::detach().map_err(|e| runtime(anyhow!(e)))?;
         logging::detached();

@@ -9,7 +9,6 @@ use anyhow::Context;
 
 use crate::config::plugins::Plugin;
 use crate::config::Config;
-use crate::filter::Excludes;
 use crate::sync::intake::{Intake, Route};
 use crate::sync::{Job, Queue, RemoteId};
 use crate::sys::Stop;
@@ -24,6 +23,8 @@ pub struct Module {
     /// The directories watched: the plugin's own `<localpath watch>` directories, or
     /// the sync roots for command.
     roots: Vec<PathBuf>,
+    /// The agent's own files (absolute): never events.
+    own: Vec<PathBuf>,
 }
 
 impl Module {
@@ -66,7 +67,14 @@ impl Module {
         Ok(Module {
             plugin,
             roots: kept,
+            own: Vec::new(),
         })
+    }
+
+    /// The agent's own files (its log file among them), left out of the events.
+    pub fn with_own(mut self, own: Vec<PathBuf>) -> Module {
+        self.own = own;
+        self
     }
 
     pub fn name(&self) -> &'static str {
@@ -90,7 +98,7 @@ impl Module {
             let w = Watcher::new(
                 root.clone(),
                 i,
-                Excludes::new(config.excludes.clone()),
+                super::excludes_for(config, root, &self.own),
                 config.events,
                 config.watcher,
             )?;
@@ -119,9 +127,9 @@ impl Module {
                 .map(|(i, r)| Route {
                     root: r.clone(),
                     remotes: vec![RemoteId(i)],
+                    excludes: super::excludes_for(config, r, &self.own),
                 })
                 .collect(),
-            excludes: Excludes::new(config.excludes.clone()),
             events: config.events,
             debug: config.debug,
             queue: Arc::clone(&queue),

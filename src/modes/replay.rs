@@ -19,7 +19,7 @@ use crate::cli::Args;
 use crate::config::Config;
 use crate::filter::Excludes;
 use crate::service::control;
-use crate::sync::{self, Mirror, Queue};
+use crate::sync::{Mirror, Queue};
 
 fn entries(n: usize) -> &'static str {
     if n == 1 {
@@ -35,7 +35,7 @@ const ANSWER_WAIT: Duration = Duration::from_secs(super::commands::REPLAY_WAIT.a
 
 pub fn replay(config: &Config, args: &Args) -> Result<u8, Exit> {
     super::require_rsync()?;
-    let targets = sync::targets(config);
+    let targets = super::targets_owning(config, &super::own_files(config, args));
     let (_lock, mut fail_log) = match lock_or_holder(config, args, &targets)? {
         Locked::Ours(lock, fail_log) => (lock, fail_log),
         Locked::Held { message, .. } if args.drop_unknown => {

@@ -3,13 +3,14 @@
 use anyhow::anyhow;
 
 use super::{module::Module, usage, Exit};
+use crate::cli::Args;
 use crate::config::plugins::Plugin;
 use crate::config::{Config, Schedule};
 use crate::sync::{self, Job};
 use crate::sys::shell;
 
 /// Prints the watches, remotes and rsync commands; with `-m`, checks that module too.
-pub fn test_config(config: &Config, module: Option<&str>) -> Result<u8, Exit> {
+pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result<u8, Exit> {
     if let Some(m) = module {
         Module::new(config, m).map_err(|e| usage(anyhow!(e)))?;
     }
@@ -72,6 +73,9 @@ pub fn test_config(config: &Config, module: Option<&str>) -> Result<u8, Exit> {
         None => println!("plugin: off"),
     }
     if let Some(warning) = super::plugin_warning(config) {
+        println!("warning: {warning}");
+    }
+    for warning in super::own_files_warnings(config, args) {
         println!("warning: {warning}");
     }
     match &config.verify {

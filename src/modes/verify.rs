@@ -11,23 +11,23 @@ use std::path::PathBuf;
 use super::Exit;
 use crate::cli::Args;
 use crate::config::Config;
-use crate::filter::Excludes;
 use crate::sync::verify::{self, Drift};
-use crate::sync::{self, Target};
+use crate::sync::Target;
 
 /// Paths printed per remote before "... and N more".
 const PATHS_PRINTED: usize = 10;
 
 pub fn verify(config: &Config, args: &Args) -> Result<u8, Exit> {
     super::require_rsync()?;
-    let targets = sync::targets(config);
-    let excludes = Excludes::new(config.excludes.clone());
+    let own = super::own_files(config, args);
+    let targets = super::targets_owning(config, &own);
     // One walk per root for the `<filter>` excludes, as a full sync does.
     let mut excluded: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
     for t in &targets {
-        excluded
-            .entry(t.root.clone())
-            .or_insert_with(|| crate::watch::excluded_paths(&t.root, &excludes));
+        excluded.entry(t.root.clone()).or_insert_with(|| {
+            let excludes = super::excludes_for(config, &t.root, &own);
+            crate::watch::excluded_paths(&t.root, &excludes)
+        });
     }
     let check = |t: &Target| {
         let none = Vec::new();

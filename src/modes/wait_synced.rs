@@ -7,7 +7,11 @@
 //! (`wait-synced {"timeout_seconds":..,"remotes":[..]}`); the instance answers when the
 //! barrier is passed or the timeout is over ([`serve`]). Exact, not a sleep: for each
 //! watch root of the remotes asked about, the agent creates and at once deletes a sync
-//! cookie (`<root>/.sersync2-cookie-<pid>-<n>`, never pushed, kept out of full syncs).
+//! cookie (`<root>/.sersync2-cookie-<pid>-<32 random hex digits>`, never pushed, kept out
+//! of full syncs). The name cannot be guessed, and the file is created with `O_EXCL`: a
+//! name someone planted in the root (a user who can write there) is never taken for the
+//! cookie, and the agent just draws another name, so planted names neither block the
+//! barrier nor pass it early.
 //! inotify keeps the order of one instance's events, so once the filter thread meets the
 //! cookie every earlier event of that root is queued, and the queue records each
 //! remote's checkpoint then (`Queue::cookies_seen`). The barrier is passed for a remote
@@ -22,7 +26,6 @@ use std::fs::OpenOptions;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
@@ -35,6 +38,7 @@ use crate::config::Config;
 use crate::filter::COOKIE_PREFIX;
 use crate::service::{control, daemon};
 use crate::sync::{Mirror, RemoteId};
+use crate::sys::random_u64;
 
 /// The control command.
 pub const COMMAND: &str = "wait-synced";
@@ -68,22 +72,56 @@ struct Cookie {
     error: Option<String>,
 }
 
-fn cookie_name() -> Vec<u8> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{COOKIE_PREFIX}{}-{n}", std::process::id()).into_bytes()
+/// A fresh cookie name: the pid (for people) and 128 random bits (nobody can plant it
+/// ahead).
+fn cookie_name(random: (u64, u64)) -> Vec<u8> {
+    format!(
+        "{COOKIE_PREFIX}{}-{:016x}{:016x}",
+        std::process::id(),
+        random.0,
+        random.1
+    )
+    .into_bytes()
 }
 
-/// Creates the cookie in `root` and deletes it at once; its events are what counts.
-fn make_cookie(root: &Path, name: &[u8]) -> std::io::Result<()> {
-    let path = root.join(std::ffi::OsStr::from_bytes(name));
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)?;
-    std::fs::remove_file(&path)
+/// How many names are tried when each is taken already (only planted names are).
+const COOKIE_TRIES: usize = 8;
+
+/// Creates a cookie in `root` under a fresh name and deletes it at once; its events are
+/// what counts. `expect` is told each name before its file is made (so its event is not
+/// missed) and `forget` each name whose file someone else had made: a name taken is
+/// never used, another is drawn. Returns the name of the cookie made.
+fn make_cookie(
+    root: &Path,
+    mut draw: impl FnMut() -> (u64, u64),
+    expect: impl Fn(&[u8]),
+    forget: impl Fn(&[u8]),
+) -> std::io::Result<Vec<u8>> {
+    let mut tries = 0;
+    loop {
+        let name = cookie_name(draw());
+        expect(&name);
+        let path = root.join(std::ffi::OsStr::from_bytes(&name));
+        let made = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path);
+        match made {
+            Ok(_) => {
+                std::fs::remove_file(&path)?;
+                return Ok(name);
+            }
+            Err(e) => {
+                forget(&name);
+                tries += 1;
+                if e.kind() != std::io::ErrorKind::AlreadyExists || tries >= COOKIE_TRIES {
+                    return Err(e);
+                }
+            }
+        }
+    }
 }
 
 fn refused(message: String) -> Value {
@@ -138,22 +176,31 @@ pub fn serve(mirror: &Mirror, body: &str) -> Value {
     loop {
         let now = Instant::now();
         for c in cookies.iter_mut().filter(|c| c.marks.is_none()) {
-            if c.name.is_some() && now < c.made + COOKIE_AGAIN {
+            if (c.name.is_some() || c.error.is_some()) && now < c.made + COOKIE_AGAIN {
                 continue;
             }
             if let Some(old) = c.name.take() {
                 queue.forget_cookie(&old);
             }
-            let name = cookie_name();
-            queue.expect_cookie(&name);
-            c.error = make_cookie(&c.root, &name).err().map(|e| {
-                format!(
-                    "cannot create the sync cookie in {}: {e}; the agent's user must be able \
-                     to create a file there",
-                    c.root.display()
-                )
-            });
-            c.name = Some(name);
+            let made = make_cookie(
+                &c.root,
+                || (random_u64(), random_u64()),
+                |n| queue.expect_cookie(n),
+                |n| queue.forget_cookie(n),
+            );
+            match made {
+                Ok(name) => {
+                    c.name = Some(name);
+                    c.error = None;
+                }
+                Err(e) => {
+                    c.error = Some(format!(
+                        "cannot create the sync cookie in {}: {e}; the agent's user must be \
+                         able to create a file there",
+                        c.root.display()
+                    ))
+                }
+            }
             c.made = now;
         }
         let wake = cookies
@@ -406,4 +453,64 @@ fn report(answer: &Value, timeout: u64) -> Result<u8, Exit> {
         "not synced within {timeout}s: {} behind; the agent keeps pushing, see --status",
         behind.join(", ")
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    #[test]
+    fn cookie_names_cannot_be_guessed() {
+        let a = cookie_name((1, 2));
+        let b = cookie_name((random_u64(), random_u64()));
+        let c = cookie_name((random_u64(), random_u64()));
+        assert_ne!(b, c);
+        let text = String::from_utf8(a).expect("ascii");
+        let pid = std::process::id();
+        assert_eq!(
+            text,
+            format!("{COOKIE_PREFIX}{pid}-00000000000000010000000000000002")
+        );
+        assert!(crate::filter::is_cookie(&b));
+    }
+
+    // A user who planted `.sersync2-cookie-<pid>-<n>` for the next names made every
+    // --wait-synced time out ("File exists"): a planted name is now skipped, never used.
+    #[test]
+    fn a_planted_cookie_name_is_skipped_for_a_fresh_one() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let planted = cookie_name((7, 7));
+        std::fs::write(d.path().join(std::ffi::OsStr::from_bytes(&planted)), b"x").expect("plant");
+        let draws = RefCell::new(vec![(8, 8), (7, 7)]);
+        let expected = RefCell::new(Vec::new());
+        let forgotten = RefCell::new(Vec::new());
+        let made = make_cookie(
+            d.path(),
+            || draws.borrow_mut().pop().expect("a draw"),
+            |n| expected.borrow_mut().push(n.to_vec()),
+            |n| forgotten.borrow_mut().push(n.to_vec()),
+        )
+        .expect("a fresh name");
+        assert_eq!(made, cookie_name((8, 8)));
+        assert_eq!(*expected.borrow(), [planted.clone(), made.clone()]);
+        assert_eq!(
+            *forgotten.borrow(),
+            std::slice::from_ref(&planted),
+            "the planted name is not awaited"
+        );
+        assert!(
+            d.path()
+                .join(std::ffi::OsStr::from_bytes(&planted))
+                .exists(),
+            "the planted file is left alone"
+        );
+        assert!(
+            !d.path().join(std::ffi::OsStr::from_bytes(&made)).exists(),
+            "the cookie is deleted at once"
+        );
+        // Every name taken: an error after a few tries, not a loop.
+        let err = make_cookie(d.path(), || (7, 7), |_| {}, |_| {}).expect_err("all taken");
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+    }
 }

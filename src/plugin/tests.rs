@@ -275,6 +275,47 @@ fn command_needs_a_runnable_prefix() {
     );
 }
 
+// A program another user could change ran as root: the program, and the script an
+// interpreter prefix names, must be trusted like the fail log.
+#[test]
+fn command_program_others_can_change_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir();
+    let hooks = d.path().join("hooks");
+    std::fs::create_dir(&hooks).expect("mkdir");
+    let hook = hooks.join("purge.sh");
+    std::fs::write(&hook, b"#!/bin/sh\n").expect("write");
+    let chmod = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+    };
+    chmod(&hook, 0o755);
+    let cx = Cx::new("test.xml", false);
+    let direct = hook.display().to_string();
+    let through_sh = format!("/bin/sh {}", hook.display());
+    for prefix in [&direct, &through_sh] {
+        assert!(
+            Plugin::from_raw(&cx, &command_def(prefix, "")).is_ok(),
+            "{prefix}"
+        );
+    }
+    chmod(&hook, 0o777);
+    for prefix in [&direct, &through_sh] {
+        let e = Plugin::from_raw(&cx, &command_def(prefix, "")).expect_err("writable");
+        assert_eq!(e.line, Some(3));
+        assert!(
+            e.message.contains("refusing to run") && e.message.contains("0777"),
+            "{e}"
+        );
+    }
+    chmod(&hook, 0o755);
+    chmod(&hooks, 0o775);
+    let e = Plugin::from_raw(&cx, &command_def(&direct, "")).expect_err("open directory");
+    assert!(
+        e.message.contains(&hooks.display().to_string()) && e.message.contains("0775"),
+        "{e}"
+    );
+}
+
 // ---- socket ----
 
 fn socket_def(watch: &Path, ip: &str, port: &str) -> PluginDef {

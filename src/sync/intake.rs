@@ -25,17 +25,18 @@ use crate::config::Events;
 use crate::filter::{self, Excludes};
 use crate::watch::{Batch, Change, Op};
 
-/// Where one watch root's changes go.
+/// Where one watch root's changes go, and what of it is never pushed.
 pub struct Route {
     pub root: PathBuf,
     pub remotes: Vec<RemoteId>,
+    /// The `<filter>` excludes, with the agent's own files in this root.
+    pub excludes: Excludes,
 }
 
 /// The filter stage's rules and destination.
 pub struct Intake {
     /// By watch root index.
     pub routes: Vec<Route>,
-    pub excludes: Excludes,
     pub events: Events,
     pub debug: bool,
     pub queue: Arc<Queue>,
@@ -162,6 +163,11 @@ impl Intake {
                     }
                 }
             }
+            if own_only(&route.excludes, &change) {
+                // The agent's own files (its log among them): never events, not even a
+                // debug line, which would itself be a change of a log file in the tree.
+                continue;
+            }
             if self.debug {
                 log::info!(root = route.root.display().to_string().as_str(); "event {change:?}");
             }
@@ -172,7 +178,7 @@ impl Intake {
                     continue;
                 }
             }
-            match self.decide(&route.root, change) {
+            match self.decide(route, change) {
                 Decision::Drop => {}
                 Decision::Unclosed(path) => {
                     let now = stamp(&route.root.join(&path));
@@ -199,12 +205,13 @@ impl Intake {
     }
 
     /// What one change asks of the remotes.
-    fn decide(&self, root: &Path, change: Change) -> Decision {
+    fn decide(&self, route: &Route, change: Change) -> Decision {
+        let (root, excludes) = (&route.root, &route.excludes);
         let ev = &self.events;
         match change {
             Change::File { path, op } => {
                 let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
-                if filter::skip(&self.excludes, name, &path, false) {
+                if filter::skip(excludes, name, &path, false) {
                     return Decision::Drop;
                 }
                 let wanted = match op {
@@ -254,14 +261,14 @@ impl Intake {
                 to,
                 dir,
                 found,
-            } => self.renamed(from, to, dir, found),
+            } => self.renamed(excludes, from, to, dir, found),
             Change::Exchanged {
                 a,
                 b,
                 a_dir,
                 b_dir,
                 found,
-            } => self.exchanged([(a, a_dir), (b, b_dir)], found),
+            } => self.exchanged(excludes, [(a, a_dir), (b, b_dir)], found),
             // Lost events, a new root, or what only an unmounted filesystem held: only a
             // full sync makes the remotes equal again.
             Change::Overflow | Change::RootBack | Change::Unmounted { .. } => Decision::Full,
@@ -287,11 +294,18 @@ impl Intake {
     /// switches ask for both halves (and for deletes); otherwise as the plain changes
     /// the two halves stand for: the delete of `from`, the push of `to` (and of what
     /// is below it). A temp or excluded name on one side is only the other half.
-    fn renamed(&self, from: PathBuf, to: PathBuf, dir: bool, found: Vec<PathBuf>) -> Decision {
+    fn renamed(
+        &self,
+        excludes: &Excludes,
+        from: PathBuf,
+        to: PathBuf,
+        dir: bool,
+        found: Vec<PathBuf>,
+    ) -> Decision {
         let ev = &self.events;
         let mirrored = |p: &Path| {
             let name = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
-            !filter::skip(&self.excludes, name, p, dir)
+            !filter::skip(excludes, name, p, dir)
         };
         let (from_in, to_in) = (mirrored(&from), mirrored(&to));
         if from_in && to_in && ev.move_from && ev.move_to && ev.delete {
@@ -324,11 +338,16 @@ impl Intake {
     /// listing (a trailing `/`: with deletes on, what the remote holds there beyond it
     /// is deleted, see `queue`), never as a rename, which would take one side for new
     /// and the other for gone. A side with a temp or excluded name is not mirrored.
-    fn exchanged(&self, sides: [(PathBuf, bool); 2], found: Vec<PathBuf>) -> Decision {
+    fn exchanged(
+        &self,
+        excludes: &Excludes,
+        sides: [(PathBuf, bool); 2],
+        found: Vec<PathBuf>,
+    ) -> Decision {
         if !self.events.move_to {
             return Decision::Drop;
         }
-        Decision::Items(exchange_items(&self.excludes, sides, found))
+        Decision::Items(exchange_items(excludes, sides, found))
     }
 }
 
@@ -355,6 +374,22 @@ fn exchange_items(
             .map(|p| Item::Path(listing(p, true), false)),
     );
     items
+}
+
+/// Does `change` touch nothing but the agent's own files (see `filter::Excludes::is_own`)?
+/// A rename between an own file and another name is not: its other side is a change.
+fn own_only(excludes: &Excludes, change: &Change) -> bool {
+    if excludes.own().is_empty() {
+        return false;
+    }
+    match change {
+        Change::File { path, .. }
+        | Change::DirOut { path, .. }
+        | Change::DirMeta { path, .. }
+        | Change::DirIn { path, .. } => excludes.is_own(path),
+        Change::Renamed { from, to, .. } => excludes.is_own(from) && excludes.is_own(to),
+        _ => false,
+    }
 }
 
 /// `path` with a trailing `/` if it is a directory: pushed as its listing.
@@ -406,8 +441,8 @@ mod tests {
             routes: vec![Route {
                 root: d.path().to_path_buf(),
                 remotes: vec![RemoteId(0)],
+                excludes: Excludes::default(),
             }],
-            excludes: Excludes::default(),
             events: Events::default(),
             debug: false,
             queue: Arc::clone(&queue),
@@ -436,6 +471,53 @@ mod tests {
             1,
             "looked at again only after UNCLOSED_AFTER"
         );
+    }
+
+    // With the log file inside the tree, each log line was a change that logged a line
+    // (an event line at debug, an rsync call): 600-800 calls in 10 s with no outside
+    // change. The agent's own files are never events.
+    #[test]
+    fn the_agents_own_files_are_not_events() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let queue = Arc::new(Queue::new(1, 100, 1));
+        let intake = Intake {
+            routes: vec![Route {
+                root: d.path().to_path_buf(),
+                remotes: vec![RemoteId(0)],
+                excludes: Excludes::default().with_own(vec![p("logs/agent.log"), p("fail.sh")]),
+            }],
+            events: Events::default(),
+            debug: true,
+            queue: Arc::clone(&queue),
+        };
+        let file = |path: &str, op| Change::File { path: p(path), op };
+        let batch = Batch {
+            root: 0,
+            changes: vec![
+                file("logs/agent.log", Op::ClosedWrite),
+                file("logs/agent.log", Op::Modified),
+                file(".fail.sh.0123456789abcdef.tmp", Op::ClosedWrite),
+                Change::Renamed {
+                    from: p(".fail.sh.0123456789abcdef.tmp"),
+                    to: p("fail.sh"),
+                    dir: false,
+                    found: vec![],
+                },
+                file("logs/other.log", Op::ClosedWrite),
+            ],
+        };
+        intake.take(batch, &mut vec![HashMap::new()]);
+        assert_eq!(queue.waiting(), [1], "only logs/other.log");
+        // A log rotated away: the new name is an ordinary file.
+        assert!(!own_only(
+            &intake.routes[0].excludes,
+            &Change::Renamed {
+                from: p("logs/agent.log"),
+                to: p("logs/agent.log.1"),
+                dir: false,
+                found: vec![],
+            }
+        ));
     }
 
     // An exchange travelled as two renames: the second took the first's new path for

@@ -48,6 +48,7 @@ pub fn targets(config: &Config) -> Vec<Target> {
                 delete: config.events.delete,
                 full_excludes: full_excludes.clone(),
                 filter_globs: filter_globs.clone(),
+                own: Vec::new(),
                 ssh_control: None,
             })
         })

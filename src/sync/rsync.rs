@@ -36,12 +36,26 @@ pub struct Target {
     /// passed wherever rsync reads or deletes a directory's entries (full syncs, listings,
     /// their clean-up), so such names that exist only on a remote are kept there.
     pub filter_globs: Vec<String>,
+    /// The agent's own files inside `root` (log, fail log, pid file, control socket...),
+    /// relative to it: never pushed, kept out of full syncs and listings (see
+    /// [`Target::set_own`]).
+    pub own: Vec<PathBuf>,
     /// ssh mode: a private (0700, the agent's own) directory for one ControlMaster
     /// socket per remote, so pushes reuse one ssh connection; `None`: no reuse.
     pub ssh_control: Option<PathBuf>,
 }
 
 impl Target {
+    /// Sets the agent's own files inside the root (relative paths): their rsync
+    /// patterns join the `<filter>` ones, so that a full sync, a listing and their
+    /// clean-up neither push them nor delete them on the remote.
+    pub fn set_own(&mut self, own: Vec<PathBuf>) {
+        for rel in &own {
+            self.filter_globs.extend(crate::filter::own_globs(rel));
+        }
+        self.own = own;
+    }
+
     /// `[user@]ip::module` for daemon mode, `ip:dir` for ssh mode.
     pub fn dest(&self) -> String {
         match (&self.opts.ssh, &self.opts.auth) {
@@ -1004,6 +1018,7 @@ mod tests {
             delete: true,
             full_excludes: vec!["*.php".into()],
             filter_globs: vec!["*.log".into()],
+            own: vec![],
             ssh_control: None,
         }
     }

@@ -515,6 +515,7 @@ mod tests {
             delete: true,
             full_excludes: vec![],
             filter_globs: vec![],
+            own: vec![],
             ssh_control: None,
         };
         let (full, full_in) = t.argv(&Job::Full, &["a/.svn".into()]);

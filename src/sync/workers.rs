@@ -144,7 +144,8 @@ pub struct Snapshot {
 pub struct Mirror {
     targets: Vec<Target>,
     queue: Arc<Queue>,
-    excludes: Excludes,
+    /// Per target: the `<filter>` excludes and the agent's own files in its root.
+    excludes: Vec<Excludes>,
     debug: bool,
     fail_log: Mutex<FailLog>,
     stats: Vec<Stats>,
@@ -205,6 +206,10 @@ impl Mirror {
         for (t, job) in faillog::owed_jobs(&fail_log) {
             queue.owe(t, &job, now);
         }
+        let excludes = targets
+            .iter()
+            .map(|t| excludes.clone().with_own(t.own.clone()))
+            .collect();
         Mirror {
             targets,
             queue,
@@ -684,7 +689,7 @@ impl Mirror {
                 let name = e.file_name();
                 let rel = dir.join(&name);
                 let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-                if crate::filter::skip(&self.excludes, name.as_bytes(), &rel, is_dir) {
+                if crate::filter::skip(&self.excludes[t.0], name.as_bytes(), &rel, is_dir) {
                     out.push(rel);
                 }
             }
@@ -695,12 +700,13 @@ impl Mirror {
     /// What the `<filter>` excludes keep out of a full sync of `t`'s root, found by a
     /// parallel walk of the tree.
     pub(crate) fn excluded_paths(&self, t: RemoteId) -> Vec<PathBuf> {
-        if self.excludes.is_empty() {
+        let excludes = &self.excludes[t.0];
+        if !excludes.needs_walk() {
             return Vec::new();
         }
         let root = &self.targets[t.0].root;
         let started = Instant::now();
-        let excluded = crate::watch::excluded_paths(root, &self.excludes);
+        let excluded = crate::watch::excluded_paths(root, excludes);
         log::debug!(
             "full sync of {}: {} excluded path(s) found in {:.2}s",
             root.display(),

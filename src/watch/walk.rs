@@ -194,7 +194,7 @@ impl Progress {
 /// Every path under `root` that the excludes keep out, for a full sync's `--exclude-from`.
 /// Excluded directories are listed once, not descended into.
 pub fn excluded_paths(root: &Path, excludes: &Excludes) -> Vec<PathBuf> {
-    if excludes.is_empty() {
+    if !excludes.needs_walk() {
         return Vec::new();
     }
     excluded_below(root, PathBuf::new(), excludes)

@@ -19,6 +19,7 @@ use regex::bytes::Regex;
 
 use super::Cx;
 use crate::config::{raw, ConfigError};
+use crate::sys::fsafe;
 use crate::sys::shell::split_str as split_words;
 
 /// How long one run may take before it is killed.
@@ -59,11 +60,15 @@ impl Command {
             }
         }
         let program = &*program;
-        if !runnable(program) {
+        if fsafe::find_program(program, std::env::var_os("PATH").as_deref()).is_none() {
             return Err(cx.err(
                 param.line,
                 format!("<param prefix=\"{text}\">: program {program} not found or not executable"),
             ));
+        }
+        for file in runs(&prefix) {
+            trusted(file)
+                .map_err(|m| cx.err(param.line, format!("<param prefix=\"{text}\">: {m}")))?;
         }
         let suffix_text = param.suffix.as_deref().unwrap_or("");
         let suffix = split_words(suffix_text)
@@ -169,15 +174,101 @@ fn runs_its_operand(prefix: &[String]) -> bool {
         .all(|w| w.starts_with('-') && w != "-c" && w != "-e")
 }
 
-/// Is `program` an executable file, by path or on `$PATH`?
-fn runnable(program: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+/// A file a prefix makes the agent run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runs<'a> {
+    /// A program, found as exec finds it (on `$PATH` when it has no `/`).
+    Program(&'a str),
+    /// The script an interpreter is given, when it names a file.
+    Script(&'a str),
+}
+
+/// What `prefix` runs: its program and, for an interpreter, the script operand it is
+/// given before the changed file (none after `-c` or `-e`: those take code); through
+/// `env`, the program it starts, and so on.
+fn runs(prefix: &[String]) -> Vec<Runs<'_>> {
+    let Some((program, rest)) = prefix.split_first() else {
+        return Vec::new();
     };
-    if program.contains('/') {
-        return executable(Path::new(program));
+    let mut out = vec![Runs::Program(program.as_str())];
+    let base = program.rsplit('/').next().unwrap_or(program);
+    if base == "env" {
+        let after = rest
+            .iter()
+            .position(|w| !(w.starts_with('-') || w.contains('=')))
+            .map_or(&[][..], |i| &rest[i..]);
+        out.extend(runs(after));
+    } else if INTERPRETERS.contains(&base) || base.starts_with("python") {
+        for w in rest {
+            if w == "-c" || w == "-e" || w == "-m" {
+                break;
+            }
+            if !w.starts_with('-') {
+                out.push(Runs::Script(w.as_str()));
+                break;
+            }
+        }
     }
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
+    out
+}
+
+/// Checks one file the prefix runs (see [`fsafe::check_program`]): the agent runs it,
+/// as root usually, so nobody else may be able to change it. A script operand that
+/// names no file is not a file to check.
+fn trusted(file: Runs) -> Result<(), String> {
+    let path = match file {
+        Runs::Program(p) => fsafe::find_program(p, std::env::var_os("PATH").as_deref())
+            .ok_or_else(|| format!("program {p} not found or not executable"))?,
+        Runs::Script(s) => {
+            let p = Path::new(s);
+            if !p.is_file() {
+                return Ok(());
+            }
+            p.to_path_buf()
+        }
+    };
+    match fsafe::check_program(&path) {
+        Ok(_) => Ok(()),
+        Err(e) if fsafe::is_refused(&e) => Err(format!("refusing to run {}: {e}", path.display())),
+        Err(e) => Err(format!("cannot check {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{runs, Runs};
+
+    fn words(s: &[&str]) -> Vec<String> {
+        s.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn what_a_prefix_runs() {
+        use Runs::*;
+        assert_eq!(
+            runs(&words(&["/usr/local/bin/hook"])),
+            [Program("/usr/local/bin/hook")]
+        );
+        assert_eq!(
+            runs(&words(&["/bin/sh", "/opt/hooks/purge.sh"])),
+            [Program("/bin/sh"), Script("/opt/hooks/purge.sh")]
+        );
+        assert_eq!(
+            runs(&words(&["bash", "-x", "hook.sh", "--flag"])),
+            [Program("bash"), Script("hook.sh")]
+        );
+        assert_eq!(
+            runs(&words(&["/bin/sh", "-c", "echo \"$1\"", "sh"])),
+            [Program("/bin/sh")]
+        );
+        assert_eq!(
+            runs(&words(&["python3", "-m", "tool"])),
+            [Program("python3")]
+        );
+        assert_eq!(
+            runs(&words(&["/usr/bin/env", "-i", "A=1", "perl", "x.pl"])),
+            [Program("/usr/bin/env"), Program("perl"), Script("x.pl")]
+        );
+        assert_eq!(runs(&words(&["/bin/sh"])), [Program("/bin/sh")]);
+    }
 }

@@ -23,6 +23,7 @@ fn target(root: &str, ip: &str) -> Target {
         delete: true,
         full_excludes: vec![],
         filter_globs: vec![],
+        own: vec![],
         ssh_control: None,
     }
 }
