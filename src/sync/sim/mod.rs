@@ -221,8 +221,8 @@ impl Sim {
             routes: vec![Route {
                 root,
                 remotes: (0..targets.len()).map(RemoteId).collect(),
+                excludes,
             }],
-            excludes,
             events,
             debug: false,
             queue: queue.clone(),
@@ -1011,6 +1011,7 @@ pub fn history(seed: u64, steps: u64) -> Ended {
             delete: setup.delete,
             full_excludes: Vec::new(),
             filter_globs: Vec::new(),
+            own: Vec::new(),
             ssh_control: None,
         })
         .collect();
