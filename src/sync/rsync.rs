@@ -335,6 +335,17 @@ impl Target {
         }
         let mut opts: Vec<OsString> = self.opts.params.iter().map(OsString::from).collect();
         opts.extend(["-R", "--no-recursive", "--dirs"].map(OsString::from));
+        if dir {
+            // The push lists the directory's entries as rsync finds them: a temp or
+            // excluded name made there after the agent listed it stays out too (as in
+            // listing pushes, see `argv_with_args`).
+            for glob in crate::filter::temp_name_globs()
+                .iter()
+                .chain(&self.filter_globs)
+            {
+                opts.push(format!("--exclude={glob}").into());
+            }
+        }
         if !dir {
             // The remote may hold a file at the new name already (a swap through a temp
             // name: `b` renamed to `a` while the remote still has the old `a`): with the
@@ -1238,6 +1249,27 @@ mod tests {
         let w = words(&dir[0]);
         assert!(!w.contains(&"--ignore-times".to_owned()), "{w:?}");
         assert!(w.iter().any(|a| a.starts_with("--link-dest=")), "{w:?}");
+    }
+
+    /// A directory's rename push lists its entries as rsync finds them: a temp file made
+    /// there after the agent listed the excluded names went along (found by the
+    /// simulator: a link named `x.log`, excluded, made in a directory while its rename
+    /// was pushed, reached the remote).
+    #[test]
+    fn a_directory_rename_push_keeps_temp_and_excluded_names_out() {
+        let mut t = target(None, true);
+        t.filter_globs = vec!["*.log".into()];
+        let dir = t
+            .rename_argvs(
+                Path::new("old"),
+                Path::new("new"),
+                true,
+                &[PathBuf::from("new")],
+            )
+            .expect("a rename push");
+        let w = words(&dir[0]);
+        assert!(w.contains(&"--exclude=*.log".to_owned()), "{w:?}");
+        assert!(w.contains(&"--exclude=*~".to_owned()), "{w:?}");
     }
 
     #[test]
