@@ -844,6 +844,29 @@ impl Pending {
         }
     }
 
+    /// [`Pending::finish`], then the listings `again` (directories `work` listed, no
+    /// `/`) wait once more with the marks they had in flight, so a barrier is not passed
+    /// on them.
+    pub fn finish_again(&mut self, work: &Job, again: &[PathBuf], now: Instant) {
+        let marks: Vec<(Key, Mark)> = again
+            .iter()
+            .filter_map(|d| {
+                let k = d.as_os_str().as_bytes().to_vec();
+                self.inflight.get(&k).map(|m| (k, *m))
+            })
+            .collect();
+        self.finish(work);
+        for (k, m) in marks {
+            if self.full_pending {
+                // The full sync waiting covers it, from the older mark.
+                self.full_mark = Some(older(self.full_mark, m));
+                continue;
+            }
+            self.replaced.insert(k.clone());
+            self.push_key(k, false, now, Some(m));
+        }
+    }
+
     /// What is being pushed right now: paths, and whether a full sync is running.
     /// A rename in flight counts as its plain form.
     pub fn in_flight(&self) -> (Vec<PathBuf>, bool) {
@@ -1287,9 +1310,22 @@ impl Queue {
 
     /// Returns work from `take`; on failure the remote rests a moment before its next call.
     pub fn finish(&self, target: RemoteId, work: &Job, rest: Option<Duration>) {
+        self.finish_again(target, work, rest, &[]);
+    }
+
+    /// [`Queue::finish`], with the listings `again` (directories of `work`, no `/`)
+    /// queued once more with the marks they had in flight: their push did not make
+    /// them equal (see `Mirror::run_job`).
+    pub fn finish_again(
+        &self,
+        target: RemoteId,
+        work: &Job,
+        rest: Option<Duration>,
+        again: &[PathBuf],
+    ) {
         let mut st = self.lock();
         let remote = &mut st.remotes[target.0];
-        remote.pending.finish(work);
+        remote.pending.finish_again(work, again, Instant::now());
         if let Some(d) = rest {
             remote.resting_until = Some(Instant::now() + d);
         }

@@ -443,6 +443,7 @@ impl Mirror {
             job,
             rest: None,
             accounted: false,
+            again: Vec::new(),
         };
         if let Some(why) = self.root_unsafe(t) {
             self.defer(t, &taken.job, &why);
@@ -495,11 +496,24 @@ impl Mirror {
             },
         };
         for (call, excluded) in calls {
+            // Listings of directories missing now go out as deletes (see
+            // `Target::argv_with_args`); one made again before rsync read the tree is
+            // then pushed as a directory only, and what the remote holds in it of the
+            // old one stays. Such a listing goes out again, keeping its mark.
+            let missing = missing_listings(&self.targets[t.0].root, &call);
             let mut outcome = self.push(t, &call, &excluded);
             if outcome.ok() {
                 if let Some(failed) = self.prune(t, &call, &excluded) {
                     outcome = failed;
                 }
+            }
+            if outcome.ok() {
+                let root = &self.targets[t.0].root;
+                taken.again.extend(
+                    missing.into_iter().filter(|d| {
+                        std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir())
+                    }),
+                );
             }
             // The root went away while it ran: not the remote's failure.
             if let (false, Some(why)) = (outcome.ok(), self.root_unsafe(t)) {
@@ -1243,6 +1257,8 @@ struct Taken<'a> {
     /// How long the remote rests before its next call.
     rest: Option<Duration>,
     accounted: bool,
+    /// Listings (directories, no `/`) to push again, keeping their marks.
+    again: Vec<PathBuf>,
 }
 
 impl Drop for Taken<'_> {
@@ -1258,8 +1274,24 @@ impl Drop for Taken<'_> {
             };
             self.rest = m.account(self.t, &self.job, &outcome);
         }
-        m.queue.finish(self.t, &self.job, self.rest);
+        m.queue
+            .finish_again(self.t, &self.job, self.rest, &self.again);
     }
+}
+
+/// The directories `job` lists (`d/`) that are not directories now.
+fn missing_listings(root: &Path, job: &Job) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let Job::Paths(paths) = job else {
+        return Vec::new();
+    };
+    paths
+        .iter()
+        .filter_map(|p| p.as_os_str().as_bytes().strip_suffix(b"/"))
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(std::ffi::OsStr::from_bytes(d)))
+        .filter(|d| !std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir()))
+        .collect()
 }
 
 /// Failed paths from rsync's stderr named in the log, at most.

@@ -949,3 +949,19 @@ fn a_flood_keeps_the_renames_marks_and_their_order_per_path() {
     );
     assert_eq!(paths(q.take(100)), [p("b")]);
 }
+
+/// A directory deleted (its listing went out as a delete) and made again before rsync
+/// read the tree was pushed as a directory only; it waits again as its listing, with the
+/// mark it had, so a barrier taken before does not pass (found by the simulator, seed
+/// 593: the old directory's file stayed on the remote and --wait-synced said synced).
+#[test]
+fn a_listing_pushed_again_keeps_its_mark_and_its_slash() {
+    let mut q = Pending::default();
+    q.push(p("b"), true);
+    let checkpoint = q.checkpoint();
+    let job = q.take(100).expect("the listing");
+    assert_eq!(paths(Some(job.clone())), [p("b/")]);
+    q.finish_again(&job, &[p("b")], Instant::now());
+    assert!(!q.passed(checkpoint), "the barrier must wait for the listing");
+    assert_eq!(paths(q.take(100)), [p("b/")]);
+}

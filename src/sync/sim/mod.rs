@@ -586,7 +586,8 @@ impl Sim {
                 .collect();
             (changes, n)
         };
-        self.note(format!("deliver {n} event(s)"));
+        let shown: Vec<String> = changes.iter().map(show_change).collect();
+        self.note(format!("deliver {n} event(s): {}", shown.join(", ")));
         let mut intake = p.intake.lock().unwrap_or_else(|e| e.into_inner());
         let (intake, unclosed) = &mut *intake;
         intake.take(Batch { root: 0, changes }, unclosed);
@@ -633,6 +634,31 @@ fn show(n: &Node) -> String {
             format!("file {:?} @{}", String::from_utf8_lossy(data), mtime.0)
         }
         Node::Link(t) => format!("link -> {}", String::from_utf8_lossy(t)),
+    }
+}
+
+/// A change in a few words, for the printed history.
+fn show_change(c: &Change) -> String {
+    let p = |p: &Path| p.display().to_string();
+    match c {
+        Change::File { path, op } => format!("{op:?} {}", p(path)),
+        Change::DirIn { path, moved, found } => {
+            format!(
+                "DirIn{} {} ({} found)",
+                if *moved { " moved" } else { "" },
+                p(path),
+                found.len()
+            )
+        }
+        Change::DirOut { path, moved } => {
+            format!("DirOut{} {}", if *moved { " moved" } else { "" }, p(path))
+        }
+        Change::Renamed {
+            from, to, found, ..
+        } => {
+            format!("Renamed {} -> {} ({} found)", p(from), p(to), found.len())
+        }
+        other => format!("{other:?}"),
     }
 }
 
