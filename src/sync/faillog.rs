@@ -221,13 +221,13 @@ impl FailLog {
         let mut out = Vec::new();
         for (owed, target) in self.owed.iter().zip(targets) {
             if owed.full {
-                let argv = target.argv_with_args(&Job::Full);
+                let argv = target.fail_log_argv(&Job::Full);
                 write_block(&mut out, owed.status, &target.root, &argv);
                 continue;
             }
             let paths: Vec<PathBuf> = owed.paths.iter().cloned().collect();
             for chunk in paths.chunks(PATHS_PER_COMMAND) {
-                let argv = target.argv_with_args(&Job::Paths(chunk.to_vec()));
+                let argv = target.fail_log_argv(&Job::Paths(chunk.to_vec()));
                 write_block(&mut out, owed.status, &target.root, &argv);
             }
         }

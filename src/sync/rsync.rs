@@ -197,7 +197,14 @@ impl Target {
     /// The job with every path and rule as an argument, as the fail log writes it:
     /// `./path`, so that no name can read as an option.
     pub fn argv_with_args(&self, job: &Job) -> Vec<OsString> {
-        self.argv_with_args_checked(job, true)
+        self.argv_with_args_checked(job, true, false)
+    }
+
+    /// The job as the fail log writes it: [`Target::argv_with_args`], but a listing
+    /// keeps its `/` whatever the tree holds now (a directory deleted and not made again
+    /// yet is still owed as its listing: read back, its `/` says so).
+    pub fn fail_log_argv(&self, job: &Job) -> Vec<OsString> {
+        self.argv_with_args_checked(job, true, true)
     }
 
     /// ssh mode, after the remote `mv` of a directory ([`Target::remote_rename_argv`]):
@@ -208,12 +215,17 @@ impl Target {
     /// ancestor was renamed here found it gone, and the `mv` then moved the old tree
     /// without it. (Daemon mode's rename push lists the same paths.)
     pub fn settle_argv(&self, paths: &[PathBuf]) -> Vec<OsString> {
-        self.argv_with_args_checked(&Job::Paths(paths.to_vec()), false)
+        self.argv_with_args_checked(&Job::Paths(paths.to_vec()), false, false)
     }
 
-    fn argv_with_args_checked(&self, job: &Job, ignore_times: bool) -> Vec<OsString> {
+    fn argv_with_args_checked(
+        &self,
+        job: &Job,
+        ignore_times: bool,
+        keep_slash: bool,
+    ) -> Vec<OsString> {
         if let Job::Rename { .. } = job {
-            return self.argv_with_args_checked(&job.clone().plain(), ignore_times);
+            return self.argv_with_args_checked(&job.clone().plain(), ignore_times, keep_slash);
         }
         let mut argv = self.job_args_checked(job, ignore_times);
         match job {
@@ -233,7 +245,7 @@ impl Target {
                         let is_dir =
                             std::fs::symlink_metadata(self.root.join(OsStr::from_bytes(dir)))
                                 .is_ok_and(|m| m.is_dir());
-                        if !is_dir {
+                        if !is_dir && !keep_slash {
                             bytes = dir;
                         } else if self.delete {
                             replaced = true;

@@ -901,13 +901,12 @@ impl Mirror {
                 let mut rec = stats.recovery();
                 (rec.is_failing(), rec.succeeded(still_owes))
             };
-            // Entries still owed to a remote that is not failing, once this is its last
-            // push and nothing waits for it: no push of them is coming (a listing or a
-            // deleted directory took their place while they waited, and paid only
-            // itself), so they would wait for the timed replay, and every barrier with
-            // them. They go out again now; a push of each pays it.
-            let orphaned =
-                !recovered && still_owes && !was_failing && self.queue.is_last_call_of(t);
+            // Entries still owed once this is the remote's last push, nothing waits for
+            // it and no retry is set: no push of them is coming (a listing or a deleted
+            // directory took their place while they waited, and paid only itself), so
+            // they would wait for the timed replay, and every barrier with them. They go
+            // out again now; a push of each pays it.
+            let orphaned = !recovered && still_owes && self.queue.is_last_call_of(t);
             let owed = if recovered || orphaned {
                 owed_by(&fl, t)
             } else {

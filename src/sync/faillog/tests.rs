@@ -414,3 +414,32 @@ fn a_listing_pushed_pays_the_files_owed_directly_in_it() {
     assert!(log.clear(RemoteId(0), &Job::Paths(vec![PathBuf::from("app/s2/")])));
     assert_eq!(log.len(), 2, "apple and x");
 }
+
+/// Found by the simulator (seed 214 with stops): a directory deleted and not made again
+/// yet waits as its listing; at the stop the fail log wrote it without its `/` (the
+/// command line drops it for what is not a directory now), so after the restart it was
+/// pushed as the directory alone, and the old directory's files stayed on the remote.
+#[test]
+fn a_listing_of_a_directory_missing_now_keeps_its_slash_through_the_file() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let root_s = root.path().display().to_string();
+    let targets = vec![target(&root_s, "10.0.0.2")];
+    let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
+    log.add(RemoteId(0), &Job::Paths(vec![PathBuf::from("gone/")]), 0);
+    let text = log.render(&targets);
+    let mut back = FailLog::new(PathBuf::from("/tmp/x"), 1);
+    for cmd in parse_script(&text) {
+        back.absorb(cmd, &targets);
+    }
+    let bytes: Vec<Vec<u8>> = back.owed[0]
+        .paths
+        .iter()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .collect();
+    assert_eq!(
+        bytes,
+        [b"gone/".to_vec()],
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
+}

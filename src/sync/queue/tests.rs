@@ -962,6 +962,9 @@ fn a_listing_pushed_again_keeps_its_mark_and_its_slash() {
     let job = q.take(100).expect("the listing");
     assert_eq!(paths(Some(job.clone())), [p("b/")]);
     q.finish_again(&job, &[p("b")], Instant::now());
-    assert!(!q.passed(checkpoint), "the barrier must wait for the listing");
+    assert!(
+        !q.passed(checkpoint),
+        "the barrier must wait for the listing"
+    );
     assert_eq!(paths(q.take(100)), [p("b/")]);
 }

@@ -314,8 +314,12 @@ impl Sim {
         let n = p.mirror.close();
         let mut st = self.lock();
         st.stopped = true;
-        st.history
-            .push(format!("agent stops ({n} entries to the fail log)"));
+        let log = std::fs::read(&st.fail_log).unwrap_or_default();
+        let owed = fail_log_lines(&log);
+        st.history.push(format!(
+            "agent stops ({n} entries to the fail log: {})",
+            owed.join(" | ")
+        ));
     }
 
     /// `--wait-synced`: a cookie made and deleted in the root, its events queued.
@@ -635,6 +639,20 @@ fn show(n: &Node) -> String {
         }
         Node::Link(t) => format!("link -> {}", String::from_utf8_lossy(t)),
     }
+}
+
+/// The fail log's commands, each as its paths and destination, for the history.
+fn fail_log_lines(log: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(log)
+        .lines()
+        .filter(|l| l.starts_with("cd "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter(|w| w.starts_with("'./") || w.starts_with("./") || w.starts_with("'127"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
 }
 
 /// A change in a few words, for the printed history.
@@ -1169,10 +1187,13 @@ impl Sim {
         self.check_barriers();
         let mut st = self.lock();
         if !p.queue.is_idle() || p.mirror.owed() > 0 {
+            let log = std::fs::read(&st.fail_log).unwrap_or_default();
+            let owed = fail_log_lines(&log);
             let why = format!(
-                "quiesce: still busy or owing after 200 rounds (owed {}, idle {})",
+                "quiesce: still busy or owing after 200 rounds (owed {}, idle {}; fail log: {})",
                 p.mirror.owed(),
-                p.queue.is_idle()
+                p.queue.is_idle(),
+                owed.join(" | ")
             );
             st.broken.get_or_insert(why);
             return;
