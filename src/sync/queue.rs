@@ -118,8 +118,10 @@ pub struct Pending {
     full_mark: Option<Mark>,
     full_running: Option<Mark>,
     inflight: HashMap<Key, Mark>,
-    /// What failed and is not pushed yet (the fail log's entries), with their marks.
-    owed: HashMap<Key, Mark>,
+    /// What failed and is not pushed yet (the fail log's entries), with their marks, and
+    /// whether it is owed as a listing (as in the fail log: only a listing pushed pays
+    /// it, and a parent's listing does not).
+    owed: HashMap<Key, (Mark, bool)>,
     owed_full: Option<Mark>,
     /// For every proper ancestor of an in-flight path: how many in-flight paths lie below.
     inflight_below: HashMap<Key, usize>,
@@ -596,7 +598,7 @@ impl Pending {
             .map(|(_, m)| *m)
             .chain(self.renames.values().map(|r| r.mark))
             .chain(self.inflight.values().copied())
-            .chain(self.owed.values().copied())
+            .chain(self.owed.values().map(|(m, _)| *m))
             .chain(self.full_mark)
             .chain(self.full_running)
             .chain(self.owed_full)
@@ -624,7 +626,7 @@ impl Pending {
         match job {
             Job::Full => {
                 let mut m = older(self.owed_full, self.full_running.unwrap_or(fallback));
-                for (_, o) in self.owed.drain() {
+                for (_, (o, _)) in self.owed.drain() {
                     m = m.min(o);
                 }
                 self.owed_full = Some(m);
@@ -632,13 +634,15 @@ impl Pending {
             Job::Paths(_) | Job::Rename { .. } => {
                 for p in job.plain_paths() {
                     let k = plain_key(&p);
+                    let listing = k.len() < p.as_os_str().len();
                     let m = self.inflight.get(k).copied().unwrap_or(fallback);
                     match &mut self.owed_full {
                         // A full sync is owed: it covers the path.
                         Some(f) => *f = f.min(m),
                         None => {
-                            let e = self.owed.entry(k.to_vec()).or_insert(m);
-                            *e = e.min(m);
+                            let e = self.owed.entry(k.to_vec()).or_insert((m, listing));
+                            e.0 = e.0.min(m);
+                            e.1 |= listing;
                         }
                     }
                 }
@@ -657,17 +661,24 @@ impl Pending {
             Job::Paths(_) | Job::Rename { .. } => {
                 let paths = job.plain_paths();
                 for p in &paths {
-                    self.owed.remove(plain_key(p));
+                    let k = plain_key(p);
+                    // A plain push does not pay an owed listing (see `FailLog::clear`).
+                    let listing = k.len() < p.as_os_str().len();
+                    if listing || self.owed.get(k).is_some_and(|(_, l)| !l) {
+                        self.owed.remove(k);
+                    }
                 }
                 // A listing (`d/`) pushed d's entries: what was merged into it while it
-                // waited (owed files directly in d, from a fail log replayed) is paid too.
+                // waited (owed files directly in d, from a fail log replayed) is paid too,
+                // but not the listings owed there: it pushed those as directories only.
                 let listed: HashSet<&[u8]> = paths
                     .iter()
                     .filter_map(|p| p.as_os_str().as_bytes().strip_suffix(b"/"))
                     .collect();
                 if !listed.is_empty() && !self.owed.is_empty() {
-                    self.owed
-                        .retain(|k, _| !parent_key(k).is_some_and(|d| listed.contains(d)));
+                    self.owed.retain(|k, (_, listing)| {
+                        *listing || !parent_key(k).is_some_and(|d| listed.contains(d))
+                    });
                 }
             }
         }

@@ -968,3 +968,23 @@ fn a_listing_pushed_again_keeps_its_mark_and_its_slash() {
     );
     assert_eq!(paths(q.take(100)), [p("b/")]);
 }
+
+/// The queue's owed marks agree with the fail log on listings (found by the simulator,
+/// seed 6368): a listing `e/b/` owed was paid in the queue by the push of its parent's
+/// listing `e/` (which pushes `e/b` as a directory only), so a barrier passed while the
+/// fail log still owed it and the remote lacked its files.
+#[test]
+fn an_owed_listing_is_paid_only_by_its_own_listing() {
+    let mut q = Pending::default();
+    let since = Instant::now();
+    q.owe(
+        &Job::Paths(vec![p("e/"), p("e/b/"), p("e/f")]),
+        Mark { seq: 1, since },
+    );
+    q.paid(&Job::Paths(vec![p("e/")]));
+    assert!(!q.passed(1), "e/b/ is still owed");
+    q.paid(&Job::Paths(vec![p("e/b")]));
+    assert!(!q.passed(1), "a plain push of e/b does not pay its listing");
+    q.paid(&Job::Paths(vec![p("e/b/")]));
+    assert!(q.passed(1));
+}

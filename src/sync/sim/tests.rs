@@ -12,10 +12,6 @@ fn env_u64(name: &str) -> Option<u64> {
 /// `SIM_SEED=N`: that one history, printed. Else `SIM_HISTORIES` (default 20,000)
 /// seeds from `SIM_FIRST` (default 1), on every core.
 #[test]
-#[ignore = "finds open defects of the core (issue: the core proves itself): in ssh mode an \
-            entry made just before its parent's rename never arrives (seed 910 with \
-            SIM_FAULTS= ); more with faults on. Run: SIM_HISTORIES=2000 cargo test --lib \
-            sim::tests -- --ignored --nocapture"]
 fn simulated_histories_keep_every_remote_level() {
     if let Some(seed) = env_u64("SIM_SEED") {
         let ended = history(seed, env_u64("SIM_STEPS").unwrap_or(STEPS));
