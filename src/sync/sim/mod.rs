@@ -292,7 +292,7 @@ impl Sim {
         let n = st.remotes.len() as u64;
         let t = st.rng.below(n) as usize;
         st.down[t] = !st.down[t];
-        let what = if st.down[t] { "down" } else { "back" };
+        let what = if st.down[t] { "goes down" } else { "is back" };
         st.history.push(format!("remote {t} {what}"));
     }
 
