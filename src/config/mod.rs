@@ -11,7 +11,9 @@ pub mod plugins;
 mod raw;
 #[cfg(test)]
 pub(crate) mod raw;
+pub mod source;
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
@@ -137,10 +139,24 @@ pub struct Config {
     /// start="true"; the original's <host> had no switch and did nothing).
     pub host: Option<(String, u16)>,
     /// Elements this program does not know (path, line): warned about at start.
+    /// At most [`raw::MAX_UNKNOWN_LISTED`]; `unknown_more` counts the rest.
     pub unknown: Vec<(String, u32)>,
+    pub unknown_more: usize,
     /// The `<plugin>` blocks and the one switched on by `<sersync><plugin start="true">`.
     pub plugins: plugins::Plugins,
 }
+
+/// Most rules one filter may have: each exclude is tested on every change (and each
+/// `<crontabfilter>` rule is one rsync argument), so a config of a hundred thousand
+/// would stall the agent; real ones have a handful.
+pub const MAX_FILTER_RULES: usize = 1000;
+
+/// Most remotes in one config, all watch roots together: each is a queue, workers and
+/// an rsync per change; a config of a hundred thousand would stall the start.
+pub const MAX_REMOTES: usize = 1000;
+
+/// Most compiled size of one filter expression (the regex crate's `size_limit`).
+const MAX_REGEX_BYTES: usize = 1 << 20;
 
 /// Default most paths in one rsync call.
 pub const DEFAULT_BATCH: usize = 5000;
@@ -217,6 +233,19 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// A filter (`<filter>`, `<crontabfilter>`, a plugin's `<filter>`) has at most
+    /// [`MAX_FILTER_RULES`] rules.
+    pub(crate) fn rule_count(&self, f: &raw::Filter, element: &str) -> Result<(), ConfigError> {
+        let n = f.exclude.len() + f.include.len();
+        if n > MAX_FILTER_RULES {
+            return Err(self.err(
+                f.line,
+                format!("<{element}>: {n} rules, more than the {MAX_FILTER_RULES} allowed"),
+            ));
+        }
+        Ok(())
+    }
+
     /// A path attribute: Latin-1 configs give back the bytes the original would have used.
     /// Relative paths are made absolute now: a daemon later runs from `/`.
     pub(crate) fn path(&self, value: &str) -> PathBuf {
@@ -236,27 +265,16 @@ impl<'a> Ctx<'a> {
 }
 
 /// Loads and validates a config file.
+/// Only a regular file of at most [`source::MAX_CONFIG_BYTES`] is read.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
-    let name = file.display().to_string();
-    let bytes = std::fs::read(file).map_err(|e| ConfigError {
-        file: name.clone(),
-        line: None,
-        message: format!("cannot read config: {e}"),
-    })?;
-    parse(file, &bytes)
+    parse(file, &source::read(file)?)
 }
 
 /// [`load`] for the modes that only talk to a running instance (`--status`,
 /// `--wait-synced`): a watch root that is missing right now (renamed away, a mount not
 /// there) is not an error, since that is when an operator asks.
 pub fn load_for_client(file: &Path) -> Result<Config, ConfigError> {
-    let name = file.display().to_string();
-    let bytes = std::fs::read(file).map_err(|e| ConfigError {
-        file: name.clone(),
-        line: None,
-        message: format!("cannot read config: {e}"),
-    })?;
-    parse_with(file, &bytes, false)
+    parse_with(file, &source::read(file)?, false)
 }
 
 /// Validates config bytes (the file name is only for messages and relative paths).
@@ -373,6 +391,7 @@ fn parse_with(file: &Path, bytes: &[u8], roots_must_exist: bool) -> Result<Confi
         verify,
         host,
         unknown: doc.unknown,
+        unknown_more: doc.unknown_more,
         plugins,
     })
 }
@@ -386,6 +405,7 @@ pub fn path_regex(expr: &str) -> Result<Regex, regex::Error> {
     regex::bytes::RegexBuilder::new(&format!("^(?:{expr})$"))
         .unicode(false)
         .dot_matches_new_line(true)
+        .size_limit(MAX_REGEX_BYTES)
         .build()
 }
 
@@ -402,6 +422,7 @@ fn excludes(cx: &Ctx, filter: Option<&raw::Filter>) -> Result<Vec<Regex>, Config
     )? {
         return Ok(Vec::new());
     }
+    cx.rule_count(filter, "filter")?;
     filter
         .exclude
         .iter()
@@ -465,6 +486,9 @@ fn roots(
         ));
     }
     let mut roots: Vec<WatchRoot> = Vec::new();
+    // Each root's text and line, for messages.
+    let mut watches: Vec<(&str, Option<u32>)> = Vec::new();
+    let mut remote_count = 0usize;
     for lp in &sersync.localpath {
         let watch = lp
             .watch
@@ -495,26 +519,25 @@ fn roots(
                 ))
             }
         }
-        if let Some(other) = roots
-            .iter()
-            .find(|r| path.starts_with(&r.path) || r.path.starts_with(&path))
-        {
-            return Err(cx.err(
-                lp.line,
-                format!(
-                    "<localpath watch=\"{watch}\">: overlaps the watch {}",
-                    other.path.display()
-                ),
-            ));
-        }
         if lp.remote.is_empty() {
             return Err(cx.err(
                 lp.line,
                 format!("<localpath watch=\"{watch}\">: no <remote ip=... name=...> inside"),
             ));
         }
+        remote_count += lp.remote.len();
+        if remote_count > MAX_REMOTES {
+            return Err(cx.err(
+                lp.line,
+                format!(
+                    "<localpath watch=\"{watch}\">: more than {MAX_REMOTES} <remote> elements \
+                     in all"
+                ),
+            ));
+        }
         let mut remotes: Vec<Remote> = Vec::new();
-        let mut lines: Vec<Option<u32>> = Vec::new();
+        // Each remote's first line, to find a repeated one in linear time.
+        let mut lines: HashMap<(&str, &str), Option<u32>> = HashMap::new();
         for r in &lp.remote {
             let ip =
                 r.ip.as_deref()
@@ -533,8 +556,8 @@ fn roots(
                     format!("<remote ip=\"{ip}\">: not a host name or address"),
                 ));
             }
-            if let Some(i) = remotes.iter().position(|o| o.ip == ip && o.name == name) {
-                let first = lines[i].map_or_else(|| "?".to_owned(), |l| l.to_string());
+            if let Some(first) = lines.get(&(ip, name)) {
+                let first = first.map_or_else(|| "?".to_owned(), |l| l.to_string());
                 return Err(cx.err(
                     r.line,
                     format!(
@@ -547,11 +570,36 @@ fn roots(
                 ip: ip.to_owned(),
                 name: name.to_owned(),
             });
-            lines.push(r.line);
+            lines.insert((ip, name), r.line);
         }
         roots.push(WatchRoot { path, remotes });
+        watches.push((watch, lp.line));
+    }
+    if let Some((later, earlier)) = overlap(&roots) {
+        let (watch, line) = watches[later];
+        return Err(cx.err(
+            line,
+            format!(
+                "<localpath watch=\"{watch}\">: overlaps the watch {}",
+                roots[earlier].path.display()
+            ),
+        ));
     }
     Ok(roots)
+}
+
+/// Two watch roots of which one is inside the other (or the same), as (the later one's
+/// index, the earlier one's), the first such later one in the file; in O(n log n).
+/// Sorted by components, a root's descendants directly follow it, so if any two roots
+/// overlap, two neighbours do.
+fn overlap(roots: &[WatchRoot]) -> Option<(usize, usize)> {
+    let mut order: Vec<usize> = (0..roots.len()).collect();
+    order.sort_by(|&a, &b| roots[a].path.cmp(&roots[b].path).then(a.cmp(&b)));
+    order
+        .windows(2)
+        .filter(|w| roots[w[1]].path.starts_with(&roots[w[0]].path))
+        .map(|w| (w[0].max(w[1]), w[0].min(w[1])))
+        .min()
 }
 
 /// `/opt/tongbu/` and `/opt/tongbu` are the same watch.
@@ -708,6 +756,7 @@ fn crontab(cx: &Ctx, c: Option<&raw::Crontab>) -> Result<Option<Crontab>, Config
     let mut excludes = Vec::new();
     if let Some(f) = &c.crontab_filter {
         if cx.flag(f.start.as_deref(), f.line, "crontabfilter", "start", false)? {
+            cx.rule_count(f, "crontabfilter")?;
             for e in &f.exclude {
                 let expr = e
                     .expression

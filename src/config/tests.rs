@@ -427,3 +427,187 @@ fn a_watcher_backend_that_does_not_exist_is_refused_with_line_and_value() {
     assert!(e.message.contains("backend=\"kqueue\""), "{e}");
     assert!(e.message.contains("fanotify"), "{e}");
 }
+
+/// A valid config with `elements` written after its `<sersync>` in `<head>`.
+fn conf_after(watch: &Path, elements: &str) -> String {
+    conf_with(watch, "", elements)
+}
+
+#[test]
+fn nesting_deeper_than_the_limit_is_refused_naming_the_line() {
+    // 50,000 nested elements made -t abort on memory: each unknown element kept its
+    // whole path.
+    let d = dir();
+    let deep = |n: usize| format!("\n{}{}", "<a>".repeat(n), "</a>".repeat(n));
+    // <head> is one level: 63 more reach the limit and load.
+    let c = load_str(&conf_after(d.path(), &deep(raw::MAX_DEPTH - 1))).expect("64 deep loads");
+    assert_eq!(c.unknown.len(), 1, "only the outermost unknown is reported");
+    assert_eq!(c.unknown[0].0, "head/a");
+    for n in [raw::MAX_DEPTH, 50_000] {
+        let e = err(&conf_after(d.path(), &deep(n)));
+        assert_eq!(e.line, Some(10), "{e}");
+        assert!(
+            e.message
+                .contains("<a> is nested more than 64 elements deep"),
+            "{e}"
+        );
+    }
+    // The depth counts known elements too.
+    let e = err(&conf_after(
+        d.path(),
+        &deep(raw::MAX_DEPTH)
+            .replace("<a>", "<plugin>")
+            .replace("</a>", "</plugin>"),
+    ));
+    assert!(e.message.contains("nested more than 64"), "{e}");
+}
+
+#[test]
+fn many_elements_load_and_the_unknown_ones_are_counted() {
+    // 512 KB of tiny elements took 23-35 s: each line number was found by counting
+    // from the start of the file again. Correctness here; the time is in
+    // docs/BENCHMARKS.md.
+    let d = dir();
+    let many = "<a/>\n".repeat(100_000);
+    let text = conf_after(d.path(), &format!("{many}<debug start=\"true\"/>"));
+    let c = load_str(&text).expect("loads");
+    assert!(c.debug, "an element after 100,000 others is read");
+    assert_eq!(c.roots[0].remotes[0].name, "mod");
+    assert_eq!(c.unknown.len(), raw::MAX_UNKNOWN_LISTED);
+    assert_eq!(c.unknown_more, 100_000 - raw::MAX_UNKNOWN_LISTED);
+    // Each is reported on its own line, counted as the reader goes.
+    assert_eq!(c.unknown[0], ("head/a".to_owned(), 9));
+    assert_eq!(c.unknown[99], ("head/a".to_owned(), 108));
+    // On one line, too, and an error after them still names its line.
+    let text = conf_after(
+        d.path(),
+        &format!("{}\n\n<debug start=\"maybe\"/>", "<a/>".repeat(100_000)),
+    );
+    let e = err(&text);
+    assert_eq!(e.line, Some(11), "{e}");
+}
+
+#[test]
+fn a_huge_comment_is_skipped() {
+    let d = dir();
+    let comment = format!("<!-- {} -->\n", "x <head> & ".repeat(300_000));
+    let text = conf_after(d.path(), &format!("{comment}<debug start=\"true\"/>"));
+    assert!(text.len() > 3_000_000);
+    let c = load_str(&text).expect("loads");
+    assert!(c.debug);
+    assert!(c.unknown.is_empty(), "{:?}", c.unknown);
+}
+
+#[test]
+fn an_element_with_too_many_attributes_is_refused() {
+    let d = dir();
+    let attrs = |n: usize| (0..n).map(|i| format!(" a{i}=\"\"")).collect::<String>();
+    let ok = conf_after(d.path(), &format!("<debug start=\"true\"{}/>", attrs(63)));
+    assert!(load_str(&ok).expect("64 attributes load").debug);
+    for n in [65, 100_000] {
+        let e = err(&conf_after(d.path(), &format!("<debug{}/>", attrs(n))));
+        assert_eq!(e.line, Some(9), "{e}");
+        assert!(
+            e.message.contains("<debug> has more than 64 attributes"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn an_attribute_given_twice_in_any_case_is_refused() {
+    let d = dir();
+    for tag in [
+        "<debug start=\"true\" start=\"false\"/>",
+        "<debug start=\"true\" START=\"false\"/>",
+    ] {
+        let e = err(&conf_after(d.path(), tag));
+        assert_eq!(e.line, Some(9), "{e}");
+        assert!(e.message.contains("start= is given twice"), "{e}");
+    }
+}
+
+#[test]
+fn too_many_remotes_or_filter_rules_are_refused() {
+    let d = dir();
+    let remotes = |n: usize| {
+        (0..n)
+            .map(|i| format!("<remote ip=\"h\" name=\"m{i}\"/>\n"))
+            .collect::<String>()
+    };
+    let text = |n: usize| {
+        format!(
+            "<head><sersync><localpath watch=\"{}\">\n{}</localpath></sersync></head>",
+            d.path().display(),
+            remotes(n)
+        )
+    };
+    assert_eq!(
+        load_str(&text(MAX_REMOTES)).expect("loads").roots[0]
+            .remotes
+            .len(),
+        1000
+    );
+    let e = err(&text(MAX_REMOTES + 1));
+    assert_eq!(e.line, Some(1), "{e}");
+    assert!(
+        e.message.contains("more than 1000 <remote> elements"),
+        "{e}"
+    );
+    let rules = |n: usize| {
+        format!(
+            "<head><filter start=\"true\">{}</filter><sersync><localpath watch=\"{}\">\
+             <remote ip=\"h\" name=\"m\"/></localpath></sersync></head>",
+            "<exclude expression=\"a\"/>".repeat(n),
+            d.path().display()
+        )
+    };
+    assert_eq!(
+        load_str(&rules(MAX_FILTER_RULES))
+            .expect("loads")
+            .excludes
+            .len(),
+        1000
+    );
+    let e = err(&rules(MAX_FILTER_RULES + 1));
+    assert!(
+        e.message
+            .contains("<filter>: 1001 rules, more than the 1000 allowed"),
+        "{e}"
+    );
+}
+
+#[test]
+fn overlapping_watches_are_refused_naming_the_later_one() {
+    let d = dir();
+    let sub = d.path().join("sub");
+    std::fs::create_dir(&sub).expect("mkdir");
+    let other = d.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    let lp = |p: &Path| {
+        format!(
+            "<localpath watch=\"{}\"><remote ip=\"h\" name=\"m\"/></localpath>\n",
+            p.display()
+        )
+    };
+    let text = |roots: &[&Path]| {
+        format!(
+            "<head><sersync>\n{}</sersync></head>",
+            roots.iter().map(|p| lp(p)).collect::<String>()
+        )
+    };
+    assert!(load_str(&text(&[&sub, &other])).is_ok());
+    for (roots, line, named) in [
+        (vec![d.path(), &other, &sub], 3, d.path()),
+        (vec![&sub, &other, d.path()], 4, &other),
+        (vec![&other, &sub, &sub], 4, &sub),
+    ] {
+        let e = err(&text(&roots));
+        assert_eq!(e.line, Some(line), "{e}");
+        assert!(
+            e.message
+                .contains(&format!("overlaps the watch {}", named.display())),
+            "{e}"
+        );
+    }
+}

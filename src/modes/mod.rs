@@ -143,6 +143,13 @@ pub(crate) fn load(path: &std::path::Path, args: &Args) -> Result<Config, Exit> 
             config.file.display()
         );
     }
+    if config.unknown_more > 0 {
+        log::warn!(
+            "{}: {} more unknown elements ignored",
+            config.file.display(),
+            config.unknown_more
+        );
+    }
     if let Some(b) = args.batch {
         config.rsync.batch = b as usize;
     }
