@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::agent::{Agent, Conf, Setup};
+use crate::agent::{Agent, Conf, Setup, Transport};
 use crate::support::*;
 
 /// `sersync2 -t -o CONF` run to its end within [`DEADLINE`] (killed and failed past
@@ -196,5 +196,203 @@ fn sighup_with_a_hostile_config_keeps_the_running_one_and_syncing() {
         agent.assert_running();
         agent.log().matches("live:").count() == 2
     });
+    agent.stop();
+}
+
+// ---------------------------------------------------------------------------
+// What rsync would refuse, refused by -t
+// ---------------------------------------------------------------------------
+
+/// Real rsync, as the agent runs it, pushing `src` to `daemon` with `password_file`:
+/// (success, stderr).
+fn rsync_with(daemon: &RsyncDaemon, src: &Path, password_file: &Path) -> (bool, String) {
+    let out = Command::new("rsync")
+        .args(["-r", "--contimeout=10"])
+        .arg(format!("--port={}", daemon.port()))
+        .arg(format!("--password-file={}", password_file.display()))
+        .arg(format!("{}/", src.display()))
+        .arg(format!("{}/", daemon.remote()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rsync");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// -t accepted a password file that rsync refuses (mode 0644, or not root's while rsync
+// runs as root): every push then failed with rsync's "syntax or usage error". Each file
+// here is given to real rsync too: -t must refuse exactly what rsync refuses.
+#[test]
+fn t_refuses_the_password_files_rsync_refuses_and_only_those() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new("cfg-pass");
+    let pass = s.dir.join("copy.pas");
+    fs::copy(s.a.password_file(), &pass).expect("copy the password file");
+    let mut conf = s.conf();
+    conf.transport = Transport::Daemon {
+        port: s.a.port(),
+        user: s.a.user().to_owned(),
+        password_file: pass.clone(),
+    };
+    let conf_path = s.dir.write("pass.xml", conf.render());
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    let root = me == 0;
+    // (mode, owner uid, refused, what -t says)
+    let mut cases = vec![
+        (0o600, None, false, ""),
+        (0o640, None, false, ""),
+        (0o660, None, false, ""),
+        (0o601, None, false, ""),
+        (0o644, None, true, "mode 0644 lets others read or write it"),
+        (0o604, None, true, "mode 0604 lets others read or write it"),
+        (0o602, None, true, "mode 0602 lets others read or write it"),
+    ];
+    if root {
+        cases.push((0o600, Some(65534), true, "owned by uid 65534"));
+        cases.push((0o640, Some(65534), true, "owned by uid 65534"));
+    }
+    for (mode, owner, refused, says) in cases {
+        fs::set_permissions(&pass, fs::Permissions::from_mode(mode)).expect("chmod");
+        let uid = owner.unwrap_or(me);
+        std::os::unix::fs::chown(&pass, Some(uid), None).expect("chown");
+        let (pushed, rsync_err) = rsync_with(&s.a, &s.src, &pass);
+        assert_eq!(
+            pushed, !refused,
+            "real rsync with mode {mode:o} owner {uid}: {rsync_err}"
+        );
+        let (code, out, err) = check(&s.dir, &conf_path);
+        if refused {
+            assert_eq!(code, 2, "mode {mode:o} owner {uid}:\n{out}\n{err}");
+            assert!(
+                err.contains(&conf_path.display().to_string())
+                    && err.contains(&format!("<auth passwordfile=\"{}\">", pass.display()))
+                    && err.contains(says),
+                "mode {mode:o} owner {uid}: {err}"
+            );
+            // rsync's own words are quoted.
+            let rsync_says = rsync_err
+                .lines()
+                .find_map(|l| l.strip_prefix("ERROR: "))
+                .unwrap_or_default();
+            assert!(
+                !rsync_says.is_empty() && err.contains(rsync_says),
+                "{rsync_err}\n{err}"
+            );
+        } else {
+            assert_eq!(code, 0, "mode {mode:o} owner {uid}:\n{out}\n{err}");
+        }
+    }
+}
+
+#[test]
+fn t_refuses_user_and_module_names_that_begin_with_a_dash() {
+    let s = Setup::new("cfg-dash");
+    let mut conf = s.conf();
+    conf.transport = Transport::Daemon {
+        port: s.a.port(),
+        user: "-oProxyCommand=x".to_owned(),
+        password_file: s.a.password_file(),
+    };
+    let path = s.dir.write("user.xml", conf.render());
+    let (code, out, err) = check(&s.dir, &path);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("<auth users=\"-oProxyCommand=x\">: a user name must not begin with \"-\""),
+        "{err}"
+    );
+    let mut conf = s.conf();
+    conf.remotes[1].1 = "--delete".to_owned();
+    let path = s.dir.write("module.xml", conf.render());
+    let (code, out, err) = check(&s.dir, &path);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains(&format!("{}:", path.display()))
+            && err
+                .contains("<remote name=\"--delete\">: a module or directory name must not begin"),
+        "{err}"
+    );
+}
+
+/// The test's config with the status endpoint on `port` at `hostip`.
+fn with_hostip(s: &Setup, hostip: &str, port: u16) -> String {
+    let mut conf = s.conf();
+    conf.status_port = Some(port);
+    let text = conf.render();
+    assert!(text.contains("hostip=\"127.0.0.1\""));
+    text.replace("hostip=\"127.0.0.1\"", &format!("hostip=\"{hostip}\""))
+}
+
+// `hostip="[::1]"` passed -t and then never bound; `localhostx` passed too.
+#[test]
+fn t_checks_the_status_address_and_ipv6_prints_with_brackets() {
+    let s = Setup::new("cfg-hostip");
+    let port = free_port("::1");
+    for (hostip, url) in [
+        ("[::1]", format!("http://[::1]:{port}/status")),
+        ("::1", format!("http://[::1]:{port}/status")),
+        ("127.0.0.1", format!("http://127.0.0.1:{port}/status")),
+    ] {
+        let path = s.dir.write("host.xml", with_hostip(&s, hostip, port));
+        let (code, out, err) = check(&s.dir, &path);
+        assert_eq!(code, 0, "{hostip}:\n{out}\n{err}");
+        assert!(
+            out.contains(&format!("status: {url} and /metrics")),
+            "{out}"
+        );
+    }
+    for (hostip, says) in [
+        ("localhostx", "cannot resolve localhostx"),
+        // Documentation range: no host has it, so nothing can listen there.
+        ("[2001:db8::1]", "cannot listen on 2001:db8::1"),
+        (
+            "[127.0.0.1]",
+            "brackets hold an IPv6 address and nothing else",
+        ),
+        (
+            "[::1]:8008",
+            "brackets hold an IPv6 address and nothing else",
+        ),
+    ] {
+        let path = s.dir.write("host.xml", with_hostip(&s, hostip, port));
+        let (code, out, err) = check(&s.dir, &path);
+        assert_eq!(code, 2, "{hostip}:\n{out}\n{err}");
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains(says),
+            "{hostip}: {err}"
+        );
+    }
+}
+
+#[test]
+fn an_ipv6_status_address_serves_and_is_logged_as_a_url() {
+    let s = Setup::new("cfg-ipv6-status");
+    let port = free_port("::1");
+    fs::write(s.dir.join("sersync.xml"), with_hostip(&s, "[::1]", port)).expect("write");
+    let mut cmd = crate::agent::command(&s.dir);
+    cmd.args(["-n", "4", "-o"]).arg(s.dir.join("sersync.xml"));
+    let mut agent = Agent::spawn(cmd, s.dir.join("agent.err"));
+    agent.wait_live();
+    wait_until("the status endpoint is up on [::1]", DEADLINE, || {
+        agent.assert_running();
+        agent.log().contains(&format!(
+            "status on http://[::1]:{port}/status and /metrics"
+        ))
+    });
+    let out = Command::new(sersync_bin())
+        .args(["--status", "-o"])
+        .arg(s.dir.join("sersync.xml"))
+        .current_dir(s.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run --status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("127.0.0.1::mod"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     agent.stop();
 }

@@ -16,11 +16,13 @@ pub mod source;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use regex::bytes::Regex;
 
+use crate::sys::fsafe;
 use crate::sys::shell::split_str as split_words;
 
 pub use raw::ConfigError;
@@ -368,7 +370,11 @@ fn parse_with(file: &Path, bytes: &[u8], roots_must_exist: bool) -> Result<Confi
     };
     let host = match &head.host {
         Some(h) if cx.flag(h.start.as_deref(), h.line, "host", "start", false)? => {
-            let ip = h.hostip.clone().unwrap_or_else(|| "127.0.0.1".to_owned());
+            let ip = match h.hostip.as_deref() {
+                None => "127.0.0.1".to_owned(),
+                Some(v) => status_host(v)
+                    .map_err(|m| cx.err(h.line, format!("<host hostip=\"{v}\">: {m}")))?,
+            };
             let port: u16 = match h.port {
                 None => 8008,
                 Some(_) => cx.number(h.port.as_deref(), h.line, "host", "port")?,
@@ -556,6 +562,15 @@ fn roots(
                     format!("<remote ip=\"{ip}\">: not a host name or address"),
                 ));
             }
+            if name.starts_with('-') {
+                return Err(cx.err(
+                    r.line,
+                    format!(
+                        "<remote name=\"{name}\">: a module or directory name must not begin \
+                         with \"-\": the remote rsync would take it for an option"
+                    ),
+                ));
+            }
             if let Some(first) = lines.get(&(ip, name)) {
                 let first = first.map_or_else(|| "?".to_owned(), |l| l.to_string());
                 return Err(cx.err(
@@ -625,6 +640,10 @@ fn rsync(cx: &Ctx, r: Option<&raw::Rsync>) -> Result<RsyncOptions, ConfigError> 
             words
         }
     };
+    let ssh_on = match &r.ssh {
+        Some(s) => cx.flag(s.start.as_deref(), s.line, "ssh", "start", false)?,
+        None => false,
+    };
     let auth = match &r.auth {
         Some(a) if cx.flag(a.start.as_deref(), a.line, "auth", "start", false)? => {
             let user = a
@@ -639,12 +658,28 @@ fn rsync(cx: &Ctx, r: Option<&raw::Rsync>) -> Result<RsyncOptions, ConfigError> 
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| cx.err(a.line, "<auth>: missing passwordfile="))?;
-            let path = cx.path(file);
-            if let Err(e) = std::fs::File::open(&path) {
+            if user.starts_with('-') {
                 return Err(cx.err(
                     a.line,
-                    format!("<auth passwordfile=\"{file}\">: password file unreadable: {e}"),
+                    format!("<auth users=\"{user}\">: a user name must not begin with \"-\""),
                 ));
+            }
+            let path = cx.path(file);
+            let meta = std::fs::File::options()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(&path)
+                .and_then(|f| f.metadata());
+            let meta = meta.map_err(|e| {
+                cx.err(
+                    a.line,
+                    format!("<auth passwordfile=\"{file}\">: password file unreadable: {e}"),
+                )
+            })?;
+            // In ssh mode rsync is not given the file.
+            if !ssh_on {
+                judge_password_file(fsafe::uid(), meta.uid(), meta.mode())
+                    .map_err(|m| cx.err(a.line, format!("<auth passwordfile=\"{file}\">: {m}")))?;
             }
             Some((user.to_owned(), path))
         }
@@ -706,6 +741,85 @@ fn rsync(cx: &Ctx, r: Option<&raw::Rsync>) -> Result<RsyncOptions, ConfigError> 
         ssh,
         batch,
     })
+}
+
+/// A `<host hostip>`: an IPv4 or IPv6 address (bare, `::1`, or in brackets, `[::1]`) or
+/// a host name, given back without brackets (as a socket address takes it). Whether a
+/// name resolves and the address is this host's is for `-t` to find out: start-up
+/// never waits on the network.
+pub fn status_host(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err("empty: give an address such as 127.0.0.1 or ::1".into());
+    }
+    if let Some(inner) = v.strip_prefix('[') {
+        return match inner.strip_suffix(']') {
+            Some(a) if a.parse::<std::net::Ipv6Addr>().is_ok() => Ok(a.to_owned()),
+            _ => Err(
+                "brackets hold an IPv6 address and nothing else, as in [::1] (the port \
+                      goes in port=)"
+                    .into(),
+            ),
+        };
+    }
+    if v.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(v.to_owned());
+    }
+    if v.contains(':') {
+        return Err(
+            "not an address: an IPv6 address is written ::1 or [::1], and the port \
+                    goes in port="
+                .into(),
+        );
+    }
+    let name_ok = v.strip_suffix('.').unwrap_or(v).split('.').all(|label| {
+        !label.is_empty()
+            && !label.starts_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if !name_ok {
+        return Err("not a host name or address".into());
+    }
+    Ok(v.to_owned())
+}
+
+/// `host:port` for messages and URLs, with an IPv6 address in brackets (`[::1]:8008`).
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// What rsync refuses in a daemon password file (its authenticate.c), for rsync run by
+/// real uid `running`: a file that others may read or write (`mode & 006`), and, when
+/// run as root, a file not owned by root. Group bits are allowed, as rsync allows them.
+/// Anything but a regular file is refused too (a fifo would hang every push).
+pub fn judge_password_file(running: u32, owner: u32, mode: u32) -> Result<(), String> {
+    if mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(format!(
+            "not a regular file but a {}",
+            crate::sys::fsafe::kind_name(mode)
+        ));
+    }
+    if mode & 0o006 != 0 {
+        return Err(format!(
+            "mode {:04o} lets others read or write it, and rsync refuses such a file \
+             (\"password file must not be other-accessible\"): chmod o-rwx it",
+            mode & 0o7777
+        ));
+    }
+    if running == 0 && owner != 0 {
+        return Err(format!(
+            "owned by {}, and rsync run as root refuses a password file root does not own \
+             (\"password file must be owned by root when running as root\"): chown root it",
+            crate::sys::fsafe::describe_user(owner)
+        ));
+    }
+    Ok(())
 }
 
 /// The longest period in minutes (`timeToExecute`, a numeric `<crontab schedule>`):

@@ -221,8 +221,9 @@ pub fn status(config: &Config, args: &Args) -> Result<u8, Exit> {
         Err(why) => format!("no instance of this config runs: {why}"),
     };
     eprintln!(
-        "sersync2: warning: the answer on {host}:{port} (pid {}) does not come from this \
+        "sersync2: warning: the answer on {} (pid {}) does not come from this \
          config's running instance ({mismatch}); another process may hold the port",
+        config::host_port(host, *port),
         s.pid
     );
     Ok(1)
