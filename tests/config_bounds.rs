@@ -1,8 +1,9 @@
-//! Hostile config files: whatever sits at the config's path, `-t` answers within its
-//! deadline (exit 2 with the file and the cause, or 0 for a big but sane file), and a
-//! SIGHUP that meets it keeps the running config and goes on syncing. Before, a fifo
-//! hung `-t`, a link to `/dev/zero` and SIGHUP aborted the running agent, and 50,000
-//! nested elements aborted `-t` on memory.
+//! Hostile config files: whatever sits at the config's path, `-t` and the start answer
+//! within the deadline (exit 2 with the file and the cause, or 0 for a big but sane
+//! file), and a SIGHUP that meets it keeps the running config and goes on syncing.
+//! Before, a fifo hung `-t`, a link to `/dev/zero` and SIGHUP aborted the running agent,
+//! and 50,000 nested elements aborted `-t` on memory. Then what rsync itself would
+//! refuse (password files, option-like names) and status addresses, refused by `-t`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,10 +15,16 @@ use crate::support::*;
 /// `sersync2 -t -o CONF` run to its end within [`DEADLINE`] (killed and failed past
 /// it): (exit code, stdout, stderr).
 fn check(dir: &Dir, conf: &Path) -> (i32, String, String) {
+    run_within(dir, &["-t"], conf)
+}
+
+/// `sersync2 ARGS -o CONF`, as [`check`].
+fn run_within(dir: &Dir, args: &[&str], conf: &Path) -> (i32, String, String) {
     let out_path = dir.join("t.out");
     let err_path = dir.join("t.err");
     let mut child = Command::new(sersync_bin())
-        .args(["-t", "-o"])
+        .args(args)
+        .arg("-o")
         .arg(conf)
         .current_dir(dir.path())
         .stdin(Stdio::null())
@@ -105,7 +112,7 @@ fn hostile() -> Vec<(&'static str, Make, &'static str)> {
 }
 
 #[test]
-fn t_refuses_a_fifo_a_device_a_file_over_the_limit_and_deep_nesting() {
+fn t_and_start_refuse_a_fifo_a_device_a_file_over_the_limit_and_deep_nesting() {
     let s = Setup::new("cfg-hostile-t");
     let text = s.conf().render();
     for (name, make, cause) in hostile() {
@@ -118,6 +125,10 @@ fn t_refuses_a_fifo_a_device_a_file_over_the_limit_and_deep_nesting() {
             "{name}: the error names the file and `{cause}`:\n{err}"
         );
         assert!(!out.contains("OK"), "{name}: {out}");
+        // Nor does the agent start on it.
+        let (code, out, err) = run_within(&s.dir, &["-n", "2"], &path);
+        assert_eq!(code, 2, "{name}: the agent must not start\n{out}\n{err}");
+        assert!(err.contains(cause), "{name}: {err}");
     }
 }
 
