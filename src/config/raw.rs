@@ -696,3 +696,35 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Document, ConfigError> {
         unknown_more,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn naive(text: &str, pos: usize) -> u32 {
+        let pos = pos.min(text.len());
+        1 + text.as_bytes()[..pos]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u32
+    }
+
+    proptest! {
+        // Counted as the reader goes, or again after a step back: the same line as
+        // counting from the start each time.
+        #[test]
+        fn lines_counted_as_the_reader_goes_match_counting_from_the_start(
+            text in "[a\n]{0,300}",
+            mut positions in proptest::collection::vec(0usize..320, 0..40),
+            back in 0usize..320,
+        ) {
+            positions.sort_unstable();
+            let mut lines = Lines::new(&text);
+            for &p in &positions {
+                prop_assert_eq!(lines.at(p), naive(&text, p));
+            }
+            prop_assert_eq!(lines.at(back), naive(&text, back));
+        }
+    }
+}
