@@ -4,6 +4,7 @@
 mod agent;
 mod attacks;
 mod churn;
+mod config_bounds;
 mod e2e;
 mod fanotify;
 mod fanout;

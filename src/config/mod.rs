@@ -11,9 +11,12 @@ pub mod plugins;
 mod raw;
 #[cfg(test)]
 pub(crate) mod raw;
+pub mod source;
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -138,10 +141,24 @@ pub struct Config {
     /// start="true"; the original's <host> had no switch and did nothing).
     pub host: Option<(String, u16)>,
     /// Elements this program does not know (path, line): warned about at start.
+    /// At most [`raw::MAX_UNKNOWN_LISTED`]; `unknown_more` counts the rest.
     pub unknown: Vec<(String, u32)>,
+    pub unknown_more: usize,
     /// The `<plugin>` blocks and the one switched on by `<sersync><plugin start="true">`.
     pub plugins: plugins::Plugins,
 }
+
+/// Most rules one filter may have: each exclude is tested on every change (and each
+/// `<crontabfilter>` rule is one rsync argument), so a config of a hundred thousand
+/// would stall the agent; real ones have a handful.
+pub const MAX_FILTER_RULES: usize = 1000;
+
+/// Most remotes in one config, all watch roots together: each is a queue, workers and
+/// an rsync per change; a config of a hundred thousand would stall the start.
+pub const MAX_REMOTES: usize = 1000;
+
+/// Most compiled size of one filter expression (the regex crate's `size_limit`).
+const MAX_REGEX_BYTES: usize = 1 << 20;
 
 /// Default most paths in one rsync call.
 pub const DEFAULT_BATCH: usize = 5000;
@@ -218,6 +235,19 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// A filter (`<filter>`, `<crontabfilter>`, a plugin's `<filter>`) has at most
+    /// [`MAX_FILTER_RULES`] rules.
+    pub(crate) fn rule_count(&self, f: &raw::Filter, element: &str) -> Result<(), ConfigError> {
+        let n = f.exclude.len() + f.include.len();
+        if n > MAX_FILTER_RULES {
+            return Err(self.err(
+                f.line,
+                format!("<{element}>: {n} rules, more than the {MAX_FILTER_RULES} allowed"),
+            ));
+        }
+        Ok(())
+    }
+
     /// A path attribute: Latin-1 configs give back the bytes the original would have used.
     /// Relative paths are made absolute now: a daemon later runs from `/`.
     pub(crate) fn path(&self, value: &str) -> PathBuf {
@@ -237,27 +267,16 @@ impl<'a> Ctx<'a> {
 }
 
 /// Loads and validates a config file.
+/// Only a regular file of at most [`source::MAX_CONFIG_BYTES`] is read.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
-    let name = file.display().to_string();
-    let bytes = std::fs::read(file).map_err(|e| ConfigError {
-        file: name.clone(),
-        line: None,
-        message: format!("cannot read config: {e}"),
-    })?;
-    parse(file, &bytes)
+    parse(file, &source::read(file)?)
 }
 
 /// [`load`] for the modes that only talk to a running instance (`--status`,
 /// `--wait-synced`): a watch root that is missing right now (renamed away, a mount not
 /// there) is not an error, since that is when an operator asks.
 pub fn load_for_client(file: &Path) -> Result<Config, ConfigError> {
-    let name = file.display().to_string();
-    let bytes = std::fs::read(file).map_err(|e| ConfigError {
-        file: name.clone(),
-        line: None,
-        message: format!("cannot read config: {e}"),
-    })?;
-    parse_with(file, &bytes, false)
+    parse_with(file, &source::read(file)?, false)
 }
 
 /// Validates config bytes (the file name is only for messages and relative paths).
@@ -351,7 +370,11 @@ fn parse_with(file: &Path, bytes: &[u8], roots_must_exist: bool) -> Result<Confi
     };
     let host = match &head.host {
         Some(h) if cx.flag(h.start.as_deref(), h.line, "host", "start", false)? => {
-            let ip = h.hostip.clone().unwrap_or_else(|| "127.0.0.1".to_owned());
+            let ip = match h.hostip.as_deref() {
+                None => "127.0.0.1".to_owned(),
+                Some(v) => status_host(v)
+                    .map_err(|m| cx.err(h.line, format!("<host hostip=\"{v}\">: {m}")))?,
+            };
             let port: u16 = match h.port {
                 None => 8008,
                 Some(_) => cx.number(h.port.as_deref(), h.line, "host", "port")?,
@@ -374,6 +397,7 @@ fn parse_with(file: &Path, bytes: &[u8], roots_must_exist: bool) -> Result<Confi
         verify,
         host,
         unknown: doc.unknown,
+        unknown_more: doc.unknown_more,
         plugins,
     })
 }
@@ -387,6 +411,7 @@ pub fn path_regex(expr: &str) -> Result<Regex, regex::Error> {
     regex::bytes::RegexBuilder::new(&format!("^(?:{expr})$"))
         .unicode(false)
         .dot_matches_new_line(true)
+        .size_limit(MAX_REGEX_BYTES)
         .build()
 }
 
@@ -403,6 +428,7 @@ fn excludes(cx: &Ctx, filter: Option<&raw::Filter>) -> Result<Vec<Regex>, Config
     )? {
         return Ok(Vec::new());
     }
+    cx.rule_count(filter, "filter")?;
     filter
         .exclude
         .iter()
@@ -466,6 +492,9 @@ fn roots(
         ));
     }
     let mut roots: Vec<WatchRoot> = Vec::new();
+    // Each root's text and line, for messages.
+    let mut watches: Vec<(&str, Option<u32>)> = Vec::new();
+    let mut remote_count = 0usize;
     for lp in &sersync.localpath {
         let watch = lp
             .watch
@@ -496,26 +525,25 @@ fn roots(
                 ))
             }
         }
-        if let Some(other) = roots
-            .iter()
-            .find(|r| path.starts_with(&r.path) || r.path.starts_with(&path))
-        {
-            return Err(cx.err(
-                lp.line,
-                format!(
-                    "<localpath watch=\"{watch}\">: overlaps the watch {}",
-                    other.path.display()
-                ),
-            ));
-        }
         if lp.remote.is_empty() {
             return Err(cx.err(
                 lp.line,
                 format!("<localpath watch=\"{watch}\">: no <remote ip=... name=...> inside"),
             ));
         }
+        remote_count += lp.remote.len();
+        if remote_count > MAX_REMOTES {
+            return Err(cx.err(
+                lp.line,
+                format!(
+                    "<localpath watch=\"{watch}\">: more than {MAX_REMOTES} <remote> elements \
+                     in all"
+                ),
+            ));
+        }
         let mut remotes: Vec<Remote> = Vec::new();
-        let mut lines: Vec<Option<u32>> = Vec::new();
+        // Each remote's first line, to find a repeated one in linear time.
+        let mut lines: HashMap<(&str, &str), Option<u32>> = HashMap::new();
         for r in &lp.remote {
             let ip =
                 r.ip.as_deref()
@@ -534,8 +562,17 @@ fn roots(
                     format!("<remote ip=\"{ip}\">: not a host name or address"),
                 ));
             }
-            if let Some(i) = remotes.iter().position(|o| o.ip == ip && o.name == name) {
-                let first = lines[i].map_or_else(|| "?".to_owned(), |l| l.to_string());
+            if name.starts_with('-') {
+                return Err(cx.err(
+                    r.line,
+                    format!(
+                        "<remote name=\"{name}\">: a module or directory name must not begin \
+                         with \"-\": the remote rsync would take it for an option"
+                    ),
+                ));
+            }
+            if let Some(first) = lines.get(&(ip, name)) {
+                let first = first.map_or_else(|| "?".to_owned(), |l| l.to_string());
                 return Err(cx.err(
                     r.line,
                     format!(
@@ -548,11 +585,36 @@ fn roots(
                 ip: ip.to_owned(),
                 name: name.to_owned(),
             });
-            lines.push(r.line);
+            lines.insert((ip, name), r.line);
         }
         roots.push(WatchRoot { path, remotes });
+        watches.push((watch, lp.line));
+    }
+    if let Some((later, earlier)) = overlap(&roots) {
+        let (watch, line) = watches[later];
+        return Err(cx.err(
+            line,
+            format!(
+                "<localpath watch=\"{watch}\">: overlaps the watch {}",
+                roots[earlier].path.display()
+            ),
+        ));
     }
     Ok(roots)
+}
+
+/// Two watch roots of which one is inside the other (or the same), as (the later one's
+/// index, the earlier one's), the first such later one in the file; in O(n log n).
+/// Sorted by components, a root's descendants directly follow it, so if any two roots
+/// overlap, two neighbours do.
+fn overlap(roots: &[WatchRoot]) -> Option<(usize, usize)> {
+    let mut order: Vec<usize> = (0..roots.len()).collect();
+    order.sort_by(|&a, &b| roots[a].path.cmp(&roots[b].path).then(a.cmp(&b)));
+    order
+        .windows(2)
+        .filter(|w| roots[w[1]].path.starts_with(&roots[w[0]].path))
+        .map(|w| (w[0].max(w[1]), w[0].min(w[1])))
+        .min()
 }
 
 /// `/opt/tongbu/` and `/opt/tongbu` are the same watch.
@@ -580,6 +642,10 @@ fn rsync(cx: &Ctx, r: Option<&raw::Rsync>, check_ssh: bool) -> Result<RsyncOptio
             words
         }
     };
+    let ssh_on = match &r.ssh {
+        Some(s) => cx.flag(s.start.as_deref(), s.line, "ssh", "start", false)?,
+        None => false,
+    };
     let auth = match &r.auth {
         Some(a) if cx.flag(a.start.as_deref(), a.line, "auth", "start", false)? => {
             let user = a
@@ -594,12 +660,28 @@ fn rsync(cx: &Ctx, r: Option<&raw::Rsync>, check_ssh: bool) -> Result<RsyncOptio
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| cx.err(a.line, "<auth>: missing passwordfile="))?;
-            let path = cx.path(file);
-            if let Err(e) = std::fs::File::open(&path) {
+            if user.starts_with('-') {
                 return Err(cx.err(
                     a.line,
-                    format!("<auth passwordfile=\"{file}\">: password file unreadable: {e}"),
+                    format!("<auth users=\"{user}\">: a user name must not begin with \"-\""),
                 ));
+            }
+            let path = cx.path(file);
+            let meta = std::fs::File::options()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(&path)
+                .and_then(|f| f.metadata());
+            let meta = meta.map_err(|e| {
+                cx.err(
+                    a.line,
+                    format!("<auth passwordfile=\"{file}\">: password file unreadable: {e}"),
+                )
+            })?;
+            // In ssh mode rsync is not given the file.
+            if !ssh_on {
+                judge_password_file(fsafe::uid(), meta.uid(), meta.mode())
+                    .map_err(|m| cx.err(a.line, format!("<auth passwordfile=\"{file}\">: {m}")))?;
             }
             Some((user.to_owned(), path))
         }
@@ -689,6 +771,85 @@ fn trusted_ssh(command: &str) -> Result<(), String> {
     }
 }
 
+/// A `<host hostip>`: an IPv4 or IPv6 address (bare, `::1`, or in brackets, `[::1]`) or
+/// a host name, given back without brackets (as a socket address takes it). Whether a
+/// name resolves and the address is this host's is for `-t` to find out: start-up
+/// never waits on the network.
+pub fn status_host(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err("empty: give an address such as 127.0.0.1 or ::1".into());
+    }
+    if let Some(inner) = v.strip_prefix('[') {
+        return match inner.strip_suffix(']') {
+            Some(a) if a.parse::<std::net::Ipv6Addr>().is_ok() => Ok(a.to_owned()),
+            _ => Err(
+                "brackets hold an IPv6 address and nothing else, as in [::1] (the port \
+                      goes in port=)"
+                    .into(),
+            ),
+        };
+    }
+    if v.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(v.to_owned());
+    }
+    if v.contains(':') {
+        return Err(
+            "not an address: an IPv6 address is written ::1 or [::1], and the port \
+                    goes in port="
+                .into(),
+        );
+    }
+    let name_ok = v.strip_suffix('.').unwrap_or(v).split('.').all(|label| {
+        !label.is_empty()
+            && !label.starts_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if !name_ok {
+        return Err("not a host name or address".into());
+    }
+    Ok(v.to_owned())
+}
+
+/// `host:port` for messages and URLs, with an IPv6 address in brackets (`[::1]:8008`).
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// What rsync refuses in a daemon password file (its authenticate.c), for rsync run by
+/// real uid `running`: a file that others may read or write (`mode & 006`), and, when
+/// run as root, a file not owned by root. Group bits are allowed, as rsync allows them.
+/// Anything but a regular file is refused too (a fifo would hang every push).
+pub fn judge_password_file(running: u32, owner: u32, mode: u32) -> Result<(), String> {
+    if mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(format!(
+            "not a regular file but a {}",
+            crate::sys::fsafe::kind_name(mode)
+        ));
+    }
+    if mode & 0o006 != 0 {
+        return Err(format!(
+            "mode {:04o} lets others read or write it, and rsync refuses such a file \
+             (\"password file must not be other-accessible\"): chmod o-rwx it",
+            mode & 0o7777
+        ));
+    }
+    if running == 0 && owner != 0 {
+        return Err(format!(
+            "owned by {}, and rsync run as root refuses a password file root does not own \
+             (\"password file must be owned by root when running as root\"): chown root it",
+            crate::sys::fsafe::describe_user(owner)
+        ));
+    }
+    Ok(())
+}
+
 /// The longest period in minutes (`timeToExecute`, a numeric `<crontab schedule>`):
 /// one year. Anything longer means "never" in practice and overflows the clock.
 pub const MAX_MINUTES: u64 = 525_600;
@@ -737,6 +898,7 @@ fn crontab(cx: &Ctx, c: Option<&raw::Crontab>) -> Result<Option<Crontab>, Config
     let mut excludes = Vec::new();
     if let Some(f) = &c.crontab_filter {
         if cx.flag(f.start.as_deref(), f.line, "crontabfilter", "start", false)? {
+            cx.rule_count(f, "crontabfilter")?;
             for e in &f.exclude {
                 let expr = e
                     .expression

@@ -40,8 +40,25 @@ pub struct Document {
     /// The file declared ISO-8859-1: path attributes map back to the same bytes.
     pub latin1: bool,
     /// Elements this program does not know, with their line: warned about, not fatal.
+    /// Only the outermost of an unknown subtree, and at most [`MAX_UNKNOWN_LISTED`].
     pub unknown: Vec<(String, u32)>,
+    /// How many more unknown elements there were past [`MAX_UNKNOWN_LISTED`].
+    pub unknown_more: usize,
 }
+
+/// The deepest nesting of elements accepted. A sersync config is at most five deep
+/// (`head/plugin/localpath/deshost`); deeper is refused, naming the line, so that a
+/// hostile file cannot make the parser's stacks grow without end.
+pub const MAX_DEPTH: usize = 64;
+
+/// Most attributes one element may have (a sersync element has at most six): the XML
+/// reader checks a tag's attributes for repeats pairwise, so a tag of a hundred thousand
+/// took minutes.
+pub const MAX_ATTRIBUTES: usize = 64;
+
+/// Most unknown elements listed one by one (each is a warning at start); the rest are
+/// counted.
+pub const MAX_UNKNOWN_LISTED: usize = 100;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Switch {
@@ -412,11 +429,45 @@ fn known_child(parent: &[String], child: &str) -> bool {
 }
 
 fn line_of(text: &str, pos: usize) -> u32 {
-    let pos = pos.min(text.len());
-    1 + text.as_bytes()[..pos]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count() as u32
+    Lines::new(text).at(pos)
+}
+
+/// Line numbers for positions met in order: each byte is counted once, so the whole
+/// file costs time linear in its size (finding each line from the start again made
+/// 100,000 elements take minutes).
+struct Lines<'a> {
+    text: &'a [u8],
+    pos: usize,
+    line: u32,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        Lines {
+            text: text.as_bytes(),
+            pos: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of byte `pos`; a position before the last one asked counts again from
+    /// the start (only an error position can do that, once).
+    fn at(&mut self, pos: usize) -> u32 {
+        let pos = pos.min(self.text.len());
+        if pos < self.pos {
+            self.pos = 0;
+            self.line = 1;
+        }
+        let newlines = self.text[self.pos..pos]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.line = self
+            .line
+            .saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
+        self.pos = pos;
+        self.line
+    }
 }
 
 /// Reads the declared encoding out of `<?xml ... encoding="X"?>`, if any.
@@ -465,13 +516,25 @@ fn decode(file: &str, bytes: &[u8]) -> Result<(String, bool), ConfigError> {
 }
 
 /// Rewrites one start tag: lower-case names, unescaped values re-escaped, `_line` added.
+/// A name given twice (in any case) is refused: which one would count is a guess.
 fn normalise_tag(tag: &BytesStart, line: u32, name: &str) -> Result<BytesStart<'static>, String> {
     let mut out = BytesStart::new(name.to_owned());
-    for attr in tag.attributes() {
+    // quick-xml's own duplicate check compares each attribute with every one before it
+    // (quadratic in a hostile tag's length); a set does it in linear time.
+    let mut seen = std::collections::HashSet::new();
+    for attr in tag.attributes().with_checks(false) {
         let attr = attr.map_err(|e| format!("bad attribute in <{name}>: {e}"))?;
         let key = String::from_utf8_lossy(attr.key.as_ref()).to_ascii_lowercase();
         if key == "_line" {
             continue;
+        }
+        if !seen.insert(key.clone()) {
+            return Err(format!("bad attribute in <{name}>: {key}= is given twice"));
+        }
+        if seen.len() > MAX_ATTRIBUTES {
+            return Err(format!(
+                "<{name}> has more than {MAX_ATTRIBUTES} attributes: not a sersync config"
+            ));
         }
         let value = attr
             .unescape_value()
@@ -482,48 +545,88 @@ fn normalise_tag(tag: &BytesStart, line: u32, name: &str) -> Result<BytesStart<'
     Ok(out)
 }
 
+/// What [`normalise`] found besides the text: the unknown elements listed, and how many
+/// more there were.
+type Unknown = (Vec<(String, u32)>, usize);
+
 /// Turns the file's bytes into the normalised text serde reads, noting unknown elements.
-fn normalise(file: &str, text: &str) -> Result<(String, Vec<(String, u32)>), ConfigError> {
+/// An unknown element is left out of that text with everything inside it (serde would
+/// skip it anyway), and only it is reported, not what it holds. Time and memory are
+/// linear in the file's size: nesting stops at [`MAX_DEPTH`], lines are counted as the
+/// reader goes.
+fn normalise(file: &str, text: &str) -> Result<(String, Unknown), ConfigError> {
     let err = |line: u32, message: String| ConfigError {
         file: file.to_owned(),
         line: Some(line),
         message,
     };
+    let mut lines = Lines::new(text);
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = true;
     let mut writer = Writer::new(Vec::new());
     let mut stack: Vec<String> = Vec::new();
+    // The depth of the stack below the unknown element being skipped, while in one.
+    let mut skipping: Option<usize> = None;
     let mut unknown = Vec::new();
+    let mut unknown_more = 0usize;
     let mut saw_root = false;
     loop {
         let before = reader.buffer_position() as usize;
-        let event = reader.read_event().map_err(|e| {
-            let pos = reader.error_position() as usize;
-            err(line_of(text, pos), format!("malformed XML: {e}"))
-        })?;
+        let event = match reader.read_event() {
+            Ok(event) => event,
+            Err(e) => {
+                let pos = reader.error_position() as usize;
+                return Err(err(lines.at(pos), format!("malformed XML: {e}")));
+            }
+        };
         // The tag itself starts after any whitespace the reader skipped.
-        let skipped = text[before..].len() - text[before..].trim_start().len();
-        let line = line_of(text, before + skipped);
+        let rest = text.get(before..).unwrap_or("");
+        let skipped = rest.len() - rest.trim_start().len();
+        let line = lines.at(before + skipped);
         let written = match event {
             Event::Start(ref tag) | Event::Empty(ref tag) => {
                 let name = String::from_utf8_lossy(tag.name().as_ref()).to_ascii_lowercase();
+                let is_start = matches!(event, Event::Start(_));
                 if stack.is_empty() {
                     if saw_root {
                         return Err(err(line, format!("second root element <{name}>")));
                     }
                     saw_root = true;
                 }
-                if !known_child(&stack, &name) {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(err(
+                        line,
+                        format!(
+                            "<{name}> is nested more than {MAX_DEPTH} elements deep: not a \
+                             sersync config"
+                        ),
+                    ));
+                }
+                if skipping.is_none() && !known_child(&stack, &name) {
                     if stack.is_empty() {
                         return Err(err(
                             line,
                             format!("not a sersync config: the root element is <{name}>, expected <head>"),
                         ));
                     }
-                    unknown.push((format!("{}/{}", stack.join("/"), name), line));
+                    if unknown.len() < MAX_UNKNOWN_LISTED {
+                        unknown.push((format!("{}/{}", stack.join("/"), name), line));
+                    } else {
+                        unknown_more += 1;
+                    }
+                    if is_start {
+                        skipping = Some(stack.len());
+                        stack.push(name);
+                    }
+                    continue;
+                }
+                if skipping.is_some() {
+                    if is_start {
+                        stack.push(name);
+                    }
+                    continue;
                 }
                 let tag_out = normalise_tag(tag, line, &name).map_err(|m| err(line, m))?;
-                let is_start = matches!(event, Event::Start(_));
                 if is_start {
                     stack.push(name);
                     writer.write_event(Event::Start(tag_out))
@@ -533,6 +636,12 @@ fn normalise(file: &str, text: &str) -> Result<(String, Vec<(String, u32)>), Con
             }
             Event::End(_) => {
                 let name = stack.pop().unwrap_or_default();
+                if let Some(depth) = skipping {
+                    if stack.len() == depth {
+                        skipping = None;
+                    }
+                    continue;
+                }
                 writer.write_event(Event::End(quick_xml::events::BytesEnd::new(name)))
             }
             Event::Eof => break,
@@ -551,7 +660,7 @@ fn normalise(file: &str, text: &str) -> Result<(String, Vec<(String, u32)>), Con
     if let Some(open) = stack.last() {
         return Err(ConfigError {
             file: file.to_owned(),
-            line: Some(line_of(text, text.len())),
+            line: Some(lines.at(text.len())),
             message: format!("malformed XML: <{open}> is never closed"),
         });
     }
@@ -560,7 +669,7 @@ fn normalise(file: &str, text: &str) -> Result<(String, Vec<(String, u32)>), Con
         line: None,
         message: format!("internal: normalised text is not UTF-8: {e}"),
     })?;
-    Ok((out, unknown))
+    Ok((out, (unknown, unknown_more)))
 }
 
 /// Parses a config file's bytes into the raw mirror.
@@ -574,7 +683,7 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Document, ConfigError> {
         });
     }
     let (text, latin1) = decode(&name, bytes)?;
-    let (normalised, unknown) = normalise(&name, &text)?;
+    let (normalised, (unknown, unknown_more)) = normalise(&name, &text)?;
     let head: Head = quick_xml::de::from_str(&normalised).map_err(|e| ConfigError {
         file: name.clone(),
         line: None,
@@ -584,5 +693,38 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Document, ConfigError> {
         head,
         latin1,
         unknown,
+        unknown_more,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn naive(text: &str, pos: usize) -> u32 {
+        let pos = pos.min(text.len());
+        1 + text.as_bytes()[..pos]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u32
+    }
+
+    proptest! {
+        // Counted as the reader goes, or again after a step back: the same line as
+        // counting from the start each time.
+        #[test]
+        fn lines_counted_as_the_reader_goes_match_counting_from_the_start(
+            text in "[a\n]{0,300}",
+            mut positions in proptest::collection::vec(0usize..320, 0..40),
+            back in 0usize..320,
+        ) {
+            positions.sort_unstable();
+            let mut lines = Lines::new(&text);
+            for &p in &positions {
+                prop_assert_eq!(lines.at(p), naive(&text, p));
+            }
+            prop_assert_eq!(lines.at(back), naive(&text, back));
+        }
+    }
 }

@@ -455,3 +455,331 @@ fn an_ssh_program_others_can_change_is_refused() {
     );
     load_str(&with("no-such-ssh-program -p 22")).expect("not found: rsync reports it");
 }
+
+/// A valid config with `elements` written after its `<sersync>` in `<head>`.
+fn conf_after(watch: &Path, elements: &str) -> String {
+    conf_with(watch, "", elements)
+}
+
+#[test]
+fn nesting_deeper_than_the_limit_is_refused_naming_the_line() {
+    // 50,000 nested elements made -t abort on memory: each unknown element kept its
+    // whole path.
+    let d = dir();
+    let deep = |n: usize| format!("\n{}{}", "<a>".repeat(n), "</a>".repeat(n));
+    // <head> is one level: 63 more reach the limit and load.
+    let c = load_str(&conf_after(d.path(), &deep(raw::MAX_DEPTH - 1))).expect("64 deep loads");
+    assert_eq!(c.unknown.len(), 1, "only the outermost unknown is reported");
+    assert_eq!(c.unknown[0].0, "head/a");
+    for n in [raw::MAX_DEPTH, 50_000] {
+        let e = err(&conf_after(d.path(), &deep(n)));
+        assert_eq!(e.line, Some(10), "{e}");
+        assert!(
+            e.message
+                .contains("<a> is nested more than 64 elements deep"),
+            "{e}"
+        );
+    }
+    // The depth counts known elements too.
+    let e = err(&conf_after(
+        d.path(),
+        &deep(raw::MAX_DEPTH)
+            .replace("<a>", "<plugin>")
+            .replace("</a>", "</plugin>"),
+    ));
+    assert!(e.message.contains("nested more than 64"), "{e}");
+}
+
+#[test]
+fn many_elements_load_and_the_unknown_ones_are_counted() {
+    // 512 KB of tiny elements took 23-35 s: each line number was found by counting
+    // from the start of the file again. Correctness here; the time is in
+    // docs/BENCHMARKS.md.
+    let d = dir();
+    let many = "<a/>\n".repeat(100_000);
+    let text = conf_after(d.path(), &format!("{many}<debug start=\"true\"/>"));
+    let c = load_str(&text).expect("loads");
+    assert!(c.debug, "an element after 100,000 others is read");
+    assert_eq!(c.roots[0].remotes[0].name, "mod");
+    assert_eq!(c.unknown.len(), raw::MAX_UNKNOWN_LISTED);
+    assert_eq!(c.unknown_more, 100_000 - raw::MAX_UNKNOWN_LISTED);
+    // Each is reported on its own line, counted as the reader goes.
+    assert_eq!(c.unknown[0], ("head/a".to_owned(), 9));
+    assert_eq!(c.unknown[99], ("head/a".to_owned(), 108));
+    // On one line, too, and an error after them still names its line.
+    let text = conf_after(
+        d.path(),
+        &format!("{}\n\n<debug start=\"maybe\"/>", "<a/>".repeat(100_000)),
+    );
+    let e = err(&text);
+    assert_eq!(e.line, Some(11), "{e}");
+}
+
+#[test]
+fn a_huge_comment_is_skipped() {
+    let d = dir();
+    let comment = format!("<!-- {} -->\n", "x <head> & ".repeat(300_000));
+    let text = conf_after(d.path(), &format!("{comment}<debug start=\"true\"/>"));
+    assert!(text.len() > 3_000_000);
+    let c = load_str(&text).expect("loads");
+    assert!(c.debug);
+    assert!(c.unknown.is_empty(), "{:?}", c.unknown);
+}
+
+#[test]
+fn an_element_with_too_many_attributes_is_refused() {
+    let d = dir();
+    let attrs = |n: usize| (0..n).map(|i| format!(" a{i}=\"\"")).collect::<String>();
+    let ok = conf_after(d.path(), &format!("<debug start=\"true\"{}/>", attrs(63)));
+    assert!(load_str(&ok).expect("64 attributes load").debug);
+    for n in [65, 100_000] {
+        let e = err(&conf_after(d.path(), &format!("<debug{}/>", attrs(n))));
+        assert_eq!(e.line, Some(9), "{e}");
+        assert!(
+            e.message.contains("<debug> has more than 64 attributes"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn an_attribute_given_twice_in_any_case_is_refused() {
+    let d = dir();
+    for tag in [
+        "<debug start=\"true\" start=\"false\"/>",
+        "<debug start=\"true\" START=\"false\"/>",
+    ] {
+        let e = err(&conf_after(d.path(), tag));
+        assert_eq!(e.line, Some(9), "{e}");
+        assert!(e.message.contains("start= is given twice"), "{e}");
+    }
+}
+
+#[test]
+fn too_many_remotes_or_filter_rules_are_refused() {
+    let d = dir();
+    let remotes = |n: usize| {
+        (0..n)
+            .map(|i| format!("<remote ip=\"h\" name=\"m{i}\"/>\n"))
+            .collect::<String>()
+    };
+    let text = |n: usize| {
+        format!(
+            "<head><sersync><localpath watch=\"{}\">\n{}</localpath></sersync></head>",
+            d.path().display(),
+            remotes(n)
+        )
+    };
+    assert_eq!(
+        load_str(&text(MAX_REMOTES)).expect("loads").roots[0]
+            .remotes
+            .len(),
+        1000
+    );
+    let e = err(&text(MAX_REMOTES + 1));
+    assert_eq!(e.line, Some(1), "{e}");
+    assert!(
+        e.message.contains("more than 1000 <remote> elements"),
+        "{e}"
+    );
+    let rules = |n: usize| {
+        format!(
+            "<head><filter start=\"true\">{}</filter><sersync><localpath watch=\"{}\">\
+             <remote ip=\"h\" name=\"m\"/></localpath></sersync></head>",
+            "<exclude expression=\"a\"/>".repeat(n),
+            d.path().display()
+        )
+    };
+    assert_eq!(
+        load_str(&rules(MAX_FILTER_RULES))
+            .expect("loads")
+            .excludes
+            .len(),
+        1000
+    );
+    let e = err(&rules(MAX_FILTER_RULES + 1));
+    assert!(
+        e.message
+            .contains("<filter>: 1001 rules, more than the 1000 allowed"),
+        "{e}"
+    );
+}
+
+#[test]
+fn overlapping_watches_are_refused_naming_the_later_one() {
+    let d = dir();
+    let sub = d.path().join("sub");
+    std::fs::create_dir(&sub).expect("mkdir");
+    let other = d.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    let lp = |p: &Path| {
+        format!(
+            "<localpath watch=\"{}\"><remote ip=\"h\" name=\"m\"/></localpath>\n",
+            p.display()
+        )
+    };
+    let text = |roots: &[&Path]| {
+        format!(
+            "<head><sersync>\n{}</sersync></head>",
+            roots.iter().map(|p| lp(p)).collect::<String>()
+        )
+    };
+    assert!(load_str(&text(&[&sub, &other])).is_ok());
+    for (roots, line, named) in [
+        (vec![d.path(), &other, &sub], 3, d.path()),
+        (vec![&sub, &other, d.path()], 4, &other),
+        (vec![&other, &sub, &sub], 4, &sub),
+    ] {
+        let e = err(&text(&roots));
+        assert_eq!(e.line, Some(line), "{e}");
+        assert!(
+            e.message
+                .contains(&format!("overlaps the watch {}", named.display())),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn password_file_judged_as_rsync_judges_it() {
+    // rsync 3.x refuses (seen with a real daemon client): mode & 006, and as root a file
+    // root does not own. Group bits and other-execute pass, as in rsync.
+    let reg = libc::S_IFREG;
+    for mode in [0o600, 0o400, 0o640, 0o660, 0o620, 0o601, 0o700] {
+        assert_eq!(judge_password_file(0, 0, reg | mode), Ok(()), "{mode:o}");
+        assert_eq!(
+            judge_password_file(1000, 1000, reg | mode),
+            Ok(()),
+            "{mode:o}"
+        );
+    }
+    for mode in [0o644, 0o604, 0o602, 0o606, 0o666] {
+        let e = judge_password_file(0, 0, reg | mode).unwrap_err();
+        assert!(
+            e.contains(&format!("mode {mode:04o}"))
+                && e.contains("password file must not be other-accessible"),
+            "{e}"
+        );
+        assert!(judge_password_file(1000, 1000, reg | mode).is_err());
+    }
+    let e = judge_password_file(0, 65534, reg | 0o600).unwrap_err();
+    assert!(
+        e.contains("owned by uid 65534")
+            && e.contains("password file must be owned by root when running as root"),
+        "{e}"
+    );
+    // Not root: rsync does not look at the owner.
+    assert_eq!(judge_password_file(1000, 0, reg | 0o640), Ok(()));
+    assert_eq!(judge_password_file(1000, 65534, reg | 0o640), Ok(()));
+    let e = judge_password_file(0, 0, libc::S_IFIFO | 0o600).unwrap_err();
+    assert!(e.contains("not a regular file but a fifo"), "{e}");
+}
+
+#[test]
+fn a_password_file_rsync_would_refuse_is_refused_in_daemon_mode_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir();
+    let pass = d.path().join("rsync.pas");
+    std::fs::write(&pass, "pw\n").expect("write");
+    let auth = |ssh: &str| {
+        format!(
+            "<rsync><auth start=\"true\" users=\"u\" passwordfile=\"{}\"/>\
+             <ssh start=\"{ssh}\"/></rsync>",
+            pass.display()
+        )
+    };
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert!(load_str(&conf(d.path(), &auth("false"))).is_ok());
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let e = err(&conf(d.path(), &auth("false")));
+    assert_eq!(e.line, Some(7), "{e}");
+    assert!(
+        e.message.contains(&format!(
+            "<auth passwordfile=\"{}\">: mode 0644",
+            pass.display()
+        )),
+        "{e}"
+    );
+    // ssh mode does not hand the file to rsync.
+    assert!(load_str(&conf(d.path(), &auth("true"))).is_ok());
+}
+
+#[test]
+fn user_and_module_names_beginning_with_a_dash_are_refused() {
+    let d = dir();
+    let pass = d.path().join("rsync.pas");
+    crate::sys::fsafe::write_atomic(&pass, b"pw\n").expect("write");
+    let e = err(&conf(
+        d.path(),
+        &format!(
+            "<rsync><auth start=\"true\" users=\"-oProxyCommand=x\" passwordfile=\"{}\"/></rsync>",
+            pass.display()
+        ),
+    ));
+    assert_eq!(e.line, Some(7), "{e}");
+    assert!(e.message.contains("must not begin with \"-\""), "{e}");
+    let text = format!(
+        "<head><sersync><localpath watch=\"{}\">\n<remote ip=\"h\" name=\"--delete\"/>\
+         </localpath></sersync></head>",
+        d.path().display()
+    );
+    let e = err(&text);
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(
+        e.message.contains(
+            "<remote name=\"--delete\">: a module or directory name must not begin with \"-\""
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn status_hostip_takes_ipv4_ipv6_with_or_without_brackets_and_names() {
+    for (given, kept) in [
+        ("127.0.0.1", "127.0.0.1"),
+        (" ::1 ", "::1"),
+        ("[::1]", "::1"),
+        ("[fe80::1]", "fe80::1"),
+        ("localhost", "localhost"),
+        ("sync-1.example.org.", "sync-1.example.org."),
+        ("0.0.0.0", "0.0.0.0"),
+    ] {
+        assert_eq!(status_host(given).as_deref(), Ok(kept), "{given}");
+    }
+    for bad in [
+        "",
+        "[::1",
+        "[127.0.0.1]",
+        "[localhost]",
+        "[::1]:8008",
+        "127.0.0.1:8008",
+        "-oops",
+        "a b",
+        "http://x",
+        "a..b",
+    ] {
+        assert!(status_host(bad).is_err(), "{bad}");
+    }
+    assert_eq!(host_port("::1", 8008), "[::1]:8008");
+    assert_eq!(host_port("127.0.0.1", 8008), "127.0.0.1:8008");
+    assert_eq!(host_port("localhost", 80), "localhost:80");
+    // In a config: the brackets are gone, the line is named when refused.
+    let d = dir();
+    let c = load_str(&conf_with(
+        d.path(),
+        "",
+        "<host hostip=\"[::1]\" port=\"8008\" start=\"true\"/>",
+    ))
+    .expect("loads");
+    assert_eq!(c.host, Some(("::1".to_owned(), 8008)));
+    let e = err(&conf_with(
+        d.path(),
+        "",
+        "<host hostip=\"[::1]:8008\" start=\"true\"/>",
+    ));
+    assert_eq!(e.line, Some(9), "{e}");
+    assert!(
+        e.message.contains("<host hostip=\"[::1]:8008\">: brackets"),
+        "{e}"
+    );
+}

@@ -267,8 +267,12 @@ fn watch(
 }
 
 fn bind_status(host: &str, port: u16) -> anyhow::Result<TcpListener> {
-    TcpListener::bind((host, port))
-        .with_context(|| format!("cannot listen for status on {host}:{port}"))
+    TcpListener::bind((host, port)).with_context(|| {
+        format!(
+            "cannot listen for status on {}",
+            crate::config::host_port(host, port)
+        )
+    })
 }
 
 /// At SIGHUP: the config file loaded and checked again, its fail log readable, a moved

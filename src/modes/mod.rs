@@ -143,6 +143,13 @@ pub(crate) fn load(path: &std::path::Path, args: &Args) -> Result<Config, Exit> 
             config.file.display()
         );
     }
+    if config.unknown_more > 0 {
+        log::warn!(
+            "{}: {} more unknown elements ignored",
+            config.file.display(),
+            config.unknown_more
+        );
+    }
     if let Some(b) = args.batch {
         config.rsync.batch = b as usize;
     }
@@ -301,8 +308,9 @@ pub fn status(config: &Config, args: &Args) -> Result<u8, Exit> {
         Err(why) => format!("no instance of this config runs: {why}"),
     };
     eprintln!(
-        "sersync2: warning: the answer on {host}:{port} (pid {}) does not come from this \
+        "sersync2: warning: the answer on {} (pid {}) does not come from this \
          config's running instance ({mismatch}); another process may hold the port",
+        config::host_port(host, *port),
         s.pid
     );
     Ok(1)

@@ -1,5 +1,7 @@
 //! `-t`: check the config and the rsync on PATH, and print what would run.
 
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+
 use anyhow::anyhow;
 
 use super::{module::Module, usage, Exit};
@@ -15,6 +17,15 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
         Module::new(config, m).map_err(|e| usage(anyhow!(e)))?;
     }
     let rsync = super::require_rsync()?;
+    if let Some((host, port)) = &config.host {
+        status_bindable(host).map_err(|m| {
+            usage(anyhow!(
+                "{}: <host hostip=\"{host}\" port=\"{port}\">: {m}; the status endpoint would \
+                 never answer",
+                config.file.display()
+            ))
+        })?;
+    }
     let targets = sync::targets(config);
     let root_word = |t: &sync::Target| shell::display(&[t.root.clone().into()]);
     println!("config {}: OK", config.file.display());
@@ -84,6 +95,13 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
         None => println!("verify: off"),
     }
     println!("batch: up to {} paths per rsync call", config.rsync.batch);
+    match &config.host {
+        Some((host, port)) => println!(
+            "status: http://{}/status and /metrics",
+            crate::config::host_port(host, *port)
+        ),
+        None => println!("status: off"),
+    }
     if config.rsync.ssh.is_some() {
         println!(
             "ssh: one shared connection per remote: the live and full commands' ssh also \
@@ -99,4 +117,22 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
         )));
     }
     Ok(0)
+}
+
+/// Whether the agent could listen on `host`: the name resolves and one of its addresses
+/// is this host's (a bind to port 0 succeeds; the port itself may well be held by the
+/// running agent, so it is not tried).
+fn status_bindable(host: &str) -> Result<(), String> {
+    let addrs: Vec<SocketAddr> = (host, 0)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    let mut why = format!("{host} resolves to no address");
+    for addr in &addrs {
+        match TcpListener::bind(addr) {
+            Ok(_) => return Ok(()),
+            Err(e) => why = format!("cannot listen on {}: {e}", addr.ip()),
+        }
+    }
+    Err(why)
 }

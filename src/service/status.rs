@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::host_port;
 use crate::sync::Snapshot;
 use crate::watch::RootReport;
 
@@ -491,19 +492,20 @@ pub fn listen(
     source: Source,
     stop: Arc<crate::sys::Stop>,
 ) -> Option<std::thread::JoinHandle<()>> {
+    let at = host_port(host, port);
     let first = match listener {
         Some(l) => Ok(l),
         None => TcpListener::bind((host, port)),
     };
     let error = match first {
         Ok(l) => {
-            log::info!("status on http://{host}:{port}/status and /metrics");
+            log::info!("status on http://{at}/status and /metrics");
             return serve(l, source, Some(stop));
         }
         Err(e) => e,
     };
     log::error!(
-        "cannot listen for status on {host}:{port} ({error}); syncing goes on without the \
+        "cannot listen for status on {at} ({error}); syncing goes on without the \
          endpoint; binding again in {}s, then up to every {}s (free the port or change \
          <host port>)",
         BIND_RETRY_FIRST.as_secs(),
@@ -522,18 +524,16 @@ pub fn listen(
                 match TcpListener::bind((host.as_str(), port)) {
                     Ok(l) => {
                         if ready(&l) {
-                            log::info!(
-                                "status on http://{host}:{port}/status and /metrics (bound now)"
-                            );
+                            log::info!("status on http://{at}/status and /metrics (bound now)");
                             Server::new(l, source, Some(stop)).run();
                         }
                         return;
                     }
                     Err(e) if e.to_string() != last => {
-                        log::error!("cannot listen for status on {host}:{port} ({e}); retrying");
+                        log::error!("cannot listen for status on {at} ({e}); retrying");
                         last = e.to_string();
                     }
-                    Err(e) => log::debug!("status on {host}:{port}: still cannot bind ({e})"),
+                    Err(e) => log::debug!("status on {at}: still cannot bind ({e})"),
                 }
                 pause = (pause * 2).min(BIND_RETRY_MAX);
             }
@@ -923,10 +923,11 @@ pub fn query(host: &str, port: u16) -> Result<Status, String> {
 }
 
 fn query_within(host: &str, port: u16, deadline: Duration) -> Result<Status, String> {
+    let at = host_port(host, port);
     let started = Instant::now();
     let no_answer = || {
         format!(
-            "no answer from {host}:{port} within {} s; is the sersync2 instance of this \
+            "no answer from {at} within {} s; is the sersync2 instance of this \
              config listening there?",
             deadline.as_secs()
         )
@@ -938,7 +939,7 @@ fn query_within(host: &str, port: u16, deadline: Duration) -> Result<Status, Str
     };
     let addr = (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
+        .map_err(|e| format!("cannot resolve {at}: {e}"))?
         .next()
         .ok_or_else(|| format!("no address for {host}"))?;
     let mut conn =
@@ -946,7 +947,7 @@ fn query_within(host: &str, port: u16, deadline: Duration) -> Result<Status, Str
             match e.kind() {
                 ErrorKind::TimedOut | ErrorKind::WouldBlock => no_answer(),
                 _ => format!(
-                    "no sersync2 status endpoint at {host}:{port} ({e}); is the agent running \
+                    "no sersync2 status endpoint at {at} ({e}); is the agent running \
                  with <host start=\"true\">?"
                 ),
             }
@@ -955,12 +956,12 @@ fn query_within(host: &str, port: u16, deadline: Duration) -> Result<Status, Str
         |e: &std::io::Error| matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock);
     conn.set_write_timeout(Some(left().ok_or_else(no_answer)?))
         .map_err(|e| e.to_string())?;
-    conn.write_all(format!("GET /status HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+    conn.write_all(format!("GET /status HTTP/1.0\r\nHost: {at}\r\n\r\n").as_bytes())
         .map_err(|e| {
             if timed_out(&e) {
                 no_answer()
             } else {
-                format!("cannot ask {host}:{port}: {e}")
+                format!("cannot ask {at}: {e}")
             }
         })?;
     let mut answer = Vec::new();
@@ -974,7 +975,7 @@ fn query_within(host: &str, port: u16, deadline: Duration) -> Result<Status, Str
                 answer.extend_from_slice(&chunk[..n]);
                 if answer.len() > MAX_ANSWER {
                     return Err(format!(
-                        "answer from {host}:{port} too large (over {} KiB): not a sersync2 \
+                        "answer from {at} too large (over {} KiB): not a sersync2 \
                          status endpoint",
                         MAX_ANSWER / 1024
                     ));
@@ -982,12 +983,12 @@ fn query_within(host: &str, port: u16, deadline: Duration) -> Result<Status, Str
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if timed_out(&e) => return Err(no_answer()),
-            Err(e) => return Err(format!("cannot read the answer from {host}:{port}: {e}")),
+            Err(e) => return Err(format!("cannot read the answer from {at}: {e}")),
         }
     }
     let text = String::from_utf8_lossy(&answer);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    serde_json::from_str(body).map_err(|e| format!("unexpected answer from {host}:{port}: {e}"))
+    serde_json::from_str(body).map_err(|e| format!("unexpected answer from {at}: {e}"))
 }
 
 /// `s` with every control character escaped (`\u{1b}`), so that an answer cannot

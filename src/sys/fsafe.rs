@@ -27,6 +27,12 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The agent's real uid (what rsync's own "running as root" checks look at).
+pub fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() }
+}
+
 /// The login name of `uid`, when the user database knows it.
 pub fn user_name(uid: u32) -> Option<String> {
     let mut buf = vec![0u8; 1024];

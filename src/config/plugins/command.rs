@@ -83,8 +83,8 @@ impl Command {
         let (include, exclude) = match &def.filter {
             Some(f) if cx.flag(f.start.as_deref(), f.line, "filter", "start", false)? => (
                 Some(
-                    f.include
-                        .iter()
+                    cx.rule_count(f, "filter")
+                        .map(|()| f.include.iter())?
                         .map(|e| cx.anchored(e, "include"))
                         .collect::<Result<Vec<_>, _>>()?,
                 ),

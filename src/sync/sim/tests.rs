@@ -18,6 +18,9 @@ const KINDS: [(&str, &str); 12] = [
     ("--existing --ignore-existing", "clean-up calls"),
 ];
 
+/// A failed history: its seed, the broken invariant, its printed lines.
+type Failed = (u64, String, Vec<String>);
+
 fn mix(history: &[String], totals: &mut [u64; KINDS.len()]) {
     for line in history {
         for (i, (needle, _)) in KINDS.iter().enumerate() {
@@ -53,40 +56,39 @@ fn simulated_histories_keep_every_remote_level() {
     let first = env_u64("SIM_FIRST").unwrap_or(1);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let started = std::time::Instant::now();
-    let (failures, totals): (Vec<(u64, String, Vec<String>)>, [u64; KINDS.len()]) =
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|k| {
-                    s.spawn(move || {
-                        let mut out = Vec::new();
-                        let mut totals = [0u64; KINDS.len()];
-                        let mut seed = first + k;
-                        while seed < first + n {
-                            let ended = history(seed, STEPS);
-                            mix(&ended.history, &mut totals);
-                            if let Some(why) = ended.broken {
-                                out.push((seed, why, ended.history));
-                                if out.len() >= 3 {
-                                    break;
-                                }
+    let (failures, totals): (Vec<Failed>, [u64; KINDS.len()]) = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|k| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    let mut totals = [0u64; KINDS.len()];
+                    let mut seed = first + k;
+                    while seed < first + n {
+                        let ended = history(seed, STEPS);
+                        mix(&ended.history, &mut totals);
+                        if let Some(why) = ended.broken {
+                            out.push((seed, why, ended.history));
+                            if out.len() >= 3 {
+                                break;
                             }
-                            seed += threads;
                         }
-                        (out, totals)
-                    })
+                        seed += threads;
+                    }
+                    (out, totals)
                 })
-                .collect();
-            let mut failures = Vec::new();
-            let mut totals = [0u64; KINDS.len()];
-            for h in handles {
-                let (f, t) = h.join().unwrap_or_default();
-                failures.extend(f);
-                for (a, b) in totals.iter_mut().zip(t) {
-                    *a += b;
-                }
+            })
+            .collect();
+        let mut failures = Vec::new();
+        let mut totals = [0u64; KINDS.len()];
+        for h in handles {
+            let (f, t) = h.join().unwrap_or_default();
+            failures.extend(f);
+            for (a, b) in totals.iter_mut().zip(t) {
+                *a += b;
             }
-            (failures, totals)
-        });
+        }
+        (failures, totals)
+    });
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{n} histories in {secs:.1}s ({:.0}/s), {} failed",
