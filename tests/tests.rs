@@ -13,6 +13,7 @@ mod faults_root;
 mod faults_signals;
 mod fixtures;
 mod layers;
+mod links;
 mod mirrors_lag;
 mod mirrors_verify;
 mod moves;

@@ -9,18 +9,24 @@
 //! request (`--delete-missing-args --force`), or is skipped when deletes are off, so
 //! one call carries pushes and deletes alike and whatever lands is the state at the time
 //! of the call.
+//!
+//! Every rsync that reads a tree runs in a view of its watch root where the kernel
+//! follows no symbolic link ([`command_in`], `sys::nosymfollow`): a user who can write in
+//! the tree cannot swap a directory of a waiting path for a link and have rsync read
+//! through it. Where that view cannot be made (no CAP_SYS_ADMIN, Linux before 5.12),
+//! rsync runs as before and one warning says so ([`link_guard`]).
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::job::Job;
 use crate::config::{Remote, RsyncOptions};
-use crate::sys::memfile;
+use crate::sys::{memfile, nosymfollow};
 
 /// One remote of one watch root: everything needed to build its command lines.
 #[derive(Debug, Clone)]
@@ -616,13 +622,85 @@ const STDERR_KEEP: usize = 4096;
 /// starting (no temp file, fork refused under a process limit, too many open files) is
 /// an ordinary failed run, status -1, with the OS error in `stderr`.
 pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
-    run_program(
+    launch(
         OsStr::new("rsync"),
         cwd,
         argv,
         stdin,
         Watch::LowerAfter(LONG_PUSH),
+        true,
     )
+}
+
+/// The answer of [`link_guard`] once known for this process.
+static LINK_GUARD: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Can rsync read the trees through a view that follows no symbolic link (a private
+/// `nosymfollow` bind mount of the watch root, see `sys::nosymfollow`)? Tried once per
+/// process, on `root`. `Err` (why not) when it cannot work here: no CAP_SYS_ADMIN, or a
+/// kernel before 5.12; rsync then runs as before ([`guarded`] warns once).
+/// A failure that may pass (the root missing just now, no memory) is not remembered and
+/// answers `Ok`: the runs stay confined, and fail and are retried until it works.
+pub fn link_guard(root: &Path) -> Result<(), String> {
+    if let Some(known) = LINK_GUARD.get() {
+        return known.clone();
+    }
+    match nosymfollow::probe(root) {
+        Ok(()) => LINK_GUARD.get_or_init(|| Ok(())).clone(),
+        Err(e) if nosymfollow::is_unsupported(&e) => {
+            LINK_GUARD.get_or_init(|| Err(unguarded_reason(&e))).clone()
+        }
+        Err(e) => {
+            log::debug!("the nosymfollow view of {} failed now: {e}", root.display());
+            Ok(())
+        }
+    }
+}
+
+/// Why the nosymfollow view is impossible, with what would make it work.
+fn unguarded_reason(e: &nosymfollow::SetupError) -> String {
+    let hint = match e.errno {
+        libc::ENOSYS => "it needs Linux 5.12 or later",
+        libc::EPERM | libc::EACCES => "it needs CAP_SYS_ADMIN: run the agent as root",
+        _ => "it needs Linux 5.12 or later and CAP_SYS_ADMIN",
+    };
+    format!("{e}; {hint}")
+}
+
+/// The one warning of an agent whose rsync follows links in the tree.
+pub fn unguarded_warning(why: &str) -> String {
+    format!(
+        "rsync reads the watch roots without the nosymfollow guard ({why}): a user who can \
+         write in a tree can swap a directory for a link while a push waits, and rsync then \
+         sends what the link points to, as this user can read it"
+    )
+}
+
+/// [`link_guard`], with one warning per process when rsync must read the trees without
+/// it (at start, or at the first push).
+pub fn guarded(root: &Path) -> bool {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    match link_guard(root) {
+        Ok(()) => true,
+        Err(why) => {
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::warn!("{}", unguarded_warning(&why));
+            }
+            false
+        }
+    }
+}
+
+/// `rsync`, ready to run in `cwd`: where [`link_guard`] allows it, confined to a view of
+/// `cwd` that follows no symbolic link. Used by every rsync that reads a tree.
+pub fn command_in(cwd: &Path) -> std::io::Result<Command> {
+    let mut cmd = Command::new("rsync");
+    if guarded(cwd) {
+        nosymfollow::confine(&mut cmd, cwd)?;
+    } else {
+        cmd.current_dir(cwd);
+    }
+    Ok(cmd)
 }
 
 /// What the worker does while its child runs, besides waiting.
@@ -636,13 +714,26 @@ pub enum Watch {
 }
 
 /// Runs `program argv` in `cwd` as [`run`] runs rsync (the remote `mv` of a rename in
-/// ssh mode goes through here, so the stop ends it as it ends rsync).
+/// ssh mode goes through here, so the stop ends it as it ends rsync). It reads nothing of
+/// the tree: not confined.
 pub fn run_program(
     program: &OsStr,
     cwd: &Path,
     argv: &[OsString],
     stdin: &[u8],
     watch: Watch,
+) -> Outcome {
+    launch(program, cwd, argv, stdin, watch, false)
+}
+
+/// [`run`] and [`run_program`]: `confined`, rsync in its view of `cwd` ([`command_in`]).
+fn launch(
+    program: &OsStr,
+    cwd: &Path,
+    argv: &[OsString],
+    stdin: &[u8],
+    watch: Watch,
+    confined: bool,
 ) -> Outcome {
     let started = Instant::now();
     let failed = |what: &str, e: std::io::Error| Outcome {
@@ -670,9 +761,19 @@ pub fn run_program(
         Ok(f) => f,
         Err(e) => return failed("cannot create a file for rsync's stderr", e),
     };
-    let child = Command::new(program)
+    let cmd = if confined {
+        command_in(cwd)
+    } else {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(cwd);
+        Ok(cmd)
+    };
+    let mut cmd = match cmd {
+        Ok(c) => c,
+        Err(e) => return failed(&format!("cannot run rsync in {}", cwd.display()), e),
+    };
+    let child = cmd
         .args(argv)
-        .current_dir(cwd)
         .stdin(input)
         .stdout(Stdio::null())
         .stderr(err_out)
