@@ -354,3 +354,61 @@ mod tests {
         );
     }
 }
+
+/// What the view costs per rsync call: `cargo test --release --lib nosymfollow::cost --
+/// --ignored --nocapture` runs `rsync --version` 300 times each way, interleaved, and
+/// prints the wall time and the CPU time of the child and of this process per call.
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    /// CPU seconds (user + system) of `who`.
+    fn cpu(who: libc::c_int) -> f64 {
+        // SAFETY: rusage is plain data, filled by the kernel.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to `u`.
+        unsafe { libc::getrusage(who, &mut u) };
+        let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+        t(u.ru_utime) + t(u.ru_stime)
+    }
+
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn per_rsync_call() {
+        let root = std::env::temp_dir();
+        if let Err(e) = probe(&root) {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        let n = 300;
+        let (mut wall, mut child, mut own) = ([0.0f64; 2], [0.0f64; 2], [0.0f64; 2]);
+        for _ in 0..n {
+            for confined in [false, true] {
+                let c0 = cpu(libc::RUSAGE_CHILDREN);
+                let s0 = cpu(libc::RUSAGE_SELF);
+                let t = std::time::Instant::now();
+                let mut cmd = Command::new("rsync");
+                cmd.arg("--version").stdout(std::process::Stdio::null());
+                if confined {
+                    confine(&mut cmd, &root).expect("confine");
+                } else {
+                    cmd.current_dir(&root);
+                }
+                assert!(cmd.status().expect("run rsync").success());
+                let i = usize::from(confined);
+                wall[i] += t.elapsed().as_secs_f64();
+                child[i] += cpu(libc::RUSAGE_CHILDREN) - c0;
+                own[i] += cpu(libc::RUSAGE_SELF) - s0;
+            }
+        }
+        let ms = |v: f64| v * 1000.0 / f64::from(n);
+        for (i, what) in ["plain", "confined"].iter().enumerate() {
+            eprintln!(
+                "{what}: per call wall {:.3} ms, child CPU {:.3} ms, parent CPU {:.3} ms",
+                ms(wall[i]),
+                ms(child[i]),
+                ms(own[i])
+            );
+        }
+    }
+}
