@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::job::Job;
 use crate::config::{Remote, RsyncOptions};
-use crate::sys::{memfile, nosymfollow};
+use crate::sys::{fsafe, memfile, nosymfollow};
 
 /// One remote of one watch root: everything needed to build its command lines.
 #[derive(Debug, Clone)]
@@ -635,17 +635,53 @@ pub fn run(cwd: &Path, argv: &[OsString], stdin: &[u8]) -> Outcome {
 /// The answer of [`link_guard`] once known for this process.
 static LINK_GUARD: OnceLock<Result<(), String>> = OnceLock::new();
 
+/// Where rsync sees the watch root in its own mount namespace: an empty directory in
+/// root's own `/run/sersync2` (nobody else can replace it), shared by every instance
+/// (each mount is private to one rsync). rsync's messages name paths below it.
+pub const VIEW: &str = "/run/sersync2/view";
+
 /// Can rsync read the trees through a view that follows no symbolic link (a private
-/// `nosymfollow` bind mount of the watch root, see `sys::nosymfollow`)? Tried once per
-/// process, on `root`. `Err` (why not) when it cannot work here: no CAP_SYS_ADMIN, or a
-/// kernel before 5.12; rsync then runs as before ([`guarded`] warns once).
+/// `nosymfollow` bind mount of the watch root at [`VIEW`], see `sys::nosymfollow`)? Tried once per
+/// process, on `root`. `Err` (why not) when it cannot work here: not root, no
+/// CAP_SYS_ADMIN, or a kernel before 5.12; rsync then runs as before ([`guarded`] warns
+/// once).
 /// A failure that may pass (the root missing just now, no memory) is not remembered and
 /// answers `Ok`: the runs stay confined, and fail and are retried until it works.
 pub fn link_guard(root: &Path) -> Result<(), String> {
     if let Some(known) = LINK_GUARD.get() {
         return known.clone();
     }
-    match nosymfollow::probe(root) {
+    let uid = fsafe::euid();
+    if uid != 0 {
+        // Mounts need CAP_SYS_ADMIN, and the mount point lives in root's /run/sersync2.
+        return LINK_GUARD
+            .get_or_init(|| {
+                Err(format!(
+                    "the agent runs as {}, not as root; it needs root (CAP_SYS_ADMIN)",
+                    fsafe::describe_user(uid)
+                ))
+            })
+            .clone();
+    }
+    let view = Path::new(VIEW);
+    // Its parent first, as the lock directory is made (0755, root's own).
+    let made = view
+        .parent()
+        .map_or(Ok(PathBuf::new()), |p| fsafe::private_dir(p, 0o755))
+        .and_then(|_| fsafe::private_dir(view, 0o755));
+    if let Err(e) = made {
+        let why = format!("no mount point: {e}");
+        return if fsafe::is_refused(&e) {
+            // Something only root can have put there: said, and tried again next time.
+            Err(why)
+        } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+            LINK_GUARD.get_or_init(|| Err(why)).clone()
+        } else {
+            // Passing (no space, /run read-only for now): the runs fail and are retried.
+            Ok(())
+        };
+    }
+    match nosymfollow::probe(root, view) {
         Ok(()) => LINK_GUARD.get_or_init(|| Ok(())).clone(),
         Err(e) if nosymfollow::is_unsupported(&e) => {
             LINK_GUARD.get_or_init(|| Err(unguarded_reason(&e))).clone()
@@ -696,7 +732,7 @@ pub fn guarded(root: &Path) -> bool {
 pub fn command_in(cwd: &Path) -> std::io::Result<Command> {
     let mut cmd = Command::new("rsync");
     if guarded(cwd) {
-        nosymfollow::confine(&mut cmd, cwd)?;
+        nosymfollow::confine(&mut cmd, cwd, Path::new(VIEW))?;
     } else {
         cmd.current_dir(cwd);
     }

@@ -1,9 +1,12 @@
 //! A view of a directory in which the kernel follows no symbolic link: a child process
-//! (rsync) gets a private mount namespace where the directory is bind-mounted onto
-//! itself with `nosymfollow` (recursively, so mounts below it too), and its working
-//! directory is entered again through that mount. A link anywhere in a path the child
-//! resolves below the directory then fails with ELOOP, whatever was swapped in when;
-//! `lstat` and `readlink` still work, so links are still copied as links.
+//! (rsync) gets a private mount namespace where the directory is bind-mounted with
+//! `nosymfollow` (recursively, so mounts below it too) on a mount point of the agent's
+//! own (an empty directory only root can write above), and works there. A link anywhere
+//! in a path the child resolves below that view then fails with ELOOP, whatever was
+//! swapped in when; `lstat` and `readlink` still work, so links are still copied as
+//! links. The directory's own path is left as it is, so whatever else the child reads
+//! there (its libraries, the ssh config, `/etc/resolv.conf` when the tree is `/etc`)
+//! resolves as before.
 //!
 //! Needs Linux 5.12 (mount_setattr) and CAP_SYS_ADMIN. [`probe`] tries the whole set-up
 //! once in a throw-away child, so a caller can tell "not possible here" (no privilege,
@@ -38,11 +41,11 @@ pub enum Step {
     Unshare = 1,
     /// mount --make-rprivate /
     Private = 2,
-    /// mount --rbind DIR DIR
+    /// mount --rbind DIR VIEW
     Bind = 3,
-    /// mount_setattr(DIR, AT_RECURSIVE, MOUNT_ATTR_NOSYMFOLLOW)
+    /// mount_setattr(VIEW, AT_RECURSIVE, MOUNT_ATTR_NOSYMFOLLOW)
     NoSymFollow = 4,
-    /// chdir(DIR), through the new mount
+    /// chdir(VIEW)
     Enter = 5,
     /// statvfs(".") shows nosymfollow
     Check = 6,
@@ -68,7 +71,7 @@ impl Step {
             Step::Private => "making the mounts private",
             Step::Bind => "bind-mounting the watch root",
             Step::NoSymFollow => "mount_setattr(MOUNT_ATTR_NOSYMFOLLOW)",
-            Step::Enter => "entering the watch root",
+            Step::Enter => "entering the view of the watch root",
             Step::Check => "checking nosymfollow with statvfs",
         }
     }
@@ -103,8 +106,8 @@ pub fn is_unsupported(e: &SetupError) -> bool {
 }
 
 /// The set-up, in the child between fork and exec: only async-signal-safe calls (raw
-/// syscalls), no allocation. `dir` is absolute.
-fn enter(dir: &CStr) -> Result<(), SetupError> {
+/// syscalls), no allocation. `dir` and `view` are absolute.
+fn enter(dir: &CStr, view: &CStr) -> Result<(), SetupError> {
     let fail = |step: Step| SetupError {
         step,
         errno: io::Error::last_os_error()
@@ -133,7 +136,7 @@ fn enter(dir: &CStr) -> Result<(), SetupError> {
     let rc = unsafe {
         libc::mount(
             dir.as_ptr(),
-            dir.as_ptr(),
+            view.as_ptr(),
             std::ptr::null(),
             libc::MS_BIND | libc::MS_REC,
             std::ptr::null(),
@@ -152,7 +155,7 @@ fn enter(dir: &CStr) -> Result<(), SetupError> {
         libc::syscall(
             libc::SYS_mount_setattr,
             libc::AT_FDCWD,
-            dir.as_ptr(),
+            view.as_ptr(),
             libc::AT_RECURSIVE as libc::c_uint,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
@@ -161,8 +164,7 @@ fn enter(dir: &CStr) -> Result<(), SetupError> {
     if rc != 0 {
         return Err(fail(Step::NoSymFollow));
     }
-    // The working directory still is the directory under the new mount: enter it again.
-    if unsafe { libc::chdir(dir.as_ptr()) } != 0 {
+    if unsafe { libc::chdir(view.as_ptr()) } != 0 {
         return Err(fail(Step::Enter));
     }
     // The kernel says so itself, on the directory now entered.
@@ -191,25 +193,29 @@ fn c_path(dir: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))
 }
 
-/// Makes `cmd` run in a nosymfollow view of `dir` (absolute), with `dir` as its working
-/// directory. A set-up that fails makes the spawn fail with its errno.
-pub fn confine(cmd: &mut Command, dir: &Path) -> io::Result<()> {
-    let c = c_path(dir)?;
+/// Makes `cmd` run in a nosymfollow view of `dir` mounted at `view` (both absolute;
+/// `view` an empty directory nobody else can replace), `view` its working directory. A
+/// set-up that fails makes the spawn fail with its errno.
+pub fn confine(cmd: &mut Command, dir: &Path, view: &Path) -> io::Result<()> {
+    let (c, v) = (c_path(dir)?, c_path(view)?);
     cmd.current_dir(dir);
     // SAFETY: the hook runs between fork and exec and makes only raw syscalls on memory
-    // allocated before the fork (`c`, moved into the hook).
-    unsafe { cmd.pre_exec(move || enter(&c).map_err(|e| io::Error::from_raw_os_error(e.errno))) };
+    // allocated before the fork (`c` and `v`, moved into the hook).
+    unsafe {
+        cmd.pre_exec(move || enter(&c, &v).map_err(|e| io::Error::from_raw_os_error(e.errno)))
+    };
     Ok(())
 }
 
-/// Tries the whole set-up on `dir` in a child that then exits: Ok when a confined
+/// Tries the whole set-up of [`confine`] in a child that then exits: Ok when a confined
 /// command would run, else the step that failed and why.
-pub fn probe(dir: &Path) -> Result<(), SetupError> {
+pub fn probe(dir: &Path, view: &Path) -> Result<(), SetupError> {
     let io_fail = |step: Step, e: io::Error| SetupError {
         step,
         errno: e.raw_os_error().unwrap_or(libc::EIO),
     };
-    let c = c_path(dir).map_err(|e| io_fail(Step::Enter, e))?;
+    let c = c_path(dir).map_err(|e| io_fail(Step::Bind, e))?;
+    let v = c_path(view).map_err(|e| io_fail(Step::Bind, e))?;
     let mut fds = [0; 2];
     // SAFETY: a valid array of two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -231,7 +237,7 @@ pub fn probe(dir: &Path) -> Result<(), SetupError> {
     }
     if pid == 0 {
         use std::os::fd::AsRawFd;
-        let word: u64 = match enter(&c) {
+        let word: u64 = match enter(&c, &v) {
             Ok(()) => 0,
             Err(e) => ((e.step as u64) << 32) | u64::from(e.errno as u32),
         };
@@ -314,19 +320,23 @@ mod tests {
     fn a_relative_directory_is_refused() {
         assert!(c_path(Path::new("rel/dir")).is_err());
         let mut cmd = Command::new("true");
-        assert!(confine(&mut cmd, Path::new("rel")).is_err());
+        assert!(confine(&mut cmd, Path::new("rel"), Path::new("/v")).is_err());
+        assert!(confine(&mut cmd, Path::new("/d"), Path::new("v")).is_err());
     }
 
-    /// As root on Linux 5.12+: a confined child cannot open a path through a link, but
-    /// reads the link itself; without privilege the probe says why.
+    /// As root on Linux 5.12+: a confined child cannot open a path through a link in its
+    /// view, but reads the link itself, and the tree's own path is as it was; without
+    /// privilege the probe says why.
     #[test]
     fn a_confined_child_follows_no_link_but_reads_links() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        std::fs::create_dir(root.join("d")).expect("mkdir");
+        let root = &dir.path().join("tree");
+        let view = &dir.path().join("view");
+        std::fs::create_dir_all(root.join("d")).expect("mkdir");
+        std::fs::create_dir(view).expect("mkdir view");
         std::fs::write(root.join("d/f"), "in the tree\n").expect("write");
         std::os::unix::fs::symlink(root.join("d"), root.join("l")).expect("symlink");
-        if let Err(e) = probe(root) {
+        if let Err(e) = probe(root, view) {
             assert!(is_unsupported(&e), "{e}");
             eprintln!("skipped: {e}");
             return;
@@ -334,13 +344,20 @@ mod tests {
         let run = |script: &str| {
             let mut cmd = Command::new("sh");
             cmd.args(["-c", script]);
-            confine(&mut cmd, root).expect("confine");
+            confine(&mut cmd, root, view).expect("confine");
             cmd.output().expect("run sh")
         };
-        let out = run("cat d/f && readlink l && cat l/f");
+        let out = run(&format!(
+            "pwd && cat {}/l/f && cat d/f && readlink l && cat l/f",
+            root.display()
+        ));
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
-            format!("in the tree\n{}\n", root.join("d").display())
+            format!(
+                "{}\nin the tree\nin the tree\n{}\n",
+                view.display(),
+                root.join("d").display()
+            )
         );
         assert!(!out.status.success());
         assert!(
@@ -348,6 +365,7 @@ mod tests {
             "{out:?}"
         );
         // Outside the child, nothing changed.
+        assert_eq!(std::fs::read_dir(view).expect("view").count(), 0);
         assert_eq!(
             std::fs::read_to_string(root.join("l/f")).expect("read through the link"),
             "in the tree\n"
@@ -375,8 +393,11 @@ mod cost {
     #[test]
     #[ignore = "a measurement, not a check"]
     fn per_rsync_call() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let view = dir.path().join("view");
+        std::fs::create_dir(&view).expect("mkdir view");
         let root = std::env::temp_dir();
-        if let Err(e) = probe(&root) {
+        if let Err(e) = probe(&root, &view) {
             eprintln!("skipped: {e}");
             return;
         }
@@ -390,7 +411,7 @@ mod cost {
                 let mut cmd = Command::new("rsync");
                 cmd.arg("--version").stdout(std::process::Stdio::null());
                 if confined {
-                    confine(&mut cmd, &root).expect("confine");
+                    confine(&mut cmd, &root, &view).expect("confine");
                 } else {
                     cmd.current_dir(&root);
                 }
