@@ -168,7 +168,8 @@ fn enter(dir: &CStr, view: &CStr) -> Result<(), SetupError> {
         return Err(fail(Step::Enter));
     }
     // The kernel says so itself, on the directory now entered.
-    // (glibc's statvfs is statfs(2) with the kernel's flags passed through.)
+    // (glibc's statvfs is statfs(2) with the kernel's flags passed through; it reads
+    // /proc/mounts, allocating, only on kernels without those flags, older than 2.6.36.)
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(c".".as_ptr(), &mut st) } != 0 {
         return Err(fail(Step::Check));
