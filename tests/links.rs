@@ -333,3 +333,49 @@ fn a_swapped_link_is_never_followed_over_ssh() {
     );
     agent.stop();
 }
+
+// Every rsync the agent starts that reads a tree must come from `rsync::command_in`
+// (confined); only `rsync --version` may start it otherwise. A new
+// `Command::new("rsync")` elsewhere would read the tree following links again.
+#[test]
+fn rsync_is_started_only_through_the_confined_command() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).expect("read src").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs")
+                && p.file_name().is_some_and(|n| n != "tests.rs")
+            {
+                let text = crate::layers::strip_tests(&fs::read_to_string(&p).expect("read"));
+                let rel = p
+                    .strip_prefix(&src)
+                    .expect("under src")
+                    .display()
+                    .to_string();
+                for _ in text.matches("Command::new(\"rsync\")") {
+                    found.push(rel.clone());
+                }
+            }
+        }
+    }
+    found.sort();
+    assert_eq!(
+        found,
+        ["sync/rsync.rs", "sync/version.rs"],
+        "rsync started outside rsync::command_in (sync/rsync.rs) and the version check"
+    );
+    let rsync = fs::read_to_string(src.join("sync/rsync.rs")).expect("read rsync.rs");
+    let command_in = rsync
+        .split("pub fn command_in(")
+        .nth(1)
+        .expect("rsync::command_in");
+    let body = &command_in[..command_in.find("\n}\n").expect("its end")];
+    assert!(
+        body.contains("Command::new(\"rsync\")") && body.contains("nosymfollow::confine("),
+        "command_in starts rsync and confines it:\n{body}"
+    );
+}
