@@ -732,7 +732,15 @@ pub fn guarded(root: &Path) -> bool {
 pub fn command_in(cwd: &Path) -> std::io::Result<Command> {
     let mut cmd = Command::new("rsync");
     if guarded(cwd) {
-        nosymfollow::confine(&mut cmd, cwd, Path::new(VIEW))?;
+        let view = Path::new(VIEW);
+        if !view.is_dir() {
+            // Removed while the agent runs: made again (checked as at start), else the
+            // spawn says what is missing instead of failing on a bare ENOENT.
+            fsafe::private_dir(view, 0o755).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("no mount point for rsync's view: {e}"))
+            })?;
+        }
+        nosymfollow::confine(&mut cmd, cwd, view)?;
     } else {
         cmd.current_dir(cwd);
     }
@@ -806,7 +814,13 @@ fn launch(
     };
     let mut cmd = match cmd {
         Ok(c) => c,
-        Err(e) => return failed(&format!("cannot run rsync in {}", cwd.display()), e),
+        Err(e) => {
+            return Outcome {
+                status: -1,
+                stderr: format!("cannot run rsync in {}: {e}", cwd.display()),
+                elapsed: started.elapsed(),
+            }
+        }
     };
     let child = cmd
         .args(argv)
