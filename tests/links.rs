@@ -335,7 +335,8 @@ fn a_swapped_link_is_never_followed_over_ssh() {
 }
 
 // Every rsync the agent starts that reads a tree must come from `rsync::command_in`
-// (confined); only `rsync --version` may start it otherwise. A new
+// (confined, or plain where the guard cannot work); only `rsync --version` may start
+// it otherwise. A new
 // `Command::new("rsync")` elsewhere would read the tree following links again.
 #[test]
 fn rsync_is_started_only_through_the_confined_command() {
@@ -363,19 +364,90 @@ fn rsync_is_started_only_through_the_confined_command() {
         }
     }
     found.sort();
+    let rsync = fs::read_to_string(src.join("sync/rsync.rs")).expect("read rsync.rs");
+    // In sync/rsync.rs: command_in where the guard cannot work, and the helper after it
+    // entered the view (exec_in_view).
     assert_eq!(
         found,
-        ["sync/rsync.rs", "sync/version.rs"],
-        "rsync started outside rsync::command_in (sync/rsync.rs) and the version check"
+        ["sync/rsync.rs", "sync/rsync.rs", "sync/version.rs"],
+        "rsync started outside rsync::command_in and its helper, and the version check"
     );
-    let rsync = fs::read_to_string(src.join("sync/rsync.rs")).expect("read rsync.rs");
+    let helper = rsync
+        .split("pub fn exec_in_view(")
+        .nth(1)
+        .expect("rsync::exec_in_view");
+    let enter = helper
+        .find("nosymfollow::enter_here(")
+        .expect("the helper enters the view");
+    let start = helper
+        .find("Command::new(\"rsync\")")
+        .expect("the helper starts rsync");
+    assert!(
+        enter < start,
+        "the helper enters the view before it starts rsync"
+    );
     let command_in = rsync
         .split("pub fn command_in(")
         .nth(1)
         .expect("rsync::command_in");
     let body = &command_in[..command_in.find("\n}\n").expect("its end")];
     assert!(
-        body.contains("Command::new(\"rsync\")") && body.contains("nosymfollow::confine("),
-        "command_in starts rsync and confines it:\n{body}"
+        body.contains("Command::new(\"/proc/self/exe\")") && body.contains(".arg(IN_VIEW)"),
+        "command_in starts rsync through the helper that confines it:\n{body}"
+    );
+}
+
+// The helper the agent starts rsync through: it becomes rsync in the view, and says why
+// when it cannot (the exit status then counts as a failed push, retried).
+#[test]
+fn the_rsync_helper_runs_rsync_in_the_view_or_says_why_not() {
+    let dir = Dir::new("in-view");
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(sersync_bin())
+            .arg("--rsync-in-view")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run sersync2 --rsync-in-view")
+    };
+    let bad = run(&["/only-one".as_ref()]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    // A view that cannot be made: the root is missing.
+    let missing = dir.join("missing");
+    let view = dir.mkdir_p("view");
+    let out = run(&[
+        missing.as_os_str(),
+        view.as_os_str(),
+        "--".as_ref(),
+        "--version".as_ref(),
+    ]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot make the nosymfollow view"),
+        "{}",
+        text(&out)
+    );
+    // As root on Linux 5.12+: rsync runs, in the view.
+    let root = dir.mkdir_p("tree");
+    let out = run(&[
+        root.as_os_str(),
+        view.as_os_str(),
+        "--".as_ref(),
+        "--version".as_ref(),
+    ]);
+    if out.status.code() == Some(126) {
+        eprintln!("skipped: {}", text(&out));
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("rsync"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        fs::read_dir(&view).expect("view").count(),
+        0,
+        "nothing left outside"
     );
 }

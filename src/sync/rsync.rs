@@ -727,24 +727,71 @@ pub fn guarded(root: &Path) -> bool {
     }
 }
 
-/// `rsync`, ready to run in `cwd`: where [`link_guard`] allows it, confined to a view of
-/// `cwd` that follows no symbolic link. Used by every rsync that reads a tree.
+/// `rsync`, ready to run in `cwd` (its arguments to be added): where [`link_guard`]
+/// allows it, confined to a view of `cwd` that follows no symbolic link. Used by every
+/// rsync that reads a tree.
+///
+/// The view is made by a fresh copy of this program (`/proc/self/exe` [`IN_VIEW`] ROOT
+/// VIEW `--`, see [`exec_in_view`]), which sets it up in itself and becomes rsync: the
+/// agent spawns it without forking (posix_spawn), as it spawns rsync otherwise. A hook
+/// run between fork and exec in the agent itself would fork the whole agent for every
+/// call, whose page tables grow with the tree (6 ms more per call at 120 MB).
 pub fn command_in(cwd: &Path) -> std::io::Result<Command> {
-    let mut cmd = Command::new("rsync");
-    if guarded(cwd) {
-        let view = Path::new(VIEW);
-        if !view.is_dir() {
-            // Removed while the agent runs: made again (checked as at start), else the
-            // spawn says what is missing instead of failing on a bare ENOENT.
-            fsafe::private_dir(view, 0o755).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("no mount point for rsync's view: {e}"))
-            })?;
-        }
-        nosymfollow::confine(&mut cmd, cwd, view)?;
-    } else {
+    if !guarded(cwd) {
+        let mut cmd = Command::new("rsync");
         cmd.current_dir(cwd);
+        return Ok(cmd);
     }
+    let view = Path::new(VIEW);
+    if !view.is_dir() {
+        // Removed while the agent runs: made again (checked as at start), else the
+        // spawn says what is missing instead of failing on a bare ENOENT.
+        fsafe::private_dir(view, 0o755).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("no mount point for rsync's view: {e}"))
+        })?;
+    }
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.current_dir(cwd)
+        .arg(IN_VIEW)
+        .arg(cwd)
+        .arg(view)
+        .arg("--");
     Ok(cmd)
+}
+
+/// The first argument that makes `sersync2` the helper of [`command_in`] (not an option
+/// of its command line: `main` looks for it before parsing).
+pub const IN_VIEW: &str = "--rsync-in-view";
+
+/// The helper of [`command_in`]: `args` are ROOT VIEW `--` and rsync's arguments. Sets up
+/// the nosymfollow view of ROOT at VIEW in this process and becomes `rsync ARGS`; returns
+/// only when that failed, with the exit status to leave with (its reason on stderr):
+/// 126 when the view could not be made, 127 when rsync is not found.
+pub fn exec_in_view(args: &[OsString]) -> u8 {
+    let [root, view, dashes, rsync_args @ ..] = args else {
+        eprintln!("sersync2: {IN_VIEW} ROOT VIEW -- RSYNC-ARGS...");
+        return 2;
+    };
+    if dashes != "--" {
+        eprintln!("sersync2: {IN_VIEW} ROOT VIEW -- RSYNC-ARGS...");
+        return 2;
+    }
+    if let Err(e) = nosymfollow::enter_here(Path::new(root), Path::new(view)) {
+        eprintln!(
+            "sersync2: cannot make the nosymfollow view of {} at {}: {e}",
+            Path::new(root).display(),
+            Path::new(view).display()
+        );
+        return 126;
+    }
+    use std::os::unix::process::CommandExt;
+    let e = Command::new("rsync").args(rsync_args).exec();
+    eprintln!("sersync2: cannot run rsync: {e}");
+    if e.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
 }
 
 /// What the worker does while its child runs, besides waiting.
