@@ -13,8 +13,8 @@
 //! Every rsync that reads a tree runs in a view of its watch root where the kernel
 //! follows no symbolic link ([`command_in`], `sys::nosymfollow`): a user who can write in
 //! the tree cannot swap a directory of a waiting path for a link and have rsync read
-//! through it. Where that view cannot be made (no CAP_SYS_ADMIN, Linux before 5.12),
-//! rsync runs as before and one warning says so ([`link_guard`]).
+//! through it. Where that view cannot be made (not root, no CAP_SYS_ADMIN, Linux before
+//! 5.12), rsync runs as before and one warning says so ([`link_guard`]).
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -641,12 +641,12 @@ static LINK_GUARD: OnceLock<Result<(), String>> = OnceLock::new();
 pub const VIEW: &str = "/run/sersync2/view";
 
 /// Can rsync read the trees through a view that follows no symbolic link (a private
-/// `nosymfollow` bind mount of the watch root at [`VIEW`], see `sys::nosymfollow`)? Tried once per
-/// process, on `root`. `Err` (why not) when it cannot work here: not root, no
-/// CAP_SYS_ADMIN, or a kernel before 5.12; rsync then runs as before ([`guarded`] warns
-/// once).
-/// A failure that may pass (the root missing just now, no memory) is not remembered and
-/// answers `Ok`: the runs stay confined, and fail and are retried until it works.
+/// `nosymfollow` bind mount of the watch root at [`VIEW`], see `sys::nosymfollow`)?
+/// Tried once per process, on `root`. `Err` (why not) when it cannot work here: not
+/// root, no CAP_SYS_ADMIN, or a kernel before 5.12; rsync then runs as before
+/// ([`guarded`] warns once). A failure that may pass (the root missing just now, no
+/// memory) is not remembered and answers `Ok`: the runs stay confined, and fail and are
+/// retried until it works.
 pub fn link_guard(root: &Path) -> Result<(), String> {
     if let Some(known) = LINK_GUARD.get() {
         return known.clone();
