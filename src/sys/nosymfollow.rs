@@ -10,9 +10,9 @@
 //!
 //! Needs Linux 5.12 (mount_setattr) and CAP_SYS_ADMIN. [`probe`] tries the whole set-up
 //! once in a throw-away child, so a caller can tell "not possible here" (no privilege,
-//! old kernel) from a passing failure before it relies on it; [`confine`] adds it to a
-//! command, done between fork and exec; [`enter_here`] does it in the calling process
-//! (a small helper that then becomes the program: no fork).
+//! old kernel) from a passing failure before it relies on it; [`enter_here`] does it in
+//! the calling process (a small helper that then becomes the program: no fork). Tests
+//! use `confine`, which adds it to a command, done between fork and exec.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -215,7 +215,7 @@ pub fn confine(cmd: &mut Command, dir: &Path, view: &Path) -> io::Result<()> {
 
 /// Makes the nosymfollow view of `dir` at `view` for this very process and enters it
 /// (its mount namespace becomes a private one). For a fresh, single-threaded helper that
-/// then execs the program ([`confine`] would fork it first: a big process forking per
+/// then execs the program (`confine` would fork it first: a big process forking per
 /// call copies its page tables each time).
 pub fn enter_here(dir: &Path, view: &Path) -> Result<(), SetupError> {
     let invalid = |e: io::Error| SetupError {
@@ -227,7 +227,7 @@ pub fn enter_here(dir: &Path, view: &Path) -> Result<(), SetupError> {
     enter(&c, &v)
 }
 
-/// Tries the whole set-up of [`confine`] in a child that then exits: Ok when a confined
+/// Tries the whole set-up of [`enter_here`] in a child that then exits: Ok when a confined
 /// command would run, else the step that failed and why.
 pub fn probe(dir: &Path, view: &Path) -> Result<(), SetupError> {
     let io_fail = |step: Step, e: io::Error| SetupError {
