@@ -45,6 +45,8 @@ FILES
                                     when not root, in $XDG_RUNTIME_DIR/sersync2 if that
                                     is the user's own 0700 directory, else in
                                     sersync2-<uid> (0700) under $TMPDIR or /tmp
+    /run/sersync2/view              empty; each rsync (as root) sees the watch root
+                                    there, in a private nosymfollow mount
     <pid file>.sock                 control socket of the running instance (mode 0600,
                                     its user and root only): --replay asks it to
                                     replay, --wait-synced to report when level

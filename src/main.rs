@@ -7,6 +7,11 @@ use sersync::cli::Args;
 use sersync::modes::{self, Mode};
 
 fn main() -> ExitCode {
+    // The agent's own helper for rsync (it never returns unless rsync cannot start).
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(code) = modes::rsync_in_view(&raw) {
+        return ExitCode::from(code);
+    }
     let mut args = Args::parse();
     let outcome = modes::prepare(&mut args).and_then(|config| match Mode::of(&args) {
         Mode::TestConfig { module } => modes::test_config(&config, module.as_deref(), &args),

@@ -18,7 +18,7 @@ fn module_of(rel: &str) -> String {
 }
 
 /// Drops `#[cfg(test)] mod x { ... }` blocks.
-fn strip_tests(text: &str) -> String {
+pub(crate) fn strip_tests(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(at) = rest.find("#[cfg(test)]") {

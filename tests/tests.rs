@@ -15,6 +15,7 @@ mod faults_signals;
 mod fixtures;
 mod hostile;
 mod layers;
+mod links;
 mod mirrors_lag;
 mod mirrors_verify;
 mod moves;

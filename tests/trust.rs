@@ -577,3 +577,57 @@ fn log_file_replaced_by_a_symlink_before_sighup_is_not_followed() {
         "logging went on in the old file:\n{text}"
     );
 }
+
+// Without CAP_SYS_ADMIN the nosymfollow view of the tree cannot be made: rsync then
+// follows links as before, and that is said once (at start, not per push) and by -t;
+// root's -t says the guard is on.
+#[test]
+fn a_non_root_agent_says_once_that_rsync_follows_links() {
+    let Some(agent_user) = User::create("n") else {
+        return;
+    };
+    let w = World::new("trust-nosymfollow");
+    let bin = runnable_copy(&w);
+    let (mut agent, config) = user_agent(&w, &agent_user, &w.shared);
+    let err = w.dir.join("agent.err");
+    agent.wait_live(&err);
+    // Pushes (they fail: the remote shell is `false`) add no second warning.
+    for i in 0..3 {
+        fs::write(w.src.join(format!("f{i}")), b"x\n").expect("write");
+    }
+    wait_until("the pushes fail into the fail log", DEADLINE, || {
+        agent.stderr().matches("push to").count() >= 1
+    });
+    agent.stop();
+    let log = agent.stderr();
+    assert_eq!(
+        log.matches("without the nosymfollow guard").count(),
+        1,
+        "one warning:\n{log}"
+    );
+    assert!(log.contains("CAP_SYS_ADMIN"), "{log}");
+
+    let t = |cmd: &mut Command| {
+        let out = cmd
+            .arg("-t")
+            .arg("-o")
+            .arg(&config)
+            .current_dir(w.dir.path())
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("TMPDIR", &w.shared)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sersync2 -t");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let as_user = t(&mut agent_user.command(&bin));
+    assert!(
+        as_user.contains("warning: rsync reads the watch roots without the nosymfollow guard"),
+        "{as_user}"
+    );
+    let as_root = t(&mut Command::new(&bin));
+    assert!(
+        as_root.contains("links: rsync reads the watch roots through a nosymfollow mount"),
+        "{as_root}"
+    );
+}

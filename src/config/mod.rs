@@ -617,6 +617,35 @@ fn overlap(roots: &[WatchRoot]) -> Option<(usize, usize)> {
         .min()
 }
 
+/// The first of `commonParams`' words that makes the sending rsync follow links in the
+/// tree: `-L`/`--copy-links`, `--copy-unsafe-links`, `-k`/`--copy-dirlinks` (alone or in
+/// a cluster such as `-aL`; a cluster ends at a letter that takes a value, `-e`, `-B`,
+/// `-f`, `-T`, `-M`, `-@`).
+pub(crate) fn follows_links(words: &[String]) -> Option<String> {
+    const LONG: [&str; 3] = ["--copy-links", "--copy-unsafe-links", "--copy-dirlinks"];
+    for w in words {
+        if let Some(long) = w.strip_prefix("--") {
+            let name = long.split('=').next().unwrap_or(long);
+            if LONG.iter().any(|l| l[2..] == *name) {
+                return Some(format!("--{name}"));
+            }
+            continue;
+        }
+        let Some(cluster) = w.strip_prefix('-') else {
+            continue;
+        };
+        for c in cluster.chars() {
+            if matches!(c, 'L' | 'k') {
+                return Some(format!("-{c}"));
+            }
+            if matches!(c, 'e' | 'B' | 'f' | 'T' | 'M' | '@') {
+                break;
+            }
+        }
+    }
+    None
+}
+
 /// `/opt/tongbu/` and `/opt/tongbu` are the same watch.
 fn normalise_watch(path: &Path) -> PathBuf {
     path.components().collect()
@@ -637,6 +666,17 @@ fn rsync(cx: &Ctx, r: Option<&raw::Rsync>, check_ssh: bool) -> Result<RsyncOptio
                 return Err(cx.err(
                     p.line,
                     format!("<commonParams params=\"{text}\">: \"{bad}\" is not an option (each word must start with -)"),
+                ));
+            }
+            if let Some(opt) = follows_links(&words) {
+                return Err(cx.err(
+                    p.line,
+                    format!(
+                        "<commonParams params=\"{text}\">: {opt} makes rsync follow the links in \
+                         the tree, so whoever can write there can have any file this user can \
+                         read sent to the remotes; rsync reads the watch roots without \
+                         following links and copies links as links: drop {opt}"
+                    ),
                 ));
             }
             words

@@ -285,6 +285,41 @@ fn common_params_split_like_sh_words() {
     assert!(e.message.contains("not an option"), "{e}");
 }
 
+#[test]
+fn options_that_follow_links_in_the_tree_are_refused() {
+    let w = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(follows_links(&w(&["-artuzL"])).as_deref(), Some("-L"));
+    assert_eq!(follows_links(&w(&["-a", "-k"])).as_deref(), Some("-k"));
+    assert_eq!(
+        follows_links(&w(&["--copy-links"])).as_deref(),
+        Some("--copy-links")
+    );
+    assert_eq!(
+        follows_links(&w(&["-a", "--copy-unsafe-links"])).as_deref(),
+        Some("--copy-unsafe-links")
+    );
+    assert_eq!(
+        follows_links(&w(&["--copy-dirlinks"])).as_deref(),
+        Some("--copy-dirlinks")
+    );
+    // A cluster ends at a letter that takes a value; other options are fine.
+    for ok in [
+        &["-artuz"][..],
+        &["-essh -L"],
+        &["-B1024kL"],
+        &["--safe-links", "-K", "--keep-dirlinks", "-l"],
+        &["--exclude=-L"],
+    ] {
+        assert_eq!(follows_links(&w(ok)), None, "{ok:?}");
+    }
+    let d = dir();
+    let e = err(&conf(
+        d.path(),
+        "<rsync><commonParams params=\"-artuzL\"/></rsync>",
+    ));
+    assert!(e.message.contains("-L makes rsync follow the links"), "{e}");
+}
+
 use std::os::unix::ffi::OsStrExt;
 
 mod props {

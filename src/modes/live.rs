@@ -441,6 +441,12 @@ fn run(
         )
     })
     .ok();
+    // Said at start (not at the first push) when rsync must follow links in the trees.
+    if let Some(root) = config.roots.first() {
+        if sync::rsync::guarded(&root.path) {
+            log::debug!("rsync reads the watch roots through a nosymfollow mount");
+        }
+    }
     log::info!(
         "live: {} watch root(s), {} remote(s), {} workers; remotes: {}",
         config.roots.len(),

@@ -280,6 +280,14 @@ pub(crate) fn own_files_warnings(config: &Config, args: &Args) -> Vec<String> {
     out
 }
 
+/// The helper that becomes rsync in a nosymfollow view of a watch root, when `sersync2`
+/// is started as `sersync2 --rsync-in-view ROOT VIEW -- ARGS` by the agent itself
+/// (`main` checks `args[1]` first). Returns the exit status when it could not.
+pub fn rsync_in_view(args: &[std::ffi::OsString]) -> Option<u8> {
+    let (first, rest) = args.split_first()?;
+    (first == sync::rsync::IN_VIEW).then(|| sync::rsync::exec_in_view(rest))
+}
+
 /// The modes that sync first check the rsync on PATH (found, 3.1 or later): a usage
 /// error (exit 2) before anything starts. Returns `rsync --version`'s first line.
 pub(crate) fn require_rsync() -> Result<String, Exit> {

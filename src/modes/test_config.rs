@@ -30,6 +30,18 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
     let root_word = |t: &sync::Target| shell::display(&[t.root.clone().into()]);
     println!("config {}: OK", config.file.display());
     println!("rsync: {rsync}");
+    match config
+        .roots
+        .first()
+        .map(|r| sync::rsync::link_guard(&r.path))
+    {
+        Some(Ok(())) => println!(
+            "links: rsync reads the watch roots through a nosymfollow mount (no link in a \
+             path is followed)"
+        ),
+        Some(Err(why)) => println!("warning: {}", sync::rsync::unguarded_warning(&why)),
+        None => {}
+    }
     let mut unavailable = Vec::new();
     for root in &config.roots {
         println!("watch {}", root.path.display());

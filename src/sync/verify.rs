@@ -24,7 +24,7 @@ use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -217,7 +217,8 @@ pub fn check(target: &Target, excluded: &[PathBuf], checksum: bool) -> Result<Dr
     Ok(parse(&out))
 }
 
-/// Runs `rsync argv` in `cwd` (no shell), stdout and stderr into anonymous files.
+/// Runs `rsync argv` in `cwd` (no shell, in its view that follows no link), stdout and
+/// stderr into anonymous files.
 fn run_capturing(
     cwd: &Path,
     argv: &[OsString],
@@ -239,9 +240,10 @@ fn run_capturing(
         f.try_clone()
             .map_err(|e| format!("cannot create a file for rsync's output: {e}"))
     };
-    let mut child = Command::new("rsync")
+    // Confined as every push: a dry run reads the tree too.
+    let mut child = rsync::command_in(cwd)
+        .map_err(|e| format!("cannot run rsync in {}: {e}", cwd.display()))?
         .args(argv)
-        .current_dir(cwd)
         .stdin(input)
         .stdout(dup(&out)?)
         .stderr(dup(&err)?)

@@ -758,9 +758,11 @@ impl Mirror {
         let mut checked_below_files = false;
         loop {
             let outcome = self.rsync(&target.root, &argv, &stdin);
-            // Paths below what is a file now (a directory replaced by a file while they
+            // Paths below what is a file or link now (a directory replaced while they
             // waited) cannot be pushed or deleted one by one, and need not be: the push
-            // of the file replaces the directory on the remote. Without them, once.
+            // of the file or link replaces the directory on the remote. Without them,
+            // and with each listing built again (a listed directory that is a link now
+            // goes as the link), once.
             if outcome.status == 23 && !checked_below_files {
                 checked_below_files = true;
                 if let Job::Paths(paths) = job {
@@ -771,8 +773,8 @@ impl Mirror {
                         .collect();
                     if reachable.len() < paths.len() {
                         log::info!(
-                            "{} path(s) below what is a file now left out of the push to {} \
-                             (the file replaces the directory there)",
+                            "{} path(s) below what is a file or link now left out of the push \
+                             to {} (the file or link replaces the directory there)",
                             paths.len() - reachable.len(),
                             target.label()
                         );
@@ -782,7 +784,10 @@ impl Mirror {
                                 ..outcome
                             };
                         }
-                        (argv, stdin) = target.argv(&Job::Paths(reachable), excluded);
+                    }
+                    let again = target.argv(&Job::Paths(reachable), excluded);
+                    if again.0 != argv {
+                        (argv, stdin) = again;
                         continue;
                     }
                 }
@@ -1236,13 +1241,20 @@ fn only_blocked_by_directories(outcome: &Outcome) -> bool {
 }
 
 /// Is `path` (relative to `root`, a listing's `/` ignored) below something that is not a
-/// directory (ENOTDIR)?
+/// directory now: a file, or a link (a directory swapped for a link while the path
+/// waited; rsync reads the tree without following links, so the path is not there)?
+/// Each directory above it is looked at without following links.
 fn below_a_file(root: &Path, path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_os_str().as_bytes();
-    let plain = bytes.strip_suffix(b"/").unwrap_or(bytes);
-    std::fs::symlink_metadata(root.join(std::ffi::OsStr::from_bytes(plain)))
-        .is_err_and(|e| e.raw_os_error() == Some(libc::ENOTDIR))
+    let plain = Path::new(std::ffi::OsStr::from_bytes(
+        bytes.strip_suffix(b"/").unwrap_or(bytes),
+    ));
+    plain
+        .ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty())
+        .any(|a| std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| !m.is_dir()))
 }
 
 /// A job taken from the queue. Dropping it finishes the job in the queue, so its paths

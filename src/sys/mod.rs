@@ -1,7 +1,8 @@
 //! What every layer above needs from the operating system: the stop signal, waiting on
 //! descriptors, anonymous files for a child's stdin and stderr, shell words (split and
 //! quote, in one place), safe handling of the files the agent trusts (`fsafe`), unix
-//! sockets for one user (`local_socket`), and random bits for jitter.
+//! sockets for one user (`local_socket`), a view of a directory that follows no symbolic
+//! link for rsync (`nosymfollow`), and random bits for jitter.
 //!
 //! Nothing here knows about configs, remotes or events.
 
@@ -10,6 +11,7 @@ pub mod fsafe;
 pub mod local_socket;
 pub mod memfile;
 pub mod mounts;
+pub mod nosymfollow;
 pub mod shell;
 pub mod syslog;
 
