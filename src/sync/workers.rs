@@ -507,13 +507,28 @@ impl Mirror {
                     outcome = failed;
                 }
             }
+            let mut call = call;
             if outcome.ok() {
                 let root = &self.targets[t.0].root;
-                taken.again.extend(
-                    missing.into_iter().filter(|d| {
-                        std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir())
-                    }),
-                );
+                let again: Vec<PathBuf> = missing
+                    .into_iter()
+                    .filter(|d| std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir()))
+                    .collect();
+                if !again.is_empty() {
+                    // Not paid: what they owe (in the fail log, with its older mark) stays
+                    // owed until their listing lands.
+                    if let Job::Paths(paths) = &mut call {
+                        paths.retain(|p| {
+                            !p.as_os_str()
+                                .as_encoded_bytes()
+                                .strip_suffix(b"/")
+                                .is_some_and(|d| {
+                                    again.iter().any(|a| a.as_os_str().as_encoded_bytes() == d)
+                                })
+                        });
+                    }
+                    taken.again.extend(again);
+                }
             }
             // The root went away while it ran: not the remote's failure.
             if let (false, Some(why)) = (outcome.ok(), self.root_unsafe(t)) {
