@@ -748,6 +748,57 @@ pub fn find_program(program: &str, search: Option<&OsStr>) -> Option<PathBuf> {
         .find(|p| executable(p))
 }
 
+/// Opens the directory `rel` (relative, plain components; empty: `root` itself) below
+/// `root` without following a symbolic link in any component below `root`: each one is
+/// opened with `O_NOFOLLOW | O_DIRECTORY` from the one before, so a link swapped in
+/// anywhere fails (ELOOP or ENOTDIR) instead of leading outside the tree.
+pub fn open_dir_beneath(root: &Path, rel: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(root)?;
+    for component in rel.components() {
+        match component {
+            std::path::Component::Normal(name) => dir = open_subdir(&dir, name)?,
+            std::path::Component::CurDir => {}
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is not a plain relative path", rel.display()),
+                ))
+            }
+        }
+    }
+    Ok(dir)
+}
+
+/// The directory `name` in the open directory `parent`, not following a link there.
+pub fn open_subdir(parent: &File, name: &OsStr) -> io::Result<File> {
+    let c = CString::new(name.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a name"))?;
+    // SAFETY: `parent` is an open descriptor and `c` a NUL-terminated string, both alive
+    // for the call; a descriptor returned is owned by the File made from it alone.
+    let fd = unsafe {
+        libc::openat(
+            parent.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by openat and nothing else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// The entries of an open directory (read through `/proc/self/fd`, which names that
+/// directory itself, whatever its path holds now).
+pub fn read_dir_of(dir: &File) -> io::Result<std::fs::ReadDir> {
+    std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1008,55 +1059,4 @@ mod tests {
         let err = check_program(&d.path().join("missing")).expect_err("missing");
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
-}
-
-/// Opens the directory `rel` (relative, plain components; empty: `root` itself) below
-/// `root` without following a symbolic link in any component below `root`: each one is
-/// opened with `O_NOFOLLOW | O_DIRECTORY` from the one before, so a link swapped in
-/// anywhere fails (ELOOP or ENOTDIR) instead of leading outside the tree.
-pub fn open_dir_beneath(root: &Path, rel: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut dir = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(root)?;
-    for component in rel.components() {
-        match component {
-            std::path::Component::Normal(name) => dir = open_subdir(&dir, name)?,
-            std::path::Component::CurDir => {}
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{} is not a plain relative path", rel.display()),
-                ))
-            }
-        }
-    }
-    Ok(dir)
-}
-
-/// The directory `name` in the open directory `parent`, not following a link there.
-pub fn open_subdir(parent: &File, name: &OsStr) -> io::Result<File> {
-    let c = CString::new(name.as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a name"))?;
-    // SAFETY: `parent` is an open descriptor and `c` a NUL-terminated string, both alive
-    // for the call; a descriptor returned is owned by the File made from it alone.
-    let fd = unsafe {
-        libc::openat(
-            parent.as_raw_fd(),
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by openat and nothing else owns it.
-    Ok(unsafe { File::from_raw_fd(fd) })
-}
-
-/// The entries of an open directory (read through `/proc/self/fd`, which names that
-/// directory itself, whatever its path holds now).
-pub fn read_dir_of(dir: &File) -> io::Result<std::fs::ReadDir> {
-    std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))
 }
