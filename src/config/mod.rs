@@ -617,6 +617,78 @@ fn overlap(roots: &[WatchRoot]) -> Option<(usize, usize)> {
         .min()
 }
 
+/// Does this `commonParams` word take its value from the next word (`--exclude PATTERN`,
+/// `-e CMD`, a cluster ending in such a letter: `-ae`)? Each word of commonParams starts
+/// with `-`, so the next word would be another option, or the agent's own `-R`.
+pub(crate) fn takes_next_word(w: &str) -> bool {
+    const LONG: [&str; 52] = [
+        "rsh",
+        "rsync-path",
+        "exclude",
+        "include",
+        "exclude-from",
+        "include-from",
+        "filter",
+        "files-from",
+        "temp-dir",
+        "compare-dest",
+        "copy-dest",
+        "link-dest",
+        "partial-dir",
+        "backup-dir",
+        "suffix",
+        "chmod",
+        "chown",
+        "usermap",
+        "groupmap",
+        "log-file",
+        "log-file-format",
+        "out-format",
+        "password-file",
+        "port",
+        "sockopts",
+        "timeout",
+        "contimeout",
+        "bwlimit",
+        "max-size",
+        "min-size",
+        "max-delete",
+        "block-size",
+        "checksum-choice",
+        "compress-choice",
+        "compress-level",
+        "skip-compress",
+        "modify-window",
+        "iconv",
+        "write-batch",
+        "read-batch",
+        "only-write-batch",
+        "protocol",
+        "info",
+        "debug",
+        "address",
+        "outbuf",
+        "stop-after",
+        "stop-at",
+        "max-alloc",
+        "checksum-seed",
+        "remote-option",
+        "early-input",
+    ];
+    if let Some(long) = w.strip_prefix("--") {
+        return !long.contains('=') && LONG.contains(&long);
+    }
+    let Some(cluster) = w.strip_prefix('-') else {
+        return false;
+    };
+    // The first letter that takes a value takes the rest of the word, or the next word
+    // when it is the last letter.
+    match cluster.find(['e', 'B', 'f', 'T', 'M', '@']) {
+        Some(i) => i + 1 == cluster.len(),
+        None => false,
+    }
+}
+
 /// The first of `commonParams`' words that makes the sending rsync follow links in the
 /// tree: `-L`/`--copy-links`, `--copy-unsafe-links`, `-k`/`--copy-dirlinks` (alone or in
 /// a cluster such as `-aL`; a cluster ends at a letter that takes a value, `-e`, `-B`,
@@ -666,6 +738,16 @@ fn rsync(cx: &Ctx, r: Option<&raw::Rsync>, check_ssh: bool) -> Result<RsyncOptio
                 return Err(cx.err(
                     p.line,
                     format!("<commonParams params=\"{text}\">: \"{bad}\" is not an option (each word must start with -)"),
+                ));
+            }
+            if let Some(opt) = words.iter().find(|w| takes_next_word(w)) {
+                return Err(cx.err(
+                    p.line,
+                    format!(
+                        "<commonParams params=\"{text}\">: {opt} takes its value from the next \
+                         word, which would be the option the agent puts after commonParams (-R): \
+                         write it with = (--exclude=PATTERN) or attached (-eCMD)"
+                    ),
                 ));
             }
             if let Some(opt) = follows_links(&words) {

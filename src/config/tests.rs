@@ -818,3 +818,39 @@ fn status_hostip_takes_ipv4_ipv6_with_or_without_brackets_and_names() {
         "{e}"
     );
 }
+
+/// Found by an outside attack run: `params="-artz --exclude"` took the agent's `-R` as the
+/// pattern, so `sub/index.html` was pushed over (and its delete deleted) the remote's
+/// top-level `index.html`; -t said OK.
+#[test]
+fn an_option_that_takes_the_next_word_is_refused_in_common_params() {
+    let d = dir();
+    for bad in [
+        "-artz --exclude",
+        "-artz -e",
+        "-ae",
+        "--rsh -az",
+        "-artz --link-dest",
+    ] {
+        let e = err(&conf(
+            d.path(),
+            &format!("<rsync><commonParams params=\"{bad}\"/></rsync>"),
+        ));
+        assert!(
+            e.message.contains("takes its value from the next word"),
+            "{bad}: {e}"
+        );
+    }
+    for good in [
+        "-artz --exclude=*.tmp",
+        "-artuz",
+        "-az --bwlimit=100",
+        "-a -essh",
+    ] {
+        load_str(&conf(
+            d.path(),
+            &format!("<rsync><commonParams params=\"{good}\"/></rsync>"),
+        ))
+        .unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+}
