@@ -438,6 +438,8 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
         }
     };
     let (_, sub) = split_dest(&o.dest);
+    // `--existing --ignore-existing`: nothing is made or updated, only deleted.
+    let only_delete = o.existing && o.ignore_existing;
     let mut errors: Vec<String> = Vec::new();
     let excluded = |rel: &[u8], is_dir: bool| o.rules.iter().any(|r| r.matches(rel, is_dir));
     // The file list: (path below the top, node), in the order rsync sends them, and
@@ -445,6 +447,10 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
     let mut list: Vec<(Vec<u8>, Node)> = Vec::new();
     let mut listed_dirs: Vec<Vec<u8>> = Vec::new();
     let mut missing: Vec<Vec<u8>> = Vec::new();
+    let mut io_error = false;
+    let mut vanished = false;
+    // Where each sent directory is at the source.
+    let mut dir_at: std::collections::HashMap<Vec<u8>, std::path::PathBuf> = Default::default();
     for a in &o.sources {
         let arg = parse_arg(a);
         let src = join(&arg.top, &arg.rel);
@@ -458,10 +464,54 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
         let node = if src.is_empty() {
             Some(Node::Dir)
         } else {
-            read_node(root, &src)
+            match read_node(root, &src) {
+                // `link/`: the path resolves through the link, to a directory.
+                Some(Node::Link(_))
+                    if arg.contents
+                        && std::fs::metadata(root.join(std::ffi::OsStr::from_bytes(&src)))
+                            .is_ok_and(|m| m.is_dir()) =>
+                {
+                    Some(Node::Dir)
+                }
+                other => other,
+            }
         };
         let Some(node) = node else {
-            if o.delete_missing {
+            // Only a path that does not exist (ENOENT) is a missing argument; one below
+            // a file (ENOTDIR) is an I/O error, which also turns `--delete` off.
+            let not_dir = std::fs::symlink_metadata(root.join(std::ffi::OsStr::from_bytes(&src)))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotADirectory);
+            if not_dir {
+                io_error = true;
+                errors.push(format!(
+                    "rsync: [sender] link_stat \"{}\" failed: Not a directory (20)",
+                    String::from_utf8_lossy(&src)
+                ));
+            } else if o.delete_missing {
+                // The deletion request goes with its implied directories: those there
+                // are sent; one missing has vanished (exit 24, "parent dir is absent").
+                // rsync follows a link there: one that leads nowhere is an I/O error.
+                for d in above {
+                    let abs = root.join(std::ffi::OsStr::from_bytes(&join(&arg.top, &d)));
+                    match std::fs::metadata(&abs) {
+                        Ok(m) if m.is_dir() => {
+                            dir_at.insert(d.clone(), abs.clone());
+                            list.push((d, Node::Dir));
+                        }
+                        Err(_) if std::fs::symlink_metadata(&abs).is_ok() => {
+                            io_error = true;
+                            errors.push(format!(
+                                "symlink has no referent: \"{}\"",
+                                String::from_utf8_lossy(&d)
+                            ));
+                            break;
+                        }
+                        _ => {
+                            vanished = true;
+                            break;
+                        }
+                    }
+                }
                 missing.push(arg.rel.clone());
             } else if !o.ignore_missing {
                 errors.push(format!(
@@ -471,8 +521,11 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             }
             continue;
         };
+        // Implied directories: rsync follows a link there (it is sent as a directory).
         for d in above {
-            if read_node(root, &join(&arg.top, &d)) == Some(Node::Dir) {
+            let abs = root.join(std::ffi::OsStr::from_bytes(&join(&arg.top, &d)));
+            if std::fs::metadata(&abs).is_ok_and(|m| m.is_dir()) {
+                dir_at.insert(d.clone(), abs);
                 list.push((d, Node::Dir));
             }
         }
@@ -488,6 +541,10 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             continue; // "skipping directory"
         }
         if !arg.rel.is_empty() {
+            dir_at.insert(
+                arg.rel.clone(),
+                root.join(std::ffi::OsStr::from_bytes(&src)),
+            );
             list.push((arg.rel.clone(), Node::Dir));
         }
         if !(o.recursive || arg.contents) {
@@ -509,12 +566,25 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                 if d && o.recursive {
                     stack.push(rel.clone());
                 }
+                if d {
+                    let abs = join(&arg.top, &rel);
+                    dir_at.insert(rel.clone(), root.join(std::ffi::OsStr::from_bytes(&abs)));
+                }
                 list.push((rel, n));
             }
         }
     }
     let at = |rel: &[u8]| join(&sub, rel);
     // The destination directory (`DEST/dir/`) is made if missing, one level only.
+    if !sub.is_empty() && remote.get(&sub).is_some_and(|n| *n != Node::Dir) {
+        return Ran {
+            status: 3,
+            stderr: format!(
+                "rsync: [Receiver] ERROR: cannot stat destination \"{}\": Not a directory (20)",
+                String::from_utf8_lossy(&sub)
+            ),
+        };
+    }
     if !sub.is_empty() && remote.get(&sub) != Some(&Node::Dir) {
         let parent_ok = match sub.iter().rposition(|&b| b == b'/') {
             Some(i) => remote.get(&sub[..i]) == Some(&Node::Dir),
@@ -534,17 +604,45 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
         remote.insert(sub.clone(), Node::Dir);
     }
     // Deletes of missing arguments.
+    // A directory's contents go (with `--force`) but for what an exclude rule protects,
+    // when the receiver has the rules (`--delete`): then it stays, and that is no error.
     for rel in &missing {
-        if !rel.is_empty() {
+        if rel.is_empty() {
+            continue;
+        }
+        if o.delete {
+            delete_protected(remote, &at(rel), rel, &|r, d| excluded(r, d));
+        } else {
             remove_tree(remote, &at(rel));
         }
     }
-    // --delete in the directories whose entries were sent.
-    if o.delete {
+    // --delete in the directories whose entries were sent, unless the sender had an
+    // I/O error ("IO error encountered -- skipping file deletion").
+    if o.delete && io_error {
+        errors.push("IO error encountered -- skipping file deletion".into());
+    }
+    if o.delete && !io_error {
         let sent: std::collections::HashSet<&[u8]> =
             list.iter().map(|(p, _)| p.as_slice()).collect();
+        // In file-list order: a directory the receiver cannot read is an I/O error,
+        // which turns deletion off for the rest of the call.
+        let mut listed_dirs = listed_dirs.clone();
+        listed_dirs.sort();
+        listed_dirs.dedup();
         for dir in &listed_dirs {
             let rdir = at(dir);
+            match remote.get(&rdir) {
+                // Nothing makes it a directory in this call: the receiver cannot read it.
+                Some(Node::File { .. }) if only_delete => {
+                    errors.push(format!(
+                        "rsync: [generator] opendir \"{}\" failed: Not a directory (20)",
+                        String::from_utf8_lossy(&rdir)
+                    ));
+                    break;
+                }
+                Some(Node::Link(_)) if only_delete => continue,
+                _ => {}
+            }
             let mut prefix = rdir.clone();
             if !prefix.is_empty() {
                 prefix.push(b'/');
@@ -568,7 +666,22 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             }
         }
     }
-    if !(o.existing && o.ignore_existing) {
+    if only_delete && o.times {
+        // rsync still sets a sent directory's mtime at the end, on whatever the remote
+        // holds at its path: a file there takes the directory's mtime.
+        for (rel, node) in &list {
+            if *node != Node::Dir {
+                continue;
+            }
+            let Some(Node::File { mtime, .. }) = remote.get_mut(&at(rel)) else {
+                continue;
+            };
+            if let Some(m) = dir_at.get(rel).and_then(|a| std::fs::metadata(a).ok()) {
+                *mtime = (m.mtime(), m.mtime_nsec());
+            }
+        }
+    }
+    if !only_delete {
         for (rel, node) in &list {
             let dst = at(rel);
             let have = remote.get(&dst).cloned();
@@ -602,9 +715,17 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                     remote.insert(dst, Node::Dir);
                 }
                 (n, Some(Node::Dir)) => {
-                    // With deletions active (`--delete`), or `--force`, the directory
-                    // is deleted to make way.
-                    if has_children(remote, &dst) && !(o.force || o.delete) {
+                    // With deletions active (`--delete`), or `--force`, the directory's
+                    // contents are deleted to make way, but for what an exclude rule
+                    // protects; the receiver has the rules only with `--delete` (a
+                    // daemon is sent them only then). What is left keeps the directory.
+                    if o.force || o.delete {
+                        let protect = |r: &[u8], d: bool| o.delete && excluded(r, d);
+                        let mut prefix = dst.clone();
+                        prefix.push(b'/');
+                        delete_contents(remote, &prefix, rel, &protect);
+                    }
+                    if has_children(remote, &dst) {
                         let kind = match n {
                             Node::Link(_) => "symlink",
                             _ => "regular file",
@@ -637,7 +758,14 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             }
         }
     }
-    if errors.is_empty() {
+    if errors.is_empty() && vanished {
+        Ran {
+            status: 24,
+            stderr: "rsync warning: some files vanished before they could be transferred \
+                     (code 24)"
+                .into(),
+        }
+    } else if errors.is_empty() {
         Ran {
             status: 0,
             stderr: String::new(),
@@ -664,6 +792,38 @@ fn put(n: &Node, times: bool) -> Node {
     }
 }
 
+/// Deletes what is below `prefix` (the remote's `dir/` for the source's `rel`), keeping
+/// what `protect` says (and the directories that then still hold something).
+fn delete_contents(
+    remote: &mut Tree,
+    prefix: &[u8],
+    rel: &[u8],
+    protect: &dyn Fn(&[u8], bool) -> bool,
+) {
+    let below: Vec<(Vec<u8>, bool)> = remote
+        .range(prefix.to_vec()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, n)| (k.clone(), *n == Node::Dir))
+        .collect();
+    // What is protected, and everything inside a protected directory (parents come
+    // first in the sorted order).
+    let mut kept: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    for (k, is_dir) in &below {
+        let parent = k.iter().rposition(|&b| b == b'/').map(|i| &k[..i]);
+        let r = join(rel, &k[prefix.len()..]);
+        if parent.is_some_and(|p| kept.contains(p)) || protect(&r, *is_dir) {
+            kept.insert(k.clone());
+        }
+    }
+    // Deepest first, so a directory goes once it is empty.
+    for (k, is_dir) in below.iter().rev() {
+        if kept.contains(k) || (*is_dir && has_children(remote, k)) {
+            continue;
+        }
+        remote.remove(k);
+    }
+}
+
 /// Deletes `dst` (the remote's path for `rel`), keeping what an exclude protects (and the
 /// directories that then still hold something).
 fn delete_protected(
@@ -679,18 +839,19 @@ fn delete_protected(
         .take_while(|(k, _)| k.starts_with(&prefix))
         .map(|(k, n)| (k.clone(), *n == Node::Dir))
         .collect();
-    let mut kept: Vec<Vec<u8>> = Vec::new();
+    // What is protected, and everything inside a protected directory (parents come
+    // first in the sorted order).
+    let mut kept: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    for (k, is_dir) in &below {
+        let parent = k.iter().rposition(|&b| b == b'/').map(|i| &k[..i]);
+        let r = join(rel, &k[prefix.len()..]);
+        if parent.is_some_and(|p| kept.contains(p)) || excluded(&r, *is_dir) {
+            kept.insert(k.clone());
+        }
+    }
     // Deepest first, so a directory goes once it is empty.
     for (k, is_dir) in below.iter().rev() {
-        let r = join(rel, &k[prefix.len()..]);
-        let inside_kept = kept
-            .iter()
-            .any(|d| k.starts_with(d) && k.get(d.len()) == Some(&b'/'));
-        if excluded(&r, *is_dir) || inside_kept {
-            kept.push(k.clone());
-            continue;
-        }
-        if *is_dir && has_children(remote, k) {
+        if kept.contains(k) || (*is_dir && has_children(remote, k)) {
             continue;
         }
         remote.remove(k);
