@@ -480,11 +480,11 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             // Only a path that does not exist (ENOENT) is a missing argument; one below
             // a file (ENOTDIR) is an I/O error, which also turns `--delete` off.
             let not_dir = std::fs::symlink_metadata(root.join(std::ffi::OsStr::from_bytes(&src)))
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotADirectory);
+                .is_err_and(|e| e.kind() != std::io::ErrorKind::NotFound);
             if not_dir {
                 io_error = true;
                 errors.push(format!(
-                    "rsync: [sender] link_stat \"{}\" failed: Not a directory (20)",
+                    "rsync: [sender] link_stat \"{}\" failed (not ENOENT)",
                     String::from_utf8_lossy(&src)
                 ));
             } else if o.delete_missing {
@@ -575,6 +575,41 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
         }
     }
     let at = |rel: &[u8]| join(&sub, rel);
+    // One entry per path: where two arguments name one path, the directory wins (as
+    // rsync's file list keeps it).
+    let mut seen: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+    let mut deduped: Vec<(Vec<u8>, Node)> = Vec::with_capacity(list.len());
+    for (rel, node) in list {
+        match seen.get(&rel) {
+            Some(&i) => {
+                if node == Node::Dir {
+                    deduped[i].1 = Node::Dir;
+                }
+            }
+            None => {
+                seen.insert(rel.clone(), deduped.len());
+                deduped.push((rel, node));
+            }
+        }
+    }
+    let list = deduped;
+    // The receiver goes through the list in order and stops at such a request.
+    let mut abort: Option<Vec<u8>> = None;
+    // A deletion request below what the file list holds as a non-directory (a link
+    // that leads nowhere, sent as itself): the receiver aborts, exit 2.
+    for rel in &missing {
+        let bad = rel
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'/')
+            .any(|(i, _)| {
+                seen.get(&rel[..i])
+                    .is_some_and(|&j| list.get(j).is_some_and(|(_, n)| *n != Node::Dir))
+            });
+        if bad && abort.as_ref().is_none_or(|a| rel < a) {
+            abort = Some(rel.clone());
+        }
+    }
     // The destination directory (`DEST/dir/`) is made if missing, one level only.
     if !sub.is_empty() && remote.get(&sub).is_some_and(|n| *n != Node::Dir) {
         return Ran {
@@ -606,14 +641,25 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
     // Deletes of missing arguments.
     // A directory's contents go (with `--force`) but for what an exclude rule protects,
     // when the receiver has the rules (`--delete`): then it stays, and that is no error.
-    for rel in &missing {
+    // The receiver finds the path as the filesystem does: through a link on the remote
+    // (a chrooted daemon's absolute links start at the module's top).
+    for rel in missing.iter().filter(|_| abort.is_none()) {
         if rel.is_empty() {
             continue;
         }
+        let dst = at(rel);
+        let (parent, name) = match dst.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&dst[..i], &dst[i + 1..]),
+            None => (&b""[..], &dst[..]),
+        };
+        let Resolved::Dir(p) = resolve(remote, parent) else {
+            continue;
+        };
+        let dst = join(&p, name);
         if o.delete {
-            delete_protected(remote, &at(rel), rel, &|r, d| excluded(r, d));
+            delete_protected(remote, &dst, rel, &|r, d| excluded(r, d));
         } else {
-            remove_tree(remote, &at(rel));
+            remove_tree(remote, &dst);
         }
     }
     // --delete in the directories whose entries were sent, unless the sender had an
@@ -621,7 +667,7 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
     if o.delete && io_error {
         errors.push("IO error encountered -- skipping file deletion".into());
     }
-    if o.delete && !io_error {
+    if o.delete && !io_error && abort.is_none() {
         let sent: std::collections::HashSet<&[u8]> =
             list.iter().map(|(p, _)| p.as_slice()).collect();
         // In file-list order: a directory the receiver cannot read is an I/O error,
@@ -631,17 +677,26 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
         listed_dirs.dedup();
         for dir in &listed_dirs {
             let rdir = at(dir);
-            match remote.get(&rdir) {
-                // Nothing makes it a directory in this call: the receiver cannot read it.
-                Some(Node::File { .. }) if only_delete => {
-                    errors.push(format!(
-                        "rsync: [generator] opendir \"{}\" failed: Not a directory (20)",
-                        String::from_utf8_lossy(&rdir)
-                    ));
-                    break;
+            if only_delete && remote.get(&rdir).is_some_and(|n| *n != Node::Dir) {
+                // Nothing makes it a directory in this call: the receiver opens what
+                // is there, following links. Not there: nothing to do.
+                match resolve(remote, &rdir) {
+                    Resolved::Missing => continue,
+                    Resolved::NotDir | Resolved::Loop => {
+                        errors.push(format!(
+                            "rsync: [generator] opendir \"{}\" failed",
+                            String::from_utf8_lossy(&rdir)
+                        ));
+                        break;
+                    }
+                    // Deleting inside a link's target directory is not modelled.
+                    Resolved::Dir(_) => {
+                        return Ran {
+                            status: 1,
+                            stderr: "model: --delete through a link on the remote".into(),
+                        }
+                    }
                 }
-                Some(Node::Link(_)) if only_delete => continue,
-                _ => {}
             }
             let mut prefix = rdir.clone();
             if !prefix.is_empty() {
@@ -666,6 +721,27 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             }
         }
     }
+    if only_delete {
+        // Nothing is made, but an entry whose remote parent is a file fails as the
+        // receiver tries it (stat says ENOTDIR, not ENOENT).
+        for (rel, _) in &list {
+            let dst = at(rel);
+            if remote.contains_key(&dst) {
+                continue;
+            }
+            let blocked = dst
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b == b'/')
+                .any(|(i, _)| matches!(remote.get(&dst[..i]), Some(Node::File { .. })));
+            if blocked {
+                errors.push(format!(
+                    "rsync: [generator] recv_generator: mkdir \"{}\" failed: Not a directory (20)",
+                    String::from_utf8_lossy(&dst)
+                ));
+            }
+        }
+    }
     if only_delete && o.times {
         // rsync still sets a sent directory's mtime at the end, on whatever the remote
         // holds at its path: a file there takes the directory's mtime.
@@ -683,6 +759,9 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
     }
     if !only_delete {
         for (rel, node) in &list {
+            if abort.as_ref().is_some_and(|a| rel >= a) {
+                continue;
+            }
             let dst = at(rel);
             let have = remote.get(&dst).cloned();
             if o.existing && have.is_none() {
@@ -758,6 +837,16 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             }
         }
     }
+    if let Some(rel) = abort {
+        return Ran {
+            status: 2,
+            stderr: format!(
+                "ABORTING due to invalid path from sender: {}\n\
+                 rsync error: protocol incompatibility (code 2)",
+                String::from_utf8_lossy(&rel)
+            ),
+        };
+    }
     if errors.is_empty() && vanished {
         Ran {
             status: 24,
@@ -790,6 +879,55 @@ fn put(n: &Node, times: bool) -> Node {
         },
         other => other.clone(),
     }
+}
+
+/// What a remote path leads to, following links (an absolute target starts at the
+/// module's top, as in a chrooted daemon).
+enum Resolved {
+    Missing,
+    NotDir,
+    Loop,
+    Dir(Vec<u8>),
+}
+
+fn resolve(remote: &Tree, path: &[u8]) -> Resolved {
+    let mut todo: Vec<Vec<u8>> = path
+        .split(|&b| b == b'/')
+        .rev()
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut at: Vec<u8> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        if c.is_empty() || c == b"." {
+            continue;
+        }
+        if c == b".." {
+            match at.iter().rposition(|&b| b == b'/') {
+                Some(i) => at.truncate(i),
+                None => at.clear(),
+            }
+            continue;
+        }
+        let next = join(&at, &c);
+        match remote.get(&next) {
+            None => return Resolved::Missing,
+            Some(Node::Dir) => at = next,
+            Some(Node::File { .. }) if todo.is_empty() => return Resolved::NotDir,
+            Some(Node::File { .. }) => return Resolved::NotDir,
+            Some(Node::Link(to)) => {
+                hops += 1;
+                if hops > 40 {
+                    return Resolved::Loop;
+                }
+                if to.first() == Some(&b'/') {
+                    at.clear();
+                }
+                todo.extend(to.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
+            }
+        }
+    }
+    Resolved::Dir(at)
 }
 
 /// Deletes what is below `prefix` (the remote's `dir/` for the source's `rel`), keeping
