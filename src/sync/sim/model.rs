@@ -20,7 +20,16 @@
 //! - `--exclude=PATTERN` and `--from0 --exclude-from=-` (`- /anchored` rules on
 //!   stdin), matched against the path below the transfer's top (`/./` moves the top),
 //!   a rule without `/` against the last component, a trailing `/` only directories;
-//! - `--link-dest`/`--fuzzy` change what travels, not what lands: no effect here.
+//! - `--link-dest`/`--fuzzy` change what travels, not what lands: no effect here;
+//! - errors as rsync reports them: a source path unreadable but for ENOENT (below a
+//!   file, a link loop) or an implied directory that is a dangling link is an I/O
+//!   error (exit 23) that turns `--delete` off for the call; a missing argument whose
+//!   parent is gone has vanished (exit 24); a deletion request below a non-directory
+//!   in the file list aborts the receiver (exit 2); the receiver follows links on the
+//!   remote where the filesystem does (a deletion request's parent, a prune's listed
+//!   directory).
+//!
+//! `differential.rs` checks all this against real rsync and a loopback daemon.
 //!
 //! Source files are read when the call runs (one snapshot per call).
 
