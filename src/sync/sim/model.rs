@@ -20,7 +20,16 @@
 //! - `--exclude=PATTERN` and `--from0 --exclude-from=-` (`- /anchored` rules on
 //!   stdin), matched against the path below the transfer's top (`/./` moves the top),
 //!   a rule without `/` against the last component, a trailing `/` only directories;
-//! - `--link-dest`/`--fuzzy` change what travels, not what lands: no effect here.
+//! - `--link-dest`/`--fuzzy` change what travels, not what lands: no effect here;
+//! - errors as rsync reports them: a source path unreadable but for ENOENT (below a
+//!   file, a link loop) or an implied directory that is a dangling link is an I/O
+//!   error (exit 23) that turns `--delete` off for the call; a missing argument whose
+//!   parent is gone has vanished (exit 24); a deletion request below a non-directory
+//!   in the file list aborts the receiver (exit 2); the receiver follows links on the
+//!   remote where the filesystem does (a deletion request's parent, a prune's listed
+//!   directory).
+//!
+//! `differential.rs` checks all this against real rsync and a loopback daemon.
 //!
 //! Source files are read when the call runs (one snapshot per call).
 
@@ -438,6 +447,8 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
         }
     };
     let (_, sub) = split_dest(&o.dest);
+    // `--existing --ignore-existing`: nothing is made or updated, only deleted.
+    let only_delete = o.existing && o.ignore_existing;
     let mut errors: Vec<String> = Vec::new();
     let excluded = |rel: &[u8], is_dir: bool| o.rules.iter().any(|r| r.matches(rel, is_dir));
     // The file list: (path below the top, node), in the order rsync sends them, and
@@ -445,6 +456,10 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
     let mut list: Vec<(Vec<u8>, Node)> = Vec::new();
     let mut listed_dirs: Vec<Vec<u8>> = Vec::new();
     let mut missing: Vec<Vec<u8>> = Vec::new();
+    let mut io_error = false;
+    let mut vanished = false;
+    // Where each sent directory is at the source.
+    let mut dir_at: std::collections::HashMap<Vec<u8>, std::path::PathBuf> = Default::default();
     for a in &o.sources {
         let arg = parse_arg(a);
         let src = join(&arg.top, &arg.rel);
@@ -458,10 +473,54 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
         let node = if src.is_empty() {
             Some(Node::Dir)
         } else {
-            read_node(root, &src)
+            match read_node(root, &src) {
+                // `link/`: the path resolves through the link, to a directory.
+                Some(Node::Link(_))
+                    if arg.contents
+                        && std::fs::metadata(root.join(std::ffi::OsStr::from_bytes(&src)))
+                            .is_ok_and(|m| m.is_dir()) =>
+                {
+                    Some(Node::Dir)
+                }
+                other => other,
+            }
         };
         let Some(node) = node else {
-            if o.delete_missing {
+            // Only a path that does not exist (ENOENT) is a missing argument; one below
+            // a file (ENOTDIR) is an I/O error, which also turns `--delete` off.
+            let not_dir = std::fs::symlink_metadata(root.join(std::ffi::OsStr::from_bytes(&src)))
+                .is_err_and(|e| e.kind() != std::io::ErrorKind::NotFound);
+            if not_dir {
+                io_error = true;
+                errors.push(format!(
+                    "rsync: [sender] link_stat \"{}\" failed (not ENOENT)",
+                    String::from_utf8_lossy(&src)
+                ));
+            } else if o.delete_missing {
+                // The deletion request goes with its implied directories: those there
+                // are sent; one missing has vanished (exit 24, "parent dir is absent").
+                // rsync follows a link there: one that leads nowhere is an I/O error.
+                for d in above {
+                    let abs = root.join(std::ffi::OsStr::from_bytes(&join(&arg.top, &d)));
+                    match std::fs::metadata(&abs) {
+                        Ok(m) if m.is_dir() => {
+                            dir_at.insert(d.clone(), abs.clone());
+                            list.push((d, Node::Dir));
+                        }
+                        Err(_) if std::fs::symlink_metadata(&abs).is_ok() => {
+                            io_error = true;
+                            errors.push(format!(
+                                "symlink has no referent: \"{}\"",
+                                String::from_utf8_lossy(&d)
+                            ));
+                            break;
+                        }
+                        _ => {
+                            vanished = true;
+                            break;
+                        }
+                    }
+                }
                 missing.push(arg.rel.clone());
             } else if !o.ignore_missing {
                 errors.push(format!(
@@ -471,8 +530,11 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             }
             continue;
         };
+        // Implied directories: rsync follows a link there (it is sent as a directory).
         for d in above {
-            if read_node(root, &join(&arg.top, &d)) == Some(Node::Dir) {
+            let abs = root.join(std::ffi::OsStr::from_bytes(&join(&arg.top, &d)));
+            if std::fs::metadata(&abs).is_ok_and(|m| m.is_dir()) {
+                dir_at.insert(d.clone(), abs);
                 list.push((d, Node::Dir));
             }
         }
@@ -488,6 +550,10 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             continue; // "skipping directory"
         }
         if !arg.rel.is_empty() {
+            dir_at.insert(
+                arg.rel.clone(),
+                root.join(std::ffi::OsStr::from_bytes(&src)),
+            );
             list.push((arg.rel.clone(), Node::Dir));
         }
         if !(o.recursive || arg.contents) {
@@ -509,12 +575,60 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                 if d && o.recursive {
                     stack.push(rel.clone());
                 }
+                if d {
+                    let abs = join(&arg.top, &rel);
+                    dir_at.insert(rel.clone(), root.join(std::ffi::OsStr::from_bytes(&abs)));
+                }
                 list.push((rel, n));
             }
         }
     }
     let at = |rel: &[u8]| join(&sub, rel);
+    // One entry per path: where two arguments name one path, the directory wins (as
+    // rsync's file list keeps it).
+    let mut seen: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+    let mut deduped: Vec<(Vec<u8>, Node)> = Vec::with_capacity(list.len());
+    for (rel, node) in list {
+        match seen.get(&rel) {
+            Some(&i) => {
+                if node == Node::Dir {
+                    deduped[i].1 = Node::Dir;
+                }
+            }
+            None => {
+                seen.insert(rel.clone(), deduped.len());
+                deduped.push((rel, node));
+            }
+        }
+    }
+    let list = deduped;
+    // The receiver goes through the list in order and stops at such a request.
+    let mut abort: Option<Vec<u8>> = None;
+    // A deletion request below what the file list holds as a non-directory (a link
+    // that leads nowhere, sent as itself): the receiver aborts, exit 2.
+    for rel in &missing {
+        let bad = rel
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'/')
+            .any(|(i, _)| {
+                seen.get(&rel[..i])
+                    .is_some_and(|&j| list.get(j).is_some_and(|(_, n)| *n != Node::Dir))
+            });
+        if bad && abort.as_ref().is_none_or(|a| rel < a) {
+            abort = Some(rel.clone());
+        }
+    }
     // The destination directory (`DEST/dir/`) is made if missing, one level only.
+    if !sub.is_empty() && remote.get(&sub).is_some_and(|n| *n != Node::Dir) {
+        return Ran {
+            status: 3,
+            stderr: format!(
+                "rsync: [Receiver] ERROR: cannot stat destination \"{}\": Not a directory (20)",
+                String::from_utf8_lossy(&sub)
+            ),
+        };
+    }
     if !sub.is_empty() && remote.get(&sub) != Some(&Node::Dir) {
         let parent_ok = match sub.iter().rposition(|&b| b == b'/') {
             Some(i) => remote.get(&sub[..i]) == Some(&Node::Dir),
@@ -534,17 +648,65 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
         remote.insert(sub.clone(), Node::Dir);
     }
     // Deletes of missing arguments.
-    for rel in &missing {
-        if !rel.is_empty() {
-            remove_tree(remote, &at(rel));
+    // A directory's contents go (with `--force`) but for what an exclude rule protects,
+    // when the receiver has the rules (`--delete`): then it stays, and that is no error.
+    // The receiver finds the path as the filesystem does: through a link on the remote
+    // (a chrooted daemon's absolute links start at the module's top).
+    for rel in missing.iter().filter(|_| abort.is_none()) {
+        if rel.is_empty() {
+            continue;
+        }
+        let dst = at(rel);
+        let (parent, name) = match dst.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&dst[..i], &dst[i + 1..]),
+            None => (&b""[..], &dst[..]),
+        };
+        let Resolved::Dir(p) = resolve(remote, parent) else {
+            continue;
+        };
+        let dst = join(&p, name);
+        if o.delete {
+            delete_protected(remote, &dst, rel, &|r, d| excluded(r, d));
+        } else {
+            remove_tree(remote, &dst);
         }
     }
-    // --delete in the directories whose entries were sent.
-    if o.delete {
+    // --delete in the directories whose entries were sent, unless the sender had an
+    // I/O error ("IO error encountered -- skipping file deletion").
+    if o.delete && io_error {
+        errors.push("IO error encountered -- skipping file deletion".into());
+    }
+    if o.delete && !io_error && abort.is_none() {
         let sent: std::collections::HashSet<&[u8]> =
             list.iter().map(|(p, _)| p.as_slice()).collect();
+        // In file-list order: a directory the receiver cannot read is an I/O error,
+        // which turns deletion off for the rest of the call.
+        let mut listed_dirs = listed_dirs.clone();
+        listed_dirs.sort();
+        listed_dirs.dedup();
         for dir in &listed_dirs {
             let rdir = at(dir);
+            if only_delete && remote.get(&rdir).is_some_and(|n| *n != Node::Dir) {
+                // Nothing makes it a directory in this call: the receiver opens what
+                // is there, following links. Not there: nothing to do.
+                match resolve(remote, &rdir) {
+                    Resolved::Missing => continue,
+                    Resolved::NotDir | Resolved::Loop => {
+                        errors.push(format!(
+                            "rsync: [generator] opendir \"{}\" failed",
+                            String::from_utf8_lossy(&rdir)
+                        ));
+                        break;
+                    }
+                    // Deleting inside a link's target directory is not modelled.
+                    Resolved::Dir(_) => {
+                        return Ran {
+                            status: 1,
+                            stderr: "model: --delete through a link on the remote".into(),
+                        }
+                    }
+                }
+            }
             let mut prefix = rdir.clone();
             if !prefix.is_empty() {
                 prefix.push(b'/');
@@ -568,8 +730,47 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             }
         }
     }
-    if !(o.existing && o.ignore_existing) {
+    if only_delete {
+        // Nothing is made, but an entry whose remote parent is a file fails as the
+        // receiver tries it (stat says ENOTDIR, not ENOENT).
+        for (rel, _) in &list {
+            let dst = at(rel);
+            if remote.contains_key(&dst) {
+                continue;
+            }
+            let blocked = dst
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b == b'/')
+                .any(|(i, _)| matches!(remote.get(&dst[..i]), Some(Node::File { .. })));
+            if blocked {
+                errors.push(format!(
+                    "rsync: [generator] recv_generator: mkdir \"{}\" failed: Not a directory (20)",
+                    String::from_utf8_lossy(&dst)
+                ));
+            }
+        }
+    }
+    if only_delete && o.times {
+        // rsync still sets a sent directory's mtime at the end, on whatever the remote
+        // holds at its path: a file there takes the directory's mtime.
         for (rel, node) in &list {
+            if *node != Node::Dir {
+                continue;
+            }
+            let Some(Node::File { mtime, .. }) = remote.get_mut(&at(rel)) else {
+                continue;
+            };
+            if let Some(m) = dir_at.get(rel).and_then(|a| std::fs::metadata(a).ok()) {
+                *mtime = (m.mtime(), m.mtime_nsec());
+            }
+        }
+    }
+    if !only_delete {
+        for (rel, node) in &list {
+            if abort.as_ref().is_some_and(|a| rel >= a) {
+                continue;
+            }
             let dst = at(rel);
             let have = remote.get(&dst).cloned();
             if o.existing && have.is_none() {
@@ -602,9 +803,17 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                     remote.insert(dst, Node::Dir);
                 }
                 (n, Some(Node::Dir)) => {
-                    // With deletions active (`--delete`), or `--force`, the directory
-                    // is deleted to make way.
-                    if has_children(remote, &dst) && !(o.force || o.delete) {
+                    // With deletions active (`--delete`), or `--force`, the directory's
+                    // contents are deleted to make way, but for what an exclude rule
+                    // protects; the receiver has the rules only with `--delete` (a
+                    // daemon is sent them only then). What is left keeps the directory.
+                    if o.force || o.delete {
+                        let protect = |r: &[u8], d: bool| o.delete && excluded(r, d);
+                        let mut prefix = dst.clone();
+                        prefix.push(b'/');
+                        delete_contents(remote, &prefix, rel, &protect);
+                    }
+                    if has_children(remote, &dst) {
                         let kind = match n {
                             Node::Link(_) => "symlink",
                             _ => "regular file",
@@ -637,7 +846,24 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             }
         }
     }
-    if errors.is_empty() {
+    if let Some(rel) = abort {
+        return Ran {
+            status: 2,
+            stderr: format!(
+                "ABORTING due to invalid path from sender: {}\n\
+                 rsync error: protocol incompatibility (code 2)",
+                String::from_utf8_lossy(&rel)
+            ),
+        };
+    }
+    if errors.is_empty() && vanished {
+        Ran {
+            status: 24,
+            stderr: "rsync warning: some files vanished before they could be transferred \
+                     (code 24)"
+                .into(),
+        }
+    } else if errors.is_empty() {
         Ran {
             status: 0,
             stderr: String::new(),
@@ -664,6 +890,87 @@ fn put(n: &Node, times: bool) -> Node {
     }
 }
 
+/// What a remote path leads to, following links (an absolute target starts at the
+/// module's top, as in a chrooted daemon).
+enum Resolved {
+    Missing,
+    NotDir,
+    Loop,
+    Dir(Vec<u8>),
+}
+
+fn resolve(remote: &Tree, path: &[u8]) -> Resolved {
+    let mut todo: Vec<Vec<u8>> = path
+        .split(|&b| b == b'/')
+        .rev()
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut at: Vec<u8> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        if c.is_empty() || c == b"." {
+            continue;
+        }
+        if c == b".." {
+            match at.iter().rposition(|&b| b == b'/') {
+                Some(i) => at.truncate(i),
+                None => at.clear(),
+            }
+            continue;
+        }
+        let next = join(&at, &c);
+        match remote.get(&next) {
+            None => return Resolved::Missing,
+            Some(Node::Dir) => at = next,
+            Some(Node::File { .. }) if todo.is_empty() => return Resolved::NotDir,
+            Some(Node::File { .. }) => return Resolved::NotDir,
+            Some(Node::Link(to)) => {
+                hops += 1;
+                if hops > 40 {
+                    return Resolved::Loop;
+                }
+                if to.first() == Some(&b'/') {
+                    at.clear();
+                }
+                todo.extend(to.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
+            }
+        }
+    }
+    Resolved::Dir(at)
+}
+
+/// Deletes what is below `prefix` (the remote's `dir/` for the source's `rel`), keeping
+/// what `protect` says (and the directories that then still hold something).
+fn delete_contents(
+    remote: &mut Tree,
+    prefix: &[u8],
+    rel: &[u8],
+    protect: &dyn Fn(&[u8], bool) -> bool,
+) {
+    let below: Vec<(Vec<u8>, bool)> = remote
+        .range(prefix.to_vec()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, n)| (k.clone(), *n == Node::Dir))
+        .collect();
+    // What is protected, and everything inside a protected directory (parents come
+    // first in the sorted order).
+    let mut kept: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    for (k, is_dir) in &below {
+        let parent = k.iter().rposition(|&b| b == b'/').map(|i| &k[..i]);
+        let r = join(rel, &k[prefix.len()..]);
+        if parent.is_some_and(|p| kept.contains(p)) || protect(&r, *is_dir) {
+            kept.insert(k.clone());
+        }
+    }
+    // Deepest first, so a directory goes once it is empty.
+    for (k, is_dir) in below.iter().rev() {
+        if kept.contains(k) || (*is_dir && has_children(remote, k)) {
+            continue;
+        }
+        remote.remove(k);
+    }
+}
+
 /// Deletes `dst` (the remote's path for `rel`), keeping what an exclude protects (and the
 /// directories that then still hold something).
 fn delete_protected(
@@ -679,18 +986,19 @@ fn delete_protected(
         .take_while(|(k, _)| k.starts_with(&prefix))
         .map(|(k, n)| (k.clone(), *n == Node::Dir))
         .collect();
-    let mut kept: Vec<Vec<u8>> = Vec::new();
+    // What is protected, and everything inside a protected directory (parents come
+    // first in the sorted order).
+    let mut kept: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    for (k, is_dir) in &below {
+        let parent = k.iter().rposition(|&b| b == b'/').map(|i| &k[..i]);
+        let r = join(rel, &k[prefix.len()..]);
+        if parent.is_some_and(|p| kept.contains(p)) || excluded(&r, *is_dir) {
+            kept.insert(k.clone());
+        }
+    }
     // Deepest first, so a directory goes once it is empty.
     for (k, is_dir) in below.iter().rev() {
-        let r = join(rel, &k[prefix.len()..]);
-        let inside_kept = kept
-            .iter()
-            .any(|d| k.starts_with(d) && k.get(d.len()) == Some(&b'/'));
-        if excluded(&r, *is_dir) || inside_kept {
-            kept.push(k.clone());
-            continue;
-        }
-        if *is_dir && has_children(remote, k) {
+        if kept.contains(k) || (*is_dir && has_children(remote, k)) {
             continue;
         }
         remote.remove(k);
