@@ -858,7 +858,16 @@ impl Pending {
     /// [`Pending::finish`], then the listings `again` (directories `work` listed, no
     /// `/`) wait once more with the marks they had in flight, so a barrier is not passed
     /// on them.
-    pub fn finish_again(&mut self, work: &Job, again: &[PathBuf], now: Instant) {
+    ///
+    /// `redirect`: paths of `work` left out below what is a file or link now, with that
+    /// file or link, which waits once more with their marks.
+    pub fn finish_again(
+        &mut self,
+        work: &Job,
+        again: &[PathBuf],
+        redirect: &[(PathBuf, PathBuf)],
+        now: Instant,
+    ) {
         let marks: Vec<(Key, Mark)> = again
             .iter()
             .filter_map(|d| {
@@ -866,7 +875,21 @@ impl Pending {
                 self.inflight.get(&k).map(|m| (k, *m))
             })
             .collect();
+        let moved: Vec<(Key, Mark)> = redirect
+            .iter()
+            .filter_map(|(p, a)| {
+                let m = self.inflight.get(plain_key(p))?;
+                Some((a.as_os_str().as_bytes().to_vec(), *m))
+            })
+            .collect();
         self.finish(work);
+        for (k, m) in moved {
+            if self.full_pending {
+                self.full_mark = Some(older(self.full_mark, m));
+                continue;
+            }
+            self.push_key(k, false, now, Some(m));
+        }
         for (k, m) in marks {
             if self.full_pending {
                 // The full sync waiting covers it, from the older mark.
@@ -1321,7 +1344,7 @@ impl Queue {
 
     /// Returns work from `take`; on failure the remote rests a moment before its next call.
     pub fn finish(&self, target: RemoteId, work: &Job, rest: Option<Duration>) {
-        self.finish_again(target, work, rest, &[]);
+        self.finish_again(target, work, rest, &[], &[]);
     }
 
     /// [`Queue::finish`], with the listings `again` (directories of `work`, no `/`)
@@ -1333,10 +1356,13 @@ impl Queue {
         work: &Job,
         rest: Option<Duration>,
         again: &[PathBuf],
+        redirect: &[(PathBuf, PathBuf)],
     ) {
         let mut st = self.lock();
         let remote = &mut st.remotes[target.0];
-        remote.pending.finish_again(work, again, Instant::now());
+        remote
+            .pending
+            .finish_again(work, again, redirect, Instant::now());
         if let Some(d) = rest {
             remote.resting_until = Some(Instant::now() + d);
         }

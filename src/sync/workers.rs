@@ -444,6 +444,7 @@ impl Mirror {
             rest: None,
             accounted: false,
             again: Vec::new(),
+            redirect: Vec::new(),
         };
         if let Some(why) = self.root_unsafe(t) {
             self.defer(t, &taken.job, &why);
@@ -501,13 +502,26 @@ impl Mirror {
             // then pushed as a directory only, and what the remote holds in it of the
             // old one stays. Such a listing goes out again, keeping its mark.
             let missing = missing_listings(&self.targets[t.0].root, &call);
-            let mut outcome = self.push(t, &call, &excluded);
+            let mut left_out = Vec::new();
+            let mut outcome = self.push(t, &call, &excluded, &mut left_out);
             if outcome.ok() {
                 if let Some(failed) = self.prune(t, &call, &excluded) {
                     outcome = failed;
                 }
             }
             let mut call = call;
+            if outcome.ok() {
+                // What was left out below a file or link now is made equal by that
+                // file's push: it goes out again carrying their marks, so a barrier
+                // taken before waits for it (it may have been pushed before they were
+                // left out, or be waiting with a later mark).
+                let root = &self.targets[t.0].root;
+                for p in left_out {
+                    if let Some(a) = first_non_directory(root, &p) {
+                        taken.redirect.push((p, a));
+                    }
+                }
+            }
             if outcome.ok() {
                 let root = &self.targets[t.0].root;
                 let again: Vec<PathBuf> = missing
@@ -746,7 +760,14 @@ impl Mirror {
     }
 
     /// Runs one job against one remote, with retries.
-    fn push(&self, t: RemoteId, job: &Job, excluded: &[PathBuf]) -> Outcome {
+    /// `left_out`: the paths it left out as below what is a file or link now.
+    fn push(
+        &self,
+        t: RemoteId,
+        job: &Job,
+        excluded: &[PathBuf],
+        left_out: &mut Vec<PathBuf>,
+    ) -> Outcome {
         let target = &*self.target_for_call(t);
         let (argv, stdin) = target.argv(job, excluded);
         if self.debug {
@@ -787,6 +808,12 @@ impl Mirror {
                         .cloned()
                         .collect();
                     if reachable.len() < paths.len() {
+                        left_out.extend(
+                            paths
+                                .iter()
+                                .filter(|p| below_a_file(&target.root, p))
+                                .cloned(),
+                        );
                         log::info!(
                             "{} path(s) below what is a file or link now left out of the push \
                              to {} (the file or link replaces the directory there)",
@@ -1272,6 +1299,26 @@ fn below_a_file(root: &Path, path: &Path) -> bool {
         .any(|a| std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| !m.is_dir()))
 }
 
+/// The first of `path`'s proper ancestors (relative to `root`, a listing's `/` ignored)
+/// that is not a directory now, from the top.
+fn first_non_directory(root: &Path, path: &Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let plain = Path::new(std::ffi::OsStr::from_bytes(
+        bytes.strip_suffix(b"/").unwrap_or(bytes),
+    ));
+    let mut above: Vec<&Path> = plain
+        .ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty())
+        .collect();
+    above.reverse();
+    above
+        .into_iter()
+        .find(|a| std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| !m.is_dir()))
+        .map(Path::to_path_buf)
+}
+
 /// A job taken from the queue. Dropping it finishes the job in the queue, so its paths
 /// never stay "in flight", whatever ended the push (a failed spawn, a panic). If the push
 /// was not accounted for (it panicked), its paths are owed in the fail log, so they are
@@ -1285,6 +1332,9 @@ struct Taken<'a> {
     accounted: bool,
     /// Listings (directories, no `/`) to push again, keeping their marks.
     again: Vec<PathBuf>,
+    /// Paths left out below a file or link now, with that file or link: it is pushed
+    /// again with their marks.
+    redirect: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Drop for Taken<'_> {
@@ -1301,7 +1351,7 @@ impl Drop for Taken<'_> {
             self.rest = m.account(self.t, &self.job, &outcome);
         }
         m.queue
-            .finish_again(self.t, &self.job, self.rest, &self.again);
+            .finish_again(self.t, &self.job, self.rest, &self.again, &self.redirect);
     }
 }
 

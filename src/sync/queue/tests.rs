@@ -961,7 +961,7 @@ fn a_listing_pushed_again_keeps_its_mark_and_its_slash() {
     let checkpoint = q.checkpoint();
     let job = q.take(100).expect("the listing");
     assert_eq!(paths(Some(job.clone())), [p("b/")]);
-    q.finish_again(&job, &[p("b")], Instant::now());
+    q.finish_again(&job, &[p("b")], &[], Instant::now());
     assert!(
         !q.passed(checkpoint),
         "the barrier must wait for the listing"
