@@ -535,12 +535,32 @@ impl Sim {
                 touch(&mut st, &new);
                 st.history.push(format!("ln -s target {}", show_path(&new)));
             }
-            // A deploy: rm -rf d && cp -a build/d d.
+            // A deploy: rm -rf d && cp -a build/d d, or a release moved out of the tree
+            // and another moved in under its name (mv d ../old && mv ../build/d d: one
+            // event each, none for what is below).
             _ => {
                 let Some(d) = st.rng.pick(&dirs[1..]).cloned() else {
                     return;
                 };
-                remove(&mut st, &tree, &d);
+                let moved = st.rng.chance(50);
+                if moved {
+                    if std::fs::remove_dir_all(abs(&d)).is_err() {
+                        return;
+                    }
+                    let mut prefix = d.clone();
+                    prefix.push(b'/');
+                    for k in tree.keys() {
+                        if *k == d || k.starts_with(&prefix) {
+                            touch(&mut st, k);
+                        }
+                    }
+                    st.events.push(Event::Change(Change::DirOut {
+                        path: path(&d),
+                        moved: true,
+                    }));
+                } else {
+                    remove(&mut st, &tree, &d);
+                }
                 if std::fs::create_dir(abs(&d)).is_err() {
                     return;
                 }
@@ -556,12 +576,19 @@ impl Sim {
                 }
                 st.events.push(Event::DirIn {
                     path: path(&d),
-                    moved: false,
+                    moved,
                 });
-                st.history.push(format!(
-                    "rm -rf {0} && cp -a build/{0} {0} ({files} files)",
-                    show_path(&d)
-                ));
+                st.history.push(if moved {
+                    format!(
+                        "mv {0} ../old && mv ../build/{0} {0} ({files} files)",
+                        show_path(&d)
+                    )
+                } else {
+                    format!(
+                        "rm -rf {0} && cp -a build/{0} {0} ({files} files)",
+                        show_path(&d)
+                    )
+                });
             }
         }
     }
