@@ -458,12 +458,28 @@ impl Sim {
                 if tree.contains_key(&new) || std::fs::create_dir(abs(&new)).is_err() {
                     return;
                 }
+                touch(&mut st, &new);
+                // Or a release moved in from outside the tree, files and all (its
+                // name often one a release moved out had).
+                let moved = st.rng.chance(30);
+                let files = if moved { 1 + st.rng.below(3) } else { 0 };
+                for i in 0..files {
+                    let f = model::join(&new, NAMES[i as usize].as_bytes());
+                    let tick = next_tick(&mut st);
+                    let byte = b'a' + st.rng.below(3) as u8;
+                    if write_file(&abs(&f), &[byte], tick).is_ok() {
+                        touch(&mut st, &f);
+                    }
+                }
                 st.events.push(Event::DirIn {
                     path: path(&new),
-                    moved: false,
+                    moved,
                 });
-                touch(&mut st, &new);
-                st.history.push(format!("mkdir {}", show_path(&new)));
+                st.history.push(if moved {
+                    format!("mv ../build/{0} {0} ({files} files)", show_path(&new))
+                } else {
+                    format!("mkdir {}", show_path(&new))
+                });
             }
             // Delete something (rm, rm -rf).
             55..=69 => {
@@ -542,7 +558,10 @@ impl Sim {
                 let Some(d) = st.rng.pick(&dirs[1..]).cloned() else {
                     return;
                 };
-                let moved = st.rng.chance(50);
+                // 0: rm -rf && cp -a; 1: moved out and in; 2: moved out only (another
+                // may be moved in by a later step, see "Make a directory").
+                let kind = st.rng.below(3);
+                let moved = kind > 0;
                 if moved {
                     if std::fs::remove_dir_all(abs(&d)).is_err() {
                         return;
@@ -560,6 +579,10 @@ impl Sim {
                     }));
                 } else {
                     remove(&mut st, &tree, &d);
+                }
+                if kind == 2 {
+                    st.history.push(format!("mv {} ../old", show_path(&d)));
+                    return;
                 }
                 if std::fs::create_dir(abs(&d)).is_err() {
                     return;
