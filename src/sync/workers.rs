@@ -486,9 +486,19 @@ impl Mirror {
                     Vec::new()
                 }
                 Some(Renamed::Linked(outcome)) => {
-                    // `to` is there; the old path is deleted by an ordinary call.
+                    // `to` is there; the old path is deleted by an ordinary call, a
+                    // directory's as its listing: one made again there meanwhile is
+                    // then listed, and what the remote holds of the old one goes
+                    // (pushed plain, it went as a directory alone and the old entries
+                    // stayed).
                     rest = self.account(t, &rename_to_paths(&taken.job), &outcome);
-                    vec![(Job::Paths(vec![from.clone()]), Vec::new())]
+                    let mut gone = from.clone().into_os_string();
+                    if let Job::Rename { dir: true, .. } = taken.job {
+                        gone.push("/");
+                    }
+                    let job = Job::Paths(vec![PathBuf::from(gone)]);
+                    let excluded = self.excluded_in_listings(t, &job);
+                    vec![(job, excluded)]
                 }
                 None => {
                     plain = taken.job.plain_paths();

@@ -458,12 +458,28 @@ impl Sim {
                 if tree.contains_key(&new) || std::fs::create_dir(abs(&new)).is_err() {
                     return;
                 }
+                touch(&mut st, &new);
+                // Or a release moved in from outside the tree, files and all (its
+                // name often one a release moved out had).
+                let moved = st.rng.chance(30);
+                let files = if moved { 1 + st.rng.below(3) } else { 0 };
+                for i in 0..files {
+                    let f = model::join(&new, NAMES[i as usize].as_bytes());
+                    let tick = next_tick(&mut st);
+                    let byte = b'a' + st.rng.below(3) as u8;
+                    if write_file(&abs(&f), &[byte], tick).is_ok() {
+                        touch(&mut st, &f);
+                    }
+                }
                 st.events.push(Event::DirIn {
                     path: path(&new),
-                    moved: false,
+                    moved,
                 });
-                touch(&mut st, &new);
-                st.history.push(format!("mkdir {}", show_path(&new)));
+                st.history.push(if moved {
+                    format!("mv ../build/{0} {0} ({files} files)", show_path(&new))
+                } else {
+                    format!("mkdir {}", show_path(&new))
+                });
             }
             // Delete something (rm, rm -rf).
             55..=69 => {
@@ -535,12 +551,39 @@ impl Sim {
                 touch(&mut st, &new);
                 st.history.push(format!("ln -s target {}", show_path(&new)));
             }
-            // A deploy: rm -rf d && cp -a build/d d.
+            // A deploy: rm -rf d && cp -a build/d d, or a release moved out of the tree
+            // and another moved in under its name (mv d ../old && mv ../build/d d: one
+            // event each, none for what is below).
             _ => {
                 let Some(d) = st.rng.pick(&dirs[1..]).cloned() else {
                     return;
                 };
-                remove(&mut st, &tree, &d);
+                // 0: rm -rf && cp -a; 1: moved out and in; 2: moved out only (another
+                // may be moved in by a later step, see "Make a directory").
+                let kind = st.rng.below(3);
+                let moved = kind > 0;
+                if moved {
+                    if std::fs::remove_dir_all(abs(&d)).is_err() {
+                        return;
+                    }
+                    let mut prefix = d.clone();
+                    prefix.push(b'/');
+                    for k in tree.keys() {
+                        if *k == d || k.starts_with(&prefix) {
+                            touch(&mut st, k);
+                        }
+                    }
+                    st.events.push(Event::Change(Change::DirOut {
+                        path: path(&d),
+                        moved: true,
+                    }));
+                } else {
+                    remove(&mut st, &tree, &d);
+                }
+                if kind == 2 {
+                    st.history.push(format!("mv {} ../old", show_path(&d)));
+                    return;
+                }
                 if std::fs::create_dir(abs(&d)).is_err() {
                     return;
                 }
@@ -556,12 +599,19 @@ impl Sim {
                 }
                 st.events.push(Event::DirIn {
                     path: path(&d),
-                    moved: false,
+                    moved,
                 });
-                st.history.push(format!(
-                    "rm -rf {0} && cp -a build/{0} {0} ({files} files)",
-                    show_path(&d)
-                ));
+                st.history.push(if moved {
+                    format!(
+                        "mv {0} ../old && mv ../build/{0} {0} ({files} files)",
+                        show_path(&d)
+                    )
+                } else {
+                    format!(
+                        "rm -rf {0} && cp -a build/{0} {0} ({files} files)",
+                        show_path(&d)
+                    )
+                });
             }
         }
     }
