@@ -476,11 +476,12 @@ impl Mirror {
                     // the old one held there. For a directory that may lack what a push
                     // that ran while it was renamed here found gone: the paths below
                     // it are pushed again by quick check (sending only what differs).
+                    // For a file, what the remote held at the old path may be another
+                    // entry than the file renamed (a link or file made there again and
+                    // pushed before the rename was read): the new path too is pushed
+                    // again by quick check (the moved copy, if it is the file, stays).
                     let to_paths = rename_to_paths(&taken.job);
-                    let settled = match &taken.job {
-                        Job::Rename { dir: true, .. } => self.settle(t, &to_paths),
-                        _ => outcome.clone(),
-                    };
+                    let settled = self.settle(t, &to_paths);
                     rest = self.account(t, &to_paths, &settled);
                     rest = rest.or(self.account(t, &Job::Paths(vec![from.clone()]), &outcome));
                     Vec::new()
