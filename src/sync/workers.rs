@@ -656,7 +656,7 @@ impl Mirror {
         )
     }
 
-    /// ssh mode, after the remote `mv` of a directory: pushes the new path and what was
+    /// ssh mode, after the remote `mv` of a rename: pushes the new path and what was
     /// below it by quick check ([`Target::settle_argv`]); the first failure, if any.
     fn settle(&self, t: RemoteId, paths: &Job) -> Outcome {
         let target = &*self.target_for_call(t);
