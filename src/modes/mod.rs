@@ -7,6 +7,7 @@
 mod commands;
 mod live;
 pub(crate) mod module;
+mod pipeline;
 mod replay;
 mod test_config;
 mod verify;
@@ -19,7 +20,7 @@ use anyhow::anyhow;
 use crate::cli::Args;
 use crate::config::{self, Config};
 use crate::service::{daemon, logging, status};
-use crate::sync::{self, FailLog, Target};
+use crate::sync;
 use crate::sys::fsafe;
 
 pub use live::live;
@@ -243,25 +244,6 @@ pub(crate) fn own_in(root: &std::path::Path, own: &[PathBuf]) -> Vec<PathBuf> {
     rel
 }
 
-/// The `<filter>` excludes for the watch root `root`, with the agent's own files in it.
-pub(crate) fn excludes_for(
-    config: &Config,
-    root: &std::path::Path,
-    own: &[PathBuf],
-) -> crate::filter::Excludes {
-    crate::filter::Excludes::new(config.excludes.clone()).with_own(own_in(root, own))
-}
-
-/// The targets of `config`, each knowing the agent's own files in its root.
-pub(crate) fn targets_owning(config: &Config, own: &[PathBuf]) -> Vec<Target> {
-    let mut targets = sync::targets(config);
-    for t in &mut targets {
-        let rel = own_in(&t.root, own);
-        t.set_own(rel);
-    }
-    targets
-}
-
 /// Warnings for the agent's own files that lie inside a watch root: they are left out
 /// of events and pushes, but belong elsewhere.
 pub(crate) fn own_files_warnings(config: &Config, args: &Args) -> Vec<String> {
@@ -353,28 +335,24 @@ pub fn module(config: &Config, name: &str, args: &Args) -> Result<u8, Exit> {
     }
 }
 
-/// The instance lock and the fail log, for the modes that sync.
-fn lock_and_load(
-    config: &Config,
-    args: &Args,
-    targets: &[Target],
-) -> Result<(daemon::InstanceLock, FailLog), Exit> {
-    match lock_or_holder(config, args, targets)? {
-        Locked::Ours(lock, fail_log) => Ok((lock, fail_log)),
+/// The instance lock, for the modes that sync.
+fn lock_instance(args: &Args) -> Result<daemon::InstanceLock, Exit> {
+    match lock_or_holder(args)? {
+        Locked::Ours(lock) => Ok(lock),
         Locked::Held { message, .. } => Err(runtime(anyhow!(message))),
     }
 }
 
 /// Who has this config's instance lock.
 enum Locked {
-    /// This process now: the lock and the loaded fail log.
-    Ours(daemon::InstanceLock, FailLog),
+    /// This process now.
+    Ours(daemon::InstanceLock),
     /// A running instance (the message names its pid).
     Held { message: String, pid_file: PathBuf },
 }
 
-/// The instance lock and the fail log, or, if another instance holds the lock, which.
-fn lock_or_holder(config: &Config, args: &Args, targets: &[Target]) -> Result<Locked, Exit> {
+/// The instance lock, or, if another instance holds it, which.
+fn lock_or_holder(args: &Args) -> Result<Locked, Exit> {
     // Files the agent trusts that fail their checks are usage errors (exit 2): the
     // operator has to remove or fix them; nothing has started.
     let exit = |e: std::io::Error, what: String| {
@@ -392,28 +370,10 @@ fn lock_or_holder(config: &Config, args: &Args, targets: &[Target]) -> Result<Lo
             daemon::default_pid_file(&args.config)
         }
     };
-    let lock = match daemon::InstanceLock::acquire_checked(&pid_file) {
-        Ok(lock) => lock,
-        Err(daemon::LockError::Held(message)) => return Ok(Locked::Held { message, pid_file }),
-        Err(daemon::LockError::Refused(m)) => return Err(usage(anyhow!(m))),
-        Err(daemon::LockError::Failed(m)) => return Err(runtime(anyhow!(m))),
-    };
-    Ok(Locked::Ours(lock, load_fail_log(config, targets)?))
-}
-
-/// The config's fail log, read and checked (a refused one is a usage error).
-fn load_fail_log(config: &Config, targets: &[Target]) -> Result<FailLog, Exit> {
-    sync::FailLog::load(config.fail_log.clone(), targets).map_err(|e| {
-        if fsafe::is_refused(&e) {
-            usage(anyhow!(
-                "refusing the fail log {}: {e}",
-                config.fail_log.display()
-            ))
-        } else {
-            usage(anyhow!(
-                "cannot read the fail log {}: {e}",
-                config.fail_log.display()
-            ))
-        }
-    })
+    match daemon::InstanceLock::acquire_checked(&pid_file) {
+        Ok(lock) => Ok(Locked::Ours(lock)),
+        Err(daemon::LockError::Held(message)) => Ok(Locked::Held { message, pid_file }),
+        Err(daemon::LockError::Refused(m)) => Err(usage(anyhow!(m))),
+        Err(daemon::LockError::Failed(m)) => Err(runtime(anyhow!(m))),
+    }
 }
