@@ -9,9 +9,10 @@
 //! log read; on any error the running pipeline goes on and the error is logged. Else
 //! the new watches are set first (so a change from then on is seen by them), then the
 //! running pipeline stops as at SIGTERM (pending and in-flight work goes to the fail log,
-//! running pushes are waited for), then everything is built again from the new config:
-//! the fail log is read again and replayed, so nothing owed is lost. The instance lock
-//! and pid file stay held, the status listener is bound again, `-r` is not repeated.
+//! running pushes are waited for; `Pipeline::stop`), then everything is built again
+//! from the new config (`Parts`, `Pipeline`, see `pipeline.rs`): the fail log is read
+//! again and replayed, so nothing owed is lost. The instance lock and pid file stay
+//! held, the status listener is bound again, `-r` is not repeated.
 //!
 //! Threads: one `watch` thread per root (reads the kernel queue, sends batches), one
 //! `filter` thread (batches into the pending sets), `sync-N` workers (rsync; `-n`, or by
