@@ -440,3 +440,127 @@ fn share_ssh(targets: &mut [Target], dir: &Path) {
         Err(e) => log::warn!("ssh connections are not reused: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn load(text: &str) -> Config {
+        crate::config::parse(Path::new("test.xml"), text.as_bytes()).expect("config loads")
+    }
+
+    /// Two watch roots, `a` with two remotes and `b` with one, `*.tmp` excluded, the
+    /// fail log in `dir`.
+    fn two_roots(dir: &Path) -> Config {
+        for r in ["a", "b"] {
+            std::fs::create_dir_all(dir.join(r)).expect("mkdir");
+        }
+        load(&format!(
+            r#"<head><filter start="true"><exclude expression=".*\.tmp"/></filter><sersync>
+  <localpath watch="{d}/a"><remote ip="127.0.0.1" name="one"/><remote ip="127.0.0.1" name="two"/></localpath>
+  <localpath watch="{d}/b"><remote ip="127.0.0.1" name="three"/></localpath>
+  <failLog path="{d}/fail.sh" timeToExecute="60"/>
+</sersync></head>"#,
+            d = dir.display()
+        ))
+    }
+
+    #[test]
+    fn parts_route_each_root_to_its_own_remotes_and_keep_the_agents_files_out() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let config = two_roots(d.path());
+        let own = vec![d.path().join("a/agent.log"), d.path().join("elsewhere.pid")];
+        let parts = Parts::new(&config, &own);
+        let labels: Vec<String> = parts.targets.iter().map(Target::label).collect();
+        assert_eq!(parts.targets.len(), 3, "{labels:?}");
+        // The own file in root a is known to a's targets only.
+        assert_eq!(parts.targets[0].own, [PathBuf::from("agent.log")]);
+        assert_eq!(parts.targets[1].own, [PathBuf::from("agent.log")]);
+        assert!(parts.targets[2].own.is_empty());
+        let routes = parts.routes();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0].remotes, [RemoteId(0), RemoteId(1)]);
+        assert_eq!(routes[1].remotes, [RemoteId(2)]);
+        // One set of excludes per root, the same for its watcher and its route.
+        let a = parts.excludes(&d.path().join("a")).expect("root a");
+        assert!(a.excludes(Path::new("agent.log"), false));
+        assert!(a.excludes(Path::new("x.tmp"), false));
+        assert!(!a.excludes(Path::new("x.txt"), false));
+        assert!(routes[0].excludes.excludes(Path::new("agent.log"), false));
+        let b = parts.excludes(&d.path().join("b")).expect("root b");
+        assert!(!b.excludes(Path::new("agent.log"), false));
+        assert!(b.excludes(Path::new("x.tmp"), false));
+        let roots: Vec<&Path> = parts.roots().map(|(r, _)| r).collect();
+        assert_eq!(roots, [d.path().join("a"), d.path().join("b")]);
+        assert!(parts.excludes(Path::new("/not/a/root")).is_none());
+    }
+
+    #[test]
+    fn parts_for_a_module_give_each_directory_its_own_pending_set() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let config = two_roots(d.path());
+        let dirs = [d.path().join("x"), d.path().join("y")];
+        let parts = Parts::watching(&config, &dirs, &[d.path().join("y/agent.log")]);
+        assert!(parts.targets.is_empty());
+        assert_eq!(parts.sets, 2);
+        let routes = parts.routes();
+        assert_eq!(routes[0].remotes, [RemoteId(0)]);
+        assert_eq!(routes[1].remotes, [RemoteId(1)]);
+        assert!(!routes[0].excludes.excludes(Path::new("agent.log"), false));
+        assert!(routes[1].excludes.excludes(Path::new("agent.log"), false));
+    }
+
+    #[test]
+    fn the_stop_writes_what_was_waiting_to_the_fail_log_and_says_so() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let config = two_roots(d.path());
+        let parts = Parts::new(&config, &[]);
+        let fail_log = parts.load_fail_log(&config).expect("no fail log yet");
+        let (pipeline, mirror) = Pipeline::sync(&config, parts, fail_log, None, Options::default());
+        // Never started: what is queued is still waiting at the stop.
+        pipeline.queue().push_full(&[RemoteId(2)]);
+        let (stopped, waited) = pipeline.stop(|done| done());
+        assert!(waited, "no worker was started, so none runs");
+        assert!(stopped.finished);
+        assert_eq!(stopped.left, 1);
+        assert_eq!(stopped.owed, 1);
+        assert_eq!(stopped.kept, Ok(()));
+        assert_eq!(stopped.pushed, [0, 0, 0]);
+        // Owed to the third remote only, and on disk: read back against the same config.
+        let third = mirror.targets()[2].label();
+        let owed = mirror.owed_summary();
+        assert_eq!(owed.keys().collect::<Vec<_>>(), [&third], "{owed:?}");
+        let again = Parts::new(&config, &[]);
+        let fl = again.load_fail_log(&config).expect("reads back");
+        assert_eq!((fl.len(), fl.unknown_len()), (1, 0));
+    }
+
+    #[test]
+    fn the_caller_decides_how_long_the_stop_waits_for_the_workers() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let config = two_roots(d.path());
+        let parts = Parts::watching(&config, &[d.path().join("a")], &[]);
+        let (release, held) = crossbeam_channel::bounded::<()>(0);
+        let watching = Watching {
+            watchers: Vec::new(),
+            stop: Arc::new(Stop::manual().expect("stop")),
+        };
+        let mut pipeline = Pipeline::plugin(&config, parts, watching, move |_q| {
+            // A plugin run that does not end until released.
+            let _ = held.recv();
+        });
+        pipeline.start().expect("starts");
+        let started = Instant::now();
+        let (stopped, ()) = pipeline.stop(|done| {
+            while !done() && started.elapsed() < Duration::from_millis(100) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        assert!(!stopped.finished, "the worker is still held");
+        assert!(stopped.kept.is_ok());
+        drop(release);
+    }
+}
