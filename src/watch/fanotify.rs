@@ -31,10 +31,9 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
-use super::{
-    dir_id, excluded_dir, pair_exchanges, walk, Batch, Change, Lost, Op, RootHealth, RootState,
-    WatchError, BURST_GAP, CHECK_EVERY, GATHER, LOST_MAX,
-};
+use super::change::pair_exchanges;
+use super::event_loop::{excluded_dir, Lost, BURST_GAP, CHECK_EVERY, GATHER, LOST_MAX};
+use super::{dir_id, walk, Batch, Change, Op, RootHealth, RootState, WatchError};
 use crate::config::Events;
 use crate::filter::{self, Excludes};
 use crate::sys::fanotify::{self as fan, Fid, Group, Side};
@@ -519,7 +518,7 @@ impl FanotifyTree {
         self.cache.reset(None);
         self.root_dev_ino = None;
         self.mounts.clear();
-        self.lost = Some(super::root_lost(&self.root, &self.health, why));
+        self.lost = Some(super::event_loop::root_lost(&self.root, &self.health, why));
         self.report_count();
     }
 
@@ -597,7 +596,7 @@ impl FanotifyTree {
     }
 
     fn note_mounts(&self, visible: &BTreeMap<PathBuf, mounts::Mount>) {
-        let notes = super::mount_notes(visible, "fanotify", |rel| {
+        let notes = super::event_loop::mount_notes(visible, "fanotify", |rel| {
             open_dir(&self.root.join(rel))
                 .and_then(|d| fan::fsid_of(&d))
                 .is_ok_and(|fsid| self.marked.contains_key(&fsid))
@@ -1143,7 +1142,7 @@ mod kernel_tests {
             std::fs::write(root.join(rel), "x").expect("write");
             assert!(recv_until(&rx, &mut seen, |c| file_at(c, rel)), "{seen:?}");
         }
-        crate::watch::tests::exchange(&root.join("XA"), &root.join("XB")).expect("exchange");
+        crate::sys::rename_exchange(&root.join("XA"), &root.join("XB")).expect("exchange");
         for rel in ["XB/sub/deep/f.txt", "XA/bsub/f.txt", "XA/f.txt", "XB/f.txt"] {
             std::fs::write(root.join(rel), "x").expect("write");
             assert!(
@@ -1160,7 +1159,7 @@ mod kernel_tests {
             ),
             "{seen:?}"
         );
-        crate::watch::tests::exchange(&root.join("XB/sub"), &root.join("P/Q"))
+        crate::sys::rename_exchange(&root.join("XB/sub"), &root.join("P/Q"))
             .expect("exchange across parents");
         for rel in ["P/Q/deep/g.txt", "XB/sub/qsub/g.txt"] {
             std::fs::write(root.join(rel), "x").expect("write");
