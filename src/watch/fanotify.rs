@@ -12,12 +12,13 @@
 //! the tree. The changes sent are the inotify backend's, so nothing after the watcher
 //! knows which backend runs.
 //!
-//! The root's health, the mounts below it and a queue overflow are handled as the
-//! inotify backend handles them; a new directory needs no walk (a filesystem mark has
-//! no window before a watch exists), but one moved in from outside the tree is walked
-//! and sent whole.
+//! The loop around it, the root's health and the mounts below it are the shared event
+//! loop's (`event_loop.rs`), as for inotify. Without a watch of the root itself, a
+//! directory deleted or renamed outside the tree asks the loop to check the root after
+//! that read. A new directory needs no walk (a filesystem mark has no window before a
+//! watch exists), but one moved in from outside the tree is walked and sent whole.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -25,15 +26,12 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Instant;
-
-use crossbeam_channel::Sender;
 
 use super::change::pair_exchanges;
-use super::event_loop::{excluded_dir, Lost, BURST_GAP, CHECK_EVERY, GATHER, LOST_MAX};
-use super::{dir_id, walk, Batch, Change, Op, RootHealth, RootState, WatchError};
+use super::event_loop::{self, excluded_dir, Mounts, RootWatch, WatchBackend};
+use super::{dir_id, walk, Change, Op, WatchError};
 use crate::config::Events;
 use crate::filter::{self, Excludes};
 use crate::sys::fanotify::{self as fan, Fid, Group, Side};
@@ -186,25 +184,17 @@ struct Marked {
 pub struct FanotifyTree {
     group: Group,
     mask: u64,
-    root: PathBuf,
+    /// The root's path, health and mounts.
+    root: RootWatch,
     /// The root as the kernel spells it (symlinks resolved): paths read back from
     /// `/proc/self/fd` are compared with it.
     canonical: PathBuf,
-    root_id: usize,
-    excludes: Excludes,
     cache: DirCache,
     /// By fsid: the filesystems marked.
     marked: HashMap<[u8; 8], Marked>,
-    counter: Arc<AtomicUsize>,
-    reported: usize,
-    health: Arc<RootHealth>,
-    root_dev_ino: Option<(u64, u64)>,
-    lost: Option<Lost>,
     /// A directory was deleted or renamed outside the tree: perhaps the root or one
     /// above it; its device and inode are checked after this read.
     check_root_soon: bool,
-    mounts: BTreeMap<PathBuf, u64>,
-    mount_watch: Option<mounts::Watch>,
 }
 
 /// The mark's event mask: what the tree's bookkeeping needs, and the `<inotify>`
@@ -291,11 +281,30 @@ fn dir_handle(path: &Path) -> io::Result<Fid> {
 impl FanotifyTree {
     /// Creates the group and marks the filesystem of `root` and of every mount below
     /// it. Fails with [`WatchError::Unavailable`] when fanotify cannot watch this root.
+    #[cfg(test)]
     pub fn new(
         root: PathBuf,
         root_id: usize,
         excludes: Excludes,
         events: Events,
+    ) -> Result<FanotifyTree, WatchError> {
+        Self::new_counted(
+            root,
+            root_id,
+            excludes,
+            events,
+            Arc::new(AtomicUsize::new(0)),
+        )
+    }
+
+    /// [`FanotifyTree::new`], counting its filesystem marks into `counter` (shared by
+    /// all roots).
+    pub fn new_counted(
+        root: PathBuf,
+        root_id: usize,
+        excludes: Excludes,
+        events: Events,
+        counter: Arc<AtomicUsize>,
     ) -> Result<FanotifyTree, WatchError> {
         let group = init().map_err(|e| unavailable("init", &root, &e))?;
         let mut mask = mark_mask(&events, true);
@@ -313,59 +322,27 @@ impl FanotifyTree {
             }
             Err(e) => return Err(unavailable("fanotify_mark", &root, &e)),
         }
-        let health = Arc::new(RootHealth::new(root.clone()));
         let mut t = FanotifyTree {
             group,
             mask,
             canonical: root.clone(),
-            root,
-            root_id,
-            excludes,
+            root: RootWatch::new(root, root_id, excludes, counter),
             cache: DirCache::default(),
             marked: HashMap::new(),
-            counter: Arc::new(AtomicUsize::new(0)),
-            reported: 0,
-            health,
-            root_dev_ino: None,
-            lost: None,
             check_root_soon: false,
-            mounts: BTreeMap::new(),
-            mount_watch: None,
         };
-        let before = dir_id(&t.root);
+        let before = dir_id(&t.root.path);
         t.take_root().map_err(|err| WatchError::Io {
-            dir: t.root.clone(),
+            dir: t.root.path.clone(),
             err,
         })?;
-        match before {
-            Some(id) if dir_id(&t.root) == Some(id) => {
-                t.root_dev_ino = Some(id);
-                t.health.set_ok(id);
-            }
-            _ => t.lose_root("replaced while its mark was set up"),
-        }
-        match mounts::Watch::open() {
-            Ok(m) => t.mount_watch = Some(m),
-            Err(e) => log::warn!(
-                "cannot open {}: {e}; filesystems mounted inside {} are noticed only every {}s",
-                mounts::MOUNTINFO,
-                t.root.display(),
-                CHECK_EVERY.as_secs()
-            ),
-        }
-        let visible = t.visible_mounts();
-        for (rel, m) in &visible {
-            t.mark_mount(rel, m);
-        }
-        t.mounts = visible.iter().map(|(p, m)| (p.clone(), m.id)).collect();
-        t.note_mounts(&visible);
-        t.report_count();
+        event_loop::start(&mut t, before);
         Ok(t)
     }
 
     /// (Re)reads what the root is: its handle, canonical path and filesystem.
     fn take_root(&mut self) -> io::Result<()> {
-        self.canonical = std::fs::canonicalize(&self.root)?;
+        self.canonical = std::fs::canonicalize(&self.root.path)?;
         let dir = open_dir(&self.canonical)?;
         let fsid = fan::fsid_of(&dir)?;
         let fid = fan::handle_at(&dir, Path::new(""), fsid)?;
@@ -384,7 +361,7 @@ impl FanotifyTree {
 
     /// Marks the filesystem mounted at `rel`; false (logged) if it cannot be.
     fn mark_mount(&mut self, rel: &Path, m: &mounts::Mount) -> bool {
-        let abs = self.root.join(rel);
+        let abs = self.root.path.join(rel);
         let marked = open_dir(&abs).and_then(|dir| {
             let fsid = fan::fsid_of(&dir)?;
             if !self.marked.contains_key(&fsid) {
@@ -407,39 +384,6 @@ impl FanotifyTree {
         }
     }
 
-    pub fn health(&self) -> Arc<RootHealth> {
-        Arc::clone(&self.health)
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Filesystems marked (what status counts as this root's watches).
-    pub fn watched(&self) -> usize {
-        if self.lost.is_some() {
-            0
-        } else {
-            self.marked.len()
-        }
-    }
-
-    pub fn count_into(&mut self, counter: Arc<AtomicUsize>) {
-        self.counter = counter;
-        self.reported = 0;
-        self.report_count();
-    }
-
-    fn report_count(&mut self) {
-        let n = self.watched();
-        if n > self.reported {
-            self.counter.fetch_add(n - self.reported, Ordering::Relaxed);
-        } else {
-            self.counter.fetch_sub(self.reported - n, Ordering::Relaxed);
-        }
-        self.reported = n;
-    }
-
     /// The path below the root of the directory `fid`, or None: outside the tree,
     /// gone, or not to be mirrored (excluded, or below an excluded directory).
     fn resolve(&mut self, fid: &Fid) -> Option<PathBuf> {
@@ -448,7 +392,7 @@ impl FanotifyTree {
             Lookup::Outside => return None,
             Lookup::Unknown => self.ask(fid)?,
         };
-        (!excluded_dir(&self.excludes, &rel)).then_some(rel)
+        (!excluded_dir(&self.root.excludes, &rel)).then_some(rel)
     }
 
     /// Asks the kernel where the directory `fid` is, and learns the handles from the
@@ -514,152 +458,21 @@ impl FanotifyTree {
         Some(path)
     }
 
-    fn lose_root(&mut self, why: &str) {
-        self.cache.reset(None);
-        self.root_dev_ino = None;
-        self.mounts.clear();
-        self.lost = Some(super::event_loop::root_lost(&self.root, &self.health, why));
-        self.report_count();
-    }
-
-    fn check_root(&mut self) {
-        if self.lost.is_some() {
-            return;
-        }
-        let now = dir_id(&self.root);
-        if now != self.root_dev_ino {
-            self.lose_root(if now.is_some() {
-                "replaced: another directory (or a mount) is at its path now"
-            } else {
-                "removed, or renamed or moved away (perhaps with a parent directory)"
-            });
-        }
-    }
-
-    fn retry_root(&mut self) -> Option<Change> {
-        let lost = self.lost.as_mut()?;
-        let now = Instant::now();
-        if now < lost.retry_at {
-            return None;
-        }
-        lost.retry_at = now + lost.backoff;
-        lost.backoff = (lost.backoff * 2).min(LOST_MAX);
-        let Some(id) = dir_id(&self.root) else {
-            self.health.set_lost(RootState::Missing);
-            return None;
-        };
-        self.health.set_lost(RootState::Replaced);
-        let failed = match self.take_root() {
-            Err(e) => Some(e.to_string()),
-            Ok(()) if dir_id(&self.root) != Some(id) => {
-                Some("it changed again while its mark was set up".to_owned())
-            }
-            Ok(()) => None,
-        };
-        if let Some(err) = failed {
-            self.cache.reset(None);
-            if let Some(lost) = self.lost.as_mut() {
-                if lost.last_error.as_deref() != Some(err.as_str()) {
-                    log::error!(
-                        "cannot watch the new {} yet: {err}; trying again",
-                        self.root.display()
-                    );
-                    lost.last_error = Some(err);
-                }
-            }
-            return None;
-        }
-        self.lost = None;
-        self.root_dev_ino = Some(id);
-        self.health.set_ok(id);
-        let visible = self.visible_mounts();
-        for (rel, m) in &visible {
-            self.mark_mount(rel, m);
-        }
-        self.mounts = visible.iter().map(|(p, m)| (p.clone(), m.id)).collect();
-        self.note_mounts(&visible);
-        self.report_count();
-        log::warn!(
-            "the watch root {} is back (fanotify): running a full sync of every remote of it",
-            self.root.display()
-        );
-        Some(Change::RootBack)
-    }
-
-    fn visible_mounts(&self) -> BTreeMap<PathBuf, mounts::Mount> {
-        let Ok(all) = mounts::read() else {
-            return BTreeMap::new();
-        };
-        let mut below = mounts::below(&self.canonical, &all);
-        below.retain(|rel, _| !excluded_dir(&self.excludes, rel));
-        below
-    }
-
-    fn note_mounts(&self, visible: &BTreeMap<PathBuf, mounts::Mount>) {
-        let notes = super::event_loop::mount_notes(visible, "fanotify", |rel| {
-            open_dir(&self.root.join(rel))
-                .and_then(|d| fan::fsid_of(&d))
-                .is_ok_and(|fsid| self.marked.contains_key(&fsid))
-        });
-        self.health.set_mounts(notes);
-    }
-
-    fn check_mounts(&mut self) -> Vec<Change> {
-        if self.lost.is_some() {
-            return Vec::new();
-        }
-        let visible = self.visible_mounts();
-        let now: BTreeMap<PathBuf, u64> = visible.iter().map(|(p, m)| (p.clone(), m.id)).collect();
-        if now == self.mounts {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        let gone: Vec<PathBuf> = self
-            .mounts
-            .keys()
-            .filter(|p| !now.contains_key(*p))
-            .cloned()
-            .collect();
-        for rel in gone {
-            log::warn!(
-                "a filesystem was unmounted from {}: running a full sync",
-                self.root.join(&rel).display()
-            );
-            out.push(Change::Unmounted { path: rel });
-        }
-        for (rel, m) in &visible {
-            if self.mounts.get(rel) == Some(&m.id) || !self.mark_mount(rel, m) {
-                continue;
-            }
-            let found = walk::list_tree(&self.root, rel, &self.excludes);
-            log::warn!(
-                "a {} filesystem was mounted on {}: watching it and pushing its {} entries",
-                m.fstype,
-                self.root.join(rel).display(),
-                found.len()
-            );
-            out.push(Change::Mounted {
-                path: rel.clone(),
-                found,
-            });
-        }
-        // Handles of what a mount covers or uncovers are not what they were.
+    /// Handles of what a mount covers or uncovers are not what they were: every cached
+    /// path below the root is asked for again.
+    fn forget_handles(&mut self) {
         if let Some(root) = self.cache.root.clone() {
             self.cache.reset(Some(root));
         }
-        self.mounts = now;
-        self.note_mounts(&visible);
-        self.report_count();
-        out
     }
 
     fn overflow(&mut self) {
-        if self.lost.is_some() {
+        if self.root.lost.is_some() {
             return;
         }
         log::warn!(
             "fanotify queue overflow under {}: events were lost; running a full sync",
-            self.root.display()
+            self.root.path.display()
         );
         // Renames may be among the lost events: every cached path is in doubt.
         let root = self.cache.root.clone();
@@ -675,7 +488,7 @@ impl FanotifyTree {
                 out.push(Change::Overflow);
                 continue;
             }
-            if self.lost.is_some() {
+            if self.root.lost.is_some() {
                 continue;
             }
             let dir = ev.mask & libc::FAN_ONDIR != 0;
@@ -713,7 +526,7 @@ impl FanotifyTree {
                 }));
                 continue;
             }
-            if filter::skip(&self.excludes, e.name.as_bytes(), &rel, true) {
+            if filter::skip(&self.root.excludes, e.name.as_bytes(), &rel, true) {
                 continue;
             }
             let arrived = ev.mask & (libc::FAN_CREATE | libc::FAN_MOVED_TO) != 0;
@@ -730,7 +543,7 @@ impl FanotifyTree {
                 None => {}
             }
             // Both in one (merged) event: the one that holds now comes last.
-            let exists = arrived && left && self.root.join(&rel).is_dir();
+            let exists = arrived && left && self.root.path.join(&rel).is_dir();
             let leave = left.then(|| Change::DirOut {
                 path: rel.clone(),
                 moved: ev.mask & libc::FAN_MOVED_FROM != 0,
@@ -759,7 +572,7 @@ impl FanotifyTree {
     fn dir_in(&mut self, rel: PathBuf, moved: bool) -> Change {
         let found = if moved {
             self.cache.forget_outside();
-            walk::list_tree(&self.root, &rel, &self.excludes)
+            walk::list_tree(&self.root.path, &rel, &self.root.excludes)
         } else {
             vec![rel.clone()]
         };
@@ -777,7 +590,8 @@ impl FanotifyTree {
         let side = |this: &mut Self, e: Option<&fan::Entry<'_>>| {
             let e = e?;
             let rel = this.resolve(&e.dir)?.join(e.name);
-            let mirrored = !dir || !filter::skip(&this.excludes, e.name.as_bytes(), &rel, true);
+            let mirrored =
+                !dir || !filter::skip(&this.root.excludes, e.name.as_bytes(), &rel, true);
             mirrored.then_some(rel)
         };
         let from = side(self, old);
@@ -808,7 +622,7 @@ impl FanotifyTree {
         match (from, to) {
             (Some(from), Some(to)) => {
                 let found = if dir {
-                    walk::list_tree(&self.root, &to, &self.excludes)
+                    walk::list_tree(&self.root.path, &to, &self.root.excludes)
                 } else {
                     Vec::new()
                 };
@@ -838,100 +652,87 @@ impl FanotifyTree {
             (None, None) => {}
         }
     }
+}
 
-    /// Reads the queue and sends what happened until `stop_fd` becomes readable, as
-    /// the inotify backend's loop does.
-    pub fn run(mut self, stop_fd: RawFd, tx: Sender<Batch>) {
-        let mut buffer = vec![0u8; 256 * 1024];
-        let fd = self.group.fd();
-        let mut last_read: Option<Instant> = None;
-        let mut next_check = Instant::now() + CHECK_EVERY;
-        loop {
-            let due = match &self.lost {
-                Some(l) => l.retry_at.min(next_check),
-                None => next_check,
-            };
-            let mut fds = vec![(fd, libc::POLLIN), (stop_fd, libc::POLLIN)];
-            if let Some(m) = &self.mount_watch {
-                fds.push((m.fd(), libc::POLLPRI));
-            }
-            let ready =
-                match crate::sys::poll_many(&fds, due.saturating_duration_since(Instant::now())) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        log::error!("poll on fanotify failed: {e}");
-                        return;
-                    }
-                };
-            if ready[1] != 0 {
-                self.drain(&mut buffer, &tx);
-                return;
-            }
-            let mut changes = Vec::new();
-            let mut burst = false;
-            if ready[0] != 0 {
-                let n = match self.group.read(&mut buffer) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        log::error!("reading fanotify events failed: {e}");
-                        return;
-                    }
-                };
-                let now = Instant::now();
-                burst = last_read.is_some_and(|at| now.duration_since(at) < BURST_GAP);
-                last_read = Some(now);
-                changes = self.handle(&buffer[..n]);
-            }
-            let mount_table = ready.get(2).copied().unwrap_or(0);
-            if mount_table & libc::POLLNVAL != 0 {
-                self.mount_watch = None;
-            }
-            let now = Instant::now();
-            if now >= next_check || mount_table != 0 || self.check_root_soon {
-                if now >= next_check {
-                    next_check = now + CHECK_EVERY;
-                }
-                self.check_root_soon = false;
-                self.check_root();
-                changes.extend(self.check_mounts());
-            }
-            changes.extend(self.retry_root());
-            if !changes.is_empty()
-                && tx
-                    .send(Batch {
-                        root: self.root_id,
-                        changes,
-                    })
-                    .is_err()
-            {
-                return;
-            }
-            if burst && crate::sys::readable_within(stop_fd, GATHER) {
-                self.drain(&mut buffer, &tx);
-                return;
-            }
+impl WatchBackend for FanotifyTree {
+    const NAME: &'static str = "fanotify";
+    const SET_UP: &'static str = "its mark was";
+
+    fn root(&self) -> &RootWatch {
+        &self.root
+    }
+
+    fn root_mut(&mut self) -> &mut RootWatch {
+        &mut self.root
+    }
+
+    fn fd(&self) -> RawFd {
+        self.group.fd()
+    }
+
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<Option<Vec<Change>>> {
+        let n = self.group.read(buffer)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.handle(&buffer[..n])))
+    }
+
+    /// Filesystems marked (what status counts as this root's watches).
+    fn watched(&self) -> usize {
+        if self.root.lost.is_some() {
+            0
+        } else {
+            self.marked.len()
         }
     }
 
-    /// At the stop: what the kernel queued before it is read and sent.
-    fn drain(&mut self, buffer: &mut [u8], tx: &Sender<Batch>) {
-        loop {
-            let n = match self.group.read(buffer) {
-                Ok(n) if n > 0 => n,
-                _ => return,
-            };
-            let changes = self.handle(&buffer[..n]);
-            if !changes.is_empty()
-                && tx
-                    .send(Batch {
-                        root: self.root_id,
-                        changes,
-                    })
-                    .is_err()
-            {
-                return;
-            }
+    fn describe(&self) -> String {
+        format!(
+            "fanotify, {} filesystem mark(s), no directory walked",
+            self.watched()
+        )
+    }
+
+    fn watch_root(&mut self) -> Result<(), String> {
+        self.take_root().map_err(|e| e.to_string())
+    }
+
+    fn unwatch_root(&mut self) {
+        self.cache.reset(None);
+    }
+
+    fn cover_mounts(&mut self, visible: &Mounts, _start: bool) {
+        for (rel, m) in visible {
+            self.mark_mount(rel, m);
         }
+    }
+
+    fn mount_watched(&self, rel: &Path) -> bool {
+        open_dir(&self.root.path.join(rel))
+            .and_then(|d| fan::fsid_of(&d))
+            .is_ok_and(|fsid| self.marked.contains_key(&fsid))
+    }
+
+    fn unmounted(&mut self, rel: &Path) -> bool {
+        self.forget_handles();
+        log::warn!(
+            "a filesystem was unmounted from {}: running a full sync",
+            self.root.path.join(rel).display()
+        );
+        true
+    }
+
+    fn mounted(&mut self, rel: &Path, m: &mounts::Mount) -> Option<Vec<PathBuf>> {
+        self.forget_handles();
+        if !self.mark_mount(rel, m) {
+            return None;
+        }
+        Some(walk::list_tree(&self.root.path, rel, &self.root.excludes))
+    }
+
+    fn check_root_soon(&mut self) -> bool {
+        std::mem::take(&mut self.check_root_soon)
     }
 }
 
@@ -1025,27 +826,7 @@ mod tests {
 #[cfg(test)]
 mod kernel_tests {
     use super::*;
-    use std::time::Duration;
-
-    /// Receives until `want` accepts a change, or 30 s pass.
-    fn recv_until(
-        rx: &crossbeam_channel::Receiver<Batch>,
-        seen: &mut Vec<Change>,
-        want: impl Fn(&Change) -> bool,
-    ) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let Ok(batch) = rx.recv_timeout(left) else {
-                return false;
-            };
-            let hit = batch.changes.iter().any(&want);
-            seen.extend(batch.changes);
-            if hit {
-                return true;
-            }
-        }
-        false
-    }
+    use crate::watch::event_loop::recv_until;
 
     fn file_at(c: &Change, p: &str) -> bool {
         matches!(c, Change::File { path, op: Op::ClosedWrite } if path == Path::new(p))

@@ -1,22 +1,23 @@
-//! Watching a root with inotify: one watch per directory, the tree of them kept in
-//! [`tree::DirTree`], events turned into [`Change`]s.
+//! Watching a root with inotify: one watch per directory, events turned into
+//! [`Change`]s. The loop around it, the root's health and the mounts below it are the
+//! shared event loop's (`event_loop.rs`).
 //!
 //! The kernel watches directories, not trees, so this module keeps the tree (`tree.rs`:
 //! each directory a node with its parent, its name and its watch descriptor, found by
 //! descriptor or by path; a renamed directory's node moves with what is below it), a
-//! new directory is watched first
-//! and walked second (files written into it before its watch existed are found by the
-//! walk, files written after arrive as events), renames are paired by cookie so a moved
-//! directory keeps its watches, a directory moved out of the tree loses them, and a
-//! queue overflow re-walks the tree and asks for a full sync, because events were lost.
-//! A directory a move lands on is set aside with its watches, not dropped: in an
-//! exchange (RENAME_EXCHANGE) the next move takes it away to the other path, and the
+//! new directory is watched first and walked second (files written into it before its
+//! watch existed are found by the walk, files written after arrive as events), renames
+//! are paired by cookie so a moved directory keeps its watches, a directory moved out of
+//! the tree loses them, and a queue overflow re-walks the tree and asks for a full sync,
+//! because events were lost. A directory a move lands on is set aside with its watches,
+//! not dropped: in an exchange (RENAME_EXCHANGE) the next move takes it away to the
+//! other path, and the two renames go out as one [`Change::Exchanged`].
 //!
 //! The root itself is watched for its own removal and rename (DELETE_SELF, MOVE_SELF,
-//! IGNORED) as well; the rest of the root's health and the mounts below it are the
-//! shared event loop's (`event_loop.rs`).
+//! IGNORED) too, so a root that leaves is noticed at once, not at the next check. A
+//! mount point unmounted is walked again (what it covered is visible again).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -26,20 +27,15 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
+use super::change::pair_exchanges;
+use super::event_loop::{self, Mounts, RootWatch, WatchBackend};
+use super::limits::{count_dirs, raise_limit, read_limit, suggested_limit};
+use super::{dir_id, rewalk, tree, walk, Change, Op, WatchError};
 use crate::config::Events;
 use crate::filter::{self, Excludes};
 use crate::sys::mounts;
-
-use super::event_loop::{
-    excluded_dir, mount_notes, report_into, root_lost, Lost, BURST_GAP, CHECK_EVERY, GATHER,
-    LOST_MAX,
-};
-use super::limits::{count_dirs, raise_limit, read_limit, suggested_limit};
-use super::root::{dir_id, RootHealth, RootState};
-use super::{change::pair_exchanges, rewalk, tree, walk, Batch, Change, Op, WatchError};
 
 /// While a tree's watches are set up, a progress line this often.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -71,10 +67,8 @@ struct Aside {
 /// The watches of one root.
 pub struct InotifyTree {
     inotify: Inotify,
-    root: PathBuf,
-    /// This root's index, sent with every batch.
-    root_id: usize,
-    excludes: Excludes,
+    /// The root's path, health and mounts.
+    root: RootWatch,
     events: Events,
     /// The watched directories, by descriptor and by relative path.
     tree: tree::DirTree<WatchDescriptor>,
@@ -84,20 +78,8 @@ pub struct InotifyTree {
     /// of an exchange, in this read or the next) takes them along; otherwise they are
     /// dropped after the next read, as their watches are gone or going.
     aside: Vec<Aside>,
-    /// Watches of every root together, for status; this root's share is `reported`.
-    counter: Arc<AtomicUsize>,
-    reported: usize,
-    health: Arc<RootHealth>,
     /// The root's own watch (it also asks for DELETE_SELF and MOVE_SELF).
     root_wd: Option<WatchDescriptor>,
-    /// Device and inode of the root directory that is watched.
-    root_dev_ino: Option<(u64, u64)>,
-    /// Set while the root is gone or replaced and not watched.
-    lost: Option<Lost>,
-    /// Mount points below the root (relative) and the id of the mount seen there.
-    mounts: BTreeMap<PathBuf, u64>,
-    /// Polls for changes of the mount table (None if /proc is not there).
-    mount_watch: Option<mounts::Watch>,
     /// Directories whose watch or listing failed for a reason that passes.
     rewalks: rewalk::Rewalks,
 }
@@ -155,66 +137,21 @@ impl InotifyTree {
             dir: root.clone(),
             err,
         })?;
-        let health = Arc::new(RootHealth::new(root.clone()));
         let mut w = InotifyTree {
             inotify,
-            root,
-            root_id,
-            excludes,
+            root: RootWatch::new(root, root_id, excludes, counter),
             events,
             tree: tree::DirTree::default(),
             seen: None,
             aside: Vec::new(),
-            counter,
-            reported: 0,
-            health,
             root_wd: None,
-            root_dev_ino: None,
-            lost: None,
-            mounts: BTreeMap::new(),
-            mount_watch: None,
             rewalks: rewalk::Rewalks::default(),
         };
-        let before = dir_id(&w.root);
+        let before = dir_id(&w.root.path);
         w.add_whole_tree()?;
         w.watch_root_self()?;
-        match before {
-            Some(id) if dir_id(&w.root) == Some(id) => {
-                w.root_dev_ino = Some(id);
-                w.health.set_ok(id);
-            }
-            // Replaced while it was walked: the run loop watches it again.
-            _ => w.lose_root("replaced while its watches were set up"),
-        }
-        match mounts::Watch::open() {
-            Ok(m) => w.mount_watch = Some(m),
-            Err(e) => log::warn!(
-                "cannot open {}: {e}; filesystems mounted inside {} are noticed only every {}s",
-                mounts::MOUNTINFO,
-                w.root.display(),
-                CHECK_EVERY.as_secs()
-            ),
-        }
-        let visible = w.visible_mounts();
-        for (rel, m) in &visible {
-            if mounts::is_remote_fs(&m.fstype) {
-                log::warn!(
-                    "{} is a {} network filesystem: changes made by other hosts raise no inotify \
-                     events and reach the remotes only with a full sync (<crontab>)",
-                    w.root.join(rel).display(),
-                    m.fstype
-                );
-            }
-        }
-        w.mounts = w.mount_ids(&visible);
-        w.note_mounts();
+        event_loop::start(&mut w, before);
         Ok(w)
-    }
-
-    /// The root's health, shared with the workers (which refuse to mirror a root that
-    /// is not the watched one) and with status.
-    pub fn health(&self) -> Arc<RootHealth> {
-        Arc::clone(&self.health)
     }
 
     /// Watches the root itself for its own removal and rename as well (same descriptor:
@@ -224,222 +161,14 @@ impl InotifyTree {
         let wd = self
             .inotify
             .watches()
-            .add(&self.root, mask)
+            .add(&self.root.path, mask)
             .map_err(|err| WatchError::Io {
-                dir: self.root.clone(),
+                dir: self.root.path.clone(),
                 err,
             })?;
         self.map(wd.clone(), Path::new(""));
         self.root_wd = Some(wd);
         Ok(())
-    }
-
-    /// Removes every watch of this root (they belong to a tree that left the path).
-    fn drop_all_watches(&mut self) {
-        self.aside.clear();
-        for wd in self.tree.take_all() {
-            // Already gone with its directory: the kernel dropped it.
-            let _ = self.inotify.watches().remove(wd);
-        }
-        self.root_wd = None;
-        self.root_dev_ino = None;
-        // The whole walk when the root is back finds them again.
-        self.rewalks.clear();
-        self.report_count();
-    }
-
-    /// The root is no longer the directory watched: drop its watches, report, and look
-    /// for it again from the run loop.
-    fn lose_root(&mut self, why: &str) {
-        self.drop_all_watches();
-        self.mounts.clear();
-        self.lost = Some(root_lost(&self.root, &self.health, why));
-    }
-
-    /// While the root is lost: watches it again if a directory is at its path.
-    fn retry_root(&mut self) -> Option<Change> {
-        let lost = self.lost.as_mut()?;
-        let now = Instant::now();
-        if now < lost.retry_at {
-            return None;
-        }
-        lost.retry_at = now + lost.backoff;
-        lost.backoff = (lost.backoff * 2).min(LOST_MAX);
-        let Some(id) = dir_id(&self.root) else {
-            self.health.set_lost(RootState::Missing);
-            return None;
-        };
-        self.health.set_lost(RootState::Replaced);
-        let watched = self.add_whole_tree().and_then(|()| self.watch_root_self());
-        let failed = match watched {
-            Err(e) => Some(e.to_string()),
-            Ok(()) if dir_id(&self.root) != Some(id) => {
-                Some("it changed again while its watches were set up".to_owned())
-            }
-            Ok(()) => None,
-        };
-        if let Some(err) = failed {
-            self.drop_all_watches();
-            if let Some(lost) = self.lost.as_mut() {
-                if lost.last_error.as_deref() != Some(err.as_str()) {
-                    log::error!(
-                        "cannot watch the new {} yet: {err}; trying again",
-                        self.root.display()
-                    );
-                    lost.last_error = Some(err);
-                }
-            }
-            return None;
-        }
-        self.lost = None;
-        self.root_dev_ino = Some(id);
-        self.health.set_ok(id);
-        self.mounts = self.mount_ids(&self.visible_mounts());
-        self.note_mounts();
-        self.report_count();
-        log::warn!(
-            "the watch root {} is back (directories watched: {}): running a full sync of every remote of it",
-            self.root.display(),
-            self.tree.len()
-        );
-        Some(Change::RootBack)
-    }
-
-    /// Compares the path's device and inode with the watched root's.
-    fn check_root(&mut self) {
-        if self.lost.is_some() {
-            return;
-        }
-        let now = dir_id(&self.root);
-        if now != self.root_dev_ino {
-            self.lose_root(if now.is_some() {
-                "replaced: another directory (or a mount) is at its path now"
-            } else {
-                "removed or moved away (perhaps with a parent directory)"
-            });
-        }
-    }
-
-    /// The mounts below the root now, by relative mount point; excluded ones left out.
-    fn visible_mounts(&self) -> BTreeMap<PathBuf, mounts::Mount> {
-        let all = match mounts::read() {
-            Ok(m) => m,
-            Err(e) => {
-                log::debug!("cannot read {}: {e}", mounts::MOUNTINFO);
-                return self
-                    .mounts
-                    .iter()
-                    .map(|(p, id)| {
-                        (
-                            p.clone(),
-                            mounts::Mount {
-                                id: *id,
-                                mount_point: self.root.join(p),
-                                fstype: String::new(),
-                            },
-                        )
-                    })
-                    .collect();
-            }
-        };
-        let canonical = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
-        let mut below = mounts::below(&canonical, &all);
-        below.retain(|rel, _| !self.excluded_dir(rel));
-        below
-    }
-
-    fn mount_ids(&self, visible: &BTreeMap<PathBuf, mounts::Mount>) -> BTreeMap<PathBuf, u64> {
-        visible.iter().map(|(p, m)| (p.clone(), m.id)).collect()
-    }
-
-    fn excluded_dir(&self, rel: &Path) -> bool {
-        excluded_dir(&self.excludes, rel)
-    }
-
-    /// Status notes for the mounts below the root.
-    fn note_mounts(&self) {
-        let visible = self.visible_mounts();
-        let notes = mount_notes(&visible, "inotify", |rel| self.tree.contains(rel));
-        self.health.set_mounts(notes);
-    }
-
-    /// Re-reads the mount table: watches and pushes new mounts, re-walks unmounted ones.
-    fn check_mounts(&mut self) -> Vec<Change> {
-        if self.lost.is_some() {
-            return Vec::new();
-        }
-        let visible = self.visible_mounts();
-        let now = self.mount_ids(&visible);
-        if now == self.mounts {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        let gone: Vec<PathBuf> = self
-            .mounts
-            .keys()
-            .filter(|p| !now.contains_key(*p))
-            .cloned()
-            .collect();
-        for rel in gone {
-            let abs = self.root.join(&rel);
-            if !self.parent_watched(&rel) {
-                continue;
-            }
-            self.rewalk(&rel, None);
-            log::warn!(
-                "a filesystem was unmounted from {}: watching what it covered again and running a full sync",
-                abs.display()
-            );
-            out.push(Change::Unmounted { path: rel });
-        }
-        // Parents first: a mount inside a new mount is walked after it.
-        for (rel, m) in &visible {
-            if self.mounts.get(rel) == Some(&m.id) {
-                continue;
-            }
-            let abs = self.root.join(rel);
-            if !self.parent_watched(rel) {
-                log::error!(
-                    "a {} filesystem was mounted on {}, whose parent directory is not watched: \
-                     its changes are not synced until a full sync",
-                    m.fstype,
-                    abs.display()
-                );
-                continue;
-            }
-            let mut found = Vec::new();
-            self.rewalk(rel, Some(&mut found));
-            if !self.tree.contains(rel) {
-                log::error!(
-                    "a {} filesystem was mounted on {} but cannot be watched (see above): its \
-                     changes are not synced until a full sync",
-                    m.fstype,
-                    abs.display()
-                );
-                continue;
-            }
-            log::warn!(
-                "a {} filesystem was mounted on {}: watching it and pushing its {} entries",
-                m.fstype,
-                abs.display(),
-                found.len()
-            );
-            if mounts::is_remote_fs(&m.fstype) {
-                log::warn!(
-                    "{} is a {} network filesystem: changes made by other hosts raise no inotify \
-                     events and reach the remotes only with a full sync (<crontab>)",
-                    abs.display(),
-                    m.fstype
-                );
-            }
-            out.push(Change::Mounted {
-                path: rel.clone(),
-                found,
-            });
-        }
-        self.mounts = now;
-        self.note_mounts();
-        out
     }
 
     fn parent_watched(&self, rel: &Path) -> bool {
@@ -457,19 +186,6 @@ impl InotifyTree {
         }
     }
 
-    fn report_count(&mut self) {
-        report_into(&self.counter, &mut self.reported, self.tree.len());
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// How many directories are watched.
-    pub fn watched(&self) -> usize {
-        self.tree.len()
-    }
-
     /// Watches the whole tree (start-up, and after an overflow), in parallel. As root,
     /// raises the kernel's watch limit once if the tree needs more.
     fn add_whole_tree(&mut self) -> Result<(), WatchError> {
@@ -485,20 +201,20 @@ impl InotifyTree {
         }
         if let Some(err) = walked.root_error {
             return Err(WatchError::Io {
-                dir: self.root.clone(),
+                dir: self.root.path.clone(),
                 err,
             });
         }
-        self.report_count();
+        event_loop::report_count(self);
         let now = Instant::now();
         for dir in &walked.retry {
             self.rewalks.note(dir, now);
         }
         if walked.limit {
             return Err(WatchError::Limit {
-                dir: self.root.clone(),
+                dir: self.root.path.clone(),
                 watched: self.tree.len(),
-                needed: count_dirs(&self.root, &self.excludes),
+                needed: count_dirs(&self.root.path, &self.root.excludes),
             });
         }
         Ok(())
@@ -510,11 +226,15 @@ impl InotifyTree {
     fn walk_tree(&mut self, mask: WatchMask) -> walk::Walked {
         let InotifyTree {
             inotify,
-            root,
-            excludes,
+            root:
+                RootWatch {
+                    path: root,
+                    excludes,
+                    counter,
+                    reported,
+                    ..
+                },
             tree,
-            counter,
-            reported,
             ..
         } = self;
         let mut progress = walk::Progress::new(Instant::now(), PROGRESS_EVERY);
@@ -526,7 +246,7 @@ impl InotifyTree {
             since_check += 1;
             if since_check >= 256 {
                 since_check = 0;
-                report_into(counter, reported, tree.len());
+                event_loop::report_into(counter, reported, tree.len());
                 if let Some(secs) = progress.due(Instant::now()) {
                     log::info!(
                         "watching {}: {} directories so far ({secs:.0}s)",
@@ -560,7 +280,7 @@ impl InotifyTree {
         let mask = watch_mask(&self.events);
         let mut stack = vec![rel.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            let abs = self.root.join(&dir);
+            let abs = self.root.path.join(&dir);
             let mut added = self.inotify.watches().add(&abs, mask);
             if matches!(&added, Err(e) if e.raw_os_error() == Some(libc::ENOSPC))
                 && self.raise_watch_limit()
@@ -575,7 +295,7 @@ impl InotifyTree {
                         return Err(WatchError::Limit {
                             dir: abs,
                             watched: self.tree.len(),
-                            needed: count_dirs(&self.root, &self.excludes),
+                            needed: count_dirs(&self.root.path, &self.root.excludes),
                         })
                     }
                     _ if dir.as_os_str().is_empty() => {
@@ -615,7 +335,7 @@ impl InotifyTree {
                 let child = dir.join(&name);
                 // DirEntry::file_type falls back to lstat where d_type is DT_UNKNOWN.
                 let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-                if filter::skip(&self.excludes, name.as_bytes(), &child, is_dir) {
+                if filter::skip(&self.root.excludes, name.as_bytes(), &child, is_dir) {
                     continue;
                 }
                 if is_dir {
@@ -640,7 +360,7 @@ impl InotifyTree {
 
     /// Walks again the directories whose pause is over; what each walk finds is pushed.
     fn retry_rewalks(&mut self) -> Vec<Change> {
-        if self.lost.is_some() || self.rewalks.is_empty() {
+        if self.root.lost.is_some() || self.rewalks.is_empty() {
             return Vec::new();
         }
         let now = Instant::now();
@@ -670,7 +390,7 @@ impl InotifyTree {
             }
             log::warn!(
                 "walked {} again: pushing its {} entries ({} directories still wait)",
-                self.root.join(&path).display(),
+                self.root.path.join(&path).display(),
                 found.len(),
                 self.rewalks.len()
             );
@@ -684,13 +404,13 @@ impl InotifyTree {
         if !crate::sys::is_root() {
             return false;
         }
-        let needed = count_dirs(&self.root, &self.excludes) as u64;
+        let needed = count_dirs(&self.root.path, &self.root.excludes) as u64;
         let current = read_limit("max_user_watches").unwrap_or(8192);
         match raise_limit("max_user_watches", suggested_limit(current, needed)) {
             Ok(Some((from, to))) => {
                 log::warn!(
                     "raised fs.inotify.max_user_watches from {from} to {to}: {} needs {needed} directories watched",
-                    self.root.display()
+                    self.root.path.display()
                 );
                 true
             }
@@ -765,7 +485,7 @@ impl InotifyTree {
             if path.as_os_str().is_empty() {
                 log::error!(
                     "the watch root {} was removed or unmounted; nothing more will be seen there",
-                    self.root.display()
+                    self.root.path.display()
                 );
             }
         }
@@ -791,12 +511,12 @@ impl InotifyTree {
     }
 
     fn overflow(&mut self) {
-        if self.lost.is_some() {
+        if self.root.lost.is_some() {
             return; // watched whole, and fully synced, once it is back
         }
         log::warn!(
             "inotify queue overflow under {}: events were lost; re-walking the tree and running a full sync",
-            self.root.display()
+            self.root.path.display()
         );
         // IN_IGNORED and rename events may be among the lost ones: rebuild the map from
         // the tree as it is now, and drop watches on whatever is no longer in it.
@@ -827,13 +547,13 @@ impl InotifyTree {
             }
             if self.root_wd.as_ref() == Some(&e.wd) {
                 if e.mask.contains(EventMask::MOVE_SELF) {
-                    self.lose_root("renamed or moved away");
+                    event_loop::lose_root(self, "renamed or moved away");
                     continue;
                 }
                 if e.mask
                     .intersects(EventMask::DELETE_SELF | EventMask::IGNORED)
                 {
-                    self.lose_root("removed (or its filesystem unmounted)");
+                    event_loop::lose_root(self, "removed (or its filesystem unmounted)");
                     continue;
                 }
             }
@@ -856,7 +576,7 @@ impl InotifyTree {
                 continue;
             }
             // Excluded and temp directories are never watched, so never reported.
-            if filter::skip(&self.excludes, name.as_bytes(), &rel, true) {
+            if filter::skip(&self.root.excludes, name.as_bytes(), &rel, true) {
                 continue;
             }
             if let Some(c) = self.handle_dir(e.mask, e.cookie, rel, &mut moved_away) {
@@ -939,132 +659,146 @@ impl InotifyTree {
             op_of(mask).map(|op| Change::DirMeta { path: rel, op })
         }
     }
+}
 
-    /// Reads the kernel queue and sends what happened until `stop_fd` becomes readable
-    /// (or the receiving side is gone). Between reads it checks the root and the mount
-    /// table (every [`CHECK_EVERY`], or when the mount table changed), and looks for a
-    /// lost root again when its pause is over.
-    pub fn run(mut self, stop_fd: RawFd, tx: Sender<Batch>) {
-        let mut buffer = vec![0u8; 256 * 1024];
-        let fd = self.inotify.as_raw_fd();
-        let mut last_read: Option<Instant> = None;
-        let mut next_check = Instant::now() + CHECK_EVERY;
-        loop {
-            let mut due = match &self.lost {
-                Some(l) => l.retry_at.min(next_check),
-                None => next_check,
-            };
-            if let Some(at) = self.rewalks.next_at() {
-                due = due.min(at);
-            }
-            let mut fds = vec![(fd, libc::POLLIN), (stop_fd, libc::POLLIN)];
-            if let Some(m) = &self.mount_watch {
-                fds.push((m.fd(), libc::POLLPRI));
-            }
-            let ready =
-                match crate::sys::poll_many(&fds, due.saturating_duration_since(Instant::now())) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        log::error!("poll on inotify failed: {e}");
-                        return;
-                    }
-                };
-            if ready[1] != 0 {
-                self.drain(&mut buffer, &tx);
-                return;
-            }
-            let mut changes = Vec::new();
-            let mut burst = false;
-            if ready[0] != 0 {
-                let Some(batch) = self.read(&mut buffer) else {
-                    return;
-                };
-                // In a burst (reads back to back), let events gather a moment before the
-                // next read: one read, one batch, one wake-up of the filter thread for
-                // many events instead of one each. The first event after a quiet spell is
-                // read and sent at once, so a single change is never held back.
-                let now = Instant::now();
-                burst = last_read.is_some_and(|at| now.duration_since(at) < BURST_GAP);
-                last_read = Some(now);
-                changes = self.handle(batch);
-            }
-            let mount_table = ready.get(2).copied().unwrap_or(0);
-            if mount_table & libc::POLLNVAL != 0 {
-                self.mount_watch = None;
-            }
-            let now = Instant::now();
-            if now >= next_check || mount_table != 0 {
-                if now >= next_check {
-                    next_check = now + CHECK_EVERY;
-                }
-                self.check_root();
-                changes.extend(self.check_mounts());
-            }
-            changes.extend(self.retry_root());
-            changes.extend(self.retry_rewalks());
-            self.health.set_rewalks(self.rewalks.len());
-            self.report_count();
-            if !changes.is_empty()
-                && tx
-                    .send(Batch {
-                        root: self.root_id,
-                        changes,
-                    })
-                    .is_err()
-            {
-                return;
-            }
-            if burst && crate::sys::readable_within(stop_fd, GATHER) {
-                self.drain(&mut buffer, &tx);
-                return;
+impl WatchBackend for InotifyTree {
+    const NAME: &'static str = "inotify";
+    const SET_UP: &'static str = "its watches were";
+
+    fn root(&self) -> &RootWatch {
+        &self.root
+    }
+
+    fn root_mut(&mut self) -> &mut RootWatch {
+        &mut self.root
+    }
+
+    fn fd(&self) -> RawFd {
+        self.inotify.as_raw_fd()
+    }
+
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<Option<Vec<Change>>> {
+        let batch: Vec<RawEvent> = match self.inotify.read_events(buffer) {
+            Ok(events) => events
+                .map(|e| RawEvent {
+                    wd: e.wd,
+                    mask: e.mask,
+                    cookie: e.cookie,
+                    name: e.name.map(|n| n.to_os_string()),
+                })
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.handle(batch)))
+    }
+
+    /// How many directories are watched.
+    fn watched(&self) -> usize {
+        self.tree.len()
+    }
+
+    fn describe(&self) -> String {
+        format!("{} directories", self.watched())
+    }
+
+    fn watch_root(&mut self) -> Result<(), String> {
+        self.add_whole_tree()
+            .and_then(|()| self.watch_root_self())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Removes every watch of this root (they belong to a tree that left the path).
+    fn unwatch_root(&mut self) {
+        self.aside.clear();
+        for wd in self.tree.take_all() {
+            // Already gone with its directory: the kernel dropped it.
+            let _ = self.inotify.watches().remove(wd);
+        }
+        self.root_wd = None;
+        // The whole walk when the root is back finds them again.
+        self.rewalks.clear();
+    }
+
+    /// The walk of the whole tree crossed into the mounts already; at the start a
+    /// network filesystem among them is worth a warning.
+    fn cover_mounts(&mut self, visible: &Mounts, start: bool) {
+        if !start {
+            return;
+        }
+        for (rel, m) in visible {
+            if mounts::is_remote_fs(&m.fstype) {
+                log::warn!(
+                    "{} is a {} network filesystem: changes made by other hosts raise no inotify \
+                     events and reach the remotes only with a full sync (<crontab>)",
+                    self.root.path.join(rel).display(),
+                    m.fstype
+                );
             }
         }
     }
 
-    /// One read of the kernel queue: what it holds now (empty if nothing), or None when
-    /// reading failed for good (logged).
-    fn read(&mut self, buffer: &mut [u8]) -> Option<Vec<RawEvent>> {
-        match self.inotify.read_events(buffer) {
-            Ok(events) => Some(
-                events
-                    .map(|e| RawEvent {
-                        wd: e.wd,
-                        mask: e.mask,
-                        cookie: e.cookie,
-                        name: e.name.map(|n| n.to_os_string()),
-                    })
-                    .collect(),
-            ),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(Vec::new()),
-            Err(e) => {
-                log::error!("reading inotify events failed: {e}");
-                None
-            }
-        }
+    fn mount_watched(&self, rel: &Path) -> bool {
+        self.tree.contains(rel)
     }
 
-    /// At the stop: what the kernel queued before it is read and sent, so it is pushed
-    /// or written to the fail log with the rest. At a reload the new watches were set
-    /// before this stop, but a change made between the last read and then is only in
-    /// this queue.
-    fn drain(&mut self, buffer: &mut [u8], tx: &Sender<Batch>) {
-        loop {
-            let batch = match self.read(buffer) {
-                Some(b) if !b.is_empty() => b,
-                _ => return,
-            };
-            let changes = self.handle(batch);
-            if !changes.is_empty()
-                && tx
-                    .send(Batch {
-                        root: self.root_id,
-                        changes,
-                    })
-                    .is_err()
-            {
-                return;
-            }
+    /// What the mount covered is watched again (if its parent is).
+    fn unmounted(&mut self, rel: &Path) -> bool {
+        if !self.parent_watched(rel) {
+            return false;
         }
+        self.rewalk(rel, None);
+        log::warn!(
+            "a filesystem was unmounted from {}: watching what it covered again and running a full sync",
+            self.root.path.join(rel).display()
+        );
+        true
+    }
+
+    fn mounted(&mut self, rel: &Path, m: &mounts::Mount) -> Option<Vec<PathBuf>> {
+        let abs = self.root.path.join(rel);
+        if !self.parent_watched(rel) {
+            log::error!(
+                "a {} filesystem was mounted on {}, whose parent directory is not watched: \
+                 its changes are not synced until a full sync",
+                m.fstype,
+                abs.display()
+            );
+            return None;
+        }
+        let mut found = Vec::new();
+        self.rewalk(rel, Some(&mut found));
+        if !self.tree.contains(rel) {
+            log::error!(
+                "a {} filesystem was mounted on {} but cannot be watched (see above): its \
+                 changes are not synced until a full sync",
+                m.fstype,
+                abs.display()
+            );
+            return None;
+        }
+        if mounts::is_remote_fs(&m.fstype) {
+            log::warn!(
+                "{} is a {} network filesystem: changes made by other hosts raise no inotify \
+                 events and reach the remotes only with a full sync (<crontab>)",
+                abs.display(),
+                m.fstype
+            );
+        }
+        Some(found)
+    }
+
+    fn next_retry(&self) -> Option<Instant> {
+        self.rewalks.next_at()
+    }
+
+    fn retry(&mut self) -> Vec<Change> {
+        let out = self.retry_rewalks();
+        self.root.health.set_rewalks(self.rewalks.len());
+        out
     }
 }
 
@@ -1159,27 +893,9 @@ fn op_of(mask: EventMask) -> Option<Op> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::watch::event_loop::recv_until;
+    use crate::watch::RootState;
     use std::sync::atomic::Ordering;
-
-    /// Receives batches until one holds a change `want` accepts, or the deadline.
-    fn recv_until(
-        rx: &crossbeam_channel::Receiver<Batch>,
-        seen: &mut Vec<Change>,
-        want: impl Fn(&Change) -> bool,
-    ) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let Ok(batch) = rx.recv_timeout(left) else {
-                return false;
-            };
-            let hit = batch.changes.iter().any(&want);
-            seen.extend(batch.changes);
-            if hit {
-                return true;
-            }
-        }
-        false
-    }
 
     #[test]
     fn a_root_renamed_away_is_dropped_and_the_new_one_watched() {
@@ -1239,7 +955,7 @@ mod tests {
         let w = InotifyTree::new(root.clone(), 0, Excludes::default(), Events::default())
             .expect("watch");
         assert_eq!(w.watched(), 5, "root, a, a/b, a/b/c, z");
-        let counter = Arc::clone(&w.counter);
+        let counter = Arc::clone(&w.root.counter);
         let stop = crate::sys::Stop::manual().expect("stop");
         let (tx, rx) = crossbeam_channel::unbounded();
         let fd = stop.fd();
@@ -1347,7 +1063,7 @@ mod tests {
         let w = InotifyTree::new(root.clone(), 0, Excludes::default(), Events::default())
             .expect("watch");
         assert_eq!(w.watched(), 9);
-        let counter = Arc::clone(&w.counter);
+        let counter = Arc::clone(&w.root.counter);
         let stop = crate::sys::Stop::manual().expect("stop");
         let (tx, rx) = crossbeam_channel::unbounded();
         let fd = stop.fd();
@@ -1404,7 +1120,7 @@ mod tests {
         let w = InotifyTree::new(root.clone(), 0, Excludes::default(), Events::default())
             .expect("watch");
         assert_eq!(w.watched(), 4);
-        let counter = Arc::clone(&w.counter);
+        let counter = Arc::clone(&w.root.counter);
         let stop = crate::sys::Stop::manual().expect("stop");
         let (tx, rx) = crossbeam_channel::unbounded();
         let fd = stop.fd();

@@ -36,6 +36,7 @@ mod tree;
 mod walk;
 pub use change::{Batch, Change, Op};
 pub use error::WatchError;
+use event_loop::WatchBackend;
 use inotify::InotifyTree;
 pub use root::{dir_id, MountNote, RootHealth, RootReport, RootState};
 pub use walk::excluded_paths;
@@ -105,10 +106,7 @@ impl Watcher {
         counter: Arc<AtomicUsize>,
     ) -> Result<Watcher, WatchError> {
         let fanotify = |root: PathBuf, excludes: Excludes, counter: Arc<AtomicUsize>| {
-            fanotify::FanotifyTree::new(root, root_id, excludes, events).map(|mut t| {
-                t.count_into(counter);
-                t
-            })
+            fanotify::FanotifyTree::new_counted(root, root_id, excludes, events, counter)
         };
         match choice {
             Backend::Inotify => {
@@ -123,7 +121,7 @@ impl Watcher {
                 let t = fanotify(root, excludes, counter)?;
                 log::info!(
                     "watching {} with fanotify: asked for by <watcher>",
-                    t.root().display()
+                    t.path().display()
                 );
                 Ok(Watcher::Fanotify(t))
             }
@@ -155,19 +153,16 @@ impl Watcher {
 
     pub fn root(&self) -> &Path {
         match self {
-            Watcher::Inotify(w) => w.root(),
-            Watcher::Fanotify(w) => w.root(),
+            Watcher::Inotify(w) => w.path(),
+            Watcher::Fanotify(w) => w.path(),
         }
     }
 
     /// What the start-up log says was set up.
     pub fn describe(&self) -> String {
         match self {
-            Watcher::Inotify(w) => format!("{} directories", w.watched()),
-            Watcher::Fanotify(w) => format!(
-                "fanotify, {} filesystem mark(s), no directory walked",
-                w.watched()
-            ),
+            Watcher::Inotify(w) => w.describe(),
+            Watcher::Fanotify(w) => w.describe(),
         }
     }
 
