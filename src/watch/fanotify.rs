@@ -3,7 +3,7 @@
 //! directories, so start-up costs no walk and no per-directory kernel memory.
 //!
 //! A filesystem mark sees the whole filesystem. Each event names its directory by file
-//! handle; [`DirCache`] maps handles to paths below the root as a parent-link tree
+//! handle; [`DirCache`] (`dircache.rs`) maps handles to paths below the root as a parent-link tree
 //! (handle -> parent handle and name), so a directory rename is one update whatever
 //! lies below it, and remembers the handles found outside the root, so an event there
 //! costs one hash lookup. A handle seen for the first time is opened
@@ -18,7 +18,7 @@
 //! that read. A new directory needs no walk (a filesystem mark has no window before a
 //! watch exists), but one moved in from outside the tree is walked and sent whole.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -30,148 +30,13 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use super::change::pair_exchanges;
+use super::dircache::{DirCache, Lookup};
 use super::event_loop::{self, excluded_dir, Mounts, RootWatch, WatchBackend};
 use super::{dir_id, walk, Change, Op, WatchError};
 use crate::config::Events;
 use crate::filter::{self, Excludes};
 use crate::sys::fanotify::{self as fan, Fid, Group, Side};
 use crate::sys::mounts;
-
-/// Outside answers kept at most; past this the set starts again (it only saves work).
-const OUTSIDE_MAX: usize = 1 << 20;
-
-/// Deepest parent chain followed (a loop would be a bug; this bounds it).
-const MAX_DEPTH: usize = 4096;
-
-/// Where a directory handle lies, as far as the cache knows.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Lookup {
-    /// Below the root (empty: the root).
-    Inside(PathBuf),
-    /// Known to be outside the tree.
-    Outside,
-    /// Not known: ask the kernel.
-    Unknown,
-}
-
-struct Node {
-    parent: Fid,
-    name: OsString,
-}
-
-/// Directory handles to paths below the root, as a parent-link tree, plus the handles
-/// known to be outside it. Pure bookkeeping: the kernel is asked by the caller.
-#[derive(Default)]
-pub struct DirCache {
-    root: Option<Fid>,
-    nodes: HashMap<Fid, Node>,
-    /// (parent, name) -> the directory's handle: renames and deletes name the entry.
-    entries: HashMap<(Fid, OsString), Fid>,
-    outside: HashSet<Fid>,
-}
-
-impl DirCache {
-    /// Forgets everything; `root` is the handle of the root directory.
-    pub fn reset(&mut self, root: Option<Fid>) {
-        self.root = root;
-        self.nodes.clear();
-        self.entries.clear();
-        self.outside.clear();
-    }
-
-    pub fn lookup(&self, fid: &Fid) -> Lookup {
-        let mut names: Vec<&OsStr> = Vec::new();
-        let mut cur = fid;
-        for _ in 0..MAX_DEPTH {
-            if self.root.as_ref() == Some(cur) {
-                let mut p = PathBuf::new();
-                for n in names.iter().rev() {
-                    p.push(n);
-                }
-                return Lookup::Inside(p);
-            }
-            match self.nodes.get(cur) {
-                Some(n) => {
-                    names.push(&n.name);
-                    cur = &n.parent;
-                }
-                None if names.is_empty() && self.outside.contains(cur) => return Lookup::Outside,
-                None => return Lookup::Unknown,
-            }
-        }
-        Lookup::Unknown
-    }
-
-    /// The directory named `name` in `parent`, if known.
-    #[cfg(test)]
-    pub fn child(&self, parent: &Fid, name: &OsStr) -> Option<&Fid> {
-        self.entries.get(&(parent.clone(), name.to_os_string()))
-    }
-
-    /// Records that `fid` is the directory `name` in `parent`.
-    pub fn insert(&mut self, fid: Fid, parent: Fid, name: OsString) {
-        self.outside.remove(&fid);
-        if let Some(old) = self.nodes.get(&fid) {
-            let key = (old.parent.clone(), old.name.clone());
-            if self.entries.get(&key) == Some(&fid) {
-                self.entries.remove(&key);
-            }
-        }
-        self.entries
-            .insert((parent.clone(), name.clone()), fid.clone());
-        self.nodes.insert(fid, Node { parent, name });
-    }
-
-    /// The directory `old_name` in `old_parent` is now `new_name` in `new_parent`: one
-    /// update, whatever is below it. False if it was not known.
-    pub fn rename(
-        &mut self,
-        old_parent: &Fid,
-        old_name: &OsStr,
-        new_parent: &Fid,
-        new_name: &OsStr,
-    ) -> bool {
-        let Some(fid) = self
-            .entries
-            .remove(&(old_parent.clone(), old_name.to_os_string()))
-        else {
-            return false;
-        };
-        self.insert(fid, new_parent.clone(), new_name.to_os_string());
-        true
-    }
-
-    /// The directory `name` in `parent` is gone (deleted or moved out): what was below
-    /// it no longer reaches the root and is asked for again if it shows up.
-    pub fn remove(&mut self, parent: &Fid, name: &OsStr) {
-        if let Some(fid) = self.entries.remove(&(parent.clone(), name.to_os_string())) {
-            self.nodes.remove(&fid);
-        }
-    }
-
-    /// The directory `fid` is gone from the tree (as [`DirCache::remove`], by handle).
-    pub fn remove_dir(&mut self, fid: &Fid) {
-        if let Some(old) = self.nodes.remove(fid) {
-            let key = (old.parent, old.name);
-            if self.entries.get(&key) == Some(fid) {
-                self.entries.remove(&key);
-            }
-        }
-    }
-
-    pub fn note_outside(&mut self, fid: Fid) {
-        self.nodes.remove(&fid);
-        if self.outside.len() >= OUTSIDE_MAX {
-            self.outside.clear();
-        }
-        self.outside.insert(fid);
-    }
-
-    /// A directory came in from outside: handles below it may be outside answers.
-    pub fn forget_outside(&mut self) {
-        self.outside.clear();
-    }
-}
 
 /// A filesystem with a mark: where to open a descriptor on it when a handle must be
 /// opened (none is held: an open descriptor would keep the filesystem from being
@@ -768,52 +633,6 @@ pub fn probe(root: &Path) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn fid(n: u8) -> Fid {
-        Fid::from_parts([7; 8], 1, &[n; 8])
-    }
-
-    fn inside(p: &str) -> Lookup {
-        Lookup::Inside(PathBuf::from(p))
-    }
-
-    #[test]
-    fn a_directory_rename_moves_everything_below_it_in_one_update() {
-        let mut c = DirCache::default();
-        c.reset(Some(fid(0)));
-        c.insert(fid(1), fid(0), "a".into());
-        c.insert(fid(2), fid(1), "b".into());
-        c.insert(fid(3), fid(2), "c".into());
-        assert_eq!(c.lookup(&fid(3)), inside("a/b/c"));
-        assert!(c.rename(&fid(0), OsStr::new("a"), &fid(0), OsStr::new("z")));
-        assert_eq!(c.lookup(&fid(3)), inside("z/b/c"));
-        assert_eq!(c.lookup(&fid(0)), inside(""));
-        assert_eq!(c.child(&fid(0), OsStr::new("a")), None);
-        assert_eq!(c.child(&fid(0), OsStr::new("z")), Some(&fid(1)));
-        // Moved below a sibling.
-        c.insert(fid(4), fid(0), "d".into());
-        assert!(c.rename(&fid(1), OsStr::new("b"), &fid(4), OsStr::new("b2")));
-        assert_eq!(c.lookup(&fid(3)), inside("d/b2/c"));
-    }
-
-    #[test]
-    fn a_removed_directory_takes_its_subtree_out_and_outside_answers_are_kept() {
-        let mut c = DirCache::default();
-        c.reset(Some(fid(0)));
-        c.insert(fid(1), fid(0), "a".into());
-        c.insert(fid(2), fid(1), "b".into());
-        c.remove(&fid(0), OsStr::new("a"));
-        assert_eq!(c.lookup(&fid(1)), Lookup::Unknown);
-        assert_eq!(c.lookup(&fid(2)), Lookup::Unknown);
-        c.note_outside(fid(2));
-        assert_eq!(c.lookup(&fid(2)), Lookup::Outside);
-        c.forget_outside();
-        assert_eq!(c.lookup(&fid(2)), Lookup::Unknown);
-        // Learned again inside: no longer an outside answer.
-        c.note_outside(fid(5));
-        c.insert(fid(5), fid(0), "back".into());
-        assert_eq!(c.lookup(&fid(5)), inside("back"));
-    }
-
     #[test]
     fn a_merged_event_stands_for_each_of_its_operations_in_order() {
         let got: Vec<Op> =
@@ -824,180 +643,4 @@ mod tests {
 }
 
 #[cfg(test)]
-mod kernel_tests {
-    use super::*;
-    use crate::watch::event_loop::recv_until;
-
-    fn file_at(c: &Change, p: &str) -> bool {
-        matches!(c, Change::File { path, op: Op::ClosedWrite } if path == Path::new(p))
-    }
-
-    #[test]
-    fn events_map_to_paths_below_the_root_and_follow_directory_renames() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let root = d.path().join("www");
-        std::fs::create_dir_all(root.join("a/b")).expect("mkdir");
-        std::fs::create_dir_all(d.path().join("outside/sub")).expect("mkdir");
-        let t = match FanotifyTree::new(root.clone(), 0, Excludes::default(), Events::default()) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("SKIP: fanotify cannot run here: {e}");
-                return;
-            }
-        };
-        let stop = crate::sys::Stop::manual().expect("stop");
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let fd = stop.fd();
-        let th = std::thread::spawn(move || t.run(fd, tx));
-        let mut seen = Vec::new();
-        std::fs::write(d.path().join("outside/sub/o.txt"), "x").expect("write outside");
-        std::fs::write(root.join("a/b/f.txt"), "x").expect("write");
-        assert!(
-            recv_until(&rx, &mut seen, |c| file_at(c, "a/b/f.txt")),
-            "{seen:?}"
-        );
-        std::fs::rename(root.join("a"), root.join("z")).expect("mv");
-        assert!(
-            recv_until(
-                &rx,
-                &mut seen,
-                |c| matches!(c, Change::Renamed { from, to, dir: true, found }
-                if from == Path::new("a") && to == Path::new("z")
-                    && found.contains(&PathBuf::from("z/b/f.txt")))
-            ),
-            "{seen:?}"
-        );
-        std::fs::write(root.join("z/b/g.txt"), "x").expect("write after the rename");
-        assert!(
-            recv_until(&rx, &mut seen, |c| file_at(c, "z/b/g.txt")),
-            "{seen:?}"
-        );
-        std::fs::rename(d.path().join("outside"), root.join("in")).expect("mv in");
-        assert!(
-            recv_until(
-                &rx,
-                &mut seen,
-                |c| matches!(c, Change::DirIn { path, moved: true, found }
-                if path == Path::new("in") && found.contains(&PathBuf::from("in/sub/o.txt")))
-            ),
-            "{seen:?}"
-        );
-        std::fs::write(root.join("in/sub/p.txt"), "x").expect("write in the moved-in dir");
-        assert!(
-            recv_until(&rx, &mut seen, |c| file_at(c, "in/sub/p.txt")),
-            "{seen:?}"
-        );
-        assert!(
-            !format!("{seen:?}").contains("o.txt\", op"),
-            "an event outside the root was sent: {seen:?}"
-        );
-        stop.trigger();
-        th.join().expect("watch thread");
-    }
-
-    // An exchange (renameat2 RENAME_EXCHANGE) is two FAN_RENAME events, a -> b and
-    // b -> a, each with the moved directory's handle: both directories keep their
-    // paths in the cache, the pair goes out as one exchange, and files written below
-    // either side afterwards map to the new paths.
-    #[test]
-    fn exchanged_directories_map_to_their_new_paths() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let root = d.path().join("www");
-        for dir in ["XA/sub/deep", "XB/bsub", "P/Q/qsub"] {
-            std::fs::create_dir_all(root.join(dir)).expect("mkdir");
-        }
-        let t = match FanotifyTree::new(root.clone(), 0, Excludes::default(), Events::default()) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("SKIP: fanotify cannot run here: {e}");
-                return;
-            }
-        };
-        let stop = crate::sys::Stop::manual().expect("stop");
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let fd = stop.fd();
-        let th = std::thread::spawn(move || t.run(fd, tx));
-        let mut seen = Vec::new();
-        // Learn every handle before the exchange, as a running watcher would have.
-        for rel in ["XA/sub/deep/0", "XB/bsub/0", "P/Q/qsub/0"] {
-            std::fs::write(root.join(rel), "x").expect("write");
-            assert!(recv_until(&rx, &mut seen, |c| file_at(c, rel)), "{seen:?}");
-        }
-        crate::sys::rename_exchange(&root.join("XA"), &root.join("XB")).expect("exchange");
-        for rel in ["XB/sub/deep/f.txt", "XA/bsub/f.txt", "XA/f.txt", "XB/f.txt"] {
-            std::fs::write(root.join(rel), "x").expect("write");
-            assert!(
-                recv_until(&rx, &mut seen, |c| file_at(c, rel)),
-                "{rel}: {seen:?}"
-            );
-        }
-        assert!(
-            seen.iter().any(
-                |c| matches!(c, Change::Exchanged { a, b, a_dir: true, b_dir: true, found }
-                if a == Path::new("XA") && b == Path::new("XB")
-                    && found.contains(&PathBuf::from("XB/sub/deep/0"))
-                    && found.contains(&PathBuf::from("XA/bsub/0")))
-            ),
-            "{seen:?}"
-        );
-        crate::sys::rename_exchange(&root.join("XB/sub"), &root.join("P/Q"))
-            .expect("exchange across parents");
-        for rel in ["P/Q/deep/g.txt", "XB/sub/qsub/g.txt"] {
-            std::fs::write(root.join(rel), "x").expect("write");
-            assert!(
-                recv_until(&rx, &mut seen, |c| file_at(c, rel)),
-                "{rel}: {seen:?}"
-            );
-        }
-        stop.trigger();
-        th.join().expect("watch thread");
-    }
-
-    // Broke: the handle of a directory created after the start was learned by asking
-    // the kernel for its path when its first event was read; a rename still queued
-    // behind that event had already moved it, so its files were sent under the new
-    // name before the rename itself, and the remotes ended wrong.
-    #[test]
-    fn events_queued_before_a_rename_keep_the_path_they_had() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let root = d.path().join("www");
-        std::fs::create_dir_all(&root).expect("mkdir");
-        let t = match FanotifyTree::new(root.clone(), 0, Excludes::default(), Events::default()) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("SKIP: fanotify cannot run here: {e}");
-                return;
-            }
-        };
-        // All queued before the watcher reads anything.
-        std::fs::create_dir(root.join("a")).expect("mkdir a");
-        std::fs::write(root.join("a/f.txt"), "x").expect("write a/f");
-        std::fs::rename(root.join("a"), root.join("b")).expect("mv a b");
-        std::fs::create_dir(root.join("a")).expect("mkdir a again");
-        std::fs::write(root.join("a/g.txt"), "x").expect("write a/g");
-        let stop = crate::sys::Stop::manual().expect("stop");
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let fd = stop.fd();
-        let th = std::thread::spawn(move || t.run(fd, tx));
-        let mut seen = Vec::new();
-        assert!(
-            recv_until(&rx, &mut seen, |c| file_at(c, "a/g.txt")),
-            "{seen:?}"
-        );
-        stop.trigger();
-        th.join().expect("watch thread");
-        let f = seen.iter().position(|c| file_at(c, "a/f.txt"));
-        let mv = seen.iter().position(|c| {
-            matches!(c, Change::Renamed { from, to, dir: true, .. }
-                if from == Path::new("a") && to == Path::new("b"))
-        });
-        assert!(
-            matches!((f, mv), (Some(f), Some(mv)) if f < mv),
-            "a/f.txt, then the rename a -> b: {seen:?}"
-        );
-        assert!(
-            !seen.iter().any(|c| file_at(c, "b/f.txt")),
-            "sent under the name it had only later: {seen:?}"
-        );
-    }
-}
+mod kernel_tests;

@@ -25,6 +25,7 @@ use crate::config::{Backend, Events};
 use crate::filter::Excludes;
 
 mod change;
+mod dircache;
 mod error;
 mod event_loop;
 mod fanotify;
