@@ -7,11 +7,14 @@
 //!
 //! - `change.rs`: what a watcher sends ([`Change`], [`Batch`]), the same from both
 //!   backends;
-//! - `inotify.rs`: one watch per directory, the tree of them in `tree.rs`, the parallel
-//!   walk that sets them up in `walk.rs`, directories to walk again in `rewalk.rs`;
-//! - `fanotify.rs`: one mark per filesystem, directory handles mapped to paths;
-//! - `event_loop.rs`: what both share around their loops: the root's health (`root.rs`
-//!   holds the state status reads), the mounts below it, the pacing of reads;
+//! - `event_loop.rs`: the one loop both backends run (poll, read, drain at the stop),
+//!   the root's health (`root.rs` holds the state status reads) and the mounts below
+//!   it, behind the small trait a backend implements;
+//! - `inotify.rs`: one watch per directory (events in `inotify/events.rs`), the tree of
+//!   them in `tree.rs`, the parallel walk that sets them up in `walk.rs`, directories
+//!   to walk again in `rewalk.rs`;
+//! - `fanotify.rs`: one mark per filesystem, directory handles mapped to paths in
+//!   `dircache.rs`;
 //! - `limits.rs`: the kernel's inotify limits; `error.rs`: why watching failed.
 
 use std::os::unix::io::RawFd;
