@@ -3,6 +3,7 @@
 
 mod agent;
 mod attacks;
+mod causes;
 mod churn;
 mod config_bounds;
 mod e2e;
