@@ -17,6 +17,7 @@ mod fixtures;
 mod hostile;
 mod layers;
 mod links;
+mod logs;
 mod mirrors_lag;
 mod mirrors_verify;
 mod moves;
