@@ -34,10 +34,11 @@ EXIT STATUS
 SIGNALS
     SIGTERM, SIGINT  stop reading events, let running pushes finish (up to 30 s), write
                      what is still queued to the fail log, exit 0
-    SIGHUP           reopen the --log-file (after logrotate moved it) and reload the
-                     config: checked first (a bad one is logged and the running one
-                     stays), then the pipeline restarts with it; pending work goes
-                     through the fail log, nothing is lost; -r is not repeated
+    SIGHUP           reopen the log file and reload the config: checked first (a bad
+                     one is logged and the running one stays), then the pipeline
+                     restarts with it; pending work goes through the fail log, nothing
+                     is lost; -r is not repeated
+    SIGUSR1          reopen the log file only (after logrotate moved it)
 
 FILES
     ./confxml.xml                   default config (-o)
@@ -50,6 +51,10 @@ FILES
     <pid file>.sock                 control socket of the running instance (mode 0600,
                                     its user and root only): --replay asks it to
                                     replay, --wait-synced to report when level
+    /var/log/sersync2/<config>.log  the log with -d, no --log-file and no syslog
+                                    socket (said before the detach); when not root,
+                                    in $XDG_STATE_HOME/sersync2 or
+                                    ~/.local/state/sersync2
     <failLog path>                  failed pushes as a runnable sh script, mode 0600.
                                     Read as data: only the directory, the ./paths and
                                     the destination of each command are kept, and the
@@ -72,9 +77,13 @@ ENVIRONMENT
     NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID
                set by systemd (Type=notify): READY, STATUS, RELOADING, STOPPING and
                WATCHDOG are reported there (sd_notify)
+    JOURNAL_STREAM
+               set by systemd: when it names stderr, each line starts with its
+               priority (<3> error, <4> warning, <6> info, <7> debug), no timestamp
     SERSYNC2_SYSLOG_SOCKET
                with -d and no --log-file, logs go to syslog (facility daemon) through
-               this datagram socket instead of /dev/log";
+               this datagram socket instead of /dev/log; where none answers, to the
+               log file named in FILES";
 
 /// sersync2: mirror a directory tree to several hosts in real time with rsync.
 #[derive(Debug, Parser)]
@@ -125,7 +134,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<std::path::PathBuf>,
 
-    /// Write logs to FILE instead of stderr (reopened on SIGHUP, for logrotate)
+    /// Write logs to FILE instead of stderr (reopened on SIGUSR1, for logrotate)
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<std::path::PathBuf>,
 

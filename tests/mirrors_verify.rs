@@ -167,6 +167,13 @@ fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
         "{}",
         text(&out)
     );
+    // In rsync's own words (only its last line was kept: "error in socket IO").
+    assert!(
+        block(&report, &label(&s.b)).contains("hint: nothing listens")
+            && block(&report, &label(&s.b)).contains("Connection refused (111)"),
+        "{}",
+        text(&out)
+    );
     assert!(
         block(&report, &label(&s.a)).contains(": level"),
         "{}",

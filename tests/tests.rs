@@ -3,6 +3,7 @@
 
 mod agent;
 mod attacks;
+mod causes;
 mod churn;
 mod config_bounds;
 mod e2e;
@@ -16,6 +17,7 @@ mod fixtures;
 mod hostile;
 mod layers;
 mod links;
+mod logs;
 mod mirrors_lag;
 mod mirrors_verify;
 mod moves;

@@ -88,7 +88,12 @@ pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
     let config_path = std::path::absolute(&args.config).unwrap_or_else(|_| args.config.clone());
     let mut detached = if args.daemon {
         if args.log_file.is_none() {
-            log::info!("-d without --log-file: logs go to syslog (facility daemon) once detached");
+            logging::before_detach(&args.config, args.log_format).map_err(runtime)?;
+            if logging::fallback_file().is_none() {
+                log::info!(
+                    "-d without --log-file: logs go to syslog (facility daemon) once detached"
+                );
+            }
         }
         let d = daemon::detach().map_err(|e| runtime(anyhow::anyhow!(e)))?;
         logging::detached();

@@ -209,6 +209,7 @@ pub(crate) fn own_files(config: &Config, args: &Args) -> Vec<PathBuf> {
     let socket = crate::service::control::socket_path(&pid_file);
     let mut files = vec![config.fail_log.clone(), pid_file, socket.clone()];
     files.extend(args.log_file.clone());
+    files.extend(logging::fallback_file());
     if let Some(ssh) = &config.rsync.ssh {
         files.push(live::ssh_control_dir(&socket, ssh));
     }

@@ -1,10 +1,9 @@
 //! One instance per config file (flock'd pid file), detaching with `-d`, and a log
-//! file that logrotate can move (reopened on SIGHUP).
+//! file that logrotate can move (reopened on SIGUSR1, and on SIGHUP).
 //!
 //! The pid file and the log file are files the agent trusts (`sys::fsafe`): opened
 //! without following a link and checked on the descriptor (a regular file of the
-//! agent's user, not writable by group or others). A refused log file at a SIGHUP
-//! reopen leaves the old one in use, with one error line written to it. The default
+//! agent's user, not writable by group or others). A refused log file at a reopen leaves the old one in use, with one error line written to it. The default
 //! lock directory is one only the agent's user can write ([`default_lock_dir`]).
 
 use std::fs::{File, OpenOptions};
@@ -25,6 +24,13 @@ use crate::sys::fsafe;
 pub fn default_pid_file(config: &Path) -> PathBuf {
     let abs = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
     default_lock_dir().join(format!("{}.pid", pid_file_name(&abs)))
+}
+
+/// The config's absolute path as one file name, as its pid file has it
+/// (`etc_sersync.d_web.xml`).
+pub fn config_file_name(config: &Path) -> String {
+    let abs = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
+    pid_file_name(&abs)
 }
 
 /// The one-to-one file name for an absolute config path (see [`default_pid_file`]).
@@ -292,7 +298,7 @@ pub fn detach() -> Result<Detached, String> {
     }
 }
 
-/// A log file that is reopened (by path) when SIGHUP sets `reopen`.
+/// A log file that is reopened (by path) when SIGUSR1 or SIGHUP sets `reopen`.
 pub struct LogFile {
     path: PathBuf,
     file: Mutex<File>,
@@ -333,7 +339,7 @@ impl Write for LogWriter {
                 // logger cannot log from inside itself).
                 Err(e) => {
                     let line = format!(
-                        "[{} ERROR] cannot reopen the log file after SIGHUP: {e}; still \
+                        "[{} ERROR] cannot reopen the log file (SIGUSR1 or SIGHUP): {e}; still \
                          writing to the file opened before\n",
                         chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ")
                     );

@@ -119,7 +119,13 @@ pub struct RemoteStatus {
     /// When what it owes is next tried again (unix time), if a retry is scheduled.
     #[serde(default)]
     pub next_retry_unix: Option<u64>,
+    /// The last failed call's cause: rsync's exit, a hint for a common cause, and the
+    /// end of what rsync and ssh said on stderr (control characters escaped). Kept
+    /// after the remote is level again.
     pub last_error: Option<String>,
+    /// When that call failed (RFC 3339, UTC).
+    #[serde(default)]
+    pub last_error_at: Option<String>,
     /// Age of the oldest change not on the remote yet (waiting, in flight or owed); 0
     /// when it is level.
     #[serde(default)]
@@ -177,6 +183,7 @@ impl Status {
                     owed: r.owed,
                     next_retry_unix: r.next_retry.map(unix),
                     last_error: r.last_error,
+                    last_error_at: r.last_error_at.map(crate::sync::cause::rfc3339),
                     lag_seconds: r.lag.as_secs_f64(),
                     pending: r.pending,
                     longest_push_seconds: r.longest_push.as_secs_f64(),
@@ -1059,8 +1066,11 @@ pub fn render(s: &Status) -> String {
             r.lag_seconds,
             if r.failing {
                 format!(
-                    "FAILING since unix time {} ({owed}{retry}last error: {})",
+                    "FAILING since unix time {} ({owed}{retry}last error{}: {})",
                     r.failing_since_unix.unwrap_or(0),
+                    r.last_error_at
+                        .as_deref()
+                        .map_or(String::new(), |at| format!(" at {}", p(at))),
                     p(r.last_error.as_deref().unwrap_or(""))
                 )
             } else {
@@ -1318,6 +1328,7 @@ mod tests {
             owed,
             next_retry_unix: None,
             last_error: None,
+            last_error_at: None,
             lag_seconds: secs,
             pending: 1,
             longest_push_seconds: secs,
@@ -1371,6 +1382,7 @@ mod tests {
             owed: 0,
             next_retry_unix: None,
             last_error: Some("\x1b[31mred".into()),
+            last_error_at: Some("2026-01-02T03:04:05Z\x1b[2J".into()),
             lag_seconds: 0.0,
             pending: 0,
             longest_push_seconds: 0.0,
@@ -1378,6 +1390,10 @@ mod tests {
         let text = render(&s);
         assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
         assert!(text.contains("c.xml\\u{1b}[2J"), "{text}");
+        assert!(
+            text.contains("last error at 2026-01-02T03:04:05Z\\u{1b}[2J: \\u{1b}[31mred"),
+            "{text}"
+        );
         assert!(!text.lines().any(|l| l.starts_with("FAKE LINE")), "{text}");
     }
 

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::cause::{self, Cause, Failures};
 use super::faillog::{self, FailLog};
 use super::job::{Job, RemoteId};
 use super::queue::Queue;
@@ -48,7 +49,8 @@ struct Stats {
     failed: AtomicU64,
     /// Failing since when, and when what it owes is tried again.
     recovery: Mutex<Recovery>,
-    last_error: Mutex<Option<String>>,
+    /// The last failure and the run of failures going on (the "recovered" line).
+    failures: Mutex<Failures>,
     /// When each job running to this remote started (its calls, retries included).
     running: Mutex<Vec<(u64, Instant)>>,
     next_call: AtomicU64,
@@ -57,6 +59,10 @@ struct Stats {
 impl Stats {
     fn recovery(&self) -> MutexGuard<'_, Recovery> {
         self.recovery.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn failures(&self) -> MutexGuard<'_, Failures> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn running(&self) -> MutexGuard<'_, Vec<(u64, Instant)>> {
@@ -117,6 +123,8 @@ pub struct RemoteSnapshot {
     /// When what it owes is next queued again (backoff), if a retry is scheduled.
     pub next_retry: Option<SystemTime>,
     pub last_error: Option<String>,
+    /// When the last error happened.
+    pub last_error_at: Option<SystemTime>,
     /// Age of the oldest change not on the remote yet (waiting, in flight or owed); zero
     /// when it is level.
     pub lag: Duration,
@@ -589,12 +597,11 @@ impl Mirror {
                 return Some(Renamed::Moved(outcome));
             }
             log::debug!(
-                "the remote mv of {} to {} on {} failed (exit {}: {}); pushing it plain",
+                "the remote mv of {} to {} on {} failed ({}); pushing it plain",
                 from.display(),
                 to.display(),
                 target.label(),
-                outcome.status,
-                last_line(&outcome.stderr)
+                Cause::of(outcome.status, &outcome.stderr).text
             );
         }
         if target.opts.ssh.is_some() {
@@ -625,13 +632,12 @@ impl Mirror {
             let outcome = self.rsync(&target.root, &argv, &stdin);
             if !outcome.ok() {
                 log::info!(
-                    "the rename of {} to {} did not reach {} as a rename (rsync exit {}: {}); \
-                     pushing it plain",
+                    "the rename of {} to {} did not reach {} as a rename ({}); pushing it \
+                     plain",
                     from.display(),
                     to.display(),
                     target.label(),
-                    outcome.status,
-                    last_line(&outcome.stderr)
+                    Cause::of(outcome.status, &outcome.stderr).text
                 );
                 return None;
             }
@@ -870,14 +876,17 @@ impl Mirror {
             {
                 return outcome;
             }
+            let cause = Cause::of(outcome.status, &outcome.stderr);
             log::warn!(
-                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status;
-                "push to {} failed (rsync exit {}: {}), retrying: {}",
+                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status,
+                cause = cause.kind.as_str(), stderr = outcome.stderr.as_str();
+                "push to {} failed, retrying: {}",
                 target.label(),
-                outcome.status,
-                rsync::describe_status(outcome.status),
-                last_line(&outcome.stderr)
+                cause.text
             );
+            self.stats[t.0]
+                .failures()
+                .failed(SystemTime::now(), cause.text);
             std::thread::sleep(self.retry_delays[attempt]);
             attempt += 1;
         }
@@ -969,6 +978,13 @@ impl Mirror {
                 self.save(&fl);
             }
             drop(fl);
+            if let Some(r) = stats.failures().succeeded(SystemTime::now()) {
+                log::info!(
+                    remote = label.as_str(), failed_calls = r.failed_calls;
+                    "{}",
+                    cause::recovered_line(&label, &r)
+                );
+            }
             if was_failing && (recovered || !still_owes) {
                 self.queue.cancel_retry(t);
             }
@@ -1001,12 +1017,8 @@ impl Mirror {
                 format!("rename {} -> {}", from.display(), to.display())
             }
         };
-        let mut msg = format!(
-            "rsync exit {} ({}): {}",
-            outcome.status,
-            rsync::describe_status(outcome.status),
-            last_line(&outcome.stderr)
-        );
+        let cause = Cause::of(outcome.status, &outcome.stderr);
+        let mut msg = cause.text;
         let (paths, more) = recovery::failed_paths(&outcome.stderr, FAILED_PATHS_SHOWN);
         if !paths.is_empty() {
             msg.push_str(&format!(
@@ -1042,7 +1054,8 @@ impl Mirror {
         self.queue.retry_at(t, plan.retry_at, owed);
         match saved {
             Ok(()) => log::error!(
-                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status;
+                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status,
+                cause = cause.kind.as_str(), stderr = outcome.stderr.as_str();
                 "push of {what} to {} failed, written to the fail log {}: {msg}; what it \
                  owes is tried again in {:.1}s",
                 target.label(),
@@ -1050,7 +1063,8 @@ impl Mirror {
                 retry_in.as_secs_f64()
             ),
             Err(e) => log::error!(
-                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status;
+                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status,
+                cause = cause.kind.as_str(), stderr = outcome.stderr.as_str();
                 "push of {what} to {} failed and could NOT be written to the fail log {} \
                  ({e}): {msg}; it is kept in memory only, tried again in {:.1}s, and the fail \
                  log is written again at the next change and every {}s",
@@ -1060,7 +1074,7 @@ impl Mirror {
                 SAVE_RETRY.as_secs()
             ),
         }
-        *stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+        stats.failures().failed(SystemTime::now(), msg);
         Some(plan.rest)
     }
 
@@ -1228,6 +1242,7 @@ impl Mirror {
             .zip(behind)
             .map(|((((t, s), q), owed), behind)| {
                 let rec = s.recovery().clone();
+                let last_error = s.failures().last().cloned();
                 RemoteSnapshot {
                     remote: t.label(),
                     root: t.root.clone(),
@@ -1238,11 +1253,8 @@ impl Mirror {
                     failing_since: rec.failing_since(),
                     owed,
                     next_retry: rec.next_retry(now),
-                    last_error: s
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clone(),
+                    last_error_at: last_error.as_ref().map(|(at, _)| *at),
+                    last_error: last_error.map(|(_, m)| m),
                     lag: behind
                         .oldest
                         .map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
@@ -1429,10 +1441,6 @@ fn rename_to_paths(job: &Job) -> Job {
         }
         other => other.clone(),
     }
-}
-
-fn last_line(s: &str) -> &str {
-    s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("")
 }
 
 #[cfg(test)]
