@@ -16,8 +16,8 @@
 //! Threads: one `watch` thread per root (reads the kernel queue, sends batches), one
 //! `filter` thread (batches into the pending sets), `sync-N` workers (rsync; `-n`, or by
 //! default two per remote, see `workers::count`), the
-//! `schedule` thread, the status server, the control server (`<pid file>.sock`, for
-//! `--replay` beside this instance), with `NOTIFY_SOCKET` the `notify` thread (watchdog,
+//! `schedule` thread, the status server, the control server (`<lock file>.sock`, for
+//! `--status`, `--replay` and `--wait-synced` beside this instance), with `NOTIFY_SOCKET` the `notify` thread (watchdog,
 //! status), and this one, which waits for the signals.
 
 use std::net::TcpListener;
@@ -53,7 +53,7 @@ struct Ctx<'a> {
     config_path: PathBuf,
     signals: Signals,
     notifier: Option<Arc<Notifier>>,
-    /// The control socket, `<pid file>.sock`.
+    /// The control socket, `<lock file>.sock`.
     socket: PathBuf,
 }
 
@@ -82,7 +82,7 @@ enum Next {
 pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
     super::require_rsync()?;
     let targets = sync::targets(config);
-    let (mut lock, fail_log) = lock_and_load(config, args, &targets)?;
+    let (mut instance, fail_log) = lock_and_load(config, args, &targets)?;
     let config_path = std::path::absolute(&args.config).unwrap_or_else(|_| args.config.clone());
     let mut detached = if args.daemon {
         if args.log_file.is_none() {
@@ -90,7 +90,9 @@ pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
         }
         let d = daemon::detach().map_err(|e| runtime(anyhow::anyhow!(e)))?;
         logging::detached();
-        lock.write_pid().map_err(|e| runtime(anyhow::anyhow!(e)))?;
+        instance
+            .write_pid()
+            .map_err(|e| runtime(anyhow::anyhow!(e)))?;
         Some(d)
     } else {
         None
@@ -112,7 +114,7 @@ pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
         config_path,
         signals,
         notifier,
-        socket: control::socket_path(&lock.path),
+        socket: control::socket_path(&instance.lock.path),
     };
     let result = supervise(config, fail_log, &cx, &mut detached);
     if let (Err(e), true) = (&result, args.daemon) {
@@ -122,7 +124,7 @@ pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
     if let Some(b) = beat {
         b.end();
     }
-    drop(lock);
+    drop(instance);
     result
 }
 
@@ -202,6 +204,7 @@ impl Starting {
             };
         };
         let stop = Arc::new(stop);
+        let unit = watch_unit_of(config.watcher);
         let (w, file, path, entries, unknown) = (
             Arc::clone(watches),
             config.file.display().to_string(),
@@ -218,7 +221,7 @@ impl Starting {
                 last_full_sync: None,
                 remotes: Vec::new(),
             };
-            status::Status::new(snap, w.load(Ordering::Relaxed), &file)
+            status::Status::new(snap, w.load(Ordering::Relaxed), &file).with_watch_unit(unit)
         });
         let server = status::serve(clone, source, Some(Arc::clone(&stop))).map(|h| (stop, h));
         Starting {
@@ -264,6 +267,28 @@ fn watch(
         watchers.push(w);
     }
     Ok((watchers, watches))
+}
+
+/// What the status's watch count counts, from the backends the roots got.
+fn watch_unit(watchers: &[Watcher]) -> &'static str {
+    let fanotify = watchers
+        .iter()
+        .filter(|w| matches!(w, Watcher::Fanotify(_)))
+        .count();
+    match fanotify {
+        0 => "directories",
+        n if n == watchers.len() => "filesystem marks",
+        _ => "directories and filesystem marks",
+    }
+}
+
+/// [`watch_unit`] before the watchers exist, from what the config asks for.
+fn watch_unit_of(backend: crate::config::Backend) -> &'static str {
+    match backend {
+        crate::config::Backend::Inotify => "directories",
+        crate::config::Backend::Fanotify => "filesystem marks",
+        crate::config::Backend::Auto => "",
+    }
 }
 
 fn bind_status(host: &str, port: u16) -> anyhow::Result<TcpListener> {
@@ -347,6 +372,7 @@ fn run(
         .as_ref()
         .map(|_| Arc::new(Verifier::new(Arc::clone(&mirror))));
     let roots: Vec<_> = watchers.iter().map(|w| w.health()).collect();
+    let unit = watch_unit(&watchers);
     mirror.guard_roots(roots.clone());
     // This run's stop: raised by SIGTERM/SIGINT or an accepted reload.
     let stop = Arc::new(
@@ -367,24 +393,29 @@ fn run(
         );
         mirror.replay();
     }
-    let mut status_thread = None;
-    if let Some((host, port)) = &config.host {
+    // The status document, for the control socket's `status` and the HTTP endpoint.
+    let source: status::Source = {
         let (m, w, file, v) = (
             Arc::clone(&mirror),
             Arc::clone(&watches),
             config.file.display().to_string(),
             verifier.clone(),
         );
+        Arc::new(move || {
+            status::Status::new(m.snapshot(), w.load(Ordering::Relaxed), &file)
+                .with_watch_unit(unit)
+                .with_roots(roots.iter().map(|r| r.report()).collect())
+                .with_verify(v.as_ref().map(|v| v.results()).unwrap_or_default())
+        })
+    };
+    let mut status_thread = None;
+    if let Some((host, port)) = &config.host {
         // A port another process holds never stops sync: the status thread binds again.
         status_thread = status::listen(
             host,
             *port,
             listener,
-            Arc::new(move || {
-                status::Status::new(m.snapshot(), w.load(Ordering::Relaxed), &file)
-                    .with_roots(roots.iter().map(|r| r.report()).collect())
-                    .with_verify(v.as_ref().map(|v| v.results()).unwrap_or_default())
-            }),
+            Arc::clone(&source),
             Arc::clone(&stop),
         );
     }
@@ -431,12 +462,12 @@ fn run(
     let m = Arc::clone(&mirror);
     let control = control::serve(
         &cx.socket,
-        Arc::new(move |request: &str| super::commands::answer(&m, request)),
+        Arc::new(move |request: &str| super::commands::answer(&m, &source, request)),
     )
     .inspect_err(|e| {
         log::error!(
-            "control socket {} off: {e}; syncing goes on, but --replay cannot reach this \
-             instance",
+            "control socket {} off: {e}; syncing goes on, but --status, --replay and \
+             --wait-synced cannot reach this instance",
             cx.socket.display()
         )
     })
