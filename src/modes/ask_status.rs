@@ -5,10 +5,11 @@
 //! The instance is found from the config's path alone (`daemon::lock_file`), with or
 //! without the `--pid-file` it was started with, and asked over its control socket
 //! (`status`): no `<host start="true">` is needed, and the config on disk is not read, so
-//! a bad file left after a refused reload does not stop the question. While the socket
-//! is away (a start setting its watches, a reload) and the instance holds its lock, the
-//! question is asked again for [`SOCKET_GRACE`]; then, if the config names a status
-//! endpoint, that is asked instead, its answer checked against the lock's pid.
+//! a bad file left after a refused reload does not stop the question. A starting
+//! instance answers with its watch count so far. While the socket is away (a reload
+//! between two pipelines) and the instance holds its lock, the question is asked again
+//! for [`SOCKET_GRACE`]; then, if the config names a status endpoint, that is asked
+//! instead, its answer checked against the lock's pid.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -90,8 +91,8 @@ fn not_answered(e: control::AskError, args: &Args, lock: &Path, socket: &Path) -
     match (holder, endpoint) {
         (Ok(pid), Some((host, port))) => from_endpoint(&host, port, pid, socket, &e, args.json),
         (Ok(pid), None) => Err(runtime(anyhow!(
-            "the instance running {} (pid {}) does not answer on {} ({e}): it is still \
-             setting up its watches, or reloading; ask again",
+            "the instance running {} (pid {}) does not answer on {} ({e}): it may be \
+             reloading and waiting for running pushes; ask again",
             args.config.display(),
             pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
             socket.display()

@@ -30,10 +30,7 @@ pub const STATUS: &str = "status";
 pub fn answer(mirror: &Mirror, status: &status::Source, request: &str) -> Value {
     match request {
         "replay" => replay(mirror, REPLAY_WAIT),
-        STATUS => match serde_json::to_value(status()) {
-            Ok(doc) => json!({ "ok": true, "command": STATUS, "status": doc }),
-            Err(e) => json!({ "ok": false, "command": STATUS, "error": e.to_string() }),
-        },
+        STATUS => starting(status, STATUS),
         r if r.split_whitespace().next() == Some(super::wait_synced::COMMAND) => {
             let body = r[super::wait_synced::COMMAND.len()..].trim();
             super::wait_synced::serve(mirror, body)
@@ -47,6 +44,23 @@ pub fn answer(mirror: &Mirror, status: &status::Source, request: &str) -> Value 
             ),
         }),
     }
+}
+
+/// What an instance answers while it is still starting (setting up its watches, before
+/// its pipeline exists): `status` as always, every other command `starting` (not an
+/// error of the request: `--wait-synced` asks again).
+pub fn starting(status: &status::Source, request: &str) -> Value {
+    if request == STATUS {
+        return match serde_json::to_value(status()) {
+            Ok(doc) => json!({ "ok": true, "command": STATUS, "status": doc }),
+            Err(e) => json!({ "ok": false, "command": STATUS, "error": e.to_string() }),
+        };
+    }
+    json!({
+        "ok": false,
+        "starting": true,
+        "error": "the instance is still starting (setting up its watches); ask again once it runs",
+    })
 }
 
 /// `replay`: queue what is owed, wait up to `wait` for it to be pushed or to fail.
@@ -136,6 +150,19 @@ mod tests {
         let doc: status::Status =
             serde_json::from_value(v["status"].clone()).expect("a status document");
         assert_eq!((doc.watches, doc.pid), (7, std::process::id()));
+    }
+
+    #[test]
+    fn while_starting_only_status_is_answered() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let m = Arc::new(idle_mirror(d.path()));
+        let source = status_source(Arc::clone(&m));
+        assert_eq!(starting(&source, "status")["ok"], true);
+        let v = starting(&source, "replay");
+        assert_eq!(
+            (v["ok"].as_bool(), v["starting"].as_bool()),
+            (Some(false), Some(true))
+        );
     }
 
     #[test]

@@ -17,8 +17,9 @@
 //! `filter` thread (batches into the pending sets), `sync-N` workers (rsync; `-n`, or by
 //! default two per remote, see `workers::count`), the
 //! `schedule` thread, the status server, the control server (`<lock file>.sock`, for
-//! `--status`, `--replay` and `--wait-synced` beside this instance), with `NOTIFY_SOCKET` the `notify` thread (watchdog,
-//! status), and this one, which waits for the signals.
+//! `--status`, `--replay` and `--wait-synced` beside this instance; during the first
+//! start-up it answers `--status` with the watch count so far), with `NOTIFY_SOCKET` the
+//! `notify` thread (watchdog, status), and this one, which waits for the signals.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -145,7 +146,7 @@ fn supervise(
 ) -> Result<u8, Exit> {
     // Status answers while a large tree's watches are set up, with the count so far.
     let watches = Arc::new(AtomicUsize::new(0));
-    let starting = Starting::serve(config, &fail_log, &watches);
+    let starting = Starting::serve(config, &fail_log, &watches, &cx.socket);
     let watched = watch(config, &cx.own(config), watches);
     let listener = starting.end();
     let (watchers, watches) = watched.map_err(|e| {
@@ -176,34 +177,23 @@ fn supervise(
     }
 }
 
-/// The status endpoint during the first start-up, before the pipeline exists: the
-/// watch count as the walks go, no remotes yet. Its listener is handed on to the
-/// pipeline's status server.
+/// The status during the first start-up, before the pipeline exists: the watch count
+/// as the walks go, no remotes yet, on the control socket (`--status`; other commands
+/// are answered "starting", and `--wait-synced` asks again) and on the HTTP endpoint.
+/// The HTTP listener is handed on to the pipeline's status server.
 struct Starting {
     listener: Option<TcpListener>,
     server: Option<(Arc<Stop>, JoinHandle<()>)>,
+    control: Option<control::Control>,
 }
 
 impl Starting {
-    fn serve(config: &Config, fail_log: &FailLog, watches: &Arc<AtomicUsize>) -> Starting {
-        let none = Starting {
-            listener: None,
-            server: None,
-        };
-        let Some((host, port)) = &config.host else {
-            return none;
-        };
-        // Not bound now: the pipeline's status server binds (and retries) as always.
-        let Ok(listener) = TcpListener::bind((host.as_str(), *port)) else {
-            return none;
-        };
-        let (Ok(clone), Ok(stop)) = (listener.try_clone(), Stop::manual()) else {
-            return Starting {
-                listener: Some(listener),
-                server: None,
-            };
-        };
-        let stop = Arc::new(stop);
+    fn serve(
+        config: &Config,
+        fail_log: &FailLog,
+        watches: &Arc<AtomicUsize>,
+        socket: &std::path::Path,
+    ) -> Starting {
         let unit = watch_unit_of(config.watcher);
         let (w, file, path, entries, unknown) = (
             Arc::clone(watches),
@@ -223,15 +213,38 @@ impl Starting {
             };
             status::Status::new(snap, w.load(Ordering::Relaxed), &file).with_watch_unit(unit)
         });
-        let server = status::serve(clone, source, Some(Arc::clone(&stop))).map(|h| (stop, h));
-        Starting {
-            listener: Some(listener),
-            server,
-        }
+        let answers = Arc::clone(&source);
+        // Not bound now: the pipeline binds it again and says why.
+        let control = control::serve(
+            socket,
+            Arc::new(move |request: &str| super::commands::starting(&answers, request)),
+        )
+        .ok();
+        let mut starting = Starting {
+            listener: None,
+            server: None,
+            control,
+        };
+        let Some((host, port)) = &config.host else {
+            return starting;
+        };
+        // Not bound now: the pipeline's status server binds (and retries) as always.
+        let Ok(listener) = TcpListener::bind((host.as_str(), *port)) else {
+            return starting;
+        };
+        let (Ok(clone), Ok(stop)) = (listener.try_clone(), Stop::manual()) else {
+            starting.listener = Some(listener);
+            return starting;
+        };
+        let stop = Arc::new(stop);
+        starting.server = status::serve(clone, source, Some(Arc::clone(&stop))).map(|h| (stop, h));
+        starting.listener = Some(listener);
+        starting
     }
 
-    /// Stops the start-up server; the listener, for the pipeline's.
+    /// Stops the start-up servers; the listener, for the pipeline's.
     fn end(self) -> Option<TcpListener> {
+        drop(self.control);
         if let Some((stop, handle)) = self.server {
             stop.trigger();
             let _ = handle.join();

@@ -365,9 +365,10 @@ pub fn wait_synced(args: &Args) -> Result<u8, Exit> {
             }
             Ok(answer) => {
                 let reloading = answer["ok"].as_bool() != Some(true)
-                    && answer["error"]
-                        .as_str()
-                        .is_some_and(|e| e.contains("stopping or reloading"));
+                    && (answer["starting"].as_bool() == Some(true)
+                        || answer["error"]
+                            .as_str()
+                            .is_some_and(|e| e.contains("stopping or reloading")));
                 if reloading && deadline.is_none_or(|d| Instant::now() < d) {
                     std::thread::sleep(RETRY_PAUSE);
                     continue;
