@@ -43,11 +43,27 @@ pub fn status(args: &Args) -> Result<u8, Exit> {
         ) && started.elapsed() < SOCKET_GRACE
             && daemon::InstanceLock::running(&lock).is_ok();
         match asked {
+            // An instance of an older version, started before an upgrade, knows no
+            // `status`: its endpoint, if the config names one, still answers.
+            Ok(answer) if older(&answer) => {
+                let e = control::AskError::Failed(
+                    "an older sersync2 that does not know `status`; restart it".to_owned(),
+                );
+                return not_answered(e, args, &lock, &socket);
+            }
             Ok(answer) => return show(&document(&answer, &socket)?, args.json),
             Err(_) if retry => std::thread::sleep(RETRY_PAUSE),
             Err(e) => return not_answered(e, args, &lock, &socket),
         }
     }
+}
+
+/// Whether the answer says the instance does not know the `status` command.
+fn older(answer: &serde_json::Value) -> bool {
+    answer["ok"].as_bool() != Some(true)
+        && answer["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("unknown command"))
 }
 
 /// The status document in the instance's answer.
@@ -90,6 +106,12 @@ fn not_answered(e: control::AskError, args: &Args, lock: &Path, socket: &Path) -
         .and_then(|c| c.host);
     match (holder, endpoint) {
         (Ok(pid), Some((host, port))) => from_endpoint(&host, port, pid, socket, &e, args.json),
+        (Ok(pid), None) if matches!(e, control::AskError::Failed(_)) => Err(runtime(anyhow!(
+            "the instance running {} (pid {}) did not answer on {}: {e}",
+            args.config.display(),
+            pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+            socket.display()
+        ))),
         (Ok(pid), None) => Err(runtime(anyhow!(
             "the instance running {} (pid {}) does not answer on {} ({e}): it may be \
              reloading and waiting for running pushes; ask again",
@@ -132,4 +154,25 @@ fn from_endpoint(
         )));
     }
     show(&s, json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    // What an instance started before an upgrade (no `status` command) answers.
+    #[test]
+    fn an_older_instance_is_told_apart() {
+        let old = json!({
+            "ok": false,
+            "error": "unknown command \"status\"; this instance knows: replay, wait-synced",
+        });
+        assert!(older(&old));
+        assert!(!older(&json!({ "ok": true, "status": {} })));
+        assert!(!older(
+            &json!({ "ok": false, "starting": true, "error": "starting" })
+        ));
+        assert!(document(&old, Path::new("/run/x.sock")).is_err());
+    }
 }
