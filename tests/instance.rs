@@ -28,9 +28,14 @@ fn unit_command_line(key: &str, name: &str, etc: &Path) -> Vec<String> {
         .split_whitespace()
         .map(|w| {
             w.replace("%i", name)
+                .replace("%I", name)
                 .replace("/etc/sersync/", &format!("{}/", etc.display()))
         })
         .collect();
+    // systemd's prefixes for how a command runs (`-`, `+`, `!`, `@`, `:`).
+    words[0] = words[0]
+        .trim_start_matches(['-', '+', '!', '@', ':'])
+        .to_owned();
     assert!(
         words[0].ends_with("/sersync2"),
         "{key} runs sersync2: {line}"
