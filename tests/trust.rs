@@ -421,6 +421,43 @@ fn symlink_at_the_fail_log_path_is_moved_aside_not_followed() {
     victim.assert_unchanged("after the refused start");
 }
 
+// The other side of moving a planted fail log aside: an agent that is not root cannot
+// move another user's file out of a sticky directory (the kernel refuses the rename), so
+// it is refused then, as before, saying why, and left as it is.
+#[test]
+fn a_non_root_agent_refuses_a_planted_fail_log_it_cannot_move_aside() {
+    let Some(attacker) = User::create("m") else {
+        return;
+    };
+    let Some(agent_user) = User::create("n") else {
+        return;
+    };
+    let w = World::new("trust-planted-user");
+    let fail_log = w.shared.join("fail.sh");
+    attacker.plant_file(&fail_log, "0644");
+    let planted = fs::read(&fail_log).expect("read the planted file");
+    let bin = runnable_copy(&w);
+    let config = w.config(&fail_log);
+    let mut cmd = agent_user.command(&bin);
+    cmd.arg("-o")
+        .arg(&config)
+        .current_dir(w.dir.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("TMPDIR", &w.shared);
+    let mut agent = Running::start(cmd, w.dir.join("agent.err"));
+    let status = agent.exit();
+    let err = agent.stderr();
+    assert_eq!(status.code(), Some(2), "exit 2; stderr:\n{err}");
+    assert!(
+        err.contains("cannot be moved aside")
+            && err.contains(&fail_log.display().to_string())
+            && err.contains(&attacker.name),
+        "{err}"
+    );
+    assert_eq!(fs::read(&fail_log).expect("left as it is"), planted);
+    assert!(set_aside(&w.shared, "fail.sh").is_empty());
+}
+
 // A fail log in a directory another user owns (or anyone may rename in) can be swapped
 // for the attacker's file between two writes.
 #[test]

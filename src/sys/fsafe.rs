@@ -416,8 +416,8 @@ fn aside_name(name: &OsStr, time: &str, random: u32) -> OsString {
 /// where: it is kept for the operator to read, and the agent's file can be made afresh.
 /// Nothing at the path, or the agent's own file (good or not), is `None`. A directory
 /// that fails [`judge_dir`], or a rename the kernel refuses (a non-root agent cannot
-/// move another user's file out of a sticky directory), is an error
-/// ([`is_refused`] for the first).
+/// move another user's file out of a sticky directory), is a refusal ([`is_refused`])
+/// that says so.
 pub fn set_aside_foreign(path: &Path) -> io::Result<Option<SetAside>> {
     let (dir_path, name) = split(path)?;
     let dir = TrustedDir::open(dir_path, path)?;
@@ -479,14 +479,11 @@ pub fn set_aside_foreign(path: &Path) -> io::Result<Option<SetAside>> {
             // Gone in between (its owner removed it): nothing is left to trust.
             io::ErrorKind::NotFound => return Ok(None),
             _ => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!(
-                        "{} is {what}, not the agent's, and cannot be moved aside: {e}; \
-                         remove it",
-                        path.display()
-                    ),
-                ))
+                return Err(refused(format!(
+                    "{} is {what}, not the agent's, and cannot be moved aside: {e}; \
+                     remove it",
+                    path.display()
+                )))
             }
         }
     }
