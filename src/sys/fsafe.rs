@@ -420,7 +420,12 @@ fn aside_name(name: &OsStr, time: &str, random: u32) -> OsString {
 /// that says so.
 pub fn set_aside_foreign(path: &Path) -> io::Result<Option<SetAside>> {
     let (dir_path, name) = split(path)?;
-    let dir = TrustedDir::open(dir_path, path)?;
+    let dir = match TrustedDir::open(dir_path, path) {
+        Ok(dir) => dir,
+        // No directory, no file: whoever reads the file next says what is missing.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let dirfd = dir.fd.as_raw_fd();
     let cname_ = cname(name)?;
     // SAFETY: stat is plain data, filled by fstatat on success.
@@ -914,6 +919,8 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let path = d.path().join("fail.sh");
         assert_eq!(set_aside_foreign(&path).expect("missing"), None);
+        let nowhere = d.path().join("gone/fail.sh");
+        assert_eq!(set_aside_foreign(&nowhere).expect("no directory"), None);
         std::fs::write(&path, b"#errno 5\n").expect("write");
         assert_eq!(set_aside_foreign(&path).expect("ours"), None);
         assert!(path.exists());
