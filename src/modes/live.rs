@@ -9,9 +9,10 @@
 //! log read; on any error the running pipeline goes on and the error is logged. Else
 //! the new watches are set first (so a change from then on is seen by them), then the
 //! running pipeline stops as at SIGTERM (pending and in-flight work goes to the fail log,
-//! running pushes are waited for), then everything is built again from the new config:
-//! the fail log is read again and replayed, so nothing owed is lost. The instance lock
-//! and pid file stay held, the status listener is bound again, `-r` is not repeated.
+//! running pushes are waited for; `Pipeline::stop`), then everything is built again
+//! from the new config (`Parts`, `Pipeline`, see `pipeline.rs`): the fail log is read
+//! again and replayed, so nothing owed is lost. The instance lock and pid file stay
+//! held, the status listener is bound again, `-r` is not repeated.
 //!
 //! Threads: one `watch` thread per root (reads the kernel queue, sends batches), one
 //! `filter` thread (batches into the pending sets), `sync-N` workers (rsync; `-n`, or by
@@ -30,17 +31,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::{lock_and_load, runtime, usage, Exit};
+use super::pipeline::{Options, Parts, Pipeline, Watching};
+use super::{runtime, usage, Exit};
 use crate::cli::Args;
 use crate::config::Config;
-use crate::filter::Excludes;
 use crate::plugin::Runner;
 use crate::service::daemon::{self, Detached};
 use crate::service::notify::{Beat, Notifier};
 use crate::service::{control, logging, schedule, status};
-use crate::sync::intake::{Intake, Route};
 use crate::sync::verify::Verifier;
-use crate::sync::{self, AfterPush, FailLog, Mirror, Queue, Target};
+use crate::sync::{self, AfterPush, FailLog, Target};
 use crate::sys::{Signal, Signals, Stop};
 use crate::watch::Watcher;
 
@@ -59,15 +59,16 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// The agent's own files for `config`: never events, never pushed.
-    fn own(&self, config: &Config) -> Vec<PathBuf> {
-        super::own_files(config, self.args)
+    /// What `config` names, built once for it: targets, excludes, routes.
+    fn parts(&self, config: &Config) -> Parts {
+        Parts::new(config, &super::own_files(config, self.args))
     }
 }
 
-/// A checked config with its watches already set, ready to run.
+/// A checked config with its parts built and its watches already set, ready to run.
 struct Prepared {
     config: Config,
+    parts: Parts,
     watchers: Vec<Watcher>,
     watches: Arc<AtomicUsize>,
     /// The status listener, when bound ahead (at a reload that moved it).
@@ -82,8 +83,9 @@ enum Next {
 
 pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
     super::require_rsync()?;
-    let targets = sync::targets(config);
-    let (mut instance, fail_log) = lock_and_load(config, args, &targets)?;
+    let mut instance = super::lock_instance(args)?;
+    let parts = Parts::new(config, &super::own_files(config, args));
+    let fail_log = parts.load_fail_log(config)?;
     let config_path = std::path::absolute(&args.config).unwrap_or_else(|_| args.config.clone());
     let mut detached = if args.daemon {
         if args.log_file.is_none() {
@@ -117,7 +119,7 @@ pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
         notifier,
         socket: control::socket_path(&instance.lock.path),
     };
-    let result = supervise(config, fail_log, &cx, &mut detached);
+    let result = supervise(config, parts, fail_log, &cx, &mut detached);
     if let (Err(e), true) = (&result, args.daemon) {
         // Detached, stderr is /dev/null: the reason goes to the log (file or syslog).
         log::error!("exiting: {:#}", e.error());
@@ -140,6 +142,7 @@ fn fail(detached: &mut Option<Detached>, f: Exit) -> Exit {
 /// Runs the pipeline, again after each accepted reload, until the stop.
 fn supervise(
     config: &Config,
+    parts: Parts,
     fail_log: FailLog,
     cx: &Ctx,
     detached: &mut Option<Detached>,
@@ -147,7 +150,7 @@ fn supervise(
     // Status answers while a large tree's watches are set up, with the count so far.
     let watches = Arc::new(AtomicUsize::new(0));
     let starting = Starting::serve(config, &fail_log, &watches, &cx.socket);
-    let watched = watch(config, &cx.own(config), watches);
+    let watched = watch(config, &parts, watches);
     let listener = starting.end();
     let (watchers, watches) = watched.map_err(|e| {
         // A backend the config asks for that cannot run is the config's problem.
@@ -159,6 +162,7 @@ fn supervise(
     })?;
     let mut next = Prepared {
         config: config.clone(),
+        parts,
         watchers,
         watches,
         listener,
@@ -170,7 +174,8 @@ fn supervise(
             Next::Stop => return Ok(0),
             Next::Reload(p) => {
                 next = *p;
-                fail_log = super::load_fail_log(&next.config, &sync::targets(&next.config))?;
+                // Read again: the stopped pipeline wrote what it left.
+                fail_log = next.parts.load_fail_log(&next.config)?;
                 first = false;
             }
         }
@@ -253,20 +258,20 @@ impl Starting {
     }
 }
 
-/// Sets a watch on every root (walking each tree), counting them into `watches` as the
-/// walks go.
+/// Sets a watch on every root of `parts` (walking each tree), counting them into
+/// `watches` as the walks go.
 fn watch(
     config: &Config,
-    own: &[PathBuf],
+    parts: &Parts,
     watches: Arc<AtomicUsize>,
 ) -> anyhow::Result<(Vec<Watcher>, Arc<AtomicUsize>)> {
     let started = Instant::now();
     let mut watchers = Vec::new();
-    for (i, root) in config.roots.iter().enumerate() {
+    for (i, (root, excludes)) in parts.roots().enumerate() {
         let w = Watcher::new_counted(
-            root.path.clone(),
+            root.to_path_buf(),
             i,
-            super::excludes_for(config, &root.path, own),
+            excludes.clone(),
             config.events,
             config.watcher,
             Arc::clone(&watches),
@@ -318,15 +323,18 @@ fn bind_status(host: &str, port: u16) -> anyhow::Result<TcpListener> {
 fn prepare_reload(running: &Config, cx: &Ctx) -> anyhow::Result<Prepared> {
     let config =
         super::load(&cx.config_path, cx.args).map_err(|e| anyhow::anyhow!("{:#}", e.error()))?;
-    super::load_fail_log(&config, &sync::targets(&config))
+    let parts = cx.parts(&config);
+    parts
+        .load_fail_log(&config)
         .map_err(|e| anyhow::anyhow!("{:#}", e.error()))?;
     let listener = match &config.host {
         Some((host, port)) if config.host != running.host => Some(bind_status(host, *port)?),
         _ => None,
     };
-    let (watchers, watches) = watch(&config, &cx.own(&config), Arc::new(AtomicUsize::new(0)))?;
+    let (watchers, watches) = watch(&config, &parts, Arc::new(AtomicUsize::new(0)))?;
     Ok(Prepared {
         config,
+        parts,
         watchers,
         watches,
         listener,
@@ -343,56 +351,39 @@ fn run(
 ) -> Result<Next, Exit> {
     let Prepared {
         config,
+        parts,
         watchers,
         watches,
         listener,
     } = prepared;
     let config = &config;
     let args = cx.args;
-    let own = cx.own(config);
-    let mut targets = super::targets_owning(config, &own);
-    if config.rsync.ssh.is_some() {
-        // One ssh connection per remote, its socket in a directory only we control,
-        // next to the pid file, named short: a unix socket path holds 107 bytes, and
-        // ssh adds a 40-character hash and a temporary suffix of 17 to it.
-        let dir = ssh_control_dir(&cx.socket, config.rsync.ssh.as_deref().unwrap_or(""));
-        let fits = dir.as_os_str().len() + 1 + 40 + 17 <= 107;
-        match crate::sys::fsafe::private_dir(&dir, 0o700) {
-            Ok(_) if fits => targets
-                .iter_mut()
-                .for_each(|t| t.ssh_control = Some(dir.clone())),
-            Ok(_) => log::warn!(
-                "ssh connections are not reused: {} is too long a directory for ssh's \
-                 control socket",
-                dir.display()
-            ),
-            Err(e) => log::warn!("ssh connections are not reused: {e}"),
-        }
-    }
-    let workers = crate::sync::workers::count(args.workers, targets.len());
-    let queue = Arc::new(Queue::new(targets.len(), config.rsync.batch, workers));
-    let after_push = Runner::for_live(&config.plugins).map(|r| r as Arc<dyn AfterPush>);
-    let mirror = Arc::new(Mirror::new(
-        targets,
-        Arc::clone(&queue),
-        Excludes::new(config.excludes.clone()),
-        config.debug,
-        fail_log,
-        after_push,
-    ));
-    let verifier = config
-        .verify
-        .as_ref()
-        .map(|_| Arc::new(Verifier::new(Arc::clone(&mirror))));
-    let roots: Vec<_> = watchers.iter().map(|w| w.health()).collect();
     let unit = watch_unit(&watchers);
-    mirror.guard_roots(roots.clone());
     // This run's stop: raised by SIGTERM/SIGINT or an accepted reload.
     let stop = Arc::new(
         Stop::manual()
             .context("cannot create the stop signal")
             .map_err(|e| fail(detached, runtime(e)))?,
     );
+    let opts = Options {
+        workers: args.workers,
+        after_push: Runner::for_live(&config.plugins).map(|r| r as Arc<dyn AfterPush>),
+        ssh_control: config
+            .rsync
+            .ssh
+            .as_deref()
+            .map(|ssh| ssh_control_dir(&cx.socket, ssh)),
+    };
+    let watching = Watching {
+        watchers,
+        stop: Arc::clone(&stop),
+    };
+    let (mut pipeline, mirror) = Pipeline::sync(config, parts, fail_log, Some(watching), opts);
+    let verifier = config
+        .verify
+        .as_ref()
+        .map(|_| Arc::new(Verifier::new(Arc::clone(&mirror))));
+    let roots = pipeline.roots_health().to_vec();
 
     if first && args.full_first {
         log::info!("-r: full sync of every remote before live syncing");
@@ -421,49 +412,20 @@ fn run(
                 .with_verify(v.as_ref().map(|v| v.results()).unwrap_or_default())
         })
     };
-    let mut status_thread = None;
     if let Some((host, port)) = &config.host {
         // A port another process holds never stops sync: the status thread binds again.
-        status_thread = status::listen(
+        let status_thread = status::listen(
             host,
             *port,
             listener,
             Arc::clone(&source),
             Arc::clone(&stop),
         );
+        if let Some(t) = status_thread {
+            pipeline.attach(t);
+        }
     }
-    let handles = mirror
-        .spawn_workers(workers)
-        .map_err(|e| fail(detached, runtime(e)))?;
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let intake = Intake {
-        routes: config
-            .roots
-            .iter()
-            .map(|r| Route {
-                root: r.path.clone(),
-                remotes: mirror.remotes_of(&r.path),
-                excludes: super::excludes_for(config, &r.path, &own),
-            })
-            .collect(),
-        events: config.events,
-        debug: config.debug,
-        queue,
-    };
-    let filter = std::thread::Builder::new()
-        .name("filter".into())
-        .spawn(move || intake.run(rx))
-        .map_err(|e| fail(detached, runtime(e)))?;
-    let mut watch_threads = Vec::new();
-    for w in watchers {
-        let (tx, stop_fd) = (tx.clone(), stop.fd());
-        let t = std::thread::Builder::new()
-            .name("watch".into())
-            .spawn(move || w.run(stop_fd, tx))
-            .map_err(|e| fail(detached, runtime(e)))?;
-        watch_threads.push(t);
-    }
-    drop(tx);
+    pipeline.start().map_err(|e| fail(detached, runtime(e)))?;
     let scheduler = schedule::spawn(
         config.replay_every,
         config.crontab.clone(),
@@ -472,6 +434,7 @@ fn run(
         Arc::clone(&stop),
     )
     .map_err(|e| fail(detached, runtime(e)))?;
+    pipeline.attach(scheduler);
     let m = Arc::clone(&mirror);
     let control = control::serve(
         &cx.socket,
@@ -495,7 +458,7 @@ fn run(
         "live: {} watch root(s), {} remote(s), {} workers; remotes: {}",
         config.roots.len(),
         mirror.targets().len(),
-        workers,
+        pipeline.workers(),
         mirror
             .targets()
             .iter()
@@ -535,31 +498,20 @@ fn run(
     if let Some(n) = &cx.notifier {
         n.set_status(None);
     }
-    stop.trigger();
-    for t in watch_threads {
-        let _ = t.join();
-    }
-    // The filter thread ends once the watchers have hung up and it has queued the rest.
-    let _ = filter.join();
-    let _ = scheduler.join();
-    if let Some(t) = status_thread {
-        let _ = t.join();
-    }
-    let left = mirror.close();
-    let next = wait_for_workers(&handles, next, cx);
-    // The shared ssh connections close with the pipeline: a reload may change the ssh
-    // command (another key, stricter host checks), and a stop leaves nothing behind.
-    mirror.close_ssh_masters();
-    log::debug!("{left} entries were queued or running at the stop");
-    let left = mirror.owed();
+    let (stopped, next) = pipeline.stop(|done| wait_for_workers(done, next, cx));
+    log::debug!(
+        "{} entries were queued or running at the stop",
+        stopped.left
+    );
+    let left = stopped.owed;
     let entries = |n: usize| format!("{n} entr{}", if n == 1 { "y" } else { "ies" });
-    let kept = match mirror.final_save() {
+    let kept = match stopped.kept {
         Ok(()) => "kept",
         Err(e) => {
             // Not kept: say so, and at a stop exit 1 so that the service manager sees it.
             log::error!("{e}");
             if let Next::Stop = next {
-                log::info!("stopped; pushed per remote: {:?}", mirror.pushed());
+                log::info!("stopped; pushed per remote: {:?}", stopped.pushed);
                 return Err(runtime(anyhow::anyhow!(e)));
             }
             "NOT kept"
@@ -574,14 +526,14 @@ fn run(
                     config.fail_log.display()
                 );
             }
-            log::info!("stopped; pushed per remote: {:?}", mirror.pushed());
+            log::info!("stopped; pushed per remote: {:?}", stopped.pushed);
         }
         Next::Reload(_) => {
             log::info!(
                 "old pipeline stopped ({} owed, {kept} in the fail log {}); pushed per remote: {:?}",
                 entries(left),
                 config.fail_log.display(),
-                mirror.pushed()
+                stopped.pushed
             );
         }
     }
@@ -639,10 +591,10 @@ fn wait_for_signal(config: &Config, cx: &Ctx) -> Next {
     }
 }
 
-/// After `Mirror::close`: at a stop, the workers get [`SHUTDOWN_GRACE`]; at a reload,
-/// they are waited for (the fail log must have one writer), unless SIGTERM comes first.
-fn wait_for_workers(handles: &[JoinHandle<()>], mut next: Next, cx: &Ctx) -> Next {
-    let all_done = || handles.iter().all(|h| h.is_finished());
+/// After the queue closed (`Pipeline::stop`; `all_done`: whether every worker has
+/// ended): at a stop, the workers get [`SHUTDOWN_GRACE`]; at a reload, they are waited
+/// for (the fail log must have one writer), unless SIGTERM comes first.
+fn wait_for_workers(all_done: &dyn Fn() -> bool, mut next: Next, cx: &Ctx) -> Next {
     let mut deadline = Instant::now() + SHUTDOWN_GRACE;
     let mut warned = false;
     while !all_done() {

@@ -12,6 +12,7 @@ mod ask_status;
 mod commands;
 mod live;
 pub(crate) mod module;
+mod pipeline;
 mod replay;
 mod test_config;
 mod verify;
@@ -24,7 +25,7 @@ use anyhow::anyhow;
 use crate::cli::Args;
 use crate::config::{self, Config};
 use crate::service::{daemon, logging};
-use crate::sync::{self, FailLog, Target};
+use crate::sync;
 use crate::sys::fsafe;
 
 pub use ask_status::status;
@@ -246,25 +247,6 @@ pub(crate) fn own_in(root: &std::path::Path, own: &[PathBuf]) -> Vec<PathBuf> {
     rel
 }
 
-/// The `<filter>` excludes for the watch root `root`, with the agent's own files in it.
-pub(crate) fn excludes_for(
-    config: &Config,
-    root: &std::path::Path,
-    own: &[PathBuf],
-) -> crate::filter::Excludes {
-    crate::filter::Excludes::new(config.excludes.clone()).with_own(own_in(root, own))
-}
-
-/// The targets of `config`, each knowing the agent's own files in its root.
-pub(crate) fn targets_owning(config: &Config, own: &[PathBuf]) -> Vec<Target> {
-    let mut targets = sync::targets(config);
-    for t in &mut targets {
-        let rel = own_in(&t.root, own);
-        t.set_own(rel);
-    }
-    targets
-}
-
 /// Warnings for the agent's own files that lie inside a watch root: they are left out
 /// of events and pushes, but belong elsewhere.
 pub(crate) fn own_files_warnings(config: &Config, args: &Args) -> Vec<String> {
@@ -326,22 +308,18 @@ pub fn module(config: &Config, name: &str, args: &Args) -> Result<u8, Exit> {
     }
 }
 
-/// The instance locks and the fail log, for the modes that sync.
-fn lock_and_load(
-    config: &Config,
-    args: &Args,
-    targets: &[Target],
-) -> Result<(daemon::Instance, FailLog), Exit> {
-    match lock_or_holder(config, args, targets)? {
-        Locked::Ours(instance, fail_log) => Ok((instance, fail_log)),
+/// The instance locks, for the modes that sync.
+fn lock_instance(args: &Args) -> Result<daemon::Instance, Exit> {
+    match lock_or_holder(args)? {
+        Locked::Ours(instance) => Ok(instance),
         Locked::Held { message, .. } => Err(runtime(anyhow!(message))),
     }
 }
 
 /// Who has this config's instance lock.
 enum Locked {
-    /// This process now: the locks and the loaded fail log.
-    Ours(daemon::Instance, FailLog),
+    /// This process now: the locks.
+    Ours(daemon::Instance),
     /// A running instance (the message names its pid), and its lock file.
     Held { message: String, lock: PathBuf },
 }
@@ -357,58 +335,20 @@ fn lock_dir() -> Result<PathBuf, Exit> {
     })
 }
 
-/// The instance locks and the fail log, or, if another instance holds this config's
-/// lock, which. The lock is the config's ([`daemon::lock_file`]), with or without
-/// `--pid-file`: one instance per config.
-fn lock_or_holder(config: &Config, args: &Args, targets: &[Target]) -> Result<Locked, Exit> {
+/// The instance locks, or, if another instance holds this config's lock, which. The
+/// lock is the config's ([`daemon::lock_file`]), with or without `--pid-file`: one
+/// instance per config.
+fn lock_or_holder(args: &Args) -> Result<Locked, Exit> {
     // Files the agent trusts that fail their checks are usage errors (exit 2): the
     // operator has to remove or fix them; nothing has started.
     lock_dir()?;
-    let instance = match daemon::Instance::acquire(&args.config, args.pid_file.as_deref()) {
-        Ok(instance) => instance,
-        Err(daemon::LockError::Held(message)) => {
-            return Ok(Locked::Held {
-                message,
-                lock: daemon::lock_file(&args.config),
-            })
-        }
-        Err(daemon::LockError::Refused(m)) => return Err(usage(anyhow!(m))),
-        Err(daemon::LockError::Failed(m)) => return Err(runtime(anyhow!(m))),
-    };
-    Ok(Locked::Ours(instance, load_fail_log(config, targets)?))
-}
-
-/// The config's fail log, read and checked (a refused one is a usage error). One owned
-/// by another user (planted before the agent started, at the default /tmp path) is
-/// moved aside unread first (`fsafe::set_aside_foreign`): logged as an error naming both
-/// paths, kept for the operator, never run; the agent starts with a fresh one.
-fn load_fail_log(config: &Config, targets: &[Target]) -> Result<FailLog, Exit> {
-    let path = &config.fail_log;
-    let refused = |e: std::io::Error| {
-        if fsafe::is_refused(&e) {
-            usage(anyhow!("refusing the fail log {}: {e}", path.display()))
-        } else {
-            usage(anyhow!("cannot read the fail log {}: {e}", path.display()))
-        }
-    };
-    let mut tries = 0;
-    while let Some(aside) = fsafe::set_aside_foreign(path).map_err(refused)? {
-        log::error!(
-            "the fail log {} was {}, not the agent's: someone else may have planted it; \
-             moved aside unread to {} (kept for you to read, never run), starting with a \
-             fresh fail log",
-            path.display(),
-            aside.what,
-            aside.to.display()
-        );
-        // The fresh one is made now, so that nobody plants another in between (in a
-        // sticky directory, nobody else can then move ours).
-        let fresh = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
-        match fsafe::open_trusted(path, fresh, 0o600) {
-            Ok(_) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
-            Err(e) => return Err(refused(e)),
-        }
+    match daemon::Instance::acquire(&args.config, args.pid_file.as_deref()) {
+        Ok(instance) => Ok(Locked::Ours(instance)),
+        Err(daemon::LockError::Held(message)) => Ok(Locked::Held {
+            message,
+            lock: daemon::lock_file(&args.config),
+        }),
+        Err(daemon::LockError::Refused(m)) => Err(usage(anyhow!(m))),
+        Err(daemon::LockError::Failed(m)) => Err(runtime(anyhow!(m))),
     }
-    sync::FailLog::load(path.clone(), targets).map_err(refused)
 }

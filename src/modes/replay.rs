@@ -11,16 +11,14 @@
 //! minute) and says what is still owed per remote. Asking needs no valid config on disk:
 //! the file is read only when this process replays by itself.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
 
+use super::pipeline::{wait_all, Options, Parts, Pipeline};
 use super::{lock_or_holder, runtime, Exit, Locked};
 use crate::cli::Args;
-use crate::filter::Excludes;
 use crate::service::{control, daemon};
-use crate::sync::{Mirror, Queue};
 
 fn entries(n: usize) -> &'static str {
     if n == 1 {
@@ -51,9 +49,8 @@ pub fn replay(args: &Args) -> Result<u8, Exit> {
     }
     let config = &super::config(args)?;
     super::require_rsync()?;
-    let targets = super::targets_owning(config, &super::own_files(config, args));
-    let (_lock, mut fail_log) = match lock_or_holder(config, args, &targets)? {
-        Locked::Ours(lock, fail_log) => (lock, fail_log),
+    let _lock = match lock_or_holder(args)? {
+        Locked::Ours(lock) => lock,
         Locked::Held { message, .. } if args.drop_unknown => {
             return Err(runtime(anyhow!(
                 "--drop-unknown: {message}; it holds the fail log, stop it first"
@@ -61,6 +58,8 @@ pub fn replay(args: &Args) -> Result<u8, Exit> {
         }
         Locked::Held { message, lock } => return ask_running(&lock, &message),
     };
+    let parts = Parts::new(config, &super::own_files(config, args));
+    let mut fail_log = parts.load_fail_log(config)?;
     if args.drop_unknown {
         for (root, dest, n) in fail_log.unknown_summary() {
             println!(
@@ -71,7 +70,7 @@ pub fn replay(args: &Args) -> Result<u8, Exit> {
             );
         }
         if fail_log.drop_unknown() > 0 {
-            fail_log.save(&targets).map_err(|e| {
+            fail_log.save(&parts.targets).map_err(|e| {
                 runtime(anyhow!(
                     "cannot write the fail log {}: {e}",
                     config.fail_log.display()
@@ -83,26 +82,21 @@ pub fn replay(args: &Args) -> Result<u8, Exit> {
         println!("fail log {}: nothing to replay", config.fail_log.display());
         return Ok(0);
     }
-    let workers = crate::sync::workers::count(args.workers, targets.len());
-    let queue = Arc::new(Queue::new(targets.len(), config.rsync.batch, workers));
-    let mirror = Arc::new(Mirror::new(
-        targets,
-        queue,
-        Excludes::new(config.excludes.clone()),
-        config.debug,
-        fail_log,
-        None,
-    ));
-    let handles = mirror.spawn_workers(workers).map_err(runtime)?;
+    let opts = Options {
+        workers: args.workers,
+        ..Options::default()
+    };
+    let (mut pipeline, mirror) = Pipeline::sync(config, parts, fail_log, None, opts);
+    pipeline.start().map_err(runtime)?;
     mirror.replay();
-    while !mirror.queue().is_idle() {
+    while !pipeline.queue().is_idle() {
         std::thread::sleep(Duration::from_millis(20));
     }
-    mirror.close();
-    for h in handles {
-        let _ = h.join();
+    let (stopped, ()) = pipeline.stop(wait_all);
+    if let Err(e) = &stopped.kept {
+        log::error!("{e}");
     }
-    let left = mirror.owed();
+    let left = stopped.owed;
     let unknown = mirror.unknown();
     if left == 0 && unknown.is_empty() {
         println!(

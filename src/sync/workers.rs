@@ -365,11 +365,6 @@ impl Mirror {
         (0..self.targets.len()).map(RemoteId).collect()
     }
 
-    /// The remotes that mirror one watch root.
-    pub fn remotes_of(&self, root: &Path) -> Vec<RemoteId> {
-        remotes_of(&self.targets, root)
-    }
-
     pub fn queue(&self) -> &Arc<Queue> {
         &self.queue
     }
