@@ -279,7 +279,16 @@ fn wait_synced_waits_while_the_instance_holds_its_lock_without_a_socket() {
     use std::os::unix::io::AsRawFd;
     let s = Setup::new("lag-locked");
     std::fs::write(s.dir.join("sersync.xml"), s.conf().render()).expect("write sersync.xml");
-    let pid_file = s.dir.join("held.pid");
+    // The config's own instance lock, where the agent would hold it.
+    let pid_file = lock_file(&s.dir.join("sersync.xml"));
+    std::fs::create_dir_all("/run/sersync2").expect("the lock directory");
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(pid_file.clone());
     let lock = std::fs::File::create(&pid_file).expect("pid file");
     std::fs::write(&pid_file, format!("{}\n", std::process::id())).expect("pid");
     // SAFETY: flock on a valid open descriptor of ours.
@@ -287,8 +296,6 @@ fn wait_synced_waits_while_the_instance_holds_its_lock_without_a_socket() {
     let started = std::time::Instant::now();
     let out = command(&s.dir)
         .args(["-o", "sersync.xml", "--wait-synced", "--timeout", "13"])
-        .arg("--pid-file")
-        .arg(&pid_file)
         .output()
         .expect("run --wait-synced");
     let took = started.elapsed();

@@ -324,7 +324,8 @@ fn status_endpoint_reports_counts_and_metrics() {
     assert!(head.starts_with("HTTP/1.0 404"), "{head}");
     let out = sersync2(&s.dir, &["-o", "sersync.xml", "--status"]);
     let shown = text(&out);
-    assert!(out.status.success(), "{shown}");
+    // A remote is failing: exit 1, as monitors expect (it was 0).
+    assert_eq!(out.status.code(), Some(1), "{shown}");
     assert!(
         shown.contains("127.0.0.2::mod") && shown.contains("FAILING"),
         "{shown}"

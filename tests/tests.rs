@@ -15,6 +15,7 @@ mod faults_root;
 mod faults_signals;
 mod fixtures;
 mod hostile;
+mod instance;
 mod layers;
 mod links;
 mod logs;

@@ -17,9 +17,10 @@
 //! Threads: one `watch` thread per root (reads the kernel queue, sends batches), one
 //! `filter` thread (batches into the pending sets), `sync-N` workers (rsync; `-n`, or by
 //! default two per remote, see `workers::count`), the
-//! `schedule` thread, the status server, the control server (`<pid file>.sock`, for
-//! `--replay` beside this instance), with `NOTIFY_SOCKET` the `notify` thread (watchdog,
-//! status), and this one, which waits for the signals.
+//! `schedule` thread, the status server, the control server (`<lock file>.sock`, for
+//! `--status`, `--replay` and `--wait-synced` beside this instance; during the first
+//! start-up it answers `--status` with the watch count so far), with `NOTIFY_SOCKET` the
+//! `notify` thread (watchdog, status), and this one, which waits for the signals.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -53,7 +54,7 @@ struct Ctx<'a> {
     config_path: PathBuf,
     signals: Signals,
     notifier: Option<Arc<Notifier>>,
-    /// The control socket, `<pid file>.sock`.
+    /// The control socket, `<lock file>.sock`.
     socket: PathBuf,
 }
 
@@ -82,7 +83,7 @@ enum Next {
 
 pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
     super::require_rsync()?;
-    let mut lock = super::lock_instance(args)?;
+    let mut instance = super::lock_instance(args)?;
     let parts = Parts::new(config, &super::own_files(config, args));
     let fail_log = parts.load_fail_log(config)?;
     let config_path = std::path::absolute(&args.config).unwrap_or_else(|_| args.config.clone());
@@ -97,7 +98,9 @@ pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
         }
         let d = daemon::detach().map_err(|e| runtime(anyhow::anyhow!(e)))?;
         logging::detached();
-        lock.write_pid().map_err(|e| runtime(anyhow::anyhow!(e)))?;
+        instance
+            .write_pid()
+            .map_err(|e| runtime(anyhow::anyhow!(e)))?;
         Some(d)
     } else {
         None
@@ -119,7 +122,7 @@ pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
         config_path,
         signals,
         notifier,
-        socket: control::socket_path(&lock.path),
+        socket: control::socket_path(&instance.lock.path),
     };
     let result = supervise(config, parts, fail_log, &cx, &mut detached);
     if let (Err(e), true) = (&result, args.daemon) {
@@ -129,7 +132,7 @@ pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
     if let Some(b) = beat {
         b.end();
     }
-    drop(lock);
+    drop(instance);
     result
 }
 
@@ -151,7 +154,7 @@ fn supervise(
 ) -> Result<u8, Exit> {
     // Status answers while a large tree's watches are set up, with the count so far.
     let watches = Arc::new(AtomicUsize::new(0));
-    let starting = Starting::serve(config, &fail_log, &watches);
+    let starting = Starting::serve(config, &fail_log, &watches, &cx.socket);
     let watched = watch(config, &parts, watches);
     let listener = starting.end();
     let (watchers, watches) = watched.map_err(|e| {
@@ -184,34 +187,24 @@ fn supervise(
     }
 }
 
-/// The status endpoint during the first start-up, before the pipeline exists: the
-/// watch count as the walks go, no remotes yet. Its listener is handed on to the
-/// pipeline's status server.
+/// The status during the first start-up, before the pipeline exists: the watch count
+/// as the walks go, no remotes yet, on the control socket (`--status`; other commands
+/// are answered "starting", and `--wait-synced` asks again) and on the HTTP endpoint.
+/// The HTTP listener is handed on to the pipeline's status server.
 struct Starting {
     listener: Option<TcpListener>,
     server: Option<(Arc<Stop>, JoinHandle<()>)>,
+    control: Option<control::Control>,
 }
 
 impl Starting {
-    fn serve(config: &Config, fail_log: &FailLog, watches: &Arc<AtomicUsize>) -> Starting {
-        let none = Starting {
-            listener: None,
-            server: None,
-        };
-        let Some((host, port)) = &config.host else {
-            return none;
-        };
-        // Not bound now: the pipeline's status server binds (and retries) as always.
-        let Ok(listener) = TcpListener::bind((host.as_str(), *port)) else {
-            return none;
-        };
-        let (Ok(clone), Ok(stop)) = (listener.try_clone(), Stop::manual()) else {
-            return Starting {
-                listener: Some(listener),
-                server: None,
-            };
-        };
-        let stop = Arc::new(stop);
+    fn serve(
+        config: &Config,
+        fail_log: &FailLog,
+        watches: &Arc<AtomicUsize>,
+        socket: &std::path::Path,
+    ) -> Starting {
+        let unit = watch_unit_of(config.watcher);
         let (w, file, path, entries, unknown) = (
             Arc::clone(watches),
             config.file.display().to_string(),
@@ -228,17 +221,40 @@ impl Starting {
                 last_full_sync: None,
                 remotes: Vec::new(),
             };
-            status::Status::new(snap, w.load(Ordering::Relaxed), &file)
+            status::Status::new(snap, w.load(Ordering::Relaxed), &file).with_watch_unit(unit)
         });
-        let server = status::serve(clone, source, Some(Arc::clone(&stop))).map(|h| (stop, h));
-        Starting {
-            listener: Some(listener),
-            server,
-        }
+        let answers = Arc::clone(&source);
+        // Not bound now: the pipeline binds it again and says why.
+        let control = control::serve(
+            socket,
+            Arc::new(move |request: &str| super::commands::starting(&answers, request)),
+        )
+        .ok();
+        let mut starting = Starting {
+            listener: None,
+            server: None,
+            control,
+        };
+        let Some((host, port)) = &config.host else {
+            return starting;
+        };
+        // Not bound now: the pipeline's status server binds (and retries) as always.
+        let Ok(listener) = TcpListener::bind((host.as_str(), *port)) else {
+            return starting;
+        };
+        let (Ok(clone), Ok(stop)) = (listener.try_clone(), Stop::manual()) else {
+            starting.listener = Some(listener);
+            return starting;
+        };
+        let stop = Arc::new(stop);
+        starting.server = status::serve(clone, source, Some(Arc::clone(&stop))).map(|h| (stop, h));
+        starting.listener = Some(listener);
+        starting
     }
 
-    /// Stops the start-up server; the listener, for the pipeline's.
+    /// Stops the start-up servers; the listener, for the pipeline's.
     fn end(self) -> Option<TcpListener> {
+        drop(self.control);
         if let Some((stop, handle)) = self.server {
             stop.trigger();
             let _ = handle.join();
@@ -274,6 +290,28 @@ fn watch(
         watchers.push(w);
     }
     Ok((watchers, watches))
+}
+
+/// What the status's watch count counts, from the backends the roots got.
+fn watch_unit(watchers: &[Watcher]) -> &'static str {
+    let fanotify = watchers
+        .iter()
+        .filter(|w| matches!(w, Watcher::Fanotify(_)))
+        .count();
+    match fanotify {
+        0 => "directories",
+        n if n == watchers.len() => "filesystem marks",
+        _ => "directories and filesystem marks",
+    }
+}
+
+/// [`watch_unit`] before the watchers exist, from what the config asks for.
+fn watch_unit_of(backend: crate::config::Backend) -> &'static str {
+    match backend {
+        crate::config::Backend::Inotify => "directories",
+        crate::config::Backend::Fanotify => "filesystem marks",
+        crate::config::Backend::Auto => "",
+    }
 }
 
 fn bind_status(host: &str, port: u16) -> anyhow::Result<TcpListener> {
@@ -325,6 +363,7 @@ fn run(
     } = prepared;
     let config = &config;
     let args = cx.args;
+    let unit = watch_unit(&watchers);
     // This run's stop: raised by SIGTERM/SIGINT or an accepted reload.
     let stop = Arc::new(
         Stop::manual()
@@ -363,23 +402,28 @@ fn run(
         );
         mirror.replay();
     }
-    if let Some((host, port)) = &config.host {
+    // The status document, for the control socket's `status` and the HTTP endpoint.
+    let source: status::Source = {
         let (m, w, file, v) = (
             Arc::clone(&mirror),
             Arc::clone(&watches),
             config.file.display().to_string(),
             verifier.clone(),
         );
+        Arc::new(move || {
+            status::Status::new(m.snapshot(), w.load(Ordering::Relaxed), &file)
+                .with_watch_unit(unit)
+                .with_roots(roots.iter().map(|r| r.report()).collect())
+                .with_verify(v.as_ref().map(|v| v.results()).unwrap_or_default())
+        })
+    };
+    if let Some((host, port)) = &config.host {
         // A port another process holds never stops sync: the status thread binds again.
         let status_thread = status::listen(
             host,
             *port,
             listener,
-            Arc::new(move || {
-                status::Status::new(m.snapshot(), w.load(Ordering::Relaxed), &file)
-                    .with_roots(roots.iter().map(|r| r.report()).collect())
-                    .with_verify(v.as_ref().map(|v| v.results()).unwrap_or_default())
-            }),
+            Arc::clone(&source),
             Arc::clone(&stop),
         );
         if let Some(t) = status_thread {
@@ -399,12 +443,12 @@ fn run(
     let m = Arc::clone(&mirror);
     let control = control::serve(
         &cx.socket,
-        Arc::new(move |request: &str| super::commands::answer(&m, request)),
+        Arc::new(move |request: &str| super::commands::answer(&m, &source, request)),
     )
     .inspect_err(|e| {
         log::error!(
-            "control socket {} off: {e}; syncing goes on, but --replay cannot reach this \
-             instance",
+            "control socket {} off: {e}; syncing goes on, but --status, --replay and \
+             --wait-synced cannot reach this instance",
             cx.socket.display()
         )
     })

@@ -1,9 +1,14 @@
 //! What the binary does, one function per mode; `main` picks one with [`Mode::of`].
 //!
 //! Every mode starts the same way ([`prepare`]): paths from the command line made
-//! absolute (a daemon runs from `/`), logging set up, the config loaded and checked (any
-//! error exits 2 before anything starts).
+//! absolute (a daemon runs from `/`), logging set up. The modes that run something then
+//! load and check the config ([`config`]; any error exits 2 before anything starts).
+//! The modes that ask the running instance (`--status`, `--wait-synced`, `--replay`
+//! beside an instance) find it from the config's path alone (`daemon::lock_file`) and
+//! never need the file to be valid: a bad config left on disk after a refused reload
+//! does not keep the operator from asking.
 
+mod ask_status;
 mod commands;
 mod live;
 pub(crate) mod module;
@@ -19,10 +24,11 @@ use anyhow::anyhow;
 
 use crate::cli::Args;
 use crate::config::{self, Config};
-use crate::service::{daemon, logging, status};
+use crate::service::{daemon, logging};
 use crate::sync;
 use crate::sys::fsafe;
 
+pub use ask_status::status;
 pub use live::live;
 pub use replay::replay;
 pub use test_config::test_config;
@@ -102,8 +108,8 @@ pub(crate) fn runtime(e: impl Into<anyhow::Error>) -> Exit {
     Exit::Runtime(e.into())
 }
 
-/// What every mode does first; returns the checked config.
-pub fn prepare(args: &mut Args) -> Result<Config, Exit> {
+/// What every mode does first: paths made absolute, logging set up.
+pub fn prepare(args: &mut Args) -> Result<(), Exit> {
     // Starts the clock of status's uptime (a reload does not reset it).
     crate::sys::uptime();
     // A daemon runs from `/`: paths from the command line are fixed now.
@@ -118,26 +124,24 @@ pub fn prepare(args: &mut Args) -> Result<Config, Exit> {
         }
     }
     logging::init(args.log_file.as_deref(), args.log_format).map_err(usage)?;
-    let config = load(&args.config, args)?;
     if args.test_config || args.status || args.verify {
         // Printing modes: a closed pipe (`| head`) ends the process quietly, as for any
         // Unix tool, instead of a panic in println!.
         // SAFETY: restoring the default disposition of one signal.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    Ok(config)
+    Ok(())
+}
+
+/// The config of `-o`, loaded and checked, for the modes that run something.
+pub fn config(args: &Args) -> Result<Config, Exit> {
+    load(&args.config, args)
 }
 
 /// The config at `path`, checked, with the flags that override it applied and its
 /// warnings logged (at start-up and at each SIGHUP reload).
 pub(crate) fn load(path: &std::path::Path, args: &Args) -> Result<Config, Exit> {
-    let client = args.status || args.wait_synced;
-    let mut config = if client {
-        config::load_for_client(path)
-    } else {
-        config::load(path)
-    }
-    .map_err(usage)?;
+    let mut config = config::load(path).map_err(usage)?;
     for (element, line) in &config.unknown {
         log::warn!(
             "{}:{line}: unknown element <{element}> ignored",
@@ -197,17 +201,16 @@ pub(crate) fn plugin_warning(config: &Config) -> Option<String> {
     ))
 }
 
-/// The agent's own files: the fail log, the pid file and its control socket, the log
-/// file, and in ssh mode the directory of the shared ssh connections. Each is also
+/// The agent's own files: the fail log, the instance lock and its control socket, the
+/// `--pid-file`, the log file, and in ssh mode the directory of the shared ssh
+/// connections. Each is also
 /// listed as resolved (links in its directory followed), so that a watch root named
 /// through a link still finds it. They never become events and are never pushed.
 pub(crate) fn own_files(config: &Config, args: &Args) -> Vec<PathBuf> {
-    let pid_file = args
-        .pid_file
-        .clone()
-        .unwrap_or_else(|| daemon::default_pid_file(&args.config));
-    let socket = crate::service::control::socket_path(&pid_file);
-    let mut files = vec![config.fail_log.clone(), pid_file, socket.clone()];
+    let lock = daemon::lock_file(&args.config);
+    let socket = crate::service::control::socket_path(&lock);
+    let mut files = vec![config.fail_log.clone(), lock, socket.clone()];
+    files.extend(args.pid_file.clone());
     files.extend(args.log_file.clone());
     files.extend(logging::fallback_file());
     if let Some(ssh) = &config.rsync.ssh {
@@ -277,36 +280,6 @@ pub(crate) fn require_rsync() -> Result<String, Exit> {
     sync::version::require().map_err(|e| usage(anyhow!(e)))
 }
 
-/// `--status`: print the running instance's status, and warn when the answer does not
-/// come from the process holding this config's instance lock.
-pub fn status(config: &Config, args: &Args) -> Result<u8, Exit> {
-    let Some((host, port)) = &config.host else {
-        return Err(usage(anyhow!(
-            "{}: the status endpoint is off; enable it with <host hostip=\"127.0.0.1\" port=\"8008\" start=\"true\"/>",
-            config.file.display()
-        )));
-    };
-    let s = status::query(host, *port).map_err(|e| runtime(anyhow!(e)))?;
-    print!("{}", status::render(&s));
-    let pid_file = match &args.pid_file {
-        Some(p) => p.clone(),
-        None => daemon::default_pid_file(&args.config),
-    };
-    let mismatch = match daemon::InstanceLock::running(&pid_file) {
-        Ok(Some(pid)) if pid == s.pid => return Ok(0),
-        Ok(Some(pid)) => format!("this config's running instance is pid {pid}"),
-        Ok(None) => format!("the lock {} is held but names no pid", pid_file.display()),
-        Err(why) => format!("no instance of this config runs: {why}"),
-    };
-    eprintln!(
-        "sersync2: warning: the answer on {} (pid {}) does not come from this \
-         config's running instance ({mismatch}); another process may hold the port",
-        config::host_port(host, *port),
-        s.pid
-    );
-    Ok(1)
-}
-
 /// `-m NAME`: run one plugin over the watched tree until SIGTERM or SIGINT.
 pub fn module(config: &Config, name: &str, args: &Args) -> Result<u8, Exit> {
     let detach = args.daemon;
@@ -336,44 +309,46 @@ pub fn module(config: &Config, name: &str, args: &Args) -> Result<u8, Exit> {
     }
 }
 
-/// The instance lock, for the modes that sync.
-fn lock_instance(args: &Args) -> Result<daemon::InstanceLock, Exit> {
+/// The instance locks, for the modes that sync.
+fn lock_instance(args: &Args) -> Result<daemon::Instance, Exit> {
     match lock_or_holder(args)? {
-        Locked::Ours(lock) => Ok(lock),
+        Locked::Ours(instance) => Ok(instance),
         Locked::Held { message, .. } => Err(runtime(anyhow!(message))),
     }
 }
 
 /// Who has this config's instance lock.
 enum Locked {
-    /// This process now.
-    Ours(daemon::InstanceLock),
-    /// A running instance (the message names its pid).
-    Held { message: String, pid_file: PathBuf },
+    /// This process now: the locks.
+    Ours(daemon::Instance),
+    /// A running instance (the message names its pid), and its lock file.
+    Held { message: String, lock: PathBuf },
 }
 
-/// The instance lock, or, if another instance holds it, which.
+/// Prepares the private lock directory (a refused one is a usage error, exit 2).
+fn lock_dir() -> Result<PathBuf, Exit> {
+    daemon::prepare_default_lock_dir().map_err(|e| {
+        if fsafe::is_refused(&e) {
+            usage(anyhow!("refusing the lock directory: {e}"))
+        } else {
+            runtime(anyhow!("the lock directory: {e}"))
+        }
+    })
+}
+
+/// The instance locks, or, if another instance holds this config's lock, which. The
+/// lock is the config's ([`daemon::lock_file`]), with or without `--pid-file`: one
+/// instance per config.
 fn lock_or_holder(args: &Args) -> Result<Locked, Exit> {
     // Files the agent trusts that fail their checks are usage errors (exit 2): the
     // operator has to remove or fix them; nothing has started.
-    let exit = |e: std::io::Error, what: String| {
-        if fsafe::is_refused(&e) {
-            usage(anyhow!("refusing {what}: {e}"))
-        } else {
-            runtime(anyhow!("{what}: {e}"))
-        }
-    };
-    let pid_file: PathBuf = match &args.pid_file {
-        Some(p) => p.clone(),
-        None => {
-            daemon::prepare_default_lock_dir()
-                .map_err(|e| exit(e, "the lock directory".to_owned()))?;
-            daemon::default_pid_file(&args.config)
-        }
-    };
-    match daemon::InstanceLock::acquire_checked(&pid_file) {
-        Ok(lock) => Ok(Locked::Ours(lock)),
-        Err(daemon::LockError::Held(message)) => Ok(Locked::Held { message, pid_file }),
+    lock_dir()?;
+    match daemon::Instance::acquire(&args.config, args.pid_file.as_deref()) {
+        Ok(instance) => Ok(Locked::Ours(instance)),
+        Err(daemon::LockError::Held(message)) => Ok(Locked::Held {
+            message,
+            lock: daemon::lock_file(&args.config),
+        }),
         Err(daemon::LockError::Refused(m)) => Err(usage(anyhow!(m))),
         Err(daemon::LockError::Failed(m)) => Err(runtime(anyhow!(m))),
     }

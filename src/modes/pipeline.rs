@@ -111,21 +111,39 @@ impl Parts {
     }
 
     /// The config's fail log, read and checked against these targets (a refused one is
-    /// a usage error).
+    /// a usage error). One owned by another user (planted before the agent started, at
+    /// the default /tmp path) is moved aside unread first (`fsafe::set_aside_foreign`):
+    /// logged as an error naming both paths, kept for the operator, never run; the agent
+    /// starts with a fresh one.
     pub fn load_fail_log(&self, config: &Config) -> Result<FailLog, Exit> {
-        FailLog::load(config.fail_log.clone(), &self.targets).map_err(|e| {
+        let path = &config.fail_log;
+        let refused = |e: std::io::Error| {
             if fsafe::is_refused(&e) {
-                usage(anyhow!(
-                    "refusing the fail log {}: {e}",
-                    config.fail_log.display()
-                ))
+                usage(anyhow!("refusing the fail log {}: {e}", path.display()))
             } else {
-                usage(anyhow!(
-                    "cannot read the fail log {}: {e}",
-                    config.fail_log.display()
-                ))
+                usage(anyhow!("cannot read the fail log {}: {e}", path.display()))
             }
-        })
+        };
+        let mut tries = 0;
+        while let Some(aside) = fsafe::set_aside_foreign(path).map_err(refused)? {
+            log::error!(
+                "the fail log {} was {}, not the agent's: someone else may have planted it; \
+                 moved aside unread to {} (kept for you to read, never run), starting with a \
+                 fresh fail log",
+                path.display(),
+                aside.what,
+                aside.to.display()
+            );
+            // The fresh one is made now, so that nobody plants another in between (in a
+            // sticky directory, nobody else can then move ours).
+            let fresh = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+            match fsafe::open_trusted(path, fresh, 0o600) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+                Err(e) => return Err(refused(e)),
+            }
+        }
+        FailLog::load(path.clone(), &self.targets).map_err(refused)
     }
 
     /// The filter thread's routes: per watch root, where its changes go.
@@ -423,9 +441,9 @@ pub(crate) fn wait_all(done: &dyn Fn() -> bool) {
 }
 
 /// ssh mode: one ssh connection per remote, its socket in `dir`, a directory only we
-/// control, next to the pid file, named short: a unix socket path holds 107 bytes, and
-/// ssh adds a 40-character hash and a temporary suffix of 17 to it. Where `dir` cannot
-/// be used, a warning, and each call connects by itself.
+/// control, next to the instance lock, named short: a unix socket path holds 107 bytes,
+/// and ssh adds a 40-character hash and a temporary suffix of 17 to it. Where `dir`
+/// cannot be used, a warning, and each call connects by itself.
 fn share_ssh(targets: &mut [Target], dir: &Path) {
     let fits = dir.as_os_str().len() + 1 + 40 + 17 <= 107;
     match fsafe::private_dir(dir, 0o700) {

@@ -5,9 +5,11 @@
 //! drops them with `--replay --drop-unknown`.
 //!
 //! With no instance running, this process replays by itself. With one running (it holds
-//! the instance lock), it asks that instance over the control socket next to the pid
-//! file (`service::control`) and prints its answer: the instance replays now, waits for
-//! those pushes (up to a minute) and says what is still owed per remote.
+//! the config's instance lock, `daemon::lock_file`, whatever `--pid-file` it was given),
+//! it asks that instance over the control socket beside the lock (`service::control`)
+//! and prints its answer: the instance replays now, waits for those pushes (up to a
+//! minute) and says what is still owed per remote. Asking needs no valid config on disk:
+//! the file is read only when this process replays by itself.
 
 use std::time::Duration;
 
@@ -16,8 +18,7 @@ use anyhow::anyhow;
 use super::pipeline::{wait_all, Options, Parts, Pipeline};
 use super::{lock_or_holder, runtime, Exit, Locked};
 use crate::cli::Args;
-use crate::config::Config;
-use crate::service::control;
+use crate::service::{control, daemon};
 
 fn entries(n: usize) -> &'static str {
     if n == 1 {
@@ -31,7 +32,22 @@ fn entries(n: usize) -> &'static str {
 /// pushes, plus a margin.
 const ANSWER_WAIT: Duration = Duration::from_secs(super::commands::REPLAY_WAIT.as_secs() + 60);
 
-pub fn replay(config: &Config, args: &Args) -> Result<u8, Exit> {
+pub fn replay(args: &Args) -> Result<u8, Exit> {
+    let lock = daemon::lock_file(&args.config);
+    if let Ok(pid) = daemon::InstanceLock::running(&lock) {
+        let message = format!(
+            "another sersync2 already runs this config (pid {}, lock {})",
+            pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+            lock.display()
+        );
+        if args.drop_unknown {
+            return Err(runtime(anyhow!(
+                "--drop-unknown: {message}; it holds the fail log, stop it first"
+            )));
+        }
+        return ask_running(&lock, &message);
+    }
+    let config = &super::config(args)?;
     super::require_rsync()?;
     let _lock = match lock_or_holder(args)? {
         Locked::Ours(lock) => lock,
@@ -40,7 +56,7 @@ pub fn replay(config: &Config, args: &Args) -> Result<u8, Exit> {
                 "--drop-unknown: {message}; it holds the fail log, stop it first"
             )))
         }
-        Locked::Held { message, pid_file } => return ask_running(&pid_file, &message),
+        Locked::Held { message, lock } => return ask_running(&lock, &message),
     };
     let parts = Parts::new(config, &super::own_files(config, args));
     let mut fail_log = parts.load_fail_log(config)?;
@@ -113,8 +129,8 @@ pub fn replay(config: &Config, args: &Args) -> Result<u8, Exit> {
 }
 
 /// `--replay` beside a running instance: ask it, print its answer.
-fn ask_running(pid_file: &std::path::Path, held: &str) -> Result<u8, Exit> {
-    let socket = control::socket_path(pid_file);
+fn ask_running(lock: &std::path::Path, held: &str) -> Result<u8, Exit> {
+    let socket = control::socket_path(lock);
     let answer = match control::ask(&socket, "replay", ANSWER_WAIT) {
         Ok(v) => v,
         Err(control::AskError::Missing(e)) => {
