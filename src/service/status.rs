@@ -1320,6 +1320,7 @@ mod tests {
             next_retry_unix: failing.then_some(1_700_000_060),
             next_retry: None,
             last_error: failing.then(|| "rsync exited 10".to_owned()),
+            last_error_at: None,
             lag_seconds: lag,
             pending,
             longest_push_seconds: 0.0,
