@@ -137,19 +137,6 @@ pub(crate) fn load(path: &std::path::Path, args: &Args) -> Result<Config, Exit> 
         config::load(path)
     }
     .map_err(usage)?;
-    for (element, line) in &config.unknown {
-        log::warn!(
-            "{}:{line}: unknown element <{element}> ignored",
-            config.file.display()
-        );
-    }
-    if config.unknown_more > 0 {
-        log::warn!(
-            "{}: {} more unknown elements ignored",
-            config.file.display(),
-            config.unknown_more
-        );
-    }
     if let Some(b) = args.batch {
         config.rsync.batch = b as usize;
     }
