@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::Parser;
 
 #[cfg(any(test, feature = "man"))]
+pub mod completions;
+#[cfg(any(test, feature = "man"))]
 pub mod man;
 
 pub const AFTER_HELP: &str = "\

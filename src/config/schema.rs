@@ -572,6 +572,41 @@ mod tests {
         assert_eq!(distance("nmae", "NAME"), 1);
     }
 
+    // The list and the serde mirror in raw.rs agree on attributes: one the list has and
+    // serde does not read would be accepted and silently do nothing, the very loss an
+    // unknown name is refused for; one serde reads and the list lacks could never be set.
+    #[test]
+    fn every_listed_attribute_is_read_and_every_read_attribute_is_listed() {
+        let raw = include_str!("raw.rs");
+        let read: std::collections::BTreeSet<String> = raw
+            .split("rename = \"@")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .filter(|name| *name != "_line")
+            .map(str::to_owned)
+            .collect();
+        let names = |ignored: bool| -> std::collections::BTreeSet<String> {
+            ELEMENTS
+                .iter()
+                .flat_map(|e| e.attributes.iter())
+                .filter(|a| ignored || a.usage != Use::Ignored)
+                .map(|a| a.name.to_ascii_lowercase())
+                .collect()
+        };
+        let used = names(false);
+        assert!(
+            used.is_subset(&read),
+            "listed, not read: {:?}",
+            used.difference(&read)
+        );
+        let all = names(true);
+        assert!(
+            read.is_subset(&all),
+            "read, not listed: {:?}",
+            read.difference(&all)
+        );
+    }
+
     #[test]
     fn the_man_page_lists_every_element_and_attribute() {
         let page = man_page("1.0");
