@@ -99,6 +99,12 @@ fn hostile() -> Vec<(&'static str, Make, &'static str)> {
         );
         fs::write(path, body).expect("write the deep config");
     }
+    fn typo(path: &Path, text: &str) {
+        // One remote misspelt: refused, never a config with one remote fewer.
+        let body = text.replacen("<remote ", "<remotee ", 1);
+        assert_ne!(body, text);
+        fs::write(path, body).expect("write the config with a typo");
+    }
     vec![
         ("fifo", fifo, "not a regular file but a fifo"),
         ("zero", zero, "not a regular file but a character device"),
@@ -108,6 +114,11 @@ fn hostile() -> Vec<(&'static str, Make, &'static str)> {
             "4194305 bytes, over the limit of 4194304 bytes (4 MiB)",
         ),
         ("deep", deep, "<a> is nested more than 64 elements deep"),
+        (
+            "typo",
+            typo,
+            "unknown element <remotee> in <localpath>: did you mean <remote>?",
+        ),
     ]
 }
 
