@@ -290,14 +290,21 @@ pub const ELEMENTS: &[Element] = &[
     ),
 ];
 
-/// The element at `path` (lower-case names joined by `/`), if any.
-pub fn element(path: &[String]) -> Option<&'static Element> {
-    ELEMENTS.iter().find(|e| {
-        let mut names = e.path.split('/');
-        path.iter()
-            .all(|p| names.next().is_some_and(|n| n.eq_ignore_ascii_case(p)))
-            && names.next().is_none()
+/// The elements by their lower-case path, made once.
+fn index() -> &'static std::collections::HashMap<String, &'static Element> {
+    static INDEX: std::sync::OnceLock<std::collections::HashMap<String, &'static Element>> =
+        std::sync::OnceLock::new();
+    INDEX.get_or_init(|| {
+        ELEMENTS
+            .iter()
+            .map(|e| (e.path.to_ascii_lowercase(), e))
+            .collect()
     })
+}
+
+/// The element at `path` (its names from `head` down, lower case), if any.
+pub fn element(path: &[String]) -> Option<&'static Element> {
+    index().get(&path.join("/")).copied()
 }
 
 /// The element's own name, as the example writes it.
@@ -308,12 +315,12 @@ pub fn name(e: &Element) -> &'static str {
 /// The children `parent` may have.
 fn children(parent: &[String]) -> impl Iterator<Item = &'static Element> + '_ {
     ELEMENTS.iter().filter(move |e| {
-        let names: Vec<&str> = e.path.split('/').collect();
-        names.len() == parent.len() + 1
-            && parent
-                .iter()
-                .zip(&names)
-                .all(|(p, n)| n.eq_ignore_ascii_case(p))
+        let mut names = e.path.split('/');
+        parent
+            .iter()
+            .all(|p| names.next().is_some_and(|n| n.eq_ignore_ascii_case(p)))
+            && names.next().is_some()
+            && names.next().is_none()
     })
 }
 
@@ -322,7 +329,10 @@ pub fn known_child(parent: &[String], child: &str) -> bool {
     if parent.is_empty() {
         return child == "head";
     }
-    children(parent).any(|e| name(e).eq_ignore_ascii_case(child))
+    let mut key = parent.join("/");
+    key.push('/');
+    key.push_str(child);
+    index().contains_key(&key)
 }
 
 /// Whether the element at `path` takes attribute `attr` (lower case).
