@@ -150,31 +150,57 @@ fn bare_host(host: &str) -> &str {
         .unwrap_or(host)
 }
 
-/// Resolves `host` within [`RESOLVE_WITHIN`] (on a thread left behind past it: a
-/// resolver that hangs must not hang `-t`, which the unit runs before every start).
-fn resolves(host: &str) -> Result<(), String> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let name = bare_host(host).to_owned();
-    let spawned = std::thread::Builder::new()
-        .name("resolve".into())
-        .spawn(move || {
-            let found = (name.as_str(), 0)
-                .to_socket_addrs()
-                .map(|mut a| a.next().is_some());
-            let _ = tx.send(found);
+/// Looks every name up at once, each on its own thread, and waits at most
+/// [`RESOLVE_WITHIN`] for all of them together: a resolver that hangs must not hang
+/// `-t` (which the unit runs before every start), nor make it wait once per name. A
+/// lookup still running then is left behind, reported as not resolved in time.
+fn lookups(hosts: &[String]) -> std::collections::HashMap<String, Result<(), String>> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut out = std::collections::HashMap::new();
+    let mut waiting = 0usize;
+    for host in hosts {
+        let tx = tx.clone();
+        let key = host.clone();
+        let name = bare_host(host).to_owned();
+        let spawned = std::thread::Builder::new()
+            .name("resolve".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let found = match (name.as_str(), 0).to_socket_addrs() {
+                    Ok(mut a) => match a.next() {
+                        Some(_) => Ok(()),
+                        None => Err("resolves to no address".to_owned()),
+                    },
+                    Err(e) => Err(format!("does not resolve: {e}")),
+                };
+                let _ = tx.send((key, found));
+            });
+        match spawned {
+            Ok(_) => waiting += 1,
+            Err(e) => {
+                out.insert(host.clone(), Err(format!("cannot start its lookup: {e}")));
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + RESOLVE_WITHIN;
+    while waiting > 0 {
+        match rx.recv_deadline(deadline) {
+            Ok((host, found)) => {
+                out.insert(host, found);
+                waiting -= 1;
+            }
+            Err(_) => break,
+        }
+    }
+    for host in hosts {
+        out.entry(host.clone()).or_insert_with(|| {
+            Err(format!(
+                "did not resolve within {} s",
+                RESOLVE_WITHIN.as_secs()
+            ))
         });
-    if let Err(e) = spawned {
-        return Err(format!("cannot start the lookup: {e}"));
     }
-    match rx.recv_timeout(RESOLVE_WITHIN) {
-        Ok(Ok(true)) => Ok(()),
-        Ok(Ok(false)) => Err("resolves to no address".to_owned()),
-        Ok(Err(e)) => Err(format!("does not resolve: {e}")),
-        Err(_) => Err(format!(
-            "did not resolve within {} s",
-            RESOLVE_WITHIN.as_secs()
-        )),
-    }
+    out
 }
 
 /// Warnings for names that do not resolve now: each remote's host, and `<host hostip>`
@@ -183,14 +209,26 @@ fn resolves(host: &str) -> Result<(), String> {
 /// keep the agent from starting (its pushes are retried until the name resolves). In
 /// ssh mode the ssh config may map the name (a `Host` alias): said so.
 fn resolve_warnings(config: &Config, targets: &[sync::Target]) -> Vec<String> {
+    let mut hosts: Vec<String> = Vec::new();
+    for name in targets
+        .iter()
+        .map(|t| &t.remote.ip)
+        .chain(config.host_unused.as_ref())
+    {
+        if !hosts.contains(name) {
+            hosts.push(name.clone());
+        }
+    }
+    let found = lookups(&hosts);
+    let failed = |host: &str| found.get(host).and_then(|r| r.as_ref().err());
     let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut told = std::collections::HashSet::new();
     for t in targets {
         let host = t.remote.ip.as_str();
-        if !seen.insert(host.to_owned()) {
-            continue;
-        }
-        if let Err(why) = resolves(host) {
+        if let Some(why) = failed(host) {
+            if !told.insert(host) {
+                continue;
+            }
             let alias = if config.rsync.ssh.is_some() {
                 " (unless the ssh config names it as a Host alias)"
             } else {
@@ -203,7 +241,7 @@ fn resolve_warnings(config: &Config, targets: &[sync::Target]) -> Vec<String> {
         }
     }
     if let Some(hostip) = &config.host_unused {
-        if let Err(why) = resolves(hostip) {
+        if let Some(why) = failed(hostip) {
             out.push(format!(
                 "<host hostip=\"{hostip}\">: {why} (unused while <host start> is not \
                  \"true\"; the status endpoint would not start with it)"
