@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::Parser;
 
 #[cfg(any(test, feature = "man"))]
+pub mod completions;
+#[cfg(any(test, feature = "man"))]
 pub mod man;
 
 pub const AFTER_HELP: &str = "\
@@ -16,18 +18,21 @@ DESCRIPTION
     replayed every <failLog timeToExecute> minutes and at start-up.
 
 CONFIG FILE
-    confxml.xml in sersync 2.5's format (see confxml.xml and the README for every
-    element). Check one with `sersync2 -t -o FILE`.
+    confxml.xml in sersync 2.5's format: every element and attribute in sersync2.xml(5).
+    A name it does not list is an error naming the line and the nearest known name, at
+    -t and at start: a typo would silently drop a remote. Check one with
+    `sersync2 -t -o FILE`; `-t --probe` also asks each remote to answer.
 
 EXIT STATUS
-    0  stopped cleanly (SIGTERM/SIGINT); --test-config found the config valid;
-       --replay left nothing owed; --wait-synced: every remote has every change made
-       before the call; --verify found every remote level; --status: every remote is
-       level or catching up
+    0  stopped cleanly (SIGTERM/SIGINT); --test-config found the config valid (with
+       --probe: and every remote answered); --replay left nothing owed; --wait-synced:
+       every remote has every change made before the call; --verify found every remote
+       level; --status: every remote is level or catching up
     1  runtime failure: another instance holds this config's lock, watching could not
-       start, --replay left entries owed, --wait-synced timed out (or no instance runs
-       the config), --verify found a remote that differs or could not be checked,
-       --status: a remote is failing, a watch root is lost, or no instance answers
+       start, -t --probe found a remote that does not answer, --replay left entries
+       owed, --wait-synced timed out (or no instance runs the config), --verify found a
+       remote that differs or could not be checked, --status: a remote is failing, a
+       watch root is lost, or no instance answers
     2  bad flags or a bad config (the message names file, line and element), or a
        fail log, pid file, log file or program the agent refuses (see FILES); nothing
        was started
@@ -120,6 +125,12 @@ pub struct Args {
     /// Check the config, print the watches, remotes and rsync commands, and exit
     #[arg(short = 't', long = "test-config")]
     pub test_config: bool,
+
+    /// With -t: also ask each remote to answer, changing nothing (an rsync listing of
+    /// the module or directory with the push's options: host, module, user and password
+    /// or ssh key); exit 1 if one does not
+    #[arg(long, requires = "test_config")]
+    pub probe: bool,
 
     /// Replay the fail log once and exit: 0 if nothing is left owed. With an instance
     /// running, ask it to replay now (over its control socket) and report what is still owed.

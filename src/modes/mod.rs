@@ -142,19 +142,6 @@ pub fn config(args: &Args) -> Result<Config, Exit> {
 /// warnings logged (at start-up and at each SIGHUP reload).
 pub(crate) fn load(path: &std::path::Path, args: &Args) -> Result<Config, Exit> {
     let mut config = config::load(path).map_err(usage)?;
-    for (element, line) in &config.unknown {
-        log::warn!(
-            "{}:{line}: unknown element <{element}> ignored",
-            config.file.display()
-        );
-    }
-    if config.unknown_more > 0 {
-        log::warn!(
-            "{}: {} more unknown elements ignored",
-            config.file.display(),
-            config.unknown_more
-        );
-    }
     if let Some(b) = args.batch {
         config.rsync.batch = b as usize;
     }

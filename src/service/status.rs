@@ -334,25 +334,25 @@ pub fn metrics(s: &Status) -> String {
         }
     };
     gauge(
-        "sersync_uptime_seconds",
+        "sersync2_uptime_seconds",
         "Seconds since start.",
         "gauge",
         vec![(String::new(), s.uptime_seconds.to_string())],
     );
     gauge(
-        "sersync_watches",
+        "sersync2_watches",
         "Directories watched.",
         "gauge",
         vec![(String::new(), s.watches.to_string())],
     );
     gauge(
-        "sersync_fail_log_entries",
+        "sersync2_fail_log_entries",
         "Entries owed in the fail log.",
         "gauge",
         vec![(String::new(), s.fail_log.entries.to_string())],
     );
     gauge(
-        "sersync_fail_log_unknown_entries",
+        "sersync2_fail_log_unknown_entries",
         "Fail log entries for a root or remote the config does not name (never run).",
         "gauge",
         vec![(String::new(), s.fail_log.unknown_entries.to_string())],
@@ -373,31 +373,31 @@ pub fn metrics(s: &Status) -> String {
             .collect()
     };
     gauge(
-        "sersync_pushed_total",
+        "sersync2_pushed_paths_total",
         "Paths pushed successfully.",
         "counter",
         per(&|r| r.pushed.to_string()),
     );
     gauge(
-        "sersync_failed_total",
+        "sersync2_failed_calls_total",
         "rsync calls that failed after retries.",
         "counter",
         per(&|r| r.failed.to_string()),
     );
     gauge(
-        "sersync_queued",
+        "sersync2_queued_paths",
         "Paths waiting to be pushed.",
         "gauge",
         per(&|r| r.queued.to_string()),
     );
     gauge(
-        "sersync_remote_failing",
+        "sersync2_remote_failing",
         "1 while the remote has failed and not been level since.",
         "gauge",
         per(&|r| u8::from(r.failing).to_string()),
     );
     gauge(
-        "sersync_remote_owed",
+        "sersync2_remote_owed_entries",
         "Fail-log entries owed to the remote.",
         "gauge",
         per(&|r| r.owed.to_string()),
@@ -415,7 +415,7 @@ pub fn metrics(s: &Status) -> String {
         per(&|r| format!("{:.3}", r.longest_push_seconds)),
     );
     gauge(
-        "sersync_remote_pending",
+        "sersync2_remote_pending_paths",
         "Entries waiting or in flight for the remote.",
         "gauge",
         per(&|r| r.pending.to_string()),
@@ -424,7 +424,7 @@ pub fn metrics(s: &Status) -> String {
         rows.into_iter().filter(|(_, v)| !v.is_empty()).collect()
     };
     gauge(
-        "sersync_remote_failing_since_timestamp_seconds",
+        "sersync2_remote_failing_since_timestamp_seconds",
         "When the remote started failing (only while it fails).",
         "gauge",
         some(per(&|r| {
@@ -433,7 +433,7 @@ pub fn metrics(s: &Status) -> String {
         })),
     );
     gauge(
-        "sersync_remote_next_retry_timestamp_seconds",
+        "sersync2_remote_next_retry_timestamp_seconds",
         "When what the remote owes is next tried again (only while a retry is scheduled).",
         "gauge",
         some(per(&|r| {
@@ -442,7 +442,7 @@ pub fn metrics(s: &Status) -> String {
     );
     if !s.roots.is_empty() {
         gauge(
-            "sersync_root_ok",
+            "sersync2_root_ok",
             "1 while the directory at the watch root's path is the one watched.",
             "gauge",
             s.roots
@@ -473,7 +473,7 @@ pub fn metrics(s: &Status) -> String {
                 .collect()
         };
         gauge(
-            "sersync_verify_differing",
+            "sersync2_verify_differing_paths",
             "Paths not level at the last verification (differing, missing and extra); -1 if \
              the remote could not be checked.",
             "gauge",
@@ -483,7 +483,7 @@ pub fn metrics(s: &Status) -> String {
             }),
         );
         gauge(
-            "sersync_verify_last_timestamp_seconds",
+            "sersync2_verify_last_timestamp_seconds",
             "When the remote was last verified.",
             "gauge",
             per_verified(&|v| v.at_unix.to_string()),
@@ -491,19 +491,19 @@ pub fn metrics(s: &Status) -> String {
     }
     if let Some(f) = &s.last_full_sync {
         gauge(
-            "sersync_last_full_sync_timestamp_seconds",
+            "sersync2_last_full_sync_timestamp_seconds",
             "When the last full sync ended.",
             "gauge",
             vec![(String::new(), f.ended_unix.to_string())],
         );
         gauge(
-            "sersync_last_full_sync_success",
+            "sersync2_last_full_sync_success",
             "1 if the last full sync succeeded.",
             "gauge",
             vec![(String::new(), u8::from(f.ok).to_string())],
         );
         gauge(
-            "sersync_last_full_sync_duration_seconds",
+            "sersync2_last_full_sync_duration_seconds",
             "How long the last full sync took.",
             "gauge",
             vec![(String::new(), format!("{:.3}", f.seconds))],
@@ -1274,16 +1274,16 @@ mod tests {
             source()().with_verify(vec![v("h::a", 2, None), v("h::b", 0, Some("rsync exit 5"))]);
         let m = metrics(&s);
         assert!(
-            m.contains("sersync_verify_differing{remote=\"h::a\",root=\"/www\"} 3\n"),
+            m.contains("sersync2_verify_differing_paths{remote=\"h::a\",root=\"/www\"} 3\n"),
             "{m}"
         );
         assert!(
-            m.contains("sersync_verify_differing{remote=\"h::b\",root=\"/www\"} -1\n"),
+            m.contains("sersync2_verify_differing_paths{remote=\"h::b\",root=\"/www\"} -1\n"),
             "{m}"
         );
         assert!(
             m.contains(
-                "sersync_verify_last_timestamp_seconds{remote=\"h::a\",root=\"/www\"} 1700000000\n"
+                "sersync2_verify_last_timestamp_seconds{remote=\"h::a\",root=\"/www\"} 1700000000\n"
             ),
             "{m}"
         );
@@ -1295,7 +1295,7 @@ mod tests {
             "{r}"
         );
         assert_eq!(s.verify[0].at, "2023-11-14T22:13:20Z");
-        assert!(!metrics(&source()()).contains("sersync_verify"));
+        assert!(!metrics(&source()()).contains("sersync2_verify"));
     }
 
     #[test]
@@ -1409,8 +1409,8 @@ mod tests {
         assert!(text.contains("watch root /www is missing"), "{text}");
         assert!(!text.contains("watch root /up"), "{text}");
         assert!(text.contains("mount /www/share (nfs4)"), "{text}");
-        assert!(metrics(&s).contains("sersync_root_ok{root=\"/www\"} 0"));
-        assert!(metrics(&s).contains("sersync_root_ok{root=\"/up\"} 1"));
+        assert!(metrics(&s).contains("sersync2_root_ok{root=\"/www\"} 0"));
+        assert!(metrics(&s).contains("sersync2_root_ok{root=\"/up\"} 1"));
     }
 
     #[test]
@@ -1490,7 +1490,7 @@ mod tests {
             ],
         );
         assert!(got.starts_with("HTTP/1.0 200"), "{got:.200}");
-        assert!(got.contains("sersync_uptime_seconds 0"), "{got}");
+        assert!(got.contains("sersync2_uptime_seconds 0"), "{got}");
         let got = exchange(port, &[b"POST /status HTTP/1.0\r\n\r\n"]);
         assert!(got.starts_with("HTTP/1.0 405"), "{got:.200}");
     }
