@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod faillog;
+pub mod index;
 pub mod intake;
 pub mod job;
 pub mod queue;
