@@ -27,3 +27,4 @@ mod scenarios;
 mod security;
 mod support;
 mod trust;
+mod warm;

@@ -12,6 +12,7 @@ mod replay;
 mod test_config;
 mod verify;
 mod wait_synced;
+mod warm;
 
 use std::path::PathBuf;
 
@@ -207,7 +208,12 @@ pub(crate) fn own_files(config: &Config, args: &Args) -> Vec<PathBuf> {
         .clone()
         .unwrap_or_else(|| daemon::default_pid_file(&args.config));
     let socket = crate::service::control::socket_path(&pid_file);
-    let mut files = vec![config.fail_log.clone(), pid_file, socket.clone()];
+    let mut files = vec![
+        config.fail_log.clone(),
+        sync::index::path_for(&config.fail_log),
+        pid_file,
+        socket.clone(),
+    ];
     files.extend(args.log_file.clone());
     if let Some(ssh) = &config.rsync.ssh {
         files.push(live::ssh_control_dir(&socket, ssh));

@@ -386,7 +386,7 @@ impl<'a> Reader<'a> {
 /// The sections of an index file, or why it cannot be trusted (not an index, another
 /// version, torn, truncated, or its checksum does not match).
 pub fn decode(bytes: &[u8]) -> Result<Vec<Section>, String> {
-    if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len() - 1] != &MAGIC[..MAGIC.len() - 1] {
+    if bytes.len() < MAGIC.len() + 4 || bytes[..MAGIC.len() - 1] != MAGIC[..MAGIC.len() - 1] {
         return Err("not a sersync2 index".into());
     }
     if bytes[MAGIC.len() - 1] != MAGIC[MAGIC.len() - 1] {
@@ -670,8 +670,9 @@ impl Recorder {
     }
 
     /// The metadata of a job's paths, taken before its push to `t`; `None` when the
-    /// root is not recorded. Listings (`dir/`) are not recorded (their entries keep
-    /// what they had: the next start may push them again, never less).
+    /// root is not recorded. A listing (`dir/`) is recorded only as the delete of a
+    /// directory gone; else its entries keep what they had (the next start may push
+    /// them again, never less).
     pub fn before(&self, t: RemoteId, root: &Path, job: &Job) -> Option<Before> {
         let Job::Paths(paths) = job else {
             return None;
@@ -681,13 +682,20 @@ impl Recorder {
             let r = st.roots.iter().find(|r| r.targets.contains(&t))?;
             r.tree.as_ref()?;
         }
-        Some(
-            paths
-                .iter()
-                .filter(|p| !p.as_os_str().as_bytes().ends_with(b"/"))
-                .map(|p| (p.clone(), stat(root, p)))
-                .collect(),
-        )
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            match p.as_os_str().as_bytes().strip_suffix(b"/") {
+                // A listing of a directory gone: its delete.
+                Some(dir) => {
+                    let dir = PathBuf::from(OsStr::from_bytes(dir));
+                    if stat(root, &dir).is_none() {
+                        out.push((dir, None));
+                    }
+                }
+                None => out.push((p.clone(), stat(root, p))),
+            }
+        }
+        Some(out)
     }
 
     /// A push to `t` landed: each path is entered once every remote of its root had a
@@ -784,12 +792,6 @@ impl Recorder {
             Err(_) => self.lock().dirty = true,
         }
         written
-    }
-
-    /// Makes every root not level and writes the file so (a start with `-r` before its
-    /// rebuild landed, or a root no index covers): nothing stale stays on disk.
-    pub fn mark_dirty(&self) {
-        self.lock().dirty = true;
     }
 }
 

@@ -164,6 +164,8 @@ pub struct Mirror {
     waiting_at_close: Mutex<Vec<Vec<PathBuf>>>,
     /// What runs rsync and the remote `mv`: child processes, or the simulator's model.
     runner: Arc<dyn rsync::Runner>,
+    /// The warm-restart index, told what each push carried (see [`Mirror::record_in`]).
+    index: OnceLock<Arc<super::index::Recorder>>,
 }
 
 /// Workers by default per remote: one for a burst's call, one for a single edit beside a
@@ -226,7 +228,32 @@ impl Mirror {
             control_failing: AtomicBool::new(false),
             waiting_at_close: Mutex::new(Vec::new()),
             runner: Arc::new(rsync::Processes),
+            index: OnceLock::new(),
         }
+    }
+
+    /// For the index, before a rename runs: what its plain form (the old path gone, the
+    /// new one and below) and its new side alone are now.
+    #[allow(clippy::type_complexity)]
+    fn index_before(
+        &self,
+        t: RemoteId,
+        job: &Job,
+    ) -> Option<(
+        &super::index::Recorder,
+        (super::index::Before, super::index::Before),
+    )> {
+        let ix = self.index.get()?;
+        let root = &self.targets[t.0].root;
+        let plain = ix.before(t, root, &Job::Paths(job.plain_paths()))?;
+        let to = ix.before(t, root, &rename_to_paths(job))?;
+        Some((ix.as_ref(), (plain, to)))
+    }
+
+    /// From now on each push's paths are stat'ed before it runs and entered in `index`
+    /// once it landed (`src/sync/index.rs`).
+    pub fn record_in(&self, index: Arc<super::index::Recorder>) {
+        let _ = self.index.set(index);
     }
 
     /// The simulator's mirror: its commands go to `runner`, and a failed call is tried
@@ -465,42 +492,51 @@ impl Mirror {
                 plain = taken.job.listing_paths();
                 split(&plain)
             }
-            Job::Rename { from, .. } => match self.rename(t, &taken.job) {
-                Some(Renamed::Moved(outcome)) => {
-                    // One remote `mv`: the old path is gone and the new one holds what
-                    // the old one held there. For a directory that may lack what a push
-                    // that ran while it was renamed here found gone: the paths below
-                    // it are pushed again by quick check (sending only what differs).
-                    // For a file, what the remote held at the old path may be another
-                    // entry than the file renamed (a link or file made there again and
-                    // pushed before the rename was read): the new path too is pushed
-                    // again by quick check (the moved copy, if it is the file, stays).
-                    let to_paths = rename_to_paths(&taken.job);
-                    let settled = self.settle(t, &to_paths);
-                    rest = self.account(t, &to_paths, &settled);
-                    rest = rest.or(self.account(t, &Job::Paths(vec![from.clone()]), &outcome));
-                    Vec::new()
-                }
-                Some(Renamed::Linked(outcome)) => {
-                    // `to` is there; the old path is deleted by an ordinary call, a
-                    // directory's as its listing: one made again there meanwhile is
-                    // then listed, and what the remote holds of the old one goes
-                    // (pushed plain, it went as a directory alone and the old entries
-                    // stayed).
-                    rest = self.account(t, &rename_to_paths(&taken.job), &outcome);
-                    let mut gone = from.clone().into_os_string();
-                    if let Job::Rename { dir: true, .. } = taken.job {
-                        gone.push("/");
+            Job::Rename { from, .. } => {
+                match (self.index_before(t, &taken.job), self.rename(t, &taken.job)) {
+                    (before, Some(Renamed::Moved(outcome))) => {
+                        // One remote `mv`: the old path is gone and the new one holds what
+                        // the old one held there. For a directory that may lack what a push
+                        // that ran while it was renamed here found gone: the paths below
+                        // it are pushed again by quick check (sending only what differs).
+                        // For a file, what the remote held at the old path may be another
+                        // entry than the file renamed (a link or file made there again and
+                        // pushed before the rename was read): the new path too is pushed
+                        // again by quick check (the moved copy, if it is the file, stays).
+                        let to_paths = rename_to_paths(&taken.job);
+                        let settled = self.settle(t, &to_paths);
+                        rest = self.account(t, &to_paths, &settled);
+                        rest = rest.or(self.account(t, &Job::Paths(vec![from.clone()]), &outcome));
+                        if let (true, Some((ix, b))) = (settled.ok() && outcome.ok(), before) {
+                            ix.landed(t, b.0);
+                        }
+                        Vec::new()
                     }
-                    let job = Job::Paths(vec![PathBuf::from(gone)]);
-                    let excluded = self.excluded_in_listings(t, &job);
-                    vec![(job, excluded)]
+                    (before, Some(Renamed::Linked(outcome))) => {
+                        // `to` is there; the old path is deleted by an ordinary call, a
+                        // directory's as its listing: one made again there meanwhile is
+                        // then listed, and what the remote holds of the old one goes
+                        // (pushed plain, it went as a directory alone and the old entries
+                        // stayed).
+                        rest = self.account(t, &rename_to_paths(&taken.job), &outcome);
+                        // The old path leaves the index with the listing's delete below.
+                        if let (true, Some((ix, b))) = (outcome.ok(), before) {
+                            ix.landed(t, b.1);
+                        }
+                        let mut gone = from.clone().into_os_string();
+                        if let Job::Rename { dir: true, .. } = taken.job {
+                            gone.push("/");
+                        }
+                        let job = Job::Paths(vec![PathBuf::from(gone)]);
+                        let excluded = self.excluded_in_listings(t, &job);
+                        vec![(job, excluded)]
+                    }
+                    (_, None) => {
+                        plain = taken.job.plain_paths();
+                        split(&plain)
+                    }
                 }
-                None => {
-                    plain = taken.job.plain_paths();
-                    split(&plain)
-                }
-            },
+            }
         };
         for (call, excluded) in calls {
             // Listings of directories missing now go out as deletes (see
@@ -508,6 +544,8 @@ impl Mirror {
             // then pushed as a directory only, and what the remote holds in it of the
             // old one stays. Such a listing goes out again, keeping its mark.
             let missing = missing_listings(&self.targets[t.0].root, &call);
+            let before =
+                (self.index.get()).and_then(|ix| ix.before(t, &self.targets[t.0].root, &call));
             let mut left_out = Vec::new();
             let mut outcome = self.push(t, &call, &excluded, &mut left_out);
             if outcome.ok() {
@@ -554,6 +592,12 @@ impl Mirror {
             if let (false, Some(why)) = (outcome.ok(), self.root_unsafe(t)) {
                 self.defer(t, &call, &why);
                 continue;
+            }
+            if let (true, Some(ix)) = (outcome.ok(), self.index.get()) {
+                match &call {
+                    Job::Full => ix.full_landed(t),
+                    _ => ix.landed(t, before.unwrap_or_default()),
+                }
             }
             rest = rest.or(self.account(t, &call, &outcome));
         }

@@ -1,0 +1,146 @@
+//! Warm restart: what changed while no agent ran reaches the remotes at a start without
+//! `-r`, found by a stat walk against the index of what the remotes were sent; a torn
+//! index is refused with its cause in the log. Real daemons, real inotify, a real
+//! `sersync2` process stopped by SIGTERM or SIGKILL.
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::agent::*;
+use crate::support::*;
+
+fn index_of(s: &Setup) -> PathBuf {
+    s.dir.join("fail.sh.index")
+}
+
+/// Starts with `-r` on the tree as it is, waits until both remotes are level and the
+/// index was rebuilt and written.
+fn start_level(s: &Setup) -> Agent {
+    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    s.wait(&mut agent, "the -r start");
+    wait_until("the index is rebuilt", DEADLINE, || {
+        agent.log().contains("rebuilt:")
+    });
+    wait_until("the index is written", DEADLINE, || index_of(s).exists());
+    agent
+}
+
+fn seed(s: &Setup) {
+    s.write("a/x.txt", "x one");
+    s.write("a/y.txt", "y one");
+    s.write("same.txt", "0123456789");
+    for i in 0..20 {
+        s.write(format!("d/sub/f{i}.txt"), format!("file {i}"));
+    }
+}
+
+/// The changes made while stopped: a new file, a modified one, a deleted one, a file
+/// rewritten with its size and mtime restored (`touch -r`), a renamed directory.
+fn change_offline(s: &Setup) {
+    s.write("n/new.txt", "new while stopped");
+    s.write("a/x.txt", "x two, longer");
+    fs::remove_file(s.p("a/y.txt")).expect("rm a/y.txt");
+    let stamp = s.dir.join("stamp");
+    let status = std::process::Command::new("touch")
+        .arg("-r")
+        .arg(s.p("same.txt"))
+        .arg(&stamp)
+        .status()
+        .expect("touch");
+    assert!(status.success());
+    fs::write(s.p("same.txt"), "9876543210").expect("rewrite same.txt");
+    let status = std::process::Command::new("touch")
+        .arg("-r")
+        .arg(&stamp)
+        .arg(s.p("same.txt"))
+        .status()
+        .expect("touch -r");
+    assert!(status.success());
+    fs::rename(s.p("d"), s.p("e")).expect("mv d e");
+}
+
+#[test]
+fn changes_made_while_stopped_reach_the_remotes_at_a_start_without_r() {
+    let s = Setup::new("warm-term");
+    seed(&s);
+    let mut agent = start_level(&s);
+    agent.stop();
+    change_offline(&s);
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let log = agent.log();
+    assert!(
+        log.contains("3 new or changed, 1 deleted, 1 renamed"),
+        "catch-up line; log:\n{}",
+        tail(&log, 40)
+    );
+    s.wait(&mut agent, "the catch-up");
+    assert!(
+        !agent.log().contains("full sync of"),
+        "no full sync; log:\n{}",
+        tail(&agent.log(), 40)
+    );
+    agent.stop();
+    // The catch-up's pushes were entered: the next start finds nothing to do.
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let log = agent.log();
+    assert!(
+        log.contains("0 new or changed, 0 deleted, 0 renamed"),
+        "log:\n{}",
+        tail(&log, 40)
+    );
+    s.wait(&mut agent, "the second start");
+}
+
+#[test]
+fn after_sigkill_a_start_without_r_catches_up_from_the_last_checkpoint() {
+    let s = Setup::new("warm-kill");
+    seed(&s);
+    let mut agent = start_level(&s);
+    // Pushed live, perhaps not yet in the file when the agent dies: pushed again then.
+    s.write("live.txt", "made while running");
+    s.wait(&mut agent, "the live change");
+    let (status, _) = agent.stop_with(libc::SIGKILL);
+    assert!(!status.success());
+    change_offline(&s);
+    fs::remove_file(s.p("live.txt")).expect("rm live.txt");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    assert!(
+        agent.log().contains("catch-up of"),
+        "log:\n{}",
+        tail(&agent.log(), 40)
+    );
+    s.wait(&mut agent, "the catch-up after SIGKILL");
+    assert!(!agent.log().contains("full sync of"));
+}
+
+#[test]
+fn a_torn_index_is_refused_with_its_cause_and_the_start_goes_on_as_without_one() {
+    let s = Setup::new("warm-torn");
+    seed(&s);
+    let mut agent = start_level(&s);
+    agent.stop();
+    // A power cut mid-write: the file cut short.
+    let bytes = fs::read(index_of(&s)).expect("read the index");
+    fs::write(index_of(&s), &bytes[..bytes.len() / 2]).expect("truncate the index");
+    s.write("n/new.txt", "new while stopped");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let log = agent.log();
+    assert!(
+        log.contains("warm restart off for") && log.contains("checksum mismatch"),
+        "log:\n{}",
+        tail(&log, 40)
+    );
+    assert!(!log.contains("catch-up of"));
+    agent.stop();
+    // -r makes it again, and the next start catches up from it.
+    let mut agent = start_level(&s);
+    agent.stop();
+    s.write("n/later.txt", "later");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    assert!(
+        agent.log().contains("1 new or changed"),
+        "log:\n{}",
+        tail(&agent.log(), 40)
+    );
+    s.wait(&mut agent, "the catch-up from the rebuilt index");
+}
