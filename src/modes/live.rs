@@ -463,7 +463,7 @@ fn run(
         n.set_status(None);
     }
     let (stopped, next) = pipeline.stop(|done| wait_for_workers(done, next, cx));
-    super::warm::save(&index, false);
+    super::warm::finish(&index);
     log::debug!(
         "{} entries were queued or running at the stop",
         stopped.left

@@ -40,6 +40,19 @@ pub(crate) fn start(
                 .inspect_err(|e| log::warn!("cannot walk {} for the index: {e}", root.display()))
         };
         match (rebuild, found) {
+            (false, Found::Unclean(why)) => {
+                log::warn!(
+                    "warm restart off for {}: {why}; full sync of its remotes, and the \
+                     index rebuilt from it",
+                    root.display()
+                );
+                if let Ok(tree) = walked() {
+                    rec.rebuild(&root, tree);
+                }
+                mirror
+                    .queue()
+                    .push_full(&workers::remotes_of(mirror.targets(), &root));
+            }
             (true, _) => {
                 if let Ok(tree) = walked() {
                     log::info!(
@@ -75,8 +88,24 @@ pub(crate) fn start(
             }
         }
     }
+    if let Err(e) = rec.begin() {
+        log::error!(
+            "cannot write the index {}: {e}; the next start cannot catch up from it",
+            rec.path().display()
+        );
+    }
     mirror.record_in(Arc::clone(&rec));
     rec
+}
+
+/// At the stop, once the workers ended: the index written as stopped.
+pub(crate) fn finish(rec: &Recorder) {
+    if let Err(e) = rec.finish() {
+        log::error!(
+            "cannot write the index {} at the stop: {e}; the next start does a full sync",
+            rec.path().display()
+        );
+    }
 }
 
 /// The thread that checkpoints the index every [`CHECKPOINT_EVERY`] until `stop`.
@@ -93,7 +122,7 @@ pub(crate) fn checkpoints(rec: Arc<Recorder>, stop: Arc<Stop>) -> std::io::Resul
 
 /// Writes the index if it changed; says so once when a write fails and once when one
 /// works again. Returns whether it is failing.
-pub(crate) fn save(rec: &Recorder, failing: bool) -> bool {
+fn save(rec: &Recorder, failing: bool) -> bool {
     match rec.checkpoint() {
         Ok(()) => {
             if failing {

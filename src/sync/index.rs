@@ -39,6 +39,10 @@ pub enum Kind {
     Dir,
     Link,
     Other,
+    /// Pushed to some of the root's remotes but not all (or with different metadata):
+    /// what they hold is not known. Never equal to what a walk finds, so the next start
+    /// pushes the path, or deletes it when it is gone.
+    Unknown,
 }
 
 impl Kind {
@@ -48,6 +52,7 @@ impl Kind {
             Kind::Dir => 2,
             Kind::Link => 3,
             Kind::Other => 4,
+            Kind::Unknown => 5,
         }
     }
 
@@ -57,6 +62,7 @@ impl Kind {
             2 => Kind::Dir,
             3 => Kind::Link,
             4 => Kind::Other,
+            5 => Kind::Unknown,
             _ => return None,
         })
     }
@@ -302,12 +308,14 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// The file's bytes: a magic line with the format's version, the sections, the
-/// entry count, then a CRC-32 of everything before it.
-pub fn encode(sections: &[&Section]) -> Vec<u8> {
+/// The file's bytes: a magic line with the format's version, whether an agent was
+/// running when it was written (1) or it was written at a stop (0), the sections, then
+/// a CRC-32 of everything before it.
+pub fn encode(sections: &[&Section], running: bool) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(64 + sections.iter().map(|s| s.tree.len() * 80).sum::<usize>());
     out.extend_from_slice(MAGIC);
+    out.push(u8::from(running));
     out.extend_from_slice(&(sections.len() as u64).to_le_bytes());
     for s in sections {
         put_bytes(&mut out, s.root.as_os_str().as_bytes());
@@ -383,9 +391,10 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The sections of an index file, or why it cannot be trusted (not an index, another
-/// version, torn, truncated, or its checksum does not match).
-pub fn decode(bytes: &[u8]) -> Result<Vec<Section>, String> {
+/// The sections of an index file and whether it was written while an agent ran (not at
+/// a stop), or why it cannot be trusted (not an index, another version, torn,
+/// truncated, or its checksum does not match).
+pub fn decode(bytes: &[u8]) -> Result<(Vec<Section>, bool), String> {
     if bytes.len() < MAGIC.len() + 4 || bytes[..MAGIC.len() - 1] != MAGIC[..MAGIC.len() - 1] {
         return Err("not a sersync2 index".into());
     }
@@ -405,6 +414,11 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Section>, String> {
     let mut r = Reader {
         bytes: body,
         at: MAGIC.len(),
+    };
+    let running = match r.u8()? {
+        0 => false,
+        1 => true,
+        _ => return Err("a bad state byte".into()),
     };
     let n = r.len()?;
     let mut out = Vec::new();
@@ -455,7 +469,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Section>, String> {
     if r.at != body.len() {
         return Err("trailing bytes".into());
     }
-    Ok(out)
+    Ok((out, running))
 }
 
 /// The index file of a config: beside its fail log, `<fail log>.index`.
@@ -577,6 +591,9 @@ pub enum Found {
     Level(Tree),
     /// No usable entry for this root: why.
     Not(String),
+    /// The last agent did not stop (SIGKILL, a crash, a power cut): pushes made after
+    /// its last checkpoint are not in the index, so it cannot say what the remotes hold.
+    Unclean(String),
 }
 
 impl Recorder {
@@ -609,7 +626,17 @@ impl Recorder {
         };
         let mut found = Vec::new();
         match loaded {
-            Ok(mut sections) => {
+            Ok((_, true)) => {
+                let why = format!(
+                    "index {} was written by an agent that did not stop (killed, crashed \
+                     or a power cut): what it pushed after its last checkpoint is not in it",
+                    path.display()
+                );
+                for r in &roots {
+                    found.push((r.root.clone(), Found::Unclean(why.clone())));
+                }
+            }
+            Ok((mut sections, false)) => {
                 for r in &mut roots {
                     let f = match sections.iter().position(|s| s.root == r.root) {
                         None => Found::Not(format!(
@@ -757,29 +784,45 @@ impl Recorder {
         }
     }
 
-    /// Writes the file if anything changed since the last write.
+    /// Writes the file if anything changed since the last write, marked as written
+    /// while running.
     pub fn checkpoint(&self) -> std::io::Result<()> {
+        self.write(true, false)
+    }
+
+    /// At start, before any push: the file marked as written while running, so that a
+    /// stop that never reaches [`Recorder::finish`] is seen at the next start. When it
+    /// cannot be written, the file is removed (an unlink needs no free space): a file
+    /// left marked as stopped would be trusted after this run pushed more.
+    pub fn begin(&self) -> std::io::Result<()> {
+        let written = self.write(true, true);
+        if written.is_err() {
+            match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    log::error!("cannot remove the index {}: {e}", self.path.display())
+                }
+                _ => {}
+            }
+        }
+        written
+    }
+
+    /// At the stop, once the workers ended: the file marked as written at a stop.
+    pub fn finish(&self) -> std::io::Result<()> {
+        self.write(false, true)
+    }
+
+    fn write(&self, running: bool, force: bool) -> std::io::Result<()> {
         let (bytes, entries) = {
             let mut st = self.lock();
-            if !st.dirty {
+            if !st.dirty && !force {
                 return Ok(());
             }
             st.dirty = false;
-            let sections: Vec<Section> = st
-                .roots
-                .iter()
-                .filter(|r| r.level())
-                .filter_map(|r| {
-                    Some(Section {
-                        root: r.root.clone(),
-                        remotes: r.labels.clone(),
-                        tree: r.tree.clone()?,
-                    })
-                })
-                .collect();
+            let sections: Vec<Section> = st.roots.iter().filter_map(snapshot).collect();
             let refs: Vec<&Section> = sections.iter().collect();
             let n: usize = sections.iter().map(|s| s.tree.len()).sum();
-            (encode(&refs), n)
+            (encode(&refs, running), n)
         };
         let written = crate::sys::fsafe::write_atomic(&self.path, &bytes);
         match &written {
@@ -793,6 +836,35 @@ impl Recorder {
         }
         written
     }
+}
+
+/// A level root as it goes in the file: its tree, with every path some of its remotes
+/// had a push of that has not landed on all of them marked unknown.
+fn snapshot(r: &RootState) -> Option<Section> {
+    if !r.level() {
+        return None;
+    }
+    let mut tree = r.tree.clone()?;
+    for p in r.pending.keys() {
+        tree.insert(
+            p.clone(),
+            Meta {
+                kind: Kind::Unknown,
+                size: 0,
+                mtime: 0,
+                ctime: 0,
+                ino: 0,
+                dev: 0,
+                mode: 0,
+                link: None,
+            },
+        );
+    }
+    Some(Section {
+        root: r.root.clone(),
+        remotes: r.labels.clone(),
+        tree,
+    })
 }
 
 /// Enters what a path was pushed as: its metadata, or (gone) it and everything below

@@ -153,8 +153,9 @@ fn the_file_round_trips_and_any_torn_byte_is_refused() {
         remotes: vec!["127.0.0.1::a".into(), "h::b".into()],
         tree: tree(&[("a", dir(1)), ("a/x", file(2, 3, -10, 10)), ("l", link)]),
     };
-    let bytes = encode(&[&s]);
-    assert_eq!(decode(&bytes), Ok(vec![s.clone()]));
+    let bytes = encode(&[&s], false);
+    assert_eq!(decode(&bytes), Ok((vec![s.clone()], false)));
+    assert_eq!(decode(&encode(&[&s], true)), Ok((vec![s.clone()], true)));
     for cut in [0, 5, 16, bytes.len() / 2, bytes.len() - 1] {
         assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
     }
