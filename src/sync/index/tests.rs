@@ -299,3 +299,122 @@ proptest! {
         prop_assert_eq!(remote, new);
     }
 }
+
+// The recorder over a real file: what enters, when, and what the next start reads.
+
+fn target(root: &Path, ip: &str) -> Target {
+    use crate::config::{Remote, RsyncOptions};
+    Target {
+        root: root.to_path_buf(),
+        remote: Remote {
+            ip: ip.into(),
+            name: "mod".into(),
+        },
+        opts: RsyncOptions {
+            params: vec!["-artuz".into()],
+            auth: None,
+            port: None,
+            timeout: None,
+            ssh: None,
+            batch: 100,
+        },
+        delete: true,
+        full_excludes: vec![],
+        filter_globs: vec![],
+        own: vec![],
+        ssh_control: None,
+    }
+}
+
+/// A temp dir with a tree `src/` holding `x`, two targets for it, and an index file
+/// saying the (empty) tree is level with both, written at a stop.
+fn world() -> (tempfile::TempDir, Vec<Target>, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("src");
+    std::fs::create_dir(&root).expect("mkdir");
+    std::fs::write(root.join("x"), "one").expect("write x");
+    let targets = vec![target(&root, "10.0.0.1"), target(&root, "10.0.0.2")];
+    let path = dir.path().join("fail.sh.index");
+    let s = Section {
+        root: root.clone(),
+        remotes: targets.iter().map(Target::label).collect(),
+        tree: Tree::new(),
+    };
+    std::fs::write(&path, encode(&[&s], false)).expect("write the index");
+    (dir, targets, path)
+}
+
+fn read_back(path: &Path) -> (Tree, bool) {
+    let bytes = std::fs::read(path).expect("read the index");
+    let (mut sections, running) = decode(&bytes).expect("a good index");
+    (sections.remove(0).tree, running)
+}
+
+#[test]
+fn a_path_enters_once_every_remote_had_a_push_of_the_same_state_land() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let (rec, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(found[0].1, Found::Level(_)));
+    let job = Job::Paths(vec!["x".into()]);
+    let b0 = rec.before(RemoteId(0), &root, &job).expect("recorded");
+    rec.landed(RemoteId(0), b0);
+    rec.begin().expect("write");
+    let (tree, running) = read_back(&path);
+    assert!(running);
+    // On one remote only: unknown, so the next start pushes it.
+    assert_eq!(
+        tree.get(Path::new("x")).map(|m| m.kind),
+        Some(Kind::Unknown)
+    );
+    // The second remote's push saw another state (written in between): still not level.
+    std::fs::write(root.join("x"), "two, longer").expect("rewrite x");
+    let b1 = rec.before(RemoteId(1), &root, &job).expect("recorded");
+    rec.landed(RemoteId(1), b1.clone());
+    rec.checkpoint().expect("write");
+    assert_eq!(
+        read_back(&path).0.get(Path::new("x")).map(|m| m.kind),
+        Some(Kind::Unknown)
+    );
+    // The first remote gets that state too: entered, as lstat saw it before the pushes.
+    rec.landed(RemoteId(0), b1);
+    rec.finish().expect("write");
+    let (tree, running) = read_back(&path);
+    assert!(!running);
+    assert_eq!(
+        tree.get(Path::new("x")),
+        stat(&root, Path::new("x")).as_ref()
+    );
+    // A delete that landed everywhere removes it.
+    std::fs::remove_file(root.join("x")).expect("rm x");
+    for t in [RemoteId(0), RemoteId(1)] {
+        let b = rec.before(t, &root, &job).expect("recorded");
+        rec.landed(t, b);
+    }
+    rec.finish().expect("write");
+    assert!(read_back(&path).0.is_empty());
+}
+
+#[test]
+fn an_index_not_marked_stopped_a_torn_one_or_one_for_other_remotes_is_not_used() {
+    let (_dir, targets, path) = world();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.begin().expect("write");
+    drop(rec);
+    // Killed before the stop's write.
+    let (_, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(&found[0].1, Found::Unclean(why) if why.contains("did not stop")));
+    // Torn.
+    let bytes = std::fs::read(&path).expect("read");
+    std::fs::write(&path, &bytes[..bytes.len() - 3]).expect("truncate");
+    let (_, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(&found[0].1, Found::Not(why) if why.contains("checksum")));
+    // Made for other remotes.
+    let (_dir2, targets2, path2) = world();
+    let (_, found) = Recorder::load(path2, &targets2[..1]);
+    assert!(matches!(&found[0].1, Found::Not(why) if why.contains("other remotes")));
+    // Missing.
+    std::fs::remove_file(&path).expect("rm");
+    let (_, found) = Recorder::load(path, &targets);
+    assert!(matches!(&found[0].1, Found::Not(why) if why.contains("no index")));
+}
