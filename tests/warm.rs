@@ -162,3 +162,45 @@ fn a_torn_index_is_refused_with_its_cause_and_the_start_goes_on_as_without_one()
     );
     s.wait(&mut agent, "the catch-up from the rebuilt index");
 }
+
+// An index is trusted like the fail log: one another user planted (here a copy of a
+// good one, which would make the agent skip what it lists as level) is not read; the
+// start says why, goes on as without an index, and replaces the file with its own.
+#[test]
+fn an_index_planted_by_another_user_is_not_read_and_is_replaced() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(attacker) = User::create("w") else {
+        return;
+    };
+    let s = Setup::new("warm-planted");
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let shared = s.dir.mkdir_p("shared");
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let conf = Conf::daemons(&s.src, &[&s.a, &s.b], &shared.join("fail.sh"));
+    let index = shared.join("fail.sh.index");
+    seed(&s);
+    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    s.wait(&mut agent, "the -r start");
+    wait_until("the index is rebuilt", DEADLINE, || {
+        agent.log().contains("rebuilt:")
+    });
+    agent.stop();
+    let copy = s.dir.join("copy");
+    fs::copy(&index, &copy).expect("copy the index");
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o644)).expect("chmod");
+    fs::remove_file(&index).expect("rm the index");
+    attacker.run("cp", &[copy.as_os_str(), index.as_os_str()]);
+    assert_eq!(fs::metadata(&index).expect("planted").uid(), attacker.uid);
+    s.write("n/new.txt", "new while stopped");
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let log = agent.log();
+    assert!(
+        log.contains("warm restart off for") && log.contains(&attacker.name),
+        "the refusal names the owner; log:\n{}",
+        tail(&log, 40)
+    );
+    assert!(!log.contains("catch-up of"), "log:\n{}", tail(&log, 40));
+    let m = fs::symlink_metadata(&index).expect("the agent's index");
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o600));
+    agent.stop();
+}
