@@ -220,7 +220,10 @@ pub fn diff(old: &Tree, new: &Tree) -> Diff {
         }
     }
     // Paths consumed by a rename (the `from` side and the `to` side, and below).
-    let mut moved_from: Vec<&Path> = Vec::new();
+    let mut moved_from: std::collections::HashSet<&Path> = std::collections::HashSet::new();
+    // At or below a path renamed away (by its ancestors: linear in the depth).
+    let under =
+        |set: &std::collections::HashSet<&Path>, p: &Path| p.ancestors().any(|a| set.contains(a));
     let mut moved_to: Option<&Path> = None;
     for (p, m) in new {
         if moved_to.is_some_and(|d| p.starts_with(d)) {
@@ -241,7 +244,7 @@ pub fn diff(old: &Tree, new: &Tree) -> Diff {
             .filter(|f| old.get(*f).is_some_and(|o| o.same_but_ctime(m)))
             .filter(|f| m.kind != Kind::Dir || same_subtree(old, f, new, p))
             // Not into itself, and not twice.
-            .filter(|f| !p.starts_with(f) && !moved_from.iter().any(|d| f.starts_with(d)));
+            .filter(|f| !p.starts_with(f) && !under(&moved_from, f));
         match from {
             Some(f) => {
                 let dir = m.kind == Kind::Dir;
@@ -258,7 +261,7 @@ pub fn diff(old: &Tree, new: &Tree) -> Diff {
                     dir,
                     below: below_to,
                 });
-                moved_from.push(f);
+                moved_from.insert(f);
                 if dir {
                     moved_to = Some(p);
                 }
@@ -274,7 +277,7 @@ pub fn diff(old: &Tree, new: &Tree) -> Diff {
             continue;
         }
         covered = None;
-        if moved_from.iter().any(|f| p.starts_with(f)) {
+        if under(&moved_from, p) {
             continue;
         }
         match new.get(p) {
