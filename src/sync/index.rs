@@ -212,10 +212,11 @@ fn same_subtree(old: &Tree, from: &Path, new: &Tree, to: &Path) -> bool {
 /// it is a delete and the new path is pushed. Pure.
 pub fn diff(old: &Tree, new: &Tree) -> Diff {
     let mut out = Diff::default();
+    let (old_side, new_side) = join(old, new);
     // Gone paths by (dev, ino): candidates for a rename.
     let mut gone: HashMap<(u64, u64), &Path> = HashMap::new();
-    for (p, m) in old {
-        if !new.contains_key(p) {
+    for (p, m, there) in &old_side {
+        if there.is_none() {
             gone.insert((m.dev, m.ino), p);
         }
     }
@@ -225,12 +226,12 @@ pub fn diff(old: &Tree, new: &Tree) -> Diff {
     let under =
         |set: &std::collections::HashSet<&Path>, p: &Path| p.ancestors().any(|a| set.contains(a));
     let mut moved_to: Option<&Path> = None;
-    for (p, m) in new {
+    for &(p, m, was) in &new_side {
         if moved_to.is_some_and(|d| p.starts_with(d)) {
             continue;
         }
         moved_to = None;
-        match old.get(p) {
+        match was {
             Some(o) if o == m => continue,
             Some(_) => {
                 out.changed.push(p.clone());
@@ -272,7 +273,7 @@ pub fn diff(old: &Tree, new: &Tree) -> Diff {
     // Deletes: gone, not renamed away, not below something deleted or no longer a
     // directory.
     let mut covered: Option<&Path> = None;
-    for (p, m) in old {
+    for &(p, m, now) in &old_side {
         if covered.is_some_and(|d| p.starts_with(d)) {
             continue;
         }
@@ -280,7 +281,7 @@ pub fn diff(old: &Tree, new: &Tree) -> Diff {
         if under(&moved_from, p) {
             continue;
         }
-        match new.get(p) {
+        match now {
             Some(n) if n.kind == Kind::Dir || m.kind != Kind::Dir => {}
             Some(_) => covered = Some(p),
             None => {
@@ -293,6 +294,51 @@ pub fn diff(old: &Tree, new: &Tree) -> Diff {
         }
     }
     out
+}
+
+/// Each entry of `old` with its match in `new`, and each entry of `new` with its match
+/// in `old`, in order: one pass over both (they share their order), no lookups.
+#[allow(clippy::type_complexity)]
+fn join<'a>(
+    old: &'a Tree,
+    new: &'a Tree,
+) -> (
+    Vec<(&'a PathBuf, &'a Meta, Option<&'a Meta>)>,
+    Vec<(&'a PathBuf, &'a Meta, Option<&'a Meta>)>,
+) {
+    let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+    let (mut old_side, mut new_side) =
+        (Vec::with_capacity(old.len()), Vec::with_capacity(new.len()));
+    loop {
+        match (o.peek(), n.peek()) {
+            (None, None) => break,
+            (Some(&(po, mo)), None) => {
+                old_side.push((po, mo, None));
+                o.next();
+            }
+            (None, Some(&(pn, mn))) => {
+                new_side.push((pn, mn, None));
+                n.next();
+            }
+            (Some(&(po, mo)), Some(&(pn, mn))) => match po.cmp(pn) {
+                std::cmp::Ordering::Less => {
+                    old_side.push((po, mo, None));
+                    o.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    new_side.push((pn, mn, None));
+                    n.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    old_side.push((po, mo, Some(mn)));
+                    new_side.push((pn, mn, Some(mo)));
+                    o.next();
+                    n.next();
+                }
+            },
+        }
+    }
+    (old_side, new_side)
 }
 
 /// One watch root's part of the index file.
@@ -438,7 +484,8 @@ pub fn decode(bytes: &[u8]) -> Result<(Vec<Section>, bool), String> {
             );
         }
         let ne = r.len()?;
-        let mut tree = Tree::new();
+        // Written in order: collected, then built in one go (no search per entry).
+        let mut entries = Vec::with_capacity(ne.min(1 << 20));
         for _ in 0..ne {
             let p = PathBuf::from(OsStr::from_bytes(r.bytes()?));
             let kind = Kind::from_code(r.u8()?).ok_or("an unknown entry type")?;
@@ -449,7 +496,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Vec<Section>, bool), String> {
                 1 => Some(r.bytes()?.to_vec().into_boxed_slice()),
                 _ => return Err("a bad link flag".into()),
             };
-            tree.insert(
+            entries.push((
                 p,
                 Meta {
                     kind,
@@ -461,8 +508,9 @@ pub fn decode(bytes: &[u8]) -> Result<(Vec<Section>, bool), String> {
                     mode,
                     link,
                 },
-            );
+            ));
         }
+        let tree: Tree = entries.into_iter().collect();
         out.push(Section {
             root,
             remotes,
