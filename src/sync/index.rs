@@ -125,6 +125,19 @@ impl Meta {
     }
 }
 
+/// What an entry is while some remotes of its root have a push of it that the others
+/// lack (see [`Kind::Unknown`]).
+const UNKNOWN: Meta = Meta {
+    kind: Kind::Unknown,
+    size: 0,
+    mtime: 0,
+    ctime: 0,
+    ino: 0,
+    dev: 0,
+    mode: 0,
+    link: None,
+};
+
 /// Relative paths (no leading slash; the root itself is not in it) to their metadata.
 pub type Tree = BTreeMap<PathBuf, Meta>;
 
@@ -350,6 +363,24 @@ pub struct Section {
     pub tree: Tree,
 }
 
+/// A section as [`encode`] writes it, borrowed.
+pub struct SectionRef<'a> {
+    pub root: &'a Path,
+    pub remotes: &'a [String],
+    pub tree: &'a Tree,
+}
+
+#[cfg(test)]
+impl Section {
+    pub fn view(&self) -> SectionRef<'_> {
+        SectionRef {
+            root: &self.root,
+            remotes: &self.remotes,
+            tree: &self.tree,
+        }
+    }
+}
+
 const MAGIC: &[u8; 16] = b"sersync2-index\n\x01";
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -360,7 +391,7 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 /// The file's bytes: a magic line with the format's version, whether an agent was
 /// running when it was written (1) or it was written at a stop (0), the sections, then
 /// a CRC-32 of everything before it.
-pub fn encode(sections: &[&Section], running: bool) -> Vec<u8> {
+pub fn encode(sections: &[SectionRef<'_>], running: bool) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(64 + sections.iter().map(|s| s.tree.len() * 80).sum::<usize>());
     out.extend_from_slice(MAGIC);
@@ -369,11 +400,11 @@ pub fn encode(sections: &[&Section], running: bool) -> Vec<u8> {
     for s in sections {
         put_bytes(&mut out, s.root.as_os_str().as_bytes());
         out.extend_from_slice(&(s.remotes.len() as u64).to_le_bytes());
-        for r in &s.remotes {
+        for r in s.remotes {
             put_bytes(&mut out, r.as_bytes());
         }
         out.extend_from_slice(&(s.tree.len() as u64).to_le_bytes());
-        for (p, m) in &s.tree {
+        for (p, m) in s.tree {
             put_bytes(&mut out, p.as_os_str().as_bytes());
             out.push(m.kind.code());
             for v in [m.size, m.mtime as u64, m.ctime as u64, m.ino, m.dev] {
@@ -798,7 +829,13 @@ impl Recorder {
                 entry.done = vec![false; n];
             }
             entry.done[pos] = true;
-            if entry.done.iter().all(|d| *d) {
+            if !entry.done.iter().all(|d| *d) {
+                // Until every remote has it, what they hold is not known.
+                if let Some(tree) = r.tree.as_mut() {
+                    tree.insert(p, UNKNOWN);
+                    changed = true;
+                }
+            } else {
                 let Some(e) = r.pending.remove(&p) else {
                     continue;
                 };
@@ -870,10 +907,19 @@ impl Recorder {
                 return Ok(());
             }
             st.dirty = false;
-            let sections: Vec<Section> = st.roots.iter().filter_map(snapshot).collect();
-            let refs: Vec<&Section> = sections.iter().collect();
+            // Level roots only; a path pushed to some remotes only is in as unknown.
+            let sections: Vec<SectionRef> = (st.roots.iter())
+                .filter(|r| r.level())
+                .filter_map(|r| {
+                    Some(SectionRef {
+                        root: &r.root,
+                        remotes: &r.labels,
+                        tree: r.tree.as_ref()?,
+                    })
+                })
+                .collect();
             let n: usize = sections.iter().map(|s| s.tree.len()).sum();
-            (encode(&refs, running), n)
+            (encode(&sections, running), n)
         };
         let written = crate::sys::fsafe::write_atomic(&self.path, &bytes);
         match &written {
@@ -887,35 +933,6 @@ impl Recorder {
         }
         written
     }
-}
-
-/// A level root as it goes in the file: its tree, with every path some of its remotes
-/// had a push of that has not landed on all of them marked unknown.
-fn snapshot(r: &RootState) -> Option<Section> {
-    if !r.level() {
-        return None;
-    }
-    let mut tree = r.tree.clone()?;
-    for p in r.pending.keys() {
-        tree.insert(
-            p.clone(),
-            Meta {
-                kind: Kind::Unknown,
-                size: 0,
-                mtime: 0,
-                ctime: 0,
-                ino: 0,
-                dev: 0,
-                mode: 0,
-                link: None,
-            },
-        );
-    }
-    Some(Section {
-        root: r.root.clone(),
-        remotes: r.labels.clone(),
-        tree,
-    })
 }
 
 /// Enters what a path was pushed as: its metadata, or (gone) it and everything below

@@ -153,9 +153,12 @@ fn the_file_round_trips_and_any_torn_byte_is_refused() {
         remotes: vec!["127.0.0.1::a".into(), "h::b".into()],
         tree: tree(&[("a", dir(1)), ("a/x", file(2, 3, -10, 10)), ("l", link)]),
     };
-    let bytes = encode(&[&s], false);
+    let bytes = encode(&[s.view()], false);
     assert_eq!(decode(&bytes), Ok((vec![s.clone()], false)));
-    assert_eq!(decode(&encode(&[&s], true)), Ok((vec![s.clone()], true)));
+    assert_eq!(
+        decode(&encode(&[s.view()], true)),
+        Ok((vec![s.clone()], true))
+    );
     for cut in [0, 5, 16, bytes.len() / 2, bytes.len() - 1] {
         assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
     }
@@ -340,7 +343,7 @@ fn world() -> (tempfile::TempDir, Vec<Target>, PathBuf) {
         remotes: targets.iter().map(Target::label).collect(),
         tree: Tree::new(),
     };
-    std::fs::write(&path, encode(&[&s], false)).expect("write the index");
+    std::fs::write(&path, encode(&[s.view()], false)).expect("write the index");
     (dir, targets, path)
 }
 
@@ -463,7 +466,7 @@ fn measure_a_million_entries() {
         tree: t,
     };
     let at = std::time::Instant::now();
-    let bytes = encode(&[&s], true);
+    let bytes = encode(&[s.view()], true);
     let encoded = at.elapsed();
     let at = std::time::Instant::now();
     let (mut back, _) = decode(&bytes).expect("decode");
