@@ -245,7 +245,14 @@ impl Mirror {
     )> {
         let ix = self.index.get()?;
         let root = &self.targets[t.0].root;
-        let plain = ix.before(t, root, &Job::Paths(job.plain_paths()))?;
+        let mut plain = ix.before(t, root, &Job::Paths(job.plain_paths()))?;
+        // The remote's old path is gone after the rename whatever is there now (made
+        // again, it has its own event and push).
+        if let (Job::Rename { from, .. }, Some(first)) = (job, plain.first_mut()) {
+            if first.0 == *from {
+                first.1 = None;
+            }
+        }
         let to = ix.before(t, root, &rename_to_paths(job))?;
         Some((ix.as_ref(), (plain, to)))
     }
