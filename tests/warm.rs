@@ -204,3 +204,25 @@ fn an_index_planted_by_another_user_is_not_read_and_is_replaced() {
     assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o600));
     agent.stop();
 }
+
+// A directory renamed while the agent runs is entered under its new name once the rename
+// landed on both remotes: the next start finds nothing renamed or deleted (the parent
+// directories whose mtime moved are pushed again, which is cheap).
+#[test]
+fn a_rename_made_while_running_is_entered_and_not_found_again_at_the_next_start() {
+    let s = Setup::new("warm-live-mv");
+    seed(&s);
+    let mut agent = start_level(&s);
+    fs::rename(s.p("d"), s.p("e")).expect("mv d e");
+    fs::remove_file(s.p("a/y.txt")).expect("rm a/y.txt");
+    s.wait(&mut agent, "the live rename and delete");
+    agent.stop();
+    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let log = agent.log();
+    assert!(
+        log.contains("catch-up of") && log.contains(" 0 deleted, 0 renamed"),
+        "log:\n{}",
+        tail(&log, 40)
+    );
+    s.wait(&mut agent, "the start after");
+}
