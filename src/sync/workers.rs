@@ -482,6 +482,10 @@ impl Mirror {
         }
         let mut rest = None;
         let plain;
+        let rename_before = match &taken.job {
+            Job::Rename { .. } => self.index_before(t, &taken.job),
+            _ => None,
+        };
         let calls = match &taken.job {
             Job::Paths(paths) => split(paths)
                 .into_iter()
@@ -499,51 +503,49 @@ impl Mirror {
                 plain = taken.job.listing_paths();
                 split(&plain)
             }
-            Job::Rename { from, .. } => {
-                match (self.index_before(t, &taken.job), self.rename(t, &taken.job)) {
-                    (before, Some(Renamed::Moved(outcome))) => {
-                        // One remote `mv`: the old path is gone and the new one holds what
-                        // the old one held there. For a directory that may lack what a push
-                        // that ran while it was renamed here found gone: the paths below
-                        // it are pushed again by quick check (sending only what differs).
-                        // For a file, what the remote held at the old path may be another
-                        // entry than the file renamed (a link or file made there again and
-                        // pushed before the rename was read): the new path too is pushed
-                        // again by quick check (the moved copy, if it is the file, stays).
-                        let to_paths = rename_to_paths(&taken.job);
-                        let settled = self.settle(t, &to_paths);
-                        rest = self.account(t, &to_paths, &settled);
-                        rest = rest.or(self.account(t, &Job::Paths(vec![from.clone()]), &outcome));
-                        if let (true, Some((ix, b))) = (settled.ok() && outcome.ok(), before) {
-                            ix.landed(t, b.0);
-                        }
-                        Vec::new()
+            Job::Rename { from, .. } => match self.rename(t, &taken.job) {
+                Some(Renamed::Moved(outcome)) => {
+                    // One remote `mv`: the old path is gone and the new one holds what
+                    // the old one held there. For a directory that may lack what a push
+                    // that ran while it was renamed here found gone: the paths below
+                    // it are pushed again by quick check (sending only what differs).
+                    // For a file, what the remote held at the old path may be another
+                    // entry than the file renamed (a link or file made there again and
+                    // pushed before the rename was read): the new path too is pushed
+                    // again by quick check (the moved copy, if it is the file, stays).
+                    let to_paths = rename_to_paths(&taken.job);
+                    let settled = self.settle(t, &to_paths);
+                    rest = self.account(t, &to_paths, &settled);
+                    rest = rest.or(self.account(t, &Job::Paths(vec![from.clone()]), &outcome));
+                    if let (true, Some((ix, b))) = (settled.ok() && outcome.ok(), rename_before) {
+                        ix.landed(t, b.0);
                     }
-                    (before, Some(Renamed::Linked(outcome))) => {
-                        // `to` is there; the old path is deleted by an ordinary call, a
-                        // directory's as its listing: one made again there meanwhile is
-                        // then listed, and what the remote holds of the old one goes
-                        // (pushed plain, it went as a directory alone and the old entries
-                        // stayed).
-                        rest = self.account(t, &rename_to_paths(&taken.job), &outcome);
-                        // The old path leaves the index with the listing's delete below.
-                        if let (true, Some((ix, b))) = (outcome.ok(), before) {
-                            ix.landed(t, b.1);
-                        }
-                        let mut gone = from.clone().into_os_string();
-                        if let Job::Rename { dir: true, .. } = taken.job {
-                            gone.push("/");
-                        }
-                        let job = Job::Paths(vec![PathBuf::from(gone)]);
-                        let excluded = self.excluded_in_listings(t, &job);
-                        vec![(job, excluded)]
-                    }
-                    (_, None) => {
-                        plain = taken.job.plain_paths();
-                        split(&plain)
-                    }
+                    Vec::new()
                 }
-            }
+                Some(Renamed::Linked(outcome)) => {
+                    // `to` is there; the old path is deleted by an ordinary call, a
+                    // directory's as its listing: one made again there meanwhile is
+                    // then listed, and what the remote holds of the old one goes
+                    // (pushed plain, it went as a directory alone and the old entries
+                    // stayed).
+                    rest = self.account(t, &rename_to_paths(&taken.job), &outcome);
+                    // The old path leaves the index with the listing's delete below.
+                    if let (true, Some((ix, b))) = (outcome.ok(), rename_before) {
+                        ix.landed(t, b.1);
+                    }
+                    let mut gone = from.clone().into_os_string();
+                    if let Job::Rename { dir: true, .. } = taken.job {
+                        gone.push("/");
+                    }
+                    let job = Job::Paths(vec![PathBuf::from(gone)]);
+                    let excluded = self.excluded_in_listings(t, &job);
+                    vec![(job, excluded)]
+                }
+                None => {
+                    plain = taken.job.plain_paths();
+                    split(&plain)
+                }
+            },
         };
         for (call, excluded) in calls {
             // Listings of directories missing now go out as deletes (see
