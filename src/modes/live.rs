@@ -383,6 +383,9 @@ fn run(
         watchers,
         stop: Arc::clone(&stop),
     };
+    let walked_roots: Vec<_> = (parts.roots())
+        .map(|(r, e)| (r.to_path_buf(), e.clone()))
+        .collect();
     let (mut pipeline, mirror) = Pipeline::sync(config, parts, fail_log, Some(watching), opts);
     let verifier = config
         .verify
@@ -390,6 +393,11 @@ fn run(
         .map(|_| Arc::new(Verifier::new(Arc::clone(&mirror))));
     let roots = pipeline.roots_health().to_vec();
 
+    // Before the workers start: a rebuild's walk must come before its full syncs.
+    let index = super::warm::start(config, &walked_roots, &mirror, first && args.full_first);
+    let checkpoints = super::warm::checkpoints(Arc::clone(&index), Arc::clone(&stop))
+        .map_err(|e| fail(detached, runtime(anyhow::Error::new(e))))?;
+    pipeline.attach(checkpoints);
     if first && args.full_first {
         log::info!("-r: full sync of every remote before live syncing");
         mirror.full_sync_all();
@@ -504,6 +512,7 @@ fn run(
         n.set_status(None);
     }
     let (stopped, next) = pipeline.stop(|done| wait_for_workers(done, next, cx));
+    super::warm::finish(&index);
     log::debug!(
         "{} entries were queued or running at the stop",
         stopped.left

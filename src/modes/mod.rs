@@ -17,6 +17,7 @@ mod replay;
 mod test_config;
 mod verify;
 mod wait_synced;
+mod warm;
 
 use std::path::PathBuf;
 
@@ -188,7 +189,7 @@ pub(crate) fn plugin_warning(config: &Config) -> Option<String> {
     ))
 }
 
-/// The agent's own files: the fail log, the instance lock and its control socket, the
+/// The agent's own files: the fail log and its warm-restart index, the instance lock and its control socket, the
 /// `--pid-file`, the log file, and in ssh mode the directory of the shared ssh
 /// connections. Each is also
 /// listed as resolved (links in its directory followed), so that a watch root named
@@ -196,7 +197,12 @@ pub(crate) fn plugin_warning(config: &Config) -> Option<String> {
 pub(crate) fn own_files(config: &Config, args: &Args) -> Vec<PathBuf> {
     let lock = daemon::lock_file(&args.config);
     let socket = crate::service::control::socket_path(&lock);
-    let mut files = vec![config.fail_log.clone(), lock, socket.clone()];
+    let mut files = vec![
+        config.fail_log.clone(),
+        sync::index::path_for(&config.fail_log),
+        lock,
+        socket.clone(),
+    ];
     files.extend(args.pid_file.clone());
     files.extend(args.log_file.clone());
     files.extend(logging::fallback_file());

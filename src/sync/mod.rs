@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod cause;
 pub mod faillog;
+pub mod index;
 pub mod intake;
 pub mod job;
 pub mod queue;

@@ -172,6 +172,8 @@ pub struct Mirror {
     waiting_at_close: Mutex<Vec<Vec<PathBuf>>>,
     /// What runs rsync and the remote `mv`: child processes, or the simulator's model.
     runner: Arc<dyn rsync::Runner>,
+    /// The warm-restart index, told what each push carried (see [`Mirror::record_in`]).
+    index: OnceLock<Arc<super::index::Recorder>>,
 }
 
 /// Workers by default per remote: one for a burst's call, one for a single edit beside a
@@ -234,7 +236,39 @@ impl Mirror {
             control_failing: AtomicBool::new(false),
             waiting_at_close: Mutex::new(Vec::new()),
             runner: Arc::new(rsync::Processes),
+            index: OnceLock::new(),
         }
+    }
+
+    /// For the index, before a rename runs: what its plain form (the old path gone, the
+    /// new one and below) and its new side alone are now.
+    #[allow(clippy::type_complexity)]
+    fn index_before(
+        &self,
+        t: RemoteId,
+        job: &Job,
+    ) -> Option<(
+        &super::index::Recorder,
+        (super::index::Before, super::index::Before),
+    )> {
+        let ix = self.index.get()?;
+        let root = &self.targets[t.0].root;
+        let mut plain = ix.before(t, root, &Job::Paths(job.plain_paths()))?;
+        // The remote's old path is gone after the rename whatever is there now (made
+        // again, it has its own event and push).
+        if let (Job::Rename { from, .. }, Some(first)) = (job, plain.first_mut()) {
+            if first.0 == *from {
+                first.1 = None;
+            }
+        }
+        let to = ix.before(t, root, &rename_to_paths(job))?;
+        Some((ix.as_ref(), (plain, to)))
+    }
+
+    /// From now on each push's paths are stat'ed before it runs and entered in `index`
+    /// once it landed (`src/sync/index.rs`).
+    pub fn record_in(&self, index: Arc<super::index::Recorder>) {
+        let _ = self.index.set(index);
     }
 
     /// The simulator's mirror: its commands go to `runner`, and a failed call is tried
@@ -456,6 +490,10 @@ impl Mirror {
         }
         let mut rest = None;
         let plain;
+        let rename_before = match &taken.job {
+            Job::Rename { .. } => self.index_before(t, &taken.job),
+            _ => None,
+        };
         let calls = match &taken.job {
             Job::Paths(paths) => split(paths)
                 .into_iter()
@@ -487,6 +525,9 @@ impl Mirror {
                     let settled = self.settle(t, &to_paths);
                     rest = self.account(t, &to_paths, &settled);
                     rest = rest.or(self.account(t, &Job::Paths(vec![from.clone()]), &outcome));
+                    if let (true, Some((ix, b))) = (settled.ok() && outcome.ok(), rename_before) {
+                        ix.landed(t, b.0);
+                    }
                     Vec::new()
                 }
                 Some(Renamed::Linked(outcome)) => {
@@ -496,6 +537,10 @@ impl Mirror {
                     // (pushed plain, it went as a directory alone and the old entries
                     // stayed).
                     rest = self.account(t, &rename_to_paths(&taken.job), &outcome);
+                    // The old path leaves the index with the listing's delete below.
+                    if let (true, Some((ix, b))) = (outcome.ok(), rename_before) {
+                        ix.landed(t, b.1);
+                    }
                     let mut gone = from.clone().into_os_string();
                     if let Job::Rename { dir: true, .. } = taken.job {
                         gone.push("/");
@@ -516,6 +561,8 @@ impl Mirror {
             // then pushed as a directory only, and what the remote holds in it of the
             // old one stays. Such a listing goes out again, keeping its mark.
             let missing = missing_listings(&self.targets[t.0].root, &call);
+            let before =
+                (self.index.get()).and_then(|ix| ix.before(t, &self.targets[t.0].root, &call));
             let mut left_out = Vec::new();
             let mut outcome = self.push(t, &call, &excluded, &mut left_out);
             if outcome.ok() {
@@ -562,6 +609,12 @@ impl Mirror {
             if let (false, Some(why)) = (outcome.ok(), self.root_unsafe(t)) {
                 self.defer(t, &call, &why);
                 continue;
+            }
+            if let (true, Some(ix)) = (outcome.ok(), self.index.get()) {
+                match &call {
+                    Job::Full => ix.full_landed(t),
+                    _ => ix.landed(t, before.unwrap_or_default()),
+                }
             }
             rest = rest.or(self.account(t, &call, &outcome));
         }
