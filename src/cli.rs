@@ -11,9 +11,9 @@ pub mod man;
 
 pub const AFTER_HELP: &str = "\
 DESCRIPTION
-    Watches each <localpath watch> of the config with inotify and pushes every change
-    with `rsync -R` (run without a shell, cwd = the watch root) to each <remote>, in
-    parallel. Waiting paths for one remote are carried by one rsync call; a lone change
+    Watches each <localpath watch> of the config (fanotify as root, else inotify: see
+    <watcher backend>) and pushes every change with `rsync -R` (run without a shell,
+    cwd = the watch root) to each <remote>, in parallel. Waiting paths for one remote are carried by one rsync call; a lone change
     is pushed at once. Failed pushes are retried, then written to the fail log, which is
     replayed every <failLog timeToExecute> minutes and at start-up.
 
@@ -48,6 +48,9 @@ SIGNALS
 
 FILES
     ./confxml.xml                   default config (-o)
+    /etc/sersync/<NAME>.xml         the config the unit sersync2@NAME runs (the
+                                    package keeps the directory on purge if it holds
+                                    a config)
     /run/sersync2/<config>.pid      instance lock with the pid, one per config, named
                                     from its absolute path, whatever --pid-file says
                                     (that file gets the pid too); when not root, in
@@ -64,12 +67,20 @@ FILES
                                     socket (said before the detach); when not root,
                                     in $XDG_STATE_HOME/sersync2 or
                                     ~/.local/state/sersync2
+    /var/lib/sersync/               the package's directory (0700) for fail logs: a
+                                    <failLog path> there keeps what is owed across
+                                    reboots, unlike /tmp
+    /var/log/sersync2/              the package's directory for --log-file; its
+                                    logrotate snippet sends SIGUSR1 (reopen only)
     <failLog path>                  failed pushes as a runnable sh script, mode 0600.
                                     Read as data: only the directory, the ./paths and
                                     the destination of each command are kept, and the
                                     command is rebuilt from the config. Entries for a
                                     root or remote not in the config are kept, never
                                     run (--replay --drop-unknown drops them)
+    <failLog path>.index            the warm-restart index: each root's tree as every
+                                    remote was last sent it, read at a start without
+                                    -r to push only what changed while stopped
     The fail log, the pid file and the --log-file must be regular files owned by the
     agent's user and not writable by group or others (a link is refused), and the fail
     log's directory must not let others rename it (sticky if world-writable); else the
@@ -173,8 +184,8 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", requires = "wait_synced")]
     pub timeout: Option<u64>,
 
-    /// With --wait-synced: wait only for this remote, as --status names it (`host::module`
-    /// or `host:dir`); may be repeated
+    /// With --wait-synced: wait only for this remote, as --status names it (host::module
+    /// or host:dir); may be repeated
     #[arg(long, value_name = "LABEL", requires = "wait_synced")]
     pub remote: Vec<String>,
 
@@ -203,7 +214,7 @@ pub struct Args {
 /// How log records are written (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// `[time LEVEL] message`
+    /// Lines of the form: [time LEVEL] message
     Text,
     /// One JSON object per line
     Json,

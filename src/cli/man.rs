@@ -4,7 +4,7 @@
 //! `sersync2-man` generator (feature `man`) and the tests; the daemon never carries it.
 
 use clap::CommandFactory;
-use roff::{roman, Roff};
+use roff::{bold, italic, roman, Inline, Roff};
 
 use super::{Args, AFTER_HELP};
 
@@ -40,6 +40,51 @@ fn sections(help: &str) -> Vec<Section<'_>> {
     out
 }
 
+/// A line of prose as roff: a span in backticks (`rsync -R`, `<remote>`) is set in bold,
+/// as man pages set literal text, instead of showing the backticks.
+fn inline(line: &str) -> Vec<Inline> {
+    if !line.matches('`').count().is_multiple_of(2) {
+        return vec![roman(line)];
+    }
+    line.split('`')
+        .enumerate()
+        .filter(|(_, part)| !part.is_empty())
+        .map(|(i, part)| if i % 2 == 1 { bold(part) } else { roman(part) })
+        .collect()
+}
+
+/// SYNOPSIS: every flag with its value name (`[-o FILE]`, `[--timeout SECONDS]`), flags
+/// in bold and value names in italics; clap_mangen's own drops the value names.
+fn synopsis(roff: &mut Roff) {
+    let command = Args::command();
+    let mut line = vec![bold("sersync2")];
+    for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
+        let names: Vec<String> = arg
+            .get_short()
+            .map(|c| format!("-{c}"))
+            .into_iter()
+            .chain(arg.get_long().map(|l| format!("--{l}")))
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        line.push(roman(" ["));
+        line.push(bold(names.join("|")));
+        let takes_value = arg.get_action().takes_values();
+        if let Some(value) = arg
+            .get_value_names()
+            .and_then(|v| v.first())
+            .filter(|_| takes_value)
+        {
+            line.push(roman(" "));
+            line.push(italic(value.as_str()));
+        }
+        line.push(roman("]"));
+    }
+    roff.control("SH", ["SYNOPSIS"]);
+    roff.text(line);
+}
+
 /// A section's body as roff: prose is filled into paragraphs; a body with aligned
 /// columns (two spaces inside a line) is kept line for line, as in `--help`.
 fn render_section(roff: &mut Roff, section: &Section) {
@@ -52,7 +97,7 @@ fn render_section(roff: &mut Roff, section: &Section) {
         if line.trim().is_empty() {
             roff.control(if columns { "sp" } else { "PP" }, []);
         } else {
-            roff.text([roman(*line)]);
+            roff.text(inline(line));
         }
     }
     if columns {
@@ -85,7 +130,11 @@ pub fn page() -> std::io::Result<String> {
     };
     part(&|w| man.render_title(w))?;
     part(&|w| man.render_name_section(w))?;
-    part(&|w| man.render_synopsis_section(w))?;
+    part(&|w| {
+        let mut roff = Roff::new();
+        synopsis(&mut roff);
+        roff.to_writer(w)
+    })?;
     part(&|w| {
         let mut roff = Roff::new();
         for section in &description {
@@ -163,6 +212,38 @@ mod tests {
         }
         assert_eq!(page.matches(".SH DESCRIPTION").count(), 1);
         assert_eq!(page.matches(".ds Aq").count(), 2, "one preamble (.ie/.el)");
+    }
+
+    // The page showed `[-o ]` and Markdown backticks.
+    #[test]
+    fn the_synopsis_names_each_value_and_prose_has_no_backticks() {
+        let page = page().expect("renders");
+        let synopsis = page
+            .split(".SH SYNOPSIS")
+            .nth(1)
+            .and_then(|s| s.split(".SH").next())
+            .expect("a SYNOPSIS section");
+        let text = plain(synopsis)
+            .replace("\\fB", "")
+            .replace("\\fI", "")
+            .replace("\\fR", "");
+        for expected in [
+            "[-o FILE]",
+            "[-n NUM]",
+            "[-m NAME]",
+            "[--pid-file FILE]",
+            "[-t|--test-config]",
+            "[--timeout SECONDS]",
+        ] {
+            assert!(
+                text.contains(expected),
+                "SYNOPSIS lacks {expected:?}: {text}"
+            );
+        }
+        assert!(!text.contains(" ]"), "a value name is missing: {text}");
+        let body = plain(page.split(".SH DESCRIPTION").nth(1).expect("DESCRIPTION"));
+        assert!(!body.contains('`'), "backticks in the page's prose");
+        assert!(page.contains("\\fBrsync \\-R\\fR"), "a literal in bold");
     }
 
     #[test]
