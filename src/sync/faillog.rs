@@ -24,13 +24,13 @@
 //! never run by the agent: they are kept (written back as `cd ROOT && rsync -R ./paths
 //! DEST`, with no options), reported, and dropped only by `--replay --drop-unknown`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::job::{Job, RemoteId};
+use super::job::{self, Job, RemoteId};
 use super::rsync::Target;
 use crate::sys::shell::{quote, split};
 
@@ -40,7 +40,8 @@ const PATHS_PER_COMMAND: usize = 200;
 /// What is owed to one remote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Owed {
-    pub paths: BTreeSet<PathBuf>,
+    /// Each path owed, and whether it is owed as its listing (written `dir/`).
+    pub paths: BTreeMap<PathBuf, bool>,
     pub full: bool,
     /// The last rsync status seen for this remote's failures.
     pub status: i32,
@@ -64,28 +65,29 @@ impl Owed {
                 self.full = true;
                 self.paths.clear();
             }
-            // A listing (a collapsed or replaced directory) keeps its `/`: replayed, it
-            // pushes the directory's entries, not only the directory. `Path` compares
-            // `d/` and `d` equal, so the set holds one of them: the listing wins.
-            Job::Paths(paths) if !self.full => {
-                for p in paths {
-                    if is_listing(p) {
-                        self.paths.replace(p.clone());
-                    } else {
-                        self.paths.insert(p.clone());
-                    }
+            // A listing (a collapsed or replaced directory) stays one: replayed, it
+            // pushes the directory's entries, not only the directory. One entry per
+            // path: the listing wins. A rename is owed as its two plain halves (and
+            // what is below `to`), never as a rename.
+            Job::Paths(_) | Job::Rename { .. } if !self.full => {
+                for e in job.plain_paths() {
+                    *self.paths.entry(e.path).or_default() |= e.listing;
                 }
             }
-            // Owed as its two plain halves (and what is below `to`), never as a rename.
-            Job::Rename { .. } if !self.full => self.paths.extend(job.plain_paths()),
             Job::Paths(_) | Job::Rename { .. } => {}
         }
     }
-}
 
-/// Is this a listing: a directory's path with a trailing `/`?
-fn is_listing(p: &Path) -> bool {
-    p.as_os_str().as_bytes().ends_with(b"/")
+    /// The entries owed, in path order.
+    pub fn entries(&self) -> Vec<job::Entry> {
+        self.paths
+            .iter()
+            .map(|(path, &listing)| job::Entry {
+                path: path.clone(),
+                listing,
+            })
+            .collect()
+    }
 }
 
 /// One command of the fail log, as data. Only three things are kept from it: the `cd`
@@ -104,7 +106,8 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// What the entry asks for: a full sync, or these relative paths.
+    /// What the entry asks for: a full sync, or these relative paths; a path written
+    /// `dir/` is that directory's listing.
     pub fn job(&self) -> Job {
         if self.argv.iter().any(|a| a == "./") {
             return Job::Full;
@@ -113,7 +116,10 @@ impl Entry {
             self.argv
                 .iter()
                 .filter_map(|a| a.as_bytes().strip_prefix(b"./"))
-                .map(|rest| PathBuf::from(OsStr::from_bytes(rest)))
+                .map(|rest| match rest.strip_suffix(b"/") {
+                    Some(dir) => job::Entry::listing(OsStr::from_bytes(dir)),
+                    None => job::Entry::plain(OsStr::from_bytes(rest)),
+                })
                 .collect(),
         )
     }
@@ -186,24 +192,25 @@ impl FailLog {
             }
             Job::Paths(_) | Job::Rename { .. } if !owed.full => {
                 let before = owed.paths.len();
-                for p in job.plain_paths() {
+                for e in job.plain_paths() {
+                    let p = &e.path;
                     // A listing pushed pays the plain path owed too, but a plain push
                     // does not pay an owed listing.
-                    let owed_listing = owed.paths.get(&p).is_some_and(|o| is_listing(o));
-                    if is_listing(&p) || !owed_listing {
-                        owed.paths.remove(&p);
+                    let owed_listing = owed.paths.get(p).copied().unwrap_or(false);
+                    if e.listing || !owed_listing {
+                        owed.paths.remove(p);
                     }
                     // A listing pushed the directory's entries: the files owed directly
                     // in it were merged into it when the log was replayed, and are paid.
                     // (Owed listings of its subdirectories are not: it pushed those as
                     // directories only.)
-                    if is_listing(&p) {
+                    if e.listing {
                         let below: Vec<PathBuf> = owed
                             .paths
                             .range::<Path, _>((Bound::Excluded(p.as_path()), Bound::Unbounded))
-                            .take_while(|o| o.starts_with(&p))
-                            .filter(|o| o.parent() == Some(p.as_path()) && !is_listing(o))
-                            .cloned()
+                            .take_while(|(o, _)| o.starts_with(p))
+                            .filter(|(o, listing)| o.parent() == Some(p.as_path()) && !**listing)
+                            .map(|(o, _)| o.clone())
                             .collect();
                         for o in below {
                             owed.paths.remove(&o);
@@ -225,7 +232,7 @@ impl FailLog {
                 write_block(&mut out, owed.status, &target.root, &argv);
                 continue;
             }
-            let paths: Vec<PathBuf> = owed.paths.iter().cloned().collect();
+            let paths = owed.entries();
             for chunk in paths.chunks(PATHS_PER_COMMAND) {
                 let argv = target.fail_log_argv(&Job::Paths(chunk.to_vec()));
                 write_block(&mut out, owed.status, &target.root, &argv);
@@ -245,11 +252,14 @@ impl FailLog {
                 write_block(&mut out, owed.status, root, &argv);
                 continue;
             }
-            let paths: Vec<&PathBuf> = owed.paths.iter().collect();
+            let paths = owed.entries();
             for chunk in paths.chunks(PATHS_PER_COMMAND) {
-                let argv = with(&mut chunk.iter().map(|p| {
+                let argv = with(&mut chunk.iter().map(|e| {
                     let mut a = OsString::from("./");
-                    a.push(p.as_os_str());
+                    a.push(e.path.as_os_str());
+                    if e.listing {
+                        a.push("/");
+                    }
                     a
                 }));
                 write_block(&mut out, owed.status, root, &argv);
@@ -482,7 +492,7 @@ pub fn owed_jobs(log: &FailLog) -> Vec<(RemoteId, Job)> {
         if owed.full {
             out.push((t, Job::Full));
         } else if !owed.paths.is_empty() {
-            out.push((t, Job::Paths(owed.paths.iter().cloned().collect())));
+            out.push((t, Job::Paths(owed.entries())));
         }
     }
     out

@@ -44,8 +44,8 @@
 //! A storm in one directory (an unpacked archive, a cache writing 200,000 files) would
 //! keep one entry per file. Once a directory has [`COLLAPSE_AT`] entries of its own
 //! entries waiting (direct children; what lies deeper counts for its own directory),
-//! they collapse into one entry for the directory, handed out with a trailing `/` like
-//! a replaced directory: its listing is pushed (`--dirs`: its files, and its
+//! they collapse into one entry for the directory, handed out as its listing
+//! ([`Entry::listing`]) like a replaced directory: its listing is pushed (`--dirs`: its files, and its
 //! subdirectories as directories), with `--delete` when deletes are on. The entry keeps
 //! the oldest mark of what it replaced; while it waits, later changes of direct children
 //! merge into it. The top directory (the watch root) never collapses.
@@ -58,7 +58,7 @@ use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::job::{Job, RemoteId};
+use super::job::{Entry, Job, RemoteId};
 
 /// A relative path as raw bytes. The maps compare and hash keys on every event; bytes
 /// do that with memcmp where `Path` walks components (that was the largest part of the
@@ -134,11 +134,11 @@ pub struct Pending {
     rename_keys: BTreeMap<Key, u64>,
     /// Paths where a directory renamed in replaced one that was renamed away (a swap
     /// through a temp name): what the remote holds there is stale, below too. They are
-    /// handed out with a trailing `/`, which asks the push to delete what the source
+    /// handed out as listings, which ask the push to delete what the source
     /// directory no longer holds (see `Target::argv`). Collapsed directories (see the
     /// module doc) are here too: their listing is pushed.
     replaced: HashSet<Key>,
-    /// Listings in flight (handed out with a trailing `/`), for [`Pending::in_flight`].
+    /// Listings in flight, for [`Pending::in_flight`].
     listing_inflight: HashSet<Key>,
     /// For each directory, how many of its direct children wait in `by_path`.
     children: HashMap<Key, usize>,
@@ -207,8 +207,8 @@ impl Renamed {
 /// One change as the filter thread hands it to the pending sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
-    /// A path; `true` when it is a directory that is gone.
-    Path(PathBuf, bool),
+    /// A path or a listing; `true` when it is a directory that is gone.
+    Path(Entry, bool),
     /// A rename inside the tree (see [`Job::Rename`]).
     Rename {
         from: PathBuf,
@@ -238,30 +238,28 @@ fn related<V>(map: &BTreeMap<Key, V>, p: &[u8]) -> Vec<Key> {
     out
 }
 
-/// A path as handed out, without the trailing `/` of a replaced directory.
-fn plain_key(p: &std::path::Path) -> &[u8] {
-    let p = p.as_os_str().as_bytes();
-    p.strip_suffix(b"/").unwrap_or(p)
+/// The key of an entry's path.
+fn entry_key(e: &Entry) -> &[u8] {
+    e.path.as_os_str().as_bytes()
 }
 
 impl Pending {
-    /// Queues a path. `gone_dir`: it was a directory and is gone (deleted or moved away),
-    /// so nothing still waiting below it needs pushing.
-    pub fn push(&mut self, path: PathBuf, gone_dir: bool) {
-        self.push_at(path, gone_dir, Instant::now());
+    /// Queues a path or a listing. `gone_dir`: it was a directory and is gone (deleted
+    /// or moved away), so nothing still waiting below it needs pushing.
+    pub fn push(&mut self, entry: impl Into<Entry>, gone_dir: bool) {
+        self.push_at(entry.into(), gone_dir, Instant::now());
     }
 
     /// [`Pending::push`] of a change made at `now`.
-    pub fn push_at(&mut self, path: PathBuf, gone_dir: bool, now: Instant) {
+    pub fn push_at(&mut self, entry: Entry, gone_dir: bool, now: Instant) {
         if self.full_pending && !self.full_inflight {
             return; // the full sync that has not started yet covers it
         }
-        let mut path = key(path);
-        // A listing owed from before (the fail log keeps its `/`).
-        let listing = path.len() > 1 && path.last() == Some(&b'/');
-        if listing {
-            path.pop();
-        }
+        // A listing: a directory that arrived whole, or one owed from before (the fail
+        // log keeps it). The top (the empty path) is never a listing.
+        let listing = entry.listing && !entry.path.as_os_str().is_empty();
+        let path = key(entry.path);
+        debug_assert!(path.last() != Some(&b'/'), "a path with a trailing /");
         self.dissolve_related(&path);
         // A collapsed directory waiting takes the changes of its direct children.
         if !gone_dir && !listing {
@@ -633,8 +631,8 @@ impl Pending {
             }
             Job::Paths(_) | Job::Rename { .. } => {
                 for p in job.plain_paths() {
-                    let k = plain_key(&p);
-                    let listing = k.len() < p.as_os_str().len();
+                    let k = entry_key(&p);
+                    let listing = p.listing;
                     let m = self.inflight.get(k).copied().unwrap_or(fallback);
                     match &mut self.owed_full {
                         // A full sync is owed: it covers the path.
@@ -661,20 +659,17 @@ impl Pending {
             Job::Paths(_) | Job::Rename { .. } => {
                 let paths = job.plain_paths();
                 for p in &paths {
-                    let k = plain_key(p);
+                    let k = entry_key(p);
                     // A plain push does not pay an owed listing (see `FailLog::clear`).
-                    let listing = k.len() < p.as_os_str().len();
-                    if listing || self.owed.get(k).is_some_and(|(_, l)| !l) {
+                    if p.listing || self.owed.get(k).is_some_and(|(_, l)| !l) {
                         self.owed.remove(k);
                     }
                 }
-                // A listing (`d/`) pushed d's entries: what was merged into it while it
+                // A listing pushed d's entries: what was merged into it while it
                 // waited (owed files directly in d, from a fail log replayed) is paid too,
                 // but not the listings owed there: it pushed those as directories only.
-                let listed: HashSet<&[u8]> = paths
-                    .iter()
-                    .filter_map(|p| p.as_os_str().as_bytes().strip_suffix(b"/"))
-                    .collect();
+                let listed: HashSet<&[u8]> =
+                    paths.iter().filter(|p| p.listing).map(entry_key).collect();
                 if !listed.is_empty() && !self.owed.is_empty() {
                     self.owed.retain(|k, (_, listing)| {
                         *listing || !parent_key(k).is_some_and(|d| listed.contains(d))
@@ -770,7 +765,8 @@ impl Pending {
                     let mark = r.mark;
                     let job = r.job();
                     // In flight as its plain paths: `from`, `to` and what is below it.
-                    let plain: Vec<Key> = job.plain_paths().into_iter().map(key).collect();
+                    let plain: Vec<Key> =
+                        job.plain_paths().into_iter().map(|e| key(e.path)).collect();
                     for p in &plain {
                         for a in ancestors(p) {
                             *self.inflight_below.entry(a.to_vec()).or_default() += 1;
@@ -816,12 +812,15 @@ impl Pending {
         self.running_paths += picked.len();
         let paths = picked
             .into_iter()
-            .map(|mut p| {
-                if self.replaced.remove(&p) {
+            .map(|p| {
+                let listing = self.replaced.remove(&p);
+                if listing {
                     self.listing_inflight.insert(p.clone());
-                    p.push(b'/');
                 }
-                to_path(p)
+                Entry {
+                    path: to_path(p),
+                    listing,
+                }
             })
             .collect();
         Some(Job::Paths(paths))
@@ -838,8 +837,7 @@ impl Pending {
             Job::Paths(_) | Job::Rename { .. } => {
                 self.running_paths = self.running_paths.saturating_sub(work.count());
                 for p in &work.plain_paths() {
-                    // A replaced directory went out with a trailing `/`.
-                    let p = plain_key(p);
+                    let p = entry_key(p);
                     self.inflight.remove(p);
                     self.listing_inflight.remove(p);
                     for a in ancestors(p) {
@@ -855,8 +853,8 @@ impl Pending {
         }
     }
 
-    /// [`Pending::finish`], then the listings `again` (directories `work` listed, no
-    /// `/`) wait once more with the marks they had in flight, so a barrier is not passed
+    /// [`Pending::finish`], then the listings `again` (directories `work` listed) wait
+    /// once more with the marks they had in flight, so a barrier is not passed
     /// on them.
     ///
     /// `redirect`: paths of `work` left out below what is a file or link now, with that
@@ -878,7 +876,7 @@ impl Pending {
         let moved: Vec<(Key, Mark)> = redirect
             .iter()
             .filter_map(|(p, a)| {
-                let m = self.inflight.get(plain_key(p))?;
+                let m = self.inflight.get(p.as_os_str().as_bytes())?;
                 Some((a.as_os_str().as_bytes().to_vec(), *m))
             })
             .collect();
@@ -903,16 +901,13 @@ impl Pending {
 
     /// What is being pushed right now: paths, and whether a full sync is running.
     /// A rename in flight counts as its plain form.
-    pub fn in_flight(&self) -> (Vec<PathBuf>, bool) {
+    pub fn in_flight(&self) -> (Vec<Entry>, bool) {
         (
             self.inflight
                 .keys()
-                .map(|k| {
-                    let mut k = k.clone();
-                    if self.listing_inflight.contains(&k) {
-                        k.push(b'/');
-                    }
-                    to_path(k)
+                .map(|k| Entry {
+                    path: to_path(k.clone()),
+                    listing: self.listing_inflight.contains(k),
                 })
                 .collect(),
             self.full_inflight,
@@ -921,21 +916,19 @@ impl Pending {
 
     /// Everything still waiting, oldest first, leaving nothing behind; `true` if a full
     /// sync was waiting too.
-    pub fn drain(&mut self) -> (Vec<PathBuf>, bool) {
+    pub fn drain(&mut self) -> (Vec<Entry>, bool) {
         let full = std::mem::take(&mut self.full_pending);
         self.full_mark = None;
         self.by_path.clear();
         self.children.clear();
         self.rename_keys.clear();
         let replaced = std::mem::take(&mut self.replaced);
-        // A listing waiting keeps its `/`: what it stands for is its listing.
-        let mut paths: Vec<PathBuf> = std::mem::take(&mut self.by_seq)
+        // A listing waiting stays a listing: what it stands for is its listing.
+        let mut paths: Vec<Entry> = std::mem::take(&mut self.by_seq)
             .into_values()
-            .map(|mut k| {
-                if replaced.contains(&k) {
-                    k.push(b'/');
-                }
-                to_path(k)
+            .map(|k| Entry {
+                listing: replaced.contains(&k),
+                path: to_path(k),
             })
             .collect();
         for r in std::mem::take(&mut self.renames).into_values() {
@@ -1019,10 +1012,10 @@ impl View<'_> {
 /// What one remote still had when the queue closed (see [`Queue::close`]).
 #[derive(Debug, Default)]
 pub struct Left {
-    /// Waiting, oldest first (listings with their `/`).
-    pub waiting: Vec<PathBuf>,
+    /// Waiting, oldest first.
+    pub waiting: Vec<Entry>,
     /// In flight: these calls may yet succeed or fail.
-    pub running: Vec<PathBuf>,
+    pub running: Vec<Entry>,
     /// A full sync was waiting or running.
     pub full: bool,
 }
@@ -1149,8 +1142,8 @@ impl Queue {
         self.wake_for(st, targets);
     }
 
-    /// Queues many paths at once (a walked directory) with one lock.
-    pub fn push_many(&self, targets: &[RemoteId], paths: &[PathBuf]) {
+    /// Queues many entries at once (a walked directory, what is owed) with one lock.
+    pub fn push_many(&self, targets: &[RemoteId], paths: &[Entry]) {
         if paths.is_empty() {
             return;
         }
@@ -1174,7 +1167,7 @@ impl Queue {
             let pending = &mut st.remotes[t.0].pending;
             for item in changes {
                 match item {
-                    Item::Path(p, gone_dir) => pending.push_at(p.clone(), *gone_dir, now),
+                    Item::Path(e, gone_dir) => pending.push_at(e.clone(), *gone_dir, now),
                     Item::Rename {
                         from,
                         to,
@@ -1347,7 +1340,7 @@ impl Queue {
         self.finish_again(target, work, rest, &[], &[]);
     }
 
-    /// [`Queue::finish`], with the listings `again` (directories of `work`, no `/`)
+    /// [`Queue::finish`], with the listings `again` (directories `work` listed)
     /// queued once more with the marks they had in flight: their push did not make
     /// them equal (see `Mirror::run_job`).
     pub fn finish_again(

@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::faillog::{self, FailLog};
-use super::job::{Job, RemoteId};
+use super::job::{Entry, Job, RemoteId};
 use super::queue::Queue;
 use super::recovery::{self, Recovery};
 use super::rsync::{self, Outcome, Target};
@@ -161,7 +161,7 @@ pub struct Mirror {
     /// Set while the ssh control directory fails its check (warned once, not per push).
     control_failing: AtomicBool,
     /// Per remote, what was waiting when the queue closed (see [`Mirror::close`]).
-    waiting_at_close: Mutex<Vec<Vec<PathBuf>>>,
+    waiting_at_close: Mutex<Vec<Vec<Entry>>>,
     /// What runs rsync and the remote `mv`: child processes, or the simulator's model.
     runner: Arc<dyn rsync::Runner>,
 }
@@ -483,7 +483,8 @@ impl Mirror {
                     let to_paths = rename_to_paths(&taken.job);
                     let settled = self.settle(t, &to_paths);
                     rest = self.account(t, &to_paths, &settled);
-                    rest = rest.or(self.account(t, &Job::Paths(vec![from.clone()]), &outcome));
+                    let from = Job::Paths(vec![Entry::plain(from.clone())]);
+                    rest = rest.or(self.account(t, &from, &outcome));
                     Vec::new()
                 }
                 Some(Renamed::Linked(outcome)) => {
@@ -493,11 +494,11 @@ impl Mirror {
                     // (pushed plain, it went as a directory alone and the old entries
                     // stayed).
                     rest = self.account(t, &rename_to_paths(&taken.job), &outcome);
-                    let mut gone = from.clone().into_os_string();
-                    if let Job::Rename { dir: true, .. } = taken.job {
-                        gone.push("/");
-                    }
-                    let job = Job::Paths(vec![PathBuf::from(gone)]);
+                    let gone = Entry {
+                        path: from.clone(),
+                        listing: matches!(taken.job, Job::Rename { dir: true, .. }),
+                    };
+                    let job = Job::Paths(vec![gone]);
                     let excluded = self.excluded_in_listings(t, &job);
                     vec![(job, excluded)]
                 }
@@ -543,14 +544,7 @@ impl Mirror {
                     // Not paid: what they owe (in the fail log, with its older mark) stays
                     // owed until their listing lands.
                     if let Job::Paths(paths) = &mut call {
-                        paths.retain(|p| {
-                            !p.as_os_str()
-                                .as_encoded_bytes()
-                                .strip_suffix(b"/")
-                                .is_some_and(|d| {
-                                    again.iter().any(|a| a.as_os_str().as_encoded_bytes() == d)
-                                })
-                        });
+                        paths.retain(|e| !(e.listing && again.contains(&e.path)));
                     }
                     taken.again.extend(again);
                 }
@@ -609,14 +603,16 @@ impl Mirror {
             // rename, it travels plain.
             return None;
         }
-        let to_paths = rename_to_paths(job).plain_paths();
+        let to_paths: Vec<PathBuf> = rename_to_paths(job)
+            .plain_paths()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
         let argvs = target.rename_argvs(from, to, *dir, &to_paths)?;
         // A directory's push lists its entries (`./to/./`): the temp and excluded names
         // among them stay out, anchored at `to` (the transfer's top there).
         let excluded: Vec<PathBuf> = if *dir {
-            let mut listing = to.as_os_str().to_owned();
-            listing.push("/");
-            self.excluded_in_listings(t, &Job::Paths(vec![PathBuf::from(listing)]))
+            self.excluded_in_listings(t, &Job::Paths(vec![Entry::listing(to.clone())]))
                 .into_iter()
                 .filter_map(|p| p.strip_prefix(to).ok().map(Path::to_path_buf))
                 .collect()
@@ -687,7 +683,7 @@ impl Mirror {
         }
     }
 
-    /// After a call that listed directories (`d/`) holding directories themselves: one
+    /// After a call that listed directories holding directories themselves: one
     /// call that deletes what the remote holds below them beyond the source (a directory
     /// deleted and made again before the delete reached the remote keeps nothing of the
     /// old tree; a listing alone deletes only at its own level). After, not before: the
@@ -695,7 +691,6 @@ impl Mirror {
     /// now is, and the other way round). `Some` (the outcome) when that call failed: the
     /// job then counts as failed and is retried whole.
     fn prune(&self, t: RemoteId, job: &Job, excluded: &[PathBuf]) -> Option<Outcome> {
-        use std::os::unix::ffi::OsStrExt;
         let target = &*self.target_for_call(t);
         let Job::Paths(paths) = job else {
             return None;
@@ -705,8 +700,8 @@ impl Mirror {
         }
         let dirs: Vec<PathBuf> = paths
             .iter()
-            .filter_map(|p| p.as_os_str().as_bytes().strip_suffix(b"/"))
-            .map(|d| PathBuf::from(std::ffi::OsStr::from_bytes(d)))
+            .filter(|e| e.listing)
+            .map(|e| e.path.clone())
             .filter(|d| {
                 std::fs::read_dir(target.root.join(d)).is_ok_and(|mut it| {
                     it.any(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir())))
@@ -723,7 +718,7 @@ impl Mirror {
     }
 
     /// The temp and excluded names among the entries of the directories `job` lists
-    /// (`d/`, pushed with their entries): one listing of each such directory.
+    /// (pushed with their entries): one listing of each such directory.
     fn excluded_in_listings(&self, t: RemoteId, job: &Job) -> Vec<PathBuf> {
         use std::os::unix::ffi::OsStrExt;
         let Job::Paths(paths) = job else {
@@ -731,11 +726,8 @@ impl Mirror {
         };
         let root = &self.targets[t.0].root;
         let mut out = Vec::new();
-        for p in paths {
-            let Some(dir) = p.as_os_str().as_bytes().strip_suffix(b"/") else {
-                continue;
-            };
-            let dir = Path::new(std::ffi::OsStr::from_bytes(dir));
+        for e in paths.iter().filter(|e| e.listing) {
+            let dir = e.path.as_path();
             let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
                 continue;
             };
@@ -813,17 +805,17 @@ impl Mirror {
             if outcome.status == 23 && !checked_below_files {
                 checked_below_files = true;
                 if let Job::Paths(paths) = job {
-                    let reachable: Vec<PathBuf> = paths
+                    let reachable: Vec<Entry> = paths
                         .iter()
-                        .filter(|p| !below_a_file(&target.root, p))
+                        .filter(|e| !below_a_file(&target.root, &e.path))
                         .cloned()
                         .collect();
                     if reachable.len() < paths.len() {
                         left_out.extend(
                             paths
                                 .iter()
-                                .filter(|p| below_a_file(&target.root, p))
-                                .cloned(),
+                                .filter(|e| below_a_file(&target.root, &e.path))
+                                .map(|e| e.path.clone()),
                         );
                         log::info!(
                             "{} path(s) below what is a file or link now left out of the push \
@@ -908,7 +900,8 @@ impl Mirror {
             // Once per path, not once per remote: after the root's first remote has it.
             if let (Some(after), Job::Paths(paths)) = (&self.after_push, job) {
                 if self.targets.iter().position(|x| x.root == target.root) == Some(t.0) {
-                    after.pushed(&target.root, paths);
+                    let paths: Vec<PathBuf> = paths.iter().map(|e| e.path.clone()).collect();
+                    after.pushed(&target.root, &paths);
                 }
             }
             let label = target.label();
@@ -999,7 +992,7 @@ impl Mirror {
         }
         stats.failed.fetch_add(1, Ordering::Relaxed);
         let what = match job {
-            Job::Paths(p) if p.len() == 1 => format!("{}", p[0].display()),
+            Job::Paths(p) if p.len() == 1 => p[0].to_string(),
             Job::Paths(p) => format!("{} paths", p.len()),
             Job::Full => "full sync".to_owned(),
             Job::Rename { from, to, .. } => {
@@ -1293,32 +1286,21 @@ fn only_blocked_by_directories(outcome: &Outcome) -> bool {
     blocked
 }
 
-/// Is `path` (relative to `root`, a listing's `/` ignored) below something that is not a
-/// directory now: a file, or a link (a directory swapped for a link while the path
-/// waited; rsync reads the tree without following links, so the path is not there)?
-/// Each directory above it is looked at without following links.
+/// Is `path` (relative to `root`) below something that is not a directory now: a
+/// file, or a link (a directory swapped for a link while the path waited; rsync reads
+/// the tree without following links, so the path is not there)? Each directory above
+/// it is looked at without following links.
 fn below_a_file(root: &Path, path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    let plain = Path::new(std::ffi::OsStr::from_bytes(
-        bytes.strip_suffix(b"/").unwrap_or(bytes),
-    ));
-    plain
-        .ancestors()
+    path.ancestors()
         .skip(1)
         .filter(|a| !a.as_os_str().is_empty())
         .any(|a| std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| !m.is_dir()))
 }
 
-/// The first of `path`'s proper ancestors (relative to `root`, a listing's `/` ignored)
-/// that is not a directory now, from the top.
+/// The first of `path`'s proper ancestors (relative to `root`) that is not a directory
+/// now, from the top.
 fn first_non_directory(root: &Path, path: &Path) -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    let plain = Path::new(std::ffi::OsStr::from_bytes(
-        bytes.strip_suffix(b"/").unwrap_or(bytes),
-    ));
-    let mut above: Vec<&Path> = plain
+    let mut above: Vec<&Path> = path
         .ancestors()
         .skip(1)
         .filter(|a| !a.as_os_str().is_empty())
@@ -1341,7 +1323,7 @@ struct Taken<'a> {
     /// How long the remote rests before its next call.
     rest: Option<Duration>,
     accounted: bool,
-    /// Listings (directories, no `/`) to push again, keeping their marks.
+    /// Listings (their directories) to push again, keeping their marks.
     again: Vec<PathBuf>,
     /// Paths left out below a file or link now, with that file or link: it is pushed
     /// again with their marks.
@@ -1366,17 +1348,15 @@ impl Drop for Taken<'_> {
     }
 }
 
-/// The directories `job` lists (`d/`) that are not directories now.
+/// The directories `job` lists that are not directories now.
 fn missing_listings(root: &Path, job: &Job) -> Vec<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
     let Job::Paths(paths) = job else {
         return Vec::new();
     };
     paths
         .iter()
-        .filter_map(|p| p.as_os_str().as_bytes().strip_suffix(b"/"))
-        .filter(|d| !d.is_empty())
-        .map(|d| PathBuf::from(std::ffi::OsStr::from_bytes(d)))
+        .filter(|e| e.listing && !e.path.as_os_str().is_empty())
+        .map(|e| e.path.clone())
         .filter(|d| !std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir()))
         .collect()
 }
@@ -1404,7 +1384,7 @@ pub fn remotes_of(targets: &[Target], root: &Path) -> Vec<RemoteId> {
 }
 
 /// A job's paths in runs that fit one call's arguments.
-fn split(paths: &[PathBuf]) -> Vec<(Job, Vec<PathBuf>)> {
+fn split(paths: &[Entry]) -> Vec<(Job, Vec<PathBuf>)> {
     rsync::split_for_args(paths, rsync::ARGS_BUDGET)
         .into_iter()
         .map(|run| (Job::Paths(run.to_vec()), Vec::new()))
@@ -1428,8 +1408,8 @@ enum Renamed {
 fn rename_to_paths(job: &Job) -> Job {
     match job {
         Job::Rename { to, below, .. } => {
-            let mut paths = vec![to.clone()];
-            paths.extend(below.iter().filter(|p| *p != to).cloned());
+            let mut paths = vec![Entry::plain(to.clone())];
+            paths.extend(below.iter().filter(|p| *p != to).cloned().map(Entry::plain));
             Job::Paths(paths)
         }
         other => other.clone(),
