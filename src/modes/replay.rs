@@ -55,7 +55,7 @@ pub fn replay(config: &Config, args: &Args) -> Result<u8, Exit> {
             );
         }
         if fail_log.drop_unknown() > 0 {
-            fail_log.save(&targets).map_err(|e| {
+            fail_log.save(&fail_log.owed, &targets).map_err(|e| {
                 runtime(anyhow!(
                     "cannot write the fail log {}: {e}",
                     config.fail_log.display()

@@ -1,8 +1,11 @@
-//! The fail queue and its on-disk form, the fail log: a shell script a person can run.
+//! What a remote owes ([`Owed`]) and its on-disk form, the fail log: a shell script a
+//! person can run.
 //!
-//! In memory, failures are kept per remote as a set of paths (plus "a full sync is owed"),
-//! so a path that fails twice is one entry and any later successful push of that path
-//! clears it. On disk they are written in sersync 2.5's shape, one block per command:
+//! What is owed is kept per remote as a set of paths (plus "a full sync is owed"), so a
+//! path that fails twice is one entry and any later successful push of that path clears
+//! it ([`Owed::record`], [`Owed::clear`]). The running agent's one record of it is the
+//! queue's ledger (`queue::Pending`), which this file is written from. On disk it is
+//! written in sersync 2.5's shape, one block per command:
 //!
 //! ```text
 //! #errno 5
@@ -58,7 +61,7 @@ impl Owed {
     }
 
     /// Records a failed job: a full sync covers every path.
-    fn record(&mut self, job: &Job, status: i32) {
+    pub fn record(&mut self, job: &Job, status: i32) {
         self.status = status;
         match job {
             Job::Full => {
@@ -75,6 +78,69 @@ impl Owed {
                 }
             }
             Job::Paths(_) | Job::Rename { .. } => {}
+        }
+    }
+
+    /// A push of `job` succeeded: what it pushed is no longer owed. Returns the entries
+    /// it paid (for a full sync: every path, and the full sync itself was owed if
+    /// `full` was set).
+    pub fn clear(&mut self, job: &Job) -> Vec<job::Entry> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let mut paid = Vec::new();
+        match job {
+            Job::Full => {
+                paid = self.entries();
+                *self = Owed::default();
+            }
+            Job::Paths(_) | Job::Rename { .. } if !self.full => {
+                for e in job.plain_paths() {
+                    let p = &e.path;
+                    // A listing pushed pays the plain path owed too, but a plain push
+                    // does not pay an owed listing.
+                    match self.paths.get(p).copied() {
+                        Some(listing) if e.listing || !listing => {
+                            self.paths.remove(p);
+                            paid.push(job::Entry {
+                                path: p.clone(),
+                                listing,
+                            });
+                        }
+                        _ => {}
+                    }
+                    // A listing pushed the directory's entries: the files owed directly
+                    // in it were merged into it when the log was replayed, and are paid.
+                    // (Owed listings of its subdirectories are not: it pushed those as
+                    // directories only.)
+                    if e.listing {
+                        let below: Vec<PathBuf> = self
+                            .paths
+                            .range::<Path, _>((Bound::Excluded(p.as_path()), Bound::Unbounded))
+                            .take_while(|(o, _)| o.starts_with(p))
+                            .filter(|(o, listing)| o.parent() == Some(p.as_path()) && !**listing)
+                            .map(|(o, _)| o.clone())
+                            .collect();
+                        for o in below {
+                            self.paths.remove(&o);
+                            paid.push(job::Entry::plain(o));
+                        }
+                    }
+                }
+            }
+            Job::Paths(_) | Job::Rename { .. } => {}
+        }
+        paid
+    }
+
+    /// What is owed as jobs: a full sync, or the paths (none when nothing is owed).
+    pub fn jobs(&self) -> Vec<Job> {
+        if self.full {
+            vec![Job::Full]
+        } else if self.paths.is_empty() {
+            Vec::new()
+        } else {
+            vec![Job::Paths(self.entries())]
         }
     }
 
@@ -125,10 +191,14 @@ impl Entry {
     }
 }
 
-/// The fail queue of one instance.
+/// The fail log of one instance: its path, and what a file read held. The running
+/// agent's record of what each remote owes is the ledger (`Queue`): `Mirror::new`
+/// hands `owed` to it and leaves it empty, and every write renders the ledger's
+/// state ([`FailLog::render`], [`FailLog::save`]).
 #[derive(Debug, Default)]
 pub struct FailLog {
     pub path: PathBuf,
+    /// What the file held when it was read, per configured remote.
     pub owed: Vec<Owed>,
     /// What is owed to a (watch root, destination) the config does not name: kept in the
     /// file and reported, never run by the agent.
@@ -174,59 +244,25 @@ impl FailLog {
         self.len() == 0
     }
 
-    /// Records a failed job.
+    /// Records a failed job in what the file holds (a file being read).
     pub fn add(&mut self, target: RemoteId, job: &Job, status: i32) {
         self.owed[target.0].record(job, status);
     }
 
-    /// A job succeeded: what it pushed is no longer owed. Returns whether anything changed.
+    /// A job succeeded: what it pushed is no longer owed in what the file holds.
+    /// Returns whether anything changed.
+    #[cfg(test)]
     pub fn clear(&mut self, target: RemoteId, job: &Job) -> bool {
-        let owed = &mut self.owed[target.0];
-        if owed.is_empty() {
-            return false;
-        }
-        match job {
-            Job::Full => {
-                *owed = Owed::default();
-                true
-            }
-            Job::Paths(_) | Job::Rename { .. } if !owed.full => {
-                let before = owed.paths.len();
-                for e in job.plain_paths() {
-                    let p = &e.path;
-                    // A listing pushed pays the plain path owed too, but a plain push
-                    // does not pay an owed listing.
-                    let owed_listing = owed.paths.get(p).copied().unwrap_or(false);
-                    if e.listing || !owed_listing {
-                        owed.paths.remove(p);
-                    }
-                    // A listing pushed the directory's entries: the files owed directly
-                    // in it were merged into it when the log was replayed, and are paid.
-                    // (Owed listings of its subdirectories are not: it pushed those as
-                    // directories only.)
-                    if e.listing {
-                        let below: Vec<PathBuf> = owed
-                            .paths
-                            .range::<Path, _>((Bound::Excluded(p.as_path()), Bound::Unbounded))
-                            .take_while(|(o, _)| o.starts_with(p))
-                            .filter(|(o, listing)| o.parent() == Some(p.as_path()) && !**listing)
-                            .map(|(o, _)| o.clone())
-                            .collect();
-                        for o in below {
-                            owed.paths.remove(&o);
-                        }
-                    }
-                }
-                before != owed.paths.len()
-            }
-            Job::Paths(_) | Job::Rename { .. } => false,
-        }
+        let before = self.owed[target.0].clone();
+        self.owed[target.0].clear(job);
+        before != self.owed[target.0]
     }
 
-    /// The script text for the current state.
-    pub fn render(&self, targets: &[Target]) -> Vec<u8> {
+    /// The script text for `owed` (per configured remote, the ledger's state) and the
+    /// entries kept for unknown remotes.
+    pub fn render(&self, owed: &[Owed], targets: &[Target]) -> Vec<u8> {
         let mut out = Vec::new();
-        for (owed, target) in self.owed.iter().zip(targets) {
+        for (owed, target) in owed.iter().zip(targets) {
             if owed.full {
                 let argv = target.fail_log_argv(&Job::Full);
                 write_block(&mut out, owed.status, &target.root, &argv);
@@ -268,15 +304,16 @@ impl FailLog {
         out
     }
 
-    /// Writes the script atomically, mode 0600. With nothing owed the file is removed.
-    pub fn save(&self, targets: &[Target]) -> std::io::Result<()> {
-        if self.is_empty() {
+    /// Writes the script for `owed` atomically, mode 0600. With nothing owed the file
+    /// is removed.
+    pub fn save(&self, owed: &[Owed], targets: &[Target]) -> std::io::Result<()> {
+        if owed.iter().all(Owed::is_empty) && self.unknown_len() == 0 {
             return match std::fs::remove_file(&self.path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             };
         }
-        let text = self.render(targets);
+        let text = self.render(owed, targets);
         crate::sys::fsafe::write_atomic(&self.path, &text)
     }
 
@@ -484,24 +521,9 @@ fn command_end(text: &[u8]) -> usize {
     text.len()
 }
 
-/// All owed entries as (target, job) pairs, for replay through the queue.
-pub fn owed_jobs(log: &FailLog) -> Vec<(RemoteId, Job)> {
-    let mut out = Vec::new();
-    for (t, owed) in log.owed.iter().enumerate() {
-        let t = RemoteId(t);
-        if owed.full {
-            out.push((t, Job::Full));
-        } else if !owed.paths.is_empty() {
-            out.push((t, Job::Paths(owed.entries())));
-        }
-    }
-    out
-}
-
 /// Entries owed per remote label, for `--replay`'s report.
-pub fn summary(log: &FailLog, targets: &[Target]) -> BTreeMap<String, usize> {
-    log.owed
-        .iter()
+pub fn summary(owed: &[Owed], targets: &[Target]) -> BTreeMap<String, usize> {
+    owed.iter()
         .zip(targets)
         .filter(|(o, _)| !o.is_empty())
         .map(|(o, t)| (t.label(), o.len()))

@@ -160,8 +160,6 @@ pub struct Mirror {
     unsaved: Mutex<Option<String>>,
     /// Set while the ssh control directory fails its check (warned once, not per push).
     control_failing: AtomicBool,
-    /// Per remote, what was waiting when the queue closed (see [`Mirror::close`]).
-    waiting_at_close: Mutex<Vec<Vec<Entry>>>,
     /// What runs rsync and the remote `mv`: child processes, or the simulator's model.
     runner: Arc<dyn rsync::Runner>,
 }
@@ -197,14 +195,15 @@ impl Mirror {
         queue: Arc<Queue>,
         excludes: Excludes,
         debug: bool,
-        fail_log: FailLog,
+        mut fail_log: FailLog,
         after_push: Option<Arc<dyn AfterPush>>,
     ) -> Self {
         let stats = targets.iter().map(|_| Stats::default()).collect();
-        // What a fail log from before owes counts as changes made now.
+        // What a fail log from before owes goes to the ledger (the queue), the one
+        // record of it from now on; it counts as changes made now.
         let now = Instant::now();
-        for (t, job) in faillog::owed_jobs(&fail_log) {
-            queue.owe(t, &job, now);
+        for (t, owed) in std::mem::take(&mut fail_log.owed).iter().enumerate() {
+            queue.restore(RemoteId(t), owed, now);
         }
         let excludes = targets
             .iter()
@@ -224,7 +223,6 @@ impl Mirror {
             roots: OnceLock::new(),
             unsaved: Mutex::new(None),
             control_failing: AtomicBool::new(false),
-            waiting_at_close: Mutex::new(Vec::new()),
             runner: Arc::new(rsync::Processes),
         }
     }
@@ -345,14 +343,13 @@ impl Mirror {
             }
         };
         let job = &job.clone().plain();
-        let mut fl = self.fail_log();
+        let fl = self.fail_log();
         log::warn!(
             "not pushing {what} to {}: {why}; kept in the fail log {} until the root is watched again",
             self.targets[t.0].label(),
             fl.path.display()
         );
-        fl.add(t, job, 0);
-        self.queue.owe(t, job, Instant::now());
+        self.queue.owe(t, job, Instant::now(), 0);
         self.save(&fl);
     }
 
@@ -380,13 +377,16 @@ impl Mirror {
     }
 
     fn fail_log(&self) -> MutexGuard<'_, FailLog> {
+        debug_assert!(
+            !super::queue::lock_held(),
+            "lock order: the fail log's lock is taken before the queue's, never under it"
+        );
         self.fail_log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Entries owed to configured remotes in the fail log.
+    /// Entries owed to configured remotes.
     pub fn owed(&self) -> usize {
-        let fl = self.fail_log();
-        fl.len() - fl.unknown_len()
+        self.queue.owed_counts().iter().sum()
     }
 
     /// (root, destination, entries) kept in the fail log for remotes the config does not
@@ -397,7 +397,7 @@ impl Mirror {
 
     /// Entries owed per remote label, for `--replay`'s report.
     pub fn owed_summary(&self) -> std::collections::BTreeMap<String, usize> {
-        faillog::summary(&self.fail_log(), &self.targets)
+        faillog::summary(&self.queue.owed(), &self.targets)
     }
 
     pub fn fail_log_path(&self) -> PathBuf {
@@ -929,25 +929,11 @@ impl Mirror {
                     outcome.elapsed.as_secs_f64()
                 );
             }
-            let mut fl = self.fail_log();
-            let mut changed = fl.clear(t, job);
-            if changed {
-                // Closed meanwhile: what was waiting then is still owed.
-                let waiting = self
-                    .waiting_at_close
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(t.0)
-                    .cloned()
-                    .unwrap_or_default();
-                if !waiting.is_empty() {
-                    let before = fl.len();
-                    fl.add(t, &Job::Paths(waiting), 0);
-                    changed = changed || fl.len() != before;
-                }
-            }
-            self.queue.paid(t, job);
-            let still_owes = !fl.owed[t.0].is_empty();
+            // The fail log's lock first, then the queue's (see ARCHITECTURE.md), so
+            // the file is written in the order the ledger changed.
+            let fl = self.fail_log();
+            let changed = self.queue.paid(t, job);
+            let still_owes = self.queue.owes(t);
             let (was_failing, recovered) = {
                 let mut rec = stats.recovery();
                 (rec.is_failing(), rec.succeeded(still_owes))
@@ -959,7 +945,7 @@ impl Mirror {
             // out again now; a push of each pays it.
             let orphaned = !recovered && still_owes && self.queue.is_last_call_of(t);
             let owed = if recovered || orphaned {
-                owed_by(&fl, t)
+                self.queue.owed_jobs(t)
             } else {
                 Vec::new()
             };
@@ -1021,13 +1007,11 @@ impl Mirror {
                 }
             ));
         }
-        let mut fl = self.fail_log();
-        fl.add(t, job, outcome.status);
+        let fl = self.fail_log();
         // Before the job is finished in the queue, so its entries are never neither in
         // flight nor owed (a barrier would pass them).
-        self.queue.owe(t, job, Instant::now());
+        self.queue.owe(t, job, Instant::now(), outcome.status);
         let saved = self.try_save(&fl);
-        let owed = owed_by(&fl, t);
         let path = fl.path.clone();
         drop(fl);
         let plan = stats.recovery().failed(
@@ -1037,7 +1021,7 @@ impl Mirror {
             crate::sys::random_u64(),
         );
         let retry_in = plan.retry_at.saturating_duration_since(Instant::now());
-        self.queue.retry_at(t, plan.retry_at, owed);
+        self.queue.retry_at(t, plan.retry_at);
         match saved {
             Ok(()) => log::error!(
                 remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status;
@@ -1062,8 +1046,8 @@ impl Mirror {
         Some(plan.rest)
     }
 
-    /// Writes the fail log (under its lock), logging a failure the first time it is
-    /// seen.
+    /// Writes the fail log from the ledger (under the fail log's lock), logging a
+    /// failure the first time it is seen.
     fn save(&self, fl: &FailLog) {
         let mut known = self
             .unsaved
@@ -1076,7 +1060,7 @@ impl Mirror {
                     "cannot write the fail log {} ({e}): its {} entries are kept in memory \
                      only; writing it again at the next change and every {}s",
                     fl.path.display(),
-                    fl.len(),
+                    self.owed() + fl.unknown_len(),
                     SAVE_RETRY.as_secs()
                 );
             }
@@ -1085,13 +1069,14 @@ impl Mirror {
 
     /// Writes the fail log and records whether that worked; says when it works again.
     fn try_save(&self, fl: &FailLog) -> Result<(), String> {
-        let result = fl.save(&self.targets).map_err(|e| e.to_string());
+        let owed = self.queue.owed();
+        let result = fl.save(&owed, &self.targets).map_err(|e| e.to_string());
         let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
         match &result {
             Ok(()) if unsaved.take().is_some() => log::info!(
                 "the fail log {} is written again ({} entries)",
                 fl.path.display(),
-                fl.len()
+                owed.iter().map(faillog::Owed::len).sum::<usize>() + fl.unknown_len()
             ),
             Ok(()) => {}
             Err(e) => *unsaved = Some(e.clone()),
@@ -1113,7 +1098,11 @@ impl Mirror {
     /// so it keeps the per-path order. Entries for roots or remotes the config does not
     /// name are never run here; they stay in the file.
     pub fn replay(&self) {
-        let owed = faillog::owed_jobs(&self.fail_log());
+        let owed: Vec<(RemoteId, Job)> = self
+            .all()
+            .into_iter()
+            .flat_map(|t| self.queue.owed_jobs(t).into_iter().map(move |job| (t, job)))
+            .collect();
         if owed.is_empty() {
             return;
         }
@@ -1129,30 +1118,16 @@ impl Mirror {
     /// nothing is lost even if the process must exit before it ends.
     pub fn close(&self) -> usize {
         self.stopping.store(true, Ordering::Relaxed);
-        let left = self.queue.close();
-        let mut fl = self.fail_log();
-        let mut n = 0;
-        let mut kept = Vec::with_capacity(left.len());
-        for (t, left) in left.into_iter().enumerate() {
-            let t = RemoteId(t);
-            if left.full {
-                fl.add(t, &Job::Full, 0);
-                n += 1;
-            }
-            let mut paths = left.waiting.clone();
-            paths.extend(left.running);
-            if !paths.is_empty() {
-                n += paths.len();
-                fl.add(t, &Job::Paths(paths), 0);
-            }
-            kept.push(left.waiting);
-        }
-        // A push still running that succeeds pays its paths, but not a newer change of
-        // the same path that was waiting behind it (one entry in the fail log for both).
-        *self
-            .waiting_at_close
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = kept;
+        let fl = self.fail_log();
+        // The queue owes what it had (see `Pending::close`): a push still running that
+        // succeeds pays its paths, but not a newer change of the same path that was
+        // waiting behind it.
+        let n: usize = self
+            .queue
+            .close()
+            .iter()
+            .map(|left| usize::from(left.full) + left.waiting.len() + left.running.len())
+            .sum();
         if n > 0 || self.unsaved() {
             self.save(&fl);
         }
@@ -1183,7 +1158,7 @@ impl Mirror {
         }
         let fl = self.fail_log();
         self.try_save(&fl).map_err(|e| {
-            let n = fl.len();
+            let n = self.owed() + fl.unknown_len();
             format!(
                 "{n} owed entr{} could NOT be kept: cannot write the fail log {} ({e}); \
                  they are lost with this process: run a full sync (-r) at the next start",
@@ -1205,16 +1180,15 @@ impl Mirror {
     pub fn snapshot(&self) -> Snapshot {
         let queued = self.queue.waiting();
         let behind = self.queue.behind();
-        let (fail_log, fail_log_entries, unknown_entries, owed) = {
+        let owed = self.queue.owed_counts();
+        let (fail_log, fail_log_entries, unknown_entries) = {
             let fl = self.fail_log();
-            let owed: Vec<usize> = (0..self.targets.len())
-                .map(|i| {
-                    fl.owed
-                        .get(i)
-                        .map_or(0, |o| o.paths.len() + usize::from(o.full))
-                })
-                .collect();
-            (fl.path.clone(), fl.len(), fl.unknown_len(), owed)
+            let unknown = fl.unknown_len();
+            (
+                fl.path.clone(),
+                owed.iter().sum::<usize>() + unknown,
+                unknown,
+            )
         };
         let now = Instant::now();
         let remotes = self
@@ -1363,15 +1337,6 @@ fn missing_listings(root: &Path, job: &Job) -> Vec<PathBuf> {
 
 /// Failed paths from rsync's stderr named in the log, at most.
 const FAILED_PATHS_SHOWN: usize = 5;
-
-/// What the fail log owes one remote, as jobs.
-fn owed_by(fl: &FailLog, t: RemoteId) -> Vec<Job> {
-    faillog::owed_jobs(fl)
-        .into_iter()
-        .filter(|(o, _)| *o == t)
-        .map(|(_, job)| job)
-        .collect()
-}
 
 /// The remotes among `targets` that mirror `root`.
 pub fn remotes_of(targets: &[Target], root: &Path) -> Vec<RemoteId> {

@@ -48,7 +48,7 @@ fn golden_fail_log_format() {
     let mut log = FailLog::new(PathBuf::from("/tmp/x"), 2);
     log.add(RemoteId(0), &Job::Paths(job::plain_entries(hostile())), 5);
     log.add(RemoteId(1), &Job::Full, 10);
-    let text = log.render(&targets);
+    let text = log.render(&log.owed, &targets);
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/fail_log.sh");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &text).expect("write golden");
@@ -75,7 +75,7 @@ fn rendered_log_parses_back_to_the_same_owed_paths() {
     let targets = vec![target("/www", "10.0.0.2")];
     let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
     log.add(RemoteId(0), &Job::Paths(job::plain_entries(hostile())), 5);
-    let text = log.render(&targets);
+    let text = log.render(&log.owed, &targets);
     let mut back = FailLog::new(PathBuf::from("/tmp/x"), 1);
     for cmd in parse_script(&text) {
         back.absorb(cmd, &targets);
@@ -107,7 +107,7 @@ fn commands_for_unknown_remotes_are_kept_without_their_options() {
     assert_eq!(log.foreign.len(), 1);
     assert_eq!(log.unknown_len(), 1);
     assert_eq!(
-        String::from_utf8_lossy(&log.render(&targets)),
+        String::from_utf8_lossy(&log.render(&log.owed, &targets)),
         "#errno 5\ncd '/other' && rsync '-R' './x' 'h::m'\n\n"
     );
 }
@@ -133,7 +133,7 @@ fn planted_remote_shell_option_is_dropped_and_never_rendered() {
         BTreeMap::from([(PathBuf::from("a"), false)])
     );
     assert_eq!(log.unknown_len(), 1);
-    let out = String::from_utf8_lossy(&log.render(&targets)).into_owned();
+    let out = String::from_utf8_lossy(&log.render(&log.owed, &targets)).into_owned();
     for bad in [
         "touch",
         "sh -c",
@@ -237,7 +237,7 @@ mod props {
             for e in entries {
                 log.absorb(e, &targets);
             }
-            let text = log.render(&targets);
+            let text = log.render(&log.owed, &targets);
             let words: Vec<OsString> = parse_words(&text);
             for w in &words {
                 let b = w.as_bytes();
@@ -292,7 +292,7 @@ fn saved_file_is_private_and_removed_when_empty() {
     let targets = vec![target("/www", "10.0.0.2")];
     let mut log = FailLog::new(path.clone(), 1);
     log.add(RemoteId(0), &Job::Paths(vec!["a".into()]), 5);
-    log.save(&targets).expect("save");
+    log.save(&log.owed, &targets).expect("save");
     let mode = std::fs::metadata(&path)
         .expect("exists")
         .permissions()
@@ -301,7 +301,7 @@ fn saved_file_is_private_and_removed_when_empty() {
     let loaded = FailLog::load(path.clone(), &targets).expect("load");
     assert_eq!(loaded.owed, log.owed);
     log.clear(RemoteId(0), &Job::Paths(vec!["a".into()]));
-    log.save(&targets).expect("save");
+    log.save(&log.owed, &targets).expect("save");
     assert!(!path.exists());
 }
 
@@ -327,7 +327,7 @@ fn sh_runs_the_log_without_running_any_name() {
     let targets = vec![target(&www.display().to_string(), "10.0.0.2")];
     let mut log = FailLog::new(d.path().join("fail.sh"), 1);
     log.add(RemoteId(0), &Job::Paths(job::plain_entries(hostile())), 5);
-    log.save(&targets).expect("save");
+    log.save(&log.owed, &targets).expect("save");
     let status = std::process::Command::new("sh")
         .arg(d.path().join("fail.sh"))
         .current_dir(d.path())
@@ -357,7 +357,7 @@ fn a_failed_listing_stays_a_listing_through_the_file_and_is_paid_only_by_one() {
     let targets = vec![target(&root_s, "10.0.0.2")];
     let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
     log.add(RemoteId(0), &Job::Paths(vec![job::entry("storm/")]), 23);
-    let text = log.render(&targets);
+    let text = log.render(&log.owed, &targets);
     assert!(
         String::from_utf8_lossy(&text).contains("'./storm/'"),
         "{}",
@@ -429,7 +429,7 @@ fn a_listing_of_a_directory_missing_now_keeps_its_slash_through_the_file() {
     let targets = vec![target(&root_s, "10.0.0.2")];
     let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
     log.add(RemoteId(0), &Job::Paths(vec![job::entry("gone/")]), 0);
-    let text = log.render(&targets);
+    let text = log.render(&log.owed, &targets);
     let mut back = FailLog::new(PathBuf::from("/tmp/x"), 1);
     for cmd in parse_script(&text) {
         back.absorb(cmd, &targets);

@@ -164,11 +164,9 @@ fn a_retry_joins_the_pending_set_at_its_time_and_not_before() {
     let q = Queue::new(2, 10, 4);
     let start = Instant::now();
     let wait = Duration::from_millis(200);
-    q.retry_at(
-        RemoteId(1),
-        start + wait,
-        vec![Job::Paths(vec![entry("owed/a"), entry("owed/b")])],
-    );
+    let owed = Job::Paths(vec![entry("owed/a"), entry("owed/b")]);
+    q.owe(RemoteId(1), &owed, start, 23);
+    q.retry_at(RemoteId(1), start + wait);
     assert!(q.is_idle(), "a retry waiting for its time is not work yet");
     // A sleeping worker wakes for it at its time, with nothing else to wake it.
     let (t, job) = q.take().expect("the retry");
@@ -184,12 +182,10 @@ fn a_retry_joins_the_pending_set_at_its_time_and_not_before() {
 #[test]
 fn a_due_retry_merges_with_live_changes_and_a_cancelled_one_never_runs() {
     let q = Queue::new(2, 10, 4);
-    q.retry_at(RemoteId(0), Instant::now(), vec![Job::Full]);
-    q.retry_at(
-        RemoteId(1),
-        Instant::now() + Duration::from_secs(3600),
-        vec![Job::Full],
-    );
+    q.owe(RemoteId(0), &Job::Full, Instant::now(), 23);
+    q.owe(RemoteId(1), &Job::Full, Instant::now(), 23);
+    q.retry_at(RemoteId(0), Instant::now());
+    q.retry_at(RemoteId(1), Instant::now() + Duration::from_secs(3600));
     q.cancel_retry(RemoteId(1));
     q.push(&[RemoteId(0)], &p("live"), false);
     let (t, job) = q.take().expect("work");
@@ -381,7 +377,7 @@ fn a_failed_push_holds_the_checkpoint_until_it_is_paid() {
     q.push_at(entry("x"), false, t0);
     let cp = q.checkpoint();
     let w = q.take(100).expect("work");
-    q.owe(&w, Mark { seq: 0, since: t0 });
+    q.owe(&w, Mark { seq: 0, since: t0 }, 0);
     q.finish(&w);
     assert!(!q.passed(cp), "owed");
     assert_eq!(
@@ -572,6 +568,7 @@ fn a_rename_carries_its_mark_waiting_in_flight_owed_and_plain() {
             seq: 0,
             since: at(t0, 99),
         },
+        0,
     );
     q.finish(&job);
     assert!(!q.passed(cp), "owed");
@@ -647,7 +644,7 @@ fn a_listing_pushed_pays_the_files_merged_into_it() {
         entry("app/s2/sub/"),
         entry("x"),
     ]);
-    q.owe(&owed, Mark { seq: 0, since: t0 });
+    q.owe(&owed, Mark { seq: 0, since: t0 }, 0);
     for path in owed.plain_paths() {
         q.push(path, false);
     }
@@ -777,6 +774,7 @@ fn a_collapsed_directory_holds_the_checkpoint_until_its_listing_is_pushed() {
             seq: 0,
             since: Instant::now(),
         },
+        0,
     );
     q.finish(&w);
     assert!(!q.passed(cp), "owed");
@@ -984,6 +982,7 @@ fn an_owed_listing_is_paid_only_by_its_own_listing() {
     q.owe(
         &Job::Paths(vec![entry("e/"), entry("e/b/"), entry("e/f")]),
         Mark { seq: 1, since },
+        0,
     );
     q.paid(&Job::Paths(vec![entry("e/")]));
     assert!(!q.passed(1), "e/b/ is still owed");
@@ -991,4 +990,43 @@ fn an_owed_listing_is_paid_only_by_its_own_listing() {
     assert!(!q.passed(1), "a plain push of e/b does not pay its listing");
     q.paid(&Job::Paths(vec![entry("e/b/")]));
     assert!(q.passed(1));
+}
+
+/// The ledger at a stop: what waited is owed with what was in flight, and a push that
+/// was in flight and succeeds after the close pays only what it carried, not a newer
+/// change of its path that waited behind it, nor a full sync that waited (a full sync
+/// in flight and a full sync waiting: the stop's fail log held only the waiting one's
+/// `./`, which the running one then paid, found by the simulator, seed 10557).
+#[test]
+fn what_waited_at_the_close_stays_owed_after_a_push_in_flight_succeeds() {
+    let mut q = Pending::default();
+    q.push(p("a"), false);
+    let running = q.take(10).expect("a");
+    q.push(p("a"), false); // changed again while its push runs
+    q.push(entry("d/"), false);
+    let left = q.close();
+    assert_eq!(shown_all(&left.waiting), [p("a"), p("d/")]);
+    assert_eq!(shown_all(&left.running), [p("a")]);
+    assert!(!q.paid(&running), "a waited behind its push: still owed");
+    q.finish(&running);
+    assert_eq!(shown_all(&q.owed().entries()), [p("a"), p("d/")]);
+    assert!(!q.passed(q.checkpoint()));
+
+    let mut q = Pending::default();
+    q.push_full();
+    let full = q.take(10).expect("the full sync");
+    q.push_full(); // an overflow while it runs
+    let left = q.close();
+    assert!(left.full);
+    assert!(!q.paid(&full), "the waiting full sync is still owed");
+    assert!(q.owed().full);
+}
+
+#[test]
+fn the_queue_lock_is_known_to_be_held_by_its_thread() {
+    let q = Queue::new(1, 10, 1);
+    assert!(!lock_held());
+    let far = Instant::now() + Duration::from_secs(1);
+    assert!(q.wait_for(far, |_| lock_held()));
+    assert!(!lock_held());
 }
