@@ -133,6 +133,8 @@ pub struct Pending {
     /// does not pay it (it may stand for a newer change of its path).
     kept_at_close: HashMap<Key, (bool, Mark)>,
     kept_full: Option<Mark>,
+    /// When what is owed is queued again (the backoff retry), if it is set.
+    retry: Option<Instant>,
     /// For every proper ancestor of an in-flight path: how many in-flight paths lie below.
     inflight_below: HashMap<Key, usize>,
     running: usize,
@@ -701,6 +703,40 @@ impl Pending {
         before != (self.owed.paths.len(), self.owed.full)
     }
 
+    /// What is owed is queued again at `at` (replacing a retry set before); nothing
+    /// when nothing is owed. `None`: no retry.
+    pub fn retry_at(&mut self, at: Option<Instant>) {
+        self.retry = at.filter(|_| self.owes());
+    }
+
+    /// A retry is set.
+    pub fn retrying(&self) -> bool {
+        self.retry.is_some()
+    }
+
+    /// Moves what is owed into the pending set when its retry is due; else returns
+    /// when it is due.
+    pub fn retry_due(&mut self, now: Instant) -> Option<Instant> {
+        match self.retry {
+            Some(at) if at > now => Some(at),
+            Some(_) => {
+                self.retry = None;
+                for job in self.owed.jobs() {
+                    match job {
+                        Job::Full => self.push_full_at(now),
+                        job => {
+                            for p in job.plain_paths() {
+                                self.push_at(p, false, now);
+                            }
+                        }
+                    }
+                }
+                None
+            }
+            None => None,
+        }
+    }
+
     /// Is anything owed?
     pub fn owes(&self) -> bool {
         !self.owed.is_empty()
@@ -1169,33 +1205,6 @@ struct Remote {
     /// A worker has been woken to wait for this remote's second-call time; no need to
     /// wake another for every event until the remote starts a call.
     timer_armed: bool,
-    /// When what the remote owes is queued again (its backoff retry).
-    retry: Option<Instant>,
-}
-
-impl Remote {
-    /// Moves what is owed into the pending set when its retry is due; else returns
-    /// when it is due.
-    fn retry_due(&mut self, now: Instant) -> Option<Instant> {
-        match self.retry {
-            Some(at) if at > now => Some(at),
-            Some(_) => {
-                self.retry = None;
-                for job in self.pending.owed().jobs() {
-                    match job {
-                        Job::Full => self.pending.push_full(),
-                        job => {
-                            for p in job.plain_paths() {
-                                self.pending.push(p, false);
-                            }
-                        }
-                    }
-                }
-                None
-            }
-            None => None,
-        }
-    }
 }
 
 impl Remote {
@@ -1381,7 +1390,7 @@ impl Queue {
                     let more = st
                         .remotes
                         .iter()
-                        .any(|r| !r.pending.is_empty() || r.retry.is_some());
+                        .any(|r| !r.pending.is_empty() || r.pending.retrying());
                     drop(st);
                     if more {
                         self.wake.notify_one();
@@ -1438,7 +1447,7 @@ impl Queue {
         for i in 0..n {
             let t = (st.next + i) % n;
             let remote = &mut st.remotes[t];
-            if let Some(at) = remote.retry_due(now) {
+            if let Some(at) = remote.pending.retry_due(now) {
                 soonest = Some(soonest.map_or(at, |s| s.min(at)));
             }
             let Some(oldest) = remote.pending.oldest_waiting() else {
@@ -1635,8 +1644,7 @@ impl Queue {
     /// replacing a retry that was waiting. It joins the pending set like any change.
     pub fn retry_at(&self, target: RemoteId, at: Instant) {
         let mut st = self.lock();
-        let remote = &mut st.remotes[target.0];
-        remote.retry = remote.pending.owes().then_some(at);
+        st.remotes[target.0].pending.retry_at(Some(at));
         drop(st);
         // A sleeping worker recomputes how long to wait.
         self.wake.notify_one();
@@ -1644,7 +1652,7 @@ impl Queue {
 
     /// Drops a waiting retry (the remote is level, or what it owes was queued now).
     pub fn cancel_retry(&self, target: RemoteId) {
-        self.lock().remotes[target.0].retry = None;
+        self.lock().remotes[target.0].pending.retry_at(None);
     }
 
     /// Nothing waiting and nothing in flight, for every remote (a retry waiting for its
@@ -1660,9 +1668,9 @@ impl Queue {
     /// is the only one in flight to it.
     pub fn is_last_call_of(&self, target: RemoteId) -> bool {
         let st = self.lock();
-        st.remotes
-            .get(target.0)
-            .is_some_and(|r| r.pending.is_empty() && r.pending.running() <= 1 && r.retry.is_none())
+        st.remotes.get(target.0).is_some_and(|r| {
+            r.pending.is_empty() && r.pending.running() <= 1 && !r.pending.retrying()
+        })
     }
 
     /// Nothing waiting and nothing in flight for one remote.
