@@ -687,7 +687,7 @@ pub fn describe_status(status: i32) -> &'static str {
 }
 
 /// Keep this much of rsync's stderr for the log.
-const STDERR_KEEP: usize = 4096;
+pub const STDERR_KEEP: usize = 4096;
 
 /// Runs the commands a worker needs (rsync, and the remote `mv` of a rename over ssh).
 /// The agent runs processes ([`Processes`]); the simulator (`sync::sim`) answers them

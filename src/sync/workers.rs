@@ -521,6 +521,16 @@ impl Mirror {
                     outcome = failed;
                 }
             }
+            if let Job::Full = call {
+                if let Some((failed, ended)) = self.partial_full(t, &outcome, &excluded) {
+                    // Paid but for what rsync named: those files are owed (and tried
+                    // again on the backoff schedule), not the whole tree.
+                    rest = rest.or(self.account(t, &call, &ended));
+                    let failed = Job::Paths(crate::sync::job::plain_entries(failed));
+                    rest = rest.or(self.account(t, &failed, &outcome));
+                    continue;
+                }
+            }
             let mut call = call;
             if outcome.ok() {
                 // What was left out below a file or link now is made equal by that
@@ -558,6 +568,50 @@ impl Mirror {
         }
         taken.rest = rest;
         taken.accounted = true;
+    }
+
+    /// A full sync that ended in exit 23 naming the files it could not read (each a file,
+    /// not a directory, in the tree now, and rsync's report of them complete): those
+    /// files, and the outcome of the rest. With deletes on, rsync skipped every deletion
+    /// after the I/O error, so a second full sync that leaves the failed files out
+    /// (neither sent nor deleted) makes the deletions; its outcome is the rest's. `None`:
+    /// the full sync is owed whole (another failure, a directory named, a path outside
+    /// the root, stderr cut short, or the second run failed).
+    fn partial_full(
+        &self,
+        t: RemoteId,
+        outcome: &Outcome,
+        excluded: &[PathBuf],
+    ) -> Option<(Vec<PathBuf>, Outcome)> {
+        if outcome.status != 23 || outcome.stderr.len() + 64 >= rsync::STDERR_KEEP {
+            return None;
+        }
+        let root = &self.targets[t.0].root;
+        let failed = failed_in_root(root, &outcome.stderr)?;
+        if failed
+            .iter()
+            .any(|p| std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_dir()))
+        {
+            return None;
+        }
+        if !(self.targets[t.0].delete && outcome.stderr.contains("skipping file deletion")) {
+            let rest = Outcome {
+                status: 0,
+                ..outcome.clone()
+            };
+            return Some((failed, rest));
+        }
+        let mut without: Vec<PathBuf> = excluded.to_vec();
+        without.extend(failed.iter().cloned());
+        log::info!(
+            "full sync of {} to {}: rsync skipped deletions after failing on {} path(s); \
+             running it again without them",
+            root.display(),
+            self.targets[t.0].label(),
+            failed.len()
+        );
+        let again = self.push(t, &Job::Full, &without, &mut Vec::new());
+        again.ok().then_some((failed, again))
     }
 
     /// Carries a rename to `t` as one: in ssh mode as one `mv` on the remote
@@ -1335,6 +1389,35 @@ fn missing_listings(root: &Path, job: &Job) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The paths rsync's stderr names as failed, relative to `root` (rsync names them below
+/// its working directory: the root, or the nosymfollow view of it); `None` when there
+/// are none or one is not below the root.
+fn failed_in_root(root: &Path, stderr: &str) -> Option<Vec<PathBuf>> {
+    let (named, _) = recovery::failed_paths(stderr, usize::MAX);
+    if named.is_empty() {
+        return None;
+    }
+    named
+        .iter()
+        .map(|p| {
+            let p = Path::new(p);
+            let rel = p
+                .strip_prefix(root)
+                .or_else(|_| p.strip_prefix(rsync::VIEW))
+                .ok()?;
+            let mut out = PathBuf::new();
+            for c in rel.components() {
+                match c {
+                    std::path::Component::Normal(n) => out.push(n),
+                    std::path::Component::CurDir => {}
+                    _ => return None,
+                }
+            }
+            (!out.as_os_str().is_empty()).then_some(out)
+        })
+        .collect()
+}
+
 /// Failed paths from rsync's stderr named in the log, at most.
 const FAILED_PATHS_SHOWN: usize = 5;
 
@@ -1414,6 +1497,30 @@ mod tests {
             "could not make way for new regular file: app\nrsync: [sender] read errors \
              mapping \"/www/x\": Input/output error (5)\n{summary}\n"
         ))));
+    }
+
+    #[test]
+    fn the_files_a_partial_transfer_names_are_read_relative_to_the_root() {
+        let root = Path::new("/www");
+        let stderr = "rsync: [sender] send_files failed to open \"/www/a/secret.txt\": \
+                      Permission denied (13)\nrsync: [sender] send_files failed to open \
+                      \"/run/sersync2/view/./b.txt\": Permission denied (13)\nIO error \
+                      encountered -- skipping file deletion\nrsync error: some files/attrs \
+                      were not transferred (see previous errors) (code 23)";
+        assert_eq!(
+            failed_in_root(root, stderr),
+            Some(vec![PathBuf::from("a/secret.txt"), PathBuf::from("b.txt")])
+        );
+        // A path outside the root (the receiver's, say): the whole job is owed.
+        let remote = "rsync: [receiver] mkstemp \"/.x.AbC\" (in mod) failed: Permission \
+                      denied (13)";
+        assert_eq!(failed_in_root(root, remote), None);
+        assert_eq!(
+            failed_in_root(root, "rsync: connection unexpectedly closed"),
+            None
+        );
+        let dotdot = "rsync: [sender] send_files failed to open \"/www/../etc/x\": No";
+        assert_eq!(failed_in_root(root, dotdot), None);
     }
 
     #[test]
