@@ -174,12 +174,23 @@ fn full_sync_failures(log: &str, label: &str) -> usize {
         .count()
 }
 
+const NOBODY: u32 = 65534;
+
 /// The agent started with `-r` as nobody, beside a root-only `secret.txt` (and a
 /// `pub.txt`) in the tree: a file rsync cannot read, so every full sync ends in exit 23
 /// naming it while everything else transfers. Returns the agent and its own directory
 /// (fail log `fail.sh`).
 fn agent_as_nobody_beside_a_root_only_file(s: &Setup) -> (Agent, std::path::PathBuf) {
-    const NOBODY: u32 = 65534;
+    agent_as_nobody(s, true, |_| {})
+}
+
+/// [`agent_as_nobody_beside_a_root_only_file`], with `-r` or not, and `before` run on
+/// the agent's own directory before it starts.
+fn agent_as_nobody(
+    s: &Setup,
+    full: bool,
+    before: impl FnOnce(&Path),
+) -> (Agent, std::path::PathBuf) {
     fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     s.write("pub.txt", "public\n");
     let secret = s.write("secret.txt", "root only\n");
@@ -198,8 +209,12 @@ fn agent_as_nobody_beside_a_root_only_file(s: &Setup) -> (Agent, std::path::Path
     };
     let conf_path = s.dir.join("sersync.xml");
     fs::write(&conf_path, conf.render()).expect("write the config");
+    before(&own);
     let mut cmd = Command::new(sersync_bin());
-    cmd.args(["-n", "4", "-r", "-o"])
+    if full {
+        cmd.arg("-r");
+    }
+    cmd.args(["-n", "4", "-o"])
         .arg(&conf_path)
         .arg("--pid-file")
         .arg(own.join("pid"))
@@ -261,6 +276,49 @@ fn a_full_sync_that_cannot_read_one_file_owes_only_that_file() {
         "the deletion rsync skipped after the I/O error is made",
         DEADLINE,
         || !remotes[0].join("stale.txt").exists(),
+    );
+    agent.stop();
+}
+
+/// A push of paths that ends in exit 23 because one of them cannot be read owes that
+/// one only; the others landed and are paid. (The paths come from a fail log replayed
+/// at start, so they go as one call.)
+#[test]
+fn a_push_that_cannot_read_one_of_its_files_owes_only_that_file() {
+    let s = Setup::new("partial-paths");
+    let (mut agent, own) = agent_as_nobody(&s, false, |own| {
+        let root = s.src.display().to_string();
+        let mut text = String::new();
+        for r in [&s.a, &s.b] {
+            let dest = format!("{}@{}::{}", s.a.user(), r.ip(), r.module());
+            text.push_str(&format!(
+                "#errno 23\ncd '{root}' && rsync '-R' './pub.txt' './secret.txt' '{dest}'\n\n"
+            ));
+        }
+        let log = own.join("fail.sh");
+        fs::write(&log, text).expect("write the fail log");
+        std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).expect("chown");
+        fs::set_permissions(&log, fs::Permissions::from_mode(0o600)).expect("chmod");
+    });
+    let fail_log = own.join("fail.sh");
+    let remotes = s.remotes();
+    wait_until(
+        "pub.txt on both remotes and only secret.txt owed",
+        DEADLINE,
+        || {
+            agent.assert_running();
+            let text =
+                String::from_utf8_lossy(&fs::read(&fail_log).unwrap_or_default()).into_owned();
+            remotes.iter().all(|r| r.join("pub.txt").exists())
+                && text.matches("'./secret.txt'").count() == 2
+                && !text.contains("'./pub.txt'")
+        },
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("push of secret.txt to"),
+        "the log names the file:\n{}",
+        tail(&log, 40)
     );
     agent.stop();
 }

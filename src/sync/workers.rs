@@ -531,6 +531,19 @@ impl Mirror {
                     continue;
                 }
             }
+            if let Some((failed, paid)) = partial_paths(&self.targets[t.0].root, &call, &outcome) {
+                if left_out.is_empty() {
+                    // Paid but for the files rsync named: those are owed (and tried
+                    // again on the backoff schedule), not the whole call.
+                    let ok = Outcome {
+                        status: 0,
+                        ..outcome.clone()
+                    };
+                    rest = rest.or(self.account(t, &paid, &ok));
+                    rest = rest.or(self.account(t, &failed, &outcome));
+                    continue;
+                }
+            }
             let mut call = call;
             if outcome.ok() {
                 // What was left out below a file or link now is made equal by that
@@ -1387,6 +1400,33 @@ fn missing_listings(root: &Path, job: &Job) -> Vec<PathBuf> {
         .map(|e| e.path.clone())
         .filter(|d| !std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir()))
         .collect()
+}
+
+/// A push of paths (no listing) that ended in exit 23 naming some of its own entries as
+/// failed, each a file (not a directory) now, with rsync's stderr kept whole and no
+/// deletion skipped: the failed entries, and the rest, which landed. `None`: the call
+/// is owed whole.
+fn partial_paths(root: &Path, call: &Job, outcome: &Outcome) -> Option<(Job, Job)> {
+    let Job::Paths(entries) = call else {
+        return None;
+    };
+    if outcome.status != 23
+        || outcome.stderr.len() + 64 >= rsync::STDERR_KEEP
+        || outcome.stderr.contains("skipping file deletion")
+        || entries.iter().any(|e| e.listing)
+    {
+        return None;
+    }
+    let failed = failed_in_root(root, &outcome.stderr)?;
+    let named = |e: &Entry| failed.contains(&e.path);
+    if failed.iter().any(|p| {
+        !entries.iter().any(|e| e.path == *p)
+            || std::fs::symlink_metadata(root.join(p)).map_or(true, |m| m.is_dir())
+    }) {
+        return None;
+    }
+    let (bad, good): (Vec<Entry>, Vec<Entry>) = entries.iter().cloned().partition(named);
+    (!good.is_empty()).then_some((Job::Paths(bad), Job::Paths(good)))
 }
 
 /// The paths rsync's stderr names as failed, relative to `root` (rsync names them below
