@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::Parser;
 
 #[cfg(any(test, feature = "man"))]
+pub mod completions;
+#[cfg(any(test, feature = "man"))]
 pub mod man;
 
 pub const AFTER_HELP: &str = "\
@@ -16,17 +18,21 @@ DESCRIPTION
     replayed every <failLog timeToExecute> minutes and at start-up.
 
 CONFIG FILE
-    confxml.xml in sersync 2.5's format (see confxml.xml and the README for every
-    element). Check one with `sersync2 -t -o FILE`.
+    confxml.xml in sersync 2.5's format: every element and attribute in sersync2.xml(5).
+    A name it does not list is an error naming the line and the nearest known name, at
+    -t and at start: a typo would silently drop a remote. Check one with
+    `sersync2 -t -o FILE`; `-t --probe` also asks each remote to answer.
 
 EXIT STATUS
-    0  stopped cleanly (SIGTERM/SIGINT); --test-config found the config valid;
-       --replay left nothing owed; --wait-synced: every remote has every change made
-       before the call; --verify found every remote level
+    0  stopped cleanly (SIGTERM/SIGINT); --test-config found the config valid (with
+       --probe: and every remote answered); --replay left nothing owed; --wait-synced:
+       every remote has every change made before the call; --verify found every remote
+       level; --status: every remote is level or catching up
     1  runtime failure: another instance holds this config's lock, watching could not
-       start, the status endpoint could not be reached, --replay left entries owed,
-       --wait-synced timed out (or no instance runs the config), --verify found a
-       remote that differs or could not be checked
+       start, -t --probe found a remote that does not answer, --replay left entries
+       owed, --wait-synced timed out (or no instance runs the config), --verify found a
+       remote that differs or could not be checked, --status: a remote is failing, a
+       watch root is lost, or no instance answers
     2  bad flags or a bad config (the message names file, line and element), or a
        fail log, pid file, log file or program the agent refuses (see FILES); nothing
        was started
@@ -34,22 +40,30 @@ EXIT STATUS
 SIGNALS
     SIGTERM, SIGINT  stop reading events, let running pushes finish (up to 30 s), write
                      what is still queued to the fail log, exit 0
-    SIGHUP           reopen the --log-file (after logrotate moved it) and reload the
-                     config: checked first (a bad one is logged and the running one
-                     stays), then the pipeline restarts with it; pending work goes
-                     through the fail log, nothing is lost; -r is not repeated
+    SIGHUP           reopen the log file and reload the config: checked first (a bad
+                     one is logged and the running one stays), then the pipeline
+                     restarts with it; pending work goes through the fail log, nothing
+                     is lost; -r is not repeated
+    SIGUSR1          reopen the log file only (after logrotate moved it)
 
 FILES
     ./confxml.xml                   default config (-o)
-    /run/sersync2/<config>.pid      lock and pid file, one per config (--pid-file);
-                                    when not root, in $XDG_RUNTIME_DIR/sersync2 if that
-                                    is the user's own 0700 directory, else in
-                                    sersync2-<uid> (0700) under $TMPDIR or /tmp
+    /run/sersync2/<config>.pid      instance lock with the pid, one per config, named
+                                    from its absolute path, whatever --pid-file says
+                                    (that file gets the pid too); when not root, in
+                                    $XDG_RUNTIME_DIR/sersync2 if that is the user's own
+                                    0700 directory, else in sersync2-<uid> (0700) under
+                                    $TMPDIR or /tmp
     /run/sersync2/view              empty; each rsync (as root) sees the watch root
                                     there, in a private nosymfollow mount
-    <pid file>.sock                 control socket of the running instance (mode 0600,
-                                    its user and root only): --replay asks it to
-                                    replay, --wait-synced to report when level
+    <config>.pid.sock               beside it, the running instance's control socket
+                                    (mode 0600, its user and root only): --status,
+                                    --replay and --wait-synced ask it, found from -o
+                                    alone
+    /var/log/sersync2/<config>.log  the log with -d, no --log-file and no syslog
+                                    socket (said before the detach); when not root,
+                                    in $XDG_STATE_HOME/sersync2 or
+                                    ~/.local/state/sersync2
     <failLog path>                  failed pushes as a runnable sh script, mode 0600.
                                     Read as data: only the directory, the ./paths and
                                     the destination of each command are kept, and the
@@ -59,7 +73,10 @@ FILES
     The fail log, the pid file and the --log-file must be regular files owned by the
     agent's user and not writable by group or others (a link is refused), and the fail
     log's directory must not let others rename it (sticky if world-writable); else the
-    start fails with exit 2 naming the file, its owner and mode. The command plugin's
+    start fails with exit 2 naming the file, its owner and mode. A fail log owned by
+    another user (planted before the start) is the exception: it is renamed aside,
+    unread, to <failLog path>.foreign-<time>-<random>, an error names both, and the agent
+    starts with a fresh one. The command plugin's
     program (found on PATH when it has no /, and an interpreter's script) and the ssh
     command's program must be owned by root or the agent's user and not writable by
     group or others, as every directory above them; else -t, the start and a reload
@@ -72,9 +89,13 @@ ENVIRONMENT
     NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID
                set by systemd (Type=notify): READY, STATUS, RELOADING, STOPPING and
                WATCHDOG are reported there (sd_notify)
+    JOURNAL_STREAM
+               set by systemd: when it names stderr, each line starts with its
+               priority (<3> error, <4> warning, <6> info, <7> debug), no timestamp
     SERSYNC2_SYSLOG_SOCKET
                with -d and no --log-file, logs go to syslog (facility daemon) through
-               this datagram socket instead of /dev/log";
+               this datagram socket instead of /dev/log; where none answers, to the
+               log file named in FILES";
 
 /// sersync2: mirror a directory tree to several hosts in real time with rsync.
 #[derive(Debug, Parser)]
@@ -105,8 +126,14 @@ pub struct Args {
     #[arg(short = 't', long = "test-config")]
     pub test_config: bool,
 
+    /// With -t: also ask each remote to answer, changing nothing (an rsync listing of
+    /// the module or directory with the push's options: host, module, user and password
+    /// or ssh key); exit 1 if one does not
+    #[arg(long, requires = "test_config")]
+    pub probe: bool,
+
     /// Replay the fail log once and exit: 0 if nothing is left owed. With an instance
-    /// running, ask it to replay now (over <pid file>.sock) and report what is still owed.
+    /// running, ask it to replay now (over its control socket) and report what is still owed.
     /// Entries for a root or remote the config does not name are never run; they are
     /// listed and kept
     #[arg(long)]
@@ -117,15 +144,22 @@ pub struct Args {
     #[arg(long, requires = "replay")]
     pub drop_unknown: bool,
 
-    /// Print the running instance's status (needs <host start="true">) and exit
+    /// Print the running instance's status, asked over its control socket, and exit: 0
+    /// when every remote is level or catching up, 1 when one is failing (or a watch root is
+    /// lost, or no instance runs the config)
     #[arg(long)]
     pub status: bool,
 
-    /// Pid and lock file (default: derived from the config path, under /run/sersync2)
+    /// With --status: print the status document as JSON (as GET /status serves it)
+    #[arg(long, requires = "status")]
+    pub json: bool,
+
+    /// Also write the pid to FILE, for service managers (the instance lock is the config's
+    /// own in any case: one instance per config, with or without --pid-file)
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<std::path::PathBuf>,
 
-    /// Write logs to FILE instead of stderr (reopened on SIGHUP, for logrotate)
+    /// Write logs to FILE instead of stderr (reopened on SIGUSR1, for logrotate)
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<std::path::PathBuf>,
 

@@ -6,6 +6,9 @@
 
 pub mod cli;
 mod config;
+
+/// sersync2.xml(5): the config format's man page, from the list the parser accepts.
+pub use config::schema::man_page as config_man_page;
 mod filter;
 pub mod modes;
 mod plugin;

@@ -13,14 +13,23 @@ fn main() -> ExitCode {
         return ExitCode::from(code);
     }
     let mut args = Args::parse();
-    let outcome = modes::prepare(&mut args).and_then(|config| match Mode::of(&args) {
-        Mode::TestConfig { module } => modes::test_config(&config, module.as_deref(), &args),
-        Mode::Status => modes::status(&config, &args),
-        Mode::Module(name) => modes::module(&config, &name, &args),
-        Mode::Replay => modes::replay(&config, &args),
-        Mode::WaitSynced => modes::wait_synced(&config, &args),
-        Mode::Verify => modes::verify(&config, &args),
-        Mode::Live => modes::live(&config, &args),
+    // The modes that ask the running instance find it from the config's path and read
+    // the file only if they must (a bad config on disk does not stop them).
+    let outcome = modes::prepare(&mut args).and_then(|()| match Mode::of(&args) {
+        Mode::Status => modes::status(&args),
+        Mode::WaitSynced => modes::wait_synced(&args),
+        Mode::Replay => modes::replay(&args),
+        mode => {
+            let config = modes::config(&args)?;
+            match mode {
+                Mode::TestConfig { module } => {
+                    modes::test_config(&config, module.as_deref(), &args)
+                }
+                Mode::Module(name) => modes::module(&config, &name, &args),
+                Mode::Verify => modes::verify(&config, &args),
+                _ => modes::live(&config, &args),
+            }
+        }
     });
     match outcome {
         Ok(code) => ExitCode::from(code),

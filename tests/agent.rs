@@ -645,3 +645,31 @@ pub(crate) fn fail_log_dests(path: &Path) -> Vec<String> {
 pub(crate) fn b_dest(s: &Setup) -> String {
     format!("{}@{}::{}", s.b.user(), s.b.ip(), s.b.module())
 }
+
+/// The instance lock the root agent takes for `config`, whatever `--pid-file` says:
+/// `/run/sersync2/<absolute config path, / as _>.pid` (README, "Running it").
+pub(crate) fn lock_file(config: &Path) -> PathBuf {
+    let abs = fs::canonicalize(config).expect("canonical config path");
+    let flat: String = abs
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| match c {
+            '/' => "_".to_owned(),
+            '%' | '_' | ' ' | '\t' | '\n' => format!("%{:02X}", c as u32),
+            c => c.to_string(),
+        })
+        .collect();
+    assert!(
+        flat.len() <= 64,
+        "a config path this long gets a hashed name"
+    );
+    PathBuf::from(format!("/run/sersync2/{flat}.pid"))
+}
+
+/// The running instance's control socket for `config`: beside its lock.
+pub(crate) fn control_socket(config: &Path) -> PathBuf {
+    let mut s = lock_file(config).into_os_string();
+    s.push(".sock");
+    PathBuf::from(s)
+}

@@ -233,3 +233,32 @@ fn fanotify_queue_overflow_rescans_and_full_syncs() {
     );
     agent.stop();
 }
+
+// `--status` said "N directories watched" under fanotify, where the count is of
+// filesystem marks (one for the whole tree).
+#[test]
+fn fanotify_status_counts_filesystem_marks_not_directories() {
+    let s = Setup::new("fan-status");
+    let Some(conf) = conf_on(&s, "fanotify") else {
+        return;
+    };
+    for i in 0..5 {
+        s.write(format!("d{i}/f.txt"), "x\n");
+    }
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--status"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("1 filesystem mark (fanotify") && !shown.contains("directories watched"),
+        "{shown}"
+    );
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        (doc["watches"].as_u64(), doc["watch_unit"].as_str()),
+        (Some(1), Some("filesystem marks")),
+        "{doc}"
+    );
+    agent.stop();
+}

@@ -1,5 +1,5 @@
 //! `--replay` beside a running instance and the control socket it goes through
-//! (`<pid file>.sock`): the running agent replays at once and the command line reports
+//! (beside the config's instance lock): the running agent replays at once and the command line reports
 //! what is still owed; only the agent's user and root can use the socket; a stale socket
 //! is replaced and a planted link is never followed. Real agents, real rsync daemons.
 
@@ -127,14 +127,13 @@ fn control_socket_refuses_other_users() {
         return;
     }
     let s = Setup::new("ctl-users");
-    // The pid file's directory is one the other user can reach, so that only the
-    // socket's own mode and the agent's check stand in the way.
+    // The socket's directory (/run/sersync2, 0755) is one the other user can reach, so
+    // that only the socket's own mode and the agent's check stand in the way.
     let run = Dir::new("ctl-users-run");
-    fs::set_permissions(run.path(), fs::Permissions::from_mode(0o755)).expect("chmod run dir");
     let pid_file = run.join("agent.pid");
     let pid_arg = pid_file.display().to_string();
     let mut agent = Agent::start(&s.dir, &s.conf(), &["--pid-file", &pid_arg]);
-    let socket = run.join("agent.pid.sock");
+    let socket = control_socket(&s.dir.join("sersync.xml"));
     let meta = fs::symlink_metadata(&socket).expect("the control socket exists");
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.mode() & 0o777, 0o600, "the socket is private");
@@ -193,7 +192,9 @@ fn stale_control_socket_is_replaced_at_start() {
     let s = Setup::new("ctl-stale");
     let run = s.dir.mkdir_p("run");
     let pid_file = run.join("agent.pid");
-    let socket = run.join("agent.pid.sock");
+    fs::write(s.dir.join("sersync.xml"), s.conf().render()).expect("write sersync.xml");
+    let socket = control_socket(&s.dir.join("sersync.xml"));
+    fs::create_dir_all("/run/sersync2").expect("the lock directory");
     drop(std::os::unix::net::UnixListener::bind(&socket).expect("a stale socket"));
     let stale = std::os::unix::net::UnixStream::connect(&socket).expect_err("nobody listens");
     assert_eq!(stale.kind(), std::io::ErrorKind::ConnectionRefused);
@@ -225,7 +226,17 @@ fn planted_symlink_at_the_control_socket_path_is_not_followed() {
     let s = Setup::new("ctl-link");
     let run = s.dir.mkdir_p("run");
     let pid_file = run.join("agent.pid");
-    let socket = run.join("agent.pid.sock");
+    fs::write(s.dir.join("sersync.xml"), s.conf().render()).expect("write sersync.xml");
+    let socket = control_socket(&s.dir.join("sersync.xml"));
+    fs::create_dir_all("/run/sersync2").expect("the lock directory");
+    // Whatever happens below, the planted link goes with the test.
+    struct Unplant(PathBuf);
+    impl Drop for Unplant {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
+    let _unplant = Unplant(socket.clone());
     let elsewhere = s.dir.mkdir_p("elsewhere");
     let dangling = elsewhere.join("created-through-the-link");
     std::os::unix::fs::symlink(&dangling, &socket).expect("plant a link");

@@ -187,6 +187,7 @@ fn lag_is_reported_while_a_remote_is_down_and_zero_when_level() {
     );
     assert!(last["remotes"][1]["pending"].is_u64(), "{last}");
     let metrics = get(port, "/metrics");
+    assert_metric_names(&metrics);
     let b_lag = metric(
         &metrics,
         &format!(
@@ -279,7 +280,16 @@ fn wait_synced_waits_while_the_instance_holds_its_lock_without_a_socket() {
     use std::os::unix::io::AsRawFd;
     let s = Setup::new("lag-locked");
     std::fs::write(s.dir.join("sersync.xml"), s.conf().render()).expect("write sersync.xml");
-    let pid_file = s.dir.join("held.pid");
+    // The config's own instance lock, where the agent would hold it.
+    let pid_file = lock_file(&s.dir.join("sersync.xml"));
+    std::fs::create_dir_all("/run/sersync2").expect("the lock directory");
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(pid_file.clone());
     let lock = std::fs::File::create(&pid_file).expect("pid file");
     std::fs::write(&pid_file, format!("{}\n", std::process::id())).expect("pid");
     // SAFETY: flock on a valid open descriptor of ours.
@@ -287,8 +297,6 @@ fn wait_synced_waits_while_the_instance_holds_its_lock_without_a_socket() {
     let started = std::time::Instant::now();
     let out = command(&s.dir)
         .args(["-o", "sersync.xml", "--wait-synced", "--timeout", "13"])
-        .arg("--pid-file")
-        .arg(&pid_file)
         .output()
         .expect("run --wait-synced");
     let took = started.elapsed();
@@ -303,4 +311,75 @@ fn wait_synced_waits_while_the_instance_holds_its_lock_without_a_socket() {
         "{err}"
     );
     assert!(!err.contains("while none runs"), "{err}");
+}
+
+/// What `/metrics` serves follows one naming: the `sersync2_` prefix, a counter ends in
+/// `_total`, and each name says its unit (what it counts, or seconds); `promtool check
+/// metrics` (Prometheus' own linter) finds nothing, where it is installed. Metrics
+/// mixed `sersync_` and `sersync2_`, and `pushed_total` counted paths while
+/// `failed_total` counted calls.
+fn assert_metric_names(response: &str) {
+    let metrics = response
+        .split_once("\r\n\r\n")
+        .map_or(response, |(_, body)| body);
+    // The unit words a name may end in (before `_total`), or a 0/1 state.
+    const UNITS: &[&str] = &[
+        "seconds", "paths", "calls", "entries", "watches", "failing", "ok", "success",
+    ];
+    let mut kinds = std::collections::HashMap::new();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            kinds.insert(name.to_owned(), kind.to_owned());
+        }
+    }
+    assert!(kinds.len() >= 10, "{metrics}");
+    for (name, kind) in &kinds {
+        assert!(
+            name.starts_with("sersync2_"),
+            "{name}: one prefix\n{metrics}"
+        );
+        let base = match kind.as_str() {
+            "counter" => name
+                .strip_suffix("_total")
+                .unwrap_or_else(|| panic!("{name}: a counter ends in _total")),
+            "gauge" => {
+                assert!(!name.ends_with("_total"), "{name}: a gauge is not a _total");
+                name
+            }
+            other => panic!("{name}: unexpected type {other}"),
+        };
+        assert!(
+            UNITS.iter().any(|u| base.ends_with(&format!("_{u}"))),
+            "{name}: the name says its unit (one of {UNITS:?})"
+        );
+    }
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Err(e) => eprintln!("promtool not run ({e}): the names were checked above only"),
+        Ok(mut child) => {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("promtool's stdin")
+                .write_all(metrics.as_bytes())
+                .expect("write to promtool");
+            let out = child.wait_with_output().expect("promtool");
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.success() && said.trim().is_empty(),
+                "promtool check metrics: {said}\n{metrics}"
+            );
+        }
+    }
 }

@@ -142,12 +142,14 @@ fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
     let a_label = format!("remote=\"{}\"", label(&s.a));
     wait_until("metrics show remote a verified level", DEADLINE, || {
         get(port, "/metrics").lines().any(|l| {
-            l.starts_with("sersync_verify_differing{") && l.contains(&a_label) && l.ends_with(" 0")
+            l.starts_with("sersync2_verify_differing_paths{")
+                && l.contains(&a_label)
+                && l.ends_with(" 0")
         })
     });
     let metrics = get(port, "/metrics");
     assert!(
-        metrics.contains("sersync_verify_last_timestamp_seconds{"),
+        metrics.contains("sersync2_verify_last_timestamp_seconds{"),
         "{metrics}"
     );
     let status: serde_json::Value =
@@ -164,6 +166,13 @@ fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         block(&report, &label(&s.b)).contains(": could not be checked: rsync exit"),
+        "{}",
+        text(&out)
+    );
+    // In rsync's own words (only its last line was kept: "error in socket IO").
+    assert!(
+        block(&report, &label(&s.b)).contains("hint: nothing listens")
+            && block(&report, &label(&s.b)).contains("Connection refused (111)"),
         "{}",
         text(&out)
     );

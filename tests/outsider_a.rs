@@ -93,35 +93,34 @@ fn squatted_status_port_neither_stops_sync_nor_fools_the_status_client() {
     setup.write("a.txt", "synced without the endpoint");
     setup.wait(&mut agent, "a change while the status port is squatted");
 
-    // The squatter answers one request with its own JSON (another pid, escapes).
-    let fake = std::thread::spawn(move || {
-        if let Ok((mut c, _)) = squatter.accept() {
-            let mut buf = [0u8; 1024];
-            let _ = c.read(&mut buf);
-            let body = r#"{"version":"x","config":"evil\u001b[2J","pid":1,"uptime_seconds":0,
-                "watches":0,"fail_log":{"path":"f","entries":0},"last_full_sync":null,
-                "remotes":[]}"#;
-            let _ = write!(c, "HTTP/1.0 200 OK\r\n\r\n{body}");
-        }
-        // The listener is closed here: the port is free.
-    });
+    // `--status` asks the instance over its control socket, so the squatter (who would
+    // answer with its own JSON: another pid, terminal escapes) is never asked.
     let conf_path = setup.dir.join("sersync.xml");
     let (code, out, err) = run(&setup.dir, &conf_path, &["--status"]);
-    assert_eq!(code, 1, "{out}\n{err}");
-    assert!(!out.contains('\x1b'), "{out:?}");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("(pid {})", agent.pid())), "{out}");
+    squatter
+        .set_nonblocking(true)
+        .expect("non-blocking squatter");
     assert!(
-        err.contains("does not come from this config's running instance"),
-        "{err}"
+        squatter.accept().is_err(),
+        "--status connected to the squatted port"
     );
-    fake.join().expect("squatter thread");
+    drop(squatter);
 
-    // The agent binds the freed port by itself; --status then sees it.
+    // The agent binds the freed port by itself; /status then answers from it.
     wait_until(
-        "--status reaches the agent",
+        "the agent's endpoint answers on the freed port",
         Duration::from_secs(30),
         || {
-            let (code, out, _) = run(&setup.dir, &conf_path, &["--status"]);
-            code == 0 && out.contains(&format!("(pid {})", agent.pid()))
+            let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = c.write_all(b"GET /status HTTP/1.0\r\n\r\n");
+            let mut body = String::new();
+            let _ = c.read_to_string(&mut body);
+            body.contains(&format!("\"pid\": {}", agent.pid()))
         },
     );
     assert!(agent.log().contains("(bound now)"), "{}", agent.log());

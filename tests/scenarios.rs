@@ -316,15 +316,16 @@ fn status_endpoint_reports_counts_and_metrics() {
     let (head, metrics) = http_get(port, "/metrics");
     assert!(head.contains("text/plain"), "{head}");
     assert!(
-        metrics.contains("sersync_pushed_total{remote=\"127.0.0.1::mod\""),
+        metrics.contains("sersync2_pushed_paths_total{remote=\"127.0.0.1::mod\""),
         "{metrics}"
     );
-    assert!(metrics.contains("sersync_fail_log_entries "), "{metrics}");
+    assert!(metrics.contains("sersync2_fail_log_entries "), "{metrics}");
     let (head, _) = http_get(port, "/nope");
     assert!(head.starts_with("HTTP/1.0 404"), "{head}");
     let out = sersync2(&s.dir, &["-o", "sersync.xml", "--status"]);
     let shown = text(&out);
-    assert!(out.status.success(), "{shown}");
+    // A remote is failing: exit 1, as monitors expect (it was 0).
+    assert_eq!(out.status.code(), Some(1), "{shown}");
     assert!(
         shown.contains("127.0.0.2::mod") && shown.contains("FAILING"),
         "{shown}"

@@ -3,6 +3,7 @@
 
 mod agent;
 mod attacks;
+mod causes;
 mod churn;
 mod config_bounds;
 mod e2e;
@@ -14,8 +15,10 @@ mod faults_root;
 mod faults_signals;
 mod fixtures;
 mod hostile;
+mod instance;
 mod layers;
 mod links;
+mod logs;
 mod mirrors_lag;
 mod mirrors_verify;
 mod moves;
@@ -27,3 +30,4 @@ mod scenarios;
 mod security;
 mod support;
 mod trust;
+mod warm;

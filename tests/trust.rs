@@ -296,29 +296,77 @@ fn planted_symlink_at_the_fail_log_tmp_name_is_not_followed() {
     );
 }
 
+/// The files in `dir` whose names start with `name.foreign-`.
+fn set_aside(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let prefix = format!("{name}.foreign-");
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
 // The fail log was read and replayed whoever wrote it: a file planted in /tmp by another
-// user, or left writable by everyone, became commands the agent ran as root.
+// user became commands the agent ran as root. Then it was refused, and the agent exited
+// 2: a local user who created the default /tmp/rsync_fail_log.sh first kept the root
+// agent from ever starting. It is now moved aside, unread and never run, and the agent
+// starts with a fresh fail log of its own.
 #[test]
-fn fail_log_planted_by_another_user_is_refused_at_start() {
+fn fail_log_planted_by_another_user_is_moved_aside_and_the_agent_starts() {
     let Some(attacker) = User::create("b") else {
         return;
     };
     let w = World::new("trust-planted");
     let fail_log = w.shared.join("fail.sh");
     attacker.plant_file(&fail_log, "0644");
+    let planted = fs::read(&fail_log).expect("read the planted file");
     let config = w.config(&fail_log);
     let pid = pid_flag(&w);
-    let err = refused_at_start(&w, &config, &as_os(&pid));
+    let mut extra = as_os(&pid);
+    extra.push("-r".as_ref());
+    let mut agent = root_agent(&w, &config, &extra);
+    agent.wait_live(&w.dir.join("agent.err"));
+    let aside = set_aside(&w.shared, "fail.sh");
+    assert_eq!(aside.len(), 1, "one file moved aside: {aside:?}");
+    let m = fs::symlink_metadata(&aside[0]).expect("the moved file");
+    assert_eq!(
+        (
+            m.uid(),
+            m.mode() & 0o7777,
+            fs::read(&aside[0]).expect("read")
+        ),
+        (attacker.uid, 0o644, planted),
+        "kept as planted, for the operator to read"
+    );
+    let err = agent.stderr();
     for want in [
         fail_log.display().to_string(),
-        format!("uid {}", attacker.uid),
+        aside[0].display().to_string(),
         attacker.name.clone(),
-        "remove it".into(),
+        "never run".into(),
     ] {
-        assert!(err.contains(&want), "stderr names {want:?}:\n{err}");
+        assert!(err.contains(&want), "the error names {want:?}:\n{err}");
     }
+    assert!(err.contains("ERROR"), "logged as an error:\n{err}");
+    // The fresh fail log is root's, 0600, and gets the failed full sync; the planted
+    // command (an rsync of /etc to evil::x) is not in it.
+    wait_until(
+        "the failed full sync is in the fresh fail log",
+        DEADLINE,
+        || fs::read_to_string(&fail_log).is_ok_and(|t| t.contains("/nonexistent")),
+    );
+    let m = fs::symlink_metadata(&fail_log).expect("fail log");
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o600), "root's, 0600");
+    assert!(!fs::read_to_string(&fail_log)
+        .expect("read")
+        .contains("evil"));
+    agent.stop();
 
-    // Root's own file, but writable by everyone: refused too, naming the mode.
+    // Root's own file, but writable by everyone: refused, naming the mode (the
+    // operator's own mistake; nobody else owns it).
     fs::remove_file(&fail_log).expect("rm");
     write_with_mode(&fail_log, b"#errno 5\n", 0o666);
     let err = refused_at_start(&w, &config, &as_os(&pid));
@@ -329,9 +377,10 @@ fn fail_log_planted_by_another_user_is_refused_at_start() {
 }
 
 // A link at the fail log path was followed both ways: read at start, then replaced
-// through, so the agent read and wrote whatever file the link named.
+// through, so the agent read and wrote whatever file the link named. Then it was refused
+// (exit 2). Another user's link is now moved aside itself, never followed.
 #[test]
-fn symlink_at_the_fail_log_path_is_refused() {
+fn symlink_at_the_fail_log_path_is_moved_aside_not_followed() {
     let Some(attacker) = User::create("c") else {
         return;
     };
@@ -341,12 +390,72 @@ fn symlink_at_the_fail_log_path_is_refused() {
     attacker.symlink(&victim.path, &fail_log);
     let config = w.config(&fail_log);
     let pid = pid_flag(&w);
-    let err = refused_at_start(&w, &config, &as_os(&pid));
+    let mut extra = as_os(&pid);
+    extra.push("-r".as_ref());
+    let mut agent = root_agent(&w, &config, &extra);
+    agent.wait_live(&w.dir.join("agent.err"));
+    let aside = set_aside(&w.shared, "fail.sh");
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(
+        fs::read_link(&aside[0]).expect("the link itself was moved"),
+        victim.path
+    );
+    let err = agent.stderr();
     assert!(
         err.contains(&fail_log.display().to_string()) && err.contains("symbolic link"),
-        "stderr names the link:\n{err}"
+        "the error names the link:\n{err}"
     );
+    wait_until(
+        "the failed full sync is in the fresh fail log",
+        DEADLINE,
+        || fs::symlink_metadata(&fail_log).is_ok_and(|m| m.is_file() && m.len() > 0),
+    );
+    agent.stop();
+    victim.assert_unchanged("after the agent wrote its fail log");
+
+    // Root's own link there (the operator's): still refused, not followed.
+    fs::remove_file(&fail_log).expect("rm");
+    std::os::unix::fs::symlink(&victim.path, &fail_log).expect("root's link");
+    let err = refused_at_start(&w, &config, &as_os(&pid));
+    assert!(err.contains("symbolic link"), "{err}");
     victim.assert_unchanged("after the refused start");
+}
+
+// The other side of moving a planted fail log aside: an agent that is not root cannot
+// move another user's file out of a sticky directory (the kernel refuses the rename), so
+// it is refused then, as before, saying why, and left as it is.
+#[test]
+fn a_non_root_agent_refuses_a_planted_fail_log_it_cannot_move_aside() {
+    let Some(attacker) = User::create("m") else {
+        return;
+    };
+    let Some(agent_user) = User::create("n") else {
+        return;
+    };
+    let w = World::new("trust-planted-user");
+    let fail_log = w.shared.join("fail.sh");
+    attacker.plant_file(&fail_log, "0644");
+    let planted = fs::read(&fail_log).expect("read the planted file");
+    let bin = runnable_copy(&w);
+    let config = w.config(&fail_log);
+    let mut cmd = agent_user.command(&bin);
+    cmd.arg("-o")
+        .arg(&config)
+        .current_dir(w.dir.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("TMPDIR", &w.shared);
+    let mut agent = Running::start(cmd, w.dir.join("agent.err"));
+    let status = agent.exit();
+    let err = agent.stderr();
+    assert_eq!(status.code(), Some(2), "exit 2; stderr:\n{err}");
+    assert!(
+        err.contains("cannot be moved aside")
+            && err.contains(&fail_log.display().to_string())
+            && err.contains(&attacker.name),
+        "{err}"
+    );
+    assert_eq!(fs::read(&fail_log).expect("left as it is"), planted);
+    assert!(set_aside(&w.shared, "fail.sh").is_empty());
 }
 
 // A fail log in a directory another user owns (or anyone may rename in) can be swapped

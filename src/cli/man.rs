@@ -101,8 +101,8 @@ pub fn page() -> std::io::Result<String> {
         }
         roff.control("SH", ["SEE ALSO"]);
         roff.text([roman(
-            "rsync(1), rsyncd.conf(5), systemctl(1), logrotate(8); the README of the \
-             sersync2 sources for every element of the config file",
+            "sersync2.xml(5) for every element of the config file, rsync(1), \
+             rsyncd.conf(5), systemctl(1), logrotate(8); the README of the sersync2 sources",
         )]);
         roff.to_writer(w)
     })?;

@@ -11,6 +11,7 @@ pub mod plugins;
 mod raw;
 #[cfg(test)]
 pub(crate) mod raw;
+pub mod schema;
 pub mod source;
 
 use std::collections::HashMap;
@@ -140,10 +141,9 @@ pub struct Config {
     /// `<host hostip port start="true">`: where the status endpoint listens (off unless
     /// start="true"; the original's <host> had no switch and did nothing).
     pub host: Option<(String, u16)>,
-    /// Elements this program does not know (path, line): warned about at start.
-    /// At most [`raw::MAX_UNKNOWN_LISTED`]; `unknown_more` counts the rest.
-    pub unknown: Vec<(String, u32)>,
-    pub unknown_more: usize,
+    /// `<host hostip>` while the endpoint is off: unused, but `-t` says when it does not
+    /// resolve (it would fail the day the endpoint is switched on).
+    pub host_unused: Option<String>,
     /// The `<plugin>` blocks and the one switched on by `<sersync><plugin start="true">`.
     pub plugins: plugins::Plugins,
 }
@@ -383,6 +383,10 @@ fn parse_with(file: &Path, bytes: &[u8], roots_must_exist: bool) -> Result<Confi
         }
         _ => None,
     };
+    let host_unused = match (&host, &head.host) {
+        (None, Some(h)) => h.hostip.clone(),
+        _ => None,
+    };
     Ok(Config {
         file: file.to_path_buf(),
         debug,
@@ -396,8 +400,7 @@ fn parse_with(file: &Path, bytes: &[u8], roots_must_exist: bool) -> Result<Confi
         crontab,
         verify,
         host,
-        unknown: doc.unknown,
-        unknown_more: doc.unknown_more,
+        host_unused,
         plugins,
     })
 }

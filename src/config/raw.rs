@@ -14,6 +14,8 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, Writer};
 use serde::Deserialize;
 
+use super::schema;
+
 /// A config problem with the place it was found, shown as `file:line: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -39,11 +41,6 @@ pub struct Document {
     pub head: Head,
     /// The file declared ISO-8859-1: path attributes map back to the same bytes.
     pub latin1: bool,
-    /// Elements this program does not know, with their line: warned about, not fatal.
-    /// Only the outermost of an unknown subtree, and at most [`MAX_UNKNOWN_LISTED`].
-    pub unknown: Vec<(String, u32)>,
-    /// How many more unknown elements there were past [`MAX_UNKNOWN_LISTED`].
-    pub unknown_more: usize,
 }
 
 /// The deepest nesting of elements accepted. A sersync config is at most five deep
@@ -56,9 +53,9 @@ pub const MAX_DEPTH: usize = 64;
 /// took minutes.
 pub const MAX_ATTRIBUTES: usize = 64;
 
-/// Most unknown elements listed one by one (each is a warning at start); the rest are
-/// counted.
-pub const MAX_UNKNOWN_LISTED: usize = 100;
+/// Most unknown names (elements and attributes) named in the error one by one; the rest
+/// are counted.
+pub const MAX_UNKNOWN_LISTED: usize = 5;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Switch {
@@ -375,59 +372,6 @@ pub struct RegexUrl {
     pub line: Option<u32>,
 }
 
-/// Which children each element may have: anything else is reported as unknown.
-fn known_child(parent: &[String], child: &str) -> bool {
-    let parent: Vec<&str> = parent.iter().map(String::as_str).collect();
-    let allowed: &[&str] = match parent.as_slice() {
-        [] => &["head"],
-        ["head"] => &[
-            "host",
-            "debug",
-            "filesystem",
-            "filter",
-            "inotify",
-            "watcher",
-            "sersync",
-            "plugin",
-        ],
-        ["head", "filter"] => &["exclude"],
-        ["head", "inotify"] => &[
-            "delete",
-            "createfolder",
-            "createfile",
-            "closewrite",
-            "movefrom",
-            "moveto",
-            "attrib",
-            "modify",
-        ],
-        ["head", "sersync"] => &[
-            "localpath",
-            "rsync",
-            "faillog",
-            "crontab",
-            "plugin",
-            "verify",
-        ],
-        ["head", "sersync", "localpath"] => &["remote"],
-        ["head", "sersync", "rsync"] => &[
-            "commonparams",
-            "auth",
-            "userdefinedport",
-            "timeout",
-            "ssh",
-            "batch",
-        ],
-        ["head", "sersync", "crontab"] => &["crontabfilter"],
-        ["head", "sersync", "crontab", "crontabfilter"] => &["exclude"],
-        ["head", "plugin"] => &["param", "filter", "localpath"],
-        ["head", "plugin", "filter"] => &["include", "exclude"],
-        ["head", "plugin", "localpath"] => &["deshost", "cdninfo", "sendurl", "regexurl"],
-        _ => &[],
-    };
-    allowed.contains(&child)
-}
-
 fn line_of(text: &str, pos: usize) -> u32 {
     Lines::new(text).at(pos)
 }
@@ -516,18 +460,23 @@ fn decode(file: &str, bytes: &[u8]) -> Result<(String, bool), ConfigError> {
 }
 
 /// Rewrites one start tag: lower-case names, unescaped values re-escaped, `_line` added.
-/// A name given twice (in any case) is refused: which one would count is a guess.
-fn normalise_tag(tag: &BytesStart, line: u32, name: &str) -> Result<BytesStart<'static>, String> {
+/// A name given twice (in any case) is refused: which one would count is a guess. An
+/// attribute `path` (the element's place) does not take goes into `unknown`.
+fn normalise_tag(
+    tag: &BytesStart,
+    line: u32,
+    path: &[String],
+    unknown: &mut Vec<String>,
+) -> Result<BytesStart<'static>, String> {
+    let name = path.last().map(String::as_str).unwrap_or_default();
     let mut out = BytesStart::new(name.to_owned());
     // quick-xml's own duplicate check compares each attribute with every one before it
     // (quadratic in a hostile tag's length); a set does it in linear time.
     let mut seen = std::collections::HashSet::new();
     for attr in tag.attributes().with_checks(false) {
         let attr = attr.map_err(|e| format!("bad attribute in <{name}>: {e}"))?;
-        let key = String::from_utf8_lossy(attr.key.as_ref()).to_ascii_lowercase();
-        if key == "_line" {
-            continue;
-        }
+        let written = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
+        let key = written.to_ascii_lowercase();
         if !seen.insert(key.clone()) {
             return Err(format!("bad attribute in <{name}>: {key}= is given twice"));
         }
@@ -535,6 +484,10 @@ fn normalise_tag(tag: &BytesStart, line: u32, name: &str) -> Result<BytesStart<'
             return Err(format!(
                 "<{name}> has more than {MAX_ATTRIBUTES} attributes: not a sersync config"
             ));
+        }
+        if !schema::known_attribute(path, &key) {
+            unknown.push(schema::unknown_attribute(path, &written));
+            continue;
         }
         let value = attr
             .unescape_value()
@@ -545,16 +498,13 @@ fn normalise_tag(tag: &BytesStart, line: u32, name: &str) -> Result<BytesStart<'
     Ok(out)
 }
 
-/// What [`normalise`] found besides the text: the unknown elements listed, and how many
-/// more there were.
-type Unknown = (Vec<(String, u32)>, usize);
-
-/// Turns the file's bytes into the normalised text serde reads, noting unknown elements.
-/// An unknown element is left out of that text with everything inside it (serde would
-/// skip it anyway), and only it is reported, not what it holds. Time and memory are
-/// linear in the file's size: nesting stops at [`MAX_DEPTH`], lines are counted as the
-/// reader goes.
-fn normalise(file: &str, text: &str) -> Result<(String, Unknown), ConfigError> {
+/// Turns the file's bytes into the normalised text serde reads. A name [`schema`] does
+/// not list (an element, or an attribute of a known element) is an error, after the
+/// whole file was read as XML: the first one gives the line, and the message names up
+/// to [`MAX_UNKNOWN_LISTED`] and counts the rest. Of an unknown element only it is
+/// reported, not what it holds. Time and memory are linear in the file's size: nesting
+/// stops at [`MAX_DEPTH`], lines are counted as the reader goes.
+fn normalise(file: &str, text: &str) -> Result<String, ConfigError> {
     let err = |line: u32, message: String| ConfigError {
         file: file.to_owned(),
         line: Some(line),
@@ -567,8 +517,10 @@ fn normalise(file: &str, text: &str) -> Result<(String, Unknown), ConfigError> {
     let mut stack: Vec<String> = Vec::new();
     // The depth of the stack below the unknown element being skipped, while in one.
     let mut skipping: Option<usize> = None;
-    let mut unknown = Vec::new();
-    let mut unknown_more = 0usize;
+    // (line, message) of the first unknown names, and how many there were in all.
+    let mut unknown: Vec<(u32, String)> = Vec::new();
+    let mut unknown_count = 0usize;
+    let mut tag_unknown: Vec<String> = Vec::new();
     let mut saw_root = false;
     loop {
         let before = reader.buffer_position() as usize;
@@ -602,17 +554,16 @@ fn normalise(file: &str, text: &str) -> Result<(String, Unknown), ConfigError> {
                         ),
                     ));
                 }
-                if skipping.is_none() && !known_child(&stack, &name) {
+                if skipping.is_none() && !schema::known_child(&stack, &name) {
                     if stack.is_empty() {
                         return Err(err(
                             line,
                             format!("not a sersync config: the root element is <{name}>, expected <head>"),
                         ));
                     }
+                    unknown_count += 1;
                     if unknown.len() < MAX_UNKNOWN_LISTED {
-                        unknown.push((format!("{}/{}", stack.join("/"), name), line));
-                    } else {
-                        unknown_more += 1;
+                        unknown.push((line, schema::unknown_element(&stack, &name)));
                     }
                     if is_start {
                         skipping = Some(stack.len());
@@ -626,11 +577,19 @@ fn normalise(file: &str, text: &str) -> Result<(String, Unknown), ConfigError> {
                     }
                     continue;
                 }
-                let tag_out = normalise_tag(tag, line, &name).map_err(|m| err(line, m))?;
+                stack.push(name);
+                let tag_out =
+                    normalise_tag(tag, line, &stack, &mut tag_unknown).map_err(|m| err(line, m))?;
+                for m in tag_unknown.drain(..) {
+                    unknown_count += 1;
+                    if unknown.len() < MAX_UNKNOWN_LISTED {
+                        unknown.push((line, m));
+                    }
+                }
                 if is_start {
-                    stack.push(name);
                     writer.write_event(Event::Start(tag_out))
                 } else {
+                    stack.pop();
                     writer.write_event(Event::Empty(tag_out))
                 }
             }
@@ -664,12 +623,22 @@ fn normalise(file: &str, text: &str) -> Result<(String, Unknown), ConfigError> {
             message: format!("malformed XML: <{open}> is never closed"),
         });
     }
-    let out = String::from_utf8(writer.into_inner()).map_err(|e| ConfigError {
+    if let Some((line, first)) = unknown.first() {
+        let mut message = first.clone();
+        for (l, m) in &unknown[1..] {
+            message.push_str(&format!("; line {l}: {m}"));
+        }
+        let more = unknown_count - unknown.len();
+        if more > 0 {
+            message.push_str(&format!("; and {more} more unknown names"));
+        }
+        return Err(err(*line, message));
+    }
+    String::from_utf8(writer.into_inner()).map_err(|e| ConfigError {
         file: file.to_owned(),
         line: None,
         message: format!("internal: normalised text is not UTF-8: {e}"),
-    })?;
-    Ok((out, (unknown, unknown_more)))
+    })
 }
 
 /// Parses a config file's bytes into the raw mirror.
@@ -683,18 +652,13 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Document, ConfigError> {
         });
     }
     let (text, latin1) = decode(&name, bytes)?;
-    let (normalised, (unknown, unknown_more)) = normalise(&name, &text)?;
+    let normalised = normalise(&name, &text)?;
     let head: Head = quick_xml::de::from_str(&normalised).map_err(|e| ConfigError {
         file: name.clone(),
         line: None,
         message: format!("unexpected structure: {e}"),
     })?;
-    Ok(Document {
-        head,
-        latin1,
-        unknown,
-        unknown_more,
-    })
+    Ok(Document { head, latin1 })
 }
 
 #[cfg(test)]

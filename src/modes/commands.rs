@@ -1,5 +1,7 @@
 //! What the control socket's commands do in a running instance (`service::control`
-//! carries them): `replay`, the fail log now, answered once its pushes have ended.
+//! carries them): `replay`, the fail log now, answered once its pushes have ended;
+//! `status`, the status document (`service::status::Status`, as `GET /status` serves it)
+//! for `--status`; `wait-synced` (`super::wait_synced`).
 //!
 //! `replay` queues what the fail log owes, as the timed replay does, then waits, up to
 //! [`REPLAY_WAIT`], until every remote that was owed something is settled: nothing
@@ -12,18 +14,23 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::service::status;
 use crate::sync::{Mirror, RemoteId};
 
 /// Longest a `replay` waits for its pushes before it answers with what is still owed.
 pub const REPLAY_WAIT: Duration = Duration::from_secs(60);
 
 /// The commands the control socket knows.
-pub const COMMANDS: &[&str] = &["replay", super::wait_synced::COMMAND];
+pub const COMMANDS: &[&str] = &["replay", STATUS, super::wait_synced::COMMAND];
 
-/// Answers one control request.
-pub fn answer(mirror: &Mirror, request: &str) -> Value {
+/// The control command `--status` sends.
+pub const STATUS: &str = "status";
+
+/// Answers one control request; `status` is the instance's status document.
+pub fn answer(mirror: &Mirror, status: &status::Source, request: &str) -> Value {
     match request {
         "replay" => replay(mirror, REPLAY_WAIT),
+        STATUS => starting(status, STATUS),
         r if r.split_whitespace().next() == Some(super::wait_synced::COMMAND) => {
             let body = r[super::wait_synced::COMMAND.len()..].trim();
             super::wait_synced::serve(mirror, body)
@@ -37,6 +44,23 @@ pub fn answer(mirror: &Mirror, request: &str) -> Value {
             ),
         }),
     }
+}
+
+/// What an instance answers while it is still starting (setting up its watches, before
+/// its pipeline exists): `status` as always, every other command `starting` (not an
+/// error of the request: `--wait-synced` asks again).
+pub fn starting(status: &status::Source, request: &str) -> Value {
+    if request == STATUS {
+        return match serde_json::to_value(status()) {
+            Ok(doc) => json!({ "ok": true, "command": STATUS, "status": doc }),
+            Err(e) => json!({ "ok": false, "command": STATUS, "error": e.to_string() }),
+        };
+    }
+    json!({
+        "ok": false,
+        "starting": true,
+        "error": "the instance is still starting (setting up its watches); ask again once it runs",
+    })
 }
 
 /// `replay`: queue what is owed, wait up to `wait` for it to be pushed or to fail.
@@ -113,14 +137,43 @@ mod tests {
         )
     }
 
+    fn status_source(mirror: Arc<Mirror>) -> status::Source {
+        Arc::new(move || status::Status::new(mirror.snapshot(), 7, "c.xml"))
+    }
+
+    #[test]
+    fn status_answers_the_status_document() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let m = Arc::new(idle_mirror(d.path()));
+        let v = answer(&m, &status_source(Arc::clone(&m)), "status");
+        assert_eq!(v["ok"], true, "{v}");
+        let doc: status::Status =
+            serde_json::from_value(v["status"].clone()).expect("a status document");
+        assert_eq!((doc.watches, doc.pid), (7, std::process::id()));
+    }
+
+    #[test]
+    fn while_starting_only_status_is_answered() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let m = Arc::new(idle_mirror(d.path()));
+        let source = status_source(Arc::clone(&m));
+        assert_eq!(starting(&source, "status")["ok"], true);
+        let v = starting(&source, "replay");
+        assert_eq!(
+            (v["ok"].as_bool(), v["starting"].as_bool()),
+            (Some(false), Some(true))
+        );
+    }
+
     #[test]
     fn an_unknown_command_is_refused_naming_the_known_ones() {
         let d = tempfile::tempdir().expect("tempdir");
-        let v = answer(&idle_mirror(d.path()), "verify-everything");
+        let m = Arc::new(idle_mirror(d.path()));
+        let v = answer(&m, &status_source(Arc::clone(&m)), "verify-everything");
         assert_eq!(v["ok"], false);
         let e = v["error"].as_str().expect("an error");
         assert!(
-            e.contains("verify-everything") && e.contains("replay"),
+            e.contains("verify-everything") && e.contains("replay") && e.contains("status"),
             "{e}"
         );
     }

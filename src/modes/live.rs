@@ -9,16 +9,18 @@
 //! log read; on any error the running pipeline goes on and the error is logged. Else
 //! the new watches are set first (so a change from then on is seen by them), then the
 //! running pipeline stops as at SIGTERM (pending and in-flight work goes to the fail log,
-//! running pushes are waited for), then everything is built again from the new config:
-//! the fail log is read again and replayed, so nothing owed is lost. The instance lock
-//! and pid file stay held, the status listener is bound again, `-r` is not repeated.
+//! running pushes are waited for; `Pipeline::stop`), then everything is built again
+//! from the new config (`Parts`, `Pipeline`, see `pipeline.rs`): the fail log is read
+//! again and replayed, so nothing owed is lost. The instance lock and pid file stay
+//! held, the status listener is bound again, `-r` is not repeated.
 //!
 //! Threads: one `watch` thread per root (reads the kernel queue, sends batches), one
 //! `filter` thread (batches into the pending sets), `sync-N` workers (rsync; `-n`, or by
 //! default two per remote, see `workers::count`), the
-//! `schedule` thread, the status server, the control server (`<pid file>.sock`, for
-//! `--replay` beside this instance), with `NOTIFY_SOCKET` the `notify` thread (watchdog,
-//! status), and this one, which waits for the signals.
+//! `schedule` thread, the status server, the control server (`<lock file>.sock`, for
+//! `--status`, `--replay` and `--wait-synced` beside this instance; during the first
+//! start-up it answers `--status` with the watch count so far), with `NOTIFY_SOCKET` the
+//! `notify` thread (watchdog, status), and this one, which waits for the signals.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -29,17 +31,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::{lock_and_load, runtime, usage, Exit};
+use super::pipeline::{Options, Parts, Pipeline, Watching};
+use super::{runtime, usage, Exit};
 use crate::cli::Args;
 use crate::config::Config;
-use crate::filter::Excludes;
 use crate::plugin::Runner;
 use crate::service::daemon::{self, Detached};
 use crate::service::notify::{Beat, Notifier};
 use crate::service::{control, logging, schedule, status};
-use crate::sync::intake::{Intake, Route};
 use crate::sync::verify::Verifier;
-use crate::sync::{self, AfterPush, FailLog, Mirror, Queue, Target};
+use crate::sync::{self, AfterPush, FailLog, Target};
 use crate::sys::{Signal, Signals, Stop};
 use crate::watch::Watcher;
 
@@ -53,20 +54,21 @@ struct Ctx<'a> {
     config_path: PathBuf,
     signals: Signals,
     notifier: Option<Arc<Notifier>>,
-    /// The control socket, `<pid file>.sock`.
+    /// The control socket, `<lock file>.sock`.
     socket: PathBuf,
 }
 
 impl Ctx<'_> {
-    /// The agent's own files for `config`: never events, never pushed.
-    fn own(&self, config: &Config) -> Vec<PathBuf> {
-        super::own_files(config, self.args)
+    /// What `config` names, built once for it: targets, excludes, routes.
+    fn parts(&self, config: &Config) -> Parts {
+        Parts::new(config, &super::own_files(config, self.args))
     }
 }
 
-/// A checked config with its watches already set, ready to run.
+/// A checked config with its parts built and its watches already set, ready to run.
 struct Prepared {
     config: Config,
+    parts: Parts,
     watchers: Vec<Watcher>,
     watches: Arc<AtomicUsize>,
     /// The status listener, when bound ahead (at a reload that moved it).
@@ -81,16 +83,24 @@ enum Next {
 
 pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
     super::require_rsync()?;
-    let targets = sync::targets(config);
-    let (mut lock, fail_log) = lock_and_load(config, args, &targets)?;
+    let mut instance = super::lock_instance(args)?;
+    let parts = Parts::new(config, &super::own_files(config, args));
+    let fail_log = parts.load_fail_log(config)?;
     let config_path = std::path::absolute(&args.config).unwrap_or_else(|_| args.config.clone());
     let mut detached = if args.daemon {
         if args.log_file.is_none() {
-            log::info!("-d without --log-file: logs go to syslog (facility daemon) once detached");
+            logging::before_detach(&args.config, args.log_format).map_err(runtime)?;
+            if logging::fallback_file().is_none() {
+                log::info!(
+                    "-d without --log-file: logs go to syslog (facility daemon) once detached"
+                );
+            }
         }
         let d = daemon::detach().map_err(|e| runtime(anyhow::anyhow!(e)))?;
         logging::detached();
-        lock.write_pid().map_err(|e| runtime(anyhow::anyhow!(e)))?;
+        instance
+            .write_pid()
+            .map_err(|e| runtime(anyhow::anyhow!(e)))?;
         Some(d)
     } else {
         None
@@ -112,9 +122,9 @@ pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
         config_path,
         signals,
         notifier,
-        socket: control::socket_path(&lock.path),
+        socket: control::socket_path(&instance.lock.path),
     };
-    let result = supervise(config, fail_log, &cx, &mut detached);
+    let result = supervise(config, parts, fail_log, &cx, &mut detached);
     if let (Err(e), true) = (&result, args.daemon) {
         // Detached, stderr is /dev/null: the reason goes to the log (file or syslog).
         log::error!("exiting: {:#}", e.error());
@@ -122,7 +132,7 @@ pub fn live(config: &Config, args: &Args) -> Result<u8, Exit> {
     if let Some(b) = beat {
         b.end();
     }
-    drop(lock);
+    drop(instance);
     result
 }
 
@@ -137,14 +147,15 @@ fn fail(detached: &mut Option<Detached>, f: Exit) -> Exit {
 /// Runs the pipeline, again after each accepted reload, until the stop.
 fn supervise(
     config: &Config,
+    parts: Parts,
     fail_log: FailLog,
     cx: &Ctx,
     detached: &mut Option<Detached>,
 ) -> Result<u8, Exit> {
     // Status answers while a large tree's watches are set up, with the count so far.
     let watches = Arc::new(AtomicUsize::new(0));
-    let starting = Starting::serve(config, &fail_log, &watches);
-    let watched = watch(config, &cx.own(config), watches);
+    let starting = Starting::serve(config, &fail_log, &watches, &cx.socket);
+    let watched = watch(config, &parts, watches);
     let listener = starting.end();
     let (watchers, watches) = watched.map_err(|e| {
         // A backend the config asks for that cannot run is the config's problem.
@@ -156,6 +167,7 @@ fn supervise(
     })?;
     let mut next = Prepared {
         config: config.clone(),
+        parts,
         watchers,
         watches,
         listener,
@@ -167,41 +179,32 @@ fn supervise(
             Next::Stop => return Ok(0),
             Next::Reload(p) => {
                 next = *p;
-                fail_log = super::load_fail_log(&next.config, &sync::targets(&next.config))?;
+                // Read again: the stopped pipeline wrote what it left.
+                fail_log = next.parts.load_fail_log(&next.config)?;
                 first = false;
             }
         }
     }
 }
 
-/// The status endpoint during the first start-up, before the pipeline exists: the
-/// watch count as the walks go, no remotes yet. Its listener is handed on to the
-/// pipeline's status server.
+/// The status during the first start-up, before the pipeline exists: the watch count
+/// as the walks go, no remotes yet, on the control socket (`--status`; other commands
+/// are answered "starting", and `--wait-synced` asks again) and on the HTTP endpoint.
+/// The HTTP listener is handed on to the pipeline's status server.
 struct Starting {
     listener: Option<TcpListener>,
     server: Option<(Arc<Stop>, JoinHandle<()>)>,
+    control: Option<control::Control>,
 }
 
 impl Starting {
-    fn serve(config: &Config, fail_log: &FailLog, watches: &Arc<AtomicUsize>) -> Starting {
-        let none = Starting {
-            listener: None,
-            server: None,
-        };
-        let Some((host, port)) = &config.host else {
-            return none;
-        };
-        // Not bound now: the pipeline's status server binds (and retries) as always.
-        let Ok(listener) = TcpListener::bind((host.as_str(), *port)) else {
-            return none;
-        };
-        let (Ok(clone), Ok(stop)) = (listener.try_clone(), Stop::manual()) else {
-            return Starting {
-                listener: Some(listener),
-                server: None,
-            };
-        };
-        let stop = Arc::new(stop);
+    fn serve(
+        config: &Config,
+        fail_log: &FailLog,
+        watches: &Arc<AtomicUsize>,
+        socket: &std::path::Path,
+    ) -> Starting {
+        let unit = watch_unit_of(config.watcher);
         let (w, file, path, entries, unknown) = (
             Arc::clone(watches),
             config.file.display().to_string(),
@@ -218,17 +221,40 @@ impl Starting {
                 last_full_sync: None,
                 remotes: Vec::new(),
             };
-            status::Status::new(snap, w.load(Ordering::Relaxed), &file)
+            status::Status::new(snap, w.load(Ordering::Relaxed), &file).with_watch_unit(unit)
         });
-        let server = status::serve(clone, source, Some(Arc::clone(&stop))).map(|h| (stop, h));
-        Starting {
-            listener: Some(listener),
-            server,
-        }
+        let answers = Arc::clone(&source);
+        // Not bound now: the pipeline binds it again and says why.
+        let control = control::serve(
+            socket,
+            Arc::new(move |request: &str| super::commands::starting(&answers, request)),
+        )
+        .ok();
+        let mut starting = Starting {
+            listener: None,
+            server: None,
+            control,
+        };
+        let Some((host, port)) = &config.host else {
+            return starting;
+        };
+        // Not bound now: the pipeline's status server binds (and retries) as always.
+        let Ok(listener) = TcpListener::bind((host.as_str(), *port)) else {
+            return starting;
+        };
+        let (Ok(clone), Ok(stop)) = (listener.try_clone(), Stop::manual()) else {
+            starting.listener = Some(listener);
+            return starting;
+        };
+        let stop = Arc::new(stop);
+        starting.server = status::serve(clone, source, Some(Arc::clone(&stop))).map(|h| (stop, h));
+        starting.listener = Some(listener);
+        starting
     }
 
-    /// Stops the start-up server; the listener, for the pipeline's.
+    /// Stops the start-up servers; the listener, for the pipeline's.
     fn end(self) -> Option<TcpListener> {
+        drop(self.control);
         if let Some((stop, handle)) = self.server {
             stop.trigger();
             let _ = handle.join();
@@ -237,20 +263,20 @@ impl Starting {
     }
 }
 
-/// Sets a watch on every root (walking each tree), counting them into `watches` as the
-/// walks go.
+/// Sets a watch on every root of `parts` (walking each tree), counting them into
+/// `watches` as the walks go.
 fn watch(
     config: &Config,
-    own: &[PathBuf],
+    parts: &Parts,
     watches: Arc<AtomicUsize>,
 ) -> anyhow::Result<(Vec<Watcher>, Arc<AtomicUsize>)> {
     let started = Instant::now();
     let mut watchers = Vec::new();
-    for (i, root) in config.roots.iter().enumerate() {
+    for (i, (root, excludes)) in parts.roots().enumerate() {
         let w = Watcher::new_counted(
-            root.path.clone(),
+            root.to_path_buf(),
             i,
-            super::excludes_for(config, &root.path, own),
+            excludes.clone(),
             config.events,
             config.watcher,
             Arc::clone(&watches),
@@ -264,6 +290,28 @@ fn watch(
         watchers.push(w);
     }
     Ok((watchers, watches))
+}
+
+/// What the status's watch count counts, from the backends the roots got.
+fn watch_unit(watchers: &[Watcher]) -> &'static str {
+    let fanotify = watchers
+        .iter()
+        .filter(|w| matches!(w, Watcher::Fanotify(_)))
+        .count();
+    match fanotify {
+        0 => "directories",
+        n if n == watchers.len() => "filesystem marks",
+        _ => "directories and filesystem marks",
+    }
+}
+
+/// [`watch_unit`] before the watchers exist, from what the config asks for.
+fn watch_unit_of(backend: crate::config::Backend) -> &'static str {
+    match backend {
+        crate::config::Backend::Inotify => "directories",
+        crate::config::Backend::Fanotify => "filesystem marks",
+        crate::config::Backend::Auto => "",
+    }
 }
 
 fn bind_status(host: &str, port: u16) -> anyhow::Result<TcpListener> {
@@ -280,15 +328,18 @@ fn bind_status(host: &str, port: u16) -> anyhow::Result<TcpListener> {
 fn prepare_reload(running: &Config, cx: &Ctx) -> anyhow::Result<Prepared> {
     let config =
         super::load(&cx.config_path, cx.args).map_err(|e| anyhow::anyhow!("{:#}", e.error()))?;
-    super::load_fail_log(&config, &sync::targets(&config))
+    let parts = cx.parts(&config);
+    parts
+        .load_fail_log(&config)
         .map_err(|e| anyhow::anyhow!("{:#}", e.error()))?;
     let listener = match &config.host {
         Some((host, port)) if config.host != running.host => Some(bind_status(host, *port)?),
         _ => None,
     };
-    let (watchers, watches) = watch(&config, &cx.own(&config), Arc::new(AtomicUsize::new(0)))?;
+    let (watchers, watches) = watch(&config, &parts, Arc::new(AtomicUsize::new(0)))?;
     Ok(Prepared {
         config,
+        parts,
         watchers,
         watches,
         listener,
@@ -305,56 +356,48 @@ fn run(
 ) -> Result<Next, Exit> {
     let Prepared {
         config,
+        parts,
         watchers,
         watches,
         listener,
     } = prepared;
     let config = &config;
     let args = cx.args;
-    let own = cx.own(config);
-    let mut targets = super::targets_owning(config, &own);
-    if config.rsync.ssh.is_some() {
-        // One ssh connection per remote, its socket in a directory only we control,
-        // next to the pid file, named short: a unix socket path holds 107 bytes, and
-        // ssh adds a 40-character hash and a temporary suffix of 17 to it.
-        let dir = ssh_control_dir(&cx.socket, config.rsync.ssh.as_deref().unwrap_or(""));
-        let fits = dir.as_os_str().len() + 1 + 40 + 17 <= 107;
-        match crate::sys::fsafe::private_dir(&dir, 0o700) {
-            Ok(_) if fits => targets
-                .iter_mut()
-                .for_each(|t| t.ssh_control = Some(dir.clone())),
-            Ok(_) => log::warn!(
-                "ssh connections are not reused: {} is too long a directory for ssh's \
-                 control socket",
-                dir.display()
-            ),
-            Err(e) => log::warn!("ssh connections are not reused: {e}"),
-        }
-    }
-    let workers = crate::sync::workers::count(args.workers, targets.len());
-    let queue = Arc::new(Queue::new(targets.len(), config.rsync.batch, workers));
-    let after_push = Runner::for_live(&config.plugins).map(|r| r as Arc<dyn AfterPush>);
-    let mirror = Arc::new(Mirror::new(
-        targets,
-        Arc::clone(&queue),
-        Excludes::new(config.excludes.clone()),
-        config.debug,
-        fail_log,
-        after_push,
-    ));
-    let verifier = config
-        .verify
-        .as_ref()
-        .map(|_| Arc::new(Verifier::new(Arc::clone(&mirror))));
-    let roots: Vec<_> = watchers.iter().map(|w| w.health()).collect();
-    mirror.guard_roots(roots.clone());
+    let unit = watch_unit(&watchers);
     // This run's stop: raised by SIGTERM/SIGINT or an accepted reload.
     let stop = Arc::new(
         Stop::manual()
             .context("cannot create the stop signal")
             .map_err(|e| fail(detached, runtime(e)))?,
     );
+    let opts = Options {
+        workers: args.workers,
+        after_push: Runner::for_live(&config.plugins).map(|r| r as Arc<dyn AfterPush>),
+        ssh_control: config
+            .rsync
+            .ssh
+            .as_deref()
+            .map(|ssh| ssh_control_dir(&cx.socket, ssh)),
+    };
+    let watching = Watching {
+        watchers,
+        stop: Arc::clone(&stop),
+    };
+    let walked_roots: Vec<_> = (parts.roots())
+        .map(|(r, e)| (r.to_path_buf(), e.clone()))
+        .collect();
+    let (mut pipeline, mirror) = Pipeline::sync(config, parts, fail_log, Some(watching), opts);
+    let verifier = config
+        .verify
+        .as_ref()
+        .map(|_| Arc::new(Verifier::new(Arc::clone(&mirror))));
+    let roots = pipeline.roots_health().to_vec();
 
+    // Before the workers start: a rebuild's walk must come before its full syncs.
+    let index = super::warm::start(config, &walked_roots, &mirror, first && args.full_first);
+    let checkpoints = super::warm::checkpoints(Arc::clone(&index), Arc::clone(&stop))
+        .map_err(|e| fail(detached, runtime(anyhow::Error::new(e))))?;
+    pipeline.attach(checkpoints);
     if first && args.full_first {
         log::info!("-r: full sync of every remote before live syncing");
         mirror.full_sync_all();
@@ -367,59 +410,35 @@ fn run(
         );
         mirror.replay();
     }
-    let mut status_thread = None;
-    if let Some((host, port)) = &config.host {
+    // The status document, for the control socket's `status` and the HTTP endpoint.
+    let source: status::Source = {
         let (m, w, file, v) = (
             Arc::clone(&mirror),
             Arc::clone(&watches),
             config.file.display().to_string(),
             verifier.clone(),
         );
+        Arc::new(move || {
+            status::Status::new(m.snapshot(), w.load(Ordering::Relaxed), &file)
+                .with_watch_unit(unit)
+                .with_roots(roots.iter().map(|r| r.report()).collect())
+                .with_verify(v.as_ref().map(|v| v.results()).unwrap_or_default())
+        })
+    };
+    if let Some((host, port)) = &config.host {
         // A port another process holds never stops sync: the status thread binds again.
-        status_thread = status::listen(
+        let status_thread = status::listen(
             host,
             *port,
             listener,
-            Arc::new(move || {
-                status::Status::new(m.snapshot(), w.load(Ordering::Relaxed), &file)
-                    .with_roots(roots.iter().map(|r| r.report()).collect())
-                    .with_verify(v.as_ref().map(|v| v.results()).unwrap_or_default())
-            }),
+            Arc::clone(&source),
             Arc::clone(&stop),
         );
+        if let Some(t) = status_thread {
+            pipeline.attach(t);
+        }
     }
-    let handles = mirror
-        .spawn_workers(workers)
-        .map_err(|e| fail(detached, runtime(e)))?;
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let intake = Intake {
-        routes: config
-            .roots
-            .iter()
-            .map(|r| Route {
-                root: r.path.clone(),
-                remotes: mirror.remotes_of(&r.path),
-                excludes: super::excludes_for(config, &r.path, &own),
-            })
-            .collect(),
-        events: config.events,
-        debug: config.debug,
-        queue,
-    };
-    let filter = std::thread::Builder::new()
-        .name("filter".into())
-        .spawn(move || intake.run(rx))
-        .map_err(|e| fail(detached, runtime(e)))?;
-    let mut watch_threads = Vec::new();
-    for w in watchers {
-        let (tx, stop_fd) = (tx.clone(), stop.fd());
-        let t = std::thread::Builder::new()
-            .name("watch".into())
-            .spawn(move || w.run(stop_fd, tx))
-            .map_err(|e| fail(detached, runtime(e)))?;
-        watch_threads.push(t);
-    }
-    drop(tx);
+    pipeline.start().map_err(|e| fail(detached, runtime(e)))?;
     let scheduler = schedule::spawn(
         config.replay_every,
         config.crontab.clone(),
@@ -428,15 +447,16 @@ fn run(
         Arc::clone(&stop),
     )
     .map_err(|e| fail(detached, runtime(e)))?;
+    pipeline.attach(scheduler);
     let m = Arc::clone(&mirror);
     let control = control::serve(
         &cx.socket,
-        Arc::new(move |request: &str| super::commands::answer(&m, request)),
+        Arc::new(move |request: &str| super::commands::answer(&m, &source, request)),
     )
     .inspect_err(|e| {
         log::error!(
-            "control socket {} off: {e}; syncing goes on, but --replay cannot reach this \
-             instance",
+            "control socket {} off: {e}; syncing goes on, but --status, --replay and \
+             --wait-synced cannot reach this instance",
             cx.socket.display()
         )
     })
@@ -451,7 +471,7 @@ fn run(
         "live: {} watch root(s), {} remote(s), {} workers; remotes: {}",
         config.roots.len(),
         mirror.targets().len(),
-        workers,
+        pipeline.workers(),
         mirror
             .targets()
             .iter()
@@ -491,31 +511,21 @@ fn run(
     if let Some(n) = &cx.notifier {
         n.set_status(None);
     }
-    stop.trigger();
-    for t in watch_threads {
-        let _ = t.join();
-    }
-    // The filter thread ends once the watchers have hung up and it has queued the rest.
-    let _ = filter.join();
-    let _ = scheduler.join();
-    if let Some(t) = status_thread {
-        let _ = t.join();
-    }
-    let left = mirror.close();
-    let next = wait_for_workers(&handles, next, cx);
-    // The shared ssh connections close with the pipeline: a reload may change the ssh
-    // command (another key, stricter host checks), and a stop leaves nothing behind.
-    mirror.close_ssh_masters();
-    log::debug!("{left} entries were queued or running at the stop");
-    let left = mirror.owed();
+    let (stopped, next) = pipeline.stop(|done| wait_for_workers(done, next, cx));
+    super::warm::finish(&index);
+    log::debug!(
+        "{} entries were queued or running at the stop",
+        stopped.left
+    );
+    let left = stopped.owed;
     let entries = |n: usize| format!("{n} entr{}", if n == 1 { "y" } else { "ies" });
-    let kept = match mirror.final_save() {
+    let kept = match stopped.kept {
         Ok(()) => "kept",
         Err(e) => {
             // Not kept: say so, and at a stop exit 1 so that the service manager sees it.
             log::error!("{e}");
             if let Next::Stop = next {
-                log::info!("stopped; pushed per remote: {:?}", mirror.pushed());
+                log::info!("stopped; pushed per remote: {:?}", stopped.pushed);
                 return Err(runtime(anyhow::anyhow!(e)));
             }
             "NOT kept"
@@ -530,14 +540,14 @@ fn run(
                     config.fail_log.display()
                 );
             }
-            log::info!("stopped; pushed per remote: {:?}", mirror.pushed());
+            log::info!("stopped; pushed per remote: {:?}", stopped.pushed);
         }
         Next::Reload(_) => {
             log::info!(
                 "old pipeline stopped ({} owed, {kept} in the fail log {}); pushed per remote: {:?}",
                 entries(left),
                 config.fail_log.display(),
-                mirror.pushed()
+                stopped.pushed
             );
         }
     }
@@ -595,10 +605,10 @@ fn wait_for_signal(config: &Config, cx: &Ctx) -> Next {
     }
 }
 
-/// After `Mirror::close`: at a stop, the workers get [`SHUTDOWN_GRACE`]; at a reload,
-/// they are waited for (the fail log must have one writer), unless SIGTERM comes first.
-fn wait_for_workers(handles: &[JoinHandle<()>], mut next: Next, cx: &Ctx) -> Next {
-    let all_done = || handles.iter().all(|h| h.is_finished());
+/// After the queue closed (`Pipeline::stop`; `all_done`: whether every worker has
+/// ended): at a stop, the workers get [`SHUTDOWN_GRACE`]; at a reload, they are waited
+/// for (the fail log must have one writer), unless SIGTERM comes first.
+fn wait_for_workers(all_done: &dyn Fn() -> bool, mut next: Next, cx: &Ctx) -> Next {
     let mut deadline = Instant::now() + SHUTDOWN_GRACE;
     let mut warned = false;
     while !all_done() {

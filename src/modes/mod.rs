@@ -1,16 +1,23 @@
 //! What the binary does, one function per mode; `main` picks one with [`Mode::of`].
 //!
 //! Every mode starts the same way ([`prepare`]): paths from the command line made
-//! absolute (a daemon runs from `/`), logging set up, the config loaded and checked (any
-//! error exits 2 before anything starts).
+//! absolute (a daemon runs from `/`), logging set up. The modes that run something then
+//! load and check the config ([`config`]; any error exits 2 before anything starts).
+//! The modes that ask the running instance (`--status`, `--wait-synced`, `--replay`
+//! beside an instance) find it from the config's path alone (`daemon::lock_file`) and
+//! never need the file to be valid: a bad config left on disk after a refused reload
+//! does not keep the operator from asking.
 
+mod ask_status;
 mod commands;
 mod live;
 pub(crate) mod module;
+mod pipeline;
 mod replay;
 mod test_config;
 mod verify;
 mod wait_synced;
+mod warm;
 
 use std::path::PathBuf;
 
@@ -18,10 +25,11 @@ use anyhow::anyhow;
 
 use crate::cli::Args;
 use crate::config::{self, Config};
-use crate::service::{daemon, logging, status};
-use crate::sync::{self, FailLog, Target};
+use crate::service::{daemon, logging};
+use crate::sync;
 use crate::sys::fsafe;
 
+pub use ask_status::status;
 pub use live::live;
 pub use replay::replay;
 pub use test_config::test_config;
@@ -101,8 +109,8 @@ pub(crate) fn runtime(e: impl Into<anyhow::Error>) -> Exit {
     Exit::Runtime(e.into())
 }
 
-/// What every mode does first; returns the checked config.
-pub fn prepare(args: &mut Args) -> Result<Config, Exit> {
+/// What every mode does first: paths made absolute, logging set up.
+pub fn prepare(args: &mut Args) -> Result<(), Exit> {
     // Starts the clock of status's uptime (a reload does not reset it).
     crate::sys::uptime();
     // A daemon runs from `/`: paths from the command line are fixed now.
@@ -117,39 +125,24 @@ pub fn prepare(args: &mut Args) -> Result<Config, Exit> {
         }
     }
     logging::init(args.log_file.as_deref(), args.log_format).map_err(usage)?;
-    let config = load(&args.config, args)?;
     if args.test_config || args.status || args.verify {
         // Printing modes: a closed pipe (`| head`) ends the process quietly, as for any
         // Unix tool, instead of a panic in println!.
         // SAFETY: restoring the default disposition of one signal.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    Ok(config)
+    Ok(())
+}
+
+/// The config of `-o`, loaded and checked, for the modes that run something.
+pub fn config(args: &Args) -> Result<Config, Exit> {
+    load(&args.config, args)
 }
 
 /// The config at `path`, checked, with the flags that override it applied and its
 /// warnings logged (at start-up and at each SIGHUP reload).
 pub(crate) fn load(path: &std::path::Path, args: &Args) -> Result<Config, Exit> {
-    let client = args.status || args.wait_synced;
-    let mut config = if client {
-        config::load_for_client(path)
-    } else {
-        config::load(path)
-    }
-    .map_err(usage)?;
-    for (element, line) in &config.unknown {
-        log::warn!(
-            "{}:{line}: unknown element <{element}> ignored",
-            config.file.display()
-        );
-    }
-    if config.unknown_more > 0 {
-        log::warn!(
-            "{}: {} more unknown elements ignored",
-            config.file.display(),
-            config.unknown_more
-        );
-    }
+    let mut config = config::load(path).map_err(usage)?;
     if let Some(b) = args.batch {
         config.rsync.batch = b as usize;
     }
@@ -196,18 +189,23 @@ pub(crate) fn plugin_warning(config: &Config) -> Option<String> {
     ))
 }
 
-/// The agent's own files: the fail log, the pid file and its control socket, the log
-/// file, and in ssh mode the directory of the shared ssh connections. Each is also
+/// The agent's own files: the fail log and its warm-restart index, the instance lock and its control socket, the
+/// `--pid-file`, the log file, and in ssh mode the directory of the shared ssh
+/// connections. Each is also
 /// listed as resolved (links in its directory followed), so that a watch root named
 /// through a link still finds it. They never become events and are never pushed.
 pub(crate) fn own_files(config: &Config, args: &Args) -> Vec<PathBuf> {
-    let pid_file = args
-        .pid_file
-        .clone()
-        .unwrap_or_else(|| daemon::default_pid_file(&args.config));
-    let socket = crate::service::control::socket_path(&pid_file);
-    let mut files = vec![config.fail_log.clone(), pid_file, socket.clone()];
+    let lock = daemon::lock_file(&args.config);
+    let socket = crate::service::control::socket_path(&lock);
+    let mut files = vec![
+        config.fail_log.clone(),
+        sync::index::path_for(&config.fail_log),
+        lock,
+        socket.clone(),
+    ];
+    files.extend(args.pid_file.clone());
     files.extend(args.log_file.clone());
+    files.extend(logging::fallback_file());
     if let Some(ssh) = &config.rsync.ssh {
         files.push(live::ssh_control_dir(&socket, ssh));
     }
@@ -243,25 +241,6 @@ pub(crate) fn own_in(root: &std::path::Path, own: &[PathBuf]) -> Vec<PathBuf> {
     rel
 }
 
-/// The `<filter>` excludes for the watch root `root`, with the agent's own files in it.
-pub(crate) fn excludes_for(
-    config: &Config,
-    root: &std::path::Path,
-    own: &[PathBuf],
-) -> crate::filter::Excludes {
-    crate::filter::Excludes::new(config.excludes.clone()).with_own(own_in(root, own))
-}
-
-/// The targets of `config`, each knowing the agent's own files in its root.
-pub(crate) fn targets_owning(config: &Config, own: &[PathBuf]) -> Vec<Target> {
-    let mut targets = sync::targets(config);
-    for t in &mut targets {
-        let rel = own_in(&t.root, own);
-        t.set_own(rel);
-    }
-    targets
-}
-
 /// Warnings for the agent's own files that lie inside a watch root: they are left out
 /// of events and pushes, but belong elsewhere.
 pub(crate) fn own_files_warnings(config: &Config, args: &Args) -> Vec<String> {
@@ -294,36 +273,6 @@ pub(crate) fn require_rsync() -> Result<String, Exit> {
     sync::version::require().map_err(|e| usage(anyhow!(e)))
 }
 
-/// `--status`: print the running instance's status, and warn when the answer does not
-/// come from the process holding this config's instance lock.
-pub fn status(config: &Config, args: &Args) -> Result<u8, Exit> {
-    let Some((host, port)) = &config.host else {
-        return Err(usage(anyhow!(
-            "{}: the status endpoint is off; enable it with <host hostip=\"127.0.0.1\" port=\"8008\" start=\"true\"/>",
-            config.file.display()
-        )));
-    };
-    let s = status::query(host, *port).map_err(|e| runtime(anyhow!(e)))?;
-    print!("{}", status::render(&s));
-    let pid_file = match &args.pid_file {
-        Some(p) => p.clone(),
-        None => daemon::default_pid_file(&args.config),
-    };
-    let mismatch = match daemon::InstanceLock::running(&pid_file) {
-        Ok(Some(pid)) if pid == s.pid => return Ok(0),
-        Ok(Some(pid)) => format!("this config's running instance is pid {pid}"),
-        Ok(None) => format!("the lock {} is held but names no pid", pid_file.display()),
-        Err(why) => format!("no instance of this config runs: {why}"),
-    };
-    eprintln!(
-        "sersync2: warning: the answer on {} (pid {}) does not come from this \
-         config's running instance ({mismatch}); another process may hold the port",
-        config::host_port(host, *port),
-        s.pid
-    );
-    Ok(1)
-}
-
 /// `-m NAME`: run one plugin over the watched tree until SIGTERM or SIGINT.
 pub fn module(config: &Config, name: &str, args: &Args) -> Result<u8, Exit> {
     let detach = args.daemon;
@@ -353,67 +302,47 @@ pub fn module(config: &Config, name: &str, args: &Args) -> Result<u8, Exit> {
     }
 }
 
-/// The instance lock and the fail log, for the modes that sync.
-fn lock_and_load(
-    config: &Config,
-    args: &Args,
-    targets: &[Target],
-) -> Result<(daemon::InstanceLock, FailLog), Exit> {
-    match lock_or_holder(config, args, targets)? {
-        Locked::Ours(lock, fail_log) => Ok((lock, fail_log)),
+/// The instance locks, for the modes that sync.
+fn lock_instance(args: &Args) -> Result<daemon::Instance, Exit> {
+    match lock_or_holder(args)? {
+        Locked::Ours(instance) => Ok(instance),
         Locked::Held { message, .. } => Err(runtime(anyhow!(message))),
     }
 }
 
 /// Who has this config's instance lock.
 enum Locked {
-    /// This process now: the lock and the loaded fail log.
-    Ours(daemon::InstanceLock, FailLog),
-    /// A running instance (the message names its pid).
-    Held { message: String, pid_file: PathBuf },
+    /// This process now: the locks.
+    Ours(daemon::Instance),
+    /// A running instance (the message names its pid), and its lock file.
+    Held { message: String, lock: PathBuf },
 }
 
-/// The instance lock and the fail log, or, if another instance holds the lock, which.
-fn lock_or_holder(config: &Config, args: &Args, targets: &[Target]) -> Result<Locked, Exit> {
-    // Files the agent trusts that fail their checks are usage errors (exit 2): the
-    // operator has to remove or fix them; nothing has started.
-    let exit = |e: std::io::Error, what: String| {
+/// Prepares the private lock directory (a refused one is a usage error, exit 2).
+fn lock_dir() -> Result<PathBuf, Exit> {
+    daemon::prepare_default_lock_dir().map_err(|e| {
         if fsafe::is_refused(&e) {
-            usage(anyhow!("refusing {what}: {e}"))
+            usage(anyhow!("refusing the lock directory: {e}"))
         } else {
-            runtime(anyhow!("{what}: {e}"))
-        }
-    };
-    let pid_file: PathBuf = match &args.pid_file {
-        Some(p) => p.clone(),
-        None => {
-            daemon::prepare_default_lock_dir()
-                .map_err(|e| exit(e, "the lock directory".to_owned()))?;
-            daemon::default_pid_file(&args.config)
-        }
-    };
-    let lock = match daemon::InstanceLock::acquire_checked(&pid_file) {
-        Ok(lock) => lock,
-        Err(daemon::LockError::Held(message)) => return Ok(Locked::Held { message, pid_file }),
-        Err(daemon::LockError::Refused(m)) => return Err(usage(anyhow!(m))),
-        Err(daemon::LockError::Failed(m)) => return Err(runtime(anyhow!(m))),
-    };
-    Ok(Locked::Ours(lock, load_fail_log(config, targets)?))
-}
-
-/// The config's fail log, read and checked (a refused one is a usage error).
-fn load_fail_log(config: &Config, targets: &[Target]) -> Result<FailLog, Exit> {
-    sync::FailLog::load(config.fail_log.clone(), targets).map_err(|e| {
-        if fsafe::is_refused(&e) {
-            usage(anyhow!(
-                "refusing the fail log {}: {e}",
-                config.fail_log.display()
-            ))
-        } else {
-            usage(anyhow!(
-                "cannot read the fail log {}: {e}",
-                config.fail_log.display()
-            ))
+            runtime(anyhow!("the lock directory: {e}"))
         }
     })
+}
+
+/// The instance locks, or, if another instance holds this config's lock, which. The
+/// lock is the config's ([`daemon::lock_file`]), with or without `--pid-file`: one
+/// instance per config.
+fn lock_or_holder(args: &Args) -> Result<Locked, Exit> {
+    // Files the agent trusts that fail their checks are usage errors (exit 2): the
+    // operator has to remove or fix them; nothing has started.
+    lock_dir()?;
+    match daemon::Instance::acquire(&args.config, args.pid_file.as_deref()) {
+        Ok(instance) => Ok(Locked::Ours(instance)),
+        Err(daemon::LockError::Held(message)) => Ok(Locked::Held {
+            message,
+            lock: daemon::lock_file(&args.config),
+        }),
+        Err(daemon::LockError::Refused(m)) => Err(usage(anyhow!(m))),
+        Err(daemon::LockError::Failed(m)) => Err(runtime(anyhow!(m))),
+    }
 }

@@ -2,15 +2,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use super::pipeline::{Parts, Pipeline, Watching};
 use crate::config::plugins::Plugin;
 use crate::config::Config;
-use crate::sync::intake::{Intake, Route};
-use crate::sync::{Job, Queue, RemoteId};
+use crate::sync::{Job, Queue};
 use crate::sys::Stop;
 use crate::watch::Watcher;
 
@@ -90,15 +89,13 @@ impl Module {
     /// `start` with a given stop signal.
     pub(crate) fn start_with(self, config: &Config, stop: Stop) -> anyhow::Result<Running> {
         let started = Instant::now();
-        // One pending set per root: the plugin's own merging and ordering.
-        let queue = Arc::new(Queue::new(self.roots.len(), 1000, 1));
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let mut watch_threads = Vec::new();
-        for (i, root) in self.roots.iter().enumerate() {
+        let parts = Parts::watching(config, &self.roots, &self.own);
+        let mut watchers = Vec::new();
+        for (i, (root, excludes)) in parts.roots().enumerate() {
             let w = Watcher::new(
-                root.clone(),
+                root.to_path_buf(),
                 i,
-                super::excludes_for(config, root, &self.own),
+                excludes.clone(),
                 config.events,
                 config.watcher,
             )?;
@@ -109,60 +106,35 @@ impl Module {
                 w.describe(),
                 started.elapsed().as_secs_f64()
             );
-            let tx = tx.clone();
-            let stop_fd = stop.fd();
-            watch_threads.push(
-                std::thread::Builder::new()
-                    .name("watch".into())
-                    .spawn(move || w.run(stop_fd, tx))
-                    .context("cannot start a watch thread")?,
-            );
+            watchers.push(w);
         }
-        drop(tx);
-        let intake = Intake {
-            routes: self
-                .roots
-                .iter()
-                .enumerate()
-                .map(|(i, r)| Route {
-                    root: r.clone(),
-                    remotes: vec![RemoteId(i)],
-                    excludes: super::excludes_for(config, r, &self.own),
-                })
-                .collect(),
-            events: config.events,
-            debug: config.debug,
-            queue: Arc::clone(&queue),
-        };
-        let filter = std::thread::Builder::new()
-            .name("filter".into())
-            .spawn(move || intake.run(rx))
-            .context("cannot start the filter thread")?;
         let plugin = Arc::clone(&self.plugin);
         let roots = self.roots.clone();
-        let q = Arc::clone(&queue);
-        let runner = std::thread::Builder::new()
-            .name("plugin".into())
-            .spawn(move || {
-                while let Some((t, job)) = q.take() {
-                    let root = &roots[t.index()];
-                    match &job {
-                        Job::Paths(_) | Job::Rename { .. } => {
-                            for rel in job.plain_paths() {
-                                plugin.run(&root.join(&rel.path));
-                            }
+        let work = move |q: Arc<Queue>| {
+            while let Some((t, job)) = q.take() {
+                let root = &roots[t.index()];
+                match &job {
+                    Job::Paths(_) | Job::Rename { .. } => {
+                        for rel in job.plain_paths() {
+                            plugin.run(&root.join(&rel.path));
                         }
-                        Job::Full => log::warn!(
-                            "-m {}: the kernel dropped events under {} (queue overflow); \
-                             the plugin did not run for them",
-                            plugin.name(),
-                            root.display()
-                        ),
                     }
-                    q.finish(t, &job, None);
+                    Job::Full => log::warn!(
+                        "-m {}: the kernel dropped events under {} (queue overflow); \
+                         the plugin did not run for them",
+                        plugin.name(),
+                        root.display()
+                    ),
                 }
-            })
-            .context("cannot start the plugin thread")?;
+                q.finish(t, &job, None);
+            }
+        };
+        let watching = Watching {
+            watchers,
+            stop: Arc::new(stop),
+        };
+        let mut pipeline = Pipeline::plugin(config, parts, watching, work);
+        pipeline.start()?;
         log::info!(
             "-m {}: running the plugin for changes under {} (no rsync)",
             self.name(),
@@ -174,11 +146,7 @@ impl Module {
         );
         Ok(Running {
             name: self.name(),
-            stop,
-            watch_threads,
-            filter,
-            runner,
-            queue,
+            pipeline,
         })
     }
 }
@@ -186,41 +154,33 @@ impl Module {
 /// A started `-m` module.
 pub struct Running {
     name: &'static str,
-    stop: Stop,
-    watch_threads: Vec<JoinHandle<()>>,
-    filter: JoinHandle<()>,
-    runner: JoinHandle<()>,
-    queue: Arc<Queue>,
+    pipeline: Pipeline,
 }
 
 impl Running {
     /// Blocks until SIGTERM or SIGINT, then stops.
     pub fn wait(self) {
-        self.stop.wait();
+        if let Some(stop) = self.pipeline.stop_signal() {
+            stop.wait();
+        }
         self.shut_down();
     }
 
     /// Stops now (tests).
     #[cfg(test)]
     pub fn stop(self) {
-        self.stop.trigger();
         self.shut_down();
     }
 
     fn shut_down(self) {
         log::info!("-m {}: stopping", self.name);
-        for t in self.watch_threads {
-            let _ = t.join();
-        }
-        let _ = self.filter.join();
-        self.queue.close();
-        let deadline = Instant::now() + MODULE_GRACE;
-        while !self.runner.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if self.runner.is_finished() {
-            let _ = self.runner.join();
-        } else {
+        let (stopped, ()) = self.pipeline.stop(|done| {
+            let deadline = Instant::now() + MODULE_GRACE;
+            while !done() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        if !stopped.finished {
             log::warn!(
                 "-m {}: a plugin run is still going; exiting anyway",
                 self.name

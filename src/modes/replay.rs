@@ -5,21 +5,20 @@
 //! drops them with `--replay --drop-unknown`.
 //!
 //! With no instance running, this process replays by itself. With one running (it holds
-//! the instance lock), it asks that instance over the control socket next to the pid
-//! file (`service::control`) and prints its answer: the instance replays now, waits for
-//! those pushes (up to a minute) and says what is still owed per remote.
+//! the config's instance lock, `daemon::lock_file`, whatever `--pid-file` it was given),
+//! it asks that instance over the control socket beside the lock (`service::control`)
+//! and prints its answer: the instance replays now, waits for those pushes (up to a
+//! minute) and says what is still owed per remote. Asking needs no valid config on disk:
+//! the file is read only when this process replays by itself.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
 
+use super::pipeline::{wait_all, Options, Parts, Pipeline};
 use super::{lock_or_holder, runtime, Exit, Locked};
 use crate::cli::Args;
-use crate::config::Config;
-use crate::filter::Excludes;
-use crate::service::control;
-use crate::sync::{Mirror, Queue};
+use crate::service::{control, daemon};
 
 fn entries(n: usize) -> &'static str {
     if n == 1 {
@@ -33,18 +32,34 @@ fn entries(n: usize) -> &'static str {
 /// pushes, plus a margin.
 const ANSWER_WAIT: Duration = Duration::from_secs(super::commands::REPLAY_WAIT.as_secs() + 60);
 
-pub fn replay(config: &Config, args: &Args) -> Result<u8, Exit> {
+pub fn replay(args: &Args) -> Result<u8, Exit> {
+    let lock = daemon::lock_file(&args.config);
+    if let Ok(pid) = daemon::InstanceLock::running(&lock) {
+        let message = format!(
+            "another sersync2 already runs this config (pid {}, lock {})",
+            pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+            lock.display()
+        );
+        if args.drop_unknown {
+            return Err(runtime(anyhow!(
+                "--drop-unknown: {message}; it holds the fail log, stop it first"
+            )));
+        }
+        return ask_running(&lock, &message);
+    }
+    let config = &super::config(args)?;
     super::require_rsync()?;
-    let targets = super::targets_owning(config, &super::own_files(config, args));
-    let (_lock, mut fail_log) = match lock_or_holder(config, args, &targets)? {
-        Locked::Ours(lock, fail_log) => (lock, fail_log),
+    let _lock = match lock_or_holder(args)? {
+        Locked::Ours(lock) => lock,
         Locked::Held { message, .. } if args.drop_unknown => {
             return Err(runtime(anyhow!(
                 "--drop-unknown: {message}; it holds the fail log, stop it first"
             )))
         }
-        Locked::Held { message, pid_file } => return ask_running(&pid_file, &message),
+        Locked::Held { message, lock } => return ask_running(&lock, &message),
     };
+    let parts = Parts::new(config, &super::own_files(config, args));
+    let mut fail_log = parts.load_fail_log(config)?;
     if args.drop_unknown {
         for (root, dest, n) in fail_log.unknown_summary() {
             println!(
@@ -55,7 +70,7 @@ pub fn replay(config: &Config, args: &Args) -> Result<u8, Exit> {
             );
         }
         if fail_log.drop_unknown() > 0 {
-            fail_log.save(&fail_log.owed, &targets).map_err(|e| {
+            fail_log.save(&fail_log.owed, &parts.targets).map_err(|e| {
                 runtime(anyhow!(
                     "cannot write the fail log {}: {e}",
                     config.fail_log.display()
@@ -67,26 +82,21 @@ pub fn replay(config: &Config, args: &Args) -> Result<u8, Exit> {
         println!("fail log {}: nothing to replay", config.fail_log.display());
         return Ok(0);
     }
-    let workers = crate::sync::workers::count(args.workers, targets.len());
-    let queue = Arc::new(Queue::new(targets.len(), config.rsync.batch, workers));
-    let mirror = Arc::new(Mirror::new(
-        targets,
-        queue,
-        Excludes::new(config.excludes.clone()),
-        config.debug,
-        fail_log,
-        None,
-    ));
-    let handles = mirror.spawn_workers(workers).map_err(runtime)?;
+    let opts = Options {
+        workers: args.workers,
+        ..Options::default()
+    };
+    let (mut pipeline, mirror) = Pipeline::sync(config, parts, fail_log, None, opts);
+    pipeline.start().map_err(runtime)?;
     mirror.replay();
-    while !mirror.queue().is_idle() {
+    while !pipeline.queue().is_idle() {
         std::thread::sleep(Duration::from_millis(20));
     }
-    mirror.close();
-    for h in handles {
-        let _ = h.join();
+    let (stopped, ()) = pipeline.stop(wait_all);
+    if let Err(e) = &stopped.kept {
+        log::error!("{e}");
     }
-    let left = mirror.owed();
+    let left = stopped.owed;
     let unknown = mirror.unknown();
     if left == 0 && unknown.is_empty() {
         println!(
@@ -119,8 +129,8 @@ pub fn replay(config: &Config, args: &Args) -> Result<u8, Exit> {
 }
 
 /// `--replay` beside a running instance: ask it, print its answer.
-fn ask_running(pid_file: &std::path::Path, held: &str) -> Result<u8, Exit> {
-    let socket = control::socket_path(pid_file);
+fn ask_running(lock: &std::path::Path, held: &str) -> Result<u8, Exit> {
+    let socket = control::socket_path(lock);
     let answer = match control::ask(&socket, "replay", ANSWER_WAIT) {
         Ok(v) => v,
         Err(control::AskError::Missing(e)) => {

@@ -1,10 +1,13 @@
-//! `-t`: check the config and the rsync on PATH, and print what would run.
+//! `-t`: check the config and the rsync on PATH, and print what would run; with
+//! `--probe`, ask each remote to answer.
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::process::Stdio;
+use std::time::Duration;
 
 use anyhow::anyhow;
 
-use super::{module::Module, usage, Exit};
+use super::{module::Module, runtime, usage, Exit};
 use crate::cli::Args;
 use crate::config::plugins::Plugin;
 use crate::config::{Config, Schedule};
@@ -122,13 +125,199 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
             sync::rsync::SSH_PERSIST.as_secs()
         );
     }
+    for warning in resolve_warnings(config, &targets) {
+        println!("warning: {warning}");
+    }
     if !unavailable.is_empty() {
         return Err(usage(anyhow!(
             "<watcher backend=\"fanotify\"> cannot watch {}: the agent would not start",
             unavailable.join(", ")
         )));
     }
+    if args.probe {
+        return probe_all(&targets);
+    }
     Ok(0)
+}
+
+/// How long one name may take to resolve before `-t` says it did not.
+const RESOLVE_WITHIN: Duration = Duration::from_secs(5);
+
+/// The host part of a remote's or `<host>`'s address: brackets of an IPv6 address off.
+fn bare_host(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// Looks every name up at once, each on its own thread, and waits at most
+/// [`RESOLVE_WITHIN`] for all of them together: a resolver that hangs must not hang
+/// `-t` (which the unit runs before every start), nor make it wait once per name. A
+/// lookup still running then is left behind, reported as not resolved in time.
+fn lookups(hosts: &[String]) -> std::collections::HashMap<String, Result<(), String>> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut out = std::collections::HashMap::new();
+    let mut waiting = 0usize;
+    for host in hosts {
+        let tx = tx.clone();
+        let key = host.clone();
+        let name = bare_host(host).to_owned();
+        let spawned = std::thread::Builder::new()
+            .name("resolve".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let found = match (name.as_str(), 0).to_socket_addrs() {
+                    Ok(mut a) => match a.next() {
+                        Some(_) => Ok(()),
+                        None => Err("resolves to no address".to_owned()),
+                    },
+                    Err(e) => Err(format!("does not resolve: {e}")),
+                };
+                let _ = tx.send((key, found));
+            });
+        match spawned {
+            Ok(_) => waiting += 1,
+            Err(e) => {
+                out.insert(host.clone(), Err(format!("cannot start its lookup: {e}")));
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + RESOLVE_WITHIN;
+    while waiting > 0 {
+        match rx.recv_deadline(deadline) {
+            Ok((host, found)) => {
+                out.insert(host, found);
+                waiting -= 1;
+            }
+            Err(_) => break,
+        }
+    }
+    for host in hosts {
+        out.entry(host.clone()).or_insert_with(|| {
+            Err(format!(
+                "did not resolve within {} s",
+                RESOLVE_WITHIN.as_secs()
+            ))
+        });
+    }
+    out
+}
+
+/// Warnings for names that do not resolve now: each remote's host, and `<host hostip>`
+/// while the endpoint is off (on, it is an error above). Warnings, not errors: the unit
+/// runs `-t` before each start, and a boot where the resolver is not up yet must not
+/// keep the agent from starting (its pushes are retried until the name resolves). In
+/// ssh mode the ssh config may map the name (a `Host` alias): said so.
+fn resolve_warnings(config: &Config, targets: &[sync::Target]) -> Vec<String> {
+    let mut hosts: Vec<String> = Vec::new();
+    for name in targets
+        .iter()
+        .map(|t| &t.remote.ip)
+        .chain(config.host_unused.as_ref())
+    {
+        if !hosts.contains(name) {
+            hosts.push(name.clone());
+        }
+    }
+    let found = lookups(&hosts);
+    let failed = |host: &str| found.get(host).and_then(|r| r.as_ref().err());
+    let mut out = Vec::new();
+    let mut told = std::collections::HashSet::new();
+    for t in targets {
+        let host = t.remote.ip.as_str();
+        if let Some(why) = failed(host) {
+            if !told.insert(host) {
+                continue;
+            }
+            let alias = if config.rsync.ssh.is_some() {
+                " (unless the ssh config names it as a Host alias)"
+            } else {
+                ""
+            };
+            out.push(format!(
+                "remote {}: {host} {why}: no push to it can succeed{alias}",
+                t.dest()
+            ));
+        }
+    }
+    if let Some(hostip) = &config.host_unused {
+        if let Some(why) = failed(hostip) {
+            out.push(format!(
+                "<host hostip=\"{hostip}\">: {why} (unused while <host start> is not \
+                 \"true\"; the status endpoint would not start with it)"
+            ));
+        }
+    }
+    out
+}
+
+/// Most bytes of a failed probe's stderr kept for the report.
+const PROBE_STDERR_MAX: usize = 4096;
+
+/// Asks every remote to answer ([`sync::Target::probe_argv`]), one after the other;
+/// prints one line each. Exit 1 if one did not.
+fn probe_all(targets: &[sync::Target]) -> Result<u8, Exit> {
+    let mut failed = Vec::new();
+    for t in targets {
+        match probe(t) {
+            Ok(()) => println!("probe {}: answers", t.dest()),
+            Err(why) => {
+                println!("probe {}: FAILED: {why}", t.dest());
+                failed.push(t.dest());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(0)
+    } else {
+        Err(runtime(anyhow!(
+            "{} of {} remote(s) did not answer: {}",
+            failed.len(),
+            targets.len(),
+            failed.join(", ")
+        )))
+    }
+}
+
+/// One remote's probe: Ok if rsync listed it; else rsync's exit and its last words.
+fn probe(t: &sync::Target) -> Result<(), String> {
+    let mut cmd = sync::rsync::command_in(&t.root).map_err(|e| format!("cannot run rsync: {e}"))?;
+    let out = cmd
+        .args(t.probe_argv())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run rsync: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = &out.stderr[out.stderr.len().saturating_sub(PROBE_STDERR_MAX)..];
+    let said: Vec<String> = String::from_utf8_lossy(err)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let code = match out.status.code() {
+        Some(c) => format!("rsync exit {c} ({})", sync::rsync::describe_status(c)),
+        None => "rsync killed by a signal".to_owned(),
+    };
+    Err(if said.is_empty() {
+        code
+    } else {
+        format!("{code}: {}", said.join(" / "))
+    })
 }
 
 /// Whether the agent could listen on `host`: the name resolves and one of its addresses

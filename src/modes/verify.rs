@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use super::pipeline::Parts;
 use super::Exit;
 use crate::cli::Args;
 use crate::config::Config;
@@ -19,14 +20,15 @@ const PATHS_PRINTED: usize = 10;
 
 pub fn verify(config: &Config, args: &Args) -> Result<u8, Exit> {
     super::require_rsync()?;
-    let own = super::own_files(config, args);
-    let targets = super::targets_owning(config, &own);
+    let parts = Parts::new(config, &super::own_files(config, args));
+    let targets = &parts.targets;
     // One walk per root for the `<filter>` excludes, as a full sync does.
     let mut excluded: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
-    for t in &targets {
+    for t in targets {
         excluded.entry(t.root.clone()).or_insert_with(|| {
-            let excludes = super::excludes_for(config, &t.root, &own);
-            crate::watch::excluded_paths(&t.root, &excludes)
+            let none = Default::default();
+            let excludes = parts.excludes(&t.root).unwrap_or(&none);
+            crate::watch::excluded_paths(&t.root, excludes)
         });
     }
     let check = |t: &Target| {
@@ -45,7 +47,7 @@ pub fn verify(config: &Config, args: &Args) -> Result<u8, Exit> {
             .collect();
         handles
             .into_iter()
-            .zip(&targets)
+            .zip(targets)
             .map(|(h, t)| match h {
                 Ok(h) => h
                     .join()

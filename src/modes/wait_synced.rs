@@ -34,7 +34,6 @@ use serde_json::{json, Value};
 
 use super::{runtime, usage, Exit};
 use crate::cli::Args;
-use crate::config::Config;
 use crate::filter::COOKIE_PREFIX;
 use crate::service::{control, daemon};
 use crate::sync::{Mirror, RemoteId};
@@ -279,8 +278,10 @@ pub fn serve(mirror: &Mirror, body: &str) -> Value {
     v
 }
 
-/// `sersync2 --wait-synced -o FILE [--timeout SECONDS] [--remote LABEL ...]`.
-pub fn wait_synced(_config: &Config, args: &Args) -> Result<u8, Exit> {
+/// `sersync2 --wait-synced -o FILE [--timeout SECONDS] [--remote LABEL ...]`. The
+/// instance is found from the config's path (`daemon::lock_file`), with or without the
+/// `--pid-file` it was started with; the config itself is not read.
+pub fn wait_synced(args: &Args) -> Result<u8, Exit> {
     let timeout = args.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let started = Instant::now();
     let deadline = (timeout > 0).then(|| started + Duration::from_secs(timeout));
@@ -288,10 +289,7 @@ pub fn wait_synced(_config: &Config, args: &Args) -> Result<u8, Exit> {
     // with "reloading": within the timeout (and for at most RELOAD_GRACE without any
     // socket), ask again rather than fail.
     let mut missing_until = started + RELOAD_GRACE;
-    let pid_file = args
-        .pid_file
-        .clone()
-        .unwrap_or_else(|| daemon::default_pid_file(&args.config));
+    let pid_file = daemon::lock_file(&args.config);
     let socket = control::socket_path(&pid_file);
     loop {
         let now = Instant::now();
@@ -349,9 +347,8 @@ pub fn wait_synced(_config: &Config, args: &Args) -> Result<u8, Exit> {
                         ))
                     }
                     control::AskError::Missing(e) => runtime(anyhow!(
-                        "no running sersync2 answers on {} ({e}): start the agent for {} (with \
-                         the same --pid-file, if it was given one); nothing can be synced while \
-                         none runs",
+                        "no running sersync2 answers on {} ({e}): start the agent for {}; \
+                         nothing can be synced while none runs",
                         socket.display(),
                         args.config.display()
                     )),
@@ -368,9 +365,10 @@ pub fn wait_synced(_config: &Config, args: &Args) -> Result<u8, Exit> {
             }
             Ok(answer) => {
                 let reloading = answer["ok"].as_bool() != Some(true)
-                    && answer["error"]
-                        .as_str()
-                        .is_some_and(|e| e.contains("stopping or reloading"));
+                    && (answer["starting"].as_bool() == Some(true)
+                        || answer["error"]
+                            .as_str()
+                            .is_some_and(|e| e.contains("stopping or reloading")));
                 if reloading && deadline.is_none_or(|d| Instant::now() < d) {
                     std::thread::sleep(RETRY_PAUSE);
                     continue;

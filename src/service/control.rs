@@ -1,8 +1,9 @@
 //! The local control socket: how a command line (`sersync2 --replay`) asks the running
 //! instance of the same config to do something now.
 //!
-//! A unix stream socket next to the pid file, named after it (`<pid file>.sock`), so it
-//! lives in the same private lock directory. Only the agent's user and root can use it:
+//! A unix stream socket next to the config's instance lock, named after it (`<lock
+//! file>.sock`, see `daemon::lock_file`), so it lives in the same private lock directory
+//! and a command line finds it from `-o FILE` alone. Only the agent's user and root can use it:
 //! it is bound mode 0600 (a stale socket of ours is replaced, nothing else at the path
 //! is touched, a link is never followed: `sys::local_socket`), and every connection's
 //! peer credentials are checked before a byte is read. The client checks the socket's
@@ -51,7 +52,7 @@ pub const MAX_RUNNING: usize = 8;
 /// answer.
 pub type Handler = Arc<dyn Fn(&str) -> Value + Send + Sync>;
 
-/// The control socket for a pid file: `<pid file>.sock`.
+/// The control socket beside a lock file: `<lock file>.sock`.
 pub fn socket_path(pid_file: &Path) -> PathBuf {
     let mut s = pid_file.as_os_str().to_owned();
     s.push(".sock");

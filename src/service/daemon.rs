@@ -1,11 +1,18 @@
-//! One instance per config file (flock'd pid file), detaching with `-d`, and a log
-//! file that logrotate can move (reopened on SIGHUP).
+//! One instance per config file (an flock'd lock file found from the config's identity),
+//! detaching with `-d`, and a log file that logrotate can move (reopened on SIGUSR1, and on SIGHUP).
 //!
-//! The pid file and the log file are files the agent trusts (`sys::fsafe`): opened
-//! without following a link and checked on the descriptor (a regular file of the
-//! agent's user, not writable by group or others). A refused log file at a SIGHUP
-//! reopen leaves the old one in use, with one error line written to it. The default
-//! lock directory is one only the agent's user can write ([`default_lock_dir`]).
+//! The instance lock is [`lock_file`]: a name derived from the config's absolute path in
+//! the private lock directory, whatever `--pid-file` says. So a second start of one
+//! config is refused with or without `--pid-file`, and the commands that ask the running
+//! instance (`--status`, `--wait-synced`, `--replay`) find it and its control socket
+//! from `-o FILE` alone. `--pid-file` adds a pid file for service managers and scripts,
+//! flock'd too (two configs cannot share one).
+//!
+//! The lock file, the pid file and the log file are files the agent trusts
+//! (`sys::fsafe`): opened without following a link and checked on the descriptor (a
+//! regular file of the agent's user, not writable by group or others). A refused log
+//! file at a reopen leaves the old one in use, with one error line written to it.
+//! The lock directory is one only the agent's user can write ([`default_lock_dir`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -17,17 +24,67 @@ use std::sync::{Arc, Mutex};
 
 use crate::sys::fsafe;
 
-/// The pid file for a config: `<config path>.pid` in [`default_lock_dir`], the path's
-/// leading `/` dropped and each other `/` written `_`. To keep the mapping one to one,
-/// `%`, `_` and whitespace are percent-encoded first (`%25`, `%5F`, `%20`), so
-/// `/x/a/b.xml` and `/x/a_b.xml` get different pid files; a path without them keeps the
-/// plain name (`/etc/sersync.d/web.xml` → `etc_sersync.d_web.xml.pid`).
-pub fn default_pid_file(config: &Path) -> PathBuf {
-    let abs = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
-    default_lock_dir().join(format!("{}.pid", pid_file_name(&abs)))
+/// A config's identity: its absolute path with every link resolved, so that `-o
+/// web.xml` run in /etc/sersync, `-o /etc/sersync/web.xml` and a path through a linked
+/// directory all name one instance. A config that is gone (deleted, or renamed while
+/// the instance runs) is named by its directory resolved and its file name. The path,
+/// not the file's inode: an editor that saves by writing a new file and renaming it
+/// over the old one changes the inode, and the running instance must still be found.
+pub fn config_identity(config: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(config) {
+        return real;
+    }
+    let abs = std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or(abs),
+        _ => abs,
+    }
 }
 
-/// The one-to-one file name for an absolute config path (see [`default_pid_file`]).
+/// The config's absolute path as one file name, as its pid file has it
+/// (`etc_sersync.d_web.xml`).
+pub fn config_file_name(config: &Path) -> String {
+    pid_file_name(&config_identity(config))
+}
+
+/// The instance lock of a config: `<config path>.pid` in [`default_lock_dir`], from
+/// [`config_identity`], the leading `/` dropped and each other `/` written `_`. To keep
+/// the mapping one to one, `%`, `_` and whitespace are percent-encoded first (`%25`,
+/// `%5F`, `%20`), so `/x/a/b.xml` and `/x/a_b.xml` get different files; a path without
+/// them keeps the plain name (`/etc/sersync.d/web.xml` → `etc_sersync.d_web.xml.pid`).
+/// It holds the running instance's pid; its control socket is beside it
+/// (`<lock file>.sock`).
+pub fn lock_file(config: &Path) -> PathBuf {
+    default_lock_dir().join(format!(
+        "{}.pid",
+        fit_name(&pid_file_name(&config_identity(config)))
+    ))
+}
+
+/// Longest name kept as it is: the control socket's path (`<dir>/<name>.pid.sock`) must
+/// fit a unix socket address (107 bytes) with the lock directory in front.
+const NAME_MAX: usize = 64;
+
+/// `name`, or when it is longer than [`NAME_MAX`], its start and a hash of the whole
+/// (`<first 47 bytes>~<16 hex digits>`): still one name per config.
+fn fit_name(name: &str) -> String {
+    if name.len() <= NAME_MAX {
+        return name.to_owned();
+    }
+    // FNV-1a, 64 bits: stable across versions, which a lock name must be.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut end = NAME_MAX - 17;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}~{hash:016x}", &name[..end])
+}
+
+/// The one-to-one file name for an absolute config path (see [`lock_file`]).
 fn pid_file_name(abs: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     let bytes = abs.as_os_str().as_bytes();
@@ -227,6 +284,48 @@ impl Drop for InstanceLock {
     }
 }
 
+/// A running instance's locks: the config's instance lock ([`lock_file`]) and, with
+/// `--pid-file`, that file too, both flock'd and holding this process's pid.
+pub struct Instance {
+    pub lock: InstanceLock,
+    pub pid_file: Option<InstanceLock>,
+}
+
+impl Instance {
+    /// Takes the instance lock of `config`, then the `--pid-file` (when it names
+    /// another file). The lock directory must already be prepared
+    /// ([`prepare_default_lock_dir`]). `Held` names the pid of the instance that runs
+    /// this config; a pid file held by another instance (another config's) is `Failed`.
+    pub fn acquire(config: &Path, pid_file: Option<&Path>) -> Result<Instance, LockError> {
+        let lock = InstanceLock::acquire_checked(&lock_file(config))?;
+        let pid_file = match pid_file {
+            Some(p) if p != lock.path => {
+                Some(InstanceLock::acquire_checked(p).map_err(|e| match e {
+                    LockError::Held(_) => LockError::Failed(format!(
+                            "the pid file {} is held by another sersync2 (pid {}), which runs \
+                         another config: give each config its own --pid-file",
+                            p.display(),
+                            InstanceLock::holder(p)
+                                .map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+                        )),
+                    other => other,
+                })?)
+            }
+            _ => None,
+        };
+        Ok(Instance { lock, pid_file })
+    }
+
+    /// Records this process's pid in both files (again after a fork).
+    pub fn write_pid(&mut self) -> Result<(), String> {
+        self.lock.write_pid()?;
+        if let Some(p) = &mut self.pid_file {
+            p.write_pid()?;
+        }
+        Ok(())
+    }
+}
+
 /// The parent's end of the readiness pipe: it exits 0 once the child says "ready".
 pub struct Detached {
     /// In the child: where to report readiness or the fatal error.
@@ -292,7 +391,7 @@ pub fn detach() -> Result<Detached, String> {
     }
 }
 
-/// A log file that is reopened (by path) when SIGHUP sets `reopen`.
+/// A log file that is reopened (by path) when SIGUSR1 or SIGHUP sets `reopen`.
 pub struct LogFile {
     path: PathBuf,
     file: Mutex<File>,
@@ -333,7 +432,7 @@ impl Write for LogWriter {
                 // logger cannot log from inside itself).
                 Err(e) => {
                     let line = format!(
-                        "[{} ERROR] cannot reopen the log file after SIGHUP: {e}; still \
+                        "[{} ERROR] cannot reopen the log file (SIGUSR1 or SIGHUP): {e}; still \
                          writing to the file opened before\n",
                         chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ")
                     );
@@ -356,7 +455,7 @@ mod tests {
 
     #[test]
     fn pid_file_name_follows_the_config_path() {
-        let p = default_pid_file(Path::new("/etc/sersync.d/web.xml"));
+        let p = lock_file(Path::new("/etc/sersync.d/web.xml"));
         assert!(
             p.to_string_lossy().ends_with("etc_sersync.d_web.xml.pid"),
             "{}",
@@ -384,6 +483,60 @@ mod tests {
         assert_eq!(pid_file_name(Path::new("/x/a/b.xml")), "x_a_b.xml");
         assert_eq!(pid_file_name(Path::new("/x/a_b.xml")), "x_a%5Fb.xml");
         assert!(names.iter().all(|n| !n.contains('/')), "{names:?}");
+    }
+
+    // Under the shipped unit (`--pid-file /run/sersync2/%i.pid`) the lock was that file,
+    // so `--status`, `--wait-synced` and a second start without --pid-file missed it.
+    #[test]
+    fn every_path_to_one_config_names_one_lock() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let real = d.path().join("etc");
+        std::fs::create_dir(&real).expect("mkdir");
+        let config = real.join("web.xml");
+        std::fs::write(&config, "<head/>").expect("write");
+        let link = d.path().join("linked");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let dotted = real.join("..").join("etc").join("web.xml");
+        let want = lock_file(&config);
+        for other in [link.join("web.xml"), dotted.clone()] {
+            assert_eq!(lock_file(&other), want, "{}", other.display());
+        }
+        // Removed while its instance runs: still the same lock.
+        std::fs::remove_file(&config).expect("rm");
+        assert_eq!(lock_file(&link.join("web.xml")), want);
+        assert_eq!(lock_file(&dotted), want);
+        assert_ne!(lock_file(&real.join("other.xml")), want);
+    }
+
+    #[test]
+    fn a_long_config_path_gets_a_short_lock_name_of_its_own() {
+        let long = format!("/srv/{}/web.xml", "deep/".repeat(30));
+        let a = fit_name(&pid_file_name(Path::new(&long)));
+        let b = fit_name(&pid_file_name(Path::new(&long.replace("web", "api"))));
+        assert!(a.len() <= NAME_MAX && b.len() <= NAME_MAX, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(a.starts_with("srv_deep_deep"), "{a}");
+        assert_eq!(fit_name("etc_web.xml"), "etc_web.xml");
+    }
+
+    #[test]
+    fn two_configs_cannot_share_one_pid_file() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (d.path().join("a.xml"), d.path().join("b.xml"));
+        let pid = d.path().join("shared.pid");
+        let first = Instance::acquire(&a, Some(&pid)).expect("first");
+        assert_eq!(InstanceLock::holder(&pid), Some(std::process::id()));
+        match Instance::acquire(&b, Some(&pid)) {
+            Err(LockError::Failed(m)) => assert!(m.contains("another config"), "{m}"),
+            other => panic!("{:?}", other.err()),
+        }
+        // b's own lock was let go again: b starts with another pid file.
+        let second = Instance::acquire(&b, Some(&d.path().join("b.pid"))).expect("b alone");
+        match Instance::acquire(&a, None) {
+            Err(LockError::Held(m)) => assert!(m.contains("already runs this config"), "{m}"),
+            other => panic!("{:?}", other.err()),
+        }
+        drop((first, second));
     }
 
     #[test]

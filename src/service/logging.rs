@@ -1,14 +1,24 @@
 //! Log set-up: timestamped, levelled records to stderr or to a log file that logrotate
-//! can move (reopened on SIGHUP); once detached (`-d`) without a log file, to syslog
-//! (facility daemon, `sersync2[PID]`; `SERSYNC2_SYSLOG_SOCKET` names another socket
-//! than /dev/log).
+//! can move (reopened on SIGUSR1, and on SIGHUP with the reload); once detached (`-d`)
+//! without a log file, to syslog (facility daemon, `sersync2[PID]`;
+//! `SERSYNC2_SYSLOG_SOCKET` names another socket than /dev/log).
+//!
+//! In the foreground under systemd (stderr is the stream `JOURNAL_STREAM` names) each
+//! line starts with its priority as sd-daemon(3) has it (`<3>` error, `<4>` warning,
+//! `<6>` info, `<7>` debug) and no timestamp (the journal has its own), so that
+//! `journalctl -p err` finds the errors.
+//!
+//! Logs never vanish: detached without a log file where no syslog socket answers (a
+//! container without /dev/log), the agent says so on stderr before it detaches and logs
+//! to a default file instead ([`default_file`]).
 //!
 //! `--log-format json` writes one JSON object per line instead: `time` (RFC 3339, UTC,
 //! milliseconds), `level`, `message`, and the record's key-values (`remote`, `paths`,
-//! `rsync_exit`, `root`, ...) as fields; to syslog, the message part is that object.
+//! `rsync_exit`, `cause`, `stderr`, `root`, ...) as fields; to syslog, the message part
+//! is that object.
 //!
-//! SIGHUP never kills the process: it is handled from the moment logging is set up, in
-//! every mode (live mode also reloads its config on it).
+//! Neither SIGHUP nor SIGUSR1 ever kills the process: both are handled from the moment
+//! logging is set up, in every mode (live mode also reloads its config on SIGHUP).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +36,9 @@ static JSON: AtomicBool = AtomicBool::new(false);
 
 /// Set once the process has detached with stderr as its log target.
 static SYSLOG: OnceLock<Syslog> = OnceLock::new();
+/// Set before the detach when no syslog socket answers: the log file used instead of
+/// stderr, and its path.
+static FALLBACK: OnceLock<(env_logger::Logger, PathBuf)> = OnceLock::new();
 /// Whether records go to stderr (no log file): those move to syslog when detached.
 static TO_STDERR: AtomicBool = AtomicBool::new(false);
 
@@ -43,6 +56,9 @@ impl log::Log for Logger {
         if !self.inner.matches(record) {
             return;
         }
+        if let Some((file, _)) = FALLBACK.get() {
+            return file.log(record);
+        }
         match SYSLOG.get() {
             Some(s) if JSON.load(Ordering::Relaxed) => {
                 s.send(severity(record.level()), &json_line(record))
@@ -55,6 +71,62 @@ impl log::Log for Logger {
     fn flush(&self) {
         self.inner.flush();
     }
+}
+
+/// The sd-daemon(3) priority prefix of a level (`<3>` for errors).
+pub fn journal_prefix(level: log::Level) -> &'static str {
+    match level {
+        log::Level::Error => "<3>",
+        log::Level::Warn => "<4>",
+        log::Level::Info => "<6>",
+        log::Level::Debug | log::Level::Trace => "<7>",
+    }
+}
+
+/// Is stderr the journal's stream? systemd sets `JOURNAL_STREAM` to `DEV:INODE` of the
+/// stream it connected stderr to; a child whose stderr was redirected elsewhere
+/// inherits the variable, so the pair is compared with stderr itself.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    std::fs::metadata("/proc/self/fd/2").is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
+/// env_logger set up for `format`: the level filter from RUST_LOG (default info),
+/// millisecond timestamps, or one JSON object per record; with `journal`, sd-daemon
+/// priority prefixes and no timestamp.
+fn builder(format: LogFormat, journal: bool) -> env_logger::Builder {
+    use std::io::Write;
+    let env = env_logger::Env::default().default_filter_or("info");
+    let mut builder = env_logger::Builder::from_env(env);
+    builder.format_timestamp_millis().format_target(false);
+    match (format == LogFormat::Json, journal) {
+        (true, false) => {
+            builder.format(|buf, record| writeln!(buf, "{}", json_line(record)));
+        }
+        (true, true) => {
+            builder.format(|buf, record| {
+                let prefix = journal_prefix(record.level());
+                writeln!(buf, "{prefix}{}", json_line(record))
+            });
+        }
+        (false, true) => {
+            builder.format(|buf, record| {
+                let prefix = journal_prefix(record.level());
+                writeln!(buf, "{prefix}{}", record.args())
+            });
+        }
+        (false, false) => {}
+    }
+    builder
 }
 
 fn severity(level: log::Level) -> Severity {
@@ -112,19 +184,15 @@ impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_> {
     }
 }
 
-/// Sets up the logger; with a log file, SIGHUP reopens it by name.
+/// Sets up the logger; with a log file, SIGUSR1 (and SIGHUP) reopens it by name.
 pub fn init(log_file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
     use anyhow::Context;
-    use std::io::Write;
-    let env = env_logger::Env::default().default_filter_or("info");
-    let mut builder = env_logger::Builder::from_env(env);
-    builder.format_timestamp_millis().format_target(false);
     if format == LogFormat::Json {
         JSON.store(true, Ordering::Relaxed);
-        builder.format(|buf, record| writeln!(buf, "{}", json_line(record)));
     }
-    // Without a log file SIGHUP only has to leave the process alive (live mode adds the
-    // reload); the flag is read by nobody.
+    let mut builder = builder(format, log_file.is_none() && stderr_is_journal());
+    // Without a log file SIGHUP and SIGUSR1 only have to leave the process alive (live
+    // mode adds the reload); the flag is read by nobody.
     let mut reopen = Arc::new(AtomicBool::new(false));
     if let Some(path) = log_file {
         let (file, flag) = LogFile::open(path)
@@ -132,11 +200,9 @@ pub fn init(log_file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
         builder.target(env_logger::Target::Pipe(Box::new(LogWriter(Arc::new(
             file,
         )))));
-        // SIGHUP: logrotate moved the file; the next record opens it again by name.
         reopen = flag;
     }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, reopen)
-        .context("cannot handle SIGHUP")?;
+    register_reopen(&reopen)?;
     let inner = builder.build();
     let max = inner.filter();
     if log::set_boxed_logger(Box::new(Logger { inner })).is_ok() {
@@ -146,20 +212,153 @@ pub fn init(log_file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Called in the detached child: records meant for stderr (now /dev/null) go to syslog.
+/// SIGUSR1 (logrotate) and SIGHUP (a reload) raise `reopen`: the next record opens the
+/// log file again by name.
+fn register_reopen(reopen: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use signal_hook::consts::{SIGHUP, SIGUSR1};
+    signal_hook::flag::register(SIGHUP, Arc::clone(reopen)).context("cannot handle SIGHUP")?;
+    signal_hook::flag::register(SIGUSR1, Arc::clone(reopen)).context("cannot handle SIGUSR1")?;
+    Ok(())
+}
+
+/// The syslog socket records go to once detached.
+fn syslog_socket() -> PathBuf {
+    std::env::var_os(SYSLOG_SOCKET_ENV)
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from(syslog::DEFAULT_SOCKET), PathBuf::from)
+}
+
+/// Where a detached agent without a log file and without syslog logs: as root
+/// `/var/log/sersync2/<config>.log`, else `<state dir>/sersync2/<config>.log` (the
+/// state dir `$XDG_STATE_HOME`, or `~/.local/state`); `<config>` is the config's
+/// absolute path written as for its pid file (`etc_sersync_web.xml`). `None` for a
+/// user with no home.
+pub fn default_file(config: &Path) -> Option<PathBuf> {
+    let dir = if crate::sys::is_root() {
+        PathBuf::from(DEFAULT_LOG_DIR)
+    } else {
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_absolute())
+                    .map(|h| h.join(".local/state"))
+            })?;
+        state.join("sersync2")
+    };
+    Some(dir.join(format!("{}.log", super::daemon::config_file_name(config))))
+}
+
+/// The log directory of the package (logrotate's `/var/log/sersync2/*.log`).
+pub const DEFAULT_LOG_DIR: &str = "/var/log/sersync2";
+
+/// Before `-d` detaches without a log file: if no syslog socket answers, says so (on
+/// stderr, still the terminal or the caller's) and switches the records to
+/// [`default_file`], so that nothing is dropped once stderr is /dev/null. `Err` when
+/// that file cannot be opened either: the agent then does not start.
+pub fn before_detach(config: &Path, format: LogFormat) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if !TO_STDERR.load(Ordering::Relaxed) || FALLBACK.get().is_some() {
+        return Ok(());
+    }
+    let socket = syslog_socket();
+    let why = match std::os::unix::net::UnixDatagram::unbound().and_then(|s| s.connect(&socket)) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    let Some(path) = default_file(config) else {
+        anyhow::bail!(
+            "-d without --log-file: no syslog socket at {} ({why}) and no home directory \
+             for a log file: give --log-file",
+            socket.display()
+        );
+    };
+    if let Some(dir) = path.parent() {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let mode = if crate::sys::is_root() { 0o750 } else { 0o700 };
+        crate::sys::fsafe::private_dir(dir, mode)
+            .with_context(|| format!("cannot use {} for the log", dir.display()))?;
+    }
+    let (file, flag) = LogFile::open(&path).with_context(|| {
+        format!(
+            "-d without --log-file and no syslog socket at {} ({why}): cannot open the log \
+             file {}",
+            socket.display(),
+            path.display()
+        )
+    })?;
+    register_reopen(&flag)?;
+    log::warn!(
+        "no syslog socket at {} ({why}): once detached, logs go to {} (give --log-file to \
+         choose the file)",
+        socket.display(),
+        path.display()
+    );
+    let mut builder = builder(format, false);
+    builder.target(env_logger::Target::Pipe(Box::new(LogWriter(Arc::new(
+        file,
+    )))));
+    let _ = FALLBACK.set((builder.build(), path.clone()));
+    log::warn!(
+        "no syslog socket at {} ({why}): logging to this file, {}",
+        socket.display(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// The log file used because no syslog socket answered, if any (one of the agent's own
+/// files, never pushed).
+pub fn fallback_file() -> Option<PathBuf> {
+    FALLBACK.get().map(|(_, p)| p.clone())
+}
+
+/// Called in the detached child: records meant for stderr (now /dev/null) go to syslog,
+/// unless [`before_detach`] chose a file.
 pub fn detached() {
-    if !TO_STDERR.load(Ordering::Relaxed) {
+    if !TO_STDERR.load(Ordering::Relaxed) || FALLBACK.get().is_some() {
         return;
     }
-    let path = std::env::var_os(SYSLOG_SOCKET_ENV)
-        .filter(|p| !p.is_empty())
-        .map_or_else(|| PathBuf::from(syslog::DEFAULT_SOCKET), PathBuf::from);
-    let _ = SYSLOG.set(Syslog::new(&path, "sersync2", syslog::LOG_DAEMON));
+    let _ = SYSLOG.set(Syslog::new(
+        &syslog_socket(),
+        "sersync2",
+        syslog::LOG_DAEMON,
+    ));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_priorities_are_sd_daemons() {
+        assert_eq!(journal_prefix(log::Level::Error), "<3>");
+        assert_eq!(journal_prefix(log::Level::Warn), "<4>");
+        assert_eq!(journal_prefix(log::Level::Info), "<6>");
+        assert_eq!(journal_prefix(log::Level::Debug), "<7>");
+        assert_eq!(journal_prefix(log::Level::Trace), "<7>");
+    }
+
+    #[test]
+    fn the_default_log_file_is_named_after_the_config_as_its_pid_file() {
+        let file = default_file(Path::new("/nonexistent/sersync/web_1.xml")).expect("a file");
+        assert!(
+            file.ends_with("nonexistent_sersync_web%5F1.xml.log"),
+            "{}",
+            file.display()
+        );
+        if crate::sys::is_root() {
+            assert!(file.starts_with(DEFAULT_LOG_DIR), "{}", file.display());
+        } else {
+            assert!(file.parent().is_some_and(|d| d.ends_with("sersync2")));
+        }
+    }
 
     #[test]
     fn a_record_is_one_json_object_with_its_fields() {

@@ -1,5 +1,7 @@
-//! The status endpoint on `<host hostip port start="true">`: `GET /status` (JSON) and
-//! `GET /metrics` (Prometheus text), and `sersync2 --status`, which reads it for a person.
+//! The status document ([`Status`]), served on `<host hostip port start="true">` as
+//! `GET /status` (JSON) and `GET /metrics` (Prometheus text), and over the control
+//! socket to `sersync2 --status` ([`render`] for people, the JSON for scripts,
+//! [`exit_code`] for monitors). Times are unix seconds (`*_unix`) and RFC 3339 in UTC.
 //!
 //! A tiny HTTP/1.0 server on std's TcpListener, bounded so that it can never stop sync
 //! or eat the host's memory: one thread polls the listener and every connection; at most
@@ -28,7 +30,14 @@ pub struct Status {
     pub config: String,
     pub pid: u32,
     pub uptime_seconds: u64,
+    /// When the instance started (RFC 3339, UTC).
+    #[serde(default)]
+    pub started: String,
     pub watches: usize,
+    /// What `watches` counts: `directories` (inotify), `filesystem marks` (fanotify), or
+    /// `directories and filesystem marks` when roots use both.
+    #[serde(default)]
+    pub watch_unit: String,
     pub fail_log: FailLogStatus,
     pub last_full_sync: Option<FullSync>,
     pub remotes: Vec<RemoteStatus>,
@@ -46,6 +55,9 @@ pub struct VerifyStatus {
     pub remote: String,
     pub root: String,
     pub at_unix: u64,
+    /// `at_unix` in RFC 3339.
+    #[serde(default)]
+    pub at: String,
     /// true when nothing differed.
     pub level: bool,
     pub differing: usize,
@@ -65,6 +77,9 @@ pub struct RootStatus {
     pub state: String,
     /// Since when (unix seconds) it is in this state.
     pub since: u64,
+    /// `since` in RFC 3339.
+    #[serde(default)]
+    pub state_since: String,
     /// Filesystems mounted below it.
     #[serde(default)]
     pub mounts: Vec<MountStatus>,
@@ -96,6 +111,9 @@ pub struct FailLogStatus {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FullSync {
     pub ended_unix: u64,
+    /// `ended_unix` in RFC 3339.
+    #[serde(default)]
+    pub ended: String,
     pub ok: bool,
     pub seconds: f64,
     pub remote: String,
@@ -108,18 +126,33 @@ pub struct RemoteStatus {
     pub pushed: u64,
     pub failed: u64,
     pub queued: usize,
+    /// `level` (nothing waiting, in flight or owed), `catching up`, or `failing`.
+    #[serde(default)]
+    pub state: String,
     /// It has failed and not been level since.
     pub failing: bool,
     /// Since when (unix time), while failing.
     #[serde(default)]
     pub failing_since_unix: Option<u64>,
+    /// `failing_since_unix` in RFC 3339.
+    #[serde(default)]
+    pub failing_since: Option<String>,
     /// Its fail-log entries (paths, a full sync counting as one).
     #[serde(default)]
     pub owed: usize,
     /// When what it owes is next tried again (unix time), if a retry is scheduled.
     #[serde(default)]
     pub next_retry_unix: Option<u64>,
+    /// `next_retry_unix` in RFC 3339.
+    #[serde(default)]
+    pub next_retry: Option<String>,
+    /// The last failed call's cause: rsync's exit, a hint for a common cause, and the
+    /// end of what rsync and ssh said on stderr (control characters escaped). Kept
+    /// after the remote is level again.
     pub last_error: Option<String>,
+    /// When that call failed (RFC 3339, UTC).
+    #[serde(default)]
+    pub last_error_at: Option<String>,
     /// Age of the oldest change not on the remote yet (waiting, in flight or owed); 0
     /// when it is level.
     #[serde(default)]
@@ -140,6 +173,38 @@ fn unix(t: std::time::SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// A unix time in RFC 3339, UTC, to the second (`2026-12-06T05:32:26Z`).
+pub fn rfc3339(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        .map_or_else(
+            || format!("unix time {unix}"),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )
+}
+
+/// A remote's state for people and monitors: `failing`, else `level` when nothing waits,
+/// runs or is owed and its lag is 0, else `catching up`.
+pub fn remote_state(failing: bool, pending: usize, owed: usize, lag_seconds: f64) -> &'static str {
+    if failing {
+        "failing"
+    } else if pending == 0 && owed == 0 && lag_seconds == 0.0 {
+        "level"
+    } else {
+        "catching up"
+    }
+}
+
+/// `--status`'s exit status (the monitoring-plugin convention): 0 when every remote is
+/// level or catching up and every watch root is the directory watched, 1 when a remote
+/// is failing or a root is missing or replaced (nothing is pushed from it).
+pub fn exit_code(s: &Status) -> u8 {
+    let failing = s.remotes.iter().any(|r| r.failing);
+    let root_lost = s.roots.iter().any(|r| r.state != "ok");
+    u8::from(failing || root_lost)
+}
+
 impl Status {
     /// The status document for a sync snapshot.
     pub fn new(snap: Snapshot, watches: usize, config: &str) -> Status {
@@ -148,17 +213,19 @@ impl Status {
             config: config.to_owned(),
             pid: std::process::id(),
             uptime_seconds: snap.uptime.as_secs(),
+            started: rfc3339(
+                unix(std::time::SystemTime::now()).saturating_sub(snap.uptime.as_secs()),
+            ),
             watches,
+            watch_unit: "directories".to_owned(),
             fail_log: FailLogStatus {
                 path: snap.fail_log.display().to_string(),
                 entries: snap.fail_log_entries,
                 unknown_entries: snap.unknown_entries,
             },
             last_full_sync: snap.last_full_sync.map(|f| FullSync {
-                ended_unix: f
-                    .ended
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
+                ended_unix: unix(f.ended),
+                ended: rfc3339(unix(f.ended)),
                 ok: f.ok,
                 seconds: f.seconds,
                 remote: f.remote,
@@ -167,6 +234,8 @@ impl Status {
                 .remotes
                 .into_iter()
                 .map(|r| RemoteStatus {
+                    state: remote_state(r.failing, r.pending, r.owed, r.lag.as_secs_f64())
+                        .to_owned(),
                     remote: r.remote,
                     root: r.root.display().to_string(),
                     pushed: r.pushed,
@@ -174,9 +243,12 @@ impl Status {
                     queued: r.queued,
                     failing: r.failing,
                     failing_since_unix: r.failing_since.map(unix),
+                    failing_since: r.failing_since.map(|t| rfc3339(unix(t))),
                     owed: r.owed,
                     next_retry_unix: r.next_retry.map(unix),
+                    next_retry: r.next_retry.map(|t| rfc3339(unix(t))),
                     last_error: r.last_error,
+                    last_error_at: r.last_error_at.map(crate::sync::cause::rfc3339),
                     lag_seconds: r.lag.as_secs_f64(),
                     pending: r.pending,
                     longest_push_seconds: r.longest_push.as_secs_f64(),
@@ -185,6 +257,12 @@ impl Status {
             roots: Vec::new(),
             verify: Vec::new(),
         }
+    }
+
+    /// Says what `watches` counts (see [`Status::watch_unit`]).
+    pub fn with_watch_unit(mut self, unit: &str) -> Status {
+        unit.clone_into(&mut self.watch_unit);
+        self
     }
 
     /// Adds the last verification of each remote.
@@ -196,6 +274,7 @@ impl Status {
                 remote: v.remote,
                 root: v.root.display().to_string(),
                 at_unix: unix(v.at),
+                at: rfc3339(unix(v.at)),
                 differing: v.differing,
                 missing: v.missing,
                 extra: v.extra,
@@ -214,6 +293,7 @@ impl Status {
                 path: r.path.display().to_string(),
                 state: r.state.as_str().to_owned(),
                 since: unix_secs(r.since),
+                state_since: rfc3339(unix_secs(r.since)),
                 mounts: r
                     .mounts
                     .into_iter()
@@ -254,25 +334,25 @@ pub fn metrics(s: &Status) -> String {
         }
     };
     gauge(
-        "sersync_uptime_seconds",
+        "sersync2_uptime_seconds",
         "Seconds since start.",
         "gauge",
         vec![(String::new(), s.uptime_seconds.to_string())],
     );
     gauge(
-        "sersync_watches",
+        "sersync2_watches",
         "Directories watched.",
         "gauge",
         vec![(String::new(), s.watches.to_string())],
     );
     gauge(
-        "sersync_fail_log_entries",
+        "sersync2_fail_log_entries",
         "Entries owed in the fail log.",
         "gauge",
         vec![(String::new(), s.fail_log.entries.to_string())],
     );
     gauge(
-        "sersync_fail_log_unknown_entries",
+        "sersync2_fail_log_unknown_entries",
         "Fail log entries for a root or remote the config does not name (never run).",
         "gauge",
         vec![(String::new(), s.fail_log.unknown_entries.to_string())],
@@ -293,31 +373,31 @@ pub fn metrics(s: &Status) -> String {
             .collect()
     };
     gauge(
-        "sersync_pushed_total",
+        "sersync2_pushed_paths_total",
         "Paths pushed successfully.",
         "counter",
         per(&|r| r.pushed.to_string()),
     );
     gauge(
-        "sersync_failed_total",
+        "sersync2_failed_calls_total",
         "rsync calls that failed after retries.",
         "counter",
         per(&|r| r.failed.to_string()),
     );
     gauge(
-        "sersync_queued",
+        "sersync2_queued_paths",
         "Paths waiting to be pushed.",
         "gauge",
         per(&|r| r.queued.to_string()),
     );
     gauge(
-        "sersync_remote_failing",
+        "sersync2_remote_failing",
         "1 while the remote has failed and not been level since.",
         "gauge",
         per(&|r| u8::from(r.failing).to_string()),
     );
     gauge(
-        "sersync_remote_owed",
+        "sersync2_remote_owed_entries",
         "Fail-log entries owed to the remote.",
         "gauge",
         per(&|r| r.owed.to_string()),
@@ -335,7 +415,7 @@ pub fn metrics(s: &Status) -> String {
         per(&|r| format!("{:.3}", r.longest_push_seconds)),
     );
     gauge(
-        "sersync_remote_pending",
+        "sersync2_remote_pending_paths",
         "Entries waiting or in flight for the remote.",
         "gauge",
         per(&|r| r.pending.to_string()),
@@ -344,7 +424,7 @@ pub fn metrics(s: &Status) -> String {
         rows.into_iter().filter(|(_, v)| !v.is_empty()).collect()
     };
     gauge(
-        "sersync_remote_failing_since_timestamp_seconds",
+        "sersync2_remote_failing_since_timestamp_seconds",
         "When the remote started failing (only while it fails).",
         "gauge",
         some(per(&|r| {
@@ -353,7 +433,7 @@ pub fn metrics(s: &Status) -> String {
         })),
     );
     gauge(
-        "sersync_remote_next_retry_timestamp_seconds",
+        "sersync2_remote_next_retry_timestamp_seconds",
         "When what the remote owes is next tried again (only while a retry is scheduled).",
         "gauge",
         some(per(&|r| {
@@ -362,7 +442,7 @@ pub fn metrics(s: &Status) -> String {
     );
     if !s.roots.is_empty() {
         gauge(
-            "sersync_root_ok",
+            "sersync2_root_ok",
             "1 while the directory at the watch root's path is the one watched.",
             "gauge",
             s.roots
@@ -393,7 +473,7 @@ pub fn metrics(s: &Status) -> String {
                 .collect()
         };
         gauge(
-            "sersync_verify_differing",
+            "sersync2_verify_differing_paths",
             "Paths not level at the last verification (differing, missing and extra); -1 if \
              the remote could not be checked.",
             "gauge",
@@ -403,7 +483,7 @@ pub fn metrics(s: &Status) -> String {
             }),
         );
         gauge(
-            "sersync_verify_last_timestamp_seconds",
+            "sersync2_verify_last_timestamp_seconds",
             "When the remote was last verified.",
             "gauge",
             per_verified(&|v| v.at_unix.to_string()),
@@ -411,19 +491,19 @@ pub fn metrics(s: &Status) -> String {
     }
     if let Some(f) = &s.last_full_sync {
         gauge(
-            "sersync_last_full_sync_timestamp_seconds",
+            "sersync2_last_full_sync_timestamp_seconds",
             "When the last full sync ended.",
             "gauge",
             vec![(String::new(), f.ended_unix.to_string())],
         );
         gauge(
-            "sersync_last_full_sync_success",
+            "sersync2_last_full_sync_success",
             "1 if the last full sync succeeded.",
             "gauge",
             vec![(String::new(), u8::from(f.ok).to_string())],
         );
         gauge(
-            "sersync_last_full_sync_duration_seconds",
+            "sersync2_last_full_sync_duration_seconds",
             "How long the last full sync took.",
             "gauge",
             vec![(String::new(), format!("{:.3}", f.seconds))],
@@ -1005,17 +1085,36 @@ pub fn printable(s: &str) -> String {
     out
 }
 
+/// `12 directories watched`, `1 filesystem mark (fanotify)`: the count with what it
+/// counts.
+fn watched(n: usize, unit: &str) -> String {
+    match unit {
+        "directories" => format!("{n} director{} watched", if n == 1 { "y" } else { "ies" }),
+        "filesystem marks" => format!(
+            "{n} filesystem mark{} (fanotify: no per-directory watches)",
+            if n == 1 { "" } else { "s" }
+        ),
+        "" => format!("{n} watches"),
+        other => format!("{n} watches ({})", printable(other)),
+    }
+}
+
 /// A person's view of a status snapshot.
 pub fn render(s: &Status) -> String {
     // Every string came over the network: no control character reaches the terminal.
     let p = printable;
+    let started = if s.started.is_empty() {
+        String::new()
+    } else {
+        format!(" (since {})", p(&s.started))
+    };
     let mut out = format!(
-        "sersync2 {} (pid {}), config {}\nup {}s, {} directories watched, fail log {} ({} entr{} owed)\n",
+        "sersync2 {} (pid {}), config {}\nup {}s{started}, {}, fail log {} ({} entr{} owed)\n",
         p(&s.version),
         s.pid,
         p(&s.config),
         s.uptime_seconds,
-        s.watches,
+        watched(s.watches, &s.watch_unit),
         p(&s.fail_log.path),
         s.fail_log.entries,
         if s.fail_log.entries == 1 { "y" } else { "ies" }
@@ -1029,11 +1128,11 @@ pub fn render(s: &Status) -> String {
     }
     match &s.last_full_sync {
         Some(f) => out.push_str(&format!(
-            "last full sync: {} to {} in {:.1}s (ended at unix time {})\n",
+            "last full sync: {} to {} in {:.1}s (ended {})\n",
             if f.ok { "succeeded" } else { "FAILED" },
             p(&f.remote),
             f.seconds,
-            f.ended_unix
+            rfc3339(f.ended_unix)
         )),
         None => out.push_str("last full sync: none yet\n"),
     }
@@ -1049,7 +1148,7 @@ pub fn render(s: &Status) -> String {
         };
         let retry = r
             .next_retry_unix
-            .map_or(String::new(), |t| format!("next retry at unix time {t}, "));
+            .map_or(String::new(), |t| format!("next retry at {}, ", rfc3339(t)));
         out.push_str(&format!(
             "  {:<30} pushed {:>8}  failed {:>5}  queued {:>6}  lag {:>7.1}s  {}\n",
             p(&r.remote),
@@ -1059,8 +1158,11 @@ pub fn render(s: &Status) -> String {
             r.lag_seconds,
             if r.failing {
                 format!(
-                    "FAILING since unix time {} ({owed}{retry}last error: {})",
-                    r.failing_since_unix.unwrap_or(0),
+                    "FAILING since {} ({owed}{retry}last error{}: {})",
+                    r.failing_since_unix.map_or_else(|| "?".to_owned(), rfc3339),
+                    r.last_error_at
+                        .as_deref()
+                        .map_or(String::new(), |at| format!(" at {}", p(at))),
                     p(r.last_error.as_deref().unwrap_or(""))
                 )
             } else {
@@ -1072,19 +1174,20 @@ pub fn render(s: &Status) -> String {
                     )
                 });
                 let notes = format!("{}{owed}", long.unwrap_or_default());
+                let state = remote_state(false, r.pending, r.owed, r.lag_seconds);
                 if notes.is_empty() {
-                    "ok".to_owned()
+                    format!("ok ({state})")
                 } else {
-                    format!("ok, {}", notes.trim_end_matches(", "))
+                    format!("ok ({state}), {}", notes.trim_end_matches(", "))
                 }
             }
         ));
     }
     for v in &s.verify {
         out.push_str(&format!(
-            "verified {} at unix time {}: {}\n",
-            v.remote,
-            v.at_unix,
+            "verified {} at {}: {}\n",
+            p(&v.remote),
+            rfc3339(v.at_unix),
             match (&v.error, v.level) {
                 (Some(e), _) => format!("could not be checked: {e}"),
                 (None, true) => "level".to_owned(),
@@ -1101,10 +1204,10 @@ pub fn render(s: &Status) -> String {
     for r in &s.roots {
         if r.state != "ok" {
             out.push_str(&format!(
-                "watch root {} is {} (since unix time {}): nothing is pushed from it until a directory is back there\n",
+                "watch root {} is {} (since {}): nothing is pushed from it until a directory is back there\n",
                 p(&r.path),
                 p(&r.state),
-                r.since
+                rfc3339(r.since)
             ));
         }
         if r.rewalks > 0 {
@@ -1138,7 +1241,9 @@ mod tests {
             config: "c.xml".into(),
             pid: 1,
             uptime_seconds: 0,
+            started: String::new(),
             watches: 0,
+            watch_unit: "directories".into(),
             fail_log: FailLogStatus {
                 path: "f".into(),
                 entries: 0,
@@ -1169,27 +1274,114 @@ mod tests {
             source()().with_verify(vec![v("h::a", 2, None), v("h::b", 0, Some("rsync exit 5"))]);
         let m = metrics(&s);
         assert!(
-            m.contains("sersync_verify_differing{remote=\"h::a\",root=\"/www\"} 3\n"),
+            m.contains("sersync2_verify_differing_paths{remote=\"h::a\",root=\"/www\"} 3\n"),
             "{m}"
         );
         assert!(
-            m.contains("sersync_verify_differing{remote=\"h::b\",root=\"/www\"} -1\n"),
+            m.contains("sersync2_verify_differing_paths{remote=\"h::b\",root=\"/www\"} -1\n"),
             "{m}"
         );
         assert!(
             m.contains(
-                "sersync_verify_last_timestamp_seconds{remote=\"h::a\",root=\"/www\"} 1700000000\n"
+                "sersync2_verify_last_timestamp_seconds{remote=\"h::a\",root=\"/www\"} 1700000000\n"
             ),
             "{m}"
         );
         assert!(!s.verify[0].level && !s.verify[1].level);
         let r = render(&s);
-        assert!(r.contains("verified h::a at unix time 1700000000: 2 differing, 1 missing, 0 extra (missing a)"), "{r}");
+        assert!(r.contains("verified h::a at 2023-11-14T22:13:20Z: 2 differing, 1 missing, 0 extra (missing a)"), "{r}");
         assert!(
-            r.contains("verified h::b at unix time 1700000000: could not be checked: rsync exit 5"),
+            r.contains("verified h::b at 2023-11-14T22:13:20Z: could not be checked: rsync exit 5"),
             "{r}"
         );
-        assert!(!metrics(&source()()).contains("sersync_verify"));
+        assert_eq!(s.verify[0].at, "2023-11-14T22:13:20Z");
+        assert!(!metrics(&source()()).contains("sersync2_verify"));
+    }
+
+    #[test]
+    fn times_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(u64::MAX), format!("unix time {}", u64::MAX));
+    }
+
+    fn remote(name: &str, failing: bool, pending: usize, lag: f64) -> RemoteStatus {
+        RemoteStatus {
+            remote: name.into(),
+            root: "/w".into(),
+            pushed: 0,
+            failed: u64::from(failing),
+            queued: pending,
+            state: remote_state(failing, pending, 0, lag).into(),
+            failing,
+            failing_since_unix: failing.then_some(1_700_000_000),
+            failing_since: None,
+            owed: 0,
+            next_retry_unix: failing.then_some(1_700_000_060),
+            next_retry: None,
+            last_error: failing.then(|| "rsync exited 10".to_owned()),
+            last_error_at: None,
+            lag_seconds: lag,
+            pending,
+            longest_push_seconds: 0.0,
+        }
+    }
+
+    // `--status` exited 0 while a remote was FAILING and printed unix times.
+    #[test]
+    fn the_exit_status_is_1_only_when_a_remote_fails_or_a_root_is_lost() {
+        use crate::watch::{RootReport, RootState};
+        let mut s = source()();
+        assert_eq!(exit_code(&s), 0, "no remotes");
+        s.remotes.push(remote("level::m", false, 0, 0.0));
+        s.remotes.push(remote("busy::m", false, 40, 3.5));
+        assert_eq!(exit_code(&s), 0, "level and catching up");
+        assert_eq!(
+            (s.remotes[0].state.as_str(), s.remotes[1].state.as_str()),
+            ("level", "catching up")
+        );
+        let text = render(&s);
+        assert!(
+            text.contains("ok (level)") && text.contains("ok (catching up)"),
+            "{text}"
+        );
+        s.remotes.push(remote("down::m", true, 2, 9.0));
+        assert_eq!(exit_code(&s), 1, "one failing");
+        assert_eq!(s.remotes[2].state, "failing");
+        let text = render(&s);
+        assert!(
+            text.contains("FAILING since 2023-11-14T22:13:20Z (next retry at 2023-11-14T22:14:20Z, last error: rsync exited 10)"),
+            "{text}"
+        );
+        assert!(!text.contains("unix time"), "{text}");
+        s.remotes.pop();
+        let s = s.with_roots(vec![RootReport {
+            path: "/gone".into(),
+            state: RootState::Missing,
+            since: UNIX_EPOCH,
+            mounts: Vec::new(),
+            rewalks: 0,
+        }]);
+        assert_eq!(exit_code(&s), 1, "a root lost");
+    }
+
+    // `--status` said "1 directories watched" under fanotify, where the count is of
+    // filesystem marks.
+    #[test]
+    fn the_watch_count_says_what_it_counts() {
+        let s = source()();
+        assert!(
+            render(&s).contains("0 directories watched"),
+            "{}",
+            render(&s)
+        );
+        let mut s = s.with_watch_unit("filesystem marks");
+        s.watches = 1;
+        let text = render(&s);
+        assert!(text.contains("1 filesystem mark (fanotify"), "{text}");
+        assert!(!text.contains("directories watched"), "{text}");
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["watch_unit"], "filesystem marks");
     }
 
     #[test]
@@ -1217,8 +1409,8 @@ mod tests {
         assert!(text.contains("watch root /www is missing"), "{text}");
         assert!(!text.contains("watch root /up"), "{text}");
         assert!(text.contains("mount /www/share (nfs4)"), "{text}");
-        assert!(metrics(&s).contains("sersync_root_ok{root=\"/www\"} 0"));
-        assert!(metrics(&s).contains("sersync_root_ok{root=\"/up\"} 1"));
+        assert!(metrics(&s).contains("sersync2_root_ok{root=\"/www\"} 0"));
+        assert!(metrics(&s).contains("sersync2_root_ok{root=\"/up\"} 1"));
     }
 
     #[test]
@@ -1298,7 +1490,7 @@ mod tests {
             ],
         );
         assert!(got.starts_with("HTTP/1.0 200"), "{got:.200}");
-        assert!(got.contains("sersync_uptime_seconds 0"), "{got}");
+        assert!(got.contains("sersync2_uptime_seconds 0"), "{got}");
         let got = exchange(port, &[b"POST /status HTTP/1.0\r\n\r\n"]);
         assert!(got.starts_with("HTTP/1.0 405"), "{got:.200}");
     }
@@ -1313,11 +1505,15 @@ mod tests {
             pushed: 3,
             failed: 0,
             queued: 1,
+            state: String::new(),
             failing: false,
             failing_since_unix: None,
+            failing_since: None,
             owed,
             next_retry_unix: None,
+            next_retry: None,
             last_error: None,
+            last_error_at: None,
             lag_seconds: secs,
             pending: 1,
             longest_push_seconds: secs,
@@ -1335,7 +1531,7 @@ mod tests {
         };
         assert!(
             line("hung::m").ends_with(
-                "ok, a push running for 45s (a big transfer, or the remote stopped answering)"
+                "ok (catching up), a push running for 45s (a big transfer, or the remote stopped answering)"
             ),
             "{text}"
         );
@@ -1345,7 +1541,7 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(line("quick::m").ends_with(" ok"), "{text}");
+        assert!(line("quick::m").ends_with(" ok (catching up)"), "{text}");
         let m = metrics(&s);
         assert!(
             m.contains(
@@ -1366,11 +1562,15 @@ mod tests {
             pushed: 0,
             failed: 1,
             queued: 0,
+            state: "failing".into(),
             failing: true,
             failing_since_unix: Some(1),
+            failing_since: None,
             owed: 0,
             next_retry_unix: None,
+            next_retry: None,
             last_error: Some("\x1b[31mred".into()),
+            last_error_at: Some("2026-01-02T03:04:05Z\x1b[2J".into()),
             lag_seconds: 0.0,
             pending: 0,
             longest_push_seconds: 0.0,
@@ -1378,6 +1578,10 @@ mod tests {
         let text = render(&s);
         assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
         assert!(text.contains("c.xml\\u{1b}[2J"), "{text}");
+        assert!(
+            text.contains("last error at 2026-01-02T03:04:05Z\\u{1b}[2J: \\u{1b}[31mred"),
+            "{text}"
+        );
         assert!(!text.lines().any(|l| l.starts_with("FAKE LINE")), "{text}");
     }
 

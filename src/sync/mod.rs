@@ -7,7 +7,9 @@
 //! the [`backoff`] schedule ([`recovery`]). [`version`] checks the rsync on PATH.
 
 pub mod backoff;
+pub mod cause;
 pub mod faillog;
+pub mod index;
 pub mod intake;
 pub mod job;
 pub mod queue;

@@ -200,6 +200,18 @@ impl Target {
         (argv, stdin)
     }
 
+    /// `-t --probe`: a listing of the remote's top directory that changes nothing and
+    /// lists only `.` however big the module is: it checks what a push needs (the host
+    /// answers, the module or directory exists, the user and password or the ssh key
+    /// are taken), with the connection options every push has.
+    pub fn probe_argv(&self) -> Vec<OsString> {
+        let mut argv: Vec<OsString> =
+            vec!["--list-only".into(), "--dirs".into(), "--exclude=?*".into()];
+        self.connection_args(&mut argv);
+        argv.push(format!("{}/", self.dest()).into());
+        argv
+    }
+
     /// The job with every path and rule as an argument, as the fail log writes it:
     /// `./path`, so that no name can read as an option.
     pub fn argv_with_args(&self, job: &Job) -> Vec<OsString> {

@@ -204,15 +204,8 @@ pub fn check(target: &Target, excluded: &[PathBuf], checksum: bool) -> Result<Dr
     let (argv, stdin) = argv(target, excluded, checksum);
     let (status, out, err) = run_capturing(&target.root, &argv, &stdin)?;
     if !rsync::is_success(status) {
-        let last = err
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        return Err(format!(
-            "rsync exit {status} ({}): {last}",
-            rsync::describe_status(status)
-        ));
+        // rsync's and ssh's own words, with a hint for the common causes.
+        return Err(super::cause::Cause::of(status, &err).text);
     }
     Ok(parse(&out))
 }

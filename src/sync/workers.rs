@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::cause::{self, Cause, Failures};
 use super::faillog::{self, FailLog};
 use super::job::{Entry, Job, RemoteId};
 use super::queue::Queue;
@@ -48,7 +49,8 @@ struct Stats {
     failed: AtomicU64,
     /// Failing since when, and when what it owes is tried again.
     recovery: Mutex<Recovery>,
-    last_error: Mutex<Option<String>>,
+    /// The last failure and the run of failures going on (the "recovered" line).
+    failures: Mutex<Failures>,
     /// When each job running to this remote started (its calls, retries included).
     running: Mutex<Vec<(u64, Instant)>>,
     next_call: AtomicU64,
@@ -57,6 +59,10 @@ struct Stats {
 impl Stats {
     fn recovery(&self) -> MutexGuard<'_, Recovery> {
         self.recovery.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn failures(&self) -> MutexGuard<'_, Failures> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn running(&self) -> MutexGuard<'_, Vec<(u64, Instant)>> {
@@ -117,6 +123,8 @@ pub struct RemoteSnapshot {
     /// When what it owes is next queued again (backoff), if a retry is scheduled.
     pub next_retry: Option<SystemTime>,
     pub last_error: Option<String>,
+    /// When the last error happened.
+    pub last_error_at: Option<SystemTime>,
     /// Age of the oldest change not on the remote yet (waiting, in flight or owed); zero
     /// when it is level.
     pub lag: Duration,
@@ -162,6 +170,8 @@ pub struct Mirror {
     control_failing: AtomicBool,
     /// What runs rsync and the remote `mv`: child processes, or the simulator's model.
     runner: Arc<dyn rsync::Runner>,
+    /// The warm-restart index, told what each push carried (see [`Mirror::record_in`]).
+    index: OnceLock<Arc<super::index::Recorder>>,
 }
 
 /// Workers by default per remote: one for a burst's call, one for a single edit beside a
@@ -224,7 +234,39 @@ impl Mirror {
             unsaved: Mutex::new(None),
             control_failing: AtomicBool::new(false),
             runner: Arc::new(rsync::Processes),
+            index: OnceLock::new(),
         }
+    }
+
+    /// For the index, before a rename runs: what its plain form (the old path gone, the
+    /// new one and below) and its new side alone are now.
+    #[allow(clippy::type_complexity)]
+    fn index_before(
+        &self,
+        t: RemoteId,
+        job: &Job,
+    ) -> Option<(
+        &super::index::Recorder,
+        (super::index::Before, super::index::Before),
+    )> {
+        let ix = self.index.get()?;
+        let root = &self.targets[t.0].root;
+        let mut plain = ix.before(t, root, &Job::Paths(job.plain_paths()))?;
+        // The remote's old path is gone after the rename whatever is there now (made
+        // again, it has its own event and push).
+        if let (Job::Rename { from, .. }, Some(first)) = (job, plain.first_mut()) {
+            if first.0 == *from {
+                first.1 = None;
+            }
+        }
+        let to = ix.before(t, root, &rename_to_paths(job))?;
+        Some((ix.as_ref(), (plain, to)))
+    }
+
+    /// From now on each push's paths are stat'ed before it runs and entered in `index`
+    /// once it landed (`src/sync/index.rs`).
+    pub fn record_in(&self, index: Arc<super::index::Recorder>) {
+        let _ = self.index.set(index);
     }
 
     /// The simulator's mirror: its commands go to `runner`, and a failed call is tried
@@ -362,11 +404,6 @@ impl Mirror {
         (0..self.targets.len()).map(RemoteId).collect()
     }
 
-    /// The remotes that mirror one watch root.
-    pub fn remotes_of(&self, root: &Path) -> Vec<RemoteId> {
-        remotes_of(&self.targets, root)
-    }
-
     pub fn queue(&self) -> &Arc<Queue> {
         &self.queue
     }
@@ -453,6 +490,10 @@ impl Mirror {
         }
         let mut rest = None;
         let plain;
+        let rename_before = match &taken.job {
+            Job::Rename { .. } => self.index_before(t, &taken.job),
+            _ => None,
+        };
         let calls = match &taken.job {
             Job::Paths(paths) => split(paths)
                 .into_iter()
@@ -485,6 +526,9 @@ impl Mirror {
                     rest = self.account(t, &to_paths, &settled);
                     let from = Job::Paths(vec![Entry::plain(from.clone())]);
                     rest = rest.or(self.account(t, &from, &outcome));
+                    if let (true, Some((ix, b))) = (settled.ok() && outcome.ok(), rename_before) {
+                        ix.landed(t, b.0);
+                    }
                     Vec::new()
                 }
                 Some(Renamed::Linked(outcome)) => {
@@ -494,6 +538,10 @@ impl Mirror {
                     // (pushed plain, it went as a directory alone and the old entries
                     // stayed).
                     rest = self.account(t, &rename_to_paths(&taken.job), &outcome);
+                    // The old path leaves the index with the listing's delete below.
+                    if let (true, Some((ix, b))) = (outcome.ok(), rename_before) {
+                        ix.landed(t, b.1);
+                    }
                     let gone = Entry {
                         path: from.clone(),
                         listing: matches!(taken.job, Job::Rename { dir: true, .. }),
@@ -514,6 +562,8 @@ impl Mirror {
             // then pushed as a directory only, and what the remote holds in it of the
             // old one stays. Such a listing goes out again, keeping its mark.
             let missing = missing_listings(&self.targets[t.0].root, &call);
+            let before =
+                (self.index.get()).and_then(|ix| ix.before(t, &self.targets[t.0].root, &call));
             let mut left_out = Vec::new();
             let mut outcome = self.push(t, &call, &excluded, &mut left_out);
             if outcome.ok() {
@@ -525,7 +575,7 @@ impl Mirror {
                 if let Some((failed, ended)) = self.partial_full(t, &outcome, &excluded) {
                     // Paid but for what rsync named: those files are owed (and tried
                     // again on the backoff schedule), not the whole tree.
-                    rest = rest.or(self.account(t, &call, &ended));
+                    rest = rest.or(self.account_landed_part(t, &call, &ended));
                     let failed = Job::Paths(crate::sync::job::plain_entries(failed));
                     rest = rest.or(self.account(t, &failed, &outcome));
                     continue;
@@ -539,7 +589,17 @@ impl Mirror {
                         status: 0,
                         ..outcome.clone()
                     };
-                    rest = rest.or(self.account(t, &paid, &ok));
+                    // The index enters what landed; the failed files keep what it had.
+                    if let (Some(ix), Some(before), Job::Paths(f)) =
+                        (self.index.get(), before, &failed)
+                    {
+                        let landed = before
+                            .into_iter()
+                            .filter(|(p, _)| !f.iter().any(|e| e.path == *p))
+                            .collect();
+                        ix.landed(t, landed);
+                    }
+                    rest = rest.or(self.account_landed_part(t, &paid, &ok));
                     rest = rest.or(self.account(t, &failed, &outcome));
                     continue;
                 }
@@ -576,6 +636,12 @@ impl Mirror {
             if let (false, Some(why)) = (outcome.ok(), self.root_unsafe(t)) {
                 self.defer(t, &call, &why);
                 continue;
+            }
+            if let (true, Some(ix)) = (outcome.ok(), self.index.get()) {
+                match &call {
+                    Job::Full => ix.full_landed(t),
+                    _ => ix.landed(t, before.unwrap_or_default()),
+                }
             }
             rest = rest.or(self.account(t, &call, &outcome));
         }
@@ -655,12 +721,11 @@ impl Mirror {
                 return Some(Renamed::Moved(outcome));
             }
             log::debug!(
-                "the remote mv of {} to {} on {} failed (exit {}: {}); pushing it plain",
+                "the remote mv of {} to {} on {} failed ({}); pushing it plain",
                 from.display(),
                 to.display(),
                 target.label(),
-                outcome.status,
-                last_line(&outcome.stderr)
+                Cause::of(outcome.status, &outcome.stderr).text
             );
         }
         if target.opts.ssh.is_some() {
@@ -693,13 +758,12 @@ impl Mirror {
             let outcome = self.rsync(&target.root, &argv, &stdin);
             if !outcome.ok() {
                 log::info!(
-                    "the rename of {} to {} did not reach {} as a rename (rsync exit {}: {}); \
-                     pushing it plain",
+                    "the rename of {} to {} did not reach {} as a rename ({}); pushing it \
+                     plain",
                     from.display(),
                     to.display(),
                     target.label(),
-                    outcome.status,
-                    last_line(&outcome.stderr)
+                    Cause::of(outcome.status, &outcome.stderr).text
                 );
                 return None;
             }
@@ -934,14 +998,17 @@ impl Mirror {
             {
                 return outcome;
             }
+            let cause = Cause::of(outcome.status, &outcome.stderr);
             log::warn!(
-                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status;
-                "push to {} failed (rsync exit {}: {}), retrying: {}",
+                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status,
+                cause = cause.kind.as_str(), stderr = outcome.stderr.as_str();
+                "push to {} failed, retrying: {}",
                 target.label(),
-                outcome.status,
-                rsync::describe_status(outcome.status),
-                last_line(&outcome.stderr)
+                cause.text
             );
+            self.stats[t.0]
+                .failures()
+                .failed(SystemTime::now(), cause.text);
             std::thread::sleep(self.retry_delays[attempt]);
             attempt += 1;
         }
@@ -950,6 +1017,23 @@ impl Mirror {
     /// Books an outcome: counters, fail queue, fail log. Returns how long the remote
     /// should rest before its next call.
     fn account(&self, t: RemoteId, job: &Job, outcome: &Outcome) -> Option<Duration> {
+        self.book(t, job, outcome, true)
+    }
+
+    /// The part of a call that ended in exit 23 which landed: paid like a success, but
+    /// the call failed, so it ends no run of failures (no "recovered" line); the failed
+    /// part is booked with [`Mirror::account`].
+    fn account_landed_part(&self, t: RemoteId, job: &Job, outcome: &Outcome) -> Option<Duration> {
+        self.book(t, job, outcome, false)
+    }
+
+    fn book(
+        &self,
+        t: RemoteId,
+        job: &Job,
+        outcome: &Outcome,
+        ends_failures: bool,
+    ) -> Option<Duration> {
         let stats = &self.stats[t.0];
         let target = &self.targets[t.0];
         if let Job::Full = job {
@@ -1020,6 +1104,16 @@ impl Mirror {
                 self.save(&fl);
             }
             drop(fl);
+            let ended = (ends_failures)
+                .then(|| stats.failures().succeeded(SystemTime::now()))
+                .flatten();
+            if let Some(r) = ended {
+                log::info!(
+                    remote = label.as_str(), failed_calls = r.failed_calls;
+                    "{}",
+                    cause::recovered_line(&label, &r)
+                );
+            }
             if was_failing && (recovered || !still_owes) {
                 self.queue.cancel_retry(t);
             }
@@ -1052,12 +1146,8 @@ impl Mirror {
                 format!("rename {} -> {}", from.display(), to.display())
             }
         };
-        let mut msg = format!(
-            "rsync exit {} ({}): {}",
-            outcome.status,
-            rsync::describe_status(outcome.status),
-            last_line(&outcome.stderr)
-        );
+        let cause = Cause::of(outcome.status, &outcome.stderr);
+        let mut msg = cause.text;
         let (paths, more) = recovery::failed_paths(&outcome.stderr, FAILED_PATHS_SHOWN);
         if !paths.is_empty() {
             msg.push_str(&format!(
@@ -1091,7 +1181,8 @@ impl Mirror {
         self.queue.retry_at(t, plan.retry_at);
         match saved {
             Ok(()) => log::error!(
-                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status;
+                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status,
+                cause = cause.kind.as_str(), stderr = outcome.stderr.as_str();
                 "push of {what} to {} failed, written to the fail log {}: {msg}; what it \
                  owes is tried again in {:.1}s",
                 target.label(),
@@ -1099,7 +1190,8 @@ impl Mirror {
                 retry_in.as_secs_f64()
             ),
             Err(e) => log::error!(
-                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status;
+                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status,
+                cause = cause.kind.as_str(), stderr = outcome.stderr.as_str();
                 "push of {what} to {} failed and could NOT be written to the fail log {} \
                  ({e}): {msg}; it is kept in memory only, tried again in {:.1}s, and the fail \
                  log is written again at the next change and every {}s",
@@ -1109,7 +1201,7 @@ impl Mirror {
                 SAVE_RETRY.as_secs()
             ),
         }
-        *stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+        stats.failures().failed(SystemTime::now(), msg);
         Some(plan.rest)
     }
 
@@ -1267,6 +1359,7 @@ impl Mirror {
             .zip(behind)
             .map(|((((t, s), q), owed), behind)| {
                 let rec = s.recovery().clone();
+                let last_error = s.failures().last().cloned();
                 RemoteSnapshot {
                     remote: t.label(),
                     root: t.root.clone(),
@@ -1277,11 +1370,8 @@ impl Mirror {
                     failing_since: rec.failing_since(),
                     owed,
                     next_retry: rec.next_retry(now),
-                    last_error: s
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clone(),
+                    last_error_at: last_error.as_ref().map(|(at, _)| *at),
+                    last_error: last_error.map(|(_, m)| m),
                     lag: behind
                         .oldest
                         .map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
@@ -1502,10 +1592,6 @@ fn rename_to_paths(job: &Job) -> Job {
         }
         other => other.clone(),
     }
-}
-
-fn last_line(s: &str) -> &str {
-    s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("")
 }
 
 #[cfg(test)]

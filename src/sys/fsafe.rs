@@ -12,7 +12,7 @@
 //! The checks themselves are pure functions of (uid, mode) so they are tested alone;
 //! the rest opens, fstats and applies them.
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -391,6 +391,107 @@ pub fn open_trusted(path: &Path, flags: libc::c_int, mode: u32) -> io::Result<Fi
     check_file_fd(fd.as_raw_fd(), path)?;
     clear_nonblock(fd.as_raw_fd())?;
     Ok(File::from(fd))
+}
+
+/// A file of another user found where a trusted file belongs, moved aside by
+/// [`set_aside_foreign`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    /// Its new path, in the same directory.
+    pub to: PathBuf,
+    /// What it was: kind, owner and mode, for the log.
+    pub what: String,
+}
+
+/// The name a foreign file is moved to: `<name>.foreign-<UTC time>-<8 random hex>`.
+fn aside_name(name: &OsStr, time: &str, random: u32) -> OsString {
+    let mut n = name.to_os_string();
+    n.push(format!(".foreign-{time}-{random:08x}"));
+    n
+}
+
+/// When what is at `path` (a link not followed) belongs to another user than the
+/// agent's, renames it within its (checked) directory to
+/// `<name>.foreign-<YYYYmmddTHHMMSSZ>-<random>`, never replacing anything there, and says
+/// where: it is kept for the operator to read, and the agent's file can be made afresh.
+/// Nothing at the path, or the agent's own file (good or not), is `None`. A directory
+/// that fails [`judge_dir`], or a rename the kernel refuses (a non-root agent cannot
+/// move another user's file out of a sticky directory), is a refusal ([`is_refused`])
+/// that says so.
+pub fn set_aside_foreign(path: &Path) -> io::Result<Option<SetAside>> {
+    let (dir_path, name) = split(path)?;
+    let dir = match TrustedDir::open(dir_path, path) {
+        Ok(dir) => dir,
+        // No directory, no file: whoever reads the file next says what is missing.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let dirfd = dir.fd.as_raw_fd();
+    let cname_ = cname(name)?;
+    // SAFETY: stat is plain data, filled by fstatat on success.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: dirfd is open, the name NUL-terminated, st a valid out-pointer.
+    if unsafe { libc::fstatat(dirfd, cname_.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::NotFound => Ok(None),
+            _ => Err(e),
+        };
+    }
+    if st.st_uid == euid() {
+        return Ok(None);
+    }
+    let what = format!(
+        "a {} owned by {}, mode {:04o}",
+        kind_name(st.st_mode),
+        describe_user(st.st_uid),
+        st.st_mode & 0o7777
+    );
+    let time = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let mut attempt = 0;
+    loop {
+        let mut random = [0u8; 4];
+        // SAFETY: getrandom writes at most random.len() bytes into the buffer.
+        let n = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+        if n != random.len() as isize {
+            return Err(io::Error::last_os_error());
+        }
+        let new = aside_name(name, &time, u32::from_ne_bytes(random));
+        let cnew = cname(&new)?;
+        // SAFETY: both names NUL-terminated, relative to one open directory; renameat2
+        // moves the entry itself (a link is moved, not followed) and with
+        // RENAME_NOREPLACE never replaces what is at the new name.
+        let rc = unsafe {
+            libc::renameat2(
+                dirfd,
+                cname_.as_ptr(),
+                dirfd,
+                cnew.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            // SAFETY: fsync on an open directory descriptor.
+            unsafe { libc::fsync(dirfd) };
+            return Ok(Some(SetAside {
+                to: dir_path.join(new),
+                what,
+            }));
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::AlreadyExists if attempt < 16 => attempt += 1,
+            // Gone in between (its owner removed it): nothing is left to trust.
+            io::ErrorKind::NotFound => return Ok(None),
+            _ => {
+                return Err(refused(format!(
+                    "{} is {what}, not the agent's, and cannot be moved aside: {e}; \
+                     remove it",
+                    path.display()
+                )))
+            }
+        }
+    }
 }
 
 /// A name nobody can guess for a temporary file beside `name`.
@@ -806,6 +907,24 @@ mod tests {
     const REG: u32 = libc::S_IFREG;
     const DIR: u32 = libc::S_IFDIR;
     const LNK: u32 = libc::S_IFLNK;
+
+    #[test]
+    fn a_foreign_file_is_moved_to_a_name_that_says_so() {
+        let n = aside_name(OsStr::new("fail.sh"), "20261206T053226Z", 0xab);
+        assert_eq!(n, OsStr::new("fail.sh.foreign-20261206T053226Z-000000ab"));
+    }
+
+    #[test]
+    fn the_agents_own_file_and_a_missing_one_are_not_moved() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let path = d.path().join("fail.sh");
+        assert_eq!(set_aside_foreign(&path).expect("missing"), None);
+        let nowhere = d.path().join("gone/fail.sh");
+        assert_eq!(set_aside_foreign(&nowhere).expect("no directory"), None);
+        std::fs::write(&path, b"#errno 5\n").expect("write");
+        assert_eq!(set_aside_foreign(&path).expect("ours"), None);
+        assert!(path.exists());
+    }
 
     #[test]
     fn a_file_must_be_regular_ours_and_not_writable_by_others() {

@@ -226,6 +226,33 @@ pub fn poll_many(
     Ok(p.iter().map(|x| x.revents).collect())
 }
 
+/// renameat2(2) with RENAME_EXCHANGE: `a` and `b` swap places in one step (the tests'
+/// `mv --exchange`).
+#[cfg(test)]
+pub(crate) fn rename_exchange(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: two NUL-terminated paths that live across the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Is the process running as root?
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

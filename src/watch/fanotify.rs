@@ -3,7 +3,7 @@
 //! directories, so start-up costs no walk and no per-directory kernel memory.
 //!
 //! A filesystem mark sees the whole filesystem. Each event names its directory by file
-//! handle; [`DirCache`] maps handles to paths below the root as a parent-link tree
+//! handle; [`DirCache`] (`dircache.rs`) maps handles to paths below the root as a parent-link tree
 //! (handle -> parent handle and name), so a directory rename is one update whatever
 //! lies below it, and remembers the handles found outside the root, so an event there
 //! costs one hash lookup. A handle seen for the first time is opened
@@ -12,12 +12,13 @@
 //! the tree. The changes sent are the inotify backend's, so nothing after the watcher
 //! knows which backend runs.
 //!
-//! The root's health, the mounts below it and a queue overflow are handled as the
-//! inotify backend handles them; a new directory needs no walk (a filesystem mark has
-//! no window before a watch exists), but one moved in from outside the tree is walked
-//! and sent whole.
+//! The loop around it, the root's health and the mounts below it are the shared event
+//! loop's (`event_loop.rs`), as for inotify. Without a watch of the root itself, a
+//! directory deleted or renamed outside the tree asks the loop to check the root after
+//! that read. A new directory needs no walk (a filesystem mark has no window before a
+//! watch exists), but one moved in from outside the tree is walked and sent whole.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -25,156 +26,17 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Instant;
 
-use crossbeam_channel::Sender;
-
-use super::{
-    dir_id, excluded_dir, pair_exchanges, walk, Batch, Change, Lost, Op, RootHealth, RootState,
-    WatchError, BURST_GAP, CHECK_EVERY, GATHER, LOST_MAX,
-};
+use super::change::pair_exchanges;
+use super::dircache::{DirCache, Lookup};
+use super::event_loop::{self, excluded_dir, Mounts, RootWatch, WatchBackend};
+use super::{dir_id, walk, Change, Op, WatchError};
 use crate::config::Events;
 use crate::filter::{self, Excludes};
 use crate::sys::fanotify::{self as fan, Fid, Group, Side};
 use crate::sys::mounts;
-
-/// Outside answers kept at most; past this the set starts again (it only saves work).
-const OUTSIDE_MAX: usize = 1 << 20;
-
-/// Deepest parent chain followed (a loop would be a bug; this bounds it).
-const MAX_DEPTH: usize = 4096;
-
-/// Where a directory handle lies, as far as the cache knows.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Lookup {
-    /// Below the root (empty: the root).
-    Inside(PathBuf),
-    /// Known to be outside the tree.
-    Outside,
-    /// Not known: ask the kernel.
-    Unknown,
-}
-
-struct Node {
-    parent: Fid,
-    name: OsString,
-}
-
-/// Directory handles to paths below the root, as a parent-link tree, plus the handles
-/// known to be outside it. Pure bookkeeping: the kernel is asked by the caller.
-#[derive(Default)]
-pub struct DirCache {
-    root: Option<Fid>,
-    nodes: HashMap<Fid, Node>,
-    /// (parent, name) -> the directory's handle: renames and deletes name the entry.
-    entries: HashMap<(Fid, OsString), Fid>,
-    outside: HashSet<Fid>,
-}
-
-impl DirCache {
-    /// Forgets everything; `root` is the handle of the root directory.
-    pub fn reset(&mut self, root: Option<Fid>) {
-        self.root = root;
-        self.nodes.clear();
-        self.entries.clear();
-        self.outside.clear();
-    }
-
-    pub fn lookup(&self, fid: &Fid) -> Lookup {
-        let mut names: Vec<&OsStr> = Vec::new();
-        let mut cur = fid;
-        for _ in 0..MAX_DEPTH {
-            if self.root.as_ref() == Some(cur) {
-                let mut p = PathBuf::new();
-                for n in names.iter().rev() {
-                    p.push(n);
-                }
-                return Lookup::Inside(p);
-            }
-            match self.nodes.get(cur) {
-                Some(n) => {
-                    names.push(&n.name);
-                    cur = &n.parent;
-                }
-                None if names.is_empty() && self.outside.contains(cur) => return Lookup::Outside,
-                None => return Lookup::Unknown,
-            }
-        }
-        Lookup::Unknown
-    }
-
-    /// The directory named `name` in `parent`, if known.
-    #[cfg(test)]
-    pub fn child(&self, parent: &Fid, name: &OsStr) -> Option<&Fid> {
-        self.entries.get(&(parent.clone(), name.to_os_string()))
-    }
-
-    /// Records that `fid` is the directory `name` in `parent`.
-    pub fn insert(&mut self, fid: Fid, parent: Fid, name: OsString) {
-        self.outside.remove(&fid);
-        if let Some(old) = self.nodes.get(&fid) {
-            let key = (old.parent.clone(), old.name.clone());
-            if self.entries.get(&key) == Some(&fid) {
-                self.entries.remove(&key);
-            }
-        }
-        self.entries
-            .insert((parent.clone(), name.clone()), fid.clone());
-        self.nodes.insert(fid, Node { parent, name });
-    }
-
-    /// The directory `old_name` in `old_parent` is now `new_name` in `new_parent`: one
-    /// update, whatever is below it. False if it was not known.
-    pub fn rename(
-        &mut self,
-        old_parent: &Fid,
-        old_name: &OsStr,
-        new_parent: &Fid,
-        new_name: &OsStr,
-    ) -> bool {
-        let Some(fid) = self
-            .entries
-            .remove(&(old_parent.clone(), old_name.to_os_string()))
-        else {
-            return false;
-        };
-        self.insert(fid, new_parent.clone(), new_name.to_os_string());
-        true
-    }
-
-    /// The directory `name` in `parent` is gone (deleted or moved out): what was below
-    /// it no longer reaches the root and is asked for again if it shows up.
-    pub fn remove(&mut self, parent: &Fid, name: &OsStr) {
-        if let Some(fid) = self.entries.remove(&(parent.clone(), name.to_os_string())) {
-            self.nodes.remove(&fid);
-        }
-    }
-
-    /// The directory `fid` is gone from the tree (as [`DirCache::remove`], by handle).
-    pub fn remove_dir(&mut self, fid: &Fid) {
-        if let Some(old) = self.nodes.remove(fid) {
-            let key = (old.parent, old.name);
-            if self.entries.get(&key) == Some(fid) {
-                self.entries.remove(&key);
-            }
-        }
-    }
-
-    pub fn note_outside(&mut self, fid: Fid) {
-        self.nodes.remove(&fid);
-        if self.outside.len() >= OUTSIDE_MAX {
-            self.outside.clear();
-        }
-        self.outside.insert(fid);
-    }
-
-    /// A directory came in from outside: handles below it may be outside answers.
-    pub fn forget_outside(&mut self) {
-        self.outside.clear();
-    }
-}
 
 /// A filesystem with a mark: where to open a descriptor on it when a handle must be
 /// opened (none is held: an open descriptor would keep the filesystem from being
@@ -187,25 +49,17 @@ struct Marked {
 pub struct FanotifyTree {
     group: Group,
     mask: u64,
-    root: PathBuf,
+    /// The root's path, health and mounts.
+    root: RootWatch,
     /// The root as the kernel spells it (symlinks resolved): paths read back from
     /// `/proc/self/fd` are compared with it.
     canonical: PathBuf,
-    root_id: usize,
-    excludes: Excludes,
     cache: DirCache,
     /// By fsid: the filesystems marked.
     marked: HashMap<[u8; 8], Marked>,
-    counter: Arc<AtomicUsize>,
-    reported: usize,
-    health: Arc<RootHealth>,
-    root_dev_ino: Option<(u64, u64)>,
-    lost: Option<Lost>,
     /// A directory was deleted or renamed outside the tree: perhaps the root or one
     /// above it; its device and inode are checked after this read.
     check_root_soon: bool,
-    mounts: BTreeMap<PathBuf, u64>,
-    mount_watch: Option<mounts::Watch>,
 }
 
 /// The mark's event mask: what the tree's bookkeeping needs, and the `<inotify>`
@@ -292,11 +146,30 @@ fn dir_handle(path: &Path) -> io::Result<Fid> {
 impl FanotifyTree {
     /// Creates the group and marks the filesystem of `root` and of every mount below
     /// it. Fails with [`WatchError::Unavailable`] when fanotify cannot watch this root.
+    #[cfg(test)]
     pub fn new(
         root: PathBuf,
         root_id: usize,
         excludes: Excludes,
         events: Events,
+    ) -> Result<FanotifyTree, WatchError> {
+        Self::new_counted(
+            root,
+            root_id,
+            excludes,
+            events,
+            Arc::new(AtomicUsize::new(0)),
+        )
+    }
+
+    /// [`FanotifyTree::new`], counting its filesystem marks into `counter` (shared by
+    /// all roots).
+    pub fn new_counted(
+        root: PathBuf,
+        root_id: usize,
+        excludes: Excludes,
+        events: Events,
+        counter: Arc<AtomicUsize>,
     ) -> Result<FanotifyTree, WatchError> {
         let group = init().map_err(|e| unavailable("init", &root, &e))?;
         let mut mask = mark_mask(&events, true);
@@ -314,59 +187,27 @@ impl FanotifyTree {
             }
             Err(e) => return Err(unavailable("fanotify_mark", &root, &e)),
         }
-        let health = Arc::new(RootHealth::new(root.clone()));
         let mut t = FanotifyTree {
             group,
             mask,
             canonical: root.clone(),
-            root,
-            root_id,
-            excludes,
+            root: RootWatch::new(root, root_id, excludes, counter),
             cache: DirCache::default(),
             marked: HashMap::new(),
-            counter: Arc::new(AtomicUsize::new(0)),
-            reported: 0,
-            health,
-            root_dev_ino: None,
-            lost: None,
             check_root_soon: false,
-            mounts: BTreeMap::new(),
-            mount_watch: None,
         };
-        let before = dir_id(&t.root);
+        let before = dir_id(&t.root.path);
         t.take_root().map_err(|err| WatchError::Io {
-            dir: t.root.clone(),
+            dir: t.root.path.clone(),
             err,
         })?;
-        match before {
-            Some(id) if dir_id(&t.root) == Some(id) => {
-                t.root_dev_ino = Some(id);
-                t.health.set_ok(id);
-            }
-            _ => t.lose_root("replaced while its mark was set up"),
-        }
-        match mounts::Watch::open() {
-            Ok(m) => t.mount_watch = Some(m),
-            Err(e) => log::warn!(
-                "cannot open {}: {e}; filesystems mounted inside {} are noticed only every {}s",
-                mounts::MOUNTINFO,
-                t.root.display(),
-                CHECK_EVERY.as_secs()
-            ),
-        }
-        let visible = t.visible_mounts();
-        for (rel, m) in &visible {
-            t.mark_mount(rel, m);
-        }
-        t.mounts = visible.iter().map(|(p, m)| (p.clone(), m.id)).collect();
-        t.note_mounts(&visible);
-        t.report_count();
+        event_loop::start(&mut t, before);
         Ok(t)
     }
 
     /// (Re)reads what the root is: its handle, canonical path and filesystem.
     fn take_root(&mut self) -> io::Result<()> {
-        self.canonical = std::fs::canonicalize(&self.root)?;
+        self.canonical = std::fs::canonicalize(&self.root.path)?;
         let dir = open_dir(&self.canonical)?;
         let fsid = fan::fsid_of(&dir)?;
         let fid = fan::handle_at(&dir, Path::new(""), fsid)?;
@@ -385,7 +226,7 @@ impl FanotifyTree {
 
     /// Marks the filesystem mounted at `rel`; false (logged) if it cannot be.
     fn mark_mount(&mut self, rel: &Path, m: &mounts::Mount) -> bool {
-        let abs = self.root.join(rel);
+        let abs = self.root.path.join(rel);
         let marked = open_dir(&abs).and_then(|dir| {
             let fsid = fan::fsid_of(&dir)?;
             if !self.marked.contains_key(&fsid) {
@@ -408,39 +249,6 @@ impl FanotifyTree {
         }
     }
 
-    pub fn health(&self) -> Arc<RootHealth> {
-        Arc::clone(&self.health)
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Filesystems marked (what status counts as this root's watches).
-    pub fn watched(&self) -> usize {
-        if self.lost.is_some() {
-            0
-        } else {
-            self.marked.len()
-        }
-    }
-
-    pub fn count_into(&mut self, counter: Arc<AtomicUsize>) {
-        self.counter = counter;
-        self.reported = 0;
-        self.report_count();
-    }
-
-    fn report_count(&mut self) {
-        let n = self.watched();
-        if n > self.reported {
-            self.counter.fetch_add(n - self.reported, Ordering::Relaxed);
-        } else {
-            self.counter.fetch_sub(self.reported - n, Ordering::Relaxed);
-        }
-        self.reported = n;
-    }
-
     /// The path below the root of the directory `fid`, or None: outside the tree,
     /// gone, or not to be mirrored (excluded, or below an excluded directory).
     fn resolve(&mut self, fid: &Fid) -> Option<PathBuf> {
@@ -449,7 +257,7 @@ impl FanotifyTree {
             Lookup::Outside => return None,
             Lookup::Unknown => self.ask(fid)?,
         };
-        (!excluded_dir(&self.excludes, &rel)).then_some(rel)
+        (!excluded_dir(&self.root.excludes, &rel)).then_some(rel)
     }
 
     /// Asks the kernel where the directory `fid` is, and learns the handles from the
@@ -515,152 +323,21 @@ impl FanotifyTree {
         Some(path)
     }
 
-    fn lose_root(&mut self, why: &str) {
-        self.cache.reset(None);
-        self.root_dev_ino = None;
-        self.mounts.clear();
-        self.lost = Some(super::root_lost(&self.root, &self.health, why));
-        self.report_count();
-    }
-
-    fn check_root(&mut self) {
-        if self.lost.is_some() {
-            return;
-        }
-        let now = dir_id(&self.root);
-        if now != self.root_dev_ino {
-            self.lose_root(if now.is_some() {
-                "replaced: another directory (or a mount) is at its path now"
-            } else {
-                "removed, or renamed or moved away (perhaps with a parent directory)"
-            });
-        }
-    }
-
-    fn retry_root(&mut self) -> Option<Change> {
-        let lost = self.lost.as_mut()?;
-        let now = Instant::now();
-        if now < lost.retry_at {
-            return None;
-        }
-        lost.retry_at = now + lost.backoff;
-        lost.backoff = (lost.backoff * 2).min(LOST_MAX);
-        let Some(id) = dir_id(&self.root) else {
-            self.health.set_lost(RootState::Missing);
-            return None;
-        };
-        self.health.set_lost(RootState::Replaced);
-        let failed = match self.take_root() {
-            Err(e) => Some(e.to_string()),
-            Ok(()) if dir_id(&self.root) != Some(id) => {
-                Some("it changed again while its mark was set up".to_owned())
-            }
-            Ok(()) => None,
-        };
-        if let Some(err) = failed {
-            self.cache.reset(None);
-            if let Some(lost) = self.lost.as_mut() {
-                if lost.last_error.as_deref() != Some(err.as_str()) {
-                    log::error!(
-                        "cannot watch the new {} yet: {err}; trying again",
-                        self.root.display()
-                    );
-                    lost.last_error = Some(err);
-                }
-            }
-            return None;
-        }
-        self.lost = None;
-        self.root_dev_ino = Some(id);
-        self.health.set_ok(id);
-        let visible = self.visible_mounts();
-        for (rel, m) in &visible {
-            self.mark_mount(rel, m);
-        }
-        self.mounts = visible.iter().map(|(p, m)| (p.clone(), m.id)).collect();
-        self.note_mounts(&visible);
-        self.report_count();
-        log::warn!(
-            "the watch root {} is back (fanotify): running a full sync of every remote of it",
-            self.root.display()
-        );
-        Some(Change::RootBack)
-    }
-
-    fn visible_mounts(&self) -> BTreeMap<PathBuf, mounts::Mount> {
-        let Ok(all) = mounts::read() else {
-            return BTreeMap::new();
-        };
-        let mut below = mounts::below(&self.canonical, &all);
-        below.retain(|rel, _| !excluded_dir(&self.excludes, rel));
-        below
-    }
-
-    fn note_mounts(&self, visible: &BTreeMap<PathBuf, mounts::Mount>) {
-        let notes = super::mount_notes(visible, "fanotify", |rel| {
-            open_dir(&self.root.join(rel))
-                .and_then(|d| fan::fsid_of(&d))
-                .is_ok_and(|fsid| self.marked.contains_key(&fsid))
-        });
-        self.health.set_mounts(notes);
-    }
-
-    fn check_mounts(&mut self) -> Vec<Change> {
-        if self.lost.is_some() {
-            return Vec::new();
-        }
-        let visible = self.visible_mounts();
-        let now: BTreeMap<PathBuf, u64> = visible.iter().map(|(p, m)| (p.clone(), m.id)).collect();
-        if now == self.mounts {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        let gone: Vec<PathBuf> = self
-            .mounts
-            .keys()
-            .filter(|p| !now.contains_key(*p))
-            .cloned()
-            .collect();
-        for rel in gone {
-            log::warn!(
-                "a filesystem was unmounted from {}: running a full sync",
-                self.root.join(&rel).display()
-            );
-            out.push(Change::Unmounted { path: rel });
-        }
-        for (rel, m) in &visible {
-            if self.mounts.get(rel) == Some(&m.id) || !self.mark_mount(rel, m) {
-                continue;
-            }
-            let found = walk::list_tree(&self.root, rel, &self.excludes);
-            log::warn!(
-                "a {} filesystem was mounted on {}: watching it and pushing its {} entries",
-                m.fstype,
-                self.root.join(rel).display(),
-                found.len()
-            );
-            out.push(Change::Mounted {
-                path: rel.clone(),
-                found,
-            });
-        }
-        // Handles of what a mount covers or uncovers are not what they were.
+    /// Handles of what a mount covers or uncovers are not what they were: every cached
+    /// path below the root is asked for again.
+    fn forget_handles(&mut self) {
         if let Some(root) = self.cache.root.clone() {
             self.cache.reset(Some(root));
         }
-        self.mounts = now;
-        self.note_mounts(&visible);
-        self.report_count();
-        out
     }
 
     fn overflow(&mut self) {
-        if self.lost.is_some() {
+        if self.root.lost.is_some() {
             return;
         }
         log::warn!(
             "fanotify queue overflow under {}: events were lost; running a full sync",
-            self.root.display()
+            self.root.path.display()
         );
         // Renames may be among the lost events: every cached path is in doubt.
         let root = self.cache.root.clone();
@@ -676,7 +353,7 @@ impl FanotifyTree {
                 out.push(Change::Overflow);
                 continue;
             }
-            if self.lost.is_some() {
+            if self.root.lost.is_some() {
                 continue;
             }
             let dir = ev.mask & libc::FAN_ONDIR != 0;
@@ -714,7 +391,7 @@ impl FanotifyTree {
                 }));
                 continue;
             }
-            if filter::skip(&self.excludes, e.name.as_bytes(), &rel, true) {
+            if filter::skip(&self.root.excludes, e.name.as_bytes(), &rel, true) {
                 continue;
             }
             let arrived = ev.mask & (libc::FAN_CREATE | libc::FAN_MOVED_TO) != 0;
@@ -731,7 +408,7 @@ impl FanotifyTree {
                 None => {}
             }
             // Both in one (merged) event: the one that holds now comes last.
-            let exists = arrived && left && self.root.join(&rel).is_dir();
+            let exists = arrived && left && self.root.path.join(&rel).is_dir();
             let leave = left.then(|| Change::DirOut {
                 path: rel.clone(),
                 moved: ev.mask & libc::FAN_MOVED_FROM != 0,
@@ -760,7 +437,7 @@ impl FanotifyTree {
     fn dir_in(&mut self, rel: PathBuf, moved: bool) -> Change {
         let found = if moved {
             self.cache.forget_outside();
-            walk::list_tree(&self.root, &rel, &self.excludes)
+            walk::list_tree(&self.root.path, &rel, &self.root.excludes)
         } else {
             vec![rel.clone()]
         };
@@ -778,7 +455,8 @@ impl FanotifyTree {
         let side = |this: &mut Self, e: Option<&fan::Entry<'_>>| {
             let e = e?;
             let rel = this.resolve(&e.dir)?.join(e.name);
-            let mirrored = !dir || !filter::skip(&this.excludes, e.name.as_bytes(), &rel, true);
+            let mirrored =
+                !dir || !filter::skip(&this.root.excludes, e.name.as_bytes(), &rel, true);
             mirrored.then_some(rel)
         };
         let from = side(self, old);
@@ -809,7 +487,7 @@ impl FanotifyTree {
         match (from, to) {
             (Some(from), Some(to)) => {
                 let found = if dir {
-                    walk::list_tree(&self.root, &to, &self.excludes)
+                    walk::list_tree(&self.root.path, &to, &self.root.excludes)
                 } else {
                     Vec::new()
                 };
@@ -839,100 +517,87 @@ impl FanotifyTree {
             (None, None) => {}
         }
     }
+}
 
-    /// Reads the queue and sends what happened until `stop_fd` becomes readable, as
-    /// the inotify backend's loop does.
-    pub fn run(mut self, stop_fd: RawFd, tx: Sender<Batch>) {
-        let mut buffer = vec![0u8; 256 * 1024];
-        let fd = self.group.fd();
-        let mut last_read: Option<Instant> = None;
-        let mut next_check = Instant::now() + CHECK_EVERY;
-        loop {
-            let due = match &self.lost {
-                Some(l) => l.retry_at.min(next_check),
-                None => next_check,
-            };
-            let mut fds = vec![(fd, libc::POLLIN), (stop_fd, libc::POLLIN)];
-            if let Some(m) = &self.mount_watch {
-                fds.push((m.fd(), libc::POLLPRI));
-            }
-            let ready =
-                match crate::sys::poll_many(&fds, due.saturating_duration_since(Instant::now())) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        log::error!("poll on fanotify failed: {e}");
-                        return;
-                    }
-                };
-            if ready[1] != 0 {
-                self.drain(&mut buffer, &tx);
-                return;
-            }
-            let mut changes = Vec::new();
-            let mut burst = false;
-            if ready[0] != 0 {
-                let n = match self.group.read(&mut buffer) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        log::error!("reading fanotify events failed: {e}");
-                        return;
-                    }
-                };
-                let now = Instant::now();
-                burst = last_read.is_some_and(|at| now.duration_since(at) < BURST_GAP);
-                last_read = Some(now);
-                changes = self.handle(&buffer[..n]);
-            }
-            let mount_table = ready.get(2).copied().unwrap_or(0);
-            if mount_table & libc::POLLNVAL != 0 {
-                self.mount_watch = None;
-            }
-            let now = Instant::now();
-            if now >= next_check || mount_table != 0 || self.check_root_soon {
-                if now >= next_check {
-                    next_check = now + CHECK_EVERY;
-                }
-                self.check_root_soon = false;
-                self.check_root();
-                changes.extend(self.check_mounts());
-            }
-            changes.extend(self.retry_root());
-            if !changes.is_empty()
-                && tx
-                    .send(Batch {
-                        root: self.root_id,
-                        changes,
-                    })
-                    .is_err()
-            {
-                return;
-            }
-            if burst && crate::sys::readable_within(stop_fd, GATHER) {
-                self.drain(&mut buffer, &tx);
-                return;
-            }
+impl WatchBackend for FanotifyTree {
+    const NAME: &'static str = "fanotify";
+    const SET_UP: &'static str = "its mark was";
+
+    fn root(&self) -> &RootWatch {
+        &self.root
+    }
+
+    fn root_mut(&mut self) -> &mut RootWatch {
+        &mut self.root
+    }
+
+    fn fd(&self) -> RawFd {
+        self.group.fd()
+    }
+
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<Option<Vec<Change>>> {
+        let n = self.group.read(buffer)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.handle(&buffer[..n])))
+    }
+
+    /// Filesystems marked (what status counts as this root's watches).
+    fn watched(&self) -> usize {
+        if self.root.lost.is_some() {
+            0
+        } else {
+            self.marked.len()
         }
     }
 
-    /// At the stop: what the kernel queued before it is read and sent.
-    fn drain(&mut self, buffer: &mut [u8], tx: &Sender<Batch>) {
-        loop {
-            let n = match self.group.read(buffer) {
-                Ok(n) if n > 0 => n,
-                _ => return,
-            };
-            let changes = self.handle(&buffer[..n]);
-            if !changes.is_empty()
-                && tx
-                    .send(Batch {
-                        root: self.root_id,
-                        changes,
-                    })
-                    .is_err()
-            {
-                return;
-            }
+    fn describe(&self) -> String {
+        format!(
+            "fanotify, {} filesystem mark(s), no directory walked",
+            self.watched()
+        )
+    }
+
+    fn watch_root(&mut self) -> Result<(), String> {
+        self.take_root().map_err(|e| e.to_string())
+    }
+
+    fn unwatch_root(&mut self) {
+        self.cache.reset(None);
+    }
+
+    fn cover_mounts(&mut self, visible: &Mounts, _start: bool) {
+        for (rel, m) in visible {
+            self.mark_mount(rel, m);
         }
+    }
+
+    fn mount_watched(&self, rel: &Path) -> bool {
+        open_dir(&self.root.path.join(rel))
+            .and_then(|d| fan::fsid_of(&d))
+            .is_ok_and(|fsid| self.marked.contains_key(&fsid))
+    }
+
+    fn unmounted(&mut self, rel: &Path) -> bool {
+        self.forget_handles();
+        log::warn!(
+            "a filesystem was unmounted from {}: running a full sync",
+            self.root.path.join(rel).display()
+        );
+        true
+    }
+
+    fn mounted(&mut self, rel: &Path, m: &mounts::Mount) -> Option<Vec<PathBuf>> {
+        self.forget_handles();
+        if !self.mark_mount(rel, m) {
+            return None;
+        }
+        Some(walk::list_tree(&self.root.path, rel, &self.root.excludes))
+    }
+
+    fn check_root_soon(&mut self) -> bool {
+        std::mem::take(&mut self.check_root_soon)
     }
 }
 
@@ -968,52 +633,6 @@ pub fn probe(root: &Path) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn fid(n: u8) -> Fid {
-        Fid::from_parts([7; 8], 1, &[n; 8])
-    }
-
-    fn inside(p: &str) -> Lookup {
-        Lookup::Inside(PathBuf::from(p))
-    }
-
-    #[test]
-    fn a_directory_rename_moves_everything_below_it_in_one_update() {
-        let mut c = DirCache::default();
-        c.reset(Some(fid(0)));
-        c.insert(fid(1), fid(0), "a".into());
-        c.insert(fid(2), fid(1), "b".into());
-        c.insert(fid(3), fid(2), "c".into());
-        assert_eq!(c.lookup(&fid(3)), inside("a/b/c"));
-        assert!(c.rename(&fid(0), OsStr::new("a"), &fid(0), OsStr::new("z")));
-        assert_eq!(c.lookup(&fid(3)), inside("z/b/c"));
-        assert_eq!(c.lookup(&fid(0)), inside(""));
-        assert_eq!(c.child(&fid(0), OsStr::new("a")), None);
-        assert_eq!(c.child(&fid(0), OsStr::new("z")), Some(&fid(1)));
-        // Moved below a sibling.
-        c.insert(fid(4), fid(0), "d".into());
-        assert!(c.rename(&fid(1), OsStr::new("b"), &fid(4), OsStr::new("b2")));
-        assert_eq!(c.lookup(&fid(3)), inside("d/b2/c"));
-    }
-
-    #[test]
-    fn a_removed_directory_takes_its_subtree_out_and_outside_answers_are_kept() {
-        let mut c = DirCache::default();
-        c.reset(Some(fid(0)));
-        c.insert(fid(1), fid(0), "a".into());
-        c.insert(fid(2), fid(1), "b".into());
-        c.remove(&fid(0), OsStr::new("a"));
-        assert_eq!(c.lookup(&fid(1)), Lookup::Unknown);
-        assert_eq!(c.lookup(&fid(2)), Lookup::Unknown);
-        c.note_outside(fid(2));
-        assert_eq!(c.lookup(&fid(2)), Lookup::Outside);
-        c.forget_outside();
-        assert_eq!(c.lookup(&fid(2)), Lookup::Unknown);
-        // Learned again inside: no longer an outside answer.
-        c.note_outside(fid(5));
-        c.insert(fid(5), fid(0), "back".into());
-        assert_eq!(c.lookup(&fid(5)), inside("back"));
-    }
-
     #[test]
     fn a_merged_event_stands_for_each_of_its_operations_in_order() {
         let got: Vec<Op> =
@@ -1024,200 +643,4 @@ mod tests {
 }
 
 #[cfg(test)]
-mod kernel_tests {
-    use super::*;
-    use std::time::Duration;
-
-    /// Receives until `want` accepts a change, or 30 s pass.
-    fn recv_until(
-        rx: &crossbeam_channel::Receiver<Batch>,
-        seen: &mut Vec<Change>,
-        want: impl Fn(&Change) -> bool,
-    ) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let Ok(batch) = rx.recv_timeout(left) else {
-                return false;
-            };
-            let hit = batch.changes.iter().any(&want);
-            seen.extend(batch.changes);
-            if hit {
-                return true;
-            }
-        }
-        false
-    }
-
-    fn file_at(c: &Change, p: &str) -> bool {
-        matches!(c, Change::File { path, op: Op::ClosedWrite } if path == Path::new(p))
-    }
-
-    #[test]
-    fn events_map_to_paths_below_the_root_and_follow_directory_renames() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let root = d.path().join("www");
-        std::fs::create_dir_all(root.join("a/b")).expect("mkdir");
-        std::fs::create_dir_all(d.path().join("outside/sub")).expect("mkdir");
-        let t = match FanotifyTree::new(root.clone(), 0, Excludes::default(), Events::default()) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("SKIP: fanotify cannot run here: {e}");
-                return;
-            }
-        };
-        let stop = crate::sys::Stop::manual().expect("stop");
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let fd = stop.fd();
-        let th = std::thread::spawn(move || t.run(fd, tx));
-        let mut seen = Vec::new();
-        std::fs::write(d.path().join("outside/sub/o.txt"), "x").expect("write outside");
-        std::fs::write(root.join("a/b/f.txt"), "x").expect("write");
-        assert!(
-            recv_until(&rx, &mut seen, |c| file_at(c, "a/b/f.txt")),
-            "{seen:?}"
-        );
-        std::fs::rename(root.join("a"), root.join("z")).expect("mv");
-        assert!(
-            recv_until(
-                &rx,
-                &mut seen,
-                |c| matches!(c, Change::Renamed { from, to, dir: true, found }
-                if from == Path::new("a") && to == Path::new("z")
-                    && found.contains(&PathBuf::from("z/b/f.txt")))
-            ),
-            "{seen:?}"
-        );
-        std::fs::write(root.join("z/b/g.txt"), "x").expect("write after the rename");
-        assert!(
-            recv_until(&rx, &mut seen, |c| file_at(c, "z/b/g.txt")),
-            "{seen:?}"
-        );
-        std::fs::rename(d.path().join("outside"), root.join("in")).expect("mv in");
-        assert!(
-            recv_until(
-                &rx,
-                &mut seen,
-                |c| matches!(c, Change::DirIn { path, moved: true, found }
-                if path == Path::new("in") && found.contains(&PathBuf::from("in/sub/o.txt")))
-            ),
-            "{seen:?}"
-        );
-        std::fs::write(root.join("in/sub/p.txt"), "x").expect("write in the moved-in dir");
-        assert!(
-            recv_until(&rx, &mut seen, |c| file_at(c, "in/sub/p.txt")),
-            "{seen:?}"
-        );
-        assert!(
-            !format!("{seen:?}").contains("o.txt\", op"),
-            "an event outside the root was sent: {seen:?}"
-        );
-        stop.trigger();
-        th.join().expect("watch thread");
-    }
-
-    // An exchange (renameat2 RENAME_EXCHANGE) is two FAN_RENAME events, a -> b and
-    // b -> a, each with the moved directory's handle: both directories keep their
-    // paths in the cache, the pair goes out as one exchange, and files written below
-    // either side afterwards map to the new paths.
-    #[test]
-    fn exchanged_directories_map_to_their_new_paths() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let root = d.path().join("www");
-        for dir in ["XA/sub/deep", "XB/bsub", "P/Q/qsub"] {
-            std::fs::create_dir_all(root.join(dir)).expect("mkdir");
-        }
-        let t = match FanotifyTree::new(root.clone(), 0, Excludes::default(), Events::default()) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("SKIP: fanotify cannot run here: {e}");
-                return;
-            }
-        };
-        let stop = crate::sys::Stop::manual().expect("stop");
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let fd = stop.fd();
-        let th = std::thread::spawn(move || t.run(fd, tx));
-        let mut seen = Vec::new();
-        // Learn every handle before the exchange, as a running watcher would have.
-        for rel in ["XA/sub/deep/0", "XB/bsub/0", "P/Q/qsub/0"] {
-            std::fs::write(root.join(rel), "x").expect("write");
-            assert!(recv_until(&rx, &mut seen, |c| file_at(c, rel)), "{seen:?}");
-        }
-        crate::watch::tests::exchange(&root.join("XA"), &root.join("XB")).expect("exchange");
-        for rel in ["XB/sub/deep/f.txt", "XA/bsub/f.txt", "XA/f.txt", "XB/f.txt"] {
-            std::fs::write(root.join(rel), "x").expect("write");
-            assert!(
-                recv_until(&rx, &mut seen, |c| file_at(c, rel)),
-                "{rel}: {seen:?}"
-            );
-        }
-        assert!(
-            seen.iter().any(
-                |c| matches!(c, Change::Exchanged { a, b, a_dir: true, b_dir: true, found }
-                if a == Path::new("XA") && b == Path::new("XB")
-                    && found.contains(&PathBuf::from("XB/sub/deep/0"))
-                    && found.contains(&PathBuf::from("XA/bsub/0")))
-            ),
-            "{seen:?}"
-        );
-        crate::watch::tests::exchange(&root.join("XB/sub"), &root.join("P/Q"))
-            .expect("exchange across parents");
-        for rel in ["P/Q/deep/g.txt", "XB/sub/qsub/g.txt"] {
-            std::fs::write(root.join(rel), "x").expect("write");
-            assert!(
-                recv_until(&rx, &mut seen, |c| file_at(c, rel)),
-                "{rel}: {seen:?}"
-            );
-        }
-        stop.trigger();
-        th.join().expect("watch thread");
-    }
-
-    // Broke: the handle of a directory created after the start was learned by asking
-    // the kernel for its path when its first event was read; a rename still queued
-    // behind that event had already moved it, so its files were sent under the new
-    // name before the rename itself, and the remotes ended wrong.
-    #[test]
-    fn events_queued_before_a_rename_keep_the_path_they_had() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let root = d.path().join("www");
-        std::fs::create_dir_all(&root).expect("mkdir");
-        let t = match FanotifyTree::new(root.clone(), 0, Excludes::default(), Events::default()) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("SKIP: fanotify cannot run here: {e}");
-                return;
-            }
-        };
-        // All queued before the watcher reads anything.
-        std::fs::create_dir(root.join("a")).expect("mkdir a");
-        std::fs::write(root.join("a/f.txt"), "x").expect("write a/f");
-        std::fs::rename(root.join("a"), root.join("b")).expect("mv a b");
-        std::fs::create_dir(root.join("a")).expect("mkdir a again");
-        std::fs::write(root.join("a/g.txt"), "x").expect("write a/g");
-        let stop = crate::sys::Stop::manual().expect("stop");
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let fd = stop.fd();
-        let th = std::thread::spawn(move || t.run(fd, tx));
-        let mut seen = Vec::new();
-        assert!(
-            recv_until(&rx, &mut seen, |c| file_at(c, "a/g.txt")),
-            "{seen:?}"
-        );
-        stop.trigger();
-        th.join().expect("watch thread");
-        let f = seen.iter().position(|c| file_at(c, "a/f.txt"));
-        let mv = seen.iter().position(|c| {
-            matches!(c, Change::Renamed { from, to, dir: true, .. }
-                if from == Path::new("a") && to == Path::new("b"))
-        });
-        assert!(
-            matches!((f, mv), (Some(f), Some(mv)) if f < mv),
-            "a/f.txt, then the rename a -> b: {seen:?}"
-        );
-        assert!(
-            !seen.iter().any(|c| file_at(c, "b/f.txt")),
-            "sent under the name it had only later: {seen:?}"
-        );
-    }
-}
+mod kernel_tests;

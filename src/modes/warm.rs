@@ -1,0 +1,144 @@
+//! Warm restart at start (README, "Warm restart"): the index of what every remote was
+//! sent (`src/sync/index.rs`) is loaded, each watch root walked (stat only) and what
+//! differs queued; under `-r` the walk becomes the root's new index once its full
+//! syncs landed. Then the index is checkpointed while the pipeline runs and at the stop.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::filter::Excludes;
+use crate::sync::index::{self, Found, Recorder};
+use crate::sync::workers::{self, Mirror};
+use crate::sys::Stop;
+
+/// How often the index is written while anything changed.
+pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+
+/// Loads the index of `config`, tells `mirror` to record in it, and per watch root
+/// (`roots`, with their excludes): under `rebuild` (`-r`, before the full syncs are
+/// queued) walks the tree as the root's index to be; else, with a usable index, walks
+/// the tree and queues what differs from it; without one, says why in one line.
+pub(crate) fn start(
+    config: &Config,
+    roots: &[(PathBuf, Excludes)],
+    mirror: &Mirror,
+    rebuild: bool,
+) -> Arc<Recorder> {
+    let path = index::path_for(&config.fail_log);
+    let (rec, found) = Recorder::load(path, mirror.targets());
+    let rec = Arc::new(rec);
+    for (root, found) in found {
+        let Some((_, excludes)) = roots.iter().find(|(r, _)| *r == root) else {
+            continue;
+        };
+        let started = Instant::now();
+        let walked = || {
+            index::walk(&root, excludes)
+                .inspect_err(|e| log::warn!("cannot walk {} for the index: {e}", root.display()))
+        };
+        match (rebuild, found) {
+            (false, Found::Unclean(why)) => {
+                log::warn!(
+                    "warm restart off for {}: {why}; full sync of its remotes, and the \
+                     index rebuilt from it",
+                    root.display()
+                );
+                if let Ok(tree) = walked() {
+                    rec.rebuild(&root, tree);
+                }
+                mirror
+                    .queue()
+                    .push_full(&workers::remotes_of(mirror.targets(), &root));
+            }
+            (true, _) => {
+                if let Ok(tree) = walked() {
+                    log::info!(
+                        "-r: index of {} rebuilt from {} entries once its full syncs land",
+                        root.display(),
+                        tree.len()
+                    );
+                    rec.rebuild(&root, tree);
+                }
+            }
+            (false, Found::Not(why)) => log::warn!(
+                "warm restart off for {}: {why}; what changed while no agent ran reaches \
+                 the remotes only by -r (which makes the index) or a full sync",
+                root.display()
+            ),
+            (false, Found::Level(old)) => {
+                let Ok(tree) = walked() else { continue };
+                let d = index::diff(&old, &tree);
+                log::info!(
+                    "catch-up of {}: {} entries compared in {:.1}s; {} new or changed, {} \
+                     deleted, {} renamed",
+                    root.display(),
+                    tree.len(),
+                    started.elapsed().as_secs_f64(),
+                    d.changed.len(),
+                    d.deleted.len(),
+                    d.renamed.len()
+                );
+                let targets = workers::remotes_of(mirror.targets(), &root);
+                if !d.is_empty() {
+                    mirror.queue().push_batch(&targets, &d.items());
+                }
+            }
+        }
+    }
+    if let Err(e) = rec.begin() {
+        log::error!(
+            "cannot write the index {}: {e}; the next start cannot catch up from it",
+            rec.path().display()
+        );
+    }
+    mirror.record_in(Arc::clone(&rec));
+    rec
+}
+
+/// At the stop, once the workers ended: the index written as stopped.
+pub(crate) fn finish(rec: &Recorder) {
+    if let Err(e) = rec.finish() {
+        log::error!(
+            "cannot write the index {} at the stop: {e}; the next start does a full sync",
+            rec.path().display()
+        );
+    }
+}
+
+/// The thread that checkpoints the index every [`CHECKPOINT_EVERY`] until `stop`.
+pub(crate) fn checkpoints(rec: Arc<Recorder>, stop: Arc<Stop>) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("index".into())
+        .spawn(move || {
+            let mut failing = false;
+            while !stop.wait_timeout(CHECKPOINT_EVERY) {
+                failing = save(&rec, failing);
+            }
+        })
+}
+
+/// Writes the index if it changed; says so once when a write fails and once when one
+/// works again. Returns whether it is failing.
+fn save(rec: &Recorder, failing: bool) -> bool {
+    match rec.checkpoint() {
+        Ok(()) => {
+            if failing {
+                log::info!("index {} written again", rec.path().display());
+            }
+            false
+        }
+        Err(e) => {
+            if !failing {
+                log::error!(
+                    "cannot write the index {}: {e}; it keeps its last good state (a \
+                     restart then pushes what changed since)",
+                    rec.path().display()
+                );
+            }
+            true
+        }
+    }
+}

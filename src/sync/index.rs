@@ -1,0 +1,960 @@
+//! The warm-restart index: per watch root, the tree as last pushed to every remote
+//! (path, type, size, mtime and ctime in nanoseconds, inode and device, mode, link
+//! target), so that a start without `-r` finds what changed while no agent ran by a
+//! stat-only walk and pushes only that (see README, "Warm restart").
+//!
+//! What an entry says is what every remote of its root was sent: the metadata taken
+//! before the push that carried the path ([`Recorder::before`]), entered once every
+//! remote of the root has had a push of the path with that same metadata land
+//! ([`Recorder::landed`]). A change made during a push then shows as a difference at
+//! the next start. A path the index has no word on (listings, renames, pushes that
+//! saw different metadata on different remotes) keeps its older entry, which can only
+//! make the next start push more, never less.
+//!
+//! The file is one checksummed snapshot (`<fail log>.index`), written atomically
+//! through [`crate::sys::fsafe::write_atomic`] and read with the fail log's trust
+//! checks ([`crate::sys::fsafe::read_trusted`]). A root is in it only once it is
+//! level: `-r` walks the tree before its full syncs start and enters that walk when the
+//! full sync has landed on every remote of the root.
+//!
+//! Pure parts ([`diff`], [`encode`], [`decode`]) are plain functions, tested alone.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use super::job::{Entry, Job, RemoteId};
+use super::queue::Item;
+use super::rsync::Target;
+use crate::filter::Excludes;
+
+/// What kind of entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Link,
+    Other,
+    /// Pushed to some of the root's remotes but not all (or with different metadata):
+    /// what they hold is not known. Never equal to what a walk finds, so the next start
+    /// pushes the path, or deletes it when it is gone.
+    Unknown,
+}
+
+impl Kind {
+    fn code(self) -> u8 {
+        match self {
+            Kind::File => 1,
+            Kind::Dir => 2,
+            Kind::Link => 3,
+            Kind::Other => 4,
+            Kind::Unknown => 5,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Kind> {
+        Some(match c {
+            1 => Kind::File,
+            2 => Kind::Dir,
+            3 => Kind::Link,
+            4 => Kind::Other,
+            5 => Kind::Unknown,
+            _ => return None,
+        })
+    }
+}
+
+/// One entry's metadata, as stat (not following a link) gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: Kind,
+    pub size: u64,
+    /// Nanoseconds since the epoch.
+    pub mtime: i64,
+    /// Nanoseconds since the epoch.
+    pub ctime: i64,
+    pub ino: u64,
+    pub dev: u64,
+    pub mode: u32,
+    /// A link's target.
+    pub link: Option<Box<[u8]>>,
+}
+
+fn nanos(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+impl Meta {
+    /// From an lstat; `link` is the target when it is a link.
+    pub fn of(md: &Metadata, link: Option<Vec<u8>>) -> Meta {
+        let ft = md.file_type();
+        let kind = if ft.is_symlink() {
+            Kind::Link
+        } else if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            Kind::File
+        } else {
+            Kind::Other
+        };
+        Meta {
+            kind,
+            size: md.size(),
+            mtime: nanos(md.mtime(), md.mtime_nsec()),
+            ctime: nanos(md.ctime(), md.ctime_nsec()),
+            ino: md.ino(),
+            dev: md.dev(),
+            mode: md.mode(),
+            link: link.map(Vec::into_boxed_slice),
+        }
+    }
+
+    /// Equal in everything but the ctime (a rename changes the moved entry's ctime).
+    fn same_but_ctime(&self, o: &Meta) -> bool {
+        self.kind == o.kind
+            && self.size == o.size
+            && self.mtime == o.mtime
+            && self.ino == o.ino
+            && self.dev == o.dev
+            && self.mode == o.mode
+            && self.link == o.link
+    }
+}
+
+/// What an entry is while some remotes of its root have a push of it that the others
+/// lack (see [`Kind::Unknown`]).
+const UNKNOWN: Meta = Meta {
+    kind: Kind::Unknown,
+    size: 0,
+    mtime: 0,
+    ctime: 0,
+    ino: 0,
+    dev: 0,
+    mode: 0,
+    link: None,
+};
+
+/// Relative paths (no leading slash; the root itself is not in it) to their metadata.
+pub type Tree = BTreeMap<PathBuf, Meta>;
+
+/// A rename found by [`diff`]: the same inode and device at a new path, with (for a
+/// directory) everything below it the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub from: PathBuf,
+    pub to: PathBuf,
+    pub dir: bool,
+    /// For a directory: `to` and every path below it (see `Job::Rename`).
+    pub below: Vec<PathBuf>,
+}
+
+/// What differs between the index and a walk of the tree.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Diff {
+    /// New, or changed in any of type, size, mtime, ctime, inode, device, mode, target.
+    pub changed: Vec<PathBuf>,
+    /// Gone (whether it was a directory). Nothing below a gone directory is listed.
+    pub deleted: Vec<(PathBuf, bool)>,
+    pub renamed: Vec<Moved>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.deleted.is_empty() && self.renamed.is_empty()
+    }
+
+    /// As the queue takes them: renames, then deletes, then pushes.
+    pub fn items(&self) -> Vec<Item> {
+        let mut out: Vec<Item> = self
+            .renamed
+            .iter()
+            .map(|m| Item::Rename {
+                from: m.from.clone(),
+                to: m.to.clone(),
+                dir: m.dir,
+                below: m.below.clone(),
+            })
+            .collect();
+        out.extend(
+            self.deleted
+                .iter()
+                .map(|(p, dir)| Item::Path(Entry::plain(p.clone()), *dir)),
+        );
+        out.extend((self.changed.iter()).map(|p| Item::Path(Entry::plain(p.clone()), false)));
+        out
+    }
+}
+
+/// Paths strictly below `dir` in `tree`, in order.
+fn below<'a>(tree: &'a Tree, dir: &'a Path) -> impl Iterator<Item = (&'a PathBuf, &'a Meta)> {
+    tree.range::<Path, _>((std::ops::Bound::Excluded(dir), std::ops::Bound::Unbounded))
+        .take_while(move |(p, _)| p.starts_with(dir))
+        .filter(move |(p, _)| p.as_path() != dir)
+}
+
+/// Is everything below `from` in `old` the same (ctime included) at the same place
+/// below `to` in `new`, and nothing more?
+fn same_subtree(old: &Tree, from: &Path, new: &Tree, to: &Path) -> bool {
+    let mut a = below(old, from);
+    let mut b = below(new, to);
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some((pa, ma)), Some((pb, mb))) => {
+                let (Ok(ra), Ok(rb)) = (pa.strip_prefix(from), pb.strip_prefix(to)) else {
+                    return false;
+                };
+                if ra != rb || ma != mb {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// What differs between `old` (the index) and `new` (a walk). A path in both with any
+/// field different, the ctime included, is changed: a file whose size and mtime match
+/// but whose inode or ctime do not was written since. A path gone from `old` whose
+/// inode and device are at a path new in `new` is a rename when the entry is the same
+/// but for its ctime and, for a directory, everything below it is the same; otherwise
+/// it is a delete and the new path is pushed. Pure.
+pub fn diff(old: &Tree, new: &Tree) -> Diff {
+    let mut out = Diff::default();
+    let (old_side, new_side) = join(old, new);
+    // Gone paths by (dev, ino): candidates for a rename.
+    let mut gone: HashMap<(u64, u64), &Path> = HashMap::new();
+    for (p, m, there) in &old_side {
+        if there.is_none() {
+            gone.insert((m.dev, m.ino), p);
+        }
+    }
+    // Paths consumed by a rename (the `from` side and the `to` side, and below).
+    let mut moved_from: std::collections::HashSet<&Path> = std::collections::HashSet::new();
+    // At or below a path renamed away (by its ancestors: linear in the depth).
+    let under =
+        |set: &std::collections::HashSet<&Path>, p: &Path| p.ancestors().any(|a| set.contains(a));
+    let mut moved_to: Option<&Path> = None;
+    for &(p, m, was) in &new_side {
+        if moved_to.is_some_and(|d| p.starts_with(d)) {
+            continue;
+        }
+        moved_to = None;
+        match was {
+            Some(o) if o == m => continue,
+            Some(_) => {
+                out.changed.push(p.clone());
+                continue;
+            }
+            None => {}
+        }
+        let from = gone
+            .get(&(m.dev, m.ino))
+            .copied()
+            .filter(|f| old.get(*f).is_some_and(|o| o.same_but_ctime(m)))
+            .filter(|f| m.kind != Kind::Dir || same_subtree(old, f, new, p))
+            // Not into itself, and not twice.
+            .filter(|f| !p.starts_with(f) && !under(&moved_from, f));
+        match from {
+            Some(f) => {
+                let dir = m.kind == Kind::Dir;
+                let below_to = if dir {
+                    std::iter::once(p.clone())
+                        .chain(below(new, p).map(|(q, _)| q.clone()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                out.renamed.push(Moved {
+                    from: f.to_path_buf(),
+                    to: p.clone(),
+                    dir,
+                    below: below_to,
+                });
+                moved_from.insert(f);
+                if dir {
+                    moved_to = Some(p);
+                }
+            }
+            None => out.changed.push(p.clone()),
+        }
+    }
+    // Deletes: gone, not renamed away, not below something deleted or no longer a
+    // directory.
+    let mut covered: Option<&Path> = None;
+    for &(p, m, now) in &old_side {
+        if covered.is_some_and(|d| p.starts_with(d)) {
+            continue;
+        }
+        covered = None;
+        if under(&moved_from, p) {
+            continue;
+        }
+        match now {
+            Some(n) if n.kind == Kind::Dir || m.kind != Kind::Dir => {}
+            Some(_) => covered = Some(p),
+            None => {
+                let dir = m.kind == Kind::Dir;
+                out.deleted.push((p.clone(), dir));
+                if dir {
+                    covered = Some(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Each entry of `old` with its match in `new`, and each entry of `new` with its match
+/// in `old`, in order: one pass over both (they share their order), no lookups.
+#[allow(clippy::type_complexity)]
+fn join<'a>(
+    old: &'a Tree,
+    new: &'a Tree,
+) -> (
+    Vec<(&'a PathBuf, &'a Meta, Option<&'a Meta>)>,
+    Vec<(&'a PathBuf, &'a Meta, Option<&'a Meta>)>,
+) {
+    let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+    let (mut old_side, mut new_side) =
+        (Vec::with_capacity(old.len()), Vec::with_capacity(new.len()));
+    loop {
+        match (o.peek(), n.peek()) {
+            (None, None) => break,
+            (Some(&(po, mo)), None) => {
+                old_side.push((po, mo, None));
+                o.next();
+            }
+            (None, Some(&(pn, mn))) => {
+                new_side.push((pn, mn, None));
+                n.next();
+            }
+            (Some(&(po, mo)), Some(&(pn, mn))) => match po.cmp(pn) {
+                std::cmp::Ordering::Less => {
+                    old_side.push((po, mo, None));
+                    o.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    new_side.push((pn, mn, None));
+                    n.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    old_side.push((po, mo, Some(mn)));
+                    new_side.push((pn, mn, Some(mo)));
+                    o.next();
+                    n.next();
+                }
+            },
+        }
+    }
+    (old_side, new_side)
+}
+
+/// One watch root's part of the index file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    pub root: PathBuf,
+    /// The remotes it is level with (their labels, in config order).
+    pub remotes: Vec<String>,
+    pub tree: Tree,
+}
+
+/// A section as [`encode`] writes it, borrowed.
+pub struct SectionRef<'a> {
+    pub root: &'a Path,
+    pub remotes: &'a [String],
+    pub tree: &'a Tree,
+}
+
+#[cfg(test)]
+impl Section {
+    pub fn view(&self) -> SectionRef<'_> {
+        SectionRef {
+            root: &self.root,
+            remotes: &self.remotes,
+            tree: &self.tree,
+        }
+    }
+}
+
+const MAGIC: &[u8; 16] = b"sersync2-index\n\x01";
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// The file's bytes: a magic line with the format's version, whether an agent was
+/// running when it was written (1) or it was written at a stop (0), the sections, then
+/// a CRC-32 of everything before it.
+pub fn encode(sections: &[SectionRef<'_>], running: bool) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(64 + sections.iter().map(|s| s.tree.len() * 80).sum::<usize>());
+    out.extend_from_slice(MAGIC);
+    out.push(u8::from(running));
+    out.extend_from_slice(&(sections.len() as u64).to_le_bytes());
+    for s in sections {
+        put_bytes(&mut out, s.root.as_os_str().as_bytes());
+        out.extend_from_slice(&(s.remotes.len() as u64).to_le_bytes());
+        for r in s.remotes {
+            put_bytes(&mut out, r.as_bytes());
+        }
+        out.extend_from_slice(&(s.tree.len() as u64).to_le_bytes());
+        for (p, m) in s.tree {
+            put_bytes(&mut out, p.as_os_str().as_bytes());
+            out.push(m.kind.code());
+            for v in [m.size, m.mtime as u64, m.ctime as u64, m.ino, m.dev] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&m.mode.to_le_bytes());
+            match &m.link {
+                Some(l) => {
+                    out.push(1);
+                    put_bytes(&mut out, l);
+                }
+                None => out.push(0),
+            }
+        }
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|e| *e <= self.bytes.len());
+        let end = end.ok_or_else(|| format!("truncated at byte {}", self.at))?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        let mut a = [0u8; 4];
+        a.copy_from_slice(b);
+        Ok(u32::from_le_bytes(a))
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    /// A length, bounded by what is left (so a torn length cannot allocate much).
+    fn len(&mut self) -> Result<usize, String> {
+        let n = self.u64()?;
+        let left = (self.bytes.len() - self.at) as u64;
+        if n > left {
+            return Err(format!(
+                "a length of {n} at byte {} past the end",
+                self.at - 8
+            ));
+        }
+        Ok(n as usize)
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.len()?;
+        self.take(n)
+    }
+}
+
+/// The sections of an index file and whether it was written while an agent ran (not at
+/// a stop), or why it cannot be trusted (not an index, another version, torn,
+/// truncated, or its checksum does not match).
+pub fn decode(bytes: &[u8]) -> Result<(Vec<Section>, bool), String> {
+    if bytes.len() < MAGIC.len() + 4 || bytes[..MAGIC.len() - 1] != MAGIC[..MAGIC.len() - 1] {
+        return Err("not a sersync2 index".into());
+    }
+    if bytes[MAGIC.len() - 1] != MAGIC[MAGIC.len() - 1] {
+        return Err(format!(
+            "format version {} (this agent reads {})",
+            bytes[MAGIC.len() - 1],
+            MAGIC[MAGIC.len() - 1]
+        ));
+    }
+    let (body, tail) = bytes.split_at(bytes.len() - 4);
+    let mut want = [0u8; 4];
+    want.copy_from_slice(tail);
+    if crc32fast::hash(body) != u32::from_le_bytes(want) {
+        return Err("checksum mismatch (torn or truncated)".into());
+    }
+    let mut r = Reader {
+        bytes: body,
+        at: MAGIC.len(),
+    };
+    let running = match r.u8()? {
+        0 => false,
+        1 => true,
+        _ => return Err("a bad state byte".into()),
+    };
+    let n = r.len()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let root = PathBuf::from(std::ffi::OsString::from_vec(r.bytes()?.to_vec()));
+        let nr = r.len()?;
+        let mut remotes = Vec::new();
+        for _ in 0..nr {
+            let b = r.bytes()?;
+            remotes.push(
+                std::str::from_utf8(b)
+                    .map_err(|_| "a remote label that is not UTF-8".to_owned())?
+                    .to_owned(),
+            );
+        }
+        let ne = r.len()?;
+        // Written in order: collected, then built in one go (no search per entry).
+        let mut entries = Vec::with_capacity(ne.min(1 << 20));
+        for _ in 0..ne {
+            let p = PathBuf::from(OsStr::from_bytes(r.bytes()?));
+            let kind = Kind::from_code(r.u8()?).ok_or("an unknown entry type")?;
+            let (size, mtime, ctime, ino, dev) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+            let mode = r.u32()?;
+            let link = match r.u8()? {
+                0 => None,
+                1 => Some(r.bytes()?.to_vec().into_boxed_slice()),
+                _ => return Err("a bad link flag".into()),
+            };
+            entries.push((
+                p,
+                Meta {
+                    kind,
+                    size,
+                    mtime: mtime as i64,
+                    ctime: ctime as i64,
+                    ino,
+                    dev,
+                    mode,
+                    link,
+                },
+            ));
+        }
+        let tree: Tree = entries.into_iter().collect();
+        out.push(Section {
+            root,
+            remotes,
+            tree,
+        });
+    }
+    if r.at != body.len() {
+        return Err("trailing bytes".into());
+    }
+    Ok((out, running))
+}
+
+/// The index file of a config: beside its fail log, `<fail log>.index`.
+pub fn path_for(fail_log: &Path) -> PathBuf {
+    let mut p = fail_log.as_os_str().to_owned();
+    p.push(".index");
+    PathBuf::from(p)
+}
+
+/// The entry at `root/rel` as lstat sees it (and its target if a link); `None` when
+/// there is nothing there.
+pub fn stat(root: &Path, rel: &Path) -> Option<Meta> {
+    let full = root.join(rel);
+    let md = std::fs::symlink_metadata(&full).ok()?;
+    let link = md
+        .file_type()
+        .is_symlink()
+        .then(|| {
+            std::fs::read_link(&full)
+                .ok()
+                .map(|l| l.into_os_string().into_vec())
+        })
+        .flatten();
+    Some(Meta::of(&md, link))
+}
+
+/// Walks the tree below `root` (stat only, in parallel, never following a link: each
+/// directory is opened from its parent's descriptor with O_NOFOLLOW), leaving out what
+/// `excludes` keep out and temporary names. A directory that cannot be read is left out
+/// with what is below it (and so pushed or deleted as a difference: never skipped).
+pub fn walk(root: &Path, excludes: &Excludes) -> std::io::Result<Tree> {
+    use rayon::prelude::*;
+    let top = crate::sys::fsafe::open_dir_beneath(root, Path::new(""))?;
+    fn one(dir: &std::fs::File, rel: &Path, ex: &Excludes) -> Vec<(PathBuf, Meta)> {
+        let Ok(rd) = crate::sys::fsafe::read_dir_of(dir) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let mut subdirs = Vec::new();
+        for e in rd.flatten() {
+            let name = e.file_name();
+            if crate::filter::is_temp_name(name.as_bytes()) {
+                continue;
+            }
+            let Ok(md) = e.metadata() else { continue };
+            let p = rel.join(&name);
+            if ex.excludes(&p, md.is_dir()) {
+                continue;
+            }
+            let link = md
+                .file_type()
+                .is_symlink()
+                .then(|| std::fs::read_link(e.path()).ok())
+                .flatten()
+                .map(|l| l.into_os_string().into_vec());
+            if md.is_dir() {
+                subdirs.push((name, p.clone()));
+            }
+            found.push((p, Meta::of(&md, link)));
+        }
+        let below: Vec<Vec<(PathBuf, Meta)>> = subdirs
+            .par_iter()
+            .map(
+                |(name, p)| match crate::sys::fsafe::open_subdir(dir, name) {
+                    Ok(d) => one(&d, p, ex),
+                    Err(_) => Vec::new(),
+                },
+            )
+            .collect();
+        found.extend(below.into_iter().flatten());
+        found
+    }
+    Ok(one(&top, Path::new(""), excludes).into_iter().collect())
+}
+
+/// A push's paths with their metadata as taken before it ran.
+pub type Before = Vec<(PathBuf, Option<Meta>)>;
+
+/// One path pushed to some of a root's remotes with this metadata.
+struct Pending {
+    meta: Option<Meta>,
+    /// Positions (in the root's remotes) it landed on.
+    done: Vec<bool>,
+}
+
+struct RootState {
+    root: PathBuf,
+    /// The targets of this root, in config order.
+    targets: Vec<RemoteId>,
+    labels: Vec<String>,
+    /// `None`: not level (no index at start): nothing is recorded.
+    tree: Option<Tree>,
+    /// Under `-r`: which remotes' full syncs landed; the tree is written once all have.
+    rebuilding: Option<Vec<bool>>,
+    pending: HashMap<PathBuf, Pending>,
+}
+
+impl RootState {
+    fn level(&self) -> bool {
+        self.tree.is_some() && self.rebuilding.is_none()
+    }
+}
+
+struct State {
+    roots: Vec<RootState>,
+    /// Changed since the last checkpoint.
+    dirty: bool,
+}
+
+/// The live index: what pushes landed, checkpointed to its file.
+pub struct Recorder {
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+/// What was found at start for one root.
+pub enum Found {
+    /// The root's tree as last pushed to every one of its remotes.
+    Level(Tree),
+    /// No usable entry for this root: why.
+    Not(String),
+    /// The last agent did not stop (SIGKILL, a crash, a power cut): pushes made after
+    /// its last checkpoint are not in the index, so it cannot say what the remotes hold.
+    Unclean(String),
+}
+
+impl Recorder {
+    /// Loads the index at `path` for these targets. Returns it with, per watch root
+    /// (in the targets' order of roots), what was found there.
+    pub fn load(path: PathBuf, targets: &[Target]) -> (Recorder, Vec<(PathBuf, Found)>) {
+        let mut roots: Vec<RootState> = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            match roots.iter_mut().find(|r| r.root == t.root) {
+                Some(r) => {
+                    r.targets.push(RemoteId(i));
+                    r.labels.push(t.label());
+                }
+                None => roots.push(RootState {
+                    root: t.root.clone(),
+                    targets: vec![RemoteId(i)],
+                    labels: vec![t.label()],
+                    tree: None,
+                    rebuilding: None,
+                    pending: HashMap::new(),
+                }),
+            }
+        }
+        let loaded = match crate::sys::fsafe::read_trusted(&path) {
+            Ok(bytes) => decode(&bytes).map_err(|e| format!("index {}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(format!("no index at {}", path.display()))
+            }
+            Err(e) => Err(format!("index {} not used: {e}", path.display())),
+        };
+        let mut found = Vec::new();
+        match loaded {
+            Ok((_, true)) => {
+                let why = format!(
+                    "index {} was written by an agent that did not stop (killed, crashed \
+                     or a power cut): what it pushed after its last checkpoint is not in it",
+                    path.display()
+                );
+                for r in &roots {
+                    found.push((r.root.clone(), Found::Unclean(why.clone())));
+                }
+            }
+            Ok((mut sections, false)) => {
+                for r in &mut roots {
+                    let f = match sections.iter().position(|s| s.root == r.root) {
+                        None => Found::Not(format!(
+                            "index {} has no entry for this root",
+                            path.display()
+                        )),
+                        Some(i) => {
+                            let s = sections.swap_remove(i);
+                            if s.remotes != r.labels {
+                                Found::Not(format!(
+                                    "index {} was made for other remotes ({})",
+                                    path.display(),
+                                    s.remotes.join(", ")
+                                ))
+                            } else {
+                                r.tree = Some(s.tree.clone());
+                                Found::Level(s.tree)
+                            }
+                        }
+                    };
+                    found.push((r.root.clone(), f));
+                }
+            }
+            Err(why) => {
+                for r in &roots {
+                    found.push((r.root.clone(), Found::Not(why.clone())));
+                }
+            }
+        }
+        let rec = Recorder {
+            path,
+            state: Mutex::new(State {
+                roots,
+                dirty: false,
+            }),
+        };
+        (rec, found)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `-r`: `tree` (walked before the full syncs start) becomes the root's entry once
+    /// every remote's full sync has landed; until then the file has no entry for it.
+    pub fn rebuild(&self, root: &Path, tree: Tree) {
+        let mut st = self.lock();
+        if let Some(r) = st.roots.iter_mut().find(|r| r.root == root) {
+            r.rebuilding = Some(vec![false; r.targets.len()]);
+            r.tree = Some(tree);
+            r.pending.clear();
+        }
+        st.dirty = true;
+    }
+
+    /// The metadata of a job's paths, taken before its push to `t`; `None` when the
+    /// root is not recorded. A listing (`listing: true`) is recorded only as the delete of a
+    /// directory gone; else its entries keep what they had (the next start may push
+    /// them again, never less).
+    pub fn before(&self, t: RemoteId, root: &Path, job: &Job) -> Option<Before> {
+        let Job::Paths(paths) = job else {
+            return None;
+        };
+        {
+            let st = self.lock();
+            let r = st.roots.iter().find(|r| r.targets.contains(&t))?;
+            r.tree.as_ref()?;
+        }
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            if p.listing {
+                // A listing of a directory gone: its delete.
+                if stat(root, &p.path).is_none() {
+                    out.push((p.path.clone(), None));
+                }
+            } else {
+                out.push((p.path.clone(), stat(root, &p.path)));
+            }
+        }
+        Some(out)
+    }
+
+    /// A push to `t` landed: each path is entered once every remote of its root had a
+    /// push land with the same metadata.
+    pub fn landed(&self, t: RemoteId, before: Before) {
+        let mut st = self.lock();
+        let Some(r) = st.roots.iter_mut().find(|r| r.targets.contains(&t)) else {
+            return;
+        };
+        let Some(pos) = r.targets.iter().position(|x| *x == t) else {
+            return;
+        };
+        let n = r.targets.len();
+        let mut changed = false;
+        for (p, meta) in before {
+            let entry = r.pending.entry(p.clone()).or_insert_with(|| Pending {
+                meta: meta.clone(),
+                done: vec![false; n],
+            });
+            if entry.meta != meta {
+                entry.meta = meta;
+                entry.done = vec![false; n];
+            }
+            entry.done[pos] = true;
+            if !entry.done.iter().all(|d| *d) {
+                // Until every remote has it, what they hold is not known.
+                if let Some(tree) = r.tree.as_mut() {
+                    tree.insert(p, UNKNOWN);
+                    changed = true;
+                }
+            } else {
+                let Some(e) = r.pending.remove(&p) else {
+                    continue;
+                };
+                let Some(tree) = r.tree.as_mut() else {
+                    continue;
+                };
+                enter(tree, p, e.meta);
+                changed = true;
+            }
+        }
+        st.dirty |= changed;
+    }
+
+    /// A full sync to `t` landed (under `-r`).
+    pub fn full_landed(&self, t: RemoteId) {
+        let mut st = self.lock();
+        let Some(r) = st.roots.iter_mut().find(|r| r.targets.contains(&t)) else {
+            return;
+        };
+        let Some(pos) = r.targets.iter().position(|x| *x == t) else {
+            return;
+        };
+        if let Some(done) = r.rebuilding.as_mut() {
+            done[pos] = true;
+            if done.iter().all(|d| *d) {
+                r.rebuilding = None;
+                log::info!(
+                    "index of {} rebuilt: {} entries",
+                    r.root.display(),
+                    r.tree.as_ref().map_or(0, |t| t.len())
+                );
+                st.dirty = true;
+            }
+        }
+    }
+
+    /// Writes the file if anything changed since the last write, marked as written
+    /// while running.
+    pub fn checkpoint(&self) -> std::io::Result<()> {
+        self.write(true, false)
+    }
+
+    /// At start, before any push: the file marked as written while running, so that a
+    /// stop that never reaches [`Recorder::finish`] is seen at the next start. When it
+    /// cannot be written, the file is removed (an unlink needs no free space): a file
+    /// left marked as stopped would be trusted after this run pushed more.
+    pub fn begin(&self) -> std::io::Result<()> {
+        let written = self.write(true, true);
+        if written.is_err() {
+            match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    log::error!("cannot remove the index {}: {e}", self.path.display())
+                }
+                _ => {}
+            }
+        }
+        written
+    }
+
+    /// At the stop, once the workers ended: the file marked as written at a stop.
+    pub fn finish(&self) -> std::io::Result<()> {
+        self.write(false, true)
+    }
+
+    fn write(&self, running: bool, force: bool) -> std::io::Result<()> {
+        let (bytes, entries) = {
+            let mut st = self.lock();
+            if !st.dirty && !force {
+                return Ok(());
+            }
+            st.dirty = false;
+            // Level roots only; a path pushed to some remotes only is in as unknown.
+            let sections: Vec<SectionRef> = (st.roots.iter())
+                .filter(|r| r.level())
+                .filter_map(|r| {
+                    Some(SectionRef {
+                        root: &r.root,
+                        remotes: &r.labels,
+                        tree: r.tree.as_ref()?,
+                    })
+                })
+                .collect();
+            let n: usize = sections.iter().map(|s| s.tree.len()).sum();
+            (encode(&sections, running), n)
+        };
+        let written = crate::sys::fsafe::write_atomic(&self.path, &bytes);
+        match &written {
+            Ok(()) => log::debug!(
+                "index {} written: {entries} entries, {} bytes",
+                self.path.display(),
+                bytes.len()
+            ),
+            // Written again at the next checkpoint.
+            Err(_) => self.lock().dirty = true,
+        }
+        written
+    }
+}
+
+/// Enters what a path was pushed as: its metadata, or (gone) it and everything below
+/// it removed.
+fn enter(tree: &mut Tree, p: PathBuf, meta: Option<Meta>) {
+    match meta {
+        Some(m) => {
+            if m.kind != Kind::Dir {
+                let gone: Vec<PathBuf> = below(tree, &p).map(|(q, _)| q.clone()).collect();
+                for q in gone {
+                    tree.remove(&q);
+                }
+            }
+            tree.insert(p, m);
+        }
+        None => {
+            let gone: Vec<PathBuf> = below(tree, &p).map(|(q, _)| q.clone()).collect();
+            for q in gone {
+                tree.remove(&q);
+            }
+            tree.remove(&p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,505 @@
+use super::*;
+use proptest::prelude::*;
+
+fn file(ino: u64, size: u64, mtime: i64, ctime: i64) -> Meta {
+    Meta {
+        kind: Kind::File,
+        size,
+        mtime,
+        ctime,
+        ino,
+        dev: 7,
+        mode: 0o100644,
+        link: None,
+    }
+}
+
+fn dir(ino: u64) -> Meta {
+    Meta {
+        kind: Kind::Dir,
+        size: 4096,
+        mtime: 5,
+        ctime: 5,
+        ino,
+        dev: 7,
+        mode: 0o040755,
+        link: None,
+    }
+}
+
+fn tree(entries: &[(&str, Meta)]) -> Tree {
+    entries
+        .iter()
+        .map(|(p, m)| (PathBuf::from(p), m.clone()))
+        .collect()
+}
+
+fn paths(v: &[PathBuf]) -> Vec<&str> {
+    v.iter().map(|p| p.to_str().unwrap_or("?")).collect()
+}
+
+#[test]
+fn an_equal_tree_has_no_difference() {
+    let t = tree(&[("a", dir(1)), ("a/x", file(2, 3, 10, 10))]);
+    assert!(diff(&t, &t).is_empty());
+}
+
+#[test]
+fn new_changed_and_deleted_entries_are_found() {
+    let old = tree(&[
+        ("a", dir(1)),
+        ("a/x", file(2, 3, 10, 10)),
+        ("a/y", file(3, 3, 10, 10)),
+        ("d", dir(4)),
+        ("d/z", file(5, 1, 1, 1)),
+    ]);
+    let new = tree(&[
+        ("a", dir(1)),
+        ("a/x", file(2, 4, 11, 11)),
+        ("a/n", file(9, 1, 1, 1)),
+    ]);
+    let d = diff(&old, &new);
+    assert_eq!(paths(&d.changed), ["a/n", "a/x"]);
+    // The gone directory is one delete: nothing below it is listed.
+    assert_eq!(
+        d.deleted,
+        vec![(PathBuf::from("a/y"), false), (PathBuf::from("d"), true)]
+    );
+    assert!(d.renamed.is_empty());
+}
+
+#[test]
+fn same_size_and_mtime_but_another_inode_or_ctime_is_a_change() {
+    let old = tree(&[("x", file(2, 3, 10, 10)), ("y", file(3, 3, 10, 10))]);
+    // x: rewritten with its mtime restored (touch -r): only the ctime tells.
+    // y: replaced by another file of the same size and mtime.
+    let new = tree(&[("x", file(2, 3, 10, 11)), ("y", file(8, 3, 10, 10))]);
+    assert_eq!(paths(&diff(&old, &new).changed), ["x", "y"]);
+}
+
+#[test]
+fn a_renamed_directory_is_one_rename_and_nothing_below_it_is_sent() {
+    let old = tree(&[
+        ("d", dir(1)),
+        ("d/x", file(2, 3, 10, 10)),
+        ("d/s", dir(3)),
+        ("d/s/y", file(4, 3, 10, 10)),
+    ]);
+    let mut moved = dir(1);
+    moved.ctime = 99;
+    let new = tree(&[
+        ("e", moved),
+        ("e/x", file(2, 3, 10, 10)),
+        ("e/s", dir(3)),
+        ("e/s/y", file(4, 3, 10, 10)),
+    ]);
+    let d = diff(&old, &new);
+    assert!(d.changed.is_empty() && d.deleted.is_empty(), "{d:?}");
+    assert_eq!(
+        d.renamed,
+        vec![Moved {
+            from: "d".into(),
+            to: "e".into(),
+            dir: true,
+            below: vec!["e".into(), "e/s".into(), "e/s/y".into(), "e/x".into()],
+        }]
+    );
+}
+
+#[test]
+fn a_renamed_directory_with_a_change_below_goes_plain() {
+    let old = tree(&[("d", dir(1)), ("d/x", file(2, 3, 10, 10))]);
+    let new = tree(&[("e", dir(1)), ("e/x", file(2, 5, 12, 12))]);
+    let d = diff(&old, &new);
+    assert!(d.renamed.is_empty());
+    assert_eq!(paths(&d.changed), ["e", "e/x"]);
+    assert_eq!(d.deleted, vec![(PathBuf::from("d"), true)]);
+}
+
+#[test]
+fn a_renamed_file_is_a_rename_when_only_its_ctime_moved() {
+    let old = tree(&[("x", file(2, 3, 10, 10))]);
+    let new = tree(&[("y", file(2, 3, 10, 20))]);
+    let d = diff(&old, &new);
+    assert_eq!(d.renamed.len(), 1);
+    assert_eq!(
+        (d.renamed[0].from.as_path(), d.renamed[0].to.as_path()),
+        (Path::new("x"), Path::new("y"))
+    );
+    assert!(!d.renamed[0].dir && d.renamed[0].below.is_empty());
+    // Written too (size and mtime moved): a delete and a push.
+    let new = tree(&[("y", file(2, 4, 11, 20))]);
+    let d = diff(&old, &new);
+    assert!(d.renamed.is_empty());
+    assert_eq!(paths(&d.changed), ["y"]);
+}
+
+#[test]
+fn a_directory_that_became_a_file_is_pushed_and_its_entries_not_deleted_one_by_one() {
+    let old = tree(&[("d", dir(1)), ("d/x", file(2, 3, 10, 10))]);
+    let new = tree(&[("d", file(5, 1, 1, 1))]);
+    let d = diff(&old, &new);
+    assert_eq!(paths(&d.changed), ["d"]);
+    assert!(d.deleted.is_empty());
+}
+
+#[test]
+fn the_file_round_trips_and_any_torn_byte_is_refused() {
+    let mut link = file(9, 4, 1, 1);
+    link.kind = Kind::Link;
+    link.link = Some(b"../t".to_vec().into_boxed_slice());
+    let s = Section {
+        root: "/www".into(),
+        remotes: vec!["127.0.0.1::a".into(), "h::b".into()],
+        tree: tree(&[("a", dir(1)), ("a/x", file(2, 3, -10, 10)), ("l", link)]),
+    };
+    let bytes = encode(&[s.view()], false);
+    assert_eq!(decode(&bytes), Ok((vec![s.clone()], false)));
+    assert_eq!(
+        decode(&encode(&[s.view()], true)),
+        Ok((vec![s.clone()], true))
+    );
+    for cut in [0, 5, 16, bytes.len() / 2, bytes.len() - 1] {
+        assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+    for at in [17, bytes.len() / 2, bytes.len() - 2] {
+        let mut torn = bytes.clone();
+        torn[at] ^= 0x40;
+        assert!(decode(&torn).is_err(), "flipped at {at}");
+    }
+    let mut other = bytes.clone();
+    other[15] = 9;
+    assert!(decode(&other).is_err_and(|e| e.contains("version 9")));
+}
+
+#[test]
+fn entering_a_gone_path_removes_it_and_what_was_below() {
+    let mut t = tree(&[("d", dir(1)), ("d/x", file(2, 3, 10, 10)), ("e", dir(3))]);
+    enter(&mut t, "d".into(), None);
+    assert_eq!(t.keys().collect::<Vec<_>>(), [Path::new("e")]);
+    enter(&mut t, "e".into(), Some(file(3, 1, 1, 1)));
+    assert_eq!(t.get(Path::new("e")).map(|m| m.kind), Some(Kind::File));
+}
+
+// Property: a remote that holds `old` and is sent exactly what `diff` says (renames
+// moved, deletes removed, changed paths copied) ends equal to `new`; and nothing
+// listed as changed was equal already.
+
+/// A random tree: names from a small set, depth at most 3, directories' parents exist.
+fn arb_tree() -> impl Strategy<Value = Tree> {
+    prop::collection::vec((0u8..4, 0u8..4, 0u8..4, 0u8..3, 0u8..4), 0..24).prop_map(|spec| {
+        let mut t = Tree::new();
+        let mut ino = 100;
+        for (a, b, c, depth, kind) in spec {
+            let names = [a, b, c];
+            let mut p = PathBuf::new();
+            for (i, n) in names.iter().take(depth as usize + 1).enumerate() {
+                p.push(format!("n{n}"));
+                let last = i == depth as usize;
+                match t.get(&p) {
+                    Some(m) if m.kind != Kind::Dir => break,
+                    Some(_) => continue,
+                    None => {}
+                }
+                ino += 1;
+                let m = if !last || kind == 0 {
+                    dir(ino)
+                } else {
+                    file(ino, u64::from(kind), i64::from(kind), 1)
+                };
+                t.insert(p.clone(), m);
+            }
+        }
+        t
+    })
+}
+
+/// Changes to a tree: edits (size, mtime restored, ctime), deletes, new files,
+/// renames of an entry to a new top-level name.
+fn mutate(old: &Tree, ops: &[(u8, u8)]) -> Tree {
+    let mut t = old.clone();
+    let mut ino = 10_000;
+    for (i, (op, pick)) in ops.iter().enumerate() {
+        let keys: Vec<PathBuf> = t.keys().cloned().collect();
+        let target = keys.get(*pick as usize % keys.len().max(1)).cloned();
+        match (op % 5, target) {
+            (0, Some(p)) if t[&p].kind == Kind::File => {
+                if let Some(m) = t.get_mut(&p) {
+                    m.size += 1;
+                    m.ctime += 1;
+                }
+            }
+            (1, Some(p)) => {
+                // touch -r after a write of the same size: ctime only.
+                if let Some(m) = t.get_mut(&p) {
+                    m.ctime += 1;
+                }
+            }
+            (2, Some(p)) => enter(&mut t, p, None),
+            (3, _) => {
+                ino += 1;
+                t.insert(PathBuf::from(format!("new{i}")), file(ino, 1, 1, 1));
+            }
+            (4, Some(p)) => {
+                let to = PathBuf::from(format!("moved{i}"));
+                let moved: Vec<(PathBuf, Meta)> = std::iter::once(p.clone())
+                    .chain(below(&t, &p).map(|(q, _)| q.clone()))
+                    .filter_map(|q| {
+                        let m = t.get(&q)?.clone();
+                        let rel = q.strip_prefix(&p).ok()?.to_path_buf();
+                        Some((rel, m))
+                    })
+                    .collect();
+                enter(&mut t, p, None);
+                for (rel, mut m) in moved {
+                    let dest = if rel.as_os_str().is_empty() {
+                        m.ctime += 1;
+                        to.clone()
+                    } else {
+                        to.join(rel)
+                    };
+                    t.insert(dest, m);
+                }
+            }
+            _ => {}
+        }
+    }
+    t
+}
+
+proptest! {
+    #[test]
+    fn what_the_diff_sends_makes_the_remote_equal_to_the_tree(
+        old in arb_tree(),
+        ops in prop::collection::vec((0u8..5, any::<u8>()), 0..8),
+    ) {
+        let new = mutate(&old, &ops);
+        let d = diff(&old, &new);
+        let mut remote = old.clone();
+        for m in &d.renamed {
+            let moved: Vec<(PathBuf, Meta)> = std::iter::once(m.from.clone())
+                .chain(below(&remote, &m.from).map(|(q, _)| q.clone()))
+                .filter_map(|q| {
+                    let rel = q.strip_prefix(&m.from).ok()?.to_path_buf();
+                    let dest = if rel.as_os_str().is_empty() { m.to.clone() } else { m.to.join(rel) };
+                    Some((dest.clone(), new.get(&dest)?.clone()))
+                })
+                .collect();
+            enter(&mut remote, m.from.clone(), None);
+            for (p, meta) in moved {
+                remote.insert(p, meta);
+            }
+        }
+        for (p, _) in &d.deleted {
+            enter(&mut remote, p.clone(), None);
+        }
+        for p in &d.changed {
+            prop_assert!(old.get(p) != new.get(p), "{} listed but unchanged", p.display());
+            if let Some(m) = new.get(p) {
+                enter(&mut remote, p.clone(), Some(m.clone()));
+            }
+        }
+        prop_assert_eq!(remote, new);
+    }
+}
+
+// The recorder over a real file: what enters, when, and what the next start reads.
+
+fn target(root: &Path, ip: &str) -> Target {
+    use crate::config::{Remote, RsyncOptions};
+    Target {
+        root: root.to_path_buf(),
+        remote: Remote {
+            ip: ip.into(),
+            name: "mod".into(),
+        },
+        opts: RsyncOptions {
+            params: vec!["-artuz".into()],
+            auth: None,
+            port: None,
+            timeout: None,
+            ssh: None,
+            batch: 100,
+        },
+        delete: true,
+        full_excludes: vec![],
+        filter_globs: vec![],
+        own: vec![],
+        ssh_control: None,
+    }
+}
+
+/// A temp dir with a tree `src/` holding `x`, two targets for it, and an index file
+/// saying the (empty) tree is level with both, written at a stop.
+fn world() -> (tempfile::TempDir, Vec<Target>, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("src");
+    std::fs::create_dir(&root).expect("mkdir");
+    std::fs::write(root.join("x"), "one").expect("write x");
+    let targets = vec![target(&root, "10.0.0.1"), target(&root, "10.0.0.2")];
+    let path = dir.path().join("fail.sh.index");
+    let s = Section {
+        root: root.clone(),
+        remotes: targets.iter().map(Target::label).collect(),
+        tree: Tree::new(),
+    };
+    std::fs::write(&path, encode(&[s.view()], false)).expect("write the index");
+    (dir, targets, path)
+}
+
+fn read_back(path: &Path) -> (Tree, bool) {
+    let bytes = std::fs::read(path).expect("read the index");
+    let (mut sections, running) = decode(&bytes).expect("a good index");
+    (sections.remove(0).tree, running)
+}
+
+#[test]
+fn a_path_enters_once_every_remote_had_a_push_of_the_same_state_land() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let (rec, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(found[0].1, Found::Level(_)));
+    let job = Job::Paths(vec!["x".into()]);
+    let b0 = rec.before(RemoteId(0), &root, &job).expect("recorded");
+    rec.landed(RemoteId(0), b0);
+    rec.begin().expect("write");
+    let (tree, running) = read_back(&path);
+    assert!(running);
+    // On one remote only: unknown, so the next start pushes it.
+    assert_eq!(
+        tree.get(Path::new("x")).map(|m| m.kind),
+        Some(Kind::Unknown)
+    );
+    // The second remote's push saw another state (written in between): still not level.
+    std::fs::write(root.join("x"), "two, longer").expect("rewrite x");
+    let b1 = rec.before(RemoteId(1), &root, &job).expect("recorded");
+    rec.landed(RemoteId(1), b1.clone());
+    rec.checkpoint().expect("write");
+    assert_eq!(
+        read_back(&path).0.get(Path::new("x")).map(|m| m.kind),
+        Some(Kind::Unknown)
+    );
+    // The first remote gets that state too: entered, as lstat saw it before the pushes.
+    rec.landed(RemoteId(0), b1);
+    rec.finish().expect("write");
+    let (tree, running) = read_back(&path);
+    assert!(!running);
+    assert_eq!(
+        tree.get(Path::new("x")),
+        stat(&root, Path::new("x")).as_ref()
+    );
+    // A delete that landed everywhere removes it.
+    std::fs::remove_file(root.join("x")).expect("rm x");
+    for t in [RemoteId(0), RemoteId(1)] {
+        let b = rec.before(t, &root, &job).expect("recorded");
+        rec.landed(t, b);
+    }
+    rec.finish().expect("write");
+    assert!(read_back(&path).0.is_empty());
+}
+
+#[test]
+fn an_index_not_marked_stopped_a_torn_one_or_one_for_other_remotes_is_not_used() {
+    let (_dir, targets, path) = world();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.begin().expect("write");
+    drop(rec);
+    // Killed before the stop's write.
+    let (_, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(&found[0].1, Found::Unclean(why) if why.contains("did not stop")));
+    // Torn.
+    let bytes = std::fs::read(&path).expect("read");
+    std::fs::write(&path, &bytes[..bytes.len() - 3]).expect("truncate");
+    let (_, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(&found[0].1, Found::Not(why) if why.contains("checksum")));
+    // Made for other remotes.
+    let (_dir2, targets2, path2) = world();
+    let (_, found) = Recorder::load(path2, &targets2[..1]);
+    assert!(matches!(&found[0].1, Found::Not(why) if why.contains("other remotes")));
+    // Missing.
+    std::fs::remove_file(&path).expect("rm");
+    let (_, found) = Recorder::load(path, &targets);
+    assert!(matches!(&found[0].1, Found::Not(why) if why.contains("no index")));
+}
+
+/// Resident memory of this process in KiB (Linux), for the measurement below.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+// Not a check: figures for a tree of 1,000,000 files in 10,000 directories (file size,
+// memory, encode, decode and diff time). `cargo test --lib index::tests::measure --
+// --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_a_million_entries() {
+    let before = rss_kib();
+    let mut t = Tree::new();
+    let mut ino = 0;
+    for d in 0..10_000u64 {
+        ino += 1;
+        t.insert(PathBuf::from(format!("dir{d:05}")), dir(ino));
+        for f in 0..100u64 {
+            ino += 1;
+            t.insert(
+                PathBuf::from(format!("dir{d:05}/file{f:03}.txt")),
+                file(
+                    ino,
+                    1000 + f,
+                    1_700_000_000_000_000_000,
+                    1_700_000_000_000_000_000,
+                ),
+            );
+        }
+    }
+    let built = rss_kib();
+    let s = Section {
+        root: "/www".into(),
+        remotes: vec!["a::m".into(), "b::m".into()],
+        tree: t,
+    };
+    let at = std::time::Instant::now();
+    let bytes = encode(&[s.view()], true);
+    let encoded = at.elapsed();
+    let at = std::time::Instant::now();
+    let (mut back, _) = decode(&bytes).expect("decode");
+    let decoded = at.elapsed();
+    let mut new = back.remove(0).tree;
+    for i in 0..1000u64 {
+        let d = i * 7 % 10_000;
+        new.insert(
+            PathBuf::from(format!("dir{d:05}/new{i}.txt")),
+            file(5_000_000 + i, 1, 1, 1),
+        );
+        if let Some(m) = new.get_mut(Path::new(&format!(
+            "dir{:05}/file001.txt",
+            (i * 3) % 10_000
+        ))) {
+            m.ctime += 1;
+        }
+        new.remove(Path::new(&format!(
+            "dir{:05}/file002.txt",
+            (i * 11) % 10_000
+        )));
+    }
+    let at = std::time::Instant::now();
+    let d = diff(&s.tree, &new);
+    let diffed = at.elapsed();
+    println!(
+        "entries {}: file {} bytes ({:.1} per entry); tree in memory ~{} bytes per entry; \
+         encode {encoded:?}, decode {decoded:?}, diff {diffed:?} ({} changed, {} deleted)",
+        s.tree.len(),
+        bytes.len(),
+        bytes.len() as f64 / s.tree.len() as f64,
+        (built.saturating_sub(before)) * 1024 / s.tree.len() as u64,
+        d.changed.len(),
+        d.deleted.len()
+    );
+}
