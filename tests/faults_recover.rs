@@ -174,27 +174,23 @@ fn full_sync_failures(log: &str, label: &str) -> usize {
         .count()
 }
 
-/// Most backoff retries that fit in `elapsed`: each waits at least 0.8·2ⁿ s.
-fn retries_within(elapsed: Duration) -> usize {
-    let mut n = 0;
-    let mut spent = 0.0;
-    loop {
-        spent += 0.8 * 2f64.powi(n as i32).min(60.0);
-        if spent > elapsed.as_secs_f64() {
-            return n;
-        }
-        n += 1;
-    }
+const NOBODY: u32 = 65534;
+
+/// The agent started with `-r` as nobody, beside a root-only `secret.txt` (and a
+/// `pub.txt`) in the tree: a file rsync cannot read, so every full sync ends in exit 23
+/// naming it while everything else transfers. Returns the agent and its own directory
+/// (fail log `fail.sh`).
+fn agent_as_nobody_beside_a_root_only_file(s: &Setup) -> (Agent, std::path::PathBuf) {
+    agent_as_nobody(s, true, |_| {})
 }
 
-// Broke: a full sync that failed with exit 23 (an unreadable path) was queued again
-// after every later successful push: 10 single edits caused 20 whole-tree syncs.
-#[test]
-fn partial_full_sync_is_not_requeued_on_every_push() {
-    const NOBODY: u32 = 65534;
-    let s = Setup::new("partial");
-    // The agent runs as nobody: a root-only file in the tree is one rsync cannot read,
-    // so every full sync ends in exit 23 while everything else transfers.
+/// [`agent_as_nobody_beside_a_root_only_file`], with `-r` or not, and `before` run on
+/// the agent's own directory before it starts.
+fn agent_as_nobody(
+    s: &Setup,
+    full: bool,
+    before: impl FnOnce(&Path),
+) -> (Agent, std::path::PathBuf) {
     fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     s.write("pub.txt", "public\n");
     let secret = s.write("secret.txt", "root only\n");
@@ -213,23 +209,149 @@ fn partial_full_sync_is_not_requeued_on_every_push() {
     };
     let conf_path = s.dir.join("sersync.xml");
     fs::write(&conf_path, conf.render()).expect("write the config");
+    before(&own);
     let mut cmd = Command::new(sersync_bin());
-    cmd.args(["-n", "4", "-r", "-o"])
+    if full {
+        cmd.arg("-r");
+    }
+    cmd.args(["-n", "4", "-o"])
         .arg(&conf_path)
         .arg("--pid-file")
         .arg(own.join("pid"))
         .current_dir(&own)
         .uid(NOBODY)
         .gid(NOBODY);
-    let mut agent = Agent::spawn(cmd, s.dir.join("agent.err"));
+    (Agent::spawn(cmd, s.dir.join("agent.err")), own)
+}
+
+/// A full sync that ends in exit 23 because one file cannot be read owes that file
+/// only: the fail log holds `./secret.txt`, not the whole tree (`./`), the log names
+/// it, and what the source no longer holds is deleted on the remote. Before, the whole
+/// tree was owed and synced again on the backoff schedule for ever.
+#[test]
+fn a_full_sync_that_cannot_read_one_file_owes_only_that_file() {
+    let s = Setup::new("partial-owed");
+    let remotes = s.remotes();
+    fs::write(remotes[0].join("stale.txt"), "deleted at the source\n").expect("write");
+    let (mut agent, own) = agent_as_nobody_beside_a_root_only_file(&s);
     let labels = ["127.0.0.1::mod", "127.0.0.2::mod"];
+    let fail_log = own.join("fail.sh");
     wait_until(
-        "the -r full sync has failed on both remotes",
+        "secret.txt owed to both remotes, and nothing else",
         DEADLINE,
         || {
             agent.assert_running();
             let log = agent.log();
-            labels.iter().all(|l| full_sync_failures(&log, l) >= 1)
+            let text =
+                String::from_utf8_lossy(&fs::read(&fail_log).unwrap_or_default()).into_owned();
+            labels
+                .iter()
+                .all(|l| log.contains(&format!("push of secret.txt to {l} failed")))
+                && text.matches("'./secret.txt'").count() == 2
+        },
+    );
+    let log = agent.log();
+    let text = String::from_utf8_lossy(&fs::read(&fail_log).unwrap_or_default()).into_owned();
+    assert!(!text.contains("'./' "), "the whole tree is owed:\n{text}");
+    assert!(
+        log.contains("rsync could not transfer") && log.contains("secret.txt"),
+        "the log names the unreadable path:\n{}",
+        tail(&log, 40)
+    );
+    assert_eq!(
+        labels
+            .iter()
+            .map(|l| full_sync_failures(&log, l))
+            .sum::<usize>(),
+        0,
+        "{}",
+        tail(&log, 40)
+    );
+    for remote in &remotes {
+        wait_until("pub.txt on the remote", DEADLINE, || {
+            remote.join("pub.txt").exists()
+        });
+    }
+    wait_until(
+        "the deletion rsync skipped after the I/O error is made",
+        DEADLINE,
+        || !remotes[0].join("stale.txt").exists(),
+    );
+    agent.stop();
+}
+
+/// A push of paths that ends in exit 23 because one of them cannot be read owes that
+/// one only; the others landed and are paid. (The paths come from a fail log replayed
+/// at start, so they go as one call.)
+#[test]
+fn a_push_that_cannot_read_one_of_its_files_owes_only_that_file() {
+    let s = Setup::new("partial-paths");
+    let (mut agent, own) = agent_as_nobody(&s, false, |own| {
+        let root = s.src.display().to_string();
+        let mut text = String::new();
+        for r in [&s.a, &s.b] {
+            let dest = format!("{}@{}::{}", s.a.user(), r.ip(), r.module());
+            text.push_str(&format!(
+                "#errno 23\ncd '{root}' && rsync '-R' './pub.txt' './secret.txt' '{dest}'\n\n"
+            ));
+        }
+        let log = own.join("fail.sh");
+        fs::write(&log, text).expect("write the fail log");
+        std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).expect("chown");
+        fs::set_permissions(&log, fs::Permissions::from_mode(0o600)).expect("chmod");
+    });
+    let fail_log = own.join("fail.sh");
+    let remotes = s.remotes();
+    wait_until(
+        "pub.txt on both remotes and only secret.txt owed",
+        DEADLINE,
+        || {
+            agent.assert_running();
+            let text =
+                String::from_utf8_lossy(&fs::read(&fail_log).unwrap_or_default()).into_owned();
+            remotes.iter().all(|r| r.join("pub.txt").exists())
+                && text.matches("'./secret.txt'").count() == 2
+                && !text.contains("'./pub.txt'")
+        },
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("push of secret.txt to"),
+        "the log names the file:\n{}",
+        tail(&log, 40)
+    );
+    agent.stop();
+}
+
+/// Most backoff retries that fit in `elapsed`: each waits at least 0.8·2ⁿ s.
+fn retries_within(elapsed: Duration) -> usize {
+    let mut n = 0;
+    let mut spent = 0.0;
+    loop {
+        spent += 0.8 * 2f64.powi(n as i32).min(60.0);
+        if spent > elapsed.as_secs_f64() {
+            return n;
+        }
+        n += 1;
+    }
+}
+
+// Broke: a full sync that failed with exit 23 (an unreadable path) was queued again
+// after every later successful push: 10 single edits caused 20 whole-tree syncs.
+#[test]
+fn partial_full_sync_is_not_requeued_on_every_push() {
+    let s = Setup::new("partial");
+    let (mut agent, _) = agent_as_nobody_beside_a_root_only_file(&s);
+    let labels = ["127.0.0.1::mod", "127.0.0.2::mod"];
+    wait_until(
+        "the -r full sync has failed on secret.txt on both remotes",
+        DEADLINE,
+        || {
+            agent.assert_running();
+            let log = agent.log();
+            labels
+                .iter()
+                .all(|l| log.contains(&format!("push of secret.txt to {l} failed")))
         },
     );
     let log = agent.log();

@@ -116,7 +116,7 @@ impl Module {
                 match &job {
                     Job::Paths(_) | Job::Rename { .. } => {
                         for rel in job.plain_paths() {
-                            plugin.run(&root.join(crate::sync::job::entry_path(&rel)));
+                            plugin.run(&root.join(&rel.path));
                         }
                     }
                     Job::Full => log::warn!(

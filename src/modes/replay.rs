@@ -70,7 +70,7 @@ pub fn replay(args: &Args) -> Result<u8, Exit> {
             );
         }
         if fail_log.drop_unknown() > 0 {
-            fail_log.save(&parts.targets).map_err(|e| {
+            fail_log.save(&fail_log.owed, &parts.targets).map_err(|e| {
                 runtime(anyhow!(
                     "cannot write the fail log {}: {e}",
                     config.fail_log.display()

@@ -92,7 +92,7 @@ impl AfterPush for Runner {
             return;
         };
         for rel in rel_paths {
-            let abs = root.join(crate::sync::job::entry_path(rel));
+            let abs = root.join(rel);
             if !plugin.wants(&abs) {
                 continue;
             }

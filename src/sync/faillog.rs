@@ -1,8 +1,11 @@
-//! The fail queue and its on-disk form, the fail log: a shell script a person can run.
+//! What a remote owes ([`Owed`]) and its on-disk form, the fail log: a shell script a
+//! person can run.
 //!
-//! In memory, failures are kept per remote as a set of paths (plus "a full sync is owed"),
-//! so a path that fails twice is one entry and any later successful push of that path
-//! clears it. On disk they are written in sersync 2.5's shape, one block per command:
+//! What is owed is kept per remote as a set of paths (plus "a full sync is owed"), so a
+//! path that fails twice is one entry and any later successful push of that path clears
+//! it ([`Owed::record`], [`Owed::clear`]). The running agent's one record of it is the
+//! queue's ledger (`queue::Pending`), which this file is written from. On disk it is
+//! written in sersync 2.5's shape, one block per command:
 //!
 //! ```text
 //! #errno 5
@@ -24,13 +27,13 @@
 //! never run by the agent: they are kept (written back as `cd ROOT && rsync -R ./paths
 //! DEST`, with no options), reported, and dropped only by `--replay --drop-unknown`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::job::{Job, RemoteId};
+use super::job::{self, Job, RemoteId};
 use super::rsync::Target;
 use crate::sys::shell::{quote, split};
 
@@ -40,7 +43,8 @@ const PATHS_PER_COMMAND: usize = 200;
 /// What is owed to one remote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Owed {
-    pub paths: BTreeSet<PathBuf>,
+    /// Each path owed, and whether it is owed as its listing (written `dir/`).
+    pub paths: BTreeMap<PathBuf, bool>,
     pub full: bool,
     /// The last rsync status seen for this remote's failures.
     pub status: i32,
@@ -57,35 +61,99 @@ impl Owed {
     }
 
     /// Records a failed job: a full sync covers every path.
-    fn record(&mut self, job: &Job, status: i32) {
+    pub fn record(&mut self, job: &Job, status: i32) {
         self.status = status;
         match job {
             Job::Full => {
                 self.full = true;
                 self.paths.clear();
             }
-            // A listing (a collapsed or replaced directory) keeps its `/`: replayed, it
-            // pushes the directory's entries, not only the directory. `Path` compares
-            // `d/` and `d` equal, so the set holds one of them: the listing wins.
-            Job::Paths(paths) if !self.full => {
-                for p in paths {
-                    if is_listing(p) {
-                        self.paths.replace(p.clone());
-                    } else {
-                        self.paths.insert(p.clone());
-                    }
+            // A listing (a collapsed or replaced directory) stays one: replayed, it
+            // pushes the directory's entries, not only the directory. One entry per
+            // path: the listing wins. A rename is owed as its two plain halves (and
+            // what is below `to`), never as a rename.
+            Job::Paths(_) | Job::Rename { .. } if !self.full => {
+                for e in job.plain_paths() {
+                    *self.paths.entry(e.path).or_default() |= e.listing;
                 }
             }
-            // Owed as its two plain halves (and what is below `to`), never as a rename.
-            Job::Rename { .. } if !self.full => self.paths.extend(job.plain_paths()),
             Job::Paths(_) | Job::Rename { .. } => {}
         }
     }
-}
 
-/// Is this a listing: a directory's path with a trailing `/`?
-fn is_listing(p: &Path) -> bool {
-    p.as_os_str().as_bytes().ends_with(b"/")
+    /// A push of `job` succeeded: what it pushed is no longer owed. Returns the entries
+    /// it paid (for a full sync: every path, and the full sync itself was owed if
+    /// `full` was set).
+    pub fn clear(&mut self, job: &Job) -> Vec<job::Entry> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let mut paid = Vec::new();
+        match job {
+            Job::Full => {
+                paid = self.entries();
+                *self = Owed::default();
+            }
+            Job::Paths(_) | Job::Rename { .. } if !self.full => {
+                for e in job.plain_paths() {
+                    let p = &e.path;
+                    // A listing pushed pays the plain path owed too, but a plain push
+                    // does not pay an owed listing.
+                    match self.paths.get(p).copied() {
+                        Some(listing) if e.listing || !listing => {
+                            self.paths.remove(p);
+                            paid.push(job::Entry {
+                                path: p.clone(),
+                                listing,
+                            });
+                        }
+                        _ => {}
+                    }
+                    // A listing pushed the directory's entries: the files owed directly
+                    // in it were merged into it when the log was replayed, and are paid.
+                    // (Owed listings of its subdirectories are not: it pushed those as
+                    // directories only.)
+                    if e.listing {
+                        let below: Vec<PathBuf> = self
+                            .paths
+                            .range::<Path, _>((Bound::Excluded(p.as_path()), Bound::Unbounded))
+                            .take_while(|(o, _)| o.starts_with(p))
+                            .filter(|(o, listing)| o.parent() == Some(p.as_path()) && !**listing)
+                            .map(|(o, _)| o.clone())
+                            .collect();
+                        for o in below {
+                            self.paths.remove(&o);
+                            paid.push(job::Entry::plain(o));
+                        }
+                    }
+                }
+            }
+            Job::Paths(_) | Job::Rename { .. } => {}
+        }
+        paid
+    }
+
+    /// What is owed as jobs: a full sync, or the paths (none when nothing is owed).
+    pub fn jobs(&self) -> Vec<Job> {
+        if self.full {
+            vec![Job::Full]
+        } else if self.paths.is_empty() {
+            Vec::new()
+        } else {
+            vec![Job::Paths(self.entries())]
+        }
+    }
+
+    /// The entries owed, in path order.
+    pub fn entries(&self) -> Vec<job::Entry> {
+        self.paths
+            .iter()
+            .map(|(path, &listing)| job::Entry {
+                path: path.clone(),
+                listing,
+            })
+            .collect()
+    }
 }
 
 /// One command of the fail log, as data. Only three things are kept from it: the `cd`
@@ -104,7 +172,8 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// What the entry asks for: a full sync, or these relative paths.
+    /// What the entry asks for: a full sync, or these relative paths; a path written
+    /// `dir/` is that directory's listing.
     pub fn job(&self) -> Job {
         if self.argv.iter().any(|a| a == "./") {
             return Job::Full;
@@ -113,16 +182,23 @@ impl Entry {
             self.argv
                 .iter()
                 .filter_map(|a| a.as_bytes().strip_prefix(b"./"))
-                .map(|rest| PathBuf::from(OsStr::from_bytes(rest)))
+                .map(|rest| match rest.strip_suffix(b"/") {
+                    Some(dir) => job::Entry::listing(OsStr::from_bytes(dir)),
+                    None => job::Entry::plain(OsStr::from_bytes(rest)),
+                })
                 .collect(),
         )
     }
 }
 
-/// The fail queue of one instance.
+/// The fail log of one instance: its path, and what a file read held. The running
+/// agent's record of what each remote owes is the ledger (`Queue`): `Mirror::new`
+/// hands `owed` to it and leaves it empty, and every write renders the ledger's
+/// state ([`FailLog::render`], [`FailLog::save`]).
 #[derive(Debug, Default)]
 pub struct FailLog {
     pub path: PathBuf,
+    /// What the file held when it was read, per configured remote.
     pub owed: Vec<Owed>,
     /// What is owed to a (watch root, destination) the config does not name: kept in the
     /// file and reported, never run by the agent.
@@ -168,64 +244,31 @@ impl FailLog {
         self.len() == 0
     }
 
-    /// Records a failed job.
+    /// Records a failed job in what the file holds (a file being read).
     pub fn add(&mut self, target: RemoteId, job: &Job, status: i32) {
         self.owed[target.0].record(job, status);
     }
 
-    /// A job succeeded: what it pushed is no longer owed. Returns whether anything changed.
+    /// A job succeeded: what it pushed is no longer owed in what the file holds.
+    /// Returns whether anything changed.
+    #[cfg(test)]
     pub fn clear(&mut self, target: RemoteId, job: &Job) -> bool {
-        let owed = &mut self.owed[target.0];
-        if owed.is_empty() {
-            return false;
-        }
-        match job {
-            Job::Full => {
-                *owed = Owed::default();
-                true
-            }
-            Job::Paths(_) | Job::Rename { .. } if !owed.full => {
-                let before = owed.paths.len();
-                for p in job.plain_paths() {
-                    // A listing pushed pays the plain path owed too, but a plain push
-                    // does not pay an owed listing.
-                    let owed_listing = owed.paths.get(&p).is_some_and(|o| is_listing(o));
-                    if is_listing(&p) || !owed_listing {
-                        owed.paths.remove(&p);
-                    }
-                    // A listing pushed the directory's entries: the files owed directly
-                    // in it were merged into it when the log was replayed, and are paid.
-                    // (Owed listings of its subdirectories are not: it pushed those as
-                    // directories only.)
-                    if is_listing(&p) {
-                        let below: Vec<PathBuf> = owed
-                            .paths
-                            .range::<Path, _>((Bound::Excluded(p.as_path()), Bound::Unbounded))
-                            .take_while(|o| o.starts_with(&p))
-                            .filter(|o| o.parent() == Some(p.as_path()) && !is_listing(o))
-                            .cloned()
-                            .collect();
-                        for o in below {
-                            owed.paths.remove(&o);
-                        }
-                    }
-                }
-                before != owed.paths.len()
-            }
-            Job::Paths(_) | Job::Rename { .. } => false,
-        }
+        let before = self.owed[target.0].clone();
+        self.owed[target.0].clear(job);
+        before != self.owed[target.0]
     }
 
-    /// The script text for the current state.
-    pub fn render(&self, targets: &[Target]) -> Vec<u8> {
+    /// The script text for `owed` (per configured remote, the ledger's state) and the
+    /// entries kept for unknown remotes.
+    pub fn render(&self, owed: &[Owed], targets: &[Target]) -> Vec<u8> {
         let mut out = Vec::new();
-        for (owed, target) in self.owed.iter().zip(targets) {
+        for (owed, target) in owed.iter().zip(targets) {
             if owed.full {
                 let argv = target.fail_log_argv(&Job::Full);
                 write_block(&mut out, owed.status, &target.root, &argv);
                 continue;
             }
-            let paths: Vec<PathBuf> = owed.paths.iter().cloned().collect();
+            let paths = owed.entries();
             for chunk in paths.chunks(PATHS_PER_COMMAND) {
                 let argv = target.fail_log_argv(&Job::Paths(chunk.to_vec()));
                 write_block(&mut out, owed.status, &target.root, &argv);
@@ -245,11 +288,14 @@ impl FailLog {
                 write_block(&mut out, owed.status, root, &argv);
                 continue;
             }
-            let paths: Vec<&PathBuf> = owed.paths.iter().collect();
+            let paths = owed.entries();
             for chunk in paths.chunks(PATHS_PER_COMMAND) {
-                let argv = with(&mut chunk.iter().map(|p| {
+                let argv = with(&mut chunk.iter().map(|e| {
                     let mut a = OsString::from("./");
-                    a.push(p.as_os_str());
+                    a.push(e.path.as_os_str());
+                    if e.listing {
+                        a.push("/");
+                    }
                     a
                 }));
                 write_block(&mut out, owed.status, root, &argv);
@@ -258,15 +304,16 @@ impl FailLog {
         out
     }
 
-    /// Writes the script atomically, mode 0600. With nothing owed the file is removed.
-    pub fn save(&self, targets: &[Target]) -> std::io::Result<()> {
-        if self.is_empty() {
+    /// Writes the script for `owed` atomically, mode 0600. With nothing owed the file
+    /// is removed.
+    pub fn save(&self, owed: &[Owed], targets: &[Target]) -> std::io::Result<()> {
+        if owed.iter().all(Owed::is_empty) && self.unknown_len() == 0 {
             return match std::fs::remove_file(&self.path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             };
         }
-        let text = self.render(targets);
+        let text = self.render(owed, targets);
         crate::sys::fsafe::write_atomic(&self.path, &text)
     }
 
@@ -474,24 +521,9 @@ fn command_end(text: &[u8]) -> usize {
     text.len()
 }
 
-/// All owed entries as (target, job) pairs, for replay through the queue.
-pub fn owed_jobs(log: &FailLog) -> Vec<(RemoteId, Job)> {
-    let mut out = Vec::new();
-    for (t, owed) in log.owed.iter().enumerate() {
-        let t = RemoteId(t);
-        if owed.full {
-            out.push((t, Job::Full));
-        } else if !owed.paths.is_empty() {
-            out.push((t, Job::Paths(owed.paths.iter().cloned().collect())));
-        }
-    }
-    out
-}
-
 /// Entries owed per remote label, for `--replay`'s report.
-pub fn summary(log: &FailLog, targets: &[Target]) -> BTreeMap<String, usize> {
-    log.owed
-        .iter()
+pub fn summary(owed: &[Owed], targets: &[Target]) -> BTreeMap<String, usize> {
+    owed.iter()
         .zip(targets)
         .filter(|(o, _)| !o.is_empty())
         .map(|(o, t)| (t.label(), o.len()))

@@ -27,7 +27,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use super::job::{Job, RemoteId};
+use super::job::{Entry, Job, RemoteId};
 use super::queue::Item;
 use super::rsync::Target;
 use crate::filter::Excludes;
@@ -182,9 +182,9 @@ impl Diff {
         out.extend(
             self.deleted
                 .iter()
-                .map(|(p, dir)| Item::Path(p.clone(), *dir)),
+                .map(|(p, dir)| Item::Path(Entry::plain(p.clone()), *dir)),
         );
-        out.extend(self.changed.iter().map(|p| Item::Path(p.clone(), false)));
+        out.extend((self.changed.iter()).map(|p| Item::Path(Entry::plain(p.clone()), false)));
         out
     }
 }
@@ -779,7 +779,7 @@ impl Recorder {
     }
 
     /// The metadata of a job's paths, taken before its push to `t`; `None` when the
-    /// root is not recorded. A listing (`dir/`) is recorded only as the delete of a
+    /// root is not recorded. A listing (`listing: true`) is recorded only as the delete of a
     /// directory gone; else its entries keep what they had (the next start may push
     /// them again, never less).
     pub fn before(&self, t: RemoteId, root: &Path, job: &Job) -> Option<Before> {
@@ -793,15 +793,13 @@ impl Recorder {
         }
         let mut out = Vec::with_capacity(paths.len());
         for p in paths {
-            match p.as_os_str().as_bytes().strip_suffix(b"/") {
+            if p.listing {
                 // A listing of a directory gone: its delete.
-                Some(dir) => {
-                    let dir = PathBuf::from(OsStr::from_bytes(dir));
-                    if stat(root, &dir).is_none() {
-                        out.push((dir, None));
-                    }
+                if stat(root, &p.path).is_none() {
+                    out.push((p.path.clone(), None));
                 }
-                None => out.push((p.clone(), stat(root, p))),
+            } else {
+                out.push((p.path.clone(), stat(root, &p.path)));
             }
         }
         Some(out)

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::job::RemoteId;
+use super::job::{Entry, RemoteId};
 use super::queue::{Item, Queue};
 use crate::config::Events;
 use crate::filter::{self, Excludes};
@@ -141,7 +141,10 @@ impl Intake {
                 picked.len()
             );
         }
-        let items: Vec<Item> = picked.into_iter().map(|p| Item::Path(p, false)).collect();
+        let items: Vec<Item> = picked
+            .into_iter()
+            .map(|p| Item::Path(p.into(), false))
+            .collect();
         self.queue.push_batch(&route.remotes, &items);
     }
 
@@ -184,9 +187,9 @@ impl Intake {
                     let now = stamp(&route.root.join(&path));
                     waiting.insert(path, (Instant::now(), now));
                 }
-                Decision::Push(path, gone_dir) => changes.push(Item::Path(path, gone_dir)),
+                Decision::Push(path, gone_dir) => changes.push(Item::Path(path.into(), gone_dir)),
                 Decision::PushAll(found) => {
-                    changes.extend(found.into_iter().map(|p| Item::Path(p, false)))
+                    changes.extend(found.into_iter().map(|p| Item::Path(p.into(), false)))
                 }
                 Decision::Items(items) => changes.extend(items),
                 Decision::Full => {
@@ -318,13 +321,13 @@ impl Intake {
         }
         let mut items = Vec::new();
         if from_in && ev.move_from && ev.delete {
-            items.push(Item::Path(from, dir));
+            items.push(Item::Path(from.into(), dir));
         }
         if to_in && ev.move_to {
             if dir {
-                items.extend(found.into_iter().map(|p| Item::Path(p, false)));
+                items.extend(found.into_iter().map(|p| Item::Path(p.into(), false)));
             } else {
-                items.push(Item::Path(to, false));
+                items.push(Item::Path(to.into(), false));
             }
         }
         Decision::Items(items)
@@ -335,8 +338,8 @@ impl Intake {
     /// Two entries swapped places: nothing is gone, and what the remote holds at either
     /// path (below it too) is the other's. Both paths and everything below them are
     /// pushed as they are now (if the switches ask for moves in); a directory as its
-    /// listing (a trailing `/`: with deletes on, what the remote holds there beyond it
-    /// is deleted, see `queue`), never as a rename, which would take one side for new
+    /// listing ([`Entry::listing`]: with deletes on, what the remote holds there beyond
+    /// it is deleted, see `queue`), never as a rename, which would take one side for new
     /// and the other for gone. A side with a temp or excluded name is not mirrored.
     fn exchanged(
         &self,
@@ -392,14 +395,12 @@ fn own_only(excludes: &Excludes, change: &Change) -> bool {
     }
 }
 
-/// `path` with a trailing `/` if it is a directory: pushed as its listing.
-fn listing(path: PathBuf, dir: bool) -> PathBuf {
-    if !dir || path.as_os_str().is_empty() {
-        return path;
+/// `path` as its listing if it is a directory (not the top), else plain.
+fn listing(path: PathBuf, dir: bool) -> Entry {
+    Entry {
+        listing: dir && !path.as_os_str().is_empty(),
+        path,
     }
-    let mut s = path.into_os_string();
-    s.push("/");
-    PathBuf::from(s)
 }
 
 enum Decision {
@@ -532,10 +533,10 @@ mod tests {
         assert_eq!(
             items,
             [
-                Item::Path(p("a/"), false),
-                Item::Path(p("b"), false),
-                Item::Path(p("a/x.txt/"), false),
-                Item::Path(p("a/sub/"), false),
+                Item::Path(Entry::listing("a"), false),
+                Item::Path(Entry::plain("b"), false),
+                Item::Path(Entry::listing("a/x.txt"), false),
+                Item::Path(Entry::listing("a/sub"), false),
             ]
         );
         // A temp name on one side: only the other side is mirrored.
@@ -544,6 +545,6 @@ mod tests {
             [(p("f.txt"), false), (p(".f.txt.swp"), false)],
             vec![p("f.txt"), p(".f.txt.swp")],
         );
-        assert_eq!(items, [Item::Path(p("f.txt"), false)]);
+        assert_eq!(items, [Item::Path(Entry::plain("f.txt"), false)]);
     }
 }

@@ -2,6 +2,65 @@
 
 use std::path::PathBuf;
 
+/// One entry of a push: a relative path made equal on the remote (pushed if it exists,
+/// deleted or skipped if not), or a directory's listing (`listing`: the directory and
+/// its entries, and with deletes on what the remote holds there beyond them). A listing
+/// is a value of its own, from the queue through the argv and the fail log; only at the
+/// edges is it written `dir/` (rsync's argument, the fail log's text).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Entry {
+    pub path: PathBuf,
+    pub listing: bool,
+}
+
+impl Entry {
+    /// The path itself (a file, a directory alone, or what is gone there).
+    pub fn plain(path: impl Into<PathBuf>) -> Entry {
+        Entry {
+            path: path.into(),
+            listing: false,
+        }
+    }
+
+    /// The directory `path`'s listing.
+    pub fn listing(path: impl Into<PathBuf>) -> Entry {
+        Entry {
+            path: path.into(),
+            listing: true,
+        }
+    }
+}
+
+/// As logs name it: the path, and `/` after a listing.
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}{}",
+            self.path.display(),
+            if self.listing { "/" } else { "" }
+        )
+    }
+}
+
+impl From<PathBuf> for Entry {
+    fn from(path: PathBuf) -> Entry {
+        Entry::plain(path)
+    }
+}
+
+#[cfg(test)]
+impl From<&str> for Entry {
+    fn from(path: &str) -> Entry {
+        Entry::plain(path)
+    }
+}
+
+/// Plain entries for these paths.
+pub fn plain_entries(paths: impl IntoIterator<Item = PathBuf>) -> Vec<Entry> {
+    paths.into_iter().map(Entry::plain).collect()
+}
+
 /// One remote of one watch root: an index into the targets, in config order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RemoteId(pub(crate) usize);
@@ -15,8 +74,9 @@ impl RemoteId {
 /// What one rsync call makes equal on one remote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Job {
-    /// These relative paths: push what exists, delete (or skip) what does not.
-    Paths(Vec<PathBuf>),
+    /// These entries: push what exists, delete (or skip) what does not; list the
+    /// directories given as listings.
+    Paths(Vec<Entry>),
     /// The whole tree (`./`), with `--delete` when deletes are on.
     Full,
     /// `from` was renamed to `to` inside the tree: `to` is pushed with `from` as the
@@ -46,15 +106,15 @@ impl Job {
     /// A rename as plain paths: the delete of `from`, the push of `to` and of what is
     /// below it. The fail log and every fallback owe a rename in this form, never as a
     /// rename. Other jobs: their paths (none for a full sync).
-    pub fn plain_paths(&self) -> Vec<PathBuf> {
+    pub fn plain_paths(&self) -> Vec<Entry> {
         match self {
             Job::Paths(p) => p.clone(),
             Job::Full => Vec::new(),
             Job::Rename {
                 from, to, below, ..
             } => {
-                let mut out = vec![from.clone(), to.clone()];
-                out.extend(below.iter().filter(|p| *p != to).cloned());
+                let mut out = vec![Entry::plain(from.clone()), Entry::plain(to.clone())];
+                out.extend(below.iter().filter(|p| *p != to).cloned().map(Entry::plain));
                 out
             }
         }
@@ -62,11 +122,11 @@ impl Job {
 
     /// A rename whose old path holds something again when it is to run (the second
     /// half of an exchange came, or a new entry was made there): nothing is gone, and
-    /// what the remote holds at either path may be stale. Its paths as listings (a
-    /// trailing `/`, which the push keeps only on a directory and which deletes there
-    /// what the source no longer holds): `from`, `to` and, for a directory, what is
-    /// below `to`. Other jobs: their paths.
-    pub fn listing_paths(&self) -> Vec<PathBuf> {
+    /// what the remote holds at either path may be stale. Its paths as listings (which
+    /// the push lists only where a directory is, and which delete there what the source
+    /// no longer holds): `from`, `to` and, for a directory, what is below `to`. Other
+    /// jobs: their paths.
+    pub fn listing_paths(&self) -> Vec<Entry> {
         let Job::Rename {
             from,
             to,
@@ -76,17 +136,18 @@ impl Job {
         else {
             return self.plain_paths();
         };
-        let slash = |p: &PathBuf| {
-            let mut s = p.clone().into_os_string();
-            s.push("/");
-            PathBuf::from(s)
-        };
-        let mut out = vec![slash(from)];
+        let mut out = vec![Entry::listing(from.clone())];
         if *dir {
-            out.push(slash(to));
-            out.extend(below.iter().filter(|p| *p != to).map(slash));
+            out.push(Entry::listing(to.clone()));
+            out.extend(
+                below
+                    .iter()
+                    .filter(|p| *p != to)
+                    .cloned()
+                    .map(Entry::listing),
+            );
         } else {
-            out.push(to.clone());
+            out.push(Entry::plain(to.clone()));
         }
         out
     }
@@ -100,15 +161,30 @@ impl Job {
     }
 }
 
-/// A path as the queue hands it out, without the trailing `/` that marks a listing
-/// (see `queue`): the entry itself, as plugins and logs name it.
-pub fn entry_path(p: &std::path::Path) -> &std::path::Path {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = p.as_os_str().as_bytes();
-    match bytes.strip_suffix(b"/") {
-        Some(b) if !b.is_empty() => std::path::Path::new(std::ffi::OsStr::from_bytes(b)),
-        _ => p,
+/// An entry as the fail log and rsync's argument write it (`dir/` for a listing), for
+/// tests that compare entries with that text.
+#[cfg(test)]
+pub fn shown(e: &Entry) -> PathBuf {
+    let mut s = e.path.clone().into_os_string();
+    if e.listing {
+        s.push("/");
     }
+    PathBuf::from(s)
+}
+
+/// The entry a test writes as the fail log does: `dir/` is a listing.
+#[cfg(test)]
+pub fn entry(s: &str) -> Entry {
+    match s.strip_suffix('/') {
+        Some(dir) => Entry::listing(dir),
+        None => Entry::plain(s),
+    }
+}
+
+/// [`shown`] of each entry.
+#[cfg(test)]
+pub fn shown_all(entries: &[Entry]) -> Vec<PathBuf> {
+    entries.iter().map(shown).collect()
 }
 
 #[cfg(test)]
@@ -128,7 +204,7 @@ mod tests {
             below: vec![p("b"), p("b/x"), p("b/sub")],
         };
         assert_eq!(
-            dir.listing_paths(),
+            shown_all(&dir.listing_paths()),
             [p("a/"), p("b/"), p("b/x/"), p("b/sub/")]
         );
         let file = Job::Rename {
@@ -137,8 +213,8 @@ mod tests {
             dir: false,
             below: Vec::new(),
         };
-        assert_eq!(file.listing_paths(), [p("f/"), p("g")]);
-        let paths = Job::Paths(vec![p("x")]);
-        assert_eq!(paths.listing_paths(), [p("x")]);
+        assert_eq!(shown_all(&file.listing_paths()), [p("f/"), p("g")]);
+        let paths = Job::Paths(vec![Entry::plain("x")]);
+        assert_eq!(shown_all(&paths.listing_paths()), [p("x")]);
     }
 }

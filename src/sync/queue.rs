@@ -27,9 +27,11 @@
 //! turns; neither waits behind the other's whole backlog).
 //!
 //! `Pending` is the pure state of one remote (unit and property tested); `Queue` wraps all
-//! remotes in a mutex and condvar for the worker threads. A remote that owes work also
-//! has a retry here: its owed jobs, moved into the pending set when their time comes
-//! (the workers' wait already has a deadline per remote; no thread per remote).
+//! remotes in a mutex and condvar for the worker threads. `Pending` is also the ledger
+//! of what its remote owes after a failure (the fail log is written from it), and a
+//! remote that owes work has a retry time here: what it owes moves into the pending set
+//! when that time comes (the workers' wait already has a deadline per remote; no thread
+//! per remote).
 //!
 //! Every entry carries a [`Mark`]: the sequence number and the time of the oldest change
 //! it stands for, kept when changes merge (a deleted directory inherits the marks of the
@@ -44,8 +46,8 @@
 //! A storm in one directory (an unpacked archive, a cache writing 200,000 files) would
 //! keep one entry per file. Once a directory has [`COLLAPSE_AT`] entries of its own
 //! entries waiting (direct children; what lies deeper counts for its own directory),
-//! they collapse into one entry for the directory, handed out with a trailing `/` like
-//! a replaced directory: its listing is pushed (`--dirs`: its files, and its
+//! they collapse into one entry for the directory, handed out as its listing
+//! ([`Entry::listing`]) like a replaced directory: its listing is pushed (`--dirs`: its files, and its
 //! subdirectories as directories), with `--delete` when deletes are on. The entry keeps
 //! the oldest mark of what it replaced; while it waits, later changes of direct children
 //! merge into it. The top directory (the watch root) never collapses.
@@ -58,7 +60,8 @@ use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::job::{Job, RemoteId};
+use super::faillog::Owed;
+use super::job::{Entry, Job, RemoteId};
 
 /// A relative path as raw bytes. The maps compare and hash keys on every event; bytes
 /// do that with memcmp where `Path` walks components (that was the largest part of the
@@ -118,11 +121,20 @@ pub struct Pending {
     full_mark: Option<Mark>,
     full_running: Option<Mark>,
     inflight: HashMap<Key, Mark>,
-    /// What failed and is not pushed yet (the fail log's entries), with their marks, and
-    /// whether it is owed as a listing (as in the fail log: only a listing pushed pays
-    /// it, and a parent's listing does not).
-    owed: HashMap<Key, (Mark, bool)>,
+    /// What failed and is not pushed yet: the one record of it, which the fail log is
+    /// written from (a listing owed is paid only by a listing pushed, and a parent's
+    /// listing does not pay it).
+    owed: Owed,
+    /// The marks of the paths in `owed`, and of the full sync owed.
+    owed_marks: HashMap<Key, Mark>,
     owed_full: Option<Mark>,
+    /// What was waiting when the queue closed (whether a listing, its mark), and the
+    /// full sync waiting then: owed, and a push that was in flight then and succeeds
+    /// does not pay it (it may stand for a newer change of its path).
+    kept_at_close: HashMap<Key, (bool, Mark)>,
+    kept_full: Option<Mark>,
+    /// When what is owed is queued again (the backoff retry), if it is set.
+    retry: Option<Instant>,
     /// For every proper ancestor of an in-flight path: how many in-flight paths lie below.
     inflight_below: HashMap<Key, usize>,
     running: usize,
@@ -134,11 +146,11 @@ pub struct Pending {
     rename_keys: BTreeMap<Key, u64>,
     /// Paths where a directory renamed in replaced one that was renamed away (a swap
     /// through a temp name): what the remote holds there is stale, below too. They are
-    /// handed out with a trailing `/`, which asks the push to delete what the source
+    /// handed out as listings, which ask the push to delete what the source
     /// directory no longer holds (see `Target::argv`). Collapsed directories (see the
     /// module doc) are here too: their listing is pushed.
     replaced: HashSet<Key>,
-    /// Listings in flight (handed out with a trailing `/`), for [`Pending::in_flight`].
+    /// Listings in flight, for [`Pending::in_flight`].
     listing_inflight: HashSet<Key>,
     /// For each directory, how many of its direct children wait in `by_path`.
     children: HashMap<Key, usize>,
@@ -207,8 +219,8 @@ impl Renamed {
 /// One change as the filter thread hands it to the pending sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
-    /// A path; `true` when it is a directory that is gone.
-    Path(PathBuf, bool),
+    /// A path or a listing; `true` when it is a directory that is gone.
+    Path(Entry, bool),
     /// A rename inside the tree (see [`Job::Rename`]).
     Rename {
         from: PathBuf,
@@ -238,30 +250,28 @@ fn related<V>(map: &BTreeMap<Key, V>, p: &[u8]) -> Vec<Key> {
     out
 }
 
-/// A path as handed out, without the trailing `/` of a replaced directory.
-fn plain_key(p: &std::path::Path) -> &[u8] {
-    let p = p.as_os_str().as_bytes();
-    p.strip_suffix(b"/").unwrap_or(p)
+/// The key of an entry's path.
+fn entry_key(e: &Entry) -> &[u8] {
+    e.path.as_os_str().as_bytes()
 }
 
 impl Pending {
-    /// Queues a path. `gone_dir`: it was a directory and is gone (deleted or moved away),
-    /// so nothing still waiting below it needs pushing.
-    pub fn push(&mut self, path: PathBuf, gone_dir: bool) {
-        self.push_at(path, gone_dir, Instant::now());
+    /// Queues a path or a listing. `gone_dir`: it was a directory and is gone (deleted
+    /// or moved away), so nothing still waiting below it needs pushing.
+    pub fn push(&mut self, entry: impl Into<Entry>, gone_dir: bool) {
+        self.push_at(entry.into(), gone_dir, Instant::now());
     }
 
     /// [`Pending::push`] of a change made at `now`.
-    pub fn push_at(&mut self, path: PathBuf, gone_dir: bool, now: Instant) {
+    pub fn push_at(&mut self, entry: Entry, gone_dir: bool, now: Instant) {
         if self.full_pending && !self.full_inflight {
             return; // the full sync that has not started yet covers it
         }
-        let mut path = key(path);
-        // A listing owed from before (the fail log keeps its `/`).
-        let listing = path.len() > 1 && path.last() == Some(&b'/');
-        if listing {
-            path.pop();
-        }
+        // A listing: a directory that arrived whole, or one owed from before (the fail
+        // log keeps it). The top (the empty path) is never a listing.
+        let listing = entry.listing && !entry.path.as_os_str().is_empty();
+        let path = key(entry.path);
+        debug_assert!(path.last() != Some(&b'/'), "a path with a trailing /");
         self.dissolve_related(&path);
         // A collapsed directory waiting takes the changes of its direct children.
         if !gone_dir && !listing {
@@ -598,7 +608,7 @@ impl Pending {
             .map(|(_, m)| *m)
             .chain(self.renames.values().map(|r| r.mark))
             .chain(self.inflight.values().copied())
-            .chain(self.owed.values().map(|(m, _)| *m))
+            .chain(self.owed_marks.values().copied())
             .chain(self.full_mark)
             .chain(self.full_running)
             .chain(self.owed_full)
@@ -619,69 +629,122 @@ impl Pending {
         self.len() + self.inflight.len() + usize::from(self.full_inflight)
     }
 
-    /// A push of `job` failed for good: what it carried is owed until a push of it
-    /// succeeds. Entries in flight keep their marks; others (a fail log read at start)
-    /// get `fallback`.
-    pub fn owe(&mut self, job: &Job, fallback: Mark) {
+    /// A push of `job` failed for good (rsync `status`): what it carried is owed until
+    /// a push of it succeeds. Entries in flight keep their marks; others (a fail log
+    /// read at start) get `fallback`.
+    pub fn owe(&mut self, job: &Job, fallback: Mark, status: i32) {
         match job {
             Job::Full => {
                 let mut m = older(self.owed_full, self.full_running.unwrap_or(fallback));
-                for (_, (o, _)) in self.owed.drain() {
+                for (_, o) in self.owed_marks.drain() {
                     m = m.min(o);
                 }
                 self.owed_full = Some(m);
             }
             Job::Paths(_) | Job::Rename { .. } => {
                 for p in job.plain_paths() {
-                    let k = plain_key(&p);
-                    let listing = k.len() < p.as_os_str().len();
+                    let k = entry_key(&p);
                     let m = self.inflight.get(k).copied().unwrap_or(fallback);
                     match &mut self.owed_full {
                         // A full sync is owed: it covers the path.
                         Some(f) => *f = f.min(m),
                         None => {
-                            let e = self.owed.entry(k.to_vec()).or_insert((m, listing));
-                            e.0 = e.0.min(m);
-                            e.1 |= listing;
+                            let e = self.owed_marks.entry(k.to_vec()).or_insert(m);
+                            *e = e.min(m);
                         }
                     }
                 }
             }
         }
+        self.owed.record(job, status);
     }
 
-    /// A push of `job` succeeded: what it carried is no longer owed.
-    pub fn paid(&mut self, job: &Job) {
-        match job {
-            Job::Full => {
-                self.owed.clear();
-                self.owed_full = None;
-            }
-            _ if self.owed_full.is_some() => {}
-            Job::Paths(_) | Job::Rename { .. } => {
-                let paths = job.plain_paths();
-                for p in &paths {
-                    let k = plain_key(p);
-                    // A plain push does not pay an owed listing (see `FailLog::clear`).
-                    let listing = k.len() < p.as_os_str().len();
-                    if listing || self.owed.get(k).is_some_and(|(_, l)| !l) {
-                        self.owed.remove(k);
+    /// A push of `job` succeeded: what it carried is no longer owed (see
+    /// [`Owed::clear`]). Returns whether what is owed changed.
+    pub fn paid(&mut self, job: &Job) -> bool {
+        if self.owed.is_empty() {
+            return false;
+        }
+        let before = (self.owed.paths.len(), self.owed.full);
+        let paid = self.owed.clear(job);
+        for e in &paid {
+            self.owed_marks.remove(entry_key(e));
+        }
+        if let Job::Full = job {
+            self.owed_full = None;
+            self.owed_marks.clear();
+        }
+        // Waiting at the close: still owed, whatever was in flight then.
+        if let (Job::Full, Some(m)) = (job, self.kept_full) {
+            self.owe(&Job::Full, m, 0);
+        }
+        let kept: Vec<(Entry, Mark)> = if let Job::Full = job {
+            self.kept_at_close
+                .iter()
+                .map(|(k, (listing, m))| {
+                    let e = Entry {
+                        path: to_path(k.clone()),
+                        listing: *listing,
+                    };
+                    (e, *m)
+                })
+                .collect()
+        } else {
+            paid.into_iter()
+                .filter_map(|e| {
+                    let (_, m) = self.kept_at_close.get(entry_key(&e))?;
+                    Some((e, *m))
+                })
+                .collect()
+        };
+        for (e, m) in kept {
+            self.owe(&Job::Paths(vec![e]), m, 0);
+        }
+        before != (self.owed.paths.len(), self.owed.full)
+    }
+
+    /// What is owed is queued again at `at` (replacing a retry set before); nothing
+    /// when nothing is owed. `None`: no retry.
+    pub fn retry_at(&mut self, at: Option<Instant>) {
+        self.retry = at.filter(|_| self.owes());
+    }
+
+    /// A retry is set.
+    pub fn retrying(&self) -> bool {
+        self.retry.is_some()
+    }
+
+    /// Moves what is owed into the pending set when its retry is due; else returns
+    /// when it is due.
+    pub fn retry_due(&mut self, now: Instant) -> Option<Instant> {
+        match self.retry {
+            Some(at) if at > now => Some(at),
+            Some(_) => {
+                self.retry = None;
+                for job in self.owed.jobs() {
+                    match job {
+                        Job::Full => self.push_full_at(now),
+                        job => {
+                            for p in job.plain_paths() {
+                                self.push_at(p, false, now);
+                            }
+                        }
                     }
                 }
-                // A listing (`d/`) pushed d's entries: what was merged into it while it
-                // waited (owed files directly in d, from a fail log replayed) is paid too,
-                // but not the listings owed there: it pushed those as directories only.
-                let listed: HashSet<&[u8]> = paths
-                    .iter()
-                    .filter_map(|p| p.as_os_str().as_bytes().strip_suffix(b"/"))
-                    .collect();
-                if !listed.is_empty() && !self.owed.is_empty() {
-                    self.owed.retain(|k, (_, listing)| {
-                        *listing || !parent_key(k).is_some_and(|d| listed.contains(d))
-                    });
-                }
+                None
             }
+            None => None,
         }
+    }
+
+    /// Is anything owed?
+    pub fn owes(&self) -> bool {
+        !self.owed.is_empty()
+    }
+
+    /// What is owed (the fail log's entries for this remote).
+    pub fn owed(&self) -> &Owed {
+        &self.owed
     }
 
     pub fn len(&self) -> usize {
@@ -770,7 +833,8 @@ impl Pending {
                     let mark = r.mark;
                     let job = r.job();
                     // In flight as its plain paths: `from`, `to` and what is below it.
-                    let plain: Vec<Key> = job.plain_paths().into_iter().map(key).collect();
+                    let plain: Vec<Key> =
+                        job.plain_paths().into_iter().map(|e| key(e.path)).collect();
                     for p in &plain {
                         for a in ancestors(p) {
                             *self.inflight_below.entry(a.to_vec()).or_default() += 1;
@@ -816,12 +880,15 @@ impl Pending {
         self.running_paths += picked.len();
         let paths = picked
             .into_iter()
-            .map(|mut p| {
-                if self.replaced.remove(&p) {
+            .map(|p| {
+                let listing = self.replaced.remove(&p);
+                if listing {
                     self.listing_inflight.insert(p.clone());
-                    p.push(b'/');
                 }
-                to_path(p)
+                Entry {
+                    path: to_path(p),
+                    listing,
+                }
             })
             .collect();
         Some(Job::Paths(paths))
@@ -838,8 +905,7 @@ impl Pending {
             Job::Paths(_) | Job::Rename { .. } => {
                 self.running_paths = self.running_paths.saturating_sub(work.count());
                 for p in &work.plain_paths() {
-                    // A replaced directory went out with a trailing `/`.
-                    let p = plain_key(p);
+                    let p = entry_key(p);
                     self.inflight.remove(p);
                     self.listing_inflight.remove(p);
                     for a in ancestors(p) {
@@ -855,8 +921,8 @@ impl Pending {
         }
     }
 
-    /// [`Pending::finish`], then the listings `again` (directories `work` listed, no
-    /// `/`) wait once more with the marks they had in flight, so a barrier is not passed
+    /// [`Pending::finish`], then the listings `again` (directories `work` listed) wait
+    /// once more with the marks they had in flight, so a barrier is not passed
     /// on them.
     ///
     /// `redirect`: paths of `work` left out below what is a file or link now, with that
@@ -878,7 +944,7 @@ impl Pending {
         let moved: Vec<(Key, Mark)> = redirect
             .iter()
             .filter_map(|(p, a)| {
-                let m = self.inflight.get(plain_key(p))?;
+                let m = self.inflight.get(p.as_os_str().as_bytes())?;
                 Some((a.as_os_str().as_bytes().to_vec(), *m))
             })
             .collect();
@@ -903,16 +969,13 @@ impl Pending {
 
     /// What is being pushed right now: paths, and whether a full sync is running.
     /// A rename in flight counts as its plain form.
-    pub fn in_flight(&self) -> (Vec<PathBuf>, bool) {
+    pub fn in_flight(&self) -> (Vec<Entry>, bool) {
         (
             self.inflight
                 .keys()
-                .map(|k| {
-                    let mut k = k.clone();
-                    if self.listing_inflight.contains(&k) {
-                        k.push(b'/');
-                    }
-                    to_path(k)
+                .map(|k| Entry {
+                    path: to_path(k.clone()),
+                    listing: self.listing_inflight.contains(k),
                 })
                 .collect(),
             self.full_inflight,
@@ -921,27 +984,122 @@ impl Pending {
 
     /// Everything still waiting, oldest first, leaving nothing behind; `true` if a full
     /// sync was waiting too.
-    pub fn drain(&mut self) -> (Vec<PathBuf>, bool) {
+    #[cfg(test)]
+    pub fn drain(&mut self) -> (Vec<Entry>, bool) {
+        let (waiting, full) = self.drain_marked();
+        (
+            waiting.into_iter().map(|(e, _)| e).collect(),
+            full.is_some(),
+        )
+    }
+
+    /// [`Pending::drain`], with each entry's mark and the full sync's.
+    fn drain_marked(&mut self) -> (Vec<(Entry, Mark)>, Option<Mark>) {
         let full = std::mem::take(&mut self.full_pending);
-        self.full_mark = None;
-        self.by_path.clear();
+        let full_mark = self.full_mark.take().filter(|_| full);
+        let by_path = std::mem::take(&mut self.by_path);
         self.children.clear();
         self.rename_keys.clear();
         let replaced = std::mem::take(&mut self.replaced);
-        // A listing waiting keeps its `/`: what it stands for is its listing.
-        let mut paths: Vec<PathBuf> = std::mem::take(&mut self.by_seq)
+        // A listing waiting stays a listing: what it stands for is its listing.
+        let mut paths: Vec<(Entry, Mark)> = std::mem::take(&mut self.by_seq)
             .into_values()
-            .map(|mut k| {
-                if replaced.contains(&k) {
-                    k.push(b'/');
-                }
-                to_path(k)
+            .filter_map(|k| {
+                let (_, m) = by_path.get(&k)?;
+                let e = Entry {
+                    listing: replaced.contains(&k),
+                    path: to_path(k),
+                };
+                Some((e, *m))
             })
             .collect();
         for r in std::mem::take(&mut self.renames).into_values() {
-            paths.extend(r.job().plain_paths());
+            let m = r.mark;
+            paths.extend(r.job().plain_paths().into_iter().map(|e| (e, m)));
         }
-        (paths, full)
+        (
+            paths,
+            full.then(|| {
+                full_mark.unwrap_or(Mark {
+                    seq: 0,
+                    since: Instant::now(),
+                })
+            }),
+        )
+    }
+
+    /// The queue closes (a stop or a reload): everything waiting and in flight is owed
+    /// (status 0), keeping its marks; what was waiting is not paid by a push that was
+    /// in flight and succeeds. Returns what was waiting and in flight.
+    pub fn close(&mut self) -> Left {
+        let (waiting, full_waiting) = self.drain_marked();
+        let (running, full_running) = self.in_flight();
+        let full = full_waiting.is_some() || full_running;
+        if let Some(m) = full_waiting.or(self.full_running) {
+            self.owe(&Job::Full, m, 0);
+        }
+        self.kept_full = full_waiting;
+        for (e, m) in &waiting {
+            self.kept_at_close
+                .insert(entry_key(e).to_vec(), (e.listing, *m));
+            self.owe(&Job::Paths(vec![e.clone()]), *m, 0);
+        }
+        if !running.is_empty() {
+            // In flight: they keep the marks they have there.
+            let now = Mark {
+                seq: self.seq,
+                since: Instant::now(),
+            };
+            self.owe(&Job::Paths(running.clone()), now, 0);
+        }
+        Left {
+            waiting: waiting.into_iter().map(|(e, _)| e).collect(),
+            running,
+            full,
+        }
+    }
+}
+
+thread_local! {
+    /// How many times this thread holds the queue's lock now.
+    static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Does this thread hold a queue's lock? The lock order (ARCHITECTURE.md) puts the fail
+/// log's lock before the queue's: `Mirror` asserts this is false when it takes it.
+pub fn lock_held() -> bool {
+    HELD.with(|h| h.get() > 0)
+}
+
+/// Counts one hold of the queue's lock by this thread while it lives.
+struct Counted;
+
+impl Counted {
+    fn new() -> Counted {
+        HELD.with(|h| h.set(h.get() + 1));
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get().saturating_sub(1)));
+    }
+}
+
+/// The queue's lock, counted (see [`lock_held`]).
+struct Held<'a>(MutexGuard<'a, State>, Counted);
+
+impl std::ops::Deref for Held<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.0
     }
 }
 
@@ -1019,10 +1177,10 @@ impl View<'_> {
 /// What one remote still had when the queue closed (see [`Queue::close`]).
 #[derive(Debug, Default)]
 pub struct Left {
-    /// Waiting, oldest first (listings with their `/`).
-    pub waiting: Vec<PathBuf>,
+    /// Waiting, oldest first.
+    pub waiting: Vec<Entry>,
     /// In flight: these calls may yet succeed or fail.
-    pub running: Vec<PathBuf>,
+    pub running: Vec<Entry>,
     /// A full sync was waiting or running.
     pub full: bool,
 }
@@ -1047,31 +1205,6 @@ struct Remote {
     /// A worker has been woken to wait for this remote's second-call time; no need to
     /// wake another for every event until the remote starts a call.
     timer_armed: bool,
-    /// What the remote owes, queued again at that time (its backoff retry).
-    retry: Option<(Instant, Vec<Job>)>,
-}
-
-impl Remote {
-    /// Moves a retry that is due into the pending set; else returns when it is due.
-    fn retry_due(&mut self, now: Instant) -> Option<Instant> {
-        match &self.retry {
-            Some((at, _)) if *at > now => Some(*at),
-            Some(_) => {
-                for job in self.retry.take().map(|(_, jobs)| jobs).unwrap_or_default() {
-                    match job {
-                        Job::Full => self.pending.push_full(),
-                        job => {
-                            for p in job.plain_paths() {
-                                self.pending.push(p, false);
-                            }
-                        }
-                    }
-                }
-                None
-            }
-            None => None,
-        }
-    }
 }
 
 impl Remote {
@@ -1133,7 +1266,15 @@ impl Queue {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    /// The queue's lock, counted as held by this thread (see [`lock_held`]).
+    fn lock(&self) -> Held<'_> {
+        let counted = Counted::new();
+        Held(self.raw_lock(), counted)
+    }
+
+    /// The queue's lock for a condvar wait (only `take` and `wait_for`, which call out
+    /// to nothing but a barrier's check, counted in `wait_for`).
+    fn raw_lock(&self) -> MutexGuard<'_, State> {
         // A worker that panicked while holding the lock left consistent state: every
         // mutation above is completed before any call that could panic.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -1149,8 +1290,8 @@ impl Queue {
         self.wake_for(st, targets);
     }
 
-    /// Queues many paths at once (a walked directory) with one lock.
-    pub fn push_many(&self, targets: &[RemoteId], paths: &[PathBuf]) {
+    /// Queues many entries at once (a walked directory, what is owed) with one lock.
+    pub fn push_many(&self, targets: &[RemoteId], paths: &[Entry]) {
         if paths.is_empty() {
             return;
         }
@@ -1174,7 +1315,7 @@ impl Queue {
             let pending = &mut st.remotes[t.0].pending;
             for item in changes {
                 match item {
-                    Item::Path(p, gone_dir) => pending.push_at(p.clone(), *gone_dir, now),
+                    Item::Path(e, gone_dir) => pending.push_at(e.clone(), *gone_dir, now),
                     Item::Rename {
                         from,
                         to,
@@ -1210,7 +1351,7 @@ impl Queue {
     /// to wait for its second-call time. During a burst neither holds for most events,
     /// so the watcher does not pay a thread wake-up per event: the worker whose call
     /// ends takes what piled up.
-    fn wake_for(&self, mut st: MutexGuard<'_, State>, targets: &[RemoteId]) {
+    fn wake_for(&self, mut st: Held<'_>, targets: &[RemoteId]) {
         let now = Instant::now();
         let all_running = st.running();
         let mut wake = false;
@@ -1237,7 +1378,7 @@ impl Queue {
     /// oldest goes first (ties in turn), so with fewer workers than remotes no remote
     /// waits while others that got their changes later are served.
     pub fn take(&self) -> Option<(RemoteId, Job)> {
-        let mut st = self.lock();
+        let mut st = self.raw_lock();
         loop {
             if st.closed {
                 return None;
@@ -1249,7 +1390,7 @@ impl Queue {
                     let more = st
                         .remotes
                         .iter()
-                        .any(|r| !r.pending.is_empty() || r.retry.is_some());
+                        .any(|r| !r.pending.is_empty() || r.pending.retrying());
                     drop(st);
                     if more {
                         self.wake.notify_one();
@@ -1306,7 +1447,7 @@ impl Queue {
         for i in 0..n {
             let t = (st.next + i) % n;
             let remote = &mut st.remotes[t];
-            if let Some(at) = remote.retry_due(now) {
+            if let Some(at) = remote.pending.retry_due(now) {
                 soonest = Some(soonest.map_or(at, |s| s.min(at)));
             }
             let Some(oldest) = remote.pending.oldest_waiting() else {
@@ -1347,7 +1488,7 @@ impl Queue {
         self.finish_again(target, work, rest, &[], &[]);
     }
 
-    /// [`Queue::finish`], with the listings `again` (directories of `work`, no `/`)
+    /// [`Queue::finish`], with the listings `again` (directories `work` listed)
     /// queued once more with the marks they had in flight: their push did not make
     /// them equal (see `Mirror::run_job`).
     pub fn finish_again(
@@ -1371,20 +1512,66 @@ impl Queue {
         self.progress.notify_all();
     }
 
-    /// A push to `target` failed for good (it went to the fail log): its entries stay
-    /// owed, with their marks, until a push of them succeeds. Call before [`Queue::finish`].
-    /// Entries not in flight (read from the fail log at start) count from `since`.
-    pub fn owe(&self, target: RemoteId, job: &Job, since: Instant) {
+    /// A push to `target` failed for good (rsync `status`): its entries stay owed, with
+    /// their marks, until a push of them succeeds. Call before [`Queue::finish`].
+    /// Entries not in flight count from `since`.
+    pub fn owe(&self, target: RemoteId, job: &Job, since: Instant, status: i32) {
         if let Some(r) = self.lock().remotes.get_mut(target.0) {
-            r.pending.owe(job, Mark { seq: 0, since });
+            r.pending.owe(job, Mark { seq: 0, since }, status);
         }
     }
 
-    /// A push to `target` succeeded: what it carried is no longer owed.
-    pub fn paid(&self, target: RemoteId, job: &Job) {
+    /// What a fail log read at start owed `target`: owed again, counting from `since`.
+    pub fn restore(&self, target: RemoteId, owed: &Owed, since: Instant) {
         if let Some(r) = self.lock().remotes.get_mut(target.0) {
-            r.pending.paid(job);
+            for job in owed.jobs() {
+                r.pending.owe(&job, Mark { seq: 0, since }, owed.status);
+            }
         }
+    }
+
+    /// A push to `target` succeeded: what it carried is no longer owed. Returns whether
+    /// what is owed changed.
+    pub fn paid(&self, target: RemoteId, job: &Job) -> bool {
+        self.lock()
+            .remotes
+            .get_mut(target.0)
+            .is_some_and(|r| r.pending.paid(job))
+    }
+
+    /// Does `target` owe anything?
+    pub fn owes(&self, target: RemoteId) -> bool {
+        self.lock()
+            .remotes
+            .get(target.0)
+            .is_some_and(|r| r.pending.owes())
+    }
+
+    /// What `target` owes, as jobs (a full sync, or its paths).
+    pub fn owed_jobs(&self, target: RemoteId) -> Vec<Job> {
+        self.lock()
+            .remotes
+            .get(target.0)
+            .map(|r| r.pending.owed().jobs())
+            .unwrap_or_default()
+    }
+
+    /// What every remote owes: the fail log's entries, as it is written.
+    pub fn owed(&self) -> Vec<Owed> {
+        self.lock()
+            .remotes
+            .iter()
+            .map(|r| r.pending.owed().clone())
+            .collect()
+    }
+
+    /// Entries owed per remote (paths, a full sync as one).
+    pub fn owed_counts(&self) -> Vec<usize> {
+        self.lock()
+            .remotes
+            .iter()
+            .map(|r| r.pending.owed().len())
+            .collect()
     }
 
     /// How far behind each remote is.
@@ -1434,11 +1621,13 @@ impl Queue {
     /// Waits until `done` holds, checking it now and whenever a push ends, a cookie is
     /// seen or the queue closes, but not past `until`. Returns whether it held.
     pub fn wait_for(&self, until: Instant, mut done: impl FnMut(&View<'_>) -> bool) -> bool {
-        let mut st = self.lock();
+        let mut st = self.raw_lock();
         loop {
+            let counted = Counted::new();
             if done(&View(&st)) {
                 return true;
             }
+            drop(counted);
             let now = Instant::now();
             if now >= until {
                 return false;
@@ -1451,11 +1640,11 @@ impl Queue {
         }
     }
 
-    /// Queues `owed` for this remote at `at` (its next retry on the backoff schedule),
+    /// Queues what this remote owes at `at` (its next retry on the backoff schedule),
     /// replacing a retry that was waiting. It joins the pending set like any change.
-    pub fn retry_at(&self, target: RemoteId, at: Instant, owed: Vec<Job>) {
+    pub fn retry_at(&self, target: RemoteId, at: Instant) {
         let mut st = self.lock();
-        st.remotes[target.0].retry = (!owed.is_empty()).then_some((at, owed));
+        st.remotes[target.0].pending.retry_at(Some(at));
         drop(st);
         // A sleeping worker recomputes how long to wait.
         self.wake.notify_one();
@@ -1463,7 +1652,7 @@ impl Queue {
 
     /// Drops a waiting retry (the remote is level, or what it owes was queued now).
     pub fn cancel_retry(&self, target: RemoteId) {
-        self.lock().remotes[target.0].retry = None;
+        self.lock().remotes[target.0].pending.retry_at(None);
     }
 
     /// Nothing waiting and nothing in flight, for every remote (a retry waiting for its
@@ -1479,9 +1668,9 @@ impl Queue {
     /// is the only one in flight to it.
     pub fn is_last_call_of(&self, target: RemoteId) -> bool {
         let st = self.lock();
-        st.remotes
-            .get(target.0)
-            .is_some_and(|r| r.pending.is_empty() && r.pending.running() <= 1 && r.retry.is_none())
+        st.remotes.get(target.0).is_some_and(|r| {
+            r.pending.is_empty() && r.pending.running() <= 1 && !r.pending.retrying()
+        })
     }
 
     /// Nothing waiting and nothing in flight for one remote.
@@ -1501,24 +1690,13 @@ impl Queue {
             .collect()
     }
 
-    /// Stops handing out work and returns, per remote, everything that was still
-    /// waiting and what is in flight (which may yet fail).
+    /// Stops handing out work: everything still waiting and in flight is owed (see
+    /// [`Pending::close`]). Returns, per remote, what was waiting and what is in flight
+    /// (which may yet fail or succeed).
     pub fn close(&self) -> Vec<Left> {
         let mut st = self.lock();
         st.closed = true;
-        let left = st
-            .remotes
-            .iter_mut()
-            .map(|r| {
-                let (waiting, full) = r.pending.drain();
-                let (running, full_running) = r.pending.in_flight();
-                Left {
-                    waiting,
-                    running,
-                    full: full || full_running,
-                }
-            })
-            .collect();
+        let left = st.remotes.iter_mut().map(|r| r.pending.close()).collect();
         drop(st);
         self.wake.notify_all();
         self.progress.notify_all();

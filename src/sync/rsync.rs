@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::job::Job;
+use super::job::{Entry, Job};
 use crate::config::{Remote, RsyncOptions};
 use crate::sys::{fsafe, memfile, nosymfollow};
 
@@ -232,7 +232,7 @@ impl Target {
     /// listing; what the remote lacks there is sent: an entry whose push ran while its
     /// ancestor was renamed here found it gone, and the `mv` then moved the old tree
     /// without it. (Daemon mode's rename push lists the same paths.)
-    pub fn settle_argv(&self, paths: &[PathBuf]) -> Vec<OsString> {
+    pub fn settle_argv(&self, paths: &[Entry]) -> Vec<OsString> {
         self.argv_with_args_checked(&Job::Paths(paths.to_vec()), false, false)
     }
 
@@ -251,32 +251,29 @@ impl Target {
                 // A listed directory is pushed as itself (its contents are entries of
                 // their own), not skipped.
                 argv.push("--dirs".into());
-                // A path with a trailing `/` is a directory that replaced another one,
-                // or a collapsed one (see `queue`): its listing is pushed and, with
-                // deletes on, what the remote holds there beyond it is deleted. The `/`
-                // is kept only while it is a directory.
-                let mut replaced = false;
+                // A listing is a directory that replaced another one, or a collapsed
+                // one (see `queue`): it goes as `./dir/`, so its listing is pushed and,
+                // with deletes on, what the remote holds there beyond it is deleted.
+                // It goes so only while it is a directory (the fail log keeps it).
+                let mut listed = false;
                 let mut args = Vec::with_capacity(paths.len());
-                for p in paths {
-                    let mut bytes = p.as_os_str().as_bytes();
-                    if let Some(dir) = bytes.strip_suffix(b"/") {
-                        let is_dir =
-                            std::fs::symlink_metadata(self.root.join(OsStr::from_bytes(dir)))
-                                .is_ok_and(|m| m.is_dir());
-                        if !is_dir && !keep_slash {
-                            bytes = dir;
-                        } else if self.delete {
-                            replaced = true;
-                        }
-                    }
+                for e in paths {
                     let mut a = OsString::from("./");
-                    a.push(OsStr::from_bytes(bytes));
+                    a.push(e.path.as_os_str());
+                    if e.listing
+                        && (keep_slash
+                            || std::fs::symlink_metadata(self.root.join(&e.path))
+                                .is_ok_and(|m| m.is_dir()))
+                    {
+                        a.push("/");
+                        listed = true;
+                    }
                     args.push(a);
                 }
-                if replaced {
+                if listed && self.delete {
                     argv.push("--delete".into());
                 }
-                if args.iter().any(|a| a.as_bytes().ends_with(b"/")) {
+                if listed {
                     // A listing sends the entries rsync finds when it reads the
                     // directory: a temp file made after the agent listed the excluded
                     // names there stays out too (and is not deleted on the remote).
@@ -590,12 +587,12 @@ pub const ARGS_BUDGET: usize = 512 * 1024;
 
 /// Splits paths into runs whose `./path` arguments fit `budget` bytes each (a single
 /// path longer than the budget still gets a run of its own).
-pub fn split_for_args(paths: &[PathBuf], budget: usize) -> Vec<&[PathBuf]> {
+pub fn split_for_args<P: ArgLen>(paths: &[P], budget: usize) -> Vec<&[P]> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut used = 0;
     for (i, p) in paths.iter().enumerate() {
-        let cost = p.as_os_str().len() + 3; // "./" and the terminating NUL
+        let cost = p.arg_len() + 3; // "./" and the terminating NUL
         if used + cost > budget && i > start {
             out.push(&paths[start..i]);
             start = i;
@@ -607,6 +604,24 @@ pub fn split_for_args(paths: &[PathBuf], budget: usize) -> Vec<&[PathBuf]> {
         out.push(&paths[start..]);
     }
     out
+}
+
+/// How long a path is as one argument, without its `./`.
+pub trait ArgLen {
+    fn arg_len(&self) -> usize;
+}
+
+impl ArgLen for PathBuf {
+    fn arg_len(&self) -> usize {
+        self.as_os_str().len()
+    }
+}
+
+impl ArgLen for Entry {
+    /// A listing's argument ends in `/`.
+    fn arg_len(&self) -> usize {
+        self.path.as_os_str().len() + usize::from(self.listing)
+    }
 }
 
 /// Puts `--from0 --exclude-from=-` first in `argv` and returns what its stdin then
@@ -684,7 +699,7 @@ pub fn describe_status(status: i32) -> &'static str {
 }
 
 /// Keep this much of rsync's stderr for the log.
-const STDERR_KEEP: usize = 4096;
+pub const STDERR_KEEP: usize = 4096;
 
 /// Runs the commands a worker needs (rsync, and the remote `mv` of a rename over ssh).
 /// The agent runs processes ([`Processes`]); the simulator (`sync::sim`) answers them
@@ -1341,7 +1356,7 @@ mod tests {
             1,
             "a long path still gets a run"
         );
-        assert!(split_for_args(&[], 10).is_empty());
+        assert!(split_for_args::<PathBuf>(&[], 10).is_empty());
     }
 
     /// After the remote `mv` of a directory, what was below it goes by quick check: the
@@ -1350,7 +1365,7 @@ mod tests {
     #[test]
     fn a_settling_push_is_a_live_push_by_quick_check() {
         let t = target(Some("ssh"), true);
-        let paths: Vec<PathBuf> = vec!["b".into(), "b/v/i/x".into(), "-f".into()];
+        let paths: Vec<Entry> = vec!["b".into(), "b/v/i/x".into(), "-f".into()];
         let settle = words(&t.settle_argv(&paths));
         let live = words(&t.argv(&Job::Paths(paths), &[]).0);
         assert!(!settle.contains(&"--ignore-times".to_owned()));
@@ -1419,7 +1434,10 @@ mod tests {
         std::fs::create_dir(root.path().join("d")).expect("mkdir");
         let mut t = target(None, true);
         t.root = root.path().to_path_buf();
-        let listing = words(&t.argv(&Job::Paths(vec!["d/".into(), "x".into()]), &[]).0);
+        let listing = words(
+            &t.argv(&Job::Paths(vec![Entry::listing("d"), "x".into()]), &[])
+                .0,
+        );
         for g in crate::filter::temp_name_globs() {
             assert!(
                 listing.contains(&format!("--exclude={g}")),
@@ -1511,8 +1529,7 @@ mod tests {
             names in proptest::collection::vec(
                 proptest::collection::vec(1u8..=255, 1..40)
                     .prop_filter("relative", |b| b[0] != b'/')
-                    // A trailing `/` marks a replaced directory (see `queue`); the
-                    // watcher's paths never end in one.
+                    // The watcher's paths never end in `/`.
                     .prop_filter("no trailing slash", |b| b.last() != Some(&b'/')),
                 1..6,
             )
@@ -1522,7 +1539,8 @@ mod tests {
                 .iter()
                 .map(|b| PathBuf::from(OsStr::from_bytes(b)))
                 .collect();
-            let (argv, stdin) = t.argv(&Job::Paths(paths.clone()), &[]);
+            let (argv, stdin) =
+                t.argv(&Job::Paths(crate::sync::job::plain_entries(paths.clone())), &[]);
             prop_assert!(stdin.is_empty());
             let (plain, _) = t.argv(&Job::Paths(vec![]), &[]);
             let n = plain.len() - 1;

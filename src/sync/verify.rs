@@ -428,7 +428,7 @@ impl Verifier {
             queue.push_full(&[t]);
             return;
         }
-        let paths: Vec<PathBuf> = drift.paths.into_iter().map(|(_, p)| p).collect();
+        let paths = super::job::plain_entries(drift.paths.into_iter().map(|(_, p)| p));
         queue.push_many(&[t], &paths);
     }
 }

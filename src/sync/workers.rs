@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::cause::{self, Cause, Failures};
 use super::faillog::{self, FailLog};
-use super::job::{Job, RemoteId};
+use super::job::{Entry, Job, RemoteId};
 use super::queue::Queue;
 use super::recovery::{self, Recovery};
 use super::rsync::{self, Outcome, Target};
@@ -168,8 +168,6 @@ pub struct Mirror {
     unsaved: Mutex<Option<String>>,
     /// Set while the ssh control directory fails its check (warned once, not per push).
     control_failing: AtomicBool,
-    /// Per remote, what was waiting when the queue closed (see [`Mirror::close`]).
-    waiting_at_close: Mutex<Vec<Vec<PathBuf>>>,
     /// What runs rsync and the remote `mv`: child processes, or the simulator's model.
     runner: Arc<dyn rsync::Runner>,
     /// The warm-restart index, told what each push carried (see [`Mirror::record_in`]).
@@ -207,14 +205,15 @@ impl Mirror {
         queue: Arc<Queue>,
         excludes: Excludes,
         debug: bool,
-        fail_log: FailLog,
+        mut fail_log: FailLog,
         after_push: Option<Arc<dyn AfterPush>>,
     ) -> Self {
         let stats = targets.iter().map(|_| Stats::default()).collect();
-        // What a fail log from before owes counts as changes made now.
+        // What a fail log from before owes goes to the ledger (the queue), the one
+        // record of it from now on; it counts as changes made now.
         let now = Instant::now();
-        for (t, job) in faillog::owed_jobs(&fail_log) {
-            queue.owe(t, &job, now);
+        for (t, owed) in std::mem::take(&mut fail_log.owed).iter().enumerate() {
+            queue.restore(RemoteId(t), owed, now);
         }
         let excludes = targets
             .iter()
@@ -234,7 +233,6 @@ impl Mirror {
             roots: OnceLock::new(),
             unsaved: Mutex::new(None),
             control_failing: AtomicBool::new(false),
-            waiting_at_close: Mutex::new(Vec::new()),
             runner: Arc::new(rsync::Processes),
             index: OnceLock::new(),
         }
@@ -387,14 +385,13 @@ impl Mirror {
             }
         };
         let job = &job.clone().plain();
-        let mut fl = self.fail_log();
+        let fl = self.fail_log();
         log::warn!(
             "not pushing {what} to {}: {why}; kept in the fail log {} until the root is watched again",
             self.targets[t.0].label(),
             fl.path.display()
         );
-        fl.add(t, job, 0);
-        self.queue.owe(t, job, Instant::now());
+        self.queue.owe(t, job, Instant::now(), 0);
         self.save(&fl);
     }
 
@@ -417,13 +414,16 @@ impl Mirror {
     }
 
     fn fail_log(&self) -> MutexGuard<'_, FailLog> {
+        debug_assert!(
+            !super::queue::lock_held(),
+            "lock order: the fail log's lock is taken before the queue's, never under it"
+        );
         self.fail_log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Entries owed to configured remotes in the fail log.
+    /// Entries owed to configured remotes.
     pub fn owed(&self) -> usize {
-        let fl = self.fail_log();
-        fl.len() - fl.unknown_len()
+        self.queue.owed_counts().iter().sum()
     }
 
     /// (root, destination, entries) kept in the fail log for remotes the config does not
@@ -434,7 +434,7 @@ impl Mirror {
 
     /// Entries owed per remote label, for `--replay`'s report.
     pub fn owed_summary(&self) -> std::collections::BTreeMap<String, usize> {
-        faillog::summary(&self.fail_log(), &self.targets)
+        faillog::summary(&self.queue.owed(), &self.targets)
     }
 
     pub fn fail_log_path(&self) -> PathBuf {
@@ -524,7 +524,8 @@ impl Mirror {
                     let to_paths = rename_to_paths(&taken.job);
                     let settled = self.settle(t, &to_paths);
                     rest = self.account(t, &to_paths, &settled);
-                    rest = rest.or(self.account(t, &Job::Paths(vec![from.clone()]), &outcome));
+                    let from = Job::Paths(vec![Entry::plain(from.clone())]);
+                    rest = rest.or(self.account(t, &from, &outcome));
                     if let (true, Some((ix, b))) = (settled.ok() && outcome.ok(), rename_before) {
                         ix.landed(t, b.0);
                     }
@@ -541,11 +542,11 @@ impl Mirror {
                     if let (true, Some((ix, b))) = (outcome.ok(), rename_before) {
                         ix.landed(t, b.1);
                     }
-                    let mut gone = from.clone().into_os_string();
-                    if let Job::Rename { dir: true, .. } = taken.job {
-                        gone.push("/");
-                    }
-                    let job = Job::Paths(vec![PathBuf::from(gone)]);
+                    let gone = Entry {
+                        path: from.clone(),
+                        listing: matches!(taken.job, Job::Rename { dir: true, .. }),
+                    };
+                    let job = Job::Paths(vec![gone]);
                     let excluded = self.excluded_in_listings(t, &job);
                     vec![(job, excluded)]
                 }
@@ -568,6 +569,39 @@ impl Mirror {
             if outcome.ok() {
                 if let Some(failed) = self.prune(t, &call, &excluded) {
                     outcome = failed;
+                }
+            }
+            if let Job::Full = call {
+                if let Some((failed, ended)) = self.partial_full(t, &outcome, &excluded) {
+                    // Paid but for what rsync named: those files are owed (and tried
+                    // again on the backoff schedule), not the whole tree.
+                    rest = rest.or(self.account_landed_part(t, &call, &ended));
+                    let failed = Job::Paths(crate::sync::job::plain_entries(failed));
+                    rest = rest.or(self.account(t, &failed, &outcome));
+                    continue;
+                }
+            }
+            if let Some((failed, paid)) = partial_paths(&self.targets[t.0].root, &call, &outcome) {
+                if left_out.is_empty() {
+                    // Paid but for the files rsync named: those are owed (and tried
+                    // again on the backoff schedule), not the whole call.
+                    let ok = Outcome {
+                        status: 0,
+                        ..outcome.clone()
+                    };
+                    // The index enters what landed; the failed files keep what it had.
+                    if let (Some(ix), Some(before), Job::Paths(f)) =
+                        (self.index.get(), before, &failed)
+                    {
+                        let landed = before
+                            .into_iter()
+                            .filter(|(p, _)| !f.iter().any(|e| e.path == *p))
+                            .collect();
+                        ix.landed(t, landed);
+                    }
+                    rest = rest.or(self.account_landed_part(t, &paid, &ok));
+                    rest = rest.or(self.account(t, &failed, &outcome));
+                    continue;
                 }
             }
             let mut call = call;
@@ -593,14 +627,7 @@ impl Mirror {
                     // Not paid: what they owe (in the fail log, with its older mark) stays
                     // owed until their listing lands.
                     if let Job::Paths(paths) = &mut call {
-                        paths.retain(|p| {
-                            !p.as_os_str()
-                                .as_encoded_bytes()
-                                .strip_suffix(b"/")
-                                .is_some_and(|d| {
-                                    again.iter().any(|a| a.as_os_str().as_encoded_bytes() == d)
-                                })
-                        });
+                        paths.retain(|e| !(e.listing && again.contains(&e.path)));
                     }
                     taken.again.extend(again);
                 }
@@ -620,6 +647,50 @@ impl Mirror {
         }
         taken.rest = rest;
         taken.accounted = true;
+    }
+
+    /// A full sync that ended in exit 23 naming the files it could not read (each a file,
+    /// not a directory, in the tree now, and rsync's report of them complete): those
+    /// files, and the outcome of the rest. With deletes on, rsync skipped every deletion
+    /// after the I/O error, so a second full sync that leaves the failed files out
+    /// (neither sent nor deleted) makes the deletions; its outcome is the rest's. `None`:
+    /// the full sync is owed whole (another failure, a directory named, a path outside
+    /// the root, stderr cut short, or the second run failed).
+    fn partial_full(
+        &self,
+        t: RemoteId,
+        outcome: &Outcome,
+        excluded: &[PathBuf],
+    ) -> Option<(Vec<PathBuf>, Outcome)> {
+        if outcome.status != 23 || outcome.stderr.len() + 64 >= rsync::STDERR_KEEP {
+            return None;
+        }
+        let root = &self.targets[t.0].root;
+        let failed = failed_in_root(root, &outcome.stderr)?;
+        if failed
+            .iter()
+            .any(|p| std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_dir()))
+        {
+            return None;
+        }
+        if !(self.targets[t.0].delete && outcome.stderr.contains("skipping file deletion")) {
+            let rest = Outcome {
+                status: 0,
+                ..outcome.clone()
+            };
+            return Some((failed, rest));
+        }
+        let mut without: Vec<PathBuf> = excluded.to_vec();
+        without.extend(failed.iter().cloned());
+        log::info!(
+            "full sync of {} to {}: rsync skipped deletions after failing on {} path(s); \
+             running it again without them",
+            root.display(),
+            self.targets[t.0].label(),
+            failed.len()
+        );
+        let again = self.push(t, &Job::Full, &without, &mut Vec::new());
+        again.ok().then_some((failed, again))
     }
 
     /// Carries a rename to `t` as one: in ssh mode as one `mv` on the remote
@@ -664,14 +735,16 @@ impl Mirror {
             // rename, it travels plain.
             return None;
         }
-        let to_paths = rename_to_paths(job).plain_paths();
+        let to_paths: Vec<PathBuf> = rename_to_paths(job)
+            .plain_paths()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
         let argvs = target.rename_argvs(from, to, *dir, &to_paths)?;
         // A directory's push lists its entries (`./to/./`): the temp and excluded names
         // among them stay out, anchored at `to` (the transfer's top there).
         let excluded: Vec<PathBuf> = if *dir {
-            let mut listing = to.as_os_str().to_owned();
-            listing.push("/");
-            self.excluded_in_listings(t, &Job::Paths(vec![PathBuf::from(listing)]))
+            self.excluded_in_listings(t, &Job::Paths(vec![Entry::listing(to.clone())]))
                 .into_iter()
                 .filter_map(|p| p.strip_prefix(to).ok().map(Path::to_path_buf))
                 .collect()
@@ -741,7 +814,7 @@ impl Mirror {
         }
     }
 
-    /// After a call that listed directories (`d/`) holding directories themselves: one
+    /// After a call that listed directories holding directories themselves: one
     /// call that deletes what the remote holds below them beyond the source (a directory
     /// deleted and made again before the delete reached the remote keeps nothing of the
     /// old tree; a listing alone deletes only at its own level). After, not before: the
@@ -749,7 +822,6 @@ impl Mirror {
     /// now is, and the other way round). `Some` (the outcome) when that call failed: the
     /// job then counts as failed and is retried whole.
     fn prune(&self, t: RemoteId, job: &Job, excluded: &[PathBuf]) -> Option<Outcome> {
-        use std::os::unix::ffi::OsStrExt;
         let target = &*self.target_for_call(t);
         let Job::Paths(paths) = job else {
             return None;
@@ -759,8 +831,8 @@ impl Mirror {
         }
         let dirs: Vec<PathBuf> = paths
             .iter()
-            .filter_map(|p| p.as_os_str().as_bytes().strip_suffix(b"/"))
-            .map(|d| PathBuf::from(std::ffi::OsStr::from_bytes(d)))
+            .filter(|e| e.listing)
+            .map(|e| e.path.clone())
             .filter(|d| {
                 std::fs::read_dir(target.root.join(d)).is_ok_and(|mut it| {
                     it.any(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir())))
@@ -777,7 +849,7 @@ impl Mirror {
     }
 
     /// The temp and excluded names among the entries of the directories `job` lists
-    /// (`d/`, pushed with their entries): one listing of each such directory.
+    /// (pushed with their entries): one listing of each such directory.
     fn excluded_in_listings(&self, t: RemoteId, job: &Job) -> Vec<PathBuf> {
         use std::os::unix::ffi::OsStrExt;
         let Job::Paths(paths) = job else {
@@ -785,11 +857,8 @@ impl Mirror {
         };
         let root = &self.targets[t.0].root;
         let mut out = Vec::new();
-        for p in paths {
-            let Some(dir) = p.as_os_str().as_bytes().strip_suffix(b"/") else {
-                continue;
-            };
-            let dir = Path::new(std::ffi::OsStr::from_bytes(dir));
+        for e in paths.iter().filter(|e| e.listing) {
+            let dir = e.path.as_path();
             let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
                 continue;
             };
@@ -867,17 +936,17 @@ impl Mirror {
             if outcome.status == 23 && !checked_below_files {
                 checked_below_files = true;
                 if let Job::Paths(paths) = job {
-                    let reachable: Vec<PathBuf> = paths
+                    let reachable: Vec<Entry> = paths
                         .iter()
-                        .filter(|p| !below_a_file(&target.root, p))
+                        .filter(|e| !below_a_file(&target.root, &e.path))
                         .cloned()
                         .collect();
                     if reachable.len() < paths.len() {
                         left_out.extend(
                             paths
                                 .iter()
-                                .filter(|p| below_a_file(&target.root, p))
-                                .cloned(),
+                                .filter(|e| below_a_file(&target.root, &e.path))
+                                .map(|e| e.path.clone()),
                         );
                         log::info!(
                             "{} path(s) below what is a file or link now left out of the push \
@@ -948,6 +1017,23 @@ impl Mirror {
     /// Books an outcome: counters, fail queue, fail log. Returns how long the remote
     /// should rest before its next call.
     fn account(&self, t: RemoteId, job: &Job, outcome: &Outcome) -> Option<Duration> {
+        self.book(t, job, outcome, true)
+    }
+
+    /// The part of a call that ended in exit 23 which landed: paid like a success, but
+    /// the call failed, so it ends no run of failures (no "recovered" line); the failed
+    /// part is booked with [`Mirror::account`].
+    fn account_landed_part(&self, t: RemoteId, job: &Job, outcome: &Outcome) -> Option<Duration> {
+        self.book(t, job, outcome, false)
+    }
+
+    fn book(
+        &self,
+        t: RemoteId,
+        job: &Job,
+        outcome: &Outcome,
+        ends_failures: bool,
+    ) -> Option<Duration> {
         let stats = &self.stats[t.0];
         let target = &self.targets[t.0];
         if let Job::Full = job {
@@ -965,7 +1051,8 @@ impl Mirror {
             // Once per path, not once per remote: after the root's first remote has it.
             if let (Some(after), Job::Paths(paths)) = (&self.after_push, job) {
                 if self.targets.iter().position(|x| x.root == target.root) == Some(t.0) {
-                    after.pushed(&target.root, paths);
+                    let paths: Vec<PathBuf> = paths.iter().map(|e| e.path.clone()).collect();
+                    after.pushed(&target.root, &paths);
                 }
             }
             let label = target.label();
@@ -993,25 +1080,11 @@ impl Mirror {
                     outcome.elapsed.as_secs_f64()
                 );
             }
-            let mut fl = self.fail_log();
-            let mut changed = fl.clear(t, job);
-            if changed {
-                // Closed meanwhile: what was waiting then is still owed.
-                let waiting = self
-                    .waiting_at_close
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(t.0)
-                    .cloned()
-                    .unwrap_or_default();
-                if !waiting.is_empty() {
-                    let before = fl.len();
-                    fl.add(t, &Job::Paths(waiting), 0);
-                    changed = changed || fl.len() != before;
-                }
-            }
-            self.queue.paid(t, job);
-            let still_owes = !fl.owed[t.0].is_empty();
+            // The fail log's lock first, then the queue's (see ARCHITECTURE.md), so
+            // the file is written in the order the ledger changed.
+            let fl = self.fail_log();
+            let changed = self.queue.paid(t, job);
+            let still_owes = self.queue.owes(t);
             let (was_failing, recovered) = {
                 let mut rec = stats.recovery();
                 (rec.is_failing(), rec.succeeded(still_owes))
@@ -1023,7 +1096,7 @@ impl Mirror {
             // out again now; a push of each pays it.
             let orphaned = !recovered && still_owes && self.queue.is_last_call_of(t);
             let owed = if recovered || orphaned {
-                owed_by(&fl, t)
+                self.queue.owed_jobs(t)
             } else {
                 Vec::new()
             };
@@ -1031,7 +1104,10 @@ impl Mirror {
                 self.save(&fl);
             }
             drop(fl);
-            if let Some(r) = stats.failures().succeeded(SystemTime::now()) {
+            let ended = (ends_failures)
+                .then(|| stats.failures().succeeded(SystemTime::now()))
+                .flatten();
+            if let Some(r) = ended {
                 log::info!(
                     remote = label.as_str(), failed_calls = r.failed_calls;
                     "{}",
@@ -1063,7 +1139,7 @@ impl Mirror {
         }
         stats.failed.fetch_add(1, Ordering::Relaxed);
         let what = match job {
-            Job::Paths(p) if p.len() == 1 => format!("{}", p[0].display()),
+            Job::Paths(p) if p.len() == 1 => p[0].to_string(),
             Job::Paths(p) => format!("{} paths", p.len()),
             Job::Full => "full sync".to_owned(),
             Job::Rename { from, to, .. } => {
@@ -1088,13 +1164,11 @@ impl Mirror {
                 }
             ));
         }
-        let mut fl = self.fail_log();
-        fl.add(t, job, outcome.status);
+        let fl = self.fail_log();
         // Before the job is finished in the queue, so its entries are never neither in
         // flight nor owed (a barrier would pass them).
-        self.queue.owe(t, job, Instant::now());
+        self.queue.owe(t, job, Instant::now(), outcome.status);
         let saved = self.try_save(&fl);
-        let owed = owed_by(&fl, t);
         let path = fl.path.clone();
         drop(fl);
         let plan = stats.recovery().failed(
@@ -1104,7 +1178,7 @@ impl Mirror {
             crate::sys::random_u64(),
         );
         let retry_in = plan.retry_at.saturating_duration_since(Instant::now());
-        self.queue.retry_at(t, plan.retry_at, owed);
+        self.queue.retry_at(t, plan.retry_at);
         match saved {
             Ok(()) => log::error!(
                 remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status,
@@ -1131,8 +1205,8 @@ impl Mirror {
         Some(plan.rest)
     }
 
-    /// Writes the fail log (under its lock), logging a failure the first time it is
-    /// seen.
+    /// Writes the fail log from the ledger (under the fail log's lock), logging a
+    /// failure the first time it is seen.
     fn save(&self, fl: &FailLog) {
         let mut known = self
             .unsaved
@@ -1145,7 +1219,7 @@ impl Mirror {
                     "cannot write the fail log {} ({e}): its {} entries are kept in memory \
                      only; writing it again at the next change and every {}s",
                     fl.path.display(),
-                    fl.len(),
+                    self.owed() + fl.unknown_len(),
                     SAVE_RETRY.as_secs()
                 );
             }
@@ -1154,13 +1228,14 @@ impl Mirror {
 
     /// Writes the fail log and records whether that worked; says when it works again.
     fn try_save(&self, fl: &FailLog) -> Result<(), String> {
-        let result = fl.save(&self.targets).map_err(|e| e.to_string());
+        let owed = self.queue.owed();
+        let result = fl.save(&owed, &self.targets).map_err(|e| e.to_string());
         let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
         match &result {
             Ok(()) if unsaved.take().is_some() => log::info!(
                 "the fail log {} is written again ({} entries)",
                 fl.path.display(),
-                fl.len()
+                owed.iter().map(faillog::Owed::len).sum::<usize>() + fl.unknown_len()
             ),
             Ok(()) => {}
             Err(e) => *unsaved = Some(e.clone()),
@@ -1182,7 +1257,11 @@ impl Mirror {
     /// so it keeps the per-path order. Entries for roots or remotes the config does not
     /// name are never run here; they stay in the file.
     pub fn replay(&self) {
-        let owed = faillog::owed_jobs(&self.fail_log());
+        let owed: Vec<(RemoteId, Job)> = self
+            .all()
+            .into_iter()
+            .flat_map(|t| self.queue.owed_jobs(t).into_iter().map(move |job| (t, job)))
+            .collect();
         if owed.is_empty() {
             return;
         }
@@ -1198,30 +1277,16 @@ impl Mirror {
     /// nothing is lost even if the process must exit before it ends.
     pub fn close(&self) -> usize {
         self.stopping.store(true, Ordering::Relaxed);
-        let left = self.queue.close();
-        let mut fl = self.fail_log();
-        let mut n = 0;
-        let mut kept = Vec::with_capacity(left.len());
-        for (t, left) in left.into_iter().enumerate() {
-            let t = RemoteId(t);
-            if left.full {
-                fl.add(t, &Job::Full, 0);
-                n += 1;
-            }
-            let mut paths = left.waiting.clone();
-            paths.extend(left.running);
-            if !paths.is_empty() {
-                n += paths.len();
-                fl.add(t, &Job::Paths(paths), 0);
-            }
-            kept.push(left.waiting);
-        }
-        // A push still running that succeeds pays its paths, but not a newer change of
-        // the same path that was waiting behind it (one entry in the fail log for both).
-        *self
-            .waiting_at_close
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = kept;
+        let fl = self.fail_log();
+        // The queue owes what it had (see `Pending::close`): a push still running that
+        // succeeds pays its paths, but not a newer change of the same path that was
+        // waiting behind it.
+        let n: usize = self
+            .queue
+            .close()
+            .iter()
+            .map(|left| usize::from(left.full) + left.waiting.len() + left.running.len())
+            .sum();
         if n > 0 || self.unsaved() {
             self.save(&fl);
         }
@@ -1252,7 +1317,7 @@ impl Mirror {
         }
         let fl = self.fail_log();
         self.try_save(&fl).map_err(|e| {
-            let n = fl.len();
+            let n = self.owed() + fl.unknown_len();
             format!(
                 "{n} owed entr{} could NOT be kept: cannot write the fail log {} ({e}); \
                  they are lost with this process: run a full sync (-r) at the next start",
@@ -1274,16 +1339,15 @@ impl Mirror {
     pub fn snapshot(&self) -> Snapshot {
         let queued = self.queue.waiting();
         let behind = self.queue.behind();
-        let (fail_log, fail_log_entries, unknown_entries, owed) = {
+        let owed = self.queue.owed_counts();
+        let (fail_log, fail_log_entries, unknown_entries) = {
             let fl = self.fail_log();
-            let owed: Vec<usize> = (0..self.targets.len())
-                .map(|i| {
-                    fl.owed
-                        .get(i)
-                        .map_or(0, |o| o.paths.len() + usize::from(o.full))
-                })
-                .collect();
-            (fl.path.clone(), fl.len(), fl.unknown_len(), owed)
+            let unknown = fl.unknown_len();
+            (
+                fl.path.clone(),
+                owed.iter().sum::<usize>() + unknown,
+                unknown,
+            )
         };
         let now = Instant::now();
         let remotes = self
@@ -1353,32 +1417,21 @@ fn only_blocked_by_directories(outcome: &Outcome) -> bool {
     blocked
 }
 
-/// Is `path` (relative to `root`, a listing's `/` ignored) below something that is not a
-/// directory now: a file, or a link (a directory swapped for a link while the path
-/// waited; rsync reads the tree without following links, so the path is not there)?
-/// Each directory above it is looked at without following links.
+/// Is `path` (relative to `root`) below something that is not a directory now: a
+/// file, or a link (a directory swapped for a link while the path waited; rsync reads
+/// the tree without following links, so the path is not there)? Each directory above
+/// it is looked at without following links.
 fn below_a_file(root: &Path, path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    let plain = Path::new(std::ffi::OsStr::from_bytes(
-        bytes.strip_suffix(b"/").unwrap_or(bytes),
-    ));
-    plain
-        .ancestors()
+    path.ancestors()
         .skip(1)
         .filter(|a| !a.as_os_str().is_empty())
         .any(|a| std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| !m.is_dir()))
 }
 
-/// The first of `path`'s proper ancestors (relative to `root`, a listing's `/` ignored)
-/// that is not a directory now, from the top.
+/// The first of `path`'s proper ancestors (relative to `root`) that is not a directory
+/// now, from the top.
 fn first_non_directory(root: &Path, path: &Path) -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    let plain = Path::new(std::ffi::OsStr::from_bytes(
-        bytes.strip_suffix(b"/").unwrap_or(bytes),
-    ));
-    let mut above: Vec<&Path> = plain
+    let mut above: Vec<&Path> = path
         .ancestors()
         .skip(1)
         .filter(|a| !a.as_os_str().is_empty())
@@ -1401,7 +1454,7 @@ struct Taken<'a> {
     /// How long the remote rests before its next call.
     rest: Option<Duration>,
     accounted: bool,
-    /// Listings (directories, no `/`) to push again, keeping their marks.
+    /// Listings (their directories) to push again, keeping their marks.
     again: Vec<PathBuf>,
     /// Paths left out below a file or link now, with that file or link: it is pushed
     /// again with their marks.
@@ -1426,32 +1479,77 @@ impl Drop for Taken<'_> {
     }
 }
 
-/// The directories `job` lists (`d/`) that are not directories now.
+/// The directories `job` lists that are not directories now.
 fn missing_listings(root: &Path, job: &Job) -> Vec<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
     let Job::Paths(paths) = job else {
         return Vec::new();
     };
     paths
         .iter()
-        .filter_map(|p| p.as_os_str().as_bytes().strip_suffix(b"/"))
-        .filter(|d| !d.is_empty())
-        .map(|d| PathBuf::from(std::ffi::OsStr::from_bytes(d)))
+        .filter(|e| e.listing && !e.path.as_os_str().is_empty())
+        .map(|e| e.path.clone())
         .filter(|d| !std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir()))
+        .collect()
+}
+
+/// A push of paths (no listing) that ended in exit 23 naming some of its own entries as
+/// failed, each a file (not a directory) now, with rsync's stderr kept whole and no
+/// deletion skipped: the failed entries, and the rest, which landed. `None`: the call
+/// is owed whole.
+fn partial_paths(root: &Path, call: &Job, outcome: &Outcome) -> Option<(Job, Job)> {
+    let Job::Paths(entries) = call else {
+        return None;
+    };
+    if outcome.status != 23
+        || outcome.stderr.len() + 64 >= rsync::STDERR_KEEP
+        || outcome.stderr.contains("skipping file deletion")
+        || entries.iter().any(|e| e.listing)
+    {
+        return None;
+    }
+    let failed = failed_in_root(root, &outcome.stderr)?;
+    let named = |e: &Entry| failed.contains(&e.path);
+    if failed.iter().any(|p| {
+        !entries.iter().any(|e| e.path == *p)
+            || std::fs::symlink_metadata(root.join(p)).map_or(true, |m| m.is_dir())
+    }) {
+        return None;
+    }
+    let (bad, good): (Vec<Entry>, Vec<Entry>) = entries.iter().cloned().partition(named);
+    (!good.is_empty()).then_some((Job::Paths(bad), Job::Paths(good)))
+}
+
+/// The paths rsync's stderr names as failed, relative to `root` (rsync names them below
+/// its working directory: the root, or the nosymfollow view of it); `None` when there
+/// are none or one is not below the root.
+fn failed_in_root(root: &Path, stderr: &str) -> Option<Vec<PathBuf>> {
+    let (named, _) = recovery::failed_paths(stderr, usize::MAX);
+    if named.is_empty() {
+        return None;
+    }
+    named
+        .iter()
+        .map(|p| {
+            let p = Path::new(p);
+            let rel = p
+                .strip_prefix(root)
+                .or_else(|_| p.strip_prefix(rsync::VIEW))
+                .ok()?;
+            let mut out = PathBuf::new();
+            for c in rel.components() {
+                match c {
+                    std::path::Component::Normal(n) => out.push(n),
+                    std::path::Component::CurDir => {}
+                    _ => return None,
+                }
+            }
+            (!out.as_os_str().is_empty()).then_some(out)
+        })
         .collect()
 }
 
 /// Failed paths from rsync's stderr named in the log, at most.
 const FAILED_PATHS_SHOWN: usize = 5;
-
-/// What the fail log owes one remote, as jobs.
-fn owed_by(fl: &FailLog, t: RemoteId) -> Vec<Job> {
-    faillog::owed_jobs(fl)
-        .into_iter()
-        .filter(|(o, _)| *o == t)
-        .map(|(_, job)| job)
-        .collect()
-}
 
 /// The remotes among `targets` that mirror `root`.
 pub fn remotes_of(targets: &[Target], root: &Path) -> Vec<RemoteId> {
@@ -1464,7 +1562,7 @@ pub fn remotes_of(targets: &[Target], root: &Path) -> Vec<RemoteId> {
 }
 
 /// A job's paths in runs that fit one call's arguments.
-fn split(paths: &[PathBuf]) -> Vec<(Job, Vec<PathBuf>)> {
+fn split(paths: &[Entry]) -> Vec<(Job, Vec<PathBuf>)> {
     rsync::split_for_args(paths, rsync::ARGS_BUDGET)
         .into_iter()
         .map(|run| (Job::Paths(run.to_vec()), Vec::new()))
@@ -1488,8 +1586,8 @@ enum Renamed {
 fn rename_to_paths(job: &Job) -> Job {
     match job {
         Job::Rename { to, below, .. } => {
-            let mut paths = vec![to.clone()];
-            paths.extend(below.iter().filter(|p| *p != to).cloned());
+            let mut paths = vec![Entry::plain(to.clone())];
+            paths.extend(below.iter().filter(|p| *p != to).cloned().map(Entry::plain));
             Job::Paths(paths)
         }
         other => other.clone(),
@@ -1525,6 +1623,30 @@ mod tests {
             "could not make way for new regular file: app\nrsync: [sender] read errors \
              mapping \"/www/x\": Input/output error (5)\n{summary}\n"
         ))));
+    }
+
+    #[test]
+    fn the_files_a_partial_transfer_names_are_read_relative_to_the_root() {
+        let root = Path::new("/www");
+        let stderr = "rsync: [sender] send_files failed to open \"/www/a/secret.txt\": \
+                      Permission denied (13)\nrsync: [sender] send_files failed to open \
+                      \"/run/sersync2/view/./b.txt\": Permission denied (13)\nIO error \
+                      encountered -- skipping file deletion\nrsync error: some files/attrs \
+                      were not transferred (see previous errors) (code 23)";
+        assert_eq!(
+            failed_in_root(root, stderr),
+            Some(vec![PathBuf::from("a/secret.txt"), PathBuf::from("b.txt")])
+        );
+        // A path outside the root (the receiver's, say): the whole job is owed.
+        let remote = "rsync: [receiver] mkstemp \"/.x.AbC\" (in mod) failed: Permission \
+                      denied (13)";
+        assert_eq!(failed_in_root(root, remote), None);
+        assert_eq!(
+            failed_in_root(root, "rsync: connection unexpectedly closed"),
+            None
+        );
+        let dotdot = "rsync: [sender] send_files failed to open \"/www/../etc/x\": No";
+        assert_eq!(failed_in_root(root, dotdot), None);
     }
 
     #[test]

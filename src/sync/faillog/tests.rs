@@ -46,9 +46,9 @@ fn hostile() -> Vec<PathBuf> {
 fn golden_fail_log_format() {
     let targets = vec![target("/www", "10.0.0.2"), target("/www", "10.0.0.3")];
     let mut log = FailLog::new(PathBuf::from("/tmp/x"), 2);
-    log.add(RemoteId(0), &Job::Paths(hostile()), 5);
+    log.add(RemoteId(0), &Job::Paths(job::plain_entries(hostile())), 5);
     log.add(RemoteId(1), &Job::Full, 10);
-    let text = log.render(&targets);
+    let text = log.render(&log.owed, &targets);
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/fail_log.sh");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &text).expect("write golden");
@@ -74,8 +74,8 @@ fn quoting_round_trips_any_bytes() {
 fn rendered_log_parses_back_to_the_same_owed_paths() {
     let targets = vec![target("/www", "10.0.0.2")];
     let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
-    log.add(RemoteId(0), &Job::Paths(hostile()), 5);
-    let text = log.render(&targets);
+    log.add(RemoteId(0), &Job::Paths(job::plain_entries(hostile())), 5);
+    let text = log.render(&log.owed, &targets);
     let mut back = FailLog::new(PathBuf::from("/tmp/x"), 1);
     for cmd in parse_script(&text) {
         back.absorb(cmd, &targets);
@@ -107,7 +107,7 @@ fn commands_for_unknown_remotes_are_kept_without_their_options() {
     assert_eq!(log.foreign.len(), 1);
     assert_eq!(log.unknown_len(), 1);
     assert_eq!(
-        String::from_utf8_lossy(&log.render(&targets)),
+        String::from_utf8_lossy(&log.render(&log.owed, &targets)),
         "#errno 5\ncd '/other' && rsync '-R' './x' 'h::m'\n\n"
     );
 }
@@ -128,9 +128,12 @@ fn planted_remote_shell_option_is_dropped_and_never_rendered() {
     for e in entries {
         log.absorb(e, &targets);
     }
-    assert_eq!(log.owed[0].paths, BTreeSet::from([PathBuf::from("a")]));
+    assert_eq!(
+        log.owed[0].paths,
+        BTreeMap::from([(PathBuf::from("a"), false)])
+    );
     assert_eq!(log.unknown_len(), 1);
-    let out = String::from_utf8_lossy(&log.render(&targets)).into_owned();
+    let out = String::from_utf8_lossy(&log.render(&log.owed, &targets)).into_owned();
     for bad in [
         "touch",
         "sh -c",
@@ -234,7 +237,7 @@ mod props {
             for e in entries {
                 log.absorb(e, &targets);
             }
-            let text = log.render(&targets);
+            let text = log.render(&log.owed, &targets);
             let words: Vec<OsString> = parse_words(&text);
             for w in &words {
                 let b = w.as_bytes();
@@ -289,7 +292,7 @@ fn saved_file_is_private_and_removed_when_empty() {
     let targets = vec![target("/www", "10.0.0.2")];
     let mut log = FailLog::new(path.clone(), 1);
     log.add(RemoteId(0), &Job::Paths(vec!["a".into()]), 5);
-    log.save(&targets).expect("save");
+    log.save(&log.owed, &targets).expect("save");
     let mode = std::fs::metadata(&path)
         .expect("exists")
         .permissions()
@@ -298,7 +301,7 @@ fn saved_file_is_private_and_removed_when_empty() {
     let loaded = FailLog::load(path.clone(), &targets).expect("load");
     assert_eq!(loaded.owed, log.owed);
     log.clear(RemoteId(0), &Job::Paths(vec!["a".into()]));
-    log.save(&targets).expect("save");
+    log.save(&log.owed, &targets).expect("save");
     assert!(!path.exists());
 }
 
@@ -323,8 +326,8 @@ fn sh_runs_the_log_without_running_any_name() {
     std::fs::create_dir(&www).expect("mkdir");
     let targets = vec![target(&www.display().to_string(), "10.0.0.2")];
     let mut log = FailLog::new(d.path().join("fail.sh"), 1);
-    log.add(RemoteId(0), &Job::Paths(hostile()), 5);
-    log.save(&targets).expect("save");
+    log.add(RemoteId(0), &Job::Paths(job::plain_entries(hostile())), 5);
+    log.save(&log.owed, &targets).expect("save");
     let status = std::process::Command::new("sh")
         .arg(d.path().join("fail.sh"))
         .current_dir(d.path())
@@ -353,8 +356,8 @@ fn a_failed_listing_stays_a_listing_through_the_file_and_is_paid_only_by_one() {
     let root_s = root.path().display().to_string();
     let targets = vec![target(&root_s, "10.0.0.2")];
     let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
-    log.add(RemoteId(0), &Job::Paths(vec![PathBuf::from("storm/")]), 23);
-    let text = log.render(&targets);
+    log.add(RemoteId(0), &Job::Paths(vec![job::entry("storm/")]), 23);
+    let text = log.render(&log.owed, &targets);
     assert!(
         String::from_utf8_lossy(&text).contains("'./storm/'"),
         "{}",
@@ -370,16 +373,16 @@ fn a_failed_listing_stays_a_listing_through_the_file_and_is_paid_only_by_one() {
     // and the entries merged into it never reached the remotes).
     let bytes = |l: &FailLog| -> Vec<Vec<u8>> {
         l.owed[0]
-            .paths
+            .entries()
             .iter()
-            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .map(|p| job::shown(p).as_os_str().as_bytes().to_vec())
             .collect()
     };
     assert_eq!(bytes(&back), [b"storm/".to_vec()]);
     // Pushing the directory alone does not push its entries: still owed.
-    assert!(!log.clear(RemoteId(0), &Job::Paths(vec![PathBuf::from("storm")])));
+    assert!(!log.clear(RemoteId(0), &Job::Paths(vec![job::entry("storm")])));
     assert_eq!(log.len(), 1);
-    assert!(log.clear(RemoteId(0), &Job::Paths(vec![PathBuf::from("storm/")])));
+    assert!(log.clear(RemoteId(0), &Job::Paths(vec![job::entry("storm/")])));
     assert!(log.is_empty());
 }
 
@@ -401,17 +404,17 @@ fn a_listing_pushed_pays_the_files_owed_directly_in_it() {
     ];
     log.add(
         RemoteId(0),
-        &Job::Paths(owed.iter().map(PathBuf::from).collect()),
+        &Job::Paths(owed.iter().map(|s| job::entry(s)).collect()),
         23,
     );
-    assert!(log.clear(RemoteId(0), &Job::Paths(vec![PathBuf::from("app/")])));
+    assert!(log.clear(RemoteId(0), &Job::Paths(vec![job::entry("app/")])));
     let left: Vec<String> = log.owed[0]
-        .paths
+        .entries()
         .iter()
-        .map(|p| p.display().to_string())
+        .map(|p| job::shown(p).display().to_string())
         .collect();
     assert_eq!(left, ["app/s2/", "app/s2/f3", "apple", "x"]);
-    assert!(log.clear(RemoteId(0), &Job::Paths(vec![PathBuf::from("app/s2/")])));
+    assert!(log.clear(RemoteId(0), &Job::Paths(vec![job::entry("app/s2/")])));
     assert_eq!(log.len(), 2, "apple and x");
 }
 
@@ -425,16 +428,16 @@ fn a_listing_of_a_directory_missing_now_keeps_its_slash_through_the_file() {
     let root_s = root.path().display().to_string();
     let targets = vec![target(&root_s, "10.0.0.2")];
     let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
-    log.add(RemoteId(0), &Job::Paths(vec![PathBuf::from("gone/")]), 0);
-    let text = log.render(&targets);
+    log.add(RemoteId(0), &Job::Paths(vec![job::entry("gone/")]), 0);
+    let text = log.render(&log.owed, &targets);
     let mut back = FailLog::new(PathBuf::from("/tmp/x"), 1);
     for cmd in parse_script(&text) {
         back.absorb(cmd, &targets);
     }
     let bytes: Vec<Vec<u8>> = back.owed[0]
-        .paths
+        .entries()
         .iter()
-        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .map(|p| job::shown(p).as_os_str().as_bytes().to_vec())
         .collect();
     assert_eq!(
         bytes,

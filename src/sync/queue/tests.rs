@@ -1,8 +1,8 @@
 //! Queue merging, ordering and conflict rules, by example and by property.
 
 use super::*;
+use crate::sync::job::{entry, shown_all};
 use proptest::prelude::*;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 fn p(s: &str) -> PathBuf {
@@ -11,7 +11,7 @@ fn p(s: &str) -> PathBuf {
 
 fn paths(w: Option<Job>) -> Vec<PathBuf> {
     match w {
-        Some(Job::Paths(v)) => v,
+        Some(Job::Paths(v)) => shown_all(&v),
         other => panic!("expected paths, got {other:?}"),
     }
 }
@@ -103,7 +103,7 @@ fn drain_returns_everything_waiting() {
     q.push(p("a"), false);
     q.push(p("b"), false);
     let (left, full) = q.drain();
-    assert_eq!(left, [p("a"), p("b")]);
+    assert_eq!(shown_all(&left), [p("a"), p("b")]);
     assert!(!full);
     assert!(q.is_empty());
 }
@@ -149,8 +149,8 @@ fn oldest_waiting_is_the_first_change_still_waiting() {
     let mut s = Pending::default();
     assert_eq!(s.oldest_waiting(), None);
     let t0 = Instant::now();
-    s.push_at(p("a"), false, t0);
-    s.push_at(p("b"), false, t0 + Duration::from_millis(5));
+    s.push_at(entry("a"), false, t0);
+    s.push_at(entry("b"), false, t0 + Duration::from_millis(5));
     assert_eq!(s.oldest_waiting(), Some(t0));
     let job = s.take(1).expect("a");
     assert_eq!(paths(Some(job.clone())), [p("a")]);
@@ -164,11 +164,9 @@ fn a_retry_joins_the_pending_set_at_its_time_and_not_before() {
     let q = Queue::new(2, 10, 4);
     let start = Instant::now();
     let wait = Duration::from_millis(200);
-    q.retry_at(
-        RemoteId(1),
-        start + wait,
-        vec![Job::Paths(vec![p("owed/a"), p("owed/b")])],
-    );
+    let owed = Job::Paths(vec![entry("owed/a"), entry("owed/b")]);
+    q.owe(RemoteId(1), &owed, start, 23);
+    q.retry_at(RemoteId(1), start + wait);
     assert!(q.is_idle(), "a retry waiting for its time is not work yet");
     // A sleeping worker wakes for it at its time, with nothing else to wake it.
     let (t, job) = q.take().expect("the retry");
@@ -184,12 +182,10 @@ fn a_retry_joins_the_pending_set_at_its_time_and_not_before() {
 #[test]
 fn a_due_retry_merges_with_live_changes_and_a_cancelled_one_never_runs() {
     let q = Queue::new(2, 10, 4);
-    q.retry_at(RemoteId(0), Instant::now(), vec![Job::Full]);
-    q.retry_at(
-        RemoteId(1),
-        Instant::now() + Duration::from_secs(3600),
-        vec![Job::Full],
-    );
+    q.owe(RemoteId(0), &Job::Full, Instant::now(), 23);
+    q.owe(RemoteId(1), &Job::Full, Instant::now(), 23);
+    q.retry_at(RemoteId(0), Instant::now());
+    q.retry_at(RemoteId(1), Instant::now() + Duration::from_secs(3600));
     q.cancel_retry(RemoteId(1));
     q.push(&[RemoteId(0)], &p("live"), false);
     let (t, job) = q.take().expect("work");
@@ -270,7 +266,7 @@ proptest! {
                     // A rename is in flight as its plain paths. `a/` (a listing) is `a`
                     // for conflicts: Path drops the `/`.
                     for x in &other.plain_paths() { for y in &w.plain_paths() {
-                        assert!(!conflicts(x, y), "{x:?} and {y:?} in flight together");
+                        assert!(!conflicts(&x.path, &y.path), "{x:?} and {y:?} in flight together");
                     }}
                 }
                 started.push((*clock, w.clone()));
@@ -329,13 +325,13 @@ proptest! {
                 Job::Full => true,
                 // A rename pushes `to` and what is below it and deletes `from` (with
                 // what is below it, for a directory): its plain paths.
-                Job::Paths(_) | Job::Rename { .. } => w.plain_paths().iter().any(|x| x == path
-                    || (path.starts_with(x) && gone_at.get(x).is_some_and(|g| g >= t))
+                Job::Paths(_) | Job::Rename { .. } => w.plain_paths().iter().any(|x| x.path == *path
+                    || (path.starts_with(&x.path) && gone_at.get(&x.path).is_some_and(|g| g >= t))
                     // A listing `d/` covers d's direct children, and what was below a
                     // child that went away (the listing deletes it on the remote).
-                    || (x.as_os_str().as_bytes().ends_with(b"/")
-                        && (path.parent() == Some(x.as_path())
-                            || gone_at.iter().any(|(g, gt)| g.parent() == Some(x.as_path())
+                    || (x.listing
+                        && (path.parent() == Some(x.path.as_path())
+                            || gone_at.iter().any(|(g, gt)| g.parent() == Some(x.path.as_path())
                                 && path.starts_with(g) && gt >= t)))),
             });
             prop_assert!(covered, "{path:?} changed at {t} but no later call covers it: {started:?}");
@@ -356,11 +352,11 @@ fn at(base: Instant, ms: u64) -> Instant {
 fn a_checkpoint_passes_once_every_earlier_change_is_pushed() {
     let t0 = Instant::now();
     let mut q = Pending::default();
-    q.push_at(p("a"), false, t0);
+    q.push_at(entry("a"), false, t0);
     let w = q.take(100).expect("work");
-    q.push_at(p("b"), false, at(t0, 1));
+    q.push_at(entry("b"), false, at(t0, 1));
     let cp = q.checkpoint();
-    q.push_at(p("a"), false, at(t0, 2)); // changed again after the checkpoint
+    q.push_at(entry("a"), false, at(t0, 2)); // changed again after the checkpoint
     assert!(!q.passed(cp));
     q.finish(&w);
     assert!(!q.passed(cp), "b waits");
@@ -378,10 +374,10 @@ fn a_checkpoint_passes_once_every_earlier_change_is_pushed() {
 fn a_failed_push_holds_the_checkpoint_until_it_is_paid() {
     let t0 = Instant::now();
     let mut q = Pending::default();
-    q.push_at(p("x"), false, t0);
+    q.push_at(entry("x"), false, t0);
     let cp = q.checkpoint();
     let w = q.take(100).expect("work");
-    q.owe(&w, Mark { seq: 0, since: t0 });
+    q.owe(&w, Mark { seq: 0, since: t0 }, 0);
     q.finish(&w);
     assert!(!q.passed(cp), "owed");
     assert_eq!(
@@ -389,7 +385,7 @@ fn a_failed_push_holds_the_checkpoint_until_it_is_paid() {
         Some(t0),
         "lag counts from the change"
     );
-    q.push_at(p("x"), false, at(t0, 500)); // the retry
+    q.push_at(entry("x"), false, at(t0, 500)); // the retry
     let w = q.take(100).expect("work");
     q.paid(&w);
     q.finish(&w);
@@ -401,9 +397,9 @@ fn a_failed_push_holds_the_checkpoint_until_it_is_paid() {
 fn a_deleted_directory_and_a_full_sync_keep_the_oldest_mark() {
     let t0 = Instant::now();
     let mut q = Pending::default();
-    q.push_at(p("d/a"), false, t0);
+    q.push_at(entry("d/a"), false, t0);
     let cp = q.checkpoint();
-    q.push_at(p("d"), true, at(t0, 10));
+    q.push_at(entry("d"), true, at(t0, 10));
     assert_eq!(q.oldest().map(|m| m.since), Some(t0));
     assert!(!q.passed(cp));
     q.push_full_at(at(t0, 20));
@@ -434,7 +430,7 @@ proptest! {
             let now = at(t0, clock);
             let before = q.oldest().map(|m| m.since);
             let merge = model.contains_key(name);
-            q.push_at(p(name), gone, now);
+            q.push_at(entry(name), gone, now);
             let mut first = now;
             if gone {
                 let prefix = format!("{name}/");
@@ -564,7 +560,7 @@ fn a_rename_carries_its_mark_waiting_in_flight_owed_and_plain() {
     let job = q.take(100).expect("the rename");
     let (mut flying, _) = q.in_flight();
     flying.sort();
-    assert_eq!(flying, [p("new"), p("new/f"), p("old")]);
+    assert_eq!(shown_all(&flying), [p("new"), p("new/f"), p("old")]);
     assert!(!q.passed(cp), "in flight");
     q.owe(
         &job,
@@ -572,6 +568,7 @@ fn a_rename_carries_its_mark_waiting_in_flight_owed_and_plain() {
             seq: 0,
             since: at(t0, 99),
         },
+        0,
     );
     q.finish(&job);
     assert!(!q.passed(cp), "owed");
@@ -589,7 +586,7 @@ fn a_rename_carries_its_mark_waiting_in_flight_owed_and_plain() {
     let mut q = Pending::default();
     q.push_rename_at(p("a"), p("b"), false, vec![], t0);
     let cp = q.checkpoint();
-    q.push_at(p("b"), false, at(t0, 5));
+    q.push_at(entry("b"), false, at(t0, 5));
     assert_eq!(q.len(), 2, "a and b, plain");
     assert_eq!(q.oldest().map(|m| m.since), Some(t0));
     q.push_full_at(at(t0, 10));
@@ -605,7 +602,7 @@ fn a_drained_rename_leaves_its_plain_paths() {
     q.push_rename(p("x"), p("y"), true, vec![p("y"), p("y/z")]);
     let (mut left, full) = q.drain();
     left.sort();
-    assert_eq!(left, [p("x"), p("y"), p("y/z")]);
+    assert_eq!(shown_all(&left), [p("x"), p("y"), p("y/z")]);
     assert!(!full);
     assert!(q.is_empty());
     assert_eq!(q.oldest(), None);
@@ -617,17 +614,17 @@ fn a_drained_rename_leaves_its_plain_paths() {
 fn a_storm_in_one_directory_collapses_into_its_listing() {
     let mut q = Pending::with_collapse_at(3);
     let t0 = Instant::now();
-    q.push_at(p("d/1"), false, t0);
-    q.push_at(p("d/2"), false, at(t0, 1));
-    q.push_at(p("x"), false, at(t0, 2));
+    q.push_at(entry("d/1"), false, t0);
+    q.push_at(entry("d/2"), false, at(t0, 1));
+    q.push_at(entry("x"), false, at(t0, 2));
     assert_eq!(q.len(), 3, "below the threshold: one entry each");
-    q.push_at(p("d/3"), false, at(t0, 3));
+    q.push_at(entry("d/3"), false, at(t0, 3));
     assert_eq!(q.len(), 2, "d's three entries are one now");
     assert_eq!(q.take_collapsed(), [(p("d"), 3)]);
     // It keeps the oldest mark of what it replaced.
     assert_eq!(q.oldest().map(|m| m.since), Some(t0));
     // Later changes of d's files merge into it while it waits.
-    q.push_at(p("d/4"), false, at(t0, 4));
+    q.push_at(entry("d/4"), false, at(t0, 4));
     assert_eq!(q.len(), 2);
     assert_eq!(paths(q.take(100)), [p("x"), p("d/")]);
 }
@@ -641,13 +638,13 @@ fn a_listing_pushed_pays_the_files_merged_into_it() {
     let t0 = Instant::now();
     let mut q = Pending::default();
     let owed = Job::Paths(vec![
-        p("app/"),
-        p("app/s2/"),
-        p("app/s2/f1"),
-        p("app/s2/sub/"),
-        p("x"),
+        entry("app/"),
+        entry("app/s2/"),
+        entry("app/s2/f1"),
+        entry("app/s2/sub/"),
+        entry("x"),
     ]);
-    q.owe(&owed, Mark { seq: 0, since: t0 });
+    q.owe(&owed, Mark { seq: 0, since: t0 }, 0);
     for path in owed.plain_paths() {
         q.push(path, false);
     }
@@ -749,8 +746,12 @@ fn a_collapsed_directory_waits_for_its_children_in_flight() {
     q.push(p("d/1"), false);
     q.finish(&first);
     let listing = q.take(100).expect("the listing");
-    assert_eq!(listing, Job::Paths(vec![p("d/")]));
-    assert_eq!(q.in_flight().0, [p("d/")], "in flight as a listing");
+    assert_eq!(listing, Job::Paths(vec![entry("d/")]));
+    assert_eq!(
+        shown_all(&q.in_flight().0),
+        [p("d/")],
+        "in flight as a listing"
+    );
     q.push(p("d/5"), false);
     assert!(q.take(100).is_none(), "d/5 waits for the listing in flight");
     q.finish(&listing);
@@ -773,6 +774,7 @@ fn a_collapsed_directory_holds_the_checkpoint_until_its_listing_is_pushed() {
             seq: 0,
             since: Instant::now(),
         },
+        0,
     );
     q.finish(&w);
     assert!(!q.passed(cp), "owed");
@@ -797,10 +799,10 @@ fn a_listing_left_at_the_stop_or_owed_stays_a_listing() {
     q.push(p("d/2"), false);
     let (left, full) = q.drain();
     assert!(!full);
-    assert_eq!(left, [p("d/")]);
+    assert_eq!(shown_all(&left), [p("d/")]);
     // Queued again from the fail log (which keeps the `/`), it is a listing again.
     let mut q = Pending::with_collapse_at(0);
-    q.push(p("d/"), false);
+    q.push(entry("d/"), false);
     q.push(p("d/1"), false);
     assert_eq!(q.len(), 1, "d/1 merges into the listing waiting");
     assert_eq!(paths(q.take(100)), [p("d/")]);
@@ -820,7 +822,7 @@ fn a_second_burst_call_waits_while_enough_calls_run_elsewhere() {
     let now = Instant::now();
     let mut r = Remote::default();
     for i in 0..(TRICKLE + 5) {
-        r.pending.push_at(p(&format!("f{i}")), false, now);
+        r.pending.push_at(entry(&format!("f{i}")), false, now);
     }
     let first = r.pending.take(4).expect("the first call");
     assert!(!r.pending.is_trickle(), "a burst");
@@ -844,8 +846,8 @@ fn a_second_burst_call_waits_while_enough_calls_run_elsewhere() {
     // Single edits are not held back by the other remotes' calls.
     r.pending.finish(&first);
     let mut single = Remote::default();
-    single.pending.push_at(p("big"), false, now);
-    single.pending.push_at(p("edit"), false, now);
+    single.pending.push_at(entry("big"), false, now);
+    single.pending.push_at(entry("edit"), false, now);
     let _big = single.pending.take(1).expect("the long call");
     single.last_start = Some(now);
     assert!(single.pending.is_trickle());
@@ -978,13 +980,53 @@ fn an_owed_listing_is_paid_only_by_its_own_listing() {
     let mut q = Pending::default();
     let since = Instant::now();
     q.owe(
-        &Job::Paths(vec![p("e/"), p("e/b/"), p("e/f")]),
+        &Job::Paths(vec![entry("e/"), entry("e/b/"), entry("e/f")]),
         Mark { seq: 1, since },
+        0,
     );
-    q.paid(&Job::Paths(vec![p("e/")]));
+    q.paid(&Job::Paths(vec![entry("e/")]));
     assert!(!q.passed(1), "e/b/ is still owed");
-    q.paid(&Job::Paths(vec![p("e/b")]));
+    q.paid(&Job::Paths(vec![entry("e/b")]));
     assert!(!q.passed(1), "a plain push of e/b does not pay its listing");
-    q.paid(&Job::Paths(vec![p("e/b/")]));
+    q.paid(&Job::Paths(vec![entry("e/b/")]));
     assert!(q.passed(1));
+}
+
+/// The ledger at a stop: what waited is owed with what was in flight, and a push that
+/// was in flight and succeeds after the close pays only what it carried, not a newer
+/// change of its path that waited behind it, nor a full sync that waited (a full sync
+/// in flight and a full sync waiting: the stop's fail log held only the waiting one's
+/// `./`, which the running one then paid, found by the simulator, seed 10557).
+#[test]
+fn what_waited_at_the_close_stays_owed_after_a_push_in_flight_succeeds() {
+    let mut q = Pending::default();
+    q.push(p("a"), false);
+    let running = q.take(10).expect("a");
+    q.push(p("a"), false); // changed again while its push runs
+    q.push(entry("d/"), false);
+    let left = q.close();
+    assert_eq!(shown_all(&left.waiting), [p("a"), p("d/")]);
+    assert_eq!(shown_all(&left.running), [p("a")]);
+    assert!(!q.paid(&running), "a waited behind its push: still owed");
+    q.finish(&running);
+    assert_eq!(shown_all(&q.owed().entries()), [p("a"), p("d/")]);
+    assert!(!q.passed(q.checkpoint()));
+
+    let mut q = Pending::default();
+    q.push_full();
+    let full = q.take(10).expect("the full sync");
+    q.push_full(); // an overflow while it runs
+    let left = q.close();
+    assert!(left.full);
+    assert!(!q.paid(&full), "the waiting full sync is still owed");
+    assert!(q.owed().full);
+}
+
+#[test]
+fn the_queue_lock_is_known_to_be_held_by_its_thread() {
+    let q = Queue::new(1, 10, 1);
+    assert!(!lock_held());
+    let far = Instant::now() + Duration::from_secs(1);
+    assert!(q.wait_for(far, |_| lock_held()));
+    assert!(!lock_held());
 }

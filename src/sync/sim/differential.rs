@@ -24,7 +24,7 @@ use super::model::{self, Node, Tree};
 use super::Rng;
 use crate::config::{Remote, RsyncOptions};
 use crate::filter::{self, Excludes};
-use crate::sync::job::Job;
+use crate::sync::job::{Entry, Job};
 use crate::sync::rsync::{exclude_exactly, Target};
 
 /// Names entries take: plain ones, an excluded one (`*.log`) and a temp one.
@@ -344,7 +344,7 @@ struct Shape {
     calls: Vec<(Vec<OsString>, Vec<u8>)>,
 }
 
-fn pick_paths(rng: &mut Rng, source: &Tree, remote: &Tree) -> Vec<PathBuf> {
+fn pick_paths(rng: &mut Rng, source: &Tree, remote: &Tree) -> Vec<Entry> {
     let mut pool: Vec<Vec<u8>> = source
         .keys()
         .chain(remote.keys())
@@ -360,18 +360,17 @@ fn pick_paths(rng: &mut Rng, source: &Tree, remote: &Tree) -> Vec<PathBuf> {
         !skipped(&excludes, p, is_dir)
     });
     let n = 1 + rng.below(4);
-    let mut out: Vec<PathBuf> = Vec::new();
+    let mut out: Vec<Entry> = Vec::new();
     for _ in 0..n {
         let Some(p) = rng.pick(&pool).cloned() else {
             break;
         };
-        let mut p = p;
-        if rng.chance(35) {
-            p.push(b'/');
-        }
-        let p = path(&p);
-        if !out.contains(&p) {
-            out.push(p);
+        let e = Entry {
+            listing: rng.chance(35),
+            path: path(&p),
+        };
+        if !out.iter().any(|o| o.path == e.path) {
+            out.push(e);
         }
     }
     out
@@ -400,7 +399,8 @@ fn shape(
                 let paths = pick_paths(rng, source, remote);
                 let excluded: Vec<PathBuf> = paths
                     .iter()
-                    .filter_map(|p| p.as_os_str().as_bytes().strip_suffix(b"/"))
+                    .filter(|e| e.listing)
+                    .map(|e| e.path.as_os_str().as_bytes())
                     .filter(|d| source.get(*d) == Some(&Node::Dir))
                     .flat_map(|d| excluded_in(source, excludes, d))
                     .collect();
@@ -501,10 +501,10 @@ fn shape(
                 let Some(to) = rng.pick(&dirs).cloned() else {
                     continue;
                 };
-                let paths: Vec<PathBuf> = std::iter::once(to.clone())
+                let paths: Vec<Entry> = std::iter::once(to.clone())
                     .chain(below(source, &to))
                     .filter(|k| !skipped(excludes, k, source.get(k) == Some(&Node::Dir)))
-                    .map(|k| path(&k))
+                    .map(|k| Entry::plain(path(&k)))
                     .collect();
                 return Shape {
                     name: "settle".into(),
