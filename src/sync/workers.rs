@@ -525,12 +525,13 @@ impl Mirror {
                 // What was left out below a file or link now is made equal by that
                 // file's push: it goes out again carrying their marks, so a barrier
                 // taken before waits for it (it may have been pushed before they were
-                // left out, or be waiting with a later mark).
+                // left out, or be waiting with a later mark). What went away since goes
+                // as a delete of the top of it that is gone, and a path below only
+                // directories again goes out itself.
                 let root = &self.targets[t.0].root;
                 for p in left_out {
-                    if let Some(a) = first_non_directory(root, &p) {
-                        taken.redirect.push((p, a));
-                    }
+                    let a = first_non_directory(root, &p).unwrap_or_else(|| plain_path(&p));
+                    taken.redirect.push((p, a));
                 }
             }
             if outcome.ok() {
@@ -1310,8 +1311,18 @@ fn below_a_file(root: &Path, path: &Path) -> bool {
         .any(|a| std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| !m.is_dir()))
 }
 
+/// `path` without a listing's trailing `/`.
+fn plain_path(path: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    PathBuf::from(std::ffi::OsStr::from_bytes(
+        bytes.strip_suffix(b"/").unwrap_or(bytes),
+    ))
+}
+
 /// The first of `path`'s proper ancestors (relative to `root`, a listing's `/` ignored)
-/// that is not a directory now, from the top.
+/// that is not a directory now, from the top: a file or link, or gone (its push then
+/// deletes it on the remote, with what the remote holds below it).
 fn first_non_directory(root: &Path, path: &Path) -> Option<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_os_str().as_bytes();
@@ -1326,7 +1337,7 @@ fn first_non_directory(root: &Path, path: &Path) -> Option<PathBuf> {
     above.reverse();
     above
         .into_iter()
-        .find(|a| std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| !m.is_dir()))
+        .find(|a| !std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| m.is_dir()))
         .map(Path::to_path_buf)
 }
 
