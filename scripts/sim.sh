@@ -5,7 +5,8 @@
 # and at the end the mix of faults and events covered, per invariant the failures and
 # their first seeds, and the shortest failing history. Usage:
 #   scripts/sim.sh [HISTORIES] [FIRST_SEED]
-# SIM_FAULTS (stops,overflows,outages,timeouts) picks the faults; a failing seed replays
+# SIM_FAULTS (stops,overflows,outages,timeouts,hangs,reloads,roots,hardlinks,dironly,
+# symlinks, or all) picks the faults; a failing seed replays
 # with SIM_SEED=N cargo test --lib sim::tests -- --nocapture
 set -euo pipefail
 cd "$(dirname "$0")/.."

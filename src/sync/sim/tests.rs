@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use super::{history, history_with, Faults};
 
 /// What a history's printed lines say it went through, by kind (for the fault mix).
-const KINDS: [(&str, &str); 12] = [
+const KINDS: [(&str, &str); 18] = [
     ("goes down", "outages"),
     ("agent stops", "stops"),
     ("agent starts again with -r", "restarts with -r"),
@@ -19,6 +19,18 @@ const KINDS: [(&str, &str); 12] = [
     ("mv -T --", "remote mv (ssh)"),
     ("--link-dest=", "rename pushes (daemon)"),
     ("--existing --ignore-existing", "clean-up calls"),
+    (
+        "hangs until the timeout, exit 30 (0 entries",
+        "hung calls (nothing landed)",
+    ),
+    ("hangs until the timeout, exit 30 (", "hung calls"),
+    (
+        "hangs until the timeout, exit -1",
+        "hung remote mv (killed)",
+    ),
+    ("agent reloads", "reloads"),
+    ("watch root replaced", "roots replaced"),
+    ("(hard link)", "hard links"),
 ];
 
 fn mix(history: &[String], totals: &mut [u64; KINDS.len()]) {
@@ -93,8 +105,8 @@ fn simulated_histories_keep_every_remote_level() {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let started = std::time::Instant::now();
     let broken: Mutex<BTreeMap<&'static str, Broken>> = Mutex::new(BTreeMap::new());
-    // Progress for long runs: a line every tenth (and at most every 100,000).
-    let every = (n / 10).clamp(1, 100_000);
+    // Progress for long runs: a line every tenth (and at most every 10,000).
+    let every = (n / 10).clamp(1, 10_000);
     let totals: [u64; KINDS.len()] = std::thread::scope(|s| {
         let broken = &broken;
         let handles: Vec<_> = (0..threads)
