@@ -810,8 +810,10 @@ impl Mirror {
             // waited) cannot be pushed or deleted one by one, and need not be: the push
             // of the file or link replaces the directory on the remote. Without them,
             // and with each listing built again (a listed directory that is a link now
-            // goes as the link), once.
-            if outcome.status == 23 && !checked_below_files {
+            // goes as the link), once. rsync says so with exit 23, or, when the file or
+            // link is itself in the call and the path's deletion request is right below
+            // it, by aborting the receiver (exit 2, "invalid path from sender").
+            if matches!(outcome.status, 2 | 23) && !checked_below_files {
                 checked_below_files = true;
                 if let Job::Paths(paths) = job {
                     let reachable: Vec<PathBuf> = paths

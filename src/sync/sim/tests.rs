@@ -215,8 +215,23 @@ fn seeds_that_found_defects_stay_fixed() {
     // A path left out of a push as below a file, where that file was gone by the end
     // of the call: its delete was paid, and a barrier passed with the path still on
     // the remote.
-    for seed in [384_708, 106_984, 143_025] {
-        let ended = history_with(seed, STEPS, Faults::BASE);
+    // A path whose deletion request is right below what is a file or link now, in one
+    // call with it: rsync's receiver aborts (exit 2), and the agent retried the same
+    // call for ever (it left such paths out only after an exit 23).
+    let with_outages = Faults {
+        outages: true,
+        ..Faults::BASE
+    };
+    let seeds = [
+        (384_708, Faults::BASE),
+        (106_984, Faults::BASE),
+        (143_025, Faults::BASE),
+        (166_017, Faults::BASE),
+        (5_176, with_outages),
+        (18_394, with_outages),
+    ];
+    for (seed, faults) in seeds {
+        let ended = history_with(seed, STEPS, faults);
         if let Some(why) = ended.broken {
             let tail: Vec<&String> = ended.history.iter().rev().take(40).collect();
             for line in tail.into_iter().rev() {
