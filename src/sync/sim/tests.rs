@@ -23,7 +23,10 @@ const KINDS: [(&str, &str); 18] = [
         "hangs until the timeout, exit 30 (0 entries",
         "hung calls (nothing landed)",
     ),
-    ("hangs until the timeout, exit 30 (", "hung calls"),
+    (
+        "hangs until the timeout, exit 30 (",
+        "hung rsync calls (all)",
+    ),
     (
         "hangs until the timeout, exit -1",
         "hung remote mv (killed)",
