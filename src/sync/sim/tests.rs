@@ -89,8 +89,9 @@ fn env_u64(name: &str) -> Option<u64> {
 
 /// `SIM_SEED=N`: that one history, printed. Else `SIM_HISTORIES` (default 20,000)
 /// seeds from `SIM_FIRST` (default 1), on every core. Every seed runs, failures or
-/// not: each invariant's first failure is printed when found, and at the end, per
-/// invariant, the count, the first seeds and the shortest history.
+/// not: each failure is printed when found (its seed and invariant; the broken
+/// invariant's text the first time), and at the end, per invariant, the count, the
+/// first seeds and the shortest history.
 #[test]
 fn simulated_histories_keep_every_remote_level() {
     if let Some(seed) = env_u64("SIM_SEED") {
@@ -124,8 +125,11 @@ fn simulated_histories_keep_every_remote_level() {
                             let kind = invariant(&why);
                             let mut b = broken.lock().unwrap_or_else(|e| e.into_inner());
                             let e = b.entry(kind).or_default();
+                            // The invariant's whole text once, then the seed alone.
                             if e.count == 0 {
                                 println!("seed {seed} fails ({kind}): {why}");
+                            } else {
+                                println!("seed {seed} fails ({kind})");
                             }
                             e.count += 1;
                             if e.seeds.len() < SEEDS_SHOWN {
