@@ -80,13 +80,18 @@ impl Intake {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     // At the stop: queued now, they go to the fail log with the rest.
-                    for (root, waiting) in unclosed.iter_mut().enumerate() {
-                        self.push_unclosed(root, waiting, |_| true);
-                    }
+                    self.flush_unclosed(&mut unclosed);
                     return;
                 }
             }
             self.settle_unclosed(&mut unclosed);
+        }
+    }
+
+    /// Queues every created file still waiting for its CLOSE_WRITE (at the stop).
+    pub(crate) fn flush_unclosed(&self, unclosed: &mut Unclosed) {
+        for (root, waiting) in unclosed.iter_mut().enumerate() {
+            self.push_unclosed(root, waiting, |_| true);
         }
     }
 

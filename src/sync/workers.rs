@@ -609,12 +609,13 @@ impl Mirror {
                 // What was left out below a file or link now is made equal by that
                 // file's push: it goes out again carrying their marks, so a barrier
                 // taken before waits for it (it may have been pushed before they were
-                // left out, or be waiting with a later mark).
+                // left out, or be waiting with a later mark). What went away since goes
+                // as a delete of the top of it that is gone, and a path below only
+                // directories again goes out itself.
                 let root = &self.targets[t.0].root;
                 for p in left_out {
-                    if let Some(a) = first_non_directory(root, &p) {
-                        taken.redirect.push((p, a));
-                    }
+                    let a = first_non_directory(root, &p).unwrap_or_else(|| p.clone());
+                    taken.redirect.push((p, a));
                 }
             }
             if outcome.ok() {
@@ -932,8 +933,10 @@ impl Mirror {
             // waited) cannot be pushed or deleted one by one, and need not be: the push
             // of the file or link replaces the directory on the remote. Without them,
             // and with each listing built again (a listed directory that is a link now
-            // goes as the link), once.
-            if outcome.status == 23 && !checked_below_files {
+            // goes as the link), once. rsync says so with exit 23, or, when the file or
+            // link is itself in the call and the path's deletion request is right below
+            // it, by aborting the receiver (exit 2, "invalid path from sender").
+            if matches!(outcome.status, 2 | 23) && !checked_below_files {
                 checked_below_files = true;
                 if let Job::Paths(paths) = job {
                     let reachable: Vec<Entry> = paths
@@ -1429,7 +1432,8 @@ fn below_a_file(root: &Path, path: &Path) -> bool {
 }
 
 /// The first of `path`'s proper ancestors (relative to `root`) that is not a directory
-/// now, from the top.
+/// now, from the top: a file or link, or gone (its push then deletes it on the remote,
+/// with what the remote holds below it).
 fn first_non_directory(root: &Path, path: &Path) -> Option<PathBuf> {
     let mut above: Vec<&Path> = path
         .ancestors()
@@ -1439,7 +1443,7 @@ fn first_non_directory(root: &Path, path: &Path) -> Option<PathBuf> {
     above.reverse();
     above
         .into_iter()
-        .find(|a| std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| !m.is_dir()))
+        .find(|a| !std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| m.is_dir()))
         .map(Path::to_path_buf)
 }
 

@@ -272,6 +272,27 @@ fn materialise(dir: &Path, tree: &Tree) -> std::io::Result<()> {
     Ok(())
 }
 
+/// [`materialise`], with each `(from, to)` of `links` made as a hard link of `from`.
+fn materialise_linked(
+    dir: &Path,
+    tree: &Tree,
+    links: &[(Vec<u8>, Vec<u8>)],
+) -> std::io::Result<()> {
+    let plain: Tree = tree
+        .iter()
+        .filter(|(k, _)| !links.iter().any(|(_, to)| to == *k))
+        .map(|(k, n)| (k.clone(), n.clone()))
+        .collect();
+    materialise(dir, &plain)?;
+    for (from, to) in links {
+        std::fs::hard_link(
+            dir.join(OsStr::from_bytes(from)),
+            dir.join(OsStr::from_bytes(to)),
+        )?;
+    }
+    Ok(())
+}
+
 /// Empties `dir` (keeps the directory itself: the daemon's module path).
 fn empty(dir: &Path) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir)? {
@@ -329,11 +350,17 @@ fn skipped(excludes: &Excludes, rel: &[u8], is_dir: bool) -> bool {
     filter::skip(excludes, &rel[at..], &path(rel), is_dir)
 }
 
-/// The simulator's `<filter>`: `.log` names.
-fn sim_excludes() -> Excludes {
+/// The simulator's `<filter>`: `.log` names, and with `dir_only` directories named `e`
+/// (`e/`, a directory-only rule: a file so named is not excluded).
+fn sim_excludes(dir_only: bool) -> Excludes {
+    let mut rules = vec![r"^(?:(.*)\.log)$"];
+    if dir_only {
+        rules.push(r"^(?:(.*/)?e/)$");
+    }
     Excludes::new(
-        regex::bytes::Regex::new(r"^(?:(.*)\.log)$")
+        rules
             .into_iter()
+            .filter_map(|r| regex::bytes::Regex::new(r).ok())
             .collect(),
     )
 }
@@ -344,7 +371,7 @@ struct Shape {
     calls: Vec<(Vec<OsString>, Vec<u8>)>,
 }
 
-fn pick_paths(rng: &mut Rng, source: &Tree, remote: &Tree) -> Vec<Entry> {
+fn pick_paths(rng: &mut Rng, excludes: &Excludes, source: &Tree, remote: &Tree) -> Vec<Entry> {
     let mut pool: Vec<Vec<u8>> = source
         .keys()
         .chain(remote.keys())
@@ -354,10 +381,9 @@ fn pick_paths(rng: &mut Rng, source: &Tree, remote: &Tree) -> Vec<Entry> {
         .collect();
     pool.extend([b"e".to_vec(), b"a/e".to_vec(), b"d/a/e".to_vec()]);
     // The agent's paths never hold a temp or excluded name (its intake drops them).
-    let excludes = sim_excludes();
     pool.retain(|p| {
         let is_dir = source.get(p).or(remote.get(p)) == Some(&Node::Dir);
-        !skipped(&excludes, p, is_dir)
+        !skipped(excludes, p, is_dir)
     });
     let n = 1 + rng.below(4);
     let mut out: Vec<Entry> = Vec::new();
@@ -396,7 +422,7 @@ fn shape(
     loop {
         match rng.below(7) {
             0 | 1 => {
-                let paths = pick_paths(rng, source, remote);
+                let paths = pick_paths(rng, excludes, source, remote);
                 let excluded: Vec<PathBuf> = paths
                     .iter()
                     .filter(|e| e.listing)
@@ -411,7 +437,7 @@ fn shape(
                 };
             }
             2 => {
-                let paths = pick_paths(rng, source, remote);
+                let paths = pick_paths(rng, excludes, source, remote);
                 return Shape {
                     name: "fail log paths".into(),
                     calls: vec![(t.fail_log_argv(&Job::Paths(paths)), Vec::new())],
@@ -586,18 +612,51 @@ fn shown(argv: &[OsString], stdin: &[u8]) -> String {
 /// One case: `Err` with the whole story when rsync and the model disagree.
 fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
     let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
-    let source = random_tree(&mut rng);
+    let mut source = random_tree(&mut rng);
     let remote = random_remote(&mut rng, &source);
+    // Files linked into place under other names (`ln a b`): without `-H` rsync sends
+    // each name as a file of its own.
+    let mut links: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    if rng.chance(30) {
+        let files: Vec<Vec<u8>> = source
+            .iter()
+            .filter(|(_, n)| matches!(n, Node::File { .. }))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let dirs: Vec<Vec<u8>> = std::iter::once(Vec::new())
+            .chain(
+                source
+                    .iter()
+                    .filter(|(_, n)| **n == Node::Dir)
+                    .map(|(k, _)| k.clone()),
+            )
+            .collect();
+        for _ in 0..1 + rng.below(2) {
+            let (Some(from), Some(d), Some(name)) =
+                (rng.pick(&files), rng.pick(&dirs), rng.pick(&NAMES))
+            else {
+                break;
+            };
+            let to = model::join(d, name);
+            if source.contains_key(&to) {
+                continue;
+            }
+            if let Some(n) = source.get(from).cloned() {
+                source.insert(to.clone(), n);
+                links.push((from.clone(), to));
+            }
+        }
+    }
     let root = scratch.join(format!("src{seed}"));
     std::fs::create_dir(&root).map_err(|e| format!("mkdir source: {e}"))?;
-    let made = materialise(&root, &source)
+    let made = materialise_linked(&root, &source, &links)
         .and_then(|()| empty(&daemon.data))
         .and_then(|()| materialise(&daemon.data, &remote));
     if let Err(e) = made {
         let _ = std::fs::remove_dir_all(&root);
         return Err(format!("seed {seed}: cannot make the trees: {e}"));
     }
-    let excludes = sim_excludes();
+    let excludes = sim_excludes(rng.chance(50));
     let mut t = Target {
         root: root.clone(),
         remote: Remote {

@@ -604,17 +604,15 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
     let list = deduped;
     // The receiver goes through the list in order and stops at such a request.
     let mut abort: Option<Vec<u8>> = None;
-    // A deletion request below what the file list holds as a non-directory (a link
-    // that leads nowhere, sent as itself): the receiver aborts, exit 2.
+    // A deletion request whose parent the file list holds as a non-directory (a link
+    // that leads nowhere, sent as itself): the receiver aborts, exit 2. Only the
+    // parent: one further up is not looked at (the parent is then absent from the
+    // list, a warning of the sender's).
     for rel in &missing {
-        let bad = rel
-            .iter()
-            .enumerate()
-            .filter(|(_, &b)| b == b'/')
-            .any(|(i, _)| {
-                seen.get(&rel[..i])
-                    .is_some_and(|&j| list.get(j).is_some_and(|(_, n)| *n != Node::Dir))
-            });
+        let bad = rel.iter().rposition(|&b| b == b'/').is_some_and(|i| {
+            seen.get(&rel[..i])
+                .is_some_and(|&j| list.get(j).is_some_and(|(_, n)| *n != Node::Dir))
+        });
         if bad && abort.as_ref().is_none_or(|a| rel < a) {
             abort = Some(rel.clone());
         }
@@ -652,7 +650,11 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
     // when the receiver has the rules (`--delete`): then it stays, and that is no error.
     // The receiver finds the path as the filesystem does: through a link on the remote
     // (a chrooted daemon's absolute links start at the module's top).
-    for rel in missing.iter().filter(|_| abort.is_none()) {
+    // An abort ends the receiver at its request: those sorted before it are done.
+    for rel in missing
+        .iter()
+        .filter(|r| abort.as_ref().is_none_or(|a| *r < a))
+    {
         if rel.is_empty() {
             continue;
         }
