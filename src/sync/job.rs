@@ -105,15 +105,26 @@ impl Job {
 
     /// A rename as plain paths: the delete of `from`, the push of `to` and of what is
     /// below it. The fail log and every fallback owe a rename in this form, never as a
-    /// rename. Other jobs: their paths (none for a full sync).
+    /// rename. A directory's `from` is owed as its listing: a directory made again at
+    /// the old name before the push reads the tree is listed, and what the remote
+    /// holds of the old one is deleted (as the queue's own plain form has it), not
+    /// left there for good. Other jobs: their paths (none for a full sync).
     pub fn plain_paths(&self) -> Vec<Entry> {
         match self {
             Job::Paths(p) => p.clone(),
             Job::Full => Vec::new(),
             Job::Rename {
-                from, to, below, ..
+                from,
+                to,
+                dir,
+                below,
             } => {
-                let mut out = vec![Entry::plain(from.clone()), Entry::plain(to.clone())];
+                let from = if *dir {
+                    Entry::listing(from.clone())
+                } else {
+                    Entry::plain(from.clone())
+                };
+                let mut out = vec![from, Entry::plain(to.clone())];
                 out.extend(below.iter().filter(|p| *p != to).cloned().map(Entry::plain));
                 out
             }

@@ -225,6 +225,9 @@ fn seeds_that_found_defects_stay_fixed() {
     // A path whose deletion request is right below what is a file or link now, in one
     // call with it: rsync's receiver aborts (exit 2), and the agent retried the same
     // call for ever (it left such paths out only after an exit 23).
+    // A directory rename written to the fail log at a stop owed its old path without
+    // its listing: a directory made again there went alone, and the old one's files
+    // stayed on the remote for good (273401).
     let with_outages = Faults {
         outages: true,
         ..Faults::BASE
@@ -236,6 +239,7 @@ fn seeds_that_found_defects_stay_fixed() {
         (166_017, Faults::BASE),
         (5_176, with_outages),
         (18_394, with_outages),
+        (273_401, Faults::BASE),
     ];
     for (seed, faults) in seeds {
         let ended = history_with(seed, STEPS, faults);
