@@ -620,10 +620,7 @@ impl Mirror {
             }
             if outcome.ok() {
                 let root = &self.targets[t.0].root;
-                let again: Vec<PathBuf> = missing
-                    .into_iter()
-                    .filter(|d| std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir()))
-                    .collect();
+                let again = listings_again(root, missing);
                 if !again.is_empty() {
                     // Not paid: what they owe (in the fail log, with its older mark) stays
                     // owed until their listing lands.
@@ -1484,7 +1481,7 @@ impl Drop for Taken<'_> {
 }
 
 /// The directories `job` lists that are not directories now.
-fn missing_listings(root: &Path, job: &Job) -> Vec<PathBuf> {
+fn missing_listings(root: &Path, job: &Job) -> Vec<(PathBuf, Option<DirStamp>)> {
     let Job::Paths(paths) = job else {
         return Vec::new();
     };
@@ -1493,6 +1490,45 @@ fn missing_listings(root: &Path, job: &Job) -> Vec<PathBuf> {
         .filter(|e| e.listing && !e.path.as_os_str().is_empty())
         .map(|e| e.path.clone())
         .filter(|d| !std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir()))
+        .map(|d| {
+            let stamp = parent_stamp(root, &d);
+            (d, stamp)
+        })
+        .collect()
+}
+
+/// What a directory's entries last changed at: device, inode, mtime and ctime (ns).
+type DirStamp = (u64, u64, i64, i64, i64, i64);
+
+/// The stamp of `path`'s parent directory (relative to `root`), read without following
+/// a link; `None` when it cannot be read.
+fn parent_stamp(root: &Path, path: &Path) -> Option<DirStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = path.parent().unwrap_or(Path::new(""));
+    let m = std::fs::symlink_metadata(root.join(parent)).ok()?;
+    Some((
+        m.dev(),
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    ))
+}
+
+/// Of the listings that went out as deletes (their directory missing when the call was
+/// built), those that go out again: a directory there now, or one that may have been
+/// there while rsync read the tree, made and removed again during the call (its
+/// parent's entries changed meanwhile). rsync would then have sent it alone, and what
+/// the remote holds of the old one stays; the barrier must not pass on it.
+fn listings_again(root: &Path, missing: Vec<(PathBuf, Option<DirStamp>)>) -> Vec<PathBuf> {
+    missing
+        .into_iter()
+        .filter(|(d, stamp)| {
+            std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir())
+                || parent_stamp(root, d) != *stamp
+        })
+        .map(|(d, _)| d)
         .collect()
 }
 

@@ -228,6 +228,17 @@ fn seeds_that_found_defects_stay_fixed() {
     // A directory rename written to the fail log at a stop owed its old path without
     // its listing: a directory made again there went alone, and the old one's files
     // stayed on the remote for good (273401).
+    // A listing that went out as a delete (its directory missing when the call was
+    // built), whose directory was made and removed again while rsync ran: rsync sent
+    // the directory alone, the old one's entries stayed, and the listing was paid, so
+    // a barrier passed (76474; 133724 of the million-history soak).
+    let soak_mix = Faults {
+        hangs: true,
+        reloads: true,
+        roots: true,
+        hard_links: true,
+        ..Faults::BASE
+    };
     let with_outages = Faults {
         outages: true,
         ..Faults::BASE
@@ -240,6 +251,8 @@ fn seeds_that_found_defects_stay_fixed() {
         (5_176, with_outages),
         (18_394, with_outages),
         (273_401, Faults::BASE),
+        (76_474, Faults::BASE),
+        (133_724, soak_mix),
     ];
     for (seed, faults) in seeds {
         let ended = history_with(seed, STEPS, faults);
