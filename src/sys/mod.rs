@@ -2,7 +2,8 @@
 //! descriptors, anonymous files for a child's stdin and stderr, shell words (split and
 //! quote, in one place), safe handling of the files the agent trusts (`fsafe`), unix
 //! sockets for one user (`local_socket`), a view of a directory that follows no symbolic
-//! link for rsync (`nosymfollow`), and random bits for jitter.
+//! link for rsync (`nosymfollow`), random bits for jitter, and times written for people
+//! (`time`: RFC 3339).
 //!
 //! Nothing here knows about configs, remotes or events.
 
@@ -14,6 +15,7 @@ pub mod mounts;
 pub mod nosymfollow;
 pub mod shell;
 pub mod syslog;
+pub mod time;
 
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
