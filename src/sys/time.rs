@@ -1,6 +1,7 @@
 //! Times as the agent writes them for people: whole unix seconds, and those in RFC 3339,
 //! UTC, to the second. The status document, `--status` and the "recovered" log line
-//! all write times with [`rfc3339`].
+//! all write times with [`rfc3339`]. And the monotonic clock as the service manager
+//! reads it.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,17 @@ pub fn rfc3339(unix: u64) -> String {
             || format!("unix time {unix}"),
             |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         )
+}
+
+/// CLOCK_MONOTONIC in microseconds (what sd_notify's `MONOTONIC_USEC` carries).
+pub fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec it is given, valid for the whole call.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1000
 }
 
 #[cfg(test)]
