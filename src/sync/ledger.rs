@@ -1,6 +1,6 @@
 //! The ledger of one remote: what waits for it, what is in flight, what it owes after a
 //! failure and when that is retried, and how far it is level (its marks). A plain value,
-//! driven by [`crate::sync::queue::Queue`] under its lock and by tests without threads or
+//! driven by the `Queue` (one per remote, under its lock) and by tests without threads or
 //! files; the fail log file is written from it ([`Ledger::owed`]) and read back into it
 //! (`Queue::restore`, which books what the file held with [`Ledger::owe`]).
 //!
