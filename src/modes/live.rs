@@ -394,7 +394,13 @@ fn run(
     let roots = pipeline.roots_health().to_vec();
 
     // Before the workers start: a rebuild's walk must come before its full syncs.
-    let index = super::warm::start(config, &walked_roots, &mirror, first && args.full_first);
+    let index = super::warm::start(
+        config,
+        &walked_roots,
+        &mirror,
+        first && args.full_first,
+        pipeline.links(),
+    );
     let checkpoints = super::warm::checkpoints(Arc::clone(&index), Arc::clone(&stop))
         .map_err(|e| fail(detached, runtime(anyhow::Error::new(e))))?;
     pipeline.attach(checkpoints);

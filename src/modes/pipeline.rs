@@ -19,7 +19,7 @@
 //! fail log written if its last write failed.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Context};
@@ -28,6 +28,7 @@ use super::{usage, Exit};
 use crate::config::{Config, Events};
 use crate::filter::Excludes;
 use crate::sync::intake::{Intake, Route};
+use crate::sync::links::Links;
 use crate::sync::{self, AfterPush, FailLog, Mirror, Queue, RemoteId, Target};
 use crate::sys::{fsafe, Stop};
 use crate::watch::{RootHealth, Watcher};
@@ -203,6 +204,8 @@ pub(crate) struct Pipeline {
     watch_threads: Vec<JoinHandle<()>>,
     /// Threads that end on this pipeline's stop, joined before the queue closes.
     attached: Vec<JoinHandle<()>>,
+    /// The names of multi-linked files, for the filter thread (`src/sync/links.rs`).
+    links: Arc<Mutex<Links>>,
 }
 
 /// How a pipeline ended ([`Pipeline::stop`]).
@@ -269,6 +272,7 @@ impl Pipeline {
             filter: None,
             watch_threads: Vec::new(),
             attached: Vec::new(),
+            links: Arc::default(),
         };
         (pipeline, mirror)
     }
@@ -296,6 +300,7 @@ impl Pipeline {
             filter: None,
             watch_threads: Vec::new(),
             attached: Vec::new(),
+            links: Arc::default(),
         }
     }
 
@@ -328,6 +333,7 @@ impl Pipeline {
             events: self.events,
             debug: self.debug,
             queue: Arc::clone(&self.queue),
+            links: Arc::clone(&self.links),
         };
         self.filter = Some(
             std::thread::Builder::new()
@@ -367,6 +373,12 @@ impl Pipeline {
 
     pub fn queue(&self) -> &Arc<Queue> {
         &self.queue
+    }
+
+    /// The names of multi-linked files the filter thread keeps: a walk of the tree
+    /// before it starts feeds them (`warm::start`).
+    pub fn links(&self) -> &Arc<Mutex<Links>> {
+        &self.links
     }
 
     /// A thread that ends on this pipeline's stop (scheduler, status server): joined by

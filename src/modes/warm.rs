@@ -4,13 +4,14 @@
 //! syncs landed. Then the index is checkpointed while the pipeline runs and at the stop.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::filter::Excludes;
-use crate::sync::index::{self, Found, Recorder};
+use crate::sync::index::{self, Found, Kind, Recorder};
+use crate::sync::links::Links;
 use crate::sync::workers::{self, Mirror};
 use crate::sys::Stop;
 
@@ -20,24 +21,36 @@ pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// Loads the index of `config`, tells `mirror` to record in it, and per watch root
 /// (`roots`, with their excludes): under `rebuild` (`-r`, before the full syncs are
 /// queued) walks the tree as the root's index to be; else, with a usable index, walks
-/// the tree and queues what differs from it; without one, says why in one line.
+/// the tree and queues what differs from it; without one, says why in one line. What a
+/// walk finds under several names goes to `links` (the filter thread's, by the root's
+/// place in `roots`).
 pub(crate) fn start(
     config: &Config,
     roots: &[(PathBuf, Excludes)],
     mirror: &Mirror,
     rebuild: bool,
+    links: &Mutex<Links>,
 ) -> Arc<Recorder> {
     let path = index::path_for(&config.fail_log);
     let (rec, found) = Recorder::load(path, mirror.targets());
     let rec = Arc::new(rec);
     for (root, found) in found {
-        let Some((_, excludes)) = roots.iter().find(|(r, _)| *r == root) else {
+        let Some((at, (_, excludes))) = roots.iter().enumerate().find(|(_, (r, _))| *r == root)
+        else {
             continue;
         };
         let started = Instant::now();
         let walked = || {
-            index::walk(&root, excludes)
-                .inspect_err(|e| log::warn!("cannot walk {} for the index: {e}", root.display()))
+            let tree = index::walk(&root, excludes)
+                .inspect_err(|e| log::warn!("cannot walk {} for the index: {e}", root.display()));
+            if let Ok(tree) = &tree {
+                let files = tree
+                    .iter()
+                    .filter(|(_, m)| m.kind == Kind::File)
+                    .map(|(p, m)| (p.clone(), (m.dev, m.ino)));
+                (links.lock().unwrap_or_else(|e| e.into_inner())).learn_walk(at, files);
+            }
+            tree
         };
         match (rebuild, found) {
             (false, Found::Unclean(why)) => {

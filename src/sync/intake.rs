@@ -14,12 +14,13 @@ use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::job::{Entry, RemoteId};
+use super::links::{FileId, Links};
 use super::queue::{Item, Queue};
 use crate::config::Events;
 use crate::filter::{self, Excludes};
@@ -40,6 +41,9 @@ pub struct Intake {
     pub events: Events,
     pub debug: bool,
     pub queue: Arc<Queue>,
+    /// The known names of multi-linked files (`src/sync/links.rs`): a write through one
+    /// name queues the others.
+    pub links: Arc<Mutex<Links>>,
 }
 
 /// A regular file created while `<createFile>` is off waits for its CLOSE_WRITE; one
@@ -186,7 +190,14 @@ impl Intake {
                     continue;
                 }
             }
-            match self.decide(route, change) {
+            let others = self.linked(batch.root, route, &change);
+            let decision = self.decide(route, change);
+            if let (Decision::Push(..), Some(others)) = (&decision, others) {
+                // Written through one name: the file's other names changed too, and
+                // no event says so. They go in the same batch (so in the same call).
+                changes.extend(others.into_iter().map(|p| Item::Path(p.into(), false)));
+            }
+            match decision {
                 Decision::Drop => {}
                 Decision::Unclosed(path) => {
                     let now = stamp(&route.root.join(&path));
@@ -210,6 +221,119 @@ impl Intake {
             self.push_unclosed(batch.root, waiting, |_| true);
             self.queue.cookies_seen(&cookies, &route.remotes);
         }
+    }
+
+    fn links(&self) -> MutexGuard<'_, Links> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the names of multi-linked files in step with `change` (of watch root
+    /// `root`), and for a write (or attribute change) of such a file returns its other
+    /// known mirrored names in this root, each still the same file. Other roots'
+    /// names are queued for their own remotes here.
+    fn linked(&self, root: usize, route: &Route, change: &Change) -> Option<Vec<PathBuf>> {
+        let mirrored = |p: &Path| {
+            let name = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+            !filter::skip(&route.excludes, name, p, false)
+        };
+        match change {
+            Change::File { path, op } => {
+                let wrote = matches!(op, Op::ClosedWrite | Op::Modified | Op::Attrib);
+                match op {
+                    Op::Deleted | Op::MovedOut => {
+                        let mut links = self.links();
+                        if !links.is_empty() {
+                            links.forget(&root, path);
+                        }
+                        None
+                    }
+                    // A write's other names matter only once some are known; a name
+                    // made or moved in (a link made, `ln -f`'s rename) is learned.
+                    Op::Modified | Op::Attrib if self.links().is_empty() => None,
+                    _ => {
+                        let file = regular_file(&route.root.join(path));
+                        let mut links = self.links();
+                        let id = match file.filter(|_| mirrored(path)) {
+                            Some((id, links_)) if links_ > 1 => id,
+                            Some((id, _)) => {
+                                links.forget(&root, path);
+                                if matches!(op, Op::Created | Op::ClosedWrite | Op::MovedIn) {
+                                    links.single((root, path.clone()), id);
+                                }
+                                return None;
+                            }
+                            None => {
+                                links.forget(&root, path);
+                                return None;
+                            }
+                        };
+                        let name = (root, path.clone());
+                        if !links.learn(name.clone(), id) && links.first_full() {
+                            warn_full();
+                        }
+                        if !wrote {
+                            return None;
+                        }
+                        let others = links.others(&name, id);
+                        drop(links);
+                        Some(self.still_linked(root, id, others))
+                    }
+                }
+            }
+            Change::DirOut { path, .. } => {
+                self.links().forget_below(root, path);
+                None
+            }
+            Change::Renamed { from, to, dir, .. } => {
+                let mut links = self.links();
+                links.renamed(root, from, to);
+                if !*dir {
+                    match linked_file(&route.root.join(to)).filter(|_| mirrored(to)) {
+                        Some(id) => {
+                            links.learn((root, to.clone()), id);
+                        }
+                        None => links.forget(&root, to),
+                    }
+                }
+                None
+            }
+            Change::Exchanged { a, b, .. } => {
+                let mut links = self.links();
+                links.forget_below(root, a);
+                links.forget_below(root, b);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Of `others` (names known for the file `id`), those of root `root` that are
+    /// still that file; those of other roots are queued for their remotes here. What
+    /// is not that file any more is forgotten.
+    fn still_linked(&self, root: usize, id: FileId, others: Vec<(usize, PathBuf)>) -> Vec<PathBuf> {
+        let mut here = Vec::new();
+        let mut elsewhere: HashMap<usize, Vec<Item>> = HashMap::new();
+        for (r, p) in others {
+            let Some(route) = self.routes.get(r) else {
+                continue;
+            };
+            if linked_file(&route.root.join(&p)) != Some(id) {
+                self.links().forget(&r, &p);
+            } else if r == root {
+                here.push(p);
+            } else {
+                elsewhere
+                    .entry(r)
+                    .or_default()
+                    .push(Item::Path(p.into(), false));
+            }
+        }
+        for (r, items) in elsewhere {
+            if let Some(route) = self.routes.get(r) {
+                self.queue.push_batch(&route.remotes, &items);
+            }
+        }
+        here
     }
 
     /// What one change asks of the remotes.
@@ -420,6 +544,30 @@ enum Decision {
     Full,
 }
 
+/// The (device, inode) of `abs` when it is a regular file with more than one link.
+fn linked_file(abs: &Path) -> Option<FileId> {
+    regular_file(abs).and_then(|(id, n)| (n > 1).then_some(id))
+}
+
+/// The (device, inode) and link count of `abs` when it is a regular file.
+fn regular_file(abs: &Path) -> Option<(FileId, u64)> {
+    let m = std::fs::symlink_metadata(abs).ok()?;
+    m.file_type()
+        .is_file()
+        .then(|| ((m.dev(), m.ino()), m.nlink()))
+}
+
+/// Says once that the names of multi-linked files are no longer all kept.
+fn warn_full() {
+    log::warn!(
+        "more than {} names of hard-linked files seen: the names of further ones are not \
+         kept, and a write through one of them may leave its other names as they were on \
+         the remotes; a full sync (-r, a <crontab> full sync, --replay of a full sync) \
+         levels them (README, \"Hard links\")",
+        super::links::MAX_NAMES
+    );
+}
+
 /// A created entry that will never see a CLOSE_WRITE: a symlink, a device or fifo,
 /// or a hard link to an existing file. Without this they would only arrive with the
 /// next full sync.
@@ -452,6 +600,7 @@ mod tests {
             events: Events::default(),
             debug: false,
             queue: Arc::clone(&queue),
+            links: Default::default(),
         };
         std::fs::write(d.path().join("linked"), b"whole").expect("write");
         std::fs::write(d.path().join("growing"), b"part").expect("write");
@@ -495,6 +644,7 @@ mod tests {
             events: Events::default(),
             debug: true,
             queue: Arc::clone(&queue),
+            links: Default::default(),
         };
         let file = |path: &str, op| Change::File { path: p(path), op };
         let batch = Batch {

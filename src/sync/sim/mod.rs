@@ -241,7 +241,20 @@ impl Sim {
             events,
             debug: false,
             queue: queue.clone(),
+            links: Default::default(),
         };
+        // Live mode's start walks the tree (the warm-restart catch-up, or -r's index)
+        // and teaches the filter thread the files it found under several names.
+        {
+            use std::os::unix::fs::MetadataExt;
+            let tree = model::read_tree(&intake.routes[0].root);
+            let files = tree.iter().filter_map(|(k, n)| {
+                let path = PathBuf::from(OsStr::from_bytes(k));
+                let m = std::fs::symlink_metadata(intake.routes[0].root.join(&path)).ok()?;
+                matches!(n, Node::File { .. }).then(|| (path, (m.dev(), m.ino())))
+            });
+            (intake.links.lock().unwrap_or_else(|e| e.into_inner())).learn_walk(0, files);
+        }
         mirror.replay();
         if full {
             queue.push_full(&mirror.all());
@@ -531,15 +544,9 @@ impl Sim {
                 let existed = match tree.get(&new) {
                     // A write through a link lands at its target: not this change.
                     Some(Node::Dir) | Some(Node::Link(_)) => return,
-                    // Nor one to a file with other names: inotify reports it for the
-                    // name written through only, and no watcher can see the others
-                    // change (a limit of the kernel's interface, not the agent's).
-                    Some(_)
-                        if std::fs::symlink_metadata(abs(&new))
-                            .is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) > 1) =>
-                    {
-                        return
-                    }
+                    // A file with other names (hard links) is written in place: every
+                    // name has the new content, and the kernel's events name only the
+                    // one written through (as inotify and fanotify do).
                     Some(_) => true,
                     None => false,
                 };
@@ -554,6 +561,9 @@ impl Sim {
                 }
                 st.events.push(file(path(&new), Op::ClosedWrite));
                 touch(&mut st, &new);
+                for other in other_names(&root, &tree, &new) {
+                    touch(&mut st, &other);
+                }
                 st.history.push(format!(
                     "write {} ({len} x {})",
                     show_path(&new),
@@ -904,6 +914,24 @@ fn file(path: PathBuf, op: Op) -> Event {
 fn next_tick(st: &mut State) -> u64 {
     st.tick += 1;
     st.tick
+}
+
+/// The other names in `tree` of the file at `rel` (hard links: the same device and
+/// inode).
+fn other_names(root: &Path, tree: &Tree, rel: &[u8]) -> Vec<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |rel: &[u8]| {
+        let m = std::fs::symlink_metadata(root.join(OsStr::from_bytes(rel))).ok()?;
+        (m.file_type().is_file() && m.nlink() > 1).then(|| (m.dev(), m.ino()))
+    };
+    let Some(me) = id(rel) else {
+        return Vec::new();
+    };
+    tree.iter()
+        .filter(|(k, n)| matches!(n, Node::File { .. }) && k.as_slice() != rel)
+        .filter(|(k, _)| id(k) == Some(me))
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 fn touch(st: &mut State, rel: &[u8]) {

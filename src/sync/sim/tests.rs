@@ -232,6 +232,9 @@ fn seeds_that_found_defects_stay_fixed() {
     // built), whose directory was made and removed again while rsync ran: rsync sent
     // the directory alone, the old one's entries stayed, and the listing was paid, so
     // a barrier passed (76474; 133724 of the million-history soak).
+    // A file written through one of its hard-linked names: the kernel names only that
+    // one, and the others stayed stale on the remotes, a barrier passing (7959; 4135:
+    // the first name was written before the link was made, then the link's name went).
     let soak_mix = Faults {
         hangs: true,
         reloads: true,
@@ -253,6 +256,8 @@ fn seeds_that_found_defects_stay_fixed() {
         (273_401, Faults::BASE),
         (76_474, Faults::BASE),
         (133_724, soak_mix),
+        (7_959, Faults::DEFAULT),
+        (4_135, Faults::DEFAULT),
     ];
     for (seed, faults) in seeds {
         let ended = history_with(seed, STEPS, faults);
