@@ -972,6 +972,70 @@ fn files_linked_into_place_and_unlinked_from_their_temp_name_arrive() {
     agent.stop();
 }
 
+// Found by an outside attack run (10 of 10 rounds, both watchers): a file written
+// through one of its hard-linked names left the others stale on every remote, and
+// `--wait-synced` said synced. The kernel names only the name written through, and
+// rsync's receiver replaces that name by a new file, `-H` or not. Also `ln -f` onto a
+// name, and a name in another directory.
+fn a_write_through_one_hard_linked_name_reaches_the_others(backend: &str) {
+    let s = Setup::new(&format!("hardlinks-{backend}"));
+    let mut conf = s.conf();
+    if backend == "fanotify" {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: fanotify needs root (CAP_SYS_ADMIN)");
+            return;
+        }
+    }
+    conf.backend = backend.to_owned();
+    conf.params = "-aHz".into();
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    s.write("hl_a", "v1\n");
+    fs::hard_link(s.p("hl_a"), s.p("hl_b")).expect("ln hl_a hl_b");
+    s.write("h1", "one\n");
+    s.write("h2", "two\n");
+    s.write("hd/.keep", "");
+    s.wait(&mut agent, "the first names and the link");
+    fs::hard_link(s.p("h1"), s.p("hd/h3")).expect("ln h1 hd/h3");
+    // `ln -f h1 h2`: a link under a temporary name renamed over h2.
+    fs::hard_link(s.p("h1"), s.p("h2.tmp")).expect("ln h1 h2.tmp");
+    rename(s.p("h2.tmp"), s.p("h2"));
+    s.wait(&mut agent, "the links");
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(s.p("hl_a"))
+        .expect("open hl_a");
+    std::io::Write::write_all(&mut f, b"appended\n").expect("append");
+    drop(f);
+    s.write("h1", "one, again\n");
+    let out = wait_synced(&s.dir, 60);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    for r in s.remotes() {
+        for name in ["hl_b", "h2", "hd/h3"] {
+            assert_eq!(
+                fs::read(r.join(name)).ok(),
+                fs::read(s.p(name)).ok(),
+                "--wait-synced said synced with {name} stale on {}\n{}",
+                r.display(),
+                agent.log()
+            );
+        }
+        trees_equal(&s.src, &r)
+            .unwrap_or_else(|d| panic!("--wait-synced said synced: {d}\n{}", agent.log()));
+    }
+    agent.stop();
+}
+
+#[test]
+fn a_write_through_one_hard_linked_name_reaches_the_others_inotify() {
+    a_write_through_one_hard_linked_name_reaches_the_others("inotify");
+}
+
+#[test]
+fn a_write_through_one_hard_linked_name_reaches_the_others_fanotify() {
+    a_write_through_one_hard_linked_name_reaches_the_others("fanotify");
+}
+
 // Found by an outside attack run: names the `<filter>` excludes that exist only on a
 // remote (the mirror's own `cache/`, its logs) were deleted by full syncs and by the
 // listing pushes of a replaced directory: only the excluded names found in the source
