@@ -251,7 +251,8 @@ impl Sim {
             let files = tree.iter().filter_map(|(k, n)| {
                 let path = PathBuf::from(OsStr::from_bytes(k));
                 let m = std::fs::symlink_metadata(intake.routes[0].root.join(&path)).ok()?;
-                matches!(n, Node::File { .. }).then(|| (path, (m.dev(), m.ino())))
+                let kept = is_mirrored(&intake.routes[0].excludes, k, false);
+                (kept && matches!(n, Node::File { .. })).then(|| (path, (m.dev(), m.ino())))
             });
             (intake.links.lock().unwrap_or_else(|e| e.into_inner())).learn_walk(0, files);
         }
