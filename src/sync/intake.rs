@@ -297,6 +297,21 @@ impl Intake {
                 }
                 None
             }
+            // Events were lost (links made among them) or the root is new: the tree is
+            // walked for its files with several names, as at start. A full sync, which
+            // costs more than this walk, follows anyway.
+            Change::Overflow | Change::RootBack => {
+                if let Ok(tree) = super::index::walk(&route.root, &route.excludes) {
+                    let files = tree
+                        .into_iter()
+                        .filter(|(_, m)| m.kind == super::index::Kind::File)
+                        .map(|(p, m)| (p, (m.dev, m.ino)));
+                    let mut links = self.links();
+                    links.forget_below(root, Path::new(""));
+                    links.learn_walk(root, files);
+                }
+                None
+            }
             Change::Exchanged { a, b, .. } => {
                 let mut links = self.links();
                 links.forget_below(root, a);
