@@ -320,7 +320,12 @@ fn excluded_in(source: &Tree, excludes: &Excludes, dir: &[u8]) -> Vec<PathBuf> {
     source
         .iter()
         .filter(|(k, _)| k.starts_with(&prefix) && !k[prefix.len()..].contains(&b'/'))
-        .filter(|(k, n)| filter::skip(excludes, &k[prefix.len()..], &path(k), **n == Node::Dir))
+        .filter(|(k, n)| {
+            let (name, is_dir) = (&k[prefix.len()..], **n == Node::Dir);
+            filter::is_temp_name(name)
+                || (excludes.excludes(&path(k), is_dir)
+                    && excludes.needs_anchored_rule(&path(k), is_dir))
+        })
         .map(|(k, _)| path(k))
         .collect()
 }
@@ -380,10 +385,13 @@ fn pick_paths(rng: &mut Rng, excludes: &Excludes, source: &Tree, remote: &Tree) 
         .into_iter()
         .collect();
     pool.extend([b"e".to_vec(), b"a/e".to_vec(), b"d/a/e".to_vec()]);
-    // The agent's paths never hold a temp or excluded name (its intake drops them).
+    // The agent's paths never hold a temp or excluded name (its intake drops them), but
+    // for a name excluded only as a directory (`e/`): queued as a file, it may be such a
+    // directory when rsync reads it (the agent sends one it sees so as its parent's
+    // listing, `Mirror::run_job`).
     pool.retain(|p| {
         let is_dir = source.get(p).or(remote.get(p)) == Some(&Node::Dir);
-        !skipped(excludes, p, is_dir)
+        !skipped(excludes, p, is_dir) || (is_dir && !skipped(excludes, p, false))
     });
     let n = 1 + rng.below(4);
     let mut out: Vec<Entry> = Vec::new();
@@ -398,6 +406,11 @@ fn pick_paths(rng: &mut Rng, excludes: &Excludes, source: &Tree, remote: &Tree) 
         if !out.iter().any(|o| o.path == e.path) {
             out.push(e);
         }
+    }
+    // The root's listing (`.//`): a path at the top that is such an excluded directory
+    // goes so.
+    if rng.chance(10) && !out.iter().any(|o| o.path.as_os_str().is_empty()) {
+        out.push(Entry::listing(""));
     }
     out
 }
@@ -427,7 +440,7 @@ fn shape(
                     .iter()
                     .filter(|e| e.listing)
                     .map(|e| e.path.as_os_str().as_bytes())
-                    .filter(|d| source.get(*d) == Some(&Node::Dir))
+                    .filter(|d| d.is_empty() || source.get(*d) == Some(&Node::Dir))
                     .flat_map(|d| excluded_in(source, excludes, d))
                     .collect();
                 let (argv, stdin) = t.argv(&Job::Paths(paths), &excluded);
