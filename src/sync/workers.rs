@@ -862,16 +862,7 @@ impl Mirror {
         if !target.delete {
             return None;
         }
-        let dirs: Vec<PathBuf> = paths
-            .iter()
-            .filter(|e| e.listing)
-            .map(|e| e.path.clone())
-            .filter(|d| {
-                std::fs::read_dir(target.root.join(d)).is_ok_and(|mut it| {
-                    it.any(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir())))
-                })
-            })
-            .collect();
+        let dirs = prunable(&target.root, paths);
         if dirs.is_empty() {
             return None;
         }
@@ -1490,6 +1481,24 @@ fn sent_paths(root: &Path, excludes: &Excludes, delete: bool, job: &Job) -> Opti
     Some(Job::Paths(sent))
 }
 
+/// The listed directories of a push that need a prune: directories now (not links:
+/// a listing whose directory is a link went as the link, and `./link/` would make rsync
+/// read the link's target, anywhere, and delete through the remote's link of that name)
+/// with a directory among their entries.
+fn prunable(root: &Path, paths: &[Entry]) -> Vec<PathBuf> {
+    paths
+        .iter()
+        .filter(|e| e.listing)
+        .map(|e| e.path.clone())
+        .filter(|d| {
+            std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir())
+                && std::fs::read_dir(root.join(d)).is_ok_and(|mut it| {
+                    it.any(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir())))
+                })
+        })
+        .collect()
+}
+
 /// The paths of `job` (plain or listed) that are now directories the `<filter>` excludes
 /// only as directories (see [`sent_paths`]).
 fn excluded_directories(root: &Path, excludes: &Excludes, job: &Job) -> Vec<PathBuf> {
@@ -1827,6 +1836,28 @@ mod tests {
         );
         let plain = Job::Paths(vec![Entry::plain("d/x"), Entry::listing("d/f")]);
         assert_eq!(sent_paths(root.path(), &excludes, true, &plain), None);
+    }
+
+    /// Found by the simulator (seed 245, symlinks): `rm -rf e; ln -s . e` while the
+    /// listing of `e` waited: the listing went as the link, but its prune ran as
+    /// `-r --delete ./e/`, which reads the whole root through the link and deletes
+    /// through the remote's link of that name. Only directories are pruned.
+    #[test]
+    fn a_listing_whose_directory_is_a_link_now_is_not_pruned() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("d/sub")).expect("mkdir");
+        std::fs::create_dir_all(root.path().join("flat")).expect("mkdir");
+        std::os::unix::fs::symlink(".", root.path().join("e")).expect("ln -s . e");
+        std::os::unix::fs::symlink("d", root.path().join("l")).expect("ln -s d l");
+        let paths = [
+            Entry::listing("d"),
+            Entry::listing("e"),
+            Entry::listing("l"),
+            Entry::listing("flat"),
+            Entry::listing("gone"),
+            Entry::plain("d/sub"),
+        ];
+        assert_eq!(prunable(root.path(), &paths), [PathBuf::from("d")]);
     }
 
     #[test]

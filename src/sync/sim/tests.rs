@@ -242,6 +242,13 @@ fn seeds_that_found_defects_stay_fixed() {
         dir_only: true,
         ..Faults::BASE
     };
+    // A listing whose directory was a link (`ln -s . e`) when it ran: it went as the
+    // link, but its prune (`-r --delete ./e/`) read the whole root through the link
+    // and deleted through the remote's link (245).
+    let symlinks = Faults {
+        symlinks: true,
+        ..Faults::BASE
+    };
     let soak_mix = Faults {
         hangs: true,
         reloads: true,
@@ -268,6 +275,7 @@ fn seeds_that_found_defects_stay_fixed() {
         (1_167, dir_only),
         (1_204, dir_only),
         (3_708, dir_only),
+        (245, symlinks),
     ];
     for (seed, faults) in seeds {
         let ended = history_with(seed, STEPS, faults);
