@@ -408,9 +408,12 @@ fn pick_paths(rng: &mut Rng, excludes: &Excludes, source: &Tree, remote: &Tree) 
         }
     }
     // The root's listing (`.//`): a path at the top that is such an excluded directory
-    // goes so.
-    if rng.chance(10) && !out.iter().any(|o| o.path.as_os_str().is_empty()) {
-        out.push(Entry::listing(""));
+    // goes so. Alone: beside a deletion request that aborts the receiver (below a link
+    // that leads nowhere), what real rsync's generator deleted before the receiver died
+    // depends on the two processes' timing (seen: a directory's entries deleted while
+    // making way for a file, then "could not make way").
+    if rng.chance(10) {
+        return vec![Entry::listing("")];
     }
     out
 }
@@ -474,6 +477,29 @@ fn shape(
                         }
                     }
                 }
+                // A link to a directory, as a prune meets it when the directory was
+                // replaced by such a link after the agent looked (it prunes only what
+                // is a directory then, `workers::prunable`): rsync reads the link's
+                // target and deletes through the remote's link of that name.
+                let mut name = "prune";
+                if rng.chance(25) {
+                    let links: Vec<&Vec<u8>> = source
+                        .iter()
+                        // Not `/etc`: the sender would read the machine's.
+                        .filter(|(k, n)| {
+                            matches!(n, Node::Link(to) if !to.starts_with(b"/"))
+                                && !skipped(excludes, k, false)
+                        })
+                        .map(|(k, _)| k)
+                        .filter(|k| {
+                            std::fs::metadata(t.root.join(path(k))).is_ok_and(|m| m.is_dir())
+                        })
+                        .collect();
+                    if let Some(l) = rng.pick(&links) {
+                        chosen.push((*l).clone());
+                        name = "prune through a link";
+                    }
+                }
                 if chosen.is_empty() {
                     continue;
                 }
@@ -484,7 +510,7 @@ fn shape(
                 let dirs: Vec<PathBuf> = chosen.iter().map(|d| path(d)).collect();
                 let (argv, stdin) = t.prune_argv(&dirs, &excluded);
                 return Shape {
-                    name: "prune".into(),
+                    name: name.into(),
                     calls: vec![(argv, stdin)],
                 };
             }
