@@ -803,16 +803,7 @@ impl Ledger {
     /// [`Ledger::finish`], then the listings `again` (directories `work` listed) wait
     /// once more with the marks they had in flight, so a barrier is not passed
     /// on them.
-    ///
-    /// `redirect`: paths of `work` left out below what is a file or link now, with that
-    /// file or link, which waits once more with their marks.
-    pub fn finish_again(
-        &mut self,
-        work: &Job,
-        again: &[PathBuf],
-        redirect: &[(PathBuf, PathBuf)],
-        now: Instant,
-    ) {
+    pub fn finish_again(&mut self, work: &Job, again: &[PathBuf], now: Instant) {
         let marks: Vec<(Key, Mark)> = again
             .iter()
             .filter_map(|d| {
@@ -820,21 +811,7 @@ impl Ledger {
                 self.inflight.get(&k).map(|m| (k, *m))
             })
             .collect();
-        let moved: Vec<(Key, Mark)> = redirect
-            .iter()
-            .filter_map(|(p, a)| {
-                let m = self.inflight.get(p.as_os_str().as_bytes())?;
-                Some((a.as_os_str().as_bytes().to_vec(), *m))
-            })
-            .collect();
         self.finish(work);
-        for (k, m) in moved {
-            if self.full_pending {
-                self.full_mark = Some(older(self.full_mark, m));
-                continue;
-            }
-            self.push_key(k, false, now, Some(m));
-        }
         for (k, m) in marks {
             if self.full_pending {
                 // The full sync waiting covers it, from the older mark.

@@ -423,7 +423,7 @@ impl Queue {
 
     /// Returns work from `take`; on failure the remote rests a moment before its next call.
     pub fn finish(&self, target: RemoteId, work: &Job, rest: Option<Duration>) {
-        self.finish_again(target, work, rest, &[], &[]);
+        self.finish_again(target, work, rest, &[]);
     }
 
     /// [`Queue::finish`], with the listings `again` (directories `work` listed)
@@ -435,13 +435,10 @@ impl Queue {
         work: &Job,
         rest: Option<Duration>,
         again: &[PathBuf],
-        redirect: &[(PathBuf, PathBuf)],
     ) {
         let mut st = self.lock();
         let remote = &mut st.remotes[target.0];
-        remote
-            .pending
-            .finish_again(work, again, redirect, Instant::now());
+        remote.pending.finish_again(work, again, Instant::now());
         if let Some(d) = rest {
             remote.resting_until = Some(Instant::now() + d);
         }
@@ -468,13 +465,14 @@ impl Queue {
         }
     }
 
-    /// A push to `target` succeeded: what it carried is no longer owed. Returns whether
-    /// what is owed changed.
-    pub fn paid(&self, target: RemoteId, job: &Job) -> bool {
+    /// A push to `target` succeeded: what it carried is no longer owed, but for the
+    /// paths it left out below a file or link (see [`Ledger::paid_leaving`]). Returns
+    /// whether what is owed changed.
+    pub fn paid(&self, target: RemoteId, job: &Job, left_out: &[(PathBuf, PathBuf)]) -> bool {
         self.lock()
             .remotes
             .get_mut(target.0)
-            .is_some_and(|r| r.pending.paid(job))
+            .is_some_and(|r| r.pending.paid_leaving(job, left_out, Instant::now()))
     }
 
     /// Does `target` owe anything?

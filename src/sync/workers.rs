@@ -481,7 +481,6 @@ impl Mirror {
             rest: None,
             accounted: false,
             again: Vec::new(),
-            redirect: Vec::new(),
         };
         if let Some(why) = self.root_unsafe(t) {
             self.defer(t, &taken.job, &why);
@@ -605,17 +604,19 @@ impl Mirror {
                 }
             }
             let mut call = call;
+            let mut redirect = Vec::new();
             if outcome.ok() {
-                // What was left out below a file or link now is made equal by that
-                // file's push: it goes out again carrying their marks, so a barrier
-                // taken before waits for it (it may have been pushed before they were
-                // left out, or be waiting with a later mark). What went away since goes
-                // as a delete of the top of it that is gone, and a path below only
-                // directories again goes out itself.
+                // What was left out below a file or link now is not paid by this call
+                // but made equal by that file's push: it goes out again carrying their
+                // oldest marks, and what they owe moves to it (see
+                // `Ledger::paid_leaving`), so a barrier taken before waits for it (it
+                // may have been pushed before they were left out, or be waiting with a
+                // later mark). What went away since goes as a delete of the top of it
+                // that is gone, and a path below only directories again goes out itself.
                 let root = &self.targets[t.0].root;
                 for p in left_out {
                     let a = first_non_directory(root, &p).unwrap_or_else(|| p.clone());
-                    taken.redirect.push((p, a));
+                    redirect.push((p, a));
                 }
             }
             if outcome.ok() {
@@ -641,7 +642,7 @@ impl Mirror {
                     _ => ix.landed(t, before.unwrap_or_default()),
                 }
             }
-            rest = rest.or(self.account(t, &call, &outcome));
+            rest = rest.or(self.book(t, &call, &outcome, true, &redirect));
         }
         taken.rest = rest;
         taken.accounted = true;
@@ -1017,22 +1018,25 @@ impl Mirror {
     /// Books an outcome: counters, fail queue, fail log. Returns how long the remote
     /// should rest before its next call.
     fn account(&self, t: RemoteId, job: &Job, outcome: &Outcome) -> Option<Duration> {
-        self.book(t, job, outcome, true)
+        self.book(t, job, outcome, true, &[])
     }
 
     /// The part of a call that ended in exit 23 which landed: paid like a success, but
     /// the call failed, so it ends no run of failures (no "recovered" line); the failed
     /// part is booked with [`Mirror::account`].
     fn account_landed_part(&self, t: RemoteId, job: &Job, outcome: &Outcome) -> Option<Duration> {
-        self.book(t, job, outcome, false)
+        self.book(t, job, outcome, false, &[])
     }
 
+    /// Books an outcome; `left_out`: paths of `job` a success left out below a file
+    /// or link, with that file or link (see `Ledger::paid_leaving`).
     fn book(
         &self,
         t: RemoteId,
         job: &Job,
         outcome: &Outcome,
         ends_failures: bool,
+        left_out: &[(PathBuf, PathBuf)],
     ) -> Option<Duration> {
         let stats = &self.stats[t.0];
         let target = &self.targets[t.0];
@@ -1083,7 +1087,7 @@ impl Mirror {
             // The fail log's lock first, then the queue's (see ARCHITECTURE.md), so
             // the file is written in the order the ledger changed.
             let fl = self.fail_log();
-            let changed = self.queue.paid(t, job);
+            let changed = self.queue.paid(t, job, left_out);
             let still_owes = self.queue.owes(t);
             let (was_failing, recovered) = {
                 let mut rec = stats.recovery();
@@ -1457,9 +1461,6 @@ struct Taken<'a> {
     accounted: bool,
     /// Listings (their directories) to push again, keeping their marks.
     again: Vec<PathBuf>,
-    /// Paths left out below a file or link now, with that file or link: it is pushed
-    /// again with their marks.
-    redirect: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Drop for Taken<'_> {
@@ -1476,7 +1477,7 @@ impl Drop for Taken<'_> {
             self.rest = m.account(self.t, &self.job, &outcome);
         }
         m.queue
-            .finish_again(self.t, &self.job, self.rest, &self.again, &self.redirect);
+            .finish_again(self.t, &self.job, self.rest, &self.again);
     }
 }
 

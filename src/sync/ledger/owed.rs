@@ -1,6 +1,8 @@
 //! What a remote owes after a failure, when that is retried, and how level the remote is:
 //! its marks, checkpoints for barriers, and the one rule of what a successful push pays.
 
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use super::{entry_key, older, to_path, Ledger, Mark};
@@ -114,6 +116,77 @@ impl Ledger {
             self.owe(&Job::Paths(vec![e]), m, 0);
         }
         before != (self.owed.paths.len(), self.owed.full)
+    }
+
+    /// A push of `job` succeeded but left out the paths of `left_out` (each below what
+    /// is a file or link now, with that file or link, or the top of it that is gone):
+    /// [`Ledger::paid`] of the rest. A path left out is not paid: what the remote holds
+    /// there is made equal by the push of the file or link, which waits once more with
+    /// the oldest of the path's marks (owed and in flight), and what the path owes (the
+    /// fail log's line) moves to it, in this one step. Returns whether what is owed
+    /// changed.
+    pub fn paid_leaving(
+        &mut self,
+        job: &Job,
+        left_out: &[(PathBuf, PathBuf)],
+        now: Instant,
+    ) -> bool {
+        let is_left_out = |e: &Entry| left_out.iter().any(|(p, _)| *p == e.path);
+        let changed = match job {
+            Job::Paths(entries) if entries.iter().any(is_left_out) => {
+                let rest: Vec<Entry> = entries
+                    .iter()
+                    .filter(|e| !is_left_out(e))
+                    .cloned()
+                    .collect();
+                !rest.is_empty() && self.paid(&Job::Paths(rest))
+            }
+            _ => self.paid(job),
+        };
+        let mut moved = false;
+        for (p, a) in left_out {
+            let k = p.as_os_str().as_bytes();
+            let owed_mark = self.owed_marks.remove(k);
+            let owed_entry = self.owed.paths.remove(p).is_some();
+            let kept = self.kept_at_close.remove(k);
+            let m = [
+                self.inflight.get(k).copied(),
+                owed_mark,
+                kept.map(|(_, m)| m),
+            ]
+            .into_iter()
+            .flatten()
+            .reduce(Mark::min);
+            let Some(m) = m else {
+                continue;
+            };
+            let ak = a.as_os_str().as_bytes().to_vec();
+            if owed_entry || owed_mark.is_some() {
+                // Owed as the file or link, plain, with the oldest mark: its push pays it.
+                match &mut self.owed_full {
+                    Some(f) => *f = f.min(m),
+                    None => {
+                        let e = self.owed_marks.entry(ak.clone()).or_insert(m);
+                        *e = e.min(m);
+                    }
+                }
+                let status = self.owed.status;
+                self.owed
+                    .record(&Job::Paths(vec![Entry::plain(a.clone())]), status);
+                moved = true;
+            }
+            if let Some((_, km)) = kept {
+                let e = self.kept_at_close.entry(ak.clone()).or_insert((false, km));
+                e.1 = e.1.min(km);
+            }
+            if self.full_pending {
+                // The full sync waiting covers it, from the older mark.
+                self.full_mark = Some(older(self.full_mark, m));
+                continue;
+            }
+            self.push_key(ak, false, now, Some(m));
+        }
+        changed || moved
     }
 
     /// What is owed is queued again at `at` (replacing a retry set before); nothing

@@ -232,6 +232,9 @@ fn seeds_that_found_defects_stay_fixed() {
     // built), whose directory was made and removed again while rsync ran: rsync sent
     // the directory alone, the old one's entries stayed, and the listing was paid, so
     // a barrier passed (76474; 133724 of the million-history soak).
+    // A path left out of a call below what is a file now was paid by that call, and
+    // its redirect to the file carried only the newer mark it had in flight: a barrier
+    // between the two passed with the path still on the remote (14395).
     let soak_mix = Faults {
         hangs: true,
         reloads: true,
@@ -253,6 +256,7 @@ fn seeds_that_found_defects_stay_fixed() {
         (273_401, Faults::BASE),
         (76_474, Faults::BASE),
         (133_724, soak_mix),
+        (14_395, with_outages),
     ];
     for (seed, faults) in seeds {
         let ended = history_with(seed, STEPS, faults);
