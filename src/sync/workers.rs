@@ -28,8 +28,9 @@ use std::time::{Duration, Instant, SystemTime};
 use super::cause::{self, Cause, Failures};
 use super::faillog::{self, FailLog};
 use super::job::{Entry, Job, RemoteId};
+use super::lockorder::{Hold, Lock};
 use super::queue::Queue;
-use super::recovery::{self, Recovery};
+use super::recovery;
 use super::rsync::{self, Outcome, Target};
 use crate::filter::Excludes;
 use crate::watch::RootHealth;
@@ -47,8 +48,6 @@ struct Stats {
     pushed: AtomicU64,
     /// rsync calls that failed after their retries.
     failed: AtomicU64,
-    /// Failing since when, and when what it owes is tried again.
-    recovery: Mutex<Recovery>,
     /// The last failure and the run of failures going on (the "recovered" line).
     failures: Mutex<Failures>,
     /// When each job running to this remote started (its calls, retries included).
@@ -57,16 +56,12 @@ struct Stats {
 }
 
 impl Stats {
-    fn recovery(&self) -> MutexGuard<'_, Recovery> {
-        self.recovery.lock().unwrap_or_else(|e| e.into_inner())
+    fn failures(&self) -> Ordered<'_, Failures> {
+        Ordered::lock(&self.failures, Lock::Failures)
     }
 
-    fn failures(&self) -> MutexGuard<'_, Failures> {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn running(&self) -> MutexGuard<'_, Vec<(u64, Instant)>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    fn running(&self) -> Ordered<'_, Vec<(u64, Instant)>> {
+        Ordered::lock(&self.running, Lock::Running)
     }
 
     /// Counts a job as running until the returned guard is dropped.
@@ -83,6 +78,38 @@ impl Stats {
             .map(|(_, at)| now.saturating_duration_since(*at))
             .max()
             .unwrap_or_default()
+    }
+}
+
+/// A lock of the push path held, checked against the lock order (ARCHITECTURE.md, see
+/// [`super::lockorder`]).
+struct Ordered<'a, T> {
+    guard: MutexGuard<'a, T>,
+    _held: Hold,
+}
+
+impl<'a, T> Ordered<'a, T> {
+    fn lock(m: &'a Mutex<T>, which: Lock) -> Ordered<'a, T> {
+        let held = Hold::new(which);
+        // A thread that panicked while holding it left consistent state: every
+        // mutation under these locks is completed before any call that could panic.
+        Ordered {
+            guard: m.lock().unwrap_or_else(|e| e.into_inner()),
+            _held: held,
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Ordered<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> std::ops::DerefMut for Ordered<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
     }
 }
 
@@ -413,12 +440,14 @@ impl Mirror {
         self.queue.push_full(&self.all());
     }
 
-    fn fail_log(&self) -> MutexGuard<'_, FailLog> {
-        debug_assert!(
-            !super::queue::lock_held(),
-            "lock order: the fail log's lock is taken before the queue's, never under it"
-        );
-        self.fail_log.lock().unwrap_or_else(|e| e.into_inner())
+    /// The fail log's lock: first in the lock order, never under another (checked).
+    fn fail_log(&self) -> Ordered<'_, FailLog> {
+        Ordered::lock(&self.fail_log, Lock::FailLog)
+    }
+
+    /// The note of the fail log's last failed write.
+    fn unsaved_note(&self) -> Ordered<'_, Option<String>> {
+        Ordered::lock(&self.unsaved, Lock::Unsaved)
     }
 
     /// Entries owed to configured remotes.
@@ -703,7 +732,7 @@ impl Mirror {
         let Job::Rename { from, to, dir, .. } = job else {
             return None;
         };
-        if self.stats[t.0].recovery().is_failing() {
+        if self.queue.is_failing(t) {
             return None;
         }
         let target = &*self.target_for_call(t);
@@ -994,7 +1023,7 @@ impl Mirror {
             if outcome.ok()
                 || attempt >= self.retry_delays.len()
                 || self.stopping.load(Ordering::Relaxed)
-                || self.stats[t.0].recovery().is_failing()
+                || self.queue.is_failing(t)
                 || self.root_unsafe(t).is_some()
             {
                 return outcome;
@@ -1041,7 +1070,7 @@ impl Mirror {
         let stats = &self.stats[t.0];
         let target = &self.targets[t.0];
         if let Job::Full = job {
-            *self.last_full.lock().unwrap_or_else(|e| e.into_inner()) = Some(FullSyncResult {
+            *Ordered::lock(&self.last_full, Lock::LastFull) = Some(FullSyncResult {
                 ended: SystemTime::now(),
                 ok: outcome.ok(),
                 seconds: outcome.elapsed.as_secs_f64(),
@@ -1085,26 +1114,12 @@ impl Mirror {
                 );
             }
             // The fail log's lock first, then the queue's (see ARCHITECTURE.md), so
-            // the file is written in the order the ledger changed.
+            // the file is written in the order the ledger changed. The ledger pays,
+            // follows the retry schedule and queues again what it owes when the remote
+            // is back or no push of it is coming (see `Ledger::pushed`).
             let fl = self.fail_log();
-            let changed = self.queue.paid(t, job, left_out);
-            let still_owes = self.queue.owes(t);
-            let (was_failing, recovered) = {
-                let mut rec = stats.recovery();
-                (rec.is_failing(), rec.succeeded(still_owes))
-            };
-            // Entries still owed once this is the remote's last push, nothing waits for
-            // it and no retry is set: no push of them is coming (a listing or a deleted
-            // directory took their place while they waited, and paid only itself), so
-            // they would wait for the timed replay, and every barrier with them. They go
-            // out again now; a push of each pays it.
-            let orphaned = !recovered && still_owes && self.queue.is_last_call_of(t);
-            let owed = if recovered || orphaned {
-                self.queue.owed_jobs(t)
-            } else {
-                Vec::new()
-            };
-            if changed || self.unsaved() {
+            let pushed = self.queue.pushed(t, job, left_out);
+            if pushed.changed || self.unsaved() {
                 self.save(&fl);
             }
             drop(fl);
@@ -1118,25 +1133,20 @@ impl Mirror {
                     cause::recovered_line(&label, &r)
                 );
             }
-            if was_failing && (recovered || !still_owes) {
-                self.queue.cancel_retry(t);
-            }
-            if recovered {
+            if pushed.recovered {
                 log::info!(
                     "{} is reachable again; queueing what it owes",
                     target.label()
                 );
-                self.requeue(owed.into_iter().map(|job| (t, job)).collect());
-            } else if orphaned {
+            } else if pushed.orphaned > 0 {
+                let n = pushed.orphaned;
                 log::info!(
-                    "{} owes {} entr{} that no push waiting or running covers; queueing \
+                    "{} owes {n} entr{} that no push waiting or running covers; queueing \
                      them again",
                     target.label(),
-                    owed.len(),
-                    if owed.len() == 1 { "y" } else { "ies" }
+                    if n == 1 { "y" } else { "ies" }
                 );
-                self.requeue(owed.into_iter().map(|job| (t, job)).collect());
-            } else if was_failing && !still_owes {
+            } else if pushed.was_failing && !pushed.still_owes {
                 log::info!("{} is level again: it owes nothing", target.label());
             }
             return None;
@@ -1170,19 +1180,19 @@ impl Mirror {
         }
         let fl = self.fail_log();
         // Before the job is finished in the queue, so its entries are never neither in
-        // flight nor owed (a barrier would pass them).
-        self.queue.owe(t, job, Instant::now(), outcome.status);
+        // flight nor owed (a barrier would pass them); the ledger sets the retry.
+        let plan = self
+            .queue
+            .failed(t, job, outcome.status, crate::sys::random_u64());
         let saved = self.try_save(&fl);
         let path = fl.path.clone();
         drop(fl);
-        let plan = stats.recovery().failed(
-            Instant::now(),
-            SystemTime::now(),
-            outcome.status,
-            crate::sys::random_u64(),
-        );
-        let retry_in = plan.retry_at.saturating_duration_since(Instant::now());
-        self.queue.retry_at(t, plan.retry_at);
+        let now = Instant::now();
+        let plan = plan.unwrap_or(recovery::Plan {
+            retry_at: now,
+            rest: recovery::ANSWERED_REST,
+        });
+        let retry_in = plan.retry_at.saturating_duration_since(now);
         match saved {
             Ok(()) => log::error!(
                 remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status,
@@ -1212,11 +1222,7 @@ impl Mirror {
     /// Writes the fail log from the ledger (under the fail log's lock), logging a
     /// failure the first time it is seen.
     fn save(&self, fl: &FailLog) {
-        let mut known = self
-            .unsaved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let mut known = self.unsaved_note().clone();
         if let Err(e) = self.try_save(fl) {
             if known.take().as_deref() != Some(e.as_str()) {
                 log::error!(
@@ -1234,7 +1240,7 @@ impl Mirror {
     fn try_save(&self, fl: &FailLog) -> Result<(), String> {
         let owed = self.queue.owed();
         let result = fl.save(&owed, &self.targets).map_err(|e| e.to_string());
-        let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        let mut unsaved = self.unsaved_note();
         match &result {
             Ok(()) if unsaved.take().is_some() => log::info!(
                 "the fail log {} is written again ({} entries)",
@@ -1299,10 +1305,7 @@ impl Mirror {
 
     /// Whether the last write of the fail log failed.
     pub fn unsaved(&self) -> bool {
-        self.unsaved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.unsaved_note().is_some()
     }
 
     /// While the last write failed: writes the fail log again (the scheduler's timer).
@@ -1344,6 +1347,7 @@ impl Mirror {
         let queued = self.queue.waiting();
         let behind = self.queue.behind();
         let owed = self.queue.owed_counts();
+        let recoveries = self.queue.recoveries();
         let (fail_log, fail_log_entries, unknown_entries) = {
             let fl = self.fail_log();
             let unknown = fl.unknown_len();
@@ -1361,8 +1365,8 @@ impl Mirror {
             .zip(queued)
             .zip(owed)
             .zip(behind)
-            .map(|((((t, s), q), owed), behind)| {
-                let rec = s.recovery().clone();
+            .zip(recoveries)
+            .map(|(((((t, s), q), owed), behind), rec)| {
                 let last_error = s.failures().last().cloned();
                 RemoteSnapshot {
                     remote: t.label(),
@@ -1389,11 +1393,7 @@ impl Mirror {
             fail_log,
             fail_log_entries,
             unknown_entries,
-            last_full_sync: self
-                .last_full
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            last_full_sync: Ordered::lock(&self.last_full, Lock::LastFull).clone(),
             remotes,
         }
     }

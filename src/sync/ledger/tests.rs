@@ -956,3 +956,39 @@ fn a_path_left_out_below_a_file_moves_what_it_owes_to_the_file() {
     assert!(q.passed(checkpoint));
     assert!(!q.owes());
 }
+
+/// The ledger keeps the retry schedule of what is owed (no other record of it): a
+/// failure sets the retry on the backoff, a remote that did not answer and answers
+/// again has what it owes queued at once (its retry dropped), and once it is level its
+/// schedule ends.
+#[test]
+fn the_ledger_keeps_the_retry_schedule_of_what_is_owed() {
+    use std::time::SystemTime;
+    let t0 = Instant::now();
+    let w0 = SystemTime::now();
+    let mut q = Ledger::default();
+    q.push_at(entry("a"), false, t0);
+    let w = q.take(10).expect("a");
+    let plan = q.failed(&w, 10, t0, w0, 0); // the remote did not answer
+    q.finish(&w);
+    assert_eq!(plan.retry_at, at(t0, 800), "the first step of the backoff");
+    assert_eq!(plan.rest, Duration::from_millis(800), "it rests until then");
+    assert!(q.retrying() && q.recovery().is_failing());
+    assert_eq!(q.retry_due(at(t0, 799)), Some(at(t0, 800)));
+    assert!(q.is_empty(), "not queued before its time");
+    // A live push succeeds: the remote answers again, what it owes is queued now.
+    q.push_at(entry("b"), false, at(t0, 100));
+    let w = q.take(10).expect("b");
+    let pushed = q.pushed(&w, &[], at(t0, 100));
+    q.finish(&w);
+    assert!(pushed.was_failing && pushed.recovered && pushed.still_owes);
+    assert!(!q.retrying(), "its retry is dropped");
+    let w = q.take(10).expect("what it owes");
+    assert_eq!(paths(Some(w.clone())), [p("a")]);
+    let pushed = q.pushed(&w, &[], at(t0, 200));
+    q.finish(&w);
+    assert!(pushed.changed && !pushed.still_owes);
+    assert!(!q.recovery().is_failing(), "level: the schedule ends");
+    assert_eq!(q.recovery().next_retry(t0), None);
+    assert!(q.passed(q.checkpoint()));
+}
