@@ -590,6 +590,13 @@ impl Mirror {
             // then pushed as a directory only, and what the remote holds in it of the
             // old one stays. Such a listing goes out again, keeping its mark.
             let missing = missing_listings(&self.targets[t.0].root, &call);
+            // Listings that are directories now, with their stamps: one whose entries
+            // change before its prune ran goes out again (see `listings_changed`).
+            let listed = if self.targets[t.0].delete {
+                listing_stamps(&self.targets[t.0].root, &call)
+            } else {
+                Vec::new()
+            };
             let before =
                 (self.index.get()).and_then(|ix| ix.before(t, &self.targets[t.0].root, &call));
             let mut left_out = Vec::new();
@@ -650,7 +657,8 @@ impl Mirror {
             }
             if outcome.ok() {
                 let root = &self.targets[t.0].root;
-                let again = listings_again(root, missing);
+                let mut again = listings_again(root, missing);
+                again.extend(listings_changed(root, listed));
                 if !again.is_empty() {
                     // Not paid: what they owe (in the fail log, with its older mark) stays
                     // owed until their listing lands.
@@ -1504,17 +1512,59 @@ type DirStamp = (u64, u64, i64, i64, i64, i64);
 /// The stamp of `path`'s parent directory (relative to `root`), read without following
 /// a link; `None` when it cannot be read.
 fn parent_stamp(root: &Path, path: &Path) -> Option<DirStamp> {
-    use std::os::unix::fs::MetadataExt;
     let parent = path.parent().unwrap_or(Path::new(""));
     let m = std::fs::symlink_metadata(root.join(parent)).ok()?;
-    Some((
+    Some(stamp(&m))
+}
+
+/// The directories `job` lists that are directories now, with their stamps.
+fn listing_stamps(root: &Path, job: &Job) -> Vec<(PathBuf, DirStamp)> {
+    let Job::Paths(paths) = job else {
+        return Vec::new();
+    };
+    paths
+        .iter()
+        .filter(|e| e.listing && !e.path.as_os_str().is_empty())
+        .filter_map(|e| Some((e.path.clone(), dir_stamp(root, &e.path)?)))
+        .collect()
+}
+
+/// Of the listings pushed (with deletes on), those whose directory is not the one it
+/// was when the call was built, or whose entries changed since (made, removed or
+/// renamed while rsync read it or before the prune looked): they go out again, keeping
+/// their marks. rsync sends each subdirectory of a listing as a directory only, so what
+/// the remote holds below one of an older tree stays unless the prune deletes it; the
+/// prune looks at the directory after the call, and one that went away or lost its
+/// subdirectories meanwhile was not pruned, and a barrier passed with the old entries
+/// on the remote (simulator seed 448311).
+fn listings_changed(root: &Path, listed: Vec<(PathBuf, DirStamp)>) -> Vec<PathBuf> {
+    listed
+        .into_iter()
+        .filter(|(d, stamp)| dir_stamp(root, d) != Some(*stamp))
+        .map(|(d, _)| d)
+        .collect()
+}
+
+/// The stamp of the directory `dir` (relative to `root`), read without following a
+/// link; `None` when it is not a directory or cannot be read.
+fn dir_stamp(root: &Path, dir: &Path) -> Option<DirStamp> {
+    let m = std::fs::symlink_metadata(root.join(dir))
+        .ok()
+        .filter(std::fs::Metadata::is_dir)?;
+    Some(stamp(&m))
+}
+
+/// The [`DirStamp`] of what `m` describes.
+fn stamp(m: &std::fs::Metadata) -> DirStamp {
+    use std::os::unix::fs::MetadataExt;
+    (
         m.dev(),
         m.ino(),
         m.mtime(),
         m.mtime_nsec(),
         m.ctime(),
         m.ctime_nsec(),
-    ))
+    )
 }
 
 /// Of the listings that went out as deletes (their directory missing when the call was
@@ -1709,5 +1759,33 @@ mod tests {
         for remotes in 1..=MAX_WORKERS / WORKERS_PER_REMOTE {
             assert!(count(None, remotes) >= remotes * WORKERS_PER_REMOTE);
         }
+    }
+
+    /// A listing whose directory went away after the call was built (so its prune,
+    /// which looks at it after the call, did not run) goes out again; one unchanged
+    /// does not (found by the simulator, seed 448311: `c/` was listed while `c/c`, a
+    /// newer directory, stood where an older one's files still were on the remote, then
+    /// `c` was moved away, the prune was skipped and a barrier passed).
+    #[test]
+    fn a_listing_whose_directory_went_away_before_its_prune_goes_out_again() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path();
+        std::fs::create_dir_all(root.join("c/c")).expect("c/c");
+        std::fs::create_dir(root.join("e")).expect("e");
+        let job = Job::Paths(vec![
+            Entry {
+                path: PathBuf::from("c"),
+                listing: true,
+            },
+            Entry {
+                path: PathBuf::from("e"),
+                listing: true,
+            },
+            Entry::plain("f"),
+        ]);
+        let listed = listing_stamps(root, &job);
+        assert_eq!(listed.len(), 2, "the listings that are directories");
+        std::fs::rename(root.join("c"), root.join("old")).expect("mv c old");
+        assert_eq!(listings_changed(root, listed), [PathBuf::from("c")]);
     }
 }
