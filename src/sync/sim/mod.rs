@@ -611,6 +611,11 @@ impl Sim {
                     Some(_) if dir => return,
                     Some(_) => {}
                 }
+                // Two hard links of one file: rename(2) does nothing and the kernel
+                // says nothing (both names stay), so no event may be made up for it.
+                if same_file(&abs(&from), &abs(&new)) {
+                    return;
+                }
                 if std::fs::rename(abs(&from), abs(&new)).is_err() {
                     return;
                 }
@@ -1333,6 +1338,15 @@ pub fn faults() -> Faults {
         // their seeds, 330 and 245 among them, were fixed).
         Err(_) => Faults::DEFAULT,
     })
+}
+
+/// Are `a` and `b` one file (hard links of one inode)? Read without following a link.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// What one history ended in.
