@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{entry_key, older, to_path, Ledger, Mark};
+use super::{entry_key, older, Ledger, Mark};
 use crate::sync::faillog::Owed;
 use crate::sync::job::{Entry, Job};
 
@@ -78,7 +78,7 @@ impl Ledger {
         if self.owed.is_empty() {
             return false;
         }
-        let before = (self.owed.paths.len(), self.owed.full);
+        let before = (self.owed.paths.len(), self.owed.trees.len(), self.owed.full);
         let paid = self.owed.clear(job);
         for e in &paid {
             self.owed_marks.remove(entry_key(e));
@@ -92,16 +92,7 @@ impl Ledger {
             self.owe(&Job::Full, m, 0);
         }
         let kept: Vec<(Entry, Mark)> = if let Job::Full = job {
-            self.kept_at_close
-                .iter()
-                .map(|(k, (listing, m))| {
-                    let e = Entry {
-                        path: to_path(k.clone()),
-                        listing: *listing,
-                    };
-                    (e, *m)
-                })
-                .collect()
+            self.kept_at_close.values().cloned().collect()
         } else {
             paid.into_iter()
                 .filter_map(|e| {
@@ -113,7 +104,7 @@ impl Ledger {
         for (e, m) in kept {
             self.owe(&Job::Paths(vec![e]), m, 0);
         }
-        before != (self.owed.paths.len(), self.owed.full)
+        before != (self.owed.paths.len(), self.owed.trees.len(), self.owed.full)
     }
 
     /// What is owed is queued again at `at` (replacing a retry set before); nothing

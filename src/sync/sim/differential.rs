@@ -391,10 +391,7 @@ fn pick_paths(rng: &mut Rng, excludes: &Excludes, source: &Tree, remote: &Tree) 
         let Some(p) = rng.pick(&pool).cloned() else {
             break;
         };
-        let e = Entry {
-            listing: rng.chance(35),
-            path: path(&p),
-        };
+        let e = Entry::with_listing(path(&p), rng.chance(35));
         if !out.iter().any(|o| o.path == e.path) {
             out.push(e);
         }
