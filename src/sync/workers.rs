@@ -650,7 +650,8 @@ impl Mirror {
     /// every deletion after an error met while it listed the tree ("IO error
     /// encountered -- skipping file deletion", on its stdout, which is not kept): what
     /// landed runs once more with the failed paths left out (neither sent nor deleted),
-    /// which makes the deletions; its outcome is the rest's. `None`: the call is owed
+    /// which makes the deletions (then the listings' clean-up below them, see
+    /// [`Mirror::prune`]); its outcome is the rest's. `None`: the call is owed
     /// whole (another failure, a path outside the root or the call, stderr cut short,
     /// or the second run failed).
     fn partial(
@@ -712,7 +713,14 @@ impl Mirror {
         );
         let mut left_out = Vec::new();
         let again = self.push(t, &paid, &without, &mut left_out);
-        (again.ok() && left_out.is_empty()).then_some((Job::Paths(owed), paid, again))
+        if !again.ok() || !left_out.is_empty() {
+            return None;
+        }
+        // The listings' clean-up below them, as after a push that succeeded.
+        if self.prune(t, &paid, &without).is_some() {
+            return None;
+        }
+        Some((Job::Paths(owed), paid, again))
     }
 
     /// Carries a rename to `t` as one: in ssh mode as one `mv` on the remote
@@ -851,9 +859,10 @@ impl Mirror {
         if !target.delete {
             return None;
         }
+        // A tree's push deleted all the way down already.
         let dirs: Vec<PathBuf> = paths
             .iter()
-            .filter(|e| e.listing)
+            .filter(|e| e.listing && !e.tree)
             .map(|e| e.path.clone())
             .filter(|d| {
                 std::fs::read_dir(target.root.join(d)).is_ok_and(|mut it| {
