@@ -441,6 +441,47 @@ fn a_full_sync_that_cannot_read_one_directory_owes_only_that_directory() {
     agent.stop();
 }
 
+/// An owed directory whose retry still cannot read a directory below it owes only
+/// that one: once `locked/` can be read but `locked/deeper/` cannot, the fail log holds
+/// `./locked/deeper/` (recursive) and no longer `./locked/`, and what was below
+/// `locked/` reached the remotes. Before, the whole tree stayed owed.
+#[test]
+fn an_owed_directory_still_partly_unreadable_owes_only_that_part() {
+    let s = Setup::new("partial-tree");
+    let remotes = s.remotes();
+    fs::create_dir_all(remotes[0].join("locked/deeper")).expect("mkdir");
+    fs::write(remotes[0].join("locked/deeper/old.txt"), "stays\n").expect("write");
+    s.write("locked/in.txt", "in\n");
+    s.write("locked/deeper/d.txt", "d\n");
+    let locked = s.p("locked");
+    fs::set_permissions(s.p("locked/deeper"), fs::Permissions::from_mode(0o700)).expect("chmod");
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let (mut agent, own) = agent_as_nobody_beside_a_root_only_file(&s);
+    let fail_log = own.join("fail.sh");
+    wait_until("locked/ owed (recursive) to both remotes", DEADLINE, || {
+        agent.assert_running();
+        read_text(&fail_log).matches("'./locked/'").count() == 2
+    });
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod");
+    wait_until(
+        "only locked/deeper/ owed below locked, and locked/in.txt on both remotes",
+        RETRY_DEADLINE,
+        || {
+            agent.assert_running();
+            let text = read_text(&fail_log);
+            text.matches("#recursive\ncd ").count() == 2
+                && text.matches("'./locked/deeper/'").count() == 2
+                && !text.contains("'./locked/'")
+                && remotes.iter().all(|r| r.join("locked/in.txt").exists())
+        },
+    );
+    assert!(
+        remotes[0].join("locked/deeper/old.txt").exists(),
+        "what the remote holds in the directory still unreadable stays"
+    );
+    agent.stop();
+}
+
 /// A push of listings (`./a/`, `./b/`: directories with their entries, deletes on)
 /// that ends in exit 23 owes only what rsync named: the file it could not read in one
 /// listed directory (`a/secret.txt`) and the listed directory it could not read
