@@ -142,7 +142,7 @@ pub struct Ledger {
     /// What was waiting when the queue closed (whether a listing, its mark), and the
     /// full sync waiting then: owed, and a push that was in flight then and succeeds
     /// does not pay it (it may stand for a newer change of its path).
-    kept_at_close: HashMap<Key, (bool, Mark)>,
+    kept_at_close: HashMap<Key, (Entry, Mark)>,
     kept_full: Option<Mark>,
     /// When what is owed is queued again, on the backoff schedule: the one record of
     /// it (the step of the backoff, failing since, the next retry, whether the remote
@@ -163,8 +163,12 @@ pub struct Ledger {
     /// directory no longer holds (see `Target::argv`). Collapsed directories (see the
     /// module doc) are here too: their listing is pushed.
     replaced: HashSet<Key>,
-    /// Listings in flight, for [`Ledger::in_flight`].
+    /// Of the listings waiting, those that go all the way down (a directory a full sync
+    /// could not read, owed with everything below it: [`Entry::tree`]).
+    trees: HashSet<Key>,
+    /// Listings in flight, for [`Ledger::in_flight`], and of them the trees.
     listing_inflight: HashSet<Key>,
+    tree_inflight: HashSet<Key>,
     /// For each directory, how many of its direct children wait in `by_path`.
     children: HashMap<Key, usize>,
     /// Direct children waiting at which a directory collapses; 0: never.
@@ -287,6 +291,7 @@ impl Ledger {
         // A listing: a directory that arrived whole, or one owed from before (the fail
         // log keeps it). The top (the empty path) is never a listing.
         let listing = entry.listing && !entry.path.as_os_str().is_empty();
+        let tree = listing && entry.tree;
         let path = key(entry.path);
         debug_assert!(path.last() != Some(&b'/'), "a path with a trailing /");
         self.dissolve_related(&path);
@@ -304,6 +309,9 @@ impl Ledger {
         // the next push is its listing too.
         if listing || self.listing_inflight.contains(&path) {
             self.replaced.insert(path.clone());
+        }
+        if tree {
+            self.trees.insert(path.clone());
         }
         self.push_key(path, gone_dir, now, None);
     }
@@ -629,6 +637,7 @@ impl Ledger {
         self.renames.clear();
         self.rename_keys.clear();
         self.replaced.clear();
+        self.trees.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -766,12 +775,17 @@ impl Ledger {
             .into_iter()
             .map(|p| {
                 let listing = self.replaced.remove(&p);
+                let tree = self.trees.remove(&p) && listing;
                 if listing {
                     self.listing_inflight.insert(p.clone());
+                }
+                if tree {
+                    self.tree_inflight.insert(p.clone());
                 }
                 Entry {
                     path: to_path(p),
                     listing,
+                    tree,
                 }
             })
             .collect();
@@ -792,6 +806,7 @@ impl Ledger {
                     let p = entry_key(p);
                     self.inflight.remove(p);
                     self.listing_inflight.remove(p);
+                    self.tree_inflight.remove(p);
                     for a in ancestors(p) {
                         if let Some(n) = self.inflight_below.get_mut(a) {
                             *n -= 1;
@@ -837,6 +852,7 @@ impl Ledger {
                 .map(|k| Entry {
                     path: to_path(k.clone()),
                     listing: self.listing_inflight.contains(k),
+                    tree: self.tree_inflight.contains(k),
                 })
                 .collect(),
             self.full_inflight,
@@ -862,13 +878,16 @@ impl Ledger {
         self.children.clear();
         self.rename_keys.clear();
         let replaced = std::mem::take(&mut self.replaced);
+        let trees = std::mem::take(&mut self.trees);
         // A listing waiting stays a listing: what it stands for is its listing.
         let mut paths: Vec<(Entry, Mark)> = std::mem::take(&mut self.by_seq)
             .into_values()
             .filter_map(|k| {
                 let (_, m) = by_path.get(&k)?;
+                let listing = replaced.contains(&k);
                 let e = Entry {
-                    listing: replaced.contains(&k),
+                    listing,
+                    tree: listing && trees.contains(&k),
                     path: to_path(k),
                 };
                 Some((e, *m))
@@ -902,7 +921,7 @@ impl Ledger {
         self.kept_full = full_waiting;
         for (e, m) in &waiting {
             self.kept_at_close
-                .insert(entry_key(e).to_vec(), (e.listing, *m));
+                .insert(entry_key(e).to_vec(), (e.clone(), *m));
             self.owe(&Job::Paths(vec![e.clone()]), *m, 0);
         }
         if !running.is_empty() {

@@ -570,10 +570,10 @@ impl Mirror {
                     if let (true, Some((ix, b))) = (outcome.ok(), rename_before) {
                         ix.landed(t, b.1);
                     }
-                    let gone = Entry {
-                        path: from.clone(),
-                        listing: matches!(taken.job, Job::Rename { dir: true, .. }),
-                    };
+                    let gone = Entry::with_listing(
+                        from.clone(),
+                        matches!(taken.job, Job::Rename { dir: true, .. }),
+                    );
                     let job = Job::Paths(vec![gone]);
                     let excluded = self.excluded_in_listings(t, &job);
                     vec![(job, excluded)]
@@ -622,38 +622,33 @@ impl Mirror {
                     outcome = failed;
                 }
             }
-            if let Job::Full = call {
-                if let Some((failed, ended)) = self.partial_full(t, &outcome, &excluded) {
-                    // Paid but for what rsync named: those files are owed (and tried
-                    // again on the backoff schedule), not the whole tree.
-                    rest = rest.or(self.account_landed_part(t, &call, &ended));
-                    let failed = Job::Paths(crate::sync::job::plain_entries(failed));
-                    rest = rest.or(self.account(t, &failed, &outcome));
-                    continue;
+            let partial = (left_out.is_empty() && self.root_unsafe(t).is_none())
+                .then(|| self.partial(t, &call, &outcome, &excluded))
+                .flatten();
+            if let Some((failed, paid, ok)) = partial {
+                // Paid but for what rsync named: those paths (a directory it could not
+                // read with everything below it) are owed, and tried again on the
+                // backoff schedule, not the whole call.
+                let root = &self.targets[t.0].root;
+                let mut paid = paid;
+                let again = listings_again(root, missing);
+                if let (false, Job::Paths(paths)) = (again.is_empty(), &mut paid) {
+                    // As after a success: not paid, they go out again (see below).
+                    paths.retain(|e| !(e.listing && again.contains(&e.path)));
+                    taken.again.extend(again);
                 }
-            }
-            if let Some((failed, paid)) = partial_paths(&self.targets[t.0].root, &call, &outcome) {
-                if left_out.is_empty() {
-                    // Paid but for the files rsync named: those are owed (and tried
-                    // again on the backoff schedule), not the whole call.
-                    let ok = Outcome {
-                        status: 0,
-                        ..outcome.clone()
-                    };
-                    // The index enters what landed; the failed files keep what it had.
-                    if let (Some(ix), Some(before), Job::Paths(f)) =
-                        (self.index.get(), before, &failed)
-                    {
-                        let landed = before
-                            .into_iter()
-                            .filter(|(p, _)| !f.iter().any(|e| e.path == *p))
-                            .collect();
-                        ix.landed(t, landed);
-                    }
-                    rest = rest.or(self.account_landed_part(t, &paid, &ok));
-                    rest = rest.or(self.account(t, &failed, &outcome));
-                    continue;
+                // The index enters what landed; the failed paths keep what it had.
+                if let (Some(ix), Some(before), Job::Paths(f)) = (self.index.get(), before, &failed)
+                {
+                    let landed = before
+                        .into_iter()
+                        .filter(|(p, _)| !f.iter().any(|e| p.starts_with(&e.path)))
+                        .collect();
+                    ix.landed(t, landed);
                 }
+                rest = rest.or(self.account_landed_part(t, &paid, &ok));
+                rest = rest.or(self.account(t, &failed, &outcome));
+                continue;
             }
             let mut call = call;
             let mut redirect = Vec::new();
@@ -718,48 +713,85 @@ impl Mirror {
         taken.accounted = true;
     }
 
-    /// A full sync that ended in exit 23 naming the files it could not read (each a file,
-    /// not a directory, in the tree now, and rsync's report of them complete): those
-    /// files, and the outcome of the rest. With deletes on, rsync skipped every deletion
-    /// after the I/O error, so a second full sync that leaves the failed files out
-    /// (neither sent nor deleted) makes the deletions; its outcome is the rest's. `None`:
-    /// the full sync is owed whole (another failure, a directory named, a path outside
-    /// the root, stderr cut short, or the second run failed).
-    fn partial_full(
+    /// A call that ended in exit 23 naming what rsync could not read, each path below
+    /// the root and within the call, and rsync's report of them whole: what is owed
+    /// (see [`split_failed`]: a directory with everything below it, a file, or the
+    /// entry named), what landed, and the outcome of that. With deletes on and a call
+    /// that deletes in directories (a full sync, a listing, a tree), rsync skipped
+    /// every deletion after an error met while it listed the tree ("IO error
+    /// encountered -- skipping file deletion", on its stdout, which is not kept): what
+    /// landed runs once more with the failed paths left out (neither sent nor deleted),
+    /// which makes the deletions (then the listings' clean-up below them, see
+    /// [`Mirror::prune`]); its outcome is the rest's. `None`: the call is owed
+    /// whole (another failure, a path outside the root or the call, stderr cut short,
+    /// or the second run failed).
+    fn partial(
         &self,
         t: RemoteId,
+        call: &Job,
         outcome: &Outcome,
         excluded: &[PathBuf],
-    ) -> Option<(Vec<PathBuf>, Outcome)> {
+    ) -> Option<(Job, Job, Outcome)> {
         if outcome.status != 23 || outcome.stderr.len() + 64 >= rsync::STDERR_KEEP {
             return None;
         }
-        let root = &self.targets[t.0].root;
+        let target = &self.targets[t.0];
+        let root = &target.root;
         let failed = failed_in_root(root, &outcome.stderr)?;
-        if failed
-            .iter()
-            .any(|p| std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_dir()))
-        {
-            return None;
-        }
-        if !(self.targets[t.0].delete && outcome.stderr.contains("skipping file deletion")) {
-            let rest = Outcome {
+        let (owed, paid) = split_failed(call, &failed, |p| {
+            std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_dir())
+        })?;
+        let deletes_in_dirs = match &paid {
+            Job::Full => true,
+            Job::Paths(paths) => paths.iter().any(|e| e.listing),
+            Job::Rename { .. } => false,
+        };
+        if !(target.delete && deletes_in_dirs) {
+            let ok = Outcome {
                 status: 0,
                 ..outcome.clone()
             };
-            return Some((failed, rest));
+            return Some((Job::Paths(owed), paid, ok));
         }
+        // Left out: the failed paths, but not one that is (or is above) a path the
+        // call still names (it goes as that path's implied directory).
+        let named: Vec<&Path> = match &paid {
+            Job::Paths(paths) => paths.iter().map(|e| e.path.as_path()).collect(),
+            _ => Vec::new(),
+        };
         let mut without: Vec<PathBuf> = excluded.to_vec();
-        without.extend(failed.iter().cloned());
-        log::info!(
-            "full sync of {} to {}: rsync skipped deletions after failing on {} path(s); \
-             running it again without them",
-            root.display(),
-            self.targets[t.0].label(),
-            failed.len()
+        without.extend(
+            failed
+                .iter()
+                .filter(|f| !named.iter().any(|n| n.starts_with(f)))
+                .cloned(),
         );
-        let again = self.push(t, &Job::Full, &without, &mut Vec::new());
-        again.ok().then_some((failed, again))
+        log::info!(
+            "{} to {}: rsync skips deletions after an error reading the tree; running it \
+             again without the {} path(s) it could not read ({})",
+            match &paid {
+                Job::Full => format!("full sync of {}", root.display()),
+                other => format!("push of {} path(s)", other.count()),
+            },
+            target.label(),
+            failed.len(),
+            failed
+                .iter()
+                .take(FAILED_PATHS_SHOWN)
+                .map(|p| format!("{:?}", p.display().to_string()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut left_out = Vec::new();
+        let again = self.push(t, &paid, &without, &mut left_out);
+        if !again.ok() || !left_out.is_empty() {
+            return None;
+        }
+        // The listings' clean-up below them, as after a push that succeeded.
+        if self.prune(t, &paid, &without).is_some() {
+            return None;
+        }
+        Some((Job::Paths(owed), paid, again))
     }
 
     /// Carries a rename to `t` as one: in ssh mode as one `mv` on the remote
@@ -898,6 +930,7 @@ impl Mirror {
         if !target.delete {
             return None;
         }
+        // A tree's push deleted all the way down already.
         let dirs = prunable(&target.root, paths);
         if dirs.is_empty() {
             return None;
@@ -919,6 +952,12 @@ impl Mirror {
         let mut out = Vec::new();
         for e in paths.iter().filter(|e| e.listing) {
             let dir = e.path.as_path();
+            if e.tree {
+                // Pushed with everything below it: what the excludes keep out there.
+                let excludes = &self.excludes[t.0];
+                out.extend(crate::watch::excluded_paths_below(root, dir, excludes));
+                continue;
+            }
             let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
                 continue;
             };
@@ -1498,7 +1537,7 @@ fn sent_paths(root: &Path, excludes: &Excludes, delete: bool, job: &Job) -> Opti
 fn prunable(root: &Path, paths: &[Entry]) -> Vec<PathBuf> {
     paths
         .iter()
-        .filter(|e| e.listing)
+        .filter(|e| e.listing && !e.tree)
         .map(|e| e.path.clone())
         .filter(|d| {
             std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir())
@@ -1679,31 +1718,52 @@ fn listings_again(root: &Path, missing: Vec<(PathBuf, Option<DirStamp>)>) -> Vec
         .collect()
 }
 
-/// A push of paths (no listing) that ended in exit 23 naming some of its own entries as
-/// failed, each a file (not a directory) now, with rsync's stderr kept whole and no
-/// deletion skipped: the failed entries, and the rest, which landed. `None`: the call
-/// is owed whole.
-fn partial_paths(root: &Path, call: &Job, outcome: &Outcome) -> Option<(Job, Job)> {
-    let Job::Paths(entries) = call else {
-        return None;
+/// A call that failed on `failed` (rsync's named paths, relative to the root): what is
+/// owed for each and what landed. Each failed path must lie within the call: anywhere
+/// for a full sync; for paths, one of its entries (owed as it is), an entry of a
+/// directory it lists, or below a directory it pushes with everything below it. One of
+/// its entries is owed as itself; another path as the directory with everything below
+/// it when it is a directory now (`is_dir`: rsync could not list it, so what is below
+/// was never compared), else as the path. What landed: the full sync, or the entries
+/// not named. `None`: the call is owed whole (a rename, a path outside the call, or
+/// nothing landed).
+fn split_failed(
+    call: &Job,
+    failed: &[PathBuf],
+    is_dir: impl Fn(&Path) -> bool,
+) -> Option<(Vec<Entry>, Job)> {
+    let owe = |p: &PathBuf| {
+        if is_dir(p) {
+            Entry::tree(p.clone())
+        } else {
+            Entry::plain(p.clone())
+        }
     };
-    if outcome.status != 23
-        || outcome.stderr.len() + 64 >= rsync::STDERR_KEEP
-        || outcome.stderr.contains("skipping file deletion")
-        || entries.iter().any(|e| e.listing)
-    {
-        return None;
+    match call {
+        Job::Full => Some((failed.iter().map(owe).collect(), Job::Full)),
+        Job::Rename { .. } => None,
+        Job::Paths(entries) => {
+            let mut owed = Vec::with_capacity(failed.len());
+            for p in failed {
+                if let Some(e) = entries.iter().find(|e| e.path == *p) {
+                    owed.push(e.clone());
+                } else if entries.iter().any(|e| {
+                    (e.tree && p.starts_with(&e.path))
+                        || (e.listing && p.parent() == Some(e.path.as_path()))
+                }) {
+                    owed.push(owe(p));
+                } else {
+                    return None;
+                }
+            }
+            let paid: Vec<Entry> = entries
+                .iter()
+                .filter(|e| !failed.contains(&e.path))
+                .cloned()
+                .collect();
+            (!paid.is_empty()).then_some((owed, Job::Paths(paid)))
+        }
     }
-    let failed = failed_in_root(root, &outcome.stderr)?;
-    let named = |e: &Entry| failed.contains(&e.path);
-    if failed.iter().any(|p| {
-        !entries.iter().any(|e| e.path == *p)
-            || std::fs::symlink_metadata(root.join(p)).map_or(true, |m| m.is_dir())
-    }) {
-        return None;
-    }
-    let (bad, good): (Vec<Entry>, Vec<Entry>) = entries.iter().cloned().partition(named);
-    (!good.is_empty()).then_some((Job::Paths(bad), Job::Paths(good)))
 }
 
 /// The paths rsync's stderr names as failed, relative to `root` (rsync names them below
@@ -1748,10 +1808,14 @@ pub fn remotes_of(targets: &[Target], root: &Path) -> Vec<RemoteId> {
         .collect()
 }
 
-/// A job's paths in runs that fit one call's arguments.
+/// A job's paths in runs that fit one call's arguments; directories with everything
+/// below them (trees) in runs of their own, after the others (a tree's call is
+/// recursive, see `Target::argv`).
 fn split(paths: &[Entry]) -> Vec<(Job, Vec<PathBuf>)> {
-    rsync::split_for_args(paths, rsync::ARGS_BUDGET)
-        .into_iter()
+    let (trees, others): (Vec<Entry>, Vec<Entry>) = paths.iter().cloned().partition(|e| e.tree);
+    [others, trees]
+        .iter()
+        .flat_map(|part| rsync::split_for_args(part, rsync::ARGS_BUDGET))
         .map(|run| (Job::Paths(run.to_vec()), Vec::new()))
         .collect()
 }
@@ -1909,6 +1973,76 @@ mod tests {
         assert_eq!(prunable(root.path(), &paths), [PathBuf::from("d")]);
     }
 
+    /// What a call that failed on named paths owes: a directory rsync could not read
+    /// with everything below it, a file as itself, an entry of the call as it was; the
+    /// rest landed. A path the call did not reach owes the whole call.
+    #[test]
+    fn a_partial_failure_owes_what_failed_and_pays_the_rest() {
+        let dirs = ["locked", "a/sub", "b"];
+        let is_dir = |p: &Path| dirs.iter().any(|d| p == Path::new(d));
+        let pb = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            split_failed(&Job::Full, &[pb("locked"), pb("secret.txt")], is_dir),
+            Some((
+                vec![Entry::tree("locked"), Entry::plain("secret.txt")],
+                Job::Full
+            ))
+        );
+        let call = Job::Paths(vec![
+            Entry::listing("a"),
+            Entry::listing("b"),
+            Entry::plain("pub.txt"),
+        ]);
+        // An entry of a listed directory, and a listed directory itself.
+        assert_eq!(
+            split_failed(&call, &[pb("a/secret.txt"), pb("b")], is_dir),
+            Some((
+                vec![Entry::plain("a/secret.txt"), Entry::listing("b")],
+                Job::Paths(vec![Entry::listing("a"), Entry::plain("pub.txt")])
+            ))
+        );
+        // A subdirectory of a listed directory is listed as a directory only: rsync
+        // names nothing below it, and a name there is not this call's.
+        assert_eq!(split_failed(&call, &[pb("a/sub/x")], is_dir), None);
+        assert_eq!(split_failed(&call, &[pb("elsewhere")], is_dir), None);
+        // Below a tree, at any depth; a directory there is owed as a tree.
+        let tree = Job::Paths(vec![Entry::tree("a")]);
+        assert_eq!(
+            split_failed(&tree, &[pb("a/sub"), pb("a/sub2/f")], is_dir),
+            Some((
+                vec![Entry::tree("a/sub"), Entry::plain("a/sub2/f")],
+                Job::Paths(vec![Entry::tree("a")])
+            ))
+        );
+        // Nothing landed: the call is owed as it was.
+        assert_eq!(split_failed(&tree, &[pb("a")], is_dir), None);
+        let rename = Job::Rename {
+            from: pb("x"),
+            to: pb("y"),
+            dir: false,
+            below: Vec::new(),
+        };
+        assert_eq!(split_failed(&rename, &[pb("y")], is_dir), None);
+    }
+
+    #[test]
+    fn trees_go_in_calls_of_their_own() {
+        let calls = split(&[
+            Entry::tree("t"),
+            Entry::plain("f"),
+            Entry::listing("d"),
+            Entry::tree("u"),
+        ]);
+        let jobs: Vec<Job> = calls.into_iter().map(|(j, _)| j).collect();
+        assert_eq!(
+            jobs,
+            [
+                Job::Paths(vec![Entry::plain("f"), Entry::listing("d")]),
+                Job::Paths(vec![Entry::tree("t"), Entry::tree("u")]),
+            ]
+        );
+    }
+
     #[test]
     fn the_operators_worker_count_is_kept() {
         assert_eq!(count(Some(4), 20), 4);
@@ -1942,14 +2076,8 @@ mod tests {
         std::fs::create_dir_all(root.join("c/c")).expect("c/c");
         std::fs::create_dir(root.join("e")).expect("e");
         let job = Job::Paths(vec![
-            Entry {
-                path: PathBuf::from("c"),
-                listing: true,
-            },
-            Entry {
-                path: PathBuf::from("e"),
-                listing: true,
-            },
+            Entry::listing("c"),
+            Entry::listing("e"),
             Entry::plain("f"),
         ]);
         let listed = listing_stamps(root, &job);

@@ -43,7 +43,7 @@ pub use error::WatchError;
 use event_loop::WatchBackend;
 use inotify::InotifyTree;
 pub use root::{dir_id, MountNote, RootHealth, RootReport, RootState};
-pub use walk::excluded_paths;
+pub use walk::{excluded_paths, excluded_paths_below};
 
 /// The watch of one root, by whichever kernel interface watches it. Both send the same
 /// [`Change`]s; nothing after the watcher knows which one runs.

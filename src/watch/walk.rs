@@ -200,6 +200,15 @@ pub fn excluded_paths(root: &Path, excludes: &Excludes) -> Vec<PathBuf> {
     excluded_below(root, PathBuf::new(), excludes)
 }
 
+/// [`excluded_paths`] below the directory `dir` (relative to `root`) only: what a
+/// push of that directory with everything below it leaves out.
+pub fn excluded_paths_below(root: &Path, dir: &Path, excludes: &Excludes) -> Vec<PathBuf> {
+    if !excludes.needs_walk() {
+        return Vec::new();
+    }
+    excluded_below(root, dir.to_path_buf(), excludes)
+}
+
 fn excluded_below(root: &Path, dir: PathBuf, excludes: &Excludes) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
         return Vec::new();

@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
-use super::{entry_key, older, to_path, Ledger, Mark};
+use super::{entry_key, older, Ledger, Mark};
 use crate::sync::faillog::Owed;
 use crate::sync::job::{Entry, Job};
 use crate::sync::recovery::{Plan, Recovery};
@@ -98,7 +98,7 @@ impl Ledger {
         if self.owed.is_empty() {
             return false;
         }
-        let before = (self.owed.paths.len(), self.owed.full);
+        let before = (self.owed.paths.len(), self.owed.trees.len(), self.owed.full);
         let paid = self.owed.clear(job);
         for e in &paid {
             self.owed_marks.remove(entry_key(e));
@@ -112,16 +112,7 @@ impl Ledger {
             self.owe(&Job::Full, m, 0);
         }
         let kept: Vec<(Entry, Mark)> = if let Job::Full = job {
-            self.kept_at_close
-                .iter()
-                .map(|(k, (listing, m))| {
-                    let e = Entry {
-                        path: to_path(k.clone()),
-                        listing: *listing,
-                    };
-                    (e, *m)
-                })
-                .collect()
+            self.kept_at_close.values().cloned().collect()
         } else {
             paid.into_iter()
                 .filter_map(|e| {
@@ -133,7 +124,7 @@ impl Ledger {
         for (e, m) in kept {
             self.owe(&Job::Paths(vec![e]), m, 0);
         }
-        before != (self.owed.paths.len(), self.owed.full)
+        before != (self.owed.paths.len(), self.owed.trees.len(), self.owed.full)
     }
 
     /// A push of `job` succeeded but left out the paths of `left_out` (each below what
@@ -170,7 +161,7 @@ impl Ledger {
             let m = [
                 self.inflight.get(k).copied(),
                 owed_mark,
-                kept.map(|(_, m)| m),
+                kept.as_ref().map(|(_, m)| *m),
             ]
             .into_iter()
             .flatten()
@@ -194,7 +185,10 @@ impl Ledger {
                 moved = true;
             }
             if let Some((_, km)) = kept {
-                let e = self.kept_at_close.entry(ak.clone()).or_insert((false, km));
+                let e = self
+                    .kept_at_close
+                    .entry(ak.clone())
+                    .or_insert((Entry::plain(a.clone()), km));
                 e.1 = e.1.min(km);
             }
             if self.full_pending {

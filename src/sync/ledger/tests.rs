@@ -992,3 +992,27 @@ fn the_ledger_keeps_the_retry_schedule_of_what_is_owed() {
     assert_eq!(q.recovery().next_retry(t0), None);
     assert!(q.passed(q.checkpoint()));
 }
+
+/// A directory owed with everything below it (a full sync could not read it) stays one
+/// through the retry, the take, flight and the close: what it was owed as is what goes
+/// out, and only its push pays it.
+#[test]
+fn a_tree_owed_stays_a_tree_until_its_push_pays_it() {
+    let now = std::time::Instant::now();
+    let mut q = Ledger::default();
+    let tree = Job::Paths(vec![Entry::tree("locked"), Entry::plain("secret.txt")]);
+    q.owe(&tree, Mark { seq: 0, since: now }, 23);
+    q.retry_at(Some(now));
+    assert_eq!(q.retry_due(now), None);
+    let Some(Job::Paths(taken)) = q.take(10) else {
+        panic!("the owed entries are handed out");
+    };
+    assert_eq!(taken, [Entry::tree("locked"), Entry::plain("secret.txt")]);
+    // In flight at a stop: owed as a tree still.
+    q.close();
+    assert!(q.owed().trees.contains(&p("locked")));
+    // A listing of it pays nothing; its push pays it.
+    assert!(!q.paid(&Job::Paths(vec![Entry::listing("locked")])));
+    assert!(q.paid(&Job::Paths(vec![Entry::tree("locked")])));
+    assert!(!q.owed().trees.contains(&p("locked")));
+}

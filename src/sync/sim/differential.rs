@@ -1,6 +1,6 @@
 //! The rsync model checked against real rsync: each case (one seed) makes a random
 //! source tree and a random remote tree, builds one command line with the agent's own
-//! builders (`Target::argv` for paths, listings and full syncs, `fail_log_argv`,
+//! builders (`Target::argv` for paths, listings, trees and full syncs, `fail_log_argv`,
 //! `prune_argv`, `rename_argvs` for a file and a directory, `settle_argv`), runs it with
 //! real rsync against a loopback `rsync --daemon` whose module holds the remote tree,
 //! and runs [`model::rsync`] on the same remote tree in memory. The two resulting trees
@@ -399,10 +399,7 @@ fn pick_paths(rng: &mut Rng, excludes: &Excludes, source: &Tree, remote: &Tree) 
         let Some(p) = rng.pick(&pool).cloned() else {
             break;
         };
-        let e = Entry {
-            listing: rng.chance(35),
-            path: path(&p),
-        };
+        let e = Entry::with_listing(path(&p), rng.chance(35));
         if !out.iter().any(|o| o.path == e.path) {
             out.push(e);
         }
@@ -436,7 +433,7 @@ fn shape(
         .map(|(k, _)| k.clone())
         .collect();
     loop {
-        match rng.below(7) {
+        match rng.below(8) {
             0 | 1 => {
                 let paths = pick_paths(rng, excludes, source, remote);
                 let excluded: Vec<PathBuf> = paths
@@ -559,6 +556,36 @@ fn shape(
                 return Shape {
                     name: format!("rename {}", if dir { "dir" } else { "file" }),
                     calls,
+                };
+            }
+            6 => {
+                // Directories owed with everything below them (a full sync could not
+                // read them): one call, recursive; one that is not a directory now goes
+                // as its path.
+                let mut chosen: Vec<Vec<u8>> = Vec::new();
+                for _ in 0..1 + rng.below(2) {
+                    let pool = if rng.chance(75) { &dirs } else { &leaves };
+                    if let Some(d) = rng.pick(pool) {
+                        if !chosen.contains(d) {
+                            chosen.push(d.clone());
+                        }
+                    }
+                }
+                if rng.chance(15) {
+                    chosen.push(b"e".to_vec());
+                }
+                if chosen.is_empty() {
+                    continue;
+                }
+                let excluded: Vec<PathBuf> = chosen
+                    .iter()
+                    .flat_map(|d| crate::watch::excluded_paths_below(&t.root, &path(d), excludes))
+                    .collect();
+                let trees: Vec<Entry> = chosen.iter().map(|d| Entry::tree(path(d))).collect();
+                let (argv, stdin) = t.argv(&Job::Paths(trees), &excluded);
+                return Shape {
+                    name: "tree".into(),
+                    calls: vec![(argv, stdin)],
                 };
             }
             _ => {
