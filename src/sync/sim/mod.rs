@@ -611,6 +611,23 @@ impl Sim {
                     Some(_) if dir => return,
                     Some(_) => {}
                 }
+                // rename(2) of a file onto another link of it does nothing, and the
+                // kernel reports nothing (seed 340670 of the million-history soak: the
+                // simulator reported `from` moved to `new` while it stayed, and the
+                // agent never pushed it).
+                let same = |a: &[u8], b: &[u8]| {
+                    use std::os::unix::fs::MetadataExt;
+                    match (
+                        std::fs::symlink_metadata(abs(a)),
+                        std::fs::symlink_metadata(abs(b)),
+                    ) {
+                        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+                        _ => false,
+                    }
+                };
+                if same(&from, &new) {
+                    return;
+                }
                 if std::fs::rename(abs(&from), abs(&new)).is_err() {
                     return;
                 }
