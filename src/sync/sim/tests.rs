@@ -286,6 +286,8 @@ fn seeds_that_found_defects_stay_fixed() {
         (245, symlinks),
         (14_395, with_outages),
         (448_311, soak_mix),
+        // The simulator's own: `ln b c; mv c b` (one file's two links) reported c moved
+        // to b, which the kernel does not (rename(2) does nothing): c stayed, unpushed.
         (340_670, soak_mix),
     ];
     for (seed, faults) in seeds {
