@@ -163,6 +163,10 @@ pub struct RemoteStatus {
     /// How long the push running longest to it has run; 0 when none runs.
     #[serde(default)]
     pub longest_push_seconds: f64,
+    /// Since when a full sync runs to it (RFC 3339, UTC), while one does; live changes
+    /// are pushed beside it.
+    #[serde(default)]
+    pub full_sync_since: Option<String>,
 }
 
 /// A push running this long is named in the text report: a big transfer, or a remote
@@ -252,6 +256,7 @@ impl Status {
                     lag_seconds: r.lag.as_secs_f64(),
                     pending: r.pending,
                     longest_push_seconds: r.longest_push.as_secs_f64(),
+                    full_sync_since: r.full_sync_since.map(|t| rfc3339(unix(t))),
                 })
                 .collect(),
             roots: Vec::new(),
@@ -1173,7 +1178,15 @@ pub fn render(s: &Status) -> String {
                         r.longest_push_seconds
                     )
                 });
-                let notes = format!("{}{owed}", long.unwrap_or_default());
+                let full = r
+                    .full_sync_since
+                    .as_deref()
+                    .map(|at| format!("full sync running since {}, ", p(at)));
+                let notes = format!(
+                    "{}{}{owed}",
+                    full.unwrap_or_default(),
+                    long.unwrap_or_default()
+                );
                 let state = remote_state(false, r.pending, r.owed, r.lag_seconds);
                 if notes.is_empty() {
                     format!("ok ({state})")
@@ -1324,6 +1337,7 @@ mod tests {
             lag_seconds: lag,
             pending,
             longest_push_seconds: 0.0,
+            full_sync_since: None,
         }
     }
 
@@ -1517,6 +1531,7 @@ mod tests {
             lag_seconds: secs,
             pending: 1,
             longest_push_seconds: secs,
+            full_sync_since: None,
         };
         let mut s = source()();
         s.remotes.push(remote("hung::m", 45.2, 0));
@@ -1542,6 +1557,21 @@ mod tests {
             "{text}"
         );
         assert!(line("quick::m").ends_with(" ok (catching up)"), "{text}");
+        // A full sync running says so, and since when.
+        let mut full = remote("full::m", 75.0, 0);
+        full.full_sync_since = Some(rfc3339(1_700_000_000));
+        s.remotes.push(full);
+        let text = render(&s);
+        let full = text
+            .lines()
+            .find(|l| l.contains("full::m"))
+            .unwrap_or_default();
+        assert!(
+            full.ends_with(
+                "ok (catching up), full sync running since 2023-11-14T22:13:20Z, a push running for 75s (a big transfer, or the remote stopped answering)"
+            ),
+            "{text}"
+        );
         let m = metrics(&s);
         assert!(
             m.contains(
@@ -1574,6 +1604,7 @@ mod tests {
             lag_seconds: 0.0,
             pending: 0,
             longest_push_seconds: 0.0,
+            full_sync_since: None,
         });
         let text = render(&s);
         assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
