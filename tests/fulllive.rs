@@ -24,6 +24,14 @@ fn noise(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A file's mtime in whole seconds.
+fn mtime(path: &Path) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .mtime()
+}
+
 /// rsync's temp file of `name` (`.name.XXXXXX`) is in `dir` on the remote: the full
 /// sync has listed the tree and is sending that file.
 fn receiving(dir: &Path, name: &str) -> bool {
@@ -108,6 +116,16 @@ fn a_live_edit_lands_while_a_full_sync_runs_and_the_remotes_end_equal() {
     for r in s.remotes() {
         trees_equal(&s.src, &r)
             .unwrap_or_else(|d| panic!("--wait-synced said synced: {d}\n{}", agent.log()));
+        // The snapshots compare contents: the mtimes too, to the second.
+        for f in ["b/old.txt", "b/new.txt", "b/keep.txt"] {
+            assert_eq!(
+                mtime(&r.join(f)),
+                mtime(&s.p(f)),
+                "{f}'s mtime on {}\n{}",
+                r.display(),
+                agent.log()
+            );
+        }
     }
     agent.stop();
 }
