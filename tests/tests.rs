@@ -14,6 +14,7 @@ mod faults_recover;
 mod faults_root;
 mod faults_signals;
 mod fixtures;
+mod fulllive;
 mod hostile;
 mod instance;
 mod layers;

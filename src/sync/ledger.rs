@@ -62,6 +62,16 @@
 //! subdirectories as directories), with `--delete` when deletes are on. The entry keeps
 //! the oldest mark of what it replaced; while it waits, later changes of direct children
 //! merge into it. The top directory (the watch root) never collapses.
+//!
+//! A full sync does not hold back live changes: while one runs to a remote, the paths
+//! waiting for it are handed out beside it like any others. rsync's full sync lists the
+//! tree as it goes and, with `--delete`, deletes in each directory what the remote holds
+//! beyond the list it made of that directory; it sends a file with the metadata its
+//! list holds. So a path pushed beside it may be deleted again (made after its directory
+//! was listed) or taken back to older metadata or content. Every path handed out while
+//! a full sync runs (`beside_full`) waits once more when that full sync ends, with the
+//! mark it had, and keeps that mark meanwhile: a barrier does not pass on it until that
+//! push lands. The full sync itself still starts only once nothing is in flight.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -181,6 +191,11 @@ pub struct Ledger {
     flooded: usize,
     /// The latest call handed out was a rename: free paths go before the next one.
     rename_last: bool,
+    /// Paths handed out while a full sync runs (whether a listing, their mark): that
+    /// full sync may undo their push (its delete pass removes what its file list,
+    /// built before, lacks; it sends what it listed, older than the push), so each
+    /// waits once more when it ends, keeping its mark until then (see the module doc).
+    beside_full: HashMap<Key, (bool, Mark)>,
 }
 
 /// More renames than this waiting for one remote at a take is a flood: all of them
@@ -670,8 +685,9 @@ impl Ledger {
     }
 
     /// Only a few paths are in flight and waiting: single edits, not a burst.
+    /// A full sync running does not count: a single edit goes beside it at once.
     pub fn is_trickle(&self) -> bool {
-        !self.full_inflight && self.running_paths + self.len() <= TRICKLE
+        self.running_paths + self.len() <= TRICKLE
     }
 
     fn blocked(&self, p: &[u8]) -> bool {
@@ -684,9 +700,24 @@ impl Ledger {
     /// flight, else up to `max` waiting paths (oldest first) that conflict with nothing
     /// in flight.
     pub fn take(&mut self, max: usize) -> Option<Job> {
-        if self.full_inflight {
-            return None;
+        let job = self.take_inner(max)?;
+        if self.full_inflight && job != Job::Full {
+            // It may be undone by the full sync running: it goes again once that ends.
+            for e in job.plain_paths() {
+                let k = entry_key(&e).to_vec();
+                let Some(m) = self.inflight.get(&k).copied() else {
+                    continue;
+                };
+                let listing = e.listing || self.listing_inflight.contains(&k);
+                let b = self.beside_full.entry(k).or_insert((listing, m));
+                b.0 |= listing;
+                b.1 = b.1.min(m);
+            }
         }
+        Some(job)
+    }
+
+    fn take_inner(&mut self, max: usize) -> Option<Job> {
         if self.full_pending {
             if self.running > 0 {
                 return None;
@@ -793,12 +824,33 @@ impl Ledger {
     }
 
     /// Marks work handed out by `take` as finished (whatever its outcome).
+    #[cfg(test)]
     pub fn finish(&mut self, work: &Job) {
+        self.finish_at(work, Instant::now());
+    }
+
+    /// [`Ledger::finish`] at `now`: a full sync ending queues again what was handed
+    /// out beside it (see the module doc).
+    fn finish_at(&mut self, work: &Job, now: Instant) {
         self.running = self.running.saturating_sub(1);
         match work {
             Job::Full => {
                 self.full_inflight = false;
                 self.full_running = None;
+                let beside = std::mem::take(&mut self.beside_full);
+                let mut beside: Vec<(Key, (bool, Mark))> = beside.into_iter().collect();
+                beside.sort_by_key(|(_, (_, m))| m.seq);
+                for (k, (listing, m)) in beside {
+                    if self.full_pending {
+                        // The full sync waiting covers it, from the older mark.
+                        self.full_mark = Some(older(self.full_mark, m));
+                        continue;
+                    }
+                    if listing {
+                        self.replaced.insert(k.clone());
+                    }
+                    self.push_key(k, false, now, Some(m));
+                }
             }
             Job::Paths(_) | Job::Rename { .. } => {
                 self.running_paths = self.running_paths.saturating_sub(work.count());
@@ -831,7 +883,7 @@ impl Ledger {
                 self.inflight.get(&k).map(|m| (k, *m))
             })
             .collect();
-        self.finish(work);
+        self.finish_at(work, now);
         for (k, m) in marks {
             if self.full_pending {
                 // The full sync waiting covers it, from the older mark.
@@ -923,6 +975,19 @@ impl Ledger {
             self.kept_at_close
                 .insert(entry_key(e).to_vec(), (e.clone(), *m));
             self.owe(&Job::Paths(vec![e.clone()]), *m, 0);
+        }
+        // Handed out beside the full sync running: owed like what waited, and not paid
+        // by their own push if it succeeds, nor by that full sync's.
+        for (k, (listing, m)) in std::mem::take(&mut self.beside_full) {
+            let e = Entry {
+                path: to_path(k.clone()),
+                listing,
+                tree: false,
+            };
+            let kept = self.kept_at_close.entry(k).or_insert((e.clone(), m));
+            kept.0.listing |= listing;
+            kept.1 = kept.1.min(m);
+            self.owe(&Job::Paths(vec![e]), m, 0);
         }
         if !running.is_empty() {
             // In flight: they keep the marks they have there.

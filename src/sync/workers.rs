@@ -53,6 +53,8 @@ struct Stats {
     /// When each job running to this remote started (its calls, retries included).
     running: Mutex<Vec<(u64, Instant)>>,
     next_call: AtomicU64,
+    /// Since when the full sync running to this remote runs, if one does.
+    full_since: Mutex<Option<SystemTime>>,
 }
 
 impl Stats {
@@ -62,6 +64,10 @@ impl Stats {
 
     fn running(&self) -> Ordered<'_, Vec<(u64, Instant)>> {
         Ordered::lock(&self.running, Lock::Running)
+    }
+
+    fn full_since(&self) -> MutexGuard<'_, Option<SystemTime>> {
+        self.full_since.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Counts a job as running until the returned guard is dropped.
@@ -125,6 +131,89 @@ impl Drop for Running<'_> {
     }
 }
 
+/// While a full sync runs: it shows in status, and a line says it still runs every
+/// [`full_progress_every`] (a full sync of a big tree runs for minutes; the log would
+/// otherwise say nothing from its start to its end).
+struct FullRun<'a> {
+    stats: &'a Stats,
+    /// Dropped at the end, which ends the progress thread.
+    done: Option<crossbeam_channel::Sender<()>>,
+    progress: Option<JoinHandle<()>>,
+}
+
+impl<'a> FullRun<'a> {
+    fn start(stats: &'a Stats, root: &Path, label: String) -> FullRun<'a> {
+        *stats.full_since() = Some(SystemTime::now());
+        let started = Instant::now();
+        log::info!(
+            remote = label.as_str();
+            "full sync of {} to {label} started; live changes are pushed beside it",
+            root.display()
+        );
+        let (done, ended) = crossbeam_channel::bounded::<()>(0);
+        let root = root.to_path_buf();
+        let every = full_progress_every();
+        let progress = std::thread::Builder::new()
+            .name("full-progress".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    ended.recv_timeout(every)
+                {
+                    log::info!(
+                        remote = label.as_str();
+                        "{}",
+                        full_progress_line(&root, &label, started.elapsed())
+                    );
+                }
+            })
+            .ok();
+        FullRun {
+            stats,
+            done: Some(done),
+            progress,
+        }
+    }
+}
+
+impl Drop for FullRun<'_> {
+    fn drop(&mut self) {
+        *self.stats.full_since() = None;
+        drop(self.done.take());
+        if let Some(h) = self.progress.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// How often a running full sync says it still runs: 30 s, or
+/// `SERSYNC2_FULL_PROGRESS_SECS` (read once; for tests and tuning; at least 1 s).
+pub fn full_progress_every() -> Duration {
+    static EVERY: OnceLock<Duration> = OnceLock::new();
+    *EVERY.get_or_init(|| {
+        std::env::var("SERSYNC2_FULL_PROGRESS_SECS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(FULL_PROGRESS_EVERY, |s| Duration::from_secs(s.max(1)))
+    })
+}
+
+/// See [`full_progress_every`].
+pub const FULL_PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// The line a full sync running for `elapsed` logs (see [`FullRun`]).
+fn full_progress_line(root: &Path, label: &str, elapsed: Duration) -> String {
+    let s = elapsed.as_secs();
+    let took = match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, s) => format!("{h}h{m:02}m{s:02}s"),
+    };
+    format!(
+        "full sync of {} to {label} still running ({took} so far)",
+        root.display()
+    )
+}
+
 /// How the last full sync went, for status.
 #[derive(Debug, Clone)]
 pub struct FullSyncResult {
@@ -161,6 +250,8 @@ pub struct RemoteSnapshot {
     /// that accepts connections and stops answering shows here long before rsync's I/O
     /// timeout ends the call.
     pub longest_push: Duration,
+    /// Since when a full sync runs to it, if one does.
+    pub full_sync_since: Option<SystemTime>,
 }
 
 /// The sync state at one moment, as a plain value.
@@ -503,6 +594,10 @@ impl Mirror {
     /// happens (see [`Taken`]).
     fn run_job(&self, t: RemoteId, job: Job) {
         let _running = self.stats[t.0].clock_in();
+        let _full = matches!(job, Job::Full).then(|| {
+            let target = &self.targets[t.0];
+            FullRun::start(&self.stats[t.0], &target.root, target.label())
+        });
         let mut taken = Taken {
             mirror: self,
             t,
@@ -1460,6 +1555,7 @@ impl Mirror {
                         .map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
                     pending: behind.pending,
                     longest_push: s.longest_running(now),
+                    full_sync_since: *s.full_since(),
                 }
             })
             .collect();
@@ -1848,6 +1944,23 @@ fn rename_to_paths(job: &Job) -> Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_full_sync_says_how_long_it_has_run() {
+        let line = |s| full_progress_line(Path::new("/www"), "h::m", Duration::from_secs(s));
+        assert_eq!(
+            line(30),
+            "full sync of /www to h::m still running (30s so far)"
+        );
+        assert_eq!(
+            line(90),
+            "full sync of /www to h::m still running (1m30s so far)"
+        );
+        assert_eq!(
+            line(3_725),
+            "full sync of /www to h::m still running (1h02m05s so far)"
+        );
+    }
 
     fn failed(stderr: &str) -> Outcome {
         Outcome {

@@ -147,6 +147,10 @@ pub struct RemoteStatus {
     /// How long the push running longest to it has run; 0 when none runs.
     #[serde(default)]
     pub longest_push_seconds: f64,
+    /// Since when a full sync runs to it (RFC 3339, UTC), while one does; live changes
+    /// are pushed beside it.
+    #[serde(default)]
+    pub full_sync_since: Option<String>,
 }
 
 /// A push running this long is named in the text report: a big transfer, or a remote
@@ -221,6 +225,7 @@ impl Status {
                     lag_seconds: r.lag.as_secs_f64(),
                     pending: r.pending,
                     longest_push_seconds: r.longest_push.as_secs_f64(),
+                    full_sync_since: r.full_sync_since.map(|t| rfc3339(unix_seconds(t))),
                 })
                 .collect(),
             roots: Vec::new(),

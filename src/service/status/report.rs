@@ -105,7 +105,15 @@ pub fn render(s: &Status) -> String {
                         r.longest_push_seconds
                     )
                 });
-                let notes = format!("{}{owed}", long.unwrap_or_default());
+                let full = r
+                    .full_sync_since
+                    .as_deref()
+                    .map(|at| format!("full sync running since {}, ", p(at)));
+                let notes = format!(
+                    "{}{}{owed}",
+                    full.unwrap_or_default(),
+                    long.unwrap_or_default()
+                );
                 let state = remote_state(false, r.pending, r.owed, r.lag_seconds);
                 if notes.is_empty() {
                     format!("ok ({state})")

@@ -95,6 +95,7 @@ fn remote(name: &str, failing: bool, pending: usize, lag: f64) -> RemoteStatus {
         lag_seconds: lag,
         pending,
         longest_push_seconds: 0.0,
+        full_sync_since: None,
     }
 }
 
@@ -224,6 +225,7 @@ fn a_push_running_long_is_named_beside_ok() {
         lag_seconds: secs,
         pending: 1,
         longest_push_seconds: secs,
+        full_sync_since: None,
     };
     let mut s = source()();
     s.remotes.push(remote("hung::m", 45.2, 0));
@@ -249,6 +251,21 @@ fn a_push_running_long_is_named_beside_ok() {
         "{text}"
     );
     assert!(line("quick::m").ends_with(" ok (catching up)"), "{text}");
+    // A full sync running says so, and since when.
+    let mut full = remote("full::m", 75.0, 0);
+    full.full_sync_since = Some(crate::sys::time::rfc3339(1_700_000_000));
+    s.remotes.push(full);
+    let text = render(&s);
+    let full = text
+        .lines()
+        .find(|l| l.contains("full::m"))
+        .unwrap_or_default();
+    assert!(
+        full.ends_with(
+            "ok (catching up), full sync running since 2023-11-14T22:13:20Z, a push running for 75s (a big transfer, or the remote stopped answering)"
+        ),
+        "{text}"
+    );
     let m = metrics(&s);
     assert!(
         m.contains("sersync2_remote_longest_push_seconds{remote=\"hung::m\",root=\"/w\"} 45.200"),
@@ -279,6 +296,7 @@ fn status_client_escapes_control_characters_from_the_answer() {
         lag_seconds: 0.0,
         pending: 0,
         longest_push_seconds: 0.0,
+        full_sync_since: None,
     });
     let text = render(&s);
     assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");

@@ -45,6 +45,7 @@ impl Ledger {
             .chain(self.full_mark)
             .chain(self.full_running)
             .chain(self.owed_full)
+            .chain(self.beside_full.values().map(|(_, m)| *m))
     }
 
     /// The oldest change not yet on the remote (waiting, in flight or owed), if any.

@@ -93,8 +93,14 @@ fn full_sync_covers_pending_and_waits_for_running_work() {
     assert!(q.take(100).is_none(), "full waits for a");
     q.finish(&w);
     assert_eq!(q.take(100), Some(Job::Full));
-    q.push(p("d"), false); // during the full sync: must run after it
-    assert!(q.take(100).is_none());
+    q.push(p("d"), false); // during the full sync: pushed beside it, and after it
+    let d = q.take(100);
+    assert_eq!(paths(d.clone()), [p("d")]);
+    q.finish(&d.expect("d"));
+    assert!(
+        q.take(100).is_none(),
+        "d goes again once the full sync ends"
+    );
     q.finish(&Job::Full);
     assert_eq!(paths(q.take(100)), [p("d")]);
 }
@@ -168,7 +174,10 @@ proptest! {
     /// Whatever the interleaving of events, takes and finishes:
     /// - no two calls in flight touch the same path or an ancestor/descendant of it;
     /// - when all is done, every path's last change is covered by a call that started
-    ///   after it (the path itself, a gone directory above it, or a full sync).
+    ///   after it (the path itself, a gone directory above it, or a full sync);
+    /// - a full sync starts only while nothing else is in flight, and every path of a
+    ///   call that ran beside a full sync is covered by a call that started after that
+    ///   full sync ended (the full sync may have undone it).
     #[test]
     fn last_change_of_every_path_is_pushed_after_it(
         ops in proptest::collection::vec(op(), 1..80),
@@ -183,12 +192,21 @@ proptest! {
         let mut gone_at: HashMap<PathBuf, u64> = HashMap::new();
         let mut started: Vec<(u64, Job)> = Vec::new();
         let mut inflight: Vec<Job> = Vec::new();
-        let run = |q: &mut Ledger, clock: &mut u64, max: usize, inflight: &mut Vec<Job>, started: &mut Vec<(u64, Job)>| {
+        // Paths of calls that ran beside a full sync, and when that full sync ended.
+        let mut beside: Vec<PathBuf> = Vec::new();
+        let mut must_follow: Vec<(PathBuf, u64)> = Vec::new();
+        let run = |q: &mut Ledger, clock: &mut u64, max: usize, inflight: &mut Vec<Job>, started: &mut Vec<(u64, Job)>, beside: &mut Vec<PathBuf>| {
             if let Some(w) = q.take(max) {
                 *clock += 1;
+                if w == Job::Full {
+                    assert!(inflight.is_empty(), "a full sync started beside other work");
+                }
+                if inflight.contains(&Job::Full) {
+                    beside.extend(w.plain_paths().into_iter().map(|e| e.path));
+                }
                 for other in inflight.iter() {
-                    if *other == Job::Full || w == Job::Full {
-                        panic!("a full sync ran beside other work");
+                    if *other == Job::Full {
+                        continue;
                     }
                     // A rename is in flight as its plain paths. `a/` (a listing) is `a`
                     // for conflicts: Path drops the `/`.
@@ -230,24 +248,35 @@ proptest! {
                     if dir { gone_at.insert(from.clone(), clock); }
                     q.push_rename(from, to, dir, below);
                 }
-                Op::Take(max) => run(&mut q, &mut clock, max, &mut inflight, &mut started),
+                Op::Take(max) => run(&mut q, &mut clock, max, &mut inflight, &mut started, &mut beside),
                 Op::Finish(i) => {
                     if !inflight.is_empty() {
                         let w = inflight.remove(i % inflight.len());
                         q.finish(&w);
+                        if w == Job::Full {
+                            must_follow.extend(beside.drain(..).map(|x| (x, clock)));
+                        }
                     }
                 }
             }
         }
         // Quiet period: drain everything.
         loop {
-            while let Some(w) = inflight.pop() { q.finish(&w); }
-            run(&mut q, &mut clock, 3, &mut inflight, &mut started);
+            while let Some(w) = inflight.pop() {
+                q.finish(&w);
+                if w == Job::Full {
+                    must_follow.extend(beside.drain(..).map(|x| (x, clock)));
+                }
+            }
+            run(&mut q, &mut clock, 3, &mut inflight, &mut started, &mut beside);
             if inflight.is_empty() { break; }
         }
         prop_assert!(q.is_empty());
+        prop_assert!(beside.is_empty());
         let full_last_change = last_change.remove(&p(""));
-        for (path, t) in &last_change {
+        let mut owed: Vec<(PathBuf, u64)> = last_change.iter().map(|(p, t)| (p.clone(), *t)).collect();
+        owed.extend(must_follow);
+        for (path, t) in &owed {
             let covered = started.iter().any(|(s, w)| *s > *t && match w {
                 Job::Full => true,
                 // A rename pushes `to` and what is below it and deletes `from` (with
@@ -1015,4 +1044,110 @@ fn a_tree_owed_stays_a_tree_until_its_push_pays_it() {
     assert!(!q.paid(&Job::Paths(vec![Entry::listing("locked")])));
     assert!(q.paid(&Job::Paths(vec![Entry::tree("locked")])));
     assert!(!q.owed().trees.contains(&p("locked")));
+}
+
+// --- Live changes beside a full sync ---
+
+/// A change made while a full sync runs is pushed at once, beside it; its push may be
+/// undone by that full sync (deleted by its delete pass, or taken back to what its file
+/// list held), so it goes again once the full sync ends, and a barrier taken after the
+/// change passes only once that second push landed.
+#[test]
+fn a_change_beside_a_full_sync_goes_at_once_and_again_after_it() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_full_at(t0);
+    assert_eq!(q.take(100), Some(Job::Full));
+    q.push_at(entry("d/new"), false, at(t0, 1));
+    q.push_at(entry("gone/"), true, at(t0, 1));
+    let cp = q.checkpoint();
+    let live = q.take(100).expect("pushed beside the full sync");
+    assert_eq!(paths(Some(live.clone())), [p("d/new"), p("gone/")]);
+    assert!(q.is_trickle(), "a single edit is not a burst");
+    q.finish(&live);
+    assert!(
+        q.take(100).is_none(),
+        "nothing waits while the full sync runs"
+    );
+    q.finish_again(&Job::Full, &[], at(t0, 5));
+    assert!(!q.passed(cp), "the full sync may have undone the live push");
+    let again = q.take(100).expect("pushed again after the full sync");
+    assert_eq!(paths(Some(again.clone())), [p("d/new"), p("gone/")]);
+    assert_eq!(q.oldest().map(|m| m.since), Some(at(t0, 1)), "marks kept");
+    q.finish(&again);
+    assert!(q.passed(cp));
+    assert!(q.take(100).is_none(), "once is enough");
+}
+
+/// A push beside a full sync that is still in flight when the full sync ends goes again
+/// after its own end (never two calls for one path at once); one that failed is owed
+/// and goes again too.
+#[test]
+fn a_push_still_running_when_the_full_sync_ends_goes_again_after_it() {
+    let mut q = Ledger::default();
+    q.push_full();
+    let full = q.take(100).expect("full");
+    q.push(p("a"), false);
+    let a = q.take(100).expect("a beside the full sync");
+    q.push(p("b"), false);
+    let b = q.take(100).expect("b beside the full sync");
+    q.owe(
+        &b,
+        Mark {
+            seq: 0,
+            since: Instant::now(),
+        },
+        10,
+    );
+    q.finish(&b);
+    q.finish(&full);
+    assert_eq!(paths(q.take(100)), [p("b")], "a is still in flight");
+    q.finish(&a);
+    assert_eq!(paths(q.take(100)), [p("a")]);
+}
+
+/// A second full sync asked while one runs covers what went beside the first: nothing
+/// goes again beside it, its mark holds the barrier.
+#[test]
+fn a_full_sync_waiting_covers_what_went_beside_the_running_one() {
+    let mut q = Ledger::default();
+    q.push_full();
+    let full = q.take(100).expect("full");
+    q.push(p("a"), false);
+    let cp = q.checkpoint();
+    let a = q.take(100).expect("a");
+    q.finish(&a);
+    q.push_full();
+    q.finish(&full);
+    assert!(!q.passed(cp));
+    assert_eq!(q.take(100), Some(Job::Full));
+    q.finish(&Job::Full);
+    assert!(q.passed(cp));
+    assert!(q.take(100).is_none());
+}
+
+/// At a stop while a full sync runs, what went beside it is owed; neither its own push
+/// nor the full sync, landing after the close, pays it.
+#[test]
+fn what_went_beside_a_full_sync_stays_owed_at_the_close() {
+    let mut q = Ledger::default();
+    q.push_full();
+    let full = q.take(100).expect("full");
+    q.push(p("a"), false);
+    let a = q.take(100).expect("a");
+    q.finish(&a);
+    q.push(p("b"), false);
+    let b = q.take(100).expect("b");
+    let left = q.close();
+    assert!(left.full);
+    assert!(!q.paid(&b), "b's push ran beside the full sync");
+    q.finish(&b);
+    q.paid(&full);
+    q.finish(&full);
+    let owed = q.owed();
+    assert!(!owed.full);
+    let mut owed: Vec<PathBuf> = owed.paths.keys().cloned().collect();
+    owed.sort();
+    assert_eq!(owed, [p("a"), p("b")]);
+    assert!(!q.passed(q.checkpoint()));
 }

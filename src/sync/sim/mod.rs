@@ -125,6 +125,8 @@ struct State {
     health: Arc<RootHealth>,
     /// Roots replaced so far (names of the old ones moved aside).
     replaced_roots: u64,
+    /// Full syncs run so far (names of the copies of the source their file lists are).
+    full_syncs: u64,
     root: PathBuf,
     fail_log: PathBuf,
     targets: Vec<Target>,
@@ -1069,6 +1071,12 @@ impl Runner for SimRunner {
         let Some(sim) = self.0.upgrade() else {
             return failed(-1, "the simulation is over");
         };
+        // A full sync reads the source as its file list when it starts; what it makes
+        // on the remote (deleting there what its list lacks, sending what its list
+        // holds) lands after the steps run meanwhile: the live pushes beside it
+        // included (see `Ledger`'s module doc). The harshest case of rsync's own
+        // timing, which lists and deletes directory by directory as it goes.
+        let list = is_full_sync(argv).then(|| sim.file_list()).flatten();
         // Other steps while this call starts (other pushes, changes, deliveries).
         let before = {
             let mut st = sim.lock();
@@ -1082,7 +1090,8 @@ impl Runner for SimRunner {
         for _ in 0..before {
             sim.step(true);
         }
-        let ran = sim.apply(program, argv, stdin);
+        let ran = sim.apply(program, argv, stdin, list.as_ref().map(|d| d.path()));
+        drop(list);
         let after = {
             let mut st = sim.lock();
             if st.depth > 3 {
@@ -1100,8 +1109,33 @@ impl Runner for SimRunner {
 }
 
 impl Sim {
-    /// One command against the model remote it names.
-    fn apply(&self, program: &OsStr, argv: &[OsString], stdin: &[u8]) -> Outcome {
+    /// A copy of the source as it is now, for a full sync's file list (see
+    /// `SimRunner::run`); `None` when there is no source to copy (the root replaced:
+    /// the call then reads the source as it is when it lands).
+    fn file_list(&self) -> Option<tempfile::TempDir> {
+        let mut st = self.lock();
+        st.full_syncs += 1;
+        let n = st.full_syncs;
+        let parent = st.root.parent()?.to_path_buf();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("list{n}-"))
+            .tempdir_in(parent)
+            .ok()?;
+        copy_tree(&st.root, &dir.path().join("src")).ok()?;
+        st.history
+            .push(format!("  (full sync #{n} lists the source)"));
+        Some(dir)
+    }
+
+    /// One command against the model remote it names; a full sync reads its file list
+    /// from `list` (a copy of the source made when it started) when given.
+    fn apply(
+        &self,
+        program: &OsStr,
+        argv: &[OsString],
+        stdin: &[u8],
+        list: Option<&Path>,
+    ) -> Outcome {
         let mut st = self.lock();
         let outcome = |status: i32, stderr: String| Outcome {
             status,
@@ -1135,7 +1169,7 @@ impl Sim {
                 "rsync: failed to connect to 127.0.0.1: Connection refused (111)".into(),
             );
         }
-        let root = st.root.clone();
+        let root = list.map_or_else(|| st.root.clone(), |l| l.join("src"));
         if st.faults.hangs && !st.quiet && st.rng.chance(2) {
             // The call hangs: rsync's `--timeout` ends it (exit 30), a remote `mv` is
             // killed by the agent (-1). Nothing landed, or part of it: rsync's entries
@@ -1217,6 +1251,39 @@ impl Sim {
         }
         outcome(status, ran.stderr)
     }
+}
+
+/// A full sync's command line (`./` whole, recursive), not a push of paths or a prune.
+fn is_full_sync(argv: &[OsString]) -> bool {
+    argv.iter().any(|a| a == "./")
+        && !argv
+            .iter()
+            .any(|a| a == "--no-recursive" || a == "--existing")
+}
+
+/// Copies the tree at `from` to `to` (made), keeping files' contents and mtimes and
+/// links' targets, as the model reads them.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let m = std::fs::symlink_metadata(&src)?;
+        if m.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if m.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else if m.is_file() {
+            std::fs::copy(&src, &dst)?;
+            let f = std::fs::File::options().write(true).open(&dst)?;
+            f.set_times(
+                std::fs::FileTimes::new()
+                    .set_modified(m.modified()?)
+                    .set_accessed(m.modified()?),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// One entry of `after` made so in `remote` (a partial transfer): gone, or made, in
@@ -1452,6 +1519,7 @@ pub fn history_with(seed: u64, steps: u64, faults: Faults) -> Ended {
             faults,
             health,
             replaced_roots: 0,
+            full_syncs: 0,
             root: root.clone(),
             fail_log: dir.path().join("fail.sh"),
             remotes: vec![Tree::new(); setup.remotes],
