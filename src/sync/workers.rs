@@ -562,8 +562,12 @@ impl Mirror {
             // then pushed as a directory only, and what the remote holds in it of the
             // old one stays. Such a listing goes out again, keeping its mark.
             let missing = missing_listings(&self.targets[t.0].root, &call);
-            let before =
-                (self.index.get()).and_then(|ix| ix.before(t, &self.targets[t.0].root, &call));
+            let before = (self.index.get())
+                .and_then(|ix| ix.before(t, &self.targets[t.0].root, &call))
+                .map(|mut b| {
+                    b.retain(|(p, _)| !excluded.contains(p));
+                    b
+                });
             let mut left_out = Vec::new();
             let mut outcome = self.push(t, &call, &excluded, &mut left_out);
             if outcome.ok() {
