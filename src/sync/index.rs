@@ -190,7 +190,10 @@ impl Diff {
 }
 
 /// Paths strictly below `dir` in `tree`, in order.
-fn below<'a>(tree: &'a Tree, dir: &'a Path) -> impl Iterator<Item = (&'a PathBuf, &'a Meta)> {
+fn below<'a, V>(
+    tree: &'a BTreeMap<PathBuf, V>,
+    dir: &'a Path,
+) -> impl Iterator<Item = (&'a PathBuf, &'a V)> {
     tree.range::<Path, _>((std::ops::Bound::Excluded(dir), std::ops::Bound::Unbounded))
         .take_while(move |(p, _)| p.starts_with(dir))
         .filter(move |(p, _)| p.as_path() != dir)
@@ -627,6 +630,22 @@ pub fn walk(root: &Path, excludes: &Excludes) -> std::io::Result<Tree> {
     Ok(one(&top, Path::new(""), excludes).into_iter().collect())
 }
 
+/// The entries of the directory `root/dir` with their metadata, temporary names left
+/// out: what its listing sends.
+fn listed(root: &Path, dir: &Path) -> Before {
+    let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter(|e| !crate::filter::is_temp_name(e.file_name().as_bytes()))
+        .map(|e| {
+            let p = dir.join(e.file_name());
+            let m = stat(root, &p);
+            (p, m)
+        })
+        .collect()
+}
+
 /// A push's paths with their metadata as taken before it ran.
 pub type Before = Vec<(PathBuf, Option<Meta>)>;
 
@@ -646,7 +665,8 @@ struct RootState {
     tree: Option<Tree>,
     /// Under `-r`: which remotes' full syncs landed; the tree is written once all have.
     rebuilding: Option<Vec<bool>>,
-    pending: HashMap<PathBuf, Pending>,
+    /// Ordered, so that what is below a path is one range.
+    pending: BTreeMap<PathBuf, Pending>,
 }
 
 impl RootState {
@@ -695,7 +715,7 @@ impl Recorder {
                     labels: vec![t.label()],
                     tree: None,
                     rebuilding: None,
-                    pending: HashMap::new(),
+                    pending: BTreeMap::new(),
                 }),
             }
         }
@@ -779,9 +799,9 @@ impl Recorder {
     }
 
     /// The metadata of a job's paths, taken before its push to `t`; `None` when the
-    /// root is not recorded. A listing (`listing: true`) is recorded only as the delete of a
-    /// directory gone; else its entries keep what they had (the next start may push
-    /// them again, never less).
+    /// root is not recorded. A listing (`listing: true`) is recorded as the delete of a
+    /// directory gone, or as the push of each of its entries (what the remotes held
+    /// there and it deleted keeps its entry: the next start may send more, never less).
     pub fn before(&self, t: RemoteId, root: &Path, job: &Job) -> Option<Before> {
         let Job::Paths(paths) = job else {
             return None;
@@ -798,6 +818,9 @@ impl Recorder {
                 if stat(root, &p.path).is_none() {
                     out.push((p.path.clone(), None));
                 }
+                // Of one there: what it sends, its entries (the caller leaves out those
+                // the excludes keep out of it).
+                out.extend(listed(root, &p.path));
             } else {
                 out.push((p.path.clone(), stat(root, &p.path)));
             }
@@ -806,8 +829,25 @@ impl Recorder {
     }
 
     /// A push to `t` landed: each path is entered once every remote of its root had a
-    /// push land with the same metadata.
+    /// push land with the same metadata, and since then nothing around it (see
+    /// [`supersede`]). A path that was gone before the push but is there now may have
+    /// been there when rsync read the tree (a directory pushed alone then, what the
+    /// remote held below it left as it was): it is unknown, and so is what is below it.
     pub fn landed(&self, t: RemoteId, before: Before) {
+        let root = {
+            let st = self.lock();
+            st.roots
+                .iter()
+                .find(|r| r.targets.contains(&t))
+                .map(|r| r.root.clone())
+        };
+        let Some(root) = root else { return };
+        let before: Before = (before.into_iter())
+            .map(|(p, m)| match m {
+                None if stat(&root, &p).is_some() => (p, Some(UNKNOWN)),
+                m => (p, m),
+            })
+            .collect();
         let mut st = self.lock();
         let Some(r) = st.roots.iter_mut().find(|r| r.targets.contains(&t)) else {
             return;
@@ -818,6 +858,18 @@ impl Recorder {
         let n = r.targets.len();
         let mut changed = false;
         for (p, meta) in before {
+            let below_gone = supersede(&mut r.pending, &p, meta.as_ref(), pos);
+            if meta.as_ref().is_some_and(|m| m.kind == Kind::Unknown) {
+                r.pending.remove(&p);
+                if let Some(tree) = r.tree.as_mut() {
+                    for (_, m) in below_mut(tree, &p) {
+                        *m = UNKNOWN;
+                    }
+                    tree.insert(p, UNKNOWN);
+                    changed = true;
+                }
+                continue;
+            }
             let entry = r.pending.entry(p.clone()).or_insert_with(|| Pending {
                 meta: meta.clone(),
                 done: vec![false; n],
@@ -828,8 +880,14 @@ impl Recorder {
             }
             entry.done[pos] = true;
             if !entry.done.iter().all(|d| *d) {
-                // Until every remote has it, what they hold is not known.
+                // Until every remote has it, what they hold is not known; nor what
+                // they hold below it when it is gone or not a directory on this one.
                 if let Some(tree) = r.tree.as_mut() {
+                    if below_gone {
+                        for (_, m) in below_mut(tree, &p) {
+                            *m = UNKNOWN;
+                        }
+                    }
                     tree.insert(p, UNKNOWN);
                     changed = true;
                 }
@@ -931,6 +989,48 @@ impl Recorder {
         }
         written
     }
+}
+
+/// A push of `p` as `meta` landed on the remote at `pos` of its root: what that remote
+/// was counted as having had land of the paths around `p` (in `pending`) may be true
+/// there no longer. When `p` is gone or not a directory there, nothing is below it:
+/// the pushes below `p` that landed on it before no longer count there (a delete
+/// excepted). When `p` is there, its ancestors are directories there: a delete of one,
+/// or its push as a file or link, no longer counts there, so that the ancestor's entry
+/// (which removes what is below it from the index) is not made while this remote holds
+/// `p`. Returns whether nothing is below `p` on that remote now.
+fn supersede(
+    pending: &mut BTreeMap<PathBuf, Pending>,
+    p: &Path,
+    meta: Option<&Meta>,
+    pos: usize,
+) -> bool {
+    let not_dir = |m: Option<&Meta>| m.is_none_or(|m| m.kind != Kind::Dir);
+    if meta.is_some() {
+        for a in p.ancestors().skip(1) {
+            if let Some(e) = pending.get_mut(a).filter(|e| not_dir(e.meta.as_ref())) {
+                e.done[pos] = false;
+            }
+        }
+    }
+    if !not_dir(meta) {
+        return false;
+    }
+    for (_, e) in below_mut(pending, p) {
+        if e.meta.is_some() {
+            e.done[pos] = false;
+        }
+    }
+    true
+}
+
+/// The paths strictly below `dir` in `map`, to change.
+fn below_mut<'a, V>(
+    map: &'a mut BTreeMap<PathBuf, V>,
+    dir: &'a Path,
+) -> impl Iterator<Item = (&'a PathBuf, &'a mut V)> {
+    map.range_mut::<Path, _>((std::ops::Bound::Excluded(dir), std::ops::Bound::Unbounded))
+        .take_while(move |(q, _)| q.starts_with(dir))
 }
 
 /// Enters what a path was pushed as: its metadata, or (gone) it and everything below

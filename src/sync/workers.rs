@@ -700,8 +700,12 @@ impl Mirror {
             } else {
                 Vec::new()
             };
-            let before =
-                (self.index.get()).and_then(|ix| ix.before(t, &self.targets[t.0].root, &call));
+            let before = (self.index.get())
+                .and_then(|ix| ix.before(t, &self.targets[t.0].root, &call))
+                .map(|mut b| {
+                    b.retain(|(p, _)| !excluded.contains(p));
+                    b
+                });
             let mut left_out = Vec::new();
             let mut outcome = match &sent {
                 Some(Job::Paths(p)) if p.is_empty() => Outcome {

@@ -398,6 +398,122 @@ fn a_path_enters_once_every_remote_had_a_push_of_the_same_state_land() {
     assert!(read_back(&path).0.is_empty());
 }
 
+// A deploy replaces `burst` again and again. Remote 0 had the old `burst` deleted, then
+// got `burst/s/old.txt` of the next release; remote 1 got that file, then had `burst`
+// deleted (the release after). Each remote has had `burst` deleted, but remote 0 holds
+// the file: the index must not forget it, or when it is deleted while no agent runs
+// (the release after), the next start leaves it on remote 0 for good.
+#[test]
+fn a_delete_that_landed_everywhere_keeps_what_one_remote_got_below_it_after_its_delete() {
+    let (_dir, targets, path) = world();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    let (a, b) = (RemoteId(0), RemoteId(1));
+    let old = file(20, 5, 10, 10);
+    let gone = |p: &str| vec![(PathBuf::from(p), None)];
+    let has = |p: &str, m: &Meta| vec![(PathBuf::from(p), Some(m.clone()))];
+    rec.landed(a, gone("burst"));
+    rec.landed(a, has("burst/s/old.txt", &old));
+    rec.landed(b, has("burst/s/old.txt", &old));
+    rec.landed(b, gone("burst"));
+    rec.finish().expect("write");
+    let (index, _) = read_back(&path);
+    // While stopped, the next release replaced it: `burst/s` without `old.txt`.
+    let now = tree(&[
+        ("burst", dir(30)),
+        ("burst/s", dir(31)),
+        ("burst/s/new.txt", file(32, 5, 10, 10)),
+    ]);
+    let d = diff(&index, &now);
+    assert!(
+        d.deleted
+            .iter()
+            .any(|(p, _)| Path::new("burst/s/old.txt").starts_with(p)),
+        "the catch-up deletes burst/s/old.txt (index {index:?}, diff {d:?})"
+    );
+    // The other order: remote 1 had the file land before `burst` went, remote 0 after
+    // (its push of the file had landed before its delete too): the file is then on
+    // neither, and a file entered as on both would be skipped if made again the same.
+    let (_dir, targets, path) = world();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.landed(a, has("burst/s/old.txt", &old));
+    rec.landed(a, gone("burst"));
+    rec.landed(b, gone("burst"));
+    rec.landed(b, has("burst/s/old.txt", &old));
+    rec.finish().expect("write");
+    let (index, _) = read_back(&path);
+    assert_ne!(
+        index.get(Path::new("burst/s/old.txt")),
+        Some(&old),
+        "remote 0 lacks it: not entered as on every remote"
+    );
+}
+
+// A directory deleted and made again (a deploy's `rm -rf d && cp -a build/d d`): the
+// push that found it gone may find it there when rsync reads the tree, and then sends
+// the directory alone; what the remotes hold below it from before stays there. The
+// index must not take that push for the delete, or a file of the old `d` that is not in
+// the new one stays on the remotes for good after a stop.
+#[test]
+fn a_delete_whose_path_is_there_again_after_the_push_leaves_what_was_below_unknown() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    std::fs::create_dir(root.join("d")).expect("mkdir d");
+    std::fs::write(root.join("d/old.txt"), "old").expect("write");
+    let both = Job::Paths(vec!["d".into(), "d/old.txt".into()]);
+    for t in [RemoteId(0), RemoteId(1)] {
+        let b = rec.before(t, &root, &both).expect("recorded");
+        rec.landed(t, b);
+    }
+    std::fs::remove_dir_all(root.join("d")).expect("rm -rf d");
+    let listing = Job::Paths(vec![Entry::listing("d")]);
+    let gone: Vec<_> = [RemoteId(0), RemoteId(1)]
+        .iter()
+        .map(|t| rec.before(*t, &root, &listing).expect("recorded"))
+        .collect();
+    assert_eq!(gone[0], vec![(PathBuf::from("d"), None)]);
+    // Made again before the pushes read the tree.
+    std::fs::create_dir(root.join("d")).expect("mkdir d");
+    std::fs::write(root.join("d/new.txt"), "new").expect("write");
+    for (t, b) in [RemoteId(0), RemoteId(1)].into_iter().zip(gone) {
+        rec.landed(t, b);
+    }
+    rec.finish().expect("write");
+    let (index, _) = read_back(&path);
+    let d = diff(&index, &walk(&root, &Excludes::default()).expect("walk"));
+    assert!(
+        d.deleted.iter().any(|(p, _)| p == Path::new("d/old.txt")),
+        "the catch-up deletes d/old.txt (index {index:?}, diff {d:?})"
+    );
+}
+
+// A directory's listing sends its entries: the index must know them, or one deleted
+// while no agent runs stays on the remotes for good.
+#[test]
+fn what_a_listing_sent_is_entered_and_its_delete_found_at_the_next_start() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    std::fs::create_dir_all(root.join("d/sub")).expect("mkdir d/sub");
+    std::fs::write(root.join("d/e.txt"), "e").expect("write");
+    let listing = Job::Paths(vec![Entry::listing("d")]);
+    for t in [RemoteId(0), RemoteId(1)] {
+        let b = rec.before(t, &root, &listing).expect("recorded");
+        rec.landed(t, b);
+    }
+    rec.finish().expect("write");
+    assert_eq!(
+        read_back(&path).0.get(Path::new("d/e.txt")),
+        stat(&root, Path::new("d/e.txt")).as_ref()
+    );
+    std::fs::remove_file(root.join("d/e.txt")).expect("rm");
+    let d = diff(
+        &read_back(&path).0,
+        &walk(&root, &Excludes::default()).expect("walk"),
+    );
+    assert_eq!(d.deleted, vec![(PathBuf::from("d/e.txt"), false)]);
+}
+
 #[test]
 fn an_index_not_marked_stopped_a_torn_one_or_one_for_other_remotes_is_not_used() {
     let (_dir, targets, path) = world();
