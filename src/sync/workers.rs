@@ -32,7 +32,7 @@ use super::queue::Queue;
 use super::recovery::{self, Recovery};
 use super::rsync::{self, Outcome, Target};
 use crate::filter::Excludes;
-use crate::watch::RootHealth;
+use crate::watch::{too_long_for_rsync, RootHealth};
 
 /// Something to run for the paths a push delivered (the plugins): called once per
 /// path, after the watch root's first remote has it.
@@ -556,6 +556,7 @@ impl Mirror {
                 }
             },
         };
+        let calls = self.leave_out_too_long(t, calls);
         for (call, excluded) in calls {
             // Listings of directories missing now go out as deletes (see
             // `Target::argv_with_args`); one made again before rsync read the tree is
@@ -647,6 +648,63 @@ impl Mirror {
         taken.accounted = true;
     }
 
+    /// The calls without the paths too long for rsync (see `watch::too_long_for_rsync`):
+    /// those are never put in a call with others (rsync would fail the whole call, exit
+    /// 22, or read a truncated name). They are paid, not pushed (no push of them can ever
+    /// land, so owing them would hold the remote failing and every barrier for ever),
+    /// warned about and counted in the root's status.
+    fn leave_out_too_long(
+        &self,
+        t: RemoteId,
+        calls: Vec<(Job, Vec<PathBuf>)>,
+    ) -> Vec<(Job, Vec<PathBuf>)> {
+        let root = &self.targets[t.0].root;
+        let mut long = Vec::new();
+        let mut out = Vec::with_capacity(calls.len());
+        for (call, excluded) in calls {
+            match call {
+                Job::Paths(paths) => {
+                    let (over, fit) = too_long_entries(root, paths);
+                    long.extend(over);
+                    if !fit.is_empty() {
+                        out.push((Job::Paths(fit), excluded));
+                    }
+                }
+                other => out.push((other, excluded)),
+            }
+        }
+        if !long.is_empty() {
+            self.skip_too_long(t, long);
+        }
+        out
+    }
+
+    /// Pays `long` (paths too long for rsync) without a push, and notes them.
+    fn skip_too_long(&self, t: RemoteId, long: Vec<Entry>) {
+        let target = &self.targets[t.0];
+        let health = self
+            .roots
+            .get()
+            .and_then(|r| r.iter().find(|h| h.path() == target.root.as_path()));
+        for e in &long {
+            let what = format!("left out of the push to {}", target.label());
+            match health {
+                Some(h) => h.note_too_long(&e.path, &what),
+                None => log::warn!(
+                    "{}/{} is too long for rsync: {what}; it is not mirrored and not owed",
+                    target.root.display(),
+                    crate::watch::shorten(&e.path)
+                ),
+            }
+        }
+        let job = Job::Paths(long);
+        // The fail log's lock first, then the queue's (see ARCHITECTURE.md).
+        let fl = self.fail_log();
+        if self.queue.paid(t, &job) || self.unsaved() {
+            self.save(&fl);
+        }
+    }
+
     /// A full sync that ended in exit 23 naming the files it could not read (each a file,
     /// not a directory, in the tree now, and rsync's report of them complete): those
     /// files, and the outcome of the rest. With deletes on, rsync skipped every deletion
@@ -703,6 +761,11 @@ impl Mirror {
             return None;
         };
         if self.stats[t.0].recovery().is_failing() {
+            return None;
+        }
+        let root = &self.targets[t.0].root;
+        if too_long_for_rsync(root, from, *dir) || too_long_for_rsync(root, to, *dir) {
+            // Plain: the side that is too long is left out there.
             return None;
         }
         let target = &*self.target_for_call(t);
@@ -1599,6 +1662,13 @@ pub fn remotes_of(targets: &[Target], root: &Path) -> Vec<RemoteId> {
         .filter(|(_, t)| t.root == root)
         .map(|(i, _)| RemoteId(i))
         .collect()
+}
+
+/// `paths` as (too long for rsync, the rest), each in its order.
+fn too_long_entries(root: &Path, paths: Vec<Entry>) -> (Vec<Entry>, Vec<Entry>) {
+    paths
+        .into_iter()
+        .partition(|e| too_long_for_rsync(root, &e.path, e.listing))
 }
 
 /// A job's paths in runs that fit one call's arguments.
