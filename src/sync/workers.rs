@@ -556,8 +556,9 @@ impl Mirror {
                 }
             },
         };
-        let calls = self.leave_out_too_long(t, calls);
-        for (call, excluded) in calls {
+        let mut calls: std::collections::VecDeque<_> = self.leave_out_too_long(t, calls).into();
+        let mut split_budget = super::bisect::SPLIT_BUDGET;
+        while let Some((call, excluded)) = calls.pop_front() {
             // Listings of directories missing now go out as deletes (see
             // `Target::argv_with_args`); one made again before rsync read the tree is
             // then pushed as a directory only, and what the remote holds in it of the
@@ -635,6 +636,26 @@ impl Mirror {
             if let (false, Some(why)) = (outcome.ok(), self.root_unsafe(t)) {
                 self.defer(t, &call, &why);
                 continue;
+            }
+            if !outcome.ok() && !self.stopping.load(Ordering::Relaxed) {
+                // One path rsync cannot take must not hold back the others: the halves
+                // go out on their own, until only the culprit stays owed.
+                if let Some((a, b)) =
+                    super::bisect::halves(&call, outcome.status, &mut split_budget)
+                {
+                    log::info!(
+                        remote = self.targets[t.0].label().as_str(), paths = call.count(),
+                        rsync_exit = outcome.status;
+                        "push of {} paths to {} failed ({}); pushing them in two halves to \
+                         land all but the path(s) it fails on",
+                        call.count(),
+                        self.targets[t.0].label(),
+                        Cause::of(outcome.status, &outcome.stderr).text
+                    );
+                    calls.push_front((b, excluded.clone()));
+                    calls.push_front((a, excluded));
+                    continue;
+                }
             }
             if let (true, Some(ix)) = (outcome.ok(), self.index.get()) {
                 match &call {
