@@ -224,3 +224,49 @@ fn a_users_too_long_path_holds_back_nothing_over_ssh() {
     assert_eq!(status.status.code(), Some(0), "{}", text(&status));
     agent.stop();
 }
+
+// A full sync (`-r`) of a tree holding such a path: rsync could not open it (exit 23,
+// "File name too long") and skipped every deletion, so the full sync was owed whole,
+// the remotes kept what the source had deleted and stayed failing for ever.
+#[test]
+fn a_full_sync_lands_beside_a_users_too_long_path() {
+    let Some(attacker) = User::create("f") else {
+        return;
+    };
+    let s = Setup::new("deep-full");
+    let up = upload_dir(&s, &attacker);
+    make_deep_tree(&attacker, &up);
+    s.write("before.txt", "made before the start\n");
+    for remote in s.remotes() {
+        fs::write(
+            remote.join("stale.txt"),
+            "deleted while the agent was down\n",
+        )
+        .expect("plant a stale file");
+    }
+    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let end = Instant::now() + Duration::from_secs(90);
+    loop {
+        let level = s.remotes().iter().all(|r| {
+            fs::read(r.join("before.txt")).ok().as_deref() == Some(&b"made before the start\n"[..])
+                && !r.join("stale.txt").exists()
+        });
+        if level {
+            break;
+        }
+        agent.assert_running();
+        assert!(
+            Instant::now() < end,
+            "the full sync never made the remotes level; agent log:\n{}",
+            tail(&agent.log(), 60)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = wait_synced(&s.dir, 90);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = status_naming_skipped(&s, &mut agent);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(shown.contains("last full sync: succeeded"), "{shown}");
+    agent.stop();
+}

@@ -573,6 +573,11 @@ impl Mirror {
                     outcome = failed;
                 }
             }
+            if let (Job::Full, 23) = (&call, outcome.status) {
+                if let Some(again) = self.full_without_too_long(t, &excluded) {
+                    outcome = again;
+                }
+            }
             if let Job::Full = call {
                 if let Some((failed, ended)) = self.partial_full(t, &outcome, &excluded) {
                     // Paid but for what rsync named: those files are owed (and tried
@@ -698,6 +703,28 @@ impl Mirror {
             self.skip_too_long(t, long);
         }
         out
+    }
+
+    /// A full sync that ended in exit 23: if the tree holds paths too long for rsync
+    /// (rsync could not open them, "File name too long", and skipped its deletions), the
+    /// full sync again without them; its outcome. They are noted like live ones.
+    fn full_without_too_long(&self, t: RemoteId, excluded: &[PathBuf]) -> Option<Outcome> {
+        let root = &self.targets[t.0].root;
+        let long = crate::watch::too_long_below(root, TOO_LONG_EXCLUDED);
+        if long.is_empty() {
+            return None;
+        }
+        log::info!(
+            "full sync of {} to {}: {} path(s) too long for rsync in the tree; running it \
+             again without them",
+            root.display(),
+            self.targets[t.0].label(),
+            long.len()
+        );
+        let mut without = excluded.to_vec();
+        without.extend(long.iter().cloned());
+        self.skip_too_long(t, crate::sync::job::plain_entries(long));
+        Some(self.push(t, &Job::Full, &without, &mut Vec::new()))
     }
 
     /// Pays `long` (paths too long for rsync) without a push, and notes them.
@@ -1684,6 +1711,10 @@ pub fn remotes_of(targets: &[Target], root: &Path) -> Vec<RemoteId> {
         .map(|(i, _)| RemoteId(i))
         .collect()
 }
+
+/// Paths too long for rsync a full sync leaves out at most (each is an exclude rule of
+/// some 4 KiB read from rsync's stdin).
+const TOO_LONG_EXCLUDED: usize = 10_000;
 
 /// `paths` as (too long for rsync, the rest), each in its order.
 fn too_long_entries(root: &Path, paths: Vec<Entry>) -> (Vec<Entry>, Vec<Entry>) {

@@ -46,7 +46,7 @@ use inotify::InotifyTree;
 pub use root::{dir_id, MountNote, RootHealth, RootReport, RootState};
 #[cfg(test)]
 pub use toolong::TooLongReport;
-pub use toolong::{shorten, too_long_for_rsync, RSYNC_PATH_MAX};
+pub use toolong::{shorten, too_long_below, too_long_for_rsync, RSYNC_PATH_MAX};
 pub use walk::excluded_paths;
 
 /// The watch of one root, by whichever kernel interface watches it. Both send the same

@@ -43,6 +43,33 @@ pub fn too_long_for_rsync(root: &Path, rel: &Path, listing: bool) -> bool {
     n >= RSYNC_PATH_MAX
 }
 
+/// The shallowest entries below `root` too long for rsync (see [`too_long_for_rsync`]),
+/// at most `keep` of them, for a full sync to leave out: a directory that is too long is
+/// not descended into. Read with the directory listing's types only (no stat); what
+/// cannot be listed is passed over.
+pub fn too_long_below(root: &Path, keep: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let rel = dir.join(e.file_name());
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if too_long_for_rsync(root, &rel, false) {
+                if out.len() >= keep {
+                    return out;
+                }
+                out.push(rel);
+            } else if is_dir {
+                stack.push(rel);
+            }
+        }
+    }
+    out
+}
+
 /// Distinct paths (and directories warned about) remembered at most, as hashes: past
 /// that every note counts and no new directory is warned about.
 const SEEN_CAP: usize = 65_536;
