@@ -112,7 +112,7 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
     println!("batch: up to {} paths per rsync call", config.rsync.batch);
     match &config.host {
         Some((host, port)) => println!(
-            "status: `sersync2 --status -o <this config>`; HTTP: http://{}/status and /metrics",
+            "status: http://{}/status and /metrics (and `sersync2 --status -o <this config>`)",
             crate::config::host_port(host, *port)
         ),
         None => println!(

@@ -559,6 +559,14 @@ impl Mirror {
         let mut calls: std::collections::VecDeque<_> = self.leave_out_too_long(t, calls).into();
         let mut split_budget = super::bisect::SPLIT_BUDGET;
         while let Some((call, excluded)) = calls.pop_front() {
+            // A path that is an excluded directory now goes as its parent's listing.
+            let target = &self.targets[t.0];
+            let sent = sent_paths(&target.root, &self.excludes[t.0], target.delete, &call);
+            let as_listings = excluded_directories(&target.root, &self.excludes[t.0], &call);
+            let excluded = match &sent {
+                Some(s) => self.excluded_in_listings(t, s),
+                None => excluded,
+            };
             // Listings of directories missing now go out as deletes (see
             // `Target::argv_with_args`); one made again before rsync read the tree is
             // then pushed as a directory only, and what the remote holds in it of the
@@ -567,7 +575,15 @@ impl Mirror {
             let before =
                 (self.index.get()).and_then(|ix| ix.before(t, &self.targets[t.0].root, &call));
             let mut left_out = Vec::new();
-            let mut outcome = self.push(t, &call, &excluded, &mut left_out);
+            let mut outcome = match &sent {
+                Some(Job::Paths(p)) if p.is_empty() => Outcome {
+                    status: 0,
+                    stderr: String::new(),
+                    elapsed: Duration::ZERO,
+                },
+                Some(s) => self.push(t, s, &excluded, &mut left_out),
+                None => self.push(t, &call, &excluded, &mut left_out),
+            };
             if outcome.ok() {
                 if let Some(failed) = self.prune(t, &call, &excluded) {
                     outcome = failed;
@@ -623,6 +639,25 @@ impl Mirror {
                 for p in left_out {
                     let a = first_non_directory(root, &p).unwrap_or_else(|| p.clone());
                     taken.redirect.push((p, a));
+                }
+            }
+            if outcome.ok() {
+                // A path that became such an excluded directory after the call was built
+                // was kept out by rsync (its pattern travels with the call), and what the
+                // remote held there (a file, a link) stayed: not paid, it goes out again
+                // with its mark, then as its parent's listing.
+                let root = &self.targets[t.0].root;
+                let raced: Vec<PathBuf> = excluded_directories(root, &self.excludes[t.0], &call)
+                    .into_iter()
+                    .filter(|p| !as_listings.contains(p))
+                    .collect();
+                if !raced.is_empty() && self.targets[t.0].delete {
+                    if let Job::Paths(paths) = &mut call {
+                        paths.retain(|e| !raced.contains(&e.path));
+                    }
+                    taken
+                        .redirect
+                        .extend(raced.into_iter().map(|p| (p.clone(), p)));
                 }
             }
             if outcome.ok() {
@@ -938,16 +973,7 @@ impl Mirror {
         if !target.delete {
             return None;
         }
-        let dirs: Vec<PathBuf> = paths
-            .iter()
-            .filter(|e| e.listing)
-            .map(|e| e.path.clone())
-            .filter(|d| {
-                std::fs::read_dir(target.root.join(d)).is_ok_and(|mut it| {
-                    it.any(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir())))
-                })
-            })
-            .collect();
+        let dirs = prunable(&target.root, paths);
         if dirs.is_empty() {
             return None;
         }
@@ -975,7 +1001,11 @@ impl Mirror {
                 let name = e.file_name();
                 let rel = dir.join(&name);
                 let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-                if crate::filter::skip(&self.excludes[t.0], name.as_bytes(), &rel, is_dir) {
+                let excludes = &self.excludes[t.0];
+                if crate::filter::is_temp_name(name.as_bytes())
+                    || (excludes.excludes(&rel, is_dir)
+                        && excludes.needs_anchored_rule(&rel, is_dir))
+                {
                     out.push(rel);
                 }
             }
@@ -1528,6 +1558,74 @@ fn only_blocked_by_directories(outcome: &Outcome) -> bool {
     blocked
 }
 
+/// A path push as it is sent (`None`: as it is). A path that is now a directory the
+/// `<filter>` excludes only as a directory (`e/`: queued as a file, or a file's delete,
+/// or a rename's old path, then replaced by such a directory) is not pushed: `--dirs
+/// ./e` would make the excluded directory on the remote (and `./e/` would leave what the
+/// remote holds there). What the remote may hold there (the file pushed
+/// before) must go as a full sync would make it go: with deletes on, the path goes as
+/// its parent's listing (the excluded directory stays out by its rsync pattern, a file or
+/// link of that name on the remote is deleted); with deletes off it is left out. The
+/// call itself (its marks, the fail log) still names the path.
+fn sent_paths(root: &Path, excludes: &Excludes, delete: bool, job: &Job) -> Option<Job> {
+    let Job::Paths(paths) = job else {
+        return None;
+    };
+    let now_excluded = excluded_directories(root, excludes, job);
+    if now_excluded.is_empty() {
+        return None;
+    }
+    let mut sent: Vec<Entry> = Vec::with_capacity(paths.len());
+    for e in paths {
+        let entry = if now_excluded.contains(&e.path) {
+            if !delete {
+                continue;
+            }
+            Entry::listing(e.path.parent().map(Path::to_path_buf).unwrap_or_default())
+        } else {
+            e.clone()
+        };
+        if !sent.contains(&entry) {
+            sent.push(entry);
+        }
+    }
+    Some(Job::Paths(sent))
+}
+
+/// The listed directories of a push that need a prune: directories now (not links:
+/// a listing whose directory is a link went as the link, and `./link/` would make rsync
+/// read the link's target, anywhere, and delete through the remote's link of that name)
+/// with a directory among their entries.
+fn prunable(root: &Path, paths: &[Entry]) -> Vec<PathBuf> {
+    paths
+        .iter()
+        .filter(|e| e.listing)
+        .map(|e| e.path.clone())
+        .filter(|d| {
+            std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir())
+                && std::fs::read_dir(root.join(d)).is_ok_and(|mut it| {
+                    it.any(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir())))
+                })
+        })
+        .collect()
+}
+
+/// The paths of `job` (plain or listed) that are now directories the `<filter>` excludes
+/// only as directories (see [`sent_paths`]).
+fn excluded_directories(root: &Path, excludes: &Excludes, job: &Job) -> Vec<PathBuf> {
+    let Job::Paths(paths) = job else {
+        return Vec::new();
+    };
+    paths
+        .iter()
+        .filter(|e| {
+            excludes.excludes_only_as_directory(&e.path)
+                && std::fs::symlink_metadata(root.join(&e.path)).is_ok_and(|m| m.is_dir())
+        })
+        .map(|e| e.path.clone())
+        .collect()
+}
+
 /// Is `path` (relative to `root`) below something that is not a directory now: a
 /// file, or a link (a directory swapped for a link while the path waited; rsync reads
 /// the tree without following links, so the path is not there)? Each directory above
@@ -1809,6 +1907,79 @@ mod tests {
         );
         let dotdot = "rsync: [sender] send_files failed to open \"/www/../etc/x\": No";
         assert_eq!(failed_in_root(root, dotdot), None);
+    }
+
+    /// Found by the simulator (seed 330, directory-only excludes): `write e; rm e;
+    /// mv build/e e` with `e/` excluded: the file's events queued `e`, and its push
+    /// (`--dirs ./e`) made the excluded directory on the remote. Such a path goes as its
+    /// parent's listing (a file `e` pushed before is deleted there), or, with deletes
+    /// off, not at all; other paths as they are.
+    #[test]
+    fn a_path_that_is_an_excluded_directory_now_goes_as_its_parents_listing() {
+        let root = tempfile::tempdir().expect("tempdir");
+        for d in ["e", "d/e", "d/f"] {
+            std::fs::create_dir_all(root.path().join(d)).expect("mkdir");
+        }
+        std::fs::write(root.path().join("d/x"), b"x").expect("write");
+        let excludes = Excludes::new(vec![crate::config::path_regex(r"(.*/)?e/").expect("regex")]);
+        let job = Job::Paths(vec![
+            Entry::plain("e"),
+            Entry::plain("d/e"),
+            Entry::plain("d/x"),
+            Entry::plain("d/f"),
+            Entry::plain("gone"),
+        ]);
+        let sent = sent_paths(root.path(), &excludes, true, &job);
+        assert_eq!(
+            sent,
+            Some(Job::Paths(vec![
+                Entry::listing(""),
+                Entry::listing("d"),
+                Entry::plain("d/x"),
+                Entry::plain("d/f"),
+                Entry::plain("gone"),
+            ]))
+        );
+        let kept = sent_paths(root.path(), &excludes, false, &job);
+        assert_eq!(
+            kept,
+            Some(Job::Paths(vec![
+                Entry::plain("d/x"),
+                Entry::plain("d/f"),
+                Entry::plain("gone"),
+            ]))
+        );
+        // A listing of such a directory too (seed 3708: a file renamed away and the
+        // directory made at its old path).
+        let listed = Job::Paths(vec![Entry::listing("d/e"), Entry::plain("d/x")]);
+        assert_eq!(
+            sent_paths(root.path(), &excludes, true, &listed),
+            Some(Job::Paths(vec![Entry::listing("d"), Entry::plain("d/x")]))
+        );
+        let plain = Job::Paths(vec![Entry::plain("d/x"), Entry::listing("d/f")]);
+        assert_eq!(sent_paths(root.path(), &excludes, true, &plain), None);
+    }
+
+    /// Found by the simulator (seed 245, symlinks): `rm -rf e; ln -s . e` while the
+    /// listing of `e` waited: the listing went as the link, but its prune ran as
+    /// `-r --delete ./e/`, which reads the whole root through the link and deletes
+    /// through the remote's link of that name. Only directories are pruned.
+    #[test]
+    fn a_listing_whose_directory_is_a_link_now_is_not_pruned() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("d/sub")).expect("mkdir");
+        std::fs::create_dir_all(root.path().join("flat")).expect("mkdir");
+        std::os::unix::fs::symlink(".", root.path().join("e")).expect("ln -s . e");
+        std::os::unix::fs::symlink("d", root.path().join("l")).expect("ln -s d l");
+        let paths = [
+            Entry::listing("d"),
+            Entry::listing("e"),
+            Entry::listing("l"),
+            Entry::listing("flat"),
+            Entry::listing("gone"),
+            Entry::plain("d/sub"),
+        ];
+        assert_eq!(prunable(root.path(), &paths), [PathBuf::from("d")]);
     }
 
     #[test]
