@@ -20,6 +20,7 @@ mod instance;
 mod layers;
 mod links;
 mod logs;
+mod longpath;
 mod mirrors_lag;
 mod mirrors_verify;
 mod moves;

@@ -491,6 +491,20 @@ impl Queue {
         pushed
     }
 
+    /// What `job` carried is no longer owed to `target`, without a push and without
+    /// touching the retry schedule: for paths no push can ever land (too long for
+    /// rsync). Returns whether what is owed changed.
+    pub fn paid_without_push(&self, target: RemoteId, job: &Job) -> bool {
+        let mut st = self.lock();
+        let changed = st
+            .remotes
+            .get_mut(target.0)
+            .is_some_and(|r| r.pending.paid(job));
+        drop(st);
+        self.progress.notify_all();
+        changed
+    }
+
     /// Has `target` failed and not been level since?
     pub fn is_failing(&self, target: RemoteId) -> bool {
         self.lock()

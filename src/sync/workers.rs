@@ -33,7 +33,7 @@ use super::queue::Queue;
 use super::recovery;
 use super::rsync::{self, Outcome, Target};
 use crate::filter::Excludes;
-use crate::watch::RootHealth;
+use crate::watch::{too_long_for_rsync, RootHealth};
 
 /// Something to run for the paths a push delivered (the plugins): called once per
 /// path, after the watch root's first remote has it.
@@ -679,7 +679,9 @@ impl Mirror {
                 }
             },
         };
-        for (call, excluded) in calls {
+        let mut calls: std::collections::VecDeque<_> = self.leave_out_too_long(t, calls).into();
+        let mut split_budget = super::bisect::SPLIT_BUDGET;
+        while let Some((call, excluded)) = calls.pop_front() {
             // A path that is an excluded directory now goes as its parent's listing.
             let target = &self.targets[t.0];
             let sent = sent_paths(&target.root, &self.excludes[t.0], target.delete, &call);
@@ -719,6 +721,11 @@ impl Mirror {
             if outcome.ok() {
                 if let Some(failed) = self.prune(t, &call, &excluded) {
                     outcome = failed;
+                }
+            }
+            if let (Job::Full, 23) = (&call, outcome.status) {
+                if let Some(again) = self.full_without_too_long(t, &excluded) {
+                    outcome = again;
                 }
             }
             let partial = (left_out.is_empty() && self.root_unsafe(t).is_none())
@@ -800,6 +807,26 @@ impl Mirror {
                 self.defer(t, &call, &why);
                 continue;
             }
+            if !outcome.ok() && !self.stopping.load(Ordering::Relaxed) {
+                // One path rsync cannot take must not hold back the others: the halves
+                // go out on their own, until only the culprit stays owed.
+                if let Some((a, b)) =
+                    super::bisect::halves(&call, outcome.status, &mut split_budget)
+                {
+                    log::info!(
+                        remote = self.targets[t.0].label().as_str(), paths = call.count(),
+                        rsync_exit = outcome.status;
+                        "push of {} paths to {} failed ({}); pushing them in two halves to \
+                         land all but the path(s) it fails on",
+                        call.count(),
+                        self.targets[t.0].label(),
+                        Cause::of(outcome.status, &outcome.stderr).text
+                    );
+                    calls.push_front((b, excluded.clone()));
+                    calls.push_front((a, excluded));
+                    continue;
+                }
+            }
             if let (true, Some(ix)) = (outcome.ok(), self.index.get()) {
                 match &call {
                     Job::Full => ix.full_landed(t),
@@ -810,6 +837,85 @@ impl Mirror {
         }
         taken.rest = rest;
         taken.accounted = true;
+    }
+
+    /// The calls without the paths too long for rsync (see `watch::too_long_for_rsync`):
+    /// those are never put in a call with others (rsync would fail the whole call, exit
+    /// 22, or read a truncated name). They are paid, not pushed (no push of them can ever
+    /// land, so owing them would hold the remote failing and every barrier for ever),
+    /// warned about and counted in the root's status.
+    fn leave_out_too_long(
+        &self,
+        t: RemoteId,
+        calls: Vec<(Job, Vec<PathBuf>)>,
+    ) -> Vec<(Job, Vec<PathBuf>)> {
+        let root = &self.targets[t.0].root;
+        let mut long = Vec::new();
+        let mut out = Vec::with_capacity(calls.len());
+        for (call, excluded) in calls {
+            match call {
+                Job::Paths(paths) => {
+                    let (over, fit) = too_long_entries(root, paths);
+                    long.extend(over);
+                    if !fit.is_empty() {
+                        out.push((Job::Paths(fit), excluded));
+                    }
+                }
+                other => out.push((other, excluded)),
+            }
+        }
+        if !long.is_empty() {
+            self.skip_too_long(t, long);
+        }
+        out
+    }
+
+    /// A full sync that ended in exit 23: if the tree holds paths too long for rsync
+    /// (rsync could not open them, "File name too long", and skipped its deletions), the
+    /// full sync again without them; its outcome. They are noted like live ones.
+    fn full_without_too_long(&self, t: RemoteId, excluded: &[PathBuf]) -> Option<Outcome> {
+        let root = &self.targets[t.0].root;
+        let long = crate::watch::too_long_below(root, TOO_LONG_EXCLUDED);
+        if long.is_empty() {
+            return None;
+        }
+        log::info!(
+            "full sync of {} to {}: {} path(s) too long for rsync in the tree; running it \
+             again without them",
+            root.display(),
+            self.targets[t.0].label(),
+            long.len()
+        );
+        let mut without = excluded.to_vec();
+        without.extend(long.iter().cloned());
+        self.skip_too_long(t, crate::sync::job::plain_entries(long));
+        Some(self.push(t, &Job::Full, &without, &mut Vec::new()))
+    }
+
+    /// Pays `long` (paths too long for rsync) without a push, and notes them.
+    fn skip_too_long(&self, t: RemoteId, long: Vec<Entry>) {
+        let target = &self.targets[t.0];
+        let health = self
+            .roots
+            .get()
+            .and_then(|r| r.iter().find(|h| h.path() == target.root.as_path()));
+        for e in &long {
+            let what = format!("left out of the push to {}", target.label());
+            match health {
+                Some(h) => h.note_too_long(&e.path, &what),
+                None => log::warn!(
+                    "{}/{} is too long for rsync: {what}; it is not mirrored and not owed",
+                    target.root.display(),
+                    crate::watch::shorten(&e.path)
+                ),
+            }
+        }
+        let job = Job::Paths(long);
+        // The fail log's lock first, then the queue's (see ARCHITECTURE.md).
+        let fl = self.fail_log();
+        if self.queue.paid_without_push(t, &job) || self.unsaved() {
+            self.save(&fl);
+        }
     }
 
     /// A call that ended in exit 23 naming what rsync could not read, each path below
@@ -905,6 +1011,11 @@ impl Mirror {
             return None;
         };
         if self.queue.is_failing(t) {
+            return None;
+        }
+        let root = &self.targets[t.0].root;
+        if too_long_for_rsync(root, from, *dir) || too_long_for_rsync(root, to, *dir) {
+            // Plain: the side that is too long is left out there.
             return None;
         }
         let target = &*self.target_for_call(t);
@@ -1906,6 +2017,17 @@ pub fn remotes_of(targets: &[Target], root: &Path) -> Vec<RemoteId> {
         .filter(|(_, t)| t.root == root)
         .map(|(i, _)| RemoteId(i))
         .collect()
+}
+
+/// Paths too long for rsync a full sync leaves out at most (each is an exclude rule of
+/// some 4 KiB read from rsync's stdin).
+const TOO_LONG_EXCLUDED: usize = 10_000;
+
+/// `paths` as (too long for rsync, the rest), each in its order.
+fn too_long_entries(root: &Path, paths: Vec<Entry>) -> (Vec<Entry>, Vec<Entry>) {
+    paths
+        .into_iter()
+        .partition(|e| too_long_for_rsync(root, &e.path, e.listing))
 }
 
 /// A job's paths in runs that fit one call's arguments; directories with everything

@@ -33,7 +33,13 @@ pub struct Walked {
     /// Directories that could not be watched or listed for a reason that passes (see
     /// `rewalk::is_transient`): to be walked again.
     pub retry: Vec<PathBuf>,
+    /// Directories whose path is too long for the kernel (`ENAMETOOLONG`): neither
+    /// watched nor walked. The first [`TOO_LONG_KEPT`] of them.
+    pub too_long: Vec<PathBuf>,
 }
+
+/// Too-long directories a walk keeps at most (a user can make many).
+const TOO_LONG_KEPT: usize = 1024;
 
 struct Walk<'a> {
     inotify: &'a Inotify,
@@ -42,6 +48,7 @@ struct Walk<'a> {
     excludes: &'a Excludes,
     limit: AtomicBool,
     retry: Mutex<Vec<PathBuf>>,
+    too_long: Mutex<Vec<PathBuf>>,
 }
 
 type Tx = Sender<(WatchDescriptor, PathBuf)>;
@@ -68,6 +75,7 @@ pub fn watch_tree(
         excludes,
         limit: AtomicBool::new(false),
         retry: Mutex::new(Vec::new()),
+        too_long: Mutex::new(Vec::new()),
     };
     let mut root_error = None;
     rayon::in_place_scope(|s| {
@@ -88,6 +96,10 @@ pub fn watch_tree(
         limit: walk.limit.load(Ordering::Relaxed),
         root_error,
         retry: walk.retry.into_inner().unwrap_or_else(|e| e.into_inner()),
+        too_long: walk
+            .too_long
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner()),
     }
 }
 
@@ -120,6 +132,12 @@ impl Walk<'_> {
                     Some(libc::ENOENT) | Some(libc::ENOTDIR) => {} // gone already
                     _ if super::rewalk::is_transient(&err) => {
                         self.note_retry(&dir, &abs, "watch", &err)
+                    }
+                    Some(libc::ENAMETOOLONG) => {
+                        let mut kept = self.too_long.lock().unwrap_or_else(|e| e.into_inner());
+                        if kept.len() < TOO_LONG_KEPT {
+                            kept.push(dir);
+                        }
                     }
                     _ => log::warn!(
                         "cannot watch {}: {err}; its changes will not be seen",

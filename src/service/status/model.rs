@@ -71,6 +71,17 @@ pub struct RootStatus {
     /// wait to be walked again; what they hold is pushed then.
     #[serde(default)]
     pub rewalks: usize,
+    /// Paths below it too long for rsync (its 4096-byte limit, the directory it runs in
+    /// included): never pushed, never owed, never waited for. Distinct paths since the
+    /// start.
+    #[serde(default)]
+    pub skipped_paths: u64,
+    /// Why they were left out, while any was.
+    #[serde(default)]
+    pub skipped_reason: Option<String>,
+    /// The last one, shortened.
+    #[serde(default)]
+    pub skipped_last: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -279,6 +290,15 @@ impl Status {
                     })
                     .collect(),
                 rewalks: r.rewalks,
+                skipped_paths: r.too_long.paths,
+                skipped_reason: (r.too_long.paths > 0).then(|| {
+                    format!(
+                        "too long for rsync (its limit is {} bytes, the directory it runs in \
+                         included)",
+                        crate::watch::RSYNC_PATH_MAX
+                    )
+                }),
+                skipped_last: r.too_long.last,
             })
             .collect();
         self

@@ -157,6 +157,15 @@ pub fn render(s: &Status) -> String {
                 r.path, r.rewalks
             ));
         }
+        if r.skipped_paths > 0 {
+            out.push_str(&format!(
+                "watch root {}: {} path(s) not mirrored, {} (last: {}); see the log\n",
+                p(&r.path),
+                r.skipped_paths,
+                p(r.skipped_reason.as_deref().unwrap_or("too long for rsync")),
+                p(r.skipped_last.as_deref().unwrap_or("?"))
+            ));
+        }
         for m in &r.mounts {
             if let Some(note) = m.note.as_deref().map(p) {
                 out.push_str(&format!(
