@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::filter::Excludes;
 use crate::sync::index::{self, Found, Recorder};
+use crate::sync::job::Entry;
+use crate::sync::queue::Item;
 use crate::sync::workers::{self, Mirror};
 use crate::sys::Stop;
 
@@ -68,9 +70,19 @@ pub(crate) fn start(
                  the remotes only by -r (which makes the index) or a full sync",
                 root.display()
             ),
-            (false, Found::Level(old)) => {
+            (false, Found::Level(old, relist)) => {
                 let Ok(tree) = walked() else { continue };
                 let d = index::diff(&old, &tree);
+                if !relist.is_empty() {
+                    log::info!(
+                        "catch-up of {}: {} path(s) a push began on after the index's last                          checkpoint (by its journal) pushed again, {} of them listings",
+                        root.display(),
+                        (old.values())
+                            .filter(|m| m.kind == index::Kind::Unknown)
+                            .count(),
+                        relist.len()
+                    );
+                }
                 log::info!(
                     "catch-up of {}: {} entries compared in {:.1}s; {} new or changed, {} \
                      deleted, {} renamed",
@@ -82,8 +94,10 @@ pub(crate) fn start(
                     d.renamed.len()
                 );
                 let targets = workers::remotes_of(mirror.targets(), &root);
-                if !d.is_empty() {
-                    mirror.queue().push_batch(&targets, &d.items());
+                let mut items = d.items();
+                items.extend((relist.into_iter()).map(|p| Item::Path(Entry::listing(p), false)));
+                if !items.is_empty() {
+                    mirror.queue().push_batch(&targets, &items);
                 }
             }
         }
