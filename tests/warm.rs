@@ -402,3 +402,74 @@ fn a_rename_made_while_running_is_entered_and_not_found_again_at_the_next_start(
     );
     s.wait(&mut agent, "the start after");
 }
+
+// The config's remotes change between runs: a remote added gets a full sync alone, the
+// others catch up from the index; a remote removed leaves the index good for the rest.
+#[test]
+fn a_remote_added_to_the_config_gets_a_full_sync_alone_and_the_others_catch_up() {
+    let dir = Dir::new("warm-remotes");
+    let src = dir.mkdir_p("src");
+    let mut all = RsyncDaemon::start_many(&["127.0.0.1", "127.0.0.2", "127.0.0.3"]).into_iter();
+    let (Some(a), Some(b), Some(c)) = (all.next(), all.next(), all.next()) else {
+        unreachable!("one daemon per address")
+    };
+    let s = Setup { dir, src, a, b };
+    seed(&s);
+    let mut agent = start_level(&s);
+    agent.stop();
+    change_offline(&s, false);
+    let three = Conf::daemons(&s.src, &[&s.a, &s.b, &c], &s.dir.join("fail.sh"));
+    let remotes = vec![s.a.data_dir(), s.b.data_dir(), c.data_dir()];
+    let mut agent = Agent::start(&s.dir, &three, &[]);
+    wait_mirrored(
+        &mut agent,
+        &s.src,
+        &remotes,
+        "three remotes",
+        DEADLINE,
+        &|| s.logs(),
+    );
+    let log = agent.log();
+    let label = format!("{}::{}", c.ip(), c.module());
+    assert!(
+        log.contains("catch-up of")
+            && log.contains(&format!("made without {label}: full sync of it alone"))
+            && log.contains(&format!("to {label} done"))
+            && !log.contains(&format!("to {}::mod done", s.a.ip()))
+            && !log.contains(&format!("to {}::mod done", s.b.ip())),
+        "a full sync of the new remote only; log:\n{}",
+        tail(&log, 40)
+    );
+    wait_until("the index is rebuilt", DEADLINE, || {
+        agent.log().contains("rebuilt:")
+    });
+    agent.stop();
+    // With the new remote in it, the next start catches up on all three.
+    s.write("n/later.txt", "later");
+    let mut agent = Agent::start(&s.dir, &three, &[]);
+    wait_mirrored(
+        &mut agent,
+        &s.src,
+        &remotes,
+        "the next start",
+        DEADLINE,
+        &|| s.logs(),
+    );
+    assert_no_full_sync(&agent);
+    agent.stop();
+    // A remote removed: the rest catch up, no full sync.
+    s.write("n/last.txt", "last");
+    fs::remove_file(s.p("a/x.txt")).expect("rm a/x.txt");
+    let two = Conf::daemons(&s.src, &[&s.a, &c], &s.dir.join("fail.sh"));
+    let mut agent = Agent::start(&s.dir, &two, &[]);
+    wait_mirrored(
+        &mut agent,
+        &s.src,
+        &[s.a.data_dir(), c.data_dir()],
+        "a remote removed",
+        DEADLINE,
+        &|| s.logs(),
+    );
+    assert_no_full_sync(&agent);
+    agent.stop();
+}

@@ -767,9 +767,10 @@ pub struct Recorder {
 /// What was found at start for one root.
 pub enum Found {
     /// The root's tree as last pushed to every one of its remotes (paths a push may
-    /// have changed since, by the journal, as unknown), and the directories whose
-    /// listing a push may have changed (to be listed again).
-    Level(Tree, Vec<PathBuf>),
+    /// have changed since, by the journal, as unknown), the directories whose listing
+    /// a push may have changed (to be listed again), and the root's remotes the index
+    /// was not made for (added to the config since: they need a full sync).
+    Level(Tree, Vec<PathBuf>, Vec<RemoteId>),
     /// No usable entry for this root: why.
     Not(String),
     /// What the remotes hold cannot be known from the index (the last agent was killed
@@ -902,13 +903,19 @@ impl Recorder {
                             path.display()
                         )),
                         Some(_) if full => Found::Unclean(format!(
-                            "a full sync was running when the agent that wrote the index {} \
-                             was killed",
+                            "a full sync ran after the last checkpoint of the index {} (or \
+                             was running at it) and its agent did not stop",
                             path.display()
                         )),
                         Some(i) => {
                             let mut s = sections.swap_remove(i);
-                            if s.remotes != r.labels {
+                            // Remotes removed since are left out (each one kept holds
+                            // what the entries say); remotes added get a full sync.
+                            let added: Vec<RemoteId> = (r.targets.iter().zip(&r.labels))
+                                .filter(|(_, l)| !s.remotes.contains(l))
+                                .map(|(t, _)| *t)
+                                .collect();
+                            if added.len() == r.targets.len() {
                                 Found::Not(format!(
                                     "index {} was made for other remotes ({})",
                                     path.display(),
@@ -924,7 +931,7 @@ impl Recorder {
                                     root: r.root.clone(),
                                     what: What::Listing(p.clone()),
                                 }));
-                                Found::Level(s.tree, relist)
+                                Found::Level(s.tree, relist, added)
                             }
                         }
                     };
@@ -982,9 +989,19 @@ impl Recorder {
     /// `-r`: `tree` (walked before the full syncs start) becomes the root's entry once
     /// every remote's full sync has landed; until then the file has no entry for it.
     pub fn rebuild(&self, root: &Path, tree: Tree) {
+        self.rebuild_for(root, tree, None)
+    }
+
+    /// [`Recorder::rebuild`] waiting for the full syncs of `only` (remotes added since
+    /// the index was made; the others hold what it says), or of every remote.
+    pub fn rebuild_for(&self, root: &Path, tree: Tree, only: Option<&[RemoteId]>) {
         let mut st = self.lock();
         if let Some(r) = st.roots.iter_mut().find(|r| r.root == root) {
-            r.rebuilding = Some(vec![false; r.targets.len()]);
+            r.rebuilding = Some(
+                (r.targets.iter())
+                    .map(|t| only.is_some_and(|o| !o.contains(t)))
+                    .collect(),
+            );
             r.tree = Some(tree);
             r.pending.clear();
         }
@@ -999,6 +1016,11 @@ impl Recorder {
         let recs = {
             let mut st = self.lock();
             let r = st.roots.iter_mut().find(|r| r.targets.contains(&t))?;
+            // A full sync of a root being rebuilt is the rebuild's: the root is in the
+            // file only once they all landed.
+            if matches!(job, Job::Full) && r.rebuilding.is_some() {
+                return None;
+            }
             let root = r.root.clone();
             let tree = r.tree.as_mut()?;
             let recs = recs_of(&root, job);

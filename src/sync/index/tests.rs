@@ -407,7 +407,7 @@ fn an_index_not_marked_stopped_needs_its_journal_and_a_torn_one_or_one_for_other
     drop(rec);
     // Killed before the stop's write, nothing pushed: its journal says so.
     let (_, found) = Recorder::load(path.clone(), &targets);
-    assert!(matches!(&found[0].1, Found::Level(t, l) if t.is_empty() && l.is_empty()));
+    assert!(matches!(&found[0].1, Found::Level(t, l, _) if t.is_empty() && l.is_empty()));
     // Without its journal it says nothing of what was pushed after it.
     let journal = journal_for(&path);
     let kept = std::fs::read(&journal).expect("the journal");
@@ -433,9 +433,17 @@ fn an_index_not_marked_stopped_needs_its_journal_and_a_torn_one_or_one_for_other
     std::fs::write(&path, &bytes[..10]).expect("truncate");
     let (_, found) = Recorder::load(path.clone(), &targets);
     assert!(matches!(&found[0].1, Found::Unclean(why) if why.contains("truncated")));
-    // Made for other remotes.
+    // Made for other remotes; with one of them removed it is good for the other; with
+    // one added, that one needs a full sync.
     let (_dir2, targets2, path2) = world();
-    let (_, found) = Recorder::load(path2, &targets2[..1]);
+    let (_, found) = Recorder::load(path2.clone(), &targets2[1..]);
+    assert!(matches!(&found[0].1, Found::Level(_, _, added) if added.is_empty()));
+    let mut three = targets2.clone();
+    three.push(target(&targets2[0].root, "10.0.0.3"));
+    let (_, found) = Recorder::load(path2.clone(), &three);
+    assert!(matches!(&found[0].1, Found::Level(_, _, added) if *added == [RemoteId(2)]));
+    let others = [target(&targets2[0].root, "10.0.0.9")];
+    let (_, found) = Recorder::load(path2, &others);
     assert!(matches!(&found[0].1, Found::Not(why) if why.contains("other remotes")));
     // Another version.
     let mut v9 = bytes.clone();
@@ -462,7 +470,7 @@ fn push_both(rec: &Recorder, root: &Path, job: &Job) {
 
 fn level(found: Vec<(PathBuf, Found)>) -> (Tree, Vec<PathBuf>) {
     match found.into_iter().next().map(|f| f.1) {
-        Some(Found::Level(t, l)) => (t, l),
+        Some(Found::Level(t, l, _)) => (t, l),
         Some(Found::Not(w) | Found::Unclean(w)) => panic!("not level: {w}"),
         None => panic!("no root"),
     }
@@ -539,7 +547,7 @@ fn a_full_sync_in_the_journal_means_a_full_sync_and_a_stop_with_a_push_running_k
     drop(full);
     drop(rec);
     let (_, found) = Recorder::load(path.clone(), &targets);
-    assert!(matches!(&found[0].1, Found::Unclean(why) if why.contains("full sync was running")));
+    assert!(matches!(&found[0].1, Found::Unclean(why) if why.contains("full sync ran after")));
     let (rec, _) = Recorder::load(path.clone(), &targets);
     rec.begin().expect("write");
     rec.finish().expect("write");
