@@ -3,6 +3,11 @@
 //! Layers, each importing only from the ones before it (`tests/layers.rs` checks):
 //! `sys` → `config` → `filter` → `watch` → `sync` → `plugin` → `service` → `modes`.
 //! ARCHITECTURE.md tells how one event travels through them.
+//!
+//! `unsafe` code is only in `sys`, each block with the reason it is sound; the
+//! compiler refuses it anywhere else.
+
+#![deny(unsafe_code)]
 
 pub mod cli;
 mod config;
@@ -14,5 +19,6 @@ pub mod modes;
 mod plugin;
 mod service;
 mod sync;
+#[allow(unsafe_code)]
 mod sys;
 mod watch;

@@ -128,8 +128,7 @@ pub fn prepare(args: &mut Args) -> Result<(), Exit> {
     if args.test_config || args.status || args.verify {
         // Printing modes: a closed pipe (`| head`) ends the process quietly, as for any
         // Unix tool, instead of a panic in println!.
-        // SAFETY: restoring the default disposition of one signal.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        crate::sys::process::default_sigpipe();
     }
     Ok(())
 }

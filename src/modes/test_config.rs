@@ -112,10 +112,13 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
     println!("batch: up to {} paths per rsync call", config.rsync.batch);
     match &config.host {
         Some((host, port)) => println!(
-            "status: http://{}/status and /metrics",
+            "status: http://{}/status and /metrics (and `sersync2 --status -o <this config>`)",
             crate::config::host_port(host, *port)
         ),
-        None => println!("status: off"),
+        None => println!(
+            "status: `sersync2 --status -o <this config>` (the control socket); HTTP /status \
+             and /metrics: off (on with <host start=\"true\">)"
+        ),
     }
     if config.rsync.ssh.is_some() {
         println!(

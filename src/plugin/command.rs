@@ -20,7 +20,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::config::plugins::Command;
-use crate::sys::memfile;
+use crate::sys::{memfile, process};
 
 /// How much of the program's stderr is kept for the log.
 const STDERR_KEEP: usize = 2048;
@@ -66,8 +66,8 @@ impl Command {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
                 Ok(None) if started.elapsed() >= self.timeout => {
-                    // SAFETY: signalling the child's own process group.
-                    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                    // The child's own process group: what it started goes too.
+                    let _ = process::kill_group(child.id(), libc::SIGKILL);
                     let _ = child.kill();
                     let _ = child.wait();
                     return Outcome::TimedOut;

@@ -17,12 +17,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::sys::fsafe;
+use crate::sys::process::{self, Forked};
+use crate::sys::{flock, fsafe};
 
 /// A config's identity: its absolute path with every link resolved, so that `-o
 /// web.xml` run in /etc/sersync, `-o /etc/sersync/web.xml` and a path through a linked
@@ -202,8 +202,7 @@ impl InstanceLock {
                     LockError::Failed(format!("cannot open the pid file {}: {e}", path.display()))
                 }
             })?;
-        // SAFETY: flock on a valid open descriptor.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if flock::lock_exclusive(&file).is_err() {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
             let pid = text.trim();
@@ -257,10 +256,7 @@ impl InstanceLock {
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
             .map_err(|e| format!("no lock at {} ({e})", path.display()))?;
-        // SAFETY: flock on a valid open descriptor.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
-            // SAFETY: as above; releases the probe at once.
-            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+        if !flock::held_elsewhere(&file) {
             return Err(format!("the lock {} is not held", path.display()));
         }
         Ok(InstanceLock::holder(path))
@@ -348,35 +344,9 @@ impl Detached {
 /// calls `logging::detached`).
 /// Must be called before any thread is started.
 pub fn detach() -> Result<Detached, String> {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 fills two descriptors on success.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: the descriptors were just created and are owned here.
-    let (mut read_end, write_end) =
-        unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
-    // SAFETY: no other thread runs yet (documented precondition).
-    match unsafe { libc::fork() } {
-        -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
-        0 => {
-            drop(read_end);
-            // SAFETY: plain syscalls in the child.
-            unsafe {
-                libc::setsid();
-                libc::umask(0o022);
-            }
-            let _ = std::env::set_current_dir("/");
-            if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
-                for fd in 0..3 {
-                    // SAFETY: dup2 onto the standard descriptors.
-                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
-                }
-            }
-            Ok(Detached { report: write_end })
-        }
-        _child => {
-            drop(write_end);
+    match process::fork_detached().map_err(|e| e.to_string())? {
+        Forked::Child(write_end) => Ok(Detached { report: write_end }),
+        Forked::Parent(mut read_end) => {
             let mut text = String::new();
             let _ = read_end.read_to_string(&mut text);
             if text.starts_with("ready") {

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::sys::time::monotonic_usec;
 use crate::sys::Stop;
 
 /// Least time between two `STATUS=` updates.
@@ -150,16 +151,6 @@ fn address(name: &[u8]) -> Result<SocketAddr, String> {
         }
         _ => Err("neither an absolute path nor @name of an abstract socket".to_owned()),
     }
-}
-
-fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime fills the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1000
 }
 
 /// The thread that sends `WATCHDOG=1` and status changes until [`Beat::end`].

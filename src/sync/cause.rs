@@ -10,6 +10,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::rsync;
+use crate::sys::time::{rfc3339, unix_seconds};
 
 /// The causes with a hint, told by their words on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,18 +184,13 @@ impl Failures {
     }
 }
 
-/// A time as RFC 3339, UTC, in seconds (`2026-01-02T03:04:05Z`).
-pub fn rfc3339(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// The "recovered" line's text for `remote`.
 pub fn recovered_line(remote: &str, r: &Recovered) -> String {
     format!(
         "recovered: a push to {remote} succeeded after {} failed call{} since {} ({:.1}s)",
         r.failed_calls,
         if r.failed_calls == 1 { "" } else { "s" },
-        rfc3339(r.since),
+        rfc3339(unix_seconds(r.since)),
         r.lasted.as_secs_f64()
     )
 }

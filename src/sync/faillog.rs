@@ -4,7 +4,7 @@
 //! What is owed is kept per remote as a set of paths (plus "a full sync is owed"), so a
 //! path that fails twice is one entry and any later successful push of that path clears
 //! it ([`Owed::record`], [`Owed::clear`]). The running agent's one record of it is the
-//! queue's ledger (`queue::Pending`), which this file is written from. On disk it is
+//! ledger (`ledger::Ledger`), which this file is written from. On disk it is
 //! written in sersync 2.5's shape, one block per command:
 //!
 //! ```text

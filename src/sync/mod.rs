@@ -12,6 +12,7 @@ pub mod faillog;
 pub mod index;
 pub mod intake;
 pub mod job;
+pub mod ledger;
 pub mod queue;
 pub mod recovery;
 pub mod rsync;

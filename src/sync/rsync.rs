@@ -17,7 +17,6 @@
 //! 5.12), rsync runs as before and one warning says so ([`link_guard`]).
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::job::{Entry, Job};
 use crate::config::{Remote, RsyncOptions};
+use crate::sys::process::{self, exits_within, wait_unreaped};
 use crate::sys::{fsafe, memfile, nosymfollow};
 
 /// One remote of one watch root: everything needed to build its command lines.
@@ -992,8 +992,8 @@ fn launch(
             None
         }
         Watch::KillAfter(after) => (!exits_within(pid, after)).then(|| {
-            // SAFETY: plain syscall; `pid` is our unreaped child (in the registry).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            // `pid` is our unreaped child (in the registry).
+            let _ = process::kill(pid, libc::SIGKILL);
             after
         }),
     };
@@ -1037,86 +1037,19 @@ pub const LONG_PUSH: Duration = Duration::from_millis(200);
 /// The CPU niceness of a push that has run longer than [`LONG_PUSH`].
 pub const LONG_PUSH_NICE: libc::c_int = 10;
 
-/// Does child `pid` exit within `after`? Waits on a pidfd without reaping it. Without
-/// pidfds (Linux < 5.3), or when poll fails, answers yes: the child keeps its priority
-/// and is not killed, and the caller waits for it as before.
-fn exits_within(pid: u32, after: Duration) -> bool {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    let Ok(fd) = libc::c_int::try_from(fd) else {
-        return true;
-    };
-    if fd < 0 {
-        return true;
-    }
-    // SAFETY: `fd` was just opened by us and is owned here only.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    let deadline = Instant::now() + after;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut p = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut p, 1, ms) };
-        if rc > 0 {
-            return true;
-        }
-        if rc == 0 {
-            return false;
-        }
-        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return true;
-        }
-    }
-}
-
 /// Lowers the CPU and I/O priority of child `pid`, a push that has run `after` already.
 fn lower(pid: u32, after: Duration) {
     // Only rsync itself, which does the reading, checksums and compression. In ssh mode
     // the ssh it starts may become the master connection that every later push of the
     // remote shares: that one keeps its priority.
-    // SAFETY: plain syscall; `pid` is our unreaped child, so it names no other process.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, LONG_PUSH_NICE) };
+    // `pid` is our unreaped child, so it names no other process.
+    let _ = process::set_nice(pid, LONG_PUSH_NICE);
     // The lowest best-effort I/O priority too (it matters where the disk's scheduler
-    // honours it: bfq). ioprio_set(IOPRIO_WHO_PROCESS, pid, class BE << 13 | level 7).
-    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-    const BEST_EFFORT_LOWEST: libc::c_long = (2 << 13) | 7;
-    // SAFETY: plain syscall on the same process.
-    unsafe {
-        libc::syscall(
-            libc::SYS_ioprio_set,
-            IOPRIO_WHO_PROCESS,
-            libc::c_long::from(pid as libc::pid_t),
-            BEST_EFFORT_LOWEST,
-        )
-    };
+    // honours it: bfq).
+    let _ = process::lowest_io_priority(pid);
     log::debug!(
         "rsync (pid {pid}) still running after {after:?}: lowered to nice {LONG_PUSH_NICE}"
     );
-}
-
-/// Waits until child `pid` has exited, without reaping it (`WNOWAIT`).
-fn wait_unreaped(pid: u32) {
-    loop {
-        // SAFETY: siginfo_t is plain data; waitid fills it for our own child.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid pointer to `info`; `pid` is our child, not yet reaped.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return;
-        }
-    }
 }
 
 /// How many rsync children are running now.
@@ -1131,9 +1064,9 @@ pub fn terminate_running(grace: Duration) -> usize {
     let signal_all = |signal: libc::c_int| {
         let pids = running();
         for &pid in pids.iter() {
-            // SAFETY: `pid` is our child and not reaped (it is in the registry, and is
+            // `pid` is our child and not reaped (it is in the registry, and is
             // removed before it is reaped), so it names no other process.
-            unsafe { libc::kill(pid as libc::pid_t, signal) };
+            let _ = process::kill(pid, signal);
         }
         pids.len()
     };

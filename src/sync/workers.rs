@@ -1280,7 +1280,7 @@ impl Mirror {
     pub fn close(&self) -> usize {
         self.stopping.store(true, Ordering::Relaxed);
         let fl = self.fail_log();
-        // The queue owes what it had (see `Pending::close`): a push still running that
+        // The queue owes what it had (see `Ledger::close`): a push still running that
         // succeeds pays its paths, but not a newer change of the same path that was
         // waiting behind it.
         let n: usize = self

@@ -2,18 +2,23 @@
 //! descriptors, anonymous files for a child's stdin and stderr, shell words (split and
 //! quote, in one place), safe handling of the files the agent trusts (`fsafe`), unix
 //! sockets for one user (`local_socket`), a view of a directory that follows no symbolic
-//! link for rsync (`nosymfollow`), and random bits for jitter.
+//! link for rsync (`nosymfollow`), child processes (`process`: signals, waiting
+//! without reaping, priorities, the daemon's fork), file locks (`flock`), random bits
+//! for jitter, and clocks and times written for people (`time`).
 //!
 //! Nothing here knows about configs, remotes or events.
 
 pub mod fanotify;
+pub mod flock;
 pub mod fsafe;
 pub mod local_socket;
 pub mod memfile;
 pub mod mounts;
 pub mod nosymfollow;
+pub mod process;
 pub mod shell;
 pub mod syslog;
+pub mod time;
 
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;

@@ -1,0 +1,281 @@
+//! The status document: what `GET /status` and `--status` give, made from a sync
+//! snapshot, the watch roots' reports and the last verifications; a remote's state and
+//! `--status`'s exit status from it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::sync::Snapshot;
+use crate::sys::time::{rfc3339, unix_seconds};
+use crate::watch::RootReport;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub config: String,
+    pub pid: u32,
+    pub uptime_seconds: u64,
+    /// When the instance started (RFC 3339, UTC).
+    #[serde(default)]
+    pub started: String,
+    pub watches: usize,
+    /// What `watches` counts: `directories` (inotify), `filesystem marks` (fanotify), or
+    /// `directories and filesystem marks` when roots use both.
+    #[serde(default)]
+    pub watch_unit: String,
+    pub fail_log: FailLogStatus,
+    pub last_full_sync: Option<FullSync>,
+    pub remotes: Vec<RemoteStatus>,
+    /// Each watch root: whether the directory at its path is the one watched.
+    #[serde(default)]
+    pub roots: Vec<RootStatus>,
+    /// The last `<verify>` result per remote (those verified since the start).
+    #[serde(default)]
+    pub verify: Vec<VerifyStatus>,
+}
+
+/// One remote's last verification (`<verify>`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VerifyStatus {
+    pub remote: String,
+    pub root: String,
+    pub at_unix: u64,
+    /// `at_unix` in RFC 3339.
+    #[serde(default)]
+    pub at: String,
+    /// true when nothing differed.
+    pub level: bool,
+    pub differing: usize,
+    pub missing: usize,
+    pub extra: usize,
+    /// The first few paths, `kind path`.
+    pub paths: Vec<String>,
+    /// Why the remote could not be checked.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RootStatus {
+    pub path: String,
+    /// `ok`, `missing` (removed or renamed away) or `replaced` (another directory is at
+    /// the path, not watched yet).
+    pub state: String,
+    /// Since when (unix seconds) it is in this state.
+    pub since: u64,
+    /// `since` in RFC 3339.
+    #[serde(default)]
+    pub state_since: String,
+    /// Filesystems mounted below it.
+    #[serde(default)]
+    pub mounts: Vec<MountStatus>,
+    /// Directories that could not be listed or watched (too many open files, ...) and
+    /// wait to be walked again; what they hold is pushed then.
+    #[serde(default)]
+    pub rewalks: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MountStatus {
+    /// Relative to the root.
+    pub path: String,
+    pub fstype: String,
+    pub watched: bool,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FailLogStatus {
+    pub path: String,
+    pub entries: usize,
+    /// Of `entries`, those for a root or remote the config does not name: kept, never
+    /// run; `sersync2 --replay --drop-unknown` drops them.
+    #[serde(default)]
+    pub unknown_entries: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FullSync {
+    pub ended_unix: u64,
+    /// `ended_unix` in RFC 3339.
+    #[serde(default)]
+    pub ended: String,
+    pub ok: bool,
+    pub seconds: f64,
+    pub remote: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RemoteStatus {
+    pub remote: String,
+    pub root: String,
+    pub pushed: u64,
+    pub failed: u64,
+    pub queued: usize,
+    /// `level` (nothing waiting, in flight or owed), `catching up`, or `failing`.
+    #[serde(default)]
+    pub state: String,
+    /// It has failed and not been level since.
+    pub failing: bool,
+    /// Since when (unix time), while failing.
+    #[serde(default)]
+    pub failing_since_unix: Option<u64>,
+    /// `failing_since_unix` in RFC 3339.
+    #[serde(default)]
+    pub failing_since: Option<String>,
+    /// Its fail-log entries (paths, a full sync counting as one).
+    #[serde(default)]
+    pub owed: usize,
+    /// When what it owes is next tried again (unix time), if a retry is scheduled.
+    #[serde(default)]
+    pub next_retry_unix: Option<u64>,
+    /// `next_retry_unix` in RFC 3339.
+    #[serde(default)]
+    pub next_retry: Option<String>,
+    /// The last failed call's cause: rsync's exit, a hint for a common cause, and the
+    /// end of what rsync and ssh said on stderr (control characters escaped). Kept
+    /// after the remote is level again.
+    pub last_error: Option<String>,
+    /// When that call failed (RFC 3339, UTC).
+    #[serde(default)]
+    pub last_error_at: Option<String>,
+    /// Age of the oldest change not on the remote yet (waiting, in flight or owed); 0
+    /// when it is level.
+    #[serde(default)]
+    pub lag_seconds: f64,
+    /// Entries waiting or in flight.
+    #[serde(default)]
+    pub pending: usize,
+    /// How long the push running longest to it has run; 0 when none runs.
+    #[serde(default)]
+    pub longest_push_seconds: f64,
+}
+
+/// A push running this long is named in the text report: a big transfer, or a remote
+/// that accepts connections and stopped answering (rsync's I/O timeout ends that call).
+pub const LONG_PUSH: f64 = 10.0;
+
+/// A remote's state for people and monitors: `failing`, else `level` when nothing waits,
+/// runs or is owed and its lag is 0, else `catching up`.
+pub fn remote_state(failing: bool, pending: usize, owed: usize, lag_seconds: f64) -> &'static str {
+    if failing {
+        "failing"
+    } else if pending == 0 && owed == 0 && lag_seconds == 0.0 {
+        "level"
+    } else {
+        "catching up"
+    }
+}
+
+/// `--status`'s exit status (the monitoring-plugin convention): 0 when every remote is
+/// level or catching up and every watch root is the directory watched, 1 when a remote
+/// is failing or a root is missing or replaced (nothing is pushed from it).
+pub fn exit_code(s: &Status) -> u8 {
+    let failing = s.remotes.iter().any(|r| r.failing);
+    let root_lost = s.roots.iter().any(|r| r.state != "ok");
+    u8::from(failing || root_lost)
+}
+
+impl Status {
+    /// The status document for a sync snapshot.
+    pub fn new(snap: Snapshot, watches: usize, config: &str) -> Status {
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            config: config.to_owned(),
+            pid: std::process::id(),
+            uptime_seconds: snap.uptime.as_secs(),
+            started: rfc3339(
+                unix_seconds(std::time::SystemTime::now()).saturating_sub(snap.uptime.as_secs()),
+            ),
+            watches,
+            watch_unit: "directories".to_owned(),
+            fail_log: FailLogStatus {
+                path: snap.fail_log.display().to_string(),
+                entries: snap.fail_log_entries,
+                unknown_entries: snap.unknown_entries,
+            },
+            last_full_sync: snap.last_full_sync.map(|f| FullSync {
+                ended_unix: unix_seconds(f.ended),
+                ended: rfc3339(unix_seconds(f.ended)),
+                ok: f.ok,
+                seconds: f.seconds,
+                remote: f.remote,
+            }),
+            remotes: snap
+                .remotes
+                .into_iter()
+                .map(|r| RemoteStatus {
+                    state: remote_state(r.failing, r.pending, r.owed, r.lag.as_secs_f64())
+                        .to_owned(),
+                    remote: r.remote,
+                    root: r.root.display().to_string(),
+                    pushed: r.pushed,
+                    failed: r.failed,
+                    queued: r.queued,
+                    failing: r.failing,
+                    failing_since_unix: r.failing_since.map(unix_seconds),
+                    failing_since: r.failing_since.map(|t| rfc3339(unix_seconds(t))),
+                    owed: r.owed,
+                    next_retry_unix: r.next_retry.map(unix_seconds),
+                    next_retry: r.next_retry.map(|t| rfc3339(unix_seconds(t))),
+                    last_error: r.last_error,
+                    last_error_at: r.last_error_at.map(|t| rfc3339(unix_seconds(t))),
+                    lag_seconds: r.lag.as_secs_f64(),
+                    pending: r.pending,
+                    longest_push_seconds: r.longest_push.as_secs_f64(),
+                })
+                .collect(),
+            roots: Vec::new(),
+            verify: Vec::new(),
+        }
+    }
+
+    /// Says what `watches` counts (see [`Status::watch_unit`]).
+    pub fn with_watch_unit(mut self, unit: &str) -> Status {
+        unit.clone_into(&mut self.watch_unit);
+        self
+    }
+
+    /// Adds the last verification of each remote.
+    pub fn with_verify(mut self, verified: Vec<crate::sync::verify::Verified>) -> Status {
+        self.verify = verified
+            .into_iter()
+            .map(|v| VerifyStatus {
+                level: v.error.is_none() && v.total() == 0,
+                remote: v.remote,
+                root: v.root.display().to_string(),
+                at_unix: unix_seconds(v.at),
+                at: rfc3339(unix_seconds(v.at)),
+                differing: v.differing,
+                missing: v.missing,
+                extra: v.extra,
+                paths: v.first,
+                error: v.error,
+            })
+            .collect();
+        self
+    }
+
+    /// Adds the watch roots' state.
+    pub fn with_roots(mut self, roots: Vec<RootReport>) -> Status {
+        self.roots = roots
+            .into_iter()
+            .map(|r| RootStatus {
+                path: r.path.display().to_string(),
+                state: r.state.as_str().to_owned(),
+                since: unix_seconds(r.since),
+                state_since: rfc3339(unix_seconds(r.since)),
+                mounts: r
+                    .mounts
+                    .into_iter()
+                    .map(|m| MountStatus {
+                        path: m.path.display().to_string(),
+                        fstype: m.fstype,
+                        watched: m.watched,
+                        note: m.note,
+                    })
+                    .collect(),
+                rewalks: r.rewalks,
+            })
+            .collect();
+        self
+    }
+}

@@ -1,0 +1,913 @@
+//! The ledger's merging, ordering, conflict, marks and owed rules, by example and by
+//! property.
+
+use super::*;
+use crate::sync::job::{entry, shown_all};
+use proptest::prelude::*;
+use std::path::Path;
+use std::time::Duration;
+
+fn p(s: &str) -> PathBuf {
+    PathBuf::from(s)
+}
+
+fn paths(w: Option<Job>) -> Vec<PathBuf> {
+    match w {
+        Some(Job::Paths(v)) => shown_all(&v),
+        other => panic!("expected paths, got {other:?}"),
+    }
+}
+
+#[test]
+fn duplicates_merge_into_one_entry() {
+    let mut q = Ledger::default();
+    q.push(p("a"), false);
+    q.push(p("a"), false);
+    q.push(p("b"), false);
+    assert_eq!(q.len(), 2);
+    assert_eq!(paths(q.take(100)), [p("a"), p("b")]);
+}
+
+#[test]
+fn a_lone_change_is_handed_out_at_once() {
+    let mut q = Ledger::default();
+    q.push(p("x"), false);
+    assert_eq!(paths(q.take(100)), [p("x")]);
+    assert!(q.take(100).is_none());
+}
+
+#[test]
+fn batch_size_caps_one_call() {
+    let mut q = Ledger::default();
+    for i in 0..10 {
+        q.push(p(&format!("f{i}")), false);
+    }
+    assert_eq!(paths(q.take(3)).len(), 3);
+    assert_eq!(q.len(), 7);
+}
+
+#[test]
+fn a_deleted_directory_cancels_what_waits_below_it() {
+    let mut q = Ledger::default();
+    q.push(p("d/a"), false);
+    q.push(p("d/sub/b"), false);
+    q.push(p("d2/c"), false);
+    q.push(p("d"), true);
+    assert_eq!(paths(q.take(100)), [p("d2/c"), p("d")]);
+}
+
+#[test]
+fn a_path_in_flight_is_not_handed_out_again() {
+    let mut q = Ledger::default();
+    q.push(p("a"), false);
+    let first = q.take(100).expect("work");
+    q.push(p("a"), false);
+    assert!(q.take(100).is_none(), "a is still being pushed");
+    q.finish(&first);
+    assert_eq!(paths(q.take(100)), [p("a")]);
+}
+
+#[test]
+fn ancestors_and_descendants_in_flight_block() {
+    let mut q = Ledger::default();
+    q.push(p("a/b"), false);
+    let w = q.take(100).expect("work");
+    q.push(p("a"), true); // the directory went away while a/b is being pushed
+    q.push(p("a/b/c"), false);
+    q.push(p("z"), false);
+    assert_eq!(paths(q.take(100)), [p("z")]);
+    q.finish(&w);
+    assert_eq!(paths(q.take(100)), [p("a"), p("a/b/c")]);
+}
+
+#[test]
+fn full_sync_covers_pending_and_waits_for_running_work() {
+    let mut q = Ledger::default();
+    q.push(p("a"), false);
+    let w = q.take(100).expect("work");
+    q.push(p("b"), false);
+    q.push_full();
+    assert_eq!(q.len(), 1);
+    q.push(p("c"), false); // covered by the full sync that has not started
+    assert_eq!(q.len(), 1);
+    assert!(q.take(100).is_none(), "full waits for a");
+    q.finish(&w);
+    assert_eq!(q.take(100), Some(Job::Full));
+    q.push(p("d"), false); // during the full sync: must run after it
+    assert!(q.take(100).is_none());
+    q.finish(&Job::Full);
+    assert_eq!(paths(q.take(100)), [p("d")]);
+}
+
+#[test]
+fn drain_returns_everything_waiting() {
+    let mut q = Ledger::default();
+    q.push(p("a"), false);
+    q.push(p("b"), false);
+    let (left, full) = q.drain();
+    assert_eq!(shown_all(&left), [p("a"), p("b")]);
+    assert!(!full);
+    assert!(q.is_empty());
+}
+
+#[test]
+fn oldest_waiting_is_the_first_change_still_waiting() {
+    let mut s = Ledger::default();
+    assert_eq!(s.oldest_waiting(), None);
+    let t0 = Instant::now();
+    s.push_at(entry("a"), false, t0);
+    s.push_at(entry("b"), false, t0 + Duration::from_millis(5));
+    assert_eq!(s.oldest_waiting(), Some(t0));
+    let job = s.take(1).expect("a");
+    assert_eq!(paths(Some(job.clone())), [p("a")]);
+    assert_eq!(s.oldest_waiting(), Some(t0 + Duration::from_millis(5)));
+    s.push_full_at(t0 + Duration::from_millis(9));
+    assert_eq!(s.oldest_waiting(), Some(t0 + Duration::from_millis(5)));
+}
+
+/// One step of a random workload against one remote.
+#[derive(Debug, Clone)]
+enum Op {
+    Push(usize, bool),
+    Take(usize),
+    Finish(usize),
+    Full,
+    /// A rename of one name to another (skipped where they nest); `true`: a directory.
+    Rename(usize, usize, bool),
+}
+
+const NAMES: [&str; 8] = ["a", "a/b", "a/b/c", "a/d", "e", "e/f", "g", "a/b/c/h"];
+
+/// Names renames use besides [`NAMES`]: siblings that nest in nothing, so that several
+/// renames wait at once (and flood).
+const FLAT: [&str; 6] = ["r/1", "r/2", "r/3", "r/4", "r/5", "r/6"];
+
+fn rename_name(i: usize) -> &'static str {
+    NAMES
+        .get(i)
+        .copied()
+        .unwrap_or_else(|| FLAT[(i - NAMES.len()) % FLAT.len()])
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..NAMES.len(), any::<bool>()).prop_map(|(i, g)| Op::Push(i, g)),
+        3 => (1..4usize).prop_map(Op::Take),
+        3 => (0..8usize).prop_map(Op::Finish),
+        1 => Just(Op::Full),
+        4 => (0..NAMES.len() + FLAT.len(), 0..NAMES.len() + FLAT.len(), any::<bool>())
+            .prop_map(|(i, j, d)| Op::Rename(i, j, d)),
+    ]
+}
+
+fn conflicts(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+proptest! {
+    /// Whatever the interleaving of events, takes and finishes:
+    /// - no two calls in flight touch the same path or an ancestor/descendant of it;
+    /// - when all is done, every path's last change is covered by a call that started
+    ///   after it (the path itself, a gone directory above it, or a full sync).
+    #[test]
+    fn last_change_of_every_path_is_pushed_after_it(
+        ops in proptest::collection::vec(op(), 1..80),
+        collapse in prop_oneof![Just(0usize), Just(2), Just(3)],
+        flood in prop_oneof![Just(1usize), Just(2), Just(RENAME_FLOOD)],
+    ) {
+        // With a low threshold, storms collapse into listings all the time, and renames
+        // flood into their plain form.
+        let mut q = Ledger::with_rename_flood(collapse, flood);
+        let mut clock = 0u64;
+        let mut last_change: HashMap<PathBuf, u64> = HashMap::new();
+        let mut gone_at: HashMap<PathBuf, u64> = HashMap::new();
+        let mut started: Vec<(u64, Job)> = Vec::new();
+        let mut inflight: Vec<Job> = Vec::new();
+        let run = |q: &mut Ledger, clock: &mut u64, max: usize, inflight: &mut Vec<Job>, started: &mut Vec<(u64, Job)>| {
+            if let Some(w) = q.take(max) {
+                *clock += 1;
+                for other in inflight.iter() {
+                    if *other == Job::Full || w == Job::Full {
+                        panic!("a full sync ran beside other work");
+                    }
+                    // A rename is in flight as its plain paths. `a/` (a listing) is `a`
+                    // for conflicts: Path drops the `/`.
+                    for x in &other.plain_paths() { for y in &w.plain_paths() {
+                        assert!(!conflicts(&x.path, &y.path), "{x:?} and {y:?} in flight together");
+                    }}
+                }
+                started.push((*clock, w.clone()));
+                inflight.push(w);
+            }
+        };
+        for o in ops {
+            clock += 1;
+            match o {
+                Op::Push(i, gone) => {
+                    let path = p(NAMES[i]);
+                    last_change.insert(path.clone(), clock);
+                    if gone { gone_at.insert(path.clone(), clock); }
+                    q.push(path, gone);
+                }
+                Op::Full => {
+                    for v in last_change.values_mut() { *v = clock; }
+                    last_change.insert(p(""), clock);
+                    q.push_full();
+                }
+                Op::Rename(i, j, dir) => {
+                    let (from, to) = (p(rename_name(i)), p(rename_name(j)));
+                    if conflicts(&from, &to) {
+                        continue;
+                    }
+                    let below: Vec<PathBuf> = if dir {
+                        NAMES.iter().chain(&FLAT).map(|n| p(n)).filter(|n| n.starts_with(&to)).collect()
+                    } else {
+                        Vec::new()
+                    };
+                    for x in [&from, &to].into_iter().chain(&below) {
+                        last_change.insert(x.clone(), clock);
+                    }
+                    if dir { gone_at.insert(from.clone(), clock); }
+                    q.push_rename(from, to, dir, below);
+                }
+                Op::Take(max) => run(&mut q, &mut clock, max, &mut inflight, &mut started),
+                Op::Finish(i) => {
+                    if !inflight.is_empty() {
+                        let w = inflight.remove(i % inflight.len());
+                        q.finish(&w);
+                    }
+                }
+            }
+        }
+        // Quiet period: drain everything.
+        loop {
+            while let Some(w) = inflight.pop() { q.finish(&w); }
+            run(&mut q, &mut clock, 3, &mut inflight, &mut started);
+            if inflight.is_empty() { break; }
+        }
+        prop_assert!(q.is_empty());
+        let full_last_change = last_change.remove(&p(""));
+        for (path, t) in &last_change {
+            let covered = started.iter().any(|(s, w)| *s > *t && match w {
+                Job::Full => true,
+                // A rename pushes `to` and what is below it and deletes `from` (with
+                // what is below it, for a directory): its plain paths.
+                Job::Paths(_) | Job::Rename { .. } => w.plain_paths().iter().any(|x| x.path == *path
+                    || (path.starts_with(&x.path) && gone_at.get(&x.path).is_some_and(|g| g >= t))
+                    // A listing `d/` covers d's direct children, and what was below a
+                    // child that went away (the listing deletes it on the remote).
+                    || (x.listing
+                        && (path.parent() == Some(x.path.as_path())
+                            || gone_at.iter().any(|(g, gt)| g.parent() == Some(x.path.as_path())
+                                && path.starts_with(g) && gt >= t)))),
+            });
+            prop_assert!(covered, "{path:?} changed at {t} but no later call covers it: {started:?}");
+        }
+        if let Some(t) = full_last_change {
+            prop_assert!(started.iter().any(|(s, w)| *s > t && *w == Job::Full));
+        }
+    }
+}
+
+// --- Marks: lag and barrier checkpoints ---
+
+fn at(base: Instant, ms: u64) -> Instant {
+    base + Duration::from_millis(ms)
+}
+
+#[test]
+fn a_checkpoint_passes_once_every_earlier_change_is_pushed() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_at(entry("a"), false, t0);
+    let w = q.take(100).expect("work");
+    q.push_at(entry("b"), false, at(t0, 1));
+    let cp = q.checkpoint();
+    q.push_at(entry("a"), false, at(t0, 2)); // changed again after the checkpoint
+    assert!(!q.passed(cp));
+    q.finish(&w);
+    assert!(!q.passed(cp), "b waits");
+    let w = q.take(1).expect("work");
+    assert_eq!(paths(Some(w.clone())), [p("b")]);
+    q.finish(&w);
+    assert!(
+        q.passed(cp),
+        "a re-queued after the checkpoint does not hold it"
+    );
+    assert!(!q.passed(q.checkpoint()));
+}
+
+#[test]
+fn a_failed_push_holds_the_checkpoint_until_it_is_paid() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_at(entry("x"), false, t0);
+    let cp = q.checkpoint();
+    let w = q.take(100).expect("work");
+    q.owe(&w, Mark { seq: 0, since: t0 }, 0);
+    q.finish(&w);
+    assert!(!q.passed(cp), "owed");
+    assert_eq!(
+        q.oldest().map(|m| m.since),
+        Some(t0),
+        "lag counts from the change"
+    );
+    q.push_at(entry("x"), false, at(t0, 500)); // the retry
+    let w = q.take(100).expect("work");
+    q.paid(&w);
+    q.finish(&w);
+    assert!(q.passed(cp));
+    assert_eq!(q.oldest(), None, "level");
+}
+
+#[test]
+fn a_deleted_directory_and_a_full_sync_keep_the_oldest_mark() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_at(entry("d/a"), false, t0);
+    let cp = q.checkpoint();
+    q.push_at(entry("d"), true, at(t0, 10));
+    assert_eq!(q.oldest().map(|m| m.since), Some(t0));
+    assert!(!q.passed(cp));
+    q.push_full_at(at(t0, 20));
+    assert_eq!(q.oldest().map(|m| m.since), Some(t0));
+    let w = q.take(100).expect("the full sync");
+    assert_eq!(w, Job::Full);
+    assert!(!q.passed(cp), "running");
+    q.finish(&w);
+    assert!(q.passed(cp));
+}
+
+proptest! {
+    // The oldest pending time is the minimum over the entries' first-queued times, and
+    // a merge (a change of a path already waiting) never makes it younger.
+    #[test]
+    fn oldest_pending_is_the_min_and_never_increases_on_merge(
+        ops in proptest::collection::vec((0usize..6, any::<bool>(), 0u64..1000), 1..60)
+    ) {
+        let names = ["a", "a/b", "a/b/c", "d", "d/e", "f"];
+        let t0 = Instant::now();
+        let mut q = Ledger::default();
+        // What is waiting: path -> first-queued time, kept by hand.
+        let mut model: std::collections::BTreeMap<&str, Instant> = Default::default();
+        let mut clock = 0;
+        for (i, gone, ms) in ops {
+            let name = names[i];
+            clock += ms; // time only moves forward
+            let now = at(t0, clock);
+            let before = q.oldest().map(|m| m.since);
+            let merge = model.contains_key(name);
+            q.push_at(entry(name), gone, now);
+            let mut first = now;
+            if gone {
+                let prefix = format!("{name}/");
+                let below: Vec<&str> =
+                    model.keys().copied().filter(|k| k.starts_with(&prefix)).collect();
+                for k in below {
+                    first = first.min(model.remove(k).unwrap_or(now));
+                }
+            }
+            let e = model.entry(name).or_insert(first);
+            *e = (*e).min(first);
+            let want = model.values().min().copied();
+            prop_assert_eq!(q.oldest().map(|m| m.since), want);
+            if merge {
+                if let Some(b) = before {
+                    prop_assert!(q.oldest().map(|m| m.since) <= Some(b));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_rename_goes_alone_and_blocks_its_two_paths() {
+    let mut q = Ledger::default();
+    q.push_rename(p("old"), p("new"), true, vec![p("new"), p("new/f")]);
+    let job = q.take(100).expect("the rename");
+    assert!(matches!(&job, Job::Rename { from, to, .. } if *from == p("old") && *to == p("new")));
+    // A change below either path waits for it.
+    q.push(p("new/f"), false);
+    q.push(p("old"), false);
+    assert_eq!(q.take(100), None);
+    q.finish(&job);
+    assert_eq!(paths(q.take(100)), [p("new/f"), p("old")]);
+}
+
+#[test]
+fn a_rename_meeting_pending_work_travels_plain() {
+    // A swap through a temp name: three renames, each touching the one before.
+    let mut q = Ledger::default();
+    q.push_rename(p("A"), p("t"), true, vec![p("t"), p("t/x")]);
+    q.push_rename(p("B"), p("A"), true, vec![p("A"), p("A/y")]);
+    q.push_rename(p("t"), p("B"), true, vec![p("B"), p("B/x")]);
+    let mut got: Vec<String> = paths(q.take(100))
+        .iter()
+        .map(|x| x.to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    // Directories renamed in where others were renamed away go with a trailing `/`
+    // (what the remote holds there is stale); `t` is only gone (`t/x/`, owed by the
+    // rename into `t`, stays: pushed, it is only missing too).
+    assert_eq!(got, ["A/", "A/y/", "B/", "B/x/", "t/", "t/x/"]);
+    assert!(q.is_empty());
+}
+
+// An exchange of two directories whose two renames came in two reads, the first one
+// already plain (something waited at its paths): the second took its old path for
+// gone and cancelled the listings the first owed below it, so one side was never
+// pushed below its top.
+#[test]
+fn the_second_half_of_a_split_exchange_keeps_what_the_first_owes() {
+    let mut q = Ledger::default();
+    q.push(p("XB/new.txt"), false);
+    q.push_rename(
+        p("XA"),
+        p("XB"),
+        true,
+        vec![p("XB"), p("XB/sub"), p("XB/sub/f")],
+    );
+    q.push_rename(p("XB"), p("XA"), true, vec![p("XA"), p("XA/g")]);
+    let mut got: Vec<String> = paths(q.take(100))
+        .iter()
+        .map(|x| x.to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        ["XA/", "XA/g/", "XB/", "XB/sub/", "XB/sub/f/"],
+        "both sides and everything below them, as listings"
+    );
+    assert!(q.is_empty());
+}
+
+#[test]
+fn a_rename_meeting_work_in_flight_travels_plain() {
+    // A swap through a temp name seen in two batches: the first is in flight when the
+    // last rename comes; what that call leaves at `B` on the remote is not known.
+    let mut q = Ledger::default();
+    q.push_rename(p("A"), p("t"), true, vec![p("t"), p("t/x")]);
+    q.push_rename(p("B"), p("A"), true, vec![p("A"), p("A/y")]);
+    let first = q.take(100).expect("the plain swap so far");
+    assert!(matches!(first, Job::Paths(_)), "{first:?}");
+    q.push_rename(p("t"), p("B"), true, vec![p("B"), p("B/x")]);
+    assert_eq!(q.take(100), None, "t is in flight");
+    q.finish(&first);
+    let mut got: Vec<String> = paths(q.take(100))
+        .iter()
+        .map(|x| x.to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    // `B` is pushed as a listing: what the remote held there goes; `t`, gone, goes as a
+    // listing too (a push that deletes it, or lists it if it was made again).
+    assert_eq!(got, ["B/", "B/x/", "t/"]);
+
+    // Only the old path in flight (a write pushed just before): it waits, still a rename.
+    let mut q = Ledger::default();
+    q.push(p("old/f"), false);
+    let write = q.take(100).expect("the write");
+    q.push_rename(p("old"), p("new"), true, vec![p("new"), p("new/f")]);
+    assert_eq!(q.take(100), None, "old/f is in flight");
+    q.finish(&write);
+    assert!(matches!(q.take(100), Some(Job::Rename { .. })));
+}
+
+#[test]
+fn a_rename_carries_its_mark_waiting_in_flight_owed_and_plain() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_rename_at(p("old"), p("new"), true, vec![p("new"), p("new/f")], t0);
+    let cp = q.checkpoint();
+    assert_eq!(
+        q.oldest().map(|m| m.since),
+        Some(t0),
+        "a waiting rename counts"
+    );
+    assert!(!q.passed(cp));
+    let job = q.take(100).expect("the rename");
+    let (mut flying, _) = q.in_flight();
+    flying.sort();
+    assert_eq!(shown_all(&flying), [p("new"), p("new/f"), p("old")]);
+    assert!(!q.passed(cp), "in flight");
+    q.owe(
+        &job,
+        Mark {
+            seq: 0,
+            since: at(t0, 99),
+        },
+        0,
+    );
+    q.finish(&job);
+    assert!(!q.passed(cp), "owed");
+    assert_eq!(
+        q.oldest().map(|m| m.since),
+        Some(t0),
+        "owed with its own mark"
+    );
+    assert_eq!(q.outstanding(), 0);
+    q.paid(&job);
+    assert!(q.passed(cp));
+    assert_eq!(q.oldest(), None);
+
+    // Dissolved into its plain form, and then covered by a full sync: the mark stays.
+    let mut q = Ledger::default();
+    q.push_rename_at(p("a"), p("b"), false, vec![], t0);
+    let cp = q.checkpoint();
+    q.push_at(entry("b"), false, at(t0, 5));
+    assert_eq!(q.len(), 2, "a and b, plain");
+    assert_eq!(q.oldest().map(|m| m.since), Some(t0));
+    q.push_full_at(at(t0, 10));
+    assert_eq!(q.oldest().map(|m| m.since), Some(t0));
+    let w = q.take(100).expect("the full sync");
+    q.finish(&w);
+    assert!(q.passed(cp));
+}
+
+#[test]
+fn a_drained_rename_leaves_its_plain_paths() {
+    let mut q = Ledger::default();
+    q.push_rename(p("x"), p("y"), true, vec![p("y"), p("y/z")]);
+    let (mut left, full) = q.drain();
+    left.sort();
+    assert_eq!(shown_all(&left), [p("x"), p("y"), p("y/z")]);
+    assert!(!full);
+    assert!(q.is_empty());
+    assert_eq!(q.oldest(), None);
+}
+
+// --- Storms: a directory with too many entries waiting collapses into its listing ---
+
+#[test]
+fn a_storm_in_one_directory_collapses_into_its_listing() {
+    let mut q = Ledger::with_collapse_at(3);
+    let t0 = Instant::now();
+    q.push_at(entry("d/1"), false, t0);
+    q.push_at(entry("d/2"), false, at(t0, 1));
+    q.push_at(entry("x"), false, at(t0, 2));
+    assert_eq!(q.len(), 3, "below the threshold: one entry each");
+    q.push_at(entry("d/3"), false, at(t0, 3));
+    assert_eq!(q.len(), 2, "d's three entries are one now");
+    assert_eq!(q.take_collapsed(), [(p("d"), 3)]);
+    // It keeps the oldest mark of what it replaced.
+    assert_eq!(q.oldest().map(|m| m.since), Some(t0));
+    // Later changes of d's files merge into it while it waits.
+    q.push_at(entry("d/4"), false, at(t0, 4));
+    assert_eq!(q.len(), 2);
+    assert_eq!(paths(q.take(100)), [p("x"), p("d/")]);
+}
+
+/// Found by an outside attack run: after a fail log was replayed, the files owed in a
+/// directory whose listing was owed too merged into that listing; the listing's push paid
+/// only its own path, and the files stayed owed: `--wait-synced` failed for up to the
+/// timed replay's interval, the remotes long level.
+#[test]
+fn a_listing_pushed_pays_the_files_merged_into_it() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    let owed = Job::Paths(vec![
+        entry("app/"),
+        entry("app/s2/"),
+        entry("app/s2/f1"),
+        entry("app/s2/sub/"),
+        entry("x"),
+    ]);
+    q.owe(&owed, Mark { seq: 0, since: t0 }, 0);
+    for path in owed.plain_paths() {
+        q.push(path, false);
+    }
+    let w = q.take(100).expect("work");
+    q.paid(&w);
+    q.finish(&w);
+    while let Some(w) = q.take(100) {
+        q.paid(&w);
+        q.finish(&w);
+    }
+    assert_eq!(q.oldest(), None, "level: nothing owed is left");
+}
+
+/// Found by an outside attack run: a release moved out (`app` gone: its listing) and
+/// another moved in under the same name while that listing was pushed. The push had
+/// found `app` missing (a plain `./app`, to delete) and ran once it was back: it pushed
+/// the directory alone, and what the remote held of the old release stayed.
+#[test]
+fn a_directory_changed_while_its_listing_is_pushed_goes_as_its_listing_again() {
+    let mut q = Ledger::default();
+    q.push(p("app"), true);
+    let w = q.take(100).expect("work");
+    assert_eq!(paths(Some(w.clone())), [p("app/")]);
+    q.push(p("app"), false); // moved in again
+    q.push(p("app/index.html"), false);
+    q.finish(&w);
+    assert_eq!(paths(q.take(100)), [p("app/")], "index.html merged into it");
+}
+
+/// Found by the property test below: a directory deleted and made again waits as its
+/// listing, and a file made in it merges into that listing; a collapse of the parent
+/// must not swallow the listing (the parent's listing pushes it only as a directory,
+/// so the new file would never reach the remote).
+#[test]
+fn a_collapse_keeps_the_listings_waiting_below_it() {
+    let mut q = Ledger::with_collapse_at(2);
+    q.push(p("a/b"), true); // gone: waits as the listing `a/b/`
+    q.push(p("a/b/c"), false); // made again with a file: merges into it
+    assert_eq!(q.len(), 1);
+    q.push(p("a/d"), false); // a has two children waiting: it collapses
+    assert_eq!(q.take_collapsed(), [(p("a"), 1)], "a/d only");
+    let mut got = paths(q.take(100));
+    got.sort();
+    assert_eq!(got, [p("a/"), p("a/b/")]);
+}
+
+/// Deleted directories are listings and are not merged into their parent's collapse; a
+/// storm of them must not scan the parent again on every push.
+#[test]
+fn a_storm_of_deleted_directories_collapses_its_parent_once() {
+    let mut q = Ledger::with_collapse_at(3);
+    for i in 0..1000 {
+        q.push(p(&format!("d/{i}")), true);
+    }
+    q.push(p("d/file"), false);
+    assert_eq!(q.take_collapsed(), [(p("d"), 0)], "once, at the third");
+    assert_eq!(q.len(), 1001, "the listings stay; the file merged into d/");
+}
+
+#[test]
+fn deeper_entries_count_for_their_own_directory() {
+    let mut q = Ledger::with_collapse_at(3);
+    for n in ["d/s/1", "d/s2/1", "d/1", "d/s3/1", "d/t/u/1"] {
+        q.push(p(n), false);
+    }
+    assert_eq!(q.len(), 5, "no directory has three direct children waiting");
+    assert!(q.take_collapsed().is_empty());
+    q.push(p("d/2"), false);
+    q.push(p("d/3"), false);
+    assert_eq!(q.take_collapsed(), [(p("d"), 3)]);
+    let mut got = paths(q.take(100));
+    got.sort();
+    assert_eq!(
+        got,
+        [p("d/"), p("d/s/1"), p("d/s2/1"), p("d/s3/1"), p("d/t/u/1")]
+    );
+}
+
+#[test]
+fn the_top_directory_never_collapses() {
+    let mut q = Ledger::with_collapse_at(2);
+    for n in ["a", "b", "c"] {
+        q.push(p(n), false);
+    }
+    assert_eq!(q.len(), 3);
+}
+
+#[test]
+fn a_collapsed_directory_waits_for_its_children_in_flight() {
+    let mut q = Ledger::with_collapse_at(3);
+    q.push(p("d/1"), false);
+    let first = q.take(100).expect("d/1");
+    for n in ["d/2", "d/3", "d/4"] {
+        q.push(p(n), false);
+    }
+    assert_eq!(q.len(), 1);
+    assert!(q.take(100).is_none(), "d/1 is in flight below d");
+    // d/1 changes again: merged into the waiting listing, pushed after it.
+    q.push(p("d/1"), false);
+    q.finish(&first);
+    let listing = q.take(100).expect("the listing");
+    assert_eq!(listing, Job::Paths(vec![entry("d/")]));
+    assert_eq!(
+        shown_all(&q.in_flight().0),
+        [p("d/")],
+        "in flight as a listing"
+    );
+    q.push(p("d/5"), false);
+    assert!(q.take(100).is_none(), "d/5 waits for the listing in flight");
+    q.finish(&listing);
+    assert_eq!(paths(q.take(100)), [p("d/5")]);
+}
+
+#[test]
+fn a_collapsed_directory_holds_the_checkpoint_until_its_listing_is_pushed() {
+    let mut q = Ledger::with_collapse_at(2);
+    q.push(p("d/1"), false);
+    q.push(p("d/2"), false);
+    let cp = q.checkpoint();
+    q.push(p("d/3"), false); // merged, after the checkpoint
+    assert!(!q.passed(cp));
+    let w = q.take(100).expect("listing");
+    assert!(!q.passed(cp), "in flight");
+    q.owe(
+        &w,
+        Mark {
+            seq: 0,
+            since: Instant::now(),
+        },
+        0,
+    );
+    q.finish(&w);
+    assert!(!q.passed(cp), "owed");
+    q.paid(&w);
+    assert!(q.passed(cp));
+}
+
+#[test]
+fn a_deleted_collapsed_directory_goes_as_the_directory() {
+    let mut q = Ledger::with_collapse_at(2);
+    q.push(p("d/1"), false);
+    q.push(p("d/2"), false);
+    q.push(p("d"), true);
+    // Handed out with its `/`; the push drops it once d is not a directory.
+    assert_eq!(paths(q.take(100)), [p("d/")]);
+}
+
+#[test]
+fn a_listing_left_at_the_stop_or_owed_stays_a_listing() {
+    let mut q = Ledger::with_collapse_at(2);
+    q.push(p("d/1"), false);
+    q.push(p("d/2"), false);
+    let (left, full) = q.drain();
+    assert!(!full);
+    assert_eq!(shown_all(&left), [p("d/")]);
+    // Queued again from the fail log (which keeps the `/`), it is a listing again.
+    let mut q = Ledger::with_collapse_at(0);
+    q.push(entry("d/"), false);
+    q.push(p("d/1"), false);
+    assert_eq!(q.len(), 1, "d/1 merges into the listing waiting");
+    assert_eq!(paths(q.take(100)), [p("d/")]);
+}
+
+#[test]
+fn collapse_is_off_at_zero() {
+    let mut q = Ledger::with_collapse_at(0);
+    for i in 0..50 {
+        q.push(p(&format!("d/{i}")), false);
+    }
+    assert_eq!(q.len(), 50);
+}
+
+// --- Rename floods: many renames never serialize a remote ---
+
+fn renames_in(q: &mut Ledger, dir: &str, n: usize) {
+    for i in 0..n {
+        q.push_rename(
+            p(&format!("{dir}/f{i}")),
+            p(&format!("{dir}/g{i}")),
+            false,
+            vec![],
+        );
+    }
+}
+
+#[test]
+fn a_few_renames_still_travel_as_renames() {
+    let mut q = Ledger::default();
+    renames_in(&mut q, "d", RENAME_FLOOD);
+    for i in 0..RENAME_FLOOD {
+        let job = q.take(1000).expect("a rename");
+        assert!(
+            matches!(&job, Job::Rename { to, .. } if *to == p(&format!("d/g{i}"))),
+            "{job:?}"
+        );
+        q.finish(&job);
+    }
+    assert_eq!(q.take_flooded(), 0);
+    assert!(q.is_empty());
+}
+
+#[test]
+fn a_flood_of_renames_travels_plain_in_batches() {
+    let mut q = Ledger::default();
+    renames_in(&mut q, "d", 300);
+    let mut handed = Vec::new();
+    while let Some(job) = q.take(250) {
+        assert!(matches!(job, Job::Paths(_)), "a rename went alone: {job:?}");
+        handed.extend(paths(Some(job.clone())));
+        q.finish(&job);
+    }
+    assert_eq!(q.take_flooded(), 300);
+    assert_eq!(handed.len(), 600, "every old and new name, in three calls");
+    for i in 0..300 {
+        assert!(handed.contains(&p(&format!("d/f{i}"))));
+        assert!(handed.contains(&p(&format!("d/g{i}"))));
+    }
+    assert!(q.is_empty());
+    assert_eq!(q.oldest(), None);
+}
+
+#[test]
+fn an_unrelated_path_is_not_held_behind_waiting_renames() {
+    // Fewer than a flood: they stay renames, and the path goes right after the one
+    // rename handed out before it, not after all of them.
+    let mut q = Ledger::default();
+    renames_in(&mut q, "d", RENAME_FLOOD);
+    let first = q.take(1000).expect("the oldest rename");
+    assert!(matches!(first, Job::Rename { .. }));
+    q.push(p("other.txt"), false);
+    assert_eq!(paths(q.take(1000)), [p("other.txt")]);
+    // Then renames and paths take turns.
+    q.push(p("later.txt"), false);
+    let second = q.take(1000).expect("the next rename");
+    assert!(matches!(second, Job::Rename { .. }), "{second:?}");
+    assert_eq!(paths(q.take(1000)), [p("later.txt")]);
+
+    // A flood: the path is in the first batch, however many renames wait.
+    let mut q = Ledger::default();
+    renames_in(&mut q, "d", 2000);
+    q.push(p("other.txt"), false);
+    assert_eq!(paths(q.take(2)), [p("other.txt"), p("d/f0")]);
+}
+
+#[test]
+fn a_flood_keeps_the_renames_marks_and_their_order_per_path() {
+    let t0 = Instant::now();
+    let mut q = Ledger::with_rename_flood(0, 2);
+    q.push_rename_at(p("a"), p("b"), false, vec![], t0);
+    let cp = q.checkpoint();
+    q.push_rename_at(p("c"), p("d"), false, vec![], at(t0, 1));
+    q.push_rename_at(p("e"), p("f"), false, vec![], at(t0, 2));
+    q.push(p("x/y"), false);
+    // The flood turns all three plain, with their marks.
+    let job = q.take(3).expect("a batch");
+    assert_eq!(paths(Some(job.clone())), [p("x/y"), p("a"), p("b")]);
+    assert_eq!(q.oldest().map(|m| m.since), Some(t0));
+    // A path in flight holds back a later change of it.
+    q.push(p("b"), false);
+    let rest = q.take(100).expect("the rest");
+    assert_eq!(paths(Some(rest.clone())), [p("c"), p("d"), p("e"), p("f")]);
+    assert_eq!(q.take(100), None, "b waits for the call carrying it");
+    q.finish(&job);
+    assert!(
+        q.passed(cp),
+        "the rename a -> b went plain; b changed again later"
+    );
+    assert_eq!(paths(q.take(100)), [p("b")]);
+}
+
+/// A directory deleted (its listing went out as a delete) and made again before rsync
+/// read the tree was pushed as a directory only; it waits again as its listing, with the
+/// mark it had, so a barrier taken before does not pass (found by the simulator, seed
+/// 593: the old directory's file stayed on the remote and --wait-synced said synced).
+#[test]
+fn a_listing_pushed_again_keeps_its_mark_and_its_slash() {
+    let mut q = Ledger::default();
+    q.push(p("b"), true);
+    let checkpoint = q.checkpoint();
+    let job = q.take(100).expect("the listing");
+    assert_eq!(paths(Some(job.clone())), [p("b/")]);
+    q.finish_again(&job, &[p("b")], &[], Instant::now());
+    assert!(
+        !q.passed(checkpoint),
+        "the barrier must wait for the listing"
+    );
+    assert_eq!(paths(q.take(100)), [p("b/")]);
+}
+
+/// The queue's owed marks agree with the fail log on listings (found by the simulator,
+/// seed 6368): a listing `e/b/` owed was paid in the queue by the push of its parent's
+/// listing `e/` (which pushes `e/b` as a directory only), so a barrier passed while the
+/// fail log still owed it and the remote lacked its files.
+#[test]
+fn an_owed_listing_is_paid_only_by_its_own_listing() {
+    let mut q = Ledger::default();
+    let since = Instant::now();
+    q.owe(
+        &Job::Paths(vec![entry("e/"), entry("e/b/"), entry("e/f")]),
+        Mark { seq: 1, since },
+        0,
+    );
+    q.paid(&Job::Paths(vec![entry("e/")]));
+    assert!(!q.passed(1), "e/b/ is still owed");
+    q.paid(&Job::Paths(vec![entry("e/b")]));
+    assert!(!q.passed(1), "a plain push of e/b does not pay its listing");
+    q.paid(&Job::Paths(vec![entry("e/b/")]));
+    assert!(q.passed(1));
+}
+
+/// The ledger at a stop: what waited is owed with what was in flight, and a push that
+/// was in flight and succeeds after the close pays only what it carried, not a newer
+/// change of its path that waited behind it, nor a full sync that waited (a full sync
+/// in flight and a full sync waiting: the stop's fail log held only the waiting one's
+/// `./`, which the running one then paid, found by the simulator, seed 10557).
+#[test]
+fn what_waited_at_the_close_stays_owed_after_a_push_in_flight_succeeds() {
+    let mut q = Ledger::default();
+    q.push(p("a"), false);
+    let running = q.take(10).expect("a");
+    q.push(p("a"), false); // changed again while its push runs
+    q.push(entry("d/"), false);
+    let left = q.close();
+    assert_eq!(shown_all(&left.waiting), [p("a"), p("d/")]);
+    assert_eq!(shown_all(&left.running), [p("a")]);
+    assert!(!q.paid(&running), "a waited behind its push: still owed");
+    q.finish(&running);
+    assert_eq!(shown_all(&q.owed().entries()), [p("a"), p("d/")]);
+    assert!(!q.passed(q.checkpoint()));
+
+    let mut q = Ledger::default();
+    q.push_full();
+    let full = q.take(10).expect("the full sync");
+    q.push_full(); // an overflow while it runs
+    let left = q.close();
+    assert!(left.full);
+    assert!(!q.paid(&full), "the waiting full sync is still owed");
+    assert!(q.owed().full);
+}
