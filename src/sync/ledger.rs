@@ -6,8 +6,9 @@
 //!
 //! Its operations, by the names ARCHITECTURE.md gives them: queued ([`Ledger::push`],
 //! [`Ledger::push_rename`], [`Ledger::push_full`]), taken ([`Ledger::take`]), pushed
-//! ([`Ledger::paid`] then [`Ledger::finish`] or [`Ledger::finish_again`]), failed
-//! ([`Ledger::owe`]), closed ([`Ledger::close`]), replayed ([`Ledger::retry_at`],
+//! ([`Ledger::pushed`], which pays with [`Ledger::paid_leaving`], then [`Ledger::finish`]
+//! or [`Ledger::finish_again`]), failed ([`Ledger::failed`], which books with
+//! [`Ledger::owe`] and sets the retry), closed ([`Ledger::close`]), replayed ([`Ledger::retry_at`],
 //! [`Ledger::retry_due`]: what is owed moves back into the pending set at its time) and
 //! restored ([`Ledger::owe`] of what a fail log held). What waits is merged, ordered,
 //! batched and never run twice at once; what is owed and the marks are in `owed.rs`.
@@ -38,9 +39,10 @@
 //! rename is handed out, the free paths go before the next one (renames and paths take
 //! turns; neither waits behind the other's whole backlog).
 //!
-//! A remote that owes work has a retry time here: what it owes moves into the pending set
-//! when that time comes (the workers' wait already has a deadline per remote; no thread
-//! per remote).
+//! A remote that owes work has its retry schedule here ([`Ledger::failed`] sets the next
+//! retry on the backoff, [`Ledger::pushed`] ends it when the remote is back or level):
+//! what it owes moves into the pending set when that time comes (the workers' wait
+//! already has a deadline per remote; no thread per remote).
 //!
 //! Every entry carries a [`Mark`]: the sequence number and the time of the oldest change
 //! it stands for, kept when changes merge (a deleted directory inherits the marks of the
@@ -70,6 +72,7 @@ use std::time::Instant;
 
 use super::faillog::Owed;
 use super::job::{Entry, Job};
+use super::recovery::Recovery;
 
 /// A relative path as raw bytes. The maps compare and hash keys on every event; bytes
 /// do that with memcmp where `Path` walks components (that was the largest part of the
@@ -141,8 +144,10 @@ pub struct Ledger {
     /// does not pay it (it may stand for a newer change of its path).
     kept_at_close: HashMap<Key, (bool, Mark)>,
     kept_full: Option<Mark>,
-    /// When what is owed is queued again (the backoff retry), if it is set.
-    retry: Option<Instant>,
+    /// When what is owed is queued again, on the backoff schedule: the one record of
+    /// it (the step of the backoff, failing since, the next retry, whether the remote
+    /// answered; see [`Recovery`]).
+    recovery: Recovery,
     /// For every proper ancestor of an in-flight path: how many in-flight paths lie below.
     inflight_below: HashMap<Key, usize>,
     running: usize,
@@ -803,16 +808,7 @@ impl Ledger {
     /// [`Ledger::finish`], then the listings `again` (directories `work` listed) wait
     /// once more with the marks they had in flight, so a barrier is not passed
     /// on them.
-    ///
-    /// `redirect`: paths of `work` left out below what is a file or link now, with that
-    /// file or link, which waits once more with their marks.
-    pub fn finish_again(
-        &mut self,
-        work: &Job,
-        again: &[PathBuf],
-        redirect: &[(PathBuf, PathBuf)],
-        now: Instant,
-    ) {
+    pub fn finish_again(&mut self, work: &Job, again: &[PathBuf], now: Instant) {
         let marks: Vec<(Key, Mark)> = again
             .iter()
             .filter_map(|d| {
@@ -820,21 +816,7 @@ impl Ledger {
                 self.inflight.get(&k).map(|m| (k, *m))
             })
             .collect();
-        let moved: Vec<(Key, Mark)> = redirect
-            .iter()
-            .filter_map(|(p, a)| {
-                let m = self.inflight.get(p.as_os_str().as_bytes())?;
-                Some((a.as_os_str().as_bytes().to_vec(), *m))
-            })
-            .collect();
         self.finish(work);
-        for (k, m) in moved {
-            if self.full_pending {
-                self.full_mark = Some(older(self.full_mark, m));
-                continue;
-            }
-            self.push_key(k, false, now, Some(m));
-        }
         for (k, m) in marks {
             if self.full_pending {
                 // The full sync waiting covers it, from the older mark.
@@ -951,5 +933,6 @@ pub struct Left {
 }
 
 mod owed;
+pub use owed::Pushed;
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ pub mod index;
 pub mod intake;
 pub mod job;
 pub mod ledger;
+pub mod lockorder;
 pub mod queue;
 pub mod recovery;
 pub mod rsync;

@@ -283,6 +283,15 @@ impl Target {
                     {
                         argv.push(format!("--exclude={glob}").into());
                     }
+                } else {
+                    // A directory-only exclude (`e/`) depends on what the path is when
+                    // rsync reads it: a file queued here and replaced by such a
+                    // directory after the call was built stays out (a missing one is
+                    // still deleted on the remote). Other excluded names are never
+                    // queued.
+                    for glob in self.filter_globs.iter().filter(|g| g.ends_with('/')) {
+                        argv.push(format!("--exclude={glob}").into());
+                    }
                 }
                 argv.extend(args);
             }
@@ -1383,6 +1392,25 @@ mod tests {
             !plain.iter().any(|w| w.starts_with("--exclude")),
             "{plain:?}"
         );
+    }
+
+    /// Found by the simulator (seed 385, directory-only excludes): a file `e` queued,
+    /// renamed away and replaced by a directory `e` (excluded as `e/`) after the call was
+    /// built; `--dirs ./e` made the excluded directory on the remote. A plain push carries
+    /// the directory-only patterns (rsync then keeps such a directory out, and still
+    /// deletes a missing `e`), and no other rule.
+    #[test]
+    fn a_plain_push_carries_the_directory_only_patterns() {
+        let mut t = target(None, true);
+        t.filter_globs = vec!["*.log".into(), "e/".into(), "/top/".into()];
+        let plain = words(&t.argv(&Job::Paths(vec!["e".into()]), &[]).0);
+        let rules: Vec<&String> = plain
+            .iter()
+            .filter(|w| w.starts_with("--exclude"))
+            .collect();
+        assert_eq!(rules, ["--exclude=e/", "--exclude=/top/"], "{plain:?}");
+        let logged = words(&t.fail_log_argv(&Job::Paths(vec!["e".into()])));
+        assert!(logged.contains(&"--exclude=e/".to_owned()), "{logged:?}");
     }
 
     /// Found in a clean-clone CI run (the swap test on fanotify): `swap.tmp` renamed to

@@ -28,8 +28,9 @@ use std::time::{Duration, Instant, SystemTime};
 use super::cause::{self, Cause, Failures};
 use super::faillog::{self, FailLog};
 use super::job::{Entry, Job, RemoteId};
+use super::lockorder::{Hold, Lock};
 use super::queue::Queue;
-use super::recovery::{self, Recovery};
+use super::recovery;
 use super::rsync::{self, Outcome, Target};
 use crate::filter::Excludes;
 use crate::watch::RootHealth;
@@ -47,8 +48,6 @@ struct Stats {
     pushed: AtomicU64,
     /// rsync calls that failed after their retries.
     failed: AtomicU64,
-    /// Failing since when, and when what it owes is tried again.
-    recovery: Mutex<Recovery>,
     /// The last failure and the run of failures going on (the "recovered" line).
     failures: Mutex<Failures>,
     /// When each job running to this remote started (its calls, retries included).
@@ -57,16 +56,12 @@ struct Stats {
 }
 
 impl Stats {
-    fn recovery(&self) -> MutexGuard<'_, Recovery> {
-        self.recovery.lock().unwrap_or_else(|e| e.into_inner())
+    fn failures(&self) -> Ordered<'_, Failures> {
+        Ordered::lock(&self.failures, Lock::Failures)
     }
 
-    fn failures(&self) -> MutexGuard<'_, Failures> {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn running(&self) -> MutexGuard<'_, Vec<(u64, Instant)>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    fn running(&self) -> Ordered<'_, Vec<(u64, Instant)>> {
+        Ordered::lock(&self.running, Lock::Running)
     }
 
     /// Counts a job as running until the returned guard is dropped.
@@ -83,6 +78,38 @@ impl Stats {
             .map(|(_, at)| now.saturating_duration_since(*at))
             .max()
             .unwrap_or_default()
+    }
+}
+
+/// A lock of the push path held, checked against the lock order (ARCHITECTURE.md, see
+/// [`super::lockorder`]).
+struct Ordered<'a, T> {
+    guard: MutexGuard<'a, T>,
+    _held: Hold,
+}
+
+impl<'a, T> Ordered<'a, T> {
+    fn lock(m: &'a Mutex<T>, which: Lock) -> Ordered<'a, T> {
+        let held = Hold::new(which);
+        // A thread that panicked while holding it left consistent state: every
+        // mutation under these locks is completed before any call that could panic.
+        Ordered {
+            guard: m.lock().unwrap_or_else(|e| e.into_inner()),
+            _held: held,
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Ordered<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> std::ops::DerefMut for Ordered<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
     }
 }
 
@@ -413,12 +440,14 @@ impl Mirror {
         self.queue.push_full(&self.all());
     }
 
-    fn fail_log(&self) -> MutexGuard<'_, FailLog> {
-        debug_assert!(
-            !super::queue::lock_held(),
-            "lock order: the fail log's lock is taken before the queue's, never under it"
-        );
-        self.fail_log.lock().unwrap_or_else(|e| e.into_inner())
+    /// The fail log's lock: first in the lock order, never under another (checked).
+    fn fail_log(&self) -> Ordered<'_, FailLog> {
+        Ordered::lock(&self.fail_log, Lock::FailLog)
+    }
+
+    /// The note of the fail log's last failed write.
+    fn unsaved_note(&self) -> Ordered<'_, Option<String>> {
+        Ordered::lock(&self.unsaved, Lock::Unsaved)
     }
 
     /// Entries owed to configured remotes.
@@ -481,7 +510,6 @@ impl Mirror {
             rest: None,
             accounted: false,
             again: Vec::new(),
-            redirect: Vec::new(),
         };
         if let Some(why) = self.root_unsafe(t) {
             self.defer(t, &taken.job, &why);
@@ -559,15 +587,38 @@ impl Mirror {
             },
         };
         for (call, excluded) in calls {
+            // A path that is an excluded directory now goes as its parent's listing.
+            let target = &self.targets[t.0];
+            let sent = sent_paths(&target.root, &self.excludes[t.0], target.delete, &call);
+            let as_listings = excluded_directories(&target.root, &self.excludes[t.0], &call);
+            let excluded = match &sent {
+                Some(s) => self.excluded_in_listings(t, s),
+                None => excluded,
+            };
             // Listings of directories missing now go out as deletes (see
             // `Target::argv_with_args`); one made again before rsync read the tree is
             // then pushed as a directory only, and what the remote holds in it of the
             // old one stays. Such a listing goes out again, keeping its mark.
             let missing = missing_listings(&self.targets[t.0].root, &call);
+            // Listings that are directories now, with their stamps: one whose entries
+            // change before its prune ran goes out again (see `listings_changed`).
+            let listed = if self.targets[t.0].delete {
+                listing_stamps(&self.targets[t.0].root, &call)
+            } else {
+                Vec::new()
+            };
             let before =
                 (self.index.get()).and_then(|ix| ix.before(t, &self.targets[t.0].root, &call));
             let mut left_out = Vec::new();
-            let mut outcome = self.push(t, &call, &excluded, &mut left_out);
+            let mut outcome = match &sent {
+                Some(Job::Paths(p)) if p.is_empty() => Outcome {
+                    status: 0,
+                    stderr: String::new(),
+                    elapsed: Duration::ZERO,
+                },
+                Some(s) => self.push(t, s, &excluded, &mut left_out),
+                None => self.push(t, &call, &excluded, &mut left_out),
+            };
             if outcome.ok() {
                 if let Some(failed) = self.prune(t, &call, &excluded) {
                     outcome = failed;
@@ -607,22 +658,42 @@ impl Mirror {
                 }
             }
             let mut call = call;
+            let mut redirect = Vec::new();
             if outcome.ok() {
-                // What was left out below a file or link now is made equal by that
-                // file's push: it goes out again carrying their marks, so a barrier
-                // taken before waits for it (it may have been pushed before they were
-                // left out, or be waiting with a later mark). What went away since goes
-                // as a delete of the top of it that is gone, and a path below only
-                // directories again goes out itself.
+                // What was left out below a file or link now is not paid by this call
+                // but made equal by that file's push: it goes out again carrying their
+                // oldest marks, and what they owe moves to it (see
+                // `Ledger::paid_leaving`), so a barrier taken before waits for it (it
+                // may have been pushed before they were left out, or be waiting with a
+                // later mark). What went away since goes as a delete of the top of it
+                // that is gone, and a path below only directories again goes out itself.
                 let root = &self.targets[t.0].root;
                 for p in left_out {
                     let a = first_non_directory(root, &p).unwrap_or_else(|| p.clone());
-                    taken.redirect.push((p, a));
+                    redirect.push((p, a));
+                }
+            }
+            if outcome.ok() {
+                // A path that became such an excluded directory after the call was built
+                // was kept out by rsync (its pattern travels with the call), and what the
+                // remote held there (a file, a link) stayed: not paid, it goes out again
+                // with its mark, then as its parent's listing.
+                let root = &self.targets[t.0].root;
+                let raced: Vec<PathBuf> = excluded_directories(root, &self.excludes[t.0], &call)
+                    .into_iter()
+                    .filter(|p| !as_listings.contains(p))
+                    .collect();
+                if !raced.is_empty() && self.targets[t.0].delete {
+                    if let Job::Paths(paths) = &mut call {
+                        paths.retain(|e| !raced.contains(&e.path));
+                    }
+                    redirect.extend(raced.into_iter().map(|p| (p.clone(), p)));
                 }
             }
             if outcome.ok() {
                 let root = &self.targets[t.0].root;
-                let again = listings_again(root, missing);
+                let mut again = listings_again(root, missing);
+                again.extend(listings_changed(root, listed));
                 if !again.is_empty() {
                     // Not paid: what they owe (in the fail log, with its older mark) stays
                     // owed until their listing lands.
@@ -643,7 +714,7 @@ impl Mirror {
                     _ => ix.landed(t, before.unwrap_or_default()),
                 }
             }
-            rest = rest.or(self.account(t, &call, &outcome));
+            rest = rest.or(self.book(t, &call, &outcome, true, &redirect));
         }
         taken.rest = rest;
         taken.accounted = true;
@@ -704,7 +775,7 @@ impl Mirror {
         let Job::Rename { from, to, dir, .. } = job else {
             return None;
         };
-        if self.stats[t.0].recovery().is_failing() {
+        if self.queue.is_failing(t) {
             return None;
         }
         let target = &*self.target_for_call(t);
@@ -829,16 +900,7 @@ impl Mirror {
         if !target.delete {
             return None;
         }
-        let dirs: Vec<PathBuf> = paths
-            .iter()
-            .filter(|e| e.listing)
-            .map(|e| e.path.clone())
-            .filter(|d| {
-                std::fs::read_dir(target.root.join(d)).is_ok_and(|mut it| {
-                    it.any(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir())))
-                })
-            })
-            .collect();
+        let dirs = prunable(&target.root, paths);
         if dirs.is_empty() {
             return None;
         }
@@ -866,7 +928,11 @@ impl Mirror {
                 let name = e.file_name();
                 let rel = dir.join(&name);
                 let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-                if crate::filter::skip(&self.excludes[t.0], name.as_bytes(), &rel, is_dir) {
+                let excludes = &self.excludes[t.0];
+                if crate::filter::is_temp_name(name.as_bytes())
+                    || (excludes.excludes(&rel, is_dir)
+                        && excludes.needs_anchored_rule(&rel, is_dir))
+                {
                     out.push(rel);
                 }
             }
@@ -995,7 +1061,7 @@ impl Mirror {
             if outcome.ok()
                 || attempt >= self.retry_delays.len()
                 || self.stopping.load(Ordering::Relaxed)
-                || self.stats[t.0].recovery().is_failing()
+                || self.queue.is_failing(t)
                 || self.root_unsafe(t).is_some()
             {
                 return outcome;
@@ -1019,27 +1085,30 @@ impl Mirror {
     /// Books an outcome: counters, fail queue, fail log. Returns how long the remote
     /// should rest before its next call.
     fn account(&self, t: RemoteId, job: &Job, outcome: &Outcome) -> Option<Duration> {
-        self.book(t, job, outcome, true)
+        self.book(t, job, outcome, true, &[])
     }
 
     /// The part of a call that ended in exit 23 which landed: paid like a success, but
     /// the call failed, so it ends no run of failures (no "recovered" line); the failed
     /// part is booked with [`Mirror::account`].
     fn account_landed_part(&self, t: RemoteId, job: &Job, outcome: &Outcome) -> Option<Duration> {
-        self.book(t, job, outcome, false)
+        self.book(t, job, outcome, false, &[])
     }
 
+    /// Books an outcome; `left_out`: paths of `job` a success left out below a file
+    /// or link, with that file or link (see `Ledger::paid_leaving`).
     fn book(
         &self,
         t: RemoteId,
         job: &Job,
         outcome: &Outcome,
         ends_failures: bool,
+        left_out: &[(PathBuf, PathBuf)],
     ) -> Option<Duration> {
         let stats = &self.stats[t.0];
         let target = &self.targets[t.0];
         if let Job::Full = job {
-            *self.last_full.lock().unwrap_or_else(|e| e.into_inner()) = Some(FullSyncResult {
+            *Ordered::lock(&self.last_full, Lock::LastFull) = Some(FullSyncResult {
                 ended: SystemTime::now(),
                 ok: outcome.ok(),
                 seconds: outcome.elapsed.as_secs_f64(),
@@ -1083,26 +1152,12 @@ impl Mirror {
                 );
             }
             // The fail log's lock first, then the queue's (see ARCHITECTURE.md), so
-            // the file is written in the order the ledger changed.
+            // the file is written in the order the ledger changed. The ledger pays,
+            // follows the retry schedule and queues again what it owes when the remote
+            // is back or no push of it is coming (see `Ledger::pushed`).
             let fl = self.fail_log();
-            let changed = self.queue.paid(t, job);
-            let still_owes = self.queue.owes(t);
-            let (was_failing, recovered) = {
-                let mut rec = stats.recovery();
-                (rec.is_failing(), rec.succeeded(still_owes))
-            };
-            // Entries still owed once this is the remote's last push, nothing waits for
-            // it and no retry is set: no push of them is coming (a listing or a deleted
-            // directory took their place while they waited, and paid only itself), so
-            // they would wait for the timed replay, and every barrier with them. They go
-            // out again now; a push of each pays it.
-            let orphaned = !recovered && still_owes && self.queue.is_last_call_of(t);
-            let owed = if recovered || orphaned {
-                self.queue.owed_jobs(t)
-            } else {
-                Vec::new()
-            };
-            if changed || self.unsaved() {
+            let pushed = self.queue.pushed(t, job, left_out);
+            if pushed.changed || self.unsaved() {
                 self.save(&fl);
             }
             drop(fl);
@@ -1116,25 +1171,20 @@ impl Mirror {
                     cause::recovered_line(&label, &r)
                 );
             }
-            if was_failing && (recovered || !still_owes) {
-                self.queue.cancel_retry(t);
-            }
-            if recovered {
+            if pushed.recovered {
                 log::info!(
                     "{} is reachable again; queueing what it owes",
                     target.label()
                 );
-                self.requeue(owed.into_iter().map(|job| (t, job)).collect());
-            } else if orphaned {
+            } else if pushed.orphaned > 0 {
+                let n = pushed.orphaned;
                 log::info!(
-                    "{} owes {} entr{} that no push waiting or running covers; queueing \
+                    "{} owes {n} entr{} that no push waiting or running covers; queueing \
                      them again",
                     target.label(),
-                    owed.len(),
-                    if owed.len() == 1 { "y" } else { "ies" }
+                    if n == 1 { "y" } else { "ies" }
                 );
-                self.requeue(owed.into_iter().map(|job| (t, job)).collect());
-            } else if was_failing && !still_owes {
+            } else if pushed.was_failing && !pushed.still_owes {
                 log::info!("{} is level again: it owes nothing", target.label());
             }
             return None;
@@ -1168,19 +1218,19 @@ impl Mirror {
         }
         let fl = self.fail_log();
         // Before the job is finished in the queue, so its entries are never neither in
-        // flight nor owed (a barrier would pass them).
-        self.queue.owe(t, job, Instant::now(), outcome.status);
+        // flight nor owed (a barrier would pass them); the ledger sets the retry.
+        let plan = self
+            .queue
+            .failed(t, job, outcome.status, crate::sys::random_u64());
         let saved = self.try_save(&fl);
         let path = fl.path.clone();
         drop(fl);
-        let plan = stats.recovery().failed(
-            Instant::now(),
-            SystemTime::now(),
-            outcome.status,
-            crate::sys::random_u64(),
-        );
-        let retry_in = plan.retry_at.saturating_duration_since(Instant::now());
-        self.queue.retry_at(t, plan.retry_at);
+        let now = Instant::now();
+        let plan = plan.unwrap_or(recovery::Plan {
+            retry_at: now,
+            rest: recovery::ANSWERED_REST,
+        });
+        let retry_in = plan.retry_at.saturating_duration_since(now);
         match saved {
             Ok(()) => log::error!(
                 remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status,
@@ -1210,11 +1260,7 @@ impl Mirror {
     /// Writes the fail log from the ledger (under the fail log's lock), logging a
     /// failure the first time it is seen.
     fn save(&self, fl: &FailLog) {
-        let mut known = self
-            .unsaved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let mut known = self.unsaved_note().clone();
         if let Err(e) = self.try_save(fl) {
             if known.take().as_deref() != Some(e.as_str()) {
                 log::error!(
@@ -1232,7 +1278,7 @@ impl Mirror {
     fn try_save(&self, fl: &FailLog) -> Result<(), String> {
         let owed = self.queue.owed();
         let result = fl.save(&owed, &self.targets).map_err(|e| e.to_string());
-        let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        let mut unsaved = self.unsaved_note();
         match &result {
             Ok(()) if unsaved.take().is_some() => log::info!(
                 "the fail log {} is written again ({} entries)",
@@ -1297,10 +1343,7 @@ impl Mirror {
 
     /// Whether the last write of the fail log failed.
     pub fn unsaved(&self) -> bool {
-        self.unsaved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.unsaved_note().is_some()
     }
 
     /// While the last write failed: writes the fail log again (the scheduler's timer).
@@ -1342,6 +1385,7 @@ impl Mirror {
         let queued = self.queue.waiting();
         let behind = self.queue.behind();
         let owed = self.queue.owed_counts();
+        let recoveries = self.queue.recoveries();
         let (fail_log, fail_log_entries, unknown_entries) = {
             let fl = self.fail_log();
             let unknown = fl.unknown_len();
@@ -1359,8 +1403,8 @@ impl Mirror {
             .zip(queued)
             .zip(owed)
             .zip(behind)
-            .map(|((((t, s), q), owed), behind)| {
-                let rec = s.recovery().clone();
+            .zip(recoveries)
+            .map(|(((((t, s), q), owed), behind), rec)| {
                 let last_error = s.failures().last().cloned();
                 RemoteSnapshot {
                     remote: t.label(),
@@ -1387,11 +1431,7 @@ impl Mirror {
             fail_log,
             fail_log_entries,
             unknown_entries,
-            last_full_sync: self
-                .last_full
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            last_full_sync: Ordered::lock(&self.last_full, Lock::LastFull).clone(),
             remotes,
         }
     }
@@ -1417,6 +1457,74 @@ fn only_blocked_by_directories(outcome: &Outcome) -> bool {
         }
     }
     blocked
+}
+
+/// A path push as it is sent (`None`: as it is). A path that is now a directory the
+/// `<filter>` excludes only as a directory (`e/`: queued as a file, or a file's delete,
+/// or a rename's old path, then replaced by such a directory) is not pushed: `--dirs
+/// ./e` would make the excluded directory on the remote (and `./e/` would leave what the
+/// remote holds there). What the remote may hold there (the file pushed
+/// before) must go as a full sync would make it go: with deletes on, the path goes as
+/// its parent's listing (the excluded directory stays out by its rsync pattern, a file or
+/// link of that name on the remote is deleted); with deletes off it is left out. The
+/// call itself (its marks, the fail log) still names the path.
+fn sent_paths(root: &Path, excludes: &Excludes, delete: bool, job: &Job) -> Option<Job> {
+    let Job::Paths(paths) = job else {
+        return None;
+    };
+    let now_excluded = excluded_directories(root, excludes, job);
+    if now_excluded.is_empty() {
+        return None;
+    }
+    let mut sent: Vec<Entry> = Vec::with_capacity(paths.len());
+    for e in paths {
+        let entry = if now_excluded.contains(&e.path) {
+            if !delete {
+                continue;
+            }
+            Entry::listing(e.path.parent().map(Path::to_path_buf).unwrap_or_default())
+        } else {
+            e.clone()
+        };
+        if !sent.contains(&entry) {
+            sent.push(entry);
+        }
+    }
+    Some(Job::Paths(sent))
+}
+
+/// The listed directories of a push that need a prune: directories now (not links:
+/// a listing whose directory is a link went as the link, and `./link/` would make rsync
+/// read the link's target, anywhere, and delete through the remote's link of that name)
+/// with a directory among their entries.
+fn prunable(root: &Path, paths: &[Entry]) -> Vec<PathBuf> {
+    paths
+        .iter()
+        .filter(|e| e.listing)
+        .map(|e| e.path.clone())
+        .filter(|d| {
+            std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir())
+                && std::fs::read_dir(root.join(d)).is_ok_and(|mut it| {
+                    it.any(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir())))
+                })
+        })
+        .collect()
+}
+
+/// The paths of `job` (plain or listed) that are now directories the `<filter>` excludes
+/// only as directories (see [`sent_paths`]).
+fn excluded_directories(root: &Path, excludes: &Excludes, job: &Job) -> Vec<PathBuf> {
+    let Job::Paths(paths) = job else {
+        return Vec::new();
+    };
+    paths
+        .iter()
+        .filter(|e| {
+            excludes.excludes_only_as_directory(&e.path)
+                && std::fs::symlink_metadata(root.join(&e.path)).is_ok_and(|m| m.is_dir())
+        })
+        .map(|e| e.path.clone())
+        .collect()
 }
 
 /// Is `path` (relative to `root`) below something that is not a directory now: a
@@ -1459,9 +1567,6 @@ struct Taken<'a> {
     accounted: bool,
     /// Listings (their directories) to push again, keeping their marks.
     again: Vec<PathBuf>,
-    /// Paths left out below a file or link now, with that file or link: it is pushed
-    /// again with their marks.
-    redirect: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Drop for Taken<'_> {
@@ -1478,7 +1583,7 @@ impl Drop for Taken<'_> {
             self.rest = m.account(self.t, &self.job, &outcome);
         }
         m.queue
-            .finish_again(self.t, &self.job, self.rest, &self.again, &self.redirect);
+            .finish_again(self.t, &self.job, self.rest, &self.again);
     }
 }
 
@@ -1505,17 +1610,59 @@ type DirStamp = (u64, u64, i64, i64, i64, i64);
 /// The stamp of `path`'s parent directory (relative to `root`), read without following
 /// a link; `None` when it cannot be read.
 fn parent_stamp(root: &Path, path: &Path) -> Option<DirStamp> {
-    use std::os::unix::fs::MetadataExt;
     let parent = path.parent().unwrap_or(Path::new(""));
     let m = std::fs::symlink_metadata(root.join(parent)).ok()?;
-    Some((
+    Some(stamp(&m))
+}
+
+/// The directories `job` lists that are directories now, with their stamps.
+fn listing_stamps(root: &Path, job: &Job) -> Vec<(PathBuf, DirStamp)> {
+    let Job::Paths(paths) = job else {
+        return Vec::new();
+    };
+    paths
+        .iter()
+        .filter(|e| e.listing && !e.path.as_os_str().is_empty())
+        .filter_map(|e| Some((e.path.clone(), dir_stamp(root, &e.path)?)))
+        .collect()
+}
+
+/// Of the listings pushed (with deletes on), those whose directory is not the one it
+/// was when the call was built, or whose entries changed since (made, removed or
+/// renamed while rsync read it or before the prune looked): they go out again, keeping
+/// their marks. rsync sends each subdirectory of a listing as a directory only, so what
+/// the remote holds below one of an older tree stays unless the prune deletes it; the
+/// prune looks at the directory after the call, and one that went away or lost its
+/// subdirectories meanwhile was not pruned, and a barrier passed with the old entries
+/// on the remote (simulator seed 448311).
+fn listings_changed(root: &Path, listed: Vec<(PathBuf, DirStamp)>) -> Vec<PathBuf> {
+    listed
+        .into_iter()
+        .filter(|(d, stamp)| dir_stamp(root, d) != Some(*stamp))
+        .map(|(d, _)| d)
+        .collect()
+}
+
+/// The stamp of the directory `dir` (relative to `root`), read without following a
+/// link; `None` when it is not a directory or cannot be read.
+fn dir_stamp(root: &Path, dir: &Path) -> Option<DirStamp> {
+    let m = std::fs::symlink_metadata(root.join(dir))
+        .ok()
+        .filter(std::fs::Metadata::is_dir)?;
+    Some(stamp(&m))
+}
+
+/// The [`DirStamp`] of what `m` describes.
+fn stamp(m: &std::fs::Metadata) -> DirStamp {
+    use std::os::unix::fs::MetadataExt;
+    (
         m.dev(),
         m.ino(),
         m.mtime(),
         m.mtime_nsec(),
         m.ctime(),
         m.ctime_nsec(),
-    ))
+    )
 }
 
 /// Of the listings that went out as deletes (their directory missing when the call was
@@ -1691,6 +1838,79 @@ mod tests {
         assert_eq!(failed_in_root(root, dotdot), None);
     }
 
+    /// Found by the simulator (seed 330, directory-only excludes): `write e; rm e;
+    /// mv build/e e` with `e/` excluded: the file's events queued `e`, and its push
+    /// (`--dirs ./e`) made the excluded directory on the remote. Such a path goes as its
+    /// parent's listing (a file `e` pushed before is deleted there), or, with deletes
+    /// off, not at all; other paths as they are.
+    #[test]
+    fn a_path_that_is_an_excluded_directory_now_goes_as_its_parents_listing() {
+        let root = tempfile::tempdir().expect("tempdir");
+        for d in ["e", "d/e", "d/f"] {
+            std::fs::create_dir_all(root.path().join(d)).expect("mkdir");
+        }
+        std::fs::write(root.path().join("d/x"), b"x").expect("write");
+        let excludes = Excludes::new(vec![crate::config::path_regex(r"(.*/)?e/").expect("regex")]);
+        let job = Job::Paths(vec![
+            Entry::plain("e"),
+            Entry::plain("d/e"),
+            Entry::plain("d/x"),
+            Entry::plain("d/f"),
+            Entry::plain("gone"),
+        ]);
+        let sent = sent_paths(root.path(), &excludes, true, &job);
+        assert_eq!(
+            sent,
+            Some(Job::Paths(vec![
+                Entry::listing(""),
+                Entry::listing("d"),
+                Entry::plain("d/x"),
+                Entry::plain("d/f"),
+                Entry::plain("gone"),
+            ]))
+        );
+        let kept = sent_paths(root.path(), &excludes, false, &job);
+        assert_eq!(
+            kept,
+            Some(Job::Paths(vec![
+                Entry::plain("d/x"),
+                Entry::plain("d/f"),
+                Entry::plain("gone"),
+            ]))
+        );
+        // A listing of such a directory too (seed 3708: a file renamed away and the
+        // directory made at its old path).
+        let listed = Job::Paths(vec![Entry::listing("d/e"), Entry::plain("d/x")]);
+        assert_eq!(
+            sent_paths(root.path(), &excludes, true, &listed),
+            Some(Job::Paths(vec![Entry::listing("d"), Entry::plain("d/x")]))
+        );
+        let plain = Job::Paths(vec![Entry::plain("d/x"), Entry::listing("d/f")]);
+        assert_eq!(sent_paths(root.path(), &excludes, true, &plain), None);
+    }
+
+    /// Found by the simulator (seed 245, symlinks): `rm -rf e; ln -s . e` while the
+    /// listing of `e` waited: the listing went as the link, but its prune ran as
+    /// `-r --delete ./e/`, which reads the whole root through the link and deletes
+    /// through the remote's link of that name. Only directories are pruned.
+    #[test]
+    fn a_listing_whose_directory_is_a_link_now_is_not_pruned() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("d/sub")).expect("mkdir");
+        std::fs::create_dir_all(root.path().join("flat")).expect("mkdir");
+        std::os::unix::fs::symlink(".", root.path().join("e")).expect("ln -s . e");
+        std::os::unix::fs::symlink("d", root.path().join("l")).expect("ln -s d l");
+        let paths = [
+            Entry::listing("d"),
+            Entry::listing("e"),
+            Entry::listing("l"),
+            Entry::listing("flat"),
+            Entry::listing("gone"),
+            Entry::plain("d/sub"),
+        ];
+        assert_eq!(prunable(root.path(), &paths), [PathBuf::from("d")]);
+    }
+
     #[test]
     fn the_operators_worker_count_is_kept() {
         assert_eq!(count(Some(4), 20), 4);
@@ -1710,5 +1930,33 @@ mod tests {
         for remotes in 1..=MAX_WORKERS / WORKERS_PER_REMOTE {
             assert!(count(None, remotes) >= remotes * WORKERS_PER_REMOTE);
         }
+    }
+
+    /// A listing whose directory went away after the call was built (so its prune,
+    /// which looks at it after the call, did not run) goes out again; one unchanged
+    /// does not (found by the simulator, seed 448311: `c/` was listed while `c/c`, a
+    /// newer directory, stood where an older one's files still were on the remote, then
+    /// `c` was moved away, the prune was skipped and a barrier passed).
+    #[test]
+    fn a_listing_whose_directory_went_away_before_its_prune_goes_out_again() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path();
+        std::fs::create_dir_all(root.join("c/c")).expect("c/c");
+        std::fs::create_dir(root.join("e")).expect("e");
+        let job = Job::Paths(vec![
+            Entry {
+                path: PathBuf::from("c"),
+                listing: true,
+            },
+            Entry {
+                path: PathBuf::from("e"),
+                listing: true,
+            },
+            Entry::plain("f"),
+        ]);
+        let listed = listing_stamps(root, &job);
+        assert_eq!(listed.len(), 2, "the listings that are directories");
+        std::fs::rename(root.join("c"), root.join("old")).expect("mv c old");
+        assert_eq!(listings_changed(root, listed), [PathBuf::from("c")]);
     }
 }

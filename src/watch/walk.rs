@@ -210,7 +210,10 @@ fn excluded_below(root: &Path, dir: PathBuf, excludes: &Excludes) -> Vec<PathBuf
         let rel = dir.join(entry.file_name());
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
         if excludes.excludes(&rel, is_dir) {
-            out.push(rel);
+            // Kept out by an rsync pattern alone (`e/`), see `Excludes::needs_anchored_rule`.
+            if excludes.needs_anchored_rule(&rel, is_dir) {
+                out.push(rel);
+            }
         } else if is_dir {
             subdirs.push(rel);
         }

@@ -853,7 +853,7 @@ fn a_listing_pushed_again_keeps_its_mark_and_its_slash() {
     let checkpoint = q.checkpoint();
     let job = q.take(100).expect("the listing");
     assert_eq!(paths(Some(job.clone())), [p("b/")]);
-    q.finish_again(&job, &[p("b")], &[], Instant::now());
+    q.finish_again(&job, &[p("b")], Instant::now());
     assert!(
         !q.passed(checkpoint),
         "the barrier must wait for the listing"
@@ -910,4 +910,85 @@ fn what_waited_at_the_close_stays_owed_after_a_push_in_flight_succeeds() {
     assert!(left.full);
     assert!(!q.paid(&full), "the waiting full sync is still owed");
     assert!(q.owed().full);
+}
+
+/// A path left out of a call (below what is a file now) is not paid by it: what it owes
+/// moves to the file with the oldest of its marks, owed and in flight (found by the
+/// simulator, seed 14395: the call that left `d/c/a` out paid its owed entry, the
+/// redirect to `d/c` carried only the newer mark it had in flight, and a barrier taken
+/// between the two passed while the remote still held `d/c/a`).
+#[test]
+fn a_path_left_out_below_a_file_moves_what_it_owes_to_the_file() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_at(entry("d/c/a"), false, t0);
+    q.push_at(entry("b"), false, t0);
+    let w = q.take(100).expect("work");
+    q.owe(&w, Mark { seq: 0, since: t0 }, 10);
+    q.finish(&w);
+    let checkpoint = q.checkpoint();
+    // The retry takes them again, with newer marks.
+    q.retry_at(Some(at(t0, 1)));
+    q.retry_due(at(t0, 2));
+    let w = q.take(100).expect("the retry");
+    assert_eq!(paths(Some(w.clone())), [p("b"), p("d/c/a")]);
+    // d/c is a file now: the call succeeds without d/c/a.
+    let changed = q.paid_leaving(&w, &[(p("d/c/a"), p("d/c"))], at(t0, 3));
+    q.finish(&w);
+    assert!(
+        changed,
+        "what is owed changed: the fail log is written again"
+    );
+    assert_eq!(
+        shown_all(&q.owed().entries()),
+        [p("d/c")],
+        "d/c/a's owed entry moved to the file"
+    );
+    assert!(
+        !q.passed(checkpoint),
+        "the barrier waits for the file's push"
+    );
+    assert_eq!(q.oldest().map(|m| m.since), Some(t0), "the oldest mark");
+    let w = q.take(100).expect("the file");
+    assert_eq!(paths(Some(w.clone())), [p("d/c")]);
+    assert!(q.paid_leaving(&w, &[], at(t0, 4)));
+    q.finish(&w);
+    assert!(q.passed(checkpoint));
+    assert!(!q.owes());
+}
+
+/// The ledger keeps the retry schedule of what is owed (no other record of it): a
+/// failure sets the retry on the backoff, a remote that did not answer and answers
+/// again has what it owes queued at once (its retry dropped), and once it is level its
+/// schedule ends.
+#[test]
+fn the_ledger_keeps_the_retry_schedule_of_what_is_owed() {
+    use std::time::SystemTime;
+    let t0 = Instant::now();
+    let w0 = SystemTime::now();
+    let mut q = Ledger::default();
+    q.push_at(entry("a"), false, t0);
+    let w = q.take(10).expect("a");
+    let plan = q.failed(&w, 10, t0, w0, 0); // the remote did not answer
+    q.finish(&w);
+    assert_eq!(plan.retry_at, at(t0, 800), "the first step of the backoff");
+    assert_eq!(plan.rest, Duration::from_millis(800), "it rests until then");
+    assert!(q.retrying() && q.recovery().is_failing());
+    assert_eq!(q.retry_due(at(t0, 799)), Some(at(t0, 800)));
+    assert!(q.is_empty(), "not queued before its time");
+    // A live push succeeds: the remote answers again, what it owes is queued now.
+    q.push_at(entry("b"), false, at(t0, 100));
+    let w = q.take(10).expect("b");
+    let pushed = q.pushed(&w, &[], at(t0, 100));
+    q.finish(&w);
+    assert!(pushed.was_failing && pushed.recovered && pushed.still_owes);
+    assert!(!q.retrying(), "its retry is dropped");
+    let w = q.take(10).expect("what it owes");
+    assert_eq!(paths(Some(w.clone())), [p("a")]);
+    let pushed = q.pushed(&w, &[], at(t0, 200));
+    q.finish(&w);
+    assert!(pushed.changed && !pushed.still_owes);
+    assert!(!q.recovery().is_failing(), "level: the schedule ends");
+    assert_eq!(q.recovery().next_retry(t0), None);
+    assert!(q.passed(q.checkpoint()));
 }

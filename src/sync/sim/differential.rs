@@ -320,7 +320,12 @@ fn excluded_in(source: &Tree, excludes: &Excludes, dir: &[u8]) -> Vec<PathBuf> {
     source
         .iter()
         .filter(|(k, _)| k.starts_with(&prefix) && !k[prefix.len()..].contains(&b'/'))
-        .filter(|(k, n)| filter::skip(excludes, &k[prefix.len()..], &path(k), **n == Node::Dir))
+        .filter(|(k, n)| {
+            let (name, is_dir) = (&k[prefix.len()..], **n == Node::Dir);
+            filter::is_temp_name(name)
+                || (excludes.excludes(&path(k), is_dir)
+                    && excludes.needs_anchored_rule(&path(k), is_dir))
+        })
         .map(|(k, _)| path(k))
         .collect()
 }
@@ -380,10 +385,13 @@ fn pick_paths(rng: &mut Rng, excludes: &Excludes, source: &Tree, remote: &Tree) 
         .into_iter()
         .collect();
     pool.extend([b"e".to_vec(), b"a/e".to_vec(), b"d/a/e".to_vec()]);
-    // The agent's paths never hold a temp or excluded name (its intake drops them).
+    // The agent's paths never hold a temp or excluded name (its intake drops them), but
+    // for a name excluded only as a directory (`e/`): queued as a file, it may be such a
+    // directory when rsync reads it (the agent sends one it sees so as its parent's
+    // listing, `Mirror::run_job`).
     pool.retain(|p| {
         let is_dir = source.get(p).or(remote.get(p)) == Some(&Node::Dir);
-        !skipped(excludes, p, is_dir)
+        !skipped(excludes, p, is_dir) || (is_dir && !skipped(excludes, p, false))
     });
     let n = 1 + rng.below(4);
     let mut out: Vec<Entry> = Vec::new();
@@ -398,6 +406,14 @@ fn pick_paths(rng: &mut Rng, excludes: &Excludes, source: &Tree, remote: &Tree) 
         if !out.iter().any(|o| o.path == e.path) {
             out.push(e);
         }
+    }
+    // The root's listing (`.//`): a path at the top that is such an excluded directory
+    // goes so. Alone: beside a deletion request that aborts the receiver (below a link
+    // that leads nowhere), what real rsync's generator deleted before the receiver died
+    // depends on the two processes' timing (seen: a directory's entries deleted while
+    // making way for a file, then "could not make way").
+    if rng.chance(10) {
+        return vec![Entry::listing("")];
     }
     out
 }
@@ -427,7 +443,7 @@ fn shape(
                     .iter()
                     .filter(|e| e.listing)
                     .map(|e| e.path.as_os_str().as_bytes())
-                    .filter(|d| source.get(*d) == Some(&Node::Dir))
+                    .filter(|d| d.is_empty() || source.get(*d) == Some(&Node::Dir))
                     .flat_map(|d| excluded_in(source, excludes, d))
                     .collect();
                 let (argv, stdin) = t.argv(&Job::Paths(paths), &excluded);
@@ -461,6 +477,29 @@ fn shape(
                         }
                     }
                 }
+                // A link to a directory, as a prune meets it when the directory was
+                // replaced by such a link after the agent looked (it prunes only what
+                // is a directory then, `workers::prunable`): rsync reads the link's
+                // target and deletes through the remote's link of that name.
+                let mut name = "prune";
+                if rng.chance(25) {
+                    let links: Vec<&Vec<u8>> = source
+                        .iter()
+                        // Not `/etc`: the sender would read the machine's.
+                        .filter(|(k, n)| {
+                            matches!(n, Node::Link(to) if !to.starts_with(b"/"))
+                                && !skipped(excludes, k, false)
+                        })
+                        .map(|(k, _)| k)
+                        .filter(|k| {
+                            std::fs::metadata(t.root.join(path(k))).is_ok_and(|m| m.is_dir())
+                        })
+                        .collect();
+                    if let Some(l) = rng.pick(&links) {
+                        chosen.push((*l).clone());
+                        name = "prune through a link";
+                    }
+                }
                 if chosen.is_empty() {
                     continue;
                 }
@@ -471,7 +510,7 @@ fn shape(
                 let dirs: Vec<PathBuf> = chosen.iter().map(|d| path(d)).collect();
                 let (argv, stdin) = t.prune_argv(&dirs, &excluded);
                 return Shape {
-                    name: "prune".into(),
+                    name: name.into(),
                     calls: vec![(argv, stdin)],
                 };
             }

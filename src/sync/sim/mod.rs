@@ -611,6 +611,11 @@ impl Sim {
                     Some(_) if dir => return,
                     Some(_) => {}
                 }
+                // Two hard links of one file: rename(2) does nothing and the kernel
+                // says nothing (both names stay), so no event may be made up for it.
+                if same_file(&abs(&from), &abs(&new)) {
+                    return;
+                }
                 if std::fs::rename(abs(&from), abs(&new)).is_err() {
                     return;
                 }
@@ -1253,8 +1258,8 @@ fn shown(program: &OsStr, argv: &[OsString]) -> String {
 }
 
 /// Which faults histories inject, and which parts of the model they may draw
-/// (`SIM_FAULTS`: a comma-separated subset of the names below, or `all`; the default
-/// leaves out `dironly` and `symlinks`, see [`faults`]). A seed's history depends on this set: a part not drawn
+/// (`SIM_FAULTS`: a comma-separated subset of the names below, or `all`, the default;
+/// see [`faults`]). A seed's history depends on this set: a part not drawn
 /// takes nothing from the seed's random sequence.
 #[derive(Debug, Clone, Copy)]
 pub struct Faults {
@@ -1298,14 +1303,15 @@ impl Faults {
         symlinks: false,
     };
 
-    /// What the test run draws: all but the directory-only exclude and symlinks to
-    /// entries of the tree, which still find open defects (see [`faults`]).
+    /// What the test run draws: every fault and part of the model.
     pub const DEFAULT: Faults = Faults {
         outages: true,
         hangs: true,
         reloads: true,
         roots: true,
+        dir_only: true,
         hard_links: true,
+        symlinks: true,
         ..Faults::BASE
     };
 }
@@ -1328,14 +1334,19 @@ pub fn faults() -> Faults {
                 symlinks: on("symlinks"),
             }
         }
-        // Left out by default while they still find open defects, so that the test run
-        // passes (`SIM_FAULTS=all` runs them too): the directory-only exclude (a
-        // path queued as a file and pushed when it is an excluded directory: the remote
-        // gets it; seed 330 with `stops,overflows,timeouts,dironly`); symlinks to
-        // entries (a listing's prune through a link to a directory, which the rsync model
-        // does not know; seed 245 with `stops,overflows,timeouts,symlinks`).
+        // Every fault (the directory-only exclude and symlinks to entries joined once
+        // their seeds, 330 and 245 among them, were fixed).
         Err(_) => Faults::DEFAULT,
     })
+}
+
+/// Are `a` and `b` one file (hard links of one inode)? Read without following a link.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// What one history ended in.

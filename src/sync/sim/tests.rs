@@ -232,6 +232,31 @@ fn seeds_that_found_defects_stay_fixed() {
     // built), whose directory was made and removed again while rsync ran: rsync sent
     // the directory alone, the old one's entries stayed, and the listing was paid, so
     // a barrier passed (76474; 133724 of the million-history soak).
+    // A directory-only exclude (`e/`): a path queued as a file (or its delete, or a
+    // rename's old path) and pushed once it is an excluded directory made that directory
+    // on the remote (330), or left what the remote held there, a file pushed before
+    // (3708); one made a directory after the call was built was made too (385), or its
+    // file stayed when the push was paid (1204); and a full sync's exact exclude of the
+    // directory (`- /e`) kept a file `e` on the remote for good (1167).
+    let dir_only = Faults {
+        dir_only: true,
+        ..Faults::BASE
+    };
+    // A listing whose directory was a link (`ln -s . e`) when it ran: it went as the
+    // link, but its prune (`-r --delete ./e/`) read the whole root through the link
+    // and deleted through the remote's link (245).
+    let symlinks = Faults {
+        symlinks: true,
+        ..Faults::BASE
+    };
+    // A path left out of a call below what is a file now was paid by that call, and
+    // its redirect to the file carried only the newer mark it had in flight: a barrier
+    // between the two passed with the path still on the remote (14395).
+    // A listing pushed while a newer subdirectory stood where an older one's files were
+    // still on the remote, its directory moved away before the prune looked: no prune,
+    // the listing paid, and a barrier passed (448311 of the million-history soak).
+    // Two hard links of one file renamed one onto the other: the model made up a
+    // rename's events for what rename(2) leaves as it is (340670 of the soak).
     let soak_mix = Faults {
         hangs: true,
         reloads: true,
@@ -253,6 +278,15 @@ fn seeds_that_found_defects_stay_fixed() {
         (273_401, Faults::BASE),
         (76_474, Faults::BASE),
         (133_724, soak_mix),
+        (330, dir_only),
+        (385, dir_only),
+        (1_167, dir_only),
+        (1_204, dir_only),
+        (3_708, dir_only),
+        (245, symlinks),
+        (14_395, with_outages),
+        (448_311, soak_mix),
+        (340_670, soak_mix),
     ];
     for (seed, faults) in seeds {
         let ended = history_with(seed, STEPS, faults);
