@@ -611,6 +611,8 @@ impl Mirror {
             taken.accounted = true;
             return;
         }
+        // In the index's journal on disk before anything runs; its end noted on return.
+        let _announced = (self.index.get()).and_then(|ix| ix.announce(t, &taken.job));
         let mut rest = None;
         let plain;
         let rename_before = match &taken.job {

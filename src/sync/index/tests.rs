@@ -358,7 +358,7 @@ fn a_path_enters_once_every_remote_had_a_push_of_the_same_state_land() {
     let (_dir, targets, path) = world();
     let root = targets[0].root.clone();
     let (rec, found) = Recorder::load(path.clone(), &targets);
-    assert!(matches!(found[0].1, Found::Level(_)));
+    assert!(matches!(found[0].1, Found::Level(..)));
     let job = Job::Paths(vec!["x".into()]);
     let b0 = rec.before(RemoteId(0), &root, &job).expect("recorded");
     rec.landed(RemoteId(0), b0);
@@ -515,27 +515,161 @@ fn what_a_listing_sent_is_entered_and_its_delete_found_at_the_next_start() {
 }
 
 #[test]
-fn an_index_not_marked_stopped_a_torn_one_or_one_for_other_remotes_is_not_used() {
+fn an_index_not_marked_stopped_needs_its_journal_and_a_torn_one_or_one_for_other_remotes_is_not_used(
+) {
     let (_dir, targets, path) = world();
     let (rec, _) = Recorder::load(path.clone(), &targets);
     rec.begin().expect("write");
     drop(rec);
-    // Killed before the stop's write.
+    // Killed before the stop's write, nothing pushed: its journal says so.
     let (_, found) = Recorder::load(path.clone(), &targets);
-    assert!(matches!(&found[0].1, Found::Unclean(why) if why.contains("did not stop")));
-    // Torn.
+    assert!(matches!(&found[0].1, Found::Level(t, l, _) if t.is_empty() && l.is_empty()));
+    // Without its journal it says nothing of what was pushed after it.
+    let journal = journal_for(&path);
+    let kept = std::fs::read(&journal).expect("the journal");
+    std::fs::remove_file(&journal).expect("rm");
+    let (_, found) = Recorder::load(path.clone(), &targets);
+    assert!(
+        matches!(&found[0].1, Found::Unclean(why) if why.contains("did not stop") && why.contains("missing"))
+    );
+    // A journal of another run.
+    let mut other = kept.clone();
+    other[16] ^= 1;
+    let crc = crc32fast::hash(&other[..32]).to_le_bytes();
+    other[32..36].copy_from_slice(&crc);
+    std::fs::write(&journal, &other).expect("write");
+    let (_, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(&found[0].1, Found::Unclean(why) if why.contains("another checkpoint")));
+    std::fs::write(&journal, &kept).expect("write");
+    // Torn: a full sync, saying why.
     let bytes = std::fs::read(&path).expect("read");
     std::fs::write(&path, &bytes[..bytes.len() - 3]).expect("truncate");
     let (_, found) = Recorder::load(path.clone(), &targets);
-    assert!(matches!(&found[0].1, Found::Not(why) if why.contains("checksum")));
-    // Made for other remotes.
+    assert!(matches!(&found[0].1, Found::Unclean(why) if why.contains("checksum")));
+    std::fs::write(&path, &bytes[..10]).expect("truncate");
+    let (_, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(&found[0].1, Found::Unclean(why) if why.contains("truncated")));
+    // Made for other remotes; with one of them removed it is good for the other; with
+    // one added, that one needs a full sync.
     let (_dir2, targets2, path2) = world();
-    let (_, found) = Recorder::load(path2, &targets2[..1]);
+    let (_, found) = Recorder::load(path2.clone(), &targets2[1..]);
+    assert!(matches!(&found[0].1, Found::Level(_, _, added) if added.is_empty()));
+    let mut three = targets2.clone();
+    three.push(target(&targets2[0].root, "10.0.0.3"));
+    let (_, found) = Recorder::load(path2.clone(), &three);
+    assert!(matches!(&found[0].1, Found::Level(_, _, added) if *added == [RemoteId(2)]));
+    let others = [target(&targets2[0].root, "10.0.0.9")];
+    let (_, found) = Recorder::load(path2, &others);
     assert!(matches!(&found[0].1, Found::Not(why) if why.contains("other remotes")));
+    // Another version.
+    let mut v9 = bytes.clone();
+    v9[15] = 9;
+    std::fs::write(&path, &v9).expect("write");
+    let (_, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(&found[0].1, Found::Not(why) if why.contains("version 9")));
     // Missing.
     std::fs::remove_file(&path).expect("rm");
     let (_, found) = Recorder::load(path, &targets);
     assert!(matches!(&found[0].1, Found::Not(why) if why.contains("no index")));
+}
+
+/// One push of `job` to both remotes, as the workers do it: announced, stat'ed,
+/// landed, ended.
+fn push_both(rec: &Recorder, root: &Path, job: &Job) {
+    for t in [RemoteId(0), RemoteId(1)] {
+        let a = rec.announce(t, job).expect("recorded");
+        let b = rec.before(t, root, job).expect("recorded");
+        rec.landed(t, b);
+        drop(a);
+    }
+}
+
+fn level(found: Vec<(PathBuf, Found)>) -> (Tree, Vec<PathBuf>) {
+    match found.into_iter().next().map(|f| f.1) {
+        Some(Found::Level(t, l, _)) => (t, l),
+        Some(Found::Not(w) | Found::Unclean(w)) => panic!("not level: {w}"),
+        None => panic!("no root"),
+    }
+}
+
+// The danger a kill leaves: a file made and pushed after the last checkpoint is not in
+// the index; deleted while no agent ran, nothing would delete it on the remotes. The
+// journal names it, so the next start finds it deleted.
+#[test]
+fn after_a_kill_a_path_pushed_since_the_last_checkpoint_is_unknown_and_its_delete_found() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.begin().expect("write");
+    push_both(&rec, &root, &Job::Paths(vec!["x".into()]));
+    rec.checkpoint().expect("write");
+    std::fs::write(root.join("late"), "late").expect("write");
+    push_both(&rec, &root, &Job::Paths(vec!["late".into()]));
+    push_both(&rec, &root, &Job::Paths(vec![Entry::listing("")]));
+    drop(rec); // killed: no checkpoint since
+    std::fs::remove_file(root.join("late")).expect("rm");
+    let (rec, found) = Recorder::load(path.clone(), &targets);
+    let (old, relist) = level(found);
+    assert_eq!(
+        old.get(Path::new("late")).map(|m| m.kind),
+        Some(Kind::Unknown)
+    );
+    assert_eq!(relist, [PathBuf::from("")]);
+    let d = diff(&old, &walk(&root, &Excludes::default()).expect("walk"));
+    assert_eq!(d.deleted, [(PathBuf::from("late"), false)]);
+    assert!(d.changed.is_empty(), "{d:?}");
+    // The listing stays in the journal until a push of it begins, whatever checkpoints.
+    rec.begin().expect("write");
+    rec.checkpoint().expect("write");
+    drop(rec);
+    let (_, found) = Recorder::load(path, &targets);
+    assert_eq!(level(found).1, [PathBuf::from("")]);
+}
+
+// A push begun before a checkpoint and landing after it: its path is in the next
+// journal too (the checkpoint's snapshot may not have it).
+#[test]
+fn a_push_running_across_a_checkpoint_stays_in_the_journal() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.begin().expect("write");
+    std::fs::write(root.join("slow"), "slow").expect("write");
+    let job = Job::Paths(vec!["slow".into()]);
+    let running = rec.announce(RemoteId(0), &job).expect("recorded");
+    rec.checkpoint().expect("write");
+    rec.checkpoint().expect("write");
+    drop(running);
+    drop(rec);
+    std::fs::remove_file(root.join("slow")).expect("rm");
+    let (_, found) = Recorder::load(path, &targets);
+    let (old, _) = level(found);
+    assert_eq!(
+        old.get(Path::new("slow")).map(|m| m.kind),
+        Some(Kind::Unknown)
+    );
+}
+
+// A full sync may change anything in the root: killed while one ran (or before the
+// checkpoint after it), the next start does a full sync. A stop while a push still
+// runs keeps the index marked running, with its journal.
+#[test]
+fn a_full_sync_in_the_journal_means_a_full_sync_and_a_stop_with_a_push_running_keeps_it() {
+    let (_dir, targets, path) = world();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.begin().expect("write");
+    let full = rec.announce(RemoteId(1), &Job::Full).expect("recorded");
+    rec.finish().expect("write");
+    drop(full);
+    drop(rec);
+    let (_, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(&found[0].1, Found::Unclean(why) if why.contains("full sync ran after")));
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.begin().expect("write");
+    rec.finish().expect("write");
+    assert!(!journal_for(&path).exists());
+    let bytes = std::fs::read(&path).expect("read the index");
+    assert!(!decode(&bytes).expect("good").1, "marked stopped");
 }
 
 /// Resident memory of this process in KiB (Linux), for the measurement below.
