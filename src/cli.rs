@@ -81,6 +81,9 @@ FILES
     <failLog path>.index            the warm-restart index: each root's tree as every
                                     remote was last sent it, read at a start without
                                     -r to push only what changed while stopped
+    <failLog path>.index.journal    the index's journal: what each push began to change
+                                    since the index's last checkpoint, read at a start
+                                    after a kill
     The fail log, the pid file and the --log-file must be regular files owned by the
     agent's user and not writable by group or others (a link is refused), and the fail
     log's directory must not let others rename it (sticky if world-writable); else the

@@ -301,6 +301,37 @@ impl Excludes {
     }
 }
 
+impl Excludes {
+    /// Must an anchored rule (`- /path`, a full sync's or a listing's exact excludes)
+    /// keep out this excluded path? Not when the path is excluded only as a directory
+    /// (`e/`) and a rule that travels as an rsync pattern ([`rsync_glob`]) says so: the
+    /// pattern keeps the directory out by itself, while the anchored rule, which matches
+    /// any type, would also keep a file or link of that name on a remote from being
+    /// deleted (a file replaced here by an excluded directory stayed there for good).
+    pub fn needs_anchored_rule(&self, rel: &Path, is_dir: bool) -> bool {
+        if !is_dir || self.is_own(rel) {
+            return true;
+        }
+        let bytes = rel.as_os_str().as_bytes();
+        if self.rules.iter().any(|r| r.is_match(bytes)) {
+            return true;
+        }
+        let mut with_slash = Vec::with_capacity(bytes.len() + 1);
+        with_slash.extend_from_slice(bytes);
+        with_slash.push(b'/');
+        !self
+            .rules
+            .iter()
+            .any(|r| r.is_match(&with_slash) && rsync_glob(r.as_str()).is_some())
+    }
+
+    /// Is this path, as a directory, excluded only as a directory (by a rule ending in
+    /// `/`), a file or link of that name not?
+    pub fn excludes_only_as_directory(&self, rel: &Path) -> bool {
+        !self.excludes(rel, false) && self.excludes(rel, true)
+    }
+}
+
 /// Should this entry (name within its directory, full relative path) be skipped? Temp
 /// names count for directories too, as they do in a full sync's exclude patterns.
 pub fn skip(excludes: &Excludes, name: &[u8], rel: &Path, is_dir: bool) -> bool {
@@ -479,6 +510,30 @@ mod tests {
             let re = crate::config::path_regex(expr).expect("regex");
             assert_eq!(rsync_glob(re.as_str()).as_deref(), want, "{expr}");
         }
+    }
+
+    /// Found by the simulator (seed 1167, directory-only excludes): a full sync's walk
+    /// listed the excluded directory `e` as the anchored rule `- /e`, which also kept a
+    /// file `e` on the remote (pushed before the file was replaced by the directory)
+    /// from being deleted, for good. A directory excluded only as a directory by a rule
+    /// that travels as an rsync pattern (`e/`) needs no anchored rule; one excluded
+    /// whatever its type, or by a rule with no pattern, keeps it.
+    #[test]
+    fn a_directory_excluded_only_as_a_directory_by_a_pattern_needs_no_anchored_rule() {
+        let e = ex(&[r"(.*/)?e/", r"(.*)\.log", r"a.+z/"]);
+        assert!(!e.needs_anchored_rule(Path::new("e"), true));
+        assert!(!e.needs_anchored_rule(Path::new("d/e"), true));
+        assert!(e.excludes_only_as_directory(Path::new("d/e")));
+        assert!(!e.excludes_only_as_directory(Path::new("x.log")));
+        // Excluded whatever its type: the anchored rule stays.
+        assert!(e.needs_anchored_rule(Path::new("x.log"), true));
+        assert!(e.needs_anchored_rule(Path::new("x.log"), false));
+        // Only as a directory, but by an expression with no rsync pattern: it stays.
+        assert!(rsync_glob(crate::config::path_regex("a.+z/").expect("regex").as_str()).is_none());
+        assert!(e.needs_anchored_rule(Path::new("abz"), true));
+        // The agent's own files keep theirs.
+        let own = ex(&[r"(.*/)?e/"]).with_own(vec![PathBuf::from("e")]);
+        assert!(own.needs_anchored_rule(Path::new("e"), true));
     }
 
     /// Every pattern [`rsync_glob`] makes excludes exactly the paths its expression

@@ -314,12 +314,229 @@ fn a_push_that_cannot_read_one_of_its_files_owes_only_that_file() {
                 && !text.contains("'./pub.txt'")
         },
     );
+    // The fail log is written before the error line: wait for it.
+    wait_until("the log names the file", DEADLINE, || {
+        agent.log().contains("push of secret.txt to")
+    });
+    agent.stop();
+}
+
+/// The fail log's text (empty when there is none).
+fn read_text(path: &Path) -> String {
+    String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).into_owned()
+}
+
+/// `--status` of the agent started by [`agent_as_nobody`], asked as its user.
+fn status_as_nobody(s: &Setup, own: &Path) -> String {
+    let out = Command::new(sersync_bin())
+        .arg("-o")
+        .arg(s.dir.join("sersync.xml"))
+        .arg("--status")
+        .current_dir(own)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sersync2 --status");
+    text(&out)
+}
+
+/// How long a retry on the backoff schedule may take to come (60 s at most, ±20 %),
+/// with room.
+const RETRY_DEADLINE: Duration = Duration::from_secs(150);
+
+/// A full sync that ends in exit 23 because one directory cannot be read owes that
+/// directory with everything below it (and the unreadable file beside it), not the
+/// whole tree: the fail log holds `./locked/` under `#recursive` and `./secret.txt`,
+/// never `./`. rsync skipped every deletion after failing to read the directory, so
+/// the full sync runs once more without the failed paths: what the source no longer
+/// holds in a directory listed after it (`z/stale.txt`) is deleted, and what the remote
+/// holds in the failed directory is kept (its deletes are owed). The log and `--status`
+/// name the directory. Once it can be read, the retry pushes it with everything below
+/// it (its deletes made) and the remote is level. Before, the whole tree was owed and
+/// synced again every minute for ever, and `z/stale.txt` was never deleted.
+#[test]
+fn a_full_sync_that_cannot_read_one_directory_owes_only_that_directory() {
+    let s = Setup::new("partial-dir");
+    let remotes = s.remotes();
+    fs::create_dir_all(remotes[0].join("z")).expect("mkdir");
+    fs::write(remotes[0].join("z/stale.txt"), "deleted at the source\n").expect("write");
+    fs::create_dir_all(remotes[0].join("locked")).expect("mkdir");
+    fs::write(remotes[0].join("locked/old.txt"), "deleted at the source\n").expect("write");
+    s.write("z/new.txt", "new\n");
+    let inside = s.write("locked/inside.txt", "inside\n");
+    let locked = s.p("locked");
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let (mut agent, own) = agent_as_nobody_beside_a_root_only_file(&s);
+    let labels = ["127.0.0.1::mod", "127.0.0.2::mod"];
+    let fail_log = own.join("fail.sh");
+    wait_until(
+        "locked/ (recursive) and secret.txt owed to both remotes",
+        DEADLINE,
+        || {
+            agent.assert_running();
+            let text = read_text(&fail_log);
+            text.matches("#recursive\ncd ").count() == 2
+                && text.matches("'./locked/'").count() == 2
+                && text.matches("'./secret.txt'").count() == 2
+        },
+    );
+    let text = read_text(&fail_log);
+    assert!(!text.contains("'./' "), "the whole tree is owed:\n{text}");
+    // The fail log is written before the error line: wait for it.
+    wait_until("the log names the unreadable directory", DEADLINE, || {
+        let log = agent.log();
+        labels.iter().all(|l| {
+            log.lines().any(|line| {
+                line.contains(&format!("push of locked/** to {l} failed"))
+                    && line.contains("rsync could not transfer")
+                    && line.contains("/locked\"")
+            })
+        })
+    });
     let log = agent.log();
-    assert!(
-        log.contains("push of secret.txt to"),
-        "the log names the file:\n{}",
+    assert_eq!(
+        labels
+            .iter()
+            .map(|l| full_sync_failures(&log, l))
+            .sum::<usize>(),
+        0,
+        "{}",
         tail(&log, 40)
     );
+    for remote in &remotes {
+        wait_until("pub.txt and z/new.txt on the remote", DEADLINE, || {
+            remote.join("pub.txt").exists() && remote.join("z/new.txt").exists()
+        });
+    }
+    wait_until(
+        "the deletion rsync skipped after the unreadable directory is made",
+        DEADLINE,
+        || !remotes[0].join("z/stale.txt").exists(),
+    );
+    assert!(
+        remotes[0].join("locked/old.txt").exists(),
+        "what the remote holds in the unreadable directory stays until it can be read"
+    );
+    let mut shown = String::new();
+    wait_until("--status names the unreadable directory", DEADLINE, || {
+        shown = status_as_nobody(&s, &own);
+        shown.contains("FAILING") && shown.contains("/locked")
+    });
+
+    // Readable again: the owed directory goes with everything below it.
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::set_permissions(&inside, fs::Permissions::from_mode(0o644)).expect("chmod");
+    fs::set_permissions(s.p("secret.txt"), fs::Permissions::from_mode(0o644)).expect("chmod");
+    wait_until(
+        "locked/ reaches both remotes, its deletes made, and nothing is owed",
+        RETRY_DEADLINE,
+        || {
+            agent.assert_running();
+            remotes.iter().all(|r| r.join("locked/inside.txt").exists())
+                && !remotes[0].join("locked/old.txt").exists()
+                && !fail_log.exists()
+        },
+    );
+    agent.stop();
+}
+
+/// An owed directory whose retry still cannot read a directory below it owes only
+/// that one: once `locked/` can be read but `locked/deeper/` cannot, the fail log holds
+/// `./locked/deeper/` (recursive) and no longer `./locked/`, and what was below
+/// `locked/` reached the remotes. Before, the whole tree stayed owed.
+#[test]
+fn an_owed_directory_still_partly_unreadable_owes_only_that_part() {
+    let s = Setup::new("partial-tree");
+    let remotes = s.remotes();
+    fs::create_dir_all(remotes[0].join("locked/deeper")).expect("mkdir");
+    fs::write(remotes[0].join("locked/deeper/old.txt"), "stays\n").expect("write");
+    s.write("locked/in.txt", "in\n");
+    s.write("locked/deeper/d.txt", "d\n");
+    let locked = s.p("locked");
+    fs::set_permissions(s.p("locked/deeper"), fs::Permissions::from_mode(0o700)).expect("chmod");
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let (mut agent, own) = agent_as_nobody_beside_a_root_only_file(&s);
+    let fail_log = own.join("fail.sh");
+    wait_until("locked/ owed (recursive) to both remotes", DEADLINE, || {
+        agent.assert_running();
+        read_text(&fail_log).matches("'./locked/'").count() == 2
+    });
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod");
+    wait_until(
+        "only locked/deeper/ owed below locked, and locked/in.txt on both remotes",
+        RETRY_DEADLINE,
+        || {
+            agent.assert_running();
+            let text = read_text(&fail_log);
+            text.matches("#recursive\ncd ").count() == 2
+                && text.matches("'./locked/deeper/'").count() == 2
+                && !text.contains("'./locked/'")
+                && remotes.iter().all(|r| r.join("locked/in.txt").exists())
+        },
+    );
+    assert!(
+        remotes[0].join("locked/deeper/old.txt").exists(),
+        "what the remote holds in the directory still unreadable stays"
+    );
+    agent.stop();
+}
+
+/// A push of listings (`./a/`, `./b/`: directories with their entries, deletes on)
+/// that ends in exit 23 owes only what rsync named: the file it could not read in one
+/// listed directory (`a/secret.txt`) and the listed directory it could not read
+/// (`b/`). The rest landed and is paid. rsync skipped the push's deletions after it
+/// failed to read `b`; the push runs once more without the failed paths, so what the
+/// remote holds in `a/` beyond the source is deleted. Before, the whole call stayed
+/// owed (a listing in it, deletions skipped) and `a/stale.txt` stayed.
+#[test]
+fn a_push_of_listings_that_cannot_read_some_of_them_owes_only_what_failed() {
+    let s = Setup::new("partial-listings");
+    let remotes = s.remotes();
+    fs::create_dir_all(remotes[0].join("a")).expect("mkdir");
+    fs::write(remotes[0].join("a/stale.txt"), "deleted at the source\n").expect("write");
+    s.write("a/x.txt", "x\n");
+    let secret = s.write("a/secret.txt", "root only\n");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).expect("chmod");
+    s.write("b/y.txt", "y\n");
+    fs::set_permissions(s.p("b"), fs::Permissions::from_mode(0o700)).expect("chmod");
+    let (mut agent, own) = agent_as_nobody(&s, false, |own| {
+        let root = s.src.display().to_string();
+        let mut text = String::new();
+        for r in [&s.a, &s.b] {
+            let dest = format!("{}@{}::{}", s.a.user(), r.ip(), r.module());
+            text.push_str(&format!(
+                "#errno 23\ncd '{root}' && rsync '-R' './a/' './b/' './pub.txt' '{dest}'\n\n"
+            ));
+        }
+        let log = own.join("fail.sh");
+        fs::write(&log, text).expect("write the fail log");
+        std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).expect("chown");
+        fs::set_permissions(&log, fs::Permissions::from_mode(0o600)).expect("chmod");
+    });
+    let fail_log = own.join("fail.sh");
+    wait_until(
+        "a/x.txt and pub.txt on both remotes, only a/secret.txt and b/ owed",
+        DEADLINE,
+        || {
+            agent.assert_running();
+            let text = read_text(&fail_log);
+            remotes
+                .iter()
+                .all(|r| r.join("a/x.txt").exists() && r.join("pub.txt").exists())
+                && text.matches("'./a/secret.txt'").count() == 2
+                && text.matches("'./b/'").count() == 2
+                && !text.contains("'./a/'")
+                && !text.contains("'./pub.txt'")
+        },
+    );
+    wait_until("the deletion rsync skipped in a/ is made", DEADLINE, || {
+        !remotes[0].join("a/stale.txt").exists()
+    });
+    wait_until("the log names the unreadable directory", DEADLINE, || {
+        let log = agent.log();
+        log.contains("rsync could not transfer") && log.contains("/b\"")
+    });
     agent.stop();
 }
 

@@ -414,3 +414,61 @@ fn a_directory_only_exclude_keeps_files_of_that_name_in_full_syncs_and_live_push
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     agent.stop();
 }
+
+// Found by the simulator (seeds 330 and 1167, directory-only excludes): a file named
+// like the excluded directories, pushed, then replaced by such a directory. The live
+// push of the file's path (`--dirs ./c/skip`) made the excluded directory on the
+// remote; and a full sync's exact excludes (`- /d/skip`, from its walk) kept the old
+// file on the remote from being deleted, for good. Both must leave the name off every
+// remote, as the source holds only an excluded directory there.
+#[test]
+fn a_file_replaced_by_a_directory_only_excluded_directory_leaves_every_remote() {
+    let s = Setup::new("verify-dir-only-replaced");
+    let mut conf = s.conf();
+    conf.excludes = Some(vec!["(.*/)?skip/".into()]);
+    s.write("c/skip", "a file named like the excluded directories\n");
+    s.write("d/skip", "a file named like the excluded directories\n");
+    s.write("keep.txt", "keep\n");
+    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let on_every_remote = |rel: &str| {
+        s.remotes()
+            .iter()
+            .all(|r| fs::read(r.join(rel)).ok() == fs::read(s.p(rel)).ok())
+    };
+    wait_until("the files are on both remotes", DEADLINE, || {
+        agent.assert_running();
+        on_every_remote("c/skip") && on_every_remote("d/skip")
+    });
+    let out = wait_synced(&s.dir, 60);
+    assert!(out.status.success(), "{}", text(&out));
+    let on_no_remote = |rel: &str| {
+        s.remotes()
+            .iter()
+            .all(|r| fs::symlink_metadata(r.join(rel)).is_err())
+    };
+    // Live: the file's delete is pushed once its path is the excluded directory.
+    fs::remove_file(s.p("c/skip")).expect("rm c/skip");
+    s.write("c/skip/z.txt", "in an excluded directory\n");
+    let out = wait_synced(&s.dir, 60);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until("c/skip leaves both remotes", DEADLINE, || {
+        agent.assert_running();
+        on_no_remote("c/skip")
+    });
+    agent.stop();
+    // At a start with -r: the full sync.
+    fs::remove_file(s.p("d/skip")).expect("rm d/skip");
+    s.write("d/skip/z.txt", "in an excluded directory\n");
+    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let out = wait_synced(&s.dir, 60);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        on_no_remote("d/skip"),
+        "the full sync kept d/skip on a remote:\n{}",
+        tail(&agent.log(), 40)
+    );
+    assert!(on_no_remote("c/skip"), "c/skip came back on a remote");
+    let out = verify(&s.dir, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    agent.stop();
+}

@@ -188,7 +188,7 @@ pub(crate) fn plugin_warning(config: &Config) -> Option<String> {
     ))
 }
 
-/// The agent's own files: the fail log and its warm-restart index, the instance lock and its control socket, the
+/// The agent's own files: the fail log and its warm-restart index and journal, the instance lock and its control socket, the
 /// `--pid-file`, the log file, and in ssh mode the directory of the shared ssh
 /// connections. Each is also
 /// listed as resolved (links in its directory followed), so that a watch root named
@@ -199,6 +199,7 @@ pub(crate) fn own_files(config: &Config, args: &Args) -> Vec<PathBuf> {
     let mut files = vec![
         config.fail_log.clone(),
         sync::index::path_for(&config.fail_log),
+        sync::index::journal_for(&sync::index::path_for(&config.fail_log)),
         lock,
         socket.clone(),
     ];

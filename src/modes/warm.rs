@@ -12,6 +12,9 @@ use crate::config::Config;
 use crate::filter::Excludes;
 use crate::sync::index::{self, Found, Kind, Recorder};
 use crate::sync::links::Links;
+
+use crate::sync::job::Entry;
+use crate::sync::queue::Item;
 use crate::sync::workers::{self, Mirror};
 use crate::sys::Stop;
 
@@ -81,9 +84,21 @@ pub(crate) fn start(
                  the remotes only by -r (which makes the index) or a full sync",
                 root.display()
             ),
-            (false, Found::Level(old)) => {
+            (false, Found::Level(old, relist, added)) => {
                 let Ok(tree) = walked() else { continue };
                 let d = index::diff(&old, &tree);
+                let unknown = (old.values())
+                    .filter(|m| m.kind == index::Kind::Unknown)
+                    .count();
+                if unknown > 0 || !relist.is_empty() {
+                    log::info!(
+                        "catch-up of {}: {unknown} path(s) unknown in the index (pushed to \
+                         some remotes only, or begun after its last checkpoint by its \
+                         journal) and {} listing(s) pushed again",
+                        root.display(),
+                        relist.len()
+                    );
+                }
                 log::info!(
                     "catch-up of {}: {} entries compared in {:.1}s; {} new or changed, {} \
                      deleted, {} renamed",
@@ -94,9 +109,30 @@ pub(crate) fn start(
                     d.deleted.len(),
                     d.renamed.len()
                 );
-                let targets = workers::remotes_of(mirror.targets(), &root);
-                if !d.is_empty() {
-                    mirror.queue().push_batch(&targets, &d.items());
+                // Remotes added to the config since the index was made: a full sync for
+                // them alone; the root's index waits for it (see `rebuild_for`).
+                let targets: Vec<_> = workers::remotes_of(mirror.targets(), &root)
+                    .into_iter()
+                    .filter(|t| !added.contains(t))
+                    .collect();
+                let mut items = d.items();
+                items.extend((relist.into_iter()).map(|p| Item::Path(Entry::listing(p), false)));
+                if !items.is_empty() {
+                    mirror.queue().push_batch(&targets, &items);
+                }
+                if !added.is_empty() {
+                    let labels: Vec<String> = (added.iter())
+                        .map(|t| mirror.targets()[t.0].label())
+                        .collect();
+                    log::info!(
+                        "index of {} was made without {}: full sync of {} alone; the \
+                         other remotes catch up from the index",
+                        root.display(),
+                        labels.join(", "),
+                        if labels.len() == 1 { "it" } else { "them" }
+                    );
+                    rec.rebuild_for(&root, tree, Some(&added));
+                    mirror.queue().push_full(&added);
                 }
             }
         }

@@ -27,7 +27,7 @@
 //! never run by the agent: they are kept (written back as `cd ROOT && rsync -R ./paths
 //! DEST`, with no options), reported, and dropped only by `--replay --drop-unknown`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt;
@@ -45,6 +45,10 @@ const PATHS_PER_COMMAND: usize = 200;
 pub struct Owed {
     /// Each path owed, and whether it is owed as its listing (written `dir/`).
     pub paths: BTreeMap<PathBuf, bool>,
+    /// Directories owed with everything below them ([`job::Entry::tree`]: what a push
+    /// could not read there), written `dir/` under a `#recursive` line. A path is in
+    /// `paths` or here, never in both.
+    pub trees: BTreeSet<PathBuf>,
     pub full: bool,
     /// The last rsync status seen for this remote's failures.
     pub status: i32,
@@ -52,12 +56,12 @@ pub struct Owed {
 
 impl Owed {
     pub fn is_empty(&self) -> bool {
-        self.paths.is_empty() && !self.full
+        self.paths.is_empty() && self.trees.is_empty() && !self.full
     }
 
-    /// Entries it counts for (paths, or one full sync).
+    /// Entries it counts for (paths, trees, or one full sync).
     pub fn len(&self) -> usize {
-        self.paths.len() + usize::from(self.full)
+        self.paths.len() + self.trees.len() + usize::from(self.full)
     }
 
     /// Records a failed job: a full sync covers every path.
@@ -67,14 +71,20 @@ impl Owed {
             Job::Full => {
                 self.full = true;
                 self.paths.clear();
+                self.trees.clear();
             }
             // A listing (a collapsed or replaced directory) stays one: replayed, it
             // pushes the directory's entries, not only the directory. One entry per
-            // path: the listing wins. A rename is owed as its two plain halves (and
-            // what is below `to`), never as a rename.
+            // path: the tree wins, then the listing. A rename is owed as its two plain
+            // halves (and what is below `to`), never as a rename.
             Job::Paths(_) | Job::Rename { .. } if !self.full => {
                 for e in job.plain_paths() {
-                    *self.paths.entry(e.path).or_default() |= e.listing;
+                    if e.tree {
+                        self.paths.remove(&e.path);
+                        self.trees.insert(e.path);
+                    } else if !self.trees.contains(&e.path) {
+                        *self.paths.entry(e.path).or_default() |= e.listing;
+                    }
                 }
             }
             Job::Paths(_) | Job::Rename { .. } => {}
@@ -97,15 +107,18 @@ impl Owed {
             Job::Paths(_) | Job::Rename { .. } if !self.full => {
                 for e in job.plain_paths() {
                     let p = &e.path;
+                    if e.tree {
+                        // The directory and everything below it went: whatever is owed
+                        // there is paid, trees, listings and paths.
+                        paid.extend(self.clear_below(p));
+                        continue;
+                    }
                     // A listing pushed pays the plain path owed too, but a plain push
-                    // does not pay an owed listing.
+                    // does not pay an owed listing (nor an owed tree).
                     match self.paths.get(p).copied() {
                         Some(listing) if e.listing || !listing => {
                             self.paths.remove(p);
-                            paid.push(job::Entry {
-                                path: p.clone(),
-                                listing,
-                            });
+                            paid.push(job::Entry::with_listing(p.clone(), listing));
                         }
                         _ => {}
                     }
@@ -133,11 +146,40 @@ impl Owed {
         paid
     }
 
+    /// Takes out what is owed at `dir` and below it (paths and trees), as entries.
+    fn clear_below(&mut self, dir: &Path) -> Vec<job::Entry> {
+        let below = |o: &PathBuf| o.starts_with(dir);
+        let paths: Vec<PathBuf> = self
+            .paths
+            .range::<Path, _>((Bound::Included(dir), Bound::Unbounded))
+            .map(|(o, _)| o)
+            .take_while(|o| below(o))
+            .cloned()
+            .collect();
+        let trees: Vec<PathBuf> = self
+            .trees
+            .range::<Path, _>((Bound::Included(dir), Bound::Unbounded))
+            .take_while(|o| below(o))
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(paths.len() + trees.len());
+        for o in paths {
+            if let Some(listing) = self.paths.remove(&o) {
+                out.push(job::Entry::with_listing(o, listing));
+            }
+        }
+        for o in trees {
+            self.trees.remove(&o);
+            out.push(job::Entry::tree(o));
+        }
+        out
+    }
+
     /// What is owed as jobs: a full sync, or the paths (none when nothing is owed).
     pub fn jobs(&self) -> Vec<Job> {
         if self.full {
             vec![Job::Full]
-        } else if self.paths.is_empty() {
+        } else if self.paths.is_empty() && self.trees.is_empty() {
             Vec::new()
         } else {
             vec![Job::Paths(self.entries())]
@@ -146,13 +188,14 @@ impl Owed {
 
     /// The entries owed, in path order.
     pub fn entries(&self) -> Vec<job::Entry> {
-        self.paths
+        let mut out: Vec<job::Entry> = self
+            .paths
             .iter()
-            .map(|(path, &listing)| job::Entry {
-                path: path.clone(),
-                listing,
-            })
-            .collect()
+            .map(|(path, &listing)| job::Entry::with_listing(path.clone(), listing))
+            .chain(self.trees.iter().cloned().map(job::Entry::tree))
+            .collect();
+        out.sort();
+        out
     }
 }
 
@@ -169,11 +212,21 @@ pub struct Entry {
     /// The `./path` arguments (each a relative path with no `..`), or the single `./` of
     /// a full sync. Never anything else.
     pub argv: Vec<OsString>,
+    /// The command came under a [`RECURSIVE`] line: its `dir/` arguments are
+    /// directories with everything below them.
+    pub recursive: bool,
 }
+
+/// The comment line before a command whose `./dir/` arguments are directories owed
+/// with everything below them ([`job::Entry::tree`]); the command itself is recursive
+/// (`-r`, no `--no-recursive`), so run by hand it does the same. A fail log without it
+/// (an older agent's, sersync 2.5's) reads as before: `dir/` is a listing.
+pub const RECURSIVE: &str = "#recursive";
 
 impl Entry {
     /// What the entry asks for: a full sync, or these relative paths; a path written
-    /// `dir/` is that directory's listing.
+    /// `dir/` is that directory's listing (under a [`RECURSIVE`] line: the directory
+    /// with everything below it).
     pub fn job(&self) -> Job {
         if self.argv.iter().any(|a| a == "./") {
             return Job::Full;
@@ -183,6 +236,7 @@ impl Entry {
                 .iter()
                 .filter_map(|a| a.as_bytes().strip_prefix(b"./"))
                 .map(|rest| match rest.strip_suffix(b"/") {
+                    Some(dir) if self.recursive => job::Entry::tree(OsStr::from_bytes(dir)),
                     Some(dir) => job::Entry::listing(OsStr::from_bytes(dir)),
                     None => job::Entry::plain(OsStr::from_bytes(rest)),
                 })
@@ -265,40 +319,53 @@ impl FailLog {
         for (owed, target) in owed.iter().zip(targets) {
             if owed.full {
                 let argv = target.fail_log_argv(&Job::Full);
-                write_block(&mut out, owed.status, &target.root, &argv);
+                write_block(&mut out, owed.status, false, &target.root, &argv);
                 continue;
             }
-            let paths = owed.entries();
-            for chunk in paths.chunks(PATHS_PER_COMMAND) {
-                let argv = target.fail_log_argv(&Job::Paths(chunk.to_vec()));
-                write_block(&mut out, owed.status, &target.root, &argv);
+            // Trees go in commands of their own, recursive (see `RECURSIVE`).
+            let (trees, paths): (Vec<job::Entry>, Vec<job::Entry>) =
+                owed.entries().into_iter().partition(|e| e.tree);
+            for (recursive, entries) in [(false, paths), (true, trees)] {
+                for chunk in entries.chunks(PATHS_PER_COMMAND) {
+                    let argv = target.fail_log_argv(&Job::Paths(chunk.to_vec()));
+                    write_block(&mut out, owed.status, recursive, &target.root, &argv);
+                }
             }
         }
         // Unknown remotes: the config-independent form, `rsync -R ./paths DEST`, with no
         // options (none from the old file survive the load).
         for ((root, dest), owed) in &self.foreign {
-            let with = |args: &mut dyn Iterator<Item = OsString>| -> Vec<OsString> {
+            let with = |recursive: bool, args: &mut dyn Iterator<Item = OsString>| {
                 let mut argv: Vec<OsString> = vec!["-R".into()];
+                if recursive {
+                    argv.push("-r".into());
+                }
                 argv.extend(args);
                 argv.push(dest.clone());
                 argv
             };
             if owed.full {
-                let argv = with(&mut std::iter::once(OsString::from("./")));
-                write_block(&mut out, owed.status, root, &argv);
+                let argv = with(false, &mut std::iter::once(OsString::from("./")));
+                write_block(&mut out, owed.status, false, root, &argv);
                 continue;
             }
-            let paths = owed.entries();
-            for chunk in paths.chunks(PATHS_PER_COMMAND) {
-                let argv = with(&mut chunk.iter().map(|e| {
-                    let mut a = OsString::from("./");
-                    a.push(e.path.as_os_str());
-                    if e.listing {
-                        a.push("/");
-                    }
-                    a
-                }));
-                write_block(&mut out, owed.status, root, &argv);
+            let (trees, paths): (Vec<job::Entry>, Vec<job::Entry>) =
+                owed.entries().into_iter().partition(|e| e.tree);
+            for (recursive, entries) in [(false, paths), (true, trees)] {
+                for chunk in entries.chunks(PATHS_PER_COMMAND) {
+                    let argv = with(
+                        recursive,
+                        &mut chunk.iter().map(|e| {
+                            let mut a = OsString::from("./");
+                            a.push(e.path.as_os_str());
+                            if e.listing {
+                                a.push("/");
+                            }
+                            a
+                        }),
+                    );
+                    write_block(&mut out, owed.status, recursive, root, &argv);
+                }
             }
         }
         out
@@ -364,8 +431,12 @@ impl FailLog {
     }
 }
 
-fn write_block(out: &mut Vec<u8>, status: i32, cwd: &Path, argv: &[OsString]) {
+fn write_block(out: &mut Vec<u8>, status: i32, recursive: bool, cwd: &Path, argv: &[OsString]) {
     out.extend_from_slice(format!("#errno {status}\n").as_bytes());
+    if recursive {
+        out.extend_from_slice(RECURSIVE.as_bytes());
+        out.push(b'\n');
+    }
     out.extend_from_slice(b"cd ");
     out.extend_from_slice(&quote(cwd.as_os_str()));
     out.extend_from_slice(b" && rsync");
@@ -383,6 +454,8 @@ fn write_block(out: &mut Vec<u8>, status: i32, cwd: &Path, argv: &[OsString]) {
 pub fn parse_script(text: &[u8]) -> Vec<Entry> {
     let mut out = Vec::new();
     let mut status = 0;
+    // A `#recursive` line: for the next command only.
+    let mut recursive = false;
     let mut rest = text;
     while !rest.is_empty() {
         let line_end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
@@ -395,6 +468,11 @@ pub fn parse_script(text: &[u8]) -> Vec<Entry> {
             rest = rest.get(line_end + 1..).unwrap_or_default();
             continue;
         }
+        if line.trim_ascii() == RECURSIVE.as_bytes() {
+            recursive = true;
+            rest = rest.get(line_end + 1..).unwrap_or_default();
+            continue;
+        }
         if line.trim_ascii().is_empty() || line.starts_with(b"#") {
             rest = rest.get(line_end + 1..).unwrap_or_default();
             continue;
@@ -403,13 +481,14 @@ pub fn parse_script(text: &[u8]) -> Vec<Entry> {
         let end = command_end(rest);
         let cmd = &rest[..end];
         rest = rest.get(end + 1..).unwrap_or_default();
+        let recursive = std::mem::take(&mut recursive);
         let Ok(words) = split(strip_redirects(cmd)) else {
             log::warn!("fail log: cannot parse a command, skipped");
             continue;
         };
         match words.as_slice() {
             [cd, dir, and, rsync, args @ ..] if cd == "cd" && and == "&&" && rsync == "rsync" => {
-                match entry(status, dir, args) {
+                match entry(status, recursive, dir, args) {
                     Ok(e) => out.push(e),
                     Err(why) => {
                         log::warn!("fail log: {why}, skipped: {}", String::from_utf8_lossy(cmd))
@@ -429,7 +508,12 @@ pub fn parse_script(text: &[u8]) -> Vec<Entry> {
 /// is neither an option nor a `./path` and names a host (has a `:`; the original put
 /// `--password-file=F` after it). Paths must be relative with no `..`: the agent never
 /// writes others, and they would reach outside the watch root.
-fn entry(status: i32, dir: &OsStr, args: &[OsString]) -> Result<Entry, &'static str> {
+fn entry(
+    status: i32,
+    recursive: bool,
+    dir: &OsStr,
+    args: &[OsString],
+) -> Result<Entry, &'static str> {
     let cwd = PathBuf::from(dir);
     if !cwd.is_absolute() {
         return Err("the directory is not absolute");
@@ -471,6 +555,7 @@ fn entry(status: i32, dir: &OsStr, args: &[OsString]) -> Result<Entry, &'static 
         cwd,
         dest,
         argv,
+        recursive,
     })
 }
 

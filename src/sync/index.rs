@@ -19,13 +19,17 @@
 //!
 //! Pure parts ([`diff`], [`encode`], [`decode`]) are plain functions, tested alone.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+
+mod journal;
+pub use journal::Stamp;
+use journal::{Rec, What};
 
 use super::job::{Entry, Job, RemoteId};
 use super::queue::Item;
@@ -163,6 +167,7 @@ pub struct Diff {
 }
 
 impl Diff {
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.changed.is_empty() && self.deleted.is_empty() && self.renamed.is_empty()
     }
@@ -190,7 +195,10 @@ impl Diff {
 }
 
 /// Paths strictly below `dir` in `tree`, in order.
-fn below<'a>(tree: &'a Tree, dir: &'a Path) -> impl Iterator<Item = (&'a PathBuf, &'a Meta)> {
+fn below<'a, V>(
+    tree: &'a BTreeMap<PathBuf, V>,
+    dir: &'a Path,
+) -> impl Iterator<Item = (&'a PathBuf, &'a V)> {
     tree.range::<Path, _>((std::ops::Bound::Excluded(dir), std::ops::Bound::Unbounded))
         .take_while(move |(p, _)| p.starts_with(dir))
         .filter(move |(p, _)| p.as_path() != dir)
@@ -381,21 +389,31 @@ impl Section {
     }
 }
 
-const MAGIC: &[u8; 16] = b"sersync2-index\n\x01";
+/// Version 2; version 1 (no stamp) is read too.
+const MAGIC: &[u8; 16] = b"sersync2-index\n\x02";
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u64).to_le_bytes());
     out.extend_from_slice(b);
 }
 
-/// The file's bytes: a magic line with the format's version, whether an agent was
-/// running when it was written (1) or it was written at a stop (0), the sections, then
-/// a CRC-32 of everything before it.
+/// [`encode_stamped`] with no stamp (tests).
+#[cfg(test)]
 pub fn encode(sections: &[SectionRef<'_>], running: bool) -> Vec<u8> {
+    encode_stamped(sections, running, Stamp::default())
+}
+
+/// The file's bytes: a magic line with the format's version, whether an agent was
+/// running when it was written (1) or it was written at a stop (0), the stamp its
+/// journal names (run, checkpoint), the sections, then a CRC-32 of everything before
+/// it.
+pub fn encode_stamped(sections: &[SectionRef<'_>], running: bool, stamp: Stamp) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(64 + sections.iter().map(|s| s.tree.len() * 80).sum::<usize>());
     out.extend_from_slice(MAGIC);
     out.push(u8::from(running));
+    out.extend_from_slice(&stamp.run.to_le_bytes());
+    out.extend_from_slice(&stamp.gen.to_le_bytes());
     out.extend_from_slice(&(sections.len() as u64).to_le_bytes());
     for s in sections {
         put_bytes(&mut out, s.root.as_os_str().as_bytes());
@@ -471,34 +489,91 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The sections of an index file and whether it was written while an agent ran (not at
-/// a stop), or why it cannot be trusted (not an index, another version, torn,
-/// truncated, or its checksum does not match).
+/// [`decode_stamped`] without the stamp (tests).
+#[cfg(test)]
 pub fn decode(bytes: &[u8]) -> Result<(Vec<Section>, bool), String> {
-    if bytes.len() < MAGIC.len() + 4 || bytes[..MAGIC.len() - 1] != MAGIC[..MAGIC.len() - 1] {
-        return Err("not a sersync2 index".into());
+    decode_stamped(bytes)
+        .map(|(s, running, _)| (s, running))
+        .map_err(|e| e.why)
+}
+
+/// Why an index file cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bad {
+    pub why: String,
+    /// Cut short or torn (a power cut, a full disk): not what an agent wrote whole.
+    /// Otherwise not an index, or another version.
+    pub torn: bool,
+}
+
+/// The sections of an index file, whether it was written while an agent ran (not at a
+/// stop), and the stamp its journal must name (version 1 files have none); or why it
+/// cannot be trusted (not an index, another version, torn, truncated, or its checksum
+/// does not match).
+pub fn decode_stamped(bytes: &[u8]) -> Result<(Vec<Section>, bool, Option<Stamp>), Bad> {
+    let torn = |why: String| Bad { why, torn: true };
+    let head = MAGIC.len() - 1;
+    if bytes.len() < MAGIC.len() + 4 {
+        let n = bytes.len().min(head);
+        return Err(Bad {
+            why: if bytes[..n] == MAGIC[..n] {
+                format!("truncated to {} bytes", bytes.len())
+            } else {
+                "not a sersync2 index".into()
+            },
+            torn: bytes[..n] == MAGIC[..n],
+        });
     }
-    if bytes[MAGIC.len() - 1] != MAGIC[MAGIC.len() - 1] {
-        return Err(format!(
-            "format version {} (this agent reads {})",
-            bytes[MAGIC.len() - 1],
-            MAGIC[MAGIC.len() - 1]
-        ));
+    if bytes[..head] != MAGIC[..head] {
+        return Err(Bad {
+            why: "not a sersync2 index".into(),
+            torn: false,
+        });
+    }
+    let version = bytes[head];
+    if version != 1 && version != MAGIC[head] {
+        return Err(Bad {
+            why: format!(
+                "format version {version} (this agent reads 1 and {})",
+                MAGIC[head]
+            ),
+            torn: false,
+        });
     }
     let (body, tail) = bytes.split_at(bytes.len() - 4);
     let mut want = [0u8; 4];
     want.copy_from_slice(tail);
     if crc32fast::hash(body) != u32::from_le_bytes(want) {
-        return Err("checksum mismatch (torn or truncated)".into());
+        return Err(torn("checksum mismatch (torn or truncated)".into()));
     }
     let mut r = Reader {
         bytes: body,
         at: MAGIC.len(),
     };
+    let (sections, running, stamp) = read_body(&mut r, version).map_err(torn)?;
+    if r.at != body.len() {
+        return Err(torn("trailing bytes".into()));
+    }
+    Ok((sections, running, stamp))
+}
+
+#[allow(clippy::type_complexity)]
+fn read_body(
+    r: &mut Reader<'_>,
+    version: u8,
+) -> Result<(Vec<Section>, bool, Option<Stamp>), String> {
     let running = match r.u8()? {
         0 => false,
         1 => true,
         _ => return Err("a bad state byte".into()),
+    };
+    let stamp = if version >= 2 {
+        Some(Stamp {
+            run: r.u64()?,
+            gen: r.u64()?,
+        })
+    } else {
+        None
     };
     let n = r.len()?;
     let mut out = Vec::new();
@@ -548,10 +623,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Vec<Section>, bool), String> {
             tree,
         });
     }
-    if r.at != body.len() {
-        return Err("trailing bytes".into());
-    }
-    Ok((out, running))
+    Ok((out, running, stamp))
 }
 
 /// The index file of a config: beside its fail log, `<fail log>.index`.
@@ -627,6 +699,22 @@ pub fn walk(root: &Path, excludes: &Excludes) -> std::io::Result<Tree> {
     Ok(one(&top, Path::new(""), excludes).into_iter().collect())
 }
 
+/// The entries of the directory `root/dir` with their metadata, temporary names left
+/// out: what its listing sends.
+fn listed(root: &Path, dir: &Path) -> Before {
+    let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter(|e| !crate::filter::is_temp_name(e.file_name().as_bytes()))
+        .map(|e| {
+            let p = dir.join(e.file_name());
+            let m = stat(root, &p);
+            (p, m)
+        })
+        .collect()
+}
+
 /// A push's paths with their metadata as taken before it ran.
 pub type Before = Vec<(PathBuf, Option<Meta>)>;
 
@@ -646,7 +734,8 @@ struct RootState {
     tree: Option<Tree>,
     /// Under `-r`: which remotes' full syncs landed; the tree is written once all have.
     rebuilding: Option<Vec<bool>>,
-    pending: HashMap<PathBuf, Pending>,
+    /// Ordered, so that what is below a path is one range.
+    pending: BTreeMap<PathBuf, Pending>,
 }
 
 impl RootState {
@@ -661,21 +750,111 @@ struct State {
     dirty: bool,
 }
 
-/// The live index: what pushes landed, checkpointed to its file.
+/// The journal's side of the recorder: what is in the file, what pushes run.
+struct Journal {
+    path: PathBuf,
+    /// Open for appending; `None` before [`Recorder::begin`] or after a write failed
+    /// (the file is then removed: an index marked running without its journal is not
+    /// trusted).
+    file: Option<std::fs::File>,
+    /// The stamp of the next checkpoint of the index.
+    next: Stamp,
+    /// What the file on disk holds (so that a record is appended once).
+    in_file: HashSet<Rec>,
+    /// Begun since the last checkpoint's snapshot.
+    since: HashSet<Rec>,
+    /// Running at the last checkpoint's snapshot.
+    carry: Vec<Rec>,
+    /// Pushes running: how many of each.
+    running: HashMap<Rec, u32>,
+    /// Listings a killed agent's journal named, to be pushed again: kept in every
+    /// journal until a push of them begins.
+    relist: HashSet<Rec>,
+    /// A write failed and was said; said again when one works.
+    failing: bool,
+}
+
+/// The live index: what pushes landed, checkpointed to its file, and its journal of
+/// what pushes began since.
 pub struct Recorder {
     path: PathBuf,
     state: Mutex<State>,
+    journal: Mutex<Journal>,
+    /// One checkpoint at a time (the index and then its journal).
+    writing: Mutex<()>,
 }
 
 /// What was found at start for one root.
 pub enum Found {
-    /// The root's tree as last pushed to every one of its remotes.
-    Level(Tree),
+    /// The root's tree as last pushed to every one of its remotes (paths a push may
+    /// have changed since, by the journal, as unknown), the directories whose listing
+    /// a push may have changed (to be listed again), and the root's remotes the index
+    /// was not made for (added to the config since: they need a full sync).
+    Level(Tree, Vec<PathBuf>, Vec<RemoteId>),
     /// No usable entry for this root: why.
     Not(String),
-    /// The last agent did not stop (SIGKILL, a crash, a power cut): pushes made after
-    /// its last checkpoint are not in the index, so it cannot say what the remotes hold.
+    /// What the remotes hold cannot be known from the index (the last agent was killed
+    /// and its journal is missing or not its own, a full sync was running, the file is
+    /// torn): a full sync is needed. Why.
     Unclean(String),
+}
+
+/// The journal of the index at `index`: `<index>.journal`.
+pub fn journal_for(index: &Path) -> PathBuf {
+    let mut p = index.as_os_str().to_owned();
+    p.push(".journal");
+    PathBuf::from(p)
+}
+
+/// A number for this run, so that a journal of another run is never taken for this
+/// one's.
+fn run_id() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ (u64::from(std::process::id()) << 40) | 1
+}
+
+/// What `job` may change on a remote of `root`.
+fn recs_of(root: &Path, job: &Job) -> Vec<Rec> {
+    let rec = |what| Rec {
+        root: root.to_path_buf(),
+        what,
+    };
+    match job {
+        Job::Full => vec![rec(What::Full)],
+        // A rename: its old path (a directory's listing), its new one and below.
+        _ => (job.plain_paths().into_iter())
+            .map(|e| {
+                rec(if e.listing {
+                    What::Listing(e.path)
+                } else {
+                    What::Path(e.path)
+                })
+            })
+            .collect(),
+    }
+}
+
+/// A push begun (see [`Recorder::announce`]); its end is noted when this is dropped,
+/// whatever the push's outcome.
+pub struct Announced<'a> {
+    rec: &'a Recorder,
+    recs: Vec<Rec>,
+}
+
+impl Drop for Announced<'_> {
+    fn drop(&mut self) {
+        let mut j = self.rec.journal();
+        for r in self.recs.drain(..) {
+            if let Some(n) = j.running.get_mut(&r) {
+                *n -= 1;
+                if *n == 0 {
+                    j.running.remove(&r);
+                }
+            }
+        }
+    }
 }
 
 impl Recorder {
@@ -695,56 +874,98 @@ impl Recorder {
                     labels: vec![t.label()],
                     tree: None,
                     rebuilding: None,
-                    pending: HashMap::new(),
+                    pending: BTreeMap::new(),
                 }),
             }
         }
+        let journal_path = journal_for(&path);
         let loaded = match crate::sys::fsafe::read_trusted(&path) {
-            Ok(bytes) => decode(&bytes).map_err(|e| format!("index {}: {e}", path.display())),
+            Ok(bytes) => decode_stamped(&bytes).map_err(|e| {
+                (
+                    e.torn,
+                    format!("index {} {}: {}", path.display(), torn_word(e.torn), e.why),
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(format!("no index at {}", path.display()))
+                Err((false, format!("no index at {}", path.display())))
             }
-            Err(e) => Err(format!("index {} not used: {e}", path.display())),
+            Err(e) => Err((false, format!("index {} not used: {e}", path.display()))),
+        };
+        // An index written while an agent ran: usable with its journal (what pushes
+        // began after its checkpoint), else not.
+        let journal: Result<Option<journal::Read>, String> = match &loaded {
+            Ok((_, true, stamp)) => read_journal(&path, &journal_path, *stamp).map(Some),
+            _ => Ok(None),
         };
         let mut found = Vec::new();
-        match loaded {
-            Ok((_, true)) => {
-                let why = format!(
-                    "index {} was written by an agent that did not stop (killed, crashed \
-                     or a power cut): what it pushed after its last checkpoint is not in it",
-                    path.display()
-                );
+        let mut relisted = HashSet::new();
+        match (loaded, journal) {
+            (Ok(_), Err(why)) => {
                 for r in &roots {
                     found.push((r.root.clone(), Found::Unclean(why.clone())));
                 }
             }
-            Ok((mut sections, false)) => {
+            (Ok((mut sections, running, _)), Ok(journal)) => {
                 for r in &mut roots {
+                    let full = journal.as_ref().is_some_and(|j| {
+                        j.recs
+                            .iter()
+                            .any(|x| x.root == r.root && x.what == What::Full)
+                    });
                     let f = match sections.iter().position(|s| s.root == r.root) {
+                        None if running => Found::Unclean(format!(
+                            "index {} has no entry for this root and was written by an \
+                             agent that did not stop (it may have been rebuilding it)",
+                            path.display()
+                        )),
                         None => Found::Not(format!(
                             "index {} has no entry for this root",
                             path.display()
                         )),
+                        Some(_) if full => Found::Unclean(format!(
+                            "a full sync ran after the last checkpoint of the index {} (or \
+                             was running at it) and its agent did not stop",
+                            path.display()
+                        )),
                         Some(i) => {
-                            let s = sections.swap_remove(i);
-                            if s.remotes != r.labels {
+                            let mut s = sections.swap_remove(i);
+                            // Remotes removed since are left out (each one kept holds
+                            // what the entries say); remotes added get a full sync.
+                            let added: Vec<RemoteId> = (r.targets.iter().zip(&r.labels))
+                                .filter(|(_, l)| !s.remotes.contains(l))
+                                .map(|(t, _)| *t)
+                                .collect();
+                            if added.len() == r.targets.len() {
                                 Found::Not(format!(
                                     "index {} was made for other remotes ({})",
                                     path.display(),
                                     s.remotes.join(", ")
                                 ))
                             } else {
+                                let relist = journal
+                                    .as_ref()
+                                    .map(|j| unknown_since(&mut s.tree, &r.root, &j.recs))
+                                    .unwrap_or_default();
                                 r.tree = Some(s.tree.clone());
-                                Found::Level(s.tree)
+                                relisted.extend(relist.iter().map(|p| Rec {
+                                    root: r.root.clone(),
+                                    what: What::Listing(p.clone()),
+                                }));
+                                Found::Level(s.tree, relist, added)
                             }
                         }
                     };
                     found.push((r.root.clone(), f));
                 }
             }
-            Err(why) => {
+            (Err((torn, why)), _) => {
                 for r in &roots {
-                    found.push((r.root.clone(), Found::Not(why.clone())));
+                    let f = if torn {
+                        Found::Unclean(why.clone())
+                    } else {
+                        Found::Not(why.clone())
+                    };
+                    found.push((r.root.clone(), f));
                 }
             }
         }
@@ -754,12 +975,31 @@ impl Recorder {
                 roots,
                 dirty: false,
             }),
+            journal: Mutex::new(Journal {
+                path: journal_path,
+                file: None,
+                next: Stamp {
+                    run: run_id(),
+                    gen: 1,
+                },
+                in_file: HashSet::new(),
+                since: HashSet::new(),
+                carry: Vec::new(),
+                running: HashMap::new(),
+                relist: relisted,
+                failing: false,
+            }),
+            writing: Mutex::new(()),
         };
         (rec, found)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn journal(&self) -> MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn path(&self) -> &Path {
@@ -769,19 +1009,111 @@ impl Recorder {
     /// `-r`: `tree` (walked before the full syncs start) becomes the root's entry once
     /// every remote's full sync has landed; until then the file has no entry for it.
     pub fn rebuild(&self, root: &Path, tree: Tree) {
+        self.rebuild_for(root, tree, None)
+    }
+
+    /// [`Recorder::rebuild`] waiting for the full syncs of `only` (remotes added since
+    /// the index was made; the others hold what it says), or of every remote.
+    pub fn rebuild_for(&self, root: &Path, tree: Tree, only: Option<&[RemoteId]>) {
         let mut st = self.lock();
         if let Some(r) = st.roots.iter_mut().find(|r| r.root == root) {
-            r.rebuilding = Some(vec![false; r.targets.len()]);
+            r.rebuilding = Some(
+                (r.targets.iter())
+                    .map(|t| only.is_some_and(|o| !o.contains(t)))
+                    .collect(),
+            );
             r.tree = Some(tree);
             r.pending.clear();
         }
         st.dirty = true;
     }
 
+    /// Before a push of `job` to `t` starts: what it may change is in the journal on
+    /// disk (appended and fsynced unless there already) and its paths are unknown in
+    /// the index until a push of them lands everywhere. `None` when the root is not
+    /// recorded. Drop what is returned when the push ended, however it ended.
+    pub fn announce(&self, t: RemoteId, job: &Job) -> Option<Announced<'_>> {
+        let recs = {
+            let mut st = self.lock();
+            let r = st.roots.iter_mut().find(|r| r.targets.contains(&t))?;
+            // A full sync of a root being rebuilt is the rebuild's: the root is in the
+            // file only once they all landed.
+            if matches!(job, Job::Full) && r.rebuilding.is_some() {
+                return None;
+            }
+            let root = r.root.clone();
+            let tree = r.tree.as_mut()?;
+            let recs = recs_of(&root, job);
+            for x in &recs {
+                match &x.what {
+                    What::Path(p) if !p.as_os_str().is_empty() => {
+                        tree.insert(p.clone(), UNKNOWN);
+                    }
+                    _ => {}
+                }
+            }
+            st.dirty = true;
+            recs
+        };
+        let mut j = self.journal();
+        for x in &recs {
+            *j.running.entry(x.clone()).or_insert(0) += 1;
+            j.since.insert(x.clone());
+            j.relist.remove(x);
+        }
+        let new: Vec<&Rec> = recs.iter().filter(|x| !j.in_file.contains(*x)).collect();
+        if !new.is_empty() && j.file.is_some() {
+            let mut bytes = Vec::new();
+            for x in &new {
+                journal::record(&mut bytes, x);
+            }
+            let written = match j.file.as_mut() {
+                Some(f) => {
+                    use std::io::Write;
+                    f.write_all(&bytes).and_then(|()| f.sync_data())
+                }
+                None => Ok(()),
+            };
+            match written {
+                Ok(()) => {
+                    let new: Vec<Rec> = new.into_iter().cloned().collect();
+                    j.in_file.extend(new);
+                }
+                Err(e) => self.journal_lost(&mut j, &e),
+            }
+        }
+        Some(Announced { rec: self, recs })
+    }
+
+    /// A journal write failed: the file goes (an unlink needs no free space), so that a
+    /// start after a kill does a full sync rather than trust an index without it;
+    /// written whole again at the next checkpoint.
+    fn journal_lost(&self, j: &mut Journal, e: &std::io::Error) {
+        j.file = None;
+        j.in_file.clear();
+        let removed = match std::fs::remove_file(&j.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+        if let Err(re) = removed {
+            // Without the journal gone, the index must go.
+            log::error!("cannot remove {}: {re}", j.path.display());
+            let _ = std::fs::remove_file(&self.path);
+        }
+        if !j.failing {
+            log::error!(
+                "cannot write the index's journal {}: {e}; pushes go on, and a start after \
+                 a kill before the next checkpoint does a full sync",
+                j.path.display()
+            );
+            j.failing = true;
+        }
+    }
+
     /// The metadata of a job's paths, taken before its push to `t`; `None` when the
-    /// root is not recorded. A listing (`listing: true`) is recorded only as the delete of a
-    /// directory gone; else its entries keep what they had (the next start may push
-    /// them again, never less).
+    /// root is not recorded. A listing (`listing: true`) is recorded as the delete of a
+    /// directory gone, or as the push of each of its entries (what the remotes held
+    /// there and it deleted keeps its entry: the next start may send more, never less).
     pub fn before(&self, t: RemoteId, root: &Path, job: &Job) -> Option<Before> {
         let Job::Paths(paths) = job else {
             return None;
@@ -798,6 +1130,9 @@ impl Recorder {
                 if stat(root, &p.path).is_none() {
                     out.push((p.path.clone(), None));
                 }
+                // Of one there: what it sends, its entries (the caller leaves out those
+                // the excludes keep out of it).
+                out.extend(listed(root, &p.path));
             } else {
                 out.push((p.path.clone(), stat(root, &p.path)));
             }
@@ -806,8 +1141,25 @@ impl Recorder {
     }
 
     /// A push to `t` landed: each path is entered once every remote of its root had a
-    /// push land with the same metadata.
+    /// push land with the same metadata, and since then nothing around it (see
+    /// [`supersede`]). A path that was gone before the push but is there now may have
+    /// been there when rsync read the tree (a directory pushed alone then, what the
+    /// remote held below it left as it was): it is unknown, and so is what is below it.
     pub fn landed(&self, t: RemoteId, before: Before) {
+        let root = {
+            let st = self.lock();
+            st.roots
+                .iter()
+                .find(|r| r.targets.contains(&t))
+                .map(|r| r.root.clone())
+        };
+        let Some(root) = root else { return };
+        let before: Before = (before.into_iter())
+            .map(|(p, m)| match m {
+                None if stat(&root, &p).is_some() => (p, Some(UNKNOWN)),
+                m => (p, m),
+            })
+            .collect();
         let mut st = self.lock();
         let Some(r) = st.roots.iter_mut().find(|r| r.targets.contains(&t)) else {
             return;
@@ -818,6 +1170,18 @@ impl Recorder {
         let n = r.targets.len();
         let mut changed = false;
         for (p, meta) in before {
+            let below_gone = supersede(&mut r.pending, &p, meta.as_ref(), pos);
+            if meta.as_ref().is_some_and(|m| m.kind == Kind::Unknown) {
+                r.pending.remove(&p);
+                if let Some(tree) = r.tree.as_mut() {
+                    for (_, m) in below_mut(tree, &p) {
+                        *m = UNKNOWN;
+                    }
+                    tree.insert(p, UNKNOWN);
+                    changed = true;
+                }
+                continue;
+            }
             let entry = r.pending.entry(p.clone()).or_insert_with(|| Pending {
                 meta: meta.clone(),
                 done: vec![false; n],
@@ -828,8 +1192,14 @@ impl Recorder {
             }
             entry.done[pos] = true;
             if !entry.done.iter().all(|d| *d) {
-                // Until every remote has it, what they hold is not known.
+                // Until every remote has it, what they hold is not known; nor what
+                // they hold below it when it is gone or not a directory on this one.
                 if let Some(tree) = r.tree.as_mut() {
+                    if below_gone {
+                        for (_, m) in below_mut(tree, &p) {
+                            *m = UNKNOWN;
+                        }
+                    }
                     tree.insert(p, UNKNOWN);
                     changed = true;
                 }
@@ -871,13 +1241,14 @@ impl Recorder {
     }
 
     /// Writes the file if anything changed since the last write, marked as written
-    /// while running.
+    /// while running, then its journal afresh.
     pub fn checkpoint(&self) -> std::io::Result<()> {
         self.write(true, false)
     }
 
-    /// At start, before any push: the file marked as written while running, so that a
-    /// stop that never reaches [`Recorder::finish`] is seen at the next start. When it
+    /// At start, before any push: the file marked as written while running, with an
+    /// empty journal, so that a stop that never reaches [`Recorder::finish`] is seen at
+    /// the next start and what was pushed after the last checkpoint is known. When it
     /// cannot be written, the file is removed (an unlink needs no free space): a file
     /// left marked as stopped would be trusted after this run pushed more.
     pub fn begin(&self) -> std::io::Result<()> {
@@ -893,17 +1264,38 @@ impl Recorder {
         written
     }
 
-    /// At the stop, once the workers ended: the file marked as written at a stop.
+    /// At the stop, once the workers ended: the file marked as written at a stop, and
+    /// its journal removed. Pushes still running (a worker that did not end in its
+    /// grace time) keep it marked running, with its journal.
     pub fn finish(&self) -> std::io::Result<()> {
-        self.write(false, true)
+        let running = self.journal().running.len();
+        if running > 0 {
+            log::warn!(
+                "index {}: {running} path(s) still being pushed at the stop; kept with its \
+                 journal, so the next start pushes them again",
+                self.path.display()
+            );
+        }
+        self.write(running > 0, true)
     }
 
     fn write(&self, running: bool, force: bool) -> std::io::Result<()> {
+        let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.lock().dirty && !force {
+            return Ok(());
+        }
+        // The next journal holds what runs now and what begins from now on: taken
+        // before the snapshot, so that anything landing in between is in both.
+        let stamp = {
+            let mut j = self.journal();
+            let stamp = j.next;
+            j.next.gen += 1;
+            j.carry = j.running.keys().cloned().collect();
+            j.since.clear();
+            stamp
+        };
         let (bytes, entries) = {
             let mut st = self.lock();
-            if !st.dirty && !force {
-                return Ok(());
-            }
             st.dirty = false;
             // Level roots only; a path pushed to some remotes only is in as unknown.
             let sections: Vec<SectionRef> = (st.roots.iter())
@@ -917,20 +1309,174 @@ impl Recorder {
                 })
                 .collect();
             let n: usize = sections.iter().map(|s| s.tree.len()).sum();
-            (encode(&sections, running), n)
+            (encode_stamped(&sections, running, stamp), n)
         };
-        let written = crate::sys::fsafe::write_atomic(&self.path, &bytes);
-        match &written {
-            Ok(()) => log::debug!(
-                "index {} written: {entries} entries, {} bytes",
-                self.path.display(),
-                bytes.len()
-            ),
-            // Written again at the next checkpoint.
-            Err(_) => self.lock().dirty = true,
+        if let Err(e) = crate::sys::fsafe::write_atomic(&self.path, &bytes) {
+            // Written again at the next checkpoint; the journal on disk goes on (it
+            // names an older checkpoint than the file, and holds all since).
+            self.lock().dirty = true;
+            return Err(e);
         }
-        written
+        log::debug!(
+            "index {} written: {entries} entries, {} bytes",
+            self.path.display(),
+            bytes.len()
+        );
+        let mut j = self.journal();
+        if !running {
+            j.file = None;
+            j.in_file.clear();
+            match std::fs::remove_file(&j.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    log::warn!("cannot remove {}: {e}", j.path.display())
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        let mut all: Vec<Rec> = (j.carry.iter())
+            .chain(j.since.iter())
+            .chain(j.relist.iter())
+            .cloned()
+            .collect();
+        all.sort();
+        all.dedup();
+        let mut bytes = journal::header(stamp);
+        for x in &all {
+            journal::record(&mut bytes, x);
+        }
+        let opened = crate::sys::fsafe::write_atomic(&j.path, &bytes).map(|()| {
+            crate::sys::fsafe::open_trusted(&j.path, libc::O_WRONLY | libc::O_APPEND, 0o600)
+        });
+        match opened {
+            Ok(Ok(f)) => {
+                j.file = Some(f);
+                j.in_file = all.into_iter().collect();
+                if j.failing {
+                    log::info!("index journal {} written again", j.path.display());
+                    j.failing = false;
+                }
+            }
+            // The new one is there but cannot be appended to.
+            Ok(Err(e)) => self.journal_lost(&mut j, &e),
+            // The old one stays, names an older checkpoint and is appended to.
+            Err(e) if j.file.is_some() => {
+                if !j.failing {
+                    log::error!(
+                        "cannot write the index's journal {} afresh: {e}; the old one goes on",
+                        j.path.display()
+                    );
+                    j.failing = true;
+                }
+            }
+            Err(e) => self.journal_lost(&mut j, &e),
+        }
+        Ok(())
     }
+}
+
+/// A push of `p` as `meta` landed on the remote at `pos` of its root: what that remote
+/// was counted as having had land of the paths around `p` (in `pending`) may be true
+/// there no longer. When `p` is gone or not a directory there, nothing is below it:
+/// the pushes below `p` that landed on it before no longer count there (a delete
+/// excepted). When `p` is there, its ancestors are directories there: a delete of one,
+/// or its push as a file or link, no longer counts there, so that the ancestor's entry
+/// (which removes what is below it from the index) is not made while this remote holds
+/// `p`. Returns whether nothing is below `p` on that remote now.
+fn supersede(
+    pending: &mut BTreeMap<PathBuf, Pending>,
+    p: &Path,
+    meta: Option<&Meta>,
+    pos: usize,
+) -> bool {
+    let not_dir = |m: Option<&Meta>| m.is_none_or(|m| m.kind != Kind::Dir);
+    if meta.is_some() {
+        for a in p.ancestors().skip(1) {
+            if let Some(e) = pending.get_mut(a).filter(|e| not_dir(e.meta.as_ref())) {
+                e.done[pos] = false;
+            }
+        }
+    }
+    if !not_dir(meta) {
+        return false;
+    }
+    for (_, e) in below_mut(pending, p) {
+        if e.meta.is_some() {
+            e.done[pos] = false;
+        }
+    }
+    true
+}
+
+/// The paths strictly below `dir` in `map`, to change.
+fn below_mut<'a, V>(
+    map: &'a mut BTreeMap<PathBuf, V>,
+    dir: &'a Path,
+) -> impl Iterator<Item = (&'a PathBuf, &'a mut V)> {
+    map.range_mut::<Path, _>((std::ops::Bound::Excluded(dir), std::ops::Bound::Unbounded))
+        .take_while(move |(q, _)| q.starts_with(dir))
+}
+
+fn torn_word(torn: bool) -> &'static str {
+    if torn {
+        "is torn"
+    } else {
+        "not used"
+    }
+}
+
+/// The journal of an index written while an agent ran, if it goes with it: this run's,
+/// of the same or an older checkpoint (it is written afresh only after the index).
+fn read_journal(index: &Path, path: &Path, stamp: Option<Stamp>) -> Result<journal::Read, String> {
+    let killed = format!(
+        "index {} was written by an agent that did not stop (killed, crashed or a power cut)",
+        index.display()
+    );
+    let Some(stamp) = stamp else {
+        return Err(format!("{killed} and has no journal (an older version)"));
+    };
+    let bytes = crate::sys::fsafe::read_trusted(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "{killed} and its journal {} is missing: what it pushed after its last \
+                 checkpoint is not known",
+                path.display()
+            )
+        } else {
+            format!("{killed} and its journal is not used: {e}")
+        }
+    })?;
+    let read = journal::decode(&bytes)
+        .map_err(|why| format!("{killed} and its journal {} {why}", path.display()))?;
+    if read.stamp.run != stamp.run || read.stamp.gen > stamp.gen {
+        return Err(format!(
+            "{killed} and its journal {} is of another checkpoint",
+            path.display()
+        ));
+    }
+    Ok(read)
+}
+
+/// What the journal says pushes may have changed in `root` after the checkpoint:
+/// those paths unknown in `tree` (pushed again, or deleted when gone), and the
+/// directories whose listing may have changed (returned: listed again).
+fn unknown_since(tree: &mut Tree, root: &Path, recs: &[Rec]) -> Vec<PathBuf> {
+    let mut relist = Vec::new();
+    for r in recs.iter().filter(|r| r.root == root) {
+        match &r.what {
+            // Never the root itself.
+            What::Path(p) if !p.as_os_str().is_empty() => {
+                tree.insert(p.clone(), UNKNOWN);
+            }
+            What::Path(_) => {}
+            // Listed again (a gone directory's listing goes as its delete).
+            What::Listing(p) => relist.push(p.clone()),
+            What::Full => {}
+        }
+    }
+    relist.sort();
+    relist.dedup();
+    relist
 }
 
 /// Enters what a path was pushed as: its metadata, or (gone) it and everything below

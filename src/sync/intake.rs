@@ -541,10 +541,8 @@ fn own_only(excludes: &Excludes, change: &Change) -> bool {
 
 /// `path` as its listing if it is a directory (not the top), else plain.
 fn listing(path: PathBuf, dir: bool) -> Entry {
-    Entry {
-        listing: dir && !path.as_os_str().is_empty(),
-        path,
-    }
+    let listing = dir && !path.as_os_str().is_empty();
+    Entry::with_listing(path, listing)
 }
 
 enum Decision {

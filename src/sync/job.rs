@@ -7,10 +7,17 @@ use std::path::PathBuf;
 /// its entries, and with deletes on what the remote holds there beyond them). A listing
 /// is a value of its own, from the queue through the argv and the fail log; only at the
 /// edges is it written `dir/` (rsync's argument, the fail log's text).
+///
+/// `tree`: a listing that goes all the way down, the directory and everything below it
+/// (a full sync of that directory only): what a full sync owes for a directory rsync
+/// could not read. It is pushed alone, recursively (`Target::argv`), and written to the
+/// fail log under a `#recursive` line. A tree is always a listing too, so what holds
+/// for a listing (its `/`, its excluded names) holds for it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Entry {
     pub path: PathBuf,
     pub listing: bool,
+    pub tree: bool,
 }
 
 impl Entry {
@@ -19,6 +26,7 @@ impl Entry {
         Entry {
             path: path.into(),
             listing: false,
+            tree: false,
         }
     }
 
@@ -27,19 +35,38 @@ impl Entry {
         Entry {
             path: path.into(),
             listing: true,
+            tree: false,
+        }
+    }
+
+    /// The directory `path` with everything below it.
+    pub fn tree(path: impl Into<PathBuf>) -> Entry {
+        Entry {
+            path: path.into(),
+            listing: true,
+            tree: true,
+        }
+    }
+
+    /// `path` as a listing (`listing`) or not, never a tree.
+    pub fn with_listing(path: impl Into<PathBuf>, listing: bool) -> Entry {
+        Entry {
+            path: path.into(),
+            listing,
+            tree: false,
         }
     }
 }
 
-/// As logs name it: the path, and `/` after a listing.
+/// As logs name it: the path, `/` after a listing, and `/**` after a tree.
 impl std::fmt::Display for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}{}",
-            self.path.display(),
-            if self.listing { "/" } else { "" }
-        )
+        let tail = match (self.listing, self.tree) {
+            (_, true) => "/**",
+            (true, false) => "/",
+            (false, false) => "",
+        };
+        write!(f, "{}{tail}", self.path.display())
     }
 }
 

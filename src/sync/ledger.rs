@@ -6,8 +6,9 @@
 //!
 //! Its operations, by the names ARCHITECTURE.md gives them: queued ([`Ledger::push`],
 //! [`Ledger::push_rename`], [`Ledger::push_full`]), taken ([`Ledger::take`]), pushed
-//! ([`Ledger::paid`] then [`Ledger::finish`] or [`Ledger::finish_again`]), failed
-//! ([`Ledger::owe`]), closed ([`Ledger::close`]), replayed ([`Ledger::retry_at`],
+//! ([`Ledger::pushed`], which pays with [`Ledger::paid_leaving`], then [`Ledger::finish`]
+//! or [`Ledger::finish_again`]), failed ([`Ledger::failed`], which books with
+//! [`Ledger::owe`] and sets the retry), closed ([`Ledger::close`]), replayed ([`Ledger::retry_at`],
 //! [`Ledger::retry_due`]: what is owed moves back into the pending set at its time) and
 //! restored ([`Ledger::owe`] of what a fail log held). What waits is merged, ordered,
 //! batched and never run twice at once; what is owed and the marks are in `owed.rs`.
@@ -38,9 +39,10 @@
 //! rename is handed out, the free paths go before the next one (renames and paths take
 //! turns; neither waits behind the other's whole backlog).
 //!
-//! A remote that owes work has a retry time here: what it owes moves into the pending set
-//! when that time comes (the workers' wait already has a deadline per remote; no thread
-//! per remote).
+//! A remote that owes work has its retry schedule here ([`Ledger::failed`] sets the next
+//! retry on the backoff, [`Ledger::pushed`] ends it when the remote is back or level):
+//! what it owes moves into the pending set when that time comes (the workers' wait
+//! already has a deadline per remote; no thread per remote).
 //!
 //! Every entry carries a [`Mark`]: the sequence number and the time of the oldest change
 //! it stands for, kept when changes merge (a deleted directory inherits the marks of the
@@ -60,6 +62,16 @@
 //! subdirectories as directories), with `--delete` when deletes are on. The entry keeps
 //! the oldest mark of what it replaced; while it waits, later changes of direct children
 //! merge into it. The top directory (the watch root) never collapses.
+//!
+//! A full sync does not hold back live changes: while one runs to a remote, the paths
+//! waiting for it are handed out beside it like any others. rsync's full sync lists the
+//! tree as it goes and, with `--delete`, deletes in each directory what the remote holds
+//! beyond the list it made of that directory; it sends a file with the metadata its
+//! list holds. So a path pushed beside it may be deleted again (made after its directory
+//! was listed) or taken back to older metadata or content. Every path handed out while
+//! a full sync runs (`beside_full`) waits once more when that full sync ends, with the
+//! mark it had, and keeps that mark meanwhile: a barrier does not pass on it until that
+//! push lands. The full sync itself still starts only once nothing is in flight.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -70,6 +82,7 @@ use std::time::Instant;
 
 use super::faillog::Owed;
 use super::job::{Entry, Job};
+use super::recovery::Recovery;
 
 /// A relative path as raw bytes. The maps compare and hash keys on every event; bytes
 /// do that with memcmp where `Path` walks components (that was the largest part of the
@@ -139,10 +152,12 @@ pub struct Ledger {
     /// What was waiting when the queue closed (whether a listing, its mark), and the
     /// full sync waiting then: owed, and a push that was in flight then and succeeds
     /// does not pay it (it may stand for a newer change of its path).
-    kept_at_close: HashMap<Key, (bool, Mark)>,
+    kept_at_close: HashMap<Key, (Entry, Mark)>,
     kept_full: Option<Mark>,
-    /// When what is owed is queued again (the backoff retry), if it is set.
-    retry: Option<Instant>,
+    /// When what is owed is queued again, on the backoff schedule: the one record of
+    /// it (the step of the backoff, failing since, the next retry, whether the remote
+    /// answered; see [`Recovery`]).
+    recovery: Recovery,
     /// For every proper ancestor of an in-flight path: how many in-flight paths lie below.
     inflight_below: HashMap<Key, usize>,
     running: usize,
@@ -158,8 +173,12 @@ pub struct Ledger {
     /// directory no longer holds (see `Target::argv`). Collapsed directories (see the
     /// module doc) are here too: their listing is pushed.
     replaced: HashSet<Key>,
-    /// Listings in flight, for [`Ledger::in_flight`].
+    /// Of the listings waiting, those that go all the way down (a directory a full sync
+    /// could not read, owed with everything below it: [`Entry::tree`]).
+    trees: HashSet<Key>,
+    /// Listings in flight, for [`Ledger::in_flight`], and of them the trees.
     listing_inflight: HashSet<Key>,
+    tree_inflight: HashSet<Key>,
     /// For each directory, how many of its direct children wait in `by_path`.
     children: HashMap<Key, usize>,
     /// Direct children waiting at which a directory collapses; 0: never.
@@ -172,6 +191,11 @@ pub struct Ledger {
     flooded: usize,
     /// The latest call handed out was a rename: free paths go before the next one.
     rename_last: bool,
+    /// Paths handed out while a full sync runs (whether a listing, their mark): that
+    /// full sync may undo their push (its delete pass removes what its file list,
+    /// built before, lacks; it sends what it listed, older than the push), so each
+    /// waits once more when it ends, keeping its mark until then (see the module doc).
+    beside_full: HashMap<Key, (bool, Mark)>,
 }
 
 /// More renames than this waiting for one remote at a take is a flood: all of them
@@ -282,6 +306,7 @@ impl Ledger {
         // A listing: a directory that arrived whole, or one owed from before (the fail
         // log keeps it). The top (the empty path) is never a listing.
         let listing = entry.listing && !entry.path.as_os_str().is_empty();
+        let tree = listing && entry.tree;
         let path = key(entry.path);
         debug_assert!(path.last() != Some(&b'/'), "a path with a trailing /");
         self.dissolve_related(&path);
@@ -299,6 +324,9 @@ impl Ledger {
         // the next push is its listing too.
         if listing || self.listing_inflight.contains(&path) {
             self.replaced.insert(path.clone());
+        }
+        if tree {
+            self.trees.insert(path.clone());
         }
         self.push_key(path, gone_dir, now, None);
     }
@@ -624,6 +652,7 @@ impl Ledger {
         self.renames.clear();
         self.rename_keys.clear();
         self.replaced.clear();
+        self.trees.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -656,8 +685,9 @@ impl Ledger {
     }
 
     /// Only a few paths are in flight and waiting: single edits, not a burst.
+    /// A full sync running does not count: a single edit goes beside it at once.
     pub fn is_trickle(&self) -> bool {
-        !self.full_inflight && self.running_paths + self.len() <= TRICKLE
+        self.running_paths + self.len() <= TRICKLE
     }
 
     fn blocked(&self, p: &[u8]) -> bool {
@@ -670,9 +700,24 @@ impl Ledger {
     /// flight, else up to `max` waiting paths (oldest first) that conflict with nothing
     /// in flight.
     pub fn take(&mut self, max: usize) -> Option<Job> {
-        if self.full_inflight {
-            return None;
+        let job = self.take_inner(max)?;
+        if self.full_inflight && job != Job::Full {
+            // It may be undone by the full sync running: it goes again once that ends.
+            for e in job.plain_paths() {
+                let k = entry_key(&e).to_vec();
+                let Some(m) = self.inflight.get(&k).copied() else {
+                    continue;
+                };
+                let listing = e.listing || self.listing_inflight.contains(&k);
+                let b = self.beside_full.entry(k).or_insert((listing, m));
+                b.0 |= listing;
+                b.1 = b.1.min(m);
+            }
         }
+        Some(job)
+    }
+
+    fn take_inner(&mut self, max: usize) -> Option<Job> {
         if self.full_pending {
             if self.running > 0 {
                 return None;
@@ -761,12 +806,17 @@ impl Ledger {
             .into_iter()
             .map(|p| {
                 let listing = self.replaced.remove(&p);
+                let tree = self.trees.remove(&p) && listing;
                 if listing {
                     self.listing_inflight.insert(p.clone());
+                }
+                if tree {
+                    self.tree_inflight.insert(p.clone());
                 }
                 Entry {
                     path: to_path(p),
                     listing,
+                    tree,
                 }
             })
             .collect();
@@ -774,12 +824,33 @@ impl Ledger {
     }
 
     /// Marks work handed out by `take` as finished (whatever its outcome).
+    #[cfg(test)]
     pub fn finish(&mut self, work: &Job) {
+        self.finish_at(work, Instant::now());
+    }
+
+    /// [`Ledger::finish`] at `now`: a full sync ending queues again what was handed
+    /// out beside it (see the module doc).
+    fn finish_at(&mut self, work: &Job, now: Instant) {
         self.running = self.running.saturating_sub(1);
         match work {
             Job::Full => {
                 self.full_inflight = false;
                 self.full_running = None;
+                let beside = std::mem::take(&mut self.beside_full);
+                let mut beside: Vec<(Key, (bool, Mark))> = beside.into_iter().collect();
+                beside.sort_by_key(|(_, (_, m))| m.seq);
+                for (k, (listing, m)) in beside {
+                    if self.full_pending {
+                        // The full sync waiting covers it, from the older mark.
+                        self.full_mark = Some(older(self.full_mark, m));
+                        continue;
+                    }
+                    if listing {
+                        self.replaced.insert(k.clone());
+                    }
+                    self.push_key(k, false, now, Some(m));
+                }
             }
             Job::Paths(_) | Job::Rename { .. } => {
                 self.running_paths = self.running_paths.saturating_sub(work.count());
@@ -787,6 +858,7 @@ impl Ledger {
                     let p = entry_key(p);
                     self.inflight.remove(p);
                     self.listing_inflight.remove(p);
+                    self.tree_inflight.remove(p);
                     for a in ancestors(p) {
                         if let Some(n) = self.inflight_below.get_mut(a) {
                             *n -= 1;
@@ -803,16 +875,7 @@ impl Ledger {
     /// [`Ledger::finish`], then the listings `again` (directories `work` listed) wait
     /// once more with the marks they had in flight, so a barrier is not passed
     /// on them.
-    ///
-    /// `redirect`: paths of `work` left out below what is a file or link now, with that
-    /// file or link, which waits once more with their marks.
-    pub fn finish_again(
-        &mut self,
-        work: &Job,
-        again: &[PathBuf],
-        redirect: &[(PathBuf, PathBuf)],
-        now: Instant,
-    ) {
+    pub fn finish_again(&mut self, work: &Job, again: &[PathBuf], now: Instant) {
         let marks: Vec<(Key, Mark)> = again
             .iter()
             .filter_map(|d| {
@@ -820,21 +883,7 @@ impl Ledger {
                 self.inflight.get(&k).map(|m| (k, *m))
             })
             .collect();
-        let moved: Vec<(Key, Mark)> = redirect
-            .iter()
-            .filter_map(|(p, a)| {
-                let m = self.inflight.get(p.as_os_str().as_bytes())?;
-                Some((a.as_os_str().as_bytes().to_vec(), *m))
-            })
-            .collect();
-        self.finish(work);
-        for (k, m) in moved {
-            if self.full_pending {
-                self.full_mark = Some(older(self.full_mark, m));
-                continue;
-            }
-            self.push_key(k, false, now, Some(m));
-        }
+        self.finish_at(work, now);
         for (k, m) in marks {
             if self.full_pending {
                 // The full sync waiting covers it, from the older mark.
@@ -855,6 +904,7 @@ impl Ledger {
                 .map(|k| Entry {
                     path: to_path(k.clone()),
                     listing: self.listing_inflight.contains(k),
+                    tree: self.tree_inflight.contains(k),
                 })
                 .collect(),
             self.full_inflight,
@@ -880,13 +930,16 @@ impl Ledger {
         self.children.clear();
         self.rename_keys.clear();
         let replaced = std::mem::take(&mut self.replaced);
+        let trees = std::mem::take(&mut self.trees);
         // A listing waiting stays a listing: what it stands for is its listing.
         let mut paths: Vec<(Entry, Mark)> = std::mem::take(&mut self.by_seq)
             .into_values()
             .filter_map(|k| {
                 let (_, m) = by_path.get(&k)?;
+                let listing = replaced.contains(&k);
                 let e = Entry {
-                    listing: replaced.contains(&k),
+                    listing,
+                    tree: listing && trees.contains(&k),
                     path: to_path(k),
                 };
                 Some((e, *m))
@@ -920,8 +973,21 @@ impl Ledger {
         self.kept_full = full_waiting;
         for (e, m) in &waiting {
             self.kept_at_close
-                .insert(entry_key(e).to_vec(), (e.listing, *m));
+                .insert(entry_key(e).to_vec(), (e.clone(), *m));
             self.owe(&Job::Paths(vec![e.clone()]), *m, 0);
+        }
+        // Handed out beside the full sync running: owed like what waited, and not paid
+        // by their own push if it succeeds, nor by that full sync's.
+        for (k, (listing, m)) in std::mem::take(&mut self.beside_full) {
+            let e = Entry {
+                path: to_path(k.clone()),
+                listing,
+                tree: false,
+            };
+            let kept = self.kept_at_close.entry(k).or_insert((e.clone(), m));
+            kept.0.listing |= listing;
+            kept.1 = kept.1.min(m);
+            self.owe(&Job::Paths(vec![e]), m, 0);
         }
         if !running.is_empty() {
             // In flight: they keep the marks they have there.
@@ -951,5 +1017,6 @@ pub struct Left {
 }
 
 mod owed;
+pub use owed::Pushed;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@
 //! the [`backoff`] schedule ([`recovery`]). [`version`] checks the rsync on PATH.
 
 pub mod backoff;
+pub mod bisect;
 pub mod cause;
 pub mod faillog;
 pub mod index;
@@ -14,6 +15,7 @@ pub mod intake;
 pub mod job;
 pub mod ledger;
 pub mod links;
+pub mod lockorder;
 pub mod queue;
 pub mod recovery;
 pub mod rsync;

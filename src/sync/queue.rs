@@ -7,55 +7,46 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::faillog::Owed;
 use super::job::{Entry, Job, RemoteId};
-pub use super::ledger::{Item, Ledger, Left, Mark, RENAME_FLOOD};
+pub use super::ledger::{Item, Ledger, Left, Mark, Pushed, RENAME_FLOOD};
+use super::lockorder::{Hold, Lock};
+use super::recovery::{Plan, Recovery};
 
 /// A relative path as raw bytes (see [`crate::sync::ledger`]).
 type Key = Vec<u8>;
 
-thread_local! {
-    /// How many times this thread holds the queue's lock now.
-    static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Does this thread hold a queue's lock? The lock order (ARCHITECTURE.md) puts the fail
-/// log's lock before the queue's: `Mirror` asserts this is false when it takes it.
+#[cfg(test)]
+/// Does this thread hold a queue's lock? The lock order (ARCHITECTURE.md, checked by
+/// [`super::lockorder`]) puts the fail log's lock before the queue's.
 pub fn lock_held() -> bool {
-    HELD.with(|h| h.get() > 0)
+    super::lockorder::held(Lock::Queue)
 }
 
-/// Counts one hold of the queue's lock by this thread while it lives.
-struct Counted;
-
-impl Counted {
-    fn new() -> Counted {
-        HELD.with(|h| h.set(h.get() + 1));
-        Counted
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        HELD.with(|h| h.set(h.get().saturating_sub(1)));
-    }
+/// Counts one hold of the queue's lock by this thread while it lives, checking the lock
+/// order (see [`super::lockorder`]).
+fn counted() -> Hold {
+    Hold::new(Lock::Queue)
 }
 
 /// The queue's lock, counted (see [`lock_held`]).
-struct Held<'a>(MutexGuard<'a, State>, Counted);
+struct Held<'a> {
+    guard: MutexGuard<'a, State>,
+    _held: Hold,
+}
 
 impl std::ops::Deref for Held<'_> {
     type Target = State;
     fn deref(&self) -> &State {
-        &self.0
+        &self.guard
     }
 }
 
 impl std::ops::DerefMut for Held<'_> {
     fn deref_mut(&mut self) -> &mut State {
-        &mut self.0
+        &mut self.guard
     }
 }
 
@@ -206,8 +197,11 @@ impl Queue {
 
     /// The queue's lock, counted as held by this thread (see [`lock_held`]).
     fn lock(&self) -> Held<'_> {
-        let counted = Counted::new();
-        Held(self.raw_lock(), counted)
+        let counted = counted();
+        Held {
+            guard: self.raw_lock(),
+            _held: counted,
+        }
     }
 
     /// The queue's lock for a condvar wait (only `take` and `wait_for`, which call out
@@ -423,7 +417,7 @@ impl Queue {
 
     /// Returns work from `take`; on failure the remote rests a moment before its next call.
     pub fn finish(&self, target: RemoteId, work: &Job, rest: Option<Duration>) {
-        self.finish_again(target, work, rest, &[], &[]);
+        self.finish_again(target, work, rest, &[]);
     }
 
     /// [`Queue::finish`], with the listings `again` (directories `work` listed)
@@ -435,13 +429,10 @@ impl Queue {
         work: &Job,
         rest: Option<Duration>,
         again: &[PathBuf],
-        redirect: &[(PathBuf, PathBuf)],
     ) {
         let mut st = self.lock();
         let remote = &mut st.remotes[target.0];
-        remote
-            .pending
-            .finish_again(work, again, redirect, Instant::now());
+        remote.pending.finish_again(work, again, Instant::now());
         if let Some(d) = rest {
             remote.resting_until = Some(Instant::now() + d);
         }
@@ -468,21 +459,67 @@ impl Queue {
         }
     }
 
-    /// A push to `target` succeeded: what it carried is no longer owed. Returns whether
-    /// what is owed changed.
-    pub fn paid(&self, target: RemoteId, job: &Job) -> bool {
-        self.lock()
-            .remotes
-            .get_mut(target.0)
-            .is_some_and(|r| r.pending.paid(job))
+    /// A push to `target` failed for good (rsync `status`): its entries are owed and the
+    /// remote's retry is set on the backoff (see [`Ledger::failed`]). Call before
+    /// [`Queue::finish`]. `None`: no such remote.
+    pub fn failed(&self, target: RemoteId, job: &Job, status: i32, random: u64) -> Option<Plan> {
+        let mut st = self.lock();
+        let plan = st.remotes.get_mut(target.0).map(|r| {
+            r.pending
+                .failed(job, status, Instant::now(), SystemTime::now(), random)
+        });
+        drop(st);
+        // A sleeping worker recomputes how long to wait.
+        self.wake.notify_one();
+        plan
     }
 
-    /// Does `target` owe anything?
-    pub fn owes(&self, target: RemoteId) -> bool {
+    /// A push to `target` succeeded: what it carried is no longer owed, but for the
+    /// paths it left out below a file or link, and the retry schedule follows (see
+    /// [`Ledger::pushed`]).
+    pub fn pushed(&self, target: RemoteId, job: &Job, left_out: &[(PathBuf, PathBuf)]) -> Pushed {
+        let mut st = self.lock();
+        let pushed = st
+            .remotes
+            .get_mut(target.0)
+            .map(|r| r.pending.pushed(job, left_out, Instant::now()))
+            .unwrap_or_default();
+        drop(st);
+        if pushed.recovered || pushed.orphaned > 0 {
+            self.wake.notify_one();
+        }
+        pushed
+    }
+
+    /// What `job` carried is no longer owed to `target`, without a push and without
+    /// touching the retry schedule: for paths no push can ever land (too long for
+    /// rsync). Returns whether what is owed changed.
+    pub fn paid_without_push(&self, target: RemoteId, job: &Job) -> bool {
+        let mut st = self.lock();
+        let changed = st
+            .remotes
+            .get_mut(target.0)
+            .is_some_and(|r| r.pending.paid(job));
+        drop(st);
+        self.progress.notify_all();
+        changed
+    }
+
+    /// Has `target` failed and not been level since?
+    pub fn is_failing(&self, target: RemoteId) -> bool {
         self.lock()
             .remotes
             .get(target.0)
-            .is_some_and(|r| r.pending.owes())
+            .is_some_and(|r| r.pending.recovery().is_failing())
+    }
+
+    /// Every remote's retry schedule (for status).
+    pub fn recoveries(&self) -> Vec<Recovery> {
+        self.lock()
+            .remotes
+            .iter()
+            .map(|r| r.pending.recovery().clone())
+            .collect()
     }
 
     /// What `target` owes, as jobs (a full sync, or its paths).
@@ -561,7 +598,7 @@ impl Queue {
     pub fn wait_for(&self, until: Instant, mut done: impl FnMut(&View<'_>) -> bool) -> bool {
         let mut st = self.raw_lock();
         loop {
-            let counted = Counted::new();
+            let counted = counted();
             if done(&View(&st)) {
                 return true;
             }
@@ -578,8 +615,10 @@ impl Queue {
         }
     }
 
-    /// Queues what this remote owes at `at` (its next retry on the backoff schedule),
-    /// replacing a retry that was waiting. It joins the pending set like any change.
+    /// Queues what this remote owes at `at`, replacing a retry that was waiting. It
+    /// joins the pending set like any change. (The workers set it with
+    /// [`Queue::failed`].)
+    #[cfg(test)]
     pub fn retry_at(&self, target: RemoteId, at: Instant) {
         let mut st = self.lock();
         st.remotes[target.0].pending.retry_at(Some(at));
@@ -588,7 +627,8 @@ impl Queue {
         self.wake.notify_one();
     }
 
-    /// Drops a waiting retry (the remote is level, or what it owes was queued now).
+    /// Drops a waiting retry.
+    #[cfg(test)]
     pub fn cancel_retry(&self, target: RemoteId) {
         self.lock().remotes[target.0].pending.retry_at(None);
     }
@@ -600,15 +640,6 @@ impl Queue {
         st.remotes
             .iter()
             .all(|r| r.pending.is_empty() && r.pending.running() == 0)
-    }
-
-    /// Nothing waits for `target`, no retry of it is set, and the call being booked
-    /// is the only one in flight to it.
-    pub fn is_last_call_of(&self, target: RemoteId) -> bool {
-        let st = self.lock();
-        st.remotes.get(target.0).is_some_and(|r| {
-            r.pending.is_empty() && r.pending.running() <= 1 && !r.pending.retrying()
-        })
     }
 
     /// Nothing waiting and nothing in flight for one remote.

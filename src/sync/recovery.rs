@@ -17,8 +17,10 @@
 //! Calls that fail while a retry is already scheduled (several calls in flight) belong
 //! to the same round and do not push the schedule further.
 //!
-//! `Recovery` is plain state driven by the workers under a lock, with time and
-//! randomness passed in, so it is unit tested without clocks.
+//! `Recovery` is plain state, with time and randomness passed in, so it is unit tested
+//! without clocks. Each remote's `Ledger` keeps its one (the ledger owns when what is
+//! owed is retried: `Ledger::failed`, `Ledger::pushed`, `Ledger::retry_due`); nothing
+//! else keeps a copy.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -109,6 +111,24 @@ impl Recovery {
         self.next_retry
             .filter(|(at, _)| *at > now)
             .map(|(_, wall)| wall)
+    }
+
+    /// When the owed work is queued again, if a retry is set (due or not).
+    pub fn retry(&self) -> Option<Instant> {
+        self.next_retry.map(|(at, _)| at)
+    }
+
+    /// Sets the retry at `at` (`now` and `wall` are the same moment), replacing one set
+    /// before; the backoff step stays (for tests: the workers set it with `failed`).
+    #[cfg(test)]
+    pub fn set_retry(&mut self, at: Instant, now: Instant, wall: SystemTime) {
+        self.next_retry = Some((at, wall + at.saturating_duration_since(now)));
+    }
+
+    /// The retry set is dropped: it came (what is owed was queued) or is not wanted.
+    /// A call failing after it starts the next step of the backoff.
+    pub fn clear_retry(&mut self) {
+        self.next_retry = None;
     }
 }
 

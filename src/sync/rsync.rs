@@ -245,6 +245,11 @@ impl Target {
         if let Job::Rename { .. } = job {
             return self.argv_with_args_checked(&job.clone().plain(), ignore_times, keep_slash);
         }
+        if let Job::Paths(paths) = job {
+            if !paths.is_empty() && paths.iter().all(|e| e.tree) {
+                return self.tree_argv(paths, keep_slash);
+            }
+        }
         let mut argv = self.job_args_checked(job, ignore_times);
         match job {
             Job::Paths(paths) => {
@@ -283,11 +288,55 @@ impl Target {
                     {
                         argv.push(format!("--exclude={glob}").into());
                     }
+                } else {
+                    // A directory-only exclude (`e/`) depends on what the path is when
+                    // rsync reads it: a file queued here and replaced by such a
+                    // directory after the call was built stays out (a missing one is
+                    // still deleted on the remote). Other excluded names are never
+                    // queued.
+                    for glob in self.filter_globs.iter().filter(|g| g.ends_with('/')) {
+                        argv.push(format!("--exclude={glob}").into());
+                    }
                 }
                 argv.extend(args);
             }
             Job::Full => argv.push("./".into()),
             Job::Rename { .. } => {}
+        }
+        argv.push(self.dest().into());
+        argv
+    }
+
+    /// Directories with everything below them ([`Entry::tree`]; the workers push them
+    /// in calls of their own): a full sync of those directories only, `<params> -R -r`
+    /// by quick check, with `--delete` and the full sync's exclude globs, each `./dir/`
+    /// while it is a directory (or `keep_slash`); one that is not any more goes as
+    /// `./dir`, its delete (`--delete-missing-args --force`) or its push.
+    fn tree_argv(&self, dirs: &[Entry], keep_slash: bool) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = self.opts.params.iter().map(OsString::from).collect();
+        argv.push("-R".into());
+        argv.push("-r".into());
+        if self.delete {
+            argv.extend(["--delete", "--delete-missing-args", "--force"].map(OsString::from));
+        } else {
+            argv.push("--ignore-missing-args".into());
+        }
+        for glob in crate::filter::temp_name_globs() {
+            argv.push(format!("--exclude={glob}").into());
+        }
+        for glob in self.full_excludes.iter().chain(&self.filter_globs) {
+            argv.push(format!("--exclude={glob}").into());
+        }
+        self.connection_args(&mut argv);
+        for e in dirs {
+            let mut a = OsString::from("./");
+            a.push(e.path.as_os_str());
+            if keep_slash
+                || std::fs::symlink_metadata(self.root.join(&e.path)).is_ok_and(|m| m.is_dir())
+            {
+                a.push("/");
+            }
+            argv.push(a);
         }
         argv.push(self.dest().into());
         argv
@@ -1385,6 +1434,25 @@ mod tests {
         );
     }
 
+    /// Found by the simulator (seed 385, directory-only excludes): a file `e` queued,
+    /// renamed away and replaced by a directory `e` (excluded as `e/`) after the call was
+    /// built; `--dirs ./e` made the excluded directory on the remote. A plain push carries
+    /// the directory-only patterns (rsync then keeps such a directory out, and still
+    /// deletes a missing `e`), and no other rule.
+    #[test]
+    fn a_plain_push_carries_the_directory_only_patterns() {
+        let mut t = target(None, true);
+        t.filter_globs = vec!["*.log".into(), "e/".into(), "/top/".into()];
+        let plain = words(&t.argv(&Job::Paths(vec!["e".into()]), &[]).0);
+        let rules: Vec<&String> = plain
+            .iter()
+            .filter(|w| w.starts_with("--exclude"))
+            .collect();
+        assert_eq!(rules, ["--exclude=e/", "--exclude=/top/"], "{plain:?}");
+        let logged = words(&t.fail_log_argv(&Job::Paths(vec!["e".into()])));
+        assert!(logged.contains(&"--exclude=e/".to_owned()), "{logged:?}");
+    }
+
     /// Found in a clean-clone CI run (the swap test on fanotify): `swap.tmp` renamed to
     /// `b.txt` went as a rename push, the remote's old `b.txt` had the same size and an
     /// mtime in the same tick, and the quick check kept it.
@@ -1440,6 +1508,35 @@ mod tests {
         let (argv, stdin) = t.argv(&Job::Full, &["a/.svn".into(), "b/x*y".into()]);
         assert!(words(&argv).contains(&"--exclude-from=-".to_owned()));
         assert_eq!(stdin, b"- /a/.svn\0- /b/x\\*y\0");
+    }
+
+    /// A directory with everything below it goes as a full sync of that directory: `-r`,
+    /// by quick check, `--delete` and the full sync's excludes; as `./dir` (its delete)
+    /// when it is not a directory now.
+    #[test]
+    fn a_tree_is_pushed_recursive_with_the_full_syncs_rules() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(root.path().join("locked")).expect("mkdir");
+        let mut t = target(None, true);
+        t.root = root.path().to_path_buf();
+        t.full_excludes = vec!["*.bak".into()];
+        let job = Job::Paths(vec![Entry::tree("locked"), Entry::tree("gone")]);
+        let (argv, stdin) = t.argv(&job, &[PathBuf::from("locked/skip")]);
+        let w = words(&argv);
+        for want in [
+            "-R",
+            "-r",
+            "--delete",
+            "--delete-missing-args",
+            "--exclude=*.bak",
+        ] {
+            assert!(w.contains(&want.to_owned()), "{want}: {w:?}");
+        }
+        for not in ["--no-recursive", "--dirs", "--ignore-times"] {
+            assert!(!w.contains(&not.to_owned()), "{not}: {w:?}");
+        }
+        assert_eq!(w[w.len() - 3..], ["./locked/", "./gone", &t.dest()]);
+        assert_eq!(stdin, b"- /locked/skip\0");
     }
 
     #[test]

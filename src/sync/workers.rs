@@ -28,11 +28,12 @@ use std::time::{Duration, Instant, SystemTime};
 use super::cause::{self, Cause, Failures};
 use super::faillog::{self, FailLog};
 use super::job::{Entry, Job, RemoteId};
+use super::lockorder::{Hold, Lock};
 use super::queue::Queue;
-use super::recovery::{self, Recovery};
+use super::recovery;
 use super::rsync::{self, Outcome, Target};
 use crate::filter::Excludes;
-use crate::watch::RootHealth;
+use crate::watch::{too_long_for_rsync, RootHealth};
 
 /// Something to run for the paths a push delivered (the plugins): called once per
 /// path, after the watch root's first remote has it.
@@ -47,26 +48,26 @@ struct Stats {
     pushed: AtomicU64,
     /// rsync calls that failed after their retries.
     failed: AtomicU64,
-    /// Failing since when, and when what it owes is tried again.
-    recovery: Mutex<Recovery>,
     /// The last failure and the run of failures going on (the "recovered" line).
     failures: Mutex<Failures>,
     /// When each job running to this remote started (its calls, retries included).
     running: Mutex<Vec<(u64, Instant)>>,
     next_call: AtomicU64,
+    /// Since when the full sync running to this remote runs, if one does.
+    full_since: Mutex<Option<SystemTime>>,
 }
 
 impl Stats {
-    fn recovery(&self) -> MutexGuard<'_, Recovery> {
-        self.recovery.lock().unwrap_or_else(|e| e.into_inner())
+    fn failures(&self) -> Ordered<'_, Failures> {
+        Ordered::lock(&self.failures, Lock::Failures)
     }
 
-    fn failures(&self) -> MutexGuard<'_, Failures> {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    fn running(&self) -> Ordered<'_, Vec<(u64, Instant)>> {
+        Ordered::lock(&self.running, Lock::Running)
     }
 
-    fn running(&self) -> MutexGuard<'_, Vec<(u64, Instant)>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    fn full_since(&self) -> MutexGuard<'_, Option<SystemTime>> {
+        self.full_since.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Counts a job as running until the returned guard is dropped.
@@ -86,6 +87,38 @@ impl Stats {
     }
 }
 
+/// A lock of the push path held, checked against the lock order (ARCHITECTURE.md, see
+/// [`super::lockorder`]).
+struct Ordered<'a, T> {
+    guard: MutexGuard<'a, T>,
+    _held: Hold,
+}
+
+impl<'a, T> Ordered<'a, T> {
+    fn lock(m: &'a Mutex<T>, which: Lock) -> Ordered<'a, T> {
+        let held = Hold::new(which);
+        // A thread that panicked while holding it left consistent state: every
+        // mutation under these locks is completed before any call that could panic.
+        Ordered {
+            guard: m.lock().unwrap_or_else(|e| e.into_inner()),
+            _held: held,
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Ordered<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> std::ops::DerefMut for Ordered<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
 /// A job running to a remote, for status (see [`Stats::clock_in`]).
 struct Running<'a> {
     stats: &'a Stats,
@@ -96,6 +129,89 @@ impl Drop for Running<'_> {
     fn drop(&mut self) {
         self.stats.running().retain(|(id, _)| *id != self.id);
     }
+}
+
+/// While a full sync runs: it shows in status, and a line says it still runs every
+/// [`full_progress_every`] (a full sync of a big tree runs for minutes; the log would
+/// otherwise say nothing from its start to its end).
+struct FullRun<'a> {
+    stats: &'a Stats,
+    /// Dropped at the end, which ends the progress thread.
+    done: Option<crossbeam_channel::Sender<()>>,
+    progress: Option<JoinHandle<()>>,
+}
+
+impl<'a> FullRun<'a> {
+    fn start(stats: &'a Stats, root: &Path, label: String) -> FullRun<'a> {
+        *stats.full_since() = Some(SystemTime::now());
+        let started = Instant::now();
+        log::info!(
+            remote = label.as_str();
+            "full sync of {} to {label} started; live changes are pushed beside it",
+            root.display()
+        );
+        let (done, ended) = crossbeam_channel::bounded::<()>(0);
+        let root = root.to_path_buf();
+        let every = full_progress_every();
+        let progress = std::thread::Builder::new()
+            .name("full-progress".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    ended.recv_timeout(every)
+                {
+                    log::info!(
+                        remote = label.as_str();
+                        "{}",
+                        full_progress_line(&root, &label, started.elapsed())
+                    );
+                }
+            })
+            .ok();
+        FullRun {
+            stats,
+            done: Some(done),
+            progress,
+        }
+    }
+}
+
+impl Drop for FullRun<'_> {
+    fn drop(&mut self) {
+        *self.stats.full_since() = None;
+        drop(self.done.take());
+        if let Some(h) = self.progress.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// How often a running full sync says it still runs: 30 s, or
+/// `SERSYNC2_FULL_PROGRESS_SECS` (read once; for tests and tuning; at least 1 s).
+pub fn full_progress_every() -> Duration {
+    static EVERY: OnceLock<Duration> = OnceLock::new();
+    *EVERY.get_or_init(|| {
+        std::env::var("SERSYNC2_FULL_PROGRESS_SECS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(FULL_PROGRESS_EVERY, |s| Duration::from_secs(s.max(1)))
+    })
+}
+
+/// See [`full_progress_every`].
+pub const FULL_PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// The line a full sync running for `elapsed` logs (see [`FullRun`]).
+fn full_progress_line(root: &Path, label: &str, elapsed: Duration) -> String {
+    let s = elapsed.as_secs();
+    let took = match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, s) => format!("{h}h{m:02}m{s:02}s"),
+    };
+    format!(
+        "full sync of {} to {label} still running ({took} so far)",
+        root.display()
+    )
 }
 
 /// How the last full sync went, for status.
@@ -134,6 +250,8 @@ pub struct RemoteSnapshot {
     /// that accepts connections and stops answering shows here long before rsync's I/O
     /// timeout ends the call.
     pub longest_push: Duration,
+    /// Since when a full sync runs to it, if one does.
+    pub full_sync_since: Option<SystemTime>,
 }
 
 /// The sync state at one moment, as a plain value.
@@ -413,12 +531,14 @@ impl Mirror {
         self.queue.push_full(&self.all());
     }
 
-    fn fail_log(&self) -> MutexGuard<'_, FailLog> {
-        debug_assert!(
-            !super::queue::lock_held(),
-            "lock order: the fail log's lock is taken before the queue's, never under it"
-        );
-        self.fail_log.lock().unwrap_or_else(|e| e.into_inner())
+    /// The fail log's lock: first in the lock order, never under another (checked).
+    fn fail_log(&self) -> Ordered<'_, FailLog> {
+        Ordered::lock(&self.fail_log, Lock::FailLog)
+    }
+
+    /// The note of the fail log's last failed write.
+    fn unsaved_note(&self) -> Ordered<'_, Option<String>> {
+        Ordered::lock(&self.unsaved, Lock::Unsaved)
     }
 
     /// Entries owed to configured remotes.
@@ -474,6 +594,10 @@ impl Mirror {
     /// happens (see [`Taken`]).
     fn run_job(&self, t: RemoteId, job: Job) {
         let _running = self.stats[t.0].clock_in();
+        let _full = matches!(job, Job::Full).then(|| {
+            let target = &self.targets[t.0];
+            FullRun::start(&self.stats[t.0], &target.root, target.label())
+        });
         let mut taken = Taken {
             mirror: self,
             t,
@@ -481,13 +605,14 @@ impl Mirror {
             rest: None,
             accounted: false,
             again: Vec::new(),
-            redirect: Vec::new(),
         };
         if let Some(why) = self.root_unsafe(t) {
             self.defer(t, &taken.job, &why);
             taken.accounted = true;
             return;
         }
+        // In the index's journal on disk before anything runs; its end noted on return.
+        let _announced = (self.index.get()).and_then(|ix| ix.announce(t, &taken.job));
         let mut rest = None;
         let plain;
         let rename_before = match &taken.job {
@@ -542,10 +667,10 @@ impl Mirror {
                     if let (true, Some((ix, b))) = (outcome.ok(), rename_before) {
                         ix.landed(t, b.1);
                     }
-                    let gone = Entry {
-                        path: from.clone(),
-                        listing: matches!(taken.job, Job::Rename { dir: true, .. }),
-                    };
+                    let gone = Entry::with_listing(
+                        from.clone(),
+                        matches!(taken.job, Job::Rename { dir: true, .. }),
+                    );
                     let job = Job::Paths(vec![gone]);
                     let excluded = self.excluded_in_listings(t, &job);
                     vec![(job, excluded)]
@@ -556,71 +681,120 @@ impl Mirror {
                 }
             },
         };
-        for (call, excluded) in calls {
+        let mut calls: std::collections::VecDeque<_> = self.leave_out_too_long(t, calls).into();
+        let mut split_budget = super::bisect::SPLIT_BUDGET;
+        while let Some((call, excluded)) = calls.pop_front() {
+            // A path that is an excluded directory now goes as its parent's listing.
+            let target = &self.targets[t.0];
+            let sent = sent_paths(&target.root, &self.excludes[t.0], target.delete, &call);
+            let as_listings = excluded_directories(&target.root, &self.excludes[t.0], &call);
+            let excluded = match &sent {
+                Some(s) => self.excluded_in_listings(t, s),
+                None => excluded,
+            };
             // Listings of directories missing now go out as deletes (see
             // `Target::argv_with_args`); one made again before rsync read the tree is
             // then pushed as a directory only, and what the remote holds in it of the
             // old one stays. Such a listing goes out again, keeping its mark.
             let missing = missing_listings(&self.targets[t.0].root, &call);
-            let before =
-                (self.index.get()).and_then(|ix| ix.before(t, &self.targets[t.0].root, &call));
+            // Listings that are directories now, with their stamps: one whose entries
+            // change before its prune ran goes out again (see `listings_changed`).
+            let listed = if self.targets[t.0].delete {
+                listing_stamps(&self.targets[t.0].root, &call)
+            } else {
+                Vec::new()
+            };
+            let before = (self.index.get())
+                .and_then(|ix| ix.before(t, &self.targets[t.0].root, &call))
+                .map(|mut b| {
+                    b.retain(|(p, _)| !excluded.contains(p));
+                    b
+                });
             let mut left_out = Vec::new();
-            let mut outcome = self.push(t, &call, &excluded, &mut left_out);
+            let mut outcome = match &sent {
+                Some(Job::Paths(p)) if p.is_empty() => Outcome {
+                    status: 0,
+                    stderr: String::new(),
+                    elapsed: Duration::ZERO,
+                },
+                Some(s) => self.push(t, s, &excluded, &mut left_out),
+                None => self.push(t, &call, &excluded, &mut left_out),
+            };
             if outcome.ok() {
                 if let Some(failed) = self.prune(t, &call, &excluded) {
                     outcome = failed;
                 }
             }
-            if let Job::Full = call {
-                if let Some((failed, ended)) = self.partial_full(t, &outcome, &excluded) {
-                    // Paid but for what rsync named: those files are owed (and tried
-                    // again on the backoff schedule), not the whole tree.
-                    rest = rest.or(self.account_landed_part(t, &call, &ended));
-                    let failed = Job::Paths(crate::sync::job::plain_entries(failed));
-                    rest = rest.or(self.account(t, &failed, &outcome));
-                    continue;
+            if let (Job::Full, 23) = (&call, outcome.status) {
+                if let Some(again) = self.full_without_too_long(t, &excluded) {
+                    outcome = again;
                 }
             }
-            if let Some((failed, paid)) = partial_paths(&self.targets[t.0].root, &call, &outcome) {
-                if left_out.is_empty() {
-                    // Paid but for the files rsync named: those are owed (and tried
-                    // again on the backoff schedule), not the whole call.
-                    let ok = Outcome {
-                        status: 0,
-                        ..outcome.clone()
-                    };
-                    // The index enters what landed; the failed files keep what it had.
-                    if let (Some(ix), Some(before), Job::Paths(f)) =
-                        (self.index.get(), before, &failed)
-                    {
-                        let landed = before
-                            .into_iter()
-                            .filter(|(p, _)| !f.iter().any(|e| e.path == *p))
-                            .collect();
-                        ix.landed(t, landed);
-                    }
-                    rest = rest.or(self.account_landed_part(t, &paid, &ok));
-                    rest = rest.or(self.account(t, &failed, &outcome));
-                    continue;
+            let partial = (left_out.is_empty() && self.root_unsafe(t).is_none())
+                .then(|| self.partial(t, &call, &outcome, &excluded))
+                .flatten();
+            if let Some((failed, paid, ok)) = partial {
+                // Paid but for what rsync named: those paths (a directory it could not
+                // read with everything below it) are owed, and tried again on the
+                // backoff schedule, not the whole call.
+                let root = &self.targets[t.0].root;
+                let mut paid = paid;
+                let again = listings_again(root, missing);
+                if let (false, Job::Paths(paths)) = (again.is_empty(), &mut paid) {
+                    // As after a success: not paid, they go out again (see below).
+                    paths.retain(|e| !(e.listing && again.contains(&e.path)));
+                    taken.again.extend(again);
                 }
+                // The index enters what landed; the failed paths keep what it had.
+                if let (Some(ix), Some(before), Job::Paths(f)) = (self.index.get(), before, &failed)
+                {
+                    let landed = before
+                        .into_iter()
+                        .filter(|(p, _)| !f.iter().any(|e| p.starts_with(&e.path)))
+                        .collect();
+                    ix.landed(t, landed);
+                }
+                rest = rest.or(self.account_landed_part(t, &paid, &ok));
+                rest = rest.or(self.account(t, &failed, &outcome));
+                continue;
             }
             let mut call = call;
+            let mut redirect = Vec::new();
             if outcome.ok() {
-                // What was left out below a file or link now is made equal by that
-                // file's push: it goes out again carrying their marks, so a barrier
-                // taken before waits for it (it may have been pushed before they were
-                // left out, or be waiting with a later mark). What went away since goes
-                // as a delete of the top of it that is gone, and a path below only
-                // directories again goes out itself.
+                // What was left out below a file or link now is not paid by this call
+                // but made equal by that file's push: it goes out again carrying their
+                // oldest marks, and what they owe moves to it (see
+                // `Ledger::paid_leaving`), so a barrier taken before waits for it (it
+                // may have been pushed before they were left out, or be waiting with a
+                // later mark). What went away since goes as a delete of the top of it
+                // that is gone, and a path below only directories again goes out itself.
                 let root = &self.targets[t.0].root;
                 for p in left_out {
                     let a = first_non_directory(root, &p).unwrap_or_else(|| p.clone());
-                    taken.redirect.push((p, a));
+                    redirect.push((p, a));
+                }
+            }
+            if outcome.ok() {
+                // A path that became such an excluded directory after the call was built
+                // was kept out by rsync (its pattern travels with the call), and what the
+                // remote held there (a file, a link) stayed: not paid, it goes out again
+                // with its mark, then as its parent's listing.
+                let root = &self.targets[t.0].root;
+                let raced: Vec<PathBuf> = excluded_directories(root, &self.excludes[t.0], &call)
+                    .into_iter()
+                    .filter(|p| !as_listings.contains(p))
+                    .collect();
+                if !raced.is_empty() && self.targets[t.0].delete {
+                    if let Job::Paths(paths) = &mut call {
+                        paths.retain(|e| !raced.contains(&e.path));
+                    }
+                    redirect.extend(raced.into_iter().map(|p| (p.clone(), p)));
                 }
             }
             if outcome.ok() {
                 let root = &self.targets[t.0].root;
-                let again = listings_again(root, missing);
+                let mut again = listings_again(root, missing);
+                again.extend(listings_changed(root, listed));
                 if !again.is_empty() {
                     // Not paid: what they owe (in the fail log, with its older mark) stays
                     // owed until their listing lands.
@@ -635,60 +809,196 @@ impl Mirror {
                 self.defer(t, &call, &why);
                 continue;
             }
+            if !outcome.ok() && !self.stopping.load(Ordering::Relaxed) {
+                // One path rsync cannot take must not hold back the others: the halves
+                // go out on their own, until only the culprit stays owed.
+                if let Some((a, b)) =
+                    super::bisect::halves(&call, outcome.status, &mut split_budget)
+                {
+                    log::info!(
+                        remote = self.targets[t.0].label().as_str(), paths = call.count(),
+                        rsync_exit = outcome.status;
+                        "push of {} paths to {} failed ({}); pushing them in two halves to \
+                         land all but the path(s) it fails on",
+                        call.count(),
+                        self.targets[t.0].label(),
+                        Cause::of(outcome.status, &outcome.stderr).text
+                    );
+                    calls.push_front((b, excluded.clone()));
+                    calls.push_front((a, excluded));
+                    continue;
+                }
+            }
             if let (true, Some(ix)) = (outcome.ok(), self.index.get()) {
                 match &call {
                     Job::Full => ix.full_landed(t),
                     _ => ix.landed(t, before.unwrap_or_default()),
                 }
             }
-            rest = rest.or(self.account(t, &call, &outcome));
+            rest = rest.or(self.book(t, &call, &outcome, true, &redirect));
         }
         taken.rest = rest;
         taken.accounted = true;
     }
 
-    /// A full sync that ended in exit 23 naming the files it could not read (each a file,
-    /// not a directory, in the tree now, and rsync's report of them complete): those
-    /// files, and the outcome of the rest. With deletes on, rsync skipped every deletion
-    /// after the I/O error, so a second full sync that leaves the failed files out
-    /// (neither sent nor deleted) makes the deletions; its outcome is the rest's. `None`:
-    /// the full sync is owed whole (another failure, a directory named, a path outside
-    /// the root, stderr cut short, or the second run failed).
-    fn partial_full(
+    /// The calls without the paths too long for rsync (see `watch::too_long_for_rsync`):
+    /// those are never put in a call with others (rsync would fail the whole call, exit
+    /// 22, or read a truncated name). They are paid, not pushed (no push of them can ever
+    /// land, so owing them would hold the remote failing and every barrier for ever),
+    /// warned about and counted in the root's status.
+    fn leave_out_too_long(
         &self,
         t: RemoteId,
+        calls: Vec<(Job, Vec<PathBuf>)>,
+    ) -> Vec<(Job, Vec<PathBuf>)> {
+        let root = &self.targets[t.0].root;
+        let mut long = Vec::new();
+        let mut out = Vec::with_capacity(calls.len());
+        for (call, excluded) in calls {
+            match call {
+                Job::Paths(paths) => {
+                    let (over, fit) = too_long_entries(root, paths);
+                    long.extend(over);
+                    if !fit.is_empty() {
+                        out.push((Job::Paths(fit), excluded));
+                    }
+                }
+                other => out.push((other, excluded)),
+            }
+        }
+        if !long.is_empty() {
+            self.skip_too_long(t, long);
+        }
+        out
+    }
+
+    /// A full sync that ended in exit 23: if the tree holds paths too long for rsync
+    /// (rsync could not open them, "File name too long", and skipped its deletions), the
+    /// full sync again without them; its outcome. They are noted like live ones.
+    fn full_without_too_long(&self, t: RemoteId, excluded: &[PathBuf]) -> Option<Outcome> {
+        let root = &self.targets[t.0].root;
+        let long = crate::watch::too_long_below(root, TOO_LONG_EXCLUDED);
+        if long.is_empty() {
+            return None;
+        }
+        log::info!(
+            "full sync of {} to {}: {} path(s) too long for rsync in the tree; running it \
+             again without them",
+            root.display(),
+            self.targets[t.0].label(),
+            long.len()
+        );
+        let mut without = excluded.to_vec();
+        without.extend(long.iter().cloned());
+        self.skip_too_long(t, crate::sync::job::plain_entries(long));
+        Some(self.push(t, &Job::Full, &without, &mut Vec::new()))
+    }
+
+    /// Pays `long` (paths too long for rsync) without a push, and notes them.
+    fn skip_too_long(&self, t: RemoteId, long: Vec<Entry>) {
+        let target = &self.targets[t.0];
+        let health = self
+            .roots
+            .get()
+            .and_then(|r| r.iter().find(|h| h.path() == target.root.as_path()));
+        for e in &long {
+            let what = format!("left out of the push to {}", target.label());
+            match health {
+                Some(h) => h.note_too_long(&e.path, &what),
+                None => log::warn!(
+                    "{}/{} is too long for rsync: {what}; it is not mirrored and not owed",
+                    target.root.display(),
+                    crate::watch::shorten(&e.path)
+                ),
+            }
+        }
+        let job = Job::Paths(long);
+        // The fail log's lock first, then the queue's (see ARCHITECTURE.md).
+        let fl = self.fail_log();
+        if self.queue.paid_without_push(t, &job) || self.unsaved() {
+            self.save(&fl);
+        }
+    }
+
+    /// A call that ended in exit 23 naming what rsync could not read, each path below
+    /// the root and within the call, and rsync's report of them whole: what is owed
+    /// (see [`split_failed`]: a directory with everything below it, a file, or the
+    /// entry named), what landed, and the outcome of that. With deletes on and a call
+    /// that deletes in directories (a full sync, a listing, a tree), rsync skipped
+    /// every deletion after an error met while it listed the tree ("IO error
+    /// encountered -- skipping file deletion", on its stdout, which is not kept): what
+    /// landed runs once more with the failed paths left out (neither sent nor deleted),
+    /// which makes the deletions (then the listings' clean-up below them, see
+    /// [`Mirror::prune`]); its outcome is the rest's. `None`: the call is owed
+    /// whole (another failure, a path outside the root or the call, stderr cut short,
+    /// or the second run failed).
+    fn partial(
+        &self,
+        t: RemoteId,
+        call: &Job,
         outcome: &Outcome,
         excluded: &[PathBuf],
-    ) -> Option<(Vec<PathBuf>, Outcome)> {
+    ) -> Option<(Job, Job, Outcome)> {
         if outcome.status != 23 || outcome.stderr.len() + 64 >= rsync::STDERR_KEEP {
             return None;
         }
-        let root = &self.targets[t.0].root;
+        let target = &self.targets[t.0];
+        let root = &target.root;
         let failed = failed_in_root(root, &outcome.stderr)?;
-        if failed
-            .iter()
-            .any(|p| std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_dir()))
-        {
-            return None;
-        }
-        if !(self.targets[t.0].delete && outcome.stderr.contains("skipping file deletion")) {
-            let rest = Outcome {
+        let (owed, paid) = split_failed(call, &failed, |p| {
+            std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_dir())
+        })?;
+        let deletes_in_dirs = match &paid {
+            Job::Full => true,
+            Job::Paths(paths) => paths.iter().any(|e| e.listing),
+            Job::Rename { .. } => false,
+        };
+        if !(target.delete && deletes_in_dirs) {
+            let ok = Outcome {
                 status: 0,
                 ..outcome.clone()
             };
-            return Some((failed, rest));
+            return Some((Job::Paths(owed), paid, ok));
         }
+        // Left out: the failed paths, but not one that is (or is above) a path the
+        // call still names (it goes as that path's implied directory).
+        let named: Vec<&Path> = match &paid {
+            Job::Paths(paths) => paths.iter().map(|e| e.path.as_path()).collect(),
+            _ => Vec::new(),
+        };
         let mut without: Vec<PathBuf> = excluded.to_vec();
-        without.extend(failed.iter().cloned());
-        log::info!(
-            "full sync of {} to {}: rsync skipped deletions after failing on {} path(s); \
-             running it again without them",
-            root.display(),
-            self.targets[t.0].label(),
-            failed.len()
+        without.extend(
+            failed
+                .iter()
+                .filter(|f| !named.iter().any(|n| n.starts_with(f)))
+                .cloned(),
         );
-        let again = self.push(t, &Job::Full, &without, &mut Vec::new());
-        again.ok().then_some((failed, again))
+        log::info!(
+            "{} to {}: rsync skips deletions after an error reading the tree; running it \
+             again without the {} path(s) it could not read ({})",
+            match &paid {
+                Job::Full => format!("full sync of {}", root.display()),
+                other => format!("push of {} path(s)", other.count()),
+            },
+            target.label(),
+            failed.len(),
+            failed
+                .iter()
+                .take(FAILED_PATHS_SHOWN)
+                .map(|p| format!("{:?}", p.display().to_string()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut left_out = Vec::new();
+        let again = self.push(t, &paid, &without, &mut left_out);
+        if !again.ok() || !left_out.is_empty() {
+            return None;
+        }
+        // The listings' clean-up below them, as after a push that succeeded.
+        if self.prune(t, &paid, &without).is_some() {
+            return None;
+        }
+        Some((Job::Paths(owed), paid, again))
     }
 
     /// Carries a rename to `t` as one: in ssh mode as one `mv` on the remote
@@ -702,7 +1012,12 @@ impl Mirror {
         let Job::Rename { from, to, dir, .. } = job else {
             return None;
         };
-        if self.stats[t.0].recovery().is_failing() {
+        if self.queue.is_failing(t) {
+            return None;
+        }
+        let root = &self.targets[t.0].root;
+        if too_long_for_rsync(root, from, *dir) || too_long_for_rsync(root, to, *dir) {
+            // Plain: the side that is too long is left out there.
             return None;
         }
         let target = &*self.target_for_call(t);
@@ -827,16 +1142,8 @@ impl Mirror {
         if !target.delete {
             return None;
         }
-        let dirs: Vec<PathBuf> = paths
-            .iter()
-            .filter(|e| e.listing)
-            .map(|e| e.path.clone())
-            .filter(|d| {
-                std::fs::read_dir(target.root.join(d)).is_ok_and(|mut it| {
-                    it.any(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir())))
-                })
-            })
-            .collect();
+        // A tree's push deleted all the way down already.
+        let dirs = prunable(&target.root, paths);
         if dirs.is_empty() {
             return None;
         }
@@ -857,6 +1164,12 @@ impl Mirror {
         let mut out = Vec::new();
         for e in paths.iter().filter(|e| e.listing) {
             let dir = e.path.as_path();
+            if e.tree {
+                // Pushed with everything below it: what the excludes keep out there.
+                let excludes = &self.excludes[t.0];
+                out.extend(crate::watch::excluded_paths_below(root, dir, excludes));
+                continue;
+            }
             let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
                 continue;
             };
@@ -864,7 +1177,11 @@ impl Mirror {
                 let name = e.file_name();
                 let rel = dir.join(&name);
                 let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-                if crate::filter::skip(&self.excludes[t.0], name.as_bytes(), &rel, is_dir) {
+                let excludes = &self.excludes[t.0];
+                if crate::filter::is_temp_name(name.as_bytes())
+                    || (excludes.excludes(&rel, is_dir)
+                        && excludes.needs_anchored_rule(&rel, is_dir))
+                {
                     out.push(rel);
                 }
             }
@@ -993,7 +1310,7 @@ impl Mirror {
             if outcome.ok()
                 || attempt >= self.retry_delays.len()
                 || self.stopping.load(Ordering::Relaxed)
-                || self.stats[t.0].recovery().is_failing()
+                || self.queue.is_failing(t)
                 || self.root_unsafe(t).is_some()
             {
                 return outcome;
@@ -1017,27 +1334,30 @@ impl Mirror {
     /// Books an outcome: counters, fail queue, fail log. Returns how long the remote
     /// should rest before its next call.
     fn account(&self, t: RemoteId, job: &Job, outcome: &Outcome) -> Option<Duration> {
-        self.book(t, job, outcome, true)
+        self.book(t, job, outcome, true, &[])
     }
 
     /// The part of a call that ended in exit 23 which landed: paid like a success, but
     /// the call failed, so it ends no run of failures (no "recovered" line); the failed
     /// part is booked with [`Mirror::account`].
     fn account_landed_part(&self, t: RemoteId, job: &Job, outcome: &Outcome) -> Option<Duration> {
-        self.book(t, job, outcome, false)
+        self.book(t, job, outcome, false, &[])
     }
 
+    /// Books an outcome; `left_out`: paths of `job` a success left out below a file
+    /// or link, with that file or link (see `Ledger::paid_leaving`).
     fn book(
         &self,
         t: RemoteId,
         job: &Job,
         outcome: &Outcome,
         ends_failures: bool,
+        left_out: &[(PathBuf, PathBuf)],
     ) -> Option<Duration> {
         let stats = &self.stats[t.0];
         let target = &self.targets[t.0];
         if let Job::Full = job {
-            *self.last_full.lock().unwrap_or_else(|e| e.into_inner()) = Some(FullSyncResult {
+            *Ordered::lock(&self.last_full, Lock::LastFull) = Some(FullSyncResult {
                 ended: SystemTime::now(),
                 ok: outcome.ok(),
                 seconds: outcome.elapsed.as_secs_f64(),
@@ -1081,26 +1401,12 @@ impl Mirror {
                 );
             }
             // The fail log's lock first, then the queue's (see ARCHITECTURE.md), so
-            // the file is written in the order the ledger changed.
+            // the file is written in the order the ledger changed. The ledger pays,
+            // follows the retry schedule and queues again what it owes when the remote
+            // is back or no push of it is coming (see `Ledger::pushed`).
             let fl = self.fail_log();
-            let changed = self.queue.paid(t, job);
-            let still_owes = self.queue.owes(t);
-            let (was_failing, recovered) = {
-                let mut rec = stats.recovery();
-                (rec.is_failing(), rec.succeeded(still_owes))
-            };
-            // Entries still owed once this is the remote's last push, nothing waits for
-            // it and no retry is set: no push of them is coming (a listing or a deleted
-            // directory took their place while they waited, and paid only itself), so
-            // they would wait for the timed replay, and every barrier with them. They go
-            // out again now; a push of each pays it.
-            let orphaned = !recovered && still_owes && self.queue.is_last_call_of(t);
-            let owed = if recovered || orphaned {
-                self.queue.owed_jobs(t)
-            } else {
-                Vec::new()
-            };
-            if changed || self.unsaved() {
+            let pushed = self.queue.pushed(t, job, left_out);
+            if pushed.changed || self.unsaved() {
                 self.save(&fl);
             }
             drop(fl);
@@ -1114,25 +1420,20 @@ impl Mirror {
                     cause::recovered_line(&label, &r)
                 );
             }
-            if was_failing && (recovered || !still_owes) {
-                self.queue.cancel_retry(t);
-            }
-            if recovered {
+            if pushed.recovered {
                 log::info!(
                     "{} is reachable again; queueing what it owes",
                     target.label()
                 );
-                self.requeue(owed.into_iter().map(|job| (t, job)).collect());
-            } else if orphaned {
+            } else if pushed.orphaned > 0 {
+                let n = pushed.orphaned;
                 log::info!(
-                    "{} owes {} entr{} that no push waiting or running covers; queueing \
+                    "{} owes {n} entr{} that no push waiting or running covers; queueing \
                      them again",
                     target.label(),
-                    owed.len(),
-                    if owed.len() == 1 { "y" } else { "ies" }
+                    if n == 1 { "y" } else { "ies" }
                 );
-                self.requeue(owed.into_iter().map(|job| (t, job)).collect());
-            } else if was_failing && !still_owes {
+            } else if pushed.was_failing && !pushed.still_owes {
                 log::info!("{} is level again: it owes nothing", target.label());
             }
             return None;
@@ -1166,19 +1467,19 @@ impl Mirror {
         }
         let fl = self.fail_log();
         // Before the job is finished in the queue, so its entries are never neither in
-        // flight nor owed (a barrier would pass them).
-        self.queue.owe(t, job, Instant::now(), outcome.status);
+        // flight nor owed (a barrier would pass them); the ledger sets the retry.
+        let plan = self
+            .queue
+            .failed(t, job, outcome.status, crate::sys::random_u64());
         let saved = self.try_save(&fl);
         let path = fl.path.clone();
         drop(fl);
-        let plan = stats.recovery().failed(
-            Instant::now(),
-            SystemTime::now(),
-            outcome.status,
-            crate::sys::random_u64(),
-        );
-        let retry_in = plan.retry_at.saturating_duration_since(Instant::now());
-        self.queue.retry_at(t, plan.retry_at);
+        let now = Instant::now();
+        let plan = plan.unwrap_or(recovery::Plan {
+            retry_at: now,
+            rest: recovery::ANSWERED_REST,
+        });
+        let retry_in = plan.retry_at.saturating_duration_since(now);
         match saved {
             Ok(()) => log::error!(
                 remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status,
@@ -1208,11 +1509,7 @@ impl Mirror {
     /// Writes the fail log from the ledger (under the fail log's lock), logging a
     /// failure the first time it is seen.
     fn save(&self, fl: &FailLog) {
-        let mut known = self
-            .unsaved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let mut known = self.unsaved_note().clone();
         if let Err(e) = self.try_save(fl) {
             if known.take().as_deref() != Some(e.as_str()) {
                 log::error!(
@@ -1230,7 +1527,7 @@ impl Mirror {
     fn try_save(&self, fl: &FailLog) -> Result<(), String> {
         let owed = self.queue.owed();
         let result = fl.save(&owed, &self.targets).map_err(|e| e.to_string());
-        let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        let mut unsaved = self.unsaved_note();
         match &result {
             Ok(()) if unsaved.take().is_some() => log::info!(
                 "the fail log {} is written again ({} entries)",
@@ -1295,10 +1592,7 @@ impl Mirror {
 
     /// Whether the last write of the fail log failed.
     pub fn unsaved(&self) -> bool {
-        self.unsaved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.unsaved_note().is_some()
     }
 
     /// While the last write failed: writes the fail log again (the scheduler's timer).
@@ -1340,6 +1634,7 @@ impl Mirror {
         let queued = self.queue.waiting();
         let behind = self.queue.behind();
         let owed = self.queue.owed_counts();
+        let recoveries = self.queue.recoveries();
         let (fail_log, fail_log_entries, unknown_entries) = {
             let fl = self.fail_log();
             let unknown = fl.unknown_len();
@@ -1357,8 +1652,8 @@ impl Mirror {
             .zip(queued)
             .zip(owed)
             .zip(behind)
-            .map(|((((t, s), q), owed), behind)| {
-                let rec = s.recovery().clone();
+            .zip(recoveries)
+            .map(|(((((t, s), q), owed), behind), rec)| {
                 let last_error = s.failures().last().cloned();
                 RemoteSnapshot {
                     remote: t.label(),
@@ -1377,6 +1672,7 @@ impl Mirror {
                         .map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
                     pending: behind.pending,
                     longest_push: s.longest_running(now),
+                    full_sync_since: *s.full_since(),
                 }
             })
             .collect();
@@ -1385,11 +1681,7 @@ impl Mirror {
             fail_log,
             fail_log_entries,
             unknown_entries,
-            last_full_sync: self
-                .last_full
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            last_full_sync: Ordered::lock(&self.last_full, Lock::LastFull).clone(),
             remotes,
         }
     }
@@ -1415,6 +1707,74 @@ fn only_blocked_by_directories(outcome: &Outcome) -> bool {
         }
     }
     blocked
+}
+
+/// A path push as it is sent (`None`: as it is). A path that is now a directory the
+/// `<filter>` excludes only as a directory (`e/`: queued as a file, or a file's delete,
+/// or a rename's old path, then replaced by such a directory) is not pushed: `--dirs
+/// ./e` would make the excluded directory on the remote (and `./e/` would leave what the
+/// remote holds there). What the remote may hold there (the file pushed
+/// before) must go as a full sync would make it go: with deletes on, the path goes as
+/// its parent's listing (the excluded directory stays out by its rsync pattern, a file or
+/// link of that name on the remote is deleted); with deletes off it is left out. The
+/// call itself (its marks, the fail log) still names the path.
+fn sent_paths(root: &Path, excludes: &Excludes, delete: bool, job: &Job) -> Option<Job> {
+    let Job::Paths(paths) = job else {
+        return None;
+    };
+    let now_excluded = excluded_directories(root, excludes, job);
+    if now_excluded.is_empty() {
+        return None;
+    }
+    let mut sent: Vec<Entry> = Vec::with_capacity(paths.len());
+    for e in paths {
+        let entry = if now_excluded.contains(&e.path) {
+            if !delete {
+                continue;
+            }
+            Entry::listing(e.path.parent().map(Path::to_path_buf).unwrap_or_default())
+        } else {
+            e.clone()
+        };
+        if !sent.contains(&entry) {
+            sent.push(entry);
+        }
+    }
+    Some(Job::Paths(sent))
+}
+
+/// The listed directories of a push that need a prune: directories now (not links:
+/// a listing whose directory is a link went as the link, and `./link/` would make rsync
+/// read the link's target, anywhere, and delete through the remote's link of that name)
+/// with a directory among their entries.
+fn prunable(root: &Path, paths: &[Entry]) -> Vec<PathBuf> {
+    paths
+        .iter()
+        .filter(|e| e.listing && !e.tree)
+        .map(|e| e.path.clone())
+        .filter(|d| {
+            std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir())
+                && std::fs::read_dir(root.join(d)).is_ok_and(|mut it| {
+                    it.any(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir())))
+                })
+        })
+        .collect()
+}
+
+/// The paths of `job` (plain or listed) that are now directories the `<filter>` excludes
+/// only as directories (see [`sent_paths`]).
+fn excluded_directories(root: &Path, excludes: &Excludes, job: &Job) -> Vec<PathBuf> {
+    let Job::Paths(paths) = job else {
+        return Vec::new();
+    };
+    paths
+        .iter()
+        .filter(|e| {
+            excludes.excludes_only_as_directory(&e.path)
+                && std::fs::symlink_metadata(root.join(&e.path)).is_ok_and(|m| m.is_dir())
+        })
+        .map(|e| e.path.clone())
+        .collect()
 }
 
 /// Is `path` (relative to `root`) below something that is not a directory now: a
@@ -1457,9 +1817,6 @@ struct Taken<'a> {
     accounted: bool,
     /// Listings (their directories) to push again, keeping their marks.
     again: Vec<PathBuf>,
-    /// Paths left out below a file or link now, with that file or link: it is pushed
-    /// again with their marks.
-    redirect: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Drop for Taken<'_> {
@@ -1476,7 +1833,7 @@ impl Drop for Taken<'_> {
             self.rest = m.account(self.t, &self.job, &outcome);
         }
         m.queue
-            .finish_again(self.t, &self.job, self.rest, &self.again, &self.redirect);
+            .finish_again(self.t, &self.job, self.rest, &self.again);
     }
 }
 
@@ -1503,17 +1860,59 @@ type DirStamp = (u64, u64, i64, i64, i64, i64);
 /// The stamp of `path`'s parent directory (relative to `root`), read without following
 /// a link; `None` when it cannot be read.
 fn parent_stamp(root: &Path, path: &Path) -> Option<DirStamp> {
-    use std::os::unix::fs::MetadataExt;
     let parent = path.parent().unwrap_or(Path::new(""));
     let m = std::fs::symlink_metadata(root.join(parent)).ok()?;
-    Some((
+    Some(stamp(&m))
+}
+
+/// The directories `job` lists that are directories now, with their stamps.
+fn listing_stamps(root: &Path, job: &Job) -> Vec<(PathBuf, DirStamp)> {
+    let Job::Paths(paths) = job else {
+        return Vec::new();
+    };
+    paths
+        .iter()
+        .filter(|e| e.listing && !e.path.as_os_str().is_empty())
+        .filter_map(|e| Some((e.path.clone(), dir_stamp(root, &e.path)?)))
+        .collect()
+}
+
+/// Of the listings pushed (with deletes on), those whose directory is not the one it
+/// was when the call was built, or whose entries changed since (made, removed or
+/// renamed while rsync read it or before the prune looked): they go out again, keeping
+/// their marks. rsync sends each subdirectory of a listing as a directory only, so what
+/// the remote holds below one of an older tree stays unless the prune deletes it; the
+/// prune looks at the directory after the call, and one that went away or lost its
+/// subdirectories meanwhile was not pruned, and a barrier passed with the old entries
+/// on the remote (simulator seed 448311).
+fn listings_changed(root: &Path, listed: Vec<(PathBuf, DirStamp)>) -> Vec<PathBuf> {
+    listed
+        .into_iter()
+        .filter(|(d, stamp)| dir_stamp(root, d) != Some(*stamp))
+        .map(|(d, _)| d)
+        .collect()
+}
+
+/// The stamp of the directory `dir` (relative to `root`), read without following a
+/// link; `None` when it is not a directory or cannot be read.
+fn dir_stamp(root: &Path, dir: &Path) -> Option<DirStamp> {
+    let m = std::fs::symlink_metadata(root.join(dir))
+        .ok()
+        .filter(std::fs::Metadata::is_dir)?;
+    Some(stamp(&m))
+}
+
+/// The [`DirStamp`] of what `m` describes.
+fn stamp(m: &std::fs::Metadata) -> DirStamp {
+    use std::os::unix::fs::MetadataExt;
+    (
         m.dev(),
         m.ino(),
         m.mtime(),
         m.mtime_nsec(),
         m.ctime(),
         m.ctime_nsec(),
-    ))
+    )
 }
 
 /// Of the listings that went out as deletes (their directory missing when the call was
@@ -1532,31 +1931,52 @@ fn listings_again(root: &Path, missing: Vec<(PathBuf, Option<DirStamp>)>) -> Vec
         .collect()
 }
 
-/// A push of paths (no listing) that ended in exit 23 naming some of its own entries as
-/// failed, each a file (not a directory) now, with rsync's stderr kept whole and no
-/// deletion skipped: the failed entries, and the rest, which landed. `None`: the call
-/// is owed whole.
-fn partial_paths(root: &Path, call: &Job, outcome: &Outcome) -> Option<(Job, Job)> {
-    let Job::Paths(entries) = call else {
-        return None;
+/// A call that failed on `failed` (rsync's named paths, relative to the root): what is
+/// owed for each and what landed. Each failed path must lie within the call: anywhere
+/// for a full sync; for paths, one of its entries (owed as it is), an entry of a
+/// directory it lists, or below a directory it pushes with everything below it. One of
+/// its entries is owed as itself; another path as the directory with everything below
+/// it when it is a directory now (`is_dir`: rsync could not list it, so what is below
+/// was never compared), else as the path. What landed: the full sync, or the entries
+/// not named. `None`: the call is owed whole (a rename, a path outside the call, or
+/// nothing landed).
+fn split_failed(
+    call: &Job,
+    failed: &[PathBuf],
+    is_dir: impl Fn(&Path) -> bool,
+) -> Option<(Vec<Entry>, Job)> {
+    let owe = |p: &PathBuf| {
+        if is_dir(p) {
+            Entry::tree(p.clone())
+        } else {
+            Entry::plain(p.clone())
+        }
     };
-    if outcome.status != 23
-        || outcome.stderr.len() + 64 >= rsync::STDERR_KEEP
-        || outcome.stderr.contains("skipping file deletion")
-        || entries.iter().any(|e| e.listing)
-    {
-        return None;
+    match call {
+        Job::Full => Some((failed.iter().map(owe).collect(), Job::Full)),
+        Job::Rename { .. } => None,
+        Job::Paths(entries) => {
+            let mut owed = Vec::with_capacity(failed.len());
+            for p in failed {
+                if let Some(e) = entries.iter().find(|e| e.path == *p) {
+                    owed.push(e.clone());
+                } else if entries.iter().any(|e| {
+                    (e.tree && p.starts_with(&e.path))
+                        || (e.listing && p.parent() == Some(e.path.as_path()))
+                }) {
+                    owed.push(owe(p));
+                } else {
+                    return None;
+                }
+            }
+            let paid: Vec<Entry> = entries
+                .iter()
+                .filter(|e| !failed.contains(&e.path))
+                .cloned()
+                .collect();
+            (!paid.is_empty()).then_some((owed, Job::Paths(paid)))
+        }
     }
-    let failed = failed_in_root(root, &outcome.stderr)?;
-    let named = |e: &Entry| failed.contains(&e.path);
-    if failed.iter().any(|p| {
-        !entries.iter().any(|e| e.path == *p)
-            || std::fs::symlink_metadata(root.join(p)).map_or(true, |m| m.is_dir())
-    }) {
-        return None;
-    }
-    let (bad, good): (Vec<Entry>, Vec<Entry>) = entries.iter().cloned().partition(named);
-    (!good.is_empty()).then_some((Job::Paths(bad), Job::Paths(good)))
 }
 
 /// The paths rsync's stderr names as failed, relative to `root` (rsync names them below
@@ -1601,10 +2021,25 @@ pub fn remotes_of(targets: &[Target], root: &Path) -> Vec<RemoteId> {
         .collect()
 }
 
-/// A job's paths in runs that fit one call's arguments.
-fn split(paths: &[Entry]) -> Vec<(Job, Vec<PathBuf>)> {
-    rsync::split_for_args(paths, rsync::ARGS_BUDGET)
+/// Paths too long for rsync a full sync leaves out at most (each is an exclude rule of
+/// some 4 KiB read from rsync's stdin).
+const TOO_LONG_EXCLUDED: usize = 10_000;
+
+/// `paths` as (too long for rsync, the rest), each in its order.
+fn too_long_entries(root: &Path, paths: Vec<Entry>) -> (Vec<Entry>, Vec<Entry>) {
+    paths
         .into_iter()
+        .partition(|e| too_long_for_rsync(root, &e.path, e.listing))
+}
+
+/// A job's paths in runs that fit one call's arguments; directories with everything
+/// below them (trees) in runs of their own, after the others (a tree's call is
+/// recursive, see `Target::argv`).
+fn split(paths: &[Entry]) -> Vec<(Job, Vec<PathBuf>)> {
+    let (trees, others): (Vec<Entry>, Vec<Entry>) = paths.iter().cloned().partition(|e| e.tree);
+    [others, trees]
+        .iter()
+        .flat_map(|part| rsync::split_for_args(part, rsync::ARGS_BUDGET))
         .map(|run| (Job::Paths(run.to_vec()), Vec::new()))
         .collect()
 }
@@ -1637,6 +2072,23 @@ fn rename_to_paths(job: &Job) -> Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_full_sync_says_how_long_it_has_run() {
+        let line = |s| full_progress_line(Path::new("/www"), "h::m", Duration::from_secs(s));
+        assert_eq!(
+            line(30),
+            "full sync of /www to h::m still running (30s so far)"
+        );
+        assert_eq!(
+            line(90),
+            "full sync of /www to h::m still running (1m30s so far)"
+        );
+        assert_eq!(
+            line(3_725),
+            "full sync of /www to h::m still running (1h02m05s so far)"
+        );
+    }
 
     fn failed(stderr: &str) -> Outcome {
         Outcome {
@@ -1689,6 +2141,149 @@ mod tests {
         assert_eq!(failed_in_root(root, dotdot), None);
     }
 
+    /// Found by the simulator (seed 330, directory-only excludes): `write e; rm e;
+    /// mv build/e e` with `e/` excluded: the file's events queued `e`, and its push
+    /// (`--dirs ./e`) made the excluded directory on the remote. Such a path goes as its
+    /// parent's listing (a file `e` pushed before is deleted there), or, with deletes
+    /// off, not at all; other paths as they are.
+    #[test]
+    fn a_path_that_is_an_excluded_directory_now_goes_as_its_parents_listing() {
+        let root = tempfile::tempdir().expect("tempdir");
+        for d in ["e", "d/e", "d/f"] {
+            std::fs::create_dir_all(root.path().join(d)).expect("mkdir");
+        }
+        std::fs::write(root.path().join("d/x"), b"x").expect("write");
+        let excludes = Excludes::new(vec![crate::config::path_regex(r"(.*/)?e/").expect("regex")]);
+        let job = Job::Paths(vec![
+            Entry::plain("e"),
+            Entry::plain("d/e"),
+            Entry::plain("d/x"),
+            Entry::plain("d/f"),
+            Entry::plain("gone"),
+        ]);
+        let sent = sent_paths(root.path(), &excludes, true, &job);
+        assert_eq!(
+            sent,
+            Some(Job::Paths(vec![
+                Entry::listing(""),
+                Entry::listing("d"),
+                Entry::plain("d/x"),
+                Entry::plain("d/f"),
+                Entry::plain("gone"),
+            ]))
+        );
+        let kept = sent_paths(root.path(), &excludes, false, &job);
+        assert_eq!(
+            kept,
+            Some(Job::Paths(vec![
+                Entry::plain("d/x"),
+                Entry::plain("d/f"),
+                Entry::plain("gone"),
+            ]))
+        );
+        // A listing of such a directory too (seed 3708: a file renamed away and the
+        // directory made at its old path).
+        let listed = Job::Paths(vec![Entry::listing("d/e"), Entry::plain("d/x")]);
+        assert_eq!(
+            sent_paths(root.path(), &excludes, true, &listed),
+            Some(Job::Paths(vec![Entry::listing("d"), Entry::plain("d/x")]))
+        );
+        let plain = Job::Paths(vec![Entry::plain("d/x"), Entry::listing("d/f")]);
+        assert_eq!(sent_paths(root.path(), &excludes, true, &plain), None);
+    }
+
+    /// Found by the simulator (seed 245, symlinks): `rm -rf e; ln -s . e` while the
+    /// listing of `e` waited: the listing went as the link, but its prune ran as
+    /// `-r --delete ./e/`, which reads the whole root through the link and deletes
+    /// through the remote's link of that name. Only directories are pruned.
+    #[test]
+    fn a_listing_whose_directory_is_a_link_now_is_not_pruned() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("d/sub")).expect("mkdir");
+        std::fs::create_dir_all(root.path().join("flat")).expect("mkdir");
+        std::os::unix::fs::symlink(".", root.path().join("e")).expect("ln -s . e");
+        std::os::unix::fs::symlink("d", root.path().join("l")).expect("ln -s d l");
+        let paths = [
+            Entry::listing("d"),
+            Entry::listing("e"),
+            Entry::listing("l"),
+            Entry::listing("flat"),
+            Entry::listing("gone"),
+            Entry::plain("d/sub"),
+        ];
+        assert_eq!(prunable(root.path(), &paths), [PathBuf::from("d")]);
+    }
+
+    /// What a call that failed on named paths owes: a directory rsync could not read
+    /// with everything below it, a file as itself, an entry of the call as it was; the
+    /// rest landed. A path the call did not reach owes the whole call.
+    #[test]
+    fn a_partial_failure_owes_what_failed_and_pays_the_rest() {
+        let dirs = ["locked", "a/sub", "b"];
+        let is_dir = |p: &Path| dirs.iter().any(|d| p == Path::new(d));
+        let pb = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            split_failed(&Job::Full, &[pb("locked"), pb("secret.txt")], is_dir),
+            Some((
+                vec![Entry::tree("locked"), Entry::plain("secret.txt")],
+                Job::Full
+            ))
+        );
+        let call = Job::Paths(vec![
+            Entry::listing("a"),
+            Entry::listing("b"),
+            Entry::plain("pub.txt"),
+        ]);
+        // An entry of a listed directory, and a listed directory itself.
+        assert_eq!(
+            split_failed(&call, &[pb("a/secret.txt"), pb("b")], is_dir),
+            Some((
+                vec![Entry::plain("a/secret.txt"), Entry::listing("b")],
+                Job::Paths(vec![Entry::listing("a"), Entry::plain("pub.txt")])
+            ))
+        );
+        // A subdirectory of a listed directory is listed as a directory only: rsync
+        // names nothing below it, and a name there is not this call's.
+        assert_eq!(split_failed(&call, &[pb("a/sub/x")], is_dir), None);
+        assert_eq!(split_failed(&call, &[pb("elsewhere")], is_dir), None);
+        // Below a tree, at any depth; a directory there is owed as a tree.
+        let tree = Job::Paths(vec![Entry::tree("a")]);
+        assert_eq!(
+            split_failed(&tree, &[pb("a/sub"), pb("a/sub2/f")], is_dir),
+            Some((
+                vec![Entry::tree("a/sub"), Entry::plain("a/sub2/f")],
+                Job::Paths(vec![Entry::tree("a")])
+            ))
+        );
+        // Nothing landed: the call is owed as it was.
+        assert_eq!(split_failed(&tree, &[pb("a")], is_dir), None);
+        let rename = Job::Rename {
+            from: pb("x"),
+            to: pb("y"),
+            dir: false,
+            below: Vec::new(),
+        };
+        assert_eq!(split_failed(&rename, &[pb("y")], is_dir), None);
+    }
+
+    #[test]
+    fn trees_go_in_calls_of_their_own() {
+        let calls = split(&[
+            Entry::tree("t"),
+            Entry::plain("f"),
+            Entry::listing("d"),
+            Entry::tree("u"),
+        ]);
+        let jobs: Vec<Job> = calls.into_iter().map(|(j, _)| j).collect();
+        assert_eq!(
+            jobs,
+            [
+                Job::Paths(vec![Entry::plain("f"), Entry::listing("d")]),
+                Job::Paths(vec![Entry::tree("t"), Entry::tree("u")]),
+            ]
+        );
+    }
+
     #[test]
     fn the_operators_worker_count_is_kept() {
         assert_eq!(count(Some(4), 20), 4);
@@ -1708,5 +2303,27 @@ mod tests {
         for remotes in 1..=MAX_WORKERS / WORKERS_PER_REMOTE {
             assert!(count(None, remotes) >= remotes * WORKERS_PER_REMOTE);
         }
+    }
+
+    /// A listing whose directory went away after the call was built (so its prune,
+    /// which looks at it after the call, did not run) goes out again; one unchanged
+    /// does not (found by the simulator, seed 448311: `c/` was listed while `c/c`, a
+    /// newer directory, stood where an older one's files still were on the remote, then
+    /// `c` was moved away, the prune was skipped and a barrier passed).
+    #[test]
+    fn a_listing_whose_directory_went_away_before_its_prune_goes_out_again() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path();
+        std::fs::create_dir_all(root.join("c/c")).expect("c/c");
+        std::fs::create_dir(root.join("e")).expect("e");
+        let job = Job::Paths(vec![
+            Entry::listing("c"),
+            Entry::listing("e"),
+            Entry::plain("f"),
+        ]);
+        let listed = listing_stamps(root, &job);
+        assert_eq!(listed.len(), 2, "the listings that are directories");
+        std::fs::rename(root.join("c"), root.join("old")).expect("mv c old");
+        assert_eq!(listings_changed(root, listed), [PathBuf::from("c")]);
     }
 }

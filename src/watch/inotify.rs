@@ -187,6 +187,12 @@ impl InotifyTree {
         for dir in &walked.retry {
             self.rewalks.note(dir, now);
         }
+        for dir in &walked.too_long {
+            self.root.health.note_too_long(
+                dir,
+                "it cannot be watched (File name too long): changes below it are not seen",
+            );
+        }
         if walked.limit {
             return Err(WatchError::Limit {
                 dir: self.root.path.clone(),
@@ -280,6 +286,15 @@ impl InotifyTree {
                     }
                     _ if rewalk::is_transient(&err) => {
                         self.note_rewalk(&dir, &abs, "watch", &err);
+                        continue;
+                    }
+                    Some(libc::ENAMETOOLONG) => {
+                        // A user's deep tree: neither watched nor mirrored, shown in status.
+                        self.root.health.note_too_long(
+                            &dir,
+                            "it cannot be watched (File name too long): changes below it \
+                             are not seen",
+                        );
                         continue;
                     }
                     _ => {

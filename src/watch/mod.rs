@@ -36,6 +36,7 @@ mod inotify;
 mod limits;
 mod rewalk;
 mod root;
+mod toolong;
 mod tree;
 mod walk;
 pub use change::{Batch, Change, Op};
@@ -43,7 +44,10 @@ pub use error::WatchError;
 use event_loop::WatchBackend;
 use inotify::InotifyTree;
 pub use root::{dir_id, MountNote, RootHealth, RootReport, RootState};
-pub use walk::excluded_paths;
+#[cfg(test)]
+pub use toolong::TooLongReport;
+pub use toolong::{shorten, too_long_below, too_long_for_rsync, RSYNC_PATH_MAX};
+pub use walk::{excluded_paths, excluded_paths_below};
 
 /// The watch of one root, by whichever kernel interface watches it. Both send the same
 /// [`Change`]s; nothing after the watcher knows which one runs.

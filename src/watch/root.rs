@@ -9,7 +9,10 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
+
+use super::toolong::TooLong;
+use super::toolong::TooLongReport;
 
 /// Where a watch root stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +54,9 @@ pub struct RootReport {
     /// Directories that could not be watched or listed (too many open files, ...) and
     /// wait to be walked again.
     pub rewalks: usize,
+    /// Paths left out because they are too long for rsync (and for the kernel's path
+    /// calls): never pushed, never owed.
+    pub too_long: TooLongReport,
 }
 
 #[derive(Debug)]
@@ -61,6 +67,7 @@ struct Inner {
     id: Option<(u64, u64)>,
     mounts: Vec<MountNote>,
     rewalks: usize,
+    too_long: TooLong,
 }
 
 /// One watch root's health. The watch thread writes it; anyone reads it.
@@ -86,6 +93,7 @@ impl RootHealth {
                 id: None,
                 mounts: Vec::new(),
                 rewalks: 0,
+                too_long: TooLong::default(),
             }),
         }
     }
@@ -123,6 +131,15 @@ impl RootHealth {
         self.inner().rewalks = n;
     }
 
+    /// `rel` (below this root) is left out as too long for rsync (`what`: what could not
+    /// be done with it). Counted for status; one warning per directory, rate-limited.
+    pub fn note_too_long(&self, rel: &Path, what: &str) {
+        let warn = self.inner().too_long.note(rel, Instant::now());
+        if let Some(suppressed) = warn {
+            super::toolong::warn(&self.path, rel, what, suppressed);
+        }
+    }
+
     pub(crate) fn set_mounts(&self, mounts: Vec<MountNote>) {
         self.inner().mounts = mounts;
     }
@@ -158,6 +175,7 @@ impl RootHealth {
             since: i.since,
             mounts: i.mounts.clone(),
             rewalks: i.rewalks,
+            too_long: i.too_long.report(),
         }
     }
 }

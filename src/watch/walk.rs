@@ -33,7 +33,13 @@ pub struct Walked {
     /// Directories that could not be watched or listed for a reason that passes (see
     /// `rewalk::is_transient`): to be walked again.
     pub retry: Vec<PathBuf>,
+    /// Directories whose path is too long for the kernel (`ENAMETOOLONG`): neither
+    /// watched nor walked. The first [`TOO_LONG_KEPT`] of them.
+    pub too_long: Vec<PathBuf>,
 }
+
+/// Too-long directories a walk keeps at most (a user can make many).
+const TOO_LONG_KEPT: usize = 1024;
 
 struct Walk<'a> {
     inotify: &'a Inotify,
@@ -42,6 +48,7 @@ struct Walk<'a> {
     excludes: &'a Excludes,
     limit: AtomicBool,
     retry: Mutex<Vec<PathBuf>>,
+    too_long: Mutex<Vec<PathBuf>>,
 }
 
 type Tx = Sender<(WatchDescriptor, PathBuf)>;
@@ -68,6 +75,7 @@ pub fn watch_tree(
         excludes,
         limit: AtomicBool::new(false),
         retry: Mutex::new(Vec::new()),
+        too_long: Mutex::new(Vec::new()),
     };
     let mut root_error = None;
     rayon::in_place_scope(|s| {
@@ -88,6 +96,10 @@ pub fn watch_tree(
         limit: walk.limit.load(Ordering::Relaxed),
         root_error,
         retry: walk.retry.into_inner().unwrap_or_else(|e| e.into_inner()),
+        too_long: walk
+            .too_long
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner()),
     }
 }
 
@@ -120,6 +132,12 @@ impl Walk<'_> {
                     Some(libc::ENOENT) | Some(libc::ENOTDIR) => {} // gone already
                     _ if super::rewalk::is_transient(&err) => {
                         self.note_retry(&dir, &abs, "watch", &err)
+                    }
+                    Some(libc::ENAMETOOLONG) => {
+                        let mut kept = self.too_long.lock().unwrap_or_else(|e| e.into_inner());
+                        if kept.len() < TOO_LONG_KEPT {
+                            kept.push(dir);
+                        }
                     }
                     _ => log::warn!(
                         "cannot watch {}: {err}; its changes will not be seen",
@@ -200,6 +218,15 @@ pub fn excluded_paths(root: &Path, excludes: &Excludes) -> Vec<PathBuf> {
     excluded_below(root, PathBuf::new(), excludes)
 }
 
+/// [`excluded_paths`] below the directory `dir` (relative to `root`) only: what a
+/// push of that directory with everything below it leaves out.
+pub fn excluded_paths_below(root: &Path, dir: &Path, excludes: &Excludes) -> Vec<PathBuf> {
+    if !excludes.needs_walk() {
+        return Vec::new();
+    }
+    excluded_below(root, dir.to_path_buf(), excludes)
+}
+
 fn excluded_below(root: &Path, dir: PathBuf, excludes: &Excludes) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
         return Vec::new();
@@ -210,7 +237,10 @@ fn excluded_below(root: &Path, dir: PathBuf, excludes: &Excludes) -> Vec<PathBuf
         let rel = dir.join(entry.file_name());
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
         if excludes.excludes(&rel, is_dir) {
-            out.push(rel);
+            // Kept out by an rsync pattern alone (`e/`), see `Excludes::needs_anchored_rule`.
+            if excludes.needs_anchored_rule(&rel, is_dir) {
+                out.push(rel);
+            }
         } else if is_dir {
             subdirs.push(rel);
         }

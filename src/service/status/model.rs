@@ -71,6 +71,17 @@ pub struct RootStatus {
     /// wait to be walked again; what they hold is pushed then.
     #[serde(default)]
     pub rewalks: usize,
+    /// Paths below it too long for rsync (its 4096-byte limit, the directory it runs in
+    /// included): never pushed, never owed, never waited for. Distinct paths since the
+    /// start.
+    #[serde(default)]
+    pub skipped_paths: u64,
+    /// Why they were left out, while any was.
+    #[serde(default)]
+    pub skipped_reason: Option<String>,
+    /// The last one, shortened.
+    #[serde(default)]
+    pub skipped_last: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -147,6 +158,10 @@ pub struct RemoteStatus {
     /// How long the push running longest to it has run; 0 when none runs.
     #[serde(default)]
     pub longest_push_seconds: f64,
+    /// Since when a full sync runs to it (RFC 3339, UTC), while one does; live changes
+    /// are pushed beside it.
+    #[serde(default)]
+    pub full_sync_since: Option<String>,
 }
 
 /// A push running this long is named in the text report: a big transfer, or a remote
@@ -221,6 +236,7 @@ impl Status {
                     lag_seconds: r.lag.as_secs_f64(),
                     pending: r.pending,
                     longest_push_seconds: r.longest_push.as_secs_f64(),
+                    full_sync_since: r.full_sync_since.map(|t| rfc3339(unix_seconds(t))),
                 })
                 .collect(),
             roots: Vec::new(),
@@ -274,6 +290,15 @@ impl Status {
                     })
                     .collect(),
                 rewalks: r.rewalks,
+                skipped_paths: r.too_long.paths,
+                skipped_reason: (r.too_long.paths > 0).then(|| {
+                    format!(
+                        "too long for rsync (its limit is {} bytes, the directory it runs in \
+                         included)",
+                        crate::watch::RSYNC_PATH_MAX
+                    )
+                }),
+                skipped_last: r.too_long.last,
             })
             .collect();
         self

@@ -105,7 +105,15 @@ pub fn render(s: &Status) -> String {
                         r.longest_push_seconds
                     )
                 });
-                let notes = format!("{}{owed}", long.unwrap_or_default());
+                let full = r
+                    .full_sync_since
+                    .as_deref()
+                    .map(|at| format!("full sync running since {}, ", p(at)));
+                let notes = format!(
+                    "{}{}{owed}",
+                    full.unwrap_or_default(),
+                    long.unwrap_or_default()
+                );
                 let state = remote_state(false, r.pending, r.owed, r.lag_seconds);
                 if notes.is_empty() {
                     format!("ok ({state})")
@@ -147,6 +155,15 @@ pub fn render(s: &Status) -> String {
                 "watch root {}: {} directories could not be listed (too many open files or \
                  out of memory?) and wait to be walked again; their contents are pushed then\n",
                 r.path, r.rewalks
+            ));
+        }
+        if r.skipped_paths > 0 {
+            out.push_str(&format!(
+                "watch root {}: {} path(s) not mirrored, {} (last: {}); see the log\n",
+                p(&r.path),
+                r.skipped_paths,
+                p(r.skipped_reason.as_deref().unwrap_or("too long for rsync")),
+                p(r.skipped_last.as_deref().unwrap_or("?"))
             ));
         }
         for m in &r.mounts {

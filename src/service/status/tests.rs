@@ -95,6 +95,7 @@ fn remote(name: &str, failing: bool, pending: usize, lag: f64) -> RemoteStatus {
         lag_seconds: lag,
         pending,
         longest_push_seconds: 0.0,
+        full_sync_since: None,
     }
 }
 
@@ -132,6 +133,7 @@ fn the_exit_status_is_1_only_when_a_remote_fails_or_a_root_is_lost() {
         since: UNIX_EPOCH,
         mounts: Vec::new(),
         rewalks: 0,
+        too_long: Default::default(),
     }]);
     assert_eq!(exit_code(&s), 1, "a root lost");
 }
@@ -169,6 +171,7 @@ fn roots_that_are_not_ok_and_mount_notes_are_shown() {
             note: Some("a network filesystem".into()),
         }],
         rewalks: 0,
+        too_long: Default::default(),
     };
     let s = source()().with_roots(vec![
         report("/www", RootState::Missing),
@@ -193,6 +196,7 @@ fn directories_waiting_for_a_walk_again_are_shown() {
         since: UNIX_EPOCH,
         mounts: Vec::new(),
         rewalks: 3,
+        too_long: Default::default(),
     }]);
     assert_eq!(s.roots[0].rewalks, 3);
     let text = render(&s);
@@ -200,6 +204,37 @@ fn directories_waiting_for_a_walk_again_are_shown() {
         text.contains("watch root /busy: 3 directories could not be listed"),
         "{text}"
     );
+}
+
+/// A user's path too long for rsync is named, not hidden: status counts it, says why
+/// and shows it shortened; it does not make the exit status 1 (nothing is owed).
+#[test]
+fn paths_too_long_for_rsync_are_counted_and_named() {
+    use crate::watch::{RootReport, RootState};
+    let last = format!("up/{}...(4600 bytes).../f", "y".repeat(20));
+    let s = source()().with_roots(vec![RootReport {
+        path: "/www".into(),
+        state: RootState::Ok,
+        since: UNIX_EPOCH,
+        mounts: Vec::new(),
+        rewalks: 0,
+        too_long: crate::watch::TooLongReport {
+            paths: 2,
+            last: Some(last.clone()),
+        },
+    }]);
+    assert_eq!(s.roots[0].skipped_paths, 2);
+    assert!(s.roots[0]
+        .skipped_reason
+        .as_deref()
+        .is_some_and(|r| r.contains("too long for rsync")));
+    let text = render(&s);
+    assert!(
+        text.contains("watch root /www: 2 path(s) not mirrored, too long for rsync")
+            && text.contains(&last),
+        "{text}"
+    );
+    assert_eq!(crate::service::status::exit_code(&s), 0);
 }
 
 /// A remote that accepts connections and stopped answering read "ok" until rsync's
@@ -224,6 +259,7 @@ fn a_push_running_long_is_named_beside_ok() {
         lag_seconds: secs,
         pending: 1,
         longest_push_seconds: secs,
+        full_sync_since: None,
     };
     let mut s = source()();
     s.remotes.push(remote("hung::m", 45.2, 0));
@@ -249,6 +285,21 @@ fn a_push_running_long_is_named_beside_ok() {
         "{text}"
     );
     assert!(line("quick::m").ends_with(" ok (catching up)"), "{text}");
+    // A full sync running says so, and since when.
+    let mut full = remote("full::m", 75.0, 0);
+    full.full_sync_since = Some(crate::sys::time::rfc3339(1_700_000_000));
+    s.remotes.push(full);
+    let text = render(&s);
+    let full = text
+        .lines()
+        .find(|l| l.contains("full::m"))
+        .unwrap_or_default();
+    assert!(
+        full.ends_with(
+            "ok (catching up), full sync running since 2023-11-14T22:13:20Z, a push running for 75s (a big transfer, or the remote stopped answering)"
+        ),
+        "{text}"
+    );
     let m = metrics(&s);
     assert!(
         m.contains("sersync2_remote_longest_push_seconds{remote=\"hung::m\",root=\"/w\"} 45.200"),
@@ -279,6 +330,7 @@ fn status_client_escapes_control_characters_from_the_answer() {
         lag_seconds: 0.0,
         pending: 0,
         longest_push_seconds: 0.0,
+        full_sync_since: None,
     });
     let text = render(&s);
     assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");

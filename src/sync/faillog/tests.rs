@@ -446,3 +446,102 @@ fn a_listing_of_a_directory_missing_now_keeps_its_slash_through_the_file() {
         String::from_utf8_lossy(&text)
     );
 }
+
+/// A directory owed with everything below it is written as a recursive command under
+/// `#recursive` (run by hand, it pushes the whole directory), read back as one, and
+/// paid only by a push of it whole, which pays what is owed below it too. Without the
+/// line, `dir/` reads as a listing, as in every older fail log.
+#[test]
+fn a_tree_is_written_recursive_read_back_as_one_and_paid_only_whole() {
+    let targets = vec![target("/www", "10.0.0.2")];
+    let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
+    let job = Job::Paths(vec![
+        job::Entry::plain("secret.txt"),
+        job::Entry::tree("locked"),
+        job::Entry::plain("locked/inner/x"),
+    ]);
+    log.add(RemoteId(0), &job, 23);
+    let text = String::from_utf8_lossy(&log.render(&log.owed, &targets)).into_owned();
+    let blocks: Vec<&str> = text.split("\n\n").filter(|b| !b.is_empty()).collect();
+    assert_eq!(blocks.len(), 2, "{text}");
+    assert!(
+        blocks[0].contains("'./locked/inner/x' './secret.txt'")
+            && blocks[0].contains("'--no-recursive'")
+            && !blocks[0].contains("#recursive"),
+        "{text}"
+    );
+    let tree = blocks[1];
+    assert!(
+        tree.starts_with("#errno 23\n#recursive\ncd '/www' && rsync "),
+        "{text}"
+    );
+    assert!(
+        tree.contains("'-R' '-r' '--delete'") && tree.ends_with("'./locked/' 'user@10.0.0.2::mod'"),
+        "{text}"
+    );
+    assert!(
+        !tree.contains("--no-recursive") && !tree.contains("--dirs"),
+        "{text}"
+    );
+
+    let mut back = FailLog::new(PathBuf::from("/tmp/x"), 1);
+    for cmd in parse_script(text.as_bytes()) {
+        back.absorb(cmd, &targets);
+    }
+    assert_eq!(back.owed[0], log.owed[0]);
+    assert_eq!(
+        back.owed[0].entries(),
+        [
+            job::Entry::tree("locked"),
+            job::Entry::plain("locked/inner/x"),
+            job::Entry::plain("secret.txt"),
+        ]
+    );
+    // Older fail logs: `dir/` without the line is a listing.
+    let old = b"#errno 23\ncd '/www' && rsync '-R' './locked/' 'user@10.0.0.2::mod'\n\n";
+    assert_eq!(
+        parse_script(old)[0].job(),
+        Job::Paths(vec![job::Entry::listing("locked")])
+    );
+    // The line holds for the next command only.
+    let two = format!("{text}#errno 5\ncd '/www' && rsync '-R' './d/' 'user@10.0.0.2::mod'\n\n");
+    let cmds = parse_script(two.as_bytes());
+    assert_eq!(cmds.len(), 3);
+    assert!(cmds[1].recursive && !cmds[2].recursive);
+
+    // A listing or a plain push of the directory pays nothing of the tree.
+    let owed = &mut back.owed[0];
+    owed.record(&Job::Paths(vec![job::Entry::listing("locked")]), 23);
+    assert!(
+        owed.trees.contains(Path::new("locked")) && !owed.paths.contains_key(Path::new("locked"))
+    );
+    assert!(owed
+        .clear(&Job::Paths(vec![job::Entry::listing("locked")]))
+        .is_empty());
+    // Its push pays it and what is owed below it, nothing beside it.
+    let paid = owed.clear(&Job::Paths(vec![job::Entry::tree("locked")]));
+    assert_eq!(
+        paid,
+        [
+            job::Entry::plain("locked/inner/x"),
+            job::Entry::tree("locked")
+        ]
+    );
+    assert_eq!(owed.entries(), [job::Entry::plain("secret.txt")]);
+}
+
+/// Unknown remotes keep their trees the same way, with no options but `-R -r`.
+#[test]
+fn an_unknown_remotes_tree_stays_a_tree() {
+    let targets = vec![target("/www", "10.0.0.2")];
+    let text = b"#errno 23\n#recursive\ncd '/other' && rsync '-R' '-r' './d/' 'h::m'\n\n";
+    let mut log = FailLog::new(PathBuf::from("/tmp/x"), 1);
+    for cmd in parse_script(text) {
+        log.absorb(cmd, &targets);
+    }
+    assert_eq!(log.unknown_len(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&log.render(&log.owed, &targets)),
+        String::from_utf8_lossy(text)
+    );
+}

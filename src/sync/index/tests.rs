@@ -358,7 +358,7 @@ fn a_path_enters_once_every_remote_had_a_push_of_the_same_state_land() {
     let (_dir, targets, path) = world();
     let root = targets[0].root.clone();
     let (rec, found) = Recorder::load(path.clone(), &targets);
-    assert!(matches!(found[0].1, Found::Level(_)));
+    assert!(matches!(found[0].1, Found::Level(..)));
     let job = Job::Paths(vec!["x".into()]);
     let b0 = rec.before(RemoteId(0), &root, &job).expect("recorded");
     rec.landed(RemoteId(0), b0);
@@ -398,28 +398,278 @@ fn a_path_enters_once_every_remote_had_a_push_of_the_same_state_land() {
     assert!(read_back(&path).0.is_empty());
 }
 
+// A deploy replaces `burst` again and again. Remote 0 had the old `burst` deleted, then
+// got `burst/s/old.txt` of the next release; remote 1 got that file, then had `burst`
+// deleted (the release after). Each remote has had `burst` deleted, but remote 0 holds
+// the file: the index must not forget it, or when it is deleted while no agent runs
+// (the release after), the next start leaves it on remote 0 for good.
 #[test]
-fn an_index_not_marked_stopped_a_torn_one_or_one_for_other_remotes_is_not_used() {
+fn a_delete_that_landed_everywhere_keeps_what_one_remote_got_below_it_after_its_delete() {
+    let (_dir, targets, path) = world();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    let (a, b) = (RemoteId(0), RemoteId(1));
+    let old = file(20, 5, 10, 10);
+    let gone = |p: &str| vec![(PathBuf::from(p), None)];
+    let has = |p: &str, m: &Meta| vec![(PathBuf::from(p), Some(m.clone()))];
+    rec.landed(a, gone("burst"));
+    rec.landed(a, has("burst/s/old.txt", &old));
+    rec.landed(b, has("burst/s/old.txt", &old));
+    rec.landed(b, gone("burst"));
+    rec.finish().expect("write");
+    let (index, _) = read_back(&path);
+    // While stopped, the next release replaced it: `burst/s` without `old.txt`.
+    let now = tree(&[
+        ("burst", dir(30)),
+        ("burst/s", dir(31)),
+        ("burst/s/new.txt", file(32, 5, 10, 10)),
+    ]);
+    let d = diff(&index, &now);
+    assert!(
+        d.deleted
+            .iter()
+            .any(|(p, _)| Path::new("burst/s/old.txt").starts_with(p)),
+        "the catch-up deletes burst/s/old.txt (index {index:?}, diff {d:?})"
+    );
+    // The other order: remote 1 had the file land before `burst` went, remote 0 after
+    // (its push of the file had landed before its delete too): the file is then on
+    // neither, and a file entered as on both would be skipped if made again the same.
+    let (_dir, targets, path) = world();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.landed(a, has("burst/s/old.txt", &old));
+    rec.landed(a, gone("burst"));
+    rec.landed(b, gone("burst"));
+    rec.landed(b, has("burst/s/old.txt", &old));
+    rec.finish().expect("write");
+    let (index, _) = read_back(&path);
+    assert_ne!(
+        index.get(Path::new("burst/s/old.txt")),
+        Some(&old),
+        "remote 0 lacks it: not entered as on every remote"
+    );
+}
+
+// A directory deleted and made again (a deploy's `rm -rf d && cp -a build/d d`): the
+// push that found it gone may find it there when rsync reads the tree, and then sends
+// the directory alone; what the remotes hold below it from before stays there. The
+// index must not take that push for the delete, or a file of the old `d` that is not in
+// the new one stays on the remotes for good after a stop.
+#[test]
+fn a_delete_whose_path_is_there_again_after_the_push_leaves_what_was_below_unknown() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    std::fs::create_dir(root.join("d")).expect("mkdir d");
+    std::fs::write(root.join("d/old.txt"), "old").expect("write");
+    let both = Job::Paths(vec!["d".into(), "d/old.txt".into()]);
+    for t in [RemoteId(0), RemoteId(1)] {
+        let b = rec.before(t, &root, &both).expect("recorded");
+        rec.landed(t, b);
+    }
+    std::fs::remove_dir_all(root.join("d")).expect("rm -rf d");
+    let listing = Job::Paths(vec![Entry::listing("d")]);
+    let gone: Vec<_> = [RemoteId(0), RemoteId(1)]
+        .iter()
+        .map(|t| rec.before(*t, &root, &listing).expect("recorded"))
+        .collect();
+    assert_eq!(gone[0], vec![(PathBuf::from("d"), None)]);
+    // Made again before the pushes read the tree.
+    std::fs::create_dir(root.join("d")).expect("mkdir d");
+    std::fs::write(root.join("d/new.txt"), "new").expect("write");
+    for (t, b) in [RemoteId(0), RemoteId(1)].into_iter().zip(gone) {
+        rec.landed(t, b);
+    }
+    rec.finish().expect("write");
+    let (index, _) = read_back(&path);
+    let d = diff(&index, &walk(&root, &Excludes::default()).expect("walk"));
+    assert!(
+        d.deleted.iter().any(|(p, _)| p == Path::new("d/old.txt")),
+        "the catch-up deletes d/old.txt (index {index:?}, diff {d:?})"
+    );
+}
+
+// A directory's listing sends its entries: the index must know them, or one deleted
+// while no agent runs stays on the remotes for good.
+#[test]
+fn what_a_listing_sent_is_entered_and_its_delete_found_at_the_next_start() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    std::fs::create_dir_all(root.join("d/sub")).expect("mkdir d/sub");
+    std::fs::write(root.join("d/e.txt"), "e").expect("write");
+    let listing = Job::Paths(vec![Entry::listing("d")]);
+    for t in [RemoteId(0), RemoteId(1)] {
+        let b = rec.before(t, &root, &listing).expect("recorded");
+        rec.landed(t, b);
+    }
+    rec.finish().expect("write");
+    assert_eq!(
+        read_back(&path).0.get(Path::new("d/e.txt")),
+        stat(&root, Path::new("d/e.txt")).as_ref()
+    );
+    std::fs::remove_file(root.join("d/e.txt")).expect("rm");
+    let d = diff(
+        &read_back(&path).0,
+        &walk(&root, &Excludes::default()).expect("walk"),
+    );
+    assert_eq!(d.deleted, vec![(PathBuf::from("d/e.txt"), false)]);
+}
+
+#[test]
+fn an_index_not_marked_stopped_needs_its_journal_and_a_torn_one_or_one_for_other_remotes_is_not_used(
+) {
     let (_dir, targets, path) = world();
     let (rec, _) = Recorder::load(path.clone(), &targets);
     rec.begin().expect("write");
     drop(rec);
-    // Killed before the stop's write.
+    // Killed before the stop's write, nothing pushed: its journal says so.
     let (_, found) = Recorder::load(path.clone(), &targets);
-    assert!(matches!(&found[0].1, Found::Unclean(why) if why.contains("did not stop")));
-    // Torn.
+    assert!(matches!(&found[0].1, Found::Level(t, l, _) if t.is_empty() && l.is_empty()));
+    // Without its journal it says nothing of what was pushed after it.
+    let journal = journal_for(&path);
+    let kept = std::fs::read(&journal).expect("the journal");
+    std::fs::remove_file(&journal).expect("rm");
+    let (_, found) = Recorder::load(path.clone(), &targets);
+    assert!(
+        matches!(&found[0].1, Found::Unclean(why) if why.contains("did not stop") && why.contains("missing"))
+    );
+    // A journal of another run.
+    let mut other = kept.clone();
+    other[16] ^= 1;
+    let crc = crc32fast::hash(&other[..32]).to_le_bytes();
+    other[32..36].copy_from_slice(&crc);
+    std::fs::write(&journal, &other).expect("write");
+    let (_, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(&found[0].1, Found::Unclean(why) if why.contains("another checkpoint")));
+    std::fs::write(&journal, &kept).expect("write");
+    // Torn: a full sync, saying why.
     let bytes = std::fs::read(&path).expect("read");
     std::fs::write(&path, &bytes[..bytes.len() - 3]).expect("truncate");
     let (_, found) = Recorder::load(path.clone(), &targets);
-    assert!(matches!(&found[0].1, Found::Not(why) if why.contains("checksum")));
-    // Made for other remotes.
+    assert!(matches!(&found[0].1, Found::Unclean(why) if why.contains("checksum")));
+    std::fs::write(&path, &bytes[..10]).expect("truncate");
+    let (_, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(&found[0].1, Found::Unclean(why) if why.contains("truncated")));
+    // Made for other remotes; with one of them removed it is good for the other; with
+    // one added, that one needs a full sync.
     let (_dir2, targets2, path2) = world();
-    let (_, found) = Recorder::load(path2, &targets2[..1]);
+    let (_, found) = Recorder::load(path2.clone(), &targets2[1..]);
+    assert!(matches!(&found[0].1, Found::Level(_, _, added) if added.is_empty()));
+    let mut three = targets2.clone();
+    three.push(target(&targets2[0].root, "10.0.0.3"));
+    let (_, found) = Recorder::load(path2.clone(), &three);
+    assert!(matches!(&found[0].1, Found::Level(_, _, added) if *added == [RemoteId(2)]));
+    let others = [target(&targets2[0].root, "10.0.0.9")];
+    let (_, found) = Recorder::load(path2, &others);
     assert!(matches!(&found[0].1, Found::Not(why) if why.contains("other remotes")));
+    // Another version.
+    let mut v9 = bytes.clone();
+    v9[15] = 9;
+    std::fs::write(&path, &v9).expect("write");
+    let (_, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(&found[0].1, Found::Not(why) if why.contains("version 9")));
     // Missing.
     std::fs::remove_file(&path).expect("rm");
     let (_, found) = Recorder::load(path, &targets);
     assert!(matches!(&found[0].1, Found::Not(why) if why.contains("no index")));
+}
+
+/// One push of `job` to both remotes, as the workers do it: announced, stat'ed,
+/// landed, ended.
+fn push_both(rec: &Recorder, root: &Path, job: &Job) {
+    for t in [RemoteId(0), RemoteId(1)] {
+        let a = rec.announce(t, job).expect("recorded");
+        let b = rec.before(t, root, job).expect("recorded");
+        rec.landed(t, b);
+        drop(a);
+    }
+}
+
+fn level(found: Vec<(PathBuf, Found)>) -> (Tree, Vec<PathBuf>) {
+    match found.into_iter().next().map(|f| f.1) {
+        Some(Found::Level(t, l, _)) => (t, l),
+        Some(Found::Not(w) | Found::Unclean(w)) => panic!("not level: {w}"),
+        None => panic!("no root"),
+    }
+}
+
+// The danger a kill leaves: a file made and pushed after the last checkpoint is not in
+// the index; deleted while no agent ran, nothing would delete it on the remotes. The
+// journal names it, so the next start finds it deleted.
+#[test]
+fn after_a_kill_a_path_pushed_since_the_last_checkpoint_is_unknown_and_its_delete_found() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.begin().expect("write");
+    push_both(&rec, &root, &Job::Paths(vec!["x".into()]));
+    rec.checkpoint().expect("write");
+    std::fs::write(root.join("late"), "late").expect("write");
+    push_both(&rec, &root, &Job::Paths(vec!["late".into()]));
+    push_both(&rec, &root, &Job::Paths(vec![Entry::listing("")]));
+    drop(rec); // killed: no checkpoint since
+    std::fs::remove_file(root.join("late")).expect("rm");
+    let (rec, found) = Recorder::load(path.clone(), &targets);
+    let (old, relist) = level(found);
+    assert_eq!(
+        old.get(Path::new("late")).map(|m| m.kind),
+        Some(Kind::Unknown)
+    );
+    assert_eq!(relist, [PathBuf::from("")]);
+    let d = diff(&old, &walk(&root, &Excludes::default()).expect("walk"));
+    assert_eq!(d.deleted, [(PathBuf::from("late"), false)]);
+    assert!(d.changed.is_empty(), "{d:?}");
+    // The listing stays in the journal until a push of it begins, whatever checkpoints.
+    rec.begin().expect("write");
+    rec.checkpoint().expect("write");
+    drop(rec);
+    let (_, found) = Recorder::load(path, &targets);
+    assert_eq!(level(found).1, [PathBuf::from("")]);
+}
+
+// A push begun before a checkpoint and landing after it: its path is in the next
+// journal too (the checkpoint's snapshot may not have it).
+#[test]
+fn a_push_running_across_a_checkpoint_stays_in_the_journal() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.begin().expect("write");
+    std::fs::write(root.join("slow"), "slow").expect("write");
+    let job = Job::Paths(vec!["slow".into()]);
+    let running = rec.announce(RemoteId(0), &job).expect("recorded");
+    rec.checkpoint().expect("write");
+    rec.checkpoint().expect("write");
+    drop(running);
+    drop(rec);
+    std::fs::remove_file(root.join("slow")).expect("rm");
+    let (_, found) = Recorder::load(path, &targets);
+    let (old, _) = level(found);
+    assert_eq!(
+        old.get(Path::new("slow")).map(|m| m.kind),
+        Some(Kind::Unknown)
+    );
+}
+
+// A full sync may change anything in the root: killed while one ran (or before the
+// checkpoint after it), the next start does a full sync. A stop while a push still
+// runs keeps the index marked running, with its journal.
+#[test]
+fn a_full_sync_in_the_journal_means_a_full_sync_and_a_stop_with_a_push_running_keeps_it() {
+    let (_dir, targets, path) = world();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.begin().expect("write");
+    let full = rec.announce(RemoteId(1), &Job::Full).expect("recorded");
+    rec.finish().expect("write");
+    drop(full);
+    drop(rec);
+    let (_, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(&found[0].1, Found::Unclean(why) if why.contains("full sync ran after")));
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.begin().expect("write");
+    rec.finish().expect("write");
+    assert!(!journal_for(&path).exists());
+    let bytes = std::fs::read(&path).expect("read the index");
+    assert!(!decode(&bytes).expect("good").1, "marked stopped");
 }
 
 /// Resident memory of this process in KiB (Linux), for the measurement below.

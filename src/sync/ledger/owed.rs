@@ -1,11 +1,31 @@
 //! What a remote owes after a failure, when that is retried, and how level the remote is:
 //! its marks, checkpoints for barriers, and the one rule of what a successful push pays.
 
-use std::time::Instant;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
 
-use super::{entry_key, older, to_path, Ledger, Mark};
+use super::{entry_key, older, Ledger, Mark};
 use crate::sync::faillog::Owed;
 use crate::sync::job::{Entry, Job};
+use crate::sync::recovery::{Plan, Recovery};
+
+/// What a successful push changed, for the worker's fail log and log lines (see
+/// [`Ledger::pushed`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// What is owed changed: the fail log is written again.
+    pub changed: bool,
+    /// The remote had failed and not been level since, before this push.
+    pub was_failing: bool,
+    /// The remote did not answer before and does now: what it owes was queued again.
+    pub recovered: bool,
+    /// What it owes was queued again because no push waiting or running covers it
+    /// (see [`Ledger::pushed`]): how many jobs.
+    pub orphaned: usize,
+    /// It still owes something.
+    pub still_owes: bool,
+}
 
 impl Ledger {
     /// The checkpoint of this remote now: every change queued so far has a sequence
@@ -25,6 +45,7 @@ impl Ledger {
             .chain(self.full_mark)
             .chain(self.full_running)
             .chain(self.owed_full)
+            .chain(self.beside_full.values().map(|(_, m)| *m))
     }
 
     /// The oldest change not yet on the remote (waiting, in flight or owed), if any.
@@ -78,7 +99,7 @@ impl Ledger {
         if self.owed.is_empty() {
             return false;
         }
-        let before = (self.owed.paths.len(), self.owed.full);
+        let before = (self.owed.paths.len(), self.owed.trees.len(), self.owed.full);
         let paid = self.owed.clear(job);
         for e in &paid {
             self.owed_marks.remove(entry_key(e));
@@ -92,16 +113,7 @@ impl Ledger {
             self.owe(&Job::Full, m, 0);
         }
         let kept: Vec<(Entry, Mark)> = if let Job::Full = job {
-            self.kept_at_close
-                .iter()
-                .map(|(k, (listing, m))| {
-                    let e = Entry {
-                        path: to_path(k.clone()),
-                        listing: *listing,
-                    };
-                    (e, *m)
-                })
-                .collect()
+            self.kept_at_close.values().cloned().collect()
         } else {
             paid.into_iter()
                 .filter_map(|e| {
@@ -113,41 +125,179 @@ impl Ledger {
         for (e, m) in kept {
             self.owe(&Job::Paths(vec![e]), m, 0);
         }
-        before != (self.owed.paths.len(), self.owed.full)
+        before != (self.owed.paths.len(), self.owed.trees.len(), self.owed.full)
+    }
+
+    /// A push of `job` succeeded but left out the paths of `left_out` (each below what
+    /// is a file or link now, with that file or link, or the top of it that is gone):
+    /// [`Ledger::paid`] of the rest. A path left out is not paid: what the remote holds
+    /// there is made equal by the push of the file or link, which waits once more with
+    /// the oldest of the path's marks (owed and in flight), and what the path owes (the
+    /// fail log's line) moves to it, in this one step. Returns whether what is owed
+    /// changed.
+    pub fn paid_leaving(
+        &mut self,
+        job: &Job,
+        left_out: &[(PathBuf, PathBuf)],
+        now: Instant,
+    ) -> bool {
+        let is_left_out = |e: &Entry| left_out.iter().any(|(p, _)| *p == e.path);
+        let changed = match job {
+            Job::Paths(entries) if entries.iter().any(is_left_out) => {
+                let rest: Vec<Entry> = entries
+                    .iter()
+                    .filter(|e| !is_left_out(e))
+                    .cloned()
+                    .collect();
+                !rest.is_empty() && self.paid(&Job::Paths(rest))
+            }
+            _ => self.paid(job),
+        };
+        let mut moved = false;
+        for (p, a) in left_out {
+            let k = p.as_os_str().as_bytes();
+            let owed_mark = self.owed_marks.remove(k);
+            let owed_entry = self.owed.paths.remove(p).is_some();
+            let kept = self.kept_at_close.remove(k);
+            let m = [
+                self.inflight.get(k).copied(),
+                owed_mark,
+                kept.as_ref().map(|(_, m)| *m),
+            ]
+            .into_iter()
+            .flatten()
+            .reduce(Mark::min);
+            let Some(m) = m else {
+                continue;
+            };
+            let ak = a.as_os_str().as_bytes().to_vec();
+            if owed_entry || owed_mark.is_some() {
+                // Owed as the file or link, plain, with the oldest mark: its push pays it.
+                match &mut self.owed_full {
+                    Some(f) => *f = f.min(m),
+                    None => {
+                        let e = self.owed_marks.entry(ak.clone()).or_insert(m);
+                        *e = e.min(m);
+                    }
+                }
+                let status = self.owed.status;
+                self.owed
+                    .record(&Job::Paths(vec![Entry::plain(a.clone())]), status);
+                moved = true;
+            }
+            if let Some((_, km)) = kept {
+                let e = self
+                    .kept_at_close
+                    .entry(ak.clone())
+                    .or_insert((Entry::plain(a.clone()), km));
+                e.1 = e.1.min(km);
+            }
+            if self.full_pending {
+                // The full sync waiting covers it, from the older mark.
+                self.full_mark = Some(older(self.full_mark, m));
+                continue;
+            }
+            self.push_key(ak, false, now, Some(m));
+        }
+        changed || moved
+    }
+
+    /// A push of `job` failed for good (rsync `status`) at `now` (`wall` the same
+    /// moment on the clock): what it carried is owed ([`Ledger::owe`], entries not in
+    /// flight counting from `now`) and the remote goes on the backoff schedule
+    /// ([`Recovery::failed`]; `random` places the retry in its jitter window). Returns
+    /// when what is owed is queued again and how long the remote rests.
+    pub fn failed(
+        &mut self,
+        job: &Job,
+        status: i32,
+        now: Instant,
+        wall: SystemTime,
+        random: u64,
+    ) -> Plan {
+        self.owe(job, Mark { seq: 0, since: now }, status);
+        self.recovery.failed(now, wall, status, random)
+    }
+
+    /// A push of `job` succeeded at `now` (`left_out`: see [`Ledger::paid_leaving`]):
+    /// what it carried is paid, and the retry schedule follows. Level (nothing owed):
+    /// the schedule ends. Back from not answering: what is owed is queued now and the
+    /// backoff starts again. Still owing, with nothing waiting, no retry set and this
+    /// the last call in flight: no push of what is owed is coming (a listing or a
+    /// deleted directory took its place while it waited, and paid only itself), so it
+    /// would wait for the timed replay, and every barrier with it; it is queued now.
+    pub fn pushed(&mut self, job: &Job, left_out: &[(PathBuf, PathBuf)], now: Instant) -> Pushed {
+        let changed = self.paid_leaving(job, left_out, now);
+        let still_owes = self.owes();
+        let was_failing = self.recovery.is_failing();
+        let recovered = self.recovery.succeeded(still_owes);
+        let orphaned =
+            !recovered && still_owes && self.is_empty() && self.running() <= 1 && !self.retrying();
+        let mut requeued = 0;
+        if recovered || orphaned {
+            requeued = self.requeue_owed(now);
+        }
+        Pushed {
+            changed,
+            was_failing,
+            recovered,
+            orphaned: if orphaned { requeued } else { 0 },
+            still_owes,
+        }
     }
 
     /// What is owed is queued again at `at` (replacing a retry set before); nothing
-    /// when nothing is owed. `None`: no retry.
+    /// when nothing is owed. `None`: no retry. (The workers set it with
+    /// [`Ledger::failed`].)
+    #[cfg(test)]
     pub fn retry_at(&mut self, at: Option<Instant>) {
-        self.retry = at.filter(|_| self.owes());
+        match at.filter(|_| self.owes()) {
+            Some(at) => self
+                .recovery
+                .set_retry(at, Instant::now(), SystemTime::now()),
+            None => self.recovery.clear_retry(),
+        }
     }
 
     /// A retry is set.
     pub fn retrying(&self) -> bool {
-        self.retry.is_some()
+        self.recovery.retry().is_some()
+    }
+
+    /// The retry schedule: failing since, the next retry (for status).
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
     }
 
     /// Moves what is owed into the pending set when its retry is due; else returns
     /// when it is due.
     pub fn retry_due(&mut self, now: Instant) -> Option<Instant> {
-        match self.retry {
+        match self.recovery.retry() {
             Some(at) if at > now => Some(at),
             Some(_) => {
-                self.retry = None;
-                for job in self.owed.jobs() {
-                    match job {
-                        Job::Full => self.push_full_at(now),
-                        job => {
-                            for p in job.plain_paths() {
-                                self.push_at(p, false, now);
-                            }
-                        }
-                    }
-                }
+                self.recovery.clear_retry();
+                self.requeue_owed(now);
                 None
             }
             None => None,
         }
+    }
+
+    /// What is owed joins the pending set (it stays owed until a push of it succeeds).
+    /// Returns how many jobs it was (a full sync, or the paths as one).
+    fn requeue_owed(&mut self, now: Instant) -> usize {
+        let jobs = self.owed.jobs();
+        for job in &jobs {
+            match job {
+                Job::Full => self.push_full_at(now),
+                job => {
+                    for p in job.plain_paths() {
+                        self.push_at(p, false, now);
+                    }
+                }
+            }
+        }
+        jobs.len()
     }
 
     /// Is anything owed?

@@ -93,8 +93,14 @@ fn full_sync_covers_pending_and_waits_for_running_work() {
     assert!(q.take(100).is_none(), "full waits for a");
     q.finish(&w);
     assert_eq!(q.take(100), Some(Job::Full));
-    q.push(p("d"), false); // during the full sync: must run after it
-    assert!(q.take(100).is_none());
+    q.push(p("d"), false); // during the full sync: pushed beside it, and after it
+    let d = q.take(100);
+    assert_eq!(paths(d.clone()), [p("d")]);
+    q.finish(&d.expect("d"));
+    assert!(
+        q.take(100).is_none(),
+        "d goes again once the full sync ends"
+    );
     q.finish(&Job::Full);
     assert_eq!(paths(q.take(100)), [p("d")]);
 }
@@ -168,7 +174,10 @@ proptest! {
     /// Whatever the interleaving of events, takes and finishes:
     /// - no two calls in flight touch the same path or an ancestor/descendant of it;
     /// - when all is done, every path's last change is covered by a call that started
-    ///   after it (the path itself, a gone directory above it, or a full sync).
+    ///   after it (the path itself, a gone directory above it, or a full sync);
+    /// - a full sync starts only while nothing else is in flight, and every path of a
+    ///   call that ran beside a full sync is covered by a call that started after that
+    ///   full sync ended (the full sync may have undone it).
     #[test]
     fn last_change_of_every_path_is_pushed_after_it(
         ops in proptest::collection::vec(op(), 1..80),
@@ -183,12 +192,21 @@ proptest! {
         let mut gone_at: HashMap<PathBuf, u64> = HashMap::new();
         let mut started: Vec<(u64, Job)> = Vec::new();
         let mut inflight: Vec<Job> = Vec::new();
-        let run = |q: &mut Ledger, clock: &mut u64, max: usize, inflight: &mut Vec<Job>, started: &mut Vec<(u64, Job)>| {
+        // Paths of calls that ran beside a full sync, and when that full sync ended.
+        let mut beside: Vec<PathBuf> = Vec::new();
+        let mut must_follow: Vec<(PathBuf, u64)> = Vec::new();
+        let run = |q: &mut Ledger, clock: &mut u64, max: usize, inflight: &mut Vec<Job>, started: &mut Vec<(u64, Job)>, beside: &mut Vec<PathBuf>| {
             if let Some(w) = q.take(max) {
                 *clock += 1;
+                if w == Job::Full {
+                    assert!(inflight.is_empty(), "a full sync started beside other work");
+                }
+                if inflight.contains(&Job::Full) {
+                    beside.extend(w.plain_paths().into_iter().map(|e| e.path));
+                }
                 for other in inflight.iter() {
-                    if *other == Job::Full || w == Job::Full {
-                        panic!("a full sync ran beside other work");
+                    if *other == Job::Full {
+                        continue;
                     }
                     // A rename is in flight as its plain paths. `a/` (a listing) is `a`
                     // for conflicts: Path drops the `/`.
@@ -230,24 +248,35 @@ proptest! {
                     if dir { gone_at.insert(from.clone(), clock); }
                     q.push_rename(from, to, dir, below);
                 }
-                Op::Take(max) => run(&mut q, &mut clock, max, &mut inflight, &mut started),
+                Op::Take(max) => run(&mut q, &mut clock, max, &mut inflight, &mut started, &mut beside),
                 Op::Finish(i) => {
                     if !inflight.is_empty() {
                         let w = inflight.remove(i % inflight.len());
                         q.finish(&w);
+                        if w == Job::Full {
+                            must_follow.extend(beside.drain(..).map(|x| (x, clock)));
+                        }
                     }
                 }
             }
         }
         // Quiet period: drain everything.
         loop {
-            while let Some(w) = inflight.pop() { q.finish(&w); }
-            run(&mut q, &mut clock, 3, &mut inflight, &mut started);
+            while let Some(w) = inflight.pop() {
+                q.finish(&w);
+                if w == Job::Full {
+                    must_follow.extend(beside.drain(..).map(|x| (x, clock)));
+                }
+            }
+            run(&mut q, &mut clock, 3, &mut inflight, &mut started, &mut beside);
             if inflight.is_empty() { break; }
         }
         prop_assert!(q.is_empty());
+        prop_assert!(beside.is_empty());
         let full_last_change = last_change.remove(&p(""));
-        for (path, t) in &last_change {
+        let mut owed: Vec<(PathBuf, u64)> = last_change.iter().map(|(p, t)| (p.clone(), *t)).collect();
+        owed.extend(must_follow);
+        for (path, t) in &owed {
             let covered = started.iter().any(|(s, w)| *s > *t && match w {
                 Job::Full => true,
                 // A rename pushes `to` and what is below it and deletes `from` (with
@@ -853,7 +882,7 @@ fn a_listing_pushed_again_keeps_its_mark_and_its_slash() {
     let checkpoint = q.checkpoint();
     let job = q.take(100).expect("the listing");
     assert_eq!(paths(Some(job.clone())), [p("b/")]);
-    q.finish_again(&job, &[p("b")], &[], Instant::now());
+    q.finish_again(&job, &[p("b")], Instant::now());
     assert!(
         !q.passed(checkpoint),
         "the barrier must wait for the listing"
@@ -910,4 +939,215 @@ fn what_waited_at_the_close_stays_owed_after_a_push_in_flight_succeeds() {
     assert!(left.full);
     assert!(!q.paid(&full), "the waiting full sync is still owed");
     assert!(q.owed().full);
+}
+
+/// A path left out of a call (below what is a file now) is not paid by it: what it owes
+/// moves to the file with the oldest of its marks, owed and in flight (found by the
+/// simulator, seed 14395: the call that left `d/c/a` out paid its owed entry, the
+/// redirect to `d/c` carried only the newer mark it had in flight, and a barrier taken
+/// between the two passed while the remote still held `d/c/a`).
+#[test]
+fn a_path_left_out_below_a_file_moves_what_it_owes_to_the_file() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_at(entry("d/c/a"), false, t0);
+    q.push_at(entry("b"), false, t0);
+    let w = q.take(100).expect("work");
+    q.owe(&w, Mark { seq: 0, since: t0 }, 10);
+    q.finish(&w);
+    let checkpoint = q.checkpoint();
+    // The retry takes them again, with newer marks.
+    q.retry_at(Some(at(t0, 1)));
+    q.retry_due(at(t0, 2));
+    let w = q.take(100).expect("the retry");
+    assert_eq!(paths(Some(w.clone())), [p("b"), p("d/c/a")]);
+    // d/c is a file now: the call succeeds without d/c/a.
+    let changed = q.paid_leaving(&w, &[(p("d/c/a"), p("d/c"))], at(t0, 3));
+    q.finish(&w);
+    assert!(
+        changed,
+        "what is owed changed: the fail log is written again"
+    );
+    assert_eq!(
+        shown_all(&q.owed().entries()),
+        [p("d/c")],
+        "d/c/a's owed entry moved to the file"
+    );
+    assert!(
+        !q.passed(checkpoint),
+        "the barrier waits for the file's push"
+    );
+    assert_eq!(q.oldest().map(|m| m.since), Some(t0), "the oldest mark");
+    let w = q.take(100).expect("the file");
+    assert_eq!(paths(Some(w.clone())), [p("d/c")]);
+    assert!(q.paid_leaving(&w, &[], at(t0, 4)));
+    q.finish(&w);
+    assert!(q.passed(checkpoint));
+    assert!(!q.owes());
+}
+
+/// The ledger keeps the retry schedule of what is owed (no other record of it): a
+/// failure sets the retry on the backoff, a remote that did not answer and answers
+/// again has what it owes queued at once (its retry dropped), and once it is level its
+/// schedule ends.
+#[test]
+fn the_ledger_keeps_the_retry_schedule_of_what_is_owed() {
+    use std::time::SystemTime;
+    let t0 = Instant::now();
+    let w0 = SystemTime::now();
+    let mut q = Ledger::default();
+    q.push_at(entry("a"), false, t0);
+    let w = q.take(10).expect("a");
+    let plan = q.failed(&w, 10, t0, w0, 0); // the remote did not answer
+    q.finish(&w);
+    assert_eq!(plan.retry_at, at(t0, 800), "the first step of the backoff");
+    assert_eq!(plan.rest, Duration::from_millis(800), "it rests until then");
+    assert!(q.retrying() && q.recovery().is_failing());
+    assert_eq!(q.retry_due(at(t0, 799)), Some(at(t0, 800)));
+    assert!(q.is_empty(), "not queued before its time");
+    // A live push succeeds: the remote answers again, what it owes is queued now.
+    q.push_at(entry("b"), false, at(t0, 100));
+    let w = q.take(10).expect("b");
+    let pushed = q.pushed(&w, &[], at(t0, 100));
+    q.finish(&w);
+    assert!(pushed.was_failing && pushed.recovered && pushed.still_owes);
+    assert!(!q.retrying(), "its retry is dropped");
+    let w = q.take(10).expect("what it owes");
+    assert_eq!(paths(Some(w.clone())), [p("a")]);
+    let pushed = q.pushed(&w, &[], at(t0, 200));
+    q.finish(&w);
+    assert!(pushed.changed && !pushed.still_owes);
+    assert!(!q.recovery().is_failing(), "level: the schedule ends");
+    assert_eq!(q.recovery().next_retry(t0), None);
+    assert!(q.passed(q.checkpoint()));
+}
+
+/// A directory owed with everything below it (a full sync could not read it) stays one
+/// through the retry, the take, flight and the close: what it was owed as is what goes
+/// out, and only its push pays it.
+#[test]
+fn a_tree_owed_stays_a_tree_until_its_push_pays_it() {
+    let now = std::time::Instant::now();
+    let mut q = Ledger::default();
+    let tree = Job::Paths(vec![Entry::tree("locked"), Entry::plain("secret.txt")]);
+    q.owe(&tree, Mark { seq: 0, since: now }, 23);
+    q.retry_at(Some(now));
+    assert_eq!(q.retry_due(now), None);
+    let Some(Job::Paths(taken)) = q.take(10) else {
+        panic!("the owed entries are handed out");
+    };
+    assert_eq!(taken, [Entry::tree("locked"), Entry::plain("secret.txt")]);
+    // In flight at a stop: owed as a tree still.
+    q.close();
+    assert!(q.owed().trees.contains(&p("locked")));
+    // A listing of it pays nothing; its push pays it.
+    assert!(!q.paid(&Job::Paths(vec![Entry::listing("locked")])));
+    assert!(q.paid(&Job::Paths(vec![Entry::tree("locked")])));
+    assert!(!q.owed().trees.contains(&p("locked")));
+}
+
+// --- Live changes beside a full sync ---
+
+/// A change made while a full sync runs is pushed at once, beside it; its push may be
+/// undone by that full sync (deleted by its delete pass, or taken back to what its file
+/// list held), so it goes again once the full sync ends, and a barrier taken after the
+/// change passes only once that second push landed.
+#[test]
+fn a_change_beside_a_full_sync_goes_at_once_and_again_after_it() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_full_at(t0);
+    assert_eq!(q.take(100), Some(Job::Full));
+    q.push_at(entry("d/new"), false, at(t0, 1));
+    q.push_at(entry("gone/"), true, at(t0, 1));
+    let cp = q.checkpoint();
+    let live = q.take(100).expect("pushed beside the full sync");
+    assert_eq!(paths(Some(live.clone())), [p("d/new"), p("gone/")]);
+    assert!(q.is_trickle(), "a single edit is not a burst");
+    q.finish(&live);
+    assert!(
+        q.take(100).is_none(),
+        "nothing waits while the full sync runs"
+    );
+    q.finish_again(&Job::Full, &[], at(t0, 5));
+    assert!(!q.passed(cp), "the full sync may have undone the live push");
+    let again = q.take(100).expect("pushed again after the full sync");
+    assert_eq!(paths(Some(again.clone())), [p("d/new"), p("gone/")]);
+    assert_eq!(q.oldest().map(|m| m.since), Some(at(t0, 1)), "marks kept");
+    q.finish(&again);
+    assert!(q.passed(cp));
+    assert!(q.take(100).is_none(), "once is enough");
+}
+
+/// A push beside a full sync that is still in flight when the full sync ends goes again
+/// after its own end (never two calls for one path at once); one that failed is owed
+/// and goes again too.
+#[test]
+fn a_push_still_running_when_the_full_sync_ends_goes_again_after_it() {
+    let mut q = Ledger::default();
+    q.push_full();
+    let full = q.take(100).expect("full");
+    q.push(p("a"), false);
+    let a = q.take(100).expect("a beside the full sync");
+    q.push(p("b"), false);
+    let b = q.take(100).expect("b beside the full sync");
+    q.owe(
+        &b,
+        Mark {
+            seq: 0,
+            since: Instant::now(),
+        },
+        10,
+    );
+    q.finish(&b);
+    q.finish(&full);
+    assert_eq!(paths(q.take(100)), [p("b")], "a is still in flight");
+    q.finish(&a);
+    assert_eq!(paths(q.take(100)), [p("a")]);
+}
+
+/// A second full sync asked while one runs covers what went beside the first: nothing
+/// goes again beside it, its mark holds the barrier.
+#[test]
+fn a_full_sync_waiting_covers_what_went_beside_the_running_one() {
+    let mut q = Ledger::default();
+    q.push_full();
+    let full = q.take(100).expect("full");
+    q.push(p("a"), false);
+    let cp = q.checkpoint();
+    let a = q.take(100).expect("a");
+    q.finish(&a);
+    q.push_full();
+    q.finish(&full);
+    assert!(!q.passed(cp));
+    assert_eq!(q.take(100), Some(Job::Full));
+    q.finish(&Job::Full);
+    assert!(q.passed(cp));
+    assert!(q.take(100).is_none());
+}
+
+/// At a stop while a full sync runs, what went beside it is owed; neither its own push
+/// nor the full sync, landing after the close, pays it.
+#[test]
+fn what_went_beside_a_full_sync_stays_owed_at_the_close() {
+    let mut q = Ledger::default();
+    q.push_full();
+    let full = q.take(100).expect("full");
+    q.push(p("a"), false);
+    let a = q.take(100).expect("a");
+    q.finish(&a);
+    q.push(p("b"), false);
+    let b = q.take(100).expect("b");
+    let left = q.close();
+    assert!(left.full);
+    assert!(!q.paid(&b), "b's push ran beside the full sync");
+    q.finish(&b);
+    q.paid(&full);
+    q.finish(&full);
+    let owed = q.owed();
+    assert!(!owed.full);
+    let mut owed: Vec<PathBuf> = owed.paths.keys().cloned().collect();
+    owed.sort();
+    assert_eq!(owed, [p("a"), p("b")]);
+    assert!(!q.passed(q.checkpoint()));
 }

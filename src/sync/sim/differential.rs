@@ -1,6 +1,6 @@
 //! The rsync model checked against real rsync: each case (one seed) makes a random
 //! source tree and a random remote tree, builds one command line with the agent's own
-//! builders (`Target::argv` for paths, listings and full syncs, `fail_log_argv`,
+//! builders (`Target::argv` for paths, listings, trees and full syncs, `fail_log_argv`,
 //! `prune_argv`, `rename_argvs` for a file and a directory, `settle_argv`), runs it with
 //! real rsync against a loopback `rsync --daemon` whose module holds the remote tree,
 //! and runs [`model::rsync`] on the same remote tree in memory. The two resulting trees
@@ -320,7 +320,12 @@ fn excluded_in(source: &Tree, excludes: &Excludes, dir: &[u8]) -> Vec<PathBuf> {
     source
         .iter()
         .filter(|(k, _)| k.starts_with(&prefix) && !k[prefix.len()..].contains(&b'/'))
-        .filter(|(k, n)| filter::skip(excludes, &k[prefix.len()..], &path(k), **n == Node::Dir))
+        .filter(|(k, n)| {
+            let (name, is_dir) = (&k[prefix.len()..], **n == Node::Dir);
+            filter::is_temp_name(name)
+                || (excludes.excludes(&path(k), is_dir)
+                    && excludes.needs_anchored_rule(&path(k), is_dir))
+        })
         .map(|(k, _)| path(k))
         .collect()
 }
@@ -380,10 +385,13 @@ fn pick_paths(rng: &mut Rng, excludes: &Excludes, source: &Tree, remote: &Tree) 
         .into_iter()
         .collect();
     pool.extend([b"e".to_vec(), b"a/e".to_vec(), b"d/a/e".to_vec()]);
-    // The agent's paths never hold a temp or excluded name (its intake drops them).
+    // The agent's paths never hold a temp or excluded name (its intake drops them), but
+    // for a name excluded only as a directory (`e/`): queued as a file, it may be such a
+    // directory when rsync reads it (the agent sends one it sees so as its parent's
+    // listing, `Mirror::run_job`).
     pool.retain(|p| {
         let is_dir = source.get(p).or(remote.get(p)) == Some(&Node::Dir);
-        !skipped(excludes, p, is_dir)
+        !skipped(excludes, p, is_dir) || (is_dir && !skipped(excludes, p, false))
     });
     let n = 1 + rng.below(4);
     let mut out: Vec<Entry> = Vec::new();
@@ -391,13 +399,18 @@ fn pick_paths(rng: &mut Rng, excludes: &Excludes, source: &Tree, remote: &Tree) 
         let Some(p) = rng.pick(&pool).cloned() else {
             break;
         };
-        let e = Entry {
-            listing: rng.chance(35),
-            path: path(&p),
-        };
+        let e = Entry::with_listing(path(&p), rng.chance(35));
         if !out.iter().any(|o| o.path == e.path) {
             out.push(e);
         }
+    }
+    // The root's listing (`.//`): a path at the top that is such an excluded directory
+    // goes so. Alone: beside a deletion request that aborts the receiver (below a link
+    // that leads nowhere), what real rsync's generator deleted before the receiver died
+    // depends on the two processes' timing (seen: a directory's entries deleted while
+    // making way for a file, then "could not make way").
+    if rng.chance(10) {
+        return vec![Entry::listing("")];
     }
     out
 }
@@ -420,14 +433,14 @@ fn shape(
         .map(|(k, _)| k.clone())
         .collect();
     loop {
-        match rng.below(7) {
+        match rng.below(8) {
             0 | 1 => {
                 let paths = pick_paths(rng, excludes, source, remote);
                 let excluded: Vec<PathBuf> = paths
                     .iter()
                     .filter(|e| e.listing)
                     .map(|e| e.path.as_os_str().as_bytes())
-                    .filter(|d| source.get(*d) == Some(&Node::Dir))
+                    .filter(|d| d.is_empty() || source.get(*d) == Some(&Node::Dir))
                     .flat_map(|d| excluded_in(source, excludes, d))
                     .collect();
                 let (argv, stdin) = t.argv(&Job::Paths(paths), &excluded);
@@ -461,6 +474,29 @@ fn shape(
                         }
                     }
                 }
+                // A link to a directory, as a prune meets it when the directory was
+                // replaced by such a link after the agent looked (it prunes only what
+                // is a directory then, `workers::prunable`): rsync reads the link's
+                // target and deletes through the remote's link of that name.
+                let mut name = "prune";
+                if rng.chance(25) {
+                    let links: Vec<&Vec<u8>> = source
+                        .iter()
+                        // Not `/etc`: the sender would read the machine's.
+                        .filter(|(k, n)| {
+                            matches!(n, Node::Link(to) if !to.starts_with(b"/"))
+                                && !skipped(excludes, k, false)
+                        })
+                        .map(|(k, _)| k)
+                        .filter(|k| {
+                            std::fs::metadata(t.root.join(path(k))).is_ok_and(|m| m.is_dir())
+                        })
+                        .collect();
+                    if let Some(l) = rng.pick(&links) {
+                        chosen.push((*l).clone());
+                        name = "prune through a link";
+                    }
+                }
                 if chosen.is_empty() {
                     continue;
                 }
@@ -471,7 +507,7 @@ fn shape(
                 let dirs: Vec<PathBuf> = chosen.iter().map(|d| path(d)).collect();
                 let (argv, stdin) = t.prune_argv(&dirs, &excluded);
                 return Shape {
-                    name: "prune".into(),
+                    name: name.into(),
                     calls: vec![(argv, stdin)],
                 };
             }
@@ -520,6 +556,36 @@ fn shape(
                 return Shape {
                     name: format!("rename {}", if dir { "dir" } else { "file" }),
                     calls,
+                };
+            }
+            6 => {
+                // Directories owed with everything below them (a full sync could not
+                // read them): one call, recursive; one that is not a directory now goes
+                // as its path.
+                let mut chosen: Vec<Vec<u8>> = Vec::new();
+                for _ in 0..1 + rng.below(2) {
+                    let pool = if rng.chance(75) { &dirs } else { &leaves };
+                    if let Some(d) = rng.pick(pool) {
+                        if !chosen.contains(d) {
+                            chosen.push(d.clone());
+                        }
+                    }
+                }
+                if rng.chance(15) {
+                    chosen.push(b"e".to_vec());
+                }
+                if chosen.is_empty() {
+                    continue;
+                }
+                let excluded: Vec<PathBuf> = chosen
+                    .iter()
+                    .flat_map(|d| crate::watch::excluded_paths_below(&t.root, &path(d), excludes))
+                    .collect();
+                let trees: Vec<Entry> = chosen.iter().map(|d| Entry::tree(path(d))).collect();
+                let (argv, stdin) = t.argv(&Job::Paths(trees), &excluded);
+                return Shape {
+                    name: "tree".into(),
+                    calls: vec![(argv, stdin)],
                 };
             }
             _ => {

@@ -125,6 +125,8 @@ struct State {
     health: Arc<RootHealth>,
     /// Roots replaced so far (names of the old ones moved aside).
     replaced_roots: u64,
+    /// Full syncs run so far (names of the copies of the source their file lists are).
+    full_syncs: u64,
     root: PathBuf,
     fail_log: PathBuf,
     targets: Vec<Target>,
@@ -622,6 +624,11 @@ impl Sim {
                     Some(_) if dir => return,
                     Some(_) => {}
                 }
+                // Two hard links of one file: rename(2) does nothing and the kernel
+                // says nothing (both names stay), so no event may be made up for it.
+                if same_file(&abs(&from), &abs(&new)) {
+                    return;
+                }
                 if std::fs::rename(abs(&from), abs(&new)).is_err() {
                     return;
                 }
@@ -1093,6 +1100,12 @@ impl Runner for SimRunner {
         let Some(sim) = self.0.upgrade() else {
             return failed(-1, "the simulation is over");
         };
+        // A full sync reads the source as its file list when it starts; what it makes
+        // on the remote (deleting there what its list lacks, sending what its list
+        // holds) lands after the steps run meanwhile: the live pushes beside it
+        // included (see `Ledger`'s module doc). The harshest case of rsync's own
+        // timing, which lists and deletes directory by directory as it goes.
+        let list = is_full_sync(argv).then(|| sim.file_list()).flatten();
         // Other steps while this call starts (other pushes, changes, deliveries).
         let before = {
             let mut st = sim.lock();
@@ -1106,7 +1119,8 @@ impl Runner for SimRunner {
         for _ in 0..before {
             sim.step(true);
         }
-        let ran = sim.apply(program, argv, stdin);
+        let ran = sim.apply(program, argv, stdin, list.as_ref().map(|d| d.path()));
+        drop(list);
         let after = {
             let mut st = sim.lock();
             if st.depth > 3 {
@@ -1124,8 +1138,33 @@ impl Runner for SimRunner {
 }
 
 impl Sim {
-    /// One command against the model remote it names.
-    fn apply(&self, program: &OsStr, argv: &[OsString], stdin: &[u8]) -> Outcome {
+    /// A copy of the source as it is now, for a full sync's file list (see
+    /// `SimRunner::run`); `None` when there is no source to copy (the root replaced:
+    /// the call then reads the source as it is when it lands).
+    fn file_list(&self) -> Option<tempfile::TempDir> {
+        let mut st = self.lock();
+        st.full_syncs += 1;
+        let n = st.full_syncs;
+        let parent = st.root.parent()?.to_path_buf();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("list{n}-"))
+            .tempdir_in(parent)
+            .ok()?;
+        copy_tree(&st.root, &dir.path().join("src")).ok()?;
+        st.history
+            .push(format!("  (full sync #{n} lists the source)"));
+        Some(dir)
+    }
+
+    /// One command against the model remote it names; a full sync reads its file list
+    /// from `list` (a copy of the source made when it started) when given.
+    fn apply(
+        &self,
+        program: &OsStr,
+        argv: &[OsString],
+        stdin: &[u8],
+        list: Option<&Path>,
+    ) -> Outcome {
         let mut st = self.lock();
         let outcome = |status: i32, stderr: String| Outcome {
             status,
@@ -1159,7 +1198,7 @@ impl Sim {
                 "rsync: failed to connect to 127.0.0.1: Connection refused (111)".into(),
             );
         }
-        let root = st.root.clone();
+        let root = list.map_or_else(|| st.root.clone(), |l| l.join("src"));
         if st.faults.hangs && !st.quiet && st.rng.chance(2) {
             // The call hangs: rsync's `--timeout` ends it (exit 30), a remote `mv` is
             // killed by the agent (-1). Nothing landed, or part of it: rsync's entries
@@ -1243,6 +1282,39 @@ impl Sim {
     }
 }
 
+/// A full sync's command line (`./` whole, recursive), not a push of paths or a prune.
+fn is_full_sync(argv: &[OsString]) -> bool {
+    argv.iter().any(|a| a == "./")
+        && !argv
+            .iter()
+            .any(|a| a == "--no-recursive" || a == "--existing")
+}
+
+/// Copies the tree at `from` to `to` (made), keeping files' contents and mtimes and
+/// links' targets, as the model reads them.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let m = std::fs::symlink_metadata(&src)?;
+        if m.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if m.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else if m.is_file() {
+            std::fs::copy(&src, &dst)?;
+            let f = std::fs::File::options().write(true).open(&dst)?;
+            f.set_times(
+                std::fs::FileTimes::new()
+                    .set_modified(m.modified()?)
+                    .set_accessed(m.modified()?),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// One entry of `after` made so in `remote` (a partial transfer): gone, or made, in
 /// place of what was there and what was below it; not below what is not a directory.
 fn land(remote: &mut Tree, after: &Tree, k: &[u8]) {
@@ -1282,8 +1354,8 @@ fn shown(program: &OsStr, argv: &[OsString]) -> String {
 }
 
 /// Which faults histories inject, and which parts of the model they may draw
-/// (`SIM_FAULTS`: a comma-separated subset of the names below, or `all`; the default
-/// leaves out `dironly` and `symlinks`, see [`faults`]). A seed's history depends on this set: a part not drawn
+/// (`SIM_FAULTS`: a comma-separated subset of the names below, or `all`, the default;
+/// see [`faults`]). A seed's history depends on this set: a part not drawn
 /// takes nothing from the seed's random sequence.
 #[derive(Debug, Clone, Copy)]
 pub struct Faults {
@@ -1327,14 +1399,15 @@ impl Faults {
         symlinks: false,
     };
 
-    /// What the test run draws: all but the directory-only exclude and symlinks to
-    /// entries of the tree, which still find open defects (see [`faults`]).
+    /// What the test run draws: every fault and part of the model.
     pub const DEFAULT: Faults = Faults {
         outages: true,
         hangs: true,
         reloads: true,
         roots: true,
+        dir_only: true,
         hard_links: true,
+        symlinks: true,
         ..Faults::BASE
     };
 }
@@ -1357,14 +1430,19 @@ pub fn faults() -> Faults {
                 symlinks: on("symlinks"),
             }
         }
-        // Left out by default while they still find open defects, so that the test run
-        // passes (`SIM_FAULTS=all` runs them too): the directory-only exclude (a
-        // path queued as a file and pushed when it is an excluded directory: the remote
-        // gets it; seed 330 with `stops,overflows,timeouts,dironly`); symlinks to
-        // entries (a listing's prune through a link to a directory, which the rsync model
-        // does not know; seed 245 with `stops,overflows,timeouts,symlinks`).
+        // Every fault (the directory-only exclude and symlinks to entries joined once
+        // their seeds, 330 and 245 among them, were fixed).
         Err(_) => Faults::DEFAULT,
     })
+}
+
+/// Are `a` and `b` one file (hard links of one inode)? Read without following a link.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// What one history ended in.
@@ -1470,6 +1548,7 @@ pub fn history_with(seed: u64, steps: u64, faults: Faults) -> Ended {
             faults,
             health,
             replaced_roots: 0,
+            full_syncs: 0,
             root: root.clone(),
             fail_log: dir.path().join("fail.sh"),
             remotes: vec![Tree::new(); setup.remotes],

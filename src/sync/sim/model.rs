@@ -687,10 +687,15 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
         listed_dirs.sort();
         listed_dirs.dedup();
         for dir in &listed_dirs {
-            let rdir = at(dir);
-            if only_delete && remote.get(&rdir).is_some_and(|n| *n != Node::Dir) {
+            let mut rdir = at(dir);
+            if only_delete
+                && (remote.get(&rdir).is_some_and(|n| *n != Node::Dir)
+                    || through_link(remote, &rdir))
+            {
                 // Nothing makes it a directory in this call: the receiver opens what
-                // is there, following links. Not there: nothing to do.
+                // is there, following links (at it or above it: a prune of `e/` with
+                // `e` a link to a directory deletes in that directory, and below it).
+                // Not there: nothing to do.
                 match resolve(remote, &rdir) {
                     Resolved::Missing => continue,
                     Resolved::NotDir | Resolved::Loop => {
@@ -700,13 +705,7 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                         ));
                         break;
                     }
-                    // Deleting inside a link's target directory is not modelled.
-                    Resolved::Dir(_) => {
-                        return Ran {
-                            status: 1,
-                            stderr: "model: --delete through a link on the remote".into(),
-                        }
-                    }
+                    Resolved::Dir(p) => rdir = p,
                 }
             }
             let mut prefix = rdir.clone();
@@ -724,11 +723,11 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                 if sent.contains(rel.as_slice()) {
                     continue;
                 }
-                let is_dir = remote.get(&at(&rel)) == Some(&Node::Dir);
+                let is_dir = remote.get(&join(&rdir, &name)) == Some(&Node::Dir);
                 if excluded(&rel, is_dir) {
                     continue;
                 }
-                delete_protected(remote, &at(&rel), &rel, &|r, d| excluded(r, d));
+                delete_protected(remote, &join(&rdir, &name), &rel, &|r, d| excluded(r, d));
             }
         }
     }
@@ -899,6 +898,16 @@ enum Resolved {
     NotDir,
     Loop,
     Dir(Vec<u8>),
+}
+
+/// Is `path` on the remote, or one of the directories above it, a link?
+fn through_link(remote: &Tree, path: &[u8]) -> bool {
+    path.iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'/')
+        .map(|(i, _)| &path[..i])
+        .chain([path])
+        .any(|p| matches!(remote.get(p), Some(Node::Link(_))))
 }
 
 fn resolve(remote: &Tree, path: &[u8]) -> Resolved {

@@ -235,6 +235,31 @@ fn seeds_that_found_defects_stay_fixed() {
     // A file written through one of its hard-linked names: the kernel names only that
     // one, and the others stayed stale on the remotes, a barrier passing (7959; 4135:
     // the first name was written before the link was made, then the link's name went).
+    // A directory-only exclude (`e/`): a path queued as a file (or its delete, or a
+    // rename's old path) and pushed once it is an excluded directory made that directory
+    // on the remote (330), or left what the remote held there, a file pushed before
+    // (3708); one made a directory after the call was built was made too (385), or its
+    // file stayed when the push was paid (1204); and a full sync's exact exclude of the
+    // directory (`- /e`) kept a file `e` on the remote for good (1167).
+    let dir_only = Faults {
+        dir_only: true,
+        ..Faults::BASE
+    };
+    // A listing whose directory was a link (`ln -s . e`) when it ran: it went as the
+    // link, but its prune (`-r --delete ./e/`) read the whole root through the link
+    // and deleted through the remote's link (245).
+    let symlinks = Faults {
+        symlinks: true,
+        ..Faults::BASE
+    };
+    // A path left out of a call below what is a file now was paid by that call, and
+    // its redirect to the file carried only the newer mark it had in flight: a barrier
+    // between the two passed with the path still on the remote (14395).
+    // A listing pushed while a newer subdirectory stood where an older one's files were
+    // still on the remote, its directory moved away before the prune looked: no prune,
+    // the listing paid, and a barrier passed (448311 of the million-history soak).
+    // Two hard links of one file renamed one onto the other: the model made up a
+    // rename's events for what rename(2) leaves as it is (340670 of the soak).
     let soak_mix = Faults {
         hangs: true,
         reloads: true,
@@ -258,6 +283,17 @@ fn seeds_that_found_defects_stay_fixed() {
         (133_724, soak_mix),
         (7_959, Faults::DEFAULT),
         (4_135, Faults::DEFAULT),
+        (330, dir_only),
+        (385, dir_only),
+        (1_167, dir_only),
+        (1_204, dir_only),
+        (3_708, dir_only),
+        (245, symlinks),
+        (14_395, with_outages),
+        (448_311, soak_mix),
+        // The simulator's own: `ln b c; mv c b` (one file's two links) reported c moved
+        // to b, which the kernel does not (rename(2) does nothing): c stayed, unpushed.
+        (340_670, soak_mix),
     ];
     for (seed, faults) in seeds {
         let ended = history_with(seed, STEPS, faults);
