@@ -549,7 +549,15 @@ impl Sim {
                     Some(Node::Dir) | Some(Node::Link(_)) => return,
                     // A file with other names (hard links) is written in place: every
                     // name has the new content, and the kernel's events name only the
-                    // one written through (as inotify and fanotify do).
+                    // one written through (as inotify and fanotify do). Only with
+                    // `linkwrites` (see `Faults`).
+                    Some(_)
+                        if !st.faults.link_writes
+                            && std::fs::symlink_metadata(abs(&new))
+                                .is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) > 1) =>
+                    {
+                        return
+                    }
                     Some(_) => true,
                     None => false,
                 };
@@ -1381,6 +1389,10 @@ pub struct Faults {
     /// `symlinks`: symlinks to entries of the tree (to files, directories, through
     /// `..`), not only dangling ones.
     symlinks: bool,
+    /// `linkwrites`: writes through a name of a file that has other names (hard links):
+    /// every name gets the new content, the kernel's event names only the one written.
+    /// Not in the default mix yet: its open seeds are in docs/sim-open-seeds.md.
+    link_writes: bool,
 }
 
 impl Faults {
@@ -1397,6 +1409,7 @@ impl Faults {
         dir_only: false,
         hard_links: false,
         symlinks: false,
+        link_writes: false,
     };
 
     /// What the test run draws: every fault and part of the model.
@@ -1428,6 +1441,7 @@ pub fn faults() -> Faults {
                 dir_only: on("dironly"),
                 hard_links: on("hardlinks"),
                 symlinks: on("symlinks"),
+                link_writes: on("linkwrites"),
             }
         }
         // Every fault (the directory-only exclude and symlinks to entries joined once

@@ -267,6 +267,10 @@ fn seeds_that_found_defects_stay_fixed() {
         hard_links: true,
         ..Faults::BASE
     };
+    let with_link_writes = Faults {
+        link_writes: true,
+        ..Faults::DEFAULT
+    };
     let with_outages = Faults {
         outages: true,
         ..Faults::BASE
@@ -281,8 +285,8 @@ fn seeds_that_found_defects_stay_fixed() {
         (273_401, Faults::BASE),
         (76_474, Faults::BASE),
         (133_724, soak_mix),
-        (7_959, Faults::DEFAULT),
-        (4_135, Faults::DEFAULT),
+        (7_959, with_link_writes),
+        (4_135, with_link_writes),
         (330, dir_only),
         (385, dir_only),
         (1_167, dir_only),
