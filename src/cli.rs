@@ -119,7 +119,8 @@ pub struct Args {
     #[arg(short = 'd')]
     pub daemon: bool,
 
-    /// Push the whole tree to every remote once at start-up, then sync live
+    /// Push the whole tree to every remote once at start-up; live changes are pushed while
+    /// it runs (and again after it), and its progress is logged every 30 s
     #[arg(short = 'r')]
     pub full_first: bool,
 
