@@ -285,6 +285,9 @@ fn seeds_that_found_defects_stay_fixed() {
         (273_401, Faults::BASE),
         (76_474, Faults::BASE),
         (133_724, soak_mix),
+        // A rename's new side made an excluded-only-as-a-directory directory before its
+        // push: the rename's own push sent it (3080974).
+        (3_080_974, Faults::DEFAULT),
         (7_959, with_link_writes),
         (4_135, with_link_writes),
         (330, dir_only),
