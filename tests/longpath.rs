@@ -75,7 +75,7 @@ fn wait_root_files(s: &Setup, agent: &mut Agent, names: &[String], deadline: Dur
             missing.first(),
             tail(&agent.log(), 60)
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
     }
 }
 
@@ -95,7 +95,7 @@ fn status_naming_skipped(s: &Setup, agent: &mut Agent) -> std::process::Output {
             text(&out),
             tail(&agent.log(), 60)
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
     }
 }
 
@@ -216,7 +216,7 @@ fn a_users_too_long_path_holds_back_nothing_over_ssh() {
             "{missing} of root's changes never reached the ssh remote; agent log:\n{}",
             tail(&agent.log(), 60)
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
     }
     let out = wait_synced(&s.dir, 90);
     assert!(out.status.success(), "{}", text(&out));
@@ -260,7 +260,7 @@ fn a_full_sync_lands_beside_a_users_too_long_path() {
             "the full sync never made the remotes level; agent log:\n{}",
             tail(&agent.log(), 60)
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
     }
     let out = wait_synced(&s.dir, 90);
     assert!(out.status.success(), "{}", text(&out));
