@@ -724,6 +724,45 @@ fn symlinks_are_synced_as_links_never_followed() {
     agent.stop();
 }
 
+// A directory replaced by a link to `.` while a file in it is owed to a remote that is
+// down: when the remote is back, `d/d` must not go through the link (rsync -R sends an
+// implied directory as a directory even where it is a link at the source, and that
+// directory replaced the remote's link for good). As root rsync reads no link (its
+// nosymfollow view); `faults_recover::a_path_owed_below_a_directory_now_a_link_is_not_
+// pushed_through_it` is the same without that view.
+#[test]
+fn a_directory_replaced_by_a_link_to_the_root_is_that_link_on_every_remote() {
+    let mut s = Setup::new("e2e-dirlink");
+    s.write("d/f", b"old\n");
+    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    s.wait(&mut agent, "the tree");
+    s.b.stop();
+    s.write("d/d", b"owed\n");
+    let fail_log = s.dir.join("fail.sh");
+    wait_until("d/d owed to b", DEADLINE, || {
+        agent.assert_running();
+        let text = String::from_utf8_lossy(&fs::read(&fail_log).unwrap_or_default()).into_owned();
+        fail_log_dests(&fail_log).contains(&b_dest(&s)) && text.contains("'./d/d'")
+    });
+    rename(s.p("d"), s.dir.join("away"));
+    s.dir.symlink("src/d", ".");
+    let a = s.a.data_dir();
+    wait_until("d a link on a", DEADLINE, || {
+        fs::symlink_metadata(a.join("d")).is_ok_and(|m| m.file_type().is_symlink())
+    });
+    s.b.restart();
+    s.wait(&mut agent, "d a link to . on both remotes");
+    for remote in s.remotes() {
+        assert_eq!(
+            fs::read_link(remote.join("d")).ok(),
+            Some(PathBuf::from(".")),
+            "{}",
+            remote.display()
+        );
+    }
+    agent.stop();
+}
+
 // ssh mode paid a full ssh handshake per push: pushes now share one ControlMaster
 // connection per remote, its socket in a private directory next to the pid file.
 #[test]

@@ -321,6 +321,55 @@ fn a_push_that_cannot_read_one_of_its_files_owes_only_that_file() {
     agent.stop();
 }
 
+/// A directory replaced by a link to `.` while a file in it was owed: the agent, not
+/// root (so rsync reads the tree as it is, links followed), replays `./d ./d/d` from
+/// its fail log at start, both remotes holding `d` as a directory. rsync -R sends `d`
+/// as the implied directory of `./d/d`, a directory even where it is a link at the
+/// source, and the call kept the remotes' directory for good (simulator seeds 3024238,
+/// 3091648); `d/d` is left out now and `d` lands as the link.
+/// `e2e::a_directory_replaced_by_a_link_to_the_root_is_that_link_on_every_remote` is
+/// the same while the agent runs, as root.
+#[test]
+fn a_path_owed_below_a_directory_now_a_link_is_not_pushed_through_it() {
+    let s = Setup::new("owed-below-link");
+    std::os::unix::fs::symlink(".", s.p("d")).expect("ln -s . d");
+    let remotes = s.remotes();
+    for r in &remotes {
+        fs::create_dir(r.join("d")).expect("mkdir d on the remote");
+        fs::write(r.join("d/f"), "old\n").expect("write d/f on the remote");
+    }
+    let (mut agent, own) = agent_as_nobody(&s, false, |own| {
+        let root = s.src.display().to_string();
+        let mut text = String::new();
+        for r in [&s.a, &s.b] {
+            let dest = format!("{}@{}::{}", s.a.user(), r.ip(), r.module());
+            text.push_str(&format!(
+                "#errno 23\ncd '{root}' && rsync '-R' './d' './d/d' '{dest}'\n\n"
+            ));
+        }
+        let log = own.join("fail.sh");
+        fs::write(&log, text).expect("write the fail log");
+        std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).expect("chown");
+        fs::set_permissions(&log, fs::Permissions::from_mode(0o600)).expect("chmod");
+    });
+    let fail_log = own.join("fail.sh");
+    wait_until("nothing owed", DEADLINE, || {
+        agent.assert_running();
+        !read_text(&fail_log).contains("'./d")
+    });
+    for r in &remotes {
+        let d = fs::symlink_metadata(r.join("d")).expect("d on the remote");
+        assert!(
+            d.file_type().is_symlink(),
+            "{}: d is not the link\n{}",
+            r.display(),
+            tail(&agent.log(), 30)
+        );
+        assert_eq!(fs::read_link(r.join("d")).ok(), Some(".".into()));
+    }
+    agent.stop();
+}
+
 /// The fail log's text (empty when there is none).
 fn read_text(path: &Path) -> String {
     String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).into_owned()

@@ -19,6 +19,7 @@
 //! every [`SAVE_RETRY`] ([`Mirror::retry_save`]); the stop reports what could not be kept
 //! ([`Mirror::final_save`]).
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -1248,49 +1249,66 @@ impl Mirror {
         }
         let mut attempt = 0;
         let (mut argv, mut stdin) = (argv, stdin);
+        // Paths below what is a file or link now (a directory replaced while they
+        // waited) cannot be pushed or deleted one by one, and need not be: the push of
+        // the file or link replaces the directory on the remote. They are left out
+        // before the call: where rsync reads the tree through links (no nosymfollow
+        // view) it follows a link to a directory, `./d/x` pushes `d` as a directory
+        // (rsync -R sends implied directories as directories, even when one is a link
+        // at the source) and it replaces the remote's link, the call a success.
+        let mut sent = job;
+        let reachable;
+        if let Job::Paths(paths) = job {
+            if let Some(r) = self.leave_out_below_files(target, paths, left_out) {
+                if r.is_empty() {
+                    return Outcome {
+                        status: 0,
+                        stderr: String::new(),
+                        elapsed: Duration::ZERO,
+                    };
+                }
+                reachable = Job::Paths(r);
+                sent = &reachable;
+                (argv, stdin) = target.argv(sent, excluded);
+            }
+        }
         let mut checked_below_files = false;
         loop {
             let outcome = self.rsync(&target.root, &argv, &stdin);
-            // Paths below what is a file or link now (a directory replaced while they
-            // waited) cannot be pushed or deleted one by one, and need not be: the push
-            // of the file or link replaces the directory on the remote. Without them,
-            // and with each listing built again (a listed directory that is a link now
-            // goes as the link), once. rsync says so with exit 23, or, when the file or
-            // link is itself in the call and the path's deletion request is right below
-            // it, by aborting the receiver (exit 2, "invalid path from sender").
+            // A directory replaced by a file or link after that look: rsync says so
+            // with exit 23 (it reads no link in its nosymfollow view; a file is not a
+            // directory), or, when the file or link is itself in the call and the
+            // path's deletion request is right below it, by aborting the receiver (exit
+            // 2, "invalid path from sender"). Without them, and with each listing built
+            // again (a listed directory that is a link now goes as the link), once.
             if matches!(outcome.status, 2 | 23) && !checked_below_files {
                 checked_below_files = true;
-                if let Job::Paths(paths) = job {
-                    let reachable: Vec<Entry> = paths
-                        .iter()
-                        .filter(|e| !below_a_file(&target.root, &e.path))
-                        .cloned()
-                        .collect();
-                    if reachable.len() < paths.len() {
-                        left_out.extend(
-                            paths
-                                .iter()
-                                .filter(|e| below_a_file(&target.root, &e.path))
-                                .map(|e| e.path.clone()),
-                        );
-                        log::info!(
-                            "{} path(s) below what is a file or link now left out of the push \
-                             to {} (the file or link replaces the directory there)",
-                            paths.len() - reachable.len(),
-                            target.label()
-                        );
-                        if reachable.is_empty() {
+                if let Job::Paths(paths) = sent {
+                    let again = match self.leave_out_below_files(target, paths, left_out) {
+                        Some(r) if r.is_empty() => {
                             return Outcome {
                                 status: 0,
                                 ..outcome
                             };
                         }
-                    }
-                    let again = target.argv(&Job::Paths(reachable), excluded);
+                        Some(r) => Job::Paths(r),
+                        None => sent.clone(),
+                    };
+                    let again = target.argv(&again, excluded);
                     if again.0 != argv {
                         (argv, stdin) = again;
                         continue;
                     }
+                }
+            }
+            if outcome.ok() {
+                // One replaced by a link while rsync ran (the look above was before): it
+                // may have followed the link and made a directory of it on the remote.
+                // Not paid: it goes out again as the link (see `run_job`).
+                if let Job::Paths(paths) = sent {
+                    let known: HashSet<PathBuf> = left_out.iter().cloned().collect();
+                    let below = below_files(&target.root, paths);
+                    left_out.extend(below.into_iter().filter(|p| !known.contains(p)));
                 }
             }
             if outcome.status == 23 && !target.delete && only_blocked_by_directories(&outcome) {
@@ -1337,6 +1355,34 @@ impl Mirror {
             std::thread::sleep(self.retry_delays[attempt]);
             attempt += 1;
         }
+    }
+
+    /// The paths of `paths` that are below a file or link now are added to `left_out`
+    /// (and said); the rest, or `None` when none is.
+    fn leave_out_below_files(
+        &self,
+        target: &Target,
+        paths: &[Entry],
+        left_out: &mut Vec<PathBuf>,
+    ) -> Option<Vec<Entry>> {
+        let below = below_files(&target.root, paths);
+        if below.is_empty() {
+            return None;
+        }
+        log::info!(
+            "{} path(s) below what is a file or link now left out of the push to {} (the \
+             file or link replaces the directory there)",
+            below.len(),
+            target.label()
+        );
+        let gone: HashSet<&Path> = below.iter().map(PathBuf::as_path).collect();
+        let reachable = paths
+            .iter()
+            .filter(|e| !gone.contains(e.path.as_path()))
+            .cloned()
+            .collect();
+        left_out.extend(below);
+        Some(reachable)
     }
 
     /// Books an outcome: counters, fail queue, fail log. Returns how long the remote
@@ -1785,15 +1831,30 @@ fn excluded_directories(root: &Path, excludes: &Excludes, job: &Job) -> Vec<Path
         .collect()
 }
 
-/// Is `path` (relative to `root`) below something that is not a directory now: a
-/// file, or a link (a directory swapped for a link while the path waited; rsync reads
-/// the tree without following links, so the path is not there)? Each directory above
-/// it is looked at without following links.
-fn below_a_file(root: &Path, path: &Path) -> bool {
-    path.ancestors()
-        .skip(1)
-        .filter(|a| !a.as_os_str().is_empty())
-        .any(|a| std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| !m.is_dir()))
+/// The paths of `paths` (relative to `root`) below something that is not a directory
+/// now: a file, or a link (a directory swapped for a link while the path waited: the
+/// path is not in the tree, and rsync must not read it through the link). Each
+/// directory above them is looked at once, without following links.
+fn below_files(root: &Path, paths: &[Entry]) -> Vec<PathBuf> {
+    let mut not_dir: HashMap<&Path, bool> = HashMap::new();
+    let mut seen: HashSet<&Path> = HashSet::new();
+    let mut below = Vec::new();
+    for e in paths {
+        let mut above = e
+            .path
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty());
+        let is_below = above.any(|a| {
+            *not_dir.entry(a).or_insert_with(|| {
+                std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| !m.is_dir())
+            })
+        });
+        if is_below && seen.insert(e.path.as_path()) {
+            below.push(e.path.clone());
+        }
+    }
+    below
 }
 
 /// The first of `path`'s proper ancestors (relative to `root`) that is not a directory
@@ -2220,6 +2281,36 @@ mod tests {
             Entry::plain("d/sub"),
         ];
         assert_eq!(prunable(root.path(), &paths), [PathBuf::from("d")]);
+    }
+
+    /// Paths below a link (to a directory: rsync -R would follow it and make a
+    /// directory of it on the remote) or a file are left out of a call, each once; a
+    /// path below only directories, or below one that is gone (its deletion request),
+    /// stays, and so does the link itself.
+    #[test]
+    fn paths_below_a_link_or_a_file_now_are_left_out() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("a/b")).expect("mkdir");
+        std::os::unix::fs::symlink(".", root.path().join("d")).expect("ln -s . d");
+        std::os::unix::fs::symlink("a", root.path().join("a/b/l")).expect("ln -s a l");
+        std::fs::write(root.path().join("f"), b"x").expect("write f");
+        let paths = [
+            Entry::plain("d"),
+            Entry::plain("d/d"),
+            Entry::plain("d/a"),
+            Entry::listing("d/a"),
+            Entry::plain("a/b/c"),
+            Entry::listing("a/b/l/b"),
+            Entry::plain("f/x"),
+            Entry::plain("gone/x"),
+            Entry::listing("a"),
+        ];
+        let pb = PathBuf::from;
+        assert_eq!(
+            below_files(root.path(), &paths),
+            [pb("d/d"), pb("d/a"), pb("a/b/l/b"), pb("f/x")]
+        );
+        assert!(below_files(root.path(), &paths[4..5]).is_empty());
     }
 
     /// What a call that failed on named paths owes: a directory rsync could not read

@@ -288,6 +288,12 @@ fn seeds_that_found_defects_stay_fixed() {
         // A rename's new side made an excluded-only-as-a-directory directory before its
         // push: the rename's own push sent it (3080974).
         (3_080_974, Faults::DEFAULT),
+        // A path below what is a link to a directory now (`rm -rf d; ln -s . d` while
+        // `d/d` waited; a deletion request `c/a` beside the link `c`): rsync -R followed
+        // the link and sent its implied directory as a directory, which replaced the
+        // remote's link for good (3024238, 3091648).
+        (3_024_238, Faults::DEFAULT),
+        (3_091_648, Faults::DEFAULT),
         (7_959, with_link_writes),
         (4_135, with_link_writes),
         (330, dir_only),
