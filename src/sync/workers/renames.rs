@@ -29,12 +29,12 @@ impl Mirror {
             // Plain: the side that is too long is left out there.
             return None;
         }
-        if self.excludes[t.0].excludes_only_as_directory(to)
-            && std::fs::symlink_metadata(root.join(to)).is_ok_and(|m| m.is_dir())
-        {
-            // The new side is a directory the `<filter>` excludes only as a directory
-            // now (made there since the rename): plain, where it goes as its parent's
-            // listing (see `sent_paths`) and is not sent (simulator seed 3080974).
+        if self.excludes[t.0].excludes_only_as_directory(to) {
+            // The new side has a name the `<filter>` excludes only as a directory: plain,
+            // where it goes as its parent's listing if it is such a directory when its
+            // call is built (see `sent_paths`) and is not sent (simulator seed 3080974).
+            // Also when it is not one now: it may become one before rsync reads the
+            // tree, and the rename's own call would send it (4080833).
             return None;
         }
         let target = &*self.target_for_call(t);
