@@ -368,6 +368,7 @@ impl Mirror {
             .find(|h| h.path() == root.as_path())?
             .check()
             .err()
+            .map(|e| e.to_string())
     }
 
     /// Keeps a job for a root that is not there in the fail log, untried (a rename as
