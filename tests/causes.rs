@@ -8,7 +8,6 @@
 use std::fs;
 use std::process::Command;
 
-use crate::agent::*;
 use crate::support::*;
 
 /// Waits until one line of the agent's log holds every needle; returns that line.

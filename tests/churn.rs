@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::agent::*;
+use crate::support::*;
 
 /// xorshift64*: a tiny deterministic generator, so a seed replays the same workload.
 struct Rng(u64);

@@ -9,7 +9,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::agent::{Agent, Conf, Setup, Transport};
 use crate::support::*;
 
 /// `sersync2 -t -o CONF` run to its end within [`DEADLINE`] (killed and failed past
@@ -392,7 +391,7 @@ fn an_ipv6_status_address_serves_and_is_logged_as_a_url() {
     let s = Setup::new("cfg-ipv6-status");
     let port = free_port("::1");
     fs::write(s.dir.join("sersync.xml"), with_hostip(&s, "[::1]", port)).expect("write");
-    let mut cmd = crate::agent::command(&s.dir);
+    let mut cmd = crate::support::command(&s.dir);
     cmd.args(["-n", "4", "-o"]).arg(s.dir.join("sersync.xml"));
     let mut agent = Agent::spawn(cmd, s.dir.join("agent.err"));
     agent.wait_live();

@@ -8,7 +8,6 @@
 use std::fs;
 use std::process::Command;
 
-use crate::agent::*;
 use crate::support::*;
 
 /// A config for `s` on `backend`, or None (printed) where fanotify needs what the

@@ -7,7 +7,6 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// How the agent names b in its reports.

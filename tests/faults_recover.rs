@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// "Within a few seconds" of a remote's return, generously.

@@ -8,7 +8,6 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::agent::*;
 use crate::support::*;
 
 /// GET /status from 127.0.0.1:`port`, as JSON.

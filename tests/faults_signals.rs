@@ -9,7 +9,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::agent::*;
 use crate::support::*;
 
 /// Like `Agent::start`, with extra environment variables.

@@ -8,7 +8,6 @@
 use std::fs;
 use std::path::Path;
 
-use crate::agent::*;
 use crate::support::*;
 
 /// `len` bytes that do not compress (`-z` must not shorten the full sync).

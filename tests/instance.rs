@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// The unit's `ExecStart=` and `ExecStartPre=` words for instance `name`: `%i` is

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::agent::*;
 use crate::support::*;
 
 /// The root-only file's content: nothing else written during the test holds it.

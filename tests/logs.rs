@@ -8,7 +8,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// Waits until `path` holds a line with every needle; returns that line.

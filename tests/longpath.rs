@@ -11,7 +11,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// The upload directory `src/up`, owned by `user`, in a tree others can traverse.

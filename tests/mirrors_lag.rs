@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::agent::*;
 use crate::support::*;
 
 /// A wait that covers the "within a few seconds" on a loaded machine.

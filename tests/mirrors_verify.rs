@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// `sersync2 --verify -o sersync.xml ARGS` in the test's directory, to completion.

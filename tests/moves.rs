@@ -10,7 +10,6 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// Incompressible bytes (the config pushes with `-z`), different per seed.

@@ -8,7 +8,6 @@ use std::process::{Command, Stdio};
 
 use std::time::Duration;
 
-use crate::agent::{Agent, Setup};
 use crate::support::*;
 
 /// `sersync2 ARGS -o CONF` run to its end: (exit code, stdout, stderr).
@@ -190,7 +189,7 @@ fn unwritable_fail_log_is_reported_as_not_written_retried_and_fails_the_stop() {
 // the stuck rsync processes running as orphans (PPID 1) until their own timeout.
 #[test]
 fn rsync_children_stuck_on_a_silent_remote_are_not_left_behind_at_exit() {
-    use crate::agent::{Conf, Transport};
+    use crate::support::{Conf, Transport};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let s = Setup::new("outsider-orphans");

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::agent::*;
 use crate::support::*;
 
 fn byte_name(bytes: &[u8]) -> PathBuf {

@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::agent::{Agent, Setup};
 use crate::support::*;
 
 fn run(cmd: &mut Command) -> Output {

@@ -4,7 +4,6 @@
 
 use std::fs;
 
-use crate::agent::*;
 use crate::scenarios::http_get;
 use crate::support::*;
 

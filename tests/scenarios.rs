@@ -10,7 +10,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::agent::*;
 use crate::support::*;
 
 /// Writes `n` files spread over `n / 10` new directories under `dir`.

@@ -6,7 +6,6 @@
 use std::fs;
 use std::path::PathBuf;
 
-use crate::agent::*;
 use crate::support::*;
 
 fn index_of(s: &Setup) -> PathBuf {

@@ -1,9 +1,14 @@
 //! Shared fixtures for the integration tests: unique temp dirs, deadline
 //! polling, directory-tree snapshots/diffs, and real `rsync --daemon` and
 //! `sshd` servers bound to free ports, so end-to-end tests can exercise
-//! `sersync2` against genuine remotes while running in parallel.
+//! `sersync2` against genuine remotes while running in parallel. The agent
+//! under test, its config writer and a test's world of two daemons are in
+//! [`agent`].
 
 #![allow(dead_code)]
+
+mod agent;
+pub(crate) use agent::*;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;

@@ -5,7 +5,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::agent::*;
 use crate::support::*;
 
 fn dest(d: &RsyncDaemon) -> String {

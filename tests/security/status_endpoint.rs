@@ -7,7 +7,6 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// The agent's soft and hard descriptor limit in the flood test: the flood is larger.

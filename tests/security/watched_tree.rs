@@ -13,7 +13,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::agent::*;
 use crate::support::*;
 
 fn chmod(path: &Path, mode: u32) {

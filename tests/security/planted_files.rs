@@ -11,7 +11,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use crate::agent::{Conf, Transport, STOP_DEADLINE};
 use crate::support::*;
 
 // ---------------------------------------------------------------------------
