@@ -34,17 +34,6 @@ fn wait_line(agent: &mut Agent, what: &str, needles: &[&str]) -> String {
     }
 }
 
-/// The status endpoint's JSON.
-fn status_json(port: u16) -> serde_json::Value {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to status");
-    write!(c, "GET /status HTTP/1.0\r\n\r\n").expect("send");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("read");
-    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("status JSON: {e}: {body}"))
-}
-
 /// The error line of a failed push to `label` (after its retries), with `words`.
 fn failed_push_line(agent: &mut Agent, label: &str, words: &[&str]) -> String {
     let head = format!("to {label} failed, written to the fail log");

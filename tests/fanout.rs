@@ -6,7 +6,6 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::mirrors_lag::status_json;
 use crate::support::*;
 
 /// Long enough for a loaded 2-core machine; nothing here depends on speed.

@@ -3,25 +3,13 @@
 //! a real tmpfs mount (skipped where mounting is not permitted).
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::*;
 
-/// GET /status from 127.0.0.1:`port`, as JSON.
-fn status(port: u16) -> serde_json::Value {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
-    write!(c, "GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("read");
-    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    serde_json::from_str(body).expect("status JSON")
-}
-
 fn root_state(port: u16) -> String {
-    status(port)["roots"][0]["state"]
+    status_json(port)["roots"][0]["state"]
         .as_str()
         .unwrap_or("")
         .to_owned()

@@ -40,16 +40,6 @@ fn drain(sock: &UnixDatagram, into: &mut Vec<String>) {
     }
 }
 
-/// The whole answer to `GET path` on 127.0.0.1:`port`.
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to status");
-    write!(c, "GET {path} HTTP/1.0\r\n\r\n").expect("send");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("read");
-    text
-}
-
 /// Writes the test's config file again (the agent reads it at SIGHUP).
 fn rewrite(dir: &Dir, conf: &Conf) {
     let path = dir.join("sersync.xml");
@@ -248,16 +238,6 @@ fn sd_notify_ready_status_stopping_are_sent() {
     );
 }
 
-/// Kills the detached daemon with SIGTERM if the test ends early.
-struct Daemon(i32);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling the daemon this test started.
-        unsafe { libc::kill(self.0, libc::SIGTERM) };
-    }
-}
-
 // With -d and no --log-file, every log line after the detach was thrown away.
 #[test]
 fn detached_without_log_file_logs_to_syslog() {
@@ -280,12 +260,8 @@ fn detached_without_log_file_logs_to_syslog() {
         "-d returns 0 once ready: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let pid: i32 = fs::read_to_string(&pid_file)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("a pid");
-    let daemon = Daemon(pid);
+    let pid = read_pid(&pid_file);
+    let daemon = Detached(pid);
     let ident = format!(" sersync2[{pid}]: ");
     let mut got = Vec::new();
     wait_until(

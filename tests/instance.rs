@@ -308,3 +308,21 @@ fn status_exits_1_while_a_remote_fails_and_0_once_it_caught_up() {
     });
     agent.stop();
 }
+
+// `-o /x/a/b.xml` and `-o /x/a_b.xml` mapped to one default pid file (`/` → `_`): the
+// second was refused as "another sersync2 already runs this config".
+#[test]
+fn configs_a_slash_b_and_a_underscore_b_do_not_share_an_instance_lock() {
+    let s = setup!();
+    let conf = s.conf().render();
+    let nested = s.dir.mkdir_p("a").join("b.xml");
+    let flat = s.dir.join("a_b.xml");
+    fs::write(&nested, &conf).expect("write a/b.xml");
+    fs::write(&flat, &conf).expect("write a_b.xml");
+    let mut one = Agent::launch(&s.dir, &nested, &[], s.dir.join("one.err"));
+    one.wait_live();
+    let mut two = Agent::launch(&s.dir, &flat, &[], s.dir.join("two.err"));
+    two.wait_live();
+    two.stop_with(libc::SIGTERM);
+    one.stop_with(libc::SIGTERM);
+}

@@ -2,28 +2,12 @@
 //! and `--wait-synced`, the exact barrier a deploy script runs before it switches traffic.
 //! Real agents, real rsync daemons, real inotify.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::support::*;
 
 /// A wait that covers the "within a few seconds" on a loaded machine.
 const LAG_DEADLINE: Duration = Duration::from_secs(30);
-
-fn get(port: u16, path: &str) -> String {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
-    write!(c, "GET {path} HTTP/1.0\r\n\r\n").expect("send");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("read");
-    text
-}
-
-pub(crate) fn status_json(port: u16) -> serde_json::Value {
-    let text = get(port, "/status");
-    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("status JSON: {e}: {body}"))
-}
 
 /// The value of one metric line, by its name and labels.
 fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
@@ -185,7 +169,7 @@ fn lag_is_reported_while_a_remote_is_down_and_zero_when_level() {
         "a stays level: {last}"
     );
     assert!(last["remotes"][1]["pending"].is_u64(), "{last}");
-    let metrics = get(port, "/metrics");
+    let metrics = http_get(port, "/metrics");
     assert_metric_names(&metrics);
     let b_lag = metric(
         &metrics,
@@ -224,7 +208,7 @@ fn lag_is_reported_while_a_remote_is_down_and_zero_when_level() {
                 && last["remotes"][i]["owed"] == 0
         })
     });
-    let metrics = get(port, "/metrics");
+    let metrics = http_get(port, "/metrics");
     assert_eq!(
         metric(
             &metrics,

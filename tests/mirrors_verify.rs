@@ -3,8 +3,6 @@
 //! `<verify>` repairing what it finds, and `--log-format json`.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 
 use crate::support::*;
@@ -26,11 +24,8 @@ fn label(d: &RsyncDaemon) -> String {
 
 /// The body of `GET path` from the agent's status endpoint.
 fn get(port: u16, path: &str) -> String {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
-    write!(c, "GET {path} HTTP/1.0\r\n\r\n").expect("send");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("read");
-    text.split_once("\r\n\r\n")
+    http_get(port, path)
+        .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, body)| body.to_owned())
 }
 
@@ -263,16 +258,6 @@ fn json_logs_are_one_object_per_line() {
     assert!(event, "a watch event carries its root:\n{log}");
 }
 
-/// Kills the detached daemon with SIGTERM if the test ends early.
-struct Daemon(i32);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling the daemon this test started.
-        unsafe { libc::kill(self.0, libc::SIGTERM) };
-    }
-}
-
 /// Every line parses as a JSON object with time, level and message.
 fn assert_json_lines(lines: &[&str], all: &str) {
     for line in lines {
@@ -325,12 +310,8 @@ fn json_logs_go_to_the_log_file_and_to_syslog() {
         .output()
         .expect("run sersync2 -d");
     assert!(out.status.success(), "{}", text(&out));
-    let pid: i32 = fs::read_to_string(&pid_file)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("a pid");
-    let daemon = Daemon(pid);
+    let pid = read_pid(&pid_file);
+    let daemon = Detached(pid);
     let ident = format!(" sersync2[{pid}]: ");
     let mut got: Vec<String> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];

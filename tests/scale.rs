@@ -4,7 +4,6 @@
 
 use std::fs;
 
-use crate::scenarios::http_get;
 use crate::support::*;
 
 #[test]
@@ -27,7 +26,7 @@ fn status_counts_every_directory_of_the_tree_set_up_at_start() {
             return false;
         };
         drop(stream);
-        let (_, body) = http_get(port, "/status");
+        let (_, body) = http_head_body(port, "/status");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         last = body;
         v["watches"].as_u64() == Some(dirs as u64)
@@ -36,7 +35,7 @@ fn status_counts_every_directory_of_the_tree_set_up_at_start() {
     // One more directory is one more watch.
     fs::create_dir(s.p("t00/new")).expect("mkdir");
     wait_until("status counts the new directory", DEADLINE, || {
-        let (_, body) = http_get(port, "/status");
+        let (_, body) = http_head_body(port, "/status");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         v["watches"].as_u64() == Some(dirs as u64 + 1)
     });

@@ -4,8 +4,6 @@
 //! file, the status endpoint. All against real daemons the tests stop and start.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -259,16 +257,6 @@ fn queue_overflow_rewalks_and_full_syncs() {
     agent.stop();
 }
 
-/// GET `path` from 127.0.0.1:`port` with a plain HTTP/1.0 request.
-pub(crate) fn http_get(port: u16, path: &str) -> (String, String) {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
-    write!(c, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("read");
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    (head.to_owned(), body.to_owned())
-}
-
 #[test]
 fn status_endpoint_reports_counts_and_metrics() {
     let mut s = Setup::new("status");
@@ -281,7 +269,7 @@ fn status_endpoint_reports_counts_and_metrics() {
     s.wait(&mut agent, "pushed before status");
     // The files may have arrived with the -r full sync before its rsync ended.
     wait_until("both remotes' calls have finished", DEADLINE, || {
-        let (_, body) = http_get(port, "/status");
+        let (_, body) = http_head_body(port, "/status");
         let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         (0..2).all(|i| v["remotes"][i]["pushed"].as_u64().unwrap_or(0) >= 3)
             && v["remotes"][0]["queued"] == 0
@@ -290,11 +278,11 @@ fn status_endpoint_reports_counts_and_metrics() {
     s.b.stop();
     s.write("a/three.txt", "3\n");
     wait_until("b's failure is counted", DEADLINE, || {
-        let (_, body) = http_get(port, "/status");
+        let (_, body) = http_head_body(port, "/status");
         let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         v["remotes"][1]["failed"].as_u64().unwrap_or(0) > 0
     });
-    let (head, body) = http_get(port, "/status");
+    let (head, body) = http_head_body(port, "/status");
     assert!(head.starts_with("HTTP/1.0 200"), "{head}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert!(v["watches"].as_u64().unwrap_or(0) >= 2, "{body}");
@@ -312,14 +300,14 @@ fn status_endpoint_reports_counts_and_metrics() {
         serde_json::Value::Bool(true),
         "{body}"
     );
-    let (head, metrics) = http_get(port, "/metrics");
+    let (head, metrics) = http_head_body(port, "/metrics");
     assert!(head.contains("text/plain"), "{head}");
     assert!(
         metrics.contains("sersync2_pushed_paths_total{remote=\"127.0.0.1::mod\""),
         "{metrics}"
     );
     assert!(metrics.contains("sersync2_fail_log_entries "), "{metrics}");
-    let (head, _) = http_get(port, "/nope");
+    let (head, _) = http_head_body(port, "/nope");
     assert!(head.starts_with("HTTP/1.0 404"), "{head}");
     let out = sersync2(&s.dir, &["-o", "sersync.xml", "--status"]);
     let shown = text(&out);
@@ -355,11 +343,7 @@ fn daemon_mode_detaches_after_start_and_refuses_a_second_instance() {
         "-d returns 0 once ready: {}",
         text(&out)
     );
-    let pid: i32 = fs::read_to_string(&pid_file)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("a pid");
+    let pid = read_pid(&pid_file);
     // Ready means watching: a change right away arrives.
     s.write("d/after-start.txt", "x\n");
     for remote in s.remotes() {

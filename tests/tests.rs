@@ -3,6 +3,7 @@
 //! subject; the line above each says what it covers. Shared fixtures live in `support`.
 
 // Fixtures: temp dirs, polling, tree snapshots, rsync daemons, sshd, test users, the agent.
+#[macro_use]
 mod support;
 // Self-tests of those fixtures, with plain rsync (no agent).
 mod fixtures;
@@ -59,6 +60,3 @@ mod package;
 
 // Attacks made as the attacker: planted files, the status endpoint, the watched tree.
 mod security;
-
-mod outsider_a;
-mod outsider_b;

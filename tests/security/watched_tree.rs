@@ -1,6 +1,7 @@
 //! A user who can write in the watched tree (an upload folder, a shared web root) against
 //! the agent running as root (SPEC 12): the programs it runs, the records its socket
-//! plugin sends, its own files, and the `--wait-synced` barrier. Each test plays that
+//! plugin sends, its own files, the `--wait-synced` barrier, names made to slip past an
+//! exclude, and the shipped shell command plugin switched on. Each test plays that
 //! user: an unprivileged user created for the test plants the names and files. Tests
 //! that need root and `useradd` skip with a message elsewhere.
 
@@ -516,4 +517,117 @@ fn the_agent_never_watches_or_pushes_its_own_files() {
         fed.join("\n")
     );
     agent.stop();
+}
+
+// The shipped example's `/bin/sh` command plugin, switched on, ran every changed file as
+// a root shell script, and `-t` did not even mention plugins.
+#[test]
+fn shipped_shell_command_plugin_switched_on_is_shown_and_warned_about_by_t() {
+    let dir = test_dir!();
+    let watch = dir.mkdir_p("tongbu");
+    let example =
+        fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("confxml.xml"))
+            .expect("read confxml.xml");
+    let text = example
+        .replace("/opt/tongbu", &watch.display().to_string())
+        .replace(
+            "<plugin start=\"false\" name=\"command\"/>",
+            "<plugin start=\"true\" name=\"command\"/>",
+        );
+    assert_ne!(
+        text,
+        example.replace("/opt/tongbu", &watch.display().to_string())
+    );
+    let conf = dir.write("conf.xml", text);
+    let (code, out, err) = run_on(&dir, &conf, &["-t"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("plugin: command: /bin/sh <changed file>"),
+        "{out}"
+    );
+    assert!(
+        out.contains("runs every changed file as a script as user"),
+        "{out}"
+    );
+    assert!(
+        out.contains("<filter start=\"true\"> with an <include>"),
+        "{out}"
+    );
+    // Switched off (as shipped): said so, no warning.
+    let conf = dir.write(
+        "off.xml",
+        example.replace("/opt/tongbu", &watch.display().to_string()),
+    );
+    let (code, out, err) = run_on(&dir, &conf, &["-t"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("plugin: off"), "{out}");
+    assert!(!out.contains("as a script"), "{out}");
+}
+
+fn byte_name(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(bytes))
+}
+
+/// The names a `(.*)\.key` exclude must keep out, whatever their bytes.
+fn key_names(prefix: &str) -> Vec<PathBuf> {
+    let mut invalid = prefix.as_bytes().to_vec();
+    invalid.extend_from_slice(b"\xff.key");
+    let mut newline = prefix.as_bytes().to_vec();
+    newline.extend_from_slice(b"nl\nx.key");
+    vec![
+        byte_name(&invalid),
+        byte_name(&newline),
+        PathBuf::from(format!("{prefix}plain.key")),
+    ]
+}
+
+fn assert_absent_on_remotes(s: &Setup, names: &[PathBuf], agent: &Agent) {
+    for remote in s.remotes() {
+        for n in names {
+            assert!(
+                fs::symlink_metadata(remote.join(n)).is_err(),
+                "{:?} was pushed to {} despite the exclude; agent log:\n{}",
+                n,
+                remote.display(),
+                tail(&agent.log(), 60)
+            );
+        }
+    }
+}
+
+// `<exclude expression="(.*)\.key"/>` did not match names with a newline or bytes that
+// are not UTF-8 (regexes in Unicode mode), so such keys were pushed by the full sync
+// and by live events.
+#[test]
+fn key_names_with_newline_or_invalid_utf8_are_not_pushed_despite_the_exclude() {
+    let s = setup!();
+    let mut conf = s.conf();
+    conf.excludes = Some(vec![r"(.*)\.key".to_owned()]);
+    let at_start = key_names("start-");
+    for n in &at_start {
+        s.write(n, "secret\n");
+    }
+    s.write("start-marker.txt", "marker\n");
+    let mut agent = s.agent_with(&conf, &["-r"]);
+    wait_until("the start marker reaches both remotes", DEADLINE, || {
+        agent.assert_running();
+        s.remotes()
+            .iter()
+            .all(|r| r.join("start-marker.txt").exists())
+    });
+    let live = key_names("live-");
+    for n in &live {
+        s.write(n, "secret\n");
+    }
+    s.write("live-marker.txt", "marker\n");
+    wait_until("the live marker reaches both remotes", DEADLINE, || {
+        agent.assert_running();
+        s.remotes()
+            .iter()
+            .all(|r| r.join("live-marker.txt").exists())
+    });
+    // Whatever was queued is pushed or written to the fail log by the stop.
+    agent.stop();
+    assert_absent_on_remotes(&s, &at_start, &agent);
+    assert_absent_on_remotes(&s, &live, &agent);
 }
