@@ -385,8 +385,8 @@ fn churn_converges_to_a_superset_with_delete_off() {
 /// file is written before the agent can have a watch on c.
 #[test]
 fn mkdir_p_then_write_in_a_tight_loop_misses_nothing() {
-    let setup = Setup::new("mkdirp");
-    let mut agent = Agent::start(&setup.dir, &setup.conf(), &[]);
+    let setup = setup!();
+    let mut agent = setup.agent(&[]);
     for i in 0..300 {
         let d = setup.src.join(format!("a{i}/b/c"));
         fs::create_dir_all(&d).expect("mkdir -p");

@@ -23,8 +23,8 @@ const GRACE_AND_ROOM: Duration = Duration::from_secs(45);
 // `timeToExecute` replay (60 minutes by default).
 #[test]
 fn remote_back_with_no_new_changes_is_level_within_seconds() {
-    let mut s = Setup::new("back");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut s = setup!();
+    let mut agent = s.agent(&[]);
     s.write("first.txt", "1\n");
     s.wait(&mut agent, "before the outage");
 
@@ -59,11 +59,11 @@ fn remote_back_with_no_new_changes_is_level_within_seconds() {
 // the remote owes or when it is tried next.
 #[test]
 fn status_shows_failing_since_owed_and_next_retry() {
-    let mut s = Setup::new("status-retry");
+    let mut s = setup!();
     let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -209,7 +209,7 @@ fn agent_as_nobody(
 /// tree was owed and synced again on the backoff schedule for ever.
 #[test]
 fn a_full_sync_that_cannot_read_one_file_owes_only_that_file() {
-    let s = Setup::new("partial-owed");
+    let s = setup!();
     let remotes = s.remotes();
     fs::write(remotes[0].join("stale.txt"), "deleted at the source\n").expect("write");
     let (mut agent, own) = agent_as_nobody_beside_a_root_only_file(&s);
@@ -264,7 +264,7 @@ fn a_full_sync_that_cannot_read_one_file_owes_only_that_file() {
 /// at start, so they go as one call.)
 #[test]
 fn a_push_that_cannot_read_one_of_its_files_owes_only_that_file() {
-    let s = Setup::new("partial-paths");
+    let s = setup!();
     let (mut agent, own) = agent_as_nobody(&s, false, |own| {
         let root = s.src.display().to_string();
         let mut text = String::new();
@@ -336,7 +336,7 @@ const RETRY_DEADLINE: Duration = Duration::from_secs(150);
 /// synced again every minute for ever, and `z/stale.txt` was never deleted.
 #[test]
 fn a_full_sync_that_cannot_read_one_directory_owes_only_that_directory() {
-    let s = Setup::new("partial-dir");
+    let s = setup!();
     let remotes = s.remotes();
     fs::create_dir_all(remotes[0].join("z")).expect("mkdir");
     fs::write(remotes[0].join("z/stale.txt"), "deleted at the source\n").expect("write");
@@ -426,7 +426,7 @@ fn a_full_sync_that_cannot_read_one_directory_owes_only_that_directory() {
 /// `locked/` reached the remotes. Before, the whole tree stayed owed.
 #[test]
 fn an_owed_directory_still_partly_unreadable_owes_only_that_part() {
-    let s = Setup::new("partial-tree");
+    let s = setup!();
     let remotes = s.remotes();
     fs::create_dir_all(remotes[0].join("locked/deeper")).expect("mkdir");
     fs::write(remotes[0].join("locked/deeper/old.txt"), "stays\n").expect("write");
@@ -470,7 +470,7 @@ fn an_owed_directory_still_partly_unreadable_owes_only_that_part() {
 /// owed (a listing in it, deletions skipped) and `a/stale.txt` stayed.
 #[test]
 fn a_push_of_listings_that_cannot_read_some_of_them_owes_only_what_failed() {
-    let s = Setup::new("partial-listings");
+    let s = setup!();
     let remotes = s.remotes();
     fs::create_dir_all(remotes[0].join("a")).expect("mkdir");
     fs::write(remotes[0].join("a/stale.txt"), "deleted at the source\n").expect("write");
@@ -536,7 +536,7 @@ fn retries_within(elapsed: Duration) -> usize {
 // after every later successful push: 10 single edits caused 20 whole-tree syncs.
 #[test]
 fn partial_full_sync_is_not_requeued_on_every_push() {
-    let s = Setup::new("partial");
+    let s = setup!();
     let (mut agent, _) = agent_as_nobody_beside_a_root_only_file(&s);
     let labels = ["127.0.0.1::mod", "127.0.0.2::mod"];
     wait_until(
@@ -604,7 +604,7 @@ fn partial_full_sync_is_not_requeued_on_every_push() {
 // held its rsync calls forever.
 #[test]
 fn remote_that_accepts_and_never_answers_delays_only_itself() {
-    let s = Setup::new("silent");
+    let s = setup!();
     s.write("old.txt", "old\n");
     // A third loopback address on the daemons' port: it accepts and says nothing.
     let silent = SilentRemote::bind(s.a.port());
@@ -623,7 +623,7 @@ fn remote_that_accepts_and_never_answers_delays_only_itself() {
         &fail_log,
     );
     // Start-up (with -r) does not wait on the silent remote: `live:` comes at once.
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     wait_until("the silent remote has a connection", DEADLINE, || {
         silent.accepted() >= 1
     });
@@ -711,7 +711,7 @@ fn children_argv(pid: libc::pid_t) -> Vec<Vec<String>> {
 // every push failed with exit 127 (or a usage error) instead of refusing to start.
 #[test]
 fn rsync_missing_is_a_start_up_error() {
-    let dir = Dir::new("no-rsync");
+    let dir = test_dir!();
     let src = dir.mkdir_p("src");
     write_with_mode(&dir.join("rsync.pas"), b"secret\n", 0o600);
     let conf = Conf::new(

@@ -68,8 +68,8 @@ fn wait_logged(agent: &mut Agent, needle: &str, n: usize) {
 // ExecReload and the logrotate snippet send it.
 #[test]
 fn sighup_without_a_log_file_does_not_kill_the_agent() {
-    let s = Setup::new("hup-alive");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     agent.signal(libc::SIGHUP);
     wait_logged(&mut agent, "live:", 2);
     agent.signal(libc::SIGHUP);
@@ -83,12 +83,12 @@ fn sighup_without_a_log_file_does_not_kill_the_agent() {
 // until a restart.
 #[test]
 fn sighup_reloads_a_changed_config() {
-    let s = Setup::new("hup-reload");
+    let s = setup!();
     let fail_log = s.dir.join("fail.sh");
     let port = free_port("127.0.0.1");
     let mut only_a = Conf::daemons(&s.src, &[&s.a], &fail_log);
     only_a.status_port = Some(port);
-    let mut agent = Agent::start(&s.dir, &only_a, &["--batch", "1"]);
+    let mut agent = s.agent_with(&only_a, &["--batch", "1"]);
     // Work still queued or running at the HUP must come through the reload.
     for i in 0..300 {
         s.write(
@@ -156,8 +156,8 @@ fn sighup_reloads_a_changed_config() {
 // (file:line) and go on syncing.
 #[test]
 fn sighup_with_a_broken_config_keeps_the_running_one() {
-    let s = Setup::new("hup-broken");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     let mut broken = s.conf();
     broken.timeout_start = "perhaps".into();
     rewrite(&s.dir, &broken);
@@ -186,7 +186,7 @@ fn sighup_with_a_broken_config_keeps_the_running_one() {
 // watchdog keep systemd informed.
 #[test]
 fn sd_notify_ready_status_stopping_are_sent() {
-    let mut s = Setup::new("notify");
+    let mut s = setup!();
     let sock_path = s.dir.join("notify.sock");
     let sock = listen(&sock_path);
     let socket_env = sock_path.display().to_string();
@@ -241,7 +241,7 @@ fn sd_notify_ready_status_stopping_are_sent() {
 // With -d and no --log-file, every log line after the detach was thrown away.
 #[test]
 fn detached_without_log_file_logs_to_syslog() {
-    let mut s = Setup::new("syslog");
+    let mut s = setup!();
     fs::write(s.dir.join("sersync.xml"), s.conf().render()).expect("config");
     let sock_path = s.dir.join("log.sock");
     let sock = listen(&sock_path);
@@ -298,7 +298,7 @@ fn detached_without_log_file_logs_to_syslog() {
 // `-m` has no reload, but SIGHUP (logrotate, `systemctl reload`) killed it all the same.
 #[test]
 fn sighup_in_module_mode_does_not_kill_it() {
-    let s = Setup::new("hup-module");
+    let s = setup!();
     let plugin = "  <plugin name=\"command\">\n    \
                   <param prefix=\"/bin/sh\" suffix=\"\" ignoreError=\"true\"/>\n    \
                   <filter start=\"false\"/>\n  </plugin>\n</head>\n";

@@ -113,7 +113,7 @@ fn assert_refused(out: &std::process::Output, pid: i32, how: &str) {
 // `--pid-file` was not refused (two instances mirrored one config).
 #[test]
 fn the_units_instance_is_found_by_every_command_and_a_second_start_is_refused() {
-    let s = Setup::new("inst-unit");
+    let s = setup!();
     let name = instance_name("u");
     let (mut agent, config, pid_file) = start_as_the_unit(&s, &name);
     let pid = agent.pid();
@@ -213,7 +213,7 @@ fn the_units_instance_is_found_by_every_command_and_a_second_start_is_refused() 
 // config it had.
 #[test]
 fn a_bad_config_on_disk_after_a_refused_reload_does_not_stop_the_commands() {
-    let s = Setup::new("inst-bad");
+    let s = setup!();
     let name = instance_name("b");
     let (mut agent, config, _pid_file) = start_as_the_unit(&s, &name);
     let pid = agent.pid();
@@ -255,8 +255,8 @@ fn a_bad_config_on_disk_after_a_refused_reload_does_not_stop_the_commands() {
 // `--status` exited 0 while a remote was FAILING, and printed unix times.
 #[test]
 fn status_exits_1_while_a_remote_fails_and_0_once_it_caught_up() {
-    let mut s = Setup::new("inst-failing");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut s = setup!();
+    let mut agent = s.agent(&[]);
     s.b.stop();
     s.write("while-b-is-down.txt", "x\n");
     let status = |json: bool| {

@@ -40,7 +40,7 @@ fn wait_file_line(agent: &mut Agent, path: &Path, what: &str, needles: &[&str]) 
 // `journalctl -p err` found none of the failures.
 #[test]
 fn under_the_journal_every_line_carries_its_priority() {
-    let mut s = Setup::new("journal");
+    let mut s = setup!();
     let conf_path = s.dir.join("sersync.xml");
     fs::write(&conf_path, s.conf().render()).expect("write sersync.xml");
     let err = s.dir.join("agent.err");
@@ -93,7 +93,7 @@ impl Drop for Removed {
 // was dropped without a word.
 #[test]
 fn detached_without_a_syslog_socket_says_so_and_logs_to_a_file() {
-    let mut s = Setup::new("no-syslog");
+    let mut s = setup!();
     fs::write(s.dir.join("sersync.xml"), s.conf().render()).expect("config");
     let pid_file = s.dir.join("agent.pid");
     // A socket path where nothing listens stands for a missing /dev/log.
@@ -166,7 +166,7 @@ fn detached_without_a_syslog_socket_says_so_and_logs_to_a_file() {
 // restarted every pipeline. SIGUSR1 reopens the log file and nothing else.
 #[test]
 fn sigusr1_reopens_the_log_file_after_a_rename_without_a_reload() {
-    let s = Setup::new("usr1");
+    let s = setup!();
     let conf_path = s.dir.join("sersync.xml");
     fs::write(&conf_path, s.conf().render()).expect("write sersync.xml");
     let log_file = s.dir.join("agent.log");
@@ -235,7 +235,7 @@ impl Drop for Reaped {
 // /var/log/sersync2 open.
 #[test]
 fn the_logrotate_snippet_reopens_its_instances_logs_and_signals_nothing_else() {
-    let s = Setup::new("rotate");
+    let s = setup!();
     let token = s
         .dir
         .path()

@@ -24,10 +24,10 @@ fn label(d: &RsyncDaemon) -> String {
 // and hoped, and switched traffic to servers still missing part of the release.
 #[test]
 fn wait_synced_returns_once_5000_files_are_on_every_remote() {
-    let s = Setup::new("wait-5000");
+    let s = setup!();
     let mut conf = s.conf();
     conf.debug = false; // 5,000 events a round: keep the log small
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     for round in 0..3 {
         for i in 0..5000 {
             s.write(
@@ -80,8 +80,8 @@ fn wait_synced_returns_once_5000_files_are_on_every_remote() {
 // timeout with exit 1 and says which remote is behind.
 #[test]
 fn wait_synced_times_out_while_a_remote_is_down() {
-    let mut s = Setup::new("wait-down");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut s = setup!();
+    let mut agent = s.agent(&[]);
     s.write("before.txt", "before\n");
     s.wait(&mut agent, "before the outage");
     s.b.stop();
@@ -138,11 +138,11 @@ fn wait_synced_times_out_while_a_remote_is_down() {
 // Broke: status showed counters only; nobody could tell how stale a mirror was.
 #[test]
 fn lag_is_reported_while_a_remote_is_down_and_zero_when_level() {
-    let mut s = Setup::new("lag");
+    let mut s = setup!();
     let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     s.write("level.txt", "level\n");
     s.wait(&mut agent, "level");
     wait_until("lag is 0 on both remotes when level", LAG_DEADLINE, || {
@@ -229,7 +229,7 @@ fn lag_is_reported_while_a_remote_is_down_and_zero_when_level() {
 // it and returns synced.
 #[test]
 fn wait_synced_started_while_the_socket_is_away_waits_for_it() {
-    let s = Setup::new("lag-wait-early");
+    let s = setup!();
     s.write("early.txt", "early\n");
     let conf_path = s.dir.join("sersync.xml");
     std::fs::write(&conf_path, s.conf().render()).expect("write sersync.xml");
@@ -239,7 +239,7 @@ fn wait_synced_started_while_the_socket_is_away_waits_for_it() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn --wait-synced");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     let out = client.wait_with_output().expect("wait for --wait-synced");
     assert_eq!(
         out.status.code(),

@@ -22,9 +22,9 @@ fn burst(s: &Setup, dir: &str, n: usize) {
 
 #[test]
 fn a_remote_stopped_mid_burst_loses_nothing_after_replay() {
-    let mut s = Setup::new("outage");
+    let mut s = setup!();
     let conf = s.conf();
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     burst(&s, "before", 100);
     s.wait(&mut agent, "before the outage");
 
@@ -68,8 +68,8 @@ fn a_remote_stopped_mid_burst_loses_nothing_after_replay() {
 
 #[test]
 fn a_recovered_remote_gets_what_it_is_owed_without_waiting_for_the_timer() {
-    let mut s = Setup::new("recover");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut s = setup!();
+    let mut agent = s.agent(&[]);
     s.b.stop();
     burst(&s, "during", 200);
     let fail_log = s.dir.join("fail.sh");
@@ -86,11 +86,11 @@ fn a_recovered_remote_gets_what_it_is_owed_without_waiting_for_the_timer() {
 
 #[test]
 fn a_remote_down_at_start_with_r_is_owed_a_full_sync() {
-    let mut s = Setup::new("down-at-start");
+    let mut s = setup!();
     s.write("old/a.txt", "a\n");
     s.write("old/b/c.txt", "c\n");
     s.b.stop();
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     wait_mirrored(
         &mut agent,
         &s.src,
@@ -113,8 +113,8 @@ fn a_remote_down_at_start_with_r_is_owed_a_full_sync() {
 
 #[test]
 fn replay_exits_non_zero_while_the_remote_is_still_down() {
-    let mut s = Setup::new("replay-down");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut s = setup!();
+    let mut agent = s.agent(&[]);
     s.b.stop();
     s.write("x.txt", "x\n");
     let fail_log = s.dir.join("fail.sh");
@@ -131,8 +131,8 @@ fn replay_exits_non_zero_while_the_remote_is_still_down() {
 
 #[test]
 fn sigterm_with_pending_work_writes_it_to_the_fail_log_and_a_restart_converges() {
-    let s = Setup::new("sigterm-pending");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["--batch", "1"]);
+    let s = setup!();
+    let mut agent = s.agent(&["--batch", "1"]);
     burst(&s, "pending", 2000);
     let (status, took) = agent.stop_with(libc::SIGTERM);
     assert!(status.success(), "exit 0 after SIGTERM: {status}");
@@ -147,33 +147,33 @@ fn sigterm_with_pending_work_writes_it_to_the_fail_log_and_a_restart_converges()
         s.dir.join("fail.sh").exists(),
         "queued work was written to the fail log; log:\n{log}"
     );
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     s.wait(&mut agent, "restart with -r after SIGTERM");
     agent.stop();
 }
 
 #[test]
 fn sigkill_mid_burst_then_restart_with_r_converges() {
-    let s = Setup::new("sigkill");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     burst(&s, "killed", 1500);
     let (status, _) = agent.stop_with(libc::SIGKILL);
     assert!(!status.success());
     fs::remove_dir_all(s.p("killed/d3")).expect("rm while the agent is down");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     s.wait(&mut agent, "restart with -r after SIGKILL");
     agent.stop();
 }
 
 #[test]
 fn crontab_full_sync_repairs_remotes_and_honours_crontabfilter() {
-    let s = Setup::new("crontab");
+    let s = setup!();
     s.write("site/index.html", "index\n");
     s.write("site/app.php", "<?php\n");
     let mut conf = s.conf();
     // Every two seconds (6-field form with seconds).
     conf.crontab = Some(("*/2 * * * * *".into(), vec!["*.php".into()]));
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     // No -r: only the crontab can push what existed before the start.
     for remote in s.remotes() {
         wait_until("crontab pushed index.html", DEADLINE, || {
@@ -236,7 +236,7 @@ impl Drop for Sysctl {
 
 #[test]
 fn queue_overflow_rewalks_and_full_syncs() {
-    let s = Setup::new("overflow");
+    let s = setup!();
     s.write("pre/existing.txt", "pre\n");
     // The agent's inotify instance gets the small queue; restore right after it exists.
     let Some(small) = Sysctl::set("max_queued_events", 32) else {
@@ -245,7 +245,7 @@ fn queue_overflow_rewalks_and_full_syncs() {
         );
         return;
     };
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut agent = s.agent(&[]);
     drop(small);
     agent.signal(libc::SIGSTOP);
     burst(&s, "flood", 500);
@@ -259,11 +259,11 @@ fn queue_overflow_rewalks_and_full_syncs() {
 
 #[test]
 fn status_endpoint_reports_counts_and_metrics() {
-    let mut s = Setup::new("status");
+    let mut s = setup!();
     let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     s.write("a/one.txt", "1\n");
     s.write("a/two.txt", "2\n");
     s.wait(&mut agent, "pushed before status");
@@ -322,7 +322,7 @@ fn status_endpoint_reports_counts_and_metrics() {
 
 #[test]
 fn daemon_mode_detaches_after_start_and_refuses_a_second_instance() {
-    let s = Setup::new("daemon");
+    let s = setup!();
     fs::write(s.dir.join("sersync.xml"), s.conf().render()).expect("config");
     let pid_file = s.dir.join("run/agent.pid");
     let log_file = s.dir.join("agent.log");
@@ -384,7 +384,7 @@ fn rand_name() -> String {
 
 #[test]
 fn daemon_mode_with_a_bad_config_fails_in_the_foreground() {
-    let dir = Dir::new("daemon-bad");
+    let dir = test_dir!();
     fs::write(dir.join("bad.xml"), "<head><sersync></head>").expect("config");
     let out = sersync2(&dir, &["-d", "-o", "bad.xml"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -397,11 +397,11 @@ fn daemon_mode_with_a_bad_config_fails_in_the_foreground() {
 
 #[test]
 fn a_stale_pid_file_does_not_block_a_start() {
-    let s = Setup::new("stale-pid");
+    let s = setup!();
     let pid_file = s.dir.join("stale.pid");
     fs::write(&pid_file, "999999\n").expect("stale pid file");
     let pid_arg = pid_file.display().to_string();
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["--pid-file", &pid_arg]);
+    let mut agent = s.agent(&["--pid-file", &pid_arg]);
     let recorded = fs::read_to_string(&pid_file).expect("pid file");
     assert_eq!(recorded.trim(), agent.pid().to_string());
     agent.stop();
@@ -409,7 +409,7 @@ fn a_stale_pid_file_does_not_block_a_start() {
 
 #[test]
 fn the_watch_limit_is_raised_as_root_when_the_tree_needs_more() {
-    let s = Setup::new("watch-limit");
+    let s = setup!();
     for i in 0..300 {
         fs::create_dir_all(s.p(format!("d{}/e{i}", i % 10))).expect("mkdir");
     }
@@ -420,7 +420,7 @@ fn the_watch_limit_is_raised_as_root_when_the_tree_needs_more() {
         );
         return;
     };
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     let log = agent.log();
     assert!(
         log.contains("raised fs.inotify.max_user_watches from"),
@@ -439,7 +439,7 @@ fn the_watch_limit_is_raised_as_root_when_the_tree_needs_more() {
 // its rename was a dropped event, so the remote kept it for good (found by the churn).
 #[test]
 fn a_full_sync_never_pushes_temp_files_but_keeps_look_alikes() {
-    let s = Setup::new("full-temp");
+    let s = setup!();
     let temps = [
         "4913",
         "a.txt~",
@@ -458,7 +458,7 @@ fn a_full_sync_never_pushes_temp_files_but_keeps_look_alikes() {
     for f in temps.iter().chain(kept.iter()) {
         s.write(f, format!("{f}\n"));
     }
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     for remote in s.remotes() {
         wait_until("the kept files arrive", DEADLINE, || {
             kept.iter().all(|f| remote.join(f).exists())

@@ -94,8 +94,8 @@ impl Drop for PidsLimit {
 // panicked and the path stayed "in flight", so later edits never reached that remote.
 #[test]
 fn push_under_a_process_limit_is_retried_and_lands() {
-    let s = Setup::new("pids-limit");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     let limit = match PidsLimit::enter(agent.pid()) {
         Ok(l) => l,
         Err(why) => {

@@ -652,7 +652,7 @@ fn assert_no_marker(markers: &[PathBuf; 3], when: &str) {
 // root at start-up, on every timed replay and by --replay.
 #[test]
 fn planted_fail_log_command_is_never_run() {
-    let s = Setup::new("planted");
+    let s = setup!();
     let markers = [
         s.dir.join("pwned-unknown-e"),
         s.dir.join("pwned-rsync-path"),
@@ -696,7 +696,7 @@ fn planted_fail_log_command_is_never_run() {
 
     // The agent at start-up: the same, for the other remote.
     plant(&fail_log, &planted(&s, &dest(&s.b), &markers));
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     wait_until("the known entry reaches b", DEADLINE, || {
         agent.assert_running();
         s.b.data_dir().join("known.txt").exists()

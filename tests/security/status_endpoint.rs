@@ -106,7 +106,7 @@ fn limit_agent_nofile(pid: libc::pid_t, n: u64) {
 /// each: at the fd limit every rsync failed with "Too many open files" (sync stopped).
 #[test]
 fn status_flood_of_idle_connections_does_not_stop_sync() {
-    let s = Setup::new("status-flood");
+    let s = setup!();
     let (mut agent, port) = agent_with_status(&s);
     s.write("before.txt", "before\n");
     s.wait(&mut agent, "the first file arrives");
@@ -160,7 +160,7 @@ fn status_flood_of_idle_connections_does_not_stop_sync() {
 /// second held its connection (and thread) for ever.
 #[test]
 fn status_slowloris_is_cut_off_by_one_deadline() {
-    let s = Setup::new("status-slowloris");
+    let s = setup!();
     let (mut agent, port) = agent_with_status(&s);
     let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     c.set_read_timeout(Some(Duration::from_millis(200)))
@@ -204,7 +204,7 @@ fn status_slowloris_is_cut_off_by_one_deadline() {
 fn status_huge_request_line_is_refused_and_memory_stays_flat() {
     const TOTAL: usize = 256 << 20;
     const MAX_GROWTH_KB: u64 = 32 << 10;
-    let s = Setup::new("status-huge");
+    let s = setup!();
     let (mut agent, port) = agent_with_status(&s);
     let pid = agent.pid();
     let rss_before = proc_status(pid, "VmRSS:");
@@ -259,7 +259,7 @@ fn status_huge_request_line_is_refused_and_memory_stays_flat() {
 /// anyone who can reach the port.
 #[test]
 fn status_on_a_public_address_warns_it_is_unauthenticated() {
-    let s = Setup::new("status-public");
+    let s = setup!();
     let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);

@@ -158,7 +158,7 @@ fn planted_cookie_names_do_not_block_wait_synced() {
         return;
     };
     let s = setup_for("cookie-squat", &attacker);
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut agent = s.agent(&[]);
     s.write("before.txt", "made before the barrier\n");
     let pid = agent.pid();
     // Every name the agent would have used, and more.
@@ -412,7 +412,7 @@ fn the_agent_never_watches_or_pushes_its_own_files() {
     let Some(uploader) = User::create("s") else {
         return;
     };
-    let mut s = Setup::new("own-files");
+    let mut s = setup!();
     chmod(s.dir.path(), 0o755);
     chmod(&s.src, 0o755);
     let up = s.dir.mkdir_p("src/up");
