@@ -220,12 +220,7 @@ fn a_bad_config_on_disk_after_a_refused_reload_does_not_stop_the_commands() {
     let conf_arg = config.display().to_string();
     fs::write(&config, "<head><sersync></head>").expect("a bad config");
     agent.signal(libc::SIGHUP);
-    wait_until("the reload is refused", DEADLINE, || {
-        agent.assert_running();
-        agent
-            .log()
-            .contains("the config loaded before stays in use")
-    });
+    agent.wait_reload_refused();
     s.write("after.txt", "after the refused reload\n");
 
     let out = run_in(s.dir.path(), &["--status", "-o", &conf_arg]);

@@ -133,6 +133,16 @@ fn root_agent(w: &World, config: &Path, extra: &[&std::ffi::OsStr]) -> Agent {
     Agent::launch(&w.dir, config, extra, w.dir.join("agent.err"))
 }
 
+/// The root agent on `config` with `--pid-file` and `-r`, once live.
+fn live_root_agent_with_r(w: &World, config: &Path) -> Agent {
+    let pid = pid_flag(w);
+    let mut extra = as_os(&pid);
+    extra.push("-r".as_ref());
+    let mut agent = root_agent(w, config, &extra);
+    agent.wait_live();
+    agent
+}
+
 /// Runs the root agent expecting it to refuse to start: exit status 2; returns stderr.
 fn refused_at_start(w: &World, config: &Path, extra: &[&std::ffi::OsStr]) -> String {
     let mut agent = root_agent(w, config, extra);
@@ -167,11 +177,7 @@ fn planted_symlink_at_the_fail_log_tmp_name_is_not_followed() {
     let planted = w.shared.join("fail.sh.tmp");
     attacker.symlink(&victim.path, &planted);
     let config = w.config(&fail_log);
-    let pid = pid_flag(&w);
-    let mut extra = as_os(&pid);
-    extra.push("-r".as_ref());
-    let mut agent = root_agent(&w, &config, &extra);
-    agent.wait_live();
+    let mut agent = live_root_agent_with_r(&w, &config);
     wait_until("the failed full sync is in the fail log", DEADLINE, || {
         fs::symlink_metadata(&fail_log).is_ok_and(|m| m.is_file() && m.len() > 0)
     });
@@ -218,10 +224,7 @@ fn fail_log_planted_by_another_user_is_moved_aside_and_the_agent_starts() {
     let planted = fs::read(&fail_log).expect("read the planted file");
     let config = w.config(&fail_log);
     let pid = pid_flag(&w);
-    let mut extra = as_os(&pid);
-    extra.push("-r".as_ref());
-    let mut agent = root_agent(&w, &config, &extra);
-    agent.wait_live();
+    let mut agent = live_root_agent_with_r(&w, &config);
     let aside = set_aside(&w.shared, "fail.sh");
     assert_eq!(aside.len(), 1, "one file moved aside: {aside:?}");
     let m = fs::symlink_metadata(&aside[0]).expect("the moved file");
@@ -283,10 +286,7 @@ fn symlink_at_the_fail_log_path_is_moved_aside_not_followed() {
     attacker.symlink(&victim.path, &fail_log);
     let config = w.config(&fail_log);
     let pid = pid_flag(&w);
-    let mut extra = as_os(&pid);
-    extra.push("-r".as_ref());
-    let mut agent = root_agent(&w, &config, &extra);
-    agent.wait_live();
+    let mut agent = live_root_agent_with_r(&w, &config);
     let aside = set_aside(&w.shared, "fail.sh");
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(

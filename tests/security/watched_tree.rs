@@ -210,6 +210,20 @@ fn hook(path: &Path, marker: &Path, mode: u32) {
     );
 }
 
+/// As `user`: a shell script at `path` (0755) that touches `marker` when run.
+fn plant_hook(user: &User, path: &Path, marker: &Path) {
+    user.run(
+        "sh",
+        &[
+            "-c".as_ref(),
+            "printf '#!/bin/sh\\ntouch %s\\n' \"$2\" > \"$1\" && chmod 0755 \"$1\"".as_ref(),
+            "sh".as_ref(),
+            path.as_os_str(),
+            marker.as_os_str(),
+        ],
+    );
+}
+
 /// `<plugin name="command">` running `prefix` for every changed file, switched on.
 fn command_plugin(s: &Setup, prefix: &Path) -> PathBuf {
     let head = format!(
@@ -256,16 +270,7 @@ fn a_plugin_program_another_user_controls_is_refused() {
         &["-m".as_ref(), "0755".as_ref(), evil_dir.as_os_str()],
     );
     let evil = evil_dir.join("hook");
-    attacker.run(
-        "sh",
-        &[
-            "-c".as_ref(),
-            "printf '#!/bin/sh\\ntouch %s\\n' \"$2\" > \"$1\" && chmod 0755 \"$1\"".as_ref(),
-            "sh".as_ref(),
-            evil.as_os_str(),
-            marker.as_os_str(),
-        ],
-    );
+    plant_hook(&attacker, &evil, &marker);
     command_plugin(&s, &evil);
     let err = test_config_refuses(&s, &[&evil.display().to_string(), "owned by uid"]);
     assert!(err.contains(&attacker.name), "names the owner: {err}");
@@ -327,24 +332,10 @@ fn a_reload_to_a_plugin_program_another_user_controls_keeps_the_running_config()
     chmod(&shared, 0o1777);
     let evil_marker = s.dir.join("evil-ran");
     let evil = shared.join("evil-hook");
-    attacker.run(
-        "sh",
-        &[
-            "-c".as_ref(),
-            "printf '#!/bin/sh\\ntouch %s\\n' \"$2\" > \"$1\" && chmod 0755 \"$1\"".as_ref(),
-            "sh".as_ref(),
-            evil.as_os_str(),
-            evil_marker.as_os_str(),
-        ],
-    );
+    plant_hook(&attacker, &evil, &evil_marker);
     command_plugin(&s, &evil);
     agent.signal(libc::SIGHUP);
-    wait_until("the reload is refused", DEADLINE, || {
-        agent.assert_running();
-        agent
-            .log()
-            .contains("the config loaded before stays in use")
-    });
+    agent.wait_reload_refused();
     assert!(
         agent.log().contains(&evil.display().to_string()),
         "the log names the program: {}",

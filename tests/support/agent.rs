@@ -343,6 +343,15 @@ impl Agent {
         }
     }
 
+    /// After a SIGHUP: waits until the agent logs that it kept its running config (the
+    /// new one was refused), staying alive meanwhile.
+    pub(crate) fn wait_reload_refused(&mut self) {
+        wait_until("the reload is refused", DEADLINE, || {
+            self.assert_running();
+            self.log().contains("the config loaded before stays in use")
+        });
+    }
+
     /// Waits up to `deadline` for the agent to exit by itself; its status, and the
     /// agent counts as stopped from then on.
     pub(crate) fn wait_exit(&mut self, what: &str, deadline: Duration) -> Option<ExitStatus> {
