@@ -1,7 +1,7 @@
 //! The index's write-ahead journal (`<index>.journal`): what each push is about to
 //! change on a remote, appended and fsynced before the push starts, so that a start
 //! after a SIGKILL, a crash or a power cut knows every path a remote may hold
-//! differently from the index's last checkpoint (see README, "Warm restart").
+//! differently from the index's last checkpoint (see docs/guide.md, "Warm restart and the index").
 //!
 //! The file is a header naming the index snapshot it goes with (the run and the
 //! checkpoint's number), then records, each with its own CRC-32. It is written whole

@@ -554,7 +554,7 @@ impl Sim {
                     // Not through an excluded or temp name (`x.log`, `t~`, below `e/`)
                     // either: the agent reads nothing of such a name's events, by
                     // design, so the other names of a file written through one stay as
-                    // they were on the remotes until a full sync (README, "Hard links";
+                    // they were on the remotes until a full sync (docs/guide.md, "Hard links";
                     // seeds 213 and 1439).
                     Some(_)
                         if std::fs::symlink_metadata(abs(&new))
