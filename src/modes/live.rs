@@ -394,11 +394,12 @@ fn run(
     let roots = pipeline.roots_health().to_vec();
 
     // Before the workers start: a rebuild's walk must come before its full syncs.
-    let index = super::warm::start(
+    let (index, _) = super::warm::start(
         config,
         &walked_roots,
         &mirror,
         first && args.full_first,
+        false,
         pipeline.links(),
     );
     let checkpoints = super::warm::checkpoints(Arc::clone(&index), Arc::clone(&stop))
