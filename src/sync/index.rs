@@ -1126,9 +1126,16 @@ impl Recorder {
         let mut out = Vec::with_capacity(paths.len());
         for p in paths {
             if p.listing {
-                // A listing of a directory gone: its delete.
-                if stat(root, &p.path).is_none() {
-                    out.push((p.path.clone(), None));
+                // A listing of a directory gone: its delete. Of one there: the
+                // directory itself, which it sends too (a directory known only from
+                // its listing was not entered: pushed again at every start, and its
+                // delete while no agent ran was lost).
+                match stat(root, &p.path) {
+                    None => out.push((p.path.clone(), None)),
+                    Some(m) if !p.path.as_os_str().is_empty() => {
+                        out.push((p.path.clone(), Some(m)))
+                    }
+                    Some(_) => {}
                 }
                 // Of one there: what it sends, its entries (the caller leaves out those
                 // the excludes keep out of it).
