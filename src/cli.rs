@@ -123,7 +123,7 @@ pub struct Args {
     pub daemon: bool,
 
     /// Push the whole tree to every remote once at start-up; live changes are pushed while
-    /// it runs (and again after it), and its progress is logged every 30 s
+    /// it runs (and again after it), and its progress is logged every 5 s
     #[arg(short = 'r')]
     pub full_first: bool,
 

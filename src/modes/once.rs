@@ -63,7 +63,19 @@ pub fn once(config: &Config, args: &Args) -> Result<u8, Exit> {
     }
     pipeline.start().map_err(runtime)?;
     let mut stopped_early = false;
+    let started = std::time::Instant::now();
+    let mut said = started;
     while !pipeline.queue().is_idle() {
+        if said.elapsed() >= crate::sync::progress::every() {
+            said = std::time::Instant::now();
+            log::info!(
+                "--once: {} path(s) waiting for the remotes, pushed per remote so far: {:?} \
+                 ({} so far)",
+                pipeline.queue().waiting().iter().sum::<usize>(),
+                mirror.pushed(),
+                crate::sync::progress::took(started.elapsed())
+            );
+        }
         if signals.stopped_within(LOOK_EVERY) {
             log::info!("--once: stopping early (signal); what is left is kept in the fail log");
             stopped_early = true;

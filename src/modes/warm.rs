@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::filter::Excludes;
 use crate::sync::index::{self, Found, Kind, Recorder};
 use crate::sync::links::Links;
+use crate::sync::progress::Task;
 
 use crate::sync::job::Entry;
 use crate::sync::queue::Item;
@@ -47,8 +48,21 @@ pub(crate) fn start(
             continue;
         };
         let started = Instant::now();
+        // The index's tree, kept out of `found` for the walk to count changes against.
+        let (old_tree, found) = match found {
+            Found::Level(old, relist, added) => {
+                (Some(old), Found::Level(index::Tree::new(), relist, added))
+            }
+            f => (None, f),
+        };
+        let old = old_tree.as_ref().filter(|_| !rebuild);
+        let what = match old {
+            Some(_) => format!("catch-up of {}", root.display()),
+            None => format!("walk of {} for its index", root.display()),
+        };
         let mut walked = || {
-            let tree = index::walk(&root, excludes)
+            let task = Task::start(what.clone(), true, None);
+            let tree = index::walk_counted(&root, excludes, Some((task.counts(), old)))
                 .inspect_err(|e| log::warn!("cannot walk {} for the index: {e}", root.display()));
             if let Ok(tree) = &tree {
                 let files = tree
@@ -104,9 +118,10 @@ pub(crate) fn start(
                  the remotes only by -r (which makes the index) or a full sync",
                 root.display()
             ),
-            (false, Found::Level(old, relist, added)) => {
+            (false, Found::Level(_, relist, added)) => {
                 let Ok(tree) = walked() else { continue };
-                let d = index::diff(&old, &tree);
+                let Some(old) = old else { continue };
+                let d = index::diff(old, &tree);
                 let unknown = (old.values())
                     .filter(|m| m.kind == index::Kind::Unknown)
                     .count();
