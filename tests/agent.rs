@@ -647,7 +647,7 @@ pub(crate) fn b_dest(s: &Setup) -> String {
 }
 
 /// The instance lock the root agent takes for `config`, whatever `--pid-file` says:
-/// `/run/sersync2/<absolute config path, / as _>.pid` (README, "Running it").
+/// `/run/sersync2/<absolute config path, / as _>.pid` (docs/guide.md, "Running it as a service").
 pub(crate) fn lock_file(config: &Path) -> PathBuf {
     let abs = fs::canonicalize(config).expect("canonical config path");
     let flat: String = abs
