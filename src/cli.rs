@@ -27,12 +27,15 @@ EXIT STATUS
     0  stopped cleanly (SIGTERM/SIGINT); --test-config found the config valid (with
        --probe: and every remote answered); --replay left nothing owed; --wait-synced:
        every remote has every change made before the call; --verify found every remote
-       level; --status: every remote is level or catching up
+       level; --status: every remote is level or catching up; --once: every remote
+       was brought level
     1  runtime failure: another instance holds this config's lock, watching could not
        start, -t --probe found a remote that does not answer, --replay left entries
        owed, --wait-synced timed out (or no instance runs the config), --verify found a
        remote that differs or could not be checked, --status: a remote is failing, a
-       watch root is lost, or no instance answers
+       watch root is lost, or no instance answers, --once: something is left owed to
+       a remote (kept in the fail log for the next run) or a watch root could not be
+       read
     2  bad flags or a bad config (the message names file, line and element), or a
        fail log, pid file, log file or program the agent refuses (see FILES); nothing
        was started
@@ -120,7 +123,7 @@ pub struct Args {
     pub daemon: bool,
 
     /// Push the whole tree to every remote once at start-up; live changes are pushed while
-    /// it runs (and again after it), and its progress is logged every 30 s
+    /// it runs (and again after it), and its progress is logged every 5 s
     #[arg(short = 'r')]
     pub full_first: bool,
 
@@ -158,6 +161,14 @@ pub struct Args {
     /// not name (after reading the list --replay prints), and rewrite the log
     #[arg(long, requires = "replay")]
     pub drop_unknown: bool,
+
+    /// Bring every remote level once and exit, without watching: what changed since the
+    /// last run is found from the warm-restart index (a full sync where there is none,
+    /// or with -r), then the fail log is replayed. Exit 0 only if every remote is level;
+    /// 1 if anything is left owed (kept in the fail log for the next run) or another
+    /// instance runs the config. For cron jobs and deploy pipelines
+    #[arg(long, conflicts_with_all = ["replay", "status", "test_config", "module", "wait_synced", "verify", "daemon"])]
+    pub once: bool,
 
     /// Print the running instance's status, asked over its control socket, and exit: 0
     /// when every remote is level or catching up, 1 when one is failing (or a watch root is

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
                 }
                 Mode::Module(name) => modes::module(&config, &name, &args),
                 Mode::Verify => modes::verify(&config, &args),
+                Mode::Once => modes::once(&config, &args),
                 _ => modes::live(&config, &args),
             }
         }

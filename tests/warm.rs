@@ -472,3 +472,120 @@ fn a_remote_added_to_the_config_gets_a_full_sync_alone_and_the_others_catch_up()
     assert_no_full_sync(&agent);
     agent.stop();
 }
+
+/// `sersync2 -n 4 -o sersync.xml --once` (with `conf` written there) in the test's
+/// directory, to completion: its output, and its log (stderr).
+fn once(s: &Setup, conf: &Conf, extra: &[&str]) -> (std::process::Output, String) {
+    fs::write(s.dir.join("sersync.xml"), conf.render()).expect("write sersync.xml");
+    let mut args = vec!["-n", "4", "-o", "sersync.xml", "--once"];
+    args.extend(extra);
+    let out = std::process::Command::new(sersync_bin())
+        .args(&args)
+        .current_dir(s.dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sersync2 --once");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, log)
+}
+
+fn assert_level(s: &Setup) {
+    for remote in s.remotes() {
+        trees_equal(&s.src, &remote).unwrap_or_else(|e| panic!("{}: {e}", remote.display()));
+    }
+}
+
+// --once with an index: what changed while no agent ran (new, changed, deleted, a
+// renamed directory, a file rewritten with its mtime restored) is on both remotes when
+// it exits 0, without a full sync; a second --once finds nothing to do.
+#[test]
+fn once_brings_the_remotes_level_from_the_index_and_exits_0() {
+    let s = Setup::new("warm-once");
+    seed(&s);
+    let mut agent = start_level(&s);
+    agent.stop();
+    change_offline(&s, true);
+    let (out, log) = once(&s, &s.conf(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        log.contains("new or changed, 1 deleted, 1 renamed") && !log.contains("full sync of"),
+        "a catch-up, no full sync; log:\n{}",
+        tail(&log, 40)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("every remote is level"));
+    assert_level(&s);
+    let (out, log) = once(&s, &s.conf(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        log.contains("0 new or changed, 0 deleted, 0 renamed"),
+        "the index holds what the first --once pushed; log:\n{}",
+        tail(&log, 40)
+    );
+}
+
+// --once without an index: a full sync of every remote, and the index made from it, so
+// the next --once catches up from it.
+#[test]
+fn once_without_an_index_runs_a_full_sync_and_makes_the_index() {
+    let s = Setup::new("warm-once-none");
+    seed(&s);
+    let (out, log) = once(&s, &s.conf(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        log.contains("no warm-restart index for") && log.contains("full sync of"),
+        "log:\n{}",
+        tail(&log, 40)
+    );
+    assert_level(&s);
+    assert!(index_of(&s).exists(), "the index is written at the end");
+    change_offline(&s, false);
+    let (out, log) = once(&s, &s.conf(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        log.contains("catch-up of") && log.contains("1 renamed") && !log.contains("full sync of"),
+        "log:\n{}",
+        tail(&log, 40)
+    );
+    assert_level(&s);
+}
+
+// --once with a remote down: exit 1, naming what is still owed; the fail log holds it,
+// and the next --once, with the remote back, brings it level and exits 0.
+#[test]
+fn once_with_a_remote_down_exits_1_and_the_fail_log_holds_what_is_owed() {
+    let mut s = Setup::new("warm-once-down");
+    seed(&s);
+    let mut agent = start_level(&s);
+    agent.stop();
+    change_offline(&s, false);
+    s.b.stop();
+    let (out, log) = once(&s, &s.conf(), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\nlog:\n{}",
+        text(&out),
+        tail(&log, 40)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("still owed to {}::{}", s.b.ip(), s.b.module())),
+        "{}",
+        text(&out)
+    );
+    let fail_log = fs::read_to_string(s.dir.join("fail.sh")).expect("the fail log");
+    assert!(fail_log.contains(&b_dest(&s)), "b is owed:\n{fail_log}");
+    trees_equal(&s.src, s.a.data_dir()).expect("a is level");
+    s.b.restart();
+    let (out, log) = once(&s, &s.conf(), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nlog:\n{}",
+        text(&out),
+        tail(&log, 40)
+    );
+    assert_level(&s);
+    assert!(!s.dir.join("fail.sh").exists(), "nothing owed");
+}

@@ -73,6 +73,9 @@ struct Prepared {
     watches: Arc<AtomicUsize>,
     /// The status listener, when bound ahead (at a reload that moved it).
     listener: Option<TcpListener>,
+    /// At the first start: the start-up status servers, ended once the catch-up walk
+    /// is done (so that `--status` shows its progress), which hand on the listener.
+    starting: Option<Starting>,
 }
 
 /// How one run of the pipeline ended.
@@ -156,21 +159,25 @@ fn supervise(
     let watches = Arc::new(AtomicUsize::new(0));
     let starting = Starting::serve(config, &fail_log, &watches, &cx.socket);
     let watched = watch(config, &parts, watches);
-    let listener = starting.end();
-    let (watchers, watches) = watched.map_err(|e| {
-        // A backend the config asks for that cannot run is the config's problem.
-        let forced = matches!(
-            e.downcast_ref::<crate::watch::WatchError>(),
-            Some(crate::watch::WatchError::Unavailable { .. })
-        );
-        fail(detached, if forced { usage(e) } else { runtime(e) })
-    })?;
+    let (watchers, watches) = match watched {
+        Ok(w) => w,
+        Err(e) => {
+            starting.end();
+            // A backend the config asks for that cannot run is the config's problem.
+            let forced = matches!(
+                e.downcast_ref::<crate::watch::WatchError>(),
+                Some(crate::watch::WatchError::Unavailable { .. })
+            );
+            return Err(fail(detached, if forced { usage(e) } else { runtime(e) }));
+        }
+    };
     let mut next = Prepared {
         config: config.clone(),
         parts,
         watchers,
         watches,
-        listener,
+        listener: None,
+        starting: Some(starting),
     };
     let mut fail_log = fail_log;
     let mut first = true;
@@ -221,7 +228,9 @@ impl Starting {
                 last_full_sync: None,
                 remotes: Vec::new(),
             };
-            status::Status::new(snap, w.load(Ordering::Relaxed), &file).with_watch_unit(unit)
+            status::Status::new(snap, w.load(Ordering::Relaxed), &file)
+                .with_watch_unit(unit)
+                .with_progress(sync::progress::running())
         });
         let answers = Arc::clone(&source);
         // Not bound now: the pipeline binds it again and says why.
@@ -343,6 +352,7 @@ fn prepare_reload(running: &Config, cx: &Ctx) -> anyhow::Result<Prepared> {
         watchers,
         watches,
         listener,
+        starting: None,
     })
 }
 
@@ -360,6 +370,7 @@ fn run(
         watchers,
         watches,
         listener,
+        starting,
     } = prepared;
     let config = &config;
     let args = cx.args;
@@ -394,13 +405,18 @@ fn run(
     let roots = pipeline.roots_health().to_vec();
 
     // Before the workers start: a rebuild's walk must come before its full syncs.
-    let index = super::warm::start(
+    let (index, _) = super::warm::start(
         config,
         &walked_roots,
         &mirror,
         first && args.full_first,
+        false,
         pipeline.links(),
     );
+    let listener = match starting {
+        Some(s) => s.end(),
+        None => listener,
+    };
     let checkpoints = super::warm::checkpoints(Arc::clone(&index), Arc::clone(&stop))
         .map_err(|e| fail(detached, runtime(anyhow::Error::new(e))))?;
     pipeline.attach(checkpoints);
@@ -429,6 +445,7 @@ fn run(
                 .with_watch_unit(unit)
                 .with_roots(roots.iter().map(|r| r.report()).collect())
                 .with_verify(v.as_ref().map(|v| v.results()).unwrap_or_default())
+                .with_progress(sync::progress::running())
         })
     };
     if let Some((host, port)) = &config.host {

@@ -12,6 +12,7 @@ mod ask_status;
 mod commands;
 mod live;
 pub(crate) mod module;
+mod once;
 mod pipeline;
 mod replay;
 mod test_config;
@@ -31,6 +32,7 @@ use crate::sys::fsafe;
 
 pub use ask_status::status;
 pub use live::live;
+pub use once::once;
 pub use replay::replay;
 pub use test_config::test_config;
 pub use verify::verify;
@@ -51,6 +53,8 @@ pub enum Mode {
     WaitSynced,
     /// `--verify`: compare every remote with the source, change nothing.
     Verify,
+    /// `--once`: bring every remote level and exit.
+    Once,
     /// Watch and sync.
     Live,
 }
@@ -71,6 +75,8 @@ impl Mode {
             Mode::Replay
         } else if args.wait_synced {
             Mode::WaitSynced
+        } else if args.once {
+            Mode::Once
         } else {
             Mode::Live
         }
@@ -158,7 +164,7 @@ pub(crate) fn load(path: &std::path::Path, args: &Args) -> Result<Config, Exit> 
             config.file.display()
         );
     }
-    if Mode::of(args) == Mode::Live {
+    if matches!(Mode::of(args), Mode::Live | Mode::Once) {
         if let Some(warning) = plugin_warning(&config) {
             log::warn!("{warning}");
         }

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::filter::Excludes;
 use crate::sync::index::{self, Found, Kind, Recorder};
 use crate::sync::links::Links;
+use crate::sync::progress::Task;
 
 use crate::sync::job::Entry;
 use crate::sync::queue::Item;
@@ -24,27 +25,44 @@ pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// Loads the index of `config`, tells `mirror` to record in it, and per watch root
 /// (`roots`, with their excludes): under `rebuild` (`-r`, before the full syncs are
 /// queued) walks the tree as the root's index to be; else, with a usable index, walks
-/// the tree and queues what differs from it; without one, says why in one line. What a
-/// walk finds under several names goes to `links` (the filter thread's, by the root's
-/// place in `roots`).
+/// the tree and queues what differs from it; without one, says why in one line (and
+/// under `full_without_index`, `--once`, queues a full sync of the root's remotes and
+/// makes its index from it). What a walk finds under several names goes to `links` (the
+/// filter thread's, by the root's place in `roots`). Returns the recorder and how many
+/// roots could not be walked (so what changed there while stopped is not queued).
 pub(crate) fn start(
     config: &Config,
     roots: &[(PathBuf, Excludes)],
     mirror: &Mirror,
     rebuild: bool,
+    full_without_index: bool,
     links: &Mutex<Links>,
-) -> Arc<Recorder> {
+) -> (Arc<Recorder>, usize) {
     let path = index::path_for(&config.fail_log);
     let (rec, found) = Recorder::load(path, mirror.targets());
     let rec = Arc::new(rec);
+    let mut unwalked = 0;
     for (root, found) in found {
         let Some((at, (_, excludes))) = roots.iter().enumerate().find(|(_, (r, _))| *r == root)
         else {
             continue;
         };
         let started = Instant::now();
-        let walked = || {
-            let tree = index::walk(&root, excludes)
+        // The index's tree, kept out of `found` for the walk to count changes against.
+        let (old_tree, found) = match found {
+            Found::Level(old, relist, added) => {
+                (Some(old), Found::Level(index::Tree::new(), relist, added))
+            }
+            f => (None, f),
+        };
+        let old = old_tree.as_ref().filter(|_| !rebuild);
+        let what = match old {
+            Some(_) => format!("catch-up of {}", root.display()),
+            None => format!("walk of {} for its index", root.display()),
+        };
+        let mut walked = || {
+            let task = Task::start(what.clone(), true, None);
+            let tree = index::walk_counted(&root, excludes, Some((task.counts(), old)))
                 .inspect_err(|e| log::warn!("cannot walk {} for the index: {e}", root.display()));
             if let Ok(tree) = &tree {
                 let files = tree
@@ -52,6 +70,9 @@ pub(crate) fn start(
                     .filter(|(_, m)| m.kind == Kind::File)
                     .map(|(p, m)| (p.clone(), (m.dev, m.ino)));
                 (links.lock().unwrap_or_else(|e| e.into_inner())).learn_walk(at, files);
+            }
+            if tree.is_err() {
+                unwalked += 1;
             }
             tree
         };
@@ -79,14 +100,28 @@ pub(crate) fn start(
                     rec.rebuild(&root, tree);
                 }
             }
+            (false, Found::Not(why)) if full_without_index => {
+                log::info!(
+                    "no warm-restart index for {}: {why}; full sync of its remotes, and \
+                     the index made from it",
+                    root.display()
+                );
+                if let Ok(tree) = walked() {
+                    rec.rebuild(&root, tree);
+                }
+                mirror
+                    .queue()
+                    .push_full(&workers::remotes_of(mirror.targets(), &root));
+            }
             (false, Found::Not(why)) => log::warn!(
                 "warm restart off for {}: {why}; what changed while no agent ran reaches \
                  the remotes only by -r (which makes the index) or a full sync",
                 root.display()
             ),
-            (false, Found::Level(old, relist, added)) => {
+            (false, Found::Level(_, relist, added)) => {
                 let Ok(tree) = walked() else { continue };
-                let d = index::diff(&old, &tree);
+                let Some(old) = old else { continue };
+                let d = index::diff(old, &tree);
                 let unknown = (old.values())
                     .filter(|m| m.kind == index::Kind::Unknown)
                     .count();
@@ -144,7 +179,7 @@ pub(crate) fn start(
         );
     }
     mirror.record_in(Arc::clone(&rec));
-    rec
+    (rec, unwalked)
 }
 
 /// At the stop, once the workers ended: the index written as stopped.

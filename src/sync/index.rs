@@ -655,9 +655,25 @@ pub fn stat(root: &Path, rel: &Path) -> Option<Meta> {
 /// `excludes` keep out and temporary names. A directory that cannot be read is left out
 /// with what is below it (and so pushed or deleted as a difference: never skipped).
 pub fn walk(root: &Path, excludes: &Excludes) -> std::io::Result<Tree> {
+    walk_counted(root, excludes, None)
+}
+
+/// [`walk`], counting each entry into `progress` and, against the index `old`, each one
+/// new or changed (a rename counts as new here; [`diff`] tells them apart after).
+pub fn walk_counted(
+    root: &Path,
+    excludes: &Excludes,
+    progress: Option<(&super::progress::Counts, Option<&Tree>)>,
+) -> std::io::Result<Tree> {
     use rayon::prelude::*;
+    type Progress<'a> = Option<(&'a super::progress::Counts, Option<&'a Tree>)>;
     let top = crate::sys::fsafe::open_dir_beneath(root, Path::new(""))?;
-    fn one(dir: &std::fs::File, rel: &Path, ex: &Excludes) -> Vec<(PathBuf, Meta)> {
+    fn one(
+        dir: &std::fs::File,
+        rel: &Path,
+        ex: &Excludes,
+        pr: Progress<'_>,
+    ) -> Vec<(PathBuf, Meta)> {
         let Ok(rd) = crate::sys::fsafe::read_dir_of(dir) else {
             return Vec::new();
         };
@@ -682,13 +698,20 @@ pub fn walk(root: &Path, excludes: &Excludes) -> std::io::Result<Tree> {
             if md.is_dir() {
                 subdirs.push((name, p.clone()));
             }
-            found.push((p, Meta::of(&md, link)));
+            let meta = Meta::of(&md, link);
+            if let Some((counts, old)) = pr {
+                counts.entry();
+                if old.is_some_and(|old| old.get(&p) != Some(&meta)) {
+                    counts.change();
+                }
+            }
+            found.push((p, meta));
         }
         let below: Vec<Vec<(PathBuf, Meta)>> = subdirs
             .par_iter()
             .map(
                 |(name, p)| match crate::sys::fsafe::open_subdir(dir, name) {
-                    Ok(d) => one(&d, p, ex),
+                    Ok(d) => one(&d, p, ex, pr),
                     Err(_) => Vec::new(),
                 },
             )
@@ -696,7 +719,9 @@ pub fn walk(root: &Path, excludes: &Excludes) -> std::io::Result<Tree> {
         found.extend(below.into_iter().flatten());
         found
     }
-    Ok(one(&top, Path::new(""), excludes).into_iter().collect())
+    Ok(one(&top, Path::new(""), excludes, progress)
+        .into_iter()
+        .collect())
 }
 
 /// The entries of the directory `root/dir` with their metadata, temporary names left
@@ -1126,9 +1151,16 @@ impl Recorder {
         let mut out = Vec::with_capacity(paths.len());
         for p in paths {
             if p.listing {
-                // A listing of a directory gone: its delete.
-                if stat(root, &p.path).is_none() {
-                    out.push((p.path.clone(), None));
+                // A listing of a directory gone: its delete. Of one there: the
+                // directory itself, which it sends too (a directory known only from
+                // its listing was not entered: pushed again at every start, and its
+                // delete while no agent ran was lost).
+                match stat(root, &p.path) {
+                    None => out.push((p.path.clone(), None)),
+                    Some(m) if !p.path.as_os_str().is_empty() => {
+                        out.push((p.path.clone(), Some(m)))
+                    }
+                    Some(_) => {}
                 }
                 // Of one there: what it sends, its entries (the caller leaves out those
                 // the excludes keep out of it).

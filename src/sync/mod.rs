@@ -16,6 +16,7 @@ pub mod job;
 pub mod ledger;
 pub mod links;
 pub mod lockorder;
+pub mod progress;
 pub mod queue;
 pub mod recovery;
 pub mod rsync;

@@ -31,6 +31,25 @@ pub struct Status {
     /// The last `<verify>` result per remote (those verified since the start).
     #[serde(default)]
     pub verify: Vec<VerifyStatus>,
+    /// The long tasks running now (a catch-up walk, a full sync): what, since when, and
+    /// for a walk the entries compared and changes found so far.
+    #[serde(default)]
+    pub progress: Vec<ProgressStatus>,
+}
+
+/// One long task running now (see `sync::progress`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProgressStatus {
+    pub what: String,
+    /// When it started (RFC 3339, UTC).
+    pub since: String,
+    pub seconds: f64,
+    /// A walk: entries compared so far, per second, and changes found so far.
+    pub entries: Option<u64>,
+    pub per_second: Option<f64>,
+    pub changes: Option<u64>,
+    /// The line the log shows for it.
+    pub line: String,
 }
 
 /// One remote's last verification (`<verify>`).
@@ -241,7 +260,25 @@ impl Status {
                 .collect(),
             roots: Vec::new(),
             verify: Vec::new(),
+            progress: Vec::new(),
         }
+    }
+
+    /// Adds the long tasks running now.
+    pub fn with_progress(mut self, running: Vec<crate::sync::progress::Report>) -> Status {
+        self.progress = running
+            .into_iter()
+            .map(|r| ProgressStatus {
+                line: r.line(),
+                per_second: r.per_second(),
+                since: rfc3339(unix_seconds(r.since)),
+                what: r.what,
+                seconds: r.seconds,
+                entries: r.entries,
+                changes: r.changes,
+            })
+            .collect();
+        self
     }
 
     /// Says what `watches` counts (see [`Status::watch_unit`]).

@@ -123,6 +123,9 @@ pub fn render(s: &Status) -> String {
             }
         ));
     }
+    for r in &s.progress {
+        out.push_str(&format!("in progress: {}\n", p(&r.line)));
+    }
     for v in &s.verify {
         out.push_str(&format!(
             "verified {} at {}: {}\n",

@@ -27,6 +27,7 @@ pub(super) fn source() -> Source {
         remotes: Vec::new(),
         roots: Vec::new(),
         verify: Vec::new(),
+        progress: Vec::new(),
     })
 }
 

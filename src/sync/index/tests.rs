@@ -514,6 +514,34 @@ fn what_a_listing_sent_is_entered_and_its_delete_found_at_the_next_start() {
     assert_eq!(d.deleted, vec![(PathBuf::from("d/e.txt"), false)]);
 }
 
+// A directory known only from a listing (made, then pushed as its listing alone) was not
+// entered itself: the next start pushed it again, and when it was deleted while no agent
+// ran only its entries were deleted on the remotes, never the directory.
+#[test]
+fn a_directory_known_only_from_its_listing_is_entered_and_its_delete_found() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    std::fs::create_dir_all(root.join("d/sub")).expect("mkdir d/sub");
+    std::fs::write(root.join("d/e.txt"), "e").expect("write");
+    push_both(&rec, &root, &Job::Paths(vec![Entry::listing("d")]));
+    rec.finish().expect("write");
+    let index = read_back(&path).0;
+    assert_eq!(
+        index.get(Path::new("d")),
+        stat(&root, Path::new("d")).as_ref(),
+        "the directory itself is entered"
+    );
+    let d = diff(&index, &walk(&root, &Excludes::default()).expect("walk"));
+    assert!(
+        !d.changed.contains(&PathBuf::from("d")),
+        "not pushed again at the next start: {d:?}"
+    );
+    std::fs::remove_dir_all(root.join("d")).expect("rm -r d");
+    let d = diff(&index, &walk(&root, &Excludes::default()).expect("walk"));
+    assert_eq!(d.deleted, vec![(PathBuf::from("d"), true)]);
+}
+
 #[test]
 fn an_index_not_marked_stopped_needs_its_journal_and_a_torn_one_or_one_for_other_remotes_is_not_used(
 ) {
