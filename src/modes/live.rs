@@ -395,7 +395,7 @@ fn run(
 
     // Before the workers start: a rebuild's walk must come before its full syncs.
     let index = super::warm::start(
-        config,
+        &config.fail_log,
         &walked_roots,
         &mirror,
         first && args.full_first,

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
 use crate::filter::Excludes;
 use crate::sync::index::{self, Found, Kind, Recorder};
 use crate::sync::links::Links;
@@ -21,20 +20,20 @@ use crate::sys::Stop;
 /// How often the index is written while anything changed.
 pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
-/// Loads the index of `config`, tells `mirror` to record in it, and per watch root
+/// Loads the index beside `fail_log` (the config's), tells `mirror` to record in it, and per watch root
 /// (`roots`, with their excludes): under `rebuild` (`-r`, before the full syncs are
 /// queued) walks the tree as the root's index to be; else, with a usable index, walks
 /// the tree and queues what differs from it; without one, says why in one line. What a
 /// walk finds under several names goes to `links` (the filter thread's, by the root's
 /// place in `roots`).
 pub(crate) fn start(
-    config: &Config,
+    fail_log: &std::path::Path,
     roots: &[(PathBuf, Excludes)],
     mirror: &Mirror,
     rebuild: bool,
     links: &Mutex<Links>,
 ) -> Arc<Recorder> {
-    let path = index::path_for(&config.fail_log);
+    let path = index::path_for(fail_log);
     let (rec, found) = Recorder::load(path, mirror.targets());
     let rec = Arc::new(rec);
     for (root, found) in found {
