@@ -617,6 +617,31 @@ mod tests {
         );
     }
 
+    // docs/config.md is the operator's reference: every element the parser accepts has
+    // a heading of its own there (its path, as this list writes it), and the section
+    // under it names each of its attributes. A name added here without its entry there
+    // fails this test.
+    #[test]
+    fn the_config_reference_lists_every_element_and_attribute() {
+        let doc = include_str!("../../docs/config.md");
+        for e in ELEMENTS {
+            let heading = format!("\n### `<{}>`\n", e.path);
+            let Some(start) = doc.find(&heading) else {
+                panic!("docs/config.md has no heading ### `<{}>`", e.path);
+            };
+            let rest = &doc[start + heading.len()..];
+            let section = &rest[..rest.find("\n#").unwrap_or(rest.len())];
+            for at in e.attributes {
+                assert!(
+                    section.contains(&format!("| `{}=` |", at.name)),
+                    "docs/config.md: the section of <{}> has no row for {}=",
+                    e.path,
+                    at.name
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_man_page_lists_every_element_and_attribute() {
         let page = man_page("1.0");

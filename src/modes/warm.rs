@@ -1,4 +1,4 @@
-//! Warm restart at start (README, "Warm restart"): the index of what every remote was
+//! Warm restart at start (docs/guide.md, "Warm restart and the index"): the index of what every remote was
 //! sent (`src/sync/index.rs`) is loaded, each watch root walked (stat only) and what
 //! differs queued; under `-r` the walk becomes the root's new index once its full
 //! syncs landed. Then the index is checkpointed while the pipeline runs and at the stop.

@@ -1,7 +1,7 @@
 //! The warm-restart index: per watch root, the tree as last pushed to every remote
 //! (path, type, size, mtime and ctime in nanoseconds, inode and device, mode, link
 //! target), so that a start without `-r` finds what changed while no agent ran by a
-//! stat-only walk and pushes only that (see README, "Warm restart").
+//! stat-only walk and pushes only that (see docs/guide.md, "Warm restart and the index").
 //!
 //! What an entry says is what every remote of its root was sent: the metadata taken
 //! before the push that carried the path ([`Recorder::before`]), entered once every
@@ -491,7 +491,7 @@ impl<'a> Reader<'a> {
 
 /// [`decode_stamped`] without the stamp (tests).
 #[cfg(test)]
-pub fn decode(bytes: &[u8]) -> Result<(Vec<Section>, bool), String> {
+fn decode(bytes: &[u8]) -> Result<(Vec<Section>, bool), String> {
     decode_stamped(bytes)
         .map(|(s, running, _)| (s, running))
         .map_err(|e| e.why)

@@ -576,7 +576,7 @@ fn warn_full() {
         "more than {} names of hard-linked files seen: the names of further ones are not \
          kept, and a write through one of them may leave its other names as they were on \
          the remotes; a full sync (-r, a <crontab> full sync, --replay of a full sync) \
-         levels them (README, \"Hard links\")",
+         levels them (docs/guide.md, \"Hard links\")",
         super::links::MAX_NAMES
     );
 }

@@ -16,7 +16,7 @@
 //! how to level the remotes), and a write through one of those files leaves its other
 //! names as they are on the remotes until a full sync.
 //!
-//! Names linked before the agent started and never seen since are not known (README,
+//! Names linked before the agent started and never seen since are not known (docs/guide.md,
 //! "Hard links").
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -490,6 +490,7 @@ impl Mirror {
             .find(|h| h.path() == root.as_path())?
             .check()
             .err()
+            .map(|e| e.to_string())
     }
 
     /// Keeps a job for a root that is not there in the fail log, untried (a rename as
@@ -1020,12 +1021,12 @@ impl Mirror {
             // Plain: the side that is too long is left out there.
             return None;
         }
-        if self.excludes[t.0].excludes_only_as_directory(to)
-            && std::fs::symlink_metadata(root.join(to)).is_ok_and(|m| m.is_dir())
-        {
-            // The new side is a directory the `<filter>` excludes only as a directory
-            // now (made there since the rename): plain, where it goes as its parent's
-            // listing (see `sent_paths`) and is not sent (simulator seed 3080974).
+        if self.excludes[t.0].excludes_only_as_directory(to) {
+            // The new side has a name the `<filter>` excludes only as a directory: plain,
+            // where it goes as its parent's listing if it is such a directory when its
+            // call is built (see `sent_paths`) and is not sent (simulator seed 3080974).
+            // Also when it is not one now: it may become one before rsync reads the
+            // tree, and the rename's own call would send it (4080833).
             return None;
         }
         let target = &*self.target_for_call(t);
@@ -1613,14 +1614,14 @@ impl Mirror {
 
     /// At the stop: the fail log written if its last write failed. `Err` names the
     /// entries that could not be kept, the path and the error.
-    pub fn final_save(&self) -> Result<(), String> {
+    pub fn final_save(&self) -> anyhow::Result<()> {
         if !self.unsaved() {
             return Ok(());
         }
         let fl = self.fail_log();
         self.try_save(&fl).map_err(|e| {
             let n = self.owed() + fl.unknown_len();
-            format!(
+            anyhow::anyhow!(
                 "{n} owed entr{} could NOT be kept: cannot write the fail log {} ({e}); \
                  they are lost with this process: run a full sync (-r) at the next start",
                 if n == 1 { "y" } else { "ies" },
@@ -1769,8 +1770,13 @@ fn prunable(root: &Path, paths: &[Entry]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The paths of `job` (plain or listed) that are now directories the `<filter>` excludes
-/// only as directories (see [`sent_paths`]).
+/// The paths of `job` (plain or listed) that the `<filter>` excludes only as directories
+/// and that are not a file or link now: a directory (see [`sent_paths`]), or gone. A
+/// gone one goes as its parent's listing too: its push is a delete of what the remote
+/// holds there, and if the name became such a directory before rsync read the tree,
+/// rsync would keep the directory out and the remote's file of that name would stay
+/// for good (no event tells of an excluded directory coming or going: simulator seed
+/// 4093419). Its parent's listing deletes that file whatever the name is by then.
 fn excluded_directories(root: &Path, excludes: &Excludes, job: &Job) -> Vec<PathBuf> {
     let Job::Paths(paths) = job else {
         return Vec::new();
@@ -1779,7 +1785,7 @@ fn excluded_directories(root: &Path, excludes: &Excludes, job: &Job) -> Vec<Path
         .iter()
         .filter(|e| {
             excludes.excludes_only_as_directory(&e.path)
-                && std::fs::symlink_metadata(root.join(&e.path)).is_ok_and(|m| m.is_dir())
+                && !std::fs::symlink_metadata(root.join(&e.path)).is_ok_and(|m| !m.is_dir())
         })
         .map(|e| e.path.clone())
         .collect()

@@ -301,6 +301,14 @@ fn seeds_that_found_defects_stay_fixed() {
         // A rename's new side made an excluded-only-as-a-directory directory before its
         // push: the rename's own push sent it (3080974).
         (3_080_974, Faults::DEFAULT),
+        // A file's delete under a directory-only excluded name (`e`) pushed while `e`
+        // became such a directory (and left again): rsync kept the directory out and the
+        // remote's file stayed (4093419).
+        (4_093_419, Faults::DEFAULT),
+        (4_109_553, Faults::DEFAULT),
+        // A rename to a directory-only excluded name whose new side became such a
+        // directory after the rename's call was built: the call sent it (4080833).
+        (4_080_833, Faults::DEFAULT),
         (7_959, with_link_writes),
         (4_135, with_link_writes),
         (330, dir_only),
