@@ -89,6 +89,38 @@ fn crate_paths(text: &str, module: &str) -> Vec<String> {
     out
 }
 
+/// Modules declared test-only in a file of their own (`#[cfg(test)] mod x;`): test
+/// code, as a `#[cfg(test)] mod x { ... }` block is.
+fn test_modules(src: &Path, files: &[std::path::PathBuf]) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(src).expect("under src").to_string_lossy();
+        let module = match rel.as_ref() {
+            "main.rs" | "lib.rs" => String::new(),
+            r => module_of(r),
+        };
+        let text = std::fs::read_to_string(f).expect("read source");
+        for (at, _) in text.match_indices("#[cfg(test)]") {
+            let after = text[at + "#[cfg(test)]".len()..].trim_start();
+            let Some(decl) = after.strip_prefix("mod ") else {
+                continue;
+            };
+            let Some((name, _)) = decl.split_once(';') else {
+                continue;
+            };
+            let name = name.trim();
+            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                out.push(if module.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{module}::{name}")
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Import edges between modules (`depth` path segments), test code left out.
 fn edges(src: &Path, depth: usize) -> BTreeMap<String, BTreeSet<String>> {
     let mut files = Vec::new();
@@ -106,6 +138,7 @@ fn edges(src: &Path, depth: usize) -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     let cut = |m: &str| m.split("::").take(depth).collect::<Vec<_>>().join("::");
+    let test_only = test_modules(src, &files);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for f in files {
         let rel = f.strip_prefix(src).expect("under src").to_string_lossy();
@@ -113,6 +146,9 @@ fn edges(src: &Path, depth: usize) -> BTreeMap<String, BTreeSet<String>> {
             continue;
         }
         let module = module_of(&rel);
+        if (test_only.iter()).any(|t| module == *t || module.starts_with(&format!("{t}::"))) {
+            continue;
+        }
         let from = cut(&module);
         let text = strip_tests(&std::fs::read_to_string(&f).expect("read source"));
         let entry = graph.entry(from.clone()).or_default();

@@ -589,3 +589,74 @@ fn once_with_a_remote_down_exits_1_and_the_fail_log_holds_what_is_owed() {
     assert_level(&s);
     assert!(!s.dir.join("fail.sh").exists(), "nothing owed");
 }
+
+/// `count` releases in `<dir>/build/r<n>/app`: forty directories, each with files named
+/// after their release (a file of an older release left on a remote shows as one).
+fn releases(s: &Setup, count: usize) {
+    for n in 0..count {
+        for d in 0..40 {
+            for f in 0..5 {
+                s.dir.write(
+                    format!("build/r{n}/app/d{d}/r{n}-{f}.txt"),
+                    format!("release {n} file {f}"),
+                );
+            }
+        }
+    }
+}
+
+/// `rm -rf src/app/d<i> && cp -a build/r<n>/app/d<i> src/app/d<i>` for every directory,
+/// for each release in `from..to`, one after the other, in a shell of its own (the
+/// caller waits for it).
+fn deploy(s: &Setup, from: usize, to: usize) -> std::process::Child {
+    let script: Vec<String> = (from..to)
+        .map(|n| {
+            format!(
+                "for d in $(ls build/r{n}/app); do rm -rf src/app/$d && cp -a build/r{n}/app/$d src/app/$d; done"
+            )
+        })
+        .collect();
+    std::process::Command::new("sh")
+        .arg("-ec")
+        .arg(format!("mkdir -p src/app\n{}", script.join("\n")))
+        .current_dir(s.dir.join("."))
+        .spawn()
+        .expect("spawn the deploy")
+}
+
+// SIGTERM while a deploy replaces directories (`rm -rf d && cp -a build/d d`, several
+// releases in a row) is being pushed, the deploy going on after the stop, then a start
+// without -r: every remote ends equal to the source, no file of an older release left
+// on one.
+#[test]
+fn a_sigterm_in_the_middle_of_a_deploy_and_a_start_without_r_leave_every_remote_equal() {
+    let s = Setup::new("warm-deploy");
+    let rounds = 6;
+    releases(&s, 1 + 3 * rounds);
+    let mut first = deploy(&s, 0, 1);
+    assert!(first.wait().expect("wait for the deploy").success());
+    let mut agent = start_level(&s);
+    for round in 0..rounds {
+        let from = 1 + 3 * round;
+        let mut running = deploy(&s, from, from + 3);
+        // Stopped once the pushes of the deploy have begun to land.
+        let landed = s.a.data_dir().join(format!("app/d0/r{from}-0.txt"));
+        wait_until("the deploy begins to reach a remote", DEADLINE, || {
+            landed.exists()
+        });
+        agent.stop();
+        assert!(running.wait().expect("wait for the deploy").success());
+        agent = Agent::start(&s.dir, &s.conf(), &[]);
+        let log = agent.log();
+        assert!(
+            log.contains("catch-up of"),
+            "round {round}: a catch-up from the index; log:\n{}",
+            tail(&log, 40)
+        );
+        s.wait(
+            &mut agent,
+            &format!("round {round}: the restart after the deploy"),
+        );
+    }
+    agent.stop();
+}

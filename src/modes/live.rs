@@ -406,7 +406,7 @@ fn run(
 
     // Before the workers start: a rebuild's walk must come before its full syncs.
     let (index, _) = super::warm::start(
-        config,
+        &config.fail_log,
         &walked_roots,
         &mirror,
         first && args.full_first,

@@ -18,7 +18,7 @@ mod replay;
 mod test_config;
 mod verify;
 mod wait_synced;
-mod warm;
+pub(crate) mod warm;
 
 use std::path::PathBuf;
 

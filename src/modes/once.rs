@@ -42,7 +42,7 @@ pub fn once(config: &Config, args: &Args) -> Result<u8, Exit> {
     };
     let (mut pipeline, mirror) = Pipeline::sync(config, parts, fail_log, None, opts);
     let (index, unwalked) = super::warm::start(
-        config,
+        &config.fail_log,
         &roots,
         &mirror,
         args.full_first,

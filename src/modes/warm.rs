@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
 use crate::filter::Excludes;
 use crate::sync::index::{self, Found, Kind, Recorder};
 use crate::sync::links::Links;
@@ -22,7 +21,7 @@ use crate::sys::Stop;
 /// How often the index is written while anything changed.
 pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
-/// Loads the index of `config`, tells `mirror` to record in it, and per watch root
+/// Loads the index beside `fail_log` (the config's), tells `mirror` to record in it, and per watch root
 /// (`roots`, with their excludes): under `rebuild` (`-r`, before the full syncs are
 /// queued) walks the tree as the root's index to be; else, with a usable index, walks
 /// the tree and queues what differs from it; without one, says why in one line (and
@@ -31,14 +30,14 @@ pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// filter thread's, by the root's place in `roots`). Returns the recorder and how many
 /// roots could not be walked (so what changed there while stopped is not queued).
 pub(crate) fn start(
-    config: &Config,
+    fail_log: &std::path::Path,
     roots: &[(PathBuf, Excludes)],
     mirror: &Mirror,
     rebuild: bool,
     full_without_index: bool,
     links: &Mutex<Links>,
 ) -> (Arc<Recorder>, usize) {
-    let path = index::path_for(&config.fail_log);
+    let path = index::path_for(fail_log);
     let (rec, found) = Recorder::load(path, mirror.targets());
     let rec = Arc::new(rec);
     let mut unwalked = 0;

@@ -795,6 +795,13 @@ struct Journal {
     /// Listings a killed agent's journal named, to be pushed again: kept in every
     /// journal until a push of them begins.
     relist: HashSet<Rec>,
+    /// Full syncs begun for a level root outside a rebuild (after a kernel queue
+    /// overflow, the root found again, a fail log's): what they sent is not in the
+    /// index (a path the remotes got from them and the index lacks would stay there
+    /// after it is deleted while no agent runs). Kept in every journal, the file marked
+    /// as written while running even at the stop, so that the next start does a full
+    /// sync and rebuilds the index.
+    full_ran: HashSet<Rec>,
     /// A write failed and was said; said again when one works.
     failing: bool,
 }
@@ -949,7 +956,8 @@ impl Recorder {
                         )),
                         Some(_) if full => Found::Unclean(format!(
                             "a full sync ran after the last checkpoint of the index {} (or \
-                             was running at it) and its agent did not stop",
+                             was running at it) and its agent did not stop, or ran outside a \
+                             rebuild of it (what it sent is not in the index)",
                             path.display()
                         )),
                         Some(i) => {
@@ -1012,6 +1020,7 @@ impl Recorder {
                 carry: Vec::new(),
                 running: HashMap::new(),
                 relist: relisted,
+                full_ran: HashSet::new(),
                 failing: false,
             }),
             writing: Mutex::new(()),
@@ -1081,6 +1090,9 @@ impl Recorder {
             recs
         };
         let mut j = self.journal();
+        if matches!(job, Job::Full) {
+            j.full_ran.extend(recs.iter().cloned());
+        }
         for x in &recs {
             *j.running.entry(x.clone()).or_insert(0) += 1;
             j.since.insert(x.clone());
@@ -1300,7 +1312,10 @@ impl Recorder {
     /// its journal removed. Pushes still running (a worker that did not end in its
     /// grace time) keep it marked running, with its journal.
     pub fn finish(&self) -> std::io::Result<()> {
-        let running = self.journal().running.len();
+        let (running, full_ran) = {
+            let j = self.journal();
+            (j.running.len(), !j.full_ran.is_empty())
+        };
         if running > 0 {
             log::warn!(
                 "index {}: {running} path(s) still being pushed at the stop; kept with its \
@@ -1308,7 +1323,14 @@ impl Recorder {
                 self.path.display()
             );
         }
-        self.write(running > 0, true)
+        if full_ran {
+            log::info!(
+                "index {}: a full sync ran that it does not record; kept with its journal, \
+                 so the next start does a full sync and rebuilds it",
+                self.path.display()
+            );
+        }
+        self.write(running > 0 || full_ran, true)
     }
 
     fn write(&self, running: bool, force: bool) -> std::io::Result<()> {
@@ -1369,6 +1391,7 @@ impl Recorder {
         let mut all: Vec<Rec> = (j.carry.iter())
             .chain(j.since.iter())
             .chain(j.relist.iter())
+            .chain(j.full_ran.iter())
             .cloned()
             .collect();
         all.sort();

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use super::{history, history_with, Faults};
 
 /// What a history's printed lines say it went through, by kind (for the fault mix).
-const KINDS: [(&str, &str); 18] = [
+const KINDS: [(&str, &str); 23] = [
     ("goes down", "outages"),
     ("agent stops", "stops"),
     ("agent starts again with -r", "restarts with -r"),
@@ -34,6 +34,14 @@ const KINDS: [(&str, &str); 18] = [
     ("agent reloads", "reloads"),
     ("watch root replaced", "roots replaced"),
     ("(hard link)", "hard links"),
+    ("agent killed (SIGKILL)", "kills"),
+    ("(index level)", "catch-ups from the index"),
+    ("(while stopped)", "changes while stopped"),
+    (
+        "with its mtime restored",
+        "rewrites with the mtime restored",
+    ),
+    ("is torn", "torn indexes or journals"),
 ];
 
 fn mix(history: &[String], totals: &mut [u64; KINDS.len()]) {
@@ -275,6 +283,11 @@ fn seeds_that_found_defects_stay_fixed() {
         outages: true,
         ..Faults::BASE
     };
+    // Every default fault and the warm restart's (`warm`).
+    let warm = Faults {
+        warm: true,
+        ..Faults::DEFAULT
+    };
     let seeds = [
         (384_708, Faults::BASE),
         (106_984, Faults::BASE),
@@ -324,6 +337,10 @@ fn seeds_that_found_defects_stay_fixed() {
         // The simulator's own: `ln b c; mv c b` (one file's two links) reported c moved
         // to b, which the kernel does not (rename(2) does nothing): c stayed, unpushed.
         (340_670, soak_mix),
+        // A full sync run outside a rebuild of the index (the root found again) sent
+        // a file the index did not know of; deleted while no agent ran, the catch-up
+        // never deleted it on the remotes (1777 of `warm`).
+        (1_777, warm),
     ];
     for (seed, faults) in seeds {
         let ended = history_with(seed, STEPS, faults);
