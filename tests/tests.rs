@@ -27,6 +27,7 @@ mod moves;
 mod outsider_a;
 mod outsider_b;
 mod package;
+mod remotes;
 mod scale;
 mod scenarios;
 mod security;

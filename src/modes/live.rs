@@ -373,11 +373,7 @@ fn run(
     let opts = Options {
         workers: args.workers,
         after_push: Runner::for_live(&config.plugins).map(|r| r as Arc<dyn AfterPush>),
-        ssh_control: config
-            .rsync
-            .ssh
-            .as_deref()
-            .map(|ssh| ssh_control_dir(&cx.socket, ssh)),
+        ssh_control: (!config.ssh_commands().is_empty()).then(|| cx.socket.clone()),
     };
     let watching = Watching {
         watchers,
