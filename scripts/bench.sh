@@ -31,6 +31,8 @@
 #                           lsyncd-d0"), one of them stopped; h = a relay (two hops);
 #                           printed on their own
 #   CONTENDERS="sersync2 sersync2-b1 floor lsyncd-d0 lsyncd-def iwrsync"
+#                           (and sersync2-base: the agent built from another commit,
+#                           BASE_BIN=path/to/sersync2, for a before/after in one run)
 #   E_SKIP="sersync2-b1"    contenders left out of case e (too slow to be worth it)
 #   LSYNCD_DEF_LAT_N=3      latency samples for lsyncd's default delay (15 s each), run 1 only
 #   WATCHER=inotify         sersync2's <watcher backend> (auto|inotify|fanotify, none: no
@@ -239,12 +241,15 @@ start_agent() {
     rm -f "$B/conf/fail-$mod.sh"
     t0=$(date +%s%N)
     case $who in
-        sersync2 | sersync2-b1)
+        sersync2 | sersync2-b1 | sersync2-base)
             sersync_conf "$root" "$mod" "$B/conf/sersync-$mod.xml"
-            local extra=()
+            local extra=() abin=$bin
             [ "$who" = sersync2-b1 ] && extra=(--batch 1)
+            if [ "$who" = sersync2-base ]; then
+                abin=${BASE_BIN:?sersync2-base needs BASE_BIN=path/to/another/sersync2}
+            fi
             t0=$(date +%s%N)
-            setsid "$bin" -o "$B/conf/sersync-$mod.xml" "${extra[@]}" 2>>"$log" &
+            setsid "$abin" -o "$B/conf/sersync-$mod.xml" "${extra[@]}" 2>>"$log" &
             ;;
         lsyncd-d0 | lsyncd-def)
             local d=0
@@ -355,7 +360,7 @@ if has "$CASES" a; then
             start_agent "$who" "$B/src" mod
             if ! ready "$who" ready_s; then stop_agent; continue; fi
             n=$LAT_N
-            [ "$who" = sersync2 ] || [ "$run" -le "$PEER_LAT_RUNS" ] || n=0
+            case $who in sersync2 | sersync2-base) ;; *) [ "$run" -le "$PEER_LAT_RUNS" ] || n=0 ;; esac
             if [ "$who" = lsyncd-def ]; then
                 n=0
                 [ "$run" = 1 ] && n=$LSYNCD_DEF_LAT_N

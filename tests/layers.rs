@@ -225,3 +225,190 @@ fn the_cycle_check_finds_a_planted_cycle() {
     assert_eq!(inner["b::x"], BTreeSet::from(["b::y".to_owned()]));
     assert!(find_cycle(&inner).is_some());
 }
+
+/// Every `pub` function (`pub(crate)` and `pub(super)` too) under `dir` whose return type
+/// holds a `Result<_, String>`, as `file: fn name`; test code left out (inline
+/// `#[cfg(test)] mod x { }` blocks, `tests.rs` files and files of `#[cfg(test)] mod x;`).
+/// ARCHITECTURE.md, "Errors": a caller gets a typed error or an `anyhow::Error`.
+fn string_errors(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut test_only = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read src").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read source");
+        // The folder a `mod x;` of this file names x in: `a/mod.rs`, `lib.rs` → `a/`,
+        // `src/`; `a/b.rs` → `a/b/`.
+        let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let base = if ["mod", "lib", "main"].contains(&stem) {
+            f.parent().expect("in a folder").to_path_buf()
+        } else {
+            f.with_extension("")
+        };
+        for (at, _) in text.match_indices("#[cfg(test)]") {
+            let after = text[at + "#[cfg(test)]".len()..].trim_start();
+            let after = after
+                .strip_prefix("pub(crate) ")
+                .or_else(|| after.strip_prefix("pub(super) "))
+                .or_else(|| after.strip_prefix("pub "))
+                .unwrap_or(after);
+            let Some(rest) = after.strip_prefix("mod ") else {
+                continue;
+            };
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if rest[name.len()..].trim_start().starts_with(';') {
+                test_only.insert(base.join(&name));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for f in files {
+        let is_test = f.file_name().is_some_and(|n| n == "tests.rs")
+            || test_only
+                .iter()
+                .any(|t| f.with_extension("") == *t || f.starts_with(t));
+        if is_test {
+            continue;
+        }
+        let text = strip_tests(&std::fs::read_to_string(&f).expect("read source"));
+        let rel = f
+            .strip_prefix(dir)
+            .expect("under dir")
+            .display()
+            .to_string();
+        for (at, _) in text.match_indices("fn ") {
+            let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+            // Only a visibility and qualifiers before `fn` on its line: `pub fn`,
+            // `pub(crate) const fn`, ...
+            let head = text[line_start..at].split_whitespace().collect::<Vec<_>>();
+            let qualifier = |w: &&str| ["const", "async", "unsafe", "extern", "\"C\""].contains(w);
+            if !head.first().is_some_and(|w| w.starts_with("pub"))
+                || !head[1..].iter().all(qualifier)
+            {
+                continue;
+            }
+            if let Some((name, ret)) = return_type(&text[at + 3..]) {
+                if holds_string_error(ret) {
+                    found.push(format!("{rel}: fn {name}"));
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The name and return type of the signature `text` starts with (after `fn `).
+fn return_type(text: &str) -> Option<(&str, &str)> {
+    let name_end = text.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))?;
+    let open = text.find('(')?;
+    let mut depth = 0;
+    let mut close = None;
+    for (i, c) in text[open..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    close = Some(open + i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let rest = text[close? + 1..].trim_start();
+    let ret = rest.strip_prefix("->")?;
+    let end = ret.find(['{', ';']).unwrap_or(ret.len());
+    let ret = ret[..end].split(" where ").next().unwrap_or("");
+    Some((&text[..name_end], ret))
+}
+
+/// Whether a type holds `Result<T, String>` anywhere in it.
+fn holds_string_error(ty: &str) -> bool {
+    ty.match_indices("Result<").any(|(at, _)| {
+        let inner = &ty[at + "Result<".len()..];
+        let mut depth = 0;
+        let mut args = vec![String::new()];
+        for c in inner.chars() {
+            match c {
+                '<' | '(' | '[' => depth += 1,
+                '>' | ')' | ']' if depth == 0 => break,
+                '>' | ')' | ']' => depth -= 1,
+                ',' if depth == 0 => {
+                    args.push(String::new());
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(last) = args.last_mut() {
+                last.push(c);
+            }
+        }
+        args.len() == 2 && ["String", "std::string::String"].contains(&args[1].trim())
+    })
+}
+
+#[test]
+fn no_public_function_returns_a_string_as_its_error() {
+    let found = string_errors(&src());
+    assert!(
+        found.is_empty(),
+        "public functions returning Result<_, String> (ARCHITECTURE.md, \"Errors\": a typed \
+         error where a caller decides on the kind, anyhow::Error where it only reports, or \
+         not public):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_string_error_check_finds_planted_ones() {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(d.path().join("m")).expect("mkdir");
+    std::fs::write(
+        d.path().join("lib.rs"),
+        "pub fn a() -> Result<(), String> { Ok(()) }\n\
+         pub(crate) fn b(\n    x: u8,\n) -> Result<Vec<u8>, String> {\n    todo!()\n}\n\
+         pub fn c(f: impl Fn() -> Result<(), String>) -> Vec<(String, Result<u16, String>)> {}\n\
+         fn private() -> Result<(), String> { Ok(()) }\n\
+         pub fn fine() -> Result<String, std::io::Error> { todo!() }\n\
+         pub fn fine_too(f: impl Fn() -> Result<(), String>) -> Result<(), Error> { todo!() }\n\
+         // pub fn commented() -> Result<(), String>\n\
+         #[cfg(test)]\nmod tests { pub fn t() -> Result<(), String> { Ok(()) } }\n\
+         pub(crate) const fn d() -> Result<u8, String> { Ok(0) }\n\
+         let pub_fn = 1; fn not_pub() -> Result<(), String> { Ok(()) }\n\
+         #[cfg(test)]\npub(crate) mod m;\n",
+    )
+    .expect("write");
+    std::fs::write(
+        d.path().join("m/x.rs"),
+        "pub fn test_only() -> Result<(), String> { Ok(()) }\n",
+    )
+    .expect("write");
+    std::fs::write(
+        d.path().join("tests.rs"),
+        "pub fn test_file() -> Result<(), String> { Ok(()) }\n",
+    )
+    .expect("write");
+    assert_eq!(
+        string_errors(d.path()),
+        [
+            "lib.rs: fn a",
+            "lib.rs: fn b",
+            "lib.rs: fn c",
+            "lib.rs: fn d"
+        ]
+    );
+}

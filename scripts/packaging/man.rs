@@ -19,7 +19,9 @@ fn main() -> ExitCode {
     {
         [] => sersync::cli::man::page().map_err(|e| e.to_string()),
         ["sersync2.xml.5"] => Ok(sersync::config_man_page(env!("CARGO_PKG_VERSION"))),
-        ["completion", shell] => sersync::cli::completions::script(shell),
+        ["completion", shell] => {
+            sersync::cli::completions::script(shell).map_err(|e| e.to_string())
+        }
         _ => Err("usage: sersync2-man [sersync2.xml.5 | completion bash|zsh|fish]".to_owned()),
     };
     let written = page.and_then(|page| {

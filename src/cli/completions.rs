@@ -15,17 +15,26 @@ pub const SHELLS: &[(&str, &str)] = &[
     ("fish", "sersync2.fish"),
 ];
 
+/// Why there is no completion script.
+#[derive(Debug, thiserror::Error)]
+pub enum CompletionError {
+    #[error("no completions for {0:?}: bash, zsh or fish")]
+    UnknownShell(String),
+    #[error("completion script is not UTF-8: {0}")]
+    NotUtf8(std::string::FromUtf8Error),
+}
+
 /// The completion script for `shell` (`bash`, `zsh` or `fish`).
-pub fn script(shell: &str) -> Result<String, String> {
+pub fn script(shell: &str) -> Result<String, CompletionError> {
     let shell = match shell {
         "bash" => Shell::Bash,
         "zsh" => Shell::Zsh,
         "fish" => Shell::Fish,
-        other => return Err(format!("no completions for {other:?}: bash, zsh or fish")),
+        other => return Err(CompletionError::UnknownShell(other.to_owned())),
     };
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut Args::command(), "sersync2", &mut out);
-    String::from_utf8(out).map_err(|e| format!("completion script is not UTF-8: {e}"))
+    String::from_utf8(out).map_err(CompletionError::NotUtf8)
 }
 
 #[cfg(test)]

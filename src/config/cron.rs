@@ -2,9 +2,22 @@
 
 use std::str::FromStr;
 
+/// Why a `<crontab schedule>` is not a cron expression.
+#[derive(Debug, thiserror::Error)]
+pub enum CronError {
+    #[error("a cron expression has 5 fields (or 6-7 with seconds), this has {0}")]
+    Fields(usize),
+    /// A crontab weekday number over 7.
+    #[error("weekday {0} is out of range 0-7")]
+    Weekday(String),
+    /// What the cron crate refuses.
+    #[error("bad cron expression: {0}")]
+    Invalid(cron::error::Error),
+}
+
 /// Parses a cron expression: standard 5-field crontab (minute hour day month weekday,
 /// weekday 0-7 with 0 and 7 Sunday), or 6/7 fields with seconds (and years) first.
-pub fn parse_cron(text: &str) -> Result<cron::Schedule, String> {
+pub fn parse_cron(text: &str) -> Result<cron::Schedule, CronError> {
     let fields: Vec<&str> = text.split_whitespace().collect();
     let full = match fields.len() {
         5 => {
@@ -15,23 +28,19 @@ pub fn parse_cron(text: &str) -> Result<cron::Schedule, String> {
             )
         }
         6 | 7 => fields.join(" "),
-        n => {
-            return Err(format!(
-                "a cron expression has 5 fields (or 6-7 with seconds), this has {n}"
-            ))
-        }
+        n => return Err(CronError::Fields(n)),
     };
-    cron::Schedule::from_str(&full).map_err(|e| format!("bad cron expression: {e}"))
+    cron::Schedule::from_str(&full).map_err(CronError::Invalid)
 }
 
 /// crontab numbers weekdays 0-7 from Sunday (0 and 7 both Sunday); the cron crate
 /// numbers them 1-7 from Sunday. Names pass through.
-fn crontab_weekdays(field: &str) -> Result<String, String> {
-    let map = |n: &str| -> Result<String, String> {
+fn crontab_weekdays(field: &str) -> Result<String, CronError> {
+    let map = |n: &str| -> Result<String, CronError> {
         match n.parse::<u8>() {
             Ok(d @ 0..=6) => Ok((d + 1).to_string()),
             Ok(7) => Ok("1".to_owned()),
-            Ok(_) => Err(format!("weekday {n} is out of range 0-7")),
+            Ok(_) => Err(CronError::Weekday(n.to_owned())),
             Err(_) => Ok(n.to_owned()),
         }
     };
@@ -88,10 +97,24 @@ mod tests {
     }
 
     #[test]
+    fn the_errors_read_as_before_they_were_typed() {
+        let text = |e: &str| parse_cron(e).err().map(|e| e.to_string());
+        assert_eq!(
+            text("every hour").as_deref(),
+            Some("a cron expression has 5 fields (or 6-7 with seconds), this has 2")
+        );
+        assert_eq!(
+            text("* * * * 9").as_deref(),
+            Some("weekday 9 is out of range 0-7")
+        );
+        assert!(text("61 * * * *").is_some_and(|t| t.starts_with("bad cron expression: ")));
+    }
+
+    #[test]
     fn sunday_is_zero_in_crontab() {
-        assert_eq!(crontab_weekdays("0").as_deref(), Ok("1"));
-        assert_eq!(crontab_weekdays("7").as_deref(), Ok("1"));
-        assert_eq!(crontab_weekdays("1-5").as_deref(), Ok("2-6"));
-        assert_eq!(crontab_weekdays("MON").as_deref(), Ok("MON"));
+        assert_eq!(crontab_weekdays("0").ok().as_deref(), Some("1"));
+        assert_eq!(crontab_weekdays("7").ok().as_deref(), Some("1"));
+        assert_eq!(crontab_weekdays("1-5").ok().as_deref(), Some("2-6"));
+        assert_eq!(crontab_weekdays("MON").ok().as_deref(), Some("MON"));
     }
 }

@@ -674,7 +674,7 @@ fn normalise_watch(path: &Path) -> PathBuf {
 /// a host name, given back without brackets (as a socket address takes it). Whether a
 /// name resolves and the address is this host's is for `-t` to find out: start-up
 /// never waits on the network.
-pub fn status_host(value: &str) -> Result<String, String> {
+fn status_host(value: &str) -> Result<String, String> {
     let v = value.trim();
     if v.is_empty() {
         return Err("empty: give an address such as 127.0.0.1 or ::1".into());

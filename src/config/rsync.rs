@@ -525,30 +525,41 @@ fn trusted_ssh(command: &str) -> Result<(), String> {
     }
 }
 
+/// Why rsync would refuse a daemon password file ([`judge_password_file`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordFileRefused {
+    /// Anything but a regular file (`mode`: its `st_mode`).
+    #[error("not a regular file but a {}", crate::sys::fsafe::kind_name(*.mode))]
+    NotRegular { mode: u32 },
+    /// Others may read or write it.
+    #[error(
+        "mode {:04o} lets others read or write it, and rsync refuses such a file \
+         (\"password file must not be other-accessible\"): chmod o-rwx it",
+        .mode & 0o7777
+    )]
+    OtherAccessible { mode: u32 },
+    /// rsync runs as root and root does not own it.
+    #[error(
+        "owned by {}, and rsync run as root refuses a password file root does not own \
+         (\"password file must be owned by root when running as root\"): chown root it",
+        crate::sys::fsafe::describe_user(*.owner)
+    )]
+    NotRootOwned { owner: u32 },
+}
+
 /// What rsync refuses in a daemon password file (its authenticate.c), for rsync run by
 /// real uid `running`: a file that others may read or write (`mode & 006`), and, when
 /// run as root, a file not owned by root. Group bits are allowed, as rsync allows them.
 /// Anything but a regular file is refused too (a fifo would hang every push).
-pub fn judge_password_file(running: u32, owner: u32, mode: u32) -> Result<(), String> {
+pub fn judge_password_file(running: u32, owner: u32, mode: u32) -> Result<(), PasswordFileRefused> {
     if mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(format!(
-            "not a regular file but a {}",
-            crate::sys::fsafe::kind_name(mode)
-        ));
+        return Err(PasswordFileRefused::NotRegular { mode });
     }
     if mode & 0o006 != 0 {
-        return Err(format!(
-            "mode {:04o} lets others read or write it, and rsync refuses such a file \
-             (\"password file must not be other-accessible\"): chmod o-rwx it",
-            mode & 0o7777
-        ));
+        return Err(PasswordFileRefused::OtherAccessible { mode });
     }
     if running == 0 && owner != 0 {
-        return Err(format!(
-            "owned by {}, and rsync run as root refuses a password file root does not own \
-             (\"password file must be owned by root when running as root\"): chown root it",
-            crate::sys::fsafe::describe_user(owner)
-        ));
+        return Err(PasswordFileRefused::NotRootOwned { owner });
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ use crate::sys::fsafe::kind_name;
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Why a file cannot be a config, from its `st_mode` (type bits included) and size.
-pub fn judge(mode: u32, size: u64) -> Result<(), String> {
+fn judge(mode: u32, size: u64) -> Result<(), String> {
     if mode & libc::S_IFMT != libc::S_IFREG {
         return Err(format!(
             "not a regular file but a {}: a config is read from a regular file only",

@@ -810,7 +810,9 @@ fn password_file_judged_as_rsync_judges_it() {
         );
     }
     for mode in [0o644, 0o604, 0o602, 0o606, 0o666] {
-        let e = judge_password_file(0, 0, reg | mode).unwrap_err();
+        let e = judge_password_file(0, 0, reg | mode)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains(&format!("mode {mode:04o}"))
                 && e.contains("password file must not be other-accessible"),
@@ -818,7 +820,9 @@ fn password_file_judged_as_rsync_judges_it() {
         );
         assert!(judge_password_file(1000, 1000, reg | mode).is_err());
     }
-    let e = judge_password_file(0, 65534, reg | 0o600).unwrap_err();
+    let e = judge_password_file(0, 65534, reg | 0o600)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("owned by uid 65534")
             && e.contains("password file must be owned by root when running as root"),
@@ -827,7 +831,9 @@ fn password_file_judged_as_rsync_judges_it() {
     // Not root: rsync does not look at the owner.
     assert_eq!(judge_password_file(1000, 0, reg | 0o640), Ok(()));
     assert_eq!(judge_password_file(1000, 65534, reg | 0o640), Ok(()));
-    let e = judge_password_file(0, 0, libc::S_IFIFO | 0o600).unwrap_err();
+    let e = judge_password_file(0, 0, libc::S_IFIFO | 0o600)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a regular file but a fifo"), "{e}");
 }
 

@@ -270,14 +270,14 @@ pub fn rsync_in_view(args: &[std::ffi::OsString]) -> Option<u8> {
 /// The modes that sync first check the rsync on PATH (found, 3.1 or later): a usage
 /// error (exit 2) before anything starts. Returns `rsync --version`'s first line.
 pub(crate) fn require_rsync() -> Result<String, Exit> {
-    sync::version::require().map_err(|e| usage(anyhow!(e)))
+    sync::version::require().map_err(usage)
 }
 
 /// `-m NAME`: run one plugin over the watched tree until SIGTERM or SIGINT.
 pub fn module(config: &Config, name: &str, args: &Args) -> Result<u8, Exit> {
     let detach = args.daemon;
     let module = module::Module::new(config, name)
-        .map_err(|e| usage(anyhow!(e)))?
+        .map_err(usage)?
         .with_own(own_files(config, args));
     let detached = if detach {
         let d = daemon::detach().map_err(|e| runtime(anyhow!(e)))?;

@@ -28,7 +28,7 @@ pub struct Module {
 
 impl Module {
     /// Checks that the module is defined and valid and that its directories exist.
-    pub fn new(config: &Config, name: &str) -> Result<Module, String> {
+    pub fn new(config: &Config, name: &str) -> anyhow::Result<Module> {
         let plugin = config.plugins.get(name)?;
         let mut roots = match plugin.watches() {
             None => config.roots.iter().map(|r| r.path.clone()).collect(),
@@ -37,14 +37,14 @@ impl Module {
                     match std::fs::metadata(w) {
                         Ok(m) if m.is_dir() => {}
                         Ok(_) => {
-                            return Err(format!(
+                            return Err(anyhow::anyhow!(
                                 "-m {}: watch {} is not a directory",
                                 plugin.name(),
                                 w.display()
                             ))
                         }
                         Err(e) => {
-                            return Err(format!(
+                            return Err(anyhow::anyhow!(
                                 "-m {}: watch directory {} unusable: {e}",
                                 plugin.name(),
                                 w.display()

@@ -429,7 +429,7 @@ impl Pipeline {
                 Stopped {
                     left,
                     owed: mirror.owed(),
-                    kept: mirror.final_save(),
+                    kept: mirror.final_save().map_err(|e| e.to_string()),
                     pushed: mirror.pushed(),
                     finished,
                 }

@@ -17,7 +17,7 @@ use crate::sys::shell;
 /// Prints the watches, remotes and rsync commands; with `-m`, checks that module too.
 pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result<u8, Exit> {
     if let Some(m) = module {
-        Module::new(config, m).map_err(|e| usage(anyhow!(e)))?;
+        Module::new(config, m).map_err(usage)?;
     }
     let rsync = super::require_rsync()?;
     if let Some((host, port)) = &config.host {
@@ -42,7 +42,10 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
             "links: rsync reads the watch roots through a nosymfollow mount (no link in a \
              path is followed)"
         ),
-        Some(Err(why)) => println!("warning: {}", sync::rsync::unguarded_warning(&why)),
+        Some(Err(why)) => println!(
+            "warning: {}",
+            sync::rsync::unguarded_warning(&why.to_string())
+        ),
         None => {}
     }
     let mut unavailable = Vec::new();

@@ -34,7 +34,7 @@ pub fn verify(config: &Config, args: &Args) -> Result<u8, Exit> {
     let check = |t: &Target| {
         let none = Vec::new();
         let ex = excluded.get(&t.root).unwrap_or(&none);
-        verify::check(t, ex, args.checksum)
+        verify::check(t, ex, args.checksum).map_err(|e| e.to_string())
     };
     let results: Vec<Result<Drift, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = targets

@@ -34,9 +34,27 @@ use crate::config::plugins::RefreshCdn;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a purge request got no HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    #[error("cannot connect to {host}:{port}: {err}")]
+    Connect {
+        host: String,
+        port: u16,
+        err: std::io::Error,
+    },
+    #[error("cannot send the request: {0}")]
+    Send(std::io::Error),
+    #[error("no answer: {0}")]
+    NoAnswer(std::io::Error),
+    /// The first line of what came back, when it is no HTTP status line.
+    #[error("not an HTTP answer: {0:?}")]
+    NotHttp(String),
+}
+
 impl RefreshCdn {
     /// Sends the purge requests; per URL, the HTTP status or why there is none.
-    pub fn refresh(&self, abs: &Path) -> Vec<(String, Result<u16, String>)> {
+    pub fn refresh(&self, abs: &Path) -> Vec<(String, Result<u16, PurgeError>)> {
         self.dests
             .iter()
             .filter(|d| abs.starts_with(&d.watch))
@@ -62,10 +80,15 @@ impl RefreshCdn {
 }
 
 impl Dest {
-    fn purge(&self, url: &str) -> Result<u16, String> {
+    fn purge(&self, url: &str) -> Result<u16, PurgeError> {
         let mut stream =
-            super::socket::connect(&self.host, self.port, super::socket::CONNECT_TIMEOUT)
-                .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
+            super::socket::connect(&self.host, self.port, super::socket::CONNECT_TIMEOUT).map_err(
+                |err| PurgeError::Connect {
+                    host: self.host.clone(),
+                    port: self.port,
+                    err,
+                },
+            )?;
         let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
         let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
         let host = if self.port == 80 {
@@ -80,7 +103,7 @@ impl Dest {
         );
         stream
             .write_all(request.as_bytes())
-            .map_err(|e| format!("cannot send the request: {e}"))?;
+            .map_err(PurgeError::Send)?;
         // Only the status line matters.
         let mut head = Vec::new();
         let mut buf = [0u8; 512];
@@ -88,7 +111,7 @@ impl Dest {
             match stream.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => head.extend_from_slice(&buf[..n]),
-                Err(e) => return Err(format!("no answer: {e}")),
+                Err(e) => return Err(PurgeError::NoAnswer(e)),
             }
         }
         let line = String::from_utf8_lossy(&head);
@@ -96,7 +119,7 @@ impl Dest {
         let mut words = line.split_whitespace();
         match (words.next(), words.next().map(str::parse::<u16>)) {
             (Some(v), Some(Ok(status))) if v.starts_with("HTTP/") => Ok(status),
-            _ => Err(format!("not an HTTP answer: {line:?}")),
+            _ => Err(PurgeError::NotHttp(line.to_owned())),
         }
     }
 }

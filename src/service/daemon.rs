@@ -150,12 +150,25 @@ pub enum LockError {
     Failed(String),
 }
 
+impl std::error::Error for LockError {}
+
 impl std::fmt::Display for LockError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LockError::Held(m) | LockError::Refused(m) | LockError::Failed(m) => f.write_str(m),
         }
     }
+}
+
+/// Why no instance holds a lock ([`InstanceLock::running`]).
+#[derive(Debug, thiserror::Error)]
+pub enum NotRunning {
+    /// No file at the path, or it cannot be opened.
+    #[error("no lock at {} ({err})", .path.display())]
+    NoLock { path: PathBuf, err: std::io::Error },
+    /// The file is there and nobody holds its lock.
+    #[error("the lock {} is not held", .path.display())]
+    NotHeld { path: PathBuf },
 }
 
 /// A held instance lock: the pid file, flock'd for as long as this process lives.
@@ -168,7 +181,7 @@ pub struct InstanceLock {
 impl InstanceLock {
     /// Takes the lock or says who holds it.
     #[cfg(test)]
-    pub fn acquire(path: &Path) -> Result<InstanceLock, String> {
+    fn acquire(path: &Path) -> Result<InstanceLock, String> {
         InstanceLock::acquire_checked(path).map_err(|e| e.to_string())
     }
 
@@ -216,12 +229,12 @@ impl InstanceLock {
             file,
             path: path.to_path_buf(),
         };
-        lock.write_pid().map_err(LockError::Failed)?;
+        lock.write_pid()?;
         Ok(lock)
     }
 
-    /// Records this process's pid (again after a fork).
-    pub fn write_pid(&mut self) -> Result<(), String> {
+    /// Records this process's pid (again after a fork); an error is `Failed`.
+    pub fn write_pid(&mut self) -> Result<(), LockError> {
         let pid = std::process::id();
         let write = |f: &mut File| -> std::io::Result<()> {
             f.set_len(0)?;
@@ -229,8 +242,12 @@ impl InstanceLock {
             writeln!(f, "{pid}")?;
             f.sync_all()
         };
-        write(&mut self.file)
-            .map_err(|e| format!("cannot write the pid file {}: {e}", self.path.display()))
+        write(&mut self.file).map_err(|e| {
+            LockError::Failed(format!(
+                "cannot write the pid file {}: {e}",
+                self.path.display()
+            ))
+        })
     }
 
     /// The pid recorded by whoever holds (or held) the lock at `path` (a link there is
@@ -250,14 +267,19 @@ impl InstanceLock {
     /// Who holds the lock at `path` now, for `--status`: the pid it recorded if the
     /// lock is held, `Err` with the reason when it is not (or cannot be told). The probe
     /// takes a shared lock for an instant when the lock is free.
-    pub fn running(path: &Path) -> Result<Option<u32>, String> {
+    pub fn running(path: &Path) -> Result<Option<u32>, NotRunning> {
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
-            .map_err(|e| format!("no lock at {} ({e})", path.display()))?;
+            .map_err(|err| NotRunning::NoLock {
+                path: path.to_path_buf(),
+                err,
+            })?;
         if !flock::held_elsewhere(&file) {
-            return Err(format!("the lock {} is not held", path.display()));
+            return Err(NotRunning::NotHeld {
+                path: path.to_path_buf(),
+            });
         }
         Ok(InstanceLock::holder(path))
     }
@@ -313,7 +335,7 @@ impl Instance {
     }
 
     /// Records this process's pid in both files (again after a fork).
-    pub fn write_pid(&mut self) -> Result<(), String> {
+    pub fn write_pid(&mut self) -> Result<(), LockError> {
         self.lock.write_pid()?;
         if let Some(p) = &mut self.pid_file {
             p.write_pid()?;
@@ -343,8 +365,8 @@ impl Detached {
 /// stdin/stdout/stderr at /dev/null and returns its end of the pipe (the caller then
 /// calls `logging::detached`).
 /// Must be called before any thread is started.
-pub fn detach() -> Result<Detached, String> {
-    match process::fork_detached().map_err(|e| e.to_string())? {
+pub fn detach() -> std::io::Result<Detached> {
+    match process::fork_detached()? {
         Forked::Child(write_end) => Ok(Detached { report: write_end }),
         Forked::Parent(mut read_end) => {
             let mut text = String::new();

@@ -491,7 +491,7 @@ impl<'a> Reader<'a> {
 
 /// [`decode_stamped`] without the stamp (tests).
 #[cfg(test)]
-pub fn decode(bytes: &[u8]) -> Result<(Vec<Section>, bool), String> {
+fn decode(bytes: &[u8]) -> Result<(Vec<Section>, bool), String> {
     decode_stamped(bytes)
         .map(|(s, running, _)| (s, running))
         .map_err(|e| e.why)

@@ -32,7 +32,7 @@ impl Lock {
 
 /// May `lock` be taken while the locks in `held` (a set of [`Lock::bit`]s) are held?
 /// `Err` says what breaks the order.
-pub fn check(held: u8, lock: Lock) -> Result<(), String> {
+fn check(held: u8, lock: Lock) -> Result<(), String> {
     let others = held & !Lock::FailLog.bit();
     match lock {
         Lock::FailLog if held != 0 => Err(format!(

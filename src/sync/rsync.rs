@@ -788,7 +788,21 @@ impl Runner for Processes {
 }
 
 /// The answer of [`link_guard`] once known for this process.
-static LINK_GUARD: OnceLock<Result<(), String>> = OnceLock::new();
+static LINK_GUARD: OnceLock<Result<(), Unguarded>> = OnceLock::new();
+
+/// Why rsync cannot read the trees through the nosymfollow view ([`link_guard`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unguarded {
+    /// Not root: no mounts (`user` as `fsafe::describe_user` writes it).
+    #[error("the agent runs as {user}, not as root; it needs root (CAP_SYS_ADMIN)")]
+    NotRoot { user: String },
+    /// The mount point cannot be made (`why`: the error).
+    #[error("no mount point: {why}")]
+    NoMountPoint { why: String },
+    /// The kernel cannot make the view here (`why`: the error with what would help).
+    #[error("{why}")]
+    Unsupported { why: String },
+}
 
 /// Where rsync sees the watch root in its own mount namespace: an empty directory in
 /// root's own `/run/sersync2` (nobody else can replace it), shared by every instance
@@ -802,7 +816,7 @@ pub const VIEW: &str = "/run/sersync2/view";
 /// ([`guarded`] warns once). A failure that may pass (the root missing just now, no
 /// memory) is not remembered and answers `Ok`: the runs stay confined, and fail and are
 /// retried until it works.
-pub fn link_guard(root: &Path) -> Result<(), String> {
+pub fn link_guard(root: &Path) -> Result<(), Unguarded> {
     if let Some(known) = LINK_GUARD.get() {
         return known.clone();
     }
@@ -811,10 +825,9 @@ pub fn link_guard(root: &Path) -> Result<(), String> {
         // Mounts need CAP_SYS_ADMIN, and the mount point lives in root's /run/sersync2.
         return LINK_GUARD
             .get_or_init(|| {
-                Err(format!(
-                    "the agent runs as {}, not as root; it needs root (CAP_SYS_ADMIN)",
-                    fsafe::describe_user(uid)
-                ))
+                Err(Unguarded::NotRoot {
+                    user: fsafe::describe_user(uid),
+                })
             })
             .clone();
     }
@@ -825,7 +838,7 @@ pub fn link_guard(root: &Path) -> Result<(), String> {
         .map_or(Ok(PathBuf::new()), |p| fsafe::private_dir(p, 0o755))
         .and_then(|_| fsafe::private_dir(view, 0o755));
     if let Err(e) = made {
-        let why = format!("no mount point: {e}");
+        let why = Unguarded::NoMountPoint { why: e.to_string() };
         return if fsafe::is_refused(&e) {
             // Something only root can have put there: said, and tried again next time.
             Err(why)
@@ -838,9 +851,13 @@ pub fn link_guard(root: &Path) -> Result<(), String> {
     }
     match nosymfollow::probe(root, view) {
         Ok(()) => LINK_GUARD.get_or_init(|| Ok(())).clone(),
-        Err(e) if nosymfollow::is_unsupported(&e) => {
-            LINK_GUARD.get_or_init(|| Err(unguarded_reason(&e))).clone()
-        }
+        Err(e) if nosymfollow::is_unsupported(&e) => LINK_GUARD
+            .get_or_init(|| {
+                Err(Unguarded::Unsupported {
+                    why: unguarded_reason(&e),
+                })
+            })
+            .clone(),
         Err(e) => {
             log::debug!("the nosymfollow view of {} failed now: {e}", root.display());
             Ok(())
@@ -875,7 +892,7 @@ pub fn guarded(root: &Path) -> bool {
         Ok(()) => true,
         Err(why) => {
             if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                log::warn!("{}", unguarded_warning(&why));
+                log::warn!("{}", unguarded_warning(&why.to_string()));
             }
             false
         }

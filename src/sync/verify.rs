@@ -193,19 +193,22 @@ pub fn argv(target: &Target, excluded: &[PathBuf], checksum: bool) -> (Vec<OsStr
 const OUTPUT_KEEP: usize = 256 << 20;
 
 /// Compares one remote with its watch root; nothing is changed on either side.
-/// `Err` says why the remote could not be checked.
-pub fn check(target: &Target, excluded: &[PathBuf], checksum: bool) -> Result<Drift, String> {
+/// `Err` says why the remote could not be checked (the callers only report it).
+pub fn check(target: &Target, excluded: &[PathBuf], checksum: bool) -> anyhow::Result<Drift> {
     if !target.root.is_dir() {
-        return Err(format!(
+        anyhow::bail!(
             "the watch root {} is not a directory; nothing compared",
             target.root.display()
-        ));
+        );
     }
     let (argv, stdin) = argv(target, excluded, checksum);
-    let (status, out, err) = run_capturing(&target.root, &argv, &stdin)?;
+    let (status, out, err) =
+        run_capturing(&target.root, &argv, &stdin).map_err(anyhow::Error::msg)?;
     if !rsync::is_success(status) {
         // rsync's and ssh's own words, with a hint for the common causes.
-        return Err(super::cause::Cause::of(status, &err).text);
+        return Err(anyhow::Error::msg(
+            super::cause::Cause::of(status, &err).text,
+        ));
     }
     Ok(parse(&out))
 }
@@ -395,7 +398,7 @@ impl Verifier {
         let target = &self.mirror.targets()[t.0];
         let once = || match self.mirror.root_unsafe(t) {
             Some(why) => Err(format!("not verified: {why}")),
-            None => check(target, &self.mirror.excluded_paths(t), false),
+            None => check(target, &self.mirror.excluded_paths(t), false).map_err(|e| e.to_string()),
         };
         let first = once()?;
         if first.is_level() {

@@ -20,7 +20,7 @@ impl std::fmt::Display for Version {
 
 /// The version in `rsync --version`'s first line (`rsync  version 3.2.7  protocol
 /// version 31`); a suffix such as `3.4.1dev` or `3.2.7-r1` is ignored.
-pub fn parse(first_line: &str) -> Result<Version, String> {
+fn parse(first_line: &str) -> Result<Version, String> {
     let mut words = first_line.split_whitespace();
     if words.next() != Some("rsync") {
         return Err(format!("not rsync's version line: {first_line:?}"));
@@ -41,7 +41,7 @@ pub fn parse(first_line: &str) -> Result<Version, String> {
 }
 
 /// Whether this version can run the agent's commands; the error says why not.
-pub fn check(v: Version) -> Result<(), String> {
+fn check(v: Version) -> Result<(), String> {
     if v >= MIN {
         Ok(())
     } else {
@@ -52,8 +52,9 @@ pub fn check(v: Version) -> Result<(), String> {
     }
 }
 
-/// Runs `rsync --version` from PATH and checks it; returns its first line.
-pub fn require() -> Result<String, String> {
+/// Runs `rsync --version` from PATH and checks it; returns its first line. The caller
+/// only reports why not, so it is an [`anyhow::Error`].
+pub fn require() -> anyhow::Result<String> {
     let out = Command::new("rsync")
         .arg("--version")
         .stdin(Stdio::null())
@@ -62,18 +63,18 @@ pub fn require() -> Result<String, String> {
         .map_err(|e| {
             let path = std::env::var("PATH").unwrap_or_default();
             if e.kind() == std::io::ErrorKind::NotFound {
-                format!(
+                anyhow::anyhow!(
                     "rsync not found in PATH ({path}): install rsync {MIN} or later \
                      (Debian: apt-get install rsync) or put it on PATH"
                 )
             } else {
-                format!("cannot run rsync --version (PATH {path}): {e}")
+                anyhow::anyhow!("cannot run rsync --version (PATH {path}): {e}")
             }
         })?;
     let text = String::from_utf8_lossy(&out.stdout);
     let first = text.lines().next().unwrap_or("").trim().to_owned();
-    let v = parse(&first).map_err(|e| format!("rsync --version: {e}"))?;
-    check(v)?;
+    let v = parse(&first).map_err(|e| anyhow::anyhow!("rsync --version: {e}"))?;
+    check(v).map_err(anyhow::Error::msg)?;
     Ok(first)
 }
 

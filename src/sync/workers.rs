@@ -490,6 +490,7 @@ impl Mirror {
             .find(|h| h.path() == root.as_path())?
             .check()
             .err()
+            .map(|e| e.to_string())
     }
 
     /// Keeps a job for a root that is not there in the fail log, untried (a rename as
@@ -1613,14 +1614,14 @@ impl Mirror {
 
     /// At the stop: the fail log written if its last write failed. `Err` names the
     /// entries that could not be kept, the path and the error.
-    pub fn final_save(&self) -> Result<(), String> {
+    pub fn final_save(&self) -> anyhow::Result<()> {
         if !self.unsaved() {
             return Ok(());
         }
         let fl = self.fail_log();
         self.try_save(&fl).map_err(|e| {
             let n = self.owed() + fl.unknown_len();
-            format!(
+            anyhow::anyhow!(
                 "{n} owed entr{} could NOT be kept: cannot write the fail log {} ({e}); \
                  they are lost with this process: run a full sync (-r) at the next start",
                 if n == 1 { "y" } else { "ies" },

@@ -618,14 +618,15 @@ fn ops(mask: u64) -> impl Iterator<Item = Op> {
 }
 
 /// Can fanotify watch `root`? Ok, or the reason it cannot (for `auto` and `-t`).
-pub fn probe(root: &Path) -> Result<(), String> {
-    let group = init().map_err(|e| why_unavailable("init", &e))?;
+/// The caller only reports the reason, so it is an [`anyhow::Error`].
+pub fn probe(root: &Path) -> anyhow::Result<()> {
+    let group = init().map_err(|e| anyhow::anyhow!(why_unavailable("init", &e)))?;
     let mask = mark_mask(&Events::default(), false);
     group
         .mark_filesystem(root, mask)
-        .map_err(|e| why_unavailable("fanotify_mark", &e))?;
+        .map_err(|e| anyhow::anyhow!(why_unavailable("fanotify_mark", &e)))?;
     dir_handle(root)
-        .map_err(|e| format!("cannot read the file handle of {}: {e}", root.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot read the file handle of {}: {e}", root.display()))?;
     Ok(())
 }
 

@@ -21,14 +21,17 @@ pub fn suggested_limit(current: u64, needed: u64) -> u64 {
         .max(current.saturating_add(needed + needed / 4))
 }
 
-/// Writes /proc/sys/fs/inotify/<name> if that raises it (never lowers it).
-pub fn raise_limit(name: &str, to: u64) -> Result<Option<(u64, u64)>, String> {
-    let current = read_limit(name).ok_or_else(|| format!("cannot read fs.inotify.{name}"))?;
+/// Writes /proc/sys/fs/inotify/<name> if that raises it (never lowers it). The caller
+/// only logs why not, so it is an [`anyhow::Error`].
+pub fn raise_limit(name: &str, to: u64) -> anyhow::Result<Option<(u64, u64)>> {
+    let current =
+        read_limit(name).ok_or_else(|| anyhow::anyhow!("cannot read fs.inotify.{name}"))?;
     if to <= current {
         return Ok(None);
     }
-    std::fs::write(format!("/proc/sys/fs/inotify/{name}"), to.to_string())
-        .map_err(|e| format!("cannot raise fs.inotify.{name} from {current} to {to}: {e}"))?;
+    std::fs::write(format!("/proc/sys/fs/inotify/{name}"), to.to_string()).map_err(|e| {
+        anyhow::anyhow!("cannot raise fs.inotify.{name} from {current} to {to}: {e}")
+    })?;
     Ok(Some((current, to)))
 }
 

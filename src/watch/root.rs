@@ -32,6 +32,21 @@ impl RootState {
     }
 }
 
+/// Why a root must not be mirrored now ([`RootHealth::check`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RootUnsafe {
+    /// The watcher lost it (`missing` or `replaced`) and watches nothing there yet.
+    #[error("the watch root {} is {}", .path.display(), .state.as_str())]
+    Lost { path: PathBuf, state: RootState },
+    /// Another directory stands at the path than the one watched, and the watcher has
+    /// not noticed yet.
+    #[error(
+        "the watch root {} is no longer the directory watched (removed, renamed or replaced)",
+        .path.display()
+    )]
+    NotTheWatched { path: PathBuf },
+}
+
 /// A filesystem mounted below a watch root, as status shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountNote {
@@ -146,23 +161,21 @@ impl RootHealth {
 
     /// Whether the remotes may be made equal to what is at the path now: only while the
     /// directory there is the one watched. Otherwise, why not (for the log).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), RootUnsafe> {
         let (state, id) = {
             let i = self.inner();
             (i.state, i.id)
         };
         if state != RootState::Ok {
-            return Err(format!(
-                "the watch root {} is {}",
-                self.path.display(),
-                state.as_str()
-            ));
+            return Err(RootUnsafe::Lost {
+                path: self.path.clone(),
+                state,
+            });
         }
         if id.is_some() && dir_id(&self.path) != id {
-            return Err(format!(
-                "the watch root {} is no longer the directory watched (removed, renamed or replaced)",
-                self.path.display()
-            ));
+            return Err(RootUnsafe::NotTheWatched {
+                path: self.path.clone(),
+            });
         }
         Ok(())
     }
@@ -197,10 +210,21 @@ mod tests {
         std::fs::rename(&root, d.path().join("old")).expect("mv");
         assert!(h.check().is_err(), "missing path");
         std::fs::create_dir(&root).expect("mkdir again");
-        assert!(h.check().is_err(), "another directory");
+        assert_eq!(
+            h.check().unwrap_err().to_string(),
+            format!(
+                "the watch root {} is no longer the directory watched (removed, renamed or \
+                 replaced)",
+                root.display()
+            ),
+            "another directory"
+        );
         h.set_lost(RootState::Replaced);
         assert_eq!(h.report().state, RootState::Replaced);
-        assert!(h.check().unwrap_err().contains("replaced"));
+        assert_eq!(
+            h.check().unwrap_err().to_string(),
+            format!("the watch root {} is replaced", root.display())
+        );
         h.set_ok(dir_id(&root).expect("id"));
         assert_eq!(h.check(), Ok(()));
     }

@@ -131,7 +131,8 @@ impl Plugins {
                 let Some(name) = canonical(written) else {
                     return Err(cx.err(s.line, unknown_name(written)));
                 };
-                let plugin = find(cx.file(), &defined, name).map_err(|m| cx.err(s.line, m))??;
+                let plugin = find(cx.file(), &defined, name)
+                    .map_err(|m| cx.err(s.line, m.to_string()))??;
                 if let Some(watches) = plugin.watches() {
                     check_under_roots(cx, head, &plugin, &watches)?;
                 }
@@ -150,42 +151,61 @@ impl Plugins {
         self.active.as_ref()
     }
 
-    /// A defined plugin by name (any letter case), checked now; the message says why not.
-    pub fn get(&self, name: &str) -> Result<Arc<Plugin>, String> {
+    /// A defined plugin by name (any letter case), checked now; the error says why not.
+    pub fn get(&self, name: &str) -> Result<Arc<Plugin>, NoPlugin> {
         let Some(canon) = canonical(name) else {
-            return Err(format!(
-                "-m {name}: unknown module; the modules are {} (the http status endpoint is \
-                 <host start=\"true\">, not a module)",
-                NAMES.join(", ")
-            ));
+            return Err(NoPlugin::Unknown(name.to_owned()));
         };
-        match find(&self.file, &self.defined, canon)? {
-            Ok(p) => Ok(p),
-            Err(e) => Err(e.to_string()),
-        }
+        find(&self.file, &self.defined, canon)?.map_err(NoPlugin::Invalid)
     }
+}
+
+/// Why `-m NAME` names no usable plugin ([`Plugins::get`]).
+#[derive(Debug, thiserror::Error)]
+pub enum NoPlugin {
+    /// Not one of [`NAMES`].
+    #[error(
+        "-m {0}: unknown module; the modules are {names} (the http status endpoint is \
+         <host start=\"true\">, not a module)",
+        names = NAMES.join(", ")
+    )]
+    Unknown(String),
+    #[error(
+        "plugin {name} is not defined: add a <plugin name=\"{name}\"> block to <head> in {file}"
+    )]
+    NotDefined { name: &'static str, file: String },
+    #[error("plugin {name} is defined twice (lines {first} and {second}); keep one block")]
+    Twice {
+        name: &'static str,
+        first: u32,
+        second: u32,
+    },
+    /// Its block is wrong (checked only when it is asked for).
+    #[error("{0}")]
+    Invalid(ConfigError),
 }
 
 /// The one definition of `name`; the outer error says it is missing or doubled.
 fn find(
     file: &str,
     defined: &[Defined],
-    name: &str,
-) -> Result<Result<Arc<Plugin>, ConfigError>, String> {
+    name: &'static str,
+) -> Result<Result<Arc<Plugin>, ConfigError>, NoPlugin> {
     let matching: Vec<&Defined> = defined
         .iter()
         .filter(|d| canonical(&d.name) == Some(name))
         .collect();
     match matching.as_slice() {
-        [] => Err(format!(
-            "plugin {name} is not defined: add a <plugin name=\"{name}\"> block to <head> in {file}"
-        )),
+        [] => Err(NoPlugin::NotDefined {
+            name,
+            file: file.to_owned(),
+        }),
         [one] => Ok(one.plugin.clone()),
-        [first, second, ..] => Err(format!(
-            "plugin {name} is defined twice (lines {} and {}); keep one block",
-            first.line.unwrap_or(0),
-            second.line.unwrap_or(0)
-        )),
+        [first, second, ..] => Err(NoPlugin::Twice {
+            name,
+            first: first.line.unwrap_or(0),
+            second: second.line.unwrap_or(0),
+        }),
     }
 }
 

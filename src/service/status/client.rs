@@ -15,8 +15,9 @@ pub const QUERY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// `sersync2 --status`: fetch /status from the running instance. Whatever answers on the
 /// port is untrusted: one deadline for the whole exchange, at most [`MAX_ANSWER`] bytes.
-pub fn query(host: &str, port: u16) -> Result<Status, String> {
-    query_within(host, port, QUERY_DEADLINE)
+/// The caller only reports why there is no status, so it is an [`anyhow::Error`].
+pub fn query(host: &str, port: u16) -> anyhow::Result<Status> {
+    query_within(host, port, QUERY_DEADLINE).map_err(anyhow::Error::msg)
 }
 
 fn query_within(host: &str, port: u16, deadline: Duration) -> Result<Status, String> {
@@ -123,7 +124,7 @@ mod tests {
                 while c.write_all(&chunk).is_ok() {}
             }
         });
-        let e = query("127.0.0.1", port).expect_err("too large");
+        let e = query("127.0.0.1", port).expect_err("too large").to_string();
         assert!(e.contains("too large"), "{e}");
     }
 }

@@ -125,19 +125,31 @@ pub struct Read {
     pub torn: bool,
 }
 
+/// Why a journal's header is not whole and good (the text follows the journal's name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadJournal {
+    /// Shorter than a header, or not a journal at all.
+    #[error("is not a whole sersync2 journal")]
+    NotAJournal,
+    #[error("a cut header")]
+    CutHeader,
+    #[error("has a torn header (checksum mismatch)")]
+    TornHeader,
+}
+
 /// Reads a journal; an error when its header is not whole and good. Records are read
 /// up to the first one that is not whole or whose checksum fails.
-pub fn decode(bytes: &[u8]) -> Result<Read, String> {
+pub fn decode(bytes: &[u8]) -> Result<Read, BadJournal> {
     if bytes.len() < HEADER || bytes[..MAGIC.len()] != MAGIC[..] {
-        return Err("is not a whole sersync2 journal".into());
+        return Err(BadJournal::NotAJournal);
     }
-    let crc = u32_at(bytes, HEADER - 4).ok_or("a cut header")?;
+    let crc = u32_at(bytes, HEADER - 4).ok_or(BadJournal::CutHeader)?;
     if crc32fast::hash(&bytes[..HEADER - 4]) != crc {
-        return Err("has a torn header (checksum mismatch)".into());
+        return Err(BadJournal::TornHeader);
     }
     let stamp = Stamp {
-        run: u64_at(bytes, MAGIC.len()).ok_or("a cut header")?,
-        gen: u64_at(bytes, MAGIC.len() + 8).ok_or("a cut header")?,
+        run: u64_at(bytes, MAGIC.len()).ok_or(BadJournal::CutHeader)?,
+        gen: u64_at(bytes, MAGIC.len() + 8).ok_or(BadJournal::CutHeader)?,
     };
     let mut recs = Vec::new();
     let mut at = HEADER;
@@ -227,6 +239,6 @@ mod tests {
         }
         let mut bad = bytes.clone();
         bad[20] ^= 1;
-        assert!(decode(&bad).is_err_and(|e| e.contains("torn header")));
+        assert!(decode(&bad).is_err_and(|e| e.to_string().contains("torn header")));
     }
 }
