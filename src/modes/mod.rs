@@ -207,7 +207,7 @@ pub(crate) fn own_files(config: &Config, args: &Args) -> Vec<PathBuf> {
     files.extend(args.log_file.clone());
     files.extend(logging::fallback_file());
     for ssh in config.ssh_commands() {
-        files.push(live::ssh_control_dir(&socket, ssh));
+        files.push(pipeline::ssh_control_dir(&socket, ssh));
     }
     let mut files: Vec<PathBuf> = files
         .into_iter()

@@ -454,7 +454,7 @@ pub(crate) fn wait_all(done: &dyn Fn() -> bool) {
 }
 
 /// ssh: one ssh connection per remote, its socket in a directory only we control, next
-/// to the instance lock (`socket`), one per ssh command ([`super::live::ssh_control_dir`]:
+/// to the instance lock (`socket`), one per ssh command ([`ssh_control_dir`]:
 /// remotes with their own `sshCommand=` never share a connection another command
 /// opened), named short: a unix socket path holds 107 bytes, and ssh adds a 40-character
 /// hash and a temporary suffix of 17 to it. Where a directory cannot be used, a warning,
@@ -466,7 +466,7 @@ fn share_ssh(targets: &mut [Target], socket: &Path) {
         let Some(cmd) = t.opts.ssh.as_deref() else {
             continue;
         };
-        let dir = super::live::ssh_control_dir(socket, cmd);
+        let dir = ssh_control_dir(socket, cmd);
         let usable = match made.iter().find(|(d, _)| *d == dir) {
             Some((_, ok)) => *ok,
             None => {
@@ -494,6 +494,27 @@ fn share_ssh(targets: &mut [Target], socket: &Path) {
             t.ssh_control = Some(dir);
         }
     }
+}
+
+/// `<lock dir>/ssh-<hash>`: one directory per instance and ssh command, hashed from the
+/// control socket's path and the command, so a reload that changes the command (another
+/// key, other options) never reuses a connection the old one opened.
+pub(super) fn ssh_control_dir(socket: &std::path::Path, ssh_command: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    // FNV-1a: short and stable; only has to tell this instance's files apart.
+    let hash = socket
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .chain(&[0u8])
+        .chain(ssh_command.as_bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    socket
+        .parent()
+        .unwrap_or(std::path::Path::new("/"))
+        .join(format!("ssh-{:08x}", hash as u32))
 }
 
 #[cfg(test)]
