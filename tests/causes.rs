@@ -8,7 +8,6 @@
 use std::fs;
 use std::process::Command;
 
-use crate::agent::*;
 use crate::support::*;
 
 /// Waits until one line of the agent's log holds every needle; returns that line.
@@ -35,17 +34,6 @@ fn wait_line(agent: &mut Agent, what: &str, needles: &[&str]) -> String {
     }
 }
 
-/// The status endpoint's JSON.
-fn status_json(port: u16) -> serde_json::Value {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to status");
-    write!(c, "GET /status HTTP/1.0\r\n\r\n").expect("send");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("read");
-    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("status JSON: {e}: {body}"))
-}
-
 /// The error line of a failed push to `label` (after its retries), with `words`.
 fn failed_push_line(agent: &mut Agent, label: &str, words: &[&str]) -> String {
     let head = format!("to {label} failed, written to the fail log");
@@ -65,11 +53,11 @@ fn failed_push_line(agent: &mut Agent, label: &str, words: &[&str]) -> String {
 // the remote worked again.
 #[test]
 fn a_refused_connection_is_named_in_the_json_log_and_status_and_a_recovered_line_follows() {
-    let mut s = Setup::new("cause-refused");
+    let mut s = setup!();
     let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
-    let mut agent = Agent::start(&s.dir, &conf, &["--log-format", "json"]);
+    let mut agent = s.agent_with(&conf, &["--log-format", "json"]);
     let label = format!("{}::{}", s.b.ip(), s.b.module());
     s.b.stop();
     s.write("while-down.txt", "b is down\n");
@@ -125,10 +113,10 @@ fn a_refused_connection_is_named_in_the_json_log_and_status_and_a_recovered_line
 
 #[test]
 fn an_unknown_module_is_named_with_the_daemons_words() {
-    let s = Setup::new("cause-module");
+    let s = setup!();
     let mut conf = s.conf();
     conf.remotes[1].1 = "nosuchmodule".into();
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     s.write("f.txt", "x\n");
     let label = format!("{}::nosuchmodule", s.b.ip());
     failed_push_line(
@@ -145,14 +133,14 @@ fn an_unknown_module_is_named_with_the_daemons_words() {
 
 #[test]
 fn a_refused_password_is_named_with_the_daemons_words() {
-    let s = Setup::new("cause-auth");
+    let s = setup!();
     let mut conf = s.conf();
     let wrong = s.dir.join("wrong.pass");
     write_with_mode(&wrong, b"not-the-password", 0o600);
     if let Transport::Daemon { password_file, .. } = &mut conf.transport {
         *password_file = wrong;
     }
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     s.write("f.txt", "x\n");
     let label = format!("{}::{}", s.a.ip(), s.a.module());
     failed_push_line(
@@ -177,7 +165,7 @@ impl Drop for Mounted {
 
 #[test]
 fn a_full_disk_on_the_remote_is_named_with_rsyncs_words() {
-    let s = Setup::new("cause-space");
+    let s = setup!();
     let module = s.b.data_dir();
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
@@ -198,7 +186,7 @@ fn a_full_disk_on_the_remote_is_named_with_rsyncs_words() {
             return;
         }
     };
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut agent = s.agent(&[]);
     // 1 MiB that does not fit in 64 KiB.
     let big: Vec<u8> = (0..1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
@@ -226,7 +214,7 @@ fn ssh_conf(s: &Dir, sshd: &Sshd, edit: impl Fn(String) -> String) -> Conf {
 #[test]
 fn an_unknown_ssh_host_key_is_named_with_sshs_words() {
     let sshd = Sshd::start();
-    let dir = Dir::new("cause-hostkey");
+    let dir = test_dir!();
     let conf = ssh_conf(&dir, &sshd, |c| {
         let strict = c.replace("StrictHostKeyChecking=no", "StrictHostKeyChecking=yes");
         assert_ne!(strict, c, "the fixture's ssh command changed: {c}");
@@ -250,7 +238,7 @@ fn an_unknown_ssh_host_key_is_named_with_sshs_words() {
 #[test]
 fn a_refused_ssh_key_is_named_with_sshs_words() {
     let sshd = Sshd::start();
-    let dir = Dir::new("cause-sshkey");
+    let dir = test_dir!();
     let other = dir.join("other_ed25519");
     let out = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])

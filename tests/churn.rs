@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::agent::*;
+use crate::support::*;
 
 /// xorshift64*: a tiny deterministic generator, so a seed replays the same workload.
 struct Rng(u64);
@@ -385,8 +385,8 @@ fn churn_converges_to_a_superset_with_delete_off() {
 /// file is written before the agent can have a watch on c.
 #[test]
 fn mkdir_p_then_write_in_a_tight_loop_misses_nothing() {
-    let setup = Setup::new("mkdirp");
-    let mut agent = Agent::start(&setup.dir, &setup.conf(), &[]);
+    let setup = setup!();
+    let mut agent = setup.agent(&[]);
     for i in 0..300 {
         let d = setup.src.join(format!("a{i}/b/c"));
         fs::create_dir_all(&d).expect("mkdir -p");

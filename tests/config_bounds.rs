@@ -9,7 +9,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::agent::{Agent, Conf, Setup, Transport};
 use crate::support::*;
 
 /// `sersync2 -t -o CONF` run to its end within [`DEADLINE`] (killed and failed past
@@ -124,7 +123,7 @@ fn hostile() -> Vec<(&'static str, Make, &'static str)> {
 
 #[test]
 fn t_and_start_refuse_a_fifo_a_device_a_file_over_the_limit_and_deep_nesting() {
-    let s = Setup::new("cfg-hostile-t");
+    let s = setup!();
     let text = s.conf().render();
     for (name, make, cause) in hostile() {
         let path = s.dir.join(format!("{name}.xml"));
@@ -145,7 +144,7 @@ fn t_and_start_refuse_a_fifo_a_device_a_file_over_the_limit_and_deep_nesting() {
 
 #[test]
 fn t_accepts_a_huge_comment_and_names_the_first_of_many_unknown_elements() {
-    let s = Setup::new("cfg-big-t");
+    let s = setup!();
     let conf = s.conf();
     let comment = s.dir.join("comment.xml");
     fs::write(
@@ -184,8 +183,8 @@ fn replace_config(dir: &Dir, make: Make, text: &str) -> PathBuf {
 // read without end); a fifo would have hung its reload, and with it every signal.
 #[test]
 fn sighup_with_a_hostile_config_keeps_the_running_one_and_syncing() {
-    let s = Setup::new("cfg-hostile-hup");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     let text = s.conf().render();
     for (i, (name, make, cause)) in hostile().into_iter().enumerate() {
         replace_config(&s.dir, make, &text);
@@ -248,7 +247,7 @@ fn rsync_with(daemon: &RsyncDaemon, src: &Path, password_file: &Path) -> (bool, 
 #[test]
 fn t_refuses_the_password_files_rsync_refuses_and_only_those() {
     use std::os::unix::fs::PermissionsExt;
-    let s = Setup::new("cfg-pass");
+    let s = setup!();
     let pass = s.dir.join("copy.pas");
     fs::copy(s.a.password_file(), &pass).expect("copy the password file");
     let mut conf = s.conf();
@@ -310,7 +309,7 @@ fn t_refuses_the_password_files_rsync_refuses_and_only_those() {
 
 #[test]
 fn t_refuses_user_and_module_names_that_begin_with_a_dash() {
-    let s = Setup::new("cfg-dash");
+    let s = setup!();
     let mut conf = s.conf();
     conf.transport = Transport::Daemon {
         port: s.a.port(),
@@ -349,7 +348,7 @@ fn with_hostip(s: &Setup, hostip: &str, port: u16) -> String {
 // `hostip="[::1]"` passed -t and then never bound; `localhostx` passed too.
 #[test]
 fn t_checks_the_status_address_and_ipv6_prints_with_brackets() {
-    let s = Setup::new("cfg-hostip");
+    let s = setup!();
     let port = free_port("::1");
     for (hostip, url) in [
         ("[::1]", format!("http://[::1]:{port}/status")),
@@ -389,10 +388,10 @@ fn t_checks_the_status_address_and_ipv6_prints_with_brackets() {
 
 #[test]
 fn an_ipv6_status_address_serves_and_is_logged_as_a_url() {
-    let s = Setup::new("cfg-ipv6-status");
+    let s = setup!();
     let port = free_port("::1");
     fs::write(s.dir.join("sersync.xml"), with_hostip(&s, "[::1]", port)).expect("write");
-    let mut cmd = crate::agent::command(&s.dir);
+    let mut cmd = crate::support::command(&s.dir);
     cmd.args(["-n", "4", "-o"]).arg(s.dir.join("sersync.xml"));
     let mut agent = Agent::spawn(cmd, s.dir.join("agent.err"));
     agent.wait_live();
@@ -424,7 +423,7 @@ fn an_ipv6_status_address_serves_and_is_logged_as_a_url() {
 // file, the line and the nearest known name.
 #[test]
 fn t_and_start_refuse_an_unknown_element_or_attribute_naming_line_and_nearest_name() {
-    let s = Setup::new("cfg-typo");
+    let s = setup!();
     let text = s.conf().render();
     let second = format!("<remote ip=\"{}\"", s.b.ip());
     assert!(text.contains(&second), "{text}");
@@ -465,7 +464,7 @@ fn t_accepts_sersync_2_5_4_s_own_config() {
         eprintln!("skipped: {} not present", original.display());
         return;
     };
-    let dir = Dir::new("cfg-254");
+    let dir = test_dir!();
     let src = dir.mkdir_p("src");
     // Latin-1 declared, ASCII only: the paths can be swapped as text.
     let text = String::from_utf8_lossy(&bytes)
@@ -487,7 +486,7 @@ fn t_accepts_sersync_2_5_4_s_own_config() {
 // from starting).
 #[test]
 fn t_warns_of_a_remote_or_hostip_that_does_not_resolve() {
-    let s = Setup::new("cfg-resolve");
+    let s = setup!();
     let mut conf = s.conf();
     conf.remotes[1].0 = "nosuchhost.invalid".to_owned();
     let text = conf.render().replacen(
@@ -521,7 +520,7 @@ fn t_warns_of_a_remote_or_hostip_that_does_not_resolve() {
 // words, and the exit is 1.
 #[test]
 fn t_probe_asks_each_remote_and_names_what_did_not_answer() {
-    let s = Setup::new("cfg-probe");
+    let s = setup!();
     let probe = |conf: &Conf, name: &str| {
         let path = s.dir.write(format!("{name}.xml"), conf.render());
         run_within(&s.dir, &["-t", "--probe"], &path)

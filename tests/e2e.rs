@@ -15,16 +15,14 @@ use std::time::Duration;
 
 use crate::support::*;
 
-use crate::agent::*;
-
 // ---------------------------------------------------------------------------
 // 1. create / modify / delete
 // ---------------------------------------------------------------------------
 
 #[test]
 fn create_modify_delete_files_and_nested_dirs() {
-    let s = Setup::new("e2e-cmd");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
 
     fs::create_dir_all(s.p("a/b/c")).unwrap();
     s.wait(&mut agent, "mkdir -p a/b/c");
@@ -58,7 +56,7 @@ fn create_modify_delete_files_and_nested_dirs() {
 
 #[test]
 fn cp_a_of_a_big_nested_tree_arrives_completely() {
-    let s = Setup::new("e2e-cpa");
+    let s = setup!();
     // Prepared outside the watched tree: 3000 files, 5 levels deep.
     let staging = s.dir.mkdir_p("staging/tree");
     for i in 0..3000u32 {
@@ -80,7 +78,7 @@ fn cp_a_of_a_big_nested_tree_arrives_completely() {
     // now and then on a loaded machine.
     let mut conf = s.conf();
     conf.params = "-artz".into();
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
 
     run_ok(Command::new("cp").arg("-a").arg(&staging).arg(s.p("tree")));
     assert_eq!(
@@ -97,13 +95,13 @@ fn cp_a_of_a_big_nested_tree_arrives_completely() {
 
 #[test]
 fn renames_of_files_and_directories() {
-    let s = Setup::new("e2e-mv");
+    let s = setup!();
     s.write("f.txt", b"file\n");
     s.write("olddir/x/y/z.txt", b"nested\n");
     s.write("olddir/top.txt", b"top\n");
     s.write("other/keep.txt", b"keep\n");
     let outside = s.dir.mkdir_p("outside");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     s.wait(&mut agent, "-r initial push");
 
     rename(s.p("f.txt"), s.p("g.txt"));
@@ -132,7 +130,7 @@ fn renames_of_files_and_directories() {
 
 #[test]
 fn delete_off_keeps_everything_on_the_remotes() {
-    let s = Setup::new("e2e-nodel");
+    let s = setup!();
     s.write("keep.txt", b"keep\n");
     s.write("gone.txt", b"to be deleted\n");
     s.write("dir/inner.txt", b"inner\n");
@@ -141,7 +139,7 @@ fn delete_off_keeps_everything_on_the_remotes() {
     }
     let mut conf = s.conf();
     conf.delete = false;
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     let logs = || s.logs();
     wait_for(
         &mut agent,
@@ -303,7 +301,7 @@ fn seed_remotes(s: &Setup) {
 fn filter_excludes_live_changes_are_never_pushed() {
     let (s, conf) = filter_setup("e2e-filter-live");
     seed_remotes(&s);
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     let mut seen_excluded = BTreeSet::new();
     filter_live_changes(&s, &mut agent, &mut seen_excluded);
     assert!(
@@ -317,7 +315,7 @@ fn filter_excludes_live_changes_are_never_pushed() {
 #[test]
 fn filter_excludes_are_honoured_by_the_startup_full_sync() {
     let (s, conf) = filter_setup("e2e-filter-r");
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     let mut seen_excluded = BTreeSet::new();
     let logs = || s.logs();
     wait_for(
@@ -338,8 +336,8 @@ fn filter_excludes_are_honoured_by_the_startup_full_sync() {
 
 #[test]
 fn vim_save_sequence_leaves_only_the_file() {
-    let s = Setup::new("e2e-vim");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     s.write("a.log", b"old\n");
     s.wait(&mut agent, "first a.log");
 
@@ -432,8 +430,8 @@ fn renamed(name: &OsStr) -> OsString {
 
 #[test]
 fn hostile_names_are_synced_and_never_executed() {
-    let s = Setup::new("e2e-names");
-    let canary = Dir::new("canary");
+    let s = setup!();
+    let canary = test_dir!();
     let pwned = canary.join("PWNED");
     // Relative path whose text is `inj$(touch /abs/canary/PWNED)/f`.
     let inj_dir = PathBuf::from(format!("inj$(touch {})", pwned.display()));
@@ -462,7 +460,7 @@ fn hostile_names_are_synced_and_never_executed() {
         }
     };
     no_pwned("before start");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut agent = s.agent(&[]);
 
     for name in hostile_names() {
         s.write(&name, name.as_bytes());
@@ -502,7 +500,7 @@ fn hostile_names_are_synced_and_never_executed() {
 
 #[test]
 fn full_sync_at_start_makes_remotes_equal_and_deletes_extras() {
-    let s = Setup::new("e2e-full");
+    let s = setup!();
     s.write("top.txt", b"top\n");
     s.write("a/b/c/deep.txt", b"deep\n");
     s.write("a/same-name.txt", b"source version, longer\n");
@@ -522,7 +520,7 @@ fn full_sync_at_start_makes_remotes_equal_and_deletes_extras() {
         stale("gone/x/y.txt", b"stale tree\n");
         std::os::unix::fs::symlink("nowhere", remote.join("stale-link")).unwrap();
     }
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     s.wait(&mut agent, "-r start-up");
     agent.stop();
 }
@@ -533,7 +531,7 @@ fn full_sync_at_start_makes_remotes_equal_and_deletes_extras() {
 
 #[test]
 fn ssh_mode_create_modify_delete() {
-    let dir = Dir::new("e2e-ssh");
+    let dir = test_dir!();
     let src = dir.mkdir_p("src");
     let sshd = Sshd::start();
     let conf = Conf::ssh(&src, &sshd, &dir.join("fail.sh"));
@@ -591,7 +589,7 @@ fn run_bin(dir: &Dir, args: &[&OsStr]) -> (ExitStatus, String, String) {
 
 #[test]
 fn test_config_flag_reports_errors_with_location_and_prints_remotes() {
-    let dir = Dir::new("e2e-t");
+    let dir = test_dir!();
     let src = dir.mkdir_p("src");
     write_with_mode(&dir.join("rsync.pas"), b"secret\n", 0o600);
     let conf = |timeout_start: &str| Conf {
@@ -664,9 +662,9 @@ fn test_config_flag_reports_errors_with_location_and_prints_remotes() {
 
 #[test]
 fn sigterm_and_sigint_exit_zero_promptly() {
-    let s = Setup::new("e2e-sig");
+    let s = setup!();
     for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
-        let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+        let mut agent = s.agent(&[]);
         s.write(format!("before-{name}.txt"), name.as_bytes());
         s.wait(&mut agent, "a push before the signal");
         let (status, took) = agent.stop_with(signal);
@@ -689,10 +687,10 @@ fn sigterm_and_sigint_exit_zero_promptly() {
 
 #[test]
 fn symlinks_are_synced_as_links_never_followed() {
-    let s = Setup::new("e2e-links");
+    let s = setup!();
     s.write("target.txt", b"target\n");
     s.dir.symlink("src/pre-link", "target.txt");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     s.wait(&mut agent, "-r with a symlink");
 
     s.write("sub/file.txt", b"in sub\n");
@@ -729,7 +727,7 @@ fn symlinks_are_synced_as_links_never_followed() {
 #[test]
 fn ssh_pushes_share_one_connection_through_a_private_control_socket() {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let dir = Dir::new("e2e-sshcm");
+    let dir = test_dir!();
     let src = dir.mkdir_p("src");
     let sshd = Sshd::start();
     let mut conf = Conf::ssh(&src, &sshd, &dir.join("fail.sh"));
@@ -910,12 +908,12 @@ fn rsync_children(parent: libc::pid_t) -> Vec<(i32, i64)> {
 // running after 200 ms now runs at nice 10, and a new one at the agent's own priority.
 #[test]
 fn a_long_push_is_lowered_and_a_small_change_passes_it() {
-    let s = Setup::new("e2e-long");
+    let s = setup!();
     let mut conf = s.conf();
     // 1 MiB at 128 KiB/s: a push of about 8 s, whatever the machine's speed (the stop
     // lets it finish).
     conf.params = "-artuz --bwlimit=128".into();
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     s.write("ready.txt", b"r\n");
     s.wait(&mut agent, "first push");
     let mut x = 0x2545_f491_4f6c_dd1du64;
@@ -948,8 +946,8 @@ fn a_long_push_is_lowered_and_a_small_change_passes_it() {
 // first name was gone before the event was read. `--wait-synced` said synced.
 #[test]
 fn files_linked_into_place_and_unlinked_from_their_temp_name_arrive() {
-    let s = Setup::new("link-publish");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     s.write("pub/.keep", "");
     s.wait(&mut agent, "pub");
     // One, and no barrier: it arrives on its own once it has not changed for a moment.
@@ -1042,10 +1040,10 @@ fn a_write_through_one_hard_linked_name_reaches_the_others_fanotify() {
 // were passed to rsync. Plain `rsync -a --delete --exclude=...` keeps them.
 #[test]
 fn excluded_names_that_exist_only_on_the_remotes_are_kept() {
-    let s = Setup::new("excl-remote");
+    let s = setup!();
     let mut conf = s.conf();
     conf.excludes = Some(vec!["(.*)\\.log".into(), "(.*/)?cache".into()]);
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     s.write("app/index.html", "v1\n");
     s.write("app/old.txt", "old\n");
     wait_until("app on both remotes", DEADLINE, || {
@@ -1073,7 +1071,7 @@ fn excluded_names_that_exist_only_on_the_remotes_are_kept() {
     };
     // A full sync (a restart with -r).
     agent.stop();
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     let wait = || {
         let out = wait_synced(&s.dir, 60);
         assert_eq!(out.status.code(), Some(0), "{out:?}");

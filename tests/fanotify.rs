@@ -8,7 +8,6 @@
 use std::fs;
 use std::process::Command;
 
-use crate::agent::*;
 use crate::support::*;
 
 /// A config for `s` on `backend`, or None (printed) where fanotify needs what the
@@ -35,11 +34,11 @@ fn without_sys_admin(s: &Setup) -> Command {
 
 #[test]
 fn fanotify_events_outside_the_root_on_the_same_filesystem_are_not_pushed() {
-    let s = Setup::new("fan-outside");
+    let s = setup!();
     let Some(conf) = conf_on(&s, "fanotify") else {
         return;
     };
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     assert!(agent.log().contains("with fanotify"), "{}", agent.log());
     // Beside the root, on its filesystem: a file, a directory, a rename.
     s.dir.write("beside/secret-a.txt", "x\n");
@@ -62,11 +61,11 @@ fn fanotify_events_outside_the_root_on_the_same_filesystem_are_not_pushed() {
 
 #[test]
 fn fanotify_a_directory_renamed_in_from_outside_is_pushed_whole() {
-    let s = Setup::new("fan-movein");
+    let s = setup!();
     let Some(conf) = conf_on(&s, "fanotify") else {
         return;
     };
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     for i in 0..20 {
         s.dir
             .write(format!("staging/tree/d{i}/sub/f{i}.txt"), format!("{i}\n"));
@@ -81,14 +80,14 @@ fn fanotify_a_directory_renamed_in_from_outside_is_pushed_whole() {
 
 #[test]
 fn fanotify_a_renamed_big_directory_keeps_later_events_mapped_to_its_new_path() {
-    let s = Setup::new("fan-bigmv");
+    let s = setup!();
     let Some(conf) = conf_on(&s, "fanotify") else {
         return;
     };
     for i in 0..300 {
         s.write(format!("big/d{i}/inner/f.txt"), format!("{i}\n"));
     }
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     s.wait(&mut agent, "-r initial push");
     // Events in these directories put them in the handle cache under the old path.
     s.write("big/d150/inner/before.txt", "b\n");
@@ -113,7 +112,7 @@ fn fanotify_a_renamed_big_directory_keeps_later_events_mapped_to_its_new_path() 
 
 #[test]
 fn fanotify_auto_picks_fanotify_as_root_and_inotify_without_cap_sys_admin() {
-    let s = Setup::new("fan-auto");
+    let s = setup!();
     let Some(conf) = conf_on(&s, "auto") else {
         return;
     };
@@ -190,7 +189,7 @@ fn fanotify_auto_picks_fanotify_as_root_and_inotify_without_cap_sys_admin() {
 
 #[test]
 fn fanotify_a_bad_watcher_backend_is_refused_naming_line_and_value() {
-    let s = Setup::new("fan-badvalue");
+    let s = setup!();
     let mut conf = s.conf();
     conf.backend = "dnotify".into();
     fs::write(s.dir.join("sersync.xml"), conf.render()).expect("write config");
@@ -206,12 +205,12 @@ fn fanotify_a_bad_watcher_backend_is_refused_naming_line_and_value() {
 
 #[test]
 fn fanotify_queue_overflow_rescans_and_full_syncs() {
-    let s = Setup::new("fan-overflow");
+    let s = setup!();
     let Some(conf) = conf_on(&s, "fanotify") else {
         return;
     };
     s.write("pre/existing.txt", "pre\n");
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     s.wait(&mut agent, "-r initial push");
     // The default queue holds 16384 events: 20000 new files (a create and a
     // close-write each) while the agent cannot read overflow it.
@@ -238,14 +237,14 @@ fn fanotify_queue_overflow_rescans_and_full_syncs() {
 // filesystem marks (one for the whole tree).
 #[test]
 fn fanotify_status_counts_filesystem_marks_not_directories() {
-    let s = Setup::new("fan-status");
+    let s = setup!();
     let Some(conf) = conf_on(&s, "fanotify") else {
         return;
     };
     for i in 0..5 {
         s.write(format!("d{i}/f.txt"), "x\n");
     }
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     let out = sersync2(&s.dir, &["-o", "sersync.xml", "--status"]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");

@@ -6,8 +6,6 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::agent::*;
-use crate::mirrors_lag::status_json;
 use crate::support::*;
 
 /// Long enough for a loaded 2-core machine; nothing here depends on speed.
@@ -75,7 +73,7 @@ fn one_hung_remote_among_five_holds_back_only_itself() {
         "127.0.0.5",
     ];
     let daemons = RsyncDaemon::start_many(&ips);
-    let dir = Dir::new("fan-hung");
+    let dir = test_dir!();
     let src = dir.mkdir_p("src");
     let refs: Vec<&RsyncDaemon> = daemons.iter().collect();
     let mut conf = Conf::daemons(&src, &refs, &dir.join("fail.log"));
@@ -148,10 +146,10 @@ fn one_hung_remote_among_five_holds_back_only_itself() {
 fn a_relay_of_two_hops_converges_and_passes_on_no_rsync_temp_name() {
     let a = RsyncDaemon::start("127.0.0.1");
     let b = RsyncDaemon::start("127.0.0.2");
-    let dir = Dir::new("relay");
+    let dir = test_dir!();
     let src = dir.mkdir_p("src");
-    let hop1 = Dir::new("relay-hop1");
-    let hop2 = Dir::new("relay-hop2");
+    let hop1 = test_dir!();
+    let hop2 = test_dir!();
     // Agent 1: the source to daemon A. Agent 2: daemon A's module path to daemon B.
     let conf1 = Conf::daemons(&src, &[&a], &hop1.join("fail.log"));
     let mut agent1 = start_default_workers(&hop1, &conf1);

@@ -7,7 +7,6 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// How the agent names b in its reports.
@@ -32,8 +31,8 @@ fn owe_b_one_change(s: &mut Setup) -> PathBuf {
 // demand.
 #[test]
 fn replay_beside_a_running_instance_asks_it_and_reports() {
-    let mut s = Setup::new("ctl-replay");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut s = setup!();
+    let mut agent = s.agent(&[]);
     s.write("before/a.txt", "a\n");
     s.wait(&mut agent, "before the outage");
     let fail_log = owe_b_one_change(&mut s);
@@ -65,8 +64,8 @@ fn replay_beside_a_running_instance_asks_it_and_reports() {
 // the agent ran, what b is owed.
 #[test]
 fn replay_beside_a_running_instance_exits_1_while_a_remote_is_down() {
-    let mut s = Setup::new("ctl-down");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut s = setup!();
+    let mut agent = s.agent(&[]);
     let fail_log = owe_b_one_change(&mut s);
 
     let out = sersync2(&s.dir, &["-o", "sersync.xml", "--replay"]);
@@ -126,13 +125,13 @@ fn control_socket_refuses_other_users() {
         eprintln!("skipped: no /usr/bin/python3 for the other user's client");
         return;
     }
-    let s = Setup::new("ctl-users");
+    let s = setup!();
     // The socket's directory (/run/sersync2, 0755) is one the other user can reach, so
     // that only the socket's own mode and the agent's check stand in the way.
-    let run = Dir::new("ctl-users-run");
+    let run = test_dir!();
     let pid_file = run.join("agent.pid");
     let pid_arg = pid_file.display().to_string();
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["--pid-file", &pid_arg]);
+    let mut agent = s.agent(&["--pid-file", &pid_arg]);
     let socket = control_socket(&s.dir.join("sersync.xml"));
     let meta = fs::symlink_metadata(&socket).expect("the control socket exists");
     assert!(meta.file_type().is_socket());
@@ -189,7 +188,7 @@ fn control_socket_refuses_other_users() {
 // beside the new instance could not reach it.
 #[test]
 fn stale_control_socket_is_replaced_at_start() {
-    let s = Setup::new("ctl-stale");
+    let s = setup!();
     let run = s.dir.mkdir_p("run");
     let pid_file = run.join("agent.pid");
     fs::write(s.dir.join("sersync.xml"), s.conf().render()).expect("write sersync.xml");
@@ -200,7 +199,7 @@ fn stale_control_socket_is_replaced_at_start() {
     assert_eq!(stale.kind(), std::io::ErrorKind::ConnectionRefused);
 
     let pid_arg = pid_file.display().to_string();
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["--pid-file", &pid_arg]);
+    let mut agent = s.agent(&["--pid-file", &pid_arg]);
     let meta = fs::symlink_metadata(&socket).expect("the control socket");
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.mode() & 0o777, 0o600);

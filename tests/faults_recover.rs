@@ -1,20 +1,16 @@
 //! Remotes that fail and come back: owed work retried on the backoff schedule, the
 //! status of a failing remote, a full sync that partly fails, a remote that accepts
-//! connections and never answers, and rsync missing from PATH. Real rsync daemons,
+//! connections and never answers (and its rsync children at the exit), a fail log that
+//! cannot be written, and rsync missing from PATH. Real rsync daemons,
 //! real inotify, the real binary.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// "Within a few seconds" of a remote's return, generously.
@@ -23,29 +19,12 @@ const BACK_DEADLINE: Duration = Duration::from_secs(30);
 /// The agent's grace for running pushes after SIGTERM (src/modes/live.rs), plus room.
 const GRACE_AND_ROOM: Duration = Duration::from_secs(45);
 
-fn status_json(port: u16) -> serde_json::Value {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
-    write!(c, "GET /status HTTP/1.0\r\n\r\n").expect("send");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("read");
-    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("status JSON: {e}: {body}"))
-}
-
-fn get(port: u16, path: &str) -> String {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
-    write!(c, "GET {path} HTTP/1.0\r\n\r\n").expect("send");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("read");
-    text
-}
-
 // Broke: a remote that came back with no new changes stayed behind until the
 // `timeToExecute` replay (60 minutes by default).
 #[test]
 fn remote_back_with_no_new_changes_is_level_within_seconds() {
-    let mut s = Setup::new("back");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut s = setup!();
+    let mut agent = s.agent(&[]);
     s.write("first.txt", "1\n");
     s.wait(&mut agent, "before the outage");
 
@@ -80,11 +59,11 @@ fn remote_back_with_no_new_changes_is_level_within_seconds() {
 // the remote owes or when it is tried next.
 #[test]
 fn status_shows_failing_since_owed_and_next_retry() {
-    let mut s = Setup::new("status-retry");
+    let mut s = setup!();
     let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -124,7 +103,7 @@ fn status_shows_failing_since_owed_and_next_retry() {
     assert_eq!(a["owed"], 0, "{last}");
     assert!(a["next_retry_unix"].is_null(), "{last}");
 
-    let metrics = get(port, "/metrics");
+    let metrics = http_get(port, "/metrics");
     assert!(
         metrics.contains("sersync2_remote_owed_entries{remote=\"127.0.0.2::mod\""),
         "{metrics}"
@@ -230,7 +209,7 @@ fn agent_as_nobody(
 /// tree was owed and synced again on the backoff schedule for ever.
 #[test]
 fn a_full_sync_that_cannot_read_one_file_owes_only_that_file() {
-    let s = Setup::new("partial-owed");
+    let s = setup!();
     let remotes = s.remotes();
     fs::write(remotes[0].join("stale.txt"), "deleted at the source\n").expect("write");
     let (mut agent, own) = agent_as_nobody_beside_a_root_only_file(&s);
@@ -285,7 +264,7 @@ fn a_full_sync_that_cannot_read_one_file_owes_only_that_file() {
 /// at start, so they go as one call.)
 #[test]
 fn a_push_that_cannot_read_one_of_its_files_owes_only_that_file() {
-    let s = Setup::new("partial-paths");
+    let s = setup!();
     let (mut agent, own) = agent_as_nobody(&s, false, |own| {
         let root = s.src.display().to_string();
         let mut text = String::new();
@@ -357,7 +336,7 @@ const RETRY_DEADLINE: Duration = Duration::from_secs(150);
 /// synced again every minute for ever, and `z/stale.txt` was never deleted.
 #[test]
 fn a_full_sync_that_cannot_read_one_directory_owes_only_that_directory() {
-    let s = Setup::new("partial-dir");
+    let s = setup!();
     let remotes = s.remotes();
     fs::create_dir_all(remotes[0].join("z")).expect("mkdir");
     fs::write(remotes[0].join("z/stale.txt"), "deleted at the source\n").expect("write");
@@ -447,7 +426,7 @@ fn a_full_sync_that_cannot_read_one_directory_owes_only_that_directory() {
 /// `locked/` reached the remotes. Before, the whole tree stayed owed.
 #[test]
 fn an_owed_directory_still_partly_unreadable_owes_only_that_part() {
-    let s = Setup::new("partial-tree");
+    let s = setup!();
     let remotes = s.remotes();
     fs::create_dir_all(remotes[0].join("locked/deeper")).expect("mkdir");
     fs::write(remotes[0].join("locked/deeper/old.txt"), "stays\n").expect("write");
@@ -491,7 +470,7 @@ fn an_owed_directory_still_partly_unreadable_owes_only_that_part() {
 /// owed (a listing in it, deletions skipped) and `a/stale.txt` stayed.
 #[test]
 fn a_push_of_listings_that_cannot_read_some_of_them_owes_only_what_failed() {
-    let s = Setup::new("partial-listings");
+    let s = setup!();
     let remotes = s.remotes();
     fs::create_dir_all(remotes[0].join("a")).expect("mkdir");
     fs::write(remotes[0].join("a/stale.txt"), "deleted at the source\n").expect("write");
@@ -557,7 +536,7 @@ fn retries_within(elapsed: Duration) -> usize {
 // after every later successful push: 10 single edits caused 20 whole-tree syncs.
 #[test]
 fn partial_full_sync_is_not_requeued_on_every_push() {
-    let s = Setup::new("partial");
+    let s = setup!();
     let (mut agent, _) = agent_as_nobody_beside_a_root_only_file(&s);
     let labels = ["127.0.0.1::mod", "127.0.0.2::mod"];
     wait_until(
@@ -625,27 +604,10 @@ fn partial_full_sync_is_not_requeued_on_every_push() {
 // held its rsync calls forever.
 #[test]
 fn remote_that_accepts_and_never_answers_delays_only_itself() {
-    let s = Setup::new("silent");
+    let s = setup!();
     s.write("old.txt", "old\n");
     // A third loopback address on the daemons' port: it accepts and says nothing.
-    let listener = TcpListener::bind(("127.0.0.3", s.a.port())).expect("bind 127.0.0.3");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let silent = {
-        let (accepted, done) = (Arc::clone(&accepted), Arc::clone(&done));
-        std::thread::spawn(move || {
-            let mut held = Vec::new();
-            for conn in listener.incoming() {
-                if done.load(Ordering::Relaxed) {
-                    break;
-                }
-                if let Ok(c) = conn {
-                    held.push(c);
-                    accepted.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
+    let silent = SilentRemote::bind(s.a.port());
     let fail_log = s.dir.join("fail.sh");
     let conf = Conf::new(
         &s.src,
@@ -661,9 +623,9 @@ fn remote_that_accepts_and_never_answers_delays_only_itself() {
         &fail_log,
     );
     // Start-up (with -r) does not wait on the silent remote: `live:` comes at once.
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     wait_until("the silent remote has a connection", DEADLINE, || {
-        accepted.load(Ordering::Relaxed) >= 1
+        silent.accepted() >= 1
     });
     // The call that hangs carries the default connect and I/O timeouts, so it ends by
     // itself instead of holding a worker for good.
@@ -715,9 +677,6 @@ fn remote_that_accepts_and_never_answers_delays_only_itself() {
         "the answering remote owes nothing: {dests:?}"
     );
     eprintln!("stopped {took:?} after SIGTERM");
-    done.store(true, Ordering::Relaxed);
-    let _ = TcpStream::connect(("127.0.0.3", s.a.port()));
-    let _ = silent.join();
 }
 
 /// The argument vectors of the running children of `pid`, from /proc.
@@ -752,7 +711,7 @@ fn children_argv(pid: libc::pid_t) -> Vec<Vec<String>> {
 // every push failed with exit 127 (or a usage error) instead of refusing to start.
 #[test]
 fn rsync_missing_is_a_start_up_error() {
-    let dir = Dir::new("no-rsync");
+    let dir = test_dir!();
     let src = dir.mkdir_p("src");
     write_with_mode(&dir.join("rsync.pas"), b"secret\n", 0o600);
     let conf = Conf::new(
@@ -811,4 +770,126 @@ fn rsync_missing_is_a_start_up_error() {
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(shown.contains("rsync: rsync  version 3."), "{shown}");
+}
+
+// A fail log whose directory had gone was logged as "written to the fail log", and the
+// stop said "1 entry owed, kept in the fail log" and exited 0 while no file existed.
+#[test]
+fn unwritable_fail_log_is_reported_as_not_written_retried_and_fails_the_stop() {
+    let mut setup = setup!();
+    let fl_dir = setup.dir.mkdir_p("fl");
+    let fail_log = fl_dir.join("fail.sh");
+    let mut conf = setup.conf();
+    conf.fail_log = fail_log.clone();
+    setup.a.stop();
+    setup.b.stop();
+    let mut agent = setup.agent_with(&conf, &[]);
+    let gone = setup.dir.join("fl.gone");
+    fs::rename(&fl_dir, &gone).expect("move the fail log's directory away");
+
+    setup.write("a.txt", "owed");
+    wait_until(
+        "the failed push is reported as not written",
+        DEADLINE,
+        || {
+            agent.assert_running();
+            agent.log().contains("could NOT be written to the fail log")
+        },
+    );
+    assert!(
+        !agent.log().contains("failed, written to the fail log"),
+        "{}",
+        agent.log()
+    );
+
+    // The directory is back: the fail log is written again without another change.
+    fs::rename(&gone, &fl_dir).expect("put the directory back");
+    wait_until(
+        "the fail log is written again",
+        Duration::from_secs(30),
+        || fail_log.exists() && agent.log().contains("is written again"),
+    );
+    assert!(
+        fs::read_to_string(&fail_log)
+            .expect("read the fail log")
+            .contains("a.txt"),
+        "the entry kept in memory is in the file"
+    );
+
+    // Gone again at the stop: the stop says what was not kept and exits 1.
+    fs::rename(&fl_dir, &gone).expect("move it away again");
+    setup.write("b.txt", "owed too");
+    wait_until("the second failure is reported", DEADLINE, || {
+        agent.log().matches("could NOT be written").count() >= 2
+            || agent.log().contains("cannot write the fail log")
+    });
+    let (status, _) = agent.stop_with(libc::SIGTERM);
+    let log = agent.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("could NOT be kept"), "{log}");
+    assert!(log.contains(&fail_log.display().to_string()), "{log}");
+    assert!(!log.contains("kept in the fail log"), "{log}");
+}
+
+// With a remote that accepts and never answers, SIGTERM exited after the grace but left
+// the stuck rsync processes running as orphans (PPID 1) until their own timeout.
+#[test]
+fn rsync_children_stuck_on_a_silent_remote_are_not_left_behind_at_exit() {
+    let s = setup!();
+    // A third loopback address on the daemons' port: it accepts and says nothing.
+    let _silent = SilentRemote::bind(s.a.port());
+    let conf = Conf::new(
+        &s.src,
+        vec![("127.0.0.3".to_string(), "mod".to_string())],
+        Transport::Daemon {
+            port: s.a.port(),
+            user: s.a.user().to_string(),
+            password_file: s.a.password_file(),
+        },
+        &s.dir.join("fail.sh"),
+    );
+    let mut agent = s.agent_with(&conf, &[]);
+    s.write("a.txt", "stuck\n");
+    let mut stuck: Vec<libc::pid_t> = Vec::new();
+    wait_until("an rsync to the silent remote runs", DEADLINE, || {
+        stuck = rsync_children(agent.pid());
+        !stuck.is_empty()
+    });
+    // One wait for the agent's whole 30 s grace.
+    agent.signal(libc::SIGTERM);
+    let status = agent.wait_exit("the agent exits after its grace", Duration::from_secs(45));
+    let log = agent.log();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
+    assert!(log.contains("terminated 1 rsync process"), "{log}");
+    wait_until("the stuck rsync is gone", Duration::from_secs(10), || {
+        stuck.iter().all(|&pid| !alive(pid))
+    });
+}
+
+/// The rsync children of `pid`, from /proc.
+fn rsync_children(pid: libc::pid_t) -> Vec<libc::pid_t> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let ppid: libc::pid_t = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == pid && head.ends_with("(rsync"))
+                .then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie waiting for its reaper).
+fn alive(pid: libc::pid_t) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
 }

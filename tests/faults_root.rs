@@ -3,26 +3,13 @@
 //! a real tmpfs mount (skipped where mounting is not permitted).
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::agent::*;
 use crate::support::*;
 
-/// GET /status from 127.0.0.1:`port`, as JSON.
-fn status(port: u16) -> serde_json::Value {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
-    write!(c, "GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("read");
-    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    serde_json::from_str(body).expect("status JSON")
-}
-
 fn root_state(port: u16) -> String {
-    status(port)["roots"][0]["state"]
+    status_json(port)["roots"][0]["state"]
         .as_str()
         .unwrap_or("")
         .to_owned()
@@ -50,13 +37,13 @@ fn names_with(dir: &Path, needle: &str) -> Vec<PathBuf> {
 // change in the new root ever reached the remotes.
 #[test]
 fn root_removed_and_recreated_is_rewatched_and_fully_synced() {
-    let s = Setup::new("root-rm");
+    let s = setup!();
     s.write("a/one.txt", "1\n");
     s.write("two.txt", "2\n");
     let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     s.wait(&mut agent, "initial tree");
     assert_eq!(root_state(port), "ok");
 
@@ -101,10 +88,10 @@ fn root_removed_and_recreated_is_rewatched_and_fully_synced() {
 // agent watching the old tree, so the new one was never synced.
 #[test]
 fn root_renamed_away_and_replaced_by_a_new_tree_is_synced() {
-    let s = Setup::new("root-mv");
+    let s = setup!();
     s.write("old/page.html", "old\n");
     s.write("index.html", "old\n");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     s.wait(&mut agent, "initial tree");
 
     let new = s.dir.mkdir_p("src.new");
@@ -128,12 +115,12 @@ fn root_renamed_away_and_replaced_by_a_new_tree_is_synced() {
 // were still read as changes of the path.
 #[test]
 fn edits_in_the_old_root_after_mv_are_not_pushed() {
-    let s = Setup::new("root-old");
+    let s = setup!();
     s.write("sub/keep.txt", "keep\n");
     let mut conf = s.conf();
     // Delete off: nothing the full sync of the new root does could hide a leaked push.
     conf.delete = false;
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     s.wait(&mut agent, "initial tree");
 
     let old = s.dir.join("src.old");
@@ -185,10 +172,10 @@ impl Drop for Mounted {
 // warning: the watch stayed on the directory it covered.
 #[test]
 fn tmpfs_mounted_inside_the_tree_is_watched_and_pushed() {
-    let s = Setup::new("mount");
+    let s = setup!();
     s.write("top.txt", "top\n");
     s.write("mnt/under.txt", "covered by the mount\n");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     s.wait(&mut agent, "initial tree");
 
     let point = s.p("mnt");

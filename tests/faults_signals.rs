@@ -9,7 +9,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::agent::*;
 use crate::support::*;
 
 /// Like `Agent::start`, with extra environment variables.
@@ -41,16 +40,6 @@ fn drain(sock: &UnixDatagram, into: &mut Vec<String>) {
     }
 }
 
-/// The whole answer to `GET path` on 127.0.0.1:`port`.
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to status");
-    write!(c, "GET {path} HTTP/1.0\r\n\r\n").expect("send");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("read");
-    text
-}
-
 /// Writes the test's config file again (the agent reads it at SIGHUP).
 fn rewrite(dir: &Dir, conf: &Conf) {
     let path = dir.join("sersync.xml");
@@ -79,8 +68,8 @@ fn wait_logged(agent: &mut Agent, needle: &str, n: usize) {
 // ExecReload and the logrotate snippet send it.
 #[test]
 fn sighup_without_a_log_file_does_not_kill_the_agent() {
-    let s = Setup::new("hup-alive");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     agent.signal(libc::SIGHUP);
     wait_logged(&mut agent, "live:", 2);
     agent.signal(libc::SIGHUP);
@@ -94,12 +83,12 @@ fn sighup_without_a_log_file_does_not_kill_the_agent() {
 // until a restart.
 #[test]
 fn sighup_reloads_a_changed_config() {
-    let s = Setup::new("hup-reload");
+    let s = setup!();
     let fail_log = s.dir.join("fail.sh");
     let port = free_port("127.0.0.1");
     let mut only_a = Conf::daemons(&s.src, &[&s.a], &fail_log);
     only_a.status_port = Some(port);
-    let mut agent = Agent::start(&s.dir, &only_a, &["--batch", "1"]);
+    let mut agent = s.agent_with(&only_a, &["--batch", "1"]);
     // Work still queued or running at the HUP must come through the reload.
     for i in 0..300 {
         s.write(
@@ -167,8 +156,8 @@ fn sighup_reloads_a_changed_config() {
 // (file:line) and go on syncing.
 #[test]
 fn sighup_with_a_broken_config_keeps_the_running_one() {
-    let s = Setup::new("hup-broken");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     let mut broken = s.conf();
     broken.timeout_start = "perhaps".into();
     rewrite(&s.dir, &broken);
@@ -197,7 +186,7 @@ fn sighup_with_a_broken_config_keeps_the_running_one() {
 // watchdog keep systemd informed.
 #[test]
 fn sd_notify_ready_status_stopping_are_sent() {
-    let mut s = Setup::new("notify");
+    let mut s = setup!();
     let sock_path = s.dir.join("notify.sock");
     let sock = listen(&sock_path);
     let socket_env = sock_path.display().to_string();
@@ -249,20 +238,10 @@ fn sd_notify_ready_status_stopping_are_sent() {
     );
 }
 
-/// Kills the detached daemon with SIGTERM if the test ends early.
-struct Daemon(i32);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling the daemon this test started.
-        unsafe { libc::kill(self.0, libc::SIGTERM) };
-    }
-}
-
 // With -d and no --log-file, every log line after the detach was thrown away.
 #[test]
 fn detached_without_log_file_logs_to_syslog() {
-    let mut s = Setup::new("syslog");
+    let mut s = setup!();
     fs::write(s.dir.join("sersync.xml"), s.conf().render()).expect("config");
     let sock_path = s.dir.join("log.sock");
     let sock = listen(&sock_path);
@@ -281,12 +260,8 @@ fn detached_without_log_file_logs_to_syslog() {
         "-d returns 0 once ready: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let pid: i32 = fs::read_to_string(&pid_file)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("a pid");
-    let daemon = Daemon(pid);
+    let pid = read_pid(&pid_file);
+    let daemon = Detached(pid);
     let ident = format!(" sersync2[{pid}]: ");
     let mut got = Vec::new();
     wait_until(
@@ -323,7 +298,7 @@ fn detached_without_log_file_logs_to_syslog() {
 // `-m` has no reload, but SIGHUP (logrotate, `systemctl reload`) killed it all the same.
 #[test]
 fn sighup_in_module_mode_does_not_kill_it() {
-    let s = Setup::new("hup-module");
+    let s = setup!();
     let plugin = "  <plugin name=\"command\">\n    \
                   <param prefix=\"/bin/sh\" suffix=\"\" ignoreError=\"true\"/>\n    \
                   <filter start=\"false\"/>\n  </plugin>\n</head>\n";

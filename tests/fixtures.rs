@@ -101,7 +101,7 @@ fn daemon_stop_and_restart_keeps_data_and_serves_again() {
 fn wrong_password_is_rejected() {
     let src = sample_source();
     let daemon = RsyncDaemon::start("127.0.0.1");
-    let bad = Dir::new("badpass");
+    let bad = test_dir!();
     let bad_file = bad.join("wrong.pass");
     write_with_mode(&bad_file, b"not-the-password", 0o600);
 
@@ -150,7 +150,7 @@ fn push_over_sshd() {
 
 #[test]
 fn snapshot_distinguishes_kinds_and_never_follows_links() {
-    let d = Dir::new("snap");
+    let d = test_dir!();
     d.write("f", b"x");
     d.mkdir_p("sub");
     d.symlink("dirlink", "sub");
@@ -175,7 +175,7 @@ fn snapshot_distinguishes_kinds_and_never_follows_links() {
 #[test]
 fn trees_equal_reports_differing_missing_and_extra() {
     let a = sample_source();
-    let b = Dir::new("copy");
+    let b = test_dir!();
     assert!(trees_equal(a.path(), b.path()).is_err());
 
     let out = Command::new("cp")
@@ -207,8 +207,8 @@ fn trees_equal_reports_differing_missing_and_extra() {
 
 #[test]
 fn non_utf8_names_are_compared_bytewise() {
-    let a = Dir::new("latin1-a");
-    let b = Dir::new("latin1-b");
+    let a = test_dir!();
+    let b = test_dir!();
     let name = OsStr::from_bytes(b"na\xefve\xff");
     a.write(name, b"same");
     b.write(name, b"same");
@@ -226,7 +226,7 @@ fn non_utf8_names_are_compared_bytewise() {
 #[test]
 fn wait_trees_equal_sees_a_tree_converge() {
     let src = sample_source();
-    let dst = Dir::new("dst");
+    let dst = test_dir!();
     let (from, to) = (src.path().to_owned(), dst.path().to_owned());
     let copier = std::thread::spawn(move || {
         Command::new("rsync")
@@ -243,8 +243,8 @@ fn wait_trees_equal_sees_a_tree_converge() {
 #[test]
 #[should_panic(expected = "timed out")]
 fn wait_trees_equal_panics_with_diff_on_timeout() {
-    let a = Dir::new("never-a");
-    let b = Dir::new("never-b");
+    let a = test_dir!();
+    let b = test_dir!();
     a.write("only-here", b"1");
     wait_trees_equal(a.path(), b.path(), Duration::from_millis(100));
 }

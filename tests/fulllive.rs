@@ -8,7 +8,6 @@
 use std::fs;
 use std::path::Path;
 
-use crate::agent::*;
 use crate::support::*;
 
 /// `len` bytes that do not compress (`-z` must not shorten the full sync).
@@ -47,7 +46,7 @@ fn receiving(dir: &Path, name: &str) -> bool {
 // start), and said nothing meanwhile.
 #[test]
 fn a_live_edit_lands_while_a_full_sync_runs_and_the_remotes_end_equal() {
-    let s = Setup::new("full-live");
+    let s = setup!();
     // 4 MiB at 128 KiB/s: the full sync to each remote runs at least 32 s.
     s.write("a/big.bin", noise(4 << 20));
     s.write("b/keep.txt", b"keep\n");

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// The unit's `ExecStart=` and `ExecStartPre=` words for instance `name`: `%i` is
@@ -114,7 +113,7 @@ fn assert_refused(out: &std::process::Output, pid: i32, how: &str) {
 // `--pid-file` was not refused (two instances mirrored one config).
 #[test]
 fn the_units_instance_is_found_by_every_command_and_a_second_start_is_refused() {
-    let s = Setup::new("inst-unit");
+    let s = setup!();
     let name = instance_name("u");
     let (mut agent, config, pid_file) = start_as_the_unit(&s, &name);
     let pid = agent.pid();
@@ -214,19 +213,14 @@ fn the_units_instance_is_found_by_every_command_and_a_second_start_is_refused() 
 // config it had.
 #[test]
 fn a_bad_config_on_disk_after_a_refused_reload_does_not_stop_the_commands() {
-    let s = Setup::new("inst-bad");
+    let s = setup!();
     let name = instance_name("b");
     let (mut agent, config, _pid_file) = start_as_the_unit(&s, &name);
     let pid = agent.pid();
     let conf_arg = config.display().to_string();
     fs::write(&config, "<head><sersync></head>").expect("a bad config");
     agent.signal(libc::SIGHUP);
-    wait_until("the reload is refused", DEADLINE, || {
-        agent.assert_running();
-        agent
-            .log()
-            .contains("the config loaded before stays in use")
-    });
+    agent.wait_reload_refused();
     s.write("after.txt", "after the refused reload\n");
 
     let out = run_in(s.dir.path(), &["--status", "-o", &conf_arg]);
@@ -256,8 +250,8 @@ fn a_bad_config_on_disk_after_a_refused_reload_does_not_stop_the_commands() {
 // `--status` exited 0 while a remote was FAILING, and printed unix times.
 #[test]
 fn status_exits_1_while_a_remote_fails_and_0_once_it_caught_up() {
-    let mut s = Setup::new("inst-failing");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut s = setup!();
+    let mut agent = s.agent(&[]);
     s.b.stop();
     s.write("while-b-is-down.txt", "x\n");
     let status = |json: bool| {
@@ -308,4 +302,22 @@ fn status_exits_1_while_a_remote_fails_and_0_once_it_caught_up() {
         status(false).status.code() == Some(0)
     });
     agent.stop();
+}
+
+// `-o /x/a/b.xml` and `-o /x/a_b.xml` mapped to one default pid file (`/` → `_`): the
+// second was refused as "another sersync2 already runs this config".
+#[test]
+fn configs_a_slash_b_and_a_underscore_b_do_not_share_an_instance_lock() {
+    let s = setup!();
+    let conf = s.conf().render();
+    let nested = s.dir.mkdir_p("a").join("b.xml");
+    let flat = s.dir.join("a_b.xml");
+    fs::write(&nested, &conf).expect("write a/b.xml");
+    fs::write(&flat, &conf).expect("write a_b.xml");
+    let mut one = Agent::launch(&s.dir, &nested, &[], s.dir.join("one.err"));
+    one.wait_live();
+    let mut two = Agent::launch(&s.dir, &flat, &[], s.dir.join("two.err"));
+    two.wait_live();
+    two.stop_with(libc::SIGTERM);
+    one.stop_with(libc::SIGTERM);
 }

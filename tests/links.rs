@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::agent::*;
 use crate::support::*;
 
 /// The root-only file's content: nothing else written during the test holds it.
@@ -295,9 +294,9 @@ fn a_swapped_link_is_never_followed_over_the_daemon() {
     let Some(attacker) = User::create("swp") else {
         return;
     };
-    let s = Setup::new("swap-daemon");
+    let s = setup!();
     let secret = prepare(&s.dir, &s.src);
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut agent = s.agent(&[]);
     race(
         &s.dir,
         &s.src,
@@ -316,7 +315,7 @@ fn a_swapped_link_is_never_followed_over_ssh() {
     let Some(attacker) = User::create("sws") else {
         return;
     };
-    let dir = Dir::new("swap-ssh");
+    let dir = test_dir!();
     let src = dir.mkdir_p("src");
     let secret = prepare(&dir, &src);
     let sshd = Sshd::start();
@@ -405,7 +404,7 @@ fn rsync_is_started_only_through_the_confined_command() {
 // when it cannot (the exit status then counts as a failed push, retried).
 #[test]
 fn the_rsync_helper_runs_rsync_in_the_view_or_says_why_not() {
-    let dir = Dir::new("in-view");
+    let dir = test_dir!();
     let run = |args: &[&std::ffi::OsStr]| {
         std::process::Command::new(sersync_bin())
             .arg("--rsync-in-view")

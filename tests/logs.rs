@@ -1,14 +1,15 @@
 //! Logs fit the journal and never vanish: sd-daemon priority prefixes when stderr is the
 //! journal's stream (`JOURNAL_STREAM`), a log file when `-d` finds no syslog socket
 //! (said before the detach), and SIGUSR1 reopening the log file without a reload (what
-//! logrotate sends). Real daemons, real inotify, the real binary.
+//! logrotate sends); a `--log-file` that is not a regular file is refused. Real daemons, real inotify, the real binary.
 
+use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// Waits until `path` holds a line with every needle; returns that line.
@@ -39,7 +40,7 @@ fn wait_file_line(agent: &mut Agent, path: &Path, what: &str, needles: &[&str]) 
 // `journalctl -p err` found none of the failures.
 #[test]
 fn under_the_journal_every_line_carries_its_priority() {
-    let mut s = Setup::new("journal");
+    let mut s = setup!();
     let conf_path = s.dir.join("sersync.xml");
     fs::write(&conf_path, s.conf().render()).expect("write sersync.xml");
     let err = s.dir.join("agent.err");
@@ -88,21 +89,11 @@ impl Drop for Removed {
     }
 }
 
-/// Kills the detached daemon with SIGTERM if the test ends early.
-struct Daemon(i32);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling the daemon this test started.
-        unsafe { libc::kill(self.0, libc::SIGTERM) };
-    }
-}
-
 // Detached (-d) with no syslog socket (a container without /dev/log), every log line
 // was dropped without a word.
 #[test]
 fn detached_without_a_syslog_socket_says_so_and_logs_to_a_file() {
-    let mut s = Setup::new("no-syslog");
+    let mut s = setup!();
     fs::write(s.dir.join("sersync.xml"), s.conf().render()).expect("config");
     let pid_file = s.dir.join("agent.pid");
     // A socket path where nothing listens stands for a missing /dev/log.
@@ -129,12 +120,8 @@ fn detached_without_a_syslog_socket_says_so_and_logs_to_a_file() {
         "-d returns 0 once ready: {}",
         text(&out)
     );
-    let pid: i32 = fs::read_to_string(&pid_file)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("a pid");
-    let daemon = Daemon(pid);
+    let pid = read_pid(&pid_file);
+    let daemon = Detached(pid);
     let Some(file) = file else {
         panic!("the agent says before it detaches where its logs go: {said}");
     };
@@ -179,7 +166,7 @@ fn detached_without_a_syslog_socket_says_so_and_logs_to_a_file() {
 // restarted every pipeline. SIGUSR1 reopens the log file and nothing else.
 #[test]
 fn sigusr1_reopens_the_log_file_after_a_rename_without_a_reload() {
-    let s = Setup::new("usr1");
+    let s = setup!();
     let conf_path = s.dir.join("sersync.xml");
     fs::write(&conf_path, s.conf().render()).expect("write sersync.xml");
     let log_file = s.dir.join("agent.log");
@@ -248,7 +235,7 @@ impl Drop for Reaped {
 // /var/log/sersync2 open.
 #[test]
 fn the_logrotate_snippet_reopens_its_instances_logs_and_signals_nothing_else() {
-    let s = Setup::new("rotate");
+    let s = setup!();
     let token = s
         .dir
         .path()
@@ -311,4 +298,37 @@ fn the_logrotate_snippet_reopens_its_instances_logs_and_signals_nothing_else() {
         tail(&all, 40)
     );
     agent.stop();
+}
+
+// `--log-file` at a fifo nobody reads gave "No such device or address (os error 6)"
+// instead of the refusal that says it is not a regular file.
+#[test]
+fn log_file_at_a_fifo_without_reader_is_refused_as_not_a_regular_file() {
+    let s = setup!();
+    let config = s.dir.join("sersync.xml");
+    fs::write(&config, s.conf().render()).expect("write config");
+    let fifo = s.dir.join("agent.log");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).expect("path");
+    // SAFETY: c is a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let pid_file = s.dir.join("agent.pid");
+    let mut agent = Agent::launch(
+        &s.dir,
+        &config,
+        &[
+            OsStr::new("--pid-file"),
+            pid_file.as_os_str(),
+            OsStr::new("--log-file"),
+            fifo.as_os_str(),
+        ],
+        s.dir.join("agent.err"),
+    );
+    let code = agent.exit().code();
+    let text = agent.log();
+    assert_eq!(code, Some(2), "exit 2 expected; stderr:\n{text}");
+    assert!(
+        text.contains("not a regular file") && text.contains("fifo"),
+        "the refusal says what is wrong:\n{text}"
+    );
+    assert!(!text.contains("os error 6"), "{text}");
 }

@@ -11,7 +11,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// The upload directory `src/up`, owned by `user`, in a tree others can traverse.
@@ -192,12 +191,12 @@ fn a_users_too_long_path_holds_back_nothing_over_ssh() {
     if unsafe { libc::geteuid() } != 0 {
         return;
     }
-    let s = Setup::new("deep-ssh");
+    let s = setup!();
     let up = upload_dir(&s, &attacker);
     let sshd = Sshd::start();
     let mut conf = Conf::ssh(&s.src, &sshd, &s.dir.join("fail.sh"));
     conf.backend = "fanotify".to_owned();
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     make_deep_tree(&attacker, &up);
     let names = root_changes(&s, 20);
     let end = Instant::now() + Duration::from_secs(90);
@@ -233,7 +232,7 @@ fn a_full_sync_lands_beside_a_users_too_long_path() {
     let Some(attacker) = User::create("f") else {
         return;
     };
-    let s = Setup::new("deep-full");
+    let s = setup!();
     let up = upload_dir(&s, &attacker);
     make_deep_tree(&attacker, &up);
     s.write("before.txt", "made before the start\n");
@@ -244,7 +243,7 @@ fn a_full_sync_lands_beside_a_users_too_long_path() {
         )
         .expect("plant a stale file");
     }
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     let end = Instant::now() + Duration::from_secs(90);
     loop {
         let level = s.remotes().iter().all(|r| {

@@ -2,29 +2,12 @@
 //! and `--wait-synced`, the exact barrier a deploy script runs before it switches traffic.
 //! Real agents, real rsync daemons, real inotify.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::agent::*;
 use crate::support::*;
 
 /// A wait that covers the issue's "within a few seconds" on a loaded machine.
 const LAG_DEADLINE: Duration = Duration::from_secs(30);
-
-fn get(port: u16, path: &str) -> String {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
-    write!(c, "GET {path} HTTP/1.0\r\n\r\n").expect("send");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("read");
-    text
-}
-
-pub(crate) fn status_json(port: u16) -> serde_json::Value {
-    let text = get(port, "/status");
-    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("status JSON: {e}: {body}"))
-}
 
 /// The value of one metric line, by its name and labels.
 fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
@@ -41,10 +24,10 @@ fn label(d: &RsyncDaemon) -> String {
 // and hoped, and switched traffic to servers still missing part of the release.
 #[test]
 fn wait_synced_returns_once_5000_files_are_on_every_remote() {
-    let s = Setup::new("wait-5000");
+    let s = setup!();
     let mut conf = s.conf();
     conf.debug = false; // 5,000 events a round: keep the log small
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     for round in 0..3 {
         for i in 0..5000 {
             s.write(
@@ -97,8 +80,8 @@ fn wait_synced_returns_once_5000_files_are_on_every_remote() {
 // timeout with exit 1 and says which remote is behind.
 #[test]
 fn wait_synced_times_out_while_a_remote_is_down() {
-    let mut s = Setup::new("wait-down");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut s = setup!();
+    let mut agent = s.agent(&[]);
     s.write("before.txt", "before\n");
     s.wait(&mut agent, "before the outage");
     s.b.stop();
@@ -155,11 +138,11 @@ fn wait_synced_times_out_while_a_remote_is_down() {
 // Broke: status showed counters only; nobody could tell how stale a mirror was.
 #[test]
 fn lag_is_reported_while_a_remote_is_down_and_zero_when_level() {
-    let mut s = Setup::new("lag");
+    let mut s = setup!();
     let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     s.write("level.txt", "level\n");
     s.wait(&mut agent, "level");
     wait_until("lag is 0 on both remotes when level", LAG_DEADLINE, || {
@@ -186,7 +169,7 @@ fn lag_is_reported_while_a_remote_is_down_and_zero_when_level() {
         "a stays level: {last}"
     );
     assert!(last["remotes"][1]["pending"].is_u64(), "{last}");
-    let metrics = get(port, "/metrics");
+    let metrics = http_get(port, "/metrics");
     assert_metric_names(&metrics);
     let b_lag = metric(
         &metrics,
@@ -225,7 +208,7 @@ fn lag_is_reported_while_a_remote_is_down_and_zero_when_level() {
                 && last["remotes"][i]["owed"] == 0
         })
     });
-    let metrics = get(port, "/metrics");
+    let metrics = http_get(port, "/metrics");
     assert_eq!(
         metric(
             &metrics,
@@ -246,7 +229,7 @@ fn lag_is_reported_while_a_remote_is_down_and_zero_when_level() {
 // it and returns synced.
 #[test]
 fn wait_synced_started_while_the_socket_is_away_waits_for_it() {
-    let s = Setup::new("lag-wait-early");
+    let s = setup!();
     s.write("early.txt", "early\n");
     let conf_path = s.dir.join("sersync.xml");
     std::fs::write(&conf_path, s.conf().render()).expect("write sersync.xml");
@@ -256,7 +239,7 @@ fn wait_synced_started_while_the_socket_is_away_waits_for_it() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn --wait-synced");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     let out = client.wait_with_output().expect("wait for --wait-synced");
     assert_eq!(
         out.status.code(),

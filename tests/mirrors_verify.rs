@@ -3,11 +3,8 @@
 //! `<verify>` repairing what it finds, and `--log-format json`.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// `sersync2 --verify -o sersync.xml ARGS` in the test's directory, to completion.
@@ -27,11 +24,8 @@ fn label(d: &RsyncDaemon) -> String {
 
 /// The body of `GET path` from the agent's status endpoint.
 fn get(port: u16, path: &str) -> String {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
-    write!(c, "GET {path} HTTP/1.0\r\n\r\n").expect("send");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("read");
-    text.split_once("\r\n\r\n")
+    http_get(port, path)
+        .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, body)| body.to_owned())
 }
 
@@ -80,7 +74,7 @@ fn start_with_xml(dir: &Dir, xml: &str, extra: &[&str]) -> Agent {
 // went unnoticed: nothing compared the remotes with the source.
 #[test]
 fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
-    let mut s = Setup::new("verify-drift");
+    let mut s = setup!();
     s.write("keep.txt", "keep\n");
     s.write("change.txt", "original\n");
     s.write("gone.txt", "gone\n");
@@ -88,7 +82,7 @@ fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
     let mut conf = s.conf();
     // Without -u: a file rewritten on the remote is newer there, and -u would skip it.
     conf.params = "-artz".into();
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     s.wait(&mut agent, "the -r full sync");
     agent.stop();
 
@@ -187,10 +181,10 @@ fn verify_reports_a_file_changed_on_a_remote_behind_the_agents_back() {
 // reported as differing (directory mtimes, temp names, excludes).
 #[test]
 fn verify_is_level_after_a_burst() {
-    let s = Setup::new("verify-burst");
+    let s = setup!();
     let mut conf = s.conf();
     conf.excludes = Some(vec!["(.*)\\.svn".into()]);
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     for i in 0..300 {
         s.write(
             format!("burst/d{}/f{i}.txt", i % 30),
@@ -218,8 +212,8 @@ fn verify_is_level_after_a_burst() {
 // exit status of a failed push.
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let mut s = Setup::new("json-logs");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["--log-format", "json"]);
+    let mut s = setup!();
+    let mut agent = s.agent(&["--log-format", "json"]);
     s.b.stop();
     s.write("a.txt", "a\n");
     let b = label(&s.b);
@@ -264,16 +258,6 @@ fn json_logs_are_one_object_per_line() {
     assert!(event, "a watch event carries its root:\n{log}");
 }
 
-/// Kills the detached daemon with SIGTERM if the test ends early.
-struct Daemon(i32);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling the daemon this test started.
-        unsafe { libc::kill(self.0, libc::SIGTERM) };
-    }
-}
-
 /// Every line parses as a JSON object with time, level and message.
 fn assert_json_lines(lines: &[&str], all: &str) {
     for line in lines {
@@ -289,7 +273,7 @@ fn assert_json_lines(lines: &[&str], all: &str) {
 // free text.
 #[test]
 fn json_logs_go_to_the_log_file_and_to_syslog() {
-    let s = Setup::new("json-sinks");
+    let s = setup!();
     let xml = s.conf().render();
     let log_file = s.dir.join("agent.log");
     let mut agent = start_with_xml(
@@ -326,12 +310,8 @@ fn json_logs_go_to_the_log_file_and_to_syslog() {
         .output()
         .expect("run sersync2 -d");
     assert!(out.status.success(), "{}", text(&out));
-    let pid: i32 = fs::read_to_string(&pid_file)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("a pid");
-    let daemon = Daemon(pid);
+    let pid = read_pid(&pid_file);
+    let daemon = Detached(pid);
     let ident = format!(" sersync2[{pid}]: ");
     let mut got: Vec<String> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -361,14 +341,14 @@ fn json_logs_go_to_the_log_file_and_to_syslog() {
 // missing) while a live push of it sent it.
 #[test]
 fn a_directory_only_exclude_keeps_files_of_that_name_in_full_syncs_and_live_pushes() {
-    let s = Setup::new("verify-dir-only");
+    let s = setup!();
     let mut conf = s.conf();
     conf.excludes = Some(vec!["ead/".into(), "(.*/)?skip/".into()]);
     s.write("ead", "a file named like the excluded directories\n");
     s.write("a/skip", "a file named like the excluded directories\n");
     s.write("b/skip/x.txt", "in an excluded directory\n");
     s.write("keep.txt", "keep\n");
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     let on_every_remote = |rel: &str| {
         s.remotes()
             .iter()
@@ -423,13 +403,13 @@ fn a_directory_only_exclude_keeps_files_of_that_name_in_full_syncs_and_live_push
 // remote, as the source holds only an excluded directory there.
 #[test]
 fn a_file_replaced_by_a_directory_only_excluded_directory_leaves_every_remote() {
-    let s = Setup::new("verify-dir-only-replaced");
+    let s = setup!();
     let mut conf = s.conf();
     conf.excludes = Some(vec!["(.*/)?skip/".into()]);
     s.write("c/skip", "a file named like the excluded directories\n");
     s.write("d/skip", "a file named like the excluded directories\n");
     s.write("keep.txt", "keep\n");
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     let on_every_remote = |rel: &str| {
         s.remotes()
             .iter()
@@ -459,7 +439,7 @@ fn a_file_replaced_by_a_directory_only_excluded_directory_leaves_every_remote() 
     // At a start with -r: the full sync.
     fs::remove_file(s.p("d/skip")).expect("rm d/skip");
     s.write("d/skip/z.txt", "in an excluded directory\n");
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     let out = wait_synced(&s.dir, 60);
     assert!(out.status.success(), "{}", text(&out));
     assert!(

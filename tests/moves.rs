@@ -10,7 +10,6 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// Incompressible bytes (the config pushes with `-z`), different per seed.
@@ -114,8 +113,8 @@ fn wait_ssh(agent: &mut Agent, dir: &Dir, src: &std::path::Path, sshd: &Sshd, st
 // A renamed directory was pushed again whole (every byte re-sent).
 #[test]
 fn renamed_directory_is_not_sent_again() {
-    let s = Setup::new("mv-dir");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     for i in 0..6 {
         s.write(format!("old/sub{}/f{i}.bin", i % 2), noise(MB, i));
     }
@@ -151,10 +150,10 @@ fn renamed_directory_is_not_sent_again() {
 // `a.txt~`, an excluded `cache/`) to every remote, where nothing removed them.
 #[test]
 fn a_renamed_directory_takes_no_temp_or_excluded_name_along() {
-    let s = Setup::new("mv-excl");
+    let s = setup!();
     let mut conf = s.conf();
     conf.excludes = Some(vec!["(.*)\\.log".into(), "(.*/)?cache".into()]);
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     s.write("d1/a.txt", "a\n");
     s.write("d1/sub/b.txt", noise(MB, 7));
     s.write("d1/secret.log", "excluded\n");
@@ -196,8 +195,8 @@ fn a_renamed_directory_takes_no_temp_or_excluded_name_along() {
 // A renamed file was pushed again whole, or its old name stayed on the remotes.
 #[test]
 fn renamed_file_arrives_and_old_name_is_gone() {
-    let s = Setup::new("mv-file");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     s.write("a/same-dir.bin", noise(2 * MB, 1));
     // Not the same size: --fuzzy takes any file of the same size and mtime.
     s.write("a/other-dir.bin", noise(2 * MB + 4321, 2));
@@ -239,8 +238,8 @@ fn renamed_file_arrives_and_old_name_is_gone() {
 // A rename whose old path (or new parent) the remote lacked never reached it.
 #[test]
 fn rename_to_a_path_the_remote_lacks_falls_back() {
-    let s = Setup::new("mv-lacks");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     s.write("old/f.txt", "f\n");
     s.write("old/deep/g.txt", "g\n");
     s.write("file.txt", "file\n");
@@ -265,8 +264,8 @@ fn rename_to_a_path_the_remote_lacks_falls_back() {
 // Swapping two names through a temporary name left a remote with stale or lost data.
 #[test]
 fn swap_through_a_temp_name_ends_equal() {
-    let s = Setup::new("mv-swap");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     s.write("a.txt", "A\n");
     s.write("b.txt", "B\n");
     s.write("A/x.txt", "in A\n");
@@ -382,8 +381,8 @@ fn sessions_until_received(log: &str, from: usize, name: &str) -> (usize, Option
 #[test]
 fn a_flood_of_renames_does_not_hold_back_other_changes() {
     const N: usize = 300;
-    let s = Setup::new("mv-flood");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     for i in 0..N {
         s.write(format!("flood/f{i:03}.txt"), format!("file {i}\n"));
     }
@@ -543,8 +542,8 @@ fn exchange(a: &std::path::Path, b: &std::path::Path) {
 // below it afterwards reached the remotes.
 #[test]
 fn exchanged_directories_stay_watched_and_end_equal() {
-    let s = Setup::new("mv-xchg");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     s.write("XA/a.txt", "in A\n");
     s.write("XA/sub/deep/a2.txt", "deep in A\n");
     s.write("XB/b.txt", "in B, longer\n");
@@ -688,8 +687,8 @@ fn entries_made_just_before_an_ancestor_rename_reach_the_remote_over_ssh() {
 // The same rounds in daemon mode, where a rename's push lists what was below it.
 #[test]
 fn entries_made_just_before_an_ancestor_rename_reach_the_remotes() {
-    let s = Setup::new("mv-race");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     ancestor_rename_rounds_setup(&s.src, ANCESTOR_RENAME_ROUNDS);
     s.wait(&mut agent, "before the rounds");
     entries_made_before_their_ancestor_is_renamed(&s.src, ANCESTOR_RENAME_ROUNDS);

@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::agent::{Agent, Setup};
 use crate::support::*;
 
 fn run(cmd: &mut Command) -> Output {
@@ -146,7 +145,7 @@ fn the_debian_package_builds_and_contains_what_it_should() {
         }
     }
 
-    let root = Dir::new("deb-extract");
+    let root = test_dir!();
     run(Command::new("dpkg-deb")
         .arg("-x")
         .arg(&deb)
@@ -242,7 +241,7 @@ fn the_changelog_names_this_version_and_the_unit_is_sandboxed() {
         return;
     };
     assert!(version.status.success());
-    let dir = Dir::new("unit-rating");
+    let dir = test_dir!();
     let path = dir.write(
         "sersync2@.service",
         unit.replace("/usr/local/bin/", "/usr/bin/"),
@@ -305,7 +304,7 @@ fn the_agent_mirrors_with_only_the_capabilities_the_unit_leaves() {
     }
     let unit = unit();
     let privileges = unit_privileges(&unit);
-    let s = Setup::new("unit-caps");
+    let s = setup!();
     let mut conf = s.conf();
     conf.backend = "auto".to_owned();
     let conf_path = s.dir.write("sersync.xml", conf.render());
@@ -371,7 +370,7 @@ fn prerm_stops_a_running_instance_and_purge_says_what_it_kept() {
         return;
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = Dir::new("maint");
+    let dir = test_dir!();
     let watch = dir.mkdir_p("src");
     let conf = dir.write(
         "sersync.xml",

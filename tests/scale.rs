@@ -4,13 +4,11 @@
 
 use std::fs;
 
-use crate::agent::*;
-use crate::scenarios::http_get;
 use crate::support::*;
 
 #[test]
 fn status_counts_every_directory_of_the_tree_set_up_at_start() {
-    let s = Setup::new("scale-status");
+    let s = setup!();
     for top in 0..30 {
         for sub in 0..50 {
             fs::create_dir_all(s.p(format!("t{top:02}/s{sub:02}"))).expect("mkdir");
@@ -20,7 +18,7 @@ fn status_counts_every_directory_of_the_tree_set_up_at_start() {
     let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     let mut last = String::new();
     wait_until("status counts every directory", DEADLINE, || {
         agent.assert_running();
@@ -28,7 +26,7 @@ fn status_counts_every_directory_of_the_tree_set_up_at_start() {
             return false;
         };
         drop(stream);
-        let (_, body) = http_get(port, "/status");
+        let (_, body) = http_head_body(port, "/status");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         last = body;
         v["watches"].as_u64() == Some(dirs as u64)
@@ -37,7 +35,7 @@ fn status_counts_every_directory_of_the_tree_set_up_at_start() {
     // One more directory is one more watch.
     fs::create_dir(s.p("t00/new")).expect("mkdir");
     wait_until("status counts the new directory", DEADLINE, || {
-        let (_, body) = http_get(port, "/status");
+        let (_, body) = http_head_body(port, "/status");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         v["watches"].as_u64() == Some(dirs as u64 + 1)
     });
@@ -46,7 +44,7 @@ fn status_counts_every_directory_of_the_tree_set_up_at_start() {
 
 #[test]
 fn a_storm_in_one_directory_collapses_and_every_remote_ends_equal() {
-    let s = Setup::new("scale-storm");
+    let s = setup!();
     fs::create_dir_all(s.p("storm")).expect("mkdir");
     s.write("storm/old-1.txt", "old\n");
     s.write("storm/old-2.txt", "old\n");
@@ -90,7 +88,7 @@ fn a_storm_in_one_directory_collapses_and_every_remote_ends_equal() {
 // are kept out of a listing push too.
 #[test]
 fn a_collapsed_storm_pushes_no_temp_or_excluded_name() {
-    let s = Setup::new("scale-storm-temp");
+    let s = setup!();
     fs::create_dir_all(s.p("storm")).expect("mkdir");
     let mut conf = s.conf();
     conf.excludes = Some(vec![r"(.*)\.tmp".into()]);
@@ -150,8 +148,8 @@ fn a_collapsed_storm_pushes_no_temp_or_excluded_name() {
 // that deletes what the remote holds below it beyond the source.
 #[test]
 fn a_directory_deleted_and_made_again_ends_equal_on_every_remote() {
-    let s = Setup::new("scale-redeploy");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     let build = s.dir.mkdir_p("build");
     for v in 1..=5 {
         let _ = fs::remove_dir_all(&build);
@@ -180,8 +178,8 @@ fn a_directory_deleted_and_made_again_ends_equal_on_every_remote() {
 // retried for as long as `app` was a file; `--wait-synced` timed out and the lag grew.
 #[test]
 fn a_directory_replaced_by_a_file_leaves_nothing_owed() {
-    let s = Setup::new("dir-to-file");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     for round in 0..3 {
         for i in 0..8 {
             for j in 0..15 {
@@ -221,8 +219,8 @@ fn a_directory_replaced_by_a_file_leaves_nothing_owed() {
 // left files of the old release on every remote, and `--wait-synced` said synced.
 #[test]
 fn a_release_moved_out_and_another_moved_in_ends_equal() {
-    let s = Setup::new("move-out-in");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     for round in 0..4 {
         for i in 0..4 {
             s.write(
@@ -260,10 +258,10 @@ fn a_release_moved_out_and_another_moved_in_ends_equal() {
 // retried for ever; `--wait-synced` never returned 0 while the file existed.
 #[test]
 fn with_deletes_off_a_directory_replaced_by_a_file_is_left_as_it_is() {
-    let s = Setup::new("dir-to-file-keep");
+    let s = setup!();
     let mut conf = s.conf();
     conf.delete = false;
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     s.write("app/sub/f", "in the directory\n");
     s.write("other.txt", "1\n");
     wait_until("app on both remotes", DEADLINE, || {
@@ -293,7 +291,7 @@ fn with_deletes_off_a_directory_replaced_by_a_file_is_left_as_it_is() {
 // `--wait-synced` failed all that time.
 #[test]
 fn a_deploy_owed_to_a_remote_that_was_down_is_paid_after_a_restart() {
-    let mut s = Setup::new("owed-deploy");
+    let mut s = setup!();
     let conf = s.conf();
     let tree = |root: &str, tag: &str| {
         for i in 0..6 {
@@ -303,7 +301,7 @@ fn a_deploy_owed_to_a_remote_that_was_down_is_paid_after_a_restart() {
             }
         }
     };
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     tree("src/app", "v1");
     tree("build", "v2");
     s.wait(&mut agent, "app v1");
@@ -312,7 +310,7 @@ fn a_deploy_owed_to_a_remote_that_was_down_is_paid_after_a_restart() {
     wait_trees_equal(&s.src, s.a.data_dir(), DEADLINE);
     agent.stop();
     s.b.restart();
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     let out = wait_synced(&s.dir, 60);
     assert_eq!(
         out.status.code(),
@@ -358,8 +356,8 @@ fn deploy_five_releases(s: &Setup) {
 // as extra). The barrier's promise is checked at once: synced means equal.
 #[test]
 fn five_releases_deployed_back_to_back_leave_no_old_file() {
-    let s = Setup::new("scale-releases");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     s.write("keep.txt", "keep\n");
     s.wait(&mut agent, "before the releases");
     deploy_five_releases(&s);

@@ -4,13 +4,10 @@
 //! file, the status endpoint. All against real daemons the tests stop and start.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::agent::*;
 use crate::support::*;
 
 /// Writes `n` files spread over `n / 10` new directories under `dir`.
@@ -25,9 +22,9 @@ fn burst(s: &Setup, dir: &str, n: usize) {
 
 #[test]
 fn a_remote_stopped_mid_burst_loses_nothing_after_replay() {
-    let mut s = Setup::new("outage");
+    let mut s = setup!();
     let conf = s.conf();
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     burst(&s, "before", 100);
     s.wait(&mut agent, "before the outage");
 
@@ -71,8 +68,8 @@ fn a_remote_stopped_mid_burst_loses_nothing_after_replay() {
 
 #[test]
 fn a_recovered_remote_gets_what_it_is_owed_without_waiting_for_the_timer() {
-    let mut s = Setup::new("recover");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut s = setup!();
+    let mut agent = s.agent(&[]);
     s.b.stop();
     burst(&s, "during", 200);
     let fail_log = s.dir.join("fail.sh");
@@ -89,11 +86,11 @@ fn a_recovered_remote_gets_what_it_is_owed_without_waiting_for_the_timer() {
 
 #[test]
 fn a_remote_down_at_start_with_r_is_owed_a_full_sync() {
-    let mut s = Setup::new("down-at-start");
+    let mut s = setup!();
     s.write("old/a.txt", "a\n");
     s.write("old/b/c.txt", "c\n");
     s.b.stop();
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     wait_mirrored(
         &mut agent,
         &s.src,
@@ -116,8 +113,8 @@ fn a_remote_down_at_start_with_r_is_owed_a_full_sync() {
 
 #[test]
 fn replay_exits_non_zero_while_the_remote_is_still_down() {
-    let mut s = Setup::new("replay-down");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut s = setup!();
+    let mut agent = s.agent(&[]);
     s.b.stop();
     s.write("x.txt", "x\n");
     let fail_log = s.dir.join("fail.sh");
@@ -134,8 +131,8 @@ fn replay_exits_non_zero_while_the_remote_is_still_down() {
 
 #[test]
 fn sigterm_with_pending_work_writes_it_to_the_fail_log_and_a_restart_converges() {
-    let s = Setup::new("sigterm-pending");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["--batch", "1"]);
+    let s = setup!();
+    let mut agent = s.agent(&["--batch", "1"]);
     burst(&s, "pending", 2000);
     let (status, took) = agent.stop_with(libc::SIGTERM);
     assert!(status.success(), "exit 0 after SIGTERM: {status}");
@@ -150,33 +147,33 @@ fn sigterm_with_pending_work_writes_it_to_the_fail_log_and_a_restart_converges()
         s.dir.join("fail.sh").exists(),
         "queued work was written to the fail log; log:\n{log}"
     );
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     s.wait(&mut agent, "restart with -r after SIGTERM");
     agent.stop();
 }
 
 #[test]
 fn sigkill_mid_burst_then_restart_with_r_converges() {
-    let s = Setup::new("sigkill");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     burst(&s, "killed", 1500);
     let (status, _) = agent.stop_with(libc::SIGKILL);
     assert!(!status.success());
     fs::remove_dir_all(s.p("killed/d3")).expect("rm while the agent is down");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     s.wait(&mut agent, "restart with -r after SIGKILL");
     agent.stop();
 }
 
 #[test]
 fn crontab_full_sync_repairs_remotes_and_honours_crontabfilter() {
-    let s = Setup::new("crontab");
+    let s = setup!();
     s.write("site/index.html", "index\n");
     s.write("site/app.php", "<?php\n");
     let mut conf = s.conf();
     // Every two seconds (6-field form with seconds).
     conf.crontab = Some(("*/2 * * * * *".into(), vec!["*.php".into()]));
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     // No -r: only the crontab can push what existed before the start.
     for remote in s.remotes() {
         wait_until("crontab pushed index.html", DEADLINE, || {
@@ -239,7 +236,7 @@ impl Drop for Sysctl {
 
 #[test]
 fn queue_overflow_rewalks_and_full_syncs() {
-    let s = Setup::new("overflow");
+    let s = setup!();
     s.write("pre/existing.txt", "pre\n");
     // The agent's inotify instance gets the small queue; restore right after it exists.
     let Some(small) = Sysctl::set("max_queued_events", 32) else {
@@ -248,7 +245,7 @@ fn queue_overflow_rewalks_and_full_syncs() {
         );
         return;
     };
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut agent = s.agent(&[]);
     drop(small);
     agent.signal(libc::SIGSTOP);
     burst(&s, "flood", 500);
@@ -260,29 +257,19 @@ fn queue_overflow_rewalks_and_full_syncs() {
     agent.stop();
 }
 
-/// GET `path` from 127.0.0.1:`port` with a plain HTTP/1.0 request.
-pub(crate) fn http_get(port: u16, path: &str) -> (String, String) {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
-    write!(c, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("read");
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    (head.to_owned(), body.to_owned())
-}
-
 #[test]
 fn status_endpoint_reports_counts_and_metrics() {
-    let mut s = Setup::new("status");
+    let mut s = setup!();
     let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     s.write("a/one.txt", "1\n");
     s.write("a/two.txt", "2\n");
     s.wait(&mut agent, "pushed before status");
     // The files may have arrived with the -r full sync before its rsync ended.
     wait_until("both remotes' calls have finished", DEADLINE, || {
-        let (_, body) = http_get(port, "/status");
+        let (_, body) = http_head_body(port, "/status");
         let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         (0..2).all(|i| v["remotes"][i]["pushed"].as_u64().unwrap_or(0) >= 3)
             && v["remotes"][0]["queued"] == 0
@@ -291,11 +278,11 @@ fn status_endpoint_reports_counts_and_metrics() {
     s.b.stop();
     s.write("a/three.txt", "3\n");
     wait_until("b's failure is counted", DEADLINE, || {
-        let (_, body) = http_get(port, "/status");
+        let (_, body) = http_head_body(port, "/status");
         let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         v["remotes"][1]["failed"].as_u64().unwrap_or(0) > 0
     });
-    let (head, body) = http_get(port, "/status");
+    let (head, body) = http_head_body(port, "/status");
     assert!(head.starts_with("HTTP/1.0 200"), "{head}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert!(v["watches"].as_u64().unwrap_or(0) >= 2, "{body}");
@@ -313,14 +300,14 @@ fn status_endpoint_reports_counts_and_metrics() {
         serde_json::Value::Bool(true),
         "{body}"
     );
-    let (head, metrics) = http_get(port, "/metrics");
+    let (head, metrics) = http_head_body(port, "/metrics");
     assert!(head.contains("text/plain"), "{head}");
     assert!(
         metrics.contains("sersync2_pushed_paths_total{remote=\"127.0.0.1::mod\""),
         "{metrics}"
     );
     assert!(metrics.contains("sersync2_fail_log_entries "), "{metrics}");
-    let (head, _) = http_get(port, "/nope");
+    let (head, _) = http_head_body(port, "/nope");
     assert!(head.starts_with("HTTP/1.0 404"), "{head}");
     let out = sersync2(&s.dir, &["-o", "sersync.xml", "--status"]);
     let shown = text(&out);
@@ -335,7 +322,7 @@ fn status_endpoint_reports_counts_and_metrics() {
 
 #[test]
 fn daemon_mode_detaches_after_start_and_refuses_a_second_instance() {
-    let s = Setup::new("daemon");
+    let s = setup!();
     fs::write(s.dir.join("sersync.xml"), s.conf().render()).expect("config");
     let pid_file = s.dir.join("run/agent.pid");
     let log_file = s.dir.join("agent.log");
@@ -356,11 +343,7 @@ fn daemon_mode_detaches_after_start_and_refuses_a_second_instance() {
         "-d returns 0 once ready: {}",
         text(&out)
     );
-    let pid: i32 = fs::read_to_string(&pid_file)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("a pid");
+    let pid = read_pid(&pid_file);
     // Ready means watching: a change right away arrives.
     s.write("d/after-start.txt", "x\n");
     for remote in s.remotes() {
@@ -401,7 +384,7 @@ fn rand_name() -> String {
 
 #[test]
 fn daemon_mode_with_a_bad_config_fails_in_the_foreground() {
-    let dir = Dir::new("daemon-bad");
+    let dir = test_dir!();
     fs::write(dir.join("bad.xml"), "<head><sersync></head>").expect("config");
     let out = sersync2(&dir, &["-d", "-o", "bad.xml"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -414,11 +397,11 @@ fn daemon_mode_with_a_bad_config_fails_in_the_foreground() {
 
 #[test]
 fn a_stale_pid_file_does_not_block_a_start() {
-    let s = Setup::new("stale-pid");
+    let s = setup!();
     let pid_file = s.dir.join("stale.pid");
     fs::write(&pid_file, "999999\n").expect("stale pid file");
     let pid_arg = pid_file.display().to_string();
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["--pid-file", &pid_arg]);
+    let mut agent = s.agent(&["--pid-file", &pid_arg]);
     let recorded = fs::read_to_string(&pid_file).expect("pid file");
     assert_eq!(recorded.trim(), agent.pid().to_string());
     agent.stop();
@@ -426,7 +409,7 @@ fn a_stale_pid_file_does_not_block_a_start() {
 
 #[test]
 fn the_watch_limit_is_raised_as_root_when_the_tree_needs_more() {
-    let s = Setup::new("watch-limit");
+    let s = setup!();
     for i in 0..300 {
         fs::create_dir_all(s.p(format!("d{}/e{i}", i % 10))).expect("mkdir");
     }
@@ -437,7 +420,7 @@ fn the_watch_limit_is_raised_as_root_when_the_tree_needs_more() {
         );
         return;
     };
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     let log = agent.log();
     assert!(
         log.contains("raised fs.inotify.max_user_watches from"),
@@ -456,7 +439,7 @@ fn the_watch_limit_is_raised_as_root_when_the_tree_needs_more() {
 // its rename was a dropped event, so the remote kept it for good (found by the churn).
 #[test]
 fn a_full_sync_never_pushes_temp_files_but_keeps_look_alikes() {
-    let s = Setup::new("full-temp");
+    let s = setup!();
     let temps = [
         "4913",
         "a.txt~",
@@ -475,7 +458,7 @@ fn a_full_sync_never_pushes_temp_files_but_keeps_look_alikes() {
     for f in temps.iter().chain(kept.iter()) {
         s.write(f, format!("{f}\n"));
     }
-    let mut agent = Agent::start(&s.dir, &s.conf(), &["-r"]);
+    let mut agent = s.agent(&["-r"]);
     for remote in s.remotes() {
         wait_until("the kept files arrive", DEADLINE, || {
             kept.iter().all(|f| remote.join(f).exists())

@@ -1,36 +1,64 @@
-//! Single integration-test binary (Cargo.toml sets `autotests = false`):
-//! every integration-test module is declared here so the suite links once.
+//! Single integration-test binary (Cargo.toml sets `autotests = false`): every
+//! integration-test module is declared here so the suite links once. One module per
+//! subject; the line above each says what it covers. Shared fixtures live in `support`.
 
-mod agent;
-mod attacks;
-mod causes;
-mod churn;
-mod config_bounds;
-mod e2e;
-mod fanotify;
-mod fanout;
-mod faults_control;
-mod faults_recover;
-mod faults_root;
-mod faults_signals;
-mod fixtures;
-mod fulllive;
-mod hostile;
-mod instance;
-mod layers;
-mod links;
-mod logs;
-mod longpath;
-mod mirrors_lag;
-mod mirrors_verify;
-mod moves;
-mod outsider_a;
-mod outsider_b;
-mod package;
-mod remotes;
-mod scale;
-mod scenarios;
-mod security;
+// Fixtures: temp dirs, polling, tree snapshots, rsync daemons, sshd, test users, the agent.
+#[macro_use]
 mod support;
-mod trust;
+// Self-tests of those fixtures, with plain rsync (no agent).
+mod fixtures;
+// The module layering of src/ (no import cycle, each layer imports only from below).
+mod layers;
+
+// The basic mirror: creates, writes, deletes, links, excludes, -r, ssh mode, SIGTERM.
+mod e2e;
+// Renames inside the tree travel as renames (files, directories, in and out of the tree).
+mod moves;
+// Seeded random workloads of every change the kernel can report, checked for equality.
+mod churn;
+// Directories swapped for links to outside the tree under a running agent.
+mod links;
+// Paths longer than rsync can carry.
+mod longpath;
+// Large trees, storms and deploys (a release replaced by a copy, moved out and in).
+mod scale;
+// The fanotify backend's own cases (the shared suite also runs on it, see scripts/test.sh).
+mod fanotify;
+// A full sync never hides the live changes made while it runs.
+mod fulllive;
+// Warm restart: what changed while no agent ran arrives at the next start.
 mod warm;
+
+// Something goes wrong: a remote down mid-burst or at start, a kill, a queue overflow;
+// daemon mode and the status endpoint.
+mod scenarios;
+// Remotes that fail and come back: retries, backoff, the fail log, full syncs owed.
+mod faults_recover;
+// The watch root removed, renamed away or replaced under a running agent.
+mod faults_root;
+// Signals and the service manager: SIGHUP, SIGTERM grace, sd_notify, syslog.
+mod faults_signals;
+// `--replay` beside a running instance, and the control socket it goes through.
+mod faults_control;
+// Every failed push says its real cause (rsync's and ssh's own words).
+mod causes;
+// Many remotes and relays: one hung remote holds back only itself.
+mod fanout;
+
+// Replication lag per remote in /status, /metrics, --status and --wait-synced.
+mod mirrors_lag;
+// `sersync2 --verify` against real daemons.
+mod mirrors_verify;
+// One instance per config, and the commands that ask it (--status, --stop, ...).
+mod instance;
+// Logs for the journal: priority prefixes, JSON lines, the log file, rotation.
+mod logs;
+// Hostile or broken config files: -t and the start answer without a panic.
+mod config_bounds;
+// Per-remote options: ssh and daemon remotes in one config, each with its own settings.
+mod remotes;
+// The Debian package built from this checkout.
+mod package;
+
+// Attacks made as the attacker: planted files, the status endpoint, the watched tree.
+mod security;

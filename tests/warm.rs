@@ -6,7 +6,6 @@
 use std::fs;
 use std::path::PathBuf;
 
-use crate::agent::*;
 use crate::support::*;
 
 fn index_of(s: &Setup) -> PathBuf {
@@ -69,12 +68,12 @@ fn change_offline(s: &Setup, restored: bool) {
 
 #[test]
 fn changes_made_while_stopped_reach_the_remotes_at_a_start_without_r() {
-    let s = Setup::new("warm-term");
+    let s = setup!();
     seed(&s);
     let mut agent = start_level(&s);
     agent.stop();
     change_offline(&s, true);
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut agent = s.agent(&[]);
     let log = agent.log();
     assert!(
         log.contains("new or changed, 1 deleted, 1 renamed"),
@@ -89,7 +88,7 @@ fn changes_made_while_stopped_reach_the_remotes_at_a_start_without_r() {
     );
     agent.stop();
     // The catch-up's pushes were entered: the next start finds nothing to do.
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut agent = s.agent(&[]);
     let log = agent.log();
     assert!(
         log.contains("0 new or changed, 0 deleted, 0 renamed"),
@@ -121,7 +120,7 @@ fn assert_no_full_sync(agent: &Agent) {
 // start needs no full sync. (Before the journal: "warm restart off", a full sync.)
 #[test]
 fn after_sigkill_mid_burst_changes_made_while_stopped_reach_the_remotes_without_a_full_sync() {
-    let s = Setup::new("warm-kill");
+    let s = setup!();
     seed(&s);
     let mut agent = start_level(&s);
     s.write("live.txt", "made while running");
@@ -137,13 +136,13 @@ fn after_sigkill_mid_burst_changes_made_while_stopped_reach_the_remotes_without_
     for i in (0..300).step_by(3) {
         fs::remove_file(s.p(format!("burst/b{i:04}.txt"))).expect("rm a burst file");
     }
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut agent = s.agent(&[]);
     s.wait(&mut agent, "the catch-up after SIGKILL");
     assert_no_full_sync(&agent);
     agent.stop();
     // And from there on as after any stop.
     s.write("n/later.txt", "later");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut agent = s.agent(&[]);
     s.wait(&mut agent, "the catch-up after that");
     assert_no_full_sync(&agent);
 }
@@ -166,7 +165,7 @@ fn checkpoint_temp_in(dir: &std::path::Path) -> bool {
 // next start catches up without a full sync.
 #[test]
 fn a_kill_in_the_middle_of_a_checkpoint_leaves_a_start_that_catches_up() {
-    let s = Setup::new("warm-midckpt");
+    let s = setup!();
     seed(&s);
     // An index big enough that its write takes a while.
     for d in 0..20 {
@@ -204,7 +203,7 @@ fn a_kill_in_the_middle_of_a_checkpoint_leaves_a_start_that_catches_up() {
     assert!(!status.success());
     change_offline(&s, false);
     fs::remove_dir_all(s.p("round")).expect("rm -r round");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut agent = s.agent(&[]);
     s.wait(&mut agent, "the catch-up after a kill mid-checkpoint");
     assert_no_full_sync(&agent);
 }
@@ -237,7 +236,7 @@ fn free_bytes(p: &std::path::Path) -> u64 {
 // catches up from the last index it wrote and the journal, without a full sync.
 #[test]
 fn a_full_disk_while_checkpointing_is_logged_the_agent_goes_on_and_the_next_start_catches_up() {
-    let s = Setup::new("warm-full");
+    let s = setup!();
     let state = s.dir.mkdir_p("state");
     let mounted = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs"])
@@ -263,7 +262,7 @@ fn a_full_disk_while_checkpointing_is_logged_the_agent_goes_on_and_the_next_star
     for f in 0..2000 {
         s.write(format!("many/f{f:04}"), "x");
     }
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     s.wait(&mut agent, "the -r start");
     wait_until("the index is rebuilt", DEADLINE, || {
         agent.log().contains("rebuilt:")
@@ -296,7 +295,7 @@ fn a_full_disk_while_checkpointing_is_logged_the_agent_goes_on_and_the_next_star
     fs::remove_file(&filler).expect("free the disk");
     fs::remove_file(s.p("pushed.txt")).expect("rm pushed.txt");
     change_offline(&s, false);
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     s.wait(&mut agent, "the catch-up after the full disk");
     assert_no_full_sync(&agent);
     agent.stop();
@@ -308,7 +307,7 @@ fn a_full_disk_while_checkpointing_is_logged_the_agent_goes_on_and_the_next_star
 // rebuilds the index; the next start catches up from it again.
 #[test]
 fn a_torn_index_after_a_kill_falls_back_to_a_full_sync_and_says_why() {
-    let s = Setup::new("warm-torn");
+    let s = setup!();
     seed(&s);
     let mut agent = start_level(&s);
     s.write("live.txt", "made while running");
@@ -319,7 +318,7 @@ fn a_torn_index_after_a_kill_falls_back_to_a_full_sync_and_says_why() {
     fs::write(index_of(&s), &bytes[..bytes.len() / 2]).expect("truncate the index");
     change_offline(&s, false);
     fs::remove_file(s.p("live.txt")).expect("rm live.txt");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut agent = s.agent(&[]);
     let log = agent.log();
     assert!(
         log.contains("warm restart off for") && log.contains("checksum mismatch"),
@@ -334,7 +333,7 @@ fn a_torn_index_after_a_kill_falls_back_to_a_full_sync_and_says_why() {
     assert!(agent.log().contains("full sync of"));
     agent.stop();
     s.write("n/later.txt", "later");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut agent = s.agent(&[]);
     s.wait(&mut agent, "the catch-up from the rebuilt index");
     assert_no_full_sync(&agent);
 }
@@ -348,14 +347,14 @@ fn an_index_planted_by_another_user_is_not_read_and_is_replaced() {
     let Some(attacker) = User::create("w") else {
         return;
     };
-    let s = Setup::new("warm-planted");
+    let s = setup!();
     fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     let shared = s.dir.mkdir_p("shared");
     fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).expect("chmod");
     let conf = Conf::daemons(&s.src, &[&s.a, &s.b], &shared.join("fail.sh"));
     let index = shared.join("fail.sh.index");
     seed(&s);
-    let mut agent = Agent::start(&s.dir, &conf, &["-r"]);
+    let mut agent = s.agent_with(&conf, &["-r"]);
     s.wait(&mut agent, "the -r start");
     wait_until("the index is rebuilt", DEADLINE, || {
         agent.log().contains("rebuilt:")
@@ -368,7 +367,7 @@ fn an_index_planted_by_another_user_is_not_read_and_is_replaced() {
     attacker.run("cp", &[copy.as_os_str(), index.as_os_str()]);
     assert_eq!(fs::metadata(&index).expect("planted").uid(), attacker.uid);
     s.write("n/new.txt", "new while stopped");
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut agent = s.agent_with(&conf, &[]);
     let log = agent.log();
     assert!(
         log.contains("warm restart off for") && log.contains(&attacker.name),
@@ -386,14 +385,14 @@ fn an_index_planted_by_another_user_is_not_read_and_is_replaced() {
 // directories whose mtime moved are pushed again, which is cheap).
 #[test]
 fn a_rename_made_while_running_is_entered_and_not_found_again_at_the_next_start() {
-    let s = Setup::new("warm-live-mv");
+    let s = setup!();
     seed(&s);
     let mut agent = start_level(&s);
     fs::rename(s.p("d"), s.p("e")).expect("mv d e");
     fs::remove_file(s.p("a/y.txt")).expect("rm a/y.txt");
     s.wait(&mut agent, "the live rename and delete");
     agent.stop();
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut agent = s.agent(&[]);
     let log = agent.log();
     assert!(
         log.contains("catch-up of") && log.contains(" 0 deleted, 0 renamed"),
@@ -407,7 +406,7 @@ fn a_rename_made_while_running_is_entered_and_not_found_again_at_the_next_start(
 // others catch up from the index; a remote removed leaves the index good for the rest.
 #[test]
 fn a_remote_added_to_the_config_gets_a_full_sync_alone_and_the_others_catch_up() {
-    let dir = Dir::new("warm-remotes");
+    let dir = test_dir!();
     let src = dir.mkdir_p("src");
     let mut all = RsyncDaemon::start_many(&["127.0.0.1", "127.0.0.2", "127.0.0.3"]).into_iter();
     let (Some(a), Some(b), Some(c)) = (all.next(), all.next(), all.next()) else {
@@ -420,7 +419,7 @@ fn a_remote_added_to_the_config_gets_a_full_sync_alone_and_the_others_catch_up()
     change_offline(&s, false);
     let three = Conf::daemons(&s.src, &[&s.a, &s.b, &c], &s.dir.join("fail.sh"));
     let remotes = vec![s.a.data_dir(), s.b.data_dir(), c.data_dir()];
-    let mut agent = Agent::start(&s.dir, &three, &[]);
+    let mut agent = s.agent_with(&three, &[]);
     wait_mirrored(
         &mut agent,
         &s.src,
@@ -446,7 +445,7 @@ fn a_remote_added_to_the_config_gets_a_full_sync_alone_and_the_others_catch_up()
     agent.stop();
     // With the new remote in it, the next start catches up on all three.
     s.write("n/later.txt", "later");
-    let mut agent = Agent::start(&s.dir, &three, &[]);
+    let mut agent = s.agent_with(&three, &[]);
     wait_mirrored(
         &mut agent,
         &s.src,
@@ -461,7 +460,7 @@ fn a_remote_added_to_the_config_gets_a_full_sync_alone_and_the_others_catch_up()
     s.write("n/last.txt", "last");
     fs::remove_file(s.p("a/x.txt")).expect("rm a/x.txt");
     let two = Conf::daemons(&s.src, &[&s.a, &c], &s.dir.join("fail.sh"));
-    let mut agent = Agent::start(&s.dir, &two, &[]);
+    let mut agent = s.agent_with(&two, &[]);
     wait_mirrored(
         &mut agent,
         &s.src,

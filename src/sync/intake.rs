@@ -288,9 +288,16 @@ impl Intake {
                 let mut links = self.links();
                 links.renamed(root, from, to);
                 if !*dir {
-                    match linked_file(&route.root.join(to)).filter(|_| mirrored(to)) {
-                        Some(id) => {
+                    match regular_file(&route.root.join(to)).filter(|_| mirrored(to)) {
+                        Some((id, n)) if n > 1 => {
                             links.learn((root, to.clone()), id);
+                        }
+                        // A file renamed into place (written as a temp name, then
+                        // renamed) is a file seen with one name, as one written is: a
+                        // link made to it later knows this name (seed 11534).
+                        Some((id, _)) => {
+                            links.forget(&root, to);
+                            links.single((root, to.clone()), id);
                         }
                         None => links.forget(&root, to),
                     }
@@ -687,6 +694,66 @@ mod tests {
                 found: vec![],
             }
         ));
+    }
+
+    // A file written as a temp name and renamed into place, then linked from outside
+    // the tree's mirrored names (`ln d e/e` in an excluded directory, `mv e/e c`): the
+    // rename's new side was not remembered as a file with one name, so a write through
+    // `c` left `d` stale on the remotes (simulator seed 11534, `linkwrites`).
+    #[test]
+    fn a_file_renamed_into_place_is_known_to_a_link_made_to_it_later() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let queue = Arc::new(Queue::new(1, 100, 1));
+        let intake = Intake {
+            routes: vec![Route {
+                root: d.path().to_path_buf(),
+                remotes: vec![RemoteId(0)],
+                excludes: Excludes::default(),
+            }],
+            events: Events::default(),
+            debug: false,
+            queue: Arc::clone(&queue),
+            links: Default::default(),
+        };
+        let file = |path: &str, op| Change::File { path: p(path), op };
+        std::fs::write(d.path().join("d~"), b"one").expect("write");
+        std::fs::rename(d.path().join("d~"), d.path().join("d")).expect("rename");
+        let renamed = Change::Renamed {
+            from: p("d~"),
+            to: p("d"),
+            dir: false,
+            found: vec![],
+        };
+        intake.take(
+            Batch {
+                root: 0,
+                changes: vec![
+                    file("d~", Op::Created),
+                    file("d~", Op::ClosedWrite),
+                    renamed,
+                ],
+            },
+            &mut vec![HashMap::new()],
+        );
+        let (t, w) = queue.try_take_at(Instant::now()).expect("d");
+        queue.finish(t, &w, None);
+        // A link made where the agent does not look, moved in, then written through.
+        std::fs::hard_link(d.path().join("d"), d.path().join("c")).expect("link");
+        std::fs::write(d.path().join("c"), b"two").expect("write through c");
+        intake.take(
+            Batch {
+                root: 0,
+                changes: vec![file("c", Op::MovedIn), file("c", Op::ClosedWrite)],
+            },
+            &mut vec![HashMap::new()],
+        );
+        let (_, w) = queue.try_take_at(Instant::now()).expect("c and d");
+        let mut got: Vec<PathBuf> = match &w {
+            crate::sync::job::Job::Paths(e) => e.iter().map(|e| e.path.clone()).collect(),
+            _ => Vec::new(),
+        };
+        got.sort();
+        assert_eq!(got, [p("c"), p("d")], "d goes with c");
     }
 
     // An exchange travelled as two renames: the second took the first's new path for

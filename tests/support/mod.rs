@@ -1,9 +1,37 @@
 //! Shared fixtures for the integration tests: unique temp dirs, deadline
 //! polling, directory-tree snapshots/diffs, and real `rsync --daemon` and
 //! `sshd` servers bound to free ports, so end-to-end tests can exercise
-//! `sersync2` against genuine remotes while running in parallel.
+//! `sersync2` against genuine remotes while running in parallel. The agent
+//! under test, its config writer and a test's world of two daemons are in
+//! [`agent`].
 
 #![allow(dead_code)]
+
+mod agent;
+pub(crate) use agent::*;
+
+/// The name of the test function this is expanded in: what the test's temp dir is named
+/// after (ripgrep's `rgtest!` names each test's directory after the test the same way).
+macro_rules! test_name {
+    () => {{
+        fn here() {}
+        $crate::support::fn_name(std::any::type_name_of_val(&here))
+    }};
+}
+
+/// [`Dir::new`] named after the test it is expanded in.
+macro_rules! test_dir {
+    () => {
+        $crate::support::Dir::new(&$crate::support::dir_hint(test_name!()))
+    };
+}
+
+/// [`Setup::new`] named after the test it is expanded in.
+macro_rules! setup {
+    () => {
+        $crate::support::Setup::new(&$crate::support::dir_hint(test_name!()))
+    };
+}
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -36,6 +64,33 @@ pub fn sersync_bin() -> PathBuf {
 // ---------------------------------------------------------------------------
 // Temp dirs
 // ---------------------------------------------------------------------------
+
+/// The function named by the `type_name` of a function item defined in it
+/// (`crate::module::the_test::here`, closures skipped): its last segment but one.
+pub fn fn_name(type_name: &'static str) -> &'static str {
+    let segments: Vec<&'static str> = type_name
+        .split("::")
+        .filter(|s| !s.starts_with('{'))
+        .collect();
+    segments
+        .len()
+        .checked_sub(2)
+        .map_or("test", |i| segments[i])
+}
+
+/// Most characters of a test's name a temp dir's name keeps: the config path in it
+/// stays short enough for the instance lock's plain (not hashed) name.
+const HINT_MAX: usize = 28;
+
+/// A test's name as a temp dir's hint: `_` as `-` (the lock name escapes `_`),
+/// at most [`HINT_MAX`] characters.
+pub fn dir_hint(test_name: &str) -> String {
+    test_name
+        .chars()
+        .take(HINT_MAX)
+        .map(|c| if c == '_' { '-' } else { c })
+        .collect()
+}
 
 /// A unique temporary directory, removed when dropped.
 pub struct Dir {

@@ -156,9 +156,34 @@ impl Ledger {
         let mut moved = false;
         for (p, a) in left_out {
             let k = p.as_os_str().as_bytes();
-            let owed_mark = self.owed_marks.remove(k);
-            let owed_entry = self.owed.paths.remove(p).is_some();
-            let kept = self.kept_at_close.remove(k);
+            let mut owed_mark = self.owed_marks.remove(k);
+            let mut owed_entry = self.owed.paths.remove(p).is_some();
+            let mut kept = self.kept_at_close.remove(k);
+            // Left out as a listing (a directory collapsed from what it owed below it,
+            // or owed as one): what its push would have paid (the plain paths owed
+            // directly in it, see `Owed::clear`) moves to the file too. Left owed, they
+            // would be queued again once the file's push is level, collapse into the
+            // same listing, and be left out again, for ever (seed 3078568).
+            let covered: Vec<Entry> = match job {
+                Job::Paths(entries) => entries
+                    .iter()
+                    .filter(|e| e.path == *p && (e.listing || e.tree))
+                    .flat_map(|e| self.owed.clear(&Job::Paths(vec![e.clone()])))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for e in &covered {
+                owed_entry = true;
+                let ck = e.path.as_os_str().as_bytes();
+                owed_mark = [owed_mark, self.owed_marks.remove(ck)]
+                    .into_iter()
+                    .flatten()
+                    .reduce(Mark::min);
+                if let Some((_, km)) = self.kept_at_close.remove(ck) {
+                    let m = kept.as_ref().map_or(km, |(_, m)| m.min(km));
+                    kept = Some((Entry::plain(p.clone()), m));
+                }
+            }
             let m = [
                 self.inflight.get(k).copied(),
                 owed_mark,

@@ -986,6 +986,50 @@ fn a_path_left_out_below_a_file_moves_what_it_owes_to_the_file() {
     assert!(!q.owes());
 }
 
+/// A listing left out of a call (its directory below what is a file now) moves what
+/// its push would have paid, the plain paths owed in it, to the file with it (found by
+/// the simulator, seed 3078568: `d/x` and `d/y` owed, queued again once the remote was
+/// level, collapsed into the listing `d/`, which was left out below the file `a`; the
+/// file's push paid, they stayed owed and were queued again, for ever).
+#[test]
+fn a_listing_left_out_below_a_file_moves_what_it_covers_to_the_file() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_at(entry("a/d/x"), false, t0);
+    q.push_at(entry("a/d/y"), false, t0);
+    let w = q.take(100).expect("work");
+    q.owe(&w, Mark { seq: 0, since: t0 }, 10);
+    q.finish(&w);
+    let checkpoint = q.checkpoint();
+    // Queued again as the directory's listing (as a collapse makes it).
+    q.push_at(entry("a/d/"), false, at(t0, 1));
+    let w = q.take(100).expect("the listing");
+    assert_eq!(paths(Some(w.clone())), [p("a/d")]);
+    // a is a file now: the call succeeds without the listing.
+    assert!(q.paid_leaving(&w, &[(p("a/d"), p("a"))], at(t0, 2)));
+    q.finish(&w);
+    assert_eq!(
+        shown_all(&q.owed().entries()),
+        [p("a")],
+        "what the listing covered moved to the file"
+    );
+    assert!(
+        !q.passed(checkpoint),
+        "the barrier waits for the file's push"
+    );
+    assert_eq!(q.oldest().map(|m| m.since), Some(t0), "the oldest mark");
+    let w = q.take(100).expect("the file");
+    assert_eq!(paths(Some(w.clone())), [p("a")]);
+    let pushed = q.pushed(&w, &[], at(t0, 3));
+    q.finish(&w);
+    assert!(
+        !pushed.still_owes && pushed.orphaned == 0,
+        "level: nothing queued again"
+    );
+    assert!(q.passed(checkpoint));
+    assert!(q.is_empty());
+}
+
 /// The ledger keeps the retry schedule of what is owed (no other record of it): a
 /// failure sets the retry on the backoff, a remote that did not answer and answers
 /// again has what it owes queued at once (its retry dropped), and once it is level its

@@ -551,10 +551,16 @@ impl Sim {
                     // name has the new content, and the kernel's events name only the
                     // one written through (as inotify and fanotify do). Only with
                     // `linkwrites` (see `Faults`).
+                    // Not through an excluded or temp name (`x.log`, `t~`, below `e/`)
+                    // either: the agent reads nothing of such a name's events, by
+                    // design, so the other names of a file written through one stay as
+                    // they were on the remotes until a full sync (docs/guide.md, "Hard links";
+                    // seeds 213 and 1439).
                     Some(_)
-                        if !st.faults.link_writes
-                            && std::fs::symlink_metadata(abs(&new))
-                                .is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) > 1) =>
+                        if std::fs::symlink_metadata(abs(&new))
+                            .is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) > 1)
+                            && (!st.faults.link_writes
+                                || !is_mirrored(&st.excludes, &new, false)) =>
                     {
                         return
                     }

@@ -288,6 +288,11 @@ fn seeds_that_found_defects_stay_fixed() {
         // A rename's new side made an excluded-only-as-a-directory directory before its
         // push: the rename's own push sent it (3080974).
         (3_080_974, Faults::DEFAULT),
+        // Paths owed in a directory below what is a file now, queued again once the
+        // remote was level, collapsed into the directory's listing, which was left out
+        // below the file: the file's push paid, they stayed owed, and were queued again
+        // for ever (a livelock, 3078568).
+        (3_078_568, Faults::DEFAULT),
         // A file's delete under a directory-only excluded name (`e`) pushed while `e`
         // became such a directory (and left again): rsync kept the directory out and the
         // remote's file stayed (4093419).
@@ -298,6 +303,10 @@ fn seeds_that_found_defects_stay_fixed() {
         (4_080_833, Faults::DEFAULT),
         (7_959, with_link_writes),
         (4_135, with_link_writes),
+        // A file renamed into place (`mv t~ d`) was not remembered as a file with one
+        // name: a link made to it outside the mirrored names and moved in (`ln d e/e;
+        // mv e/e c`), then written through, left `d` stale on the remote (11534).
+        (11_534, with_link_writes),
         (330, dir_only),
         (385, dir_only),
         (1_167, dir_only),

@@ -2,10 +2,16 @@
 //! test as a child process (`Agent`), a test's world of temp dirs and two rsync daemons
 //! (`Setup`), and deadline-bound waits for the remotes to equal the source.
 
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
+use std::io::{Read, Write as _};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -268,6 +274,14 @@ impl Agent {
         agent
     }
 
+    /// Starts `sersync2 -o CONFIG EXTRA` in `dir` with its stderr in `stderr`, without
+    /// waiting for anything (the agent may be one that must refuse to start).
+    pub(crate) fn launch(dir: &Dir, config: &Path, extra: &[&OsStr], stderr: PathBuf) -> Agent {
+        let mut cmd = command(dir);
+        cmd.arg("-o").arg(config).args(extra);
+        Agent::spawn(cmd, stderr)
+    }
+
     /// Starts `cmd` (see [`command`]) with its stderr in `stderr`, which is then the log.
     pub(crate) fn spawn(mut cmd: Command, stderr: PathBuf) -> Agent {
         let err = fs::File::create(&stderr).expect("create the agent's stderr file");
@@ -289,6 +303,52 @@ impl Agent {
         wait_until("sersync2 logs `live:`", DEADLINE, || {
             self.assert_running();
             self.log().contains("live:")
+        });
+    }
+
+    /// Waits until `log` (a `--log-file`, or its stderr) says `live:`; panics if the
+    /// agent exits meanwhile.
+    pub(crate) fn wait_live_in(&mut self, log: &Path) {
+        wait_until("sersync2 logs `live:`", DEADLINE, || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "sersync2 exited ({status}); stderr:\n{}\nlog:\n{}",
+                    self.log(),
+                    fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains("live:")
+        });
+    }
+
+    /// Waits (up to [`DEADLINE`]) for an agent that must exit on its own, e.g. one
+    /// that refuses to start; its status. Panics with its stderr on timeout.
+    pub(crate) fn exit(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("agent already stopped");
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status;
+            }
+            if start.elapsed() >= DEADLINE {
+                panic!(
+                    "sersync2 did not exit within {DEADLINE:?}; stderr:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
+        }
+    }
+
+    /// After a SIGHUP: waits until the agent logs that it kept its running config (the
+    /// new one was refused), staying alive meanwhile.
+    pub(crate) fn wait_reload_refused(&mut self) {
+        wait_until("the reload is refused", DEADLINE, || {
+            self.assert_running();
+            self.log().contains("the config loaded before stays in use")
         });
     }
 
@@ -412,6 +472,21 @@ impl Setup {
         let src = dir.mkdir_p("src");
         let (a, b) = RsyncDaemon::start_pair();
         Setup { dir, src, a, b }
+    }
+
+    /// The agent on [`conf`](Self::conf) with `extra` flags, once live.
+    pub(crate) fn agent(&self, extra: &[&str]) -> Agent {
+        Agent::start(&self.dir, &self.conf(), extra)
+    }
+
+    /// The agent on `conf` with `extra` flags, once live.
+    pub(crate) fn agent_with(&self, conf: &Conf, extra: &[&str]) -> Agent {
+        Agent::start(&self.dir, conf, extra)
+    }
+
+    /// The fail log of [`conf`](Self::conf).
+    pub(crate) fn fail_log(&self) -> PathBuf {
+        self.dir.join("fail.sh")
     }
 
     pub(crate) fn conf(&self) -> Conf {
@@ -649,6 +724,17 @@ pub(crate) fn b_dest(s: &Setup) -> String {
 /// The instance lock the root agent takes for `config`, whatever `--pid-file` says:
 /// `/run/sersync2/<absolute config path, / as _>.pid` (docs/guide.md, "Running it as a service").
 pub(crate) fn lock_file(config: &Path) -> PathBuf {
+    let name = pid_name(config);
+    assert!(
+        name.len() <= 64 + ".pid".len(),
+        "a config path this long gets a hashed name"
+    );
+    PathBuf::from(format!("/run/sersync2/{name}"))
+}
+
+/// The pid file's name the agent derives from a config path (its absolute path, `/` as
+/// `_`, `%`, `_` and blanks escaped), in whichever lock directory it uses.
+pub(crate) fn pid_name(config: &Path) -> String {
     let abs = fs::canonicalize(config).expect("canonical config path");
     let flat: String = abs
         .to_string_lossy()
@@ -660,11 +746,7 @@ pub(crate) fn lock_file(config: &Path) -> PathBuf {
             c => c.to_string(),
         })
         .collect();
-    assert!(
-        flat.len() <= 64,
-        "a config path this long gets a hashed name"
-    );
-    PathBuf::from(format!("/run/sersync2/{flat}.pid"))
+    format!("{flat}.pid")
 }
 
 /// The running instance's control socket for `config`: beside its lock.
@@ -672,4 +754,123 @@ pub(crate) fn control_socket(config: &Path) -> PathBuf {
     let mut s = lock_file(config).into_os_string();
     s.push(".sock");
     PathBuf::from(s)
+}
+
+/// `sersync2 ARGS -o CONF` to completion in `dir`: (exit code, stdout, stderr).
+pub(crate) fn run_on(dir: &Dir, conf: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(sersync_bin())
+        .args(args)
+        .arg("-o")
+        .arg(conf)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sersync2");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Agents started with -d, the status endpoint, a remote that never answers
+// ---------------------------------------------------------------------------
+
+/// The pid a `-d` agent wrote to its `--pid-file`.
+pub(crate) fn read_pid(pid_file: &Path) -> i32 {
+    fs::read_to_string(pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+/// An agent that detached itself (`-d`), by its pid: SIGTERMed on drop.
+pub(crate) struct Detached(pub(crate) i32);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        // SAFETY: signalling the detached agent this test started.
+        unsafe { libc::kill(self.0, libc::SIGTERM) };
+    }
+}
+
+/// The whole answer (head and body) to `GET path` on the status endpoint at
+/// 127.0.0.1:`port`.
+pub(crate) fn http_get(port: u16, path: &str) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status endpoint");
+    write!(c, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send");
+    let mut text = String::new();
+    c.read_to_string(&mut text).expect("read");
+    text
+}
+
+/// [`http_get`] split into head and body.
+pub(crate) fn http_head_body(port: u16, path: &str) -> (String, String) {
+    let text = http_get(port, path);
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    (head.to_owned(), body.to_owned())
+}
+
+/// `GET /status` as JSON.
+pub(crate) fn status_json(port: u16) -> serde_json::Value {
+    let (_, body) = http_head_body(port, "/status");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("status JSON: {e}: {body}"))
+}
+
+/// A remote on [`SilentRemote::IP`] at a daemon's port that accepts connections and
+/// never answers (a hung host); it holds them until dropped.
+pub(crate) struct SilentRemote {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SilentRemote {
+    /// A third loopback address, beside [`RsyncDaemon::start_pair`]'s two.
+    pub(crate) const IP: &'static str = "127.0.0.3";
+
+    pub(crate) fn bind(port: u16) -> SilentRemote {
+        let listener = TcpListener::bind((Self::IP, port)).expect("bind 127.0.0.3");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (accepted, done) = (Arc::clone(&accepted), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for conn in listener.incoming() {
+                    if done.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Ok(c) = conn {
+                        held.push(c);
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        SilentRemote {
+            port,
+            accepted,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    /// Connections accepted so far.
+    pub(crate) fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for SilentRemote {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect((Self::IP, self.port));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

@@ -1,17 +1,16 @@
-//! Files the agent trusts (SPEC 9): the fail log, the pid/lock file and the log file.
-//! Each test plays the attacker: an unprivileged user created for the test plants
+//! Files the agent trusts (SPEC 9): the fail log (and the commands planted in it), the
+//! pid/lock file and the log file. Each test plays the attacker: an unprivileged user created for the test plants
 //! files and links in a world-writable sticky directory (like /tmp) before or while
 //! the real agent runs, and the test checks that nothing planted is followed or
 //! trusted. Tests that need root and `useradd` skip with a message elsewhere.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
 
-use crate::agent::{Conf, Transport, STOP_DEADLINE};
 use crate::support::*;
 
 // ---------------------------------------------------------------------------
@@ -129,121 +128,26 @@ impl World {
 // Running the agent
 // ---------------------------------------------------------------------------
 
-/// A started agent; killed and reaped on drop.
-struct Running {
-    child: Option<Child>,
-    stderr: PathBuf,
-}
-
-impl Running {
-    fn start(mut cmd: Command, stderr: PathBuf) -> Running {
-        let err = fs::File::create(&stderr).expect("create stderr file");
-        let child = cmd
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("spawn sersync2");
-        Running {
-            child: Some(child),
-            stderr,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&fs::read(&self.stderr).unwrap_or_default()).into_owned()
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
-    }
-
-    /// Waits for the exit (the agent must exit on its own).
-    fn exit(&mut self) -> ExitStatus {
-        let child = self.child.as_mut().expect("running");
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return status;
-            }
-            if start.elapsed() >= DEADLINE {
-                panic!(
-                    "sersync2 did not exit within {DEADLINE:?}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
-        }
-    }
-
-    /// Waits until `log` (its stderr or its log file) says `live:`.
-    fn wait_live(&mut self, log: &Path) {
-        wait_until("sersync2 logs `live:`", DEADLINE, || {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
-                    "sersync2 exited ({status}); stderr:\n{}\nlog:\n{}",
-                    self.stderr(),
-                    fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-            fs::read_to_string(log)
-                .unwrap_or_default()
-                .contains("live:")
-        });
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: signalling our own, not yet reaped, child.
-        unsafe { libc::kill(self.pid(), sig) };
-    }
-
-    /// SIGTERM and a clean exit.
-    fn stop(&mut self) {
-        self.signal(libc::SIGTERM);
-        let child = self.child.as_mut().expect("running");
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                assert!(status.success(), "exit after SIGTERM: {status}");
-                return;
-            }
-            assert!(
-                start.elapsed() < STOP_DEADLINE,
-                "sersync2 did not stop; stderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// The root agent on `config` with extra flags, cwd = the world's dir.
-fn root_agent(w: &World, config: &Path, extra: &[&std::ffi::OsStr]) -> Running {
-    let mut cmd = Command::new(sersync_bin());
-    cmd.arg("-o")
-        .arg(config)
-        .args(extra)
-        .current_dir(w.dir.path());
-    Running::start(cmd, w.dir.join("agent.err"))
+fn root_agent(w: &World, config: &Path, extra: &[&std::ffi::OsStr]) -> Agent {
+    Agent::launch(&w.dir, config, extra, w.dir.join("agent.err"))
+}
+
+/// The root agent on `config` with `--pid-file` and `-r`, once live.
+fn live_root_agent_with_r(w: &World, config: &Path) -> Agent {
+    let pid = pid_flag(w);
+    let mut extra = as_os(&pid);
+    extra.push("-r".as_ref());
+    let mut agent = root_agent(w, config, &extra);
+    agent.wait_live();
+    agent
 }
 
 /// Runs the root agent expecting it to refuse to start: exit status 2; returns stderr.
 fn refused_at_start(w: &World, config: &Path, extra: &[&std::ffi::OsStr]) -> String {
     let mut agent = root_agent(w, config, extra);
     let status = agent.exit();
-    let err = agent.stderr();
+    let err = agent.log();
     assert_eq!(status.code(), Some(2), "exit 2 expected; stderr:\n{err}");
     err
 }
@@ -273,12 +177,7 @@ fn planted_symlink_at_the_fail_log_tmp_name_is_not_followed() {
     let planted = w.shared.join("fail.sh.tmp");
     attacker.symlink(&victim.path, &planted);
     let config = w.config(&fail_log);
-    let pid = pid_flag(&w);
-    let mut extra = as_os(&pid);
-    extra.push("-r".as_ref());
-    let mut agent = root_agent(&w, &config, &extra);
-    let err = w.dir.join("agent.err");
-    agent.wait_live(&err);
+    let mut agent = live_root_agent_with_r(&w, &config);
     wait_until("the failed full sync is in the fail log", DEADLINE, || {
         fs::symlink_metadata(&fail_log).is_ok_and(|m| m.is_file() && m.len() > 0)
     });
@@ -325,10 +224,7 @@ fn fail_log_planted_by_another_user_is_moved_aside_and_the_agent_starts() {
     let planted = fs::read(&fail_log).expect("read the planted file");
     let config = w.config(&fail_log);
     let pid = pid_flag(&w);
-    let mut extra = as_os(&pid);
-    extra.push("-r".as_ref());
-    let mut agent = root_agent(&w, &config, &extra);
-    agent.wait_live(&w.dir.join("agent.err"));
+    let mut agent = live_root_agent_with_r(&w, &config);
     let aside = set_aside(&w.shared, "fail.sh");
     assert_eq!(aside.len(), 1, "one file moved aside: {aside:?}");
     let m = fs::symlink_metadata(&aside[0]).expect("the moved file");
@@ -341,7 +237,7 @@ fn fail_log_planted_by_another_user_is_moved_aside_and_the_agent_starts() {
         (attacker.uid, 0o644, planted),
         "kept as planted, for the operator to read"
     );
-    let err = agent.stderr();
+    let err = agent.log();
     for want in [
         fail_log.display().to_string(),
         aside[0].display().to_string(),
@@ -390,17 +286,14 @@ fn symlink_at_the_fail_log_path_is_moved_aside_not_followed() {
     attacker.symlink(&victim.path, &fail_log);
     let config = w.config(&fail_log);
     let pid = pid_flag(&w);
-    let mut extra = as_os(&pid);
-    extra.push("-r".as_ref());
-    let mut agent = root_agent(&w, &config, &extra);
-    agent.wait_live(&w.dir.join("agent.err"));
+    let mut agent = live_root_agent_with_r(&w, &config);
     let aside = set_aside(&w.shared, "fail.sh");
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(
         fs::read_link(&aside[0]).expect("the link itself was moved"),
         victim.path
     );
-    let err = agent.stderr();
+    let err = agent.log();
     assert!(
         err.contains(&fail_log.display().to_string()) && err.contains("symbolic link"),
         "the error names the link:\n{err}"
@@ -444,9 +337,9 @@ fn a_non_root_agent_refuses_a_planted_fail_log_it_cannot_move_aside() {
         .current_dir(w.dir.path())
         .env_remove("XDG_RUNTIME_DIR")
         .env("TMPDIR", &w.shared);
-    let mut agent = Running::start(cmd, w.dir.join("agent.err"));
+    let mut agent = Agent::spawn(cmd, w.dir.join("agent.err"));
     let status = agent.exit();
-    let err = agent.stderr();
+    let err = agent.log();
     assert_eq!(status.code(), Some(2), "exit 2; stderr:\n{err}");
     assert!(
         err.contains("cannot be moved aside")
@@ -500,25 +393,9 @@ fn runnable_copy(w: &World) -> PathBuf {
     copy
 }
 
-/// The pid file name the agent derives from a config path.
-fn pid_name(config: &Path) -> String {
-    let abs = fs::canonicalize(config).expect("canonical config path");
-    let flat: String = abs
-        .to_string_lossy()
-        .trim_start_matches('/')
-        .chars()
-        .map(|c| match c {
-            '/' => "_".to_owned(),
-            '%' | '_' | ' ' | '\t' | '\n' => format!("%{:02X}", c as u32),
-            c => c.to_string(),
-        })
-        .collect();
-    format!("{flat}.pid")
-}
-
 /// A non-root agent: `user` runs the copied binary with TMPDIR = `tmp`, no
 /// XDG_RUNTIME_DIR, its fail log in a directory of its own.
-fn user_agent(w: &World, user: &User, tmp: &Path) -> (Running, PathBuf) {
+fn user_agent(w: &World, user: &User, tmp: &Path) -> (Agent, PathBuf) {
     let bin = runnable_copy(w);
     let own = w.dir.mkdir_p("agent-own");
     fs::set_permissions(&own, fs::Permissions::from_mode(0o700)).expect("chmod");
@@ -530,7 +407,7 @@ fn user_agent(w: &World, user: &User, tmp: &Path) -> (Running, PathBuf) {
         .current_dir(w.dir.path())
         .env_remove("XDG_RUNTIME_DIR")
         .env("TMPDIR", tmp);
-    (Running::start(cmd, w.dir.join("agent.err")), config)
+    (Agent::spawn(cmd, w.dir.join("agent.err")), config)
 }
 
 // A non-root agent kept its lock in the shared /tmp/sersync2/<config>.pid and opened it
@@ -558,7 +435,7 @@ fn pid_file_symlink_is_not_followed() {
 
     let (mut agent, config) = user_agent(&w, &agent_user, &w.shared);
     assert_eq!(config, config_path);
-    agent.wait_live(&w.dir.join("agent.err"));
+    agent.wait_live();
     let lock_dir = w.shared.join(format!("sersync2-{}", agent_user.uid));
     let m = fs::symlink_metadata(&lock_dir).expect("the agent's own lock directory");
     assert!(m.is_dir(), "a real directory");
@@ -610,7 +487,7 @@ fn lock_directory_planted_by_another_user_is_refused() {
     attacker.mkdir(&lock_dir, "0777");
     let (mut agent, _) = user_agent(&w, &agent_user, &w.shared);
     let status = agent.exit();
-    let err = agent.stderr();
+    let err = agent.log();
     assert_eq!(status.code(), Some(2), "exit 2; stderr:\n{err}");
     assert!(
         err.contains(&lock_dir.display().to_string()) && err.contains(&attacker.name),
@@ -660,7 +537,7 @@ fn log_file_replaced_by_a_symlink_before_sighup_is_not_followed() {
     extra.push("--log-file".into());
     extra.push(log.clone().into());
     let mut agent = root_agent(&w, &config, &as_os(&extra));
-    agent.wait_live(&log);
+    agent.wait_live_in(&log);
     let rotated = w.shared.join("agent.log.1");
     fs::rename(&log, &rotated).expect("rotate");
     attacker.symlink(&victim.path, &log);
@@ -698,17 +575,16 @@ fn a_non_root_agent_says_once_that_rsync_follows_links() {
     let w = World::new("trust-nosymfollow");
     let bin = runnable_copy(&w);
     let (mut agent, config) = user_agent(&w, &agent_user, &w.shared);
-    let err = w.dir.join("agent.err");
-    agent.wait_live(&err);
+    agent.wait_live();
     // Pushes (they fail: the remote shell is `false`) add no second warning.
     for i in 0..3 {
         fs::write(w.src.join(format!("f{i}")), b"x\n").expect("write");
     }
     wait_until("the pushes fail into the fail log", DEADLINE, || {
-        agent.stderr().matches("push to").count() >= 1
+        agent.log().matches("push to").count() >= 1
     });
     agent.stop();
-    let log = agent.stderr();
+    let log = agent.log();
     assert_eq!(
         log.matches("without the nosymfollow guard").count(),
         1,
@@ -739,4 +615,143 @@ fn a_non_root_agent_says_once_that_rsync_follows_links() {
         as_root.contains("links: rsync reads the watch roots through a nosymfollow mount"),
         "{as_root}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Commands planted in the fail log
+// ---------------------------------------------------------------------------
+
+fn dest(d: &RsyncDaemon) -> String {
+    format!("{}@{}::{}", d.user(), d.ip(), d.module())
+}
+
+/// A fail log as an attacker writes it: an entry for a remote the config does not name
+/// whose `-e` runs a command, and an entry for a configured remote whose
+/// `--rsync-path` and `-e` run others.
+fn planted(s: &Setup, known_dest: &str, markers: &[PathBuf; 3]) -> String {
+    let [m1, m2, m3] = markers.each_ref().map(|m| m.display().to_string());
+    format!(
+        "#errno 5\ncd '{dir}' && rsync '-e' 'sh -c \"touch {m1}\"' './planted.txt' 'x:/y'\n\n\
+         #errno 5\ncd '{src}' && rsync '-artuz' '--rsync-path=touch {m2}' '-e' 'sh -c \"touch {m3}\"' '-R' './known.txt' '{known_dest}'\n\n",
+        dir = s.dir.path().display(),
+        src = s.src.display(),
+    )
+}
+
+fn plant(path: &Path, script: &str) {
+    write_with_mode(path, script.as_bytes(), 0o600);
+}
+
+fn assert_no_marker(markers: &[PathBuf; 3], when: &str) {
+    for m in markers {
+        assert!(!m.exists(), "{when}: {} was created", m.display());
+    }
+}
+
+// A fail log planted at the default /tmp path had its own rsync options (`-e`) run as
+// root at start-up, on every timed replay and by --replay.
+#[test]
+fn planted_fail_log_command_is_never_run() {
+    let s = setup!();
+    let markers = [
+        s.dir.join("pwned-unknown-e"),
+        s.dir.join("pwned-rsync-path"),
+        s.dir.join("pwned-known-e"),
+    ];
+    s.dir.write("planted.txt", "the unknown entry's path\n");
+    s.write("known.txt", "known\n");
+    let conf = s.conf();
+    fs::write(s.dir.join("sersync.xml"), conf.render()).expect("write sersync.xml");
+    let fail_log = s.dir.join("fail.sh");
+
+    // --replay: the known entry is pushed with the config's options, the unknown one is
+    // listed and kept, nothing planted runs.
+    plant(&fail_log, &planted(&s, &dest(&s.a), &markers));
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--replay"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "unknown entry left: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("x:/y"),
+        "--replay names the unknown remote: {}",
+        text(&out)
+    );
+    assert_no_marker(&markers, "--replay");
+    assert_eq!(
+        fs::read(s.a.data_dir().join("known.txt")).ok().as_deref(),
+        Some(&b"known\n"[..]),
+        "the known entry's path reached its remote: {}",
+        text(&out)
+    );
+    let kept = fs::read_to_string(&fail_log).expect("the fail log stays");
+    assert!(
+        kept.contains("'./planted.txt' 'x:/y'")
+            && !kept.contains("touch")
+            && !kept.contains("'-e'"),
+        "the unknown entry is kept without its options:\n{kept}"
+    );
+
+    // The agent at start-up: the same, for the other remote.
+    plant(&fail_log, &planted(&s, &dest(&s.b), &markers));
+    let mut agent = s.agent_with(&conf, &[]);
+    wait_until("the known entry reaches b", DEADLINE, || {
+        agent.assert_running();
+        s.b.data_dir().join("known.txt").exists()
+    });
+    wait_until("the known entry leaves the fail log", DEADLINE, || {
+        !fs::read_to_string(&fail_log)
+            .unwrap_or_default()
+            .contains(&dest(&s.b))
+    });
+    let kept = fs::read_to_string(&fail_log).expect("the fail log stays");
+    assert!(kept.contains("'./planted.txt' 'x:/y'"), "{kept}");
+    let log = agent.log();
+    assert!(
+        log.contains("x:/y") && log.contains("--drop-unknown"),
+        "a warning names the unknown remote:\n{log}"
+    );
+    agent.stop();
+    assert_no_marker(&markers, "agent start-up and replay");
+    assert!(fs::read_to_string(&fail_log).is_ok_and(|t| t.contains("x:/y")));
+
+    // Only the operator's word drops it.
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--replay", "--drop-unknown"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!fail_log.exists(), "nothing left after --drop-unknown");
+    assert_no_marker(&markers, "--replay --drop-unknown");
+}
+
+// An explicit --pid-file's directory was not checked: its owner (another user) could
+// delete the pid file and let a second instance of the same config start.
+#[test]
+fn pid_file_in_a_directory_another_user_owns_is_refused() {
+    let s = setup!();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: giving a directory to another user needs root");
+        return;
+    }
+    let conf = s.conf().render();
+    let config = s.dir.join("sersync.xml");
+    fs::write(&config, conf).expect("write config");
+    let theirs = s.dir.mkdir_p("theirs");
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown");
+    let pid_file = theirs.join("agent.pid");
+    let mut agent = Agent::launch(
+        &s.dir,
+        &config,
+        &[OsStr::new("--pid-file"), pid_file.as_os_str()],
+        s.dir.join("agent.err"),
+    );
+    let code = agent.exit().code();
+    let text = agent.log();
+    assert_eq!(code, Some(2), "exit 2 expected; stderr:\n{text}");
+    assert!(
+        text.contains(&theirs.display().to_string()) && text.contains("uid 65534"),
+        "the message names the directory and its owner:\n{text}"
+    );
+    assert!(!pid_file.exists(), "no pid file was written there");
 }

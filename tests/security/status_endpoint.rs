@@ -1,13 +1,13 @@
 //! Attacks on the agent, made as an attacker would make them, against the real binary
 //! and real rsync daemons: here, on the status endpoint (`<host start="true">`), which
-//! must never stop sync or eat the host's memory whatever its clients do.
+//! must never stop sync or eat the host's memory whatever its clients do, nor stop the
+//! agent or fool `--status` when a local user squats its port.
 
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// The agent's soft and hard descriptor limit in the flood test: the flood is larger.
@@ -106,7 +106,7 @@ fn limit_agent_nofile(pid: libc::pid_t, n: u64) {
 /// each: at the fd limit every rsync failed with "Too many open files" (sync stopped).
 #[test]
 fn status_flood_of_idle_connections_does_not_stop_sync() {
-    let s = Setup::new("status-flood");
+    let s = setup!();
     let (mut agent, port) = agent_with_status(&s);
     s.write("before.txt", "before\n");
     s.wait(&mut agent, "the first file arrives");
@@ -160,7 +160,7 @@ fn status_flood_of_idle_connections_does_not_stop_sync() {
 /// second held its connection (and thread) for ever.
 #[test]
 fn status_slowloris_is_cut_off_by_one_deadline() {
-    let s = Setup::new("status-slowloris");
+    let s = setup!();
     let (mut agent, port) = agent_with_status(&s);
     let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     c.set_read_timeout(Some(Duration::from_millis(200)))
@@ -204,7 +204,7 @@ fn status_slowloris_is_cut_off_by_one_deadline() {
 fn status_huge_request_line_is_refused_and_memory_stays_flat() {
     const TOTAL: usize = 256 << 20;
     const MAX_GROWTH_KB: u64 = 32 << 10;
-    let s = Setup::new("status-huge");
+    let s = setup!();
     let (mut agent, port) = agent_with_status(&s);
     let pid = agent.pid();
     let rss_before = proc_status(pid, "VmRSS:");
@@ -259,7 +259,7 @@ fn status_huge_request_line_is_refused_and_memory_stays_flat() {
 /// anyone who can reach the port.
 #[test]
 fn status_on_a_public_address_warns_it_is_unauthenticated() {
-    let s = Setup::new("status-public");
+    let s = setup!();
     let port = free_port("127.0.0.1");
     let mut conf = s.conf();
     conf.status_port = Some(port);
@@ -274,5 +274,58 @@ fn status_on_a_public_address_warns_it_is_unauthenticated() {
     agent.wait_live();
     let log = agent.log();
     assert!(log.contains("unauthenticated"), "{log}");
+    agent.stop();
+}
+
+// A local user who bound `<host port>` first made the agent exit 1 at start (a restart
+// loop under systemd), and `--status` then printed whatever that user answered.
+#[test]
+fn squatted_status_port_neither_stops_sync_nor_fools_the_status_client() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind squatter");
+    let port = squatter.local_addr().expect("addr").port();
+    let setup = setup!();
+    let mut conf = setup.conf();
+    conf.status_port = Some(port);
+    let mut agent = setup.agent_with(&conf, &[]);
+    let log = agent.log();
+    assert!(
+        log.contains(&format!("cannot listen for status on 127.0.0.1:{port}"))
+            && log.contains("in use"),
+        "{log}"
+    );
+    setup.write("a.txt", "synced without the endpoint");
+    setup.wait(&mut agent, "a change while the status port is squatted");
+
+    // `--status` asks the instance over its control socket, so the squatter (who would
+    // answer with its own JSON: another pid, terminal escapes) is never asked.
+    let conf_path = setup.dir.join("sersync.xml");
+    let (code, out, err) = run_on(&setup.dir, &conf_path, &["--status"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("(pid {})", agent.pid())), "{out}");
+    squatter
+        .set_nonblocking(true)
+        .expect("non-blocking squatter");
+    assert!(
+        squatter.accept().is_err(),
+        "--status connected to the squatted port"
+    );
+    drop(squatter);
+
+    // The agent binds the freed port by itself; /status then answers from it.
+    wait_until(
+        "the agent's endpoint answers on the freed port",
+        Duration::from_secs(30),
+        || {
+            let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = c.write_all(b"GET /status HTTP/1.0\r\n\r\n");
+            let mut body = String::new();
+            let _ = c.read_to_string(&mut body);
+            body.contains(&format!("\"pid\": {}", agent.pid()))
+        },
+    );
+    assert!(agent.log().contains("(bound now)"), "{}", agent.log());
     agent.stop();
 }

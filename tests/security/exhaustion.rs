@@ -1,115 +1,12 @@
-//! Attacks on the agent, made as the attacker would: a fail log planted before the agent
-//! starts, and a process limit that makes every fork fail while changes arrive. Real
-//! agent, real rsync daemons, real cgroups.
+//! Resources taken away while changes arrive: a process limit that makes every fork
+//! fail, and a descriptor limit that makes a new directory's listing fail. Real agent,
+//! real rsync daemons, real cgroups and rlimits.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use crate::agent::*;
 use crate::support::*;
-
-fn dest(d: &RsyncDaemon) -> String {
-    format!("{}@{}::{}", d.user(), d.ip(), d.module())
-}
-
-/// A fail log as an attacker writes it: an entry for a remote the config does not name
-/// whose `-e` runs a command, and an entry for a configured remote whose
-/// `--rsync-path` and `-e` run others.
-fn planted(s: &Setup, known_dest: &str, markers: &[PathBuf; 3]) -> String {
-    let [m1, m2, m3] = markers.each_ref().map(|m| m.display().to_string());
-    format!(
-        "#errno 5\ncd '{dir}' && rsync '-e' 'sh -c \"touch {m1}\"' './planted.txt' 'x:/y'\n\n\
-         #errno 5\ncd '{src}' && rsync '-artuz' '--rsync-path=touch {m2}' '-e' 'sh -c \"touch {m3}\"' '-R' './known.txt' '{known_dest}'\n\n",
-        dir = s.dir.path().display(),
-        src = s.src.display(),
-    )
-}
-
-fn plant(path: &Path, script: &str) {
-    write_with_mode(path, script.as_bytes(), 0o600);
-}
-
-fn assert_no_marker(markers: &[PathBuf; 3], when: &str) {
-    for m in markers {
-        assert!(!m.exists(), "{when}: {} was created", m.display());
-    }
-}
-
-// A fail log planted at the default /tmp path had its own rsync options (`-e`) run as
-// root at start-up, on every timed replay and by --replay.
-#[test]
-fn planted_fail_log_command_is_never_run() {
-    let s = Setup::new("planted");
-    let markers = [
-        s.dir.join("pwned-unknown-e"),
-        s.dir.join("pwned-rsync-path"),
-        s.dir.join("pwned-known-e"),
-    ];
-    s.dir.write("planted.txt", "the unknown entry's path\n");
-    s.write("known.txt", "known\n");
-    let conf = s.conf();
-    fs::write(s.dir.join("sersync.xml"), conf.render()).expect("write sersync.xml");
-    let fail_log = s.dir.join("fail.sh");
-
-    // --replay: the known entry is pushed with the config's options, the unknown one is
-    // listed and kept, nothing planted runs.
-    plant(&fail_log, &planted(&s, &dest(&s.a), &markers));
-    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--replay"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "unknown entry left: {}",
-        text(&out)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("x:/y"),
-        "--replay names the unknown remote: {}",
-        text(&out)
-    );
-    assert_no_marker(&markers, "--replay");
-    assert_eq!(
-        fs::read(s.a.data_dir().join("known.txt")).ok().as_deref(),
-        Some(&b"known\n"[..]),
-        "the known entry's path reached its remote: {}",
-        text(&out)
-    );
-    let kept = fs::read_to_string(&fail_log).expect("the fail log stays");
-    assert!(
-        kept.contains("'./planted.txt' 'x:/y'")
-            && !kept.contains("touch")
-            && !kept.contains("'-e'"),
-        "the unknown entry is kept without its options:\n{kept}"
-    );
-
-    // The agent at start-up: the same, for the other remote.
-    plant(&fail_log, &planted(&s, &dest(&s.b), &markers));
-    let mut agent = Agent::start(&s.dir, &conf, &[]);
-    wait_until("the known entry reaches b", DEADLINE, || {
-        agent.assert_running();
-        s.b.data_dir().join("known.txt").exists()
-    });
-    wait_until("the known entry leaves the fail log", DEADLINE, || {
-        !fs::read_to_string(&fail_log)
-            .unwrap_or_default()
-            .contains(&dest(&s.b))
-    });
-    let kept = fs::read_to_string(&fail_log).expect("the fail log stays");
-    assert!(kept.contains("'./planted.txt' 'x:/y'"), "{kept}");
-    let log = agent.log();
-    assert!(
-        log.contains("x:/y") && log.contains("--drop-unknown"),
-        "a warning names the unknown remote:\n{log}"
-    );
-    agent.stop();
-    assert_no_marker(&markers, "agent start-up and replay");
-    assert!(fs::read_to_string(&fail_log).is_ok_and(|t| t.contains("x:/y")));
-
-    // Only the operator's word drops it.
-    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--replay", "--drop-unknown"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(!fail_log.exists(), "nothing left after --drop-unknown");
-    assert_no_marker(&markers, "--replay --drop-unknown");
-}
 
 /// A pids cgroup (v1 `pids` hierarchy or v2) holding one process, whose limit the test
 /// sets and lifts. Dropping it moves the process back and removes the group.
@@ -197,8 +94,8 @@ impl Drop for PidsLimit {
 // panicked and the path stayed "in flight", so later edits never reached that remote.
 #[test]
 fn push_under_a_process_limit_is_retried_and_lands() {
-    let s = Setup::new("pids-limit");
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let s = setup!();
+    let mut agent = s.agent(&[]);
     let limit = match PidsLimit::enter(agent.pid()) {
         Ok(l) => l,
         Err(why) => {
@@ -235,4 +132,89 @@ fn push_under_a_process_limit_is_retried_and_lands() {
     s.wait(&mut agent, "every edit lands once the limit is lifted");
     drop(limit);
     agent.stop();
+}
+
+/// The lowest descriptor number free in process `pid`: with RLIMIT_NOFILE set to it,
+/// the process's next open fails with EMFILE.
+fn lowest_free_fd(pid: libc::pid_t) -> u64 {
+    let used: std::collections::BTreeSet<u64> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("list the agent's descriptors")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !used.contains(n)).unwrap_or(0)
+}
+
+/// Sets the soft RLIMIT_NOFILE of process `pid`; returns the old limits.
+fn set_nofile(pid: libc::pid_t, soft: Option<u64>, restore: Option<libc::rlimit>) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: old is a valid out-pointer; a null new limit only reads.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit read: {}", std::io::Error::last_os_error());
+    let new = match (soft, restore) {
+        (Some(n), _) => libc::rlimit {
+            rlim_cur: n,
+            rlim_max: old.rlim_max,
+        },
+        (None, Some(r)) => r,
+        (None, None) => return old,
+    };
+    // SAFETY: new is a valid limit; the old value is not wanted.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit set: {}", std::io::Error::last_os_error());
+    old
+}
+
+// Under a low descriptor limit the watcher logged "cannot list .../bulk/d3: Too many
+// open files" for a directory moved into the tree and never walked it again: its 21
+// files never reached the remotes, with nothing queued, owed or in the fail log.
+#[test]
+fn a_directory_listed_while_out_of_descriptors_is_walked_again_and_pushed() {
+    let s = setup!();
+    s.dir.mkdir_p("src/bulk");
+    for i in 0..21 {
+        s.dir
+            .write(format!("stage/d3/f{i}.txt"), format!("file {i}\n"));
+    }
+    let mut agent = s.agent(&["-r"]);
+    s.wait(&mut agent, "the empty bulk directory is mirrored");
+    let pid = agent.pid();
+    // The agent's next open fails with "Too many open files" from here on.
+    let old = set_nofile(pid, Some(lowest_free_fd(pid)), None);
+    fs::rename(s.dir.join("stage/d3"), s.p("bulk/d3")).expect("move d3 into the tree");
+    let waiting = wait_until_logged(&agent, "walking it again");
+    set_nofile(pid, None, Some(old));
+    assert!(
+        waiting.contains("bulk/d3"),
+        "the failed listing names the directory:\n{waiting}"
+    );
+    s.wait(
+        &mut agent,
+        "d3's files arrive once descriptors are free again",
+    );
+    assert!(
+        agent.log().contains("walked ") && agent.log().contains("again: pushing its"),
+        "the walk again is logged:\n{}",
+        tail(&agent.log(), 40)
+    );
+}
+
+/// Waits for a line containing `needle` in the agent's log; returns the log.
+fn wait_until_logged(agent: &Agent, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let log = agent.log();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no `{needle}` in the agent log within {DEADLINE:?}:\n{}",
+            tail(&log, 40)
+        );
+        std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
+    }
 }

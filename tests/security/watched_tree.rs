@@ -1,6 +1,7 @@
 //! A user who can write in the watched tree (an upload folder, a shared web root) against
 //! the agent running as root (SPEC 12): the programs it runs, the records its socket
-//! plugin sends, its own files, and the `--wait-synced` barrier. Each test plays that
+//! plugin sends, its own files, the `--wait-synced` barrier, names made to slip past an
+//! exclude, and the shipped shell command plugin switched on. Each test plays that
 //! user: an unprivileged user created for the test plants the names and files. Tests
 //! that need root and `useradd` skip with a message elsewhere.
 
@@ -13,7 +14,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::agent::*;
 use crate::support::*;
 
 fn chmod(path: &Path, mode: u32) {
@@ -158,7 +158,7 @@ fn planted_cookie_names_do_not_block_wait_synced() {
         return;
     };
     let s = setup_for("cookie-squat", &attacker);
-    let mut agent = Agent::start(&s.dir, &s.conf(), &[]);
+    let mut agent = s.agent(&[]);
     s.write("before.txt", "made before the barrier\n");
     let pid = agent.pid();
     // Every name the agent would have used, and more.
@@ -210,6 +210,20 @@ fn hook(path: &Path, marker: &Path, mode: u32) {
     );
 }
 
+/// As `user`: a shell script at `path` (0755) that touches `marker` when run.
+fn plant_hook(user: &User, path: &Path, marker: &Path) {
+    user.run(
+        "sh",
+        &[
+            "-c".as_ref(),
+            "printf '#!/bin/sh\\ntouch %s\\n' \"$2\" > \"$1\" && chmod 0755 \"$1\"".as_ref(),
+            "sh".as_ref(),
+            path.as_os_str(),
+            marker.as_os_str(),
+        ],
+    );
+}
+
 /// `<plugin name="command">` running `prefix` for every changed file, switched on.
 fn command_plugin(s: &Setup, prefix: &Path) -> PathBuf {
     let head = format!(
@@ -256,16 +270,7 @@ fn a_plugin_program_another_user_controls_is_refused() {
         &["-m".as_ref(), "0755".as_ref(), evil_dir.as_os_str()],
     );
     let evil = evil_dir.join("hook");
-    attacker.run(
-        "sh",
-        &[
-            "-c".as_ref(),
-            "printf '#!/bin/sh\\ntouch %s\\n' \"$2\" > \"$1\" && chmod 0755 \"$1\"".as_ref(),
-            "sh".as_ref(),
-            evil.as_os_str(),
-            marker.as_os_str(),
-        ],
-    );
+    plant_hook(&attacker, &evil, &marker);
     command_plugin(&s, &evil);
     let err = test_config_refuses(&s, &[&evil.display().to_string(), "owned by uid"]);
     assert!(err.contains(&attacker.name), "names the owner: {err}");
@@ -327,24 +332,10 @@ fn a_reload_to_a_plugin_program_another_user_controls_keeps_the_running_config()
     chmod(&shared, 0o1777);
     let evil_marker = s.dir.join("evil-ran");
     let evil = shared.join("evil-hook");
-    attacker.run(
-        "sh",
-        &[
-            "-c".as_ref(),
-            "printf '#!/bin/sh\\ntouch %s\\n' \"$2\" > \"$1\" && chmod 0755 \"$1\"".as_ref(),
-            "sh".as_ref(),
-            evil.as_os_str(),
-            evil_marker.as_os_str(),
-        ],
-    );
+    plant_hook(&attacker, &evil, &evil_marker);
     command_plugin(&s, &evil);
     agent.signal(libc::SIGHUP);
-    wait_until("the reload is refused", DEADLINE, || {
-        agent.assert_running();
-        agent
-            .log()
-            .contains("the config loaded before stays in use")
-    });
+    agent.wait_reload_refused();
     assert!(
         agent.log().contains(&evil.display().to_string()),
         "the log names the program: {}",
@@ -412,7 +403,7 @@ fn the_agent_never_watches_or_pushes_its_own_files() {
     let Some(uploader) = User::create("s") else {
         return;
     };
-    let mut s = Setup::new("own-files");
+    let mut s = setup!();
     chmod(s.dir.path(), 0o755);
     chmod(&s.src, 0o755);
     let up = s.dir.mkdir_p("src/up");
@@ -517,4 +508,117 @@ fn the_agent_never_watches_or_pushes_its_own_files() {
         fed.join("\n")
     );
     agent.stop();
+}
+
+// The shipped example's `/bin/sh` command plugin, switched on, ran every changed file as
+// a root shell script, and `-t` did not even mention plugins.
+#[test]
+fn shipped_shell_command_plugin_switched_on_is_shown_and_warned_about_by_t() {
+    let dir = test_dir!();
+    let watch = dir.mkdir_p("tongbu");
+    let example =
+        fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("confxml.xml"))
+            .expect("read confxml.xml");
+    let text = example
+        .replace("/opt/tongbu", &watch.display().to_string())
+        .replace(
+            "<plugin start=\"false\" name=\"command\"/>",
+            "<plugin start=\"true\" name=\"command\"/>",
+        );
+    assert_ne!(
+        text,
+        example.replace("/opt/tongbu", &watch.display().to_string())
+    );
+    let conf = dir.write("conf.xml", text);
+    let (code, out, err) = run_on(&dir, &conf, &["-t"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("plugin: command: /bin/sh <changed file>"),
+        "{out}"
+    );
+    assert!(
+        out.contains("runs every changed file as a script as user"),
+        "{out}"
+    );
+    assert!(
+        out.contains("<filter start=\"true\"> with an <include>"),
+        "{out}"
+    );
+    // Switched off (as shipped): said so, no warning.
+    let conf = dir.write(
+        "off.xml",
+        example.replace("/opt/tongbu", &watch.display().to_string()),
+    );
+    let (code, out, err) = run_on(&dir, &conf, &["-t"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("plugin: off"), "{out}");
+    assert!(!out.contains("as a script"), "{out}");
+}
+
+fn byte_name(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(bytes))
+}
+
+/// The names a `(.*)\.key` exclude must keep out, whatever their bytes.
+fn key_names(prefix: &str) -> Vec<PathBuf> {
+    let mut invalid = prefix.as_bytes().to_vec();
+    invalid.extend_from_slice(b"\xff.key");
+    let mut newline = prefix.as_bytes().to_vec();
+    newline.extend_from_slice(b"nl\nx.key");
+    vec![
+        byte_name(&invalid),
+        byte_name(&newline),
+        PathBuf::from(format!("{prefix}plain.key")),
+    ]
+}
+
+fn assert_absent_on_remotes(s: &Setup, names: &[PathBuf], agent: &Agent) {
+    for remote in s.remotes() {
+        for n in names {
+            assert!(
+                fs::symlink_metadata(remote.join(n)).is_err(),
+                "{:?} was pushed to {} despite the exclude; agent log:\n{}",
+                n,
+                remote.display(),
+                tail(&agent.log(), 60)
+            );
+        }
+    }
+}
+
+// `<exclude expression="(.*)\.key"/>` did not match names with a newline or bytes that
+// are not UTF-8 (regexes in Unicode mode), so such keys were pushed by the full sync
+// and by live events.
+#[test]
+fn key_names_with_newline_or_invalid_utf8_are_not_pushed_despite_the_exclude() {
+    let s = setup!();
+    let mut conf = s.conf();
+    conf.excludes = Some(vec![r"(.*)\.key".to_owned()]);
+    let at_start = key_names("start-");
+    for n in &at_start {
+        s.write(n, "secret\n");
+    }
+    s.write("start-marker.txt", "marker\n");
+    let mut agent = s.agent_with(&conf, &["-r"]);
+    wait_until("the start marker reaches both remotes", DEADLINE, || {
+        agent.assert_running();
+        s.remotes()
+            .iter()
+            .all(|r| r.join("start-marker.txt").exists())
+    });
+    let live = key_names("live-");
+    for n in &live {
+        s.write(n, "secret\n");
+    }
+    s.write("live-marker.txt", "marker\n");
+    wait_until("the live marker reaches both remotes", DEADLINE, || {
+        agent.assert_running();
+        s.remotes()
+            .iter()
+            .all(|r| r.join("live-marker.txt").exists())
+    });
+    // Whatever was queued is pushed or written to the fail log by the stop.
+    agent.stop();
+    assert_absent_on_remotes(&s, &at_start, &agent);
+    assert_absent_on_remotes(&s, &live, &agent);
 }

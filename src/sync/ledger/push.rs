@@ -1,0 +1,329 @@
+//! Queued: a path, a rename or a full sync merged into what waits; a storm of a
+//! directory's children collapsed into its listing, a rename flood turned plain.
+
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::{key, older, parent_key, related, Key, Ledger, Mark, Renamed};
+use crate::sync::job::Entry;
+
+impl Ledger {
+    /// Queues a path or a listing. `gone_dir`: it was a directory and is gone (deleted
+    /// or moved away), so nothing still waiting below it needs pushing.
+    pub fn push(&mut self, entry: impl Into<Entry>, gone_dir: bool) {
+        self.push_at(entry.into(), gone_dir, Instant::now());
+    }
+
+    /// [`Ledger::push`] of a change made at `now`.
+    pub fn push_at(&mut self, entry: Entry, gone_dir: bool, now: Instant) {
+        if self.full_pending && !self.full_inflight {
+            return; // the full sync that has not started yet covers it
+        }
+        // A listing: a directory that arrived whole, or one owed from before (the fail
+        // log keeps it). The top (the empty path) is never a listing.
+        let listing = entry.listing && !entry.path.as_os_str().is_empty();
+        let tree = listing && entry.tree;
+        let path = key(entry.path);
+        debug_assert!(path.last() != Some(&b'/'), "a path with a trailing /");
+        self.dissolve_related(&path);
+        // A collapsed directory waiting takes the changes of its direct children.
+        if !gone_dir && !listing {
+            if let Some(parent) = parent_key(&path) {
+                if self.replaced.contains(parent) && self.by_path.contains_key(parent) {
+                    return;
+                }
+            }
+        }
+        // A change of a directory whose listing is being pushed: that push may have
+        // read it before the change (or found it missing, and pushed it as gone while
+        // it came back: a release moved out and another moved in under its name), so
+        // the next push is its listing too.
+        if listing || self.listing_inflight.contains(&path) {
+            self.replaced.insert(path.clone());
+        }
+        if tree {
+            self.trees.insert(path.clone());
+        }
+        self.push_key(path, gone_dir, now, None);
+    }
+
+    /// Turns every waiting rename into its plain form (a flood), oldest first.
+    pub(super) fn flood(&mut self) {
+        let renames = std::mem::take(&mut self.renames);
+        self.rename_keys.clear();
+        self.flooded += renames.len();
+        for r in renames.into_values() {
+            let since = r.mark.since;
+            self.push_plain(r, since);
+        }
+    }
+
+    /// Removes a waiting entry (keeps the per-directory counts).
+    pub(super) fn remove_entry(&mut self, p: &[u8]) -> Option<(u64, Mark)> {
+        let (s, m) = self.by_path.remove(p)?;
+        self.by_seq.remove(&s);
+        if let Some(parent) = parent_key(p) {
+            if let Some(n) = self.children.get_mut(parent) {
+                *n -= 1;
+                if *n == 0 {
+                    self.children.remove(parent);
+                }
+            }
+        }
+        Some((s, m))
+    }
+
+    /// `dir` has too many direct children waiting: they become one listing push of it.
+    fn collapse(&mut self, dir: Key, now: Instant) {
+        let mut prefix = dir.clone();
+        prefix.push(b'/');
+        let kids: Vec<Key> = self
+            .by_path
+            .range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .filter(|(p, _)| !p[prefix.len()..].contains(&b'/'))
+            // A child waiting as a listing itself stays: it owes its own entries (a
+            // directory deleted and made again, the changes of its children merged into
+            // it), and the parent's listing pushes it only as a directory.
+            .filter(|(p, _)| !self.replaced.contains(*p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        let mut mark: Option<Mark> = None;
+        for k in &kids {
+            if let Some((_, m)) = self.remove_entry(k) {
+                mark = Some(older(mark, m));
+            }
+        }
+        self.collapsed.push((dir.clone(), kids.len()));
+        self.dissolve_related(&dir);
+        self.replaced.insert(dir.clone());
+        self.push_key(dir, false, now, mark);
+    }
+
+    /// Queues a rename, or its plain form when something waits at, above or below either
+    /// path, a call for `to` (or above or below it) is in flight, or a full sync waits or
+    /// runs.
+    #[cfg(test)]
+    pub fn push_rename(&mut self, from: PathBuf, to: PathBuf, dir: bool, below: Vec<PathBuf>) {
+        self.push_rename_at(from, to, dir, below, Instant::now());
+    }
+
+    /// [`Ledger::push_rename`] of a rename made at `now`.
+    pub fn push_rename_at(
+        &mut self,
+        from: PathBuf,
+        to: PathBuf,
+        dir: bool,
+        below: Vec<PathBuf>,
+        now: Instant,
+    ) {
+        if self.full_pending && !self.full_inflight {
+            return; // the full sync that has not started yet covers it
+        }
+        let (from, to) = (key(from), key(to));
+        // A call in flight at, above or below `to`: the remote may end up holding what
+        // that call found there (a swap through a temp name seen in two batches), which
+        // a rename's push (no `--ignore-times`, no listing) would not put right. (One in
+        // flight at `from` only delays the rename: it then moves what that call left.)
+        let busy = self.full_pending
+            || self.full_inflight
+            || self.blocked(&to)
+            || !related(&self.by_path, &from).is_empty()
+            || !related(&self.by_path, &to).is_empty()
+            || !related(&self.rename_keys, &from).is_empty()
+            || !related(&self.rename_keys, &to).is_empty();
+        if busy {
+            self.dissolve_related(&from);
+            self.dissolve_related(&to);
+            self.push_plain(
+                Renamed {
+                    from,
+                    to,
+                    dir,
+                    below,
+                    mark: Mark {
+                        seq: self.seq + 1,
+                        since: now,
+                    },
+                },
+                now,
+            );
+            return;
+        }
+        self.seq += 1;
+        let mark = Mark {
+            seq: self.seq,
+            since: now,
+        };
+        self.rename_keys.insert(from.clone(), self.seq);
+        self.rename_keys.insert(to.clone(), self.seq);
+        self.renames.insert(
+            self.seq,
+            Renamed {
+                from,
+                to,
+                dir,
+                below,
+                mark,
+            },
+        );
+    }
+
+    /// Turns every waiting rename with a path at, above or below `p` into its plain form.
+    fn dissolve_related(&mut self, p: &[u8]) {
+        for k in related(&self.rename_keys, p) {
+            let Some(seq) = self.rename_keys.get(&k).copied() else {
+                continue; // dissolved already, through its other path
+            };
+            if let Some(r) = self.renames.remove(&seq) {
+                self.rename_keys.remove(&r.from);
+                self.rename_keys.remove(&r.to);
+                let since = r.mark.since;
+                self.push_plain(r, since);
+            }
+        }
+    }
+
+    /// A rename's plain form as ordinary entries: `from` (gone), `to` and what is below,
+    /// each keeping the rename's mark.
+    fn push_plain(&mut self, r: Renamed, now: Instant) {
+        let carry = Some(r.mark);
+        // `from` is gone, but listings owed below it by an earlier rename into it stay:
+        // if this one is the second half of an exchange that came in two reads (not
+        // paired into one by the watcher), `from` holds what that rename put there.
+        let kept = if r.dir {
+            self.take_listings_below(&r.from)
+        } else {
+            Vec::new()
+        };
+        self.push_key(r.from, r.dir, now, carry);
+        for (k, m) in kept {
+            self.push_key(k, false, now, Some(m));
+        }
+        if r.dir {
+            self.replaced.insert(r.to.clone());
+        }
+        self.push_key(r.to.clone(), false, now, carry);
+        for b in r.below {
+            let b = key(b);
+            if b != r.to {
+                if r.dir {
+                    self.replaced.insert(b.clone());
+                }
+                self.push_key(b, false, now, carry);
+            }
+        }
+    }
+
+    /// Takes the waiting listings (see `replaced`) below `dir` out, with their marks;
+    /// they stay in `replaced`.
+    fn take_listings_below(&mut self, dir: &[u8]) -> Vec<(Key, Mark)> {
+        let mut prefix = dir.to_vec();
+        prefix.push(b'/');
+        let below: Vec<Key> = self
+            .by_path
+            .range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .filter(|(p, _)| self.replaced.contains(*p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        below
+            .into_iter()
+            .filter_map(|k| self.remove_entry(&k).map(|(_, m)| (k, m)))
+            .collect()
+    }
+
+    /// Queues one key; its mark is at least as old as `carry`.
+    pub(super) fn push_key(
+        &mut self,
+        path: Key,
+        gone_dir: bool,
+        now: Instant,
+        carry: Option<Mark>,
+    ) {
+        // What a deleted directory cancels below it is not on the remote either: the
+        // directory's entry keeps the oldest of their marks.
+        let mut inherited: Option<Mark> = carry;
+        if gone_dir {
+            // Goes out as its listing: still gone then, the push deletes it; made again
+            // meanwhile (`rm -rf app && cp -a build app`), the push lists the new
+            // directory and deletes what the remote still holds of the old one.
+            self.replaced.insert(path.clone());
+            let mut prefix = path.clone();
+            prefix.push(b'/');
+            let below: Vec<Key> = self
+                .by_path
+                .range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
+                .take_while(|(p, _)| p.starts_with(&prefix))
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in below {
+                if let Some((_, m)) = self.remove_entry(&p) {
+                    inherited = Some(older(inherited, m));
+                }
+            }
+        }
+        if let Some((_, m)) = self.by_path.get_mut(&path) {
+            if let Some(i) = inherited {
+                *m = m.min(i);
+            }
+            return;
+        }
+        self.seq += 1;
+        let mark = older(
+            inherited,
+            Mark {
+                seq: self.seq,
+                since: now,
+            },
+        );
+        self.by_seq.insert(self.seq, path.clone());
+        let parent = parent_key(&path).map(<[u8]>::to_vec);
+        self.by_path.insert(path, (self.seq, mark));
+        if let Some(parent) = parent {
+            let n = self.children.entry(parent.clone()).or_default();
+            *n += 1;
+            // A parent collapsed and still waiting has nothing left to collapse: its
+            // plain children merge into it (see `push_at`), and the listings kept below
+            // it would otherwise be scanned again on every push.
+            let waiting_listing =
+                self.replaced.contains(&parent) && self.by_path.contains_key(&parent);
+            if self.collapse_at > 0 && *n >= self.collapse_at && !waiting_listing {
+                self.collapse(parent, now);
+            }
+        }
+    }
+
+    /// Queues a full sync; it covers every path still waiting.
+    pub fn push_full(&mut self) {
+        self.push_full_at(Instant::now());
+    }
+
+    /// [`Ledger::push_full`] asked at `now`.
+    pub fn push_full_at(&mut self, now: Instant) {
+        self.seq += 1;
+        let mut mark = older(
+            self.full_mark,
+            Mark {
+                seq: self.seq,
+                since: now,
+            },
+        );
+        for (_, m) in self.by_path.values() {
+            mark = mark.min(*m);
+        }
+        for r in self.renames.values() {
+            mark = mark.min(r.mark);
+        }
+        self.full_mark = Some(mark);
+        self.full_pending = true;
+        self.by_path.clear();
+        self.by_seq.clear();
+        self.children.clear();
+        self.renames.clear();
+        self.rename_keys.clear();
+        self.replaced.clear();
+        self.trees.clear();
+    }
+}

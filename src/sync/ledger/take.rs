@@ -1,0 +1,146 @@
+//! Taken: the free entries handed out as one call, never beside what is in flight at,
+//! above or below them.
+
+use super::{ancestors, entry_key, key, to_path, Key, Ledger, RENAME_FLOOD, TRICKLE};
+use crate::sync::job::{Entry, Job};
+
+impl Ledger {
+    /// Only a few paths are in flight and waiting: single edits, not a burst.
+    /// A full sync running does not count: a single edit goes beside it at once.
+    pub fn is_trickle(&self) -> bool {
+        self.running_paths + self.len() <= TRICKLE
+    }
+
+    pub(super) fn blocked(&self, p: &[u8]) -> bool {
+        self.inflight.contains_key(p)
+            || self.inflight_below.contains_key(p)
+            || ancestors(p).any(|a| self.inflight.contains_key(a))
+    }
+
+    /// Hands out the next work, if any is free to run: a full sync once nothing is in
+    /// flight, else up to `max` waiting paths (oldest first) that conflict with nothing
+    /// in flight.
+    pub fn take(&mut self, max: usize) -> Option<Job> {
+        let job = self.take_inner(max)?;
+        if self.full_inflight && job != Job::Full {
+            // It may be undone by the full sync running: it goes again once that ends.
+            for e in job.plain_paths() {
+                let k = entry_key(&e).to_vec();
+                let Some(m) = self.inflight.get(&k).copied() else {
+                    continue;
+                };
+                let listing = e.listing || self.listing_inflight.contains(&k);
+                let b = self.beside_full.entry(k).or_insert((listing, m));
+                b.0 |= listing;
+                b.1 = b.1.min(m);
+            }
+        }
+        Some(job)
+    }
+
+    fn take_inner(&mut self, max: usize) -> Option<Job> {
+        if self.full_pending {
+            if self.running > 0 {
+                return None;
+            }
+            self.full_pending = false;
+            self.full_inflight = true;
+            self.full_running = self.full_mark.take();
+            self.running += 1;
+            return Some(Job::Full);
+        }
+        let flood_at = match self.rename_flood {
+            0 => RENAME_FLOOD,
+            n => n,
+        };
+        if self.renames.len() > flood_at {
+            self.flood();
+        }
+        // The oldest rename free to run goes alone, unless a path waiting since before
+        // it is free too, or the latest call was a rename and any path is free (those
+        // go first, batched). Waiting paths never touch a waiting rename (see
+        // `push_at` and `push_rename_at`), so the order per path holds either way.
+        let rename = self
+            .renames
+            .iter()
+            .find(|(_, r)| !self.blocked(&r.from) && !self.blocked(&r.to))
+            .map(|(s, _)| *s);
+        if let Some(seq) = rename {
+            let paths_first = if self.rename_last {
+                self.by_seq.values().any(|p| !self.blocked(p))
+            } else {
+                self.by_seq.range(..seq).any(|(_, p)| !self.blocked(p))
+            };
+            if !paths_first {
+                if let Some(r) = self.renames.remove(&seq) {
+                    self.rename_keys.remove(&r.from);
+                    self.rename_keys.remove(&r.to);
+                    let mark = r.mark;
+                    let job = r.job();
+                    // In flight as its plain paths: `from`, `to` and what is below it.
+                    let plain: Vec<Key> =
+                        job.plain_paths().into_iter().map(|e| key(e.path)).collect();
+                    for p in &plain {
+                        for a in ancestors(p) {
+                            *self.inflight_below.entry(a.to_vec()).or_default() += 1;
+                        }
+                    }
+                    for p in plain {
+                        self.inflight.insert(p, mark);
+                    }
+                    self.running += 1;
+                    self.running_paths += job.count();
+                    self.rename_last = true;
+                    return Some(job);
+                }
+            }
+        }
+        let mut picked: Vec<Key> = Vec::new();
+        for (_, p) in self.by_seq.iter() {
+            if picked.len() >= max {
+                break;
+            }
+            if !self.blocked(p) {
+                picked.push(p.clone());
+            }
+        }
+        if picked.is_empty() {
+            return None;
+        }
+        self.rename_last = false;
+        let mut marks = Vec::with_capacity(picked.len());
+        for p in &picked {
+            if let Some((_, m)) = self.remove_entry(p) {
+                marks.push(m);
+            }
+            for a in ancestors(p) {
+                *self.inflight_below.entry(a.to_vec()).or_default() += 1;
+            }
+        }
+        // Insert after counting ancestors: paths of one batch may nest.
+        for (p, m) in picked.iter().zip(marks) {
+            self.inflight.insert(p.clone(), m);
+        }
+        self.running += 1;
+        self.running_paths += picked.len();
+        let paths = picked
+            .into_iter()
+            .map(|p| {
+                let listing = self.replaced.remove(&p);
+                let tree = self.trees.remove(&p) && listing;
+                if listing {
+                    self.listing_inflight.insert(p.clone());
+                }
+                if tree {
+                    self.tree_inflight.insert(p.clone());
+                }
+                Entry {
+                    path: to_path(p),
+                    listing,
+                    tree,
+                }
+            })
+            .collect();
+        Some(Job::Paths(paths))
+    }
+}

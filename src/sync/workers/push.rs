@@ -1,0 +1,179 @@
+//! One rsync call: its argv run (with its retries), logged, and settled.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use super::listings::below_a_file;
+use super::partial::only_blocked_by_directories;
+use super::Mirror;
+use crate::sync::cause::Cause;
+use crate::sync::job::{Entry, Job, RemoteId};
+use crate::sync::rsync::{self, Outcome};
+
+impl Mirror {
+    /// Runs rsync through the mirror's runner.
+    pub(super) fn rsync(&self, cwd: &Path, argv: &[std::ffi::OsString], stdin: &[u8]) -> Outcome {
+        self.runner.run(
+            std::ffi::OsStr::new("rsync"),
+            cwd,
+            argv,
+            stdin,
+            rsync::Watch::LowerAfter(rsync::LONG_PUSH),
+        )
+    }
+
+    /// ssh mode, after the remote `mv` of a rename: pushes the new path and what was
+    /// below it by quick check ([`Target::settle_argv`]); the first failure, if any.
+    pub(super) fn settle(&self, t: RemoteId, paths: &Job) -> Outcome {
+        let target = &*self.target_for_call(t);
+        let plain = paths.plain_paths();
+        let mut last = Outcome {
+            status: 0,
+            stderr: String::new(),
+            elapsed: Duration::ZERO,
+        };
+        for run in rsync::split_for_args(&plain, rsync::ARGS_BUDGET) {
+            let argv = target.settle_argv(run);
+            self.log_call(&format!("cd {} && rsync", target.root.display()), &argv);
+            let outcome = self.rsync(&target.root, &argv, &[]);
+            let elapsed = last.elapsed + outcome.elapsed;
+            last = Outcome { elapsed, ..outcome };
+            if !last.ok() {
+                break;
+            }
+        }
+        last
+    }
+
+    /// With `<debug start="true">`: the command line of a call, as info.
+    pub(super) fn log_call(&self, head: &str, argv: &[std::ffi::OsString]) {
+        if self.debug {
+            let args: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
+            log::info!("{head} {}", args.join(" "));
+        }
+    }
+
+    /// Runs one job against one remote, with retries.
+    /// `left_out`: the paths it left out as below what is a file or link now.
+    pub(super) fn push(
+        &self,
+        t: RemoteId,
+        job: &Job,
+        excluded: &[PathBuf],
+        left_out: &mut Vec<PathBuf>,
+    ) -> Outcome {
+        let target = &*self.target_for_call(t);
+        let (argv, stdin) = target.argv(job, excluded);
+        if self.debug {
+            // The paths themselves were logged as events; the options are what matter.
+            let shown: Vec<String> = argv
+                .iter()
+                .take(argv.len().saturating_sub(1))
+                .filter(|a| !a.as_encoded_bytes().starts_with(b"./") || a.len() == 2)
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            let paths = match job {
+                Job::Paths(p) => format!(" <{} path(s)>", p.len()),
+                Job::Full | Job::Rename { .. } => String::new(),
+            };
+            log::info!(
+                "cd {} && rsync {}{paths} {}",
+                target.root.display(),
+                shown.join(" "),
+                target.dest()
+            );
+        }
+        let mut attempt = 0;
+        let (mut argv, mut stdin) = (argv, stdin);
+        let mut checked_below_files = false;
+        loop {
+            let outcome = self.rsync(&target.root, &argv, &stdin);
+            // Paths below what is a file or link now (a directory replaced while they
+            // waited) cannot be pushed or deleted one by one, and need not be: the push
+            // of the file or link replaces the directory on the remote. Without them,
+            // and with each listing built again (a listed directory that is a link now
+            // goes as the link), once. rsync says so with exit 23, or, when the file or
+            // link is itself in the call and the path's deletion request is right below
+            // it, by aborting the receiver (exit 2, "invalid path from sender").
+            if matches!(outcome.status, 2 | 23) && !checked_below_files {
+                checked_below_files = true;
+                if let Job::Paths(paths) = job {
+                    let reachable: Vec<Entry> = paths
+                        .iter()
+                        .filter(|e| !below_a_file(&target.root, &e.path))
+                        .cloned()
+                        .collect();
+                    if reachable.len() < paths.len() {
+                        left_out.extend(
+                            paths
+                                .iter()
+                                .filter(|e| below_a_file(&target.root, &e.path))
+                                .map(|e| e.path.clone()),
+                        );
+                        log::info!(
+                            "{} path(s) below what is a file or link now left out of the push \
+                             to {} (the file or link replaces the directory there)",
+                            paths.len() - reachable.len(),
+                            target.label()
+                        );
+                        if reachable.is_empty() {
+                            return Outcome {
+                                status: 0,
+                                ..outcome
+                            };
+                        }
+                    }
+                    let again = target.argv(&Job::Paths(reachable), excluded);
+                    if again.0 != argv {
+                        (argv, stdin) = again;
+                        continue;
+                    }
+                }
+            }
+            if outcome.status == 23 && !target.delete && only_blocked_by_directories(&outcome) {
+                // With deletes off a directory on the remote cannot give way to what
+                // replaced it here: the remote keeps it, as it keeps deleted files.
+                let why: Vec<&str> = outcome
+                    .stderr
+                    .lines()
+                    .filter(|l| l.contains("could not make way for new "))
+                    .take(3)
+                    .collect();
+                log::warn!(
+                    remote = target.label().as_str();
+                    "deletes are off: {} keeps a directory where the source has a file or \
+                     link now, left as it is there (rsync: {})",
+                    target.label(),
+                    why.join("; ")
+                );
+                return Outcome {
+                    status: 0,
+                    ..outcome
+                };
+            }
+            // A remote already failing is paced by its backoff schedule instead.
+            if outcome.ok()
+                || attempt >= self.retry_delays.len()
+                || self.stopping.load(Ordering::Relaxed)
+                || self.queue.is_failing(t)
+                || self.root_unsafe(t).is_some()
+            {
+                return outcome;
+            }
+            let cause = Cause::of(outcome.status, &outcome.stderr);
+            log::warn!(
+                remote = target.label().as_str(), paths = job.count(), rsync_exit = outcome.status,
+                cause = cause.kind.as_str(), stderr = outcome.stderr.as_str();
+                "push to {} failed, retrying: {}",
+                target.label(),
+                cause.text
+            );
+            self.stats[t.0]
+                .failures()
+                .failed(SystemTime::now(), cause.text);
+            std::thread::sleep(self.retry_delays[attempt]);
+            attempt += 1;
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! A rename pushed as a remote `mv` (ssh) or, where that cannot be, as its plain form.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::Mirror;
+use crate::sync::cause::Cause;
+use crate::sync::job::{Entry, Job, RemoteId};
+use crate::sync::rsync::{self, Outcome};
+use crate::watch::too_long_for_rsync;
+
+impl Mirror {
+    /// Carries a rename to `t` as one: in ssh mode as one `mv` on the remote
+    /// ([`Target::remote_rename_argv`]); in daemon mode by pushing the new path with the
+    /// old one as its basis ([`Target::rename_argvs`]). `Some` when it landed; `None`
+    /// when the rename must travel in its plain form instead: it cannot be carried as
+    /// one, the remote is failing already, or a call failed (the remote lacks the new
+    /// parent directory, an old rsync, a network error: the plain push, with its
+    /// retries and fail log, settles which).
+    pub(super) fn rename(&self, t: RemoteId, job: &Job) -> Option<Renamed> {
+        let Job::Rename { from, to, dir, .. } = job else {
+            return None;
+        };
+        if self.queue.is_failing(t) {
+            return None;
+        }
+        let root = &self.targets[t.0].root;
+        if too_long_for_rsync(root, from, *dir) || too_long_for_rsync(root, to, *dir) {
+            // Plain: the side that is too long is left out there.
+            return None;
+        }
+        if self.excludes[t.0].excludes_only_as_directory(to) {
+            // The new side has a name the `<filter>` excludes only as a directory: plain,
+            // where it goes as its parent's listing if it is such a directory when its
+            // call is built (see `sent_paths`) and is not sent (simulator seed 3080974).
+            // Also when it is not one now: it may become one before rsync reads the
+            // tree, and the rename's own call would send it (4080833).
+            return None;
+        }
+        let target = &*self.target_for_call(t);
+        if let Some((program, argv)) = target.remote_rename_argv(from, to) {
+            self.log_call(&program.to_string_lossy(), &argv);
+            let outcome = self.runner.run(
+                &program,
+                &target.root,
+                &argv,
+                &[],
+                rsync::Watch::KillAfter(REMOTE_MV_LIMIT),
+            );
+            if outcome.status == 0 {
+                return Some(Renamed::Moved(outcome));
+            }
+            log::debug!(
+                "the remote mv of {} to {} on {} failed ({}); pushing it plain",
+                from.display(),
+                to.display(),
+                target.label(),
+                Cause::of(outcome.status, &outcome.stderr).text
+            );
+        }
+        if target.opts.ssh.is_some() {
+            // Over ssh no push with the old path as its basis: it names a directory on
+            // the remote as the destination, and the receiving rsync follows a link
+            // planted there (the plain push replaces one). Where `mv` cannot do the
+            // rename, it travels plain.
+            return None;
+        }
+        let to_paths: Vec<PathBuf> = rename_to_paths(job)
+            .plain_paths()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        let argvs = target.rename_argvs(from, to, *dir, &to_paths)?;
+        // A directory's push lists its entries (`./to/./`): the temp and excluded names
+        // among them stay out, anchored at `to` (the transfer's top there).
+        let excluded: Vec<PathBuf> = if *dir {
+            self.excluded_in_listings(t, &Job::Paths(vec![Entry::listing(to.clone())]))
+                .into_iter()
+                .filter_map(|p| p.strip_prefix(to).ok().map(Path::to_path_buf))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut last = None;
+        for mut argv in argvs {
+            let stdin = rsync::exclude_exactly(&mut argv, &excluded);
+            self.log_call(&format!("cd {} && rsync", target.root.display()), &argv);
+            let outcome = self.rsync(&target.root, &argv, &stdin);
+            if !outcome.ok() {
+                log::info!(
+                    "the rename of {} to {} did not reach {} as a rename ({}); pushing it \
+                     plain",
+                    from.display(),
+                    to.display(),
+                    target.label(),
+                    Cause::of(outcome.status, &outcome.stderr).text
+                );
+                return None;
+            }
+            last = Some(outcome);
+        }
+        last.map(Renamed::Linked)
+    }
+}
+
+/// How long the remote `mv` of a rename may take (connect included) before it is
+/// killed and the rename pushed plain.
+const REMOTE_MV_LIMIT: Duration = Duration::from_secs(30);
+
+/// How a rename reached a remote as one.
+pub(super) enum Renamed {
+    /// ssh mode: one `mv` on the remote moved the old path to the new one.
+    Moved(Outcome),
+    /// The new path was pushed with the old one as its basis; the old one is still
+    /// there, to be deleted.
+    Linked(Outcome),
+}
+
+/// What a rename put on the remote: `to` and what was below it.
+pub(super) fn rename_to_paths(job: &Job) -> Job {
+    match job {
+        Job::Rename { to, below, .. } => {
+            let mut paths = vec![Entry::plain(to.clone())];
+            paths.extend(below.iter().filter(|p| *p != to).cloned().map(Entry::plain));
+            Job::Paths(paths)
+        }
+        other => other.clone(),
+    }
+}

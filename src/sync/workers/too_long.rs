@@ -1,0 +1,104 @@
+//! Paths too long for rsync: left out of a call or a full sync, and said as such.
+
+use std::path::{Path, PathBuf};
+
+use super::Mirror;
+use crate::sync::job::{Entry, Job, RemoteId};
+use crate::sync::rsync::Outcome;
+use crate::watch::too_long_for_rsync;
+
+impl Mirror {
+    /// The calls without the paths too long for rsync (see `watch::too_long_for_rsync`):
+    /// those are never put in a call with others (rsync would fail the whole call, exit
+    /// 22, or read a truncated name). They are paid, not pushed (no push of them can ever
+    /// land, so owing them would hold the remote failing and every barrier for ever),
+    /// warned about and counted in the root's status.
+    pub(super) fn leave_out_too_long(
+        &self,
+        t: RemoteId,
+        calls: Vec<(Job, Vec<PathBuf>)>,
+    ) -> Vec<(Job, Vec<PathBuf>)> {
+        let root = &self.targets[t.0].root;
+        let mut long = Vec::new();
+        let mut out = Vec::with_capacity(calls.len());
+        for (call, excluded) in calls {
+            match call {
+                Job::Paths(paths) => {
+                    let (over, fit) = too_long_entries(root, paths);
+                    long.extend(over);
+                    if !fit.is_empty() {
+                        out.push((Job::Paths(fit), excluded));
+                    }
+                }
+                other => out.push((other, excluded)),
+            }
+        }
+        if !long.is_empty() {
+            self.skip_too_long(t, long);
+        }
+        out
+    }
+
+    /// A full sync that ended in exit 23: if the tree holds paths too long for rsync
+    /// (rsync could not open them, "File name too long", and skipped its deletions), the
+    /// full sync again without them; its outcome. They are noted like live ones.
+    pub(super) fn full_without_too_long(
+        &self,
+        t: RemoteId,
+        excluded: &[PathBuf],
+    ) -> Option<Outcome> {
+        let root = &self.targets[t.0].root;
+        let long = crate::watch::too_long_below(root, TOO_LONG_EXCLUDED);
+        if long.is_empty() {
+            return None;
+        }
+        log::info!(
+            "full sync of {} to {}: {} path(s) too long for rsync in the tree; running it \
+             again without them",
+            root.display(),
+            self.targets[t.0].label(),
+            long.len()
+        );
+        let mut without = excluded.to_vec();
+        without.extend(long.iter().cloned());
+        self.skip_too_long(t, crate::sync::job::plain_entries(long));
+        Some(self.push(t, &Job::Full, &without, &mut Vec::new()))
+    }
+
+    /// Pays `long` (paths too long for rsync) without a push, and notes them.
+    fn skip_too_long(&self, t: RemoteId, long: Vec<Entry>) {
+        let target = &self.targets[t.0];
+        let health = self
+            .roots
+            .get()
+            .and_then(|r| r.iter().find(|h| h.path() == target.root.as_path()));
+        for e in &long {
+            let what = format!("left out of the push to {}", target.label());
+            match health {
+                Some(h) => h.note_too_long(&e.path, &what),
+                None => log::warn!(
+                    "{}/{} is too long for rsync: {what}; it is not mirrored and not owed",
+                    target.root.display(),
+                    crate::watch::shorten(&e.path)
+                ),
+            }
+        }
+        let job = Job::Paths(long);
+        // The fail log's lock first, then the queue's (see ARCHITECTURE.md).
+        let fl = self.fail_log();
+        if self.queue.paid_without_push(t, &job) || self.unsaved() {
+            self.save(&fl);
+        }
+    }
+}
+
+/// Paths too long for rsync a full sync leaves out at most (each is an exclude rule of
+/// some 4 KiB read from rsync's stdin).
+const TOO_LONG_EXCLUDED: usize = 10_000;
+
+/// `paths` as (too long for rsync, the rest), each in its order.
+fn too_long_entries(root: &Path, paths: Vec<Entry>) -> (Vec<Entry>, Vec<Entry>) {
+    paths
+        .into_iter()
+        .partition(|e| too_long_for_rsync(root, &e.path, e.listing))
+}
