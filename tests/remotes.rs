@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::agent::*;
 use crate::support::*;
 
 /// `sersync2 -t -o CONF` in `dir`: (exit code, stdout, stderr).
