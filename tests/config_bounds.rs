@@ -418,7 +418,7 @@ fn an_ipv6_status_address_serves_and_is_logged_as_a_url() {
 }
 
 // `-t` passed a config with `<remotee>` (a typo: that remote was never pushed to) and
-// ignored attributes it does not know (`port=` on `<remote>`); the agent started on
+// ignored attributes it does not know (`bwlimit=` on `<remote>`); the agent started on
 // both with a warning at most. Both are refused now, by -t and at start, naming the
 // file, the line and the nearest known name.
 #[test]
@@ -439,8 +439,8 @@ fn t_and_start_refuse_an_unknown_element_or_attribute_naming_line_and_nearest_na
         ),
         (
             "attribute",
-            text.replacen(&second, &format!("{second} port=\"8873\""), 1),
-            "unknown attribute port= on <remote>: <remote> takes one of ip=, name=",
+            text.replacen(&second, &format!("{second} bwlimit=\"2000\""), 1),
+            "unknown attribute bwlimit= on <remote>: <remote> takes one of ip=, name=, ssh=",
         ),
     ];
     for (name, body, says) in cases {

@@ -55,6 +55,8 @@ mod instance;
 mod logs;
 // Hostile or broken config files: -t and the start answer without a panic.
 mod config_bounds;
+// Per-remote options: ssh and daemon remotes in one config, each with its own settings.
+mod remotes;
 // The Debian package built from this checkout.
 mod package;
 

@@ -95,6 +95,11 @@ pub struct WatchRoot {
     /// Absolute, without a trailing slash.
     pub path: PathBuf,
     pub remotes: Vec<Remote>,
+    /// Per remote (same order), its own options when it sets any (`ssh=`, `port=`,
+    /// `user=`, `passwordfile=`, `params=`, `timeout=`, `sshCommand=`): `<rsync>`'s
+    /// with those put in their place. `None`: it uses `<rsync>`'s
+    /// ([`Config::rsync_for`]).
+    pub own: Vec<Option<RsyncOptions>>,
 }
 
 /// How rsync reaches the remotes (`<rsync>`).
@@ -151,6 +156,32 @@ pub struct Config {
     pub host_unused: Option<String>,
     /// The `<plugin>` blocks and the one switched on by `<sersync><plugin start="true">`.
     pub plugins: plugins::Plugins,
+}
+
+impl Config {
+    /// The options a push to remote `i` of `root` uses: its own, else `<rsync>`'s.
+    pub fn rsync_for<'a>(&'a self, root: &'a WatchRoot, i: usize) -> &'a RsyncOptions {
+        root.own
+            .get(i)
+            .and_then(Option::as_ref)
+            .unwrap_or(&self.rsync)
+    }
+
+    /// The distinct ssh commands of the remotes that go over ssh, in config order.
+    pub fn ssh_commands(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for root in &self.roots {
+            for i in 0..root.remotes.len() {
+                let Some(cmd) = self.rsync_for(root, i).ssh.as_deref() else {
+                    continue;
+                };
+                if !out.contains(&cmd) {
+                    out.push(cmd);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Most rules one filter may have: each exclude is tested on every change (and each
@@ -304,8 +335,8 @@ fn parse_with(file: &Path, bytes: &[u8], roots_must_exist: bool) -> Result<Confi
     let excludes = excludes(&cx, head.filter.as_ref())?;
     let events = events(&cx, head.inotify.as_ref())?;
     let watcher = watcher(&cx, head.watcher.as_ref())?;
-    let roots = roots(&cx, sersync, roots_must_exist)?;
     let rsync = rsync(&cx, sersync.rsync.as_ref(), roots_must_exist)?;
+    let roots = roots(&cx, sersync, roots_must_exist, &rsync)?;
     let plugins = plugins::Plugins::from_raw(&cx, &head)?;
 
     let (fail_log, replay_every) = match &sersync.fail_log {
@@ -492,6 +523,7 @@ fn roots(
     cx: &Ctx,
     sersync: &raw::Sersync,
     roots_must_exist: bool,
+    global: &RsyncOptions,
 ) -> Result<Vec<WatchRoot>, ConfigError> {
     if sersync.localpath.is_empty() {
         return Err(cx.err(
@@ -550,6 +582,7 @@ fn roots(
             ));
         }
         let mut remotes: Vec<Remote> = Vec::new();
+        let mut own: Vec<Option<RsyncOptions>> = Vec::new();
         // Each remote's first line, to find a repeated one in linear time.
         let mut lines: HashMap<(&str, &str), Option<u32>> = HashMap::new();
         for r in &lp.remote {
@@ -589,13 +622,20 @@ fn roots(
                     ),
                 ));
             }
+            own.push(rsync::remote(
+                cx,
+                global,
+                sersync.rsync.as_ref(),
+                r,
+                roots_must_exist,
+            )?);
             remotes.push(Remote {
                 ip: ip.to_owned(),
                 name: name.to_owned(),
             });
             lines.insert((ip, name), r.line);
         }
-        roots.push(WatchRoot { path, remotes });
+        roots.push(WatchRoot { path, remotes, own });
         watches.push((watch, lp.line));
     }
     if let Some((later, earlier)) = overlap(&roots) {

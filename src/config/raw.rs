@@ -170,6 +170,22 @@ pub struct Remote {
     pub ip: Option<String>,
     #[serde(rename = "@name")]
     pub name: Option<String>,
+    /// This program's own per-remote options (sersync 2.5 ignores them); what a remote
+    /// does not set comes from `<rsync>`.
+    #[serde(rename = "@ssh")]
+    pub ssh: Option<String>,
+    #[serde(rename = "@port")]
+    pub port: Option<String>,
+    #[serde(rename = "@user")]
+    pub user: Option<String>,
+    #[serde(rename = "@passwordfile")]
+    pub password_file: Option<String>,
+    #[serde(rename = "@params")]
+    pub params: Option<String>,
+    #[serde(rename = "@timeout")]
+    pub timeout: Option<String>,
+    #[serde(rename = "@sshcommand")]
+    pub ssh_command: Option<String>,
     #[serde(rename = "@_line")]
     pub line: Option<u32>,
 }

@@ -121,39 +121,15 @@ pub(super) fn rsync(
     let r = r.unwrap_or(&default);
     let params = match &r.common_params {
         None => vec!["-artuz".to_owned()],
-        Some(p) => {
-            let text = p.params.as_deref().unwrap_or("");
-            let words = split_words(text)
-                .map_err(|m| cx.err(p.line, format!("<commonParams params=\"{text}\">: {m}")))?;
-            if let Some(bad) = words.iter().find(|w| !w.starts_with('-')) {
-                return Err(cx.err(
-                    p.line,
-                    format!("<commonParams params=\"{text}\">: \"{bad}\" is not an option (each word must start with -)"),
-                ));
-            }
-            if let Some(opt) = words.iter().find(|w| takes_next_word(w)) {
-                return Err(cx.err(
-                    p.line,
-                    format!(
-                        "<commonParams params=\"{text}\">: {opt} takes its value from the next \
-                         word, which would be the option the agent puts after commonParams (-R): \
-                         write it with = (--exclude=PATTERN) or attached (-eCMD)"
-                    ),
-                ));
-            }
-            if let Some(opt) = follows_links(&words) {
-                return Err(cx.err(
-                    p.line,
-                    format!(
-                        "<commonParams params=\"{text}\">: {opt} makes rsync follow the links in \
-                         the tree, so whoever can write there can have any file this user can \
-                         read sent to the remotes; rsync reads the watch roots without \
-                         following links and copies links as links: drop {opt}"
-                    ),
-                ));
-            }
-            words
-        }
+        Some(p) => params(
+            cx,
+            p.line,
+            &format!(
+                "<commonParams params=\"{}\">",
+                p.params.as_deref().unwrap_or("")
+            ),
+            p.params.as_deref().unwrap_or(""),
+        )?,
     };
     let ssh_on = match &r.ssh {
         Some(s) => cx.flag(s.start.as_deref(), s.line, "ssh", "start", false)?,
@@ -179,23 +155,14 @@ pub(super) fn rsync(
                     format!("<auth users=\"{user}\">: a user name must not begin with \"-\""),
                 ));
             }
-            let path = cx.path(file);
-            let meta = std::fs::File::options()
-                .read(true)
-                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-                .open(&path)
-                .and_then(|f| f.metadata());
-            let meta = meta.map_err(|e| {
-                cx.err(
-                    a.line,
-                    format!("<auth passwordfile=\"{file}\">: password file unreadable: {e}"),
-                )
-            })?;
             // In ssh mode rsync is not given the file.
-            if !ssh_on {
-                judge_password_file(fsafe::uid(), meta.uid(), meta.mode())
-                    .map_err(|m| cx.err(a.line, format!("<auth passwordfile=\"{file}\">: {m}")))?;
-            }
+            let path = password_file(
+                cx,
+                a.line,
+                &format!("<auth passwordfile=\"{file}\">"),
+                file,
+                !ssh_on,
+            )?;
             Some((user.to_owned(), path))
         }
         _ => None,
@@ -225,21 +192,14 @@ pub(super) fn rsync(
         _ => None,
     };
     let ssh = match &r.ssh {
-        Some(s) if cx.flag(s.start.as_deref(), s.line, "ssh", "start", false)? => Some(
-            s.command
-                .clone()
-                .filter(|c| !c.trim().is_empty())
-                .or_else(|| {
-                    std::env::var("RSYNC_RSH")
-                        .ok()
-                        .filter(|c| !c.trim().is_empty())
-                })
-                .unwrap_or_else(|| "ssh".to_owned()),
-        ),
+        Some(s) if cx.flag(s.start.as_deref(), s.line, "ssh", "start", false)? => {
+            Some(default_ssh_command(Some(r)))
+        }
         _ => None,
     };
     if let (Some(command), Some(s), true) = (&ssh, &r.ssh, check_ssh) {
-        trusted_ssh(command).map_err(|m| cx.err(s.line, m))?;
+        trusted_ssh(command)
+            .map_err(|m| cx.err(s.line, format!("<ssh command=\"{command}\">: {m}")))?;
     }
     let batch = match &r.batch {
         None => DEFAULT_BATCH,
@@ -261,9 +221,296 @@ pub(super) fn rsync(
     })
 }
 
+/// rsync options written as one attribute (`commonParams`, a remote's `params=`), split
+/// into words like sh splits them (no expansion). `what` names the attribute with its
+/// value, for messages. Refused: a word that is not an option, an option that takes
+/// its value from the next word (which would be the agent's own `-R`), and one that
+/// makes rsync follow the tree's links.
+fn params(cx: &Ctx, line: Option<u32>, what: &str, text: &str) -> Result<Vec<String>, ConfigError> {
+    let words = split_words(text).map_err(|m| cx.err(line, format!("{what}: {m}")))?;
+    if let Some(bad) = words.iter().find(|w| !w.starts_with('-')) {
+        return Err(cx.err(
+            line,
+            format!("{what}: \"{bad}\" is not an option (each word must start with -)"),
+        ));
+    }
+    if let Some(opt) = words.iter().find(|w| takes_next_word(w)) {
+        return Err(cx.err(
+            line,
+            format!(
+                "{what}: {opt} takes its value from the next word, which would be the option \
+                 the agent puts after commonParams (-R): write it with = (--exclude=PATTERN) \
+                 or attached (-eCMD)"
+            ),
+        ));
+    }
+    if let Some(opt) = follows_links(&words) {
+        return Err(cx.err(
+            line,
+            format!(
+                "{what}: {opt} makes rsync follow the links in the tree, so whoever can write \
+                 there can have any file this user can read sent to the remotes; rsync reads \
+                 the watch roots without following links and copies links as links: drop {opt}"
+            ),
+        ));
+    }
+    Ok(words)
+}
+
+/// A daemon password file (`<auth passwordfile>`, a remote's `passwordfile=`): it must
+/// open, and with `judge` pass [`judge_password_file`] (rsync refuses it otherwise, at
+/// every push). `what` names the attribute with its value, for messages.
+fn password_file(
+    cx: &Ctx,
+    line: Option<u32>,
+    what: &str,
+    file: &str,
+    judge: bool,
+) -> Result<std::path::PathBuf, ConfigError> {
+    let path = cx.path(file);
+    check_password_file(cx, line, what, &path, judge)?;
+    Ok(path)
+}
+
+/// [`password_file`] for a path already made absolute.
+fn check_password_file(
+    cx: &Ctx,
+    line: Option<u32>,
+    what: &str,
+    path: &std::path::Path,
+    judge: bool,
+) -> Result<(), ConfigError> {
+    let meta = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .and_then(|f| f.metadata());
+    let meta = meta.map_err(|e| cx.err(line, format!("{what}: password file unreadable: {e}")))?;
+    if judge {
+        judge_password_file(fsafe::uid(), meta.uid(), meta.mode())
+            .map_err(|m| cx.err(line, format!("{what}: {m}")))?;
+    }
+    Ok(())
+}
+
+/// The ssh command when none is given for a remote: `<ssh command>` if written (whether
+/// `<ssh start>` is on or not), else `RSYNC_RSH`, else `ssh`.
+fn default_ssh_command(r: Option<&raw::Rsync>) -> String {
+    r.and_then(|r| r.ssh.as_ref())
+        .and_then(|s| s.command.clone())
+        .filter(|c| !c.trim().is_empty())
+        .or_else(|| {
+            std::env::var("RSYNC_RSH")
+                .ok()
+                .filter(|c| !c.trim().is_empty())
+        })
+        .unwrap_or_else(|| "ssh".to_owned())
+}
+
+/// A login or daemon user written in a config: one word that no shell, ssh or rsync
+/// reads as anything else.
+fn plain_user(user: &str) -> bool {
+    !user.is_empty()
+        && !user.starts_with('-')
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-$".contains(&b))
+}
+
+/// One `<remote>`'s own options: `None` when it sets none (it uses `<rsync>`'s, `global`,
+/// as every sersync 2.5 config does), else `global` with what it sets put in its place.
+/// `raw_rsync` is the `<rsync>` element `global` came from (the ssh command a remote
+/// turning ssh on takes, and the `<auth>` line a password file it inherits is judged
+/// at); `check_ssh` as for [`rsync`].
+pub(super) fn remote(
+    cx: &Ctx,
+    global: &RsyncOptions,
+    raw_rsync: Option<&raw::Rsync>,
+    r: &raw::Remote,
+    check_ssh: bool,
+) -> Result<Option<RsyncOptions>, ConfigError> {
+    fn set(v: &Option<String>) -> Option<&str> {
+        v.as_deref().map(str::trim)
+    }
+    let (ssh, port, user, file, extra, timeout, command) = (
+        set(&r.ssh),
+        set(&r.port),
+        set(&r.user),
+        set(&r.password_file),
+        set(&r.params),
+        set(&r.timeout),
+        set(&r.ssh_command),
+    );
+    if [ssh, port, user, file, extra, timeout, command]
+        .iter()
+        .all(Option::is_none)
+    {
+        return Ok(None);
+    }
+    let line = r.line;
+    let ssh_on = match ssh {
+        None => global.ssh.is_some(),
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(cx.err(
+                    line,
+                    format!(
+                        "<remote ssh=\"{v}\">: must be \"true\" (this remote over ssh, \
+                         host:dir) or \"false\" (through an rsync daemon, host::module)"
+                    ),
+                ))
+            }
+        },
+    };
+    let mut opts = global.clone();
+    if let Some(text) = extra {
+        let words = params(cx, line, &format!("<remote params=\"{text}\">"), text)?;
+        opts.params.extend(words);
+    }
+    if let Some(t) = timeout {
+        opts.timeout = Some(cx.number(Some(t), line, "remote", "timeout")?);
+    }
+    let port: Option<u16> = match port {
+        None => None,
+        Some(p) => {
+            let n: u16 = cx.number(Some(p), line, "remote", "port")?;
+            if n == 0 {
+                return Err(cx.err(line, "<remote port=\"0\">: not a usable port"));
+            }
+            Some(n)
+        }
+    };
+    if let Some(u) = user {
+        if !plain_user(u) {
+            return Err(cx.err(
+                line,
+                format!(
+                    "<remote user=\"{u}\">: a user name is letters, digits and ._-$, not \
+                     beginning with \"-\""
+                ),
+            ));
+        }
+    }
+    if ssh_on {
+        if let Some(f) = file {
+            return Err(cx.err(
+                line,
+                format!(
+                    "<remote passwordfile=\"{f}\">: a password file is for an rsync daemon; \
+                     over ssh the key authenticates: drop passwordfile= or write ssh=\"false\""
+                ),
+            ));
+        }
+        let mut cmd = match command {
+            Some("") => {
+                return Err(cx.err(
+                    line,
+                    "<remote sshCommand=\"\">: empty: write the remote shell, e.g. \
+                     sshCommand=\"ssh -i /root/.ssh/id_sync\", or drop it",
+                ))
+            }
+            Some(c) => c.to_owned(),
+            None => match &global.ssh {
+                Some(c) => c.clone(),
+                None => default_ssh_command(raw_rsync),
+            },
+        };
+        if check_ssh && (command.is_some() || global.ssh.is_none()) {
+            trusted_ssh(&cmd)
+                .map_err(|m| cx.err(line, format!("<remote sshCommand=\"{cmd}\">: {m}")))?;
+        }
+        // Added to the command, so that every ssh the agent runs for this remote (rsync's,
+        // the remote `mv` of a rename, closing the shared connection) has them.
+        if let Some(p) = port {
+            cmd.push_str(&format!(" -p {p}"));
+        }
+        if let Some(u) = user {
+            cmd.push_str(&format!(" -l {u}"));
+        }
+        opts.ssh = Some(cmd);
+        // Over ssh the daemon's port and user do not apply.
+        opts.port = None;
+        opts.auth = None;
+    } else {
+        if let Some(c) = command {
+            return Err(cx.err(
+                line,
+                format!(
+                    "<remote sshCommand=\"{c}\">: this remote goes through an rsync daemon: \
+                     write ssh=\"true\" with it, or drop sshCommand="
+                ),
+            ));
+        }
+        opts.ssh = None;
+        if port.is_some() {
+            opts.port = port;
+        }
+        let inherited = opts.auth.clone();
+        let auth = match (user, file, inherited) {
+            (None, None, auth) => {
+                // `<auth>`'s file was not judged when `<rsync>` is in ssh mode; this
+                // remote gives it to rsync.
+                if let (Some((_, path)), Some(_)) = (&auth, &global.ssh) {
+                    let a = raw_rsync.and_then(|r| r.auth.as_ref());
+                    check_password_file(
+                        cx,
+                        a.and_then(|a| a.line),
+                        &format!("<auth passwordfile=\"{}\">", path.display()),
+                        path,
+                        true,
+                    )?;
+                }
+                auth
+            }
+            (Some(u), Some(f), _) => Some((
+                u.to_owned(),
+                password_file(cx, line, &format!("<remote passwordfile=\"{f}\">"), f, true)?,
+            )),
+            (Some(u), None, Some((_, path))) => {
+                if global.ssh.is_some() {
+                    check_password_file(
+                        cx,
+                        line,
+                        &format!("<auth passwordfile=\"{}\">", path.display()),
+                        &path,
+                        true,
+                    )?;
+                }
+                Some((u.to_owned(), path))
+            }
+            (None, Some(f), Some((u, _))) => Some((
+                u,
+                password_file(cx, line, &format!("<remote passwordfile=\"{f}\">"), f, true)?,
+            )),
+            (Some(u), None, None) => {
+                return Err(cx.err(
+                    line,
+                    format!(
+                        "<remote user=\"{u}\">: a daemon user needs its password file: add \
+                         passwordfile=\"/etc/rsync.pass\" (mode 600), or <auth start=\"true\">"
+                    ),
+                ))
+            }
+            (None, Some(f), None) => {
+                return Err(cx.err(
+                    line,
+                    format!(
+                        "<remote passwordfile=\"{f}\">: a password file needs the daemon user \
+                         it is for: add user=\"NAME\", or <auth start=\"true\" users=...>"
+                    ),
+                ))
+            }
+        };
+        opts.auth = auth;
+    }
+    Ok(Some(opts))
+}
+
 /// The ssh command's program, found as exec finds it, must be one nobody but root or the
 /// agent's user can change: rsync runs it as the agent's user. One that is not found is
-/// left to rsync to report, as before.
+/// left to rsync to report, as before. The message names no attribute.
 fn trusted_ssh(command: &str) -> Result<(), String> {
     let Some(program) = split_words(command).ok().and_then(|w| w.into_iter().next()) else {
         return Ok(());
@@ -273,14 +520,8 @@ fn trusted_ssh(command: &str) -> Result<(), String> {
     };
     match fsafe::check_program(&path) {
         Ok(_) => Ok(()),
-        Err(e) if fsafe::is_refused(&e) => Err(format!(
-            "<ssh command=\"{command}\">: refusing to run {}: {e}",
-            path.display()
-        )),
-        Err(e) => Err(format!(
-            "<ssh command=\"{command}\">: cannot check {}: {e}",
-            path.display()
-        )),
+        Err(e) if fsafe::is_refused(&e) => Err(format!("refusing to run {}: {e}", path.display())),
+        Err(e) => Err(format!("cannot check {}: {e}", path.display())),
     }
 }
 

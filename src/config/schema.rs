@@ -150,6 +150,40 @@ pub const ELEMENTS: &[Element] = &[
                 "name",
                 "The rsync daemon module, or in ssh mode the directory on the remote host.",
             ),
+            added(
+                "ssh",
+                "\"true\": this remote is reached over ssh (host:dir); \"false\": through an \
+                 rsync daemon (host::module). Default: as <rsync><ssh start> says.",
+            ),
+            added(
+                "port",
+                "The rsync daemon's port, or over ssh ssh's port (-p). Default: \
+                 <userDefinedPort> (daemon only).",
+            ),
+            added(
+                "user",
+                "The daemon user (user@host::module), or over ssh the login (-l). Default: \
+                 <auth users> (daemon only).",
+            ),
+            added(
+                "passwordfile",
+                "The daemon password file (--password-file), checked like <auth \
+                 passwordfile>; not for ssh. Default: <auth passwordfile>.",
+            ),
+            added(
+                "params",
+                "Extra rsync options for this remote, after commonParams (e.g. \
+                 --bwlimit=2000), checked like commonParams.",
+            ),
+            added(
+                "timeout",
+                "rsync's I/O timeout in seconds (--timeout). Default: <timeout time>.",
+            ),
+            added(
+                "sshCommand",
+                "The remote shell of this ssh remote, e.g. \"ssh -i /root/.ssh/id_b\". \
+                 Default: <ssh command>.",
+            ),
         ],
     ),
     el("head/sersync/rsync", "How rsync is run.", &[]),
@@ -560,8 +594,8 @@ mod tests {
         let m = unknown_attribute(&path("head/sersync/localpath/remote"), "nmae");
         assert!(m.contains("did you mean name=?"), "{m}");
         // Nothing near: what the element takes.
-        let m = unknown_attribute(&path("head/sersync/localpath/remote"), "port");
-        assert!(m.contains("<remote> takes one of ip=, name="), "{m}");
+        let m = unknown_attribute(&path("head/sersync/localpath/remote"), "frobnicate");
+        assert!(m.contains("<remote> takes one of ip=, name=, ssh="), "{m}");
         let m = unknown_element(&path("head/sersync/localpath"), "frobnicate");
         assert!(m.contains("<localpath> holds only <remote>"), "{m}");
         // The right name at the wrong level.

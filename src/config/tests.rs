@@ -230,13 +230,14 @@ fn an_unknown_element_or_attribute_is_refused_with_line_and_nearest_name() {
             .contains("unknown element <remotee> in <localpath>: did you mean <remote>?"),
         "{e}"
     );
-    // An attribute the element does not take: the port of one remote.
-    let text = conf(d.path(), "").replace("name=\"mod\"/>", "name=\"mod\" port=\"8873\"/>");
+    // An attribute the element does not take: rsync's option as a name of its own.
+    let text = conf(d.path(), "").replace("name=\"mod\"/>", "name=\"mod\" bwlimit=\"2000\"/>");
     let e = err(&text);
     assert_eq!(e.line, Some(5), "{e}");
     assert!(
-        e.message
-            .contains("unknown attribute port= on <remote>: <remote> takes one of ip=, name="),
+        e.message.contains(
+            "unknown attribute bwlimit= on <remote>: <remote> takes one of ip=, name=, ssh="
+        ),
         "{e}"
     );
     // Case does not matter, as for known names.
@@ -980,4 +981,223 @@ fn an_option_that_takes_the_next_word_is_refused_in_common_params() {
         ))
         .unwrap_or_else(|e| panic!("{good}: {e}"));
     }
+}
+
+/// A config watching `watch` with the remotes `remotes` (each a whole `<remote .../>`
+/// on a line of its own: the first is on line 5) and `inside` in <sersync>.
+fn conf_remotes(watch: &Path, remotes: &[&str], inside: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<head version=\"2.5\">\n  <sersync>\n    \
+         <localpath watch=\"{}\">\n{}\n    </localpath>\n    {inside}\n  </sersync>\n</head>",
+        watch.display(),
+        remotes.join("\n")
+    )
+}
+
+#[test]
+fn a_remote_without_options_of_its_own_uses_rsync_s() {
+    let d = dir();
+    let c = load_str(&conf_remotes(
+        d.path(),
+        &[r#"<remote ip="10.0.0.1" name="a"/>"#],
+        "<rsync><commonParams params=\"-az\"/><timeout start=\"true\" time=\"30\"/></rsync>",
+    ))
+    .expect("loads");
+    assert_eq!(c.roots[0].own, [None]);
+    assert_eq!(c.rsync_for(&c.roots[0], 0), &c.rsync);
+}
+
+#[test]
+fn one_config_mixes_an_ssh_remote_and_daemon_remotes_each_with_its_own_options() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir();
+    let pass = d.path().join("b.pas");
+    std::fs::write(&pass, "pw\n").expect("write");
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let c = load_str(&conf_remotes(
+        d.path(),
+        &[
+            r#"<remote ip="10.0.0.1" name="a"/>"#,
+            &format!(
+                r#"<remote ip="10.0.0.2" name="b" port="8730" user="bee" passwordfile="{}" params="--bwlimit=2000" timeout="30"/>"#,
+                pass.display()
+            ),
+            r#"<remote ip="10.0.0.3" name="/srv/c" ssh="true" sshCommand="ssh -i /nonexistent/id_c" port="2222" user="sync"/>"#,
+        ],
+        "<rsync><commonParams params=\"-az\"/><userDefinedPort start=\"true\" port=\"874\"/></rsync>",
+    ))
+    .expect("loads");
+    let root = &c.roots[0];
+    // The first: <rsync>'s, untouched.
+    assert_eq!(c.rsync_for(root, 0), &c.rsync);
+    assert_eq!(c.rsync.port, Some(874));
+    // The second: a daemon with its own port, user, password file, options and timeout.
+    let b = c.rsync_for(root, 1);
+    assert_eq!(b.ssh, None);
+    assert_eq!(b.port, Some(8730));
+    assert_eq!(b.auth, Some(("bee".to_owned(), pass.clone())));
+    assert_eq!(b.params, ["-az", "--bwlimit=2000"]);
+    assert_eq!(b.timeout, Some(30));
+    // The third: over ssh, its port and login in the ssh command; no daemon options.
+    let s = c.rsync_for(root, 2);
+    assert_eq!(
+        s.ssh.as_deref(),
+        Some("ssh -i /nonexistent/id_c -p 2222 -l sync")
+    );
+    assert_eq!((s.port, &s.auth), (None, &None));
+    assert_eq!(s.params, ["-az"]);
+    assert_eq!(
+        c.ssh_commands(),
+        ["ssh -i /nonexistent/id_c -p 2222 -l sync"]
+    );
+}
+
+#[test]
+fn a_remote_may_leave_ssh_mode_and_then_its_inherited_password_file_is_judged() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir();
+    let pass = d.path().join("rsync.pas");
+    std::fs::write(&pass, "pw\n").expect("write");
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let text = conf_remotes(
+        d.path(),
+        &[
+            r#"<remote ip="10.0.0.1" name="/srv/a"/>"#,
+            r#"<remote ip="10.0.0.2" name="b" ssh="false"/>"#,
+        ],
+        &format!(
+            "<rsync><auth start=\"true\" users=\"u\" passwordfile=\"{}\"/><ssh start=\"true\"/></rsync>",
+            pass.display()
+        ),
+    );
+    // In ssh mode the file was never given to rsync; the daemon remote gives it.
+    let e = err(&text);
+    assert!(
+        e.message.contains(&format!(
+            "<auth passwordfile=\"{}\">: mode 0644",
+            pass.display()
+        )),
+        "{e}"
+    );
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let c = load_str(&text).expect("loads");
+    assert!(c.rsync_for(&c.roots[0], 0).ssh.is_some());
+    let b = c.rsync_for(&c.roots[0], 1);
+    assert_eq!(b.ssh, None);
+    assert_eq!(b.auth, Some(("u".to_owned(), pass.clone())));
+}
+
+#[test]
+fn bad_per_remote_options_are_refused_with_their_line_and_what_to_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir();
+    let pass = d.path().join("open.pas");
+    std::fs::write(&pass, "pw\n").expect("write");
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let open = format!(r#"user="u" passwordfile="{}""#, pass.display());
+    let cases: Vec<(String, &str)> =
+        vec![
+        (
+            r#"ssh="rsh""#.into(),
+            "<remote ssh=\"rsh\">: must be \"true\" (this remote over ssh, host:dir) or \"false\"",
+        ),
+        (
+            r#"port="-1""#.into(),
+            "<remote port=\"-1\">: not a valid number",
+        ),
+        (r#"port="0""#.into(), "<remote port=\"0\">: not a usable port"),
+        (
+            r#"timeout="-1""#.into(),
+            "<remote timeout=\"-1\">: not a valid number",
+        ),
+        (
+            r#"params="-aL""#.into(),
+            "<remote params=\"-aL\">: -L makes rsync follow the links in the tree",
+        ),
+        (
+            r#"params="--exclude x""#.into(),
+            "<remote params=\"--exclude x\">: \"x\" is not an option",
+        ),
+        (
+            r#"params="--exclude""#.into(),
+            "<remote params=\"--exclude\">: --exclude takes its value from the next word",
+        ),
+        (
+            r#"params="-e'sh -c x' --rsh""#.into(),
+            "--rsh takes its value from the next word",
+        ),
+        (
+            r#"ssh="true" passwordfile="/etc/rsync.pas""#.into(),
+            "a password file is for an rsync daemon; over ssh the key authenticates",
+        ),
+        (
+            r#"sshCommand="ssh -i /k""#.into(),
+            "this remote goes through an rsync daemon: write ssh=\"true\" with it",
+        ),
+        (
+            r#"user="u""#.into(),
+            "<remote user=\"u\">: a daemon user needs its password file: add passwordfile=",
+        ),
+        (
+            r#"user="-oProxyCommand=x" ssh="true""#.into(),
+            "<remote user=\"-oProxyCommand=x\">: a user name is letters, digits and ._-$",
+        ),
+        (
+            r#"ssh="true" user="a b""#.into(),
+            "<remote user=\"a b\">: a user name is",
+        ),
+        (open, "passwordfile="),
+    ];
+    for (attrs, says) in cases {
+        let text = conf_remotes(
+            d.path(),
+            &[
+                r#"<remote ip="10.0.0.1" name="a"/>"#,
+                &format!(r#"<remote ip="10.0.0.2" name="b" {attrs}/>"#),
+            ],
+            "",
+        );
+        let e = err(&text);
+        assert_eq!(e.line, Some(6), "{attrs}: {e}");
+        assert!(e.message.contains(says), "{attrs}: want `{says}`: {e}");
+        assert!(e.to_string().starts_with("test.xml:6: "), "{e}");
+    }
+    // The open password file: refused as <auth>'s is.
+    let e = err(&conf_remotes(
+        d.path(),
+        &[&format!(
+            r#"<remote ip="10.0.0.2" name="b" user="u" passwordfile="{}"/>"#,
+            pass.display()
+        )],
+        "",
+    ));
+    assert!(
+        e.message.contains(&format!(
+            "<remote passwordfile=\"{}\">: mode 0644",
+            pass.display()
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_remote_ssh_program_others_can_change_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir();
+    let prog = d.path().join("myssh");
+    std::fs::write(&prog, "#!/bin/sh\n").expect("write");
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let e = err(&conf_remotes(
+        d.path(),
+        &[&format!(
+            r#"<remote ip="10.0.0.2" name="/srv" ssh="true" sshCommand="{} -v"/>"#,
+            prog.display()
+        )],
+        "",
+    ));
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(
+        e.message.contains("<remote sshCommand=") && e.message.contains("refusing to run"),
+        "{e}"
+    );
 }

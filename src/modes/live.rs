@@ -384,11 +384,7 @@ fn run(
     let opts = Options {
         workers: args.workers,
         after_push: Runner::for_live(&config.plugins).map(|r| r as Arc<dyn AfterPush>),
-        ssh_control: config
-            .rsync
-            .ssh
-            .as_deref()
-            .map(|ssh| ssh_control_dir(&cx.socket, ssh)),
+        ssh_control: (!config.ssh_commands().is_empty()).then(|| cx.socket.clone()),
     };
     let watching = Watching {
         watchers,
@@ -575,27 +571,6 @@ fn run(
         }
     }
     Ok(next)
-}
-
-/// `<lock dir>/ssh-<hash>`: one directory per instance and ssh command, hashed from the
-/// control socket's path and the command, so a reload that changes the command (another
-/// key, other options) never reuses a connection the old one opened.
-pub(super) fn ssh_control_dir(socket: &std::path::Path, ssh_command: &str) -> PathBuf {
-    use std::os::unix::ffi::OsStrExt;
-    // FNV-1a: short and stable; only has to tell this instance's files apart.
-    let hash = socket
-        .as_os_str()
-        .as_bytes()
-        .iter()
-        .chain(&[0u8])
-        .chain(ssh_command.as_bytes())
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-    socket
-        .parent()
-        .unwrap_or(std::path::Path::new("/"))
-        .join(format!("ssh-{:08x}", hash as u32))
 }
 
 /// Waits for SIGTERM/SIGINT, or a SIGHUP whose config passes its checks.

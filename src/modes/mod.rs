@@ -212,8 +212,8 @@ pub(crate) fn own_files(config: &Config, args: &Args) -> Vec<PathBuf> {
     files.extend(args.pid_file.clone());
     files.extend(args.log_file.clone());
     files.extend(logging::fallback_file());
-    if let Some(ssh) = &config.rsync.ssh {
-        files.push(live::ssh_control_dir(&socket, ssh));
+    for ssh in config.ssh_commands() {
+        files.push(pipeline::ssh_control_dir(&socket, ssh));
     }
     let mut files: Vec<PathBuf> = files
         .into_iter()

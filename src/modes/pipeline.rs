@@ -174,8 +174,9 @@ pub(crate) struct Options {
     pub workers: Option<u16>,
     /// Runs after each push that landed (the live plugin).
     pub after_push: Option<Arc<dyn AfterPush>>,
-    /// ssh mode: the directory of the shared connections' sockets (see
-    /// [`share_ssh`]); `None`: one connection per call.
+    /// ssh: the instance's control socket, after which the directories of the shared
+    /// connections' sockets are named, one per ssh command (see [`share_ssh`]);
+    /// `None`: one connection per call.
     pub ssh_control: Option<PathBuf>,
 }
 
@@ -236,8 +237,8 @@ impl Pipeline {
     ) -> (Pipeline, Arc<Mirror>) {
         let routes = parts.routes();
         let mut targets = parts.targets;
-        if let Some(dir) = &opts.ssh_control {
-            share_ssh(&mut targets, dir);
+        if let Some(socket) = &opts.ssh_control {
+            share_ssh(&mut targets, socket);
         }
         let count = sync::workers::count(opts.workers, targets.len());
         let queue = Arc::new(Queue::new(parts.sets, config.rsync.batch, count));
@@ -452,23 +453,68 @@ pub(crate) fn wait_all(done: &dyn Fn() -> bool) {
     }
 }
 
-/// ssh mode: one ssh connection per remote, its socket in `dir`, a directory only we
-/// control, next to the instance lock, named short: a unix socket path holds 107 bytes,
-/// and ssh adds a 40-character hash and a temporary suffix of 17 to it. Where `dir`
-/// cannot be used, a warning, and each call connects by itself.
-fn share_ssh(targets: &mut [Target], dir: &Path) {
-    let fits = dir.as_os_str().len() + 1 + 40 + 17 <= 107;
-    match fsafe::private_dir(dir, 0o700) {
-        Ok(_) if fits => targets
-            .iter_mut()
-            .for_each(|t| t.ssh_control = Some(dir.to_path_buf())),
-        Ok(_) => log::warn!(
-            "ssh connections are not reused: {} is too long a directory for ssh's \
-             control socket",
-            dir.display()
-        ),
-        Err(e) => log::warn!("ssh connections are not reused: {e}"),
+/// ssh: one ssh connection per remote, its socket in a directory only we control, next
+/// to the instance lock (`socket`), one per ssh command ([`ssh_control_dir`]:
+/// remotes with their own `sshCommand=` never share a connection another command
+/// opened), named short: a unix socket path holds 107 bytes, and ssh adds a 40-character
+/// hash and a temporary suffix of 17 to it. Where a directory cannot be used, a warning,
+/// and each call of its remotes connects by itself.
+fn share_ssh(targets: &mut [Target], socket: &Path) {
+    // Each directory made (Some) or refused (None) once.
+    let mut made: Vec<(PathBuf, bool)> = Vec::new();
+    for t in targets.iter_mut() {
+        let Some(cmd) = t.opts.ssh.as_deref() else {
+            continue;
+        };
+        let dir = ssh_control_dir(socket, cmd);
+        let usable = match made.iter().find(|(d, _)| *d == dir) {
+            Some((_, ok)) => *ok,
+            None => {
+                let fits = dir.as_os_str().len() + 1 + 40 + 17 <= 107;
+                let ok = match fsafe::private_dir(&dir, 0o700) {
+                    Ok(_) if fits => true,
+                    Ok(_) => {
+                        log::warn!(
+                            "ssh connections are not reused: {} is too long a directory for \
+                             ssh's control socket",
+                            dir.display()
+                        );
+                        false
+                    }
+                    Err(e) => {
+                        log::warn!("ssh connections are not reused: {e}");
+                        false
+                    }
+                };
+                made.push((dir.clone(), ok));
+                ok
+            }
+        };
+        if usable {
+            t.ssh_control = Some(dir);
+        }
     }
+}
+
+/// `<lock dir>/ssh-<hash>`: one directory per instance and ssh command, hashed from the
+/// control socket's path and the command, so a reload that changes the command (another
+/// key, other options) never reuses a connection the old one opened.
+pub(super) fn ssh_control_dir(socket: &std::path::Path, ssh_command: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    // FNV-1a: short and stable; only has to tell this instance's files apart.
+    let hash = socket
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .chain(&[0u8])
+        .chain(ssh_command.as_bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    socket
+        .parent()
+        .unwrap_or(std::path::Path::new("/"))
+        .join(format!("ssh-{:08x}", hash as u32))
 }
 
 #[cfg(test)]

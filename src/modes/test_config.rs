@@ -123,7 +123,7 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
              and /metrics: off (on with <host start=\"true\">)"
         ),
     }
-    if config.rsync.ssh.is_some() {
+    if !config.ssh_commands().is_empty() {
         println!(
             "ssh: one shared connection per remote: the live and full commands' ssh also \
              gets -o ControlMaster=auto -o ControlPath=<lock dir>/ssh-<hash>/%C \
@@ -235,7 +235,7 @@ fn resolve_warnings(config: &Config, targets: &[sync::Target]) -> Vec<String> {
             if !told.insert(host) {
                 continue;
             }
-            let alias = if config.rsync.ssh.is_some() {
+            let alias = if t.opts.ssh.is_some() {
                 " (unless the ssh config names it as a Host alias)"
             } else {
                 ""
