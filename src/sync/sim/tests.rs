@@ -307,11 +307,18 @@ fn seeds_that_found_defects_stay_fixed() {
         // remote's link for good (3024238, 3091648).
         (3_024_238, Faults::DEFAULT),
         (3_091_648, Faults::DEFAULT),
+        // The same, found by later soaks (4024405, 4177415, 4186851, 5050357).
+        (4_024_405, Faults::DEFAULT),
+        (4_177_415, Faults::DEFAULT),
+        (4_186_851, Faults::DEFAULT),
+        (5_050_357, Faults::DEFAULT),
         // Paths owed in a directory below what is a file now, queued again once the
         // remote was level, collapsed into the directory's listing, which was left out
         // below the file: the file's push paid, they stayed owed, and were queued again
         // for ever (a livelock, 3078568).
         (3_078_568, Faults::DEFAULT),
+        // The same livelock, found by a later soak (5042578).
+        (5_042_578, Faults::DEFAULT),
         // A file's delete under a directory-only excluded name (`e`) pushed while `e`
         // became such a directory (and left again): rsync kept the directory out and the
         // remote's file stayed (4093419).
