@@ -372,7 +372,11 @@ fn rsync_is_started_only_through_the_confined_command() {
     // work, and the helper after it entered the view (exec_in_view).
     assert_eq!(
         found,
-        ["sync/rsync/view.rs", "sync/rsync/view.rs", "sync/version.rs"],
+        [
+            "sync/rsync/view.rs",
+            "sync/rsync/view.rs",
+            "sync/version.rs"
+        ],
         "rsync started outside rsync::command_in and its helper, and the version check"
     );
     let helper = rsync
