@@ -367,12 +367,16 @@ fn rsync_is_started_only_through_the_confined_command() {
         }
     }
     found.sort();
-    let rsync = fs::read_to_string(src.join("sync/rsync.rs")).expect("read rsync.rs");
-    // In sync/rsync.rs: command_in where the guard cannot work, and the helper after it
-    // entered the view (exec_in_view).
+    let rsync = fs::read_to_string(src.join("sync/rsync/view.rs")).expect("read view.rs");
+    // In sync/rsync/view.rs (the nosymfollow view): command_in where the guard cannot
+    // work, and the helper after it entered the view (exec_in_view).
     assert_eq!(
         found,
-        ["sync/rsync.rs", "sync/rsync.rs", "sync/version.rs"],
+        [
+            "sync/rsync/view.rs",
+            "sync/rsync/view.rs",
+            "sync/version.rs"
+        ],
         "rsync started outside rsync::command_in and its helper, and the version check"
     );
     let helper = rsync

@@ -158,6 +158,16 @@ fn t_refuses_a_bad_per_remote_value_with_file_line_and_what_to_write() {
             "params=\"-aL\"",
             "<remote params=\"-aL\">: -L makes rsync follow the links in the tree",
         ),
+        // Accepted by -t before, then --wait-synced said synced with nothing sent, or
+        // the watched files were deleted once sent.
+        (
+            "params=\"--dry-run\"",
+            "<remote params=\"--dry-run\">: --dry-run breaks the mirror",
+        ),
+        (
+            "params=\"--remove-source-files\"",
+            "<remote params=\"--remove-source-files\">: --remove-source-files breaks the mirror",
+        ),
     ] {
         let path = dir.write(
             "bad.xml",

@@ -31,7 +31,7 @@ use rsync::rsync;
 #[cfg(test)]
 use crate::sys::shell::split_str as split_words;
 #[cfg(test)]
-pub(crate) use rsync::{follows_links, judge_password_file};
+pub(crate) use rsync::{breaks_the_mirror, follows_links, judge_password_file};
 
 /// Which inotify events become syncs (`<inotify>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -110,6 +110,71 @@ pub(crate) fn follows_links(words: &[String]) -> Option<String> {
     None
 }
 
+/// The first of `commonParams`' (or a remote's `params=`) words that would break what
+/// the agent promises of a mirror, with why: a push that sends nothing while the agent
+/// counts it landed (`-n`/`--dry-run`, `--list-only`, the batch modes), one that deletes
+/// the watched files once sent (`--remove-source-files`), one that leaves new or changed
+/// files out (`--existing`, `--ignore-existing`, `--max-size`, `--min-size`), one that
+/// takes its paths from elsewhere (`--files-from`), and rsync's internal modes. Short
+/// options are read in clusters as [`follows_links`] reads them.
+pub(crate) fn breaks_the_mirror(words: &[String]) -> Option<(String, &'static str)> {
+    const NOTHING: &str = "rsync would send nothing, while the agent counts each push landed \
+                           and --wait-synced says synced";
+    const LONG: [(&str, &str); 14] = [
+        ("dry-run", NOTHING),
+        ("list-only", NOTHING),
+        ("only-write-batch", NOTHING),
+        (
+            "write-batch",
+            "rsync would write every push to a batch file as well",
+        ),
+        (
+            "read-batch",
+            "rsync would apply a batch file instead of the watched tree",
+        ),
+        (
+            "remove-source-files",
+            "rsync would delete the watched files once sent (and the agent would then delete \
+             them on the remotes)",
+        ),
+        ("existing", "rsync would leave every new file out"),
+        (
+            "ignore-existing",
+            "rsync would leave every changed file out",
+        ),
+        ("max-size", "rsync would leave larger files out"),
+        ("min-size", "rsync would leave smaller files out"),
+        (
+            "files-from",
+            "the agent names the paths of each push itself",
+        ),
+        ("server", "an rsync-internal option"),
+        ("sender", "an rsync-internal option"),
+        ("daemon", "it would start an rsync daemon instead of a push"),
+    ];
+    for w in words {
+        if let Some(long) = w.strip_prefix("--") {
+            let name = long.split('=').next().unwrap_or(long);
+            if let Some((_, why)) = LONG.iter().find(|(l, _)| *l == name) {
+                return Some((format!("--{name}"), why));
+            }
+            continue;
+        }
+        let Some(cluster) = w.strip_prefix('-') else {
+            continue;
+        };
+        for c in cluster.chars() {
+            if c == 'n' {
+                return Some(("-n".to_owned(), NOTHING));
+            }
+            if matches!(c, 'e' | 'B' | 'f' | 'T' | 'M' | '@') {
+                break;
+            }
+        }
+    }
+    None
+}
+
 /// `<rsync>`; `check_ssh`: the ssh command's program, when found, must be one nobody
 /// else can change (see `fsafe::check_program`), like a command plugin's.
 pub(super) fn rsync(
@@ -242,6 +307,12 @@ fn params(cx: &Ctx, line: Option<u32>, what: &str, text: &str) -> Result<Vec<Str
                  the agent puts after commonParams (-R): write it with = (--exclude=PATTERN) \
                  or attached (-eCMD)"
             ),
+        ));
+    }
+    if let Some((opt, why)) = breaks_the_mirror(&words) {
+        return Err(cx.err(
+            line,
+            format!("{what}: {opt} breaks the mirror: {why}; drop {opt}"),
         ));
     }
     if let Some(opt) = follows_links(&words) {

@@ -402,6 +402,51 @@ fn common_params_split_like_sh_words() {
 }
 
 #[test]
+fn options_that_break_the_mirror_are_refused() {
+    let w = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let first = |v: &[&str]| breaks_the_mirror(&w(v)).map(|(o, _)| o);
+    assert_eq!(first(&["-artuzn"]).as_deref(), Some("-n"));
+    assert_eq!(first(&["-a", "--dry-run"]).as_deref(), Some("--dry-run"));
+    for (words, opt) in [
+        (&["--remove-source-files"][..], "--remove-source-files"),
+        (&["-a", "--existing"], "--existing"),
+        (&["--ignore-existing"], "--ignore-existing"),
+        (&["--max-size=1"], "--max-size"),
+        (&["--min-size=1k"], "--min-size"),
+        (&["--files-from=/etc/shadow"], "--files-from"),
+        (&["--write-batch=/tmp/x"], "--write-batch"),
+        (&["--only-write-batch=/tmp/x"], "--only-write-batch"),
+        (&["--read-batch=/tmp/x"], "--read-batch"),
+        (&["--list-only"], "--list-only"),
+        (&["--server"], "--server"),
+    ] {
+        assert_eq!(first(words).as_deref(), Some(opt), "{words:?}");
+    }
+    // A cluster ends at a letter that takes a value; other options are fine.
+    for ok in [
+        &["-artuz"][..],
+        &["-artzH", "--bwlimit=2000", "--no-motd"],
+        &["-essh -n"],
+        &["-B1024kn"],
+        &["--exclude=--dry-run", "--numeric-ids", "--inplace"],
+    ] {
+        assert_eq!(first(ok), None, "{ok:?}");
+    }
+    let d = dir();
+    let e = err(&conf(
+        d.path(),
+        "<rsync><commonParams params=\"-artuz --remove-source-files\"/></rsync>",
+    ));
+    assert!(
+        e.message
+            .contains("--remove-source-files breaks the mirror")
+            && e.message.contains("drop --remove-source-files"),
+        "{e}"
+    );
+    assert!(e.line.is_some(), "{e}");
+}
+
+#[test]
 fn options_that_follow_links_in_the_tree_are_refused() {
     let w = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     assert_eq!(follows_links(&w(&["-artuzL"])).as_deref(), Some("-L"));
