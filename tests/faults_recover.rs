@@ -697,6 +697,12 @@ fn remote_that_accepts_and_never_answers_delays_only_itself() {
             "{argv:?}"
         );
     }
+    // The answering remote's full sync ends first: an edit pushed while it runs is
+    // queued again when it ends (the full sync may have sent an older copy after it),
+    // and a stop then keeps it in the fail log even though the tree is level.
+    wait_until("the answering remote's full sync ended", DEADLINE, || {
+        agent.log().contains("to 127.0.0.1::mod done")
+    });
     s.write("new.txt", "new\n");
     wait_mirrored(
         &mut agent,
@@ -723,7 +729,9 @@ fn remote_that_accepts_and_never_answers_delays_only_itself() {
     );
     assert!(
         !dests.iter().any(|d| d.ends_with("@127.0.0.1::mod")),
-        "the answering remote owes nothing: {dests:?}"
+        "the answering remote owes nothing: {dests:?}\nfail log:\n{}\nagent log:\n{}",
+        fs::read_to_string(&fail_log).unwrap_or_default(),
+        tail(&agent.log(), 60)
     );
     eprintln!("stopped {took:?} after SIGTERM");
 }
