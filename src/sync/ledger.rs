@@ -196,6 +196,9 @@ pub struct Ledger {
     /// built before, lacks; it sends what it listed, older than the push), so each
     /// waits once more when it ends, keeping its mark until then (see the module doc).
     beside_full: HashMap<Key, (bool, Mark)>,
+    /// The operator paused this remote (`sersync2 --pause`): nothing is handed out,
+    /// everything else goes on (see `pause.rs`).
+    paused: bool,
 }
 
 /// More renames than this waiting for one remote at a take is a flood: all of them
@@ -375,6 +378,7 @@ impl Ledger {
 
 mod finish;
 mod owed;
+mod pause;
 mod push;
 mod take;
 pub use finish::Left;
