@@ -202,6 +202,9 @@ pub struct Ledger {
     /// full sync queued for the remote, wait again when one lands, and leave this set
     /// (with the oldest mark they had) once a push of them lands.
     blind: HashMap<Key, Mark>,
+    /// The operator paused this remote (`sersync2 --pause`): nothing is handed out,
+    /// everything else goes on (see `pause.rs`).
+    paused: bool,
 }
 
 /// More renames than this waiting for one remote at a take is a flood: all of them
@@ -384,6 +387,7 @@ impl Ledger {
 
 mod finish;
 mod owed;
+mod pause;
 mod push;
 mod take;
 pub use finish::Left;

@@ -19,8 +19,11 @@ impl Ledger {
 
     /// Hands out the next work, if any is free to run: a full sync once nothing is in
     /// flight, else up to `max` waiting paths (oldest first) that conflict with nothing
-    /// in flight.
+    /// in flight. Nothing while the remote is paused.
     pub fn take(&mut self, max: usize) -> Option<Job> {
+        if self.paused {
+            return None;
+        }
         let job = self.take_inner(max)?;
         if self.full_inflight && job != Job::Full {
             // It may be undone by the full sync running: it goes again once that ends.
