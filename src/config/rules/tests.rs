@@ -268,7 +268,11 @@ fn random_rule(rng: &mut Rng) -> String {
 
 /// A random tree under `dir`: (relative path, is a directory) of everything made.
 fn random_tree(rng: &mut Rng, root: &Path, dir: &str, depth: usize, out: &mut Vec<(String, bool)>) {
-    let n = if depth == 0 { 3 + rng.below(4) } else { rng.below(4) };
+    let n = if depth == 0 {
+        3 + rng.below(4)
+    } else {
+        rng.below(4)
+    };
     for _ in 0..n {
         let name = rng.pick(&NAMES);
         let rel = if dir.is_empty() {
