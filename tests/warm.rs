@@ -428,8 +428,12 @@ fn a_remote_added_to_the_config_gets_a_full_sync_alone_and_the_others_catch_up()
         DEADLINE,
         &|| s.logs(),
     );
-    let log = agent.log();
     let label = format!("{}::{}", c.ip(), c.module());
+    // The new remote's tree can be level before the agent has seen its rsync end.
+    wait_until("the new remote's full sync is booked", DEADLINE, || {
+        agent.log().contains(&format!("to {label} done"))
+    });
+    let log = agent.log();
     assert!(
         log.contains("catch-up of")
             && log.contains(&format!("made without {label}: full sync of it alone"))
