@@ -162,7 +162,7 @@ pub(super) fn excluded_directories(root: &Path, excludes: &Excludes, job: &Job) 
         .filter(|e| {
             let now = std::fs::symlink_metadata(root.join(&e.path)).ok();
             (excludes.excludes_only_as_directory(&e.path)
-                && !now.as_ref().is_some_and(|m| !m.is_dir()))
+                && now.as_ref().is_none_or(|m| m.is_dir()))
                 // Gone, and kept out by the `<filter>` rules as a file but not as a
                 // directory (`+ */` ... `- *`): rsync takes a missing argument for a
                 // file and keeps the remote's directory of that name, which a full
