@@ -12,6 +12,8 @@ mod layers;
 
 // The basic mirror: creates, writes, deletes, links, excludes, -r, ssh mode, SIGTERM.
 mod e2e;
+// `<filter>`'s rsync include/exclude rules: the remotes hold what rsync itself selects.
+mod filter_rules;
 // Renames inside the tree travel as renames (files, directories, in and out of the tree).
 mod moves;
 // Seeded random workloads of every change the kernel can report, checked for equality.

@@ -64,7 +64,9 @@ impl Parts {
             let rel = super::own_in(&r.path, own);
             roots.push(Root {
                 path: r.path.clone(),
-                excludes: Excludes::new(config.excludes.clone()).with_own(rel),
+                excludes: Excludes::new(config.excludes.clone())
+                    .with_rules(config.rules.clone())
+                    .with_own(rel),
                 remotes: sync::workers::remotes_of(&targets, &r.path),
             });
         }
@@ -75,7 +77,7 @@ impl Parts {
             sets: targets.len(),
             targets,
             roots,
-            filter: Excludes::new(config.excludes.clone()),
+            filter: Excludes::new(config.excludes.clone()).with_rules(config.rules.clone()),
         }
     }
 
@@ -89,11 +91,12 @@ impl Parts {
                 .map(|(i, r)| Root {
                     path: r.clone(),
                     excludes: Excludes::new(config.excludes.clone())
+                        .with_rules(config.rules.clone())
                         .with_own(super::own_in(r, own)),
                     remotes: vec![RemoteId(i)],
                 })
                 .collect(),
-            filter: Excludes::new(config.excludes.clone()),
+            filter: Excludes::new(config.excludes.clone()).with_rules(config.rules.clone()),
             sets: roots.len(),
         }
     }

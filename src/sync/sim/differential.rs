@@ -744,6 +744,7 @@ fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
             Vec::new()
         },
         filter_globs: excludes.rsync_globs(),
+        filter_rules: Vec::new(),
         own: Vec::new(),
         ssh_control: None,
     };

@@ -551,6 +551,7 @@ pub fn history_with(seed: u64, steps: u64, faults: Faults) -> Ended {
             delete: setup.delete,
             full_excludes: Vec::new(),
             filter_globs: Vec::new(),
+            filter_rules: Vec::new(),
             own: Vec::new(),
             ssh_control: None,
         })
