@@ -269,6 +269,7 @@ impl Sim {
             debug: false,
             queue: queue.clone(),
             links: Default::default(),
+            hard_links: false,
         };
         let index = if self.lock().faults.warm {
             // As live mode starts (`modes::live::run`): the index loaded, the tree
