@@ -32,7 +32,7 @@ use rsync::rsync;
 #[cfg(test)]
 use crate::sys::shell::split_str as split_words;
 #[cfg(test)]
-pub(crate) use rsync::{breaks_the_mirror, follows_links, judge_password_file};
+pub(crate) use rsync::{breaks_the_mirror, follows_links, judge_password_file, keeps_hard_links};
 
 /// Which inotify events become syncs (`<inotify>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +169,14 @@ impl Config {
             .get(i)
             .and_then(Option::as_ref)
             .unwrap_or(&self.rsync)
+    }
+
+    /// Whether any remote's push keeps hard links (`-H` in its params).
+    pub fn keeps_hard_links(&self) -> bool {
+        self.roots.iter().any(|root| {
+            (0..root.remotes.len())
+                .any(|i| rsync::keeps_hard_links(&self.rsync_for(root, i).params))
+        })
     }
 
     /// The distinct ssh commands of the remotes that go over ssh, in config order.

@@ -447,6 +447,29 @@ fn options_that_break_the_mirror_are_refused() {
 }
 
 #[test]
+fn hard_links_are_kept_with_h_in_any_form_and_the_last_word_decides() {
+    let w = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    for on in [
+        &["-artzH"][..],
+        &["-a", "-H"],
+        &["--hard-links"],
+        &["--no-H", "-aH"],
+    ] {
+        assert!(keeps_hard_links(&w(on)), "{on:?}");
+    }
+    for off in [
+        &["-artuz"][..],
+        &["-aH", "--no-hard-links"],
+        &["-Hz", "--no-H"],
+        &["-essh -H"],
+        &["--exclude=-H"],
+        &["-B1024H"],
+    ] {
+        assert!(!keeps_hard_links(&w(off)), "{off:?}");
+    }
+}
+
+#[test]
 fn options_that_follow_links_in_the_tree_are_refused() {
     let w = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     assert_eq!(follows_links(&w(&["-artuzL"])).as_deref(), Some("-L"));

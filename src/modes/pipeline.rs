@@ -210,6 +210,8 @@ pub(crate) struct Pipeline {
     attached: Vec<JoinHandle<()>>,
     /// The names of multi-linked files, for the filter thread (`src/sync/links.rs`).
     links: Arc<Mutex<Links>>,
+    /// `-H` in a remote's params: the names of a multi-linked file go in one call.
+    hard_links: bool,
 }
 
 /// How a pipeline ended ([`Pipeline::stop`]).
@@ -277,6 +279,7 @@ impl Pipeline {
             watch_threads: Vec::new(),
             attached: Vec::new(),
             links: Arc::default(),
+            hard_links: config.keeps_hard_links(),
         };
         (pipeline, mirror)
     }
@@ -305,6 +308,7 @@ impl Pipeline {
             watch_threads: Vec::new(),
             attached: Vec::new(),
             links: Arc::default(),
+            hard_links: false,
         }
     }
 
@@ -338,6 +342,7 @@ impl Pipeline {
             debug: self.debug,
             queue: Arc::clone(&self.queue),
             links: Arc::clone(&self.links),
+            hard_links: self.hard_links,
         };
         self.filter = Some(
             std::thread::Builder::new()

@@ -259,6 +259,7 @@ impl Queue {
                         dir,
                         below,
                     } => pending.push_rename_at(from.clone(), to.clone(), *dir, below.clone(), now),
+                    Item::Linked(names) => pending.push_linked(names, now),
                 }
             }
             // A collapse that merged nothing (only deleted directories wait there, kept
