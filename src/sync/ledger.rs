@@ -196,6 +196,12 @@ pub struct Ledger {
     /// built before, lacks; it sends what it listed, older than the push), so each
     /// waits once more when it ends, keeping its mark until then (see the module doc).
     beside_full: HashMap<Key, (bool, Mark)>,
+    /// Files changed with their size and mtime as before (found by the warm-restart
+    /// catch-up: only the inode or ctime differ): rsync's quick check skips them, so a
+    /// full sync (no `--ignore-times`) does not cover them. They keep waiting beside a
+    /// full sync queued for the remote, wait again when one lands, and leave this set
+    /// (with the oldest mark they had) once a push of them lands.
+    blind: HashMap<Key, Mark>,
 }
 
 /// More renames than this waiting for one remote at a take is a flood: all of them
@@ -257,6 +263,9 @@ impl Renamed {
 pub enum Item {
     /// A path or a listing; `true` when it is a directory that is gone.
     Path(Entry, bool),
+    /// A file changed with its size and mtime as before (see `Ledger::blind`): pushed
+    /// like a path, never covered by a full sync.
+    Blind(PathBuf),
     /// A rename inside the tree (see [`Job::Rename`]).
     Rename {
         from: PathBuf,

@@ -248,6 +248,7 @@ impl Queue {
             for item in changes {
                 match item {
                     Item::Path(e, gone_dir) => pending.push_at(e.clone(), *gone_dir, now),
+                    Item::Blind(p) => pending.push_blind_at(p.clone(), now),
                     Item::Rename {
                         from,
                         to,

@@ -26,7 +26,7 @@ impl Ledger {
                 let mut beside: Vec<(Key, (bool, Mark))> = beside.into_iter().collect();
                 beside.sort_by_key(|(_, (_, m))| m.seq);
                 for (k, (listing, m)) in beside {
-                    if self.full_pending {
+                    if self.full_pending && !self.blind.contains_key(&k) {
                         // The full sync waiting covers it, from the older mark.
                         self.full_mark = Some(older(self.full_mark, m));
                         continue;
@@ -70,7 +70,7 @@ impl Ledger {
             .collect();
         self.finish_at(work, now);
         for (k, m) in marks {
-            if self.full_pending {
+            if self.full_pending && !self.blind.contains_key(&k) {
                 // The full sync waiting covers it, from the older mark.
                 self.full_mark = Some(older(self.full_mark, m));
                 continue;

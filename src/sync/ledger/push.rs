@@ -17,7 +17,7 @@ impl Ledger {
 
     /// [`Ledger::push`] of a change made at `now`.
     pub fn push_at(&mut self, entry: Entry, gone_dir: bool, now: Instant) {
-        if self.full_pending && !self.full_inflight {
+        if self.full_pending && !self.full_inflight && !self.is_blind(&entry.path) {
             return; // the full sync that has not started yet covers it
         }
         // A listing: a directory that arrived whole, or one owed from before (the fail
@@ -46,6 +46,31 @@ impl Ledger {
             self.trees.insert(path.clone());
         }
         self.push_key(path, gone_dir, now, None);
+    }
+
+    /// Queues a file changed with its size and mtime as before (see `Ledger::blind`):
+    /// a full sync queued before or after does not cover it.
+    pub fn push_blind_at(&mut self, path: PathBuf, now: Instant) {
+        let k = key(path.clone());
+        let m = Mark {
+            seq: self.seq + 1,
+            since: now,
+        };
+        let e = self.blind.entry(k.clone()).or_insert(m);
+        *e = e.min(m);
+        self.push_at(Entry::plain(path), false, now);
+        if let Some((_, m)) = self.by_path.get(&k) {
+            let m = *m;
+            if let Some(e) = self.blind.get_mut(&k) {
+                *e = e.min(m);
+            }
+        }
+    }
+
+    /// Whether `path` is a file a full sync does not cover (see `Ledger::blind`).
+    pub(super) fn is_blind(&self, path: &std::path::Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        !self.blind.is_empty() && self.blind.contains_key(path.as_os_str().as_bytes())
     }
 
     /// Turns every waiting rename into its plain form (a flood), oldest first.
@@ -318,6 +343,10 @@ impl Ledger {
         }
         self.full_mark = Some(mark);
         self.full_pending = true;
+        // What rsync's quick check cannot see keeps waiting, with its mark.
+        let blind: Vec<(Key, Mark)> = (self.blind.keys())
+            .filter_map(|k| self.by_path.get(k).map(|(_, m)| (k.clone(), *m)))
+            .collect();
         self.by_path.clear();
         self.by_seq.clear();
         self.children.clear();
@@ -325,5 +354,8 @@ impl Ledger {
         self.rename_keys.clear();
         self.replaced.clear();
         self.trees.clear();
+        for (k, m) in blind {
+            self.push_key(k, false, now, Some(m));
+        }
     }
 }

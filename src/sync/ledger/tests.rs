@@ -1030,6 +1030,60 @@ fn a_listing_left_out_below_a_file_moves_what_it_covers_to_the_file() {
     assert!(q.is_empty());
 }
 
+/// A file whose change rsync's quick check cannot see (`Item::Blind`): a full sync
+/// queued after it does not cover it, one that lands queues it again with its mark,
+/// and once its own push lands a full sync covers it again.
+#[test]
+fn a_blind_file_is_not_covered_by_a_full_sync() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_blind_at(p("b"), t0);
+    q.push(p("other"), false);
+    let checkpoint = q.checkpoint();
+    q.push_full_at(at(t0, 1));
+    let w = q.take(100).expect("the full sync first");
+    assert_eq!(w, Job::Full);
+    // Beside the running full sync: only the blind file still waits.
+    let beside = q.take(100).expect("the blind file beside it");
+    assert_eq!(paths(Some(beside.clone())), [p("b")]);
+    q.pushed(&beside, &[], at(t0, 2));
+    q.finish(&beside);
+    q.pushed(&w, &[], at(t0, 3));
+    q.finish(&w);
+    // Pushed beside the full sync: it waits once more (as every path beside one does).
+    assert!(!q.passed(checkpoint), "the barrier waits for it");
+    let again = q.take(100).expect("once more after the full sync");
+    assert_eq!(paths(Some(again.clone())), [p("b")]);
+    q.pushed(&again, &[], at(t0, 4));
+    q.finish(&again);
+    assert!(q.passed(checkpoint));
+    // Landed: an ordinary path again, covered by the next full sync.
+    q.push(p("b"), false);
+    q.push_full_at(at(t0, 5));
+    assert_eq!(q.take(100), Some(Job::Full));
+    assert!(q.take(100).is_none(), "covered by the full sync");
+}
+
+/// A blind file still waiting when a full sync lands (it could not go beside it) is
+/// queued again with its own mark, and a barrier asked before waits for it.
+#[test]
+fn a_blind_file_waiting_through_a_full_sync_goes_after_it() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_full_at(t0);
+    let w = q.take(100).expect("the full sync");
+    q.push_blind_at(p("b"), at(t0, 1));
+    let checkpoint = q.checkpoint();
+    q.pushed(&w, &[], at(t0, 2));
+    q.finish(&w);
+    assert!(!q.passed(checkpoint));
+    let b = q.take(100).expect("the blind file");
+    assert_eq!(paths(Some(b.clone())), [p("b")]);
+    q.pushed(&b, &[], at(t0, 3));
+    q.finish(&b);
+    assert!(q.passed(checkpoint));
+}
+
 /// The ledger keeps the retry schedule of what is owed (no other record of it): a
 /// failure sets the retry on the backoff, a remote that did not answer and answers
 /// again has what it owes queued at once (its retry dropped), and once it is level its
