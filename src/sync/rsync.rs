@@ -24,6 +24,7 @@ use super::job::{Entry, Job};
 use crate::config::{Remote, RsyncOptions};
 
 mod outcome;
+pub mod progress2;
 mod renames;
 mod run;
 mod ssh;
@@ -419,6 +420,15 @@ impl Target {
 /// Bytes of path arguments one rsync call may carry: well inside ARG_MAX (2 MiB on
 /// Linux, shared with the environment).
 pub const ARGS_BUDGET: usize = 512 * 1024;
+
+/// A full sync's argument vector ([`Target::argv`] of [`Job::Full`]) made to write
+/// rsync's progress records on stdout ([`progress2::OPTION`], before the source and
+/// destination). It changes only what rsync prints, not what it sends; rsync (3.1.0 or
+/// later, see `sync::version`) keeps it to itself, whatever the remote runs.
+pub fn show_progress(argv: &mut Vec<OsString>) {
+    let at = argv.len().saturating_sub(2);
+    argv.insert(at, progress2::OPTION.into());
+}
 
 /// Splits paths into runs whose `./path` arguments fit `budget` bytes each (a single
 /// path longer than the budget still gets a run of its own).

@@ -41,6 +41,9 @@ pub struct Status {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ProgressStatus {
     pub what: String,
+    /// The remote it runs to (a full sync).
+    #[serde(default)]
+    pub remote: Option<String>,
     /// When it started (RFC 3339, UTC).
     pub since: String,
     pub seconds: f64,
@@ -48,8 +51,31 @@ pub struct ProgressStatus {
     pub entries: Option<u64>,
     pub per_second: Option<f64>,
     pub changes: Option<u64>,
+    /// A full sync: rsync's own latest figures, once it wrote some.
+    #[serde(default)]
+    pub rsync: Option<RsyncProgress>,
     /// The line the log shows for it.
     pub line: String,
+}
+
+/// rsync's own progress of a full sync, as its `--info=progress2` records say it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RsyncProgress {
+    /// Bytes transferred so far, as rsync writes them (`1,234,567`).
+    pub transferred: String,
+    /// The same as a number, when rsync wrote digits.
+    pub bytes: Option<u64>,
+    /// Of the total size of the files listed so far.
+    pub percent: u32,
+    /// As rsync writes it (`1.23MB/s`).
+    pub rate: String,
+    /// Files transferred so far, once one ended.
+    pub files: Option<u64>,
+    /// Files still to check of those listed so far, once a file ended.
+    pub to_check: Option<u64>,
+    pub listed: Option<u64>,
+    /// Whether the file list was complete then (false: rsync still lists the tree).
+    pub list_complete: Option<bool>,
 }
 
 /// One remote's last verification (`<verify>`).
@@ -292,6 +318,17 @@ impl Status {
                 line: r.line(),
                 per_second: r.per_second(),
                 since: rfc3339(unix_seconds(r.since)),
+                rsync: r.rsync.map(|f| RsyncProgress {
+                    transferred: f.transferred,
+                    bytes: f.bytes,
+                    percent: f.percent,
+                    rate: f.rate,
+                    files: f.files,
+                    to_check: f.to_check.map(|c| c.0),
+                    listed: f.to_check.map(|c| c.1),
+                    list_complete: f.list_complete,
+                }),
+                remote: r.remote,
                 what: r.what,
                 seconds: r.seconds,
                 entries: r.entries,

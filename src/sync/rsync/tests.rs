@@ -260,6 +260,21 @@ fn ssh_mode_uses_remote_shell_and_dir() {
 }
 
 #[test]
+fn a_full_sync_shows_progress_with_one_option_before_its_source_and_destination() {
+    for ssh in [None, Some("ssh -p 2222")] {
+        let t = target(ssh, true);
+        let (plain, _) = t.argv(&Job::Full, &["a/.svn".into()]);
+        let mut shown = plain.clone();
+        show_progress(&mut shown);
+        let mut expected = plain.clone();
+        let n = expected.len();
+        expected.insert(n - 2, "--info=progress2".into());
+        assert_eq!(shown, expected);
+        assert_eq!(&words(&shown)[n - 1..], ["./", &words(&plain)[n - 1]]);
+    }
+}
+
+#[test]
 fn full_sync_keeps_temp_files_out() {
     let t = target(None, true);
     let (argv, _) = t.argv(&Job::Full, &[]);

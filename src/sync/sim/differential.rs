@@ -459,7 +459,9 @@ fn shape(
             }
             3 => {
                 let excluded = crate::watch::excluded_paths(&t.root, excludes);
-                let (argv, stdin) = t.argv(&Job::Full, &excluded);
+                // As the workers run it: with rsync's progress records on stdout.
+                let (mut argv, stdin) = t.argv(&Job::Full, &excluded);
+                crate::sync::rsync::show_progress(&mut argv);
                 return Shape {
                     name: "full".into(),
                     calls: vec![(argv, stdin)],

@@ -20,7 +20,8 @@
 //! - `--exclude=PATTERN` and `--from0 --exclude-from=-` (`- /anchored` rules on
 //!   stdin), matched against the path below the transfer's top (`/./` moves the top),
 //!   a rule without `/` against the last component, a trailing `/` only directories;
-//! - `--link-dest`/`--fuzzy` change what travels, not what lands: no effect here;
+//! - `--link-dest`/`--fuzzy` change what travels, not what lands, and `--info=...` only
+//!   what rsync prints: no effect here;
 //! - errors as rsync reports them: a source path unreadable but for ENOENT (below a
 //!   file, a link loop) or an implied directory that is a dangling link is an I/O
 //!   error (exit 23) that turns `--delete` off for the call; a missing argument whose
@@ -136,6 +137,8 @@ fn parse(argv: &[OsString], stdin: &[u8]) -> Result<Opts, String> {
                 (b"exclude-from", Some(b"-")) => o.stdin_rules = true,
                 (b"exclude", Some(p)) => o.rules.push(Rule::parse(p)),
                 (b"fuzzy", None) => {}
+                // What rsync prints (a full sync's progress): nothing lands otherwise.
+                (b"info", Some(_)) => {}
                 (b"link-dest", Some(_))
                 | (b"timeout", Some(_))
                 | (b"contimeout", Some(_))
