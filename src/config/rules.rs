@@ -152,9 +152,18 @@ impl Rules {
     }
 }
 
+/// Why a rule or a rules file is refused: the whole sentence, what to write included.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
 /// Parses one rule (a `<rule>` element's text, or a line of a rules file). The error
 /// says what is wrong and what to write.
-pub fn parse(text: &[u8]) -> Result<Rule, String> {
+pub fn parse(text: &[u8]) -> Result<Rule, Refused> {
+    parse_text(text).map_err(Refused)
+}
+
+fn parse_text(text: &[u8]) -> Result<Rule, String> {
     const WRITE: &str =
         "write `+ PATTERN` or `- PATTERN` (or `include PATTERN`, `exclude PATTERN`)";
     let shown = String::from_utf8_lossy(text);

@@ -52,13 +52,18 @@ pub fn read(file: &Path) -> Result<Vec<u8>, ConfigError> {
 /// unless it is owned by root or the agent's user and not writable by group or others:
 /// whoever can write it decides what reaches the remotes and what is deleted there.
 /// The error is the reason alone.
-pub fn read_rules(file: &Path) -> Result<Vec<u8>, String> {
-    read_checked(file, true).map_err(|e| e.message)
+pub fn read_rules(file: &Path) -> Result<Vec<u8>, super::rules::Refused> {
+    read_checked(file, true).map_err(|e| super::rules::Refused(e.message))
 }
 
 /// Whether a rules file with this owner and `st_mode` may be read by an agent running
 /// as `euid`.
-pub fn judge_owner(euid: u32, uid: u32, mode: u32) -> Result<(), String> {
+#[cfg(test)]
+pub fn judge_owner(euid: u32, uid: u32, mode: u32) -> Result<(), super::rules::Refused> {
+    owner_text(euid, uid, mode).map_err(super::rules::Refused)
+}
+
+fn owner_text(euid: u32, uid: u32, mode: u32) -> Result<(), String> {
     if uid != 0 && uid != euid {
         return Err(format!(
             "owned by {}, neither root nor the agent's user {}: chown it",
@@ -92,7 +97,7 @@ fn read_checked(file: &Path, owned: bool) -> Result<Vec<u8>, ConfigError> {
     let now = f.metadata().map_err(cannot)?;
     judge(now.mode(), now.size()).map_err(&fail)?;
     if owned {
-        judge_owner(crate::sys::fsafe::euid(), now.uid(), now.mode()).map_err(&fail)?;
+        owner_text(crate::sys::fsafe::euid(), now.uid(), now.mode()).map_err(&fail)?;
     }
     if !same_file(&before, &now) {
         return Err(fail(

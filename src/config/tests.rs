@@ -1379,7 +1379,9 @@ fn a_rules_file_others_can_write_is_refused() {
         source::judge_owner(1000, 1000, 0o100600).is_ok(),
         "the agent's"
     );
-    let foreign = source::judge_owner(1000, 1001, 0o100644).expect_err("another user's");
+    let foreign = source::judge_owner(1000, 1001, 0o100644)
+        .expect_err("another user's")
+        .0;
     assert!(foreign.contains("neither root nor"), "{foreign}");
     if crate::sys::fsafe::euid() == 0 {
         std::os::unix::fs::chown(&file, Some(65534), None).expect("chown");

@@ -154,7 +154,7 @@ fn unsupported_rules_are_refused_saying_what_to_write() {
         ("x", "unknown rule"),
         ("+ a\nb", "line break"),
     ] {
-        let e = parse(text.as_bytes()).expect_err(text);
+        let e = parse(text.as_bytes()).expect_err(text).0;
         assert!(e.contains(says), "{text:?}: {e}");
         assert!(
             e.contains('`') || e.contains('<'),
