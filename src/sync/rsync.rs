@@ -49,6 +49,11 @@ pub struct Target {
     /// passed wherever rsync reads or deletes a directory's entries (full syncs, listings,
     /// their clean-up), so such names that exist only on a remote are kept there.
     pub filter_globs: Vec<String>,
+    /// `<filter>`'s rsync rules (`<rule>`, `<rules file>`) as `--filter=` arguments, in
+    /// order: passed to every call that reads the tree from its root (pushes, listings,
+    /// trees, their clean-up, full syncs, `--verify`), after every exclude above, so rsync
+    /// selects what the agent selects and keeps on the remotes what the rules keep out.
+    pub filter_rules: Vec<OsString>,
     /// The agent's own files inside `root` (log, fail log, pid file, control socket...),
     /// relative to it: never pushed, kept out of full syncs and listings (see
     /// [`Target::set_own`]).
@@ -202,6 +207,9 @@ impl Target {
                 stdin.push(0);
             }
         }
+        // After every exclude (the exact ones above included): the `<exclude>`
+        // expressions come first, the rules decide the rest.
+        argv.extend(self.filter_rules.iter().cloned());
         argv.push("./".into());
         argv.push(self.dest().into());
         (argv, stdin)
@@ -305,9 +313,16 @@ impl Target {
                         argv.push(format!("--exclude={glob}").into());
                     }
                 }
+                // The rules as rsync applies them: a name that changed type since it was
+                // queued (a directory-only rule), or one rsync finds in a listing, is
+                // selected as a full sync selects it; what they keep out is not deleted.
+                argv.extend(self.filter_rules.iter().cloned());
                 argv.extend(args);
             }
-            Job::Full => argv.push("./".into()),
+            Job::Full => {
+                argv.extend(self.filter_rules.iter().cloned());
+                argv.push("./".into());
+            }
             Job::Rename { .. } => {}
         }
         argv.push(self.dest().into());
@@ -334,6 +349,7 @@ impl Target {
         for glob in self.full_excludes.iter().chain(&self.filter_globs) {
             argv.push(format!("--exclude={glob}").into());
         }
+        argv.extend(self.filter_rules.iter().cloned());
         self.connection_args(&mut argv);
         for e in dirs {
             let mut a = OsString::from("./");
@@ -387,6 +403,7 @@ impl Target {
         for glob in self.full_excludes.iter().chain(&self.filter_globs) {
             argv.push(format!("--exclude={glob}").into());
         }
+        argv.extend(self.filter_rules.iter().cloned());
         self.connection_args(&mut argv);
         let stdin = exclude_exactly(&mut argv, excluded);
         for d in dirs {

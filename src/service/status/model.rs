@@ -207,17 +207,30 @@ pub struct RemoteStatus {
     /// are pushed beside it.
     #[serde(default)]
     pub full_sync_since: Option<String>,
+    /// The operator paused it (`sersync2 --pause`): changes are read and queued for it
+    /// (`queued`, `pending`), nothing is pushed to it until `sersync2 --resume`.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// A push running this long is named in the text report: a big transfer, or a remote
 /// that accepts connections and stopped answering (rsync's I/O timeout ends that call).
 pub const LONG_PUSH: f64 = 10.0;
 
-/// A remote's state for people and monitors: `failing`, else `level` when nothing waits,
-/// runs or is owed and its lag is 0, else `catching up`.
-pub fn remote_state(failing: bool, pending: usize, owed: usize, lag_seconds: f64) -> &'static str {
+/// A remote's state for people and monitors: `failing`, else `paused` while the
+/// operator paused it, else `level` when nothing waits, runs or is owed and its lag is 0,
+/// else `catching up`.
+pub fn remote_state(
+    failing: bool,
+    paused: bool,
+    pending: usize,
+    owed: usize,
+    lag_seconds: f64,
+) -> &'static str {
     if failing {
         "failing"
+    } else if paused {
+        "paused"
     } else if pending == 0 && owed == 0 && lag_seconds == 0.0 {
         "level"
     } else {
@@ -263,8 +276,14 @@ impl Status {
                 .remotes
                 .into_iter()
                 .map(|r| RemoteStatus {
-                    state: remote_state(r.failing, r.pending, r.owed, r.lag.as_secs_f64())
-                        .to_owned(),
+                    state: remote_state(
+                        r.failing,
+                        r.paused,
+                        r.pending,
+                        r.owed,
+                        r.lag.as_secs_f64(),
+                    )
+                    .to_owned(),
                     remote: r.remote,
                     root: r.root.display().to_string(),
                     pushed: r.pushed,
@@ -282,6 +301,7 @@ impl Status {
                     pending: r.pending,
                     longest_push_seconds: r.longest_push.as_secs_f64(),
                     full_sync_since: r.full_sync_since.map(|t| rfc3339(unix_seconds(t))),
+                    paused: r.paused,
                 })
                 .collect(),
             roots: Vec::new(),

@@ -357,6 +357,7 @@ fn target(root: &Path, ip: &str) -> Target {
         delete: true,
         full_excludes: vec![],
         filter_globs: vec![],
+        filter_rules: Vec::new(),
         own: vec![],
         ssh_control: None,
     }

@@ -36,6 +36,12 @@ impl Ledger {
                     }
                     self.push_key(k, false, now, Some(m));
                 }
+                for set in std::mem::take(&mut self.beside_together) {
+                    let waiting: Vec<Key> = (set.into_iter())
+                        .filter(|k| self.by_path.contains_key(k))
+                        .collect();
+                    self.together.join(waiting);
+                }
             }
             Job::Paths(_) | Job::Rename { .. } => {
                 self.running_paths = self.running_paths.saturating_sub(work.count());
@@ -113,6 +119,8 @@ impl Ledger {
         let full_mark = self.full_mark.take().filter(|_| full);
         let by_path = std::mem::take(&mut self.by_path);
         self.children.clear();
+        self.together.clear();
+        self.beside_together.clear();
         self.rename_keys.clear();
         let replaced = std::mem::take(&mut self.replaced);
         let trees = std::mem::take(&mut self.trees);

@@ -1249,3 +1249,67 @@ fn what_went_beside_a_full_sync_stays_owed_at_the_close() {
     assert_eq!(owed, [p("a"), p("b")]);
     assert!(!q.passed(q.checkpoint()));
 }
+
+// --- The names of one multi-linked file, with -H (see `links.rs`) ---
+
+// The outside run's round (`echo > h/a; rm h/b; ln h/a h/b; echo >> h/b`): `h/a` went
+// out at its write, the delete of `h/b` beside it, then both names were queued again and
+// each went as soon as its own call ended: two calls, two files on the remote. Queued as
+// one set, they wait for both calls and go in one, and the barrier waits for it.
+#[test]
+fn the_names_of_one_file_go_in_one_call_after_every_call_in_flight_for_them() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_at(entry("h/a"), false, t0);
+    let wa = q.take(100).expect("h/a");
+    q.push_at(entry("h/b"), false, at(t0, 1));
+    let wb = q.take(100).expect("the delete of h/b");
+    q.push_at(entry("x"), false, at(t0, 2));
+    q.push_linked(&[p("h/b"), p("h/a")], at(t0, 3));
+    let cp = q.checkpoint();
+    let wx = q.take(100).expect("x");
+    assert_eq!(
+        paths(Some(wx.clone())),
+        [p("x")],
+        "the set waits for both calls"
+    );
+    q.finish(&wx);
+    q.finish(&wa);
+    assert!(q.take(100).is_none(), "h/b is still in flight");
+    q.finish(&wb);
+    assert!(!q.passed(cp));
+    let w = q.take(1).expect("the set");
+    let mut got = paths(Some(w.clone()));
+    got.sort();
+    assert_eq!(got, [p("h/a"), p("h/b")], "one call, past the batch size");
+    q.paid(&w);
+    q.finish(&w);
+    assert!(q.passed(cp));
+    // A collapse keeps a name of a set with the others: the listing goes with them.
+    let mut q = Ledger::with_collapse_at(3);
+    q.push_linked(&[p("d/a"), p("e/b")], t0);
+    q.push(p("d/x"), false);
+    q.push(p("d/y"), false);
+    let w = q.take(1).expect("the listing of d and e/b");
+    assert_eq!(w.plain_paths().len(), 2, "{w:?}");
+    // Without a set: the first free one alone.
+    let mut q = Ledger::default();
+    q.push(p("h/b"), false);
+    q.push(p("h/a"), false);
+    assert_eq!(paths(q.take(1)), [p("h/b")]);
+}
+
+// Handed out beside a full sync, a set waits again as a set when the full sync ends.
+#[test]
+fn a_set_handed_out_beside_a_full_sync_waits_again_as_a_set() {
+    let mut q = Ledger::default();
+    q.push_full();
+    let full = q.take(100).expect("the full sync");
+    q.push_linked(&[p("a"), p("b")], Instant::now());
+    let w = q.take(100).expect("beside it");
+    q.finish(&w);
+    q.finish(&full);
+    let mut got = paths(q.take(1));
+    got.sort();
+    assert_eq!(got, [p("a"), p("b")], "again, and as a set");
+}
