@@ -675,10 +675,14 @@ fn a_sigterm_in_the_middle_of_a_deploy_and_a_start_without_r_leave_every_remote_
     for round in 0..rounds {
         let from = 1 + 3 * round;
         let mut running = deploy(&s, from, from + 3);
-        // Stopped once the pushes of the deploy have begun to land.
-        let landed = s.a.data_dir().join(format!("app/d0/r{from}-0.txt"));
+        // Stopped once the pushes of the deploy have begun to land: a file of any of
+        // its releases on a remote (a slow machine may see a release replaced before
+        // its push, so waiting for the first one alone could wait for ever).
+        let landed: Vec<_> = (from..from + 3)
+            .map(|n| s.a.data_dir().join(format!("app/d0/r{n}-0.txt")))
+            .collect();
         wait_until("the deploy begins to reach a remote", DEADLINE, || {
-            landed.exists()
+            landed.iter().any(|p| p.exists())
         });
         agent.stop();
         assert!(running.wait().expect("wait for the deploy").success());
