@@ -1,7 +1,9 @@
 //! What the control socket's commands do in a running instance (`service::control`
 //! carries them): `replay`, the fail log now, answered once its pushes have ended;
 //! `status`, the status document (`service::status::Status`, as `GET /status` serves it)
-//! for `--status`; `wait-synced` (`super::wait_synced`).
+//! for `--status`; `wait-synced` (`super::wait_synced`); `release-deletes` and
+//! `discard-deletes`, what the brake on mass deletes holds released or dropped
+//! (`super::held`).
 //!
 //! `replay` queues what the fail log owes, as the timed replay does, then waits, up to
 //! [`REPLAY_WAIT`], until every remote that was owed something is settled: nothing
@@ -21,7 +23,13 @@ use crate::sync::{Mirror, RemoteId};
 pub const REPLAY_WAIT: Duration = Duration::from_secs(60);
 
 /// The commands the control socket knows.
-pub const COMMANDS: &[&str] = &["replay", STATUS, super::wait_synced::COMMAND];
+pub const COMMANDS: &[&str] = &[
+    "replay",
+    STATUS,
+    super::wait_synced::COMMAND,
+    super::held::RELEASE,
+    super::held::DISCARD,
+];
 
 /// The control command `--status` sends.
 pub const STATUS: &str = "status";
@@ -31,6 +39,8 @@ pub fn answer(mirror: &Mirror, status: &status::Source, request: &str) -> Value 
     match request {
         "replay" => replay(mirror, REPLAY_WAIT),
         STATUS => starting(status, STATUS),
+        super::held::RELEASE => super::held::serve(mirror, true),
+        super::held::DISCARD => super::held::serve(mirror, false),
         r if r.split_whitespace().next() == Some(super::wait_synced::COMMAND) => {
             let body = r[super::wait_synced::COMMAND.len()..].trim();
             super::wait_synced::serve(mirror, body)

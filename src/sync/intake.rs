@@ -161,6 +161,8 @@ impl Intake {
     pub(crate) fn take(&self, batch: Batch, unclosed: &mut Unclosed) {
         let mut changes: Vec<Item> = Vec::new();
         let mut cookies: Vec<Vec<u8>> = Vec::new();
+        // Entries the root holds, from a walk made for this batch (see `linked`).
+        let mut walked: Option<usize> = None;
         let Some(route) = self.routes.get(batch.root) else {
             return;
         };
@@ -190,7 +192,7 @@ impl Intake {
                     continue;
                 }
             }
-            let others = self.linked(batch.root, route, &change);
+            let others = self.linked(batch.root, route, &change, &mut walked);
             let decision = self.decide(route, change);
             if let (Decision::Push(..), Some(others)) = (&decision, others) {
                 // Written through one name: the file's other names changed too, and
@@ -204,14 +206,23 @@ impl Intake {
                     waiting.insert(path, (Instant::now(), now));
                 }
                 Decision::Push(path, gone_dir) => changes.push(Item::Path(path.into(), gone_dir)),
+                Decision::Gone(path, dir) => changes.push(Item::Gone(path, dir)),
                 Decision::PushAll(found) => {
                     changes.extend(found.into_iter().map(|p| Item::Path(p.into(), false)))
                 }
                 Decision::Items(items) => changes.extend(items),
                 Decision::Full => {
-                    // Everything waiting so far is covered by the full sync.
+                    // Everything waiting so far is covered by the full sync. What the
+                    // root holds now is counted: a full sync that would delete past the
+                    // brake's threshold (the root found again emptied, a filesystem
+                    // unmounted) is held (see `ledger/brake.rs`).
                     changes.clear();
-                    self.queue.push_full(&route.remotes);
+                    let entries = walked.take().or_else(|| {
+                        super::index::walk(&route.root, &route.excludes)
+                            .ok()
+                            .map(|t| t.len())
+                    });
+                    self.queue.push_full_checked(&route.remotes, entries);
                 }
             }
         }
@@ -231,7 +242,14 @@ impl Intake {
     /// `root`), and for a write (or attribute change) of such a file returns its other
     /// known mirrored names in this root, each still the same file. Other roots'
     /// names are queued for their own remotes here.
-    fn linked(&self, root: usize, route: &Route, change: &Change) -> Option<Vec<PathBuf>> {
+    /// A walk of the root made here leaves its count in `walked`.
+    fn linked(
+        &self,
+        root: usize,
+        route: &Route,
+        change: &Change,
+        walked: &mut Option<usize>,
+    ) -> Option<Vec<PathBuf>> {
         let mirrored = |p: &Path| {
             let name = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
             !filter::skip(&route.excludes, name, p, false)
@@ -309,6 +327,7 @@ impl Intake {
             // costs more than this walk, follows anyway.
             Change::Overflow | Change::RootBack => {
                 if let Ok(tree) = super::index::walk(&route.root, &route.excludes) {
+                    *walked = Some(tree.len());
                     let files = tree
                         .into_iter()
                         .filter(|(_, m)| m.kind == super::index::Kind::File)
@@ -383,10 +402,10 @@ impl Intake {
                         None => false,
                     },
                 };
-                if wanted {
-                    Decision::Push(path, false)
-                } else {
-                    Decision::Drop
+                match (wanted, op) {
+                    (true, Op::Deleted | Op::MovedOut) => Decision::Gone(path, false),
+                    (true, _) => Decision::Push(path, false),
+                    (false, _) => Decision::Drop,
                 }
             }
             Change::DirIn { moved, found, .. } => {
@@ -398,7 +417,7 @@ impl Intake {
             }
             Change::DirOut { path, moved } => {
                 if ev.delete && (ev.move_from || !moved) {
-                    Decision::Push(path, true)
+                    Decision::Gone(path, true)
                 } else {
                     Decision::Drop
                 }
@@ -472,7 +491,7 @@ impl Intake {
         }
         let mut items = Vec::new();
         if from_in && ev.move_from && ev.delete {
-            items.push(Item::Path(from.into(), dir));
+            items.push(Item::Gone(from, dir));
         }
         if to_in && ev.move_to {
             if dir {
@@ -559,6 +578,8 @@ enum Decision {
     Unclosed(PathBuf),
     /// One path; `true` when it is a directory that is gone.
     Push(PathBuf, bool),
+    /// A path deleted or moved out (`true`: a directory): counted by the brake.
+    Gone(PathBuf, bool),
     PushAll(Vec<PathBuf>),
     Items(Vec<Item>),
     Full,

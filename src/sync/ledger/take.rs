@@ -96,11 +96,13 @@ impl Ledger {
             }
         }
         let mut picked: Vec<Key> = Vec::new();
+        // While deletes are held, a listing (pushed with `--delete`) waits too.
+        let holding = self.holding();
         for (_, p) in self.by_seq.iter() {
             if picked.len() >= max {
                 break;
             }
-            if !self.blocked(p) {
+            if !self.blocked(p) && !(holding && self.replaced.contains(p)) {
                 picked.push(p.clone());
             }
         }
@@ -113,6 +115,7 @@ impl Ledger {
             if let Some((_, m)) = self.remove_entry(p) {
                 marks.push(m);
             }
+            self.gone.remove(p);
             for a in ancestors(p) {
                 *self.inflight_below.entry(a.to_vec()).or_default() += 1;
             }

@@ -45,6 +45,12 @@ pub struct RemoteSnapshot {
     pub longest_push: Duration,
     /// Since when a full sync runs to it, if one does.
     pub full_sync_since: Option<SystemTime>,
+    /// Deletes the brake on mass deletes holds for it (`ledger/brake.rs`).
+    pub held_deletes: usize,
+    /// A full sync is held with them.
+    pub held_full: bool,
+    /// Since when deletes are held, while they are.
+    pub held_since: Option<SystemTime>,
 }
 
 /// The sync state at one moment, as a plain value.
@@ -66,6 +72,7 @@ impl Mirror {
         let behind = self.queue.behind();
         let owed = self.queue.owed_counts();
         let recoveries = self.queue.recoveries();
+        let held = self.queue.held();
         let (fail_log, fail_log_entries, unknown_entries) = {
             let fl = self.fail_log();
             let unknown = fl.unknown_len();
@@ -84,7 +91,8 @@ impl Mirror {
             .zip(owed)
             .zip(behind)
             .zip(recoveries)
-            .map(|(((((t, s), q), owed), behind), rec)| {
+            .zip(held)
+            .map(|((((((t, s), q), owed), behind), rec), held)| {
                 let last_error = s.failures().last().cloned();
                 RemoteSnapshot {
                     remote: t.label(),
@@ -104,6 +112,11 @@ impl Mirror {
                     pending: behind.pending,
                     longest_push: s.longest_running(now),
                     full_sync_since: *s.full_since(),
+                    held_deletes: held.deletes,
+                    held_full: held.full,
+                    held_since: held
+                        .since
+                        .map(|at| SystemTime::now() - now.saturating_duration_since(at)),
                 }
             })
             .collect();
