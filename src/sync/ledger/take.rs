@@ -102,7 +102,8 @@ impl Ledger {
             if picked.len() >= max {
                 break;
             }
-            if !self.blocked(p) && !(holding && self.replaced.contains(p)) {
+            let held_back = holding && self.replaced.contains(p);
+            if !held_back && !self.blocked(p) {
                 picked.push(p.clone());
             }
         }
