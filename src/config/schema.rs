@@ -270,9 +270,10 @@ pub const ELEMENTS: &[Element] = &[
     },
     Element {
         path: "head/sersync/deleteBrake",
-        what: "The brake on mass deletes: more deletes for one remote within seconds= than \
-               count= and than percent= of the tree's entries are held until `sersync2 \
-               --release-deletes` or `--discard-deletes` (on by default: 50%, 1000, 60 s).",
+        what: "The brake on mass deletes: more deletes for one remote within seconds= (net \
+               of writes) than count= and than percent= of the tree's entries are held until \
+               `sersync2 --release-deletes` or `--discard-deletes` (on by default: 50%, 1000, \
+               60 s).",
         usage: Use::Added,
         attributes: &[
             added("start", "\"false\" turns the brake off (default \"true\")."),

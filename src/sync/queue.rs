@@ -66,6 +66,19 @@ pub struct Queue {
     brake_words: std::sync::OnceLock<BrakeWords>,
 }
 
+/// Says that a hold ended by itself: as much was written again as was deleted.
+fn say_released(t: usize, released: Holding, words: Option<&BrakeWords>) {
+    let label = words
+        .and_then(|w| w.labels.get(t).cloned())
+        .unwrap_or_else(|| format!("remote #{}", t + 1));
+    log::info!(
+        remote = label.as_str();
+        "{} held delete(s) to {label} released by themselves: as many entries were written \
+         again within the brake's window (a deploy that replaced what it deleted); pushed now",
+        released.deletes
+    );
+}
+
 /// What the brake's log lines name: each remote's label, the config file.
 #[derive(Debug, Default)]
 struct BrakeWords {
@@ -399,7 +412,12 @@ impl Queue {
             let pending = &mut st.remotes[t.0].pending;
             for item in changes {
                 match item {
-                    Item::Path(e, gone_dir) => pending.push_at(e.clone(), *gone_dir, now),
+                    Item::Path(e, gone_dir) => {
+                        pending.push_at(e.clone(), *gone_dir, now);
+                        if let Some(released) = pending.count_write(now) {
+                            say_released(t.0, released, self.brake_words.get());
+                        }
+                    }
                     Item::Gone(p, dir) => pending.push_gone_at(p.clone(), *dir, now),
                     Item::Rename {
                         from,

@@ -32,9 +32,15 @@ pub(super) struct Brake {
     rule: Option<DeleteBrake>,
     /// How many entries the tree had (the warm-restart index's count), when known.
     tree: Option<usize>,
-    /// Deletes counted within the window: when, how many.
-    recent: VecDeque<(Instant, usize)>,
+    /// Deletes and writes counted within the window: when, how many of each (one
+    /// element per batch).
+    recent: VecDeque<(Instant, usize, usize)>,
     in_window: usize,
+    writes_in_window: usize,
+    /// The hold began because deletes came past the threshold (not an empty root, nor
+    /// the fail log): it ends by itself once as much is written again (a deploy that
+    /// replaced what it deleted: `rm -rf app && cp -a build app`).
+    by_count: bool,
     /// The deletes held: the path, whether it was a directory, its mark.
     held: BTreeMap<Key, (bool, Mark)>,
     /// A full sync held, with its mark.
@@ -86,26 +92,46 @@ impl Brake {
 
     /// Counts `n` deletes at `now`, dropping those older than the window.
     fn count(&mut self, n: usize, now: Instant) {
+        self.add(n, 0, now);
+    }
+
+    /// Counts `deletes` deletes and `writes` writes at `now`, dropping those older than
+    /// the window.
+    fn add(&mut self, deletes: usize, writes: usize, now: Instant) {
         let Some(rule) = self.rule else {
             return;
         };
-        while let Some(&(at, k)) = self.recent.front() {
+        while let Some(&(at, d, w)) = self.recent.front() {
             if now.saturating_duration_since(at) < rule.window {
                 break;
             }
             self.recent.pop_front();
-            self.in_window -= k;
+            self.in_window -= d;
+            self.writes_in_window -= w;
         }
-        self.recent.push_back((now, n));
-        self.in_window += n;
+        match self.recent.back_mut() {
+            Some((at, d, w)) if *at == now => {
+                *d += deletes;
+                *w += writes;
+            }
+            _ => self.recent.push_back((now, deletes, writes)),
+        }
+        self.in_window += deletes;
+        self.writes_in_window += writes;
     }
 
-    /// The deletes within the window are past the threshold.
+    /// The deletes within the window, less what was written meanwhile.
+    fn net(&self) -> usize {
+        self.in_window.saturating_sub(self.writes_in_window)
+    }
+
+    /// The deletes within the window, net of the writes, are past the threshold.
     fn past(&self) -> bool {
         let Some(rule) = self.rule else {
             return false;
         };
-        self.in_window >= rule.count && self.share_past(self.in_window, rule)
+        let n = self.net();
+        n >= rule.count && self.share_past(n, rule)
     }
 
     /// `n` is more than the rule's share of the tree (true when the tree is not known:
@@ -122,6 +148,9 @@ impl Brake {
         if self.since.is_none() {
             self.since = Some(now);
             self.news = Some(why);
+            self.by_count = matches!(why, Tripped::Deletes(_));
+        } else if !matches!(why, Tripped::Deletes(_)) {
+            self.by_count = false;
         }
     }
 
@@ -131,6 +160,8 @@ impl Brake {
         self.restored = false;
         self.recent.clear();
         self.in_window = 0;
+        self.writes_in_window = 0;
+        self.by_count = false;
     }
 }
 
@@ -178,6 +209,8 @@ impl Ledger {
     pub fn push_gone_at(&mut self, path: PathBuf, dir: bool, now: Instant) {
         let k = key(path.clone());
         if self.brake.holding() {
+            // Counted too: the writes that may end the hold are weighed against them all.
+            self.brake.count(1, now);
             self.seq += 1;
             let mark = Mark {
                 seq: self.seq,
@@ -193,16 +226,30 @@ impl Ledger {
             self.gone.insert(k, dir);
         }
         if self.brake.past() {
-            let n = self.brake.in_window;
+            let n = self.brake.net();
             self.hold_waiting(now, Tripped::Deletes(n));
         }
+    }
+
+    /// Counts a write (a path queued to be pushed as it is) at `now`: deletes are
+    /// counted net of writes, so a deploy that deletes a release and writes the next
+    /// one does not reach the threshold for long. A hold that began by the count ends
+    /// by itself once the writes bring the count back under it: what is held is
+    /// queued again (returned, for the log line).
+    pub fn count_write(&mut self, now: Instant) -> Option<Holding> {
+        self.brake.rule?;
+        self.brake.add(0, 1, now);
+        if self.brake.holding() && self.brake.by_count && !self.brake.past() {
+            return Some(self.release_deletes(now));
+        }
+        None
     }
 
     /// Counts `n` deletes at `now` that are not queued one by one (what a deleted
     /// directory held, found by a catch-up walk): the next delete queued is held if they
     /// took the count past the threshold.
     pub fn count_deletes(&mut self, n: usize, now: Instant) {
-        if n > 0 && !self.brake.holding() {
+        if n > 0 {
             self.brake.count(n, now);
         }
     }
@@ -395,6 +442,7 @@ impl Ledger {
         let mark = Mark { seq: 0, since };
         self.brake.start(since, Tripped::Deletes(owed.held.len()));
         self.brake.restored = true;
+        self.brake.by_count = false;
         self.brake.news = None;
         for (path, &dir) in &owed.held {
             self.hold_key(key(path.clone()), dir, mark);
@@ -506,6 +554,36 @@ mod tests {
             l.push_gone_at(p(&format!("h{i}")), false, now);
         }
         assert!(!l.holding());
+    }
+
+    #[test]
+    fn a_deploy_that_deletes_a_release_and_writes_the_next_is_released_by_itself() {
+        let now = Instant::now();
+        let mut l = braked(rule(50, 3), 10);
+        // `rm -rf app`: held at once.
+        for name in ["app/a", "app/b", "app/c", "app/d", "app/e"] {
+            l.push_gone_at(p(name), false, now);
+        }
+        l.push_gone_at(p("app"), true, now);
+        assert!(l.holding());
+        // `cp -a build app`: written again, the hold ends by itself.
+        l.push_at(Entry::plain("app"), false, now);
+        let released = l.count_write(now).expect("released by the write");
+        assert_eq!(released.deletes, 1, "app, with what was held below it");
+        assert!(
+            !l.holding(),
+            "released once the writes balanced the deletes"
+        );
+        assert!(taken(&mut l)
+            .iter()
+            .any(|e| e.path == p("app") && e.listing));
+        // A hold of an empty root, or from the fail log, never ends by itself.
+        let mut l = braked(rule(50, 3), 10);
+        l.push_full_checked(Some(0), now);
+        for _ in 0..100 {
+            assert_eq!(l.count_write(now), None);
+        }
+        assert!(l.holding());
     }
 
     #[test]
