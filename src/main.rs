@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Mode::Status => modes::status(&args),
         Mode::Held(release) => modes::held(&args, release),
         Mode::WaitSynced => modes::wait_synced(&args),
+        Mode::Pause(pause) => modes::pause(&args, pause),
         Mode::Replay => modes::replay(&args),
         mode => {
             let config = modes::config(&args)?;

@@ -1,14 +1,15 @@
 //! What the control socket's commands do in a running instance (`service::control`
 //! carries them): `replay`, the fail log now, answered once its pushes have ended;
 //! `status`, the status document (`service::status::Status`, as `GET /status` serves it)
-//! for `--status`; `wait-synced` (`super::wait_synced`); `release-deletes` and
-//! `discard-deletes`, what the brake on mass deletes holds released or dropped
-//! (`super::held`).
+//! for `--status`; `wait-synced` (`super::wait_synced`); `pause` and `resume`
+//! (`super::pause`); `release-deletes` and `discard-deletes`, what the brake on mass
+//! deletes holds released or dropped (`super::held`).
 //!
 //! `replay` queues what the fail log owes, as the timed replay does, then waits, up to
 //! [`REPLAY_WAIT`], until every remote that was owed something is settled: nothing
 //! waiting and nothing in flight for it, or a push to it failed since the request and it
-//! is still failing (it is down; what it is owed stays owed). The answer says what is
+//! is still failing (it is down; what it is owed stays owed), or it is paused
+//! (`--pause`: what it is owed waits for `--resume`). The answer says what is
 //! still owed per remote; `ok` is true only when nothing is.
 
 use std::collections::BTreeMap;
@@ -27,6 +28,8 @@ pub const COMMANDS: &[&str] = &[
     "replay",
     STATUS,
     super::wait_synced::COMMAND,
+    super::pause::PAUSE,
+    super::pause::RESUME,
     super::held::RELEASE,
     super::held::DISCARD,
 ];
@@ -44,6 +47,12 @@ pub fn answer(mirror: &Mirror, status: &status::Source, request: &str) -> Value 
         r if r.split_whitespace().next() == Some(super::wait_synced::COMMAND) => {
             let body = r[super::wait_synced::COMMAND.len()..].trim();
             super::wait_synced::serve(mirror, body)
+        }
+        r if r.split_whitespace().next() == Some(super::pause::PAUSE) => {
+            super::pause::serve(mirror, true, &r[super::pause::PAUSE.len()..])
+        }
+        r if r.split_whitespace().next() == Some(super::pause::RESUME) => {
+            super::pause::serve(mirror, false, &r[super::pause::RESUME.len()..])
         }
         other => json!({
             "ok": false,
@@ -98,7 +107,7 @@ pub fn replay(mirror: &Mirror, wait: Duration) -> Value {
         let snap = mirror.snapshot();
         let unsettled = owed_remotes.iter().any(|&t| {
             let down = snap.remotes.get(t.0).is_some_and(|r| {
-                r.failing && r.failed > failed_before.get(t.0).copied().unwrap_or(0)
+                r.paused || (r.failing && r.failed > failed_before.get(t.0).copied().unwrap_or(0))
             });
             !down && !mirror.queue().is_idle_for(t)
         });

@@ -72,6 +72,13 @@
 //! a full sync runs (`beside_full`) waits once more when that full sync ends, with the
 //! mark it had, and keeps that mark meanwhile: a barrier does not pass on it until that
 //! push lands. The full sync itself still starts only once nothing is in flight.
+//!
+//! With `-H`, the names of a multi-linked file are queued as one set
+//! ([`Ledger::push_linked`]) and handed out together, in one call, once none of them is
+//! in flight (`links::pick`): rsync links names on the remote only within one call. A
+//! set keeps its names through a collapse (the directory's listing takes the place of
+//! its names there) and through a full sync running beside it; the names of a set
+//! owed after a failure are retried as the paths they are.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -82,6 +89,7 @@ use std::time::Instant;
 
 use super::faillog::Owed;
 use super::job::{Entry, Job};
+use super::links::Together;
 use super::recovery::Recovery;
 
 /// A relative path as raw bytes. The maps compare and hash keys on every event; bytes
@@ -201,6 +209,20 @@ pub struct Ledger {
     gone: HashMap<Key, bool>,
     /// The brake on mass deletes: its rule, the window's count, what is held.
     brake: brake::Brake,
+    /// The names of multi-linked files waiting that go in one call (with `-H`; see
+    /// `links.rs`), and of those handed out beside the full sync running, the sets they
+    /// were in (they wait again as sets when it ends).
+    together: Together<Key>,
+    beside_together: Vec<Vec<Key>>,
+    /// Files changed with their size and mtime as before (found by the warm-restart
+    /// catch-up: only the inode or ctime differ): rsync's quick check skips them, so a
+    /// full sync (no `--ignore-times`) does not cover them. They keep waiting beside a
+    /// full sync queued for the remote, wait again when one lands, and leave this set
+    /// (with the oldest mark they had) once a push of them lands.
+    blind: HashMap<Key, Mark>,
+    /// The operator paused this remote (`sersync2 --pause`): nothing is handed out,
+    /// everything else goes on (see `pause.rs`).
+    paused: bool,
 }
 
 /// More renames than this waiting for one remote at a take is a flood: all of them
@@ -265,6 +287,9 @@ pub enum Item {
     /// A path deleted or moved out of the tree (`true`: a directory): pushed like a
     /// path that is gone, and counted by the brake on mass deletes (`ledger/brake.rs`).
     Gone(PathBuf, bool),
+    /// A file changed with its size and mtime as before (see `Ledger::blind`): pushed
+    /// like a path, never covered by a full sync.
+    Blind(PathBuf),
     /// A rename inside the tree (see [`Job::Rename`]).
     Rename {
         from: PathBuf,
@@ -272,6 +297,9 @@ pub enum Item {
         dir: bool,
         below: Vec<PathBuf>,
     },
+    /// The known names of one multi-linked file, with `-H`: pushed, and handed out
+    /// together ([`Ledger::push_linked`]).
+    Linked(Vec<PathBuf>),
 }
 
 /// Keys of `map` at `p`, above it, or below it.
@@ -395,6 +423,7 @@ impl Ledger {
 mod brake;
 mod finish;
 mod owed;
+mod pause;
 mod push;
 mod take;
 pub use brake::{Holding, Tripped};

@@ -51,6 +51,8 @@ pub struct RemoteSnapshot {
     pub held_full: bool,
     /// Since when deletes are held, while they are.
     pub held_since: Option<SystemTime>,
+    /// The operator paused it (`sersync2 --pause`): nothing is pushed to it.
+    pub paused: bool,
 }
 
 /// The sync state at one moment, as a plain value.
@@ -73,6 +75,7 @@ impl Mirror {
         let owed = self.queue.owed_counts();
         let recoveries = self.queue.recoveries();
         let held = self.queue.held();
+        let paused = self.queue.paused();
         let (fail_log, fail_log_entries, unknown_entries) = {
             let fl = self.fail_log();
             let unknown = fl.unknown_len();
@@ -92,7 +95,8 @@ impl Mirror {
             .zip(behind)
             .zip(recoveries)
             .zip(held)
-            .map(|((((((t, s), q), owed), behind), rec), held)| {
+            .zip(paused)
+            .map(|(((((((t, s), q), owed), behind), rec), held), paused)| {
                 let last_error = s.failures().last().cloned();
                 RemoteSnapshot {
                     remote: t.label(),
@@ -117,6 +121,7 @@ impl Mirror {
                     held_since: held
                         .since
                         .map(|at| SystemTime::now() - now.saturating_duration_since(at)),
+                    paused,
                 }
             })
             .collect();
