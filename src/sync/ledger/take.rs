@@ -106,7 +106,10 @@ impl Ledger {
         let picked: Vec<Key> = pick(
             self.by_seq.values(),
             max,
-            |p| !(holding && self.replaced.contains(p)) && !self.blocked(p),
+            |p| {
+                let held_back = holding && self.replaced.contains(p);
+                !held_back && !self.blocked(p)
+            },
             &self.together,
         );
         if picked.is_empty() {
