@@ -177,6 +177,17 @@ pub struct Args {
     #[arg(long)]
     pub status: bool,
 
+    /// Push the deletes the brake on mass deletes holds (<deleteBrake>), asking the
+    /// running instance over its control socket; they reach the remotes now
+    #[arg(long, conflicts_with_all = ["discard_deletes", "replay", "status", "test_config", "module", "wait_synced", "verify", "once"])]
+    pub release_deletes: bool,
+
+    /// Drop the deletes the brake on mass deletes holds, asking the running instance:
+    /// the remotes keep those entries (a later full sync deletes them unless the source
+    /// has them again)
+    #[arg(long, conflicts_with_all = ["replay", "status", "test_config", "module", "wait_synced", "verify", "once"])]
+    pub discard_deletes: bool,
+
     /// With --status: print the status document as JSON (as GET /status serves it)
     #[arg(long, requires = "status")]
     pub json: bool,

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     // the file only if they must (a bad config on disk does not stop them).
     let outcome = modes::prepare(&mut args).and_then(|()| match Mode::of(&args) {
         Mode::Status => modes::status(&args),
+        Mode::Held(release) => modes::held(&args, release),
         Mode::WaitSynced => modes::wait_synced(&args),
         Mode::Pause(pause) => modes::pause(&args, pause),
         Mode::Replay => modes::replay(&args),

@@ -42,6 +42,8 @@ mod faults_root;
 mod faults_signals;
 // `--replay` beside a running instance, and the control socket it goes through.
 mod faults_control;
+// The brake on mass deletes: held, released, discarded, kept over a stop; edits flow.
+mod brake;
 // `--pause` and `--resume` (every remote or one): what waits, the reload, the stop, refusals.
 mod pause;
 // Every failed push says its real cause (rsync's and ssh's own words).

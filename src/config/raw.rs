@@ -180,6 +180,8 @@ pub struct Sersync {
     pub crontab: Option<Crontab>,
     pub plugin: Option<PluginSwitch>,
     pub verify: Option<Verify>,
+    #[serde(rename = "deletebrake")]
+    pub delete_brake: Option<DeleteBrake>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -322,6 +324,21 @@ pub struct Verify {
     pub start: Option<String>,
     #[serde(rename = "@schedule")]
     pub schedule: Option<String>,
+    #[serde(rename = "@_line")]
+    pub line: Option<u32>,
+}
+
+/// `<deleteBrake start percent count seconds>`: this program's own; sersync 2.5 ignores it.
+#[derive(Debug, Default, Deserialize)]
+pub struct DeleteBrake {
+    #[serde(rename = "@start")]
+    pub start: Option<String>,
+    #[serde(rename = "@percent")]
+    pub percent: Option<String>,
+    #[serde(rename = "@count")]
+    pub count: Option<String>,
+    #[serde(rename = "@seconds")]
+    pub seconds: Option<String>,
     #[serde(rename = "@_line")]
     pub line: Option<u32>,
 }

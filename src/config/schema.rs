@@ -285,6 +285,23 @@ pub const ELEMENTS: &[Element] = &[
             added("schedule", "Minutes, or a cron expression."),
         ],
     },
+    Element {
+        path: "head/sersync/deleteBrake",
+        what: "The brake on mass deletes: more deletes for one remote within seconds= (net \
+               of writes) than count= and than percent= of the tree's entries are held until \
+               `sersync2 --release-deletes` or `--discard-deletes` (on by default: 50%, 1000, \
+               60 s).",
+        usage: Use::Added,
+        attributes: &[
+            added("start", "\"false\" turns the brake off (default \"true\")."),
+            added(
+                "percent",
+                "A share of the tree's entries, 0 to 100 (default 50); 0: the count alone.",
+            ),
+            added("count", "At least this many deletes, 1 or more (default 1000)."),
+            added("seconds", "The window the deletes are counted in, 1 to 86400 (default 60)."),
+        ],
+    },
     el(
         "head/plugin",
         "A plugin's settings, named by <sersync><plugin name>.",

@@ -620,6 +620,65 @@ fn verify_schedule_is_minutes_or_cron_and_off_by_default() {
 }
 
 #[test]
+fn the_delete_brake_is_on_by_default_and_refuses_bad_values_with_what_to_write() {
+    let d = dir();
+    let c = load_str(&conf(d.path(), "")).expect("loads");
+    assert_eq!(c.delete_brake, Some(DeleteBrake::default()));
+    assert_eq!(
+        DeleteBrake::default(),
+        DeleteBrake {
+            percent: 50,
+            count: 1000,
+            window: Duration::from_secs(60)
+        }
+    );
+    let c = load_str(&conf(
+        d.path(),
+        r#"<deleteBrake percent="0" count="20" seconds="5"/>"#,
+    ))
+    .expect("loads");
+    assert_eq!(
+        c.delete_brake,
+        Some(DeleteBrake {
+            percent: 0,
+            count: 20,
+            window: Duration::from_secs(5)
+        })
+    );
+    let c = load_str(&conf(d.path(), r#"<deleteBrake start="false"/>"#)).expect("loads");
+    assert_eq!(c.delete_brake, None);
+    for (attr, bad) in [
+        ("percent", "-1"),
+        ("percent", "101"),
+        ("percent", "abc"),
+        ("count", "0"),
+        ("count", "-1"),
+        ("seconds", "0"),
+        ("seconds", "1.5"),
+        ("seconds", "86401"),
+    ] {
+        let text = conf(d.path(), &format!("\n<deleteBrake {attr}=\"{bad}\"/>"));
+        let e = err(&text);
+        assert_eq!(e.line, Some(8), "{e}");
+        assert!(
+            e.message.contains(&format!(
+                "<deleteBrake {attr}=\"{bad}\">: must be a whole number"
+            )) && e.message.contains(&format!("write e.g. {attr}=")),
+            "{e}"
+        );
+    }
+    let e = err(&conf(d.path(), r#"<deleteBrake start="maybe"/>"#));
+    assert!(e.message.contains("must be \"true\" or \"false\""), "{e}");
+    let e = err(&conf(d.path(), r#"<deleteBrake precent="10"/>"#));
+    assert!(
+        e.message
+            .contains("unknown attribute precent= on <deleteBrake>")
+            && e.message.contains("did you mean percent=?"),
+        "{e}"
+    );
+}
+
+#[test]
 fn watcher_backend_is_auto_when_absent_and_read_when_given() {
     let d = dir();
     let c = load_str(&conf(d.path(), "")).expect("load");

@@ -2,7 +2,8 @@
 //! carries them): `replay`, the fail log now, answered once its pushes have ended;
 //! `status`, the status document (`service::status::Status`, as `GET /status` serves it)
 //! for `--status`; `wait-synced` (`super::wait_synced`); `pause` and `resume`
-//! (`super::pause`).
+//! (`super::pause`); `release-deletes` and `discard-deletes`, what the brake on mass
+//! deletes holds released or dropped (`super::held`).
 //!
 //! `replay` queues what the fail log owes, as the timed replay does, then waits, up to
 //! [`REPLAY_WAIT`], until every remote that was owed something is settled: nothing
@@ -29,6 +30,8 @@ pub const COMMANDS: &[&str] = &[
     super::wait_synced::COMMAND,
     super::pause::PAUSE,
     super::pause::RESUME,
+    super::held::RELEASE,
+    super::held::DISCARD,
 ];
 
 /// The control command `--status` sends.
@@ -39,6 +42,8 @@ pub fn answer(mirror: &Mirror, status: &status::Source, request: &str) -> Value 
     match request {
         "replay" => replay(mirror, REPLAY_WAIT),
         STATUS => starting(status, STATUS),
+        super::held::RELEASE => super::held::serve(mirror, true),
+        super::held::DISCARD => super::held::serve(mirror, false),
         r if r.split_whitespace().next() == Some(super::wait_synced::COMMAND) => {
             let body = r[super::wait_synced::COMMAND.len()..].trim();
             super::wait_synced::serve(mirror, body)

@@ -419,8 +419,9 @@ fn run(
         Some(s) => s.end(),
         None => listener,
     };
-    let checkpoints = super::warm::checkpoints(Arc::clone(&index), Arc::clone(&stop))
-        .map_err(|e| fail(detached, runtime(anyhow::Error::new(e))))?;
+    let checkpoints =
+        super::warm::checkpoints(Arc::clone(&index), Arc::clone(&stop), Arc::clone(&mirror))
+            .map_err(|e| fail(detached, runtime(anyhow::Error::new(e))))?;
     pipeline.attach(checkpoints);
     if first && args.full_first {
         log::info!("-r: full sync of every remote before live syncing");
@@ -510,8 +511,17 @@ fn run(
     if let Some(n) = &cx.notifier {
         let (m, w) = (Arc::clone(&mirror), Arc::clone(&watches));
         n.set_status(Some(Box::new(move || {
+            let held: usize = (m.queue().held().iter())
+                .filter(|h| h.any())
+                .map(|h| h.deletes.max(1))
+                .sum();
+            let held = if held > 0 {
+                format!("; DELETES HELD: {held} (sersync2 --release-deletes or --discard-deletes)")
+            } else {
+                String::new()
+            };
             format!(
-                "watching {} directories, {} remotes; {} owed{}",
+                "watching {} directories, {} remotes; {} owed{}{held}",
                 w.load(Ordering::Relaxed),
                 m.targets().len(),
                 m.owed(),

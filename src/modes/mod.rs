@@ -4,12 +4,13 @@
 //! absolute (a daemon runs from `/`), logging set up. The modes that run something then
 //! load and check the config ([`config`]; any error exits 2 before anything starts).
 //! The modes that ask the running instance (`--status`, `--wait-synced`, `--pause`,
-//! `--resume`, `--replay` beside an instance) find it from the config's path alone (`daemon::lock_file`) and
+//! `--resume`, `--replay` beside an instance, `--release-deletes`, `--discard-deletes`) find it from the config's path alone (`daemon::lock_file`) and
 //! never need the file to be valid: a bad config left on disk after a refused reload
 //! does not keep the operator from asking.
 
 mod ask_status;
 mod commands;
+mod held;
 mod live;
 pub(crate) mod module;
 mod once;
@@ -32,6 +33,7 @@ use crate::sync;
 use crate::sys::fsafe;
 
 pub use ask_status::status;
+pub use held::held;
 pub use live::live;
 pub use once::once;
 pub use pause::pause;
@@ -47,6 +49,9 @@ pub enum Mode {
     TestConfig { module: Option<String> },
     /// `--status`: ask the running instance.
     Status,
+    /// `--release-deletes` (true) or `--discard-deletes` (false): ask the running
+    /// instance to push or drop what the brake on mass deletes holds.
+    Held(bool),
     /// `-m NAME`: one plugin over the tree, no rsync.
     Module(String),
     /// `--replay`: the fail log once.
@@ -74,6 +79,8 @@ impl Mode {
             Mode::Module(m.clone())
         } else if args.status {
             Mode::Status
+        } else if args.release_deletes || args.discard_deletes {
+            Mode::Held(args.release_deletes)
         } else if args.verify {
             Mode::Verify
         } else if args.replay {

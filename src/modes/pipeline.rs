@@ -247,6 +247,11 @@ impl Pipeline {
         }
         let count = sync::workers::count(opts.workers, targets.len());
         let queue = Arc::new(Queue::new(parts.sets, config.rsync.batch, count));
+        queue.set_brake(
+            config.delete_brake,
+            targets.iter().map(Target::label).collect(),
+            &config.file,
+        );
         let mirror = Arc::new(Mirror::new(
             targets,
             Arc::clone(&queue),
@@ -255,6 +260,7 @@ impl Pipeline {
             fail_log,
             opts.after_push,
         ));
+        mirror.say_held_at_start(&config.file);
         let health: Vec<_> = watching
             .iter()
             .flat_map(|w| w.watchers.iter().map(|w| w.health()))

@@ -121,6 +121,22 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
         Some(Schedule::Cron(expr)) => println!("verify: at \"{expr}\""),
         None => println!("verify: off"),
     }
+    match &config.delete_brake {
+        Some(b) if b.percent == 0 => println!(
+            "delete brake: deletes held at {} or more within {} s (release: sersync2 \
+             --release-deletes)",
+            b.count,
+            b.window.as_secs()
+        ),
+        Some(b) => println!(
+            "delete brake: deletes held when more than {}% of the tree and {} or more \
+             within {} s (release: sersync2 --release-deletes)",
+            b.percent,
+            b.count,
+            b.window.as_secs()
+        ),
+        None => println!("delete brake: off"),
+    }
     println!("batch: up to {} paths per rsync call", config.rsync.batch);
     match &config.host {
         Some((host, port)) => println!(

@@ -169,6 +169,16 @@ pub(crate) fn start(
                     .filter(|t| !added.contains(t))
                     .collect();
                 let mut items = d.items();
+                // What the deleted directories held counts for the brake on mass
+                // deletes, beside the deletes queued one per top path.
+                let below_deleted = d.deleted_entries(old).saturating_sub(d.deleted.len());
+                mirror.queue().count_deletes(&targets, below_deleted);
+                if tree.is_empty() && !old.is_empty() {
+                    // The root is empty now (a filesystem not mounted at start, a
+                    // directory made again): its index's entries never reach the
+                    // remotes as deletes without the operator's word.
+                    mirror.queue().hold_deletes(&targets);
+                }
                 items.extend((relist.into_iter()).map(|p| Item::Path(Entry::listing(p), false)));
                 if !items.is_empty() {
                     mirror.queue().push_batch(&targets, &items);
@@ -197,7 +207,17 @@ pub(crate) fn start(
         );
     }
     mirror.record_in(Arc::clone(&rec));
+    tell_trees(&rec, mirror);
     (rec, unwalked)
+}
+
+/// Tells the queue how many entries each remote's tree has in the index: the brake on
+/// mass deletes takes its share of that (`sync::ledger`'s brake).
+pub(crate) fn tell_trees(rec: &Recorder, mirror: &Mirror) {
+    let trees: Vec<_> = (mirror.targets().iter().enumerate())
+        .map(|(i, t)| (crate::sync::RemoteId(i), rec.tree_len(&t.root)))
+        .collect();
+    mirror.queue().set_trees(&trees);
 }
 
 /// At the stop, once the workers ended: the index written as stopped.
@@ -211,13 +231,19 @@ pub(crate) fn finish(rec: &Recorder) {
 }
 
 /// The thread that checkpoints the index every [`CHECKPOINT_EVERY`] until `stop`.
-pub(crate) fn checkpoints(rec: Arc<Recorder>, stop: Arc<Stop>) -> std::io::Result<JoinHandle<()>> {
+/// After each, the queue learns the trees' sizes ([`tell_trees`]).
+pub(crate) fn checkpoints(
+    rec: Arc<Recorder>,
+    stop: Arc<Stop>,
+    mirror: Arc<Mirror>,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("index".into())
         .spawn(move || {
             let mut failing = false;
             while !stop.wait_timeout(CHECKPOINT_EVERY) {
                 failing = save(&rec, failing);
+                tell_trees(&rec, &mirror);
             }
         })
 }

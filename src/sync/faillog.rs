@@ -52,16 +52,39 @@ pub struct Owed {
     pub full: bool,
     /// The last rsync status seen for this remote's failures.
     pub status: i32,
+    /// Deletes the brake on mass deletes held at the stop (whether a directory), written
+    /// under a [`HELD`] line; the next start holds them again. Not a job: only the
+    /// operator's `--release-deletes` pushes them.
+    pub held: BTreeMap<PathBuf, bool>,
+    /// A full sync held with them.
+    pub held_full: bool,
 }
 
 impl Owed {
     pub fn is_empty(&self) -> bool {
-        self.paths.is_empty() && self.trees.is_empty() && !self.full
+        self.paths.is_empty()
+            && self.trees.is_empty()
+            && !self.full
+            && self.held.is_empty()
+            && !self.held_full
     }
 
-    /// Entries it counts for (paths, trees, or one full sync).
+    /// Entries it counts for (paths, trees, or one full sync; held deletes and a held
+    /// full sync).
     pub fn len(&self) -> usize {
-        self.paths.len() + self.trees.len() + usize::from(self.full)
+        self.paths.len()
+            + self.trees.len()
+            + usize::from(self.full)
+            + self.held.len()
+            + usize::from(self.held_full)
+    }
+
+    /// Records what the brake holds (see [`Owed::held`]).
+    pub fn record_held(&mut self, entries: &[job::Entry], full: bool) {
+        for e in entries {
+            *self.held.entry(e.path.clone()).or_default() |= e.listing;
+        }
+        self.held_full |= full;
     }
 
     /// Records a failed job: a full sync covers every path.
@@ -102,7 +125,12 @@ impl Owed {
         match job {
             Job::Full => {
                 paid = self.entries();
+                // What is held is not paid by a push: only released and pushed.
+                let held = std::mem::take(&mut self.held);
+                let held_full = self.held_full;
                 *self = Owed::default();
+                self.held = held;
+                self.held_full = held_full;
             }
             Job::Paths(_) | Job::Rename { .. } if !self.full => {
                 for e in job.plain_paths() {
@@ -215,6 +243,8 @@ pub struct Entry {
     /// The command came under a [`RECURSIVE`] line: its `dir/` arguments are
     /// directories with everything below them.
     pub recursive: bool,
+    /// The command came under a [`HELD`] line: deletes the brake held.
+    pub held: bool,
 }
 
 /// The comment line before a command whose `./dir/` arguments are directories owed
@@ -222,6 +252,12 @@ pub struct Entry {
 /// (`-r`, no `--no-recursive`), so run by hand it does the same. A fail log without it
 /// (an older agent's, sersync 2.5's) reads as before: `dir/` is a listing.
 pub const RECURSIVE: &str = "#recursive";
+
+/// The comment line before a command of deletes the brake on mass deletes held (or,
+/// its argument `./`, a full sync held with them): the next start holds them again
+/// until `sersync2 --release-deletes` or `--discard-deletes`. Run by hand, the command
+/// pushes them (the deletes happen). A fail log without it reads as before.
+pub const HELD: &str = "#held";
 
 impl Entry {
     /// What the entry asks for: a full sync, or these relative paths; a path written
@@ -317,6 +353,10 @@ impl FailLog {
     pub fn render(&self, owed: &[Owed], targets: &[Target]) -> Vec<u8> {
         let mut out = Vec::new();
         for (owed, target) in owed.iter().zip(targets) {
+            for job in held_jobs(owed) {
+                let argv = target.fail_log_argv(&job);
+                write_marked(&mut out, 0, Mark::Held, &target.root, &argv);
+            }
             if owed.full {
                 let argv = target.fail_log_argv(&Job::Full);
                 write_block(&mut out, owed.status, false, &target.root, &argv);
@@ -344,6 +384,23 @@ impl FailLog {
                 argv.push(dest.clone());
                 argv
             };
+            for job in held_jobs(owed) {
+                let argv = match &job {
+                    Job::Paths(entries) => with(
+                        false,
+                        &mut entries.iter().map(|e| {
+                            let mut a = OsString::from("./");
+                            a.push(e.path.as_os_str());
+                            if e.listing {
+                                a.push("/");
+                            }
+                            a
+                        }),
+                    ),
+                    _ => with(false, &mut std::iter::once(OsString::from("./"))),
+                };
+                write_marked(&mut out, 0, Mark::Held, root, &argv);
+            }
             if owed.full {
                 let argv = with(false, &mut std::iter::once(OsString::from("./")));
                 write_block(&mut out, owed.status, false, root, &argv);
@@ -406,7 +463,9 @@ impl FailLog {
             .iter()
             .position(|t| t.root == cmd.cwd && cmd.dest == OsStr::new(&t.dest()));
         match found {
+            Some(t) if cmd.held => hold(&mut self.owed[t], &job),
             Some(t) => self.add(RemoteId(t), &job, cmd.status),
+            None if cmd.held => hold(self.foreign.entry((cmd.cwd, cmd.dest)).or_default(), &job),
             None => self
                 .foreign
                 .entry((cmd.cwd, cmd.dest))
@@ -431,11 +490,58 @@ impl FailLog {
     }
 }
 
+/// A held command of a fail log read back: held again (see [`Owed::held`]).
+fn hold(owed: &mut Owed, job: &Job) {
+    match job {
+        Job::Full => owed.held_full = true,
+        job => owed.record_held(&job.plain_paths(), false),
+    }
+}
+
+/// What `owed` holds (see [`Owed::held`]) as jobs: its deletes, a full sync.
+fn held_jobs(owed: &Owed) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    let entries: Vec<job::Entry> = (owed.held.iter())
+        .map(|(p, &dir)| job::Entry::with_listing(p.clone(), dir))
+        .collect();
+    for chunk in entries.chunks(PATHS_PER_COMMAND) {
+        jobs.push(Job::Paths(chunk.to_vec()));
+    }
+    if owed.held_full {
+        jobs.push(Job::Full);
+    }
+    jobs
+}
+
+/// The comment line a block starts with after `#errno`, if any.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    None,
+    Recursive,
+    Held,
+}
+
 fn write_block(out: &mut Vec<u8>, status: i32, recursive: bool, cwd: &Path, argv: &[OsString]) {
+    let mark = if recursive {
+        Mark::Recursive
+    } else {
+        Mark::None
+    };
+    write_marked(out, status, mark, cwd, argv);
+}
+
+fn write_marked(out: &mut Vec<u8>, status: i32, mark: Mark, cwd: &Path, argv: &[OsString]) {
     out.extend_from_slice(format!("#errno {status}\n").as_bytes());
-    if recursive {
-        out.extend_from_slice(RECURSIVE.as_bytes());
-        out.push(b'\n');
+    match mark {
+        Mark::None => {}
+        Mark::Recursive => {
+            out.extend_from_slice(RECURSIVE.as_bytes());
+            out.push(b'\n');
+        }
+        Mark::Held => {
+            out.extend_from_slice(HELD.as_bytes());
+            out.push(b'\n');
+        }
     }
     out.extend_from_slice(b"cd ");
     out.extend_from_slice(&quote(cwd.as_os_str()));
@@ -454,8 +560,9 @@ fn write_block(out: &mut Vec<u8>, status: i32, recursive: bool, cwd: &Path, argv
 pub fn parse_script(text: &[u8]) -> Vec<Entry> {
     let mut out = Vec::new();
     let mut status = 0;
-    // A `#recursive` line: for the next command only.
+    // A `#recursive` or `#held` line: for the next command only.
     let mut recursive = false;
+    let mut held = false;
     let mut rest = text;
     while !rest.is_empty() {
         let line_end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
@@ -473,6 +580,11 @@ pub fn parse_script(text: &[u8]) -> Vec<Entry> {
             rest = rest.get(line_end + 1..).unwrap_or_default();
             continue;
         }
+        if line.trim_ascii() == HELD.as_bytes() {
+            held = true;
+            rest = rest.get(line_end + 1..).unwrap_or_default();
+            continue;
+        }
         if line.trim_ascii().is_empty() || line.starts_with(b"#") {
             rest = rest.get(line_end + 1..).unwrap_or_default();
             continue;
@@ -482,6 +594,7 @@ pub fn parse_script(text: &[u8]) -> Vec<Entry> {
         let cmd = &rest[..end];
         rest = rest.get(end + 1..).unwrap_or_default();
         let recursive = std::mem::take(&mut recursive);
+        let held = std::mem::take(&mut held);
         let Ok(words) = split(strip_redirects(cmd)) else {
             log::warn!("fail log: cannot parse a command, skipped");
             continue;
@@ -489,7 +602,7 @@ pub fn parse_script(text: &[u8]) -> Vec<Entry> {
         match words.as_slice() {
             [cd, dir, and, rsync, args @ ..] if cd == "cd" && and == "&&" && rsync == "rsync" => {
                 match entry(status, recursive, dir, args) {
-                    Ok(e) => out.push(e),
+                    Ok(e) => out.push(Entry { held, ..e }),
                     Err(why) => {
                         log::warn!("fail log: {why}, skipped: {}", String::from_utf8_lossy(cmd))
                     }
@@ -556,6 +669,7 @@ fn entry(
         dest,
         argv,
         recursive,
+        held: false,
     })
 }
 

@@ -222,15 +222,22 @@ impl Intake {
                     waiting.insert(path, (Instant::now(), now));
                 }
                 Decision::Push(path, gone_dir) => changes.push(Item::Path(path.into(), gone_dir)),
+                Decision::Gone(path, dir) => changes.push(Item::Gone(path, dir)),
                 Decision::PushAll(found) => {
                     changes.extend(found.into_iter().map(|p| Item::Path(p.into(), false)))
                 }
                 Decision::Items(items) => changes.extend(items),
                 Decision::Full => {
-                    // Everything waiting so far is covered by the full sync.
+                    // Everything waiting so far is covered by the full sync. What the
+                    // root holds now is counted: a full sync that would delete past the
+                    // brake's threshold (the root found again emptied, a filesystem
+                    // unmounted) is held (see `ledger/brake.rs`).
                     changes.clear();
                     together.clear();
-                    self.queue.push_full(&route.remotes);
+                    let entries = super::index::walk(&route.root, &route.excludes)
+                        .ok()
+                        .map(|t| t.len());
+                    self.queue.push_full_checked(&route.remotes, entries);
                 }
             }
         }
@@ -419,10 +426,10 @@ impl Intake {
                         None => false,
                     },
                 };
-                if wanted {
-                    Decision::Push(path, false)
-                } else {
-                    Decision::Drop
+                match (wanted, op) {
+                    (true, Op::Deleted | Op::MovedOut) => Decision::Gone(path, false),
+                    (true, _) => Decision::Push(path, false),
+                    (false, _) => Decision::Drop,
                 }
             }
             Change::DirIn { moved, found, .. } => {
@@ -434,7 +441,7 @@ impl Intake {
             }
             Change::DirOut { path, moved } => {
                 if ev.delete && (ev.move_from || !moved) {
-                    Decision::Push(path, true)
+                    Decision::Gone(path, true)
                 } else {
                     Decision::Drop
                 }
@@ -508,7 +515,7 @@ impl Intake {
         }
         let mut items = Vec::new();
         if from_in && ev.move_from && ev.delete {
-            items.push(Item::Path(from.into(), dir));
+            items.push(Item::Gone(from, dir));
         }
         if to_in && ev.move_to {
             if dir {
@@ -604,6 +611,8 @@ enum Decision {
     Unclosed(PathBuf),
     /// One path; `true` when it is a directory that is gone.
     Push(PathBuf, bool),
+    /// A path deleted or moved out (`true`: a directory): counted by the brake.
+    Gone(PathBuf, bool),
     PushAll(Vec<PathBuf>),
     Items(Vec<Item>),
     Full,

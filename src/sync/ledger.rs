@@ -204,6 +204,11 @@ pub struct Ledger {
     /// built before, lacks; it sends what it listed, older than the push), so each
     /// waits once more when it ends, keeping its mark until then (see the module doc).
     beside_full: HashMap<Key, (bool, Mark)>,
+    /// Waiting entries queued as deletes (whether a directory): what the brake holds
+    /// when it trips (see `brake.rs`).
+    gone: HashMap<Key, bool>,
+    /// The brake on mass deletes: its rule, the window's count, what is held.
+    brake: brake::Brake,
     /// The names of multi-linked files waiting that go in one call (with `-H`; see
     /// `links.rs`), and of those handed out beside the full sync running, the sets they
     /// were in (they wait again as sets when it ends).
@@ -279,6 +284,9 @@ impl Renamed {
 pub enum Item {
     /// A path or a listing; `true` when it is a directory that is gone.
     Path(Entry, bool),
+    /// A path deleted or moved out of the tree (`true`: a directory): pushed like a
+    /// path that is gone, and counted by the brake on mass deletes (`ledger/brake.rs`).
+    Gone(PathBuf, bool),
     /// A file changed with its size and mtime as before (see `Ledger::blind`): pushed
     /// like a path, never covered by a full sync.
     Blind(PathBuf),
@@ -379,6 +387,17 @@ impl Ledger {
         self.len() == 0
     }
 
+    /// Nothing waiting that may be handed out and nothing in flight: what waits, if
+    /// anything, are listings held back while deletes are held (see `brake.rs`).
+    pub fn is_settled(&self) -> bool {
+        self.running == 0
+            && (self.is_empty()
+                || (self.holding()
+                    && self.renames.is_empty()
+                    && !self.full_pending
+                    && self.by_path.keys().all(|k| self.replaced.contains(k))))
+    }
+
     pub fn running(&self) -> usize {
         self.running
     }
@@ -401,11 +420,13 @@ impl Ledger {
     }
 }
 
+mod brake;
 mod finish;
 mod owed;
 mod pause;
 mod push;
 mod take;
+pub use brake::{Holding, Tripped};
 pub use finish::Left;
 pub use owed::Pushed;
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::faillog::Owed;
 use super::job::{Entry, Job, RemoteId};
-pub use super::ledger::{Item, Ledger, Left, Mark, Pushed, RENAME_FLOOD};
+pub use super::ledger::{Holding, Item, Ledger, Left, Mark, Pushed, Tripped, RENAME_FLOOD};
 use super::lockorder::{Hold, Lock};
 use super::recovery::{Plan, Recovery};
 
@@ -61,6 +61,29 @@ pub struct Queue {
     batch: usize,
     /// Most calls in flight to one remote, so a slow remote leaves workers for the others.
     per_target: usize,
+    /// For the brake's log lines: each remote's label and the command that releases
+    /// what it holds (see [`Queue::set_brake`]).
+    brake_words: std::sync::OnceLock<BrakeWords>,
+}
+
+/// Says that a hold ended by itself: as much was written again as was deleted.
+fn say_released(t: usize, released: Holding, words: Option<&BrakeWords>) {
+    let label = words
+        .and_then(|w| w.labels.get(t).cloned())
+        .unwrap_or_else(|| format!("remote #{}", t + 1));
+    log::info!(
+        remote = label.as_str();
+        "{} held delete(s) to {label} released by themselves: as many entries were written \
+         again within the brake's window (a deploy that replaced what it deleted); pushed now",
+        released.deletes
+    );
+}
+
+/// What the brake's log lines name: each remote's label, the config file.
+#[derive(Debug, Default)]
+struct BrakeWords {
+    labels: Vec<String>,
+    config: String,
 }
 
 /// During a burst a remote gets a second concurrent call only once its latest call has
@@ -196,7 +219,149 @@ impl Queue {
             progress: Condvar::new(),
             batch: batch.max(1),
             per_target: workers.div_ceil(targets.max(1)).max(1),
+            brake_words: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets the brake on mass deletes of every remote (`None`: off); `labels` and
+    /// `config` name the remotes and the config file in its log lines.
+    pub fn set_brake(
+        &self,
+        rule: Option<crate::config::DeleteBrake>,
+        labels: Vec<String>,
+        config: &std::path::Path,
+    ) {
+        let _ = self.brake_words.set(BrakeWords {
+            labels,
+            config: config.display().to_string(),
+        });
+        for r in &mut self.lock().remotes {
+            r.pending.set_brake(rule);
+        }
+    }
+
+    /// How many entries each remote's tree had (the warm-restart index's count), when
+    /// known: the brake's share is of this.
+    pub fn set_trees(&self, trees: &[(RemoteId, Option<usize>)]) {
+        let mut st = self.lock();
+        for &(t, n) in trees {
+            if let Some(r) = st.remotes.get_mut(t.0) {
+                r.pending.set_tree(n);
+            }
+        }
+    }
+
+    /// Says, at error level, that `t` began to hold deletes (see [`Ledger::take_held_news`]).
+    fn say_held(&self, t: usize, pending: &mut Ledger) {
+        let Some(why) = pending.take_held_news() else {
+            return;
+        };
+        let held = pending.held();
+        let words = self.brake_words.get();
+        let label = words
+            .and_then(|w| w.labels.get(t).cloned())
+            .unwrap_or_else(|| format!("remote #{}", t + 1));
+        let config = words.map_or("CONFIG", |w| w.config.as_str());
+        let why = match why {
+            Tripped::Deletes(n) => format!("{n} deletes within the brake's window"),
+            Tripped::Full(n) => format!("a full sync that would delete about {n} entries"),
+            Tripped::EmptyRoot => "a full sync of a watch root that is empty now".to_owned(),
+        };
+        log::error!(
+            remote = label.as_str(), held = held.deletes;
+            "deletes to {label} held by the brake on mass deletes ({why}): {} delete(s){} \
+             held, more are held as they come, creates and edits still flow; the remote keeps \
+             those files until `sersync2 --release-deletes -o {config}` pushes them or \
+             `sersync2 --discard-deletes -o {config}` drops them (<deleteBrake> in the config)",
+            held.deletes,
+            if held.full { " and a full sync" } else { "" },
+        );
+    }
+
+    /// Every remote's held deletes are released (see [`Ledger::release_deletes`]):
+    /// what each held.
+    pub fn release_deletes(&self) -> Vec<Holding> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let held = (st.remotes.iter_mut())
+            .map(|r| r.pending.release_deletes(now))
+            .collect();
+        drop(st);
+        self.wake.notify_all();
+        self.progress.notify_all();
+        held
+    }
+
+    /// Every remote's held deletes are dropped (see [`Ledger::discard_deletes`]): what
+    /// each held.
+    pub fn discard_deletes(&self) -> Vec<Holding> {
+        let mut st = self.lock();
+        let held = (st.remotes.iter_mut())
+            .map(|r| r.pending.discard_deletes())
+            .collect();
+        drop(st);
+        self.wake.notify_all();
+        self.progress.notify_all();
+        held
+    }
+
+    /// What each remote holds.
+    pub fn held(&self) -> Vec<Holding> {
+        self.lock()
+            .remotes
+            .iter()
+            .map(|r| r.pending.held())
+            .collect()
+    }
+
+    /// Deletes to these remotes are held from now, whatever the count (see
+    /// [`Ledger::hold_now`]).
+    pub fn hold_deletes(&self, targets: &[RemoteId]) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        for &t in targets {
+            if let Some(r) = st.remotes.get_mut(t.0) {
+                r.pending.hold_now(now);
+                self.say_held(t.0, &mut r.pending);
+            }
+        }
+    }
+
+    /// Counts `n` deletes for these remotes that are not queued one by one (see
+    /// [`Ledger::count_deletes`]).
+    pub fn count_deletes(&self, targets: &[RemoteId], n: usize) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        for &t in targets {
+            if let Some(r) = st.remotes.get_mut(t.0) {
+                r.pending.count_deletes(n, now);
+            }
+        }
+    }
+
+    /// Queues a full sync of roots that hold `entries` entries now, when counted (see
+    /// [`Ledger::push_full_checked`]).
+    pub fn push_full_checked(&self, targets: &[RemoteId], entries: Option<usize>) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        for &t in targets {
+            let pending = &mut st.remotes[t.0].pending;
+            pending.push_full_checked(entries, now);
+            self.say_held(t.0, pending);
+        }
+        self.wake_for(st, targets);
+    }
+
+    /// The full sync in flight to `t` is held, not run: its root is empty now (see
+    /// [`Ledger::hold_full`]). Call before finishing it. False: the brake is off.
+    pub fn hold_full(&self, t: RemoteId) -> bool {
+        let mut st = self.lock();
+        let Some(r) = st.remotes.get_mut(t.0) else {
+            return false;
+        };
+        let held = r.pending.hold_full(Instant::now());
+        self.say_held(t.0, &mut r.pending);
+        held
     }
 
     /// The queue's lock, counted as held by this thread (see [`lock_held`]).
@@ -251,7 +416,13 @@ impl Queue {
             let pending = &mut st.remotes[t.0].pending;
             for item in changes {
                 match item {
-                    Item::Path(e, gone_dir) => pending.push_at(e.clone(), *gone_dir, now),
+                    Item::Path(e, gone_dir) => {
+                        pending.push_at(e.clone(), *gone_dir, now);
+                        if let Some(released) = pending.count_write(now) {
+                            say_released(t.0, released, self.brake_words.get());
+                        }
+                    }
+                    Item::Gone(p, dir) => pending.push_gone_at(p.clone(), *dir, now),
                     Item::Blind(p) => pending.push_blind_at(p.clone(), now),
                     Item::Rename {
                         from,
@@ -262,6 +433,7 @@ impl Queue {
                     Item::Linked(names) => pending.push_linked(names, now),
                 }
             }
+            self.say_held(t.0, pending);
             // A collapse that merged nothing (only deleted directories wait there, kept
             // as their own listings) is not news.
             for (dir, n) in pending.take_collapsed().into_iter().filter(|(_, n)| *n > 0) {
@@ -462,6 +634,8 @@ impl Queue {
             for job in owed.jobs() {
                 r.pending.owe(&job, Mark { seq: 0, since }, owed.status);
             }
+            // Held at the last stop: held again, not owed (see `Ledger::hold_restored`).
+            r.pending.hold_restored(owed, since);
         }
     }
 
@@ -542,7 +716,12 @@ impl Queue {
         self.lock()
             .remotes
             .iter()
-            .map(|r| r.pending.owed().clone())
+            .map(|r| {
+                let mut owed = r.pending.owed().clone();
+                let (held, full) = r.pending.held_owed();
+                owed.record_held(&held, full);
+                owed
+            })
             .collect()
     }
 
@@ -676,19 +855,19 @@ impl Queue {
 
     /// Nothing waiting and nothing in flight, for every remote (a retry waiting for its
     /// time does not count).
+    /// (Listings held back while deletes are held do not count either: see
+    /// [`Ledger::is_settled`].)
     pub fn is_idle(&self) -> bool {
         let st = self.lock();
-        st.remotes
-            .iter()
-            .all(|r| r.pending.is_empty() && r.pending.running() == 0)
+        st.remotes.iter().all(|r| r.pending.is_settled())
     }
 
-    /// Nothing waiting and nothing in flight for one remote.
+    /// Nothing waiting and nothing in flight for one remote (see [`Queue::is_idle`]).
     pub fn is_idle_for(&self, target: RemoteId) -> bool {
         let st = self.lock();
         st.remotes
             .get(target.0)
-            .is_none_or(|r| r.pending.is_empty() && r.pending.running() == 0)
+            .is_none_or(|r| r.pending.is_settled())
     }
 
     /// Paths waiting per remote (for status and logs).

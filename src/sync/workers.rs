@@ -38,6 +38,7 @@ use renames::rename_to_paths;
 
 mod book;
 mod full_progress;
+mod held;
 mod listings;
 mod partial;
 mod push;

@@ -93,6 +93,18 @@ pub fn metrics(s: &Status) -> String {
         per(&|r| r.owed.to_string()),
     );
     gauge(
+        "sersync2_remote_held_deletes",
+        "Deletes the brake on mass deletes holds for the remote (until released or discarded).",
+        "gauge",
+        per(&|r| r.held_deletes.to_string()),
+    );
+    gauge(
+        "sersync2_remote_deletes_held",
+        "1 while the brake on mass deletes holds deletes (or a full sync) for the remote.",
+        "gauge",
+        per(&|r| u8::from(r.held_since.is_some()).to_string()),
+    );
+    gauge(
         "sersync2_remote_lag_seconds",
         "Age of the oldest change not on the remote yet (waiting, in flight or owed); 0 when level.",
         "gauge",

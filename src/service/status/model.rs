@@ -207,11 +207,24 @@ pub struct RemoteStatus {
     /// are pushed beside it.
     #[serde(default)]
     pub full_sync_since: Option<String>,
+    /// Deletes the brake on mass deletes holds for it: the remote keeps those entries
+    /// until `sersync2 --release-deletes` pushes them or `--discard-deletes` drops them.
+    #[serde(default)]
+    pub held_deletes: usize,
+    /// A full sync is held with them.
+    #[serde(default)]
+    pub held_full: bool,
+    /// Since when (RFC 3339, UTC), while deletes are held.
+    #[serde(default)]
+    pub held_since: Option<String>,
     /// The operator paused it (`sersync2 --pause`): changes are read and queued for it
     /// (`queued`, `pending`), nothing is pushed to it until `sersync2 --resume`.
     #[serde(default)]
     pub paused: bool,
 }
+
+/// A remote's state while the brake on mass deletes holds deletes for it.
+pub const HELD: &str = "deletes held";
 
 /// A push running this long is named in the text report: a big transfer, or a remote
 /// that accepts connections and stopped answering (rsync's I/O timeout ends that call).
@@ -240,9 +253,13 @@ pub fn remote_state(
 
 /// `--status`'s exit status (the monitoring-plugin convention): 0 when every remote is
 /// level or catching up and every watch root is the directory watched, 1 when a remote
-/// is failing or a root is missing or replaced (nothing is pushed from it).
+/// is failing or holds deletes (they wait for the operator), or a root is missing or
+/// replaced (nothing is pushed from it).
 pub fn exit_code(s: &Status) -> u8 {
-    let failing = s.remotes.iter().any(|r| r.failing);
+    let failing = s
+        .remotes
+        .iter()
+        .any(|r| r.failing || r.held_since.is_some());
     let root_lost = s.roots.iter().any(|r| r.state != "ok");
     u8::from(failing || root_lost)
 }
@@ -276,14 +293,15 @@ impl Status {
                 .remotes
                 .into_iter()
                 .map(|r| RemoteStatus {
-                    state: remote_state(
-                        r.failing,
-                        r.paused,
-                        r.pending,
-                        r.owed,
-                        r.lag.as_secs_f64(),
-                    )
-                    .to_owned(),
+                    state: if r.held_since.is_some() && !r.failing {
+                        HELD.to_owned()
+                    } else {
+                        remote_state(r.failing, r.paused, r.pending, r.owed, r.lag.as_secs_f64())
+                            .to_owned()
+                    },
+                    held_deletes: r.held_deletes,
+                    held_full: r.held_full,
+                    held_since: r.held_since.map(|t| rfc3339(unix_seconds(t))),
                     remote: r.remote,
                     root: r.root.display().to_string(),
                     pushed: r.pushed,

@@ -125,7 +125,23 @@ pub fn render(s: &Status) -> String {
                     long.unwrap_or_default()
                 );
                 let state = remote_state(false, false, r.pending, r.owed, r.lag_seconds);
-                if notes.is_empty() {
+                if let Some(since) = &r.held_since {
+                    format!(
+                        "DELETES HELD since {} by the brake on mass deletes ({} delete(s){}; \
+                         the remote keeps them): release with `sersync2 --release-deletes -o \
+                         {}`, or drop them with `sersync2 --discard-deletes -o {}`{}",
+                        p(since),
+                        r.held_deletes,
+                        if r.held_full { " and a full sync" } else { "" },
+                        p(&s.config),
+                        p(&s.config),
+                        if notes.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; {}", notes.trim_end_matches(", "))
+                        }
+                    )
+                } else if notes.is_empty() {
                     format!("ok ({state})")
                 } else {
                     format!("ok ({state}), {}", notes.trim_end_matches(", "))

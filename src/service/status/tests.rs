@@ -97,6 +97,9 @@ fn remote(name: &str, failing: bool, pending: usize, lag: f64) -> RemoteStatus {
         pending,
         longest_push_seconds: 0.0,
         full_sync_since: None,
+        held_deletes: 0,
+        held_full: false,
+        held_since: None,
         paused: false,
     }
 }
@@ -262,6 +265,9 @@ fn a_push_running_long_is_named_beside_ok() {
         pending: 1,
         longest_push_seconds: secs,
         full_sync_since: None,
+        held_deletes: 0,
+        held_full: false,
+        held_since: None,
         paused: false,
     };
     let mut s = source()();
@@ -334,6 +340,9 @@ fn status_client_escapes_control_characters_from_the_answer() {
         pending: 0,
         longest_push_seconds: 0.0,
         full_sync_since: None,
+        held_deletes: 0,
+        held_full: false,
+        held_since: None,
         paused: false,
     });
     let text = render(&s);

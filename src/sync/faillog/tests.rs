@@ -546,3 +546,37 @@ fn an_unknown_remotes_tree_stays_a_tree() {
         String::from_utf8_lossy(text)
     );
 }
+
+#[test]
+fn held_deletes_are_written_under_a_held_line_and_read_back_held() {
+    let targets = vec![target("/www", "10.0.0.2"), target("/www", "10.0.0.3")];
+    let mut owed = vec![Owed::default(), Owed::default()];
+    owed[0].record(&Job::Paths(vec![job::Entry::plain("edit.txt")]), 12);
+    owed[0].record_held(
+        &[
+            job::Entry::plain("gone.txt"),
+            job::Entry::listing("gone-dir"),
+        ],
+        false,
+    );
+    owed[1].record_held(&[], true);
+    let log = FailLog::new(PathBuf::from("/tmp/x"), 2);
+    let text = log.render(&owed, &targets);
+    let shown = String::from_utf8_lossy(&text);
+    assert_eq!(shown.matches(&format!("\n{HELD}\n")).count(), 2, "{shown}");
+    // Read back: the held entries are held again, the owed one owed, nothing mixed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fail.sh");
+    crate::sys::fsafe::write_atomic(&path, &text).expect("write");
+    let back = FailLog::load(path, &targets).expect("load");
+    assert_eq!(back.owed, owed);
+    assert!(back.owed[0].jobs().iter().all(|j| !j
+        .plain_paths()
+        .iter()
+        .any(|e| e.path == Path::new("gone.txt"))));
+    // A fail log of an older agent (no held line) reads as before: nothing held.
+    let plain = String::from_utf8_lossy(&text).replace(&format!("{HELD}\n"), "");
+    let old: Vec<Entry> = parse_script(plain.as_bytes());
+    assert!(old.iter().all(|e| !e.held));
+    assert!(parse_script(&text).iter().filter(|e| e.held).count() == 2);
+}

@@ -36,6 +36,14 @@ impl Diff {
     }
 
     /// As the queue takes them: renames, then deletes, then pushes.
+    /// How many entries of `old` the deletes take away: each deleted path and, for a
+    /// directory, everything below it (what the brake on mass deletes counts).
+    pub fn deleted_entries(&self, old: &Tree) -> usize {
+        (self.deleted.iter())
+            .map(|(p, dir)| 1 + if *dir { below(old, p).count() } else { 0 })
+            .sum()
+    }
+
     pub fn items(&self) -> Vec<Item> {
         let mut out: Vec<Item> = self
             .renamed
@@ -50,7 +58,7 @@ impl Diff {
         out.extend(
             self.deleted
                 .iter()
-                .map(|(p, dir)| Item::Path(Entry::plain(p.clone()), *dir)),
+                .map(|(p, dir)| Item::Gone(p.clone(), *dir)),
         );
         out.extend((self.changed.iter()).map(|p| {
             if self.blind.contains(p) {

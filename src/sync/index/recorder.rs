@@ -281,6 +281,15 @@ impl Recorder {
         &self.path
     }
 
+    /// How many entries the index holds for `root` (or, under `-r`, the walk it is
+    /// rebuilt from), when it has any: what the brake on mass deletes takes its share
+    /// of.
+    pub fn tree_len(&self, root: &Path) -> Option<usize> {
+        let st = self.lock();
+        let r = st.roots.iter().find(|r| r.root == root)?;
+        r.tree.as_ref().map(|t| t.len())
+    }
+
     /// `-r`: `tree` (walked before the full syncs start) becomes the root's entry once
     /// every remote's full sync has landed; until then the file has no entry for it.
     pub fn rebuild(&self, root: &Path, tree: Tree) {

@@ -124,6 +124,7 @@ impl Ledger {
         self.rename_keys.clear();
         let replaced = std::mem::take(&mut self.replaced);
         let trees = std::mem::take(&mut self.trees);
+        self.gone.clear();
         // A listing waiting stays a listing: what it stands for is its listing.
         let mut paths: Vec<(Entry, Mark)> = std::mem::take(&mut self.by_seq)
             .into_values()
@@ -194,6 +195,7 @@ impl Ledger {
             waiting: waiting.into_iter().map(|(e, _)| e).collect(),
             running,
             full,
+            held: self.held(),
         }
     }
 }
@@ -207,4 +209,6 @@ pub struct Left {
     pub running: Vec<Entry>,
     /// A full sync was waiting or running.
     pub full: bool,
+    /// Deletes held by the brake: kept held, in the fail log (see `brake.rs`).
+    pub held: super::Holding,
 }

@@ -46,6 +46,7 @@ impl Ledger {
             .chain(self.full_running)
             .chain(self.owed_full)
             .chain(self.beside_full.values().map(|(_, m)| *m))
+            .chain(self.held_marks())
     }
 
     /// The oldest change not yet on the remote (waiting, in flight or owed), if any.

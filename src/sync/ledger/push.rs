@@ -25,6 +25,8 @@ impl Ledger {
         let listing = entry.listing && !entry.path.as_os_str().is_empty();
         let tree = listing && entry.tree;
         let path = key(entry.path);
+        // Queued again as a change of what is there now: not (only) a delete any more.
+        self.gone.remove(&path);
         debug_assert!(path.last() != Some(&b'/'), "a path with a trailing /");
         self.dissolve_related(&path);
         // A collapsed directory waiting takes the changes of its direct children.
@@ -364,6 +366,11 @@ impl Ledger {
 
     /// [`Ledger::push_full`] asked at `now`.
     pub fn push_full_at(&mut self, now: Instant) {
+        if self.holding() {
+            // It would delete what is held: held with them (see `brake.rs`).
+            self.push_full_checked(None, now);
+            return;
+        }
         self.seq += 1;
         let mut mark = older(
             self.full_mark,
@@ -391,6 +398,7 @@ impl Ledger {
         self.rename_keys.clear();
         self.replaced.clear();
         self.trees.clear();
+        self.gone.clear();
         self.together.clear();
         for (k, m) in blind {
             self.push_key(k, false, now, Some(m));

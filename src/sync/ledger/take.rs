@@ -101,10 +101,15 @@ impl Ledger {
                 }
             }
         }
+        // While deletes are held, a listing (pushed with `--delete`) waits too.
+        let holding = self.holding();
         let picked: Vec<Key> = pick(
             self.by_seq.values(),
             max,
-            |p| !self.blocked(p),
+            |p| {
+                let held_back = holding && self.replaced.contains(p);
+                !held_back && !self.blocked(p)
+            },
             &self.together,
         );
         if picked.is_empty() {
@@ -127,6 +132,7 @@ impl Ledger {
             if let Some((_, m)) = self.remove_entry(p) {
                 marks.push(m);
             }
+            self.gone.remove(p);
             for a in ancestors(p) {
                 *self.inflight_below.entry(a.to_vec()).or_default() += 1;
             }

@@ -267,12 +267,29 @@ impl Mirror {
         // The queue owes what it had (see `Ledger::close`): a push still running that
         // succeeds pays its paths, but not a newer change of the same path that was
         // waiting behind it.
-        let n: usize = self
-            .queue
-            .close()
-            .iter()
+        let left = self.queue.close();
+        let n: usize = (left.iter())
             .map(|left| usize::from(left.full) + left.waiting.len() + left.running.len())
             .sum();
+        // Held by the brake on mass deletes: kept held, in the fail log, for the next
+        // start (see `ledger/brake.rs`).
+        let mut held = 0;
+        for (t, left) in self.targets.iter().zip(&left) {
+            if !left.held.any() {
+                continue;
+            }
+            held += left.held.deletes + usize::from(left.held.full);
+            log::warn!(
+                remote = t.label().as_str();
+                "{} delete(s){} to {} held by the brake on mass deletes: kept held in the fail \
+                 log {}; the next start holds them again until released or discarded",
+                left.held.deletes,
+                if left.held.full { " and a full sync" } else { "" },
+                t.label(),
+                fl.path.display()
+            );
+        }
+        let n = n + held;
         if n > 0 || self.unsaved() {
             self.save(&fl);
         }

@@ -38,6 +38,11 @@ impl Mirror {
             taken.accounted = true;
             return;
         }
+        if matches!(taken.job, Job::Full) && self.hold_empty_root(t) {
+            // Held with the deletes (`ledger/brake.rs`): its end queues nothing again.
+            taken.accounted = true;
+            return;
+        }
         // In the index's journal on disk before anything runs; its end noted on return.
         let _announced = (self.index.get()).and_then(|ix| ix.announce(t, &taken.job));
         let mut rest = None;

@@ -45,6 +45,12 @@ pub struct RemoteSnapshot {
     pub longest_push: Duration,
     /// Since when a full sync runs to it, if one does.
     pub full_sync_since: Option<SystemTime>,
+    /// Deletes the brake on mass deletes holds for it (`ledger/brake.rs`).
+    pub held_deletes: usize,
+    /// A full sync is held with them.
+    pub held_full: bool,
+    /// Since when deletes are held, while they are.
+    pub held_since: Option<SystemTime>,
     /// The operator paused it (`sersync2 --pause`): nothing is pushed to it.
     pub paused: bool,
 }
@@ -68,6 +74,7 @@ impl Mirror {
         let behind = self.queue.behind();
         let owed = self.queue.owed_counts();
         let recoveries = self.queue.recoveries();
+        let held = self.queue.held();
         let paused = self.queue.paused();
         let (fail_log, fail_log_entries, unknown_entries) = {
             let fl = self.fail_log();
@@ -87,8 +94,9 @@ impl Mirror {
             .zip(owed)
             .zip(behind)
             .zip(recoveries)
+            .zip(held)
             .zip(paused)
-            .map(|((((((t, s), q), owed), behind), rec), paused)| {
+            .map(|(((((((t, s), q), owed), behind), rec), held), paused)| {
                 let last_error = s.failures().last().cloned();
                 RemoteSnapshot {
                     remote: t.label(),
@@ -108,6 +116,11 @@ impl Mirror {
                     pending: behind.pending,
                     longest_push: s.longest_running(now),
                     full_sync_since: *s.full_since(),
+                    held_deletes: held.deletes,
+                    held_full: held.full,
+                    held_since: held
+                        .since
+                        .map(|at| SystemTime::now() - now.saturating_duration_since(at)),
                     paused,
                 }
             })

@@ -1,0 +1,709 @@
+//! Holding: the brake on mass deletes (`<deleteBrake>`). Deletes queued for a remote are
+//! counted over a window; once more of them than the rule's count, and than its share of
+//! the entries the tree had, came within it, every delete still waiting is held, and
+//! every later one with them, until the operator releases them
+//! ([`Ledger::release_deletes`]) or discards them ([`Ledger::discard_deletes`]).
+//! Creates, edits and renames go on as usual meanwhile.
+//!
+//! What deletes without naming what it deletes waits too while deletes are held: a full
+//! sync (`--delete` removes what the source lacks, the held paths among them) is held
+//! as one, and a waiting listing (pushed with `--delete`) is not handed out. A full
+//! sync that would delete more than the threshold (its root found again with far fewer
+//! entries, an unmounted filesystem) or one of an empty root is held the same way
+//! ([`Ledger::push_full_checked`], [`Ledger::hold_full`]).
+//!
+//! Holding deletes keep their marks (the remote is not level while they wait: barriers
+//! and lag say so). At a close they are written to the fail log under a `#held` line
+//! (`Owed::held`), and a start that reads them holds them again ([`Ledger::hold_restored`]).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::{key, older, to_path, Key, Ledger, Mark};
+use crate::config::DeleteBrake;
+use crate::sync::faillog::Owed;
+use crate::sync::job::Entry;
+
+/// The brake of one remote's ledger.
+#[derive(Debug, Default)]
+pub(super) struct Brake {
+    /// `None`: off.
+    rule: Option<DeleteBrake>,
+    /// How many entries the tree had (the warm-restart index's count), when known.
+    tree: Option<usize>,
+    /// Deletes and writes counted within the window: when, how many of each (one
+    /// element per batch).
+    recent: VecDeque<(Instant, usize, usize)>,
+    in_window: usize,
+    writes_in_window: usize,
+    /// The hold began because deletes came past the threshold (not an empty root, nor
+    /// the fail log): it ends by itself once as much is written again (a deploy that
+    /// replaced what it deleted: `rm -rf app && cp -a build app`).
+    by_count: bool,
+    /// The deletes held: the path, whether it was a directory, its mark.
+    held: BTreeMap<Key, (bool, Mark)>,
+    /// A full sync held, with its mark.
+    held_full: Option<Mark>,
+    /// Deletes are held since then.
+    since: Option<Instant>,
+    /// The hold came from the fail log at start.
+    restored: bool,
+    /// The hold began since the last [`Ledger::take_held_news`]: why.
+    news: Option<Tripped>,
+}
+
+/// Why deletes began to be held (for the log line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tripped {
+    /// This many deletes came within the window.
+    Deletes(usize),
+    /// A full sync would have deleted about this many entries (its root has that many
+    /// fewer than the tree had).
+    Full(usize),
+    /// A full sync of a watch root that is empty now.
+    EmptyRoot,
+}
+
+/// What a remote holds, for status, logs and the control socket's answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holding {
+    /// Deletes held (paths; a directory counts once).
+    pub deletes: usize,
+    /// A full sync is held.
+    pub full: bool,
+    /// Since when (`None`: nothing is held).
+    pub since: Option<Instant>,
+    /// The hold was read from the fail log at start.
+    pub restored: bool,
+}
+
+impl Holding {
+    /// Anything is held.
+    pub fn any(&self) -> bool {
+        self.since.is_some()
+    }
+}
+
+impl Brake {
+    fn holding(&self) -> bool {
+        self.since.is_some()
+    }
+
+    /// Counts `n` deletes at `now`, dropping those older than the window.
+    fn count(&mut self, n: usize, now: Instant) {
+        self.add(n, 0, now);
+    }
+
+    /// Counts `deletes` deletes and `writes` writes at `now`, dropping those older than
+    /// the window.
+    fn add(&mut self, deletes: usize, writes: usize, now: Instant) {
+        let Some(rule) = self.rule else {
+            return;
+        };
+        while let Some(&(at, d, w)) = self.recent.front() {
+            if now.saturating_duration_since(at) < rule.window {
+                break;
+            }
+            self.recent.pop_front();
+            self.in_window -= d;
+            self.writes_in_window -= w;
+        }
+        match self.recent.back_mut() {
+            Some((at, d, w)) if *at == now => {
+                *d += deletes;
+                *w += writes;
+            }
+            _ => self.recent.push_back((now, deletes, writes)),
+        }
+        self.in_window += deletes;
+        self.writes_in_window += writes;
+    }
+
+    /// The deletes within the window, less what was written meanwhile.
+    fn net(&self) -> usize {
+        self.in_window.saturating_sub(self.writes_in_window)
+    }
+
+    /// The deletes within the window, net of the writes, are past the threshold.
+    fn past(&self) -> bool {
+        let Some(rule) = self.rule else {
+            return false;
+        };
+        let n = self.net();
+        n >= rule.count && self.share_past(n, rule)
+    }
+
+    /// `n` is more than the rule's share of the tree (true when the tree is not known:
+    /// the count alone decides then).
+    fn share_past(&self, n: usize, rule: DeleteBrake) -> bool {
+        match self.tree {
+            _ if rule.percent == 0 => true,
+            Some(tree) => n.saturating_mul(100) > tree.saturating_mul(usize::from(rule.percent)),
+            None => true,
+        }
+    }
+
+    fn start(&mut self, now: Instant, why: Tripped) {
+        if self.since.is_none() {
+            self.since = Some(now);
+            self.news = Some(why);
+            self.by_count = matches!(why, Tripped::Deletes(_));
+        } else if !matches!(why, Tripped::Deletes(_)) {
+            self.by_count = false;
+        }
+    }
+
+    /// Back to flowing: the window starts afresh (what was released is not counted).
+    fn end(&mut self) {
+        self.since = None;
+        self.restored = false;
+        self.recent.clear();
+        self.in_window = 0;
+        self.writes_in_window = 0;
+        self.by_count = false;
+    }
+}
+
+impl Ledger {
+    /// Sets the brake's rule (`None`: off). Turning it off releases nothing: what is
+    /// held stays held until released or discarded.
+    pub fn set_brake(&mut self, rule: Option<DeleteBrake>) {
+        self.brake.rule = rule;
+    }
+
+    /// How many entries the tree had (the warm-restart index's count), when known.
+    pub fn set_tree(&mut self, entries: Option<usize>) {
+        self.brake.tree = entries;
+    }
+
+    /// Deletes are held now.
+    pub fn holding(&self) -> bool {
+        self.brake.holding()
+    }
+
+    /// What is held.
+    pub fn held(&self) -> Holding {
+        Holding {
+            deletes: self.brake.held.len(),
+            full: self.brake.held_full.is_some(),
+            since: self.brake.since,
+            restored: self.brake.restored,
+        }
+    }
+
+    /// Why deletes began to be held, once, since the last call.
+    pub fn take_held_news(&mut self) -> Option<Tripped> {
+        self.brake.news.take()
+    }
+
+    /// The marks of what is held (not on the remote yet).
+    pub(super) fn held_marks(&self) -> impl Iterator<Item = Mark> + '_ {
+        (self.brake.held.values().map(|(_, m)| *m)).chain(self.brake.held_full)
+    }
+
+    /// A delete queued at `now`: `path` is gone (`dir`: it was a directory). Counted
+    /// against the brake; held while deletes are held, else queued like any change
+    /// (see [`Ledger::push_at`]), and if it takes the count past the threshold, every
+    /// delete still waiting is held with it.
+    pub fn push_gone_at(&mut self, path: PathBuf, dir: bool, now: Instant) {
+        let k = key(path.clone());
+        if self.brake.holding() {
+            // Counted too: the writes that may end the hold are weighed against them all.
+            self.brake.count(1, now);
+            self.seq += 1;
+            let mark = Mark {
+                seq: self.seq,
+                since: now,
+            };
+            self.hold_key(k, dir, mark);
+            return;
+        }
+        self.brake.count(1, now);
+        let covered = self.full_pending && !self.full_inflight;
+        self.push_at(Entry::plain(path), dir, now);
+        if !covered {
+            self.gone.insert(k, dir);
+        }
+        if self.brake.past() {
+            let n = self.brake.net();
+            self.hold_waiting(now, Tripped::Deletes(n));
+        }
+    }
+
+    /// Counts a write (a path queued to be pushed as it is) at `now`: deletes are
+    /// counted net of writes, so a deploy that deletes a release and writes the next
+    /// one does not reach the threshold for long. A hold that began by the count ends
+    /// by itself once the writes bring the count back under it: what is held is
+    /// queued again (returned, for the log line).
+    pub fn count_write(&mut self, now: Instant) -> Option<Holding> {
+        self.brake.rule?;
+        self.brake.add(0, 1, now);
+        if self.brake.holding() && self.brake.by_count && !self.brake.past() {
+            return Some(self.release_deletes(now));
+        }
+        None
+    }
+
+    /// Counts `n` deletes at `now` that are not queued one by one (what a deleted
+    /// directory held, found by a catch-up walk): the next delete queued is held if they
+    /// took the count past the threshold.
+    pub fn count_deletes(&mut self, n: usize, now: Instant) {
+        if n > 0 {
+            self.brake.count(n, now);
+        }
+    }
+
+    /// A full sync asked at `now` of a root that holds `entries` entries now (`None`:
+    /// not counted): held while deletes are held, when the root is empty, or when what
+    /// it would delete (the tree's count less `entries`) takes the deletes past the
+    /// threshold; else queued ([`Ledger::push_full_at`]).
+    pub fn push_full_checked(&mut self, entries: Option<usize>, now: Instant) {
+        if self.brake.rule.is_some() && !self.brake.holding() {
+            match entries {
+                Some(0) => self.hold_waiting(now, Tripped::EmptyRoot),
+                Some(n) => {
+                    let gone = self.brake.tree.map_or(0, |t| t.saturating_sub(n));
+                    if gone > 0 {
+                        self.brake.count(gone, now);
+                        if self.brake.past() {
+                            self.hold_waiting(now, Tripped::Full(gone));
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        if self.brake.holding() {
+            self.seq += 1;
+            let mark = older(
+                self.brake.held_full,
+                Mark {
+                    seq: self.seq,
+                    since: now,
+                },
+            );
+            self.brake.held_full = Some(mark);
+            return;
+        }
+        self.push_full_at(now);
+    }
+
+    /// The full sync in flight is not run (its root is empty now): it is held, and with
+    /// it every delete still waiting. Call before the job is finished. Returns false
+    /// when the brake is off (the caller runs it).
+    pub fn hold_full(&mut self, now: Instant) -> bool {
+        if self.brake.rule.is_none() && !self.brake.holding() {
+            return false;
+        }
+        self.hold_waiting(now, Tripped::EmptyRoot);
+        let mark = self.full_running.unwrap_or(Mark {
+            seq: self.seq,
+            since: now,
+        });
+        self.brake.held_full = Some(older(self.brake.held_full, mark));
+        // Its end does not queue again what went beside it: held, it covers them.
+        for (_, (_, m)) in std::mem::take(&mut self.beside_full) {
+            self.brake.held_full = Some(older(self.brake.held_full, m));
+        }
+        true
+    }
+
+    /// Deletes begin to be held now, whatever the count (a catch-up walk found the
+    /// watch root empty while its index holds entries), when the brake is on.
+    pub fn hold_now(&mut self, now: Instant) {
+        if self.brake.rule.is_some() && !self.brake.holding() {
+            self.hold_waiting(now, Tripped::EmptyRoot);
+        }
+    }
+
+    /// Deletes begin to be held: every delete still waiting, and a full sync waiting.
+    fn hold_waiting(&mut self, now: Instant, why: Tripped) {
+        self.brake.start(now, why);
+        let gone: Vec<(Key, bool)> = self.gone.drain().collect();
+        for (k, dir) in gone {
+            if let Some((_, m)) = self.remove_entry(&k) {
+                self.replaced.remove(&k);
+                self.trees.remove(&k);
+                self.hold_key(k, dir, m);
+            }
+        }
+        if self.full_pending && !self.full_inflight {
+            self.full_pending = false;
+            if let Some(m) = self.full_mark.take() {
+                self.brake.held_full = Some(older(self.brake.held_full, m));
+            } else {
+                self.brake.held_full = Some(Mark {
+                    seq: self.seq,
+                    since: now,
+                });
+            }
+        }
+    }
+
+    /// Holds the delete of `k`: a directory takes what waits below it (held or not:
+    /// its release deletes or pushes all of it as it is then), keeping the oldest mark.
+    fn hold_key(&mut self, k: Key, dir: bool, mark: Mark) {
+        let mut mark = mark;
+        if dir {
+            let mut prefix = k.clone();
+            prefix.push(b'/');
+            let below: Vec<Key> = (self.by_path.range::<[u8], _>((
+                std::ops::Bound::Included(prefix.as_slice()),
+                std::ops::Bound::Unbounded,
+            )))
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, _)| p.clone())
+            .collect();
+            for p in below {
+                if let Some((_, m)) = self.remove_entry(&p) {
+                    self.replaced.remove(&p);
+                    self.trees.remove(&p);
+                    self.gone.remove(&p);
+                    mark = mark.min(m);
+                }
+            }
+            let held_below: Vec<Key> = (self.brake.held.range::<[u8], _>((
+                std::ops::Bound::Included(prefix.as_slice()),
+                std::ops::Bound::Unbounded,
+            )))
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, _)| p.clone())
+            .collect();
+            for p in held_below {
+                if let Some((_, m)) = self.brake.held.remove(&p) {
+                    mark = mark.min(m);
+                }
+            }
+        }
+        // Waiting as an edit (written, then deleted): held as the delete it is now.
+        if let Some((_, m)) = self.remove_entry(&k) {
+            self.replaced.remove(&k);
+            self.trees.remove(&k);
+            mark = mark.min(m);
+        }
+        self.gone.remove(&k);
+        let e = self.brake.held.entry(k).or_insert((dir, mark));
+        e.0 |= dir;
+        e.1 = e.1.min(mark);
+    }
+
+    /// The operator releases what is held: every held delete waits again with its mark
+    /// (a directory as its listing), a held full sync is queued, and the brake counts
+    /// afresh. Returns what was held.
+    pub fn release_deletes(&mut self, now: Instant) -> Holding {
+        let held = self.held();
+        let deletes = std::mem::take(&mut self.brake.held);
+        let full = self.brake.held_full.take();
+        self.brake.end();
+        let mut order: Vec<(Key, (bool, Mark))> = deletes.into_iter().collect();
+        order.sort_by_key(|(_, (_, m))| m.seq);
+        for (k, (dir, m)) in order {
+            if self.full_pending && !self.full_inflight {
+                self.full_mark = Some(older(self.full_mark, m));
+                continue;
+            }
+            self.push_key(k, dir, now, Some(m));
+        }
+        if let Some(m) = full {
+            self.push_full_at(now);
+            self.full_mark = Some(older(self.full_mark, m));
+        }
+        held
+    }
+
+    /// The operator discards what is held: the held deletes and a held full sync are
+    /// dropped (the remote keeps those entries), and the brake counts afresh. Returns
+    /// what was held.
+    pub fn discard_deletes(&mut self) -> Holding {
+        let held = self.held();
+        self.brake.held.clear();
+        self.brake.held_full = None;
+        self.brake.end();
+        held
+    }
+
+    /// What is held, as the fail log writes it (see `Owed::held`).
+    pub fn held_owed(&self) -> (Vec<Entry>, bool) {
+        (
+            (self.brake.held.iter())
+                .map(|(k, (dir, _))| Entry::with_listing(to_path(k.clone()), *dir))
+                .collect(),
+            self.brake.held_full.is_some(),
+        )
+    }
+
+    /// What a fail log read at start held (`Owed::held`, `Owed::held_full`): held
+    /// again, counting from `since`.
+    pub fn hold_restored(&mut self, owed: &Owed, since: Instant) {
+        if owed.held.is_empty() && !owed.held_full {
+            return;
+        }
+        let mark = Mark { seq: 0, since };
+        self.brake.start(since, Tripped::Deletes(owed.held.len()));
+        self.brake.restored = true;
+        self.brake.by_count = false;
+        self.brake.news = None;
+        for (path, &dir) in &owed.held {
+            self.hold_key(key(path.clone()), dir, mark);
+        }
+        if owed.held_full {
+            self.brake.held_full = Some(older(self.brake.held_full, mark));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::sync::job::Job;
+
+    fn rule(percent: u8, count: usize) -> DeleteBrake {
+        DeleteBrake {
+            percent,
+            count,
+            window: Duration::from_secs(60),
+        }
+    }
+
+    /// A ledger with the brake `rule` over a tree of `tree` entries.
+    fn braked(rule: DeleteBrake, tree: usize) -> Ledger {
+        let mut l = Ledger::with_collapse_at(0);
+        l.set_brake(Some(rule));
+        l.set_tree(Some(tree));
+        l
+    }
+
+    fn taken(l: &mut Ledger) -> Vec<Entry> {
+        match l.take(1000) {
+            Some(Job::Paths(p)) => p,
+            other => panic!("expected paths, got {other:?}"),
+        }
+    }
+
+    fn names(entries: &[Entry]) -> Vec<String> {
+        let mut v: Vec<String> = (entries.iter())
+            .map(|e| e.path.display().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn deletes_past_the_threshold_are_held_and_edits_still_flow() {
+        let now = Instant::now();
+        // More than 50% of 10 entries and at least 3: the sixth delete trips it.
+        let mut l = braked(rule(50, 3), 10);
+        for (i, name) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            l.push_gone_at(
+                PathBuf::from(name),
+                false,
+                now + Duration::from_millis(i as u64),
+            );
+            assert!(!l.holding(), "{name}: 5 of 10 is not more than half");
+        }
+        l.push_gone_at(PathBuf::from("dir"), true, now);
+        assert!(l.holding());
+        assert_eq!(l.take_held_news(), Some(Tripped::Deletes(6)));
+        assert_eq!(l.take_held_news(), None, "said once");
+        assert_eq!(l.held().deletes, 6);
+        assert!(l.take(1000).is_none(), "every waiting delete is held");
+        // Later deletes are held as they come; a file written flows.
+        l.push_gone_at(PathBuf::from("f"), false, now);
+        l.push_at(Entry::plain("new.txt"), false, now);
+        assert_eq!(names(&taken(&mut l)), ["new.txt"]);
+        assert_eq!(l.held().deletes, 7);
+        // A rename flows too: it deletes nothing.
+        l.push_rename_at(p("r1"), p("r2"), false, Vec::new(), now);
+        assert!(matches!(l.take(1000), Some(Job::Rename { .. })));
+        // Not level while held: the marks of what is held stay.
+        assert!(!l.passed(l.checkpoint()));
+    }
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    #[test]
+    fn a_few_deletes_or_a_deploy_that_replaces_a_share_are_not_held() {
+        let now = Instant::now();
+        let mut l = braked(rule(50, 3), 100);
+        // A deploy replaces 5 of 100 files: deleted, then written again.
+        for i in 0..5 {
+            l.push_gone_at(p(&format!("f{i}")), false, now);
+            l.push_at(Entry::plain(format!("f{i}")), false, now);
+        }
+        assert!(!l.holding());
+        assert_eq!(taken(&mut l).len(), 5);
+        // Deletes spread wider than the window never add up.
+        let mut l = braked(rule(0, 3), 100);
+        for i in 0..10u64 {
+            l.push_gone_at(
+                p(&format!("g{i}")),
+                false,
+                now + Duration::from_secs(i * 30),
+            );
+        }
+        assert!(!l.holding());
+        assert_eq!(taken(&mut l).len(), 10);
+        // The brake off: nothing is ever held.
+        let mut l = Ledger::with_collapse_at(0);
+        for i in 0..10 {
+            l.push_gone_at(p(&format!("h{i}")), false, now);
+        }
+        assert!(!l.holding());
+    }
+
+    #[test]
+    fn a_deploy_that_deletes_a_release_and_writes_the_next_is_released_by_itself() {
+        let now = Instant::now();
+        let mut l = braked(rule(50, 3), 10);
+        // `rm -rf app`: held at once.
+        for name in ["app/a", "app/b", "app/c", "app/d", "app/e"] {
+            l.push_gone_at(p(name), false, now);
+        }
+        l.push_gone_at(p("app"), true, now);
+        assert!(l.holding());
+        // `cp -a build app`: written again, the hold ends by itself.
+        l.push_at(Entry::plain("app"), false, now);
+        let released = l.count_write(now).expect("released by the write");
+        assert_eq!(released.deletes, 1, "app, with what was held below it");
+        assert!(
+            !l.holding(),
+            "released once the writes balanced the deletes"
+        );
+        assert!(taken(&mut l)
+            .iter()
+            .any(|e| e.path == p("app") && e.listing));
+        // A hold of an empty root, or from the fail log, never ends by itself.
+        let mut l = braked(rule(50, 3), 10);
+        l.push_full_checked(Some(0), now);
+        for _ in 0..100 {
+            assert_eq!(l.count_write(now), None);
+        }
+        assert!(l.holding());
+    }
+
+    #[test]
+    fn release_hands_them_out_and_the_count_starts_afresh() {
+        let now = Instant::now();
+        let mut l = braked(rule(0, 3), 10);
+        for name in ["a", "b", "c"] {
+            l.push_gone_at(p(name), false, now);
+        }
+        l.push_gone_at(p("d"), true, now);
+        assert!(l.holding());
+        let held = l.release_deletes(now);
+        assert_eq!((held.deletes, held.full), (4, false));
+        assert!(!l.holding());
+        let out = taken(&mut l);
+        assert_eq!(names(&out), ["a", "b", "c", "d"]);
+        assert!(
+            out.iter().any(|e| e.path == p("d") && e.listing),
+            "a directory as its listing"
+        );
+        // What was released is not counted again: two more deletes flow.
+        l.push_gone_at(p("x"), false, now);
+        l.push_gone_at(p("y"), false, now);
+        assert!(!l.holding());
+    }
+
+    #[test]
+    fn discard_drops_them_and_the_remote_counts_as_level() {
+        let now = Instant::now();
+        let mut l = braked(rule(0, 2), 10);
+        l.push_gone_at(p("a"), false, now);
+        l.push_gone_at(p("b"), false, now);
+        assert!(l.holding());
+        let held = l.discard_deletes();
+        assert_eq!(held.deletes, 2);
+        assert!(!l.holding() && l.held().deletes == 0);
+        assert!(l.take(1000).is_none(), "nothing to push");
+        assert!(l.passed(l.checkpoint()));
+    }
+
+    #[test]
+    fn close_keeps_them_held_and_a_restore_holds_them_again() {
+        let now = Instant::now();
+        let mut l = braked(rule(0, 2), 10);
+        l.push_gone_at(p("a"), false, now);
+        l.push_gone_at(p("d"), true, now);
+        l.push_at(Entry::plain("w"), false, now);
+        let left = l.close();
+        assert_eq!(left.held.deletes, 2, "kept held, not owed as work");
+        assert_eq!(names(&left.waiting), ["w"]);
+        let (held, full) = l.held_owed();
+        assert_eq!((names(&held), full), (vec!["a".into(), "d".into()], false));
+        assert!(held.iter().any(|e| e.path == p("d") && e.listing));
+        assert!(
+            !l.owed().paths.contains_key(&p("a")),
+            "not a job the fail log replays"
+        );
+        // The fail log's record of them, read at the next start: held again.
+        let mut owed = Owed::default();
+        owed.record_held(&held, full);
+        let mut next = braked(rule(50, 1000), 10);
+        next.hold_restored(&owed, now);
+        let h = next.held();
+        assert!(h.restored && h.deletes == 2);
+        assert!(next.take(1000).is_none());
+        next.release_deletes(now);
+        assert_eq!(names(&taken(&mut next)), ["a", "d"]);
+    }
+
+    #[test]
+    fn full_syncs_and_listings_wait_while_deletes_are_held() {
+        let now = Instant::now();
+        let mut l = braked(rule(0, 2), 10);
+        l.push_at(Entry::listing("coll"), false, now);
+        l.push_gone_at(p("a"), false, now);
+        l.push_gone_at(p("b"), false, now);
+        assert!(l.holding());
+        // A full sync asked meanwhile (a crontab one, an overflow's) is held, and does
+        // not swallow what is written after it.
+        l.push_full_at(now);
+        l.push_at(Entry::plain("e"), false, now);
+        assert!(l.held().full);
+        assert_eq!(
+            names(&taken(&mut l)),
+            ["e"],
+            "the listing waits, the edit flows"
+        );
+        l.finish(&Job::Paths(vec![Entry::plain("e")]));
+        assert!(l.is_settled(), "only a listing held back waits");
+        let held = l.release_deletes(now);
+        assert!(held.full);
+        assert_eq!(
+            l.take(1000),
+            Some(Job::Full),
+            "the full sync covers them all now"
+        );
+    }
+
+    #[test]
+    fn a_full_sync_of_an_emptied_root_or_past_the_threshold_is_held() {
+        let now = Instant::now();
+        let mut l = braked(rule(50, 1000), 10);
+        l.push_full_checked(Some(0), now);
+        assert!(l.holding() && l.held().full);
+        assert_eq!(l.take_held_news(), Some(Tripped::EmptyRoot));
+        assert!(l.take(1000).is_none());
+        // 3000 of 4000 entries gone: held; 10 of 4000: queued.
+        let mut l = braked(rule(50, 1000), 4000);
+        l.push_full_checked(Some(1000), now);
+        assert_eq!(l.take_held_news(), Some(Tripped::Full(3000)));
+        let mut l = braked(rule(50, 1000), 4000);
+        l.push_full_checked(Some(3990), now);
+        assert!(!l.holding());
+        assert_eq!(l.take(1000), Some(Job::Full));
+        // One in flight found its root empty: held, and its end queues nothing again.
+        let mut l = braked(rule(50, 1000), 10);
+        l.push_full_at(now);
+        assert_eq!(l.take(1000), Some(Job::Full));
+        assert!(l.hold_full(now));
+        l.finish(&Job::Full);
+        assert!(l.held().full && l.take(1000).is_none());
+    }
+}

@@ -1,0 +1,99 @@
+//! Deletes the brake on mass deletes holds (`ledger/brake.rs`), as the operator meets
+//! them: said at start when the fail log held them, released or discarded on the
+//! operator's word (`--release-deletes`, `--discard-deletes`), and a full sync of a
+//! watch root that is empty now held instead of run.
+
+use std::path::Path;
+
+use super::Mirror;
+use crate::sync::job::RemoteId;
+use crate::sync::queue::Holding;
+
+/// What one remote held when the operator released or discarded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    pub remote: String,
+    pub deletes: usize,
+    pub full: bool,
+}
+
+impl Mirror {
+    /// At start: says, at error level, which remotes hold deletes the fail log kept
+    /// held at the last stop, and how to release or discard them.
+    pub fn say_held_at_start(&self, config: &Path) {
+        for (t, held) in self.targets.iter().zip(self.queue.held()) {
+            if !held.restored {
+                continue;
+            }
+            let label = t.label();
+            log::error!(
+                remote = label.as_str(), held = held.deletes;
+                "deletes to {label} were held by the brake on mass deletes at the last stop \
+                 ({} delete(s){}, kept in the fail log {}): still held; creates and edits \
+                 flow; `sersync2 --release-deletes -o {}` pushes them, `sersync2 \
+                 --discard-deletes -o {}` drops them",
+                held.deletes,
+                if held.full { " and a full sync" } else { "" },
+                self.fail_log_path().display(),
+                config.display(),
+                config.display(),
+            );
+        }
+    }
+
+    /// The operator releases every held delete: they are queued (see
+    /// `Ledger::release_deletes`). Returns what each remote that held any held.
+    pub fn release_deletes(&self) -> Vec<Released> {
+        let released = self.report(self.queue.release_deletes());
+        for r in &released {
+            log::info!(
+                remote = r.remote.as_str();
+                "{} held delete(s){} to {} released by the operator: pushed now",
+                r.deletes,
+                if r.full { " and a full sync" } else { "" },
+                r.remote
+            );
+        }
+        self.save(&self.fail_log());
+        released
+    }
+
+    /// The operator discards every held delete: the remotes keep those entries (see
+    /// `Ledger::discard_deletes`). Returns what each remote that held any held.
+    pub fn discard_deletes(&self) -> Vec<Released> {
+        let discarded = self.report(self.queue.discard_deletes());
+        for r in &discarded {
+            log::warn!(
+                remote = r.remote.as_str();
+                "{} held delete(s){} to {} discarded by the operator: the remote keeps those \
+                 entries; a later full sync (-r, <crontab>, a replayed one) deletes them \
+                 unless the source has them again",
+                r.deletes,
+                if r.full { " and a full sync" } else { "" },
+                r.remote
+            );
+        }
+        self.save(&self.fail_log());
+        discarded
+    }
+
+    fn report(&self, held: Vec<Holding>) -> Vec<Released> {
+        (self.targets.iter().zip(held))
+            .filter(|(_, h)| h.any())
+            .map(|(t, h)| Released {
+                remote: t.label(),
+                deletes: h.deletes,
+                full: h.full,
+            })
+            .collect()
+    }
+
+    /// A full sync of `t` taken while its watch root is empty: held (it would delete
+    /// everything the remote holds: an unmounted filesystem's empty mount point, a
+    /// directory made again at the root's path) when the brake is on. True when held.
+    pub(super) fn hold_empty_root(&self, t: RemoteId) -> bool {
+        let root = &self.targets[t.0].root;
+        let empty = std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none());
+        empty && self.queue.hold_full(t)
+    }
+}

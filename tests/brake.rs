@@ -1,0 +1,361 @@
+//! The brake on mass deletes (`<deleteBrake>`): an `rm -rf` of most of the tree is held
+//! (the remotes keep the files; status, metrics and the log say so and how to release),
+//! a deploy that replaces a small share is not; `--release-deletes` pushes them,
+//! `--discard-deletes` drops them; a stop while held keeps them held in the fail log and
+//! the next start says so; edits made during a hold arrive; a watch root replaced by an
+//! empty directory never reaches the remotes as deletes. Real agents, real rsync daemons.
+
+use std::fs;
+use std::path::Path;
+
+use crate::support::*;
+
+/// A tree of `dirs` directories of `files` files each, and `top.txt`.
+fn tree(s: &Setup, dirs: usize, files: usize) {
+    for d in 0..dirs {
+        for f in 0..files {
+            s.write(format!("d{d}/f{f}.txt"), format!("{d}/{f}\n"));
+        }
+    }
+    s.write("top.txt", "top\n");
+}
+
+/// The config of `s` with `brake` (a `<deleteBrake .../>` element) in `<sersync>`, and
+/// the status endpoint on `port`.
+fn conf_with_brake(s: &Setup, brake: &str, port: u16) -> String {
+    let mut conf = s.conf();
+    conf.status_port = Some(port);
+    conf.render()
+        .replace("  </sersync>", &format!("    {brake}\n  </sersync>"))
+}
+
+/// Starts the agent on `text` (written to sersync.xml) with `extra` flags, waiting until
+/// it is live.
+fn start(s: &Setup, text: &str, extra: &[&str]) -> Agent {
+    let config = s.dir.join("sersync.xml");
+    fs::write(&config, text).expect("write sersync.xml");
+    let mut args: Vec<&std::ffi::OsStr> = vec!["-n".as_ref(), "4".as_ref()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let mut agent = Agent::launch(&s.dir, &config, &args, s.dir.join("agent.err"));
+    agent.wait_live();
+    agent
+}
+
+/// Files below `root` (directories not counted).
+fn files(root: &Path) -> usize {
+    (tree_snapshot(root).values())
+        .filter(|e| matches!(e, Entry::File(_)))
+        .count()
+}
+
+/// The remote `r` of the status document on `port`.
+fn remote_status(port: u16, i: usize) -> serde_json::Value {
+    status_json(port)["remotes"][i].clone()
+}
+
+/// Every remote's status says deletes are held.
+fn wait_held(port: u16, agent: &mut Agent) {
+    wait_until("status says deletes are held", DEADLINE, || {
+        agent.assert_running();
+        let st = status_json(port);
+        (st["remotes"].as_array().into_iter().flatten())
+            .all(|r| r["state"] == "deletes held" && r["held_since"].is_string())
+    });
+}
+
+// The ask (lsyncd #177, #407, #668): an `rm -rf` in the wrong place wiped every mirror.
+#[test]
+fn rm_rf_of_most_of_the_tree_is_held_until_released() {
+    let s = setup!();
+    tree(&s, 10, 10);
+    let port = free_port("127.0.0.1");
+    // More than half of the tree's 111 entries, and at least 20 of them.
+    let config_text = conf_with_brake(
+        &s,
+        r#"<deleteBrake percent="50" count="20" seconds="600"/>"#,
+        port,
+    );
+    let mut agent = start(&s, &config_text, &["-r"]);
+    s.wait(&mut agent, "the tree before");
+    // The index is written at a checkpoint; the brake's share is of its count, and of
+    // nothing before it (then the count alone decides).
+    let remote_files = files(&s.a.data_dir());
+    assert_eq!(remote_files, 101);
+
+    for d in 0..9 {
+        remove_dir_all(s.p(format!("d{d}")));
+    }
+    wait_held(port, &mut agent);
+    wait_until("the log says how to release", DEADLINE, || {
+        agent.log().contains("held by the brake on mass deletes")
+    });
+    let log = agent.log();
+    assert!(
+        log.contains("ERROR") || log.contains("error"),
+        "said at error level:\n{}",
+        tail(&log, 20)
+    );
+    assert!(
+        log.contains("sersync2 --release-deletes -o") && log.contains("--discard-deletes"),
+        "the log says how to release or discard:\n{}",
+        tail(&log, 20)
+    );
+    // Edits still flow while deletes are held.
+    s.write("d9/edited.txt", "written during the hold\n");
+    for r in s.remotes() {
+        wait_until("the edit arrives during the hold", DEADLINE, || {
+            fs::read_to_string(r.join("d9/edited.txt")).is_ok()
+        });
+    }
+    // At most the deletes before the count was past the threshold went out (55 of the
+    // 99 entries: more than half of 111); the rest are held and the remotes keep them.
+    for r in s.remotes() {
+        let kept = files(&r);
+        assert!(
+            kept >= 101 + 1 - 55,
+            "{}: {kept} files left, the held deletes went out",
+            r.display()
+        );
+        assert!(kept > 12, "{} kept the held files", r.display());
+    }
+    let held = remote_status(port, 0)["held_deletes"].as_u64().unwrap_or(0);
+    assert!(held > 0, "status counts the held deletes");
+    let metrics = http_get(port, "/metrics");
+    assert!(
+        metrics.contains("sersync2_remote_deletes_held{") && metrics.contains("} 1"),
+        "{metrics}"
+    );
+    // --status says it, with how to release, and exits 1.
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("DELETES HELD")
+            && String::from_utf8_lossy(&out.stdout).contains("--release-deletes"),
+        "{}",
+        text(&out)
+    );
+
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--release-deletes"]);
+    assert!(out.status.success(), "--release-deletes: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("released"),
+        "{}",
+        text(&out)
+    );
+    s.wait(&mut agent, "the released deletes pushed");
+    assert_eq!(remote_status(port, 0)["held_deletes"], 0);
+    // Deletes flow again afterwards.
+    fs::remove_file(s.p("top.txt")).expect("rm top.txt");
+    s.wait(&mut agent, "a delete after the release");
+    agent.stop();
+}
+
+#[test]
+fn a_deploy_that_replaces_a_small_share_is_not_held() {
+    let s = setup!();
+    tree(&s, 10, 10);
+    let port = free_port("127.0.0.1");
+    let config_text = conf_with_brake(
+        &s,
+        r#"<deleteBrake percent="50" count="20" seconds="600"/>"#,
+        port,
+    );
+    let mut agent = start(&s, &config_text, &["-r"]);
+    s.wait(&mut agent, "the tree before");
+    // A deploy: `rm -rf d0 && cp -a build d0` with new names (5% of the tree).
+    let build = s.dir.mkdir_p("build");
+    for f in 0..5 {
+        fs::write(build.join(format!("new{f}.txt")), "new\n").expect("write");
+    }
+    replace_by_copy(&build, &s.p("d0"));
+    s.wait(&mut agent, "the deploy pushed, deletes included");
+    assert_eq!(remote_status(port, 0)["held_deletes"], 0);
+    assert_ne!(remote_status(port, 0)["state"], "deletes held");
+    assert!(!agent.log().contains("held by the brake"));
+    agent.stop();
+}
+
+#[test]
+fn discarded_deletes_stay_on_the_remotes() {
+    let s = setup!();
+    tree(&s, 4, 5);
+    let port = free_port("127.0.0.1");
+    let config_text = conf_with_brake(
+        &s,
+        r#"<deleteBrake percent="0" count="3" seconds="600"/>"#,
+        port,
+    );
+    let mut agent = start(&s, &config_text, &["-r"]);
+    s.wait(&mut agent, "the tree before");
+    for d in 0..4 {
+        remove_dir_all(s.p(format!("d{d}")));
+    }
+    wait_held(port, &mut agent);
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--discard-deletes"]);
+    assert!(out.status.success(), "--discard-deletes: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("discarded"),
+        "{}",
+        text(&out)
+    );
+    wait_until("status no longer says held", DEADLINE, || {
+        remote_status(port, 0)["held_deletes"] == 0 && remote_status(port, 1)["held_deletes"] == 0
+    });
+    // At most the two deletes before the count reached 3 went out.
+    for r in s.remotes() {
+        assert!(
+            files(&r) >= 20 - 2,
+            "{}: the discarded deletes went out",
+            r.display()
+        );
+    }
+    // New changes flow; the discarded deletes never go.
+    s.write("after.txt", "after\n");
+    for r in s.remotes() {
+        wait_until("a later write arrives", DEADLINE, || {
+            r.join("after.txt").exists()
+        });
+        assert!(files(&r) > 20 - 2, "{}", r.display());
+    }
+    assert!(agent.log().contains("discarded by the operator"));
+    agent.stop();
+}
+
+#[test]
+fn a_stop_while_held_keeps_them_held_at_the_next_start() {
+    let s = setup!();
+    tree(&s, 4, 5);
+    let port = free_port("127.0.0.1");
+    let config_text = conf_with_brake(
+        &s,
+        r#"<deleteBrake percent="0" count="3" seconds="600"/>"#,
+        port,
+    );
+    let mut agent = start(&s, &config_text, &["-r"]);
+    s.wait(&mut agent, "the tree before");
+    for d in 0..4 {
+        remove_dir_all(s.p(format!("d{d}")));
+    }
+    wait_held(port, &mut agent);
+    let held_before = remote_status(port, 0)["held_deletes"].as_u64().unwrap_or(0);
+    assert!(held_before > 0);
+    agent.stop();
+    let fail_log = fs::read_to_string(s.fail_log()).expect("the fail log keeps them");
+    assert!(fail_log.contains("#held"), "{fail_log}");
+
+    let mut agent = start(&s, &config_text, &[]);
+    wait_held(port, &mut agent);
+    assert!(
+        agent
+            .log()
+            .contains("held by the brake on mass deletes at the last stop"),
+        "the start says so:\n{}",
+        tail(&agent.log(), 20)
+    );
+    let held_after = remote_status(port, 0)["held_deletes"].as_u64().unwrap_or(0);
+    assert!(held_after > 0, "still held ({held_before} before the stop)");
+    for r in s.remotes() {
+        assert!(
+            files(&r) >= 20 - 2,
+            "{}: held deletes went out",
+            r.display()
+        );
+    }
+    // Edits flow; then the release brings the remotes level.
+    s.write("during.txt", "x\n");
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--release-deletes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    s.wait(&mut agent, "released after the restart");
+    agent.stop();
+    assert!(!s.fail_log().exists(), "nothing left in the fail log");
+}
+
+// A watch root renamed away and an empty directory made at its path (an unmounted
+// volume's mount point looks like that): today's full sync of the root found again
+// would delete everything on every remote.
+#[test]
+fn a_root_found_again_empty_is_not_mirrored_as_deletes() {
+    let s = setup!();
+    tree(&s, 2, 3);
+    let port = free_port("127.0.0.1");
+    // The default brake.
+    let mut conf = s.conf();
+    conf.status_port = Some(port);
+    let mut agent = s.agent_with(&conf, &["-r"]);
+    s.wait(&mut agent, "the tree before");
+    rename(&s.src, s.dir.join("src.away"));
+    wait_until("the agent notices the root moved away", DEADLINE, || {
+        agent.assert_running();
+        agent.log().contains("renamed or moved away")
+    });
+    fs::create_dir(&s.src).expect("an empty directory at the root's path");
+    wait_held(port, &mut agent);
+    assert_eq!(remote_status(port, 0)["held_full"], true);
+    for r in s.remotes() {
+        assert_eq!(files(&r), 7, "{}: the remote keeps its files", r.display());
+    }
+    // Writes in the new root still arrive; nothing is deleted.
+    s.write("new.txt", "new\n");
+    for r in s.remotes() {
+        wait_until("the write arrives", DEADLINE, || r.join("new.txt").exists());
+        assert_eq!(files(&r), 8, "{}", r.display());
+    }
+    agent.stop();
+}
+
+#[test]
+fn test_config_shows_the_brake_and_refuses_a_bad_threshold_with_its_line() {
+    let s = setup!();
+    let config = s.dir.join("sersync.xml");
+    let port = free_port("127.0.0.1");
+    let config_text = conf_with_brake(
+        &s,
+        r#"<deleteBrake percent="50" count="20" seconds="600"/>"#,
+        port,
+    );
+    fs::write(&config, &config_text).expect("write");
+    let out = sersync2(&s.dir, &["-t", "-o", "sersync.xml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(
+            "delete brake: deletes held when more than 50% of the tree and 20 or more within 600 s"
+        ),
+        "{}",
+        text(&out)
+    );
+    // The default, and off.
+    fs::write(&config, s.conf().render()).expect("write");
+    let out = sersync2(&s.dir, &["-t", "-o", "sersync.xml"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("more than 50% of the tree and 1000 or more within 60 s"),
+        "{}",
+        text(&out)
+    );
+    fs::write(
+        &config,
+        conf_with_brake(&s, r#"<deleteBrake start="false"/>"#, port),
+    )
+    .expect("write");
+    let out = sersync2(&s.dir, &["-t", "-o", "sersync.xml"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("delete brake: off"),
+        "{}",
+        text(&out)
+    );
+    let bad = conf_with_brake(&s, r#"<deleteBrake percent="-1"/>"#, port);
+    let line = bad
+        .lines()
+        .position(|l| l.contains("deleteBrake"))
+        .expect("the line")
+        + 1;
+    fs::write(&config, &bad).expect("write");
+    let out = sersync2(&s.dir, &["-t", "-o", "sersync.xml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("sersync.xml:{line}: "))
+            && err.contains(r#"<deleteBrake percent="-1">: must be a whole number from 0 to 100; write e.g. percent="50""#),
+        "{err}"
+    );
+}
