@@ -97,7 +97,9 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
         None => println!("crontab: off"),
     }
     match config.plugins.active().map(|p| &**p) {
-        Some(Plugin::Command(c)) => println!("plugin: command: {}", c.describe()),
+        Some(Plugin::Command(c)) => {
+            println!("plugin: command: {} ({})", c.describe(), c.describe_mode())
+        }
         Some(p) => println!("plugin: {}", p.name()),
         None => println!("plugin: off"),
     }
