@@ -513,6 +513,7 @@ def cmd_wait_idle(a):
 # ------------------------------------------------------------------------------ table
 
 CONTENDERS = [
+    ("sersync2-base", "sersync2 built from BASE_BIN"),
     ("sersync2", "sersync2 (default)"),
     ("sersync2-b1", "sersync2 --batch 1"),
     ("floor", "floor: cp + 1 rsync/remote"),

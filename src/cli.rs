@@ -27,8 +27,8 @@ EXIT STATUS
     0  stopped cleanly (SIGTERM/SIGINT); --test-config found the config valid (with
        --probe: and every remote answered); --replay left nothing owed; --wait-synced:
        every remote has every change made before the call; --verify found every remote
-       level; --status: every remote is level or catching up; --once: every remote
-       was brought level
+       level; --status: every remote is level, catching up or paused; --once: every
+       remote was brought level; --pause, --resume: the running instance did it
     1  runtime failure: another instance holds this config's lock, watching could not
        start, -t --probe found a remote that does not answer (or refuses pushes: a
        read-only module), --replay left entries
@@ -36,7 +36,7 @@ EXIT STATUS
        remote that differs or could not be checked, --status: a remote is failing, a
        watch root is lost, or no instance answers, --once: something is left owed to
        a remote (kept in the fail log for the next run) or a watch root could not be
-       read
+       read, --pause, --resume: no instance runs the config (or it refused)
     2  bad flags or a bad config (the message names file, line and element), or a
        fail log, pid file, log file or program the agent refuses (see FILES); nothing
        was started
@@ -65,8 +65,8 @@ FILES
                                     there, in a private nosymfollow mount
     <config>.pid.sock               beside it, the running instance's control socket
                                     (mode 0600, its user and root only): --status,
-                                    --replay and --wait-synced ask it, found from -o
-                                    alone
+                                    --replay, --wait-synced, --pause and --resume ask
+                                    it, found from -o alone
     /var/log/sersync2/<config>.log  the log with -d, no --log-file and no syslog
                                     socket (said before the detach); when not root,
                                     in $XDG_STATE_HOME/sersync2 or
@@ -118,6 +118,7 @@ ENVIRONMENT
 /// sersync2: mirror a directory tree to several hosts in real time with rsync.
 #[derive(Debug, Parser)]
 #[command(name = "sersync2", version, about, after_help = AFTER_HELP)]
+#[command(group = clap::ArgGroup::new("asks_remotes").args(["wait_synced", "pause", "resume"]))]
 pub struct Args {
     /// Run as a daemon (detach from the terminal)
     #[arg(short = 'd')]
@@ -173,7 +174,7 @@ pub struct Args {
     pub once: bool,
 
     /// Print the running instance's status, asked over its control socket, and exit: 0
-    /// when every remote is level or catching up, 1 when one is failing (or a watch root is
+    /// when every remote is level, catching up or paused, 1 when one is failing (or a watch root is
     /// lost, or no instance runs the config)
     #[arg(long)]
     pub status: bool,
@@ -201,9 +202,22 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", requires = "wait_synced")]
     pub timeout: Option<u64>,
 
-    /// With --wait-synced: wait only for this remote, as --status names it (host::module
-    /// or host:dir); may be repeated
-    #[arg(long, value_name = "LABEL", requires = "wait_synced")]
+    /// Hold back every push of the running instance (asked over its control socket), or
+    /// with --remote only those to that remote: changes are still read and wait, merged;
+    /// --status says paused and how much waits; a stop keeps it in the fail log. Lasts
+    /// until --resume or a restart (a reload keeps it)
+    #[arg(long, conflicts_with_all = ["replay", "status", "test_config", "module", "verify", "once", "daemon", "full_first"])]
+    pub pause: bool,
+
+    /// Let the running instance push again what a --pause held back (every remote, or
+    /// with --remote only that one)
+    #[arg(long, conflicts_with_all = ["replay", "status", "test_config", "module", "verify", "once", "daemon", "full_first"])]
+    pub resume: bool,
+
+    /// With --wait-synced: wait only for this remote; with --pause or --resume: pause or
+    /// resume only this remote. As --status names it (host::module or host:dir); may be
+    /// repeated
+    #[arg(long, value_name = "LABEL", requires = "asks_remotes")]
     pub remote: Vec<String>,
 
     /// Most paths one rsync call carries (overrides <batch size>); 1 = one call per path
@@ -267,5 +281,26 @@ mod tests {
         assert_eq!(a.config, std::path::PathBuf::from("./confxml.xml"));
         assert_eq!(a.workers, None);
         assert!(Args::try_parse_from(["sersync2", "-n", "0"]).is_err());
+    }
+
+    #[test]
+    fn pause_and_resume_take_remotes_and_exclude_each_other() {
+        let a = Args::try_parse_from(["sersync2", "--pause", "--remote", "h::m"]).expect("parses");
+        assert!(a.pause && !a.resume);
+        assert_eq!(a.remote, ["h::m"]);
+        let a = Args::try_parse_from(["sersync2", "--resume"]).expect("parses");
+        assert!(a.resume && a.remote.is_empty());
+        for bad in [
+            &["sersync2", "--pause", "--resume"][..],
+            &["sersync2", "--pause", "--wait-synced"],
+            &["sersync2", "--pause", "--replay"],
+            &["sersync2", "--remote", "h::m"],
+            &["sersync2", "--resume", "--status"],
+        ] {
+            assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        let a = Args::try_parse_from(["sersync2", "--wait-synced", "--remote", "h::m"])
+            .expect("--remote still goes with --wait-synced");
+        assert_eq!(a.remote, ["h::m"]);
     }
 }

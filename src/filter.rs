@@ -10,7 +10,11 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use regex::bytes::Regex;
+
+use crate::config::rules::Rules;
 
 /// The start of a sync cookie's name: the file `--wait-synced` has the agent create and
 /// delete in a watch root to learn that every earlier event of that root was read. It is
@@ -166,11 +170,15 @@ pub fn rsync_glob(compiled: &str) -> Option<String> {
     })
 }
 
-/// The `<filter>` excludes, compiled and anchored, and the agent's own files inside one
-/// watch root.
+/// The `<filter>` excludes, compiled and anchored, its rsync rules, and the agent's own
+/// files inside one watch root. The order: the agent's own files and the `<exclude>`
+/// expressions first (what they keep out stays out), then the rules (`<rule>`,
+/// `<rules file>`: the first that matches decides; none: the path is in).
 #[derive(Debug, Clone, Default)]
 pub struct Excludes {
     rules: Vec<Regex>,
+    /// `<filter>`'s rsync rules; rsync gets them too (`Target::filter_rules`).
+    filter: Arc<Rules>,
     /// The agent's own files (log, fail log, pid file, control socket...) that lie in
     /// this watch root, relative to it: never events, never pushed.
     own: Vec<PathBuf>,
@@ -242,8 +250,15 @@ impl Excludes {
     pub fn new(rules: Vec<Regex>) -> Self {
         Excludes {
             rules,
+            filter: Arc::default(),
             own: Vec::new(),
         }
+    }
+
+    /// These excludes with `<filter>`'s rsync rules after them.
+    pub fn with_rules(mut self, rules: Rules) -> Self {
+        self.filter = Arc::new(rules);
+        self
     }
 
     /// These excludes for one watch root, with the agent's own files inside it (`own`,
@@ -279,8 +294,16 @@ impl Excludes {
     }
 
     /// Is this relative path excluded? Only the path itself is tested: its ancestors
-    /// were tested when their watches were made.
+    /// were tested when their watches were made (a walk does not descend into what is
+    /// kept out, and a directory renamed to an excluded name loses its watches).
     pub fn excludes(&self, rel: &Path, is_dir: bool) -> bool {
+        self.excluded_by_expression(rel, is_dir)
+            || self.filter.excludes(rel.as_os_str().as_bytes(), is_dir)
+    }
+
+    /// Is this relative path kept out by the agent's own files or an `<exclude>`
+    /// expression (the rsync rules not looked at)?
+    fn excluded_by_expression(&self, rel: &Path, is_dir: bool) -> bool {
         if self.is_own(rel) {
             return true;
         }
@@ -308,7 +331,11 @@ impl Excludes {
     /// pattern keeps the directory out by itself, while the anchored rule, which matches
     /// any type, would also keep a file or link of that name on a remote from being
     /// deleted (a file replaced here by an excluded directory stayed there for good).
+    /// A path kept out by the rsync rules alone needs none: rsync gets them itself.
     pub fn needs_anchored_rule(&self, rel: &Path, is_dir: bool) -> bool {
+        if !self.excluded_by_expression(rel, is_dir) {
+            return false;
+        }
         if !is_dir || self.is_own(rel) {
             return true;
         }
@@ -323,6 +350,12 @@ impl Excludes {
             .rules
             .iter()
             .any(|r| r.is_match(&with_slash) && rsync_glob(r.as_str()).is_some())
+    }
+
+    /// Is this path excluded as a file or link, but not as a directory (the `<filter>`
+    /// rules can say so: `+ */` then `- *`)?
+    pub fn excludes_only_as_file(&self, rel: &Path) -> bool {
+        self.excludes(rel, false) && !self.excludes(rel, true)
     }
 
     /// Is this path, as a directory, excluded only as a directory (by a rule ending in
@@ -570,6 +603,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The rsync rules come after the `<exclude>` expressions and the agent's own files:
+    /// what those keep out stays out whatever the rules say (every existing config means
+    /// what it meant); the rules decide the rest. A path the rules alone keep out needs
+    /// no exact rule in a full sync: rsync gets the rules themselves.
+    #[test]
+    fn rsync_rules_come_after_the_expressions_and_need_no_exact_rule() {
+        let rules = crate::config::rules::Rules(
+            ["+ *.log", "+ /public/***", "- cache/", "- *"]
+                .iter()
+                .map(|r| crate::config::rules::parse(r.as_bytes()).expect("rule"))
+                .collect(),
+        );
+        let e = ex(&[r"(.*)\.log"])
+            .with_rules(rules)
+            .with_own(vec![PathBuf::from("public/agent.pid")]);
+        assert!(
+            e.excludes(Path::new("public/x.log"), false),
+            "the expression first"
+        );
+        assert!(
+            e.excludes(Path::new("public/agent.pid"), false),
+            "own files first"
+        );
+        assert!(!e.excludes(Path::new("public"), true));
+        assert!(!e.excludes(Path::new("public/a/b"), false));
+        assert!(e.excludes(Path::new("private"), true));
+        assert!(e.excludes(Path::new("top.txt"), false));
+        assert!(e.needs_anchored_rule(Path::new("public/x.log"), false));
+        assert!(!e.needs_anchored_rule(Path::new("private"), true));
+        assert!(!e.needs_anchored_rule(Path::new("top.txt"), false));
+        // A directory-only rule: the machinery of `e/` applies to it.
+        let d = Excludes::default().with_rules(crate::config::rules::Rules(vec![
+            crate::config::rules::parse(b"- cache/").expect("rule"),
+        ]));
+        assert!(d.excludes_only_as_directory(Path::new("a/cache")));
+        assert!(!d.needs_anchored_rule(Path::new("a/cache"), true));
+        assert!(!d.needs_walk(), "rsync applies the rules itself");
+        assert!(skip(&d, b"cache", Path::new("cache"), true));
+        assert!(!skip(&d, b"cache", Path::new("cache"), false));
     }
 
     #[test]

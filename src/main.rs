@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     let outcome = modes::prepare(&mut args).and_then(|()| match Mode::of(&args) {
         Mode::Status => modes::status(&args),
         Mode::WaitSynced => modes::wait_synced(&args),
+        Mode::Pause(pause) => modes::pause(&args, pause),
         Mode::Replay => modes::replay(&args),
         mode => {
             let config = modes::config(&args)?;

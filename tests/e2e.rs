@@ -1072,6 +1072,93 @@ fn a_write_through_one_hard_linked_name_reaches_the_others_fanotify() {
     a_write_through_one_hard_linked_name_reaches_the_others("fanotify");
 }
 
+/// Rounds of [`hard_linked_names_stay_one_file_on_the_remotes`].
+const LINK_ROUNDS: usize = 30;
+
+// Found by an outside attack run (inotify 3 of 20 rounds, fanotify 2 of 30): with `-H`,
+// after `echo base > h/a; rm -f h/b; ln h/a h/b; echo through >> h/b`, `--wait-synced`
+// said synced while h/a and h/b were two files on a remote (same content): the names
+// went out in two calls (one in flight when the other was queued), and each call sent
+// its name as a file of its own. Every known name of a linked file now reaches a remote
+// in one call after its last change.
+fn hard_linked_names_stay_one_file_on_the_remotes(backend: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let s = Setup::new(&format!("hardlink-rounds-{backend}"));
+    let mut conf = s.conf();
+    if backend == "fanotify" {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: fanotify needs root (CAP_SYS_ADMIN)");
+            return;
+        }
+    }
+    conf.backend = backend.to_owned();
+    conf.params = "-artzH".into();
+    let mut agent = Agent::start(&s.dir, &conf, &[]);
+    let mut split = Vec::new();
+    let mut first_split = String::new();
+    for n in 0..LINK_ROUNDS {
+        fs::create_dir_all(s.p("h")).expect("mkdir -p h");
+        fs::write(s.p("h/a"), format!("base{n}\n")).expect("echo base > h/a");
+        match fs::remove_file(s.p("h/b")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("rm -f h/b: {e}"),
+            _ => {}
+        }
+        fs::hard_link(s.p("h/a"), s.p("h/b")).expect("ln h/a h/b");
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(s.p("h/b"))
+            .expect("open h/b");
+        std::io::Write::write_all(&mut f, format!("through{n}\n").as_bytes())
+            .expect("echo through >> h/b");
+        drop(f);
+        let want = fs::read(s.p("h/a")).expect("read h/a");
+        let out = wait_synced(&s.dir, 120);
+        assert_eq!(out.status.code(), Some(0), "round {n}: {out:?}");
+        for r in s.remotes() {
+            let (a, b) = (r.join("h/a"), r.join("h/b"));
+            for p in [&a, &b] {
+                assert_eq!(
+                    fs::read(p).ok().as_deref(),
+                    Some(&want[..]),
+                    "round {n}: --wait-synced said synced with {} stale\n{}",
+                    p.display(),
+                    agent.log()
+                );
+            }
+            let ino = |p: &Path| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+            if ino(&a) != ino(&b) {
+                if split.is_empty() {
+                    first_split = s.logs();
+                }
+                split.push(format!("round {n} on {}", r.display()));
+            }
+        }
+    }
+    assert!(
+        split.is_empty(),
+        "--wait-synced said synced with h/a and h/b two files ({} of {LINK_ROUNDS} rounds): \
+         {split:?}\n{}\nthe remotes' logs at the first:\n{first_split}",
+        split
+            .iter()
+            .filter_map(|s| s.split(" on ").next())
+            .collect::<BTreeSet<_>>()
+            .len(),
+        agent.log()
+    );
+    agent.stop();
+}
+
+#[test]
+fn hard_linked_names_stay_one_file_on_the_remotes_inotify() {
+    hard_linked_names_stay_one_file_on_the_remotes("inotify");
+}
+
+#[test]
+fn hard_linked_names_stay_one_file_on_the_remotes_fanotify() {
+    hard_linked_names_stay_one_file_on_the_remotes("fanotify");
+}
+
 // Found by an outside attack run: names the `<filter>` excludes that exist only on a
 // remote (the mirror's own `cache/`, its logs) were deleted by full syncs and by the
 // listing pushes of a replaced directory: only the excluded names found in the source

@@ -128,3 +128,96 @@ fn a_live_edit_lands_while_a_full_sync_runs_and_the_remotes_end_equal() {
     }
     agent.stop();
 }
+
+// Issue: a full sync of a big tree said only that it still ran; rsync's own progress
+// (bytes and files transferred, percentage, rate) was not shown anywhere.
+#[test]
+fn a_full_sync_shows_rsyncs_own_figures_per_remote_in_its_progress_line_and_in_status() {
+    let s = setup!();
+    // 12 files of 128 KiB at 128 KiB/s: the full sync to each remote runs at least 12 s,
+    // more than two progress periods of 1 s. Each file's bytes differ (rsync's
+    // compression spans the files of a call: copies of one file would cost nothing).
+    let bytes = noise(12 * (128 << 10));
+    for (i, chunk) in bytes.chunks(128 << 10).enumerate() {
+        s.write(format!("d/f{i:02}.bin"), chunk);
+    }
+    let mut conf = s.conf();
+    conf.params = "-artz --bwlimit=128".into();
+    let conf_path = s.dir.join("sersync.xml");
+    fs::write(&conf_path, conf.render()).expect("write sersync.xml");
+    let mut cmd = command(&s.dir);
+    cmd.args(["-o"])
+        .arg(&conf_path)
+        .arg("-r")
+        .env("SERSYNC2_PROGRESS_SECS", "1");
+    let mut agent = Agent::spawn(cmd, s.dir.join("agent.err"));
+    agent.wait_live();
+    let remotes: Vec<String> = [&s.a, &s.b]
+        .iter()
+        .map(|d| format!("{}::{}", d.ip(), d.module()))
+        .collect();
+    // Each remote's progress line carries rsync's figures, a file transferred among them.
+    wait_until(
+        "a progress line with rsync's figures per remote",
+        DEADLINE,
+        || {
+            agent.assert_running();
+            let log = agent.log();
+            remotes.iter().all(|r| {
+                log.lines().any(|l| {
+                    l.contains(&format!("to {r} still running"))
+                        && l.contains("; rsync: ")
+                        && l.contains("bytes (")
+                        && l.contains("file(s) transferred")
+                })
+            })
+        },
+    );
+    // Status shows them per remote while the full syncs run: the JSON's figures and the
+    // text's line.
+    wait_until(
+        "rsync's figures in --status and --status --json",
+        DEADLINE,
+        || {
+            agent.assert_running();
+            let out = sersync2(&s.dir, &["-o", "sersync.xml", "--status", "--json"]);
+            let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+                return false;
+            };
+            let progress = doc["progress"].as_array().cloned().unwrap_or_default();
+            let json = remotes.iter().all(|r| {
+                progress.iter().any(|p| {
+                    p["remote"].as_str() == Some(r.as_str())
+                        && p["rsync"]["bytes"].as_u64().is_some_and(|b| b > 0)
+                        && p["rsync"]["percent"].as_u64().is_some_and(|p| p <= 100)
+                        && p["rsync"]["rate"]
+                            .as_str()
+                            .is_some_and(|r| r.ends_with("B/s"))
+                        && p["line"].as_str().is_some_and(|l| l.contains("; rsync: "))
+                })
+            });
+            let shown = text(&sersync2(&s.dir, &["-o", "sersync.xml", "--status"]));
+            let text = remotes.iter().all(|r| {
+                shown.lines().any(|l| {
+                    l.starts_with("in progress: full sync of")
+                        && l.contains(&format!("to {r} still running"))
+                        && l.contains("; rsync: ")
+                })
+            });
+            json && text
+        },
+    );
+    wait_until("both full syncs done", BIG_DEADLINE, || {
+        agent.assert_running();
+        let log = agent.log();
+        let done = log
+            .lines()
+            .filter(|l| l.contains("full sync of") && l.contains("done in"));
+        done.count() >= 2
+    });
+    // What was pushed is the tree, as without the figures.
+    for r in s.remotes() {
+        trees_equal(&s.src, &r).unwrap_or_else(|d| panic!("{d}\n{}", agent.log()));
+    }
+    agent.stop();
+}

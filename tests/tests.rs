@@ -12,6 +12,8 @@ mod layers;
 
 // The basic mirror: creates, writes, deletes, links, excludes, -r, ssh mode, SIGTERM.
 mod e2e;
+// `<filter>`'s rsync include/exclude rules: the remotes hold what rsync itself selects.
+mod filter_rules;
 // Renames inside the tree travel as renames (files, directories, in and out of the tree).
 mod moves;
 // Seeded random workloads of every change the kernel can report, checked for equality.
@@ -40,6 +42,8 @@ mod faults_root;
 mod faults_signals;
 // `--replay` beside a running instance, and the control socket it goes through.
 mod faults_control;
+// `--pause` and `--resume` (every remote or one): what waits, the reload, the stop, refusals.
+mod pause;
 // Every failed push says its real cause (rsync's and ssh's own words).
 mod causes;
 // Many remotes and relays: one hung remote holds back only itself.

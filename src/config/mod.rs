@@ -14,6 +14,7 @@ mod raw;
 #[cfg(test)]
 pub(crate) mod raw;
 mod rsync;
+pub mod rules;
 pub mod schema;
 pub mod source;
 
@@ -31,7 +32,7 @@ use rsync::rsync;
 #[cfg(test)]
 use crate::sys::shell::split_str as split_words;
 #[cfg(test)]
-pub(crate) use rsync::{breaks_the_mirror, follows_links, judge_password_file};
+pub(crate) use rsync::{breaks_the_mirror, follows_links, judge_password_file, keeps_hard_links};
 
 /// Which inotify events become syncs (`<inotify>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +138,9 @@ pub struct Config {
     pub debug: bool,
     /// Anchored exclude regexes from `<filter>` when it is on; empty otherwise.
     pub excludes: Vec<Regex>,
+    /// `<filter>`'s `<rule>` and `<rules file>` in order, rsync's filter rules, when it is
+    /// on (after the regexes: a path they exclude stays out whatever the rules say).
+    pub rules: rules::Rules,
     pub events: Events,
     /// `<watcher backend>`; `auto` when absent.
     pub watcher: Backend,
@@ -165,6 +169,14 @@ impl Config {
             .get(i)
             .and_then(Option::as_ref)
             .unwrap_or(&self.rsync)
+    }
+
+    /// Whether any remote's push keeps hard links (`-H` in its params).
+    pub fn keeps_hard_links(&self) -> bool {
+        self.roots.iter().any(|root| {
+            (0..root.remotes.len())
+                .any(|i| rsync::keeps_hard_links(&self.rsync_for(root, i).params))
+        })
     }
 
     /// The distinct ssh commands of the remotes that go over ssh, in config order.
@@ -284,6 +296,15 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
+    /// A text's bytes: Latin-1 configs give back the bytes the file held.
+    pub(crate) fn bytes(&self, value: &str) -> Vec<u8> {
+        if self.latin1 && value.chars().all(|c| (c as u32) < 256) {
+            value.chars().map(|c| c as u32 as u8).collect()
+        } else {
+            value.as_bytes().to_vec()
+        }
+    }
+
     /// A path attribute: Latin-1 configs give back the bytes the original would have used.
     /// Relative paths are made absolute now: a daemon later runs from `/`.
     pub(crate) fn path(&self, value: &str) -> PathBuf {
@@ -333,6 +354,7 @@ fn parse_with(file: &Path, bytes: &[u8], roots_must_exist: bool) -> Result<Confi
 
     let debug = cx.switch(head.debug.as_ref(), "debug", false)?;
     let excludes = excludes(&cx, head.filter.as_ref())?;
+    let rules = filter_rules(&cx, head.filter.as_ref())?;
     let events = events(&cx, head.inotify.as_ref())?;
     let watcher = watcher(&cx, head.watcher.as_ref())?;
     let rsync = rsync(&cx, sersync.rsync.as_ref(), roots_must_exist)?;
@@ -427,6 +449,7 @@ fn parse_with(file: &Path, bytes: &[u8], roots_must_exist: bool) -> Result<Confi
         file: file.to_path_buf(),
         debug,
         excludes,
+        rules,
         events,
         watcher,
         roots,
@@ -485,6 +508,79 @@ fn excludes(cx: &Ctx, filter: Option<&raw::Filter>) -> Result<Vec<Regex>, Config
             })
         })
         .collect()
+}
+
+/// `<filter>`'s rsync rules, `<rule>` and `<rules file>` in the order written.
+fn filter_rules(cx: &Ctx, filter: Option<&raw::Filter>) -> Result<rules::Rules, ConfigError> {
+    let Some(filter) = filter else {
+        return Ok(rules::Rules::default());
+    };
+    if !cx.flag(
+        filter.start.as_deref(),
+        filter.line,
+        "filter",
+        "start",
+        false,
+    )? {
+        return Ok(rules::Rules::default());
+    }
+    enum Item<'a> {
+        Rule(&'a raw::RuleText),
+        File(&'a raw::RulesFile),
+    }
+    let mut items: Vec<(u32, Item)> = filter
+        .rule
+        .iter()
+        .map(|r| (r.seq.unwrap_or(0), Item::Rule(r)))
+        .chain(
+            filter
+                .rules
+                .iter()
+                .map(|f| (f.seq.unwrap_or(0), Item::File(f))),
+        )
+        .collect();
+    items.sort_by_key(|(seq, _)| *seq);
+    let mut out = Vec::new();
+    for (_, item) in items {
+        match item {
+            Item::Rule(r) => {
+                let text = r.text.as_deref().unwrap_or("").trim();
+                let rule = rules::parse(&cx.bytes(text))
+                    .map_err(|e| cx.err(r.line, format!("<rule>: {e}")))?;
+                out.push(rule);
+            }
+            Item::File(f) => {
+                let name = f
+                    .file
+                    .as_deref()
+                    .ok_or_else(|| cx.err(f.line, "<rules>: missing file=\"PATH\""))?;
+                let path = cx.path(name);
+                let bytes = source::read_rules(&path)
+                    .map_err(|e| cx.err(f.line, format!("<rules file=\"{name}\">: {e}")))?;
+                for (line, text) in rules::file_lines(&bytes) {
+                    let rule = rules::parse(text).map_err(|e| ConfigError {
+                        file: path.display().to_string(),
+                        line: Some(line),
+                        message: format!(
+                            "{e} (a rules file, read for <rules> at {}:{})",
+                            cx.file,
+                            f.line.unwrap_or(0)
+                        ),
+                    })?;
+                    out.push(rule);
+                }
+            }
+        }
+        if out.len() > MAX_FILTER_RULES {
+            return Err(cx.err(
+                filter.line,
+                format!(
+                    "<filter>: more than the {MAX_FILTER_RULES} rules allowed in <rule> and <rules>"
+                ),
+            ));
+        }
+    }
+    Ok(rules::Rules(out))
 }
 
 fn events(cx: &Ctx, inotify: Option<&raw::Inotify>) -> Result<Events, ConfigError> {

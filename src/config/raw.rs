@@ -113,6 +113,34 @@ pub struct Filter {
     pub exclude: Vec<Expression>,
     #[serde(default)]
     pub include: Vec<Expression>,
+    /// `<rule>+ /docs/***</rule>`: one rsync filter rule (its text is the `_text` the
+    /// normalising pass makes of the element's text).
+    #[serde(default)]
+    pub rule: Vec<RuleText>,
+    /// `<rules file="PATH"/>`: rsync filter rules, one a line, read at that place.
+    #[serde(default)]
+    pub rules: Vec<RulesFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RuleText {
+    #[serde(rename = "@_text")]
+    pub text: Option<String>,
+    #[serde(rename = "@_line")]
+    pub line: Option<u32>,
+    /// The element's place among its siblings (`<rule>` and `<rules>` keep their order).
+    #[serde(rename = "@_seq")]
+    pub seq: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RulesFile {
+    #[serde(rename = "@file")]
+    pub file: Option<String>,
+    #[serde(rename = "@_line")]
+    pub line: Option<u32>,
+    #[serde(rename = "@_seq")]
+    pub seq: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -542,6 +570,10 @@ fn normalise(file: &str, text: &str) -> Result<String, ConfigError> {
     let mut unknown_count = 0usize;
     let mut tag_unknown: Vec<String> = Vec::new();
     let mut saw_root = false;
+    // `<rule>`'s start tag, held back until its text is read (written as `_text`).
+    let mut rule: Option<(BytesStart<'static>, String)> = None;
+    // Elements met so far: `<rule>` and `<rules>` carry their place as `_seq`.
+    let mut seq = 0u32;
     loop {
         let before = reader.buffer_position() as usize;
         let event = match reader.read_event() {
@@ -598,13 +630,22 @@ fn normalise(file: &str, text: &str) -> Result<String, ConfigError> {
                     continue;
                 }
                 stack.push(name);
-                let tag_out =
+                let mut tag_out =
                     normalise_tag(tag, line, &stack, &mut tag_unknown).map_err(|m| err(line, m))?;
+                seq = seq.saturating_add(1);
+                let in_filter = stack.len() == 3 && stack[..2] == ["head", "filter"];
+                if in_filter && matches!(stack[2].as_str(), "rule" | "rules") {
+                    tag_out.push_attribute(("_seq", seq.to_string().as_str()));
+                }
                 for m in tag_unknown.drain(..) {
                     unknown_count += 1;
                     if unknown.len() < MAX_UNKNOWN_LISTED {
                         unknown.push((line, m));
                     }
+                }
+                if in_filter && is_start && stack[2] == "rule" {
+                    rule = Some((tag_out, String::new()));
+                    continue;
                 }
                 if is_start {
                     writer.write_event(Event::Start(tag_out))
@@ -621,7 +662,29 @@ fn normalise(file: &str, text: &str) -> Result<String, ConfigError> {
                     }
                     continue;
                 }
-                writer.write_event(Event::End(quick_xml::events::BytesEnd::new(name)))
+                match rule.take() {
+                    Some((mut tag, text)) if name == "rule" => {
+                        tag.push_attribute(("_text", text.as_str()));
+                        writer.write_event(Event::Empty(tag))
+                    }
+                    _ => writer.write_event(Event::End(quick_xml::events::BytesEnd::new(name))),
+                }
+            }
+            // A `<rule>`'s text: its rsync filter rule.
+            Event::Text(ref t) if rule.is_some() => {
+                let text = t
+                    .unescape()
+                    .map_err(|e| err(line, format!("bad text in <rule>: {e}")))?;
+                if let Some((_, r)) = rule.as_mut() {
+                    r.push_str(&text);
+                }
+                Ok(())
+            }
+            Event::CData(ref t) if rule.is_some() => {
+                if let Some((_, r)) = rule.as_mut() {
+                    r.push_str(&String::from_utf8_lossy(t));
+                }
+                Ok(())
             }
             Event::Eof => break,
             // Text between elements, comments, declarations: nothing the config reads.

@@ -110,6 +110,35 @@ pub(crate) fn follows_links(words: &[String]) -> Option<String> {
     None
 }
 
+/// Whether these params keep hard links (`-H`, alone or in a cluster such as `-artzH`,
+/// or `--hard-links`), the last of those and `--no-hard-links`/`--no-H` deciding. A
+/// cluster is read as [`follows_links`] reads it.
+pub(crate) fn keeps_hard_links(words: &[String]) -> bool {
+    let mut on = false;
+    for w in words {
+        if let Some(long) = w.strip_prefix("--") {
+            match long {
+                "hard-links" => on = true,
+                "no-hard-links" | "no-H" => on = false,
+                _ => {}
+            }
+            continue;
+        }
+        let Some(cluster) = w.strip_prefix('-') else {
+            continue;
+        };
+        for c in cluster.chars() {
+            if c == 'H' {
+                on = true;
+            }
+            if matches!(c, 'e' | 'B' | 'f' | 'T' | 'M' | '@') {
+                break;
+            }
+        }
+    }
+    on
+}
+
 /// The first of `commonParams`' (or a remote's `params=`) words that would break what
 /// the agent promises of a mirror, with why: a push that sends nothing while the agent
 /// counts it landed (`-n`/`--dry-run`, `--list-only`, the batch modes), one that deletes

@@ -116,6 +116,23 @@ pub const ELEMENTS: &[Element] = &[
         &[START],
     ),
     el("head/filter/exclude", "One excluded path pattern.", &[EXPRESSION]),
+    Element {
+        path: "head/filter/rule",
+        what: "One include or exclude rule in rsync's filter syntax, as the element's text: \
+               + PATTERN or - PATTERN (include, exclude). The <rule> and <rules> elements \
+               form one ordered list, checked after the <exclude> expressions: the first \
+               rule that matches a path decides, a path none matches is included.",
+        usage: Use::Added,
+        attributes: &[],
+    },
+    Element {
+        path: "head/filter/rules",
+        what: "rsync filter rules read from a file at this place in the list, one a line \
+               (empty lines and lines starting with # or ; skipped). The file must be owned \
+               by root or the agent's user and not writable by group or others.",
+        usage: Use::Added,
+        attributes: &[added("file", "The rules file's path.")],
+    },
     el(
         "head/inotify",
         "Which kernel events are pushed (each child has start=).",
@@ -637,7 +654,7 @@ mod tests {
             .split("rename = \"@")
             .skip(1)
             .filter_map(|rest| rest.split('"').next())
-            .filter(|name| *name != "_line")
+            .filter(|name| !name.starts_with('_'))
             .map(str::to_owned)
             .collect();
         let names = |ignored: bool| -> std::collections::BTreeSet<String> {

@@ -45,6 +45,37 @@ fn too_big(size: u64) -> String {
 
 /// The config file's bytes, or why it is refused (the error names the file).
 pub fn read(file: &Path) -> Result<Vec<u8>, ConfigError> {
+    read_checked(file, false)
+}
+
+/// A rules file's bytes (`<filter><rules file>`), read as the config is, and refused
+/// unless it is owned by root or the agent's user and not writable by group or others:
+/// whoever can write it decides what reaches the remotes and what is deleted there.
+/// The error is the reason alone.
+pub fn read_rules(file: &Path) -> Result<Vec<u8>, String> {
+    read_checked(file, true).map_err(|e| e.message)
+}
+
+/// Whether a rules file with this owner and `st_mode` may be read by an agent running
+/// as `euid`.
+pub fn judge_owner(euid: u32, uid: u32, mode: u32) -> Result<(), String> {
+    if uid != 0 && uid != euid {
+        return Err(format!(
+            "owned by {}, neither root nor the agent's user {}: chown it",
+            crate::sys::fsafe::describe_user(uid),
+            crate::sys::fsafe::describe_user(euid)
+        ));
+    }
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "mode {:04o}, writable by group or others: chmod go-w it",
+            mode & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+fn read_checked(file: &Path, owned: bool) -> Result<Vec<u8>, ConfigError> {
     let fail = |message: String| ConfigError {
         file: file.display().to_string(),
         line: None,
@@ -60,6 +91,9 @@ pub fn read(file: &Path) -> Result<Vec<u8>, ConfigError> {
         .map_err(cannot)?;
     let now = f.metadata().map_err(cannot)?;
     judge(now.mode(), now.size()).map_err(&fail)?;
+    if owned {
+        judge_owner(crate::sys::fsafe::euid(), now.uid(), now.mode()).map_err(&fail)?;
+    }
     if !same_file(&before, &now) {
         return Err(fail(
             "the file was replaced while it was opened; send SIGHUP again or run again".into(),

@@ -447,6 +447,29 @@ fn options_that_break_the_mirror_are_refused() {
 }
 
 #[test]
+fn hard_links_are_kept_with_h_in_any_form_and_the_last_word_decides() {
+    let w = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    for on in [
+        &["-artzH"][..],
+        &["-a", "-H"],
+        &["--hard-links"],
+        &["--no-H", "-aH"],
+    ] {
+        assert!(keeps_hard_links(&w(on)), "{on:?}");
+    }
+    for off in [
+        &["-artuz"][..],
+        &["-aH", "--no-hard-links"],
+        &["-Hz", "--no-H"],
+        &["-essh -H"],
+        &["--exclude=-H"],
+        &["-B1024H"],
+    ] {
+        assert!(!keeps_hard_links(&w(off)), "{off:?}");
+    }
+}
+
+#[test]
 fn options_that_follow_links_in_the_tree_are_refused() {
     let w = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     assert_eq!(follows_links(&w(&["-artuzL"])).as_deref(), Some("-L"));
@@ -1245,4 +1268,122 @@ fn a_remote_ssh_program_others_can_change_is_refused() {
         e.message.contains("<remote sshCommand=") && e.message.contains("refusing to run"),
         "{e}"
     );
+}
+
+/// A config with `<filter start="true">` holding `inside`.
+fn with_filter(watch: &Path, inside: &str) -> String {
+    conf_with(watch, "", "").replace(
+        "<head version=\"2.5\">",
+        &format!("<head version=\"2.5\">\n  <filter start=\"true\">\n{inside}\n  </filter>"),
+    )
+}
+
+fn rule_texts(c: &Config) -> Vec<String> {
+    c.rules
+        .0
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.text()).into_owned())
+        .collect()
+}
+
+// `<rule>` elements and `<rules file>` lines form one list, in the order written.
+#[test]
+fn filter_rules_and_rules_files_keep_their_order() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir();
+    let file = d.path().join("site.rules");
+    std::fs::write(&file, "# the site\n- *.tmp\r\n\n; old\ninclude_/b/***\n").expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let text = with_filter(
+        d.path(),
+        &format!(
+            "<exclude expression=\"(.*)\\.log\"/>\n<rule>+ /docs/***</rule>\n\
+             <rules file=\"{}\"/><rule> - &lt;x&gt;/ </rule>\n<rule><![CDATA[- *]]></rule>",
+            file.display()
+        ),
+    );
+    let c = load_str(&text).expect("loads");
+    assert_eq!(c.excludes.len(), 1, "the expressions stay as they were");
+    assert_eq!(
+        rule_texts(&c),
+        ["+ /docs/***", "- *.tmp", "+ /b/***", "- <x>/", "- *"]
+    );
+    // Off: no rules.
+    let off = text.replace("<filter start=\"true\">", "<filter start=\"false\">");
+    assert!(load_str(&off).expect("loads").rules.is_empty());
+}
+
+// A bad rule is refused with its place and what to write.
+#[test]
+fn a_malformed_filter_rule_is_refused_with_its_line() {
+    let d = dir();
+    let e = err(&with_filter(
+        d.path(),
+        "<rule>+ /a/***</rule>\n<rule>-,s *.tmp</rule>",
+    ));
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(
+        e.message.contains("<rule>") && e.message.contains("modifier"),
+        "{e}"
+    );
+    assert!(e.message.contains("- PATTERN"), "{e}");
+    let e = err(&with_filter(
+        d.path(),
+        "<rule>dir-merge .rsync-filter</rule>",
+    ));
+    assert!(e.message.contains("per-directory"), "{e}");
+    let e = err(&with_filter(d.path(), "<rule/>"));
+    assert!(e.message.contains("empty rule"), "{e}");
+    let e = err(&with_filter(d.path(), "<rules/>"));
+    assert!(e.message.contains("missing file="), "{e}");
+    // In a rules file: that file's name and line, and where the config read it.
+    let file = d.path().join("r");
+    std::fs::write(&file, "+ /a/***\n\nP /keep\n").expect("write");
+    let e = err(&with_filter(
+        d.path(),
+        &format!("<rules file=\"{}\"/>", file.display()),
+    ));
+    assert_eq!(
+        (e.file.as_str(), e.line),
+        (file.display().to_string().as_str(), Some(3)),
+        "{e}"
+    );
+    assert!(
+        e.message.contains("one-sided") && e.message.contains("test.xml:4"),
+        "{e}"
+    );
+    // A missing file.
+    let e = err(&with_filter(d.path(), "<rules file=\"/nonexistent/r\"/>"));
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.message.contains("/nonexistent/r"), "{e}");
+}
+
+// Whoever can write the rules file decides what reaches the remotes and what is deleted
+// there: one writable by others, or owned by another user, is refused.
+#[test]
+fn a_rules_file_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir();
+    let file = d.path().join("r");
+    std::fs::write(&file, "- *\n").expect("write");
+    let text = with_filter(d.path(), &format!("<rules file=\"{}\"/>", file.display()));
+    for mode in [0o666, 0o620] {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let e = err(&text);
+        assert!(e.message.contains("writable by group or others"), "{e}");
+    }
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert_eq!(rule_texts(&load_str(&text).expect("loads")), ["- *"]);
+    assert!(source::judge_owner(1000, 0, 0o100644).is_ok(), "root's");
+    assert!(
+        source::judge_owner(1000, 1000, 0o100600).is_ok(),
+        "the agent's"
+    );
+    let foreign = source::judge_owner(1000, 1001, 0o100644).expect_err("another user's");
+    assert!(foreign.contains("neither root nor"), "{foreign}");
+    if crate::sys::fsafe::euid() == 0 {
+        std::os::unix::fs::chown(&file, Some(65534), None).expect("chown");
+        let e = err(&text);
+        assert!(e.message.contains("neither root nor"), "{e}");
+    }
 }

@@ -1,12 +1,14 @@
 //! What the control socket's commands do in a running instance (`service::control`
 //! carries them): `replay`, the fail log now, answered once its pushes have ended;
 //! `status`, the status document (`service::status::Status`, as `GET /status` serves it)
-//! for `--status`; `wait-synced` (`super::wait_synced`).
+//! for `--status`; `wait-synced` (`super::wait_synced`); `pause` and `resume`
+//! (`super::pause`).
 //!
 //! `replay` queues what the fail log owes, as the timed replay does, then waits, up to
 //! [`REPLAY_WAIT`], until every remote that was owed something is settled: nothing
 //! waiting and nothing in flight for it, or a push to it failed since the request and it
-//! is still failing (it is down; what it is owed stays owed). The answer says what is
+//! is still failing (it is down; what it is owed stays owed), or it is paused
+//! (`--pause`: what it is owed waits for `--resume`). The answer says what is
 //! still owed per remote; `ok` is true only when nothing is.
 
 use std::collections::BTreeMap;
@@ -21,7 +23,13 @@ use crate::sync::{Mirror, RemoteId};
 pub const REPLAY_WAIT: Duration = Duration::from_secs(60);
 
 /// The commands the control socket knows.
-pub const COMMANDS: &[&str] = &["replay", STATUS, super::wait_synced::COMMAND];
+pub const COMMANDS: &[&str] = &[
+    "replay",
+    STATUS,
+    super::wait_synced::COMMAND,
+    super::pause::PAUSE,
+    super::pause::RESUME,
+];
 
 /// The control command `--status` sends.
 pub const STATUS: &str = "status";
@@ -34,6 +42,12 @@ pub fn answer(mirror: &Mirror, status: &status::Source, request: &str) -> Value 
         r if r.split_whitespace().next() == Some(super::wait_synced::COMMAND) => {
             let body = r[super::wait_synced::COMMAND.len()..].trim();
             super::wait_synced::serve(mirror, body)
+        }
+        r if r.split_whitespace().next() == Some(super::pause::PAUSE) => {
+            super::pause::serve(mirror, true, &r[super::pause::PAUSE.len()..])
+        }
+        r if r.split_whitespace().next() == Some(super::pause::RESUME) => {
+            super::pause::serve(mirror, false, &r[super::pause::RESUME.len()..])
         }
         other => json!({
             "ok": false,
@@ -88,7 +102,7 @@ pub fn replay(mirror: &Mirror, wait: Duration) -> Value {
         let snap = mirror.snapshot();
         let unsettled = owed_remotes.iter().any(|&t| {
             let down = snap.remotes.get(t.0).is_some_and(|r| {
-                r.failing && r.failed > failed_before.get(t.0).copied().unwrap_or(0)
+                r.paused || (r.failing && r.failed > failed_before.get(t.0).copied().unwrap_or(0))
             });
             !down && !mirror.queue().is_idle_for(t)
         });

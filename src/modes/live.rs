@@ -12,7 +12,8 @@
 //! running pushes are waited for; `Pipeline::stop`), then everything is built again
 //! from the new config (`Parts`, `Pipeline`, see `pipeline.rs`): the fail log is read
 //! again and replayed, so nothing owed is lost. The instance lock and pid file stay
-//! held, the status listener is bound again, `-r` is not repeated.
+//! held, the status listener is bound again, `-r` is not repeated, and the remotes an
+//! operator paused (`--pause`) are paused again before the new workers start.
 //!
 //! Threads: one `watch` thread per root (reads the kernel queue, sends batches), one
 //! `filter` thread (batches into the pending sets), `sync-N` workers (rsync; `-n`, or by
@@ -181,8 +182,10 @@ fn supervise(
     };
     let mut fail_log = fail_log;
     let mut first = true;
+    // The remotes paused by the operator, by label: carried over a reload.
+    let mut paused = std::collections::BTreeSet::new();
     loop {
-        match run(next, fail_log, cx, detached, first)? {
+        match run(next, fail_log, cx, detached, first, &mut paused)? {
             Next::Stop => return Ok(0),
             Next::Reload(p) => {
                 next = *p;
@@ -363,6 +366,7 @@ fn run(
     cx: &Ctx,
     detached: &mut Option<Detached>,
     first: bool,
+    paused: &mut std::collections::BTreeSet<String>,
 ) -> Result<Next, Exit> {
     let Prepared {
         config,
@@ -395,6 +399,8 @@ fn run(
         .map(|(r, e)| (r.to_path_buf(), e.clone()))
         .collect();
     let (mut pipeline, mirror) = Pipeline::sync(config, parts, fail_log, Some(watching), opts);
+    // Before anything is queued or a worker starts: nothing leaks past a pause.
+    super::pause::carry(&mirror, paused);
     let verifier = config
         .verify
         .as_ref()
@@ -507,10 +513,11 @@ fn run(
         let (m, w) = (Arc::clone(&mirror), Arc::clone(&watches));
         n.set_status(Some(Box::new(move || {
             format!(
-                "watching {} directories, {} remotes; {} owed",
+                "watching {} directories, {} remotes; {} owed{}",
                 w.load(Ordering::Relaxed),
                 m.targets().len(),
-                m.owed()
+                m.owed(),
+                paused_status(&m)
             )
         })));
         n.ready();
@@ -518,6 +525,10 @@ fn run(
 
     let next = wait_for_signal(config, cx);
     drop(control);
+    *paused = super::pause::paused_labels(&mirror);
+    if let Next::Stop = next {
+        super::pause::at_stop(paused);
+    }
     match &next {
         Next::Stop => {
             if let Some(n) = &cx.notifier {
@@ -573,6 +584,26 @@ fn run(
         }
     }
     Ok(next)
+}
+
+/// The sd_notify status's words for the paused remotes: `; paused: LABEL (N waiting),
+/// ...`, or nothing.
+fn paused_status(mirror: &sync::Mirror) -> String {
+    let waiting = mirror.queue().waiting();
+    let paused: Vec<String> = mirror
+        .queue()
+        .paused()
+        .into_iter()
+        .zip(mirror.targets())
+        .zip(waiting)
+        .filter(|((p, _), _)| *p)
+        .map(|((_, t), n)| format!("{} ({n} waiting)", t.label()))
+        .collect();
+    if paused.is_empty() {
+        String::new()
+    } else {
+        format!("; PAUSED: {}", paused.join(", "))
+    }
 }
 
 /// Waits for SIGTERM/SIGINT, or a SIGHUP whose config passes its checks.

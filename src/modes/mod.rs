@@ -3,8 +3,8 @@
 //! Every mode starts the same way ([`prepare`]): paths from the command line made
 //! absolute (a daemon runs from `/`), logging set up. The modes that run something then
 //! load and check the config ([`config`]; any error exits 2 before anything starts).
-//! The modes that ask the running instance (`--status`, `--wait-synced`, `--replay`
-//! beside an instance) find it from the config's path alone (`daemon::lock_file`) and
+//! The modes that ask the running instance (`--status`, `--wait-synced`, `--pause`,
+//! `--resume`, `--replay` beside an instance) find it from the config's path alone (`daemon::lock_file`) and
 //! never need the file to be valid: a bad config left on disk after a refused reload
 //! does not keep the operator from asking.
 
@@ -13,6 +13,7 @@ mod commands;
 mod live;
 pub(crate) mod module;
 mod once;
+mod pause;
 mod pipeline;
 mod replay;
 mod test_config;
@@ -33,6 +34,7 @@ use crate::sys::fsafe;
 pub use ask_status::status;
 pub use live::live;
 pub use once::once;
+pub use pause::pause;
 pub use replay::replay;
 pub use test_config::test_config;
 pub use verify::verify;
@@ -51,6 +53,9 @@ pub enum Mode {
     Replay,
     /// `--wait-synced`: ask the running instance, wait until its remotes are level.
     WaitSynced,
+    /// `--pause` (true) or `--resume`: ask the running instance to hold back its
+    /// pushes, or to let them go.
+    Pause(bool),
     /// `--verify`: compare every remote with the source, change nothing.
     Verify,
     /// `--once`: bring every remote level and exit.
@@ -75,6 +80,8 @@ impl Mode {
             Mode::Replay
         } else if args.wait_synced {
             Mode::WaitSynced
+        } else if args.pause || args.resume {
+            Mode::Pause(args.pause)
         } else if args.once {
             Mode::Once
         } else {

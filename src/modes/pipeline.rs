@@ -64,7 +64,9 @@ impl Parts {
             let rel = super::own_in(&r.path, own);
             roots.push(Root {
                 path: r.path.clone(),
-                excludes: Excludes::new(config.excludes.clone()).with_own(rel),
+                excludes: Excludes::new(config.excludes.clone())
+                    .with_rules(config.rules.clone())
+                    .with_own(rel),
                 remotes: sync::workers::remotes_of(&targets, &r.path),
             });
         }
@@ -75,7 +77,7 @@ impl Parts {
             sets: targets.len(),
             targets,
             roots,
-            filter: Excludes::new(config.excludes.clone()),
+            filter: Excludes::new(config.excludes.clone()).with_rules(config.rules.clone()),
         }
     }
 
@@ -89,11 +91,12 @@ impl Parts {
                 .map(|(i, r)| Root {
                     path: r.clone(),
                     excludes: Excludes::new(config.excludes.clone())
+                        .with_rules(config.rules.clone())
                         .with_own(super::own_in(r, own)),
                     remotes: vec![RemoteId(i)],
                 })
                 .collect(),
-            filter: Excludes::new(config.excludes.clone()),
+            filter: Excludes::new(config.excludes.clone()).with_rules(config.rules.clone()),
             sets: roots.len(),
         }
     }
@@ -207,6 +210,8 @@ pub(crate) struct Pipeline {
     attached: Vec<JoinHandle<()>>,
     /// The names of multi-linked files, for the filter thread (`src/sync/links.rs`).
     links: Arc<Mutex<Links>>,
+    /// `-H` in a remote's params: the names of a multi-linked file go in one call.
+    hard_links: bool,
 }
 
 /// How a pipeline ended ([`Pipeline::stop`]).
@@ -274,6 +279,7 @@ impl Pipeline {
             watch_threads: Vec::new(),
             attached: Vec::new(),
             links: Arc::default(),
+            hard_links: config.keeps_hard_links(),
         };
         (pipeline, mirror)
     }
@@ -302,6 +308,7 @@ impl Pipeline {
             watch_threads: Vec::new(),
             attached: Vec::new(),
             links: Arc::default(),
+            hard_links: false,
         }
     }
 
@@ -335,6 +342,7 @@ impl Pipeline {
             debug: self.debug,
             queue: Arc::clone(&self.queue),
             links: Arc::clone(&self.links),
+            hard_links: self.hard_links,
         };
         self.filter = Some(
             std::thread::Builder::new()

@@ -85,6 +85,15 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
         on(e.move_from), on(e.move_to), on(e.attrib), on(e.modify)
     );
     println!("filter: {} exclude rule(s)", config.excludes.len());
+    if !config.rules.is_empty() {
+        // In order, as rsync reads them (the full sync's command line above carries them).
+        println!(
+            "filter rules (after the excludes; the first that matches decides, none: included):"
+        );
+        for r in &config.rules.0 {
+            println!("    {}", String::from_utf8_lossy(&r.text()));
+        }
+    }
     println!(
         "fail log: {} (replayed every {} min)",
         config.fail_log.display(),

@@ -19,7 +19,9 @@
 //! checkpoint: a path changed again after the call does not hold it back once its
 //! earlier change was pushed; a failed push holds it until the path is pushed. A cookie
 //! not seen within [`COOKIE_AGAIN`] (its event lost to a queue overflow, or the root not
-//! watched) is made again under a new name.
+//! watched) is made again under a new name. A paused remote (`--pause`) holds the barrier
+//! like any other that has not had the changes: it waits, and at the timeout says that
+//! the remote is paused.
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
@@ -292,6 +294,7 @@ pub fn serve(mirror: &Mirror, body: &str) -> Value {
                 "owed": r.owed,
                 "lag_seconds": r.lag.as_secs_f64(),
                 "failing": r.failing,
+                "paused": r.paused,
                 "last_error": r.last_error,
             }))
         })
@@ -475,6 +478,9 @@ fn report(answer: &Value, timeout: u64) -> Result<u8, Exit> {
                 ", failing: {}",
                 r["last_error"].as_str().unwrap_or("(no error recorded)")
             ));
+        }
+        if r["paused"].as_bool() == Some(true) {
+            line.push_str(", paused: nothing is pushed to it until sersync2 --resume");
         }
         println!("{line}");
         behind.push(name.to_owned());

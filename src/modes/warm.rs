@@ -96,6 +96,25 @@ pub(crate) fn start(
                         root.display(),
                         tree.len()
                     );
+                    // Files rewritten with their size and mtime as the index has them:
+                    // the full sync's quick check skips them, so they go beside it.
+                    let blind = old_tree
+                        .as_ref()
+                        .map(|old| index::diff(old, &tree).blind)
+                        .unwrap_or_default();
+                    if !blind.is_empty() {
+                        log::info!(
+                            "-r: {} file(s) of {} changed with their size and mtime as the \
+                             index has them; pushed beside the full sync, whose quick check \
+                             would skip them",
+                            blind.len(),
+                            root.display()
+                        );
+                        let items: Vec<Item> = blind.into_iter().map(Item::Blind).collect();
+                        mirror
+                            .queue()
+                            .push_batch(&workers::remotes_of(mirror.targets(), &root), &items);
+                    }
                     rec.rebuild(&root, tree);
                 }
             }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::job::{Entry, RemoteId};
-use super::links::{FileId, Links};
+use super::links::{FileId, Links, TOGETHER_MAX};
 use super::queue::{Item, Queue};
 use crate::config::Events;
 use crate::filter::{self, Excludes};
@@ -44,6 +44,10 @@ pub struct Intake {
     /// The known names of multi-linked files (`src/sync/links.rs`): a write through one
     /// name queues the others.
     pub links: Arc<Mutex<Links>>,
+    /// `-H` (`--hard-links`) is in the params of a remote: every change of a
+    /// multi-linked name queues all its known names as one set, handed out in one call
+    /// (`src/sync/links.rs`).
+    pub hard_links: bool,
 }
 
 /// A regular file created while `<createFile>` is off waits for its CLOSE_WRITE; one
@@ -161,6 +165,7 @@ impl Intake {
     pub(crate) fn take(&self, batch: Batch, unclosed: &mut Unclosed) {
         let mut changes: Vec<Item> = Vec::new();
         let mut cookies: Vec<Vec<u8>> = Vec::new();
+        let mut together: Vec<Item> = Vec::new();
         let Some(route) = self.routes.get(batch.root) else {
             return;
         };
@@ -190,12 +195,25 @@ impl Intake {
                     continue;
                 }
             }
-            let others = self.linked(batch.root, route, &change);
+            let linked = self.linked(batch.root, route, &change);
             let decision = self.decide(route, change);
-            if let (Decision::Push(..), Some(others)) = (&decision, others) {
-                // Written through one name: the file's other names changed too, and
-                // no event says so. They go in the same batch (so in the same call).
-                changes.extend(others.into_iter().map(|p| Item::Path(p.into(), false)));
+            let pushed = matches!(decision, Decision::Push(..) | Decision::Items(_));
+            if let (true, Some(linked)) = (pushed, linked) {
+                if self.hard_links
+                    && !linked.others.is_empty()
+                    && linked.others.len() < TOGETHER_MAX
+                {
+                    // With -H: every known name, in one call (after the change's own
+                    // item, which the set then takes in).
+                    let mut names = linked.others;
+                    names.insert(0, linked.name);
+                    together.push(Item::Linked(names));
+                } else if linked.wrote {
+                    // Written through one name: the file's other names changed too,
+                    // and no event says so. They go in the same batch.
+                    changes
+                        .extend((linked.others.into_iter()).map(|p| Item::Path(p.into(), false)));
+                }
             }
             match decision {
                 Decision::Drop => {}
@@ -211,10 +229,13 @@ impl Intake {
                 Decision::Full => {
                     // Everything waiting so far is covered by the full sync.
                     changes.clear();
+                    together.clear();
                     self.queue.push_full(&route.remotes);
                 }
             }
         }
+        // The sets last: each takes in what the batch queued of its names.
+        changes.extend(together);
         self.queue.push_batch(&route.remotes, &changes);
         if !cookies.is_empty() {
             // Everything before the cookie is queued first: these too.
@@ -229,9 +250,10 @@ impl Intake {
 
     /// Keeps the names of multi-linked files in step with `change` (of watch root
     /// `root`), and for a write (or attribute change) of such a file returns its other
-    /// known mirrored names in this root, each still the same file. Other roots'
-    /// names are queued for their own remotes here.
-    fn linked(&self, root: usize, route: &Route, change: &Change) -> Option<Vec<PathBuf>> {
+    /// known mirrored names in this root, each still the same file; with `-H`, for any
+    /// change that names such a file (a link made, a name moved or renamed in) too.
+    /// Other roots' names are queued for their own remotes here.
+    fn linked(&self, root: usize, route: &Route, change: &Change) -> Option<Linked> {
         let mirrored = |p: &Path| {
             let name = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
             !filter::skip(&route.excludes, name, p, false)
@@ -271,12 +293,16 @@ impl Intake {
                         if !links.learn(name.clone(), id) && links.first_full() {
                             warn_full();
                         }
-                        if !wrote {
+                        if !wrote && !self.hard_links {
                             return None;
                         }
                         let others = links.others(&name, id);
                         drop(links);
-                        Some(self.still_linked(root, id, others))
+                        Some(Linked {
+                            name: path.clone(),
+                            others: self.still_linked(root, id, others),
+                            wrote,
+                        })
                     }
                 }
             }
@@ -290,7 +316,17 @@ impl Intake {
                 if !*dir {
                     match regular_file(&route.root.join(to)).filter(|_| mirrored(to)) {
                         Some((id, n)) if n > 1 => {
-                            links.learn((root, to.clone()), id);
+                            let name = (root, to.clone());
+                            links.learn(name.clone(), id);
+                            if self.hard_links {
+                                let others = links.others(&name, id);
+                                drop(links);
+                                return Some(Linked {
+                                    name: to.clone(),
+                                    others: self.still_linked(root, id, others),
+                                    wrote: false,
+                                });
+                            }
                         }
                         // A file renamed into place (written as a temp name, then
                         // renamed) is a file seen with one name, as one written is: a
@@ -552,6 +588,15 @@ fn listing(path: PathBuf, dir: bool) -> Entry {
     Entry::with_listing(path, listing)
 }
 
+/// A multi-linked file's name a change named, and its other known names (see
+/// [`Intake::linked`]).
+struct Linked {
+    name: PathBuf,
+    others: Vec<PathBuf>,
+    /// The change was a write (or an attribute change) through `name`.
+    wrote: bool,
+}
+
 enum Decision {
     Drop,
     /// A regular file created while `<createFile>` is off: pushed at its CLOSE_WRITE,
@@ -621,6 +666,7 @@ mod tests {
             debug: false,
             queue: Arc::clone(&queue),
             links: Default::default(),
+            hard_links: false,
         };
         std::fs::write(d.path().join("linked"), b"whole").expect("write");
         std::fs::write(d.path().join("growing"), b"part").expect("write");
@@ -665,6 +711,7 @@ mod tests {
             debug: true,
             queue: Arc::clone(&queue),
             links: Default::default(),
+            hard_links: false,
         };
         let file = |path: &str, op| Change::File { path: p(path), op };
         let batch = Batch {
@@ -714,6 +761,7 @@ mod tests {
             debug: false,
             queue: Arc::clone(&queue),
             links: Default::default(),
+            hard_links: false,
         };
         let file = |path: &str, op| Change::File { path: p(path), op };
         std::fs::write(d.path().join("d~"), b"one").expect("write");

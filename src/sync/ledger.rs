@@ -72,6 +72,13 @@
 //! a full sync runs (`beside_full`) waits once more when that full sync ends, with the
 //! mark it had, and keeps that mark meanwhile: a barrier does not pass on it until that
 //! push lands. The full sync itself still starts only once nothing is in flight.
+//!
+//! With `-H`, the names of a multi-linked file are queued as one set
+//! ([`Ledger::push_linked`]) and handed out together, in one call, once none of them is
+//! in flight (`links::pick`): rsync links names on the remote only within one call. A
+//! set keeps its names through a collapse (the directory's listing takes the place of
+//! its names there) and through a full sync running beside it; the names of a set
+//! owed after a failure are retried as the paths they are.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -82,6 +89,7 @@ use std::time::Instant;
 
 use super::faillog::Owed;
 use super::job::{Entry, Job};
+use super::links::Together;
 use super::recovery::Recovery;
 
 /// A relative path as raw bytes. The maps compare and hash keys on every event; bytes
@@ -196,6 +204,20 @@ pub struct Ledger {
     /// built before, lacks; it sends what it listed, older than the push), so each
     /// waits once more when it ends, keeping its mark until then (see the module doc).
     beside_full: HashMap<Key, (bool, Mark)>,
+    /// The names of multi-linked files waiting that go in one call (with `-H`; see
+    /// `links.rs`), and of those handed out beside the full sync running, the sets they
+    /// were in (they wait again as sets when it ends).
+    together: Together<Key>,
+    beside_together: Vec<Vec<Key>>,
+    /// Files changed with their size and mtime as before (found by the warm-restart
+    /// catch-up: only the inode or ctime differ): rsync's quick check skips them, so a
+    /// full sync (no `--ignore-times`) does not cover them. They keep waiting beside a
+    /// full sync queued for the remote, wait again when one lands, and leave this set
+    /// (with the oldest mark they had) once a push of them lands.
+    blind: HashMap<Key, Mark>,
+    /// The operator paused this remote (`sersync2 --pause`): nothing is handed out,
+    /// everything else goes on (see `pause.rs`).
+    paused: bool,
 }
 
 /// More renames than this waiting for one remote at a take is a flood: all of them
@@ -257,6 +279,9 @@ impl Renamed {
 pub enum Item {
     /// A path or a listing; `true` when it is a directory that is gone.
     Path(Entry, bool),
+    /// A file changed with its size and mtime as before (see `Ledger::blind`): pushed
+    /// like a path, never covered by a full sync.
+    Blind(PathBuf),
     /// A rename inside the tree (see [`Job::Rename`]).
     Rename {
         from: PathBuf,
@@ -264,6 +289,9 @@ pub enum Item {
         dir: bool,
         below: Vec<PathBuf>,
     },
+    /// The known names of one multi-linked file, with `-H`: pushed, and handed out
+    /// together ([`Ledger::push_linked`]).
+    Linked(Vec<PathBuf>),
 }
 
 /// Keys of `map` at `p`, above it, or below it.
@@ -375,6 +403,7 @@ impl Ledger {
 
 mod finish;
 mod owed;
+mod pause;
 mod push;
 mod take;
 pub use finish::Left;

@@ -4,8 +4,7 @@
 //! alike), and rsync's receiver replaces that name by a new file: the file's other
 //! names (hard links) on a remote keep the old content, even with `-H`, since they are
 //! not in the call. So when a file with more than one link is written, its other known
-//! names go out with it (in the same batch, so in the same call unless one of them is
-//! in flight; with `-H` rsync then keeps them linked on the remote).
+//! names go out with it (in the same batch).
 //!
 //! [`Links`] maps (device, inode) to the names seen for it, per watch root (by its
 //! index), and is fed by the filter thread from what it stats: a created entry (a link
@@ -18,8 +17,23 @@
 //!
 //! Names linked before the agent started and never seen since are not known (docs/guide.md,
 //! "Hard links").
+//!
+//! With `-H`, the same batch is not enough: rsync links names on a remote only when they
+//! are in one call, and each call sends the names it carries as files of their own. A
+//! name in flight while another name of the file is queued (`echo > a; rm b; ln a b;
+//! echo >> b`: `a` goes out at its write, the delete of `b` beside it, then both are
+//! queued again) made two calls, one per name, and two files on the remote. So with
+//! `-H` every change of a multi-linked name (a write, a link made, a name moved or
+//! renamed in) queues all its known names as one set that must travel together
+//! ([`Together`]): a remote's ledger hands the set out in one call, and only once none
+//! of its names is in flight ([`pick`]), so after the last change of the file one call
+//! carries every known name. A set of more than [`TOGETHER_MAX`] names is not kept
+//! together: a write still queues every name (as without `-H`), but they may go in
+//! several calls and be separate files (with the same content) on a remote until a full
+//! sync. Without `-H` nothing is queued together.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::Hash;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
@@ -211,9 +225,203 @@ impl Links {
     }
 }
 
+/// The most names of one file kept together (see the module doc): a set this large is
+/// one call of its own each time the file changes.
+pub const TOGETHER_MAX: usize = 1_000;
+
+/// Sets of waiting names that go in one call (the names of one multi-linked file, with
+/// `-H`): a plain value, kept by a remote's ledger for the names it holds waiting.
+#[derive(Debug, Clone)]
+pub struct Together<K> {
+    set_of: HashMap<K, u64>,
+    sets: HashMap<u64, Vec<K>>,
+    next: u64,
+}
+
+impl<K> Default for Together<K> {
+    fn default() -> Self {
+        Together {
+            set_of: HashMap::new(),
+            sets: HashMap::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<K: Clone + Eq + Hash> Together<K> {
+    /// `keys` go together, with every name already in a set with one of them. A set that
+    /// would grow past [`TOGETHER_MAX`] is left as it was (its names go as they come).
+    pub fn join(&mut self, keys: impl IntoIterator<Item = K>) {
+        let mut seen: HashSet<K> = HashSet::new();
+        let mut new: Vec<K> = Vec::new();
+        let mut ids: Vec<u64> = Vec::new();
+        for k in keys {
+            if !seen.insert(k.clone()) {
+                continue;
+            }
+            match self.set_of.get(&k) {
+                Some(id) if !ids.contains(id) => ids.push(*id),
+                Some(_) => {}
+                None => new.push(k),
+            }
+        }
+        let size = new.len()
+            + ids
+                .iter()
+                .filter_map(|i| self.sets.get(i))
+                .map(Vec::len)
+                .sum::<usize>();
+        if !(2..=TOGETHER_MAX).contains(&size) || (new.is_empty() && ids.len() < 2) {
+            return;
+        }
+        // Into the largest set already there.
+        ids.sort_by_key(|i| std::cmp::Reverse(self.sets.get(i).map_or(0, Vec::len)));
+        let id = match ids.first() {
+            Some(i) => *i,
+            None => {
+                self.next += 1;
+                self.sets.insert(self.next, Vec::new());
+                self.next
+            }
+        };
+        for other in ids.iter().skip(1) {
+            new.extend(self.sets.remove(other).unwrap_or_default());
+        }
+        for k in &new {
+            self.set_of.insert(k.clone(), id);
+        }
+        self.sets.entry(id).or_default().extend(new);
+    }
+
+    /// `k` no longer waits (handed out, merged into another entry, dropped).
+    pub fn leave(&mut self, k: &K) {
+        let Some(id) = self.set_of.remove(k) else {
+            return;
+        };
+        if let Some(set) = self.sets.get_mut(&id) {
+            set.retain(|m| m != k);
+            if set.len() < 2 {
+                for m in set.drain(..) {
+                    self.set_of.remove(&m);
+                }
+                self.sets.remove(&id);
+            }
+        }
+    }
+
+    /// The names that go together with `k` (`k` among them), if it is in a set.
+    pub fn members(&self, k: &K) -> Option<&[K]> {
+        self.set_of
+            .get(k)
+            .and_then(|id| self.sets.get(id))
+            .map(Vec::as_slice)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set_of.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.set_of.clear();
+        self.sets.clear();
+    }
+}
+
+/// Of the names waiting (oldest first), those one call takes: up to `max` that are
+/// `free` (nothing in flight at, above or below them), except that a set of
+/// [`Together`] is taken whole, once every name of it is free, or not at all (so a call
+/// may carry up to [`TOGETHER_MAX`] − 1 names beyond `max`).
+pub fn pick<'a, K: Clone + Eq + Hash + 'a>(
+    waiting: impl IntoIterator<Item = &'a K>,
+    max: usize,
+    free: impl Fn(&K) -> bool,
+    together: &Together<K>,
+) -> Vec<K> {
+    let mut picked: Vec<K> = Vec::new();
+    let mut taken: HashSet<K> = HashSet::new();
+    for k in waiting {
+        if picked.len() >= max {
+            break;
+        }
+        if taken.contains(k) || !free(k) {
+            continue;
+        }
+        match together.members(k) {
+            None => {
+                taken.insert(k.clone());
+                picked.push(k.clone());
+            }
+            Some(set) => {
+                if set.iter().all(&free) {
+                    for m in set {
+                        if taken.insert(m.clone()) {
+                            picked.push(m.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    picked
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The outside run's round with `-H`: `a` in flight, `b` (its delete) in flight
+    // beside it, then both queued as one set: nothing goes until both calls ended,
+    // then one call carries both.
+    #[test]
+    fn names_of_one_file_go_in_one_call_once_none_is_in_flight() {
+        let mut t: Together<&str> = Together::default();
+        t.join(["b", "a"]);
+        let waiting = ["x", "a", "y", "b"];
+        let inflight = |busy: &'static [&'static str]| move |k: &&str| !busy.contains(k);
+        assert_eq!(pick(&waiting, 10, inflight(&["a"]), &t), ["x", "y"]);
+        assert_eq!(pick(&waiting, 10, inflight(&["b"]), &t), ["x", "y"]);
+        assert_eq!(pick(&waiting, 10, inflight(&[]), &t), ["x", "b", "a", "y"]);
+        // The set is taken whole past `max`, and not started when `max` is reached.
+        assert_eq!(pick(&waiting, 2, inflight(&[]), &t), ["x", "b", "a"]);
+        assert_eq!(
+            pick(&["y", "x", "a", "b"], 2, inflight(&[]), &t),
+            ["y", "x"]
+        );
+        // Without sets: the oldest free ones, up to `max`.
+        let none = Together::default();
+        assert_eq!(pick(&waiting, 3, inflight(&["a"]), &none), ["x", "y", "b"]);
+    }
+
+    #[test]
+    fn sets_merge_shrink_and_stay_bounded() {
+        let mut t: Together<u32> = Together::default();
+        t.join([1, 2]);
+        t.join([3, 4]);
+        t.join([2, 3, 5]);
+        let mut m = t.members(&1).expect("in a set").to_vec();
+        m.sort();
+        assert_eq!(m, [1, 2, 3, 4, 5], "a name in two sets joins them");
+        t.join([6]);
+        assert!(t.members(&6).is_none(), "one name alone is no set");
+        for k in [1, 2, 3, 4] {
+            t.leave(&k);
+        }
+        assert!(t.members(&5).is_none(), "the last name left is no set");
+        assert!(t.is_empty());
+        // Past TOGETHER_MAX the names are not kept together.
+        let many: Vec<u32> = (0..TOGETHER_MAX as u32 + 1).collect();
+        t.join(many.iter().copied());
+        assert!(t.is_empty());
+        t.join(many.iter().copied().take(TOGETHER_MAX));
+        assert_eq!(t.members(&0).map(<[u32]>::len), Some(TOGETHER_MAX));
+        t.join([0, 99_999]);
+        assert!(
+            t.members(&99_999).is_none(),
+            "a set at the bound grows no further"
+        );
+        t.clear();
+        assert!(t.is_empty());
+    }
 
     fn n(root: usize, p: &str) -> Name {
         (root, PathBuf::from(p))

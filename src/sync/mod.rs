@@ -42,12 +42,14 @@ pub fn targets(config: &Config) -> Vec<Target> {
         .map(|c| c.excludes.clone())
         .unwrap_or_default();
     let filter_globs = crate::filter::Excludes::new(config.excludes.clone()).rsync_globs();
+    let filter_rules = config.rules.rsync_args();
     config
         .roots
         .iter()
         .flat_map(|root| {
             let full_excludes = full_excludes.clone();
             let filter_globs = filter_globs.clone();
+            let filter_rules = filter_rules.clone();
             root.remotes
                 .iter()
                 .enumerate()
@@ -58,6 +60,7 @@ pub fn targets(config: &Config) -> Vec<Target> {
                     delete: config.events.delete,
                     full_excludes: full_excludes.clone(),
                     filter_globs: filter_globs.clone(),
+                    filter_rules: filter_rules.clone(),
                     own: Vec::new(),
                     ssh_control: None,
                 })

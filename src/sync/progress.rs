@@ -1,8 +1,9 @@
 //! Progress of the long tasks of a big tree: the walk of a catch-up (or of an index
 //! rebuild), a full sync, `--once`. Each running task logs a line every [`every`] (5 s)
 //! and shows in the status (`/status`, `--status`) while it runs: what it is, how long
-//! it has run, and for a walk the entries compared so far, per second, and the changes
-//! found so far.
+//! it has run, for a walk the entries compared so far, per second, and the changes
+//! found so far, and for a full sync rsync's own figures (bytes and files transferred,
+//! percentage, rate: `rsync::progress2`), once it wrote some.
 //!
 //! A task is registered by [`Task::start`] and unregistered when the returned handle is
 //! dropped; its counters are atomics the walk bumps. The lines are made by pure
@@ -12,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
+
+use super::rsync::progress2::{Figures, Latest};
 
 /// How often a running task logs its progress line.
 pub const EVERY: Duration = Duration::from_secs(5);
@@ -36,6 +39,10 @@ pub struct Counts {
     what: String,
     /// Whether it counts entries (a walk) or only runs (a full sync).
     counts: bool,
+    /// The remote it runs to, if one (a full sync).
+    remote: Option<String>,
+    /// rsync's figures, while a transfer of its own writes them (a full sync).
+    rsync: Arc<Latest>,
     started: Instant,
     since: SystemTime,
     entries: AtomicU64,
@@ -57,10 +64,12 @@ impl Counts {
     pub fn report(&self) -> Report {
         Report {
             what: self.what.clone(),
+            remote: self.remote.clone(),
             since: self.since,
             seconds: self.started.elapsed().as_secs_f64(),
             entries: self.counts.then(|| self.entries.load(Ordering::Relaxed)),
             changes: self.counts.then(|| self.changes.load(Ordering::Relaxed)),
+            rsync: self.rsync.get(),
         }
     }
 }
@@ -69,12 +78,16 @@ impl Counts {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     pub what: String,
+    /// The remote it runs to, if one (a full sync).
+    pub remote: Option<String>,
     pub since: SystemTime,
     pub seconds: f64,
     /// Entries compared so far (a walk).
     pub entries: Option<u64>,
     /// Changes found so far (a walk).
     pub changes: Option<u64>,
+    /// rsync's latest figures (a full sync, once rsync wrote some).
+    pub rsync: Option<Figures>,
 }
 
 impl Report {
@@ -109,7 +122,14 @@ pub fn line(r: &Report) -> String {
             r.per_second().unwrap_or(0.0),
             changes.unwrap_or(0)
         ),
-        (None, _) => format!("{} still running ({took} so far)", r.what),
+        (None, _) => match &r.rsync {
+            Some(f) => format!(
+                "{} still running ({took} so far); rsync: {}",
+                r.what,
+                f.text()
+            ),
+            None => format!("{} still running ({took} so far)", r.what),
+        },
     }
 }
 
@@ -140,6 +160,8 @@ impl Task {
         let c = Arc::new(Counts {
             what,
             counts,
+            remote: remote.clone(),
+            rsync: Arc::new(Latest::default()),
             started: Instant::now(),
             since: SystemTime::now(),
             entries: AtomicU64::new(0),
@@ -174,6 +196,11 @@ impl Task {
     pub fn counts(&self) -> &Counts {
         &self.counts
     }
+
+    /// Where rsync's figures go (a full sync's rsync, `Runner::run_showing`).
+    pub fn rsync(&self) -> &Arc<Latest> {
+        &self.counts.rsync
+    }
 }
 
 impl Drop for Task {
@@ -193,10 +220,12 @@ mod tests {
     fn report(seconds: f64, entries: Option<u64>, changes: Option<u64>) -> Report {
         Report {
             what: "catch-up walk of /www".into(),
+            remote: None,
             since: SystemTime::UNIX_EPOCH,
             seconds,
             entries,
             changes,
+            rsync: None,
         }
     }
 
@@ -229,6 +258,27 @@ mod tests {
     }
 
     #[test]
+    fn a_full_sync_with_rsync_figures_says_them() {
+        let mut r = report(12.0, None, None);
+        r.what = "full sync of /www to h::m".into();
+        r.rsync = Some(Figures {
+            transferred: "1,234,567".into(),
+            bytes: Some(1_234_567),
+            percent: 12,
+            rate: "1.23MB/s".into(),
+            files: Some(40),
+            to_check: Some((900, 1000)),
+            list_complete: Some(false),
+        });
+        assert_eq!(
+            line(&r),
+            "full sync of /www to h::m still running (12s so far); rsync: 1,234,567 bytes \
+             (12%), 1.23MB/s, 40 file(s) transferred, 900 of 1000 listed still to check \
+             (list still growing)"
+        );
+    }
+
+    #[test]
     fn a_task_shows_while_it_runs_and_not_after() {
         let t = Task::start("test task 7f3a".into(), true, None);
         t.counts().entry();
@@ -237,6 +287,13 @@ mod tests {
         let mine = |v: Vec<Report>| v.into_iter().find(|r| r.what == "test task 7f3a");
         let r = mine(running()).expect("registered");
         assert_eq!((r.entries, r.changes), (Some(2), Some(1)));
+        assert_eq!(r.rsync, None);
+        t.rsync().set(Figures {
+            transferred: "5".into(),
+            ..Figures::default()
+        });
+        let r = mine(running()).expect("registered");
+        assert_eq!(r.rsync.map(|f| f.transferred), Some("5".to_owned()));
         drop(t);
         assert!(mine(running()).is_none());
     }

@@ -149,6 +149,10 @@ impl Remote {
         per_target: usize,
         all_running: usize,
     ) -> Result<(), Option<Instant>> {
+        if self.pending.is_paused() {
+            // Woken by `resume`.
+            return Err(None);
+        }
         if let Some(until) = self.resting_until.filter(|u| *u > now) {
             return Err(Some(until));
         }
@@ -248,12 +252,14 @@ impl Queue {
             for item in changes {
                 match item {
                     Item::Path(e, gone_dir) => pending.push_at(e.clone(), *gone_dir, now),
+                    Item::Blind(p) => pending.push_blind_at(p.clone(), now),
                     Item::Rename {
                         from,
                         to,
                         dir,
                         below,
                     } => pending.push_rename_at(from.clone(), to.clone(), *dir, below.clone(), now),
+                    Item::Linked(names) => pending.push_linked(names, now),
                 }
             }
             // A collapse that merged nothing (only deleted directories wait there, kept
@@ -631,6 +637,41 @@ impl Queue {
     #[cfg(test)]
     pub fn cancel_retry(&self, target: RemoteId) {
         self.lock().remotes[target.0].pending.retry_at(None);
+    }
+
+    /// Pauses (`true`) or resumes these remotes (see `ledger::pause`): a paused remote
+    /// is handed no work; what waits for it keeps waiting, merged, and is owed at the
+    /// close. Returns, per remote asked, whether this changed it.
+    pub fn set_paused(&self, targets: &[RemoteId], paused: bool) -> Vec<bool> {
+        let mut st = self.lock();
+        let changed = targets
+            .iter()
+            .map(|t| {
+                st.remotes.get_mut(t.0).is_some_and(|r| {
+                    if paused {
+                        r.pending.pause()
+                    } else {
+                        r.pending.resume()
+                    }
+                })
+            })
+            .collect();
+        drop(st);
+        if !paused {
+            // What waited may run now, on as many workers as it needs.
+            self.wake.notify_all();
+        }
+        self.progress.notify_all();
+        changed
+    }
+
+    /// Whether each remote is paused.
+    pub fn paused(&self) -> Vec<bool> {
+        self.lock()
+            .remotes
+            .iter()
+            .map(|r| r.pending.is_paused())
+            .collect()
     }
 
     /// Nothing waiting and nothing in flight, for every remote (a retry waiting for its

@@ -24,6 +24,7 @@ use super::job::{Entry, Job};
 use crate::config::{Remote, RsyncOptions};
 
 mod outcome;
+pub mod progress2;
 mod renames;
 mod run;
 mod ssh;
@@ -48,6 +49,11 @@ pub struct Target {
     /// passed wherever rsync reads or deletes a directory's entries (full syncs, listings,
     /// their clean-up), so such names that exist only on a remote are kept there.
     pub filter_globs: Vec<String>,
+    /// `<filter>`'s rsync rules (`<rule>`, `<rules file>`) as `--filter=` arguments, in
+    /// order: passed to every call that reads the tree from its root (pushes, listings,
+    /// trees, their clean-up, full syncs, `--verify`), after every exclude above, so rsync
+    /// selects what the agent selects and keeps on the remotes what the rules keep out.
+    pub filter_rules: Vec<OsString>,
     /// The agent's own files inside `root` (log, fail log, pid file, control socket...),
     /// relative to it: never pushed, kept out of full syncs and listings (see
     /// [`Target::set_own`]).
@@ -201,6 +207,9 @@ impl Target {
                 stdin.push(0);
             }
         }
+        // After every exclude (the exact ones above included): the `<exclude>`
+        // expressions come first, the rules decide the rest.
+        argv.extend(self.filter_rules.iter().cloned());
         argv.push("./".into());
         argv.push(self.dest().into());
         (argv, stdin)
@@ -317,9 +326,16 @@ impl Target {
                         argv.push(format!("--exclude={glob}").into());
                     }
                 }
+                // The rules as rsync applies them: a name that changed type since it was
+                // queued (a directory-only rule), or one rsync finds in a listing, is
+                // selected as a full sync selects it; what they keep out is not deleted.
+                argv.extend(self.filter_rules.iter().cloned());
                 argv.extend(args);
             }
-            Job::Full => argv.push("./".into()),
+            Job::Full => {
+                argv.extend(self.filter_rules.iter().cloned());
+                argv.push("./".into());
+            }
             Job::Rename { .. } => {}
         }
         argv.push(self.dest().into());
@@ -346,6 +362,7 @@ impl Target {
         for glob in self.full_excludes.iter().chain(&self.filter_globs) {
             argv.push(format!("--exclude={glob}").into());
         }
+        argv.extend(self.filter_rules.iter().cloned());
         self.connection_args(&mut argv);
         for e in dirs {
             let mut a = OsString::from("./");
@@ -399,6 +416,7 @@ impl Target {
         for glob in self.full_excludes.iter().chain(&self.filter_globs) {
             argv.push(format!("--exclude={glob}").into());
         }
+        argv.extend(self.filter_rules.iter().cloned());
         self.connection_args(&mut argv);
         let stdin = exclude_exactly(&mut argv, excluded);
         for d in dirs {
@@ -415,6 +433,15 @@ impl Target {
 /// Bytes of path arguments one rsync call may carry: well inside ARG_MAX (2 MiB on
 /// Linux, shared with the environment).
 pub const ARGS_BUDGET: usize = 512 * 1024;
+
+/// A full sync's argument vector ([`Target::argv`] of [`Job::Full`]) made to write
+/// rsync's progress records on stdout ([`progress2::OPTION`], before the source and
+/// destination). It changes only what rsync prints, not what it sends; rsync (3.1.0 or
+/// later, see `sync::version`) keeps it to itself, whatever the remote runs.
+pub fn show_progress(argv: &mut Vec<OsString>) {
+    let at = argv.len().saturating_sub(2);
+    argv.insert(at, progress2::OPTION.into());
+}
 
 /// Splits paths into runs whose `./path` arguments fit `budget` bytes each (a single
 /// path longer than the budget still gets a run of its own).

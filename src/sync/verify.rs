@@ -513,6 +513,7 @@ mod tests {
             delete: true,
             full_excludes: vec![],
             filter_globs: vec![],
+            filter_rules: Vec::new(),
             own: vec![],
             ssh_control: None,
         };

@@ -79,6 +79,8 @@ struct Stats {
     next_call: AtomicU64,
     /// Since when the full sync running to this remote runs, if one does.
     full_since: Mutex<Option<SystemTime>>,
+    /// Where the rsync of the full sync running to this remote writes its figures.
+    full_rsync: Mutex<Option<Arc<rsync::progress2::Latest>>>,
 }
 
 impl Stats {
@@ -92,6 +94,11 @@ impl Stats {
 
     fn full_since(&self) -> MutexGuard<'_, Option<SystemTime>> {
         self.full_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Taken alone and only to read or set its value (never with another lock held).
+    fn full_rsync(&self) -> MutexGuard<'_, Option<Arc<rsync::progress2::Latest>>> {
+        self.full_rsync.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Counts a job as running until the returned guard is dropped.

@@ -81,6 +81,12 @@ pub fn metrics(s: &Status) -> String {
         per(&|r| u8::from(r.failing).to_string()),
     );
     gauge(
+        "sersync2_remote_paused",
+        "1 while the operator has paused the remote (sersync2 --pause): nothing is pushed to it.",
+        "gauge",
+        per(&|r| u8::from(r.paused).to_string()),
+    );
+    gauge(
         "sersync2_remote_owed_entries",
         "Fail-log entries owed to the remote.",
         "gauge",

@@ -17,5 +17,5 @@ mod tests;
 
 pub use client::query;
 pub use model::{exit_code, PluginStatus, Status};
-pub use report::render;
+pub use report::{printable, render};
 pub use server::{listen, serve, Source};

@@ -65,6 +65,9 @@ pub struct PluginStatus {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ProgressStatus {
     pub what: String,
+    /// The remote it runs to (a full sync).
+    #[serde(default)]
+    pub remote: Option<String>,
     /// When it started (RFC 3339, UTC).
     pub since: String,
     pub seconds: f64,
@@ -72,8 +75,31 @@ pub struct ProgressStatus {
     pub entries: Option<u64>,
     pub per_second: Option<f64>,
     pub changes: Option<u64>,
+    /// A full sync: rsync's own latest figures, once it wrote some.
+    #[serde(default)]
+    pub rsync: Option<RsyncProgress>,
     /// The line the log shows for it.
     pub line: String,
+}
+
+/// rsync's own progress of a full sync, as its `--info=progress2` records say it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RsyncProgress {
+    /// Bytes transferred so far, as rsync writes them (`1,234,567`).
+    pub transferred: String,
+    /// The same as a number, when rsync wrote digits.
+    pub bytes: Option<u64>,
+    /// Of the total size of the files listed so far.
+    pub percent: u32,
+    /// As rsync writes it (`1.23MB/s`).
+    pub rate: String,
+    /// Files transferred so far, once one ended.
+    pub files: Option<u64>,
+    /// Files still to check of those listed so far, once a file ended.
+    pub to_check: Option<u64>,
+    pub listed: Option<u64>,
+    /// Whether the file list was complete then (false: rsync still lists the tree).
+    pub list_complete: Option<bool>,
 }
 
 /// One remote's last verification (`<verify>`).
@@ -205,17 +231,30 @@ pub struct RemoteStatus {
     /// are pushed beside it.
     #[serde(default)]
     pub full_sync_since: Option<String>,
+    /// The operator paused it (`sersync2 --pause`): changes are read and queued for it
+    /// (`queued`, `pending`), nothing is pushed to it until `sersync2 --resume`.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// A push running this long is named in the text report: a big transfer, or a remote
 /// that accepts connections and stopped answering (rsync's I/O timeout ends that call).
 pub const LONG_PUSH: f64 = 10.0;
 
-/// A remote's state for people and monitors: `failing`, else `level` when nothing waits,
-/// runs or is owed and its lag is 0, else `catching up`.
-pub fn remote_state(failing: bool, pending: usize, owed: usize, lag_seconds: f64) -> &'static str {
+/// A remote's state for people and monitors: `failing`, else `paused` while the
+/// operator paused it, else `level` when nothing waits, runs or is owed and its lag is 0,
+/// else `catching up`.
+pub fn remote_state(
+    failing: bool,
+    paused: bool,
+    pending: usize,
+    owed: usize,
+    lag_seconds: f64,
+) -> &'static str {
     if failing {
         "failing"
+    } else if paused {
+        "paused"
     } else if pending == 0 && owed == 0 && lag_seconds == 0.0 {
         "level"
     } else {
@@ -261,8 +300,14 @@ impl Status {
                 .remotes
                 .into_iter()
                 .map(|r| RemoteStatus {
-                    state: remote_state(r.failing, r.pending, r.owed, r.lag.as_secs_f64())
-                        .to_owned(),
+                    state: remote_state(
+                        r.failing,
+                        r.paused,
+                        r.pending,
+                        r.owed,
+                        r.lag.as_secs_f64(),
+                    )
+                    .to_owned(),
                     remote: r.remote,
                     root: r.root.display().to_string(),
                     pushed: r.pushed,
@@ -280,6 +325,7 @@ impl Status {
                     pending: r.pending,
                     longest_push_seconds: r.longest_push.as_secs_f64(),
                     full_sync_since: r.full_sync_since.map(|t| rfc3339(unix_seconds(t))),
+                    paused: r.paused,
                 })
                 .collect(),
             roots: Vec::new(),
@@ -303,6 +349,17 @@ impl Status {
                 line: r.line(),
                 per_second: r.per_second(),
                 since: rfc3339(unix_seconds(r.since)),
+                rsync: r.rsync.map(|f| RsyncProgress {
+                    transferred: f.transferred,
+                    bytes: f.bytes,
+                    percent: f.percent,
+                    rate: f.rate,
+                    files: f.files,
+                    to_check: f.to_check.map(|c| c.0),
+                    listed: f.to_check.map(|c| c.1),
+                    list_complete: f.list_complete,
+                }),
+                remote: r.remote,
                 what: r.what,
                 seconds: r.seconds,
                 entries: r.entries,

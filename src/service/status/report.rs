@@ -97,6 +97,16 @@ pub fn render(s: &Status) -> String {
                         .map_or(String::new(), |at| format!(" at {}", p(at))),
                     p(r.last_error.as_deref().unwrap_or(""))
                 )
+            } else if r.paused {
+                format!(
+                    "PAUSED: {} waiting, {}nothing is pushed to it until sersync2 --resume",
+                    r.queued,
+                    if owed.is_empty() {
+                        String::new()
+                    } else {
+                        owed.replace(", ", "; ")
+                    }
+                )
             } else {
                 let long = (r.longest_push_seconds >= LONG_PUSH).then(|| {
                     format!(
@@ -114,7 +124,7 @@ pub fn render(s: &Status) -> String {
                     full.unwrap_or_default(),
                     long.unwrap_or_default()
                 );
-                let state = remote_state(false, r.pending, r.owed, r.lag_seconds);
+                let state = remote_state(false, false, r.pending, r.owed, r.lag_seconds);
                 if notes.is_empty() {
                     format!("ok ({state})")
                 } else {

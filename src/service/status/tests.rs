@@ -85,7 +85,7 @@ fn remote(name: &str, failing: bool, pending: usize, lag: f64) -> RemoteStatus {
         pushed: 0,
         failed: u64::from(failing),
         queued: pending,
-        state: remote_state(failing, pending, 0, lag).into(),
+        state: remote_state(failing, false, pending, 0, lag).into(),
         failing,
         failing_since_unix: failing.then_some(1_700_000_000),
         failing_since: None,
@@ -98,6 +98,7 @@ fn remote(name: &str, failing: bool, pending: usize, lag: f64) -> RemoteStatus {
         pending,
         longest_push_seconds: 0.0,
         full_sync_since: None,
+        paused: false,
     }
 }
 
@@ -262,6 +263,7 @@ fn a_push_running_long_is_named_beside_ok() {
         pending: 1,
         longest_push_seconds: secs,
         full_sync_since: None,
+        paused: false,
     };
     let mut s = source()();
     s.remotes.push(remote("hung::m", 45.2, 0));
@@ -333,6 +335,7 @@ fn status_client_escapes_control_characters_from_the_answer() {
         pending: 0,
         longest_push_seconds: 0.0,
         full_sync_since: None,
+        paused: false,
     });
     let text = render(&s);
     assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
@@ -342,4 +345,37 @@ fn status_client_escapes_control_characters_from_the_answer() {
         "{text}"
     );
     assert!(!text.lines().any(|l| l.starts_with("FAKE LINE")), "{text}");
+}
+
+// A paused remote (`sersync2 --pause`) says so, with what waits for it, in the text, the
+// document's state and the metrics; it is not a failure for monitors.
+#[test]
+fn a_paused_remote_says_so_and_what_waits() {
+    let mut s = source()();
+    let mut paused = remote("held::m", false, 3, 12.0);
+    paused.paused = true;
+    paused.owed = 1;
+    paused.state = remote_state(false, true, 3, 1, 12.0).into();
+    s.remotes.push(paused);
+    s.remotes.push(remote("flowing::m", false, 0, 0.0));
+    assert_eq!(s.remotes[0].state, "paused");
+    assert_eq!(exit_code(&s), 0, "an operator's pause is not a failure");
+    let text = render(&s);
+    let line = text
+        .lines()
+        .find(|l| l.contains("held::m"))
+        .unwrap_or_default();
+    assert!(
+        line.ends_with(
+            "PAUSED: 3 waiting, owes 1 entry; nothing is pushed to it until sersync2 --resume"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("ok (level)"), "{text}");
+    let m = metrics(&s);
+    assert!(
+        m.contains("sersync2_remote_paused{remote=\"held::m\",root=\"/w\"} 1")
+            && m.contains("sersync2_remote_paused{remote=\"flowing::m\",root=\"/w\"} 0"),
+        "{m}"
+    );
 }

@@ -23,6 +23,7 @@ fn target(root: &str, ip: &str) -> Target {
         delete: true,
         full_excludes: vec![],
         filter_globs: vec![],
+        filter_rules: Vec::new(),
         own: vec![],
         ssh_control: None,
     }

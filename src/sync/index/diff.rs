@@ -18,6 +18,12 @@ pub struct Moved {
 pub struct Diff {
     /// New, or changed in any of type, size, mtime, ctime, inode, device, mode, target.
     pub changed: Vec<PathBuf>,
+    /// Of `changed`, the files rsync's quick check cannot tell from what the remotes
+    /// were sent: a regular file before and now with the same size and mtime (to the
+    /// second: only its inode, ctime or mode differ, as after a rewrite with its mtime
+    /// restored), or one the index knows only as pushed to some remotes. A full sync
+    /// (no `--ignore-times`) would skip them, so they are queued as [`Item::Blind`].
+    pub blind: std::collections::BTreeSet<PathBuf>,
     /// Gone (whether it was a directory). Nothing below a gone directory is listed.
     pub deleted: Vec<(PathBuf, bool)>,
     pub renamed: Vec<Moved>,
@@ -46,7 +52,13 @@ impl Diff {
                 .iter()
                 .map(|(p, dir)| Item::Path(Entry::plain(p.clone()), *dir)),
         );
-        out.extend((self.changed.iter()).map(|p| Item::Path(Entry::plain(p.clone()), false)));
+        out.extend((self.changed.iter()).map(|p| {
+            if self.blind.contains(p) {
+                Item::Blind(p.clone())
+            } else {
+                Item::Path(Entry::plain(p.clone()), false)
+            }
+        }));
         out
     }
 }
@@ -111,7 +123,10 @@ pub fn diff(old: &Tree, new: &Tree) -> Diff {
         moved_to = None;
         match was {
             Some(o) if o == m => continue,
-            Some(_) => {
+            Some(o) => {
+                if quick_check_blind(o, m) {
+                    out.blind.insert(p.clone());
+                }
                 out.changed.push(p.clone());
                 continue;
             }
@@ -172,6 +187,18 @@ pub fn diff(old: &Tree, new: &Tree) -> Diff {
         }
     }
     out
+}
+
+/// Would rsync's quick check (size and mtime) skip the file `new`, given what the
+/// remotes were sent (`old`)? A file the index knows only as sent to some remotes
+/// ([`Kind::Unknown`]) counts: what those hold is not known.
+fn quick_check_blind(old: &Meta, new: &Meta) -> bool {
+    const SEC: i64 = 1_000_000_000;
+    new.kind == Kind::File
+        && (old.kind == Kind::Unknown
+            || (old.kind == Kind::File
+                && old.size == new.size
+                && old.mtime.div_euclid(SEC) == new.mtime.div_euclid(SEC)))
 }
 
 /// Each entry of `old` with its match in `new`, and each entry of `new` with its match

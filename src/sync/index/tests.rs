@@ -78,6 +78,39 @@ fn same_size_and_mtime_but_another_inode_or_ctime_is_a_change() {
 }
 
 #[test]
+fn a_change_rsyncs_quick_check_cannot_see_is_blind() {
+    const S: i64 = 1_000_000_000;
+    let unknown = Meta {
+        kind: Kind::Unknown,
+        ..file(0, 0, 0, 0)
+    };
+    let old = tree(&[
+        ("same", file(2, 3, 10 * S, 10)),
+        ("sub_second", file(3, 3, 10 * S + 5, 10)),
+        ("grown", file(4, 3, 10 * S, 10)),
+        ("touched", file(5, 3, 10 * S, 10)),
+        ("unknown", unknown),
+    ]);
+    let new = tree(&[
+        ("same", file(2, 3, 10 * S, 11)),
+        ("sub_second", file(3, 3, 10 * S + 7, 11)),
+        ("grown", file(4, 4, 10 * S, 11)),
+        ("touched", file(5, 3, 11 * S, 11)),
+        ("unknown", file(6, 3, 10 * S, 10)),
+    ]);
+    let d = diff(&old, &new);
+    assert_eq!(
+        paths(&d.changed),
+        ["grown", "same", "sub_second", "touched", "unknown"]
+    );
+    let blind: Vec<PathBuf> = d.blind.iter().cloned().collect();
+    assert_eq!(paths(&blind), ["same", "sub_second", "unknown"]);
+    let items = d.items();
+    let as_blind = |p: &str| items.contains(&Item::Blind(PathBuf::from(p)));
+    assert!(as_blind("same") && as_blind("unknown") && !as_blind("grown"));
+}
+
+#[test]
 fn a_renamed_directory_is_one_rename_and_nothing_below_it_is_sent() {
     let old = tree(&[
         ("d", dir(1)),
@@ -324,6 +357,7 @@ fn target(root: &Path, ip: &str) -> Target {
         delete: true,
         full_excludes: vec![],
         filter_globs: vec![],
+        filter_rules: Vec::new(),
         own: vec![],
         ssh_control: None,
     }

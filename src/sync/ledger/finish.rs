@@ -26,7 +26,7 @@ impl Ledger {
                 let mut beside: Vec<(Key, (bool, Mark))> = beside.into_iter().collect();
                 beside.sort_by_key(|(_, (_, m))| m.seq);
                 for (k, (listing, m)) in beside {
-                    if self.full_pending {
+                    if self.full_pending && !self.blind.contains_key(&k) {
                         // The full sync waiting covers it, from the older mark.
                         self.full_mark = Some(older(self.full_mark, m));
                         continue;
@@ -35,6 +35,12 @@ impl Ledger {
                         self.replaced.insert(k.clone());
                     }
                     self.push_key(k, false, now, Some(m));
+                }
+                for set in std::mem::take(&mut self.beside_together) {
+                    let waiting: Vec<Key> = (set.into_iter())
+                        .filter(|k| self.by_path.contains_key(k))
+                        .collect();
+                    self.together.join(waiting);
                 }
             }
             Job::Paths(_) | Job::Rename { .. } => {
@@ -70,7 +76,7 @@ impl Ledger {
             .collect();
         self.finish_at(work, now);
         for (k, m) in marks {
-            if self.full_pending {
+            if self.full_pending && !self.blind.contains_key(&k) {
                 // The full sync waiting covers it, from the older mark.
                 self.full_mark = Some(older(self.full_mark, m));
                 continue;
@@ -113,6 +119,8 @@ impl Ledger {
         let full_mark = self.full_mark.take().filter(|_| full);
         let by_path = std::mem::take(&mut self.by_path);
         self.children.clear();
+        self.together.clear();
+        self.beside_together.clear();
         self.rename_keys.clear();
         let replaced = std::mem::take(&mut self.replaced);
         let trees = std::mem::take(&mut self.trees);

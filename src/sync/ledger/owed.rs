@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
-use super::{entry_key, older, Ledger, Mark};
+use super::{entry_key, older, Key, Ledger, Mark};
 use crate::sync::faillog::Owed;
 use crate::sync::job::{Entry, Job};
 use crate::sync::recovery::{Plan, Recovery};
@@ -252,7 +252,26 @@ impl Ledger {
     /// deleted directory took its place while it waited, and paid only itself), so it
     /// would wait for the timed replay, and every barrier with it; it is queued now.
     pub fn pushed(&mut self, job: &Job, left_out: &[(PathBuf, PathBuf)], now: Instant) -> Pushed {
+        if !self.blind.is_empty() {
+            // Landed with `--ignore-times`: a full sync covers them again.
+            for e in job.plain_paths() {
+                if !left_out.iter().any(|(p, _)| *p == e.path) {
+                    self.blind.remove(entry_key(&e));
+                }
+            }
+        }
         let changed = self.paid_leaving(job, left_out, now);
+        if let (Job::Full, false) = (job, self.blind.is_empty()) {
+            // The full sync's quick check skipped them: they go once more, with the
+            // marks they had, so no barrier passes on them before that push lands.
+            let blind: Vec<(Key, Mark)> = (self.blind.iter())
+                .filter(|(k, _)| !self.by_path.contains_key(*k) && !self.inflight.contains_key(*k))
+                .map(|(k, m)| (k.clone(), *m))
+                .collect();
+            for (k, m) in blind {
+                self.push_key(k, false, now, Some(m));
+            }
+        }
         let still_owes = self.owes();
         let was_failing = self.recovery.is_failing();
         let recovered = self.recovery.succeeded(still_owes);

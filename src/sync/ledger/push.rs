@@ -17,7 +17,7 @@ impl Ledger {
 
     /// [`Ledger::push`] of a change made at `now`.
     pub fn push_at(&mut self, entry: Entry, gone_dir: bool, now: Instant) {
-        if self.full_pending && !self.full_inflight {
+        if self.full_pending && !self.full_inflight && !self.is_blind(&entry.path) {
             return; // the full sync that has not started yet covers it
         }
         // A listing: a directory that arrived whole, or one owed from before (the fail
@@ -48,6 +48,53 @@ impl Ledger {
         self.push_key(path, gone_dir, now, None);
     }
 
+    /// Queues the known names of one multi-linked file (with `-H`), to be handed out
+    /// together, in one call (see the module doc). A name a collapsed directory waiting
+    /// took in is there as that directory's listing.
+    pub fn push_linked(&mut self, names: &[PathBuf], now: Instant) {
+        for p in names {
+            self.push_at(Entry::plain(p.clone()), false, now);
+        }
+        let keys: Vec<Key> = names
+            .iter()
+            .filter_map(|p| {
+                let k = key(p.clone());
+                if self.by_path.contains_key(&k) {
+                    return Some(k);
+                }
+                let parent = parent_key(&k)?;
+                (self.replaced.contains(parent) && self.by_path.contains_key(parent))
+                    .then(|| parent.to_vec())
+            })
+            .collect();
+        self.together.join(keys);
+    }
+
+    /// Queues a file changed with its size and mtime as before (see `Ledger::blind`):
+    /// a full sync queued before or after does not cover it.
+    pub fn push_blind_at(&mut self, path: PathBuf, now: Instant) {
+        let k = key(path.clone());
+        let m = Mark {
+            seq: self.seq + 1,
+            since: now,
+        };
+        let e = self.blind.entry(k.clone()).or_insert(m);
+        *e = e.min(m);
+        self.push_at(Entry::plain(path), false, now);
+        if let Some((_, m)) = self.by_path.get(&k) {
+            let m = *m;
+            if let Some(e) = self.blind.get_mut(&k) {
+                *e = e.min(m);
+            }
+        }
+    }
+
+    /// Whether `path` is a file a full sync does not cover (see `Ledger::blind`).
+    pub(super) fn is_blind(&self, path: &std::path::Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        !self.blind.is_empty() && self.blind.contains_key(path.as_os_str().as_bytes())
+    }
+
     /// Turns every waiting rename into its plain form (a flood), oldest first.
     pub(super) fn flood(&mut self) {
         let renames = std::mem::take(&mut self.renames);
@@ -63,6 +110,9 @@ impl Ledger {
     pub(super) fn remove_entry(&mut self, p: &[u8]) -> Option<(u64, Mark)> {
         let (s, m) = self.by_path.remove(p)?;
         self.by_seq.remove(&s);
+        if !self.together.is_empty() {
+            self.together.leave(&p.to_vec());
+        }
         if let Some(parent) = parent_key(p) {
             if let Some(n) = self.children.get_mut(parent) {
                 *n -= 1;
@@ -89,6 +139,11 @@ impl Ledger {
             .filter(|(p, _)| !self.replaced.contains(*p))
             .map(|(p, _)| p.clone())
             .collect();
+        // Names that go together with a child go together with the listing.
+        let sets: Vec<Vec<Key>> = kids
+            .iter()
+            .filter_map(|k| self.together.members(k).map(<[Key]>::to_vec))
+            .collect();
         let mut mark: Option<Mark> = None;
         for k in &kids {
             if let Some((_, m)) = self.remove_entry(k) {
@@ -98,7 +153,14 @@ impl Ledger {
         self.collapsed.push((dir.clone(), kids.len()));
         self.dissolve_related(&dir);
         self.replaced.insert(dir.clone());
-        self.push_key(dir, false, now, mark);
+        self.push_key(dir.clone(), false, now, mark);
+        for set in sets {
+            let keys = set
+                .into_iter()
+                .filter(|k| self.by_path.contains_key(k))
+                .chain(std::iter::once(dir.clone()));
+            self.together.join(keys.collect::<Vec<Key>>());
+        }
     }
 
     /// Queues a rename, or its plain form when something waits at, above or below either
@@ -318,6 +380,10 @@ impl Ledger {
         }
         self.full_mark = Some(mark);
         self.full_pending = true;
+        // What rsync's quick check cannot see keeps waiting, with its mark.
+        let blind: Vec<(Key, Mark)> = (self.blind.keys())
+            .filter_map(|k| self.by_path.get(k).map(|(_, m)| (k.clone(), *m)))
+            .collect();
         self.by_path.clear();
         self.by_seq.clear();
         self.children.clear();
@@ -325,5 +391,9 @@ impl Ledger {
         self.rename_keys.clear();
         self.replaced.clear();
         self.trees.clear();
+        self.together.clear();
+        for (k, m) in blind {
+            self.push_key(k, false, now, Some(m));
+        }
     }
 }

@@ -1,8 +1,11 @@
 //! Taken: the free entries handed out as one call, never beside what is in flight at,
 //! above or below them.
 
+use std::collections::HashSet;
+
 use super::{ancestors, entry_key, key, to_path, Key, Ledger, RENAME_FLOOD, TRICKLE};
 use crate::sync::job::{Entry, Job};
+use crate::sync::links::pick;
 
 impl Ledger {
     /// Only a few paths are in flight and waiting: single edits, not a burst.
@@ -19,8 +22,11 @@ impl Ledger {
 
     /// Hands out the next work, if any is free to run: a full sync once nothing is in
     /// flight, else up to `max` waiting paths (oldest first) that conflict with nothing
-    /// in flight.
+    /// in flight. Nothing while the remote is paused.
     pub fn take(&mut self, max: usize) -> Option<Job> {
+        if self.paused {
+            return None;
+        }
         let job = self.take_inner(max)?;
         if self.full_inflight && job != Job::Full {
             // It may be undone by the full sync running: it goes again once that ends.
@@ -95,17 +101,25 @@ impl Ledger {
                 }
             }
         }
-        let mut picked: Vec<Key> = Vec::new();
-        for (_, p) in self.by_seq.iter() {
-            if picked.len() >= max {
-                break;
-            }
-            if !self.blocked(p) {
-                picked.push(p.clone());
-            }
-        }
+        let picked: Vec<Key> = pick(
+            self.by_seq.values(),
+            max,
+            |p| !self.blocked(p),
+            &self.together,
+        );
         if picked.is_empty() {
             return None;
+        }
+        if self.full_inflight && !self.together.is_empty() {
+            // The sets handed out beside the full sync wait again as sets when it ends.
+            let mut seen: HashSet<&Key> = HashSet::new();
+            for p in &picked {
+                if let Some(set) = self.together.members(p) {
+                    if seen.insert(&set[0]) {
+                        self.beside_together.push(set.to_vec());
+                    }
+                }
+            }
         }
         self.rename_last = false;
         let mut marks = Vec::with_capacity(picked.len());

@@ -1030,6 +1030,60 @@ fn a_listing_left_out_below_a_file_moves_what_it_covers_to_the_file() {
     assert!(q.is_empty());
 }
 
+/// A file whose change rsync's quick check cannot see (`Item::Blind`): a full sync
+/// queued after it does not cover it, one that lands queues it again with its mark,
+/// and once its own push lands a full sync covers it again.
+#[test]
+fn a_blind_file_is_not_covered_by_a_full_sync() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_blind_at(p("b"), t0);
+    q.push(p("other"), false);
+    let checkpoint = q.checkpoint();
+    q.push_full_at(at(t0, 1));
+    let w = q.take(100).expect("the full sync first");
+    assert_eq!(w, Job::Full);
+    // Beside the running full sync: only the blind file still waits.
+    let beside = q.take(100).expect("the blind file beside it");
+    assert_eq!(paths(Some(beside.clone())), [p("b")]);
+    q.pushed(&beside, &[], at(t0, 2));
+    q.finish(&beside);
+    q.pushed(&w, &[], at(t0, 3));
+    q.finish(&w);
+    // Pushed beside the full sync: it waits once more (as every path beside one does).
+    assert!(!q.passed(checkpoint), "the barrier waits for it");
+    let again = q.take(100).expect("once more after the full sync");
+    assert_eq!(paths(Some(again.clone())), [p("b")]);
+    q.pushed(&again, &[], at(t0, 4));
+    q.finish(&again);
+    assert!(q.passed(checkpoint));
+    // Landed: an ordinary path again, covered by the next full sync.
+    q.push(p("b"), false);
+    q.push_full_at(at(t0, 5));
+    assert_eq!(q.take(100), Some(Job::Full));
+    assert!(q.take(100).is_none(), "covered by the full sync");
+}
+
+/// A blind file still waiting when a full sync lands (it could not go beside it) is
+/// queued again with its own mark, and a barrier asked before waits for it.
+#[test]
+fn a_blind_file_waiting_through_a_full_sync_goes_after_it() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_full_at(t0);
+    let w = q.take(100).expect("the full sync");
+    q.push_blind_at(p("b"), at(t0, 1));
+    let checkpoint = q.checkpoint();
+    q.pushed(&w, &[], at(t0, 2));
+    q.finish(&w);
+    assert!(!q.passed(checkpoint));
+    let b = q.take(100).expect("the blind file");
+    assert_eq!(paths(Some(b.clone())), [p("b")]);
+    q.pushed(&b, &[], at(t0, 3));
+    q.finish(&b);
+    assert!(q.passed(checkpoint));
+}
+
 /// The ledger keeps the retry schedule of what is owed (no other record of it): a
 /// failure sets the retry on the backoff, a remote that did not answer and answers
 /// again has what it owes queued at once (its retry dropped), and once it is level its
@@ -1194,4 +1248,68 @@ fn what_went_beside_a_full_sync_stays_owed_at_the_close() {
     owed.sort();
     assert_eq!(owed, [p("a"), p("b")]);
     assert!(!q.passed(q.checkpoint()));
+}
+
+// --- The names of one multi-linked file, with -H (see `links.rs`) ---
+
+// The outside run's round (`echo > h/a; rm h/b; ln h/a h/b; echo >> h/b`): `h/a` went
+// out at its write, the delete of `h/b` beside it, then both names were queued again and
+// each went as soon as its own call ended: two calls, two files on the remote. Queued as
+// one set, they wait for both calls and go in one, and the barrier waits for it.
+#[test]
+fn the_names_of_one_file_go_in_one_call_after_every_call_in_flight_for_them() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_at(entry("h/a"), false, t0);
+    let wa = q.take(100).expect("h/a");
+    q.push_at(entry("h/b"), false, at(t0, 1));
+    let wb = q.take(100).expect("the delete of h/b");
+    q.push_at(entry("x"), false, at(t0, 2));
+    q.push_linked(&[p("h/b"), p("h/a")], at(t0, 3));
+    let cp = q.checkpoint();
+    let wx = q.take(100).expect("x");
+    assert_eq!(
+        paths(Some(wx.clone())),
+        [p("x")],
+        "the set waits for both calls"
+    );
+    q.finish(&wx);
+    q.finish(&wa);
+    assert!(q.take(100).is_none(), "h/b is still in flight");
+    q.finish(&wb);
+    assert!(!q.passed(cp));
+    let w = q.take(1).expect("the set");
+    let mut got = paths(Some(w.clone()));
+    got.sort();
+    assert_eq!(got, [p("h/a"), p("h/b")], "one call, past the batch size");
+    q.paid(&w);
+    q.finish(&w);
+    assert!(q.passed(cp));
+    // A collapse keeps a name of a set with the others: the listing goes with them.
+    let mut q = Ledger::with_collapse_at(3);
+    q.push_linked(&[p("d/a"), p("e/b")], t0);
+    q.push(p("d/x"), false);
+    q.push(p("d/y"), false);
+    let w = q.take(1).expect("the listing of d and e/b");
+    assert_eq!(w.plain_paths().len(), 2, "{w:?}");
+    // Without a set: the first free one alone.
+    let mut q = Ledger::default();
+    q.push(p("h/b"), false);
+    q.push(p("h/a"), false);
+    assert_eq!(paths(q.take(1)), [p("h/b")]);
+}
+
+// Handed out beside a full sync, a set waits again as a set when the full sync ends.
+#[test]
+fn a_set_handed_out_beside_a_full_sync_waits_again_as_a_set() {
+    let mut q = Ledger::default();
+    q.push_full();
+    let full = q.take(100).expect("the full sync");
+    q.push_linked(&[p("a"), p("b")], Instant::now());
+    let w = q.take(100).expect("beside it");
+    q.finish(&w);
+    q.finish(&full);
+    let mut got = paths(q.take(1));
+    got.sort();
+    assert_eq!(got, [p("a"), p("b")], "again, and as a set");
 }

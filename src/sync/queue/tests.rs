@@ -137,3 +137,49 @@ fn the_queue_lock_is_known_to_be_held_by_its_thread() {
     assert!(q.wait_for(far, |_| lock_held()));
     assert!(!lock_held());
 }
+
+#[test]
+fn a_paused_remote_gets_no_worker_and_the_others_flow() {
+    let q = Queue::new(2, 10, 4);
+    assert_eq!(q.set_paused(&[RemoteId(0)], true), [true]);
+    q.push(&[RemoteId(0), RemoteId(1)], &p("x"), false);
+    q.push_full(&[RemoteId(0)]);
+    let (t, job) = q.take().expect("work for the other remote");
+    assert_eq!(t, RemoteId(1));
+    assert_eq!(paths(Some(job.clone())), [p("x")]);
+    q.finish(t, &job, None);
+    assert!(
+        q.try_take_at(Instant::now()).is_none(),
+        "none for the paused one"
+    );
+    assert_eq!(q.paused(), [true, false]);
+    assert_eq!(
+        q.waiting(),
+        [1, 0],
+        "its full sync (covering its path) waits"
+    );
+
+    // A worker waiting for work is woken by the resume.
+    let q = std::sync::Arc::new(q);
+    let worker = {
+        let q = std::sync::Arc::clone(&q);
+        std::thread::spawn(move || q.take())
+    };
+    assert_eq!(q.set_paused(&[RemoteId(0)], false), [true]);
+    let (t, job) = worker.join().expect("worker").expect("work once resumed");
+    assert_eq!((t, job), (RemoteId(0), Job::Full));
+}
+
+#[test]
+fn what_waits_for_a_paused_remote_is_owed_at_the_close() {
+    let q = Queue::new(2, 10, 4);
+    q.set_paused(&[RemoteId(0), RemoteId(1)], true);
+    q.push(&[RemoteId(0), RemoteId(1)], &p("a"), false);
+    q.push(&[RemoteId(1)], &p("b"), false);
+    let left = q.close();
+    assert_eq!(
+        left.iter().map(|l| l.waiting.len()).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(q.owed_counts(), [1, 2]);
+}

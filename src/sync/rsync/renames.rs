@@ -24,7 +24,8 @@ impl Target {
     ///   `REL` the old directory seen from the new one (the fuzzy search then also
     ///   looks there).
     ///
-    /// `None` when the rename must travel plain: deletes are off, or a path that has
+    /// `None` when the rename must travel plain: deletes are off, a directory with
+    /// `<filter>` rules, or a path that has
     /// to appear on the remote's command line (the destination directory, the basis)
     /// holds a byte a remote shell or an old daemon could split or expand.
     pub fn rename_argvs(
@@ -34,7 +35,9 @@ impl Target {
         dir: bool,
         to_paths: &[PathBuf],
     ) -> Option<Vec<Vec<OsString>>> {
-        if !self.delete {
+        if !self.delete || (dir && !self.filter_rules.is_empty()) {
+            // A directory's push names its entries from the new directory (`./to/./x`):
+            // rsync would read anchored rules from there, not from the root.
             return None;
         }
         let parent = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -124,14 +127,17 @@ impl Target {
     /// an existing directory or over a directory, and fails where the remote lacks
     /// `from` or `to`'s parent; the caller then pushes the rename plain.
     ///
-    /// `None`: not ssh mode, deletes are off, or a path, the remote directory or the
+    /// `None`: not ssh mode, deletes are off, `<filter>` rules are set, or a path, the remote directory or the
     /// host holds a byte the remote shell could split or expand.
     pub fn remote_rename_argv(&self, from: &Path, to: &Path) -> Option<(OsString, Vec<OsString>)> {
         let cmd = self.opts.ssh.as_ref()?;
         let base = Path::new(&self.remote.name);
         let host = &self.remote.ip;
         let safe = |p: &Path| remote_safe(p) && !p.as_os_str().is_empty() && p.is_relative();
+        // With `<filter>` rules, what the remote holds below the old name (kept out by a
+        // rule, or there alone) would move along and escape them: the rename goes plain.
         if !self.delete
+            || !self.filter_rules.is_empty()
             || !safe(from)
             || !safe(to)
             || !(self.remote.name.is_empty() || remote_safe(base))

@@ -2,12 +2,14 @@
 //! `Runner` the workers call, the children running (niced when long), and their end.
 
 use std::ffi::{OsStr, OsString};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::outcome::{Outcome, STDERR_KEEP};
+use super::progress2::{Feed, Latest};
 use super::view::command_in;
 use crate::sys::process::{exits_within, wait_unreaped};
 use crate::sys::{memfile, process};
@@ -24,12 +26,30 @@ pub trait Runner: Send + Sync {
         stdin: &[u8],
         watch: Watch,
     ) -> Outcome;
+
+    /// [`Runner::run`] of an rsync that writes its progress records on stdout (a full
+    /// sync with [`super::progress2::OPTION`]): the latest figures go into `progress`
+    /// while it runs. The simulator's calls write none: by default, [`Runner::run`].
+    fn run_showing(
+        &self,
+        program: &OsStr,
+        cwd: &Path,
+        argv: &[OsString],
+        stdin: &[u8],
+        watch: Watch,
+        progress: &Arc<Latest>,
+    ) -> Outcome {
+        let _ = progress;
+        self.run(program, cwd, argv, stdin, watch)
+    }
 }
 
 /// Runs each command as a child process, never through a shell.
 ///
-/// No thread and no pipe: stdin comes from an anonymous file holding `stdin`, stderr
-/// goes to another, whose tail is read after rsync exits. Anything that keeps rsync from
+/// No pipe to wait on: stdin comes from an anonymous file holding `stdin`, stderr goes
+/// to another, whose tail is read after rsync exits. stdout goes nowhere, but for a
+/// full sync's progress records ([`Runner::run_showing`]): a pipe that a thread of its
+/// own drains as they come, so rsync never waits on it. Anything that keeps rsync from
 /// starting (no temp file, fork refused under a process limit, too many open files) is
 /// an ordinary failed run, status -1, with the OS error in `stderr`.
 pub struct Processes;
@@ -45,7 +65,19 @@ impl Runner for Processes {
     ) -> Outcome {
         // rsync reads a tree: in its nosymfollow view ([`command_in`]); the remote
         // `mv` of a rename (ssh) reads nothing here.
-        launch(program, cwd, argv, stdin, watch, program == "rsync")
+        launch(program, cwd, argv, stdin, watch, program == "rsync", None)
+    }
+
+    fn run_showing(
+        &self,
+        program: &OsStr,
+        cwd: &Path,
+        argv: &[OsString],
+        stdin: &[u8],
+        watch: Watch,
+        progress: &Arc<Latest>,
+    ) -> Outcome {
+        launch(program, cwd, argv, stdin, watch, true, Some(progress))
     }
 }
 
@@ -60,7 +92,7 @@ pub enum Watch {
 }
 
 /// Runs `program argv` in `cwd` for [`Processes`]: `confined`, rsync in its view of
-/// `cwd` ([`command_in`]).
+/// `cwd` ([`command_in`]); `progress`: its stdout read for progress records.
 fn launch(
     program: &OsStr,
     cwd: &Path,
@@ -68,6 +100,7 @@ fn launch(
     stdin: &[u8],
     watch: Watch,
     confined: bool,
+    progress: Option<&Arc<Latest>>,
 ) -> Outcome {
     let started = Instant::now();
     let failed = |what: &str, e: std::io::Error| Outcome {
@@ -112,12 +145,25 @@ fn launch(
             }
         }
     };
+    // Without a pipe and a thread to drain it (none left: a process or thread limit),
+    // the call runs as any other, its records not read.
+    let (out, reading) = match progress.map(read_progress) {
+        Some(Ok((writer, reading))) => (Stdio::from(writer), Some(reading)),
+        Some(Err(e)) => {
+            log::debug!("rsync's progress not read: {e}");
+            (Stdio::null(), None)
+        }
+        None => (Stdio::null(), None),
+    };
     let child = cmd
         .args(argv)
         .stdin(input)
-        .stdout(Stdio::null())
+        .stdout(out)
         .stderr(err_out)
         .spawn();
+    // The pipe's write end, kept by the command, closed here: the reader sees its end
+    // when rsync's ends.
+    drop(cmd);
     let mut child = match child {
         Ok(c) => c,
         Err(e) if !cwd.is_dir() => {
@@ -153,6 +199,11 @@ fn launch(
         Ok(s) => s.code().unwrap_or(-1),
         Err(_) => -1,
     };
+    if let Some(done) = reading {
+        // Its last records read. A process rsync started that kept the pipe open would
+        // keep the thread (only it) waiting; the call does not wait for that.
+        let _ = done.recv_timeout(Duration::from_secs(1));
+    }
     let tail = memfile::tail(&err_file, STDERR_KEEP);
     let mut stderr = String::from_utf8_lossy(&tail).trim().to_owned();
     if let Some(after) = killed {
@@ -167,6 +218,39 @@ fn launch(
         stderr,
         elapsed: started.elapsed(),
     }
+}
+
+/// A pipe for rsync's stdout and a thread reading its progress records into
+/// `progress` until the pipe's end (said on the returned channel); the write end for
+/// the child.
+fn read_progress(
+    progress: &Arc<Latest>,
+) -> std::io::Result<(std::io::PipeWriter, crossbeam_channel::Receiver<()>)> {
+    let (mut reader, writer) = std::io::pipe()?;
+    let (done, ended) = crossbeam_channel::bounded(1);
+    let latest = Arc::clone(progress);
+    std::thread::Builder::new()
+        .name("rsync-progress".into())
+        .spawn(move || {
+            let mut feed = Feed::default();
+            let mut buf = [0u8; 16 << 10];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if feed.push(&buf[..n]) {
+                            if let Some(f) = feed.figures() {
+                                latest.set(f.clone());
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = done.send(());
+        })?;
+    Ok((writer, ended))
 }
 
 /// The pids of the rsync children running now (spawned, not yet reaped), so that the

@@ -98,6 +98,7 @@ fn target(ssh: Option<&str>, auth: bool) -> Target {
         delete: true,
         full_excludes: vec!["*.php".into()],
         filter_globs: vec!["*.log".into()],
+        filter_rules: Vec::new(),
         own: vec![],
         ssh_control: None,
     }
@@ -256,6 +257,21 @@ fn ssh_mode_uses_remote_shell_and_dir() {
             "10.0.0.2:mod"
         ]
     );
+}
+
+#[test]
+fn a_full_sync_shows_progress_with_one_option_before_its_source_and_destination() {
+    for ssh in [None, Some("ssh -p 2222")] {
+        let t = target(ssh, true);
+        let (plain, _) = t.argv(&Job::Full, &["a/.svn".into()]);
+        let mut shown = plain.clone();
+        show_progress(&mut shown);
+        let mut expected = plain.clone();
+        let n = expected.len();
+        expected.insert(n - 2, "--info=progress2".into());
+        assert_eq!(shown, expected);
+        assert_eq!(&words(&shown)[n - 1..], ["./", &words(&plain)[n - 1]]);
+    }
 }
 
 #[test]
@@ -444,4 +460,59 @@ proptest! {
         }
         prop_assert_eq!(argv.len() - 1 - n, paths.len());
     }
+}
+
+/// `<filter>`'s rsync rules go to every call that reads the tree from its root, in
+/// order and after every exclude (the `<exclude>` expressions decide first), and not
+/// to a directory's rename push, which names its entries from the new directory (an
+/// anchored rule would be read from there): that rename goes plain.
+#[test]
+fn filter_rules_follow_every_exclude_in_every_call_from_the_root() {
+    let mut t = target(None, true);
+    t.filter_rules = crate::config::rules::Rules(vec![
+        crate::config::rules::parse(b"+ /public/***").expect("rule"),
+        crate::config::rules::parse(b"- *").expect("rule"),
+    ])
+    .rsync_args();
+    let rules = ["--filter=+ /public/***", "--filter=- *"];
+    let after_excludes = |argv: &[OsString], what: &str| {
+        let w = words(argv);
+        let at = w
+            .iter()
+            .position(|a| a == rules[0])
+            .unwrap_or_else(|| panic!("{what}: no rules in {w:?}"));
+        assert_eq!(w[at + 1], rules[1], "{what}: in order: {w:?}");
+        assert!(
+            !w[at..].iter().any(|a| a.starts_with("--exclude")),
+            "{what}: every exclude before the rules: {w:?}"
+        );
+    };
+    let excluded = [PathBuf::from("a/.svn")];
+    let (full, _) = t.argv(&Job::Full, &excluded);
+    after_excludes(&full, "full sync");
+    assert_eq!(full[full.len() - 2], "./");
+    let (push, _) = t.argv(&Job::Paths(vec!["public/a".into()]), &[]);
+    after_excludes(&push, "push");
+    let (listing, _) = t.argv(&Job::Paths(vec![Entry::listing("public")]), &excluded);
+    after_excludes(&listing, "listing");
+    after_excludes(
+        &t.argv_with_args(&Job::Paths(vec![Entry::tree("public")])),
+        "tree",
+    );
+    let (prune, _) = t.prune_argv(&["public".into()], &excluded);
+    after_excludes(&prune, "prune");
+    after_excludes(&t.fail_log_argv(&Job::Full), "the fail log's full sync");
+    assert!(t
+        .rename_argvs(Path::new("public/a"), Path::new("public/b"), true, &[])
+        .is_none());
+    assert!(t
+        .rename_argvs(Path::new("public/a"), Path::new("public/b"), false, &[])
+        .is_some());
+    let ssh = Target {
+        filter_rules: t.filter_rules.clone(),
+        ..target(Some("ssh"), false)
+    };
+    assert!(ssh
+        .remote_rename_argv(Path::new("public/a"), Path::new("public/b"))
+        .is_none());
 }

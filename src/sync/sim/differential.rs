@@ -4,8 +4,8 @@
 //! `prune_argv`, `rename_argvs` for a file and a directory, `settle_argv`), runs it with
 //! real rsync against a loopback `rsync --daemon` whose module holds the remote tree,
 //! and runs [`model::rsync`] on the same remote tree in memory. The two resulting trees
-//! (kinds, file contents and mtimes, link targets) and exit statuses (0, 23, other)
-//! must agree.
+//! (kinds, file contents and mtimes, link targets; with `-H`, drawn for a share of the
+//! cases, which names are one file) and exit statuses (0, 23, other) must agree.
 //!
 //! Not covered here: the ssh remote `mv` of a rename ([`model::remote_mv`]), which no
 //! daemon runs; ssh mode's rsync calls have the same shapes as the daemon's.
@@ -168,6 +168,7 @@ fn random_file(rng: &mut Rng) -> Node {
     Node::File {
         data: rng.pick(&DATA).copied().unwrap_or(b"").to_vec(),
         mtime: (rng.pick(&MTIMES).copied().unwrap_or(MTIMES[0]), 0),
+        link: 0,
     }
 }
 
@@ -187,7 +188,7 @@ fn random_remote(rng: &mut Rng, source: &Tree) -> Tree {
                 match rng.below(100) {
                     0..=9 => model::remove_tree(&mut remote, &k),
                     10..=19 => {
-                        if let Some(Node::File { data, mtime }) = remote.get_mut(&k) {
+                        if let Some(Node::File { data, mtime, .. }) = remote.get_mut(&k) {
                             if rng.chance(50) {
                                 // Same size and mtime, other bytes: the quick check
                                 // cannot tell.
@@ -258,7 +259,7 @@ fn materialise(dir: &Path, tree: &Tree) -> std::io::Result<()> {
         let abs = dir.join(OsStr::from_bytes(rel));
         match node {
             Node::Dir => std::fs::create_dir(&abs)?,
-            Node::File { data, mtime } => {
+            Node::File { data, mtime, .. } => {
                 std::fs::write(&abs, data)?;
                 let t = UNIX_EPOCH + Duration::new(mtime.0.max(0) as u64, mtime.1 as u32);
                 std::fs::File::options()
@@ -458,7 +459,9 @@ fn shape(
             }
             3 => {
                 let excluded = crate::watch::excluded_paths(&t.root, excludes);
-                let (argv, stdin) = t.argv(&Job::Full, &excluded);
+                // As the workers run it: with rsync's progress records on stdout.
+                let (mut argv, stdin) = t.argv(&Job::Full, &excluded);
+                crate::sync::rsync::show_progress(&mut argv);
                 return Shape {
                     name: "full".into(),
                     calls: vec![(argv, stdin)],
@@ -723,6 +726,9 @@ fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
         return Err(format!("seed {seed}: cannot make the trees: {e}"));
     }
     let excludes = sim_excludes(rng.chance(50));
+    // `-H` in a case of its own draw (the cases drawn before it stay as they were): the
+    // names of one file in a call are one file on the remote.
+    let hard = Rng(seed ^ 0x4848_4848).chance(40);
     let mut t = Target {
         root: root.clone(),
         remote: Remote {
@@ -730,7 +736,7 @@ fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
             name: daemon.module.clone(),
         },
         opts: RsyncOptions {
-            params: vec!["-a".into()],
+            params: vec![if hard { "-aH" } else { "-a" }.into()],
             auth: None,
             port: Some(daemon.port),
             timeout: None,
@@ -744,6 +750,7 @@ fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
             Vec::new()
         },
         filter_globs: excludes.rsync_globs(),
+        filter_rules: Vec::new(),
         own: Vec::new(),
         ssh_control: None,
     };
@@ -756,7 +763,7 @@ fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
         show_tree(&source),
         show_tree(&remote)
     );
-    let mut result = Ok(shape.name.clone());
+    let mut result = Ok(format!("{}{}", shape.name, if hard { " -H" } else { "" }));
     for (argv, stdin) in &shape.calls {
         let (status, stderr) = match run_rsync(&root, argv, stdin) {
             Ok(r) => r,
@@ -779,7 +786,37 @@ fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
             ran.status,
             ran.stderr.trim().replace('\n', "\n    ")
         ));
-        let diff = differences(&real, &modelled);
+        let mut diff = differences(&real, &modelled);
+        // With -H, which names are one file (but for `--link-dest`, which links what it
+        // finds in the old place: the model does not track that).
+        let link_dest = argv
+            .iter()
+            .any(|a| a.as_bytes().starts_with(b"--link-dest"));
+        if hard && !link_dest {
+            let (r, m) = (
+                model::link_classes(&real, |_| true),
+                model::link_classes(&modelled, |_| true),
+            );
+            if r != m {
+                let show = |c: &BTreeSet<Vec<Vec<u8>>>| {
+                    c.iter()
+                        .map(|names| {
+                            names
+                                .iter()
+                                .map(|n| String::from_utf8_lossy(n).into_owned())
+                                .collect::<Vec<_>>()
+                                .join("=")
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                diff.push(format!(
+                    "  one file: rsync [{}], model [{}]",
+                    show(&r),
+                    show(&m)
+                ));
+            }
+        }
         let blocked = |s: &str| s.contains("could not make way for new ");
         if !diff.is_empty()
             || class(status) != class(ran.status)

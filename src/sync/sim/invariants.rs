@@ -76,6 +76,23 @@ impl Sim {
                     break 'remotes;
                 }
             }
+            if wrong.is_none() && st.hard_links() {
+                // With -H: the names of one source file are one file on every remote,
+                // but for names changed since.
+                let keep = |k: &[u8]| st.changed.get(k).is_none_or(|&s| s < asked);
+                let want = model::link_classes(&expected, keep);
+                for (t, remote) in st.remotes.iter().enumerate() {
+                    let got = model::link_classes(&mirrored(&st.excludes, remote), keep);
+                    if let Some(names) = want.difference(&got).next() {
+                        wrong = Some(format!(
+                            "barrier asked at step {asked} said synced, but on remote {t} \
+                             {} are not one file (one at the source)",
+                            shown_names(names)
+                        ));
+                        break;
+                    }
+                }
+            }
             if let Some(why) = wrong {
                 st.history.push(format!("barrier said synced: {why}"));
                 st.broken.get_or_insert(why);
@@ -172,7 +189,46 @@ impl Sim {
                 st.broken.get_or_insert(why);
                 return;
             }
+            if st.hard_links() {
+                // With -H: which names are one file, too.
+                let (want, got) = (
+                    model::link_classes(&expected, |_| true),
+                    model::link_classes(&got, |_| true),
+                );
+                if want != got {
+                    let show = |c: &std::collections::BTreeSet<Vec<Vec<u8>>>| {
+                        c.iter()
+                            .map(|n| shown_names(n))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    let why = format!(
+                        "after quiesce remote {t} differs: one file at the source [{}], \
+                         on the remote [{}]",
+                        show(&want),
+                        show(&got)
+                    );
+                    st.broken.get_or_insert(why);
+                    return;
+                }
+            }
         }
+    }
+}
+
+/// The names of one file, `a=b=c`.
+fn shown_names(names: &[Vec<u8>]) -> String {
+    names
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect::<Vec<_>>()
+        .join("=")
+}
+
+impl State {
+    /// The remotes' pushes keep hard links (`-H`, with `linkwrites`).
+    pub(super) fn hard_links(&self) -> bool {
+        (self.targets.first()).is_some_and(|t| crate::config::keeps_hard_links(&t.opts.params))
     }
 }
 

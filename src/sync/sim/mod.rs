@@ -269,6 +269,7 @@ impl Sim {
             debug: false,
             queue: queue.clone(),
             links: Default::default(),
+            hard_links: self.lock().hard_links(),
         };
         let index = if self.lock().faults.warm {
             // As live mode starts (`modes::live::run`): the index loaded, the tree
@@ -533,7 +534,8 @@ pub fn history_with(seed: u64, steps: u64, faults: Faults) -> Ended {
         };
     }
     let opts = RsyncOptions {
-        params: vec!["-a".into()],
+        // With `linkwrites`, -H: the names of a file must be one file on the remotes too.
+        params: vec![if faults.link_writes { "-aH" } else { "-a" }.into()],
         auth: None,
         port: None,
         timeout: None,
@@ -551,6 +553,7 @@ pub fn history_with(seed: u64, steps: u64, faults: Faults) -> Ended {
             delete: setup.delete,
             full_excludes: Vec::new(),
             filter_globs: Vec::new(),
+            filter_rules: Vec::new(),
             own: Vec::new(),
             ssh_control: None,
         })

@@ -20,7 +20,8 @@
 //! - `--exclude=PATTERN` and `--from0 --exclude-from=-` (`- /anchored` rules on
 //!   stdin), matched against the path below the transfer's top (`/./` moves the top),
 //!   a rule without `/` against the last component, a trailing `/` only directories;
-//! - `--link-dest`/`--fuzzy` change what travels, not what lands: no effect here;
+//! - `--link-dest`/`--fuzzy` change what travels, not what lands, and `--info=...` only
+//!   what rsync prints: no effect here;
 //! - errors as rsync reports them: a source path unreadable but for ENOENT (below a
 //!   file, a link loop) or an implied directory that is a dangling link is an I/O
 //!   error (exit 23) that turns `--delete` off for the call; a missing argument whose
@@ -40,14 +41,14 @@ use std::path::Path;
 
 use rules::Rule;
 use tree::{
-    delete_contents, delete_protected, has_children, put, read_names, resolve, through_link,
-    Resolved,
+    delete_contents, delete_protected, fresh_link, has_children, put, read_names, resolve,
+    through_link, Resolved,
 };
 
 mod rules;
 mod tree;
 
-pub use tree::{join, read_node, read_tree, remove_tree, Node, Tree};
+pub use tree::{join, link_classes, read_node, read_tree, remove_tree, Node, Tree};
 
 /// The options of one rsync command line that decide what lands.
 #[derive(Debug, Default)]
@@ -64,6 +65,7 @@ struct Opts {
     existing: bool,
     ignore_existing: bool,
     times: bool,
+    hard_links: bool,
     rules: Vec<Rule>,
     from0: bool,
     stdin_rules: bool,
@@ -135,6 +137,8 @@ fn parse(argv: &[OsString], stdin: &[u8]) -> Result<Opts, String> {
                 (b"exclude-from", Some(b"-")) => o.stdin_rules = true,
                 (b"exclude", Some(p)) => o.rules.push(Rule::parse(p)),
                 (b"fuzzy", None) => {}
+                // What rsync prints (a full sync's progress): nothing lands otherwise.
+                (b"info", Some(_)) => {}
                 (b"link-dest", Some(_))
                 | (b"timeout", Some(_))
                 | (b"contimeout", Some(_))
@@ -163,6 +167,7 @@ fn parse(argv: &[OsString], stdin: &[u8]) -> Result<Opts, String> {
                     }
                     b'r' => o.recursive = true,
                     b't' => o.times = true,
+                    b'H' => o.hard_links = true,
                     b'R' => o.relative = true,
                     b'l' | b'p' | b'g' | b'o' | b'D' | b'z' | b'v' => {}
                     _ => return Err(format!("the model does not know -{}", c as char)),
@@ -558,6 +563,8 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             }
         }
     }
+    // The names the receiver made or found up to date, for `-H`.
+    let mut placed: std::collections::HashSet<Vec<u8>> = Default::default();
     if !only_delete {
         for (rel, node) in &list {
             if abort.as_ref().is_some_and(|a| rel >= a) {
@@ -588,6 +595,9 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                 ));
                 continue;
             }
+            if matches!(node, Node::File { .. }) {
+                placed.insert(rel.clone());
+            }
             match (node, have) {
                 (Node::Dir, Some(Node::Dir)) => {}
                 (Node::Dir, _) => {
@@ -606,6 +616,7 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                         delete_contents(remote, &prefix, rel, &protect);
                     }
                     if has_children(remote, &dst) {
+                        placed.remove(rel);
                         let kind = match n {
                             Node::Link(_) => "symlink",
                             _ => "regular file",
@@ -620,10 +631,11 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                     remote.insert(dst, put(n, o.times));
                 }
                 (
-                    Node::File { data, mtime },
+                    Node::File { data, mtime, .. },
                     Some(Node::File {
                         data: d2,
                         mtime: m2,
+                        ..
                     }),
                 ) if !o.ignore_times && data.len() == d2.len() && (!o.times || *mtime == m2) => {
                     if !o.times && *data != d2 {
@@ -637,6 +649,9 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                 }
             }
         }
+    }
+    if o.hard_links {
+        link_names(remote, &list, &placed, &at);
     }
     if let Some(rel) = abort {
         return Ran {
@@ -668,6 +683,39 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
         Ran {
             status: 23,
             stderr: errors.join("\n"),
+        }
+    }
+}
+
+/// `-H`: the names of one source file (same inode, more than one link) in the file list
+/// are one file on the remote: each of them the receiver made or found up to date takes
+/// the first one's (in the file list's sorted order: its leader) content and identity
+/// (rsync links the others to the leader).
+fn link_names(
+    remote: &mut Tree,
+    list: &[(Vec<u8>, Node)],
+    placed: &std::collections::HashSet<Vec<u8>>,
+    at: &dyn Fn(&[u8]) -> Vec<u8>,
+) {
+    let mut by: std::collections::BTreeMap<u64, Vec<&Vec<u8>>> = Default::default();
+    for (rel, n) in list {
+        if let Node::File { link, .. } = n {
+            if *link != 0 && placed.contains(rel) {
+                by.entry(*link).or_default().push(rel);
+            }
+        }
+    }
+    for mut names in by.into_values().filter(|n| n.len() > 1) {
+        names.sort();
+        let Some(Node::File { data, mtime, link }) = remote.get(&at(names[0])).cloned() else {
+            continue;
+        };
+        // A leader the model never gave an identity (a remote tree made by a test).
+        let link = if link == 0 { fresh_link() } else { link };
+        let leader = Node::File { data, mtime, link };
+        remote.insert(at(names[0]), leader.clone());
+        for rel in &names[1..] {
+            remote.insert(at(rel), leader.clone());
         }
     }
 }

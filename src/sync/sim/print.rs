@@ -6,7 +6,7 @@ use super::*;
 pub(super) fn show(n: &Node) -> String {
     match n {
         Node::Dir => "dir".into(),
-        Node::File { data, mtime } => {
+        Node::File { data, mtime, .. } => {
             format!("file {:?} @{}", String::from_utf8_lossy(data), mtime.0)
         }
         Node::Link(t) => format!("link -> {}", String::from_utf8_lossy(t)),

@@ -283,6 +283,12 @@ fn seeds_that_found_defects_stay_fixed() {
         outages: true,
         ..Faults::BASE
     };
+    // Every fault (`SIM_FAULTS=all`), `linkwrites` (and so -H) among them.
+    let all = Faults {
+        link_writes: true,
+        warm: true,
+        ..Faults::DEFAULT
+    };
     // Every default fault and the warm restart's (`warm`).
     let warm = Faults {
         warm: true,
@@ -348,6 +354,24 @@ fn seeds_that_found_defects_stay_fixed() {
         // a file the index did not know of; deleted while no agent ran, the catch-up
         // never deleted it on the remotes (1777 of `warm`).
         (1_777, warm),
+        // With -H, `ln e d; mv d c` (a link made, then renamed): `e` and `c` went in
+        // calls of their own and were two files on the remote; a barrier said synced
+        // (192 of `all`; the model's remote now knows which names are one file).
+        (192, all),
+        // A file rewritten while no agent ran with its size and mtime as before (`touch
+        // -r`), found by the catch-up (its ctime) and queued, then taken into a full sync
+        // (an overflow's, a replayed fail log's, `-r`'s): rsync's quick check skipped it
+        // and a barrier passed with the remote's old content (2054, 8721, 17259 of
+        // `warm`). 14812, 10776, 11563, 14134 and 15589 failed in the same run at
+        // 5b60831 and pass since the fixes that followed it.
+        (2_054, warm),
+        (8_721, warm),
+        (14_812, warm),
+        (17_259, warm),
+        (10_776, warm),
+        (11_563, warm),
+        (14_134, warm),
+        (15_589, warm),
     ];
     for (seed, faults) in seeds {
         let ended = history_with(seed, STEPS, faults);

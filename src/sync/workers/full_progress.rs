@@ -1,5 +1,5 @@
 //! A full sync while it runs: shown in status, and a line every
-//! [`crate::sync::progress::every`] says it still runs.
+//! [`crate::sync::progress::every`] says it still runs, with rsync's own figures.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -23,9 +23,12 @@ impl<'a> FullRun<'a> {
             root.display()
         );
         let what = format!("full sync of {} to {label}", root.display());
+        let progress = crate::sync::progress::Task::start(what, false, Some(label));
+        // The full sync's rsync writes its figures there (see `Mirror::push`).
+        *stats.full_rsync() = Some(std::sync::Arc::clone(progress.rsync()));
         FullRun {
             stats,
-            _progress: crate::sync::progress::Task::start(what, false, Some(label)),
+            _progress: progress,
         }
     }
 }
@@ -33,5 +36,6 @@ impl<'a> FullRun<'a> {
 impl Drop for FullRun<'_> {
     fn drop(&mut self) {
         *self.stats.full_since() = None;
+        *self.stats.full_rsync() = None;
     }
 }

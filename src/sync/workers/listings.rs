@@ -152,6 +152,7 @@ fn prunable(root: &Path, paths: &[Entry]) -> Vec<PathBuf> {
 /// rsync would keep the directory out and the remote's file of that name would stay
 /// for good (no event tells of an excluded directory coming or going: simulator seed
 /// 4093419). Its parent's listing deletes that file whatever the name is by then.
+/// Also the gone paths the `<filter>` rules keep out as files only (see inside).
 pub(super) fn excluded_directories(root: &Path, excludes: &Excludes, job: &Job) -> Vec<PathBuf> {
     let Job::Paths(paths) = job else {
         return Vec::new();
@@ -159,8 +160,14 @@ pub(super) fn excluded_directories(root: &Path, excludes: &Excludes, job: &Job) 
     paths
         .iter()
         .filter(|e| {
-            excludes.excludes_only_as_directory(&e.path)
-                && !std::fs::symlink_metadata(root.join(&e.path)).is_ok_and(|m| !m.is_dir())
+            let now = std::fs::symlink_metadata(root.join(&e.path)).ok();
+            (excludes.excludes_only_as_directory(&e.path)
+                && now.as_ref().is_none_or(|m| m.is_dir()))
+                // Gone, and kept out by the `<filter>` rules as a file but not as a
+                // directory (`+ */` ... `- *`): rsync takes a missing argument for a
+                // file and keeps the remote's directory of that name, which a full
+                // sync deletes. Its parent's listing deletes it whatever it is.
+                || (now.is_none() && excludes.excludes_only_as_file(&e.path))
         })
         .map(|e| e.path.clone())
         .collect()
@@ -358,6 +365,38 @@ mod tests {
         );
         let plain = Job::Paths(vec![Entry::plain("d/x"), Entry::listing("d/f")]);
         assert_eq!(sent_paths(root.path(), &excludes, true, &plain), None);
+    }
+
+    /// A directory deleted under rules that keep files out but let directories in
+    /// (`+ */`, `+ *.txt`, `- *`): its delete went as `./public/sub`, which rsync takes
+    /// for a file and kept out, so the remote kept the directory and what it held (the
+    /// end-to-end test files_by_suffix_in_every_directory_... found it). It goes as its
+    /// parent's listing.
+    #[test]
+    fn a_gone_path_the_rules_keep_out_only_as_a_file_goes_as_its_parents_listing() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("public")).expect("mkdir");
+        std::fs::write(root.path().join("public/a.txt"), b"x").expect("write");
+        let rules = crate::config::rules::Rules(
+            ["+ */", "+ *.txt", "- *"]
+                .iter()
+                .map(|r| crate::config::rules::parse(r.as_bytes()).expect("rule"))
+                .collect(),
+        );
+        let excludes = Excludes::default().with_rules(rules);
+        let job = Job::Paths(vec![
+            Entry::plain("public/sub"),
+            Entry::plain("public/a.txt"),
+            Entry::plain("public/gone.txt"),
+        ]);
+        assert_eq!(
+            sent_paths(root.path(), &excludes, true, &job),
+            Some(Job::Paths(vec![
+                Entry::listing("public"),
+                Entry::plain("public/a.txt"),
+                Entry::plain("public/gone.txt"),
+            ]))
+        );
     }
 
     /// Found by the simulator (seed 245, symlinks): `rm -rf e; ln -s . e` while the

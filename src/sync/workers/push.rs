@@ -110,9 +110,27 @@ impl Mirror {
                 (argv, stdin) = target.argv(sent, excluded);
             }
         }
+        // A full sync writes rsync's own progress for its progress line and status.
+        let showing = match job {
+            Job::Full => self.stats[t.0].full_rsync().clone(),
+            Job::Paths(_) | Job::Rename { .. } => None,
+        };
+        if showing.is_some() {
+            rsync::show_progress(&mut argv);
+        }
         let mut checked_below_files = false;
         loop {
-            let outcome = self.rsync(&target.root, &argv, &stdin);
+            let outcome = match &showing {
+                Some(progress) => self.runner.run_showing(
+                    std::ffi::OsStr::new("rsync"),
+                    &target.root,
+                    &argv,
+                    &stdin,
+                    rsync::Watch::LowerAfter(rsync::LONG_PUSH),
+                    progress,
+                ),
+                None => self.rsync(&target.root, &argv, &stdin),
+            };
             // A directory replaced by a file or link after that look: rsync says so
             // with exit 23 (it reads no link in its nosymfollow view; a file is not a
             // directory), or, when the file or link is itself in the call and the

@@ -45,6 +45,8 @@ pub struct RemoteSnapshot {
     pub longest_push: Duration,
     /// Since when a full sync runs to it, if one does.
     pub full_sync_since: Option<SystemTime>,
+    /// The operator paused it (`sersync2 --pause`): nothing is pushed to it.
+    pub paused: bool,
 }
 
 /// The sync state at one moment, as a plain value.
@@ -66,6 +68,7 @@ impl Mirror {
         let behind = self.queue.behind();
         let owed = self.queue.owed_counts();
         let recoveries = self.queue.recoveries();
+        let paused = self.queue.paused();
         let (fail_log, fail_log_entries, unknown_entries) = {
             let fl = self.fail_log();
             let unknown = fl.unknown_len();
@@ -84,7 +87,8 @@ impl Mirror {
             .zip(owed)
             .zip(behind)
             .zip(recoveries)
-            .map(|(((((t, s), q), owed), behind), rec)| {
+            .zip(paused)
+            .map(|((((((t, s), q), owed), behind), rec), paused)| {
                 let last_error = s.failures().last().cloned();
                 RemoteSnapshot {
                     remote: t.label(),
@@ -104,6 +108,7 @@ impl Mirror {
                     pending: behind.pending,
                     longest_push: s.longest_running(now),
                     full_sync_since: *s.full_since(),
+                    paused,
                 }
             })
             .collect();

@@ -2,17 +2,65 @@
 //! and how the remote's receiver resolves and deletes in them (links followed where the
 //! filesystem does).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// One entry of a tree, as rsync `-a` would compare it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Node {
     Dir,
-    File { data: Vec<u8>, mtime: (i64, i64) },
+    /// `link`: which file this name is, for `-H` ([`link_classes`]): in the source the
+    /// inode of a file with more than one name (0 with one), on a model remote an
+    /// identity of its own for each file written ([`fresh_link`]), shared by the names
+    /// a call with `-H` linked. Not part of an entry's equality.
+    File {
+        data: Vec<u8>,
+        mtime: (i64, i64),
+        link: u64,
+    },
     Link(Vec<u8>),
+}
+
+impl PartialEq for Node {
+    fn eq(&self, other: &Node) -> bool {
+        match (self, other) {
+            (Node::Dir, Node::Dir) => true,
+            (
+                Node::File { data, mtime, .. },
+                Node::File {
+                    data: d2,
+                    mtime: m2,
+                    ..
+                },
+            ) => data == d2 && mtime == m2,
+            (Node::Link(a), Node::Link(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Node {}
+
+/// An identity no other file written on a model remote has (see [`Node::File`]).
+pub fn fresh_link() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 48);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The names of `tree` that are one file (same `link`), each set sorted, of the names
+/// `keep` keeps: sets of two or more.
+pub fn link_classes(tree: &Tree, keep: impl Fn(&[u8]) -> bool) -> BTreeSet<Vec<Vec<u8>>> {
+    let mut by: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
+    for (k, n) in tree {
+        if let Node::File { link, .. } = n {
+            if *link != 0 && keep(k) {
+                by.entry(*link).or_default().push(k.clone());
+            }
+        }
+    }
+    by.into_values().filter(|names| names.len() > 1).collect()
 }
 
 /// A tree: relative path (no leading `/`, `""` is never a key) to its entry.
@@ -41,6 +89,7 @@ pub fn read_node(root: &Path, rel: &[u8]) -> Option<Node> {
         Some(Node::File {
             data: std::fs::read(&abs).ok()?,
             mtime: (m.mtime(), m.mtime_nsec()),
+            link: if m.nlink() > 1 { m.ino() } else { 0 },
         })
     }
 }
@@ -120,9 +169,10 @@ pub(super) fn has_children(tree: &Tree, rel: &[u8]) -> bool {
 
 pub(super) fn put(n: &Node, times: bool) -> Node {
     match n {
-        Node::File { data, mtime } => Node::File {
+        Node::File { data, mtime, .. } => Node::File {
             data: data.clone(),
             mtime: if times { *mtime } else { (0, 0) },
+            link: fresh_link(),
         },
         other => other.clone(),
     }

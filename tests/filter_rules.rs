@@ -1,0 +1,237 @@
+//! `<filter>`'s rsync rules (`<rule>`, `<rules file>`) over real daemons: what reaches the
+//! remotes, live and in `-r` full syncs, is what rsync itself selects with the same rules
+//! as `--filter=` (an include-only mirror among them), what the rules keep out stays on
+//! the remotes, and `--verify` says level.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::support::*;
+
+/// The config of `s` with `<filter start="true">` holding these rules as `<rule>`s.
+fn with_rules(s: &Setup, rules: &[&str]) -> String {
+    let mut conf = s.conf();
+    conf.excludes = Some(Vec::new());
+    let mut inside = String::new();
+    for r in rules {
+        let escaped = r.replace('&', "&amp;").replace('<', "&lt;");
+        inside.push_str(&format!("    <rule>{escaped}</rule>\n"));
+    }
+    conf.render().replacen(
+        "  <filter start=\"true\">\n",
+        &format!("  <filter start=\"true\">\n{inside}"),
+        1,
+    )
+}
+
+fn start(s: &Setup, xml: &str, extra: &[&str]) -> Agent {
+    fs::write(s.dir.join("sersync.xml"), xml).expect("write sersync.xml");
+    let mut cmd = command(&s.dir);
+    cmd.args(["-n", "4", "-o"])
+        .arg(s.dir.join("sersync.xml"))
+        .args(extra);
+    let mut agent = Agent::spawn(cmd, s.dir.join("agent.err"));
+    agent.wait_live();
+    agent
+}
+
+/// What rsync itself makes of the source with these rules: the tree a fresh copy with
+/// `rsync -a --filter=RULE...` holds.
+fn rsync_selects(s: &Setup, rules: &[&str]) -> Snapshot {
+    let dest = s.dir.join("expected");
+    let _ = fs::remove_dir_all(&dest);
+    fs::create_dir(&dest).expect("mkdir expected");
+    let mut cmd = Command::new("rsync");
+    cmd.current_dir(&s.src).arg("-a");
+    for r in rules {
+        cmd.arg(format!("--filter={r}"));
+    }
+    let out = cmd
+        .arg("./")
+        .arg(&dest)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rsync");
+    assert!(out.status.success(), "{}", text(&out));
+    tree_snapshot(&dest)
+}
+
+/// Waits until every remote holds exactly `want` (plus `extra` on the first).
+fn wait_for_remotes(s: &Setup, agent: &mut Agent, want: &Snapshot, extra: &Snapshot, what: &str) {
+    let mut last = String::new();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        agent.assert_running();
+        let mut all = true;
+        for (i, r) in s.remotes().iter().enumerate() {
+            let mut w = want.clone();
+            if i == 0 {
+                w.extend(extra.clone());
+            }
+            if let Err(e) = snapshots_equal(&w, &tree_snapshot(r)) {
+                last = format!("{}: {e}", r.display());
+                all = false;
+            }
+        }
+        if all {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: the remotes are not what rsync selects: {last}\n{}\n{}",
+            tail(&agent.log(), 60),
+            s.logs()
+        );
+        std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
+    }
+}
+
+fn verify_level(s: &Setup) {
+    let out = Command::new(sersync_bin())
+        .args(["--verify", "-o", "sersync.xml"])
+        .current_dir(s.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sersync2 --verify");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// The tree every case starts from.
+fn first_tree(s: &Setup) {
+    for rel in [
+        "public/a.txt",
+        "public/sub/b.txt",
+        "public/x.tmp",
+        "private/c.txt",
+        "top.txt",
+        "top.tmp",
+        "cache/k.txt",
+        "a/cache",
+        "docs/r.md",
+        "docs/n.txt",
+        "docs/sub/x.md",
+        "bb/z.txt",
+        "ab",
+    ] {
+        s.write(rel, format!("{rel}\n"));
+    }
+}
+
+/// Live edits of every kind: new files and directories, writes, deletes, a rename.
+fn live_edits(s: &Setup) {
+    for rel in [
+        "public/new.txt",
+        "public/d2/deep/y.txt",
+        "private/n.txt",
+        "docs/new.md",
+        "docs/sub2/q.md",
+        "cache/k2.txt",
+        "x/y/z.txt",
+        "top2.tmp",
+        "public/a.txt",
+    ] {
+        s.write(rel, format!("{rel} (live)\n"));
+    }
+    fs::remove_file(s.p("public/sub/b.txt")).expect("rm");
+    fs::remove_file(s.p("docs/r.md")).expect("rm");
+    fs::rename(s.p("top.txt"), s.p("moved.txt")).expect("mv");
+    fs::rename(s.p("public/sub"), s.p("public/sub3")).expect("mv");
+}
+
+/// One rule list: `-r` over a tree, then live edits; each time the remotes must be
+/// what rsync itself selects, and `--verify` must say level.
+fn agrees_with_rsync(s: &Setup, rules: &[&str]) {
+    first_tree(s);
+    let xml = with_rules(s, rules);
+    let mut agent = start(s, &xml, &["-r"]);
+    let none = Snapshot::new();
+    let want = rsync_selects(s, rules);
+    wait_for_remotes(s, &mut agent, &want, &none, "after -r");
+    let out = wait_synced(&s.dir, 60);
+    assert!(out.status.success(), "{}", text(&out));
+    verify_level(s);
+    live_edits(s);
+    let want = rsync_selects(s, rules);
+    wait_for_remotes(s, &mut agent, &want, &none, "after live edits");
+    let out = wait_synced(&s.dir, 60);
+    assert!(out.status.success(), "{}", text(&out));
+    verify_level(s);
+    agent.stop();
+}
+
+#[test]
+fn files_by_suffix_in_every_directory_reach_the_remotes_as_rsync_selects_them() {
+    let s = setup!();
+    agrees_with_rsync(&s, &["- *.tmp", "+ */", "+ *.txt", "- *"]);
+}
+
+#[test]
+fn anchored_directory_only_and_double_star_rules_reach_the_remotes_as_rsync_selects_them() {
+    let s = setup!();
+    agrees_with_rsync(
+        &s,
+        &[
+            "- /cache/",
+            "+ /docs/*.md",
+            "- /docs/**",
+            "exclude b?",
+            "- *.tmp",
+        ],
+    );
+}
+
+// The include-only mirror operators ask for (lsyncd #102, sersync #9): only public/
+// reaches the remotes, live and in full syncs; what the rules keep out stays on them
+// (rsync's own reading of an excluded name: protected from deletion).
+#[test]
+fn an_include_only_mirror_sends_only_its_tree() {
+    let s = setup!();
+    let rules = ["+ /public/***", "- *"];
+    let a = s.remotes()[0].clone();
+    fs::write(a.join("remote-only.txt"), "kept: the rules keep it out\n").expect("write");
+    fs::create_dir_all(a.join("public")).expect("mkdir");
+    fs::write(a.join("public/stale.txt"), "not in the source\n").expect("write");
+    first_tree(&s);
+    let xml = with_rules(&s, &rules);
+    let mut agent = start(&s, &xml, &["-r"]);
+    let mut kept = Snapshot::new();
+    kept.insert(
+        "remote-only.txt".into(),
+        Entry::File(b"kept: the rules keep it out\n".to_vec()),
+    );
+    let want = rsync_selects(&s, &rules);
+    assert!(
+        want.keys().all(|p| p.starts_with("public")),
+        "rsync's own selection: {:?}",
+        want.keys()
+    );
+    wait_for_remotes(&s, &mut agent, &want, &kept, "after -r");
+    live_edits(&s);
+    let want = rsync_selects(&s, &rules);
+    wait_for_remotes(&s, &mut agent, &want, &kept, "after live edits");
+    for r in s.remotes() {
+        assert!(!r.join("private").exists() && !Path::new(&r.join("moved.txt")).exists());
+    }
+    let out = wait_synced(&s.dir, 60);
+    assert!(out.status.success(), "{}", text(&out));
+    verify_level(&s);
+    agent.stop();
+}
+
+// `-t` prints the rules in order, and the full sync's command line carries them.
+#[test]
+fn test_config_prints_the_rules() {
+    let s = setup!();
+    let xml = with_rules(&s, &["+ /public/***", "exclude *"]);
+    fs::write(s.dir.join("sersync.xml"), xml).expect("write");
+    let out = sersync2(&s.dir, &["-t", "-o", "sersync.xml"]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let at = all.find("filter rules").expect(&all);
+    assert!(all[at..].contains("    + /public/***\n    - *\n"), "{all}");
+    assert!(
+        all.contains("'--filter=+ /public/***' '--filter=- *'"),
+        "{all}"
+    );
+}
