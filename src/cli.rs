@@ -30,7 +30,8 @@ EXIT STATUS
        level; --status: every remote is level, catching up or paused; --once: every
        remote was brought level; --pause, --resume: the running instance did it
     1  runtime failure: another instance holds this config's lock, watching could not
-       start, -t --probe found a remote that does not answer, --replay left entries
+       start, -t --probe found a remote that does not answer (or refuses pushes: a
+       read-only module), --replay left entries
        owed, --wait-synced timed out (or no instance runs the config), --verify found a
        remote that differs or could not be checked, --status: a remote is failing, a
        watch root is lost, or no instance answers, --once: something is left owed to
@@ -147,7 +148,8 @@ pub struct Args {
 
     /// With -t: also ask each remote to answer, changing nothing (an rsync listing of
     /// the module or directory with the push's options: host, module, user and password
-    /// or ssh key); exit 1 if one does not
+    /// or ssh key, then a dry-run push, which a read-only module refuses); exit 1 if one
+    /// does not answer or refuses pushes
     #[arg(long, requires = "test_config")]
     pub probe: bool,
 

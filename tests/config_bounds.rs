@@ -498,8 +498,7 @@ fn t_warns_of_a_remote_or_hostip_that_does_not_resolve() {
     let (code, out, err) = check(&s.dir, &path);
     assert_eq!(code, 0, "{out}\n{err}");
     let remote = format!(
-        "warning: remote {}@nosuchhost.invalid::{}: nosuchhost.invalid ",
-        s.b.user(),
+        "warning: remote nosuchhost.invalid::{}: nosuchhost.invalid ",
         s.b.module()
     );
     assert!(out.contains(&remote), "want `{remote}`:\n{out}");
@@ -509,7 +508,7 @@ fn t_warns_of_a_remote_or_hostip_that_does_not_resolve() {
         "{out}"
     );
     assert!(
-        !out.contains(&format!("warning: remote {}@{}::", s.a.user(), s.a.ip())),
+        !out.contains(&format!("warning: remote {}::", s.a.ip())),
         "a name that resolves is not warned about:\n{out}"
     );
 }
@@ -529,7 +528,7 @@ fn t_probe_asks_each_remote_and_names_what_did_not_answer() {
     let (code, out, err) = probe(&conf, "good");
     assert_eq!(code, 0, "{out}\n{err}");
     for d in [&s.a, &s.b] {
-        let line = format!("probe {}@{}::{}: answers", d.user(), d.ip(), d.module());
+        let line = format!("probe {}::{}: answers", d.ip(), d.module());
         assert!(out.contains(&line), "want `{line}`:\n{out}");
     }
 
@@ -538,20 +537,12 @@ fn t_probe_asks_each_remote_and_names_what_did_not_answer() {
     let (code, out, err) = probe(&conf, "module");
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(
-        out.contains(&format!(
-            "probe {}@{}::{}: answers",
-            s.a.user(),
-            s.a.ip(),
-            s.a.module()
-        )),
+        out.contains(&format!("probe {}::{}: answers", s.a.ip(), s.a.module())),
         "{out}"
     );
     assert!(
-        out.contains(&format!(
-            "probe {}@{}::nomod: FAILED: rsync exit 5",
-            s.b.user(),
-            s.b.ip()
-        )) && out.contains("@ERROR: Unknown module 'nomod'"),
+        out.contains(&format!("probe {}::nomod: FAILED: rsync exit 5", s.b.ip()))
+            && out.contains("@ERROR: Unknown module 'nomod'"),
         "{out}"
     );
     assert!(err.contains("1 of 2 remote(s) did not answer"), "{err}");
@@ -592,4 +583,66 @@ fn t_probe_asks_each_remote_and_names_what_did_not_answer() {
     let (code, out, err) = probe(&conf, "ssh-missing");
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("FAILED") && out.contains("missing"), "{out}");
+}
+
+// Found by an outside run: `--probe` said a module with `read only = yes` "answers",
+// and every push to it then failed. It now asks for a dry-run push too: such a module
+// is named read only, with what to change, and the exit is 1.
+#[test]
+fn t_probe_names_a_read_only_module_and_exits_1() {
+    let s = setup!();
+    s.b.set_read_only(true);
+    let path = s.dir.write("ro.xml", s.conf().render());
+    let (code, out, err) = run_within(&s.dir, &["-t", "--probe"], &path);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        out.contains(&format!("probe {}::{}: answers", s.a.ip(), s.a.module())),
+        "{out}"
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("probe {}::{}:", s.b.ip(), s.b.module())))
+        .unwrap_or_else(|| panic!("no probe line for b:\n{out}"));
+    assert!(
+        line.contains("READ-ONLY")
+            && line.contains("read only = yes")
+            && line.contains("every push will fail"),
+        "{line}"
+    );
+    assert!(
+        err.contains("refuse pushes") && err.contains(&format!("{}::{}", s.b.ip(), s.b.module())),
+        "{err}"
+    );
+    // Nothing was written to it.
+    assert_eq!(fs::read_dir(s.b.data_dir()).expect("data").count(), 0);
+    s.b.set_read_only(false);
+    let (code, out, err) = run_within(&s.dir, &["-t", "--probe"], &path);
+    assert_eq!(code, 0, "writable again: {out}\n{err}");
+}
+
+// Found by an outside run: `-t` named a remote `user@host::module` while `--status`,
+// the logs and `--wait-synced --remote` name it `host::module`. One label now.
+#[test]
+fn t_names_each_remote_as_status_does() {
+    let s = setup!();
+    let mut agent = s.agent(&[]);
+    let (code, out, err) = check(&s.dir, &s.dir.join("sersync.xml"));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let status = sersync2(&s.dir, &["-o", "sersync.xml", "--status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout)
+        .unwrap_or_else(|e| panic!("--status --json: {e}: {}", text(&status)));
+    let labels: Vec<&str> = doc["remotes"]
+        .as_array()
+        .expect("remotes")
+        .iter()
+        .filter_map(|r| r["remote"].as_str())
+        .collect();
+    assert_eq!(labels.len(), 2, "{doc}");
+    for l in labels {
+        assert!(
+            out.contains(&format!("  remote {l}\n")),
+            "-t names {l} as --status does:\n{out}"
+        );
+    }
+    agent.stop();
 }

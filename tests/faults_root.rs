@@ -227,3 +227,40 @@ fn tmpfs_mounted_inside_the_tree_is_watched_and_pushed() {
     s.wait(&mut agent, "after the unmount, what it covered is back");
     agent.stop();
 }
+
+// Found by an outside run: `--wait-synced` while the watch root was deleted waited for
+// its whole timeout, then said only that the remotes were behind. Nothing is pushed
+// from a root that is gone, so the barrier cannot pass: it answers at once (exit 1),
+// saying the watch root is gone.
+#[test]
+fn wait_synced_while_the_root_is_gone_says_so_at_once() {
+    let s = setup!();
+    s.write("one.txt", "1\n");
+    let mut agent = s.agent(&["-r"]);
+    s.wait(&mut agent, "initial tree");
+    remove_dir_all(&s.src);
+    wait_until("the log names the removed root", DEADLINE, || {
+        agent.assert_running();
+        agent.log().contains("was removed")
+    });
+    let timeout = 300;
+    let started = std::time::Instant::now();
+    let out = wait_synced(&s.dir, timeout);
+    let took = started.elapsed();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("watch root") && all.contains(&s.src.display().to_string()),
+        "names the watch root: {all}"
+    );
+    assert!(
+        all.contains("missing") || all.contains("does not exist"),
+        "says it is gone: {all}"
+    );
+    assert!(!all.contains("not synced within"), "not a timeout: {all}");
+    assert!(
+        took < std::time::Duration::from_secs(timeout as u64 / 2),
+        "answered in {took:?}, not at the end of its {timeout}s timeout: {all}"
+    );
+    agent.stop();
+}

@@ -71,10 +71,10 @@ fn one_config_mixes_ssh_and_daemon_remotes_each_with_its_own_options() {
             .unwrap_or_else(|| panic!("no `remote {dest}` in:\n{out}"));
         out[at..].lines().take(3).collect::<Vec<_>>().join("\n")
     };
-    let sa = section(&format!("{}@{}::{}", a.user(), a.ip(), a.module()));
+    let sa = section(&format!("{}::{}", a.ip(), a.module()));
     assert!(sa.contains(&format!("--port={}", a.port())), "{sa}");
     assert!(!sa.contains("--bwlimit"), "{sa}");
-    let sb = section(&format!("{}@{}::{}", b.user(), b.ip(), b.module()));
+    let sb = section(&format!("{}::{}", b.ip(), b.module()));
     for w in [
         format!("--port={}", b.port()),
         format!("--password-file={}", b.password_file().display()),

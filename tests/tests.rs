@@ -63,6 +63,8 @@ mod logs;
 mod config_bounds;
 // Per-remote options: ssh and daemon remotes in one config, each with its own settings.
 mod remotes;
+// The command plugin's batch hooks: paths on stdin, the remote's label, failures counted.
+mod hooks;
 // The Debian package built from this checkout.
 mod package;
 

@@ -700,3 +700,58 @@ fn a_sigterm_in_the_middle_of_a_deploy_and_a_start_without_r_leave_every_remote_
     }
     agent.stop();
 }
+
+// Found by an outside run: an index another user owns was refused with an INFO line
+// under --once (and with no line at all under -r), while the same problem with the fail
+// log is an ERROR. Now it is an ERROR naming the file, its owner and what to do.
+#[test]
+fn an_index_another_user_owns_is_refused_with_an_error_under_once_and_r() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(attacker) = User::create("x") else {
+        return;
+    };
+    let s = setup!();
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let shared = s.dir.mkdir_p("shared");
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let conf = Conf::daemons(&s.src, &[&s.a, &s.b], &shared.join("fail.sh"));
+    let index = shared.join("fail.sh.index");
+    seed(&s);
+    let plant = || {
+        let _ = fs::remove_file(&index);
+        attacker.run(
+            "sh",
+            &[
+                "-c".as_ref(),
+                "echo planted > \"$1\"".as_ref(),
+                "sh".as_ref(),
+                index.as_os_str(),
+            ],
+        );
+    };
+    let loud = |log: &str| -> bool {
+        log.lines().any(|l| {
+            (l.contains("ERROR") || l.contains("WARN"))
+                && l.contains(&index.display().to_string())
+                && l.contains(&attacker.name)
+                && l.contains("remove it")
+        })
+    };
+    plant();
+    let (out, log) = once(&s, &conf, &[]);
+    assert!(out.status.success(), "--once: {}", tail(&log, 40));
+    assert!(
+        loud(&log),
+        "--once: an error line with the cause; log:\n{}",
+        tail(&log, 40)
+    );
+    plant();
+    let mut agent = s.agent_with(&conf, &["-r"]);
+    let log = agent.log();
+    assert!(
+        loud(&log),
+        "-r: an error line with the cause; log:\n{}",
+        tail(&log, 40)
+    );
+    agent.stop();
+}

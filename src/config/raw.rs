@@ -358,6 +358,10 @@ pub struct PluginSwitch {
 pub struct PluginDef {
     #[serde(rename = "@name")]
     pub name: Option<String>,
+    #[serde(rename = "@mode")]
+    pub mode: Option<String>,
+    #[serde(rename = "@timeout")]
+    pub timeout: Option<String>,
     #[serde(rename = "@_line")]
     pub line: Option<u32>,
     pub param: Option<PluginParam>,

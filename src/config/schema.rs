@@ -305,7 +305,18 @@ pub const ELEMENTS: &[Element] = &[
     el(
         "head/plugin",
         "A plugin's settings, named by <sersync><plugin name>.",
-        &[a("name", "command, socket or refreshCDN.")],
+        &[
+            a("name", "command, socket or refreshCDN."),
+            added(
+                "mode",
+                "command: \"file\" (once per changed file, the path as an argument) or \
+                 \"batch\" (once per push to each remote, the paths on stdin).",
+            ),
+            added(
+                "timeout",
+                "command: seconds a run may take before it is killed (1 to 86400).",
+            ),
+        ],
     ),
     el(
         "head/plugin/param",

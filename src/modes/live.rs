@@ -385,9 +385,10 @@ fn run(
             .context("cannot create the stop signal")
             .map_err(|e| fail(detached, runtime(e)))?,
     );
+    let runner = Runner::for_live(&config.plugins);
     let opts = Options {
         workers: args.workers,
-        after_push: Runner::for_live(&config.plugins).map(|r| r as Arc<dyn AfterPush>),
+        after_push: runner.clone().map(|r| r as Arc<dyn AfterPush>),
         ssh_control: (!config.ssh_commands().is_empty()).then(|| cx.socket.clone()),
     };
     let watching = Watching {
@@ -449,6 +450,7 @@ fn run(
                 .with_roots(roots.iter().map(|r| r.report()).collect())
                 .with_verify(v.as_ref().map(|v| v.results()).unwrap_or_default())
                 .with_progress(sync::progress::running())
+                .with_plugin(runner.as_ref().map(|r| plugin_status(r.report())))
         })
     };
     if let Some((host, port)) = &config.host {
@@ -688,4 +690,22 @@ fn wait_for_workers(all_done: &dyn Fn() -> bool, mut next: Next, cx: &Ctx) -> Ne
         }
     }
     next
+}
+
+/// The plugin's counts as the status document gives them.
+fn plugin_status(r: crate::plugin::Report) -> status::PluginStatus {
+    let at = r
+        .last_failure
+        .as_ref()
+        .map(|(t, _)| crate::sys::time::rfc3339(crate::sys::time::unix_seconds(*t)));
+    status::PluginStatus {
+        name: r.name.to_owned(),
+        mode: r.mode.to_owned(),
+        runs: r.runs,
+        failed: r.failed,
+        dropped: r.dropped,
+        waiting: r.waiting,
+        last_failure: r.last_failure.map(|(_, text)| text),
+        last_failure_at: at,
+    }
 }

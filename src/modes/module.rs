@@ -115,9 +115,8 @@ impl Module {
                 let root = &roots[t.index()];
                 match &job {
                     Job::Paths(_) | Job::Rename { .. } => {
-                        for rel in job.plain_paths() {
-                            plugin.run(&root.join(&rel.path));
-                        }
+                        // No remote: a batch hook gets an empty SERSYNC_REMOTE.
+                        plugin.run_entries(root, "", &job.plain_paths());
                     }
                     Job::Full => log::warn!(
                         "-m {}: the kernel dropped events under {} (queue overflow); \

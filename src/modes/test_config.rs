@@ -59,7 +59,8 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
             unavailable.push(root.path.display().to_string());
         }
         for t in targets.iter().filter(|t| t.root == root.path) {
-            println!("  remote {}", t.dest());
+            // Named as --status, the logs and --remote name it; dest() is rsync's.
+            println!("  remote {}", t.label());
             let (mut live, _) = t.argv(&Job::Paths(vec![]), &[]);
             let dest = live.pop().unwrap_or_default();
             println!(
@@ -106,7 +107,9 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
         None => println!("crontab: off"),
     }
     match config.plugins.active().map(|p| &**p) {
-        Some(Plugin::Command(c)) => println!("plugin: command: {}", c.describe()),
+        Some(Plugin::Command(c)) => {
+            println!("plugin: command: {} ({})", c.describe(), c.describe_mode())
+        }
         Some(p) => println!("plugin: {}", p.name()),
         None => println!("plugin: off"),
     }
@@ -267,7 +270,7 @@ fn resolve_warnings(config: &Config, targets: &[sync::Target]) -> Vec<String> {
             };
             out.push(format!(
                 "remote {}: {host} {why}: no push to it can succeed{alias}",
-                t.dest()
+                t.label()
             ));
         }
     }
@@ -285,36 +288,86 @@ fn resolve_warnings(config: &Config, targets: &[sync::Target]) -> Vec<String> {
 /// Most bytes of a failed probe's stderr kept for the report.
 const PROBE_STDERR_MAX: usize = 4096;
 
-/// Asks every remote to answer ([`sync::Target::probe_argv`]), one after the other;
-/// prints one line each. Exit 1 if one did not.
+/// Asks every remote to answer ([`sync::Target::probe_argv`]) and to take a push (a
+/// dry run, [`sync::Target::probe_push_argv`]), one after the other; prints one line
+/// each. Exit 1 if one did not answer or would refuse every push.
 fn probe_all(targets: &[sync::Target]) -> Result<u8, Exit> {
     let mut failed = Vec::new();
+    let mut refusing = Vec::new();
     for t in targets {
+        let label = t.label();
         match probe(t) {
-            Ok(()) => println!("probe {}: answers", t.dest()),
-            Err(why) => {
-                println!("probe {}: FAILED: {why}", t.dest());
-                failed.push(t.dest());
+            Ok(()) => println!("probe {label}: answers"),
+            Err(Probed::Silent(why)) => {
+                println!("probe {label}: FAILED: {why}");
+                failed.push(label);
+            }
+            Err(Probed::RefusesPushes(why)) => {
+                println!("probe {label}: READ-ONLY: {why}");
+                refusing.push(label);
             }
         }
     }
-    if failed.is_empty() {
-        Ok(0)
-    } else {
-        Err(runtime(anyhow!(
+    if failed.is_empty() && refusing.is_empty() {
+        return Ok(0);
+    }
+    let mut said = Vec::new();
+    if !failed.is_empty() {
+        said.push(format!(
             "{} of {} remote(s) did not answer: {}",
             failed.len(),
             targets.len(),
             failed.join(", ")
-        )))
+        ));
     }
+    if !refusing.is_empty() {
+        said.push(format!(
+            "{} of {} remote(s) answer but refuse pushes (every push to them will fail): {}",
+            refusing.len(),
+            targets.len(),
+            refusing.join(", ")
+        ));
+    }
+    Err(runtime(anyhow!("{}", said.join("; "))))
 }
 
-/// One remote's probe: Ok if rsync listed it; else rsync's exit and its last words.
-fn probe(t: &sync::Target) -> Result<(), String> {
+/// Why a probe failed.
+enum Probed {
+    /// The listing failed: rsync's exit and its last words.
+    Silent(String),
+    /// It answered, but a dry-run push was refused (a read-only module): what to do.
+    RefusesPushes(String),
+}
+
+/// One remote's probe: Ok if rsync listed it and a dry-run push to it was taken.
+fn probe(t: &sync::Target) -> Result<(), Probed> {
+    rsync_said(t, t.probe_argv()).map_err(Probed::Silent)?;
+    rsync_said(t, t.probe_push_argv()).map_err(|why| {
+        Probed::RefusesPushes(if read_only_module(&why) {
+            format!(
+                "the module answers but is read only (`read only = yes` in the remote's \
+                 rsyncd.conf): every push will fail; set `read only = no` for it there \
+                 ({why})"
+            )
+        } else {
+            format!(
+                "it answers a listing, but refused a dry-run push: every push will fail ({why})"
+            )
+        })
+    })
+}
+
+/// Does rsync's report say the daemon module is read only?
+fn read_only_module(said: &str) -> bool {
+    said.contains("module is read only")
+}
+
+/// Runs rsync with `argv` in the remote's watch root: Ok if it succeeded; else rsync's
+/// exit and its last words.
+fn rsync_said(t: &sync::Target, argv: Vec<std::ffi::OsString>) -> Result<(), String> {
     let mut cmd = sync::rsync::command_in(&t.root).map_err(|e| format!("cannot run rsync: {e}"))?;
     let out = cmd
-        .args(t.probe_argv())
+        .args(argv)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -71,6 +71,23 @@ struct Cookie {
     /// Each remote's checkpoint, once the filter thread met the cookie.
     marks: Option<Vec<(RemoteId, u64)>>,
     error: Option<String>,
+    /// Since when the root is gone (not at its path, or not the directory watched),
+    /// while it is.
+    gone_since: Option<Instant>,
+}
+
+/// A watch root gone this long ends the wait at once, saying so: nothing is pushed from
+/// it until a directory is back at its path and watched, so the barrier cannot pass
+/// (shorter gaps, a root moved aside and another moved in, are waited for).
+pub const ROOT_GONE_GRACE: Duration = COOKIE_AGAIN;
+
+/// Why the barrier cannot pass while the root is gone, for the answer.
+fn root_gone(why: &str) -> String {
+    format!(
+        "{why}: nothing is pushed from it until a directory is back at its path and watched \
+         again, so the changes made before this call cannot reach the remotes; make the \
+         directory again (or put the right one back) and run --wait-synced again"
+    )
 }
 
 /// A fresh cookie name: the pid (for people) and 128 random bits (nobody can plant it
@@ -168,9 +185,16 @@ pub fn serve(mirror: &Mirror, body: &str) -> Value {
                 made: started,
                 marks: None,
                 error: None,
+                gone_since: None,
             });
         }
     }
+    // Any remote of a root gives its health.
+    let health = |root: &Path| -> Option<String> {
+        let t = selected.iter().find(|t| targets[t.index()].root == root)?;
+        mirror.root_unsafe(*t)
+    };
+    let mut gone: Option<String> = None;
     let queue = mirror.queue();
     let mut synced = vec![false; targets.len()];
     let mut closed = false;
@@ -193,16 +217,37 @@ pub fn serve(mirror: &Mirror, body: &str) -> Value {
                 Ok(name) => {
                     c.name = Some(name);
                     c.error = None;
+                    c.gone_since = None;
                 }
                 Err(e) => {
-                    c.error = Some(format!(
-                        "cannot create the sync cookie in {}: {e}; the agent's user must be \
-                         able to create a file there",
-                        c.root.display()
-                    ))
+                    // Not there, or not the directory watched: the root is gone.
+                    let lost = health(&c.root).or_else(|| {
+                        (e.kind() == std::io::ErrorKind::NotFound)
+                            .then(|| format!("the watch root {} does not exist", c.root.display()))
+                    });
+                    match lost {
+                        Some(why) => {
+                            let since = *c.gone_since.get_or_insert(now);
+                            c.error = Some(root_gone(&why));
+                            if now.duration_since(since) >= ROOT_GONE_GRACE {
+                                gone = c.error.clone();
+                            }
+                        }
+                        None => {
+                            c.gone_since = None;
+                            c.error = Some(format!(
+                                "cannot create the sync cookie in {}: {e}; the agent's user \
+                                 must be able to create a file there",
+                                c.root.display()
+                            ))
+                        }
+                    }
                 }
             }
             c.made = now;
+        }
+        if gone.is_some() {
+            break;
         }
         let wake = cookies
             .iter()
@@ -277,6 +322,9 @@ pub fn serve(mirror: &Mirror, body: &str) -> Value {
         v["error"] = json!(
             "the instance is stopping or reloading its config; run --wait-synced again once it runs"
         );
+    } else if let (Some(why), false) = (gone, all) {
+        v["timed_out"] = json!(false);
+        v["error"] = json!(why);
     }
     v
 }

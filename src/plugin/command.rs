@@ -1,21 +1,28 @@
-//! The `command` plugin: run `prefix <absolute path> suffix` for each change.
+//! The `command` plugin: run `prefix <absolute path> suffix` for each change, or in
+//! batch mode `prefix suffix` once per push with the push's paths on stdin.
 //!
 //! The original built one string and gave it to a shell, so a file named `$(reboot)`
 //! ran `reboot`. Here `prefix` and `suffix` are split into words once, at start-up, the
 //! way `sh` splits words but without any expansion, and the path is always exactly one
-//! argument: no name, however strange, can change what runs.
+//! argument: no name, however strange, can change what runs. In batch mode no name is
+//! an argument at all: each is on stdin, followed by a NUL byte (the one byte no name
+//! holds).
 //!
-//! A run that outlives `DEFAULT_TIMEOUT` is killed with its whole process group, so one
+//! A run that outlives its timeout is killed with its whole process group, so one
 //! stuck script cannot stop the plugin for every later change. `ignoreError="true"`
 //! turns a non-zero exit into a debug line; a run that could not start or timed out is
 //! always an error.
 //!
-//! Its stderr goes to an anonymous file read after it exits: no reader thread, which
-//! could not be started under a process limit, and no pipe a background child could
-//! hold open.
+//! Its stderr goes to an anonymous file read after it exits, and batch mode's stdin
+//! comes from one written before it starts: no thread beside it, which could not be
+//! started under a process limit, no pipe a background child could hold open, and no
+//! pipe to write into: a hook that never reads its stdin, or exits before it did, can
+//! neither block the plugin thread nor raise SIGPIPE in the agent.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -36,10 +43,58 @@ pub enum Outcome {
     NotRun(String),
 }
 
+/// One push's paths for a batch-mode run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The watch root the paths are relative to (`SERSYNC_ROOT`).
+    pub root: PathBuf,
+    /// The remote's label, as status and the logs name it (`SERSYNC_REMOTE`); empty
+    /// under `-m`, where no remote is pushed to.
+    pub remote: String,
+    /// Relative to the root; a directory pushed with what it directly holds ends in `/`.
+    pub paths: Vec<PathBuf>,
+}
+
+impl Batch {
+    /// What the run reads on stdin: each path followed by a NUL byte.
+    pub fn stdin_bytes(&self) -> Vec<u8> {
+        let len = self.paths.iter().map(|p| p.as_os_str().len() + 1).sum();
+        let mut out = Vec::with_capacity(len);
+        for p in &self.paths {
+            out.extend_from_slice(p.as_os_str().as_bytes());
+            out.push(0);
+        }
+        out
+    }
+}
+
 impl Command {
     /// Runs the command for one path and waits for it, up to the timeout.
     pub fn run(&self, abs: &Path) -> Outcome {
-        let argv = self.argv(abs);
+        self.spawn_and_wait(&self.argv(abs), None, &[])
+    }
+
+    /// Runs the command once for a push's paths and waits for it, up to the timeout.
+    pub fn run_batch(&self, batch: &Batch) -> Outcome {
+        let input = match memfile::with_contents(c"plugin-stdin", &batch.stdin_bytes()) {
+            Ok(f) => f,
+            Err(e) => return Outcome::NotRun(format!("cannot create a file for stdin: {e}")),
+        };
+        let count = batch.paths.len().to_string();
+        let env: [(&str, &OsStr); 3] = [
+            ("SERSYNC_REMOTE", OsStr::new(&batch.remote)),
+            ("SERSYNC_ROOT", batch.root.as_os_str()),
+            ("SERSYNC_PATHS", OsStr::new(&count)),
+        ];
+        self.spawn_and_wait(&self.batch_argv(), Some(input), &env)
+    }
+
+    fn spawn_and_wait(
+        &self,
+        argv: &[OsString],
+        stdin: Option<std::fs::File>,
+        env: &[(&str, &OsStr)],
+    ) -> Outcome {
         let err_file = match memfile::create(c"plugin-stderr") {
             Ok(f) => f,
             Err(e) => return Outcome::NotRun(format!("cannot create a file for stderr: {e}")),
@@ -48,9 +103,11 @@ impl Command {
             Ok(f) => f,
             Err(e) => return Outcome::NotRun(format!("cannot create a file for stderr: {e}")),
         };
+        let stdin = stdin.map_or_else(Stdio::null, Stdio::from);
         let mut child = match std::process::Command::new(&argv[0])
             .args(&argv[1..])
-            .stdin(Stdio::null())
+            .envs(env.iter().copied())
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(err_out)
             // Its own process group, so a timeout kills what it started too.
@@ -90,28 +147,73 @@ impl Command {
         Outcome::Failed(code, String::from_utf8_lossy(&tail).trim().to_owned())
     }
 
-    pub(crate) fn run_logged(&self, abs: &Path) {
-        let shown = || {
-            self.argv(abs)
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
+    /// Runs it for one path and logs the outcome; the error is the failure as logged.
+    pub(crate) fn run_logged(&self, abs: &Path) -> Result<(), String> {
+        let shown = self
+            .argv(abs)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.log_outcome(&shown, None, self.run(abs))
+    }
+
+    /// Runs it for one push's paths and logs the outcome; the error is the failure as
+    /// logged.
+    pub(crate) fn run_batch_logged(&self, batch: &Batch) -> Result<(), String> {
+        let program = self
+            .batch_argv()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let to = if batch.remote.is_empty() {
+            String::new()
+        } else {
+            format!(" to {}", batch.remote)
         };
-        match self.run(abs) {
-            Outcome::Ok => log::debug!("plugin command: {} ok", shown()),
-            Outcome::Failed(code, err) if self.ignore_error => {
-                log::debug!("plugin command: {} exit {code} (ignored): {err}", shown())
+        let shown = format!(
+            "{program} (batch of {} path(s) pushed{to})",
+            batch.paths.len()
+        );
+        self.log_outcome(&shown, Some(&batch.remote), self.run_batch(batch))
+    }
+
+    fn log_outcome(
+        &self,
+        shown: &str,
+        remote: Option<&str>,
+        outcome: Outcome,
+    ) -> Result<(), String> {
+        let remote = remote.unwrap_or("");
+        let failure = match outcome {
+            Outcome::Ok => {
+                log::debug!("plugin command: {shown} ok");
+                return Ok(());
             }
             Outcome::Failed(code, err) => {
-                log::error!("plugin command: {} failed, exit {code}: {err}", shown())
+                let text = if err.is_empty() {
+                    format!("{shown} failed, exit {code}")
+                } else {
+                    format!("{shown} failed, exit {code}: {err}")
+                };
+                if self.ignore_error {
+                    log::debug!("plugin command: {text} (ignored)");
+                    return Err(text);
+                }
+                text
             }
-            Outcome::TimedOut => log::error!(
-                "plugin command: {} still running after {}s, killed",
-                shown(),
+            Outcome::TimedOut => format!(
+                "{shown} still running after {}s, killed",
                 self.timeout.as_secs()
             ),
-            Outcome::NotRun(why) => log::error!("plugin command: {}: {why}", shown()),
+            Outcome::NotRun(why) => format!("{shown}: {why}"),
+        };
+        if remote.is_empty() {
+            log::error!("plugin command: {failure}");
+        } else {
+            log::error!(remote = remote; "plugin command: {failure}");
         }
+        Err(failure)
     }
 }

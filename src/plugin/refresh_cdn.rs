@@ -66,16 +66,22 @@ impl RefreshCdn {
             .collect()
     }
 
-    pub(crate) fn refresh_logged(&self, abs: &Path) {
+    /// Purges and logs; the error is the last failure as logged.
+    pub(crate) fn refresh_logged(&self, abs: &Path) -> Result<(), String> {
+        let mut out = Ok(());
         for (url, result) in self.refresh(abs) {
-            match result {
+            let text = match result {
                 Ok(status) if (200..300).contains(&status) => {
-                    log::info!("plugin refreshCDN: purge of {url}: HTTP {status}")
+                    log::info!("plugin refreshCDN: purge of {url}: HTTP {status}");
+                    continue;
                 }
-                Ok(status) => log::error!("plugin refreshCDN: purge of {url}: HTTP {status}"),
-                Err(e) => log::error!("plugin refreshCDN: purge of {url} failed: {e}"),
-            }
+                Ok(status) => format!("purge of {url}: HTTP {status}"),
+                Err(e) => format!("purge of {url} failed: {e}"),
+            };
+            log::error!("plugin refreshCDN: {text}");
+            out = Err(text);
         }
+        out
     }
 }
 

@@ -34,16 +34,20 @@ impl Socket {
             .collect()
     }
 
-    pub(crate) fn send_logged(&self, abs: &Path) {
+    /// Sends and logs; the error is the last failure as logged.
+    pub(crate) fn send_logged(&self, abs: &Path) -> Result<(), String> {
+        let mut out = Ok(());
         for (host, result) in self.send(abs) {
             match result {
                 Ok(()) => log::debug!("plugin socket: sent {} to {host}", abs.display()),
-                Err(e) => log::error!(
-                    "plugin socket: cannot send {} to {host}: {e}",
-                    abs.display()
-                ),
+                Err(e) => {
+                    let text = format!("cannot send {} to {host}: {e}", abs.display());
+                    log::error!("plugin socket: {text}");
+                    out = Err(text);
+                }
             }
         }
+        out
     }
 }
 

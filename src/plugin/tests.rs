@@ -16,7 +16,7 @@ use crate::config::raw::{
 use crate::config::Config;
 use crate::config::ConfigError;
 use crate::modes::module::Module;
-use crate::sync::AfterPush;
+use crate::sync::{AfterPush, Landed};
 use crate::sys::Stop;
 
 fn s(v: &str) -> Option<String> {
@@ -168,12 +168,12 @@ fn command_include_filter_is_honoured_on_the_absolute_path() {
     assert!(plugin.wants(Path::new("/w/x/index.php")));
     assert!(!plugin.wants(Path::new("/w/x/index.php.txt")));
     assert!(!plugin.wants(Path::new("/w/x/readme.txt")));
-    plugin.run(&d.path().join("readme.txt"));
+    let _ = plugin.run(&d.path().join("readme.txt"));
     assert!(
         !out.exists(),
         "a path outside the include filter ran the command"
     );
-    plugin.run(&d.path().join("index.php"));
+    let _ = plugin.run(&d.path().join("index.php"));
     assert_eq!(
         std::fs::read_to_string(&out).expect("out"),
         format!("{}\n", d.path().join("index.php").display())
@@ -691,7 +691,12 @@ fn after_push_runs_the_active_plugin_on_its_own_thread() {
     .expect("loads");
     let plugins = Runner::for_live(&c.plugins).expect("active");
     let started = Instant::now();
-    plugins.pushed(d.path(), &[PathBuf::from("sub/file.txt")]);
+    plugins.pushed(&Landed {
+        root: d.path(),
+        remote: "127.0.0.1::m",
+        first: true,
+        entries: &[Entry::plain("sub/file.txt")],
+    });
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "after_push must not wait"
@@ -786,4 +791,177 @@ fn shell_command_plugin_without_include_filter_runs_every_changed_file_as_a_scri
         ..Default::default()
     });
     assert!(!command(&def).runs_changed_files());
+}
+
+// ---- batch mode ----
+
+fn batch_def(prefix: &str, mode: &str, timeout: Option<&str>) -> PluginDef {
+    PluginDef {
+        mode: s(mode),
+        timeout: timeout.and_then(s),
+        line: Some(7),
+        ..command_def(prefix, "")
+    }
+}
+
+fn refused_def(def: &PluginDef) -> String {
+    match Plugin::from_raw(&Cx::new("test.xml", false), def) {
+        Ok(p) => panic!("should have been refused: {p:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_mode_is_file_unless_batch_is_written() {
+    let c = command(&command_def("/bin/true", ""));
+    assert_eq!(c.mode(), Mode::File);
+    assert_eq!(
+        c.timeout(),
+        crate::config::plugins::command::DEFAULT_TIMEOUT
+    );
+    assert!(
+        c.describe_mode().starts_with("mode=\"file\""),
+        "{}",
+        c.describe_mode()
+    );
+    let c = command(&batch_def("/bin/true", "Batch", Some("5")));
+    assert_eq!(c.mode(), Mode::Batch);
+    assert_eq!(c.timeout(), Duration::from_secs(5));
+    assert_eq!(c.describe(), "/bin/true < paths");
+    assert!(
+        c.describe_mode().starts_with("mode=\"batch\"") && c.describe_mode().contains("5s"),
+        "{}",
+        c.describe_mode()
+    );
+    // No path is an argument: a shell prefix runs no changed file.
+    assert!(!command(&batch_def("/bin/sh", "batch", None)).runs_changed_files());
+    assert!(command(&command_def("/bin/sh", "")).runs_changed_files());
+    let c = command(&command_def("/bin/true", ""));
+    assert_eq!(c.describe(), "/bin/true <changed file>");
+}
+
+#[test]
+fn bad_modes_and_timeouts_are_refused_with_the_line_and_what_to_write() {
+    let e = refused_def(&batch_def("/bin/true", "batches", None));
+    assert!(e.starts_with("test.xml:7:"), "{e}");
+    assert!(
+        e.contains("mode=\"batches\"")
+            && e.contains("mode=\"file\"")
+            && e.contains("mode=\"batch\""),
+        "{e}"
+    );
+    for bad in ["-1", "0", "abc", "86401", "1.5", ""] {
+        let e = refused_def(&batch_def("/bin/true", "batch", Some(bad)));
+        assert!(e.starts_with("test.xml:7:"), "{bad}: {e}");
+        assert!(
+            e.contains(&format!("timeout=\"{bad}\"")) && e.contains("timeout=\"60\""),
+            "{bad}: {e}"
+        );
+    }
+    let mut socket = batch_def("/bin/true", "batch", None);
+    socket.name = s("socket");
+    let e = refused_def(&socket);
+    assert!(e.contains("command plugin's only"), "{e}");
+}
+
+#[test]
+fn a_batch_reads_each_path_followed_by_a_nul() {
+    let b = command::Batch {
+        root: "/w".into(),
+        remote: "h::m".into(),
+        paths: vec!["a b".into(), "new\nline".into(), "d/".into()],
+    };
+    assert_eq!(b.stdin_bytes(), b"a b\0new\nline\0d/\0");
+    assert_eq!(batch_path(&Entry::plain("x/y")), Path::new("x/y"));
+    assert_eq!(batch_path(&Entry::listing("x")).as_os_str(), "x/");
+    assert_eq!(batch_path(&Entry::listing("")).as_os_str(), "./");
+    assert_eq!(batch_path(&Entry::plain("")).as_os_str(), ".");
+}
+
+#[test]
+fn a_batch_hook_gets_the_paths_on_stdin_and_the_remote_in_its_environment() {
+    let d = dir();
+    let out = d.path().join("out");
+    let env = d.path().join("env");
+    let prefix = format!(
+        r#"/bin/sh -c 'cat > "$1"; printf "%s|%s|%s" "$SERSYNC_REMOTE" "$SERSYNC_ROOT" "$SERSYNC_PATHS" > "$2"' sh {} {}"#,
+        out.display(),
+        env.display()
+    );
+    let c = command(&batch_def(&prefix, "batch", None));
+    let b = command::Batch {
+        root: d.path().to_path_buf(),
+        remote: "127.0.0.1::www".into(),
+        paths: vec!["a b".into(), "new\nline".into()],
+    };
+    assert_eq!(c.run_batch(&b), Outcome::Ok);
+    assert_eq!(std::fs::read(&out).expect("out"), b"a b\0new\nline\0");
+    assert_eq!(
+        std::fs::read_to_string(&env).expect("env"),
+        format!("127.0.0.1::www|{}|2", d.path().display())
+    );
+}
+
+#[test]
+fn a_batch_hook_that_never_reads_its_stdin_does_not_block() {
+    // 100,000 paths, far beyond a pipe's buffer: written to a file before the hook
+    // starts, so a hook that exits without reading ends the run as any other.
+    let c = command(&batch_def("/bin/true", "batch", None));
+    let b = command::Batch {
+        root: "/w".into(),
+        remote: "h::m".into(),
+        paths: (0..100_000)
+            .map(|i| format!("dir/file-{i}").into())
+            .collect(),
+    };
+    assert_eq!(c.run_batch(&b), Outcome::Ok);
+    // One that never reads and never ends is killed at its timeout.
+    let c = command(&batch_def("/bin/sleep 600", "batch", Some("1")));
+    assert_eq!(c.run_batch(&b), Outcome::TimedOut);
+}
+
+#[test]
+fn a_failing_batch_hook_is_counted_and_the_next_push_still_runs_it() {
+    let d = dir();
+    let marks = d.path().join("marks");
+    let prefix = format!(
+        r#"/bin/sh -c 'echo "$SERSYNC_REMOTE" >> "$1"; exit 3' sh {}"#,
+        marks.display()
+    );
+    let block = format!(
+        r#"<plugin name="command" mode="batch"><param prefix="{}"/></plugin>"#,
+        prefix.replace('"', "&quot;")
+    );
+    let c = load(&conf(
+        d.path(),
+        r#"<plugin start="true" name="command"/>"#,
+        &block,
+    ))
+    .expect("loads");
+    let runner = Runner::for_live(&c.plugins).expect("active");
+    for (remote, first) in [("a::m", true), ("b::m", false)] {
+        runner.pushed(&Landed {
+            root: d.path(),
+            remote,
+            first,
+            entries: &[Entry::plain("f")],
+        });
+    }
+    let started = Instant::now();
+    while runner.report().runs < 2 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the runs end");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = runner.report();
+    assert_eq!(
+        (r.name, r.mode, r.runs, r.failed),
+        ("command", "batch", 2, 2)
+    );
+    let last = r.last_failure.expect("a failure").1;
+    assert!(last.contains("exit 3") && last.contains("b::m"), "{last}");
+    // Once per remote, not only after the root's first.
+    assert_eq!(
+        std::fs::read_to_string(&marks).expect("marks"),
+        "a::m\nb::m\n"
+    );
 }

@@ -30,7 +30,7 @@ pub use faillog::FailLog;
 pub use job::{Job, RemoteId};
 pub use queue::Queue;
 pub use rsync::Target;
-pub use workers::{AfterPush, Mirror, Snapshot};
+pub use workers::{AfterPush, Landed, Mirror, Snapshot};
 
 use crate::config::Config;
 

@@ -227,6 +227,19 @@ impl Target {
         argv
     }
 
+    /// `--probe`'s second question, asked once the remote answered a listing: would it
+    /// take a push? A dry run (nothing is changed on the remote) of the watch root's
+    /// top directory alone, run in the root: a module `read only = yes` refuses it
+    /// (`ERROR: module is read only`), as it refuses every push.
+    pub fn probe_push_argv(&self) -> Vec<OsString> {
+        let mut argv: Vec<OsString> =
+            vec!["--dry-run".into(), "--dirs".into(), "--exclude=?*".into()];
+        self.connection_args(&mut argv);
+        argv.push("./".into());
+        argv.push(format!("{}/", self.dest()).into());
+        argv
+    }
+
     /// The job with every path and rule as an argument, as the fail log writes it:
     /// `./path`, so that no name can read as an option.
     pub fn argv_with_args(&self, job: &Job) -> Vec<OsString> {

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::bisect;
 use super::cause::Failures;
 use super::faillog::{self, FailLog};
-use super::job::{Job, RemoteId};
+use super::job::{Entry, Job, RemoteId};
 use super::lockorder::{Hold, Lock};
 use super::queue::Queue;
 use super::rsync::{self, Target};
@@ -49,10 +49,21 @@ mod too_long;
 
 pub use snapshot::{FullSyncResult, Snapshot};
 
-/// Something to run for the paths a push delivered (the plugins): called once per
-/// path, after the watch root's first remote has it.
+/// Something to run for the paths a push delivered (the plugins): called for every
+/// rsync call of paths that landed, to every remote.
 pub trait AfterPush: Send + Sync {
-    fn pushed(&self, root: &Path, rel_paths: &[PathBuf]);
+    fn pushed(&self, landed: &Landed<'_>);
+}
+
+/// One rsync call of paths that landed, for [`AfterPush`].
+#[derive(Debug)]
+pub struct Landed<'a> {
+    pub root: &'a Path,
+    /// The remote's label, as status and the logs name it.
+    pub remote: &'a str,
+    /// The remote is its watch root's first (per-path plugins run after that one only).
+    pub first: bool,
+    pub entries: &'a [Entry],
 }
 
 /// Counters per remote, for logs and status.

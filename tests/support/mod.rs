@@ -646,6 +646,19 @@ impl RsyncDaemon {
             .unwrap_or(false)
     }
 
+    /// Makes the module `read only = yes` (or writable again): the daemon reads its
+    /// config at each connection.
+    pub fn set_read_only(&self, on: bool) {
+        let path = self.dir.join("rsyncd.conf");
+        let conf = fs::read_to_string(&path).expect("read rsyncd.conf");
+        let (from, to) = if on {
+            ("read only = no", "read only = yes")
+        } else {
+            ("read only = yes", "read only = no")
+        };
+        fs::write(&path, conf.replace(from, to)).expect("write rsyncd.conf");
+    }
+
     pub fn ip(&self) -> &str {
         &self.ip
     }

@@ -5,10 +5,13 @@
 //! way `sh` splits words but without any expansion, and the path is always exactly one
 //! argument: no name, however strange, can change what runs.
 //!
-//! A run that outlives `DEFAULT_TIMEOUT` is killed with its whole process group, so one
-//! stuck script cannot stop the plugin for every later change. `ignoreError="true"`
-//! turns a non-zero exit into a debug line; a run that could not start or timed out is
-//! always an error.
+//! `<plugin name="command" mode="batch">` runs it once per push instead (`prefix suffix`,
+//! no path argument), the push's paths on stdin; see [`Mode`].
+//!
+//! A run that outlives its timeout (`timeout="SECONDS"`, else `DEFAULT_TIMEOUT`) is
+//! killed with its whole process group, so one stuck script cannot stop the plugin for
+//! every later change. `ignoreError="true"` turns a non-zero exit into a debug line; a
+//! run that could not start or timed out is always an error.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -22,8 +25,58 @@ use crate::config::{raw, ConfigError};
 use crate::sys::fsafe;
 use crate::sys::shell::split_str as split_words;
 
-/// How long one run may take before it is killed.
+/// How long one run may take before it is killed, unless `timeout=` says.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest `timeout=` accepted: a day.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+/// When the command runs (`<plugin name="command" mode=...>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `file` (sersync 2.5's, the default): once per changed file, after the watch
+    /// root's first remote has it, the file's absolute path as an argument.
+    File,
+    /// `batch`: once per rsync call that landed, to each remote, the call's paths on
+    /// stdin (relative to the watch root, each followed by a NUL byte), the remote's
+    /// label and the watch root in the environment.
+    Batch,
+}
+
+impl Mode {
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::File => "file",
+            Mode::Batch => "batch",
+        }
+    }
+
+    /// A `mode=` value; the error says what to write.
+    pub fn parse(written: &str) -> Result<Mode, String> {
+        match written.trim().to_ascii_lowercase().as_str() {
+            "file" => Ok(Mode::File),
+            "batch" => Ok(Mode::Batch),
+            _ => Err(format!(
+                "<plugin name=\"command\" mode=\"{written}\">: unknown mode; write \
+                 mode=\"file\" (once per changed file, its path as an argument: the default) \
+                 or mode=\"batch\" (once per push to each remote, the paths on stdin)"
+            )),
+        }
+    }
+}
+
+/// A `timeout=` value in seconds, 1 to [`MAX_TIMEOUT_SECS`]; the error says what to write.
+pub fn parse_timeout(written: &str) -> Result<Duration, String> {
+    match written.trim().parse::<u64>() {
+        Ok(n) if (1..=MAX_TIMEOUT_SECS).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "<plugin name=\"command\" timeout=\"{written}\">: not a number of seconds from 1 \
+             to {MAX_TIMEOUT_SECS}; write e.g. timeout=\"{}\" (the default)",
+            DEFAULT_TIMEOUT.as_secs()
+        )),
+    }
+}
 
 #[derive(Debug)]
 pub struct Command {
@@ -34,10 +87,19 @@ pub struct Command {
     pub(crate) include: Option<Vec<Regex>>,
     pub(crate) exclude: Vec<Regex>,
     pub(crate) timeout: Duration,
+    pub(crate) mode: Mode,
 }
 
 impl Command {
     pub(crate) fn from_raw(cx: &Cx, def: &raw::PluginDef) -> Result<Command, ConfigError> {
+        let mode = match def.mode.as_deref() {
+            None => Mode::File,
+            Some(m) => Mode::parse(m).map_err(|e| cx.err(def.line, e))?,
+        };
+        let timeout = match def.timeout.as_deref() {
+            None => DEFAULT_TIMEOUT,
+            Some(t) => parse_timeout(t).map_err(|e| cx.err(def.line, e))?,
+        };
         let param = def.param.as_ref().ok_or_else(|| {
             cx.err(
                 def.line,
@@ -101,7 +163,8 @@ impl Command {
             ignore_error,
             include,
             exclude,
-            timeout: DEFAULT_TIMEOUT,
+            timeout,
+            mode,
         })
     }
 
@@ -115,23 +178,69 @@ impl Command {
             && !self.exclude.iter().any(|r| r.is_match(bytes))
     }
 
-    /// What it runs, for people: `/bin/sh <changed file> suffix…`.
+    /// What it runs, for people: `/bin/sh <changed file> suffix…`, or in batch mode
+    /// `hook suffix… < paths`.
     pub fn describe(&self) -> String {
-        self.prefix
+        let path = match self.mode {
+            Mode::File => Some("<changed file>"),
+            Mode::Batch => None,
+        };
+        let mut words = self
+            .prefix
             .iter()
             .map(String::as_str)
-            .chain(std::iter::once("<changed file>"))
+            .chain(path)
             .chain(self.suffix.iter().map(String::as_str))
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" ");
+        if self.mode == Mode::Batch {
+            words.push_str(" < paths");
+        }
+        words
+    }
+
+    /// When it runs and its timeout, for `-t`: `mode="batch": once per push ...`.
+    pub fn describe_mode(&self) -> String {
+        let when = match self.mode {
+            Mode::File => "once per changed file, after the watch root's first remote has it",
+            Mode::Batch => {
+                "once per push to each remote, its paths on stdin (NUL after each), \
+                 SERSYNC_REMOTE and SERSYNC_ROOT set"
+            }
+        };
+        format!(
+            "mode=\"{}\": {when}; killed after {}s",
+            self.mode.as_str(),
+            self.timeout.as_secs()
+        )
+    }
+
+    /// When it runs.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// How long a run may take before it is killed.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Does it run every changed file as a script? Its program is a shell or an
     /// interpreter that takes the changed file as the script to run (no operand before
     /// it in the prefix, `env` looked through), and no include filter narrows the files.
+    /// In batch mode no path is an argument: never.
     pub fn runs_changed_files(&self) -> bool {
         let filtered = self.include.as_ref().is_some_and(|i| !i.is_empty());
-        !filtered && runs_its_operand(&self.prefix)
+        self.mode == Mode::File && !filtered && runs_its_operand(&self.prefix)
+    }
+
+    /// `prefix… suffix…`: what batch mode runs, one word each.
+    pub fn batch_argv(&self) -> Vec<OsString> {
+        self.prefix
+            .iter()
+            .chain(&self.suffix)
+            .map(OsString::from)
+            .collect()
     }
 
     /// `prefix… <abs> suffix…`, one word each.

@@ -24,7 +24,7 @@ use regex::bytes::Regex;
 
 use super::{raw, ConfigError};
 
-pub use command::Command;
+pub use command::{Command, Mode};
 pub use refresh_cdn::RefreshCdn;
 pub use socket::Socket;
 
@@ -49,6 +49,21 @@ impl Plugin {
     /// Checks one `<plugin name=...>` block.
     pub(crate) fn from_raw(cx: &Cx, def: &raw::PluginDef) -> Result<Plugin, ConfigError> {
         let written = def.name.as_deref().map(str::trim).unwrap_or("");
+        if let Some(other) = canonical(written).filter(|n| *n != "command") {
+            // mode= and timeout= are the command plugin's only: refused, not ignored.
+            let attr = [("mode", &def.mode), ("timeout", &def.timeout)]
+                .into_iter()
+                .find_map(|(a, v)| v.as_deref().map(|v| (a, v)));
+            if let Some((attr, value)) = attr {
+                return Err(cx.err(
+                    def.line,
+                    format!(
+                        "<plugin name=\"{written}\" {attr}=\"{value}\">: {attr}= is the command \
+                         plugin's only; remove it from the {other} plugin"
+                    ),
+                ));
+            }
+        }
         match canonical(written) {
             Some("command") => Ok(Plugin::Command(Command::from_raw(cx, def)?)),
             Some("socket") => Ok(Plugin::Socket(Socket::from_raw(cx, def)?)),

@@ -191,6 +191,31 @@ pub fn metrics(s: &Status) -> String {
             per_verified(&|v| v.at_unix.to_string()),
         );
     }
+    if let Some(p) = &s.plugin {
+        let labels = format!(
+            "{{plugin=\"{}\",mode=\"{}\"}}",
+            label(&p.name),
+            label(&p.mode)
+        );
+        gauge(
+            "sersync2_plugin_runs_total",
+            "Runs of the switched-on plugin (per file, or per push in batch mode).",
+            "counter",
+            vec![(labels.clone(), p.runs.to_string())],
+        );
+        gauge(
+            "sersync2_plugin_failures_total",
+            "Plugin runs that failed (non-zero exit, not started, killed); sync goes on.",
+            "counter",
+            vec![(labels.clone(), p.failed.to_string())],
+        );
+        gauge(
+            "sersync2_plugin_dropped_paths_total",
+            "Paths dropped for the plugin while too many waited for it.",
+            "counter",
+            vec![(labels, p.dropped.to_string())],
+        );
+    }
     if let Some(f) = &s.last_full_sync {
         gauge(
             "sersync2_last_full_sync_timestamp_seconds",

@@ -16,6 +16,6 @@ mod server;
 mod tests;
 
 pub use client::query;
-pub use model::{exit_code, Status};
+pub use model::{exit_code, PluginStatus, Status};
 pub use report::{printable, render};
 pub use server::{listen, serve, Source};

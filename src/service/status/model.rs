@@ -35,6 +35,30 @@ pub struct Status {
     /// for a walk the entries compared and changes found so far.
     #[serde(default)]
     pub progress: Vec<ProgressStatus>,
+    /// The plugin switched on for live syncing, if any: its runs and failures.
+    #[serde(default)]
+    pub plugin: Option<PluginStatus>,
+}
+
+/// The switched-on plugin's runs since the start. Its failures never hold sync back:
+/// they are counted and logged here, nothing is retried.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PluginStatus {
+    /// `command`, `socket` or `refreshCDN`.
+    pub name: String,
+    /// `file` (once per changed file) or `batch` (the command plugin once per push).
+    pub mode: String,
+    pub runs: u64,
+    /// Runs that failed: a non-zero exit, not started, killed at its timeout or by a
+    /// signal (for socket and refreshCDN: a send or purge that failed).
+    pub failed: u64,
+    /// Paths dropped for it while too many waited (it could not keep up).
+    pub dropped: u64,
+    /// Paths waiting for it now.
+    pub waiting: usize,
+    /// The last failure as logged, and when (RFC 3339, UTC).
+    pub last_failure: Option<String>,
+    pub last_failure_at: Option<String>,
 }
 
 /// One long task running now (see `sync::progress`).
@@ -325,7 +349,14 @@ impl Status {
             roots: Vec::new(),
             verify: Vec::new(),
             progress: Vec::new(),
+            plugin: None,
         }
+    }
+
+    /// Adds the switched-on plugin's counts.
+    pub fn with_plugin(mut self, plugin: Option<PluginStatus>) -> Status {
+        self.plugin = plugin;
+        self
     }
 
     /// Adds the long tasks running now.

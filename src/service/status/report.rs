@@ -152,6 +152,31 @@ pub fn render(s: &Status) -> String {
     for r in &s.progress {
         out.push_str(&format!("in progress: {}\n", p(&r.line)));
     }
+    if let Some(pl) = &s.plugin {
+        out.push_str(&format!(
+            "plugin {} (mode {}): {} run(s), {} failed",
+            p(&pl.name),
+            p(&pl.mode),
+            pl.runs,
+            pl.failed
+        ));
+        if pl.dropped > 0 {
+            out.push_str(&format!(
+                ", {} path(s) dropped (it could not keep up)",
+                pl.dropped
+            ));
+        }
+        if let Some(last) = &pl.last_failure {
+            out.push_str(&format!(
+                "; last failure{}: {}",
+                pl.last_failure_at
+                    .as_deref()
+                    .map_or(String::new(), |at| format!(" at {}", p(at))),
+                p(last)
+            ));
+        }
+        out.push('\n');
+    }
     for v in &s.verify {
         out.push_str(&format!(
             "verified {} at {}: {}\n",

@@ -28,6 +28,7 @@ pub(super) fn source() -> Source {
         roots: Vec::new(),
         verify: Vec::new(),
         progress: Vec::new(),
+        plugin: None,
     })
 }
 

@@ -162,7 +162,13 @@ impl Recorder {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err((false, format!("no index at {}", path.display())))
             }
-            Err(e) => Err((false, format!("index {} not used: {e}", path.display()))),
+            Err(e) => {
+                if crate::sys::fsafe::is_refused(&e) {
+                    // Planted or opened up by someone else: as loud as the fail log's.
+                    log::error!("{}", refused_line("index", &path, &e));
+                }
+                Err((false, format!("index {} not used: {e}", path.display())))
+            }
         };
         // An index written while an agent ran: usable with its journal (what pushes
         // began after its checkpoint), else not.
@@ -748,6 +754,9 @@ fn read_journal(index: &Path, path: &Path, stamp: Option<Stamp>) -> Result<journ
                 path.display()
             )
         } else {
+            if crate::sys::fsafe::is_refused(&e) {
+                log::error!("{}", refused_line("index journal", path, &e));
+            }
             format!("{killed} and its journal is not used: {e}")
         }
     })?;
@@ -760,6 +769,18 @@ fn read_journal(index: &Path, path: &Path, stamp: Option<Stamp>) -> Result<journ
         ));
     }
     Ok(read)
+}
+
+/// The error line for an index file (or its journal) refused as not the agent's own:
+/// its cause (`e` names the file, its owner and mode, and what to do) and what the
+/// start does without it.
+fn refused_line(what: &str, path: &Path, e: &std::io::Error) -> String {
+    format!(
+        "refusing the warm-restart {what} {}: {e}; it is not read, and the agent's own \
+         replaces it (without a usable index, what changed while no agent ran reaches the \
+         remotes only by -r or a full sync)",
+        path.display()
+    )
 }
 
 /// What the journal says pushes may have changed in `root` after the checkpoint:

@@ -57,14 +57,16 @@ impl Mirror {
             stats
                 .pushed
                 .fetch_add(job.count() as u64, Ordering::Relaxed);
-            // Once per path, not once per remote: after the root's first remote has it.
-            if let (Some(after), Job::Paths(paths)) = (&self.after_push, job) {
-                if self.targets.iter().position(|x| x.root == target.root) == Some(t.0) {
-                    let paths: Vec<PathBuf> = paths.iter().map(|e| e.path.clone()).collect();
-                    after.pushed(&target.root, &paths);
-                }
-            }
             let label = target.label();
+            if let (Some(after), Job::Paths(entries)) = (&self.after_push, job) {
+                let first = self.targets.iter().position(|x| x.root == target.root) == Some(t.0);
+                after.pushed(&super::Landed {
+                    root: &target.root,
+                    remote: &label,
+                    first,
+                    entries,
+                });
+            }
             // With <debug start="true"> beside the command lines; else at debug level.
             let level = if self.debug {
                 log::Level::Info
