@@ -235,3 +235,64 @@ fn test_config_prints_the_rules() {
         "{all}"
     );
 }
+
+/// Under `prefix`: the file `f/cache` replaced by a directory, the directory `d/cache`
+/// by a file.
+fn swap_types(s: &Setup, prefix: &str) {
+    fs::remove_file(s.p(format!("{prefix}/f/cache"))).expect("rm");
+    s.write(format!("{prefix}/f/cache/y.txt"), "now a directory\n");
+    fs::remove_dir_all(s.p(format!("{prefix}/d/cache"))).expect("rm -rf");
+    s.write(format!("{prefix}/d/cache"), "now a file\n");
+}
+
+/// A name the rules keep out only as a directory or only as a file, replaced by the
+/// other type: live, before a `-r` full sync, and before a `--once`; each time the
+/// remotes hold what rsync selects and `--verify` says level.
+fn type_swaps_agree_with_rsync(s: &Setup, rules: &[&str]) {
+    for prefix in ["live", "full", "once"] {
+        s.write(format!("{prefix}/f/cache"), "a file\n");
+        s.write(format!("{prefix}/d/cache/x.txt"), "in a directory\n");
+    }
+    s.write("keep.txt", "keep\n");
+    let xml = with_rules(s, rules);
+    let none = Snapshot::new();
+    let mut agent = start(s, &xml, &["-r"]);
+    wait_for_remotes(s, &mut agent, &rsync_selects(s, rules), &none, "after -r");
+    swap_types(s, "live");
+    wait_for_remotes(s, &mut agent, &rsync_selects(s, rules), &none, "live");
+    let out = wait_synced(&s.dir, 60);
+    assert!(out.status.success(), "{}", text(&out));
+    verify_level(s);
+    agent.stop();
+
+    swap_types(s, "full");
+    let mut agent = start(s, &xml, &["-r"]);
+    wait_for_remotes(s, &mut agent, &rsync_selects(s, rules), &none, "full sync");
+    let out = wait_synced(&s.dir, 60);
+    assert!(out.status.success(), "{}", text(&out));
+    verify_level(s);
+    agent.stop();
+
+    swap_types(s, "once");
+    let out = sersync2(&s.dir, &["--once", "-o", "sersync.xml"]);
+    assert!(out.status.success(), "--once: {}", text(&out));
+    let want = rsync_selects(s, rules);
+    for r in s.remotes() {
+        if let Err(e) = snapshots_equal(&want, &tree_snapshot(&r)) {
+            panic!("after --once, {}: {e}\n{}", r.display(), text(&out));
+        }
+    }
+    verify_level(s);
+}
+
+#[test]
+fn a_name_kept_out_only_as_a_directory_changing_type_agrees_with_rsync() {
+    let s = setup!();
+    type_swaps_agree_with_rsync(&s, &["- cache/"]);
+}
+
+#[test]
+fn a_name_kept_out_only_as_a_file_changing_type_agrees_with_rsync() {
+    let s = setup!();
+    type_swaps_agree_with_rsync(&s, &["+ cache/", "- cache"]);
+}
