@@ -14,6 +14,8 @@ mod layers;
 mod e2e;
 // `<filter>`'s rsync include/exclude rules: the remotes hold what rsync itself selects.
 mod filter_rules;
+// The same against rsync for random trees and rule lists, live, full syncs and --once.
+mod filter_random;
 // Renames inside the tree travel as renames (files, directories, in and out of the tree).
 mod moves;
 // Seeded random workloads of every change the kernel can report, checked for equality.
