@@ -296,3 +296,78 @@ fn a_name_kept_out_only_as_a_file_changing_type_agrees_with_rsync() {
     let s = setup!();
     type_swaps_agree_with_rsync(&s, &["+ cache/", "- cache"]);
 }
+
+// A malformed rule, an unknown transport, a negative threshold or hook timeout: `-t`
+// and the start refuse each, naming the file, the line and what to write.
+#[test]
+fn bad_values_are_refused_with_file_line_and_what_to_write() {
+    let s = setup!();
+    let good = with_rules(&s, &["+ /public/***", "- *"]);
+    let hook = "  <plugin name=\"command\" mode=\"batch\" timeout=\"-1\">\n    \
+                <param prefix=\"/bin/true\"/>\n  </plugin>\n</head>\n";
+    let remote = format!("<remote ip=\"{}\" name=\"{}\"/>", s.a.ip(), s.a.module());
+    for (bad, marker, says) in [
+        (
+            good.replace("- *</rule>", "-,s *.tmp</rule>"),
+            "-,s *.tmp",
+            "write the rule without it: `+ PATTERN` or `- PATTERN`",
+        ),
+        (
+            good.replace("- *</rule>", "protect /keep</rule>"),
+            "protect /keep",
+            "write `- PATTERN`",
+        ),
+        (
+            good.replacen(
+                &remote,
+                &format!(
+                    "<remote ip=\"{}\" name=\"{}\" ssh=\"maybe\"/>",
+                    s.a.ip(),
+                    s.a.module()
+                ),
+                1,
+            ),
+            "ssh=\"maybe\"",
+            "<remote ssh=\"maybe\">: must be \"true\" (this remote over ssh, host:dir) or \
+             \"false\" (through an rsync daemon, host::module)",
+        ),
+        (
+            good.replace(
+                "  </sersync>",
+                "    <deleteBrake percent=\"-1\"/>\n  </sersync>",
+            ),
+            "deleteBrake",
+            "must be a whole number from 0 to 100; write e.g. percent=\"50\"",
+        ),
+        (
+            good.replace(
+                "  </sersync>\n",
+                "    <plugin start=\"true\" name=\"command\"/>\n  </sersync>\n",
+            )
+            .replace("</head>\n", hook),
+            "timeout=\"-1\"",
+            "write e.g. timeout=\"60\"",
+        ),
+    ] {
+        let line = bad
+            .lines()
+            .position(|l| l.contains(marker))
+            .unwrap_or_else(|| panic!("{marker} not in {bad}"))
+            + 1;
+        fs::write(s.dir.join("sersync.xml"), &bad).expect("write");
+        for args in [&["-t", "-o", "sersync.xml"][..], &["-o", "sersync.xml"][..]] {
+            let out = sersync2(&s.dir, args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{marker} {args:?}: {}",
+                text(&out)
+            );
+            assert!(
+                err.contains(&format!("sersync.xml:{line}: ")) && err.contains(says),
+                "{marker} {args:?}: want line {line} and `{says}`:\n{err}"
+            );
+        }
+    }
+}

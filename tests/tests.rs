@@ -48,6 +48,8 @@ mod faults_control;
 mod brake;
 // `--pause` and `--resume` (every remote or one): what waits, the reload, the stop, refusals.
 mod pause;
+// Pause, the brake and batch hooks with an ssh remote beside daemon remotes.
+mod ssh_ops;
 // Every failed push says its real cause (rsync's and ssh's own words).
 mod causes;
 // Many remotes and relays: one hung remote holds back only itself.
