@@ -248,3 +248,83 @@ fn a_batch_hook_runs_for_an_ssh_remote_with_its_label() {
     );
     agent.stop();
 }
+
+// `-t` shows each of them in one config: the rules in order and on every remote's
+// command lines, the brake's threshold, the batch hook's mode and timeout, and the ssh
+// remote's own argv beside the daemons'.
+#[test]
+fn test_config_shows_the_rules_the_brake_the_hook_and_each_remotes_argv() {
+    let s = setup!();
+    let mut conf = s.conf();
+    conf.excludes = Some(Vec::new());
+    let last = format!("<remote ip=\"{}\" name=\"{}\"/>", s.b.ip(), s.b.module());
+    let dest = s.dir.join("ssh-dest");
+    let xml = conf
+        .render()
+        .replacen(
+            "  <filter start=\"true\">\n",
+            "  <filter start=\"true\">\n    <rule>+ /public/***</rule>\n    <rule>- *</rule>\n",
+            1,
+        )
+        .replacen(
+            &last,
+            &format!(
+                "{last}\n      <remote ip=\"127.0.0.1\" name=\"{}\" ssh=\"true\" \
+                 sshCommand=\"ssh -p 2222\"/>",
+                esc(&dest.display().to_string())
+            ),
+            1,
+        )
+        .replace(
+            "  </sersync>\n",
+            "    <deleteBrake percent=\"40\" count=\"10\" seconds=\"30\"/>\n    \
+             <plugin start=\"true\" name=\"command\"/>\n  </sersync>\n",
+        )
+        .replace(
+            "</head>\n",
+            "  <plugin name=\"command\" mode=\"batch\" timeout=\"7\">\n    \
+             <param prefix=\"/bin/true\"/>\n  </plugin>\n</head>\n",
+        );
+    fs::write(s.dir.join("sersync.xml"), &xml).expect("write");
+    let out = sersync2(&s.dir, &["-t", "-o", "sersync.xml"]);
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", text(&out));
+    let rules = "'--filter=+ /public/***' '--filter=- *'";
+    for remote in [
+        format!("{}::{}", s.a.ip(), s.a.module()),
+        format!("{}::{}", s.b.ip(), s.b.module()),
+        format!("127.0.0.1:{}", dest.display()),
+    ] {
+        let at = shown
+            .find(&format!("  remote {remote}\n"))
+            .unwrap_or_else(|| panic!("no remote {remote} in:\n{shown}"));
+        let section: Vec<&str> = shown[at..].lines().skip(1).take(2).collect();
+        for line in &section {
+            assert!(line.contains(rules), "{remote}: {line}");
+            assert!(line.trim_end().ends_with(&remote), "{remote}: {line}");
+        }
+        if remote.contains(":/") {
+            assert!(
+                section
+                    .iter()
+                    .all(|l| l.contains("-e 'ssh -p 2222") && !l.contains("--password-file")),
+                "{section:?}"
+            );
+        } else {
+            assert!(
+                section
+                    .iter()
+                    .all(|l| l.contains("--password-file=") && !l.contains(" -e ")),
+                "{section:?}"
+            );
+        }
+    }
+    for want in [
+        "filter rules (after the excludes; the first that matches decides, none: included):\n    + /public/***\n    - *\n",
+        "delete brake: deletes held when more than 40% of the tree and 10 or more within 30 s",
+        "mode=\"batch\"",
+        "killed after 7s",
+    ] {
+        assert!(shown.contains(want), "`{want}` not in:\n{shown}");
+    }
+}
