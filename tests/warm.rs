@@ -98,6 +98,38 @@ fn changes_made_while_stopped_reach_the_remotes_at_a_start_without_r() {
     s.wait(&mut agent, "the second start");
 }
 
+// A file rewritten while stopped with its size and mtime restored, then a start with
+// `-r`: the full sync's quick check skips it (same size and mtime on the remotes), so
+// before, the remotes kept the old content for good while `--wait-synced` said synced.
+// The level index tells it apart (its ctime), and it goes beside the full sync.
+#[test]
+fn a_file_rewritten_with_its_mtime_restored_reaches_the_remotes_at_a_start_with_r() {
+    let s = setup!();
+    seed(&s);
+    let mut agent = start_level(&s);
+    agent.stop();
+    change_offline(&s, true);
+    let mut agent = s.agent(&["-r"]);
+    s.wait(&mut agent, "the -r start");
+    for remote in s.remotes() {
+        assert_eq!(
+            fs::read_to_string(remote.join("same.txt")).ok().as_deref(),
+            Some("9876543210"),
+            "{}; log:\n{}",
+            remote.display(),
+            tail(&agent.log(), 40)
+        );
+    }
+    assert!(
+        agent
+            .log()
+            .contains("changed with their size and mtime as the index has them"),
+        "log:\n{}",
+        tail(&agent.log(), 40)
+    );
+    agent.stop();
+}
+
 /// A burst of `n` small files below `dir`.
 fn burst(s: &Setup, dir: &str, n: usize) {
     for i in 0..n {
