@@ -610,13 +610,17 @@ pub(super) fn remote(
 
 /// The ssh command's program, found as exec finds it, must be one nobody but root or the
 /// agent's user can change: rsync runs it as the agent's user. One that is not found is
-/// left to rsync to report, as before. The message names no attribute.
+/// refused: a user who can write where it would be found (a sticky directory such as
+/// /tmp, a directory on PATH) could put one there later and have it run as the agent's
+/// user. The message names no attribute.
 fn trusted_ssh(command: &str) -> Result<(), String> {
     let Some(program) = split_words(command).ok().and_then(|w| w.into_iter().next()) else {
         return Ok(());
     };
     let Some(path) = fsafe::find_program(&program, std::env::var_os("PATH").as_deref()) else {
-        return Ok(());
+        return Err(format!(
+            "program {program} not found or not executable (a missing program is refused:              whoever can write where it would be could put one there); write the path of an              installed ssh"
+        ));
     };
     match fsafe::check_program(&path) {
         Ok(_) => Ok(()),

@@ -729,7 +729,11 @@ fn an_ssh_program_others_can_change_is_refused() {
         e.message.contains("refusing to run") && e.message.contains("0777"),
         "{e}"
     );
-    load_str(&with("no-such-ssh-program -p 22")).expect("not found: rsync reports it");
+    // Not found: refused (a user who can write where it would be found could put one
+    // there, and rsync would run it as root; the outside run planted one in a sticky
+    // directory).
+    let e = err(&with("/tmp/no-such-dir/no-such-ssh-program -p 22"));
+    assert!(e.message.contains("not found"), "{e}");
 }
 
 /// A valid config with `elements` written after its `<sersync>` in `<head>`.

@@ -774,7 +774,11 @@ fn shell_command_plugin_without_include_filter_runs_every_changed_file_as_a_scri
         }
     }
     // A script of its own, inline code, or a dedicated program: the file is data.
-    for prefix in ["/bin/sh /etc/hook.sh", "/bin/sh -c 'true'", "/bin/true"] {
+    let d = dir();
+    let script = d.path().join("hook.sh");
+    std::fs::write(&script, b"#!/bin/sh\n").expect("write the script");
+    let own = format!("/bin/sh {}", script.display());
+    for prefix in [own.as_str(), "/bin/sh -c 'true'", "/bin/true"] {
         assert!(
             !command(&command_def(prefix, "")).runs_changed_files(),
             "{prefix}"

@@ -313,6 +313,51 @@ fn a_plugin_program_another_user_controls_is_refused() {
     assert!(!marker.exists(), "the attacker's program never ran");
 }
 
+// A hook script or an ssh program that did not exist yet, in a sticky directory others
+// can write (/tmp-like), passed -t and the start; any user could then create it and have
+// it run as root at the next push (the outside run did, through both). Refused now,
+// before and after the attacker plants it (planted, it is the attacker's file).
+#[test]
+fn a_missing_hook_script_or_ssh_program_in_a_shared_directory_is_refused() {
+    let Some(attacker) = User::create("m") else {
+        return;
+    };
+    let s = setup_for("missing-program", &attacker);
+    let shared = s.dir.mkdir_p("shared");
+    chmod(&shared, 0o1777);
+    let marker = s.dir.join("ran-as-root");
+    let script = shared.join("h.sh");
+    command_plugin(&s, Path::new(&format!("/bin/sh {}", script.display())));
+    let err = test_config_refuses(&s, &[&script.display().to_string(), "does not exist"]);
+    assert!(err.contains("sersync.xml:"), "names the line: {err}");
+    let out = sersync2(&s.dir, &["-o", "sersync.xml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the start fails: {}",
+        text(&out)
+    );
+    plant_hook(&attacker, &script, &marker);
+    test_config_refuses(&s, &[&script.display().to_string(), "owned by uid"]);
+
+    // The ssh command's program, likewise.
+    let myssh = shared.join("myssh");
+    let mut conf = s.conf();
+    conf.remotes.truncate(1);
+    let xml = conf.render().replace(
+        "<ssh start=\"false\"/>",
+        &format!(
+            "<ssh start=\"true\" command=\"{} -p 22\"/>",
+            myssh.display()
+        ),
+    );
+    fs::write(s.dir.join("sersync.xml"), xml).expect("write sersync.xml");
+    test_config_refuses(&s, &[&myssh.display().to_string(), "not found"]);
+    plant_hook(&attacker, &myssh, &marker);
+    test_config_refuses(&s, &[&myssh.display().to_string(), "owned by uid"]);
+    assert!(!marker.exists(), "the attacker's program never ran");
+}
+
 // The same check holds at a reload: a config that now names the attacker's program is
 // refused, the running one stays, and the attacker's program never runs.
 #[test]

@@ -323,17 +323,24 @@ fn runs(prefix: &[String]) -> Vec<Runs<'_>> {
 
 /// Checks one file the prefix runs (see [`fsafe::check_program`]): the agent runs it,
 /// as root usually, so nobody else may be able to change it. A script operand that
-/// names no file is not a file to check.
+/// names nothing is refused (whoever can write where it would be, in a sticky
+/// directory such as /tmp too, could put one there later and have it run as root); one
+/// that names a directory or another non-file (`perl -I lib`) is not a file to check.
 fn trusted(file: Runs) -> Result<(), String> {
     let path = match file {
         Runs::Program(p) => fsafe::find_program(p, std::env::var_os("PATH").as_deref())
             .ok_or_else(|| format!("program {p} not found or not executable"))?,
         Runs::Script(s) => {
             let p = Path::new(s);
-            if !p.is_file() {
-                return Ok(());
+            match std::fs::symlink_metadata(p) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(format!(
+                        "script {s} does not exist (a missing script is refused: whoever                          can write where it would be could put one there); write the path                          of an existing script"
+                    ));
+                }
+                _ if !p.is_file() => return Ok(()),
+                _ => p.to_path_buf(),
             }
-            p.to_path_buf()
         }
     };
     match fsafe::check_program(&path) {
