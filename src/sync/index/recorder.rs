@@ -24,6 +24,14 @@ pub(super) struct RootState {
     rebuilding: Option<Vec<bool>>,
     /// Ordered, so that what is below a path is one range.
     pending: BTreeMap<PathBuf, Pending>,
+    /// While rebuilding: the tree the index held for the root before (level, or not
+    /// trusted at start), written as its entry until the rebuild lands. The journal
+    /// then names a full sync of the root, so no start trusts it; a start compares the
+    /// tree walked with it for the files rsync's quick check cannot see (the blind
+    /// ones, `Diff::blind`), which a full sync would skip.
+    kept: Option<Tree>,
+    /// The root's entry read at start from an index not trusted (see `kept`).
+    untrusted: Option<Tree>,
 }
 
 impl RootState {
@@ -58,6 +66,10 @@ pub(super) struct Journal {
     /// Listings a killed agent's journal named, to be pushed again: kept in every
     /// journal until a push of them begins.
     relist: HashSet<Rec>,
+    /// Roots being rebuilt (a full sync each): kept in every journal until their full
+    /// syncs all landed, the file marked as written while running even at the stop, so
+    /// that no start trusts the entry written meanwhile (the tree before the rebuild).
+    rebuilds: HashSet<Rec>,
     /// Full syncs begun for a level root outside a rebuild (after a kernel queue
     /// overflow, the root found again, a fail log's): what they sent is not in the
     /// index (a path the remotes got from them and the index lacks would stay there
@@ -148,6 +160,8 @@ impl Recorder {
                     tree: None,
                     rebuilding: None,
                     pending: BTreeMap::new(),
+                    kept: None,
+                    untrusted: None,
                 }),
             }
         }
@@ -179,8 +193,11 @@ impl Recorder {
         let mut found = Vec::new();
         let mut relisted = HashSet::new();
         match (loaded, journal) {
-            (Ok(_), Err(why)) => {
-                for r in &roots {
+            (Ok((mut sections, _, _)), Err(why)) => {
+                for r in &mut roots {
+                    if let Some(i) = sections.iter().position(|s| s.root == r.root) {
+                        r.untrusted = Some(sections.swap_remove(i).tree);
+                    }
                     found.push((r.root.clone(), Found::Unclean(why.clone())));
                 }
             }
@@ -201,12 +218,16 @@ impl Recorder {
                             "index {} has no entry for this root",
                             path.display()
                         )),
-                        Some(_) if full => Found::Unclean(format!(
-                            "a full sync ran after the last checkpoint of the index {} (or \
-                             was running at it) and its agent did not stop, or ran outside a \
-                             rebuild of it (what it sent is not in the index)",
-                            path.display()
-                        )),
+                        Some(i) if full => {
+                            r.untrusted = Some(sections.swap_remove(i).tree);
+                            Found::Unclean(format!(
+                                "a full sync ran after the last checkpoint of the index {} (or \
+                                 was running at it) and its agent did not stop, or ran outside a \
+                                 rebuild of it or before its rebuild landed (what it sent is not \
+                                 in the index)",
+                                path.display()
+                            ))
+                        }
                         Some(i) => {
                             let mut s = sections.swap_remove(i);
                             // Remotes removed since are left out (each one kept holds
@@ -267,6 +288,7 @@ impl Recorder {
                 carry: Vec::new(),
                 running: HashMap::new(),
                 relist: relisted,
+                rebuilds: HashSet::new(),
                 full_ran: HashSet::new(),
                 failing: false,
             }),
@@ -297,9 +319,19 @@ impl Recorder {
     }
 
     /// `-r`: `tree` (walked before the full syncs start) becomes the root's entry once
-    /// every remote's full sync has landed; until then the file has no entry for it.
+    /// every remote's full sync has landed; until then the file keeps the entry it had
+    /// (see `RootState::kept`), with a full sync of the root in its journal.
     pub fn rebuild(&self, root: &Path, tree: Tree) {
         self.rebuild_for(root, tree, None)
+    }
+
+    /// The root's entry in an index found not trusted at start (`Found::Unclean`),
+    /// when it could be read: what the remotes were sent as far as it knew, to find
+    /// the files a full sync's quick check would skip (`Diff::blind`).
+    pub fn untrusted(&self, root: &Path) -> Option<Tree> {
+        let st = self.lock();
+        let r = st.roots.iter().find(|r| r.root == root)?;
+        r.untrusted.clone()
     }
 
     /// [`Recorder::rebuild`] waiting for the full syncs of `only` (remotes added since
@@ -307,6 +339,8 @@ impl Recorder {
     pub fn rebuild_for(&self, root: &Path, tree: Tree, only: Option<&[RemoteId]>) {
         let mut st = self.lock();
         if let Some(r) = st.roots.iter_mut().find(|r| r.root == root) {
+            let before = if r.level() { r.tree.take() } else { None };
+            r.kept = (r.kept.take()).or(before).or_else(|| r.untrusted.take());
             r.rebuilding = Some(
                 (r.targets.iter())
                     .map(|t| only.is_some_and(|o| !o.contains(t)))
@@ -316,6 +350,11 @@ impl Recorder {
             r.pending.clear();
         }
         st.dirty = true;
+        drop(st);
+        self.journal().rebuilds.insert(Rec {
+            root: root.to_path_buf(),
+            what: What::Full,
+        });
     }
 
     /// Before a push of `job` to `t` starts: what it may change is in the journal on
@@ -526,17 +565,28 @@ impl Recorder {
         let Some(pos) = r.targets.iter().position(|x| *x == t) else {
             return;
         };
+        let mut rebuilt = None;
         if let Some(done) = r.rebuilding.as_mut() {
             done[pos] = true;
             if done.iter().all(|d| *d) {
                 r.rebuilding = None;
+                r.kept = None;
                 log::info!(
                     "index of {} rebuilt: {} entries",
                     r.root.display(),
                     r.tree.as_ref().map_or(0, |t| t.len())
                 );
+                rebuilt = Some(r.root.clone());
                 st.dirty = true;
             }
+        }
+        drop(st);
+        if let Some(root) = rebuilt {
+            let mut j = self.journal();
+            j.rebuilds.remove(&Rec {
+                root,
+                what: What::Full,
+            });
         }
     }
 
@@ -568,9 +618,13 @@ impl Recorder {
     /// its journal removed. Pushes still running (a worker that did not end in its
     /// grace time) keep it marked running, with its journal.
     pub fn finish(&self) -> std::io::Result<()> {
-        let (running, full_ran) = {
+        let (running, full_ran, rebuilding) = {
             let j = self.journal();
-            (j.running.len(), !j.full_ran.is_empty())
+            (
+                j.running.len(),
+                !j.full_ran.is_empty(),
+                !j.rebuilds.is_empty(),
+            )
         };
         if running > 0 {
             log::warn!(
@@ -586,7 +640,14 @@ impl Recorder {
                 self.path.display()
             );
         }
-        self.write(running > 0 || full_ran, true)
+        if rebuilding {
+            log::info!(
+                "index {}: a rebuild of it did not land on every remote; kept with its \
+                 journal, so the next start does a full sync and rebuilds it",
+                self.path.display()
+            );
+        }
+        self.write(running > 0 || full_ran || rebuilding, true)
     }
 
     fn write(&self, running: bool, force: bool) -> std::io::Result<()> {
@@ -608,13 +669,18 @@ impl Recorder {
             let mut st = self.lock();
             st.dirty = false;
             // Level roots only; a path pushed to some remotes only is in as unknown.
+            // A root being rebuilt keeps the entry it had (see `RootState::kept`).
             let sections: Vec<SectionRef> = (st.roots.iter())
-                .filter(|r| r.level())
                 .filter_map(|r| {
+                    let tree = if r.level() {
+                        r.tree.as_ref()?
+                    } else {
+                        r.kept.as_ref().filter(|_| r.rebuilding.is_some())?
+                    };
                     Some(SectionRef {
                         root: &r.root,
                         remotes: &r.labels,
-                        tree: r.tree.as_ref()?,
+                        tree,
                     })
                 })
                 .collect();
@@ -647,6 +713,7 @@ impl Recorder {
         let mut all: Vec<Rec> = (j.carry.iter())
             .chain(j.since.iter())
             .chain(j.relist.iter())
+            .chain(j.rebuilds.iter())
             .chain(j.full_ran.iter())
             .cloned()
             .collect();

@@ -815,3 +815,66 @@ fn measure_a_million_entries() {
         d.deleted.len()
     );
 }
+
+// A file rewritten with its size and mtime as the index has them (a blind file: a full
+// sync's quick check skips it), then a start that rebuilds the index (`-r`, or one that
+// did not trust it) killed or stopped before its full syncs all landed: the next start
+// does not trust the index (a full sync), but the entry it had before the rebuild is
+// still written, so the blind file is still told from what the remotes were sent (seed
+// 14353 of the simulator's `warm`: the entry was gone, and the file never reached them).
+#[test]
+fn a_rebuild_that_did_not_land_keeps_the_entry_it_replaces_for_the_blind_files() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.begin().expect("write");
+    push_both(&rec, &root, &Job::Paths(vec!["x".into()]));
+    rec.finish().expect("write");
+    drop(rec);
+    // While stopped: `x` rewritten at its size, its mtime put back, a new inode.
+    let mtime = std::fs::metadata(root.join("x"))
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let tmp = root.join("x.new");
+    std::fs::write(&tmp, "two").expect("write");
+    let times = std::fs::FileTimes::new().set_modified(mtime);
+    (std::fs::File::options().write(true).open(&tmp))
+        .and_then(|f| f.set_times(times))
+        .expect("touch -r");
+    std::fs::rename(&tmp, root.join("x")).expect("mv");
+    let now = walk(&root, &Excludes::default()).expect("walk");
+    for stop in ["killed", "stopped"] {
+        let (rec, found) = Recorder::load(path.clone(), &targets);
+        let (old, _) = match found.into_iter().next().map(|f| f.1) {
+            Some(Found::Level(t, l, _)) => (t, l),
+            Some(Found::Unclean(_)) => (rec.untrusted(&root).expect("kept"), Vec::new()),
+            _ => panic!("no entry ({stop})"),
+        };
+        assert!(diff(&old, &now).blind.contains(Path::new("x")), "{stop}");
+        // The rebuild: its full syncs never land.
+        rec.rebuild(&root, now.clone());
+        rec.begin().expect("write");
+        if stop == "stopped" {
+            rec.finish().expect("write");
+        }
+        drop(rec);
+        let (rec, found) = Recorder::load(path.clone(), &targets);
+        assert!(
+            matches!(&found[0].1, Found::Unclean(why) if why.contains("full sync")),
+            "not trusted after a rebuild {stop} before it landed"
+        );
+        let old = rec.untrusted(&root).expect("the entry before the rebuild");
+        assert!(diff(&old, &now).blind.contains(Path::new("x")), "{stop}");
+    }
+    // Once a rebuild landed, the walk is the entry, trusted.
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.rebuild(&root, now.clone());
+    rec.begin().expect("write");
+    rec.full_landed(RemoteId(0));
+    rec.full_landed(RemoteId(1));
+    rec.checkpoint().expect("write");
+    drop(rec);
+    let (_, found) = Recorder::load(path, &targets);
+    let (old, _) = level(found);
+    assert!(diff(&old, &now).is_empty());
+}
