@@ -47,6 +47,7 @@ pub(crate) fn start(
             continue;
         };
         let started = Instant::now();
+        rec.set_excludes(&root, excludes);
         // The index's tree, kept out of `found` for the walk to count changes against.
         let (old_tree, found) = match found {
             Found::Level(old, relist, added) => {

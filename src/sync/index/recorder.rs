@@ -1,7 +1,7 @@
 //! The [`Recorder`]: loads the index at start and enters what every remote of a root
 //! has had land, through the journal, into the next snapshot.
 
-use super::diff::below;
+use super::diff::{below, join};
 use super::tree::UNKNOWN;
 use super::walk::listed;
 use super::*;
@@ -32,6 +32,14 @@ pub(super) struct RootState {
     kept: Option<Tree>,
     /// The root's entry read at start from an index not trusted (see `kept`).
     untrusted: Option<Tree>,
+    /// The root's excludes, for the walks a rebuild takes.
+    excludes: Excludes,
+    /// While rebuilding, per remote (by position): the tree walked when its full sync
+    /// last began, what that full sync sends (see [`Recorder::announce`]).
+    walks: Vec<Option<Tree>>,
+    /// While rebuilding: the walks of the full syncs that landed, as one (see
+    /// [`agreed`]).
+    landed_walks: Option<Tree>,
 }
 
 impl RootState {
@@ -162,6 +170,9 @@ impl Recorder {
                     pending: BTreeMap::new(),
                     kept: None,
                     untrusted: None,
+                    excludes: Excludes::default(),
+                    walks: Vec::new(),
+                    landed_walks: None,
                 }),
             }
         }
@@ -334,6 +345,15 @@ impl Recorder {
         r.untrusted.clone()
     }
 
+    /// The excludes of `root`, for the walks its rebuilds take when their full syncs
+    /// begin (none until told).
+    pub fn set_excludes(&self, root: &Path, excludes: &Excludes) {
+        let mut st = self.lock();
+        if let Some(r) = st.roots.iter_mut().find(|r| r.root == root) {
+            r.excludes = excludes.clone();
+        }
+    }
+
     /// [`Recorder::rebuild`] waiting for the full syncs of `only` (remotes added since
     /// the index was made; the others hold what it says), or of every remote.
     pub fn rebuild_for(&self, root: &Path, tree: Tree, only: Option<&[RemoteId]>) {
@@ -348,6 +368,8 @@ impl Recorder {
             );
             r.tree = Some(tree);
             r.pending.clear();
+            r.walks = vec![None; r.targets.len()];
+            r.landed_walks = None;
         }
         st.dirty = true;
         drop(st);
@@ -366,8 +388,24 @@ impl Recorder {
             let mut st = self.lock();
             let r = st.roots.iter_mut().find(|r| r.targets.contains(&t))?;
             // A full sync of a root being rebuilt is the rebuild's: the root is in the
-            // file only once they all landed.
+            // file only once they all landed, as what they sent. That is the tree as it
+            // is when each begins (rsync reads it then), not as it was at the start: a
+            // path made since and gone again before the next one began was sent by
+            // this one alone, and must not be missing from the index.
             if matches!(job, Job::Full) && r.rebuilding.is_some() {
+                let (root, excludes) = (r.root.clone(), r.excludes.clone());
+                drop(st);
+                let walked = walk(&root, &excludes)
+                    .inspect_err(|e| {
+                        log::warn!("cannot walk {} for its index: {e}", root.display())
+                    })
+                    .ok();
+                let mut st = self.lock();
+                let r = st.roots.iter_mut().find(|r| r.targets.contains(&t))?;
+                let pos = r.targets.iter().position(|x| *x == t)?;
+                if let Some(w) = r.walks.get_mut(pos) {
+                    *w = walked;
+                }
                 return None;
             }
             let root = r.root.clone();
@@ -567,10 +605,30 @@ impl Recorder {
         };
         let mut rebuilt = None;
         if let Some(done) = r.rebuilding.as_mut() {
+            // What this full sync sent: the walk taken when it began.
+            let Some(sent) = r.walks.get_mut(pos).and_then(Option::take) else {
+                log::warn!(
+                    "index of {}: what the full sync to {} sent is not known (its tree \
+                     could not be walked); the index waits for another",
+                    r.root.display(),
+                    r.labels.get(pos).map_or("?", String::as_str)
+                );
+                return;
+            };
+            r.landed_walks = Some(match r.landed_walks.take() {
+                Some(w) => agreed(&w, &sent),
+                None => sent,
+            });
             done[pos] = true;
             if done.iter().all(|d| *d) {
                 r.rebuilding = None;
                 r.kept = None;
+                // The walk at the start with what pushes beside the full syncs entered
+                // (the remotes not rebuilt hold that), and what each full sync sent:
+                // where they differ, what a remote holds is not known.
+                if let (Some(sent), Some(tree)) = (r.landed_walks.take(), r.tree.as_ref()) {
+                    r.tree = Some(agreed(tree, &sent));
+                }
                 log::info!(
                     "index of {} rebuilt: {} entries",
                     r.root.display(),
@@ -870,6 +928,24 @@ pub(super) fn unknown_since(tree: &mut Tree, root: &Path, recs: &[Rec]) -> Vec<P
     relist.sort();
     relist.dedup();
     relist
+}
+
+/// Two trees as one, for what several remotes hold: an entry's metadata where both
+/// agree; unknown where they differ or only one has the path (the next start pushes it
+/// again, or deletes it when it is gone). Pure.
+pub(super) fn agreed(a: &Tree, b: &Tree) -> Tree {
+    let (a_side, b_side) = join(a, b);
+    let mut out = Tree::new();
+    for (p, m, other) in a_side {
+        let m = if other == Some(m) { m.clone() } else { UNKNOWN };
+        out.insert(p.clone(), m);
+    }
+    for (p, _, other) in b_side {
+        if other.is_none() {
+            out.insert(p.clone(), UNKNOWN);
+        }
+    }
+    out
 }
 
 /// Enters what a path was pushed as: its metadata, or (gone) it and everything below
