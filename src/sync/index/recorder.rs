@@ -25,8 +25,8 @@ pub(super) struct RootState {
     /// Ordered, so that what is below a path is one range.
     pending: BTreeMap<PathBuf, Pending>,
     /// While rebuilding: the tree the index held for the root before (level, or not
-    /// trusted at start), written as its entry until the rebuild lands. The journal
-    /// then names a full sync of the root, so no start trusts it; a start compares the
+    /// trusted at start), written as its entry until the rebuild lands, with no
+    /// remotes (level with none of them), so no start trusts it; a start compares the
     /// tree walked with it for the files rsync's quick check cannot see (the blind
     /// ones, `Diff::blind`), which a full sync would skip.
     kept: Option<Tree>,
@@ -74,10 +74,6 @@ pub(super) struct Journal {
     /// Listings a killed agent's journal named, to be pushed again: kept in every
     /// journal until a push of them begins.
     relist: HashSet<Rec>,
-    /// Roots being rebuilt (a full sync each): kept in every journal until their full
-    /// syncs all landed, the file marked as written while running even at the stop, so
-    /// that no start trusts the entry written meanwhile (the tree before the rebuild).
-    rebuilds: HashSet<Rec>,
     /// Full syncs begun for a level root outside a rebuild (after a kernel queue
     /// overflow, the root found again, a fail log's): what they sent is not in the
     /// index (a path the remotes got from them and the index lacks would stay there
@@ -214,6 +210,19 @@ impl Recorder {
             }
             (Ok((mut sections, running, _)), Ok(journal)) => {
                 for r in &mut roots {
+                    // Written while it was rebuilt (see `RootState::kept`).
+                    let kept =
+                        (sections.iter()).position(|s| s.root == r.root && s.remotes.is_empty());
+                    if let Some(i) = kept {
+                        r.untrusted = Some(sections.swap_remove(i).tree);
+                        let why = format!(
+                            "index {} was being rebuilt (-r, or a start that did not trust \
+                             it) and its full syncs had not all landed",
+                            path.display()
+                        );
+                        found.push((r.root.clone(), Found::Unclean(why)));
+                        continue;
+                    }
                     let full = journal.as_ref().is_some_and(|j| {
                         j.recs
                             .iter()
@@ -299,7 +308,6 @@ impl Recorder {
                 carry: Vec::new(),
                 running: HashMap::new(),
                 relist: relisted,
-                rebuilds: HashSet::new(),
                 full_ran: HashSet::new(),
                 failing: false,
             }),
@@ -331,7 +339,7 @@ impl Recorder {
 
     /// `-r`: `tree` (walked before the full syncs start) becomes the root's entry once
     /// every remote's full sync has landed; until then the file keeps the entry it had
-    /// (see `RootState::kept`), with a full sync of the root in its journal.
+    /// (see `RootState::kept`), level with no remote.
     pub fn rebuild(&self, root: &Path, tree: Tree) {
         self.rebuild_for(root, tree, None)
     }
@@ -372,11 +380,6 @@ impl Recorder {
             r.landed_walks = None;
         }
         st.dirty = true;
-        drop(st);
-        self.journal().rebuilds.insert(Rec {
-            root: root.to_path_buf(),
-            what: What::Full,
-        });
     }
 
     /// Before a push of `job` to `t` starts: what it may change is in the journal on
@@ -603,7 +606,6 @@ impl Recorder {
         let Some(pos) = r.targets.iter().position(|x| *x == t) else {
             return;
         };
-        let mut rebuilt = None;
         if let Some(done) = r.rebuilding.as_mut() {
             // What this full sync sent: the walk taken when it began.
             let Some(sent) = r.walks.get_mut(pos).and_then(Option::take) else {
@@ -634,17 +636,8 @@ impl Recorder {
                     r.root.display(),
                     r.tree.as_ref().map_or(0, |t| t.len())
                 );
-                rebuilt = Some(r.root.clone());
                 st.dirty = true;
             }
-        }
-        drop(st);
-        if let Some(root) = rebuilt {
-            let mut j = self.journal();
-            j.rebuilds.remove(&Rec {
-                root,
-                what: What::Full,
-            });
         }
     }
 
@@ -676,13 +669,9 @@ impl Recorder {
     /// its journal removed. Pushes still running (a worker that did not end in its
     /// grace time) keep it marked running, with its journal.
     pub fn finish(&self) -> std::io::Result<()> {
-        let (running, full_ran, rebuilding) = {
+        let (running, full_ran) = {
             let j = self.journal();
-            (
-                j.running.len(),
-                !j.full_ran.is_empty(),
-                !j.rebuilds.is_empty(),
-            )
+            (j.running.len(), !j.full_ran.is_empty())
         };
         if running > 0 {
             log::warn!(
@@ -698,14 +687,7 @@ impl Recorder {
                 self.path.display()
             );
         }
-        if rebuilding {
-            log::info!(
-                "index {}: a rebuild of it did not land on every remote; kept with its \
-                 journal, so the next start does a full sync and rebuilds it",
-                self.path.display()
-            );
-        }
-        self.write(running > 0 || full_ran || rebuilding, true)
+        self.write(running > 0 || full_ran, true)
     }
 
     fn write(&self, running: bool, force: bool) -> std::io::Result<()> {
@@ -727,17 +709,18 @@ impl Recorder {
             let mut st = self.lock();
             st.dirty = false;
             // Level roots only; a path pushed to some remotes only is in as unknown.
-            // A root being rebuilt keeps the entry it had (see `RootState::kept`).
+            // A root being rebuilt keeps the entry it had, level with no remote (see
+            // `RootState::kept`).
             let sections: Vec<SectionRef> = (st.roots.iter())
                 .filter_map(|r| {
-                    let tree = if r.level() {
-                        r.tree.as_ref()?
+                    let (tree, remotes) = if r.level() {
+                        (r.tree.as_ref()?, &r.labels[..])
                     } else {
-                        r.kept.as_ref().filter(|_| r.rebuilding.is_some())?
+                        (r.kept.as_ref().filter(|_| r.rebuilding.is_some())?, &[][..])
                     };
                     Some(SectionRef {
                         root: &r.root,
-                        remotes: &r.labels,
+                        remotes,
                         tree,
                     })
                 })
@@ -771,7 +754,6 @@ impl Recorder {
         let mut all: Vec<Rec> = (j.carry.iter())
             .chain(j.since.iter())
             .chain(j.relist.iter())
-            .chain(j.rebuilds.iter())
             .chain(j.full_ran.iter())
             .cloned()
             .collect();
