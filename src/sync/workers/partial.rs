@@ -79,7 +79,7 @@ impl Mirror {
                 .join(", ")
         );
         let mut left_out = Vec::new();
-        let again = self.push(t, &paid, &without, &mut left_out);
+        let again = self.push(t, &paid, &without, &mut left_out, false);
         if !again.ok() || !left_out.is_empty() {
             return None;
         }

@@ -63,9 +63,13 @@ impl Mirror {
         job: &Job,
         excluded: &[PathBuf],
         left_out: &mut Vec<PathBuf>,
+        no_deletes: bool,
     ) -> Outcome {
         let target = &*self.target_for_call(t);
-        let (argv, stdin) = target.argv(job, excluded);
+        let (mut argv, stdin) = target.argv(job, excluded);
+        if no_deletes {
+            rsync::deleting_nothing(&mut argv);
+        }
         if self.debug {
             // The paths themselves were logged as events; the options are what matter.
             let shown: Vec<String> = argv

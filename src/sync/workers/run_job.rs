@@ -38,11 +38,8 @@ impl Mirror {
             taken.accounted = true;
             return;
         }
-        if matches!(taken.job, Job::Full) && self.hold_empty_root(t) {
-            // Held with the deletes (`ledger/brake.rs`): its end queues nothing again.
-            taken.accounted = true;
-            return;
-        }
+        // Of an empty root: run so that it deletes nothing (see `full_of_empty_root`).
+        let no_deletes = matches!(taken.job, Job::Full) && self.full_of_empty_root(t);
         // In the index's journal on disk before anything runs; its end noted on return.
         let _announced = (self.index.get()).and_then(|ix| ix.announce(t, &taken.job));
         let mut rest = None;
@@ -149,9 +146,14 @@ impl Mirror {
                     stderr: String::new(),
                     elapsed: Duration::ZERO,
                 },
-                Some(s) => self.push(t, s, &excluded, &mut left_out),
-                None => self.push(t, &call, &excluded, &mut left_out),
+                Some(s) => self.push(t, s, &excluded, &mut left_out, false),
+                None => self.push(t, &call, &excluded, &mut left_out, no_deletes),
             };
+            if no_deletes && sent.is_none() && self.hold_empty_full(t, &outcome) {
+                // Held with the deletes (`ledger/brake.rs`): its end queues nothing again.
+                taken.accounted = true;
+                return;
+            }
             if outcome.ok() {
                 if let Some(failed) = self.prune(t, &call, &excluded) {
                     outcome = failed;
