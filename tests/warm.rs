@@ -130,6 +130,50 @@ fn a_file_rewritten_with_its_mtime_restored_reaches_the_remotes_at_a_start_with_
     agent.stop();
 }
 
+// The same rewrite found by a start with `-r` and queued beside its full sync, that
+// start killed before its full sync landed on every remote (one refuses pushes): the
+// next start does not trust the index (a full sync), and still pushes the file beside
+// it, by the entry the index kept while rebuilding. (Before, the index was written
+// without the root's entry while rebuilding: the full sync's quick check skipped the
+// file and the refusing remote kept the old content.)
+#[test]
+fn a_rewrite_with_its_mtime_restored_reaches_the_remotes_after_a_kill_before_the_rebuild_landed() {
+    let s = setup!();
+    seed(&s);
+    let mut agent = start_level(&s);
+    agent.stop();
+    change_offline(&s, true);
+    s.b.set_read_only(true);
+    let mut agent = s.agent(&["-r"]);
+    wait_until(
+        "the rewrite on the remote that takes pushes",
+        DEADLINE,
+        || fs::read_to_string(s.a.data_dir().join("same.txt")).is_ok_and(|c| c == "9876543210"),
+    );
+    let (status, _) = agent.stop_with(libc::SIGKILL);
+    assert!(!status.success());
+    s.b.set_read_only(false);
+    let mut agent = s.agent(&[]);
+    s.wait(&mut agent, "the start after the kill");
+    for remote in s.remotes() {
+        assert_eq!(
+            fs::read_to_string(remote.join("same.txt")).ok().as_deref(),
+            Some("9876543210"),
+            "{}; log:\n{}",
+            remote.display(),
+            tail(&agent.log(), 40)
+        );
+    }
+    let log = agent.log();
+    assert!(
+        log.contains("warm restart off")
+            && log.contains("changed with their size and mtime as the index has them"),
+        "log:\n{}",
+        tail(&log, 40)
+    );
+    agent.stop();
+}
+
 /// A burst of `n` small files below `dir`.
 fn burst(s: &Setup, dir: &str, n: usize) {
     for i in 0..n {

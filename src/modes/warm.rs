@@ -47,6 +47,7 @@ pub(crate) fn start(
             continue;
         };
         let started = Instant::now();
+        rec.set_excludes(&root, excludes);
         // The index's tree, kept out of `found` for the walk to count changes against.
         let (old_tree, found) = match found {
             Found::Level(old, relist, added) => {
@@ -83,6 +84,11 @@ pub(crate) fn start(
                     root.display()
                 );
                 if let Ok(tree) = walked() {
+                    // What the untrusted index says the remotes were sent still tells
+                    // the files rewritten with their size and mtime as it has them.
+                    if let Some(old) = rec.untrusted(&root) {
+                        queue_blind(mirror, &root, &old, &tree, "the full sync");
+                    }
                     rec.rebuild(&root, tree);
                 }
                 mirror
@@ -98,22 +104,8 @@ pub(crate) fn start(
                     );
                     // Files rewritten with their size and mtime as the index has them:
                     // the full sync's quick check skips them, so they go beside it.
-                    let blind = old_tree
-                        .as_ref()
-                        .map(|old| index::diff(old, &tree).blind)
-                        .unwrap_or_default();
-                    if !blind.is_empty() {
-                        log::info!(
-                            "-r: {} file(s) of {} changed with their size and mtime as the \
-                             index has them; pushed beside the full sync, whose quick check \
-                             would skip them",
-                            blind.len(),
-                            root.display()
-                        );
-                        let items: Vec<Item> = blind.into_iter().map(Item::Blind).collect();
-                        mirror
-                            .queue()
-                            .push_batch(&workers::remotes_of(mirror.targets(), &root), &items);
+                    if let Some(old) = old_tree.as_ref() {
+                        queue_blind(mirror, &root, old, &tree, "-r's full sync");
                     }
                     rec.rebuild(&root, tree);
                 }
@@ -213,6 +205,32 @@ pub(crate) fn start(
     mirror.record_in(Arc::clone(&rec));
     tell_trees(&rec, mirror);
     (rec, unwalked)
+}
+
+/// Queues beside a full sync (`what`, for the log) the files of `tree` (the walk of
+/// `root`) rewritten with their size and mtime as `old` (what the remotes were sent)
+/// has them: the full sync's quick check would skip them (`Item::Blind`).
+fn queue_blind(
+    mirror: &Mirror,
+    root: &std::path::Path,
+    old: &index::Tree,
+    tree: &index::Tree,
+    what: &str,
+) {
+    let blind = index::diff(old, tree).blind;
+    if blind.is_empty() {
+        return;
+    }
+    log::info!(
+        "{} file(s) of {} changed with their size and mtime as the index has them; \
+         pushed beside {what}, whose quick check would skip them",
+        blind.len(),
+        root.display()
+    );
+    let items: Vec<Item> = blind.into_iter().map(Item::Blind).collect();
+    mirror
+        .queue()
+        .push_batch(&workers::remotes_of(mirror.targets(), root), &items);
 }
 
 /// Tells the queue how many entries each remote's tree has in the index: the brake on

@@ -1,7 +1,7 @@
 //! The [`Recorder`]: loads the index at start and enters what every remote of a root
 //! has had land, through the journal, into the next snapshot.
 
-use super::diff::below;
+use super::diff::{below, join};
 use super::tree::UNKNOWN;
 use super::walk::listed;
 use super::*;
@@ -24,6 +24,22 @@ pub(super) struct RootState {
     rebuilding: Option<Vec<bool>>,
     /// Ordered, so that what is below a path is one range.
     pending: BTreeMap<PathBuf, Pending>,
+    /// While rebuilding: the tree the index held for the root before (level, or not
+    /// trusted at start), written as its entry until the rebuild lands, with no
+    /// remotes (level with none of them), so no start trusts it; a start compares the
+    /// tree walked with it for the files rsync's quick check cannot see (the blind
+    /// ones, `Diff::blind`), which a full sync would skip.
+    kept: Option<Tree>,
+    /// The root's entry read at start from an index not trusted (see `kept`).
+    untrusted: Option<Tree>,
+    /// The root's excludes, for the walks a rebuild takes.
+    excludes: Excludes,
+    /// While rebuilding, per remote (by position): the tree walked when its full sync
+    /// last began, what that full sync sends (see [`Recorder::announce`]).
+    walks: Vec<Option<Tree>>,
+    /// While rebuilding: the walks of the full syncs that landed, as one (see
+    /// [`agreed`]).
+    landed_walks: Option<Tree>,
 }
 
 impl RootState {
@@ -148,6 +164,11 @@ impl Recorder {
                     tree: None,
                     rebuilding: None,
                     pending: BTreeMap::new(),
+                    kept: None,
+                    untrusted: None,
+                    excludes: Excludes::default(),
+                    walks: Vec::new(),
+                    landed_walks: None,
                 }),
             }
         }
@@ -179,13 +200,29 @@ impl Recorder {
         let mut found = Vec::new();
         let mut relisted = HashSet::new();
         match (loaded, journal) {
-            (Ok(_), Err(why)) => {
-                for r in &roots {
+            (Ok((mut sections, _, _)), Err(why)) => {
+                for r in &mut roots {
+                    if let Some(i) = sections.iter().position(|s| s.root == r.root) {
+                        r.untrusted = Some(sections.swap_remove(i).tree);
+                    }
                     found.push((r.root.clone(), Found::Unclean(why.clone())));
                 }
             }
             (Ok((mut sections, running, _)), Ok(journal)) => {
                 for r in &mut roots {
+                    // Written while it was rebuilt (see `RootState::kept`).
+                    let kept =
+                        (sections.iter()).position(|s| s.root == r.root && s.remotes.is_empty());
+                    if let Some(i) = kept {
+                        r.untrusted = Some(sections.swap_remove(i).tree);
+                        let why = format!(
+                            "index {} was being rebuilt (-r, or a start that did not trust \
+                             it) and its full syncs had not all landed",
+                            path.display()
+                        );
+                        found.push((r.root.clone(), Found::Unclean(why)));
+                        continue;
+                    }
                     let full = journal.as_ref().is_some_and(|j| {
                         j.recs
                             .iter()
@@ -201,12 +238,16 @@ impl Recorder {
                             "index {} has no entry for this root",
                             path.display()
                         )),
-                        Some(_) if full => Found::Unclean(format!(
-                            "a full sync ran after the last checkpoint of the index {} (or \
-                             was running at it) and its agent did not stop, or ran outside a \
-                             rebuild of it (what it sent is not in the index)",
-                            path.display()
-                        )),
+                        Some(i) if full => {
+                            r.untrusted = Some(sections.swap_remove(i).tree);
+                            Found::Unclean(format!(
+                                "a full sync ran after the last checkpoint of the index {} (or \
+                                 was running at it) and its agent did not stop, or ran outside a \
+                                 rebuild of it or before its rebuild landed (what it sent is not \
+                                 in the index)",
+                                path.display()
+                            ))
+                        }
                         Some(i) => {
                             let mut s = sections.swap_remove(i);
                             // Remotes removed since are left out (each one kept holds
@@ -297,9 +338,28 @@ impl Recorder {
     }
 
     /// `-r`: `tree` (walked before the full syncs start) becomes the root's entry once
-    /// every remote's full sync has landed; until then the file has no entry for it.
+    /// every remote's full sync has landed; until then the file keeps the entry it had
+    /// (see `RootState::kept`), level with no remote.
     pub fn rebuild(&self, root: &Path, tree: Tree) {
         self.rebuild_for(root, tree, None)
+    }
+
+    /// The root's entry in an index found not trusted at start (`Found::Unclean`),
+    /// when it could be read: what the remotes were sent as far as it knew, to find
+    /// the files a full sync's quick check would skip (`Diff::blind`).
+    pub fn untrusted(&self, root: &Path) -> Option<Tree> {
+        let st = self.lock();
+        let r = st.roots.iter().find(|r| r.root == root)?;
+        r.untrusted.clone()
+    }
+
+    /// The excludes of `root`, for the walks its rebuilds take when their full syncs
+    /// begin (none until told).
+    pub fn set_excludes(&self, root: &Path, excludes: &Excludes) {
+        let mut st = self.lock();
+        if let Some(r) = st.roots.iter_mut().find(|r| r.root == root) {
+            r.excludes = excludes.clone();
+        }
     }
 
     /// [`Recorder::rebuild`] waiting for the full syncs of `only` (remotes added since
@@ -307,6 +367,8 @@ impl Recorder {
     pub fn rebuild_for(&self, root: &Path, tree: Tree, only: Option<&[RemoteId]>) {
         let mut st = self.lock();
         if let Some(r) = st.roots.iter_mut().find(|r| r.root == root) {
+            let before = if r.level() { r.tree.take() } else { None };
+            r.kept = (r.kept.take()).or(before).or_else(|| r.untrusted.take());
             r.rebuilding = Some(
                 (r.targets.iter())
                     .map(|t| only.is_some_and(|o| !o.contains(t)))
@@ -314,6 +376,8 @@ impl Recorder {
             );
             r.tree = Some(tree);
             r.pending.clear();
+            r.walks = vec![None; r.targets.len()];
+            r.landed_walks = None;
         }
         st.dirty = true;
     }
@@ -327,8 +391,24 @@ impl Recorder {
             let mut st = self.lock();
             let r = st.roots.iter_mut().find(|r| r.targets.contains(&t))?;
             // A full sync of a root being rebuilt is the rebuild's: the root is in the
-            // file only once they all landed.
+            // file only once they all landed, as what they sent. That is the tree as it
+            // is when each begins (rsync reads it then), not as it was at the start: a
+            // path made since and gone again before the next one began was sent by
+            // this one alone, and must not be missing from the index.
             if matches!(job, Job::Full) && r.rebuilding.is_some() {
+                let (root, excludes) = (r.root.clone(), r.excludes.clone());
+                drop(st);
+                let walked = walk(&root, &excludes)
+                    .inspect_err(|e| {
+                        log::warn!("cannot walk {} for its index: {e}", root.display())
+                    })
+                    .ok();
+                let mut st = self.lock();
+                let r = st.roots.iter_mut().find(|r| r.targets.contains(&t))?;
+                let pos = r.targets.iter().position(|x| *x == t)?;
+                if let Some(w) = r.walks.get_mut(pos) {
+                    *w = walked;
+                }
                 return None;
             }
             let root = r.root.clone();
@@ -527,9 +607,30 @@ impl Recorder {
             return;
         };
         if let Some(done) = r.rebuilding.as_mut() {
+            // What this full sync sent: the walk taken when it began.
+            let Some(sent) = r.walks.get_mut(pos).and_then(Option::take) else {
+                log::warn!(
+                    "index of {}: what the full sync to {} sent is not known (its tree \
+                     could not be walked); the index waits for another",
+                    r.root.display(),
+                    r.labels.get(pos).map_or("?", String::as_str)
+                );
+                return;
+            };
+            r.landed_walks = Some(match r.landed_walks.take() {
+                Some(w) => agreed(&w, &sent),
+                None => sent,
+            });
             done[pos] = true;
             if done.iter().all(|d| *d) {
                 r.rebuilding = None;
+                r.kept = None;
+                // The walk at the start with what pushes beside the full syncs entered
+                // (the remotes not rebuilt hold that), and what each full sync sent:
+                // where they differ, what a remote holds is not known.
+                if let (Some(sent), Some(tree)) = (r.landed_walks.take(), r.tree.as_ref()) {
+                    r.tree = Some(agreed(tree, &sent));
+                }
                 log::info!(
                     "index of {} rebuilt: {} entries",
                     r.root.display(),
@@ -608,13 +709,19 @@ impl Recorder {
             let mut st = self.lock();
             st.dirty = false;
             // Level roots only; a path pushed to some remotes only is in as unknown.
+            // A root being rebuilt keeps the entry it had, level with no remote (see
+            // `RootState::kept`).
             let sections: Vec<SectionRef> = (st.roots.iter())
-                .filter(|r| r.level())
                 .filter_map(|r| {
+                    let (tree, remotes) = if r.level() {
+                        (r.tree.as_ref()?, &r.labels[..])
+                    } else {
+                        (r.kept.as_ref().filter(|_| r.rebuilding.is_some())?, &[][..])
+                    };
                     Some(SectionRef {
                         root: &r.root,
-                        remotes: &r.labels,
-                        tree: r.tree.as_ref()?,
+                        remotes,
+                        tree,
                     })
                 })
                 .collect();
@@ -803,6 +910,24 @@ pub(super) fn unknown_since(tree: &mut Tree, root: &Path, recs: &[Rec]) -> Vec<P
     relist.sort();
     relist.dedup();
     relist
+}
+
+/// Two trees as one, for what several remotes hold: an entry's metadata where both
+/// agree; unknown where they differ or only one has the path (the next start pushes it
+/// again, or deletes it when it is gone). Pure.
+pub(super) fn agreed(a: &Tree, b: &Tree) -> Tree {
+    let (a_side, b_side) = join(a, b);
+    let mut out = Tree::new();
+    for (p, m, other) in a_side {
+        let m = if other == Some(m) { m.clone() } else { UNKNOWN };
+        out.insert(p.clone(), m);
+    }
+    for (p, _, other) in b_side {
+        if other.is_none() {
+            out.insert(p.clone(), UNKNOWN);
+        }
+    }
+    out
 }
 
 /// Enters what a path was pushed as: its metadata, or (gone) it and everything below

@@ -815,3 +815,115 @@ fn measure_a_million_entries() {
         d.deleted.len()
     );
 }
+
+// A file rewritten with its size and mtime as the index has them (a blind file: a full
+// sync's quick check skips it), then a start that rebuilds the index (`-r`, or one that
+// did not trust it) killed or stopped before its full syncs all landed: the next start
+// does not trust the index (a full sync), but the entry it had before the rebuild is
+// still written, so the blind file is still told from what the remotes were sent (seed
+// 14353 of the simulator's `warm`: the entry was gone, and the file never reached them).
+#[test]
+fn a_rebuild_that_did_not_land_keeps_the_entry_it_replaces_for_the_blind_files() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.begin().expect("write");
+    push_both(&rec, &root, &Job::Paths(vec!["x".into()]));
+    rec.finish().expect("write");
+    drop(rec);
+    // While stopped: `x` rewritten at its size, its mtime put back, a new inode.
+    let mtime = std::fs::metadata(root.join("x"))
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let tmp = root.join("x.new");
+    std::fs::write(&tmp, "two").expect("write");
+    let times = std::fs::FileTimes::new().set_modified(mtime);
+    (std::fs::File::options().write(true).open(&tmp))
+        .and_then(|f| f.set_times(times))
+        .expect("touch -r");
+    std::fs::rename(&tmp, root.join("x")).expect("mv");
+    let now = walk(&root, &Excludes::default()).expect("walk");
+    for stop in ["killed", "stopped"] {
+        let (rec, found) = Recorder::load(path.clone(), &targets);
+        let (old, _) = match found.into_iter().next().map(|f| f.1) {
+            Some(Found::Level(t, l, _)) => (t, l),
+            Some(Found::Unclean(_)) => (rec.untrusted(&root).expect("kept"), Vec::new()),
+            _ => panic!("no entry ({stop})"),
+        };
+        assert!(diff(&old, &now).blind.contains(Path::new("x")), "{stop}");
+        // The rebuild: its full syncs never land.
+        rec.rebuild(&root, now.clone());
+        rec.begin().expect("write");
+        if stop == "stopped" {
+            rec.finish().expect("write");
+        }
+        drop(rec);
+        let (rec, found) = Recorder::load(path.clone(), &targets);
+        assert!(
+            matches!(&found[0].1, Found::Unclean(why) if why.contains("full sync")),
+            "not trusted after a rebuild {stop} before it landed"
+        );
+        let old = rec.untrusted(&root).expect("the entry before the rebuild");
+        assert!(diff(&old, &now).blind.contains(Path::new("x")), "{stop}");
+    }
+    // Once a rebuild landed, the walk is the entry, trusted.
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    rec.rebuild(&root, now.clone());
+    rec.begin().expect("write");
+    full_both(&rec);
+    rec.checkpoint().expect("write");
+    drop(rec);
+    let (_, found) = Recorder::load(path, &targets);
+    let (old, _) = level(found);
+    assert!(diff(&old, &now).is_empty());
+}
+
+/// A full sync to each remote as the workers run it: announced (under a rebuild, the
+/// tree walked as it sends it), then landed.
+fn full_both(rec: &Recorder) {
+    for t in [RemoteId(0), RemoteId(1)] {
+        let a = rec.announce(t, &Job::Full);
+        rec.full_landed(t);
+        drop(a);
+    }
+}
+
+// Under -r the tree is walked at the start, but each full sync sends the tree as it is
+// when it begins: a path made after the walk was sent by the full syncs (or by one of
+// them only, when it went again between them) and was missing from the rebuilt index,
+// so its delete while no agent ran, or before a kill read its events, never reached the
+// remotes (seeds 2636, 3182 and 2903 of the simulator's `warm`).
+#[test]
+fn a_rebuilt_index_holds_what_each_full_sync_sent_when_it_began() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    let at_start = walk(&root, &Excludes::default()).expect("walk");
+    rec.rebuild(&root, at_start);
+    rec.begin().expect("write");
+    // Made after the walk: `both` before the full syncs began, `one` between them.
+    std::fs::write(root.join("both"), "both").expect("write");
+    std::fs::create_dir(root.join("one")).expect("mkdir");
+    let a = rec.announce(RemoteId(0), &Job::Full);
+    rec.full_landed(RemoteId(0));
+    drop(a);
+    std::fs::remove_dir(root.join("one")).expect("rmdir");
+    let a = rec.announce(RemoteId(1), &Job::Full);
+    rec.full_landed(RemoteId(1));
+    drop(a);
+    rec.checkpoint().expect("write");
+    drop(rec); // killed
+    std::fs::remove_file(root.join("both")).expect("rm");
+    let (_, found) = Recorder::load(path, &targets);
+    let (old, _) = level(found);
+    let d = diff(&old, &walk(&root, &Excludes::default()).expect("walk"));
+    let mut deleted: Vec<&Path> = d.deleted.iter().map(|(p, _)| p.as_path()).collect();
+    deleted.sort();
+    assert_eq!(deleted, [Path::new("both"), Path::new("one")], "{d:?}");
+    assert!(d.changed.is_empty(), "{d:?}");
+    // What both sent alike is entered as it is.
+    assert_eq!(
+        old.get(Path::new("x")),
+        stat(&root, Path::new("x")).as_ref()
+    );
+}
