@@ -120,6 +120,7 @@ for mode in $MODES; do
 </head>
 EOF
     log=$B/agent-$mode.log
+    : > "$log"
     "$BIN" -n 4 -o "$B/conf/agent.xml" > "$log" 2>&1 & agent=$!
     until grep -q "live:" "$log"; do kill -0 "$agent"; sleep 0.02; done   # bounded by the agent
     synced() { "$BIN" --wait-synced -o "$B/conf/agent.xml" --timeout 3600 > /dev/null; }

@@ -97,6 +97,10 @@ pub fn transfer(rule: &BigFiles, now: &Stamp, known: Option<u64>) -> Transfer {
 #[derive(Debug, Default)]
 pub struct Known {
     sizes: HashMap<PathBuf, u64>,
+    /// Full syncs begun and ended: a push that saw one of them begin or end while it
+    /// ran records nothing (a full sync lands what it read when it began, after the
+    /// pushes that ran beside it, see ARCHITECTURE.md "A full sync holds nothing back").
+    fulls: u64,
 }
 
 impl Known {
@@ -104,19 +108,35 @@ impl Known {
         self.sizes.get(rel).copied()
     }
 
-    /// A push of `rel` landed `size` bytes, with the file unchanged while it ran.
-    pub fn landed(&mut self, rel: &Path, size: u64) {
-        self.sizes.insert(rel.to_path_buf(), size);
+    /// Where the full syncs stand now: hand it back to [`Known::landed`].
+    pub fn fulls(&self) -> u64 {
+        self.fulls
+    }
+
+    /// A push of `rel`, begun when [`Known::fulls`] said `fulls`, landed `size` bytes,
+    /// with the file unchanged while it ran; recorded unless a full sync began or ended
+    /// meanwhile.
+    pub fn landed(&mut self, rel: &Path, size: u64, fulls: u64) {
+        if fulls == self.fulls {
+            self.sizes.insert(rel.to_path_buf(), size);
+        }
+    }
+
+    /// A full sync ended (whatever its outcome): what it landed may be older than what
+    /// the pushes beside it recorded.
+    pub fn full_ended(&mut self) {
+        self.sizes.clear();
+        self.fulls += 1;
     }
 
     /// Forgets what `job` may write on the remote: every path it names and what is
     /// below them (a listing, a tree, a rename's sides), or everything for a full sync.
     pub fn forget(&mut self, job: &Job) {
-        if self.sizes.is_empty() {
+        if self.sizes.is_empty() && !matches!(job, Job::Full) {
             return;
         }
         match job {
-            Job::Full => self.sizes.clear(),
+            Job::Full => self.full_ended(),
             _ => {
                 let paths: Vec<Entry> = job.plain_paths();
                 self.sizes
@@ -218,7 +238,7 @@ mod tests {
     fn what_another_push_may_write_is_forgotten() {
         let mut k = Known::default();
         for p in ["d/big", "d/e/big", "other", "dd"] {
-            k.landed(Path::new(p), 10);
+            k.landed(Path::new(p), 10, k.fulls());
         }
         // A listing of `d/e` (its entries) and a plain push of `other`.
         k.forget(&Job::Paths(vec![
@@ -240,6 +260,24 @@ mod tests {
         assert_eq!(k.get(Path::new("dd")), Some(10));
         k.forget(&Job::Full);
         assert!(k.is_empty());
+    }
+
+    // A full sync lands what it read when it began, after the pushes beside it: what
+    // one of them landed is not known once a full sync began or ended while it ran.
+    #[test]
+    fn a_push_beside_a_full_sync_records_nothing() {
+        let mut k = Known::default();
+        let f = k.fulls();
+        k.forget(&Job::Full); // the full sync begins
+        k.landed(Path::new("big"), 50, f);
+        assert_eq!(k.get(Path::new("big")), None);
+        let f = k.fulls();
+        k.full_ended();
+        k.landed(Path::new("big"), 50, f);
+        assert_eq!(k.get(Path::new("big")), None);
+        let f = k.fulls();
+        k.landed(Path::new("big"), 60, f);
+        assert_eq!(k.get(Path::new("big")), Some(60));
     }
 
     #[test]

@@ -9,8 +9,13 @@ use crate::sync::bigfiles::{is_big, transfer, Stamp, Transfer};
 use crate::sync::job::{Job, RemoteId};
 use crate::sync::lockorder::Lock;
 
-/// The big files of one job: each with its transfer and what it was when chosen.
-pub(super) type Plan = Vec<(PathBuf, Transfer, Stamp)>;
+/// The big files of one job: each with its transfer and what it was when chosen, and
+/// where the remote's full syncs stood then (`Known::fulls`).
+#[derive(Default)]
+pub(super) struct Plan {
+    pub(super) big: Vec<(PathBuf, Transfer, Stamp)>,
+    fulls: u64,
+}
 
 impl Mirror {
     /// From now on big files are pushed by `rule` (`None`: every file whole).
@@ -25,7 +30,7 @@ impl Mirror {
     /// the remote is forgotten (a big file's own push records it again once it landed,
     /// [`Mirror::big_landed`]).
     pub(super) fn big_plan(&self, t: RemoteId, job: &Job) -> Plan {
-        let mut plan = Plan::new();
+        let mut plan = Plan::default();
         // Without the rule nothing is ever known: nothing to choose or forget.
         let Some(rule) = self.big.get() else {
             return plan;
@@ -43,19 +48,35 @@ impl Mirror {
         let mut known = Ordered::lock(&self.known[t.0], Lock::BigFiles);
         for (path, now) in stamps {
             let how = transfer(rule, &now, known.get(&path));
-            plan.push((path, how, now));
+            plan.big.push((path, how, now));
         }
         known.forget(job);
+        plan.fulls = known.fulls();
         plan
     }
 
     /// After the call of the big file `rel` chosen as `before`: its length is known on
     /// `t` if the call landed and the file did not change while it ran (else the next
     /// push of it is not an append).
-    pub(super) fn big_landed(&self, t: RemoteId, rel: &Path, before: &Stamp, ok: bool) {
+    pub(super) fn big_landed(
+        &self,
+        t: RemoteId,
+        plan: &Plan,
+        rel: &Path,
+        before: &Stamp,
+        ok: bool,
+    ) {
         let now = Stamp::of(&self.targets[t.0].root, rel);
         if ok && now.as_ref() == Some(before) {
-            Ordered::lock(&self.known[t.0], Lock::BigFiles).landed(rel, before.size);
+            Ordered::lock(&self.known[t.0], Lock::BigFiles).landed(rel, before.size, plan.fulls);
+        }
+    }
+
+    /// After `job` ran to `t`: a full sync's end makes what pushes beside it recorded
+    /// unknown (it landed what it read when it began).
+    pub(super) fn big_done(&self, t: RemoteId, job: &Job) {
+        if matches!(job, Job::Full) && self.big.get().is_some() {
+            Ordered::lock(&self.known[t.0], Lock::BigFiles).full_ended();
         }
     }
 }
@@ -64,7 +85,7 @@ impl Mirror {
 pub(super) fn planned<'a>(plan: &'a Plan, call: &Job) -> Option<&'a (PathBuf, Transfer, Stamp)> {
     match call {
         Job::Paths(p) if p.len() == 1 && !p[0].listing => {
-            plan.iter().find(|(path, _, _)| *path == p[0].path)
+            plan.big.iter().find(|(path, _, _)| *path == p[0].path)
         }
         _ => None,
     }

@@ -56,7 +56,7 @@ impl Mirror {
             _ => None,
         };
         let calls = match &taken.job {
-            Job::Paths(paths) => split(paths, &big)
+            Job::Paths(paths) => split(paths, &big.big)
                 .into_iter()
                 .map(|(job, _)| {
                     let excluded = self.excluded_in_listings(t, &job);
@@ -163,7 +163,8 @@ impl Mirror {
                 None => self.push(t, &call, &excluded, &mut left_out, how),
             };
             if let Some((path, _, before)) = planned {
-                self.big_landed(t, path, before, outcome.ok() && left_out.is_empty());
+                let ok = outcome.ok() && left_out.is_empty();
+                self.big_landed(t, &big, path, before, ok);
             }
             if outcome.ok() {
                 if let Some(failed) = self.prune(t, &call, &excluded) {
@@ -282,6 +283,7 @@ impl Mirror {
             }
             rest = rest.or(self.book(t, &call, &outcome, true, &redirect));
         }
+        self.big_done(t, &taken.job);
         taken.rest = rest;
         taken.accounted = true;
     }
