@@ -352,12 +352,6 @@ impl Excludes {
             .any(|r| r.is_match(&with_slash) && rsync_glob(r.as_str()).is_some())
     }
 
-    /// Is this path excluded as a file or link, but not as a directory (the `<filter>`
-    /// rules can say so: `+ */` then `- *`)?
-    pub fn excludes_only_as_file(&self, rel: &Path) -> bool {
-        self.excludes(rel, false) && !self.excludes(rel, true)
-    }
-
     /// Is this path, as a directory, excluded only as a directory (by a rule ending in
     /// `/`), a file or link of that name not?
     pub fn excludes_only_as_directory(&self, rel: &Path) -> bool {

@@ -359,3 +359,38 @@ fn test_config_shows_the_brake_and_refuses_a_bad_threshold_with_its_line() {
         "{err}"
     );
 }
+
+// A start with `-r` of an empty root: against remotes that hold nothing to delete (a
+// new mirror) it is level and nothing is held; against remotes that hold files (a
+// volume not mounted when the agent started) the full sync deletes nothing and is held.
+// Broke: every full sync of an empty root was held, so a new, empty mirror started in
+// "deletes held" (`--status` exit 1) until an operator released nothing.
+#[test]
+fn a_start_on_an_empty_root_is_held_only_when_the_remotes_hold_files() {
+    let s = setup!();
+    let port = free_port("127.0.0.1");
+    let mut conf = s.conf();
+    conf.status_port = Some(port);
+    let mut agent = s.agent_with(&conf, &["-r"]);
+    s.wait(&mut agent, "an empty root on empty remotes");
+    let st = status_json(port);
+    for r in st["remotes"].as_array().into_iter().flatten() {
+        assert_eq!(r["held_full"], false, "{st}");
+        assert_ne!(r["state"], "deletes held", "{st}");
+    }
+    agent.stop();
+    for (i, r) in s.remotes().iter().enumerate() {
+        fs::write(r.join(format!("kept{i}.txt")), "on the remote\n").expect("write a remote");
+    }
+    let mut agent = s.agent_with(&conf, &["-r"]);
+    wait_held(port, &mut agent);
+    assert_eq!(remote_status(port, 0)["held_full"], true);
+    for (i, r) in s.remotes().iter().enumerate() {
+        assert!(
+            r.join(format!("kept{i}.txt")).exists(),
+            "{}: kept",
+            r.display()
+        );
+    }
+    agent.stop();
+}

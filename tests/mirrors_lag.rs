@@ -307,7 +307,8 @@ fn assert_metric_names(response: &str) {
         .map_or(response, |(_, body)| body);
     // The unit words a name may end in (before `_total`), or a 0/1 state.
     const UNITS: &[&str] = &[
-        "seconds", "paths", "calls", "entries", "watches", "failing", "paused", "ok", "success",
+        "seconds", "paths", "calls", "entries", "watches", "failing", "paused", "held", "ok",
+        "success",
     ];
     let mut kinds = std::collections::HashMap::new();
     for line in metrics.lines() {

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use super::Failed;
 use crate::config::plugins::Command;
 use crate::sys::{memfile, process};
 
@@ -148,7 +149,7 @@ impl Command {
     }
 
     /// Runs it for one path and logs the outcome; the error is the failure as logged.
-    pub(crate) fn run_logged(&self, abs: &Path) -> Result<(), String> {
+    pub(crate) fn run_logged(&self, abs: &Path) -> Result<(), Failed> {
         let shown = self
             .argv(abs)
             .iter()
@@ -160,7 +161,7 @@ impl Command {
 
     /// Runs it for one push's paths and logs the outcome; the error is the failure as
     /// logged.
-    pub(crate) fn run_batch_logged(&self, batch: &Batch) -> Result<(), String> {
+    pub(crate) fn run_batch_logged(&self, batch: &Batch) -> Result<(), Failed> {
         let program = self
             .batch_argv()
             .iter()
@@ -184,7 +185,7 @@ impl Command {
         shown: &str,
         remote: Option<&str>,
         outcome: Outcome,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failed> {
         let remote = remote.unwrap_or("");
         let failure = match outcome {
             Outcome::Ok => {
@@ -199,7 +200,7 @@ impl Command {
                 };
                 if self.ignore_error {
                     log::debug!("plugin command: {text} (ignored)");
-                    return Err(text);
+                    return Err(Failed(text));
                 }
                 text
             }
@@ -214,6 +215,6 @@ impl Command {
         } else {
             log::error!(remote = remote; "plugin command: {failure}");
         }
-        Err(failure)
+        Err(Failed(failure))
     }
 }

@@ -28,13 +28,18 @@ use crate::sync::job::Entry;
 use crate::sync::{AfterPush, Landed};
 use command::Batch;
 
+/// A plugin run that failed, with the failure as it was logged (the caller counts it;
+/// sync goes on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed(pub String);
+
 /// Paths waiting for the plugin thread before new ones are dropped.
 const BACKLOG: usize = 100_000;
 
 impl Plugin {
     /// Runs the plugin for one changed path, now, logging the outcome; the error is
     /// the failure as logged (a path it does not want is no failure).
-    pub fn run(&self, abs: &Path) -> Result<(), String> {
+    pub fn run(&self, abs: &Path) -> Result<(), Failed> {
         if !self.wants(abs) {
             log::debug!("plugin {}: {} not wanted", self.name(), abs.display());
             return Ok(());
@@ -202,7 +207,7 @@ impl Runner {
                                 },
                             };
                             counters.runs.fetch_add(1, Ordering::Relaxed);
-                            if let Err(text) = ran {
+                            if let Err(Failed(text)) = ran {
                                 counters.failed.fetch_add(1, Ordering::Relaxed);
                                 if let Ok(mut last) = counters.last_failure.lock() {
                                     *last = Some((SystemTime::now(), text));

@@ -29,6 +29,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use super::Failed;
 use crate::config::plugins::refresh_cdn::Dest;
 use crate::config::plugins::RefreshCdn;
 
@@ -67,7 +68,7 @@ impl RefreshCdn {
     }
 
     /// Purges and logs; the error is the last failure as logged.
-    pub(crate) fn refresh_logged(&self, abs: &Path) -> Result<(), String> {
+    pub(crate) fn refresh_logged(&self, abs: &Path) -> Result<(), Failed> {
         let mut out = Ok(());
         for (url, result) in self.refresh(abs) {
             let text = match result {
@@ -79,7 +80,7 @@ impl RefreshCdn {
                 Err(e) => format!("purge of {url} failed: {e}"),
             };
             log::error!("plugin refreshCDN: {text}");
-            out = Err(text);
+            out = Err(Failed(text));
         }
         out
     }

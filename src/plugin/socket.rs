@@ -17,6 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
+use super::Failed;
 use crate::config::plugins::Socket;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,7 +36,7 @@ impl Socket {
     }
 
     /// Sends and logs; the error is the last failure as logged.
-    pub(crate) fn send_logged(&self, abs: &Path) -> Result<(), String> {
+    pub(crate) fn send_logged(&self, abs: &Path) -> Result<(), Failed> {
         let mut out = Ok(());
         for (host, result) in self.send(abs) {
             match result {
@@ -43,7 +44,7 @@ impl Socket {
                 Err(e) => {
                     let text = format!("cannot send {} to {host}: {e}", abs.display());
                     log::error!("plugin socket: {text}");
-                    out = Err(text);
+                    out = Err(Failed(text));
                 }
             }
         }

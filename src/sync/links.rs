@@ -337,6 +337,14 @@ pub fn pick<'a, K: Clone + Eq + Hash + 'a>(
     free: impl Fn(&K) -> bool,
     together: &Together<K>,
 ) -> Vec<K> {
+    if together.sets.is_empty() {
+        // No sets (no hard links waiting): each waiting name once, as it comes.
+        return (waiting.into_iter())
+            .filter(|k| free(k))
+            .take(max)
+            .cloned()
+            .collect();
+    }
     let mut picked: Vec<K> = Vec::new();
     let mut taken: HashSet<K> = HashSet::new();
     for k in waiting {

@@ -352,6 +352,12 @@ impl Queue {
         self.wake_for(st, targets);
     }
 
+    /// The brake on mass deletes is on for `t` (see [`Ledger::braking`]).
+    pub fn braking(&self, t: RemoteId) -> bool {
+        let st = self.lock();
+        st.remotes.get(t.0).is_some_and(|r| r.pending.braking())
+    }
+
     /// The full sync in flight to `t` is held, not run: its root is empty now (see
     /// [`Ledger::hold_full`]). Call before finishing it. False: the brake is off.
     pub fn hold_full(&self, t: RemoteId) -> bool {

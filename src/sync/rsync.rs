@@ -447,6 +447,25 @@ impl Target {
     }
 }
 
+/// Makes a full sync's `argv` (ending in `./` and the destination) delete nothing on the
+/// remote: with `--max-delete=0` rsync skips every deletion and says how many (rsync
+/// 3.0.0 and later; see [`deletes_skipped`]).
+pub fn deleting_nothing(argv: &mut Vec<OsString>) {
+    let at = argv.len().saturating_sub(2);
+    argv.insert(at, "--max-delete=0".into());
+}
+
+/// Did rsync skip deletes for `--max-delete`? Where the client deletes (a local
+/// receiver) it exits 25; where the remote's rsync does (a daemon, ssh), the client
+/// exits 0 and only the receiver's line says so: "Deletions stopped due to
+/// --max-delete limit (N skipped)" (rsync 3.5.0 over a daemon, checked by a test).
+pub fn deletes_skipped(outcome: &Outcome) -> bool {
+    outcome.status == 25
+        || outcome
+            .stderr
+            .contains("Deletions stopped due to --max-delete limit")
+}
+
 /// Bytes of path arguments one rsync call may carry: well inside ARG_MAX (2 MiB on
 /// Linux, shared with the environment).
 pub const ARGS_BUDGET: usize = 512 * 1024;

@@ -66,6 +66,9 @@ pub(crate) struct Conf {
     pub(crate) status_port: Option<u16>,
     /// `<watcher backend>`: [`test_backend`] unless a test sets it.
     pub(crate) backend: String,
+    /// `<deleteBrake start="false"/>`: the brake on mass deletes off (it is on by
+    /// default).
+    pub(crate) brake_off: bool,
 }
 
 /// The watcher backend the end-to-end tests run on: `SERSYNC2_TEST_BACKEND`, or
@@ -99,6 +102,7 @@ impl Conf {
             replay_minutes: 60,
             status_port: None,
             backend: test_backend(),
+            brake_off: false,
         }
     }
 
@@ -237,6 +241,9 @@ impl Conf {
                 let _ = writeln!(x, "      <exclude expression=\"{}\"/>", esc(g));
             }
             x.push_str("    </crontabfilter></crontab>\n");
+        }
+        if self.brake_off {
+            x.push_str("    <deleteBrake start=\"false\"/>\n");
         }
         x.push_str("  </sersync>\n</head>\n");
         x

@@ -53,7 +53,7 @@ impl Mode {
     }
 
     /// A `mode=` value; the error says what to write.
-    pub fn parse(written: &str) -> Result<Mode, String> {
+    fn parse(written: &str) -> Result<Mode, String> {
         match written.trim().to_ascii_lowercase().as_str() {
             "file" => Ok(Mode::File),
             "batch" => Ok(Mode::Batch),
@@ -67,7 +67,7 @@ impl Mode {
 }
 
 /// A `timeout=` value in seconds, 1 to [`MAX_TIMEOUT_SECS`]; the error says what to write.
-pub fn parse_timeout(written: &str) -> Result<Duration, String> {
+fn parse_timeout(written: &str) -> Result<Duration, String> {
     match written.trim().parse::<u64>() {
         Ok(n) if (1..=MAX_TIMEOUT_SECS).contains(&n) => Ok(Duration::from_secs(n)),
         _ => Err(format!(

@@ -93,7 +93,7 @@ pub fn metrics(s: &Status) -> String {
         per(&|r| r.owed.to_string()),
     );
     gauge(
-        "sersync2_remote_held_deletes",
+        "sersync2_remote_held_delete_paths",
         "Deletes the brake on mass deletes holds for the remote (until released or discarded).",
         "gauge",
         per(&|r| r.held_deletes.to_string()),

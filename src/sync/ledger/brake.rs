@@ -177,6 +177,11 @@ impl Ledger {
         self.brake.tree = entries;
     }
 
+    /// The brake is on, or holds what it held when it was turned off.
+    pub fn braking(&self) -> bool {
+        self.brake.rule.is_some() || self.brake.holding()
+    }
+
     /// Deletes are held now.
     pub fn holding(&self) -> bool {
         self.brake.holding()

@@ -542,3 +542,28 @@ fn a_big_file_goes_as_an_append_or_in_place_with_the_option_after_dash_r() {
         t.argv(&Job::Full, &[]).0
     );
 }
+
+// A full sync of an empty root runs with `--max-delete=0`: rsync skips every delete.
+// Where the remote's rsync deletes (a daemon, ssh) the client exits 0 and says so only
+// in the receiver's line; where the client deletes it exits 25.
+#[test]
+fn skipped_deletes_are_read_from_the_status_or_the_receivers_line() {
+    let out = |status: i32, stderr: &str| Outcome {
+        status,
+        stderr: stderr.to_owned(),
+        elapsed: std::time::Duration::ZERO,
+    };
+    assert!(deletes_skipped(&out(25, "")));
+    assert!(deletes_skipped(&out(
+        0,
+        "Deletions stopped due to --max-delete limit (1 skipped)\n"
+    )));
+    assert!(!deletes_skipped(&out(0, "")));
+    assert!(!deletes_skipped(&out(
+        23,
+        "rsync error: some files could not be transferred"
+    )));
+    let mut argv: Vec<OsString> = vec!["-a".into(), "--delete".into(), "./".into(), "h::m".into()];
+    deleting_nothing(&mut argv);
+    assert_eq!(argv, ["-a", "--delete", "--max-delete=0", "./", "h::m"]);
+}

@@ -9,6 +9,12 @@ use crate::sync::bigfiles::{is_big, transfer, Stamp, Transfer};
 use crate::sync::job::{Job, RemoteId};
 use crate::sync::lockorder::Lock;
 
+/// The most plain entries of a job whose big files are looked for: one stat per path
+/// would be most of the agent's own CPU in a burst's calls of thousands of paths, whose
+/// big files go whole (as before); a big file changed alone or beside a few others is
+/// looked at.
+pub(super) const PLAN_AT_MOST: usize = 64;
+
 /// The big files of one job: each with its transfer and what it was when chosen, and
 /// where the remote's full syncs stood then (`Known::fulls`).
 #[derive(Default)]
@@ -37,13 +43,13 @@ impl Mirror {
         };
         let root = &self.targets[t.0].root;
         let stamps: Vec<(PathBuf, Stamp)> = match job {
-            Job::Paths(paths) => paths
+            Job::Paths(paths) if paths.len() <= PLAN_AT_MOST => paths
                 .iter()
                 .filter(|e| !e.listing)
                 .filter_map(|e| Some((e.path.clone(), Stamp::of(root, &e.path)?)))
                 .filter(|(_, now)| is_big(rule, now))
                 .collect(),
-            Job::Full | Job::Rename { .. } => Vec::new(),
+            Job::Paths(_) | Job::Full | Job::Rename { .. } => Vec::new(),
         };
         let mut known = Ordered::lock(&self.known[t.0], Lock::BigFiles);
         for (path, now) in stamps {

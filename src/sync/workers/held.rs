@@ -8,6 +8,7 @@ use std::path::Path;
 use super::Mirror;
 use crate::sync::job::RemoteId;
 use crate::sync::queue::Holding;
+use crate::sync::rsync;
 
 /// What one remote held when the operator released or discarded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,12 +89,21 @@ impl Mirror {
             .collect()
     }
 
-    /// A full sync of `t` taken while its watch root is empty: held (it would delete
-    /// everything the remote holds: an unmounted filesystem's empty mount point, a
-    /// directory made again at the root's path) when the brake is on. True when held.
-    pub(super) fn hold_empty_root(&self, t: RemoteId) -> bool {
+    /// A full sync of `t` taken while its watch root is empty, with the brake on: it
+    /// would delete everything the remote holds (an unmounted filesystem's empty mount
+    /// point, a directory made again at the root's path). It runs with
+    /// `--max-delete=0`: a remote that holds nothing to delete is level by it, one
+    /// that does makes rsync skip every delete and exit 25, and the full sync is then
+    /// held ([`Mirror::hold_empty_full`]).
+    pub(super) fn full_of_empty_root(&self, t: RemoteId) -> bool {
         let root = &self.targets[t.0].root;
-        let empty = std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none());
-        empty && self.queue.hold_full(t)
+        std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none()) && self.queue.braking(t)
+    }
+
+    /// The full sync of an empty root ([`Mirror::full_of_empty_root`]) ended with
+    /// `outcome`: true when rsync skipped deletes and it is held now, with every delete
+    /// waiting.
+    pub(super) fn hold_empty_full(&self, t: RemoteId, outcome: &rsync::Outcome) -> bool {
+        rsync::deletes_skipped(outcome) && self.queue.hold_full(t)
     }
 }

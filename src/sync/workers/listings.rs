@@ -160,14 +160,23 @@ pub(super) fn excluded_directories(root: &Path, excludes: &Excludes, job: &Job) 
     paths
         .iter()
         .filter(|e| {
+            let (file, dir) = (
+                excludes.excludes(&e.path, false),
+                excludes.excludes(&e.path, true),
+            );
+            let (as_dir, as_file) = (dir && !file, file && !dir);
+            // The tree is looked at only for such names (one stat per path of every
+            // call was most of the agent's CPU in a burst).
+            if !as_dir && !as_file {
+                return false;
+            }
             let now = std::fs::symlink_metadata(root.join(&e.path)).ok();
-            (excludes.excludes_only_as_directory(&e.path)
-                && now.as_ref().is_none_or(|m| m.is_dir()))
+            (as_dir && now.as_ref().is_none_or(|m| m.is_dir()))
                 // Gone, and kept out by the `<filter>` rules as a file but not as a
                 // directory (`+ */` ... `- *`): rsync takes a missing argument for a
                 // file and keeps the remote's directory of that name, which a full
                 // sync deletes. Its parent's listing deletes it whatever it is.
-                || (now.is_none() && excludes.excludes_only_as_file(&e.path))
+                || (now.is_none() && as_file)
         })
         .map(|e| e.path.clone())
         .collect()

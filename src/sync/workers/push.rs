@@ -65,10 +65,14 @@ impl Mirror {
         job: &Job,
         excluded: &[PathBuf],
         left_out: &mut Vec<PathBuf>,
+        no_deletes: bool,
         mut how: Transfer,
     ) -> Outcome {
         let target = &*self.target_for_call(t);
-        let (argv, stdin) = target.argv_as(job, excluded, how);
+        let (mut argv, stdin) = target.argv_as(job, excluded, how);
+        if no_deletes {
+            rsync::deleting_nothing(&mut argv);
+        }
         if self.debug {
             // The paths themselves were logged as events; the options are what matter.
             let shown: Vec<String> = argv
@@ -218,6 +222,7 @@ impl Mirror {
                 // A failed append or in-place push is redone from the start, whole:
                 // never appended onto what the failed transfer left.
                 (argv, stdin) = target.argv(sent, excluded);
+                how = Transfer::Whole;
             }
         }
     }

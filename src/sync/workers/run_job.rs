@@ -40,11 +40,8 @@ impl Mirror {
             taken.accounted = true;
             return;
         }
-        if matches!(taken.job, Job::Full) && self.hold_empty_root(t) {
-            // Held with the deletes (`ledger/brake.rs`): its end queues nothing again.
-            taken.accounted = true;
-            return;
-        }
+        // Of an empty root: run so that it deletes nothing (see `full_of_empty_root`).
+        let no_deletes = matches!(taken.job, Job::Full) && self.full_of_empty_root(t);
         // In the index's journal on disk before anything runs; its end noted on return.
         let _announced = (self.index.get()).and_then(|ix| ix.announce(t, &taken.job));
         // Big files: each in a call of its own, as an append, in place or whole.
@@ -159,12 +156,18 @@ impl Mirror {
                     stderr: String::new(),
                     elapsed: Duration::ZERO,
                 },
-                Some(s) => self.push(t, s, &excluded, &mut left_out, how),
-                None => self.push(t, &call, &excluded, &mut left_out, how),
+                Some(s) => self.push(t, s, &excluded, &mut left_out, false, how),
+                None => self.push(t, &call, &excluded, &mut left_out, no_deletes, how),
             };
             if let Some((path, _, before)) = planned {
                 let ok = outcome.ok() && left_out.is_empty();
                 self.big_landed(t, &big, path, before, ok);
+            }
+            if no_deletes && sent.is_none() && self.hold_empty_full(t, &outcome) {
+                // Held with the deletes (`ledger/brake.rs`): its end queues nothing again.
+                self.big_done(t, &taken.job);
+                taken.accounted = true;
+                return;
             }
             if outcome.ok() {
                 if let Some(failed) = self.prune(t, &call, &excluded) {

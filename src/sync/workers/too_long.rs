@@ -63,7 +63,14 @@ impl Mirror {
         let mut without = excluded.to_vec();
         without.extend(long.iter().cloned());
         self.skip_too_long(t, crate::sync::job::plain_entries(long));
-        Some(self.push(t, &Job::Full, &without, &mut Vec::new(), Transfer::Whole))
+        Some(self.push(
+            t,
+            &Job::Full,
+            &without,
+            &mut Vec::new(),
+            false,
+            Transfer::Whole,
+        ))
     }
 
     /// Pays `long` (paths too long for rsync) without a push, and notes them.
