@@ -394,3 +394,34 @@ fn a_start_on_an_empty_root_is_held_only_when_the_remotes_hold_files() {
     }
     agent.stop();
 }
+
+// `--once` of a root emptied while no agent ran: the deletes are held (an unmounted
+// volume looks like that), so the remotes are not level and `--once` must not say they
+// are (it printed "every remote is level" and exited 0 with the deletes held).
+#[test]
+fn once_with_deletes_held_says_so_and_exits_1() {
+    let s = setup!();
+    tree(&s, 2, 3);
+    let mut agent = s.agent(&["-r"]);
+    s.wait(&mut agent, "the tree before");
+    agent.stop();
+    for d in 0..2 {
+        remove_dir_all(s.p(format!("d{d}")));
+    }
+    remove_file(s.p("top.txt"));
+    let out = sersync2(&s.dir, &["--once", "-o", "sersync.xml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("held by the brake on mass deletes for ")
+            && stdout.contains("--release-deletes")
+            && !stdout.contains("every remote is level"),
+        "{}",
+        text(&out)
+    );
+    for r in s.remotes() {
+        assert_eq!(files(&r), 7, "{}: the remote keeps its files", r.display());
+    }
+    let fail_log = fs::read_to_string(s.fail_log()).expect("the fail log keeps them");
+    assert!(fail_log.contains("#held"), "{fail_log}");
+}

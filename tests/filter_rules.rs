@@ -235,3 +235,139 @@ fn test_config_prints_the_rules() {
         "{all}"
     );
 }
+
+/// Under `prefix`: the file `f/cache` replaced by a directory, the directory `d/cache`
+/// by a file.
+fn swap_types(s: &Setup, prefix: &str) {
+    fs::remove_file(s.p(format!("{prefix}/f/cache"))).expect("rm");
+    s.write(format!("{prefix}/f/cache/y.txt"), "now a directory\n");
+    fs::remove_dir_all(s.p(format!("{prefix}/d/cache"))).expect("rm -rf");
+    s.write(format!("{prefix}/d/cache"), "now a file\n");
+}
+
+/// A name the rules keep out only as a directory or only as a file, replaced by the
+/// other type: live, before a `-r` full sync, and before a `--once`; each time the
+/// remotes hold what rsync selects and `--verify` says level.
+fn type_swaps_agree_with_rsync(s: &Setup, rules: &[&str]) {
+    for prefix in ["live", "full", "once"] {
+        s.write(format!("{prefix}/f/cache"), "a file\n");
+        s.write(format!("{prefix}/d/cache/x.txt"), "in a directory\n");
+    }
+    s.write("keep.txt", "keep\n");
+    let xml = with_rules(s, rules);
+    let none = Snapshot::new();
+    let mut agent = start(s, &xml, &["-r"]);
+    wait_for_remotes(s, &mut agent, &rsync_selects(s, rules), &none, "after -r");
+    swap_types(s, "live");
+    wait_for_remotes(s, &mut agent, &rsync_selects(s, rules), &none, "live");
+    let out = wait_synced(&s.dir, 60);
+    assert!(out.status.success(), "{}", text(&out));
+    verify_level(s);
+    agent.stop();
+
+    swap_types(s, "full");
+    let mut agent = start(s, &xml, &["-r"]);
+    wait_for_remotes(s, &mut agent, &rsync_selects(s, rules), &none, "full sync");
+    let out = wait_synced(&s.dir, 60);
+    assert!(out.status.success(), "{}", text(&out));
+    verify_level(s);
+    agent.stop();
+
+    swap_types(s, "once");
+    let out = sersync2(&s.dir, &["--once", "-o", "sersync.xml"]);
+    assert!(out.status.success(), "--once: {}", text(&out));
+    let want = rsync_selects(s, rules);
+    for r in s.remotes() {
+        if let Err(e) = snapshots_equal(&want, &tree_snapshot(&r)) {
+            panic!("after --once, {}: {e}\n{}", r.display(), text(&out));
+        }
+    }
+    verify_level(s);
+}
+
+#[test]
+fn a_name_kept_out_only_as_a_directory_changing_type_agrees_with_rsync() {
+    let s = setup!();
+    type_swaps_agree_with_rsync(&s, &["- cache/"]);
+}
+
+#[test]
+fn a_name_kept_out_only_as_a_file_changing_type_agrees_with_rsync() {
+    let s = setup!();
+    type_swaps_agree_with_rsync(&s, &["+ cache/", "- cache"]);
+}
+
+// A malformed rule, an unknown transport, a negative threshold or hook timeout: `-t`
+// and the start refuse each, naming the file, the line and what to write.
+#[test]
+fn bad_values_are_refused_with_file_line_and_what_to_write() {
+    let s = setup!();
+    let good = with_rules(&s, &["+ /public/***", "- *"]);
+    let hook = "  <plugin name=\"command\" mode=\"batch\" timeout=\"-1\">\n    \
+                <param prefix=\"/bin/true\"/>\n  </plugin>\n</head>\n";
+    let remote = format!("<remote ip=\"{}\" name=\"{}\"/>", s.a.ip(), s.a.module());
+    for (bad, marker, says) in [
+        (
+            good.replace("- *</rule>", "-,s *.tmp</rule>"),
+            "-,s *.tmp",
+            "write the rule without it: `+ PATTERN` or `- PATTERN`",
+        ),
+        (
+            good.replace("- *</rule>", "protect /keep</rule>"),
+            "protect /keep",
+            "write `- PATTERN`",
+        ),
+        (
+            good.replacen(
+                &remote,
+                &format!(
+                    "<remote ip=\"{}\" name=\"{}\" ssh=\"maybe\"/>",
+                    s.a.ip(),
+                    s.a.module()
+                ),
+                1,
+            ),
+            "ssh=\"maybe\"",
+            "<remote ssh=\"maybe\">: must be \"true\" (this remote over ssh, host:dir) or \
+             \"false\" (through an rsync daemon, host::module)",
+        ),
+        (
+            good.replace(
+                "  </sersync>",
+                "    <deleteBrake percent=\"-1\"/>\n  </sersync>",
+            ),
+            "deleteBrake",
+            "must be a whole number from 0 to 100; write e.g. percent=\"50\"",
+        ),
+        (
+            good.replace(
+                "  </sersync>\n",
+                "    <plugin start=\"true\" name=\"command\"/>\n  </sersync>\n",
+            )
+            .replace("</head>\n", hook),
+            "timeout=\"-1\"",
+            "write e.g. timeout=\"60\"",
+        ),
+    ] {
+        let line = bad
+            .lines()
+            .position(|l| l.contains(marker))
+            .unwrap_or_else(|| panic!("{marker} not in {bad}"))
+            + 1;
+        fs::write(s.dir.join("sersync.xml"), &bad).expect("write");
+        for args in [&["-t", "-o", "sersync.xml"][..], &["-o", "sersync.xml"][..]] {
+            let out = sersync2(&s.dir, args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{marker} {args:?}: {}",
+                text(&out)
+            );
+            assert!(
+                err.contains(&format!("sersync.xml:{line}: ")) && err.contains(says),
+                "{marker} {args:?}: want line {line} and `{says}`:\n{err}"
+            );
+        }
+    }
+}

@@ -14,6 +14,8 @@ mod layers;
 mod e2e;
 // `<filter>`'s rsync include/exclude rules: the remotes hold what rsync itself selects.
 mod filter_rules;
+// The same against rsync for random trees and rule lists, live, full syncs and --once.
+mod filter_random;
 // Renames inside the tree travel as renames (files, directories, in and out of the tree).
 mod moves;
 // Seeded random workloads of every change the kernel can report, checked for equality.
@@ -48,6 +50,8 @@ mod faults_control;
 mod brake;
 // `--pause` and `--resume` (every remote or one): what waits, the reload, the stop, refusals.
 mod pause;
+// Pause, the brake and batch hooks with an ssh remote beside daemon remotes.
+mod ssh_ops;
 // Every failed push says its real cause (rsync's and ssh's own words).
 mod causes;
 // Many remotes and relays: one hung remote holds back only itself.

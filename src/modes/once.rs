@@ -89,7 +89,19 @@ pub fn once(config: &Config, args: &Args) -> Result<u8, Exit> {
     }
     let left = stopped.owed;
     let unknown = mirror.unknown();
-    if left == 0 && unknown.is_empty() && unwalked == 0 && !stopped_early && stopped.kept.is_ok() {
+    // Deletes the brake holds are kept in the fail log, not owed: the remote is not level.
+    let held: Vec<(String, crate::sync::ledger::Holding)> = (mirror.targets().iter())
+        .zip(mirror.queue().held())
+        .filter(|(_, h)| h.any())
+        .map(|(t, h)| (t.label(), h))
+        .collect();
+    if left == 0
+        && held.is_empty()
+        && unknown.is_empty()
+        && unwalked == 0
+        && !stopped_early
+        && stopped.kept.is_ok()
+    {
         println!(
             "every remote is level; pushed per remote: {:?}",
             stopped.pushed
@@ -98,6 +110,15 @@ pub fn once(config: &Config, args: &Args) -> Result<u8, Exit> {
     }
     for (remote, n) in mirror.owed_summary() {
         println!("still owed to {remote}: {}", entries(n));
+    }
+    for (remote, h) in &held {
+        println!(
+            "held by the brake on mass deletes for {remote}: {} delete(s){}, kept in the fail \
+             log; start sersync2 on this config, then `sersync2 --release-deletes -o FILE` \
+             pushes them (or --discard-deletes drops them)",
+            h.deletes,
+            if h.full { " and a full sync" } else { "" }
+        );
     }
     for (root, dest, n) in &unknown {
         println!(
@@ -111,8 +132,16 @@ pub fn once(config: &Config, args: &Args) -> Result<u8, Exit> {
         println!("{unwalked} watch root(s) could not be walked: what changed there is not known");
     }
     Err(runtime(anyhow!(
-        "not every remote is level: {} owed, kept in the fail log {} for the next run",
+        "not every remote is level: {} owed{}, kept in the fail log {} for the next run",
         entries(left),
+        if held.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " and deletes held by the brake for {} remote(s)",
+                held.len()
+            )
+        },
         mirror.fail_log_path().display()
     )))
 }

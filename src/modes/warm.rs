@@ -173,7 +173,11 @@ pub(crate) fn start(
                 // deletes, beside the deletes queued one per top path.
                 let below_deleted = d.deleted_entries(old).saturating_sub(d.deleted.len());
                 mirror.queue().count_deletes(&targets, below_deleted);
-                if tree.is_empty() && !old.is_empty() {
+                // The root itself, not what the rules select of it: a root that holds
+                // only what `<filter>` keeps out is not an empty mount point, and its
+                // deletes count like any others.
+                let root_empty = std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_none());
+                if root_empty && !old.is_empty() {
                     // The root is empty now (a filesystem not mounted at start, a
                     // directory made again): its index's entries never reach the
                     // remotes as deletes without the operator's word.

@@ -152,7 +152,8 @@ fn prunable(root: &Path, paths: &[Entry]) -> Vec<PathBuf> {
 /// rsync would keep the directory out and the remote's file of that name would stay
 /// for good (no event tells of an excluded directory coming or going: simulator seed
 /// 4093419). Its parent's listing deletes that file whatever the name is by then.
-/// Also the gone paths the `<filter>` rules keep out as files only (see inside).
+/// Also the paths the `<filter>` rules keep out as files only that are gone or not a
+/// directory now (see inside).
 pub(super) fn excluded_directories(root: &Path, excludes: &Excludes, job: &Job) -> Vec<PathBuf> {
     let Job::Paths(paths) = job else {
         return Vec::new();
@@ -172,11 +173,12 @@ pub(super) fn excluded_directories(root: &Path, excludes: &Excludes, job: &Job) 
             }
             let now = std::fs::symlink_metadata(root.join(&e.path)).ok();
             (as_dir && now.as_ref().is_none_or(|m| m.is_dir()))
-                // Gone, and kept out by the `<filter>` rules as a file but not as a
-                // directory (`+ */` ... `- *`): rsync takes a missing argument for a
-                // file and keeps the remote's directory of that name, which a full
-                // sync deletes. Its parent's listing deletes it whatever it is.
-                || (now.is_none() && as_file)
+                // Gone or a file or link now, and kept out by the `<filter>` rules as a
+                // file but not as a directory (`+ */` ... `- *`, `+ cache/` `- cache`):
+                // rsync takes a missing argument for a file, and keeps an excluded file
+                // out, so the remote's directory of that name stays, which a full sync
+                // deletes. Its parent's listing deletes it whatever it is.
+                || (as_file && now.as_ref().is_none_or(|m| !m.is_dir()))
         })
         .map(|e| e.path.clone())
         .collect()
