@@ -30,6 +30,8 @@ mod scale;
 mod fanotify;
 // A full sync never hides the live changes made while it runs.
 mod fulllive;
+// Big files pushed as appends or in place (`<bigFiles>`): the mirrors equal the source.
+mod bigfiles;
 // Warm restart: what changed while no agent ran arrives at the next start.
 mod warm;
 

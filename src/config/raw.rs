@@ -182,6 +182,8 @@ pub struct Sersync {
     pub verify: Option<Verify>,
     #[serde(rename = "deletebrake")]
     pub delete_brake: Option<DeleteBrake>,
+    #[serde(rename = "bigfiles")]
+    pub big_files: Option<BigFiles>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -339,6 +341,21 @@ pub struct DeleteBrake {
     pub count: Option<String>,
     #[serde(rename = "@seconds")]
     pub seconds: Option<String>,
+    #[serde(rename = "@_line")]
+    pub line: Option<u32>,
+}
+
+/// `<bigFiles start size append inplace>`: this program's own; sersync 2.5 ignores it.
+#[derive(Debug, Default, Deserialize)]
+pub struct BigFiles {
+    #[serde(rename = "@start")]
+    pub start: Option<String>,
+    #[serde(rename = "@size")]
+    pub size: Option<String>,
+    #[serde(rename = "@append")]
+    pub append: Option<String>,
+    #[serde(rename = "@inplace")]
+    pub inplace: Option<String>,
     #[serde(rename = "@_line")]
     pub line: Option<u32>,
 }

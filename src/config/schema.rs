@@ -302,6 +302,28 @@ pub const ELEMENTS: &[Element] = &[
             added("seconds", "The window the deletes are counted in, 1 to 86400 (default 60)."),
         ],
     },
+    Element {
+        path: "head/sersync/bigFiles",
+        what: "Big files travel in proportion to the change: a regular file of size= or more \
+               that grew since this agent last pushed it goes as an append (rsync \
+               --append-verify), and with inplace=\"true\" any other change of it is written \
+               in place (--inplace) (on by default: 64M, appends only).",
+        usage: Use::Added,
+        attributes: &[
+            added("start", "\"false\" pushes every file whole, as rsync does (default \"true\")."),
+            added(
+                "size",
+                "The smallest big file: bytes, or a number with K, M, G or T (powers of \
+                 1024; default 64M).",
+            ),
+            added("append", "\"false\": no appends (default \"true\")."),
+            added(
+                "inplace",
+                "\"true\": other changes of a big file are written in place, where a reader on \
+                 the mirror may see it half updated (default \"false\").",
+            ),
+        ],
+    },
     el(
         "head/plugin",
         "A plugin's settings, named by <sersync><plugin name>.",

@@ -620,6 +620,72 @@ fn verify_schedule_is_minutes_or_cron_and_off_by_default() {
 }
 
 #[test]
+fn big_files_are_on_by_default_and_bad_values_are_refused_with_what_to_write() {
+    let d = dir();
+    let c = load_str(&conf(d.path(), "")).expect("loads");
+    assert_eq!(
+        c.big_files,
+        Some(super::BigFiles {
+            size: 64 << 20,
+            append: true,
+            inplace: false
+        })
+    );
+    let c = load_str(&conf(
+        d.path(),
+        r#"<bigFiles size="2g" append="false" inplace="true"/>"#,
+    ))
+    .expect("loads");
+    assert_eq!(
+        c.big_files,
+        Some(super::BigFiles {
+            size: 2 << 30,
+            append: false,
+            inplace: true
+        })
+    );
+    let c = load_str(&conf(d.path(), r#"<bigFiles size="4096"/>"#)).expect("loads");
+    assert_eq!(c.big_files.map(|b| b.size), Some(4096));
+    let c = load_str(&conf(d.path(), r#"<bigFiles start="false"/>"#)).expect("loads");
+    assert_eq!(c.big_files, None);
+    for bad in [
+        "0",
+        "-1",
+        "64MB",
+        "1.5G",
+        "M",
+        "",
+        "2E",
+        "99999999999P",
+        "2P",
+    ] {
+        let e = err(&conf(d.path(), &format!("\n<bigFiles size=\"{bad}\"/>")));
+        assert_eq!(e.line, Some(8), "{e}");
+        assert!(
+            e.message.contains(&format!(
+                "<bigFiles size=\"{bad}\">: must be a number of bytes"
+            )) && e.message.contains("write e.g. size=\"64M\""),
+            "{e}"
+        );
+    }
+    let e = err(&conf(d.path(), r#"<bigFiles inplace="yes"/>"#));
+    assert!(
+        e.message
+            .contains("<bigFiles inplace=\"yes\">: must be \"true\" or \"false\""),
+        "{e}"
+    );
+    let e = err(&conf(d.path(), r#"<bigFiles sise="1G"/>"#));
+    assert!(
+        e.message.contains("unknown attribute sise= on <bigFiles>")
+            && e.message.contains("did you mean size=?"),
+        "{e}"
+    );
+    assert_eq!(super::show_size(64 << 20), "64M");
+    assert_eq!(super::show_size(1536), "1536 bytes");
+    assert_eq!(super::show_size(3 << 40), "3T");
+}
+
+#[test]
 fn the_delete_brake_is_on_by_default_and_refuses_bad_values_with_what_to_write() {
     let d = dir();
     let c = load_str(&conf(d.path(), "")).expect("loads");

@@ -260,6 +260,7 @@ impl Pipeline {
             fail_log,
             opts.after_push,
         ));
+        mirror.push_big_files(config.big_files);
         mirror.say_held_at_start(&config.file);
         let health: Vec<_> = watching
             .iter()

@@ -140,6 +140,18 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
         ),
         None => println!("delete brake: off"),
     }
+    match &config.big_files {
+        Some(b) if b.append || b.inplace => println!(
+            "big files: {} or more pushed {} (the rest whole)",
+            crate::config::show_size(b.size),
+            match (b.append, b.inplace) {
+                (true, true) => "as appends when they grew, in place otherwise",
+                (true, false) => "as appends when they grew",
+                _ => "in place",
+            }
+        ),
+        _ => println!("big files: off (every file pushed whole)"),
+    }
     println!("batch: up to {} paths per rsync call", config.rsync.batch);
     match &config.host {
         Some((host, port)) => println!(

@@ -1,6 +1,7 @@
 //! The lock order of the push path (ARCHITECTURE.md "Lock order"), checked: the fail
 //! log's lock first, then at most one of the others at a time (the queue's, the fail
-//! log's `unsaved` note, a remote's failures or running calls, the last full sync's),
+//! log's `unsaved` note, a remote's failures or running calls, the last full sync's, a
+//! remote's known big files),
 //! each taken and released, never two of them together and never the fail log's under
 //! one of them. Every such lock is taken through [`Hold::new`], which counts it as held
 //! by this thread until it is dropped and, in debug builds, asserts the order.
@@ -22,6 +23,8 @@ pub enum Lock {
     Running,
     /// The last full sync's result.
     LastFull,
+    /// A remote's known big-file lengths (`Mirror::known`, `sync::bigfiles`).
+    BigFiles,
 }
 
 impl Lock {
@@ -100,6 +103,7 @@ mod tests {
             Lock::Failures,
             Lock::Running,
             Lock::LastFull,
+            Lock::BigFiles,
         ];
         assert!(check(0, Lock::FailLog).is_ok());
         for &a in &others {

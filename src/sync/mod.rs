@@ -7,6 +7,7 @@
 //! the [`backoff`] schedule ([`recovery`]). [`version`] checks the rsync on PATH.
 
 pub mod backoff;
+pub mod bigfiles;
 pub mod bisect;
 pub mod cause;
 pub mod faillog;

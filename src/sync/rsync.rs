@@ -20,6 +20,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::bigfiles::Transfer;
 use super::job::{Entry, Job};
 use crate::config::{Remote, RsyncOptions};
 
@@ -212,6 +213,22 @@ impl Target {
         argv.extend(self.filter_rules.iter().cloned());
         argv.push("./".into());
         argv.push(self.dest().into());
+        (argv, stdin)
+    }
+
+    /// [`Target::argv`] of a big file's call ([`crate::sync::bigfiles`]): with the
+    /// option of its transfer (`--append-verify`, `--inplace`) after `-R`.
+    pub fn argv_as(
+        &self,
+        job: &Job,
+        excluded: &[PathBuf],
+        how: Transfer,
+    ) -> (Vec<OsString>, Vec<u8>) {
+        let (mut argv, stdin) = self.argv(job, excluded);
+        if let (Some(opt), Job::Paths(_)) = (how.option(), job) {
+            let at = argv.iter().position(|a| a == "-R").map_or(0, |i| i + 1);
+            argv.insert(at, opt.into());
+        }
         (argv, stdin)
     }
 

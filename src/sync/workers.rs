@@ -36,6 +36,7 @@ use crate::filter::Excludes;
 use crate::watch::RootHealth;
 use renames::rename_to_paths;
 
+mod big;
 mod book;
 mod full_progress;
 mod held;
@@ -187,6 +188,10 @@ pub struct Mirror {
     runner: Arc<dyn rsync::Runner>,
     /// The warm-restart index, told what each push carried (see [`Mirror::record_in`]).
     index: OnceLock<Arc<super::index::Recorder>>,
+    /// `<bigFiles>` (see [`Mirror::push_big_files`]); unset: every file whole.
+    big: OnceLock<crate::config::BigFiles>,
+    /// Per target: the big files its copy is known to hold (`sync::bigfiles`).
+    known: Vec<Mutex<super::bigfiles::Known>>,
 }
 
 /// Workers by default per remote: one for a burst's call, one for a single edit beside a
@@ -224,6 +229,7 @@ impl Mirror {
         after_push: Option<Arc<dyn AfterPush>>,
     ) -> Self {
         let stats = targets.iter().map(|_| Stats::default()).collect();
+        let known = targets.iter().map(|_| Mutex::default()).collect();
         // What a fail log from before owes goes to the ledger (the queue), the one
         // record of it from now on; it counts as changes made now.
         let now = Instant::now();
@@ -250,6 +256,8 @@ impl Mirror {
             control_failing: AtomicBool::new(false),
             runner: Arc::new(rsync::Processes),
             index: OnceLock::new(),
+            big: OnceLock::new(),
+            known,
         }
     }
 

@@ -517,6 +517,32 @@ fn filter_rules_follow_every_exclude_in_every_call_from_the_root() {
         .is_none());
 }
 
+// A big file's push (`sync::bigfiles`) is the ordinary push of that one path with the
+// option of its transfer after `-R`; whole, it is the ordinary push.
+#[test]
+fn a_big_file_goes_as_an_append_or_in_place_with_the_option_after_dash_r() {
+    use crate::sync::bigfiles::Transfer;
+    let t = target(None, false);
+    let job = Job::Paths(vec!["logs/big.log".into()]);
+    let (plain, _) = t.argv(&job, &[]);
+    assert_eq!(t.argv_as(&job, &[], Transfer::Whole).0, plain);
+    for (how, opt) in [
+        (Transfer::Append, "--append-verify"),
+        (Transfer::InPlace, "--inplace"),
+    ] {
+        let (argv, stdin) = t.argv_as(&job, &[], how);
+        let mut want = words(&plain);
+        want.insert(2, opt.to_owned());
+        assert_eq!(words(&argv), want);
+        assert!(stdin.is_empty());
+    }
+    // A full sync never carries it.
+    assert_eq!(
+        t.argv_as(&Job::Full, &[], Transfer::Append).0,
+        t.argv(&Job::Full, &[]).0
+    );
+}
+
 // A full sync of an empty root runs with `--max-delete=0`: rsync skips every delete.
 // Where the remote's rsync deletes (a daemon, ssh) the client exits 0 and says so only
 // in the receiver's line; where the client deletes it exits 25.

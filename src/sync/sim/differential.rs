@@ -1,7 +1,8 @@
 //! The rsync model checked against real rsync: each case (one seed) makes a random
 //! source tree and a random remote tree, builds one command line with the agent's own
 //! builders (`Target::argv` for paths, listings, trees and full syncs, `fail_log_argv`,
-//! `prune_argv`, `rename_argvs` for a file and a directory, `settle_argv`), runs it with
+//! `prune_argv`, `rename_argvs` for a file and a directory, `settle_argv`, `argv_as` of a
+//! big file's append and in-place push), runs it with
 //! real rsync against a loopback `rsync --daemon` whose module holds the remote tree,
 //! and runs [`model::rsync`] on the same remote tree in memory. The two resulting trees
 //! (kinds, file contents and mtimes, link targets; with `-H`, drawn for a share of the
@@ -24,6 +25,7 @@ use super::model::{self, Node, Tree};
 use super::Rng;
 use crate::config::{Remote, RsyncOptions};
 use crate::filter::{self, Excludes};
+use crate::sync::bigfiles::Transfer;
 use crate::sync::job::{Entry, Job};
 use crate::sync::rsync::{exclude_exactly, Target};
 
@@ -610,6 +612,60 @@ fn shape(
     }
 }
 
+/// A big file's push as the agent makes it: a regular file of the source with one name
+/// that its filter keeps, as an append or in place; the remote's copy made a prefix of
+/// it (the append the agent expects), longer than it, or left as drawn.
+fn big_file(
+    seed: u64,
+    excludes: &Excludes,
+    source: &Tree,
+    links: &[(Vec<u8>, Vec<u8>)],
+    remote: &mut Tree,
+) -> Option<(Vec<u8>, Transfer)> {
+    let mut rng = Rng(seed ^ 0x6269_6766_696c_6573);
+    let files: Vec<(&Vec<u8>, &Vec<u8>)> = source
+        .iter()
+        .filter_map(|(k, n)| match n {
+            Node::File { data, .. } => Some((k, data)),
+            _ => None,
+        })
+        .filter(|(k, _)| !links.iter().any(|(a, b)| a == *k || b == *k))
+        .filter(|(k, _)| !skipped(excludes, k, false))
+        .collect();
+    let (p, data) = rng.pick(&files).copied()?;
+    let how = if rng.chance(60) {
+        Transfer::Append
+    } else {
+        Transfer::InPlace
+    };
+    let mtime = (rng.pick(&MTIMES).copied().unwrap_or(MTIMES[0]), 0);
+    let copy = match rng.below(10) {
+        0..=3 => Some(data[..rng.below(data.len() as u64 + 1) as usize].to_vec()),
+        4..=5 => Some([data.as_slice(), b"tail"].concat()),
+        _ => None,
+    };
+    if let Some(copy) = copy {
+        // Where the remote has a file there, or nothing with its parent a directory.
+        let parent_dir = match p.iter().rposition(|&b| b == b'/') {
+            Some(i) => remote.get(&p[..i]) == Some(&Node::Dir),
+            None => true,
+        };
+        if matches!(remote.get(p), Some(Node::File { .. }))
+            || (remote.get(p).is_none() && parent_dir)
+        {
+            remote.insert(
+                p.clone(),
+                Node::File {
+                    data: copy,
+                    mtime,
+                    link: 0,
+                },
+            );
+        }
+    }
+    Some((p.clone(), how))
+}
+
 fn class(status: i32) -> &'static str {
     match status {
         0 => "0",
@@ -682,7 +738,7 @@ fn shown(argv: &[OsString], stdin: &[u8]) -> String {
 fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
     let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
     let mut source = random_tree(&mut rng);
-    let remote = random_remote(&mut rng, &source);
+    let mut remote = random_remote(&mut rng, &source);
     // Files linked into place under other names (`ln a b`): without `-H` rsync sends
     // each name as a file of its own.
     let mut links: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -718,13 +774,6 @@ fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
     }
     let root = scratch.join(format!("src{seed}"));
     std::fs::create_dir(&root).map_err(|e| format!("mkdir source: {e}"))?;
-    let made = materialise_linked(&root, &source, &links)
-        .and_then(|()| empty(&daemon.data))
-        .and_then(|()| materialise(&daemon.data, &remote));
-    if let Err(e) = made {
-        let _ = std::fs::remove_dir_all(&root);
-        return Err(format!("seed {seed}: cannot make the trees: {e}"));
-    }
     let excludes = sim_excludes(rng.chance(50));
     // `-H` in a case of its own draw (the cases drawn before it stay as they were): the
     // names of one file in a call are one file on the remote.
@@ -754,7 +803,28 @@ fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
         own: Vec::new(),
         ssh_control: None,
     };
-    let shape = shape(&mut rng, &mut t, &excludes, &source, &remote);
+    // A big file's push (`sync::bigfiles`) in a case of its own draw, the remote's copy
+    // often a prefix of the source's or longer than it.
+    let big = Rng(seed ^ 0x4249_4746_494c_4553).chance(25);
+    let big = if big {
+        big_file(seed, &excludes, &source, &links, &mut remote)
+    } else {
+        None
+    };
+    let made = materialise_linked(&root, &source, &links)
+        .and_then(|()| empty(&daemon.data))
+        .and_then(|()| materialise(&daemon.data, &remote));
+    if let Err(e) = made {
+        let _ = std::fs::remove_dir_all(&root);
+        return Err(format!("seed {seed}: cannot make the trees: {e}"));
+    }
+    let shape = match big {
+        Some((p, how)) => Shape {
+            name: format!("big file {how:?}"),
+            calls: vec![t.argv_as(&Job::Paths(vec![Entry::plain(path(&p))]), &[], how)],
+        },
+        None => shape(&mut rng, &mut t, &excludes, &source, &remote),
+    };
     let mut modelled = remote.clone();
     let mut story = format!(
         "seed {seed} ({}, deletes {}):\nsource:\n{}\nremote before:\n{}\n",

@@ -255,6 +255,16 @@ impl Sim {
             .simulated(runner),
         );
         mirror.guard_roots(vec![health]);
+        let big_files = self.lock().faults.big_files;
+        if big_files {
+            // In place too for a share of the histories, by the setup (no draw: the
+            // history's random sequence stays as it was).
+            mirror.push_big_files(Some(crate::config::BigFiles {
+                size: 2,
+                append: true,
+                inplace: setup.collapse_at.is_multiple_of(2),
+            }));
+        }
         let events = Events {
             delete: setup.delete,
             ..Events::default()
@@ -434,6 +444,11 @@ pub struct Faults {
     /// directory renamed, a file rewritten with its mtime restored), and the index or
     /// its journal may be torn before the start (the agent falls back to a full sync).
     warm: bool,
+    /// `bigfiles`: `<bigFiles>` on with a threshold of 2 bytes (appends, and in place
+    /// for every other history): most files go in calls of their own, as appends
+    /// (`--append-verify`) when they grew since their last push landed, or in place.
+    /// Not in the default mix: the seeds of the mix stay as they were.
+    big_files: bool,
 }
 
 impl Faults {
@@ -452,6 +467,7 @@ impl Faults {
         symlinks: false,
         link_writes: false,
         warm: false,
+        big_files: false,
     };
 
     /// What the test run draws: every fault and part of the model.
@@ -485,6 +501,7 @@ pub fn faults() -> Faults {
                 symlinks: on("symlinks"),
                 link_writes: on("linkwrites"),
                 warm: on("warm"),
+                big_files: on("bigfiles"),
             }
         }
         // Every fault (the directory-only exclude and symlinks to entries joined once

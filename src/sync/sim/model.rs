@@ -20,6 +20,10 @@
 //! - `--exclude=PATTERN` and `--from0 --exclude-from=-` (`- /anchored` rules on
 //!   stdin), matched against the path below the transfer's top (`/./` moves the top),
 //!   a rule without `/` against the last component, a trailing `/` only directories;
+//! - `--append-verify` (a big file's append, `sync::bigfiles`): a file whose remote copy
+//!   is as long as the source's or longer is skipped, left as it is (bytes and mtime);
+//!   any other lands whole (the appended tail, or, when the old bytes differ, the
+//!   checksum's redo); `--inplace`: lands as without it (in the remote's own file);
 //! - `--link-dest`/`--fuzzy` change what travels, not what lands, and `--info=...` only
 //!   what rsync prints: no effect here;
 //! - errors as rsync reports them: a source path unreadable but for ENOENT (below a
@@ -66,6 +70,7 @@ struct Opts {
     ignore_existing: bool,
     times: bool,
     hard_links: bool,
+    append: bool,
     rules: Vec<Rule>,
     from0: bool,
     stdin_rules: bool,
@@ -136,6 +141,9 @@ fn parse(argv: &[OsString], stdin: &[u8]) -> Result<Opts, String> {
                 (b"from0", None) => o.from0 = true,
                 (b"exclude-from", Some(b"-")) => o.stdin_rules = true,
                 (b"exclude", Some(p)) => o.rules.push(Rule::parse(p)),
+                (b"append-verify", None) => o.append = true,
+                // What lands is the same; only how the receiver writes it differs.
+                (b"inplace", None) => {}
                 (b"fuzzy", None) => {}
                 // What rsync prints (a full sync's progress): nothing lands otherwise.
                 (b"info", Some(_)) => {}
@@ -630,6 +638,8 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                     remove_tree(remote, &dst);
                     remote.insert(dst, put(n, o.times));
                 }
+                (Node::File { data, .. }, Some(Node::File { data: d2, .. }))
+                    if o.append && d2.len() >= data.len() => {}
                 (
                     Node::File { data, mtime, .. },
                     Some(Node::File {

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use super::{history, history_with, Faults};
 
 /// What a history's printed lines say it went through, by kind (for the fault mix).
-const KINDS: [(&str, &str); 23] = [
+const KINDS: [(&str, &str); 25] = [
     ("goes down", "outages"),
     ("agent stops", "stops"),
     ("agent starts again with -r", "restarts with -r"),
@@ -42,6 +42,8 @@ const KINDS: [(&str, &str); 23] = [
         "rewrites with the mtime restored",
     ),
     ("is torn", "torn indexes or journals"),
+    ("--append-verify", "big-file appends"),
+    ("--inplace", "big files in place"),
 ];
 
 fn mix(history: &[String], totals: &mut [u64; KINDS.len()]) {

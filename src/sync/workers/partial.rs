@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::Mirror;
+use crate::sync::bigfiles::Transfer;
 use crate::sync::job::{Entry, Job, RemoteId};
 use crate::sync::recovery;
 use crate::sync::rsync::{self, Outcome};
@@ -79,7 +80,7 @@ impl Mirror {
                 .join(", ")
         );
         let mut left_out = Vec::new();
-        let again = self.push(t, &paid, &without, &mut left_out, false);
+        let again = self.push(t, &paid, &without, &mut left_out, false, Transfer::Whole);
         if !again.ok() || !left_out.is_empty() {
             return None;
         }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use super::listings::below_files;
 use super::partial::only_blocked_by_directories;
 use super::Mirror;
+use crate::sync::bigfiles::Transfer;
 use crate::sync::cause::Cause;
 use crate::sync::job::{Entry, Job, RemoteId};
 use crate::sync::rsync::{self, Outcome};
@@ -57,6 +58,7 @@ impl Mirror {
 
     /// Runs one job against one remote, with retries.
     /// `left_out`: the paths it left out as below what is a file or link now.
+    /// `how`: a big file's transfer (`sync::bigfiles`); its retries go whole.
     pub(super) fn push(
         &self,
         t: RemoteId,
@@ -64,9 +66,10 @@ impl Mirror {
         excluded: &[PathBuf],
         left_out: &mut Vec<PathBuf>,
         no_deletes: bool,
+        mut how: Transfer,
     ) -> Outcome {
         let target = &*self.target_for_call(t);
-        let (mut argv, stdin) = target.argv(job, excluded);
+        let (mut argv, stdin) = target.argv_as(job, excluded, how);
         if no_deletes {
             rsync::deleting_nothing(&mut argv);
         }
@@ -112,6 +115,7 @@ impl Mirror {
                 reachable = Job::Paths(r);
                 sent = &reachable;
                 (argv, stdin) = target.argv(sent, excluded);
+                how = Transfer::Whole;
             }
         }
         // A full sync writes rsync's own progress for its progress line and status.
@@ -214,6 +218,12 @@ impl Mirror {
                 .failed(SystemTime::now(), cause.text);
             std::thread::sleep(self.retry_delays[attempt]);
             attempt += 1;
+            if how != Transfer::Whole {
+                // A failed append or in-place push is redone from the start, whole:
+                // never appended onto what the failed transfer left.
+                (argv, stdin) = target.argv(sent, excluded);
+                how = Transfer::Whole;
+            }
         }
     }
 

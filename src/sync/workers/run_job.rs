@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::big;
 use super::full_progress::FullRun;
 use super::listings::{
     excluded_directories, first_non_directory, listing_stamps, listings_again, listings_changed,
@@ -12,6 +13,7 @@ use super::listings::{
 };
 use super::renames::{rename_to_paths, Renamed};
 use super::Mirror;
+use crate::sync::bigfiles::{Stamp, Transfer};
 use crate::sync::cause::Cause;
 use crate::sync::job::{Entry, Job, RemoteId};
 use crate::sync::rsync::{self, Outcome};
@@ -42,6 +44,8 @@ impl Mirror {
         let no_deletes = matches!(taken.job, Job::Full) && self.full_of_empty_root(t);
         // In the index's journal on disk before anything runs; its end noted on return.
         let _announced = (self.index.get()).and_then(|ix| ix.announce(t, &taken.job));
+        // Big files: each in a call of its own, as an append, in place or whole.
+        let big = self.big_plan(t, &taken.job);
         let mut rest = None;
         let plain;
         let rename_before = match &taken.job {
@@ -49,7 +53,7 @@ impl Mirror {
             _ => None,
         };
         let calls = match &taken.job {
-            Job::Paths(paths) => split(paths)
+            Job::Paths(paths) => split(paths, &big.big)
                 .into_iter()
                 .map(|(job, _)| {
                     let excluded = self.excluded_in_listings(t, &job);
@@ -63,7 +67,7 @@ impl Mirror {
                 // Not a rename any more (an exchange, or `from` made again): pushed as
                 // it is now, see `Job::listing_paths`.
                 plain = taken.job.listing_paths();
-                split(&plain)
+                split(&plain, &[])
             }
             Job::Rename { from, .. } => match self.rename(t, &taken.job) {
                 Some(Renamed::Moved(outcome)) => {
@@ -106,7 +110,7 @@ impl Mirror {
                 }
                 None => {
                     plain = taken.job.plain_paths();
-                    split(&plain)
+                    split(&plain, &[])
                 }
             },
         };
@@ -140,17 +144,28 @@ impl Mirror {
                     b
                 });
             let mut left_out = Vec::new();
+            let planned = big::planned(&big, &call);
+            let how = match (planned, &sent) {
+                (Some((_, how, _)), None) => *how,
+                (Some((_, how, _)), Some(s)) if *s == call => *how,
+                _ => Transfer::Whole,
+            };
             let mut outcome = match &sent {
                 Some(Job::Paths(p)) if p.is_empty() => Outcome {
                     status: 0,
                     stderr: String::new(),
                     elapsed: Duration::ZERO,
                 },
-                Some(s) => self.push(t, s, &excluded, &mut left_out, false),
-                None => self.push(t, &call, &excluded, &mut left_out, no_deletes),
+                Some(s) => self.push(t, s, &excluded, &mut left_out, false, how),
+                None => self.push(t, &call, &excluded, &mut left_out, no_deletes, how),
             };
+            if let Some((path, _, before)) = planned {
+                let ok = outcome.ok() && left_out.is_empty();
+                self.big_landed(t, &big, path, before, ok);
+            }
             if no_deletes && sent.is_none() && self.hold_empty_full(t, &outcome) {
                 // Held with the deletes (`ledger/brake.rs`): its end queues nothing again.
+                self.big_done(t, &taken.job);
                 taken.accounted = true;
                 return;
             }
@@ -271,6 +286,7 @@ impl Mirror {
             }
             rest = rest.or(self.book(t, &call, &outcome, true, &redirect));
         }
+        self.big_done(t, &taken.job);
         taken.rest = rest;
         taken.accounted = true;
     }
@@ -311,13 +327,16 @@ impl Drop for Taken<'_> {
 
 /// A job's paths in runs that fit one call's arguments; directories with everything
 /// below them (trees) in runs of their own, after the others (a tree's call is
-/// recursive, see `Target::argv`).
-fn split(paths: &[Entry]) -> Vec<(Job, Vec<PathBuf>)> {
-    let (trees, others): (Vec<Entry>, Vec<Entry>) = paths.iter().cloned().partition(|e| e.tree);
+/// recursive, see `Target::argv`); the big files of `big` each alone, after those.
+fn split(paths: &[Entry], big: &[(PathBuf, Transfer, Stamp)]) -> Vec<(Job, Vec<PathBuf>)> {
+    let is_big = |e: &Entry| !e.listing && big.iter().any(|(p, _, _)| *p == e.path);
+    let (bigs, rest): (Vec<Entry>, Vec<Entry>) = paths.iter().cloned().partition(is_big);
+    let (trees, others): (Vec<Entry>, Vec<Entry>) = rest.into_iter().partition(|e| e.tree);
     [others, trees]
         .iter()
         .flat_map(|part| rsync::split_for_args(part, rsync::ARGS_BUDGET))
         .map(|run| (Job::Paths(run.to_vec()), Vec::new()))
+        .chain(bigs.into_iter().map(|e| (Job::Paths(vec![e]), Vec::new())))
         .collect()
 }
 
@@ -327,12 +346,15 @@ mod tests {
 
     #[test]
     fn trees_go_in_calls_of_their_own() {
-        let calls = split(&[
-            Entry::tree("t"),
-            Entry::plain("f"),
-            Entry::listing("d"),
-            Entry::tree("u"),
-        ]);
+        let calls = split(
+            &[
+                Entry::tree("t"),
+                Entry::plain("f"),
+                Entry::listing("d"),
+                Entry::tree("u"),
+            ],
+            &[],
+        );
         let jobs: Vec<Job> = calls.into_iter().map(|(j, _)| j).collect();
         assert_eq!(
             jobs,

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::Mirror;
+use crate::sync::bigfiles::Transfer;
 use crate::sync::job::{Entry, Job, RemoteId};
 use crate::sync::rsync::Outcome;
 use crate::watch::too_long_for_rsync;
@@ -62,7 +63,14 @@ impl Mirror {
         let mut without = excluded.to_vec();
         without.extend(long.iter().cloned());
         self.skip_too_long(t, crate::sync::job::plain_entries(long));
-        Some(self.push(t, &Job::Full, &without, &mut Vec::new(), false))
+        Some(self.push(
+            t,
+            &Job::Full,
+            &without,
+            &mut Vec::new(),
+            false,
+            Transfer::Whole,
+        ))
     }
 
     /// Pays `long` (paths too long for rsync) without a push, and notes them.
