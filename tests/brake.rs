@@ -425,3 +425,50 @@ fn once_with_deletes_held_says_so_and_exits_1() {
     let fail_log = fs::read_to_string(s.fail_log()).expect("the fail log keeps them");
     assert!(fail_log.contains("#held"), "{fail_log}");
 }
+
+// The outside run: files written in another directory shortly before (or during) an
+// `rm -rf` of most of the tree were counted against the deletes (net of every write in
+// the tree), the brake never held, and every remote lost them. Only writes that replace
+// what was deleted count against it now.
+#[test]
+fn writes_elsewhere_in_the_tree_do_not_let_a_mass_delete_through() {
+    let s = setup!();
+    tree(&s, 10, 10);
+    let port = free_port("127.0.0.1");
+    // More than half of the tree, and at least 60 entries, within 10 minutes.
+    let config_text = conf_with_brake(
+        &s,
+        r#"<deleteBrake percent="50" count="60" seconds="600"/>"#,
+        port,
+    );
+    let mut agent = start(&s, &config_text, &["-r"]);
+    s.wait(&mut agent, "the tree before");
+    // Uploads elsewhere: 60 files in junk/.
+    for i in 0..60 {
+        s.write(format!("junk/u{i}.txt"), "upload\n");
+    }
+    s.wait(&mut agent, "the uploads");
+    // 99 of the 111 entries deleted: net of the 60 uploads, 39 (under the count).
+    for d in 0..9 {
+        remove_dir_all(s.p(format!("d{d}")));
+    }
+    wait_held(port, &mut agent);
+    // More uploads during the hold do not end it.
+    for i in 0..60 {
+        s.write(format!("junk/v{i}.txt"), "upload\n");
+    }
+    for r in s.remotes() {
+        wait_until("the uploads during the hold arrive", DEADLINE, || {
+            r.join("junk/v59.txt").exists()
+        });
+    }
+    assert_eq!(remote_status(port, 0)["state"], "deletes held");
+    for r in s.remotes() {
+        assert!(
+            files(&r) >= 100,
+            "{}: the remote keeps most files",
+            r.display()
+        );
+    }
+    agent.stop();
+}

@@ -424,7 +424,7 @@ impl Queue {
                 match item {
                     Item::Path(e, gone_dir) => {
                         pending.push_at(e.clone(), *gone_dir, now);
-                        if let Some(released) = pending.count_write(now) {
+                        if let Some(released) = pending.count_write(&e.path, now) {
                             say_released(t.0, released, self.brake_words.get());
                         }
                     }

@@ -16,8 +16,8 @@
 //! and lag say so). At a close they are written to the fail log under a `#held` line
 //! (`Owed::held`), and a start that reads them holds them again ([`Ledger::hold_restored`]).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::{key, older, to_path, Key, Ledger, Mark};
@@ -37,6 +37,12 @@ pub(super) struct Brake {
     recent: VecDeque<(Instant, usize, usize)>,
     in_window: usize,
     writes_in_window: usize,
+    /// Where deletes happened within the window, with the time of the last one: each
+    /// directory deleted (`true`) and each directory a delete happened in (`false`;
+    /// not the root). A write counts against the deletes only there, at or below a
+    /// directory deleted or in a directory deletes happened in (see
+    /// [`Ledger::count_write`]).
+    deleted_at: HashMap<PathBuf, (Instant, bool)>,
     /// The hold began because deletes came past the threshold (not an empty root, nor
     /// the fail log): it ends by itself once as much is written again (a deploy that
     /// replaced what it deleted: `rm -rf app && cp -a build app`).
@@ -161,9 +167,57 @@ impl Brake {
         self.recent.clear();
         self.in_window = 0;
         self.writes_in_window = 0;
+        self.deleted_at.clear();
         self.by_count = false;
     }
+
+    /// Notes a delete of `path` (`dir`: a directory) at `now`, for [`Brake::replaces`].
+    fn note_delete(&mut self, path: &Path, dir: bool, now: Instant) {
+        let Some(rule) = self.rule else {
+            return;
+        };
+        if self.deleted_at.len() >= DELETED_AT_MAX {
+            self.deleted_at
+                .retain(|_, (at, _)| now.saturating_duration_since(*at) < rule.window);
+        }
+        if dir {
+            self.deleted_at.insert(path.to_path_buf(), (now, true));
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let e = self
+                .deleted_at
+                .entry(parent.to_path_buf())
+                .or_insert((now, false));
+            e.0 = now;
+        }
+    }
+
+    /// Does a write of `path` at `now` replace what was deleted within the window: at or
+    /// below a directory deleted, or in a directory (not the root) deletes happened in?
+    /// (`rm -rf app && cp -a build app`, new names in a release's directories.) Writes
+    /// elsewhere in the tree (uploads, another directory's files) do not: they must not
+    /// let an `rm -rf` in the wrong place through.
+    fn replaces(&self, path: &Path, now: Instant) -> bool {
+        let Some(rule) = self.rule else {
+            return false;
+        };
+        if self.in_window == 0 || self.deleted_at.is_empty() {
+            return false;
+        }
+        let fresh = |at: Instant| now.saturating_duration_since(at) < rule.window;
+        let parent = path.parent();
+        path.ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .any(|a| match self.deleted_at.get(a) {
+                Some(&(at, true)) => fresh(at),
+                Some(&(at, false)) => Some(a) == parent && fresh(at),
+                None => false,
+            })
+    }
 }
+
+/// Directories [`Brake::note_delete`] keeps before it drops those older than the window.
+const DELETED_AT_MAX: usize = 100_000;
 
 impl Ledger {
     /// Sets the brake's rule (`None`: off). Turning it off releases nothing: what is
@@ -216,6 +270,7 @@ impl Ledger {
         if self.brake.holding() {
             // Counted too: the writes that may end the hold are weighed against them all.
             self.brake.count(1, now);
+            self.brake.note_delete(&path, dir, now);
             self.seq += 1;
             let mark = Mark {
                 seq: self.seq,
@@ -225,6 +280,7 @@ impl Ledger {
             return;
         }
         self.brake.count(1, now);
+        self.brake.note_delete(&path, dir, now);
         let covered = self.full_pending && !self.full_inflight;
         self.push_at(Entry::plain(path), dir, now);
         if !covered {
@@ -236,13 +292,19 @@ impl Ledger {
         }
     }
 
-    /// Counts a write (a path queued to be pushed as it is) at `now`: deletes are
-    /// counted net of writes, so a deploy that deletes a release and writes the next
-    /// one does not reach the threshold for long. A hold that began by the count ends
-    /// by itself once the writes bring the count back under it: what is held is
+    /// Counts a write of `path` (queued to be pushed as it is) at `now`: deletes are
+    /// counted net of the writes that replace them (at or below a directory deleted,
+    /// or in a directory deletes happened in, within the window: see
+    /// [`Brake::replaces`]), so a deploy that deletes a release and writes the next
+    /// one does not reach the threshold for long, while writes elsewhere in the tree
+    /// do not offset an `rm -rf` in the wrong place. A hold that began by the count
+    /// ends by itself once such writes bring the count back under it: what is held is
     /// queued again (returned, for the log line).
-    pub fn count_write(&mut self, now: Instant) -> Option<Holding> {
+    pub fn count_write(&mut self, path: &Path, now: Instant) -> Option<Holding> {
         self.brake.rule?;
+        if !self.brake.replaces(path, now) {
+            return None;
+        }
         self.brake.add(0, 1, now);
         if self.brake.holding() && self.brake.by_count && !self.brake.past() {
             return Some(self.release_deletes(now));
@@ -573,7 +635,9 @@ mod tests {
         assert!(l.holding());
         // `cp -a build app`: written again, the hold ends by itself.
         l.push_at(Entry::plain("app"), false, now);
-        let released = l.count_write(now).expect("released by the write");
+        let released = l
+            .count_write(&p("app"), now)
+            .expect("released by the write");
         assert_eq!(released.deletes, 1, "app, with what was held below it");
         assert!(
             !l.holding(),
@@ -586,9 +650,51 @@ mod tests {
         let mut l = braked(rule(50, 3), 10);
         l.push_full_checked(Some(0), now);
         for _ in 0..100 {
-            assert_eq!(l.count_write(now), None);
+            assert_eq!(l.count_write(&p("app"), now), None);
         }
         assert!(l.holding());
+    }
+
+    // The outside run: 2,100 files written in `junk/`, then `rm -rf old*` of 2,000
+    // entries: the brake counted the deletes net of every write in the tree, never
+    // held, and every remote lost them. Only writes that replace what was deleted (at
+    // or below a directory deleted, or in a directory deletes happened in) count.
+    #[test]
+    fn writes_elsewhere_in_the_tree_do_not_offset_deletes() {
+        let now = Instant::now();
+        let mut l = braked(rule(50, 3), 10);
+        // Written before any delete: nothing to offset.
+        for i in 0..20 {
+            assert_eq!(l.count_write(&p(&format!("junk/f{i}")), now), None);
+        }
+        for name in ["old/a", "old/b", "old/c", "old/d", "old/e"] {
+            l.push_gone_at(p(name), false, now);
+        }
+        l.push_gone_at(p("old"), true, now);
+        assert!(l.holding());
+        // Writes elsewhere, at the root or in another directory: still held.
+        for i in 0..20 {
+            assert_eq!(l.count_write(&p(&format!("junk/g{i}")), now), None);
+            assert_eq!(l.count_write(&p(&format!("top{i}")), now), None);
+        }
+        assert!(l.holding());
+        // Writes that replace it (`cp -a build old`, new names in it): released.
+        assert!(l.count_write(&p("old/new/x"), now).is_some());
+        assert!(!l.holding());
+        // A delete in a directory that stays: a write beside it offsets, one in a
+        // directory next to it does not.
+        let mut l = braked(rule(50, 3), 10);
+        for name in ["www/a", "www/b", "www/c", "www/d", "www/e", "www/f"] {
+            l.push_gone_at(p(name), false, now);
+        }
+        assert!(l.holding());
+        assert_eq!(l.count_write(&p("www2/a"), now), None);
+        assert!(l.count_write(&p("www/a2"), now).is_some());
+        // Outside the window, nothing offsets.
+        let mut l = braked(rule(50, 3), 10);
+        l.push_gone_at(p("d/a"), false, now);
+        let later = now + Duration::from_secs(120);
+        assert!(!l.brake.replaces(&p("d/b"), later));
     }
 
     #[test]
