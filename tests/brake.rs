@@ -470,5 +470,16 @@ fn writes_elsewhere_in_the_tree_do_not_let_a_mass_delete_through() {
             r.display()
         );
     }
+    // A barrier says why it is not level (it said "0 pending, 0 owed" and no more).
+    let out = sersync2(
+        &s.dir,
+        &["-o", "sersync.xml", "--wait-synced", "--timeout", "2"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("deletes held by the brake"),
+        "{}",
+        text(&out)
+    );
     agent.stop();
 }

@@ -295,6 +295,9 @@ pub fn serve(mirror: &Mirror, body: &str) -> Value {
                 "lag_seconds": r.lag.as_secs_f64(),
                 "failing": r.failing,
                 "paused": r.paused,
+                "held_deletes": r.held_deletes,
+                "held_full": r.held_full,
+                "deletes_held": r.held_since.is_some(),
                 "last_error": r.last_error,
             }))
         })
@@ -481,6 +484,18 @@ fn report(answer: &Value, timeout: u64) -> Result<u8, Exit> {
         }
         if r["paused"].as_bool() == Some(true) {
             line.push_str(", paused: nothing is pushed to it until sersync2 --resume");
+        }
+        if r["deletes_held"].as_bool() == Some(true) {
+            let full = if r["held_full"].as_bool() == Some(true) {
+                " and a full sync"
+            } else {
+                ""
+            };
+            line.push_str(&format!(
+                ", deletes held by the brake on mass deletes ({} delete(s){full}): \
+                 sersync2 --release-deletes or --discard-deletes",
+                r["held_deletes"].as_u64().unwrap_or(0)
+            ));
         }
         println!("{line}");
         behind.push(name.to_owned());
