@@ -311,3 +311,40 @@ fn bad_modes_and_timeouts_are_refused_by_t_with_the_line() {
         text(&out)
     );
 }
+
+// The outside run: SIGTERM while a batch hook hung (timeout 60 s): the agent stopped in
+// 0.3 s and the hook and what it started kept running, with nothing in the log. A stop
+// now kills what still runs, and says so.
+#[test]
+fn a_hook_still_running_at_the_stop_is_killed_with_what_it_started() {
+    let s = setup!();
+    let pids = s.dir.mkdir_p("pids");
+    let h = hook(
+        &s,
+        "hangs-long",
+        &format!("echo $$ > '{}'/$$\nexec sleep 600\n", pids.display()),
+    );
+    let mut agent = start_with(&s, &with_batch_hook(&s.conf(), &h, " timeout=\"600\""));
+    s.write("one.txt", "1\n");
+    s.wait(&mut agent, "the file");
+    wait_until("a hook runs", DEADLINE, || {
+        fs::read_dir(&pids)
+            .expect("pids")
+            .flatten()
+            .next()
+            .is_some()
+    });
+    agent.stop();
+    let log = agent.log();
+    assert!(
+        log.contains("still running at the stop, killed"),
+        "{}",
+        tail(&log, 20)
+    );
+    wait_until("no hook outlives the agent", DEADLINE, || {
+        fs::read_dir(&pids).expect("pids").flatten().all(|e| {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            !Path::new(&format!("/proc/{pid}")).exists()
+        })
+    });
+}

@@ -554,6 +554,12 @@ fn run(
         n.set_status(None);
     }
     let (stopped, next) = pipeline.stop(|done| wait_for_workers(done, next, cx));
+    if let Next::Stop = next {
+        let killed = crate::plugin::command::kill_running();
+        if killed > 0 {
+            log::warn!("plugin command: {killed} run(s) still running at the stop, killed");
+        }
+    }
     super::warm::finish(&index);
     log::debug!(
         "{} entries were queued or running at the stop",

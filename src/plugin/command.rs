@@ -69,6 +69,41 @@ impl Batch {
     }
 }
 
+/// The process groups of the commands running now (their leaders' pids): what
+/// [`kill_running`] kills at the agent's stop.
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// One command in [`RUNNING`] while it runs.
+struct Running(u32);
+
+impl Running {
+    fn register(pid: u32) -> Running {
+        if let Ok(mut r) = RUNNING.lock() {
+            r.push(pid);
+        }
+        Running(pid)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut r) = RUNNING.lock() {
+            r.retain(|p| *p != self.0);
+        }
+    }
+}
+
+/// Kills the commands still running, with what they started (their process groups):
+/// at the agent's stop, so that no hook outlives it (one left hanging kept running
+/// after the stop, its timeout never reached). Returns how many.
+pub fn kill_running() -> usize {
+    let pids = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
+    for &pid in &pids {
+        let _ = process::kill_group(pid, libc::SIGKILL);
+    }
+    pids.len()
+}
+
 impl Command {
     /// Runs the command for one path and waits for it, up to the timeout.
     pub fn run(&self, abs: &Path) -> Outcome {
@@ -90,6 +125,8 @@ impl Command {
         self.spawn_and_wait(&self.batch_argv(), Some(input), &env)
     }
 
+    /// Runs `argv` in a process group of its own, registered in [`RUNNING`] while it
+    /// runs, and waits for it up to the timeout.
     fn spawn_and_wait(
         &self,
         argv: &[OsString],
@@ -118,6 +155,7 @@ impl Command {
             Ok(c) => c,
             Err(e) => return Outcome::NotRun(format!("cannot run {}: {e}", self.prefix[0])),
         };
+        let _running = Running::register(child.id());
         let started = Instant::now();
         let mut pause = Duration::from_millis(2);
         let status = loop {
