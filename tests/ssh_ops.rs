@@ -328,3 +328,24 @@ fn test_config_shows_the_rules_the_brake_the_hook_and_each_remotes_argv() {
         assert!(shown.contains(want), "`{want}` not in:\n{shown}");
     }
 }
+
+// The outside run: a start on an empty root with an ssh remote holding files logged
+// two "push ... failed, retrying: rsync exit 25" warnings before the hold (over ssh rsync
+// exits 25 when `--max-delete=0` skipped deletes; over a daemon it exits 0). The skipped
+// deletes are no failure: held at once, nothing retried.
+#[test]
+fn an_empty_root_against_an_ssh_remote_holding_files_is_held_without_retries() {
+    let s = setup!();
+    let sshd = Sshd::start();
+    fs::write(sshd.dest_dir().join("kept.txt"), "on the remote\n").expect("write the remote");
+    let mut agent = start(&s, &with_ssh_remote(&s, &sshd, &s.conf()), &["-r"]);
+    let label = ssh_label(&sshd);
+    wait_until("the ssh remote's full sync is held", DEADLINE, || {
+        agent.assert_running();
+        remote_status(&s, &label)["state"] == "deletes held"
+    });
+    assert!(sshd.dest_dir().join("kept.txt").exists(), "kept");
+    let log = agent.log();
+    assert!(!log.contains("failed, retrying"), "{}", tail(&log, 20));
+    agent.stop();
+}

@@ -197,7 +197,10 @@ impl Mirror {
                 };
             }
             // A remote already failing is paced by its backoff schedule instead.
+            // Deletes skipped by `--max-delete=0` (an empty root's full sync): no failure
+            // to retry, the caller holds it (over ssh rsync exits 25 for it).
             if outcome.ok()
+                || (no_deletes && rsync::deletes_skipped(&outcome))
                 || attempt >= self.retry_delays.len()
                 || self.stopping.load(Ordering::Relaxed)
                 || self.queue.is_failing(t)
