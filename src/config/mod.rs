@@ -7,7 +7,10 @@
 //!
 //! The `<rsync>` element is made ready in `rsync.rs`; the rest here.
 
+mod bigfiles;
+mod brake;
 pub mod cron;
+mod filter;
 pub mod plugins;
 #[cfg(not(test))]
 mod raw;
@@ -26,6 +29,11 @@ use std::time::Duration;
 
 use regex::bytes::Regex;
 
+use bigfiles::big_files;
+pub use bigfiles::{show_size, BigFiles};
+use brake::delete_brake;
+pub use brake::DeleteBrake;
+use filter::{excludes, filter_rules};
 pub use raw::ConfigError;
 use rsync::rsync;
 // The next two: names the tests in tests.rs call.
@@ -131,65 +139,6 @@ pub struct Crontab {
     /// rsync glob patterns passed as `--exclude` to the full sync.
     pub excludes: Vec<String>,
 }
-
-/// `<deleteBrake>`: more deletes waiting for one remote within `window` than `count`
-/// and than `percent` of the entries its tree had are held until the operator releases
-/// or discards them (`sync::ledger`'s brake). On unless `start="false"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeleteBrake {
-    /// A share of the tree's entries, 0 to 100; 0: the count alone decides.
-    pub percent: u8,
-    /// At least this many deletes (1 or more).
-    pub count: usize,
-    /// The window deletes are counted in.
-    pub window: Duration,
-}
-
-impl Default for DeleteBrake {
-    /// More than half the tree and at least 1,000 entries within a minute: a deploy
-    /// that replaces a release (delete the old files, write the new ones) deletes what
-    /// it writes, less than half of a tree that also holds what is not deployed, and a
-    /// site or tree of a few hundred entries never reaches 1,000 (README, "The brake on
-    /// mass deletes").
-    fn default() -> Self {
-        DeleteBrake {
-            percent: 50,
-            count: 1000,
-            window: Duration::from_secs(60),
-        }
-    }
-}
-
-/// `<bigFiles>`: a regular file of `size` bytes or more is pushed in a call of its own,
-/// as an append (`--append-verify`) when it grew since this agent's last push of it to
-/// that remote landed and `append` is on, else in place (`--inplace`) when `inplace` is
-/// on, else whole as any other file (`sync::bigfiles`). On unless `start="false"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BigFiles {
-    /// The smallest big file, in bytes (1 or more).
-    pub size: u64,
-    pub append: bool,
-    pub inplace: bool,
-}
-
-impl Default for BigFiles {
-    /// 64 MiB, appends only: logs, dumps and images are that big, a page or a script
-    /// is not; writing in place shows a reader on the mirror a half-updated file, so
-    /// the operator asks for it (README, "Big files").
-    fn default() -> Self {
-        BigFiles {
-            size: 64 << 20,
-            append: true,
-            inplace: false,
-        }
-    }
-}
-
-/// The largest `<bigFiles size>`: 1 PiB.
-pub const MAX_BIG_FILE_SIZE: u64 = 1 << 50;
-
-/// The longest window of `<deleteBrake seconds>`: a day.
-pub const MAX_BRAKE_SECONDS: u64 = 86_400;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -544,112 +493,6 @@ pub fn path_regex(expr: &str) -> Result<Regex, regex::Error> {
         .build()
 }
 
-fn excludes(cx: &Ctx, filter: Option<&raw::Filter>) -> Result<Vec<Regex>, ConfigError> {
-    let Some(filter) = filter else {
-        return Ok(Vec::new());
-    };
-    if !cx.flag(
-        filter.start.as_deref(),
-        filter.line,
-        "filter",
-        "start",
-        false,
-    )? {
-        return Ok(Vec::new());
-    }
-    cx.rule_count(filter, "filter")?;
-    filter
-        .exclude
-        .iter()
-        .map(|e| {
-            let expr = e
-                .expression
-                .as_deref()
-                .ok_or_else(|| cx.err(e.line, "<exclude>: missing expression="))?;
-            // Anchored: the expression must match the whole relative path.
-            path_regex(expr).map_err(|err| {
-                cx.err(
-                    e.line,
-                    format!("<exclude expression=\"{expr}\">: bad regular expression: {err}"),
-                )
-            })
-        })
-        .collect()
-}
-
-/// `<filter>`'s rsync rules, `<rule>` and `<rules file>` in the order written.
-fn filter_rules(cx: &Ctx, filter: Option<&raw::Filter>) -> Result<rules::Rules, ConfigError> {
-    let Some(filter) = filter else {
-        return Ok(rules::Rules::default());
-    };
-    if !cx.flag(
-        filter.start.as_deref(),
-        filter.line,
-        "filter",
-        "start",
-        false,
-    )? {
-        return Ok(rules::Rules::default());
-    }
-    enum Item<'a> {
-        Rule(&'a raw::RuleText),
-        File(&'a raw::RulesFile),
-    }
-    let mut items: Vec<(u32, Item)> = filter
-        .rule
-        .iter()
-        .map(|r| (r.seq.unwrap_or(0), Item::Rule(r)))
-        .chain(
-            filter
-                .rules
-                .iter()
-                .map(|f| (f.seq.unwrap_or(0), Item::File(f))),
-        )
-        .collect();
-    items.sort_by_key(|(seq, _)| *seq);
-    let mut out = Vec::new();
-    for (_, item) in items {
-        match item {
-            Item::Rule(r) => {
-                let text = r.text.as_deref().unwrap_or("").trim();
-                let rule = rules::parse(&cx.bytes(text))
-                    .map_err(|e| cx.err(r.line, format!("<rule>: {e}")))?;
-                out.push(rule);
-            }
-            Item::File(f) => {
-                let name = f
-                    .file
-                    .as_deref()
-                    .ok_or_else(|| cx.err(f.line, "<rules>: missing file=\"PATH\""))?;
-                let path = cx.path(name);
-                let bytes = source::read_rules(&path)
-                    .map_err(|e| cx.err(f.line, format!("<rules file=\"{name}\">: {e}")))?;
-                for (line, text) in rules::file_lines(&bytes) {
-                    let rule = rules::parse(text).map_err(|e| ConfigError {
-                        file: path.display().to_string(),
-                        line: Some(line),
-                        message: format!(
-                            "{e} (a rules file, read for <rules> at {}:{})",
-                            cx.file,
-                            f.line.unwrap_or(0)
-                        ),
-                    })?;
-                    out.push(rule);
-                }
-            }
-        }
-        if out.len() > MAX_FILTER_RULES {
-            return Err(cx.err(
-                filter.line,
-                format!(
-                    "<filter>: more than the {MAX_FILTER_RULES} rules allowed in <rule> and <rules>"
-                ),
-            ));
-        }
-    }
-    Ok(rules::Rules(out))
-}
-
 fn events(cx: &Ctx, inotify: Option<&raw::Inotify>) -> Result<Events, ConfigError> {
     let d = Events::default();
     let Some(i) = inotify else {
@@ -921,110 +764,6 @@ fn schedule(
             .map_err(|m| cx.err(line, format!("<{element} schedule=\"{text}\">: {m}")))?;
         Schedule::Cron(text.to_owned())
     })
-}
-
-/// `<deleteBrake>`: on with the defaults when absent; each attribute a whole number in
-/// its range, else refused with what to write.
-fn delete_brake(
-    cx: &Ctx,
-    b: Option<&raw::DeleteBrake>,
-) -> Result<Option<DeleteBrake>, ConfigError> {
-    let Some(b) = b else {
-        return Ok(Some(DeleteBrake::default()));
-    };
-    if !cx.flag(b.start.as_deref(), b.line, "deleteBrake", "start", true)? {
-        return Ok(None);
-    }
-    let mut brake = DeleteBrake::default();
-    let whole = |attr: &str, value: Option<&str>, min: u64, max: u64, example: &str| {
-        let Some(v) = value else {
-            return Ok(None);
-        };
-        match v.trim().parse::<u64>() {
-            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            _ => Err(cx.err(
-                b.line,
-                format!(
-                    "<deleteBrake {attr}=\"{v}\">: must be a whole number from {min} to {max}; \
-                     write e.g. {attr}=\"{example}\""
-                ),
-            )),
-        }
-    };
-    if let Some(p) = whole("percent", b.percent.as_deref(), 0, 100, "50")? {
-        brake.percent = u8::try_from(p).unwrap_or(100);
-    }
-    if let Some(c) = whole("count", b.count.as_deref(), 1, 1 << 40, "1000")? {
-        brake.count = usize::try_from(c).unwrap_or(usize::MAX);
-    }
-    if let Some(s) = whole("seconds", b.seconds.as_deref(), 1, MAX_BRAKE_SECONDS, "60")? {
-        brake.window = Duration::from_secs(s);
-    }
-    Ok(Some(brake))
-}
-
-/// `<bigFiles>`: on with the defaults when absent; `size` bytes or a number with K, M, G
-/// or T, the switches "true" or "false", else refused with what to write.
-fn big_files(cx: &Ctx, b: Option<&raw::BigFiles>) -> Result<Option<BigFiles>, ConfigError> {
-    let Some(b) = b else {
-        return Ok(Some(BigFiles::default()));
-    };
-    if !cx.flag(b.start.as_deref(), b.line, "bigFiles", "start", true)? {
-        return Ok(None);
-    }
-    let mut big = BigFiles::default();
-    if let Some(v) = b.size.as_deref() {
-        big.size = match size_in_bytes(v) {
-            Some(n) if (1..=MAX_BIG_FILE_SIZE).contains(&n) => n,
-            _ => {
-                return Err(cx.err(
-                    b.line,
-                    format!(
-                        "<bigFiles size=\"{v}\">: must be a number of bytes from 1 to 1P, \
-                         alone or with K, M, G or T (powers of 1024); write e.g. size=\"64M\""
-                    ),
-                ))
-            }
-        };
-    }
-    big.append = cx.flag(b.append.as_deref(), b.line, "bigFiles", "append", true)?;
-    big.inplace = cx.flag(b.inplace.as_deref(), b.line, "bigFiles", "inplace", false)?;
-    Ok(Some(big))
-}
-
-/// `123`, `64K`, `64M`, `2G`, `1T`, `1P` (powers of 1024, either case): the bytes, or
-/// `None` for anything else or a number past `u64`.
-pub fn size_in_bytes(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                'P' => 50,
-                _ => return None,
-            };
-            (&t[..i], shift)
-        }
-        _ => (t, 0),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    n.checked_mul(1u64 << shift)
-}
-
-/// A size as `<bigFiles size>` takes it: the largest unit that divides it (`64M`).
-pub fn show_size(bytes: u64) -> String {
-    for (shift, unit) in [(50, "P"), (40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if bytes != 0 && bytes.is_multiple_of(1u64 << shift) {
-            return format!("{}{unit}", bytes >> shift);
-        }
-    }
-    format!("{bytes} bytes")
 }
 
 fn crontab(cx: &Ctx, c: Option<&raw::Crontab>) -> Result<Option<Crontab>, ConfigError> {
