@@ -63,6 +63,26 @@ fn wait_held(port: u16, agent: &mut Agent) {
     });
 }
 
+/// A tree of 4 directories of 5 files in `s` mirrored with a brake of 3 deletes, then
+/// every directory removed: the status port, the config and the agent, once deletes
+/// are held.
+fn four_directories_removed_and_held(s: &Setup) -> (u16, String, Agent) {
+    tree(s, 4, 5);
+    let port = free_port("127.0.0.1");
+    let config_text = conf_with_brake(
+        s,
+        r#"<deleteBrake percent="0" count="3" seconds="600"/>"#,
+        port,
+    );
+    let mut agent = start(s, &config_text, &["-r"]);
+    s.wait(&mut agent, "the tree before");
+    for d in 0..4 {
+        remove_dir_all(s.p(format!("d{d}")));
+    }
+    wait_held(port, &mut agent);
+    (port, config_text, agent)
+}
+
 // The ask (lsyncd #177, #407, #668): an `rm -rf` in the wrong place wiped every mirror.
 #[test]
 fn rm_rf_of_most_of_the_tree_is_held_until_released() {
@@ -178,19 +198,7 @@ fn a_deploy_that_replaces_a_small_share_is_not_held() {
 #[test]
 fn discarded_deletes_stay_on_the_remotes() {
     let s = setup!();
-    tree(&s, 4, 5);
-    let port = free_port("127.0.0.1");
-    let config_text = conf_with_brake(
-        &s,
-        r#"<deleteBrake percent="0" count="3" seconds="600"/>"#,
-        port,
-    );
-    let mut agent = start(&s, &config_text, &["-r"]);
-    s.wait(&mut agent, "the tree before");
-    for d in 0..4 {
-        remove_dir_all(s.p(format!("d{d}")));
-    }
-    wait_held(port, &mut agent);
+    let (port, _, mut agent) = four_directories_removed_and_held(&s);
     let out = sersync2(&s.dir, &["-o", "sersync.xml", "--discard-deletes"]);
     assert!(out.status.success(), "--discard-deletes: {}", text(&out));
     assert!(
@@ -224,19 +232,7 @@ fn discarded_deletes_stay_on_the_remotes() {
 #[test]
 fn a_stop_while_held_keeps_them_held_at_the_next_start() {
     let s = setup!();
-    tree(&s, 4, 5);
-    let port = free_port("127.0.0.1");
-    let config_text = conf_with_brake(
-        &s,
-        r#"<deleteBrake percent="0" count="3" seconds="600"/>"#,
-        port,
-    );
-    let mut agent = start(&s, &config_text, &["-r"]);
-    s.wait(&mut agent, "the tree before");
-    for d in 0..4 {
-        remove_dir_all(s.p(format!("d{d}")));
-    }
-    wait_held(port, &mut agent);
+    let (port, config_text, mut agent) = four_directories_removed_and_held(&s);
     let held_before = remote_status(port, 0)["held_deletes"].as_u64().unwrap_or(0);
     assert!(held_before > 0);
     agent.stop();
