@@ -633,8 +633,11 @@ mod tests {
         );
         assert_eq!(l.settle_due(), Some(t0 + ms(2003)));
         match l.take_at(1000, t0 + ms(2003)) {
-            Some(Job::Paths(p)) => {
-                assert!(p.iter().any(|e| e.path == p("d") && e.listing), "{p:?}")
+            Some(Job::Paths(paths)) => {
+                assert!(
+                    paths.iter().any(|e| e.path == p("d") && e.listing),
+                    "{paths:?}"
+                )
             }
             other => panic!("expected d's listing, got {other:?}"),
         }
