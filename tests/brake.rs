@@ -215,7 +215,7 @@ fn discarded_deletes_stay_on_the_remotes() {
     for r in s.remotes() {
         assert_eq!(
             files(&r),
-            20,
+            21,
             "{}: the discarded deletes went out",
             r.display()
         );
@@ -226,7 +226,7 @@ fn discarded_deletes_stay_on_the_remotes() {
         wait_until("a later write arrives", DEADLINE, || {
             r.join("after.txt").exists()
         });
-        assert_eq!(files(&r), 21, "{}", r.display());
+        assert_eq!(files(&r), 22, "{}", r.display());
     }
     assert!(agent.log().contains("discarded by the operator"));
     agent.stop();
