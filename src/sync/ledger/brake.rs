@@ -62,6 +62,9 @@ pub(super) struct Brake {
     full_released: bool,
     /// The full sync in flight is one the operator released.
     released_running: bool,
+    /// When the latest delete was queued: deletes settle until none came for the
+    /// settle time (see [`Ledger::settling`]).
+    last_delete: Option<Instant>,
 }
 
 /// Why deletes began to be held (for the log line).
@@ -221,6 +224,9 @@ impl Brake {
     }
 }
 
+/// A delete waits at most this many settle times (see [`Ledger::settling`]).
+pub const SETTLE_CAP: u32 = 10;
+
 /// Directories [`Brake::note_delete`] keeps before it drops those older than the window.
 const DELETED_AT_MAX: usize = 100_000;
 
@@ -238,10 +244,25 @@ impl Ledger {
 
     /// A delete queued at `at` still waits out the brake's settle time at `now`: until
     /// when (see [`DeleteBrake::settle`]).
+    ///
+    /// A delete waits until no delete came for the settle time (an `rm -rf` whose
+    /// events reach the agent over several seconds, on a busy machine, is counted whole
+    /// before any of it goes), and at most [`SETTLE_CAP`] times the settle time from
+    /// its own queueing (a steady trickle of deletes is not held back for ever).
     pub(super) fn settling(&self, at: Instant, now: Instant) -> Option<Instant> {
         let settle = self.brake.rule?.settle;
-        let until = at.checked_add(settle)?;
-        (settle > Duration::ZERO && now < until).then_some(until)
+        if settle == Duration::ZERO {
+            return None;
+        }
+        let quiet = self
+            .brake
+            .last_delete
+            .unwrap_or(at)
+            .max(at)
+            .checked_add(settle)?;
+        let cap = at.checked_add(settle.saturating_mul(SETTLE_CAP))?;
+        let until = quiet.min(cap);
+        (now < until).then_some(until)
     }
 
     /// When a delete that waits out the brake's settle time may go, if the latest take
@@ -313,6 +334,7 @@ impl Ledger {
         }
         self.brake.count(1, now);
         self.brake.note_delete(&path, dir, now);
+        self.brake.last_delete = Some(self.brake.last_delete.map_or(now, |l| l.max(now)));
         let covered = self.full_pending && !self.full_inflight;
         self.push_at(Entry::plain(path), dir, now);
         if !covered {
@@ -601,7 +623,11 @@ mod tests {
         l.push_gone_at(p("d/a"), false, t0);
         l.push_gone_at(p("d/b"), false, t0 + ms(1));
         assert!(l.take_at(1000, t0 + ms(5)).is_none(), "the deletes settle");
-        assert_eq!(l.settle_due(), Some(t0 + ms(2000)), "when the first may go");
+        assert_eq!(
+            l.settle_due(),
+            Some(t0 + ms(2001)),
+            "2 s after the latest delete"
+        );
         // A write flows meanwhile; the deletes still wait.
         l.push_at(Entry::plain("new.txt"), false, t0 + ms(6));
         match l.take_at(1000, t0 + ms(7)) {
@@ -614,18 +640,29 @@ mod tests {
         assert!(l.holding());
         assert_eq!(l.held().deletes, 1, "d holds what waited below it");
         assert!(l.take_at(1000, t0 + ms(5000)).is_none());
-        // A few deletes under the threshold go once settled, the oldest first.
+        // A few deletes under the threshold go once no delete came for the settle
+        // time (an `rm -rf` whose events arrive slowly is counted whole first).
         let mut l = braked(settling(0, 3, Duration::from_secs(2)), 100);
         l.push_gone_at(p("x"), false, t0);
         l.push_gone_at(p("y"), false, t0 + ms(1500));
-        assert!(l.take_at(1000, t0 + ms(1999)).is_none());
-        match l.take_at(1000, t0 + ms(2000)) {
-            Some(Job::Paths(p)) => assert_eq!(names(&p), ["x"]),
-            other => panic!("expected x, got {other:?}"),
-        }
-        assert!(l.take_at(1000, t0 + ms(2001)).is_none());
+        assert!(
+            l.take_at(1000, t0 + ms(2000)).is_none(),
+            "y came within x's 2 s"
+        );
         assert_eq!(l.settle_due(), Some(t0 + ms(3500)));
-        assert!(l.take_at(1000, t0 + ms(3500)).is_some());
+        match l.take_at(1000, t0 + ms(3500)) {
+            Some(Job::Paths(p)) => assert_eq!(names(&p), ["x", "y"]),
+            other => panic!("expected x and y, got {other:?}"),
+        }
+        // A steady trickle holds a delete back at most ten settle times.
+        let mut l = braked(settling(0, 1000, Duration::from_secs(2)), 100_000);
+        for i in 0..30u64 {
+            l.push_gone_at(p(&format!("t{i}")), false, t0 + ms(i * 1000));
+        }
+        match l.take_at(1, t0 + ms(20_000)) {
+            Some(Job::Paths(p)) => assert_eq!(names(&p), ["t0"]),
+            other => panic!("expected t0 at its cap, got {other:?}"),
+        }
         // Made again while it settles: the write goes at once, as what is there now.
         let mut l = braked(settling(0, 3, Duration::from_secs(2)), 100);
         l.push_gone_at(p("z"), false, t0);
