@@ -68,7 +68,7 @@ pub fn verify(config: &Config, args: &Args) -> Result<u8, Exit> {
 /// One remote's part of the report.
 fn report(t: &Target, result: &Result<Drift, String>) -> String {
     let head = format!("{} ({})", t.label(), t.root.display());
-    match result {
+    let mut s = match result {
         Err(e) => format!("{head}: could not be checked: {e}\n"),
         Ok(d) if d.is_level() => format!("{head}: level\n"),
         Ok(d) => {
@@ -90,5 +90,11 @@ fn report(t: &Target, result: &Result<Drift, String>) -> String {
             }
             s
         }
+    };
+    if let Ok(d) = result {
+        for line in &d.unmirrorable {
+            s.push_str(&format!("    {line}\n"));
+        }
     }
+    s
 }

@@ -174,8 +174,8 @@ impl Mirror {
                     outcome = failed;
                 }
             }
-            if let (Job::Full, 23) = (&call, outcome.status) {
-                if let Some(again) = self.full_without_too_long(t, &excluded) {
+            if outcome.status == 23 && sent.is_none() {
+                if let Some(again) = self.without_too_long(t, &call, &excluded) {
                     outcome = again;
                 }
             }
