@@ -31,10 +31,12 @@ pub fn verify(config: &Config, args: &Args) -> Result<u8, Exit> {
             crate::watch::excluded_paths(&t.root, excludes)
         });
     }
+    let no_excludes = Default::default();
     let check = |t: &Target| {
         let none = Vec::new();
         let ex = excluded.get(&t.root).unwrap_or(&none);
-        verify::check(t, ex, args.checksum).map_err(|e| e.to_string())
+        let excludes = parts.excludes(&t.root).unwrap_or(&no_excludes);
+        verify::check(t, ex, excludes, args.checksum).map_err(|e| e.to_string())
     };
     let results: Vec<Result<Drift, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = targets

@@ -218,7 +218,14 @@ const OUTPUT_KEEP: usize = 256 << 20;
 
 /// Compares one remote with its watch root; nothing is changed on either side.
 /// `Err` says why the remote could not be checked (the callers only report it).
-pub fn check(target: &Target, excluded: &[PathBuf], checksum: bool) -> anyhow::Result<Drift> {
+/// `excludes`: the root's, to name the files never mirrored for their temp names
+/// ([`crate::watch::temp_named`]).
+pub fn check(
+    target: &Target,
+    excluded: &[PathBuf],
+    excludes: &crate::filter::Excludes,
+    checksum: bool,
+) -> anyhow::Result<Drift> {
     if !target.root.is_dir() {
         anyhow::bail!(
             "the watch root {} is not a directory; nothing compared",
@@ -263,6 +270,9 @@ pub fn check(target: &Target, excluded: &[PathBuf], checksum: bool) -> anyhow::R
             crate::watch::too_long_reason(),
             crate::watch::shorten(first)
         ));
+    }
+    if let Some(line) = crate::watch::temp_named(&target.root, excludes).line() {
+        drift.unmirrorable.push(line);
     }
     Ok(drift)
 }
@@ -472,7 +482,13 @@ impl Verifier {
         let target = &self.mirror.targets()[t.0];
         let once = || match self.mirror.root_unsafe(t) {
             Some(why) => Err(format!("not verified: {why}")),
-            None => check(target, &self.mirror.excluded_paths(t), false).map_err(|e| e.to_string()),
+            None => check(
+                target,
+                &self.mirror.excluded_paths(t),
+                self.mirror.excludes_of(t),
+                false,
+            )
+            .map_err(|e| e.to_string()),
         };
         let first = once()?;
         if first.is_level() {

@@ -50,7 +50,7 @@ pub use toolong::{
     left_out, reason as too_long_reason, relisted_entries, shorten, too_long_below,
     too_long_below_in, too_long_for_rsync, LeftOut,
 };
-pub use walk::{excluded_paths, excluded_paths_below};
+pub use walk::{excluded_paths, excluded_paths_below, temp_named};
 
 /// The watch of one root, by whichever kernel interface watches it. Both send the same
 /// [`Change`]s; nothing after the watcher knows which one runs.

@@ -60,7 +60,10 @@ impl Mirror {
                     (job, excluded)
                 })
                 .collect(),
-            Job::Full => vec![(Job::Full, self.excluded_paths(t))],
+            Job::Full => {
+                self.say_temp_named(t);
+                vec![(Job::Full, self.excluded_paths(t))]
+            }
             Job::Rename { from, .. }
                 if std::fs::symlink_metadata(self.targets[t.0].root.join(from)).is_ok() =>
             {
