@@ -66,8 +66,12 @@ pub struct Queue {
     brake_words: std::sync::OnceLock<BrakeWords>,
     /// The warm-restart index: how many entries a deleted directory held, for the
     /// brake (see [`Queue::count_from`]).
-    index: std::sync::OnceLock<std::sync::Arc<super::index::Recorder>>,
+    index: std::sync::OnceLock<EntriesBelow>,
 }
+
+/// How many entries the warm-restart index holds below a path of the root a remote
+/// mirrors (`index::Recorder::entries_below`).
+pub type EntriesBelow = Box<dyn Fn(RemoteId, &std::path::Path) -> usize + Send + Sync>;
 
 /// Says that a hold ended by itself: as much was written again as was deleted.
 fn say_released(t: usize, released: Holding, words: Option<&BrakeWords>) {
@@ -419,8 +423,8 @@ impl Queue {
     /// The brake counts what a deleted directory held from `index` (a watcher does not
     /// always report each entry of an `rm -rf`: fanotify cannot name what was in a
     /// directory already gone when its events are read).
-    pub fn count_from(&self, index: std::sync::Arc<super::index::Recorder>) {
-        let _ = self.index.set(index);
+    pub fn count_from(&self, entries_below: EntriesBelow) {
+        let _ = self.index.set(entries_below);
     }
 
     /// Queues a batch of changes (in order) for each of the given remotes, with one lock.
@@ -434,7 +438,7 @@ impl Queue {
             (Some(ix), Some(&t)) if changes.iter().any(|c| matches!(c, Item::Gone(_, true))) => {
                 (changes.iter())
                     .map(|c| match c {
-                        Item::Gone(p, true) => ix.entries_below(t, p),
+                        Item::Gone(p, true) => ix(t, p),
                         _ => 0,
                     })
                     .collect()

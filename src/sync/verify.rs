@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::job::{Entry, Job, RemoteId};
+use super::job::{Job, RemoteId};
 use super::rsync::{self, Target};
 use super::workers::Mirror;
 use crate::sys::{memfile, Stop};
@@ -251,7 +251,7 @@ pub fn check(
         Ok(parse(&out))
     };
     let mut drift = run(&Job::Full)?;
-    for entries in relisted(&target.root, &out, excluded) {
+    for entries in super::workers::relisted(&target.root, &out, excluded) {
         for part in rsync::split_for_args(&entries, rsync::ARGS_BUDGET) {
             for (kind, path) in run(&Job::Paths(part.to_vec()))?.paths {
                 drift.add(kind, path);
@@ -275,21 +275,6 @@ pub fn check(
         drift.unmirrorable.push(line);
     }
     Ok(drift)
-}
-
-/// The entries of the directories a full sync leaves out for a name rsync cannot build
-/// (see `watch::relisted_entries`): the files, then the directories with what is below
-/// them, each kind in calls of its own.
-pub fn relisted(root: &Path, out: &crate::watch::LeftOut, skip: &[PathBuf]) -> [Vec<Entry>; 2] {
-    let (mut files, mut trees) = (Vec::new(), Vec::new());
-    for (p, dir) in crate::watch::relisted_entries(root, out, skip) {
-        if dir {
-            trees.push(Entry::tree(p));
-        } else {
-            files.push(Entry::plain(p));
-        }
-    }
-    [files, trees]
 }
 
 /// Runs `rsync argv` in `cwd` (no shell, in its view that follows no link), stdout and

@@ -49,6 +49,7 @@ mod snapshot;
 mod too_long;
 
 pub use snapshot::{FullSyncResult, Snapshot};
+pub use too_long::relisted;
 
 /// Something to run for the paths a push delivered (the plugins): called for every
 /// rsync call of paths that landed, to every remote.
@@ -289,7 +290,9 @@ impl Mirror {
     /// From now on each push's paths are stat'ed before it runs and entered in `index`
     /// once it landed (`src/sync/index.rs`).
     pub fn record_in(&self, index: Arc<super::index::Recorder>) {
-        self.queue.count_from(Arc::clone(&index));
+        let ix = Arc::clone(&index);
+        self.queue
+            .count_from(Box::new(move |t, rel| ix.entries_below(t, rel)));
         let _ = self.index.set(index);
     }
 

@@ -69,6 +69,10 @@ pub(super) struct Brake {
     /// time of the last: what a deleted directory's count from the index has had
     /// counted already (see [`Ledger::count_gone_below`]).
     below: HashMap<PathBuf, (Instant, usize)>,
+    /// Deleted directories whose entries were counted from the index ahead of their
+    /// own deletes (fanotify may report them after the directory, or not at all), with
+    /// how many of those may still come: each that comes is not counted again.
+    ahead: HashMap<PathBuf, (Instant, usize)>,
 }
 
 /// Why deletes began to be held (for the log line).
@@ -181,6 +185,7 @@ impl Brake {
         self.writes_in_window = 0;
         self.deleted_at.clear();
         self.below.clear();
+        self.ahead.clear();
         self.by_count = false;
     }
 
@@ -207,6 +212,30 @@ impl Brake {
         }
     }
 
+    /// A delete of `path` at `now` was counted already, from the index, as an entry of
+    /// a deleted directory above it (see [`Brake::ahead`]): it is taken off that count.
+    fn counted_ahead(&mut self, path: &Path, now: Instant) -> bool {
+        let Some(rule) = self.rule else {
+            return false;
+        };
+        if self.ahead.is_empty() {
+            return false;
+        }
+        for a in path
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+        {
+            if let Some(e) = self.ahead.get_mut(a) {
+                if e.1 > 0 && now.saturating_duration_since(e.0) < rule.window {
+                    e.1 -= 1;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Deletes counted below `dir` within the window.
     fn counted_below(&self, dir: &Path, now: Instant) -> usize {
         let window = self.rule.map_or(Duration::ZERO, |r| r.window);
@@ -217,11 +246,14 @@ impl Brake {
     }
 
     /// Notes a delete of `path` (`dir`: a directory) at `now`, for [`Brake::replaces`].
-    fn note_delete(&mut self, path: &Path, dir: bool, now: Instant) {
+    /// `counted`: counted here (not ahead, from the index: see [`Brake::ahead`]).
+    fn note_delete(&mut self, path: &Path, dir: bool, now: Instant, counted: bool) {
         let Some(rule) = self.rule else {
             return;
         };
-        self.count_below(path, 1, now);
+        if counted {
+            self.count_below(path, 1, now);
+        }
         if self.deleted_at.len() >= DELETED_AT_MAX {
             self.deleted_at
                 .retain(|_, (at, _)| now.saturating_duration_since(*at) < rule.window);
@@ -358,10 +390,13 @@ impl Ledger {
     /// delete still waiting is held with it.
     pub fn push_gone_at(&mut self, path: PathBuf, dir: bool, now: Instant) {
         let k = key(path.clone());
+        let ahead = self.brake.counted_ahead(&path, now);
         if self.brake.holding() {
             // Counted too: the writes that may end the hold are weighed against them all.
-            self.brake.count(1, now);
-            self.brake.note_delete(&path, dir, now);
+            if !ahead {
+                self.brake.count(1, now);
+            }
+            self.brake.note_delete(&path, dir, now, !ahead);
             self.seq += 1;
             let mark = Mark {
                 seq: self.seq,
@@ -370,8 +405,10 @@ impl Ledger {
             self.hold_key(k, dir, mark);
             return;
         }
-        self.brake.count(1, now);
-        self.brake.note_delete(&path, dir, now);
+        if !ahead {
+            self.brake.count(1, now);
+        }
+        self.brake.note_delete(&path, dir, now, !ahead);
         self.brake.last_delete = Some(self.brake.last_delete.map_or(now, |l| l.max(now)));
         let covered = self.full_pending && !self.full_inflight;
         self.push_at(Entry::plain(path), dir, now);
@@ -423,8 +460,16 @@ impl Ledger {
             return;
         }
         self.brake.count(extra, now);
-        // Counted for the directories above it too, and for itself.
+        // Counted for the directories above it too, and for itself; its entries'
+        // own deletes, if they come, are not counted again.
         self.brake.count_below(&path.join("x"), extra, now);
+        let window = self.brake.rule.map_or(Duration::ZERO, |r| r.window);
+        if self.brake.ahead.len() >= DELETED_AT_MAX {
+            self.brake
+                .ahead
+                .retain(|_, (at, _)| now.saturating_duration_since(*at) < window);
+        }
+        self.brake.ahead.insert(path.to_path_buf(), (now, extra));
         if !self.brake.holding() && self.brake.past() {
             let n = self.brake.net();
             self.hold_waiting(now, Tripped::Deletes(n));
@@ -804,6 +849,16 @@ mod tests {
         assert!(!l.holding(), "12 deletes, fewer than 20");
         l.count_gone_below(Path::new("e"), 8, now);
         assert!(l.holding(), "20 with e's 8");
+        // Counted from the index first, its entries' own deletes coming after (as
+        // fanotify may report them): not counted again.
+        let mut l = braked(rule(0, 20), 100);
+        l.push_gone_at(p("big"), true, now);
+        l.count_gone_below(Path::new("big"), 15, now);
+        for i in 0..15 {
+            l.push_gone_at(p(&format!("big/f{i}")), false, now);
+        }
+        assert!(!l.holding(), "16 deletes, fewer than 20");
+        assert_eq!(l.brake.net(), 16);
     }
 
     // Deletes of many children of one directory collapse into its listing (pushed with

@@ -96,7 +96,7 @@ impl Mirror {
         if !again.ok() {
             return Some(again);
         }
-        for entries in crate::sync::verify::relisted(root, &out, excluded) {
+        for entries in relisted(root, &out, excluded) {
             let budget = crate::sync::rsync::ARGS_BUDGET;
             for run in crate::sync::rsync::split_for_args(&entries, budget) {
                 let job = Job::Paths(run.to_vec());
@@ -145,4 +145,19 @@ fn too_long_entries(root: &Path, paths: Vec<Entry>) -> (Vec<Entry>, Vec<Entry>) 
     paths
         .into_iter()
         .partition(|e| too_long_for_rsync(root, &e.path, e.listing))
+}
+
+/// The entries of the directories a full sync leaves out for a name rsync cannot build
+/// (see `watch::relisted_entries`): the files, then the directories with what is below
+/// them, each kind in calls of its own.
+pub fn relisted(root: &Path, out: &crate::watch::LeftOut, skip: &[PathBuf]) -> [Vec<Entry>; 2] {
+    let (mut files, mut trees) = (Vec::new(), Vec::new());
+    for (p, dir) in crate::watch::relisted_entries(root, out, skip) {
+        if dir {
+            trees.push(Entry::tree(p));
+        } else {
+            files.push(Entry::plain(p));
+        }
+    }
+    [files, trees]
 }
