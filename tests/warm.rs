@@ -174,6 +174,61 @@ fn a_rewrite_with_its_mtime_restored_reaches_the_remotes_after_a_kill_before_the
     agent.stop();
 }
 
+// A power cut after a start found a file rewritten with its size and mtime as the index
+// has them, before its push landed (both remotes refused pushes): SIGKILL, and the index
+// torn (its checksum fails). The next start cannot read the index (a full sync, whose
+// quick check skips the file); the fail log's `#blind` line, written when the start
+// queued the file, names it, so it goes beside the full sync. (Before, the fail log owed
+// it as a path, which the full sync covered: the remotes kept the old content.)
+#[test]
+fn a_rewrite_with_its_mtime_restored_found_before_a_power_cut_reaches_the_remotes_despite_a_torn_index(
+) {
+    let s = setup!();
+    seed(&s);
+    let mut agent = start_level(&s);
+    agent.stop();
+    change_offline(&s, true);
+    s.a.set_read_only(true);
+    s.b.set_read_only(true);
+    let mut agent = s.agent(&[]);
+    let fail_log = s.dir.join("fail.sh");
+    wait_until("a push of the catch-up failed", DEADLINE, || {
+        agent.log().contains("written to the fail log")
+            && fs::read_to_string(&fail_log).is_ok_and(|t| t.contains("same.txt"))
+    });
+    let (status, _) = agent.stop_with(libc::SIGKILL);
+    assert!(!status.success());
+    let bytes = fs::read(index_of(&s)).expect("read the index");
+    fs::write(index_of(&s), &bytes[..bytes.len() / 2]).expect("truncate the index");
+    s.a.set_read_only(false);
+    s.b.set_read_only(false);
+    let mut agent = s.agent(&[]);
+    s.wait(&mut agent, "the start after the power cut");
+    for remote in s.remotes() {
+        assert_eq!(
+            fs::read_to_string(remote.join("same.txt")).ok().as_deref(),
+            Some("9876543210"),
+            "{}; log:\n{}",
+            remote.display(),
+            tail(&agent.log(), 40)
+        );
+    }
+    let log = agent.log();
+    assert!(
+        log.contains("checksum mismatch")
+            && log.contains("changed with their size and mtime as before"),
+        "log:\n{}",
+        tail(&log, 40)
+    );
+    agent.stop();
+    // Landed everywhere: the fail log keeps it no more.
+    assert!(
+        !fs::read_to_string(&fail_log).is_ok_and(|t| t.contains("same.txt")),
+        "{}",
+        fs::read_to_string(&fail_log).unwrap_or_default()
+    );
+}
+
 /// A burst of `n` small files below `dir`.
 fn burst(s: &Setup, dir: &str, n: usize) {
     for i in 0..n {

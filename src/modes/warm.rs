@@ -41,6 +41,8 @@ pub(crate) fn start(
     let (rec, found) = Recorder::load(path, mirror.targets());
     let rec = Arc::new(rec);
     let mut unwalked = 0;
+    // Files a full sync would skip were queued: the fail log keeps them.
+    let mut blind = false;
     for (root, found) in found {
         let Some((at, (_, excludes))) = roots.iter().enumerate().find(|(_, (r, _))| *r == root)
         else {
@@ -87,7 +89,7 @@ pub(crate) fn start(
                     // What the untrusted index says the remotes were sent still tells
                     // the files rewritten with their size and mtime as it has them.
                     if let Some(old) = rec.untrusted(&root) {
-                        queue_blind(mirror, &root, &old, &tree, "the full sync");
+                        blind |= queue_blind(mirror, &root, &old, &tree, "the full sync");
                     }
                     rec.rebuild(&root, tree);
                 }
@@ -105,7 +107,7 @@ pub(crate) fn start(
                     // Files rewritten with their size and mtime as the index has them:
                     // the full sync's quick check skips them, so they go beside it.
                     if let Some(old) = old_tree.as_ref() {
-                        queue_blind(mirror, &root, old, &tree, "-r's full sync");
+                        blind |= queue_blind(mirror, &root, old, &tree, "-r's full sync");
                     }
                     rec.rebuild(&root, tree);
                 }
@@ -160,6 +162,7 @@ pub(crate) fn start(
                     .into_iter()
                     .filter(|t| !added.contains(t))
                     .collect();
+                blind |= !d.blind.is_empty();
                 let mut items = d.items();
                 // What the deleted directories held counts for the brake on mass
                 // deletes, beside the deletes queued one per top path.
@@ -196,6 +199,11 @@ pub(crate) fn start(
             }
         }
     }
+    if blind {
+        // Before any push: a kill or a power cut that also tears the index leaves the
+        // next start nothing else to tell them by (`Owed::blind`).
+        mirror.save_fail_log();
+    }
     if let Err(e) = rec.begin() {
         log::error!(
             "cannot write the index {}: {e}; the next start cannot catch up from it",
@@ -209,17 +217,18 @@ pub(crate) fn start(
 
 /// Queues beside a full sync (`what`, for the log) the files of `tree` (the walk of
 /// `root`) rewritten with their size and mtime as `old` (what the remotes were sent)
-/// has them: the full sync's quick check would skip them (`Item::Blind`).
+/// has them: the full sync's quick check would skip them (`Item::Blind`). Returns
+/// whether there were any.
 fn queue_blind(
     mirror: &Mirror,
     root: &std::path::Path,
     old: &index::Tree,
     tree: &index::Tree,
     what: &str,
-) {
+) -> bool {
     let blind = index::diff(old, tree).blind;
     if blind.is_empty() {
-        return;
+        return false;
     }
     log::info!(
         "{} file(s) of {} changed with their size and mtime as the index has them; \
@@ -231,6 +240,7 @@ fn queue_blind(
     mirror
         .queue()
         .push_batch(&workers::remotes_of(mirror.targets(), root), &items);
+    true
 }
 
 /// Tells the queue how many entries each remote's tree has in the index: the brake on

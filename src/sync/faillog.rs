@@ -58,6 +58,12 @@ pub struct Owed {
     pub held: BTreeMap<PathBuf, bool>,
     /// A full sync held with them.
     pub held_full: bool,
+    /// Files changed with their size and mtime as before (the warm-restart catch-up's
+    /// `Item::Blind`: rsync's quick check, and so a full sync, skips them) whose push
+    /// has not landed yet, written under a [`BLIND`] line. The next start queues them
+    /// again whatever its index says (a torn one says nothing). Not owed: a full sync
+    /// neither covers nor pays them; a push of the path that lands does.
+    pub blind: BTreeSet<PathBuf>,
 }
 
 impl Owed {
@@ -67,16 +73,20 @@ impl Owed {
             && !self.full
             && self.held.is_empty()
             && !self.held_full
+            && self.blind.is_empty()
     }
 
     /// Entries it counts for (paths, trees, or one full sync; held deletes and a held
-    /// full sync).
+    /// full sync; files a full sync would skip that are not owed as paths too).
     pub fn len(&self) -> usize {
         self.paths.len()
             + self.trees.len()
             + usize::from(self.full)
             + self.held.len()
             + usize::from(self.held_full)
+            + (self.blind.iter())
+                .filter(|p| !self.paths.contains_key(*p))
+                .count()
     }
 
     /// Records what the brake holds (see [`Owed::held`]).
@@ -125,12 +135,15 @@ impl Owed {
         match job {
             Job::Full => {
                 paid = self.entries();
-                // What is held is not paid by a push: only released and pushed.
+                // What is held is not paid by a push: only released and pushed. Nor
+                // are the files its quick check skips.
                 let held = std::mem::take(&mut self.held);
                 let held_full = self.held_full;
+                let blind = std::mem::take(&mut self.blind);
                 *self = Owed::default();
                 self.held = held;
                 self.held_full = held_full;
+                self.blind = blind;
             }
             Job::Paths(_) | Job::Rename { .. } if !self.full => {
                 for e in job.plain_paths() {
@@ -245,6 +258,8 @@ pub struct Entry {
     pub recursive: bool,
     /// The command came under a [`HELD`] line: deletes the brake held.
     pub held: bool,
+    /// The command came under a [`BLIND`] line: files a full sync would skip.
+    pub blind: bool,
 }
 
 /// The comment line before a command whose `./dir/` arguments are directories owed
@@ -258,6 +273,13 @@ pub const RECURSIVE: &str = "#recursive";
 /// until `sersync2 --release-deletes` or `--discard-deletes`. Run by hand, the command
 /// pushes them (the deletes happen). A fail log without it reads as before.
 pub const HELD: &str = "#held";
+
+/// The comment line before a command of files changed with their size and mtime as
+/// before ([`Owed::blind`]): the next start queues them again, beside any full sync
+/// (whose quick check would skip them). The command pushes them with
+/// `--ignore-times`, as every push of paths does, so run by hand it sends them. A fail
+/// log without it reads as before; an older agent reads the command as paths owed.
+pub const BLIND: &str = "#blind";
 
 impl Entry {
     /// What the entry asks for: a full sync, or these relative paths; a path written
@@ -357,6 +379,10 @@ impl FailLog {
                 let argv = target.fail_log_argv(&job);
                 write_marked(&mut out, 0, Mark::Held, &target.root, &argv);
             }
+            for job in blind_jobs(owed) {
+                let argv = target.fail_log_argv(&job);
+                write_marked(&mut out, 0, Mark::Blind, &target.root, &argv);
+            }
             if owed.full {
                 let argv = target.fail_log_argv(&Job::Full);
                 write_block(&mut out, owed.status, false, &target.root, &argv);
@@ -400,6 +426,16 @@ impl FailLog {
                     _ => with(false, &mut std::iter::once(OsString::from("./"))),
                 };
                 write_marked(&mut out, 0, Mark::Held, root, &argv);
+            }
+            for job in blind_jobs(owed) {
+                let mut argv = vec![OsString::from("-R"), "--ignore-times".into()];
+                argv.extend(job.plain_paths().iter().map(|e| {
+                    let mut a = OsString::from("./");
+                    a.push(e.path.as_os_str());
+                    a
+                }));
+                argv.push(dest.clone());
+                write_marked(&mut out, 0, Mark::Blind, root, &argv);
             }
             if owed.full {
                 let argv = with(false, &mut std::iter::once(OsString::from("./")));
@@ -453,6 +489,15 @@ impl FailLog {
             log.absorb(cmd, targets);
         }
         log.warn_unknown();
+        let blind: usize = log.owed.iter().map(|o| o.blind.len()).sum();
+        if blind > 0 {
+            log::info!(
+                "fail log {}: {blind} push(es) of files changed with their size and mtime \
+                 as before, queued again (beside any full sync, whose quick check would \
+                 skip them)",
+                log.path.display()
+            );
+        }
         Ok(log)
     }
 
@@ -463,6 +508,8 @@ impl FailLog {
             .iter()
             .position(|t| t.root == cmd.cwd && cmd.dest == OsStr::new(&t.dest()));
         match found {
+            Some(t) if cmd.blind => blind(&mut self.owed[t], &job),
+            None if cmd.blind => blind(self.foreign.entry((cmd.cwd, cmd.dest)).or_default(), &job),
             Some(t) if cmd.held => hold(&mut self.owed[t], &job),
             Some(t) => self.add(RemoteId(t), &job, cmd.status),
             None if cmd.held => hold(self.foreign.entry((cmd.cwd, cmd.dest)).or_default(), &job),
@@ -498,6 +545,24 @@ fn hold(owed: &mut Owed, job: &Job) {
     }
 }
 
+/// A blind command of a fail log read back (see [`Owed::blind`]): its paths, plain (a
+/// full sync's `./` is not one: it is dropped).
+fn blind(owed: &mut Owed, job: &Job) {
+    if let Job::Paths(entries) = job {
+        owed.blind.extend(entries.iter().map(|e| e.path.clone()));
+    }
+}
+
+/// The files of `owed` a full sync would skip (see [`Owed::blind`]) as jobs of plain
+/// paths.
+fn blind_jobs(owed: &Owed) -> Vec<Job> {
+    let entries: Vec<job::Entry> = owed.blind.iter().cloned().map(job::Entry::plain).collect();
+    entries
+        .chunks(PATHS_PER_COMMAND)
+        .map(|c| Job::Paths(c.to_vec()))
+        .collect()
+}
+
 /// What `owed` holds (see [`Owed::held`]) as jobs: its deletes, a full sync.
 fn held_jobs(owed: &Owed) -> Vec<Job> {
     let mut jobs = Vec::new();
@@ -519,6 +584,7 @@ enum Mark {
     None,
     Recursive,
     Held,
+    Blind,
 }
 
 fn write_block(out: &mut Vec<u8>, status: i32, recursive: bool, cwd: &Path, argv: &[OsString]) {
@@ -542,6 +608,10 @@ fn write_marked(out: &mut Vec<u8>, status: i32, mark: Mark, cwd: &Path, argv: &[
             out.extend_from_slice(HELD.as_bytes());
             out.push(b'\n');
         }
+        Mark::Blind => {
+            out.extend_from_slice(BLIND.as_bytes());
+            out.push(b'\n');
+        }
     }
     out.extend_from_slice(b"cd ");
     out.extend_from_slice(&quote(cwd.as_os_str()));
@@ -560,9 +630,10 @@ fn write_marked(out: &mut Vec<u8>, status: i32, mark: Mark, cwd: &Path, argv: &[
 pub fn parse_script(text: &[u8]) -> Vec<Entry> {
     let mut out = Vec::new();
     let mut status = 0;
-    // A `#recursive` or `#held` line: for the next command only.
+    // A `#recursive`, `#held` or `#blind` line: for the next command only.
     let mut recursive = false;
     let mut held = false;
+    let mut blind = false;
     let mut rest = text;
     while !rest.is_empty() {
         let line_end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
@@ -585,6 +656,11 @@ pub fn parse_script(text: &[u8]) -> Vec<Entry> {
             rest = rest.get(line_end + 1..).unwrap_or_default();
             continue;
         }
+        if line.trim_ascii() == BLIND.as_bytes() {
+            blind = true;
+            rest = rest.get(line_end + 1..).unwrap_or_default();
+            continue;
+        }
         if line.trim_ascii().is_empty() || line.starts_with(b"#") {
             rest = rest.get(line_end + 1..).unwrap_or_default();
             continue;
@@ -595,6 +671,7 @@ pub fn parse_script(text: &[u8]) -> Vec<Entry> {
         rest = rest.get(end + 1..).unwrap_or_default();
         let recursive = std::mem::take(&mut recursive);
         let held = std::mem::take(&mut held);
+        let blind = std::mem::take(&mut blind);
         let Ok(words) = split(strip_redirects(cmd)) else {
             log::warn!("fail log: cannot parse a command, skipped");
             continue;
@@ -602,7 +679,7 @@ pub fn parse_script(text: &[u8]) -> Vec<Entry> {
         match words.as_slice() {
             [cd, dir, and, rsync, args @ ..] if cd == "cd" && and == "&&" && rsync == "rsync" => {
                 match entry(status, recursive, dir, args) {
-                    Ok(e) => out.push(Entry { held, ..e }),
+                    Ok(e) => out.push(Entry { held, blind, ..e }),
                     Err(why) => {
                         log::warn!("fail log: {why}, skipped: {}", String::from_utf8_lossy(cmd))
                     }
@@ -670,6 +747,7 @@ fn entry(
         argv,
         recursive,
         held: false,
+        blind: false,
     })
 }
 

@@ -673,7 +673,8 @@ impl Queue {
         }
     }
 
-    /// What a fail log read at start owed `target`: owed again, counting from `since`.
+    /// What a fail log read at start owed `target`: owed again, counting from `since`;
+    /// its files a full sync would skip (`Owed::blind`) queued again.
     pub fn restore(&self, target: RemoteId, owed: &Owed, since: Instant) {
         if let Some(r) = self.lock().remotes.get_mut(target.0) {
             for job in owed.jobs() {
@@ -681,6 +682,11 @@ impl Queue {
             }
             // Held at the last stop: held again, not owed (see `Ledger::hold_restored`).
             r.pending.hold_restored(owed, since);
+            // Files a full sync would skip, not yet pushed at the last stop: queued
+            // again as such, whatever the index says (see `Owed::blind`).
+            for p in &owed.blind {
+                r.pending.push_blind_at(p.clone(), since);
+            }
         }
     }
 
@@ -765,6 +771,7 @@ impl Queue {
                 let mut owed = r.pending.owed().clone();
                 let (held, full) = r.pending.held_owed();
                 owed.record_held(&held, full);
+                owed.blind = r.pending.blind_paths();
                 owed
             })
             .collect()

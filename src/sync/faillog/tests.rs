@@ -580,3 +580,102 @@ fn held_deletes_are_written_under_a_held_line_and_read_back_held() {
     assert!(old.iter().all(|e| !e.held));
     assert!(parse_script(&text).iter().filter(|e| e.held).count() == 2);
 }
+
+// Files a full sync would skip (`Owed::blind`): written under a `#blind` line, as a
+// command that pushes them with `--ignore-times`, beside what is owed (a full sync
+// included) and held; read back as blind again, nothing mixed. A remote the config
+// does not name keeps its blind command too.
+#[test]
+fn blind_files_are_written_under_a_blind_line_and_read_back_blind() {
+    let targets = vec![target("/www", "10.0.0.2"), target("/www", "10.0.0.3")];
+    let mut owed = vec![Owed::default(), Owed::default()];
+    owed[0].record(&Job::Paths(vec![job::Entry::plain("edit.txt")]), 12);
+    owed[0].blind = hostile().into_iter().collect();
+    owed[1].record(&Job::Full, 10);
+    owed[1].record_held(&[job::Entry::plain("gone.txt")], false);
+    owed[1].blind = [PathBuf::from("same.txt")].into();
+    let log = FailLog::new(PathBuf::from("/tmp/x"), 2);
+    let text = log.render(&owed, &targets);
+    let shown = String::from_utf8_lossy(&text).into_owned();
+    assert_eq!(shown.matches(&format!("\n{BLIND}\n")).count(), 2, "{shown}");
+    let blind_cmds: Vec<&str> = (shown.split("\n\n"))
+        .filter(|b| b.contains(BLIND))
+        .collect();
+    assert!(
+        blind_cmds.iter().all(|b| b.contains("'--ignore-times'")),
+        "run by hand, a blind command sends the files whatever their size and mtime:\n{shown}"
+    );
+    assert!(blind_cmds[1].contains("'./same.txt'") && !blind_cmds[1].contains("'./'"));
+    // Read back: blind again, the owed and held ones as they were.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fail.sh");
+    crate::sys::fsafe::write_atomic(&path, &text).expect("write");
+    let back = FailLog::load(path.clone(), &targets).expect("load");
+    assert_eq!(back.owed, owed);
+    assert!(back.owed[0]
+        .jobs()
+        .iter()
+        .all(|j| !j.plain_paths().iter().any(|e| e.path == Path::new("-rf"))));
+    assert_eq!(
+        back.owed[1].len(),
+        3,
+        "a full sync, a held delete, a blind file"
+    );
+    // Only blind files: the file is kept, not removed as empty.
+    let only = vec![
+        Owed {
+            blind: [PathBuf::from("same.txt")].into(),
+            ..Owed::default()
+        },
+        Owed::default(),
+    ];
+    back.save(&only, &targets).expect("save");
+    let again = FailLog::load(path, &targets).expect("load again");
+    assert_eq!(again.owed, only);
+    // A remote the config does not name: its blind command is kept as it was read.
+    let foreign =
+        b"#errno 0\n#blind\ncd '/other' && rsync '-R' '--ignore-times' './b c' 'h::m'\n\n";
+    let mut log = FailLog::new(PathBuf::from("/tmp/x"), 2);
+    for cmd in parse_script(foreign) {
+        log.absorb(cmd, &targets);
+    }
+    assert_eq!(log.unknown_len(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&log.render(&log.owed, &targets)),
+        String::from_utf8_lossy(foreign)
+    );
+}
+
+// A fail log without `#blind` lines (an older agent's, sersync 2.5's) reads as before:
+// nothing blind. One with them, read by an agent that does not know the line (it is a
+// comment), owes the files as paths: they are still pushed.
+#[test]
+fn fail_logs_without_a_blind_line_read_as_before() {
+    let targets = vec![target("/www", "10.0.0.2"), target("/www", "10.0.0.3")];
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/fail_log.sh");
+    let text = std::fs::read(&golden).expect("golden file tests/golden/fail_log.sh");
+    let mut old = FailLog::new(PathBuf::from("/tmp/x"), 2);
+    for cmd in parse_script(&text) {
+        assert!(!cmd.blind);
+        old.absorb(cmd, &targets);
+    }
+    assert!(old.owed.iter().all(|o| o.blind.is_empty()));
+    assert!(old.owed[1].full && old.owed[0].paths.len() == hostile().len());
+    let owed = vec![
+        Owed {
+            blind: [PathBuf::from("same.txt")].into(),
+            ..Owed::default()
+        },
+        Owed::default(),
+    ];
+    let text = FailLog::new(PathBuf::from("/tmp/x"), 2).render(&owed, &targets);
+    let unaware = String::from_utf8_lossy(&text).replace(&format!("{BLIND}\n"), "");
+    let mut read = FailLog::new(PathBuf::from("/tmp/x"), 2);
+    for cmd in parse_script(unaware.as_bytes()) {
+        read.absorb(cmd, &targets);
+    }
+    assert_eq!(
+        read.owed[0].paths,
+        BTreeMap::from([(PathBuf::from("same.txt"), false)])
+    );
+}

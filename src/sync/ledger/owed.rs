@@ -253,15 +253,17 @@ impl Ledger {
     /// deleted directory took its place while it waited, and paid only itself), so it
     /// would wait for the timed replay, and every barrier with it; it is queued now.
     pub fn pushed(&mut self, job: &Job, left_out: &[(PathBuf, PathBuf)], now: Instant) -> Pushed {
+        // Landed with `--ignore-times`: a full sync covers them again, and the fail
+        // log, which keeps them (`Owed::blind`), is written without them. A path left
+        // out (below a file or link now, or gone) has nothing there a quick check could
+        // skip: kept, it would stay in the fail log for good, left out at every start.
+        let mut unblinded = false;
         if !self.blind.is_empty() {
-            // Landed with `--ignore-times`: a full sync covers them again.
             for e in job.plain_paths() {
-                if !left_out.iter().any(|(p, _)| *p == e.path) {
-                    self.blind.remove(entry_key(&e));
-                }
+                unblinded |= self.blind.remove(entry_key(&e)).is_some();
             }
         }
-        let changed = self.paid_leaving(job, left_out, now);
+        let changed = self.paid_leaving(job, left_out, now) || unblinded;
         if let (Job::Full, false) = (job, self.blind.is_empty()) {
             // The full sync's quick check skipped them: they go once more, with the
             // marks they had, so no barrier passes on them before that push lands.

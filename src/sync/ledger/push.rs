@@ -91,6 +91,14 @@ impl Ledger {
         }
     }
 
+    /// The files a full sync does not cover whose push has not landed yet (see
+    /// `Ledger::blind`): what the fail log keeps of them (`Owed::blind`).
+    pub fn blind_paths(&self) -> std::collections::BTreeSet<PathBuf> {
+        (self.blind.keys())
+            .map(|k| super::to_path(k.clone()))
+            .collect()
+    }
+
     /// Whether `path` is a file a full sync does not cover (see `Ledger::blind`).
     pub(super) fn is_blind(&self, path: &std::path::Path) -> bool {
         use std::os::unix::ffi::OsStrExt;

@@ -1084,6 +1084,28 @@ fn a_blind_file_waiting_through_a_full_sync_goes_after_it() {
     assert!(q.passed(checkpoint));
 }
 
+/// What the fail log keeps of the blind files (`blind_paths`, `Owed::blind`): until a
+/// push of each lands, through a full sync's landing; one left out of its push (below
+/// a file now) leaves it too, as nothing there can be skipped by a quick check.
+#[test]
+fn a_blind_file_is_kept_for_the_fail_log_until_a_push_of_it_lands_or_leaves_it_out() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_blind_at(p("b"), t0);
+    q.push_blind_at(p("d/c"), t0);
+    q.push_full_at(at(t0, 1));
+    let full = q.take(100).expect("the full sync");
+    let beside = q.take(100).expect("the blind files beside it");
+    q.pushed(&full, &[], at(t0, 2));
+    q.finish(&full);
+    assert_eq!(q.blind_paths(), [p("b"), p("d/c")].into());
+    let left_out = [(p("d/c"), p("d"))];
+    let pushed = q.pushed(&beside, &left_out, at(t0, 3));
+    q.finish(&beside);
+    assert!(pushed.changed, "the fail log is written without them");
+    assert!(q.blind_paths().is_empty());
+}
+
 /// The ledger keeps the retry schedule of what is owed (no other record of it): a
 /// failure sets the retry on the backoff, a remote that did not answer and answers
 /// again has what it owes queued at once (its retry dropped), and once it is level its

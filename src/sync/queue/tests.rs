@@ -183,3 +183,43 @@ fn what_waits_for_a_paused_remote_is_owed_at_the_close() {
     );
     assert_eq!(q.owed_counts(), [1, 2]);
 }
+
+// A file a full sync would skip (`Owed::blind`), read from the fail log with a full
+// sync owed: queued again beside that full sync, kept in what the fail log is written
+// from until its own push lands (through a close too), then gone from it.
+#[test]
+fn a_blind_file_from_the_fail_log_goes_beside_the_full_sync_and_stays_kept_until_it_lands() {
+    let q = Queue::new(1, 10, 2);
+    let owed = Owed {
+        full: true,
+        blind: [p("b")].into(),
+        ..Owed::default()
+    };
+    q.restore(RemoteId(0), &owed, Instant::now());
+    assert_eq!(q.owed()[0].blind, [p("b")].into());
+    // The replay of what is owed: the full sync.
+    for job in q.owed_jobs(RemoteId(0)) {
+        assert_eq!(job, Job::Full);
+        q.push_full(&[RemoteId(0)]);
+    }
+    let (_, full) = q.take().expect("the full sync");
+    assert_eq!(full, Job::Full);
+    let (_, beside) = q.take().expect("the blind file beside it");
+    assert_eq!(paths(Some(beside.clone())), [p("b")]);
+    // The full sync lands first: its quick check skipped the file, still kept.
+    q.pushed(RemoteId(0), &full, &[]);
+    q.finish(RemoteId(0), &full, None);
+    assert_eq!(
+        q.owed()[0].blind,
+        [p("b")].into(),
+        "a full sync does not pay it"
+    );
+    let pushed = q.pushed(RemoteId(0), &beside, &[]);
+    q.finish(RemoteId(0), &beside, None);
+    assert!(pushed.changed, "the fail log is written again without it");
+    assert!(q.owed()[0].blind.is_empty());
+    // Through a close: still waiting, still kept.
+    q.restore(RemoteId(0), &owed, Instant::now());
+    q.close();
+    assert_eq!(q.owed()[0].blind, [p("b")].into());
+}

@@ -143,18 +143,8 @@ impl Sim {
         let level = matches!(found, Some(Found::Level(..)));
         let full = !quiet && self.lock().rng.chance(50)
             || matches!(found, None | Some(Found::Not(_))) && (killed_or_changed || offline > 0);
-        // A full sync owed by the fail log takes the catch-up's paths when it is
-        // replayed, and its quick check cannot see a rewrite with the mtime restored:
-        // an open defect (docs/sim-open-seeds.md, seed 1499 of `warm`), left out here.
-        let full_owed = {
-            let st = self.lock();
-            let log = std::fs::read(&st.fail_log).unwrap_or_default();
-            fail_log_lines(&log)
-                .iter()
-                .any(|l| l.split_whitespace().any(|w| w == "'./'" || w == "./"))
-        };
         for _ in 0..offline {
-            self.offline_change(level && !full && !full_owed);
+            self.offline_change(level && !full);
         }
         // Nothing reads the kernel queue of a stopped agent.
         self.lock().events.clear();

@@ -415,6 +415,10 @@ fn seeds_that_found_defects_stay_fixed() {
         (11_563, warm),
         (14_134, warm),
         (15_589, warm),
+        // The same through the fail log: a full sync owed at a stop, replayed after the
+        // catch-up had queued the rewritten file, took it in (1499 of `warm`, left out
+        // of the mix until the restart made such rewrites with a full sync owed too).
+        (1_499, warm),
         // The same file, found again at a start with -r and queued beside its full
         // sync, which a kill stopped before it landed on every remote: the index was
         // written without the root's entry while rebuilding, so the next start (not

@@ -298,6 +298,14 @@ impl Mirror {
         n
     }
 
+    /// Writes the fail log from the ledger now: the warm-restart start does, once it
+    /// queued files a full sync would skip (`Owed::blind`), so a kill or a power cut
+    /// before their pushes land does not lose them with a torn index.
+    pub fn save_fail_log(&self) {
+        let fl = self.fail_log();
+        self.save(&fl);
+    }
+
     /// Whether the last write of the fail log failed.
     pub fn unsaved(&self) -> bool {
         self.unsaved_note().is_some()
