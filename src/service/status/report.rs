@@ -97,6 +97,26 @@ pub fn render(s: &Status) -> String {
                         .map_or(String::new(), |at| format!(" at {}", p(at))),
                     p(r.last_error.as_deref().unwrap_or(""))
                 )
+            } else if let Some(secs) = r.stalled_push_seconds {
+                format!(
+                    "STALLED: a push running for {secs:.0}s (the remote stopped answering, or \
+                     a transfer that long; rsync's I/O timeout ends a call that gets no \
+                     answer){}{}",
+                    if owed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {}", owed.trim_end_matches(", "))
+                    },
+                    if r.held_since.is_some() {
+                        format!(
+                            ", {} delete(s){} held by the brake on mass deletes",
+                            r.held_deletes,
+                            if r.held_full { " and a full sync" } else { "" }
+                        )
+                    } else {
+                        String::new()
+                    }
+                )
             } else if r.paused {
                 format!(
                     "PAUSED: {} waiting, {}nothing is pushed to it until sersync2 --resume",
