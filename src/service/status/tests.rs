@@ -476,3 +476,38 @@ fn a_live_push_running_past_the_stall_time_makes_its_remote_stalled() {
     assert_eq!(exit_code(&s), 1);
     assert!(render(&s).contains("FAILING since 2023-11-14T22:13:20Z"));
 }
+
+// A paused remote whose deletes the brake held said "PAUSED: 0 waiting" and nothing of
+// the deletes held (outside run).
+#[test]
+fn a_paused_remote_says_what_the_brake_holds_beside_what_waits() {
+    let mut snap = snapshot_remote("held::m");
+    snap.paused = true;
+    snap.queued = 0;
+    snap.pending = 0;
+    snap.held_deletes = 12;
+    snap.held_full = true;
+    snap.held_since = Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let s = Status::new(snapshot_of(vec![snap]), 1, "c.xml");
+    assert_eq!(s.remotes[0].held_deletes, 12);
+    assert_eq!(
+        exit_code(&s),
+        1,
+        "held deletes wait for the operator, paused or not"
+    );
+    let text = render(&s);
+    let line = text
+        .lines()
+        .find(|l| l.contains("held::m"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(
+            "PAUSED: 0 waiting, 12 delete(s) and a full sync held, nothing is pushed to it \
+             until sersync2 --resume; DELETES HELD since 2023-11-14T22:13:20Z by the brake on \
+             mass deletes (12 delete(s) and a full sync; the remote keeps them): release with \
+             `sersync2 --release-deletes -o c.xml`, or drop them with `sersync2 \
+             --discard-deletes -o c.xml`"
+        ),
+        "{text}"
+    );
+}
