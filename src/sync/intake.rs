@@ -230,8 +230,9 @@ impl Intake {
                 Decision::Full => {
                     // Everything waiting so far is covered by the full sync. What the
                     // root holds now is counted: a full sync that would delete past the
-                    // brake's threshold (the root found again emptied, a filesystem
-                    // unmounted) is held (see `ledger/brake.rs`).
+                    // brake's threshold (a filesystem unmounted) is held (see
+                    // `ledger/brake.rs`); one of a root that counts nothing (emptied, or
+                    // nothing there its rules select) is judged as it runs.
                     changes.clear();
                     together.clear();
                     let entries = super::index::walk(&route.root, &route.excludes)

@@ -322,13 +322,17 @@ impl Ledger {
     }
 
     /// A full sync asked at `now` of a root that holds `entries` entries now (`None`:
-    /// not counted): held while deletes are held, when the root is empty, or when what
-    /// it would delete (the tree's count less `entries`) takes the deletes past the
-    /// threshold; else queued ([`Ledger::push_full_at`]).
+    /// not counted): held while deletes are held, or when what it would delete (the
+    /// tree's count less `entries`) takes the deletes past the threshold; else queued
+    /// ([`Ledger::push_full_at`]). A count of 0 is not trusted: it is of the entries
+    /// the rules select (an include-only list counts nothing in a tree that holds other
+    /// names, as an empty root does), so such a full sync is queued and judged when it
+    /// runs: deleting nothing (`--max-delete=0`), held by [`Ledger::hold_full`] only if
+    /// rsync says it skipped deletes (`Mirror::full_of_empty_root`).
     pub fn push_full_checked(&mut self, entries: Option<usize>, now: Instant) {
         if self.brake.rule.is_some() && !self.brake.holding() {
             match entries {
-                Some(0) => self.hold_waiting(now, Tripped::EmptyRoot),
+                Some(0) | None => {}
                 Some(n) => {
                     let gone = self.brake.tree.map_or(0, |t| t.saturating_sub(n));
                     if gone > 0 {
@@ -338,7 +342,6 @@ impl Ledger {
                         }
                     }
                 }
-                None => {}
             }
         }
         if self.brake.holding() {
@@ -648,7 +651,7 @@ mod tests {
             .any(|e| e.path == p("app") && e.listing));
         // A hold of an empty root, or from the fail log, never ends by itself.
         let mut l = braked(rule(50, 3), 10);
-        l.push_full_checked(Some(0), now);
+        l.hold_now(now);
         for _ in 0..100 {
             assert_eq!(l.count_write(&p("app"), now), None);
         }
@@ -796,11 +799,6 @@ mod tests {
     #[test]
     fn a_full_sync_of_an_emptied_root_or_past_the_threshold_is_held() {
         let now = Instant::now();
-        let mut l = braked(rule(50, 1000), 10);
-        l.push_full_checked(Some(0), now);
-        assert!(l.holding() && l.held().full);
-        assert_eq!(l.take_held_news(), Some(Tripped::EmptyRoot));
-        assert!(l.take(1000).is_none());
         // 3000 of 4000 entries gone: held; 10 of 4000: queued.
         let mut l = braked(rule(50, 1000), 4000);
         l.push_full_checked(Some(1000), now);
@@ -815,6 +813,29 @@ mod tests {
         assert_eq!(l.take(1000), Some(Job::Full));
         assert!(l.hold_full(now));
         l.finish(&Job::Full);
+        assert!(l.held().full && l.take(1000).is_none());
+    }
+
+    // The outside run: an overflow under include-only rules (`+ /public/***`, `- *`)
+    // counted 0 entries in a tree that was not empty, and its full sync was held as of
+    // an empty root. A count of 0 is judged when the full sync runs (rsync deleting
+    // nothing), not trusted.
+    #[test]
+    fn a_full_sync_of_a_root_counted_empty_is_queued_to_be_judged_when_it_runs() {
+        let now = Instant::now();
+        let mut l = braked(rule(50, 1000), 10);
+        l.push_full_checked(Some(0), now);
+        assert!(!l.holding(), "nothing held on a count of 0");
+        assert_eq!(l.take_held_news(), None);
+        assert_eq!(
+            l.take(1000),
+            Some(Job::Full),
+            "queued, to be judged as it runs"
+        );
+        // Its run said deletes were skipped: held then, as an empty root's.
+        assert!(l.hold_full(now));
+        l.finish(&Job::Full);
+        assert_eq!(l.take_held_news(), Some(Tripped::EmptyRoot));
         assert!(l.held().full && l.take(1000).is_none());
     }
 }

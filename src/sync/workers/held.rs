@@ -3,6 +3,7 @@
 //! operator's word (`--release-deletes`, `--discard-deletes`), and a full sync of a
 //! watch root that is empty now held instead of run.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::Mirror;
@@ -89,15 +90,29 @@ impl Mirror {
             .collect()
     }
 
-    /// A full sync of `t` taken while its watch root is empty, with the brake on: it
-    /// would delete everything the remote holds (an unmounted filesystem's empty mount
-    /// point, a directory made again at the root's path). It runs with
-    /// `--max-delete=0`: a remote that holds nothing to delete is level by it, one
-    /// that does makes rsync skip every delete and exit 25, and the full sync is then
-    /// held ([`Mirror::hold_empty_full`]).
+    /// A full sync of `t` taken while its watch root is empty, or holds nothing its
+    /// rules select (an include-only list whose names are not there), with the brake
+    /// on: it would delete everything the remote holds of what the rules select (an
+    /// unmounted filesystem's empty mount point, a directory made again at the root's
+    /// path). It runs with `--max-delete=0`: a remote that holds nothing to delete is
+    /// level by it, one that does makes rsync skip every delete and exit 25, and the
+    /// full sync is then held ([`Mirror::hold_empty_full`]). An overflow's full sync of
+    /// such a root is judged here too (`Ledger::push_full_checked` trusts no count of 0).
     pub(super) fn full_of_empty_root(&self, t: RemoteId) -> bool {
         let root = &self.targets[t.0].root;
-        std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none()) && self.queue.braking(t)
+        let excludes = &self.excludes[t.0];
+        // The walk of a root (`index::walk`) leaves out, with what is below them, the
+        // entries of the top directory that are temporary names or excluded: when each
+        // is, it counts nothing.
+        let selects_nothing = |d: std::fs::ReadDir| {
+            d.flatten().all(|e| {
+                let name = e.file_name();
+                crate::filter::is_temp_name(name.as_bytes())
+                    || e.metadata()
+                        .is_ok_and(|md| excludes.excludes(Path::new(&name), md.is_dir()))
+            })
+        };
+        std::fs::read_dir(root).is_ok_and(selects_nothing) && self.queue.braking(t)
     }
 
     /// The full sync of an empty root ([`Mirror::full_of_empty_root`]) ended with
