@@ -57,6 +57,11 @@ pub(super) struct Brake {
     restored: bool,
     /// The hold began since the last [`Ledger::take_held_news`]: why.
     news: Option<Tripped>,
+    /// The operator released a held full sync: the next one runs with its deletes,
+    /// even of an empty root (see [`Ledger::guards_full`]).
+    full_released: bool,
+    /// The full sync in flight is one the operator released.
+    released_running: bool,
 }
 
 /// Why deletes began to be held (for the log line).
@@ -248,6 +253,19 @@ impl Ledger {
     /// The brake is on, or holds what it held when it was turned off.
     pub fn braking(&self) -> bool {
         self.brake.rule.is_some() || self.brake.holding()
+    }
+
+    /// The full sync in flight is guarded against deleting everything (its root is
+    /// checked for being empty; see `workers::held`): the brake is on, and the
+    /// operator did not release it (a released one deletes what the source lacks, as
+    /// asked).
+    pub fn guards_full(&self) -> bool {
+        self.braking() && !self.brake.released_running
+    }
+
+    /// A full sync is handed out (see `take.rs`): a released one runs as such once.
+    pub(super) fn full_taken(&mut self) {
+        self.brake.released_running = std::mem::take(&mut self.brake.full_released);
     }
 
     /// Deletes are held now.
@@ -493,11 +511,18 @@ impl Ledger {
                 self.full_mark = Some(older(self.full_mark, m));
                 continue;
             }
-            self.push_key(k, dir, now, Some(m));
+            // A directory goes as its whole tree: it took in what waited below it,
+            // which may have come after its delete (the directory made again, entries
+            // moved into it); its listing alone would push one level of them.
+            self.push_key(k.clone(), dir, now, Some(m));
+            if dir {
+                self.trees.insert(k);
+            }
         }
         if let Some(m) = full {
             self.push_full_at(now);
             self.full_mark = Some(older(self.full_mark, m));
+            self.brake.full_released = true;
         }
         held
     }
@@ -616,6 +641,49 @@ mod tests {
         let mut l = Ledger::with_collapse_at(0);
         l.push_gone_at(p("x"), false, t0);
         assert!(l.take_at(1000, t0).is_some());
+    }
+
+    // The simulator (the `brake` fault, seed 50): the operator released an empty
+    // root's held full sync, and it ran again with `--max-delete=0`, was held again,
+    // and never deleted anything: a release could never go through. The full sync the
+    // operator released is not guarded; the next one is again.
+    #[test]
+    fn a_released_full_sync_of_an_empty_root_deletes_as_asked() {
+        let now = Instant::now();
+        let mut l = braked(rule(0, 3), 10);
+        l.push_full_checked(Some(0), now);
+        assert!(l.holding() && l.held().full);
+        assert!(l.take_at(1000, now).is_none());
+        let held = l.release_deletes(now);
+        assert!(held.full);
+        assert_eq!(l.take_at(1000, now), Some(Job::Full));
+        assert!(!l.guards_full(), "released: it deletes as asked");
+        l.finish(&Job::Full);
+        l.push_full_at(now);
+        assert_eq!(l.take_at(1000, now), Some(Job::Full));
+        assert!(l.guards_full(), "the next full sync is guarded again");
+    }
+
+    // The simulator (the `brake` fault, seed 2521): the delete of `a` held (read from
+    // the fail log), then `a` made again and a directory moved into it waiting as
+    // `a/a`; the release pushed `a` as its listing, which took in `a/a` and pushed one
+    // level of it: `a/a/a` never reached the remote, and a barrier passed. A held
+    // directory is released as its whole tree.
+    #[test]
+    fn a_released_directory_goes_as_its_whole_tree() {
+        let now = Instant::now();
+        let mut l = braked(rule(0, 3), 10);
+        for name in ["x", "y", "z"] {
+            l.push_gone_at(p(name), false, now);
+        }
+        l.push_gone_at(p("a"), true, now);
+        assert!(l.holding());
+        l.push_at(Entry::plain("a"), false, now);
+        l.push_at(Entry::plain("a/a"), false, now);
+        l.release_deletes(now);
+        let job = taken(&mut l);
+        let a = job.iter().find(|e| e.path == p("a")).expect("a goes");
+        assert!(a.listing && a.tree, "a as its whole tree: {job:?}");
     }
 
     // Deletes of many children of one directory collapse into its listing (pushed with

@@ -98,6 +98,8 @@ impl Mirror {
     /// level by it, one that does makes rsync skip every delete and exit 25, and the
     /// full sync is then held ([`Mirror::hold_empty_full`]). An overflow's full sync of
     /// such a root is judged here too (`Ledger::push_full_checked` trusts no count of 0).
+    /// Not a full sync the operator released (`--release-deletes`): that one deletes as
+    /// asked.
     pub(super) fn full_of_empty_root(&self, t: RemoteId) -> bool {
         let root = &self.targets[t.0].root;
         let excludes = &self.excludes[t.0];
@@ -112,7 +114,7 @@ impl Mirror {
                         .is_ok_and(|md| excludes.excludes(Path::new(&name), md.is_dir()))
             })
         };
-        std::fs::read_dir(root).is_ok_and(selects_nothing) && self.queue.braking(t)
+        std::fs::read_dir(root).is_ok_and(selects_nothing) && self.queue.guards_full(t)
     }
 
     /// The full sync of an empty root ([`Mirror::full_of_empty_root`]) ended with
