@@ -62,6 +62,9 @@ pub(super) struct Brake {
     full_released: bool,
     /// The full sync in flight is one the operator released.
     released_running: bool,
+    /// When the latest delete was queued: deletes settle until none came for the
+    /// settle time (see [`Ledger::settling`]).
+    last_delete: Option<Instant>,
 }
 
 /// Why deletes began to be held (for the log line).
@@ -221,6 +224,9 @@ impl Brake {
     }
 }
 
+/// A delete waits at most this many settle times (see [`Ledger::settling`]).
+pub const SETTLE_CAP: u32 = 10;
+
 /// Directories [`Brake::note_delete`] keeps before it drops those older than the window.
 const DELETED_AT_MAX: usize = 100_000;
 
@@ -238,10 +244,25 @@ impl Ledger {
 
     /// A delete queued at `at` still waits out the brake's settle time at `now`: until
     /// when (see [`DeleteBrake::settle`]).
+    ///
+    /// A delete waits until no delete came for the settle time (an `rm -rf` whose
+    /// events reach the agent over several seconds, on a busy machine, is counted whole
+    /// before any of it goes), and at most [`SETTLE_CAP`] times the settle time from
+    /// its own queueing (a steady trickle of deletes is not held back for ever).
     pub(super) fn settling(&self, at: Instant, now: Instant) -> Option<Instant> {
         let settle = self.brake.rule?.settle;
-        let until = at.checked_add(settle)?;
-        (settle > Duration::ZERO && now < until).then_some(until)
+        if settle == Duration::ZERO {
+            return None;
+        }
+        let quiet = self
+            .brake
+            .last_delete
+            .unwrap_or(at)
+            .max(at)
+            .checked_add(settle)?;
+        let cap = at.checked_add(settle.saturating_mul(SETTLE_CAP))?;
+        let until = quiet.min(cap);
+        (now < until).then_some(until)
     }
 
     /// When a delete that waits out the brake's settle time may go, if the latest take
@@ -313,6 +334,7 @@ impl Ledger {
         }
         self.brake.count(1, now);
         self.brake.note_delete(&path, dir, now);
+        self.brake.last_delete = Some(self.brake.last_delete.map_or(now, |l| l.max(now)));
         let covered = self.full_pending && !self.full_inflight;
         self.push_at(Entry::plain(path), dir, now);
         if !covered {
@@ -360,17 +382,13 @@ impl Ledger {
     }
 
     /// A full sync asked at `now` of a root that holds `entries` entries now (`None`:
-    /// not counted): held while deletes are held, or when what it would delete (the
-    /// tree's count less `entries`) takes the deletes past the threshold; else queued
-    /// ([`Ledger::push_full_at`]). A count of 0 is not trusted: it is of the entries
-    /// the rules select (an include-only list counts nothing in a tree that holds other
-    /// names, as an empty root does), so such a full sync is queued and judged when it
-    /// runs: deleting nothing (`--max-delete=0`), held by [`Ledger::hold_full`] only if
-    /// rsync says it skipped deletes (`Mirror::full_of_empty_root`).
+    /// not counted): held while deletes are held, when the root is empty, or when what
+    /// it would delete (the tree's count less `entries`) takes the deletes past the
+    /// threshold; else queued ([`Ledger::push_full_at`]).
     pub fn push_full_checked(&mut self, entries: Option<usize>, now: Instant) {
         if self.brake.rule.is_some() && !self.brake.holding() {
             match entries {
-                Some(0) | None => {}
+                Some(0) => self.hold_waiting(now, Tripped::EmptyRoot),
                 Some(n) => {
                     let gone = self.brake.tree.map_or(0, |t| t.saturating_sub(n));
                     if gone > 0 {
@@ -380,6 +398,7 @@ impl Ledger {
                         }
                     }
                 }
+                None => {}
             }
         }
         if self.brake.holding() {
@@ -604,7 +623,11 @@ mod tests {
         l.push_gone_at(p("d/a"), false, t0);
         l.push_gone_at(p("d/b"), false, t0 + ms(1));
         assert!(l.take_at(1000, t0 + ms(5)).is_none(), "the deletes settle");
-        assert_eq!(l.settle_due(), Some(t0 + ms(2000)), "when the first may go");
+        assert_eq!(
+            l.settle_due(),
+            Some(t0 + ms(2001)),
+            "2 s after the latest delete"
+        );
         // A write flows meanwhile; the deletes still wait.
         l.push_at(Entry::plain("new.txt"), false, t0 + ms(6));
         match l.take_at(1000, t0 + ms(7)) {
@@ -617,18 +640,29 @@ mod tests {
         assert!(l.holding());
         assert_eq!(l.held().deletes, 1, "d holds what waited below it");
         assert!(l.take_at(1000, t0 + ms(5000)).is_none());
-        // A few deletes under the threshold go once settled, the oldest first.
+        // A few deletes under the threshold go once no delete came for the settle
+        // time (an `rm -rf` whose events arrive slowly is counted whole first).
         let mut l = braked(settling(0, 3, Duration::from_secs(2)), 100);
         l.push_gone_at(p("x"), false, t0);
         l.push_gone_at(p("y"), false, t0 + ms(1500));
-        assert!(l.take_at(1000, t0 + ms(1999)).is_none());
-        match l.take_at(1000, t0 + ms(2000)) {
-            Some(Job::Paths(p)) => assert_eq!(names(&p), ["x"]),
-            other => panic!("expected x, got {other:?}"),
-        }
-        assert!(l.take_at(1000, t0 + ms(2001)).is_none());
+        assert!(
+            l.take_at(1000, t0 + ms(2000)).is_none(),
+            "y came within x's 2 s"
+        );
         assert_eq!(l.settle_due(), Some(t0 + ms(3500)));
-        assert!(l.take_at(1000, t0 + ms(3500)).is_some());
+        match l.take_at(1000, t0 + ms(3500)) {
+            Some(Job::Paths(p)) => assert_eq!(names(&p), ["x", "y"]),
+            other => panic!("expected x and y, got {other:?}"),
+        }
+        // A steady trickle holds a delete back at most ten settle times.
+        let mut l = braked(settling(0, 1000, Duration::from_secs(2)), 100_000);
+        for i in 0..30u64 {
+            l.push_gone_at(p(&format!("t{i}")), false, t0 + ms(i * 1000));
+        }
+        match l.take_at(1, t0 + ms(20_000)) {
+            Some(Job::Paths(p)) => assert_eq!(names(&p), ["t0"]),
+            other => panic!("expected t0 at its cap, got {other:?}"),
+        }
         // Made again while it settles: the write goes at once, as what is there now.
         let mut l = braked(settling(0, 3, Duration::from_secs(2)), 100);
         l.push_gone_at(p("z"), false, t0);
@@ -827,7 +861,7 @@ mod tests {
             .any(|e| e.path == p("app") && e.listing));
         // A hold of an empty root, or from the fail log, never ends by itself.
         let mut l = braked(rule(50, 3), 10);
-        l.hold_now(now);
+        l.push_full_checked(Some(0), now);
         for _ in 0..100 {
             assert_eq!(l.count_write(&p("app"), now), None);
         }
@@ -975,6 +1009,11 @@ mod tests {
     #[test]
     fn a_full_sync_of_an_emptied_root_or_past_the_threshold_is_held() {
         let now = Instant::now();
+        let mut l = braked(rule(50, 1000), 10);
+        l.push_full_checked(Some(0), now);
+        assert!(l.holding() && l.held().full);
+        assert_eq!(l.take_held_news(), Some(Tripped::EmptyRoot));
+        assert!(l.take(1000).is_none());
         // 3000 of 4000 entries gone: held; 10 of 4000: queued.
         let mut l = braked(rule(50, 1000), 4000);
         l.push_full_checked(Some(1000), now);
@@ -989,29 +1028,6 @@ mod tests {
         assert_eq!(l.take(1000), Some(Job::Full));
         assert!(l.hold_full(now));
         l.finish(&Job::Full);
-        assert!(l.held().full && l.take(1000).is_none());
-    }
-
-    // The outside run: an overflow under include-only rules (`+ /public/***`, `- *`)
-    // counted 0 entries in a tree that was not empty, and its full sync was held as of
-    // an empty root. A count of 0 is judged when the full sync runs (rsync deleting
-    // nothing), not trusted.
-    #[test]
-    fn a_full_sync_of_a_root_counted_empty_is_queued_to_be_judged_when_it_runs() {
-        let now = Instant::now();
-        let mut l = braked(rule(50, 1000), 10);
-        l.push_full_checked(Some(0), now);
-        assert!(!l.holding(), "nothing held on a count of 0");
-        assert_eq!(l.take_held_news(), None);
-        assert_eq!(
-            l.take(1000),
-            Some(Job::Full),
-            "queued, to be judged as it runs"
-        );
-        // Its run said deletes were skipped: held then, as an empty root's.
-        assert!(l.hold_full(now));
-        l.finish(&Job::Full);
-        assert_eq!(l.take_held_news(), Some(Tripped::EmptyRoot));
         assert!(l.held().full && l.take(1000).is_none());
     }
 }

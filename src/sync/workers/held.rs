@@ -91,13 +91,16 @@ impl Mirror {
     }
 
     /// A full sync of `t` taken while its watch root is empty, or holds nothing its
-    /// rules select (an include-only list whose names are not there), with the brake
+    /// `<filter>` rsync rules select (an include-only list whose names are not there:
+    /// only with such rules, so what the regex excludes and the agent's own files leave
+    /// out is judged as before), with the brake
     /// on: it would delete everything the remote holds of what the rules select (an
     /// unmounted filesystem's empty mount point, a directory made again at the root's
     /// path). It runs with `--max-delete=0`: a remote that holds nothing to delete is
     /// level by it, one that does makes rsync skip every delete and exit 25, and the
     /// full sync is then held ([`Mirror::hold_empty_full`]). An overflow's full sync of
-    /// such a root is judged here too (`Ledger::push_full_checked` trusts no count of 0).
+    /// a root whose rules select nothing there is judged here too (the intake does not
+    /// count it: `intake::counted_for_brake`).
     /// Not a full sync the operator released (`--release-deletes`): that one deletes as
     /// asked.
     pub(super) fn full_of_empty_root(&self, t: RemoteId) -> bool {
@@ -114,7 +117,12 @@ impl Mirror {
                         .is_ok_and(|md| excludes.excludes(Path::new(&name), md.is_dir()))
             })
         };
-        std::fs::read_dir(root).is_ok_and(selects_nothing) && self.queue.guards_full(t)
+        let empty = if excludes.has_rules() {
+            std::fs::read_dir(root).is_ok_and(selects_nothing)
+        } else {
+            std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none())
+        };
+        empty && self.queue.guards_full(t)
     }
 
     /// The full sync of an empty root ([`Mirror::full_of_empty_root`]) ended with
