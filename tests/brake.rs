@@ -513,7 +513,7 @@ fn a_paused_remote_s_status_names_the_deletes_the_brake_holds() {
     let shown = text(&out);
     let line = shown
         .lines()
-        .find(|l| l.contains(&b))
+        .find(|l| l.trim_start().starts_with(&b))
         .unwrap_or_default()
         .to_owned();
     assert!(
