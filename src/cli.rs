@@ -33,8 +33,9 @@ EXIT STATUS
        start, -t --probe found a remote that does not answer (or refuses pushes: a
        read-only module), --replay left entries
        owed, --wait-synced timed out (or no instance runs the config), --verify found a
-       remote that differs or could not be checked, --status: a remote is failing, a
-       watch root is lost, or no instance answers, --once: something is left owed to
+       remote that differs or could not be checked, --status: a remote is failing,
+       stalled or holds deletes, a watch root is lost, or no instance answers,
+       --once: something is left owed to
        a remote (kept in the fail log for the next run) or a watch root could not be
        read, --pause, --resume: no instance runs the config (or it refused)
     2  bad flags or a bad config (the message names file, line and element), or a
@@ -174,8 +175,8 @@ pub struct Args {
     pub once: bool,
 
     /// Print the running instance's status, asked over its control socket, and exit: 0
-    /// when every remote is level, catching up or paused, 1 when one is failing (or a watch root is
-    /// lost, or no instance runs the config)
+    /// when every remote is level, catching up or paused, 1 when one is failing, stalled or holds
+    /// deletes (or a watch root is lost, or no instance runs the config)
     #[arg(long)]
     pub status: bool,
 

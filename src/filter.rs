@@ -255,6 +255,11 @@ impl Excludes {
         }
     }
 
+    /// `<filter>` carries rsync rules (`<rule>`, `<rules file>`).
+    pub fn has_rules(&self) -> bool {
+        !self.filter.is_empty()
+    }
+
     /// These excludes with `<filter>`'s rsync rules after them.
     pub fn with_rules(mut self, rules: Rules) -> Self {
         self.filter = Arc::new(rules);

@@ -484,6 +484,56 @@ fn writes_elsewhere_in_the_tree_do_not_let_a_mass_delete_through() {
     agent.stop();
 }
 
+// Broke (outside run): while a remote was paused (`--pause --remote`), `--status` said
+// "PAUSED: 0 waiting" and nothing of the deletes the brake held for it.
+#[test]
+fn a_paused_remote_s_status_names_the_deletes_the_brake_holds() {
+    let s = setup!();
+    tree(&s, 4, 5);
+    let port = free_port("127.0.0.1");
+    let config_text = conf_with_brake(
+        &s,
+        r#"<deleteBrake percent="0" count="3" seconds="600"/>"#,
+        port,
+    );
+    let mut agent = start(&s, &config_text, &["-r"]);
+    s.wait(&mut agent, "the tree before");
+    let b = format!("{}::{}", s.b.ip(), s.b.module());
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--pause", "--remote", &b]);
+    assert!(out.status.success(), "--pause: {}", text(&out));
+    for d in 0..4 {
+        remove_dir_all(s.p(format!("d{d}")));
+    }
+    wait_until("b is paused with deletes held", DEADLINE, || {
+        agent.assert_running();
+        let r = remote_status(port, 1);
+        r["paused"] == true && r["held_since"].is_string() && r["held_deletes"].as_u64() > Some(0)
+    });
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--status"]);
+    let shown = text(&out);
+    let line = shown
+        .lines()
+        .find(|l| l.trim_start().starts_with(&b))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        line.contains("PAUSED: ")
+            && line.contains(" delete(s) held, ")
+            && line.contains("DELETES HELD since 20")
+            && line.contains("--release-deletes"),
+        "the paused remote's line names what the brake holds: {shown}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    // The pause's own answer says it too.
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--pause", "--remote", &b]);
+    assert!(
+        text(&out).contains(" delete(s) held by the brake on mass deletes"),
+        "{}",
+        text(&out)
+    );
+    agent.stop();
+}
+
 // The outside run: with fanotify (the default watcher as root), `rm -rf big` of most of
 // the tree after a warm restart reached every remote: the watcher could not name what
 // was in directories already gone when their events were read, so the brake counted

@@ -950,3 +950,113 @@ fn alive(pid: libc::pid_t) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// `sersync2 --status --json` of the agent in `s.dir`: its exit code and document.
+fn status_over_socket(s: &Setup) -> (Option<i32>, serde_json::Value) {
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--status", "--json"]);
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), doc)
+}
+
+// Broke (outside run): a remote whose daemon stopped answering (SIGSTOP) showed
+// "ok (catching up)" and `--status` exited 0 for about 80 s while its pushes had
+// already failed with rsync's timeout: it was failing only once a call had used up its
+// retries, each waiting for the timeout.
+#[test]
+fn a_hung_remote_is_failing_from_its_first_timed_out_push() {
+    let s = setup!();
+    let mut conf = s.conf();
+    // Each try of a push to the hung remote ends at rsync's I/O timeout, 3 s: the
+    // retries of the first call take two more (and their pauses), long after status
+    // must say so.
+    conf.params = "-artuz --timeout=3".into();
+    let mut agent = s.agent_with(&conf, &[]);
+    s.write("before.txt", "before\n");
+    s.wait(&mut agent, "level before the hang");
+
+    s.b.pause();
+    s.write("during.txt", "during\n");
+    // The first time status shows a failed call to b, b is failing, with rsync's cause.
+    let mut last = serde_json::Value::Null;
+    let mut code = None;
+    wait_until("status shows b's first failed push", DEADLINE, || {
+        agent.assert_running();
+        (code, last) = status_over_socket(&s);
+        last["remotes"][1]["last_error"].is_string()
+    });
+    let b = &last["remotes"][1];
+    assert_eq!(b["state"], "failing", "{last}");
+    assert_eq!(b["failing"], true, "{last}");
+    assert!(b["failing_since"].is_string(), "{last}");
+    assert!(
+        b["last_error"].as_str().unwrap_or("").contains("timeout"),
+        "rsync's own cause: {last}"
+    );
+    assert_eq!(
+        code,
+        Some(1),
+        "--status exits 1 for a failing remote: {last}"
+    );
+    assert_eq!(last["remotes"][0]["state"], "level", "{last}");
+    let shown = text(&sersync2(&s.dir, &["-o", "sersync.xml", "--status"]));
+    assert!(shown.contains("FAILING since 20"), "{shown}");
+
+    s.b.resume();
+    s.wait(&mut agent, "b level once it answers");
+    wait_until("b no longer failing", DEADLINE, || {
+        let (code, doc) = status_over_socket(&s);
+        code == Some(0) && doc["remotes"][1]["state"] == "level"
+    });
+    agent.stop();
+}
+
+// Broke (outside run): with no short rsync timeout a push to a remote that stopped
+// answering runs until rsync's I/O timeout (120 s by default), and status said
+// "ok (catching up)" all along.
+#[test]
+fn a_push_hanging_past_the_stall_time_makes_its_remote_stalled() {
+    let s = setup!();
+    let mut conf = s.conf();
+    conf.params = "-artuz --timeout=600".into();
+    let conf_path = s.dir.join("sersync.xml");
+    fs::write(&conf_path, conf.render()).expect("write sersync.xml");
+    let mut cmd = command(&s.dir);
+    cmd.arg("-o")
+        .arg(&conf_path)
+        .env("SERSYNC2_STALL_SECS", "2");
+    let mut agent = Agent::spawn(cmd, s.dir.join("agent.err"));
+    agent.wait_live();
+    s.write("before.txt", "before\n");
+    s.wait(&mut agent, "level before the hang");
+
+    s.b.pause();
+    s.write("during.txt", "during\n");
+    let mut last = serde_json::Value::Null;
+    wait_until("--status says b is stalled and exits 1", DEADLINE, || {
+        agent.assert_running();
+        let (code, doc) = status_over_socket(&s);
+        last = doc;
+        code == Some(1) && last["remotes"][1]["state"] == "stalled"
+    });
+    let b = &last["remotes"][1];
+    assert!(
+        b["stalled_push_seconds"].as_f64().unwrap_or(0.0) >= 2.0,
+        "{last}"
+    );
+    assert_eq!(b["failing"], false, "no call has failed yet: {last}");
+    assert_eq!(last["remotes"][0]["state"], "level", "{last}");
+    let shown = text(&sersync2(&s.dir, &["-o", "sersync.xml", "--status"]));
+    assert!(
+        shown.contains("STALLED: a push running for ")
+            && shown.contains("the remote stopped answering"),
+        "{shown}"
+    );
+
+    s.b.resume();
+    s.wait(&mut agent, "b level once it answers");
+    wait_until("b no longer stalled", DEADLINE, || {
+        let (code, doc) = status_over_socket(&s);
+        code == Some(0) && doc["remotes"][1]["state"] == "level"
+    });
+    agent.stop();
+}

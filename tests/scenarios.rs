@@ -478,3 +478,81 @@ fn a_full_sync_never_pushes_temp_files_but_keeps_look_alikes() {
     }
     agent.stop();
 }
+
+// Broke (outside run): under include-only rules (`+ /public/***`, `- *`) an overflow's
+// full sync of a tree holding only names the rules leave out counted 0 entries and was
+// held as a full sync of an empty root ("deletes held", exit 1), though it would delete
+// nothing. It is judged as it runs now: rsync deleting nothing, held only if rsync says
+// it skipped deletes.
+#[test]
+fn an_overflow_under_include_only_rules_is_not_held_as_an_empty_root() {
+    let s = setup!();
+    s.write("other/kept.txt", "not selected\n");
+    let port = free_port("127.0.0.1");
+    let mut conf = s.conf();
+    conf.status_port = Some(port);
+    conf.excludes = Some(Vec::new());
+    let xml = conf.render().replacen(
+        "  <filter start=\"true\">\n",
+        "  <filter start=\"true\">\n    <rule>+ /public/***</rule>\n    <rule>- *</rule>\n",
+        1,
+    );
+    fs::write(s.dir.join("sersync.xml"), xml).expect("write sersync.xml");
+    let Some(small) = Sysctl::set("max_queued_events", 32) else {
+        eprintln!(
+            "skipped: lowering fs.inotify.max_queued_events needs root and a writable /proc/sys"
+        );
+        return;
+    };
+    let mut cmd = command(&s.dir);
+    cmd.args(["-n", "4", "-o"]).arg(s.dir.join("sersync.xml"));
+    let mut agent = Agent::spawn(cmd, s.dir.join("agent.err"));
+    agent.wait_live();
+    drop(small);
+    agent.signal(libc::SIGSTOP);
+    // Files in the watched top directory, all left out by `- *`: their events overflow
+    // the small queue.
+    for i in 0..300 {
+        s.write(format!("f{i}.txt"), "left out\n");
+    }
+    agent.signal(libc::SIGCONT);
+    wait_until(
+        "the overflow's full sync ran to both remotes",
+        DEADLINE,
+        || {
+            agent.assert_running();
+            let log = agent.log();
+            log.contains("overflow")
+                && [&s.a, &s.b].iter().all(|d| {
+                    log.contains(&format!("to {}::{} done in", d.ip(), d.module()))
+                        || log.contains("held by the brake")
+                })
+        },
+    );
+    let log = agent.log();
+    assert!(
+        !log.contains("held by the brake"),
+        "nothing to delete: not held\n{}",
+        tail(&log, 30)
+    );
+    let st = status_json(port);
+    for r in st["remotes"].as_array().into_iter().flatten() {
+        assert_eq!(r["state"], "level", "{st}");
+        assert_eq!(r["held_deletes"], 0, "{st}");
+        assert!(r["held_since"].is_null(), "{st}");
+    }
+    // The selected part still flows.
+    s.write("public/index.html", "hello\n");
+    for d in [&s.a, &s.b] {
+        wait_until("public/index.html arrives", DEADLINE, || {
+            d.data_dir().join("public/index.html").is_file()
+        });
+        assert!(
+            !d.data_dir().join("other").exists(),
+            "rules keep other/ out"
+        );
+    }
+    let out = sersync2(&s.dir, &["-o", "sersync.xml", "--status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    agent.stop();
+}

@@ -1,6 +1,7 @@
 //! `--status`: the running instance's state, for people (text) and scripts (`--json`),
-//! with an exit status for monitors: 0 when every remote is level or catching up, 1 when
-//! one is failing, a watch root is lost, or no instance answers (`status::exit_code`).
+//! with an exit status for monitors: 0 when every remote is level, catching up or
+//! paused, 1 when one is failing, stalled or holds deletes, a watch root is lost, or no
+//! instance answers (`status::exit_code`).
 //!
 //! The instance is found from the config's path alone (`daemon::lock_file`), with or
 //! without the `--pid-file` it was started with, and asked over its control socket

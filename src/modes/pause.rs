@@ -87,6 +87,9 @@ fn remotes_now(mirror: &Mirror) -> Vec<Value> {
                 "waiting": r.queued,
                 "pending": r.pending,
                 "owed": r.owed,
+                "held_deletes": r.held_deletes,
+                "held_full": r.held_full,
+                "deletes_held": r.held_since.is_some(),
             })
         })
         .collect()
@@ -292,10 +295,25 @@ fn report(answer: &Value, flag: &str) -> Result<u8, Exit> {
         let root = crate::service::status::printable(r["root"].as_str().unwrap_or("?"));
         let waiting = r["waiting"].as_u64().unwrap_or(0);
         let owed = r["owed"].as_u64().unwrap_or(0);
-        if r["paused"].as_bool() == Some(true) {
-            println!("{name} ({root}): paused, {waiting} waiting, {owed} owed");
+        // Deletes the brake on mass deletes holds are not among those waiting.
+        let held = if r["deletes_held"].as_bool() == Some(true) {
+            format!(
+                ", {} delete(s){} held by the brake on mass deletes (sersync2 \
+                 --release-deletes or --discard-deletes)",
+                r["held_deletes"].as_u64().unwrap_or(0),
+                if r["held_full"].as_bool() == Some(true) {
+                    " and a full sync"
+                } else {
+                    ""
+                }
+            )
         } else {
-            println!("{name} ({root}): pushing, {waiting} waiting, {owed} owed");
+            String::new()
+        };
+        if r["paused"].as_bool() == Some(true) {
+            println!("{name} ({root}): paused, {waiting} waiting, {owed} owed{held}");
+        } else {
+            println!("{name} ({root}): pushing, {waiting} waiting, {owed} owed{held}");
         }
     }
     Ok(0)

@@ -182,6 +182,12 @@ impl Failures {
     pub fn last(&self) -> Option<&(SystemTime, String)> {
         self.last.as_ref()
     }
+
+    /// Since when calls to the remote fail, while a run of failures goes on (a call
+    /// failed, a retry of it included, and none has succeeded since).
+    pub fn failing_since(&self) -> Option<SystemTime> {
+        self.run.map(|(_, since)| since)
+    }
 }
 
 /// The "recovered" line's text for `remote`.

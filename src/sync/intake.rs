@@ -231,13 +231,18 @@ impl Intake {
                     // Everything waiting so far is covered by the full sync. What the
                     // root holds now is counted: a full sync that would delete past the
                     // brake's threshold (the root found again emptied, a filesystem
-                    // unmounted) is held (see `ledger/brake.rs`).
+                    // unmounted) is held (see `ledger/brake.rs`); one of a root whose
+                    // rules select nothing of what it holds is judged as it runs.
                     changes.clear();
                     together.clear();
                     let entries = super::index::walk(&route.root, &route.excludes)
                         .ok()
                         .map(|t| t.len());
-                    self.queue.push_full_checked(&route.remotes, entries);
+                    // With `<filter>` rsync rules only (see `Mirror::full_of_empty_root`).
+                    let holds_names = route.excludes.has_rules()
+                        && std::fs::read_dir(&route.root).is_ok_and(|mut d| d.next().is_some());
+                    self.queue
+                        .push_full_checked(&route.remotes, counted_for_brake(entries, holds_names));
                 }
             }
         }
@@ -651,8 +656,31 @@ fn never_closed(abs: &Path) -> Option<bool> {
     Some(!m.file_type().is_file() || m.nlink() > 1)
 }
 
+/// The count of a root's entries (after its rules) that a full sync asked by the
+/// watcher (an overflow, the root found again) is checked with
+/// (`Ledger::push_full_checked`), `holds_names`: the root's directory is not empty.
+/// A count of 0 holds the full sync at once as one of an empty root; but when the
+/// directory holds names its rules all leave out (an include-only list, `+ /public/***`
+/// and `- *`, in a tree without `public`), such a full sync deletes nothing on a remote
+/// that holds nothing they select: it is not counted (`None`), and judged as it runs,
+/// deleting nothing and held only if rsync says it skipped deletes
+/// (`Mirror::full_of_empty_root`).
+fn counted_for_brake(entries: Option<usize>, holds_names: bool) -> Option<usize> {
+    entries.filter(|&n| n > 0 || !holds_names)
+}
+
 #[cfg(test)]
 mod tests {
+    // The outside run: an overflow under `+ /public/***`, `- *` in a tree that held
+    // other names counted 0 entries, and its full sync was held as of an empty root.
+    #[test]
+    fn a_root_that_holds_only_names_its_rules_leave_out_is_judged_as_its_full_sync_runs() {
+        assert_eq!(counted_for_brake(Some(0), true), None, "judged as it runs");
+        assert_eq!(counted_for_brake(Some(0), false), Some(0), "an empty root");
+        assert_eq!(counted_for_brake(Some(7), true), Some(7));
+        assert_eq!(counted_for_brake(None, true), None);
+    }
+
     use super::*;
 
     fn p(s: &str) -> PathBuf {

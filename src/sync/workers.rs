@@ -48,6 +48,8 @@ mod run_job;
 mod snapshot;
 mod too_long;
 
+#[cfg(test)]
+pub use snapshot::RemoteSnapshot;
 pub use snapshot::{FullSyncResult, Snapshot};
 pub use too_long::relisted;
 
@@ -77,8 +79,9 @@ struct Stats {
     failed: AtomicU64,
     /// The last failure and the run of failures going on (the "recovered" line).
     failures: Mutex<Failures>,
-    /// When each job running to this remote started (its calls, retries included).
-    running: Mutex<Vec<(u64, Instant)>>,
+    /// When each job running to this remote started (its calls, retries included), and
+    /// whether it is a full sync.
+    running: Mutex<Vec<(u64, Instant, bool)>>,
     next_call: AtomicU64,
     /// Since when the full sync running to this remote runs, if one does.
     full_since: Mutex<Option<SystemTime>>,
@@ -91,7 +94,7 @@ impl Stats {
         Ordered::lock(&self.failures, Lock::Failures)
     }
 
-    fn running(&self) -> Ordered<'_, Vec<(u64, Instant)>> {
+    fn running(&self) -> Ordered<'_, Vec<(u64, Instant, bool)>> {
         Ordered::lock(&self.running, Lock::Running)
     }
 
@@ -104,20 +107,27 @@ impl Stats {
         self.full_rsync.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a job as running until the returned guard is dropped.
-    fn clock_in(&self) -> Running<'_> {
+    /// Counts a job (`full`: a full sync) as running until the returned guard is
+    /// dropped.
+    fn clock_in(&self, full: bool) -> Running<'_> {
         let id = self.next_call.fetch_add(1, Ordering::Relaxed);
-        self.running().push((id, Instant::now()));
+        self.running().push((id, Instant::now(), full));
         Running { stats: self, id }
     }
 
-    /// How long the job running longest to this remote has run.
-    fn longest_running(&self, now: Instant) -> Duration {
-        self.running()
-            .iter()
-            .map(|(_, at)| now.saturating_duration_since(*at))
-            .max()
-            .unwrap_or_default()
+    /// How long the job running longest to this remote has run, and the live push
+    /// (not a full sync) running longest.
+    fn longest_running(&self, now: Instant) -> (Duration, Duration) {
+        let running = self.running();
+        let longest = |live_only: bool| {
+            running
+                .iter()
+                .filter(|(_, _, full)| !(live_only && *full))
+                .map(|(_, at, _)| now.saturating_duration_since(*at))
+                .max()
+                .unwrap_or_default()
+        };
+        (longest(false), longest(true))
     }
 }
 
@@ -161,7 +171,7 @@ struct Running<'a> {
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.stats.running().retain(|(id, _)| *id != self.id);
+        self.stats.running().retain(|(id, _, _)| *id != self.id);
     }
 }
 

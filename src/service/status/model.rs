@@ -2,6 +2,9 @@
 //! snapshot, the watch roots' reports and the last verifications; a remote's state and
 //! `--status`'s exit status from it.
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::sync::Snapshot;
@@ -190,10 +193,12 @@ pub struct RemoteStatus {
     pub pushed: u64,
     pub failed: u64,
     pub queued: usize,
-    /// `level` (nothing waiting, in flight or owed), `catching up`, or `failing`.
+    /// `failing`, `stalled`, `deletes held`, `paused`, `level` (nothing waiting, in
+    /// flight or owed), or `catching up` (see [`remote_state`]).
     #[serde(default)]
     pub state: String,
-    /// It has failed and not been level since.
+    /// A call to it failed (a retry included) and none succeeded since, or it owes what
+    /// failed and has not been level since.
     pub failing: bool,
     /// Since when (unix time), while failing.
     #[serde(default)]
@@ -227,6 +232,12 @@ pub struct RemoteStatus {
     /// How long the push running longest to it has run; 0 when none runs.
     #[serde(default)]
     pub longest_push_seconds: f64,
+    /// While a live push (not a full sync) to it has run longer than [`stall_after`]
+    /// and it is not failing yet: how long that push has run. The remote may have
+    /// stopped answering (rsync's I/O timeout then ends the call, and it is failing), or
+    /// it is a transfer that long.
+    #[serde(default)]
+    pub stalled_push_seconds: Option<f64>,
     /// Since when a full sync runs to it (RFC 3339, UTC), while one does; live changes
     /// are pushed beside it.
     #[serde(default)]
@@ -250,13 +261,37 @@ pub struct RemoteStatus {
 /// A remote's state while the brake on mass deletes holds deletes for it.
 pub const HELD: &str = "deletes held";
 
+/// A remote's state while a live push to it has run longer than [`stall_after`].
+pub const STALLED: &str = "stalled";
+
+/// A live push running this long makes its remote `stalled` (see [`stall_after`]).
+pub const STALL_AFTER: Duration = Duration::from_secs(60);
+
+/// [`STALL_AFTER`], or `SERSYNC2_STALL_SECS` (read once; for tests and tuning; at
+/// least 1 s).
+pub fn stall_after() -> Duration {
+    static IT: OnceLock<Duration> = OnceLock::new();
+    *IT.get_or_init(|| {
+        std::env::var("SERSYNC2_STALL_SECS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(STALL_AFTER, |s| Duration::from_secs(s.max(1)))
+    })
+}
+
+/// While a live push has run `longest_live_push` and the remote is not failing: how long
+/// it has run, if that is past [`stall_after`].
+fn stalled(failing: bool, longest_live_push: Duration) -> Option<f64> {
+    (!failing && longest_live_push >= stall_after()).then_some(longest_live_push.as_secs_f64())
+}
+
 /// A push running this long is named in the text report: a big transfer, or a remote
 /// that accepts connections and stopped answering (rsync's I/O timeout ends that call).
 pub const LONG_PUSH: f64 = 10.0;
 
-/// A remote's state for people and monitors: `failing`, else `paused` while the
-/// operator paused it, else `level` when nothing waits, runs or is owed and its lag is 0,
-/// else `catching up`.
+/// A remote's state for people and monitors, after `failing`, `stalled` and `deletes
+/// held` (see [`Status::new`]): `failing`, else `paused` while the operator paused it,
+/// else `level` when nothing waits, runs or is owed and its lag is 0, else `catching up`.
 pub fn remote_state(
     failing: bool,
     paused: bool,
@@ -276,14 +311,14 @@ pub fn remote_state(
 }
 
 /// `--status`'s exit status (the monitoring-plugin convention): 0 when every remote is
-/// level or catching up and every watch root is the directory watched, 1 when a remote
-/// is failing or holds deletes (they wait for the operator), or a root is missing or
-/// replaced (nothing is pushed from it).
+/// level, catching up or paused and every watch root is the directory watched, 1 when a
+/// remote is failing, stalled or holds deletes (they wait for the operator), or a root is
+/// missing or replaced (nothing is pushed from it).
 pub fn exit_code(s: &Status) -> u8 {
     let failing = s
         .remotes
         .iter()
-        .any(|r| r.failing || r.held_since.is_some());
+        .any(|r| r.failing || r.held_since.is_some() || r.stalled_push_seconds.is_some());
     let root_lost = s.roots.iter().any(|r| r.state != "ok");
     u8::from(failing || root_lost)
 }
@@ -317,12 +352,15 @@ impl Status {
                 .remotes
                 .into_iter()
                 .map(|r| RemoteStatus {
-                    state: if r.held_since.is_some() && !r.failing {
+                    state: if stalled(r.failing, r.longest_live_push).is_some() {
+                        STALLED.to_owned()
+                    } else if r.held_since.is_some() && !r.failing {
                         HELD.to_owned()
                     } else {
                         remote_state(r.failing, r.paused, r.pending, r.owed, r.lag.as_secs_f64())
                             .to_owned()
                     },
+                    stalled_push_seconds: stalled(r.failing, r.longest_live_push),
                     held_deletes: r.held_deletes,
                     held_full: r.held_full,
                     held_since: r.held_since.map(|t| rfc3339(unix_seconds(t))),

@@ -1,7 +1,7 @@
 //! The status document as people read it (`sersync2 --status` without `--json`). Every
 //! string in it came over the network or a socket: no control character is printed as is.
 
-use super::model::{remote_state, Status, LONG_PUSH};
+use super::model::{remote_state, RemoteStatus, Status, LONG_PUSH};
 use crate::sys::time::rfc3339;
 
 /// drive the terminal it is printed on.
@@ -29,6 +29,24 @@ fn watched(n: usize, unit: &str) -> String {
         "" => format!("{n} watches"),
         other => format!("{n} watches ({})", printable(other)),
     }
+}
+
+/// What the brake on mass deletes holds for `r` and how to let it go, while it holds
+/// something.
+fn held_deletes(r: &RemoteStatus, config: &str) -> Option<String> {
+    let p = printable;
+    r.held_since.as_ref().map(|since| {
+        format!(
+            "DELETES HELD since {} by the brake on mass deletes ({} delete(s){}; the remote \
+             keeps them): release with `sersync2 --release-deletes -o {}`, or drop them with \
+             `sersync2 --discard-deletes -o {}`",
+            p(since),
+            r.held_deletes,
+            if r.held_full { " and a full sync" } else { "" },
+            p(config),
+            p(config),
+        )
+    })
 }
 
 /// A person's view of a status snapshot.
@@ -97,15 +115,48 @@ pub fn render(s: &Status) -> String {
                         .map_or(String::new(), |at| format!(" at {}", p(at))),
                     p(r.last_error.as_deref().unwrap_or(""))
                 )
-            } else if r.paused {
+            } else if let Some(secs) = r.stalled_push_seconds {
                 format!(
-                    "PAUSED: {} waiting, {}nothing is pushed to it until sersync2 --resume",
+                    "STALLED: a push running for {secs:.0}s (the remote stopped answering, or \
+                     a transfer that long; rsync's I/O timeout ends a call that gets no \
+                     answer){}{}",
+                    if owed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {}", owed.trim_end_matches(", "))
+                    },
+                    if r.held_since.is_some() {
+                        format!(
+                            ", {} delete(s){} held by the brake on mass deletes",
+                            r.held_deletes,
+                            if r.held_full { " and a full sync" } else { "" }
+                        )
+                    } else {
+                        String::new()
+                    }
+                )
+            } else if r.paused {
+                // Deletes the brake holds are not among those waiting: said apart.
+                let held = held_deletes(r, &s.config);
+                format!(
+                    "PAUSED: {} waiting, {}{}nothing is pushed to it until sersync2 \
+                     --resume{}",
                     r.queued,
+                    if held.is_some() {
+                        format!(
+                            "{} delete(s){} held, ",
+                            r.held_deletes,
+                            if r.held_full { " and a full sync" } else { "" }
+                        )
+                    } else {
+                        String::new()
+                    },
                     if owed.is_empty() {
                         String::new()
                     } else {
                         owed.replace(", ", "; ")
-                    }
+                    },
+                    held.map_or(String::new(), |h| format!("; {h}"))
                 )
             } else {
                 let long = (r.longest_push_seconds >= LONG_PUSH).then(|| {
@@ -125,16 +176,9 @@ pub fn render(s: &Status) -> String {
                     long.unwrap_or_default()
                 );
                 let state = remote_state(false, false, r.pending, r.owed, r.lag_seconds);
-                if let Some(since) = &r.held_since {
+                if let Some(held) = held_deletes(r, &s.config) {
                     format!(
-                        "DELETES HELD since {} by the brake on mass deletes ({} delete(s){}; \
-                         the remote keeps them): release with `sersync2 --release-deletes -o \
-                         {}`, or drop them with `sersync2 --discard-deletes -o {}`{}",
-                        p(since),
-                        r.held_deletes,
-                        if r.held_full { " and a full sync" } else { "" },
-                        p(&s.config),
-                        p(&s.config),
+                        "{held}{}",
                         if notes.is_empty() {
                             String::new()
                         } else {

@@ -97,6 +97,7 @@ fn remote(name: &str, failing: bool, pending: usize, lag: f64) -> RemoteStatus {
         lag_seconds: lag,
         pending,
         longest_push_seconds: 0.0,
+        stalled_push_seconds: None,
         full_sync_since: None,
         held_deletes: 0,
         held_full: false,
@@ -266,6 +267,7 @@ fn a_push_running_long_is_named_beside_ok() {
         lag_seconds: secs,
         pending: 1,
         longest_push_seconds: secs,
+        stalled_push_seconds: None,
         full_sync_since: None,
         held_deletes: 0,
         held_full: false,
@@ -341,6 +343,7 @@ fn status_client_escapes_control_characters_from_the_answer() {
         lag_seconds: 0.0,
         pending: 0,
         longest_push_seconds: 0.0,
+        stalled_push_seconds: None,
         full_sync_since: None,
         held_deletes: 0,
         held_full: false,
@@ -387,5 +390,125 @@ fn a_paused_remote_says_so_and_what_waits() {
         m.contains("sersync2_remote_paused{remote=\"held::m\",root=\"/w\"} 1")
             && m.contains("sersync2_remote_paused{remote=\"flowing::m\",root=\"/w\"} 0"),
         "{m}"
+    );
+}
+
+fn snapshot_of(remotes: Vec<crate::sync::workers::RemoteSnapshot>) -> crate::sync::Snapshot {
+    crate::sync::Snapshot {
+        uptime: Duration::from_secs(100),
+        fail_log: "f".into(),
+        fail_log_entries: 0,
+        unknown_entries: 0,
+        last_full_sync: None,
+        remotes,
+    }
+}
+
+fn snapshot_remote(name: &str) -> crate::sync::workers::RemoteSnapshot {
+    crate::sync::workers::RemoteSnapshot {
+        remote: name.into(),
+        root: "/w".into(),
+        pushed: 0,
+        failed: 0,
+        queued: 1,
+        failing: false,
+        failing_since: None,
+        owed: 0,
+        next_retry: None,
+        last_error: None,
+        last_error_at: None,
+        lag: Duration::from_secs(1),
+        pending: 1,
+        longest_push: Duration::ZERO,
+        longest_live_push: Duration::ZERO,
+        full_sync_since: None,
+        held_deletes: 0,
+        held_full: false,
+        held_since: None,
+        paused: false,
+    }
+}
+
+// A remote whose daemon stopped answering showed "ok (catching up)" while its live push
+// hung, and `--status` exited 0 (outside run).
+#[test]
+fn a_live_push_running_past_the_stall_time_makes_its_remote_stalled() {
+    use super::model::stall_after;
+    let long = stall_after() + Duration::from_secs(5);
+    let mut hung = snapshot_remote("hung::m");
+    hung.longest_push = long;
+    hung.longest_live_push = long;
+    let mut full = snapshot_remote("full::m");
+    // A full sync running that long is a full sync (a remote that stops answering
+    // ends it at rsync's I/O timeout: failing).
+    full.longest_push = long;
+    full.full_sync_since = Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let mut young = snapshot_remote("young::m");
+    young.longest_push = stall_after() - Duration::from_secs(1);
+    young.longest_live_push = young.longest_push;
+    let mut failing = snapshot_remote("failing::m");
+    failing.longest_live_push = long;
+    failing.failing = true;
+    failing.failing_since = Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    failing.last_error = Some("rsync exit 30 (timeout in data send/receive)".into());
+    let s = Status::new(snapshot_of(vec![hung]), 1, "c.xml");
+    assert_eq!(s.remotes[0].state, "stalled");
+    assert_eq!(s.remotes[0].stalled_push_seconds, Some(long.as_secs_f64()));
+    assert_eq!(exit_code(&s), 1, "a stalled remote is not ok for monitors");
+    let text = render(&s);
+    assert!(
+        text.contains(&format!(
+            "STALLED: a push running for {}s (the remote stopped answering, or a transfer \
+             that long",
+            long.as_secs()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("ok ("), "{text}");
+    for (r, state) in [(full, "catching up"), (young, "catching up")] {
+        let s = Status::new(snapshot_of(vec![r]), 1, "c.xml");
+        assert_eq!(s.remotes[0].state, state);
+        assert_eq!(s.remotes[0].stalled_push_seconds, None);
+        assert_eq!(exit_code(&s), 0);
+    }
+    // Failing says more: the cause, in rsync's words.
+    let s = Status::new(snapshot_of(vec![failing]), 1, "c.xml");
+    assert_eq!(s.remotes[0].state, "failing");
+    assert_eq!(exit_code(&s), 1);
+    assert!(render(&s).contains("FAILING since 2023-11-14T22:13:20Z"));
+}
+
+// A paused remote whose deletes the brake held said "PAUSED: 0 waiting" and nothing of
+// the deletes held (outside run).
+#[test]
+fn a_paused_remote_says_what_the_brake_holds_beside_what_waits() {
+    let mut snap = snapshot_remote("held::m");
+    snap.paused = true;
+    snap.queued = 0;
+    snap.pending = 0;
+    snap.held_deletes = 12;
+    snap.held_full = true;
+    snap.held_since = Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let s = Status::new(snapshot_of(vec![snap]), 1, "c.xml");
+    assert_eq!(s.remotes[0].held_deletes, 12);
+    assert_eq!(
+        exit_code(&s),
+        1,
+        "held deletes wait for the operator, paused or not"
+    );
+    let text = render(&s);
+    let line = text
+        .lines()
+        .find(|l| l.contains("held::m"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(
+            "PAUSED: 0 waiting, 12 delete(s) and a full sync held, nothing is pushed to it \
+             until sersync2 --resume; DELETES HELD since 2023-11-14T22:13:20Z by the brake on \
+             mass deletes (12 delete(s) and a full sync; the remote keeps them): release with \
+             `sersync2 --release-deletes -o c.xml`, or drop them with `sersync2 \
+             --discard-deletes -o c.xml`"
+        ),
+        "{text}"
     );
 }

@@ -3,6 +3,7 @@
 //! operator's word (`--release-deletes`, `--discard-deletes`), and a full sync of a
 //! watch root that is empty now held instead of run.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::Mirror;
@@ -89,16 +90,39 @@ impl Mirror {
             .collect()
     }
 
-    /// A full sync of `t` taken while its watch root is empty, with the brake on: it
-    /// would delete everything the remote holds (an unmounted filesystem's empty mount
-    /// point, a directory made again at the root's path). It runs with
-    /// `--max-delete=0`: a remote that holds nothing to delete is level by it, one
-    /// that does makes rsync skip every delete and exit 25, and the full sync is then
-    /// held ([`Mirror::hold_empty_full`]). Not a full sync the operator released
-    /// (`--release-deletes`): that one deletes as asked.
+    /// A full sync of `t` taken while its watch root is empty, or holds nothing its
+    /// `<filter>` rsync rules select (an include-only list whose names are not there:
+    /// only with such rules, so what the regex excludes and the agent's own files leave
+    /// out is judged as before), with the brake
+    /// on: it would delete everything the remote holds of what the rules select (an
+    /// unmounted filesystem's empty mount point, a directory made again at the root's
+    /// path). It runs with `--max-delete=0`: a remote that holds nothing to delete is
+    /// level by it, one that does makes rsync skip every delete and exit 25, and the
+    /// full sync is then held ([`Mirror::hold_empty_full`]). An overflow's full sync of
+    /// a root whose rules select nothing there is judged here too (the intake does not
+    /// count it: `intake::counted_for_brake`).
+    /// Not a full sync the operator released (`--release-deletes`): that one deletes as
+    /// asked.
     pub(super) fn full_of_empty_root(&self, t: RemoteId) -> bool {
         let root = &self.targets[t.0].root;
-        std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none()) && self.queue.guards_full(t)
+        let excludes = &self.excludes[t.0];
+        // The walk of a root (`index::walk`) leaves out, with what is below them, the
+        // entries of the top directory that are temporary names or excluded: when each
+        // is, it counts nothing.
+        let selects_nothing = |d: std::fs::ReadDir| {
+            d.flatten().all(|e| {
+                let name = e.file_name();
+                crate::filter::is_temp_name(name.as_bytes())
+                    || e.metadata()
+                        .is_ok_and(|md| excludes.excludes(Path::new(&name), md.is_dir()))
+            })
+        };
+        let empty = if excludes.has_rules() {
+            std::fs::read_dir(root).is_ok_and(selects_nothing)
+        } else {
+            std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none())
+        };
+        empty && self.queue.guards_full(t)
     }
 
     /// The full sync of an empty root ([`Mirror::full_of_empty_root`]) ended with

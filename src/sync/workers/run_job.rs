@@ -22,7 +22,7 @@ impl Mirror {
     /// Pushes one job taken from the queue. The job is finished in the queue whatever
     /// happens (see [`Taken`]).
     pub(super) fn run_job(&self, t: RemoteId, job: Job) {
-        let _running = self.stats[t.0].clock_in();
+        let _running = self.stats[t.0].clock_in(matches!(job, Job::Full));
         let _full = matches!(job, Job::Full).then(|| {
             let target = &self.targets[t.0];
             FullRun::start(&self.stats[t.0], &target.root, target.label())

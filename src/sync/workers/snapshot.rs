@@ -24,7 +24,8 @@ pub struct RemoteSnapshot {
     pub pushed: u64,
     pub failed: u64,
     pub queued: usize,
-    /// It has failed and not been level since.
+    /// A call to it failed (a retry of it included) and none has succeeded since, or
+    /// it owes what failed and has not been level since (see [`failing_since`]).
     pub failing: bool,
     pub failing_since: Option<SystemTime>,
     /// Its entries in the fail log (paths, and a full sync as one).
@@ -43,6 +44,8 @@ pub struct RemoteSnapshot {
     /// that accepts connections and stops answering shows here long before rsync's I/O
     /// timeout ends the call.
     pub longest_push: Duration,
+    /// How long the live push (not a full sync) running longest to it has run.
+    pub longest_live_push: Duration,
     /// Since when a full sync runs to it, if one does.
     pub full_sync_since: Option<SystemTime>,
     /// Deletes the brake on mass deletes holds for it (`ledger/brake.rs`).
@@ -97,15 +100,20 @@ impl Mirror {
             .zip(held)
             .zip(paused)
             .map(|(((((((t, s), q), owed), behind), rec), held), paused)| {
-                let last_error = s.failures().last().cloned();
+                let (last_error, run_since) = {
+                    let f = s.failures();
+                    (f.last().cloned(), f.failing_since())
+                };
+                let since = failing_since(rec.failing_since(), run_since);
+                let (longest_push, longest_live_push) = s.longest_running(now);
                 RemoteSnapshot {
                     remote: t.label(),
                     root: t.root.clone(),
                     pushed: s.pushed.load(Ordering::Relaxed),
                     failed: s.failed.load(Ordering::Relaxed),
                     queued: q,
-                    failing: rec.is_failing(),
-                    failing_since: rec.failing_since(),
+                    failing: since.is_some(),
+                    failing_since: since,
                     owed,
                     next_retry: rec.next_retry(now),
                     last_error_at: last_error.as_ref().map(|(at, _)| *at),
@@ -114,7 +122,8 @@ impl Mirror {
                         .oldest
                         .map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
                     pending: behind.pending,
-                    longest_push: s.longest_running(now),
+                    longest_push,
+                    longest_live_push,
                     full_sync_since: *s.full_since(),
                     held_deletes: held.deletes,
                     held_full: held.full,
@@ -133,5 +142,35 @@ impl Mirror {
             last_full_sync: Ordered::lock(&self.last_full, Lock::LastFull).clone(),
             remotes,
         }
+    }
+}
+
+/// Since when a remote is failing: since the first failure the ledger still holds
+/// against it (`recovery`: it owes what failed, until it is level), or since the first
+/// failed call of the run going on (`run`: a call failed, its retries included, and
+/// none succeeded since), whichever is earlier. A remote whose calls fail is failing from
+/// the first failed call, not only once a call has used up its retries (a remote that
+/// stopped answering takes rsync's I/O timeout per try).
+pub fn failing_since(recovery: Option<SystemTime>, run: Option<SystemTime>) -> Option<SystemTime> {
+    match (recovery, run) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_is_failing_from_its_first_failed_call_whatever_the_ledger_holds_yet() {
+        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(failing_since(None, None), None);
+        // A call failed and is being retried: the ledger owes nothing yet.
+        assert_eq!(failing_since(None, Some(t(5))), Some(t(5)));
+        // Calls succeed again while it still owes what failed.
+        assert_eq!(failing_since(Some(t(3)), None), Some(t(3)));
+        assert_eq!(failing_since(Some(t(3)), Some(t(9))), Some(t(3)));
+        assert_eq!(failing_since(Some(t(9)), Some(t(3))), Some(t(3)));
     }
 }
