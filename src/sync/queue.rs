@@ -352,10 +352,11 @@ impl Queue {
         self.wake_for(st, targets);
     }
 
-    /// The brake on mass deletes is on for `t` (see [`Ledger::braking`]).
-    pub fn braking(&self, t: RemoteId) -> bool {
+    /// The full sync in flight to `t` is guarded by the brake on mass deletes (see
+    /// [`Ledger::guards_full`]): on, and not a full sync the operator released.
+    pub fn guards_full(&self, t: RemoteId) -> bool {
         let st = self.lock();
-        st.remotes.get(t.0).is_some_and(|r| r.pending.braking())
+        st.remotes.get(t.0).is_some_and(|r| r.pending.guards_full())
     }
 
     /// The full sync in flight to `t` is held, not run: its root is empty now (see
@@ -580,7 +581,12 @@ impl Queue {
         ready.sort_unstable();
         for (_, _, t) in ready {
             let remote = &mut st.remotes[t];
-            let work = remote.pending.take(self.batch);
+            let work = remote.pending.take_at(self.batch, now);
+            if work.is_none() {
+                if let Some(at) = remote.pending.settle_due() {
+                    soonest = Some(soonest.map_or(at, |s| s.min(at)));
+                }
+            }
             let flooded = remote.pending.take_flooded();
             if flooded > 0 {
                 log::info!(
