@@ -158,6 +158,15 @@ impl Job {
         }
     }
 
+    /// [`Job::plain_paths`], borrowed when the job is paths already (not copied per
+    /// call where only read).
+    pub fn plain_entries(&self) -> std::borrow::Cow<'_, [Entry]> {
+        match self {
+            Job::Paths(p) => std::borrow::Cow::Borrowed(p),
+            Job::Full | Job::Rename { .. } => std::borrow::Cow::Owned(self.plain_paths()),
+        }
+    }
+
     /// A rename whose old path holds something again when it is to run (the second
     /// half of an exchange came, or a new entry was made there): nothing is gone, and
     /// what the remote holds at either path may be stale. Its paths as listings (which

@@ -45,7 +45,7 @@ impl Ledger {
             }
             Job::Paths(_) | Job::Rename { .. } => {
                 self.running_paths = self.running_paths.saturating_sub(work.count());
-                for p in &work.plain_paths() {
+                for p in work.plain_entries().iter() {
                     let p = entry_key(p);
                     self.inflight.remove(p);
                     self.listing_inflight.remove(p);

@@ -208,27 +208,49 @@ pub(super) fn excluded_directories(root: &Path, excludes: &Excludes, job: &Job) 
 /// The paths of `paths` (relative to `root`) below something that is not a directory
 /// now: a file, or a link (a directory swapped for a link while the path waited: the
 /// path is not in the tree, and rsync must not read it through the link). Each
-/// directory above them is looked at once, without following links.
+/// directory above them is looked at once, without following links, and its answer
+/// (it or one above it is not a directory) kept by its bytes: a path then costs one
+/// look-up of its parent (hashing `Path`s by their components, three per path, twice
+/// per call, was most of the workers' own CPU in a burst).
 pub(super) fn below_files(root: &Path, paths: &[Entry]) -> Vec<PathBuf> {
-    let mut not_dir: HashMap<&Path, bool> = HashMap::new();
+    let mut under: HashMap<&[u8], bool> = HashMap::new();
     let mut seen: HashSet<&Path> = HashSet::new();
     let mut below = Vec::new();
     for e in paths {
-        let mut above = e
-            .path
-            .ancestors()
-            .skip(1)
-            .filter(|a| !a.as_os_str().is_empty());
-        let is_below = above.any(|a| {
-            *not_dir.entry(a).or_insert_with(|| {
-                std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| !m.is_dir())
-            })
-        });
-        if is_below && seen.insert(e.path.as_path()) {
+        if under_non_directory(root, e.path.parent(), &mut under) && seen.insert(e.path.as_path()) {
             below.push(e.path.clone());
         }
     }
     below
+}
+
+/// Whether `dir` (relative to `root`) or a directory above it is a file or link now
+/// (`None` or empty: the root itself, never). `known` holds the answers found so far,
+/// by the directories' bytes.
+fn under_non_directory<'a>(
+    root: &Path,
+    dir: Option<&'a Path>,
+    known: &mut HashMap<&'a [u8], bool>,
+) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let nonempty = |d: &&Path| !d.as_os_str().is_empty();
+    // Up to the first directory already answered, then down again.
+    let mut unknown = Vec::new();
+    let mut answer = false;
+    let mut at = dir.filter(nonempty);
+    while let Some(d) = at {
+        if let Some(&b) = known.get(d.as_os_str().as_bytes()) {
+            answer = b;
+            break;
+        }
+        unknown.push(d);
+        at = d.parent().filter(nonempty);
+    }
+    for d in unknown.into_iter().rev() {
+        answer = answer || std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| !m.is_dir());
+        known.insert(d.as_os_str().as_bytes(), answer);
+    }
+    answer
 }
 
 /// The first of `path`'s proper ancestors (relative to `root`) that is not a directory
