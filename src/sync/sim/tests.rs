@@ -291,6 +291,11 @@ fn seeds_that_found_defects_stay_fixed() {
         warm: true,
         ..Faults::DEFAULT
     };
+    // `SIM_FAULTS=all,linkwrites`: every fault, `bigfiles` too.
+    let everything = Faults {
+        big_files: true,
+        ..all
+    };
     // Every default fault and the warm restart's (`warm`).
     let warm = Faults {
         warm: true,
@@ -360,6 +365,13 @@ fn seeds_that_found_defects_stay_fixed() {
         // calls of their own and were two files on the remote; a barrier said synced
         // (192 of `all`; the model's remote now knows which names are one file).
         (192, all),
+        // A full sync's file list (a copy of the source made when it starts) copied the
+        // names of one file apart: with -H they reached the remote as two files, a
+        // barrier passing (49 of `all,linkwrites`; 243, 375 after quiesce). The
+        // simulator's own.
+        (49, everything),
+        (243, everything),
+        (375, everything),
         // A file rewritten while no agent ran with its size and mtime as before (`touch
         // -r`), found by the catch-up (its ctime) and queued, then taken into a full sync
         // (an overflow's, a replayed fail log's, `-r`'s): rsync's quick check skipped it
