@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -286,8 +286,8 @@ impl Intake {
                     _ => {
                         let file = regular_file(&route.root.join(path));
                         let mut links = self.links();
-                        let id = match file.filter(|_| mirrored(path)) {
-                            Some((id, links_)) if links_ > 1 => id,
+                        let (id, nlink) = match file.filter(|_| mirrored(path)) {
+                            Some((id, links_)) if links_ > 1 => (id, links_),
                             Some((id, _)) => {
                                 links.forget(&root, path);
                                 if matches!(op, Op::Created | Op::ClosedWrite | Op::MovedIn) {
@@ -301,8 +301,12 @@ impl Intake {
                             }
                         };
                         let name = (root, path.clone());
+                        let new = !links.knows(&name, id);
                         if !links.learn(name.clone(), id) && links.first_full() {
                             warn_full();
+                        }
+                        if new {
+                            neighbours(&mut links, root, route, path, id, nlink);
                         }
                         if !wrote && !self.hard_links {
                             return Vec::new();
@@ -330,6 +334,8 @@ impl Intake {
                         Some((id, n)) if n > 1 => {
                             let name = (root, to.clone());
                             links.learn(name.clone(), id);
+                            // Known or not, the name is in another directory now.
+                            neighbours(&mut links, root, route, to, id, n);
                             if self.hard_links {
                                 let others = links.others(&name, id);
                                 drop(links);
@@ -685,6 +691,41 @@ fn regular_file(abs: &Path) -> Option<(FileId, u64)> {
         .then(|| ((m.dev(), m.ino()), m.nlink()))
 }
 
+/// The most entries of a directory [`neighbours`] reads.
+const NEIGHBOURS: usize = 65_536;
+
+/// A name of a multi-linked file `id` seen for the first time or renamed into its
+/// directory (`path`, with `nlink` links) whose other names are not all known: its
+/// directory's entries with the same inode number are learned too (`ln a c` beside its
+/// first name, or `ln d a/b; mv a/b c`). A file no event
+/// showed since the agent started (sent by a full sync, queued by a start's catch-up)
+/// was not known by its first name, and a link made to it went alone: a file of its
+/// own on the remotes with -H, the first name stale after a write through the link
+/// without (seeds 319, 391, 662 of `all,linkwrites`). Reads the inode numbers of the
+/// directory's entries (an lstat only for a match), at most [`NEIGHBOURS`] of them.
+fn neighbours(links: &mut Links, root: usize, route: &Route, path: &Path, id: FileId, nlink: u64) {
+    let name = (root, path.to_path_buf());
+    if links.others(&name, id).len() as u64 + 1 >= nlink {
+        return;
+    }
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let Ok(entries) = std::fs::read_dir(route.root.join(dir)) else {
+        return;
+    };
+    for e in entries.take(NEIGHBOURS).flatten() {
+        if e.ino() != id.1 {
+            continue;
+        }
+        let rel = dir.join(e.file_name());
+        if rel == path || filter::skip(&route.excludes, e.file_name().as_bytes(), &rel, false) {
+            continue;
+        }
+        if linked_file(&route.root.join(&rel)) == Some(id) {
+            links.learn((root, rel), id);
+        }
+    }
+}
+
 /// Says once that the names of multi-linked files are no longer all kept.
 fn warn_full() {
     log::warn!(
@@ -948,6 +989,62 @@ mod tests {
                 [p("a/c"), p("e")],
                 "a/c goes with e (-H: {hard_links})"
             );
+        }
+    }
+
+    // A file no event showed since the start (sent by a full sync, or queued by the
+    // start's catch-up), then linked beside its name (`ln a c`): `a` was not known, so
+    // `c` went alone, a file of its own on the remotes with -H, and a write through `c`
+    // left `a` stale without -H (simulator seeds 319, 391 of `all,linkwrites`).
+    #[test]
+    fn a_link_made_beside_a_file_never_seen_finds_its_first_name() {
+        for hard_links in [false, true] {
+            let d = tempfile::tempdir().expect("tempdir");
+            let queue = Arc::new(Queue::new(1, 1, 1));
+            let intake = Intake {
+                routes: vec![Route {
+                    root: d.path().to_path_buf(),
+                    remotes: vec![RemoteId(0)],
+                    excludes: Excludes::default(),
+                }],
+                events: Events::default(),
+                debug: false,
+                queue: Arc::clone(&queue),
+                links: Default::default(),
+                hard_links,
+            };
+            let at = |rel: &str| d.path().join(rel);
+            for name in ["a", "b", "x"] {
+                std::fs::write(at(name), name).expect("write");
+            }
+            std::fs::hard_link(at("a"), at("c")).expect("link");
+            let mut changes = vec![Change::File {
+                path: p("c"),
+                op: Op::Created,
+            }];
+            if !hard_links {
+                std::fs::write(at("c"), b"through c").expect("write through c");
+                changes.push(Change::File {
+                    path: p("c"),
+                    op: Op::ClosedWrite,
+                });
+            }
+            intake.take(Batch { root: 0, changes }, &mut vec![HashMap::new()]);
+            let mut got = Vec::new();
+            while let Some((t, w)) = queue.try_take_at(Instant::now()) {
+                let mut names: Vec<PathBuf> = match &w {
+                    crate::sync::job::Job::Paths(e) => e.iter().map(|e| e.path.clone()).collect(),
+                    _ => Vec::new(),
+                };
+                names.sort();
+                if hard_links {
+                    assert_eq!(names, [p("a"), p("c")], "one call");
+                }
+                got.extend(names);
+                queue.finish(t, &w, None);
+            }
+            got.sort();
+            assert_eq!(got, [p("a"), p("c")], "a goes with c (-H: {hard_links})");
         }
     }
 

@@ -377,6 +377,14 @@ fn seeds_that_found_defects_stay_fixed() {
         // e`) went alone, and was a file of its own on the remote with -H (358 of
         // `all,linkwrites`).
         (358, everything),
+        // A file no event had shown since the start (sent by a full sync, queued by a
+        // start's catch-up) linked beside its name (`ln a c`; 662: `ln d a/b; mv a/b
+        // c`): its first name was not known, and the link went alone (319, 391, 662,
+        // 1002 of `all,linkwrites`).
+        (319, everything),
+        (391, everything),
+        (662, everything),
+        (1_002, everything),
         // A file rewritten while no agent ran with its size and mtime as before (`touch
         // -r`), found by the catch-up (its ctime) and queued, then taken into a full sync
         // (an overflow's, a replayed fail log's, `-r`'s): rsync's quick check skipped it
