@@ -80,6 +80,12 @@ fn four_directories_removed_and_held(s: &Setup) -> (u16, String, Agent) {
         remove_dir_all(s.p(format!("d{d}")));
     }
     wait_held(port, &mut agent);
+    // Every delete of the `rm -rf` is in (each directory holds what was below it):
+    // one counted after a discard would start a hold of its own.
+    wait_until("the four directories held", DEADLINE, || {
+        agent.assert_running();
+        (0..2).all(|i| remote_status(port, i)["held_deletes"] == 4)
+    });
     (port, config_text, agent)
 }
 
@@ -127,16 +133,12 @@ fn rm_rf_of_most_of_the_tree_is_held_until_released() {
             fs::read_to_string(r.join("d9/edited.txt")).is_ok()
         });
     }
-    // At most the deletes before the count was past the threshold went out (55 of the
-    // 99 entries: more than half of 111); the rest are held and the remotes keep them.
+    // None of the `rm -rf` went out: each delete waits out the settle time (2 s), and
+    // the brake counted past the threshold (55 of the 99 entries: more than half of
+    // 111) long before; the remotes keep every file.
     for r in s.remotes() {
         let kept = files(&r);
-        assert!(
-            kept >= 101 + 1 - 55,
-            "{}: {kept} files left, the held deletes went out",
-            r.display()
-        );
-        assert!(kept > 12, "{} kept the held files", r.display());
+        assert_eq!(kept, 101 + 1, "{}: held deletes went out", r.display());
     }
     let held = remote_status(port, 0)["held_deletes"].as_u64().unwrap_or(0);
     assert!(held > 0, "status counts the held deletes");
@@ -209,10 +211,11 @@ fn discarded_deletes_stay_on_the_remotes() {
     wait_until("status no longer says held", DEADLINE, || {
         remote_status(port, 0)["held_deletes"] == 0 && remote_status(port, 1)["held_deletes"] == 0
     });
-    // At most the two deletes before the count reached 3 went out.
+    // None went out: each delete waited out the settle time, and the third held them.
     for r in s.remotes() {
-        assert!(
-            files(&r) >= 20 - 2,
+        assert_eq!(
+            files(&r),
+            21,
             "{}: the discarded deletes went out",
             r.display()
         );
@@ -223,7 +226,7 @@ fn discarded_deletes_stay_on_the_remotes() {
         wait_until("a later write arrives", DEADLINE, || {
             r.join("after.txt").exists()
         });
-        assert!(files(&r) > 20 - 2, "{}", r.display());
+        assert_eq!(files(&r), 22, "{}", r.display());
     }
     assert!(agent.log().contains("discarded by the operator"));
     agent.stop();
@@ -323,8 +326,9 @@ fn test_config_shows_the_brake_and_refuses_a_bad_threshold_with_its_line() {
     fs::write(&config, s.conf().render()).expect("write");
     let out = sersync2(&s.dir, &["-t", "-o", "sersync.xml"]);
     assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains("more than 50% of the tree and 1000 or more within 60 s"),
+        String::from_utf8_lossy(&out.stdout).contains(
+            "more than 50% of the tree and 1000 or more within 60 s; each delete waits 2 s first"
+        ),
         "{}",
         text(&out)
     );

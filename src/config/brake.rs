@@ -15,6 +15,9 @@ pub struct DeleteBrake {
     pub count: usize,
     /// The window deletes are counted in.
     pub window: Duration,
+    /// How long a delete waits before it may go (zero: at once), so that the deletes of
+    /// one `rm -rf` are counted together before any of them reaches a remote.
+    pub settle: Duration,
 }
 
 impl Default for DeleteBrake {
@@ -28,9 +31,18 @@ impl Default for DeleteBrake {
             percent: 50,
             count: 1000,
             window: Duration::from_secs(60),
+            settle: Duration::from_secs(DEFAULT_SETTLE_SECONDS),
         }
     }
 }
+
+/// How long a delete waits by default before it may go (`<deleteBrake settle>`): an
+/// `rm -rf` deletes thousands of entries a second, so its deletes past the count are
+/// seen within this time, before any of them has gone out.
+pub const DEFAULT_SETTLE_SECONDS: u64 = 2;
+
+/// The longest `<deleteBrake settle>`: an hour.
+pub const MAX_SETTLE_SECONDS: u64 = 3_600;
 
 /// The longest window of `<deleteBrake seconds>`: a day.
 pub const MAX_BRAKE_SECONDS: u64 = 86_400;
@@ -71,6 +83,9 @@ pub(super) fn delete_brake(
     }
     if let Some(s) = whole("seconds", b.seconds.as_deref(), 1, MAX_BRAKE_SECONDS, "60")? {
         brake.window = Duration::from_secs(s);
+    }
+    if let Some(s) = whole("settle", b.settle.as_deref(), 0, MAX_SETTLE_SECONDS, "2")? {
+        brake.settle = Duration::from_secs(s);
     }
     Ok(Some(brake))
 }

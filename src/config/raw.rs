@@ -330,7 +330,7 @@ pub struct Verify {
     pub line: Option<u32>,
 }
 
-/// `<deleteBrake start percent count seconds>`: this program's own; sersync 2.5 ignores it.
+/// `<deleteBrake start percent count seconds settle>`: this program's own; sersync 2.5 ignores it.
 #[derive(Debug, Default, Deserialize)]
 pub struct DeleteBrake {
     #[serde(rename = "@start")]
@@ -341,6 +341,8 @@ pub struct DeleteBrake {
     pub count: Option<String>,
     #[serde(rename = "@seconds")]
     pub seconds: Option<String>,
+    #[serde(rename = "@settle")]
+    pub settle: Option<String>,
     #[serde(rename = "@_line")]
     pub line: Option<u32>,
 }

@@ -300,6 +300,11 @@ pub const ELEMENTS: &[Element] = &[
             ),
             added("count", "At least this many deletes, 1 or more (default 1000)."),
             added("seconds", "The window the deletes are counted in, 1 to 86400 (default 60)."),
+            added(
+                "settle",
+                "Seconds a delete waits before it goes, so an rm -rf is counted whole \
+                 first, 0 to 3600 (default 2); 0: at once.",
+            ),
         ],
     },
     Element {

@@ -695,12 +695,13 @@ fn the_delete_brake_is_on_by_default_and_refuses_bad_values_with_what_to_write()
         DeleteBrake {
             percent: 50,
             count: 1000,
-            window: Duration::from_secs(60)
+            window: Duration::from_secs(60),
+            settle: Duration::from_secs(2)
         }
     );
     let c = load_str(&conf(
         d.path(),
-        r#"<deleteBrake percent="0" count="20" seconds="5"/>"#,
+        r#"<deleteBrake percent="0" count="20" seconds="5" settle="0"/>"#,
     ))
     .expect("loads");
     assert_eq!(
@@ -708,7 +709,8 @@ fn the_delete_brake_is_on_by_default_and_refuses_bad_values_with_what_to_write()
         Some(DeleteBrake {
             percent: 0,
             count: 20,
-            window: Duration::from_secs(5)
+            window: Duration::from_secs(5),
+            settle: Duration::ZERO
         })
     );
     let c = load_str(&conf(d.path(), r#"<deleteBrake start="false"/>"#)).expect("loads");
@@ -722,6 +724,8 @@ fn the_delete_brake_is_on_by_default_and_refuses_bad_values_with_what_to_write()
         ("seconds", "0"),
         ("seconds", "1.5"),
         ("seconds", "86401"),
+        ("settle", "-1"),
+        ("settle", "3601"),
     ] {
         let text = conf(d.path(), &format!("\n<deleteBrake {attr}=\"{bad}\"/>"));
         let e = err(&text);

@@ -125,19 +125,25 @@ pub fn test_config(config: &Config, module: Option<&str>, args: &Args) -> Result
         None => println!("verify: off"),
     }
     match &config.delete_brake {
-        Some(b) if b.percent == 0 => println!(
-            "delete brake: deletes held at {} or more within {} s (release: sersync2 \
-             --release-deletes)",
-            b.count,
-            b.window.as_secs()
-        ),
-        Some(b) => println!(
-            "delete brake: deletes held when more than {}% of the tree and {} or more \
-             within {} s (release: sersync2 --release-deletes)",
-            b.percent,
-            b.count,
-            b.window.as_secs()
-        ),
+        Some(b) => {
+            let when = if b.percent == 0 {
+                format!("at {} or more", b.count)
+            } else {
+                format!(
+                    "when more than {}% of the tree and {} or more",
+                    b.percent, b.count
+                )
+            };
+            let settle = match b.settle.as_secs() {
+                0 => "deletes go at once".to_string(),
+                s => format!("each delete waits {s} s first"),
+            };
+            println!(
+                "delete brake: deletes held {when} within {} s; {settle} (release: sersync2 \
+                 --release-deletes)",
+                b.window.as_secs()
+            );
+        }
         None => println!("delete brake: off"),
     }
     match &config.big_files {

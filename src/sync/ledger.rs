@@ -204,9 +204,17 @@ pub struct Ledger {
     /// built before, lacks; it sends what it listed, older than the push), so each
     /// waits once more when it ends, keeping its mark until then (see the module doc).
     beside_full: HashMap<Key, (bool, Mark)>,
-    /// Waiting entries queued as deletes (whether a directory): what the brake holds
-    /// when it trips (see `brake.rs`).
-    gone: HashMap<Key, bool>,
+    /// Waiting entries queued as deletes (whether a directory, when the delete was
+    /// queued): what the brake holds when it trips, and what waits out its settle time
+    /// first (see `brake.rs`).
+    gone: HashMap<Key, (bool, Instant)>,
+    /// Directories waiting as their listing because their children collapsed into it
+    /// (see `push.rs`), deletes among those children: when the latest was queued. The
+    /// listing (pushed with `--delete`) waits out the brake's settle time as they would.
+    gone_below: HashMap<Key, Instant>,
+    /// When the first delete that waits out the brake's settle time may go: set by a
+    /// take that found nothing else free (see [`Ledger::settle_due`]).
+    settle_due: Option<Instant>,
     /// The brake on mass deletes: its rule, the window's count, what is held.
     brake: brake::Brake,
     /// The names of multi-linked files waiting that go in one call (with `-H`; see

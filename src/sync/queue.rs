@@ -580,7 +580,12 @@ impl Queue {
         ready.sort_unstable();
         for (_, _, t) in ready {
             let remote = &mut st.remotes[t];
-            let work = remote.pending.take(self.batch);
+            let work = remote.pending.take_at(self.batch, now);
+            if work.is_none() {
+                if let Some(at) = remote.pending.settle_due() {
+                    soonest = Some(soonest.map_or(at, |s| s.min(at)));
+                }
+            }
             let flooded = remote.pending.take_flooded();
             if flooded > 0 {
                 log::info!(

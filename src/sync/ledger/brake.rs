@@ -18,9 +18,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{key, older, to_path, Key, Ledger, Mark};
+use super::{key, older, parent_key, to_path, Key, Ledger, Mark};
 use crate::config::DeleteBrake;
 use crate::sync::faillog::Owed;
 use crate::sync::job::Entry;
@@ -231,6 +231,20 @@ impl Ledger {
         self.brake.tree = entries;
     }
 
+    /// A delete queued at `at` still waits out the brake's settle time at `now`: until
+    /// when (see [`DeleteBrake::settle`]).
+    pub(super) fn settling(&self, at: Instant, now: Instant) -> Option<Instant> {
+        let settle = self.brake.rule?.settle;
+        let until = at.checked_add(settle)?;
+        (settle > Duration::ZERO && now < until).then_some(until)
+    }
+
+    /// When a delete that waits out the brake's settle time may go, if the latest take
+    /// found nothing else free: the queue's worker looks again then.
+    pub fn settle_due(&self) -> Option<Instant> {
+        self.settle_due
+    }
+
     /// The brake is on, or holds what it held when it was turned off.
     pub fn braking(&self) -> bool {
         self.brake.rule.is_some() || self.brake.holding()
@@ -284,7 +298,13 @@ impl Ledger {
         let covered = self.full_pending && !self.full_inflight;
         self.push_at(Entry::plain(path), dir, now);
         if !covered {
-            self.gone.insert(k, dir);
+            if self.by_path.contains_key(&k) {
+                self.gone.insert(k, (dir, now));
+            } else if let Some(parent) = parent_key(&k).filter(|d| self.by_path.contains_key(*d)) {
+                // Taken into its parent's listing (collapsed): that waits out the settle.
+                let e = self.gone_below.entry(parent.to_vec()).or_insert(now);
+                *e = (*e).max(now);
+            }
         }
         if self.brake.past() {
             let n = self.brake.net();
@@ -387,7 +407,7 @@ impl Ledger {
     /// Deletes begin to be held: every delete still waiting, and a full sync waiting.
     fn hold_waiting(&mut self, now: Instant, why: Tripped) {
         self.brake.start(now, why);
-        let gone: Vec<(Key, bool)> = self.gone.drain().collect();
+        let gone: Vec<(Key, bool)> = self.gone.drain().map(|(k, (d, _))| (k, d)).collect();
         for (k, dir) in gone {
             if let Some((_, m)) = self.remove_entry(&k) {
                 self.replaced.remove(&k);
@@ -532,6 +552,94 @@ mod tests {
             percent,
             count,
             window: Duration::from_secs(60),
+            settle: Duration::ZERO,
+        }
+    }
+
+    /// [`rule`] whose deletes wait `settle` before they go.
+    fn settling(percent: u8, count: usize, settle: Duration) -> DeleteBrake {
+        DeleteBrake {
+            settle,
+            ..rule(percent, count)
+        }
+    }
+
+    // The outside run: with a count of 3, the first deletes of an `rm -rf` went out at
+    // once, before the third was counted, so each remote lost a different few before
+    // the hold. A delete waits out the settle time first: the whole `rm -rf` is counted
+    // before any of it may go, and nothing of it reaches a remote.
+    #[test]
+    fn deletes_wait_out_the_settle_time_so_a_mass_delete_is_held_whole() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut l = braked(settling(0, 3, Duration::from_secs(2)), 100);
+        l.push_gone_at(p("d/a"), false, t0);
+        l.push_gone_at(p("d/b"), false, t0 + ms(1));
+        assert!(l.take_at(1000, t0 + ms(5)).is_none(), "the deletes settle");
+        assert_eq!(l.settle_due(), Some(t0 + ms(2000)), "when the first may go");
+        // A write flows meanwhile; the deletes still wait.
+        l.push_at(Entry::plain("new.txt"), false, t0 + ms(6));
+        match l.take_at(1000, t0 + ms(7)) {
+            Some(Job::Paths(p)) => assert_eq!(names(&p), ["new.txt"]),
+            other => panic!("expected the write alone, got {other:?}"),
+        }
+        l.finish(&Job::Paths(vec![Entry::plain("new.txt")]));
+        // The third delete trips the brake: all three are held, none went out.
+        l.push_gone_at(p("d"), true, t0 + ms(8));
+        assert!(l.holding());
+        assert_eq!(l.held().deletes, 1, "d holds what waited below it");
+        assert!(l.take_at(1000, t0 + ms(5000)).is_none());
+        // A few deletes under the threshold go once settled, the oldest first.
+        let mut l = braked(settling(0, 3, Duration::from_secs(2)), 100);
+        l.push_gone_at(p("x"), false, t0);
+        l.push_gone_at(p("y"), false, t0 + ms(1500));
+        assert!(l.take_at(1000, t0 + ms(1999)).is_none());
+        match l.take_at(1000, t0 + ms(2000)) {
+            Some(Job::Paths(p)) => assert_eq!(names(&p), ["x"]),
+            other => panic!("expected x, got {other:?}"),
+        }
+        assert!(l.take_at(1000, t0 + ms(2001)).is_none());
+        assert_eq!(l.settle_due(), Some(t0 + ms(3500)));
+        assert!(l.take_at(1000, t0 + ms(3500)).is_some());
+        // Made again while it settles: the write goes at once, as what is there now.
+        let mut l = braked(settling(0, 3, Duration::from_secs(2)), 100);
+        l.push_gone_at(p("z"), false, t0);
+        l.push_at(Entry::plain("z"), false, t0 + ms(1));
+        assert!(l.take_at(1000, t0 + ms(2)).is_some());
+        // Settle 0, or the brake off: at once.
+        let mut l = braked(settling(0, 3, Duration::ZERO), 100);
+        l.push_gone_at(p("x"), false, t0);
+        assert!(l.take_at(1000, t0).is_some());
+        let mut l = Ledger::with_collapse_at(0);
+        l.push_gone_at(p("x"), false, t0);
+        assert!(l.take_at(1000, t0).is_some());
+    }
+
+    // Deletes of many children of one directory collapse into its listing (pushed with
+    // `--delete`): the listing waits out the settle time as the deletes would have.
+    #[test]
+    fn a_listing_that_took_in_deletes_waits_out_the_settle_time() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut l = Ledger::with_collapse_at(3);
+        l.set_brake(Some(settling(0, 100, Duration::from_secs(2))));
+        l.set_tree(Some(1000));
+        for (i, name) in ["d/a", "d/b", "d/c", "d/e"].iter().enumerate() {
+            l.push_gone_at(p(name), false, t0 + ms(i as u64));
+        }
+        assert!(
+            l.take_at(1000, t0 + ms(10)).is_none(),
+            "the listing settles"
+        );
+        assert_eq!(l.settle_due(), Some(t0 + ms(2003)));
+        match l.take_at(1000, t0 + ms(2003)) {
+            Some(Job::Paths(paths)) => {
+                assert!(
+                    paths.iter().any(|e| e.path == p("d") && e.listing),
+                    "{paths:?}"
+                )
+            }
+            other => panic!("expected d's listing, got {other:?}"),
         }
     }
 

@@ -125,6 +125,7 @@ impl Ledger {
         let replaced = std::mem::take(&mut self.replaced);
         let trees = std::mem::take(&mut self.trees);
         self.gone.clear();
+        self.gone_below.clear();
         // A listing waiting stays a listing: what it stands for is its listing.
         let mut paths: Vec<(Entry, Mark)> = std::mem::take(&mut self.by_seq)
             .into_values()

@@ -147,10 +147,18 @@ impl Ledger {
             .filter_map(|k| self.together.members(k).map(<[Key]>::to_vec))
             .collect();
         let mut mark: Option<Mark> = None;
+        let mut deleted: Option<Instant> = None;
         for k in &kids {
             if let Some((_, m)) = self.remove_entry(k) {
                 mark = Some(older(mark, m));
             }
+            if let Some((_, at)) = self.gone.get(k) {
+                deleted = Some(deleted.map_or(*at, |d| d.max(*at)));
+            }
+        }
+        if let Some(at) = deleted {
+            let e = self.gone_below.entry(dir.clone()).or_insert(at);
+            *e = (*e).max(at);
         }
         self.collapsed.push((dir.clone(), kids.len()));
         self.dissolve_related(&dir);
@@ -399,6 +407,7 @@ impl Ledger {
         self.replaced.clear();
         self.trees.clear();
         self.gone.clear();
+        self.gone_below.clear();
         self.together.clear();
         for (k, m) in blind {
             self.push_key(k, false, now, Some(m));

@@ -1,7 +1,9 @@
 //! Taken: the free entries handed out as one call, never beside what is in flight at,
 //! above or below them.
 
+use std::cell::Cell;
 use std::collections::HashSet;
+use std::time::Instant;
 
 use super::{ancestors, entry_key, key, to_path, Key, Ledger, RENAME_FLOOD, TRICKLE};
 use crate::sync::job::{Entry, Job};
@@ -23,11 +25,18 @@ impl Ledger {
     /// Hands out the next work, if any is free to run: a full sync once nothing is in
     /// flight, else up to `max` waiting paths (oldest first) that conflict with nothing
     /// in flight. Nothing while the remote is paused.
+    #[cfg(test)]
     pub fn take(&mut self, max: usize) -> Option<Job> {
+        self.take_at(max, Instant::now())
+    }
+
+    /// [`Ledger::take`] at `now`: a delete waits out the brake's settle time first.
+    pub fn take_at(&mut self, max: usize, now: Instant) -> Option<Job> {
+        self.settle_due = None;
         if self.paused {
             return None;
         }
-        let job = self.take_inner(max)?;
+        let job = self.take_inner(max, now)?;
         if self.full_inflight && job != Job::Full {
             // It may be undone by the full sync running: it goes again once that ends.
             for e in job.plain_paths() {
@@ -44,7 +53,7 @@ impl Ledger {
         Some(job)
     }
 
-    fn take_inner(&mut self, max: usize) -> Option<Job> {
+    fn take_inner(&mut self, max: usize, now: Instant) -> Option<Job> {
         if self.full_pending {
             if self.running > 0 {
                 return None;
@@ -101,18 +110,31 @@ impl Ledger {
                 }
             }
         }
-        // While deletes are held, a listing (pushed with `--delete`) waits too.
+        // While deletes are held, a listing (pushed with `--delete`) waits too; a delete
+        // waits out the brake's settle time (the soonest end of one is kept).
         let holding = self.holding();
+        let settle_due: Cell<Option<Instant>> = Cell::new(None);
         let picked: Vec<Key> = pick(
             self.by_seq.values(),
             max,
             |p| {
                 let held_back = holding && self.replaced.contains(p);
-                !held_back && !self.blocked(p)
+                if held_back || self.blocked(p) {
+                    return false;
+                }
+                let deleted = (self.gone.get(p).map(|&(_, at)| at))
+                    .or_else(|| self.gone_below.get(p).copied());
+                let until = deleted.and_then(|at| self.settling(at, now));
+                if let Some(until) = until {
+                    settle_due.set(Some(settle_due.get().map_or(until, |s| s.min(until))));
+                    return false;
+                }
+                true
             },
             &self.together,
         );
         if picked.is_empty() {
+            self.settle_due = settle_due.get();
             return None;
         }
         if self.full_inflight && !self.together.is_empty() {
@@ -133,6 +155,7 @@ impl Ledger {
                 marks.push(m);
             }
             self.gone.remove(p);
+            self.gone_below.remove(p);
             for a in ancestors(p) {
                 *self.inflight_below.entry(a.to_vec()).or_default() += 1;
             }

@@ -464,8 +464,18 @@ fn shape(
                 // As the workers run it: with rsync's progress records on stdout.
                 let (mut argv, stdin) = t.argv(&Job::Full, &excluded);
                 crate::sync::rsync::show_progress(&mut argv);
+                // An empty root's full sync with the brake on deletes nothing.
+                let nothing = t.delete && rng.chance(25);
+                if nothing {
+                    crate::sync::rsync::deleting_nothing(&mut argv);
+                }
                 return Shape {
-                    name: "full".into(),
+                    name: if nothing {
+                        "full, deleting nothing"
+                    } else {
+                        "full"
+                    }
+                    .into(),
                     calls: vec![(argv, stdin)],
                 };
             }
@@ -888,8 +898,19 @@ fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
             }
         }
         let blocked = |s: &str| s.contains("could not make way for new ");
+        // What the agent reads of `--max-delete=0` (`rsync::deletes_skipped`).
+        let skipped = |status: i32, stderr: &str| {
+            crate::sync::rsync::deletes_skipped(&crate::sync::rsync::Outcome {
+                status,
+                stderr: stderr.to_owned(),
+                elapsed: Duration::ZERO,
+            })
+        };
         if !diff.is_empty()
             || class(status) != class(ran.status)
+            // (With an error, exit 23, a daemon's client may or may not print the
+            // receiver's line: it races with the error.)
+            || (status != 23 && skipped(status, &stderr) != skipped(ran.status, &ran.stderr))
             // What the agent reads in a 23 (`only_blocked_by_directories`).
             || (status == 23 && blocked(&stderr) != blocked(&ran.stderr))
         {

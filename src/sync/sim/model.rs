@@ -24,8 +24,13 @@
 //!   is as long as the source's or longer is skipped, left as it is (bytes and mtime);
 //!   any other lands whole (the appended tail, or, when the old bytes differ, the
 //!   checksum's redo); `--inplace`: lands as without it (in the remote's own file);
-//! - `--link-dest`/`--fuzzy` change what travels, not what lands, and `--info=...` only
-//!   what rsync prints: no effect here;
+//! - `--link-dest=DIR`: a file missing at the destination, or failing the quick check
+//!   there, is linked from DIR when the quick check finds DIR's file equal (size and
+//!   mtime), whatever its bytes; `--fuzzy` changes what travels, not what lands, and
+//!   `--info=...` only what rsync prints: no effect here;
+//! - `--max-delete=0`: every deletion is skipped, making way for a non-directory
+//!   included (an empty directory's own removal is not counted), and said; the client
+//!   exits 0 for it over a daemon, 25 otherwise;
 //! - errors as rsync reports them: a source path unreadable but for ENOENT (below a
 //!   file, a link loop) or an implied directory that is a dangling link is an I/O
 //!   error (exit 23) that turns `--delete` off for the call; a missing argument whose
@@ -71,6 +76,11 @@ struct Opts {
     times: bool,
     hard_links: bool,
     append: bool,
+    /// `--link-dest=DIR` (relative to the destination directory).
+    link_dest: Option<Vec<u8>>,
+    /// `--max-delete=0`: every deletion skipped, and said (the only limit the agent
+    /// passes: an empty root's full sync).
+    delete_nothing: bool,
     rules: Vec<Rule>,
     from0: bool,
     stdin_rules: bool,
@@ -142,13 +152,14 @@ fn parse(argv: &[OsString], stdin: &[u8]) -> Result<Opts, String> {
                 (b"exclude-from", Some(b"-")) => o.stdin_rules = true,
                 (b"exclude", Some(p)) => o.rules.push(Rule::parse(p)),
                 (b"append-verify", None) => o.append = true,
+                (b"max-delete", Some(b"0")) => o.delete_nothing = true,
                 // What lands is the same; only how the receiver writes it differs.
                 (b"inplace", None) => {}
                 (b"fuzzy", None) => {}
                 // What rsync prints (a full sync's progress): nothing lands otherwise.
                 (b"info", Some(_)) => {}
-                (b"link-dest", Some(_))
-                | (b"timeout", Some(_))
+                (b"link-dest", Some(d)) => o.link_dest = Some(d.to_vec()),
+                (b"timeout", Some(_))
                 | (b"contimeout", Some(_))
                 | (b"sockopts", Some(_))
                 | (b"password-file", Some(_))
@@ -210,6 +221,21 @@ fn parse(argv: &[OsString], stdin: &[u8]) -> Result<Opts, String> {
     Ok(o)
 }
 
+/// `path` with its `.` and `..` components resolved (`None`: above the top).
+fn normalize(path: &[u8]) -> Option<Vec<u8>> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join(&b'/'))
+}
+
 /// One source argument: its directory at the source (the transfer's top) and the path
 /// below it; `contents`: a trailing `/` (or `.`), its entries are sent too.
 struct Arg {
@@ -262,6 +288,8 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
     let mut missing: Vec<Vec<u8>> = Vec::new();
     let mut io_error = false;
     let mut vanished = false;
+    // Deletions `--max-delete=0` skipped.
+    let mut skipped = 0usize;
     // Where each sent directory is at the source.
     let mut dir_at: std::collections::HashMap<Vec<u8>, std::path::PathBuf> = Default::default();
     for a in &o.sources {
@@ -471,7 +499,9 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             continue;
         };
         let dst = join(&p, name);
-        if o.delete {
+        if o.delete_nothing {
+            skipped += usize::from(remote.contains_key(&dst));
+        } else if o.delete {
             delete_protected(remote, &dst, rel, &|r, d| excluded(r, d));
         } else {
             remove_tree(remote, &dst);
@@ -529,6 +559,10 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                 }
                 let is_dir = remote.get(&join(&rdir, &name)) == Some(&Node::Dir);
                 if excluded(&rel, is_dir) {
+                    continue;
+                }
+                if o.delete_nothing {
+                    skipped += 1;
                     continue;
                 }
                 delete_protected(remote, &join(&rdir, &name), &rel, &|r, d| excluded(r, d));
@@ -606,6 +640,23 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             if matches!(node, Node::File { .. }) {
                 placed.insert(rel.clone());
             }
+            // `--link-dest`: a file the quick check finds equal there (size and mtime)
+            // is linked from there, whatever its bytes.
+            let alt = match (&o.link_dest, node) {
+                (Some(ld), Node::File { data, mtime, .. }) if !o.ignore_times => {
+                    normalize(&join(&join(&sub, ld), rel)).and_then(|c| match remote.get(&c) {
+                        Some(
+                            n @ Node::File {
+                                data: d2,
+                                mtime: m2,
+                                ..
+                            },
+                        ) if d2.len() == data.len() && (!o.times || m2 == mtime) => Some(n.clone()),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            };
             match (node, have) {
                 (Node::Dir, Some(Node::Dir)) => {}
                 (Node::Dir, _) => {
@@ -617,7 +668,11 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                     // contents are deleted to make way, but for what an exclude rule
                     // protects; the receiver has the rules only with `--delete` (a
                     // daemon is sent them only then). What is left keeps the directory.
-                    if o.force || o.delete {
+                    if o.delete_nothing {
+                        // Making way deletes too: `--max-delete=0` skips it (an empty
+                        // directory's own removal is not counted).
+                        skipped += usize::from(has_children(remote, &dst));
+                    } else if o.force || o.delete {
                         let protect = |r: &[u8], d: bool| o.delete && excluded(r, d);
                         let mut prefix = dst.clone();
                         prefix.push(b'/');
@@ -654,6 +709,11 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                         remote.insert(dst, put(node, o.times));
                     }
                 }
+                (Node::File { .. }, _) if alt.is_some() => {
+                    if let Some(a) = alt {
+                        remote.insert(dst, a);
+                    }
+                }
                 (n, _) => {
                     remote.insert(dst, put(n, o.times));
                 }
@@ -672,6 +732,22 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                 String::from_utf8_lossy(&rel)
             ),
         };
+    }
+    if skipped > 0 {
+        // The receiver says it; where the receiver is the remote's (a daemon), the
+        // client exits 0 for it, else 25 (rsync 3.5.0, checked by the differential test).
+        let line = format!("Deletions stopped due to --max-delete limit ({skipped} skipped)");
+        let daemon = o.dest.windows(2).any(|w| w == b"::");
+        if errors.is_empty() && !vanished {
+            return Ran {
+                status: if daemon { 0 } else { 25 },
+                stderr: line,
+            };
+        }
+        if !daemon {
+            // Over a daemon the client's error ends it, without the receiver's line.
+            errors.insert(0, line);
+        }
     }
     if errors.is_empty() && vanished {
         Ran {
