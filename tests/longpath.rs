@@ -84,7 +84,9 @@ fn status_naming_skipped(s: &Setup, agent: &mut Agent) -> std::process::Output {
     let end = Instant::now() + Duration::from_secs(60);
     loop {
         let out = sersync2(&s.dir, &["-o", "sersync.xml", "--status"]);
-        if String::from_utf8_lossy(&out.stdout).contains("not mirrored, too long for rsync") {
+        if String::from_utf8_lossy(&out.stdout)
+            .contains("not mirrorable: longer than rsync's 4096-byte limit")
+        {
             return out;
         }
         agent.assert_running();
@@ -122,7 +124,7 @@ fn root_changes_land_and_the_deep_path_is_named(s: &Setup, agent: &mut Agent) {
     assert!(shown.contains(" bytes)..."), "shortened: {shown}");
     let log = agent.log();
     assert!(
-        log.contains("is too long for rsync"),
+        log.contains("is not mirrorable: longer than rsync's 4096-byte limit"),
         "the log names it: {}",
         tail(&log, 60)
     );
@@ -267,5 +269,138 @@ fn a_full_sync_lands_beside_a_users_too_long_path() {
     assert_eq!(status.status.code(), Some(0), "{}", text(&status));
     let shown = String::from_utf8_lossy(&status.stdout);
     assert!(shown.contains("last full sync: succeeded"), "{shown}");
+    agent.stop();
+}
+
+/// As `user`: `up/deep3/` and 76 nested 50-byte directories below it (3,884 bytes from
+/// the root), holding a file `short` and a file with a 250-byte name: rsync, listing
+/// that directory, cannot build the second one's name ("filename overflows max-path
+/// len by N"), whatever exclude rule names it.
+fn make_overflowing_name(user: &User, up: &Path) {
+    user.run(
+        "perl",
+        &[
+            "-e".as_ref(),
+            "chdir $ARGV[0] or die \"cd: $!\"; mkdir 'deep3'; chdir 'deep3' or die \"cd: $!\";\n\
+             for (1..76) { mkdir 'y' x 50 or die \"mkdir: $!\"; chdir 'y' x 50 or die \"cd: $!\" }\n\
+             for my $n ('short', 'z' x 250) {\n\
+               open(my $f, '>', $n) or die \"open: $!\"; print $f \"x\\n\"; close $f or die; }\n"
+                .as_ref(),
+            up.as_os_str(),
+        ],
+    );
+}
+
+/// `up/deep3/y.../short` below `base`, made of relative steps (the path is longer than
+/// the kernel takes at once): its content, if it is there.
+fn read_deep_short(base: &Path) -> Option<Vec<u8>> {
+    let out = std::process::Command::new("perl")
+        .args([
+            "-e",
+            "chdir $ARGV[0] or exit 1; chdir 'up/deep3' or exit 1;\n\
+             for (1..76) { chdir 'y' x 50 or exit 1 }\n\
+             open(my $f, '<', 'short') or exit 1; local $/; print <$f>;",
+        ])
+        .arg(base)
+        .output()
+        .ok()?;
+    out.status.success().then_some(out.stdout)
+}
+
+/// The count of not mirrorable paths `--status --json` gives for the first root.
+fn skipped_paths(s: &Setup) -> u64 {
+    let json = sersync2(&s.dir, &["-o", "sersync.xml", "--status", "--json"]);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&json.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&json)));
+    doc["roots"][0]["skipped_paths"].as_u64().unwrap_or(0)
+}
+
+// A user's file whose name rsync cannot build while listing its directory ("filename
+// overflows max-path len by 34", exit 23, every deletion skipped, whatever exclude rule
+// names it): every full sync and `--verify` of every remote failed, the remotes stayed
+// FAILING for ever, the log's stderr kept only the end of the 4 KiB path (not rsync's
+// words), and the count in status stayed after the file was deleted.
+#[test]
+fn a_name_rsync_cannot_build_fails_no_full_sync_or_verify() {
+    let Some(attacker) = User::create("o") else {
+        return;
+    };
+    let s = setup!();
+    let up = upload_dir(&s, &attacker);
+    make_overflowing_name(&attacker, &up);
+    s.write("before.txt", "made before the start\n");
+    for remote in s.remotes() {
+        fs::write(
+            remote.join("stale.txt"),
+            "deleted while the agent was down\n",
+        )
+        .expect("plant a stale file");
+    }
+    let mut agent = s.agent(&["-r"]);
+    let end = Instant::now() + Duration::from_secs(90);
+    loop {
+        let level = s.remotes().iter().all(|r| {
+            fs::read(r.join("before.txt")).ok().as_deref() == Some(&b"made before the start\n"[..])
+                && !r.join("stale.txt").exists()
+                && read_deep_short(r).as_deref() == Some(&b"x\n"[..])
+        });
+        if level {
+            break;
+        }
+        agent.assert_running();
+        assert!(
+            Instant::now() < end,
+            "the full sync never made the remotes level; agent log:\n{}",
+            tail(&agent.log(), 60)
+        );
+        std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
+    }
+    let out = wait_synced(&s.dir, 90);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = status_naming_skipped(&s, &mut agent);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    assert!(!shown.contains("FAILING"), "{shown}");
+    assert!(shown.contains("last full sync: succeeded"), "{shown}");
+    assert!(shown.contains(" bytes)..."), "shortened: {shown}");
+    let log = agent.log();
+    assert!(
+        log.contains("not mirrorable: longer than rsync's 4096-byte limit"),
+        "{}",
+        tail(&log, 60)
+    );
+    // --verify compares the rest, and names the path.
+    let verify = sersync2(&s.dir, &["-o", "sersync.xml", "--verify"]);
+    let said = text(&verify);
+    assert_eq!(verify.status.code(), Some(0), "{said}");
+    assert!(said.contains("level"), "{said}");
+    assert!(
+        said.contains("1 path(s) not mirrorable: longer than rsync's 4096-byte limit")
+            && said.contains(" bytes)...zzzz"),
+        "{said}"
+    );
+    assert!(!said.contains("could not be checked"), "{said}");
+    // Gone from the tree: no longer counted.
+    assert_eq!(skipped_paths(&s), 1);
+    attacker.run(
+        "perl",
+        &[
+            "-e".as_ref(),
+            "chdir $ARGV[0] or die; chdir 'deep3' or die; for (1..76) { chdir 'y' x 50 or die }\n\
+             unlink('z' x 250) or die \"unlink: $!\";"
+                .as_ref(),
+            up.as_os_str(),
+        ],
+    );
+    let end = Instant::now() + Duration::from_secs(60);
+    while skipped_paths(&s) != 0 {
+        agent.assert_running();
+        assert!(
+            Instant::now() < end,
+            "the count never dropped; agent log:\n{}",
+            tail(&agent.log(), 30)
+        );
+        std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
+    }
     agent.stop();
 }

@@ -452,3 +452,49 @@ fn a_file_replaced_by_a_directory_only_excluded_directory_leaves_every_remote() 
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     agent.stop();
 }
+
+// Real files whose names match the temp-name pattern (`.env.Backup`, `.npmrc.OLD123`,
+// `4913`) are never mirrored, by design (live, full sync, verify and warm walk agree);
+// `--verify` and the full sync's log said nothing of them, so an operator never learnt
+// that `.env.Backup` was on no remote.
+#[test]
+fn files_never_mirrored_for_their_temp_like_names_are_named() {
+    let s = setup!();
+    s.write("a/real.txt", "real\n");
+    for name in [".env.Backup", "a/.npmrc.OLD123", "4913"] {
+        s.write(name, "a real file\n");
+    }
+    let mut agent = s.agent(&["-r"]);
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        let landed = s
+            .remotes()
+            .iter()
+            .all(|r| fs::read(r.join("a/real.txt")).ok().as_deref() == Some(&b"real\n"[..]));
+        let log = agent.log();
+        if landed && log.contains("3 file(s) never mirrored: their names match the temp-name") {
+            assert!(log.contains("\".env.Backup\""), "{}", tail(&log, 20));
+            assert!(log.contains("\"a/.npmrc.OLD123\""), "{}", tail(&log, 20));
+            break;
+        }
+        agent.assert_running();
+        assert!(
+            std::time::Instant::now() < end,
+            "the full sync never named the files; agent log:\n{}",
+            tail(&log, 40)
+        );
+        std::thread::sleep(POLL_INTERVAL); // poll interval, inside a deadline loop
+    }
+    for r in s.remotes() {
+        assert!(!r.join(".env.Backup").exists(), "the rule is unchanged");
+    }
+    let out = verify(&s.dir, &[]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "level otherwise: {said}");
+    assert!(
+        said.contains("3 file(s) never mirrored: their names match the temp-name pattern")
+            && said.contains("\".env.Backup\", \"4913\", \"a/.npmrc.OLD123\""),
+        "{said}"
+    );
+    agent.stop();
+}

@@ -302,7 +302,7 @@ pub const ELEMENTS: &[Element] = &[
             added("seconds", "The window the deletes are counted in, 1 to 86400 (default 60)."),
             added(
                 "settle",
-                "Seconds a delete waits before it goes, so an rm -rf is counted whole \
+                "Seconds without a new delete before deletes go, so an rm -rf is counted whole \
                  first, 0 to 3600 (default 2); 0: at once.",
             ),
         ],

@@ -31,10 +31,12 @@ pub fn verify(config: &Config, args: &Args) -> Result<u8, Exit> {
             crate::watch::excluded_paths(&t.root, excludes)
         });
     }
+    let no_excludes = Default::default();
     let check = |t: &Target| {
         let none = Vec::new();
         let ex = excluded.get(&t.root).unwrap_or(&none);
-        verify::check(t, ex, args.checksum).map_err(|e| e.to_string())
+        let excludes = parts.excludes(&t.root).unwrap_or(&no_excludes);
+        verify::check(t, ex, excludes, args.checksum).map_err(|e| e.to_string())
     };
     let results: Vec<Result<Drift, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = targets
@@ -68,7 +70,7 @@ pub fn verify(config: &Config, args: &Args) -> Result<u8, Exit> {
 /// One remote's part of the report.
 fn report(t: &Target, result: &Result<Drift, String>) -> String {
     let head = format!("{} ({})", t.label(), t.root.display());
-    match result {
+    let mut s = match result {
         Err(e) => format!("{head}: could not be checked: {e}\n"),
         Ok(d) if d.is_level() => format!("{head}: level\n"),
         Ok(d) => {
@@ -90,5 +92,11 @@ fn report(t: &Target, result: &Result<Drift, String>) -> String {
             }
             s
         }
+    };
+    if let Ok(d) = result {
+        for line in &d.unmirrorable {
+            s.push_str(&format!("    {line}\n"));
+        }
     }
+    s
 }

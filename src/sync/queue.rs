@@ -352,10 +352,11 @@ impl Queue {
         self.wake_for(st, targets);
     }
 
-    /// The brake on mass deletes is on for `t` (see [`Ledger::braking`]).
-    pub fn braking(&self, t: RemoteId) -> bool {
+    /// The full sync in flight to `t` is guarded by the brake on mass deletes (see
+    /// [`Ledger::guards_full`]): on, and not a full sync the operator released.
+    pub fn guards_full(&self, t: RemoteId) -> bool {
         let st = self.lock();
-        st.remotes.get(t.0).is_some_and(|r| r.pending.braking())
+        st.remotes.get(t.0).is_some_and(|r| r.pending.guards_full())
     }
 
     /// The full sync in flight to `t` is held, not run: its root is empty now (see

@@ -31,7 +31,7 @@ mod run;
 mod ssh;
 mod view;
 
-pub use outcome::{describe_status, is_success, Outcome, STDERR_KEEP};
+pub use outcome::{condense, describe_status, is_success, Outcome, STDERR_KEEP, STDERR_READ};
 pub use run::{terminate_running, Processes, Runner, Watch, LONG_PUSH};
 pub use ssh::{ssh_command, CONNECT_TIMEOUT, IO_TIMEOUT, SSH_PERSIST};
 pub use view::{command_in, exec_in_view, guarded, link_guard, unguarded_warning, IN_VIEW, VIEW};
@@ -268,6 +268,15 @@ impl Target {
     /// yet is still owed as its listing: read back, its `/` says so).
     pub fn fail_log_argv(&self, job: &Job) -> Vec<OsString> {
         self.argv_with_args_checked(job, true, true)
+    }
+
+    /// The paths `job` names (all files, or all trees) with `excluded` kept out, by
+    /// rsync's quick check as a full sync compares them (no `--ignore-times`): for
+    /// `--verify` of a directory's entries a full sync pushes on their own.
+    pub fn quick_argv(&self, job: &Job, excluded: &[PathBuf]) -> (Vec<OsString>, Vec<u8>) {
+        let mut argv = self.argv_with_args_checked(job, false, false);
+        let stdin = exclude_exactly(&mut argv, excluded);
+        (argv, stdin)
     }
 
     /// ssh mode, after the remote `mv` of a directory ([`Target::remote_rename_argv`]):

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::job::{Job, RemoteId};
+use super::job::{Entry, Job, RemoteId};
 use super::rsync::{self, Target};
 use super::workers::Mirror;
 use crate::sys::{memfile, Stop};
@@ -63,6 +63,9 @@ pub struct Drift {
     pub extra: usize,
     /// Every differing path, relative to the watch root, in rsync's order.
     pub paths: Vec<(Kind, PathBuf)>,
+    /// What the tree holds that is never mirrored, one line each for the report (paths
+    /// too long for rsync: how many, one of them shortened). Not a drift: it says why.
+    pub unmirrorable: Vec<String>,
 }
 
 impl Drift {
@@ -173,8 +176,23 @@ pub fn parse(output: &[u8]) -> Drift {
 
 /// The verify call for a target: the full sync's argument vector and stdin, with
 /// `--dry-run --itemize-changes` (and `--checksum`) before the source and destination.
+#[cfg(test)]
 pub fn argv(target: &Target, excluded: &[PathBuf], checksum: bool) -> (Vec<OsString>, Vec<u8>) {
-    let (mut argv, stdin) = target.argv(&Job::Full, excluded);
+    argv_of(target, &Job::Full, excluded, checksum)
+}
+
+/// [`argv`] for a job: the full sync, or paths (the entries of a directory left out
+/// for a name rsync cannot build, see `watch::left_out`).
+fn argv_of(
+    target: &Target,
+    job: &Job,
+    excluded: &[PathBuf],
+    checksum: bool,
+) -> (Vec<OsString>, Vec<u8>) {
+    let (mut argv, stdin) = match job {
+        Job::Full => target.argv(job, excluded),
+        _ => target.quick_argv(job, excluded),
+    };
     let mut extra: Vec<OsString> = vec![
         "--dry-run".into(),
         "--itemize-changes".into(),
@@ -184,33 +202,94 @@ pub fn argv(target: &Target, excluded: &[PathBuf], checksum: bool) -> (Vec<OsStr
     if checksum {
         extra.push("--checksum".into());
     }
-    let at = argv.len().saturating_sub(2);
+    let at = match job {
+        Job::Full => argv.len().saturating_sub(2),
+        _ => 0,
+    };
     argv.splice(at..at, extra);
     (argv, stdin)
 }
+
+/// Paths too long for rsync a verification leaves out at most.
+const TOO_LONG_LEFT_OUT: usize = 10_000;
 
 /// Most bytes of rsync's itemized output read (a drift of millions of paths).
 const OUTPUT_KEEP: usize = 256 << 20;
 
 /// Compares one remote with its watch root; nothing is changed on either side.
 /// `Err` says why the remote could not be checked (the callers only report it).
-pub fn check(target: &Target, excluded: &[PathBuf], checksum: bool) -> anyhow::Result<Drift> {
+/// `excludes`: the root's, to name the files never mirrored for their temp names
+/// ([`crate::watch::temp_named`]).
+pub fn check(
+    target: &Target,
+    excluded: &[PathBuf],
+    excludes: &crate::filter::Excludes,
+    checksum: bool,
+) -> anyhow::Result<Drift> {
     if !target.root.is_dir() {
         anyhow::bail!(
             "the watch root {} is not a directory; nothing compared",
             target.root.display()
         );
     }
-    let (argv, stdin) = argv(target, excluded, checksum);
-    let (status, out, err) =
-        run_capturing(&target.root, &argv, &stdin).map_err(anyhow::Error::msg)?;
-    if !rsync::is_success(status) {
-        // rsync's and ssh's own words, with a hint for the common causes.
-        return Err(anyhow::Error::msg(
-            super::cause::Cause::of(status, &err).text,
+    // Paths too long for rsync are left out as a full sync leaves them out (rsync
+    // would fail the whole comparison, exit 23), and named.
+    let long = crate::watch::too_long_below(&target.root, TOO_LONG_LEFT_OUT);
+    let out = crate::watch::left_out(&long);
+    let mut without = excluded.to_vec();
+    without.extend(out.excluded.iter().cloned());
+    let run = |job: &Job| -> anyhow::Result<Drift> {
+        let (argv, stdin) = argv_of(target, job, &without, checksum);
+        let (status, out, err) =
+            run_capturing(&target.root, &argv, &stdin).map_err(anyhow::Error::msg)?;
+        if !rsync::is_success(status) {
+            // rsync's and ssh's own words, with a hint for the common causes.
+            return Err(anyhow::Error::msg(
+                super::cause::Cause::of(status, &err).text,
+            ));
+        }
+        Ok(parse(&out))
+    };
+    let mut drift = run(&Job::Full)?;
+    for entries in relisted(&target.root, &out, excluded) {
+        for part in rsync::split_for_args(&entries, rsync::ARGS_BUDGET) {
+            for (kind, path) in run(&Job::Paths(part.to_vec()))?.paths {
+                drift.add(kind, path);
+            }
+        }
+    }
+    if let Some(first) = long.first() {
+        drift.unmirrorable.push(format!(
+            "{}{} path(s) not mirrorable: {} (e.g. {})",
+            long.len(),
+            if long.len() >= TOO_LONG_LEFT_OUT {
+                "+"
+            } else {
+                ""
+            },
+            crate::watch::too_long_reason(),
+            crate::watch::shorten(first)
         ));
     }
-    Ok(parse(&out))
+    if let Some(line) = crate::watch::temp_named(&target.root, excludes).line() {
+        drift.unmirrorable.push(line);
+    }
+    Ok(drift)
+}
+
+/// The entries of the directories a full sync leaves out for a name rsync cannot build
+/// (see `watch::relisted_entries`): the files, then the directories with what is below
+/// them, each kind in calls of its own.
+pub fn relisted(root: &Path, out: &crate::watch::LeftOut, skip: &[PathBuf]) -> [Vec<Entry>; 2] {
+    let (mut files, mut trees) = (Vec::new(), Vec::new());
+    for (p, dir) in crate::watch::relisted_entries(root, out, skip) {
+        if dir {
+            trees.push(Entry::tree(p));
+        } else {
+            files.push(Entry::plain(p));
+        }
+    }
+    [files, trees]
 }
 
 /// Runs `rsync argv` in `cwd` (no shell, in its view that follows no link), stdout and
@@ -254,8 +333,8 @@ fn run_capturing(
     out.seek(SeekFrom::Start(0))
         .and_then(|_| (&mut out).take(OUTPUT_KEEP as u64).read_to_end(&mut bytes))
         .map_err(|e| format!("cannot read rsync's output: {e}"))?;
-    let tail = memfile::tail(&err, 4096);
-    Ok((status, bytes, String::from_utf8_lossy(&tail).into_owned()))
+    let kept = rsync::condense(&memfile::tail(&err, rsync::STDERR_READ));
+    Ok((status, bytes, kept))
 }
 
 /// The last verification of one remote, for status and metrics.
@@ -357,6 +436,11 @@ impl Verifier {
                 first: Vec::new(),
                 error: None,
             };
+            if let Ok(drift) = &result {
+                for line in &drift.unmirrorable {
+                    log::warn!(remote = label.as_str(); "verify: {label}: {}: {line}", target.root.display());
+                }
+            }
             match result {
                 Err(e) => {
                     log::warn!(remote = label.as_str(); "verify: {label} could not be checked: {e}");
@@ -398,7 +482,13 @@ impl Verifier {
         let target = &self.mirror.targets()[t.0];
         let once = || match self.mirror.root_unsafe(t) {
             Some(why) => Err(format!("not verified: {why}")),
-            None => check(target, &self.mirror.excluded_paths(t), false).map_err(|e| e.to_string()),
+            None => check(
+                target,
+                &self.mirror.excluded_paths(t),
+                self.mirror.excludes_of(t),
+                false,
+            )
+            .map_err(|e| e.to_string()),
         };
         let first = once()?;
         if first.is_level() {
@@ -414,7 +504,10 @@ impl Verifier {
         let second = once()?;
         let seen: std::collections::HashSet<&PathBuf> =
             first.paths.iter().map(|(_, p)| p).collect();
-        let mut confirmed = Drift::default();
+        let mut confirmed = Drift {
+            unmirrorable: second.unmirrorable,
+            ..Drift::default()
+        };
         for (kind, path) in second.paths {
             if seen.contains(&path) {
                 confirmed.add(kind, path);

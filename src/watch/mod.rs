@@ -46,8 +46,11 @@ use inotify::InotifyTree;
 pub use root::{dir_id, MountNote, RootHealth, RootReport, RootState};
 #[cfg(test)]
 pub use toolong::TooLongReport;
-pub use toolong::{shorten, too_long_below, too_long_for_rsync, RSYNC_PATH_MAX};
-pub use walk::{excluded_paths, excluded_paths_below};
+pub use toolong::{
+    left_out, reason as too_long_reason, relisted_entries, shorten, too_long_below,
+    too_long_below_in, too_long_for_rsync, LeftOut,
+};
+pub use walk::{excluded_paths, excluded_paths_below, temp_named};
 
 /// The watch of one root, by whichever kernel interface watches it. Both send the same
 /// [`Change`]s; nothing after the watcher knows which one runs.

@@ -180,7 +180,23 @@ impl RootHealth {
         Ok(())
     }
 
+    /// Drops from the count of too-long paths those no longer in the tree (deleted, or
+    /// renamed short), at most every `toolong::RECHECK_EVERY`; read outside the lock.
+    fn recheck_too_long(&self) {
+        let Some(kept) = self.inner().too_long.recheck_due(Instant::now()) else {
+            return;
+        };
+        let gone: Vec<PathBuf> = kept
+            .into_iter()
+            .filter(|p| !super::toolong::still_there(&self.path, p))
+            .collect();
+        if !gone.is_empty() {
+            self.inner().too_long.forget(&gone);
+        }
+    }
+
     pub fn report(&self) -> RootReport {
+        self.recheck_too_long();
         let i = self.inner();
         RootReport {
             path: self.path.clone(),

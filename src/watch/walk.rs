@@ -256,6 +256,78 @@ fn excluded_below(root: &Path, dir: PathBuf, excludes: &Excludes) -> Vec<PathBuf
     out
 }
 
+/// What a walk found that is never mirrored because its name is a temp name
+/// ([`filter::is_temp_name`]: vim's `4913`, `x~`, swap files, `.#x`, `.name.XXXXXX`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TempNamed {
+    /// How many entries (a directory so named counts once, what is below it not).
+    pub count: usize,
+    /// The first few, relative to the root, sorted.
+    pub first: Vec<PathBuf>,
+}
+
+/// Entries named in [`TempNamed::first`] at most.
+pub const TEMP_NAMED_SHOWN: usize = 5;
+
+/// Every entry below `root` whose name is a temp name, outside what the excludes keep
+/// out (not descended into) and the agent's own files and sync cookies: the files a
+/// live push, a full sync, `--verify` and the warm walk all leave out by that rule
+/// alone, for the log and `--verify` to name. Read with the listing's types only; what
+/// cannot be listed is passed over.
+pub fn temp_named(root: &Path, excludes: &Excludes) -> TempNamed {
+    let mut found = TempNamed::default();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let rel = dir.join(&name);
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if filter::is_cookie(name.as_bytes())
+                || excludes.is_own(&rel)
+                || excludes.excludes(&rel, is_dir)
+            {
+                continue;
+            }
+            if filter::is_temp_name(name.as_bytes()) {
+                found.count += 1;
+                found.first.push(rel);
+                found.first.sort();
+                found.first.truncate(TEMP_NAMED_SHOWN);
+            } else if is_dir {
+                stack.push(rel);
+            }
+        }
+    }
+    found
+}
+
+impl TempNamed {
+    /// One line for the log and `--verify`'s report; `None` when there are none.
+    pub fn line(&self) -> Option<String> {
+        if self.first.is_empty() {
+            return None;
+        }
+        let mut names: Vec<String> = self
+            .first
+            .iter()
+            .map(|p| format!("{:?}", crate::watch::shorten(p)))
+            .collect();
+        if self.count > self.first.len() {
+            names.push("...".to_owned());
+        }
+        Some(format!(
+            "{} file(s) never mirrored: their names match the temp-name pattern (4913, \
+             *~, .*.swp, .*.swx, .*.swpx, .#*, .name.XXXXXX with a digit or capital in \
+             the suffix): {}",
+            self.count,
+            names.join(", ")
+        ))
+    }
+}
+
 /// Every path at and below `dir` (relative to `root`) that the excludes and the temp
 /// names let in, directories and files, for a directory that arrived whole: `dir`
 /// itself first. Siblings are listed in parallel.
@@ -392,5 +464,47 @@ mod link_tests {
         );
         assert!(below.contains(&PathBuf::from("up/real/f")), "{below:?}");
         assert!(below.contains(&PathBuf::from("up/real/l")), "{below:?}");
+    }
+}
+
+#[cfg(test)]
+mod temp_named_tests {
+    use super::*;
+
+    /// Real files with temp-like names (`.env.Backup`, `.npmrc.OLD123`, `4913`) are
+    /// found and named; excluded directories and cookies are not.
+    #[test]
+    fn files_never_mirrored_for_their_names_are_found() {
+        let tmp = std::env::temp_dir().join(format!("walk-temp-named-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        for d in ["a/b", "cache", "swap~"] {
+            std::fs::create_dir_all(tmp.join(d)).expect("mkdir");
+        }
+        for f in [
+            "a/.env.Backup",
+            "a/b/.npmrc.OLD123",
+            "4913",
+            "cache/x~",
+            "swap~/inside",
+            ".sersync2-cookie-1-2",
+            "a/.htaccess",
+            "a/readme",
+        ] {
+            std::fs::write(tmp.join(f), "x").expect("write");
+        }
+        let excludes = Excludes::new(vec![crate::config::path_regex("cache").expect("regex")]);
+        let found = temp_named(&tmp, &excludes);
+        assert_eq!(found.count, 4, "{found:?}");
+        assert_eq!(
+            found.first,
+            ["4913", "a/.env.Backup", "a/b/.npmrc.OLD123", "swap~"]
+                .map(PathBuf::from)
+                .to_vec()
+        );
+        let line = found.line().expect("a line");
+        assert!(line.starts_with("4 file(s) never mirrored: their names match the temp-name"));
+        assert!(line.contains("\"a/.env.Backup\""), "{line}");
+        assert_eq!(TempNamed::default().line(), None);
+        let _ = std::fs::remove_dir_all(&tmp);
     }
 }

@@ -141,8 +141,8 @@ pub struct RootStatus {
     #[serde(default)]
     pub rewalks: usize,
     /// Paths below it too long for rsync (its 4096-byte limit, the directory it runs in
-    /// included): never pushed, never owed, never waited for. Distinct paths since the
-    /// start.
+    /// included): never pushed, never owed, never waited for. Distinct paths met and
+    /// still in the tree (past 256 of them, those beyond are counted since the start).
     #[serde(default)]
     pub skipped_paths: u64,
     /// Why they were left out, while any was.
@@ -434,13 +434,7 @@ impl Status {
                     .collect(),
                 rewalks: r.rewalks,
                 skipped_paths: r.too_long.paths,
-                skipped_reason: (r.too_long.paths > 0).then(|| {
-                    format!(
-                        "too long for rsync (its limit is {} bytes, the directory it runs in \
-                         included)",
-                        crate::watch::RSYNC_PATH_MAX
-                    )
-                }),
+                skipped_reason: (r.too_long.paths > 0).then(crate::watch::too_long_reason),
                 skipped_last: r.too_long.last,
             })
             .collect();

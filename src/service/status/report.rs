@@ -213,10 +213,12 @@ pub fn render(s: &Status) -> String {
         }
         if r.skipped_paths > 0 {
             out.push_str(&format!(
-                "watch root {}: {} path(s) not mirrored, {} (last: {}); see the log\n",
+                "watch root {}: {} path(s) not mirrorable: {} (last: {}); see the log\n",
                 p(&r.path),
                 r.skipped_paths,
-                p(r.skipped_reason.as_deref().unwrap_or("too long for rsync")),
+                p(r.skipped_reason
+                    .as_deref()
+                    .unwrap_or("longer than rsync's limit")),
                 p(r.skipped_last.as_deref().unwrap_or("?"))
             ));
         }

@@ -233,11 +233,12 @@ fn paths_too_long_for_rsync_are_counted_and_named() {
     assert!(s.roots[0]
         .skipped_reason
         .as_deref()
-        .is_some_and(|r| r.contains("too long for rsync")));
+        .is_some_and(|r| r.contains("longer than rsync's 4096-byte limit")));
     let text = render(&s);
     assert!(
-        text.contains("watch root /www: 2 path(s) not mirrored, too long for rsync")
-            && text.contains(&last),
+        text.contains(
+            "watch root /www: 2 path(s) not mirrorable: longer than rsync's 4096-byte limit"
+        ) && text.contains(&last),
         "{text}"
     );
     assert_eq!(crate::service::status::exit_code(&s), 0);

@@ -61,6 +61,7 @@ impl Ledger {
             self.full_pending = false;
             self.full_inflight = true;
             self.full_running = self.full_mark.take();
+            self.full_taken();
             self.running += 1;
             return Some(Job::Full);
         }

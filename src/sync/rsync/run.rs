@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::outcome::{Outcome, STDERR_KEEP};
+use super::outcome::{condense, Outcome, STDERR_READ};
 use super::progress2::{Feed, Latest};
 use super::view::command_in;
 use crate::sys::process::{exits_within, wait_unreaped};
@@ -204,8 +204,7 @@ fn launch(
         // keep the thread (only it) waiting; the call does not wait for that.
         let _ = done.recv_timeout(Duration::from_secs(1));
     }
-    let tail = memfile::tail(&err_file, STDERR_KEEP);
-    let mut stderr = String::from_utf8_lossy(&tail).trim().to_owned();
+    let mut stderr = condense(&memfile::tail(&err_file, STDERR_READ));
     if let Some(after) = killed {
         stderr.push_str(&format!(
             "\n{} killed after {}s without an answer",

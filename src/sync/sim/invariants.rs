@@ -131,6 +131,10 @@ impl Sim {
         for _ in 0..200 {
             // What waits for a CLOSE_WRITE is queued by then (see `advance`).
             self.flush_unclosed();
+            // The operator releases what the brake holds.
+            if self.lock().setup.brake.is_some() {
+                self.release_held();
+            }
             while !self.broken() && pushes < 5_000 && p.mirror.run_one_at(self.now()) {
                 pushes += 1;
             }

@@ -116,6 +116,8 @@ struct Setup {
     delete: bool,
     batch: usize,
     collapse_at: usize,
+    /// With `brake`: the brake on mass deletes (a small count, settle 0 or 60 s).
+    brake: Option<crate::config::DeleteBrake>,
 }
 
 /// One running pipeline (what a start or restart builds).
@@ -242,6 +244,13 @@ impl Sim {
         };
         let queue = Arc::new(Queue::new(targets.len(), setup.batch, 2 * targets.len()));
         queue.set_collapse_at(setup.collapse_at);
+        if setup.brake.is_some() {
+            queue.set_brake(
+                setup.brake,
+                targets.iter().map(Target::label).collect(),
+                &fail_log_path,
+            );
+        }
         let runner: Arc<dyn Runner> = Arc::new(SimRunner(Arc::downgrade(self)));
         let mirror = Arc::new(
             Mirror::new(
@@ -401,6 +410,35 @@ impl Sim {
         st.offset += Duration::from_secs(120);
         st.tick += 1;
         st.history.push("time passes (120 s)".into());
+        let release = st.setup.brake.is_some() && !st.stopped && st.rng.chance(35);
+        drop(st);
+        if release {
+            self.release_held();
+        }
+    }
+
+    /// The operator releases what the brake holds (`--release-deletes`).
+    fn release_held(&self) {
+        let Some(p) = self.pipeline() else {
+            return;
+        };
+        let released = p.mirror.release_deletes();
+        if !released.is_empty() {
+            let what: Vec<String> = (released.iter())
+                .map(|r| {
+                    format!(
+                        "{}: {}{}",
+                        r.remote,
+                        r.deletes,
+                        if r.full { " + full" } else { "" }
+                    )
+                })
+                .collect();
+            self.note(format!(
+                "operator releases held deletes ({})",
+                what.join(", ")
+            ));
+        }
     }
 }
 
@@ -449,6 +487,11 @@ pub struct Faults {
     /// (`--append-verify`) when they grew since their last push landed, or in place.
     /// Not in the default mix: the seeds of the mix stay as they were.
     big_files: bool,
+    /// `brake`: the brake on mass deletes on, with a count of 2 to 5 deletes and a
+    /// settle time of 0 or 60 s: deletes are held, a full sync of an empty root runs
+    /// with `--max-delete=0`, the operator releases what is held now and then (as time
+    /// passes) and at quiesce; held deletes go through stops (the fail log's `#held`).
+    brake: bool,
 }
 
 impl Faults {
@@ -468,6 +511,7 @@ impl Faults {
         link_writes: false,
         warm: false,
         big_files: false,
+        brake: false,
     };
 
     /// What the test run draws: every fault and part of the model.
@@ -502,6 +546,7 @@ pub fn faults() -> Faults {
                 link_writes: on("linkwrites"),
                 warm: on("warm"),
                 big_files: on("bigfiles"),
+                brake: on("brake"),
             }
         }
         // Every fault (the directory-only exclude and symlinks to entries joined once
@@ -530,7 +575,17 @@ pub fn history_with(seed: u64, steps: u64, faults: Faults) -> Ended {
         delete: rng.chance(85),
         batch: [1, 2, 100][rng.below(3) as usize],
         collapse_at: [0, 3, 5][rng.below(3) as usize],
+        brake: None,
     };
+    let mut setup = setup;
+    if faults.brake {
+        setup.brake = Some(crate::config::DeleteBrake {
+            percent: 0,
+            count: 2 + rng.below(4) as usize,
+            window: Duration::from_secs(600),
+            settle: Duration::from_secs([0, 60][rng.below(2) as usize]),
+        });
+    }
     let dir = match tempfile::Builder::new()
         .prefix("sersync2-sim-")
         .tempdir_in(sim_dir())

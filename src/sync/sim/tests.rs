@@ -225,6 +225,42 @@ fn simulated_histories_keep_every_remote_level() {
     }
 }
 
+/// The default mix with the brake on mass deletes (`brake`: deletes held past a small
+/// count, an empty root's full sync run with `--max-delete=0`, the operator releasing
+/// what is held as time passes and at quiesce): `SIM_BRAKE_HISTORIES` of them (default
+/// 3,000), from seed 1.
+#[test]
+fn simulated_histories_with_the_brake_keep_every_remote_level() {
+    let n = env_u64("SIM_BRAKE_HISTORIES").unwrap_or(3_000);
+    let faults = Faults {
+        brake: true,
+        ..Faults::DEFAULT
+    };
+    let failed: Vec<(u64, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2u64)
+            .map(|k| {
+                s.spawn(move || {
+                    ((1 + k..=n).step_by(2))
+                        .filter_map(|seed| {
+                            history_with(seed, STEPS, faults).broken.map(|w| (seed, w))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    assert!(
+        failed.is_empty(),
+        "{} of {n} failed (replay: SIM_SEED=N SIM_FAULTS=stops,overflows,outages,timeouts,\
+         hangs,reloads,roots,hardlinks,dironly,symlinks,brake): {failed:?}",
+        failed.len()
+    );
+}
+
 /// Seeds that found defects, each one history (they run in well under a second), with
 /// the faults they were found with: each must stay fixed.
 #[test]
@@ -291,10 +327,15 @@ fn seeds_that_found_defects_stay_fixed() {
         warm: true,
         ..Faults::DEFAULT
     };
-    // `SIM_FAULTS=all,linkwrites`: every fault, `bigfiles` too.
+    // `SIM_FAULTS=all,linkwrites` as it was before `brake`: every fault, `bigfiles` too.
     let everything = Faults {
         big_files: true,
         ..all
+    };
+    // Every default fault and the brake on mass deletes (`brake`).
+    let brake = Faults {
+        brake: true,
+        ..Faults::DEFAULT
     };
     // Every default fault and the warm restart's (`warm`).
     let warm = Faults {
@@ -423,6 +464,13 @@ fn seeds_that_found_defects_stay_fixed() {
         (3_182, warm),
         (2_903, warm),
         (19_021, warm),
+        // The operator released an empty root's held full sync: it ran again with
+        // `--max-delete=0`, was held again, and never deleted (50 of `brake`).
+        (50, brake),
+        // A held directory delete released as its listing: what had come to wait below
+        // it after the delete (the directory made again, a directory moved in) went one
+        // level deep, and a barrier passed without `a/a/a` (2521 of `brake`).
+        (2_521, brake),
     ];
     for (seed, faults) in seeds {
         let ended = history_with(seed, STEPS, faults);

@@ -94,10 +94,11 @@ impl Mirror {
     /// point, a directory made again at the root's path). It runs with
     /// `--max-delete=0`: a remote that holds nothing to delete is level by it, one
     /// that does makes rsync skip every delete and exit 25, and the full sync is then
-    /// held ([`Mirror::hold_empty_full`]).
+    /// held ([`Mirror::hold_empty_full`]). Not a full sync the operator released
+    /// (`--release-deletes`): that one deletes as asked.
     pub(super) fn full_of_empty_root(&self, t: RemoteId) -> bool {
         let root = &self.targets[t.0].root;
-        std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none()) && self.queue.braking(t)
+        std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none()) && self.queue.guards_full(t)
     }
 
     /// The full sync of an empty root ([`Mirror::full_of_empty_root`]) ended with

@@ -73,6 +73,11 @@ impl Mirror {
         out
     }
 
+    /// The `<filter>` excludes of `t`'s root.
+    pub(crate) fn excludes_of(&self, t: RemoteId) -> &crate::filter::Excludes {
+        &self.excludes[t.0]
+    }
+
     /// What the `<filter>` excludes keep out of a full sync of `t`'s root, found by a
     /// parallel walk of the tree.
     pub(crate) fn excluded_paths(&self, t: RemoteId) -> Vec<PathBuf> {
@@ -90,6 +95,22 @@ impl Mirror {
             started.elapsed().as_secs_f64()
         );
         excluded
+    }
+
+    /// A full sync of `t` says what its tree holds that no push ever mirrors for its
+    /// name alone: files whose names match the temp-name pattern (a real `.env.Backup`
+    /// or `4913` included), how many and the first few, so an operator learns of them.
+    pub(super) fn say_temp_named(&self, t: RemoteId) {
+        let root = &self.targets[t.0].root;
+        let found = crate::watch::temp_named(root, &self.excludes[t.0]);
+        if let Some(line) = found.line() {
+            log::warn!(
+                remote = self.targets[t.0].label().as_str();
+                "full sync of {} to {}: {line}; see docs/guide.md, What is mirrored, and when",
+                root.display(),
+                self.targets[t.0].label()
+            );
+        }
     }
 }
 

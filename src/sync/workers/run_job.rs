@@ -60,7 +60,10 @@ impl Mirror {
                     (job, excluded)
                 })
                 .collect(),
-            Job::Full => vec![(Job::Full, self.excluded_paths(t))],
+            Job::Full => {
+                self.say_temp_named(t);
+                vec![(Job::Full, self.excluded_paths(t))]
+            }
             Job::Rename { from, .. }
                 if std::fs::symlink_metadata(self.targets[t.0].root.join(from)).is_ok() =>
             {
@@ -174,8 +177,8 @@ impl Mirror {
                     outcome = failed;
                 }
             }
-            if let (Job::Full, 23) = (&call, outcome.status) {
-                if let Some(again) = self.full_without_too_long(t, &excluded) {
+            if outcome.status == 23 && sent.is_none() {
+                if let Some(again) = self.without_too_long(t, &call, &excluded) {
                     outcome = again;
                 }
             }

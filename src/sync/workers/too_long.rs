@@ -40,37 +40,73 @@ impl Mirror {
         out
     }
 
-    /// A full sync that ended in exit 23: if the tree holds paths too long for rsync
-    /// (rsync could not open them, "File name too long", and skipped its deletions), the
-    /// full sync again without them; its outcome. They are noted like live ones.
-    pub(super) fn full_without_too_long(
+    /// A call that lists directories (a full sync, or paths with trees) that ended in
+    /// exit 23: if the tree below it holds paths too long for rsync (rsync could not
+    /// open them, "File name too long", or could not even name one while listing its
+    /// directory, "filename overflows max-path len by N", and skipped every deletion),
+    /// the call again without them (see `watch::left_out`: a directory holding a name
+    /// rsync cannot build is left out, and its other entries go in a call of their own
+    /// after it); its outcome, a success when everything else landed. They are noted
+    /// like live ones: not mirrorable, not owed, counted in status while they are there.
+    pub(super) fn without_too_long(
         &self,
         t: RemoteId,
+        call: &Job,
         excluded: &[PathBuf],
     ) -> Option<Outcome> {
-        let root = &self.targets[t.0].root;
-        let long = crate::watch::too_long_below(root, TOO_LONG_EXCLUDED);
+        let target = &self.targets[t.0];
+        let root = &target.root;
+        let long: Vec<PathBuf> = match call {
+            Job::Full => crate::watch::too_long_below(root, TOO_LONG_EXCLUDED),
+            Job::Paths(entries) => entries
+                .iter()
+                .filter(|e| e.tree)
+                .flat_map(|e| crate::watch::too_long_below_in(root, &e.path, TOO_LONG_EXCLUDED))
+                .take(TOO_LONG_EXCLUDED)
+                .collect(),
+            Job::Rename { .. } => return None,
+        };
         if long.is_empty() {
             return None;
         }
+        let out = crate::watch::left_out(&long);
+        let what = match call {
+            Job::Full => format!("full sync of {}", root.display()),
+            other => format!("push of {} path(s) from {}", other.count(), root.display()),
+        };
         log::info!(
-            "full sync of {} to {}: {} path(s) too long for rsync in the tree; running it \
-             again without them",
-            root.display(),
-            self.targets[t.0].label(),
-            long.len()
+            "{what} to {}: {} path(s) in the tree not mirrorable: {} (e.g. {}); running it \
+             again without them{}",
+            target.label(),
+            long.len(),
+            crate::watch::too_long_reason(),
+            crate::watch::shorten(&long[0]),
+            match out.relisted.len() {
+                0 => String::new(),
+                n => format!(
+                    ", the {n} director(ies) holding a name rsync cannot build left out and \
+                     their other entries pushed on their own"
+                ),
+            }
         );
         let mut without = excluded.to_vec();
-        without.extend(long.iter().cloned());
+        without.extend(out.excluded.iter().cloned());
         self.skip_too_long(t, crate::sync::job::plain_entries(long));
-        Some(self.push(
-            t,
-            &Job::Full,
-            &without,
-            &mut Vec::new(),
-            false,
-            Transfer::Whole,
-        ))
+        let again = self.push(t, call, &without, &mut Vec::new(), false, Transfer::Whole);
+        if !again.ok() {
+            return Some(again);
+        }
+        for entries in crate::sync::verify::relisted(root, &out, excluded) {
+            let budget = crate::sync::rsync::ARGS_BUDGET;
+            for run in crate::sync::rsync::split_for_args(&entries, budget) {
+                let job = Job::Paths(run.to_vec());
+                let pushed = self.push(t, &job, &without, &mut Vec::new(), false, Transfer::Whole);
+                if !pushed.ok() {
+                    return Some(pushed);
+                }
+            }
+        }
+        Some(again)
     }
 
     /// Pays `long` (paths too long for rsync) without a push, and notes them.
