@@ -64,6 +64,9 @@ pub struct Queue {
     /// For the brake's log lines: each remote's label and the command that releases
     /// what it holds (see [`Queue::set_brake`]).
     brake_words: std::sync::OnceLock<BrakeWords>,
+    /// The warm-restart index: how many entries a deleted directory held, for the
+    /// brake (see [`Queue::count_from`]).
+    index: std::sync::OnceLock<std::sync::Arc<super::index::Recorder>>,
 }
 
 /// Says that a hold ended by itself: as much was written again as was deleted.
@@ -220,6 +223,7 @@ impl Queue {
             batch: batch.max(1),
             per_target: workers.div_ceil(targets.max(1)).max(1),
             brake_words: std::sync::OnceLock::new(),
+            index: std::sync::OnceLock::new(),
         }
     }
 
@@ -412,16 +416,36 @@ impl Queue {
         self.wake_for(st, targets);
     }
 
+    /// The brake counts what a deleted directory held from `index` (a watcher does not
+    /// always report each entry of an `rm -rf`: fanotify cannot name what was in a
+    /// directory already gone when its events are read).
+    pub fn count_from(&self, index: std::sync::Arc<super::index::Recorder>) {
+        let _ = self.index.set(index);
+    }
+
     /// Queues a batch of changes (in order) for each of the given remotes, with one lock.
     pub fn push_batch(&self, targets: &[RemoteId], changes: &[Item]) {
         if changes.is_empty() {
             return;
         }
+        // What each deleted directory held, as the index knows it (one route: the
+        // targets share a root), read before the queue's lock is taken.
+        let held_below: Vec<usize> = match (self.index.get(), targets.first()) {
+            (Some(ix), Some(&t)) if changes.iter().any(|c| matches!(c, Item::Gone(_, true))) => {
+                (changes.iter())
+                    .map(|c| match c {
+                        Item::Gone(p, true) => ix.entries_below(t, p),
+                        _ => 0,
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         let now = Instant::now();
         let mut st = self.lock();
         for &t in targets {
             let pending = &mut st.remotes[t.0].pending;
-            for item in changes {
+            for (i, item) in changes.iter().enumerate() {
                 match item {
                     Item::Path(e, gone_dir) => {
                         pending.push_at(e.clone(), *gone_dir, now);
@@ -429,7 +453,12 @@ impl Queue {
                             say_released(t.0, released, self.brake_words.get());
                         }
                     }
-                    Item::Gone(p, dir) => pending.push_gone_at(p.clone(), *dir, now),
+                    Item::Gone(p, dir) => {
+                        pending.push_gone_at(p.clone(), *dir, now);
+                        if let Some(&n) = held_below.get(i).filter(|n| **n > 0) {
+                            pending.count_gone_below(p, n, now);
+                        }
+                    }
                     Item::Blind(p) => pending.push_blind_at(p.clone(), now),
                     Item::Rename {
                         from,

@@ -289,6 +289,7 @@ impl Mirror {
     /// From now on each push's paths are stat'ed before it runs and entered in `index`
     /// once it landed (`src/sync/index.rs`).
     pub fn record_in(&self, index: Arc<super::index::Recorder>) {
+        self.queue.count_from(Arc::clone(&index));
         let _ = self.index.set(index);
     }
 

@@ -337,6 +337,20 @@ impl Recorder {
         r.tree.as_ref().map(|t| t.len())
     }
 
+    /// How many entries the index holds below `rel` (not counting it) in the root that
+    /// remote `t` mirrors: what a deleted directory held as far as the remotes know
+    /// (the brake on mass deletes counts them; a watcher may not report each one).
+    pub fn entries_below(&self, t: RemoteId, rel: &Path) -> usize {
+        let st = self.lock();
+        let Some(tree) = (st.roots.iter())
+            .find(|r| r.targets.contains(&t))
+            .and_then(|r| r.tree.as_ref())
+        else {
+            return 0;
+        };
+        below(tree, rel).count()
+    }
+
     /// `-r`: `tree` (walked before the full syncs start) becomes the root's entry once
     /// every remote's full sync has landed; until then the file keeps the entry it had
     /// (see `RootState::kept`), level with no remote.
