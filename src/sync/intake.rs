@@ -10,9 +10,9 @@
 //! that root read before it is queued too, so the queue records a checkpoint per remote
 //! for the barrier waiting on it ([`Queue::cookies_seen`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -197,8 +197,11 @@ impl Intake {
             }
             let linked = self.linked(batch.root, route, &change);
             let decision = self.decide(route, change);
-            let pushed = matches!(decision, Decision::Push(..) | Decision::Items(_));
-            if let (true, Some(linked)) = (pushed, linked) {
+            let pushed = matches!(
+                decision,
+                Decision::Push(..) | Decision::Items(_) | Decision::PushAll(_)
+            );
+            for linked in linked.into_iter().filter(|_| pushed) {
                 if self.hard_links
                     && !linked.others.is_empty()
                     && linked.others.len() < TOGETHER_MAX
@@ -263,9 +266,10 @@ impl Intake {
     /// Keeps the names of multi-linked files in step with `change` (of watch root
     /// `root`), and for a write (or attribute change) of such a file returns its other
     /// known mirrored names in this root, each still the same file; with `-H`, for any
-    /// change that names such a file (a link made, a name moved or renamed in) too.
-    /// Other roots' names are queued for their own remotes here.
-    fn linked(&self, root: usize, route: &Route, change: &Change) -> Option<Linked> {
+    /// change that names such a file (a link made, a name moved or renamed in, a
+    /// directory holding such files moved in) too. Other roots' names are queued for
+    /// their own remotes here.
+    fn linked(&self, root: usize, route: &Route, change: &Change) -> Vec<Linked> {
         let mirrored = |p: &Path| {
             let name = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
             !filter::skip(&route.excludes, name, p, false)
@@ -279,49 +283,54 @@ impl Intake {
                         if !links.is_empty() {
                             links.forget(&root, path);
                         }
-                        None
+                        Vec::new()
                     }
                     // A write's other names matter only once some are known; a name
                     // made or moved in (a link made, `ln -f`'s rename) is learned.
-                    Op::Modified | Op::Attrib if self.links().is_empty() => None,
+                    Op::Modified | Op::Attrib if self.links().is_empty() => Vec::new(),
                     _ => {
                         let file = regular_file(&route.root.join(path));
                         let mut links = self.links();
-                        let id = match file.filter(|_| mirrored(path)) {
-                            Some((id, links_)) if links_ > 1 => id,
+                        let (id, nlink) = match file.filter(|_| mirrored(path)) {
+                            Some((id, links_)) if links_ > 1 => (id, links_),
                             Some((id, _)) => {
                                 links.forget(&root, path);
                                 if matches!(op, Op::Created | Op::ClosedWrite | Op::MovedIn) {
                                     links.single((root, path.clone()), id);
                                 }
-                                return None;
+                                return Vec::new();
                             }
                             None => {
                                 links.forget(&root, path);
-                                return None;
+                                return Vec::new();
                             }
                         };
                         let name = (root, path.clone());
+                        let new = !links.knows(&name, id);
                         if !links.learn(name.clone(), id) && links.first_full() {
                             warn_full();
                         }
+                        if new {
+                            neighbours(&mut links, root, route, path, id, nlink);
+                        }
                         if !wrote && !self.hard_links {
-                            return None;
+                            return Vec::new();
                         }
                         let others = links.others(&name, id);
                         drop(links);
-                        Some(Linked {
+                        vec![Linked {
                             name: path.clone(),
                             others: self.still_linked(root, id, others),
                             wrote,
-                        })
+                        }]
                     }
                 }
             }
             Change::DirOut { path, .. } => {
                 self.links().forget_below(root, path);
-                None
+                Vec::new()
             }
+            Change::DirIn { found, .. } => self.found_in(root, route, found),
             Change::Renamed { from, to, dir, .. } => {
                 let mut links = self.links();
                 links.renamed(root, from, to);
@@ -330,14 +339,16 @@ impl Intake {
                         Some((id, n)) if n > 1 => {
                             let name = (root, to.clone());
                             links.learn(name.clone(), id);
+                            // Known or not, the name is in another directory now.
+                            neighbours(&mut links, root, route, to, id, n);
                             if self.hard_links {
                                 let others = links.others(&name, id);
                                 drop(links);
-                                return Some(Linked {
+                                return vec![Linked {
                                     name: to.clone(),
                                     others: self.still_linked(root, id, others),
                                     wrote: false,
-                                });
+                                }];
                             }
                         }
                         // A file renamed into place (written as a temp name, then
@@ -350,7 +361,7 @@ impl Intake {
                         None => links.forget(&root, to),
                     }
                 }
-                None
+                Vec::new()
             }
             // Events were lost (links made among them) or the root is new: the tree is
             // walked for its files with several names, as at start. A full sync, which
@@ -365,16 +376,65 @@ impl Intake {
                     links.forget_below(root, Path::new(""));
                     links.learn_walk(root, files);
                 }
-                None
+                Vec::new()
             }
             Change::Exchanged { a, b, .. } => {
                 let mut links = self.links();
                 links.forget_below(root, a);
                 links.forget_below(root, b);
-                None
+                Vec::new()
             }
-            _ => None,
+            _ => Vec::new(),
         }
+    }
+
+    /// The files of a directory that appeared (made, or moved in: `cp -a`, a release
+    /// moved into place) are files seen, as one written is: one with one name is
+    /// remembered among the recent ones, so that a link made to it later knows this
+    /// name (seed 358 of `all,linkwrites`); one with several has its names learned.
+    /// With -H each file with other known names (`cp -a` keeps the links among what
+    /// it copies) is returned, its names to go together. One lstat per entry found.
+    fn found_in(&self, root: usize, route: &Route, found: &[PathBuf]) -> Vec<Linked> {
+        let mut multi: Vec<(FileId, PathBuf)> = Vec::new();
+        {
+            let mut links = self.links();
+            for path in found {
+                let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+                if filter::skip(&route.excludes, name, path, false) {
+                    continue;
+                }
+                match regular_file(&route.root.join(path)) {
+                    Some((id, n)) if n > 1 => {
+                        if !links.learn((root, path.clone()), id) && links.first_full() {
+                            warn_full();
+                        }
+                        multi.push((id, path.clone()));
+                    }
+                    Some((id, _)) => {
+                        links.forget(&root, path);
+                        links.single((root, path.clone()), id);
+                    }
+                    None => {}
+                }
+            }
+        }
+        if !self.hard_links {
+            return Vec::new();
+        }
+        let mut seen: HashSet<FileId> = HashSet::new();
+        multi
+            .into_iter()
+            .filter(|(id, _)| seen.insert(*id))
+            .filter_map(|(id, path)| {
+                let others = self.links().others(&(root, path.clone()), id);
+                let others = self.still_linked(root, id, others);
+                (!others.is_empty()).then_some(Linked {
+                    name: path,
+                    others,
+                    wrote: false,
+                })
+            })
+            .collect()
     }
 
     /// Of `others` (names known for the file `id`), those of root `root` that are
@@ -636,6 +696,41 @@ fn regular_file(abs: &Path) -> Option<(FileId, u64)> {
         .then(|| ((m.dev(), m.ino()), m.nlink()))
 }
 
+/// The most entries of a directory [`neighbours`] reads.
+const NEIGHBOURS: usize = 65_536;
+
+/// A name of a multi-linked file `id` seen for the first time or renamed into its
+/// directory (`path`, with `nlink` links) whose other names are not all known: its
+/// directory's entries with the same inode number are learned too (`ln a c` beside its
+/// first name, or `ln d a/b; mv a/b c`). A file no event
+/// showed since the agent started (sent by a full sync, queued by a start's catch-up)
+/// was not known by its first name, and a link made to it went alone: a file of its
+/// own on the remotes with -H, the first name stale after a write through the link
+/// without (seeds 319, 391, 662 of `all,linkwrites`). Reads the inode numbers of the
+/// directory's entries (an lstat only for a match), at most [`NEIGHBOURS`] of them.
+fn neighbours(links: &mut Links, root: usize, route: &Route, path: &Path, id: FileId, nlink: u64) {
+    let name = (root, path.to_path_buf());
+    if links.others(&name, id).len() as u64 + 1 >= nlink {
+        return;
+    }
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let Ok(entries) = std::fs::read_dir(route.root.join(dir)) else {
+        return;
+    };
+    for e in entries.take(NEIGHBOURS).flatten() {
+        if e.ino() != id.1 {
+            continue;
+        }
+        let rel = dir.join(e.file_name());
+        if rel == path || filter::skip(&route.excludes, e.file_name().as_bytes(), &rel, false) {
+            continue;
+        }
+        if linked_file(&route.root.join(&rel)) == Some(id) {
+            links.learn((root, rel), id);
+        }
+    }
+}
+
 /// Says once that the names of multi-linked files are no longer all kept.
 fn warn_full() {
     log::warn!(
@@ -839,6 +934,146 @@ mod tests {
         };
         got.sort();
         assert_eq!(got, [p("c"), p("d")], "d goes with c");
+    }
+
+    // A file that came with a directory moved in (`rm -rf a && cp -a build/a a`) was not
+    // remembered as a file seen with one name, as one written or renamed into place
+    // is: a link made to it later (`ln a/c e`) went alone, and was a file of its own on
+    // the remotes with -H (simulator seed 358, `all,linkwrites`); a write through the
+    // link left `a/c` stale there without -H. Names of one file in the directory (`cp
+    // -a` keeps them linked) go in one call with -H.
+    #[test]
+    fn a_file_that_came_with_a_directory_moved_in_is_known_to_a_link_made_later() {
+        let names = |w: &crate::sync::job::Job| -> Vec<PathBuf> {
+            let mut got: Vec<PathBuf> = match w {
+                crate::sync::job::Job::Paths(e) => e.iter().map(|e| e.path.clone()).collect(),
+                _ => Vec::new(),
+            };
+            got.sort();
+            got
+        };
+        for hard_links in [false, true] {
+            let d = tempfile::tempdir().expect("tempdir");
+            // One path a call, so that only a set of -H makes two go together.
+            let queue = Arc::new(Queue::new(1, 1, 1));
+            let intake = Intake {
+                routes: vec![Route {
+                    root: d.path().to_path_buf(),
+                    remotes: vec![RemoteId(0)],
+                    excludes: Excludes::default(),
+                }],
+                events: Events::default(),
+                debug: false,
+                queue: Arc::clone(&queue),
+                links: Default::default(),
+                hard_links,
+            };
+            let file = |path: &str, op| Change::File { path: p(path), op };
+            let at = |rel: &str| d.path().join(rel);
+            std::fs::create_dir(at("a")).expect("mkdir");
+            std::fs::write(at("a/c"), b"one").expect("write");
+            std::fs::write(at("a/x"), b"two").expect("write");
+            std::fs::hard_link(at("a/x"), at("a/y")).expect("link");
+            intake.take(
+                Batch {
+                    root: 0,
+                    changes: vec![Change::DirIn {
+                        path: p("a"),
+                        moved: true,
+                        found: vec![p("a"), p("a/c"), p("a/x"), p("a/y")],
+                    }],
+                },
+                &mut vec![HashMap::new()],
+            );
+            let mut calls = Vec::new();
+            while let Some((t, w)) = queue.try_take_at(Instant::now()) {
+                calls.push(names(&w));
+                queue.finish(t, &w, None);
+            }
+            if hard_links {
+                assert!(
+                    calls.contains(&vec![p("a/x"), p("a/y")]),
+                    "one file's names in one call: {calls:?}"
+                );
+            }
+            std::fs::hard_link(at("a/c"), at("e")).expect("link");
+            let mut changes = vec![file("e", Op::Created)];
+            if !hard_links {
+                std::fs::write(at("e"), b"three").expect("write through e");
+                changes.push(file("e", Op::ClosedWrite));
+            }
+            intake.take(Batch { root: 0, changes }, &mut vec![HashMap::new()]);
+            let mut got = Vec::new();
+            while let Some((t, w)) = queue.try_take_at(Instant::now()) {
+                got.extend(names(&w));
+                if hard_links {
+                    assert_eq!(names(&w), [p("a/c"), p("e")], "one call");
+                }
+                queue.finish(t, &w, None);
+            }
+            got.sort();
+            assert_eq!(
+                got,
+                [p("a/c"), p("e")],
+                "a/c goes with e (-H: {hard_links})"
+            );
+        }
+    }
+
+    // A file no event showed since the start (sent by a full sync, or queued by the
+    // start's catch-up), then linked beside its name (`ln a c`): `a` was not known, so
+    // `c` went alone, a file of its own on the remotes with -H, and a write through `c`
+    // left `a` stale without -H (simulator seeds 319, 391 of `all,linkwrites`).
+    #[test]
+    fn a_link_made_beside_a_file_never_seen_finds_its_first_name() {
+        for hard_links in [false, true] {
+            let d = tempfile::tempdir().expect("tempdir");
+            let queue = Arc::new(Queue::new(1, 1, 1));
+            let intake = Intake {
+                routes: vec![Route {
+                    root: d.path().to_path_buf(),
+                    remotes: vec![RemoteId(0)],
+                    excludes: Excludes::default(),
+                }],
+                events: Events::default(),
+                debug: false,
+                queue: Arc::clone(&queue),
+                links: Default::default(),
+                hard_links,
+            };
+            let at = |rel: &str| d.path().join(rel);
+            for name in ["a", "b", "x"] {
+                std::fs::write(at(name), name).expect("write");
+            }
+            std::fs::hard_link(at("a"), at("c")).expect("link");
+            let mut changes = vec![Change::File {
+                path: p("c"),
+                op: Op::Created,
+            }];
+            if !hard_links {
+                std::fs::write(at("c"), b"through c").expect("write through c");
+                changes.push(Change::File {
+                    path: p("c"),
+                    op: Op::ClosedWrite,
+                });
+            }
+            intake.take(Batch { root: 0, changes }, &mut vec![HashMap::new()]);
+            let mut got = Vec::new();
+            while let Some((t, w)) = queue.try_take_at(Instant::now()) {
+                let mut names: Vec<PathBuf> = match &w {
+                    crate::sync::job::Job::Paths(e) => e.iter().map(|e| e.path.clone()).collect(),
+                    _ => Vec::new(),
+                };
+                names.sort();
+                if hard_links {
+                    assert_eq!(names, [p("a"), p("c")], "one call");
+                }
+                got.extend(names);
+                queue.finish(t, &w, None);
+            }
+            got.sort();
+            assert_eq!(got, [p("a"), p("c")], "a goes with c (-H: {hard_links})");
+        }
     }
 
     // An exchange travelled as two renames: the second took the first's new path for

@@ -8,7 +8,9 @@
 //!
 //! [`Links`] maps (device, inode) to the names seen for it, per watch root (by its
 //! index), and is fed by the filter thread from what it stats: a created entry (a link
-//! made), a file written or moved in, the new side of a rename. Renames, deletes and
+//! made), a file written or moved in, the new side of a rename, what a directory made
+//! or moved in holds, and a new name's directory when its link count says it has names
+//! not known (`intake::neighbours`). Renames, deletes and
 //! directories going away keep it in step; a name is checked (lstat, same device and
 //! inode) before it is pushed, and forgotten when it is something else now. It holds at
 //! most [`MAX_NAMES`] names: past that, new names are not kept (one warning says so and
@@ -83,6 +85,11 @@ impl Links {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_name.len()
+    }
+
+    /// Whether `name` is known as a name of `id`.
+    pub fn knows(&self, name: &Name, id: FileId) -> bool {
+        self.by_name.get(name) == Some(&id)
     }
 
     /// `name` is a regular file with more than one link, `id`. Returns false when it

@@ -79,7 +79,10 @@ impl Sim {
             if wrong.is_none() && st.hard_links() {
                 // With -H: the names of one source file are one file on every remote,
                 // but for names changed since.
-                let keep = |k: &[u8]| st.changed.get(k).is_none_or(|&s| s < asked);
+                let keep = |k: &[u8]| {
+                    st.changed.get(k).is_none_or(|&s| s < asked)
+                        && linkable(st.setup.delete, &expected, k)
+                };
                 let want = model::link_classes(&expected, keep);
                 for (t, remote) in st.remotes.iter().enumerate() {
                     let got = model::link_classes(&mirrored(&st.excludes, remote), keep);
@@ -195,9 +198,10 @@ impl Sim {
             }
             if st.hard_links() {
                 // With -H: which names are one file, too.
+                let keep = |k: &[u8]| linkable(st.setup.delete, &expected, k);
                 let (want, got) = (
-                    model::link_classes(&expected, |_| true),
-                    model::link_classes(&got, |_| true),
+                    model::link_classes(&expected, keep),
+                    model::link_classes(&got, keep),
                 );
                 if want != got {
                     let show = |c: &std::collections::BTreeSet<Vec<Vec<u8>>>| {
@@ -218,6 +222,15 @@ impl Sim {
             }
         }
     }
+}
+
+/// Whether name `k` must be one file with the other names of its source file on a
+/// remote (with -H). With deletes off a remote keeps what the source deleted, and a
+/// name kept there may still share its inode with a name rsync found up to date (its
+/// quick check passed: nothing rewrote it): such names are left out of the check
+/// (seeds 136, 1023, 1075, 1629, 1851 of `all,linkwrites`).
+fn linkable(delete: bool, source: &Tree, k: &[u8]) -> bool {
+    delete || source.contains_key(k)
 }
 
 /// The names of one file, `a=b=c`.

@@ -216,16 +216,35 @@ pub(super) fn is_full_sync(argv: &[OsString]) -> bool {
 /// Copies the tree at `from` to `to` (made), keeping files' contents and mtimes and
 /// links' targets, as the model reads them.
 pub(super) fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    copy_linked(from, to, &mut std::collections::HashMap::new())
+}
+
+/// [`copy_tree`], keeping the names of one multi-linked file one file in the copy (a
+/// full sync with `-H` reads its file list from it: names copied apart would reach
+/// the remotes as files of their own; seed 49 of `all,linkwrites`).
+fn copy_linked(
+    from: &Path,
+    to: &Path,
+    copied: &mut std::collections::HashMap<(u64, u64), PathBuf>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     std::fs::create_dir(to)?;
     for e in std::fs::read_dir(from)? {
         let e = e?;
         let (src, dst) = (e.path(), to.join(e.file_name()));
         let m = std::fs::symlink_metadata(&src)?;
         if m.is_dir() {
-            copy_tree(&src, &dst)?;
+            copy_linked(&src, &dst, copied)?;
         } else if m.file_type().is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
         } else if m.is_file() {
+            if m.nlink() > 1 {
+                if let Some(first) = copied.get(&(m.dev(), m.ino())) {
+                    std::fs::hard_link(first, &dst)?;
+                    continue;
+                }
+                copied.insert((m.dev(), m.ino()), dst.clone());
+            }
             std::fs::copy(&src, &dst)?;
             let f = std::fs::File::options().write(true).open(&dst)?;
             f.set_times(

@@ -327,6 +327,11 @@ fn seeds_that_found_defects_stay_fixed() {
         warm: true,
         ..Faults::DEFAULT
     };
+    // `SIM_FAULTS=all,linkwrites` as it was before `brake`: every fault, `bigfiles` too.
+    let everything = Faults {
+        big_files: true,
+        ..all
+    };
     // Every default fault and the brake on mass deletes (`brake`).
     let brake = Faults {
         brake: true,
@@ -401,6 +406,34 @@ fn seeds_that_found_defects_stay_fixed() {
         // calls of their own and were two files on the remote; a barrier said synced
         // (192 of `all`; the model's remote now knows which names are one file).
         (192, all),
+        // A full sync's file list (a copy of the source made when it starts) copied the
+        // names of one file apart: with -H they reached the remote as two files, a
+        // barrier passing (49 of `all,linkwrites`; 243, 375 after quiesce). The
+        // simulator's own.
+        (49, everything),
+        (243, everything),
+        (375, everything),
+        // A file that came with a directory moved in (`rm -rf a && cp -a build/a a`) was
+        // not remembered as a file seen with one name: a link made to it later (`ln a/c
+        // e`) went alone, and was a file of its own on the remote with -H (358 of
+        // `all,linkwrites`).
+        (358, everything),
+        // A file no event had shown since the start (sent by a full sync, queued by a
+        // start's catch-up) linked beside its name (`ln a c`; 662: `ln d a/b; mv a/b
+        // c`): its first name was not known, and the link went alone (319, 391, 662,
+        // 1002 of `all,linkwrites`).
+        (319, everything),
+        (391, everything),
+        (662, everything),
+        (1_002, everything),
+        // The simulator's own: with deletes off, the -H check after quiesce wanted a name
+        // the source deleted, kept on the remote, apart from a name rsync found up to
+        // date, which still shares its inode (136, 1023, 1075, 1629, 1851).
+        (136, everything),
+        (1_023, everything),
+        (1_075, everything),
+        (1_629, everything),
+        (1_851, everything),
         // A file rewritten while no agent ran with its size and mtime as before (`touch
         // -r`), found by the catch-up (its ctime) and queued, then taken into a full sync
         // (an overflow's, a replayed fail log's, `-r`'s): rsync's quick check skipped it
