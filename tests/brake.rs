@@ -573,3 +573,65 @@ fn fanotify_an_rm_rf_after_a_warm_restart_is_held() {
     }
     agent.stop();
 }
+
+// The outside run: `rm -rf big && cp -a build/big big` past the threshold was held, then
+// released by itself as the copy wrote it again; the release pushed `big` as one level
+// of its listing, having taken in the new files waiting below it: they never reached
+// the remotes, and --wait-synced and --status said level. A released directory goes as
+// its whole tree, and the barrier answers only once it landed.
+#[test]
+fn a_deploy_held_and_released_by_itself_lands_whole_before_the_barrier_says_synced() {
+    let s = setup!();
+    for d in 0..10 {
+        for f in 0..10 {
+            s.write(format!("big/d{d}/f{f}.txt"), format!("old {d}/{f}\n"));
+        }
+    }
+    s.write("top.txt", "top\n");
+    for d in 0..12 {
+        for f in 0..12 {
+            s.dir
+                .write(format!("build/big/d{d}/g{f}.txt"), format!("new {d}/{f}\n"));
+        }
+    }
+    let port = free_port("127.0.0.1");
+    let config_text = conf_with_brake(
+        &s,
+        r#"<deleteBrake percent="0" count="20" seconds="600"/>"#,
+        port,
+    );
+    let mut agent = start(&s, &config_text, &["-r"]);
+    s.wait(&mut agent, "the tree before");
+    for round in 0..3 {
+        remove_dir_all(s.p("big"));
+        let cp = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(s.dir.join("build/big"))
+            .arg(s.p("big"))
+            .status()
+            .expect("cp -a");
+        assert!(cp.success());
+        let out = wait_synced(&s.dir, 120);
+        assert!(
+            out.status.success(),
+            "round {round}: {}\n{}",
+            text(&out),
+            tail(&agent.log(), 30)
+        );
+        for r in s.remotes() {
+            if let Err(e) = trees_equal(&s.src, &r) {
+                panic!(
+                    "round {round}: --wait-synced said synced, but {}: {e}",
+                    r.display()
+                );
+            }
+        }
+        // The next release differs: a file renamed in the build.
+        fs::rename(
+            s.dir.join(format!("build/big/d{round}/g0.txt")),
+            s.dir.join(format!("build/big/d{round}/h{round}.txt")),
+        )
+        .expect("rename in the build");
+    }
+    agent.stop();
+}

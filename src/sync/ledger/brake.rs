@@ -448,14 +448,20 @@ impl Ledger {
     }
 
     /// The directory `path`, queued as deleted at `now`, held `n` entries as the index
-    /// knows them: those not counted yet (their own deletes not reported, as fanotify
-    /// cannot name what was in a directory already gone) are counted now, and if they
-    /// take the count past the threshold every delete still waiting is held.
+    /// knows them: when none of them was reported on its own (fanotify cannot name what
+    /// was in a directory already gone when its events are read) they are counted now,
+    /// and if they take the count past the threshold every delete still waiting is held.
     pub fn count_gone_below(&mut self, path: &Path, n: usize, now: Instant) {
         if self.brake.rule.is_none() {
             return;
         }
-        let extra = n.saturating_sub(self.brake.counted_below(path, now));
+        // Only when none of its entries was reported on its own: a watcher that names
+        // them (inotify) counted them already, and the index may still hold entries
+        // the remotes no longer have (it would count more than was deleted).
+        if self.brake.counted_below(path, now) > 0 {
+            return;
+        }
+        let extra = n;
         if extra == 0 {
             return;
         }
@@ -845,8 +851,11 @@ mod tests {
         l.push_gone_at(p("d/sub"), true, now);
         l.count_gone_below(Path::new("d/sub"), 10, now);
         l.push_gone_at(p("d"), true, now);
-        l.count_gone_below(Path::new("d"), 11, now);
-        assert!(!l.holding(), "12 deletes, fewer than 20");
+        l.count_gone_below(Path::new("d"), 30, now);
+        assert!(
+            !l.holding(),
+            "12 deletes, fewer than 20: d's own were reported"
+        );
         l.count_gone_below(Path::new("e"), 8, now);
         assert!(l.holding(), "20 with e's 8");
         // Counted from the index first, its entries' own deletes coming after (as
