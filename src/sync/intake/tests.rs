@@ -14,24 +14,29 @@ fn p(s: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// An intake of one watch root, `root`, for remote 0 of `queue`.
+fn intake_on(root: &Path, queue: &Arc<Queue>, excludes: Excludes, hard_links: bool) -> Intake {
+    Intake {
+        routes: vec![Route {
+            root: root.to_path_buf(),
+            remotes: vec![RemoteId(0)],
+            excludes,
+        }],
+        events: Events::default(),
+        debug: false,
+        queue: Arc::clone(queue),
+        links: Default::default(),
+        hard_links,
+    }
+}
+
 /// A created file without a CLOSE_WRITE is pushed once it has not changed for
 /// UNCLOSED_AFTER; one still growing waits (a big copy is not pushed half done).
 #[test]
 fn a_created_file_is_pushed_once_it_stops_changing() {
     let d = tempfile::tempdir().expect("tempdir");
     let queue = Arc::new(Queue::new(1, 100, 1));
-    let intake = Intake {
-        routes: vec![Route {
-            root: d.path().to_path_buf(),
-            remotes: vec![RemoteId(0)],
-            excludes: Excludes::default(),
-        }],
-        events: Events::default(),
-        debug: false,
-        queue: Arc::clone(&queue),
-        links: Default::default(),
-        hard_links: false,
-    };
+    let intake = intake_on(d.path(), &queue, Excludes::default(), false);
     std::fs::write(d.path().join("linked"), b"whole").expect("write");
     std::fs::write(d.path().join("growing"), b"part").expect("write");
     let long_ago = Instant::now()
@@ -65,18 +70,13 @@ fn a_created_file_is_pushed_once_it_stops_changing() {
 fn the_agents_own_files_are_not_events() {
     let d = tempfile::tempdir().expect("tempdir");
     let queue = Arc::new(Queue::new(1, 100, 1));
-    let intake = Intake {
-        routes: vec![Route {
-            root: d.path().to_path_buf(),
-            remotes: vec![RemoteId(0)],
-            excludes: Excludes::default().with_own(vec![p("logs/agent.log"), p("fail.sh")]),
-        }],
-        events: Events::default(),
-        debug: true,
-        queue: Arc::clone(&queue),
-        links: Default::default(),
-        hard_links: false,
-    };
+    let mut intake = intake_on(
+        d.path(),
+        &queue,
+        Excludes::default().with_own(vec![p("logs/agent.log"), p("fail.sh")]),
+        false,
+    );
+    intake.debug = true;
     let file = |path: &str, op| Change::File { path: p(path), op };
     let batch = Batch {
         root: 0,
@@ -115,18 +115,7 @@ fn the_agents_own_files_are_not_events() {
 fn a_file_renamed_into_place_is_known_to_a_link_made_to_it_later() {
     let d = tempfile::tempdir().expect("tempdir");
     let queue = Arc::new(Queue::new(1, 100, 1));
-    let intake = Intake {
-        routes: vec![Route {
-            root: d.path().to_path_buf(),
-            remotes: vec![RemoteId(0)],
-            excludes: Excludes::default(),
-        }],
-        events: Events::default(),
-        debug: false,
-        queue: Arc::clone(&queue),
-        links: Default::default(),
-        hard_links: false,
-    };
+    let intake = intake_on(d.path(), &queue, Excludes::default(), false);
     let file = |path: &str, op| Change::File { path: p(path), op };
     std::fs::write(d.path().join("d~"), b"one").expect("write");
     std::fs::rename(d.path().join("d~"), d.path().join("d")).expect("rename");
@@ -188,18 +177,7 @@ fn a_file_that_came_with_a_directory_moved_in_is_known_to_a_link_made_later() {
         let d = tempfile::tempdir().expect("tempdir");
         // One path a call, so that only a set of -H makes two go together.
         let queue = Arc::new(Queue::new(1, 1, 1));
-        let intake = Intake {
-            routes: vec![Route {
-                root: d.path().to_path_buf(),
-                remotes: vec![RemoteId(0)],
-                excludes: Excludes::default(),
-            }],
-            events: Events::default(),
-            debug: false,
-            queue: Arc::clone(&queue),
-            links: Default::default(),
-            hard_links,
-        };
+        let intake = intake_on(d.path(), &queue, Excludes::default(), hard_links);
         let file = |path: &str, op| Change::File { path: p(path), op };
         let at = |rel: &str| d.path().join(rel);
         std::fs::create_dir(at("a")).expect("mkdir");
@@ -261,18 +239,7 @@ fn a_link_made_beside_a_file_never_seen_finds_its_first_name() {
     for hard_links in [false, true] {
         let d = tempfile::tempdir().expect("tempdir");
         let queue = Arc::new(Queue::new(1, 1, 1));
-        let intake = Intake {
-            routes: vec![Route {
-                root: d.path().to_path_buf(),
-                remotes: vec![RemoteId(0)],
-                excludes: Excludes::default(),
-            }],
-            events: Events::default(),
-            debug: false,
-            queue: Arc::clone(&queue),
-            links: Default::default(),
-            hard_links,
-        };
+        let intake = intake_on(d.path(), &queue, Excludes::default(), hard_links);
         let at = |rel: &str| d.path().join(rel);
         for name in ["a", "b", "x"] {
             std::fs::write(at(name), name).expect("write");
