@@ -123,8 +123,12 @@ impl Ledger {
                 if held_back || self.blocked(p) {
                     return false;
                 }
+                // A name of a multi-linked file waiting with its set goes with it: the
+                // set is one file on the remote only if its names go in one call.
+                let linked = self.together.members(p).is_some();
                 let deleted = (self.gone.get(p).map(|&(_, at)| at))
-                    .or_else(|| self.gone_below.get(p).copied());
+                    .or_else(|| self.gone_below.get(p).copied())
+                    .filter(|_| !linked);
                 let until = deleted.and_then(|at| self.settling(at, now));
                 if let Some(until) = until {
                     settle_due.set(Some(settle_due.get().map_or(until, |s| s.min(until))));
