@@ -96,6 +96,9 @@ impl Links {
     /// could not be kept because the map is full (see [`Links::is_full`]).
     pub fn learn(&mut self, name: Name, id: FileId) -> bool {
         if self.by_name.get(&name) == Some(&id) {
+            // Known already, but its other name may have been seen alone since (`rm b;
+            // echo > a; ln a b` with b's delete reported after the link).
+            self.first_name(&name, id);
             return true;
         }
         self.forget(&name.0, &name.1);
@@ -103,16 +106,24 @@ impl Links {
             self.full = true;
             return false;
         }
-        // Its first name, if it was lately seen with one name (a link made to it).
+        self.first_name(&name, id);
+        self.by_id.entry(id).or_default().push(name.clone());
+        self.by_name.insert(name, id);
+        true
+    }
+
+    /// The first name of `id`, if it was lately seen with one name (a link made to it
+    /// as `name`), is known again.
+    fn first_name(&mut self, name: &Name, id: FileId) {
+        if self.by_name.len() >= self.max.unwrap_or(MAX_NAMES) {
+            return;
+        }
         if let Some(first) = self.recent.remove(&id) {
-            if first != name && !self.by_name.contains_key(&first) {
+            if first != *name && !self.by_name.contains_key(&first) {
                 self.by_id.entry(id).or_default().push(first.clone());
                 self.by_name.insert(first, id);
             }
         }
-        self.by_id.entry(id).or_default().push(name.clone());
-        self.by_name.insert(name, id);
-        true
     }
 
     /// `name` is a regular file with one name, `id`: remembered among the last
@@ -501,6 +512,21 @@ mod tests {
             "one name: not kept"
         );
         assert_eq!(l.len(), 5);
+    }
+
+    // `echo > a` while b is away (a seen with one name), then `ln a b` with b's delete
+    // reported after the link (fanotify merges the events): b was still known, so its
+    // first name a was not learned again and b went alone (CI at 2470093).
+    #[test]
+    fn a_name_still_known_learns_the_first_name_seen_alone_since() {
+        let mut l = Links::default();
+        l.learn(n(0, "h/a"), (1, 4));
+        l.learn(n(0, "h/b"), (1, 4));
+        l.forget(&0, Path::new("h/a"));
+        l.single(n(0, "h/a"), (1, 4));
+        assert!(l.others(&n(0, "h/b"), (1, 4)).is_empty());
+        assert!(l.learn(n(0, "h/b"), (1, 4)));
+        assert_eq!(l.others(&n(0, "h/b"), (1, 4)), [n(0, "h/a")]);
     }
 
     #[test]

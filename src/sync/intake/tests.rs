@@ -301,3 +301,89 @@ fn an_exchange_queues_both_sides_as_listings_and_nothing_as_gone() {
     );
     assert_eq!(items, [Item::Path(Entry::plain("f.txt"), false)]);
 }
+
+// CI at 2470093 (fanotify, -H, the brake's settle 2 s): round n of `echo > h/a; rm -f
+// h/b; ln h/a h/b; echo >> h/b`. h/a went alone at its write (h/b not linked yet), then
+// fanotify reported h/b as one merged event (Created, ClosedWrite, Deleted): h/b went
+// alone after the settle, a file of its own on the remotes. Once h/a's call ends, one
+// call carries both names at once.
+#[test]
+fn a_name_unlinked_and_linked_again_in_one_merged_event_goes_with_its_set() {
+    let names = |w: &crate::sync::job::Job| -> Vec<PathBuf> {
+        let mut got: Vec<PathBuf> = match w {
+            crate::sync::job::Job::Paths(e) => e.iter().map(|e| e.path.clone()).collect(),
+            _ => Vec::new(),
+        };
+        got.sort();
+        got
+    };
+    let d = tempfile::tempdir().expect("tempdir");
+    let queue = Arc::new(Queue::new(1, 100, 1));
+    queue.set_brake(
+        Some(crate::config::DeleteBrake {
+            percent: 0,
+            count: 1000,
+            window: std::time::Duration::from_secs(60),
+            settle: std::time::Duration::from_secs(2),
+        }),
+        vec!["r".into()],
+        Path::new("c.xml"),
+    );
+    let intake = intake_on(d.path(), &queue, Excludes::default(), true);
+    let file = |path: &str, op| Change::File { path: p(path), op };
+    let at = |rel: &str| d.path().join(rel);
+    std::fs::create_dir(at("h")).expect("mkdir");
+    std::fs::write(at("h/a"), b"base0").expect("write");
+    std::fs::hard_link(at("h/a"), at("h/b")).expect("link");
+    let mut unclosed = vec![HashMap::new()];
+    intake.take(
+        Batch {
+            root: 0,
+            changes: vec![
+                file("h/a", Op::Created),
+                file("h/a", Op::ClosedWrite),
+                file("h/b", Op::Created),
+                file("h/b", Op::ClosedWrite),
+            ],
+        },
+        &mut unclosed,
+    );
+    while let Some((t, w)) = queue.try_take_at(Instant::now()) {
+        assert_eq!(names(&w), [p("h/a"), p("h/b")], "round 0: one call");
+        queue.finish(t, &w, None);
+    }
+    // Round 1: h/a written while h/b is away.
+    std::fs::write(at("h/a"), b"base1").expect("write");
+    std::fs::remove_file(at("h/b")).expect("rm");
+    intake.take(
+        Batch {
+            root: 0,
+            changes: vec![file("h/a", Op::ClosedWrite)],
+        },
+        &mut unclosed,
+    );
+    let (ta, wa) = queue.try_take_at(Instant::now()).expect("h/a at its write");
+    assert_eq!(names(&wa), [p("h/a")]);
+    std::fs::hard_link(at("h/a"), at("h/b")).expect("link");
+    std::fs::write(at("h/b"), b"base1through1").expect("write through h/b");
+    intake.take(
+        Batch {
+            root: 0,
+            changes: vec![
+                file("h/b", Op::Created),
+                file("h/b", Op::ClosedWrite),
+                file("h/b", Op::Deleted),
+            ],
+        },
+        &mut unclosed,
+    );
+    assert!(queue.try_take_at(Instant::now()).is_none(), "h/a in flight");
+    queue.finish(ta, &wa, None);
+    let (t, w) = queue.try_take_at(Instant::now()).expect("the set, at once");
+    assert_eq!(names(&w), [p("h/a"), p("h/b")], "one call");
+    queue.finish(t, &w, None);
+    assert!(
+        queue.try_take_at(Instant::now()).is_none(),
+        "nothing after it"
+    );
+}

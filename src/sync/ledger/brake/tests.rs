@@ -479,3 +479,27 @@ fn a_full_sync_of_an_emptied_root_or_past_the_threshold_is_held() {
     l.finish(&Job::Full);
     assert!(l.held().full && l.take(1000).is_none());
 }
+
+// CI at 2470093 (fanotify, `-H`, settle 2 s): `h/a` in flight at its write; then `rm
+// h/b; ln h/a h/b; echo >> h/b` came as a delete of h/b and its set with h/a. When h/a's
+// call ended, both names must go in one call at once: a name waiting with its set does
+// not wait out the settle time (pushed alone after it, h/b became a file of its own).
+#[test]
+fn a_deleted_name_linked_again_goes_with_its_set_without_settling() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut l = braked(settling(0, 1000, Duration::from_secs(2)), 100);
+    l.push_at(Entry::plain(p("h/a")), false, t0);
+    let wa = l.take_at(1000, t0).expect("h/a at its write");
+    l.push_gone_at(p("h/b"), false, t0 + ms(1));
+    l.push_linked(&[p("h/b"), p("h/a")], t0 + ms(1));
+    l.push_linked(&[p("h/b"), p("h/a")], t0 + ms(3));
+    assert!(l.take_at(1000, t0 + ms(5)).is_none(), "h/a is in flight");
+    l.finish(&wa);
+    let mut got: Vec<PathBuf> = match l.take_at(1000, t0 + ms(60)) {
+        Some(Job::Paths(p)) => p.into_iter().map(|e| e.path).collect(),
+        other => panic!("expected the set, got {other:?}"),
+    };
+    got.sort();
+    assert_eq!(got, [p("h/a"), p("h/b")]);
+}
