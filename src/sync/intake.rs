@@ -10,7 +10,9 @@
 //! that root read before it is queued too, so the queue records a checkpoint per remote
 //! for the barrier waiting on it ([`Queue::cookies_seen`]).
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -69,8 +71,30 @@ type Waiting = (Instant, Option<Stamp>);
 type Stamp = (u64, i64, i64);
 
 fn stamp(abs: &Path) -> Option<Stamp> {
-    let m = std::fs::symlink_metadata(abs).ok()?;
-    Some((m.len(), m.mtime(), m.mtime_nsec()))
+    stamp_of(std::fs::symlink_metadata(abs).ok())
+}
+
+fn stamp_of(m: Option<Metadata>) -> Option<Stamp> {
+    m.map(|m| (m.len(), m.mtime(), m.mtime_nsec()))
+}
+
+/// What one batch looked up in the tree (lstat, by absolute path): an entry is looked
+/// at once however many of the batch's events name it. A file copied in comes as
+/// Created and ClosedWrite, and each event was up to two looks: most of the filter
+/// thread's CPU in a burst. Every look is taken after the batch was read, so the first
+/// one already sees the entry as the batch's last event left it (or later).
+#[derive(Default)]
+struct Looks(RefCell<HashMap<PathBuf, Option<Metadata>>>);
+
+impl Looks {
+    fn lstat(&self, abs: PathBuf) -> Option<Metadata> {
+        if let Some(m) = self.0.borrow().get(&abs) {
+            return m.clone();
+        }
+        let m = std::fs::symlink_metadata(&abs).ok();
+        self.0.borrow_mut().insert(abs, m.clone());
+        m
+    }
 }
 
 impl Intake {
@@ -166,6 +190,7 @@ impl Intake {
         let mut changes: Vec<Item> = Vec::new();
         let mut cookies: Vec<Vec<u8>> = Vec::new();
         let mut together: Vec<Item> = Vec::new();
+        let looks = Looks::default();
         let Some(route) = self.routes.get(batch.root) else {
             return;
         };
@@ -195,8 +220,8 @@ impl Intake {
                     continue;
                 }
             }
-            let linked = self.linked(batch.root, route, &change);
-            let decision = self.decide(route, change);
+            let linked = self.linked(batch.root, route, &change, &looks);
+            let decision = self.decide(route, change, &looks);
             let pushed = matches!(
                 decision,
                 Decision::Push(..) | Decision::Items(_) | Decision::PushAll(_)
@@ -221,7 +246,7 @@ impl Intake {
             match decision {
                 Decision::Drop => {}
                 Decision::Unclosed(path) => {
-                    let now = stamp(&route.root.join(&path));
+                    let now = stamp_of(looks.lstat(route.root.join(&path)));
                     waiting.insert(path, (Instant::now(), now));
                 }
                 Decision::Push(path, gone_dir) => changes.push(Item::Path(path.into(), gone_dir)),
@@ -269,7 +294,7 @@ impl Intake {
     /// change that names such a file (a link made, a name moved or renamed in, a
     /// directory holding such files moved in) too. Other roots' names are queued for
     /// their own remotes here.
-    fn linked(&self, root: usize, route: &Route, change: &Change) -> Vec<Linked> {
+    fn linked(&self, root: usize, route: &Route, change: &Change, looks: &Looks) -> Vec<Linked> {
         let mirrored = |p: &Path| {
             let name = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
             !filter::skip(&route.excludes, name, p, false)
@@ -289,7 +314,7 @@ impl Intake {
                     // made or moved in (a link made, `ln -f`'s rename) is learned.
                     Op::Modified | Op::Attrib if self.links().is_empty() => Vec::new(),
                     _ => {
-                        let file = regular_file(&route.root.join(path));
+                        let file = regular_file(looks.lstat(route.root.join(path)));
                         let mut links = self.links();
                         let (id, nlink) = match file.filter(|_| mirrored(path)) {
                             Some((id, links_)) if links_ > 1 => (id, links_),
@@ -320,7 +345,7 @@ impl Intake {
                         drop(links);
                         vec![Linked {
                             name: path.clone(),
-                            others: self.still_linked(root, id, others),
+                            others: self.still_linked(root, id, others, looks),
                             wrote,
                         }]
                     }
@@ -330,12 +355,12 @@ impl Intake {
                 self.links().forget_below(root, path);
                 Vec::new()
             }
-            Change::DirIn { found, .. } => self.found_in(root, route, found),
+            Change::DirIn { found, .. } => self.found_in(root, route, found, looks),
             Change::Renamed { from, to, dir, .. } => {
                 let mut links = self.links();
                 links.renamed(root, from, to);
                 if !*dir {
-                    match regular_file(&route.root.join(to)).filter(|_| mirrored(to)) {
+                    match regular_file(looks.lstat(route.root.join(to))).filter(|_| mirrored(to)) {
                         Some((id, n)) if n > 1 => {
                             let name = (root, to.clone());
                             links.learn(name.clone(), id);
@@ -346,7 +371,7 @@ impl Intake {
                                 drop(links);
                                 return vec![Linked {
                                     name: to.clone(),
-                                    others: self.still_linked(root, id, others),
+                                    others: self.still_linked(root, id, others, looks),
                                     wrote: false,
                                 }];
                             }
@@ -394,7 +419,13 @@ impl Intake {
     /// name (seed 358 of `all,linkwrites`); one with several has its names learned.
     /// With -H each file with other known names (`cp -a` keeps the links among what
     /// it copies) is returned, its names to go together. One lstat per entry found.
-    fn found_in(&self, root: usize, route: &Route, found: &[PathBuf]) -> Vec<Linked> {
+    fn found_in(
+        &self,
+        root: usize,
+        route: &Route,
+        found: &[PathBuf],
+        looks: &Looks,
+    ) -> Vec<Linked> {
         let mut multi: Vec<(FileId, PathBuf)> = Vec::new();
         {
             let mut links = self.links();
@@ -403,7 +434,7 @@ impl Intake {
                 if filter::skip(&route.excludes, name, path, false) {
                     continue;
                 }
-                match regular_file(&route.root.join(path)) {
+                match regular_file(std::fs::symlink_metadata(route.root.join(path)).ok()) {
                     Some((id, n)) if n > 1 => {
                         if !links.learn((root, path.clone()), id) && links.first_full() {
                             warn_full();
@@ -427,7 +458,7 @@ impl Intake {
             .filter(|(id, _)| seen.insert(*id))
             .filter_map(|(id, path)| {
                 let others = self.links().others(&(root, path.clone()), id);
-                let others = self.still_linked(root, id, others);
+                let others = self.still_linked(root, id, others, looks);
                 (!others.is_empty()).then_some(Linked {
                     name: path,
                     others,
@@ -440,14 +471,21 @@ impl Intake {
     /// Of `others` (names known for the file `id`), those of root `root` that are
     /// still that file; those of other roots are queued for their remotes here. What
     /// is not that file any more is forgotten.
-    fn still_linked(&self, root: usize, id: FileId, others: Vec<(usize, PathBuf)>) -> Vec<PathBuf> {
+    fn still_linked(
+        &self,
+        root: usize,
+        id: FileId,
+        others: Vec<(usize, PathBuf)>,
+        looks: &Looks,
+    ) -> Vec<PathBuf> {
         let mut here = Vec::new();
         let mut elsewhere: HashMap<usize, Vec<Item>> = HashMap::new();
         for (r, p) in others {
             let Some(route) = self.routes.get(r) else {
                 continue;
             };
-            if linked_file(&route.root.join(&p)) != Some(id) {
+            let now = regular_file(looks.lstat(route.root.join(&p)));
+            if now.and_then(|(id, n)| (n > 1).then_some(id)) != Some(id) {
                 self.links().forget(&r, &p);
             } else if r == root {
                 here.push(p);
@@ -467,7 +505,7 @@ impl Intake {
     }
 
     /// What one change asks of the remotes.
-    fn decide(&self, route: &Route, change: Change) -> Decision {
+    fn decide(&self, route: &Route, change: Change, looks: &Looks) -> Decision {
         let (root, excludes) = (&route.root, &route.excludes);
         let ev = &self.events;
         match change {
@@ -484,7 +522,7 @@ impl Intake {
                     Op::Deleted => ev.delete,
                     Op::MovedOut => ev.move_from && ev.delete,
                     Op::Created if ev.create_file => true,
-                    Op::Created => match never_closed(&root.join(&path)) {
+                    Op::Created => match never_closed(looks.lstat(root.join(&path))) {
                         Some(true) => true,
                         // A regular file: its CLOSE_WRITE is awaited (see UNCLOSED_AFTER).
                         Some(false) => return Decision::Unclosed(path),
@@ -685,12 +723,13 @@ enum Decision {
 
 /// The (device, inode) of `abs` when it is a regular file with more than one link.
 fn linked_file(abs: &Path) -> Option<FileId> {
-    regular_file(abs).and_then(|(id, n)| (n > 1).then_some(id))
+    regular_file(std::fs::symlink_metadata(abs).ok()).and_then(|(id, n)| (n > 1).then_some(id))
 }
 
-/// The (device, inode) and link count of `abs` when it is a regular file.
-fn regular_file(abs: &Path) -> Option<(FileId, u64)> {
-    let m = std::fs::symlink_metadata(abs).ok()?;
+/// The (device, inode) and link count of an entry (`m`, its lstat) when it is a
+/// regular file.
+fn regular_file(m: Option<Metadata>) -> Option<(FileId, u64)> {
+    let m = m?;
     m.file_type()
         .is_file()
         .then(|| ((m.dev(), m.ino()), m.nlink()))
@@ -746,8 +785,8 @@ fn warn_full() {
 /// or a hard link to an existing file. Without this they would only arrive with the
 /// next full sync.
 /// `None`: gone already.
-fn never_closed(abs: &Path) -> Option<bool> {
-    let m = std::fs::symlink_metadata(abs).ok()?;
+fn never_closed(m: Option<Metadata>) -> Option<bool> {
+    let m = m?;
     Some(!m.file_type().is_file() || m.nlink() > 1)
 }
 
