@@ -46,8 +46,11 @@ pub fn walk_counted(
         let Ok(rd) = crate::sys::fsafe::read_dir_of(dir) else {
             return Vec::new();
         };
+        // Each directory's entries by name, each directory's own entries right after
+        // it: the order of `Path`'s (component by component), so that the tree is
+        // built from sorted entries. Sorting a million paths as `Path`s (compared
+        // component by component) was a third of the walk's CPU.
         let mut found = Vec::new();
-        let mut subdirs = Vec::new();
         for e in rd.flatten() {
             let name = e.file_name();
             if crate::filter::is_temp_name(name.as_bytes()) {
@@ -64,9 +67,6 @@ pub fn walk_counted(
                 .then(|| std::fs::read_link(e.path()).ok())
                 .flatten()
                 .map(|l| l.into_os_string().into_vec());
-            if md.is_dir() {
-                subdirs.push((name, p.clone()));
-            }
             let meta = Meta::of(&md, link);
             if let Some((counts, old)) = pr {
                 counts.entry();
@@ -74,19 +74,31 @@ pub fn walk_counted(
                     counts.change();
                 }
             }
-            found.push((p, meta));
+            found.push((name, p, meta));
         }
-        let below: Vec<Vec<(PathBuf, Meta)>> = subdirs
+        found.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let subdirs: Vec<usize> = (0..found.len())
+            .filter(|&i| found[i].2.kind == Kind::Dir)
+            .collect();
+        let mut below: Vec<Vec<(PathBuf, Meta)>> = subdirs
             .par_iter()
-            .map(
-                |(name, p)| match crate::sys::fsafe::open_subdir(dir, name) {
+            .map(|&i| {
+                let (name, p, _) = &found[i];
+                match crate::sys::fsafe::open_subdir(dir, name) {
                     Ok(d) => one(&d, p, ex, pr),
                     Err(_) => Vec::new(),
-                },
-            )
+                }
+            })
             .collect();
-        found.extend(below.into_iter().flatten());
-        found
+        let mut out = Vec::with_capacity(found.len() + below.iter().map(Vec::len).sum::<usize>());
+        let mut below_at = subdirs.into_iter().zip(below.iter_mut()).peekable();
+        for (i, (_, p, meta)) in found.into_iter().enumerate() {
+            out.push((p, meta));
+            if let Some((_, sub)) = below_at.next_if(|(at, _)| *at == i) {
+                out.append(sub);
+            }
+        }
+        out
     }
     Ok(one(&top, Path::new(""), excludes, progress)
         .into_iter()
