@@ -69,6 +69,10 @@ pub(super) struct RootWatch {
     pub(super) dev_ino: Option<(u64, u64)>,
     /// Set while the root is gone or replaced and not watched.
     pub(super) lost: Option<Lost>,
+    /// The root's path was a symbolic link when watching began (the operator's own
+    /// choice: a `current` link a deploy switches). A root that was a directory is never
+    /// watched again through a link put at its path ([`retry_root`]).
+    pub(super) link_at_start: bool,
     /// Mount points below the root (relative) and the id of the mount seen there.
     pub(super) mounts: BTreeMap<PathBuf, u64>,
     /// Polls for changes of the mount table (None if /proc is not there).
@@ -92,6 +96,7 @@ impl RootWatch {
             excludes,
             dev_ino: None,
             lost: None,
+            link_at_start: false,
             mounts: BTreeMap::new(),
             mount_watch: None,
             counter,
@@ -198,6 +203,8 @@ pub(super) trait WatchBackend {
 /// After the backend's set-up: `before` is the root's device and inode from before it.
 /// Settles the root's health, opens the mount table and watches the mounts below.
 pub(super) fn start<B: WatchBackend>(b: &mut B, before: Option<(u64, u64)>) {
+    let link_at_start = is_link(b.path());
+    b.root_mut().link_at_start = link_at_start;
     match before {
         Some(id) if dir_id(b.path()) == Some(id) => {
             let r = b.root_mut();
@@ -396,7 +403,13 @@ fn check_root<B: WatchBackend>(b: &mut B) {
     }
 }
 
-/// While the root is lost: watches it again if a directory is at its path.
+/// Whether `path` itself is a symbolic link (not followed).
+fn is_link(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// While the root is lost: watches it again if a directory is at its path (through a
+/// link only if the root was a link when watching began).
 fn retry_root<B: WatchBackend>(b: &mut B) -> Option<Change> {
     let r = b.root_mut();
     let lost = r.lost.as_mut()?;
@@ -411,6 +424,28 @@ fn retry_root<B: WatchBackend>(b: &mut B) -> Option<Change> {
         return None;
     };
     r.health.set_lost(RootState::Replaced);
+    if !r.link_at_start && is_link(&r.path) {
+        // A user who can write in the root's parent put a link there (`mv pub old;
+        // ln -s /etc pub`): following it would mirror what it points to, read as root.
+        let to = std::fs::read_link(&r.path)
+            .map(|t| t.display().to_string())
+            .unwrap_or_else(|e| format!("unreadable: {e}"));
+        let err = format!(
+            "{} is a symbolic link now (to {to}), where a directory was: not followed, \
+             since whoever can write in {} could point it anywhere the agent can read. \
+             Put the directory back, or, if a link is meant, restart the agent (a root that \
+             is a link when the agent starts is followed)",
+            r.path.display(),
+            r.path.parent().unwrap_or(Path::new("/")).display()
+        );
+        if let Some(lost) = r.lost.as_mut() {
+            if lost.last_error.as_deref() != Some(err.as_str()) {
+                log::error!("cannot watch the new {}: {err}", r.path.display());
+                lost.last_error = Some(err);
+            }
+        }
+        return None;
+    }
     let failed = match b.watch_root() {
         Err(e) => Some(e),
         Ok(()) if dir_id(b.path()) != Some(id) => {

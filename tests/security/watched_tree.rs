@@ -667,3 +667,73 @@ fn key_names_with_newline_or_invalid_utf8_are_not_pushed_despite_the_exclude() {
     assert_absent_on_remotes(&s, &at_start, &agent);
     assert_absent_on_remotes(&s, &live, &agent);
 }
+
+// An outside test run (3 of 3): with the watch root in a directory its user can write
+// (`/home/mallory/pub`), `mv pub pub.old && ln -s /etc pub` made the agent take the
+// link for the root coming back: it watched the link's target and full-synced it, and
+// /etc/shadow landed on the mirrors. A root that was a directory is never watched
+// again through a link put at its path.
+#[test]
+fn a_root_swapped_for_a_link_by_its_parents_owner_is_not_followed() {
+    let Some(attacker) = User::create("r") else {
+        return;
+    };
+    let s = Setup::new("root-link-swap");
+    chmod(s.dir.path(), 0o755);
+    let home = s.dir.mkdir_p("home");
+    std::os::unix::fs::chown(&home, Some(attacker.uid), Some(attacker.gid)).expect("chown");
+    let root = home.join("pub");
+    attacker.run("mkdir", &[root.as_os_str()]);
+    plant(&attacker, &root.join("page.html"));
+    // What the link will point to: a directory only root can read.
+    let secret = s.dir.mkdir_p("secret");
+    chmod(&secret, 0o700);
+    fs::write(secret.join("shadow"), "root-only\n").expect("write");
+    chmod(&secret.join("shadow"), 0o600);
+    let conf = Conf::daemons(&root, &[&s.a, &s.b], &s.dir.join("fail.sh"));
+    let mut agent = s.agent_with(&conf, &["-r"]);
+    wait_until("page.html on both remotes", DEADLINE, || {
+        agent.assert_running();
+        s.remotes().iter().all(|r| r.join("page.html").exists())
+    });
+    let old = home.join("pub.old");
+    attacker.run("mv", &[root.as_os_str(), old.as_os_str()]);
+    attacker.run("ln", &["-s".as_ref(), secret.as_os_str(), root.as_os_str()]);
+    wait_until("the log refuses the link", DEADLINE, || {
+        agent.assert_running();
+        agent.log().contains("is a symbolic link now")
+    });
+    // The next tries (backoff 1 s, 2 s ...) while --wait-synced waits refuse it too,
+    // said once, and nothing of it is sent.
+    let out = wait_synced(&s.dir, 5);
+    assert!(
+        !out.status.success(),
+        "--wait-synced does not say synced while the root is not watched"
+    );
+    assert_eq!(
+        agent.log().matches("symbolic link now").count(),
+        1,
+        "said once:\n{}",
+        agent.log()
+    );
+    for r in s.remotes() {
+        assert!(
+            !r.join("shadow").exists(),
+            "the link's target reached {}:\n{}",
+            r.display(),
+            agent.log()
+        );
+    }
+    // The directory put back is watched again and synced.
+    attacker.run("rm", &[root.as_os_str()]);
+    attacker.run("mv", &[old.as_os_str(), root.as_os_str()]);
+    plant(&attacker, &root.join("after.html"));
+    wait_until("after.html on both remotes", DEADLINE, || {
+        agent.assert_running();
+        s.remotes().iter().all(|r| r.join("after.html").exists())
+    });
+    for r in s.remotes() {
+        assert!(!r.join("shadow").exists(), "{}", r.display());
+    }
+    agent.stop();
+}
