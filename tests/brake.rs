@@ -266,7 +266,12 @@ fn a_stop_while_held_keeps_them_held_at_the_next_start() {
     assert!(out.status.success(), "{}", text(&out));
     s.wait(&mut agent, "released after the restart");
     agent.stop();
-    assert!(!s.fail_log().exists(), "nothing left in the fail log");
+    assert!(
+        !s.fail_log().exists(),
+        "nothing left in the fail log:\n{}\n--- sersync2 stderr ---\n{}",
+        fs::read_to_string(s.fail_log()).unwrap_or_default(),
+        agent.log()
+    );
 }
 
 // A watch root renamed away and an empty directory made at its path (an unmounted

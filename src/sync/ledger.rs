@@ -166,6 +166,10 @@ pub struct Ledger {
     /// it (the step of the backoff, failing since, the next retry, whether the remote
     /// answered; see [`Recovery`]).
     recovery: Recovery,
+    /// Paths in flight whose own call landed while other calls of their job still run
+    /// (a job goes out as several calls: its plain paths, its trees, each big file): a
+    /// close owes them no more (see [`Ledger::close`]).
+    landed: HashSet<Key>,
     /// For every proper ancestor of an in-flight path: how many in-flight paths lie below.
     inflight_below: HashMap<Key, usize>,
     running: usize,

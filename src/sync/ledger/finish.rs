@@ -48,6 +48,7 @@ impl Ledger {
                 for p in work.plain_entries().iter() {
                     let p = entry_key(p);
                     self.inflight.remove(p);
+                    self.landed.remove(p);
                     self.listing_inflight.remove(p);
                     self.tree_inflight.remove(p);
                     for a in ancestors(p) {
@@ -157,10 +158,14 @@ impl Ledger {
 
     /// The queue closes (a stop or a reload): everything waiting and in flight is owed
     /// (status 0), keeping its marks; what was waiting is not paid by a push that was
-    /// in flight and succeeds. Returns what was waiting and in flight.
+    /// in flight and succeeds. What a call of a job still in flight landed already is
+    /// not owed: its job's other calls do not carry it, so nothing would pay it, and
+    /// the fail log would keep it for the next start. Returns what was waiting and
+    /// what is in flight and not landed.
     pub fn close(&mut self) -> Left {
         let (waiting, full_waiting) = self.drain_marked();
-        let (running, full_running) = self.in_flight();
+        let (mut running, full_running) = self.in_flight();
+        running.retain(|e| !self.landed.contains(entry_key(e)));
         let full = full_waiting.is_some() || full_running;
         if let Some(m) = full_waiting.or(self.full_running) {
             self.owe(&Job::Full, m, 0);
@@ -206,7 +211,7 @@ impl Ledger {
 pub struct Left {
     /// Waiting, oldest first.
     pub waiting: Vec<Entry>,
-    /// In flight: these calls may yet succeed or fail.
+    /// In flight and not landed: these calls may yet succeed or fail.
     pub running: Vec<Entry>,
     /// A full sync was waiting or running.
     pub full: bool,

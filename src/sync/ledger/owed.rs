@@ -264,6 +264,16 @@ impl Ledger {
             }
         }
         let changed = self.paid_leaving(job, left_out, now) || unblinded;
+        if !matches!(job, Job::Full) {
+            // Landed, though its job may have calls still to run: a close before they
+            // end owes it no more (nothing would be left to pay it).
+            for e in job.plain_paths() {
+                let k = entry_key(&e);
+                if self.inflight.contains_key(k) && !left_out.iter().any(|(p, _)| *p == e.path) {
+                    self.landed.insert(k.to_vec());
+                }
+            }
+        }
         if let (Job::Full, false) = (job, self.blind.is_empty()) {
             // The full sync's quick check skipped them: they go once more, with the
             // marks they had, so no barrier passes on them before that push lands.
