@@ -37,6 +37,17 @@ def loadavg():
         return f.read().split()[:3]
 
 
+def cpu_ticks(pid):
+    """(own, reaped children's) CPU time of pid in seconds, or None if it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            v = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    return (int(v[11]) + int(v[12])) / hz, (int(v[13]) + int(v[14])) / hz
+
+
 def load_str():
     return "load average %s" % " ".join(loadavg())
 
@@ -594,6 +605,7 @@ class Run:
         prober.start()
         samples = []
         fields = ["elapsed_s", "rss_kb", "hwm_kb", "fds", "threads", "children",
+                  "agent_cpu_pct", "rsync_cpu_pct", "loadgen_cpu_pct",
                   "probe_lag_s", "probe_waiting_s", "agent_lag_s", "pending", "owed",
                   "states", "ops_done", "ops_per_s", "ops_skipped", "files",
                   "load1", "load5", "load15", "restarts", "phase"]
@@ -605,6 +617,8 @@ class Run:
         restarts = 0
         nprobes = 0
         last_ops, last_t = 0, self.t0
+        last_cpu = cpu_ticks(self.agent_pid) or (0.0, 0.0)
+        last_gcpu = cpu_ticks(self.load_proc.pid) or (0.0, 0.0)
         end = self.t0 + a.secs
         while True:
             t = now()
@@ -633,7 +647,13 @@ class Run:
                     waiting = (t - self.probe_outstanding) if self.probe_outstanding else 0.0
                 ops = ls.get("done", 0)
                 la = loadavg()
+                cpu = cpu_ticks(self.agent_pid) or last_cpu
+                gcpu = cpu_ticks(self.load_proc.pid) or last_gcpu
+                dt = t - last_t
                 row = {"elapsed_s": round(t - self.t0, 1), **ps,
+                       "agent_cpu_pct": round((cpu[0] - last_cpu[0]) / dt * 100, 1),
+                       "rsync_cpu_pct": round((cpu[1] - last_cpu[1]) / dt * 100, 1),
+                       "loadgen_cpu_pct": round((gcpu[0] - last_gcpu[0]) / dt * 100, 1),
                        "probe_lag_s": "" if lag is None else round(lag, 3),
                        "probe_waiting_s": round(waiting, 1),
                        "agent_lag_s": round(max([r.get("lag_seconds", 0) or 0 for r in rem],
@@ -645,16 +665,19 @@ class Run:
                        "ops_skipped": ls.get("skipped", 0), "files": ls.get("files", ""),
                        "load1": la[0], "load5": la[1], "load15": la[2], "restarts": restarts,
                        "phase": "warmup" if t - self.t0 < a.warmup_secs else "steady"}
-                last_ops, last_t = ops, t
+                last_ops, last_t, last_cpu, last_gcpu = ops, t, cpu, gcpu
                 samples.append(row)
                 w.writerow(row)
                 fcsv.flush()
                 if len(samples) % max(1, int(60 / a.sample_secs)) == 0:
-                    self.say("%4.0fs rss %d kB fds %d threads %d probe lag %s agent lag %s "
-                             "ops %d (%s/s) %s" % (row["elapsed_s"], row["rss_kb"], row["fds"],
-                                                   row["threads"], row["probe_lag_s"],
-                                                   row["agent_lag_s"], ops, row["ops_per_s"],
-                                                   load_str()))
+                    self.say("%4.0fs rss %d kB fds %d threads %d probe lag %s (oldest waiting "
+                             "%s s) agent lag %s pending %s cpu agent %s%% rsync %s%% ops %d "
+                             "(%s/s) %s" % (row["elapsed_s"], row["rss_kb"], row["fds"],
+                                            row["threads"], row["probe_lag_s"],
+                                            row["probe_waiting_s"], row["agent_lag_s"],
+                                            row["pending"], row["agent_cpu_pct"],
+                                            row["rsync_cpu_pct"], ops, row["ops_per_s"],
+                                            load_str()))
                 next_sample += a.sample_secs
             if t >= end:
                 break
@@ -769,6 +792,11 @@ class Run:
                      st_l[-1] if st_l else float("nan")))
         else:
             check("lag bounded", False, "no probe landed")
+        if steady:
+            say("info CPU after the warm-up (median of the samples, %% of one core): agent %.0f%%, "
+                "its rsync calls %.0f%%, the load generator %.0f%%"
+                % tuple(statistics.median(s[k] for s in steady)
+                        for k in ("agent_cpu_pct", "rsync_cpu_pct", "loadgen_cpu_pct")))
         agl = [s["agent_lag_s"] for s in samples]
         if agl:
             say("info agent's own lag (--status lag_seconds, max of the remotes): max %.1f s, "
@@ -866,12 +894,23 @@ def plot(out):
     ax[1].plot(x, col("threads"), label="threads")
     ax[1].plot(x, col("children"), label="rsync children", alpha=0.6)
     ax[1].set_ylabel("count")
-    ax[2].plot(x, col("probe_lag_s"), ".-", label="probe lag (both remotes have the marker)")
+    try:
+        pr = [r for r in csv.DictReader(open(os.path.join(out, "probes.csv"))) if r["lag_s"]]
+        ax[2].plot([float(r["start_elapsed_s"]) / 60 for r in pr],
+                   [float(r["lag_s"]) for r in pr], ".",
+                   label="probe lag, at the time the marker was written")
+    except OSError:  # a run cut short: the samples' column only
+        ax[2].plot(x, col("probe_lag_s"), ".", label="probe lag (landed in the sample)")
     ax[2].plot(x, col("probe_waiting_s"), ":", label="probe waiting")
     ax[2].plot(x, col("agent_lag_s"), label="agent's own lag (--status, worst remote)", alpha=0.7)
     ax[2].set_ylabel("seconds")
     ax[3].plot(x, col("ops_per_s"), label="ops/s done")
     ax[3].set_ylabel("ops/s")
+    ax3 = ax[3].twinx()
+    ax3.plot(x, col("agent_cpu_pct"), "g", alpha=0.6, label="agent CPU %")
+    ax3.plot(x, col("rsync_cpu_pct"), "m", alpha=0.6, label="its rsync calls' CPU %")
+    ax3.set_ylabel("% of one core")
+    ax3.legend(loc="upper right", fontsize=8)
     ax[4].plot(x, col("load1"), label="load average (1 min)")
     ax[4].plot(x, col("load5"), label="load average (5 min)")
     ax[4].set_ylabel("load")
