@@ -431,6 +431,52 @@ fn once_with_deletes_held_says_so_and_exits_1() {
     assert!(fail_log.contains("#held"), "{fail_log}");
 }
 
+// An outside test run (2 of 2): with the agent stopped, most of the tree removed (`mv
+// src/repo away`), then a start with `-r` (which the shipped unit uses) or `--once -r`:
+// the full sync deleted it all from every remote, with nothing held and status saying
+// level. `-r`'s full sync is weighed against what the index says the remotes hold.
+#[test]
+fn a_start_with_r_after_most_of_the_tree_went_is_held() {
+    for once in [false, true] {
+        let s = setup!();
+        tree(&s, 4, 5);
+        let port = free_port("127.0.0.1");
+        let config = conf_with_brake(
+            &s,
+            r#"<deleteBrake percent="50" count="3" seconds="600"/>"#,
+            port,
+        );
+        let mut agent = start(&s, &config, &["-r"]);
+        s.wait(&mut agent, "the tree before");
+        agent.stop();
+        for d in 0..3 {
+            remove_dir_all(s.p(format!("d{d}")));
+        }
+        if once {
+            let out = sersync2(&s.dir, &["--once", "-r", "-o", "sersync.xml"]);
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("held by the brake"),
+                "{}",
+                text(&out)
+            );
+        } else {
+            let mut agent = start(&s, &config, &["-r"]);
+            wait_held(port, &mut agent);
+            assert_eq!(remote_status(port, 0)["held_full"], true);
+            agent.stop();
+        }
+        for r in s.remotes() {
+            assert_eq!(
+                files(&r),
+                21,
+                "{}: the remote keeps its files (--once: {once})",
+                r.display()
+            );
+        }
+    }
+}
+
 // The outside run: files written in another directory shortly before (or during) an
 // `rm -rf` of most of the tree were counted against the deletes (net of every write in
 // the tree), the brake never held, and every remote lost them. Only writes that replace

@@ -408,7 +408,7 @@ fn run(
     let roots = pipeline.roots_health().to_vec();
 
     // Before the workers start: a rebuild's walk must come before its full syncs.
-    let (index, _) = super::warm::start(
+    let (index, _, counted) = super::warm::start(
         &config.fail_log,
         &walked_roots,
         &mirror,
@@ -426,7 +426,7 @@ fn run(
     pipeline.attach(checkpoints);
     if first && args.full_first {
         log::info!("-r: full sync of every remote before live syncing");
-        mirror.full_sync_all();
+        super::warm::full_syncs(&mirror, &counted);
     }
     if mirror.owed() > 0 {
         log::info!(

@@ -41,7 +41,7 @@ pub fn once(config: &Config, args: &Args) -> Result<u8, Exit> {
         ..Options::default()
     };
     let (mut pipeline, mirror) = Pipeline::sync(config, parts, fail_log, None, opts);
-    let (index, unwalked) = super::warm::start(
+    let (index, unwalked, counted) = super::warm::start(
         &config.fail_log,
         &roots,
         &mirror,
@@ -51,7 +51,7 @@ pub fn once(config: &Config, args: &Args) -> Result<u8, Exit> {
     );
     if args.full_first {
         log::info!("--once -r: full sync of every remote");
-        mirror.full_sync_all();
+        super::warm::full_syncs(&mirror, &counted);
     }
     if mirror.owed() > 0 {
         log::info!(

@@ -36,11 +36,15 @@ pub(crate) fn start(
     rebuild: bool,
     full_without_index: bool,
     links: &Mutex<Links>,
-) -> (Arc<Recorder>, usize) {
+) -> (Arc<Recorder>, usize, Counted) {
     let path = index::path_for(fail_log);
     let (rec, found) = Recorder::load(path, mirror.targets());
     let rec = Arc::new(rec);
     let mut unwalked = 0;
+    // Under -r: per root, what its walk counted (for the brake to weigh its full sync)
+    // and what the index held before.
+    let mut counted: Counted = Vec::new();
+    let mut held_before: Vec<(PathBuf, usize)> = Vec::new();
     // Files a full sync would skip were queued: the fail log keeps them.
     let mut blind = false;
     for (root, found) in found {
@@ -98,7 +102,20 @@ pub(crate) fn start(
                     .push_full(&workers::remotes_of(mirror.targets(), &root));
             }
             (true, _) => {
-                if let Ok(tree) = walked() {
+                let tree = walked();
+                let holds_names = excludes.has_rules()
+                    && std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_some());
+                // An empty root is judged as its full sync runs (held only if the
+                // remotes hold files: `Mirror::full_of_empty_root`).
+                let entries = tree.as_ref().ok().map(|t| t.len()).filter(|&n| n > 0);
+                counted.push((
+                    root.clone(),
+                    crate::sync::intake::counted_for_brake(entries, holds_names),
+                ));
+                if let Some(old) = old_tree.as_ref() {
+                    held_before.push((root.clone(), old.len()));
+                }
+                if let Ok(tree) = tree {
                     log::info!(
                         "-r: index of {} rebuilt from {} entries once its full syncs land",
                         root.display(),
@@ -212,7 +229,43 @@ pub(crate) fn start(
     }
     mirror.record_in(Arc::clone(&rec));
     tell_trees(&rec, mirror);
-    (rec, unwalked)
+    // -r: the brake weighs the full syncs against what the remotes were last sent (the
+    // index before the rebuild), not against the walk that is to replace it.
+    for (root, n) in held_before {
+        let trees: Vec<_> = workers::remotes_of(mirror.targets(), &root)
+            .into_iter()
+            .map(|t| (t, Some(n)))
+            .collect();
+        mirror.queue().set_trees(&trees);
+    }
+    (rec, unwalked, counted)
+}
+
+/// Per watch root, the entries `-r`'s walk found, as the brake counts them (`None`: not
+/// counted; see [`full_syncs`]).
+pub(crate) type Counted = Vec<(PathBuf, Option<usize>)>;
+
+/// `-r`'s full sync of every remote, each root's checked against the brake on mass
+/// deletes with what its walk counted: a start with `-r` on a tree that lost most of its
+/// entries while no agent ran (a half-mounted volume, an `rm -rf` in the wrong place)
+/// holds the full sync as the live agent holds such deletes, instead of deleting them
+/// from every remote.
+pub(crate) fn full_syncs(mirror: &Mirror, counted: &Counted) {
+    let mut roots: Vec<&std::path::Path> = Vec::new();
+    for t in mirror.targets() {
+        if !roots.contains(&t.root.as_path()) {
+            roots.push(&t.root);
+        }
+    }
+    for root in roots {
+        let entries = counted
+            .iter()
+            .find(|(r, _)| r == root)
+            .and_then(|(_, n)| *n);
+        mirror
+            .queue()
+            .push_full_checked(&workers::remotes_of(mirror.targets(), root), entries);
+    }
 }
 
 /// Queues beside a full sync (`what`, for the log) the files of `tree` (the walk of

@@ -799,7 +799,7 @@ fn never_closed(m: Option<Metadata>) -> Option<bool> {
 /// that holds nothing they select: it is not counted (`None`), and judged as it runs,
 /// deleting nothing and held only if rsync says it skipped deletes
 /// (`Mirror::full_of_empty_root`).
-fn counted_for_brake(entries: Option<usize>, holds_names: bool) -> Option<usize> {
+pub(crate) fn counted_for_brake(entries: Option<usize>, holds_names: bool) -> Option<usize> {
     entries.filter(|&n| n > 0 || !holds_names)
 }
 

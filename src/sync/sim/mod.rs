@@ -303,7 +303,7 @@ impl Sim {
                 intake.routes[0].root.clone(),
                 intake.routes[0].excludes.clone(),
             )];
-            let (rec, _) = crate::modes::warm::start(
+            let (rec, _, counted) = crate::modes::warm::start(
                 &fail_log_path,
                 &roots,
                 &mirror,
@@ -312,7 +312,7 @@ impl Sim {
                 &intake.links,
             );
             if full {
-                mirror.full_sync_all();
+                crate::modes::warm::full_syncs(&mirror, &counted);
             }
             if mirror.owed() > 0 {
                 mirror.replay();
