@@ -20,6 +20,9 @@
 //! - `--exclude=PATTERN` and `--from0 --exclude-from=-` (`- /anchored` rules on
 //!   stdin), matched against the path below the transfer's top (`/./` moves the top),
 //!   a rule without `/` against the last component, a trailing `/` only directories;
+//!   an argument a rule excludes is not sent, nor its implied directories (these are
+//!   not matched themselves); a missing argument (`--delete-missing-args`) a rule
+//!   excludes is not deleted, its implied directories are sent;
 //! - `--append-verify` (a big file's append, `sync::bigfiles`): a file whose remote copy
 //!   is as long as the source's or longer is skipped, left as it is (bytes and mtime);
 //!   any other lands whole (the appended tail, or, when the old bytes differ, the
@@ -332,6 +335,8 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                 // The deletion request goes with its implied directories: those there
                 // are sent; one missing has vanished (exit 24, "parent dir is absent").
                 // rsync follows a link there: one that leads nowhere is an I/O error.
+                // A request whose name a rule excludes (as a non-directory: it has no
+                // kind) is not sent, its implied directories are.
                 for d in above {
                     let abs = root.join(std::ffi::OsStr::from_bytes(&join(&arg.top, &d)));
                     match std::fs::metadata(&abs) {
@@ -353,7 +358,9 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                         }
                     }
                 }
-                missing.push(arg.rel.clone());
+                if !excluded(&arg.rel, false) {
+                    missing.push(arg.rel.clone());
+                }
             } else if !o.ignore_missing {
                 errors.push(format!(
                     "rsync: [sender] link_stat \"{}\" failed: No such file or directory (2)",
@@ -362,6 +369,12 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             }
             continue;
         };
+        // An argument a rule excludes is not sent, nor its implied directories (those
+        // are not matched against the rules themselves).
+        let is_dir = node == Node::Dir;
+        if !arg.rel.is_empty() && excluded(&arg.rel, is_dir) {
+            continue;
+        }
         // Implied directories: rsync follows a link there (it is sent as a directory).
         for d in above {
             let abs = root.join(std::ffi::OsStr::from_bytes(&join(&arg.top, &d)));
@@ -369,10 +382,6 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                 dir_at.insert(d.clone(), abs);
                 list.push((d, Node::Dir));
             }
-        }
-        let is_dir = node == Node::Dir;
-        if !arg.rel.is_empty() && excluded(&arg.rel, is_dir) {
-            continue;
         }
         if !is_dir {
             list.push((arg.rel.clone(), node));
