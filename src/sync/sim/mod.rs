@@ -492,6 +492,12 @@ pub struct Faults {
     /// with `--max-delete=0`, the operator releases what is held now and then (as time
     /// passes) and at quiesce; held deletes go through stops (the fail log's `#held`).
     brake: bool,
+    /// `rules`: a random `<filter>` rule list (`<rule>`s: includes, excludes, anchored,
+    /// `**`, `***`, directory-only, `+ /x/***` then `- *`; `sim::rule_lists`) given to
+    /// the agent's filter and to rsync (`--filter=`), as a config gives them. Drawn
+    /// from a sequence of its own: the rest of a seed's history stays as it was. Not
+    /// in the default mix: its own test runs it.
+    rules: bool,
 }
 
 impl Faults {
@@ -512,6 +518,7 @@ impl Faults {
         warm: false,
         big_files: false,
         brake: false,
+        rules: false,
     };
 
     /// What the test run draws: every fault and part of the model.
@@ -547,6 +554,7 @@ pub fn faults() -> Faults {
                 warm: on("warm"),
                 big_files: on("bigfiles"),
                 brake: on("brake"),
+                rules: on("rules"),
             }
         }
         // Every fault (the directory-only exclude and symlinks to entries joined once
@@ -653,7 +661,25 @@ pub fn history_with(seed: u64, steps: u64, faults: Faults) -> Ended {
     for t in &mut targets {
         t.filter_globs = globs.clone();
     }
-    let history = vec![format!("seed {seed}: {setup:?}")];
+    let mut history = vec![format!("seed {seed}: {setup:?}")];
+    let mut excludes = excludes;
+    if faults.rules {
+        let texts = rule_lists::random_rule_texts(&mut Rng(seed ^ 0x5255_4c45_535f_5349));
+        let rules = match rule_lists::parse_rules(&texts) {
+            Ok(r) => r,
+            Err(e) => {
+                return Ended {
+                    broken: Some(format!("a rule the agent refuses: {e}")),
+                    history,
+                }
+            }
+        };
+        for t in &mut targets {
+            t.filter_rules = rules.rsync_args();
+        }
+        excludes = excludes.with_rules(rules);
+        history.push(format!("filter rules: {}", texts.join(", ")));
+    }
     let health = Arc::new(RootHealth::new(root.clone()));
     match dir_id(&root) {
         Some(id) => health.set_ok(id),
@@ -753,3 +779,5 @@ mod tests;
 
 #[cfg(test)]
 mod differential;
+
+mod rule_lists;
