@@ -418,12 +418,14 @@ impl Sim {
     }
 
     /// The operator releases what the brake holds (`--release-deletes`).
-    fn release_held(&self) {
+    /// The operator's `--release-deletes`: true when something was held.
+    fn release_held(&self) -> bool {
         let Some(p) = self.pipeline() else {
-            return;
+            return false;
         };
         let released = p.mirror.release_deletes();
-        if !released.is_empty() {
+        let any = !released.is_empty();
+        if any {
             let what: Vec<String> = (released.iter())
                 .map(|r| {
                     format!(
@@ -439,6 +441,7 @@ impl Sim {
                 what.join(", ")
             ));
         }
+        any
     }
 }
 
