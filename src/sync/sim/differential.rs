@@ -7,11 +7,16 @@
 //! and runs [`model::rsync`] on the same remote tree in memory. The two resulting trees
 //! (kinds, file contents and mtimes, link targets; with `-H`, drawn for a share of the
 //! cases, which names are one file) and exit statuses (0, 23, other) must agree.
+//! A share of the cases ([`RULES_PERCENT`]) has a random `<filter>` rule list
+//! (`sim::rule_lists`): the agent's filter and its command lines (`--filter=`) get it, as
+//! a config gives it, so the model's filter handling (what is sent, entered, deleted and
+//! protected) is checked against rsync's too.
 //!
 //! Not covered here: the ssh remote `mv` of a rename ([`model::remote_mv`]), which no
 //! daemon runs; ssh mode's rsync calls have the same shapes as the daemon's.
 //!
-//! `SIM_DIFF_CASES=N` runs more cases (default 200), `SIM_DIFF_SEED=N` one, printed.
+//! `SIM_DIFF_CASES=N` runs more cases (default 200; the [`FIXED_SEEDS`] always come too),
+//! `SIM_DIFF_SEED=N` one, printed.
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
@@ -22,6 +27,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::model::{self, Node, Tree};
+use super::rule_lists::{parse_rules, random_rule_texts};
 use super::Rng;
 use crate::config::{Remote, RsyncOptions};
 use crate::filter::{self, Excludes};
@@ -35,6 +41,19 @@ const NAMES: [&[u8]; 7] = [b"a", b"b", b"c", b"d", b"e", b"x.log", b"t~"];
 const DATA: [&[u8]; 6] = [b"", b"1", b"22", b"hello", b"world", b"a longer text"];
 const MTIMES: [i64; 3] = [1_600_000_000, 1_600_000_001, 1_600_000_002];
 const LINKS: [&[u8]; 4] = [b"a", b"../b", b"/etc", b"nowhere/x"];
+
+/// Seeds that once disagreed, run on every test run beside the range:
+/// 1923, 3184, 3348: an argument a rule excludes (`./c/c/` with `--exclude=c`) sends
+/// nothing, not even its implied directories (the model made `c`);
+/// 242, 944: a missing argument a rule excludes is still a deletion request (the
+/// sender does not match it), which a receiver without the rules (no `--delete`)
+/// carries out;
+/// 1589: with `--max-delete=0`, a directory holding only names the rules protect is
+/// not a skipped deletion (rsync said none, the model two).
+const FIXED_SEEDS: [u64; 6] = [1923, 3184, 3348, 242, 944, 1589];
+
+/// The share of cases (percent) given a `<filter>` rule list.
+const RULES_PERCENT: u64 = 40;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -733,6 +752,13 @@ fn run_rsync(root: &Path, argv: &[OsString], stdin: &[u8]) -> Result<(i32, Strin
 
 fn shown(argv: &[OsString], stdin: &[u8]) -> String {
     let mut s = super::shown(OsStr::new("rsync"), argv);
+    // The simulator's printing leaves out `--exclude=`: here they decide the case.
+    for a in argv
+        .iter()
+        .filter(|a| a.as_bytes().starts_with(b"--exclude="))
+    {
+        s.push_str(&format!(" {}", a.to_string_lossy()));
+    }
     if !stdin.is_empty() {
         let rules: Vec<String> = stdin
             .split(|&b| b == 0)
@@ -785,6 +811,20 @@ fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
     let root = scratch.join(format!("src{seed}"));
     std::fs::create_dir(&root).map_err(|e| format!("mkdir source: {e}"))?;
     let excludes = sim_excludes(rng.chance(50));
+    // `<filter>` rules (`sim::rule_lists`) in a case of its own draw, from a sequence of
+    // its own (the cases drawn before it keep their trees).
+    let rules = if Rng(seed ^ 0x5255_4c45_5344).chance(RULES_PERCENT) {
+        let texts = random_rule_texts(&mut Rng(seed ^ 0x5255_4c45_5354));
+        match parse_rules(&texts) {
+            Ok(r) => r,
+            Err(e) => return Err(format!("seed {seed}: {e}")),
+        }
+    } else {
+        Default::default()
+    };
+    let ruled = !rules.is_empty();
+    let filter_rules = rules.rsync_args();
+    let excludes = excludes.with_rules(rules);
     // `-H` in a case of its own draw (the cases drawn before it stay as they were): the
     // names of one file in a call are one file on the remote.
     let hard = Rng(seed ^ 0x4848_4848).chance(40);
@@ -809,7 +849,7 @@ fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
             Vec::new()
         },
         filter_globs: excludes.rsync_globs(),
-        filter_rules: Vec::new(),
+        filter_rules,
         own: Vec::new(),
         ssh_control: None,
     };
@@ -843,7 +883,12 @@ fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
         show_tree(&source),
         show_tree(&remote)
     );
-    let mut result = Ok(format!("{}{}", shape.name, if hard { " -H" } else { "" }));
+    let mut result = Ok(format!(
+        "{}{}{}",
+        shape.name,
+        if hard { " -H" } else { "" },
+        if ruled { " rules" } else { "" }
+    ));
     for (argv, stdin) in &shape.calls {
         let (status, stderr) = match run_rsync(&root, argv, stdin) {
             Ok(r) => r,
@@ -951,7 +996,14 @@ fn the_rsync_model_agrees_with_real_rsync() {
         Some(s) => vec![s],
         None => {
             let first = env_u64("SIM_DIFF_FIRST").unwrap_or(1);
-            (first..first + env_u64("SIM_DIFF_CASES").unwrap_or(200)).collect()
+            let mut seeds: Vec<u64> =
+                (first..first + env_u64("SIM_DIFF_CASES").unwrap_or(200)).collect();
+            let fixed: Vec<u64> = FIXED_SEEDS
+                .into_iter()
+                .filter(|s| !seeds.contains(s))
+                .collect();
+            seeds.extend(fixed);
+            seeds
         }
     };
     let started = Instant::now();

@@ -143,7 +143,12 @@ impl Sim {
                 return;
             }
             if p.queue.is_idle() && p.mirror.owed() == 0 {
-                break;
+                // What the brake held as it ran in this round (a full sync of a root whose
+                // rules select nothing, run with `--max-delete=0`) is not owed: the
+                // operator releases it too, and it runs.
+                if !(self.lock().setup.brake.is_some() && self.release_held()) {
+                    break;
+                }
             }
             self.advance();
         }

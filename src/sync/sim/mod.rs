@@ -418,12 +418,14 @@ impl Sim {
     }
 
     /// The operator releases what the brake holds (`--release-deletes`).
-    fn release_held(&self) {
+    /// The operator's `--release-deletes`: true when something was held.
+    fn release_held(&self) -> bool {
         let Some(p) = self.pipeline() else {
-            return;
+            return false;
         };
         let released = p.mirror.release_deletes();
-        if !released.is_empty() {
+        let any = !released.is_empty();
+        if any {
             let what: Vec<String> = (released.iter())
                 .map(|r| {
                     format!(
@@ -439,6 +441,7 @@ impl Sim {
                 what.join(", ")
             ));
         }
+        any
     }
 }
 
@@ -492,6 +495,12 @@ pub struct Faults {
     /// with `--max-delete=0`, the operator releases what is held now and then (as time
     /// passes) and at quiesce; held deletes go through stops (the fail log's `#held`).
     brake: bool,
+    /// `rules`: a random `<filter>` rule list (`<rule>`s: includes, excludes, anchored,
+    /// `**`, `***`, directory-only, `+ /x/***` then `- *`; `sim::rule_lists`) given to
+    /// the agent's filter and to rsync (`--filter=`), as a config gives them. Drawn
+    /// from a sequence of its own: the rest of a seed's history stays as it was. Not
+    /// in the default mix: its own test runs it.
+    rules: bool,
 }
 
 impl Faults {
@@ -512,6 +521,7 @@ impl Faults {
         warm: false,
         big_files: false,
         brake: false,
+        rules: false,
     };
 
     /// What the test run draws: every fault and part of the model.
@@ -547,6 +557,7 @@ pub fn faults() -> Faults {
                 warm: on("warm"),
                 big_files: on("bigfiles"),
                 brake: on("brake"),
+                rules: on("rules"),
             }
         }
         // Every fault (the directory-only exclude and symlinks to entries joined once
@@ -653,7 +664,25 @@ pub fn history_with(seed: u64, steps: u64, faults: Faults) -> Ended {
     for t in &mut targets {
         t.filter_globs = globs.clone();
     }
-    let history = vec![format!("seed {seed}: {setup:?}")];
+    let mut history = vec![format!("seed {seed}: {setup:?}")];
+    let mut excludes = excludes;
+    if faults.rules {
+        let texts = rule_lists::random_rule_texts(&mut Rng(seed ^ 0x5255_4c45_535f_5349));
+        let rules = match rule_lists::parse_rules(&texts) {
+            Ok(r) => r,
+            Err(e) => {
+                return Ended {
+                    broken: Some(format!("a rule the agent refuses: {e}")),
+                    history,
+                }
+            }
+        };
+        for t in &mut targets {
+            t.filter_rules = rules.rsync_args();
+        }
+        excludes = excludes.with_rules(rules);
+        history.push(format!("filter rules: {}", texts.join(", ")));
+    }
     let health = Arc::new(RootHealth::new(root.clone()));
     match dir_id(&root) {
         Some(id) => health.set_ok(id),
@@ -753,3 +782,5 @@ mod tests;
 
 #[cfg(test)]
 mod differential;
+
+mod rule_lists;

@@ -20,6 +20,13 @@
 //! - `--exclude=PATTERN` and `--from0 --exclude-from=-` (`- /anchored` rules on
 //!   stdin), matched against the path below the transfer's top (`/./` moves the top),
 //!   a rule without `/` against the last component, a trailing `/` only directories;
+//!   `--filter=+ PATTERN` / `--filter=- PATTERN` (`<filter>`'s `<rule>`s) in their place
+//!   in the list, the first rule that matches deciding (a `+` lets a name in, and an
+//!   included name is not protected from `--delete`); an argument a rule excludes is not
+//!   sent, nor its implied directories (these are not matched themselves), a directory
+//!   excluded is not entered; a missing argument (`--delete-missing-args`) a rule
+//!   excludes is sent with its implied directories, and left whole by a receiver that
+//!   has the rules (`--delete`: deleted otherwise);
 //! - `--append-verify` (a big file's append, `sync::bigfiles`): a file whose remote copy
 //!   is as long as the source's or longer is skipped, left as it is (bytes and mtime);
 //!   any other lands whole (the appended tail, or, when the old bytes differ, the
@@ -81,11 +88,33 @@ struct Opts {
     /// `--max-delete=0`: every deletion skipped, and said (the only limit the agent
     /// passes: an empty root's full sync).
     delete_nothing: bool,
-    rules: Vec<Rule>,
+    /// The filter list in rsync's order: the first rule that matches decides.
+    rules: Vec<Filter>,
     from0: bool,
-    stdin_rules: bool,
+    /// `--exclude-from=-`: where its rules go in the list.
+    stdin_rules: Option<usize>,
     sources: Vec<Vec<u8>>,
     dest: Vec<u8>,
+}
+
+/// One rule of a call's filter list: an `--exclude=` (or a stdin `- /path`), or a
+/// `--filter=` rule (`+ PATTERN`, `- PATTERN`: `<filter>`'s `<rule>`s), matched as the
+/// agent's `config::rules` matches them (which the differential test checks against
+/// rsync's own matching).
+#[derive(Debug)]
+enum Filter {
+    Exclude(Rule),
+    Rsync(crate::config::rules::Rule),
+}
+
+impl Filter {
+    /// `Some(include)` when the rule matches `rel` (below the transfer's top).
+    fn decides(&self, rel: &[u8], is_dir: bool) -> Option<bool> {
+        match self {
+            Filter::Exclude(r) => r.matches(rel, is_dir).then_some(false),
+            Filter::Rsync(r) => r.matches(rel, is_dir).then_some(r.include),
+        }
+    }
 }
 
 /// What one command did: its exit status and stderr.
@@ -149,8 +178,12 @@ fn parse(argv: &[OsString], stdin: &[u8]) -> Result<Opts, String> {
                 (b"existing", None) => o.existing = true,
                 (b"ignore-existing", None) => o.ignore_existing = true,
                 (b"from0", None) => o.from0 = true,
-                (b"exclude-from", Some(b"-")) => o.stdin_rules = true,
-                (b"exclude", Some(p)) => o.rules.push(Rule::parse(p)),
+                (b"exclude-from", Some(b"-")) => o.stdin_rules = Some(o.rules.len()),
+                (b"exclude", Some(p)) => o.rules.push(Filter::Exclude(Rule::parse(p))),
+                (b"filter", Some(r)) => match crate::config::rules::parse(r) {
+                    Ok(r) => o.rules.push(Filter::Rsync(r)),
+                    Err(e) => return Err(format!("a filter rule the model does not know: {e}")),
+                },
                 (b"append-verify", None) => o.append = true,
                 (b"max-delete", Some(b"0")) => o.delete_nothing = true,
                 // What lands is the same; only how the receiver writes it differs.
@@ -207,16 +240,18 @@ fn parse(argv: &[OsString], stdin: &[u8]) -> Result<Opts, String> {
     if !o.relative {
         return Err("the agent always passes -R".into());
     }
-    if o.stdin_rules {
+    if let Some(at) = o.stdin_rules {
         if !o.from0 {
             return Err("--exclude-from=- without --from0".into());
         }
+        let mut read = Vec::new();
         for r in stdin.split(|&b| b == 0).filter(|r| !r.is_empty()) {
             let Some(p) = r.strip_prefix(b"- ") else {
                 return Err(format!("a stdin rule the model does not know: {r:?}"));
             };
-            o.rules.push(Rule::parse(p));
+            read.push(Filter::Exclude(Rule::parse(p)));
         }
+        o.rules.splice(at..at, read);
     }
     Ok(o)
 }
@@ -280,7 +315,12 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
     // `--existing --ignore-existing`: nothing is made or updated, only deleted.
     let only_delete = o.existing && o.ignore_existing;
     let mut errors: Vec<String> = Vec::new();
-    let excluded = |rel: &[u8], is_dir: bool| o.rules.iter().any(|r| r.matches(rel, is_dir));
+    let excluded = |rel: &[u8], is_dir: bool| {
+        o.rules
+            .iter()
+            .find_map(|r| r.decides(rel, is_dir))
+            .is_some_and(|include| !include)
+    };
     // The file list: (path below the top, node), in the order rsync sends them, and
     // the directories whose entries were sent (for --delete).
     let mut list: Vec<(Vec<u8>, Node)> = Vec::new();
@@ -332,6 +372,8 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                 // The deletion request goes with its implied directories: those there
                 // are sent; one missing has vanished (exit 24, "parent dir is absent").
                 // rsync follows a link there: one that leads nowhere is an I/O error.
+                // The sender does not match it against the rules: the receiver does,
+                // when it has them (below).
                 for d in above {
                     let abs = root.join(std::ffi::OsStr::from_bytes(&join(&arg.top, &d)));
                     match std::fs::metadata(&abs) {
@@ -362,6 +404,12 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             }
             continue;
         };
+        // An argument a rule excludes is not sent, nor its implied directories (those
+        // are not matched against the rules themselves).
+        let is_dir = node == Node::Dir;
+        if !arg.rel.is_empty() && excluded(&arg.rel, is_dir) {
+            continue;
+        }
         // Implied directories: rsync follows a link there (it is sent as a directory).
         for d in above {
             let abs = root.join(std::ffi::OsStr::from_bytes(&join(&arg.top, &d)));
@@ -369,10 +417,6 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                 dir_at.insert(d.clone(), abs);
                 list.push((d, Node::Dir));
             }
-        }
-        let is_dir = node == Node::Dir;
-        if !arg.rel.is_empty() && excluded(&arg.rel, is_dir) {
-            continue;
         }
         if !is_dir {
             list.push((arg.rel.clone(), node));
@@ -499,6 +543,12 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             continue;
         };
         let dst = join(&p, name);
+        // The receiver matches the request against the rules when it has them (with
+        // `--delete`: a daemon or a remote shell is sent them only then), as what it is
+        // (nothing: a non-directory): one excluded is left whole.
+        if o.delete && excluded(rel, false) {
+            continue;
+        }
         if o.delete_nothing {
             skipped += usize::from(remote.contains_key(&dst));
         } else if o.delete {
@@ -562,7 +612,16 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
                     continue;
                 }
                 if o.delete_nothing {
-                    skipped += 1;
+                    // rsync counts a deletion it skips when it reaches one: a directory
+                    // that holds only what the rules protect is not empty, and is not
+                    // one (nor is anything in it).
+                    if !(is_dir
+                        && only_protected(remote, &join(&rdir, &name), &rel, &|r, d| {
+                            excluded(r, d)
+                        }))
+                    {
+                        skipped += 1;
+                    }
                     continue;
                 }
                 delete_protected(remote, &join(&rdir, &name), &rel, &|r, d| excluded(r, d));
@@ -771,6 +830,25 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             stderr: errors.join("\n"),
         }
     }
+}
+
+/// Does the remote directory `dst` (the source's `rel`) hold something, and only names
+/// `excluded` protects?
+fn only_protected(
+    remote: &Tree,
+    dst: &[u8],
+    rel: &[u8],
+    excluded: &dyn Fn(&[u8], bool) -> bool,
+) -> bool {
+    let mut prefix = dst.to_vec();
+    prefix.push(b'/');
+    let mut children = remote
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .filter(|(k, _)| !k[prefix.len()..].contains(&b'/'))
+        .peekable();
+    children.peek().is_some()
+        && children.all(|(k, n)| excluded(&join(rel, &k[prefix.len()..]), *n == Node::Dir))
 }
 
 /// `-H`: the names of one source file (same inode, more than one link) in the file list

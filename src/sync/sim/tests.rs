@@ -261,6 +261,43 @@ fn simulated_histories_with_the_brake_keep_every_remote_level() {
     );
 }
 
+/// The default mix with a random `<filter>` rule list per history (`rules`: includes,
+/// excludes, anchored, `**`, `***`, directory-only, include-only lists; the agent's
+/// filter and rsync's `--filter=` get the same list, and a remote must equal what the
+/// rules select of the source): `SIM_RULES_HISTORIES` of them (default 1,000), from
+/// seed 1.
+#[test]
+fn simulated_histories_with_rules_keep_every_remote_level() {
+    let n = env_u64("SIM_RULES_HISTORIES").unwrap_or(1_000);
+    let faults = Faults {
+        rules: true,
+        ..Faults::DEFAULT
+    };
+    let failed: Vec<(u64, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2u64)
+            .map(|k| {
+                s.spawn(move || {
+                    ((1 + k..=n).step_by(2))
+                        .filter_map(|seed| {
+                            history_with(seed, STEPS, faults).broken.map(|w| (seed, w))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    assert!(
+        failed.is_empty(),
+        "{} of {n} failed (replay: SIM_SEED=N SIM_FAULTS=stops,overflows,outages,timeouts,\
+         hangs,reloads,roots,hardlinks,dironly,symlinks,rules): {failed:?}",
+        failed.len()
+    );
+}
+
 /// Seeds that found defects, each one history (they run in well under a second), with
 /// the faults they were found with: each must stay fixed.
 #[test]
