@@ -12,6 +12,10 @@ fn main() -> ExitCode {
     if let Some(code) = modes::rsync_in_view(&raw) {
         return ExitCode::from(code);
     }
+    // Every command that prints (`--status`, `-t`, `--help`, `--release-deletes`,
+    // `--replay`...) ends quietly on a closed pipe (`| head -1`), as any Unix tool, instead
+    // of a panic in println!; the daemon ignores SIGPIPE again (`modes::prepare`).
+    modes::default_sigpipe();
     let mut args = Args::parse();
     // The modes that ask the running instance find it from the config's path and read
     // the file only if they must (a bad config on disk does not stop them).

@@ -272,3 +272,52 @@ fn planted_symlink_at_the_control_socket_path_is_not_followed() {
     assert!(fs::symlink_metadata(&socket).is_ok());
     assert!(!dangling.exists());
 }
+
+// Found by an outside test run: `sersync2 --release-deletes -o F | head -1` panicked with
+// a backtrace when the pipe closed (the release was applied): println! to a closed
+// stdout. Every command that prints ends quietly there, as any Unix tool; the daemon
+// itself still ignores SIGPIPE (it runs on).
+#[test]
+fn client_commands_printing_to_a_closed_pipe_end_quietly() {
+    let s = setup!();
+    let mut agent = s.agent(&[]);
+    let commands: [&[&str]; 7] = [
+        &["--status"],
+        &["--release-deletes"],
+        &["--discard-deletes"],
+        &["--pause"],
+        &["--resume"],
+        &["--replay"],
+        &["-t"],
+    ];
+    let mut runs: Vec<Vec<&str>> = commands
+        .iter()
+        .map(|c| {
+            ["-o", "sersync.xml"]
+                .iter()
+                .chain(c.iter())
+                .copied()
+                .collect()
+        })
+        .collect();
+    runs.push(vec!["--help"]);
+    for args in runs {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = command(&s.dir)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .output()
+            .expect("run sersync2");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked"),
+            "{args:?} with a closed stdout: {}",
+            text(&out)
+        );
+    }
+    agent.assert_running();
+    s.write("after.txt", "the daemon runs on\n");
+    s.wait(&mut agent, "a change after the commands");
+}

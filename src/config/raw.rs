@@ -543,6 +543,14 @@ fn decode(file: &str, bytes: &[u8]) -> Result<(String, bool), ConfigError> {
     }
 }
 
+/// A character no attribute value may hold: NUL (a path, module, host or argv word
+/// cannot carry it: the value was cut there or refused only by `--probe`'s rsync call)
+/// and the other ASCII control characters (DEL too) but tab, newline and carriage
+/// return (which a value written over lines holds).
+fn refused_char(c: char) -> bool {
+    c.is_ascii_control() && !matches!(c, '\t' | '\n' | '\r')
+}
+
 /// Rewrites one start tag: lower-case names, unescaped values re-escaped, `_line` added.
 /// A name given twice (in any case) is refused: which one would count is a guess. An
 /// attribute `path` (the element's place) does not take goes into `unknown`.
@@ -576,6 +584,14 @@ fn normalise_tag(
         let value = attr
             .unescape_value()
             .map_err(|e| format!("bad value of {key} in <{name}>: {e}"))?;
+        if let Some(c) = value.chars().find(|&c| refused_char(c)) {
+            return Err(format!(
+                "{key}= of <{name}> holds the control character U+{:04X} (written raw or as \
+                 &#{};): no path, module name, host, command or rsync argument can carry it; \
+                 remove it from the value",
+                c as u32, c as u32
+            ));
+        }
         out.push_attribute((key.as_str(), value.as_ref()));
     }
     out.push_attribute(("_line", line.to_string().as_str()));

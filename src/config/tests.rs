@@ -215,6 +215,35 @@ fn unreadable_password_file_is_refused_when_auth_is_on() {
     assert!(e.message.contains("password file"), "{e}");
 }
 
+// Found by an outside test run: `-t` accepted a NUL byte (`&#0;`) in `<remote name=>` and
+// exited 0 (a raw NUL byte in the file; `&#0;` the XML reader refuses); only `--probe` caught it ("nul byte found"). A NUL or another control
+// character in any attribute is refused with the file's line and what to do.
+#[test]
+fn a_nul_or_control_character_in_an_attribute_is_refused_with_its_line() {
+    let d = dir();
+    for (written, code) in [
+        ("\0", "U+0000"),
+        ("&#x1;", "U+0001"),
+        ("\u{1b}", "U+001B"),
+        ("\u{7f}", "U+007F"),
+    ] {
+        let text = conf(d.path(), "").replace("name=\"mod\"", &format!("name=\"mo{written}d\""));
+        let e = err(&text);
+        assert_eq!(e.line, Some(5), "{written}: {e}");
+        assert!(
+            e.message.contains(&format!(
+                "name= of <remote> holds the control character {code}"
+            )) && e.message.contains("remove it"),
+            "{written}: {e}"
+        );
+    }
+    let text = conf(d.path(), "").replace("<remote ip=\"127.0.0.1\"", "<remote ip=\"127.0.0.1\0\"");
+    assert!(err(&text).message.contains("ip= of <remote>"));
+    // `&#0;` the XML reader refuses itself.
+    let text = conf(d.path(), "").replace("name=\"mod\"", "name=\"mo&#0;d\"");
+    assert_eq!(err(&text).line, Some(5));
+}
+
 #[test]
 fn an_unknown_element_or_attribute_is_refused_with_line_and_nearest_name() {
     let d = dir();

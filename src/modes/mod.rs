@@ -129,6 +129,11 @@ pub(crate) fn runtime(e: impl Into<anyhow::Error>) -> Exit {
     Exit::Runtime(e.into())
 }
 
+/// SIGPIPE's default action back, as the binary starts (see `main`).
+pub fn default_sigpipe() {
+    crate::sys::process::default_sigpipe();
+}
+
 /// What every mode does first: paths made absolute, logging set up.
 pub fn prepare(args: &mut Args) -> Result<(), Exit> {
     // Starts the clock of status's uptime (a reload does not reset it).
@@ -145,10 +150,11 @@ pub fn prepare(args: &mut Args) -> Result<(), Exit> {
         }
     }
     logging::init(args.log_file.as_deref(), args.log_format).map_err(usage)?;
-    if args.test_config || args.status || args.verify {
-        // Printing modes: a closed pipe (`| head`) ends the process quietly, as for any
-        // Unix tool, instead of a panic in println!.
-        crate::sys::process::default_sigpipe();
+    if matches!(Mode::of(args), Mode::Live) {
+        // The binary starts with SIGPIPE's default action (see `main`), for the client
+        // commands; the daemon ignores it: a remote or client gone is an error of the
+        // write, never the agent's end.
+        crate::sys::process::ignore_sigpipe();
     }
     Ok(())
 }

@@ -45,7 +45,9 @@ use journal::{Rec, What};
 use recorder::enter;
 pub use recorder::Recorder;
 pub use tree::{Kind, Meta, Tree};
-pub use walk::{stat, walk, walk_counted, Before};
+#[cfg(test)]
+pub use walk::stat;
+pub use walk::{walk, walk_counted, Before};
 
 use super::job::{Entry, Job, RemoteId};
 use super::progress;

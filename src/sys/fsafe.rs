@@ -718,6 +718,21 @@ pub fn open_subdir(parent: &File, name: &OsStr) -> io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
+/// The path of the entry `name` in the open directory `dir`, through `/proc/self/fd`:
+/// it names that entry of that directory whatever the directory's own path holds now
+/// (a link swapped in on the way is not followed). `name` itself, if a link, is
+/// followed or not as the call given this path chooses (`symlink_metadata` does not).
+pub fn path_in(dir: &File, name: &OsStr) -> PathBuf {
+    fd_path(dir).join(name)
+}
+
+/// The path of the open file `f` itself through `/proc/self/fd`: a call that follows
+/// its last component (inotify_add_watch without IN_DONT_FOLLOW) reaches that file,
+/// whatever its own path holds now.
+pub fn fd_path(f: &File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
+}
+
 /// The entries of an open directory (read through `/proc/self/fd`, which names that
 /// directory itself, whatever its path holds now).
 pub fn read_dir_of(dir: &File) -> io::Result<std::fs::ReadDir> {

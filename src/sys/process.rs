@@ -204,6 +204,13 @@ pub fn default_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
+/// Ignores SIGPIPE again (as Rust's runtime sets it up): the daemon sees a closed
+/// pipe or socket as an error of the write, never as its end.
+pub fn ignore_sigpipe() {
+    // SAFETY: setting one signal's disposition to SIG_IGN installs no handler.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,10 +18,12 @@
 //! mount point unmounted is walked again (what it covered is visible again).
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +35,7 @@ use super::limits::{count_dirs, raise_limit, read_limit, suggested_limit};
 use super::{dir_id, rewalk, tree, walk, Change, WatchError};
 use crate::config::Events;
 use crate::filter::{self, Excludes};
-use crate::sys::mounts;
+use crate::sys::{fsafe, mounts};
 
 mod events;
 use events::{Aside, RawEvent};
@@ -80,6 +82,24 @@ fn watch_mask(events: &Events) -> WatchMask {
         m |= WatchMask::MODIFY;
     }
     m
+}
+
+/// The directory `dir` of a walk (`abs` below the root), opened without following a
+/// link: from its parent's descriptor when the walk has it, else component by component
+/// from the root. A path the kernel would refuse as too long is refused as it would.
+pub(super) fn open_walked(
+    root: &Path,
+    dir: &Path,
+    abs: &Path,
+    parent: Option<&File>,
+) -> io::Result<File> {
+    if abs.as_os_str().len() >= libc::PATH_MAX as usize {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    match (parent, dir.file_name()) {
+        (Some(p), Some(name)) => fsafe::open_subdir(p, name),
+        _ => fsafe::open_dir_beneath(root, dir),
+    }
 }
 
 impl InotifyTree {
@@ -255,25 +275,45 @@ impl InotifyTree {
 
     /// Watches `rel` and every directory below it, depth first. With `found`, also
     /// collects every path that should be pushed (the directories and the files).
+    ///
+    /// Each directory is opened from its parent's descriptor without following a link
+    /// (the first one component by component, [`fsafe::open_dir_beneath`]), watched and
+    /// listed through that descriptor: a directory swapped for a link meanwhile (`rm -rf
+    /// d; ln -s /etc d`) yields nothing below it. Found by an outside test run: the
+    /// watch was added and the directory listed by its path, so /etc was listed and
+    /// its directories watched as entries of the tree, and the next start reported
+    /// their deletes.
     fn add_tree(
         &mut self,
         rel: &Path,
         mut found: Option<&mut Vec<PathBuf>>,
     ) -> Result<(), WatchError> {
-        let mask = watch_mask(&self.events);
-        let mut stack = vec![rel.to_path_buf()];
-        while let Some(dir) = stack.pop() {
+        // The descriptor's /proc path is a link to follow; what it leads to is the
+        // directory opened.
+        let mask = watch_mask(&self.events) - WatchMask::DONT_FOLLOW;
+        let mut stack: Vec<(PathBuf, Option<Rc<File>>)> = vec![(rel.to_path_buf(), None)];
+        while let Some((dir, parent)) = stack.pop() {
             let abs = self.root.path.join(&dir);
-            let mut added = self.inotify.watches().add(&abs, mask);
+            let (opened, mut added) =
+                match open_walked(&self.root.path, &dir, &abs, parent.as_deref()) {
+                    Ok(fd) => {
+                        let added = self.inotify.watches().add(fsafe::fd_path(&fd), mask);
+                        (Some(fd), added)
+                    }
+                    Err(e) => (None, Err(e)),
+                };
             if matches!(&added, Err(e) if e.raw_os_error() == Some(libc::ENOSPC))
                 && self.raise_watch_limit()
             {
-                added = self.inotify.watches().add(&abs, mask);
+                if let Some(fd) = &opened {
+                    added = self.inotify.watches().add(fsafe::fd_path(fd), mask);
+                }
             }
             match added {
                 Ok(wd) => self.map(wd, &dir),
                 Err(err) => match err.raw_os_error() {
-                    Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue, // gone already
+                    // Gone already, or a link (not a directory) now.
+                    Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) => continue,
                     Some(libc::ENOSPC) => {
                         return Err(WatchError::Limit {
                             dir: abs,
@@ -306,12 +346,13 @@ impl InotifyTree {
                     }
                 },
             }
+            let Some(fd) = opened else { continue };
             if let Some(f) = found.as_deref_mut() {
                 if !dir.as_os_str().is_empty() {
                     f.push(dir.clone());
                 }
             }
-            let entries = match std::fs::read_dir(&abs) {
+            let entries = match fsafe::read_dir_of(&fd) {
                 Ok(e) => e,
                 Err(err) => {
                     if rewalk::is_transient(&err) {
@@ -322,6 +363,7 @@ impl InotifyTree {
                     continue;
                 }
             };
+            let fd = Rc::new(fd);
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let child = dir.join(&name);
@@ -331,7 +373,7 @@ impl InotifyTree {
                     continue;
                 }
                 if is_dir {
-                    stack.push(child);
+                    stack.push((child, Some(Rc::clone(&fd))));
                 } else if let Some(f) = found.as_deref_mut() {
                     f.push(child);
                 }

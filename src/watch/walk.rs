@@ -84,7 +84,7 @@ pub fn watch_tree(
         s.spawn(move |_| {
             // The only sender: dropped when the walk is done, which ends the loop below.
             let tx = tx;
-            if let Err(e) = walk.watch(PathBuf::new(), &tx) {
+            if let Err(e) = walk.watch(PathBuf::new(), None, &tx) {
                 *root_error = Some(e);
             }
         });
@@ -118,18 +118,34 @@ impl Walk<'_> {
 
     /// Watches `dir`, then its subdirectories in parallel. An error is returned only for
     /// the root; below it, a directory that cannot be watched is logged and skipped.
-    fn watch(&self, dir: PathBuf, tx: &Tx) -> io::Result<()> {
+    /// Each directory is opened from `parent` (its parent's descriptor; the root by its
+    /// path) without following a link, and watched and listed through that descriptor:
+    /// a directory swapped for a link meanwhile is neither watched nor listed through it.
+    fn watch(&self, dir: PathBuf, parent: Option<&std::fs::File>, tx: &Tx) -> io::Result<()> {
         if self.limit.load(Ordering::Relaxed) {
             return Ok(());
         }
         let abs = self.root.join(&dir);
-        let wd = match self.inotify.watches().add(&abs, self.mask) {
+        // The descriptor's /proc path is a link to follow: it leads to the directory opened.
+        let mask = self.mask - WatchMask::DONT_FOLLOW;
+        let (fd, added) = match super::inotify::open_walked(self.root, &dir, &abs, parent) {
+            Ok(fd) => {
+                let added = self
+                    .inotify
+                    .watches()
+                    .add(crate::sys::fsafe::fd_path(&fd), mask);
+                (Some(fd), added)
+            }
+            Err(e) => (None, Err(e)),
+        };
+        let wd = match added {
             Ok(wd) => wd,
             Err(err) => {
                 match err.raw_os_error() {
                     Some(libc::ENOSPC) => self.limit.store(true, Ordering::Relaxed),
                     _ if dir.as_os_str().is_empty() => return Err(err),
-                    Some(libc::ENOENT) | Some(libc::ENOTDIR) => {} // gone already
+                    // Gone already, or a link (not a directory) now.
+                    Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) => {}
                     _ if super::rewalk::is_transient(&err) => {
                         self.note_retry(&dir, &abs, "watch", &err)
                     }
@@ -147,19 +163,20 @@ impl Walk<'_> {
                 return Ok(());
             }
         };
-        let subdirs = self.subdirs(&dir, &abs);
+        let Some(fd) = fd else { return Ok(()) };
+        let subdirs = self.subdirs(&dir, &abs, &fd);
         // Sent before the children are walked: the caller records parents first. The
         // caller gone (it never is before the walk ends) only loses the record.
         let _ = tx.send((wd, dir));
         subdirs.into_par_iter().for_each(|d| {
             // Below the root, errors are logged and skipped inside.
-            let _ = self.watch(d, tx);
+            let _ = self.watch(d, Some(&fd), tx);
         });
         Ok(())
     }
 
-    fn subdirs(&self, dir: &Path, abs: &Path) -> Vec<PathBuf> {
-        let entries = match std::fs::read_dir(abs) {
+    fn subdirs(&self, dir: &Path, abs: &Path, fd: &std::fs::File) -> Vec<PathBuf> {
+        let entries = match crate::sys::fsafe::read_dir_of(fd) {
             Ok(e) => e,
             Err(err) => {
                 if super::rewalk::is_transient(&err) {

@@ -3,7 +3,7 @@
 
 use super::diff::{below, join};
 use super::tree::UNKNOWN;
-use super::walk::listed;
+use super::walk::Looker;
 use super::*;
 
 /// One path pushed to some of a root's remotes with this metadata.
@@ -511,13 +511,14 @@ impl Recorder {
             r.tree.as_ref()?;
         }
         let mut out = Vec::with_capacity(paths.len());
+        let mut look = Looker::new(root);
         for p in paths {
             if p.listing {
                 // A listing of a directory gone: its delete. Of one there: the
                 // directory itself, which it sends too (a directory known only from
                 // its listing was not entered: pushed again at every start, and its
                 // delete while no agent ran was lost).
-                match stat(root, &p.path) {
+                match look.stat(&p.path) {
                     None => out.push((p.path.clone(), None)),
                     Some(m) if !p.path.as_os_str().is_empty() => {
                         out.push((p.path.clone(), Some(m)))
@@ -526,9 +527,9 @@ impl Recorder {
                 }
                 // Of one there: what it sends, its entries (the caller leaves out those
                 // the excludes keep out of it).
-                out.extend(listed(root, &p.path));
+                out.extend(look.listed(&p.path));
             } else {
-                out.push((p.path.clone(), stat(root, &p.path)));
+                out.push((p.path.clone(), look.stat(&p.path)));
             }
         }
         Some(out)
@@ -548,9 +549,10 @@ impl Recorder {
                 .map(|r| r.root.clone())
         };
         let Some(root) = root else { return };
+        let mut look = Looker::new(&root);
         let before: Before = (before.into_iter())
             .map(|(p, m)| match m {
-                None if stat(&root, &p).is_some() => (p, Some(UNKNOWN)),
+                None if look.stat(&p).is_some() => (p, Some(UNKNOWN)),
                 m => (p, m),
             })
             .collect();

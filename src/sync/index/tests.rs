@@ -548,6 +548,44 @@ fn what_a_listing_sent_is_entered_and_its_delete_found_at_the_next_start() {
     assert_eq!(d.deleted, vec![(PathBuf::from("d/e.txt"), false)]);
 }
 
+// Found by an outside test run: a user who can write in the tree made a directory with a
+// file in it, removed it and put a link to /etc in its place, 30 times. The delete's
+// listing of the directory (and the paths queued below it) were read through the link:
+// /etc's entries were entered as entries of the tree, and the next start reported
+// thousands of deletes, which the brake held. Nothing below a link is looked at.
+#[test]
+fn a_directory_swapped_for_a_link_enters_nothing_below_it() {
+    let (dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(outside.join("phantom-dir")).expect("mkdir outside");
+    std::fs::write(outside.join("phantom-file"), "p").expect("write");
+    std::fs::write(outside.join("s"), "p").expect("write");
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    std::fs::create_dir(root.join("e")).expect("mkdir e");
+    std::fs::write(root.join("e/s"), "z").expect("write e/s");
+    std::fs::remove_dir_all(root.join("e")).expect("rm -r e");
+    std::os::unix::fs::symlink(&outside, root.join("e")).expect("ln -s");
+    let job = Job::Paths(vec![
+        Entry::listing("e"),
+        "e/s".into(),
+        "e/phantom-dir".into(),
+    ]);
+    push_both(&rec, &root, &job);
+    rec.finish().expect("write");
+    let index = read_back(&path).0;
+    assert_eq!(
+        index.get(Path::new("e")).map(|m| m.kind),
+        Some(Kind::Link),
+        "{index:?}"
+    );
+    let below: Vec<_> = below(&index, Path::new("e")).collect();
+    assert!(below.is_empty(), "entered below the link: {below:?}");
+    let d = diff(&index, &walk(&root, &Excludes::default()).expect("walk"));
+    assert!(d.deleted.is_empty(), "the next start deletes {d:?}");
+    assert_eq!(stat(&root, Path::new("e/s")), None);
+}
+
 // A directory known only from a listing (made, then pushed as its listing alone) was not
 // entered itself: the next start pushed it again, and when it was deleted while no agent
 // ran only its entries were deleted on the remotes, never the directory.

@@ -3,15 +3,79 @@
 use super::*;
 
 /// The entry at `root/rel` as lstat sees it (and its target if a link); `None` when
-/// there is nothing there.
+/// there is nothing there, or when a directory on the way below `root` is a link now:
+/// what a link to a directory leads to is no entry of the tree (see [`Looker`]).
+#[cfg(test)]
 pub fn stat(root: &Path, rel: &Path) -> Option<Meta> {
-    let full = root.join(rel);
-    let md = std::fs::symlink_metadata(&full).ok()?;
+    Looker::new(root).stat(rel)
+}
+
+/// Looks at entries below a root without following a link on the way: each entry's
+/// directory is opened component by component with `O_NOFOLLOW`
+/// ([`crate::sys::fsafe::open_dir_beneath`]), and the entry is read there. A directory
+/// of the tree swapped for a link to another (`rm -rf d; ln -s /etc d`) has nothing
+/// below it: read through the link, `d/passwd` was entered in the index and reported
+/// deleted at the next start (the brake held thousands of such deletes). The last
+/// directory opened is kept, as a push's paths mostly share their directory.
+pub(super) struct Looker<'a> {
+    root: &'a Path,
+    last: Option<(PathBuf, Option<std::fs::File>)>,
+}
+
+impl<'a> Looker<'a> {
+    pub(super) fn new(root: &'a Path) -> Looker<'a> {
+        Looker { root, last: None }
+    }
+
+    /// The directory `rel` opened without following a link; `None` if it cannot be.
+    fn dir(&mut self, rel: &Path) -> Option<&std::fs::File> {
+        if self.last.as_ref().is_none_or(|(p, _)| p != rel) {
+            let fd = crate::sys::fsafe::open_dir_beneath(self.root, rel).ok();
+            self.last = Some((rel.to_path_buf(), fd));
+        }
+        self.last.as_ref().and_then(|(_, fd)| fd.as_ref())
+    }
+
+    /// [`stat`], reusing the directory opened last.
+    pub(super) fn stat(&mut self, rel: &Path) -> Option<Meta> {
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            // The root itself (a link there is the configured root's own business).
+            return lstat(self.root);
+        };
+        let dir = self.dir(parent)?;
+        lstat(&crate::sys::fsafe::path_in(dir, name))
+    }
+
+    /// The entries of the directory `dir` with their metadata, temporary names left
+    /// out: what its listing sends. Nothing when `dir` (or one above it) is not a
+    /// directory now.
+    pub(super) fn listed(&mut self, dir: &Path) -> Before {
+        let Some(fd) = self.dir(dir) else {
+            return Vec::new();
+        };
+        let Ok(rd) = crate::sys::fsafe::read_dir_of(fd) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter(|e| !crate::filter::is_temp_name(e.file_name().as_bytes()))
+            .map(|e| {
+                let p = dir.join(e.file_name());
+                // Read relative to the open directory (DirEntry's lstat is fstatat).
+                let m = lstat(&e.path());
+                (p, m)
+            })
+            .collect()
+    }
+}
+
+/// The entry at `path` itself (not followed if a link) and the link's target.
+fn lstat(path: &Path) -> Option<Meta> {
+    let md = std::fs::symlink_metadata(path).ok()?;
     let link = md
         .file_type()
         .is_symlink()
         .then(|| {
-            std::fs::read_link(&full)
+            std::fs::read_link(path)
                 .ok()
                 .map(|l| l.into_os_string().into_vec())
         })
@@ -103,22 +167,6 @@ pub fn walk_counted(
     Ok(one(&top, Path::new(""), excludes, progress)
         .into_iter()
         .collect())
-}
-
-/// The entries of the directory `root/dir` with their metadata, temporary names left
-/// out: what its listing sends.
-pub(super) fn listed(root: &Path, dir: &Path) -> Before {
-    let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter(|e| !crate::filter::is_temp_name(e.file_name().as_bytes()))
-        .map(|e| {
-            let p = dir.join(e.file_name());
-            let m = stat(root, &p);
-            (p, m)
-        })
-        .collect()
 }
 
 /// A push's paths with their metadata as taken before it ran.

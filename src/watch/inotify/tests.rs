@@ -256,3 +256,38 @@ fn a_directory_renamed_over_an_empty_one_replaces_it() {
     stop.trigger();
     t.join().expect("watch thread");
 }
+
+// Found by an outside test run: as a user who can write in the tree, `mkdir e; echo z >
+// e/s; rm -rf e; ln -s /etc e` in a loop made the walk of a new directory watch and list
+// what the link leads to (the watch added and the directory listed by their paths, a
+// link followed on the way), and /etc's entries were pushed and entered in the index as
+// entries of the tree. A walk opens each directory without following a link: below a
+// directory that is a link now it watches and finds nothing.
+#[test]
+fn a_walk_below_a_directory_swapped_for_a_link_watches_and_finds_nothing() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let root = d.path().join("www");
+    let outside = d.path().join("outside");
+    std::fs::create_dir_all(root.join("e/sub")).expect("mkdir");
+    std::fs::create_dir_all(outside.join("sub/deeper")).expect("mkdir");
+    std::fs::write(outside.join("sub/secret"), "x").expect("write");
+    let mut w =
+        InotifyTree::new(root.clone(), 0, Excludes::default(), Events::default()).expect("watch");
+    assert!(w.tree.contains(Path::new("e/sub")));
+    std::fs::remove_dir_all(root.join("e")).expect("rm -r e");
+    std::os::unix::fs::symlink(&outside, root.join("e")).expect("ln -s");
+    for rel in ["e/sub", "e"] {
+        let mut found = Vec::new();
+        w.rewalk(Path::new(rel), Some(&mut found));
+        assert!(found.is_empty(), "{rel}: found through the link: {found:?}");
+    }
+    for rel in ["e", "e/sub", "e/sub/deeper"] {
+        assert!(!w.tree.contains(Path::new(rel)), "{rel} watched");
+    }
+    let abs = root.join("e/sub");
+    let err = open_walked(&root, Path::new("e/sub"), &abs, None).expect_err("opened");
+    assert!(
+        matches!(err.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)),
+        "{err}"
+    );
+}
