@@ -32,6 +32,7 @@ use inotify::{Inotify, WatchDescriptor, WatchMask};
 
 use super::event_loop::{self, Mounts, RootWatch, WatchBackend};
 use super::limits::{count_dirs, raise_limit, read_limit, suggested_limit};
+use super::walk::open_walked;
 use super::{dir_id, rewalk, tree, walk, Change, WatchError};
 use crate::config::Events;
 use crate::filter::{self, Excludes};
@@ -82,24 +83,6 @@ fn watch_mask(events: &Events) -> WatchMask {
         m |= WatchMask::MODIFY;
     }
     m
-}
-
-/// The directory `dir` of a walk (`abs` below the root), opened without following a
-/// link: from its parent's descriptor when the walk has it, else component by component
-/// from the root. A path the kernel would refuse as too long is refused as it would.
-pub(super) fn open_walked(
-    root: &Path,
-    dir: &Path,
-    abs: &Path,
-    parent: Option<&File>,
-) -> io::Result<File> {
-    if abs.as_os_str().len() >= libc::PATH_MAX as usize {
-        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
-    }
-    match (parent, dir.file_name()) {
-        (Some(p), Some(name)) => fsafe::open_subdir(p, name),
-        _ => fsafe::open_dir_beneath(root, dir),
-    }
 }
 
 impl InotifyTree {

@@ -128,7 +128,7 @@ impl Walk<'_> {
         let abs = self.root.join(&dir);
         // The descriptor's /proc path is a link to follow: it leads to the directory opened.
         let mask = self.mask - WatchMask::DONT_FOLLOW;
-        let (fd, added) = match super::inotify::open_walked(self.root, &dir, &abs, parent) {
+        let (fd, added) = match open_walked(self.root, &dir, &abs, parent) {
             Ok(fd) => {
                 let added = self
                     .inotify
@@ -390,6 +390,24 @@ fn list_below(fd: &std::fs::File, dir: PathBuf, excludes: &Excludes) -> Vec<Path
         });
     out.extend(below);
     out
+}
+
+/// The directory `dir` of a walk (`abs` below the root), opened without following a
+/// link: from its parent's descriptor when the walk has it, else component by component
+/// from the root. A path the kernel would refuse as too long is refused as it would.
+pub(super) fn open_walked(
+    root: &Path,
+    dir: &Path,
+    abs: &Path,
+    parent: Option<&std::fs::File>,
+) -> io::Result<std::fs::File> {
+    if abs.as_os_str().len() >= libc::PATH_MAX as usize {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    match (parent, dir.file_name()) {
+        (Some(p), Some(name)) => crate::sys::fsafe::open_subdir(p, name),
+        _ => crate::sys::fsafe::open_dir_beneath(root, dir),
+    }
 }
 
 #[cfg(test)]
