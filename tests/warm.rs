@@ -220,6 +220,10 @@ fn a_rewrite_with_its_mtime_restored_found_before_a_power_cut_reaches_the_remote
         "log:\n{}",
         tail(&log, 40)
     );
+    // The remotes may be level by the full sync before the file's own push (beside it)
+    // ran: the barrier waits for that push too.
+    let out = wait_synced(&s.dir, 120);
+    assert!(out.status.success(), "{}", text(&out));
     agent.stop();
     // Landed everywhere: the fail log keeps it no more.
     assert!(
