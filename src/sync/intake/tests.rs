@@ -30,6 +30,16 @@ fn intake_on(root: &Path, queue: &Arc<Queue>, excludes: Excludes, hard_links: bo
     }
 }
 
+/// The paths a job carries, sorted.
+fn job_names(w: &crate::sync::job::Job) -> Vec<PathBuf> {
+    let mut got: Vec<PathBuf> = match w {
+        crate::sync::job::Job::Paths(e) => e.iter().map(|e| e.path.clone()).collect(),
+        _ => Vec::new(),
+    };
+    got.sort();
+    got
+}
+
 /// A created file without a CLOSE_WRITE is pushed once it has not changed for
 /// UNCLOSED_AFTER; one still growing waits (a big copy is not pushed half done).
 #[test]
@@ -165,14 +175,7 @@ fn a_file_renamed_into_place_is_known_to_a_link_made_to_it_later() {
 // -a` keeps them linked) go in one call with -H.
 #[test]
 fn a_file_that_came_with_a_directory_moved_in_is_known_to_a_link_made_later() {
-    let names = |w: &crate::sync::job::Job| -> Vec<PathBuf> {
-        let mut got: Vec<PathBuf> = match w {
-            crate::sync::job::Job::Paths(e) => e.iter().map(|e| e.path.clone()).collect(),
-            _ => Vec::new(),
-        };
-        got.sort();
-        got
-    };
+    let names = job_names;
     for hard_links in [false, true] {
         let d = tempfile::tempdir().expect("tempdir");
         // One path a call, so that only a set of -H makes two go together.
@@ -309,14 +312,7 @@ fn an_exchange_queues_both_sides_as_listings_and_nothing_as_gone() {
 // call carries both names at once.
 #[test]
 fn a_name_unlinked_and_linked_again_in_one_merged_event_goes_with_its_set() {
-    let names = |w: &crate::sync::job::Job| -> Vec<PathBuf> {
-        let mut got: Vec<PathBuf> = match w {
-            crate::sync::job::Job::Paths(e) => e.iter().map(|e| e.path.clone()).collect(),
-            _ => Vec::new(),
-        };
-        got.sort();
-        got
-    };
+    let names = job_names;
     let d = tempfile::tempdir().expect("tempdir");
     let queue = Arc::new(Queue::new(1, 100, 1));
     queue.set_brake(

@@ -225,18 +225,9 @@ fn simulated_histories_keep_every_remote_level() {
     }
 }
 
-/// The default mix with the brake on mass deletes (`brake`: deletes held past a small
-/// count, an empty root's full sync run with `--max-delete=0`, the operator releasing
-/// what is held as time passes and at quiesce): `SIM_BRAKE_HISTORIES` of them (default
-/// 3,000), from seed 1.
-#[test]
-fn simulated_histories_with_the_brake_keep_every_remote_level() {
-    let n = env_u64("SIM_BRAKE_HISTORIES").unwrap_or(3_000);
-    let faults = Faults {
-        brake: true,
-        ..Faults::DEFAULT
-    };
-    let failed: Vec<(u64, String)> = std::thread::scope(|s| {
+/// Seeds 1..=`n` of `faults` on two threads: those that broke an invariant, with what.
+fn failing_seeds(n: u64, faults: Faults) -> Vec<(u64, String)> {
+    std::thread::scope(|s| {
         let handles: Vec<_> = (0..2u64)
             .map(|k| {
                 s.spawn(move || {
@@ -252,7 +243,21 @@ fn simulated_histories_with_the_brake_keep_every_remote_level() {
             .into_iter()
             .flat_map(|h| h.join().unwrap_or_default())
             .collect()
-    });
+    })
+}
+
+/// The default mix with the brake on mass deletes (`brake`: deletes held past a small
+/// count, an empty root's full sync run with `--max-delete=0`, the operator releasing
+/// what is held as time passes and at quiesce): `SIM_BRAKE_HISTORIES` of them (default
+/// 3,000), from seed 1.
+#[test]
+fn simulated_histories_with_the_brake_keep_every_remote_level() {
+    let n = env_u64("SIM_BRAKE_HISTORIES").unwrap_or(3_000);
+    let faults = Faults {
+        brake: true,
+        ..Faults::DEFAULT
+    };
+    let failed = failing_seeds(n, faults);
     assert!(
         failed.is_empty(),
         "{} of {n} failed (replay: SIM_SEED=N SIM_FAULTS=stops,overflows,outages,timeouts,\
@@ -273,23 +278,7 @@ fn simulated_histories_with_rules_keep_every_remote_level() {
         rules: true,
         ..Faults::DEFAULT
     };
-    let failed: Vec<(u64, String)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..2u64)
-            .map(|k| {
-                s.spawn(move || {
-                    ((1 + k..=n).step_by(2))
-                        .filter_map(|seed| {
-                            history_with(seed, STEPS, faults).broken.map(|w| (seed, w))
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+    let failed = failing_seeds(n, faults);
     assert!(
         failed.is_empty(),
         "{} of {n} failed (replay: SIM_SEED=N SIM_FAULTS=stops,overflows,outages,timeouts,\
