@@ -686,3 +686,65 @@ fn a_deploy_held_and_released_by_itself_lands_whole_before_the_barrier_says_sync
     }
     agent.stop();
 }
+
+// The outside run: a release swapped in by renames every few seconds (`cp -a build
+// new && mv cur old && mv new cur && rm -rf old`) tripped the brake: its writes went
+// to `new` before any delete, and `old`'s deletes were offset by nothing; the new
+// release then waited with the hold. What was put where a tree was renamed away from
+// replaces that tree's deletes: never held, every round level when `--wait-synced`
+// says so.
+#[test]
+fn a_release_swapped_in_by_renames_is_not_held() {
+    let s = setup!();
+    for f in 0..40 {
+        s.write(format!("cur/f{f}.txt"), format!("release 0 {f}\n"));
+    }
+    s.write("top.txt", "top\n");
+    let port = free_port("127.0.0.1");
+    let config_text = conf_with_brake(
+        &s,
+        r#"<deleteBrake percent="50" count="20" seconds="600"/>"#,
+        port,
+    );
+    let mut agent = start(&s, &config_text, &["-r"]);
+    s.wait(&mut agent, "the tree before");
+    for round in 1..=4 {
+        let build = s.dir.mkdir_p(format!("build{round}"));
+        for f in 0..40 {
+            fs::write(
+                build.join(format!("f{f}.txt")),
+                format!("release {round} {f}\n"),
+            )
+            .expect("write the build");
+        }
+        let cp = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&build)
+            .arg(s.p("new"))
+            .status()
+            .expect("cp -a");
+        assert!(cp.success());
+        fs::rename(s.p("cur"), s.p("old")).expect("mv cur old");
+        fs::rename(s.p("new"), s.p("cur")).expect("mv new cur");
+        remove_dir_all(s.p("old"));
+        let out = wait_synced(&s.dir, 120);
+        assert!(
+            out.status.success(),
+            "round {round}: {}\n{}",
+            text(&out),
+            tail(&agent.log(), 30)
+        );
+        for r in s.remotes() {
+            if let Err(e) = trees_equal(&s.src, &r) {
+                panic!("round {round}: synced, but {}: {e}", r.display());
+            }
+        }
+        assert_eq!(remote_status(port, 0)["held_deletes"], 0, "round {round}");
+    }
+    assert!(
+        !agent.log().contains("held by the brake"),
+        "{}",
+        tail(&agent.log(), 30)
+    );
+    agent.stop();
+}

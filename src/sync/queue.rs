@@ -469,7 +469,15 @@ impl Queue {
                         to,
                         dir,
                         below,
-                    } => pending.push_rename_at(from.clone(), to.clone(), *dir, below.clone(), now),
+                    } => {
+                        if *dir {
+                            let n = below.len().max(1);
+                            if let Some(released) = pending.count_moved(from, to, n, now) {
+                                say_released(t.0, released, self.brake_words.get());
+                            }
+                        }
+                        pending.push_rename_at(from.clone(), to.clone(), *dir, below.clone(), now);
+                    }
                     Item::Linked(names) => pending.push_linked(names, now),
                 }
             }

@@ -73,6 +73,14 @@ pub(super) struct Brake {
     /// own deletes (fanotify may report them after the directory, or not at all), with
     /// how many of those may still come: each that comes is not counted again.
     ahead: HashMap<PathBuf, (Instant, usize)>,
+    /// Directory renames within the window, by new name: where the tree at that name
+    /// stood before, and when (see [`Brake::offset_moved`]).
+    came_from: HashMap<PathBuf, (Instant, PathBuf)>,
+    /// Names a directory was renamed away from within the window (a release swapped
+    /// out: `mv cur old`), with the time, and how many entries were put there since
+    /// (renamed or written in) that no delete of the tree that left was weighed
+    /// against yet (see [`Brake::offset_moved`]).
+    vacated: HashMap<PathBuf, (Instant, usize)>,
 }
 
 /// Why deletes began to be held (for the log line).
@@ -186,6 +194,8 @@ impl Brake {
         self.deleted_at.clear();
         self.below.clear();
         self.ahead.clear();
+        self.came_from.clear();
+        self.vacated.clear();
         self.by_count = false;
     }
 
@@ -294,6 +304,116 @@ impl Brake {
     }
 }
 
+impl Brake {
+    /// Notes the rename of the directory `from` to `to` at `now`: `from` is vacated,
+    /// and what stands at `to` came from `from` (see [`Brake::offset_moved`]).
+    fn moved(&mut self, from: &Path, to: &Path, now: Instant) {
+        let Some(rule) = self.rule else {
+            return;
+        };
+        let fresh = |at: Instant| now.saturating_duration_since(at) < rule.window;
+        if self.came_from.len() >= DELETED_AT_MAX {
+            self.came_from.retain(|_, (at, _)| fresh(*at));
+        }
+        if self.vacated.len() >= DELETED_AT_MAX {
+            self.vacated.retain(|_, (at, _)| fresh(*at));
+        }
+        self.came_from
+            .insert(to.to_path_buf(), (now, from.to_path_buf()));
+        // What was put at `from` before belonged to the tree that just left it.
+        self.vacated.insert(from.to_path_buf(), (now, 0));
+    }
+
+    /// `n` entries were put at `path` at `now` (renamed or written in): if that is at
+    /// or below a name a directory was renamed away from within the window, they
+    /// replace that tree's deletes to come (see [`Brake::offset_moved`]). Returns
+    /// whether they did.
+    fn fill(&mut self, path: &Path, n: usize, now: Instant) -> bool {
+        let Some(rule) = self.rule else {
+            return false;
+        };
+        if self.vacated.is_empty() {
+            return false;
+        }
+        let fresh = |at: Instant| now.saturating_duration_since(at) < rule.window;
+        for a in path.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+            if let Some((at, put)) = self.vacated.get_mut(a) {
+                if fresh(*at) {
+                    *put = put.saturating_add(n);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Weighs `n` deletes at or below `path` at `now` against a release swapped in by
+    /// renames (`mv cur old && mv new cur && rm -rf old`): when `path` is in a tree
+    /// renamed away from a name within the window, what was put at that name since
+    /// (a directory renamed in, files written in: see [`Brake::fill`]) replaces these
+    /// deletes, each entry once, counted as writes. A tree renamed and then deleted
+    /// (`mv data trash && rm -rf trash`) is offset by nothing, nor one whose place
+    /// was left empty.
+    fn offset_moved(&mut self, path: &Path, n: usize, now: Instant) {
+        let Some(rule) = self.rule else {
+            return;
+        };
+        if n == 0 || self.vacated.is_empty() || self.came_from.is_empty() {
+            return;
+        }
+        let fresh = |at: Instant| now.saturating_duration_since(at) < rule.window;
+        // The name its tree was renamed away from (the nearest renamed directory at
+        // or above it).
+        let Some(origin) = (path.ancestors())
+            .filter(|a| !a.as_os_str().is_empty())
+            .find_map(|a| match self.came_from.get(a) {
+                Some((at, from)) if fresh(*at) => Some(from.clone()),
+                _ => None,
+            })
+        else {
+            return;
+        };
+        let offset = match self.vacated.get_mut(&origin) {
+            Some((at, put)) if fresh(*at) && *put > 0 => {
+                let k = n.min(*put);
+                *put -= k;
+                k
+            }
+            _ => 0,
+        };
+        if offset > 0 {
+            self.add(0, offset, now);
+        }
+    }
+
+    /// Deletes at or below `dir` within the window not weighed against what was put
+    /// there since (`dir` itself counts when it was deleted), taking up to `n` of them:
+    /// a directory renamed into a name deleted within the window (`rm -rf app && mv
+    /// build app`) replaces them, each once.
+    fn take_deleted_at(&mut self, dir: &Path, n: usize, now: Instant) -> usize {
+        let Some(rule) = self.rule else {
+            return 0;
+        };
+        let fresh = |at: Instant| now.saturating_duration_since(at) < rule.window;
+        let mut taken = 0;
+        if let Some((at, true)) = self.deleted_at.get(dir).copied() {
+            if fresh(at) && n > 0 {
+                // Once: the name stays deleted for `replaces`, not for this count.
+                self.deleted_at.insert(dir.to_path_buf(), (at, false));
+                taken = 1;
+            }
+        }
+        if let Some((at, below)) = self.below.get_mut(dir) {
+            if fresh(*at) {
+                let k = (n - taken).min(*below);
+                *below -= k;
+                taken += k;
+            }
+        }
+        taken
+    }
+}
+
 /// A delete waits at most this many settle times (see [`Ledger::settling`]).
 pub const SETTLE_CAP: u32 = 10;
 
@@ -395,6 +515,7 @@ impl Ledger {
             // Counted too: the writes that may end the hold are weighed against them all.
             if !ahead {
                 self.brake.count(1, now);
+                self.brake.offset_moved(&path, 1, now);
             }
             self.brake.note_delete(&path, dir, now, !ahead);
             self.seq += 1;
@@ -407,6 +528,7 @@ impl Ledger {
         }
         if !ahead {
             self.brake.count(1, now);
+            self.brake.offset_moved(&path, 1, now);
         }
         self.brake.note_delete(&path, dir, now, !ahead);
         self.brake.last_delete = Some(self.brake.last_delete.map_or(now, |l| l.max(now)));
@@ -438,9 +560,42 @@ impl Ledger {
     pub fn count_write(&mut self, path: &Path, now: Instant) -> Option<Holding> {
         self.brake.rule?;
         if !self.brake.replaces(path, now) {
+            // Written where a tree was renamed away from: it replaces that tree's
+            // deletes to come.
+            self.brake.fill(path, 1, now);
             return None;
         }
         self.brake.add(0, 1, now);
+        if self.brake.holding() && self.brake.by_count && !self.brake.past() {
+            return Some(self.release_deletes(now));
+        }
+        None
+    }
+
+    /// Counts the rename of the directory `from` to `to` at `now`, `entries` entries
+    /// with it (`to` and what is below it). A rename deletes nothing, and by itself
+    /// replaces nothing: it moves entries. Its entries replace deletes only where a
+    /// tree was deleted or renamed away: deletes counted at or below `to` within the
+    /// window (`rm -rf app && mv build app`), as many as were counted there, or the
+    /// deletes to come of the tree renamed away from `to` (a release swapped in: `mv
+    /// cur old && mv new cur && rm -rf old`, see [`Brake::offset_moved`]). A hold that
+    /// began by the count ends by itself once the deletes are balanced: what is held is
+    /// queued again (returned, for the log line).
+    pub fn count_moved(
+        &mut self,
+        from: &Path,
+        to: &Path,
+        entries: usize,
+        now: Instant,
+    ) -> Option<Holding> {
+        self.brake.rule?;
+        let replaced = self.brake.take_deleted_at(to, entries, now);
+        self.brake.fill(to, entries - replaced, now);
+        self.brake.moved(from, to, now);
+        if replaced == 0 {
+            return None;
+        }
+        self.brake.add(0, replaced, now);
         if self.brake.holding() && self.brake.by_count && !self.brake.past() {
             return Some(self.release_deletes(now));
         }
@@ -466,6 +621,7 @@ impl Ledger {
             return;
         }
         self.brake.count(extra, now);
+        self.brake.offset_moved(path, extra, now);
         // Counted for the directories above it too, and for itself; its entries'
         // own deletes, if they come, are not counted again.
         self.brake.count_below(&path.join("x"), extra, now);

@@ -503,3 +503,117 @@ fn a_deleted_name_linked_again_goes_with_its_set_without_settling() {
     got.sort();
     assert_eq!(got, [p("h/a"), p("h/b")]);
 }
+
+/// The rename of the directory `from` to `to` holding `entries` entries, queued at
+/// `now` as the queue does it (counted, then queued).
+fn rename_dir(l: &mut Ledger, from: &str, to: &str, entries: usize, now: Instant) {
+    let _ = l.count_moved(&p(from), &p(to), entries, now);
+    let below: Vec<PathBuf> = std::iter::once(p(to))
+        .chain((1..entries).map(|i| p(&format!("{to}/f{i}"))))
+        .collect();
+    l.push_rename_at(p(from), p(to), true, below, now);
+}
+
+/// `rm -rf dir` of a directory of `files` files, as inotify reports it (each file,
+/// then the directory).
+fn rm_rf(l: &mut Ledger, dir: &str, files: usize, now: Instant) {
+    for i in 1..=files {
+        l.push_gone_at(p(&format!("{dir}/f{i}")), false, now);
+    }
+    l.push_gone_at(p(dir), true, now);
+}
+
+// The outside run: a release swapped in by renames every few seconds (`cp -a build
+// new && mv cur old && mv new cur && rm -rf old`) tripped the brake: the writes went
+// to `new`, before any delete, and `old`'s deletes were offset by nothing. What was
+// put where a tree was renamed away from replaces that tree's deletes.
+#[test]
+fn a_release_swapped_in_by_renames_is_not_held() {
+    let t0 = Instant::now();
+    // A tree of 10: `cur` (a directory of 5 files), 4 others.
+    let mut l = braked(rule(50, 3), 10);
+    for round in 0..5u64 {
+        let now = t0 + Duration::from_secs(round);
+        for i in 1..=5 {
+            let f = format!("new/f{i}");
+            l.push_at(Entry::plain(f.clone()), false, now);
+            assert_eq!(l.count_write(&p(&f), now), None);
+        }
+        rename_dir(&mut l, "cur", "old", 6, now);
+        rename_dir(&mut l, "new", "cur", 6, now);
+        rm_rf(&mut l, "old", 5, now);
+        assert!(
+            !l.holding(),
+            "round {round}: a release swapped in is not held"
+        );
+        while l.take(1000).is_some() {}
+    }
+    // Moved in from outside the tree (each entry written at `cur`): the same.
+    let mut l = braked(rule(50, 3), 10);
+    rename_dir(&mut l, "cur", "old", 6, t0);
+    for i in 1..=5 {
+        let f = format!("cur/f{i}");
+        l.push_at(Entry::plain(f.clone()), false, t0);
+        assert_eq!(l.count_write(&p(&f), t0), None);
+    }
+    rm_rf(&mut l, "old", 5, t0);
+    assert!(!l.holding());
+}
+
+// What a rename must not let through: a tree renamed and deleted, a place left
+// empty, a release moved in and then away and deleted, and a rename into a name
+// whose small delete came first (the rename's entries replace only what was
+// deleted there).
+#[test]
+fn a_tree_renamed_and_deleted_is_still_held() {
+    let t0 = Instant::now();
+    // `mv data trash && rm -rf trash`.
+    let mut l = braked(rule(50, 3), 8);
+    rename_dir(&mut l, "data", "trash", 6, t0);
+    rm_rf(&mut l, "trash", 5, t0);
+    assert!(l.holding(), "a tree renamed and deleted");
+    // `mv cur old && mkdir cur && rm -rf old`: one entry put back of six.
+    let mut l = braked(rule(50, 3), 8);
+    rename_dir(&mut l, "cur", "old", 6, t0);
+    l.push_at(Entry::plain("cur"), false, t0);
+    assert_eq!(l.count_write(&p("cur"), t0), None);
+    rm_rf(&mut l, "old", 5, t0);
+    assert!(l.holding(), "a place left nearly empty");
+    // `mv new cur && mv cur old && rm -rf old`: nothing was put at `cur` after its
+    // tree left.
+    let mut l = braked(rule(50, 3), 8);
+    rename_dir(&mut l, "new", "cur", 6, t0);
+    rename_dir(&mut l, "cur", "old", 6, t0);
+    rm_rf(&mut l, "old", 5, t0);
+    assert!(l.holding(), "moved in, then away and deleted");
+    // `rm -rf small && mv data small && rm -rf small`: one delete replaced, not six.
+    let mut l = braked(rule(50, 3), 8);
+    l.push_gone_at(p("small"), true, t0);
+    rename_dir(&mut l, "data", "small", 6, t0);
+    rm_rf(&mut l, "small", 5, t0);
+    assert!(
+        l.holding(),
+        "a tree renamed over a small delete, then deleted"
+    );
+    // Outside the window, a swap's renames offset nothing.
+    let mut l = braked(rule(50, 3), 8);
+    rename_dir(&mut l, "cur", "old", 6, t0);
+    rename_dir(&mut l, "new", "cur", 6, t0);
+    rm_rf(&mut l, "old", 5, t0 + Duration::from_secs(120));
+    assert!(l.holding(), "the renames were outside the window");
+}
+
+// `rm -rf app && mv build app`: held while only the deletes are in, released by the
+// rename that puts a release where they were, as `cp -a build app` is.
+#[test]
+fn a_release_renamed_into_a_deleted_name_releases_the_hold() {
+    let t0 = Instant::now();
+    let mut l = braked(rule(50, 3), 8);
+    rm_rf(&mut l, "app", 5, t0);
+    assert!(l.holding());
+    let released = l
+        .count_moved(&p("build"), &p("app"), 6, t0)
+        .expect("released by the rename");
+    assert_eq!(released.deletes, 1, "app, with what was held below it");
+    assert!(!l.holding());
+}
