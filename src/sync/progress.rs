@@ -50,14 +50,13 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// One more entry compared.
-    pub fn entry(&self) {
-        self.entries.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// One more change found.
-    pub fn change(&self) {
-        self.changes.fetch_add(1, Ordering::Relaxed);
+    /// `entries` more entries compared, `changes` of them changed (one directory's, at
+    /// once: a walk's threads do not meet on the counters for every entry).
+    pub fn add(&self, entries: u64, changes: u64) {
+        self.entries.fetch_add(entries, Ordering::Relaxed);
+        if changes > 0 {
+            self.changes.fetch_add(changes, Ordering::Relaxed);
+        }
     }
 
     /// Where it is now.
@@ -281,9 +280,7 @@ mod tests {
     #[test]
     fn a_task_shows_while_it_runs_and_not_after() {
         let t = Task::start("test task 7f3a".into(), true, None);
-        t.counts().entry();
-        t.counts().entry();
-        t.counts().change();
+        t.counts().add(2, 1);
         let mine = |v: Vec<Report>| v.into_iter().find(|r| r.what == "test task 7f3a");
         let r = mine(running()).expect("registered");
         assert_eq!((r.entries, r.changes), (Some(2), Some(1)));

@@ -965,3 +965,40 @@ fn a_rebuilt_index_holds_what_each_full_sync_sent_when_it_began() {
         stat(&root, Path::new("x")).as_ref()
     );
 }
+
+// The walk counts its changes per directory against the index's entries of that
+// directory: the count is what a lookup of each entry in the index gives (new names,
+// changed files, a renamed directory's entries, nested directories, names sorting
+// between a directory and its own entries).
+#[test]
+fn a_walk_counts_the_entries_the_index_does_not_have_as_they_are() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let write = |p: &str, s: &str| {
+        let p = root.join(p);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, s).expect("write");
+    };
+    for p in ["a/x", "a/b/y", "a/b.c", "a-b", "a0/z", "c/d/e/f", "top"] {
+        write(p, "old");
+    }
+    let ex = crate::filter::Excludes::new(Vec::new());
+    let old = walk(root, &ex).expect("walk");
+    write("a/x", "changed");
+    write("a/new", "new");
+    write("a/b/y2", "new");
+    std::fs::remove_file(root.join("a-b")).expect("rm");
+    std::fs::rename(root.join("c/d"), root.join("c/D")).expect("mv");
+    write("zz", "new");
+    let task = crate::sync::progress::Task::start("count test".into(), true, None);
+    let new = walk_counted(root, &ex, Some((task.counts(), Some(&old)))).expect("walk");
+    let expected = (new.iter())
+        .filter(|(p, m)| old.get(*p) != Some(*m))
+        .count() as u64;
+    let report = task.counts().report();
+    assert_eq!(report.entries, Some(new.len() as u64));
+    assert_eq!(report.changes, Some(expected));
+    // a, a/b (new entries), a/x, a/new, a/b/y2, c (renamed below), c/D, c/D/e,
+    // c/D/e/f, zz, and the root's own mtime is not an entry.
+    assert!(expected >= 9, "{expected}");
+}
