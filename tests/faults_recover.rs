@@ -349,6 +349,59 @@ fn a_path_owed_below_a_directory_now_a_link_is_not_pushed_through_it() {
     agent.stop();
 }
 
+/// Deletion requests owed below a directory that is gone at the source (`./c/b`,
+/// `./c/a`), while the remotes hold a link there (`c -> a`, pushed when the source had
+/// it): rsync sends no implied directory it cannot find, and the receiver resolved the
+/// requests through the link, deleting the remotes' `a/a`, which the source has
+/// (simulator seed 7060634). They go as the delete of `c` now: the link goes, `a/a`
+/// stays.
+#[test]
+fn deletes_owed_below_a_gone_directory_are_not_resolved_through_a_remote_link() {
+    let s = Setup::new("owed-below-gone");
+    s.write("a/a", "kept\n");
+    let remotes = s.remotes();
+    for r in &remotes {
+        fs::create_dir_all(r.join("a")).expect("mkdir a on the remote");
+        fs::write(r.join("a/a"), "kept\n").expect("write a/a on the remote");
+        std::os::unix::fs::symlink("a", r.join("c")).expect("ln -s a c on the remote");
+    }
+    let (mut agent, own) = agent_as_nobody(&s, false, |own| {
+        let root = s.src.display().to_string();
+        let mut text = String::new();
+        for r in [&s.a, &s.b] {
+            let dest = format!("{}@{}::{}", s.a.user(), r.ip(), r.module());
+            text.push_str(&format!(
+                "#errno 23\ncd '{root}' && rsync '-R' './c/b' './c/a' '{dest}'\n\n"
+            ));
+        }
+        let log = own.join("fail.sh");
+        fs::write(&log, text).expect("write the fail log");
+        std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).expect("chown");
+        fs::set_permissions(&log, fs::Permissions::from_mode(0o600)).expect("chmod");
+    });
+    let fail_log = own.join("fail.sh");
+    wait_until("nothing owed", DEADLINE, || {
+        agent.assert_running();
+        !read_text(&fail_log).contains("'./c")
+    });
+    for r in &remotes {
+        assert!(
+            fs::symlink_metadata(r.join("c")).is_err(),
+            "{}: c is still there\n{}",
+            r.display(),
+            tail(&agent.log(), 30)
+        );
+        assert_eq!(
+            fs::read_to_string(r.join("a/a")).ok().as_deref(),
+            Some("kept\n"),
+            "{}: a/a went through the remote's link\n{}",
+            r.display(),
+            tail(&agent.log(), 30)
+        );
+    }
+    agent.stop();
+}
+
 /// The fail log's text (empty when there is none).
 fn read_text(path: &Path) -> String {
     String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).into_owned()

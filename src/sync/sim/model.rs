@@ -527,6 +527,34 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
     // The receiver finds the path as the filesystem does: through a link on the remote
     // (a chrooted daemon's absolute links start at the module's top).
     // An abort ends the receiver at its request: those sorted before it are done.
+    // The receiver goes through the file list in order: a directory the list holds
+    // above a deletion request (an implied directory) was made before it, replacing
+    // what the remote had there (a link that leads elsewhere: `d -> .` on the remote
+    // while the source's `d` is a directory); the request is then resolved in that
+    // directory, not through the link (real rsync 3.5.0, checked by hand: the remote's
+    // `e` stays after `--delete-missing-args ./d ./d/e` with `d -> .` there).
+    // In the list's order: a request for `d` before those below it (`./d/e ./d`, both
+    // missing, with `d -> .` on the remote: real rsync deletes the link, and `e` stays).
+    missing.sort();
+    let sent_dirs: std::collections::HashSet<&[u8]> = (list.iter())
+        .filter(|(_, n)| *n == Node::Dir)
+        .map(|(r, _)| r.as_slice())
+        .collect();
+    for rel in missing
+        .iter()
+        .filter(|r| abort.as_ref().is_none_or(|a| *r < a))
+    {
+        for (i, _) in rel.iter().enumerate().filter(|(_, &b)| b == b'/') {
+            let above = &rel[..i];
+            if sent_dirs.contains(above) {
+                let dst = at(above);
+                if remote.get(&dst).is_some_and(|n| *n != Node::Dir) {
+                    remove_tree(remote, &dst);
+                    remote.insert(dst, Node::Dir);
+                }
+            }
+        }
+    }
     for rel in missing
         .iter()
         .filter(|r| abort.as_ref().is_none_or(|a| *r < a))
@@ -968,6 +996,67 @@ mod tests {
         assert_eq!((d.top.as_slice(), d.rel.as_slice()), (&b""[..], &b"f"[..]));
         let c = parse_arg(b"./");
         assert!(c.rel.is_empty() && c.contents);
+    }
+
+    // Real rsync 3.5.0 (by hand, `-a -R --no-recursive --delete-missing-args --force
+    // --dirs`): with `d -> .` on the receiver, the deletion request `./d/e` deletes the
+    // receiver's `e` through the link when the source has no `d`, and not when the
+    // source's `d` is a directory: the list's `d` replaced the link before the request
+    // came. The simulator's seed 7078005 (a barrier said synced with `e` gone from
+    // the model's remote) was the model deleting through the link in the second case.
+    #[test]
+    fn a_deletion_request_below_a_directory_sent_is_not_resolved_through_the_old_link() {
+        let file = |d: &[u8]| Node::File {
+            data: d.to_vec(),
+            mtime: (1, 0),
+            link: 0,
+        };
+        let argv = |args: &[&str]| -> Vec<OsString> {
+            let mut v: Vec<OsString> = [
+                "-a",
+                "-R",
+                "--no-recursive",
+                "--ignore-times",
+                "--delete-missing-args",
+                "--force",
+                "--dirs",
+            ]
+            .iter()
+            .map(OsString::from)
+            .collect();
+            v.extend(args.iter().map(OsString::from));
+            v.push("h::m".into());
+            v
+        };
+        let remote_with_link = || -> Tree {
+            let mut t = Tree::new();
+            t.insert(b"d".to_vec(), Node::Link(b".".to_vec()));
+            t.insert(b"e".to_vec(), file(b"E"));
+            t
+        };
+        let src = tempfile::tempdir().expect("tempdir");
+        std::fs::write(src.path().join("c"), "C").expect("write");
+        // No `d` at the source: deleted through the link.
+        let mut remote = remote_with_link();
+        rsync(src.path(), &mut remote, &argv(&["./d/e", "./c"]), b"");
+        assert!(!remote.contains_key(&b"e"[..]), "{remote:?}");
+        // The same with a request for `d` itself, in any order: `d` goes first, the
+        // link with it, and `e` stays.
+        let mut remote = remote_with_link();
+        rsync(
+            src.path(),
+            &mut remote,
+            &argv(&["./d/e", "./d", "./c"]),
+            b"",
+        );
+        assert_eq!(remote.get(&b"e"[..]), Some(&file(b"E")), "{remote:?}");
+        assert!(!remote.contains_key(&b"d"[..]), "{remote:?}");
+        // `d` a directory at the source: the link is replaced first, `e` stays.
+        std::fs::create_dir(src.path().join("d")).expect("mkdir");
+        let mut remote = remote_with_link();
+        rsync(src.path(), &mut remote, &argv(&["./d/e", "./c"]), b"");
+        assert_eq!(remote.get(&b"e"[..]), Some(&file(b"E")), "{remote:?}");
+        assert_eq!(remote.get(&b"d"[..]), Some(&Node::Dir));
     }
 
     #[test]

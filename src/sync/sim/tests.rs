@@ -399,6 +399,16 @@ fn seeds_that_found_defects_stay_fixed() {
         (3_078_568, Faults::DEFAULT),
         // The same livelock, found by a later soak (5042578).
         (5_042_578, Faults::DEFAULT),
+        // Deletion requests below a directory gone at the source (`./c/b ./c/a` after
+        // `rm -rf c`, once a link `c -> a`) whose remote still held the link: rsync sent
+        // no implied directory, the receiver resolved them through the link and deleted
+        // `a/a`, which the source has (7060634 of the soak at 7000001). Now the delete
+        // of `c` itself goes instead.
+        (7_060_634, Faults::DEFAULT),
+        // The model's own: a deletion request `./d/e` resolved through the remote's
+        // link `d -> .` though the call sent `d` as a directory, which replaces the
+        // link first in real rsync: the remote's `e` went (7078005 of the same soak).
+        (7_078_005, Faults::DEFAULT),
         // A file's delete under a directory-only excluded name (`e`) pushed while `e`
         // became such a directory (and left again): rsync kept the directory out and the
         // remote's file stayed (4093419).

@@ -224,6 +224,70 @@ pub(super) fn below_files(root: &Path, paths: &[Entry]) -> Vec<PathBuf> {
     below
 }
 
+/// The tops of what is gone now (relative to `root`) above paths of `paths`, each once,
+/// and none that `paths` name: the call sends their deletes beside the paths. A
+/// deletion request below a gone directory (`./c/a` after `rm -rf c`) goes with its
+/// implied directories, and rsync sends none it cannot find: the receiver then finds
+/// the path as its filesystem does, through what the remote holds at `c`, and where
+/// that is a link (`c -> a`, pushed while the source had that link) it deleted `a/a`,
+/// which the source has (real rsync 3.5.0; the simulator's seed 7060634). With `./c`
+/// in the call the receiver, which goes through the file list in order, deletes `c`
+/// first (a link as the link): the requests below it then find nothing. Made again
+/// before rsync reads it, `c` is sent as the directory it is, and the requests below
+/// it are resolved in it. Each directory is looked at once per call.
+pub(super) fn gone_tops(root: &Path, paths: &[Entry]) -> Vec<Entry> {
+    let mut top_gone: HashMap<&[u8], Option<&Path>> = HashMap::new();
+    let mut tops: Vec<&Path> = Vec::new();
+    for e in paths {
+        if let Some(t) = gone_at_or_above(root, e.path.parent(), &mut top_gone) {
+            tops.push(t);
+        }
+    }
+    if tops.is_empty() {
+        return Vec::new();
+    }
+    let named: HashSet<&Path> = paths.iter().map(|e| e.path.as_path()).collect();
+    let mut seen: HashSet<&Path> = HashSet::new();
+    tops.into_iter()
+        .filter(|t| !named.contains(t) && seen.insert(t))
+        .map(Entry::plain)
+        .collect()
+}
+
+/// The topmost of `dir` and the directories above it (relative to `root`) that is
+/// gone now (not there at all: one below a file is `below_files`' business), if any.
+/// `known` holds the answers found so far, by the directories' bytes.
+fn gone_at_or_above<'a>(
+    root: &Path,
+    dir: Option<&'a Path>,
+    known: &mut HashMap<&'a [u8], Option<&'a Path>>,
+) -> Option<&'a Path> {
+    use std::os::unix::ffi::OsStrExt;
+    let nonempty = |d: &&Path| !d.as_os_str().is_empty();
+    // Up to the first directory already answered, then down again.
+    let mut unknown = Vec::new();
+    let mut answer = None;
+    let mut at = dir.filter(nonempty);
+    while let Some(d) = at {
+        if let Some(&a) = known.get(d.as_os_str().as_bytes()) {
+            answer = a;
+            break;
+        }
+        unknown.push(d);
+        at = d.parent().filter(nonempty);
+    }
+    for d in unknown.into_iter().rev() {
+        if answer.is_none()
+            && std::fs::symlink_metadata(root.join(d))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            answer = Some(d);
+        }
+        known.insert(d.as_os_str().as_bytes(), answer);
+    }
+    answer
+}
+
 /// Whether `dir` (relative to `root`) or a directory above it is a file or link now
 /// (`None` or empty: the root itself, never). `known` holds the answers found so far,
 /// by the directories' bytes.
@@ -369,6 +433,37 @@ pub(super) fn listings_again(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The simulator's seed 7060634: `./c/b ./c/a` (deletes owed since `c` was a
+    // directory) pushed after `c` went, while the remote held the link `c -> a` of a
+    // later push: real rsync deleted the remote's `a/a` through it. The tops of what
+    // is gone go with them, once, and none the call names already.
+    #[test]
+    fn the_top_of_a_gone_directory_goes_with_the_deletes_below_it() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("a/b")).expect("mkdir");
+        std::fs::write(root.path().join("a/f"), b"x").expect("write");
+        let e = |p: &str| Entry::plain(p);
+        let paths = [
+            e("c/b"),
+            e("a/f"),
+            e("c/a/x"),
+            Entry::listing("c/d"),
+            e("a/gone"),
+            e("a/b/gone/deeper/x"),
+            e("g/h"),
+            e("g"),
+        ];
+        let tops: Vec<String> = (gone_tops(root.path(), &paths).iter())
+            .map(|e| {
+                assert!(!e.listing);
+                e.path.display().to_string()
+            })
+            .collect();
+        assert_eq!(tops, ["c", "a/b/gone"]);
+        // None below a gone directory: nothing to add.
+        assert!(gone_tops(root.path(), &[e("a/f"), e("a/gone"), e("x")]).is_empty());
+    }
 
     /// Found by the simulator (seed 330, directory-only excludes): `write e; rm e;
     /// mv build/e e` with `e/` excluded: the file's events queued `e`, and its push

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use super::listings::below_files;
+use super::listings::{below_files, gone_tops};
 use super::partial::only_blocked_by_directories;
 use super::Mirror;
 use crate::sync::bigfiles::Transfer;
@@ -114,6 +114,19 @@ impl Mirror {
                 }
                 reachable = Job::Paths(r);
                 sent = &reachable;
+                (argv, stdin) = target.argv(sent, excluded);
+                how = Transfer::Whole;
+            }
+        }
+        // Deletes below a directory gone now go with the delete of the top of what is
+        // gone, which the receiver does first: one below it could be resolved on the
+        // remote through a link there (see `gone_tops`).
+        let with_tops;
+        if let Job::Paths(paths) = sent {
+            let tops = gone_tops(&target.root, paths);
+            if !tops.is_empty() {
+                with_tops = Job::Paths(paths.iter().cloned().chain(tops).collect());
+                sent = &with_tops;
                 (argv, stdin) = target.argv(sent, excluded);
                 how = Transfer::Whole;
             }
