@@ -427,15 +427,12 @@ impl Queue {
         let _ = self.index.set(entries_below);
     }
 
-    /// Queues a batch of changes (in order) for each of the given remotes, with one lock.
-    pub fn push_batch(&self, targets: &[RemoteId], changes: &[Item]) {
-        if changes.is_empty() {
-            return;
-        }
-        // What each deleted directory held, as the index knows it (one route: the
-        // targets share a root), read before the queue's lock is taken.
-        let held_below: Vec<usize> = match (self.index.get(), targets.first()) {
-            (Some(ix), Some(&t)) if changes.iter().any(|c| matches!(c, Item::Gone(_, true))) => {
+    /// What each deleted directory of `changes` held, as the index knows it for the
+    /// remote `t` (by the change's place; empty when none is a deleted directory or
+    /// there is no index), read before the queue's lock is taken.
+    fn held_below(&self, t: Option<RemoteId>, changes: &[Item]) -> Vec<usize> {
+        match (self.index.get(), t) {
+            (Some(ix), Some(t)) if changes.iter().any(|c| matches!(c, Item::Gone(_, true))) => {
                 (changes.iter())
                     .map(|c| match c {
                         Item::Gone(p, true) => ix(t, p),
@@ -444,42 +441,66 @@ impl Queue {
                     .collect()
             }
             _ => Vec::new(),
-        };
+        }
+    }
+
+    /// Queues one change for the remote `t` (its ledger `pending`), its mark at least
+    /// as old as `carry`; `held_below`: what it held, when it is a deleted directory.
+    fn queue_one(
+        &self,
+        t: usize,
+        pending: &mut Ledger,
+        item: &Item,
+        held_below: usize,
+        now: Instant,
+        carry: Option<crate::sync::ledger::Mark>,
+    ) {
+        match item {
+            Item::Path(e, gone_dir) => {
+                pending.push_at_carrying(e.clone(), *gone_dir, now, carry);
+                if let Some(released) = pending.count_write(&e.path, now) {
+                    say_released(t, released, self.brake_words.get());
+                }
+            }
+            Item::Gone(p, dir) => {
+                pending.push_gone_carrying(p.clone(), *dir, now, carry);
+                if held_below > 0 {
+                    pending.count_gone_below(p, held_below, now);
+                }
+            }
+            Item::Blind(p) => pending.push_blind_at(p.clone(), now),
+            Item::Rename {
+                from,
+                to,
+                dir,
+                below,
+            } => {
+                if *dir {
+                    let n = below.len().max(1);
+                    if let Some(released) = pending.count_moved(from, to, n, now) {
+                        say_released(t, released, self.brake_words.get());
+                    }
+                }
+                pending.push_rename_at(from.clone(), to.clone(), *dir, below.clone(), now);
+            }
+            Item::Linked(names) => pending.push_linked(names, now),
+        }
+    }
+
+    /// Queues a batch of changes (in order) for each of the given remotes, with one lock.
+    pub fn push_batch(&self, targets: &[RemoteId], changes: &[Item]) {
+        if changes.is_empty() {
+            return;
+        }
+        // One route: the targets share a root, and so the index's counts.
+        let held_below = self.held_below(targets.first().copied(), changes);
         let now = Instant::now();
         let mut st = self.lock();
         for &t in targets {
             let pending = &mut st.remotes[t.0].pending;
             for (i, item) in changes.iter().enumerate() {
-                match item {
-                    Item::Path(e, gone_dir) => {
-                        pending.push_at(e.clone(), *gone_dir, now);
-                        if let Some(released) = pending.count_write(&e.path, now) {
-                            say_released(t.0, released, self.brake_words.get());
-                        }
-                    }
-                    Item::Gone(p, dir) => {
-                        pending.push_gone_at(p.clone(), *dir, now);
-                        if let Some(&n) = held_below.get(i).filter(|n| **n > 0) {
-                            pending.count_gone_below(p, n, now);
-                        }
-                    }
-                    Item::Blind(p) => pending.push_blind_at(p.clone(), now),
-                    Item::Rename {
-                        from,
-                        to,
-                        dir,
-                        below,
-                    } => {
-                        if *dir {
-                            let n = below.len().max(1);
-                            if let Some(released) = pending.count_moved(from, to, n, now) {
-                                say_released(t.0, released, self.brake_words.get());
-                            }
-                        }
-                        pending.push_rename_at(from.clone(), to.clone(), *dir, below.clone(), now);
-                    }
-                    Item::Linked(names) => pending.push_linked(names, now),
-                }
+                let n = held_below.get(i).copied().unwrap_or(0);
+                self.queue_one(t.0, pending, item, n, now, None);
             }
             self.say_held(t.0, pending);
             // A collapse that merged nothing (only deleted directories wait there, kept
@@ -495,6 +516,35 @@ impl Queue {
             }
         }
         self.wake_for(st, targets);
+    }
+
+    /// A directory rename taken for the remote `t` (`job`) that cannot land as one while
+    /// the brake on mass deletes is on (its new name gone, or its old one made again):
+    /// queued again as the changes it stands for (`changes`: the delete of the old
+    /// name, counted and held as any delete, and what is there now), each carrying the
+    /// rename's mark, before the worker books the job. Pushed plain by the worker, the
+    /// delete of the old name bypassed the brake (`mv data trash && rm -rf trash`
+    /// deleted `data` on every remote while the brake held `trash`'s deletes).
+    pub fn unrenamed(&self, t: RemoteId, job: &Job, changes: &[Item]) {
+        let held_below = self.held_below(Some(t), changes);
+        let now = Instant::now();
+        let mut st = self.lock();
+        let pending = &mut st.remotes[t.0].pending;
+        let carry = match job {
+            Job::Rename { from, .. } => pending.inflight_mark(from),
+            _ => None,
+        };
+        for (i, item) in changes.iter().enumerate() {
+            let n = held_below.get(i).copied().unwrap_or(0);
+            self.queue_one(t.0, pending, item, n, now, carry);
+        }
+        self.say_held(t.0, pending);
+        self.wake_for(st, &[t]);
+    }
+
+    /// The brake on mass deletes is on for the remote `t` (or holds what it held).
+    pub fn braking(&self, t: RemoteId) -> bool {
+        self.lock().remotes[t.0].pending.braking()
     }
 
     pub fn push_full(&self, targets: &[RemoteId]) {

@@ -370,13 +370,17 @@ impl Target {
 
     /// Directories with everything below them ([`Entry::tree`]; the workers push them
     /// in calls of their own): a full sync of those directories only, `<params> -R -r`
-    /// by quick check, with `--delete` and the full sync's exclude globs, each `./dir/`
+    /// with `--ignore-times` (what waited below such a directory, taken into it, was
+    /// written: a deploy's files may have the size and mtime of those they replace,
+    /// `cp -a` of a build with fixed mtimes, which a quick check skips), with
+    /// `--delete` and the full sync's exclude globs, each `./dir/`
     /// while it is a directory (or `keep_slash`); one that is not any more goes as
     /// `./dir`, its delete (`--delete-missing-args --force`) or its push.
     fn tree_argv(&self, dirs: &[Entry], keep_slash: bool) -> Vec<OsString> {
         let mut argv: Vec<OsString> = self.opts.params.iter().map(OsString::from).collect();
         argv.push("-R".into());
         argv.push("-r".into());
+        argv.push("--ignore-times".into());
         if self.delete {
             argv.extend(["--delete", "--delete-missing-args", "--force"].map(OsString::from));
         } else {

@@ -477,7 +477,8 @@ fn a_tree_is_written_recursive_read_back_as_one_and_paid_only_whole() {
         "{text}"
     );
     assert!(
-        tree.contains("'-R' '-r' '--delete'") && tree.ends_with("'./locked/' 'user@10.0.0.2::mod'"),
+        tree.contains("'-R' '-r' '--ignore-times' '--delete'")
+            && tree.ends_with("'./locked/' 'user@10.0.0.2::mod'"),
         "{text}"
     );
     assert!(

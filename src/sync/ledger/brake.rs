@@ -508,7 +508,20 @@ impl Ledger {
     /// against the brake; held while deletes are held, else queued like any change
     /// (see [`Ledger::push_at`]), and if it takes the count past the threshold, every
     /// delete still waiting is held with it.
+    #[cfg(test)]
     pub fn push_gone_at(&mut self, path: PathBuf, dir: bool, now: Instant) {
+        self.push_gone_carrying(path, dir, now, None);
+    }
+
+    /// [`Ledger::push_gone_at`] of a delete whose mark is at least as old as `carry`
+    /// (see [`Ledger::push_at_carrying`]).
+    pub fn push_gone_carrying(
+        &mut self,
+        path: PathBuf,
+        dir: bool,
+        now: Instant,
+        carry: Option<Mark>,
+    ) {
         let k = key(path.clone());
         let ahead = self.brake.counted_ahead(&path, now);
         if self.brake.holding() {
@@ -519,10 +532,13 @@ impl Ledger {
             }
             self.brake.note_delete(&path, dir, now, !ahead);
             self.seq += 1;
-            let mark = Mark {
-                seq: self.seq,
-                since: now,
-            };
+            let mark = older(
+                carry,
+                Mark {
+                    seq: self.seq,
+                    since: now,
+                },
+            );
             self.hold_key(k, dir, mark);
             return;
         }
@@ -533,7 +549,7 @@ impl Ledger {
         self.brake.note_delete(&path, dir, now, !ahead);
         self.brake.last_delete = Some(self.brake.last_delete.map_or(now, |l| l.max(now)));
         let covered = self.full_pending && !self.full_inflight;
-        self.push_at(Entry::plain(path), dir, now);
+        self.push_at_carrying(Entry::plain(path), dir, now, carry);
         if !covered {
             if self.by_path.contains_key(&k) {
                 self.gone.insert(k, (dir, now));

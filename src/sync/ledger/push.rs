@@ -17,6 +17,18 @@ impl Ledger {
 
     /// [`Ledger::push`] of a change made at `now`.
     pub fn push_at(&mut self, entry: Entry, gone_dir: bool, now: Instant) {
+        self.push_at_carrying(entry, gone_dir, now, None);
+    }
+
+    /// [`Ledger::push_at`] of a change whose mark is at least as old as `carry` (a
+    /// rename taken, sent back as the changes it stands for: see `Queue::unrenamed`).
+    pub fn push_at_carrying(
+        &mut self,
+        entry: Entry,
+        gone_dir: bool,
+        now: Instant,
+        carry: Option<Mark>,
+    ) {
         if self.full_pending && !self.full_inflight && !self.is_blind(&entry.path) {
             return; // the full sync that has not started yet covers it
         }
@@ -47,7 +59,13 @@ impl Ledger {
         if tree {
             self.trees.insert(path.clone());
         }
-        self.push_key(path, gone_dir, now, None);
+        self.push_key(path, gone_dir, now, carry);
+    }
+
+    /// The mark `path` is in flight with, if it is (a taken job's).
+    pub fn inflight_mark(&self, path: &std::path::Path) -> Option<Mark> {
+        use std::os::unix::ffi::OsStrExt;
+        self.inflight.get(path.as_os_str().as_bytes()).copied()
     }
 
     /// Queues the known names of one multi-linked file (with `-H`), to be handed out

@@ -6,10 +6,71 @@ use std::time::Duration;
 use super::Mirror;
 use crate::sync::cause::Cause;
 use crate::sync::job::{Entry, Job, RemoteId};
+use crate::sync::queue::Item;
 use crate::sync::rsync::{self, Outcome};
 use crate::watch::too_long_for_rsync;
 
 impl Mirror {
+    /// A directory rename taken for `t` that cannot land as one (its new name gone, or
+    /// its old one made again; `tried`: or its call failed) while the brake on mass
+    /// deletes is on: queued again as the changes it stands for, the delete of the old
+    /// name among them, which the brake weighs as any delete (with what the index says
+    /// the remote holds below it), each carrying the rename's mark (see
+    /// `Queue::unrenamed`). Returns whether it was; the caller books the job as done.
+    /// Pushed plain here instead, that delete bypassed the brake: `mv data trash &&
+    /// rm -rf trash` (documented as held) deleted `data` on every remote while the
+    /// brake held `trash`'s deletes, and `mv data old && mkdir data && rm -rf old`
+    /// emptied it by `data`'s listing.
+    pub(super) fn unrenamed(&self, t: RemoteId, job: &Job, tried: bool) -> bool {
+        let Job::Rename {
+            from,
+            to,
+            dir: true,
+            below,
+        } = job
+        else {
+            return false;
+        };
+        let root = &self.targets[t.0].root;
+        let there = |p: &Path| std::fs::symlink_metadata(root.join(p)).is_ok();
+        let (from_there, to_there) = (there(from), there(to));
+        if !tried && !from_there && to_there {
+            return false; // it may land as one: tried first
+        }
+        if !self.queue.braking(t) {
+            return false;
+        }
+        let mut items = vec![Item::Gone(from.clone(), true)];
+        if from_there {
+            items.push(Item::Path(Entry::listing(from.clone()), false));
+        }
+        if to_there {
+            items.push(Item::Path(Entry::listing(to.clone()), false));
+            items.extend(
+                (below.iter())
+                    .filter(|p| *p != to)
+                    .map(|p| Item::Path(Entry::listing(p.clone()), false)),
+            );
+        } else {
+            items.push(Item::Gone(to.clone(), true));
+        }
+        log::info!(
+            "the rename of {} to {} cannot reach {} as a rename ({}); queued again as the \
+             delete of {} and what is there now, which the brake on mass deletes weighs",
+            from.display(),
+            to.display(),
+            self.targets[t.0].label(),
+            match (from_there, to_there) {
+                (true, _) => "the old name is there again",
+                (false, false) => "the new name is gone",
+                (false, true) => "its call failed",
+            },
+            from.display()
+        );
+        self.queue.unrenamed(t, job, &items);
+        true
+    }
+
     /// Carries a rename to `t` as one: in ssh mode as one `mv` on the remote
     /// ([`Target::remote_rename_argv`]); in daemon mode by pushing the new path with the
     /// old one as its basis ([`Target::rename_argvs`]). `Some` when it landed; `None`
@@ -86,7 +147,10 @@ impl Mirror {
             let stdin = rsync::exclude_exactly(&mut argv, &excluded);
             self.log_call(&format!("cd {} && rsync", target.root.display()), &argv);
             let outcome = self.rsync(&target.root, &argv, &stdin);
-            if !outcome.ok() {
+            // Files that vanished while it ran (exit 24) are deletes: while the brake on
+            // mass deletes is on they go to it (see `unrenamed`), not out with the
+            // delete of the old path that follows a rename pushed this way.
+            if !outcome.ok() || (outcome.status == 24 && self.queue.braking(t)) {
                 log::info!(
                     "the rename of {} to {} did not reach {} as a rename ({}); pushing it \
                      plain",

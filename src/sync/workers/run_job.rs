@@ -64,6 +64,17 @@ impl Mirror {
                 self.say_temp_named(t);
                 vec![(Job::Full, self.excluded_paths(t))]
             }
+            Job::Rename { .. } if self.unrenamed(t, &taken.job, false) => {
+                // Queued again as the changes it stands for, the brake weighing its
+                // delete: booked as done, its mark carried by them.
+                let done = Outcome {
+                    status: 0,
+                    stderr: String::new(),
+                    elapsed: Duration::ZERO,
+                };
+                rest = self.account(t, &taken.job, &done);
+                Vec::new()
+            }
             Job::Rename { from, .. }
                 if std::fs::symlink_metadata(self.targets[t.0].root.join(from)).is_ok() =>
             {
@@ -110,6 +121,15 @@ impl Mirror {
                     let job = Job::Paths(vec![gone]);
                     let excluded = self.excluded_in_listings(t, &job);
                     vec![(job, excluded)]
+                }
+                None if self.unrenamed(t, &taken.job, true) => {
+                    let done = Outcome {
+                        status: 0,
+                        stderr: String::new(),
+                        elapsed: Duration::ZERO,
+                    };
+                    rest = self.account(t, &taken.job, &done);
+                    Vec::new()
                 }
                 None => {
                     plain = taken.job.plain_paths();
