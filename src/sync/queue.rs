@@ -527,6 +527,19 @@ impl Queue {
     /// deleted `data` on every remote while the brake held `trash`'s deletes).
     pub fn unrenamed(&self, t: RemoteId, job: &Job, changes: &[Item]) {
         let held_below = self.held_below(Some(t), changes);
+        self.requeue_carrying(t, job, changes, &held_below);
+    }
+
+    /// [`Queue::unrenamed`] of the delete of a rename's old name alone (`changes`),
+    /// counted as `lost` entries below it (what went from the new name while the
+    /// rename was pushed), not as the index's count (most of the tree landed).
+    pub fn unrenamed_counted(&self, t: RemoteId, job: &Job, changes: &[Item], lost: usize) {
+        let held_below: Vec<usize> = changes.iter().map(|_| lost).collect();
+        self.requeue_carrying(t, job, changes, &held_below);
+    }
+
+    /// Queues `changes` for `t` carrying the mark `job` (taken) is in flight with.
+    fn requeue_carrying(&self, t: RemoteId, job: &Job, changes: &[Item], held_below: &[usize]) {
         let now = Instant::now();
         let mut st = self.lock();
         let pending = &mut st.remotes[t.0].pending;

@@ -5,7 +5,7 @@ use std::ops::Bound;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::{key, older, parent_key, related, Key, Ledger, Mark, Renamed};
+use super::{key, older, parent_key, related, to_path, Key, Ledger, Mark, Renamed};
 use crate::sync::job::Entry;
 
 impl Ledger {
@@ -295,7 +295,15 @@ impl Ledger {
         } else {
             Vec::new()
         };
-        self.push_key(r.from, r.dir, now, carry);
+        if r.dir && self.braking() {
+            // The old name's delete, weighed by the brake on mass deletes as any delete
+            // (it settles first, and a hold takes it): pushed as an ordinary listing it
+            // could go out before the deletes that came with it were counted (`mv data
+            // trash && rm -rf trash` read in two batches: `data` went on a remote).
+            self.push_gone_carrying(to_path(r.from.clone()), true, now, carry);
+        } else {
+            self.push_key(r.from, r.dir, now, carry);
+        }
         for (k, m) in kept {
             self.push_key(k, false, now, Some(m));
         }

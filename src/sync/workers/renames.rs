@@ -71,6 +71,43 @@ impl Mirror {
         true
     }
 
+    /// A directory rename that reached `t` as one (pushed with the old name as its
+    /// basis) while entries of the new name went (`mv data trash && rm -rf trash`, the
+    /// push running while `trash` was emptied: missing arguments are deletion requests,
+    /// and the call succeeds with part of the tree): while the brake on mass deletes is
+    /// on, the delete of the old name that follows is queued again for the brake to
+    /// weigh, counted as one and as many as went, carrying the rename's mark, instead of
+    /// going out at once (it deleted `data` on a remote whose `trash` had part of it).
+    /// Returns whether it was; the caller books that delete as done.
+    pub(super) fn lost_while_renamed(&self, t: RemoteId, job: &Job) -> bool {
+        let Job::Rename {
+            from, dir: true, ..
+        } = job
+        else {
+            return false;
+        };
+        if !self.queue.braking(t) {
+            return false;
+        }
+        let root = &self.targets[t.0].root;
+        let lost = (rename_to_paths(job).plain_paths().iter())
+            .filter(|e| std::fs::symlink_metadata(root.join(&e.path)).is_err())
+            .count();
+        if lost == 0 {
+            return false;
+        }
+        log::info!(
+            "the rename of {} reached {} with {lost} of its entries gone meanwhile; the \
+             delete of {} is weighed by the brake on mass deletes",
+            from.display(),
+            self.targets[t.0].label(),
+            from.display()
+        );
+        self.queue
+            .unrenamed_counted(t, job, &[Item::Gone(from.clone(), true)], lost);
+        true
+    }
+
     /// Carries a rename to `t` as one: in ssh mode as one `mv` on the remote
     /// ([`Target::remote_rename_argv`]); in daemon mode by pushing the new path with the
     /// old one as its basis ([`Target::rename_argvs`]). `Some` when it landed; `None`

@@ -119,8 +119,20 @@ impl Mirror {
                         matches!(taken.job, Job::Rename { dir: true, .. }),
                     );
                     let job = Job::Paths(vec![gone]);
-                    let excluded = self.excluded_in_listings(t, &job);
-                    vec![(job, excluded)]
+                    if self.lost_while_renamed(t, &taken.job) {
+                        // What went from the new name while it was pushed did not land
+                        // there: the old name's delete is weighed by the brake with it.
+                        let done = Outcome {
+                            status: 0,
+                            stderr: String::new(),
+                            elapsed: Duration::ZERO,
+                        };
+                        rest = rest.or(self.account(t, &job, &done));
+                        Vec::new()
+                    } else {
+                        let excluded = self.excluded_in_listings(t, &job);
+                        vec![(job, excluded)]
+                    }
                 }
                 None if self.unrenamed(t, &taken.job, true) => {
                     let done = Outcome {
