@@ -67,11 +67,7 @@ impl Mirror {
             Job::Rename { .. } if self.unrenamed(t, &taken.job, false) => {
                 // Queued again as the changes it stands for, the brake weighing its
                 // delete: booked as done, its mark carried by them.
-                let done = Outcome {
-                    status: 0,
-                    stderr: String::new(),
-                    elapsed: Duration::ZERO,
-                };
+                let done = nothing_ran();
                 rest = self.account(t, &taken.job, &done);
                 Vec::new()
             }
@@ -122,11 +118,7 @@ impl Mirror {
                     if self.lost_while_renamed(t, &taken.job) {
                         // What went from the new name while it was pushed did not land
                         // there: the old name's delete is weighed by the brake with it.
-                        let done = Outcome {
-                            status: 0,
-                            stderr: String::new(),
-                            elapsed: Duration::ZERO,
-                        };
+                        let done = nothing_ran();
                         rest = rest.or(self.account(t, &job, &done));
                         Vec::new()
                     } else {
@@ -135,11 +127,7 @@ impl Mirror {
                     }
                 }
                 None if self.unrenamed(t, &taken.job, true) => {
-                    let done = Outcome {
-                        status: 0,
-                        stderr: String::new(),
-                        elapsed: Duration::ZERO,
-                    };
+                    let done = nothing_ran();
                     rest = self.account(t, &taken.job, &done);
                     Vec::new()
                 }
@@ -386,6 +374,16 @@ fn runs_for_args(paths: Vec<Entry>) -> Vec<Vec<Entry>> {
     lens.into_iter()
         .map(|n| rest.by_ref().take(n).collect())
         .collect()
+}
+
+/// The outcome of a job booked as done without a call of its own (a rename sent back
+/// to the queue as the changes it stands for).
+fn nothing_ran() -> Outcome {
+    Outcome {
+        status: 0,
+        stderr: String::new(),
+        elapsed: Duration::ZERO,
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,138 @@
+//! Queueing changes: a batch for several remotes, and a rename taken that goes back as
+//! the changes it stands for, each change through one step (the brake's counts with it).
+
+use std::time::Instant;
+
+use super::{say_released, Item, Queue};
+use crate::sync::job::{Job, RemoteId};
+use crate::sync::ledger::{Ledger, Mark};
+
+impl Queue {
+    /// What each deleted directory of `changes` held, as the index knows it for the
+    /// remote `t` (by the change's place; empty when none is a deleted directory or
+    /// there is no index), read before the queue's lock is taken.
+    fn held_below(&self, t: Option<RemoteId>, changes: &[Item]) -> Vec<usize> {
+        match (self.index.get(), t) {
+            (Some(ix), Some(t)) if changes.iter().any(|c| matches!(c, Item::Gone(_, true))) => {
+                (changes.iter())
+                    .map(|c| match c {
+                        Item::Gone(p, true) => ix(t, p),
+                        _ => 0,
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Queues one change for the remote `t` (its ledger `pending`), its mark at least
+    /// as old as `carry`; `held_below`: what it held, when it is a deleted directory.
+    fn queue_one(
+        &self,
+        t: usize,
+        pending: &mut Ledger,
+        item: &Item,
+        held_below: usize,
+        now: Instant,
+        carry: Option<Mark>,
+    ) {
+        match item {
+            Item::Path(e, gone_dir) => {
+                pending.push_at_carrying(e.clone(), *gone_dir, now, carry);
+                if let Some(released) = pending.count_write(&e.path, now) {
+                    say_released(t, released, self.brake_words.get());
+                }
+            }
+            Item::Gone(p, dir) => {
+                pending.push_gone_carrying(p.clone(), *dir, now, carry);
+                if held_below > 0 {
+                    pending.count_gone_below(p, held_below, now);
+                }
+            }
+            Item::Blind(p) => pending.push_blind_at(p.clone(), now),
+            Item::Rename {
+                from,
+                to,
+                dir,
+                below,
+            } => {
+                if *dir {
+                    let n = below.len().max(1);
+                    if let Some(released) = pending.count_moved(from, to, n, now) {
+                        say_released(t, released, self.brake_words.get());
+                    }
+                }
+                pending.push_rename_at(from.clone(), to.clone(), *dir, below.clone(), now);
+            }
+            Item::Linked(names) => pending.push_linked(names, now),
+        }
+    }
+
+    /// Queues a batch of changes (in order) for each of the given remotes, with one lock.
+    pub fn push_batch(&self, targets: &[RemoteId], changes: &[Item]) {
+        if changes.is_empty() {
+            return;
+        }
+        // One route: the targets share a root, and so the index's counts.
+        let held_below = self.held_below(targets.first().copied(), changes);
+        let now = Instant::now();
+        let mut st = self.lock();
+        for &t in targets {
+            let pending = &mut st.remotes[t.0].pending;
+            for (i, item) in changes.iter().enumerate() {
+                let n = held_below.get(i).copied().unwrap_or(0);
+                self.queue_one(t.0, pending, item, n, now, None);
+            }
+            self.say_held(t.0, pending);
+            // A collapse that merged nothing (only deleted directories wait there, kept
+            // as their own listings) is not news.
+            for (dir, n) in pending.take_collapsed().into_iter().filter(|(_, n)| *n > 0) {
+                log::warn!(
+                    "{n} changes waiting in {} for remote #{} collapsed into one push of the \
+                     directory's entries (at {} waiting in one directory)",
+                    dir.display(),
+                    t.0 + 1,
+                    pending.collapse_at()
+                );
+            }
+        }
+        self.wake_for(st, targets);
+    }
+
+    /// A directory rename taken for the remote `t` (`job`) that cannot land as one while
+    /// the brake on mass deletes is on (its new name gone, or its old one made again):
+    /// queued again as the changes it stands for (`changes`: the delete of the old
+    /// name, counted and held as any delete, and what is there now), each carrying the
+    /// rename's mark, before the worker books the job. Pushed plain by the worker, the
+    /// delete of the old name bypassed the brake (`mv data trash && rm -rf trash`
+    /// deleted `data` on every remote while the brake held `trash`'s deletes).
+    pub fn unrenamed(&self, t: RemoteId, job: &Job, changes: &[Item]) {
+        let held_below = self.held_below(Some(t), changes);
+        self.requeue_carrying(t, job, changes, &held_below);
+    }
+
+    /// [`Queue::unrenamed`] of the delete of a rename's old name alone (`changes`),
+    /// counted as `lost` entries below it (what went from the new name while the
+    /// rename was pushed), not as the index's count (most of the tree landed).
+    pub fn unrenamed_counted(&self, t: RemoteId, job: &Job, changes: &[Item], lost: usize) {
+        let held_below: Vec<usize> = changes.iter().map(|_| lost).collect();
+        self.requeue_carrying(t, job, changes, &held_below);
+    }
+
+    /// Queues `changes` for `t` carrying the mark `job` (taken) is in flight with.
+    fn requeue_carrying(&self, t: RemoteId, job: &Job, changes: &[Item], held_below: &[usize]) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let pending = &mut st.remotes[t.0].pending;
+        let carry = match job {
+            Job::Rename { from, .. } => pending.inflight_mark(from),
+            _ => None,
+        };
+        for (i, item) in changes.iter().enumerate() {
+            let n = held_below.get(i).copied().unwrap_or(0);
+            self.queue_one(t.0, pending, item, n, now, carry);
+        }
+        self.say_held(t.0, pending);
+        self.wake_for(st, &[t]);
+    }
+}
