@@ -777,8 +777,8 @@ fn data_and_keep(s: &Setup, dirs: usize, files: usize) -> (u16, Agent) {
 // Such a rename goes to the brake as the delete of `data` now: held, the remotes keep
 // every file, and a release brings them level. The remotes are paused meanwhile, so
 // that the rename is read beside `trash`'s deletes every time (the outside run's
-// script, `mv` and `rm -rf` with no pause, was held with both remotes intact in 6 of
-// 6 runs after the fix, 0 of 3 before). (Still open: `trash` moved out of the tree;
+// script, `mv` and `rm -rf` with no pause, on fanotify, was held with both remotes
+// intact in 6 of 6 runs after the fix, 0 of 3 before). (Still open: `trash` moved out of the tree;
 // `mv data old && mkdir data && rm -rf old`; see docs/operations.md, "Held deletes".)
 #[test]
 fn a_tree_renamed_and_deleted_at_once_is_held() {
