@@ -654,14 +654,7 @@ fn a_deploy_held_and_released_by_itself_lands_whole_before_the_barrier_says_sync
     let mut agent = start(&s, &config_text, &["-r"]);
     s.wait(&mut agent, "the tree before");
     for round in 0..3 {
-        remove_dir_all(s.p("big"));
-        let cp = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(s.dir.join("build/big"))
-            .arg(s.p("big"))
-            .status()
-            .expect("cp -a");
-        assert!(cp.success());
+        replace_by_copy(&s.dir.join("build/big"), &s.p("big"));
         let out = wait_synced(&s.dir, 120);
         assert!(
             out.status.success(),
@@ -717,13 +710,7 @@ fn a_release_swapped_in_by_renames_is_not_held() {
             )
             .expect("write the build");
         }
-        let cp = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(&build)
-            .arg(s.p("new"))
-            .status()
-            .expect("cp -a");
-        assert!(cp.success());
+        replace_by_copy(&build, &s.p("new"));
         fs::rename(s.p("cur"), s.p("old")).expect("mv cur old");
         fs::rename(s.p("new"), s.p("cur")).expect("mv new cur");
         remove_dir_all(s.p("old"));
@@ -864,14 +851,7 @@ fn a_deploy_with_the_old_sizes_and_mtimes_lands_its_contents() {
     );
     let mut agent = start(&s, &config_text, &["-r"]);
     s.wait(&mut agent, "the tree before");
-    remove_dir_all(s.p("app"));
-    let cp = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(s.dir.join("build/app"))
-        .arg(s.p("app"))
-        .status()
-        .expect("cp -a");
-    assert!(cp.success());
+    replace_by_copy(&s.dir.join("build/app"), &s.p("app"));
     let out = wait_synced(&s.dir, 120);
     assert!(
         out.status.success(),

@@ -318,18 +318,7 @@ fn a_path_owed_below_a_directory_now_a_link_is_not_pushed_through_it() {
         fs::write(r.join("d/f"), "old\n").expect("write d/f on the remote");
     }
     let (mut agent, own) = agent_as_nobody(&s, false, |own| {
-        let root = s.src.display().to_string();
-        let mut text = String::new();
-        for r in [&s.a, &s.b] {
-            let dest = format!("{}@{}::{}", s.a.user(), r.ip(), r.module());
-            text.push_str(&format!(
-                "#errno 23\ncd '{root}' && rsync '-R' './d' './d/d' '{dest}'\n\n"
-            ));
-        }
-        let log = own.join("fail.sh");
-        fs::write(&log, text).expect("write the fail log");
-        std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).expect("chown");
-        fs::set_permissions(&log, fs::Permissions::from_mode(0o600)).expect("chmod");
+        plant_owed_paths(&s, own, "'./d' './d/d'");
     });
     let fail_log = own.join("fail.sh");
     wait_until("nothing owed", DEADLINE, || {
@@ -366,18 +355,7 @@ fn deletes_owed_below_a_gone_directory_are_not_resolved_through_a_remote_link() 
         std::os::unix::fs::symlink("a", r.join("c")).expect("ln -s a c on the remote");
     }
     let (mut agent, own) = agent_as_nobody(&s, false, |own| {
-        let root = s.src.display().to_string();
-        let mut text = String::new();
-        for r in [&s.a, &s.b] {
-            let dest = format!("{}@{}::{}", s.a.user(), r.ip(), r.module());
-            text.push_str(&format!(
-                "#errno 23\ncd '{root}' && rsync '-R' './c/b' './c/a' '{dest}'\n\n"
-            ));
-        }
-        let log = own.join("fail.sh");
-        fs::write(&log, text).expect("write the fail log");
-        std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).expect("chown");
-        fs::set_permissions(&log, fs::Permissions::from_mode(0o600)).expect("chmod");
+        plant_owed_paths(&s, own, "'./c/b' './c/a'");
     });
     let fail_log = own.join("fail.sh");
     wait_until("nothing owed", DEADLINE, || {
@@ -400,6 +378,23 @@ fn deletes_owed_below_a_gone_directory_are_not_resolved_through_a_remote_link() 
         );
     }
     agent.stop();
+}
+
+/// A fail log in `own` (the agent's directory, as its user `nobody` writes it) owing
+/// `paths` (quoted as the fail log quotes them) to both remotes of `s`.
+fn plant_owed_paths(s: &Setup, own: &Path, paths: &str) {
+    let root = s.src.display().to_string();
+    let mut text = String::new();
+    for r in [&s.a, &s.b] {
+        let dest = format!("{}@{}::{}", s.a.user(), r.ip(), r.module());
+        text.push_str(&format!(
+            "#errno 23\ncd '{root}' && rsync '-R' {paths} '{dest}'\n\n"
+        ));
+    }
+    let log = own.join("fail.sh");
+    fs::write(&log, text).expect("write the fail log");
+    std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).expect("chown");
+    fs::set_permissions(&log, fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
 /// The fail log's text (empty when there is none).
