@@ -262,30 +262,13 @@ fn gone_at_or_above<'a>(
     dir: Option<&'a Path>,
     known: &mut HashMap<&'a [u8], Option<&'a Path>>,
 ) -> Option<&'a Path> {
-    use std::os::unix::ffi::OsStrExt;
-    let nonempty = |d: &&Path| !d.as_os_str().is_empty();
-    // Up to the first directory already answered, then down again.
-    let mut unknown = Vec::new();
-    let mut answer = None;
-    let mut at = dir.filter(nonempty);
-    while let Some(d) = at {
-        if let Some(&a) = known.get(d.as_os_str().as_bytes()) {
-            answer = a;
-            break;
-        }
-        unknown.push(d);
-        at = d.parent().filter(nonempty);
-    }
-    for d in unknown.into_iter().rev() {
-        if answer.is_none()
-            && std::fs::symlink_metadata(root.join(d))
+    answer_down(dir, known, None, |above, d| {
+        above.or_else(|| {
+            std::fs::symlink_metadata(root.join(d))
                 .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-        {
-            answer = Some(d);
-        }
-        known.insert(d.as_os_str().as_bytes(), answer);
-    }
-    answer
+                .then_some(d)
+        })
+    })
 }
 
 /// Whether `dir` (relative to `root`) or a directory above it is a file or link now
@@ -296,22 +279,36 @@ fn under_non_directory<'a>(
     dir: Option<&'a Path>,
     known: &mut HashMap<&'a [u8], bool>,
 ) -> bool {
+    answer_down(dir, known, false, |above, d| {
+        above || std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| !m.is_dir())
+    })
+}
+
+/// The answer for `dir` (`None` or empty: the root, `top`), where each directory's
+/// answer is `step` of its parent's answer and itself: up to the first directory
+/// `known` answers already (or the root), then down again, each directory looked at
+/// once and its answer kept by its bytes.
+fn answer_down<'a, A: Copy>(
+    dir: Option<&'a Path>,
+    known: &mut HashMap<&'a [u8], A>,
+    top: A,
+    step: impl Fn(A, &'a Path) -> A,
+) -> A {
     use std::os::unix::ffi::OsStrExt;
     let nonempty = |d: &&Path| !d.as_os_str().is_empty();
-    // Up to the first directory already answered, then down again.
     let mut unknown = Vec::new();
-    let mut answer = false;
+    let mut answer = top;
     let mut at = dir.filter(nonempty);
     while let Some(d) = at {
-        if let Some(&b) = known.get(d.as_os_str().as_bytes()) {
-            answer = b;
+        if let Some(&a) = known.get(d.as_os_str().as_bytes()) {
+            answer = a;
             break;
         }
         unknown.push(d);
         at = d.parent().filter(nonempty);
     }
     for d in unknown.into_iter().rev() {
-        answer = answer || std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| !m.is_dir());
+        answer = step(answer, d);
         known.insert(d.as_os_str().as_bytes(), answer);
     }
     answer
