@@ -200,7 +200,7 @@ fn a_hanging_hook_is_killed_at_its_timeout_and_sync_goes_on() {
         plugin_count(&s, "runs") >= 4
             && fs::read_dir(&pids).expect("pids").flatten().all(|e| {
                 let pid = e.file_name().to_string_lossy().into_owned();
-                !Path::new(&format!("/proc/{pid}")).exists()
+                !alive(&pid)
             })
     });
     agent.stop();
@@ -344,7 +344,16 @@ fn a_hook_still_running_at_the_stop_is_killed_with_what_it_started() {
     wait_until("no hook outlives the agent", DEADLINE, || {
         fs::read_dir(&pids).expect("pids").flatten().all(|e| {
             let pid = e.file_name().to_string_lossy().into_owned();
-            !Path::new(&format!("/proc/{pid}")).exists()
+            !alive(&pid)
         })
     });
+}
+
+/// Whether the process runs: it exists and is not a zombie (one reaped by nobody is dead
+/// all the same; the agent reaps what it killed, but an orphan's init may not).
+fn alive(pid: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
 }

@@ -69,37 +69,95 @@ impl Batch {
     }
 }
 
-/// The process groups of the commands running now (their leaders' pids): what
-/// [`kill_running`] kills at the agent's stop.
-static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
-
-/// One command in [`RUNNING`] while it runs.
-struct Running(u32);
-
-impl Running {
-    fn register(pid: u32) -> Running {
-        if let Ok(mut r) = RUNNING.lock() {
-            r.push(pid);
-        }
-        Running(pid)
-    }
+/// The commands running now, and whether the agent is stopping: what [`kill_running`]
+/// kills at the agent's stop.
+struct Registry {
+    /// The process groups of the commands running now (their leaders' pids).
+    running: Vec<u32>,
+    /// Commands being started: not in `running` yet.
+    starting: usize,
+    /// Set by [`kill_running`]: no command starts after it.
+    stopping: bool,
 }
+
+static REGISTRY: std::sync::Mutex<Registry> = std::sync::Mutex::new(Registry {
+    running: Vec::new(),
+    starting: 0,
+    stopping: false,
+});
+
+/// One command in [`REGISTRY`] while it runs.
+struct Running(u32);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Ok(mut r) = RUNNING.lock() {
-            r.retain(|p| *p != self.0);
+        if let Ok(mut r) = REGISTRY.lock() {
+            r.running.retain(|p| *p != self.0);
         }
     }
 }
 
-/// Kills the commands still running, with what they started (their process groups):
-/// at the agent's stop, so that no hook outlives it (one left hanging kept running
-/// after the stop, its timeout never reached). Returns how many.
+/// Why a command is not started: the agent is stopping.
+const STOPPING: &str = "not run: the agent is stopping";
+
+/// Counts a command as being started, unless the agent is stopping.
+fn starting() -> bool {
+    match REGISTRY.lock() {
+        Ok(mut r) if !r.stopping => {
+            r.starting += 1;
+            true
+        }
+        Ok(_) => false,
+        // A thread panicked holding it: run the command all the same.
+        Err(_) => true,
+    }
+}
+
+/// The command started (`Some`) or could not start (`None`): registered in
+/// [`REGISTRY`], or, when the agent began stopping meanwhile, killed with what it
+/// started and reaped (the error).
+fn started(child: Option<&mut std::process::Child>) -> Result<Option<Running>, ()> {
+    let Ok(mut r) = REGISTRY.lock() else {
+        return Ok(child.map(|c| Running(c.id())));
+    };
+    r.starting = r.starting.saturating_sub(1);
+    let Some(child) = child else { return Ok(None) };
+    if r.stopping {
+        drop(r);
+        let _ = process::kill_group(child.id(), libc::SIGKILL);
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(());
+    }
+    r.running.push(child.id());
+    Ok(Some(Running(child.id())))
+}
+
+/// Kills the commands still running, with what they started (their process groups),
+/// and starts no more: at the agent's stop, so that no hook outlives it (one left
+/// hanging kept running after the stop, its timeout never reached; one a push landing
+/// during the stop started after this ran did too). Returns how many it killed. Waits
+/// (up to two seconds) for the threads that ran them to reap them, so that none is
+/// left a zombie for an init that may not reap orphans (a container's).
 pub fn kill_running() -> usize {
-    let pids = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
+    let pids = match REGISTRY.lock() {
+        Ok(mut r) => {
+            r.stopping = true;
+            r.running.clone()
+        }
+        Err(_) => Vec::new(),
+    };
     for &pid in &pids {
         let _ = process::kill_group(pid, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline
+        && REGISTRY
+            .lock()
+            .map(|r| r.starting > 0 || r.running.iter().any(|p| pids.contains(p)))
+            .unwrap_or(false)
+    {
+        std::thread::sleep(Duration::from_millis(5));
     }
     pids.len()
 }
@@ -142,7 +200,10 @@ impl Command {
             Err(e) => return Outcome::NotRun(format!("cannot create a file for stderr: {e}")),
         };
         let stdin = stdin.map_or_else(Stdio::null, Stdio::from);
-        let mut child = match std::process::Command::new(&argv[0])
+        if !starting() {
+            return Outcome::NotRun(STOPPING.to_owned());
+        }
+        let spawned = std::process::Command::new(&argv[0])
             .args(&argv[1..])
             .envs(env.iter().copied())
             .stdin(stdin)
@@ -150,12 +211,17 @@ impl Command {
             .stderr(err_out)
             // Its own process group, so a timeout kills what it started too.
             .process_group(0)
-            .spawn()
-        {
+            .spawn();
+        let mut child = match spawned {
             Ok(c) => c,
-            Err(e) => return Outcome::NotRun(format!("cannot run {}: {e}", self.prefix[0])),
+            Err(e) => {
+                let _ = started(None);
+                return Outcome::NotRun(format!("cannot run {}: {e}", self.prefix[0]));
+            }
         };
-        let _running = Running::register(child.id());
+        let Ok(_running) = started(Some(&mut child)) else {
+            return Outcome::NotRun(STOPPING.to_owned());
+        };
         let started = Instant::now();
         let mut pause = Duration::from_millis(2);
         let status = loop {
