@@ -347,6 +347,26 @@ impl Brake {
         false
     }
 
+    /// Where the tree at `path` stood before a directory rename within the window moved
+    /// it: `path` rebased from the nearest renamed directory at or above it onto that
+    /// directory's old name (`old/x` after `mv data old`: `data/x`), if any.
+    fn origin(&self, path: &Path, now: Instant) -> Option<PathBuf> {
+        let rule = self.rule?;
+        if self.came_from.is_empty() {
+            return None;
+        }
+        let fresh = |at: Instant| now.saturating_duration_since(at) < rule.window;
+        (path.ancestors())
+            .filter(|a| !a.as_os_str().is_empty())
+            .find_map(|a| match self.came_from.get(a) {
+                Some((at, from)) if fresh(*at) => {
+                    Some(from.join(path.strip_prefix(a).unwrap_or(Path::new(""))))
+                }
+                _ => None,
+            })
+            .map(|p| p.components().collect())
+    }
+
     /// Weighs `n` deletes at or below `path` at `now` against a release swapped in by
     /// renames (`mv cur old && mv new cur && rm -rf old`): when `path` is in a tree
     /// renamed away from a name within the window, what was put at that name since
@@ -616,6 +636,13 @@ impl Ledger {
             return Some(self.release_deletes(now));
         }
         None
+    }
+
+    /// Where the directory `path` stood before a directory rename within the brake's
+    /// window moved it (see [`Brake::origin`]): the remotes may hold its tree there
+    /// still, the rename not landed yet, and the index knows it there.
+    pub fn renamed_from(&self, path: &Path, now: Instant) -> Option<PathBuf> {
+        self.brake.origin(path, now)
     }
 
     /// The directory `path`, queued as deleted at `now`, held `n` entries as the index

@@ -1,6 +1,7 @@
 //! Queueing changes: a batch for several remotes, and a rename taken that goes back as
 //! the changes it stands for, each change through one step (the brake's counts with it).
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::{say_released, Item, Queue};
@@ -10,19 +11,44 @@ use crate::sync::ledger::{Ledger, Mark};
 impl Queue {
     /// What each deleted directory of `changes` held, as the index knows it for the
     /// remote `t` (by the change's place; empty when none is a deleted directory or
-    /// there is no index), read before the queue's lock is taken.
+    /// there is no index), read before the queue's lock is taken. A directory that a
+    /// rename within the brake's window moved there (this batch's, or one the ledger
+    /// counted) is looked up at its old name too, and the larger count is taken: until
+    /// the rename lands the index (and the remote) hold its tree there (`mv data old
+    /// && mkdir data && rm -rf old`, read on fanotify as the delete of `old` alone,
+    /// counted nothing at `old` while `data`'s listing went out with `--delete`).
     fn held_below(&self, t: Option<RemoteId>, changes: &[Item]) -> Vec<usize> {
-        match (self.index.get(), t) {
-            (Some(ix), Some(t)) if changes.iter().any(|c| matches!(c, Item::Gone(_, true))) => {
-                (changes.iter())
-                    .map(|c| match c {
-                        Item::Gone(p, true) => ix(t, p),
-                        _ => 0,
+        let (Some(ix), Some(t)) = (self.index.get(), t) else {
+            return Vec::new();
+        };
+        if !changes.iter().any(|c| matches!(c, Item::Gone(_, true))) {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let origins: Vec<Option<PathBuf>> = {
+            let st = self.lock();
+            let pending = &st.remotes[t.0].pending;
+            if pending.braking() {
+                (changes.iter().enumerate())
+                    .map(|(i, c)| match c {
+                        Item::Gone(p, true) => renamed_in_batch(&changes[..i], p)
+                            .or_else(|| pending.renamed_from(p, now)),
+                        _ => None,
                     })
                     .collect()
+            } else {
+                Vec::new()
             }
-            _ => Vec::new(),
-        }
+        };
+        (changes.iter().enumerate())
+            .map(|(i, c)| match c {
+                Item::Gone(p, true) => {
+                    let there = origins.get(i).and_then(Option::as_ref);
+                    ix(t, p).max(there.map_or(0, |o| ix(t, o)))
+                }
+                _ => 0,
+            })
+            .collect()
     }
 
     /// Queues one change for the remote `t` (its ledger `pending`), its mark at least
@@ -135,4 +161,24 @@ impl Queue {
         self.say_held(t.0, pending);
         self.wake_for(st, &[t]);
     }
+}
+
+/// Where `path` stood before the latest directory rename of `earlier` (a batch's changes
+/// before it) that moved it: rebased from the rename's new name onto its old one.
+fn renamed_in_batch(earlier: &[Item], path: &Path) -> Option<PathBuf> {
+    earlier.iter().rev().find_map(|c| match c {
+        Item::Rename {
+            from,
+            to,
+            dir: true,
+            ..
+        } => path.strip_prefix(to).ok().map(|rest| {
+            if rest.as_os_str().is_empty() {
+                from.clone()
+            } else {
+                from.join(rest)
+            }
+        }),
+        _ => None,
+    })
 }

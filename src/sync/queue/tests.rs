@@ -223,3 +223,63 @@ fn a_blind_file_from_the_fail_log_goes_beside_the_full_sync_and_stays_kept_until
     q.close();
     assert_eq!(q.owed()[0].blind, [p("b")].into());
 }
+
+// The outside run: `mv data old && mkdir data && rm -rf old`, read on fanotify as the
+// rename, `data` made, and the delete of `old` alone (what was in it cannot be named
+// once it is gone). The index knew the tree at `data` (the rename had not landed), so
+// `old` counted nothing, and `data`'s listing went out with `--delete`: `data` emptied
+// on every remote (1 run in 5). A tree a rename moved within the window is counted
+// where it came from, in the rename's batch or a later one.
+#[test]
+fn a_tree_renamed_away_and_deleted_is_counted_where_the_index_knows_it() {
+    use crate::config::DeleteBrake;
+    for same_batch in [true, false] {
+        let q = Queue::new(1, 1000, 1);
+        let rule = DeleteBrake {
+            percent: 50,
+            count: 3,
+            window: Duration::from_secs(60),
+            settle: Duration::from_secs(2),
+        };
+        q.set_brake(Some(rule), vec!["r".into()], std::path::Path::new("c.xml"));
+        q.set_trees(&[(RemoteId(0), Some(10))]);
+        // The remote holds 8 entries in `data`, nothing at `old`.
+        q.count_from(Box::new(|_, rel: &std::path::Path| {
+            if rel == std::path::Path::new("data") {
+                8
+            } else {
+                0
+            }
+        }));
+        let rename = Item::Rename {
+            from: p("data"),
+            to: p("old"),
+            dir: true,
+            below: vec![p("old")],
+        };
+        let made = Item::Path(entry("data"), false);
+        let gone = Item::Gone(p("old"), true);
+        if same_batch {
+            q.push_batch(&[RemoteId(0)], &[rename, made, gone]);
+        } else {
+            q.push_batch(&[RemoteId(0)], &[rename, made]);
+            q.push_batch(&[RemoteId(0)], &[gone]);
+        }
+        let held = q.held();
+        assert!(
+            held[0].deletes > 0,
+            "same batch {same_batch}: old's tree counted at data: {held:?}"
+        );
+        // Nothing that deletes under `data` goes out, settled or not.
+        let later = Instant::now() + Duration::from_secs(30);
+        while let Some((_, job)) = q.try_take_at(later) {
+            if let Job::Paths(v) = &job {
+                assert!(
+                    !v.iter().any(|e| e.listing || e.path == p("old")),
+                    "same batch {same_batch}: {job:?}"
+                );
+            }
+            q.finish(RemoteId(0), &job, None);
+        }
+    }
+}
