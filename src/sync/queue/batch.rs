@@ -53,6 +53,10 @@ impl Queue {
 
     /// Queues one change for the remote `t` (its ledger `pending`), its mark at least
     /// as old as `carry`; `held_below`: what it held, when it is a deleted directory.
+    /// `requeued`: a change queued before, sent back by a worker (see
+    /// [`Queue::unrenamed`]): a path there is what is there now, not a write the brake
+    /// has not counted (counted again, it could end a hold the delete beside it began).
+    #[allow(clippy::too_many_arguments)]
     fn queue_one(
         &self,
         t: usize,
@@ -61,10 +65,14 @@ impl Queue {
         held_below: usize,
         now: Instant,
         carry: Option<Mark>,
+        requeued: bool,
     ) {
         match item {
             Item::Path(e, gone_dir) => {
                 pending.push_at_carrying(e.clone(), *gone_dir, now, carry);
+                if requeued {
+                    return;
+                }
                 if let Some(released) = pending.count_write(&e.path, now) {
                     say_released(t, released, self.brake_words.get());
                 }
@@ -107,7 +115,7 @@ impl Queue {
             let pending = &mut st.remotes[t.0].pending;
             for (i, item) in changes.iter().enumerate() {
                 let n = held_below.get(i).copied().unwrap_or(0);
-                self.queue_one(t.0, pending, item, n, now, None);
+                self.queue_one(t.0, pending, item, n, now, None, false);
             }
             self.say_held(t.0, pending);
             // A collapse that merged nothing (only deleted directories wait there, kept
@@ -156,7 +164,7 @@ impl Queue {
         };
         for (i, item) in changes.iter().enumerate() {
             let n = held_below.get(i).copied().unwrap_or(0);
-            self.queue_one(t.0, pending, item, n, now, carry);
+            self.queue_one(t.0, pending, item, n, now, carry, true);
         }
         self.say_held(t.0, pending);
         self.wake_for(st, &[t]);

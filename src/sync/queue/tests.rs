@@ -283,3 +283,49 @@ fn a_tree_renamed_away_and_deleted_is_counted_where_the_index_knows_it() {
         }
     }
 }
+
+// The outside run (`mv data old && mkdir data && rm -rf old`, fanotify): the rename
+// could not land (`old` gone), went back to the queue as the delete of `data` and
+// what is there now; the delete began a hold, and the new `data` beside it, counted
+// as a write, ended it at once ("released by themselves"): `data`'s listing emptied
+// a remote. What a worker sends back was counted when it was first queued.
+#[test]
+fn a_rename_sent_back_does_not_end_the_hold_its_delete_began() {
+    use crate::config::DeleteBrake;
+    let q = Queue::new(1, 1000, 1);
+    let rule = DeleteBrake {
+        percent: 0,
+        count: 10,
+        window: Duration::from_secs(60),
+        settle: Duration::ZERO,
+    };
+    q.set_brake(Some(rule), vec!["r".into()], std::path::Path::new("c.xml"));
+    // The remote holds 9 entries below `data`: with `data` itself, 10 deletes.
+    q.count_from(Box::new(|_, rel: &std::path::Path| {
+        if rel == std::path::Path::new("data") {
+            9
+        } else {
+            0
+        }
+    }));
+    let job = Job::Rename {
+        from: p("data"),
+        to: p("old"),
+        dir: true,
+        below: vec![p("old")],
+    };
+    let items = [
+        Item::Gone(p("data"), true),
+        Item::Path(crate::sync::job::Entry::listing(p("data")), false),
+        Item::Gone(p("old"), true),
+    ];
+    q.unrenamed(RemoteId(0), &job, &items);
+    let held = q.held();
+    assert!(held[0].deletes > 0, "the delete of data is held: {held:?}");
+    while let Some((_, job)) = q.try_take_at(Instant::now()) {
+        if let Job::Paths(v) = &job {
+            assert!(!v.iter().any(|e| e.listing), "{job:?}");
+        }
+        q.finish(RemoteId(0), &job, None);
+    }
+}
