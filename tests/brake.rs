@@ -460,6 +460,18 @@ fn a_start_with_r_after_most_of_the_tree_went_is_held() {
                 "{}",
                 text(&out)
             );
+            // The outside run: it said "still owed ...: 1 entry" (the held full sync),
+            // then "0 entries owed and deletes held": held is not also owed, and no
+            // "0 delete(s) and a full sync".
+            let said = text(&out);
+            assert!(
+                !said.contains("still owed")
+                    && !said.contains("0 entries owed")
+                    && !said.contains("0 delete(s)")
+                    && said.contains("held by the brake on mass deletes for ")
+                    && said.contains("a full sync"),
+                "{said}"
+            );
         } else {
             let mut agent = start(&s, &config, &["-r"]);
             wait_held(port, &mut agent);

@@ -93,19 +93,17 @@ fn report(answer: &Value, release: bool) -> Result<u8, Exit> {
         return Ok(0);
     }
     for r in &remotes {
-        let n = r["deletes"].as_u64().unwrap_or(0);
-        let full = if r["full_sync"].as_bool() == Some(true) {
-            " and a full sync"
-        } else {
-            ""
-        };
+        let what = crate::sync::ledger::held_words(
+            r["deletes"].as_u64().unwrap_or(0),
+            r["full_sync"].as_bool() == Some(true),
+        );
         let remote = r["remote"].as_str().unwrap_or("?");
         if release {
-            println!("released {n} held delete(s){full} to {remote}: pushed now");
+            println!("released the held {what} to {remote}: pushed now");
         } else {
             println!(
-                "discarded {n} held delete(s){full} to {remote}: the remote keeps those \
-                 entries (a later full sync deletes them unless the source has them again)"
+                "discarded the held {what} to {remote}: the remote keeps those entries (a \
+                 later full sync deletes them unless the source has them again)"
             );
         }
     }

@@ -108,16 +108,22 @@ pub fn once(config: &Config, args: &Args) -> Result<u8, Exit> {
         );
         return Ok(0);
     }
+    // What the brake holds is in the fail log too, said on its own line below.
     for (remote, n) in mirror.owed_summary() {
-        println!("still owed to {remote}: {}", entries(n));
+        let held_here = (held.iter())
+            .find(|(r, _)| *r == remote)
+            .map_or(0, |(_, h)| h.deletes + usize::from(h.full));
+        let n = n.saturating_sub(held_here);
+        if n > 0 {
+            println!("still owed to {remote}: {}", entries(n));
+        }
     }
     for (remote, h) in &held {
         println!(
-            "held by the brake on mass deletes for {remote}: {} delete(s){}, kept in the fail \
-             log; start sersync2 on this config, then `sersync2 --release-deletes -o FILE` \
-             pushes them (or --discard-deletes drops them)",
-            h.deletes,
-            if h.full { " and a full sync" } else { "" }
+            "held by the brake on mass deletes for {remote}: {}, kept in the fail log; start \
+             sersync2 on this config, then `sersync2 --release-deletes -o FILE` pushes them \
+             (or --discard-deletes drops them)",
+            h.what()
         );
     }
     for (root, dest, n) in &unknown {
@@ -131,17 +137,14 @@ pub fn once(config: &Config, args: &Args) -> Result<u8, Exit> {
     if unwalked > 0 {
         println!("{unwalked} watch root(s) could not be walked: what changed there is not known");
     }
+    let held_for = format!("deletes held by the brake for {} remote(s)", held.len());
+    let what = match (left, held.is_empty()) {
+        (0, false) => held_for,
+        (n, false) => format!("{} owed and {held_for}", entries(n)),
+        (n, true) => format!("{} owed", entries(n)),
+    };
     Err(runtime(anyhow!(
-        "not every remote is level: {} owed{}, kept in the fail log {} for the next run",
-        entries(left),
-        if held.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " and deletes held by the brake for {} remote(s)",
-                held.len()
-            )
-        },
+        "not every remote is level: {what}, kept in the fail log {} for the next run",
         mirror.fail_log_path().display()
     )))
 }

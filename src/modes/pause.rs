@@ -298,14 +298,12 @@ fn report(answer: &Value, flag: &str) -> Result<u8, Exit> {
         // Deletes the brake on mass deletes holds are not among those waiting.
         let held = if r["deletes_held"].as_bool() == Some(true) {
             format!(
-                ", {} delete(s){} held by the brake on mass deletes (sersync2 \
-                 --release-deletes or --discard-deletes)",
-                r["held_deletes"].as_u64().unwrap_or(0),
-                if r["held_full"].as_bool() == Some(true) {
-                    " and a full sync"
-                } else {
-                    ""
-                }
+                ", {} held by the brake on mass deletes (sersync2 --release-deletes or \
+                 --discard-deletes)",
+                crate::sync::ledger::held_words(
+                    r["held_deletes"].as_u64().unwrap_or(0),
+                    r["held_full"].as_bool() == Some(true),
+                )
             )
         } else {
             String::new()

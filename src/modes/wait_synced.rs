@@ -486,15 +486,13 @@ fn report(answer: &Value, timeout: u64) -> Result<u8, Exit> {
             line.push_str(", paused: nothing is pushed to it until sersync2 --resume");
         }
         if r["deletes_held"].as_bool() == Some(true) {
-            let full = if r["held_full"].as_bool() == Some(true) {
-                " and a full sync"
-            } else {
-                ""
-            };
             line.push_str(&format!(
-                ", deletes held by the brake on mass deletes ({} delete(s){full}): \
-                 sersync2 --release-deletes or --discard-deletes",
-                r["held_deletes"].as_u64().unwrap_or(0)
+                ", deletes held by the brake on mass deletes ({}): sersync2 \
+                 --release-deletes or --discard-deletes",
+                crate::sync::ledger::held_words(
+                    r["held_deletes"].as_u64().unwrap_or(0),
+                    r["held_full"].as_bool() == Some(true)
+                )
             ));
         }
         println!("{line}");

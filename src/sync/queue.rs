@@ -277,12 +277,11 @@ impl Queue {
         };
         log::error!(
             remote = label.as_str(), held = held.deletes;
-            "deletes to {label} held by the brake on mass deletes ({why}): {} delete(s){} \
-             held, more are held as they come, creates and edits still flow; the remote keeps \
-             those files until `sersync2 --release-deletes -o {config}` pushes them or \
-             `sersync2 --discard-deletes -o {config}` drops them (<deleteBrake> in the config)",
-            held.deletes,
-            if held.full { " and a full sync" } else { "" },
+            "deletes to {label} held by the brake on mass deletes ({why}): {} held, more \
+             are held as they come, creates and edits still flow; the remote keeps those \
+             files until `sersync2 --release-deletes -o {config}` pushes them or `sersync2 \
+             --discard-deletes -o {config}` drops them (<deleteBrake> in the config)",
+            held.what(),
         );
     }
 

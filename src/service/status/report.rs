@@ -2,6 +2,7 @@
 //! string in it came over the network or a socket: no control character is printed as is.
 
 use super::model::{remote_state, RemoteStatus, Status, LONG_PUSH};
+use crate::sync::ledger::held_words;
 use crate::sys::time::rfc3339;
 
 /// drive the terminal it is printed on.
@@ -37,12 +38,11 @@ fn held_deletes(r: &RemoteStatus, config: &str) -> Option<String> {
     let p = printable;
     r.held_since.as_ref().map(|since| {
         format!(
-            "DELETES HELD since {} by the brake on mass deletes ({} delete(s){}; the remote \
-             keeps them): release with `sersync2 --release-deletes -o {}`, or drop them with \
+            "DELETES HELD since {} by the brake on mass deletes ({}; the remote keeps \
+             them): release with `sersync2 --release-deletes -o {}`, or drop them with \
              `sersync2 --discard-deletes -o {}`",
             p(since),
-            r.held_deletes,
-            if r.held_full { " and a full sync" } else { "" },
+            held_words(r.held_deletes as u64, r.held_full),
             p(config),
             p(config),
         )
@@ -127,9 +127,8 @@ pub fn render(s: &Status) -> String {
                     },
                     if r.held_since.is_some() {
                         format!(
-                            ", {} delete(s){} held by the brake on mass deletes",
-                            r.held_deletes,
-                            if r.held_full { " and a full sync" } else { "" }
+                            ", {} held by the brake on mass deletes",
+                            held_words(r.held_deletes as u64, r.held_full)
                         )
                     } else {
                         String::new()
@@ -143,11 +142,7 @@ pub fn render(s: &Status) -> String {
                      --resume{}",
                     r.queued,
                     if held.is_some() {
-                        format!(
-                            "{} delete(s){} held, ",
-                            r.held_deletes,
-                            if r.held_full { " and a full sync" } else { "" }
-                        )
+                        format!("{} held, ", held_words(r.held_deletes as u64, r.held_full))
                     } else {
                         String::new()
                     },

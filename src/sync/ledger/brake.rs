@@ -113,6 +113,21 @@ impl Holding {
     pub fn any(&self) -> bool {
         self.since.is_some()
     }
+
+    /// What is held, in words (see [`held_words`]).
+    pub fn what(&self) -> String {
+        held_words(self.deletes as u64, self.full)
+    }
+}
+
+/// `deletes` deletes, and a full sync when `full`, in words: "3 delete(s)", "a full
+/// sync", "3 delete(s) and a full sync" (not "0 delete(s) and a full sync").
+pub fn held_words(deletes: u64, full: bool) -> String {
+    match (deletes, full) {
+        (0, true) => "a full sync".to_owned(),
+        (n, true) => format!("{n} delete(s) and a full sync"),
+        (n, false) => format!("{n} delete(s)"),
+    }
 }
 
 impl Brake {

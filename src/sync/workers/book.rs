@@ -283,10 +283,9 @@ impl Mirror {
             held += left.held.deletes + usize::from(left.held.full);
             log::warn!(
                 remote = t.label().as_str();
-                "{} delete(s){} to {} held by the brake on mass deletes: kept held in the fail \
-                 log {}; the next start holds them again until released or discarded",
-                left.held.deletes,
-                if left.held.full { " and a full sync" } else { "" },
+                "{} to {} held by the brake on mass deletes: kept held in the fail log {}; the \
+                 next start holds them again until released or discarded",
+                left.held.what(),
                 t.label(),
                 fl.path.display()
             );

@@ -19,6 +19,13 @@ pub struct Released {
     pub full: bool,
 }
 
+impl Released {
+    /// What it held, in words.
+    fn what(&self) -> String {
+        crate::sync::ledger::held_words(self.deletes as u64, self.full)
+    }
+}
+
 impl Mirror {
     /// At start: says, at error level, which remotes hold deletes the fail log kept
     /// held at the last stop, and how to release or discard them.
@@ -31,11 +38,10 @@ impl Mirror {
             log::error!(
                 remote = label.as_str(), held = held.deletes;
                 "deletes to {label} were held by the brake on mass deletes at the last stop \
-                 ({} delete(s){}, kept in the fail log {}): still held; creates and edits \
-                 flow; `sersync2 --release-deletes -o {}` pushes them, `sersync2 \
+                 ({}, kept in the fail log {}): still held; creates and edits flow; \
+                 `sersync2 --release-deletes -o {}` pushes them, `sersync2 \
                  --discard-deletes -o {}` drops them",
-                held.deletes,
-                if held.full { " and a full sync" } else { "" },
+                held.what(),
                 self.fail_log_path().display(),
                 config.display(),
                 config.display(),
@@ -50,9 +56,8 @@ impl Mirror {
         for r in &released {
             log::info!(
                 remote = r.remote.as_str();
-                "{} held delete(s){} to {} released by the operator: pushed now",
-                r.deletes,
-                if r.full { " and a full sync" } else { "" },
+                "the held {} to {} released by the operator: pushed now",
+                r.what(),
                 r.remote
             );
         }
@@ -67,11 +72,10 @@ impl Mirror {
         for r in &discarded {
             log::warn!(
                 remote = r.remote.as_str();
-                "{} held delete(s){} to {} discarded by the operator: the remote keeps those \
-                 entries; a later full sync (-r, <crontab>, a replayed one) deletes them \
-                 unless the source has them again",
-                r.deletes,
-                if r.full { " and a full sync" } else { "" },
+                "the held {} to {} discarded by the operator: the remote keeps those entries; a \
+                 later full sync (-r, <crontab>, a replayed one) deletes them unless the \
+                 source has them again",
+                r.what(),
                 r.remote
             );
         }
