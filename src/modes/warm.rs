@@ -74,7 +74,7 @@ pub(crate) fn start(
                 let files = tree
                     .iter()
                     .filter(|(_, m)| m.kind == Kind::File)
-                    .map(|(p, m)| (p.clone(), (m.dev, m.ino)));
+                    .map(|(p, m)| (p.as_path(), (m.dev, m.ino)));
                 (links.lock().unwrap_or_else(|e| e.into_inner())).learn_walk(at, files);
             }
             if tree.is_err() {

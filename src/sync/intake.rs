@@ -394,9 +394,9 @@ impl Intake {
             Change::Overflow | Change::RootBack => {
                 if let Ok(tree) = super::index::walk(&route.root, &route.excludes) {
                     let files = tree
-                        .into_iter()
+                        .iter()
                         .filter(|(_, m)| m.kind == super::index::Kind::File)
-                        .map(|(p, m)| (p, (m.dev, m.ino)));
+                        .map(|(p, m)| (p.as_path(), (m.dev, m.ino)));
                     let mut links = self.links();
                     links.forget_below(root, Path::new(""));
                     links.learn_walk(root, files);

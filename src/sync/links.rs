@@ -219,16 +219,21 @@ impl Links {
     }
 
     /// Of a walk of root `root` (each regular file's path and identity), every file
-    /// found under more than one name is learned with all of them.
-    pub fn learn_walk(&mut self, root: usize, files: impl IntoIterator<Item = (PathBuf, FileId)>) {
-        let mut seen: HashMap<FileId, Vec<PathBuf>> = HashMap::new();
-        for (p, id) in files {
-            seen.entry(id).or_default().push(p);
-        }
-        for (id, paths) in seen {
-            if paths.len() > 1 {
-                for p in paths {
-                    self.learn((root, p), id);
+    /// found under more than one name is learned with all of them. The paths are
+    /// borrowed and sorted by identity (in walk order within one), and only those of
+    /// multi-named files copied: a walk of a million files is not copied whole, nor
+    /// kept in a map of a million entries (the catch-up's peak memory).
+    pub fn learn_walk<P: AsRef<Path>>(
+        &mut self,
+        root: usize,
+        files: impl IntoIterator<Item = (P, FileId)>,
+    ) {
+        let mut by_id: Vec<(FileId, P)> = files.into_iter().map(|(p, id)| (id, p)).collect();
+        by_id.sort_by_key(|(id, _)| *id);
+        for run in by_id.chunk_by(|a, b| a.0 == b.0) {
+            if run.len() > 1 {
+                for (id, p) in run {
+                    self.learn((root, p.as_ref().to_path_buf()), *id);
                 }
             }
         }
