@@ -232,25 +232,11 @@ fn a_blind_file_from_the_fail_log_goes_beside_the_full_sync_and_stays_kept_until
 // where it came from, in the rename's batch or a later one.
 #[test]
 fn a_tree_renamed_away_and_deleted_is_counted_where_the_index_knows_it() {
-    use crate::config::DeleteBrake;
     for same_batch in [true, false] {
-        let q = Queue::new(1, 1000, 1);
-        let rule = DeleteBrake {
-            percent: 50,
-            count: 3,
-            window: Duration::from_secs(60),
-            settle: Duration::from_secs(2),
-        };
-        q.set_brake(Some(rule), vec!["r".into()], std::path::Path::new("c.xml"));
+        // More than half of 10 entries and at least 3; the remote holds 8 entries in
+        // `data`, nothing at `old`.
+        let q = braked_with_data(50, 3, Duration::from_secs(2), 8);
         q.set_trees(&[(RemoteId(0), Some(10))]);
-        // The remote holds 8 entries in `data`, nothing at `old`.
-        q.count_from(Box::new(|_, rel: &std::path::Path| {
-            if rel == std::path::Path::new("data") {
-                8
-            } else {
-                0
-            }
-        }));
         let rename = Item::Rename {
             from: p("data"),
             to: p("old"),
@@ -291,23 +277,8 @@ fn a_tree_renamed_away_and_deleted_is_counted_where_the_index_knows_it() {
 // a remote. What a worker sends back was counted when it was first queued.
 #[test]
 fn a_rename_sent_back_does_not_end_the_hold_its_delete_began() {
-    use crate::config::DeleteBrake;
-    let q = Queue::new(1, 1000, 1);
-    let rule = DeleteBrake {
-        percent: 0,
-        count: 10,
-        window: Duration::from_secs(60),
-        settle: Duration::ZERO,
-    };
-    q.set_brake(Some(rule), vec!["r".into()], std::path::Path::new("c.xml"));
     // The remote holds 9 entries below `data`: with `data` itself, 10 deletes.
-    q.count_from(Box::new(|_, rel: &std::path::Path| {
-        if rel == std::path::Path::new("data") {
-            9
-        } else {
-            0
-        }
-    }));
+    let q = braked_with_data(0, 10, Duration::ZERO, 9);
     let job = Job::Rename {
         from: p("data"),
         to: p("old"),
@@ -328,4 +299,26 @@ fn a_rename_sent_back_does_not_end_the_hold_its_delete_began() {
         }
         q.finish(RemoteId(0), &job, None);
     }
+}
+
+/// A queue for one remote with the brake on (`percent`, `count`, a window of a minute,
+/// `settle`), whose index says the remote holds `in_data` entries below `data` and
+/// none anywhere else.
+fn braked_with_data(percent: u8, count: usize, settle: Duration, in_data: usize) -> Queue {
+    let q = Queue::new(1, 1000, 1);
+    let rule = crate::config::DeleteBrake {
+        percent,
+        count,
+        window: Duration::from_secs(60),
+        settle,
+    };
+    q.set_brake(Some(rule), vec!["r".into()], std::path::Path::new("c.xml"));
+    q.count_from(Box::new(move |_, rel: &std::path::Path| {
+        if rel == std::path::Path::new("data") {
+            in_data
+        } else {
+            0
+        }
+    }));
+    q
 }
