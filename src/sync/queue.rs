@@ -260,8 +260,8 @@ impl Queue {
     }
 
     /// Says, at error level, that `t` began to hold deletes (see [`Ledger::take_held_news`]).
-    fn say_held(&self, t: usize, pending: &mut Ledger) {
-        let Some(why) = pending.take_held_news() else {
+    fn say_held(&self, t: usize, pending: &mut Ledger, now: Instant) {
+        let Some(why) = pending.take_held_news(now) else {
             return;
         };
         let held = pending.held();
@@ -329,7 +329,7 @@ impl Queue {
         for &t in targets {
             if let Some(r) = st.remotes.get_mut(t.0) {
                 r.pending.hold_now(now);
-                self.say_held(t.0, &mut r.pending);
+                self.say_held(t.0, &mut r.pending, now);
             }
         }
     }
@@ -354,7 +354,7 @@ impl Queue {
         for &t in targets {
             let pending = &mut st.remotes[t.0].pending;
             pending.push_full_checked(entries, now);
-            self.say_held(t.0, pending);
+            self.say_held(t.0, pending, now);
         }
         self.wake_for(st, targets);
     }
@@ -373,8 +373,9 @@ impl Queue {
         let Some(r) = st.remotes.get_mut(t.0) else {
             return false;
         };
-        let held = r.pending.hold_full(Instant::now());
-        self.say_held(t.0, &mut r.pending);
+        let now = Instant::now();
+        let held = r.pending.hold_full(now);
+        self.say_held(t.0, &mut r.pending, now);
         held
     }
 
@@ -541,6 +542,14 @@ impl Queue {
             let remote = &mut st.remotes[t];
             if let Some(at) = remote.pending.retry_due(now) {
                 soonest = Some(soonest.map_or(at, |s| s.min(at)));
+            }
+            // A hold to be said once it has lasted (see `Ledger::take_held_news`).
+            if let Some(at) = remote.pending.held_news_due() {
+                if at <= now {
+                    self.say_held(t, &mut remote.pending, now);
+                } else {
+                    soonest = Some(soonest.map_or(at, |s| s.min(at)));
+                }
             }
             let Some(oldest) = remote.pending.oldest_waiting() else {
                 continue;

@@ -57,6 +57,8 @@ pub(super) struct Brake {
     restored: bool,
     /// The hold began since the last [`Ledger::take_held_news`]: why.
     news: Option<Tripped>,
+    /// When `news` may be said (see [`Ledger::take_held_news`]).
+    news_due: Option<Instant>,
     /// The operator released a held full sync: the next one runs with its deletes,
     /// even of an empty root (see [`Ledger::guards_full`]).
     full_released: bool,
@@ -194,6 +196,13 @@ impl Brake {
             self.since = Some(now);
             self.news = Some(why);
             self.by_count = matches!(why, Tripped::Deletes(_));
+            // A hold by the count may end by itself within moments (a deploy's copy
+            // writing the release it deleted): said once it has lasted the settle time.
+            let wait = match why {
+                Tripped::Deletes(_) => self.rule.map_or(Duration::ZERO, |r| r.settle),
+                Tripped::Full(_) | Tripped::EmptyRoot => Duration::ZERO,
+            };
+            self.news_due = Some(now.checked_add(wait).unwrap_or(now));
         } else if !matches!(why, Tripped::Deletes(_)) {
             self.by_count = false;
         }
@@ -529,9 +538,28 @@ impl Ledger {
         }
     }
 
-    /// Why deletes began to be held, once, since the last call.
-    pub fn take_held_news(&mut self) -> Option<Tripped> {
-        self.brake.news.take()
+    /// Why deletes began to be held, once, since the last call, when it may be said at
+    /// `now`: a hold that began by the count once it has lasted the settle time (one
+    /// that a deploy's writes end within it, `rm -rf app && cp -a build/app app`, is
+    /// not said at error level, only its end at info level), any other at once.
+    pub fn take_held_news(&mut self, now: Instant) -> Option<Tripped> {
+        if !self.brake.holding() {
+            self.brake.news = None;
+            return None;
+        }
+        match self.brake.news_due {
+            Some(due) if now < due => None,
+            _ => self.brake.news.take(),
+        }
+    }
+
+    /// When news of a hold is due to be said (see [`Ledger::take_held_news`]), if any
+    /// waits.
+    pub fn held_news_due(&self) -> Option<Instant> {
+        self.brake
+            .news
+            .and(self.brake.news_due)
+            .filter(|_| self.brake.holding())
     }
 
     /// The marks of what is held (not on the remote yet).

@@ -117,7 +117,7 @@ impl Queue {
                 let n = held_below.get(i).copied().unwrap_or(0);
                 self.queue_one(t.0, pending, item, n, now, None, false);
             }
-            self.say_held(t.0, pending);
+            self.say_held(t.0, pending, now);
             // A collapse that merged nothing (only deleted directories wait there, kept
             // as their own listings) is not news.
             for (dir, n) in pending.take_collapsed().into_iter().filter(|(_, n)| *n > 0) {
@@ -166,7 +166,7 @@ impl Queue {
             let n = held_below.get(i).copied().unwrap_or(0);
             self.queue_one(t.0, pending, item, n, now, carry, true);
         }
-        self.say_held(t.0, pending);
+        self.say_held(t.0, pending, now);
         self.wake_for(st, &[t]);
     }
 }

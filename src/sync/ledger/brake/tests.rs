@@ -141,7 +141,7 @@ fn a_deleted_directory_counts_what_it_held_once() {
     assert!(!l.holding());
     l.count_gone_below(Path::new("big"), 50, now);
     assert!(l.holding(), "the 50 entries it held count");
-    assert_eq!(l.take_held_news(), Some(Tripped::Deletes(51)));
+    assert_eq!(l.take_held_news(now), Some(Tripped::Deletes(51)));
     // Each entry reported on its own: counted once, not again from the index.
     let mut l = braked(rule(0, 20), 100);
     for i in 0..10 {
@@ -235,8 +235,8 @@ fn deletes_past_the_threshold_are_held_and_edits_still_flow() {
     }
     l.push_gone_at(PathBuf::from("dir"), true, now);
     assert!(l.holding());
-    assert_eq!(l.take_held_news(), Some(Tripped::Deletes(6)));
-    assert_eq!(l.take_held_news(), None, "said once");
+    assert_eq!(l.take_held_news(now), Some(Tripped::Deletes(6)));
+    assert_eq!(l.take_held_news(now), None, "said once");
     assert_eq!(l.held().deletes, 6);
     assert!(l.take(1000).is_none(), "every waiting delete is held");
     // Later deletes are held as they come; a file written flows.
@@ -461,12 +461,12 @@ fn a_full_sync_of_an_emptied_root_or_past_the_threshold_is_held() {
     let mut l = braked(rule(50, 1000), 10);
     l.push_full_checked(Some(0), now);
     assert!(l.holding() && l.held().full);
-    assert_eq!(l.take_held_news(), Some(Tripped::EmptyRoot));
+    assert_eq!(l.take_held_news(now), Some(Tripped::EmptyRoot));
     assert!(l.take(1000).is_none());
     // 3000 of 4000 entries gone: held; 10 of 4000: queued.
     let mut l = braked(rule(50, 1000), 4000);
     l.push_full_checked(Some(1000), now);
-    assert_eq!(l.take_held_news(), Some(Tripped::Full(3000)));
+    assert_eq!(l.take_held_news(now), Some(Tripped::Full(3000)));
     let mut l = braked(rule(50, 1000), 4000);
     l.push_full_checked(Some(3990), now);
     assert!(!l.holding());
@@ -616,4 +616,44 @@ fn a_release_renamed_into_a_deleted_name_releases_the_hold() {
         .expect("released by the rename");
     assert_eq!(released.deletes, 1, "app, with what was held below it");
     assert!(!l.holding());
+}
+
+// The outside run: every deploy that tripped the brake (`rm -rf app && cp -a build/app
+// app` past the threshold) logged an ERROR line, and 0.1 s later, at info level, that
+// the copy had released it. A hold by the count is said once it has lasted the settle
+// time; one a deploy's writes end before that is never said at error level.
+#[test]
+fn a_hold_is_said_once_it_has_lasted_the_settle_time() {
+    let t0 = Instant::now();
+    let settle = Duration::from_secs(2);
+    let mut l = braked(settling(50, 3, settle), 8);
+    rm_rf(&mut l, "app", 5, t0);
+    assert!(l.holding());
+    assert_eq!(l.held_news_due(), Some(t0 + settle));
+    assert_eq!(
+        l.take_held_news(t0 + Duration::from_secs(1)),
+        None,
+        "not yet"
+    );
+    assert_eq!(
+        l.take_held_news(t0 + settle),
+        Some(Tripped::Deletes(5)),
+        "still held after the settle time (tripped by the fifth of 8)"
+    );
+    assert_eq!(l.held_news_due(), None, "said once");
+    // Released by the deploy's writes within the settle time: never said.
+    let mut l = braked(settling(50, 3, settle), 8);
+    rm_rf(&mut l, "app", 5, t0);
+    for i in 1..=6 {
+        let f = format!("app/g{i}");
+        l.push_at(Entry::plain(f.clone()), false, t0);
+        let _ = l.count_write(&p(&f), t0);
+    }
+    assert!(!l.holding(), "released by the copy");
+    assert_eq!(l.held_news_due(), None);
+    assert_eq!(l.take_held_news(t0 + settle), None);
+    // An empty root's full sync is said at once.
+    let mut l = braked(settling(50, 3, settle), 8);
+    l.push_full_checked(Some(0), t0);
+    assert_eq!(l.take_held_news(t0), Some(Tripped::EmptyRoot));
 }
