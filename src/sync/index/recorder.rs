@@ -337,8 +337,8 @@ impl Recorder {
         r.tree.as_ref().map(|t| t.len())
     }
 
-    /// How many entries the index holds below `rel` (not counting it) in the root that
-    /// remote `t` mirrors: what a deleted directory held as far as the remotes know
+    /// How many entries the index holds below `rel` (not counting it; `rel` empty: the
+    /// whole tree, in constant time) in the root that remote `t` mirrors: what a deleted directory held as far as the remotes know
     /// (the brake on mass deletes counts them; a watcher may not report each one).
     pub fn entries_below(&self, t: RemoteId, rel: &Path) -> usize {
         let st = self.lock();
@@ -348,6 +348,11 @@ impl Recorder {
         else {
             return 0;
         };
+        if rel.as_os_str().is_empty() {
+            // The whole tree, without walking it (the brake asks it per batch of
+            // deletes): every entry but the root's own.
+            return tree.len() - usize::from(tree.contains_key(rel));
+        }
         below(tree, rel).count()
     }
 

@@ -51,6 +51,20 @@ impl Queue {
             .collect()
     }
 
+    /// The tree's size as the index has it now, when `changes` delete anything (0: not
+    /// known), read before the queue's lock is taken: the brake's share is of it, and
+    /// the count it has otherwise is the last checkpoint's, up to seconds old (a
+    /// release copied in just before the old one is deleted, `cp -a v1 v2 && ln -sfn
+    /// v2 current && rm -rf v1`, was held: v1 was more than half of the tree before v2).
+    fn tree_now(&self, t: Option<RemoteId>, changes: &[Item]) -> usize {
+        match (self.index.get(), t) {
+            (Some(ix), Some(t)) if changes.iter().any(|c| matches!(c, Item::Gone(..))) => {
+                ix(t, Path::new(""))
+            }
+            _ => 0,
+        }
+    }
+
     /// Queues one change for the remote `t` (its ledger `pending`), its mark at least
     /// as old as `carry`; `held_below`: what it held, when it is a deleted directory.
     /// `requeued`: a change queued before, sent back by a worker (see
@@ -109,10 +123,14 @@ impl Queue {
         }
         // One route: the targets share a root, and so the index's counts.
         let held_below = self.held_below(targets.first().copied(), changes);
+        let tree = self.tree_now(targets.first().copied(), changes);
         let now = Instant::now();
         let mut st = self.lock();
         for &t in targets {
             let pending = &mut st.remotes[t.0].pending;
+            if tree > 0 && pending.braking() {
+                pending.set_tree(Some(tree));
+            }
             for (i, item) in changes.iter().enumerate() {
                 let n = held_below.get(i).copied().unwrap_or(0);
                 self.queue_one(t.0, pending, item, n, now, None, false);
