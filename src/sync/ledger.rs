@@ -438,7 +438,7 @@ mod owed;
 mod pause;
 mod push;
 mod take;
-pub use brake::{held_words, Holding, Tripped};
+pub use brake::{held_words, rebased, Holding, Tripped};
 pub use finish::Left;
 pub use owed::Pushed;
 #[cfg(test)]

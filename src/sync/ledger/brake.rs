@@ -122,6 +122,17 @@ impl Holding {
     }
 }
 
+/// `path`, at or below `to`, moved back onto `from` (`old/x` with `old` from `data`:
+/// `data/x`): where a rename from `from` to `to` found it.
+pub fn rebased(path: &Path, to: &Path, from: &Path) -> Option<PathBuf> {
+    let rest = path.strip_prefix(to).ok()?;
+    Some(if rest.as_os_str().is_empty() {
+        from.to_path_buf()
+    } else {
+        from.join(rest)
+    })
+}
+
 /// `deletes` deletes, and a full sync when `full`, in words: "3 delete(s)", "a full
 /// sync", "3 delete(s) and a full sync" (not "0 delete(s) and a full sync").
 pub fn held_words(deletes: u64, full: bool) -> String {
@@ -383,12 +394,9 @@ impl Brake {
         (path.ancestors())
             .filter(|a| !a.as_os_str().is_empty())
             .find_map(|a| match self.came_from.get(a) {
-                Some((at, from)) if fresh(*at) => {
-                    Some(from.join(path.strip_prefix(a).unwrap_or(Path::new(""))))
-                }
+                Some((at, from)) if fresh(*at) => rebased(path, a, from),
                 _ => None,
             })
-            .map(|p| p.components().collect())
     }
 
     /// Weighs `n` deletes at or below `path` at `now` against a release swapped in by

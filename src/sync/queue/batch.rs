@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::{say_released, Item, Queue};
 use crate::sync::job::{Job, RemoteId};
-use crate::sync::ledger::{Ledger, Mark};
+use crate::sync::ledger::{rebased, Ledger, Mark};
 
 impl Queue {
     /// What each deleted directory of `changes` held, as the index knows it for the
@@ -198,13 +198,7 @@ fn renamed_in_batch(earlier: &[Item], path: &Path) -> Option<PathBuf> {
             to,
             dir: true,
             ..
-        } => path.strip_prefix(to).ok().map(|rest| {
-            if rest.as_os_str().is_empty() {
-                from.clone()
-            } else {
-                from.join(rest)
-            }
-        }),
+        } => rebased(path, to, from),
         _ => None,
     })
 }
