@@ -329,34 +329,30 @@ fn braked_with_data(percent: u8, count: usize, settle: Duration, in_data: usize)
 // than half of it. The size is the index's as the deletes are queued.
 #[test]
 fn a_release_swapped_in_by_a_link_is_weighed_against_the_tree_as_it_is_now() {
-    let q = Queue::new(1, 1000, 1);
-    let rule = crate::config::DeleteBrake {
-        percent: 50,
-        count: 10,
-        window: Duration::from_secs(60),
-        settle: Duration::ZERO,
+    // The last checkpoint: v1 (60 entries) and 40 others; the index now: `tree_now`.
+    let deleting_v1 = |tree_now: usize| {
+        let q = Queue::new(1, 1000, 1);
+        let rule = crate::config::DeleteBrake {
+            percent: 50,
+            count: 10,
+            window: Duration::from_secs(60),
+            settle: Duration::ZERO,
+        };
+        q.set_brake(Some(rule), vec!["r".into()], std::path::Path::new("c.xml"));
+        q.set_trees(&[(RemoteId(0), Some(100))]);
+        q.count_from(Box::new(move |_, rel: &std::path::Path| {
+            match rel.to_str() {
+                Some("") => tree_now,
+                Some("releases/v1") => 59,
+                _ => 0,
+            }
+        }));
+        q.push_batch(&[RemoteId(0)], &[Item::Gone(p("releases/v1"), true)]);
+        q.held()[0].clone()
     };
-    q.set_brake(Some(rule), vec!["r".into()], std::path::Path::new("c.xml"));
-    // The last checkpoint: v1 (60 entries) and 40 others.
-    q.set_trees(&[(RemoteId(0), Some(100))]);
-    // Now: v2 landed beside them.
-    q.count_from(Box::new(|_, rel: &std::path::Path| match rel.to_str() {
-        Some("") => 160,
-        Some("releases/v1") => 59,
-        _ => 0,
-    }));
-    q.push_batch(&[RemoteId(0)], &[Item::Gone(p("releases/v1"), true)]);
-    let held = q.held();
-    assert!(!held[0].any(), "60 of 160 entries: not held: {held:?}");
+    // v2 landed beside them.
+    let held = deleting_v1(160);
+    assert!(!held.any(), "60 of 160 entries: not held: {held:?}");
     // Half of the tree as it is now is still held.
-    let q = Queue::new(1, 1000, 1);
-    q.set_brake(Some(rule), vec!["r".into()], std::path::Path::new("c.xml"));
-    q.set_trees(&[(RemoteId(0), Some(100))]);
-    q.count_from(Box::new(|_, rel: &std::path::Path| match rel.to_str() {
-        Some("") => 100,
-        Some("releases/v1") => 59,
-        _ => 0,
-    }));
-    q.push_batch(&[RemoteId(0)], &[Item::Gone(p("releases/v1"), true)]);
-    assert!(q.held()[0].any(), "60 of 100 entries: held");
+    assert!(deleting_v1(100).any(), "60 of 100 entries: held");
 }
