@@ -431,6 +431,31 @@ fn once_with_deletes_held_says_so_and_exits_1() {
     assert!(fail_log.contains("#held"), "{fail_log}");
 }
 
+// The warm-restart benchmark at a million files: the catch-up's 1,000 deletes were held
+// (the default count is 1,000): they were weighed before the brake knew the tree's
+// size, so the count alone decided. A catch-up is weighed against the index's tree.
+#[test]
+fn a_catch_up_of_a_few_deletes_in_a_big_tree_is_not_held() {
+    let s = setup!();
+    tree(&s, 10, 10);
+    let port = free_port("127.0.0.1");
+    // At least 10 deletes and more than half of the tree.
+    let config = conf_with_brake(
+        &s,
+        r#"<deleteBrake percent="50" count="10" seconds="600"/>"#,
+        port,
+    );
+    let mut agent = start(&s, &config, &["-r"]);
+    s.wait(&mut agent, "the tree before");
+    agent.stop();
+    // 11 deletes of 111 entries while no agent ran.
+    remove_dir_all(s.p("d0"));
+    let mut agent = start(&s, &config, &[]);
+    s.wait(&mut agent, "the catch-up's deletes pushed");
+    assert_eq!(remote_status(port, 0)["held_deletes"], 0);
+    agent.stop();
+}
+
 // An outside test run (2 of 2): with the agent stopped, most of the tree removed (`mv
 // src/repo away`), then a start with `-r` (which the shipped unit uses) or `--once -r`:
 // the full sync deleted it all from every remote, with nothing held and status saying

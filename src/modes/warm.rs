@@ -181,6 +181,12 @@ pub(crate) fn start(
                     .collect();
                 blind |= !d.blind.is_empty();
                 let mut items = d.items();
+                // The brake's share is of the tree the remotes were last sent (the
+                // index), told before the catch-up's deletes are queued: without it the
+                // count alone decided, and a catch-up of 1,000 deletes in a tree of a
+                // million was held.
+                let trees: Vec<_> = targets.iter().map(|&t| (t, Some(old.len()))).collect();
+                mirror.queue().set_trees(&trees);
                 // What the deleted directories held counts for the brake on mass
                 // deletes, beside the deletes queued one per top path.
                 let below_deleted = d.deleted_entries(old).saturating_sub(d.deleted.len());
