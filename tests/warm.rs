@@ -770,7 +770,11 @@ fn deploy(s: &Setup, from: usize, to: usize) -> std::process::Child {
 #[test]
 fn a_sigterm_in_the_middle_of_a_deploy_and_a_start_without_r_leave_every_remote_equal() {
     let s = Setup::new("warm-deploy");
-    let rounds = 6;
+    // More rounds for a local soak of this race: `SERSYNC2_TEST_DEPLOY_ROUNDS=40`.
+    let rounds = std::env::var("SERSYNC2_TEST_DEPLOY_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
     releases(&s, 1 + 3 * rounds);
     let mut first = deploy(&s, 0, 1);
     assert!(first.wait().expect("wait for the deploy").success());
@@ -788,6 +792,9 @@ fn a_sigterm_in_the_middle_of_a_deploy_and_a_start_without_r_leave_every_remote_
             landed.iter().any(|p| p.exists())
         });
         agent.stop();
+        // What the stopped agent did, for a failure below: the index and its journal
+        // are its work.
+        let stopped = agent.log();
         assert!(running.wait().expect("wait for the deploy").success());
         agent = Agent::start(&s.dir, &s.conf(), &[]);
         let log = agent.log();
@@ -796,9 +803,19 @@ fn a_sigterm_in_the_middle_of_a_deploy_and_a_start_without_r_leave_every_remote_
             "round {round}: a catch-up from the index; log:\n{}",
             tail(&log, 40)
         );
-        s.wait(
+        wait_mirrored(
             &mut agent,
+            &s.src,
+            &s.remotes(),
             &format!("round {round}: the restart after the deploy"),
+            DEADLINE,
+            &|| {
+                format!(
+                    "--- the agent stopped before (tail) ---\n{}\n{}",
+                    tail(&stopped, 150),
+                    s.logs()
+                )
+            },
         );
     }
     agent.stop();

@@ -24,6 +24,12 @@ pub struct Diff {
     /// restored), or one the index knows only as pushed to some remotes. A full sync
     /// (no `--ignore-times`) would skip them, so they are queued as [`Item::Blind`].
     pub blind: std::collections::BTreeSet<PathBuf>,
+    /// Of `changed`, the directories pushed as their listing (with deletes on, what
+    /// the remotes hold there beyond the source goes): a directory the index knows only
+    /// as unknown (pushed to some remotes only, or made again while its delete was
+    /// pushed: rsync may have sent entries of it that the index never learned), or
+    /// one made again in its place (another inode) while no agent ran.
+    pub listed: std::collections::BTreeSet<PathBuf>,
     /// Gone (whether it was a directory). Nothing below a gone directory is listed.
     pub deleted: Vec<(PathBuf, bool)>,
     pub renamed: Vec<Moved>,
@@ -64,7 +70,8 @@ impl Diff {
             if self.blind.contains(p) {
                 Item::Blind(p.clone())
             } else {
-                Item::Path(Entry::plain(p.clone()), false)
+                let listing = self.listed.contains(p) && !p.as_os_str().is_empty();
+                Item::Path(Entry::with_listing(p.clone(), listing), false)
             }
         }));
         out
@@ -134,6 +141,12 @@ pub fn diff(old: &Tree, new: &Tree) -> Diff {
             Some(o) => {
                 if quick_check_blind(o, m) {
                     out.blind.insert(p.clone());
+                }
+                if m.kind == Kind::Dir
+                    && (o.kind == Kind::Unknown
+                        || (o.kind == Kind::Dir && (o.dev, o.ino) != (m.dev, m.ino)))
+                {
+                    out.listed.insert(p.clone());
                 }
                 out.changed.push(p.clone());
                 continue;

@@ -555,9 +555,21 @@ impl Recorder {
         };
         let Some(root) = root else { return };
         let mut look = Looker::new(&root);
+        // What is below a path gone before the push and a directory now: rsync may
+        // have read that directory and sent its entries (a listing of a directory
+        // made again meanwhile), which the index has no word on.
+        let mut sent_below: Vec<PathBuf> = Vec::new();
         let before: Before = (before.into_iter())
             .map(|(p, m)| match m {
-                None if look.stat(&p).is_some() => (p, Some(UNKNOWN)),
+                None => match look.stat(&p) {
+                    Some(now) => {
+                        if now.kind == Kind::Dir {
+                            sent_below.extend(look.listed(&p).into_iter().map(|(q, _)| q));
+                        }
+                        (p, Some(UNKNOWN))
+                    }
+                    None => (p, None),
+                },
                 m => (p, m),
             })
             .collect();
@@ -570,6 +582,13 @@ impl Recorder {
         };
         let n = r.targets.len();
         let mut changed = false;
+        if let Some(tree) = r.tree.as_mut() {
+            for q in sent_below {
+                r.pending.remove(&q);
+                tree.insert(q, UNKNOWN);
+                changed = true;
+            }
+        }
         for (p, meta) in before {
             let below_gone = supersede(&mut r.pending, &p, meta.as_ref(), pos);
             if meta.as_ref().is_some_and(|m| m.kind == Kind::Unknown) {

@@ -176,6 +176,34 @@ fn a_directory_that_became_a_file_is_pushed_and_its_entries_not_deleted_one_by_o
     assert!(d.deleted.is_empty());
 }
 
+// A directory the index knows only as unknown, or one made again in its place while no
+// agent ran, goes as its listing: what the remotes hold there that the index never
+// learned (a release's files sent by a listing that found the directory gone and then
+// there again) goes with it. A directory changed in place goes plain.
+#[test]
+fn an_unknown_or_replaced_directory_is_pushed_as_its_listing() {
+    let listed = |old: &Tree, new: &Tree| -> Vec<(PathBuf, bool)> {
+        (diff(old, new).items().into_iter())
+            .filter_map(|i| match i {
+                Item::Path(e, _) => Some((e.path, e.listing)),
+                _ => None,
+            })
+            .collect()
+    };
+    let now = tree(&[("d", dir(2)), ("d/x", file(3, 1, 1, 1))]);
+    let unknown = tree(&[("d", tree::UNKNOWN), ("d/x", file(3, 1, 1, 1))]);
+    assert_eq!(listed(&unknown, &now), [(PathBuf::from("d"), true)]);
+    let replaced = tree(&[("d", dir(1)), ("d/x", file(3, 1, 1, 1))]);
+    assert_eq!(listed(&replaced, &now), [(PathBuf::from("d"), true)]);
+    let mut touched = dir(2);
+    touched.mtime = 6;
+    let in_place = tree(&[("d", touched), ("d/x", file(3, 1, 1, 1))]);
+    assert_eq!(listed(&in_place, &now), [(PathBuf::from("d"), false)]);
+    // A file where the directory was: plain.
+    let was_file = tree(&[("d", file(9, 1, 1, 1)), ("d/x", file(3, 1, 1, 1))]);
+    assert_eq!(listed(&was_file, &now), [(PathBuf::from("d"), false)]);
+}
+
 #[test]
 fn the_file_round_trips_and_any_torn_byte_is_refused() {
     let mut link = file(9, 4, 1, 1);
@@ -518,6 +546,43 @@ fn a_delete_whose_path_is_there_again_after_the_push_leaves_what_was_below_unkno
     assert!(
         d.deleted.iter().any(|(p, _)| p == Path::new("d/old.txt")),
         "the catch-up deletes d/old.txt (index {index:?}, diff {d:?})"
+    );
+}
+
+// The same race, seen from what rsync sent: the listing found `d` gone, `d` was made
+// again with `d/new.txt` before rsync read the tree, and rsync sent that file. A later
+// release deleting it while no agent runs (a deploy going on after a SIGTERM) must
+// reach the remotes: the index holds `d/new.txt` as unknown and the next start deletes
+// it (found by the test command's warm deploy test under load: a remote kept a release's
+// files for good).
+#[test]
+fn what_a_listing_sent_of_a_directory_made_again_during_its_push_is_deleted_at_the_next_start() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    let listing = Job::Paths(vec![Entry::listing("d")]);
+    let gone: Vec<_> = [RemoteId(0), RemoteId(1)]
+        .iter()
+        .map(|t| rec.before(*t, &root, &listing).expect("recorded"))
+        .collect();
+    assert_eq!(gone[0], vec![(PathBuf::from("d"), None)]);
+    std::fs::create_dir(root.join("d")).expect("mkdir d");
+    std::fs::write(root.join("d/new.txt"), "new").expect("write");
+    for (t, b) in [RemoteId(0), RemoteId(1)].into_iter().zip(gone) {
+        rec.landed(t, b);
+    }
+    rec.finish().expect("write");
+    let (index, _) = read_back(&path);
+    assert_eq!(
+        index.get(Path::new("d/new.txt")).map(|m| m.kind),
+        Some(Kind::Unknown),
+        "{index:?}"
+    );
+    std::fs::remove_file(root.join("d/new.txt")).expect("rm");
+    let d = diff(&index, &walk(&root, &Excludes::default()).expect("walk"));
+    assert!(
+        d.deleted.iter().any(|(p, _)| p == Path::new("d/new.txt")),
+        "the catch-up deletes d/new.txt (index {index:?}, diff {d:?})"
     );
 }
 
