@@ -726,7 +726,12 @@ fn once_with_a_remote_down_exits_1_and_the_fail_log_holds_what_is_owed() {
         tail(&log, 40)
     );
     assert_level(&s);
-    assert!(!s.dir.join("fail.sh").exists(), "nothing owed");
+    assert!(
+        !s.dir.join("fail.sh").exists(),
+        "nothing owed; the fail log:\n{}\nlog:\n{}",
+        fs::read_to_string(s.dir.join("fail.sh")).unwrap_or_default(),
+        tail(&log, 40)
+    );
 }
 
 /// `count` releases in `<dir>/build/r<n>/app`: forty directories, each with files named

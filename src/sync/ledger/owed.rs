@@ -261,6 +261,14 @@ impl Ledger {
         if !self.blind.is_empty() {
             for e in job.plain_paths() {
                 unblinded |= self.blind.remove(entry_key(&e)).is_some();
+                if e.listing {
+                    // A listing sent its directory's entries (all below it for a
+                    // tree), with `--ignore-times` too: the files waiting in it landed.
+                    let before = self.blind.len();
+                    let dir = entry_key(&e);
+                    self.blind.retain(|k, _| !listed_in(k, dir, e.tree));
+                    unblinded |= self.blind.len() != before;
+                }
             }
         }
         let changed = self.paid_leaving(job, left_out, now) || unblinded;
@@ -366,4 +374,18 @@ impl Ledger {
     pub fn owed(&self) -> &Owed {
         &self.owed
     }
+}
+
+/// Is `k` an entry a listing of `dir` sends: a direct child, or (`tree`) anything below?
+/// The empty `dir` is the top.
+pub(super) fn listed_in(k: &[u8], dir: &[u8], tree: bool) -> bool {
+    let rest = if dir.is_empty() {
+        k
+    } else {
+        match k.strip_prefix(dir).and_then(|r| r.strip_prefix(b"/")) {
+            Some(r) => r,
+            None => return false,
+        }
+    };
+    !rest.is_empty() && (tree || !rest.contains(&b'/'))
 }

@@ -1173,6 +1173,42 @@ fn a_blind_file_is_kept_for_the_fail_log_until_a_push_of_it_lands_or_leaves_it_o
     assert!(q.blind_paths().is_empty());
 }
 
+/// A blind file queued while its directory waits as its listing (the warm-restart
+/// catch-up pushes a directory the index knows only as unknown as its listing) goes in
+/// that listing, which sends it with `--ignore-times`: its landing leaves the file out
+/// of what the fail log keeps (found by warm::once_with_a_remote_down_...: an exit 0
+/// with the fail log still naming the files).
+#[test]
+fn a_blind_file_sent_by_its_directorys_listing_leaves_the_fail_log_when_it_lands() {
+    let t0 = Instant::now();
+    let mut q = Ledger::default();
+    q.push_at(Entry::listing("d"), false, t0);
+    q.push_blind_at(p("d/c"), t0);
+    let job = q.take(100).expect("the listing");
+    assert_eq!(
+        job,
+        Job::Paths(vec![Entry::listing("d")]),
+        "d/c went into it"
+    );
+    assert_eq!(q.blind_paths(), [p("d/c")].into());
+    let pushed = q.pushed(&job, &[], at(t0, 1));
+    q.finish(&job);
+    assert!(pushed.changed, "the fail log is written without d/c");
+    assert!(q.blind_paths().is_empty());
+}
+
+#[test]
+fn a_listing_sends_its_direct_entries_and_a_tree_all_below() {
+    use super::owed::listed_in;
+    assert!(listed_in(b"d/c", b"d", false));
+    assert!(!listed_in(b"d/e/f", b"d", false));
+    assert!(listed_in(b"d/e/f", b"d", true));
+    assert!(!listed_in(b"de/g", b"d", true));
+    assert!(!listed_in(b"d", b"d", true));
+    assert!(listed_in(b"x", b"", false));
+    assert!(!listed_in(b"x/y", b"", false));
+}
+
 /// The ledger keeps the retry schedule of what is owed (no other record of it): a
 /// failure sets the retry on the backoff, a remote that did not answer and answers
 /// again has what it owes queued at once (its retry dropped), and once it is level its
