@@ -208,6 +208,10 @@ pub struct Ledger {
     /// built before, lacks; it sends what it listed, older than the push), so each
     /// waits once more when it ends, keeping its mark until then (see the module doc).
     beside_full: HashMap<Key, (bool, Mark)>,
+    /// Of `beside_full`, the deletes (whether a directory): when that full sync ends
+    /// they wait again as the deletes they are, weighed by the brake (held while it
+    /// holds, else settling first), not as plain paths handed out at once.
+    beside_gone: HashMap<Key, bool>,
     /// Waiting entries queued as deletes (whether a directory, when the delete was
     /// queued): what the brake holds when it trips, and what waits out its settle time
     /// first (see `brake.rs`).

@@ -790,6 +790,7 @@ impl Ledger {
         });
         self.brake.held_full = Some(older(self.brake.held_full, mark));
         // Its end does not queue again what went beside it: held, it covers them.
+        self.beside_gone.clear();
         for (_, (_, m)) in std::mem::take(&mut self.beside_full) {
             self.brake.held_full = Some(older(self.brake.held_full, m));
         }
@@ -825,6 +826,41 @@ impl Ledger {
                     since: now,
                 });
             }
+        }
+    }
+
+    /// Does a held delete cover `k` (`k` itself, or a directory above it)? Then it
+    /// takes `mark` if older, and `k` needs no push of its own: the release pushes it
+    /// as it is then.
+    pub(super) fn held_covers(&mut self, k: &[u8], mark: Mark) -> bool {
+        if self.brake.held.is_empty() {
+            return false;
+        }
+        let at = if self.brake.held.contains_key(k) {
+            Some(k.to_vec())
+        } else {
+            super::ancestors(k)
+                .find(|a| self.brake.held.get(*a).is_some_and(|(dir, _)| *dir))
+                .map(<[u8]>::to_vec)
+        };
+        let Some(at) = at else { return false };
+        if let Some(e) = self.brake.held.get_mut(&at) {
+            e.1 = e.1.min(mark);
+        }
+        true
+    }
+
+    /// A delete handed out beside a full sync waits again when that full sync ends, as
+    /// the delete it is: held while deletes are held, else settling first (it was
+    /// counted when it came).
+    pub(super) fn requeue_gone(&mut self, k: Key, dir: bool, now: Instant, mark: Mark) {
+        if self.brake.holding() {
+            self.hold_key(k, dir, mark);
+            return;
+        }
+        self.push_key(k.clone(), dir, now, Some(mark));
+        if self.by_path.contains_key(&k) {
+            self.gone.insert(k, (dir, now));
         }
     }
 

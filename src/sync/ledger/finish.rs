@@ -23,12 +23,23 @@ impl Ledger {
                 self.full_inflight = false;
                 self.full_running = None;
                 let beside = std::mem::take(&mut self.beside_full);
+                let mut gone = std::mem::take(&mut self.beside_gone);
                 let mut beside: Vec<(Key, (bool, Mark))> = beside.into_iter().collect();
                 beside.sort_by_key(|(_, (_, m))| m.seq);
                 for (k, (listing, m)) in beside {
+                    // At or below a delete the brake holds (a tree renamed beside the
+                    // full sync, then deleted): pushed again as it is now, it would be
+                    // that delete, unweighed. It goes with the held delete's release.
+                    if self.held_covers(&k, m) {
+                        continue;
+                    }
                     if self.full_pending && !self.blind.contains_key(&k) {
                         // The full sync waiting covers it, from the older mark.
                         self.full_mark = Some(older(self.full_mark, m));
+                        continue;
+                    }
+                    if let Some(dir) = gone.remove(&k) {
+                        self.requeue_gone(k, dir, now, m);
                         continue;
                     }
                     if listing {
@@ -178,7 +189,13 @@ impl Ledger {
         }
         // Handed out beside the full sync running: owed like what waited, and not paid
         // by their own push if it succeeds, nor by that full sync's.
+        self.beside_gone.clear();
         for (k, (listing, m)) in std::mem::take(&mut self.beside_full) {
+            // Under a held delete: written with it, under `#held` (a plain path owed
+            // there would be replayed at the next start as that delete, unweighed).
+            if self.held_covers(&k, m) {
+                continue;
+            }
             let e = Entry {
                 path: to_path(k.clone()),
                 listing,

@@ -159,7 +159,11 @@ impl Ledger {
             if let Some((_, m)) = self.remove_entry(p) {
                 marks.push(m);
             }
-            self.gone.remove(p);
+            if let Some((dir, _)) = self.gone.remove(p) {
+                if self.full_inflight {
+                    self.beside_gone.insert(p.clone(), dir);
+                }
+            }
             self.gone_below.remove(p);
             for a in ancestors(p) {
                 *self.inflight_below.entry(a.to_vec()).or_default() += 1;

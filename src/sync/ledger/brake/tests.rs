@@ -657,3 +657,67 @@ fn a_hold_is_said_once_it_has_lasted_the_settle_time() {
     l.push_full_checked(Some(0), t0);
     assert_eq!(l.take_held_news(t0), Some(Tripped::EmptyRoot));
 }
+
+// Within moments of a `-r` start: a tree renamed while the full sync runs (handed out
+// beside it), then deleted past the threshold (held). When the full sync ended, what
+// went beside it waited again as plain paths and went at once: the renamed tree's
+// paths, gone now, were pushed as their deletes, unweighed, and a remote lost the tree
+// the brake held. They go with the held delete now; so does a delete handed out beside
+// the full sync, which waits again as the delete it is (held while deletes are held).
+#[test]
+fn what_went_beside_a_full_sync_waits_again_under_the_brake() {
+    let t0 = Instant::now();
+    let mut l = braked(rule(50, 3), 8);
+    l.push_full_at(t0);
+    assert_eq!(l.take(1000), Some(Job::Full));
+    l.push_gone_at(p("one.txt"), false, t0);
+    let beside_delete = taken(&mut l);
+    assert_eq!(names(&beside_delete), ["one.txt"]);
+    l.finish(&Job::Paths(beside_delete));
+    rename_dir(&mut l, "data", "trash", 6, t0);
+    // Beside a full sync a rename goes as its plain paths (listings).
+    let rename = l.take(1000).expect("the rename, beside the full sync");
+    assert!(
+        rename.plain_paths().iter().any(|e| e.path == p("trash/f1")),
+        "{rename:?}"
+    );
+    l.finish(&rename);
+    rm_rf(&mut l, "trash", 5, t0);
+    assert!(l.holding(), "a tree renamed and deleted");
+    l.finish(&Job::Full);
+    let mut out = Vec::new();
+    while let Some(job) = l.take(1000) {
+        out.extend(job.plain_paths());
+        l.finish(&job);
+    }
+    let names = names(&out);
+    assert!(
+        names
+            .iter()
+            .all(|n| n != "trash" && !n.starts_with("trash/")),
+        "nothing of the held tree is pushed: {names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n == "one.txt"),
+        "the delete beside it is held with the others: {names:?}"
+    );
+    assert!(l.held().deletes >= 2, "{:?}", l.held());
+    // At a close the same: under `#held`, not owed as plain paths.
+    let mut l = braked(rule(50, 3), 8);
+    l.push_full_at(t0);
+    assert_eq!(l.take(1000), Some(Job::Full));
+    rename_dir(&mut l, "data", "trash", 6, t0);
+    let rename = l.take(1000).expect("the rename");
+    l.finish(&rename);
+    rm_rf(&mut l, "trash", 5, t0);
+    assert!(l.holding());
+    let _ = l.close();
+    let owed: Vec<String> = (l.owed().entries().iter())
+        .map(|e| e.path.display().to_string())
+        .collect();
+    assert!(
+        owed.iter()
+            .all(|n| n != "trash" && !n.starts_with("trash/")),
+        "owed as plain paths: {owed:?}"
+    );
+}
