@@ -815,9 +815,13 @@ fn a_sigterm_in_the_middle_of_a_deploy_and_a_start_without_r_leave_every_remote_
             &format!("round {round}: the restart after the deploy"),
             DEADLINE,
             &|| {
+                // Without its event lines (debug logging): its pushes and its stop.
+                let pushes: Vec<&str> = (stopped.lines())
+                    .filter(|l| !l.contains("] event "))
+                    .collect();
                 format!(
-                    "--- the agent stopped before (tail) ---\n{}\n{}",
-                    tail(&stopped, 150),
+                    "--- the agent stopped before (tail, no event lines) ---\n{}\n{}",
+                    tail(&pushes.join("\n"), 150),
                     s.logs()
                 )
             },

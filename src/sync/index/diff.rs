@@ -27,8 +27,14 @@ pub struct Diff {
     /// Of `changed`, the directories pushed as their listing (with deletes on, what
     /// the remotes hold there beyond the source goes): a directory the index knows only
     /// as unknown (pushed to some remotes only, or made again while its delete was
-    /// pushed: rsync may have sent entries of it that the index never learned), or
-    /// one made again in its place (another inode) while no agent ran.
+    /// pushed: rsync may have sent entries of it that the index never learned), one
+    /// made again in its place (another inode) while no agent ran, or one the index
+    /// does not have. A listing whose directory was gone when its push began and when
+    /// it landed, but there while rsync read the tree (`rm -rf d && cp -a build/d d`
+    /// twice in a row), sent entries that the index, entering the directory's delete,
+    /// never learned. A new directory's entries are all new: listing it costs nothing
+    /// more. Not a directory that is there in the index too, changed in place: its
+    /// listing would send every file in it again (`--ignore-times`).
     pub listed: std::collections::BTreeSet<PathBuf>,
     /// Gone (whether it was a directory). Nothing below a gone directory is listed.
     pub deleted: Vec<(PathBuf, bool)>,
@@ -181,7 +187,12 @@ pub fn diff(old: &Tree, new: &Tree) -> Diff {
                     moved_to = Some(p);
                 }
             }
-            None => out.changed.push(p.clone()),
+            None => {
+                if m.kind == Kind::Dir {
+                    out.listed.insert(p.clone());
+                }
+                out.changed.push(p.clone())
+            }
         }
     }
     // Deletes: gone, not renamed away, not below something deleted or no longer a

@@ -199,6 +199,11 @@ fn an_unknown_or_replaced_directory_is_pushed_as_its_listing() {
     touched.mtime = 6;
     let in_place = tree(&[("d", touched), ("d/x", file(3, 1, 1, 1))]);
     assert_eq!(listed(&in_place, &now), [(PathBuf::from("d"), false)]);
+    // A directory the index does not have: its listing (the index entered the delete
+    // of a directory gone when its push began and landed, which rsync found there in
+    // between and sent with its entries).
+    let absent = tree(&[("d/x", file(3, 1, 1, 1))]);
+    assert_eq!(listed(&absent, &now), [(PathBuf::from("d"), true)]);
     // A file where the directory was: plain.
     let was_file = tree(&[("d", file(9, 1, 1, 1)), ("d/x", file(3, 1, 1, 1))]);
     assert_eq!(listed(&was_file, &now), [(PathBuf::from("d"), false)]);
