@@ -37,7 +37,8 @@ EXIT STATUS
        stalled or holds deletes, a watch root is lost, or no instance answers,
        --once: something is left owed to
        a remote (kept in the fail log for the next run) or a watch root could not be
-       read, --pause, --resume: no instance runs the config (or it refused)
+       read, --pause, --resume: no instance runs the config (or it refused);
+       --pause: a push running at the pause still ran after 60 s
     2  bad flags or a bad config (the message names file, line and element), or a
        fail log, pid file, log file or program the agent refuses (see FILES); nothing
        was started
@@ -216,8 +217,9 @@ pub struct Args {
 
     /// Hold back every push of the running instance (asked over its control socket), or
     /// with --remote only those to that remote: changes are still read and wait, merged;
-    /// --status says paused and how much waits; a stop keeps it in the fail log. Lasts
-    /// until --resume or a restart (a reload keeps it)
+    /// --status says paused and how much waits; a stop keeps it in the fail log. Returns
+    /// once the pushes running at the pause have ended. Lasts until --resume or a
+    /// restart (a reload keeps it)
     #[arg(long, conflicts_with_all = ["replay", "status", "test_config", "module", "verify", "once", "daemon", "full_first"])]
     pub pause: bool,
 

@@ -97,6 +97,17 @@ fn pause_holds_every_push_and_resume_delivers() {
         );
     }
     assert!(agent.log().contains("paused on the control socket"));
+    // It returns once nothing is pushed to them: a push running at the pause (the
+    // write's second event, pushed again) had ended. Before, it could still run and
+    // read the edit below (seen once in a full test run).
+    let st = status(&s);
+    for d in [&s.a, &s.b] {
+        assert_eq!(
+            remote(&st, &label(d))["longest_push_seconds"].as_f64(),
+            Some(0.0),
+            "a push still runs after --pause: {st}"
+        );
+    }
 
     s.write("held/one.txt", "1\n");
     s.write("held/two.txt", "2\n");

@@ -41,6 +41,18 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long the answer may take (it comes at once).
 const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
+/// How long `--pause` waits for the pushes running at the pause to end (they end as
+/// usual): once it returns 0, nothing is pushed to the paused remotes.
+const RUNNING_WAIT: Duration = Duration::from_secs(60);
+
+/// The pushes still running to the paused remotes in an answer.
+fn running_to_paused(answer: &Value) -> u64 {
+    (answer["remotes"].as_array().into_iter().flatten())
+        .filter(|r| r["paused"].as_bool() == Some(true))
+        .map(|r| r["running"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 /// What the command line asks.
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
@@ -75,12 +87,15 @@ fn select(mirror: &Mirror, labels: &[String]) -> Result<Vec<RemoteId>, String> {
 
 /// Each remote now, for the answer and the log.
 fn remotes_now(mirror: &Mirror) -> Vec<Value> {
+    let running = mirror.queue().running_jobs();
     mirror
         .snapshot()
         .remotes
         .into_iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
             json!({
+                "running": running.get(i).copied().unwrap_or(0),
                 "remote": r.remote,
                 "root": r.root.display().to_string(),
                 "paused": r.paused,
@@ -266,11 +281,41 @@ pub fn pause(args: &Args, pause: bool) -> Result<u8, Exit> {
             }
         }
     };
-    report(&answer, &flag)
+    if !pause || answer["ok"].as_bool() != Some(true) || running_to_paused(&answer) == 0 {
+        return report(&answer, &flag, &answer);
+    }
+    // A push running at the pause ends as usual: wait for it, so that a maintenance
+    // script that goes on after `--pause` finds the remotes still (asking again
+    // changes nothing: the remotes are paused already).
+    eprintln!(
+        "{flag}: waiting for {} push(es) running at the pause to end",
+        running_to_paused(&answer)
+    );
+    let mut last = answer.clone();
+    let waited = Instant::now();
+    while running_to_paused(&last) > 0 && waited.elapsed() < RUNNING_WAIT {
+        std::thread::sleep(RETRY_PAUSE);
+        match control::ask(&socket, &request, ANSWER_WAIT) {
+            Ok(a) if a["ok"].as_bool() == Some(true) => last = a,
+            Ok(_) | Err(_) => break,
+        }
+    }
+    let code = report(&answer, &flag, &last)?;
+    let still = running_to_paused(&last);
+    if still > 0 {
+        eprintln!(
+            "{flag}: paused, but {still} push(es) running at the pause still run after {}s \
+             (they end as usual; see --status)",
+            RUNNING_WAIT.as_secs()
+        );
+        return Ok(1);
+    }
+    Ok(code)
 }
 
-/// Prints the instance's answer: each remote, paused or not, and what waits for it.
-fn report(answer: &Value, flag: &str) -> Result<u8, Exit> {
+/// Prints the instance's answer (what changed) and each remote as `now` gives it,
+/// paused or not, and what waits for it.
+fn report(answer: &Value, flag: &str, now: &Value) -> Result<u8, Exit> {
     if answer["ok"].as_bool() != Some(true) {
         let e = answer["error"].as_str().unwrap_or("no reason given");
         if answer["usage"].as_bool() == Some(true) {
@@ -290,7 +335,7 @@ fn report(answer: &Value, flag: &str) -> Result<u8, Exit> {
     if changed.is_empty() {
         println!("nothing changed (running instance, pid {pid})");
     }
-    for r in answer["remotes"].as_array().into_iter().flatten() {
+    for r in now["remotes"].as_array().into_iter().flatten() {
         let name = crate::service::status::printable(r["remote"].as_str().unwrap_or("?"));
         let root = crate::service::status::printable(r["root"].as_str().unwrap_or("?"));
         let waiting = r["waiting"].as_u64().unwrap_or(0);

@@ -873,6 +873,15 @@ impl Queue {
             .is_none_or(|r| r.pending.is_settled())
     }
 
+    /// Per remote, how many jobs are in flight (pushes running).
+    pub fn running_jobs(&self) -> Vec<usize> {
+        self.lock()
+            .remotes
+            .iter()
+            .map(|r| r.pending.running())
+            .collect()
+    }
+
     /// Paths waiting per remote (for status and logs).
     pub fn waiting(&self) -> Vec<usize> {
         self.lock()
