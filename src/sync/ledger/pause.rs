@@ -51,7 +51,7 @@ mod tests {
         assert!(!q.pause(), "a second pause changes nothing");
         q.push(p("b"), false);
         q.push(p("a"), false);
-        q.push_rename_at(p("r1"), p("r2"), false, Vec::new(), Instant::now());
+        let _ = q.push_rename_at(p("r1"), p("r2"), false, Vec::new(), Instant::now());
         q.push_full();
         assert!(q.is_paused());
         assert!(

@@ -204,10 +204,12 @@ impl Ledger {
     /// runs.
     #[cfg(test)]
     pub fn push_rename(&mut self, from: PathBuf, to: PathBuf, dir: bool, below: Vec<PathBuf>) {
-        self.push_rename_at(from, to, dir, below, Instant::now());
+        let _ = self.push_rename_at(from, to, dir, below, Instant::now());
     }
 
     /// [`Ledger::push_rename`] of a rename made at `now`.
+    /// Returns whether it went as its plain form at once (see `push_plain`), its old
+    /// name's delete among the changes waiting.
     pub fn push_rename_at(
         &mut self,
         from: PathBuf,
@@ -215,9 +217,9 @@ impl Ledger {
         dir: bool,
         below: Vec<PathBuf>,
         now: Instant,
-    ) {
+    ) -> bool {
         if self.full_pending && !self.full_inflight {
-            return; // the full sync that has not started yet covers it
+            return false; // the full sync that has not started yet covers it
         }
         let (from, to) = (key(from), key(to));
         // A call in flight at, above or below `to`: the remote may end up holding what
@@ -247,7 +249,7 @@ impl Ledger {
                 },
                 now,
             );
-            return;
+            return true;
         }
         self.seq += 1;
         let mark = Mark {
@@ -266,6 +268,7 @@ impl Ledger {
                 mark,
             },
         );
+        false
     }
 
     /// Turns every waiting rename with a path at, above or below `p` into its plain form.

@@ -21,14 +21,19 @@ impl Queue {
         let (Some(ix), Some(t)) = (self.index.get(), t) else {
             return Vec::new();
         };
-        if !changes.iter().any(|c| matches!(c, Item::Gone(_, true))) {
+        let renames = |c: &Item| matches!(c, Item::Rename { dir: true, .. });
+        if !changes
+            .iter()
+            .any(|c| matches!(c, Item::Gone(_, true)) || renames(c))
+        {
             return Vec::new();
         }
         let now = Instant::now();
-        let origins: Vec<Option<PathBuf>> = {
+        let (braking, origins): (bool, Vec<Option<PathBuf>>) = {
             let st = self.lock();
             let pending = &st.remotes[t.0].pending;
-            if pending.braking() {
+            let braking = pending.braking();
+            let origins = if braking {
                 (changes.iter().enumerate())
                     .map(|(i, c)| match c {
                         Item::Gone(p, true) => renamed_in_batch(&changes[..i], p)
@@ -38,7 +43,8 @@ impl Queue {
                     .collect()
             } else {
                 Vec::new()
-            }
+            };
+            (braking, origins)
         };
         (changes.iter().enumerate())
             .map(|(i, c)| match c {
@@ -46,6 +52,12 @@ impl Queue {
                     let there = origins.get(i).and_then(Option::as_ref);
                     ix(t, p).max(there.map_or(0, |o| ix(t, o)))
                 }
+                // A directory rename that goes as its plain form (queued while a full
+                // sync runs): its old name's delete is weighed with what the index
+                // holds there (see `queue_one`).
+                Item::Rename {
+                    from, dir: true, ..
+                } if braking => ix(t, from),
                 _ => 0,
             })
             .collect()
@@ -110,7 +122,17 @@ impl Queue {
                         say_released(t, released, self.brake_words.get());
                     }
                 }
-                pending.push_rename_at(from.clone(), to.clone(), *dir, below.clone(), now);
+                let plain =
+                    pending.push_rename_at(from.clone(), to.clone(), *dir, below.clone(), now);
+                if plain && *dir && held_below > 0 {
+                    // Queued while a full sync runs, it goes as its plain form: its old
+                    // name's delete (of the tree the remotes hold there) is weighed as
+                    // the delete it is, as when a rename cannot travel as one (`mv data
+                    // trash && rm -rf trash` just after a `-r` start emptied a remote:
+                    // the new name's writes and deletes balanced, the old tree's delete
+                    // counted as one).
+                    pending.count_gone_below(from, held_below, now);
+                }
             }
             Item::Linked(names) => pending.push_linked(names, now),
         }

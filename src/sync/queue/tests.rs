@@ -356,3 +356,40 @@ fn a_release_swapped_in_by_a_link_is_weighed_against_the_tree_as_it_is_now() {
     // Half of the tree as it is now is still held.
     assert!(deleting_v1(100).any(), "60 of 100 entries: held");
 }
+
+// The outside run: `mv data trash && rm -rf trash` just after a `-r` start emptied a
+// remote. The rename, queued while that remote's full sync ran, went as its plain form:
+// its old name's delete was counted as one delete, and the new name's pushes and
+// deletes balanced, so nothing tripped the brake. The old name's delete is weighed with
+// what the index holds there, as when a rename cannot travel as one.
+#[test]
+fn a_directory_rename_queued_beside_a_full_sync_weighs_the_old_trees_delete() {
+    let q = braked_with_data(0, 10, Duration::from_secs(2), 50);
+    q.push_full(&[RemoteId(0)]);
+    let full = q.try_take_at(Instant::now());
+    assert!(matches!(full, Some((_, Job::Full))), "{full:?}");
+    let below: Vec<PathBuf> = std::iter::once(p("trash"))
+        .chain((1..50).map(|i| p(&format!("trash/f{i}"))))
+        .collect();
+    q.push_batch(
+        &[RemoteId(0)],
+        &[Item::Rename {
+            from: p("data"),
+            to: p("trash"),
+            dir: true,
+            below,
+        }],
+    );
+    let held = q.held()[0].clone();
+    assert!(
+        held.any(),
+        "the old tree's delete is weighed and held: {held:?}"
+    );
+    while let Some((_, job)) = q.try_take_at(Instant::now()) {
+        assert!(
+            !job.plain_paths().iter().any(|e| e.path == p("data")),
+            "data's delete went out: {job:?}"
+        );
+        q.finish(RemoteId(0), &job, None);
+    }
+}
