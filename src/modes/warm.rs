@@ -204,6 +204,9 @@ pub(crate) fn start(
                 items.extend((relist.into_iter()).map(|p| Item::Path(Entry::listing(p), false)));
                 if !items.is_empty() {
                     mirror.queue().push_batch(&targets, &items);
+                    // Every delete of the catch-up was found and counted before any
+                    // was queued: they need not wait for more to come.
+                    mirror.queue().settled(&targets);
                 }
                 if !added.is_empty() {
                     let labels: Vec<String> = (added.iter())

@@ -334,6 +334,19 @@ impl Queue {
         }
     }
 
+    /// The deletes waiting for these remotes were counted together (see
+    /// [`Ledger::settled`]): they go without waiting out the brake's settle time.
+    pub fn settled(&self, targets: &[RemoteId]) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        for &t in targets {
+            if let Some(r) = st.remotes.get_mut(t.0) {
+                r.pending.settled(now);
+            }
+        }
+        self.wake_for(st, targets);
+    }
+
     /// Counts `n` deletes for these remotes that are not queued one by one (see
     /// [`Ledger::count_deletes`]).
     pub fn count_deletes(&self, targets: &[RemoteId], n: usize) {

@@ -507,6 +507,28 @@ impl Ledger {
         (now < until).then_some(until)
     }
 
+    /// The deletes waiting were counted together, all of them at once (a warm-restart
+    /// catch-up: its walk found every delete before any was queued): none of them
+    /// waits out the settle time, which is there for an `rm -rf` whose deletes arrive
+    /// over several reads. The brake has weighed them already (a hold took them).
+    pub fn settled(&mut self, now: Instant) {
+        let Some(settle) = self.brake.rule.map(|r| r.settle) else {
+            return;
+        };
+        let Some(past) = now.checked_sub(settle) else {
+            return;
+        };
+        for (_, at) in self.gone.values_mut() {
+            *at = (*at).min(past);
+        }
+        for at in self.gone_below.values_mut() {
+            *at = (*at).min(past);
+        }
+        if let Some(l) = self.brake.last_delete.as_mut() {
+            *l = (*l).min(past);
+        }
+    }
+
     /// When a delete that waits out the brake's settle time may go, if the latest take
     /// found nothing else free: the queue's worker looks again then.
     pub fn settle_due(&self) -> Option<Instant> {

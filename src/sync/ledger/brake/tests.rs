@@ -721,3 +721,27 @@ fn what_went_beside_a_full_sync_waits_again_under_the_brake() {
         "owed as plain paths: {owed:?}"
     );
 }
+
+// A warm-restart catch-up finds every delete before it queues any: they were weighed
+// together, so they go without waiting out the settle time (at a million files the
+// 1,000 deletes of the benchmark waited 2 s, half of the restart), and past the
+// threshold they are held as ever.
+#[test]
+fn deletes_counted_together_go_without_settling_and_are_held_past_the_threshold() {
+    let t0 = Instant::now() + Duration::from_secs(10);
+    let mut l = braked(settling(0, 3, Duration::from_secs(2)), 100);
+    l.push_gone_at(p("x"), false, t0);
+    l.push_gone_at(p("d"), true, t0);
+    assert!(l.take_at(1000, t0).is_none(), "they settle");
+    l.settled(t0);
+    let job = l.take_at(1000, t0).expect("settled: they go");
+    assert_eq!(names(&job.plain_paths()), ["d", "x"]);
+    // Past the threshold: held, settled or not.
+    let mut l = braked(settling(0, 3, Duration::from_secs(2)), 100);
+    for f in ["a", "b", "c", "e"] {
+        l.push_gone_at(p(f), false, t0);
+    }
+    l.settled(t0);
+    assert!(l.holding());
+    assert!(l.take_at(1000, t0 + Duration::from_secs(5)).is_none());
+}
