@@ -851,41 +851,6 @@ impl Ledger {
         }
     }
 
-    /// Does a held delete cover `k` (`k` itself, or a directory above it)? Then it
-    /// takes `mark` if older, and `k` needs no push of its own: the release pushes it
-    /// as it is then.
-    pub(super) fn held_covers(&mut self, k: &[u8], mark: Mark) -> bool {
-        if self.brake.held.is_empty() {
-            return false;
-        }
-        let at = if self.brake.held.contains_key(k) {
-            Some(k.to_vec())
-        } else {
-            super::ancestors(k)
-                .find(|a| self.brake.held.get(*a).is_some_and(|(dir, _)| *dir))
-                .map(<[u8]>::to_vec)
-        };
-        let Some(at) = at else { return false };
-        if let Some(e) = self.brake.held.get_mut(&at) {
-            e.1 = e.1.min(mark);
-        }
-        true
-    }
-
-    /// A delete handed out beside a full sync waits again when that full sync ends, as
-    /// the delete it is: held while deletes are held, else settling first (it was
-    /// counted when it came).
-    pub(super) fn requeue_gone(&mut self, k: Key, dir: bool, now: Instant, mark: Mark) {
-        if self.brake.holding() {
-            self.hold_key(k, dir, mark);
-            return;
-        }
-        self.push_key(k.clone(), dir, now, Some(mark));
-        if self.by_path.contains_key(&k) {
-            self.gone.insert(k, (dir, now));
-        }
-    }
-
     /// Holds the delete of `k`: a directory takes what waits below it (held or not:
     /// its release deletes or pushes all of it as it is then), keeping the oldest mark.
     fn hold_key(&mut self, k: Key, dir: bool, mark: Mark) {
@@ -1005,5 +970,6 @@ impl Ledger {
     }
 }
 
+mod beside;
 #[cfg(test)]
 mod tests;
