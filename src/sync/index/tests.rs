@@ -515,6 +515,25 @@ fn a_delete_that_landed_everywhere_keeps_what_one_remote_got_below_it_after_its_
     );
 }
 
+/// A listing of `d` pushed to both remotes, found gone when each push began, with `d`
+/// made again (holding `d/new.txt`) before the pushes read the tree and landed; then
+/// the stop.
+fn listing_of_d_made_again(rec: &Recorder, root: &Path) {
+    let listing = Job::Paths(vec![Entry::listing("d")]);
+    let gone: Vec<_> = [RemoteId(0), RemoteId(1)]
+        .iter()
+        .map(|t| rec.before(*t, root, &listing).expect("recorded"))
+        .collect();
+    assert_eq!(gone[0], vec![(PathBuf::from("d"), None)]);
+    // Made again before the pushes read the tree.
+    std::fs::create_dir(root.join("d")).expect("mkdir d");
+    std::fs::write(root.join("d/new.txt"), "new").expect("write");
+    for (t, b) in [RemoteId(0), RemoteId(1)].into_iter().zip(gone) {
+        rec.landed(t, b);
+    }
+    rec.finish().expect("write");
+}
+
 // A directory deleted and made again (a deploy's `rm -rf d && cp -a build/d d`): the
 // push that found it gone may find it there when rsync reads the tree, and then sends
 // the directory alone; what the remotes hold below it from before stays there. The
@@ -533,19 +552,7 @@ fn a_delete_whose_path_is_there_again_after_the_push_leaves_what_was_below_unkno
         rec.landed(t, b);
     }
     std::fs::remove_dir_all(root.join("d")).expect("rm -rf d");
-    let listing = Job::Paths(vec![Entry::listing("d")]);
-    let gone: Vec<_> = [RemoteId(0), RemoteId(1)]
-        .iter()
-        .map(|t| rec.before(*t, &root, &listing).expect("recorded"))
-        .collect();
-    assert_eq!(gone[0], vec![(PathBuf::from("d"), None)]);
-    // Made again before the pushes read the tree.
-    std::fs::create_dir(root.join("d")).expect("mkdir d");
-    std::fs::write(root.join("d/new.txt"), "new").expect("write");
-    for (t, b) in [RemoteId(0), RemoteId(1)].into_iter().zip(gone) {
-        rec.landed(t, b);
-    }
-    rec.finish().expect("write");
+    listing_of_d_made_again(&rec, &root);
     let (index, _) = read_back(&path);
     let d = diff(&index, &walk(&root, &Excludes::default()).expect("walk"));
     assert!(
@@ -565,18 +572,7 @@ fn what_a_listing_sent_of_a_directory_made_again_during_its_push_is_deleted_at_t
     let (_dir, targets, path) = world();
     let root = targets[0].root.clone();
     let (rec, _) = Recorder::load(path.clone(), &targets);
-    let listing = Job::Paths(vec![Entry::listing("d")]);
-    let gone: Vec<_> = [RemoteId(0), RemoteId(1)]
-        .iter()
-        .map(|t| rec.before(*t, &root, &listing).expect("recorded"))
-        .collect();
-    assert_eq!(gone[0], vec![(PathBuf::from("d"), None)]);
-    std::fs::create_dir(root.join("d")).expect("mkdir d");
-    std::fs::write(root.join("d/new.txt"), "new").expect("write");
-    for (t, b) in [RemoteId(0), RemoteId(1)].into_iter().zip(gone) {
-        rec.landed(t, b);
-    }
-    rec.finish().expect("write");
+    listing_of_d_made_again(&rec, &root);
     let (index, _) = read_back(&path);
     assert_eq!(
         index.get(Path::new("d/new.txt")).map(|m| m.kind),
