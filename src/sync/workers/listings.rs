@@ -148,6 +148,24 @@ pub(super) fn sent_paths(root: &Path, excludes: &Excludes, delete: bool, job: &J
     Some(Job::Paths(sent))
 }
 
+/// The listings `sent` (the call as [`sent_paths`] sends it) has that `call` does not:
+/// as a job of those listings alone.
+pub(super) fn listings_added(call: &Job, sent: &Job) -> Job {
+    let (Job::Paths(call), Job::Paths(sent)) = (call, sent) else {
+        return Job::Paths(Vec::new());
+    };
+    let named: HashSet<&Path> = (call.iter())
+        .filter(|e| e.listing)
+        .map(|e| e.path.as_path())
+        .collect();
+    Job::Paths(
+        sent.iter()
+            .filter(|e| e.listing && !named.contains(e.path.as_path()))
+            .cloned()
+            .collect(),
+    )
+}
+
 /// The listed directories of a push that need a prune: directories now (not links:
 /// a listing whose directory is a link went as the link, and `./link/` would make rsync
 /// read the link's target, anywhere, and delete through the remote's link of that name)

@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::big;
 use super::full_progress::FullRun;
 use super::listings::{
-    excluded_directories, first_non_directory, listing_stamps, listings_again, listings_changed,
-    missing_listings, sent_paths,
+    excluded_directories, first_non_directory, listing_stamps, listings_added, listings_again,
+    listings_changed, missing_listings, sent_paths,
 };
 use super::renames::{rename_to_paths, Renamed};
 use super::Mirror;
@@ -160,7 +160,24 @@ impl Mirror {
             } else {
                 Vec::new()
             };
-            let before = (self.index.get())
+            // The same for the listings the call sends that it does not name: the
+            // parents of its gone or directory-excluded paths (see `sent_paths`). Such a
+            // listing of a directory gone when the call was built goes out as its delete,
+            // and one made again before rsync read the tree is sent as a directory only:
+            // the remote's file below it stays (simulator seed 9007461).
+            let added = sent.as_ref().map(|s| listings_added(&call, s));
+            let (added_missing, added_listed) = match &added {
+                Some(a) => (
+                    missing_listings(&self.targets[t.0].root, a),
+                    if self.targets[t.0].delete {
+                        listing_stamps(&self.targets[t.0].root, a)
+                    } else {
+                        Vec::new()
+                    },
+                ),
+                None => (Vec::new(), Vec::new()),
+            };
+            let mut before = (self.index.get())
                 .and_then(|ix| ix.before(t, &self.targets[t.0].root, &call))
                 .map(|mut b| {
                     b.retain(|(p, _)| !excluded.contains(p));
@@ -261,6 +278,29 @@ impl Mirror {
                         paths.retain(|e| !raced.contains(&e.path));
                     }
                     redirect.extend(raced.into_iter().map(|p| (p.clone(), p)));
+                }
+            }
+            if outcome.ok() && !(added_missing.is_empty() && added_listed.is_empty()) {
+                // A listing the call sent for some of its paths that did not make the
+                // remote equal: those paths are not paid and go out again with their
+                // marks (as their parent's listing again, while they are what they are).
+                let root = &self.targets[t.0].root;
+                let mut again = listings_again(root, added_missing);
+                again.extend(listings_changed(root, added_listed));
+                let unpaid: Vec<PathBuf> = as_listings
+                    .iter()
+                    .filter(|p| again.iter().any(|d| p.parent() == Some(d.as_path())))
+                    .cloned()
+                    .collect();
+                if !unpaid.is_empty() {
+                    if let Job::Paths(paths) = &mut call {
+                        paths.retain(|e| !unpaid.contains(&e.path));
+                    }
+                    // The index keeps what it had for them: they did not land.
+                    if let Some(b) = before.as_mut() {
+                        b.retain(|(p, _)| !unpaid.iter().any(|u| p.starts_with(u)));
+                    }
+                    redirect.extend(unpaid.into_iter().map(|p| (p.clone(), p)));
                 }
             }
             if outcome.ok() {
