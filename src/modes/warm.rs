@@ -151,27 +151,33 @@ pub(crate) fn start(
                 let Ok(tree) = walked() else { continue };
                 let Some(old) = old else { continue };
                 let d = index::diff(old, &tree);
-                let unknown = (old.values())
-                    .filter(|m| m.kind == index::Kind::Unknown)
-                    .count();
-                if unknown > 0 || !relist.is_empty() {
+                let unknown: Vec<&PathBuf> = (old.iter())
+                    .filter(|(_, m)| m.kind == index::Kind::Unknown)
+                    .map(|(p, _)| p)
+                    .collect();
+                if !unknown.is_empty() || !relist.is_empty() {
                     log::info!(
-                        "catch-up of {}: {unknown} path(s) unknown in the index (pushed to \
-                         some remotes only, or begun after its last checkpoint by its \
-                         journal) and {} listing(s) pushed again",
+                        "catch-up of {}: {} path(s) unknown in the index (pushed to some \
+                         remotes only, or begun after its last checkpoint by its \
+                         journal){} and {} listing(s) pushed again",
                         root.display(),
+                        unknown.len(),
+                        first_few(unknown.iter().copied())
+                            .map_or_else(String::new, |f| format!(" ({f})")),
                         relist.len()
                     );
                 }
                 log::info!(
                     "catch-up of {}: {} entries compared in {:.1}s; {} new or changed, {} \
-                     deleted, {} renamed",
+                     deleted, {} renamed{}",
                     root.display(),
                     tree.len(),
                     started.elapsed().as_secs_f64(),
                     d.changed.len(),
                     d.deleted.len(),
-                    d.renamed.len()
+                    d.renamed.len(),
+                    first_few(d.deleted.iter().map(|(p, _)| p))
+                        .map_or_else(String::new, |f| format!("; deleted: {f}")),
                 );
                 // Remotes added to the config since the index was made: a full sync for
                 // them alone; the root's index waits for it (see `rebuild_for`).
@@ -363,4 +369,16 @@ fn save(rec: &Recorder, failing: bool) -> bool {
             true
         }
     }
+}
+
+/// The first few of `paths`, for a log line: `a, b, c ...`; `None` for none.
+fn first_few<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> Option<String> {
+    const SHOWN: usize = 3;
+    let mut paths = paths.peekable();
+    paths.peek()?;
+    let shown: Vec<String> = (paths.by_ref().take(SHOWN))
+        .map(|p| p.display().to_string())
+        .collect();
+    let more = if paths.next().is_some() { " ..." } else { "" };
+    Some(format!("{}{more}", shown.join(", ")))
 }

@@ -770,6 +770,7 @@ fn directories_swapped_for_links_leave_nothing_of_their_targets_in_the_index() {
     let out = wait_synced(&s.dir, 120);
     assert!(out.status.success(), "{}", text(&out));
     agent.stop();
+    let first = agent.log();
     // The next start compares the tree with the index: nothing of the links' target
     // was ever in it, so nothing is deleted and nothing is held.
     let mut agent = s.agent(&[]);
@@ -783,7 +784,10 @@ fn directories_swapped_for_links_leave_nothing_of_their_targets_in_the_index() {
         .find(|l| l.contains("entries compared in"))
         .unwrap_or_default()
         .to_owned();
-    assert!(line.contains(", 0 deleted"), "{line}\n{log}");
+    assert!(
+        line.contains(", 0 deleted"),
+        "{line}\n{log}\nthe first run's log:\n{first}"
+    );
     assert!(!log.contains("phantom"), "{log}");
     for r in s.remotes() {
         for i in [0, 75, 149] {

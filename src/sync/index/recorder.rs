@@ -430,19 +430,12 @@ impl Recorder {
                 }
                 return None;
             }
-            let root = r.root.clone();
-            let tree = r.tree.as_mut()?;
-            let recs = recs_of(&root, job);
-            for x in &recs {
-                match &x.what {
-                    What::Path(p) if !p.as_os_str().is_empty() => {
-                        tree.insert(p.clone(), UNKNOWN);
-                    }
-                    _ => {}
-                }
-            }
-            st.dirty = true;
-            recs
+            // The tree keeps what it had for the paths until the push lands: a push
+            // that lands as what every remote holds already changes nothing (the same
+            // file pushed again to one remote). What a checkpoint writes while it runs
+            // goes with the journal, which names its paths (unknown after a kill).
+            r.tree.as_ref()?;
+            recs_of(&r.root, job)
         };
         let mut j = self.journal();
         if matches!(job, Job::Full) {
@@ -591,6 +584,12 @@ impl Recorder {
         }
         for (p, meta) in before {
             let below_gone = supersede(&mut r.pending, &p, meta.as_ref(), pos);
+            if !r.pending.contains_key(&p)
+                && (r.tree.as_ref()).is_some_and(|tree| entered_as(tree, &p, meta.as_ref()))
+            {
+                // What every remote holds already, landed on this one again.
+                continue;
+            }
             if meta.as_ref().is_some_and(|m| m.kind == Kind::Unknown) {
                 r.pending.remove(&p);
                 if let Some(tree) = r.tree.as_mut() {
@@ -637,14 +636,19 @@ impl Recorder {
         st.dirty |= changed;
     }
 
-    /// A full sync to `t` landed (under `-r`).
-    pub fn full_landed(&self, t: RemoteId) {
+    /// A full sync to `t` landed (under `-r`). Returns, when it was the last of a
+    /// rebuild, the paths the rebuilt index does not know (what changed while the full
+    /// syncs ran, or was sent by some of them only): pushed again, they are entered as
+    /// what every remote holds when they land, and a path gone there (a file below a
+    /// directory swapped for a link) leaves the index instead of waiting to be deleted
+    /// at the next start.
+    pub fn full_landed(&self, t: RemoteId) -> Vec<PathBuf> {
         let mut st = self.lock();
         let Some(r) = st.roots.iter_mut().find(|r| r.targets.contains(&t)) else {
-            return;
+            return Vec::new();
         };
         let Some(pos) = r.targets.iter().position(|x| *x == t) else {
-            return;
+            return Vec::new();
         };
         if let Some(done) = r.rebuilding.as_mut() {
             // What this full sync sent: the walk taken when it began.
@@ -655,7 +659,7 @@ impl Recorder {
                     r.root.display(),
                     r.labels.get(pos).map_or("?", String::as_str)
                 );
-                return;
+                return Vec::new();
             };
             r.landed_walks = Some(match r.landed_walks.take() {
                 Some(w) => agreed(&w, &sent),
@@ -671,14 +675,29 @@ impl Recorder {
                 if let (Some(sent), Some(tree)) = (r.landed_walks.take(), r.tree.as_ref()) {
                     r.tree = Some(agreed(tree, &sent));
                 }
+                let unknown: Vec<PathBuf> = (r.tree.iter())
+                    .flat_map(|t| t.iter())
+                    .filter(|(_, m)| m.kind == Kind::Unknown)
+                    .map(|(p, _)| p.clone())
+                    .collect();
                 log::info!(
-                    "index of {} rebuilt: {} entries",
+                    "index of {} rebuilt: {} entries{}",
                     r.root.display(),
-                    r.tree.as_ref().map_or(0, |t| t.len())
+                    r.tree.as_ref().map_or(0, |t| t.len()),
+                    if unknown.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; {} changed while the full syncs ran, pushed again",
+                            unknown.len()
+                        )
+                    }
                 );
                 st.dirty = true;
+                return unknown;
             }
         }
+        Vec::new()
     }
 
     /// Writes the file if anything changed since the last write, marked as written
@@ -968,6 +987,15 @@ pub(super) fn agreed(a: &Tree, b: &Tree) -> Tree {
         }
     }
     out
+}
+
+/// Whether `tree` has `p` entered as `meta` (`None`: neither it nor anything below it
+/// is in), so that a push of it as that landing on one remote tells nothing new. Pure.
+pub(super) fn entered_as(tree: &Tree, p: &Path, meta: Option<&Meta>) -> bool {
+    match meta {
+        Some(m) => m.kind != Kind::Unknown && tree.get(p) == Some(m),
+        None => !tree.contains_key(p) && below(tree, p).next().is_none(),
+    }
 }
 
 /// Enters what a path was pushed as: its metadata, or (gone) it and everything below

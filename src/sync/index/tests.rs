@@ -652,6 +652,54 @@ fn a_directory_swapped_for_a_link_enters_nothing_below_it() {
     assert_eq!(stat(&root, Path::new("e/s")), None);
 }
 
+// An outside test run (`mkdir e$i; echo z > e$i/s; rm -rf e$i; ln -s /etc e$i` as a
+// user in a loop, under load): each `e$i` was pushed again and again, and the last of
+// those pushes landed on one remote only. The path entered already (the link on every
+// remote) was unknown again at the stop, and so was the delete of `e$i/s` (gone from the
+// index with the link): the next start pushed 149 links again and deleted `e0/s`.
+#[test]
+fn a_push_landing_on_one_remote_as_what_every_remote_holds_leaves_the_index_as_it_was() {
+    let (dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir outside");
+    std::fs::create_dir(root.join("e")).expect("mkdir e");
+    std::fs::write(root.join("e/s"), "z").expect("write e/s");
+    let (rec, _) = Recorder::load(path.clone(), &targets);
+    push_both(&rec, &root, &Job::Paths(vec!["e".into(), "e/s".into()]));
+    std::fs::remove_dir_all(root.join("e")).expect("rm -r e");
+    std::os::unix::fs::symlink(&outside, root.join("e")).expect("ln -s");
+    push_both(&rec, &root, &Job::Paths(vec!["e".into()]));
+    // Pushed again to remote 1 only: the link as entered, and the delete of `e/s`.
+    let again = Job::Paths(vec!["e".into(), "e/s".into()]);
+    let a = rec.announce(RemoteId(1), &again).expect("recorded");
+    let b = rec.before(RemoteId(1), &root, &again).expect("recorded");
+    rec.landed(RemoteId(1), b);
+    drop(a);
+    rec.finish().expect("write");
+    let index = read_back(&path).0;
+    assert_eq!(
+        index.get(Path::new("e")),
+        stat(&root, Path::new("e")).as_ref()
+    );
+    assert_eq!(index.get(Path::new("e/s")), None, "{index:?}");
+    let d = diff(&index, &walk(&root, &Excludes::default()).expect("walk"));
+    assert!(d.deleted.is_empty(), "{d:?}");
+    assert!(!d.changed.contains(&PathBuf::from("e")), "{d:?}");
+    // Another state landing on one remote is unknown until every remote has it.
+    std::fs::remove_file(root.join("e")).expect("rm e");
+    std::fs::write(root.join("e"), "file now").expect("write e");
+    let a = rec.announce(RemoteId(0), &again).expect("recorded");
+    let b = rec.before(RemoteId(0), &root, &again).expect("recorded");
+    rec.landed(RemoteId(0), b);
+    drop(a);
+    rec.finish().expect("write");
+    assert_eq!(
+        read_back(&path).0.get(Path::new("e")).map(|m| m.kind),
+        Some(Kind::Unknown)
+    );
+}
+
 // A directory known only from a listing (made, then pushed as its listing alone) was not
 // entered itself: the next start pushed it again, and when it was deleted while no agent
 // ran only its entries were deleted on the remotes, never the directory.
@@ -987,7 +1035,7 @@ fn a_rebuild_that_did_not_land_keeps_the_entry_it_replaces_for_the_blind_files()
 fn full_both(rec: &Recorder) {
     for t in [RemoteId(0), RemoteId(1)] {
         let a = rec.announce(t, &Job::Full);
-        rec.full_landed(t);
+        let _ = rec.full_landed(t);
         drop(a);
     }
 }
@@ -1009,11 +1057,16 @@ fn a_rebuilt_index_holds_what_each_full_sync_sent_when_it_began() {
     std::fs::write(root.join("both"), "both").expect("write");
     std::fs::create_dir(root.join("one")).expect("mkdir");
     let a = rec.announce(RemoteId(0), &Job::Full);
-    rec.full_landed(RemoteId(0));
+    let _ = rec.full_landed(RemoteId(0));
     drop(a);
     std::fs::remove_dir(root.join("one")).expect("rmdir");
     let a = rec.announce(RemoteId(1), &Job::Full);
-    rec.full_landed(RemoteId(1));
+    // What the index cannot tell of (not in the walk at the start, or sent by one only)
+    // is pushed again.
+    assert_eq!(
+        rec.full_landed(RemoteId(1)),
+        [PathBuf::from("both"), PathBuf::from("one")]
+    );
     drop(a);
     rec.checkpoint().expect("write");
     drop(rec); // killed

@@ -343,7 +343,15 @@ impl Mirror {
             }
             if let (true, Some(ix)) = (outcome.ok(), self.index.get()) {
                 match &call {
-                    Job::Full => ix.full_landed(t),
+                    Job::Full => {
+                        let unknown = ix.full_landed(t);
+                        if !unknown.is_empty() {
+                            let root = &self.targets[t.0].root;
+                            let paths: Vec<Entry> = unknown.into_iter().map(Entry::plain).collect();
+                            self.queue
+                                .push_many(&super::remotes_of(&self.targets, root), &paths);
+                        }
+                    }
                     _ => ix.landed(t, before.unwrap_or_default()),
                 }
             }
