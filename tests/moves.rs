@@ -706,3 +706,52 @@ fn entries_made_just_before_an_ancestor_rename_reach_the_remotes() {
     assert_synced_means_equal(&s.dir, &s.src, &s.remotes(), &agent);
     agent.stop();
 }
+
+// An outside attack run, 2 of 10 rounds: `cp -a build/rN app.new && mv app app.old &&
+// mv app.new app && rm -rf app.old`, two releases with the same names, sizes and mtimes.
+// The rename of `app` could not land as one (`app.old` went meanwhile) and went back as
+// the delete of `app` and its listing, which cancelled the files of the second rename
+// waiting below `app`: a remote kept the old release there while `--wait-synced` said
+// synced.
+#[test]
+fn a_release_swapped_in_by_two_renames_lands_whole() {
+    let s = setup!();
+    let mut agent = s.agent(&[]);
+    let stamp = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    for r in 1..=2 {
+        for d in 0..6 {
+            for f in 0..10 {
+                // The same size in both releases, and the same mtime.
+                let p = s.dir.write(
+                    format!("build/r{r}/d{d}/f{f}"),
+                    format!("release {r} d{d} f{f}\n"),
+                );
+                fs::File::options()
+                    .write(true)
+                    .open(&p)
+                    .and_then(|file| file.set_modified(stamp))
+                    .expect("set the mtime");
+            }
+        }
+    }
+    let cp = |from: &Path, to: &Path| {
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .is_ok_and(|st| st.success());
+        assert!(ok, "cp -a {} {}", from.display(), to.display());
+    };
+    cp(&s.dir.join("build/r1"), &s.src.join("app"));
+    s.wait(&mut agent, "the first release");
+    for round in 0..10 {
+        let r = 2 - round % 2;
+        cp(&s.dir.join(format!("build/r{r}")), &s.src.join("app.new"));
+        rename(s.src.join("app"), s.src.join("app.old"));
+        rename(s.src.join("app.new"), s.src.join("app"));
+        fs::remove_dir_all(s.src.join("app.old")).expect("rm -rf app.old");
+        assert_synced_means_equal(&s.dir, &s.src, &s.remotes(), &agent);
+    }
+    agent.stop();
+}

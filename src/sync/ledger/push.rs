@@ -357,7 +357,13 @@ impl Ledger {
         if gone_dir {
             // Goes out as its listing: still gone then, the push deletes it; made again
             // meanwhile (`rm -rf app && cp -a build app`), the push lists the new
-            // directory and deletes what the remote still holds of the old one.
+            // directory and deletes what the remote still holds of the old one. What
+            // waits below it is cancelled, but for what was queued after the change
+            // the delete stands for (`carry`: a rename taken and sent back, or one
+            // dissolved): that is of the directory made again there, which its listing
+            // (one level) does not send (`cp -a build/r2 app.new && mv app app.old &&
+            // mv app.new app`: the second rename's files, queued plain while the first
+            // ran, went, and a remote kept the old release below `app`).
             self.replaced.insert(path.clone());
             let mut prefix = path.clone();
             prefix.push(b'/');
@@ -365,6 +371,7 @@ impl Ledger {
                 .by_path
                 .range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
                 .take_while(|(p, _)| p.starts_with(&prefix))
+                .filter(|(_, (seq, _))| carry.is_none_or(|c| *seq <= c.seq))
                 .map(|(p, _)| p.clone())
                 .collect();
             for p in below {

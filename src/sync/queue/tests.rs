@@ -393,3 +393,46 @@ fn a_directory_rename_queued_beside_a_full_sync_weighs_the_old_trees_delete() {
         q.finish(RemoteId(0), &job, None);
     }
 }
+
+// An outside run (`cp -a build/rN app.new && mv app app.old && mv app.new app && rm -rf
+// app.old`, two releases with the same names, 2 of 10 rounds): the rename of `app`
+// could not land (`app.old` gone meanwhile) and went back as the delete of `app` and
+// its listing; the second rename, queued plain while the first ran, had its files below
+// `app` waiting, and the delete cancelled them: the listing sent `app`'s direct entries
+// only, and a remote kept the old release below it while a barrier passed.
+#[test]
+fn a_rename_sent_back_keeps_what_was_queued_below_its_old_name_after_it() {
+    let q = braked_with_data(50, 1000, Duration::ZERO, 3);
+    let first = Item::Rename {
+        from: p("app"),
+        to: p("app.old"),
+        dir: true,
+        below: vec![p("app.old"), p("app.old/d"), p("app.old/d/f")],
+    };
+    q.push_batch(&[RemoteId(0)], &[first]);
+    let later = Instant::now() + Duration::from_secs(30);
+    let (_, taken) = q.try_take_at(later).expect("the first rename");
+    assert!(matches!(taken, Job::Rename { .. }), "{taken:?}");
+    // Queued while the first runs: plain (its new name is in flight).
+    let second = Item::Rename {
+        from: p("app.new"),
+        to: p("app"),
+        dir: true,
+        below: vec![p("app"), p("app/d"), p("app/d/f")],
+    };
+    q.push_batch(&[RemoteId(0)], &[second]);
+    let items = [
+        Item::Gone(p("app"), true),
+        Item::Path(crate::sync::job::Entry::listing(p("app")), false),
+        Item::Gone(p("app.old"), true),
+    ];
+    q.unrenamed(RemoteId(0), &taken, &items);
+    q.finish(RemoteId(0), &taken, None);
+    let mut sent = Vec::new();
+    while let Some((_, job)) = q.try_take_at(later) {
+        sent.extend(job.plain_paths().into_iter().map(|e| e.path));
+        q.finish(RemoteId(0), &job, None);
+    }
+    assert!(sent.contains(&p("app/d/f")), "{sent:?}");
+    assert!(sent.contains(&p("app/d")), "{sent:?}");
+}
