@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 mod diff;
+mod entries;
 mod format;
 mod journal;
 mod recorder;
@@ -36,13 +37,13 @@ mod walk;
 pub use diff::diff;
 #[cfg(test)]
 use diff::{below, Moved};
+#[cfg(test)]
+use entries::enter;
 pub use format::{decode_stamped, encode_stamped, SectionRef};
 #[cfg(test)]
 use format::{encode, Section};
 pub use journal::Stamp;
 use journal::{Rec, What};
-#[cfg(test)]
-use recorder::enter;
 pub use recorder::Recorder;
 pub use tree::{Kind, Meta, Tree};
 #[cfg(test)]
