@@ -892,3 +892,54 @@ fn an_index_another_user_owns_is_refused_with_an_error_under_once_and_r() {
     );
     agent.stop();
 }
+
+/// Sets the mtime of `path` to `secs` and `nanos` after the epoch.
+fn set_mtime(path: &std::path::Path, secs: u64, nanos: u32) {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+    (fs::File::options().write(true).open(path))
+        .and_then(|f| f.set_times(fs::FileTimes::new().set_modified(at)))
+        .unwrap_or_else(|e| panic!("set the mtime of {}: {e}", path.display()));
+}
+
+// Outside run: after a SIGKILL soon after a first `-r` start (before its rebuild was
+// written), the next start's full sync left a file rewritten at its size within the
+// second of the copy a remote had: rsync's quick check compares whole seconds, so the
+// remote kept the old bytes and `--verify` said level. A start that does not trust the
+// index (here: killed, its journal lost) runs its full syncs with nanosecond mtimes.
+// The remote's copy is made by hand as that push would have left it: same size, same
+// second, other nanoseconds, other bytes; the index holds the source's file as it is,
+// so nothing but the full sync can find it.
+#[test]
+fn a_full_sync_after_an_index_not_trusted_sends_a_copy_that_differs_in_nanoseconds_only() {
+    let s = setup!();
+    seed(&s);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        - 100;
+    set_mtime(&s.p("same.txt"), secs, 123_456_789);
+    let mut agent = start_level(&s);
+    let (status, _) = agent.stop_with(libc::SIGKILL);
+    assert!(!status.success());
+    let journal = s.dir.join("fail.sh.index.journal");
+    fs::remove_file(&journal).expect("rm the journal");
+    let remote = s.a.data_dir().join("same.txt");
+    fs::write(&remote, "9876543210").expect("write the remote's copy");
+    set_mtime(&remote, secs, 987_654_321);
+    let mut agent = s.agent(&[]);
+    wait_until("the start says the index is not trusted", DEADLINE, || {
+        agent.log().contains("warm restart off")
+    });
+    s.wait(&mut agent, "the full sync after an index not trusted");
+    agent.stop();
+    // Level since: the next full sync (-r, from a level index) is rsync's usual one.
+    let mut agent = s.agent(&["-r"]);
+    s.wait(&mut agent, "-r from the rebuilt index");
+    assert!(
+        !agent.log().contains("warm restart off"),
+        "trusted after the rebuild: {}",
+        tail(&agent.log(), 20)
+    );
+    agent.stop();
+}

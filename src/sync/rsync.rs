@@ -468,6 +468,28 @@ pub fn deleting_nothing(argv: &mut Vec<OsString>) {
     argv.insert(at, "--max-delete=0".into());
 }
 
+/// Makes a full sync's `argv` (ending in `./` and the destination) compare mtimes to
+/// the nanosecond (`--modify-window=-1`, receivers of rsync 3.1.3 and later; older ones
+/// compare whole seconds, as without it): a copy on the remote with the source's size
+/// and whole-second mtime but other nanoseconds is sent again, where rsync's quick check
+/// by default takes it for the same file. Left as it is when the operator's parameters
+/// set a window of their own (`--modify-window`, `-@`: a remote whose filesystem keeps
+/// coarser mtimes).
+pub fn exact_times(argv: &mut Vec<OsString>) {
+    let own = argv.iter().any(|a| {
+        let a = a.as_encoded_bytes();
+        a.starts_with(b"--modify-window")
+            || (a.starts_with(b"-")
+                && !a.starts_with(b"--")
+                && !a.starts_with(b"./")
+                && a.contains(&b'@'))
+    });
+    if !own {
+        let at = argv.len().saturating_sub(2);
+        argv.insert(at, "--modify-window=-1".into());
+    }
+}
+
 /// Did rsync skip deletes for `--max-delete`? Where the client deletes (a local
 /// receiver) it exits 25; where the remote's rsync does (a daemon, ssh), the client
 /// exits 0 and only the receiver's line says so: "Deletions stopped due to

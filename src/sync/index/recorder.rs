@@ -41,6 +41,10 @@ pub(super) struct RootState {
     /// While rebuilding: the walks of the full syncs that landed, as one (see
     /// [`agreed`]).
     landed_walks: Option<Tree>,
+    /// The index was found not trusted at start ([`Found::Unclean`]) and the root has
+    /// not been level since: its full syncs compare mtimes to the nanosecond (see
+    /// [`Recorder::exact_full`]).
+    exact: bool,
 }
 
 impl RootState {
@@ -170,6 +174,7 @@ impl Recorder {
                     excludes: Excludes::default(),
                     walks: Vec::new(),
                     landed_walks: None,
+                    exact: false,
                 }),
             }
         }
@@ -291,6 +296,11 @@ impl Recorder {
                 }
             }
         }
+        for (root, f) in &found {
+            if let (Found::Unclean(_), Some(r)) = (f, roots.iter_mut().find(|r| r.root == *root)) {
+                r.exact = true;
+            }
+        }
         let rec = Recorder {
             path,
             state: Mutex::new(State {
@@ -371,6 +381,20 @@ impl Recorder {
         let st = self.lock();
         let r = st.roots.iter().find(|r| r.root == root)?;
         r.untrusted.clone()
+    }
+
+    /// Does a full sync to `t` compare mtimes to the nanosecond (`--modify-window=-1`)?
+    /// While the index of its root was found not trusted at start (an agent killed, a
+    /// torn file) and no rebuild has landed since: a remote may hold a copy of a file
+    /// with its size and whole-second mtime that is not the source's (a push that landed
+    /// after the last checkpoint, then the file rewritten within that second, the agent
+    /// killed before the new version went), which rsync's quick check, comparing whole
+    /// seconds, skips. A rebuild from a level index finds those from the index
+    /// (`Diff::blind`), and a first start (no index) has no copy of ours to doubt: whole
+    /// seconds, as rsync does by default.
+    pub fn exact_full(&self, t: RemoteId) -> bool {
+        let st = self.lock();
+        st.roots.iter().any(|r| r.exact && r.targets.contains(&t))
     }
 
     /// The excludes of `root`, for the walks its rebuilds take when their full syncs
@@ -670,6 +694,7 @@ impl Recorder {
             if done.iter().all(|d| *d) {
                 r.rebuilding = None;
                 r.kept = None;
+                r.exact = false;
                 // The walk at the start with what pushes beside the full syncs entered
                 // (the remotes not rebuilt hold that), and what each full sync sent:
                 // where they differ, what a remote holds is not known.

@@ -1121,3 +1121,50 @@ fn a_walk_counts_the_entries_the_index_does_not_have_as_they_are() {
     // c/D/e/f, zz, and the root's own mtime is not an entry.
     assert!(expected >= 9, "{expected}");
 }
+
+// Outside run: a first `-r` start killed before its rebuild landed, a file pushed and
+// then rewritten within the same second at its size, the agent killed before the new
+// version went; the next start's full sync compared whole seconds and skipped it (the
+// remote kept the old bytes, `--verify` said level). A full sync of a root whose index
+// was not trusted at start compares nanoseconds until a rebuild lands; a level index
+// (its blind files found from the entries) and a first start (no copy of ours to
+// doubt) keep rsync's whole seconds.
+#[test]
+fn full_syncs_compare_nanoseconds_while_the_index_found_at_start_is_not_trusted() {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    let exact = |rec: &Recorder| [RemoteId(0), RemoteId(1)].map(|t| rec.exact_full(t));
+    // Level.
+    let (rec, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(found[0].1, Found::Level(..)));
+    assert_eq!(exact(&rec), [false, false], "level");
+    rec.begin().expect("write");
+    push_both(&rec, &root, &Job::Paths(vec!["x".into()]));
+    // Killed: no finish, and its journal lost (a torn disk, removed by hand).
+    drop(rec);
+    std::fs::remove_file(journal_for(&path)).expect("rm journal");
+    let (rec, found) = Recorder::load(path.clone(), &targets);
+    assert!(
+        matches!(&found[0].1, Found::Unclean(why) if why.contains("journal")),
+        "not trusted"
+    );
+    assert_eq!(exact(&rec), [true, true], "not trusted");
+    // Until the rebuild's full syncs have all landed.
+    rec.rebuild(&root, walk(&root, &Excludes::default()).expect("walk"));
+    rec.begin().expect("write");
+    let a = rec.announce(RemoteId(0), &Job::Full);
+    let _ = rec.full_landed(RemoteId(0));
+    drop(a);
+    assert_eq!(exact(&rec), [true, true], "one of two landed");
+    let a = rec.announce(RemoteId(1), &Job::Full);
+    let _ = rec.full_landed(RemoteId(1));
+    drop(a);
+    assert_eq!(exact(&rec), [false, false], "rebuilt");
+    rec.finish().expect("write");
+    drop(rec);
+    // No index at all: a first start.
+    std::fs::remove_file(&path).expect("rm index");
+    let (rec, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(found[0].1, Found::Not(_)));
+    assert_eq!(exact(&rec), [false, false], "no index");
+}

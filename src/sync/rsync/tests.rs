@@ -275,6 +275,29 @@ fn a_full_sync_shows_progress_with_one_option_before_its_source_and_destination(
 }
 
 #[test]
+fn an_exact_full_sync_compares_nanoseconds_unless_the_operator_set_a_window() {
+    for ssh in [None, Some("ssh -p 2222")] {
+        let mut t = target(ssh, true);
+        let (plain, _) = t.argv(&Job::Full, &[]);
+        let mut exact = plain.clone();
+        exact_times(&mut exact);
+        let mut expected = plain.clone();
+        let n = expected.len();
+        expected.insert(n - 2, "--modify-window=-1".into());
+        assert_eq!(exact, expected);
+        // The operator's own window (a remote keeping coarser mtimes) wins.
+        for own in ["--modify-window=1", "-@1", "-a@2"] {
+            t.opts.params = vec![own.into()];
+            let (plain, _) = t.argv(&Job::Full, &[]);
+            let mut exact = plain.clone();
+            exact_times(&mut exact);
+            assert_eq!(exact, plain, "{own}");
+        }
+        t.opts.params.clear();
+    }
+}
+
+#[test]
 fn full_sync_keeps_temp_files_out() {
     let t = target(None, true);
     let (argv, _) = t.argv(&Job::Full, &[]);

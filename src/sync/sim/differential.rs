@@ -320,11 +320,17 @@ fn shape(
                 if nothing {
                     crate::sync::rsync::deleting_nothing(&mut argv);
                 }
+                // After an index not trusted at start: nanosecond mtimes.
+                let exact = rng.chance(25);
+                if exact {
+                    crate::sync::rsync::exact_times(&mut argv);
+                }
                 return Shape {
-                    name: if nothing {
-                        "full, deleting nothing"
-                    } else {
-                        "full"
+                    name: match (nothing, exact) {
+                        (true, true) => "full, deleting nothing, exact times",
+                        (true, false) => "full, deleting nothing",
+                        (false, true) => "full, exact times",
+                        (false, false) => "full",
                     }
                     .into(),
                     calls: vec![(argv, stdin)],

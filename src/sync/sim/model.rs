@@ -15,7 +15,8 @@
 //!   at the destination, whole; `--ignore-missing-args`: skipped; neither: exit 23;
 //! - `--force`: a non-empty directory may give way to a non-directory; without it the
 //!   entry fails ("could not make way"), exit 23;
-//! - the quick check (same size and mtime: skipped) unless `--ignore-times`;
+//! - the quick check (same size and mtime: skipped) unless `--ignore-times`; mtimes are
+//!   whole seconds here, so `--modify-window=-1` (nanoseconds) compares the same;
 //!   `--existing`/`--ignore-existing` (both: nothing is made or updated, only deleted);
 //! - `--exclude=PATTERN` and `--from0 --exclude-from=-` (`- /anchored` rules on
 //!   stdin), matched against the path below the transfer's top (`/./` moves the top),
@@ -191,6 +192,9 @@ fn parse(argv: &[OsString], stdin: &[u8]) -> Result<Opts, String> {
                 (b"fuzzy", None) => {}
                 // What rsync prints (a full sync's progress): nothing lands otherwise.
                 (b"info", Some(_)) => {}
+                // Nanosecond mtimes in the quick check (a full sync after an index not
+                // trusted): the model's mtimes are whole seconds, compared whole.
+                (b"modify-window", Some(b"-1")) => {}
                 (b"link-dest", Some(d)) => o.link_dest = Some(d.to_vec()),
                 (b"timeout", Some(_))
                 | (b"contimeout", Some(_))

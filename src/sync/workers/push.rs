@@ -73,6 +73,9 @@ impl Mirror {
         if no_deletes {
             rsync::deleting_nothing(&mut argv);
         }
+        if matches!(job, Job::Full) && (self.index.get()).is_some_and(|ix| ix.exact_full(t)) {
+            rsync::exact_times(&mut argv);
+        }
         if self.debug {
             // The paths themselves were logged as events; the options are what matter.
             let shown: Vec<String> = argv
