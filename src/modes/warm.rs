@@ -123,7 +123,10 @@ pub(crate) fn start(
                     );
                     // Files rewritten with their size and mtime as the index has them:
                     // the full sync's quick check skips them, so they go beside it.
-                    if let Some(old) = old_tree.as_ref() {
+                    // (From an index not trusted at start too: what it holds still tells
+                    // them.)
+                    let untrusted = old_tree.is_none().then(|| rec.untrusted(&root)).flatten();
+                    if let Some(old) = old_tree.as_ref().or(untrusted.as_ref()) {
                         blind |= queue_blind(mirror, &root, old, &tree, "-r's full sync");
                     }
                     rec.rebuild(&root, tree);
