@@ -142,14 +142,15 @@ pub(crate) fn keeps_hard_links(words: &[String]) -> bool {
 /// The first of `commonParams`' (or a remote's `params=`) words that would break what
 /// the agent promises of a mirror, with why: a push that sends nothing while the agent
 /// counts it landed (`-n`/`--dry-run`, `--list-only`, the batch modes), one that deletes
-/// the watched files once sent (`--remove-source-files`), one that leaves new or changed
-/// files out (`--existing`, `--ignore-existing`, `--max-size`, `--min-size`), one that
+/// the watched files once sent (`--remove-source-files`, `--remove-sent-files`), one that
+/// leaves new or changed files out (`--existing`, `--ignore-non-existing`,
+/// `--ignore-existing`, `--max-size`, `--min-size`), one that
 /// takes its paths from elsewhere (`--files-from`), and rsync's internal modes. Short
 /// options are read in clusters as [`follows_links`] reads them.
 pub(crate) fn breaks_the_mirror(words: &[String]) -> Option<(String, &'static str)> {
     const NOTHING: &str = "rsync would send nothing, while the agent counts each push landed \
                            and --wait-synced says synced";
-    const LONG: [(&str, &str); 14] = [
+    const LONG: [(&str, &str); 16] = [
         ("dry-run", NOTHING),
         ("list-only", NOTHING),
         ("only-write-batch", NOTHING),
@@ -166,7 +167,18 @@ pub(crate) fn breaks_the_mirror(words: &[String]) -> Option<(String, &'static st
             "rsync would delete the watched files once sent (and the agent would then delete \
              them on the remotes)",
         ),
+        // rsync's older name of the same option.
+        (
+            "remove-sent-files",
+            "rsync would delete the watched files once sent (and the agent would then delete \
+             them on the remotes)",
+        ),
         ("existing", "rsync would leave every new file out"),
+        // rsync's other name of --existing.
+        (
+            "ignore-non-existing",
+            "rsync would leave every new file out",
+        ),
         (
             "ignore-existing",
             "rsync would leave every changed file out",

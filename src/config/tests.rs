@@ -439,6 +439,10 @@ fn options_that_break_the_mirror_are_refused() {
     for (words, opt) in [
         (&["--remove-source-files"][..], "--remove-source-files"),
         (&["-a", "--existing"], "--existing"),
+        // rsync's other names of those two (outside run: accepted by -t, and the
+        // watched files were deleted after one push).
+        (&["--remove-sent-files"], "--remove-sent-files"),
+        (&["-a", "--ignore-non-existing"], "--ignore-non-existing"),
         (&["--ignore-existing"], "--ignore-existing"),
         (&["--max-size=1"], "--max-size"),
         (&["--min-size=1k"], "--min-size"),
