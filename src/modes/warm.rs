@@ -92,9 +92,11 @@ pub(crate) fn start(
                 if let Ok(tree) = walked() {
                     // What the untrusted index says the remotes were sent still tells
                     // the files rewritten with their size and mtime as it has them.
+                    let mut files = rec.journal_blind(&root, &tree);
                     if let Some(old) = rec.untrusted(&root) {
-                        blind |= queue_blind(mirror, &root, &old, &tree, "the full sync");
+                        files.extend(index::diff(&old, &tree).blind);
                     }
+                    blind |= queue_blind(mirror, &root, files, "the full sync");
                     rec.rebuild(&root, tree);
                 }
                 mirror
@@ -126,9 +128,11 @@ pub(crate) fn start(
                     // (From an index not trusted at start too: what it holds still tells
                     // them.)
                     let untrusted = old_tree.is_none().then(|| rec.untrusted(&root)).flatten();
+                    let mut files = rec.journal_blind(&root, &tree);
                     if let Some(old) = old_tree.as_ref().or(untrusted.as_ref()) {
-                        blind |= queue_blind(mirror, &root, old, &tree, "-r's full sync");
+                        files.extend(index::diff(old, &tree).blind);
                     }
+                    blind |= queue_blind(mirror, &root, files, "-r's full sync");
                     rec.rebuild(&root, tree);
                 }
             }
@@ -286,24 +290,23 @@ pub(crate) fn full_syncs(mirror: &Mirror, counted: &Counted) {
     }
 }
 
-/// Queues beside a full sync (`what`, for the log) the files of `tree` (the walk of
-/// `root`) rewritten with their size and mtime as `old` (what the remotes were sent)
-/// has them: the full sync's quick check would skip them (`Item::Blind`). Returns
-/// whether there were any.
+/// Queues beside a full sync (`what`, for the log) the files of `root` its quick check
+/// would skip while a remote may hold other bytes (`Item::Blind`: rewritten with their
+/// size and mtime as what the remotes were sent has them, or named by the journal of an
+/// index not trusted). Returns whether there were any.
 fn queue_blind(
     mirror: &Mirror,
     root: &std::path::Path,
-    old: &index::Tree,
-    tree: &index::Tree,
+    blind: std::collections::BTreeSet<PathBuf>,
     what: &str,
 ) -> bool {
-    let blind = index::diff(old, tree).blind;
     if blind.is_empty() {
         return false;
     }
     log::info!(
-        "{} file(s) of {} changed with their size and mtime as the index has them; \
-         pushed beside {what}, whose quick check would skip them",
+        "{} file(s) of {} changed with their size and mtime as the index has them, or \
+         pushed by the last run after its last checkpoint; pushed beside {what}, whose \
+         quick check would skip them",
         blind.len(),
         root.display()
     );

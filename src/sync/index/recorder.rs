@@ -41,6 +41,10 @@ pub(super) struct RootState {
     /// While rebuilding: the walks of the full syncs that landed, as one (see
     /// [`agreed`]).
     landed_walks: Option<Tree>,
+    /// Found not trusted at start with its journal read: the paths the last run's
+    /// pushes began to change after its last checkpoint (`true`: a directory's listing),
+    /// for [`Recorder::journal_blind`].
+    journaled: Vec<(PathBuf, bool)>,
     /// The index was found not trusted at start ([`Found::Unclean`]) and the root has
     /// not been level since: its full syncs compare mtimes to the nanosecond (see
     /// [`Recorder::exact_full`]).
@@ -174,6 +178,7 @@ impl Recorder {
                     excludes: Excludes::default(),
                     walks: Vec::new(),
                     landed_walks: None,
+                    journaled: Vec::new(),
                     exact: false,
                 }),
             }
@@ -205,6 +210,10 @@ impl Recorder {
         };
         let mut found = Vec::new();
         let mut relisted = HashSet::new();
+        let journaled: Vec<Rec> = match &journal {
+            Ok(Some(j)) => j.recs.clone(),
+            _ => Vec::new(),
+        };
         match (loaded, journal) {
             (Ok((mut sections, _, _)), Err(why)) => {
                 for r in &mut roots {
@@ -299,6 +308,14 @@ impl Recorder {
         for (root, f) in &found {
             if let (Found::Unclean(_), Some(r)) = (f, roots.iter_mut().find(|r| r.root == *root)) {
                 r.exact = true;
+                r.journaled = (journaled.iter())
+                    .filter(|x| x.root == r.root)
+                    .filter_map(|x| match &x.what {
+                        What::Path(p) => Some((p.clone(), false)),
+                        What::Listing(p) => Some((p.clone(), true)),
+                        What::Full => None,
+                    })
+                    .collect();
             }
         }
         let rec = Recorder {
@@ -395,6 +412,34 @@ impl Recorder {
     pub fn exact_full(&self, t: RemoteId) -> bool {
         let st = self.lock();
         st.roots.iter().any(|r| r.exact && r.targets.contains(&t))
+    }
+
+    /// The files of `tree` (the root walked at start) that a push of the last run may
+    /// have left on a remote with their size and mtime but other bytes, when the index
+    /// was found not trusted with its journal read: at or below each path its journal
+    /// names, and directly in each directory whose listing it names. Pushed beside the
+    /// full sync (with `--ignore-times`), as the blind files of [`Recorder::untrusted`]
+    /// are: a `cp -a` rollback to a release of the same sizes and mtimes while no agent
+    /// ran, after a kill before the first checkpoint that held the root, left every
+    /// remote on the release pushed last (outside run).
+    pub fn journal_blind(&self, root: &Path, tree: &Tree) -> std::collections::BTreeSet<PathBuf> {
+        let st = self.lock();
+        let Some(r) = st.roots.iter().find(|r| r.root == root) else {
+            return Default::default();
+        };
+        let mut out = std::collections::BTreeSet::new();
+        for (p, listing) in &r.journaled {
+            let files = (tree.range::<Path, _>((
+                std::ops::Bound::Included(p.as_path()),
+                std::ops::Bound::Unbounded,
+            )))
+            .take_while(|(q, _)| q.starts_with(p))
+            .filter(|(q, m)| {
+                m.kind == Kind::File && (!*listing || q.parent() == Some(p.as_path()))
+            });
+            out.extend(files.map(|(q, _)| q.clone()));
+        }
+        out
     }
 
     /// The excludes of `root`, for the walks its rebuilds take when their full syncs

@@ -1168,3 +1168,41 @@ fn full_syncs_compare_nanoseconds_while_the_index_found_at_start_is_not_trusted(
     assert!(matches!(found[0].1, Found::Not(_)));
     assert_eq!(exact(&rec), [false, false], "no index");
 }
+
+// Outside run: a first `-r` start; its rebuild landed; a release pushed; the agent
+// killed before a checkpoint wrote the root's entry; while stopped, a rollback to a
+// release of the same sizes and mtimes (`cp -a`). The next start did not trust the
+// index (no entry for the root), and its full sync's quick check skipped every file:
+// the remotes kept the release pushed last while `--wait-synced`, `--verify` and
+// `--once` said level. The journal names what the killed run pushed after its last
+// checkpoint: those files go beside the full sync.
+#[test]
+fn after_a_kill_before_the_root_was_written_the_journal_names_the_files_to_push_beside_the_full_sync(
+) {
+    let (_dir, targets, path) = world();
+    let root = targets[0].root.clone();
+    std::fs::remove_file(&path).expect("no index yet");
+    std::fs::create_dir_all(root.join("d/e")).expect("mkdir");
+    for f in ["d/a", "d/e/b", "c"] {
+        std::fs::write(root.join(f), "r1").expect("write");
+    }
+    let (rec, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(found[0].1, Found::Not(_)));
+    rec.rebuild(&root, walk(&root, &Excludes::default()).expect("walk"));
+    rec.begin().expect("write");
+    // Pushed after the last checkpoint: the tree `d`, the listing of the root.
+    push_both(&rec, &root, &Job::Paths(vec!["d".into()]));
+    let listing = Job::Paths(vec![Entry::listing(PathBuf::new())]);
+    let _a = rec.announce(RemoteId(0), &listing);
+    drop(_a);
+    drop(rec);
+    let now = walk(&root, &Excludes::default()).expect("walk");
+    let (rec, found) = Recorder::load(path.clone(), &targets);
+    assert!(matches!(&found[0].1, Found::Unclean(_)), "not trusted");
+    let blind = rec.journal_blind(&root, &now);
+    let want: std::collections::BTreeSet<PathBuf> = ["c", "d/a", "d/e/b", "x"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(blind, want, "below d, and the root's direct files");
+}
