@@ -1,6 +1,8 @@
 //! The comparison of the index with a walk: what changed while no agent ran.
 
 use super::*;
+use std::collections::BTreeSet;
+use std::ops::Bound;
 
 /// A rename found by [`diff`]: the same inode and device at a new path, with (for a
 /// directory) everything below it the same.
@@ -276,4 +278,20 @@ pub(super) fn join<'a>(
         }
     }
     (old_side, new_side)
+}
+
+/// The files of `tree` at or below each path of `named`, or directly in it where it is
+/// marked `true` (a directory's listing). Pure.
+pub(super) fn files_named(tree: &Tree, named: &[(PathBuf, bool)]) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for (p, listing) in named {
+        let from = (Bound::Included(p.as_path()), Bound::Unbounded);
+        let files = (tree.range::<Path, _>(from))
+            .take_while(|(q, _)| q.starts_with(p))
+            .filter(|(q, m)| {
+                m.kind == Kind::File && (!*listing || q.parent() == Some(p.as_path()))
+            });
+        out.extend(files.map(|(q, _)| q.clone()));
+    }
+    out
 }

@@ -427,19 +427,7 @@ impl Recorder {
         let Some(r) = st.roots.iter().find(|r| r.root == root) else {
             return Default::default();
         };
-        let mut out = std::collections::BTreeSet::new();
-        for (p, listing) in &r.journaled {
-            let files = (tree.range::<Path, _>((
-                std::ops::Bound::Included(p.as_path()),
-                std::ops::Bound::Unbounded,
-            )))
-            .take_while(|(q, _)| q.starts_with(p))
-            .filter(|(q, m)| {
-                m.kind == Kind::File && (!*listing || q.parent() == Some(p.as_path()))
-            });
-            out.extend(files.map(|(q, _)| q.clone()));
-        }
-        out
+        super::diff::files_named(tree, &r.journaled)
     }
 
     /// The excludes of `root`, for the walks its rebuilds take when their full syncs
