@@ -514,52 +514,6 @@ fn a_start_with_r_after_most_of_the_tree_went_is_held() {
     }
 }
 
-// Outside run: an `rm -rf` of most of the tree right after a `-r` start emptied the
-// remotes while the log said they kept their files: the full sync's `--delete` ran
-// before the brake had counted anything (with no index the tree's size is not known
-// when the full sync is queued, and the events of the `rm -rf` come after rsync read
-// the tree). Now a full sync the brake guards deletes nothing at first, weighs what
-// rsync skipped, and is held with it. Deterministic here: the tree went before the
-// start, and the index is gone (a first start on remotes made by other means).
-#[test]
-fn a_start_with_r_and_no_index_after_most_of_the_tree_went_is_held_before_any_delete() {
-    let s = setup!();
-    tree(&s, 4, 5);
-    let port = free_port("127.0.0.1");
-    let config = conf_with_brake(
-        &s,
-        r#"<deleteBrake percent="50" count="3" seconds="600"/>"#,
-        port,
-    );
-    let mut agent = start(&s, &config, &["-r"]);
-    s.wait(&mut agent, "the tree before");
-    agent.stop();
-    let index = s.dir.join("fail.sh.index");
-    assert!(index.exists(), "the index of the first start");
-    fs::remove_file(&index).expect("rm the index");
-    for d in 0..3 {
-        remove_dir_all(s.p(format!("d{d}")));
-    }
-    let mut agent = start(&s, &config, &["-r"]);
-    wait_held(port, &mut agent);
-    assert_eq!(remote_status(port, 0)["held_full"], true);
-    // Written while held: it still arrives.
-    s.write("d3/new.txt", "new\n");
-    wait_until("a write during the hold arrives", DEADLINE, || {
-        s.remotes().iter().all(|r| r.join("d3/new.txt").exists())
-    });
-    agent.stop();
-    for r in s.remotes() {
-        assert_eq!(files(&r), 22, "{}: the remote keeps its files", r.display());
-    }
-    // Released: the full sync deletes what the source lacks.
-    let mut agent = start(&s, &config, &[]);
-    let out = sersync2(&s.dir, &["--release-deletes", "-o", "sersync.xml"]);
-    assert!(out.status.success(), "{}", text(&out));
-    s.wait(&mut agent, "the release");
-    agent.stop();
-}
-
 // The outside run: files written in another directory shortly before (or during) an
 // `rm -rf` of most of the tree were counted against the deletes (net of every write in
 // the tree), the brake never held, and every remote lost them. Only writes that replace

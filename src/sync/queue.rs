@@ -392,19 +392,6 @@ impl Queue {
         held
     }
 
-    /// The full sync in flight to `t`, guarded by the brake, skipped `n` deletes for
-    /// its limit: weighed (see [`Ledger::weigh_full_deletes`]); true when it is held now.
-    pub fn weigh_full_deletes(&self, t: RemoteId, n: usize) -> bool {
-        let mut st = self.lock();
-        let Some(r) = st.remotes.get_mut(t.0) else {
-            return false;
-        };
-        let now = Instant::now();
-        let held = r.pending.weigh_full_deletes(n, now);
-        self.say_held(t.0, &mut r.pending, now);
-        held
-    }
-
     /// The queue's lock, counted as held by this thread (see [`lock_held`]).
     fn lock(&self) -> Held<'_> {
         let counted = counted();

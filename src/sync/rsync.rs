@@ -460,27 +460,12 @@ impl Target {
     }
 }
 
-/// Makes a full sync's `argv` (ending in `./` and the destination) delete at most `n`
-/// entries on the remote (`--max-delete=N`, rsync 3.0.0 and later; 0: none): rsync
-/// counts each file and directory it would delete, those below a directory too, and
-/// skips every one past the limit, saying how many ([`skipped_deletes`],
-/// [`deletes_skipped`]).
-pub fn deleting_at_most(argv: &mut Vec<OsString>, n: usize) {
+/// Makes a full sync's `argv` (ending in `./` and the destination) delete nothing on the
+/// remote: with `--max-delete=0` rsync skips every deletion and says how many (rsync
+/// 3.0.0 and later; see [`deletes_skipped`]).
+pub fn deleting_nothing(argv: &mut Vec<OsString>) {
     let at = argv.len().saturating_sub(2);
-    argv.insert(at, format!("--max-delete={n}").into());
-}
-
-/// How many deletes rsync skipped for `--max-delete` ("Deletions stopped due to
-/// --max-delete limit (N skipped)"): `None` when it skipped none; a line whose count
-/// cannot be read counts as `usize::MAX` (weighed as more than any threshold).
-pub fn skipped_deletes(outcome: &Outcome) -> Option<usize> {
-    const LINE: &str = "Deletions stopped due to --max-delete limit (";
-    let Some(at) = outcome.stderr.find(LINE) else {
-        return (outcome.status == 25).then_some(usize::MAX);
-    };
-    let rest = &outcome.stderr[at + LINE.len()..];
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    Some(digits.parse().unwrap_or(usize::MAX))
+    argv.insert(at, "--max-delete=0".into());
 }
 
 /// Makes a full sync's `argv` (ending in `./` and the destination) compare mtimes to

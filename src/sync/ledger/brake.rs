@@ -802,35 +802,10 @@ impl Ledger {
     /// it every delete still waiting. Call before the job is finished. Returns false
     /// when the brake is off (the caller runs it).
     pub fn hold_full(&mut self, now: Instant) -> bool {
-        self.hold_full_for(now, Tripped::EmptyRoot)
-    }
-
-    /// A full sync in flight, guarded by the brake ([`Ledger::guards_full`]), ran with
-    /// a limit on its deletes and rsync skipped `n` of them (what the source lacks on
-    /// the remote beyond the limit: an `rm -rf` made while it ran). They are counted
-    /// at `now` like any deletes; true when that takes the count past the threshold (or
-    /// deletes are held already): the full sync is held, with every delete waiting
-    /// ([`Ledger::hold_full`]). False: they may go (the caller runs it again, allowing
-    /// as many). Call before the job is finished.
-    pub fn weigh_full_deletes(&mut self, n: usize, now: Instant) -> bool {
         if self.brake.rule.is_none() && !self.brake.holding() {
             return false;
         }
-        if !self.brake.holding() {
-            // (A count rsync did not print is weighed as more than any tree.)
-            self.brake.count(n.min(u32::MAX as usize), now);
-            if !self.brake.past() {
-                return false;
-            }
-        }
-        self.hold_full_for(now, Tripped::Full(n))
-    }
-
-    fn hold_full_for(&mut self, now: Instant, why: Tripped) -> bool {
-        if self.brake.rule.is_none() && !self.brake.holding() {
-            return false;
-        }
-        self.hold_waiting(now, why);
+        self.hold_waiting(now, Tripped::EmptyRoot);
         let mark = self.full_running.unwrap_or(Mark {
             seq: self.seq,
             since: now,

@@ -318,7 +318,7 @@ fn shape(
                 // An empty root's full sync with the brake on deletes nothing.
                 let nothing = t.delete && rng.chance(25);
                 if nothing {
-                    crate::sync::rsync::deleting_at_most(&mut argv, 0);
+                    crate::sync::rsync::deleting_nothing(&mut argv);
                 }
                 // After an index not trusted at start: nanosecond mtimes.
                 let exact = rng.chance(25);

@@ -129,43 +129,6 @@ impl Mirror {
         empty && self.queue.guards_full(t)
     }
 
-    /// A full sync of `t` the brake guards (not an empty root's, not one the operator
-    /// released): run deleting nothing (`--max-delete=0`); when rsync skipped deletes
-    /// (the source lacks what the remote holds: an `rm -rf` made while it ran, or just
-    /// before, that the events have not brought to the brake yet), they are weighed
-    /// like any deletes, and the full sync is either held with them (`None`: past the
-    /// threshold, or deletes are held already) or run again allowing as many as were
-    /// weighed. Deletes that appear between two runs are weighed in turn, a few times,
-    /// then held. So no delete of a full sync reaches a remote before the brake has
-    /// counted it (an `rm -rf` right after a `-r` start emptied remotes while the log
-    /// said they kept their files: outside run).
-    pub(super) fn full_weighing_deletes(
-        &self,
-        t: RemoteId,
-        call: &crate::sync::job::Job,
-        excluded: &[std::path::PathBuf],
-        left_out: &mut Vec<std::path::PathBuf>,
-        how: crate::sync::bigfiles::Transfer,
-    ) -> Option<rsync::Outcome> {
-        const ROUNDS: usize = 4;
-        let mut outcome = self.push(t, call, excluded, left_out, Some(0), how);
-        for _ in 0..ROUNDS {
-            let Some(n) = rsync::skipped_deletes(&outcome) else {
-                return Some(outcome);
-            };
-            if self.queue.weigh_full_deletes(t, n) {
-                return None;
-            }
-            outcome = self.push(t, call, excluded, left_out, Some(n), how);
-        }
-        if rsync::skipped_deletes(&outcome).is_none() {
-            return Some(outcome);
-        }
-        // Still more deletes at each run: the tree is being emptied.
-        self.queue.hold_full(t);
-        None
-    }
-
     /// The full sync of an empty root ([`Mirror::full_of_empty_root`]) ended with
     /// `outcome`: true when rsync skipped deletes and it is held now, with every delete
     /// waiting.

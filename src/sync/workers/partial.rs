@@ -80,7 +80,7 @@ impl Mirror {
                 .join(", ")
         );
         let mut left_out = Vec::new();
-        let again = self.push(t, &paid, &without, &mut left_out, None, Transfer::Whole);
+        let again = self.push(t, &paid, &without, &mut left_out, false, Transfer::Whole);
         if !again.ok() || !left_out.is_empty() {
             return None;
         }

@@ -65,13 +65,13 @@ impl Mirror {
         job: &Job,
         excluded: &[PathBuf],
         left_out: &mut Vec<PathBuf>,
-        max_delete: Option<usize>,
+        no_deletes: bool,
         mut how: Transfer,
     ) -> Outcome {
         let target = &*self.target_for_call(t);
         let (mut argv, stdin) = target.argv_as(job, excluded, how);
-        if let Some(n) = max_delete {
-            rsync::deleting_at_most(&mut argv, n);
+        if no_deletes {
+            rsync::deleting_nothing(&mut argv);
         }
         if matches!(job, Job::Full) && (self.index.get()).is_some_and(|ix| ix.exact_full(t)) {
             rsync::exact_times(&mut argv);
@@ -213,11 +213,10 @@ impl Mirror {
                 };
             }
             // A remote already failing is paced by its backoff schedule instead.
-            // Deletes skipped by `--max-delete` (a full sync the brake guards): no
-            // failure to retry, the caller weighs or holds them (over ssh rsync exits
-            // 25 for it).
+            // Deletes skipped by `--max-delete=0` (an empty root's full sync): no failure
+            // to retry, the caller holds it (over ssh rsync exits 25 for it).
             if outcome.ok()
-                || (max_delete.is_some() && rsync::deletes_skipped(&outcome))
+                || (no_deletes && rsync::deletes_skipped(&outcome))
                 || attempt >= self.retry_delays.len()
                 || self.stopping.load(Ordering::Relaxed)
                 || self.queue.is_failing(t)

@@ -42,10 +42,6 @@ impl Mirror {
         }
         // Of an empty root: run so that it deletes nothing (see `full_of_empty_root`).
         let no_deletes = matches!(taken.job, Job::Full) && self.full_of_empty_root(t);
-        // Any other full sync the brake guards runs deleting nothing first: what the
-        // source lacks (an `rm -rf` made while it ran, or just before it) is weighed
-        // before any of it goes (see `Mirror::full_weighing_deletes`).
-        let guarded = matches!(taken.job, Job::Full) && !no_deletes && self.queue.guards_full(t);
         // In the index's journal on disk before anything runs; its end noted on return.
         let _announced = (self.index.get()).and_then(|ix| ix.announce(t, &taken.job));
         // Big files: each in a call of its own, as an append, in place or whole.
@@ -200,26 +196,8 @@ impl Mirror {
                     stderr: String::new(),
                     elapsed: Duration::ZERO,
                 },
-                Some(s) => self.push(t, s, &excluded, &mut left_out, None, how),
-                None if guarded => {
-                    match self.full_weighing_deletes(t, &call, &excluded, &mut left_out, how) {
-                        Some(outcome) => outcome,
-                        None => {
-                            // Held with the deletes (`ledger/brake.rs`).
-                            self.big_done(t, &taken.job);
-                            taken.accounted = true;
-                            return;
-                        }
-                    }
-                }
-                None => self.push(
-                    t,
-                    &call,
-                    &excluded,
-                    &mut left_out,
-                    no_deletes.then_some(0),
-                    how,
-                ),
+                Some(s) => self.push(t, s, &excluded, &mut left_out, false, how),
+                None => self.push(t, &call, &excluded, &mut left_out, no_deletes, how),
             };
             if let Some((path, _, before)) = planned {
                 let ok = outcome.ok() && left_out.is_empty();

@@ -92,7 +92,7 @@ impl Mirror {
         let mut without = excluded.to_vec();
         without.extend(out.excluded.iter().cloned());
         self.skip_too_long(t, crate::sync::job::plain_entries(long));
-        let again = self.push(t, call, &without, &mut Vec::new(), None, Transfer::Whole);
+        let again = self.push(t, call, &without, &mut Vec::new(), false, Transfer::Whole);
         if !again.ok() {
             return Some(again);
         }
@@ -100,7 +100,7 @@ impl Mirror {
             let budget = crate::sync::rsync::ARGS_BUDGET;
             for run in crate::sync::rsync::split_for_args(&entries, budget) {
                 let job = Job::Paths(run.to_vec());
-                let pushed = self.push(t, &job, &without, &mut Vec::new(), None, Transfer::Whole);
+                let pushed = self.push(t, &job, &without, &mut Vec::new(), false, Transfer::Whole);
                 if !pushed.ok() {
                     return Some(pushed);
                 }
