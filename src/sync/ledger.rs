@@ -18,7 +18,9 @@
 //! waiting twice is one entry) and ordering a matter of one rule: a path is not handed
 //! out while the same path, an ancestor or a descendant is being pushed to the same
 //! remote. A later change waits, merged, and goes in the next call, so the last call
-//! for a path always starts after its last change.
+//! for a path always starts after its last change. A directory that a call in flight
+//! deletes without carrying it (the top of what is gone above its paths, which the
+//! worker adds: [`Ledger::deleting`]) counts as in flight for that rule.
 //!
 //! A rename inside the tree waits as one entry with two paths (`from` and `to`) and is
 //! handed out alone, as a [`Job::Rename`]; it is not handed out while anything at, above
@@ -172,6 +174,11 @@ pub struct Ledger {
     landed: HashSet<Key>,
     /// For every proper ancestor of an in-flight path: how many in-flight paths lie below.
     inflight_below: HashMap<Key, usize>,
+    /// Directories that calls in flight delete on the remote, all below them with
+    /// them, as the top of what is gone above the paths they carry (the worker adds
+    /// them, see [`Ledger::deleting`]), and by how many calls: nothing at or below them
+    /// is handed out until those calls end.
+    deleting: HashMap<Key, usize>,
     running: usize,
     /// Paths carried by the calls in flight.
     running_paths: usize,

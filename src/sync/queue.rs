@@ -686,6 +686,23 @@ impl Queue {
         pushed
     }
 
+    /// A call to `target` in flight deletes `tops` and all below them there: nothing
+    /// at or below them goes to `target` until [`Queue::deleted`] (see
+    /// [`Ledger::deleting`]).
+    pub fn deleting(&self, target: RemoteId, tops: &[Entry]) {
+        if let Some(r) = self.lock().remotes.get_mut(target.0) {
+            r.pending.deleting(tops);
+        }
+    }
+
+    /// The call [`Queue::deleting`] booked `tops` for has ended.
+    pub fn deleted(&self, target: RemoteId, tops: &[Entry]) {
+        if let Some(r) = self.lock().remotes.get_mut(target.0) {
+            r.pending.deleted(tops);
+        }
+        self.wake.notify_one();
+    }
+
     /// What `job` carried is no longer owed to `target`, without a push and without
     /// touching the retry schedule: for paths no push can ever land (too long for
     /// rsync). Returns whether what is owed changed.

@@ -20,6 +20,34 @@ impl Ledger {
         self.inflight.contains_key(p)
             || self.inflight_below.contains_key(p)
             || ancestors(p).any(|a| self.inflight.contains_key(a))
+            || (!self.deleting.is_empty()
+                && (self.deleting.contains_key(p)
+                    || ancestors(p).any(|a| self.deleting.contains_key(a))))
+    }
+
+    /// A call in flight deletes `tops` on the remote, and all below them: directories
+    /// gone above the paths it carries, which the worker added to it (see
+    /// `workers::listings::gone_tops`). Until [`Ledger::deleted`] nothing at or below
+    /// them is handed out: a push of a file made in a directory made again there
+    /// (`mv d d.old; mkdir d; ...`) could land before that call's receiver deletes the
+    /// remote's `d`, paid and then deleted there for good.
+    pub fn deleting(&mut self, tops: &[Entry]) {
+        for e in tops {
+            *self.deleting.entry(entry_key(e).to_vec()).or_default() += 1;
+        }
+    }
+
+    /// The call that [`Ledger::deleting`] booked `tops` for has ended.
+    pub fn deleted(&mut self, tops: &[Entry]) {
+        for e in tops {
+            let k = entry_key(e);
+            if let Some(n) = self.deleting.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.deleting.remove(k);
+                }
+            }
+        }
     }
 
     /// Hands out the next work, if any is free to run: a full sync once nothing is in
@@ -194,5 +222,60 @@ impl Ledger {
             })
             .collect();
         Some(Job::Paths(paths))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn shown(w: Option<Job>) -> Vec<PathBuf> {
+        match w {
+            Some(Job::Paths(v)) => v.into_iter().map(|e| e.path).collect(),
+            other => panic!("expected paths, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn what_is_at_or_below_a_directory_a_call_deletes_waits_until_that_call_ends() {
+        let mut q = Ledger::default();
+        q.push(PathBuf::from("burst/f1"), false);
+        let first = q.take(100).expect("work");
+        // The worker found `burst` gone (moved away) and deletes it with the call; a
+        // new `burst` is made and a file written in it before the call lands.
+        let tops = [Entry::plain(PathBuf::from("burst"))];
+        q.deleting(&tops);
+        q.push(PathBuf::from("burst/new"), false);
+        q.push(PathBuf::from("burst"), false);
+        q.push(PathBuf::from("other"), false);
+        assert_eq!(shown(q.take(100)), [PathBuf::from("other")]);
+        assert!(
+            q.take(100).is_none(),
+            "burst and burst/new wait for the delete"
+        );
+        q.deleted(&tops);
+        q.finish(&first);
+        assert_eq!(
+            shown(q.take(100)),
+            [PathBuf::from("burst/new"), PathBuf::from("burst")]
+        );
+    }
+
+    #[test]
+    fn a_directory_two_calls_delete_waits_for_both() {
+        let mut q = Ledger::default();
+        let tops = [Entry::plain(PathBuf::from("d"))];
+        q.deleting(&tops);
+        q.deleting(&tops);
+        q.push(PathBuf::from("d/x"), false);
+        q.deleted(&tops);
+        assert!(q.take(100).is_none(), "one call still deletes d");
+        q.deleted(&tops);
+        assert_eq!(shown(q.take(100)), [PathBuf::from("d/x")]);
+        // Released more often than booked: nothing goes wrong.
+        q.deleted(&tops);
+        q.push(PathBuf::from("d/y"), false);
+        assert_eq!(shown(q.take(100)), [PathBuf::from("d/y")]);
     }
 }

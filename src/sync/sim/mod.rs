@@ -501,6 +501,11 @@ pub struct Faults {
     /// from a sequence of its own: the rest of a seed's history stays as it was. Not
     /// in the default mix: its own test runs it.
     rules: bool,
+    /// `reads`: a push of paths reads the source when it starts (rsync's sender
+    /// builds its file list first) and lands after other steps ran (changes, other
+    /// pushes), as a full sync always does here: what the call sends or deletes is the
+    /// tree as it was when it started. Not in the default mix: its own test runs it.
+    reads: bool,
 }
 
 impl Faults {
@@ -522,6 +527,7 @@ impl Faults {
         big_files: false,
         brake: false,
         rules: false,
+        reads: false,
     };
 
     /// What the test run draws: every fault and part of the model.
@@ -558,6 +564,7 @@ pub fn faults() -> Faults {
                 big_files: on("bigfiles"),
                 brake: on("brake"),
                 rules: on("rules"),
+                reads: on("reads"),
             }
         }
         // Every fault (the directory-only exclude and symlinks to entries joined once

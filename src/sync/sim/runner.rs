@@ -7,7 +7,7 @@ impl Sim {
     /// A copy of the source as it is now, for a full sync's file list (see
     /// `SimRunner::run`); `None` when there is no source to copy (the root replaced:
     /// the call then reads the source as it is when it lands).
-    pub(super) fn file_list(&self) -> Option<tempfile::TempDir> {
+    pub(super) fn file_list(&self, full: bool) -> Option<tempfile::TempDir> {
         let mut st = self.lock();
         st.full_syncs += 1;
         let n = st.full_syncs;
@@ -17,8 +17,11 @@ impl Sim {
             .tempdir_in(parent)
             .ok()?;
         copy_tree(&st.root, &dir.path().join("src")).ok()?;
-        st.history
-            .push(format!("  (full sync #{n} lists the source)"));
+        st.history.push(if full {
+            format!("  (full sync #{n} lists the source)")
+        } else {
+            format!("  (push #{n} reads the source, lands later)")
+        });
         Some(dir)
     }
 
@@ -173,16 +176,28 @@ impl Runner for SimRunner {
         // holds) lands after the steps run meanwhile: the live pushes beside it
         // included (see `Ledger`'s module doc). The harshest case of rsync's own
         // timing, which lists and deletes directory by directory as it goes.
-        let list = is_full_sync(argv).then(|| sim.file_list()).flatten();
+        let full = is_full_sync(argv);
+        let list = full.then(|| sim.file_list(true)).flatten();
         // Other steps while this call starts (other pushes, changes, deliveries).
-        let before = {
+        let (before, reads) = {
             let mut st = sim.lock();
             st.depth += 1;
-            if st.depth > 3 {
-                0
+            let before = if st.depth > 3 { 0 } else { st.rng.below(3) };
+            // A push of paths that read the source before them (`Faults::reads`).
+            let reads =
+                before > 0 && !full && program == "rsync" && st.faults.reads && st.rng.chance(40);
+            // Such a call runs longer: more happens while it does.
+            let before = if reads {
+                before + st.rng.below(3)
             } else {
-                st.rng.below(3)
-            }
+                before
+            };
+            (before, reads)
+        };
+        let list = match list {
+            Some(l) => Some(l),
+            None if reads => sim.file_list(false),
+            None => None,
         };
         for _ in 0..before {
             sim.step(true);

@@ -287,6 +287,26 @@ fn simulated_histories_with_rules_keep_every_remote_level() {
     );
 }
 
+/// The default mix with pushes of paths that read the source when they start and land
+/// after other steps (`reads`: rsync's sender lists its paths before the receiver
+/// makes anything of them, and other pushes to the same remote run meanwhile):
+/// `SIM_READS_HISTORIES` of them (default 2,000), from seed 1.
+#[test]
+fn simulated_histories_with_pushes_that_read_early_keep_every_remote_level() {
+    let n = env_u64("SIM_READS_HISTORIES").unwrap_or(2_000);
+    let faults = Faults {
+        reads: true,
+        ..Faults::DEFAULT
+    };
+    let failed = failing_seeds(n, faults);
+    assert!(
+        failed.is_empty(),
+        "{} of {n} failed (replay: SIM_SEED=N SIM_FAULTS=stops,overflows,outages,timeouts,\
+         hangs,reloads,roots,hardlinks,dironly,symlinks,reads): {failed:?}",
+        failed.len()
+    );
+}
+
 /// Seeds that found defects, each one history (they run in well under a second), with
 /// the faults they were found with: each must stay fixed.
 #[test]

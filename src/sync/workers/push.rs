@@ -124,14 +124,34 @@ impl Mirror {
         // Deletes below a directory gone now go with the delete of the top of what is
         // gone, which the receiver does first: one below it could be resolved on the
         // remote through a link there (see `gone_tops`).
+        // The ledger holds back what is at or below them until the call ends (see
+        // `Ledger::deleting`); one made again before that booking goes as the
+        // directory it is, and the requests below it are resolved in it.
         let with_tops;
+        let mut _deleting = None;
         if let Job::Paths(paths) = sent {
             let tops = gone_tops(&target.root, paths);
             if !tops.is_empty() {
-                with_tops = Job::Paths(paths.iter().cloned().chain(tops).collect());
-                sent = &with_tops;
-                (argv, stdin) = target.argv(sent, excluded);
-                how = Transfer::Whole;
+                self.queue.deleting(t, &tops);
+                let booked = Deleting {
+                    mirror: self,
+                    t,
+                    tops,
+                };
+                let gone: Vec<Entry> = (booked.tops.iter())
+                    .filter(|e| {
+                        std::fs::symlink_metadata(target.root.join(&e.path))
+                            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+                    })
+                    .cloned()
+                    .collect();
+                _deleting = Some(booked);
+                if !gone.is_empty() {
+                    with_tops = Job::Paths(paths.iter().cloned().chain(gone).collect());
+                    sent = &with_tops;
+                    (argv, stdin) = target.argv(sent, excluded);
+                    how = Transfer::Whole;
+                }
             }
         }
         // A full sync writes rsync's own progress for its progress line and status.
@@ -272,5 +292,120 @@ impl Mirror {
             .collect();
         left_out.extend(below);
         Some(reachable)
+    }
+}
+
+/// Directories a call deletes as the top of what is gone, booked in the ledger while
+/// the call runs (see `Ledger::deleting`), released when it ends however it ends.
+struct Deleting<'a> {
+    mirror: &'a Mirror,
+    t: RemoteId,
+    tops: Vec<Entry>,
+}
+
+impl Drop for Deleting<'_> {
+    fn drop(&mut self) {
+        self.mirror.queue.deleted(self.t, &self.tops);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Remote, RsyncOptions};
+    use crate::filter::Excludes;
+    use crate::sync::rsync::{Runner, Target, Watch};
+    use crate::sync::{FailLog, Queue};
+    use std::ffi::{OsStr, OsString};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    /// A call that, while it runs, sees a directory made again where the call deletes
+    /// the one that was gone, a file written in it and queued, and asks the queue for
+    /// work as another worker would: what it was given, by call.
+    struct Meanwhile {
+        root: PathBuf,
+        queue: Arc<Queue>,
+        calls: Mutex<Vec<(Vec<OsString>, Option<Job>)>>,
+    }
+
+    impl Runner for Meanwhile {
+        fn run(&self, _: &OsStr, _: &Path, argv: &[OsString], _: &[u8], _: Watch) -> Outcome {
+            let _ = std::fs::create_dir_all(self.root.join("burst"));
+            let _ = std::fs::write(self.root.join("burst/new"), b"new");
+            self.queue
+                .push(&[RemoteId(0)], Path::new("burst/new"), false);
+            let other = self.queue.try_take_at(Instant::now()).map(|(_, j)| j);
+            if let Ok(mut c) = self.calls.lock() {
+                c.push((argv.to_vec(), other));
+            }
+            Outcome {
+                status: 0,
+                stderr: String::new(),
+                elapsed: Duration::ZERO,
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_made_where_a_call_deletes_a_gone_directory_waits_until_that_call_ends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("src");
+        std::fs::create_dir(&root).expect("root");
+        let target = Target {
+            root: root.clone(),
+            remote: Remote {
+                ip: "127.0.0.1".into(),
+                name: "m".into(),
+            },
+            opts: RsyncOptions {
+                params: vec!["-a".into()],
+                auth: None,
+                port: None,
+                timeout: None,
+                ssh: None,
+                batch: 100,
+            },
+            delete: true,
+            full_excludes: Vec::new(),
+            filter_globs: Vec::new(),
+            filter_rules: Vec::new(),
+            own: Vec::new(),
+            ssh_control: None,
+        };
+        let queue = Arc::new(Queue::new(1, 100, 2));
+        let runner = Arc::new(Meanwhile {
+            root: root.clone(),
+            queue: Arc::clone(&queue),
+            calls: Mutex::new(Vec::new()),
+        });
+        let mirror = Mirror::new(
+            vec![target],
+            Arc::clone(&queue),
+            Excludes::new(Vec::new()),
+            false,
+            FailLog::new(dir.path().join("fail.sh"), 1),
+            None,
+        )
+        .simulated(runner.clone());
+        // A file pushed before its directory was moved away (`mv burst "burst moved"`).
+        queue.push(&[RemoteId(0)], Path::new("burst/old"), false);
+        assert!(mirror.run_one_at(Instant::now()));
+        let calls = runner.calls.lock().map(|c| c.clone()).unwrap_or_default();
+        let (argv, other) = calls.first().expect("one call");
+        assert!(
+            argv.iter().any(|a| a == "./burst"),
+            "the call deletes the gone directory: {argv:?}"
+        );
+        assert_eq!(
+            *other, None,
+            "burst/new went out beside the delete of burst"
+        );
+        // Once it ended, the new file goes.
+        let (_, next) = queue.try_take_at(Instant::now()).expect("burst/new waits");
+        assert_eq!(
+            next,
+            Job::Paths(vec![Entry::plain(PathBuf::from("burst/new"))])
+        );
     }
 }
