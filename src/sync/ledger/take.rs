@@ -9,6 +9,9 @@ use super::{ancestors, entry_key, key, to_path, Key, Ledger, RENAME_FLOOD, TRICK
 use crate::sync::job::{Entry, Job};
 use crate::sync::links::pick;
 
+/// The watch root's key: an ancestor of every other path.
+const ROOT: &[u8] = b"";
+
 impl Ledger {
     /// Only a few paths are in flight and waiting: single edits, not a burst.
     /// A full sync running does not count: a single edit goes beside it at once.
@@ -20,17 +23,22 @@ impl Ledger {
         self.inflight.contains_key(p)
             || self.inflight_below.contains_key(p)
             || ancestors(p).any(|a| self.inflight.contains_key(a))
+            || (!p.is_empty() && self.listing_inflight.contains(ROOT))
             || (!self.deleting.is_empty()
                 && (self.deleting.contains_key(p)
+                    || self.deleting.contains_key(ROOT)
                     || ancestors(p).any(|a| self.deleting.contains_key(a))))
     }
 
-    /// A call in flight deletes `tops` on the remote, and all below them: directories
-    /// gone above the paths it carries, which the worker added to it (see
-    /// `workers::listings::gone_tops`). Until [`Ledger::deleted`] nothing at or below
-    /// them is handed out: a push of a file made in a directory made again there
-    /// (`mv d d.old; mkdir d; ...`) could land before that call's receiver deletes the
-    /// remote's `d`, paid and then deleted there for good.
+    /// A call in flight deletes on the remote what `tops` name (the worker added them
+    /// to it): directories gone above the paths it carries, all below them with them
+    /// (see `workers::listings::gone_tops`), or listings of the parents of paths that
+    /// are directories excluded as such now (see `workers::listings::sent_paths`),
+    /// which delete there what those parents do not hold when rsync reads them. Until
+    /// [`Ledger::deleted`] nothing at or below them is handed out (the root's: nothing
+    /// at all): a push of a file made in a directory made again there (`mv d d.old;
+    /// mkdir d; ...`), or made in such a parent after rsync read it, could land before
+    /// that call's receiver deletes it there, paid and then deleted for good.
     pub fn deleting(&mut self, tops: &[Entry]) {
         for e in tops {
             *self.deleting.entry(entry_key(e).to_vec()).or_default() += 1;
@@ -277,5 +285,23 @@ mod tests {
         q.deleted(&tops);
         q.push(PathBuf::from("d/y"), false);
         assert_eq!(shown(q.take(100)), [PathBuf::from("d/y")]);
+    }
+
+    #[test]
+    fn while_a_call_sends_the_roots_listing_nothing_else_goes() {
+        let mut q = Ledger::default();
+        let root = [Entry::listing(PathBuf::new())];
+        q.deleting(&root);
+        q.push(PathBuf::from("c"), false);
+        q.push(PathBuf::from("d/x"), false);
+        assert!(
+            q.take(100).is_none(),
+            "the root's listing deletes what it lacks"
+        );
+        q.deleted(&root);
+        assert_eq!(
+            shown(q.take(100)),
+            [PathBuf::from("c"), PathBuf::from("d/x")]
+        );
     }
 }

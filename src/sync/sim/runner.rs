@@ -7,7 +7,7 @@ impl Sim {
     /// A copy of the source as it is now, for a full sync's file list (see
     /// `SimRunner::run`); `None` when there is no source to copy (the root replaced:
     /// the call then reads the source as it is when it lands).
-    pub(super) fn file_list(&self, full: bool) -> Option<tempfile::TempDir> {
+    pub(super) fn file_list(&self, full: bool) -> Option<(tempfile::TempDir, u64)> {
         let mut st = self.lock();
         st.full_syncs += 1;
         let n = st.full_syncs;
@@ -22,7 +22,7 @@ impl Sim {
         } else {
             format!("  (push #{n} reads the source, lands later)")
         });
-        Some(dir)
+        Some((dir, n))
     }
 
     /// One command against the model remote it names; a full sync reads its file list
@@ -32,7 +32,7 @@ impl Sim {
         program: &OsStr,
         argv: &[OsString],
         stdin: &[u8],
-        list: Option<&Path>,
+        list: Option<(&Path, u64)>,
     ) -> Outcome {
         let mut st = self.lock();
         let outcome = |status: i32, stderr: String| Outcome {
@@ -67,7 +67,11 @@ impl Sim {
                 "rsync: failed to connect to 127.0.0.1: Connection refused (111)".into(),
             );
         }
-        let root = list.map_or_else(|| st.root.clone(), |l| l.join("src"));
+        let root = list.map_or_else(|| st.root.clone(), |(l, _)| l.join("src"));
+        let line = match list {
+            Some((_, n)) => format!("(#{n}) {line}"),
+            None => line,
+        };
         if st.faults.hangs && !st.quiet && st.rng.chance(2) {
             // The call hangs: rsync's `--timeout` ends it (exit 30), a remote `mv` is
             // killed by the agent (-1). Nothing landed, or part of it: rsync's entries
@@ -202,7 +206,12 @@ impl Runner for SimRunner {
         for _ in 0..before {
             sim.step(true);
         }
-        let ran = sim.apply(program, argv, stdin, list.as_ref().map(|d| d.path()));
+        let ran = sim.apply(
+            program,
+            argv,
+            stdin,
+            list.as_ref().map(|(d, n)| (d.path(), *n)),
+        );
         drop(list);
         let after = {
             let mut st = sim.lock();

@@ -383,6 +383,11 @@ fn seeds_that_found_defects_stay_fixed() {
         brake: true,
         ..Faults::DEFAULT
     };
+    // Every default fault and pushes that read the source before they land (`reads`).
+    let reads = Faults {
+        reads: true,
+        ..Faults::DEFAULT
+    };
     // Every default fault and the warm restart's (`warm`).
     let warm = Faults {
         warm: true,
@@ -541,6 +546,11 @@ fn seeds_that_found_defects_stay_fixed() {
         // it after the delete (the directory made again, a directory moved in) went one
         // level deep, and a barrier passed without `a/a/a` (2521 of `brake`).
         (2_521, brake),
+        // A push that read the source before a file was made in the root and landed
+        // after it: the root's listing (a path that was a directory-excluded directory
+        // went as its parent's listing) deleted the file that a push beside it had
+        // landed and been paid for (38837 of `reads`).
+        (38_837, reads),
     ];
     for (seed, faults) in seeds {
         let ended = history_with(seed, STEPS, faults);

@@ -132,12 +132,7 @@ impl Mirror {
         if let Job::Paths(paths) = sent {
             let tops = gone_tops(&target.root, paths);
             if !tops.is_empty() {
-                self.queue.deleting(t, &tops);
-                let booked = Deleting {
-                    mirror: self,
-                    t,
-                    tops,
-                };
+                let booked = self.deleting(t, tops);
                 let gone: Vec<Entry> = (booked.tops.iter())
                     .filter(|e| {
                         std::fs::symlink_metadata(target.root.join(&e.path))
@@ -295,12 +290,25 @@ impl Mirror {
     }
 }
 
-/// Directories a call deletes as the top of what is gone, booked in the ledger while
-/// the call runs (see `Ledger::deleting`), released when it ends however it ends.
-struct Deleting<'a> {
+/// What a call deletes that the ledger did not hand out (the top of what is gone above
+/// its paths, the parents' listings it sends), booked in the ledger while the call runs
+/// (see `Ledger::deleting`), released when it ends however it ends.
+pub(super) struct Deleting<'a> {
     mirror: &'a Mirror,
     t: RemoteId,
     tops: Vec<Entry>,
+}
+
+impl Mirror {
+    /// Books `tops` as deleted by a call to `t` until what it returns is dropped.
+    pub(super) fn deleting(&self, t: RemoteId, tops: Vec<Entry>) -> Deleting<'_> {
+        self.queue.deleting(t, &tops);
+        Deleting {
+            mirror: self,
+            t,
+            tops,
+        }
+    }
 }
 
 impl Drop for Deleting<'_> {

@@ -166,6 +166,14 @@ impl Mirror {
             // and one made again before rsync read the tree is sent as a directory only:
             // the remote's file below it stays (simulator seed 9007461).
             let added = sent.as_ref().map(|s| listings_added(&call, s));
+            // Such a listing deletes on the remote what its directory lacks when rsync
+            // reads it: nothing at or below it goes beside the call (simulator seed
+            // 38837 of `reads`: a file made in the root after rsync read it, pushed
+            // beside the root's listing, landed and was deleted by it).
+            let _deleting = (added.as_ref())
+                .map(Job::plain_paths)
+                .filter(|a| !a.is_empty())
+                .map(|a| self.deleting(t, a));
             let (added_missing, added_listed) = match &added {
                 Some(a) => (
                     missing_listings(&self.targets[t.0].root, a),
