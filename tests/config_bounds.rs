@@ -104,7 +104,36 @@ fn hostile() -> Vec<(&'static str, Make, &'static str)> {
         assert_ne!(body, text);
         fs::write(path, body).expect("write the config with a typo");
     }
+    fn misspelt(path: &Path, text: &str) {
+        // An option rsync does not know: every push would fail with its usage error.
+        let body = text.replacen(
+            "<commonParams params=\"",
+            "<commonParams params=\"--bwlimt=10 ",
+            1,
+        );
+        assert_ne!(body, text);
+        fs::write(path, body).expect("write the config with a misspelt option");
+    }
+    fn twice(path: &Path, text: &str) {
+        let at = text.find("</sersync>").expect("</sersync>");
+        let body = format!(
+            "{}<deleteBrake count=\"10\"/>\n<deleteBrake count=\"20\"/>\n{}",
+            &text[..at],
+            &text[at..]
+        );
+        fs::write(path, body).expect("write the config with an element twice");
+    }
     vec![
+        (
+            "misspelt",
+            misspelt,
+            "rsync refuses <commonParams>: --bwlimt=10: unknown option",
+        ),
+        (
+            "twice",
+            twice,
+            "<deleteBrake> is written twice (also at line ",
+        ),
         ("fifo", fifo, "not a regular file but a fifo"),
         ("zero", zero, "not a regular file but a character device"),
         (

@@ -788,12 +788,55 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Document, ConfigError> {
     }
     let (text, latin1) = decode(&name, bytes)?;
     let normalised = normalise(&name, &text)?;
-    let head: Head = quick_xml::de::from_str(&normalised).map_err(|e| ConfigError {
-        file: name.clone(),
-        line: None,
-        message: format!("unexpected structure: {e}"),
+    let head: Head = quick_xml::de::from_str(&normalised).map_err(|e| {
+        let e = e.to_string();
+        match duplicate(&text, &e) {
+            Some((line, message)) => ConfigError {
+                file: name.clone(),
+                line: Some(line),
+                message,
+            },
+            None => ConfigError {
+                file: name.clone(),
+                line: None,
+                message: format!("unexpected structure: {e}"),
+            },
+        }
     })?;
     Ok(Document { head, latin1 })
+}
+
+/// The parser's "duplicate field `x`" (an element the config holds once, written
+/// twice) said with the element's name as written and the lines of both: the line of
+/// the second, and the message.
+fn duplicate(text: &str, error: &str) -> Option<(u32, String)> {
+    let name = error.split("duplicate field `").nth(1)?.split('`').next()?;
+    let lower = text.to_ascii_lowercase();
+    let mut lines = Lines::new(text);
+    let mut found: Vec<(u32, &str)> = Vec::new();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find('<').map(|i| from + i) {
+        if lower[i..].starts_with("<!--") {
+            from = lower[i..].find("-->").map_or(lower.len(), |j| i + j + 3);
+            continue;
+        }
+        let after = i + 1 + name.len();
+        if lower.get(i + 1..after) == Some(name)
+            && (lower[after..]
+                .starts_with(|c: char| c.is_ascii_whitespace() || c == '/' || c == '>'))
+        {
+            found.push((lines.at(i), &text[i + 1..after]));
+        }
+        from = i + 1;
+    }
+    let (first, second) = (found.first()?, found.get(1)?);
+    Some((
+        second.0,
+        format!(
+            "<{}> is written twice (also at line {}): the config holds one; remove one of them",
+            second.1, first.0
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -825,5 +868,26 @@ mod tests {
             }
             prop_assert_eq!(lines.at(back), naive(&text, back));
         }
+    }
+
+    #[test]
+    fn an_element_written_twice_is_named_with_both_lines() {
+        let text = "<head version=\"2.5\">\n<sersync>\n<!-- <failLog path=\"/x\"/> -->\n\
+                    <failLog path=\"/a\"/>\n<deleteBrake count=\"10\"/>\n\
+                    <DeleteBrake count=\"20\"/>\n</sersync>\n</head>\n";
+        let e = match parse(Path::new("c.xml"), text.as_bytes()) {
+            Ok(_) => panic!("a second <deleteBrake> is refused"),
+            Err(e) => e,
+        };
+        assert_eq!(e.line, Some(6), "{e:?}");
+        assert!(
+            e.message
+                .contains("<DeleteBrake> is written twice (also at line 5)"),
+            "{e:?}"
+        );
+        assert!(
+            duplicate(text, "duplicate field `faillog`").is_none(),
+            "one outside comments"
+        );
     }
 }

@@ -283,11 +283,12 @@ pub(super) fn rsync(
                 false,
             )? =>
         {
-            let port: u16 = cx.number(p.port.as_deref(), p.line, "userDefinedPort", "port")?;
-            if port == 0 {
-                return Err(cx.err(p.line, "<userDefinedPort port=\"0\">: not a usable port"));
-            }
-            Some(port)
+            Some(port_number(
+                cx,
+                p.port.as_deref(),
+                p.line,
+                "userDefinedPort",
+            )?)
         }
         _ => None,
     };
@@ -486,13 +487,7 @@ pub(super) fn remote(
     }
     let port: Option<u16> = match port {
         None => None,
-        Some(p) => {
-            let n: u16 = cx.number(Some(p), line, "remote", "port")?;
-            if n == 0 {
-                return Err(cx.err(line, "<remote port=\"0\">: not a usable port"));
-            }
-            Some(n)
-        }
+        Some(p) => Some(port_number(cx, Some(p), line, "remote")?),
     };
     if let Some(u) = user {
         if !plain_user(u) {
@@ -678,4 +673,22 @@ pub fn judge_password_file(running: u32, owner: u32, mode: u32) -> Result<(), Pa
         return Err(PasswordFileRefused::NotRootOwned { owner });
     }
     Ok(())
+}
+
+/// A TCP port (`port=` of `<userDefinedPort>` or a `<remote>`): 1 to 65535, said so
+/// when out of range.
+fn port_number(
+    cx: &Ctx,
+    value: Option<&str>,
+    line: Option<u32>,
+    element: &str,
+) -> Result<u16, ConfigError> {
+    let n: u64 = cx.number(value, line, element, "port")?;
+    match u16::try_from(n) {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(cx.err(
+            line,
+            format!("<{element} port=\"{n}\">: not a port (a port is 1 to 65535)"),
+        )),
+    }
 }

@@ -1329,8 +1329,7 @@ fn bad_per_remote_options_are_refused_with_their_line_and_what_to_write() {
     std::fs::write(&pass, "pw\n").expect("write");
     std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let open = format!(r#"user="u" passwordfile="{}""#, pass.display());
-    let cases: Vec<(String, &str)> =
-        vec![
+    let cases: Vec<(String, &str)> = vec![
         (
             r#"ssh="rsh""#.into(),
             "<remote ssh=\"rsh\">: must be \"true\" (this remote over ssh, host:dir) or \"false\"",
@@ -1339,7 +1338,14 @@ fn bad_per_remote_options_are_refused_with_their_line_and_what_to_write() {
             r#"port="-1""#.into(),
             "<remote port=\"-1\">: not a valid number",
         ),
-        (r#"port="0""#.into(), "<remote port=\"0\">: not a usable port"),
+        (
+            r#"port="0""#.into(),
+            "<remote port=\"0\">: not a port (a port is 1 to 65535)",
+        ),
+        (
+            r#"port="70000""#.into(),
+            "<remote port=\"70000\">: not a port (a port is 1 to 65535)",
+        ),
         (
             r#"timeout="-1""#.into(),
             "<remote timeout=\"-1\">: not a valid number",

@@ -184,6 +184,27 @@ pub(crate) fn load(path: &std::path::Path, args: &Args) -> Result<Config, Exit> 
             config.file.display()
         );
     }
+    let no_timeout = (config.roots.iter())
+        .flat_map(|root| (0..root.remotes.len()).map(move |i| (root, i)))
+        .any(|(root, i)| {
+            let o = config.rsync_for(root, i);
+            o.timeout == Some(0) || o.params.iter().any(|p| p == "--timeout=0")
+        });
+    if no_timeout {
+        log::warn!(
+            "{}: a timeout of 0 (<timeout time=\"0\">, a remote's timeout=\"0\" or \
+             --timeout=0) leaves rsync without an I/O timeout: a remote that hangs holds \
+             its pushes for ever, and what it is owed (and --wait-synced) waits with them; \
+             set a time in seconds",
+            config.file.display()
+        );
+    }
+    if matches!(
+        Mode::of(args),
+        Mode::Live | Mode::Once | Mode::Replay | Mode::Verify | Mode::TestConfig { .. }
+    ) {
+        rsync_takes_params(&config).map_err(usage)?;
+    }
     if matches!(Mode::of(args), Mode::Live | Mode::Once) {
         if let Some(warning) = plugin_warning(&config) {
             log::warn!("{warning}");
@@ -193,6 +214,35 @@ pub(crate) fn load(path: &std::path::Path, args: &Args) -> Result<Config, Exit> 
         }
     }
     Ok(config)
+}
+
+/// Every distinct set of rsync options the remotes' pushes use, asked of the rsync on
+/// PATH (see [`sync::version::takes`]): a misspelt option in `commonParams` or a
+/// remote's `params=` would make every push to those remotes fail with rsync's usage
+/// error, the changes piling up in the fail log.
+fn rsync_takes_params(config: &Config) -> anyhow::Result<()> {
+    let mut asked: Vec<&[String]> = Vec::new();
+    for root in &config.roots {
+        for (i, remote) in root.remotes.iter().enumerate() {
+            let params = config.rsync_for(root, i).params.as_slice();
+            if asked.contains(&params) {
+                continue;
+            }
+            asked.push(params);
+            if let Err(why) = sync::version::takes(params) {
+                let whose = if root.own.get(i).is_some_and(Option::is_some) {
+                    format!("the options of <remote ip=\"{}\" name=\"{}\"> (<commonParams> and its params=)", remote.ip, remote.name)
+                } else {
+                    "<commonParams>".to_owned()
+                };
+                anyhow::bail!(
+                    "{}: rsync refuses {whose}: {why}; every push with them would fail",
+                    config.file.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The active command plugin runs every changed file as a script: said at start and by

@@ -78,6 +78,37 @@ pub fn require() -> anyhow::Result<String> {
     Ok(first)
 }
 
+/// Whether the rsync on PATH takes `params` (`commonParams`, with a remote's own
+/// `params=`): `rsync PARAMS --version` parses every option first and prints nothing
+/// but the error for one it does not know or whose value is bad. `Err`: rsync's own
+/// words; every push with these options would fail so. An rsync that cannot be run
+/// is [`require`]'s business: `Ok`.
+pub fn takes(params: &[String]) -> Result<(), String> {
+    let out = Command::new("rsync")
+        .args(params)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if !o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stderr);
+            let why: Vec<&str> = (text.lines())
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("rsync error:"))
+                .map(|l| l.strip_prefix("rsync: ").unwrap_or(l))
+                .take(3)
+                .collect();
+            Err(if why.is_empty() {
+                format!("rsync exits {} on them", o.status)
+            } else {
+                why.join("; ")
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +146,24 @@ mod tests {
             Ok(Version(3, 4, 1))
         );
         assert_eq!(parse("rsync version 3.2"), Ok(Version(3, 2, 0)));
+    }
+
+    #[test]
+    fn options_rsync_does_not_know_are_named_with_rsyncs_words() {
+        if require().is_err() {
+            return; // no rsync here: nothing to ask
+        }
+        let words = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(takes(&words(&["-artz", "--bwlimit=10"])), Ok(()));
+        let e = takes(&words(&["-artz", "--bwlimt=10"]))
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("--bwlimt=10") && e.contains("unknown option"),
+            "{e}"
+        );
+        let e = takes(&words(&["--max-size=1x"])).err().unwrap_or_default();
+        assert!(e.contains("--max-size=1x"), "{e}");
     }
 
     #[test]
