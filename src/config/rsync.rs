@@ -626,7 +626,9 @@ fn trusted_ssh(command: &str) -> Result<(), String> {
     };
     let Some(path) = fsafe::find_program(&program, std::env::var_os("PATH").as_deref()) else {
         return Err(format!(
-            "program {program} not found or not executable (a missing program is refused:              whoever can write where it would be could put one there); write the path of an              installed ssh"
+            "program {program} not found or not executable (a missing program is refused: \
+             whoever can write where it would be could put one there); write the path of an \
+             installed ssh"
         ));
     };
     match fsafe::check_program(&path) {

@@ -49,11 +49,19 @@ pub fn read(file: &Path) -> Result<Vec<u8>, ConfigError> {
 }
 
 /// A rules file's bytes (`<filter><rules file>`), read as the config is, and refused
-/// unless it is owned by root or the agent's user and not writable by group or others:
+/// unless it and every directory above it are owned by root or the agent's user and
+/// not writable by group or others (a directory may be, with the sticky bit):
 /// whoever can write it decides what reaches the remotes and what is deleted there.
 /// The error is the reason alone.
 pub fn read_rules(file: &Path) -> Result<Vec<u8>, super::rules::Refused> {
-    read_checked(file, true).map_err(|e| super::rules::Refused(e.message))
+    let bytes = read_checked(file, true).map_err(|e| super::rules::Refused(e.message))?;
+    // Every directory above it too (and every link on the way): whoever can write one
+    // of them can put another file in its place.
+    use crate::sys::fsafe;
+    match fsafe::check_trusted_file(file, "what reaches the remotes and what is deleted there") {
+        Err(e) if fsafe::is_refused(&e) => Err(super::rules::Refused(e.to_string())),
+        _ => Ok(bytes),
+    }
 }
 
 /// Whether a rules file with this owner and `st_mode` may be read by an agent running

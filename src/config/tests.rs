@@ -1561,3 +1561,30 @@ fn a_rules_file_others_can_write_is_refused() {
         assert!(e.message.contains("neither root nor"), "{e}");
     }
 }
+
+// Whoever can write a directory above the rules file can put another file there: such
+// a directory is refused too (with the sticky bit, as /tmp has, it is not).
+#[test]
+fn a_rules_file_in_a_directory_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir();
+    let open = d.path().join("open");
+    std::fs::create_dir(&open).expect("mkdir");
+    let file = open.join("r");
+    std::fs::write(&file, "- *\n").expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let text = with_filter(d.path(), &format!("<rules file=\"{}\"/>", file.display()));
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let e = err(&text);
+    assert!(
+        e.message.contains("(on the way to ")
+            && e.message
+                .contains("writable by group or others without the sticky bit")
+            && e.message.contains("what reaches the remotes"),
+        "{e}"
+    );
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    assert_eq!(rule_texts(&load_str(&text).expect("loads")), ["- *"]);
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    assert_eq!(rule_texts(&load_str(&text).expect("loads")), ["- *"]);
+}

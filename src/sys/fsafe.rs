@@ -23,7 +23,7 @@ use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 mod program;
-pub use program::{check_program, find_program};
+pub use program::{check_program, check_trusted_file, find_program};
 
 /// The agent's effective uid.
 pub fn euid() -> u32 {

@@ -59,6 +59,18 @@ const MAX_LINKS: usize = 40;
 /// Returns the file's resolved path; a refusal (see [`is_refused`]) names the entry and
 /// says why, any other error is the lookup's own (a missing file: `NotFound`).
 pub fn check_program(path: &Path) -> io::Result<PathBuf> {
+    let runs = format!("what the agent runs as {}", describe_user(euid()));
+    check_path(path, ("program", &runs))
+}
+
+/// [`check_program`] for a file the agent reads and obeys (a `<rules file>`): the same
+/// walk, the refusal saying that whoever can change it changes `what_for`.
+pub fn check_trusted_file(path: &Path, what_for: &str) -> io::Result<PathBuf> {
+    check_path(path, ("file", what_for))
+}
+
+/// `why`: what the file is called and what whoever can change it changes.
+fn check_path(path: &Path, why: (&str, &str)) -> io::Result<PathBuf> {
     let me = euid();
     let start = std::path::absolute(path)?;
     // Names still to walk, the next one last.
@@ -80,7 +92,13 @@ pub fn check_program(path: &Path) -> io::Result<PathBuf> {
     let judge = |entry: &Path, m: &std::fs::Metadata, last: bool| -> io::Result<()> {
         match judge_program_entry(me, m.uid(), m.mode(), last) {
             ProgramVerdict::Trusted => Ok(()),
-            v => Err(refused(program_message(path, entry, v, m.uid(), m.mode()))),
+            v => Err(refused(program_message(
+                path,
+                entry,
+                v,
+                (m.uid(), m.mode()),
+                why,
+            ))),
         }
     };
     judge(&current, &std::fs::symlink_metadata(&current)?, false)?;
@@ -124,8 +142,8 @@ fn program_message(
     program: &Path,
     entry: &Path,
     verdict: ProgramVerdict,
-    uid: u32,
-    mode: u32,
+    (uid, mode): (u32, u32),
+    (noun, what_for): (&str, &str),
 ) -> String {
     let me = describe_user(euid());
     let (p, e) = (program.display(), entry.display());
@@ -140,12 +158,12 @@ fn program_message(
         ProgramVerdict::Trusted => format!("{what} is trusted"),
         ProgramVerdict::ForeignOwner => format!(
             "{what} is owned by {who}, mode {perms:04o}, not by root or the agent's user \
-             {me}: that user could change what the agent runs as {me}; keep the program \
-             and every directory above it owned by root (chown root)"
+             {me}: that user could change {what_for}; keep the {noun} and every directory \
+             above it owned by root (chown root)"
         ),
         ProgramVerdict::Writable => format!(
             "{what} (owner {who}) has mode {perms:04o}, writable by group or others{}: they \
-             could change what the agent runs as {me}; `chmod go-w` it",
+             could change {what_for}; `chmod go-w` it",
             if mode & libc::S_IFMT == libc::S_IFDIR {
                 " without the sticky bit"
             } else {
