@@ -22,7 +22,7 @@ alone=scenarios::the_watch_limit_is_raised_as_root_when_the_tree_needs_more
 # The end-to-end modules that exercise the watcher run a second time on fanotify (the
 # first run is on inotify, the config writer's default; tests/fanotify.rs covers
 # fanotify's own cases and its queue overflow in the first run).
-on_fanotify=(e2e:: churn:: moves:: faults_root:: links:: brake::)
+on_fanotify=(e2e:: churn:: moves:: faults_root:: links:: brake:: attributes::)
 if [ $# -eq 0 ]; then
     cargo test --locked -- --skip "$alone"
     SERSYNC2_TEST_BACKEND=fanotify cargo test --locked --test integration -- "${on_fanotify[@]}"

@@ -22,6 +22,8 @@ mod moves;
 mod churn;
 // Directories swapped for links to outside the tree under a running agent.
 mod links;
+// Directories' own attributes (mode, times) reach the remotes whatever <attrib> says.
+mod attributes;
 // Paths longer than rsync can carry.
 mod longpath;
 // Large trees, storms and deploys (a release replaced by a copy, moved out and in).

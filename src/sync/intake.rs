@@ -550,7 +550,9 @@ impl Intake {
                 }
             }
             Change::DirMeta { path, op } => {
-                if (op == Op::Attrib && ev.attrib) || (op == Op::Modified && ev.modify) {
+                // A directory's own attributes whatever `<attrib>` says (see `watch_mask`
+                // in `watch/inotify.rs`): pushed alone, `--dirs`, they land as they are.
+                if op == Op::Attrib || (op == Op::Modified && ev.modify) {
                     Decision::Push(path, false)
                 } else {
                     Decision::Drop

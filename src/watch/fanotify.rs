@@ -60,6 +60,9 @@ pub struct FanotifyTree {
     /// A directory was deleted or renamed outside the tree: perhaps the root or one
     /// above it; its device and inode are checked after this read.
     check_root_soon: bool,
+    /// `<attrib start="true">`: files' attribute changes are pushed (directories'
+    /// always are).
+    file_attrib: bool,
 }
 
 /// The mark's event mask: what the tree's bookkeeping needs, and the `<inotify>`
@@ -76,9 +79,9 @@ fn mark_mask(events: &Events, rename: bool) -> u64 {
     } else {
         libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO
     };
-    if events.attrib {
-        m |= libc::FAN_ATTRIB;
-    }
+    // A directory's own attribute changes are pushed whatever `<attrib>` says, a
+    // file's only with it (see `watch_mask` in `inotify.rs`); dropped as read otherwise.
+    m |= libc::FAN_ATTRIB;
     if events.modify {
         m |= libc::FAN_MODIFY;
     }
@@ -195,6 +198,7 @@ impl FanotifyTree {
             cache: DirCache::default(),
             marked: HashMap::new(),
             check_root_soon: false,
+            file_attrib: events.attrib,
         };
         let before = dir_id(&t.root.path);
         t.take_root().map_err(|err| WatchError::Io {
@@ -357,6 +361,10 @@ impl FanotifyTree {
                 continue;
             }
             let dir = ev.mask & libc::FAN_ONDIR != 0;
+            if !dir && !self.file_attrib && ev.mask & !libc::FAN_ATTRIB == 0 {
+                // A file's attribute change alone: not asked for (see `mark_mask`).
+                continue;
+            }
             if ev.mask & libc::FAN_RENAME != 0 {
                 self.renamed(&ev, dir, &mut out);
                 continue;
@@ -385,10 +393,15 @@ impl FanotifyTree {
             };
             let rel = parent.join(e.name);
             if !dir {
-                out.extend(ops(ev.mask).map(|op| Change::File {
-                    path: rel.clone(),
-                    op,
-                }));
+                let file_attrib = self.file_attrib;
+                out.extend(
+                    ops(ev.mask)
+                        .filter(|op| file_attrib || *op != Op::Attrib)
+                        .map(|op| Change::File {
+                            path: rel.clone(),
+                            op,
+                        }),
+                );
                 continue;
             }
             if filter::skip(&self.root.excludes, e.name.as_bytes(), &rel, true) {

@@ -65,7 +65,11 @@ pub struct InotifyTree {
 }
 
 /// The mask every directory is watched with. Creates, deletes and moves are always
-/// watched (the tree bookkeeping needs them); the `<inotify>` switches decide what
+/// watched (the tree bookkeeping needs them), and attribute changes: a directory's own
+/// (its mode, owner, times) are pushed whatever `<attrib>` says (`cp -a` makes a
+/// directory `0700` and gives it its mode once its entries are in: pushed before that,
+/// the remotes kept `0700`), a file's only with `<attrib start="true">` (dropped as
+/// they are read otherwise, see `events.rs`); the `<inotify>` switches decide what
 /// becomes a push.
 fn watch_mask(events: &Events) -> WatchMask {
     let mut m = WatchMask::CREATE
@@ -73,12 +77,10 @@ fn watch_mask(events: &Events) -> WatchMask {
         | WatchMask::MOVED_FROM
         | WatchMask::MOVED_TO
         | WatchMask::CLOSE_WRITE
+        | WatchMask::ATTRIB
         | WatchMask::ONLYDIR
         | WatchMask::DONT_FOLLOW
         | WatchMask::EXCL_UNLINK;
-    if events.attrib {
-        m |= WatchMask::ATTRIB;
-    }
     if events.modify {
         m |= WatchMask::MODIFY;
     }

@@ -179,6 +179,11 @@ impl InotifyTree {
                 self.forget_wd(&e.wd);
                 continue;
             }
+            // A file's attribute change, asked for only for directories' (see
+            // `watch_mask`), is dropped before anything is looked up.
+            if e.mask == EventMask::ATTRIB && !self.events.attrib {
+                continue;
+            }
             let (Some(dir), Some(name)) = (
                 self.tree.path_of(e.wd.get_watch_descriptor_id()),
                 e.name.as_ref(),
