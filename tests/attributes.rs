@@ -26,7 +26,7 @@ fn a_directory_given_its_mode_after_its_entries_has_that_mode_on_every_remote() 
         eprintln!("skipped: fanotify needs root (CAP_SYS_ADMIN)");
         return;
     }
-    let mut agent = s.agent_with(&conf, &[]);
+    let agent = s.agent_with(&conf, &[]);
     // As `cp -a` makes it: the directories 0700 while their entries go in.
     fs::create_dir_all(s.p("rel/sub")).expect("mkdir");
     for d in ["rel", "rel/sub"] {
