@@ -55,22 +55,17 @@ fn check(v: Version) -> Result<(), String> {
 /// Runs `rsync --version` from PATH and checks it; returns its first line. The caller
 /// only reports why not, so it is an [`anyhow::Error`].
 pub fn require() -> anyhow::Result<String> {
-    let out = Command::new("rsync")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| {
-            let path = std::env::var("PATH").unwrap_or_default();
-            if e.kind() == std::io::ErrorKind::NotFound {
-                anyhow::anyhow!(
-                    "rsync not found in PATH ({path}): install rsync {MIN} or later \
+    let out = version_with(&[], Stdio::piped(), Stdio::null()).map_err(|e| {
+        let path = std::env::var("PATH").unwrap_or_default();
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!(
+                "rsync not found in PATH ({path}): install rsync {MIN} or later \
                      (Debian: apt-get install rsync) or put it on PATH"
-                )
-            } else {
-                anyhow::anyhow!("cannot run rsync --version (PATH {path}): {e}")
-            }
-        })?;
+            )
+        } else {
+            anyhow::anyhow!("cannot run rsync --version (PATH {path}): {e}")
+        }
+    })?;
     let text = String::from_utf8_lossy(&out.stdout);
     let first = text.lines().next().unwrap_or("").trim().to_owned();
     let v = parse(&first).map_err(|e| anyhow::anyhow!("rsync --version: {e}"))?;
@@ -83,14 +78,8 @@ pub fn require() -> anyhow::Result<String> {
 /// but the error for one it does not know or whose value is bad. `Err`: rsync's own
 /// words; every push with these options would fail so. An rsync that cannot be run
 /// is [`require`]'s business: `Ok`.
-pub fn takes(params: &[String]) -> Result<(), String> {
-    let out = Command::new("rsync")
-        .args(params)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .output();
-    match out {
+pub fn takes(params: &[String]) -> anyhow::Result<()> {
+    match version_with(params, Stdio::null(), Stdio::piped()) {
         Ok(o) if !o.status.success() => {
             let text = String::from_utf8_lossy(&o.stderr);
             let why: Vec<&str> = (text.lines())
@@ -99,14 +88,30 @@ pub fn takes(params: &[String]) -> Result<(), String> {
                 .map(|l| l.strip_prefix("rsync: ").unwrap_or(l))
                 .take(3)
                 .collect();
-            Err(if why.is_empty() {
+            Err(anyhow::anyhow!(if why.is_empty() {
                 format!("rsync exits {} on them", o.status)
             } else {
                 why.join("; ")
-            })
+            }))
         }
         _ => Ok(()),
     }
+}
+
+/// `rsync PARAMS --version` from PATH, run to its end: the one place the version check
+/// starts rsync (every push goes through `rsync::command_in`).
+fn version_with(
+    params: &[String],
+    out: Stdio,
+    err: Stdio,
+) -> std::io::Result<std::process::Output> {
+    Command::new("rsync")
+        .args(params)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .output()
 }
 
 #[cfg(test)]
@@ -154,7 +159,7 @@ mod tests {
             return; // no rsync here: nothing to ask
         }
         let words = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        assert_eq!(takes(&words(&["-artz", "--bwlimit=10"])), Ok(()));
+        assert!(takes(&words(&["-artz", "--bwlimit=10"])).is_ok());
         let e = takes(&words(&["-artz", "--bwlimt=10"]))
             .err()
             .unwrap_or_default();
@@ -162,7 +167,10 @@ mod tests {
             e.contains("--bwlimt=10") && e.contains("unknown option"),
             "{e}"
         );
-        let e = takes(&words(&["--max-size=1x"])).err().unwrap_or_default();
+        let e = takes(&words(&["--max-size=1x"]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("--max-size=1x"), "{e}");
     }
 
