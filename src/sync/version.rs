@@ -162,6 +162,7 @@ mod tests {
         assert!(takes(&words(&["-artz", "--bwlimit=10"])).is_ok());
         let e = takes(&words(&["-artz", "--bwlimt=10"]))
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
             e.contains("--bwlimt=10") && e.contains("unknown option"),
