@@ -65,6 +65,33 @@ pub struct Target {
 }
 
 impl Target {
+    /// A daemon target for tests: `ip::name`, the tree at `root`, `params`, deletes on,
+    /// no auth, port, timeout, excludes or rules.
+    #[cfg(test)]
+    pub fn daemon_for_test(root: &Path, ip: &str, name: &str, params: &str) -> Target {
+        Target {
+            root: root.to_path_buf(),
+            remote: crate::config::Remote {
+                ip: ip.into(),
+                name: name.into(),
+            },
+            opts: crate::config::RsyncOptions {
+                params: vec![params.into()],
+                auth: None,
+                port: None,
+                timeout: None,
+                ssh: None,
+                batch: 100,
+            },
+            delete: true,
+            full_excludes: Vec::new(),
+            filter_globs: Vec::new(),
+            filter_rules: Vec::new(),
+            own: Vec::new(),
+            ssh_control: None,
+        }
+    }
+
     /// Sets the agent's own files inside the root (relative paths): their rsync
     /// patterns join the `<filter>` ones, so that a full sync, a listing and their
     /// clean-up neither push them nor delete them on the remote.

@@ -574,27 +574,7 @@ mod tests {
 
     #[test]
     fn the_call_is_the_full_sync_dry_run_without_ignore_times() {
-        let t = Target {
-            root: PathBuf::from("/www"),
-            remote: crate::config::Remote {
-                ip: "10.0.0.2".into(),
-                name: "mod".into(),
-            },
-            opts: crate::config::RsyncOptions {
-                params: vec!["-artz".into()],
-                auth: None,
-                port: None,
-                timeout: None,
-                ssh: None,
-                batch: 100,
-            },
-            delete: true,
-            full_excludes: vec![],
-            filter_globs: vec![],
-            filter_rules: Vec::new(),
-            own: vec![],
-            ssh_control: None,
-        };
+        let t = Target::daemon_for_test(Path::new("/www"), "10.0.0.2", "mod", "-artz");
         let (full, full_in) = t.argv(&Job::Full, &["a/.svn".into()]);
         let (v, v_in) = argv(&t, &["a/.svn".into()], true);
         assert_eq!(v_in, full_in, "the same exclude rules");

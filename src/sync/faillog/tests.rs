@@ -1,32 +1,13 @@
 //! The fail log: its exact format (golden file), quoting, parsing back, dedup, clearing.
 
 use super::*;
-use crate::config::{Remote, RsyncOptions};
 use crate::sync::job::RemoteId;
 use std::os::unix::fs::PermissionsExt;
 
 fn target(root: &str, ip: &str) -> Target {
-    Target {
-        root: PathBuf::from(root),
-        remote: Remote {
-            ip: ip.into(),
-            name: "mod".into(),
-        },
-        opts: RsyncOptions {
-            params: vec!["-artuz".into()],
-            auth: Some(("user".into(), PathBuf::from("/etc/rsync.pas"))),
-            port: None,
-            timeout: None,
-            ssh: None,
-            batch: 100,
-        },
-        delete: true,
-        full_excludes: vec![],
-        filter_globs: vec![],
-        filter_rules: Vec::new(),
-        own: vec![],
-        ssh_control: None,
-    }
+    let mut t = Target::daemon_for_test(Path::new(root), ip, "mod", "-artuz");
+    t.opts.auth = Some(("user".into(), PathBuf::from("/etc/rsync.pas")));
+    t
 }
 
 fn hostile() -> Vec<PathBuf> {

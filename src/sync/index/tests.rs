@@ -372,28 +372,7 @@ proptest! {
 // The recorder over a real file: what enters, when, and what the next start reads.
 
 fn target(root: &Path, ip: &str) -> Target {
-    use crate::config::{Remote, RsyncOptions};
-    Target {
-        root: root.to_path_buf(),
-        remote: Remote {
-            ip: ip.into(),
-            name: "mod".into(),
-        },
-        opts: RsyncOptions {
-            params: vec!["-artuz".into()],
-            auth: None,
-            port: None,
-            timeout: None,
-            ssh: None,
-            batch: 100,
-        },
-        delete: true,
-        full_excludes: vec![],
-        filter_globs: vec![],
-        filter_rules: Vec::new(),
-        own: vec![],
-        ssh_control: None,
-    }
+    Target::daemon_for_test(root, ip, "mod", "-artuz")
 }
 
 /// A temp dir with a tree `src/` holding `x`, two targets for it, and an index file

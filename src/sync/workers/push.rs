@@ -320,7 +320,6 @@ impl Drop for Deleting<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Remote, RsyncOptions};
     use crate::filter::Excludes;
     use crate::sync::rsync::{Runner, Target, Watch};
     use crate::sync::{FailLog, Queue};
@@ -360,27 +359,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("src");
         std::fs::create_dir(&root).expect("root");
-        let target = Target {
-            root: root.clone(),
-            remote: Remote {
-                ip: "127.0.0.1".into(),
-                name: "m".into(),
-            },
-            opts: RsyncOptions {
-                params: vec!["-a".into()],
-                auth: None,
-                port: None,
-                timeout: None,
-                ssh: None,
-                batch: 100,
-            },
-            delete: true,
-            full_excludes: Vec::new(),
-            filter_globs: Vec::new(),
-            filter_rules: Vec::new(),
-            own: Vec::new(),
-            ssh_control: None,
-        };
+        let target = Target::daemon_for_test(&root, "127.0.0.1", "m", "-a");
         let queue = Arc::new(Queue::new(1, 100, 2));
         let runner = Arc::new(Meanwhile {
             root: root.clone(),
