@@ -281,12 +281,14 @@ fn gone_at_or_above<'a>(
     known: &mut HashMap<&'a [u8], Option<&'a Path>>,
 ) -> Option<&'a Path> {
     answer_down(dir, known, None, |above, d| {
-        above.or_else(|| {
-            std::fs::symlink_metadata(root.join(d))
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-                .then_some(d)
-        })
+        above.or_else(|| gone(root, d).then_some(d))
     })
+}
+
+/// Whether nothing is at `path` (relative to `root`) now: not there at all.
+pub(super) fn gone(root: &Path, path: &Path) -> bool {
+    std::fs::symlink_metadata(root.join(path))
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Whether `dir` (relative to `root`) or a directory above it is a file or link now

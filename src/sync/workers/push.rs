@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use super::listings::{below_files, gone_tops};
+use super::listings::{below_files, gone, gone_tops};
 use super::partial::only_blocked_by_directories;
 use super::Mirror;
 use crate::sync::bigfiles::Transfer;
@@ -133,16 +133,13 @@ impl Mirror {
             let tops = gone_tops(&target.root, paths);
             if !tops.is_empty() {
                 let booked = self.deleting(t, tops);
-                let gone: Vec<Entry> = (booked.tops.iter())
-                    .filter(|e| {
-                        std::fs::symlink_metadata(target.root.join(&e.path))
-                            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-                    })
+                let still_gone: Vec<Entry> = (booked.tops.iter())
+                    .filter(|e| gone(&target.root, &e.path))
                     .cloned()
                     .collect();
                 _deleting = Some(booked);
-                if !gone.is_empty() {
-                    with_tops = Job::Paths(paths.iter().cloned().chain(gone).collect());
+                if !still_gone.is_empty() {
+                    with_tops = Job::Paths(paths.iter().cloned().chain(still_gone).collect());
                     sent = &with_tops;
                     (argv, stdin) = target.argv(sent, excluded);
                     how = Transfer::Whole;
