@@ -246,23 +246,31 @@ fn failing_seeds(n: u64, faults: Faults) -> Vec<(u64, String)> {
     })
 }
 
+/// Seeds 1..=`n` of the default mix with one more part of the model (`faults`, named
+/// `name` in `SIM_FAULTS`): none may break an invariant.
+fn default_mix_with(name: &str, n: u64, faults: Faults) {
+    let failed = failing_seeds(n, faults);
+    assert!(
+        failed.is_empty(),
+        "{} of {n} failed (replay: SIM_SEED=N SIM_FAULTS=stops,overflows,outages,timeouts,\
+         hangs,reloads,roots,hardlinks,dironly,symlinks,{name}): {failed:?}",
+        failed.len()
+    );
+}
+
 /// The default mix with the brake on mass deletes (`brake`: deletes held past a small
 /// count, an empty root's full sync run with `--max-delete=0`, the operator releasing
 /// what is held as time passes and at quiesce): `SIM_BRAKE_HISTORIES` of them (default
 /// 3,000), from seed 1.
 #[test]
 fn simulated_histories_with_the_brake_keep_every_remote_level() {
-    let n = env_u64("SIM_BRAKE_HISTORIES").unwrap_or(3_000);
-    let faults = Faults {
-        brake: true,
-        ..Faults::DEFAULT
-    };
-    let failed = failing_seeds(n, faults);
-    assert!(
-        failed.is_empty(),
-        "{} of {n} failed (replay: SIM_SEED=N SIM_FAULTS=stops,overflows,outages,timeouts,\
-         hangs,reloads,roots,hardlinks,dironly,symlinks,brake): {failed:?}",
-        failed.len()
+    default_mix_with(
+        "brake",
+        env_u64("SIM_BRAKE_HISTORIES").unwrap_or(3_000),
+        Faults {
+            brake: true,
+            ..Faults::DEFAULT
+        },
     );
 }
 
@@ -273,17 +281,13 @@ fn simulated_histories_with_the_brake_keep_every_remote_level() {
 /// seed 1.
 #[test]
 fn simulated_histories_with_rules_keep_every_remote_level() {
-    let n = env_u64("SIM_RULES_HISTORIES").unwrap_or(1_000);
-    let faults = Faults {
-        rules: true,
-        ..Faults::DEFAULT
-    };
-    let failed = failing_seeds(n, faults);
-    assert!(
-        failed.is_empty(),
-        "{} of {n} failed (replay: SIM_SEED=N SIM_FAULTS=stops,overflows,outages,timeouts,\
-         hangs,reloads,roots,hardlinks,dironly,symlinks,rules): {failed:?}",
-        failed.len()
+    default_mix_with(
+        "rules",
+        env_u64("SIM_RULES_HISTORIES").unwrap_or(1_000),
+        Faults {
+            rules: true,
+            ..Faults::DEFAULT
+        },
     );
 }
 
@@ -293,17 +297,13 @@ fn simulated_histories_with_rules_keep_every_remote_level() {
 /// `SIM_READS_HISTORIES` of them (default 2,000), from seed 1.
 #[test]
 fn simulated_histories_with_pushes_that_read_early_keep_every_remote_level() {
-    let n = env_u64("SIM_READS_HISTORIES").unwrap_or(2_000);
-    let faults = Faults {
-        reads: true,
-        ..Faults::DEFAULT
-    };
-    let failed = failing_seeds(n, faults);
-    assert!(
-        failed.is_empty(),
-        "{} of {n} failed (replay: SIM_SEED=N SIM_FAULTS=stops,overflows,outages,timeouts,\
-         hangs,reloads,roots,hardlinks,dironly,symlinks,reads): {failed:?}",
-        failed.len()
+    default_mix_with(
+        "reads",
+        env_u64("SIM_READS_HISTORIES").unwrap_or(2_000),
+        Faults {
+            reads: true,
+            ..Faults::DEFAULT
+        },
     );
 }
 
