@@ -43,6 +43,11 @@ pub(super) struct Brake {
     /// directory deleted or in a directory deletes happened in (see
     /// [`Ledger::count_write`]).
     deleted_at: HashMap<PathBuf, (Instant, bool)>,
+    /// Paths written within the window where they replaced deletes (see
+    /// [`Brake::replaces`]), with the time: a directory among them made a release's
+    /// new directory, and what is written in it replaces too (`rsync -a --delete
+    /// build/ app/` with new directory names).
+    made: HashMap<PathBuf, Instant>,
     /// The hold began because deletes came past the threshold (not an empty root, nor
     /// the fail log): it ends by itself once as much is written again (a deploy that
     /// replaced what it deleted: `rm -rf app && cp -a build app`).
@@ -227,6 +232,7 @@ impl Brake {
         self.in_window = 0;
         self.writes_in_window = 0;
         self.deleted_at.clear();
+        self.made.clear();
         self.below.clear();
         self.ahead.clear();
         self.came_from.clear();
@@ -315,8 +321,21 @@ impl Brake {
         }
     }
 
+    /// Notes `path`, written at `now` where it replaced deletes (see [`Brake::made`]).
+    fn note_made(&mut self, path: &Path, now: Instant) {
+        let window = self.rule.map_or(Duration::ZERO, |r| r.window);
+        if self.made.len() >= DELETED_AT_MAX {
+            self.made
+                .retain(|_, at| now.saturating_duration_since(*at) < window);
+        }
+        if self.made.len() < DELETED_AT_MAX {
+            self.made.insert(path.to_path_buf(), now);
+        }
+    }
+
     /// Does a write of `path` at `now` replace what was deleted within the window: at or
-    /// below a directory deleted, or in a directory (not the root) deletes happened in?
+    /// below a directory deleted, in a directory (not the root) deletes happened in, or
+    /// in a directory written there within the window (see [`Brake::made`])?
     /// (`rm -rf app && cp -a build app`, new names in a release's directories.) Writes
     /// elsewhere in the tree (uploads, another directory's files) do not: they must not
     /// let an `rm -rf` in the wrong place through.
@@ -329,6 +348,9 @@ impl Brake {
         }
         let fresh = |at: Instant| now.saturating_duration_since(at) < rule.window;
         let parent = path.parent();
+        if (parent.and_then(|p| self.made.get(p))).is_some_and(|&at| fresh(at)) {
+            return true;
+        }
         path.ancestors()
             .filter(|a| !a.as_os_str().is_empty())
             .any(|a| match self.deleted_at.get(a) {
@@ -675,6 +697,7 @@ impl Ledger {
             return None;
         }
         self.brake.add(0, 1, now);
+        self.brake.note_made(path, now);
         if self.brake.holding() && self.brake.by_count && !self.brake.past() {
             return Some(self.release_deletes(now));
         }

@@ -181,7 +181,8 @@ impl Queue {
     /// delete of the old name bypassed the brake (`mv data trash && rm -rf trash`
     /// deleted `data` on every remote while the brake held `trash`'s deletes).
     pub fn unrenamed(&self, t: RemoteId, job: &Job, changes: &[Item]) {
-        let held_below = self.held_below(Some(t), changes);
+        let mut held_below = self.held_below(Some(t), changes);
+        counted_once(job, changes, &mut held_below);
         self.requeue_carrying(t, job, changes, &held_below);
     }
 
@@ -223,4 +224,39 @@ fn renamed_in_batch(earlier: &[Item], path: &Path) -> Option<PathBuf> {
         } => rebased(path, to, from),
         _ => None,
     })
+}
+
+/// The tree a directory rename (`job`) moved, sent back as the changes it stands for
+/// (see [`Queue::unrenamed`]), is weighed once, where it is deleted: the delete of its
+/// old name is the directory alone when that tree is at its new name now (pushed
+/// there, its listing among the changes: it moved, nothing of it is gone) or when the
+/// delete of its new name is weighed with it (the index, or a rename within the
+/// window, knows it there). Weighed with the whole tree at the old name too, a release
+/// swapped in by renames (`cp -a build new && mv cur old && mv new cur && rm -rf old`)
+/// was held when a rename could not land: `new`'s tree counted as deleted though it
+/// was at `cur`, or `cur`'s though `old`'s deletes had counted it.
+fn counted_once(job: &Job, changes: &[Item], held_below: &mut [usize]) {
+    let Job::Rename {
+        from,
+        to,
+        dir: true,
+        ..
+    } = job
+    else {
+        return;
+    };
+    let Some(old) = (changes.iter()).position(|c| matches!(c, Item::Gone(p, true) if p == from))
+    else {
+        return;
+    };
+    let moved = changes.iter().enumerate().any(|(i, c)| match c {
+        Item::Path(e, _) => e.listing && e.path == *to,
+        Item::Gone(p, true) => p == to && held_below.get(i).is_some_and(|&n| n > 0),
+        _ => false,
+    });
+    if moved {
+        if let Some(n) = held_below.get_mut(old) {
+            *n = 0;
+        }
+    }
 }

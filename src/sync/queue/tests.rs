@@ -436,3 +436,132 @@ fn a_rename_sent_back_keeps_what_was_queued_below_its_old_name_after_it() {
     assert!(sent.contains(&p("app/d/f")), "{sent:?}");
     assert!(sent.contains(&p("app/d")), "{sent:?}");
 }
+
+// The outside run (issue 23, B2): the README's rename-swap deploy with new names, `cp -a
+// build new && mv cur old && mv new cur && rm -rf old`, was held and stayed held (inotify,
+// 1 to 4 rounds of 5): the rename of `cur` to `old` could not land (`old` gone), went back
+// to the queue as the delete of `cur` and what is there now, and the delete of `cur` was
+// weighed with the index's whole tree below it, though that same tree had been counted
+// already as the deletes below `old` (and offset by the release renamed into `cur`).
+// The tree a rename moved is counted once.
+#[test]
+fn a_release_swapped_in_by_renames_whose_first_rename_comes_back_is_not_held() {
+    let n = 20;
+    // The tree: `cur` with n entries below it, 2 others; more than half of it and at
+    // least 10 entries deleted within the window are held.
+    let q = Queue::new(1, 1000, 1);
+    let rule = crate::config::DeleteBrake {
+        percent: 50,
+        count: 10,
+        window: Duration::from_secs(60),
+        settle: Duration::ZERO,
+    };
+    q.set_brake(Some(rule), vec!["r".into()], std::path::Path::new("c.xml"));
+    q.count_from(Box::new(move |_, rel: &std::path::Path| {
+        if rel == std::path::Path::new("cur") {
+            n
+        } else if rel.as_os_str().is_empty() {
+            n + 3
+        } else {
+            0
+        }
+    }));
+    q.set_trees(&[(RemoteId(0), Some(n + 3))]);
+    let below = |top: &str| -> Vec<PathBuf> {
+        std::iter::once(p(top))
+            .chain((0..n).map(|i| p(&format!("{top}/f{i}"))))
+            .collect()
+    };
+    let out = Item::Rename {
+        from: p("cur"),
+        to: p("old"),
+        dir: true,
+        below: vec![p("old")],
+    };
+    let swapped_in = Item::Rename {
+        from: p("new"),
+        to: p("cur"),
+        dir: true,
+        below: below("cur"),
+    };
+    // The worker takes the first rename; meanwhile the second and `rm -rf old`, each
+    // entry named.
+    q.push_batch(&[RemoteId(0)], &[out]);
+    let (_, taken) = q.try_take_at(Instant::now()).expect("the first rename");
+    assert!(matches!(taken, Job::Rename { .. }), "{taken:?}");
+    q.push_batch(&[RemoteId(0)], &[swapped_in]);
+    let mut gone: Vec<Item> = (0..n)
+        .map(|i| Item::Gone(p(&format!("old/f{i}")), false))
+        .collect();
+    gone.push(Item::Gone(p("old"), true));
+    q.push_batch(&[RemoteId(0)], &gone);
+    assert!(!q.held()[0].any(), "balanced by the release renamed in");
+    // It cannot land (`old` is gone): sent back as what it stands for.
+    let items = [
+        Item::Gone(p("cur"), true),
+        Item::Path(crate::sync::job::Entry::listing(p("cur")), false),
+        Item::Gone(p("old"), true),
+    ];
+    q.unrenamed(RemoteId(0), &taken, &items);
+    let held = q.held();
+    assert!(!held[0].any(), "the tree at cur counted twice: {held:?}");
+}
+
+// The same deploy, the outside run after the fix above (inotify, 3 rounds of 10): the
+// rename of `new` to `cur` could not land as one (part of `new` had landed, the rest
+// was still being pushed), went back as the delete of `new` (weighed with what the
+// index had below it, 1,150 entries) and the tree at `cur`, pushed: held, though
+// nothing of that tree was gone.
+#[test]
+fn a_directory_rename_sent_back_with_its_tree_at_the_new_name_deletes_nothing_of_it() {
+    let n = 20;
+    let q = Queue::new(1, 1000, 1);
+    let rule = crate::config::DeleteBrake {
+        percent: 50,
+        count: 10,
+        window: Duration::from_secs(60),
+        settle: Duration::ZERO,
+    };
+    q.set_brake(Some(rule), vec!["r".into()], std::path::Path::new("c.xml"));
+    q.count_from(Box::new(move |_, rel: &std::path::Path| {
+        if rel == std::path::Path::new("new") {
+            n
+        } else if rel.as_os_str().is_empty() {
+            n + 3
+        } else {
+            0
+        }
+    }));
+    q.set_trees(&[(RemoteId(0), Some(n + 3))]);
+    let below: Vec<PathBuf> = std::iter::once(p("cur"))
+        .chain((0..n).map(|i| p(&format!("cur/f{i}"))))
+        .collect();
+    q.push_batch(
+        &[RemoteId(0)],
+        &[Item::Rename {
+            from: p("new"),
+            to: p("cur"),
+            dir: true,
+            below: below.clone(),
+        }],
+    );
+    let (_, taken) = q.try_take_at(Instant::now()).expect("the rename");
+    assert!(matches!(taken, Job::Rename { .. }), "{taken:?}");
+    let mut items = vec![
+        Item::Gone(p("new"), true),
+        Item::Path(crate::sync::job::Entry::listing(p("cur")), false),
+    ];
+    items.extend(
+        (below.iter().skip(1)).map(|b| Item::Path(crate::sync::job::Entry::listing(b), false)),
+    );
+    q.unrenamed(RemoteId(0), &taken, &items);
+    let held = q.held();
+    assert!(!held[0].any(), "new's tree is at cur: {held:?}");
+    // Deleted after all (`rm -rf cur`): weighed then, and held.
+    let mut gone: Vec<Item> = (0..n)
+        .map(|i| Item::Gone(p(&format!("cur/f{i}")), false))
+        .collect();
+    gone.push(Item::Gone(p("cur"), true));
+    q.push_batch(&[RemoteId(0)], &gone);
+    assert!(q.held()[0].any(), "the tree deleted where it went");
+}

@@ -745,3 +745,44 @@ fn deletes_counted_together_go_without_settling_and_are_held_past_the_threshold(
     assert!(l.holding());
     assert!(l.take_at(1000, t0 + Duration::from_secs(5)).is_none());
 }
+
+// The outside run (issue 23, B4): `rsync -a --delete build/ app/` where the new
+// release has new directory names was held and stayed held (2 of 2): rsync deletes
+// `app/d0/...` and writes `app/n0/...`; only the new directories themselves were in a
+// directory deletes happened in, not the files written in them. What is written in a
+// directory written there (where it replaced deletes) replaces too, at any depth; a
+// directory that was there before does not become such a place.
+#[test]
+fn a_release_with_new_directory_names_written_where_one_was_deleted_is_released_by_itself() {
+    let now = Instant::now();
+    let mut l = braked(rule(50, 3), 12);
+    for d in ["d0", "d1"] {
+        for f in ["a", "b", "c", "d"] {
+            l.push_gone_at(p(&format!("app/{d}/{f}")), false, now);
+        }
+        l.push_gone_at(p(&format!("app/{d}")), true, now);
+    }
+    assert!(l.holding(), "10 of 12 entries deleted");
+    let mut released = None;
+    for d in ["n0", "n1"] {
+        released = released.or(l.count_write(&p(&format!("app/{d}")), now));
+        released = released.or(l.count_write(&p(&format!("app/{d}/sub")), now));
+        for f in ["a", "b", "c"] {
+            released = released.or(l.count_write(&p(&format!("app/{d}/sub/{f}")), now));
+        }
+    }
+    assert!(released.is_some(), "released by the new release's writes");
+    assert!(!l.holding());
+    // An upload into a directory that was there before does not offset an `rm -rf`
+    // beside it: `keep/` was not written where deletes happened.
+    let mut l = braked(rule(50, 3), 12);
+    for f in ["a", "b", "c", "d", "e", "f", "g"] {
+        l.push_gone_at(p(&format!("app/data/{f}")), false, now);
+    }
+    l.push_gone_at(p("app/data"), true, now);
+    assert!(l.holding());
+    for i in 0..20 {
+        assert_eq!(l.count_write(&p(&format!("app/keep/u{i}")), now), None);
+    }
+    assert!(l.holding(), "writes in an old directory beside it");
+}
