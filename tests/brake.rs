@@ -773,6 +773,63 @@ fn a_release_swapped_in_by_renames_is_not_held() {
     agent.stop();
 }
 
+// The outside run (B4): `rsync -a --delete build/ app/` whose release has new directory
+// names was held and stayed held: rsync deletes `app/d0/...` and writes `app/n0/...`,
+// and only the new directories themselves counted as written where the deletes were,
+// not the files in them. What is written in a directory written there counts too:
+// held at most for a moment, level when `--wait-synced` says so.
+#[test]
+fn a_release_synced_in_by_rsync_delete_with_new_directory_names_is_released_by_itself() {
+    let s = setup!();
+    for d in 0..10 {
+        for f in 0..10 {
+            s.write(format!("app/d{d}/f{f}.txt"), format!("old {d}/{f}\n"));
+        }
+    }
+    s.write("top.txt", "top\n");
+    let port = free_port("127.0.0.1");
+    let config_text = conf_with_brake(
+        &s,
+        r#"<deleteBrake percent="0" count="20" seconds="600"/>"#,
+        port,
+    );
+    let mut agent = start(&s, &config_text, &["-r"]);
+    s.wait(&mut agent, "the tree before");
+    for round in 0..2 {
+        let build = s.dir.mkdir_p(format!("build{round}"));
+        for d in 0..12 {
+            for f in 0..12 {
+                s.dir.write(
+                    format!("build{round}/n{round}{d}/g{f}.txt"),
+                    format!("new {round} {d}/{f}\n"),
+                );
+            }
+        }
+        let mut from = build.into_os_string();
+        from.push("/");
+        run_ok(
+            std::process::Command::new("rsync")
+                .args(["-a", "--delete"])
+                .arg(from)
+                .arg(s.p("app")),
+        );
+        let out = wait_synced(&s.dir, 120);
+        assert!(
+            out.status.success(),
+            "round {round}: {}\n{}",
+            text(&out),
+            tail(&agent.log(), 30)
+        );
+        for r in s.remotes() {
+            if let Err(e) = trees_equal(&s.src, &r) {
+                panic!("round {round}: synced, but {}: {e}", r.display());
+            }
+        }
+        assert_eq!(remote_status(port, 0)["held_deletes"], 0, "round {round}");
+    }
+    agent.stop();
+}
+
 /// A tree of 2 x `dirs` x `files` entries at `data/` and `keep/` (a smaller one) in `s`,
 /// mirrored with the default brake: the status port and the agent.
 fn data_and_keep(s: &Setup, dirs: usize, files: usize) -> (u16, Agent) {

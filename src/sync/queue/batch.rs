@@ -68,11 +68,14 @@ impl Queue {
     /// the count it has otherwise is the last checkpoint's, up to seconds old (a
     /// release copied in just before the old one is deleted, `cp -a v1 v2 && ln -sfn
     /// v2 current && rm -rf v1`, was held: v1 was more than half of the tree before v2).
+    /// A directory rename may delete too (its plain form, the delete of its old name:
+    /// `cp -a build new && mv cur old && mv new cur && rm -rf old` was held when `mv
+    /// new cur` came while part of `new` still waited, against the size before the
+    /// copy).
     fn tree_now(&self, t: Option<RemoteId>, changes: &[Item]) -> usize {
+        let deletes = |c: &Item| matches!(c, Item::Gone(..) | Item::Rename { dir: true, .. });
         match (self.index.get(), t) {
-            (Some(ix), Some(t)) if changes.iter().any(|c| matches!(c, Item::Gone(..))) => {
-                ix(t, Path::new(""))
-            }
+            (Some(ix), Some(t)) if changes.iter().any(deletes) => ix(t, Path::new("")),
             _ => 0,
         }
     }
@@ -196,9 +199,13 @@ impl Queue {
 
     /// Queues `changes` for `t` carrying the mark `job` (taken) is in flight with.
     fn requeue_carrying(&self, t: RemoteId, job: &Job, changes: &[Item], held_below: &[usize]) {
+        let tree = self.tree_now(Some(t), changes);
         let now = Instant::now();
         let mut st = self.lock();
         let pending = &mut st.remotes[t.0].pending;
+        if tree > 0 && pending.braking() {
+            pending.set_tree(Some(tree));
+        }
         let carry = match job {
             Job::Rename { from, .. } => pending.inflight_mark(from),
             _ => None,

@@ -565,3 +565,55 @@ fn a_directory_rename_sent_back_with_its_tree_at_the_new_name_deletes_nothing_of
     q.push_batch(&[RemoteId(0)], &gone);
     assert!(q.held()[0].any(), "the tree deleted where it went");
 }
+
+// The same deploy, traced (inotify, 1 round of 8 after the fix above): `mv new cur` came
+// while part of the copy into `new` still waited to be pushed, so the rename went as its
+// plain form at once and the delete of `new` was weighed with what the index had below
+// it (1,679 entries, landed). The brake's share was of the tree as the last batch with a
+// delete had it, before the copy (2,022 entries): held. A batch with a directory rename
+// reads the tree's size as the index has it now too (3,701 entries: not half).
+#[test]
+fn a_directory_rename_gone_plain_is_weighed_against_the_tree_as_it_is_now() {
+    let (old, copied) = (20, 18);
+    let q = Queue::new(1, 1000, 1);
+    let rule = crate::config::DeleteBrake {
+        percent: 50,
+        count: 10,
+        window: Duration::from_secs(60),
+        settle: Duration::ZERO,
+    };
+    q.set_brake(Some(rule), vec!["r".into()], std::path::Path::new("c.xml"));
+    q.count_from(Box::new(move |_, rel: &std::path::Path| {
+        if rel == std::path::Path::new("new") {
+            copied
+        } else if rel.as_os_str().is_empty() {
+            old + copied
+        } else {
+            0
+        }
+    }));
+    // The size the brake had: before the copy.
+    q.set_trees(&[(RemoteId(0), Some(old))]);
+    // The last file of the copy still waits to be pushed.
+    q.push_batch(
+        &[RemoteId(0)],
+        &[Item::Path(
+            crate::sync::job::Entry::plain(p("new/last")),
+            false,
+        )],
+    );
+    let below: Vec<PathBuf> = std::iter::once(p("cur"))
+        .chain((0..copied).map(|i| p(&format!("cur/f{i}"))))
+        .collect();
+    q.push_batch(
+        &[RemoteId(0)],
+        &[Item::Rename {
+            from: p("new"),
+            to: p("cur"),
+            dir: true,
+            below,
+        }],
+    );
+    let held = q.held();
+    assert!(!held[0].any(), "18 of 38 entries: {held:?}");
+}
