@@ -181,6 +181,20 @@ fn a_directory_listed_while_out_of_descriptors_is_walked_again_and_pushed() {
     }
     let mut agent = s.agent(&["-r"]);
     s.wait(&mut agent, "the empty bulk directory is mirrored");
+    // The start's work done, so that no descriptor it holds is closed after the limit
+    // is set (a clean-clone run: the remotes were level, the index not yet rebuilt, and
+    // the walk found a descriptor freed by then).
+    let start_done = |log: &str| {
+        log.contains("rebuilt: ")
+            && (log.lines())
+                .filter(|l| l.contains("full sync of") && l.contains(" done in "))
+                .count()
+                >= 2
+    };
+    wait_until("the start's full syncs and index done", DEADLINE, || {
+        agent.assert_running();
+        start_done(&agent.log())
+    });
     let pid = agent.pid();
     // The agent's next open fails with "Too many open files" from here on.
     let old = set_nofile(pid, Some(lowest_free_fd(pid)), None);
