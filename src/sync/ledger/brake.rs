@@ -43,10 +43,7 @@ pub(super) struct Brake {
     /// directory deleted or in a directory deletes happened in (see
     /// [`Ledger::count_write`]).
     deleted_at: HashMap<PathBuf, (Instant, bool)>,
-    /// Paths written within the window where they replaced deletes (see
-    /// [`Brake::replaces`]), with the time: a directory among them made a release's
-    /// new directory, and what is written in it replaces too (`rsync -a --delete
-    /// build/ app/` with new directory names).
+    /// Written where they replaced deletes, and when: what is written in them does too.
     made: HashMap<PathBuf, Instant>,
     /// The hold began because deletes came past the threshold (not an empty root, nor
     /// the fail log): it ends by itself once as much is written again (a deploy that
@@ -617,6 +614,11 @@ impl Ledger {
     /// The marks of what is held (not on the remote yet).
     pub(super) fn held_marks(&self) -> impl Iterator<Item = Mark> + '_ {
         (self.brake.held.values().map(|(_, m)| *m)).chain(self.brake.held_full)
+    }
+
+    /// What is held, by path (see `Ledger::push_rename_at`).
+    pub(super) fn held_map(&self) -> &BTreeMap<Key, (bool, Mark)> {
+        &self.brake.held
     }
 
     /// A delete queued at `now`: `path` is gone (`dir`: it was a directory). Counted

@@ -232,7 +232,12 @@ impl Ledger {
             || !related(&self.by_path, &from).is_empty()
             || !related(&self.by_path, &to).is_empty()
             || !related(&self.rename_keys, &from).is_empty()
-            || !related(&self.rename_keys, &to).is_empty();
+            || !related(&self.rename_keys, &to).is_empty()
+            // Deletes held at, above or below either name: moved as one on the remote,
+            // what they stand for would move out from under them (simulator seed
+            // 95005538: `mv -T e/d d` took `e/d/e`, held, to `d/e` for good).
+            || !related(self.held_map(), &from).is_empty()
+            || !related(self.held_map(), &to).is_empty();
         if busy {
             self.dissolve_related(&from);
             self.dissolve_related(&to);

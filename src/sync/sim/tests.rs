@@ -388,6 +388,14 @@ fn seeds_that_found_defects_stay_fixed() {
         reads: true,
         ..Faults::DEFAULT
     };
+    // `SIM_FAULTS=stops,overflows,outages,timeouts,hangs,reloads,roots,hardlinks,brake,
+    // reads`: the brake beside the other faults.
+    let brake_reads = Faults {
+        dir_only: false,
+        symlinks: false,
+        brake: true,
+        ..reads
+    };
     // Every default fault and the warm restart's (`warm`).
     let warm = Faults {
         warm: true,
@@ -551,6 +559,12 @@ fn seeds_that_found_defects_stay_fixed() {
         // went as its parent's listing) deleted the file that a push beside it had
         // landed and been paid for (38837 of `reads`).
         (38_837, reads),
+        // A directory rename moved as one on the remote (`mv -T e/d d`) while deletes
+        // below its old name were held: the remote's old tree, a held path among it,
+        // went to `d` and stayed there after the release (95005538); a barrier said
+        // synced with such a path on the remote (95016505).
+        (95_005_538, brake_reads),
+        (95_016_505, brake_reads),
     ];
     for (seed, faults) in seeds {
         let ended = history_with(seed, STEPS, faults);
