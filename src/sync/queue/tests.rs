@@ -449,24 +449,7 @@ fn a_release_swapped_in_by_renames_whose_first_rename_comes_back_is_not_held() {
     let n = 20;
     // The tree: `cur` with n entries below it, 2 others; more than half of it and at
     // least 10 entries deleted within the window are held.
-    let q = Queue::new(1, 1000, 1);
-    let rule = crate::config::DeleteBrake {
-        percent: 50,
-        count: 10,
-        window: Duration::from_secs(60),
-        settle: Duration::ZERO,
-    };
-    q.set_brake(Some(rule), vec!["r".into()], std::path::Path::new("c.xml"));
-    q.count_from(Box::new(move |_, rel: &std::path::Path| {
-        if rel == std::path::Path::new("cur") {
-            n
-        } else if rel.as_os_str().is_empty() {
-            n + 3
-        } else {
-            0
-        }
-    }));
-    q.set_trees(&[(RemoteId(0), Some(n + 3))]);
+    let q = braked_counting("cur", n, n + 3, n + 3);
     let below = |top: &str| -> Vec<PathBuf> {
         std::iter::once(p(top))
             .chain((0..n).map(|i| p(&format!("{top}/f{i}"))))
@@ -515,24 +498,7 @@ fn a_release_swapped_in_by_renames_whose_first_rename_comes_back_is_not_held() {
 #[test]
 fn a_directory_rename_sent_back_with_its_tree_at_the_new_name_deletes_nothing_of_it() {
     let n = 20;
-    let q = Queue::new(1, 1000, 1);
-    let rule = crate::config::DeleteBrake {
-        percent: 50,
-        count: 10,
-        window: Duration::from_secs(60),
-        settle: Duration::ZERO,
-    };
-    q.set_brake(Some(rule), vec!["r".into()], std::path::Path::new("c.xml"));
-    q.count_from(Box::new(move |_, rel: &std::path::Path| {
-        if rel == std::path::Path::new("new") {
-            n
-        } else if rel.as_os_str().is_empty() {
-            n + 3
-        } else {
-            0
-        }
-    }));
-    q.set_trees(&[(RemoteId(0), Some(n + 3))]);
+    let q = braked_counting("new", n, n + 3, n + 3);
     let below: Vec<PathBuf> = std::iter::once(p("cur"))
         .chain((0..n).map(|i| p(&format!("cur/f{i}"))))
         .collect();
@@ -575,25 +541,8 @@ fn a_directory_rename_sent_back_with_its_tree_at_the_new_name_deletes_nothing_of
 #[test]
 fn a_directory_rename_gone_plain_is_weighed_against_the_tree_as_it_is_now() {
     let (old, copied) = (20, 18);
-    let q = Queue::new(1, 1000, 1);
-    let rule = crate::config::DeleteBrake {
-        percent: 50,
-        count: 10,
-        window: Duration::from_secs(60),
-        settle: Duration::ZERO,
-    };
-    q.set_brake(Some(rule), vec!["r".into()], std::path::Path::new("c.xml"));
-    q.count_from(Box::new(move |_, rel: &std::path::Path| {
-        if rel == std::path::Path::new("new") {
-            copied
-        } else if rel.as_os_str().is_empty() {
-            old + copied
-        } else {
-            0
-        }
-    }));
     // The size the brake had: before the copy.
-    q.set_trees(&[(RemoteId(0), Some(old))]);
+    let q = braked_counting("new", copied, old + copied, old);
     // The last file of the copy still waits to be pushed.
     q.push_batch(
         &[RemoteId(0)],
@@ -616,4 +565,29 @@ fn a_directory_rename_gone_plain_is_weighed_against_the_tree_as_it_is_now() {
     );
     let held = q.held();
     assert!(!held[0].any(), "18 of 38 entries: {held:?}");
+}
+
+/// A queue of one remote whose brake holds more than half of the tree and at least 10
+/// deletes within a minute, at once (no settle time); the index counts `below` entries
+/// below `dir`, `tree` in the whole tree, and the brake's size of the tree is `size`.
+fn braked_counting(dir: &'static str, below: usize, tree: usize, size: usize) -> Queue {
+    let q = Queue::new(1, 1000, 1);
+    let rule = crate::config::DeleteBrake {
+        percent: 50,
+        count: 10,
+        window: Duration::from_secs(60),
+        settle: Duration::ZERO,
+    };
+    q.set_brake(Some(rule), vec!["r".into()], std::path::Path::new("c.xml"));
+    q.count_from(Box::new(move |_, rel: &std::path::Path| {
+        if rel == std::path::Path::new(dir) {
+            below
+        } else if rel.as_os_str().is_empty() {
+            tree
+        } else {
+            0
+        }
+    }));
+    q.set_trees(&[(RemoteId(0), Some(size))]);
+    q
 }
