@@ -751,19 +751,7 @@ fn a_release_swapped_in_by_renames_is_not_held() {
         fs::rename(s.p("cur"), s.p("old")).expect("mv cur old");
         fs::rename(s.p("new"), s.p("cur")).expect("mv new cur");
         remove_dir_all(s.p("old"));
-        let out = wait_synced(&s.dir, 120);
-        assert!(
-            out.status.success(),
-            "round {round}: {}\n{}",
-            text(&out),
-            tail(&agent.log(), 30)
-        );
-        for r in s.remotes() {
-            if let Err(e) = trees_equal(&s.src, &r) {
-                panic!("round {round}: synced, but {}: {e}", r.display());
-            }
-        }
-        assert_eq!(remote_status(port, 0)["held_deletes"], 0, "round {round}");
+        level_and_nothing_held(&s, &agent, port, round);
     }
     assert!(
         !agent.log().contains("held by the brake"),
@@ -813,21 +801,27 @@ fn a_release_synced_in_by_rsync_delete_with_new_directory_names_is_released_by_i
                 .arg(from)
                 .arg(s.p("app")),
         );
-        let out = wait_synced(&s.dir, 120);
-        assert!(
-            out.status.success(),
-            "round {round}: {}\n{}",
-            text(&out),
-            tail(&agent.log(), 30)
-        );
-        for r in s.remotes() {
-            if let Err(e) = trees_equal(&s.src, &r) {
-                panic!("round {round}: synced, but {}: {e}", r.display());
-            }
-        }
-        assert_eq!(remote_status(port, 0)["held_deletes"], 0, "round {round}");
+        level_and_nothing_held(&s, &agent, port, round);
     }
     agent.stop();
+}
+
+/// After a deploy's `round`: `--wait-synced` says synced, every remote equals the
+/// source, and the first remote holds no delete.
+fn level_and_nothing_held(s: &Setup, agent: &Agent, port: u16, round: usize) {
+    let out = wait_synced(&s.dir, 120);
+    assert!(
+        out.status.success(),
+        "round {round}: {}\n{}",
+        text(&out),
+        tail(&agent.log(), 30)
+    );
+    for r in s.remotes() {
+        if let Err(e) = trees_equal(&s.src, &r) {
+            panic!("round {round}: synced, but {}: {e}", r.display());
+        }
+    }
+    assert_eq!(remote_status(port, 0)["held_deletes"], 0, "round {round}");
 }
 
 /// A tree of 2 x `dirs` x `files` entries at `data/` and `keep/` (a smaller one) in `s`,

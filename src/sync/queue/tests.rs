@@ -450,11 +450,6 @@ fn a_release_swapped_in_by_renames_whose_first_rename_comes_back_is_not_held() {
     // The tree: `cur` with n entries below it, 2 others; more than half of it and at
     // least 10 entries deleted within the window are held.
     let q = braked_counting("cur", n, n + 3, n + 3);
-    let below = |top: &str| -> Vec<PathBuf> {
-        std::iter::once(p(top))
-            .chain((0..n).map(|i| p(&format!("{top}/f{i}"))))
-            .collect()
-    };
     let out = Item::Rename {
         from: p("cur"),
         to: p("old"),
@@ -465,7 +460,7 @@ fn a_release_swapped_in_by_renames_whose_first_rename_comes_back_is_not_held() {
         from: p("new"),
         to: p("cur"),
         dir: true,
-        below: below("cur"),
+        below: tree_of("cur", n),
     };
     // The worker takes the first rename; meanwhile the second and `rm -rf old`, each
     // entry named.
@@ -499,9 +494,7 @@ fn a_release_swapped_in_by_renames_whose_first_rename_comes_back_is_not_held() {
 fn a_directory_rename_sent_back_with_its_tree_at_the_new_name_deletes_nothing_of_it() {
     let n = 20;
     let q = braked_counting("new", n, n + 3, n + 3);
-    let below: Vec<PathBuf> = std::iter::once(p("cur"))
-        .chain((0..n).map(|i| p(&format!("cur/f{i}"))))
-        .collect();
+    let below = tree_of("cur", n);
     q.push_batch(
         &[RemoteId(0)],
         &[Item::Rename {
@@ -551,9 +544,7 @@ fn a_directory_rename_gone_plain_is_weighed_against_the_tree_as_it_is_now() {
             false,
         )],
     );
-    let below: Vec<PathBuf> = std::iter::once(p("cur"))
-        .chain((0..copied).map(|i| p(&format!("cur/f{i}"))))
-        .collect();
+    let below = tree_of("cur", copied);
     q.push_batch(
         &[RemoteId(0)],
         &[Item::Rename {
@@ -590,4 +581,11 @@ fn braked_counting(dir: &'static str, below: usize, tree: usize, size: usize) ->
     }));
     q.set_trees(&[(RemoteId(0), Some(size))]);
     q
+}
+
+/// `top` and `n` files below it, `top/f0` onwards.
+fn tree_of(top: &str, n: usize) -> Vec<PathBuf> {
+    std::iter::once(p(top))
+        .chain((0..n).map(|i| p(&format!("{top}/f{i}"))))
+        .collect()
 }
