@@ -129,6 +129,41 @@ fn a_released_directory_goes_as_its_whole_tree() {
     assert!(a.listing && a.tree, "a as its whole tree: {job:?}");
 }
 
+// The simulator (the brake beside every fault, seed 95003574): `mv b ../old` held
+// the delete of `b`; a file `b` written ended the hold by itself, so `b` waited as
+// its whole tree; that file deleted held `b` again, as a file's delete; `mkdir b`,
+// and the release pushed `b` as the directory it was then, one level: the old tree's
+// `b/b`, `b/d` stayed on the remote. A tree waiting at a name deleted again is held
+// as a directory's delete, released as its whole tree.
+#[test]
+fn a_tree_waiting_where_a_file_is_deleted_is_held_as_a_directory() {
+    let now = Instant::now();
+    let mut l = braked(rule(0, 3), 10);
+    for name in ["b/b", "b/d"] {
+        l.push_gone_at(p(name), false, now);
+    }
+    l.push_gone_at(p("b"), true, now);
+    assert!(l.holding());
+    l.push_at(Entry::plain("b"), false, now);
+    assert!(l.count_write(&p("b"), now).is_some(), "ended by the write");
+    assert!(!l.holding());
+    // The file `b` deleted, and two more (the count starts afresh at a release): past
+    // the count again, held with what waits at `b`.
+    for name in ["b", "x", "y"] {
+        l.push_gone_at(p(name), false, now);
+    }
+    assert!(l.holding());
+    let (held, _) = l.held_owed();
+    let b = held.iter().find(|e| e.path == p("b")).expect("b held");
+    assert!(b.listing, "held as a directory's delete: {held:?}");
+    // `mkdir b`, then the release: `b` goes as its whole tree.
+    l.push_at(Entry::plain("b"), false, now);
+    l.release_deletes(now);
+    let job = taken(&mut l);
+    let b = job.iter().find(|e| e.path == p("b")).expect("b goes");
+    assert!(b.listing && b.tree, "b as its whole tree: {job:?}");
+}
+
 // The outside run: with fanotify, `rm -rf big` (1,831 entries) after a restart came
 // as one delete, of `big` (what was in it could not be named any more), and the
 // brake never held it. A deleted directory counts what the index says it held,
