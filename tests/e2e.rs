@@ -50,6 +50,63 @@ fn create_modify_delete_files_and_nested_dirs() {
     agent.stop();
 }
 
+// Debian's rsync 3.2.7-1+deb12u5 (and upstream 3.4.3) refuses the entry that
+// `--delete-missing-args` sends for a missing argument: the whole call fails, exit 2,
+// and every push that deleted anything failed for good. The agent finds that out and
+// deletes through the directories' listings; with any rsync, deletes of every shape
+// land (files, trees, names with wildcards and spaces, beside pushes).
+#[test]
+fn deletes_land_whatever_the_remotes_rsync_does_with_missing_arguments() {
+    let s = setup!();
+    let mut agent = s.agent(&[]);
+    for f in [
+        "d/keep", "d/gone", "d/sub/x", "d/a[1]*", "d/sp ace", "top", "e/f/g", "e/h",
+    ] {
+        s.write(f, b"x\n");
+    }
+    s.wait(&mut agent, "the tree");
+    for f in ["d/gone", "d/a[1]*", "d/sp ace", "top"] {
+        remove_file(s.p(f));
+    }
+    remove_dir_all(s.p("d/sub"));
+    remove_dir_all(s.p("e"));
+    s.write("d/new", b"new\n");
+    s.wait(&mut agent, "files and trees deleted beside a new file");
+    // A name deleted and made again as a directory, another deleted beside it.
+    remove_file(s.p("d/keep"));
+    s.write("d/keep/inside", b"in\n");
+    remove_file(s.p("d/new"));
+    s.wait(
+        &mut agent,
+        "a file replaced by a directory, another deleted",
+    );
+    let log = agent.log();
+    assert_eq!(
+        log.contains("refuses --delete-missing-args"),
+        rsync_refuses_missing_args(),
+        "said exactly when this rsync refuses them:\n{log}"
+    );
+    agent.stop();
+}
+
+/// Does this rsync's receiver refuse the entry `--delete-missing-args` sends? A local
+/// copy of a name that is missing.
+fn rsync_refuses_missing_args() -> bool {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::create_dir(dir.path().join("dst")).expect("dst");
+    let out = Command::new("rsync")
+        .args(["-a", "-R", "--delete-missing-args", "./gone", "dst/"])
+        .current_dir(dir.path())
+        .output()
+        .expect("rsync runs");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    match out.status.code() {
+        Some(0) => false,
+        Some(2) if said.contains("invalid file mode 00") => true,
+        other => panic!("rsync --delete-missing-args of a missing name: {other:?}: {said}"),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 2. cp -a of a big tree
 // ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ use super::bigfiles::Transfer;
 use super::job::{Entry, Job};
 use crate::config::{Remote, RsyncOptions};
 
+mod missing;
 mod outcome;
 pub mod progress2;
 mod renames;
@@ -31,6 +32,7 @@ mod run;
 mod ssh;
 mod view;
 
+pub use missing::{ignoring_missing_args, missing_in_place, refuses_missing_args};
 pub use outcome::{condense, describe_status, is_success, Outcome, STDERR_KEEP, STDERR_READ};
 pub use run::{terminate_running, Processes, Runner, Watch, LONG_PUSH};
 pub use ssh::{ssh_command, CONNECT_TIMEOUT, IO_TIMEOUT, SSH_PERSIST};

@@ -203,6 +203,9 @@ pub struct Mirror {
     big: OnceLock<crate::config::BigFiles>,
     /// Per target: the big files its copy is known to hold (`sync::bigfiles`).
     known: Vec<Mutex<super::bigfiles::Known>>,
+    /// Per target: its receiver refuses `--delete-missing-args` (found by a call's
+    /// answer): deletes go in calls of their own (`rsync::missing`).
+    refusing: Vec<AtomicBool>,
 }
 
 /// Workers by default per remote: one for a burst's call, one for a single edit beside a
@@ -241,6 +244,7 @@ impl Mirror {
     ) -> Self {
         let stats = targets.iter().map(|_| Stats::default()).collect();
         let known = targets.iter().map(|_| Mutex::default()).collect();
+        let refusing = targets.iter().map(|_| AtomicBool::new(false)).collect();
         // What a fail log from before owes goes to the ledger (the queue), the one
         // record of it from now on; it counts as changes made now.
         let now = Instant::now();
@@ -269,6 +273,7 @@ impl Mirror {
             index: OnceLock::new(),
             big: OnceLock::new(),
             known,
+            refusing,
         }
     }
 

@@ -275,6 +275,7 @@ fn shape(
     excludes: &Excludes,
     source: &Tree,
     remote: &Tree,
+    listing_deletes: bool,
 ) -> Shape {
     let dirs: Vec<Vec<u8>> = source
         .iter()
@@ -297,7 +298,21 @@ fn shape(
                     .filter(|d| d.is_empty() || source.get(*d) == Some(&Node::Dir))
                     .flat_map(|d| excluded_in(source, excludes, d))
                     .collect();
-                let (argv, stdin) = t.argv(&Job::Paths(paths), &excluded);
+                let names: Vec<PathBuf> = paths.iter().map(|e| e.path.clone()).collect();
+                let (mut argv, stdin) = t.argv(&Job::Paths(paths), &excluded);
+                if listing_deletes && t.delete {
+                    // As the workers push to a receiver that refuses
+                    // `--delete-missing-args` (`rsync::missing`): the deletes first, as
+                    // listings, then the call with its missing arguments skipped.
+                    let missing = crate::sync::rsync::missing_in_place(&t.root, &names);
+                    let mut calls = t.delete_argvs(&missing);
+                    crate::sync::rsync::ignoring_missing_args(&mut argv);
+                    calls.push((argv, stdin));
+                    return Shape {
+                        name: "paths, deletes as listings".into(),
+                        calls,
+                    };
+                }
                 return Shape {
                     name: "paths".into(),
                     calls: vec![(argv, stdin)],
@@ -565,6 +580,59 @@ fn differences(real: &Tree, model: &Tree) -> Vec<String> {
         .collect()
 }
 
+/// The calls of `shape` as the workers send them to a receiver that refuses
+/// `--delete-missing-args` (`rsync::missing`): a call with it goes as the deletes of its
+/// missing arguments first, as listings, then itself with them skipped.
+fn as_to_a_refusing_receiver(t: &Target, shape: Shape) -> Shape {
+    let mut calls = Vec::new();
+    for (mut argv, stdin) in shape.calls {
+        if argv.iter().any(|a| a == "--delete-missing-args") {
+            let names: Vec<PathBuf> = (argv.iter())
+                .filter_map(|a| a.as_bytes().strip_prefix(b"./"))
+                .filter(|a| !a.is_empty())
+                .map(|a| path(a.strip_suffix(b"/").unwrap_or(a)))
+                .collect();
+            let missing = crate::sync::rsync::missing_in_place(&t.root, &names);
+            calls.extend(t.delete_argvs(&missing));
+            crate::sync::rsync::ignoring_missing_args(&mut argv);
+        }
+        calls.push((argv, stdin));
+    }
+    Shape {
+        name: shape.name,
+        calls,
+    }
+}
+
+/// Does the daemon's rsync refuse the entry `--delete-missing-args` sends for a missing
+/// argument (`rsync::missing`)? One push of a name that exists on neither side.
+fn refuses_missing_args(daemon: &Daemon, scratch: &Path) -> Result<bool, String> {
+    let root = scratch.join("probe");
+    std::fs::create_dir_all(&root).map_err(|e| format!("mkdir probe: {e}"))?;
+    let argv: Vec<OsString> = [
+        "-a".to_owned(),
+        "-R".to_owned(),
+        "--delete-missing-args".to_owned(),
+        format!("--port={}", daemon.port),
+        "./sersync2-probe-missing".to_owned(),
+        format!("127.0.0.1::{}", daemon.module),
+    ]
+    .map(OsString::from)
+    .to_vec();
+    let (status, stderr) = run_rsync(&root, &argv, &[])?;
+    let outcome = crate::sync::rsync::Outcome {
+        status,
+        stderr,
+        elapsed: std::time::Duration::ZERO,
+    };
+    let _ = std::fs::remove_dir_all(&root);
+    match status {
+        0 => Ok(false),
+        _ if crate::sync::rsync::refuses_missing_args(&outcome) => Ok(true),
+        _ => Err(format!("exit {status}: {}", outcome.stderr.trim())),
+    }
+}
+
 /// Runs real rsync: cwd the source root, `stdin` fed.
 fn run_rsync(root: &Path, argv: &[OsString], stdin: &[u8]) -> Result<(i32, String), String> {
     let mut child = Command::new("rsync")
@@ -609,7 +677,7 @@ fn shown(argv: &[OsString], stdin: &[u8]) -> String {
 }
 
 /// One case: `Err` with the whole story when rsync and the model disagree.
-fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
+fn case(seed: u64, daemon: &Daemon, scratch: &Path, refusing: bool) -> Result<String, String> {
     let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
     let mut source = random_tree(&mut rng);
     let mut remote = random_remote(&mut rng, &source);
@@ -711,7 +779,21 @@ fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
             name: format!("big file {how:?}"),
             calls: vec![t.argv_as(&Job::Paths(vec![Entry::plain(path(&p))]), &[], how)],
         },
-        None => shape(&mut rng, &mut t, &excludes, &source, &remote),
+        // Deletes as listings where the receiver refuses `--delete-missing-args`, as
+        // the workers push then, and in a third of the cases anyway.
+        None => shape(
+            &mut rng,
+            &mut t,
+            &excludes,
+            &source,
+            &remote,
+            refusing || seed.is_multiple_of(3),
+        ),
+    };
+    let shape = if refusing {
+        as_to_a_refusing_receiver(&t, shape)
+    } else {
+        shape
     };
     let mut modelled = remote.clone();
     let mut story = format!(
@@ -735,7 +817,7 @@ fn case(seed: u64, daemon: &Daemon, scratch: &Path) -> Result<String, String> {
                 break;
             }
         };
-        let ran = model::rsync(&root, &mut modelled, argv, stdin);
+        let ran = model::rsync_on(&root, &mut modelled, argv, stdin, refusing);
         if ran.stderr.starts_with("model:") {
             // A case the model says it does not know (the simulator fails on it too).
             result = Ok(format!("not modelled ({})", ran.stderr));
@@ -844,11 +926,19 @@ fn the_rsync_model_agrees_with_real_rsync() {
             seeds
         }
     };
+    let refusing = match refuses_missing_args(&daemon, scratch.path()) {
+        Ok(r) => r,
+        Err(e) => panic!("cannot ask rsync about --delete-missing-args: {e}"),
+    };
+    println!(
+        "this rsync {} --delete-missing-args",
+        if refusing { "refuses" } else { "takes" }
+    );
     let started = Instant::now();
     let mut failures = Vec::new();
     let mut shapes: std::collections::BTreeMap<String, usize> = Default::default();
     for &seed in &seeds {
-        match case(seed, &daemon, scratch.path()) {
+        match case(seed, &daemon, scratch.path(), refusing) {
             Ok(name) => *shapes.entry(name).or_default() += 1,
             Err(story) => {
                 failures.push(story);

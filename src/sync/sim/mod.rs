@@ -506,6 +506,12 @@ pub struct Faults {
     /// pushes), as a full sync always does here: what the call sends or deletes is the
     /// tree as it was when it started. Not in the default mix: its own test runs it.
     reads: bool,
+    /// `refusing`: every remote's rsync refuses the entries `--delete-missing-args`
+    /// sends (exit 2, nothing changed: Debian's 3.2.7-1+deb12u5, upstream 3.4.3), so
+    /// the agent finds that out and deletes through listings (`rsync::missing`). Takes
+    /// nothing from the seed's random sequence. Not in the default mix: its own test
+    /// runs it.
+    refusing: bool,
 }
 
 impl Faults {
@@ -528,6 +534,7 @@ impl Faults {
         brake: false,
         rules: false,
         reads: false,
+        refusing: false,
     };
 
     /// What the test run draws: every fault and part of the model.
@@ -565,6 +572,7 @@ pub fn faults() -> Faults {
                 brake: on("brake"),
                 rules: on("rules"),
                 reads: on("reads"),
+                refusing: on("refusing"),
             }
         }
         // Every fault (the directory-only exclude and symlinks to entries joined once

@@ -250,6 +250,14 @@ fn parse(argv: &[OsString], stdin: &[u8]) -> Result<Opts, String> {
         }
         let mut read = Vec::new();
         for r in stdin.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+            if r.starts_with(b"+ ") {
+                // An include (`rsync::missing`'s deletes): rsync's own rule syntax.
+                match crate::config::rules::parse(r) {
+                    Ok(rule) => read.push(Filter::Rsync(rule)),
+                    Err(e) => return Err(format!("a stdin rule the model does not know: {e}")),
+                }
+                continue;
+            }
             let Some(p) = r.strip_prefix(b"- ") else {
                 return Err(format!("a stdin rule the model does not know: {r:?}"));
             };
@@ -258,6 +266,21 @@ fn parse(argv: &[OsString], stdin: &[u8]) -> Result<Opts, String> {
         o.rules.splice(at..at, read);
     }
     Ok(o)
+}
+
+/// The missing argument a receiver that refuses mode-0 entries stops at, if any: the
+/// first one that does not exist (ENOENT), excluded or not. (Real rsync lets one
+/// through now and then, where the sender writes no mode for the entry; the agent,
+/// once refused, sends none: `differential.rs` sends such a receiver only what the
+/// agent does.)
+fn refused_entry(root: &Path, o: &Opts) -> Option<Vec<u8>> {
+    o.sources.iter().map(|a| parse_arg(a)).find_map(|arg| {
+        let src = join(&arg.top, &arg.rel);
+        let missing = !src.is_empty()
+            && std::fs::symlink_metadata(root.join(std::ffi::OsStr::from_bytes(&src)))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        missing.then_some(arg.rel)
+    })
 }
 
 /// `path` with its `.` and `..` components resolved (`None`: above the top).
@@ -306,6 +329,20 @@ fn parse_arg(a: &[u8]) -> Arg {
 
 /// Runs one rsync command line: reads the source below `root`, changes `remote`.
 pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) -> Ran {
+    rsync_on(root, remote, argv, stdin, false)
+}
+
+/// [`rsync`] against a receiver that `refuses` the entry `--delete-missing-args` sends
+/// for an argument missing at the source (mode 0): it aborts at the file list, before
+/// anything changes, exit 2 (Debian's 3.2.7-1+deb12u5, upstream 3.4.3: rsync issue
+/// #910; see `rsync::missing`).
+pub fn rsync_on(
+    root: &Path,
+    remote: &mut Tree,
+    argv: &[OsString],
+    stdin: &[u8],
+    refuses: bool,
+) -> Ran {
     let o = match parse(argv, stdin) {
         Ok(o) => o,
         Err(e) => {
@@ -315,6 +352,18 @@ pub fn rsync(root: &Path, remote: &mut Tree, argv: &[OsString], stdin: &[u8]) ->
             }
         }
     };
+    if refuses && o.delete_missing {
+        if let Some(rel) = refused_entry(root, &o) {
+            return Ran {
+                status: 2,
+                stderr: format!(
+                    "invalid file mode 00 for {} [Receiver]\nrsync error: protocol \
+                     incompatibility (code 2) at flist.c(874) [Receiver=3.2.7]",
+                    String::from_utf8_lossy(&rel)
+                ),
+            };
+        }
+    }
     let (_, sub) = split_dest(&o.dest);
     // `--existing --ignore-existing`: nothing is made or updated, only deleted.
     let only_delete = o.existing && o.ignore_existing;

@@ -84,7 +84,7 @@ impl Sim {
                 let ran = if ssh {
                     model::remote_mv(&mut after, argv)
                 } else {
-                    model::rsync(&root, &mut after, argv, stdin)
+                    model::rsync_on(&root, &mut after, argv, stdin, st.faults.refusing)
                 };
                 if ran.stderr.starts_with("model:") {
                     let why = format!("{}: {line}", ran.stderr);
@@ -122,10 +122,11 @@ impl Sim {
             ));
             return outcome(status, stderr);
         }
+        let refusing = st.faults.refusing;
         let ran = if ssh {
             model::remote_mv(&mut st.remotes[t], argv)
         } else {
-            model::rsync(&root, &mut st.remotes[t], argv, stdin)
+            model::rsync_on(&root, &mut st.remotes[t], argv, stdin, refusing)
         };
         if ran.stderr.starts_with("model:") {
             let why = format!("{}: {line}", ran.stderr);

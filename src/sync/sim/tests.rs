@@ -291,6 +291,22 @@ fn simulated_histories_with_rules_keep_every_remote_level() {
     );
 }
 
+/// The default mix against remotes whose rsync refuses `--delete-missing-args`
+/// (`refusing`: Debian's 3.2.7-1+deb12u5 and upstream 3.4.3 abort a call that carries
+/// a missing argument, exit 2; the agent finds that out and deletes through listings,
+/// `rsync::missing`): `SIM_REFUSING_HISTORIES` of them (default 2,000), from seed 1.
+#[test]
+fn simulated_histories_against_receivers_that_refuse_missing_args_keep_every_remote_level() {
+    default_mix_with(
+        "refusing",
+        env_u64("SIM_REFUSING_HISTORIES").unwrap_or(2_000),
+        Faults {
+            refusing: true,
+            ..Faults::DEFAULT
+        },
+    );
+}
+
 /// The default mix with pushes of paths that read the source when they start and land
 /// after other steps (`reads`: rsync's sender lists its paths before the receiver
 /// makes anything of them, and other pushes to the same remote run meanwhile):
@@ -565,6 +581,10 @@ fn seeds_that_found_defects_stay_fixed() {
         // synced with such a path on the remote (95016505).
         (95_005_538, brake_reads),
         (95_016_505, brake_reads),
+        // A tree waiting at `b` (a held directory's delete ended by a write of a file
+        // `b`), then that file deleted: held as a file's delete, and released as the
+        // directory made there again, one level; the old tree's entries stayed (95003574).
+        (95_003_574, brake_reads),
     ];
     for (seed, faults) in seeds {
         let ended = history_with(seed, STEPS, faults);

@@ -36,9 +36,25 @@ impl Mirror {
             elapsed: Duration::ZERO,
         };
         for run in rsync::split_for_args(&plain, rsync::ARGS_BUDGET) {
-            let argv = target.settle_argv(run);
+            let mut argv = target.settle_argv(run);
+            // A receiver that refuses `--delete-missing-args`: see `push`.
+            let refusing = target.delete && self.refusing[t.0].load(Ordering::Relaxed);
+            if refusing {
+                rsync::ignoring_missing_args(&mut argv);
+                if let Some(failed) = self.deletes_first(target, run) {
+                    last = Outcome {
+                        elapsed: last.elapsed + failed.elapsed,
+                        ..failed
+                    };
+                    break;
+                }
+            }
             self.log_call(&format!("cd {} && rsync", target.root.display()), &argv);
             let outcome = self.rsync(&target.root, &argv, &[]);
+            if !refusing && target.delete && rsync::refuses_missing_args(&outcome) {
+                // Known from now on: the caller's retry goes without them.
+                self.refusing[t.0].store(true, Ordering::Relaxed);
+            }
             let elapsed = last.elapsed + outcome.elapsed;
             last = Outcome { elapsed, ..outcome };
             if !last.ok() {
@@ -156,8 +172,19 @@ impl Mirror {
         }
         let mut checked_below_files = false;
         loop {
-            let outcome = match &showing {
-                Some(progress) => self.runner.run_showing(
+            // A receiver that refuses `--delete-missing-args`: the deletes first, in
+            // calls of their own (`rsync::missing`), then the call without them.
+            let refusing = target.delete && self.refusing[t.0].load(Ordering::Relaxed);
+            if refusing {
+                rsync::ignoring_missing_args(&mut argv);
+            }
+            let first = match sent {
+                Job::Paths(paths) if refusing => self.deletes_first(target, paths),
+                _ => None,
+            };
+            let outcome = match (first, &showing) {
+                (Some(failed), _) => failed,
+                (None, Some(progress)) => self.runner.run_showing(
                     std::ffi::OsStr::new("rsync"),
                     &target.root,
                     &argv,
@@ -165,8 +192,23 @@ impl Mirror {
                     rsync::Watch::LowerAfter(rsync::LONG_PUSH),
                     progress,
                 ),
-                None => self.rsync(&target.root, &argv, &stdin),
+                (None, None) => self.rsync(&target.root, &argv, &stdin),
             };
+            if !refusing && target.delete && rsync::refuses_missing_args(&outcome) {
+                // Nothing was sent: the receiver stopped at the file list.
+                self.refusing[t.0].store(true, Ordering::Relaxed);
+                log::warn!(
+                    remote = target.label().as_str();
+                    "{}'s rsync refuses --delete-missing-args (its receiver has a file-mode \
+                     check without the exception for it: Debian's rsync 3.2.7-1+deb12u5, \
+                     upstream 3.4.3; rsync issue #910): deletes go to it as their \
+                     directories' listings from now on, one more call per push that \
+                     deletes; update rsync there to drop that call (rsync: {})",
+                    target.label(),
+                    outcome.stderr.trim()
+                );
+                continue;
+            }
             // A directory replaced by a file or link after that look: rsync says so
             // with exit 23 (it reads no link in its nosymfollow view; a file is not a
             // directory), or, when the file or link is itself in the call and the
@@ -256,6 +298,22 @@ impl Mirror {
                 how = Transfer::Whole;
             }
         }
+    }
+
+    /// For a receiver that refuses `--delete-missing-args`: deletes the paths of `paths`
+    /// missing now whose directory is there, in calls of their own
+    /// ([`rsync::Target::delete_argvs`]); the first failure, if any.
+    fn deletes_first(&self, target: &rsync::Target, paths: &[Entry]) -> Option<Outcome> {
+        let names: Vec<PathBuf> = paths.iter().map(|e| e.path.clone()).collect();
+        let missing = rsync::missing_in_place(&target.root, &names);
+        for (argv, stdin) in target.delete_argvs(&missing) {
+            self.log_call(&format!("cd {} && rsync", target.root.display()), &argv);
+            let outcome = self.rsync(&target.root, &argv, &stdin);
+            if !outcome.ok() {
+                return Some(outcome);
+            }
+        }
+        None
     }
 
     /// The paths of `paths` that are below a file or link now are added to `left_out`
