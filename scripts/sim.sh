@@ -6,7 +6,7 @@
 # their first seeds, and the shortest failing history. Usage:
 #   scripts/sim.sh [HISTORIES] [FIRST_SEED]
 # SIM_FAULTS (stops,overflows,outages,timeouts,hangs,reloads,roots,hardlinks,dironly,
-# symlinks, linkwrites, warm, bigfiles, brake, rules, reads, or all) picks the faults; a failing seed replays
+# symlinks, linkwrites, warm, bigfiles, brake, rules, reads, refusing, or all) picks the faults; a failing seed replays
 # with SIM_SEED=N cargo test --lib sim::tests -- --nocapture
 set -euo pipefail
 cd "$(dirname "$0")/.."
