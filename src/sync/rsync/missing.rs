@@ -26,9 +26,10 @@ use std::path::{Path, PathBuf};
 use super::{split_for_args, Outcome, Target, ARGS_BUDGET};
 
 /// The call failed because its receiver refuses the entries `--delete-missing-args`
-/// sends (see the module doc).
+/// sends (see the module doc): exit 2 (over ssh the sender may see the connection close
+/// first: 12), with the receiver's words.
 pub fn refuses_missing_args(outcome: &Outcome) -> bool {
-    outcome.status == 2 && outcome.stderr.contains("invalid file mode 00 for ")
+    matches!(outcome.status, 2 | 12) && outcome.stderr.contains("invalid file mode 00 for ")
 }
 
 /// Makes a push's `argv` skip its missing arguments (`--ignore-missing-args` for
@@ -68,8 +69,18 @@ impl Target {
     /// each lists the names' directories (`./dir/`, within [`ARGS_BUDGET`]) with the
     /// rules on stdin, NUL-separated: `+ /dir` for each directory listed (one may be in
     /// another's), `+ /dir/name` for each name, then `- /dir/*`. What the listing sends
-    /// beside the names is kept out, and, excluded, kept on the remote.
-    pub fn delete_argvs(&self, names: &[PathBuf]) -> Vec<(Vec<OsString>, Vec<u8>)> {
+    /// beside the names is kept out, and, excluded, kept on the remote. A name the
+    /// agent keeps out (`kept_out`, as a directory and as anything else) as one type is
+    /// let through only as the other (one made again meanwhile as an excluded directory
+    /// is neither sent nor deleted, as the receiver of `--delete-missing-args` keeps what
+    /// its rules exclude); one kept out as both is not let through. No
+    /// `--ignore-missing-args`: a listed directory gone when rsync reads it fails the
+    /// call (exit 23), whose retry deletes the top of what is gone.
+    pub fn delete_argvs(
+        &self,
+        names: &[PathBuf],
+        kept_out: &dyn Fn(&Path, bool) -> bool,
+    ) -> Vec<(Vec<OsString>, Vec<u8>)> {
         let mut by_dir: std::collections::BTreeMap<PathBuf, Vec<&Path>> = Default::default();
         for n in names {
             let dir = n.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -85,7 +96,6 @@ impl Target {
                     "--no-recursive",
                     "--dirs",
                     "--delete",
-                    "--ignore-missing-args",
                     "--from0",
                     "--exclude-from=-",
                 ]
@@ -103,7 +113,15 @@ impl Target {
             }
             for d in &listed {
                 for n in by_dir.get(*d).into_iter().flatten() {
-                    rule(rule_for(b"+ ", n, b""));
+                    match (kept_out(n, true), kept_out(n, false)) {
+                        (true, true) => {}
+                        (true, false) => {
+                            rule(rule_for(b"- ", n, b"/"));
+                            rule(rule_for(b"+ ", n, b""));
+                        }
+                        (false, true) => rule(rule_for(b"+ ", n, b"/")),
+                        (false, false) => rule(rule_for(b"+ ", n, b"")),
+                    }
                 }
             }
             for d in &listed {
@@ -128,22 +146,41 @@ impl Target {
     }
 }
 
-/// Of `paths` (relative to `root`), those missing now whose directory is there (the
-/// root for a top-level name): what [`Target::delete_argvs`] deletes.
+/// What the deletes of `paths` (relative to `root`) missing now are, as
+/// [`Target::delete_argvs`] takes them: each one whose directory is there (the root
+/// for a top-level name), and for one whose directory is gone too, the top of what is
+/// gone above it (its delete takes the path with it, as the call's top of what is gone
+/// does, `workers::listings::gone_tops`). One below a file or link is none.
 pub fn missing_in_place(root: &Path, paths: &[PathBuf]) -> Vec<PathBuf> {
-    let is = |p: &Path| std::fs::symlink_metadata(root.join(p));
+    let gone = |p: &Path| {
+        std::fs::symlink_metadata(root.join(p))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    };
     let mut dirs: std::collections::HashMap<PathBuf, bool> = Default::default();
+    let mut is_dir = |d: &Path| {
+        d.as_os_str().is_empty()
+            || *dirs.entry(d.to_path_buf()).or_insert_with(|| {
+                std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir())
+            })
+    };
     let mut out = Vec::new();
     for p in paths {
-        if !is(p).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        if !gone(p) {
             continue;
         }
-        let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
-        let there = *dirs
-            .entry(dir.clone())
-            .or_insert_with(|| dir.as_os_str().is_empty() || is(&dir).is_ok_and(|m| m.is_dir()));
-        if there {
-            out.push(p.clone());
+        // Up to the first directory that is there: what is below it on the way is gone.
+        let mut top = p.as_path();
+        loop {
+            let dir = top.parent().unwrap_or(Path::new(""));
+            if is_dir(dir) {
+                out.push(top.to_path_buf());
+                break;
+            }
+            if !gone(dir) {
+                // Below a file or link: nothing to delete by listing.
+                break;
+            }
+            top = dir;
         }
     }
     out.sort();
@@ -192,20 +229,14 @@ mod tests {
             .into_iter()
             .map(PathBuf::from)
             .collect();
-        let calls = t.delete_argvs(&names);
+        let calls = t.delete_argvs(&names, &|_, _| false);
         assert_eq!(calls.len(), 1);
         let (argv, stdin) = &calls[0];
         let words: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into()).collect();
-        for w in [
-            "-R",
-            "--no-recursive",
-            "--dirs",
-            "--delete",
-            "--ignore-missing-args",
-        ] {
+        for w in ["-R", "--no-recursive", "--dirs", "--delete"] {
             assert!(words.iter().any(|a| a == w), "{w}: {words:?}");
         }
-        assert!(!words.iter().any(|a| a == "--delete-missing-args"));
+        assert!(!words.iter().any(|a| a.ends_with("-missing-args")));
         assert_eq!(
             words[words.len() - 4..],
             ["./", "./a/", "./a/b/", "127.0.0.1::m"]
@@ -221,16 +252,48 @@ mod tests {
     }
 
     #[test]
+    fn a_name_kept_out_as_one_type_is_let_through_only_as_the_other() {
+        let t = Target::daemon_for_test(Path::new("/w"), "127.0.0.1", "m", "-a");
+        let names: Vec<PathBuf> = ["d/e", "d/f", "d/x.log", "d/plain"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        // `e/` as a directory only; `f` as a file only; `*.log` as both.
+        let kept_out = |p: &Path, dir: bool| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            match name.as_deref() {
+                Some("e") => dir,
+                Some("f") => !dir,
+                Some(n) => n.ends_with(".log"),
+                None => false,
+            }
+        };
+        let calls = t.delete_argvs(&names, &kept_out);
+        assert_eq!(
+            rules(&calls[0].1),
+            [
+                "+ /d",
+                "- /d/e/",
+                "+ /d/e",
+                "+ /d/f/",
+                "+ /d/plain",
+                "- /d/*"
+            ]
+        );
+    }
+
+    #[test]
     fn names_with_wildcards_are_matched_exactly() {
         // Without a wildcard rsync takes `\` as itself; with one, as an escape.
         assert_eq!(rule_for(b"+ ", Path::new("a\\b"), b""), b"+ /a\\b");
         assert_eq!(rule_for(b"+ ", Path::new("a[1]*"), b""), b"+ /a\\[1]\\*");
         assert_eq!(rule_for(b"- ", Path::new("d\\x"), b"/*"), b"- /d\\\\x/*");
         assert_eq!(rule_for(b"- ", Path::new("d?"), b"/*"), b"- /d\\?/*");
+        assert_eq!(rule_for(b"- ", Path::new("e"), b"/"), b"- /e/");
     }
 
     #[test]
-    fn only_what_is_missing_in_a_directory_still_there_is_deleted_by_listing() {
+    fn what_is_missing_goes_from_the_first_directory_still_there() {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
         std::fs::create_dir(root.join("d")).expect("d");
@@ -247,9 +310,14 @@ mod tests {
         .into_iter()
         .map(PathBuf::from)
         .collect();
+        // `nodir/gone` as the top of what is gone; nothing below the file.
         assert_eq!(
             missing_in_place(root, &paths),
-            [PathBuf::from("d/gone"), PathBuf::from("gone")]
+            [
+                PathBuf::from("d/gone"),
+                PathBuf::from("gone"),
+                PathBuf::from("nodir")
+            ]
         );
     }
 }

@@ -305,7 +305,7 @@ fn shape(
                     // `--delete-missing-args` (`rsync::missing`): the deletes first, as
                     // listings, then the call with its missing arguments skipped.
                     let missing = crate::sync::rsync::missing_in_place(&t.root, &names);
-                    let mut calls = t.delete_argvs(&missing);
+                    let mut calls = t.delete_argvs(&missing, &|p, dir| kept_out(excludes, p, dir));
                     crate::sync::rsync::ignoring_missing_args(&mut argv);
                     calls.push((argv, stdin));
                     return Shape {
@@ -583,7 +583,7 @@ fn differences(real: &Tree, model: &Tree) -> Vec<String> {
 /// The calls of `shape` as the workers send them to a receiver that refuses
 /// `--delete-missing-args` (`rsync::missing`): a call with it goes as the deletes of its
 /// missing arguments first, as listings, then itself with them skipped.
-fn as_to_a_refusing_receiver(t: &Target, shape: Shape) -> Shape {
+fn as_to_a_refusing_receiver(t: &Target, excludes: &Excludes, shape: Shape) -> Shape {
     let mut calls = Vec::new();
     for (mut argv, stdin) in shape.calls {
         if argv.iter().any(|a| a == "--delete-missing-args") {
@@ -593,7 +593,7 @@ fn as_to_a_refusing_receiver(t: &Target, shape: Shape) -> Shape {
                 .map(|a| path(a.strip_suffix(b"/").unwrap_or(a)))
                 .collect();
             let missing = crate::sync::rsync::missing_in_place(&t.root, &names);
-            calls.extend(t.delete_argvs(&missing));
+            calls.extend(t.delete_argvs(&missing, &|p, dir| kept_out(excludes, p, dir)));
             crate::sync::rsync::ignoring_missing_args(&mut argv);
         }
         calls.push((argv, stdin));
@@ -602,6 +602,12 @@ fn as_to_a_refusing_receiver(t: &Target, shape: Shape) -> Shape {
         name: shape.name,
         calls,
     }
+}
+
+/// What the agent keeps out, as the workers ask it for [`Target::delete_argvs`].
+fn kept_out(excludes: &Excludes, p: &Path, dir: bool) -> bool {
+    let name = p.file_name().map_or(&[][..], |n| n.as_encoded_bytes());
+    crate::filter::skip(excludes, name, p, dir)
 }
 
 /// Does the daemon's rsync refuse the entry `--delete-missing-args` sends for a missing
@@ -791,7 +797,7 @@ fn case(seed: u64, daemon: &Daemon, scratch: &Path, refusing: bool) -> Result<St
         ),
     };
     let shape = if refusing {
-        as_to_a_refusing_receiver(&t, shape)
+        as_to_a_refusing_receiver(&t, &excludes, shape)
     } else {
         shape
     };

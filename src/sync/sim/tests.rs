@@ -412,6 +412,14 @@ fn seeds_that_found_defects_stay_fixed() {
         brake: true,
         ..reads
     };
+    // Every default fault, the brake, early reads, and remotes whose rsync refuses
+    // `--delete-missing-args` (`refusing`).
+    let refusing = Faults {
+        brake: true,
+        reads: true,
+        refusing: true,
+        ..Faults::DEFAULT
+    };
     // Every default fault and the warm restart's (`warm`).
     let warm = Faults {
         warm: true,
@@ -585,6 +593,16 @@ fn seeds_that_found_defects_stay_fixed() {
         // `b`), then that file deleted: held as a file's delete, and released as the
         // directory made there again, one level; the old tree's entries stayed (95003574).
         (95_003_574, brake_reads),
+        // Deletes as listings to a receiver that refuses `--delete-missing-args`: a
+        // listed directory renamed away before rsync read it, the call skipping it
+        // (`--ignore-missing-args`) and counted as landed, a barrier passed with the
+        // remote still holding the path (97004265, 97049205); a name made again as an
+        // excluded directory before rsync read it, let through by the listing's rule
+        // and sent (97013253, 97041544).
+        (97_004_265, refusing),
+        (97_049_205, refusing),
+        (97_013_253, refusing),
+        (97_041_544, refusing),
     ];
     for (seed, faults) in seeds {
         let ended = history_with(seed, STEPS, faults);

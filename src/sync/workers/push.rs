@@ -41,7 +41,7 @@ impl Mirror {
             let refusing = target.delete && self.refusing[t.0].load(Ordering::Relaxed);
             if refusing {
                 rsync::ignoring_missing_args(&mut argv);
-                if let Some(failed) = self.deletes_first(target, run) {
+                if let Some(failed) = self.deletes_first(t, target, run) {
                     last = Outcome {
                         elapsed: last.elapsed + failed.elapsed,
                         ..failed
@@ -179,7 +179,7 @@ impl Mirror {
                 rsync::ignoring_missing_args(&mut argv);
             }
             let first = match sent {
-                Job::Paths(paths) if refusing => self.deletes_first(target, paths),
+                Job::Paths(paths) if refusing => self.deletes_first(t, target, paths),
                 _ => None,
             };
             let outcome = match (first, &showing) {
@@ -303,10 +303,20 @@ impl Mirror {
     /// For a receiver that refuses `--delete-missing-args`: deletes the paths of `paths`
     /// missing now whose directory is there, in calls of their own
     /// ([`rsync::Target::delete_argvs`]); the first failure, if any.
-    fn deletes_first(&self, target: &rsync::Target, paths: &[Entry]) -> Option<Outcome> {
+    fn deletes_first(
+        &self,
+        t: RemoteId,
+        target: &rsync::Target,
+        paths: &[Entry],
+    ) -> Option<Outcome> {
         let names: Vec<PathBuf> = paths.iter().map(|e| e.path.clone()).collect();
         let missing = rsync::missing_in_place(&target.root, &names);
-        for (argv, stdin) in target.delete_argvs(&missing) {
+        let excludes = &self.excludes[t.0];
+        let kept_out = |p: &Path, dir: bool| {
+            let name = p.file_name().map_or(&[][..], |n| n.as_encoded_bytes());
+            crate::filter::skip(excludes, name, p, dir)
+        };
+        for (argv, stdin) in target.delete_argvs(&missing, &kept_out) {
             self.log_call(&format!("cd {} && rsync", target.root.display()), &argv);
             let outcome = self.rsync(&target.root, &argv, &stdin);
             if !outcome.ok() {
