@@ -17,7 +17,6 @@
 //! 5.12), rsync runs as before and one warning says so ([`link_guard`]).
 
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::bigfiles::Transfer;
@@ -600,16 +599,7 @@ pub fn exclude_exactly(argv: &mut Vec<OsString>, excluded: &[PathBuf]) -> Vec<u8
 /// An rsync filter rule that excludes exactly this relative path: `- /path`, with
 /// wildcards escaped (rsync treats `\` as an escape only when a wildcard is present).
 pub fn anchored_rule(path: &Path) -> Vec<u8> {
-    let bytes = path.as_os_str().as_bytes();
-    let wild = bytes.iter().any(|b| matches!(b, b'*' | b'?' | b'['));
-    let mut rule = b"- /".to_vec();
-    for &b in bytes {
-        if wild && matches!(b, b'*' | b'?' | b'[' | b'\\') {
-            rule.push(b'\\');
-        }
-        rule.push(b);
-    }
-    rule
+    missing::rule_for(b"- ", path, b"")
 }
 
 #[cfg(test)]
