@@ -1,6 +1,7 @@
 use super::ssh::ssh_with_connect_timeout;
 use super::*;
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 
 #[test]
 fn remote_rename_is_one_mv_over_the_ssh_command() {
